@@ -1,0 +1,5 @@
+/* placeholder until the owner writes this file */
+#include "commands.h"
+int srlm_cmd_tokenize(int argc, char **argv) { (void)argc; return srlm_cli_usage_error(argv[0], "not built yet"); }
+int srlm_cmd_detokenize(int argc, char **argv) { (void)argc; return srlm_cli_usage_error(argv[0], "not built yet"); }
+int srlm_cmd_chat(int argc, char **argv) { (void)argc; return srlm_cli_usage_error(argv[0], "not built yet"); }

@@ -1,0 +1,65 @@
+/* srlm: the command-line entry point; dispatches to the subcommands of commands.h. */
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "commands.h"
+
+typedef struct command {
+  const char *name;
+  int (*fn)(int, char **);
+  const char *help;
+} command;
+
+static const command k_commands[] = {
+    {"train", srlm_cmd_train, "train -c CONFIG [key.path=value ...]: run the configured job"},
+    {"config", srlm_cmd_config, "config -c CONFIG [key=value ...] | --help: print the resolved config / list options"},
+    {"info", srlm_cmd_info, "info --model DIR: architecture, parameter count, dtype, tensors"},
+    {"tokenize", srlm_cmd_tokenize, "tokenize --tokenizer DIR (--jsonl FILE | --text STRING): token ids as JSON lines"},
+    {"detokenize", srlm_cmd_detokenize, "detokenize --tokenizer DIR --ids 1,2,3: print the text"},
+    {"chat", srlm_cmd_chat, "chat --tokenizer DIR --jsonl FILE [--generation-prompt]: render conversations with the chat format"},
+};
+#define N_COMMANDS (sizeof k_commands / sizeof k_commands[0])
+
+static void usage(FILE *f) {
+  fprintf(f, "usage: srlm <command> [options]\n\ncommands:\n");
+  for (size_t i = 0; i < N_COMMANDS; i++) fprintf(f, "  %s\n", k_commands[i].help);
+  fprintf(f, "\n  version: print the version\n  help: this text\n\n"
+             "Each command takes --help. Results go to stdout, progress and errors to stderr.\n");
+}
+
+int srlm_cli_fail(const char *cmd, srlm_status st) {
+  fprintf(stderr, "srlm %s: error: %s\n", cmd, srlm_error_message());
+  return srlm_status_exit_code(st);
+}
+
+int srlm_cli_usage_error(const char *cmd, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  fprintf(stderr, "srlm %s: error: ", cmd);
+  vfprintf(stderr, fmt, ap);
+  fprintf(stderr, " (see 'srlm %s --help')\n", cmd);
+  va_end(ap);
+  return 2;
+}
+
+int main(int argc, char **argv) {
+  if (argc < 2) {
+    usage(stderr);
+    return 2;
+  }
+  const char *cmd = argv[1];
+  if (!strcmp(cmd, "help") || !strcmp(cmd, "--help") || !strcmp(cmd, "-h")) {
+    usage(stdout);
+    return 0;
+  }
+  if (!strcmp(cmd, "version") || !strcmp(cmd, "--version")) {
+    printf("srlm %s\n", SRLM_VERSION_STRING);
+    return 0;
+  }
+  for (size_t i = 0; i < N_COMMANDS; i++)
+    if (!strcmp(cmd, k_commands[i].name)) return k_commands[i].fn(argc - 1, argv + 1);
+  fprintf(stderr, "srlm: error: unknown command '%s'\n\n", cmd);
+  usage(stderr);
+  return 2;
+}

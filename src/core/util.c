@@ -1,0 +1,100 @@
+/* Timers, checked allocation and whole-file I/O with atomic writes. */
+#define _POSIX_C_SOURCE 200809L
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "srlm/core.h"
+
+double srlm_time_now(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+void srlm_timer_start(srlm_timer *t) { t->start = srlm_time_now(); }
+double srlm_timer_elapsed(const srlm_timer *t) { return srlm_time_now() - t->start; }
+
+void *srlm_xmalloc(size_t n) {
+  void *p = malloc(n ? n : 1);
+  SRLM_CHECK(p != NULL, "out of memory allocating %zu bytes", n);
+  return p;
+}
+void *srlm_xcalloc(size_t n, size_t size) {
+  void *p = calloc(n ? n : 1, size ? size : 1);
+  SRLM_CHECK(p != NULL, "out of memory allocating %zu x %zu bytes", n, size);
+  return p;
+}
+void *srlm_xrealloc(void *p, size_t n) {
+  void *q = realloc(p, n ? n : 1);
+  SRLM_CHECK(q != NULL, "out of memory reallocating %zu bytes", n);
+  return q;
+}
+char *srlm_xstrdup(const char *s) {
+  size_t n = strlen(s) + 1;
+  char *d = srlm_xmalloc(n);
+  memcpy(d, s, n);
+  return d;
+}
+
+srlm_status srlm_read_file(const char *path, char **data, size_t *size) {
+  *data = NULL;
+  if (size) *size = 0;
+  FILE *f = fopen(path, "rb");
+  if (!f) return srlm_error(SRLM_ERR_IO, path, "cannot open: %s", strerror(errno));
+  struct stat st;
+  if (fstat(fileno(f), &st) != 0 || !S_ISREG(st.st_mode)) {
+    fclose(f);
+    return srlm_error(SRLM_ERR_IO, path, "not a regular file");
+  }
+  size_t n = (size_t)st.st_size;
+  char *buf = srlm_xmalloc(n + 1);
+  size_t got = n ? fread(buf, 1, n, f) : 0;
+  int err = ferror(f);
+  fclose(f);
+  if (got != n || err) {
+    free(buf);
+    return srlm_error(SRLM_ERR_IO, path, "short read (%zu of %zu bytes)", got, n);
+  }
+  buf[n] = '\0';
+  *data = buf;
+  if (size) *size = n;
+  return SRLM_OK;
+}
+
+srlm_status srlm_write_file_atomic(const char *path, const void *data, size_t size) {
+  char tmp[4096];
+  int n = snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid());
+  if (n < 0 || (size_t)n >= sizeof tmp) return srlm_error(SRLM_ERR_IO, path, "path too long");
+  int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  if (fd < 0) return srlm_error(SRLM_ERR_IO, path, "cannot create %s: %s", tmp, strerror(errno));
+  const char *p = data;
+  size_t left = size;
+  while (left > 0) {
+    ssize_t w = write(fd, p, left);
+    if (w < 0 && errno == EINTR) continue;
+    if (w <= 0) {
+      int e = errno;
+      close(fd);
+      unlink(tmp);
+      return srlm_error(SRLM_ERR_IO, path, "write failed: %s", strerror(e));
+    }
+    p += w;
+    left -= (size_t)w;
+  }
+  if (fsync(fd) != 0 || close(fd) != 0) {
+    int e = errno;
+    unlink(tmp);
+    return srlm_error(SRLM_ERR_IO, path, "flush failed: %s", strerror(e));
+  }
+  if (rename(tmp, path) != 0) {
+    int e = errno;
+    unlink(tmp);
+    return srlm_error(SRLM_ERR_IO, path, "rename from %s failed: %s", tmp, strerror(e));
+  }
+  return SRLM_OK;
+}

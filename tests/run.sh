@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Builds srlm and runs every test: a Release build (all tests, including the fuzz smoke run),
+# then an AddressSanitizer + UndefinedBehaviorSanitizer build (unit and CLI tests).
+# Ends with ctest's summary line. Usage: tests/run.sh  (from anywhere)
+set -euo pipefail
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$root"
+bash launch/install-deps.sh --test
+
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+jobs=$(nproc 2>/dev/null || echo 2)
+
+echo "== sanitizer build (ASan + UBSan): unit and CLI tests"
+cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DSRLM_SANITIZE=ON -DSRLM_CUDA=OFF >/dev/null
+cmake --build build-asan -j"$jobs"
+(cd build-asan && ctest -L 'unit|cli' --output-on-failure -j"$jobs")
+
+echo "== Release build (CUDA compiled when nvcc is found): all tests"
+cmake -S . -B build -DCMAKE_BUILD_TYPE=Release >/dev/null
+cmake --build build -j"$jobs"
+cd build
+ctest --output-on-failure -j"$jobs"
