@@ -16,7 +16,10 @@
 #include <stdint.h>
 
 #ifdef __cplusplus
+#define SRLM_NORETURN [[noreturn]]
 extern "C" {
+#else
+#define SRLM_NORETURN _Noreturn
 #endif
 
 /* ---- status codes ------------------------------------------------------ */
@@ -92,7 +95,7 @@ void srlm_log(srlm_log_level level, const char *fmt, ...) __attribute__((format(
  * one that calls MPI_Abort, so a broken invariant on one rank ends every rank). */
 typedef void (*srlm_abort_hook)(int exit_code);
 void srlm_set_abort_hook(srlm_abort_hook hook);
-_Noreturn void srlm_fatal(const char *file, int line, const char *fmt, ...)
+SRLM_NORETURN void srlm_fatal(const char *file, int line, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
 /* An invariant that stays on in Release builds (unlike assert). */
@@ -164,6 +167,8 @@ double srlm_timer_elapsed(const srlm_timer *t); /* seconds since start */
 srlm_status srlm_read_file(const char *path, char **data, size_t *size);
 /* Writes data to path atomically: path.tmp.<pid>, fsync, rename. */
 srlm_status srlm_write_file_atomic(const char *path, const void *data, size_t size);
+/* Creates a directory and its missing parents (like mkdir -p); existing ones are fine. */
+srlm_status srlm_mkdirs(const char *path);
 /* Allocation that never returns NULL (fatal on out of memory). */
 void *srlm_xmalloc(size_t n);
 void *srlm_xcalloc(size_t n, size_t size);

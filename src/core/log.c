@@ -46,7 +46,7 @@ void srlm_log(srlm_log_level level, const char *fmt, ...) {
 
 void srlm_set_abort_hook(srlm_abort_hook hook) { g_abort_hook = hook; }
 
-_Noreturn void srlm_fatal(const char *file, int line, const char *fmt, ...) {
+SRLM_NORETURN void srlm_fatal(const char *file, int line, const char *fmt, ...) {
   char msg[2048], pre[64];
   prefix(pre, sizeof pre);
   va_list ap;

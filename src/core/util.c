@@ -98,3 +98,29 @@ srlm_status srlm_write_file_atomic(const char *path, const void *data, size_t si
   }
   return SRLM_OK;
 }
+
+srlm_status srlm_mkdirs(const char *path) {
+  size_t n = strlen(path);
+  if (n == 0) return srlm_error(SRLM_ERR_IO, "mkdir", "empty path");
+  char *buf = srlm_xstrdup(path);
+  for (size_t i = 1; i <= n; i++) {
+    if (buf[i] != '/' && buf[i] != '\0') continue;
+    char c = buf[i];
+    buf[i] = '\0';
+    if (mkdir(buf, 0755) != 0 && errno != EEXIST) {
+      int e = errno;
+      srlm_status st = srlm_error(SRLM_ERR_IO, buf, "cannot create directory: %s", strerror(e));
+      free(buf);
+      return st;
+    }
+    struct stat st;
+    if (stat(buf, &st) != 0 || !S_ISDIR(st.st_mode)) {
+      srlm_status rc = srlm_error(SRLM_ERR_IO, buf, "exists and is not a directory");
+      free(buf);
+      return rc;
+    }
+    buf[i] = c;
+  }
+  free(buf);
+  return SRLM_OK;
+}
