@@ -1,0 +1,268 @@
+/* srlm config: one YAML file parsed strictly into typed structs, overridable by
+ * `key.path=value` arguments, printed back as YAML that parses to the same values.
+ *
+ * Every option is declared once, in the table of src/io/config_options.c (key path,
+ * type, default, range or choices, help, offset into srlm_config). The YAML keys
+ * mirror the struct: `train.lr` is cfg.train.lr.
+ *
+ * Typing rules (the same for files and overrides):
+ *  - int, int64: a plain decimal integer ("-3", "+7"); no fraction, exponent, hex or
+ *    leading zeros ("010" means 8 in YAML 1.1 and 10 in YAML 1.2, so it is refused).
+ *  - float: a plain decimal number ("0.1", "1e-6", "3"); no .inf/.nan, no hex.
+ *  - bool: plain true/True/TRUE/false/False/FALSE only. YAML 1.1's yes/no/on/off/y/n
+ *    are refused, as are quoted booleans.
+ *  - quoted numbers and booleans ("5", 'true') are strings and are refused for those types.
+ *  - string: any scalar, plain or quoted, taken as its text (`name: 2024` is "2024").
+ *    Strings may not contain NUL.
+ *  - enum: a scalar equal to one of the option's names (case-sensitive).
+ *  - list of strings: a YAML sequence of scalars (block or flow: [a, "b c"]).
+ *  - an empty value (`key:` or `key=`) is the empty string, the empty list or the
+ *    empty section; for numbers, bools and enums it is an error. `~` and `null` are
+ *    errors everywhere.
+ *  - anchors, aliases, tags and more than one document are refused; keys are scalars
+ *    without '.', each at most once per mapping (nested sections included).
+ * Overrides: the text after the first '=' is parsed as a YAML document holding one
+ * node, then checked as above; values containing ": " or " #" need YAML quotes
+ * ('run.name="a: b"'). A key given twice on the command line: the last one wins.
+ *
+ * Errors are SRLM_ERR_CONFIG (exit 2) with messages
+ *   "configs/x.yaml:12:5: train.lr: value 5 out of range [0, 1]"      (file, 1-based)
+ *   "override 'train.lr=abc': train.lr: expected a float, got 'abc'"  (override)
+ * Floats print as the shortest text that parses back to the same bits.
+ */
+#ifndef SRLM_CONFIG_H
+#define SRLM_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "srlm/core.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* An owned list of owned NUL-terminated strings. */
+typedef struct srlm_strlist {
+  char **items; /* [n] */
+  int n;
+} srlm_strlist;
+
+/* Enums of the config. Their names in YAML are listed, in this order, next to the
+ * option table; srlm_config_enum_name() returns them. */
+typedef enum srlm_cfg_family {
+  SRLM_CFG_FAMILY_LLAMA = 0,
+  SRLM_CFG_FAMILY_QWEN2,
+  SRLM_CFG_FAMILY_QWEN3,
+  SRLM_CFG_FAMILY_MISTRAL
+} srlm_cfg_family;
+
+typedef enum srlm_cfg_dtype { SRLM_CFG_DTYPE_FP32 = 0, SRLM_CFG_DTYPE_BF16 } srlm_cfg_dtype;
+
+typedef enum srlm_cfg_chat_format {
+  SRLM_CFG_CHAT_AUTO = 0, /* from tokenizer_config.json */
+  SRLM_CFG_CHAT_LLAMA3,
+  SRLM_CFG_CHAT_CHATML,
+  SRLM_CFG_CHAT_QWEN3,
+  SRLM_CFG_CHAT_NONE /* raw text, no chat template */
+} srlm_cfg_chat_format;
+
+typedef enum srlm_cfg_judge_mode {
+  SRLM_CFG_JUDGE_REGEX = 0, /* score = first capture of judge.score_regex in the judgment */
+  SRLM_CFG_JUDGE_EXPECTED   /* score = probability-weighted mean over the score tokens */
+} srlm_cfg_judge_mode;
+
+typedef enum srlm_cfg_loss {
+  SRLM_CFG_LOSS_DPO = 0,
+  SRLM_CFG_LOSS_IPO,
+  SRLM_CFG_LOSS_GRPO,
+  SRLM_CFG_LOSS_SFT
+} srlm_cfg_loss;
+
+typedef enum srlm_cfg_lr_schedule {
+  SRLM_CFG_LR_CONSTANT = 0,
+  SRLM_CFG_LR_LINEAR,
+  SRLM_CFG_LR_COSINE
+} srlm_cfg_lr_schedule;
+
+/* The whole configuration. Strings are heap-owned and never NULL after
+ * srlm_config_init; release everything with srlm_config_free. */
+typedef struct srlm_config {
+  struct {
+    char *name;
+    char *out_dir;
+    int64_t seed;
+    int iterations;
+    srlm_log_level log_level;
+  } run;
+  struct {
+    char *path; /* Hugging Face directory; "" = build a fresh model from model.arch */
+    struct {
+      srlm_cfg_family family;
+      int vocab_size; /* 0 = the tokenizer's vocabulary size */
+      int hidden_size;
+      int intermediate_size;
+      int num_layers;
+      int num_heads;
+      int num_kv_heads; /* 0 = num_heads */
+      int head_dim;     /* 0 = hidden_size / num_heads */
+      double rope_theta;
+      double rms_norm_eps;
+      int max_seq_len;
+      bool tie_embeddings;
+    } arch;
+    srlm_cfg_dtype dtype;
+  } model;
+  struct {
+    char *path; /* "" = model.path */
+    srlm_cfg_chat_format chat_format;
+  } tokenizer;
+  struct {
+    int generators;
+    int judges;
+    int learners;
+    bool colocate;
+  } roles;
+  struct {
+    char *prompts;
+    char *eval_prompts;
+    bool skip_bad_lines;
+    int max_prompt_tokens;
+  } data;
+  struct {
+    int samples_per_prompt; /* K */
+    double temperature;
+    double top_p;
+    int top_k; /* 0 = off */
+    double min_p;
+    int max_new_tokens;
+    srlm_strlist stop;
+  } generate;
+  struct {
+    char *template_path; /* YAML key judge.template */
+    int samples;         /* J */
+    double temperature;
+    int max_new_tokens;
+    char *score_regex;
+    double score_min;
+    double score_max;
+    srlm_cfg_judge_mode mode;
+  } judge;
+  struct {
+    double min_margin;
+  } pairs;
+  struct {
+    srlm_cfg_loss loss;
+    double beta;
+    double label_smoothing;
+    double nll_weight;
+    double lr;
+    srlm_cfg_lr_schedule lr_schedule;
+    int warmup_steps;
+    double min_lr;
+    double weight_decay;
+    double adam_beta1;
+    double adam_beta2;
+    double adam_eps;
+    double grad_clip; /* 0 = off */
+    int batch_size;
+    int grad_accum;
+    int epochs;
+  } train;
+  struct {
+    int every;   /* iterations between evaluations; 0 = never */
+    int prompts; /* eval prompts per evaluation; 0 = all */
+  } eval;
+} srlm_config;
+
+/* ---- the option table ---------------------------------------------------- */
+
+typedef enum srlm_config_type {
+  SRLM_CONFIG_INT = 0, /* int */
+  SRLM_CONFIG_INT64,   /* int64_t */
+  SRLM_CONFIG_FLOAT,   /* double */
+  SRLM_CONFIG_BOOL,    /* bool */
+  SRLM_CONFIG_STRING,  /* char * */
+  SRLM_CONFIG_ENUM,    /* a C enum (int-sized); value = index into choices */
+  SRLM_CONFIG_STRLIST  /* srlm_strlist */
+} srlm_config_type;
+
+typedef struct srlm_config_option {
+  const char *key;   /* "train.lr" */
+  srlm_config_type type;
+  size_t offset;     /* of the field in srlm_config */
+  int64_t imin, imax; /* INT, INT64: inclusive range; STRLIST: most items (imax) */
+  double fmin, fmax;  /* FLOAT: range, +-HUGE_VAL for an open end */
+  bool fmin_open, fmax_open; /* FLOAT: the bound itself is excluded */
+  int64_t idef;       /* INT, INT64, BOOL default */
+  double fdef;        /* FLOAT default */
+  const char *sdef;   /* STRING default; ENUM default name */
+  const char *const *ldef;    /* STRLIST default, NULL-terminated */
+  const char *const *choices; /* ENUM names in enum order, NULL-terminated */
+  const char *help;   /* one line */
+} srlm_config_option;
+
+/* The table (declaration order = print order) and its length. */
+const srlm_config_option *srlm_config_options(size_t *n);
+/* The option with this exact key, or NULL. */
+const srlm_config_option *srlm_config_option_find(const char *key);
+/* "int", "int64", "float", "bool", "string", "enum", "list". */
+const char *srlm_config_type_name(srlm_config_type type);
+/* The YAML name of an enum option's value ("dpo"), or NULL for a bad key or value. */
+const char *srlm_config_enum_name(const char *key, int value);
+
+/* ---- lifetime ------------------------------------------------------------- */
+
+/* Sets every option to its default. */
+void srlm_config_init(srlm_config *cfg);
+/* Frees the strings and lists and zeroes cfg; safe to call twice. */
+void srlm_config_free(srlm_config *cfg);
+/* Deep copy; dst must not hold a config (free it first). */
+void srlm_config_copy(srlm_config *dst, const srlm_config *src);
+/* True when every option is equal (floats bit for bit). When not, *first_diff
+ * (if given) is set to the first differing key. */
+bool srlm_config_equal(const srlm_config *a, const srlm_config *b, const char **first_diff);
+
+/* ---- parsing -------------------------------------------------------------- */
+
+/* Applies a YAML document (text[len], need not be NUL-terminated) onto cfg: the keys
+ * present replace the current values, the others are kept. name is the file name
+ * used in messages. Does not run the cross-option checks (srlm_config_validate).
+ * On error cfg stays a valid config (free it) holding a mix of old and new values. */
+srlm_status srlm_config_parse(srlm_config *cfg, const char *name, const char *text, size_t len);
+/* srlm_config_parse on a file's contents; the path names it in messages. */
+srlm_status srlm_config_parse_file(srlm_config *cfg, const char *path);
+/* Applies one override "key.path=value". */
+srlm_status srlm_config_set(srlm_config *cfg, const char *arg);
+/* Range checks of every option and the checks that involve several options
+ * (heads divide the hidden size, score_min < score_max, ...). */
+srlm_status srlm_config_validate(const srlm_config *cfg);
+/* The whole sequence of a command: defaults, then the file (path may be NULL),
+ * then the overrides in order, then srlm_config_validate. cfg is initialized here;
+ * free it with srlm_config_free whatever the result. */
+srlm_status srlm_config_load(srlm_config *cfg, const char *path, int n_overrides,
+                             const char *const *overrides);
+
+/* ---- printing ------------------------------------------------------------- */
+
+enum {
+  SRLM_CONFIG_PRINT_COMMENTS = 1 /* a header, and each key's type, range and help as a comment */
+};
+
+/* The config as YAML: every key in table order, nested mappings, strings quoted when
+ * a YAML reader could take them for anything else. Parsing the text gives an equal
+ * config. Returns a malloc'd NUL-terminated string (free()). */
+char *srlm_config_to_yaml(const srlm_config *cfg, unsigned flags);
+/* Writes srlm_config_to_yaml(cfg, 0) to path atomically. */
+srlm_status srlm_config_save(const srlm_config *cfg, const char *path);
+/* The option list for `srlm config --help`: one aligned line per option with its key,
+ * type, default, range or choices and help. malloc'd. */
+char *srlm_config_help(void);
+/* One value as YAML text (the right-hand side printed for that key); malloc'd. */
+char *srlm_config_value_text(const srlm_config *cfg, const srlm_config_option *opt);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,137 @@
+/* The one table of srlm's config options: key path, type, default, range or choices,
+ * help, and where the value lives in srlm_config. Everything else (parsing,
+ * overrides, printing, --help, validation of ranges) is driven by this table.
+ *
+ * Conventions: a row's key is its field path stringized, so the YAML mirrors the
+ * struct (one exception: judge.template is the field template_path, as `template`
+ * is a C++ keyword). Rows of one section are contiguous and the order here is the
+ * order of `srlm config` output. Each row checks at compile time that its field has
+ * the C type its option type needs. Ranges are inclusive unless marked open.
+ */
+#include <math.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "srlm/config.h"
+
+/* Compile-time type check of a field: a negative array size when it has the wrong type. */
+#define FIELD_IS(f, T) (0 * sizeof(char[_Generic(((srlm_config *)0)->f, T: 1, default: -1)]))
+#define FIELD_INT_SIZED(f) (0 * sizeof(char[sizeof(((srlm_config *)0)->f) == sizeof(int) ? 1 : -1]))
+#define AT(f) (offsetof(srlm_config, f))
+
+#define OPT_INT(f, def, lo, hi, h) \
+  {.key = #f, .type = SRLM_CONFIG_INT, .offset = AT(f) + FIELD_IS(f, int), .idef = (def), .imin = (lo), .imax = (hi), .help = (h)}
+#define OPT_INT64(f, def, lo, hi, h) \
+  {.key = #f, .type = SRLM_CONFIG_INT64, .offset = AT(f) + FIELD_IS(f, int64_t), .idef = (def), .imin = (lo), .imax = (hi), .help = (h)}
+/* lo_open/hi_open: 1 excludes the bound. */
+#define OPT_FLOAT(f, def, lo_open, lo, hi, hi_open, h)                                                 \
+  {.key = #f, .type = SRLM_CONFIG_FLOAT, .offset = AT(f) + FIELD_IS(f, double), .fdef = (def),         \
+   .fmin = (lo), .fmax = (hi), .fmin_open = (lo_open), .fmax_open = (hi_open), .help = (h)}
+#define OPT_BOOL(f, def, h) \
+  {.key = #f, .type = SRLM_CONFIG_BOOL, .offset = AT(f) + FIELD_IS(f, _Bool), .idef = (def), .help = (h)}
+#define OPT_STRING_KEY(k, f, def, h) \
+  {.key = (k), .type = SRLM_CONFIG_STRING, .offset = AT(f) + FIELD_IS(f, char *), .sdef = (def), .help = (h)}
+#define OPT_STRING(f, def, h) OPT_STRING_KEY(#f, f, def, h)
+#define OPT_ENUM(f, names, def, h) \
+  {.key = #f, .type = SRLM_CONFIG_ENUM, .offset = AT(f) + FIELD_INT_SIZED(f), .choices = (names), .sdef = (def), .help = (h)}
+#define OPT_STRLIST(f, def, most, h) \
+  {.key = #f, .type = SRLM_CONFIG_STRLIST, .offset = AT(f) + FIELD_IS(f, srlm_strlist), .ldef = (def), .imin = 0, .imax = (most), .help = (h)}
+
+#define BIG (1 << 30)
+#define INF HUGE_VAL
+
+/* Enum names, in the order of the C enums of config.h. */
+static const char *const k_log_levels[] = {"debug", "info", "warn", "error", NULL};
+static const char *const k_families[] = {"llama", "qwen2", "qwen3", "mistral", NULL};
+static const char *const k_dtypes[] = {"fp32", "bf16", NULL};
+static const char *const k_chat_formats[] = {"auto", "llama3", "chatml", "qwen3", "none", NULL};
+static const char *const k_judge_modes[] = {"regex", "expected", NULL};
+static const char *const k_losses[] = {"dpo", "ipo", "grpo", "sft", NULL};
+static const char *const k_lr_schedules[] = {"constant", "linear", "cosine", NULL};
+_Static_assert(SRLM_LOG_ERROR == 3 && SRLM_CFG_FAMILY_MISTRAL == 3 && SRLM_CFG_DTYPE_BF16 == 1 &&
+                   SRLM_CFG_CHAT_NONE == 4 && SRLM_CFG_JUDGE_EXPECTED == 1 && SRLM_CFG_LOSS_SFT == 3 &&
+                   SRLM_CFG_LR_COSINE == 2,
+               "an enum of config.h changed: update its names here");
+
+static const char *const k_no_strings[] = {NULL};
+
+static const srlm_config_option k_options[] = {
+    OPT_STRING(run.name, "srlm", "name of the run; its directory is run.out_dir/run.name"),
+    OPT_STRING(run.out_dir, "runs", "folder that holds the run directories"),
+    OPT_INT64(run.seed, 1234, 0, INT64_MAX, "seed of every random draw (Philox key)"),
+    OPT_INT(run.iterations, 2, 0, 1000, "self-rewarding iterations M_t -> M_t+1"),
+    OPT_ENUM(run.log_level, k_log_levels, "info", "least severe log level printed to stderr"),
+
+    OPT_STRING(model.path, "", "Hugging Face model directory; \"\" builds a fresh model from model.arch"),
+    OPT_ENUM(model.arch.family, k_families, "llama", "architecture family of a model built from model.arch"),
+    OPT_INT(model.arch.vocab_size, 0, 0, 1 << 24, "vocabulary size; 0 = the tokenizer's"),
+    OPT_INT(model.arch.hidden_size, 256, 1, 1 << 16, "width of the residual stream (C)"),
+    OPT_INT(model.arch.intermediate_size, 768, 1, 1 << 18, "width of the SwiGLU MLP"),
+    OPT_INT(model.arch.num_layers, 4, 1, 1024, "transformer blocks (L)"),
+    OPT_INT(model.arch.num_heads, 4, 1, 1024, "query heads (NH)"),
+    OPT_INT(model.arch.num_kv_heads, 0, 0, 1024, "key/value heads (NKV); 0 = num_heads"),
+    OPT_INT(model.arch.head_dim, 0, 0, 1024, "head size (HS); 0 = hidden_size / num_heads"),
+    OPT_FLOAT(model.arch.rope_theta, 10000.0, 1, 0.0, INF, 0, "RoPE base frequency"),
+    OPT_FLOAT(model.arch.rms_norm_eps, 1e-5, 1, 0.0, 1.0, 0, "epsilon of RMSNorm"),
+    OPT_INT(model.arch.max_seq_len, 512, 1, 1 << 20, "longest sequence (prompt + answer) in tokens"),
+    OPT_BOOL(model.arch.tie_embeddings, 1, "share the token embedding with the LM head"),
+    OPT_ENUM(model.dtype, k_dtypes, "fp32", "weights and activations (bf16 keeps fp32 master weights; GPU)"),
+
+    OPT_STRING(tokenizer.path, "", "folder with tokenizer.json; \"\" = model.path"),
+    OPT_ENUM(tokenizer.chat_format, k_chat_formats, "auto", "chat template; auto = from tokenizer_config.json"),
+
+    OPT_INT(roles.generators, 0, 0, 1 << 20, "generator ranks when not colocated"),
+    OPT_INT(roles.judges, 0, 0, 1 << 20, "judge ranks when not colocated"),
+    OPT_INT(roles.learners, 0, 0, 1 << 20, "learner ranks when not colocated"),
+    OPT_BOOL(roles.colocate, 1, "every rank plays all three roles in turn"),
+
+    OPT_STRING(data.prompts, "", "training prompts (JSONL)"),
+    OPT_STRING(data.eval_prompts, "", "evaluation prompts (JSONL); \"\" = no evaluation"),
+    OPT_BOOL(data.skip_bad_lines, 0, "skip malformed prompt lines with a warning instead of failing"),
+    OPT_INT(data.max_prompt_tokens, 512, 1, 1 << 20, "longer prompts are skipped"),
+
+    OPT_INT(generate.samples_per_prompt, 4, 1, 1024, "answers sampled per prompt (K)"),
+    OPT_FLOAT(generate.temperature, 0.7, 0, 0.0, 10.0, 0, "sampling temperature; 0 = greedy"),
+    OPT_FLOAT(generate.top_p, 0.9, 1, 0.0, 1.0, 0, "nucleus sampling mass; 1 = off"),
+    OPT_INT(generate.top_k, 0, 0, 1 << 24, "keep the k most likely tokens; 0 = off"),
+    OPT_FLOAT(generate.min_p, 0.0, 0, 0.0, 1.0, 0, "drop tokens below min_p x the top probability; 0 = off"),
+    OPT_INT(generate.max_new_tokens, 256, 1, 1 << 20, "longest answer in tokens"),
+    OPT_STRLIST(generate.stop, k_no_strings, 64, "extra stop strings (the EOS tokens always stop)"),
+
+    OPT_STRING_KEY("judge.template", judge.template_path, "configs/judge/additive5.txt",
+                   "judge prompt template file"),
+    OPT_INT(judge.samples, 3, 1, 64, "judgments sampled per answer (J); scores are averaged"),
+    OPT_FLOAT(judge.temperature, 0.7, 0, 0.0, 10.0, 0, "sampling temperature of the judge"),
+    OPT_INT(judge.max_new_tokens, 256, 1, 1 << 20, "longest judgment in tokens"),
+    OPT_STRING(judge.score_regex, "Score: *([0-9]+(\\.[0-9]+)?)", "PCRE2 pattern; capture 1 is the score"),
+    OPT_FLOAT(judge.score_min, 0.0, 0, -1e9, 1e9, 0, "lowest valid score"),
+    OPT_FLOAT(judge.score_max, 5.0, 0, -1e9, 1e9, 0, "highest valid score"),
+    OPT_ENUM(judge.mode, k_judge_modes, "regex", "regex: parse the text; expected: probability-weighted score"),
+
+    OPT_FLOAT(pairs.min_margin, 0.0, 0, 0.0, INF, 0, "least score gap between chosen and rejected"),
+
+    OPT_ENUM(train.loss, k_losses, "dpo", "training objective"),
+    OPT_FLOAT(train.beta, 0.1, 1, 0.0, 1000.0, 0, "DPO/IPO/GRPO KL strength"),
+    OPT_FLOAT(train.label_smoothing, 0.0, 0, 0.0, 0.5, 1, "conservative DPO label smoothing"),
+    OPT_FLOAT(train.nll_weight, 0.0, 0, 0.0, 1000.0, 0, "weight of the chosen answer's NLL added to the loss"),
+    OPT_FLOAT(train.lr, 1e-6, 0, 0.0, 1.0, 0, "peak learning rate"),
+    OPT_ENUM(train.lr_schedule, k_lr_schedules, "constant", "decay after warm-up"),
+    OPT_INT(train.warmup_steps, 0, 0, BIG, "linear warm-up optimizer steps"),
+    OPT_FLOAT(train.min_lr, 0.0, 0, 0.0, 1.0, 0, "learning rate at the end of the decay"),
+    OPT_FLOAT(train.weight_decay, 0.0, 0, 0.0, 10.0, 0, "AdamW decoupled weight decay"),
+    OPT_FLOAT(train.adam_beta1, 0.9, 0, 0.0, 1.0, 1, "AdamW first-moment decay"),
+    OPT_FLOAT(train.adam_beta2, 0.999, 0, 0.0, 1.0, 1, "AdamW second-moment decay"),
+    OPT_FLOAT(train.adam_eps, 1e-8, 1, 0.0, 1.0, 0, "AdamW denominator epsilon"),
+    OPT_FLOAT(train.grad_clip, 1.0, 0, 0.0, 1e9, 0, "clip the global gradient norm; 0 = off"),
+    OPT_INT(train.batch_size, 8, 1, 1 << 20, "pairs (or groups) per optimizer micro-batch on each learner"),
+    OPT_INT(train.grad_accum, 1, 1, 1 << 16, "micro-batches per optimizer step"),
+    OPT_INT(train.epochs, 1, 1, 1000, "passes over each iteration's pairs"),
+
+    OPT_INT(eval.every, 1, 0, BIG, "evaluate every N iterations; 0 = never"),
+    OPT_INT(eval.prompts, 0, 0, BIG, "eval prompts per evaluation; 0 = all"),
+};
+
+const srlm_config_option *srlm_config_options(size_t *n) {
+  *n = sizeof k_options / sizeof k_options[0];
+  return k_options;
+}
