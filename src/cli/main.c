@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "commands.h"
+#include "srlm/backend.h"
 
 typedef struct command {
   const char *name;
@@ -48,6 +49,9 @@ int main(int argc, char **argv) {
     usage(stderr);
     return 2;
   }
+#ifdef SRLM_HAVE_CUDA
+  srlm_backend_register(srlm_backend_cuda()); /* a static library cannot register itself */
+#endif
   const char *cmd = argv[1];
   if (!strcmp(cmd, "help") || !strcmp(cmd, "--help") || !strcmp(cmd, "-h")) {
     usage(stdout);
