@@ -1,3 +1,402 @@
-/* placeholder until the owner writes this file */
+/* srlm train -c CONFIG [key.path=value ...]: the main job.
+ *
+ * Today it runs the stages that exist, in the run's folder run.out_dir/run.name/:
+ *   1. resolve the config (file + overrides, strict checks), print it to stderr and save
+ *      it as config.yaml;
+ *   2. the starting model M0: open model.path and check its tensors, or build a fresh
+ *      model from model.arch (Philox-seeded init) and save it with the tokenizer files as
+ *      a Hugging Face directory iter_0/model/;
+ *   3. the prompts of data.prompts: JSONL lines {"prompt": ...} or {"messages": [...]},
+ *      rendered with the chat format (or raw with chat_format none), tokenized, and
+ *      written to iter_0/prompts.h5 (format "prompts", version 1);
+ *   4. summary.json with what was done.
+ * Generation, judging and the training iterations are the next stages (not built yet);
+ * the command says so at the end rather than pretending to train.
+ */
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
 #include "commands.h"
-int srlm_cmd_train(int argc, char **argv) { (void)argc; return srlm_cli_usage_error(argv[0], "not built yet"); }
+#include "srlm/chat.h"
+#include "srlm/config.h"
+#include "srlm/hfmodel.h"
+#include "srlm/jsonl.h"
+#include "srlm/store.h"
+#include "srlm/tokenizer.h"
+
+#define PROMPTS_FORMAT "prompts"
+#define PROMPTS_VERSION 1
+
+static const char k_train_help[] =
+    "usage: srlm train -c CONFIG [key.path=value ...]\n"
+    "\n"
+    "Runs the job a config describes, in run.out_dir/run.name/. Any config key can be\n"
+    "overridden as key.path=value (checked like the file; see 'srlm config --help').\n"
+    "\n"
+    "Stages built so far: resolve and save the config (config.yaml), the starting model\n"
+    "(model.path, or a fresh model from model.arch saved to iter_0/model/), and the\n"
+    "prompts of data.prompts rendered and tokenized into iter_0/prompts.h5.\n"
+    "\n"
+    "  -c, --config FILE   the YAML config\n"
+    "  --help              this text\n"
+    "\n"
+    "Exit status: 0 ok, 2 for a usage or config error, 1 for other errors.\n";
+
+typedef struct train_ctx {
+  srlm_config cfg;
+  char run_dir[4096];
+  char model_dir[4096];
+  srlm_tokenizer *tok;
+  srlm_model_config mcfg;
+  uint64_t n_params;
+  int has_chat;
+  srlm_chat_format chat;
+  /* prompt statistics */
+  int64_t n_prompts, n_skipped, n_too_long, n_tokens;
+  int max_len;
+} train_ctx;
+
+static srlm_status path_join(char *out, size_t n, const char *a, const char *b) {
+  int w = snprintf(out, n, "%s/%s", a, b);
+  if (w < 0 || (size_t)w >= n) return srlm_error(SRLM_ERR_IO, a, "path too long");
+  return SRLM_OK;
+}
+
+/* Copies src to dst (atomically) when src exists; a missing src is fine when optional. */
+static srlm_status copy_file(const char *src, const char *dst, int optional) {
+  char *data;
+  size_t n;
+  srlm_status st = srlm_read_file(src, &data, &n);
+  if (st != SRLM_OK) {
+    if (optional) {
+      srlm_error_clear();
+      return SRLM_OK;
+    }
+    return st;
+  }
+  st = srlm_write_file_atomic(dst, data, n);
+  free(data);
+  return st;
+}
+
+/* The eos token of tokenizer_config.json ("eos_token": string or {"content": ...}), as an id. */
+static srlm_status tokenizer_eos(train_ctx *c, const char *tok_dir, int64_t *eos) {
+  char path[4096];
+  *eos = -1;
+  SRLM_TRY(path_join(path, sizeof path, tok_dir, "tokenizer_config.json"));
+  json_error_t jerr;
+  json_t *root = json_load_file(path, 0, &jerr);
+  if (!root) return SRLM_OK; /* no tokenizer_config.json: no eos known */
+  json_t *e = json_object_get(root, "eos_token");
+  if (json_is_object(e)) e = json_object_get(e, "content");
+  srlm_status st = SRLM_OK;
+  if (json_is_string(e)) {
+    int32_t id;
+    st = srlm_tokenizer_token_id(c->tok, json_string_value(e), json_string_length(e), &id);
+    if (st == SRLM_OK)
+      *eos = id;
+    else
+      st = srlm_error_context(st, "%s: eos_token", path);
+  }
+  json_decref(root);
+  return st;
+}
+
+static srlm_status prepare_run_dir(train_ctx *c) {
+  const srlm_config *cfg = &c->cfg;
+  int w = snprintf(c->run_dir, sizeof c->run_dir, "%s/%s", cfg->run.out_dir, cfg->run.name);
+  if (w < 0 || (size_t)w >= sizeof c->run_dir) return srlm_error(SRLM_ERR_IO, cfg->run.out_dir, "path too long");
+  SRLM_TRY(srlm_mkdirs(c->run_dir));
+  char path[4096];
+  SRLM_TRY(path_join(path, sizeof path, c->run_dir, "config.yaml"));
+  SRLM_TRY(srlm_config_save(cfg, path));
+  SRLM_INFO("run folder %s (config saved as config.yaml)", c->run_dir);
+  return SRLM_OK;
+}
+
+static srlm_status load_tokenizer(train_ctx *c) {
+  const srlm_config *cfg = &c->cfg;
+  const char *dir = cfg->tokenizer.path[0] ? cfg->tokenizer.path : cfg->model.path;
+  if (!dir[0])
+    return srlm_error(SRLM_ERR_CONFIG, "tokenizer.path", "empty, and model.path is empty too: set one of them");
+  srlm_timer t;
+  srlm_timer_start(&t);
+  SRLM_TRY(srlm_tokenizer_load(dir, &c->tok));
+  SRLM_INFO("tokenizer %s: %d ids (%.2f s)", dir, (int)srlm_tokenizer_n_ids(c->tok), srlm_timer_elapsed(&t));
+  switch (cfg->tokenizer.chat_format) {
+    case SRLM_CFG_CHAT_NONE: c->has_chat = 0; break;
+    case SRLM_CFG_CHAT_AUTO:
+      SRLM_TRY(srlm_chat_format_detect(dir, &c->chat));
+      c->has_chat = 1;
+      break;
+    default:
+      SRLM_TRY(srlm_chat_format_from_name(srlm_config_enum_name("tokenizer.chat_format", (int)cfg->tokenizer.chat_format),
+                                          &c->chat));
+      c->has_chat = 1;
+  }
+  SRLM_INFO("chat format: %s", c->has_chat ? srlm_chat_kind_name(c->chat.kind) : "none (raw text)");
+  return SRLM_OK;
+}
+
+static srlm_status model_from_arch(train_ctx *c, srlm_model_config *m) {
+  const srlm_config *cfg = &c->cfg;
+  static const srlm_model_type k_types[] = {
+      [SRLM_CFG_FAMILY_LLAMA] = SRLM_MODEL_LLAMA, [SRLM_CFG_FAMILY_QWEN2] = SRLM_MODEL_QWEN2,
+      [SRLM_CFG_FAMILY_QWEN3] = SRLM_MODEL_QWEN3, [SRLM_CFG_FAMILY_MISTRAL] = SRLM_MODEL_MISTRAL};
+  srlm_model_config_defaults(m, k_types[cfg->model.arch.family]);
+  m->vocab_size = cfg->model.arch.vocab_size ? cfg->model.arch.vocab_size : srlm_tokenizer_n_ids(c->tok);
+  if (m->vocab_size < srlm_tokenizer_n_ids(c->tok))
+    return srlm_error(SRLM_ERR_CONFIG, "model.arch.vocab_size", "%lld is smaller than the tokenizer's %d ids",
+                      (long long)m->vocab_size, (int)srlm_tokenizer_n_ids(c->tok));
+  m->hidden_size = cfg->model.arch.hidden_size;
+  m->intermediate_size = cfg->model.arch.intermediate_size;
+  m->num_hidden_layers = cfg->model.arch.num_layers;
+  m->num_attention_heads = cfg->model.arch.num_heads;
+  m->num_key_value_heads = cfg->model.arch.num_kv_heads;
+  m->head_dim = cfg->model.arch.head_dim;
+  m->rope_theta = cfg->model.arch.rope_theta;
+  m->rms_norm_eps = cfg->model.arch.rms_norm_eps;
+  m->max_position_embeddings = cfg->model.arch.max_seq_len;
+  m->tie_word_embeddings = cfg->model.arch.tie_embeddings;
+  m->bos_token_id = -1;
+  int64_t eos;
+  const char *tok_dir = cfg->tokenizer.path[0] ? cfg->tokenizer.path : cfg->model.path;
+  SRLM_TRY(tokenizer_eos(c, tok_dir, &eos));
+  m->n_eos = eos >= 0 ? 1 : 0;
+  m->eos_token_ids[0] = eos;
+  return srlm_model_config_finalize(m, "model.arch");
+}
+
+static srlm_status prepare_model(train_ctx *c) {
+  const srlm_config *cfg = &c->cfg;
+  srlm_timer t;
+  srlm_timer_start(&t);
+  if (cfg->model.path[0]) {
+    snprintf(c->model_dir, sizeof c->model_dir, "%s", cfg->model.path);
+  } else {
+    srlm_model_config m;
+    SRLM_TRY(model_from_arch(c, &m));
+    SRLM_TRY(path_join(c->model_dir, sizeof c->model_dir, c->run_dir, "iter_0/model"));
+    SRLM_TRY(srlm_mkdirs(c->model_dir));
+    srlm_st_dtype dt = cfg->model.dtype == SRLM_CFG_DTYPE_BF16 ? SRLM_ST_BF16 : SRLM_ST_F32;
+    SRLM_TRY(srlm_hf_model_write_random(c->model_dir, &m, (uint64_t)cfg->run.seed, dt));
+    const char *tok_dir = cfg->tokenizer.path;
+    static const char *const files[] = {"tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"};
+    for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
+      char src[4096], dst[4096];
+      SRLM_TRY(path_join(src, sizeof src, tok_dir, files[i]));
+      SRLM_TRY(path_join(dst, sizeof dst, c->model_dir, files[i]));
+      SRLM_TRY(copy_file(src, dst, i > 0));
+    }
+  }
+  /* Open what is on disk (fresh or given): the same checks as `srlm info`. */
+  srlm_hf_model *hf;
+  SRLM_TRY(srlm_hf_model_open(c->model_dir, &hf));
+  c->mcfg = *srlm_hf_model_config(hf);
+  c->n_params = srlm_model_param_count(&c->mcfg);
+  srlm_hf_model_close(hf);
+  if (c->mcfg.vocab_size < srlm_tokenizer_n_ids(c->tok))
+    return srlm_error(SRLM_ERR_FORMAT, c->model_dir, "vocab_size %lld is smaller than the tokenizer's %d ids",
+                      (long long)c->mcfg.vocab_size, (int)srlm_tokenizer_n_ids(c->tok));
+  char count[32];
+  srlm_format_count(c->n_params, count, sizeof count);
+  SRLM_INFO("model M0 %s: %s, %lld layers, hidden %lld, heads %lld/%lld, vocab %lld, %s parameters (%.2f s)",
+            c->model_dir, srlm_model_type_name(c->mcfg.model_type), (long long)c->mcfg.num_hidden_layers,
+            (long long)c->mcfg.hidden_size, (long long)c->mcfg.num_attention_heads,
+            (long long)c->mcfg.num_key_value_heads, (long long)c->mcfg.vocab_size, count, srlm_timer_elapsed(&t));
+  return SRLM_OK;
+}
+
+/* Renders and tokenizes one prompt line; *ok = 0 (with the error recorded) for a bad line. */
+static srlm_status encode_prompt(train_ctx *c, srlm_jsonl *r, json_t *v, srlm_token_ids *ids, char **text) {
+  json_t *prompt = json_is_object(v) ? json_object_get(v, "prompt") : NULL;
+  json_t *messages = json_is_object(v) ? json_object_get(v, "messages") : NULL;
+  if (!json_is_object(v) || (!prompt && !messages))
+    return srlm_jsonl_error(r, SRLM_ERR_FORMAT, "expected an object with \"prompt\" or \"messages\"");
+  if (prompt && !json_is_string(prompt))
+    return srlm_jsonl_error(r, SRLM_ERR_FORMAT, "\"prompt\" must be a string");
+  if (!c->has_chat) {
+    if (!prompt)
+      return srlm_jsonl_error(r, SRLM_ERR_FORMAT, "\"messages\" needs a chat format (tokenizer.chat_format is none)");
+    *text = srlm_xstrdup(json_string_value(prompt));
+    return srlm_tokenizer_encode(c->tok, *text, json_string_length(prompt), ids);
+  }
+  srlm_chat_message one, *msgs = &one;
+  size_t n = 1;
+  if (prompt) {
+    one = (srlm_chat_message){.role = "user", .content = json_string_value(prompt),
+                              .content_len = json_string_length(prompt)};
+  } else {
+    srlm_status st = srlm_chat_messages_from_json(messages, srlm_jsonl_where(r), &msgs, &n);
+    if (st != SRLM_OK) return st;
+  }
+  size_t len;
+  srlm_status st = srlm_chat_render(&c->chat, msgs, n, 1, text, &len, NULL);
+  if (st == SRLM_OK) st = srlm_tokenizer_encode(c->tok, *text, len, ids);
+  if (msgs != &one) free(msgs);
+  return st;
+}
+
+static srlm_status prepare_prompts(train_ctx *c) {
+  const srlm_config *cfg = &c->cfg;
+  if (!cfg->data.prompts[0]) {
+    SRLM_INFO("data.prompts is empty: no prompts to prepare");
+    return SRLM_OK;
+  }
+  srlm_timer t;
+  srlm_timer_start(&t);
+  srlm_jsonl *r;
+  SRLM_TRY(srlm_jsonl_open(cfg->data.prompts, &r));
+  srlm_token_ids all = {0}, one = {0};
+  int64_t cap = 64, *offsets = srlm_xmalloc((size_t)cap * sizeof *offsets), *lines = NULL;
+  char **texts = NULL;
+  offsets[0] = 0;
+  json_t *v;
+  srlm_status st;
+  for (;;) {
+    st = srlm_jsonl_next(r, &v);
+    if (st == SRLM_ERR_FORMAT && cfg->data.skip_bad_lines) { /* invalid JSON: the line is consumed */
+      SRLM_WARN("skipping %s", srlm_error_message());
+      c->n_skipped++;
+      continue;
+    }
+    if (st != SRLM_OK || !v) break;
+    char *text = NULL;
+    srlm_token_ids_clear(&one);
+    st = encode_prompt(c, r, v, &one, &text);
+    json_decref(v);
+    if (st != SRLM_OK) {
+      free(text);
+      if (!cfg->data.skip_bad_lines) break;
+      SRLM_WARN("skipping %s", srlm_error_message());
+      c->n_skipped++;
+      continue;
+    }
+    if (cfg->data.max_prompt_tokens > 0 && (int64_t)one.n > cfg->data.max_prompt_tokens) {
+      c->n_too_long++;
+      free(text);
+      continue;
+    }
+    if (c->n_prompts + 2 > cap) cap *= 2;
+    offsets = srlm_xrealloc(offsets, (size_t)cap * sizeof *offsets);
+    lines = srlm_xrealloc(lines, (size_t)cap * sizeof *lines);
+    texts = srlm_xrealloc(texts, (size_t)cap * sizeof *texts);
+    for (size_t i = 0; i < one.n; i++) srlm_token_ids_push(&all, one.ids[i]);
+    texts[c->n_prompts] = text;
+    lines[c->n_prompts] = srlm_jsonl_line(r);
+    offsets[++c->n_prompts] = (int64_t)all.n;
+    if ((int)one.n > c->max_len) c->max_len = (int)one.n;
+  }
+  srlm_jsonl_close(r);
+  if (st == SRLM_OK && c->n_prompts == 0)
+    st = srlm_error(SRLM_ERR_FORMAT, cfg->data.prompts, "no usable prompts (%lld skipped, %lld longer than data.max_prompt_tokens)",
+                    (long long)c->n_skipped, (long long)c->n_too_long);
+  char path[4096];
+  srlm_store *s = NULL;
+  if (st == SRLM_OK) st = path_join(path, sizeof path, c->run_dir, "iter_0");
+  if (st == SRLM_OK) st = srlm_mkdirs(path);
+  if (st == SRLM_OK) st = path_join(path, sizeof path, c->run_dir, "iter_0/prompts.h5");
+  if (st == SRLM_OK) st = srlm_store_create(path, PROMPTS_FORMAT, PROMPTS_VERSION, &s);
+  if (st == SRLM_OK) st = srlm_store_write_seqs(s, "/prompts/ids", c->n_prompts, offsets, all.ids);
+  if (st == SRLM_OK) st = srlm_store_write_strings(s, "/prompts/text", c->n_prompts, (const char *const *)texts);
+  if (st == SRLM_OK)
+    st = srlm_store_write_array(s, "/prompts/line", SRLM_STORE_I64, 1, (const int64_t[]){c->n_prompts}, lines);
+  if (st == SRLM_OK) {
+    st = srlm_store_commit(s); /* frees s, success or not */
+    s = NULL;
+  }
+  srlm_store_close(s);
+  c->n_tokens = (int64_t)all.n;
+  for (int64_t i = 0; i < c->n_prompts; i++) free(texts[i]);
+  free(texts);
+  free(lines);
+  free(offsets);
+  srlm_token_ids_free(&all);
+  srlm_token_ids_free(&one);
+  SRLM_TRY(st);
+  SRLM_INFO("prompts %s: %lld prompts, %lld tokens (mean %.1f, max %d), %lld bad lines skipped, %lld too long "
+            "(> %d tokens) dropped -> %s (%.2f s)",
+            cfg->data.prompts, (long long)c->n_prompts, (long long)c->n_tokens,
+            (double)c->n_tokens / (double)c->n_prompts, c->max_len, (long long)c->n_skipped,
+            (long long)c->n_too_long, cfg->data.max_prompt_tokens, path, srlm_timer_elapsed(&t));
+  return SRLM_OK;
+}
+
+static srlm_status write_summary(train_ctx *c, double seconds) {
+  json_t *o = json_object();
+  json_object_set_new(o, "run", json_string(c->cfg.run.name));
+  json_object_set_new(o, "model_dir", json_string(c->model_dir));
+  json_object_set_new(o, "model_type", json_string(srlm_model_type_name(c->mcfg.model_type)));
+  json_object_set_new(o, "parameters", json_integer((json_int_t)c->n_params));
+  json_object_set_new(o, "prompts", json_integer(c->n_prompts));
+  json_object_set_new(o, "prompt_tokens", json_integer(c->n_tokens));
+  json_object_set_new(o, "prompts_skipped", json_integer(c->n_skipped));
+  json_object_set_new(o, "prompts_too_long", json_integer(c->n_too_long));
+  json_object_set_new(o, "iterations_done", json_integer(0));
+  json_object_set_new(o, "seconds", json_real(seconds));
+  char *text = json_dumps(o, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+  json_decref(o);
+  char path[4096];
+  srlm_status st = path_join(path, sizeof path, c->run_dir, "summary.json");
+  if (st == SRLM_OK) st = srlm_write_file_atomic(path, text, strlen(text));
+  free(text);
+  return st;
+}
+
+int srlm_cmd_train(int argc, char **argv) {
+  const char *config_path = NULL;
+  const char **overrides = srlm_xcalloc((size_t)argc, sizeof *overrides);
+  int n_over = 0;
+  for (int i = 1; i < argc; i++) {
+    if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+      fputs(k_train_help, stdout);
+      free(overrides);
+      return 0;
+    } else if (!strcmp(argv[i], "-c") || !strcmp(argv[i], "--config")) {
+      if (i + 1 >= argc) {
+        free(overrides);
+        return srlm_cli_usage_error("train", "%s needs a file", argv[i]);
+      }
+      config_path = argv[++i];
+    } else if (strchr(argv[i], '=') && argv[i][0] != '-') {
+      overrides[n_over++] = argv[i];
+    } else {
+      free(overrides);
+      return srlm_cli_usage_error("train", "unknown argument '%s'", argv[i]);
+    }
+  }
+  if (!config_path) {
+    free(overrides);
+    return srlm_cli_usage_error("train", "-c CONFIG is required");
+  }
+  train_ctx c;
+  memset(&c, 0, sizeof c);
+  srlm_timer t;
+  srlm_timer_start(&t);
+  srlm_status st = srlm_config_load(&c.cfg, config_path, n_over, overrides);
+  free(overrides);
+  if (st == SRLM_OK) {
+    srlm_log_set_level(c.cfg.run.log_level);
+    char *yaml = srlm_config_to_yaml(&c.cfg, 0);
+    SRLM_INFO("resolved config (%s%s):\n%s", config_path, n_over ? " + overrides" : "", yaml);
+    free(yaml);
+    st = prepare_run_dir(&c);
+  }
+  if (st == SRLM_OK) st = load_tokenizer(&c);
+  if (st == SRLM_OK) st = prepare_model(&c);
+  if (st == SRLM_OK) st = prepare_prompts(&c);
+  if (st == SRLM_OK) st = write_summary(&c, srlm_timer_elapsed(&t));
+  int rc = 0;
+  if (st != SRLM_OK) {
+    rc = srlm_cli_fail("train", st);
+  } else {
+    SRLM_INFO("prepared run %s in %.2f s: config.yaml, model M0 (%s), %lld prompts tokenized, summary.json",
+              c.run_dir, srlm_timer_elapsed(&t), c.model_dir, (long long)c.n_prompts);
+    SRLM_INFO("generation, judging and training iterations are not built yet: this build stops after preparing the run");
+  }
+  srlm_tokenizer_free(c.tok);
+  srlm_config_free(&c.cfg);
+  return rc;
+}
