@@ -38,6 +38,10 @@ srlm_status srlm_jsonl_error(const srlm_jsonl *r, srlm_status code, const char *
     __attribute__((format(printf, 3, 4)));
 void srlm_jsonl_close(srlm_jsonl *r);
 
+/* "an object", "an array", "a string", "an integer", "a real number", "a boolean" or
+ * "null": the JSON type of v, for error messages ("expected X, got <type>"). */
+const char *srlm_json_type_name(const json_t *v);
+
 #ifdef __cplusplus
 }
 #endif

@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "srlm/hfmodel.h"
+#include "srlm/jsonl.h"
 
 static const struct {
   const char *name, *arch;
@@ -186,19 +187,6 @@ srlm_status srlm_model_config_finalize(srlm_model_config *c, const char *where) 
 
 /* ---- parsing ----------------------------------------------------------------------- */
 
-static const char *jtype(const json_t *v) {
-  switch (json_typeof(v)) {
-    case JSON_OBJECT: return "an object";
-    case JSON_ARRAY: return "an array";
-    case JSON_STRING: return "a string";
-    case JSON_INTEGER: return "an integer";
-    case JSON_REAL: return "a real number";
-    case JSON_TRUE:
-    case JSON_FALSE: return "a boolean";
-    case JSON_NULL: return "null";
-  }
-  return "?";
-}
 
 typedef struct cfg_reader {
   const char *path;
@@ -228,7 +216,7 @@ static srlm_status get_int(const cfg_reader *r, const char *key, bool required, 
   if (!v) return SRLM_OK;
   char k[256];
   full_key(r, key, k, sizeof k);
-  if (!json_is_integer(v)) return key_error(r->path, k, SRLM_ERR_FORMAT, "expected an integer, got %s", jtype(v));
+  if (!json_is_integer(v)) return key_error(r->path, k, SRLM_ERR_FORMAT, "expected an integer, got %s", srlm_json_type_name(v));
   long long x = json_integer_value(v);
   if (x < min) return key_error(r->path, k, SRLM_ERR_RANGE, "must be >= %lld, got %lld", (long long)min, x);
   *out = x;
@@ -242,7 +230,7 @@ static srlm_status get_num(const cfg_reader *r, const char *key, bool required, 
   if (!json_is_number(v)) {
     char k[256];
     full_key(r, key, k, sizeof k);
-    return key_error(r->path, k, SRLM_ERR_FORMAT, "expected a number, got %s", jtype(v));
+    return key_error(r->path, k, SRLM_ERR_FORMAT, "expected a number, got %s", srlm_json_type_name(v));
   }
   *out = json_number_value(v);
   return SRLM_OK;
@@ -255,7 +243,7 @@ static srlm_status get_bool(const cfg_reader *r, const char *key, bool *out) {
   if (!json_is_boolean(v)) {
     char k[256];
     full_key(r, key, k, sizeof k);
-    return key_error(r->path, k, SRLM_ERR_FORMAT, "expected true or false, got %s", jtype(v));
+    return key_error(r->path, k, SRLM_ERR_FORMAT, "expected true or false, got %s", srlm_json_type_name(v));
   }
   *out = json_is_true(v);
   return SRLM_OK;
@@ -268,7 +256,7 @@ static srlm_status get_string(const cfg_reader *r, const char *key, bool require
   if (!json_is_string(v)) {
     char k[256];
     full_key(r, key, k, sizeof k);
-    return key_error(r->path, k, SRLM_ERR_FORMAT, "expected a string, got %s", jtype(v));
+    return key_error(r->path, k, SRLM_ERR_FORMAT, "expected a string, got %s", srlm_json_type_name(v));
   }
   *out = json_string_value(v);
   return SRLM_OK;
@@ -281,7 +269,7 @@ static srlm_status parse_rope(const char *path, json_t *obj, const char *name, s
   snprintf(prefix, sizeof prefix, "%s.", name);
   cfg_reader r = {path, obj, prefix};
   if (!json_is_object(obj))
-    return key_error(path, name, SRLM_ERR_FORMAT, "expected an object or null, got %s", jtype(obj));
+    return key_error(path, name, SRLM_ERR_FORMAT, "expected an object or null, got %s", srlm_json_type_name(obj));
   const char *type = NULL;
   SRLM_TRY(get_string(&r, "rope_type", false, &type));
   if (!type) SRLM_TRY(get_string(&r, "type", false, &type));
@@ -341,7 +329,7 @@ static srlm_status parse_token_ids(const cfg_reader *r, srlm_model_config *c) {
   }
   if (!json_is_array(eos))
     return key_error(r->path, "eos_token_id", SRLM_ERR_FORMAT, "expected an integer or a list of integers, got %s",
-                     jtype(eos));
+                     srlm_json_type_name(eos));
   if (json_array_size(eos) > SRLM_MODEL_MAX_EOS)
     return key_error(r->path, "eos_token_id", SRLM_ERR_RANGE, "%zu ids (at most %d)", json_array_size(eos),
                      SRLM_MODEL_MAX_EOS);
@@ -350,7 +338,7 @@ static srlm_status parse_token_ids(const cfg_reader *r, srlm_model_config *c) {
   json_array_foreach(eos, i, v) {
     if (!json_is_integer(v) || json_integer_value(v) < 0)
       return key_error(r->path, "eos_token_id", SRLM_ERR_FORMAT,
-                       "element %zu must be a non-negative integer, got %s", i, jtype(v));
+                       "element %zu must be a non-negative integer, got %s", i, srlm_json_type_name(v));
     c->eos_token_ids[i] = json_integer_value(v);
   }
   c->n_eos = (int)json_array_size(eos);
@@ -387,7 +375,7 @@ srlm_status srlm_model_config_parse(const char *text, size_t len, const char *pa
                       jerr.column);
   srlm_status st = SRLM_OK;
   if (!json_is_object(root)) {
-    st = srlm_error(SRLM_ERR_FORMAT, path, "is %s, expected a JSON object", jtype(root));
+    st = srlm_error(SRLM_ERR_FORMAT, path, "is %s, expected a JSON object", srlm_json_type_name(root));
     json_decref(root);
     return st;
   }

@@ -83,3 +83,17 @@ void srlm_jsonl_close(srlm_jsonl *r) {
   free(r->line);
   free(r);
 }
+
+const char *srlm_json_type_name(const json_t *v) {
+  switch (json_typeof(v)) {
+    case JSON_OBJECT: return "an object";
+    case JSON_ARRAY: return "an array";
+    case JSON_STRING: return "a string";
+    case JSON_INTEGER: return "an integer";
+    case JSON_REAL: return "a real number";
+    case JSON_TRUE:
+    case JSON_FALSE: return "a boolean";
+    case JSON_NULL: return "null";
+  }
+  return "?";
+}

@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "srlm/safetensors.h"
+#include "srlm/jsonl.h"
 
 #if !defined(__BYTE_ORDER__) || __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
 #error "srlm reads safetensors data in place and needs a little-endian host"
@@ -211,26 +212,13 @@ static srlm_status tensor_error(const srlm_st_file *f, const char *name, srlm_st
   return code;
 }
 
-static const char *json_type_name(const json_t *v) {
-  switch (json_typeof(v)) {
-    case JSON_OBJECT: return "an object";
-    case JSON_ARRAY: return "an array";
-    case JSON_STRING: return "a string";
-    case JSON_INTEGER: return "an integer";
-    case JSON_REAL: return "a real number";
-    case JSON_TRUE:
-    case JSON_FALSE: return "a boolean";
-    case JSON_NULL: return "null";
-  }
-  return "?";
-}
 
 /* Describes a bad array element: its integer value, or its type. */
 static const char *describe_value(const json_t *v, char *buf, size_t n) {
   if (json_is_integer(v))
     snprintf(buf, n, "%lld", (long long)json_integer_value(v));
   else
-    snprintf(buf, n, "%s", json_type_name(v));
+    snprintf(buf, n, "%s", srlm_json_type_name(v));
   return buf;
 }
 
@@ -253,7 +241,7 @@ static srlm_status parse_tensor(srlm_st_file *f, const char *name, json_t *entry
   char vbuf[64];
   if (!json_is_object(entry))
     return tensor_error(f, name, SRLM_ERR_FORMAT, "entry is not an object (it is %s)",
-                        json_type_name(entry));
+                        srlm_json_type_name(entry));
   const char *k;
   json_t *v;
   json_object_foreach(entry, k, v) {
@@ -268,7 +256,7 @@ static srlm_status parse_tensor(srlm_st_file *f, const char *name, json_t *entry
   if (!dt) return tensor_error(f, name, SRLM_ERR_FORMAT, "missing \"dtype\"");
   if (!json_is_string(dt))
     return tensor_error(f, name, SRLM_ERR_FORMAT, "\"dtype\" is %s, expected a string",
-                        json_type_name(dt));
+                        srlm_json_type_name(dt));
   const char *dts = json_string_value(dt);
   if (!srlm_st_dtype_parse(dts, &t->dtype)) {
     for (size_t i = 0; i < sizeof k_other_dtypes / sizeof k_other_dtypes[0]; i++)
@@ -282,7 +270,7 @@ static srlm_status parse_tensor(srlm_st_file *f, const char *name, json_t *entry
   if (!sh) return tensor_error(f, name, SRLM_ERR_FORMAT, "missing \"shape\"");
   if (!json_is_array(sh))
     return tensor_error(f, name, SRLM_ERR_FORMAT,
-                        "\"shape\" is %s, expected an array of non-negative integers", json_type_name(sh));
+                        "\"shape\" is %s, expected an array of non-negative integers", srlm_json_type_name(sh));
   size_t ndim = json_array_size(sh);
   if (ndim > INT_MAX / 2)
     return tensor_error(f, name, SRLM_ERR_FORMAT, "\"shape\" has %zu dimensions", ndim);
@@ -319,7 +307,7 @@ static srlm_status parse_tensor(srlm_st_file *f, const char *name, json_t *entry
   if (!json_is_array(off) || json_array_size(off) != 2)
     return tensor_error(f, name, SRLM_ERR_FORMAT,
                         "\"data_offsets\" must be two non-negative integers [begin, end] (it is %s%s)",
-                        json_type_name(off), json_is_array(off) ? " of another length" : "");
+                        srlm_json_type_name(off), json_is_array(off) ? " of another length" : "");
   uint64_t be[2];
   for (size_t i = 0; i < 2; i++) {
     json_t *d = json_array_get(off, i);
@@ -402,7 +390,7 @@ static srlm_status check_coverage(const srlm_st_file *f, uint64_t data_size) {
 static srlm_status parse_metadata(srlm_st_file *f, json_t *md) {
   if (!json_is_object(md))
     return srlm_error(SRLM_ERR_FORMAT, f->path, "\"__metadata__\" is %s, expected an object of strings",
-                      json_type_name(md));
+                      srlm_json_type_name(md));
   f->n_meta = json_object_size(md);
   f->meta = srlm_arena_alloc(&f->arena, (f->n_meta ? f->n_meta : 1) * sizeof *f->meta, 8);
   size_t i = 0;
@@ -412,7 +400,7 @@ static srlm_status parse_metadata(srlm_st_file *f, json_t *md) {
     if (!json_is_string(v))
       return srlm_error(SRLM_ERR_FORMAT, f->path,
                         "\"__metadata__\" value for key '%s' is %s, expected a string", k,
-                        json_type_name(v));
+                        srlm_json_type_name(v));
     f->meta[i].key = srlm_arena_strdup(&f->arena, k);
     f->meta[i].value = srlm_arena_strdup(&f->arena, json_string_value(v));
     i++;
@@ -445,7 +433,7 @@ static srlm_status parse_image(srlm_st_file *f) {
                       jerr.text, jerr.position);
   srlm_status st = SRLM_OK;
   if (!json_is_object(root)) {
-    st = srlm_error(SRLM_ERR_FORMAT, f->path, "header is %s, expected a JSON object", json_type_name(root));
+    st = srlm_error(SRLM_ERR_FORMAT, f->path, "header is %s, expected a JSON object", srlm_json_type_name(root));
     goto done;
   }
   json_t *md = json_object_get(root, "__metadata__");
@@ -708,7 +696,7 @@ srlm_status srlm_st_set_open_index(const char *index_path, srlm_st_set **out) {
   size_t n_shards = 0;
   json_t *wm = json_is_object(root) ? json_object_get(root, "weight_map") : NULL;
   if (!json_is_object(root)) {
-    st = srlm_error(SRLM_ERR_FORMAT, index_path, "is %s, expected a JSON object", json_type_name(root));
+    st = srlm_error(SRLM_ERR_FORMAT, index_path, "is %s, expected a JSON object", srlm_json_type_name(root));
     goto done;
   }
   if (!wm) {
@@ -717,7 +705,7 @@ srlm_status srlm_st_set_open_index(const char *index_path, srlm_st_set **out) {
   }
   if (!json_is_object(wm)) {
     st = srlm_error(SRLM_ERR_FORMAT, index_path, "key 'weight_map' is %s, expected an object",
-                    json_type_name(wm));
+                    srlm_json_type_name(wm));
     goto done;
   }
   const char *name;

@@ -14,6 +14,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "srlm/jsonl.h"
 #include "tokenizer_internal.h"
 
 /* GPT-2 ByteLevel pre-tokenizer regex, used when ByteLevel has use_regex: true. */
@@ -218,18 +219,6 @@ static const char *clip(const char *s, char buf[64]) {
   return buf;
 }
 
-static const char *json_type_name(const json_t *v) {
-  switch (json_typeof(v)) {
-    case JSON_OBJECT: return "an object";
-    case JSON_ARRAY: return "an array";
-    case JSON_STRING: return "a string";
-    case JSON_INTEGER: return "an integer";
-    case JSON_REAL: return "a number";
-    case JSON_TRUE:
-    case JSON_FALSE: return "a boolean";
-    default: return "null";
-  }
-}
 
 /* Optional boolean field: absent or null gives def. */
 static srlm_status get_bool(const char *file, const json_t *obj, const char *key, const char *path,
@@ -241,7 +230,7 @@ static srlm_status get_bool(const char *file, const json_t *obj, const char *key
   }
   if (!json_is_boolean(v))
     return srlm_error(SRLM_ERR_FORMAT, file, "%s.%s: expected a boolean, got %s", path, key,
-                      json_type_name(v));
+                      srlm_json_type_name(v));
   *out = json_is_true(v);
   return SRLM_OK;
 }
@@ -250,7 +239,7 @@ static srlm_status get_type(const char *file, const json_t *obj, const char *pat
   const json_t *t = json_object_get(obj, "type");
   if (!t) return srlm_error(SRLM_ERR_FORMAT, file, "%s.type: missing", path);
   if (!json_is_string(t))
-    return srlm_error(SRLM_ERR_FORMAT, file, "%s.type: expected a string, got %s", path, json_type_name(t));
+    return srlm_error(SRLM_ERR_FORMAT, file, "%s.type: expected a string, got %s", path, srlm_json_type_name(t));
   *type = json_string_value(t);
   return SRLM_OK;
 }
@@ -261,8 +250,8 @@ static srlm_status parse_normalizer(srlm_tokenizer *tok, const json_t *v, const 
   const char *file = tok->path;
   if (!v || json_is_null(v)) return SRLM_OK;
   if (!json_is_object(v))
-    return srlm_error(SRLM_ERR_FORMAT, file, "%s: expected an object or null, got %s", path, json_type_name(v));
-  const char *type;
+    return srlm_error(SRLM_ERR_FORMAT, file, "%s: expected an object or null, got %s", path, srlm_json_type_name(v));
+  const char *type = NULL;
   SRLM_TRY(get_type(file, v, path, &type));
   if (!strcmp(type, "NFC")) {
     tok->nfc = 1;
@@ -399,8 +388,8 @@ static srlm_status parse_pre_tokenizer(srlm_tokenizer *tok, const json_t *v) {
   if (!v || json_is_null(v))
     return srlm_error(SRLM_ERR_UNSUPPORTED, file, "pre_tokenizer: missing (a ByteLevel pre-tokenizer is required)");
   if (!json_is_object(v))
-    return srlm_error(SRLM_ERR_FORMAT, file, "pre_tokenizer: expected an object, got %s", json_type_name(v));
-  const char *type;
+    return srlm_error(SRLM_ERR_FORMAT, file, "pre_tokenizer: expected an object, got %s", srlm_json_type_name(v));
+  const char *type = NULL;
   SRLM_TRY(get_type(file, v, "pre_tokenizer", &type));
   int byte_level = 0, use_regex = 0;
   if (!strcmp(type, "ByteLevel")) {
@@ -416,8 +405,8 @@ static srlm_status parse_pre_tokenizer(srlm_tokenizer *tok, const json_t *v) {
       snprintf(path, sizeof path, "pre_tokenizer.pretokenizers[%zu]", i);
       const json_t *p = json_array_get(list, i);
       if (!json_is_object(p))
-        return srlm_error(SRLM_ERR_FORMAT, file, "%s: expected an object, got %s", path, json_type_name(p));
-      const char *pt;
+        return srlm_error(SRLM_ERR_FORMAT, file, "%s: expected an object, got %s", path, srlm_json_type_name(p));
+      const char *pt = NULL;
       SRLM_TRY(get_type(file, p, path, &pt));
       if (!strcmp(pt, "Split")) {
         if (byte_level)
@@ -450,8 +439,8 @@ static srlm_status parse_decoder(srlm_tokenizer *tok, const json_t *v) {
   if (!v || json_is_null(v))
     return srlm_error(SRLM_ERR_UNSUPPORTED, file, "decoder: missing (a ByteLevel decoder is required)");
   if (!json_is_object(v))
-    return srlm_error(SRLM_ERR_FORMAT, file, "decoder: expected an object, got %s", json_type_name(v));
-  const char *type;
+    return srlm_error(SRLM_ERR_FORMAT, file, "decoder: expected an object, got %s", srlm_json_type_name(v));
+  const char *type = NULL;
   SRLM_TRY(get_type(file, v, "decoder", &type));
   if (strcmp(type, "ByteLevel") != 0)
     return srlm_error(SRLM_ERR_UNSUPPORTED, file, "decoder.type: '%s' is not supported (supported: ByteLevel)", type);
@@ -463,10 +452,10 @@ static srlm_status parse_model(srlm_tokenizer *tok, const json_t *model, const i
   const char *file = tok->path;
   if (!model) return srlm_error(SRLM_ERR_FORMAT, file, "model: missing");
   if (!json_is_object(model))
-    return srlm_error(SRLM_ERR_FORMAT, file, "model: expected an object, got %s", json_type_name(model));
+    return srlm_error(SRLM_ERR_FORMAT, file, "model: expected an object, got %s", srlm_json_type_name(model));
   const json_t *type = json_object_get(model, "type");
   if (type && !json_is_string(type))
-    return srlm_error(SRLM_ERR_FORMAT, file, "model.type: expected a string, got %s", json_type_name(type));
+    return srlm_error(SRLM_ERR_FORMAT, file, "model.type: expected a string, got %s", srlm_json_type_name(type));
   if (type && strcmp(json_string_value(type), "BPE") != 0)
     return srlm_error(SRLM_ERR_UNSUPPORTED, file, "model.type: '%s' is not supported (only BPE)",
                       json_string_value(type));
@@ -487,11 +476,11 @@ static srlm_status parse_model(srlm_tokenizer *tok, const json_t *model, const i
   const json_t *vocab = json_object_get(model, "vocab");
   if (!vocab) return srlm_error(SRLM_ERR_FORMAT, file, "model.vocab: missing");
   if (!json_is_object(vocab))
-    return srlm_error(SRLM_ERR_FORMAT, file, "model.vocab: expected an object, got %s", json_type_name(vocab));
+    return srlm_error(SRLM_ERR_FORMAT, file, "model.vocab: expected an object, got %s", srlm_json_type_name(vocab));
   const json_t *merges = json_object_get(model, "merges");
   if (!merges) return srlm_error(SRLM_ERR_FORMAT, file, "model.merges: missing");
   if (!json_is_array(merges))
-    return srlm_error(SRLM_ERR_FORMAT, file, "model.merges: expected an array, got %s", json_type_name(merges));
+    return srlm_error(SRLM_ERR_FORMAT, file, "model.merges: expected an array, got %s", srlm_json_type_name(merges));
 
   /* ids */
   size_t nv = json_object_size(vocab);
@@ -503,7 +492,7 @@ static srlm_status parse_model(srlm_tokenizer *tok, const json_t *model, const i
   json_object_foreach((json_t *)vocab, key, val) {
     if (!json_is_integer(val) || json_integer_value(val) < 0 || json_integer_value(val) >= INT32_MAX / 2)
       return srlm_error(SRLM_ERR_FORMAT, file, "model.vocab[\"%s\"]: expected an id (a non-negative integer), got %s",
-                        clip(key, cbuf), json_type_name(val));
+                        clip(key, cbuf), srlm_json_type_name(val));
     if (json_integer_value(val) > max_id) max_id = (int32_t)json_integer_value(val);
   }
   tok->n_vocab = (int32_t)nv;
@@ -576,7 +565,7 @@ static srlm_status parse_model(srlm_tokenizer *tok, const json_t *model, const i
       }
     } else {
       st = srlm_error(SRLM_ERR_FORMAT, file, "model.merges[%zu]: expected a string \"left right\" or a pair [left, right], got %s",
-                      i, json_type_name(m));
+                      i, srlm_json_type_name(m));
       break;
     }
     int32_t ids[2];
@@ -609,11 +598,11 @@ static srlm_status check_added(const char *file, const json_t *added, int32_t *m
   *max_id = -1;
   if (!added || json_is_null(added)) return SRLM_OK;
   if (!json_is_array(added))
-    return srlm_error(SRLM_ERR_FORMAT, file, "added_tokens: expected an array, got %s", json_type_name(added));
+    return srlm_error(SRLM_ERR_FORMAT, file, "added_tokens: expected an array, got %s", srlm_json_type_name(added));
   for (size_t i = 0; i < json_array_size(added); i++) {
     const json_t *a = json_array_get(added, i);
     if (!json_is_object(a))
-      return srlm_error(SRLM_ERR_FORMAT, file, "added_tokens[%zu]: expected an object, got %s", i, json_type_name(a));
+      return srlm_error(SRLM_ERR_FORMAT, file, "added_tokens[%zu]: expected an object, got %s", i, srlm_json_type_name(a));
     const json_t *id = json_object_get(a, "id");
     if (!json_is_integer(id) || json_integer_value(id) < 0 || json_integer_value(id) >= INT32_MAX / 2)
       return srlm_error(SRLM_ERR_FORMAT, file, "added_tokens[%zu].id: expected a non-negative integer", i);
@@ -697,7 +686,7 @@ static srlm_status parse_added(srlm_tokenizer *tok, const json_t *added, const i
 static srlm_status load_json(srlm_tokenizer *tok, const json_t *root) {
   const char *file = tok->path;
   if (!json_is_object(root))
-    return srlm_error(SRLM_ERR_FORMAT, file, "top level: expected an object, got %s", json_type_name(root));
+    return srlm_error(SRLM_ERR_FORMAT, file, "top level: expected an object, got %s", srlm_json_type_name(root));
   uint16_t byte_cp[256];
   int16_t cp_byte[324];
   byte_level_tables(byte_cp, cp_byte);
