@@ -8,6 +8,7 @@
  * -inf/NaN rows, target range errors, parameter checks, memory ops and the registry. */
 #include <float.h>
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 #ifdef _OPENMP
 #include <omp.h>
@@ -307,6 +308,644 @@ static void test_thread_independence(const srlm_backend_ops *be) {
 #endif
 }
 
+/* ---- transformer ops ------------------------------------------------------ */
+
+static float *fbuf(int64_t n) { return srlm_xcalloc((size_t)(n > 0 ? n : 1), sizeof(float)); }
+static double *dbuf(int64_t n) { return srlm_xcalloc((size_t)(n > 0 ? n : 1), sizeof(double)); }
+
+/* Index of the first differing float, -1 when all n are the same bits. */
+static int64_t first_diff(const float *a, const float *b, int64_t n) {
+  for (int64_t i = 0; i < n; i++)
+    if (memcmp(&a[i], &b[i], sizeof *a) != 0) return i;
+  return -1;
+}
+
+#define EXPECT_SAME_BITS(a, b, n, ...)                                                         \
+  do {                                                                                         \
+    int64_t fd_ = first_diff((a), (b), (n));                                                   \
+    if (fd_ >= 0)                                                                              \
+      fprintf(stderr, "  first difference at %lld: %.9g vs %.9g\n", (long long)fd_,           \
+              (double)(a)[fd_], (double)(b)[fd_]);                                             \
+    EXPECT(fd_ < 0, __VA_ARGS__);                                                              \
+  } while (0)
+
+/* op(A)(m,k) and op(B)(k,n) of the matmul layouts */
+static float mat_a(const srlm_matmul_params *p, int64_t m, int64_t k) {
+  return p->trans_a ? p->a[k * p->lda + m] : p->a[m * p->lda + k];
+}
+static float mat_b(const srlm_matmul_params *p, int64_t k, int64_t n) {
+  return p->trans_b ? p->b[n * p->ldb + k] : p->b[k * p->ldb + n];
+}
+
+static void test_matmul(const srlm_backend_ops *be) {
+  static const struct { int64_t M, N, K; int ta, tb, acc, bias, pad; } cases[] = {
+      {1, 1, 1, 0, 1, 0, 0, 0},       {7, 5, 3, 0, 1, 0, 1, 0},        {33, 70, 300, 0, 1, 0, 0, 0},
+      {200, 97, 513, 0, 0, 1, 0, 0},  {65, 130, 260, 1, 0, 1, 0, 0},    {9, 64, 1000, 0, 1, 0, 1, 3},
+      {193, 40, 77, 1, 1, 1, 1, 5},   {3, 1, 0, 0, 1, 1, 1, 0},        {401, 33, 64, 0, 1, 0, 0, 2},
+  };
+  for (size_t t = 0; t < sizeof cases / sizeof cases[0]; t++) {
+    const int64_t M = cases[t].M, N = cases[t].N, K = cases[t].K, pad = cases[t].pad;
+    srlm_matmul_params p = {.M = M, .N = N, .K = K, .trans_a = cases[t].ta, .trans_b = cases[t].tb,
+                            .accumulate = cases[t].acc};
+    p.lda = (cases[t].ta ? M : K) + pad;
+    p.ldb = (cases[t].tb ? K : N) + pad;
+    p.ldc = N + pad;
+    const int64_t na = (cases[t].ta ? K : M) * p.lda, nb = (cases[t].tb ? N : K) * p.ldb, nc = M * p.ldc;
+    float *a = fbuf(na), *b = fbuf(nb), *c0 = fbuf(nc), *bias = fbuf(N), *c = fbuf(nc), *naive = fbuf(nc);
+    float *chain = fbuf(nc);
+    double *ref = dbuf(nc);
+    fill_uniform(a, na, -1, 1);
+    fill_uniform(b, nb, -1, 1);
+    fill_uniform(c0, nc, -1, 1);
+    fill_uniform(bias, N, -1, 1);
+    p.a = a, p.b = b, p.bias = cases[t].bias ? bias : NULL;
+    for (int64_t m = 0; m < M; m++)
+      for (int64_t n = 0; n < N; n++) {
+        const int64_t i = m * p.ldc + n;
+        double r = cases[t].acc ? c0[i] : 0;
+        float nv = cases[t].acc ? c0[i] : 0.0f, ch = nv;
+        for (int64_t k = 0; k < K; k++) {
+          r += (double)mat_a(&p, m, k) * mat_b(&p, k, n);
+          nv += mat_a(&p, m, k) * mat_b(&p, k, n);
+          ch = fmaf(mat_a(&p, m, k), mat_b(&p, k, n), ch);
+        }
+        if (p.bias) r += bias[n], nv += bias[n], ch += bias[n];
+        ref[i] = r, naive[i] = nv, chain[i] = ch;
+      }
+    /* padding columns must be left alone */
+    for (int64_t i = 0; i < nc; i++)
+      if (i % p.ldc >= N) ref[i] = chain[i] = naive[i] = c0[i];
+    static const char *const isas[] = {"avx512", "avx2", "generic"};
+    for (int kk = 0; kk < 3; kk++) {
+      if (srlm_backend_cpu_set_isa(isas[kk]) != SRLM_OK) continue; /* not on this CPU */
+      memcpy(c, c0, (size_t)nc * sizeof *c);
+      p.c = c;
+      EXPECT_EQ_INT(be->matmul(p), SRLM_OK);
+      char what[128];
+      snprintf(what, sizeof what, "matmul %s M=%lld N=%lld K=%lld ta=%d tb=%d acc=%d", isas[kk], (long long)M,
+               (long long)N, (long long)K, cases[t].ta, cases[t].tb, cases[t].acc);
+      expect_rule(what, c, naive, ref, NULL, nc);
+      /* the rounding contract: one fma chain per element, whatever the kernel */
+      EXPECT_SAME_BITS(c, chain, nc, "%s is not the fma chain", what);
+    }
+    EXPECT_EQ_INT(srlm_backend_cpu_set_isa(NULL), SRLM_OK);
+    free(a), free(b), free(c0), free(bias), free(c), free(naive), free(chain), free(ref);
+  }
+  /* strides below the row length are refused; M = 0 is nothing to do */
+  float x[4] = {0};
+  srlm_matmul_params bad = {.c = x, .a = x, .b = x, .M = 2, .N = 2, .K = 2, .lda = 1};
+  EXPECT_EQ_INT(be->matmul(bad), SRLM_ERR_RANGE);
+  EXPECT_CONTAINS(srlm_error_message(), "cpu matmul: row strides lda 1");
+  srlm_matmul_params none = {.c = NULL, .M = 0, .N = 5, .K = 3};
+  EXPECT_EQ_INT(be->matmul(none), SRLM_OK);
+}
+
+/* RMSNorm backward in float64, from the forward's formula. */
+static void rmsnorm_bwd_ref(const float *x, const float *w, const float *dy, int64_t N, int64_t C, float eps,
+                            double *dx, double *dw) {
+  for (int64_t n = 0; n < N; n++) {
+    double ss = 0, dot = 0;
+    for (int64_t c = 0; c < C; c++) ss += (double)x[n * C + c] * x[n * C + c];
+    const double r = 1.0 / sqrt(ss / (double)C + eps);
+    for (int64_t c = 0; c < C; c++) dot += (double)w[c] * dy[n * C + c] * x[n * C + c];
+    for (int64_t c = 0; c < C; c++) {
+      dx[n * C + c] = r * ((double)w[c] * dy[n * C + c] - x[n * C + c] * r * r * dot / (double)C);
+      dw[c] += (double)dy[n * C + c] * x[n * C + c] * r;
+    }
+  }
+}
+
+static double rmsnorm_loss64(const double *x, const float *w, const float *dy, int64_t C, float eps) {
+  double ss = 0, l = 0;
+  for (int64_t c = 0; c < C; c++) ss += x[c] * x[c];
+  const double r = 1.0 / sqrt(ss / (double)C + eps);
+  for (int64_t c = 0; c < C; c++) l += dy[c] * x[c] * r * w[c];
+  return l;
+}
+
+static void test_rmsnorm_backward(const srlm_backend_ops *be) {
+  static const struct { int64_t N, C; } cases[] = {{2, 8}, {3, 64}, {130, 257}, {17, 1024}};
+  for (size_t t = 0; t < sizeof cases / sizeof cases[0]; t++) {
+    const int64_t N = cases[t].N, C = cases[t].C;
+    float *x = fbuf(N * C), *w = fbuf(C), *dy = fbuf(N * C), *y = fbuf(N * C), *rstd = fbuf(N);
+    float *dx = fbuf(N * C), *dw = fbuf(C), *ndx = fbuf(N * C), *ndw = fbuf(C), *dw0 = fbuf(C);
+    double *rdx = dbuf(N * C), *rdw = dbuf(C);
+    fill_uniform(x, N * C, -2, 2);
+    fill_uniform(w, C, 0.5, 1.5);
+    fill_uniform(dy, N * C, -1, 1);
+    fill_uniform(dw0, C, -1, 1);
+    srlm_rmsnorm_params f = {.out = y, .rstd = rstd, .x = x, .w = w, .N = N, .C = C, .eps = 1e-6f};
+    EXPECT_EQ_INT(be->rmsnorm_forward(f), SRLM_OK);
+    memcpy(dw, dw0, (size_t)C * sizeof *dw);
+    srlm_rmsnorm_bwd_params b = {.dx = dx, .dw = dw, .dy = dy, .x = x, .w = w, .rstd = rstd, .N = N, .C = C};
+    EXPECT_EQ_INT(be->rmsnorm_backward(b), SRLM_OK);
+    for (int64_t c = 0; c < C; c++) rdw[c] = dw0[c];
+    rmsnorm_bwd_ref(x, w, dy, N, C, 1e-6f, rdx, rdw);
+    /* naive fp32: the formula in floats, dw summed row after row */
+    memcpy(ndw, dw0, (size_t)C * sizeof *ndw);
+    for (int64_t n = 0; n < N; n++) {
+      float dot = 0, r = rstd[n];
+      for (int64_t c = 0; c < C; c++) dot += w[c] * dy[n * C + c] * x[n * C + c];
+      for (int64_t c = 0; c < C; c++) {
+        ndx[n * C + c] = r * (w[c] * dy[n * C + c] - x[n * C + c] * r * r * dot / (float)C);
+        ndw[c] += dy[n * C + c] * x[n * C + c] * r;
+      }
+    }
+    char what[96];
+    snprintf(what, sizeof what, "rmsnorm bwd dx N=%lld C=%lld", (long long)N, (long long)C);
+    expect_rule(what, dx, ndx, rdx, NULL, N * C);
+    snprintf(what, sizeof what, "rmsnorm bwd dw N=%lld C=%lld (+= start)", (long long)N, (long long)C);
+    expect_rule(what, dw, ndw, rdw, NULL, C);
+    /* in place: dx over dy */
+    memcpy(ndx, dy, (size_t)(N * C) * sizeof *ndx);
+    memcpy(dw, dw0, (size_t)C * sizeof *dw);
+    b.dx = ndx, b.dy = ndx;
+    EXPECT_EQ_INT(be->rmsnorm_backward(b), SRLM_OK);
+    EXPECT_SAME_BITS(ndx, dx, N * C, "in-place rmsnorm backward (N=%lld C=%lld)", (long long)N, (long long)C);
+    free(x), free(w), free(dy), free(y), free(rstd), free(dx), free(dw), free(ndx), free(ndw), free(dw0);
+    free(rdx), free(rdw);
+  }
+  /* the reference formula is the derivative of the forward: central differences */
+  enum { C = 6 };
+  float w[C] = {0.7f, 1.2f, 0.9f, 1.4f, 1.0f, 0.6f}, dy[C] = {0.3f, -1.1f, 0.8f, 0.2f, -0.5f, 1.0f};
+  float xf[C] = {0.5f, -1.5f, 0.25f, 2.0f, -0.75f, 1.0f};
+  double x[C], rdx[C], rdw[C] = {0};
+  rmsnorm_bwd_ref(xf, w, dy, 1, C, 1e-6f, rdx, rdw);
+  for (int c = 0; c < C; c++) x[c] = xf[c];
+  for (int c = 0; c < C; c++) {
+    const double h = 1e-6;
+    x[c] = xf[c] + h;
+    double up = rmsnorm_loss64(x, w, dy, C, 1e-6f);
+    x[c] = xf[c] - h;
+    double dn = rmsnorm_loss64(x, w, dy, C, 1e-6f);
+    x[c] = xf[c];
+    EXPECT_NEAR((up - dn) / (2 * h), rdx[c], 1e-8);
+  }
+}
+
+/* ---- RoPE ---- */
+
+static void rope_ref(const float *x, const int32_t *pos, const float *inv_freq, int64_t N, int64_t H, int64_t HS,
+                     double sign, double *out) {
+  const int64_t half = HS / 2;
+  for (int64_t n = 0; n < N; n++)
+    for (int64_t h = 0; h < H; h++)
+      for (int64_t d = 0; d < half; d++) {
+        const double a = (double)((float)pos[n] * inv_freq[d]); /* the fp32 angle, as transformers */
+        const double c = cos(a), s = sign * sin(a);
+        const float *r = x + (n * H + h) * HS;
+        out[(n * H + h) * HS + d] = r[d] * c - r[d + half] * s;
+        out[(n * H + h) * HS + d + half] = r[d + half] * c + r[d] * s;
+      }
+}
+
+static void test_rope(const srlm_backend_ops *be) {
+  static const struct { int64_t N, H, HS; } cases[] = {{1, 1, 2}, {5, 3, 8}, {70, 4, 64}, {9, 2, 128}};
+  for (size_t t = 0; t < sizeof cases / sizeof cases[0]; t++) {
+    const int64_t N = cases[t].N, H = cases[t].H, HS = cases[t].HS, n = N * H * HS;
+    float *x = fbuf(n), *y = fbuf(n), *naive = fbuf(n), *inv = fbuf(HS / 2);
+    double *ref = dbuf(n);
+    int32_t *pos = srlm_xmalloc((size_t)N * sizeof *pos);
+    fill_uniform(x, n, -1, 1);
+    for (int64_t d = 0; d < HS / 2; d++) inv[d] = 1.0f / powf(10000.0f, (float)(2 * d) / (float)HS);
+    for (int64_t i = 0; i < N; i++) pos[i] = (int32_t)(i * 37 % 2000);
+    for (int dir = 0; dir < 2; dir++) {
+      const double sign = dir ? -1.0 : 1.0;
+      memcpy(y, x, (size_t)n * sizeof *y);
+      srlm_rope_params p = {.x = y, .pos = pos, .inv_freq = inv, .N = N, .H = H, .HS = HS};
+      EXPECT_EQ_INT(dir ? be->rope_backward(p) : be->rope_forward(p), SRLM_OK);
+      rope_ref(x, pos, inv, N, H, HS, sign, ref);
+      for (int64_t i = 0; i < N; i++)
+        for (int64_t h = 0; h < H; h++)
+          for (int64_t d = 0; d < HS / 2; d++) {
+            const float a = (float)pos[i] * inv[d], c = cosf(a), s = (float)sign * sinf(a);
+            const float *r = x + (i * H + h) * HS;
+            naive[(i * H + h) * HS + d] = r[d] * c - r[d + HS / 2] * s;
+            naive[(i * H + h) * HS + d + HS / 2] = r[d + HS / 2] * c + r[d] * s;
+          }
+      char what[96];
+      snprintf(what, sizeof what, "rope %s N=%lld H=%lld HS=%lld", dir ? "bwd" : "fwd", (long long)N, (long long)H,
+               (long long)HS);
+      expect_rule(what, y, naive, ref, NULL, n);
+    }
+    /* the backward is the adjoint: <bwd(g), x> = <g, fwd(x)> (in float64 on the reference) */
+    double *fx = dbuf(n), *bg = dbuf(n), l = 0, r = 0;
+    float *g = fbuf(n);
+    fill_uniform(g, n, -1, 1);
+    rope_ref(x, pos, inv, N, H, HS, 1.0, fx);
+    rope_ref(g, pos, inv, N, H, HS, -1.0, bg);
+    for (int64_t i = 0; i < n; i++) l += bg[i] * x[i], r += g[i] * fx[i];
+    EXPECT_NEAR(l, r, 1e-9 * (fabs(l) + 1));
+    free(x), free(y), free(naive), free(inv), free(ref), free(pos), free(fx), free(bg), free(g);
+  }
+  int32_t bad_pos[1] = {-3};
+  float xx[4] = {0}, inv[2] = {1, 1};
+  srlm_rope_params p = {.x = xx, .pos = bad_pos, .inv_freq = inv, .N = 1, .H = 1, .HS = 4};
+  EXPECT_EQ_INT(be->rope_forward(p), SRLM_ERR_RANGE);
+  EXPECT_STR_EQ(srlm_error_message(), "cpu rope_forward: row 0: position -3 is negative");
+  p.HS = 3;
+  EXPECT_EQ_INT(be->rope_forward(p), SRLM_ERR_RANGE);
+  EXPECT_CONTAINS(srlm_error_message(), "head dim HS = 3 must be even");
+}
+
+/* ---- attention ---- */
+
+/* Reference attention (and its gradients when dout is given) in the precision `real`:
+ * float64 for the reference, float for the naive fp32 implementation of the rule. */
+#define DEFINE_ATTN_REF(NAME, real, EXP, LOG)                                                              \
+  static void NAME(const float *q, const float *k, const float *v, const int32_t *cu, int B, int64_t NH,     \
+                   int64_t NKV, int64_t HS, int64_t W, float scale, const float *dout, real *out, real *dq,  \
+                   real *dk, real *dv) {                                                                     \
+    const int64_t rep = NH / NKV;                                                                            \
+    for (int b = 0; b < B; b++) {                                                                            \
+      const int64_t s0 = cu[b], L = cu[b + 1] - cu[b];                                                       \
+      real *p = srlm_xcalloc((size_t)(L > 0 ? L : 1), sizeof(real));                                        \
+      real *dp = srlm_xcalloc((size_t)(L > 0 ? L : 1), sizeof(real));                                       \
+      for (int64_t h = 0; h < NH; h++) {                                                                     \
+        const int64_t g = h / rep;                                                                           \
+        for (int64_t i = 0; i < L; i++) {                                                                    \
+          const float *qi = q + ((s0 + i) * NH + h) * HS;                                                    \
+          const int64_t lo = W > 0 && i - W + 1 > 0 ? i - W + 1 : 0;                                         \
+          real m = -INFINITY, sum = 0;                                                                       \
+          for (int64_t j = lo; j <= i; j++) {                                                                \
+            real s = 0;                                                                                      \
+            for (int64_t d = 0; d < HS; d++) s += (real)qi[d] * k[((s0 + j) * NKV + g) * HS + d];            \
+            p[j] = s * scale;                                                                                \
+            m = p[j] > m ? p[j] : m;                                                                         \
+          }                                                                                                  \
+          for (int64_t j = lo; j <= i; j++) sum += (p[j] = EXP(p[j] - m));                                   \
+          for (int64_t j = lo; j <= i; j++) p[j] /= sum;                                                     \
+          real *o = out + ((s0 + i) * NH + h) * HS;                                                          \
+          for (int64_t d = 0; d < HS; d++) {                                                                 \
+            real acc = 0;                                                                                    \
+            for (int64_t j = lo; j <= i; j++) acc += p[j] * v[((s0 + j) * NKV + g) * HS + d];                \
+            o[d] = acc;                                                                                      \
+          }                                                                                                  \
+          if (!dout) continue;                                                                               \
+          const float *go = dout + ((s0 + i) * NH + h) * HS;                                                 \
+          real D = 0;                                                                                        \
+          for (int64_t d = 0; d < HS; d++) D += (real)go[d] * o[d];                                          \
+          for (int64_t j = lo; j <= i; j++) {                                                                \
+            real s = 0;                                                                                      \
+            for (int64_t d = 0; d < HS; d++) s += (real)go[d] * v[((s0 + j) * NKV + g) * HS + d];            \
+            dp[j] = p[j] * (s - D) * scale;                                                                  \
+            for (int64_t d = 0; d < HS; d++) {                                                               \
+              dq[((s0 + i) * NH + h) * HS + d] += dp[j] * k[((s0 + j) * NKV + g) * HS + d];                  \
+              dk[((s0 + j) * NKV + g) * HS + d] += dp[j] * qi[d];                                            \
+              dv[((s0 + j) * NKV + g) * HS + d] += p[j] * go[d];                                             \
+            }                                                                                                \
+          }                                                                                                  \
+        }                                                                                                    \
+      }                                                                                                      \
+      free(p), free(dp);                                                                                     \
+    }                                                                                                        \
+    (void)LOG;                                                                                               \
+  }
+DEFINE_ATTN_REF(attention_ref, double, exp, log)
+DEFINE_ATTN_REF(attention_naive, float, expf, logf)
+
+static void to_float(const double *x, float *y, int64_t n) {
+  for (int64_t i = 0; i < n; i++) y[i] = (float)x[i];
+}
+
+static void test_attention(const srlm_backend_ops *be) {
+  static const struct { int B; int32_t lens[4]; int64_t NH, NKV, HS, W; } cases[] = {
+      {1, {1}, 1, 1, 2, 0},          {2, {5, 3}, 2, 1, 8, 0},          {3, {70, 1, 130}, 4, 2, 16, 0},
+      {2, {100, 67}, 4, 4, 32, 17},  {1, {200}, 6, 2, 64, 64},         {4, {0, 9, 65, 2}, 2, 2, 4, 3},
+  };
+  for (size_t t = 0; t < sizeof cases / sizeof cases[0]; t++) {
+    const int B = cases[t].B;
+    const int64_t NH = cases[t].NH, NKV = cases[t].NKV, HS = cases[t].HS, W = cases[t].W;
+    int32_t cu[5] = {0};
+    for (int b = 0; b < B; b++) cu[b + 1] = cu[b] + cases[t].lens[b];
+    const int64_t T = cu[B], nq = T * NH * HS, nk = T * NKV * HS;
+    const float scale = 1.0f / sqrtf((float)HS);
+    float *q = fbuf(nq), *k = fbuf(nk), *v = fbuf(nk), *out = fbuf(nq), *lse = fbuf(T * NH), *dout = fbuf(nq);
+    float *dq = fbuf(nq), *dk = fbuf(nk), *dv = fbuf(nk);
+    double *rout = dbuf(nq), *rdq = dbuf(nq), *rdk = dbuf(nk), *rdv = dbuf(nk);
+    float *nout = fbuf(nq), *ndq = fbuf(nq), *ndk = fbuf(nk), *ndv = fbuf(nk);
+    fill_uniform(q, nq, -2, 2);
+    fill_uniform(k, nk, -2, 2);
+    fill_uniform(v, nk, -1, 1);
+    fill_uniform(dout, nq, -1, 1);
+    srlm_attention_params p = {.out = out, .lse = lse, .q = q, .k = k, .v = v, .cu_seqlens = cu, .B = B, .T = T,
+                               .NH = NH, .NKV = NKV, .HS = HS, .window = W, .scale = scale};
+    EXPECT_EQ_INT(be->attention_forward(p), SRLM_OK);
+    attention_ref(q, k, v, cu, B, NH, NKV, HS, W, scale, dout, rout, rdq, rdk, rdv);
+    attention_naive(q, k, v, cu, B, NH, NKV, HS, W, scale, dout, nout, ndq, ndk, ndv);
+    char what[128];
+    snprintf(what, sizeof what, "attention fwd B=%d T=%lld NH=%lld NKV=%lld HS=%lld W=%lld", B, (long long)T,
+             (long long)NH, (long long)NKV, (long long)HS, (long long)W);
+    expect_rule(what, out, nout, rout, NULL, nq);
+    srlm_attention_bwd_params bp = {.dq = dq, .dk = dk, .dv = dv, .dout = dout, .out = out, .lse = lse, .q = q,
+                                    .k = k, .v = v, .cu_seqlens = cu, .B = B, .T = T, .NH = NH, .NKV = NKV,
+                                    .HS = HS, .window = W, .scale = scale};
+    EXPECT_EQ_INT(be->attention_backward(bp), SRLM_OK);
+    snprintf(what, sizeof what, "attention dq  T=%lld NH=%lld NKV=%lld W=%lld", (long long)T, (long long)NH,
+             (long long)NKV, (long long)W);
+    expect_rule(what, dq, ndq, rdq, NULL, nq);
+    snprintf(what, sizeof what, "attention dk  T=%lld NH=%lld NKV=%lld W=%lld", (long long)T, (long long)NH,
+             (long long)NKV, (long long)W);
+    expect_rule(what, dk, ndk, rdk, NULL, nk);
+    snprintf(what, sizeof what, "attention dv  T=%lld NH=%lld NKV=%lld W=%lld", (long long)T, (long long)NH,
+             (long long)NKV, (long long)W);
+    expect_rule(what, dv, ndv, rdv, NULL, nk);
+
+    /* against a KV cache: every sequence in its own slot (reversed order), fed as a
+     * prefill of its first half then one token at a time, gives the same bits */
+    const int64_t max_len = 256, kvld = NKV * HS;
+    float *kc = fbuf(B * max_len * kvld), *vc = fbuf(B * max_len * kvld), *kout = fbuf(nq);
+    for (int b = 0; b < B; b++) {
+      const int slot = B - 1 - b, L = cu[b + 1] - cu[b];
+      memcpy(kc + slot * max_len * kvld, k + cu[b] * kvld, (size_t)(L * kvld) * sizeof(float));
+      memcpy(vc + slot * max_len * kvld, v + cu[b] * kvld, (size_t)(L * kvld) * sizeof(float));
+      int32_t done = 0;
+      while (done < L) {
+        const int32_t step = done == 0 ? (L + 1) / 2 : 1;
+        int32_t sl[1] = {slot}, cq[2] = {0, step}, len[1] = {done + step};
+        srlm_attention_kv_params kp = {.out = kout + (cu[b] + done) * NH * HS, .q = q + (cu[b] + done) * NH * HS,
+                                       .k_cache = kc, .v_cache = vc, .slot = sl, .cu_q = cq, .kv_len = len, .n = 1,
+                                       .NQ = step, .NH = NH, .NKV = NKV, .HS = HS, .max_slots = B,
+                                       .max_len = max_len, .window = W, .scale = scale};
+        EXPECT_EQ_INT(be->attention_kv(kp), SRLM_OK);
+        done += step;
+      }
+    }
+    EXPECT_SAME_BITS(kout, out, nq, "attention_kv vs attention_forward (case %zu)", t);
+    free(kc), free(vc), free(kout);
+    free(q), free(k), free(v), free(out), free(lse), free(dout), free(dq), free(dk), free(dv);
+    free(rout), free(rdq), free(rdk), free(rdv), free(nout), free(ndq), free(ndk), free(ndv);
+  }
+  /* the reference gradients are the derivatives of the reference forward: central
+   * differences of L = sum dout . out in float64 on a small case with a window */
+  enum { T = 6, NH = 2, NKV = 1, HS = 4 };
+  int32_t cu[3] = {0, 4, 6};
+  float q[T * NH * HS], k[T * NKV * HS], v[T * NKV * HS], dout[T * NH * HS];
+  fill_uniform(q, T * NH * HS, -1, 1);
+  fill_uniform(k, T * NKV * HS, -1, 1);
+  fill_uniform(v, T * NKV * HS, -1, 1);
+  fill_uniform(dout, T * NH * HS, -1, 1);
+  double out[T * NH * HS], dq[T * NH * HS] = {0}, dk[T * NKV * HS] = {0}, dv[T * NKV * HS] = {0};
+  attention_ref(q, k, v, cu, 2, NH, NKV, HS, 3, 0.5f, dout, out, dq, dk, dv);
+  float *arrays[3] = {q, k, v};
+  double *grads[3] = {dq, dk, dv};
+  const int sizes[3] = {T * NH * HS, T * NKV * HS, T * NKV * HS};
+  double worst = 0;
+  for (int a = 0; a < 3; a++)
+    for (int i = 0; i < sizes[a]; i++) {
+      /* a float input moved by +-h: the inputs are floats, so step in float and divide by the real step */
+      const float x0 = arrays[a][i];
+      const float hi = x0 + 1e-3f, lo = x0 - 1e-3f;
+      double l[2];
+      for (int s = 0; s < 2; s++) {
+        arrays[a][i] = s ? lo : hi;
+        double o2[T * NH * HS], z1[T * NH * HS], z2[T * NKV * HS], z3[T * NKV * HS];
+        attention_ref(q, k, v, cu, 2, NH, NKV, HS, 3, 0.5f, NULL, o2, z1, z2, z3);
+        l[s] = 0;
+        for (int j = 0; j < T * NH * HS; j++) l[s] += dout[j] * o2[j];
+      }
+      arrays[a][i] = x0;
+      const double fd = (l[0] - l[1]) / ((double)hi - (double)lo);
+      worst = fmax(worst, fabs(fd - grads[a][i]));
+    }
+  fprintf(stderr, "  attention reference gradients vs central differences: max |diff| %.3e\n", worst);
+  EXPECT(worst < 1e-6, "reference attention gradient off by %.3e from central differences", worst);
+  (void)to_float;
+}
+
+/* ---- SwiGLU, add, colsum, embedding ---- */
+
+static void test_swiglu(const srlm_backend_ops *be) {
+  const int64_t N = 37, FF = 301, n = N * FF;
+  float *g = fbuf(n), *u = fbuf(n), *h = fbuf(n), *dh = fbuf(n), *dg = fbuf(n), *du = fbuf(n);
+  float *nh = fbuf(n), *ndg = fbuf(n), *ndu = fbuf(n);
+  double *rh = dbuf(n), *rdg = dbuf(n), *rdu = dbuf(n);
+  fill_uniform(g, n, -12, 12);
+  fill_uniform(u, n, -2, 2);
+  fill_uniform(dh, n, -1, 1);
+  srlm_swiglu_params f = {.h = h, .gate = g, .up = u, .N = N, .FF = FF};
+  EXPECT_EQ_INT(be->swiglu_forward(f), SRLM_OK);
+  srlm_swiglu_bwd_params b = {.dgate = dg, .dup = du, .dh = dh, .gate = g, .up = u, .N = N, .FF = FF};
+  EXPECT_EQ_INT(be->swiglu_backward(b), SRLM_OK);
+  double worst_fd = 0;
+  for (int64_t i = 0; i < n; i++) {
+    const double s = 1.0 / (1.0 + exp(-(double)g[i]));
+    rh[i] = g[i] * s * u[i];
+    rdg[i] = dh[i] * u[i] * s * (1.0 + g[i] * (1.0 - s));
+    rdu[i] = dh[i] * g[i] * s;
+    const float sf = 1.0f / (1.0f + expf(-g[i]));
+    nh[i] = g[i] * sf * u[i];
+    ndg[i] = dh[i] * u[i] * (sf + g[i] * sf * (1.0f - sf));
+    ndu[i] = dh[i] * g[i] * sf;
+    /* derivative of the float64 forward by central differences */
+    const double e = 1e-6, x = g[i];
+    const double up = (x + e) / (1.0 + exp(-(x + e))), dn = (x - e) / (1.0 + exp(-(x - e)));
+    worst_fd = fmax(worst_fd, fabs((up - dn) / (2 * e) * dh[i] * u[i] - rdg[i]));
+  }
+  expect_rule("swiglu fwd N=37 FF=301", h, nh, rh, NULL, n);
+  expect_rule("swiglu bwd dgate", dg, ndg, rdg, NULL, n);
+  expect_rule("swiglu bwd dup", du, ndu, rdu, NULL, n);
+  EXPECT(worst_fd < 1e-7, "silu' formula off from central differences by %.3e", worst_fd);
+  /* in place: dgate over gate, dup over up */
+  float *g2 = fbuf(n), *u2 = fbuf(n);
+  memcpy(g2, g, (size_t)n * 4);
+  memcpy(u2, u, (size_t)n * 4);
+  b.dgate = g2, b.gate = g2, b.dup = u2, b.up = u2;
+  EXPECT_EQ_INT(be->swiglu_backward(b), SRLM_OK);
+  EXPECT_SAME_BITS(g2, dg, n, "in-place swiglu backward dgate");
+  EXPECT_SAME_BITS(u2, du, n, "in-place swiglu backward dup");
+  free(g), free(u), free(h), free(dh), free(dg), free(du), free(nh), free(ndg), free(ndu), free(rh), free(rdg);
+  free(rdu), free(g2), free(u2);
+}
+
+static void test_add_colsum_embedding(const srlm_backend_ops *be) {
+  const int64_t N = 150, C = 70, V = 11;
+  float *a = fbuf(N * C), *b = fbuf(N * C), *o = fbuf(N * C), *cs = fbuf(C), *cs0 = fbuf(C);
+  fill_uniform(a, N * C, -1, 1);
+  fill_uniform(b, N * C, -1, 1);
+  fill_uniform(cs0, C, -1, 1);
+  srlm_add_params ap = {.out = o, .a = a, .b = b, .n = N * C};
+  EXPECT_EQ_INT(be->add(ap), SRLM_OK);
+  int add_ok = 1;
+  for (int64_t i = 0; i < N * C; i++) add_ok &= o[i] == a[i] + b[i];
+  EXPECT(add_ok, "add is not a + b");
+  memcpy(cs, cs0, (size_t)C * 4);
+  srlm_colsum_params cp = {.out = cs, .x = a, .N = N, .C = C};
+  EXPECT_EQ_INT(be->colsum(cp), SRLM_OK);
+  double *rcs = dbuf(C);
+  float *ncs = fbuf(C);
+  for (int64_t c = 0; c < C; c++) {
+    rcs[c] = cs0[c];
+    ncs[c] = cs0[c];
+    for (int64_t n = 0; n < N; n++) rcs[c] += a[n * C + c], ncs[c] += a[n * C + c];
+  }
+  expect_rule("colsum N=150 C=70 (+= start)", cs, ncs, rcs, NULL, C);
+
+  /* embedding: gather, and the scatter-add sums repeated ids in row order */
+  float *table = fbuf(V * C), *emb = fbuf(N * C), *dtab = fbuf(V * C), *rtab = fbuf(V * C);
+  int32_t *ids = srlm_xmalloc((size_t)N * sizeof *ids);
+  fill_uniform(table, V * C, -1, 1);
+  fill_uniform(dtab, V * C, -1, 1);
+  memcpy(rtab, dtab, (size_t)(V * C) * 4);
+  for (int64_t n = 0; n < N; n++) ids[n] = (int32_t)rand_below((uint32_t)V, (uint32_t)(n + 5000));
+  srlm_embedding_params ep = {.out = emb, .table = table, .ids = ids, .N = N, .V = V, .C = C};
+  EXPECT_EQ_INT(be->embedding_forward(ep), SRLM_OK);
+  int gather_ok = 1;
+  for (int64_t n = 0; n < N; n++) gather_ok &= memcmp(emb + n * C, table + ids[n] * C, (size_t)C * 4) == 0;
+  EXPECT(gather_ok, "embedding gather is not table[ids]");
+  srlm_embedding_bwd_params eb = {.dtable = dtab, .dout = a, .ids = ids, .N = N, .V = V, .C = C};
+  EXPECT_EQ_INT(be->embedding_backward(eb), SRLM_OK);
+  for (int64_t n = 0; n < N; n++)
+    for (int64_t c = 0; c < C; c++) rtab[ids[n] * C + c] += a[n * C + c];
+  EXPECT_SAME_BITS(dtab, rtab, V * C, "embedding backward is not the scatter-add in row order");
+  ids[77] = (int32_t)V;
+  EXPECT_EQ_INT(be->embedding_forward(ep), SRLM_ERR_RANGE);
+  EXPECT_STR_EQ(srlm_error_message(), "cpu embedding_forward: row 77: token id 11 out of range [0, 11)");
+  ids[77] = -2;
+  EXPECT_EQ_INT(be->embedding_backward(eb), SRLM_ERR_RANGE);
+  EXPECT_STR_EQ(srlm_error_message(), "cpu embedding_backward: row 77: token id -2 out of range [0, 11)");
+  free(a), free(b), free(o), free(cs), free(cs0), free(rcs), free(ncs), free(table), free(emb), free(dtab);
+  free(rtab), free(ids);
+}
+
+/* ---- LM-head chunks ---- */
+
+static void test_lse_chunks(const srlm_backend_ops *be) {
+  const int64_t N = 19, V = 1000, Vc = 192; /* chunks of 192 and a last one of 40 */
+  float *z = fbuf(N * V), *g = fbuf(N), *logp = fbuf(N), *lse = fbuf(N), *full_dz = fbuf(N * V);
+  float *m = fbuf(N), *s = fbuf(N), *zt = fbuf(N), *clogp = fbuf(N), *clse = fbuf(N);
+  int32_t *t = srlm_xmalloc((size_t)N * sizeof *t);
+  fill_uniform(z, N * V, -20, 20);
+  fill_uniform(g, N, -1, 1);
+  pick_targets(z, N, V, t);
+  srlm_logprob_params fp = {.logp = logp, .lse = lse, .logits = z, .targets = t, .N = N, .V = V};
+  EXPECT_EQ_INT(be->logprob_forward(fp), SRLM_OK);
+  srlm_logprob_bwd_params bp = {.dlogits = full_dz, .logits = z, .lse = lse, .dlogp = g, .targets = t, .N = N, .V = V};
+  EXPECT_EQ_INT(be->logprob_backward(bp), SRLM_OK);
+  /* rows 3 and 11 have no target */
+  int32_t *tc = srlm_xmalloc((size_t)N * sizeof *tc);
+  memcpy(tc, t, (size_t)N * sizeof *tc);
+  tc[3] = tc[11] = -1;
+  float *chunk = fbuf(N * Vc), *dchunk = fbuf(N * Vc), *gc = fbuf(N);
+  memcpy(gc, g, (size_t)N * 4);
+  gc[3] = gc[11] = 0.0f;
+  for (int64_t v0 = 0; v0 < V; v0 += Vc) {
+    const int64_t vc = V - v0 < Vc ? V - v0 : Vc;
+    for (int64_t n = 0; n < N; n++) memcpy(chunk + n * vc, z + n * V + v0, (size_t)vc * 4);
+    srlm_lse_chunk_params cp = {.m = m, .s = s, .zt = zt, .logits = chunk, .targets = tc, .N = N, .Vc = vc,
+                                .v0 = v0, .V = V, .first = v0 == 0};
+    EXPECT_EQ_INT(be->lse_chunk(cp), SRLM_OK);
+  }
+  srlm_lse_finish_params fin = {.logp = clogp, .lse = clse, .m = m, .s = s, .zt = zt, .targets = tc, .N = N};
+  EXPECT_EQ_INT(be->lse_finish(fin), SRLM_OK);
+  int same = 1;
+  for (int64_t n = 0; n < N; n++) {
+    if (tc[n] < 0) {
+      EXPECT(clogp[n] == 0.0f, "row %lld without target: logp %g", (long long)n, (double)clogp[n]);
+      continue;
+    }
+    same &= memcmp(&clogp[n], &logp[n], 4) == 0 && memcmp(&clse[n], &lse[n], 4) == 0;
+  }
+  EXPECT(same, "chunked log-probs differ from logprob_forward over whole rows");
+  /* backward per chunk = the slice of the whole-row backward */
+  int bsame = 1;
+  for (int64_t v0 = 0; v0 < V; v0 += Vc) {
+    const int64_t vc = V - v0 < Vc ? V - v0 : Vc;
+    for (int64_t n = 0; n < N; n++) memcpy(chunk + n * vc, z + n * V + v0, (size_t)vc * 4);
+    srlm_logprob_chunk_bwd_params cb = {.dlogits = chunk, .logits = chunk, .lse = clse, .dlogp = gc, .targets = tc,
+                                        .N = N, .Vc = vc, .v0 = v0, .V = V};
+    EXPECT_EQ_INT(be->logprob_chunk_backward(cb), SRLM_OK);
+    for (int64_t n = 0; n < N; n++)
+      for (int64_t v = 0; v < vc; v++) {
+        const float want = tc[n] < 0 ? 0.0f : full_dz[n * V + v0 + v];
+        bsame &= chunk[n * vc + v] == want;
+      }
+  }
+  EXPECT(bsame, "chunked backward differs from logprob_backward");
+  gc[3] = 0.5f;
+  srlm_logprob_chunk_bwd_params cb = {.dlogits = dchunk, .logits = chunk, .lse = clse, .dlogp = gc, .targets = tc,
+                                      .N = N, .Vc = Vc, .v0 = 0, .V = V};
+  EXPECT_EQ_INT(be->logprob_chunk_backward(cb), SRLM_ERR_RANGE);
+  EXPECT_CONTAINS(srlm_error_message(), "row 3 has no target but dlogp 0.5");
+  tc[5] = (int32_t)V;
+  srlm_lse_chunk_params cp = {.m = m, .s = s, .zt = zt, .logits = chunk, .targets = tc, .N = N, .Vc = Vc, .v0 = 0, .V = V, .first = 1};
+  EXPECT_EQ_INT(be->lse_chunk(cp), SRLM_ERR_RANGE);
+  EXPECT_CONTAINS(srlm_error_message(), "cpu lse_chunk: row 5: target id 1000 out of range");
+  cp.v0 = V - 10;
+  tc[5] = 0;
+  EXPECT_EQ_INT(be->lse_chunk(cp), SRLM_ERR_RANGE);
+  EXPECT_CONTAINS(srlm_error_message(), "chunk [990, 1182) outside the vocabulary [0, 1000)");
+  free(z), free(g), free(logp), free(lse), free(full_dz), free(m), free(s), free(zt), free(clogp), free(clse);
+  free(t), free(tc), free(chunk), free(dchunk), free(gc);
+}
+
+/* Every transformer op with 1 and 3 threads: the same bits. */
+static void run_transformer_ops(const srlm_backend_ops *be, float *out, int64_t *n_out) {
+  enum { B = 3, NH = 4, NKV = 2, HS = 16, C = 72, FF = 100 };
+  const int32_t cu[B + 1] = {0, 77, 80, 211};
+  const int64_t T = cu[B];
+  float *x = fbuf(T * C), *w = fbuf(C * FF), *q = fbuf(T * NH * HS), *k = fbuf(T * NKV * HS), *v = fbuf(T * NKV * HS);
+  float *dout = fbuf(T * NH * HS), *inv = fbuf(HS / 2);
+  int32_t pos[211];
+  for (int64_t i = 0; i < T; i++) pos[i] = (int32_t)i;
+  for (int d = 0; d < HS / 2; d++) inv[d] = powf(0.5f, (float)d);
+  g_purpose = 900; /* the same inputs on every call */
+  fill_uniform(x, T * C, -1, 1);
+  fill_uniform(w, C * FF, -1, 1);
+  fill_uniform(q, T * NH * HS, -1, 1);
+  fill_uniform(k, T * NKV * HS, -1, 1);
+  fill_uniform(v, T * NKV * HS, -1, 1);
+  fill_uniform(dout, T * NH * HS, -1, 1);
+  float *o = out;
+  srlm_matmul_params mp = {.c = o, .a = x, .b = w, .M = T, .N = FF, .K = C};
+  EXPECT_EQ_INT(be->matmul(mp), SRLM_OK);
+  o += T * FF;
+  mp = (srlm_matmul_params){.c = o, .a = x, .b = x, .M = C, .N = C, .K = T, .trans_a = 1};
+  EXPECT_EQ_INT(be->matmul(mp), SRLM_OK);
+  o += C * C;
+  srlm_rmsnorm_bwd_params rb = {.dx = o, .dw = o + T * C, .dy = x, .x = x, .w = w, .rstd = w + C, .N = T, .C = C};
+  EXPECT_EQ_INT(be->rmsnorm_backward(rb), SRLM_OK);
+  o += T * C + C;
+  srlm_colsum_params cs = {.out = o, .x = x, .N = T, .C = C};
+  EXPECT_EQ_INT(be->colsum(cs), SRLM_OK);
+  o += C;
+  memcpy(o, q, (size_t)(T * NH * HS) * 4);
+  srlm_rope_params rp = {.x = o, .pos = pos, .inv_freq = inv, .N = T, .H = NH, .HS = HS};
+  EXPECT_EQ_INT(be->rope_forward(rp), SRLM_OK);
+  o += T * NH * HS;
+  float *att = o, *lse = o + T * NH * HS;
+  srlm_attention_params ap = {.out = att, .lse = lse, .q = q, .k = k, .v = v, .cu_seqlens = cu, .B = B, .T = T,
+                              .NH = NH, .NKV = NKV, .HS = HS, .window = 50, .scale = 0.25f};
+  EXPECT_EQ_INT(be->attention_forward(ap), SRLM_OK);
+  o += T * NH * HS + T * NH;
+  srlm_attention_bwd_params bp = {.dq = o, .dk = o + T * NH * HS, .dv = o + T * NH * HS + T * NKV * HS, .dout = dout,
+                                  .out = att, .lse = lse, .q = q, .k = k, .v = v, .cu_seqlens = cu, .B = B, .T = T,
+                                  .NH = NH, .NKV = NKV, .HS = HS, .window = 50, .scale = 0.25f};
+  EXPECT_EQ_INT(be->attention_backward(bp), SRLM_OK);
+  o += T * NH * HS + 2 * T * NKV * HS;
+  *n_out = o - out;
+  free(x), free(w), free(q), free(k), free(v), free(dout), free(inv);
+}
+
+static void test_transformer_threads(const srlm_backend_ops *be) {
+#ifdef _OPENMP
+  const int64_t cap = 400000;
+  float *o1 = fbuf(cap), *o3 = fbuf(cap);
+  int64_t n1 = 0, n3 = 0;
+  int saved = omp_get_max_threads();
+  omp_set_num_threads(1);
+  run_transformer_ops(be, o1, &n1);
+  omp_set_num_threads(3);
+  run_transformer_ops(be, o3, &n3);
+  omp_set_num_threads(saved);
+  EXPECT(n1 == n3 && n1 <= cap, "outputs %lld vs %lld (cap %lld)", (long long)n1, (long long)n3, (long long)cap);
+  EXPECT_SAME_BITS(o1, o3, n1, "transformer ops with 1 vs 3 threads");
+  free(o1), free(o3);
+#else
+  (void)be;
+#endif
+}
+
 /* ---- errors ------------------------------------------------------------- */
 
 static void test_errors(const srlm_backend_ops *be) {
@@ -407,10 +1046,30 @@ int main(void) {
   EXPECT_STR_EQ(be->name, "cpu");
   EXPECT_EQ_INT(be->init(-1), SRLM_OK);
   test_rmsnorm(be);
-  test_logprob(be);
   test_gradient_formula();
-  test_special_rows(be);
   test_thread_independence(be);
+  test_matmul(be);
+  test_rmsnorm_backward(be);
+  test_rope(be);
+  test_add_colsum_embedding(be);
+  /* the ops with a vectorized exp, at every ISA level this CPU has */
+  static const char *const isas[] = {"avx512", "avx2", "generic"};
+  for (int i = 0; i < 3; i++) {
+    if (srlm_backend_cpu_set_isa(isas[i]) != SRLM_OK) {
+      fprintf(stderr, "== ISA %s: not on this CPU\n", isas[i]);
+      continue;
+    }
+    fprintf(stderr, "== ISA %s\n", srlm_backend_cpu_isa());
+    test_logprob(be);
+    test_special_rows(be);
+    test_attention(be);
+    test_swiglu(be);
+    test_lse_chunks(be);
+  }
+  EXPECT_EQ_INT(srlm_backend_cpu_set_isa("avx9"), SRLM_ERR_CONFIG);
+  EXPECT_CONTAINS(srlm_error_message(), "unknown ISA 'avx9'");
+  EXPECT_EQ_INT(srlm_backend_cpu_set_isa(NULL), SRLM_OK);
+  test_transformer_threads(be);
   test_errors(be);
   test_memory(be);
   test_registry();

@@ -62,6 +62,22 @@ static const srlm_backend_ops g_cpu_ops = {
     .rmsnorm_forward = srlm_cpu_rmsnorm_forward,
     .logprob_forward = srlm_cpu_logprob_forward,
     .logprob_backward = srlm_cpu_logprob_backward,
+    .matmul = srlm_cpu_matmul,
+    .rmsnorm_backward = srlm_cpu_rmsnorm_backward,
+    .rope_forward = srlm_cpu_rope_forward,
+    .rope_backward = srlm_cpu_rope_backward,
+    .attention_forward = srlm_cpu_attention_forward,
+    .attention_backward = srlm_cpu_attention_backward,
+    .attention_kv = srlm_cpu_attention_kv,
+    .swiglu_forward = srlm_cpu_swiglu_forward,
+    .swiglu_backward = srlm_cpu_swiglu_backward,
+    .embedding_forward = srlm_cpu_embedding_forward,
+    .embedding_backward = srlm_cpu_embedding_backward,
+    .add = srlm_cpu_add,
+    .colsum = srlm_cpu_colsum,
+    .lse_chunk = srlm_cpu_lse_chunk,
+    .lse_finish = srlm_cpu_lse_finish,
+    .logprob_chunk_backward = srlm_cpu_logprob_chunk_backward,
 };
 
 const srlm_backend_ops *srlm_backend_cpu(void) { return &g_cpu_ops; }

@@ -1,0 +1,379 @@
+/* CPU causal grouped-query attention: forward over packed sequences, forward against a
+ * KV cache, and the backward (flash-attention style: probabilities are recomputed from
+ * the forward's log-sum-exp, never stored).
+ *
+ * Work is cut into tiles of up to QT queries of one head; each tile is three small
+ * matrix products on the calling thread (srlm_cpu_gemm_serial) around a row softmax:
+ *   S = Q K^T over the tile's key range, masked entries set to 0 after the exp,
+ *   out = (P V) / sum.
+ * Because the product's rounding is one fma chain per element (backend.h) and masked
+ * entries are exact zeros in those chains, a query's output has the same bits in any
+ * tile: a full forward, a prefill and one-token decode steps agree exactly, and so do
+ * different thread counts (tiles are independent; the backward's dK/dV sums run over
+ * heads and query tiles in a fixed order inside one task).
+ *
+ * Backward, two passes over tiles:
+ *   dQ pass, per (sequence, head, query tile): P = exp(scale S - lse), dP = dO V^T,
+ *     D_i = dO_i . O_i, dS = P (dP - D) scale, dQ = dS K;
+ *   dK/dV pass, per (sequence, kv head, key tile): for each query head of the group and
+ *     each query tile that sees the keys, dV += P^T dO and dK += dS^T Q. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cpu_ops.h"
+
+enum { QT = 64 }; /* queries (and keys, in the dK/dV pass) per tile */
+
+/* The first key position the query at position P sees. */
+static inline int64_t key_lo(int64_t P, int64_t W) { return W > 0 && P - W + 1 > 0 ? P - W + 1 : 0; }
+
+/* One head's view of a sequence: row i of q / out / dout, key j of k / v. */
+typedef struct head_view {
+  const float *q, *k, *v, *dout, *o;
+  float *out, *dq, *dk, *dv, *lse, *D;
+  int64_t q_ld, kv_ld, lse_ld; /* strides of q/out/dout rows, of k/v rows, of lse/D entries */
+} head_view;
+
+typedef struct tile_scratch {
+  float *S, *dP; /* (QT, J) */
+  srlm_cpu_gemm_ws ws;
+} tile_scratch;
+
+static srlm_status mm(tile_scratch *t, float *c, int64_t ldc, const float *a, int64_t lda, int ta, const float *b,
+                      int64_t ldb, int tb, int64_t M, int64_t N, int64_t K, int acc) {
+  srlm_matmul_params p = {.c = c, .a = a, .b = b, .M = M, .N = N, .K = K, .lda = lda, .ldb = ldb, .ldc = ldc,
+                          .trans_a = ta, .trans_b = tb, .accumulate = acc};
+  return srlm_cpu_gemm_serial(p, &t->ws);
+}
+
+/* Forward of nq queries at positions pos0 .. pos0 + nq - 1 (rows 0.. of the view). */
+static srlm_status fwd_tile(const head_view *h, int64_t nq, int64_t pos0, int64_t W, int64_t HS, float scale,
+                            tile_scratch *t) {
+  const int64_t jlo = key_lo(pos0, W), jhi = pos0 + nq, J = jhi - jlo;
+  float *S = t->S; /* (nq, J) */
+  float inv[QT];
+  SRLM_TRY(mm(t, S, J, h->q, h->q_ld, 0, h->k + jlo * h->kv_ld, h->kv_ld, 1, nq, J, HS, 0));
+  for (int64_t r = 0; r < nq; r++) {
+    float *row = S + r * J;
+    const int64_t lo = key_lo(pos0 + r, W) - jlo, hi = pos0 + r + 1 - jlo;
+    float m = -INFINITY, sum = 0.0f;
+    for (int64_t j = lo; j < hi; j++) {
+      row[j] *= scale;
+      m = row[j] > m ? row[j] : m;
+    }
+    for (int64_t j = 0; j < lo; j++) row[j] = 0.0f;
+    sum = srlm_cpu_exp_affine(row + lo, 1.0f, m, row + lo, hi - lo);
+    for (int64_t j = hi; j < J; j++) row[j] = 0.0f;
+    inv[r] = 1.0f / sum;
+    if (h->lse) h->lse[r * h->lse_ld] = m + logf(sum);
+  }
+  SRLM_TRY(mm(t, h->out, h->q_ld, S, J, 0, h->v + jlo * h->kv_ld, h->kv_ld, 0, nq, HS, J, 0));
+  for (int64_t r = 0; r < nq; r++)
+    for (int64_t d = 0; d < HS; d++) h->out[r * h->q_ld + d] *= inv[r];
+  return SRLM_OK;
+}
+
+/* P (nq, nk) in S from the scores already there: exp(scale s - lse) where query
+ * pos0 + r sees key kpos0 + j, else 0. */
+static void probs(float *S, int64_t nq, int64_t nk, int64_t pos0, int64_t kpos0, int64_t W, float scale,
+                  const float *lse, int64_t lse_ld) {
+  for (int64_t r = 0; r < nq; r++) {
+    float *row = S + r * nk;
+    const int64_t P = pos0 + r;
+    /* keys kpos0 + j visible to the query: j in [j0, j1) */
+    int64_t j0 = key_lo(P, W) - kpos0, j1 = P + 1 - kpos0;
+    j0 = j0 < 0 ? 0 : j0 > nk ? nk : j0;
+    j1 = j1 < j0 ? j0 : j1 > nk ? nk : j1;
+    for (int64_t j = 0; j < j0; j++) row[j] = 0.0f;
+    /* scaled and rounded first, as in the forward: a lone key gets exactly p = 1 */
+    for (int64_t j = j0; j < j1; j++) row[j] *= scale;
+    srlm_cpu_exp_affine(row + j0, 1.0f, lse[r * lse_ld], row + j0, j1 - j0);
+    for (int64_t j = j1; j < nk; j++) row[j] = 0.0f;
+  }
+}
+
+/* dS = P (dP - D) scale in place of dP, and 0 where P is (masked). */
+static void dscores(const float *S, float *dP, int64_t nq, int64_t nk, const float *D, int64_t D_ld, float scale) {
+  for (int64_t r = 0; r < nq; r++) {
+    const float *p = S + r * nk;
+    float *dp = dP + r * nk;
+    const float d = D[r * D_ld];
+    for (int64_t j = 0; j < nk; j++) dp[j] = p[j] == 0.0f ? 0.0f : p[j] * (dp[j] - d) * scale;
+  }
+}
+
+static srlm_status dq_tile(const head_view *h, int64_t nq, int64_t pos0, int64_t W, int64_t HS, float scale,
+                           tile_scratch *t) {
+  const int64_t jlo = key_lo(pos0, W), jhi = pos0 + nq, J = jhi - jlo;
+  for (int64_t r = 0; r < nq; r++) {
+    const float *o = h->o + r * h->q_ld, *dout = h->dout + r * h->q_ld;
+    /* the fma chain of the products dP = dO V^T: where out is a single value row, dP - D
+     * is exactly 0 */
+    float d = 0.0f;
+    for (int64_t c = 0; c < HS; c++) d = fmaf(dout[c], o[c], d);
+    h->D[r * h->lse_ld] = d;
+  }
+  SRLM_TRY(mm(t, t->S, J, h->q, h->q_ld, 0, h->k + jlo * h->kv_ld, h->kv_ld, 1, nq, J, HS, 0));
+  probs(t->S, nq, J, pos0, jlo, W, scale, h->lse, h->lse_ld);
+  SRLM_TRY(mm(t, t->dP, J, h->dout, h->q_ld, 0, h->v + jlo * h->kv_ld, h->kv_ld, 1, nq, J, HS, 0));
+  dscores(t->S, t->dP, nq, J, h->D, h->lse_ld, scale);
+  return mm(t, h->dq, h->q_ld, t->dP, J, 0, h->k + jlo * h->kv_ld, h->kv_ld, 0, nq, HS, J, 0);
+}
+
+/* dK, dV of keys [j0, j0 + nk) of a sequence of length L for the query heads hv[0..rep). */
+static srlm_status dkv_tile(const head_view *hv, int rep, int64_t j0, int64_t nk, int64_t L, int64_t W, int64_t HS,
+                            float scale, tile_scratch *t) {
+  const head_view *h0 = &hv[0];
+  float *dk = h0->dk + j0 * h0->kv_ld, *dv = h0->dv + j0 * h0->kv_ld;
+  const float *k = h0->k + j0 * h0->kv_ld, *v = h0->v + j0 * h0->kv_ld;
+  const int64_t i_end = W > 0 && j0 + nk - 1 + W < L ? j0 + nk - 1 + W : L;
+  int acc = 0;
+  for (int r = 0; r < rep; r++) {
+    const head_view *h = &hv[r];
+    for (int64_t i0 = j0; i0 < i_end; i0 += QT) {
+      const int64_t nq = i_end - i0 < QT ? i_end - i0 : QT;
+      const float *q = h->q + i0 * h->q_ld, *dout = h->dout + i0 * h->q_ld;
+      SRLM_TRY(mm(t, t->S, nk, q, h->q_ld, 0, k, h->kv_ld, 1, nq, nk, HS, 0));
+      probs(t->S, nq, nk, i0, j0, W, scale, h->lse + i0 * h->lse_ld, h->lse_ld);
+      SRLM_TRY(mm(t, dv, h->kv_ld, t->S, nk, 1, dout, h->q_ld, 0, nk, HS, nq, acc));
+      SRLM_TRY(mm(t, t->dP, nk, dout, h->q_ld, 0, v, h->kv_ld, 1, nq, nk, HS, 0));
+      dscores(t->S, t->dP, nq, nk, h->D + i0 * h->lse_ld, h->lse_ld, scale);
+      SRLM_TRY(mm(t, dk, h->kv_ld, t->dP, nk, 1, q, h->q_ld, 0, nk, HS, nq, acc));
+      acc = 1;
+    }
+  }
+  return SRLM_OK;
+}
+
+/* ---- task lists and the parallel driver ---------------------------------------------- */
+
+typedef struct task {
+  int32_t seq, head, tile; /* head: query head (forward, dQ) or kv head (dK/dV) */
+} task;
+
+static srlm_status check_cu(const char *where, const int32_t *cu, int B, int64_t T, int64_t *max_len) {
+  if (cu[0] != 0) return srlm_error(SRLM_ERR_RANGE, where, "cu_seqlens[0] = %d, expected 0", (int)cu[0]);
+  *max_len = 0;
+  for (int b = 0; b < B; b++) {
+    if (cu[b + 1] < cu[b])
+      return srlm_error(SRLM_ERR_RANGE, where, "cu_seqlens decreases at sequence %d (%d after %d)", b, (int)cu[b + 1],
+                        (int)cu[b]);
+    if (cu[b + 1] - cu[b] > *max_len) *max_len = cu[b + 1] - cu[b];
+  }
+  if (cu[B] != T)
+    return srlm_error(SRLM_ERR_RANGE, where, "cu_seqlens[%d] = %d but T = %lld", B, (int)cu[B], (long long)T);
+  return SRLM_OK;
+}
+
+/* Tasks (sequence, head, tile) for sequences of lengths len(b), tiles of QT. */
+static task *make_tasks(int B, const int32_t *cu, int64_t heads, size_t *n) {
+  size_t count = 0;
+  for (int b = 0; b < B; b++) count += (size_t)((cu[b + 1] - cu[b] + QT - 1) / QT) * (size_t)heads;
+  task *ts = malloc((count ? count : 1) * sizeof *ts);
+  if (!ts) return NULL;
+  size_t k = 0;
+  for (int b = 0; b < B; b++) {
+    const int32_t tiles = (cu[b + 1] - cu[b] + QT - 1) / QT;
+    /* longest tiles first (the last ones of a sequence see the most keys): better balance */
+    for (int32_t t = tiles - 1; t >= 0; t--)
+      for (int64_t h = 0; h < heads; h++) ts[k++] = (task){b, (int32_t)h, t};
+  }
+  *n = count;
+  return ts;
+}
+
+typedef enum pass { PASS_FWD, PASS_DQ, PASS_DKV } pass;
+
+typedef struct attn_job {
+  pass which;
+  const int32_t *cu;
+  int64_t NH, NKV, HS, W;
+  float scale;
+  const float *q, *k, *v, *dout, *o;
+  float *out, *lse, *dq, *dk, *dv, *D;
+} attn_job;
+
+static srlm_status run_task(const attn_job *a, const task *tk, tile_scratch *t) {
+  const int64_t s0 = a->cu[tk->seq], L = a->cu[tk->seq + 1] - s0, rep = a->NH / a->NKV;
+  const int64_t qld = a->NH * a->HS, kvld = a->NKV * a->HS;
+  const int64_t first = (int64_t)tk->tile * QT, n = L - first < QT ? L - first : QT;
+  head_view hv[64];
+  const int64_t heads = a->which == PASS_DKV ? rep : 1;
+  for (int64_t r = 0; r < heads; r++) {
+    const int64_t h = a->which == PASS_DKV ? tk->head * rep + r : tk->head, g = h / rep;
+    /* rows from the tile's first query (forward, dQ) or the sequence start (dK/dV) */
+    const int64_t row0 = a->which == PASS_DKV ? s0 : s0 + first;
+    head_view *v = &hv[r];
+    memset(v, 0, sizeof *v);
+    v->q_ld = qld, v->kv_ld = kvld, v->lse_ld = a->NH;
+    v->q = a->q + row0 * qld + h * a->HS;
+    v->k = a->k + s0 * kvld + g * a->HS;
+    v->v = a->v + s0 * kvld + g * a->HS;
+    if (a->out) v->out = a->out + row0 * qld + h * a->HS;
+    if (a->lse) v->lse = a->lse + row0 * a->NH + h;
+    if (a->dout) v->dout = a->dout + row0 * qld + h * a->HS;
+    if (a->o) v->o = a->o + row0 * qld + h * a->HS;
+    if (a->dq) v->dq = a->dq + row0 * qld + h * a->HS;
+    if (a->D) v->D = a->D + row0 * a->NH + h;
+    if (a->dk) v->dk = a->dk + s0 * kvld + g * a->HS;
+    if (a->dv) v->dv = a->dv + s0 * kvld + g * a->HS;
+  }
+  switch (a->which) {
+    case PASS_FWD: return fwd_tile(&hv[0], n, first, a->W, a->HS, a->scale, t);
+    case PASS_DQ: return dq_tile(&hv[0], n, first, a->W, a->HS, a->scale, t);
+    case PASS_DKV: return dkv_tile(hv, (int)rep, first, n, L, a->W, a->HS, a->scale, t);
+  }
+  return SRLM_OK;
+}
+
+/* Runs tasks in parallel; each thread keeps its scratch (S, dP of QT x J floats). The
+ * first failure wins (messages are thread-local: it is re-recorded on this thread). */
+static srlm_status run_tasks(const char *where, const attn_job *a, const task *ts, size_t n, int64_t J) {
+  srlm_status st = SRLM_OK;
+  char msg[512] = "";
+#ifdef _OPENMP
+#pragma omp parallel
+#endif
+  {
+    tile_scratch t;
+    memset(&t, 0, sizeof t);
+    t.S = malloc((size_t)(QT * J) * sizeof(float));
+    t.dP = malloc((size_t)(QT * J) * sizeof(float));
+#ifdef _OPENMP
+#pragma omp for schedule(dynamic, 1)
+#endif
+    for (size_t i = 0; i < n; i++) {
+      srlm_status s = t.S && t.dP ? run_task(a, &ts[i], &t)
+                                  : srlm_error(SRLM_ERR_NOMEM, where, "cannot allocate %lld floats of scratch",
+                                               (long long)(2 * QT * J));
+      if (s != SRLM_OK) {
+#ifdef _OPENMP
+#pragma omp critical(srlm_attention_error)
+#endif
+        if (st == SRLM_OK) {
+          st = s;
+          snprintf(msg, sizeof msg, "%s", srlm_error_message());
+        }
+      }
+    }
+    free(t.S);
+    free(t.dP);
+    srlm_cpu_gemm_ws_free(&t.ws);
+  }
+  if (st != SRLM_OK) return srlm_error(st, where, "%s", msg);
+  return SRLM_OK;
+}
+
+srlm_status srlm_cpu_attention_forward(srlm_attention_params p) {
+  const char *where = "cpu attention_forward";
+  SRLM_TRY(srlm_attention_params_check(&p, where));
+  int64_t Lmax;
+  SRLM_TRY(check_cu(where, p.cu_seqlens, p.B, p.T, &Lmax));
+  if (p.T == 0) return SRLM_OK;
+  size_t n;
+  task *ts = make_tasks(p.B, p.cu_seqlens, p.NH, &n);
+  if (!ts) return srlm_error(SRLM_ERR_NOMEM, where, "cannot allocate the task list");
+  attn_job a = {.which = PASS_FWD, .cu = p.cu_seqlens, .NH = p.NH, .NKV = p.NKV, .HS = p.HS, .W = p.window,
+                .scale = p.scale, .q = p.q, .k = p.k, .v = p.v, .out = p.out, .lse = p.lse};
+  srlm_status st = run_tasks(where, &a, ts, n, Lmax);
+  free(ts);
+  return st;
+}
+
+srlm_status srlm_cpu_attention_backward(srlm_attention_bwd_params p) {
+  const char *where = "cpu attention_backward";
+  SRLM_TRY(srlm_attention_bwd_params_check(&p, where));
+  int64_t Lmax;
+  SRLM_TRY(check_cu(where, p.cu_seqlens, p.B, p.T, &Lmax));
+  if (p.T == 0) return SRLM_OK;
+  if (p.NH / p.NKV > 64)
+    return srlm_error(SRLM_ERR_UNSUPPORTED, where, "more than 64 query heads per kv head (%lld)", (long long)(p.NH / p.NKV));
+  float *D = malloc((size_t)(p.T * p.NH) * sizeof *D); /* (T, NH) dout . out */
+  size_t nq, nkv;
+  task *tq = make_tasks(p.B, p.cu_seqlens, p.NH, &nq), *tkv = make_tasks(p.B, p.cu_seqlens, p.NKV, &nkv);
+  srlm_status st = SRLM_OK;
+  if (!D || !tq || !tkv) st = srlm_error(SRLM_ERR_NOMEM, where, "cannot allocate %lld floats of scratch", (long long)(p.T * p.NH));
+  attn_job a = {.which = PASS_DQ, .cu = p.cu_seqlens, .NH = p.NH, .NKV = p.NKV, .HS = p.HS, .W = p.window,
+                .scale = p.scale, .q = p.q, .k = p.k, .v = p.v, .dout = p.dout, .o = p.out, .lse = (float *)p.lse,
+                .dq = p.dq, .D = D};
+  if (st == SRLM_OK) st = run_tasks(where, &a, tq, nq, Lmax);
+  a.which = PASS_DKV;
+  a.dq = NULL;
+  a.dk = p.dk;
+  a.dv = p.dv;
+  if (st == SRLM_OK) st = run_tasks(where, &a, tkv, nkv, Lmax);
+  free(D);
+  free(tq);
+  free(tkv);
+  return st;
+}
+
+srlm_status srlm_cpu_attention_kv(srlm_attention_kv_params p) {
+  const char *where = "cpu attention_kv";
+  SRLM_TRY(srlm_attention_kv_params_check(&p, where));
+  if (p.cu_q[0] != 0) return srlm_error(SRLM_ERR_RANGE, where, "cu_q[0] = %d, expected 0", (int)p.cu_q[0]);
+  int64_t Lmax = 1;
+  size_t n_tasks = 0;
+  for (int i = 0; i < p.n; i++) {
+    const int64_t nq = p.cu_q[i + 1] - p.cu_q[i];
+    if (nq < 0) return srlm_error(SRLM_ERR_RANGE, where, "cu_q decreases at sequence %d", i);
+    if (p.slot[i] < 0 || p.slot[i] >= p.max_slots)
+      return srlm_error(SRLM_ERR_RANGE, where, "sequence %d: slot %d out of range [0, %lld)", i, (int)p.slot[i],
+                        (long long)p.max_slots);
+    if (p.kv_len[i] < nq || p.kv_len[i] > p.max_len)
+      return srlm_error(SRLM_ERR_RANGE, where, "sequence %d: %d cached positions for %lld queries (max_len %lld)", i,
+                        (int)p.kv_len[i], (long long)nq, (long long)p.max_len);
+    if (p.kv_len[i] > Lmax) Lmax = p.kv_len[i];
+    n_tasks += (size_t)((nq + QT - 1) / QT) * (size_t)p.NH;
+  }
+  if (p.cu_q[p.n] != p.NQ)
+    return srlm_error(SRLM_ERR_RANGE, where, "cu_q[%d] = %d but NQ = %lld", p.n, (int)p.cu_q[p.n], (long long)p.NQ);
+  task *ts = malloc((n_tasks ? n_tasks : 1) * sizeof *ts);
+  if (!ts) return srlm_error(SRLM_ERR_NOMEM, where, "cannot allocate the task list");
+  size_t k = 0;
+  for (int i = 0; i < p.n; i++)
+    for (int32_t t = 0; t < (p.cu_q[i + 1] - p.cu_q[i] + QT - 1) / QT; t++)
+      for (int64_t h = 0; h < p.NH; h++) ts[k++] = (task){i, (int32_t)h, t};
+  const int64_t qld = p.NH * p.HS, kvld = p.NKV * p.HS, rep = p.NH / p.NKV;
+  srlm_status st = SRLM_OK;
+  char msg[512] = "";
+#ifdef _OPENMP
+#pragma omp parallel
+#endif
+  {
+    tile_scratch t;
+    memset(&t, 0, sizeof t);
+    t.S = malloc((size_t)(QT * Lmax) * sizeof(float));
+#ifdef _OPENMP
+#pragma omp for schedule(dynamic, 1)
+#endif
+    for (size_t i = 0; i < n_tasks; i++) {
+      const task *tk = &ts[i];
+      const int64_t q0 = p.cu_q[tk->seq], nq_all = p.cu_q[tk->seq + 1] - q0, len = p.kv_len[tk->seq];
+      const int64_t first = (int64_t)tk->tile * QT, nq = nq_all - first < QT ? nq_all - first : QT;
+      const int64_t h = tk->head, g = h / rep;
+      const float *kc = p.k_cache + (int64_t)p.slot[tk->seq] * p.max_len * kvld + g * p.HS;
+      const float *vc = p.v_cache + (int64_t)p.slot[tk->seq] * p.max_len * kvld + g * p.HS;
+      head_view v = {.q = p.q + (q0 + first) * qld + h * p.HS, .k = kc, .v = vc,
+                     .out = p.out + (q0 + first) * qld + h * p.HS, .q_ld = qld, .kv_ld = kvld, .lse_ld = p.NH};
+      srlm_status s = t.S ? fwd_tile(&v, nq, len - nq_all + first, p.window, p.HS, p.scale, &t)
+                          : srlm_error(SRLM_ERR_NOMEM, where, "cannot allocate %lld floats of scratch", (long long)(QT * Lmax));
+      if (s != SRLM_OK) {
+#ifdef _OPENMP
+#pragma omp critical(srlm_attention_error)
+#endif
+        if (st == SRLM_OK) {
+          st = s;
+          snprintf(msg, sizeof msg, "%s", srlm_error_message());
+        }
+      }
+    }
+    free(t.S);
+    srlm_cpu_gemm_ws_free(&t.ws);
+  }
+  free(ts);
+  if (st != SRLM_OK) return srlm_error(st, where, "%s", msg);
+  return SRLM_OK;
+}

@@ -1,0 +1,56 @@
+/* Which vector code the CPU backend runs: the best the CPU has (AVX-512, AVX2 + FMA, or
+ * portable C), or a narrower level forced by srlm_backend_cpu_set_isa or, at the first
+ * op, by the environment variable SRLM_CPU_ISA (tests run every level this way). The
+ * build has no -march: vector code is compiled with target attributes and only called
+ * at a level the CPU reports. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "cpu_ops.h"
+
+static const char *const k_names[] = {"generic", "avx2", "avx512"};
+
+static int cpu_best(void) {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_cpu_init();
+  if (__builtin_cpu_supports("avx512f")) return SRLM_CPU_ISA_AVX512;
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return SRLM_CPU_ISA_AVX2;
+#endif
+  return SRLM_CPU_ISA_GENERIC;
+}
+
+static int parse(const char *name) {
+  for (int i = 0; i < 3; i++)
+    if (!strcmp(name, k_names[i])) return i;
+  return -1;
+}
+
+static int g_level = -1; /* -1: not decided yet */
+
+int srlm_cpu_isa(void) {
+  int l = __atomic_load_n(&g_level, __ATOMIC_RELAXED);
+  if (l >= 0) return l;
+  l = cpu_best();
+  const char *env = getenv("SRLM_CPU_ISA");
+  const int want = env ? parse(env) : -1;
+  if (want >= 0 && want < l) l = want;
+  __atomic_store_n(&g_level, l, __ATOMIC_RELAXED);
+  return l;
+}
+
+srlm_status srlm_backend_cpu_set_isa(const char *isa) {
+  const int best = cpu_best();
+  if (!isa) {
+    __atomic_store_n(&g_level, best, __ATOMIC_RELAXED);
+    return SRLM_OK;
+  }
+  const int want = parse(isa);
+  if (want < 0)
+    return srlm_error(SRLM_ERR_CONFIG, "cpu backend", "unknown ISA '%s' (avx512, avx2, generic)", isa);
+  if (want > best)
+    return srlm_error(SRLM_ERR_UNSUPPORTED, "cpu backend", "this CPU has no %s (best: %s)", isa, k_names[best]);
+  __atomic_store_n(&g_level, want, __ATOMIC_RELAXED);
+  return SRLM_OK;
+}
+
+const char *srlm_backend_cpu_isa(void) { return k_names[srlm_cpu_isa()]; }

@@ -1,0 +1,381 @@
+/* CPU matrix product C (+)= op(A) op(B) (+ bias): packed panels and a register-tile
+ * micro-kernel (the BLIS structure), OpenMP over column panels.
+ *
+ * Rounding contract (backend.h): every C element is one fma chain over k = 0..K-1 in
+ * order, started from 0 or from C. The micro-kernels keep MR x NR such chains in
+ * registers and the K loop is only cut into KC blocks that continue the same chains,
+ * so the result is the same bits for every kernel (AVX-512, AVX2, portable fmaf),
+ * tile position, thread count and batch: a row of C depends only on its row of A.
+ *
+ * Loops, outermost first:
+ *   MB rows of A are packed once (MR-row micro-panels, k-major) and shared;
+ *   the column panels (NR wide) are split into one contiguous range per thread;
+ *   per thread: for each of its panels, for each KC block: pack B's KC x NR block
+ *   (fits L1), then run the micro-kernel down all MB rows (A's packed rows stay in L2).
+ *   Panels outside KC blocks: each weight row is read once, start to end, which is what
+ *   the memory system streams best when M is small (decode); large M did not mind.
+ * Edge tiles run the micro-kernel on a local MR x NR tile and copy the valid part.
+ *
+ * The kernel follows the ISA level of isa.c (the CPU's best unless forced narrower;
+ * tests force each level to check that all kernels give the same bits). */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#define SRLM_X86 1
+#endif
+
+#include "cpu_ops.h"
+
+/* Blocking, measured on a Zen 5 core (48 KiB L1d, 1 MiB L2), one thread, 200-240
+ * GFLOP/s on the model's shapes: KC = 256 keeps the B block (256 x 32 floats = 32 KiB)
+ * in L1; MB = 192 beat 384 and 576 (A's rows stay in L2; B is re-packed per MB rows). */
+enum { KC = 256, MB = 192 };
+
+typedef void (*ukernel_fn)(int64_t kc, const float *a, const float *b, float *c, int64_t ldc, int load);
+
+typedef struct kernel {
+  const char *name;
+  int mr, nr;
+  ukernel_fn fn;
+} kernel;
+
+/* ---- micro-kernels: c[i, j] = fma(a[k*MR + i], b[k*NR + j], c[i, j]) over k ---------- */
+
+enum { GEN_MR = 4, GEN_NR = 8 };
+
+static void ukernel_generic(int64_t kc, const float *a, const float *b, float *c, int64_t ldc, int load) {
+  float acc[GEN_MR][GEN_NR];
+  for (int i = 0; i < GEN_MR; i++)
+    for (int j = 0; j < GEN_NR; j++) acc[i][j] = load ? c[i * ldc + j] : 0.0f;
+  for (int64_t k = 0; k < kc; k++)
+    for (int i = 0; i < GEN_MR; i++)
+      for (int j = 0; j < GEN_NR; j++) acc[i][j] = fmaf(a[k * GEN_MR + i], b[k * GEN_NR + j], acc[i][j]);
+  for (int i = 0; i < GEN_MR; i++)
+    for (int j = 0; j < GEN_NR; j++) c[i * ldc + j] = acc[i][j];
+}
+
+#ifdef SRLM_X86
+/* AVX2 + FMA: 6 x 16 tile, 12 accumulators of 8 floats. */
+#define ROW2(i)                                                  \
+  c##i##0 = _mm256_fmadd_ps(_mm256_broadcast_ss(a + i), b0, c##i##0); \
+  c##i##1 = _mm256_fmadd_ps(_mm256_broadcast_ss(a + i), b1, c##i##1);
+__attribute__((target("avx2,fma"))) static void ukernel_avx2(int64_t kc, const float *a, const float *b, float *c,
+                                                             int64_t ldc, int load) {
+  __m256 c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51;
+  if (load) {
+    c00 = _mm256_loadu_ps(c), c01 = _mm256_loadu_ps(c + 8);
+    c10 = _mm256_loadu_ps(c + ldc), c11 = _mm256_loadu_ps(c + ldc + 8);
+    c20 = _mm256_loadu_ps(c + 2 * ldc), c21 = _mm256_loadu_ps(c + 2 * ldc + 8);
+    c30 = _mm256_loadu_ps(c + 3 * ldc), c31 = _mm256_loadu_ps(c + 3 * ldc + 8);
+    c40 = _mm256_loadu_ps(c + 4 * ldc), c41 = _mm256_loadu_ps(c + 4 * ldc + 8);
+    c50 = _mm256_loadu_ps(c + 5 * ldc), c51 = _mm256_loadu_ps(c + 5 * ldc + 8);
+  } else {
+    c00 = c01 = c10 = c11 = c20 = c21 = c30 = c31 = c40 = c41 = c50 = c51 = _mm256_setzero_ps();
+  }
+  for (int64_t k = 0; k < kc; k++, a += 6, b += 16) {
+    __m256 b0 = _mm256_load_ps(b), b1 = _mm256_load_ps(b + 8);
+    ROW2(0) ROW2(1) ROW2(2) ROW2(3) ROW2(4) ROW2(5)
+  }
+  _mm256_storeu_ps(c, c00), _mm256_storeu_ps(c + 8, c01);
+  _mm256_storeu_ps(c + ldc, c10), _mm256_storeu_ps(c + ldc + 8, c11);
+  _mm256_storeu_ps(c + 2 * ldc, c20), _mm256_storeu_ps(c + 2 * ldc + 8, c21);
+  _mm256_storeu_ps(c + 3 * ldc, c30), _mm256_storeu_ps(c + 3 * ldc + 8, c31);
+  _mm256_storeu_ps(c + 4 * ldc, c40), _mm256_storeu_ps(c + 4 * ldc + 8, c41);
+  _mm256_storeu_ps(c + 5 * ldc, c50), _mm256_storeu_ps(c + 5 * ldc + 8, c51);
+}
+#undef ROW2
+
+/* AVX-512: 8 x 32 tile, 16 accumulators of 16 floats. */
+#define ROW5(i)                                                     \
+  c##i##0 = _mm512_fmadd_ps(_mm512_set1_ps(a[i]), b0, c##i##0);     \
+  c##i##1 = _mm512_fmadd_ps(_mm512_set1_ps(a[i]), b1, c##i##1);
+#define LOAD5(i) c##i##0 = _mm512_loadu_ps(c + i * ldc), c##i##1 = _mm512_loadu_ps(c + i * ldc + 16);
+#define STORE5(i) _mm512_storeu_ps(c + i * ldc, c##i##0), _mm512_storeu_ps(c + i * ldc + 16, c##i##1);
+__attribute__((target("avx512f"))) static void ukernel_avx512(int64_t kc, const float *a, const float *b, float *c,
+                                                              int64_t ldc, int load) {
+  __m512 c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51, c60, c61, c70, c71;
+  if (load) {
+    LOAD5(0) LOAD5(1) LOAD5(2) LOAD5(3) LOAD5(4) LOAD5(5) LOAD5(6) LOAD5(7)
+  } else {
+    c00 = c01 = c10 = c11 = c20 = c21 = c30 = c31 = _mm512_setzero_ps();
+    c40 = c41 = c50 = c51 = c60 = c61 = c70 = c71 = _mm512_setzero_ps();
+  }
+  for (int64_t k = 0; k < kc; k++, a += 8, b += 32) {
+    __m512 b0 = _mm512_load_ps(b), b1 = _mm512_load_ps(b + 16);
+    ROW5(0) ROW5(1) ROW5(2) ROW5(3) ROW5(4) ROW5(5) ROW5(6) ROW5(7)
+  }
+  STORE5(0) STORE5(1) STORE5(2) STORE5(3) STORE5(4) STORE5(5) STORE5(6) STORE5(7)
+}
+#undef ROW5
+#undef LOAD5
+#undef STORE5
+#endif
+
+static const kernel k_generic = {"generic", GEN_MR, GEN_NR, ukernel_generic};
+#ifdef SRLM_X86
+static const kernel k_avx2 = {"avx2", 6, 16, ukernel_avx2};
+static const kernel k_avx512 = {"avx512", 8, 32, ukernel_avx512};
+#endif
+
+static const kernel *pick_kernel(void) {
+#ifdef SRLM_X86
+  switch (srlm_cpu_isa()) {
+    case SRLM_CPU_ISA_AVX512: return &k_avx512;
+    case SRLM_CPU_ISA_AVX2: return &k_avx2;
+    default: break;
+  }
+#endif
+  return &k_generic;
+}
+
+/* ---- packing ------------------------------------------------------------------------ */
+
+typedef struct gemm {
+  const kernel *kr;
+  int64_t M, N, K, lda, ldb, ldc;
+  int trans_a, trans_b, accumulate;
+  const float *a, *b;
+  float *c;
+} gemm;
+
+#ifdef SRLM_X86
+/* dst[k * ld_dst + i] = src[i * ld_src + k] for an 8 x 8 block: the transposes of the
+ * packing (rows along k into k-major panels), 24 shuffles per 64 floats instead of 64
+ * scalar stores. */
+__attribute__((target("avx"))) static void transpose8x8(const float *src, int64_t ld_src, float *dst, int64_t ld_dst) {
+  __m256 r0 = _mm256_loadu_ps(src), r1 = _mm256_loadu_ps(src + ld_src), r2 = _mm256_loadu_ps(src + 2 * ld_src);
+  __m256 r3 = _mm256_loadu_ps(src + 3 * ld_src), r4 = _mm256_loadu_ps(src + 4 * ld_src);
+  __m256 r5 = _mm256_loadu_ps(src + 5 * ld_src), r6 = _mm256_loadu_ps(src + 6 * ld_src);
+  __m256 r7 = _mm256_loadu_ps(src + 7 * ld_src);
+  __m256 t0 = _mm256_unpacklo_ps(r0, r1), t1 = _mm256_unpackhi_ps(r0, r1), t2 = _mm256_unpacklo_ps(r2, r3);
+  __m256 t3 = _mm256_unpackhi_ps(r2, r3), t4 = _mm256_unpacklo_ps(r4, r5), t5 = _mm256_unpackhi_ps(r4, r5);
+  __m256 t6 = _mm256_unpacklo_ps(r6, r7), t7 = _mm256_unpackhi_ps(r6, r7);
+  __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xEE);
+  __m256 u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xEE);
+  __m256 u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xEE);
+  __m256 u6 = _mm256_shuffle_ps(t5, t7, 0x44), u7 = _mm256_shuffle_ps(t5, t7, 0xEE);
+  _mm256_storeu_ps(dst, _mm256_permute2f128_ps(u0, u4, 0x20));
+  _mm256_storeu_ps(dst + ld_dst, _mm256_permute2f128_ps(u1, u5, 0x20));
+  _mm256_storeu_ps(dst + 2 * ld_dst, _mm256_permute2f128_ps(u2, u6, 0x20));
+  _mm256_storeu_ps(dst + 3 * ld_dst, _mm256_permute2f128_ps(u3, u7, 0x20));
+  _mm256_storeu_ps(dst + 4 * ld_dst, _mm256_permute2f128_ps(u0, u4, 0x31));
+  _mm256_storeu_ps(dst + 5 * ld_dst, _mm256_permute2f128_ps(u1, u5, 0x31));
+  _mm256_storeu_ps(dst + 6 * ld_dst, _mm256_permute2f128_ps(u2, u6, 0x31));
+  _mm256_storeu_ps(dst + 7 * ld_dst, _mm256_permute2f128_ps(u3, u7, 0x31));
+}
+#endif
+
+/* dst[k * ld_dst + i] = src[i * ld_src + k], i < rows (<= 8), k < kc. */
+static void transpose_rows(const gemm *g, const float *src, int64_t ld_src, int64_t rows, int64_t kc, float *dst,
+                           int64_t ld_dst) {
+  int64_t k = 0;
+#ifdef SRLM_X86
+  if (rows == 8 && g->kr != &k_generic)
+    for (; k + 8 <= kc; k += 8) transpose8x8(src + k, ld_src, dst + k * ld_dst, ld_dst);
+#else
+  (void)g;
+#endif
+  for (int64_t i = 0; i < rows; i++)
+    for (int64_t kk = k; kk < kc; kk++) dst[kk * ld_dst + i] = src[i * ld_src + kk];
+}
+
+/* A(m, k) for m in [m0, m0 + mr) (rows past M are 0), k in [0, K): dst[k*MR + i]. */
+static void pack_a(const gemm *g, int64_t m0, float *dst) {
+  const int MR = g->kr->mr;
+  const int64_t rows = g->M - m0 < MR ? g->M - m0 : MR;
+  if (g->trans_a) {
+    for (int64_t k = 0; k < g->K; k++) {
+      const float *src = g->a + k * g->lda + m0;
+      float *d = dst + k * MR;
+      int64_t i = 0;
+      for (; i < rows; i++) d[i] = src[i];
+      for (; i < MR; i++) d[i] = 0.0f;
+    }
+    return;
+  }
+  int64_t i = 0;
+  for (; i + 8 <= rows; i += 8) transpose_rows(g, g->a + (m0 + i) * g->lda, g->lda, 8, g->K, dst + i, MR);
+  if (i < rows) transpose_rows(g, g->a + (m0 + i) * g->lda, g->lda, rows - i, g->K, dst + i, MR);
+  for (i = rows; i < MR; i++)
+    for (int64_t k = 0; k < g->K; k++) dst[k * MR + i] = 0.0f;
+}
+
+/* B(k, n) for k in [k0, k0 + kc), n in [n0, n0 + NR) (columns past N are 0): dst[k*NR + j]. */
+static void pack_b(const gemm *g, int64_t k0, int64_t kc, int64_t n0, float *dst) {
+  const int NR = g->kr->nr;
+  const int64_t cols = g->N - n0 < NR ? g->N - n0 : NR;
+  if (!g->trans_b) {
+    for (int64_t k = 0; k < kc; k++) {
+      const float *src = g->b + (k0 + k) * g->ldb + n0;
+      float *d = dst + k * NR;
+      int64_t j = 0;
+      for (; j < cols; j++) d[j] = src[j];
+      for (; j < NR; j++) d[j] = 0.0f;
+    }
+    return;
+  }
+  /* B^T is stored: rows n of length K, transposed 8 rows at a time */
+  int64_t j = 0;
+  for (; j + 8 <= cols; j += 8) transpose_rows(g, g->b + (n0 + j) * g->ldb + k0, g->ldb, 8, kc, dst + j, NR);
+  if (j < cols) transpose_rows(g, g->b + (n0 + j) * g->ldb + k0, g->ldb, cols - j, kc, dst + j, NR);
+  for (j = cols; j < NR; j++)
+    for (int64_t k = 0; k < kc; k++) dst[k * NR + j] = 0.0f;
+}
+
+/* ---- the driver --------------------------------------------------------------------- */
+
+/* One MR x NR tile of C at (m0, n0) over the KC block [k0, k0 + kc). */
+static void run_tile(const gemm *g, const float *ap, const float *bp, int64_t m0, int64_t n0, int64_t kc,
+                     int load) {
+  const int MR = g->kr->mr, NR = g->kr->nr;
+  float *c = g->c + m0 * g->ldc + n0;
+  if (m0 + MR <= g->M && n0 + NR <= g->N) {
+    g->kr->fn(kc, ap, bp, c, g->ldc, load);
+    return;
+  }
+  float tile[8 * 32] __attribute__((aligned(64))); /* MR x NR of the largest kernel */
+  const int64_t rows = g->M - m0 < MR ? g->M - m0 : MR, cols = g->N - n0 < NR ? g->N - n0 : NR;
+  if (load)
+    for (int64_t i = 0; i < rows; i++) memcpy(tile + i * NR, c + i * g->ldc, (size_t)cols * sizeof *c);
+  g->kr->fn(kc, ap, bp, tile, NR, load);
+  for (int64_t i = 0; i < rows; i++) memcpy(c + i * g->ldc, tile + i * NR, (size_t)cols * sizeof *c);
+}
+
+/* Rows [m_start, m_start + mb) of C (their A panels packed in apack) times the column
+ * panels [j_begin, j_end), all of K. */
+static void gemm_block(const gemm *g, const float *apack, float *bpack, int64_t m_start, int64_t mb,
+                       int64_t j_begin, int64_t j_end) {
+  const int MR = g->kr->mr, NR = g->kr->nr;
+  const int64_t a_panels = (mb + MR - 1) / MR;
+  for (int64_t jp = j_begin; jp < j_end; jp++)
+    for (int64_t k0 = 0; k0 < g->K; k0 += KC) {
+      const int64_t kc = g->K - k0 < KC ? g->K - k0 : KC;
+      const int load = k0 > 0 || g->accumulate;
+      pack_b(g, k0, kc, jp * NR, bpack);
+      for (int64_t ip = 0; ip < a_panels; ip++)
+        run_tile(g, apack + ip * MR * g->K + k0 * MR, bpack, m_start + ip * MR, jp * NR, kc, load);
+    }
+}
+
+/* The cases that need no packing: nothing to do, or K = 0 (C = bias, or kept). */
+static int trivial(const srlm_matmul_params *p) {
+  if (p->M == 0 || p->N == 0) return 1;
+  if (p->K > 0) return 0;
+  for (int64_t m = 0; m < p->M; m++)
+    for (int64_t n = 0; n < p->N; n++) {
+      float *c = p->c + m * p->ldc + n;
+      *c = (p->accumulate ? *c : 0.0f) + (p->bias ? p->bias[n] : 0.0f);
+    }
+  return 1;
+}
+
+static void add_bias(const srlm_matmul_params *p, int parallel) {
+  if (!p->bias) return;
+  if (parallel) {
+    SRLM_OMP_ROWS
+    for (int64_t m = 0; m < p->M; m++)
+      for (int64_t n = 0; n < p->N; n++) p->c[m * p->ldc + n] += p->bias[n];
+  } else {
+    for (int64_t m = 0; m < p->M; m++)
+      for (int64_t n = 0; n < p->N; n++) p->c[m * p->ldc + n] += p->bias[n];
+  }
+}
+
+static gemm make_gemm(const srlm_matmul_params *p) {
+  gemm g = {pick_kernel(), p->M, p->N, p->K, p->lda, p->ldb, p->ldc, p->trans_a, p->trans_b, p->accumulate,
+            p->a, p->b, p->c};
+  return g;
+}
+
+srlm_status srlm_cpu_matmul(srlm_matmul_params p) {
+  SRLM_TRY(srlm_matmul_params_check(&p, "cpu matmul"));
+  if (trivial(&p)) return SRLM_OK;
+  const gemm g = make_gemm(&p);
+  const int MR = g.kr->mr, NR = g.kr->nr;
+  const int64_t mb_max = p.M < MB ? p.M : MB;
+  const int64_t n_panels = (p.N + NR - 1) / NR;
+  float *apack = NULL;
+  size_t a_bytes = (size_t)((mb_max + MR - 1) / MR * MR) * (size_t)p.K * sizeof(float);
+  if (posix_memalign((void **)&apack, 64, a_bytes) != 0)
+    return srlm_error(SRLM_ERR_NOMEM, "cpu matmul", "cannot allocate %zu bytes to pack A", a_bytes);
+  int nomem = 0;
+#ifdef _OPENMP
+#pragma omp parallel
+#endif
+  {
+#ifdef _OPENMP
+    const int tid = omp_get_thread_num(), nth = omp_get_num_threads();
+#else
+    const int tid = 0, nth = 1;
+#endif
+    float *bpack = NULL;
+    if (posix_memalign((void **)&bpack, 64, (size_t)KC * (size_t)NR * sizeof(float)) != 0) {
+      bpack = NULL;
+#ifdef _OPENMP
+#pragma omp atomic write
+#endif
+      nomem = 1;
+    }
+    /* this thread's column panels: a contiguous share */
+    const int64_t j_begin = n_panels * tid / nth, j_end = n_panels * (tid + 1) / nth;
+    for (int64_t m_start = 0; m_start < p.M; m_start += MB) {
+      const int64_t mb = p.M - m_start < MB ? p.M - m_start : MB;
+#ifdef _OPENMP
+#pragma omp for schedule(static)
+#endif
+      for (int64_t ip = 0; ip < (mb + MR - 1) / MR; ip++) pack_a(&g, m_start + ip * MR, apack + ip * MR * p.K);
+      /* (the implicit barrier of the omp for: A is packed) */
+      if (bpack) gemm_block(&g, apack, bpack, m_start, mb, j_begin, j_end);
+#ifdef _OPENMP
+#pragma omp barrier
+#endif
+    }
+    free(bpack);
+  }
+  free(apack);
+  if (nomem) return srlm_error(SRLM_ERR_NOMEM, "cpu matmul", "cannot allocate a packing buffer");
+  add_bias(&p, 1);
+  return SRLM_OK;
+}
+
+static srlm_status ws_reserve(float **buf, size_t *cap, size_t n) {
+  if (n <= *cap) return SRLM_OK;
+  free(*buf);
+  *buf = NULL;
+  *cap = 0;
+  if (posix_memalign((void **)buf, 64, n * sizeof(float)) != 0) {
+    *buf = NULL;
+    return srlm_error(SRLM_ERR_NOMEM, "cpu matmul", "cannot allocate %zu floats of packing space", n);
+  }
+  *cap = n;
+  return SRLM_OK;
+}
+
+srlm_status srlm_cpu_gemm_serial(srlm_matmul_params p, srlm_cpu_gemm_ws *ws) {
+  SRLM_TRY(srlm_matmul_params_check(&p, "cpu matmul"));
+  if (trivial(&p)) return SRLM_OK;
+  const gemm g = make_gemm(&p);
+  const int MR = g.kr->mr, NR = g.kr->nr;
+  const int64_t mb_max = p.M < MB ? p.M : MB;
+  SRLM_TRY(ws_reserve(&ws->apack, &ws->a_cap, (size_t)((mb_max + MR - 1) / MR * MR) * (size_t)p.K));
+  SRLM_TRY(ws_reserve(&ws->bpack, &ws->b_cap, (size_t)KC * (size_t)NR));
+  for (int64_t m_start = 0; m_start < p.M; m_start += MB) {
+    const int64_t mb = p.M - m_start < MB ? p.M - m_start : MB;
+    for (int64_t ip = 0; ip < (mb + MR - 1) / MR; ip++) pack_a(&g, m_start + ip * MR, ws->apack + ip * MR * p.K);
+    gemm_block(&g, ws->apack, ws->bpack, m_start, mb, 0, (p.N + NR - 1) / NR);
+  }
+  add_bias(&p, 0);
+  return SRLM_OK;
+}
+
+void srlm_cpu_gemm_ws_free(srlm_cpu_gemm_ws *ws) {
+  free(ws->apack);
+  free(ws->bpack);
+  memset(ws, 0, sizeof *ws);
+}
+

@@ -1,0 +1,143 @@
+/* Vectorized exp for the CPU ops (softmax rows, log-prob gathers, SwiGLU):
+ * out[i] = exp(a x[i] - b), and the sum of the outputs.
+ *
+ * exp(t) = 2^n p(r), n = round(t / ln 2), r = t - n ln 2 (two-part ln 2, fma), p the
+ * degree-7 Taylor-like minimax polynomial of Cephes' expf (max error about 1 ulp on
+ * [-ln2/2, ln2/2]; the log-prob, softmax and SwiGLU tests of test_backend_cpu hold it to
+ * their float64 references). t below -87.34 gives 0
+ * (exp(-inf) = 0 exactly, as masked logits need), above 88.72 +inf, NaN stays NaN.
+ *
+ * AVX-512 and AVX2+FMA versions are compiled with target attributes and follow the ISA
+ * level of isa.c; the last n % W elements go through the same vector code on a padded
+ * copy, so every element's bits do not depend on its position. The sum adds the vector
+ * lanes element by element, then the lanes in a fixed order. The generic level uses expf. */
+#include <math.h>
+#include <string.h>
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#define SRLM_X86 1
+#endif
+
+#include "cpu_ops.h"
+
+#define EXP_HI 88.7228317f
+#define EXP_LO -87.3365479f
+#define LOG2E 1.44269504088896341f
+#define LN2_HI 0.693359375f
+#define LN2_LO -2.12194440e-4f
+#define P0 1.9875691500e-4f
+#define P1 1.3981999507e-3f
+#define P2 8.3334519073e-3f
+#define P3 4.1665795894e-2f
+#define P4 1.6666665459e-1f
+#define P5 5.0000001201e-1f
+
+#ifdef SRLM_X86
+__attribute__((target("avx512f"))) static inline __m512 exp16(__m512 t) {
+  const __m512 tc = _mm512_min_ps(_mm512_max_ps(t, _mm512_set1_ps(EXP_LO)), _mm512_set1_ps(EXP_HI));
+  const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(tc, _mm512_set1_ps(LOG2E)), _MM_FROUND_TO_NEAREST_INT);
+  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(LN2_HI), tc);
+  r = _mm512_fnmadd_ps(n, _mm512_set1_ps(LN2_LO), r);
+  __m512 p = _mm512_set1_ps(P0);
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(P1));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(P2));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(P3));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(P4));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(P5));
+  p = _mm512_fmadd_ps(p, _mm512_mul_ps(r, r), _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
+  const __m512i e = _mm512_slli_epi32(_mm512_add_epi32(_mm512_cvtps_epi32(n), _mm512_set1_epi32(127)), 23);
+  __m512 y = _mm512_mul_ps(p, _mm512_castsi512_ps(e));
+  y = _mm512_mask_mov_ps(y, _mm512_cmp_ps_mask(t, _mm512_set1_ps(EXP_LO), _CMP_LT_OQ), _mm512_setzero_ps());
+  y = _mm512_mask_mov_ps(y, _mm512_cmp_ps_mask(t, _mm512_set1_ps(EXP_HI), _CMP_GT_OQ), _mm512_set1_ps(INFINITY));
+  return _mm512_mask_mov_ps(y, _mm512_cmp_ps_mask(t, t, _CMP_UNORD_Q), t);
+}
+
+__attribute__((target("avx512f"))) static float exp_affine_avx512(const float *x, float a, float b, float *out,
+                                                                 int64_t n) {
+  const __m512 va = _mm512_set1_ps(a), vb = _mm512_set1_ps(-b);
+  __m512 acc = _mm512_setzero_ps();
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    const __m512 y = exp16(_mm512_fmadd_ps(va, _mm512_loadu_ps(x + i), vb));
+    if (out) _mm512_storeu_ps(out + i, y);
+    acc = _mm512_add_ps(acc, y);
+  }
+  if (i < n) {
+    const __mmask16 k = (__mmask16)((1u << (n - i)) - 1u);
+    const __m512 y = exp16(_mm512_fmadd_ps(va, _mm512_maskz_loadu_ps(k, x + i), vb));
+    if (out) _mm512_mask_storeu_ps(out + i, k, y);
+    acc = _mm512_add_ps(acc, _mm512_maskz_mov_ps(k, y));
+  }
+  float lanes[16];
+  _mm512_storeu_ps(lanes, acc);
+  float s = 0.0f;
+  for (int l = 0; l < 16; l++) s += lanes[l];
+  return s;
+}
+
+__attribute__((target("avx2,fma"))) static inline __m256 exp8(__m256 t) {
+  const __m256 tc = _mm256_min_ps(_mm256_max_ps(t, _mm256_set1_ps(EXP_LO)), _mm256_set1_ps(EXP_HI));
+  const __m256 n = _mm256_round_ps(_mm256_mul_ps(tc, _mm256_set1_ps(LOG2E)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(LN2_HI), tc);
+  r = _mm256_fnmadd_ps(n, _mm256_set1_ps(LN2_LO), r);
+  __m256 p = _mm256_set1_ps(P0);
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(P1));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(P2));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(P3));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(P4));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(P5));
+  p = _mm256_fmadd_ps(p, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
+  const __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+  __m256 y = _mm256_mul_ps(p, _mm256_castsi256_ps(e));
+  y = _mm256_blendv_ps(y, _mm256_setzero_ps(), _mm256_cmp_ps(t, _mm256_set1_ps(EXP_LO), _CMP_LT_OQ));
+  y = _mm256_blendv_ps(y, _mm256_set1_ps(INFINITY), _mm256_cmp_ps(t, _mm256_set1_ps(EXP_HI), _CMP_GT_OQ));
+  return _mm256_blendv_ps(y, t, _mm256_cmp_ps(t, t, _CMP_UNORD_Q));
+}
+
+__attribute__((target("avx2,fma"))) static float exp_affine_avx2(const float *x, float a, float b, float *out,
+                                                                int64_t n) {
+  const __m256 va = _mm256_set1_ps(a), vb = _mm256_set1_ps(-b);
+  __m256 acc = _mm256_setzero_ps();
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const __m256 y = exp8(_mm256_fmadd_ps(va, _mm256_loadu_ps(x + i), vb));
+    if (out) _mm256_storeu_ps(out + i, y);
+    acc = _mm256_add_ps(acc, y);
+  }
+  if (i < n) {
+    float tmp[8] = {0};
+    memcpy(tmp, x + i, (size_t)(n - i) * sizeof *tmp);
+    float y[8];
+    _mm256_storeu_ps(y, exp8(_mm256_fmadd_ps(va, _mm256_loadu_ps(tmp), vb)));
+    if (out) memcpy(out + i, y, (size_t)(n - i) * sizeof *y);
+    for (int64_t l = n - i; l < 8; l++) y[l] = 0.0f;
+    acc = _mm256_add_ps(acc, _mm256_loadu_ps(y));
+  }
+  float lanes[8];
+  _mm256_storeu_ps(lanes, acc);
+  float s = 0.0f;
+  for (int l = 0; l < 8; l++) s += lanes[l];
+  return s;
+}
+#endif
+
+static float exp_affine_scalar(const float *x, float a, float b, float *out, int64_t n) {
+  float s = 0.0f;
+  for (int64_t i = 0; i < n; i++) {
+    const float y = expf(a * x[i] - b);
+    if (out) out[i] = y;
+    s += y;
+  }
+  return s;
+}
+
+float srlm_cpu_exp_affine(const float *x, float a, float b, float *out, int64_t n) {
+#ifdef SRLM_X86
+  switch (srlm_cpu_isa()) {
+    case SRLM_CPU_ISA_AVX512: return exp_affine_avx512(x, a, b, out, n);
+    case SRLM_CPU_ISA_AVX2: return exp_affine_avx2(x, a, b, out, n);
+    default: break;
+  }
+#endif
+  return exp_affine_scalar(x, a, b, out, n);
+}
