@@ -163,6 +163,11 @@ const srlm_st_set *srlm_hf_model_weights(const srlm_hf_model *m);
 /* The tensor for a spec name; NULL when absent (only lm_head when tied). */
 const srlm_st_tensor *srlm_hf_model_tensor(const srlm_hf_model *m, const char *name);
 
+/* The fresh value of expected tensor k (specs from srlm_model_expected_tensors(cfg)) for
+ * seed, as srlm_hf_model_write_random writes it (before any dtype conversion):
+ * dst has specs[k].numel floats. cfg must be finalized. */
+void srlm_hf_model_init_tensor(const srlm_model_config *cfg, const srlm_tensor_spec *specs, size_t k, uint64_t seed,
+                               float *dst);
 /* Writes dir/config.json and the weights of a fresh model (dir is created if
  * missing, parents too): norm weights 1, biases 0, every other weight N(0, 0.02^2) except the
  * residual-branch outputs (o_proj, down_proj) N(0, (0.02/sqrt(2L))^2). Element e of

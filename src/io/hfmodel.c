@@ -269,6 +269,34 @@ static void fill_normal(float *x, uint64_t n, double std, uint64_t seed, uint32_
   }
 }
 
+void srlm_hf_model_init_tensor(const srlm_model_config *cfg, const srlm_tensor_spec *specs, size_t k, uint64_t seed,
+                               float *dst) {
+  const srlm_tensor_spec *s = &specs[k];
+  const double std = 0.02, resid_std = 0.02 / sqrt(2.0 * (double)cfg->num_hidden_layers);
+  switch (s->role) {
+    case SRLM_TENSOR_ATTN_NORM:
+    case SRLM_TENSOR_MLP_NORM:
+    case SRLM_TENSOR_FINAL_NORM:
+    case SRLM_TENSOR_Q_NORM:
+    case SRLM_TENSOR_K_NORM:
+      for (uint64_t e = 0; e < s->numel; e++) dst[e] = 1.0f;
+      break;
+    case SRLM_TENSOR_Q_BIAS:
+    case SRLM_TENSOR_K_BIAS:
+    case SRLM_TENSOR_V_BIAS:
+    case SRLM_TENSOR_O_BIAS:
+      for (uint64_t e = 0; e < s->numel; e++) dst[e] = 0.0f;
+      break;
+    case SRLM_TENSOR_O:
+    case SRLM_TENSOR_DOWN:
+      fill_normal(dst, s->numel, resid_std, seed, (uint32_t)k);
+      break;
+    default:
+      fill_normal(dst, s->numel, std, seed, (uint32_t)k);
+      break;
+  }
+}
+
 srlm_status srlm_hf_model_write_random(const char *dir, const srlm_model_config *cfg_in, uint64_t seed,
                                        srlm_st_dtype dtype) {
   if (!srlm_st_dtype_is_float(dtype))
@@ -285,35 +313,13 @@ srlm_status srlm_hf_model_write_random(const char *dir, const srlm_model_config 
   void **bufs = srlm_xcalloc(n ? n : 1, sizeof *bufs);
   float *tmp = NULL;
   uint64_t tmp_cap = 0;
-  const double std = 0.02, resid_std = 0.02 / sqrt(2.0 * (double)c.num_hidden_layers);
   for (size_t i = 0; i < n; i++) {
     const srlm_tensor_spec *s = &specs[i];
     if (s->numel > tmp_cap) {
       tmp_cap = s->numel;
       tmp = srlm_xrealloc(tmp, tmp_cap * sizeof *tmp);
     }
-    switch (s->role) {
-      case SRLM_TENSOR_ATTN_NORM:
-      case SRLM_TENSOR_MLP_NORM:
-      case SRLM_TENSOR_FINAL_NORM:
-      case SRLM_TENSOR_Q_NORM:
-      case SRLM_TENSOR_K_NORM:
-        for (uint64_t e = 0; e < s->numel; e++) tmp[e] = 1.0f;
-        break;
-      case SRLM_TENSOR_Q_BIAS:
-      case SRLM_TENSOR_K_BIAS:
-      case SRLM_TENSOR_V_BIAS:
-      case SRLM_TENSOR_O_BIAS:
-        for (uint64_t e = 0; e < s->numel; e++) tmp[e] = 0.0f;
-        break;
-      case SRLM_TENSOR_O:
-      case SRLM_TENSOR_DOWN:
-        fill_normal(tmp, s->numel, resid_std, seed, (uint32_t)i);
-        break;
-      default:
-        fill_normal(tmp, s->numel, std, seed, (uint32_t)i);
-        break;
-    }
+    srlm_hf_model_init_tensor(&c, specs, i, seed, tmp);
     bufs[i] = srlm_xmalloc(s->numel * srlm_st_dtype_size(dtype));
     srlm_st_convert(SRLM_ST_F32, tmp, dtype, bufs[i], s->numel);
     entries[i] = (srlm_st_entry){s->name, dtype, s->ndim, s->shape, bufs[i]};

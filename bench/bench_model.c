@@ -1,0 +1,282 @@
+/* bench_model: training-step and decode speed of a llama-style model built with
+ * srlm_model_create, measured the way bench/model_torch.py measures transformers, so
+ * bench/model.sh can print the two side by side at the same thread count.
+ *
+ *   bench_model [--hidden C --layers L --heads NH --kv-heads NKV --ff FF --vocab V]
+ *               [--seq T] [--batch B] [--threads N] [--steps S] [--warmup W]
+ *               [--decode-batch B] [--decode-tokens N] [--prompt-len P] [--recompute]
+ *               [--seed S] [--json PATH]
+ *
+ * Measures, after warm-up (not timed):
+ *   matmul GFLOP/s       the model's Linear shapes (forward, dx, dW) at T = batch x seq
+ *   fwd_bwd_tokens_per_s training step: batch x seq random tokens, targets = next token,
+ *                        g = -1/N (mean NLL), zero_grad + forward_train + backward
+ *   prefill_tokens_per_s decode-batch prompts of prompt-len tokens in one srlm_model_step
+ *   decode_tokens_per_s  decode-tokens greedy steps of one token per slot (argmax on the
+ *                        host), generated tokens / time of those steps
+ *   peak_rss_mb          getrusage maxrss
+ * Checked outside the timed loops (exit 1 when wrong): the loss is finite and near
+ * log(V) at random init, and every greedy token is the argmax of srlm_model_logits over
+ * the full sequence (the KV cache agrees with the full forward). */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#include "srlm/backend.h"
+#include "srlm/core.h"
+#include "srlm/model.h"
+
+typedef struct opts {
+  int64_t hidden, layers, heads, kv_heads, ff, vocab;
+  int seq, batch, threads, steps, warmup, decode_batch, decode_tokens, prompt_len, recompute;
+  uint64_t seed;
+  const char *json;
+} opts;
+
+static void usage(void) {
+  fprintf(stderr,
+          "usage: bench_model [--hidden C --layers L --heads NH --kv-heads NKV --ff FF --vocab V]\n"
+          "                   [--seq T] [--batch B] [--threads N] [--steps S] [--warmup W]\n"
+          "                   [--decode-batch B] [--decode-tokens N] [--prompt-len P] [--recompute]\n"
+          "                   [--seed S] [--json PATH]\n");
+}
+
+static int parse(int argc, char **argv, opts *o) {
+  *o = (opts){256, 6, 8, 4, 768, 10000, 256, 4, 2, 5, 1, 8, 32, 16, 0, 1234, NULL};
+  for (int i = 1; i < argc; i++) {
+    const char *a = argv[i];
+    if (!strcmp(a, "--recompute")) {
+      o->recompute = 1;
+      continue;
+    }
+    if (!strcmp(a, "--help")) return usage(), 2;
+    if (i + 1 >= argc) return usage(), 2;
+    const char *v = argv[++i];
+    char *end;
+    long long x = strtoll(v, &end, 10);
+    int num = v[0] && !*end && x >= 0;
+    if (!strcmp(a, "--json")) o->json = v;
+    else if (!num) return fprintf(stderr, "bench_model: %s needs a non-negative integer, got '%s'\n", a, v), 2;
+    else if (!strcmp(a, "--hidden")) o->hidden = x;
+    else if (!strcmp(a, "--layers")) o->layers = x;
+    else if (!strcmp(a, "--heads")) o->heads = x;
+    else if (!strcmp(a, "--kv-heads")) o->kv_heads = x;
+    else if (!strcmp(a, "--ff")) o->ff = x;
+    else if (!strcmp(a, "--vocab")) o->vocab = x;
+    else if (!strcmp(a, "--seq")) o->seq = (int)x;
+    else if (!strcmp(a, "--batch")) o->batch = (int)x;
+    else if (!strcmp(a, "--threads")) o->threads = (int)x;
+    else if (!strcmp(a, "--steps")) o->steps = (int)x;
+    else if (!strcmp(a, "--warmup")) o->warmup = (int)x;
+    else if (!strcmp(a, "--decode-batch")) o->decode_batch = (int)x;
+    else if (!strcmp(a, "--decode-tokens")) o->decode_tokens = (int)x;
+    else if (!strcmp(a, "--prompt-len")) o->prompt_len = (int)x;
+    else if (!strcmp(a, "--seed")) o->seed = (uint64_t)x;
+    else return fprintf(stderr, "bench_model: unknown option %s\n", a), usage(), 2;
+  }
+  if (o->seq < 2 || o->batch < 1 || o->steps < 1 || o->decode_batch < 1 || o->prompt_len < 1 || o->threads < 1)
+    return fprintf(stderr, "bench_model: seq >= 2, batch, steps, decode-batch, prompt-len, threads >= 1\n"), 2;
+  return 0;
+}
+
+static double peak_rss_mb(void) {
+  struct rusage ru;
+  getrusage(RUSAGE_SELF, &ru);
+  return (double)ru.ru_maxrss / 1024.0;
+}
+
+static int32_t rand_id(uint64_t seed, uint32_t purpose, uint64_t i, int64_t V) {
+  srlm_philox_out r = srlm_rng_bits(seed, purpose, (uint32_t)i, (uint32_t)(i >> 32), 0);
+  return (int32_t)(r.v[0] % (uint32_t)V);
+}
+
+#define CHECK_OK(expr)                                                                 \
+  do {                                                                                 \
+    srlm_status st_ = (expr);                                                          \
+    if (st_ != SRLM_OK) {                                                              \
+      fprintf(stderr, "bench_model: %s: %s\n", #expr, srlm_error_message());           \
+      exit(1);                                                                         \
+    }                                                                                  \
+  } while (0)
+
+/* GFLOP/s of one matmul shape, best of a few calls after one warm-up. */
+static double time_matmul(int64_t M, int64_t N, int64_t K, int ta, int tb, int acc) {
+  const srlm_backend_ops *be = srlm_backend_cpu();
+  float *a = calloc((size_t)(M * K), 4), *b = calloc((size_t)(N * K), 4), *c = calloc((size_t)(M * N), 4);
+  for (int64_t i = 0; i < M * K; i++) a[i] = (float)((i * 7919) % 1000) / 1000.0f - 0.5f;
+  for (int64_t i = 0; i < N * K; i++) b[i] = (float)((i * 104729) % 1000) / 1000.0f - 0.5f;
+  srlm_matmul_params p = {.c = c, .a = a, .b = b, .M = M, .N = N, .K = K, .trans_a = ta, .trans_b = tb, .accumulate = acc};
+  CHECK_OK(be->matmul(p));
+  double best = 1e30, spent = 0;
+  for (int r = 0; r < 20 && spent < 1.0; r++) {
+    double t0 = srlm_time_now();
+    CHECK_OK(be->matmul(p));
+    double t = srlm_time_now() - t0;
+    spent += t;
+    best = t < best ? t : best;
+  }
+  free(a), free(b), free(c);
+  return 2.0 * (double)M * (double)N * (double)K / best / 1e9;
+}
+
+int main(int argc, char **argv) {
+  opts o;
+  int rc = parse(argc, argv, &o);
+  if (rc) return rc;
+#ifdef _OPENMP
+  omp_set_num_threads(o.threads);
+#endif
+  srlm_model_config cfg;
+  srlm_model_config_defaults(&cfg, SRLM_MODEL_LLAMA);
+  cfg.vocab_size = o.vocab, cfg.hidden_size = o.hidden, cfg.intermediate_size = o.ff;
+  cfg.num_hidden_layers = o.layers, cfg.num_attention_heads = o.heads, cfg.num_key_value_heads = o.kv_heads;
+  cfg.max_position_embeddings = 4096 > o.seq ? 4096 : o.seq;
+  cfg.tie_word_embeddings = false;
+  CHECK_OK(srlm_model_config_finalize(&cfg, "bench config"));
+  const double rss0 = peak_rss_mb();
+  srlm_model *m;
+  CHECK_OK(srlm_model_create(&cfg, o.seed, srlm_backend_cpu(), &m));
+  CHECK_OK(srlm_model_set_recompute(m, o.recompute));
+  const int64_t V = o.vocab, C = o.hidden, T = (int64_t)o.seq * o.batch;
+  printf("# bench_model %s (%s): srlm %s backend, ISA %s, %d threads, seed %llu\n", SRLM_VERSION_STRING, SRLM_BUILD_TYPE,
+         srlm_backend_cpu()->name, srlm_backend_cpu_isa(), o.threads, (unsigned long long)o.seed);
+  printf("# llama: hidden %lld, layers %lld, heads %lld/%lld, ff %lld, vocab %lld: %.2fM params; train %d x %d tokens\n",
+         (long long)C, (long long)o.layers, (long long)o.heads, (long long)o.kv_heads, (long long)o.ff, (long long)V,
+         (double)srlm_model_num_params(m) / 1e6, o.batch, o.seq);
+
+  /* ---- matmul shapes of the model ---- */
+  const int64_t Q = cfg.num_attention_heads * cfg.head_dim;
+  const struct { const char *what; int64_t M, N, K; int ta, tb, acc; } shapes[] = {
+      {"q_proj fwd  x W^T", T, Q, C, 0, 1, 0},   {"gate fwd    x W^T", T, o.ff, C, 0, 1, 0},
+      {"down dx     dy W", T, o.ff, C, 0, 0, 0},  {"down dW    dy^T x", C, o.ff, T, 1, 0, 1},
+      {"lm_head fwd x E^T", 512, V < 8192 ? V : 8192, C, 0, 1, 0}, {"decode     x W^T", o.decode_batch, o.ff, C, 0, 1, 0},
+  };
+  printf("%-20s %8s %8s %8s %10s\n", "# matmul", "M", "N", "K", "GFLOP/s");
+  for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++)
+    printf("  %-18s %8lld %8lld %8lld %10.1f\n", shapes[i].what, (long long)shapes[i].M, (long long)shapes[i].N,
+           (long long)shapes[i].K, time_matmul(shapes[i].M, shapes[i].N, shapes[i].K, shapes[i].ta, shapes[i].tb,
+                                               shapes[i].acc));
+
+  /* ---- training steps ---- */
+  int32_t *tokens = malloc((size_t)T * 4), *targets = malloc((size_t)T * 4), *cu = malloc((size_t)(o.batch + 1) * 4);
+  float *logp = malloc((size_t)T * 4), *g = malloc((size_t)T * 4);
+  int64_t n_targets = 0;
+  cu[0] = 0;
+  for (int b = 0; b < o.batch; b++) {
+    cu[b + 1] = cu[b] + o.seq;
+    for (int t = 0; t < o.seq; t++) tokens[cu[b] + t] = rand_id(o.seed, 1, (uint64_t)(cu[b] + t), V);
+    for (int t = 0; t < o.seq; t++) {
+      targets[cu[b] + t] = t + 1 < o.seq ? tokens[cu[b] + t + 1] : -1;
+      n_targets += t + 1 < o.seq;
+    }
+  }
+  for (int64_t t = 0; t < T; t++) g[t] = targets[t] >= 0 ? -1.0f / (float)n_targets : 0.0f;
+  srlm_batch batch = {.B = o.batch, .T = T, .tokens = tokens, .cu_seqlens = cu, .targets = targets};
+  double loss = 0, t_train = 0;
+  for (int s = 0; s < o.warmup + o.steps; s++) {
+    double t0 = srlm_time_now();
+    CHECK_OK(srlm_model_zero_grad(m));
+    CHECK_OK(srlm_model_forward_train(m, &batch, logp));
+    CHECK_OK(srlm_model_backward(m, g));
+    if (s >= o.warmup) t_train += srlm_time_now() - t0;
+  }
+  for (int64_t t = 0; t < T; t++) loss -= targets[t] >= 0 ? logp[t] : 0.0;
+  loss /= (double)n_targets;
+  const double fwd_bwd = (double)o.steps * (double)T / t_train;
+  printf("train: %.0f tokens/s (%.1f ms/step, loss %.3f, log V %.3f), activations %.1f MB\n", fwd_bwd,
+         1000 * t_train / o.steps, loss, log((double)V), (double)srlm_model_activation_bytes(m) / 1e6);
+  int bad = 0;
+  if (!isfinite(loss) || fabs(loss - log((double)V)) > 1.0) {
+    fprintf(stderr, "bench_model: loss %.4f at random init is not near log V = %.4f\n", loss, log((double)V));
+    bad = 1;
+  }
+
+  /* ---- prefill + decode ---- */
+  const int DB = o.decode_batch, P = o.prompt_len, N = o.decode_tokens;
+  srlm_kv_cache *kv;
+  CHECK_OK(srlm_kv_cache_create(m, DB, P + N + 1, &kv));
+  int *slots = malloc((size_t)DB * sizeof *slots);
+  int32_t *prompt = malloc((size_t)(DB * P) * 4), *pcu = malloc((size_t)(DB + 1) * 4);
+  int32_t *next = malloc((size_t)DB * 4), *dcu = malloc((size_t)(DB + 1) * 4);
+  int32_t *gen = malloc((size_t)(DB * (N + 1)) * 4);
+  float *logits = malloc((size_t)(DB * V) * 4);
+  for (int i = 0; i <= DB; i++) pcu[i] = i * P, dcu[i] = i;
+  for (int i = 0; i < DB * P; i++) prompt[i] = rand_id(o.seed, 2, (uint64_t)i, V);
+  double t_prefill = 0, t_decode = 0;
+  for (int run = 0; run < o.warmup + 1; run++) {
+    for (int i = 0; i < DB; i++) slots[i] = i, srlm_kv_cache_reset(kv, i);
+    double t0 = srlm_time_now();
+    CHECK_OK(srlm_model_step(m, kv, DB, slots, prompt, pcu, logits));
+    double t1 = srlm_time_now();
+    for (int step = 0; step <= N; step++) {
+      for (int i = 0; i < DB; i++) {
+        const float *z = logits + (int64_t)i * V;
+        int32_t best = 0;
+        for (int64_t v = 1; v < V; v++) best = z[v] > z[best] ? (int32_t)v : best;
+        next[i] = best;
+        gen[i * (N + 1) + step] = best;
+      }
+      if (step < N) CHECK_OK(srlm_model_step(m, kv, DB, slots, next, dcu, logits));
+    }
+    double t2 = srlm_time_now();
+    t_prefill = t1 - t0, t_decode = t2 - t1;
+  }
+  const double prefill = (double)DB * P / t_prefill, decode = (double)DB * N / t_decode;
+  printf("prefill: %.0f tokens/s (%.1f ms); decode: %.0f tokens/s (%.2f ms/step of %d sequences), KV cache %.1f MB\n",
+         prefill, 1000 * t_prefill, decode, 1000 * t_decode / (N > 0 ? N : 1), DB, (double)srlm_kv_cache_bytes(kv) / 1e6);
+
+  /* greedy tokens against the full forward (the argmax of srlm_model_logits) */
+  const int64_t L = P + N;
+  int32_t *seqs = malloc((size_t)(DB * L) * 4), *scu = malloc((size_t)(DB + 1) * 4);
+  int64_t *pos = malloc((size_t)(DB * (N + 1)) * sizeof *pos);
+  float *full = malloc((size_t)(DB * (N + 1) * V) * 4);
+  scu[0] = 0;
+  for (int i = 0; i < DB; i++) {
+    memcpy(seqs + i * L, prompt + i * P, (size_t)P * 4);
+    memcpy(seqs + i * L + P, gen + i * (N + 1), (size_t)N * 4);
+    scu[i + 1] = (int32_t)((i + 1) * L);
+    for (int s = 0; s <= N; s++) pos[i * (N + 1) + s] = i * L + P - 1 + s;
+  }
+  srlm_batch fb = {.B = DB, .T = DB * L, .tokens = seqs, .cu_seqlens = scu, .targets = NULL};
+  CHECK_OK(srlm_model_logits(m, &fb, pos, DB * (N + 1), full));
+  int mismatches = 0;
+  for (int64_t r = 0; r < DB * (N + 1); r++) {
+    const float *z = full + r * V;
+    int32_t best = 0;
+    for (int64_t v = 1; v < V; v++) best = z[v] > z[best] ? (int32_t)v : best;
+    mismatches += best != gen[r];
+  }
+  printf("check: greedy tokens vs full-forward argmax: %d of %d differ\n", mismatches, DB * (N + 1));
+  if (mismatches) bad = 1;
+  const double rss = peak_rss_mb();
+  printf("peak RSS %.1f MB (%.1f MB before the model)\n", rss, rss0);
+
+  if (o.json) {
+    FILE *f = fopen(o.json, "w");
+    if (!f) {
+      fprintf(stderr, "bench_model: cannot write %s\n", o.json);
+      return 1;
+    }
+    fprintf(f,
+            "{\"impl\":\"srlm\",\"threads\":%d,\"params\":%zu,\"isa\":\"%s\",\"recompute\":%d,"
+            "\"shape\":{\"hidden\":%lld,\"layers\":%lld,\"heads\":%lld,\"kv_heads\":%lld,\"ff\":%lld,\"vocab\":%lld},"
+            "\"seq\":%d,\"batch\":%d,\"steps\":%d,\"decode_batch\":%d,\"decode_tokens\":%d,\"prompt_len\":%d,"
+            "\"fwd_bwd_tokens_per_s\":%.1f,\"decode_tokens_per_s\":%.1f,\"prefill_tokens_per_s\":%.1f,"
+            "\"loss\":%.5f,\"activation_mb\":%.1f,\"peak_rss_mb\":%.1f,\"greedy_mismatches\":%d}\n",
+            o.threads, srlm_model_num_params(m), srlm_backend_cpu_isa(), o.recompute, (long long)C,
+            (long long)o.layers, (long long)o.heads, (long long)o.kv_heads, (long long)o.ff, (long long)V, o.seq, o.batch,
+            o.steps, DB, N, P, fwd_bwd, decode, prefill, loss, (double)srlm_model_activation_bytes(m) / 1e6, rss,
+            mismatches);
+    fclose(f);
+  }
+  free(tokens), free(targets), free(cu), free(logp), free(g), free(slots), free(prompt), free(pcu), free(next);
+  free(dcu), free(gen), free(logits), free(seqs), free(scu), free(pos), free(full);
+  srlm_kv_cache_free(kv);
+  srlm_model_free(m);
+  return bad;
+}

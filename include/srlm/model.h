@@ -1,0 +1,131 @@
+/* srlm model: the decoder-only transformer of the Llama 3 / Qwen2 / Qwen3 / Mistral
+ * families (RMSNorm, RoPE incl. llama3 scaling, grouped-query causal attention,
+ * SwiGLU MLP, q/k/v bias for qwen2, q/k RMSNorm for qwen3, sliding window for mistral),
+ * on a backend op table (backend.h): the model code calls ops only through it.
+ *
+ * Conventions
+ * - Parameters are one flat fp32 array in the order and shapes of
+ *   srlm_model_expected_tensors (hfmodel.h); gradients use the same layout. Both live
+ *   in the backend's memory (host memory for the CPU backend).
+ * - Batches are packed without padding (cu_seqlens style): B sequences back to back,
+ *   T tokens in all; positions restart at 0 in every sequence, and attention never
+ *   crosses a sequence boundary.
+ * - The full (T x V) logits never exist at once: log-probs and their backward run over
+ *   chunks of tokens and vocabulary (DESIGN.md invariant 7).
+ * - Training: srlm_model_forward_train keeps the activations it needs inside the model
+ *   (bounded, reported by srlm_model_activation_bytes); srlm_model_backward then takes
+ *   per-token coefficients g_t = dL/dlogp_t (ALGORITHMS.md section 0) and ACCUMULATES
+ *   (+=) into the gradients, so micro-batches sum; srlm_model_zero_grad clears them.
+ *   SFT, DPO and GRPO all use this one backward.
+ * - Results are identical for any thread count (fixed reduction order).
+ * - A model handle is used by one thread at a time.
+ */
+#ifndef SRLM_MODEL_H
+#define SRLM_MODEL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "srlm/backend.h"
+#include "srlm/core.h"
+#include "srlm/hfmodel.h"
+#include "srlm/safetensors.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct srlm_model srlm_model;
+
+/* ---- create, load, save ------------------------------------------------- */
+
+/* Loads a Hugging Face directory (config.json + single or sharded safetensors; F32, F16
+ * or BF16 weights, held as fp32; tied or untied embeddings). Errors name the file and
+ * tensor. */
+srlm_status srlm_model_load(const char *dir, const srlm_backend_ops *be, srlm_model **out);
+/* A fresh model with the same initialization as srlm_hf_model_write_random(cfg, seed). */
+srlm_status srlm_model_create(const srlm_model_config *cfg, uint64_t seed, const srlm_backend_ops *be,
+                              srlm_model **out);
+/* Writes dir/config.json and dir/model.safetensors (dtype F32, BF16 or F16) so that
+ * transformers' AutoModelForCausalLM.from_pretrained(dir) loads it. Tokenizer files
+ * are the caller's to copy. */
+srlm_status srlm_model_save(const srlm_model *m, const char *dir, srlm_st_dtype dtype);
+void srlm_model_free(srlm_model *m);
+
+const srlm_model_config *srlm_model_get_config(const srlm_model *m);
+const srlm_backend_ops *srlm_model_backend(const srlm_model *m);
+
+/* ---- parameters and gradients ------------------------------------------- */
+
+size_t srlm_model_num_params(const srlm_model *m);
+float *srlm_model_params(srlm_model *m); /* (num_params) backend memory */
+float *srlm_model_grads(srlm_model *m);  /* (num_params) allocated (zeroed) on first call */
+srlm_status srlm_model_zero_grad(srlm_model *m);
+/* Where a named tensor (HF name) sits in the flat arrays. */
+srlm_status srlm_model_param_view(const srlm_model *m, const char *name, size_t *offset, size_t *numel);
+
+/* ---- batches ------------------------------------------------------------- */
+
+/* B packed sequences, T tokens in all. */
+typedef struct srlm_batch {
+  int B;
+  int64_t T;                 /* = cu_seqlens[B] */
+  const int32_t *tokens;     /* (T) input ids, host memory */
+  const int32_t *cu_seqlens; /* (B + 1) cu_seqlens[0] = 0, non-decreasing, host memory */
+  const int32_t *targets;    /* (T) target of each position (usually the next token);
+                                -1: no target (prompt tokens, the last token); host memory */
+} srlm_batch;
+
+/* ---- forward -------------------------------------------------------------- */
+
+/* Per-token log-probs: logp[t] = log softmax(z_t)[targets[t]] where targets[t] >= 0,
+ * 0 where targets[t] == -1. logp is host memory (T). No activations are kept. */
+srlm_status srlm_model_logprobs(srlm_model *m, const srlm_batch *b, float *logp);
+
+/* Full logits at chosen positions (for tests, evaluation and small vocabularies):
+ * logits[i, :] = z at token position pos[i] of the packed batch. logits is host memory
+ * (n_pos, V). */
+srlm_status srlm_model_logits(srlm_model *m, const srlm_batch *b, const int64_t *pos, int64_t n_pos,
+                              float *logits);
+
+/* ---- training ------------------------------------------------------------- */
+
+/* As srlm_model_logprobs, keeping the activations for srlm_model_backward. */
+srlm_status srlm_model_forward_train(srlm_model *m, const srlm_batch *b, float *logp);
+/* Backward of the last forward_train from g (T, host memory; g[t] = dL/dlogp[t], 0 where
+ * there is no target): accumulates dL/dparams into srlm_model_grads. One backward per
+ * forward_train (a second is an error); logprobs, logits and step calls in between do
+ * not disturb it (training keeps its own buffers). The parameters must not change
+ * between the two. */
+srlm_status srlm_model_backward(srlm_model *m, const float *g);
+/* Bytes of activations the last forward_train kept (peak during forward+backward). */
+size_t srlm_model_activation_bytes(const srlm_model *m);
+/* Activation recompute: on (1), forward_train keeps only each layer's input (T x C per
+ * layer) and backward recomputes a layer's activations just before its backward (one
+ * more forward's work, same bits). Off (0, the default) keeps everything. */
+srlm_status srlm_model_set_recompute(srlm_model *m, int on);
+
+/* ---- KV cache and incremental decoding ------------------------------------ */
+
+/* A cache of keys and values for up to max_slots sequences of up to max_len tokens each
+ * (prompt + generated). Slots are independent: a sequence's results do not depend on
+ * what else is in the batch. */
+typedef struct srlm_kv_cache srlm_kv_cache;
+srlm_status srlm_kv_cache_create(const srlm_model *m, int max_slots, int64_t max_len, srlm_kv_cache **out);
+void srlm_kv_cache_free(srlm_kv_cache *kv);
+/* Empties one slot (its length becomes 0). */
+void srlm_kv_cache_reset(srlm_kv_cache *kv, int slot);
+int64_t srlm_kv_cache_len(const srlm_kv_cache *kv, int slot);
+size_t srlm_kv_cache_bytes(const srlm_kv_cache *kv);
+
+/* Appends new tokens to n slots and returns the next-token logits after each slot's last
+ * new token: slot slots[i] gets tokens[cu[i] .. cu[i+1]) after the tokens it holds (a
+ * prefill when it holds none, one token per slot for a decode step). logits is host
+ * memory (n, V). Exceeding a slot's max_len is SRLM_ERR_RANGE naming the slot. */
+srlm_status srlm_model_step(srlm_model *m, srlm_kv_cache *kv, int n, const int *slots, const int32_t *tokens,
+                            const int32_t *cu, float *logits);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

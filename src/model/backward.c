@@ -1,0 +1,191 @@
+/* backward: gradients of every parameter from per-token coefficients g_t = dL/dlogp_t
+ * (ALGORITHMS.md section 0), for the last srlm_model_forward_train, in reverse order of
+ * forward.c:
+ *
+ *   LM head (chunks, logits recomputed) -> final norm -> scatter to the token rows
+ *   for each layer, last first (recomputing its activations first in recompute mode):
+ *     MLP: dWd, dh, SwiGLU, dWg/dWu, dxn, rmsnorm -> residual
+ *     attention: dWo (dbo), dattention, rope^-1, q/k-norm (qwen3), dbq/k/v, dWq/k/v,
+ *                dxn, rmsnorm -> residual
+ *   embedding scatter-add.
+ *
+ * Gradients of parameters accumulate (+=) into srlm_model_grads; everything else here is
+ * scratch. For a weight W [out, in] of y = x W^T: dW += dy^T x and dx = dy W. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "model_internal.h"
+
+typedef struct bwd_bufs {
+  float *dres;           /* (T, C) gradient of the residual stream */
+  float *dtmp, *dxn;     /* (T, C) */
+  float *dh;             /* (T, FF) */
+  float *datt, *dq;      /* (T, Q) */
+  float *dk, *dv;        /* (T, KV) */
+  float *dxf, *dx_rows;  /* (NT, C) */
+  float *g_rows;         /* (NT) */
+} bwd_bufs;
+
+static size_t carve_bwd(const srlm_model *m, int64_t T, int64_t NT, char **cur, bwd_bufs *d) {
+  size_t total = 0;
+  bwd_bufs z;
+  z.dres = srlm_model_carve(cur, &total, T * m->C);
+  z.dtmp = srlm_model_carve(cur, &total, T * m->C);
+  z.dxn = srlm_model_carve(cur, &total, T * m->C);
+  z.dh = srlm_model_carve(cur, &total, T * m->FF);
+  z.datt = srlm_model_carve(cur, &total, T * m->Q);
+  z.dq = srlm_model_carve(cur, &total, T * m->Q);
+  z.dk = srlm_model_carve(cur, &total, T * m->KV);
+  z.dv = srlm_model_carve(cur, &total, T * m->KV);
+  z.dxf = srlm_model_carve(cur, &total, NT * m->C);
+  z.dx_rows = srlm_model_carve(cur, &total, NT * m->C);
+  z.g_rows = srlm_model_carve(cur, &total, NT);
+  if (d) *d = z;
+  return total;
+}
+
+size_t srlm_model_backward_bytes(const srlm_model *m, int64_t T, int64_t NT) { return carve_bwd(m, T, NT, NULL, NULL); }
+
+/* dW [out, in] += dy^T x, with dy (T, out) and x (T, in). */
+static srlm_status dweight(srlm_model *m, size_t w, const float *dy, const float *x, int64_t T, int64_t out, int64_t in) {
+  srlm_matmul_params p = {.c = m->grads + w, .a = dy, .b = x, .M = out, .N = in, .K = T, .trans_a = 1, .accumulate = 1};
+  return OP(m, matmul, p);
+}
+
+/* dx (T, in) (+)= dy (T, out) W, W [out, in]. */
+static srlm_status dinput(srlm_model *m, float *dx, const float *dy, size_t w, int64_t T, int64_t out, int64_t in, int acc) {
+  srlm_matmul_params p = {.c = dx, .a = dy, .b = m->params + w, .M = T, .N = in, .K = out, .accumulate = acc};
+  return OP(m, matmul, p);
+}
+
+static srlm_status dbias(srlm_model *m, size_t b, const float *dy, int64_t T, int64_t n) {
+  if (b == SRLM_NO_TENSOR) return SRLM_OK;
+  srlm_colsum_params p = {.out = m->grads + b, .x = dy, .N = T, .C = n};
+  return OP(m, colsum, p);
+}
+
+static srlm_status rmsnorm_fwd(srlm_model *m, float *out, const float *x, size_t w, int64_t N, int64_t C) {
+  srlm_rmsnorm_params p = {.out = out, .rstd = NULL, .x = x, .w = m->params + w, .N = N, .C = C, .eps = m->eps};
+  return OP(m, rmsnorm_forward, p);
+}
+
+static srlm_status rmsnorm_bwd(srlm_model *m, float *dx, const float *dy, const float *x, const float *rstd, size_t w,
+                               int64_t N, int64_t C) {
+  srlm_rmsnorm_bwd_params p = {.dx = dx, .dw = m->grads + w, .dy = dy, .x = x, .w = m->params + w, .rstd = rstd,
+                               .N = N, .C = C};
+  return OP(m, rmsnorm_backward, p);
+}
+
+static srlm_status add_into(srlm_model *m, float *acc, const float *x, int64_t n) {
+  srlm_add_params p = {.out = acc, .a = acc, .b = x, .n = n};
+  return OP(m, add, p);
+}
+
+/* d->dres: gradient of the layer's output in, of its input out. Overwrites the layer's
+ * gate/up activations with their gradients. */
+static srlm_status layer_backward(srlm_model *m, int l, const layer_acts *a, const model_scratch *s, const bwd_bufs *d,
+                                  int64_t T) {
+  const layer_offsets *lo = &m->layers[l];
+  const int64_t C = m->C, FF = m->FF, Q = m->Q, KV = m->KV;
+
+  /* MLP: x_out = x_mid + (silu(gate) * up) Wd^T, gate/up = rmsnorm(x_mid) Wg^T / Wu^T */
+  srlm_swiglu_params sw = {.h = s->h, .gate = a->gate, .up = a->up, .N = T, .FF = FF};
+  SRLM_TRY(OP(m, swiglu_forward, sw));
+  SRLM_TRY(dweight(m, lo->down, d->dres, s->h, T, C, FF));
+  SRLM_TRY(dinput(m, d->dh, d->dres, lo->down, T, C, FF, 0));
+  srlm_swiglu_bwd_params swb = {.dgate = a->gate, .dup = a->up, .dh = d->dh, .gate = a->gate, .up = a->up, .N = T, .FF = FF};
+  SRLM_TRY(OP(m, swiglu_backward, swb));
+  const float *dgate = a->gate, *dup = a->up;
+  SRLM_TRY(rmsnorm_fwd(m, s->xn, a->x_mid, lo->mlp_norm, T, C));
+  SRLM_TRY(dweight(m, lo->gate, dgate, s->xn, T, FF, C));
+  SRLM_TRY(dweight(m, lo->up, dup, s->xn, T, FF, C));
+  SRLM_TRY(dinput(m, d->dxn, dgate, lo->gate, T, FF, C, 0));
+  SRLM_TRY(dinput(m, d->dxn, dup, lo->up, T, FF, C, 1));
+  SRLM_TRY(rmsnorm_bwd(m, d->dtmp, d->dxn, a->x_mid, a->rstd2, lo->mlp_norm, T, C));
+  SRLM_TRY(add_into(m, d->dres, d->dtmp, T * C));
+
+  /* attention: x_mid = x_in + att Wo^T (+ bo) */
+  SRLM_TRY(dweight(m, lo->o, d->dres, a->att, T, C, Q));
+  SRLM_TRY(dbias(m, lo->o_bias, d->dres, T, C));
+  SRLM_TRY(dinput(m, d->datt, d->dres, lo->o, T, C, Q, 0));
+  srlm_attention_bwd_params ab = {.dq = d->dq, .dk = d->dk, .dv = d->dv, .dout = d->datt, .out = a->att, .lse = a->lse,
+                                  .q = a->q, .k = a->k, .v = a->v, .cu_seqlens = m->tb.cu.p, .B = m->B, .T = T,
+                                  .NH = m->NH, .NKV = m->NKV, .HS = m->HS, .window = lo->window,
+                                  .scale = 1.0f / sqrtf((float)m->HS)};
+  SRLM_TRY(OP(m, attention_backward, ab));
+  srlm_rope_params rq = {.x = d->dq, .pos = m->tb.pos.p, .inv_freq = m->inv_freq, .N = T, .H = m->NH, .HS = m->HS};
+  srlm_rope_params rk = {.x = d->dk, .pos = m->tb.pos.p, .inv_freq = m->inv_freq, .N = T, .H = m->NKV, .HS = m->HS};
+  SRLM_TRY(OP(m, rope_backward, rq));
+  SRLM_TRY(OP(m, rope_backward, rk));
+  if (m->cfg.qk_norm) {
+    SRLM_TRY(rmsnorm_bwd(m, d->dq, d->dq, a->q_raw, a->rstd_q, lo->q_norm, T * m->NH, m->HS));
+    SRLM_TRY(rmsnorm_bwd(m, d->dk, d->dk, a->k_raw, a->rstd_k, lo->k_norm, T * m->NKV, m->HS));
+  }
+  SRLM_TRY(dbias(m, lo->q_bias, d->dq, T, Q));
+  SRLM_TRY(dbias(m, lo->k_bias, d->dk, T, KV));
+  SRLM_TRY(dbias(m, lo->v_bias, d->dv, T, KV));
+  SRLM_TRY(rmsnorm_fwd(m, s->xn, a->x_in, lo->attn_norm, T, C));
+  SRLM_TRY(dweight(m, lo->q, d->dq, s->xn, T, Q, C));
+  SRLM_TRY(dweight(m, lo->k, d->dk, s->xn, T, KV, C));
+  SRLM_TRY(dweight(m, lo->v, d->dv, s->xn, T, KV, C));
+  SRLM_TRY(dinput(m, d->dxn, d->dq, lo->q, T, Q, C, 0));
+  SRLM_TRY(dinput(m, d->dxn, d->dk, lo->k, T, KV, C, 1));
+  SRLM_TRY(dinput(m, d->dxn, d->dv, lo->v, T, KV, C, 1));
+  SRLM_TRY(rmsnorm_bwd(m, d->dtmp, d->dxn, a->x_in, a->rstd1, lo->attn_norm, T, C));
+  return add_into(m, d->dres, d->dtmp, T * C);
+}
+
+/* g at the rows with a target; g must be 0 at tokens without one. */
+static srlm_status compact_g(const srlm_model *m, const float *g, float *g_rows) {
+  int64_t r = 0;
+  for (int64_t t = 0; t < m->T; t++) {
+    if (r < m->NT && m->rows_host[r] == t) {
+      g_rows[r++] = g[t];
+      continue;
+    }
+    if (g[t] != 0.0f)
+      return srlm_error(SRLM_ERR_RANGE, "model backward", "g[%lld] = %g at a token without a target (must be 0)",
+                        (long long)t, (double)g[t]);
+  }
+  return SRLM_OK;
+}
+
+srlm_status srlm_model_backward(srlm_model *m, const float *g) {
+  if (!m->trained)
+    return srlm_error(SRLM_ERR_INTERNAL, "model backward",
+                      "no forward_train to take the backward of (each forward_train allows one backward)");
+  m->trained = 0;
+  if (!srlm_model_grads(m)) return srlm_error(SRLM_ERR_NOMEM, "model backward", "cannot allocate %zu gradients", m->n_params);
+  const int64_t T = m->T, NT = m->NT, C = m->C;
+  if (T == 0) return SRLM_OK;
+  float *g_rows = srlm_xmalloc((size_t)(NT > 0 ? NT : 1) * sizeof *g_rows);
+  srlm_status st = compact_g(m, g, g_rows);
+  if (st == SRLM_OK) st = srlm_model_dbuf_reserve(m, &m->bwd_buf, carve_bwd(m, T, NT, NULL, NULL));
+  bwd_bufs d;
+  if (st == SRLM_OK) {
+    char *cur = m->bwd_buf.p;
+    carve_bwd(m, T, NT, &cur, &d);
+    if (NT > 0) st = m->be->copy_h2d(d.g_rows, g_rows, (size_t)NT * sizeof *g_rows);
+  }
+  free(g_rows);
+  SRLM_TRY(st);
+
+  /* LM head and final norm on the rows with targets, then back onto all T tokens */
+  SRLM_TRY(m->be->zero(d.dres, (size_t)(T * C) * sizeof(float)));
+  if (NT > 0) {
+    SRLM_TRY(srlm_model_head_backward(m, m->xf_rows, m->tb.targets.p, m->lse_rows, d.g_rows, NT, d.dxf, m->chunk));
+    SRLM_TRY(rmsnorm_bwd(m, d.dx_rows, d.dxf, m->x_rows, m->rstd_final, m->off_final_norm, NT, C));
+    srlm_embedding_bwd_params sc = {.dtable = d.dres, .dout = d.dx_rows, .ids = m->tb.rows.p, .N = NT, .V = T, .C = C};
+    SRLM_TRY(OP(m, embedding_backward, sc));
+  }
+
+  attn_src src = {.B = m->B, .cu = m->tb.cu.p};
+  for (int l = (int)m->L - 1; l >= 0; l--) {
+    if (m->recompute) SRLM_TRY(srlm_model_layer_forward(m, l, &m->acts[l], &m->scr, T, m->tb.pos.p, &src));
+    SRLM_TRY(layer_backward(m, l, &m->acts[l], &m->scr, &d, T));
+  }
+  srlm_embedding_bwd_params e = {.dtable = m->grads + m->off_embed, .dout = d.dres, .ids = m->tb.tokens.p, .N = T,
+                                 .V = m->V, .C = C};
+  return OP(m, embedding_backward, e);
+}

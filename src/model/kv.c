@@ -1,0 +1,140 @@
+/* kv: the KV cache and incremental decoding (srlm_model_step).
+ *
+ * The cache holds, per layer, keys and values of every slot: (max_slots, max_len, NKV,
+ * HS), positions in order, after k-norm and RoPE. A step appends each slot's new tokens
+ * (a prefill when the slot is empty, one token for a decode step), runs the layers over
+ * all new tokens packed together, and returns the logits after each slot's last new
+ * token. The attention of a new token against its slot is the backend's attention_kv,
+ * which has the arithmetic of the full forward per query, so a step's logits have the
+ * bits of srlm_model_logits at the same position, whatever else is in the batch. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "model_internal.h"
+
+srlm_status srlm_kv_cache_create(const srlm_model *m, int max_slots, int64_t max_len, srlm_kv_cache **out) {
+  *out = NULL;
+  const char *where = "kv cache";
+  if (max_slots < 1) return srlm_error(SRLM_ERR_RANGE, where, "max_slots = %d must be >= 1", max_slots);
+  if (max_len < 1 || max_len > INT32_MAX)
+    return srlm_error(SRLM_ERR_RANGE, where, "max_len = %lld out of range [1, %d]", (long long)max_len, INT32_MAX);
+  const double total = 2.0 * (double)m->L * (double)max_slots * (double)max_len * (double)m->KV * sizeof(float);
+  if (total > 9.0e18) return srlm_error(SRLM_ERR_RANGE, where, "%g bytes is too large", total);
+  srlm_kv_cache *kv = srlm_xcalloc(1, sizeof *kv);
+  kv->m = m;
+  kv->max_slots = max_slots;
+  kv->max_len = max_len;
+  kv->k = srlm_xcalloc((size_t)m->L, sizeof *kv->k);
+  kv->v = srlm_xcalloc((size_t)m->L, sizeof *kv->v);
+  kv->len = srlm_xcalloc((size_t)max_slots, sizeof *kv->len);
+  const size_t bytes = (size_t)max_slots * (size_t)max_len * (size_t)m->KV * sizeof(float);
+  srlm_status st = SRLM_OK;
+  for (int64_t l = 0; l < m->L && st == SRLM_OK; l++) {
+    st = m->be->alloc((void **)&kv->k[l], bytes);
+    if (st == SRLM_OK) st = m->be->alloc((void **)&kv->v[l], bytes);
+  }
+  if (st != SRLM_OK) {
+    srlm_kv_cache_free(kv);
+    return srlm_error_context(st, "kv cache of %d slots x %lld positions", max_slots, (long long)max_len);
+  }
+  *out = kv;
+  return SRLM_OK;
+}
+
+void srlm_kv_cache_free(srlm_kv_cache *kv) {
+  if (!kv) return;
+  for (int64_t l = 0; l < kv->m->L; l++) {
+    if (kv->k[l]) kv->m->be->free(kv->k[l]);
+    if (kv->v[l]) kv->m->be->free(kv->v[l]);
+  }
+  free(kv->k);
+  free(kv->v);
+  free(kv->len);
+  free(kv);
+}
+
+void srlm_kv_cache_reset(srlm_kv_cache *kv, int slot) {
+  if (slot >= 0 && slot < kv->max_slots) kv->len[slot] = 0;
+}
+
+int64_t srlm_kv_cache_len(const srlm_kv_cache *kv, int slot) {
+  return slot >= 0 && slot < kv->max_slots ? kv->len[slot] : 0;
+}
+
+size_t srlm_kv_cache_bytes(const srlm_kv_cache *kv) {
+  return 2 * (size_t)kv->m->L * (size_t)kv->max_slots * (size_t)kv->max_len * (size_t)kv->m->KV * sizeof(float);
+}
+
+static srlm_status check_step(const srlm_model *m, const srlm_kv_cache *kv, int n, const int *slots,
+                              const int32_t *tokens, const int32_t *cu) {
+  const char *where = "model step";
+  if (kv->m != m) return srlm_error(SRLM_ERR_INTERNAL, where, "the KV cache belongs to another model");
+  if (n < 0 || n > kv->max_slots)
+    return srlm_error(SRLM_ERR_RANGE, where, "n = %d sequences out of range [0, %d]", n, kv->max_slots);
+  if (cu[0] != 0) return srlm_error(SRLM_ERR_RANGE, where, "cu[0] = %d, expected 0", (int)cu[0]);
+  char *seen = srlm_xcalloc((size_t)kv->max_slots, 1);
+  srlm_status st = SRLM_OK;
+  for (int i = 0; i < n && st == SRLM_OK; i++) {
+    const int s = slots[i];
+    const int64_t n_new = (int64_t)cu[i + 1] - cu[i];
+    if (s < 0 || s >= kv->max_slots)
+      st = srlm_error(SRLM_ERR_RANGE, where, "sequence %d: slot %d out of range [0, %d)", i, s, kv->max_slots);
+    else if (seen[s])
+      st = srlm_error(SRLM_ERR_RANGE, where, "slot %d appears twice in one step", s);
+    else if (n_new < 1)
+      st = srlm_error(SRLM_ERR_RANGE, where, "slot %d: %lld new tokens (at least 1 per slot)", s, (long long)n_new);
+    else if (kv->len[s] + n_new > kv->max_len)
+      st = srlm_error(SRLM_ERR_RANGE, where, "slot %d: %lld cached + %lld new tokens exceed max_len %lld", s,
+                      (long long)kv->len[s], (long long)n_new, (long long)kv->max_len);
+    if (st == SRLM_OK) seen[s] = 1;
+    for (int32_t t = cu[i]; t < cu[i + 1] && st == SRLM_OK; t++)
+      if (tokens[t] < 0 || tokens[t] >= m->V)
+        st = srlm_error(SRLM_ERR_RANGE, where, "slot %d: token id %d out of range [0, %lld)", s, (int)tokens[t],
+                        (long long)m->V);
+  }
+  free(seen);
+  return st;
+}
+
+srlm_status srlm_model_step(srlm_model *m, srlm_kv_cache *kv, int n, const int *slots, const int32_t *tokens,
+                            const int32_t *cu, float *logits) {
+  SRLM_TRY(check_step(m, kv, n, slots, tokens, cu));
+  if (n == 0) return SRLM_OK;
+  const int64_t T = cu[n];
+  int32_t *pos = srlm_xmalloc((size_t)T * sizeof *pos);
+  int32_t *rows = srlm_xmalloc((size_t)n * sizeof *rows);
+  int32_t *sl = srlm_xmalloc((size_t)(2 * n) * sizeof *sl); /* slots | cached lengths after the step */
+  int64_t *len0 = srlm_xmalloc((size_t)n * sizeof *len0);
+  for (int i = 0; i < n; i++) {
+    len0[i] = kv->len[slots[i]];
+    for (int32_t t = cu[i]; t < cu[i + 1]; t++) pos[t] = (int32_t)(len0[i] + (t - cu[i]));
+    rows[i] = cu[i + 1] - 1;
+    sl[i] = slots[i];
+    sl[n + i] = (int32_t)(len0[i] + (cu[i + 1] - cu[i]));
+  }
+  srlm_status st = srlm_model_upload_i32(m, &m->ib.tokens, tokens, T);
+  if (st == SRLM_OK) st = srlm_model_upload_i32(m, &m->ib.pos, pos, T);
+  if (st == SRLM_OK) st = srlm_model_upload_i32(m, &m->ib.cu, cu, n + 1);
+  if (st == SRLM_OK) st = srlm_model_upload_i32(m, &m->step_buf, sl, 2 * n);
+  layer_acts a;
+  model_scratch s;
+  if (st == SRLM_OK) st = srlm_model_infer_buffers(m, T, &a, &s);
+  if (st == SRLM_OK) {
+    srlm_embedding_params e = {.out = a.x_in, .table = m->params + m->off_embed, .ids = m->ib.tokens.p, .N = T,
+                               .V = m->V, .C = m->C};
+    st = OP(m, embedding_forward, e);
+  }
+  const int32_t *sl_dev = m->step_buf.p;
+  attn_src src = {.cu = m->ib.cu.p, .kv = kv, .n = n, .slots_host = slots, .cu_host = cu, .slot_dev = sl_dev,
+                  .kv_len_dev = sl_dev + n, .kv_len0_host = len0};
+  for (int l = 0; l < m->L && st == SRLM_OK; l++) st = srlm_model_layer_forward(m, l, &a, &s, T, m->ib.pos.p, &src);
+  if (st == SRLM_OK) st = srlm_model_head_logits(m, a.x_in, T, rows, n, logits);
+  /* the cache holds the new keys of every layer only when all went through */
+  if (st == SRLM_OK)
+    for (int i = 0; i < n; i++) kv->len[slots[i]] = sl[n + i];
+  free(pos);
+  free(rows);
+  free(sl);
+  free(len0);
+  return st;
+}

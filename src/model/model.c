@@ -1,0 +1,321 @@
+/* model: a transformer's parameters on a backend: loading a Hugging Face directory,
+ * creating a fresh model, saving, the flat parameter and gradient arrays and where each
+ * HF tensor sits in them, and the rotary frequencies of the config.
+ *
+ * Parameters are stored in the order of srlm_model_expected_tensors; a tied lm_head is
+ * the embedding (one tensor, its gradient gets both contributions). */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "model_internal.h"
+
+/* ---- backend buffers ------------------------------------------------------------------ */
+
+srlm_status srlm_model_dbuf_reserve(const srlm_model *m, dbuf *b, size_t bytes) {
+  if (bytes <= b->bytes) return SRLM_OK;
+  SRLM_TRY(m->be->free(b->p));
+  b->p = NULL;
+  b->bytes = 0;
+  SRLM_TRY(m->be->alloc(&b->p, bytes));
+  b->bytes = bytes;
+  return SRLM_OK;
+}
+
+void srlm_model_dbuf_free(const srlm_model *m, dbuf *b) {
+  if (b->p) (void)m->be->free(b->p);
+  b->p = NULL;
+  b->bytes = 0;
+}
+
+void srlm_model_batch_bufs_free(const srlm_model *m, batch_bufs *b) {
+  srlm_model_dbuf_free(m, &b->tokens);
+  srlm_model_dbuf_free(m, &b->pos);
+  srlm_model_dbuf_free(m, &b->cu);
+  srlm_model_dbuf_free(m, &b->rows);
+  srlm_model_dbuf_free(m, &b->targets);
+}
+
+srlm_status srlm_model_upload_i32(srlm_model *m, dbuf *b, const int32_t *host, int64_t n) {
+  SRLM_TRY(srlm_model_dbuf_reserve(m, b, (size_t)(n > 0 ? n : 1) * sizeof(int32_t)));
+  if (n > 0) SRLM_TRY(m->be->copy_h2d(b->p, host, (size_t)n * sizeof(int32_t)));
+  return SRLM_OK;
+}
+
+/* ---- rotary frequencies ----------------------------------------------------------------- */
+
+/* transformers' inv_freq in fp32: 1 / base^(2d / HS), then for llama3 scaling
+ * _compute_llama3_parameters: wavelengths above original/low_freq_factor are divided by
+ * factor, below original/high_freq_factor kept, and smoothly interpolated between. */
+static void rope_inv_freq(const srlm_model_config *c, float *inv) {
+  const int64_t HS = c->head_dim;
+  const float base = (float)c->rope_theta;
+  for (int64_t d = 0; d < HS / 2; d++) inv[d] = 1.0f / powf(base, (float)(2 * d) / (float)HS);
+  if (c->rope_scaling.type != SRLM_ROPE_SCALING_LLAMA3) return;
+  const srlm_rope_scaling *s = &c->rope_scaling;
+  const float factor = (float)s->factor, lo = (float)s->low_freq_factor;
+  const float old_len = (float)s->original_max_position_embeddings;
+  const float low_wavelen = (float)((double)s->original_max_position_embeddings / s->low_freq_factor);
+  const float high_wavelen = (float)((double)s->original_max_position_embeddings / s->high_freq_factor);
+  const float two_pi = (float)(2.0 * 3.14159265358979323846);
+  for (int64_t d = 0; d < HS / 2; d++) {
+    const float wavelen = two_pi / inv[d];
+    float f = wavelen > low_wavelen ? inv[d] / factor : inv[d];
+    if (!(wavelen < high_wavelen) && !(wavelen > low_wavelen)) {
+      const float smooth = (old_len / wavelen - lo) / (float)(s->high_freq_factor - s->low_freq_factor);
+      f = (1.0f - smooth) * f / factor + smooth * f;
+    }
+    inv[d] = f;
+  }
+}
+
+/* ---- construction -------------------------------------------------------------------- */
+
+static srlm_status layout(srlm_model *m) {
+  const srlm_model_config *c = &m->cfg;
+  m->C = c->hidden_size, m->V = c->vocab_size, m->FF = c->intermediate_size, m->L = c->num_hidden_layers;
+  m->NH = c->num_attention_heads, m->NKV = c->num_key_value_heads, m->HS = c->head_dim;
+  m->Q = m->NH * m->HS, m->KV = m->NKV * m->HS;
+  m->eps = (float)c->rms_norm_eps;
+  SRLM_TRY(srlm_model_expected_tensors(c, &m->specs, &m->n_specs));
+  m->offsets = srlm_xcalloc(m->n_specs, sizeof *m->offsets);
+  m->layers = srlm_xcalloc((size_t)m->L, sizeof *m->layers);
+  for (int64_t l = 0; l < m->L; l++) {
+    layer_offsets *lo = &m->layers[l];
+    lo->q_bias = lo->k_bias = lo->v_bias = lo->o_bias = lo->q_norm = lo->k_norm = SRLM_NO_TENSOR;
+    lo->window = c->sliding_window > 0 && l >= c->max_window_layers ? c->sliding_window : 0;
+  }
+  size_t off = 0;
+  m->off_lm_head = SRLM_NO_TENSOR;
+  for (size_t i = 0; i < m->n_specs; i++) {
+    const srlm_tensor_spec *s = &m->specs[i];
+    m->offsets[i] = off;
+    layer_offsets *lo = s->layer >= 0 ? &m->layers[s->layer] : NULL;
+    switch (s->role) {
+      case SRLM_TENSOR_EMBED: m->off_embed = off; break;
+      case SRLM_TENSOR_FINAL_NORM: m->off_final_norm = off; break;
+      case SRLM_TENSOR_LM_HEAD: m->off_lm_head = off; break;
+      case SRLM_TENSOR_Q: lo->q = off; break;
+      case SRLM_TENSOR_K: lo->k = off; break;
+      case SRLM_TENSOR_V: lo->v = off; break;
+      case SRLM_TENSOR_O: lo->o = off; break;
+      case SRLM_TENSOR_Q_BIAS: lo->q_bias = off; break;
+      case SRLM_TENSOR_K_BIAS: lo->k_bias = off; break;
+      case SRLM_TENSOR_V_BIAS: lo->v_bias = off; break;
+      case SRLM_TENSOR_O_BIAS: lo->o_bias = off; break;
+      case SRLM_TENSOR_Q_NORM: lo->q_norm = off; break;
+      case SRLM_TENSOR_K_NORM: lo->k_norm = off; break;
+      case SRLM_TENSOR_GATE: lo->gate = off; break;
+      case SRLM_TENSOR_UP: lo->up = off; break;
+      case SRLM_TENSOR_DOWN: lo->down = off; break;
+      case SRLM_TENSOR_ATTN_NORM: lo->attn_norm = off; break;
+      case SRLM_TENSOR_MLP_NORM: lo->mlp_norm = off; break;
+      default: return srlm_error(SRLM_ERR_INTERNAL, "model", "tensor '%s' has no role", s->name);
+    }
+    off += (size_t)s->numel;
+  }
+  if (m->off_lm_head == SRLM_NO_TENSOR) m->off_lm_head = m->off_embed;
+  m->n_params = off;
+  return SRLM_OK;
+}
+
+/* A model with config c and uninitialized parameters. */
+static srlm_status model_new(const srlm_model_config *c, const srlm_backend_ops *be, srlm_model **out) {
+  *out = NULL;
+  const char *missing = srlm_backend_missing_op(be);
+  if (missing)
+    return srlm_error(SRLM_ERR_UNSUPPORTED, "model", "backend '%s' has no op '%s' yet", be->name, missing);
+  srlm_model *m = srlm_xcalloc(1, sizeof *m);
+  m->cfg = *c;
+  m->be = be;
+  srlm_status st = srlm_model_config_finalize(&m->cfg, "model config");
+  if (st == SRLM_OK) st = layout(m);
+  if (st == SRLM_OK) st = be->alloc((void **)&m->params, m->n_params * sizeof(float));
+  if (st == SRLM_OK) st = be->alloc((void **)&m->inv_freq, (size_t)(m->HS / 2) * sizeof(float));
+  if (st == SRLM_OK) {
+    float *inv = srlm_xmalloc((size_t)(m->HS / 2) * sizeof *inv);
+    rope_inv_freq(&m->cfg, inv);
+    st = be->copy_h2d(m->inv_freq, inv, (size_t)(m->HS / 2) * sizeof *inv);
+    free(inv);
+  }
+  if (st != SRLM_OK) {
+    srlm_model_free(m);
+    return st;
+  }
+  *out = m;
+  return SRLM_OK;
+}
+
+srlm_status srlm_model_load(const char *dir, const srlm_backend_ops *be, srlm_model **out) {
+  *out = NULL;
+  srlm_hf_model *hf;
+  SRLM_TRY(srlm_hf_model_open(dir, &hf));
+  srlm_model *m;
+  srlm_status st = model_new(srlm_hf_model_config(hf), be, &m);
+  if (st != SRLM_OK) {
+    srlm_hf_model_close(hf);
+    return st;
+  }
+  float *host = NULL;
+  size_t host_cap = 0;
+  for (size_t i = 0; i < m->n_specs && st == SRLM_OK; i++) {
+    const srlm_tensor_spec *s = &m->specs[i];
+    const srlm_st_tensor *t = srlm_hf_model_tensor(hf, s->name);
+    if (!t) {
+      st = srlm_error(SRLM_ERR_FORMAT, dir, "tensor '%s' is missing", s->name);
+      break;
+    }
+    float *dst = m->params + m->offsets[i];
+    if (!be->host_memory) {
+      if (s->numel > host_cap) {
+        host_cap = s->numel;
+        host = srlm_xrealloc(host, host_cap * sizeof *host);
+      }
+      dst = host;
+    }
+    st = srlm_st_tensor_to_f32(t, dst, s->numel);
+    if (st == SRLM_OK && !be->host_memory)
+      st = be->copy_h2d(m->params + m->offsets[i], host, s->numel * sizeof(float));
+  }
+  free(host);
+  srlm_hf_model_close(hf);
+  if (st != SRLM_OK) {
+    srlm_model_free(m);
+    return srlm_error_context(st, "loading %s", dir);
+  }
+  *out = m;
+  return SRLM_OK;
+}
+
+/* A fresh model: the one definition of the initialization is srlm_hf_model_init_tensor,
+ * so srlm_model_create(cfg, seed) equals loading srlm_hf_model_write_random(cfg, seed). */
+srlm_status srlm_model_create(const srlm_model_config *cfg, uint64_t seed, const srlm_backend_ops *be,
+                              srlm_model **out) {
+  *out = NULL;
+  srlm_model *m;
+  SRLM_TRY(model_new(cfg, be, &m));
+  srlm_status st = SRLM_OK;
+  float *host = NULL;
+  size_t host_cap = 0;
+  for (size_t i = 0; i < m->n_specs && st == SRLM_OK; i++) {
+    const srlm_tensor_spec *s = &m->specs[i];
+    float *dst = m->params + m->offsets[i];
+    if (!be->host_memory) {
+      if (s->numel > host_cap) {
+        host_cap = s->numel;
+        host = srlm_xrealloc(host, host_cap * sizeof *host);
+      }
+      dst = host;
+    }
+    srlm_hf_model_init_tensor(&m->cfg, m->specs, i, seed, dst);
+    if (!be->host_memory) st = be->copy_h2d(m->params + m->offsets[i], host, s->numel * sizeof(float));
+  }
+  free(host);
+  if (st != SRLM_OK) {
+    srlm_model_free(m);
+    return st;
+  }
+  *out = m;
+  return SRLM_OK;
+}
+
+srlm_status srlm_model_save(const srlm_model *m, const char *dir, srlm_st_dtype dtype) {
+  if (!srlm_st_dtype_is_float(dtype))
+    return srlm_error(SRLM_ERR_RANGE, dir, "weights must be saved as F32, BF16 or F16, not %s", srlm_st_dtype_name(dtype));
+  SRLM_TRY(srlm_mkdirs(dir));
+  srlm_st_entry *entries = srlm_xcalloc(m->n_specs, sizeof *entries);
+  void **bufs = srlm_xcalloc(m->n_specs, sizeof *bufs);
+  float *host = NULL;
+  if (!m->be->host_memory) host = srlm_xmalloc(m->n_params * sizeof *host);
+  srlm_status st = host ? m->be->copy_d2h(host, m->params, m->n_params * sizeof *host) : SRLM_OK;
+  const float *src = host ? host : m->params;
+  for (size_t i = 0; i < m->n_specs && st == SRLM_OK; i++) {
+    const srlm_tensor_spec *s = &m->specs[i];
+    const void *data = src + m->offsets[i];
+    if (dtype != SRLM_ST_F32) {
+      bufs[i] = srlm_xmalloc(s->numel * srlm_st_dtype_size(dtype));
+      st = srlm_st_convert(SRLM_ST_F32, data, dtype, bufs[i], s->numel);
+      data = bufs[i];
+    }
+    entries[i] = (srlm_st_entry){s->name, dtype, s->ndim, s->shape, data};
+  }
+  const srlm_st_meta meta[] = {{"format", "pt"}};
+  if (st == SRLM_OK) st = srlm_st_write_dir(dir, entries, m->n_specs, meta, 1, 0, NULL);
+  if (st == SRLM_OK) {
+    srlm_model_config c = m->cfg;
+    c.torch_dtype = dtype;
+    char path[4200];
+    snprintf(path, sizeof path, "%s/config.json", dir);
+    st = srlm_model_config_write(path, &c);
+  }
+  for (size_t i = 0; i < m->n_specs; i++) free(bufs[i]);
+  free(bufs);
+  free(entries);
+  free(host);
+  return st;
+}
+
+void srlm_model_free(srlm_model *m) {
+  if (!m) return;
+  const srlm_backend_ops *be = m->be;
+  be->free(m->params);
+  be->free(m->grads);
+  be->free(m->inv_freq);
+  dbuf *bufs[] = {&m->scratch_buf, &m->head_buf, &m->step_buf, &m->act_buf, &m->tscratch_buf, &m->bwd_buf};
+  for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) srlm_model_dbuf_free(m, bufs[i]);
+  srlm_model_batch_bufs_free(m, &m->ib);
+  srlm_model_batch_bufs_free(m, &m->tb);
+  free(m->acts);
+  free(m->rows_host);
+  free(m->specs);
+  free(m->offsets);
+  free(m->layers);
+  free(m);
+}
+
+const srlm_model_config *srlm_model_get_config(const srlm_model *m) { return &m->cfg; }
+const srlm_backend_ops *srlm_model_backend(const srlm_model *m) { return m->be; }
+size_t srlm_model_num_params(const srlm_model *m) { return m->n_params; }
+float *srlm_model_params(srlm_model *m) { return m->params; }
+
+float *srlm_model_grads(srlm_model *m) {
+  if (!m->grads) {
+    if (m->be->alloc((void **)&m->grads, m->n_params * sizeof(float)) != SRLM_OK) return NULL;
+    if (m->be->zero(m->grads, m->n_params * sizeof(float)) != SRLM_OK) {
+      m->be->free(m->grads);
+      m->grads = NULL;
+    }
+  }
+  return m->grads;
+}
+
+srlm_status srlm_model_zero_grad(srlm_model *m) {
+  if (!srlm_model_grads(m)) return srlm_error(SRLM_ERR_NOMEM, "model", "cannot allocate %zu gradients", m->n_params);
+  return m->be->zero(m->grads, m->n_params * sizeof(float));
+}
+
+srlm_status srlm_model_param_view(const srlm_model *m, const char *name, size_t *offset, size_t *numel) {
+  for (size_t i = 0; i < m->n_specs; i++)
+    if (!strcmp(m->specs[i].name, name)) {
+      *offset = m->offsets[i];
+      *numel = m->specs[i].numel;
+      return SRLM_OK;
+    }
+  if (m->cfg.tie_word_embeddings && !strcmp(name, "lm_head.weight")) {
+    *offset = m->off_embed;
+    *numel = (size_t)(m->V * m->C);
+    return SRLM_OK;
+  }
+  return srlm_error(SRLM_ERR_RANGE, "model", "no tensor named '%s' in this %s model", name,
+                    srlm_model_type_name(m->cfg.model_type));
+}
+
+srlm_status srlm_model_set_recompute(srlm_model *m, int on) {
+  m->recompute = on ? 1 : 0;
+  m->trained = 0;
+  return SRLM_OK;
+}
+
+size_t srlm_model_activation_bytes(const srlm_model *m) { return m->act_bytes; }
