@@ -1,0 +1,103 @@
+/* srlm generate: continuations of many prompts with the KV cache of model.h: prefill and
+ * batched decode over up to max_batch cache slots (continuous batching: a slot freed by
+ * a finished sequence takes the next prompt at the next step), sampling with sampler.h.
+ *
+ * What a sequence gets does not depend on the others: its draws are keyed by (seed, its
+ * seq_id, step) and the model's slots are independent (model.h), so max_batch, the
+ * order of the requests and what shares a step change nothing (DESIGN.md invariant 3).
+ *
+ * Stopping, checked after each new token in this order:
+ *   1. EOS: the token is one of eos_ids. It is KEPT as the last id (and log-prob), as in
+ *      transformers; it is not part of the text.
+ *   2. stop string: the text generated so far contains one of the stop strings. All ids
+ *      through the token that completed it are kept (transformers' StopStringCriteria
+ *      keeps them too), and the text is cut right AFTER the first occurrence: it ends
+ *      with the stop string; bytes the completing token added past it are dropped.
+ *      When several stop strings complete on the same token, the one that ends first
+ *      wins (then the lower index). Only the new text is searched, never the prompt.
+ *   3. length: max_new_tokens new tokens.
+ *
+ * Text: the new tokens decoded with the tokenizer's streaming decoder (exact bytes; a
+ * character cut by max_new_tokens is flushed as its raw bytes, which may be invalid
+ * UTF-8). Special tokens other than the stopping EOS are written as their text.
+ *
+ * Log-probs: per new token, log_softmax(logits)[token] under the model's full
+ * distribution at temperature 1 (what a learner recomputes as pi_old) and the log-prob
+ * under the distribution actually sampled from (see sampler.h).
+ */
+#ifndef SRLM_GENERATE_H
+#define SRLM_GENERATE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "srlm/core.h"
+#include "srlm/model.h"
+#include "srlm/sampler.h"
+#include "srlm/tokenizer.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef enum srlm_stop_reason {
+  SRLM_STOP_LENGTH = 0, /* max_new_tokens reached */
+  SRLM_STOP_EOS,        /* an EOS id was generated */
+  SRLM_STOP_STRING      /* the text contains a stop string */
+} srlm_stop_reason;
+
+/* "length", "eos", "stop" */
+const char *srlm_stop_reason_name(srlm_stop_reason r);
+
+typedef struct srlm_generate_params {
+  srlm_sampler_params sampler;
+  int max_new_tokens;          /* >= 0 */
+  int max_batch;               /* sequences decoded together (KV-cache slots), >= 1 */
+  int64_t max_step_tokens;     /* prefill budget of one model step: a waiting prompt joins
+                                  a step while the step's tokens stay within it (one
+                                  prompt always may); 0 means 4096 */
+  const int32_t *eos_ids;      /* (n_eos) */
+  int n_eos;
+  const char *const *stop;     /* (n_stop) NUL-terminated, non-empty; needs tok */
+  int n_stop;
+  const srlm_tokenizer *tok;   /* for text and stop strings; NULL: no text */
+} srlm_generate_params;
+
+/* Defaults: sampler defaults, max_new_tokens 64, max_batch 8, no EOS, no stop strings. */
+srlm_generate_params srlm_generate_params_default(void);
+
+typedef struct srlm_gen_request {
+  const int32_t *prompt; /* (n_prompt) ids, n_prompt >= 1 */
+  int64_t n_prompt;
+  uint64_t seq_id;       /* the sampler's sequence id: its draws depend on nothing else */
+} srlm_gen_request;
+
+typedef struct srlm_gen_result {
+  int32_t *ids;           /* (n) new tokens, a final EOS included */
+  float *logprobs;        /* (n) log_softmax(logits)[id]: full distribution, temperature 1 */
+  float *sample_logprobs; /* (n) under the sampling distribution (0 for greedy) */
+  int64_t n;
+  char *text;             /* (text_len) NUL-terminated; NULL without a tokenizer */
+  size_t text_len;
+  srlm_stop_reason stop;
+  int stop_index;         /* index into eos_ids (EOS) or stop (STRING); -1 for LENGTH */
+} srlm_gen_result;
+
+typedef struct srlm_generate_stats {
+  int64_t prefill_tokens; /* prompt tokens run through the model */
+  int64_t new_tokens;     /* tokens generated */
+  int64_t steps;          /* srlm_model_step calls */
+  double seconds;         /* wall time of srlm_generate */
+} srlm_generate_stats;
+
+/* Generates a continuation for each of the n requests into res (n entries, filled in
+ * request order; free each with srlm_gen_result_free). stats may be NULL. On error
+ * nothing is left allocated in res. Errors name the request ("request 3: ...") */
+srlm_status srlm_generate(srlm_model *m, const srlm_generate_params *p, int n, const srlm_gen_request *req,
+                          srlm_gen_result *res, srlm_generate_stats *stats);
+void srlm_gen_result_free(srlm_gen_result *r);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,486 @@
+/* srlm generate: continuations of JSONL prompts with a Hugging Face model directory, one
+ * JSON line out per line in, in input order: {"ids":[...],"text":"...","logprobs":[...]}.
+ * Every input line is read and checked before the first token is generated (a bad line
+ * is an error naming FILE:LINE and nothing is written); the lines then run in chunks
+ * through srlm_generate (generate.h). Results go to stdout, a summary to stderr. */
+#include <errno.h>
+#include <jansson.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "commands.h"
+#include "srlm/backend.h"
+#include "srlm/chat.h"
+#include "srlm/generate.h"
+#include "srlm/hfmodel.h"
+#include "srlm/jsonl.h"
+#include "srlm/model.h"
+#include "srlm/tokenizer.h"
+
+#define MAX_STOP 16
+
+static const char k_help[] =
+    "usage: srlm generate --model DIR --jsonl FILE [--max-new-tokens N] [--temperature T]\n"
+    "                     [--top-p P] [--top-k K] [--min-p M] [--seed S] [--max-batch B]\n"
+    "                     [--stop STRING ...]\n"
+    "\n"
+    "Continues each input line with the model of DIR (a Hugging Face directory) on the\n"
+    "CPU and prints one line per input, in input order:\n"
+    "  {\"ids\":[...],\"text\":\"...\",\"logprobs\":[...]}\n"
+    "ids are the new tokens (a final EOS included), logprobs their log-probs under the\n"
+    "model's full distribution (log_softmax of the logits at temperature 1, before any\n"
+    "truncation), text the new tokens decoded (without the final EOS; invalid UTF-8\n"
+    "replaced by U+FFFD; null when DIR has no tokenizer.json).\n"
+    "\n"
+    "Input lines (blank lines skipped):\n"
+    "  {\"ids\":[1,2,3]}            token ids, as they are\n"
+    "  {\"prompt\":\"...\"}           a user message rendered with DIR's chat format\n"
+    "                             (tokenizer_config.json's template) and the\n"
+    "                             generation prompt\n"
+    "  {\"messages\":[...]}          a conversation, rendered the same way\n"
+    "  {\"text\":\"...\"}             raw text, tokenized as is (no BOS added)\n"
+    "\n"
+    "  --model DIR          config.json, safetensors weights, tokenizer.json (needed for\n"
+    "                       prompt/text/messages lines and for text output)\n"
+    "  --jsonl FILE         the input (\"-\" reads stdin)\n"
+    "  --max-new-tokens N   at most N new tokens per line (default 64)\n"
+    "  --temperature T      0 is greedy (default 1)\n"
+    "  --top-k K            keep the K most likely tokens; 0 is off (default 0)\n"
+    "  --top-p P            nucleus: the smallest set with probability >= P (default 1: off)\n"
+    "  --min-p M            keep tokens with probability >= M times the largest (default 0)\n"
+    "  --seed S             sampling seed (default 0); input i (0-based, blank lines not\n"
+    "                       counted) draws from the stream (S, i, step), so its output\n"
+    "                       does not depend on the other lines, --max-batch or the\n"
+    "                       thread count\n"
+    "  --max-batch B        sequences decoded together (default 8)\n"
+    "  --stop STRING        stop when the new text contains STRING (repeatable, up to 16);\n"
+    "                       the text ends with it, ids keep every generated token\n"
+    "  --help               this text\n"
+    "\n"
+    "Stops at an EOS id (config.json and generation_config.json eos_token_id), a stop\n"
+    "string, or --max-new-tokens. Sampling applies temperature, top-k, top-p, min-p in\n"
+    "that order (transformers' order); the defaults are these, not generation_config's.\n"
+    "\n"
+    "Exit status: 0 ok, 1 bad input (the error names FILE:LINE) or model, 2 usage error.\n";
+
+/* ---- options ---------------------------------------------------------------------------- */
+
+typedef struct gen_opts {
+  const char *model, *jsonl;
+  srlm_generate_params gp;
+  const char *stop[MAX_STOP];
+} gen_opts;
+
+static int parse_long(const char *s, long long lo, long long hi, long long *out) {
+  char *end;
+  errno = 0;
+  long long v = strtoll(s, &end, 10);
+  if (errno || end == s || *end || v < lo || v > hi) return 0;
+  *out = v;
+  return 1;
+}
+
+static int parse_float(const char *s, float *out) {
+  char *end;
+  errno = 0;
+  double v = strtod(s, &end);
+  if (errno || end == s || *end) return 0;
+  *out = (float)v;
+  return 1;
+}
+
+/* 0 when the options are good, else the exit status after printing the usage error. */
+static int parse_opts(int argc, char **argv, gen_opts *o, int *help) {
+  const char *cmd = argv[0];
+  memset(o, 0, sizeof *o);
+  o->gp = srlm_generate_params_default();
+  o->gp.stop = o->stop;
+  *help = 0;
+  for (int i = 1; i < argc; i++) {
+    const char *a = argv[i];
+    if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+      *help = 1;
+      return 0;
+    }
+    if (strncmp(a, "--", 2) != 0) return srlm_cli_usage_error(cmd, "unexpected argument '%s'", a);
+    static const char *const k_valued[] = {"--model", "--jsonl", "--max-new-tokens", "--temperature", "--top-p",
+                                           "--top-k", "--min-p", "--seed",           "--max-batch",   "--stop"};
+    int known = 0;
+    for (size_t k = 0; k < sizeof k_valued / sizeof k_valued[0]; k++) known |= !strcmp(a, k_valued[k]);
+    if (!known) return srlm_cli_usage_error(cmd, "unknown option '%s'", a);
+    if (i + 1 >= argc) return srlm_cli_usage_error(cmd, "%s needs a value", a);
+    const char *v = argv[++i];
+    long long n;
+    if (!strcmp(a, "--model")) {
+      o->model = v;
+    } else if (!strcmp(a, "--jsonl")) {
+      o->jsonl = v;
+    } else if (!strcmp(a, "--max-new-tokens")) {
+      if (!parse_long(v, 0, 1 << 30, &n)) return srlm_cli_usage_error(cmd, "--max-new-tokens '%s': expected an integer >= 0", v);
+      o->gp.max_new_tokens = (int)n;
+    } else if (!strcmp(a, "--max-batch")) {
+      if (!parse_long(v, 1, 1 << 20, &n)) return srlm_cli_usage_error(cmd, "--max-batch '%s': expected an integer >= 1", v);
+      o->gp.max_batch = (int)n;
+    } else if (!strcmp(a, "--top-k")) {
+      if (!parse_long(v, 0, INT32_MAX, &n)) return srlm_cli_usage_error(cmd, "--top-k '%s': expected an integer >= 0", v);
+      o->gp.sampler.top_k = (int)n;
+    } else if (!strcmp(a, "--seed")) {
+      char *end;
+      errno = 0;
+      unsigned long long s = strtoull(v, &end, 10);
+      if (errno || end == v || *end || v[0] == '-') return srlm_cli_usage_error(cmd, "--seed '%s': expected an integer >= 0", v);
+      o->gp.sampler.seed = s;
+    } else if (!strcmp(a, "--stop")) {
+      if (!v[0]) return srlm_cli_usage_error(cmd, "--stop needs a non-empty string");
+      if (o->gp.n_stop == MAX_STOP) return srlm_cli_usage_error(cmd, "at most %d --stop strings", MAX_STOP);
+      o->stop[o->gp.n_stop++] = v;
+    } else {
+      float *dst = !strcmp(a, "--temperature") ? &o->gp.sampler.temperature
+                   : !strcmp(a, "--top-p")     ? &o->gp.sampler.top_p
+                                               : &o->gp.sampler.min_p;
+      if (!parse_float(v, dst)) return srlm_cli_usage_error(cmd, "%s '%s': expected a number", a, v);
+    }
+  }
+  if (!o->model) return srlm_cli_usage_error(cmd, "--model DIR is required");
+  if (!o->jsonl) return srlm_cli_usage_error(cmd, "--jsonl FILE is required");
+  if (srlm_sampler_params_check(&o->gp.sampler) != SRLM_OK)
+    return srlm_cli_usage_error(cmd, "%s", srlm_error_message());
+  return 0;
+}
+
+/* ---- inputs ------------------------------------------------------------------------------ */
+
+typedef struct inputs {
+  srlm_gen_request *req; /* (n) */
+  int32_t **ids;         /* (n) owned prompt ids */
+  int n, cap;
+} inputs;
+
+static void inputs_free(inputs *in) {
+  for (int i = 0; i < in->n; i++) free(in->ids[i]);
+  free(in->ids);
+  free(in->req);
+}
+
+typedef struct line_ctx {
+  const char *dir;
+  srlm_tokenizer *tok; /* NULL when DIR has none */
+  int have_chat;
+  srlm_chat_format chat;
+  int64_t V;
+} line_ctx;
+
+static srlm_status need_tokenizer(const line_ctx *c, const srlm_jsonl *r, const char *key) {
+  if (c->tok) return SRLM_OK;
+  return srlm_jsonl_error(r, SRLM_ERR_FORMAT, "a \"%s\" line needs a tokenizer, and %s has no tokenizer.json "
+                          "(give {\"ids\":[...]} lines instead)", key, c->dir);
+}
+
+static srlm_status need_chat(line_ctx *c, const srlm_jsonl *r) {
+  if (c->have_chat) return SRLM_OK;
+  srlm_status st = srlm_chat_format_detect(c->dir, &c->chat);
+  if (st != SRLM_OK) return srlm_error_context(st, "%s: rendering a prompt with the model's chat format", srlm_jsonl_where(r));
+  c->have_chat = 1;
+  return SRLM_OK;
+}
+
+/* One input line to prompt ids (appended to ids). */
+static srlm_status line_ids(line_ctx *c, const srlm_jsonl *r, json_t *v, srlm_token_ids *ids) {
+  if (!json_is_object(v))
+    return srlm_jsonl_error(r, SRLM_ERR_FORMAT, "expected an object with \"ids\", \"prompt\", \"messages\" or \"text\"");
+  static const char *const keys[] = {"ids", "prompt", "messages", "text"};
+  int which = -1, count = 0;
+  for (int k = 0; k < 4; k++)
+    if (json_object_get(v, keys[k])) which = which < 0 ? k : which, count++;
+  if (count != 1)
+    return srlm_jsonl_error(r, SRLM_ERR_FORMAT, "expected exactly one of \"ids\", \"prompt\", \"messages\" and \"text\" "
+                            "(found %d)", count);
+  json_t *x = json_object_get(v, keys[which]);
+  srlm_status st = SRLM_OK;
+  if (which == 0) {
+    if (!json_is_array(x)) return srlm_jsonl_error(r, SRLM_ERR_FORMAT, "ids: expected an array of integers");
+    size_t i;
+    json_t *e;
+    json_array_foreach(x, i, e) {
+      if (!json_is_integer(e)) return srlm_jsonl_error(r, SRLM_ERR_FORMAT, "ids[%zu]: expected an integer", i);
+      json_int_t id = json_integer_value(e);
+      if (id < 0 || id >= c->V)
+        return srlm_jsonl_error(r, SRLM_ERR_RANGE, "ids[%zu]: %lld is out of range (vocabulary 0..%lld)", i,
+                                (long long)id, (long long)c->V - 1);
+      srlm_token_ids_push(ids, (int32_t)id);
+    }
+  } else if (which == 3) {
+    if (!json_is_string(x)) return srlm_jsonl_error(r, SRLM_ERR_FORMAT, "text: expected a string");
+    SRLM_TRY(need_tokenizer(c, r, "text"));
+    st = srlm_tokenizer_encode(c->tok, json_string_value(x), json_string_length(x), ids);
+    if (st != SRLM_OK) return srlm_error_context(st, "%s: text", srlm_jsonl_where(r));
+  } else {
+    SRLM_TRY(need_tokenizer(c, r, keys[which]));
+    srlm_chat_message one, *msgs = &one;
+    size_t n_msgs = 1;
+    if (which == 1) {
+      if (!json_is_string(x)) return srlm_jsonl_error(r, SRLM_ERR_FORMAT, "prompt: expected a string");
+      one = (srlm_chat_message){.role = "user", .content = json_string_value(x), .content_len = json_string_length(x)};
+    } else {
+      st = srlm_chat_messages_from_json(x, srlm_jsonl_where(r), &msgs, &n_msgs);
+      if (st != SRLM_OK) return st;
+      if (n_msgs == 0) {
+        free(msgs);
+        return srlm_jsonl_error(r, SRLM_ERR_FORMAT, "messages: empty");
+      }
+    }
+    st = need_chat(c, r);
+    srlm_chat_tokens ct = {0};
+    if (st == SRLM_OK) {
+      st = srlm_chat_encode(c->tok, &c->chat, msgs, n_msgs, 1, &ct);
+      if (st != SRLM_OK) st = srlm_error_context(st, "%s", srlm_jsonl_where(r));
+    }
+    if (st == SRLM_OK)
+      for (size_t i = 0; i < ct.ids.n; i++) srlm_token_ids_push(ids, ct.ids.ids[i]);
+    srlm_chat_tokens_free(&ct);
+    if (msgs != &one) free(msgs);
+    if (st != SRLM_OK) return st;
+  }
+  if (ids->n == 0) return srlm_jsonl_error(r, SRLM_ERR_FORMAT, "%s: no tokens to continue from", keys[which]);
+  for (size_t i = 0; i < ids->n; i++)
+    if (ids->ids[i] >= c->V)
+      return srlm_jsonl_error(r, SRLM_ERR_RANGE, "token id %d (position %zu) is outside the model's vocabulary "
+                              "(0..%lld): tokenizer and model do not match", ids->ids[i], i, (long long)c->V - 1);
+  return SRLM_OK;
+}
+
+static srlm_status read_inputs(line_ctx *c, const char *path, inputs *in) {
+  srlm_jsonl *r;
+  SRLM_TRY(srlm_jsonl_open(path, &r));
+  srlm_token_ids ids = {0};
+  json_t *v;
+  srlm_status st;
+  while ((st = srlm_jsonl_next(r, &v)) == SRLM_OK && v) {
+    srlm_token_ids_clear(&ids);
+    st = line_ids(c, r, v, &ids);
+    json_decref(v);
+    if (st != SRLM_OK) break;
+    if (in->n == in->cap) {
+      in->cap = in->cap ? 2 * in->cap : 64;
+      in->req = srlm_xrealloc(in->req, (size_t)in->cap * sizeof *in->req);
+      in->ids = srlm_xrealloc(in->ids, (size_t)in->cap * sizeof *in->ids);
+    }
+    int32_t *copy = srlm_xmalloc(ids.n * sizeof *copy);
+    memcpy(copy, ids.ids, ids.n * sizeof *copy);
+    in->ids[in->n] = copy;
+    in->req[in->n] = (srlm_gen_request){.prompt = copy, .n_prompt = (int64_t)ids.n, .seq_id = (uint64_t)in->n};
+    in->n++;
+  }
+  srlm_token_ids_free(&ids);
+  srlm_jsonl_close(r);
+  return st;
+}
+
+/* ---- EOS ids ---------------------------------------------------------------------------- */
+
+static void add_eos(int32_t *eos, int *n, json_int_t id) {
+  for (int i = 0; i < *n; i++)
+    if (eos[i] == id) return;
+  if (*n < 2 * SRLM_MODEL_MAX_EOS && id >= 0 && id <= INT32_MAX) eos[(*n)++] = (int32_t)id;
+}
+
+/* config.json's eos_token_id, and generation_config.json's when the file exists. */
+static srlm_status load_eos(const char *dir, const srlm_model_config *cfg, int32_t *eos, int *n) {
+  *n = 0;
+  for (int i = 0; i < cfg->n_eos; i++) add_eos(eos, n, cfg->eos_token_ids[i]);
+  char path[4096];
+  snprintf(path, sizeof path, "%s/generation_config.json", dir);
+  struct stat sb;
+  if (stat(path, &sb) != 0) return SRLM_OK;
+  json_error_t jerr;
+  json_t *root = json_load_file(path, 0, &jerr);
+  if (!root) return srlm_error(SRLM_ERR_FORMAT, path, "%d:%d: invalid JSON: %s", jerr.line, jerr.column, jerr.text);
+  json_t *e = json_object_get(root, "eos_token_id");
+  srlm_status st = SRLM_OK;
+  if (json_is_integer(e)) {
+    add_eos(eos, n, json_integer_value(e));
+  } else if (json_is_array(e)) {
+    size_t i;
+    json_t *x;
+    json_array_foreach(e, i, x) {
+      if (!json_is_integer(x)) {
+        st = srlm_error(SRLM_ERR_FORMAT, path, "eos_token_id[%zu]: expected an integer", i);
+        break;
+      }
+      add_eos(eos, n, json_integer_value(x));
+    }
+  } else if (e && !json_is_null(e)) {
+    st = srlm_error(SRLM_ERR_FORMAT, path, "eos_token_id: expected an integer or a list of integers");
+  }
+  json_decref(root);
+  return st;
+}
+
+/* ---- output ----------------------------------------------------------------------------- */
+
+typedef struct buf {
+  char *p;
+  size_t n, cap;
+} buf;
+
+static void put(buf *b, const char *s, size_t n) {
+  if (b->n + n > b->cap) {
+    size_t cap = b->cap ? b->cap : 4096;
+    while (cap < b->n + n) cap *= 2;
+    b->p = srlm_xrealloc(b->p, cap);
+    b->cap = cap;
+  }
+  memcpy(b->p + b->n, s, n);
+  b->n += n;
+}
+static void puts_(buf *b, const char *s) { put(b, s, strlen(s)); }
+
+/* The UTF-8 character at s[0..n): returns its length and *valid = 1, or, when it is
+ * malformed, the length of its maximal subpart (the longest start of a valid sequence,
+ * at least 1 byte) and *valid = 0: one U+FFFD replaces each maximal subpart, as Python's
+ * bytes.decode(errors="replace") and Rust's from_utf8_lossy (HF tokenizers) do. */
+static size_t utf8_scan(const unsigned char *s, size_t n, int *valid) {
+  unsigned c = s[0];
+  size_t len;
+  unsigned lo = 0x80, hi = 0xBF; /* allowed second byte */
+  *valid = 0;
+  if (c < 0x80) {
+    *valid = 1;
+    return 1;
+  }
+  if (c >= 0xC2 && c <= 0xDF) len = 2;
+  else if (c >= 0xE0 && c <= 0xEF) len = 3, lo = c == 0xE0 ? 0xA0 : 0x80, hi = c == 0xED ? 0x9F : 0xBF;
+  else if (c >= 0xF0 && c <= 0xF4) len = 4, lo = c == 0xF0 ? 0x90 : 0x80, hi = c == 0xF4 ? 0x8F : 0xBF;
+  else return 1;
+  if (n < 2 || s[1] < lo || s[1] > hi) return 1;
+  for (size_t i = 2; i < len; i++)
+    if (i >= n || (s[i] & 0xC0) != 0x80) return i;
+  *valid = 1;
+  return len;
+}
+
+/* A JSON string of the bytes, invalid UTF-8 replaced by U+FFFD (see utf8_scan). */
+static void put_json_string(buf *b, const char *s, size_t n) {
+  const unsigned char *u = (const unsigned char *)s;
+  put(b, "\"", 1);
+  for (size_t i = 0; i < n;) {
+    unsigned c = u[i];
+    int valid;
+    size_t len = utf8_scan(u + i, n - i, &valid);
+    if (!valid) {
+      puts_(b, "\\ufffd");
+    } else if (len > 1) {
+      put(b, s + i, len);
+    } else if (c == '"' || c == '\\') {
+      char e[2] = {'\\', (char)c};
+      put(b, e, 2);
+    } else if (c < 0x20) {
+      char e[8];
+      const char *named = c == '\n' ? "\\n" : c == '\t' ? "\\t" : c == '\r' ? "\\r" : c == '\b' ? "\\b" : c == '\f' ? "\\f" : NULL;
+      if (named) puts_(b, named);
+      else snprintf(e, sizeof e, "\\u%04x", c), puts_(b, e);
+    } else {
+      put(b, s + i, 1);
+    }
+    i += len;
+  }
+  put(b, "\"", 1);
+}
+
+static srlm_status write_result(buf *b, const srlm_gen_result *r) {
+  char num[32];
+  b->n = 0;
+  puts_(b, "{\"ids\":[");
+  for (int64_t i = 0; i < r->n; i++) {
+    int k = snprintf(num, sizeof num, i ? ",%d" : "%d", r->ids[i]);
+    put(b, num, (size_t)k);
+  }
+  puts_(b, "],\"text\":");
+  if (r->text) put_json_string(b, r->text, r->text_len);
+  else puts_(b, "null");
+  puts_(b, ",\"logprobs\":[");
+  for (int64_t i = 0; i < r->n; i++) {
+    int k = isfinite(r->logprobs[i]) ? snprintf(num, sizeof num, i ? ",%.9g" : "%.9g", (double)r->logprobs[i])
+                                     : snprintf(num, sizeof num, i ? ",null" : "null");
+    put(b, num, (size_t)k);
+  }
+  puts_(b, "]}\n");
+  if (fwrite(b->p, 1, b->n, stdout) != b->n) return srlm_error(SRLM_ERR_IO, "stdout", "write failed: %s", strerror(errno));
+  return SRLM_OK;
+}
+
+/* ---- the command ---------------------------------------------------------------------- */
+
+static srlm_status run(gen_opts *o) {
+  const srlm_backend_ops *be = srlm_backend_cpu();
+  SRLM_TRY(be->init(-1));
+  srlm_model *m = NULL;
+  srlm_tokenizer *tok = NULL;
+  inputs in = {0};
+  srlm_gen_result *res = NULL;
+  buf out = {0};
+  srlm_status st = srlm_model_load(o->model, be, &m);
+  if (st != SRLM_OK) return st;
+  const srlm_model_config *cfg = srlm_model_get_config(m);
+
+  char path[4096];
+  snprintf(path, sizeof path, "%s/tokenizer.json", o->model);
+  struct stat sb;
+  if (stat(path, &sb) == 0) st = srlm_tokenizer_load(o->model, &tok);
+  int32_t eos[2 * SRLM_MODEL_MAX_EOS];
+  int n_eos = 0;
+  if (st == SRLM_OK) st = load_eos(o->model, cfg, eos, &n_eos);
+  if (st == SRLM_OK && o->gp.n_stop > 0 && !tok)
+    st = srlm_error(SRLM_ERR_USAGE, o->model, "--stop needs the model's tokenizer (no tokenizer.json here)");
+  line_ctx lc = {.dir = o->model, .tok = tok, .V = cfg->vocab_size};
+  if (st == SRLM_OK) st = read_inputs(&lc, o->jsonl, &in);
+
+  o->gp.eos_ids = eos;
+  o->gp.n_eos = n_eos;
+  o->gp.tok = tok;
+  const int chunk = o->gp.max_batch * 8 > 256 ? o->gp.max_batch * 8 : 256;
+  srlm_generate_stats total = {0};
+  if (st == SRLM_OK) res = srlm_xcalloc((size_t)(in.n < chunk ? in.n : chunk) + 1, sizeof *res);
+  for (int start = 0; st == SRLM_OK && start < in.n; start += chunk) {
+    int n = in.n - start < chunk ? in.n - start : chunk;
+    srlm_generate_stats stats;
+    st = srlm_generate(m, &o->gp, n, in.req + start, res, &stats);
+    if (st != SRLM_OK) break;
+    for (int i = 0; i < n; i++) {
+      if (st == SRLM_OK) st = write_result(&out, &res[i]);
+      srlm_gen_result_free(&res[i]);
+    }
+    total.prefill_tokens += stats.prefill_tokens;
+    total.new_tokens += stats.new_tokens;
+    total.steps += stats.steps;
+    total.seconds += stats.seconds;
+  }
+  if (st == SRLM_OK && (fflush(stdout) != 0 || ferror(stdout)))
+    st = srlm_error(SRLM_ERR_IO, "stdout", "write failed: %s", strerror(errno));
+  if (st == SRLM_OK)
+    fprintf(stderr, "srlm generate: %d lines, %lld prompt tokens, %lld new tokens in %.2f s (%.1f new tokens/s, %lld steps)\n",
+            in.n, (long long)total.prefill_tokens, (long long)total.new_tokens, total.seconds,
+            total.seconds > 0 ? (double)total.new_tokens / total.seconds : 0.0, (long long)total.steps);
+  free(out.p);
+  free(res);
+  inputs_free(&in);
+  srlm_tokenizer_free(tok);
+  srlm_model_free(m);
+  return st;
+}
+
+int srlm_cmd_generate(int argc, char **argv) {
+  gen_opts o;
+  int help;
+  int rc = parse_opts(argc, argv, &o, &help);
+  if (rc) return rc;
+  if (help) {
+    fputs(k_help, stdout);
+    return 0;
+  }
+  srlm_status st = run(&o);
+  return st == SRLM_OK ? 0 : srlm_cli_fail(argv[0], st);
+}

@@ -1,0 +1,347 @@
+/* srlm generate: prefill + batched decode over the KV cache slots, with continuous
+ * batching. See include/srlm/generate.h for the stopping rules and what a result holds.
+ *
+ * The loop: each step, free slots take waiting prompts (in request order, within the
+ * step's token budget), then ONE srlm_model_step runs every active slot: a prefill
+ * (the whole prompt) for a slot that just took a prompt, one token (the last sampled)
+ * for the others. Each slot's next-token logits are sampled (rows in parallel, one
+ * sampler per thread: a row's token depends only on its logits and its (seq_id, step)
+ * key), the stopping rules are checked, and finished slots are emptied for the next
+ * prompt. The last sampled token of a finished sequence is never run through the model.
+ */
+#include "srlm/generate.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#define DEFAULT_STEP_TOKENS 4096
+#define ROW_MSG 512
+
+const char *srlm_stop_reason_name(srlm_stop_reason r) {
+  switch (r) {
+    case SRLM_STOP_LENGTH: return "length";
+    case SRLM_STOP_EOS: return "eos";
+    case SRLM_STOP_STRING: return "stop";
+  }
+  return "?";
+}
+
+srlm_generate_params srlm_generate_params_default(void) {
+  srlm_generate_params p;
+  memset(&p, 0, sizeof p);
+  p.sampler = srlm_sampler_params_default();
+  p.max_new_tokens = 64;
+  p.max_batch = 8;
+  return p;
+}
+
+void srlm_gen_result_free(srlm_gen_result *r) {
+  if (!r) return;
+  free(r->ids);
+  free(r->logprobs);
+  free(r->sample_logprobs);
+  free(r->text);
+  memset(r, 0, sizeof *r);
+}
+
+/* A sequence in a slot. */
+typedef struct active_seq {
+  int req;       /* request index */
+  int slot;      /* KV-cache slot */
+  int prefilled; /* 0 until its prompt has been run */
+  int64_t cap;   /* room in the result's id/log-prob arrays */
+  size_t text_cap;
+  srlm_tokenizer_stream *stream;
+} active_seq;
+
+typedef struct gen_ctx {
+  srlm_model *m;
+  const srlm_generate_params *p;
+  const srlm_gen_request *req;
+  srlm_gen_result *res;
+  int64_t V;
+  size_t max_stop_len;
+} gen_ctx;
+
+static srlm_status check_inputs(const gen_ctx *g, int n) {
+  const srlm_generate_params *p = g->p;
+  SRLM_TRY(srlm_sampler_params_check(&p->sampler));
+  if (p->max_new_tokens < 0)
+    return srlm_error(SRLM_ERR_CONFIG, "generate", "max_new_tokens %d: expected >= 0", p->max_new_tokens);
+  if (p->max_batch < 1) return srlm_error(SRLM_ERR_CONFIG, "generate", "max_batch %d: expected >= 1", p->max_batch);
+  if (p->max_step_tokens < 0)
+    return srlm_error(SRLM_ERR_CONFIG, "generate", "max_step_tokens %lld: expected >= 0", (long long)p->max_step_tokens);
+  if (p->n_eos < 0 || (p->n_eos > 0 && !p->eos_ids)) return srlm_error(SRLM_ERR_CONFIG, "generate", "bad eos_ids list");
+  if (p->n_stop < 0 || (p->n_stop > 0 && !p->stop)) return srlm_error(SRLM_ERR_CONFIG, "generate", "bad stop list");
+  if (p->n_stop > 0 && !p->tok)
+    return srlm_error(SRLM_ERR_CONFIG, "generate", "stop strings need a tokenizer (to decode the text)");
+  for (int k = 0; k < p->n_stop; k++)
+    if (!p->stop[k] || !p->stop[k][0]) return srlm_error(SRLM_ERR_CONFIG, "generate", "stop string %d is empty", k);
+  for (int i = 0; i < n; i++) {
+    const srlm_gen_request *r = &g->req[i];
+    if (r->n_prompt < 1 || !r->prompt) return srlm_error(SRLM_ERR_RANGE, "generate", "request %d: empty prompt", i);
+    for (int64_t j = 0; j < r->n_prompt; j++)
+      if (r->prompt[j] < 0 || r->prompt[j] >= g->V)
+        return srlm_error(SRLM_ERR_RANGE, "generate", "request %d: prompt id %d at position %lld is out of range "
+                          "(vocabulary 0..%lld)", i, r->prompt[j], (long long)j, (long long)g->V - 1);
+  }
+  return SRLM_OK;
+}
+
+/* ---- per-sequence results ------------------------------------------------------------ */
+
+static void push_token(active_seq *a, srlm_gen_result *r, const srlm_sample *s) {
+  if (r->n == a->cap) {
+    a->cap = a->cap ? 2 * a->cap : 16;
+    r->ids = srlm_xrealloc(r->ids, (size_t)a->cap * sizeof *r->ids);
+    r->logprobs = srlm_xrealloc(r->logprobs, (size_t)a->cap * sizeof *r->logprobs);
+    r->sample_logprobs = srlm_xrealloc(r->sample_logprobs, (size_t)a->cap * sizeof *r->sample_logprobs);
+  }
+  r->ids[r->n] = s->token;
+  r->logprobs[r->n] = s->logprob;
+  r->sample_logprobs[r->n] = s->sample_logprob;
+  r->n++;
+}
+
+static void push_text(active_seq *a, srlm_gen_result *r, const char *t, size_t n) {
+  if (r->text_len + n + 1 > a->text_cap) {
+    size_t cap = a->text_cap ? a->text_cap : 64;
+    while (cap < r->text_len + n + 1) cap *= 2;
+    r->text = srlm_xrealloc(r->text, cap);
+    a->text_cap = cap;
+  }
+  memcpy(r->text + r->text_len, t, n);
+  r->text_len += n;
+  r->text[r->text_len] = '\0';
+}
+
+/* The stop string that completes first in text appended from byte `from` on: returns its
+ * index and sets *end to the byte after it, or -1. */
+static int find_stop(const gen_ctx *g, const srlm_gen_result *r, size_t from, size_t *end) {
+  const srlm_generate_params *p = g->p;
+  int best = -1;
+  size_t best_end = 0;
+  for (int k = 0; k < p->n_stop; k++) {
+    size_t len = strlen(p->stop[k]);
+    size_t start = from + 1 >= len ? from + 1 - len : 0; /* a match may begin before `from` */
+    if (r->text_len < start + len) continue;
+    const char *hit = memmem(r->text + start, r->text_len - start, p->stop[k], len);
+    if (!hit) continue;
+    size_t e = (size_t)(hit - r->text) + len;
+    if (best < 0 || e < best_end) best = k, best_end = e;
+  }
+  *end = best_end;
+  return best;
+}
+
+/* Records a new token and applies the stopping rules; *done = 1 when the sequence is
+ * finished (its text then complete). */
+static srlm_status take_token(const gen_ctx *g, active_seq *a, const srlm_sample *s, int *done) {
+  const srlm_generate_params *p = g->p;
+  srlm_gen_result *r = &g->res[a->req];
+  push_token(a, r, s);
+  *done = 0;
+  for (int k = 0; k < p->n_eos; k++)
+    if (s->token == p->eos_ids[k]) {
+      r->stop = SRLM_STOP_EOS;
+      r->stop_index = k;
+      *done = 1;
+      break;
+    }
+  if (!*done && a->stream) {
+    const char *t;
+    size_t n;
+    SRLM_TRY(srlm_tokenizer_stream_push(a->stream, s->token, &t, &n));
+    size_t from = r->text_len;
+    push_text(a, r, t, n);
+    size_t end;
+    int k = n ? find_stop(g, r, from, &end) : -1;
+    if (k >= 0) {
+      r->text_len = end;
+      r->text[end] = '\0';
+      r->stop = SRLM_STOP_STRING;
+      r->stop_index = k;
+      *done = 1;
+      return SRLM_OK; /* what the stream holds back lies after the stop string */
+    }
+  }
+  if (!*done && r->n >= p->max_new_tokens) {
+    r->stop = SRLM_STOP_LENGTH;
+    r->stop_index = -1;
+    *done = 1;
+  }
+  if (*done && a->stream) {
+    const char *t;
+    size_t n;
+    srlm_tokenizer_stream_flush(a->stream, &t, &n);
+    push_text(a, r, t, n);
+  }
+  return SRLM_OK;
+}
+
+/* ---- the loop ------------------------------------------------------------------------ */
+
+/* Samples the n rows of logits (n, V) for the active sequences into out, rows in
+ * parallel. Errors from a worker thread are re-raised on this thread. */
+static srlm_status sample_rows(const gen_ctx *g, srlm_sampler **samplers, const active_seq *act, int n,
+                               const float *logits, srlm_sample *out, srlm_status *row_st, char *row_msg) {
+  (void)samplers;
+#pragma omp parallel for schedule(static) if (n > 1)
+  for (int i = 0; i < n; i++) {
+#ifdef _OPENMP
+    srlm_sampler *sm = samplers[omp_get_thread_num()];
+#else
+    srlm_sampler *sm = samplers[0];
+#endif
+    const srlm_gen_request *r = &g->req[act[i].req];
+    row_st[i] = srlm_sampler_sample(sm, logits + (size_t)i * (size_t)g->V, r->seq_id, (uint32_t)g->res[act[i].req].n,
+                                    &out[i]);
+    if (row_st[i] != SRLM_OK) snprintf(row_msg + (size_t)i * ROW_MSG, ROW_MSG, "%s", srlm_error_message());
+  }
+  for (int i = 0; i < n; i++)
+    if (row_st[i] != SRLM_OK)
+      return srlm_error(row_st[i], "generate", "request %d, new token %lld: %s", act[i].req,
+                        (long long)g->res[act[i].req].n, row_msg + (size_t)i * ROW_MSG);
+  return SRLM_OK;
+}
+
+static srlm_status run(gen_ctx *g, int n, srlm_generate_stats *stats) {
+  const srlm_generate_params *p = g->p;
+  const int B = p->max_batch < n ? p->max_batch : n;
+  const int64_t budget = p->max_step_tokens > 0 ? p->max_step_tokens : DEFAULT_STEP_TOKENS;
+  int64_t max_len = 1;
+  for (int i = 0; i < n; i++)
+    if (g->req[i].n_prompt + p->max_new_tokens > max_len) max_len = g->req[i].n_prompt + p->max_new_tokens;
+
+#ifdef _OPENMP
+  const int n_samplers = omp_get_max_threads();
+#else
+  const int n_samplers = 1;
+#endif
+  srlm_sampler **samplers = srlm_xcalloc((size_t)n_samplers, sizeof *samplers);
+  srlm_kv_cache *kv = NULL;
+  active_seq *act = srlm_xcalloc((size_t)B, sizeof *act);
+  int *free_slots = srlm_xmalloc((size_t)B * sizeof *free_slots);
+  int *slots = srlm_xmalloc((size_t)B * sizeof *slots);
+  int32_t *cu = srlm_xmalloc((size_t)(B + 1) * sizeof *cu);
+  float *logits = srlm_xmalloc((size_t)B * (size_t)g->V * sizeof *logits);
+  srlm_sample *samples = srlm_xmalloc((size_t)B * sizeof *samples);
+  srlm_status *row_st = srlm_xmalloc((size_t)B * sizeof *row_st);
+  char *row_msg = srlm_xmalloc((size_t)B * ROW_MSG);
+  int32_t *tokens = NULL;
+  int64_t tokens_cap = 0;
+  int n_act = 0, n_free = B, next = 0;
+  for (int s = 0; s < B; s++) free_slots[s] = B - 1 - s;
+
+  srlm_status st = SRLM_OK;
+  for (int t = 0; t < n_samplers && st == SRLM_OK; t++) st = srlm_sampler_create(&p->sampler, g->V, &samplers[t]);
+  if (st == SRLM_OK && B > 0) st = srlm_kv_cache_create(g->m, B, max_len, &kv);
+
+  while (st == SRLM_OK && (next < n || n_act > 0)) {
+    /* admit waiting prompts into free slots */
+    int64_t step_tokens = n_act;
+    int admitted = 0;
+    while (next < n && n_free > 0) {
+      const srlm_gen_request *r = &g->req[next];
+      if (p->max_new_tokens == 0) { /* nothing to generate: no model step */
+        g->res[next].stop = SRLM_STOP_LENGTH;
+        g->res[next].stop_index = -1;
+        if (p->tok) g->res[next].text = srlm_xstrdup("");
+        next++;
+        continue;
+      }
+      if (admitted > 0 && step_tokens + r->n_prompt > budget) break;
+      active_seq *a = &act[n_act++];
+      memset(a, 0, sizeof *a);
+      a->req = next++;
+      a->slot = free_slots[--n_free];
+      srlm_kv_cache_reset(kv, a->slot);
+      if (p->tok) {
+        a->stream = srlm_tokenizer_stream_init(p->tok);
+        push_text(a, &g->res[a->req], "", 0);
+      }
+      step_tokens += r->n_prompt;
+      admitted++;
+    }
+    if (n_act == 0) break;
+
+    /* one model step over every active slot */
+    if (step_tokens > tokens_cap) {
+      tokens_cap = step_tokens;
+      tokens = srlm_xrealloc(tokens, (size_t)tokens_cap * sizeof *tokens);
+    }
+    int64_t pos = 0;
+    cu[0] = 0;
+    for (int i = 0; i < n_act; i++) {
+      active_seq *a = &act[i];
+      slots[i] = a->slot;
+      if (!a->prefilled) {
+        const srlm_gen_request *r = &g->req[a->req];
+        memcpy(tokens + pos, r->prompt, (size_t)r->n_prompt * sizeof *tokens);
+        pos += r->n_prompt;
+        if (stats) stats->prefill_tokens += r->n_prompt;
+        a->prefilled = 1;
+      } else {
+        const srlm_gen_result *res = &g->res[a->req];
+        tokens[pos++] = res->ids[res->n - 1];
+      }
+      cu[i + 1] = (int32_t)pos;
+    }
+    st = srlm_model_step(g->m, kv, n_act, slots, tokens, cu, logits);
+    if (st != SRLM_OK) break;
+    if (stats) stats->steps++;
+
+    /* sample, stop, free finished slots (keeping the order of the others) */
+    st = sample_rows(g, samplers, act, n_act, logits, samples, row_st, row_msg);
+    int kept = 0;
+    for (int i = 0; i < n_act && st == SRLM_OK; i++) {
+      int done;
+      st = take_token(g, &act[i], &samples[i], &done);
+      if (stats) stats->new_tokens++;
+      if (done) {
+        srlm_tokenizer_stream_free(act[i].stream);
+        act[i].stream = NULL;
+        srlm_kv_cache_reset(kv, act[i].slot);
+        free_slots[n_free++] = act[i].slot;
+      } else {
+        act[kept++] = act[i];
+      }
+    }
+    if (st == SRLM_OK) n_act = kept;
+  }
+
+  for (int i = 0; i < n_act; i++) srlm_tokenizer_stream_free(act[i].stream);
+  srlm_kv_cache_free(kv);
+  for (int t = 0; t < n_samplers; t++) srlm_sampler_free(samplers[t]);
+  free(samplers);
+  free(act);
+  free(free_slots);
+  free(slots);
+  free(cu);
+  free(logits);
+  free(samples);
+  free(row_st);
+  free(row_msg);
+  free(tokens);
+  return st;
+}
+
+srlm_status srlm_generate(srlm_model *m, const srlm_generate_params *p, int n, const srlm_gen_request *req,
+                          srlm_gen_result *res, srlm_generate_stats *stats) {
+  double t0 = srlm_time_now();
+  if (stats) memset(stats, 0, sizeof *stats);
+  if (n < 0) return srlm_error(SRLM_ERR_RANGE, "generate", "%d requests", n);
+  memset(res, 0, (size_t)n * sizeof *res);
+  gen_ctx g = {.m = m, .p = p, .req = req, .res = res, .V = srlm_model_get_config(m)->vocab_size};
+  SRLM_TRY(check_inputs(&g, n));
+  srlm_status st = run(&g, n, stats);
+  if (st != SRLM_OK)
+    for (int i = 0; i < n; i++) srlm_gen_result_free(&res[i]);
+  if (stats) stats->seconds = srlm_time_now() - t0;
+  return st;
+}
