@@ -80,6 +80,11 @@ typedef enum srlm_cfg_loss {
   SRLM_CFG_LOSS_SFT
 } srlm_cfg_loss;
 
+typedef enum srlm_cfg_overflow {
+  SRLM_CFG_OVERFLOW_TRUNCATE = 0, /* keep the first train.max_seq_len tokens */
+  SRLM_CFG_OVERFLOW_DROP          /* skip the example (counted) */
+} srlm_cfg_overflow;
+
 typedef enum srlm_cfg_lr_schedule {
   SRLM_CFG_LR_CONSTANT = 0,
   SRLM_CFG_LR_LINEAR,
@@ -127,6 +132,7 @@ typedef struct srlm_config {
   struct {
     char *prompts;
     char *eval_prompts;
+    char *sft; /* SFT examples (JSONL) for `srlm sft` */
     bool skip_bad_lines;
     int max_prompt_tokens;
   } data;
@@ -169,6 +175,10 @@ typedef struct srlm_config {
     int batch_size;
     int grad_accum;
     int epochs;
+    int max_seq_len; /* 0 = the model's max_position_embeddings */
+    srlm_cfg_overflow overflow;
+    bool decay_1d;
+    int log_every;
   } train;
   struct {
     int every;   /* iterations between evaluations; 0 = never */

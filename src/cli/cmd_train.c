@@ -23,6 +23,7 @@
 #include "srlm/config.h"
 #include "srlm/hfmodel.h"
 #include "srlm/jsonl.h"
+#include "srlm/setup.h"
 #include "srlm/store.h"
 #include "srlm/tokenizer.h"
 
@@ -64,46 +65,6 @@ static srlm_status path_join(char *out, size_t n, const char *a, const char *b) 
   return SRLM_OK;
 }
 
-/* Copies src to dst (atomically) when src exists; a missing src is fine when optional. */
-static srlm_status copy_file(const char *src, const char *dst, int optional) {
-  char *data;
-  size_t n;
-  srlm_status st = srlm_read_file(src, &data, &n);
-  if (st != SRLM_OK) {
-    if (optional) {
-      srlm_error_clear();
-      return SRLM_OK;
-    }
-    return st;
-  }
-  st = srlm_write_file_atomic(dst, data, n);
-  free(data);
-  return st;
-}
-
-/* The eos token of tokenizer_config.json ("eos_token": string or {"content": ...}), as an id. */
-static srlm_status tokenizer_eos(train_ctx *c, const char *tok_dir, int64_t *eos) {
-  char path[4096];
-  *eos = -1;
-  SRLM_TRY(path_join(path, sizeof path, tok_dir, "tokenizer_config.json"));
-  json_error_t jerr;
-  json_t *root = json_load_file(path, 0, &jerr);
-  if (!root) return SRLM_OK; /* no tokenizer_config.json: no eos known */
-  json_t *e = json_object_get(root, "eos_token");
-  if (json_is_object(e)) e = json_object_get(e, "content");
-  srlm_status st = SRLM_OK;
-  if (json_is_string(e)) {
-    int32_t id;
-    st = srlm_tokenizer_token_id(c->tok, json_string_value(e), json_string_length(e), &id);
-    if (st == SRLM_OK)
-      *eos = id;
-    else
-      st = srlm_error_context(st, "%s: eos_token", path);
-  }
-  json_decref(root);
-  return st;
-}
-
 static srlm_status prepare_run_dir(train_ctx *c) {
   const srlm_config *cfg = &c->cfg;
   int w = snprintf(c->run_dir, sizeof c->run_dir, "%s/%s", cfg->run.out_dir, cfg->run.name);
@@ -117,56 +78,13 @@ static srlm_status prepare_run_dir(train_ctx *c) {
 }
 
 static srlm_status load_tokenizer(train_ctx *c) {
-  const srlm_config *cfg = &c->cfg;
-  const char *dir = cfg->tokenizer.path[0] ? cfg->tokenizer.path : cfg->model.path;
-  if (!dir[0])
-    return srlm_error(SRLM_ERR_CONFIG, "tokenizer.path", "empty, and model.path is empty too: set one of them");
   srlm_timer t;
   srlm_timer_start(&t);
-  SRLM_TRY(srlm_tokenizer_load(dir, &c->tok));
-  SRLM_INFO("tokenizer %s: %d ids (%.2f s)", dir, (int)srlm_tokenizer_n_ids(c->tok), srlm_timer_elapsed(&t));
-  switch (cfg->tokenizer.chat_format) {
-    case SRLM_CFG_CHAT_NONE: c->has_chat = 0; break;
-    case SRLM_CFG_CHAT_AUTO:
-      SRLM_TRY(srlm_chat_format_detect(dir, &c->chat));
-      c->has_chat = 1;
-      break;
-    default:
-      SRLM_TRY(srlm_chat_format_from_name(srlm_config_enum_name("tokenizer.chat_format", (int)cfg->tokenizer.chat_format),
-                                          &c->chat));
-      c->has_chat = 1;
-  }
-  SRLM_INFO("chat format: %s", c->has_chat ? srlm_chat_kind_name(c->chat.kind) : "none (raw text)");
+  SRLM_TRY(srlm_setup_tokenizer(&c->cfg, &c->tok, &c->has_chat, &c->chat));
+  SRLM_INFO("tokenizer %s: %d ids (%.2f s), chat format %s", srlm_tokenizer_path(c->tok),
+            (int)srlm_tokenizer_n_ids(c->tok), srlm_timer_elapsed(&t),
+            c->has_chat ? srlm_chat_kind_name(c->chat.kind) : "none (raw text)");
   return SRLM_OK;
-}
-
-static srlm_status model_from_arch(train_ctx *c, srlm_model_config *m) {
-  const srlm_config *cfg = &c->cfg;
-  static const srlm_model_type k_types[] = {
-      [SRLM_CFG_FAMILY_LLAMA] = SRLM_MODEL_LLAMA, [SRLM_CFG_FAMILY_QWEN2] = SRLM_MODEL_QWEN2,
-      [SRLM_CFG_FAMILY_QWEN3] = SRLM_MODEL_QWEN3, [SRLM_CFG_FAMILY_MISTRAL] = SRLM_MODEL_MISTRAL};
-  srlm_model_config_defaults(m, k_types[cfg->model.arch.family]);
-  m->vocab_size = cfg->model.arch.vocab_size ? cfg->model.arch.vocab_size : srlm_tokenizer_n_ids(c->tok);
-  if (m->vocab_size < srlm_tokenizer_n_ids(c->tok))
-    return srlm_error(SRLM_ERR_CONFIG, "model.arch.vocab_size", "%lld is smaller than the tokenizer's %d ids",
-                      (long long)m->vocab_size, (int)srlm_tokenizer_n_ids(c->tok));
-  m->hidden_size = cfg->model.arch.hidden_size;
-  m->intermediate_size = cfg->model.arch.intermediate_size;
-  m->num_hidden_layers = cfg->model.arch.num_layers;
-  m->num_attention_heads = cfg->model.arch.num_heads;
-  m->num_key_value_heads = cfg->model.arch.num_kv_heads;
-  m->head_dim = cfg->model.arch.head_dim;
-  m->rope_theta = cfg->model.arch.rope_theta;
-  m->rms_norm_eps = cfg->model.arch.rms_norm_eps;
-  m->max_position_embeddings = cfg->model.arch.max_seq_len;
-  m->tie_word_embeddings = cfg->model.arch.tie_embeddings;
-  m->bos_token_id = -1;
-  int64_t eos;
-  const char *tok_dir = cfg->tokenizer.path[0] ? cfg->tokenizer.path : cfg->model.path;
-  SRLM_TRY(tokenizer_eos(c, tok_dir, &eos));
-  m->n_eos = eos >= 0 ? 1 : 0;
-  m->eos_token_ids[0] = eos;
-  return srlm_model_config_finalize(m, "model.arch");
 }
 
 static srlm_status prepare_model(train_ctx *c) {
@@ -177,19 +95,15 @@ static srlm_status prepare_model(train_ctx *c) {
     snprintf(c->model_dir, sizeof c->model_dir, "%s", cfg->model.path);
   } else {
     srlm_model_config m;
-    SRLM_TRY(model_from_arch(c, &m));
+    const char *tok_dir;
+    SRLM_TRY(srlm_setup_model_config(cfg, c->tok, &m));
+    SRLM_TRY(srlm_setup_tokenizer_dir(cfg, &tok_dir));
     SRLM_TRY(path_join(c->model_dir, sizeof c->model_dir, c->run_dir, "iter_0/model"));
     SRLM_TRY(srlm_mkdirs(c->model_dir));
     srlm_st_dtype dt = cfg->model.dtype == SRLM_CFG_DTYPE_BF16 ? SRLM_ST_BF16 : SRLM_ST_F32;
+    /* the same weights srlm_setup_model creates in memory for (config, run.seed) */
     SRLM_TRY(srlm_hf_model_write_random(c->model_dir, &m, (uint64_t)cfg->run.seed, dt));
-    const char *tok_dir = cfg->tokenizer.path;
-    static const char *const files[] = {"tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"};
-    for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
-      char src[4096], dst[4096];
-      SRLM_TRY(path_join(src, sizeof src, tok_dir, files[i]));
-      SRLM_TRY(path_join(dst, sizeof dst, c->model_dir, files[i]));
-      SRLM_TRY(copy_file(src, dst, i > 0));
-    }
+    SRLM_TRY(srlm_setup_copy_tokenizer_files(tok_dir, c->model_dir));
   }
   /* Open what is on disk (fresh or given): the same checks as `srlm info`. */
   srlm_hf_model *hf;

@@ -47,6 +47,7 @@ static const char *const k_dtypes[] = {"fp32", "bf16", NULL};
 static const char *const k_chat_formats[] = {"auto", "llama3", "chatml", "qwen3", "none", NULL};
 static const char *const k_judge_modes[] = {"regex", "expected", NULL};
 static const char *const k_losses[] = {"dpo", "ipo", "grpo", "sft", NULL};
+static const char *const k_overflows[] = {"truncate", "drop", NULL};
 static const char *const k_lr_schedules[] = {"constant", "linear", "cosine", NULL};
 _Static_assert(SRLM_LOG_ERROR == 3 && SRLM_CFG_FAMILY_MISTRAL == 3 && SRLM_CFG_DTYPE_BF16 == 1 &&
                    SRLM_CFG_CHAT_NONE == 4 && SRLM_CFG_JUDGE_EXPECTED == 1 && SRLM_CFG_LOSS_SFT == 3 &&
@@ -87,6 +88,7 @@ static const srlm_config_option k_options[] = {
 
     OPT_STRING(data.prompts, "", "training prompts (JSONL)"),
     OPT_STRING(data.eval_prompts, "", "evaluation prompts (JSONL); \"\" = no evaluation"),
+    OPT_STRING(data.sft, "", "supervised fine-tuning examples (JSONL) for srlm sft"),
     OPT_BOOL(data.skip_bad_lines, 0, "skip malformed prompt lines with a warning instead of failing"),
     OPT_INT(data.max_prompt_tokens, 512, 1, 1 << 20, "longer prompts are skipped"),
 
@@ -126,6 +128,10 @@ static const srlm_config_option k_options[] = {
     OPT_INT(train.batch_size, 8, 1, 1 << 20, "pairs (or groups) per optimizer micro-batch on each learner"),
     OPT_INT(train.grad_accum, 1, 1, 1 << 16, "micro-batches per optimizer step"),
     OPT_INT(train.epochs, 1, 1, 1000, "passes over each iteration's pairs"),
+    OPT_INT(train.max_seq_len, 0, 0, 1 << 20, "longest training sequence in tokens; 0 = the model's max positions"),
+    OPT_ENUM(train.overflow, k_overflows, "truncate", "longer training examples: keep the first tokens, or drop them"),
+    OPT_BOOL(train.decay_1d, 0, "apply weight decay to 1-D tensors (norms, biases) too"),
+    OPT_INT(train.log_every, 10, 1, 1 << 30, "optimizer steps between progress lines and metrics"),
 
     OPT_INT(eval.every, 1, 0, BIG, "evaluate every N iterations; 0 = never"),
     OPT_INT(eval.prompts, 0, 0, BIG, "eval prompts per evaluation; 0 = all"),

@@ -1,0 +1,55 @@
+/* srlm setup: the steps every training command takes from a config to a tokenizer and a
+ * model (`srlm train`, `srlm sft`, the learner), kept in one place so they agree:
+ * which folder holds the tokenizer, which chat format applies, which EOS id a fresh
+ * model gets, how model.arch becomes a model config, and which tokenizer files go next
+ * to a saved model.
+ */
+#ifndef SRLM_SETUP_H
+#define SRLM_SETUP_H
+
+#include <stdint.h>
+
+#include "srlm/backend.h"
+#include "srlm/chat.h"
+#include "srlm/config.h"
+#include "srlm/core.h"
+#include "srlm/hfmodel.h"
+#include "srlm/model.h"
+#include "srlm/tokenizer.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* The folder holding the tokenizer: tokenizer.path, or model.path when it is empty.
+ * Both empty is SRLM_ERR_CONFIG. */
+srlm_status srlm_setup_tokenizer_dir(const srlm_config *cfg, const char **dir);
+
+/* Loads the tokenizer of srlm_setup_tokenizer_dir and resolves tokenizer.chat_format:
+ * auto detects it from tokenizer_config.json, none gives *has_chat = 0 (raw text). */
+srlm_status srlm_setup_tokenizer(const srlm_config *cfg, srlm_tokenizer **tok, int *has_chat,
+                                 srlm_chat_format *chat);
+
+/* The id of tokenizer_config.json's "eos_token" (a string or {"content": ...}) in dir;
+ * -1 when the file or the key is missing. A token the tokenizer lacks is an error. */
+srlm_status srlm_setup_tokenizer_eos(srlm_tokenizer *tok, const char *dir, int64_t *eos);
+
+/* The model config of model.arch: vocabulary from the tokenizer when arch.vocab_size is
+ * 0 (smaller than the tokenizer is an error), EOS from tokenizer_config.json, no BOS.
+ * Finalized. */
+srlm_status srlm_setup_model_config(const srlm_config *cfg, srlm_tokenizer *tok, srlm_model_config *out);
+
+/* The starting model: srlm_model_load(model.path), or, when model.path is empty, a
+ * fresh srlm_model_create(srlm_setup_model_config, run.seed) — the same weights
+ * `srlm train` writes for M0. The model's vocabulary must cover the tokenizer's ids. */
+srlm_status srlm_setup_model(const srlm_config *cfg, srlm_tokenizer *tok, const srlm_backend_ops *be,
+                             srlm_model **out);
+
+/* Copies tokenizer.json (required), tokenizer_config.json and special_tokens_map.json
+ * (when present) from src_dir to dst_dir, each written atomically. */
+srlm_status srlm_setup_copy_tokenizer_files(const char *src_dir, const char *dst_dir);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
