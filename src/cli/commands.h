@@ -12,6 +12,9 @@ int srlm_cmd_chat(int argc, char **argv);       /* cmd_tokenize.c: render a chat
 int srlm_cmd_info(int argc, char **argv);       /* cmd_info.c */
 int srlm_cmd_config(int argc, char **argv);     /* cmd_config.c */
 int srlm_cmd_train(int argc, char **argv);      /* cmd_train.c */
+int srlm_cmd_logprobs(int argc, char **argv);   /* cmd_logprobs.c */
+int srlm_cmd_generate(int argc, char **argv);   /* cmd_generate.c */
+int srlm_cmd_sft(int argc, char **argv);        /* cmd_sft.c */
 
 /* Prints "srlm <cmd>: error: <last error message>" to stderr and returns the exit status
  * for the status code. */

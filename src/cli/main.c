@@ -14,6 +14,9 @@ typedef struct command {
 
 static const command k_commands[] = {
     {"train", srlm_cmd_train, "train -c CONFIG [key.path=value ...]: run the configured job"},
+    {"sft", srlm_cmd_sft, "sft -c CONFIG [--data FILE] [key.path=value ...]: supervised fine-tuning on chat or prompt/response JSONL"},
+    {"logprobs", srlm_cmd_logprobs, "logprobs --model DIR --jsonl FILE: per-token log-probs of {\"ids\":[...]} lines"},
+    {"generate", srlm_cmd_generate, "generate --model DIR --jsonl FILE [sampling options] [--stop S]: continuations of ids/prompt/messages/text lines, with log-probs"},
     {"config", srlm_cmd_config, "config -c CONFIG [key=value ...] | --help: print the resolved config / list options"},
     {"info", srlm_cmd_info, "info --model DIR: architecture, parameter count, dtype, tensors"},
     {"tokenize", srlm_cmd_tokenize, "tokenize --tokenizer DIR (--jsonl FILE | --text STRING): token ids as JSON lines"},
