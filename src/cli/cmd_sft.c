@@ -120,8 +120,10 @@ static srlm_status path_join(char *out, size_t n, const char *a, const char *b) 
   return SRLM_OK;
 }
 
-static srlm_status write_summary(sft_cli *c, const srlm_sft_data *d, const srlm_sft_summary *s, const char *model_dir) {
+static srlm_status write_summary(sft_cli *c, const srlm_sft_data *d, const srlm_sft_summary *s, const char *model_dir,
+                                 size_t activation_bytes) {
   json_t *o = json_object();
+  json_object_set_new(o, "activation_bytes", json_integer((json_int_t)activation_bytes));
   json_object_set_new(o, "run", json_string(c->cfg.run.name));
   json_object_set_new(o, "data", json_string(c->cfg.data.sft));
   json_object_set_new(o, "examples", json_integer(d->n));
@@ -222,12 +224,13 @@ static srlm_status run_sft(sft_cli *c) {
   if (st == SRLM_OK)
     st = srlm_model_save(model, model_dir, cfg->model.dtype == SRLM_CFG_DTYPE_BF16 ? SRLM_ST_BF16 : SRLM_ST_F32);
   if (st == SRLM_OK) st = srlm_setup_copy_tokenizer_files(tok_dir, model_dir);
-  if (st == SRLM_OK) st = write_summary(c, &data, &sum, model_dir);
+  size_t act = model ? srlm_model_activation_bytes(model) : 0;
+  if (st == SRLM_OK) st = write_summary(c, &data, &sum, model_dir, act);
   if (st == SRLM_OK)
-    SRLM_INFO("sft done: %lld steps (%lld skipped), loss %.4f -> %.4f (last epoch %.4f), %.0f tokens/s, %.1f s; "
-              "model saved to %s",
+    SRLM_INFO("sft done: %lld steps (%lld skipped), loss %.4f -> %.4f (last epoch %.4f), %.0f tokens/s, %.1f s, "
+              "activations %.1f MiB; model saved to %s",
               (long long)sum.steps, (long long)sum.skipped, sum.first_loss, sum.last_loss, sum.last_epoch_loss,
-              sum.seconds > 0 ? (double)sum.tokens / sum.seconds : 0, sum.seconds, model_dir);
+              sum.seconds > 0 ? (double)sum.tokens / sum.seconds : 0, sum.seconds, (double)act / 1048576.0, model_dir);
   srlm_sft_data_free(&data);
   srlm_model_free(model);
   srlm_tokenizer_free(tok);
