@@ -1,0 +1,93 @@
+/* srlm pairs: turning judged candidates into training examples (ALGORITHMS.md
+ * sections 2-4, RECIPES.md): one DPO pair per prompt, or GRPO advantages per group.
+ *
+ * Scores: one mean score per candidate; NaN (any non-finite value) marks an unscored
+ * candidate (every judgment unparsable, srlm_judge_score); such candidates are never
+ * picked.
+ *
+ * DPO pair of one prompt (srlm_pairs_select), in this order of checks, each counted:
+ *   1. fewer than 2 scored candidates: prompt skipped (skipped_prompts);
+ *   2. S_max == S_min: tie, dropped (dropped_tie);
+ *   3. chosen = the highest score, rejected = the lowest, lowest index among equals;
+ *      with length control (Meta-Rewarding, rho in [0, 0.5)): chosen = the SHORTEST
+ *      candidate scoring in [(1-rho) S_max + rho S_min, S_max], rejected = the LONGEST in
+ *      [S_min, (1-rho) S_min + rho S_max], lowest index among equal lengths;
+ *   4. margin = score(chosen) - score(rejected) < min_margin: dropped (dropped_margin);
+ *   5. byte-identical texts: dropped (dropped_equal_text): the pair would teach nothing
+ *      but the judge's noise.
+ * The selection is a pure function of its inputs (no randomness).
+ *
+ * GRPO groups (srlm_group_advantages): A_i = (r_i - mean r) / (std r + eps) with the
+ * sample standard deviation (n - 1 in the denominator, as TRL computes it), or
+ * A_i = r_i - mean r without std (Dr.GRPO). Mean and std run over the group's scored
+ * samples; unscored samples (non-finite) get A = 0 and are counted. A group whose scored
+ * rewards are all equal (or that has fewer than 2 scored) carries no signal: every A is
+ * exactly 0 (not a rounding residue) and it is counted in zero_variance.
+ */
+#ifndef SRLM_PAIRS_H
+#define SRLM_PAIRS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "srlm/core.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct srlm_pair_options {
+  double min_margin;  /* pairs.min_margin: least score gap kept (>= 0) */
+  int length_control; /* 1: Meta-Rewarding length control (needs lengths) */
+  double length_rho;  /* rho in [0, 0.5); rho = 0 keeps the extreme scores, shortest/longest among them */
+} srlm_pair_options;
+
+typedef struct srlm_pair_stats {
+  int64_t prompts;            /* prompts seen */
+  int64_t pairs;              /* pairs made */
+  int64_t skipped_prompts;    /* fewer than 2 scored candidates */
+  int64_t dropped_tie;        /* S_max == S_min */
+  int64_t dropped_margin;     /* margin below min_margin */
+  int64_t dropped_equal_text; /* chosen and rejected byte-identical */
+  int64_t unscored;           /* candidates without a score (over all prompts) */
+} srlm_pair_stats;
+
+typedef struct srlm_pair {
+  int chosen, rejected; /* candidate indices in [0, k) */
+  double margin;        /* score(chosen) - score(rejected) > 0 */
+} srlm_pair;
+
+/* Picks the pair of one prompt with k candidates. scores (k) mean scores (NaN =
+ * unscored); texts (k) the candidates' bytes with lens (k) their lengths (lens NULL:
+ * NUL-terminated); lengths (k) the lengths length control compares (tokens, say), NULL
+ * unless length_control. *made = 1 and *pair filled when a pair is kept, else 0.
+ * stats accumulates (may be NULL). Errors: bad options (SRLM_ERR_CONFIG). */
+srlm_status srlm_pairs_select(const srlm_pair_options *o, int k, const double *scores,
+                              const char *const *texts, const size_t *lens, const int64_t *lengths,
+                              srlm_pair *pair, int *made, srlm_pair_stats *stats);
+
+/* The std epsilon srlm uses for GRPO (added to the std, not under a square root). */
+#define SRLM_GROUP_STD_EPS 1e-6
+
+typedef struct srlm_group_options {
+  int use_std; /* 1: divide by (std + eps) (GRPO); 0: Dr.GRPO */
+  double eps;  /* SRLM_GROUP_STD_EPS unless you have a reason */
+} srlm_group_options;
+
+typedef struct srlm_group_stats {
+  int64_t groups;
+  int64_t samples;
+  int64_t zero_variance; /* groups with all scored rewards equal or fewer than 2 scored */
+  int64_t unscored;      /* samples with a NaN reward (advantage 0) */
+} srlm_group_stats;
+
+/* Advantages of n_groups groups of g samples each, group j = samples [j g, (j+1) g).
+ * rewards (n_groups * g), NaN = unscored; adv (n_groups * g) out. stats accumulates
+ * (may be NULL). */
+srlm_status srlm_group_advantages(const srlm_group_options *o, int64_t n_groups, int g,
+                                  const double *rewards, double *adv, srlm_group_stats *stats);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
