@@ -1,0 +1,224 @@
+/* srlm task <action> ...: the built-in sign puzzle (include/srlm/tasks.h): data files
+ * for the quickstart, the checker and judge format for scripts, and evaluation of a
+ * saved model. Results go to stdout, counts and progress to stderr. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "commands.h"
+#include "srlm/backend.h"
+#include "srlm/tasks.h"
+
+static const char k_task_help[] =
+    "usage: srlm task <action> [options]\n"
+    "\n"
+    "The sign puzzle of shared/RECIPES.md: prompt Q<d1d2d3d4>T<+/-><two digits>A (e.g.\n"
+    "Q6371T+15A), answer d1 s d2 s d3 s d4 (e.g. 6+3+7-1), judge prompt J...A<candidate>S,\n"
+    "judgment: three partial sums of the candidate then the score, 5 correct or 1 wrong\n"
+    "(e.g. +09+16+15 5).\n"
+    "\n"
+    "actions:\n"
+    "  sft-data --seed S --instructions N --judge N --out FILE\n"
+    "      seed SFT data: N solved instructions and N judge examples (half correct\n"
+    "      candidates, half perturbed) as {\"prompt\", \"response\"} JSONL lines\n"
+    "  prompts --seed S --split train|eval|sft|judge --n N --out FILE\n"
+    "      N prompts as {\"prompt\"} JSONL lines; the eval split is held out from all others\n"
+    "  check --prompt P --answer A\n"
+    "      prints 'correct' or 'wrong' (the programmatic checker)\n"
+    "  judge --prompt P --answer A\n"
+    "      prints the judge prompt, then the reference judgment\n"
+    "  eval --model DIR [--seed S] [--n N] [--split eval] [--batch B]\n"
+    "      greedy accuracy of the model in DIR (with its tokenizer.json) on the first N\n"
+    "      prompts of the split (default: 1000 held-out prompts), and the agreement of its\n"
+    "      judge (greedy rationale, expected score >= 3) with the checker on its own\n"
+    "      answers; prints one JSON line\n"
+    "\n"
+    "Exit status: 0 ok, 2 for a usage error (a malformed prompt included), 1 otherwise.\n";
+
+typedef struct task_args {
+  const char *out, *prompt, *answer, *model, *split;
+  long long seed, instructions, judge, n, batch;
+  int has_seed, has_instructions, has_judge, has_n, has_answer;
+} task_args;
+
+static int parse_count(const char *flag, const char *s, long long *out) {
+  char *end;
+  errno = 0;
+  long long v = strtoll(s, &end, 10);
+  if (errno || end == s || *end || v < 0)
+    return srlm_cli_usage_error("task", "%s needs a non-negative integer, got '%s'", flag, s);
+  *out = v;
+  return 0;
+}
+
+static int parse_args(int argc, char **argv, task_args *a) {
+  memset(a, 0, sizeof *a);
+  a->n = 1000;
+  for (int i = 2; i < argc; i++) {
+    const char *f = argv[i];
+    if (i + 1 >= argc) return srlm_cli_usage_error("task", "%s needs a value", f);
+    const char *v = argv[++i];
+    int rc = 0;
+    if (!strcmp(f, "--out"))
+      a->out = v;
+    else if (!strcmp(f, "--prompt"))
+      a->prompt = v;
+    else if (!strcmp(f, "--answer"))
+      a->answer = v, a->has_answer = 1;
+    else if (!strcmp(f, "--model"))
+      a->model = v;
+    else if (!strcmp(f, "--split"))
+      a->split = v;
+    else if (!strcmp(f, "--seed"))
+      rc = parse_count(f, v, &a->seed), a->has_seed = 1;
+    else if (!strcmp(f, "--instructions"))
+      rc = parse_count(f, v, &a->instructions), a->has_instructions = 1;
+    else if (!strcmp(f, "--judge"))
+      rc = parse_count(f, v, &a->judge), a->has_judge = 1;
+    else if (!strcmp(f, "--n"))
+      rc = parse_count(f, v, &a->n), a->has_n = 1;
+    else if (!strcmp(f, "--batch"))
+      rc = parse_count(f, v, &a->batch);
+    else
+      return srlm_cli_usage_error("task", "unknown option '%s' for '%s'", f, argv[1]);
+    if (rc) return rc;
+  }
+  return 0;
+}
+
+static int need(const char *what, int have) {
+  return have ? 0 : srlm_cli_usage_error("task", "%s is required", what);
+}
+
+static int cmd_sft_data(const task_args *a) {
+  int rc = need("--seed", a->has_seed);
+  if (!rc) rc = need("--instructions", a->has_instructions);
+  if (!rc) rc = need("--judge", a->has_judge);
+  if (!rc) rc = need("--out", a->out != NULL);
+  if (rc) return rc;
+  srlm_task_sft_counts c;
+  srlm_status st = srlm_task_write_sft_data(a->out, (uint64_t)a->seed, a->instructions, a->judge, &c);
+  if (st != SRLM_OK) return srlm_cli_fail("task", st);
+  fprintf(stderr,
+          "wrote %s: %lld instructions, %lld judge examples (%lld scored 5, %lld scored 1; candidates: "
+          "%lld correct, %lld random signs, %lld one sign flipped, %lld one digit replaced)\n",
+          a->out, (long long)c.instructions, (long long)c.judge, (long long)c.judge_correct,
+          (long long)(c.judge - c.judge_correct), (long long)c.kind[SRLM_TASK_CAND_CORRECT],
+          (long long)c.kind[SRLM_TASK_CAND_RANDOM_SIGNS], (long long)c.kind[SRLM_TASK_CAND_SIGN_FLIP],
+          (long long)c.kind[SRLM_TASK_CAND_DIGIT_SWAP]);
+  return 0;
+}
+
+static int cmd_prompts(const task_args *a) {
+  int rc = need("--seed", a->has_seed);
+  if (!rc) rc = need("--split", a->split != NULL);
+  if (!rc) rc = need("--n", a->has_n);
+  if (!rc) rc = need("--out", a->out != NULL);
+  if (rc) return rc;
+  srlm_task_split split;
+  srlm_status st = srlm_task_split_parse(a->split, &split);
+  if (st == SRLM_OK) st = srlm_task_write_prompts(a->out, (uint64_t)a->seed, split, a->n);
+  if (st != SRLM_OK) return srlm_cli_fail("task", st);
+  fprintf(stderr, "wrote %s: %lld %s prompts\n", a->out, a->n, srlm_task_split_name(split));
+  return 0;
+}
+
+static int puzzle_of(const task_args *a, srlm_task_puzzle *p) {
+  int rc = need("--prompt", a->prompt != NULL);
+  if (!rc) rc = need("--answer", a->has_answer);
+  if (rc) return rc;
+  srlm_status st = srlm_task_prompt_parse(a->prompt, strlen(a->prompt), p);
+  if (st != SRLM_OK) return srlm_cli_usage_error("task", "--prompt '%s': %s", a->prompt, srlm_error_message());
+  return 0;
+}
+
+static int cmd_check(const task_args *a) {
+  srlm_task_puzzle p;
+  int rc = puzzle_of(a, &p);
+  if (rc) return rc;
+  puts(srlm_task_check(&p, a->answer, strlen(a->answer)) ? "correct" : "wrong");
+  return 0;
+}
+
+static int cmd_judge(const task_args *a) {
+  srlm_task_puzzle p;
+  int rc = puzzle_of(a, &p);
+  if (rc) return rc;
+  char jp[SRLM_TASK_JUDGE_PROMPT_MAX + 1], jr[SRLM_TASK_JUDGMENT_LEN + 1];
+  srlm_task_judge_prompt(&p, a->answer, strlen(a->answer), jp);
+  srlm_task_judgment(&p, a->answer, strlen(a->answer), jr);
+  printf("%s\n%s\n", jp, jr);
+  return 0;
+}
+
+static srlm_status run_eval(const task_args *a) {
+  srlm_model *m = NULL;
+  srlm_tokenizer *tok = NULL;
+  SRLM_TRY(srlm_model_load(a->model, srlm_backend_cpu(), &m));
+  srlm_status st = srlm_tokenizer_load(a->model, &tok);
+  const int n = (int)a->n;
+  srlm_task_puzzle *p = srlm_xcalloc((size_t)n, sizeof *p);
+  char **answers = srlm_xcalloc((size_t)n, sizeof *answers);
+  double acc = 0;
+  srlm_task_agreement ag;
+  memset(&ag, 0, sizeof ag);
+  srlm_timer t;
+  srlm_timer_start(&t);
+  srlm_task_split split = SRLM_TASK_SPLIT_EVAL;
+  if (st == SRLM_OK && a->split) st = srlm_task_split_parse(a->split, &split);
+  for (int i = 0; i < n; i++) srlm_task_puzzle_make((uint64_t)a->seed, split, (uint64_t)i, &p[i]);
+  if (st == SRLM_OK) st = srlm_task_eval_accuracy(m, tok, (int)a->batch, n, p, NULL, answers, &acc);
+  const double t_acc = srlm_timer_elapsed(&t);
+  if (st == SRLM_OK) st = srlm_task_judge_agreement(m, tok, (int)a->batch, n, p, (const char *const *)answers, &ag);
+  if (st == SRLM_OK) {
+    fprintf(stderr, "eval: %d %s prompts (seed %lld): accuracy %.4f (%.2f s); judge agreement %.4f "
+                    "(expected score) / %.4f (greedy score, %lld unparsed), %lld false positives, %lld false "
+                    "negatives (%.2f s)\n",
+            n, srlm_task_split_name(split), a->seed, acc, t_acc, ag.expected, ag.greedy, (long long)ag.unparsed, (long long)ag.false_pos,
+            (long long)ag.false_neg, srlm_timer_elapsed(&t) - t_acc);
+    printf("{\"event\":\"eval\",\"split\":\"%s\",\"n\":%d,\"seed\":%lld,\"accuracy\":%.6f,\"judge_agreement\":%.6f,"
+           "\"judge_agreement_greedy\":%.6f,\"judge_unparsed\":%lld,\"judge_false_pos\":%lld,"
+           "\"judge_false_neg\":%lld}\n",
+           srlm_task_split_name(split), n, a->seed, acc, ag.expected, ag.greedy, (long long)ag.unparsed, (long long)ag.false_pos,
+           (long long)ag.false_neg);
+  }
+  for (int i = 0; i < n; i++) free(answers[i]);
+  free(answers);
+  free(p);
+  srlm_tokenizer_free(tok);
+  srlm_model_free(m);
+  return st;
+}
+
+static int cmd_eval(const task_args *a) {
+  int rc = need("--model", a->model != NULL);
+  if (rc) return rc;
+  if (a->n < 1 || a->n > 10000000) return srlm_cli_usage_error("task", "--n must be in [1, 10000000]");
+  if (a->batch > 4096) return srlm_cli_usage_error("task", "--batch must be at most 4096");
+  srlm_status st = run_eval(a);
+  return st == SRLM_OK ? 0 : srlm_cli_fail("task", st);
+}
+
+int srlm_cmd_task(int argc, char **argv) {
+  if (argc < 2) return srlm_cli_usage_error("task", "an action is required (sft-data, prompts, check, judge, eval)");
+  const char *act = argv[1];
+  if (!strcmp(act, "--help") || !strcmp(act, "-h") || !strcmp(act, "help")) {
+    fputs(k_task_help, stdout);
+    return 0;
+  }
+  for (int i = 2; i < argc; i++)
+    if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+      fputs(k_task_help, stdout);
+      return 0;
+    }
+  task_args a;
+  int rc = parse_args(argc, argv, &a);
+  if (rc) return rc;
+  if (!strcmp(act, "sft-data")) return cmd_sft_data(&a);
+  if (!strcmp(act, "prompts")) return cmd_prompts(&a);
+  if (!strcmp(act, "check")) return cmd_check(&a);
+  if (!strcmp(act, "judge")) return cmd_judge(&a);
+  if (!strcmp(act, "eval")) return cmd_eval(&a);
+  return srlm_cli_usage_error("task", "unknown action '%s' (sft-data, prompts, check, judge, eval)", act);
+}

@@ -1,0 +1,265 @@
+/* Sign-puzzle evaluation with a model (include/srlm/tasks.h): greedy accuracy by the
+ * checker, judging (greedy rationale, then the score distribution at the score position)
+ * and judge agreement with the checker.
+ *
+ * The score distribution is read with srlm_model_logits over the packed sequences
+ * judge prompt + rationale (one forward per chunk of max_batch sequences) rather than
+ * from the decoder's KV cache, which srlm_generate keeps to itself: the extra forward is
+ * over at most 21 tokens a sequence. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "srlm/generate.h"
+#include "srlm/tasks.h"
+
+#define SRLM_TASK_DEFAULT_BATCH 64
+/* Answer tokens allowed past the answer's 7 before an answer counts as running on. */
+#define SRLM_TASK_ANSWER_SLACK 5
+
+static srlm_status eos_id(const srlm_tokenizer *tok, int32_t *id) {
+  srlm_status st = srlm_tokenizer_token_id(tok, SRLM_TASK_EOS_TEXT, sizeof SRLM_TASK_EOS_TEXT - 1, id);
+  if (st != SRLM_OK) return srlm_error_context(st, "sign puzzle: the tokenizer has no %s token", SRLM_TASK_EOS_TEXT);
+  return SRLM_OK;
+}
+
+/* Encodes n texts into one array: text i is ids[off[i] .. off[i + 1]). */
+static srlm_status encode_all(srlm_tokenizer *tok, int n, char (*texts)[SRLM_TASK_JUDGE_PROMPT_MAX + 1],
+                              srlm_token_ids *ids, int64_t *off) {
+  off[0] = 0;
+  for (int i = 0; i < n; i++) {
+    SRLM_TRY(srlm_tokenizer_encode(tok, texts[i], strlen(texts[i]), ids));
+    off[i + 1] = (int64_t)ids->n;
+    if (off[i + 1] == off[i]) return srlm_error(SRLM_ERR_INTERNAL, "sign puzzle", "text %d encodes to no tokens", i);
+  }
+  return SRLM_OK;
+}
+
+static srlm_status greedy(srlm_model *m, srlm_tokenizer *tok, int max_batch, int max_new, int32_t eos, int n,
+                          const srlm_token_ids *ids, const int64_t *off, srlm_gen_result *res) {
+  srlm_generate_params gp = srlm_generate_params_default();
+  gp.sampler.temperature = 0;
+  gp.max_new_tokens = max_new;
+  gp.max_batch = max_batch > 0 ? max_batch : SRLM_TASK_DEFAULT_BATCH;
+  gp.eos_ids = &eos;
+  gp.n_eos = 1;
+  gp.tok = tok;
+  srlm_gen_request *req = srlm_xcalloc((size_t)n, sizeof *req);
+  for (int i = 0; i < n; i++) {
+    req[i].prompt = ids->ids + off[i];
+    req[i].n_prompt = off[i + 1] - off[i];
+    req[i].seq_id = (uint64_t)i;
+  }
+  srlm_status st = srlm_generate(m, &gp, n, req, res, NULL);
+  free(req);
+  return st;
+}
+
+srlm_status srlm_task_eval_accuracy(srlm_model *m, srlm_tokenizer *tok, int max_batch, int n,
+                                    const srlm_task_puzzle *p, int *correct, char **answers, double *accuracy) {
+  *accuracy = 0;
+  if (n <= 0) return srlm_error(SRLM_ERR_RANGE, "sign puzzle eval", "no puzzles");
+  int32_t eos;
+  SRLM_TRY(eos_id(tok, &eos));
+  char (*q)[SRLM_TASK_JUDGE_PROMPT_MAX + 1] = srlm_xmalloc((size_t)n * sizeof *q);
+  for (int i = 0; i < n; i++) srlm_task_prompt(&p[i], q[i]);
+  srlm_token_ids ids = {0};
+  int64_t *off = srlm_xmalloc(((size_t)n + 1) * sizeof *off);
+  srlm_gen_result *res = srlm_xcalloc((size_t)n, sizeof *res);
+  srlm_status st = encode_all(tok, n, q, &ids, off);
+  if (st == SRLM_OK)
+    st = greedy(m, tok, max_batch, SRLM_TASK_ANSWER_LEN + SRLM_TASK_ANSWER_SLACK, eos, n, &ids, off, res);
+  if (st == SRLM_OK) {
+    int64_t right = 0;
+    for (int i = 0; i < n; i++) {
+      const int ok = res[i].stop == SRLM_STOP_EOS && srlm_task_check(&p[i], res[i].text, res[i].text_len);
+      right += ok;
+      if (correct) correct[i] = ok;
+      if (answers) {
+        answers[i] = res[i].text;
+        res[i].text = NULL;
+      }
+    }
+    *accuracy = (double)right / (double)n;
+  }
+  if (st == SRLM_OK)
+    for (int i = 0; i < n; i++) srlm_gen_result_free(&res[i]);
+  free(res);
+  free(off);
+  srlm_token_ids_free(&ids);
+  free(q);
+  return st;
+}
+
+/* Fills res[i] from the logits row z (V) after sequence i's rationale (text rat, rat_len bytes). */
+static void score_row(const float *z, int64_t V, const int32_t score_ids[5], const char *rat, size_t rat_len,
+                      srlm_task_judge_result *r) {
+  float zmax = z[score_ids[0]];
+  for (int k = 1; k < 5; k++)
+    if (z[score_ids[k]] > zmax) zmax = z[score_ids[k]];
+  double num = 0, den = 0;
+  for (int k = 0; k < 5; k++) {
+    const double e = exp((double)z[score_ids[k]] - (double)zmax);
+    num += (k + 1) * e;
+    den += e;
+  }
+  r->expected = num / den;
+  /* the greedy judgment's next token: the argmax, lowest id on ties (sampler.h) */
+  int64_t best = 0;
+  for (int64_t v = 1; v < V; v++)
+    if (z[v] > z[best]) best = v;
+  r->greedy_score = 0;
+  if (rat_len == SRLM_TASK_RATIONALE_LEN) {
+    for (int k = 0; k < 5; k++)
+      if (best == score_ids[k]) {
+        char text[SRLM_TASK_JUDGMENT_LEN];
+        memcpy(text, rat, SRLM_TASK_RATIONALE_LEN);
+        text[SRLM_TASK_RATIONALE_LEN] = (char)('1' + k);
+        int s;
+        if (srlm_task_judgment_parse(text, sizeof text, &s)) r->greedy_score = s;
+      }
+  }
+  const size_t keep = rat_len < SRLM_TASK_RATIONALE_LEN ? rat_len : SRLM_TASK_RATIONALE_LEN;
+  memcpy(r->rationale, rat, keep);
+  r->rationale[keep] = '\0';
+}
+
+srlm_status srlm_task_judge(srlm_model *m, srlm_tokenizer *tok, int max_batch, srlm_task_rationale_mode mode,
+                            int n, const srlm_task_puzzle *p, const char *const *cand, srlm_task_judge_result *res) {
+  const char *where = "sign puzzle judge";
+  if (n <= 0) return srlm_error(SRLM_ERR_RANGE, where, "no candidates");
+  if (mode != SRLM_TASK_RATIONALE_GREEDY && mode != SRLM_TASK_RATIONALE_REFERENCE && mode != SRLM_TASK_RATIONALE_NONE)
+    return srlm_error(SRLM_ERR_RANGE, where, "unknown rationale mode %d", (int)mode);
+  int32_t eos, score_ids[5];
+  SRLM_TRY(eos_id(tok, &eos));
+  for (int k = 0; k < 5; k++) {
+    const char c = (char)('1' + k);
+    SRLM_TRY(srlm_tokenizer_token_id(tok, &c, 1, &score_ids[k]));
+  }
+  const int64_t V = srlm_model_get_config(m)->vocab_size;
+  for (int k = 0; k < 5; k++)
+    if (score_ids[k] >= V)
+      return srlm_error(SRLM_ERR_RANGE, where, "score token id %d is outside the model's vocabulary (%lld)",
+                        (int)score_ids[k], (long long)V);
+  if (max_batch <= 0) max_batch = SRLM_TASK_DEFAULT_BATCH;
+
+  /* judge prompts */
+  char (*jp)[SRLM_TASK_JUDGE_PROMPT_MAX + 1] = srlm_xmalloc((size_t)n * sizeof *jp);
+  for (int i = 0; i < n; i++) srlm_task_judge_prompt(&p[i], cand[i], cand[i] ? strlen(cand[i]) : 0, jp[i]);
+  srlm_token_ids ids = {0}, rat_ids = {0};
+  int64_t *off = srlm_xmalloc(((size_t)n + 1) * sizeof *off);
+  int64_t *rat_off = srlm_xcalloc((size_t)n + 1, sizeof *rat_off);
+  char (*rat)[SRLM_TASK_JUDGE_PROMPT_MAX + 1] = srlm_xcalloc((size_t)n, sizeof *rat); /* rationale texts */
+  size_t *rat_len = srlm_xcalloc((size_t)n, sizeof *rat_len);
+  srlm_status st = encode_all(tok, n, jp, &ids, off);
+
+  /* rationales: ids rat_ids[rat_off[i] .. rat_off[i + 1]) and texts */
+  if (st == SRLM_OK && mode == SRLM_TASK_RATIONALE_GREEDY) {
+    srlm_gen_result *g = srlm_xcalloc((size_t)n, sizeof *g);
+    st = greedy(m, tok, max_batch, SRLM_TASK_RATIONALE_LEN, eos, n, &ids, off, g);
+    if (st == SRLM_OK) {
+      for (int i = 0; i < n; i++) {
+        const int64_t k = g[i].stop == SRLM_STOP_EOS ? g[i].n - 1 : g[i].n; /* the EOS is not part of it */
+        for (int64_t t = 0; t < k; t++) srlm_token_ids_push(&rat_ids, g[i].ids[t]);
+        rat_off[i + 1] = (int64_t)rat_ids.n;
+        /* a rationale text longer than 9 bytes (special tokens written out) cannot parse:
+         * keep 10 bytes so the parser sees that */
+        rat_len[i] = g[i].text_len < SRLM_TASK_RATIONALE_LEN + 1 ? g[i].text_len : SRLM_TASK_RATIONALE_LEN + 1;
+        if (rat_len[i] > 0) memcpy(rat[i], g[i].text, rat_len[i]);
+        srlm_gen_result_free(&g[i]);
+      }
+    }
+    free(g);
+  } else if (st == SRLM_OK) {
+    for (int i = 0; i < n && st == SRLM_OK; i++) {
+      if (mode == SRLM_TASK_RATIONALE_REFERENCE) {
+        srlm_task_rationale(cand[i], cand[i] ? strlen(cand[i]) : 0, rat[i]);
+        rat_len[i] = SRLM_TASK_RATIONALE_LEN;
+        st = srlm_tokenizer_encode(tok, rat[i], rat_len[i], &rat_ids);
+      }
+      rat_off[i + 1] = (int64_t)rat_ids.n;
+    }
+  }
+
+  /* the score position: after judge prompt + rationale, max_batch sequences a forward */
+  int32_t *tokens = NULL, *cu = NULL;
+  int64_t *pos = NULL;
+  float *logits = NULL;
+  if (st == SRLM_OK) {
+    int64_t max_seq = 0;
+    for (int i = 0; i < n; i++) {
+      const int64_t len = off[i + 1] - off[i] + rat_off[i + 1] - rat_off[i];
+      if (len > max_seq) max_seq = len;
+    }
+    tokens = srlm_xmalloc((size_t)(max_seq * max_batch) * sizeof *tokens);
+    cu = srlm_xmalloc(((size_t)max_batch + 1) * sizeof *cu);
+    pos = srlm_xmalloc((size_t)max_batch * sizeof *pos);
+    logits = srlm_xmalloc((size_t)max_batch * (size_t)V * sizeof *logits);
+  }
+  for (int i0 = 0; st == SRLM_OK && i0 < n; i0 += max_batch) {
+    const int B = n - i0 < max_batch ? n - i0 : max_batch;
+    int64_t T = 0;
+    cu[0] = 0;
+    for (int b = 0; b < B; b++) {
+      const int i = i0 + b;
+      memcpy(tokens + T, ids.ids + off[i], (size_t)(off[i + 1] - off[i]) * sizeof *tokens);
+      T += off[i + 1] - off[i];
+      const int64_t nr = rat_off[i + 1] - rat_off[i];
+      if (nr > 0) memcpy(tokens + T, rat_ids.ids + rat_off[i], (size_t)nr * sizeof *tokens);
+      T += nr;
+      cu[b + 1] = (int32_t)T;
+      pos[b] = T - 1;
+    }
+    const srlm_batch batch = {.B = B, .T = T, .tokens = tokens, .cu_seqlens = cu, .targets = NULL};
+    st = srlm_model_logits(m, &batch, pos, B, logits);
+    for (int b = 0; st == SRLM_OK && b < B; b++)
+      score_row(logits + (size_t)b * (size_t)V, V, score_ids, rat[i0 + b], rat_len[i0 + b], &res[i0 + b]);
+  }
+  free(tokens);
+  free(cu);
+  free(pos);
+  free(logits);
+  free(rat_len);
+  free(rat);
+  free(rat_off);
+  free(off);
+  srlm_token_ids_free(&rat_ids);
+  srlm_token_ids_free(&ids);
+  free(jp);
+  return st;
+}
+
+srlm_status srlm_task_judge_expected(srlm_model *m, srlm_tokenizer *tok, const char *prompt, const char *cand,
+                                     srlm_task_rationale_mode mode, double *score) {
+  srlm_task_puzzle p;
+  SRLM_TRY(srlm_task_prompt_parse(prompt, prompt ? strlen(prompt) : 0, &p));
+  srlm_task_judge_result r;
+  SRLM_TRY(srlm_task_judge(m, tok, 1, mode, 1, &p, &cand, &r));
+  *score = r.expected;
+  return SRLM_OK;
+}
+
+srlm_status srlm_task_judge_agreement(srlm_model *m, srlm_tokenizer *tok, int max_batch, int n,
+                                      const srlm_task_puzzle *p, const char *const *cand,
+                                      srlm_task_agreement *out) {
+  memset(out, 0, sizeof *out);
+  srlm_task_judge_result *r = srlm_xcalloc((size_t)(n > 0 ? n : 1), sizeof *r);
+  srlm_status st = srlm_task_judge(m, tok, max_batch, SRLM_TASK_RATIONALE_GREEDY, n, p, cand, r);
+  if (st == SRLM_OK) {
+    out->n = n;
+    for (int i = 0; i < n; i++) {
+      const int truth = srlm_task_check(&p[i], cand[i], cand[i] ? strlen(cand[i]) : 0);
+      const int exp_ok = r[i].expected >= 3.0;
+      out->checker_correct += truth;
+      out->unparsed += r[i].greedy_score == 0;
+      out->agree_greedy += r[i].greedy_score != 0 && (r[i].greedy_score >= 3) == truth;
+      out->agree_expected += exp_ok == truth;
+      out->false_pos += exp_ok && !truth;
+      out->false_neg += !exp_ok && truth;
+    }
+    out->greedy = (double)out->agree_greedy / (double)n;
+    out->expected = (double)out->agree_expected / (double)n;
+  }
+  free(r);
+  return st;
+}
