@@ -1,0 +1,102 @@
+/* srlm pref: the learner's preference training over pairs (DPO, cDPO, IPO, SimPO, SFT,
+ * each with an optional NLL term on the chosen answer; losses.h has the math), plus an
+ * optional replay batch of plain NLL examples per step (RECIPES.md: the model's own
+ * judgments, so the judge does not drift while the actor is trained).
+ *
+ * A pair is (prompt, chosen response, rejected response) as token ids; a response holds
+ * exactly the generated tokens (EOS included when it was generated). Both sequences of a
+ * pair are prompt + response, packed without padding; logpi(y) sums the response
+ * tokens' log-probs, predicted from the position before each.
+ *
+ * Reference log-probs (srlm_pref_ref_logps) are computed once, before any update, from
+ * the model as it is: called at the start of an iteration they are the iteration's
+ * starting weights M_t (ALGORITHMS.md section 1), never a second trainable model.
+ *
+ * Steps: one optimizer step takes the next batch_pairs pairs of the epoch's order (a
+ * Philox permutation keyed by (seed, epoch)); its loss is the pair loss normalized over
+ * the step's pairs plus replay_weight times the replay examples' mean-token NLL; the
+ * model's one backward gets the per-token coefficients of both; AdamW (optim.h) updates.
+ * A non-finite loss or gradient skips the step (counted). Deterministic for a seed.
+ */
+#ifndef SRLM_PREF_H
+#define SRLM_PREF_H
+
+#include <stdint.h>
+
+#include "srlm/core.h"
+#include "srlm/losses.h"
+#include "srlm/model.h"
+#include "srlm/optim.h"
+#include "srlm/sft.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define SRLM_PREF_RNG_PURPOSE 0x9ef0u
+
+typedef struct srlm_pref_pair {
+  const int32_t *prompt;   /* (prompt_len) */
+  const int32_t *chosen;   /* (chosen_len) >= 1 token */
+  const int32_t *rejected; /* (rejected_len) >= 1 token */
+  int64_t prompt_len, chosen_len, rejected_len;
+} srlm_pref_pair;
+
+/* ref_chosen[i] = logpi_ref(chosen_i), ref_rejected[i] likewise, from the model's current
+ * weights, in packed batches of up to max_tokens tokens. */
+srlm_status srlm_pref_ref_logps(srlm_model *m, const srlm_pref_pair *pairs, int64_t n, int64_t max_tokens,
+                                double *ref_chosen, double *ref_rejected);
+
+/* Gradient of the pair loss of pairs idx[0..count) (normalized over count pairs),
+ * ACCUMULATED into srlm_model_grads (the model's backward adds); no optimizer step.
+ * For tests and for learners that all-reduce gradients before stepping. m may be NULL. */
+srlm_status srlm_pref_grad(srlm_model *m, const srlm_pref_pair *pairs, const int64_t *idx, int64_t count,
+                           const double *ref_chosen, const double *ref_rejected, const srlm_pref_options *loss,
+                           srlm_pref_metrics *metrics);
+
+/* What one optimizer step did (passed to the step callback). */
+typedef struct srlm_pref_step_info {
+  int64_t step, total_steps;
+  int epoch, epochs;
+  srlm_pref_metrics pref; /* sums over the step's pairs (divide by pref.pairs) */
+  double loss;            /* pair loss + replay_weight * replay NLL */
+  double replay_nll;      /* mean-token NLL of the replay batch (NaN when none) */
+  double lr, grad_norm, clip_scale;
+  int skipped;
+  int64_t n_skipped;
+  int64_t tokens; /* tokens forwarded in the step (pairs and replay) */
+  double step_seconds, elapsed_seconds;
+} srlm_pref_step_info;
+
+typedef srlm_status (*srlm_pref_step_fn)(const srlm_pref_step_info *info, void *user);
+
+typedef struct srlm_pref_train_options {
+  srlm_pref_options loss;        /* kind, beta, label smoothing, nll_weight (norm is set per step) */
+  int batch_pairs;               /* pairs per optimizer step (>= 1) */
+  int epochs;                    /* passes over the pairs (>= 1) */
+  srlm_optim_config optim;
+  srlm_lr_schedule schedule;     /* total_steps is filled in from the data */
+  uint64_t seed;
+  const srlm_sft_data *replay;   /* NULL or empty: no replay term */
+  int replay_batch;              /* replay examples per step */
+  double replay_weight;
+  srlm_pref_step_fn on_step;
+  void *user;
+} srlm_pref_train_options;
+
+typedef struct srlm_pref_summary {
+  int64_t steps, skipped, tokens;
+  double first_loss, last_loss, seconds;
+  srlm_pref_metrics pref; /* over all steps */
+} srlm_pref_summary;
+
+/* Trains m on n pairs with reference log-probs ref_* (from srlm_pref_ref_logps; may be
+ * NULL for losses without a reference). A fresh optimizer per call (RECIPES.md: fresh
+ * optimizer each iteration). */
+srlm_status srlm_pref_train(srlm_model *m, const srlm_pref_pair *pairs, int64_t n, const double *ref_chosen,
+                            const double *ref_rejected, const srlm_pref_train_options *o, srlm_pref_summary *out);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,358 @@
+/* Preference training over pairs: reference log-probs once, then steps of packed pairs
+ * (+ a replay NLL batch) through the model's one backward and AdamW. Conventions in
+ * include/srlm/pref.h; the loss math is losses.c. Nothing here prints. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "srlm/pref.h"
+
+/* Packed sequences with targets on the response tokens; seq_of[t] = sequence of token t. */
+typedef struct packed {
+  int32_t *tokens, *targets, *cu;
+  int32_t *seq_of; /* (T) sequence index, -1 where there is no target */
+  int64_t T, cap;
+  int B, cap_seqs;
+  float *logp, *g; /* (cap) */
+} packed;
+
+static void packed_reserve(packed *p, int64_t tokens, int seqs) {
+  if (tokens > p->cap) {
+    p->cap = tokens;
+    p->tokens = srlm_xrealloc(p->tokens, (size_t)tokens * sizeof *p->tokens);
+    p->targets = srlm_xrealloc(p->targets, (size_t)tokens * sizeof *p->targets);
+    p->seq_of = srlm_xrealloc(p->seq_of, (size_t)tokens * sizeof *p->seq_of);
+    p->logp = srlm_xrealloc(p->logp, (size_t)tokens * sizeof *p->logp);
+    p->g = srlm_xrealloc(p->g, (size_t)tokens * sizeof *p->g);
+  }
+  if (seqs + 1 > p->cap_seqs) {
+    p->cap_seqs = seqs + 1;
+    p->cu = srlm_xrealloc(p->cu, (size_t)p->cap_seqs * sizeof *p->cu);
+  }
+}
+
+static void packed_free(packed *p) {
+  free(p->tokens);
+  free(p->targets);
+  free(p->seq_of);
+  free(p->cu);
+  free(p->logp);
+  free(p->g);
+  memset(p, 0, sizeof *p);
+}
+
+/* Appends prompt + response as one sequence whose response tokens are its targets. */
+static void packed_add(packed *p, const int32_t *prompt, int64_t np, const int32_t *resp, int64_t nr) {
+  int64_t t0 = p->T;
+  memcpy(p->tokens + t0, prompt, (size_t)np * sizeof *prompt);
+  memcpy(p->tokens + t0 + np, resp, (size_t)nr * sizeof *resp);
+  for (int64_t t = t0; t < t0 + np + nr; t++) {
+    p->targets[t] = -1;
+    p->seq_of[t] = -1;
+  }
+  /* the token at position np + j is predicted at position np + j - 1 (a prompt of length
+     0 cannot predict the first response token: it is then not a target) */
+  for (int64_t j = 0; j < nr; j++) {
+    int64_t at = t0 + np + j - 1;
+    if (at < t0) continue;
+    p->targets[at] = resp[j];
+    p->seq_of[at] = p->B;
+  }
+  p->T += np + nr;
+  p->B++;
+  p->cu[p->B] = (int32_t)p->T;
+}
+
+static void packed_begin(packed *p, int64_t tokens, int seqs) {
+  packed_reserve(p, tokens, seqs);
+  p->T = 0;
+  p->B = 0;
+  p->cu[0] = 0;
+}
+
+static srlm_batch packed_batch(const packed *p) {
+  return (srlm_batch){.B = p->B, .T = p->T, .tokens = p->tokens, .cu_seqlens = p->cu, .targets = p->targets};
+}
+
+static int64_t pair_tokens(const srlm_pref_pair *q) { return 2 * q->prompt_len + q->chosen_len + q->rejected_len; }
+
+static srlm_status check_pair(const srlm_pref_pair *q, int64_t i) {
+  if (q->chosen_len < 1 || q->rejected_len < 1 || q->prompt_len < 1)
+    return srlm_error(SRLM_ERR_RANGE, "pref", "pair %lld: prompt, chosen and rejected need >= 1 token each "
+                      "(%lld, %lld, %lld)", (long long)i, (long long)q->prompt_len, (long long)q->chosen_len,
+                      (long long)q->rejected_len);
+  return SRLM_OK;
+}
+
+/* Per-sequence sums of the batch's target log-probs into sums (B). */
+static void sequence_sums(const packed *p, double *sums) {
+  for (int b = 0; b < p->B; b++) sums[b] = 0;
+  for (int64_t t = 0; t < p->T; t++)
+    if (p->seq_of[t] >= 0) sums[p->seq_of[t]] += (double)p->logp[t];
+}
+
+srlm_status srlm_pref_ref_logps(srlm_model *m, const srlm_pref_pair *pairs, int64_t n, int64_t max_tokens,
+                                double *ref_chosen, double *ref_rejected) {
+  packed p = {0};
+  double *sums = NULL;
+  int sums_cap = 0;
+  srlm_status st = SRLM_OK;
+  for (int64_t i = 0; i < n && st == SRLM_OK;) {
+    /* as many whole pairs as fit in max_tokens (at least one) */
+    int64_t j = i, tokens = 0;
+    while (j < n && (j == i || tokens + pair_tokens(&pairs[j]) <= max_tokens)) tokens += pair_tokens(&pairs[j++]);
+    packed_begin(&p, tokens, (int)(2 * (j - i)));
+    for (int64_t k = i; k < j && st == SRLM_OK; k++) {
+      st = check_pair(&pairs[k], k);
+      packed_add(&p, pairs[k].prompt, pairs[k].prompt_len, pairs[k].chosen, pairs[k].chosen_len);
+      packed_add(&p, pairs[k].prompt, pairs[k].prompt_len, pairs[k].rejected, pairs[k].rejected_len);
+    }
+    srlm_batch b = packed_batch(&p);
+    if (st == SRLM_OK) st = srlm_model_logprobs(m, &b, p.logp);
+    if (p.B > sums_cap) {
+      sums_cap = p.B;
+      sums = srlm_xrealloc(sums, (size_t)sums_cap * sizeof *sums);
+    }
+    if (st == SRLM_OK) {
+      sequence_sums(&p, sums);
+      for (int64_t k = i; k < j; k++) {
+        ref_chosen[k] = sums[2 * (k - i)];
+        ref_rejected[k] = sums[2 * (k - i) + 1];
+      }
+    }
+    i = j;
+  }
+  free(sums);
+  packed_free(&p);
+  return st;
+}
+
+/* The order of the pairs in one epoch: Fisher-Yates keyed by (seed, epoch). */
+static void epoch_order(int64_t n, uint64_t seed, int epoch, int64_t *order) {
+  for (int64_t i = 0; i < n; i++) order[i] = i;
+  for (int64_t i = n - 1; i > 0; i--) {
+    srlm_philox_out r = srlm_rng_bits(seed, SRLM_PREF_RNG_PURPOSE, (uint32_t)epoch, (uint32_t)i, (uint32_t)(i >> 32));
+    uint64_t x = ((uint64_t)r.v[0] << 32) | r.v[1];
+    int64_t j = (int64_t)(x % (uint64_t)(i + 1));
+    int64_t tmp = order[i];
+    order[i] = order[j];
+    order[j] = tmp;
+  }
+}
+
+typedef struct pref_run {
+  srlm_model *m;
+  const srlm_pref_pair *pairs;
+  const double *ref_chosen, *ref_rejected;
+  const srlm_pref_train_options *o;
+  packed p;
+  srlm_sft_batch replay;
+  float *replay_logp, *replay_g;
+  size_t replay_cap;
+  int64_t replay_next; /* the next replay example (cycling) */
+  double *lc, *lr, *rc, *rr, *cc, *cr, *sums; /* per pair of a step */
+  int64_t *len_c, *len_r;
+} pref_run;
+
+static void run_alloc(pref_run *r, int64_t per_step) {
+  const size_t k = (size_t)per_step;
+  r->lc = srlm_xmalloc(k * sizeof(double));
+  r->lr = srlm_xmalloc(k * sizeof(double));
+  r->rc = srlm_xmalloc(k * sizeof(double));
+  r->rr = srlm_xmalloc(k * sizeof(double));
+  r->cc = srlm_xmalloc(k * sizeof(double));
+  r->cr = srlm_xmalloc(k * sizeof(double));
+  r->sums = srlm_xmalloc(2 * k * sizeof(double));
+  r->len_c = srlm_xmalloc(k * sizeof(int64_t));
+  r->len_r = srlm_xmalloc(k * sizeof(int64_t));
+}
+
+static void run_free(pref_run *r) {
+  free(r->lc);
+  free(r->lr);
+  free(r->rc);
+  free(r->rr);
+  free(r->cc);
+  free(r->cr);
+  free(r->sums);
+  free(r->len_c);
+  free(r->len_r);
+  free(r->replay_logp);
+  free(r->replay_g);
+  srlm_sft_batch_free(&r->replay);
+  packed_free(&r->p);
+}
+
+/* The pair part of one step: forward, loss, per-token coefficients, backward. */
+static srlm_status pairs_step(pref_run *r, const srlm_pref_options *loss, const int64_t *idx, int64_t count,
+                              srlm_pref_metrics *pm, int *finite) {
+  int64_t tokens = 0;
+  for (int64_t k = 0; k < count; k++) tokens += pair_tokens(&r->pairs[idx[k]]);
+  packed *p = &r->p;
+  packed_begin(p, tokens, (int)(2 * count));
+  for (int64_t k = 0; k < count; k++) {
+    const srlm_pref_pair *q = &r->pairs[idx[k]];
+    SRLM_TRY(check_pair(q, idx[k]));
+    packed_add(p, q->prompt, q->prompt_len, q->chosen, q->chosen_len);
+    packed_add(p, q->prompt, q->prompt_len, q->rejected, q->rejected_len);
+    r->len_c[k] = q->chosen_len;
+    r->len_r[k] = q->rejected_len;
+    if (r->ref_chosen) {
+      r->rc[k] = r->ref_chosen[idx[k]];
+      r->rr[k] = r->ref_rejected[idx[k]];
+    }
+  }
+  srlm_batch b = packed_batch(p);
+  SRLM_TRY(srlm_model_forward_train(r->m, &b, p->logp));
+  sequence_sums(p, r->sums);
+  for (int64_t k = 0; k < count; k++) {
+    r->lc[k] = r->sums[2 * k];
+    r->lr[k] = r->sums[2 * k + 1];
+  }
+  srlm_pref_options lo = *loss;
+  lo.norm = count;
+  srlm_pref_batch pb = {.n = count, .logp_chosen = r->lc, .logp_rejected = r->lr,
+                        .ref_chosen = r->ref_chosen ? r->rc : NULL, .ref_rejected = r->ref_chosen ? r->rr : NULL,
+                        .len_chosen = r->len_c, .len_rejected = r->len_r};
+  SRLM_TRY(srlm_loss_pref(&lo, &pb, r->cc, r->cr, pm));
+  *finite = isfinite(pm->loss);
+  if (!*finite) return SRLM_OK;
+  for (int64_t t = 0; t < p->T; t++) {
+    int s = p->seq_of[t];
+    p->g[t] = s < 0 ? 0.0f : (float)(s % 2 == 0 ? r->cc[s / 2] : r->cr[s / 2]);
+  }
+  return srlm_model_backward(r->m, p->g);
+}
+
+/* The replay part: the next replay_batch examples (cycling), mean-token NLL times the
+ * weight. Sets *nll to the mean NLL. */
+static srlm_status replay_step(pref_run *r, double *nll, int64_t *tokens, int *finite) {
+  const srlm_pref_train_options *o = r->o;
+  const srlm_sft_data *d = o->replay;
+  int count = o->replay_batch < d->n ? o->replay_batch : (int)d->n;
+  int64_t *idx = srlm_xmalloc((size_t)count * sizeof *idx);
+  for (int k = 0; k < count; k++) idx[k] = (r->replay_next + k) % d->n;
+  r->replay_next = (r->replay_next + count) % d->n;
+  srlm_sft_batch_fill(&r->replay, d, idx, count);
+  free(idx);
+  const srlm_batch *b = &r->replay.b;
+  if ((size_t)b->T > r->replay_cap) {
+    r->replay_cap = (size_t)b->T;
+    r->replay_logp = srlm_xrealloc(r->replay_logp, r->replay_cap * sizeof *r->replay_logp);
+    r->replay_g = srlm_xrealloc(r->replay_g, r->replay_cap * sizeof *r->replay_g);
+  }
+  SRLM_TRY(srlm_model_forward_train(r->m, b, r->replay_logp));
+  double s = 0;
+  const double coef = -o->replay_weight / (double)r->replay.n_targets;
+  for (int64_t t = 0; t < b->T; t++) {
+    r->replay_g[t] = b->targets[t] >= 0 ? (float)coef : 0.0f;
+    if (b->targets[t] >= 0) s -= (double)r->replay_logp[t];
+  }
+  *nll = s / (double)r->replay.n_targets;
+  *tokens = b->T;
+  *finite = isfinite(s);
+  if (!*finite) return SRLM_OK;
+  return srlm_model_backward(r->m, r->replay_g);
+}
+
+static srlm_status check_options(const srlm_pref_train_options *o, const double *ref_chosen) {
+  if (o->batch_pairs < 1) return srlm_error(SRLM_ERR_CONFIG, "train.batch_size", "%d must be >= 1", o->batch_pairs);
+  if (o->epochs < 1) return srlm_error(SRLM_ERR_CONFIG, "train.epochs", "%d must be >= 1", o->epochs);
+  if (!ref_chosen && (o->loss.kind == SRLM_PREF_DPO || o->loss.kind == SRLM_PREF_IPO))
+    return srlm_error(SRLM_ERR_INTERNAL, "pref", "DPO and IPO need reference log-probs");
+  if (o->replay && o->replay->n > 0 && o->replay_batch < 1)
+    return srlm_error(SRLM_ERR_CONFIG, "pref", "replay batch %d must be >= 1", o->replay_batch);
+  return SRLM_OK;
+}
+
+srlm_status srlm_pref_train(srlm_model *m, const srlm_pref_pair *pairs, int64_t n, const double *ref_chosen,
+                            const double *ref_rejected, const srlm_pref_train_options *o, srlm_pref_summary *out) {
+  srlm_pref_summary local;
+  if (!out) out = &local;
+  memset(out, 0, sizeof *out);
+  SRLM_TRY(check_options(o, ref_chosen));
+  if (n == 0) return SRLM_OK;
+  const int64_t per_step = o->batch_pairs < n ? o->batch_pairs : n;
+  const int64_t steps_per_epoch = (n + per_step - 1) / per_step;
+  srlm_lr_schedule sched = o->schedule;
+  sched.total_steps = steps_per_epoch * o->epochs;
+  SRLM_TRY(srlm_lr_schedule_check(&sched));
+  srlm_optim *opt;
+  SRLM_TRY(srlm_optim_create_for_model(m, &o->optim, &opt));
+  pref_run r = {.m = m, .pairs = pairs, .ref_chosen = ref_chosen, .ref_rejected = ref_rejected, .o = o};
+  run_alloc(&r, per_step);
+  int64_t *order = srlm_xmalloc((size_t)n * sizeof *order);
+  const int use_replay = o->replay && o->replay->n > 0 && o->replay_weight > 0;
+  float *params = srlm_model_params(m);
+  float *grads = srlm_model_grads(m);
+  srlm_status st = srlm_model_zero_grad(m);
+  srlm_timer total;
+  srlm_timer_start(&total);
+  int64_t step = 0;
+  for (int epoch = 0; st == SRLM_OK && epoch < o->epochs; epoch++) {
+    epoch_order(n, o->seed, epoch, order);
+    for (int64_t s = 0; st == SRLM_OK && s < steps_per_epoch; s++) {
+      srlm_timer t;
+      srlm_timer_start(&t);
+      const int64_t first = s * per_step, count = n - first < per_step ? n - first : per_step;
+      srlm_pref_step_info info = {.step = step + 1, .total_steps = sched.total_steps, .epoch = epoch + 1,
+                                  .epochs = o->epochs, .lr = srlm_lr_at(&sched, step), .grad_norm = NAN,
+                                  .clip_scale = 1.0, .replay_nll = NAN};
+      int finite = 1;
+      st = pairs_step(&r, &o->loss, order + first, count, &info.pref, &finite);
+      info.tokens = r.p.T;
+      info.loss = info.pref.loss;
+      if (st == SRLM_OK && finite && use_replay) {
+        int64_t rt = 0;
+        st = replay_step(&r, &info.replay_nll, &rt, &finite);
+        info.tokens += rt;
+        info.loss += o->replay_weight * info.replay_nll;
+      }
+      if (st != SRLM_OK) break;
+      if (finite) {
+        srlm_optim_stats os;
+        st = srlm_optim_step(opt, params, grads, info.lr, &os);
+        if (st != SRLM_OK) break;
+        info.grad_norm = os.grad_norm;
+        info.clip_scale = os.clip_scale;
+        info.skipped = os.skipped;
+      } else {
+        info.skipped = 1;
+      }
+      st = srlm_model_zero_grad(m);
+      if (st != SRLM_OK) break;
+      step++;
+      out->skipped += info.skipped;
+      out->tokens += info.tokens;
+      if (!info.skipped) srlm_pref_metrics_merge(&out->pref, &info.pref);
+      info.n_skipped = out->skipped;
+      info.step_seconds = srlm_timer_elapsed(&t);
+      info.elapsed_seconds = srlm_timer_elapsed(&total);
+      if (step == 1) out->first_loss = info.loss;
+      out->last_loss = info.loss;
+      if (o->on_step) st = o->on_step(&info, o->user);
+    }
+  }
+  out->steps = step;
+  out->seconds = srlm_timer_elapsed(&total);
+  free(order);
+  run_free(&r);
+  srlm_optim_free(opt);
+  return st;
+}
+
+srlm_status srlm_pref_grad(srlm_model *m, const srlm_pref_pair *pairs, const int64_t *idx, int64_t count,
+                           const double *ref_chosen, const double *ref_rejected, const srlm_pref_options *loss,
+                           srlm_pref_metrics *metrics) {
+  srlm_pref_metrics local;
+  memset(&local, 0, sizeof local);
+  if (count < 1) return srlm_error(SRLM_ERR_RANGE, "pref", "no pairs");
+  pref_run r = {.m = m, .pairs = pairs, .ref_chosen = ref_chosen, .ref_rejected = ref_rejected};
+  run_alloc(&r, count);
+  int finite = 1;
+  srlm_status st = pairs_step(&r, loss, idx, count, &local, &finite);
+  if (st == SRLM_OK && !finite) st = srlm_error(SRLM_ERR_RANGE, "pref", "the pair loss is not finite");
+  run_free(&r);
+  if (metrics) *metrics = local;
+  return st;
+}
