@@ -1,0 +1,188 @@
+/* srlm comm: every communicator of a job, and every byte that moves between roles.
+ *
+ * Roles. A job has three roles: generators sample answers, judges score them,
+ * learners train. Either every rank plays all three in turn over its own shard
+ * (colocated: roles.colocate = true, or a job of one rank, e.g. `srlm train` without
+ * mpirun), or each rank plays one role, by the counts roles.learners, roles.generators,
+ * roles.judges, which must each be >= 1 and add up to the world size.
+ *
+ * Rank layout (separate roles): learners first, then generators, then judges, each
+ * block in world-rank order. Learner rank 0 is world rank 0: it prints progress,
+ * writes checkpoints and is the root of the weight broadcast.
+ *   mpirun -np 4 with learners 1, generators 2, judges 1:
+ *     world rank   role        role rank   learner group   broadcast comm
+ *     0            learner     0           rank 0          rank 0 (root)
+ *     1            generator   0           -               rank 1
+ *     2            generator   1           -               rank 2
+ *     3            judge       0           -               rank 3
+ *   mpirun -np 5 with learners 2, generators 2, judges 1:
+ *     0 learner 0, 1 learner 1, 2 generator 0, 3 generator 1, 4 judge 0;
+ *     learner group {0, 1}; broadcast comm {0, 2, 3, 4} (learner 1 keeps its own
+ *     weights: learners apply the same all-reduced gradients and stay identical).
+ * Colocated: every rank is rank r of every role; the learner group and the broadcast
+ * comm are the whole world.
+ *
+ * Communicators (created by srlm_comm_assign_roles, freed by srlm_comm_free):
+ *   world          all ranks (a duplicate of MPI_COMM_WORLD)
+ *   per role       the ranks of one role (a rank outside the role has none)
+ *   learner group  the learners: gradient all-reduce
+ *   broadcast      learner rank 0 + every generator and judge: weight broadcast
+ *
+ * Errors. Invariant 4 of DESIGN.md: a failure on one rank becomes a decision of all
+ * ranks. Two tools:
+ *   - srlm_comm_agree(c, st): every rank passes its local status; all learn whether
+ *     any failed, and every rank returns the first failing rank's error (its code and
+ *     message, prefixed "rank R (role)"). Call it before a collective that a failed
+ *     rank would not join, then every rank can stop cleanly together.
+ *   - srlm_comm_abort(c, st): the role's top level prints this rank's error and ends
+ *     the whole job with MPI_Abort (never exit() on one rank). srlm_comm_init installs
+ *     an abort hook, so an SRLM_CHECK failure anywhere also ends every rank.
+ * A rank that dies (signal, exit without MPI_Finalize) makes mpirun end the job, so no
+ * rank hangs on a dead peer. Errors of srlm_comm_assign_roles depend only on the
+ * config and the world size, so they are the same on every rank: the top level may
+ * print them on rank 0 and end every rank with srlm_comm_free and exit status 2.
+ *
+ * Determinism of the gradient all-reduce. MPI_Allreduce on floats does not fix the
+ * order of the additions: the algorithm (and so the rounding) depends on the message
+ * size, the number of ranks and the network, so sums can differ in the last bits
+ * between layouts and transports. SRLM_COMM_DETERMINISTIC sums in learner-rank order
+ * (((g0 + g1) + g2) + ...) for every element, the same for every MPI algorithm:
+ * each learner owns a 1/L slice, receives that slice from every learner
+ * (MPI_Alltoallv), sums it in rank order and the slices are gathered back
+ * (MPI_Allgatherv). It moves the same bytes as a ring all-reduce and needs a second
+ * buffer of n floats; srlm uses it by default. With one learner both are no-ops.
+ *
+ * Backends. The handle hides the transport: SRLM_COMM_MPI (host memory, this build)
+ * and SRLM_COMM_NCCL (reserved: float buffers of the weight broadcast and the
+ * all-reduce would be device memory; shards, agree and abort stay on MPI). Role code
+ * calls only this interface, so a new backend changes nothing in src/roles.
+ *
+ * Threads: one handle is used by one thread (MPI is initialized with
+ * MPI_THREAD_FUNNELED; OpenMP threads inside ops never call comm).
+ */
+#ifndef SRLM_COMM_H
+#define SRLM_COMM_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "srlm/core.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct srlm_comm srlm_comm;
+
+typedef enum srlm_comm_backend { SRLM_COMM_MPI = 0, SRLM_COMM_NCCL } srlm_comm_backend;
+
+typedef enum srlm_role { SRLM_ROLE_LEARNER = 0, SRLM_ROLE_GENERATOR, SRLM_ROLE_JUDGE, SRLM_ROLE_COUNT } srlm_role;
+
+/* "learner", "generator", "judge". */
+const char *srlm_role_name(srlm_role role);
+
+/* The role counts of the config (roles.* in config.h). */
+typedef struct srlm_comm_roles {
+  int learners;
+  int generators;
+  int judges;
+  bool colocate;
+} srlm_comm_roles;
+
+/* ---- setup -------------------------------------------------------------- */
+
+/* Initializes MPI if nobody has (argc/argv may be NULL), or joins an MPI that the
+ * caller initialized; a process not started by mpirun is rank 0 of 1. Creates the world
+ * communicator, installs the abort hook and sets the log context to this rank. Only
+ * SRLM_COMM_MPI is built; other backends are SRLM_ERR_UNSUPPORTED. */
+srlm_status srlm_comm_init(int *argc, char ***argv, srlm_comm_backend backend, srlm_comm **out);
+
+/* Splits the world into roles (the layout above) and creates every communicator. A count
+ * mismatch is an SRLM_ERR_CONFIG error naming roles.* and the world size. Collective
+ * over the world; call once. Sets the log context role ("learner", ..., or "colocated"). */
+srlm_status srlm_comm_assign_roles(srlm_comm *c, const srlm_comm_roles *roles);
+
+/* Frees the communicators and finalizes MPI if srlm_comm_init initialized it. Collective
+ * (every rank calls it). NULL is a no-op. */
+void srlm_comm_free(srlm_comm *c);
+
+/* ---- who is who --------------------------------------------------------- */
+
+int srlm_comm_rank(const srlm_comm *c); /* world rank */
+int srlm_comm_size(const srlm_comm *c); /* world size */
+srlm_comm_backend srlm_comm_backend_of(const srlm_comm *c);
+bool srlm_comm_colocated(const srlm_comm *c);
+/* Whether this rank plays the role (all three when colocated). */
+bool srlm_comm_has_role(const srlm_comm *c, srlm_role role);
+/* This rank's rank within the role (-1 when it does not play it) and the role's size. */
+int srlm_comm_role_rank(const srlm_comm *c, srlm_role role);
+int srlm_comm_role_size(const srlm_comm *c, srlm_role role);
+/* World rank of member i (0 <= i < role size) of a role: for shard destinations. */
+int srlm_comm_world_rank_of(const srlm_comm *c, srlm_role role, int i);
+/* A short name of this rank's role(s): "learner", "generator", "judge" or "colocated". */
+const char *srlm_comm_role_label(const srlm_comm *c);
+
+/* ---- collectives -------------------------------------------------------- */
+
+/* World barrier. */
+srlm_status srlm_comm_barrier(srlm_comm *c);
+
+/* All-agree-ok over the world: returns SRLM_OK on every rank when every rank passed
+ * SRLM_OK; otherwise every rank returns the code of the lowest failing rank with the
+ * error "rank R (role): <its message>" (and the number of other failing ranks). */
+srlm_status srlm_comm_agree(srlm_comm *c, srlm_status local);
+
+/* Ends the whole job: prints this rank's error (srlm_error_message(), with code) and
+ * calls MPI_Abort with srlm_status_exit_code(code) (1 if that is 0). For role top
+ * levels only; library code returns errors. c may be NULL (MPI_COMM_WORLD is used). */
+SRLM_NORETURN void srlm_comm_abort(srlm_comm *c, srlm_status code);
+
+/* Weight broadcast from learner rank 0 over the broadcast comm, in buckets of
+ * bucket_bytes (rounded down to whole floats, at least one float, at most 1 GiB;
+ * 0 = 64 MiB; the root's value counts, receivers follow the header).
+ * w: (n) flat parameters; the root sends them, receivers overwrite theirs.
+ * version: the root sends *version; a receiver passing *version >= 0 requires exactly
+ * that version (a mismatch is an SRLM_ERR_INTERNAL error naming both), passing -1
+ * accepts any; on return *version is the root's. The root's n, version and bucket size
+ * travel in a header first: a receiver holding a different n gets an error naming both
+ * (after the broadcast completes, so no rank is left waiting). A rank outside the
+ * broadcast comm (learners other than rank 0) returns at once. */
+srlm_status srlm_comm_bcast_weights(srlm_comm *c, float *w, int64_t n, int64_t *version, size_t bucket_bytes);
+
+typedef enum srlm_comm_reduce {
+  SRLM_COMM_SUM = 0,
+  SRLM_COMM_MEAN,          /* sum / number of learners */
+  SRLM_COMM_REDUCE_COUNT
+} srlm_comm_reduce;
+
+typedef enum srlm_comm_order {
+  SRLM_COMM_DETERMINISTIC = 0, /* sum in learner-rank order (see above) */
+  SRLM_COMM_FAST               /* MPI_Allreduce (NCCL later): order left to the library */
+} srlm_comm_order;
+
+/* In-place all-reduce over the learner group. g: (n). Learners only (others: error). */
+srlm_status srlm_comm_allreduce_grads(srlm_comm *c, float *g, int64_t n, srlm_comm_reduce op, srlm_comm_order order);
+
+/* ---- point-to-point: rollout shards and other byte messages ------------- */
+
+#define SRLM_COMM_ANY_SOURCE (-1)
+
+/* Sends len bytes to world rank dest (a header with the length goes first). Blocking.
+ * len 0 is allowed. */
+srlm_status srlm_comm_send(srlm_comm *c, int dest, const void *buf, size_t len);
+
+/* Sends an end-of-stream marker to dest: the receiver's srlm_comm_recv returns with
+ * *end = true. A producer sends one to each consumer when it has no more shards. */
+srlm_status srlm_comm_send_end(srlm_comm *c, int dest);
+
+/* Receives the next message from world rank src (or SRLM_COMM_ANY_SOURCE). On return
+ * *src_out (may be NULL) is the sender; either *end is true (the sender's end marker,
+ * *buf NULL, *len 0), or *buf is a new buffer of *len bytes (free()). Messages from
+ * one sender arrive in the order sent. */
+srlm_status srlm_comm_recv(srlm_comm *c, int src, void **buf, size_t *len, int *src_out, bool *end);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

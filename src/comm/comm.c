@@ -1,0 +1,415 @@
+/* srlm comm, MPI backend: communicators by role, weight broadcast, gradient
+ * all-reduce, byte messages between roles, agree and abort (the interface, the rank
+ * layout and the error rules are in include/srlm/comm.h).
+ *
+ * Every MPI call goes through SRLM_MPI, and the communicators are set to
+ * MPI_ERRORS_RETURN, so an MPI failure comes back as an SRLM_ERR_LIB error naming the
+ * call, file:line and rank; the top level then decides (usually srlm_comm_abort).
+ * Counts passed to MPI are ints: large buffers move in pieces of at most
+ * CHUNK_BYTES, so int counts never overflow.
+ */
+#include <limits.h>
+#include <mpi.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "srlm/comm.h"
+
+#define CHUNK_BYTES ((size_t)1 << 30)
+#define DEFAULT_BUCKET_BYTES ((size_t)64 << 20)
+#define BCAST_MAGIC 0x5357454947484e53ll /* header word of a weight broadcast */
+#define MSG_MAGIC 0x4d4c5253u            /* header word of a point-to-point message */
+#define MSG_END 1u                       /* kind bit: end-of-stream marker */
+#define TAG_HDR 7101
+#define TAG_DATA 7102
+#define AGREE_MSG 2040
+
+static _Thread_local char g_mpi_desc[MPI_MAX_ERROR_STRING + 1];
+static const char *mpi_desc(int rc) {
+  int n = 0;
+  if (MPI_Error_string(rc, g_mpi_desc, &n) != MPI_SUCCESS) snprintf(g_mpi_desc, sizeof g_mpi_desc, "unknown MPI error");
+  return g_mpi_desc;
+}
+#define SRLM_MPI(call) SRLM_LIB_CALL("MPI", int, call, srlm_rc == MPI_SUCCESS, mpi_desc(srlm_rc))
+
+struct srlm_comm {
+  srlm_comm_backend backend;
+  int rank, size;
+  bool we_initialized; /* MPI_Init was ours: srlm_comm_free finalizes */
+  bool roles_assigned;
+  bool colocated;
+  int my_role;                    /* separate roles: this rank's role; colocated: -1 */
+  int count[SRLM_ROLE_COUNT];     /* ranks per role */
+  MPI_Comm world;                 /* duplicate of MPI_COMM_WORLD */
+  MPI_Comm role[SRLM_ROLE_COUNT]; /* MPI_COMM_NULL where this rank does not play the role */
+  MPI_Comm bcast;                 /* learner 0 + generators + judges; MPI_COMM_NULL elsewhere */
+};
+
+static const char *const k_role_names[SRLM_ROLE_COUNT] = {"learner", "generator", "judge"};
+
+const char *srlm_role_name(srlm_role role) {
+  return (unsigned)role < SRLM_ROLE_COUNT ? k_role_names[role] : "unknown role";
+}
+
+/* SRLM_CHECK failures on any rank end the whole job. */
+static void abort_hook(int exit_code) {
+  int inited = 0, fin = 0;
+  MPI_Initialized(&inited);
+  MPI_Finalized(&fin);
+  if (inited && !fin) MPI_Abort(MPI_COMM_WORLD, exit_code);
+}
+
+/* ---- setup -------------------------------------------------------------- */
+
+srlm_status srlm_comm_init(int *argc, char ***argv, srlm_comm_backend backend, srlm_comm **out) {
+  *out = NULL;
+  if (backend != SRLM_COMM_MPI)
+    return srlm_error(SRLM_ERR_UNSUPPORTED, "comm", "backend %d is not built (only MPI)", (int)backend);
+  int inited = 0, fin = 0;
+  SRLM_MPI(MPI_Initialized(&inited));
+  SRLM_MPI(MPI_Finalized(&fin));
+  if (fin) return srlm_error(SRLM_ERR_INTERNAL, "comm", "MPI was already finalized");
+  bool ours = false;
+  if (!inited) {
+    int provided = 0;
+    SRLM_MPI(MPI_Init_thread(argc, argv, MPI_THREAD_FUNNELED, &provided));
+    ours = true;
+  }
+  srlm_set_abort_hook(abort_hook);
+  srlm_comm *c = srlm_xcalloc(1, sizeof *c);
+  c->backend = backend;
+  c->we_initialized = ours;
+  c->my_role = -1;
+  c->world = c->bcast = MPI_COMM_NULL;
+  for (int r = 0; r < SRLM_ROLE_COUNT; r++) c->role[r] = MPI_COMM_NULL;
+  int rc = MPI_Comm_dup(MPI_COMM_WORLD, &c->world);
+  if (rc == MPI_SUCCESS) rc = MPI_Comm_set_errhandler(c->world, MPI_ERRORS_RETURN);
+  if (rc == MPI_SUCCESS) rc = MPI_Comm_rank(c->world, &c->rank);
+  if (rc == MPI_SUCCESS) rc = MPI_Comm_size(c->world, &c->size);
+  if (rc != MPI_SUCCESS) {
+    srlm_status st = srlm_lib_error("MPI", "MPI_Comm_dup/rank/size(MPI_COMM_WORLD)", rc, mpi_desc(rc), __FILE__, __LINE__);
+    srlm_comm_free(c);
+    return st;
+  }
+  if (c->size > 1) srlm_log_set_context(c->rank, "");
+  *out = c;
+  return SRLM_OK;
+}
+
+static srlm_status dup_world(srlm_comm *c, MPI_Comm *out) {
+  SRLM_MPI(MPI_Comm_dup(c->world, out));
+  SRLM_MPI(MPI_Comm_set_errhandler(*out, MPI_ERRORS_RETURN));
+  return SRLM_OK;
+}
+
+static srlm_status split_world(srlm_comm *c, int color, MPI_Comm *out) {
+  SRLM_MPI(MPI_Comm_split(c->world, color, c->rank, out));
+  if (*out != MPI_COMM_NULL) SRLM_MPI(MPI_Comm_set_errhandler(*out, MPI_ERRORS_RETURN));
+  return SRLM_OK;
+}
+
+srlm_status srlm_comm_assign_roles(srlm_comm *c, const srlm_comm_roles *roles) {
+  if (c->roles_assigned) return srlm_error(SRLM_ERR_INTERNAL, "comm", "roles are already assigned");
+  c->colocated = roles->colocate || c->size == 1;
+  if (c->colocated) {
+    for (int r = 0; r < SRLM_ROLE_COUNT; r++) {
+      c->count[r] = c->size;
+      SRLM_TRY(dup_world(c, &c->role[r]));
+    }
+    SRLM_TRY(dup_world(c, &c->bcast));
+    c->roles_assigned = true;
+    if (c->size > 1) srlm_log_set_context(c->rank, "colocated");
+    return SRLM_OK;
+  }
+  int L = roles->learners, G = roles->generators, J = roles->judges;
+  if (L < 1 || G < 1 || J < 1)
+    return srlm_error(SRLM_ERR_CONFIG, "roles",
+                      "with roles.colocate false, roles.learners (%d), roles.generators (%d) and roles.judges (%d) "
+                      "must each be >= 1",
+                      L, G, J);
+  long long sum = (long long)L + G + J;
+  if (sum != c->size)
+    return srlm_error(SRLM_ERR_CONFIG, "roles",
+                      "roles.learners (%d) + roles.generators (%d) + roles.judges (%d) = %lld, but the job has %d "
+                      "ranks (world size); start it with mpirun -np %lld or set roles.colocate: true",
+                      L, G, J, sum, c->size, sum);
+  c->count[SRLM_ROLE_LEARNER] = L;
+  c->count[SRLM_ROLE_GENERATOR] = G;
+  c->count[SRLM_ROLE_JUDGE] = J;
+  c->my_role = c->rank < L ? SRLM_ROLE_LEARNER : c->rank < L + G ? SRLM_ROLE_GENERATOR : SRLM_ROLE_JUDGE;
+  MPI_Comm mine = MPI_COMM_NULL;
+  SRLM_TRY(split_world(c, c->my_role, &mine));
+  c->role[c->my_role] = mine;
+  SRLM_TRY(split_world(c, (c->rank == 0 || c->my_role != SRLM_ROLE_LEARNER) ? 0 : MPI_UNDEFINED, &c->bcast));
+  c->roles_assigned = true;
+  srlm_log_set_context(c->rank, k_role_names[c->my_role]);
+  return SRLM_OK;
+}
+
+void srlm_comm_free(srlm_comm *c) {
+  if (!c) return;
+  MPI_Comm *comms[SRLM_ROLE_COUNT + 2] = {&c->role[0], &c->role[1], &c->role[2], &c->bcast, &c->world};
+  for (int i = 0; i < SRLM_ROLE_COUNT + 2; i++)
+    if (*comms[i] != MPI_COMM_NULL) MPI_Comm_free(comms[i]);
+  if (c->we_initialized) {
+    srlm_set_abort_hook(NULL);
+    MPI_Finalize();
+  }
+  free(c);
+}
+
+/* ---- who is who --------------------------------------------------------- */
+
+int srlm_comm_rank(const srlm_comm *c) { return c->rank; }
+int srlm_comm_size(const srlm_comm *c) { return c->size; }
+srlm_comm_backend srlm_comm_backend_of(const srlm_comm *c) { return c->backend; }
+bool srlm_comm_colocated(const srlm_comm *c) { return c->colocated; }
+
+bool srlm_comm_has_role(const srlm_comm *c, srlm_role role) {
+  return c->roles_assigned && (unsigned)role < SRLM_ROLE_COUNT && (c->colocated || c->my_role == (int)role);
+}
+
+int srlm_comm_role_rank(const srlm_comm *c, srlm_role role) {
+  if (!srlm_comm_has_role(c, role)) return -1;
+  return c->colocated ? c->rank : c->rank - srlm_comm_world_rank_of(c, role, 0);
+}
+
+int srlm_comm_role_size(const srlm_comm *c, srlm_role role) {
+  return c->roles_assigned && (unsigned)role < SRLM_ROLE_COUNT ? c->count[role] : 0;
+}
+
+int srlm_comm_world_rank_of(const srlm_comm *c, srlm_role role, int i) {
+  if (!c->roles_assigned || (unsigned)role >= SRLM_ROLE_COUNT || i < 0 || i >= c->count[role]) return -1;
+  if (c->colocated) return i;
+  int base = 0;
+  for (int r = 0; r < (int)role; r++) base += c->count[r];
+  return base + i;
+}
+
+const char *srlm_comm_role_label(const srlm_comm *c) {
+  if (!c->roles_assigned) return "unassigned";
+  return c->colocated ? "colocated" : k_role_names[c->my_role];
+}
+
+/* The role label of any world rank. */
+static const char *label_of(const srlm_comm *c, int rank) {
+  if (!c->roles_assigned) return "unassigned";
+  if (c->colocated) return "colocated";
+  int L = c->count[SRLM_ROLE_LEARNER], G = c->count[SRLM_ROLE_GENERATOR];
+  return k_role_names[rank < L ? SRLM_ROLE_LEARNER : rank < L + G ? SRLM_ROLE_GENERATOR : SRLM_ROLE_JUDGE];
+}
+
+/* ---- collectives -------------------------------------------------------- */
+
+srlm_status srlm_comm_barrier(srlm_comm *c) {
+  SRLM_MPI(MPI_Barrier(c->world));
+  return SRLM_OK;
+}
+
+srlm_status srlm_comm_agree(srlm_comm *c, srlm_status local) {
+  int failed = local != SRLM_OK;
+  int *flags = srlm_xmalloc((size_t)c->size * sizeof *flags);
+  int rc = MPI_Allgather(&failed, 1, MPI_INT, flags, 1, MPI_INT, c->world);
+  int first = -1, nfailed = 0;
+  for (int r = 0; rc == MPI_SUCCESS && r < c->size; r++) {
+    if (!flags[r]) continue;
+    if (first < 0) first = r;
+    nfailed++;
+  }
+  free(flags);
+  if (rc != MPI_SUCCESS) return srlm_lib_error("MPI", "MPI_Allgather(ok flags)", rc, mpi_desc(rc), __FILE__, __LINE__);
+  if (first < 0) return SRLM_OK;
+  /* the first failing rank tells everyone its code and message */
+  struct {
+    int code;
+    char msg[AGREE_MSG];
+  } m;
+  memset(&m, 0, sizeof m);
+  if (c->rank == first) {
+    m.code = (int)local;
+    const char *msg = srlm_error_message();
+    snprintf(m.msg, sizeof m.msg, "%s", msg[0] ? msg : srlm_status_name(local));
+  }
+  SRLM_MPI(MPI_Bcast(&m, (int)sizeof m, MPI_BYTE, first, c->world));
+  m.msg[AGREE_MSG - 1] = '\0';
+  srlm_status code = m.code > SRLM_OK && m.code < SRLM_STATUS_COUNT ? (srlm_status)m.code : SRLM_ERR_INTERNAL;
+  char where[64];
+  snprintf(where, sizeof where, "rank %d (%s)", first, label_of(c, first));
+  if (nfailed > 1) return srlm_error(code, where, "%s (and %d other ranks failed)", m.msg, nfailed - 1);
+  return srlm_error(code, where, "%s", m.msg);
+}
+
+SRLM_NORETURN void srlm_comm_abort(srlm_comm *c, srlm_status code) {
+  (void)c; /* MPI_COMM_WORLD, not c->world: the abort must end every rank of the job */
+  const char *msg = srlm_error_message();
+  srlm_log(SRLM_LOG_ERROR, "%s", msg[0] ? msg : srlm_status_name(code));
+  fflush(stdout);
+  fflush(stderr);
+  int ec = srlm_status_exit_code(code);
+  if (ec == 0) ec = 1;
+  int inited = 0, fin = 0;
+  MPI_Initialized(&inited);
+  MPI_Finalized(&fin);
+  if (inited && !fin) MPI_Abort(MPI_COMM_WORLD, ec);
+  exit(ec); /* MPI not running: this process is the whole job */
+}
+
+srlm_status srlm_comm_bcast_weights(srlm_comm *c, float *w, int64_t n, int64_t *version, size_t bucket_bytes) {
+  if (!c->roles_assigned) return srlm_error(SRLM_ERR_INTERNAL, "weight broadcast", "roles are not assigned");
+  if (c->bcast == MPI_COMM_NULL) return SRLM_OK;
+  if (n < 0) return srlm_error(SRLM_ERR_RANGE, "weight broadcast", "n = %lld", (long long)n);
+  int brank = 0;
+  SRLM_MPI(MPI_Comm_rank(c->bcast, &brank));
+  if (bucket_bytes == 0) bucket_bytes = DEFAULT_BUCKET_BYTES;
+  if (bucket_bytes > CHUNK_BYTES) bucket_bytes = CHUNK_BYTES;
+  int64_t hdr[4] = {BCAST_MAGIC, *version, n, (int64_t)(bucket_bytes / sizeof(float))};
+  if (hdr[3] < 1) hdr[3] = 1;
+  SRLM_MPI(MPI_Bcast(hdr, 4, MPI_INT64_T, 0, c->bcast));
+  if (hdr[0] != BCAST_MAGIC || hdr[3] < 1 || hdr[3] > (int64_t)(CHUNK_BYTES / sizeof(float)) || hdr[2] < 0)
+    return srlm_error(SRLM_ERR_INTERNAL, "weight broadcast", "bad header from learner 0 (messages out of step)");
+  int64_t want = *version, got = hdr[1], root_n = hdr[2], bucket = hdr[3];
+  /* a receiver that cannot take the weights still joins every bucket, so no rank waits */
+  bool mismatch = brank != 0 && (root_n != n || (want >= 0 && got != want));
+  float *scratch = mismatch ? srlm_xmalloc((size_t)(root_n < bucket ? root_n : bucket) * sizeof(float)) : NULL;
+  int rc = MPI_SUCCESS;
+  for (int64_t off = 0; off < root_n && rc == MPI_SUCCESS; off += bucket) {
+    int cnt = (int)(root_n - off < bucket ? root_n - off : bucket);
+    rc = MPI_Bcast(mismatch ? scratch : w + off, cnt, MPI_FLOAT, 0, c->bcast);
+  }
+  free(scratch);
+  if (rc != MPI_SUCCESS) return srlm_lib_error("MPI", "MPI_Bcast(weight bucket)", rc, mpi_desc(rc), __FILE__, __LINE__);
+  if (brank != 0 && root_n != n)
+    return srlm_error(SRLM_ERR_INTERNAL, "weight broadcast", "learner 0 sent %lld floats, this rank holds %lld",
+                      (long long)root_n, (long long)n);
+  if (mismatch)
+    return srlm_error(SRLM_ERR_INTERNAL, "weight broadcast", "learner 0 sent policy version %lld, this rank expected %lld",
+                      (long long)got, (long long)want);
+  *version = got;
+  return SRLM_OK;
+}
+
+/* Sum in learner-rank order: each learner sums the slice it owns, then all gather. */
+static srlm_status allreduce_ordered(MPI_Comm comm, int L, int me, float *g, int64_t n, bool mean) {
+  const int64_t round_max = (int64_t)(CHUNK_BYTES / sizeof(float));
+  int *scnt = srlm_xmalloc((size_t)L * sizeof(int)), *sdsp = srlm_xmalloc((size_t)L * sizeof(int));
+  int *rcnt = srlm_xmalloc((size_t)L * sizeof(int)), *rdsp = srlm_xmalloc((size_t)L * sizeof(int));
+  float *recv = NULL;
+  int rc = MPI_SUCCESS;
+  for (int64_t off = 0; off < n && rc == MPI_SUCCESS; off += round_max) {
+    int64_t m = n - off < round_max ? n - off : round_max;
+    for (int j = 0; j < L; j++) {
+      int64_t a = m * j / L, b = m * (j + 1) / L;
+      sdsp[j] = (int)a;
+      scnt[j] = (int)(b - a);
+    }
+    int mine = scnt[me];
+    for (int j = 0; j < L; j++) {
+      rcnt[j] = mine;
+      rdsp[j] = j * mine;
+    }
+    recv = srlm_xrealloc(recv, ((size_t)L * (size_t)mine + 1) * sizeof(float));
+    rc = MPI_Alltoallv(g + off, scnt, sdsp, MPI_FLOAT, recv, rcnt, rdsp, MPI_FLOAT, comm);
+    if (rc != MPI_SUCCESS) break;
+    float *out = g + off + sdsp[me];
+    for (int k = 0; k < mine; k++) {
+      float s = recv[k];
+      for (int j = 1; j < L; j++) s += recv[(size_t)j * (size_t)mine + (size_t)k];
+      out[k] = mean ? s / (float)L : s;
+    }
+    rc = MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, g + off, scnt, sdsp, MPI_FLOAT, comm);
+  }
+  free(recv);
+  free(scnt);
+  free(sdsp);
+  free(rcnt);
+  free(rdsp);
+  if (rc != MPI_SUCCESS)
+    return srlm_lib_error("MPI", "MPI_Alltoallv/MPI_Allgatherv(gradient slices)", rc, mpi_desc(rc), __FILE__, __LINE__);
+  return SRLM_OK;
+}
+
+srlm_status srlm_comm_allreduce_grads(srlm_comm *c, float *g, int64_t n, srlm_comm_reduce op, srlm_comm_order order) {
+  if (!srlm_comm_has_role(c, SRLM_ROLE_LEARNER))
+    return srlm_error(SRLM_ERR_INTERNAL, "gradient all-reduce", "rank %d (%s) is not a learner", c->rank,
+                      srlm_comm_role_label(c));
+  if (n < 0 || (unsigned)op >= SRLM_COMM_REDUCE_COUNT)
+    return srlm_error(SRLM_ERR_RANGE, "gradient all-reduce", "n = %lld, op %d", (long long)n, (int)op);
+  MPI_Comm comm = c->role[SRLM_ROLE_LEARNER];
+  int L = 0, me = 0;
+  SRLM_MPI(MPI_Comm_size(comm, &L));
+  SRLM_MPI(MPI_Comm_rank(comm, &me));
+  if (L == 1 || n == 0) return SRLM_OK;
+  if (order == SRLM_COMM_DETERMINISTIC) return allreduce_ordered(comm, L, me, g, n, op == SRLM_COMM_MEAN);
+  const int64_t chunk = (int64_t)(CHUNK_BYTES / sizeof(float));
+  for (int64_t off = 0; off < n; off += chunk) {
+    int cnt = (int)(n - off < chunk ? n - off : chunk);
+    SRLM_MPI(MPI_Allreduce(MPI_IN_PLACE, g + off, cnt, MPI_FLOAT, MPI_SUM, comm));
+  }
+  if (op == SRLM_COMM_MEAN)
+    for (int64_t i = 0; i < n; i++) g[i] /= (float)L;
+  return SRLM_OK;
+}
+
+/* ---- point-to-point ----------------------------------------------------- */
+
+static srlm_status check_peer(const srlm_comm *c, int peer, const char *what) {
+  if (peer < 0 || peer >= c->size)
+    return srlm_error(SRLM_ERR_RANGE, what, "rank %d outside the world [0, %d)", peer, c->size);
+  if (peer == c->rank)
+    return srlm_error(SRLM_ERR_INTERNAL, what, "rank %d cannot message itself (a blocking send to self deadlocks)", peer);
+  return SRLM_OK;
+}
+
+static srlm_status send_impl(srlm_comm *c, int dest, const void *buf, size_t len, uint32_t kind) {
+  SRLM_TRY(check_peer(c, dest, "send"));
+  int64_t hdr[2] = {(int64_t)(((uint64_t)MSG_MAGIC << 32) | kind), (int64_t)len};
+  SRLM_MPI(MPI_Send(hdr, 2, MPI_INT64_T, dest, TAG_HDR, c->world));
+  const char *p = buf;
+  for (size_t off = 0; off < len; off += CHUNK_BYTES) {
+    int cnt = (int)(len - off < CHUNK_BYTES ? len - off : CHUNK_BYTES);
+    SRLM_MPI(MPI_Send(p + off, cnt, MPI_BYTE, dest, TAG_DATA, c->world));
+  }
+  return SRLM_OK;
+}
+
+srlm_status srlm_comm_send(srlm_comm *c, int dest, const void *buf, size_t len) {
+  if (len > 0 && !buf) return srlm_error(SRLM_ERR_RANGE, "send", "NULL buffer of %zu bytes", len);
+  return send_impl(c, dest, buf, len, 0);
+}
+
+srlm_status srlm_comm_send_end(srlm_comm *c, int dest) { return send_impl(c, dest, NULL, 0, MSG_END); }
+
+srlm_status srlm_comm_recv(srlm_comm *c, int src, void **buf, size_t *len, int *src_out, bool *end) {
+  *buf = NULL;
+  *len = 0;
+  *end = false;
+  if (src_out) *src_out = -1;
+  if (src != SRLM_COMM_ANY_SOURCE) SRLM_TRY(check_peer(c, src, "recv"));
+  int64_t hdr[2];
+  MPI_Status status;
+  SRLM_MPI(MPI_Recv(hdr, 2, MPI_INT64_T, src == SRLM_COMM_ANY_SOURCE ? MPI_ANY_SOURCE : src, TAG_HDR, c->world, &status));
+  int from = status.MPI_SOURCE;
+  if (src_out) *src_out = from;
+  uint64_t word = (uint64_t)hdr[0];
+  if ((word >> 32) != MSG_MAGIC || (word & 0xffffffffu & ~(uint64_t)MSG_END) || hdr[1] < 0)
+    return srlm_error(SRLM_ERR_INTERNAL, "recv", "bad message header from rank %d (messages out of step)", from);
+  if (word & MSG_END) {
+    *end = true;
+    return SRLM_OK;
+  }
+  size_t n = (size_t)hdr[1];
+  char *p = srlm_xmalloc(n);
+  int rc = MPI_SUCCESS;
+  for (size_t off = 0; off < n && rc == MPI_SUCCESS; off += CHUNK_BYTES) {
+    int cnt = (int)(n - off < CHUNK_BYTES ? n - off : CHUNK_BYTES);
+    rc = MPI_Recv(p + off, cnt, MPI_BYTE, from, TAG_DATA, c->world, MPI_STATUS_IGNORE);
+  }
+  if (rc != MPI_SUCCESS) {
+    free(p);
+    return srlm_lib_error("MPI", "MPI_Recv(message data)", rc, mpi_desc(rc), __FILE__, __LINE__);
+  }
+  *buf = p;
+  *len = n;
+  return SRLM_OK;
+}

@@ -1,0 +1,439 @@
+/* The comm module under mpirun (driven by tests/cli/comm_mpi.sh).
+ *
+ *   mpi_comm run L G J COLOCATE        layout, weight broadcast (bit-exact, versioned,
+ *                                      version mismatch), shards generator -> judge ->
+ *                                      learner (intact, stale one dropped), gradient
+ *                                      all-reduce (sum, mean, ordered, fast), agree
+ *   mpi_comm joined L G J COLOCATE     the same, with MPI initialized by the program
+ *   mpi_comm mismatch L G J            role counts that do not match the world size
+ *   mpi_comm abort L G J VICTIM        VICTIM reports an error and aborts while the
+ *                                      others wait on it: the job must end
+ *   mpi_comm check L G J VICTIM        VICTIM fails an SRLM_CHECK (the abort hook)
+ *   mpi_comm die L G J VICTIM          VICTIM is killed by SIGKILL
+ * Every rank counts its failed checks; the ranks agree at the end and all exit 1 when
+ * any rank failed. Prints "mpi_comm: OK" on rank 0 on success.
+ */
+#include <math.h>
+#include <mpi.h>
+#include <signal.h>
+#include <stdint.h>
+#include <unistd.h>
+
+#include "srlm/comm.h"
+#include "srlm/core.h"
+#include "srlm/shard.h"
+#include "test.h"
+
+#define SEED 424242u
+#define SHARDS_PER_GENERATOR 3
+#define POLICY 5
+
+static float rndf(uint32_t a, uint32_t b, uint32_t c) {
+  return srlm_rng_u01f(srlm_rng_bits(SEED, a, b, c, 0).v[0]) * 2.0f - 1.0f;
+}
+
+static void die_on(srlm_comm *c, srlm_status st) {
+  if (st != SRLM_OK) srlm_comm_abort(c, st);
+}
+
+/* ---- layout ---- */
+
+static void check_layout(srlm_comm *c, int L, int G, int J) {
+  int rank = srlm_comm_rank(c), size = srlm_comm_size(c);
+  if (srlm_comm_colocated(c)) {
+    for (int r = 0; r < SRLM_ROLE_COUNT; r++) {
+      EXPECT(srlm_comm_has_role(c, (srlm_role)r), "colocated rank %d lacks role %d", rank, r);
+      EXPECT_EQ_INT(srlm_comm_role_rank(c, (srlm_role)r), rank);
+      EXPECT_EQ_INT(srlm_comm_role_size(c, (srlm_role)r), size);
+    }
+    return;
+  }
+  srlm_role want = rank < L ? SRLM_ROLE_LEARNER : rank < L + G ? SRLM_ROLE_GENERATOR : SRLM_ROLE_JUDGE;
+  int base = want == SRLM_ROLE_LEARNER ? 0 : want == SRLM_ROLE_GENERATOR ? L : L + G;
+  for (int r = 0; r < SRLM_ROLE_COUNT; r++)
+    EXPECT(srlm_comm_has_role(c, (srlm_role)r) == (r == (int)want), "rank %d: has_role(%d) wrong", rank, r);
+  EXPECT_EQ_INT(srlm_comm_role_rank(c, want), rank - base);
+  EXPECT_EQ_INT(srlm_comm_role_size(c, SRLM_ROLE_LEARNER), L);
+  EXPECT_EQ_INT(srlm_comm_role_size(c, SRLM_ROLE_GENERATOR), G);
+  EXPECT_EQ_INT(srlm_comm_role_size(c, SRLM_ROLE_JUDGE), J);
+  EXPECT_EQ_INT(srlm_comm_world_rank_of(c, want, rank - base), rank);
+  EXPECT_STR_EQ(srlm_comm_role_label(c), srlm_role_name(want));
+}
+
+/* ---- weight broadcast ---- */
+
+static void fill_weights(float *w, int64_t n) {
+  const uint32_t specials[4] = {0x80000000u /* -0 */, 0x00000001u /* denormal */, 0x7fc12345u /* NaN payload */,
+                                0xff800000u /* -inf */};
+  for (int64_t i = 0; i < n; i++) w[i] = rndf(1, 0, (uint32_t)i);
+  for (int i = 0; i < 4; i++) memcpy(&w[i * 1000], &specials[i], 4);
+}
+
+static void test_bcast(srlm_comm *c) {
+  const int64_t n = 100003; /* not a multiple of the bucket */
+  float *want = srlm_xmalloc((size_t)n * sizeof *want), *w = srlm_xmalloc((size_t)n * sizeof *w);
+  fill_weights(want, n);
+  bool root = srlm_comm_rank(c) == 0;
+  bool in_bcast = root || !srlm_comm_has_role(c, SRLM_ROLE_LEARNER) || srlm_comm_colocated(c);
+  if (root) memcpy(w, want, (size_t)n * sizeof *w);
+  else memset(w, 0x5a, (size_t)n * sizeof *w);
+  int64_t version = root ? POLICY : -1;
+  double t0 = srlm_time_now();
+  EXPECT_EQ_INT(srlm_comm_bcast_weights(c, w, n, &version, 4096), SRLM_OK);
+  double dt = srlm_time_now() - t0;
+  if (in_bcast) {
+    EXPECT(memcmp(w, want, (size_t)n * sizeof *w) == 0, "rank %d: broadcast weights differ", srlm_comm_rank(c));
+    EXPECT_EQ_INT(version, POLICY);
+  } else {
+    EXPECT_EQ_INT(version, -1); /* learners other than 0 are not in the broadcast */
+  }
+  if (root) fprintf(stderr, "bcast: %lld floats in 4 KiB buckets, %.2f ms on rank 0\n", (long long)n, dt * 1e3);
+  /* a receiver that expects another version gets an error, and nobody hangs */
+  version = root ? POLICY + 1 : POLICY + 2;
+  srlm_status st = srlm_comm_bcast_weights(c, w, n, &version, 0);
+  if (root || !in_bcast) {
+    EXPECT_EQ_INT(st, SRLM_OK);
+  } else {
+    EXPECT_EQ_INT(st, SRLM_ERR_INTERNAL);
+    EXPECT_CONTAINS(srlm_error_message(), "learner 0 sent policy version 6, this rank expected 7");
+    EXPECT(memcmp(w, want, (size_t)n * sizeof *w) == 0, "rank %d: a refused broadcast overwrote weights",
+           srlm_comm_rank(c));
+  }
+  /* a receiver holding another parameter count gets an error naming both */
+  version = -1;
+  if (root) version = POLICY;
+  st = srlm_comm_bcast_weights(c, w, root ? n : n - 1, &version, 1 << 20);
+  if (root || !in_bcast) EXPECT_EQ_INT(st, SRLM_OK);
+  else EXPECT_CONTAINS(srlm_error_message(), "learner 0 sent 100003 floats, this rank holds 100002");
+  free(w);
+  free(want);
+}
+
+/* ---- shards ---- */
+
+/* The shard a generator makes for index idx (unjudged), deterministic in idx. */
+static void make_shard(srlm_shard *s, int64_t idx) {
+  srlm_shard_init(s, idx == 0 ? POLICY - 1 : POLICY, 2, idx); /* shard 0 is stale */
+  for (int p = 0; p < 2; p++) {
+    int32_t ids[20];
+    int np = 3 + (int)((idx + p) % 11);
+    for (int i = 0; i < np; i++) ids[i] = (int32_t)(idx * 1000 + p * 100 + i);
+    int64_t row;
+    die_on(NULL, srlm_shard_add_prompt(s, idx * 2 + p, ids, np, &row));
+    for (int k = 0; k < 2; k++) {
+      int32_t rid[40];
+      float lp[40];
+      int nr = (int)((idx * 7 + p * 3 + k) % 37);
+      for (int i = 0; i < nr; i++) {
+        rid[i] = (int32_t)(idx + i);
+        lp[i] = -fabsf(rndf(2, (uint32_t)idx, (uint32_t)(p * 100 + k * 40 + i)));
+      }
+      die_on(NULL, srlm_shard_add_response(s, row, k, rid, lp, nr, SRLM_SHARD_F_EOS, NULL));
+    }
+  }
+}
+
+/* What a judge adds: J = 2 judgments per response. */
+static void judge_shard(srlm_shard *s) {
+  die_on(NULL, srlm_shard_set_judgments_per_response(s, 2));
+  for (int64_t r = 0; r < s->n_responses; r++) {
+    for (int j = 0; j < 2; j++) {
+      char text[96];
+      snprintf(text, sizeof text, "shard %lld response %lld judgment %d\nScore: %d", (long long)s->shard_index,
+               (long long)r, j, (int)((r + j) % 6));
+      int32_t ids[3] = {(int32_t)r, j, 7};
+      die_on(NULL, srlm_shard_add_judgment(s, text, ids, 3, (float)((r + j) % 6)));
+    }
+    s->mean_score[r] = (float)((r % 6) + ((r + 1) % 6)) / 2.0f;
+    s->flags[r] |= SRLM_SHARD_F_SCORED;
+  }
+}
+
+static int shard_bytes_equal(const srlm_shard *a, const srlm_shard *b) {
+  void *x = NULL, *y = NULL;
+  size_t nx = 0, ny = 0;
+  die_on(NULL, srlm_shard_serialize(a, &x, &nx));
+  die_on(NULL, srlm_shard_serialize(b, &y, &ny));
+  int eq = nx == ny && memcmp(x, y, nx) == 0;
+  free(x);
+  free(y);
+  return eq;
+}
+
+static void send_shard(srlm_comm *c, int dest, const srlm_shard *s) {
+  void *buf = NULL;
+  size_t len = 0;
+  die_on(c, srlm_shard_serialize(s, &buf, &len));
+  EXPECT_EQ_INT(srlm_comm_send(c, dest, buf, len), SRLM_OK);
+  free(buf);
+}
+
+/* Receives one message; returns 0 at an end marker, else parses it into *s. */
+static int recv_shard(srlm_comm *c, int src, srlm_shard *s, int *from) {
+  void *buf = NULL;
+  size_t len = 0;
+  bool end = false;
+  die_on(c, srlm_comm_recv(c, src, &buf, &len, from, &end));
+  if (end) return 0;
+  srlm_status st = srlm_shard_parse(buf, len, s);
+  free(buf);
+  die_on(c, st);
+  return 1;
+}
+
+static void test_shards_separate(srlm_comm *c) {
+  int G = srlm_comm_role_size(c, SRLM_ROLE_GENERATOR), J = srlm_comm_role_size(c, SRLM_ROLE_JUDGE);
+  if (srlm_comm_has_role(c, SRLM_ROLE_GENERATOR)) {
+    int g = srlm_comm_role_rank(c, SRLM_ROLE_GENERATOR);
+    for (int k = 0; k < SHARDS_PER_GENERATOR; k++) {
+      int64_t idx = g + (int64_t)G * k;
+      srlm_shard s;
+      make_shard(&s, idx);
+      send_shard(c, srlm_comm_world_rank_of(c, SRLM_ROLE_JUDGE, (int)(idx % J)), &s);
+      srlm_shard_free(&s);
+    }
+    for (int j = 0; j < J; j++) EXPECT_EQ_INT(srlm_comm_send_end(c, srlm_comm_world_rank_of(c, SRLM_ROLE_JUDGE, j)), SRLM_OK);
+  }
+  if (srlm_comm_has_role(c, SRLM_ROLE_JUDGE)) {
+    int ends = 0, got = 0, from = -1;
+    int learner0 = srlm_comm_world_rank_of(c, SRLM_ROLE_LEARNER, 0);
+    while (ends < G) {
+      srlm_shard s, want;
+      if (!recv_shard(c, SRLM_COMM_ANY_SOURCE, &s, &from)) {
+        ends++;
+        continue;
+      }
+      got++;
+      make_shard(&want, s.shard_index);
+      EXPECT(shard_bytes_equal(&s, &want), "judge: shard %lld from rank %d differs from what was sent",
+             (long long)s.shard_index, from);
+      EXPECT_EQ_INT(srlm_comm_world_rank_of(c, SRLM_ROLE_GENERATOR, (int)(s.shard_index % G)), from);
+      judge_shard(&s);
+      send_shard(c, learner0, &s);
+      srlm_shard_free(&s);
+      srlm_shard_free(&want);
+    }
+    EXPECT_EQ_INT(srlm_comm_send_end(c, learner0), SRLM_OK);
+    int me = srlm_comm_role_rank(c, SRLM_ROLE_JUDGE), expect = 0;
+    for (int64_t idx = 0; idx < (int64_t)G * SHARDS_PER_GENERATOR; idx++) expect += idx % J == me;
+    EXPECT_EQ_INT(got, expect);
+  }
+  if (srlm_comm_role_rank(c, SRLM_ROLE_LEARNER) == 0) {
+    int total = G * SHARDS_PER_GENERATOR, ends = 0, kept = 0, stale = 0;
+    char *seen = srlm_xcalloc((size_t)total, 1);
+    while (ends < J) {
+      srlm_shard s, want;
+      if (!recv_shard(c, SRLM_COMM_ANY_SOURCE, &s, NULL)) {
+        ends++;
+        continue;
+      }
+      make_shard(&want, s.shard_index);
+      judge_shard(&want);
+      EXPECT(shard_bytes_equal(&s, &want), "learner: judged shard %lld differs", (long long)s.shard_index);
+      if (s.shard_index >= 0 && s.shard_index < total) seen[s.shard_index]++;
+      bool accept = false;
+      EXPECT_EQ_INT(srlm_shard_check_policy(&s, POLICY, 0, &accept), SRLM_OK);
+      accept ? kept++ : stale++;
+      srlm_shard_free(&s);
+      srlm_shard_free(&want);
+    }
+    for (int i = 0; i < total; i++) EXPECT(seen[i] == 1, "learner saw shard %d %d times", i, seen[i]);
+    EXPECT_EQ_INT(stale, 1);
+    EXPECT_EQ_INT(kept, total - 1);
+    fprintf(stderr, "shards: %d through %d generators -> %d judges -> learner 0, %d stale dropped\n", total, G, J, stale);
+    free(seen);
+  }
+}
+
+/* Colocated: each rank passes its shard to the next rank (even ranks send first). */
+static void test_shards_colocated(srlm_comm *c) {
+  int rank = srlm_comm_rank(c), size = srlm_comm_size(c);
+  srlm_shard s, got, want;
+  make_shard(&s, rank + 1);
+  judge_shard(&s);
+  if (size == 1) {
+    void *buf = NULL;
+    size_t len = 0;
+    die_on(c, srlm_shard_serialize(&s, &buf, &len));
+    die_on(c, srlm_shard_parse(buf, len, &got));
+    free(buf);
+    EXPECT(shard_bytes_equal(&s, &got), "local shard round trip differs");
+  } else {
+    int next = (rank + 1) % size, prev = (rank + size - 1) % size, from = -1;
+    if (rank % 2 == 0) send_shard(c, next, &s);
+    EXPECT_EQ_INT(recv_shard(c, prev, &got, &from), 1);
+    if (rank % 2 == 1) send_shard(c, next, &s);
+    EXPECT_EQ_INT(from, prev);
+    make_shard(&want, prev + 1);
+    judge_shard(&want);
+    EXPECT(shard_bytes_equal(&got, &want), "rank %d: shard from rank %d differs", rank, prev);
+    srlm_shard_free(&want);
+  }
+  srlm_shard_free(&got);
+  srlm_shard_free(&s);
+}
+
+/* ---- gradient all-reduce ---- */
+
+/* Gradient element i of learner r: mixed magnitudes, so the order of a sum shows. */
+static float grad(int r, int64_t i) {
+  uint32_t e = srlm_rng_bits(SEED, 4, (uint32_t)r, (uint32_t)i, 0).v[1] % 25;
+  return ldexpf(rndf(3, (uint32_t)r, (uint32_t)i), (int)e - 12);
+}
+
+static void test_allreduce(srlm_comm *c) {
+  if (!srlm_comm_has_role(c, SRLM_ROLE_LEARNER)) {
+    float x = 0;
+    EXPECT_EQ_INT(srlm_comm_allreduce_grads(c, &x, 1, SRLM_COMM_SUM, SRLM_COMM_FAST), SRLM_ERR_INTERNAL);
+    return;
+  }
+  int L = srlm_comm_role_size(c, SRLM_ROLE_LEARNER), me = srlm_comm_role_rank(c, SRLM_ROLE_LEARNER);
+  const int64_t n = 10007;
+  float *g = srlm_xmalloc((size_t)n * sizeof *g);
+  /* integers: exact in any order, so both orders must give the exact sum */
+  for (int order = 0; order < 2; order++) {
+    for (int64_t i = 0; i < n; i++) g[i] = (float)((me + 1) * (i % 13));
+    EXPECT_EQ_INT(srlm_comm_allreduce_grads(c, g, n, SRLM_COMM_SUM, (srlm_comm_order)order), SRLM_OK);
+    int bad = 0;
+    for (int64_t i = 0; i < n; i++) bad += g[i] != (float)(L * (L + 1) / 2 * (i % 13));
+    EXPECT(bad == 0, "order %d: %d of %lld integer sums wrong (g[12] = %g, expected %d)", order, bad, (long long)n,
+           g[12], L * (L + 1) / 2 * 12);
+  }
+  /* random floats: the ordered sum equals the rank-order sum bit for bit; the mean too */
+  for (int op = 0; op < 2; op++) {
+    for (int64_t i = 0; i < n; i++) g[i] = grad(me, i);
+    EXPECT_EQ_INT(srlm_comm_allreduce_grads(c, g, n, (srlm_comm_reduce)op, SRLM_COMM_DETERMINISTIC), SRLM_OK);
+    int bad = 0;
+    for (int64_t i = 0; i < n; i++) {
+      float s = grad(0, i);
+      for (int r = 1; r < L; r++) s += grad(r, i);
+      if (op == SRLM_COMM_MEAN) s /= (float)L;
+      if (memcmp(&s, &g[i], 4) != 0) {
+        if (!bad) fprintf(stderr, "ordered %s: g[%lld] = %.9g, expected %.9g\n", op ? "mean" : "sum", (long long)i, g[i], s);
+        bad++;
+      }
+    }
+    EXPECT(bad == 0, "ordered %s: %d of %lld elements differ from the rank-order sum", op ? "mean" : "sum", bad, (long long)n);
+  }
+  /* the fast path agrees within reassociation error */
+  for (int64_t i = 0; i < n; i++) g[i] = grad(me, i);
+  EXPECT_EQ_INT(srlm_comm_allreduce_grads(c, g, n, SRLM_COMM_MEAN, SRLM_COMM_FAST), SRLM_OK);
+  double worst = 0;
+  int64_t differ = 0;
+  for (int64_t i = 0; i < n; i++) {
+    double s = 0;
+    float ordered = grad(0, i);
+    for (int r = 0; r < L; r++) s += grad(r, i);
+    for (int r = 1; r < L; r++) ordered += grad(r, i);
+    ordered /= (float)L;
+    differ += memcmp(&ordered, &g[i], 4) != 0;
+    worst = fmax(worst, fabs(g[i] - s / L) / fmax(fabs(s / L), 1e-3));
+  }
+  EXPECT(worst <= 1e-5 * L, "fast mean: max relative error %.3g", worst);
+  if (me == 0)
+    fprintf(stderr, "allreduce over %d learners: MPI_Allreduce differs from the rank-order sum in %lld of %lld elements\n",
+            L, (long long)differ, (long long)n);
+  free(g);
+}
+
+/* ---- agree ---- */
+
+static void test_agree(srlm_comm *c) {
+  int rank = srlm_comm_rank(c), size = srlm_comm_size(c), victim = size - 1;
+  EXPECT_EQ_INT(srlm_comm_agree(c, SRLM_OK), SRLM_OK);
+  srlm_status local = rank == victim ? srlm_error(SRLM_ERR_IO, "planted.txt:3", "planted failure on rank %d", rank) : SRLM_OK;
+  srlm_status st = srlm_comm_agree(c, local);
+  EXPECT_EQ_INT(st, SRLM_ERR_IO);
+  char want[128];
+  snprintf(want, sizeof want, "rank %d (%s): planted.txt:3: planted failure on rank %d", victim,
+           srlm_comm_colocated(c) ? "colocated" : "judge", victim);
+  EXPECT_CONTAINS(srlm_error_message(), want);
+  if (size > 1) {
+    local = rank >= size - 2 ? srlm_error(SRLM_ERR_FORMAT, "x", "failure %d", rank) : SRLM_OK;
+    st = srlm_comm_agree(c, local);
+    EXPECT_EQ_INT(st, SRLM_ERR_FORMAT);
+    snprintf(want, sizeof want, "x: failure %d (and 1 other ranks failed)", size - 2);
+    EXPECT_CONTAINS(srlm_error_message(), want);
+  }
+  srlm_error_clear();
+}
+
+static int run(srlm_comm *c, int L, int G, int J) {
+  check_layout(c, L, G, J);
+  test_bcast(c);
+  if (srlm_comm_colocated(c)) test_shards_colocated(c);
+  else test_shards_separate(c);
+  test_allreduce(c);
+  test_agree(c);
+  EXPECT_EQ_INT(srlm_comm_barrier(c), SRLM_OK);
+  if (g_test_failures) fprintf(stderr, "rank %d: %d of %d checks failed\n", srlm_comm_rank(c), g_test_failures, g_test_checks);
+  srlm_status st = g_test_failures ? srlm_error(SRLM_ERR_INTERNAL, "mpi_comm", "%d checks failed", g_test_failures) : SRLM_OK;
+  st = srlm_comm_agree(c, st);
+  if (srlm_comm_rank(c) == 0) {
+    if (st == SRLM_OK) printf("mpi_comm: OK (%d ranks, %s)\n", srlm_comm_size(c), srlm_comm_colocated(c) ? "colocated" : "separate roles");
+    else fprintf(stderr, "mpi_comm: FAILED: %s\n", srlm_error_message());
+  }
+  return st == SRLM_OK ? 0 : 1;
+}
+
+int main(int argc, char **argv) {
+  if (argc < 5) {
+    fprintf(stderr, "usage: mpi_comm run|joined|mismatch|abort|check|die L G J [COLOCATE|VICTIM]\n");
+    return 2;
+  }
+  const char *mode = argv[1];
+  int L = atoi(argv[2]), G = atoi(argv[3]), J = atoi(argv[4]), extra = argc > 5 ? atoi(argv[5]) : 0;
+  /* "joined": the program initializes MPI itself, srlm_comm joins it and leaves it up */
+  bool joined = strcmp(mode, "joined") == 0;
+  if (joined) {
+    MPI_Init(&argc, &argv);
+    mode = "run";
+  }
+  srlm_comm *c = NULL;
+  srlm_status st = srlm_comm_init(&argc, &argv, SRLM_COMM_MPI, &c);
+  if (st != SRLM_OK) {
+    fprintf(stderr, "mpi_comm: %s\n", srlm_error_message());
+    return 1;
+  }
+  bool colocate = strcmp(mode, "run") == 0 && extra;
+  srlm_comm_roles roles = {L, G, J, colocate};
+  st = srlm_comm_assign_roles(c, &roles);
+  if (st != SRLM_OK) {
+    /* the same error on every rank: rank 0 reports, every rank ends */
+    if (srlm_comm_rank(c) == 0) fprintf(stderr, "mpi_comm: error: %s\n", srlm_error_message());
+    srlm_comm_free(c);
+    return srlm_status_exit_code(st);
+  }
+  int rc = 0;
+  if (strcmp(mode, "run") == 0) {
+    rc = run(c, L, G, J);
+  } else if (strcmp(mode, "abort") == 0 || strcmp(mode, "check") == 0 || strcmp(mode, "die") == 0) {
+    if (srlm_comm_rank(c) == extra) {
+      usleep(200 * 1000); /* let the others block first */
+      if (mode[0] == 'a') srlm_comm_abort(c, srlm_error(SRLM_ERR_FORMAT, "prompts.jsonl:7", "planted failure on rank %d", extra));
+      if (mode[0] == 'c') SRLM_CHECK(extra < 0, "planted check failure on rank %d", extra);
+      raise(SIGKILL);
+    }
+    /* everyone else waits for a message the victim never sends */
+    void *buf = NULL;
+    size_t len = 0;
+    bool end = false;
+    srlm_comm_recv(c, extra, &buf, &len, NULL, &end);
+    fprintf(stderr, "mpi_comm: rank %d was not stopped\n", srlm_comm_rank(c));
+    rc = 3;
+  } else {
+    fprintf(stderr, "mpi_comm: unknown mode %s\n", mode);
+    rc = 2;
+  }
+  srlm_comm_free(c);
+  if (joined) {
+    int fin = 0;
+    MPI_Finalized(&fin);
+    if (fin) {
+      fprintf(stderr, "mpi_comm: srlm_comm_free finalized an MPI it did not initialize\n");
+      return 1;
+    }
+    MPI_Finalize();
+  }
+  return rc;
+}
