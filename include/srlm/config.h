@@ -80,6 +80,11 @@ typedef enum srlm_cfg_loss {
   SRLM_CFG_LOSS_SFT
 } srlm_cfg_loss;
 
+typedef enum srlm_cfg_task {
+  SRLM_CFG_TASK_NONE = 0,   /* prompts from data.prompts */
+  SRLM_CFG_TASK_SIGN_PUZZLE /* the built-in sign puzzle (src/tasks): prompts, judge, checker */
+} srlm_cfg_task;
+
 typedef enum srlm_cfg_overflow {
   SRLM_CFG_OVERFLOW_TRUNCATE = 0, /* keep the first train.max_seq_len tokens */
   SRLM_CFG_OVERFLOW_DROP          /* skip the example (counted) */
@@ -130,6 +135,11 @@ typedef struct srlm_config {
     bool colocate;
   } roles;
   struct {
+    srlm_cfg_task name;
+    int prompts_per_iteration;
+    int eval_prompts;
+  } task;
+  struct {
     char *prompts;
     char *eval_prompts;
     char *sft; /* SFT examples (JSONL) for `srlm sft` */
@@ -154,6 +164,7 @@ typedef struct srlm_config {
     double score_min;
     double score_max;
     srlm_cfg_judge_mode mode;
+    int replay_per_verdict;
   } judge;
   struct {
     double min_margin;
@@ -179,6 +190,8 @@ typedef struct srlm_config {
     srlm_cfg_overflow overflow;
     bool decay_1d;
     int log_every;
+    double replay_weight;
+    int replay_batch;
   } train;
   struct {
     int every;   /* iterations between evaluations; 0 = never */

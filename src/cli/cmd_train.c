@@ -9,11 +9,15 @@
  *   3. the prompts of data.prompts: JSONL lines {"prompt": ...} or {"messages": [...]},
  *      rendered with the chat format (or raw with chat_format none), tokenized, and
  *      written to iter_0/prompts.h5 (format "prompts", version 1);
- *   4. summary.json with what was done.
- * Generation, judging and the training iterations are the next stages (not built yet);
- * the command says so at the end rather than pretending to train.
+ *   4. with a built-in task (task.name), the self-rewarding iterations of selfreward.h
+ *      from M0 (generate, judge, pairs, DPO, evaluate; iter_<t>/model/, metrics.jsonl)
+ *      and the per-iteration table on stdout;
+ *   5. summary.json with what was done.
+ * Everything runs in this one process (the colocated layout); the MPI role split and the
+ * iterations on data.prompts with a text judge are not built yet.
  */
 #include <jansson.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,6 +27,7 @@
 #include "srlm/config.h"
 #include "srlm/hfmodel.h"
 #include "srlm/jsonl.h"
+#include "srlm/selfreward.h"
 #include "srlm/setup.h"
 #include "srlm/store.h"
 #include "srlm/tokenizer.h"
@@ -238,7 +243,49 @@ static srlm_status prepare_prompts(train_ctx *c) {
   return SRLM_OK;
 }
 
-static srlm_status write_summary(train_ctx *c, double seconds) {
+/* The self-rewarding iterations from M0 (task.name set, run.iterations > 0). */
+static srlm_status run_iterations(train_ctx *c, srlm_sr_iteration **rows_out) {
+  const srlm_config *cfg = &c->cfg;
+  *rows_out = NULL;
+  if (cfg->task.name == SRLM_CFG_TASK_NONE || cfg->run.iterations == 0) {
+    if (cfg->run.iterations > 0)
+      SRLM_INFO("task.name is none: the iterations on data.prompts with a text judge are not built yet; "
+                "stopping after preparing the run");
+    return SRLM_OK;
+  }
+  const char *tok_dir;
+  SRLM_TRY(srlm_setup_tokenizer_dir(cfg, &tok_dir));
+  srlm_model *m;
+  SRLM_TRY(srlm_model_load(c->model_dir, srlm_backend_cpu(), &m));
+  char path[4096];
+  srlm_status st = path_join(path, sizeof path, c->run_dir, "metrics.jsonl");
+  FILE *f = st == SRLM_OK ? fopen(path, "w") : NULL;
+  if (st == SRLM_OK && !f) st = srlm_error(SRLM_ERR_IO, path, "cannot create");
+  srlm_sr_iteration *rows = srlm_xcalloc((size_t)cfg->run.iterations + 1, sizeof *rows);
+  if (st == SRLM_OK) st = srlm_selfreward_run(cfg, c->run_dir, tok_dir, m, c->tok, f, rows);
+  if (f) fclose(f);
+  srlm_model_free(m);
+  if (st != SRLM_OK) {
+    free(rows);
+    return st;
+  }
+  /* the per-iteration table (stdout: it is the result) */
+  printf("%-9s %9s %10s %9s %8s %8s %9s %8s %9s %8s\n", "model", "accuracy", "sample_acc", "judge_agr", "samples",
+         "pairs", "pair_ok", "replay", "loss", "seconds");
+  for (int t = 0; t <= cfg->run.iterations; t++) {
+    const srlm_sr_iteration *r = &rows[t];
+    char name[16];
+    snprintf(name, sizeof name, "M%d", t);
+    printf("%-9s %8.1f%% %9.1f%% %8.1f%% %8lld %8lld %8.1f%% %8lld %9.4f %8.1f\n", name, 100 * r->accuracy,
+           100 * r->sample_accuracy, 100 * r->judge_agreement, (long long)r->samples, (long long)r->pairs,
+           t ? 100 * r->pair_accuracy : NAN, (long long)r->replay, t ? r->loss_last : NAN, r->seconds);
+  }
+  fflush(stdout);
+  *rows_out = rows;
+  return SRLM_OK;
+}
+
+static srlm_status write_summary(train_ctx *c, double seconds, const srlm_sr_iteration *rows) {
   json_t *o = json_object();
   json_object_set_new(o, "run", json_string(c->cfg.run.name));
   json_object_set_new(o, "model_dir", json_string(c->model_dir));
@@ -248,7 +295,20 @@ static srlm_status write_summary(train_ctx *c, double seconds) {
   json_object_set_new(o, "prompt_tokens", json_integer(c->n_tokens));
   json_object_set_new(o, "prompts_skipped", json_integer(c->n_skipped));
   json_object_set_new(o, "prompts_too_long", json_integer(c->n_too_long));
-  json_object_set_new(o, "iterations_done", json_integer(0));
+  json_object_set_new(o, "iterations_done", json_integer(rows ? c->cfg.run.iterations : 0));
+  if (rows) {
+    json_t *a = json_array();
+    for (int t = 0; t <= c->cfg.run.iterations; t++) {
+      json_t *r = json_object();
+      json_object_set_new(r, "iteration", json_integer(t));
+      json_object_set_new(r, "accuracy", isfinite(rows[t].accuracy) ? json_real(rows[t].accuracy) : json_null());
+      json_object_set_new(r, "judge_agreement",
+                          isfinite(rows[t].judge_agreement) ? json_real(rows[t].judge_agreement) : json_null());
+      json_object_set_new(r, "pairs", json_integer(rows[t].pairs));
+      json_array_append_new(a, r);
+    }
+    json_object_set_new(o, "iterations", a);
+  }
   json_object_set_new(o, "seconds", json_real(seconds));
   char *text = json_dumps(o, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
   json_decref(o);
@@ -301,14 +361,17 @@ int srlm_cmd_train(int argc, char **argv) {
   if (st == SRLM_OK) st = load_tokenizer(&c);
   if (st == SRLM_OK) st = prepare_model(&c);
   if (st == SRLM_OK) st = prepare_prompts(&c);
-  if (st == SRLM_OK) st = write_summary(&c, srlm_timer_elapsed(&t));
+  srlm_sr_iteration *rows = NULL;
+  if (st == SRLM_OK) st = run_iterations(&c, &rows);
+  if (st == SRLM_OK) st = write_summary(&c, srlm_timer_elapsed(&t), rows);
+  free(rows);
   int rc = 0;
   if (st != SRLM_OK) {
     rc = srlm_cli_fail("train", st);
   } else {
-    SRLM_INFO("prepared run %s in %.2f s: config.yaml, model M0 (%s), %lld prompts tokenized, summary.json",
-              c.run_dir, srlm_timer_elapsed(&t), c.model_dir, (long long)c.n_prompts);
-    SRLM_INFO("generation, judging and training iterations are not built yet: this build stops after preparing the run");
+    SRLM_INFO("run %s done in %.2f s: config.yaml, model M0 (%s), %lld prompts tokenized, %d iterations, "
+              "summary.json", c.run_dir, srlm_timer_elapsed(&t), c.model_dir, (long long)c.n_prompts,
+              c.cfg.task.name == SRLM_CFG_TASK_NONE ? 0 : c.cfg.run.iterations);
   }
   srlm_tokenizer_free(c.tok);
   srlm_config_free(&c.cfg);

@@ -47,6 +47,7 @@ static const char *const k_dtypes[] = {"fp32", "bf16", NULL};
 static const char *const k_chat_formats[] = {"auto", "llama3", "chatml", "qwen3", "none", NULL};
 static const char *const k_judge_modes[] = {"regex", "expected", NULL};
 static const char *const k_losses[] = {"dpo", "ipo", "grpo", "sft", NULL};
+static const char *const k_tasks[] = {"none", "sign_puzzle", NULL};
 static const char *const k_overflows[] = {"truncate", "drop", NULL};
 static const char *const k_lr_schedules[] = {"constant", "linear", "cosine", NULL};
 _Static_assert(SRLM_LOG_ERROR == 3 && SRLM_CFG_FAMILY_MISTRAL == 3 && SRLM_CFG_DTYPE_BF16 == 1 &&
@@ -86,6 +87,10 @@ static const srlm_config_option k_options[] = {
     OPT_INT(roles.learners, 0, 0, 1 << 20, "learner ranks when not colocated"),
     OPT_BOOL(roles.colocate, 1, "every rank plays all three roles in turn"),
 
+    OPT_ENUM(task.name, k_tasks, "none", "built-in task giving prompts, judge format and checker; none = data.prompts"),
+    OPT_INT(task.prompts_per_iteration, 4000, 1, 1 << 24, "fresh task prompts generated and judged per iteration"),
+    OPT_INT(task.eval_prompts, 1000, 0, 1 << 24, "held-out task prompts evaluated after every model; 0 = no evaluation"),
+
     OPT_STRING(data.prompts, "", "training prompts (JSONL)"),
     OPT_STRING(data.eval_prompts, "", "evaluation prompts (JSONL); \"\" = no evaluation"),
     OPT_STRING(data.sft, "", "supervised fine-tuning examples (JSONL) for srlm sft"),
@@ -109,6 +114,7 @@ static const srlm_config_option k_options[] = {
     OPT_FLOAT(judge.score_min, 0.0, 0, -1e9, 1e9, 0, "lowest valid score"),
     OPT_FLOAT(judge.score_max, 5.0, 0, -1e9, 1e9, 0, "highest valid score"),
     OPT_ENUM(judge.mode, k_judge_modes, "regex", "regex: parse the text; expected: probability-weighted score"),
+    OPT_INT(judge.replay_per_verdict, 2000, 0, 1 << 24, "own greedy judgments replayed per verdict (correct/wrong) each iteration; 0 = none"),
 
     OPT_FLOAT(pairs.min_margin, 0.0, 0, 0.0, INF, 0, "least score gap between chosen and rejected"),
 
@@ -131,6 +137,8 @@ static const srlm_config_option k_options[] = {
     OPT_INT(train.max_seq_len, 0, 0, 1 << 20, "longest training sequence in tokens; 0 = the model's max positions"),
     OPT_ENUM(train.overflow, k_overflows, "truncate", "longer training examples: keep the first tokens, or drop them"),
     OPT_BOOL(train.decay_1d, 0, "apply weight decay to 1-D tensors (norms, biases) too"),
+    OPT_FLOAT(train.replay_weight, 1.0, 0, 0.0, 1000.0, 0, "weight of the judge-replay NLL term of each preference step"),
+    OPT_INT(train.replay_batch, 64, 1, 1 << 20, "judge-replay examples per preference step"),
     OPT_INT(train.log_every, 10, 1, 1 << 30, "optimizer steps between progress lines and metrics"),
 
     OPT_INT(eval.every, 1, 0, BIG, "evaluate every N iterations; 0 = never"),

@@ -1,7 +1,7 @@
 # srlm generate: the CLI forms. Greedy {"ids"} lines against transformers' continuations
 # for every fixture of tests/fixtures/hf (EOS from generation_config.json applied);
 # sampling that depends only on (seed, line index); {"text"} lines, --stop and the text
-# output on a model with a tokenizer (M0 of the quickstart config, made by srlm train);
+# output on a model with a tokenizer (M0 of the quickstart-m1 config, made by srlm train);
 # error cases with their exit status and FILE:LINE.
 # usage: bash generate.sh /path/to/srlm   (env: SRLM_SOURCE_DIR, SRLM_TMP; needs python3)
 set -u
@@ -128,11 +128,11 @@ for i, l in enumerate(open('$TMP/sampled.jsonl')):
     assert 2 not in d['ids'][:-1], 'line %d: EOS inside: %s' % (i + 1, d['ids'])
 "
 
-# 3. a model with a tokenizer: M0 of the quickstart config (19-id character vocabulary,
+# 3. a model with a tokenizer: M0 of the quickstart-m1 config (19-id character vocabulary,
 #    eos 0, no chat template); text lines, text output, --stop
-(cd "$SRC" && "$SRLM" train -c configs/quickstart.yaml run.out_dir="$TMP/runs" run.iterations=0 > "$TMP/train.log" 2>&1) ||
+(cd "$SRC" && "$SRLM" train -c configs/quickstart-m1.yaml run.out_dir="$TMP/runs" run.iterations=0 > "$TMP/train.log" 2>&1) ||
   fail "srlm train could not make the quickstart model: $(tail -3 "$TMP/train.log")"
-Q=$TMP/runs/quickstart/iter_0/model
+Q=$TMP/runs/quickstart-m1/iter_0/model
 printf '{"text":"Q12T+"}\n{"ids":[14,3,4]}\n{"text":"Q9884T+29A"}\n' > "$TMP/t.jsonl"
 expect_ok "$SRLM" generate --model "$Q" --jsonl "$TMP/t.jsonl" --max-new-tokens 12 --seed 3
 cp "$TMP/out" "$TMP/t.out"
@@ -190,12 +190,12 @@ fi
 # 3b. chat prompts and multi-byte text: M0 made for the Qwen3 tokenizer (151669 ids, 2.4M
 #     parameters, chat format qwen3 detected from its tokenizer_config.json)
 SH=${SRLM_SHARED:-$SRC/../shared}
-(cd "$SRC" && "$SRLM" train -c configs/quickstart.yaml run.out_dir="$TMP/runs_qwen" run.iterations=0 \
+(cd "$SRC" && "$SRLM" train -c configs/quickstart-m1.yaml run.out_dir="$TMP/runs_qwen" run.iterations=0 \
   tokenizer.path="$SH/fixtures/tokenizers/qwen3" tokenizer.chat_format=auto data.max_prompt_tokens=64 \
   model.arch.hidden_size=16 model.arch.num_heads=2 model.arch.num_kv_heads=1 model.arch.intermediate_size=32 \
   model.arch.num_layers=1 model.arch.tie_embeddings=true > "$TMP/train_qwen.log" 2>&1) ||
   fail "srlm train could not make the qwen3-vocabulary model: $(tail -3 "$TMP/train_qwen.log")"
-Q3=$TMP/runs_qwen/quickstart/iter_0/model
+Q3=$TMP/runs_qwen/quickstart-m1/iter_0/model
 printf '{"messages":[{"role":"user","content":"What is 17+25?"}]}\n' > "$TMP/msg.jsonl"
 printf '{"prompt":"What is 17+25?"}\n' > "$TMP/prompt.jsonl"
 "$SRLM" chat --tokenizer "$Q3" --jsonl "$TMP/msg.jsonl" --generation-prompt --ids > "$TMP/chat_ids.jsonl" ||

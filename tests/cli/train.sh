@@ -17,7 +17,11 @@ expect_err() { grep -qF -- "$1" "$tmp/err" || { fail "stderr lacks '$1':"; cat "
 
 cd "$src"
 rm -rf "$tmp/runs"
-expect_rc 0 "quickstart config" "$srlm" train -c configs/quickstart.yaml run.out_dir="$tmp/runs" run.name=t1
+# the preparation stages alone: M0 from model.arch, the prompts file, no task iterations
+prep="model.path= task.name=none data.prompts=configs/data/quickstart_prompts.jsonl data.max_prompt_tokens=16
+  model.arch.hidden_size=64 model.arch.intermediate_size=160 model.arch.num_layers=4 model.arch.num_heads=4
+  model.arch.num_kv_heads=4 model.arch.max_seq_len=32"
+expect_rc 0 "quickstart config" "$srlm" train -c configs/quickstart.yaml $prep run.out_dir="$tmp/runs" run.name=t1
 run=$tmp/runs/t1
 for f in config.yaml summary.json iter_0/model/config.json iter_0/model/model.safetensors \
          iter_0/model/tokenizer.json iter_0/prompts.h5; do
@@ -25,15 +29,15 @@ for f in config.yaml summary.json iter_0/model/config.json iter_0/model/model.sa
 done
 ls "$run" "$run/iter_0" | grep -q '\.tmp\.' && fail "temporary files left in $run"
 grep -q '"prompts": 64' "$run/summary.json" || fail "summary.json does not count 64 prompts: $(cat "$run/summary.json")"
-expect_err "prepared run $run"
+expect_err "run $run done in"
 # the saved config is the resolved one and parses back to the same config
 "$srlm" config -c "$run/config.yaml" >"$tmp/a.yaml" 2>&1 || fail "saved config.yaml does not parse"
-"$srlm" config -c configs/quickstart.yaml run.out_dir="$tmp/runs" run.name=t1 >"$tmp/b.yaml" 2>&1
+"$srlm" config -c configs/quickstart.yaml $prep run.out_dir="$tmp/runs" run.name=t1 >"$tmp/b.yaml" 2>&1
 cmp -s "$tmp/a.yaml" "$tmp/b.yaml" || fail "saved config.yaml differs from the resolved config"
 # the model M0 passes srlm info
 expect_rc 0 "info on M0" "$srlm" info --model "$run/iter_0/model"
 # same seed, same weights
-expect_rc 0 "second run" "$srlm" train -c configs/quickstart.yaml run.out_dir="$tmp/runs" run.name=t2
+expect_rc 0 "second run" "$srlm" train -c configs/quickstart.yaml $prep run.out_dir="$tmp/runs" run.name=t2
 cmp -s "$run/iter_0/model/model.safetensors" "$tmp/runs/t2/iter_0/model/model.safetensors" \
   || fail "same seed gave different M0 weights"
 
@@ -56,14 +60,14 @@ expect_err "$tmp/bad.yaml:3:9: run.seed"
 
 # malformed prompt lines: file:line, exit 1; skipped and counted with data.skip_bad_lines
 printf '{"prompt":"Q1234T+10A"}\n{"prompt": 5}\nnot json\n{"prompt":"Q1111T+04A"}\n' >"$tmp/p.jsonl"
-expect_rc 1 "bad prompt line" "$srlm" train -c configs/quickstart.yaml run.out_dir="$tmp/runs" run.name=t3 data.prompts="$tmp/p.jsonl"
+expect_rc 1 "bad prompt line" "$srlm" train -c configs/quickstart.yaml $prep run.out_dir="$tmp/runs" run.name=t3 data.prompts="$tmp/p.jsonl"
 expect_err "$tmp/p.jsonl:2:"
 [ -e "$tmp/runs/t3/iter_0/prompts.h5" ] && fail "prompts.h5 written despite the error"
-expect_rc 0 "skip bad lines" "$srlm" train -c configs/quickstart.yaml run.out_dir="$tmp/runs" run.name=t4 \
+expect_rc 0 "skip bad lines" "$srlm" train -c configs/quickstart.yaml $prep run.out_dir="$tmp/runs" run.name=t4 \
   data.prompts="$tmp/p.jsonl" data.skip_bad_lines=true
 grep -q '"prompts": 2' "$tmp/runs/t4/summary.json" || fail "expected 2 prompts: $(cat "$tmp/runs/t4/summary.json")"
 grep -q '"prompts_skipped": 2' "$tmp/runs/t4/summary.json" || fail "expected 2 skipped"
-expect_rc 1 "missing prompts file" "$srlm" train -c configs/quickstart.yaml run.out_dir="$tmp/runs" run.name=t5 data.prompts=/nonexistent.jsonl
+expect_rc 1 "missing prompts file" "$srlm" train -c configs/quickstart.yaml $prep run.out_dir="$tmp/runs" run.name=t5 data.prompts=/nonexistent.jsonl
 expect_err "/nonexistent.jsonl: cannot open"
 
 echo "train.sh: $fails failed"
