@@ -275,7 +275,10 @@ static srlm_status run_iterations(train_ctx *c, srlm_sr_iteration **rows_out) {
   for (int t = 0; t <= cfg->run.iterations; t++) {
     const srlm_sr_iteration *r = &rows[t];
     char name[16];
-    snprintf(name, sizeof name, "M%d", t);
+    if (t)
+      snprintf(name, sizeof name, "iter %d", t);
+    else
+      snprintf(name, sizeof name, "start");
     printf("%-9s %8.1f%% %9.1f%% %8.1f%% %8lld %8lld %8.1f%% %8lld %9.4f %8.1f\n", name, 100 * r->accuracy,
            100 * r->sample_accuracy, 100 * r->judge_agreement, (long long)r->samples, (long long)r->pairs,
            t ? 100 * r->pair_accuracy : NAN, (long long)r->replay, t ? r->loss_last : NAN, r->seconds);

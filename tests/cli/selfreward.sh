@@ -52,7 +52,7 @@ print("eval accuracy %s, judge agreement %s" % ([round(e["accuracy"], 3) for e i
       [round(e["judge_agreement"], 3) for e in evals]), file=sys.stderr)
 sys.exit(1 if bad else 0)
 PY
-grep -q '^M2 ' "$tmp/a.out" || fail "no table row for M2: $(cat "$tmp/a.out")"
+grep -q '^iter 2 ' "$tmp/a.out" || fail "no table row for iteration 2: $(cat "$tmp/a.out")"
 grep -q 'iteration 1 judge:' "$tmp/a.err" || fail "no judge progress line"
 # same seed, same layout: bit-identical weights
 "$srlm" train -c configs/quickstart.yaml $small run.name=b >/dev/null 2>&1 || fail "second run"
