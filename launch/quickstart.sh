@@ -6,9 +6,10 @@
 #   stage 1  srlm sft -c configs/quickstart-m1.yaml   M1 = SFT from scratch (CPU, minutes)
 #   stage 2  srlm train -c configs/quickstart.yaml     self-rewarding DPO iterations, each
 #            evaluated (held-out accuracy, judge agreement); prints the per-iteration table
-# Arguments are config overrides for both stages, e.g.  launch/quickstart.sh run.seed=7
-# (run.seed also seeds the stage-0 data). Results: runs/quickstart/ (metrics.jsonl,
-# summary.json, iter_<t>/model/).
+# Arguments are config overrides for both stages, e.g.
+#   launch/quickstart.sh run.seed=7 run.out_dir=runs-seed7
+# (run.seed also seeds the stage-0 data). Results: <run.out_dir, default runs>/quickstart/
+# (metrics.jsonl, summary.json, iter_<t>/model/).
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
@@ -18,19 +19,22 @@ jobs=$(nproc 2>/dev/null || echo 2)
 cmake -S . -B build -DCMAKE_BUILD_TYPE=Release >/dev/null
 cmake --build build -j"$jobs"
 
-seed=1234
+seed=1234 out=runs
 for a in "$@"; do
-  case "$a" in run.seed=*) seed=${a#run.seed=} ;; esac
+  case "$a" in
+    run.seed=*) seed=${a#run.seed=} ;;
+    run.out_dir=*) out=${a#run.out_dir=} ;;
+  esac
 done
 # Tiny models: OpenMP threads that spin while waiting only steal the core from the other.
 export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-passive}
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 start=$(date +%s)
-mkdir -p runs/quickstart-data
+mkdir -p "$out/quickstart-data"
 echo "== stage 0: srlm task sft-data --seed $seed"
-build/srlm task sft-data --seed "$seed" --instructions 2000 --judge 16000 --out runs/quickstart-data/sft.jsonl
+build/srlm task sft-data --seed "$seed" --instructions 2000 --judge 16000 --out "$out/quickstart-data/sft.jsonl"
 echo "== stage 1: srlm sft -c configs/quickstart-m1.yaml $*"
-build/srlm sft -c configs/quickstart-m1.yaml "$@"
+build/srlm sft -c configs/quickstart-m1.yaml data.sft="$out/quickstart-data/sft.jsonl" "$@"
 echo "== stage 2: srlm train -c configs/quickstart.yaml $*"
-build/srlm train -c configs/quickstart.yaml "$@"
-echo "== quickstart done in $(( $(date +%s) - start )) s; metrics in runs/quickstart/metrics.jsonl"
+build/srlm train -c configs/quickstart.yaml model.path="$out/quickstart-m1/model" "$@"
+echo "== quickstart done in $(( $(date +%s) - start )) s; metrics in $out/quickstart/metrics.jsonl"
