@@ -167,6 +167,14 @@ double srlm_timer_elapsed(const srlm_timer *t); /* seconds since start */
 srlm_status srlm_read_file(const char *path, char **data, size_t *size);
 /* Writes data to path atomically: path.tmp.<pid>, fsync, rename. */
 srlm_status srlm_write_file_atomic(const char *path, const void *data, size_t size);
+/* A growing byte string, always NUL-terminated once non-empty; zero-init is empty.
+ * Free p with free(). */
+typedef struct srlm_strbuf {
+  char *p;
+  size_t n, cap;
+} srlm_strbuf;
+void srlm_strbuf_append(srlm_strbuf *b, const void *s, size_t n);
+
 /* Creates a directory and its missing parents (like mkdir -p); existing ones are fine. */
 srlm_status srlm_mkdirs(const char *path);
 /* Allocation that never returns NULL (fatal on out of memory). */

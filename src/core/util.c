@@ -124,3 +124,15 @@ srlm_status srlm_mkdirs(const char *path) {
   free(buf);
   return SRLM_OK;
 }
+
+void srlm_strbuf_append(srlm_strbuf *b, const void *s, size_t n) {
+  if (b->n + n + 1 > b->cap) {
+    size_t cap = b->cap ? b->cap : 256;
+    while (cap < b->n + n + 1) cap *= 2;
+    b->p = srlm_xrealloc(b->p, cap);
+    b->cap = cap;
+  }
+  memcpy(b->p + b->n, s, n);
+  b->n += n;
+  b->p[b->n] = '\0';
+}

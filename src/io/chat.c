@@ -9,22 +9,9 @@
 
 /* ---- output buffer ------------------------------------------------------- */
 
-typedef struct chat_buf {
-  char *p;
-  size_t n, cap;
-} chat_buf;
+typedef srlm_strbuf chat_buf;
 
-static void put(chat_buf *b, const char *s, size_t n) {
-  if (b->n + n + 1 > b->cap) {
-    size_t cap = b->cap ? b->cap : 1024;
-    while (cap < b->n + n + 1) cap *= 2;
-    b->p = srlm_xrealloc(b->p, cap);
-    b->cap = cap;
-  }
-  memcpy(b->p + b->n, s, n);
-  b->n += n;
-  b->p[b->n] = '\0';
-}
+static void put(chat_buf *b, const char *s, size_t n) { srlm_strbuf_append(b, s, n); }
 static void puts_(chat_buf *b, const char *s) { put(b, s, strlen(s)); }
 
 /* ---- string views and Python's strip family ------------------------------ */

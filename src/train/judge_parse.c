@@ -12,22 +12,9 @@
 
 /* ---- templates ---------------------------------------------------------------- */
 
-typedef struct str_buf {
-  char *p;
-  size_t n, cap;
-} str_buf;
+typedef srlm_strbuf str_buf;
 
-static void buf_add(str_buf *b, const char *s, size_t n) {
-  if (b->n + n + 1 > b->cap) {
-    size_t cap = b->cap ? b->cap : 256;
-    while (cap < b->n + n + 1) cap *= 2;
-    b->p = srlm_xrealloc(b->p, cap);
-    b->cap = cap;
-  }
-  memcpy(b->p + b->n, s, n);
-  b->n += n;
-  b->p[b->n] = '\0';
-}
+static void buf_add(str_buf *b, const char *s, size_t n) { srlm_strbuf_append(b, s, n); }
 
 static int is_name_char(char c) {
   return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_';
