@@ -42,6 +42,10 @@ void srlm_jsonl_close(srlm_jsonl *r);
  * "null": the JSON type of v, for error messages ("expected X, got <type>"). */
 const char *srlm_json_type_name(const json_t *v);
 
+/* Writes o as indented JSON (keys in insertion order) to dir/name atomically, then
+ * releases o (json_decref) either way. */
+srlm_status srlm_json_save(json_t *o, const char *dir, const char *name);
+
 #ifdef __cplusplus
 }
 #endif

@@ -12,6 +12,7 @@
 
 #include "commands.h"
 #include "srlm/config.h"
+#include "srlm/jsonl.h"
 #include "srlm/setup.h"
 #include "srlm/sft.h"
 
@@ -140,13 +141,7 @@ static srlm_status write_summary(sft_cli *c, const srlm_sft_data *d, const srlm_
   json_object_set_new(o, "seconds", json_num(s->seconds));
   json_object_set_new(o, "tokens_per_second", json_num(s->seconds > 0 ? (double)s->tokens / s->seconds : 0));
   json_object_set_new(o, "model_dir", json_string(model_dir));
-  char *text = json_dumps(o, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
-  json_decref(o);
-  char path[4200];
-  srlm_status st = path_join(path, sizeof path, c->run_dir, "summary.json");
-  if (st == SRLM_OK) st = srlm_write_file_atomic(path, text, strlen(text));
-  free(text);
-  return st;
+  return srlm_json_save(o, c->run_dir, "summary.json");
 }
 
 static srlm_status run_sft(sft_cli *c) {

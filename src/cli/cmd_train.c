@@ -313,13 +313,7 @@ static srlm_status write_summary(train_ctx *c, double seconds, const srlm_sr_ite
     json_object_set_new(o, "iterations", a);
   }
   json_object_set_new(o, "seconds", json_real(seconds));
-  char *text = json_dumps(o, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
-  json_decref(o);
-  char path[4096];
-  srlm_status st = path_join(path, sizeof path, c->run_dir, "summary.json");
-  if (st == SRLM_OK) st = srlm_write_file_atomic(path, text, strlen(text));
-  free(text);
-  return st;
+  return srlm_json_save(o, c->run_dir, "summary.json");
 }
 
 int srlm_cmd_train(int argc, char **argv) {

@@ -97,3 +97,16 @@ const char *srlm_json_type_name(const json_t *v) {
   }
   return "?";
 }
+
+srlm_status srlm_json_save(json_t *o, const char *dir, const char *name) {
+  char *text = json_dumps(o, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+  json_decref(o);
+  if (!text) return srlm_error(SRLM_ERR_INTERNAL, name, "cannot serialize JSON");
+  size_t n = strlen(dir) + strlen(name) + 2;
+  char *path = srlm_xmalloc(n);
+  snprintf(path, n, "%s/%s", dir, name);
+  srlm_status st = srlm_write_file_atomic(path, text, strlen(text));
+  free(path);
+  free(text);
+  return st;
+}
