@@ -342,6 +342,16 @@ int srlm_cmd_train(int argc, char **argv) {
     free(overrides);
     return srlm_cli_usage_error("train", "-c CONFIG is required");
   }
+  /* Under mpirun every rank would run the whole job and write the same files: refuse
+     until the role split over ranks exists (the communicators in src/comm are ready). */
+  const char *world = getenv("OMPI_COMM_WORLD_SIZE");
+  if (!world) world = getenv("PMI_SIZE");
+  if (world && atoi(world) > 1) {
+    free(overrides);
+    if (getenv("OMPI_COMM_WORLD_RANK") && atoi(getenv("OMPI_COMM_WORLD_RANK")) != 0) return 2;
+    return srlm_cli_usage_error("train", "launched as %d MPI ranks, but splitting the roles over ranks is not built "
+                                "yet: run srlm train as one process (all roles in turn)", atoi(world));
+  }
   train_ctx c;
   memset(&c, 0, sizeof c);
   srlm_timer t;

@@ -70,5 +70,14 @@ grep -q '"prompts_skipped": 2' "$tmp/runs/t4/summary.json" || fail "expected 2 s
 expect_rc 1 "missing prompts file" "$srlm" train -c configs/quickstart.yaml $prep run.out_dir="$tmp/runs" run.name=t5 data.prompts=/nonexistent.jsonl
 expect_err "/nonexistent.jsonl: cannot open"
 
+# under mpirun with several ranks: a clear refusal on rank 0, every rank exits, no hang
+if command -v mpirun >/dev/null 2>&1; then
+  timeout 60 mpirun --oversubscribe -np 2 "$srlm" train -c configs/quickstart.yaml $prep run.out_dir="$tmp/runs" \
+    run.name=t6 >"$tmp/out" 2>"$tmp/err"
+  rc=$?
+  [ $rc -ne 0 ] && [ $rc -ne 124 ] || { fail "mpirun -np 2: exit $rc"; cat "$tmp/err" >&2; }
+  expect_err "launched as 2 MPI ranks, but splitting the roles over ranks is not built yet"
+fi
+
 echo "train.sh: $fails failed"
 [ "$fails" -eq 0 ]
