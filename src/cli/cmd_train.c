@@ -279,9 +279,12 @@ static srlm_status run_iterations(train_ctx *c, srlm_sr_iteration **rows_out) {
       snprintf(name, sizeof name, "iter %d", t);
     else
       snprintf(name, sizeof name, "start");
-    printf("%-9s %8.1f%% %9.1f%% %8.1f%% %8lld %8lld %8.1f%% %8lld %9.4f %8.1f\n", name, 100 * r->accuracy,
-           100 * r->sample_accuracy, 100 * r->judge_agreement, (long long)r->samples, (long long)r->pairs,
-           t ? 100 * r->pair_accuracy : NAN, (long long)r->replay, t ? r->loss_last : NAN, r->seconds);
+    char pair_ok[16] = "-", loss[16] = "-"; /* the start row has no pairs and no training */
+    if (t && isfinite(r->pair_accuracy)) snprintf(pair_ok, sizeof pair_ok, "%.1f%%", 100 * r->pair_accuracy);
+    if (t && r->pairs) snprintf(loss, sizeof loss, "%.4f", r->loss_last);
+    printf("%-9s %8.1f%% %9.1f%% %8.1f%% %8lld %8lld %9s %8lld %9s %8.1f\n", name, 100 * r->accuracy,
+           100 * r->sample_accuracy, 100 * r->judge_agreement, (long long)r->samples, (long long)r->pairs, pair_ok,
+           (long long)r->replay, loss, r->seconds);
   }
   fflush(stdout);
   *rows_out = rows;
