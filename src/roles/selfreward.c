@@ -415,6 +415,11 @@ srlm_status srlm_selfreward_run(const srlm_config *cfg, const char *run_dir, con
     if (st == SRLM_OK) st = evaluate(cfg, m, tok, t, eos, row, metrics);
     row->seconds = srlm_timer_elapsed(&tm);
     if (st == SRLM_OK) {
+      double done = 0;
+      for (int u = 1; u <= t; u++) done += rows[u].seconds;
+      int left = cfg->run.iterations - t;
+      SRLM_INFO("iteration %d/%d done in %.1f s%s; ETA %.0f s", t, cfg->run.iterations, row->seconds,
+                left ? "" : " (last)", left * done / t);
       json_t *o = json_object();
       json_object_set_new(o, "event", json_string("iteration"));
       json_object_set_new(o, "iteration", json_integer(t));
