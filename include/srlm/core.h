@@ -154,6 +154,11 @@ srlm_philox_out srlm_rng_bits(uint64_t seed, uint32_t a, uint32_t b, uint32_t c,
 float srlm_rng_u01f(uint32_t bits);
 double srlm_rng_u01d(uint32_t hi, uint32_t lo);
 
+/* A permutation of [0, n) into order (n) by Fisher-Yates, a function of (seed, purpose,
+ * epoch) alone: swap j of position i is drawn from srlm_rng_bits(seed, purpose, epoch,
+ * i low, i high), 64 bits scaled to [0, i] (bias below 2^-32 for any n that fits memory). */
+void srlm_rng_permutation(int64_t n, uint64_t seed, uint32_t purpose, uint32_t epoch, int64_t *order);
+
 /* ---- timers ------------------------------------------------------------- */
 
 double srlm_time_now(void); /* seconds, CLOCK_MONOTONIC */
@@ -174,6 +179,9 @@ typedef struct srlm_strbuf {
   size_t n, cap;
 } srlm_strbuf;
 void srlm_strbuf_append(srlm_strbuf *b, const void *s, size_t n);
+
+/* out = "a/b" (n bytes at most); a path that does not fit is SRLM_ERR_IO naming a. */
+srlm_status srlm_path_join(char *out, size_t n, const char *a, const char *b);
 
 /* Creates a directory and its missing parents (like mkdir -p); existing ones are fine. */
 srlm_status srlm_mkdirs(const char *path);

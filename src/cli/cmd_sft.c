@@ -115,12 +115,6 @@ static srlm_status on_step(const srlm_sft_step_info *s, void *user) {
   return write_metrics(c);
 }
 
-static srlm_status path_join(char *out, size_t n, const char *a, const char *b) {
-  int w = snprintf(out, n, "%s/%s", a, b);
-  if (w < 0 || (size_t)w >= n) return srlm_error(SRLM_ERR_IO, a, "path too long");
-  return SRLM_OK;
-}
-
 static srlm_status write_summary(sft_cli *c, const srlm_sft_data *d, const srlm_sft_summary *s, const char *model_dir,
                                  size_t activation_bytes) {
   json_t *o = json_object();
@@ -150,9 +144,9 @@ static srlm_status run_sft(sft_cli *c) {
   if (w < 0 || (size_t)w >= sizeof c->run_dir) return srlm_error(SRLM_ERR_IO, cfg->run.out_dir, "path too long");
   SRLM_TRY(srlm_mkdirs(c->run_dir));
   char path[4200];
-  SRLM_TRY(path_join(path, sizeof path, c->run_dir, "config.yaml"));
+  SRLM_TRY(srlm_path_join(path, sizeof path, c->run_dir, "config.yaml"));
   SRLM_TRY(srlm_config_save(cfg, path));
-  SRLM_TRY(path_join(c->metrics_path, sizeof c->metrics_path, c->run_dir, "metrics.jsonl"));
+  SRLM_TRY(srlm_path_join(c->metrics_path, sizeof c->metrics_path, c->run_dir, "metrics.jsonl"));
   SRLM_INFO("run folder %s (config saved as config.yaml)", c->run_dir);
 
   srlm_tokenizer *tok = NULL;
@@ -214,7 +208,7 @@ static srlm_status run_sft(sft_cli *c) {
     st = srlm_sft_train(model, &data, &o, &sum);
   }
   char model_dir[4200];
-  if (st == SRLM_OK) st = path_join(model_dir, sizeof model_dir, c->run_dir, "model");
+  if (st == SRLM_OK) st = srlm_path_join(model_dir, sizeof model_dir, c->run_dir, "model");
   if (st == SRLM_OK) st = srlm_mkdirs(model_dir);
   if (st == SRLM_OK)
     st = srlm_model_save(model, model_dir, cfg->model.dtype == SRLM_CFG_DTYPE_BF16 ? SRLM_ST_BF16 : SRLM_ST_F32);

@@ -64,19 +64,13 @@ typedef struct train_ctx {
   int max_len;
 } train_ctx;
 
-static srlm_status path_join(char *out, size_t n, const char *a, const char *b) {
-  int w = snprintf(out, n, "%s/%s", a, b);
-  if (w < 0 || (size_t)w >= n) return srlm_error(SRLM_ERR_IO, a, "path too long");
-  return SRLM_OK;
-}
-
 static srlm_status prepare_run_dir(train_ctx *c) {
   const srlm_config *cfg = &c->cfg;
   int w = snprintf(c->run_dir, sizeof c->run_dir, "%s/%s", cfg->run.out_dir, cfg->run.name);
   if (w < 0 || (size_t)w >= sizeof c->run_dir) return srlm_error(SRLM_ERR_IO, cfg->run.out_dir, "path too long");
   SRLM_TRY(srlm_mkdirs(c->run_dir));
   char path[4096];
-  SRLM_TRY(path_join(path, sizeof path, c->run_dir, "config.yaml"));
+  SRLM_TRY(srlm_path_join(path, sizeof path, c->run_dir, "config.yaml"));
   SRLM_TRY(srlm_config_save(cfg, path));
   SRLM_INFO("run folder %s (config saved as config.yaml)", c->run_dir);
   return SRLM_OK;
@@ -103,7 +97,7 @@ static srlm_status prepare_model(train_ctx *c) {
     const char *tok_dir;
     SRLM_TRY(srlm_setup_model_config(cfg, c->tok, &m));
     SRLM_TRY(srlm_setup_tokenizer_dir(cfg, &tok_dir));
-    SRLM_TRY(path_join(c->model_dir, sizeof c->model_dir, c->run_dir, "iter_0/model"));
+    SRLM_TRY(srlm_path_join(c->model_dir, sizeof c->model_dir, c->run_dir, "iter_0/model"));
     SRLM_TRY(srlm_mkdirs(c->model_dir));
     srlm_st_dtype dt = cfg->model.dtype == SRLM_CFG_DTYPE_BF16 ? SRLM_ST_BF16 : SRLM_ST_F32;
     /* the same weights srlm_setup_model creates in memory for (config, run.seed) */
@@ -214,9 +208,9 @@ static srlm_status prepare_prompts(train_ctx *c) {
                     (long long)c->n_skipped, (long long)c->n_too_long);
   char path[4096];
   srlm_store *s = NULL;
-  if (st == SRLM_OK) st = path_join(path, sizeof path, c->run_dir, "iter_0");
+  if (st == SRLM_OK) st = srlm_path_join(path, sizeof path, c->run_dir, "iter_0");
   if (st == SRLM_OK) st = srlm_mkdirs(path);
-  if (st == SRLM_OK) st = path_join(path, sizeof path, c->run_dir, "iter_0/prompts.h5");
+  if (st == SRLM_OK) st = srlm_path_join(path, sizeof path, c->run_dir, "iter_0/prompts.h5");
   if (st == SRLM_OK) st = srlm_store_create(path, PROMPTS_FORMAT, PROMPTS_VERSION, &s);
   if (st == SRLM_OK) st = srlm_store_write_seqs(s, "/prompts/ids", c->n_prompts, offsets, all.ids);
   if (st == SRLM_OK) st = srlm_store_write_strings(s, "/prompts/text", c->n_prompts, (const char *const *)texts);
@@ -258,7 +252,7 @@ static srlm_status run_iterations(train_ctx *c, srlm_sr_iteration **rows_out) {
   srlm_model *m;
   SRLM_TRY(srlm_model_load(c->model_dir, srlm_backend_cpu(), &m));
   char path[4096];
-  srlm_status st = path_join(path, sizeof path, c->run_dir, "metrics.jsonl");
+  srlm_status st = srlm_path_join(path, sizeof path, c->run_dir, "metrics.jsonl");
   FILE *f = st == SRLM_OK ? fopen(path, "w") : NULL;
   if (st == SRLM_OK && !f) st = srlm_error(SRLM_ERR_IO, path, "cannot create");
   srlm_sr_iteration *rows = srlm_xcalloc((size_t)cfg->run.iterations + 1, sizeof *rows);

@@ -136,3 +136,9 @@ void srlm_strbuf_append(srlm_strbuf *b, const void *s, size_t n) {
   b->n += n;
   b->p[b->n] = '\0';
 }
+
+srlm_status srlm_path_join(char *out, size_t n, const char *a, const char *b) {
+  int w = snprintf(out, n, "%s/%s", a, b);
+  if (w < 0 || (size_t)w >= n) return srlm_error(SRLM_ERR_IO, a, "path too long");
+  return SRLM_OK;
+}

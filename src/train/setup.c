@@ -6,12 +6,6 @@
 
 #include "srlm/setup.h"
 
-static srlm_status path_join(char *out, size_t n, const char *a, const char *b) {
-  int w = snprintf(out, n, "%s/%s", a, b);
-  if (w < 0 || (size_t)w >= n) return srlm_error(SRLM_ERR_IO, a, "path too long");
-  return SRLM_OK;
-}
-
 srlm_status srlm_setup_tokenizer_dir(const srlm_config *cfg, const char **dir) {
   *dir = cfg->tokenizer.path[0] ? cfg->tokenizer.path : cfg->model.path;
   if (!(*dir)[0])
@@ -49,7 +43,7 @@ srlm_status srlm_setup_tokenizer(const srlm_config *cfg, srlm_tokenizer **tok, i
 srlm_status srlm_setup_tokenizer_eos(srlm_tokenizer *tok, const char *dir, int64_t *eos) {
   char path[4096];
   *eos = -1;
-  SRLM_TRY(path_join(path, sizeof path, dir, "tokenizer_config.json"));
+  SRLM_TRY(srlm_path_join(path, sizeof path, dir, "tokenizer_config.json"));
   json_error_t jerr;
   json_t *root = json_load_file(path, 0, &jerr);
   if (!root) return SRLM_OK; /* no tokenizer_config.json: no eos known */
@@ -124,8 +118,8 @@ srlm_status srlm_setup_copy_tokenizer_files(const char *src_dir, const char *dst
   static const char *const files[] = {"tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"};
   for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
     char src[4096], dst[4096];
-    SRLM_TRY(path_join(src, sizeof src, src_dir, files[i]));
-    SRLM_TRY(path_join(dst, sizeof dst, dst_dir, files[i]));
+    SRLM_TRY(srlm_path_join(src, sizeof src, src_dir, files[i]));
+    SRLM_TRY(srlm_path_join(dst, sizeof dst, dst_dir, files[i]));
     char *data;
     size_t n;
     srlm_status st = srlm_read_file(src, &data, &n);
