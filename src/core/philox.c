@@ -46,3 +46,15 @@ double srlm_rng_u01d(uint32_t hi, uint32_t lo) {
   uint64_t x = ((uint64_t)hi << 21) ^ (lo >> 11);
   return (double)(x & ((UINT64_C(1) << 53) - 1)) * (1.0 / 9007199254740992.0);
 }
+
+void srlm_rng_permutation(int64_t n, uint64_t seed, uint32_t purpose, uint32_t epoch, int64_t *order) {
+  for (int64_t i = 0; i < n; i++) order[i] = i;
+  for (int64_t i = n - 1; i > 0; i--) {
+    srlm_philox_out r = srlm_rng_bits(seed, purpose, epoch, (uint32_t)i, (uint32_t)((uint64_t)i >> 32));
+    uint64_t bits = ((uint64_t)r.v[0] << 32) | r.v[1];
+    int64_t j = (int64_t)(((unsigned __int128)bits * (unsigned __int128)(uint64_t)(i + 1)) >> 64);
+    int64_t t = order[i];
+    order[i] = order[j];
+    order[j] = t;
+  }
+}

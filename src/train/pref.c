@@ -127,19 +127,6 @@ srlm_status srlm_pref_ref_logps(srlm_model *m, const srlm_pref_pair *pairs, int6
   return st;
 }
 
-/* The order of the pairs in one epoch: Fisher-Yates keyed by (seed, epoch). */
-static void epoch_order(int64_t n, uint64_t seed, int epoch, int64_t *order) {
-  for (int64_t i = 0; i < n; i++) order[i] = i;
-  for (int64_t i = n - 1; i > 0; i--) {
-    srlm_philox_out r = srlm_rng_bits(seed, SRLM_PREF_RNG_PURPOSE, (uint32_t)epoch, (uint32_t)i, (uint32_t)(i >> 32));
-    uint64_t x = ((uint64_t)r.v[0] << 32) | r.v[1];
-    int64_t j = (int64_t)(x % (uint64_t)(i + 1));
-    int64_t tmp = order[i];
-    order[i] = order[j];
-    order[j] = tmp;
-  }
-}
-
 typedef struct pref_run {
   srlm_model *m;
   const srlm_pref_pair *pairs;
@@ -290,7 +277,7 @@ srlm_status srlm_pref_train(srlm_model *m, const srlm_pref_pair *pairs, int64_t 
   srlm_timer_start(&total);
   int64_t step = 0;
   for (int epoch = 0; st == SRLM_OK && epoch < o->epochs; epoch++) {
-    epoch_order(n, o->seed, epoch, order);
+    srlm_rng_permutation(n, o->seed, SRLM_PREF_RNG_PURPOSE, (uint32_t)epoch, order);
     for (int64_t s = 0; st == SRLM_OK && s < steps_per_epoch; s++) {
       srlm_timer t;
       srlm_timer_start(&t);

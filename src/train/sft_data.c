@@ -188,17 +188,7 @@ void srlm_sft_data_free(srlm_sft_data *d) {
 }
 
 void srlm_sft_order(int64_t n, uint64_t seed, int epoch, int64_t *order) {
-  for (int64_t i = 0; i < n; i++) order[i] = i;
-  for (int64_t i = n - 1; i > 0; i--) {
-    srlm_philox_out r = srlm_rng_bits(seed, SRLM_SFT_RNG_PURPOSE, (uint32_t)epoch, (uint32_t)i,
-                                      (uint32_t)((uint64_t)i >> 32));
-    /* 64 random bits scaled to [0, i]: the bias is below 2^-32 for any n this holds. */
-    uint64_t bits = ((uint64_t)r.v[0] << 32) | r.v[1];
-    int64_t j = (int64_t)(((unsigned __int128)bits * (unsigned __int128)(uint64_t)(i + 1)) >> 64);
-    int64_t t = order[i];
-    order[i] = order[j];
-    order[j] = t;
-  }
+  srlm_rng_permutation(n, seed, SRLM_SFT_RNG_PURPOSE, (uint32_t)epoch, order);
 }
 
 void srlm_sft_batch_fill(srlm_sft_batch *batch, const srlm_sft_data *d, const int64_t *idx, int count) {
