@@ -57,6 +57,11 @@
  * all-reduce would be device memory; shards, agree and abort stay on MPI). Role code
  * calls only this interface, so a new backend changes nothing in src/roles.
  *
+ * Waiting. Every wait (receive, broadcast, barrier, all-reduce) polls the request and
+ * sleeps in between (50 us doubling to 2 ms) instead of MPI's busy polling, so an idle
+ * rank leaves its core to the ranks that work: roles take turns, and small jobs run
+ * more ranks than cores.
+ *
  * Threads: one handle is used by one thread (MPI is initialized with
  * MPI_THREAD_FUNNELED; OpenMP threads inside ops never call comm).
  */
@@ -164,6 +169,16 @@ typedef enum srlm_comm_order {
 /* In-place all-reduce over the learner group. g: (n). Learners only (others: error). */
 srlm_status srlm_comm_allreduce_grads(srlm_comm *c, float *g, int64_t n, srlm_comm_reduce op, srlm_comm_order order);
 
+/* In-place sum of n doubles over the learner group (metrics and flags of a training step;
+ * MPI_Allreduce: the same result on every learner). Learners only. */
+srlm_status srlm_comm_allreduce_f64(srlm_comm *c, double *x, int n);
+
+/* Every rank of the world contributes len bytes; on return (*bufs)[r] (a new buffer of
+ * (*lens)[r] bytes) is rank r's, for every r (free each, then both arrays). Collective;
+ * at most INT_MAX bytes in all. For the colocated layout, where every learner needs
+ * every rank's scored shards. */
+srlm_status srlm_comm_allgather_bytes(srlm_comm *c, const void *buf, size_t len, void ***bufs, size_t **lens);
+
 /* ---- point-to-point: rollout shards and other byte messages ------------- */
 
 #define SRLM_COMM_ANY_SOURCE (-1)
@@ -171,6 +186,15 @@ srlm_status srlm_comm_allreduce_grads(srlm_comm *c, float *g, int64_t n, srlm_co
 /* Sends len bytes to world rank dest (a header with the length goes first). Blocking.
  * len 0 is allowed. */
 srlm_status srlm_comm_send(srlm_comm *c, int dest, const void *buf, size_t len);
+
+/* Like srlm_comm_send, but returns at once: the handle takes buf (srlm_xmalloc'd, len
+ * <= 1 GiB) and frees it when the send has completed (on error too). Messages to one
+ * destination still arrive in the order posted, sync or async. Lets a generator go on
+ * sampling while its judge is busy. srlm_comm_flush waits for every pending send; call
+ * it before srlm_comm_send_end to the same peers is NOT needed for ordering, only to
+ * bound memory and to be sure the data left. */
+srlm_status srlm_comm_send_async(srlm_comm *c, int dest, void *buf, size_t len);
+srlm_status srlm_comm_flush(srlm_comm *c);
 
 /* Sends an end-of-stream marker to dest: the receiver's srlm_comm_recv returns with
  * *end = true. A producer sends one to each consumer when it has no more shards. */

@@ -90,6 +90,18 @@ typedef enum srlm_cfg_overflow {
   SRLM_CFG_OVERFLOW_DROP          /* skip the example (counted) */
 } srlm_cfg_overflow;
 
+typedef enum srlm_cfg_judge_source {
+  SRLM_CFG_SOURCE_MODEL = 0, /* the model's own judgment (the task's judge format, or judge.template) */
+  SRLM_CFG_SOURCE_VERIFIER,  /* the task's programmatic checker: score_max if right, score_min if not */
+  SRLM_CFG_SOURCE_MIX        /* (1 - judge.verifier_weight) x model + judge.verifier_weight x verifier */
+} srlm_cfg_judge_source;
+
+typedef enum srlm_cfg_grpo_agg {
+  SRLM_CFG_GRPO_SEQ_MEAN = 0, /* per-sequence token mean, then mean over sequences (GRPO) */
+  SRLM_CFG_GRPO_TOKEN_MEAN,   /* token mean over the step (DAPO) */
+  SRLM_CFG_GRPO_FIXED_LEN     /* sum / (sequences x generate.max_new_tokens) (Dr.GRPO) */
+} srlm_cfg_grpo_agg;
+
 typedef enum srlm_cfg_lr_schedule {
   SRLM_CFG_LR_CONSTANT = 0,
   SRLM_CFG_LR_LINEAR,
@@ -133,6 +145,8 @@ typedef struct srlm_config {
     int judges;
     int learners;
     bool colocate;
+    int shard_prompts; /* prompts per rollout shard */
+    int threads;       /* OpenMP threads per rank; 0 = the OpenMP default (OMP_NUM_THREADS) */
   } roles;
   struct {
     srlm_cfg_task name;
@@ -145,6 +159,7 @@ typedef struct srlm_config {
     char *sft; /* SFT examples (JSONL) for `srlm sft` */
     bool skip_bad_lines;
     int max_prompt_tokens;
+    int prompts_per_iteration; /* 0 = every prompt each iteration */
   } data;
   struct {
     int samples_per_prompt; /* K */
@@ -165,6 +180,8 @@ typedef struct srlm_config {
     double score_max;
     srlm_cfg_judge_mode mode;
     int replay_per_verdict;
+    srlm_cfg_judge_source source;
+    double verifier_weight;
   } judge;
   struct {
     double min_margin;
@@ -192,6 +209,11 @@ typedef struct srlm_config {
     int log_every;
     double replay_weight;
     int replay_batch;
+    double clip_eps;               /* GRPO ratio clip */
+    srlm_cfg_grpo_agg grpo_aggregation;
+    bool grpo_std;                 /* divide group advantages by their std (false: Dr.GRPO) */
+    double is_cap;                 /* GRPO truncated importance weight cap; 0 = off */
+    int checkpoint_every;          /* optimizer steps between mid-iteration checkpoints; 0 = only at iteration ends */
   } train;
   struct {
     int every;   /* iterations between evaluations; 0 = never */

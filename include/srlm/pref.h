@@ -12,10 +12,14 @@
  * the model as it is: called at the start of an iteration they are the iteration's
  * starting weights M_t (ALGORITHMS.md section 1), never a second trainable model.
  *
- * Steps: one optimizer step takes the next batch_pairs pairs of the epoch's order (a
- * Philox permutation keyed by (seed, epoch)); its loss is the pair loss normalized over
- * the step's pairs plus replay_weight times the replay examples' mean-token NLL; the
- * model's one backward gets the per-token coefficients of both; AdamW (optim.h) updates.
+ * Steps: one optimizer step takes the next batch_pairs x grad_accum pairs of the epoch's
+ * order (a Philox permutation keyed by (seed, epoch)), forwarded in micro-batches of
+ * batch_pairs; its loss is the pair loss normalized over the step's pairs plus
+ * replay_weight times the replay examples' mean-token NLL; the model's backward gets the
+ * per-token coefficients of both (gradients accumulate over micro-batches); AdamW
+ * (optim.h) updates. With dp (dp.h) each learner forwards its slice of the step's pairs
+ * and replay examples, normalized by the step's global counts, and dp->reduce sums the
+ * gradients before the step.
  * A non-finite loss or gradient skips the step (counted). Deterministic for a seed.
  */
 #ifndef SRLM_PREF_H
@@ -24,6 +28,7 @@
 #include <stdint.h>
 
 #include "srlm/core.h"
+#include "srlm/dp.h"
 #include "srlm/losses.h"
 #include "srlm/model.h"
 #include "srlm/optim.h"
@@ -72,7 +77,9 @@ typedef srlm_status (*srlm_pref_step_fn)(const srlm_pref_step_info *info, void *
 
 typedef struct srlm_pref_train_options {
   srlm_pref_options loss;        /* kind, beta, label smoothing, nll_weight (norm is set per step) */
-  int batch_pairs;               /* pairs per optimizer step (>= 1) */
+  int batch_pairs;               /* pairs per micro-batch (>= 1) */
+  int grad_accum;                /* micro-batches per optimizer step (0 or 1 = one) */
+  const srlm_dp *dp;             /* learners splitting each step (dp.h); NULL = one learner */
   int epochs;                    /* passes over the pairs (>= 1) */
   srlm_optim_config optim;
   srlm_lr_schedule schedule;     /* total_steps is filled in from the data */

@@ -26,6 +26,7 @@
 
 #include <stdio.h>
 
+#include "srlm/comm.h"
 #include "srlm/config.h"
 #include "srlm/core.h"
 #include "srlm/model.h"
@@ -55,8 +56,8 @@ typedef struct srlm_sr_iteration {
 /* Runs cfg->run.iterations iterations on m (trained in place) in run_dir; tok_dir has the
  * tokenizer files copied next to each saved model; metrics are appended to metrics
  * (an open file). rows (iterations + 1) receives the table. */
-srlm_status srlm_selfreward_run(const srlm_config *cfg, const char *run_dir, const char *tok_dir, srlm_model *m,
-                                srlm_tokenizer *tok, FILE *metrics, srlm_sr_iteration *rows);
+srlm_status srlm_selfreward_run(const srlm_config *cfg, srlm_comm *comm, const char *run_dir, const char *tok_dir,
+                                srlm_model *m, srlm_tokenizer *tok, FILE *metrics, srlm_sr_iteration *rows);
 
 #ifdef __cplusplus
 }

@@ -17,6 +17,9 @@
  * iterations on data.prompts with a text judge are not built yet.
  */
 #include <jansson.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -24,6 +27,7 @@
 
 #include "commands.h"
 #include "srlm/chat.h"
+#include "srlm/comm.h"
 #include "srlm/config.h"
 #include "srlm/hfmodel.h"
 #include "srlm/jsonl.h"
@@ -64,10 +68,20 @@ typedef struct train_ctx {
   int max_len;
 } train_ctx;
 
-static srlm_status prepare_run_dir(train_ctx *c) {
+static srlm_status run_dir_path(train_ctx *c) {
   const srlm_config *cfg = &c->cfg;
   int w = snprintf(c->run_dir, sizeof c->run_dir, "%s/%s", cfg->run.out_dir, cfg->run.name);
   if (w < 0 || (size_t)w >= sizeof c->run_dir) return srlm_error(SRLM_ERR_IO, cfg->run.out_dir, "path too long");
+  if (cfg->model.path[0])
+    snprintf(c->model_dir, sizeof c->model_dir, "%s", cfg->model.path);
+  else
+    SRLM_TRY(srlm_path_join(c->model_dir, sizeof c->model_dir, c->run_dir, "iter_0/model"));
+  return SRLM_OK;
+}
+
+static srlm_status prepare_run_dir(train_ctx *c) {
+  const srlm_config *cfg = &c->cfg;
+  SRLM_TRY(run_dir_path(c));
   SRLM_TRY(srlm_mkdirs(c->run_dir));
   char path[4096];
   SRLM_TRY(srlm_path_join(path, sizeof path, c->run_dir, "config.yaml"));
@@ -76,35 +90,39 @@ static srlm_status prepare_run_dir(train_ctx *c) {
   return SRLM_OK;
 }
 
-static srlm_status load_tokenizer(train_ctx *c) {
+static srlm_status load_tokenizer(train_ctx *c, int report) {
   srlm_timer t;
   srlm_timer_start(&t);
   SRLM_TRY(srlm_setup_tokenizer(&c->cfg, &c->tok, &c->has_chat, &c->chat));
-  SRLM_INFO("tokenizer %s: %d ids (%.2f s), chat format %s", srlm_tokenizer_path(c->tok),
+  if (report)
+    SRLM_INFO("tokenizer %s: %d ids (%.2f s), chat format %s", srlm_tokenizer_path(c->tok),
             (int)srlm_tokenizer_n_ids(c->tok), srlm_timer_elapsed(&t),
             c->has_chat ? srlm_chat_kind_name(c->chat.kind) : "none (raw text)");
   return SRLM_OK;
 }
 
+static srlm_status open_model(train_ctx *c, int report);
+
 static srlm_status prepare_model(train_ctx *c) {
   const srlm_config *cfg = &c->cfg;
-  srlm_timer t;
-  srlm_timer_start(&t);
-  if (cfg->model.path[0]) {
-    snprintf(c->model_dir, sizeof c->model_dir, "%s", cfg->model.path);
-  } else {
+  if (!cfg->model.path[0]) {
     srlm_model_config m;
     const char *tok_dir;
     SRLM_TRY(srlm_setup_model_config(cfg, c->tok, &m));
     SRLM_TRY(srlm_setup_tokenizer_dir(cfg, &tok_dir));
-    SRLM_TRY(srlm_path_join(c->model_dir, sizeof c->model_dir, c->run_dir, "iter_0/model"));
     SRLM_TRY(srlm_mkdirs(c->model_dir));
     srlm_st_dtype dt = cfg->model.dtype == SRLM_CFG_DTYPE_BF16 ? SRLM_ST_BF16 : SRLM_ST_F32;
     /* the same weights srlm_setup_model creates in memory for (config, run.seed) */
     SRLM_TRY(srlm_hf_model_write_random(c->model_dir, &m, (uint64_t)cfg->run.seed, dt));
     SRLM_TRY(srlm_setup_copy_tokenizer_files(tok_dir, c->model_dir));
   }
-  /* Open what is on disk (fresh or given): the same checks as `srlm info`. */
+  return open_model(c, 1);
+}
+
+/* Opens M0 on disk (fresh or given): the same checks as `srlm info`. */
+static srlm_status open_model(train_ctx *c, int report) {
+  srlm_timer t;
+  srlm_timer_start(&t);
   srlm_hf_model *hf;
   SRLM_TRY(srlm_hf_model_open(c->model_dir, &hf));
   c->mcfg = *srlm_hf_model_config(hf);
@@ -113,6 +131,7 @@ static srlm_status prepare_model(train_ctx *c) {
   if (c->mcfg.vocab_size < srlm_tokenizer_n_ids(c->tok))
     return srlm_error(SRLM_ERR_FORMAT, c->model_dir, "vocab_size %lld is smaller than the tokenizer's %d ids",
                       (long long)c->mcfg.vocab_size, (int)srlm_tokenizer_n_ids(c->tok));
+  if (!report) return SRLM_OK;
   char count[32];
   srlm_format_count(c->n_params, count, sizeof count);
   SRLM_INFO("model M0 %s: %s, %lld layers, hidden %lld, heads %lld/%lld, vocab %lld, %s parameters (%.2f s)",
@@ -237,12 +256,14 @@ static srlm_status prepare_prompts(train_ctx *c) {
   return SRLM_OK;
 }
 
-/* The self-rewarding iterations from M0 (task.name set, run.iterations > 0). */
-static srlm_status run_iterations(train_ctx *c, srlm_sr_iteration **rows_out) {
+/* The self-rewarding iterations from M0 (task.name set, run.iterations > 0), on every
+ * rank; the lead (world rank 0) writes metrics.jsonl and prints the table. */
+static srlm_status run_iterations(train_ctx *c, srlm_comm *comm, srlm_sr_iteration **rows_out) {
   const srlm_config *cfg = &c->cfg;
+  const int lead = srlm_comm_rank(comm) == 0;
   *rows_out = NULL;
   if (cfg->task.name == SRLM_CFG_TASK_NONE || cfg->run.iterations == 0) {
-    if (cfg->run.iterations > 0)
+    if (cfg->run.iterations > 0 && lead)
       SRLM_INFO("task.name is none: the iterations on data.prompts with a text judge are not built yet; "
                 "stopping after preparing the run");
     return SRLM_OK;
@@ -253,13 +274,13 @@ static srlm_status run_iterations(train_ctx *c, srlm_sr_iteration **rows_out) {
   SRLM_TRY(srlm_model_load(c->model_dir, srlm_backend_cpu(), &m));
   char path[4096];
   srlm_status st = srlm_path_join(path, sizeof path, c->run_dir, "metrics.jsonl");
-  FILE *f = st == SRLM_OK ? fopen(path, "w") : NULL;
-  if (st == SRLM_OK && !f) st = srlm_error(SRLM_ERR_IO, path, "cannot create");
+  FILE *f = st == SRLM_OK && lead ? fopen(path, "w") : NULL;
+  if (st == SRLM_OK && lead && !f) st = srlm_error(SRLM_ERR_IO, path, "cannot create");
   srlm_sr_iteration *rows = srlm_xcalloc((size_t)cfg->run.iterations + 1, sizeof *rows);
-  if (st == SRLM_OK) st = srlm_selfreward_run(cfg, c->run_dir, tok_dir, m, c->tok, f, rows);
+  if (st == SRLM_OK) st = srlm_selfreward_run(cfg, comm, c->run_dir, tok_dir, m, c->tok, f, rows);
   if (f) fclose(f);
   srlm_model_free(m);
-  if (st != SRLM_OK) {
+  if (st != SRLM_OK || !lead) {
     free(rows);
     return st;
   }
@@ -339,45 +360,68 @@ int srlm_cmd_train(int argc, char **argv) {
     free(overrides);
     return srlm_cli_usage_error("train", "-c CONFIG is required");
   }
-  /* Under mpirun every rank would run the whole job and write the same files: refuse
-     until the role split over ranks exists (the communicators in src/comm are ready). */
-  const char *world = getenv("OMPI_COMM_WORLD_SIZE");
-  if (!world) world = getenv("PMI_SIZE");
-  if (world && atoi(world) > 1) {
+  /* Under mpirun every rank runs this; the lead (world rank 0) prepares the run folder
+     and reports, every rank plays its role(s) in the iterations. */
+  srlm_comm *comm = NULL;
+  srlm_status st = srlm_comm_init(NULL, NULL, SRLM_COMM_MPI, &comm);
+  if (st != SRLM_OK) {
     free(overrides);
-    if (getenv("OMPI_COMM_WORLD_RANK") && atoi(getenv("OMPI_COMM_WORLD_RANK")) != 0) return 2;
-    return srlm_cli_usage_error("train", "launched as %d MPI ranks, but splitting the roles over ranks is not built "
-                                "yet: run srlm train as one process (all roles in turn)", atoi(world));
+    return srlm_cli_fail("train", st);
   }
+  const int lead = srlm_comm_rank(comm) == 0, multi = srlm_comm_size(comm) > 1;
   train_ctx c;
   memset(&c, 0, sizeof c);
   srlm_timer t;
   srlm_timer_start(&t);
-  srlm_status st = srlm_config_load(&c.cfg, config_path, n_over, overrides);
+  st = srlm_config_load(&c.cfg, config_path, n_over, overrides);
   free(overrides);
   if (st == SRLM_OK) {
-    srlm_log_set_level(c.cfg.run.log_level);
+    srlm_comm_roles roles = {c.cfg.roles.learners, c.cfg.roles.generators, c.cfg.roles.judges, c.cfg.roles.colocate};
+    st = srlm_comm_assign_roles(comm, &roles);
+  }
+  if (st != SRLM_OK) { /* config and role errors are the same on every rank: rank 0 says it */
+    int rc = lead ? srlm_cli_fail("train", st) : srlm_status_exit_code(st);
+    srlm_config_free(&c.cfg);
+    srlm_comm_free(comm);
+    return rc;
+  }
+  srlm_log_set_level(c.cfg.run.log_level);
+#ifdef _OPENMP
+  if (c.cfg.roles.threads > 0) omp_set_num_threads(c.cfg.roles.threads);
+#endif
+  if (lead) {
     char *yaml = srlm_config_to_yaml(&c.cfg, 0);
     SRLM_INFO("resolved config (%s%s):\n%s", config_path, n_over ? " + overrides" : "", yaml);
     free(yaml);
+    if (multi)
+      SRLM_INFO("%d ranks: %s", srlm_comm_size(comm),
+                srlm_comm_colocated(comm) ? "colocated (every rank generates, judges and learns its shards)"
+                                          : "separate roles (learners, generators, judges: see roles.*)");
     st = prepare_run_dir(&c);
+  } else {
+    st = run_dir_path(&c);
   }
-  if (st == SRLM_OK) st = load_tokenizer(&c);
-  if (st == SRLM_OK) st = prepare_model(&c);
-  if (st == SRLM_OK) st = prepare_prompts(&c);
+  if (st == SRLM_OK) st = load_tokenizer(&c, lead);
+  if (st == SRLM_OK && lead) st = prepare_model(&c);
+  if (st == SRLM_OK && lead) st = prepare_prompts(&c);
+  /* the others open M0 only once the lead has written it */
+  if (multi) st = srlm_comm_agree(comm, st);
+  if (st == SRLM_OK && !lead) st = open_model(&c, 0);
   srlm_sr_iteration *rows = NULL;
-  if (st == SRLM_OK) st = run_iterations(&c, &rows);
-  if (st == SRLM_OK) st = write_summary(&c, srlm_timer_elapsed(&t), rows);
+  if (st == SRLM_OK) st = run_iterations(&c, comm, &rows);
+  if (st != SRLM_OK && multi) srlm_comm_abort(comm, st); /* shards in flight: end every rank now */
+  if (st == SRLM_OK && lead) st = write_summary(&c, srlm_timer_elapsed(&t), rows);
   free(rows);
   int rc = 0;
   if (st != SRLM_OK) {
     rc = srlm_cli_fail("train", st);
-  } else {
+  } else if (lead) {
     SRLM_INFO("run %s done in %.2f s: config.yaml, model M0 (%s), %lld prompts tokenized, %d iterations, "
               "summary.json", c.run_dir, srlm_timer_elapsed(&t), c.model_dir, (long long)c.n_prompts,
               c.cfg.task.name == SRLM_CFG_TASK_NONE ? 0 : c.cfg.run.iterations);
   }
   srlm_tokenizer_free(c.tok);
   srlm_config_free(&c.cfg);
+  srlm_comm_free(comm);
   return rc;
 }

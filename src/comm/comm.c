@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "srlm/comm.h"
 
@@ -33,6 +34,32 @@ static const char *mpi_desc(int rc) {
 }
 #define SRLM_MPI(call) SRLM_LIB_CALL("MPI", int, call, srlm_rc == MPI_SUCCESS, mpi_desc(srlm_rc))
 
+/* Waits for a request without spinning: Open MPI's blocking calls poll at 100% CPU,
+ * which on a box with fewer cores than ranks steals the core from the rank doing the
+ * work (generators and judges idle while the learner trains, and the other way round).
+ * Polls with MPI_Test and sleeps in between, 50 us doubling up to 2 ms: at most ~2 ms of
+ * added latency per message, nothing next to a phase of seconds. */
+static int wait_polite(MPI_Request *req, MPI_Status *status) {
+  long ns = 50000;
+  for (;;) {
+    int done = 0;
+    int rc = MPI_Test(req, &done, status ? status : MPI_STATUS_IGNORE);
+    if (rc != MPI_SUCCESS || done) return rc;
+    struct timespec ts = {0, ns};
+    nanosleep(&ts, NULL);
+    if (ns < 2000000) ns *= 2;
+  }
+}
+/* A nonblocking MPI call followed by the polite wait; rc of whichever failed. */
+#define SRLM_MPI_WAIT(icall, req) SRLM_MPI(mpi_then_wait((icall), &(req)))
+static int mpi_then_wait(int rc, MPI_Request *req) { return rc == MPI_SUCCESS ? wait_polite(req, NULL) : rc; }
+
+typedef struct pending_send {
+  MPI_Request req[2]; /* header, data (MPI_REQUEST_NULL when empty) */
+  int64_t hdr[2];
+  void *buf; /* owned: freed when the send completes */
+} pending_send;
+
 struct srlm_comm {
   srlm_comm_backend backend;
   int rank, size;
@@ -44,6 +71,8 @@ struct srlm_comm {
   MPI_Comm world;                 /* duplicate of MPI_COMM_WORLD */
   MPI_Comm role[SRLM_ROLE_COUNT]; /* MPI_COMM_NULL where this rank does not play the role */
   MPI_Comm bcast;                 /* learner 0 + generators + judges; MPI_COMM_NULL elsewhere */
+  pending_send *pending;          /* srlm_comm_send_async in flight */
+  int n_pending, cap_pending;
 };
 
 static const char *const k_role_names[SRLM_ROLE_COUNT] = {"learner", "generator", "judge"};
@@ -149,6 +178,16 @@ srlm_status srlm_comm_assign_roles(srlm_comm *c, const srlm_comm_roles *roles) {
 
 void srlm_comm_free(srlm_comm *c) {
   if (!c) return;
+  /* sends nobody will receive any more (an error path): cancel rather than wait forever */
+  for (int i = 0; i < c->n_pending; i++) {
+    for (int k = 0; k < 2; k++)
+      if (c->pending[i].req[k] != MPI_REQUEST_NULL) {
+        MPI_Cancel(&c->pending[i].req[k]);
+        MPI_Request_free(&c->pending[i].req[k]);
+      }
+    free(c->pending[i].buf);
+  }
+  free(c->pending);
   MPI_Comm *comms[SRLM_ROLE_COUNT + 2] = {&c->role[0], &c->role[1], &c->role[2], &c->bcast, &c->world};
   for (int i = 0; i < SRLM_ROLE_COUNT + 2; i++)
     if (*comms[i] != MPI_COMM_NULL) MPI_Comm_free(comms[i]);
@@ -203,14 +242,16 @@ static const char *label_of(const srlm_comm *c, int rank) {
 /* ---- collectives -------------------------------------------------------- */
 
 srlm_status srlm_comm_barrier(srlm_comm *c) {
-  SRLM_MPI(MPI_Barrier(c->world));
+  MPI_Request req;
+  SRLM_MPI_WAIT(MPI_Ibarrier(c->world, &req), req);
   return SRLM_OK;
 }
 
 srlm_status srlm_comm_agree(srlm_comm *c, srlm_status local) {
   int failed = local != SRLM_OK;
   int *flags = srlm_xmalloc((size_t)c->size * sizeof *flags);
-  int rc = MPI_Allgather(&failed, 1, MPI_INT, flags, 1, MPI_INT, c->world);
+  MPI_Request req;
+  int rc = mpi_then_wait(MPI_Iallgather(&failed, 1, MPI_INT, flags, 1, MPI_INT, c->world, &req), &req);
   int first = -1, nfailed = 0;
   for (int r = 0; rc == MPI_SUCCESS && r < c->size; r++) {
     if (!flags[r]) continue;
@@ -231,7 +272,7 @@ srlm_status srlm_comm_agree(srlm_comm *c, srlm_status local) {
     const char *msg = srlm_error_message();
     snprintf(m.msg, sizeof m.msg, "%s", msg[0] ? msg : srlm_status_name(local));
   }
-  SRLM_MPI(MPI_Bcast(&m, (int)sizeof m, MPI_BYTE, first, c->world));
+  SRLM_MPI_WAIT(MPI_Ibcast(&m, (int)sizeof m, MPI_BYTE, first, c->world, &req), req);
   m.msg[AGREE_MSG - 1] = '\0';
   srlm_status code = m.code > SRLM_OK && m.code < SRLM_STATUS_COUNT ? (srlm_status)m.code : SRLM_ERR_INTERNAL;
   char where[64];
@@ -265,7 +306,8 @@ srlm_status srlm_comm_bcast_weights(srlm_comm *c, float *w, int64_t n, int64_t *
   if (bucket_bytes > CHUNK_BYTES) bucket_bytes = CHUNK_BYTES;
   int64_t hdr[4] = {BCAST_MAGIC, *version, n, (int64_t)(bucket_bytes / sizeof(float))};
   if (hdr[3] < 1) hdr[3] = 1;
-  SRLM_MPI(MPI_Bcast(hdr, 4, MPI_INT64_T, 0, c->bcast));
+  MPI_Request req;
+  SRLM_MPI_WAIT(MPI_Ibcast(hdr, 4, MPI_INT64_T, 0, c->bcast, &req), req);
   if (hdr[0] != BCAST_MAGIC || hdr[3] < 1 || hdr[3] > (int64_t)(CHUNK_BYTES / sizeof(float)) || hdr[2] < 0)
     return srlm_error(SRLM_ERR_INTERNAL, "weight broadcast", "bad header from learner 0 (messages out of step)");
   int64_t want = *version, got = hdr[1], root_n = hdr[2], bucket = hdr[3];
@@ -275,7 +317,7 @@ srlm_status srlm_comm_bcast_weights(srlm_comm *c, float *w, int64_t n, int64_t *
   int rc = MPI_SUCCESS;
   for (int64_t off = 0; off < root_n && rc == MPI_SUCCESS; off += bucket) {
     int cnt = (int)(root_n - off < bucket ? root_n - off : bucket);
-    rc = MPI_Bcast(mismatch ? scratch : w + off, cnt, MPI_FLOAT, 0, c->bcast);
+    rc = mpi_then_wait(MPI_Ibcast(mismatch ? scratch : w + off, cnt, MPI_FLOAT, 0, c->bcast, &req), &req);
   }
   free(scratch);
   if (rc != MPI_SUCCESS) return srlm_lib_error("MPI", "MPI_Bcast(weight bucket)", rc, mpi_desc(rc), __FILE__, __LINE__);
@@ -309,7 +351,8 @@ static srlm_status allreduce_ordered(MPI_Comm comm, int L, int me, float *g, int
       rdsp[j] = j * mine;
     }
     recv = srlm_xrealloc(recv, ((size_t)L * (size_t)mine + 1) * sizeof(float));
-    rc = MPI_Alltoallv(g + off, scnt, sdsp, MPI_FLOAT, recv, rcnt, rdsp, MPI_FLOAT, comm);
+    MPI_Request req;
+    rc = mpi_then_wait(MPI_Ialltoallv(g + off, scnt, sdsp, MPI_FLOAT, recv, rcnt, rdsp, MPI_FLOAT, comm, &req), &req);
     if (rc != MPI_SUCCESS) break;
     float *out = g + off + sdsp[me];
     for (int k = 0; k < mine; k++) {
@@ -317,7 +360,8 @@ static srlm_status allreduce_ordered(MPI_Comm comm, int L, int me, float *g, int
       for (int j = 1; j < L; j++) s += recv[(size_t)j * (size_t)mine + (size_t)k];
       out[k] = mean ? s / (float)L : s;
     }
-    rc = MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, g + off, scnt, sdsp, MPI_FLOAT, comm);
+    rc = mpi_then_wait(MPI_Iallgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, g + off, scnt, sdsp, MPI_FLOAT, comm, &req),
+                       &req);
   }
   free(recv);
   free(scnt);
@@ -344,7 +388,8 @@ srlm_status srlm_comm_allreduce_grads(srlm_comm *c, float *g, int64_t n, srlm_co
   const int64_t chunk = (int64_t)(CHUNK_BYTES / sizeof(float));
   for (int64_t off = 0; off < n; off += chunk) {
     int cnt = (int)(n - off < chunk ? n - off : chunk);
-    SRLM_MPI(MPI_Allreduce(MPI_IN_PLACE, g + off, cnt, MPI_FLOAT, MPI_SUM, comm));
+    MPI_Request req;
+    SRLM_MPI_WAIT(MPI_Iallreduce(MPI_IN_PLACE, g + off, cnt, MPI_FLOAT, MPI_SUM, comm, &req), req);
   }
   if (op == SRLM_COMM_MEAN)
     for (int64_t i = 0; i < n; i++) g[i] /= (float)L;
@@ -364,11 +409,12 @@ static srlm_status check_peer(const srlm_comm *c, int peer, const char *what) {
 static srlm_status send_impl(srlm_comm *c, int dest, const void *buf, size_t len, uint32_t kind) {
   SRLM_TRY(check_peer(c, dest, "send"));
   int64_t hdr[2] = {(int64_t)(((uint64_t)MSG_MAGIC << 32) | kind), (int64_t)len};
-  SRLM_MPI(MPI_Send(hdr, 2, MPI_INT64_T, dest, TAG_HDR, c->world));
+  MPI_Request req;
+  SRLM_MPI_WAIT(MPI_Isend(hdr, 2, MPI_INT64_T, dest, TAG_HDR, c->world, &req), req);
   const char *p = buf;
   for (size_t off = 0; off < len; off += CHUNK_BYTES) {
     int cnt = (int)(len - off < CHUNK_BYTES ? len - off : CHUNK_BYTES);
-    SRLM_MPI(MPI_Send(p + off, cnt, MPI_BYTE, dest, TAG_DATA, c->world));
+    SRLM_MPI_WAIT(MPI_Isend(p + off, cnt, MPI_BYTE, dest, TAG_DATA, c->world, &req), req);
   }
   return SRLM_OK;
 }
@@ -388,7 +434,9 @@ srlm_status srlm_comm_recv(srlm_comm *c, int src, void **buf, size_t *len, int *
   if (src != SRLM_COMM_ANY_SOURCE) SRLM_TRY(check_peer(c, src, "recv"));
   int64_t hdr[2];
   MPI_Status status;
-  SRLM_MPI(MPI_Recv(hdr, 2, MPI_INT64_T, src == SRLM_COMM_ANY_SOURCE ? MPI_ANY_SOURCE : src, TAG_HDR, c->world, &status));
+  MPI_Request req;
+  SRLM_MPI(MPI_Irecv(hdr, 2, MPI_INT64_T, src == SRLM_COMM_ANY_SOURCE ? MPI_ANY_SOURCE : src, TAG_HDR, c->world, &req));
+  SRLM_MPI(wait_polite(&req, &status));
   int from = status.MPI_SOURCE;
   if (src_out) *src_out = from;
   uint64_t word = (uint64_t)hdr[0];
@@ -403,7 +451,7 @@ srlm_status srlm_comm_recv(srlm_comm *c, int src, void **buf, size_t *len, int *
   int rc = MPI_SUCCESS;
   for (size_t off = 0; off < n && rc == MPI_SUCCESS; off += CHUNK_BYTES) {
     int cnt = (int)(n - off < CHUNK_BYTES ? n - off : CHUNK_BYTES);
-    rc = MPI_Recv(p + off, cnt, MPI_BYTE, from, TAG_DATA, c->world, MPI_STATUS_IGNORE);
+    rc = mpi_then_wait(MPI_Irecv(p + off, cnt, MPI_BYTE, from, TAG_DATA, c->world, &req), &req);
   }
   if (rc != MPI_SUCCESS) {
     free(p);
@@ -411,5 +459,109 @@ srlm_status srlm_comm_recv(srlm_comm *c, int src, void **buf, size_t *len, int *
   }
   *buf = p;
   *len = n;
+  return SRLM_OK;
+}
+
+srlm_status srlm_comm_send_async(srlm_comm *c, int dest, void *buf, size_t len) {
+  srlm_status st = check_peer(c, dest, "send");
+  if (st == SRLM_OK && len > CHUNK_BYTES)
+    st = srlm_error(SRLM_ERR_RANGE, "send", "an asynchronous message holds at most %zu bytes, not %zu", CHUNK_BYTES, len);
+  if (st == SRLM_OK && len > 0 && !buf) st = srlm_error(SRLM_ERR_RANGE, "send", "NULL buffer of %zu bytes", len);
+  if (st != SRLM_OK) {
+    free(buf);
+    return st;
+  }
+  if (c->n_pending == c->cap_pending) {
+    c->cap_pending = c->cap_pending ? 2 * c->cap_pending : 16;
+    c->pending = srlm_xrealloc(c->pending, (size_t)c->cap_pending * sizeof *c->pending);
+  }
+  pending_send *p = &c->pending[c->n_pending];
+  p->hdr[0] = (int64_t)((uint64_t)MSG_MAGIC << 32);
+  p->hdr[1] = (int64_t)len;
+  p->buf = buf;
+  p->req[0] = p->req[1] = MPI_REQUEST_NULL;
+  int rc = MPI_Isend(p->hdr, 2, MPI_INT64_T, dest, TAG_HDR, c->world, &p->req[0]);
+  if (rc == MPI_SUCCESS && len > 0) rc = MPI_Isend(buf, (int)len, MPI_BYTE, dest, TAG_DATA, c->world, &p->req[1]);
+  if (rc != MPI_SUCCESS) {
+    free(buf);
+    return srlm_lib_error("MPI", "MPI_Isend(message)", rc, mpi_desc(rc), __FILE__, __LINE__);
+  }
+  c->n_pending++;
+  /* finished sends give their buffers back as we go, so a long stream does not pile up */
+  int w = 0;
+  for (int i = 0; i < c->n_pending; i++) {
+    int done = 0;
+    rc = MPI_Testall(2, c->pending[i].req, &done, MPI_STATUSES_IGNORE);
+    if (rc != MPI_SUCCESS) return srlm_lib_error("MPI", "MPI_Testall(sends)", rc, mpi_desc(rc), __FILE__, __LINE__);
+    if (done)
+      free(c->pending[i].buf);
+    else
+      c->pending[w++] = c->pending[i];
+  }
+  c->n_pending = w;
+  return SRLM_OK;
+}
+
+srlm_status srlm_comm_flush(srlm_comm *c) {
+  int rc = MPI_SUCCESS;
+  for (int i = 0; i < c->n_pending; i++) {
+    for (int k = 0; k < 2 && rc == MPI_SUCCESS; k++)
+      if (c->pending[i].req[k] != MPI_REQUEST_NULL) rc = wait_polite(&c->pending[i].req[k], NULL);
+    free(c->pending[i].buf);
+  }
+  c->n_pending = 0;
+  if (rc != MPI_SUCCESS) return srlm_lib_error("MPI", "MPI_Test(send)", rc, mpi_desc(rc), __FILE__, __LINE__);
+  return SRLM_OK;
+}
+
+srlm_status srlm_comm_allgather_bytes(srlm_comm *c, const void *buf, size_t len, void ***bufs, size_t **lens) {
+  *bufs = NULL;
+  *lens = NULL;
+  if (len > (size_t)INT_MAX) return srlm_error(SRLM_ERR_RANGE, "allgather", "%zu bytes is more than INT_MAX", len);
+  int64_t mine = (int64_t)len, *all = srlm_xmalloc((size_t)c->size * sizeof *all);
+  MPI_Request req;
+  int rc = mpi_then_wait(MPI_Iallgather(&mine, 1, MPI_INT64_T, all, 1, MPI_INT64_T, c->world, &req), &req);
+  if (rc != MPI_SUCCESS) {
+    free(all);
+    return srlm_lib_error("MPI", "MPI_Iallgather(lengths)", rc, mpi_desc(rc), __FILE__, __LINE__);
+  }
+  int64_t total = 0;
+  for (int r = 0; r < c->size; r++) total += all[r];
+  if (total > INT_MAX) {
+    free(all);
+    return srlm_error(SRLM_ERR_RANGE, "allgather", "%lld bytes in all is more than INT_MAX", (long long)total);
+  }
+  int *cnt = srlm_xmalloc((size_t)c->size * sizeof *cnt), *dsp = srlm_xmalloc((size_t)c->size * sizeof *dsp);
+  for (int r = 0, at = 0; r < c->size; r++) {
+    cnt[r] = (int)all[r];
+    dsp[r] = at;
+    at += cnt[r];
+  }
+  char *flat = srlm_xmalloc((size_t)total + 1);
+  rc = mpi_then_wait(MPI_Iallgatherv(buf, (int)len, MPI_BYTE, flat, cnt, dsp, MPI_BYTE, c->world, &req), &req);
+  if (rc == MPI_SUCCESS) {
+    *bufs = srlm_xmalloc((size_t)c->size * sizeof **bufs);
+    *lens = srlm_xmalloc((size_t)c->size * sizeof **lens);
+    for (int r = 0; r < c->size; r++) {
+      (*bufs)[r] = srlm_xmalloc((size_t)cnt[r] + 1);
+      memcpy((*bufs)[r], flat + dsp[r], (size_t)cnt[r]);
+      (*lens)[r] = (size_t)cnt[r];
+    }
+  }
+  free(flat);
+  free(cnt);
+  free(dsp);
+  free(all);
+  if (rc != MPI_SUCCESS) return srlm_lib_error("MPI", "MPI_Iallgatherv(bytes)", rc, mpi_desc(rc), __FILE__, __LINE__);
+  return SRLM_OK;
+}
+
+srlm_status srlm_comm_allreduce_f64(srlm_comm *c, double *x, int n) {
+  if (!srlm_comm_has_role(c, SRLM_ROLE_LEARNER))
+    return srlm_error(SRLM_ERR_INTERNAL, "statistics all-reduce", "rank %d (%s) is not a learner", c->rank,
+                      srlm_comm_role_label(c));
+  if (n <= 0) return SRLM_OK;
+  MPI_Request req;
+  SRLM_MPI_WAIT(MPI_Iallreduce(MPI_IN_PLACE, x, n, MPI_DOUBLE, MPI_SUM, c->role[SRLM_ROLE_LEARNER], &req), req);
   return SRLM_OK;
 }

@@ -49,10 +49,12 @@ static const char *const k_judge_modes[] = {"regex", "expected", NULL};
 static const char *const k_losses[] = {"dpo", "ipo", "grpo", "sft", NULL};
 static const char *const k_tasks[] = {"none", "sign_puzzle", NULL};
 static const char *const k_overflows[] = {"truncate", "drop", NULL};
+static const char *const k_judge_sources[] = {"model", "verifier", "mix", NULL};
+static const char *const k_grpo_aggs[] = {"seq_mean", "token_mean", "fixed_len", NULL};
 static const char *const k_lr_schedules[] = {"constant", "linear", "cosine", NULL};
 _Static_assert(SRLM_LOG_ERROR == 3 && SRLM_CFG_FAMILY_MISTRAL == 3 && SRLM_CFG_DTYPE_BF16 == 1 &&
                    SRLM_CFG_CHAT_NONE == 4 && SRLM_CFG_JUDGE_EXPECTED == 1 && SRLM_CFG_LOSS_SFT == 3 &&
-                   SRLM_CFG_LR_COSINE == 2,
+                   SRLM_CFG_LR_COSINE == 2 && SRLM_CFG_SOURCE_MIX == 2 && SRLM_CFG_GRPO_FIXED_LEN == 2,
                "an enum of config.h changed: update its names here");
 
 static const char *const k_no_strings[] = {NULL};
@@ -86,6 +88,8 @@ static const srlm_config_option k_options[] = {
     OPT_INT(roles.judges, 0, 0, 1 << 20, "judge ranks when not colocated"),
     OPT_INT(roles.learners, 0, 0, 1 << 20, "learner ranks when not colocated"),
     OPT_BOOL(roles.colocate, 1, "every rank plays all three roles in turn"),
+    OPT_INT(roles.shard_prompts, 32, 1, 1 << 20, "prompts per rollout shard (the unit of work sent from generators to judges to learners)"),
+    OPT_INT(roles.threads, 0, 0, 4096, "OpenMP threads per rank; 0 = the OpenMP default (OMP_NUM_THREADS)"),
 
     OPT_ENUM(task.name, k_tasks, "none", "built-in task giving prompts, judge format and checker; none = data.prompts"),
     OPT_INT(task.prompts_per_iteration, 4000, 1, 1 << 24, "fresh task prompts generated and judged per iteration"),
@@ -96,6 +100,7 @@ static const srlm_config_option k_options[] = {
     OPT_STRING(data.sft, "", "supervised fine-tuning examples (JSONL) for srlm sft"),
     OPT_BOOL(data.skip_bad_lines, 0, "skip malformed prompt lines with a warning instead of failing"),
     OPT_INT(data.max_prompt_tokens, 512, 1, 1 << 20, "longer prompts are skipped"),
+    OPT_INT(data.prompts_per_iteration, 0, 0, 1 << 24, "prompts of data.prompts used per iteration, continuing where the last stopped (wrapping); 0 = all"),
 
     OPT_INT(generate.samples_per_prompt, 4, 1, 1024, "answers sampled per prompt (K)"),
     OPT_FLOAT(generate.temperature, 0.7, 0, 0.0, 10.0, 0, "sampling temperature; 0 = greedy"),
@@ -115,6 +120,8 @@ static const srlm_config_option k_options[] = {
     OPT_FLOAT(judge.score_max, 5.0, 0, -1e9, 1e9, 0, "highest valid score"),
     OPT_ENUM(judge.mode, k_judge_modes, "regex", "regex: parse the text; expected: probability-weighted score"),
     OPT_INT(judge.replay_per_verdict, 2000, 0, 1 << 24, "own greedy judgments replayed per verdict (correct/wrong) each iteration; 0 = none"),
+    OPT_ENUM(judge.source, k_judge_sources, "model", "reward: the model's own judgment, the task's verifier, or a weighted mix"),
+    OPT_FLOAT(judge.verifier_weight, 0.5, 0, 0.0, 1.0, 0, "mix: weight of the verifier's score (the model's gets 1 - weight)"),
 
     OPT_FLOAT(pairs.min_margin, 0.0, 0, 0.0, INF, 0, "least score gap between chosen and rejected"),
 
@@ -140,6 +147,11 @@ static const srlm_config_option k_options[] = {
     OPT_FLOAT(train.replay_weight, 1.0, 0, 0.0, 1000.0, 0, "weight of the judge-replay NLL term of each preference step"),
     OPT_INT(train.replay_batch, 64, 1, 1 << 20, "judge-replay examples per preference step"),
     OPT_INT(train.log_every, 10, 1, 1 << 30, "optimizer steps between progress lines and metrics"),
+    OPT_FLOAT(train.clip_eps, 0.2, 1, 0.0, 1.0, 0, "GRPO: clip the probability ratio to [1 - eps, 1 + eps]"),
+    OPT_ENUM(train.grpo_aggregation, k_grpo_aggs, "seq_mean", "GRPO: how token terms are averaged (GRPO, DAPO, Dr.GRPO)"),
+    OPT_BOOL(train.grpo_std, 1, "GRPO: divide group advantages by the group's std (false: Dr.GRPO)"),
+    OPT_FLOAT(train.is_cap, 0.0, 0, 0.0, 1e9, 0, "GRPO: cap of the generator/learner importance weight; 0 = off"),
+    OPT_INT(train.checkpoint_every, 0, 0, 1 << 30, "optimizer steps between mid-iteration checkpoints; 0 = only at the end of each iteration"),
 
     OPT_INT(eval.every, 1, 0, BIG, "evaluate every N iterations; 0 = never"),
     OPT_INT(eval.prompts, 0, 0, BIG, "eval prompts per evaluation; 0 = all"),

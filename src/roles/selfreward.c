@@ -1,12 +1,15 @@
-/* The self-rewarding iterations on a built-in task, colocated: this process generates,
- * judges and learns in turn. Conventions in include/srlm/selfreward.h. The checker is
- * called only by the evaluation (and for the reported pair accuracy), never for data
- * that reaches the learner. */
+/* The self-rewarding iterations on a built-in task, in every layout of ranks: the
+ * driver moves rollout shards from generators to judges to learners and weights back
+ * (rollout.c does the work on one shard). Conventions in include/srlm/selfreward.h.
+ * With judge.source model the checker is called only by the evaluation (and for the
+ * reported pair accuracy), never for data that reaches the learner. */
 #include <jansson.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "rollout.h"
+#include "srlm/comm.h"
 #include "srlm/generate.h"
 #include "srlm/pairs.h"
 #include "srlm/pref.h"
@@ -145,136 +148,6 @@ static srlm_status evaluate(const srlm_config *cfg, srlm_model *m, srlm_tokenize
   return st;
 }
 
-typedef struct iter_data {
-  int n, K;
-  srlm_task_puzzle *p;     /* (n) */
-  srlm_token_ids prompt_ids;
-  int64_t *prompt_off;     /* (n + 1) */
-  srlm_gen_result *res;    /* (n * K) */
-  srlm_task_judge_result *judged; /* (n * K) */
-  double *score;           /* (n * K) NaN = unscored */
-} iter_data;
-
-static void iter_data_free(iter_data *d) {
-  for (int64_t i = 0; d->res && i < (int64_t)d->n * d->K; i++) srlm_gen_result_free(&d->res[i]);
-  free(d->res);
-  free(d->judged);
-  free(d->score);
-  free(d->p);
-  free(d->prompt_off);
-  srlm_token_ids_free(&d->prompt_ids);
-}
-
-static srlm_status phase_generate(const srlm_config *cfg, srlm_model *m, srlm_tokenizer *tok, int t, int32_t eos,
-                                  iter_data *d) {
-  srlm_timer tm;
-  srlm_timer_start(&tm);
-  const int n = d->n, K = d->K;
-  d->p = srlm_xmalloc((size_t)n * sizeof *d->p);
-  d->prompt_off = srlm_xmalloc((size_t)(n + 1) * sizeof *d->prompt_off);
-  d->prompt_off[0] = 0;
-  for (int i = 0; i < n; i++) {
-    srlm_task_puzzle_make((uint64_t)cfg->run.seed, SRLM_TASK_SPLIT_TRAIN, (uint64_t)(t - 1) * (uint64_t)n + (uint64_t)i,
-                          &d->p[i]);
-    char text[SRLM_TASK_PROMPT_LEN + 1];
-    srlm_task_prompt(&d->p[i], text);
-    SRLM_TRY(srlm_tokenizer_encode(tok, text, strlen(text), &d->prompt_ids));
-    d->prompt_off[i + 1] = (int64_t)d->prompt_ids.n;
-  }
-  const int64_t N = (int64_t)n * K;
-  srlm_gen_request *req = srlm_xmalloc((size_t)N * sizeof *req);
-  for (int i = 0; i < n; i++)
-    for (int k = 0; k < K; k++)
-      req[(int64_t)i * K + k] =
-          (srlm_gen_request){d->prompt_ids.ids + d->prompt_off[i], d->prompt_off[i + 1] - d->prompt_off[i],
-                             ((uint64_t)SRLM_SR_RNG_GENERATE << 48) | ((uint64_t)t << 32) | (uint64_t)(i * K + k)};
-  d->res = srlm_xcalloc((size_t)N, sizeof *d->res);
-  srlm_generate_params gp = srlm_generate_params_default();
-  gp.sampler.temperature = (float)cfg->generate.temperature;
-  gp.sampler.top_p = (float)cfg->generate.top_p;
-  gp.sampler.top_k = cfg->generate.top_k;
-  gp.sampler.min_p = (float)cfg->generate.min_p;
-  gp.sampler.seed = (uint64_t)cfg->run.seed;
-  gp.max_new_tokens = cfg->generate.max_new_tokens;
-  gp.max_batch = SR_MAX_BATCH;
-  gp.eos_ids = &eos;
-  gp.n_eos = 1;
-  gp.tok = tok;
-  srlm_generate_stats gs;
-  srlm_status st = srlm_generate(m, &gp, (int)N, req, d->res, &gs);
-  free(req);
-  SRLM_TRY(st);
-  SRLM_INFO("iteration %d generate: %d prompts x %d samples, %lld tokens, %.0f samples/s (%.1f s)", t, n, K,
-            (long long)gs.new_tokens, (double)N / srlm_timer_elapsed(&tm), srlm_timer_elapsed(&tm));
-  return SRLM_OK;
-}
-
-static srlm_status phase_judge(const srlm_config *cfg, srlm_model *m, srlm_tokenizer *tok, int t, iter_data *d,
-                               double *mean_score) {
-  srlm_timer tm;
-  srlm_timer_start(&tm);
-  const int64_t N = (int64_t)d->n * d->K;
-  srlm_task_puzzle *pp = srlm_xmalloc((size_t)N * sizeof *pp);
-  const char **cand = srlm_xmalloc((size_t)N * sizeof *cand);
-  for (int64_t j = 0; j < N; j++) {
-    pp[j] = d->p[j / d->K];
-    cand[j] = d->res[j].text ? d->res[j].text : "";
-  }
-  d->judged = srlm_xcalloc((size_t)N, sizeof *d->judged);
-  d->score = srlm_xmalloc((size_t)N * sizeof *d->score);
-  srlm_status st = srlm_task_judge(m, tok, SR_MAX_BATCH, SRLM_TASK_RATIONALE_GREEDY, (int)N, pp, cand, d->judged);
-  free(pp);
-  free(cand);
-  SRLM_TRY(st);
-  int64_t unparsed = 0;
-  double sum = 0;
-  for (int64_t j = 0; j < N; j++) {
-    const srlm_task_judge_result *r = &d->judged[j];
-    if (cfg->judge.mode == SRLM_CFG_JUDGE_EXPECTED)
-      d->score[j] = r->expected;
-    else
-      d->score[j] = r->greedy_score > 0 ? (double)r->greedy_score : NAN;
-    unparsed += r->greedy_score == 0;
-    if (isfinite(d->score[j])) sum += d->score[j];
-  }
-  *mean_score = sum / (double)N;
-  SRLM_INFO("iteration %d judge: %lld samples judged (%s scores, mean %.2f), %lld greedy judgments unparsable, "
-            "%.0f judgments/s (%.1f s)",
-            t, (long long)N, cfg->judge.mode == SRLM_CFG_JUDGE_EXPECTED ? "expected" : "greedy", *mean_score,
-            (long long)unparsed, (double)N / srlm_timer_elapsed(&tm), srlm_timer_elapsed(&tm));
-  return SRLM_OK;
-}
-
-/* The model's own parsable greedy judgments, up to judge.replay_per_verdict per verdict. */
-static srlm_status build_replay(const srlm_config *cfg, srlm_tokenizer *tok, const iter_data *d, int32_t eos,
-                                replay_buf *rb) {
-  const int64_t N = (int64_t)d->n * d->K, cap = cfg->judge.replay_per_verdict;
-  int64_t taken[2] = {0, 0};
-  srlm_token_ids prompt = {0}, target = {0};
-  srlm_status st = SRLM_OK;
-  for (int64_t j = 0; j < N && st == SRLM_OK && (taken[0] < cap || taken[1] < cap); j++) {
-    const srlm_task_judge_result *r = &d->judged[j];
-    if (r->greedy_score == 0) continue;
-    int v = r->greedy_score >= 3;
-    if (taken[v] >= cap) continue;
-    const char *cand = d->res[j].text ? d->res[j].text : "";
-    char jp[SRLM_TASK_JUDGE_PROMPT_MAX + 1], judgment[SRLM_TASK_JUDGMENT_LEN + 2];
-    size_t jl = srlm_task_judge_prompt(&d->p[j / d->K], cand, strlen(cand), jp);
-    snprintf(judgment, sizeof judgment, "%s%d", r->rationale, r->greedy_score);
-    srlm_token_ids_clear(&prompt);
-    srlm_token_ids_clear(&target);
-    st = srlm_tokenizer_encode(tok, jp, jl, &prompt);
-    if (st == SRLM_OK) st = srlm_tokenizer_encode(tok, judgment, strlen(judgment), &target);
-    if (st == SRLM_OK) {
-      replay_add(rb, &prompt, &target, eos);
-      taken[v]++;
-    }
-  }
-  srlm_token_ids_free(&prompt);
-  srlm_token_ids_free(&target);
-  return st;
-}
-
 typedef struct learn_log {
   FILE *metrics;
   int iteration;
@@ -283,6 +156,7 @@ typedef struct learn_log {
 
 static srlm_status on_pref_step(const srlm_pref_step_info *s, void *user) {
   learn_log *l = user;
+  if (!l->metrics) return SRLM_OK; /* learners other than the lead only train */
   if (!(s->step == 1 || s->step == s->total_steps || s->step % l->log_every == 0)) return SRLM_OK;
   double np = s->pref.pairs ? (double)s->pref.pairs : 1;
   SRLM_INFO("iteration %d learn: step %lld/%lld loss %.4f (replay NLL %.4f) margin %.3f reward acc %.2f "
@@ -310,52 +184,422 @@ static srlm_status on_pref_step(const srlm_pref_step_info *s, void *user) {
   return metrics_line(l->metrics, o);
 }
 
-static srlm_status phase_learn(const srlm_config *cfg, srlm_model *m, srlm_tokenizer *tok, int t, int32_t eos,
-                               iter_data *d, FILE *metrics, srlm_sr_iteration *row) {
+
+/* ---- the driver's state ------------------------------------------------------------ */
+
+typedef struct sr_ctx {
+  const srlm_config *cfg;
+  srlm_comm *comm;
+  sr_rollout ro;
+  const char *run_dir, *tok_dir;
+  FILE *metrics; /* learner 0 */
+  srlm_sr_iteration *rows;
+  bool lead;     /* learner 0 = world rank 0: reports, writes files */
+  int64_t n_params;
+} sr_ctx;
+
+/* Sums gradients (learner-rank order) and step statistics over the learners. */
+static srlm_status dp_reduce(void *ctx, float *grads, int64_t n, double *stats, int n_stats) {
+  srlm_comm *c = ctx;
+  SRLM_TRY(srlm_comm_allreduce_grads(c, grads, n, SRLM_COMM_SUM, SRLM_COMM_DETERMINISTIC));
+  return srlm_comm_allreduce_f64(c, stats, n_stats);
+}
+
+/* ---- moving shards ------------------------------------------------------------------ */
+
+static srlm_status serialize(const srlm_shard *s, void **buf, size_t *len) { return srlm_shard_serialize(s, buf, len); }
+
+/* Progress of the scored shards as the lead learner receives them. */
+typedef struct sr_progress {
+  srlm_timer tm;
+  int t;
+  int64_t shards, prompts, samples, unparsable, unscored;
+  double last;
+} sr_progress;
+
+static void progress_add(sr_ctx *c, sr_progress *p, const srlm_shard *s) {
+  p->shards++;
+  p->prompts += s->n_prompts;
+  p->samples += s->n_responses;
+  for (int64_t j = 0; j < s->n_responses * s->judgments_per_response; j++) p->unparsable += isnan(s->judgment_score[j]);
+  for (int64_t j = 0; j < s->n_responses; j++) p->unscored += !(s->flags[j] & SRLM_SHARD_F_SCORED);
+  double el = srlm_timer_elapsed(&p->tm);
+  if (!c->lead || (p->shards < c->ro.shards && el - p->last < 10.0)) return;
+  p->last = el;
+  double rate = el > 0 ? (double)p->samples / el : 0;
+  double eta = p->shards ? el * (double)(c->ro.shards - p->shards) / (double)p->shards : 0;
+  SRLM_INFO("iteration %d rollouts: %lld/%lld prompts generated and judged (%lld/%lld shards), %.0f samples/s, "
+            "%lld unparsable judgments, %lld unscored samples, ETA %.0f s",
+            p->t, (long long)p->prompts, (long long)c->ro.n, (long long)p->shards, (long long)c->ro.shards, rate,
+            (long long)p->unparsable, (long long)p->unscored, eta);
+}
+
+/* Colocated: every rank generates and judges shards s = rank (mod ranks), then all
+ * ranks exchange their scored shards. out (shards) is filled by shard index. */
+static srlm_status rollouts_colocated(sr_ctx *c, int t, int64_t version, srlm_shard *out, sr_progress *pg) {
+  const int R = srlm_comm_size(c->comm), me = srlm_comm_rank(c->comm);
+  srlm_strbuf mine = {0};
+  srlm_status st = SRLM_OK;
+  sr_judge_counts jc = {0};
+  for (int64_t s = me; s < c->ro.shards && st == SRLM_OK; s += R) {
+    srlm_shard sh;
+    st = sr_generate_shard(&c->ro, t, s, version, &sh, NULL);
+    if (st != SRLM_OK) break;
+    st = sr_judge_shard(&c->ro, &sh, &jc);
+    void *buf = NULL;
+    size_t len = 0;
+    if (st == SRLM_OK) st = serialize(&sh, &buf, &len);
+    if (st == SRLM_OK) {
+      uint64_t n = len;
+      srlm_strbuf_append(&mine, (const char *)&n, sizeof n);
+      srlm_strbuf_append(&mine, buf, len);
+    }
+    free(buf);
+    if (R == 1 && st == SRLM_OK) progress_add(c, pg, &sh);
+    srlm_shard_free(&sh);
+  }
+  void **all = NULL;
+  size_t *lens = NULL;
+  if (R == 1) { /* one rank: parse its own buffer back (the same bytes every layout sees) */
+    all = srlm_xmalloc(sizeof *all);
+    lens = srlm_xmalloc(sizeof *lens);
+    all[0] = mine.p;
+    lens[0] = mine.n;
+    mine.p = NULL;
+  } else {
+    /* every rank takes part in the exchange even after a local error, so none waits */
+    srlm_status ag = srlm_comm_agree(c->comm, st);
+    if (ag != SRLM_OK) {
+      free(mine.p);
+      return ag;
+    }
+    st = srlm_comm_allgather_bytes(c->comm, mine.p, mine.n, &all, &lens);
+  }
+  free(mine.p);
+  for (int r = 0; r < R && all && st == SRLM_OK; r++) {
+    size_t at = 0;
+    while (at < lens[r] && st == SRLM_OK) {
+      uint64_t n;
+      if (lens[r] - at < sizeof n) {
+        st = srlm_error(SRLM_ERR_INTERNAL, "shard exchange", "truncated buffer from rank %d", r);
+        break;
+      }
+      memcpy(&n, (char *)all[r] + at, sizeof n);
+      at += sizeof n;
+      if (n > lens[r] - at) {
+        st = srlm_error(SRLM_ERR_INTERNAL, "shard exchange", "truncated shard from rank %d", r);
+        break;
+      }
+      srlm_shard sh;
+      st = srlm_shard_parse((char *)all[r] + at, n, &sh);
+      at += n;
+      if (st != SRLM_OK) break;
+      if (sh.shard_index < 0 || sh.shard_index >= c->ro.shards || out[sh.shard_index].n_prompts) {
+        st = srlm_error(SRLM_ERR_INTERNAL, "shard exchange", "rank %d sent shard %lld twice or out of range", r,
+                        (long long)sh.shard_index);
+        srlm_shard_free(&sh);
+        break;
+      }
+      if (R > 1) progress_add(c, pg, &sh);
+      out[sh.shard_index] = sh;
+    }
+  }
+  for (int r = 0; r < R && all; r++) free(all[r]);
+  free(all);
+  free(lens);
+  return st;
+}
+
+/* Separate roles, generator: its shards s = g (mod G), each sent to judge s mod J. */
+static srlm_status run_generator(sr_ctx *c, int t, int64_t version) {
+  const int G = srlm_comm_role_size(c->comm, SRLM_ROLE_GENERATOR), g = srlm_comm_role_rank(c->comm, SRLM_ROLE_GENERATOR);
+  const int J = srlm_comm_role_size(c->comm, SRLM_ROLE_JUDGE);
   srlm_timer tm;
   srlm_timer_start(&tm);
-  const int K = d->K;
+  int64_t samples = 0, tokens = 0;
+  for (int64_t s = g; s < c->ro.shards; s += G) {
+    srlm_shard sh;
+    int64_t nt = 0;
+    SRLM_TRY(sr_generate_shard(&c->ro, t, s, version, &sh, &nt));
+    void *buf = NULL;
+    size_t len = 0;
+    srlm_status st = serialize(&sh, &buf, &len);
+    samples += sh.n_responses;
+    tokens += nt;
+    srlm_shard_free(&sh);
+    SRLM_TRY(st);
+    SRLM_TRY(srlm_comm_send_async(c->comm, srlm_comm_world_rank_of(c->comm, SRLM_ROLE_JUDGE, (int)(s % J)), buf, len));
+  }
+  SRLM_TRY(srlm_comm_flush(c->comm));
+  for (int j = 0; j < J; j++) SRLM_TRY(srlm_comm_send_end(c->comm, srlm_comm_world_rank_of(c->comm, SRLM_ROLE_JUDGE, j)));
+  SRLM_INFO("iteration %d generator %d: %lld samples, %lld tokens, %.0f samples/s (%.1f s)", t, g, (long long)samples,
+            (long long)tokens, samples / (srlm_timer_elapsed(&tm) + 1e-9), srlm_timer_elapsed(&tm));
+  return SRLM_OK;
+}
+
+/* Separate roles, judge: shards from any generator until every generator has ended;
+ * each scored shard goes to every learner. */
+static srlm_status run_judge(sr_ctx *c, int t, int64_t version) {
+  const int G = srlm_comm_role_size(c->comm, SRLM_ROLE_GENERATOR), L = srlm_comm_role_size(c->comm, SRLM_ROLE_LEARNER);
+  srlm_timer tm;
+  srlm_timer_start(&tm);
+  sr_judge_counts jc = {0};
+  int ended = 0;
+  while (ended < G) {
+    void *buf;
+    size_t len;
+    int from;
+    bool end;
+    SRLM_TRY(srlm_comm_recv(c->comm, SRLM_COMM_ANY_SOURCE, &buf, &len, &from, &end));
+    if (end) {
+      ended++;
+      continue;
+    }
+    srlm_shard sh;
+    srlm_status st = srlm_shard_parse(buf, len, &sh);
+    free(buf);
+    SRLM_TRY(st);
+    bool fresh = false;
+    st = srlm_shard_check_policy(&sh, version, 0, &fresh);
+    if (st == SRLM_OK && !fresh)
+      st = srlm_error(SRLM_ERR_INTERNAL, "judge", "shard %lld from rank %d was sampled by policy version %lld, the "
+                      "judge holds %lld", (long long)sh.shard_index, from, (long long)sh.policy_version, (long long)version);
+    if (st == SRLM_OK) st = sr_judge_shard(&c->ro, &sh, &jc);
+    buf = NULL;
+    if (st == SRLM_OK) st = serialize(&sh, &buf, &len);
+    srlm_shard_free(&sh);
+    SRLM_TRY(st);
+    for (int l = 0; l < L; l++) {
+      void *copy = srlm_xmalloc(len);
+      memcpy(copy, buf, len);
+      SRLM_TRY(srlm_comm_send_async(c->comm, srlm_comm_world_rank_of(c->comm, SRLM_ROLE_LEARNER, l), copy, len));
+    }
+    free(buf);
+  }
+  SRLM_TRY(srlm_comm_flush(c->comm));
+  for (int l = 0; l < L; l++) SRLM_TRY(srlm_comm_send_end(c->comm, srlm_comm_world_rank_of(c->comm, SRLM_ROLE_LEARNER, l)));
+  SRLM_INFO("iteration %d judge %d: %lld samples judged, %lld unparsable, %.0f judgments/s (%.1f s)", t,
+            srlm_comm_role_rank(c->comm, SRLM_ROLE_JUDGE), (long long)jc.responses, (long long)jc.unparsable,
+            jc.judgments / (srlm_timer_elapsed(&tm) + 1e-9), srlm_timer_elapsed(&tm));
+  return SRLM_OK;
+}
+
+/* Separate roles, learner: scored shards from any judge until every judge has ended.
+ * A shard of another policy version is dropped and counted (shard.h). */
+static srlm_status receive_scored(sr_ctx *c, int64_t version, srlm_shard *out, sr_progress *pg, int64_t *stale) {
+  const int J = srlm_comm_role_size(c->comm, SRLM_ROLE_JUDGE);
+  int ended = 0;
+  while (ended < J) {
+    void *buf;
+    size_t len;
+    int from;
+    bool end;
+    SRLM_TRY(srlm_comm_recv(c->comm, SRLM_COMM_ANY_SOURCE, &buf, &len, &from, &end));
+    if (end) {
+      ended++;
+      continue;
+    }
+    srlm_shard sh;
+    srlm_status st = srlm_shard_parse(buf, len, &sh);
+    free(buf);
+    SRLM_TRY(st);
+    bool fresh = false;
+    st = srlm_shard_check_policy(&sh, version, 0, &fresh);
+    if (st == SRLM_OK && (sh.shard_index < 0 || sh.shard_index >= c->ro.shards || out[sh.shard_index].n_prompts))
+      st = srlm_error(SRLM_ERR_INTERNAL, "learner", "rank %d sent shard %lld twice or out of range", from,
+                      (long long)sh.shard_index);
+    if (st != SRLM_OK || !fresh) {
+      if (st == SRLM_OK) {
+        (*stale)++;
+        SRLM_WARN("dropped shard %lld from rank %d: policy version %lld, the learner is at %lld", (long long)sh.shard_index,
+                  from, (long long)sh.policy_version, (long long)version);
+      }
+      srlm_shard_free(&sh);
+      SRLM_TRY(st);
+      continue;
+    }
+    progress_add(c, pg, &sh);
+    out[sh.shard_index] = sh;
+  }
+  return SRLM_OK;
+}
+
+/* ---- the learner's iteration ------------------------------------------------------- */
+
+/* iter_<t>/rollouts.h5: every shard (/shard_<s>), the pairs, the counts. */
+static srlm_status write_rollouts(sr_ctx *c, int t, const srlm_shard *sh, const int64_t *pair_rows, int64_t np,
+                                  const srlm_pair_stats *ps, int64_t replay, int64_t stale) {
+  char path[4200];
+  snprintf(path, sizeof path, "%s/iter_%d", c->run_dir, t);
+  SRLM_TRY(srlm_mkdirs(path));
+  snprintf(path, sizeof path, "%s/iter_%d/rollouts.h5", c->run_dir, t);
+  srlm_store *s;
+  SRLM_TRY(srlm_store_create(path, SRLM_SHARD_STORE_FORMAT, SRLM_SHARD_STORE_VERSION, &s));
+  srlm_status st = SRLM_OK;
+  for (int64_t i = 0; i < c->ro.shards && st == SRLM_OK; i++) {
+    if (!sh[i].n_prompts) continue; /* dropped */
+    char g[64];
+    snprintf(g, sizeof g, "/shard_%lld", (long long)i);
+    st = srlm_shard_write(s, g, &sh[i]);
+  }
+  /* pairs: (np, 3) rows of (prompt_index, chosen sample, rejected sample) */
+  if (st == SRLM_OK) st = srlm_store_group(s, "/pairs");
+  if (st == SRLM_OK && np > 0)
+    st = srlm_store_write_array(s, "/pairs/rows", SRLM_STORE_I64, 2, (const int64_t[]){np, 3}, pair_rows);
+  const struct {
+    const char *name;
+    int64_t v;
+  } counts[] = {{"iteration", t},
+                {"shards", c->ro.shards},
+                {"stale_shards_dropped", stale},
+                {"pairs", np},
+                {"prompts", ps->prompts},
+                {"skipped_prompts", ps->skipped_prompts},
+                {"dropped_tie", ps->dropped_tie},
+                {"dropped_margin", ps->dropped_margin},
+                {"dropped_equal_text", ps->dropped_equal_text},
+                {"replay_examples", replay}};
+  for (size_t k = 0; k < sizeof counts / sizeof counts[0] && st == SRLM_OK; k++)
+    st = srlm_store_set_attr_i64(s, "/pairs", counts[k].name, counts[k].v);
+  if (st == SRLM_OK) return srlm_store_commit(s);
+  srlm_store_close(s);
+  return st;
+}
+
+/* The model's own parsable greedy judgments (the shards' judgment texts), up to
+ * judge.replay_per_verdict per verdict, in shard order. */
+static srlm_status build_replay(sr_ctx *c, const srlm_shard *sh, replay_buf *rb) {
+  const int64_t cap = c->cfg->judge.replay_per_verdict;
+  if (c->cfg->judge.source == SRLM_CFG_SOURCE_VERIFIER || cap == 0) return SRLM_OK;
+  int64_t taken[2] = {0, 0};
+  srlm_token_ids prompt = {0}, target = {0};
+  srlm_status st = SRLM_OK;
+  for (int64_t i = 0; i < c->ro.shards && st == SRLM_OK && (taken[0] < cap || taken[1] < cap); i++) {
+    const srlm_shard *s = &sh[i];
+    for (int64_t j = 0; j < s->n_responses && st == SRLM_OK && (taken[0] < cap || taken[1] < cap); j++) {
+      const char *judgment = s->judgment_text + s->judgment_text_offsets[j * s->judgments_per_response];
+      int score;
+      if (!srlm_task_judgment_parse(judgment, strlen(judgment), &score)) continue;
+      int v = score >= 3;
+      if (taken[v] >= cap) continue;
+      char *cand = NULL;
+      size_t cl = 0;
+      st = sr_response_text(&c->ro, s, j, &cand, &cl);
+      if (st != SRLM_OK) break;
+      srlm_task_puzzle p;
+      sr_puzzle_of(&c->ro, s, s->response_prompt[j], &p);
+      char jp[SRLM_TASK_JUDGE_PROMPT_MAX + 1];
+      size_t jl = srlm_task_judge_prompt(&p, cand, cl, jp);
+      free(cand);
+      srlm_token_ids_clear(&prompt);
+      srlm_token_ids_clear(&target);
+      st = srlm_tokenizer_encode(c->ro.tok, jp, jl, &prompt);
+      if (st == SRLM_OK) st = srlm_tokenizer_encode(c->ro.tok, judgment, strlen(judgment), &target);
+      if (st == SRLM_OK) {
+        replay_add(rb, &prompt, &target, c->ro.eos);
+        taken[v]++;
+      }
+    }
+  }
+  srlm_token_ids_free(&prompt);
+  srlm_token_ids_free(&target);
+  return st;
+}
+
+static srlm_status learn(sr_ctx *c, int t, srlm_shard *sh, int64_t stale, srlm_sr_iteration *row) {
+  const srlm_config *cfg = c->cfg;
+  srlm_timer tm;
+  srlm_timer_start(&tm);
   srlm_pair_options po = {.min_margin = cfg->pairs.min_margin};
   srlm_pair_stats ps = {0};
-  srlm_pref_pair *pairs = srlm_xmalloc((size_t)d->n * sizeof *pairs);
-  int64_t np = 0, pair_ok = 0;
-  const char **texts = srlm_xmalloc((size_t)K * sizeof *texts);
+  int64_t cap = (int64_t)c->ro.n + 1, np = 0, pair_ok = 0;
+  srlm_pref_pair *pairs = srlm_xmalloc((size_t)cap * sizeof *pairs);
+  int64_t *rows3 = srlm_xmalloc((size_t)cap * 3 * sizeof *rows3);
+  double *scores = srlm_xmalloc((size_t)c->ro.K * sizeof *scores);
+  char **texts = srlm_xcalloc((size_t)c->ro.K, sizeof *texts);
   srlm_status st = SRLM_OK;
-  for (int i = 0; i < d->n && st == SRLM_OK; i++) {
-    srlm_gen_result *r = d->res + (int64_t)i * K;
-    for (int k = 0; k < K; k++) texts[k] = r[k].text ? r[k].text : "";
-    srlm_pair pr;
-    int made = 0;
-    st = srlm_pairs_select(&po, K, d->score + (int64_t)i * K, texts, NULL, NULL, &pr, &made, &ps);
-    if (st != SRLM_OK || !made) continue;
-    pairs[np++] = (srlm_pref_pair){d->prompt_ids.ids + d->prompt_off[i], r[pr.chosen].ids, r[pr.rejected].ids,
-                                   d->prompt_off[i + 1] - d->prompt_off[i], r[pr.chosen].n, r[pr.rejected].n};
-    /* reported only: how often the judge's pair is right by the checker */
-    pair_ok += srlm_task_check(&d->p[i], texts[pr.chosen], strlen(texts[pr.chosen])) &&
-               !srlm_task_check(&d->p[i], texts[pr.rejected], strlen(texts[pr.rejected]));
+  double score_sum = 0;
+  int64_t scored = 0, samples = 0;
+  for (int64_t i = 0; i < c->ro.shards && st == SRLM_OK; i++) {
+    const srlm_shard *s = &sh[i];
+    samples += s->n_responses;
+    for (int64_t pr = 0, j0 = 0; pr < s->n_prompts && st == SRLM_OK; pr++) {
+      int64_t j1 = j0;
+      while (j1 < s->n_responses && s->response_prompt[j1] == pr) j1++;
+      int k = (int)(j1 - j0);
+      if (k > c->ro.K) {
+        st = srlm_error(SRLM_ERR_INTERNAL, "learner", "shard %lld prompt %lld has %d samples, more than K", (long long)i,
+                        (long long)pr, k);
+        break;
+      }
+      for (int q = 0; q < k && st == SRLM_OK; q++) {
+        size_t len;
+        scores[q] = s->flags[j0 + q] & SRLM_SHARD_F_SCORED ? (double)s->mean_score[j0 + q] : NAN;
+        if (isfinite(scores[q])) {
+          score_sum += scores[q];
+          scored++;
+        }
+        st = sr_response_text(&c->ro, s, j0 + q, &texts[q], &len);
+      }
+      srlm_pair p;
+      int made = 0;
+      if (st == SRLM_OK)
+        st = srlm_pairs_select(&po, k, scores, (const char *const *)texts, NULL, NULL, &p, &made, &ps);
+      if (st == SRLM_OK && made) {
+        int64_t a = j0 + p.chosen, b = j0 + p.rejected;
+        pairs[np] = (srlm_pref_pair){s->prompt_ids + s->prompt_offsets[pr], s->response_ids + s->response_offsets[a],
+                                     s->response_ids + s->response_offsets[b],
+                                     s->prompt_offsets[pr + 1] - s->prompt_offsets[pr],
+                                     s->response_offsets[a + 1] - s->response_offsets[a],
+                                     s->response_offsets[b + 1] - s->response_offsets[b]};
+        rows3[3 * np] = s->prompt_index[pr];
+        rows3[3 * np + 1] = s->sample_index[a];
+        rows3[3 * np + 2] = s->sample_index[b];
+        np++;
+        /* reported only: how often the judge's pair is right by the checker */
+        srlm_task_puzzle pz;
+        sr_puzzle_of(&c->ro, s, pr, &pz);
+        pair_ok += srlm_task_check(&pz, texts[p.chosen], strlen(texts[p.chosen])) &&
+                   !srlm_task_check(&pz, texts[p.rejected], strlen(texts[p.rejected]));
+      }
+      for (int q = 0; q < k; q++) {
+        free(texts[q]);
+        texts[q] = NULL;
+      }
+      j0 = j1;
+    }
   }
   free(texts);
+  free(scores);
   replay_buf rb = {0};
-  if (st == SRLM_OK) st = build_replay(cfg, tok, d, eos, &rb);
+  if (st == SRLM_OK) st = build_replay(c, sh, &rb);
+  row->samples = samples;
+  row->mean_score = scored ? score_sum / (double)scored : NAN;
   row->pairs = np;
   row->replay = rb.d.n;
   row->pair_accuracy = np ? (double)pair_ok / (double)np : NAN;
-  if (st == SRLM_OK)
+  if (st == SRLM_OK && c->lead) {
     SRLM_INFO("iteration %d pairs: %lld pairs from %lld prompts (%lld skipped with < 2 scores, %lld ties, %lld below "
-              "min_margin, %lld equal texts); %lld replayed judgments",
+              "min_margin, %lld equal texts); %lld replayed judgments; mean score %.2f",
               t, (long long)np, (long long)ps.prompts, (long long)ps.skipped_prompts, (long long)ps.dropped_tie,
-              (long long)ps.dropped_margin, (long long)ps.dropped_equal_text, (long long)rb.d.n);
+              (long long)ps.dropped_margin, (long long)ps.dropped_equal_text, (long long)rb.d.n, row->mean_score);
+    st = write_rollouts(c, t, sh, rows3, np, &ps, rb.d.n, stale);
+  }
   double *ref = srlm_xmalloc((size_t)(2 * np + 1) * sizeof *ref);
-  if (st == SRLM_OK && np > 0) st = srlm_pref_ref_logps(m, pairs, np, 16384, ref, ref + np);
+  if (st == SRLM_OK && np > 0) st = srlm_pref_ref_logps(c->ro.m, pairs, np, 16384, ref, ref + np);
   if (st == SRLM_OK && np > 0) {
     static const srlm_pref_loss k_kinds[] = {[SRLM_CFG_LOSS_DPO] = SRLM_PREF_DPO, [SRLM_CFG_LOSS_IPO] = SRLM_PREF_IPO,
                                              [SRLM_CFG_LOSS_SFT] = SRLM_PREF_SFT, [SRLM_CFG_LOSS_GRPO] = SRLM_PREF_DPO};
     if (cfg->train.loss == SRLM_CFG_LOSS_GRPO)
       st = srlm_error(SRLM_ERR_UNSUPPORTED, "train.loss", "grpo is not wired into the iterations yet (dpo, ipo, sft are)");
+    srlm_dp dp = {.rank = srlm_comm_role_rank(c->comm, SRLM_ROLE_LEARNER),
+                  .size = srlm_comm_role_size(c->comm, SRLM_ROLE_LEARNER), .reduce = dp_reduce, .ctx = c->comm};
     srlm_pref_train_options o = {
         .loss = {.kind = k_kinds[cfg->train.loss], .beta = cfg->train.beta,
                  .label_smoothing = cfg->train.label_smoothing, .nll_weight = cfg->train.nll_weight},
         .batch_pairs = cfg->train.batch_size,
+        .grad_accum = cfg->train.grad_accum,
+        .dp = &dp,
         .epochs = cfg->train.epochs,
         .seed = (uint64_t)cfg->run.seed + (uint64_t)t,
         .replay = rb.d.n ? &rb.d : NULL,
@@ -363,77 +607,118 @@ static srlm_status phase_learn(const srlm_config *cfg, srlm_model *m, srlm_token
         .replay_weight = cfg->train.replay_weight};
     srlm_optim_config_from_config(cfg, &o.optim);
     srlm_lr_schedule_from_config(cfg, 1, &o.schedule);
-    learn_log ll = {metrics, t, cfg->train.log_every};
+    learn_log ll = {c->lead ? c->metrics : NULL, t, cfg->train.log_every};
     o.on_step = on_pref_step;
     o.user = &ll;
     srlm_pref_summary sum;
-    if (st == SRLM_OK) st = srlm_pref_train(m, pairs, np, ref, ref + np, &o, &sum);
+    if (st == SRLM_OK) st = srlm_pref_train(c->ro.m, pairs, np, ref, ref + np, &o, &sum);
     if (st == SRLM_OK) {
       row->loss_first = sum.first_loss;
       row->loss_last = sum.last_loss;
-      SRLM_INFO("iteration %d learn: %lld steps (%lld skipped), loss %.4f -> %.4f, %.0f tokens/s (%.1f s)", t,
-                (long long)sum.steps, (long long)sum.skipped, sum.first_loss, sum.last_loss,
-                sum.seconds > 0 ? (double)sum.tokens / sum.seconds : 0, srlm_timer_elapsed(&tm));
+      if (c->lead)
+        SRLM_INFO("iteration %d learn: %lld steps (%lld skipped), loss %.4f -> %.4f, %.0f tokens/s (%.1f s)", t,
+                  (long long)sum.steps, (long long)sum.skipped, sum.first_loss, sum.last_loss,
+                  sum.seconds > 0 ? (double)sum.tokens / sum.seconds : 0, srlm_timer_elapsed(&tm));
     }
-  } else if (st == SRLM_OK) {
+  } else if (st == SRLM_OK && c->lead) {
     SRLM_WARN("iteration %d: no pairs: the model is left as it was", t);
   }
   free(ref);
   replay_free(&rb);
   free(pairs);
+  free(rows3);
   return st;
 }
 
-srlm_status srlm_selfreward_run(const srlm_config *cfg, const char *run_dir, const char *tok_dir, srlm_model *m,
-                                srlm_tokenizer *tok, FILE *metrics, srlm_sr_iteration *rows) {
+static srlm_status save_model(sr_ctx *c, int t) {
+  char dir[4200];
+  snprintf(dir, sizeof dir, "%s/iter_%d/model", c->run_dir, t);
+  SRLM_TRY(srlm_mkdirs(dir));
+  SRLM_TRY(srlm_model_save(c->ro.m, dir, SRLM_ST_F32));
+  return srlm_setup_copy_tokenizer_files(c->tok_dir, dir);
+}
+
+/* The lead learner's report after iteration t's model is saved: eval + metrics. */
+static srlm_status finish_iteration(sr_ctx *c, int t, srlm_timer *iter_tm) {
+  const srlm_config *cfg = c->cfg;
+  srlm_sr_iteration *row = &c->rows[t];
+  SRLM_TRY(evaluate(cfg, c->ro.m, c->ro.tok, t, c->ro.eos, row, c->metrics));
+  row->seconds = srlm_timer_elapsed(iter_tm);
+  double done = 0;
+  for (int u = 1; u <= t; u++) done += c->rows[u].seconds;
+  int left = cfg->run.iterations - t;
+  SRLM_INFO("iteration %d/%d done in %.1f s%s; ETA %.0f s", t, cfg->run.iterations, row->seconds, left ? "" : " (last)",
+            left * done / t);
+  json_t *o = json_object();
+  json_object_set_new(o, "event", json_string("iteration"));
+  json_object_set_new(o, "iteration", json_integer(t));
+  json_object_set_new(o, "samples", json_integer(row->samples));
+  json_object_set_new(o, "mean_score", num(row->mean_score));
+  json_object_set_new(o, "pairs", json_integer(row->pairs));
+  json_object_set_new(o, "pair_accuracy_by_checker", num(row->pair_accuracy));
+  json_object_set_new(o, "replay", json_integer(row->replay));
+  json_object_set_new(o, "loss_first", num(row->loss_first));
+  json_object_set_new(o, "loss_last", num(row->loss_last));
+  json_object_set_new(o, "seconds", json_real(row->seconds));
+  return metrics_line(c->metrics, o);
+}
+
+srlm_status srlm_selfreward_run(const srlm_config *cfg, srlm_comm *comm, const char *run_dir, const char *tok_dir,
+                                srlm_model *m, srlm_tokenizer *tok, FILE *metrics, srlm_sr_iteration *rows) {
   if (cfg->task.name != SRLM_CFG_TASK_SIGN_PUZZLE)
     return srlm_error(SRLM_ERR_UNSUPPORTED, "task.name", "the iterations run on a built-in task for now (sign_puzzle)");
-  int32_t eos;
-  SRLM_TRY(srlm_tokenizer_token_id(tok, SRLM_TASK_EOS_TEXT, strlen(SRLM_TASK_EOS_TEXT), &eos));
+  sr_ctx c = {.cfg = cfg, .comm = comm, .run_dir = run_dir, .tok_dir = tok_dir, .metrics = metrics, .rows = rows,
+              .lead = srlm_comm_rank(comm) == 0};
+  c.ro = (sr_rollout){.cfg = cfg, .m = m, .tok = tok, .n = cfg->task.prompts_per_iteration,
+                      .K = cfg->generate.samples_per_prompt};
+  c.ro.shards = (c.ro.n + cfg->roles.shard_prompts - 1) / cfg->roles.shard_prompts;
+  c.n_params = (int64_t)srlm_model_param_count(srlm_model_get_config(m));
+  SRLM_TRY(srlm_tokenizer_token_id(tok, SRLM_TASK_EOS_TEXT, strlen(SRLM_TASK_EOS_TEXT), &c.ro.eos));
+  const bool colocated = srlm_comm_colocated(comm);
+  const bool learner = srlm_comm_has_role(comm, SRLM_ROLE_LEARNER);
   memset(rows, 0, (size_t)(cfg->run.iterations + 1) * sizeof *rows);
   srlm_timer tm;
   srlm_timer_start(&tm);
-  SRLM_TRY(evaluate(cfg, m, tok, 0, eos, &rows[0], metrics));
-  rows[0].seconds = srlm_timer_elapsed(&tm);
+  if (c.lead) {
+    SRLM_TRY(evaluate(cfg, m, tok, 0, c.ro.eos, &rows[0], metrics));
+    rows[0].seconds = srlm_timer_elapsed(&tm);
+  }
+  int pending_eval = 0; /* separate roles: M_t is evaluated while generators start t + 1 */
+  srlm_timer iter_tm;
   for (int t = 1; t <= cfg->run.iterations; t++) {
-    srlm_timer_start(&tm);
-    srlm_sr_iteration *row = &rows[t];
-    row->iteration = t;
-    iter_data d = {.n = cfg->task.prompts_per_iteration, .K = cfg->generate.samples_per_prompt};
-    row->samples = (int64_t)d.n * d.K;
-    srlm_status st = phase_generate(cfg, m, tok, t, eos, &d);
-    if (st == SRLM_OK) st = phase_judge(cfg, m, tok, t, &d, &row->mean_score);
-    if (st == SRLM_OK) st = phase_learn(cfg, m, tok, t, eos, &d, metrics, row);
-    iter_data_free(&d);
-    char dir[4200];
-    if (st == SRLM_OK) {
-      snprintf(dir, sizeof dir, "%s/iter_%d/model", run_dir, t);
-      st = srlm_mkdirs(dir);
+    const int64_t version = t - 1; /* M_{t-1} samples iteration t */
+    int64_t got = version;
+    if (!colocated) SRLM_TRY(srlm_comm_bcast_weights(comm, srlm_model_params(m), c.n_params, &got, 0));
+    if (pending_eval) {
+      SRLM_TRY(finish_iteration(&c, pending_eval, &iter_tm));
+      pending_eval = 0;
     }
-    if (st == SRLM_OK) st = srlm_model_save(m, dir, SRLM_ST_F32);
-    if (st == SRLM_OK) st = srlm_setup_copy_tokenizer_files(tok_dir, dir);
-    if (st == SRLM_OK) st = evaluate(cfg, m, tok, t, eos, row, metrics);
-    row->seconds = srlm_timer_elapsed(&tm);
-    if (st == SRLM_OK) {
-      double done = 0;
-      for (int u = 1; u <= t; u++) done += rows[u].seconds;
-      int left = cfg->run.iterations - t;
-      SRLM_INFO("iteration %d/%d done in %.1f s%s; ETA %.0f s", t, cfg->run.iterations, row->seconds,
-                left ? "" : " (last)", left * done / t);
-      json_t *o = json_object();
-      json_object_set_new(o, "event", json_string("iteration"));
-      json_object_set_new(o, "iteration", json_integer(t));
-      json_object_set_new(o, "samples", json_integer(row->samples));
-      json_object_set_new(o, "mean_score", num(row->mean_score));
-      json_object_set_new(o, "pairs", json_integer(row->pairs));
-      json_object_set_new(o, "pair_accuracy_by_checker", num(row->pair_accuracy));
-      json_object_set_new(o, "replay", json_integer(row->replay));
-      json_object_set_new(o, "loss_first", num(row->loss_first));
-      json_object_set_new(o, "loss_last", num(row->loss_last));
-      json_object_set_new(o, "seconds", json_real(row->seconds));
-      st = metrics_line(metrics, o);
-    }
+    srlm_timer_start(&iter_tm);
+    sr_progress pg = {.t = t};
+    srlm_timer_start(&pg.tm);
+    srlm_shard *sh = learner ? srlm_xcalloc((size_t)c.ro.shards, sizeof *sh) : NULL;
+    int64_t stale = 0;
+    srlm_status st = SRLM_OK;
+    if (colocated)
+      st = rollouts_colocated(&c, t, version, sh, &pg);
+    else if (srlm_comm_has_role(comm, SRLM_ROLE_GENERATOR))
+      st = run_generator(&c, t, version);
+    else if (srlm_comm_has_role(comm, SRLM_ROLE_JUDGE))
+      st = run_judge(&c, t, version);
+    else
+      st = receive_scored(&c, version, sh, &pg, &stale);
+    if (st == SRLM_OK && learner) st = learn(&c, t, sh, stale, &rows[t]);
+    for (int64_t i = 0; sh && i < c.ro.shards; i++) srlm_shard_free(&sh[i]);
+    free(sh);
     SRLM_TRY(st);
+    if (c.lead) {
+      rows[t].iteration = t;
+      SRLM_TRY(save_model(&c, t));
+      if (colocated || t == cfg->run.iterations)
+        SRLM_TRY(finish_iteration(&c, t, &iter_tm));
+      else
+        pending_eval = t;
+    }
   }
   return SRLM_OK;
 }

@@ -172,7 +172,7 @@ static void run_free(pref_run *r) {
 
 /* The pair part of one step: forward, loss, per-token coefficients, backward. */
 static srlm_status pairs_step(pref_run *r, const srlm_pref_options *loss, const int64_t *idx, int64_t count,
-                              srlm_pref_metrics *pm, int *finite) {
+                              int64_t norm, srlm_pref_metrics *pm, int *finite) {
   int64_t tokens = 0;
   for (int64_t k = 0; k < count; k++) tokens += pair_tokens(&r->pairs[idx[k]]);
   packed *p = &r->p;
@@ -197,7 +197,7 @@ static srlm_status pairs_step(pref_run *r, const srlm_pref_options *loss, const 
     r->lr[k] = r->sums[2 * k + 1];
   }
   srlm_pref_options lo = *loss;
-  lo.norm = count;
+  lo.norm = norm;
   srlm_pref_batch pb = {.n = count, .logp_chosen = r->lc, .logp_rejected = r->lr,
                         .ref_chosen = r->ref_chosen ? r->rc : NULL, .ref_rejected = r->ref_chosen ? r->rr : NULL,
                         .len_chosen = r->len_c, .len_rejected = r->len_r};
@@ -211,16 +211,30 @@ static srlm_status pairs_step(pref_run *r, const srlm_pref_options *loss, const 
   return srlm_model_backward(r->m, p->g);
 }
 
-/* The replay part: the next replay_batch examples (cycling), mean-token NLL times the
- * weight. Sets *nll to the mean NLL. */
-static srlm_status replay_step(pref_run *r, double *nll, int64_t *tokens, int *finite) {
+/* The replay part: the next replay_batch examples (cycling), mean-token NLL over the
+ * whole replay batch times the weight; this learner forwards its dp slice of it.
+ * *nll_part is this slice's share of the batch's mean NLL (the learners' parts sum to it). */
+static srlm_status replay_step(pref_run *r, double *nll_part, int64_t *tokens, int *finite) {
   const srlm_pref_train_options *o = r->o;
   const srlm_sft_data *d = o->replay;
   int count = o->replay_batch < d->n ? o->replay_batch : (int)d->n;
   int64_t *idx = srlm_xmalloc((size_t)count * sizeof *idx);
-  for (int k = 0; k < count; k++) idx[k] = (r->replay_next + k) % d->n;
+  int64_t all_targets = 0;
+  for (int k = 0; k < count; k++) {
+    idx[k] = (r->replay_next + k) % d->n;
+    all_targets += d->n_targets_of[idx[k]];
+  }
   r->replay_next = (r->replay_next + count) % d->n;
-  srlm_sft_batch_fill(&r->replay, d, idx, count);
+  int64_t lo, hi;
+  srlm_dp_slice(o->dp, count, &lo, &hi);
+  *nll_part = 0;
+  *tokens = 0;
+  *finite = 1;
+  if (hi == lo || all_targets == 0) {
+    free(idx);
+    return SRLM_OK;
+  }
+  srlm_sft_batch_fill(&r->replay, d, idx + lo, (int)(hi - lo));
   free(idx);
   const srlm_batch *b = &r->replay.b;
   if ((size_t)b->T > r->replay_cap) {
@@ -230,12 +244,12 @@ static srlm_status replay_step(pref_run *r, double *nll, int64_t *tokens, int *f
   }
   SRLM_TRY(srlm_model_forward_train(r->m, b, r->replay_logp));
   double s = 0;
-  const double coef = -o->replay_weight / (double)r->replay.n_targets;
+  const double coef = -o->replay_weight / (double)all_targets;
   for (int64_t t = 0; t < b->T; t++) {
     r->replay_g[t] = b->targets[t] >= 0 ? (float)coef : 0.0f;
     if (b->targets[t] >= 0) s -= (double)r->replay_logp[t];
   }
-  *nll = s / (double)r->replay.n_targets;
+  *nll_part = s / (double)all_targets;
   *tokens = b->T;
   *finite = isfinite(s);
   if (!*finite) return SRLM_OK;
@@ -244,6 +258,10 @@ static srlm_status replay_step(pref_run *r, double *nll, int64_t *tokens, int *f
 
 static srlm_status check_options(const srlm_pref_train_options *o, const double *ref_chosen) {
   if (o->batch_pairs < 1) return srlm_error(SRLM_ERR_CONFIG, "train.batch_size", "%d must be >= 1", o->batch_pairs);
+  if (o->grad_accum < 0) return srlm_error(SRLM_ERR_CONFIG, "train.grad_accum", "%d must be >= 1", o->grad_accum);
+  if (o->dp && o->dp->size > 1 && (!o->dp->reduce || o->dp->rank < 0 || o->dp->rank >= o->dp->size))
+    return srlm_error(SRLM_ERR_INTERNAL, "pref", "data parallel over %d learners needs a reduce function and a rank "
+                      "in range (got %d)", o->dp->size, o->dp->rank);
   if (o->epochs < 1) return srlm_error(SRLM_ERR_CONFIG, "train.epochs", "%d must be >= 1", o->epochs);
   if (!ref_chosen && (o->loss.kind == SRLM_PREF_DPO || o->loss.kind == SRLM_PREF_IPO))
     return srlm_error(SRLM_ERR_INTERNAL, "pref", "DPO and IPO need reference log-probs");
@@ -259,7 +277,8 @@ srlm_status srlm_pref_train(srlm_model *m, const srlm_pref_pair *pairs, int64_t 
   memset(out, 0, sizeof *out);
   SRLM_TRY(check_options(o, ref_chosen));
   if (n == 0) return SRLM_OK;
-  const int64_t per_step = o->batch_pairs < n ? o->batch_pairs : n;
+  const int64_t accum = o->grad_accum > 1 ? o->grad_accum : 1;
+  const int64_t per_step = (int64_t)o->batch_pairs * accum < n ? (int64_t)o->batch_pairs * accum : n;
   const int64_t steps_per_epoch = (n + per_step - 1) / per_step;
   srlm_lr_schedule sched = o->schedule;
   sched.total_steps = steps_per_epoch * o->epochs;
@@ -267,11 +286,13 @@ srlm_status srlm_pref_train(srlm_model *m, const srlm_pref_pair *pairs, int64_t 
   srlm_optim *opt;
   SRLM_TRY(srlm_optim_create_for_model(m, &o->optim, &opt));
   pref_run r = {.m = m, .pairs = pairs, .ref_chosen = ref_chosen, .ref_rejected = ref_rejected, .o = o};
-  run_alloc(&r, per_step);
+  run_alloc(&r, o->batch_pairs < per_step ? o->batch_pairs : per_step);
   int64_t *order = srlm_xmalloc((size_t)n * sizeof *order);
   const int use_replay = o->replay && o->replay->n > 0 && o->replay_weight > 0;
+  const int multi = o->dp && o->dp->size > 1;
   float *params = srlm_model_params(m);
   float *grads = srlm_model_grads(m);
+  const int64_t n_params = (int64_t)srlm_model_param_count(srlm_model_get_config(m));
   srlm_status st = srlm_model_zero_grad(m);
   srlm_timer total;
   srlm_timer_start(&total);
@@ -285,17 +306,47 @@ srlm_status srlm_pref_train(srlm_model *m, const srlm_pref_pair *pairs, int64_t 
       srlm_pref_step_info info = {.step = step + 1, .total_steps = sched.total_steps, .epoch = epoch + 1,
                                   .epochs = o->epochs, .lr = srlm_lr_at(&sched, step), .grad_norm = NAN,
                                   .clip_scale = 1.0, .replay_nll = NAN};
+      /* this learner's slice of the step, in micro-batches of batch_pairs; every piece is
+         normalized by the step's pair count, so the pieces' gradients add up to the step's */
+      int64_t lo, hi;
+      srlm_dp_slice(o->dp, count, &lo, &hi);
       int finite = 1;
-      st = pairs_step(&r, &o->loss, order + first, count, &info.pref, &finite);
-      info.tokens = r.p.T;
-      info.loss = info.pref.loss;
+      int64_t tokens = 0;
+      for (int64_t mb = lo; st == SRLM_OK && finite && mb < hi; mb += o->batch_pairs) {
+        int64_t mc = hi - mb < o->batch_pairs ? hi - mb : o->batch_pairs;
+        srlm_pref_metrics pm = {0};
+        st = pairs_step(&r, &o->loss, order + first + mb, mc, count, &pm, &finite);
+        tokens += r.p.T;
+        srlm_pref_metrics_merge(&info.pref, &pm);
+      }
+      double replay_part = 0;
       if (st == SRLM_OK && finite && use_replay) {
         int64_t rt = 0;
-        st = replay_step(&r, &info.replay_nll, &rt, &finite);
-        info.tokens += rt;
-        info.loss += o->replay_weight * info.replay_nll;
+        st = replay_step(&r, &replay_part, &rt, &finite);
+        tokens += rt;
       }
       if (st != SRLM_OK) break;
+      if (multi) {
+        /* sum gradients and step statistics over the learners; any non-finite piece
+           makes every learner skip the step */
+        double stats[12] = {(double)info.pref.pairs, info.pref.loss, info.pref.nll_sum, info.pref.logp_chosen_sum,
+                            info.pref.logp_rejected_sum, info.pref.reward_chosen_sum,
+                            info.pref.reward_rejected_sum, info.pref.margin_sum, info.pref.accuracy_sum,
+                            replay_part, finite ? 0.0 : 1.0, (double)tokens};
+        st = o->dp->reduce(o->dp->ctx, grads, n_params, stats, 12);
+        if (st != SRLM_OK) break;
+        info.pref = (srlm_pref_metrics){(int64_t)stats[0], stats[1], stats[2], stats[3], stats[4], stats[5], stats[6],
+                                        stats[7], stats[8]};
+        replay_part = stats[9];
+        finite = stats[10] == 0.0;
+        tokens = (int64_t)stats[11];
+      }
+      info.tokens = tokens;
+      info.loss = info.pref.loss;
+      if (use_replay) {
+        info.replay_nll = replay_part;
+        info.loss += o->replay_weight * replay_part;
+      }
       if (finite) {
         srlm_optim_stats os;
         st = srlm_optim_step(opt, params, grads, info.lr, &os);
@@ -337,7 +388,7 @@ srlm_status srlm_pref_grad(srlm_model *m, const srlm_pref_pair *pairs, const int
   pref_run r = {.m = m, .pairs = pairs, .ref_chosen = ref_chosen, .ref_rejected = ref_rejected};
   run_alloc(&r, count);
   int finite = 1;
-  srlm_status st = pairs_step(&r, loss, idx, count, &local, &finite);
+  srlm_status st = pairs_step(&r, loss, idx, count, count, &local, &finite);
   if (st == SRLM_OK && !finite) st = srlm_error(SRLM_ERR_RANGE, "pref", "the pair loss is not finite");
   run_free(&r);
   if (metrics) *metrics = local;

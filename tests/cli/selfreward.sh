@@ -53,7 +53,7 @@ print("eval accuracy %s, judge agreement %s" % ([round(e["accuracy"], 3) for e i
 sys.exit(1 if bad else 0)
 PY
 grep -q '^iter 2 ' "$tmp/a.out" || fail "no table row for iteration 2: $(cat "$tmp/a.out")"
-grep -q 'iteration 1 judge:' "$tmp/a.err" || fail "no judge progress line"
+grep -q 'iteration 1 rollouts: 48/48 prompts generated and judged' "$tmp/a.err" || fail "no rollout progress line"
 # same seed, same layout: bit-identical weights
 "$srlm" train -c configs/quickstart.yaml $small run.name=b >/dev/null 2>&1 || fail "second run"
 cmp -s "$run/iter_2/model/model.safetensors" "$tmp/runs/b/iter_2/model/model.safetensors" \

@@ -70,13 +70,16 @@ grep -q '"prompts_skipped": 2' "$tmp/runs/t4/summary.json" || fail "expected 2 s
 expect_rc 1 "missing prompts file" "$srlm" train -c configs/quickstart.yaml $prep run.out_dir="$tmp/runs" run.name=t5 data.prompts=/nonexistent.jsonl
 expect_err "/nonexistent.jsonl: cannot open"
 
-# under mpirun with several ranks: a clear refusal on rank 0, every rank exits, no hang
+# under mpirun: role counts that do not add up to the ranks are an error on rank 0 before
+# any work, every rank exits, no hang
 if command -v mpirun >/dev/null 2>&1; then
+  export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 ASAN_OPTIONS="${ASAN_OPTIONS:-}:detect_leaks=0"
   timeout 60 mpirun --oversubscribe -np 2 "$srlm" train -c configs/quickstart.yaml $prep run.out_dir="$tmp/runs" \
-    run.name=t6 >"$tmp/out" 2>"$tmp/err"
+    run.name=t6 roles.colocate=false roles.learners=1 roles.generators=1 roles.judges=1 >"$tmp/out" 2>"$tmp/err"
   rc=$?
-  [ $rc -ne 0 ] && [ $rc -ne 124 ] || { fail "mpirun -np 2: exit $rc"; cat "$tmp/err" >&2; }
-  expect_err "launched as 2 MPI ranks, but splitting the roles over ranks is not built yet"
+  [ $rc -eq 2 ] || { fail "mpirun -np 2 with 3 roles: exit $rc (want 2)"; cat "$tmp/err" >&2; }
+  expect_err "roles.learners (1) + roles.generators (1) + roles.judges (1) = 3, but the job has 2 ranks"
+  [ ! -e "$tmp/runs/t6" ] || fail "a role error left $tmp/runs/t6 behind"
 fi
 
 echo "train.sh: $fails failed"

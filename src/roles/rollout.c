@@ -1,0 +1,157 @@
+/* Generator and judge work on one rollout shard (conventions in rollout.h and
+ * include/srlm/selfreward.h). The checker is called here only for judge.source
+ * verifier or mix, where the config asks for a programmatic reward. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "rollout.h"
+#include "srlm/generate.h"
+#include "srlm/selfreward.h"
+#include "srlm/tasks.h"
+
+#define SR_MAX_BATCH 64
+
+void sr_shard_range(const sr_rollout *r, int64_t s, int64_t *lo, int64_t *hi) {
+  int64_t per = r->cfg->roles.shard_prompts;
+  *lo = s * per < r->n ? s * per : r->n;
+  *hi = (s + 1) * per < r->n ? (s + 1) * per : r->n;
+}
+
+static uint64_t train_index(int t, int n, int64_t i) { return (uint64_t)(t - 1) * (uint64_t)n + (uint64_t)i; }
+
+void sr_puzzle_of(const sr_rollout *r, const srlm_shard *s, int64_t prompt_row, srlm_task_puzzle *p) {
+  srlm_task_puzzle_make((uint64_t)r->cfg->run.seed, SRLM_TASK_SPLIT_TRAIN, (uint64_t)s->prompt_index[prompt_row], p);
+}
+
+srlm_status sr_generate_shard(const sr_rollout *r, int t, int64_t s, int64_t version, srlm_shard *out,
+                              int64_t *new_tokens) {
+  const srlm_config *cfg = r->cfg;
+  int64_t lo, hi;
+  sr_shard_range(r, s, &lo, &hi);
+  const int K = r->K;
+  const int64_t np = hi - lo, N = np * K;
+  srlm_shard_init(out, version, t, s);
+  srlm_token_ids ids = {0};
+  int64_t *off = srlm_xmalloc((size_t)(np + 1) * sizeof *off);
+  off[0] = 0;
+  srlm_status st = SRLM_OK;
+  for (int64_t i = lo; i < hi && st == SRLM_OK; i++) {
+    srlm_task_puzzle p;
+    srlm_task_puzzle_make((uint64_t)cfg->run.seed, SRLM_TASK_SPLIT_TRAIN, train_index(t, r->n, i), &p);
+    char text[SRLM_TASK_PROMPT_LEN + 1];
+    srlm_task_prompt(&p, text);
+    st = srlm_tokenizer_encode(r->tok, text, strlen(text), &ids);
+    off[i - lo + 1] = (int64_t)ids.n;
+  }
+  srlm_gen_request *req = srlm_xmalloc((size_t)(N + 1) * sizeof *req);
+  for (int64_t i = lo; i < hi; i++)
+    for (int k = 0; k < K; k++)
+      req[(i - lo) * K + k] = (srlm_gen_request){ids.ids + off[i - lo], off[i - lo + 1] - off[i - lo],
+                                                 ((uint64_t)SRLM_SR_RNG_GENERATE << 48) | ((uint64_t)t << 32) |
+                                                     (uint64_t)(i * K + k)};
+  srlm_gen_result *res = srlm_xcalloc((size_t)N + 1, sizeof *res);
+  srlm_generate_params gp = srlm_generate_params_default();
+  gp.sampler.temperature = (float)cfg->generate.temperature;
+  gp.sampler.top_p = (float)cfg->generate.top_p;
+  gp.sampler.top_k = cfg->generate.top_k;
+  gp.sampler.min_p = (float)cfg->generate.min_p;
+  gp.sampler.seed = (uint64_t)cfg->run.seed;
+  gp.max_new_tokens = cfg->generate.max_new_tokens;
+  gp.max_batch = SR_MAX_BATCH;
+  gp.eos_ids = &r->eos;
+  gp.n_eos = 1;
+  gp.tok = r->tok;
+  srlm_generate_stats gs = {0};
+  if (st == SRLM_OK && N > 0) st = srlm_generate(r->m, &gp, (int)N, req, res, &gs);
+  for (int64_t i = lo; i < hi && st == SRLM_OK; i++) {
+    int64_t row;
+    st = srlm_shard_add_prompt(out, (int64_t)train_index(t, r->n, i), ids.ids + off[i - lo], off[i - lo + 1] - off[i - lo],
+                               &row);
+    for (int k = 0; k < K && st == SRLM_OK; k++) {
+      const srlm_gen_result *g = &res[(i - lo) * K + k];
+      uint32_t flags = g->stop == SRLM_STOP_EOS      ? SRLM_SHARD_F_EOS
+                       : g->stop == SRLM_STOP_STRING ? SRLM_SHARD_F_STOP
+                                                     : SRLM_SHARD_F_TRUNCATED;
+      int64_t rrow;
+      st = srlm_shard_add_response(out, row, k, g->ids, g->sample_logprobs, g->n, flags, &rrow);
+    }
+  }
+  for (int64_t j = 0; j < N; j++) srlm_gen_result_free(&res[j]);
+  free(res);
+  free(req);
+  free(off);
+  srlm_token_ids_free(&ids);
+  if (new_tokens) *new_tokens = gs.new_tokens;
+  if (st != SRLM_OK) srlm_shard_free(out);
+  return st;
+}
+
+srlm_status sr_response_text(const sr_rollout *r, const srlm_shard *s, int64_t row, char **text, size_t *len) {
+  int64_t a = s->response_offsets[row], b = s->response_offsets[row + 1];
+  if (b > a && (s->flags[row] & SRLM_SHARD_F_EOS) && s->response_ids[b - 1] == r->eos) b--;
+  return srlm_tokenizer_decode(r->tok, s->response_ids + a, (size_t)(b - a), text, len);
+}
+
+srlm_status sr_judge_shard(const sr_rollout *r, srlm_shard *s, sr_judge_counts *jc) {
+  const srlm_config *cfg = r->cfg;
+  const int64_t R = s->n_responses;
+  const srlm_cfg_judge_source src = cfg->judge.source;
+  srlm_task_puzzle *pp = srlm_xmalloc((size_t)(R + 1) * sizeof *pp);
+  char **cand = srlm_xcalloc((size_t)R + 1, sizeof *cand);
+  srlm_status st = SRLM_OK;
+  for (int64_t j = 0; j < R && st == SRLM_OK; j++) {
+    size_t len;
+    sr_puzzle_of(r, s, s->response_prompt[j], &pp[j]);
+    st = sr_response_text(r, s, j, &cand[j], &len);
+  }
+  srlm_task_judge_result *jr = srlm_xcalloc((size_t)R + 1, sizeof *jr);
+  if (st == SRLM_OK && src != SRLM_CFG_SOURCE_VERIFIER && R > 0)
+    st = srlm_task_judge(r->m, r->tok, SR_MAX_BATCH, SRLM_TASK_RATIONALE_GREEDY, (int)R, pp, (const char *const *)cand,
+                         jr);
+  if (st == SRLM_OK) st = srlm_shard_set_judgments_per_response(s, 1);
+  for (int64_t j = 0; j < R && st == SRLM_OK; j++) {
+    double model = NAN, verifier = NAN, score;
+    char text[SRLM_TASK_JUDGMENT_LEN + 32];
+    if (src != SRLM_CFG_SOURCE_VERIFIER) {
+      model = cfg->judge.mode == SRLM_CFG_JUDGE_EXPECTED ? jr[j].expected
+              : jr[j].greedy_score > 0                   ? (double)jr[j].greedy_score
+                                                         : NAN;
+      /* the greedy judgment's text: rationale + score digit (nothing after an
+         unparsable one), which the learner replays */
+      if (jr[j].greedy_score > 0)
+        snprintf(text, sizeof text, "%s%d", jr[j].rationale, jr[j].greedy_score);
+      else
+        snprintf(text, sizeof text, "%s", jr[j].rationale);
+      jc->unparsable += jr[j].greedy_score == 0;
+    }
+    if (src != SRLM_CFG_SOURCE_MODEL) {
+      int ok = (s->flags[j] & SRLM_SHARD_F_EOS) && srlm_task_check(&pp[j], cand[j], strlen(cand[j]));
+      verifier = ok ? cfg->judge.score_max : cfg->judge.score_min;
+      if (src == SRLM_CFG_SOURCE_VERIFIER) snprintf(text, sizeof text, "checker: %s", ok ? "right" : "wrong");
+    }
+    if (src == SRLM_CFG_SOURCE_MODEL)
+      score = model;
+    else if (src == SRLM_CFG_SOURCE_VERIFIER)
+      score = verifier;
+    else /* mix; an unparsable model judgment leaves the verifier's score alone */
+      score = isfinite(model) ? (1 - cfg->judge.verifier_weight) * model + cfg->judge.verifier_weight * verifier
+                              : verifier;
+    st = srlm_shard_add_judgment(s, text, NULL, 0, isfinite(model) || src != SRLM_CFG_SOURCE_MODEL ? (float)score : NAN);
+    s->mean_score[j] = (float)score;
+    if (isfinite(score)) {
+      s->flags[j] |= SRLM_SHARD_F_SCORED;
+      jc->score_sum += score;
+    } else {
+      s->mean_score[j] = NAN;
+      jc->unscored++;
+    }
+  }
+  jc->responses += R;
+  jc->judgments += R;
+  for (int64_t j = 0; j < R; j++) free(cand[j]);
+  free(cand);
+  free(jr);
+  free(pp);
+  return st;
+}

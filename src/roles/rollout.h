@@ -1,0 +1,54 @@
+/* Internal to src/roles: one iteration's rollout work on one shard, the same code for
+ * every layout (selfreward.c moves the shards between ranks).
+ *
+ * Shards. Iteration t uses n prompts (local index i = 0..n-1; the task's train instance
+ * (t-1) n + i, which is the shard's prompt_index). Shard s holds the prompts
+ * [s * roles.shard_prompts, min(n, (s + 1) * roles.shard_prompts)), each with its K
+ * samples. Sample k of prompt i draws from the Philox stream keyed by (run.seed,
+ * SRLM_SR_RNG_GENERATE, t, i K + k), so which rank generates a shard, and with what else
+ * in the batch, changes nothing; a shard's generation and its judging are each one
+ * batched call over the shard's sequences, the same in every layout. */
+#ifndef SRLM_ROLES_ROLLOUT_H
+#define SRLM_ROLES_ROLLOUT_H
+
+#include "srlm/config.h"
+#include "srlm/model.h"
+#include "srlm/shard.h"
+#include "srlm/tasks.h"
+#include "srlm/tokenizer.h"
+
+typedef struct sr_rollout {
+  const srlm_config *cfg;
+  srlm_model *m;
+  srlm_tokenizer *tok;
+  int32_t eos;
+  int n;          /* prompts per iteration */
+  int K;          /* samples per prompt */
+  int64_t shards; /* shards per iteration */
+} sr_rollout;
+
+/* What a judge saw in its shards (summed over shards and ranks for the progress lines). */
+typedef struct sr_judge_counts {
+  int64_t responses, judgments, unparsable, unscored;
+  double score_sum; /* over scored responses */
+} sr_judge_counts;
+
+void sr_shard_range(const sr_rollout *r, int64_t s, int64_t *lo, int64_t *hi);
+
+/* Generates shard s of iteration t with the weights of policy version `version` into a
+ * new shard (free with srlm_shard_free). *new_tokens (may be NULL) counts tokens. */
+srlm_status sr_generate_shard(const sr_rollout *r, int t, int64_t s, int64_t version, srlm_shard *out,
+                              int64_t *new_tokens);
+
+/* Judges every response of a generated shard (judge.source), filling its judgments,
+ * mean scores and SCORED flags. Counts accumulate into jc. */
+srlm_status sr_judge_shard(const sr_rollout *r, srlm_shard *s, sr_judge_counts *jc);
+
+/* The text of response `row` as generation returned it: the tokens decoded without a
+ * final EOS. *text: free(). */
+srlm_status sr_response_text(const sr_rollout *r, const srlm_shard *s, int64_t row, char **text, size_t *len);
+
+/* The task puzzle of a shard's prompt row. */
+void sr_puzzle_of(const sr_rollout *r, const srlm_shard *s, int64_t prompt_row, srlm_task_puzzle *p);
+
+#endif

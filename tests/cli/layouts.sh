@@ -1,0 +1,116 @@
+#!/usr/bin/env bash
+# `srlm train` over MPI layouts (issue 4): the same 2 iterations of the sign puzzle, from
+# the same fresh tiny model and seed, run as one process, mpirun -np 1, 2 ranks colocated,
+# 3 ranks with separate roles, 4 ranks with 2 generators forced onto TCP (--mca btl
+# self,tcp: a stand-in for several nodes) and 4 ranks with 2 learners. Checks:
+#   - iteration 1's rollouts and judgments (srlm rollouts dump) are identical in every
+#     layout: randomness is keyed by prompt and sample, not by rank;
+#   - with one learner, iteration 2's rollouts and the final weights are bit-identical;
+#   - with two learners (colocated 2, separate 2+1+1), the final weights agree within
+#     float re-association tolerance (the gradient sum is split over learners);
+#   - failures end every rank, with the message, non-zero, no hang: a non-lead rank with a
+#     bad model.path, and a judge rank killed with SIGKILL mid-iteration.
+set -u
+srlm=$1
+src=${SRLM_SOURCE_DIR:?}
+tmp=${SRLM_TMP:?}
+if ! command -v mpirun >/dev/null 2>&1; then
+  echo "skipped: no mpirun"
+  exit 0
+fi
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMP_WAIT_POLICY=passive
+export ASAN_OPTIONS="${ASAN_OPTIONS:-}:detect_leaks=0" # Open MPI's own allocations (see comm_mpi.sh)
+fails=0
+fail() { echo "FAIL: $*" >&2; fails=$((fails + 1)); }
+cd "$src"
+rm -rf "$tmp/runs" && mkdir -p "$tmp/runs"
+base="-c configs/quickstart.yaml run.out_dir=$tmp/runs model.path= model.arch.hidden_size=32
+  model.arch.intermediate_size=64 model.arch.num_layers=2 model.arch.num_heads=2 model.arch.max_seq_len=64
+  run.iterations=2 task.prompts_per_iteration=24 task.eval_prompts=16 generate.samples_per_prompt=4
+  judge.replay_per_verdict=8 train.batch_size=8 train.lr=1e-3 pairs.min_margin=0 roles.shard_prompts=4 roles.threads=1"
+sep="roles.colocate=false"
+
+# layout NAME MPIRUN_ARGS... -- OVERRIDES...
+layout() {
+  local name=$1; shift
+  local mpi=()
+  while [ "$1" != "--" ]; do mpi+=("$1"); shift; done
+  shift
+  local t0=$(date +%s%N)
+  if [ ${#mpi[@]} -eq 0 ]; then
+    timeout 120 "$srlm" train $base run.name="$name" "$@" >"$tmp/$name.out" 2>"$tmp/$name.err"
+  else
+    timeout 120 mpirun --oversubscribe "${mpi[@]}" "$srlm" train $base run.name="$name" "$@" >"$tmp/$name.out" 2>"$tmp/$name.err"
+  fi
+  local rc=$?
+  echo "$name: exit $rc in $(( ($(date +%s%N) - t0) / 1000000 )) ms"
+  [ $rc -eq 0 ] || { fail "$name exited $rc"; tail -5 "$tmp/$name.err" >&2; return; }
+  for t in 1 2; do
+    "$srlm" rollouts "$tmp/runs/$name/iter_$t/rollouts.h5" >"$tmp/$name.r$t" || fail "$name: srlm rollouts iter_$t"
+  done
+  grep -q '^iter 2 ' "$tmp/$name.out" || fail "$name: no table row for iteration 2"
+}
+
+layout one --
+layout np1 -np 1 --
+layout col2 -np 2 --
+layout sep3 -np 3 -- $sep roles.learners=1 roles.generators=1 roles.judges=1
+layout tcp4 -np 4 --mca btl self,tcp -- $sep roles.learners=1 roles.generators=2 roles.judges=1
+layout lrn2 -np 4 -- $sep roles.learners=2 roles.generators=1 roles.judges=1
+
+[ -s "$tmp/one.r1" ] && [ "$(grep -c '"shard"' "$tmp/one.r1")" -eq 96 ] || fail "one: expected 96 responses in iteration 1"
+for name in np1 col2 sep3 tcp4 lrn2; do
+  cmp -s "$tmp/one.r1" "$tmp/$name.r1" || fail "$name: iteration 1 rollouts differ from one process"
+done
+for name in np1 sep3 tcp4; do
+  cmp -s "$tmp/one.r2" "$tmp/$name.r2" || fail "$name: iteration 2 rollouts differ from one process (one learner)"
+  cmp -s "$tmp/runs/one/iter_2/model/model.safetensors" "$tmp/runs/$name/iter_2/model/model.safetensors" \
+    || fail "$name: final weights are not bit-identical to one process (one learner)"
+done
+# two learners: weights within re-association tolerance of one learner's
+python3 - "$tmp/runs/one/iter_2/model/model.safetensors" "$tmp/runs/col2/iter_2/model/model.safetensors" \
+  "$tmp/runs/lrn2/iter_2/model/model.safetensors" "$tmp/runs/one/iter_0/model/model.safetensors" <<'PY' || fails=$((fails + 1))
+import json, struct, sys
+def load(p):
+    b = open(p, "rb").read()
+    n = struct.unpack("<Q", b[:8])[0]
+    h = json.loads(b[8:8 + n])
+    out = {}
+    for k, v in h.items():
+        if k == "__metadata__": continue
+        a, e = v["data_offsets"]
+        out[k] = struct.unpack("<%df" % ((e - a) // 4), b[8 + n + a:8 + n + e])
+    return out
+ref, m0 = load(sys.argv[1]), load(sys.argv[4])
+bad = 0
+for p in sys.argv[2:4]:
+    w = load(p)
+    moved = max(max(abs(x - y) for x, y in zip(ref[k], m0[k])) for k in ref)
+    diff = max(max(abs(x - y) for x, y in zip(ref[k], w[k])) for k in ref)
+    print("%s: max |w - w_one| = %.3g (training moved weights by up to %.3g)" % (p.split("/")[-4], diff, moved))
+    if not (diff <= 1e-4 * max(1.0, moved) and moved > 1e-4):
+        print("FAIL: %s is not within tolerance of one learner" % p, file=sys.stderr); bad += 1
+sys.exit(bad)
+PY
+
+# a non-lead rank that fails (its own bad override) ends the job with its message
+timeout 60 mpirun --oversubscribe -np 2 "$srlm" train $base run.name=bad1 $sep roles.learners=1 roles.generators=1 \
+  roles.judges=1 : -np 1 "$srlm" train $base run.name=bad1 $sep roles.learners=1 roles.generators=1 roles.judges=1 \
+  model.path=/nonexistent-m >"$tmp/bad1.out" 2>"$tmp/bad1.err"
+rc=$?
+[ $rc -ne 0 ] && [ $rc -ne 124 ] || fail "failing judge rank: exit $rc (want non-zero, no timeout)"
+grep -q "/nonexistent-m" "$tmp/bad1.err" || { fail "the failing rank's message is missing"; tail -5 "$tmp/bad1.err" >&2; }
+
+# a judge rank killed mid-iteration: the job ends, non-zero, no hang
+t0=$(date +%s)
+timeout 90 mpirun --oversubscribe -np 2 "$srlm" train $base run.name=kill1 $sep roles.learners=1 roles.generators=1 \
+  roles.judges=1 task.prompts_per_iteration=4000 : -np 1 timeout -s KILL 3 "$srlm" train $base run.name=kill1 $sep \
+  roles.learners=1 roles.generators=1 roles.judges=1 task.prompts_per_iteration=4000 >"$tmp/kill.out" 2>"$tmp/kill.err"
+rc=$?
+el=$(( $(date +%s) - t0 ))
+echo "killed judge: exit $rc after $el s"
+[ $rc -ne 0 ] && [ $rc -ne 124 ] || fail "killed judge: exit $rc (want non-zero, no timeout)"
+[ $el -lt 60 ] || fail "killed judge: the job took $el s to end"
+
+echo "layouts.sh: $fails failed"
+[ "$fails" -eq 0 ]
