@@ -89,7 +89,7 @@ static srlm_status dump(const char *path, const char *tok_dir) {
   if (rc == SRLM_OK) qsort(names, (size_t)n, sizeof *names, cmp_names);
   for (int64_t i = 0; i < n && rc == SRLM_OK; i++)
     if (!strncmp(names[i], "shard_", 6)) rc = dump_shard(st, names[i], tok);
-  static const char *const k_counts[] = {"iteration", "shards", "stale_shards_dropped", "pairs", "prompts",
+  static const char *const k_counts[] = {"iteration", "shards", "stale_shards_dropped", "pairs", "groups", "prompts",
                                          "skipped_prompts", "dropped_tie", "dropped_margin", "dropped_equal_text",
                                          "replay_examples"};
   json_t *o = json_object();

@@ -11,6 +11,7 @@
 #include "rollout.h"
 #include "srlm/comm.h"
 #include "srlm/generate.h"
+#include "srlm/grpo.h"
 #include "srlm/pairs.h"
 #include "srlm/pref.h"
 #include "srlm/selfreward.h"
@@ -203,6 +204,79 @@ static srlm_status dp_reduce(void *ctx, float *grads, int64_t n, double *stats, 
   srlm_comm *c = ctx;
   SRLM_TRY(srlm_comm_allreduce_grads(c, grads, n, SRLM_COMM_SUM, SRLM_COMM_DETERMINISTIC));
   return srlm_comm_allreduce_f64(c, stats, n_stats);
+}
+
+static srlm_status on_grpo_step(const srlm_grpo_step_info *s, void *user) {
+  learn_log *l = user;
+  if (!l->metrics) return SRLM_OK;
+  if (!(s->step == 1 || s->step == s->total_steps || s->step % l->log_every == 0)) return SRLM_OK;
+  SRLM_INFO("iteration %d learn: step %lld/%lld loss %.4f KL %.4f clip %.3f ratio %.3f grad norm %.3f %.0f tok/s",
+            l->iteration, (long long)s->step, (long long)s->total_steps, s->loss, s->kl_mean, s->clip_frac,
+            s->ratio_mean, s->grad_norm, s->step_seconds > 0 ? (double)s->tokens / s->step_seconds : 0);
+  json_t *o = json_object();
+  json_object_set_new(o, "event", json_string("learn"));
+  json_object_set_new(o, "iteration", json_integer(l->iteration));
+  json_object_set_new(o, "step", json_integer(s->step));
+  json_object_set_new(o, "loss", num(s->loss));
+  json_object_set_new(o, "kl", num(s->kl_mean));
+  json_object_set_new(o, "clip_fraction", num(s->clip_frac));
+  json_object_set_new(o, "ratio", num(s->ratio_mean));
+  json_object_set_new(o, "grad_norm", num(s->grad_norm));
+  json_object_set_new(o, "lr", num(s->lr));
+  json_object_set_new(o, "skipped", json_boolean(s->skipped));
+  json_object_set_new(o, "groups", json_integer(s->groups));
+  json_object_set_new(o, "tokens", json_integer(s->tokens));
+  json_object_set_new(o, "tokens_per_s", num(s->step_seconds > 0 ? (double)s->tokens / s->step_seconds : NAN));
+  return metrics_line(l->metrics, o);
+}
+
+/* GRPO on groups: every prompt whose K samples all arrived is a group (unscored samples
+ * get advantage 0, srlm_group_advantages); reference = old policy = M_t, once. */
+static srlm_status learn_grpo(const srlm_config *cfg, srlm_model *m, srlm_comm *comm, int t, FILE *metrics,
+                              const srlm_grpo_seq *seqs, int64_t n_groups, int K, const double *rewards,
+                              srlm_group_stats *gs, srlm_sr_iteration *row) {
+  const int64_t n = n_groups * K;
+  double *adv = srlm_xmalloc((size_t)(n + 1) * sizeof *adv);
+  srlm_group_options go = {.use_std = cfg->train.grpo_std, .eps = SRLM_GROUP_STD_EPS};
+  srlm_status st = srlm_group_advantages(&go, n_groups, K, rewards, adv, gs);
+  int64_t *off = srlm_xmalloc((size_t)(n + 1) * sizeof *off);
+  int64_t N = srlm_grpo_offsets(seqs, n, off);
+  free(off);
+  static const srlm_grpo_agg k_agg[] = {[SRLM_CFG_GRPO_SEQ_MEAN] = SRLM_GRPO_AGG_SEQ_MEAN,
+                                        [SRLM_CFG_GRPO_TOKEN_MEAN] = SRLM_GRPO_AGG_TOKEN_MEAN,
+                                        [SRLM_CFG_GRPO_FIXED_LEN] = SRLM_GRPO_AGG_FIXED_LEN};
+  srlm_grpo_train_options o = {.loss = {.clip_eps = cfg->train.clip_eps, .beta = cfg->train.beta,
+                                        .agg = k_agg[cfg->train.grpo_aggregation],
+                                        .l_max = cfg->generate.max_new_tokens, .is_cap = cfg->train.is_cap},
+                               .batch_groups = cfg->train.batch_size,
+                               .grad_accum = cfg->train.grad_accum,
+                               .epochs = cfg->train.epochs,
+                               .seed = (uint64_t)cfg->run.seed + (uint64_t)t};
+  srlm_dp dp = {.rank = srlm_comm_role_rank(comm, SRLM_ROLE_LEARNER), .size = srlm_comm_role_size(comm, SRLM_ROLE_LEARNER),
+                .reduce = dp_reduce, .ctx = comm};
+  o.dp = &dp;
+  srlm_optim_config_from_config(cfg, &o.optim);
+  srlm_lr_schedule_from_config(cfg, 1, &o.schedule);
+  learn_log ll = {metrics, t, cfg->train.log_every};
+  o.on_step = on_grpo_step;
+  o.user = &ll;
+  /* M_t's log-probs: the KL anchor and the ratio's denominator for later steps */
+  float *ref = srlm_xmalloc((size_t)(N + 1) * sizeof *ref);
+  if (st == SRLM_OK) st = srlm_grpo_logps(m, seqs, n, 16384, ref);
+  srlm_grpo_summary sum;
+  if (st == SRLM_OK) st = srlm_grpo_train(m, seqs, n_groups, K, adv, ref, ref, &o, &sum);
+  if (st == SRLM_OK) {
+    row->loss_first = sum.first_loss;
+    row->loss_last = sum.last_loss;
+    if (metrics)
+      SRLM_INFO("iteration %d learn: GRPO %lld groups (%lld with all rewards equal), %lld steps (%lld skipped), loss "
+                "%.4f -> %.4f, %.0f tokens/s",
+                t, (long long)n_groups, (long long)gs->zero_variance, (long long)sum.steps, (long long)sum.skipped,
+                sum.first_loss, sum.last_loss, sum.seconds > 0 ? (double)sum.tokens / sum.seconds : 0);
+  }
+  free(ref);
+  free(adv);
+  return st;
 }
 
 /* ---- moving shards ------------------------------------------------------------------ */
@@ -428,7 +502,7 @@ static srlm_status receive_scored(sr_ctx *c, int64_t version, srlm_shard *out, s
 
 /* iter_<t>/rollouts.h5: every shard (/shard_<s>), the pairs, the counts. */
 static srlm_status write_rollouts(sr_ctx *c, int t, const srlm_shard *sh, const int64_t *pair_rows, int64_t np,
-                                  const srlm_pair_stats *ps, int64_t replay, int64_t stale) {
+                                  int64_t groups, const srlm_pair_stats *ps, int64_t replay, int64_t stale) {
   char path[4200];
   snprintf(path, sizeof path, "%s/iter_%d", c->run_dir, t);
   SRLM_TRY(srlm_mkdirs(path));
@@ -453,6 +527,7 @@ static srlm_status write_rollouts(sr_ctx *c, int t, const srlm_shard *sh, const 
                 {"shards", c->ro.shards},
                 {"stale_shards_dropped", stale},
                 {"pairs", np},
+                {"groups", groups},
                 {"prompts", ps->prompts},
                 {"skipped_prompts", ps->skipped_prompts},
                 {"dropped_tie", ps->dropped_tie},
@@ -514,6 +589,10 @@ static srlm_status learn(sr_ctx *c, int t, srlm_shard *sh, int64_t stale, srlm_s
   srlm_pair_stats ps = {0};
   int64_t cap = (int64_t)c->ro.n + 1, np = 0, pair_ok = 0;
   srlm_pref_pair *pairs = srlm_xmalloc((size_t)cap * sizeof *pairs);
+  const int grpo = cfg->train.loss == SRLM_CFG_LOSS_GRPO;
+  int64_t n_groups = 0, short_groups = 0;
+  srlm_grpo_seq *gseq = grpo ? srlm_xmalloc((size_t)cap * (size_t)c->ro.K * sizeof *gseq) : NULL;
+  double *grew = grpo ? srlm_xmalloc((size_t)cap * (size_t)c->ro.K * sizeof *grew) : NULL;
   int64_t *rows3 = srlm_xmalloc((size_t)cap * 3 * sizeof *rows3);
   double *scores = srlm_xmalloc((size_t)c->ro.K * sizeof *scores);
   char **texts = srlm_xcalloc((size_t)c->ro.K, sizeof *texts);
@@ -541,9 +620,23 @@ static srlm_status learn(sr_ctx *c, int t, srlm_shard *sh, int64_t stale, srlm_s
         }
         st = sr_response_text(&c->ro, s, j0 + q, &texts[q], &len);
       }
+      if (grpo && k == c->ro.K) { /* a group needs all K samples (a dropped shard has none) */
+        for (int q = 0; q < k; q++) {
+          int64_t a = j0 + q;
+          gseq[n_groups * k + q] = (srlm_grpo_seq){s->prompt_ids + s->prompt_offsets[pr],
+                                                   s->response_ids + s->response_offsets[a],
+                                                   s->logprobs + s->response_offsets[a],
+                                                   s->prompt_offsets[pr + 1] - s->prompt_offsets[pr],
+                                                   s->response_offsets[a + 1] - s->response_offsets[a]};
+          grew[n_groups * k + q] = scores[q];
+        }
+        n_groups++;
+      } else if (grpo) {
+        short_groups++;
+      }
       srlm_pair p;
       int made = 0;
-      if (st == SRLM_OK)
+      if (st == SRLM_OK && !grpo)
         st = srlm_pairs_select(&po, k, scores, (const char *const *)texts, NULL, NULL, &p, &made, &ps);
       if (st == SRLM_OK && made) {
         int64_t a = j0 + p.chosen, b = j0 + p.rejected;
@@ -572,26 +665,36 @@ static srlm_status learn(sr_ctx *c, int t, srlm_shard *sh, int64_t stale, srlm_s
   free(texts);
   free(scores);
   replay_buf rb = {0};
-  if (st == SRLM_OK) st = build_replay(c, sh, &rb);
+  if (st == SRLM_OK && !grpo) st = build_replay(c, sh, &rb); /* the GRPO trainer has no replay term */
   row->samples = samples;
   row->mean_score = scored ? score_sum / (double)scored : NAN;
   row->pairs = np;
   row->replay = rb.d.n;
   row->pair_accuracy = np ? (double)pair_ok / (double)np : NAN;
-  if (st == SRLM_OK && c->lead) {
+  if (st == SRLM_OK && c->lead && grpo) {
+    SRLM_INFO("iteration %d groups: %lld groups of %d samples (%lld prompts short of samples); mean score %.2f", t,
+              (long long)n_groups, c->ro.K, (long long)short_groups, row->mean_score);
+    st = write_rollouts(c, t, sh, rows3, 0, n_groups, &ps, 0, stale);
+  } else if (st == SRLM_OK && c->lead) {
     SRLM_INFO("iteration %d pairs: %lld pairs from %lld prompts (%lld skipped with < 2 scores, %lld ties, %lld below "
               "min_margin, %lld equal texts); %lld replayed judgments; mean score %.2f",
               t, (long long)np, (long long)ps.prompts, (long long)ps.skipped_prompts, (long long)ps.dropped_tie,
               (long long)ps.dropped_margin, (long long)ps.dropped_equal_text, (long long)rb.d.n, row->mean_score);
-    st = write_rollouts(c, t, sh, rows3, np, &ps, rb.d.n, stale);
+    st = write_rollouts(c, t, sh, rows3, np, 0, &ps, rb.d.n, stale);
   }
   double *ref = srlm_xmalloc((size_t)(2 * np + 1) * sizeof *ref);
-  if (st == SRLM_OK && np > 0) st = srlm_pref_ref_logps(c->ro.m, pairs, np, 16384, ref, ref + np);
-  if (st == SRLM_OK && np > 0) {
+  if (st == SRLM_OK && grpo) {
+    srlm_group_stats gs = {0};
+    row->pairs = n_groups;
+    if (c->lead && short_groups)
+      SRLM_WARN("iteration %d: %lld prompts without all %d samples are not GRPO groups", t, (long long)short_groups,
+                c->ro.K);
+    if (n_groups > 0)
+      st = learn_grpo(cfg, c->ro.m, c->comm, t, c->lead ? c->metrics : NULL, gseq, n_groups, c->ro.K, grew, &gs, row);
+  } else if (st == SRLM_OK && np > 0) {
+    st = srlm_pref_ref_logps(c->ro.m, pairs, np, 16384, ref, ref + np);
     static const srlm_pref_loss k_kinds[] = {[SRLM_CFG_LOSS_DPO] = SRLM_PREF_DPO, [SRLM_CFG_LOSS_IPO] = SRLM_PREF_IPO,
                                              [SRLM_CFG_LOSS_SFT] = SRLM_PREF_SFT, [SRLM_CFG_LOSS_GRPO] = SRLM_PREF_DPO};
-    if (cfg->train.loss == SRLM_CFG_LOSS_GRPO)
-      st = srlm_error(SRLM_ERR_UNSUPPORTED, "train.loss", "grpo is not wired into the iterations yet (dpo, ipo, sft are)");
     srlm_dp dp = {.rank = srlm_comm_role_rank(c->comm, SRLM_ROLE_LEARNER),
                   .size = srlm_comm_role_size(c->comm, SRLM_ROLE_LEARNER), .reduce = dp_reduce, .ctx = c->comm};
     srlm_pref_train_options o = {
@@ -625,6 +728,8 @@ static srlm_status learn(sr_ctx *c, int t, srlm_shard *sh, int64_t stale, srlm_s
   }
   free(ref);
   replay_free(&rb);
+  free(gseq);
+  free(grew);
   free(pairs);
   free(rows3);
   return st;

@@ -3,7 +3,7 @@
 # `srlm train` runs 2 iterations (generate, judge, pairs, DPO + NLL + judge replay, eval).
 # Checks the files and metrics the issue asks for (iter_<t>/model, metrics.jsonl eval lines
 # with accuracy and judge_agreement for t = 0..2, summary.json, the table), that a second
-# run with the same seed gives bit-identical weights, and the error for a loss not wired in.
+# run with the same seed gives bit-identical weights, and GRPO with the verifier as the reward.
 set -u
 srlm=$1
 src=${SRLM_SOURCE_DIR:?}
@@ -58,10 +58,27 @@ grep -q 'iteration 1 rollouts: 48/48 prompts generated and judged' "$tmp/a.err" 
 "$srlm" train -c configs/quickstart.yaml $small run.name=b >/dev/null 2>&1 || fail "second run"
 cmp -s "$run/iter_2/model/model.safetensors" "$tmp/runs/b/iter_2/model/model.safetensors" \
   || fail "two runs with the same seed gave different weights"
-# GRPO is not wired into the iterations: a clear error, exit 1
-"$srlm" train -c configs/quickstart.yaml $small run.name=c train.loss=grpo >/dev/null 2>"$tmp/c.err"
-rc=$?
-[ $rc -eq 1 ] || fail "grpo: exit $rc, expected 1"
-grep -q "train.loss: grpo is not wired into the iterations yet" "$tmp/c.err" || fail "grpo error: $(tail -1 "$tmp/c.err")"
+# GRPO in the iterations: groups of K samples, learn lines with KL and clip fraction, and
+# the verifier as the reward source (judge.source verifier): the groups' rewards are then
+# score_max / score_min by the checker
+"$srlm" train -c configs/quickstart.yaml $small run.name=c train.loss=grpo train.batch_size=4 train.lr=1e-4 \
+  train.beta=0.04 judge.source=verifier >/dev/null 2>"$tmp/c.err" || { fail "grpo run"; tail -3 "$tmp/c.err" >&2; }
+grep -q "iteration 2 groups: 48 groups of 4 samples" "$tmp/c.err" || fail "grpo: no groups line: $(grep groups "$tmp/c.err")"
+python3 - "$tmp/runs/c/metrics.jsonl" <<'PY' || fails=$((fails + 1))
+import json, sys
+learn = [json.loads(l) for l in open(sys.argv[1]) if '"learn"' in l]
+ok = learn and all(isinstance(l.get("kl"), float) and isinstance(l.get("clip_fraction"), float) for l in learn)
+print("grpo learn lines: %d" % len(learn), file=sys.stderr)
+sys.exit(0 if ok else 1)
+PY
+"$srlm" rollouts "$tmp/runs/c/iter_1/rollouts.h5" >"$tmp/c.r1" || fail "srlm rollouts"
+python3 - "$tmp/c.r1" <<'PY' || fails=$((fails + 1))
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1])]
+resp = [r for r in rows if "score" in r]
+bad = [r for r in resp if r["score"] not in (0.0, 5.0) or r["judgments"][0] not in ("checker: right", "checker: wrong")]
+print("verifier rewards: %d right of %d" % (sum(r["score"] == 5.0 for r in resp), len(resp)), file=sys.stderr)
+sys.exit(1 if bad or rows[-1]["pairs"]["groups"] != 48 else 0)
+PY
 echo "selfreward.sh: $fails failed"
 [ "$fails" -eq 0 ]
