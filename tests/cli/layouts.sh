@@ -53,7 +53,7 @@ layout() {
 
 layout one --
 layout np1 -np 1 --
-layout col2 -np 2 --
+layout col2 -np 2 -- roles.colocate=true
 layout sep3 -np 3 -- $sep roles.learners=1 roles.generators=1 roles.judges=1
 layout tcp4 -np 4 --mca btl self,tcp -- $sep roles.learners=1 roles.generators=2 roles.judges=1
 layout lrn2 -np 4 -- $sep roles.learners=2 roles.generators=1 roles.judges=1
