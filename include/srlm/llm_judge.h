@@ -108,6 +108,13 @@ void srlm_llm_judge_score(const srlm_llm_judge *jd, int n, int J, srlm_llm_judgm
 /* Totals of the generation of every srlm_llm_judge_run so far (tokens, steps, seconds). */
 const srlm_generate_stats *srlm_llm_judge_generate_stats(const srlm_llm_judge *jd);
 
+/* The ids generation stops at with this tokenizer, chat format and model: the
+ * tokenizer_config.json eos_token, the chat format's end of turn, the model config's
+ * eos_token_ids (no duplicates). The generators of a prompt set stop at the same ids.
+ * Returns how many were written to out. */
+#define SRLM_LLM_JUDGE_MAX_STOPS 40
+int srlm_llm_judge_stop_ids(const srlm_llm_judge *jd, const srlm_model *m, int32_t out[SRLM_LLM_JUDGE_MAX_STOPS]);
+
 /* Frees the texts and ids of out[0 .. count) (the array itself is the caller's). */
 void srlm_llm_judgments_free(srlm_llm_judgment *out, int64_t count);
 

@@ -28,6 +28,8 @@
 
 #include "srlm/comm.h"
 #include "srlm/config.h"
+#include "srlm/llm_judge.h"
+#include "srlm/prompts.h"
 #include "srlm/core.h"
 #include "srlm/model.h"
 #include "srlm/tokenizer.h"
@@ -53,11 +55,24 @@ typedef struct srlm_sr_iteration {
   double seconds;
 } srlm_sr_iteration;
 
-/* Runs cfg->run.iterations iterations on m (trained in place) in run_dir; tok_dir has the
- * tokenizer files copied next to each saved model; metrics are appended to metrics
- * (an open file). rows (iterations + 1) receives the table. */
-srlm_status srlm_selfreward_run(const srlm_config *cfg, srlm_comm *comm, const char *run_dir, const char *tok_dir,
-                                srlm_model *m, srlm_tokenizer *tok, FILE *metrics, srlm_sr_iteration *rows);
+/* What the iterations run on. Every rank passes the same config, model weights (M0),
+ * tokenizer and prompt set; only the lead (world rank 0) passes metrics. */
+typedef struct srlm_sr_inputs {
+  const srlm_config *cfg;
+  srlm_comm *comm;                /* the job's communicators, roles assigned (size 1: one process) */
+  const char *run_dir, *tok_dir;  /* tok_dir's tokenizer files are copied next to each saved model */
+  srlm_model *m;                  /* trained in place */
+  srlm_tokenizer *tok;
+  const srlm_prompt_set *prompts; /* task.name none: data.prompts (else NULL) */
+  srlm_llm_judge *llm;            /* task.name none: the text judge (else NULL) */
+  FILE *metrics;                  /* the lead: metrics.jsonl, open for append; others NULL */
+} srlm_sr_inputs;
+
+/* Runs cfg->run.iterations iterations. rows (iterations + 1) receives the table (the
+ * lead's is complete). Errors: SRLM_ERR_CONFIG for a prompt set with judge.source
+ * verifier/mix or without stop ids; otherwise what a phase returned (under MPI the
+ * caller ends the job: shards may be in flight). */
+srlm_status srlm_selfreward_run(const srlm_sr_inputs *in, srlm_sr_iteration *rows);
 
 #ifdef __cplusplus
 }

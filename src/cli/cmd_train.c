@@ -31,6 +31,8 @@
 #include "srlm/config.h"
 #include "srlm/hfmodel.h"
 #include "srlm/jsonl.h"
+#include "srlm/llm_judge.h"
+#include "srlm/prompts.h"
 #include "srlm/selfreward.h"
 #include "srlm/setup.h"
 #include "srlm/store.h"
@@ -141,36 +143,8 @@ static srlm_status open_model(train_ctx *c, int report) {
   return SRLM_OK;
 }
 
-/* Renders and tokenizes one prompt line; *ok = 0 (with the error recorded) for a bad line. */
-static srlm_status encode_prompt(train_ctx *c, srlm_jsonl *r, json_t *v, srlm_token_ids *ids, char **text) {
-  json_t *prompt = json_is_object(v) ? json_object_get(v, "prompt") : NULL;
-  json_t *messages = json_is_object(v) ? json_object_get(v, "messages") : NULL;
-  if (!json_is_object(v) || (!prompt && !messages))
-    return srlm_jsonl_error(r, SRLM_ERR_FORMAT, "expected an object with \"prompt\" or \"messages\"");
-  if (prompt && !json_is_string(prompt))
-    return srlm_jsonl_error(r, SRLM_ERR_FORMAT, "\"prompt\" must be a string");
-  if (!c->has_chat) {
-    if (!prompt)
-      return srlm_jsonl_error(r, SRLM_ERR_FORMAT, "\"messages\" needs a chat format (tokenizer.chat_format is none)");
-    *text = srlm_xstrdup(json_string_value(prompt));
-    return srlm_tokenizer_encode(c->tok, *text, json_string_length(prompt), ids);
-  }
-  srlm_chat_message one, *msgs = &one;
-  size_t n = 1;
-  if (prompt) {
-    one = (srlm_chat_message){.role = "user", .content = json_string_value(prompt),
-                              .content_len = json_string_length(prompt)};
-  } else {
-    srlm_status st = srlm_chat_messages_from_json(messages, srlm_jsonl_where(r), &msgs, &n);
-    if (st != SRLM_OK) return st;
-  }
-  size_t len;
-  srlm_status st = srlm_chat_render(&c->chat, msgs, n, 1, text, &len, NULL);
-  if (st == SRLM_OK) st = srlm_tokenizer_encode(c->tok, *text, len, ids);
-  if (msgs != &one) free(msgs);
-  return st;
-}
-
+/* data.prompts -> iter_0/prompts.h5 (the lead); every rank then reads that file, so all
+ * hold the same prompt set. */
 static srlm_status prepare_prompts(train_ctx *c) {
   const srlm_config *cfg = &c->cfg;
   if (!cfg->data.prompts[0]) {
@@ -179,79 +153,26 @@ static srlm_status prepare_prompts(train_ctx *c) {
   }
   srlm_timer t;
   srlm_timer_start(&t);
-  srlm_jsonl *r;
-  SRLM_TRY(srlm_jsonl_open(cfg->data.prompts, &r));
-  srlm_token_ids all = {0}, one = {0};
-  int64_t cap = 64, *offsets = srlm_xmalloc((size_t)cap * sizeof *offsets), *lines = NULL;
-  char **texts = NULL;
-  offsets[0] = 0;
-  json_t *v;
-  srlm_status st;
-  for (;;) {
-    st = srlm_jsonl_next(r, &v);
-    if (st == SRLM_ERR_FORMAT && cfg->data.skip_bad_lines) { /* invalid JSON: the line is consumed */
-      SRLM_WARN("skipping %s", srlm_error_message());
-      c->n_skipped++;
-      continue;
-    }
-    if (st != SRLM_OK || !v) break;
-    char *text = NULL;
-    srlm_token_ids_clear(&one);
-    st = encode_prompt(c, r, v, &one, &text);
-    json_decref(v);
-    if (st != SRLM_OK) {
-      free(text);
-      if (!cfg->data.skip_bad_lines) break;
-      SRLM_WARN("skipping %s", srlm_error_message());
-      c->n_skipped++;
-      continue;
-    }
-    if (cfg->data.max_prompt_tokens > 0 && (int64_t)one.n > cfg->data.max_prompt_tokens) {
-      c->n_too_long++;
-      free(text);
-      continue;
-    }
-    if (c->n_prompts + 2 > cap) cap *= 2;
-    offsets = srlm_xrealloc(offsets, (size_t)cap * sizeof *offsets);
-    lines = srlm_xrealloc(lines, (size_t)cap * sizeof *lines);
-    texts = srlm_xrealloc(texts, (size_t)cap * sizeof *texts);
-    for (size_t i = 0; i < one.n; i++) srlm_token_ids_push(&all, one.ids[i]);
-    texts[c->n_prompts] = text;
-    lines[c->n_prompts] = srlm_jsonl_line(r);
-    offsets[++c->n_prompts] = (int64_t)all.n;
-    if ((int)one.n > c->max_len) c->max_len = (int)one.n;
-  }
-  srlm_jsonl_close(r);
-  if (st == SRLM_OK && c->n_prompts == 0)
-    st = srlm_error(SRLM_ERR_FORMAT, cfg->data.prompts, "no usable prompts (%lld skipped, %lld longer than data.max_prompt_tokens)",
-                    (long long)c->n_skipped, (long long)c->n_too_long);
+  srlm_prompts_stats ps;
+  srlm_prompt_set set;
+  SRLM_TRY(srlm_prompts_load(cfg->data.prompts, c->tok, c->has_chat ? &c->chat : NULL, cfg->data.skip_bad_lines,
+                             cfg->data.max_prompt_tokens, &set, &ps));
+  if (ps.bad) SRLM_WARN("skipped %lld bad prompt lines; the first: %s", (long long)ps.bad, ps.first_bad);
+  c->n_prompts = set.n;
+  c->n_skipped = ps.bad;
+  c->n_too_long = ps.too_long;
+  c->n_tokens = ps.tokens;
   char path[4096];
-  srlm_store *s = NULL;
-  if (st == SRLM_OK) st = srlm_path_join(path, sizeof path, c->run_dir, "iter_0");
+  srlm_status st = srlm_path_join(path, sizeof path, c->run_dir, "iter_0");
   if (st == SRLM_OK) st = srlm_mkdirs(path);
   if (st == SRLM_OK) st = srlm_path_join(path, sizeof path, c->run_dir, "iter_0/prompts.h5");
-  if (st == SRLM_OK) st = srlm_store_create(path, PROMPTS_FORMAT, PROMPTS_VERSION, &s);
-  if (st == SRLM_OK) st = srlm_store_write_seqs(s, "/prompts/ids", c->n_prompts, offsets, all.ids);
-  if (st == SRLM_OK) st = srlm_store_write_strings(s, "/prompts/text", c->n_prompts, (const char *const *)texts);
-  if (st == SRLM_OK)
-    st = srlm_store_write_array(s, "/prompts/line", SRLM_STORE_I64, 1, (const int64_t[]){c->n_prompts}, lines);
-  if (st == SRLM_OK) {
-    st = srlm_store_commit(s); /* frees s, success or not */
-    s = NULL;
-  }
-  srlm_store_close(s);
-  c->n_tokens = (int64_t)all.n;
-  for (int64_t i = 0; i < c->n_prompts; i++) free(texts[i]);
-  free(texts);
-  free(lines);
-  free(offsets);
-  srlm_token_ids_free(&all);
-  srlm_token_ids_free(&one);
+  if (st == SRLM_OK) st = srlm_prompts_save(&set, path);
+  srlm_prompt_set_free(&set);
   SRLM_TRY(st);
-  SRLM_INFO("prompts %s: %lld prompts, %lld tokens (mean %.1f, max %d), %lld bad lines skipped, %lld too long "
+  SRLM_INFO("prompts %s: %lld prompts, %lld tokens (mean %.1f, max %lld), %lld bad lines skipped, %lld too long "
             "(> %d tokens) dropped -> %s (%.2f s)",
             cfg->data.prompts, (long long)c->n_prompts, (long long)c->n_tokens,
-            (double)c->n_tokens / (double)c->n_prompts, c->max_len, (long long)c->n_skipped,
+            (double)c->n_tokens / (double)c->n_prompts, (long long)ps.max_len, (long long)c->n_skipped,
             (long long)c->n_too_long, cfg->data.max_prompt_tokens, path, srlm_timer_elapsed(&t));
   return SRLM_OK;
 }
@@ -262,24 +183,38 @@ static srlm_status run_iterations(train_ctx *c, srlm_comm *comm, srlm_sr_iterati
   const srlm_config *cfg = &c->cfg;
   const int lead = srlm_comm_rank(comm) == 0;
   *rows_out = NULL;
-  if (cfg->task.name == SRLM_CFG_TASK_NONE || cfg->run.iterations == 0) {
-    if (cfg->run.iterations > 0 && lead)
-      SRLM_INFO("task.name is none: the iterations on data.prompts with a text judge are not built yet; "
-                "stopping after preparing the run");
-    return SRLM_OK;
-  }
+  const int task = cfg->task.name != SRLM_CFG_TASK_NONE;
+  if (cfg->run.iterations == 0) return SRLM_OK;
+  if (!task && !cfg->data.prompts[0])
+    return srlm_error(SRLM_ERR_CONFIG, "data.prompts", "the iterations need prompts: set data.prompts (JSONL) or a "
+                      "built-in task (task.name), or run.iterations: 0 to only prepare the run");
   const char *tok_dir;
   SRLM_TRY(srlm_setup_tokenizer_dir(cfg, &tok_dir));
-  srlm_model *m;
-  SRLM_TRY(srlm_model_load(c->model_dir, srlm_backend_cpu(), &m));
+  srlm_prompt_set set = {0};
+  srlm_llm_judge *llm = NULL;
   char path[4096];
-  srlm_status st = srlm_path_join(path, sizeof path, c->run_dir, "metrics.jsonl");
+  if (!task) {
+    SRLM_TRY(srlm_path_join(path, sizeof path, c->run_dir, "iter_0/prompts.h5"));
+    SRLM_TRY(srlm_prompts_read(path, &set));
+    srlm_status st = srlm_llm_judge_create(cfg, c->tok, c->has_chat ? &c->chat : NULL, &llm);
+    if (st != SRLM_OK) {
+      srlm_prompt_set_free(&set);
+      return st;
+    }
+  }
+  srlm_model *m = NULL;
+  srlm_status st = srlm_model_load(c->model_dir, srlm_backend_cpu(), &m);
+  if (st == SRLM_OK) st = srlm_path_join(path, sizeof path, c->run_dir, "metrics.jsonl");
   FILE *f = st == SRLM_OK && lead ? fopen(path, "w") : NULL;
   if (st == SRLM_OK && lead && !f) st = srlm_error(SRLM_ERR_IO, path, "cannot create");
   srlm_sr_iteration *rows = srlm_xcalloc((size_t)cfg->run.iterations + 1, sizeof *rows);
-  if (st == SRLM_OK) st = srlm_selfreward_run(cfg, comm, c->run_dir, tok_dir, m, c->tok, f, rows);
+  srlm_sr_inputs in = {.cfg = cfg, .comm = comm, .run_dir = c->run_dir, .tok_dir = tok_dir, .m = m, .tok = c->tok,
+                       .prompts = task ? NULL : &set, .llm = llm, .metrics = f};
+  if (st == SRLM_OK) st = srlm_selfreward_run(&in, rows);
   if (f) fclose(f);
   srlm_model_free(m);
+  srlm_llm_judge_free(llm);
+  srlm_prompt_set_free(&set);
   if (st != SRLM_OK || !lead) {
     free(rows);
     return st;

@@ -185,6 +185,14 @@ void srlm_llm_judgments_free(srlm_llm_judgment *out, int64_t count) {
   }
 }
 
+int srlm_llm_judge_stop_ids(const srlm_llm_judge *jd, const srlm_model *m, int32_t out[SRLM_LLM_JUDGE_MAX_STOPS]) {
+  int n = 0;
+  for (int k = 0; k < jd->n_eos; k++) add_eos(out, &n, SRLM_LLM_JUDGE_MAX_STOPS, jd->eos[k]);
+  const srlm_model_config *mc = srlm_model_get_config(m);
+  for (int k = 0; k < mc->n_eos; k++) add_eos(out, &n, SRLM_LLM_JUDGE_MAX_STOPS, mc->eos_token_ids[k]);
+  return n;
+}
+
 srlm_status srlm_llm_judge_run(srlm_llm_judge *jd, srlm_model *m, int n, const char *const *instructions,
                                const char *const *responses, const uint64_t *keys, int J,
                                srlm_llm_judgment *out, double *mean, srlm_judge_stats *stats) {
@@ -208,11 +216,8 @@ srlm_status srlm_llm_judge_run(srlm_llm_judge *jd, srlm_model *m, int n, const c
     for (int j = 0; j < J; j++)
       req[(int64_t)i * J + j] = (srlm_gen_request){ids.ids + off[i], off[i + 1] - off[i],
                                                    srlm_llm_judge_seq_id(keys[i], j)};
-  int32_t eos[MAX_EOS + SRLM_MODEL_MAX_EOS];
-  int n_eos = 0;
-  for (int k = 0; k < jd->n_eos; k++) add_eos(eos, &n_eos, (int)(sizeof eos / sizeof *eos), jd->eos[k]);
-  const srlm_model_config *mc = srlm_model_get_config(m);
-  for (int k = 0; k < mc->n_eos; k++) add_eos(eos, &n_eos, (int)(sizeof eos / sizeof *eos), mc->eos_token_ids[k]);
+  int32_t eos[SRLM_LLM_JUDGE_MAX_STOPS];
+  int n_eos = srlm_llm_judge_stop_ids(jd, m, eos);
   srlm_generate_params gp = srlm_generate_params_default();
   gp.sampler.temperature = jd->temperature;
   gp.sampler.seed = jd->seed;

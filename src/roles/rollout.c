@@ -20,6 +20,17 @@ void sr_shard_range(const sr_rollout *r, int64_t s, int64_t *lo, int64_t *hi) {
 
 static uint64_t train_index(int t, int n, int64_t i) { return (uint64_t)(t - 1) * (uint64_t)n + (uint64_t)i; }
 
+/* The shard prompt_index of local prompt i of iteration t. */
+static int64_t prompt_index(const sr_rollout *r, int t, int64_t i) {
+  uint64_t g = train_index(t, r->n, i);
+  return r->prompts ? (int64_t)(g % (uint64_t)r->prompts->n) : (int64_t)g;
+}
+
+/* The RNG key (generation request seq id) of sample k of local prompt i. */
+static uint64_t sample_key(const sr_rollout *r, int t, int64_t i, int k) {
+  return ((uint64_t)SRLM_SR_RNG_GENERATE << 48) | ((uint64_t)t << 32) | (uint64_t)(i * r->K + k);
+}
+
 void sr_puzzle_of(const sr_rollout *r, const srlm_shard *s, int64_t prompt_row, srlm_task_puzzle *p) {
   srlm_task_puzzle_make((uint64_t)r->cfg->run.seed, SRLM_TASK_SPLIT_TRAIN, (uint64_t)s->prompt_index[prompt_row], p);
 }
@@ -37,19 +48,24 @@ srlm_status sr_generate_shard(const sr_rollout *r, int t, int64_t s, int64_t ver
   off[0] = 0;
   srlm_status st = SRLM_OK;
   for (int64_t i = lo; i < hi && st == SRLM_OK; i++) {
-    srlm_task_puzzle p;
-    srlm_task_puzzle_make((uint64_t)cfg->run.seed, SRLM_TASK_SPLIT_TRAIN, train_index(t, r->n, i), &p);
-    char text[SRLM_TASK_PROMPT_LEN + 1];
-    srlm_task_prompt(&p, text);
-    st = srlm_tokenizer_encode(r->tok, text, strlen(text), &ids);
+    if (r->prompts) {
+      const srlm_prompt_set *ps = r->prompts;
+      int64_t g = prompt_index(r, t, i);
+      for (int64_t q = ps->offsets[g]; q < ps->offsets[g + 1]; q++) srlm_token_ids_push(&ids, ps->ids[q]);
+    } else {
+      srlm_task_puzzle p;
+      srlm_task_puzzle_make((uint64_t)cfg->run.seed, SRLM_TASK_SPLIT_TRAIN, train_index(t, r->n, i), &p);
+      char text[SRLM_TASK_PROMPT_LEN + 1];
+      srlm_task_prompt(&p, text);
+      st = srlm_tokenizer_encode(r->tok, text, strlen(text), &ids);
+    }
     off[i - lo + 1] = (int64_t)ids.n;
   }
   srlm_gen_request *req = srlm_xmalloc((size_t)(N + 1) * sizeof *req);
   for (int64_t i = lo; i < hi; i++)
     for (int k = 0; k < K; k++)
       req[(i - lo) * K + k] = (srlm_gen_request){ids.ids + off[i - lo], off[i - lo + 1] - off[i - lo],
-                                                 ((uint64_t)SRLM_SR_RNG_GENERATE << 48) | ((uint64_t)t << 32) |
-                                                     (uint64_t)(i * K + k)};
+                                                 sample_key(r, t, i, k)};
   srlm_gen_result *res = srlm_xcalloc((size_t)N + 1, sizeof *res);
   srlm_generate_params gp = srlm_generate_params_default();
   gp.sampler.temperature = (float)cfg->generate.temperature;
@@ -59,14 +75,14 @@ srlm_status sr_generate_shard(const sr_rollout *r, int t, int64_t s, int64_t ver
   gp.sampler.seed = (uint64_t)cfg->run.seed;
   gp.max_new_tokens = cfg->generate.max_new_tokens;
   gp.max_batch = SR_MAX_BATCH;
-  gp.eos_ids = &r->eos;
-  gp.n_eos = 1;
+  gp.eos_ids = r->stops;
+  gp.n_eos = r->n_stops;
   gp.tok = r->tok;
   srlm_generate_stats gs = {0};
   if (st == SRLM_OK && N > 0) st = srlm_generate(r->m, &gp, (int)N, req, res, &gs);
   for (int64_t i = lo; i < hi && st == SRLM_OK; i++) {
     int64_t row;
-    st = srlm_shard_add_prompt(out, (int64_t)train_index(t, r->n, i), ids.ids + off[i - lo], off[i - lo + 1] - off[i - lo],
+    st = srlm_shard_add_prompt(out, prompt_index(r, t, i), ids.ids + off[i - lo], off[i - lo + 1] - off[i - lo],
                                &row);
     for (int k = 0; k < K && st == SRLM_OK; k++) {
       const srlm_gen_result *g = &res[(i - lo) * K + k];
@@ -89,11 +105,60 @@ srlm_status sr_generate_shard(const sr_rollout *r, int t, int64_t s, int64_t ver
 
 srlm_status sr_response_text(const sr_rollout *r, const srlm_shard *s, int64_t row, char **text, size_t *len) {
   int64_t a = s->response_offsets[row], b = s->response_offsets[row + 1];
-  if (b > a && (s->flags[row] & SRLM_SHARD_F_EOS) && s->response_ids[b - 1] == r->eos) b--;
+  if (b > a && (s->flags[row] & SRLM_SHARD_F_EOS)) b--; /* the stop token */
   return srlm_tokenizer_decode(r->tok, s->response_ids + a, (size_t)(b - a), text, len);
 }
 
+/* A prompt set's responses: the text judge, judge.samples judgments each, keyed by the
+ * sample's generation key (so a judgment does not depend on where it runs). */
+static srlm_status judge_text(const sr_rollout *r, srlm_shard *s, sr_judge_counts *jc) {
+  const int64_t R = s->n_responses;
+  const int J = r->cfg->judge.samples;
+  char **resp = srlm_xcalloc((size_t)R + 1, sizeof *resp);
+  const char **instr = srlm_xcalloc((size_t)R + 1, sizeof *instr);
+  uint64_t *keys = srlm_xmalloc((size_t)(R + 1) * sizeof *keys);
+  srlm_status st = SRLM_OK;
+  for (int64_t j = 0; j < R && st == SRLM_OK; j++) {
+    size_t len;
+    int64_t pr = s->response_prompt[j];
+    instr[j] = r->prompts->instruction[s->prompt_index[pr]];
+    keys[j] = sample_key(r, (int)s->iteration, s->shard_index * r->cfg->roles.shard_prompts + pr, (int)s->sample_index[j]);
+    st = sr_response_text(r, s, j, &resp[j], &len);
+  }
+  srlm_llm_judgment *out = srlm_xcalloc((size_t)(R * J + 1), sizeof *out);
+  double *mean = srlm_xmalloc((size_t)(R + 1) * sizeof *mean);
+  srlm_judge_stats js = {0};
+  if (st == SRLM_OK && R > 0)
+    st = srlm_llm_judge_run(r->llm, r->m, (int)R, instr, (const char *const *)resp, keys, J, out, mean, &js);
+  if (st == SRLM_OK) st = srlm_shard_set_judgments_per_response(s, J);
+  for (int64_t j = 0; j < R && st == SRLM_OK; j++) {
+    for (int q = 0; q < J && st == SRLM_OK; q++) {
+      const srlm_llm_judgment *o = &out[j * J + q];
+      st = srlm_shard_add_judgment(s, o->text, o->ids, o->n_ids, (float)o->score);
+    }
+    if (isfinite(mean[j])) {
+      s->mean_score[j] = (float)mean[j];
+      s->flags[j] |= SRLM_SHARD_F_SCORED;
+      jc->score_sum += mean[j];
+    } else {
+      jc->unscored++;
+    }
+  }
+  jc->responses += R;
+  jc->judgments += js.judgments;
+  jc->unparsable += js.unparsable;
+  srlm_llm_judgments_free(out, R * J);
+  free(out);
+  free(mean);
+  for (int64_t j = 0; j < R; j++) free(resp[j]);
+  free(resp);
+  free(instr);
+  free(keys);
+  return st;
+}
+
 srlm_status sr_judge_shard(const sr_rollout *r, srlm_shard *s, sr_judge_counts *jc) {
+  if (r->prompts) return judge_text(r, s, jc);
   const srlm_config *cfg = r->cfg;
   const int64_t R = s->n_responses;
   const srlm_cfg_judge_source src = cfg->judge.source;

@@ -1,8 +1,9 @@
 /* Internal to src/roles: one iteration's rollout work on one shard, the same code for
  * every layout (selfreward.c moves the shards between ranks).
  *
- * Shards. Iteration t uses n prompts (local index i = 0..n-1; the task's train instance
- * (t-1) n + i, which is the shard's prompt_index). Shard s holds the prompts
+ * Shards. Iteration t uses n prompts (local index i = 0..n-1; the shard's prompt_index is
+ * the task's train instance (t-1) n + i, or for a prompt set the row ((t-1) n + i) mod N
+ * of the N prompts: iterations walk on through the set and wrap). Shard s holds the prompts
  * [s * roles.shard_prompts, min(n, (s + 1) * roles.shard_prompts)), each with its K
  * samples. Sample k of prompt i draws from the Philox stream keyed by (run.seed,
  * SRLM_SR_RNG_GENERATE, t, i K + k), so which rank generates a shard, and with what else
@@ -12,6 +13,8 @@
 #define SRLM_ROLES_ROLLOUT_H
 
 #include "srlm/config.h"
+#include "srlm/llm_judge.h"
+#include "srlm/prompts.h"
 #include "srlm/model.h"
 #include "srlm/shard.h"
 #include "srlm/tasks.h"
@@ -21,7 +24,11 @@ typedef struct sr_rollout {
   const srlm_config *cfg;
   srlm_model *m;
   srlm_tokenizer *tok;
-  int32_t eos;
+  const srlm_prompt_set *prompts; /* data.prompts; NULL with a built-in task */
+  srlm_llm_judge *llm;            /* the text judge of a prompt set */
+  int32_t eos;                    /* the task's end token */
+  int32_t stops[SRLM_LLM_JUDGE_MAX_STOPS]; /* generation stops at these (task: eos) */
+  int n_stops;
   int n;          /* prompts per iteration */
   int K;          /* samples per prompt */
   int64_t shards; /* shards per iteration */
@@ -44,8 +51,8 @@ srlm_status sr_generate_shard(const sr_rollout *r, int t, int64_t s, int64_t ver
  * mean scores and SCORED flags. Counts accumulate into jc. */
 srlm_status sr_judge_shard(const sr_rollout *r, srlm_shard *s, sr_judge_counts *jc);
 
-/* The text of response `row` as generation returned it: the tokens decoded without a
- * final EOS. *text: free(). */
+/* The text of response `row` as generation returned it: the tokens decoded without the
+ * final stop token. *text: free(). */
 srlm_status sr_response_text(const sr_rollout *r, const srlm_shard *s, int64_t row, char **text, size_t *len);
 
 /* The task puzzle of a shard's prompt row. */

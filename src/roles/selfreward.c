@@ -79,9 +79,9 @@ static json_t *num(double x) { return isfinite(x) ? json_real(x) : json_null(); 
 /* Held-out accuracy (greedy) and judge agreement on one sampled answer per eval prompt. */
 static srlm_status evaluate(const srlm_config *cfg, srlm_model *m, srlm_tokenizer *tok, int t, int32_t eos,
                             srlm_sr_iteration *row, FILE *metrics) {
-  const int n = cfg->task.eval_prompts;
+  const int n = cfg->task.name == SRLM_CFG_TASK_NONE ? 0 : cfg->task.eval_prompts;
   row->accuracy = row->sample_accuracy = row->judge_agreement = NAN;
-  if (n == 0) return SRLM_OK;
+  if (n == 0) return SRLM_OK; /* a prompt set has no checker: its iterations report judged scores */
   srlm_timer tm;
   srlm_timer_start(&tm);
   srlm_task_puzzle *p = srlm_xmalloc((size_t)n * sizeof *p);
@@ -545,7 +545,8 @@ static srlm_status write_rollouts(sr_ctx *c, int t, const srlm_shard *sh, const 
  * judge.replay_per_verdict per verdict, in shard order. */
 static srlm_status build_replay(sr_ctx *c, const srlm_shard *sh, replay_buf *rb) {
   const int64_t cap = c->cfg->judge.replay_per_verdict;
-  if (c->cfg->judge.source == SRLM_CFG_SOURCE_VERIFIER || cap == 0) return SRLM_OK;
+  /* the task's judgment format only: a prompt set's judge has no verdict to balance */
+  if (c->ro.prompts || c->cfg->judge.source == SRLM_CFG_SOURCE_VERIFIER || cap == 0) return SRLM_OK;
   int64_t taken[2] = {0, 0};
   srlm_token_ids prompt = {0}, target = {0};
   srlm_status st = SRLM_OK;
@@ -650,10 +651,12 @@ static srlm_status learn(sr_ctx *c, int t, srlm_shard *sh, int64_t stale, srlm_s
         rows3[3 * np + 2] = s->sample_index[b];
         np++;
         /* reported only: how often the judge's pair is right by the checker */
-        srlm_task_puzzle pz;
-        sr_puzzle_of(&c->ro, s, pr, &pz);
-        pair_ok += srlm_task_check(&pz, texts[p.chosen], strlen(texts[p.chosen])) &&
-                   !srlm_task_check(&pz, texts[p.rejected], strlen(texts[p.rejected]));
+        if (!c->ro.prompts) {
+          srlm_task_puzzle pz;
+          sr_puzzle_of(&c->ro, s, pr, &pz);
+          pair_ok += srlm_task_check(&pz, texts[p.chosen], strlen(texts[p.chosen])) &&
+                     !srlm_task_check(&pz, texts[p.rejected], strlen(texts[p.rejected]));
+        }
       }
       for (int q = 0; q < k; q++) {
         free(texts[q]);
@@ -670,7 +673,7 @@ static srlm_status learn(sr_ctx *c, int t, srlm_shard *sh, int64_t stale, srlm_s
   row->mean_score = scored ? score_sum / (double)scored : NAN;
   row->pairs = np;
   row->replay = rb.d.n;
-  row->pair_accuracy = np ? (double)pair_ok / (double)np : NAN;
+  row->pair_accuracy = np && !c->ro.prompts ? (double)pair_ok / (double)np : NAN;
   if (st == SRLM_OK && c->lead && grpo) {
     SRLM_INFO("iteration %d groups: %lld groups of %d samples (%lld prompts short of samples); mean score %.2f", t,
               (long long)n_groups, c->ro.K, (long long)short_groups, row->mean_score);
@@ -768,17 +771,38 @@ static srlm_status finish_iteration(sr_ctx *c, int t, srlm_timer *iter_tm) {
   return metrics_line(c->metrics, o);
 }
 
-srlm_status srlm_selfreward_run(const srlm_config *cfg, srlm_comm *comm, const char *run_dir, const char *tok_dir,
-                                srlm_model *m, srlm_tokenizer *tok, FILE *metrics, srlm_sr_iteration *rows) {
-  if (cfg->task.name != SRLM_CFG_TASK_SIGN_PUZZLE)
-    return srlm_error(SRLM_ERR_UNSUPPORTED, "task.name", "the iterations run on a built-in task for now (sign_puzzle)");
-  sr_ctx c = {.cfg = cfg, .comm = comm, .run_dir = run_dir, .tok_dir = tok_dir, .metrics = metrics, .rows = rows,
-              .lead = srlm_comm_rank(comm) == 0};
-  c.ro = (sr_rollout){.cfg = cfg, .m = m, .tok = tok, .n = cfg->task.prompts_per_iteration,
+srlm_status srlm_selfreward_run(const srlm_sr_inputs *in, srlm_sr_iteration *rows) {
+  const srlm_config *cfg = in->cfg;
+  srlm_comm *comm = in->comm;
+  srlm_model *m = in->m;
+  srlm_tokenizer *tok = in->tok;
+  FILE *metrics = in->metrics;
+  const bool task = cfg->task.name != SRLM_CFG_TASK_NONE;
+  if (!task && (!in->prompts || !in->llm))
+    return srlm_error(SRLM_ERR_CONFIG, "data.prompts", "task.name is none: the iterations need a prompt set (data.prompts)");
+  if (!task && cfg->judge.source != SRLM_CFG_SOURCE_MODEL)
+    return srlm_error(SRLM_ERR_CONFIG, "judge.source", "%s needs a built-in task with a checker (task.name); a prompt "
+                      "set is judged by the model", cfg->judge.source == SRLM_CFG_SOURCE_VERIFIER ? "verifier" : "mix");
+  sr_ctx c = {.cfg = cfg, .comm = comm, .run_dir = in->run_dir, .tok_dir = in->tok_dir, .metrics = metrics,
+              .rows = rows, .lead = srlm_comm_rank(comm) == 0};
+  c.ro = (sr_rollout){.cfg = cfg, .m = m, .tok = tok, .prompts = task ? NULL : in->prompts, .llm = in->llm,
                       .K = cfg->generate.samples_per_prompt};
+  if (task) {
+    c.ro.n = cfg->task.prompts_per_iteration;
+    SRLM_TRY(srlm_tokenizer_token_id(tok, SRLM_TASK_EOS_TEXT, strlen(SRLM_TASK_EOS_TEXT), &c.ro.eos));
+    c.ro.stops[0] = c.ro.eos;
+    c.ro.n_stops = 1;
+  } else {
+    int64_t per = cfg->data.prompts_per_iteration;
+    c.ro.n = (int)(per > 0 ? per : in->prompts->n);
+    c.ro.eos = -1;
+    c.ro.n_stops = srlm_llm_judge_stop_ids(in->llm, m, c.ro.stops);
+    if (c.ro.n_stops == 0)
+      return srlm_error(SRLM_ERR_CONFIG, "tokenizer", "no end-of-sequence id (tokenizer_config.json eos_token, the chat "
+                        "format's end of turn or config.json eos_token_id): generation could not stop");
+  }
   c.ro.shards = (c.ro.n + cfg->roles.shard_prompts - 1) / cfg->roles.shard_prompts;
   c.n_params = (int64_t)srlm_model_param_count(srlm_model_get_config(m));
-  SRLM_TRY(srlm_tokenizer_token_id(tok, SRLM_TASK_EOS_TEXT, strlen(SRLM_TASK_EOS_TEXT), &c.ro.eos));
   const bool colocated = srlm_comm_colocated(comm);
   const bool learner = srlm_comm_has_role(comm, SRLM_ROLE_LEARNER);
   memset(rows, 0, (size_t)(cfg->run.iterations + 1) * sizeof *rows);

@@ -17,8 +17,8 @@ expect_err() { grep -qF -- "$1" "$tmp/err" || { fail "stderr lacks '$1':"; cat "
 
 cd "$src"
 rm -rf "$tmp/runs"
-# the preparation stages alone: M0 from model.arch, the prompts file, no task iterations
-prep="model.path= task.name=none data.prompts=configs/data/quickstart_prompts.jsonl data.max_prompt_tokens=16
+# the preparation stages alone (run.iterations 0): M0 from model.arch, the prompts file
+prep="model.path= task.name=none run.iterations=0 data.prompts=configs/data/quickstart_prompts.jsonl data.max_prompt_tokens=16
   model.arch.hidden_size=64 model.arch.intermediate_size=160 model.arch.num_layers=4 model.arch.num_heads=4
   model.arch.num_kv_heads=4 model.arch.max_seq_len=32"
 expect_rc 0 "quickstart config" "$srlm" train -c configs/quickstart.yaml $prep run.out_dir="$tmp/runs" run.name=t1
