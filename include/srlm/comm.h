@@ -143,6 +143,10 @@ srlm_status srlm_comm_agree(srlm_comm *c, srlm_status local);
  * levels only; library code returns errors. c may be NULL (MPI_COMM_WORLD is used). */
 SRLM_NORETURN void srlm_comm_abort(srlm_comm *c, srlm_status code);
 
+/* Broadcasts n int64 values from world rank 0 to every rank (decisions the lead takes
+ * alone, e.g. where a resumed run starts). */
+srlm_status srlm_comm_bcast_i64(srlm_comm *c, int64_t *x, int n);
+
 /* Weight broadcast from learner rank 0 over the broadcast comm, in buckets of
  * bucket_bytes (rounded down to whole floats, at least one float, at most 1 GiB;
  * 0 = 64 MiB; the root's value counts, receivers follow the header).

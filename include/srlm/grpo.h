@@ -101,6 +101,7 @@ typedef struct srlm_grpo_step_info {
   int64_t tokens;            /* tokens forwarded (prompt + response) */
   int64_t groups;            /* groups in the step */
   double step_seconds, elapsed_seconds;
+  srlm_optim *optim; /* the trainer's optimizer after the step (for a checkpoint) */
 } srlm_grpo_step_info;
 
 /* Called after every optimizer step; a non-OK status stops training with that status
@@ -118,6 +119,7 @@ typedef struct srlm_grpo_train_options {
   const srlm_dp *dp;         /* NULL: a single learner */
   srlm_grpo_step_fn on_step; /* may be NULL */
   void *user;
+  const srlm_train_resume *resume; /* NULL: from the first step (optim.h) */
 } srlm_grpo_train_options;
 
 typedef struct srlm_grpo_summary {

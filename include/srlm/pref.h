@@ -71,6 +71,8 @@ typedef struct srlm_pref_step_info {
   int64_t n_skipped;
   int64_t tokens; /* tokens forwarded in the step (pairs and replay) */
   double step_seconds, elapsed_seconds;
+  srlm_optim *optim;   /* the trainer's optimizer after the step (for a checkpoint) */
+  int64_t replay_next; /* the replay cursor after the step (for a checkpoint) */
 } srlm_pref_step_info;
 
 typedef srlm_status (*srlm_pref_step_fn)(const srlm_pref_step_info *info, void *user);
@@ -89,6 +91,7 @@ typedef struct srlm_pref_train_options {
   double replay_weight;
   srlm_pref_step_fn on_step;
   void *user;
+  const srlm_train_resume *resume; /* NULL: from the first step (optim.h) */
 } srlm_pref_train_options;
 
 typedef struct srlm_pref_summary {

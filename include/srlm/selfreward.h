@@ -24,8 +24,6 @@
 #ifndef SRLM_SELFREWARD_H
 #define SRLM_SELFREWARD_H
 
-#include <stdio.h>
-
 #include "srlm/comm.h"
 #include "srlm/config.h"
 #include "srlm/llm_judge.h"
@@ -56,7 +54,9 @@ typedef struct srlm_sr_iteration {
 } srlm_sr_iteration;
 
 /* What the iterations run on. Every rank passes the same config, model weights (M0),
- * tokenizer and prompt set; only the lead (world rank 0) passes metrics. */
+ * tokenizer and prompt set. The lead (world rank 0) writes run_dir/metrics.jsonl (new,
+ * or cut back to the checkpoint and appended to on a resume), checkpoint.h5 and the
+ * iteration folders. */
 typedef struct srlm_sr_inputs {
   const srlm_config *cfg;
   srlm_comm *comm;                /* the job's communicators, roles assigned (size 1: one process) */
@@ -65,7 +65,7 @@ typedef struct srlm_sr_inputs {
   srlm_tokenizer *tok;
   const srlm_prompt_set *prompts; /* task.name none: data.prompts (else NULL) */
   srlm_llm_judge *llm;            /* task.name none: the text judge (else NULL) */
-  FILE *metrics;                  /* the lead: metrics.jsonl, open for append; others NULL */
+  int resume;                     /* srlm train --resume: start from run_dir's checkpoint.h5 (checkpoint.h) */
 } srlm_sr_inputs;
 
 /* Runs cfg->run.iterations iterations. rows (iterations + 1) receives the table (the

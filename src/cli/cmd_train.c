@@ -42,17 +42,29 @@
 #define PROMPTS_VERSION 1
 
 static const char k_train_help[] =
-    "usage: srlm train -c CONFIG [key.path=value ...]\n"
+    "usage: srlm train -c CONFIG [--resume] [key.path=value ...]\n"
+    "       mpirun -np N srlm train -c CONFIG [--resume] [key.path=value ...]\n"
     "\n"
-    "Runs the job a config describes, in run.out_dir/run.name/. Any config key can be\n"
-    "overridden as key.path=value (checked like the file; see 'srlm config --help').\n"
+    "Runs the self-rewarding iterations a config describes, in run.out_dir/run.name/:\n"
+    "each iteration M_t -> M_t+1 generates answers to the prompts (a built-in task, or\n"
+    "data.prompts), judges them with the model itself (or the task's verifier, or a mix),\n"
+    "trains on best-vs-worst pairs (DPO, IPO, SFT) or groups (GRPO), saves iter_<t>/model/\n"
+    "and iter_<t>/rollouts.h5, and evaluates (with a task). Any config key can be\n"
+    "overridden as key.path=value (see 'srlm config --help').\n"
     "\n"
-    "Stages built so far: resolve and save the config (config.yaml), the starting model\n"
-    "(model.path, or a fresh model from model.arch saved to iter_0/model/), and the\n"
-    "prompts of data.prompts rendered and tokenized into iter_0/prompts.h5.\n"
+    "Under mpirun the ranks split into roles: roles.colocate true, every rank generates,\n"
+    "judges and learns its shards; false, roles.learners + roles.generators + roles.judges\n"
+    "must equal N. Rank 0 prints progress and the per-iteration table.\n"
     "\n"
     "  -c, --config FILE   the YAML config\n"
+    "  --resume            continue from the run folder's checkpoint.h5 (after a kill or a\n"
+    "                      time limit); without one, start from the beginning. Same config,\n"
+    "                      same layout: the result is bit-identical to an uninterrupted run\n"
     "  --help              this text\n"
+    "\n"
+    "Files: config.yaml, iter_0/model/ (a fresh M0), iter_0/prompts.h5, iter_<t>/model/,\n"
+    "iter_<t>/rollouts.h5 (read it with 'srlm rollouts'), metrics.jsonl, checkpoint.h5,\n"
+    "summary.json.\n"
     "\n"
     "Exit status: 0 ok, 2 for a usage or config error, 1 for other errors.\n";
 
@@ -65,6 +77,7 @@ typedef struct train_ctx {
   uint64_t n_params;
   int has_chat;
   srlm_chat_format chat;
+  int resume; /* --resume */
   /* prompt statistics */
   int64_t n_prompts, n_skipped, n_too_long, n_tokens;
   int max_len;
@@ -204,14 +217,10 @@ static srlm_status run_iterations(train_ctx *c, srlm_comm *comm, srlm_sr_iterati
   }
   srlm_model *m = NULL;
   srlm_status st = srlm_model_load(c->model_dir, srlm_backend_cpu(), &m);
-  if (st == SRLM_OK) st = srlm_path_join(path, sizeof path, c->run_dir, "metrics.jsonl");
-  FILE *f = st == SRLM_OK && lead ? fopen(path, "w") : NULL;
-  if (st == SRLM_OK && lead && !f) st = srlm_error(SRLM_ERR_IO, path, "cannot create");
   srlm_sr_iteration *rows = srlm_xcalloc((size_t)cfg->run.iterations + 1, sizeof *rows);
   srlm_sr_inputs in = {.cfg = cfg, .comm = comm, .run_dir = c->run_dir, .tok_dir = tok_dir, .m = m, .tok = c->tok,
-                       .prompts = task ? NULL : &set, .llm = llm, .metrics = f};
+                       .prompts = task ? NULL : &set, .llm = llm, .resume = c->resume};
   if (st == SRLM_OK) st = srlm_selfreward_run(&in, rows);
-  if (f) fclose(f);
   srlm_model_free(m);
   srlm_llm_judge_free(llm);
   srlm_prompt_set_free(&set);
@@ -271,6 +280,7 @@ static srlm_status write_summary(train_ctx *c, double seconds, const srlm_sr_ite
 
 int srlm_cmd_train(int argc, char **argv) {
   const char *config_path = NULL;
+  int resume = 0;
   const char **overrides = srlm_xcalloc((size_t)argc, sizeof *overrides);
   int n_over = 0;
   for (int i = 1; i < argc; i++) {
@@ -278,6 +288,8 @@ int srlm_cmd_train(int argc, char **argv) {
       fputs(k_train_help, stdout);
       free(overrides);
       return 0;
+    } else if (!strcmp(argv[i], "--resume")) {
+      resume = 1;
     } else if (!strcmp(argv[i], "-c") || !strcmp(argv[i], "--config")) {
       if (i + 1 >= argc) {
         free(overrides);
@@ -306,6 +318,7 @@ int srlm_cmd_train(int argc, char **argv) {
   const int lead = srlm_comm_rank(comm) == 0, multi = srlm_comm_size(comm) > 1;
   train_ctx c;
   memset(&c, 0, sizeof c);
+  c.resume = resume;
   srlm_timer t;
   srlm_timer_start(&t);
   st = srlm_config_load(&c.cfg, config_path, n_over, overrides);

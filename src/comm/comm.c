@@ -565,3 +565,10 @@ srlm_status srlm_comm_allreduce_f64(srlm_comm *c, double *x, int n) {
   SRLM_MPI_WAIT(MPI_Iallreduce(MPI_IN_PLACE, x, n, MPI_DOUBLE, MPI_SUM, c->role[SRLM_ROLE_LEARNER], &req), req);
   return SRLM_OK;
 }
+
+srlm_status srlm_comm_bcast_i64(srlm_comm *c, int64_t *x, int n) {
+  if (n <= 0 || c->size == 1) return SRLM_OK;
+  MPI_Request req;
+  SRLM_MPI_WAIT(MPI_Ibcast(x, n, MPI_INT64_T, 0, c->world, &req), req);
+  return SRLM_OK;
+}

@@ -7,8 +7,10 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "rollout.h"
+#include "srlm/checkpoint.h"
 #include "srlm/comm.h"
 #include "srlm/generate.h"
 #include "srlm/grpo.h"
@@ -150,14 +152,45 @@ static srlm_status evaluate(const srlm_config *cfg, srlm_model *m, srlm_tokenize
 }
 
 typedef struct learn_log {
-  FILE *metrics;
+  FILE *metrics; /* the lead's; NULL on other learners (they only train) */
   int iteration;
   int log_every;
+  /* LEARN checkpoints every `every` steps (0 = none), written by the lead */
+  int every;
+  srlm_model *m;
+  const char *run_dir, *yaml;
+  int64_t data_position;
+  double first_loss; /* the iteration's first step's (kept in LEARN checkpoints) */
 } learn_log;
 
+/* A LEARN checkpoint after `step` of the iteration (checkpoint.h). */
+static srlm_status learn_checkpoint(learn_log *l, int64_t step, int64_t total, double loss, srlm_optim *optim,
+                                    int64_t replay_next) {
+  if (step == 1) l->first_loss = loss;
+  if (!l->metrics || l->every <= 0 || step % l->every != 0 || step >= total) return SRLM_OK;
+  srlm_optim_state os;
+  srlm_optim_get_state(optim, &os);
+  long bytes = ftell(l->metrics);
+  if (bytes < 0) return srlm_error(SRLM_ERR_IO, "metrics.jsonl", "cannot tell its length");
+  srlm_checkpoint ck = {.kind = SRLM_CKPT_LEARN, .iteration = l->iteration, .step = step,
+                        .data_position = l->data_position, .metrics_bytes = bytes, .config_yaml = (char *)l->yaml,
+                        .n_params = (int64_t)os.n, .params = srlm_model_params(l->m), .m = os.m, .v = os.v,
+                        .optim_step = os.step, .optim_skipped = os.n_skipped, .replay_next = replay_next,
+                        .first_loss = l->first_loss};
+  SRLM_TRY(srlm_checkpoint_save(l->run_dir, &ck));
+  SRLM_INFO("iteration %d learn: checkpoint after step %lld/%lld", l->iteration, (long long)step, (long long)total);
+  return SRLM_OK;
+}
+
+static srlm_status log_pref_step(const srlm_pref_step_info *s, learn_log *l);
 static srlm_status on_pref_step(const srlm_pref_step_info *s, void *user) {
   learn_log *l = user;
   if (!l->metrics) return SRLM_OK; /* learners other than the lead only train */
+  SRLM_TRY(log_pref_step(s, l));
+  return learn_checkpoint(l, s->step, s->total_steps, s->loss, s->optim, s->replay_next);
+}
+
+static srlm_status log_pref_step(const srlm_pref_step_info *s, learn_log *l) {
   if (!(s->step == 1 || s->step == s->total_steps || s->step % l->log_every == 0)) return SRLM_OK;
   double np = s->pref.pairs ? (double)s->pref.pairs : 1;
   SRLM_INFO("iteration %d learn: step %lld/%lld loss %.4f (replay NLL %.4f) margin %.3f reward acc %.2f "
@@ -197,6 +230,11 @@ typedef struct sr_ctx {
   srlm_sr_iteration *rows;
   bool lead;     /* learner 0 = world rank 0: reports, writes files */
   int64_t n_params;
+  char *yaml;                /* the resolved config, stored in checkpoints */
+  const srlm_checkpoint *ck; /* resuming inside an iteration's learning (LEARN), else NULL */
+  bool resumed;              /* started from a checkpoint (every rank knows) */
+  bool resume_learn;         /* ... of kind LEARN: the start iteration's rollouts exist */
+  int64_t resume_metrics_bytes; /* the lead: metrics.jsonl's length at the checkpoint */
 } sr_ctx;
 
 /* Sums gradients (learner-rank order) and step statistics over the learners. */
@@ -206,9 +244,28 @@ static srlm_status dp_reduce(void *ctx, float *grads, int64_t n, double *stats, 
   return srlm_comm_allreduce_f64(c, stats, n_stats);
 }
 
+/* A LEARN checkpoint's weights into m (after the reference log-probs were taken from
+ * M_{t-1}) and the trainer's resume point. */
+static srlm_status resume_weights(srlm_model *m, const srlm_checkpoint *ck, srlm_train_resume *rs) {
+  int64_t n = (int64_t)srlm_model_param_count(srlm_model_get_config(m));
+  if (ck->n_params != n)
+    return srlm_error(SRLM_ERR_FORMAT, SRLM_CKPT_FILE, "holds %lld parameters, the model has %lld",
+                      (long long)ck->n_params, (long long)n);
+  memcpy(srlm_model_params(m), ck->params, (size_t)n * sizeof(float));
+  *rs = (srlm_train_resume){.start_step = ck->step, .m = ck->m, .v = ck->v, .optim_step = ck->optim_step,
+                            .optim_skipped = ck->optim_skipped, .replay_next = ck->replay_next};
+  return SRLM_OK;
+}
+
+static srlm_status log_grpo_step(const srlm_grpo_step_info *s, learn_log *l);
 static srlm_status on_grpo_step(const srlm_grpo_step_info *s, void *user) {
   learn_log *l = user;
   if (!l->metrics) return SRLM_OK;
+  SRLM_TRY(log_grpo_step(s, l));
+  return learn_checkpoint(l, s->step, s->total_steps, s->loss, s->optim, 0);
+}
+
+static srlm_status log_grpo_step(const srlm_grpo_step_info *s, learn_log *l) {
   if (!(s->step == 1 || s->step == s->total_steps || s->step % l->log_every == 0)) return SRLM_OK;
   SRLM_INFO("iteration %d learn: step %lld/%lld loss %.4f KL %.4f clip %.3f ratio %.3f grad norm %.3f %.0f tok/s",
             l->iteration, (long long)s->step, (long long)s->total_steps, s->loss, s->kl_mean, s->clip_frac,
@@ -232,9 +289,10 @@ static srlm_status on_grpo_step(const srlm_grpo_step_info *s, void *user) {
 
 /* GRPO on groups: every prompt whose K samples all arrived is a group (unscored samples
  * get advantage 0, srlm_group_advantages); reference = old policy = M_t, once. */
-static srlm_status learn_grpo(const srlm_config *cfg, srlm_model *m, srlm_comm *comm, int t, FILE *metrics,
-                              const srlm_grpo_seq *seqs, int64_t n_groups, int K, const double *rewards,
-                              srlm_group_stats *gs, srlm_sr_iteration *row) {
+static srlm_status learn_grpo(const srlm_config *cfg, srlm_model *m, srlm_comm *comm, int t, learn_log *ll,
+                              const srlm_checkpoint *ck, const srlm_grpo_seq *seqs, int64_t n_groups, int K,
+                              const double *rewards, srlm_group_stats *gs, srlm_sr_iteration *row) {
+  FILE *metrics = ll->metrics;
   const int64_t n = n_groups * K;
   double *adv = srlm_xmalloc((size_t)(n + 1) * sizeof *adv);
   srlm_group_options go = {.use_std = cfg->train.grpo_std, .eps = SRLM_GROUP_STD_EPS};
@@ -257,16 +315,18 @@ static srlm_status learn_grpo(const srlm_config *cfg, srlm_model *m, srlm_comm *
   o.dp = &dp;
   srlm_optim_config_from_config(cfg, &o.optim);
   srlm_lr_schedule_from_config(cfg, 1, &o.schedule);
-  learn_log ll = {metrics, t, cfg->train.log_every};
   o.on_step = on_grpo_step;
-  o.user = &ll;
+  o.user = ll;
   /* M_t's log-probs: the KL anchor and the ratio's denominator for later steps */
   float *ref = srlm_xmalloc((size_t)(N + 1) * sizeof *ref);
   if (st == SRLM_OK) st = srlm_grpo_logps(m, seqs, n, 16384, ref);
+  srlm_train_resume rs;
+  if (st == SRLM_OK && ck) st = resume_weights(m, ck, &rs);
+  o.resume = ck ? &rs : NULL;
   srlm_grpo_summary sum;
   if (st == SRLM_OK) st = srlm_grpo_train(m, seqs, n_groups, K, adv, ref, ref, &o, &sum);
   if (st == SRLM_OK) {
-    row->loss_first = sum.first_loss;
+    row->loss_first = ck ? ck->first_loss : sum.first_loss;
     row->loss_last = sum.last_loss;
     if (metrics)
       SRLM_INFO("iteration %d learn: GRPO %lld groups (%lld with all rewards equal), %lld steps (%lld skipped), loss "
@@ -686,6 +746,11 @@ static srlm_status learn(sr_ctx *c, int t, srlm_shard *sh, int64_t stale, srlm_s
     st = write_rollouts(c, t, sh, rows3, np, 0, &ps, rb.d.n, stale);
   }
   double *ref = srlm_xmalloc((size_t)(2 * np + 1) * sizeof *ref);
+  learn_log ll = {.metrics = c->lead ? c->metrics : NULL, .iteration = t, .log_every = cfg->train.log_every,
+                  .every = cfg->train.checkpoint_every, .m = c->ro.m, .run_dir = c->run_dir, .yaml = c->yaml,
+                  .data_position = (int64_t)t * c->ro.n};
+  const srlm_checkpoint *ck = c->ck && c->ck->iteration == t ? c->ck : NULL;
+  if (ck) ll.first_loss = ck->first_loss;
   if (st == SRLM_OK && grpo) {
     srlm_group_stats gs = {0};
     row->pairs = n_groups;
@@ -693,7 +758,7 @@ static srlm_status learn(sr_ctx *c, int t, srlm_shard *sh, int64_t stale, srlm_s
       SRLM_WARN("iteration %d: %lld prompts without all %d samples are not GRPO groups", t, (long long)short_groups,
                 c->ro.K);
     if (n_groups > 0)
-      st = learn_grpo(cfg, c->ro.m, c->comm, t, c->lead ? c->metrics : NULL, gseq, n_groups, c->ro.K, grew, &gs, row);
+      st = learn_grpo(cfg, c->ro.m, c->comm, t, &ll, ck, gseq, n_groups, c->ro.K, grew, &gs, row);
   } else if (st == SRLM_OK && np > 0) {
     st = srlm_pref_ref_logps(c->ro.m, pairs, np, 16384, ref, ref + np);
     static const srlm_pref_loss k_kinds[] = {[SRLM_CFG_LOSS_DPO] = SRLM_PREF_DPO, [SRLM_CFG_LOSS_IPO] = SRLM_PREF_IPO,
@@ -713,19 +778,24 @@ static srlm_status learn(sr_ctx *c, int t, srlm_shard *sh, int64_t stale, srlm_s
         .replay_weight = cfg->train.replay_weight};
     srlm_optim_config_from_config(cfg, &o.optim);
     srlm_lr_schedule_from_config(cfg, 1, &o.schedule);
-    learn_log ll = {c->lead ? c->metrics : NULL, t, cfg->train.log_every};
     o.on_step = on_pref_step;
     o.user = &ll;
+    srlm_train_resume rs;
+    if (st == SRLM_OK && ck) st = resume_weights(c->ro.m, ck, &rs);
+    o.resume = ck ? &rs : NULL;
     srlm_pref_summary sum;
     if (st == SRLM_OK) st = srlm_pref_train(c->ro.m, pairs, np, ref, ref + np, &o, &sum);
     if (st == SRLM_OK) {
-      row->loss_first = sum.first_loss;
+      row->loss_first = ck ? ck->first_loss : sum.first_loss;
       row->loss_last = sum.last_loss;
       if (c->lead)
         SRLM_INFO("iteration %d learn: %lld steps (%lld skipped), loss %.4f -> %.4f, %.0f tokens/s (%.1f s)", t,
                   (long long)sum.steps, (long long)sum.skipped, sum.first_loss, sum.last_loss,
                   sum.seconds > 0 ? (double)sum.tokens / sum.seconds : 0, srlm_timer_elapsed(&tm));
     }
+  } else if (st == SRLM_OK && ck) {
+    st = srlm_error(SRLM_ERR_FORMAT, SRLM_CKPT_FILE, "a learning checkpoint of iteration %d, whose rollouts give no "
+                    "pairs", t);
   } else if (st == SRLM_OK && c->lead) {
     SRLM_WARN("iteration %d: no pairs: the model is left as it was", t);
   }
@@ -768,7 +838,212 @@ static srlm_status finish_iteration(sr_ctx *c, int t, srlm_timer *iter_tm) {
   json_object_set_new(o, "loss_first", num(row->loss_first));
   json_object_set_new(o, "loss_last", num(row->loss_last));
   json_object_set_new(o, "seconds", json_real(row->seconds));
-  return metrics_line(c->metrics, o);
+  SRLM_TRY(metrics_line(c->metrics, o));
+  /* M_t is saved, evaluated and reported: iterations 1..t are done */
+  long bytes = ftell(c->metrics);
+  if (bytes < 0) return srlm_error(SRLM_ERR_IO, "metrics.jsonl", "cannot tell its length");
+  srlm_checkpoint ck = {.kind = SRLM_CKPT_ITERATION, .iteration = t, .data_position = (int64_t)t * c->ro.n,
+                        .metrics_bytes = bytes, .config_yaml = c->yaml};
+  return srlm_checkpoint_save(c->run_dir, &ck);
+}
+
+/* The table rows of iterations before a resume point, from metrics.jsonl. */
+static void rows_from_metrics(const char *path, srlm_sr_iteration *rows, int last) {
+  FILE *f = fopen(path, "r");
+  if (!f) return;
+  char line[8192];
+  while (fgets(line, sizeof line, f)) {
+    json_t *o = json_loads(line, 0, NULL);
+    const char *ev = json_string_value(json_object_get(o, "event"));
+    int t = (int)json_integer_value(json_object_get(o, "iteration"));
+    if (ev && t >= 0 && t <= last) {
+      srlm_sr_iteration *r = &rows[t];
+      r->iteration = t;
+      if (!strcmp(ev, "eval")) {
+        r->accuracy = json_number_value(json_object_get(o, "accuracy"));
+        r->sample_accuracy = json_number_value(json_object_get(o, "sample_accuracy"));
+        r->judge_agreement = json_number_value(json_object_get(o, "judge_agreement"));
+        if (t == 0) r->seconds = json_number_value(json_object_get(o, "seconds"));
+      } else if (!strcmp(ev, "iteration")) {
+        r->samples = json_integer_value(json_object_get(o, "samples"));
+        r->mean_score = json_number_value(json_object_get(o, "mean_score"));
+        r->pairs = json_integer_value(json_object_get(o, "pairs"));
+        json_t *pa = json_object_get(o, "pair_accuracy_by_checker");
+        r->pair_accuracy = json_is_number(pa) ? json_number_value(pa) : NAN;
+        r->replay = json_integer_value(json_object_get(o, "replay"));
+        r->loss_first = json_number_value(json_object_get(o, "loss_first"));
+        r->loss_last = json_number_value(json_object_get(o, "loss_last"));
+        r->seconds = json_number_value(json_object_get(o, "seconds"));
+      }
+    }
+    json_decref(o);
+  }
+  fclose(f);
+}
+
+/* A LEARN resume: iteration t's scored shards from its rollouts.h5. */
+static srlm_status read_rollouts(sr_ctx *c, int t, srlm_shard *out, int64_t *stale) {
+  char path[4200];
+  snprintf(path, sizeof path, "%s/iter_%d/rollouts.h5", c->run_dir, t);
+  srlm_store *s;
+  SRLM_TRY(srlm_store_open(path, SRLM_SHARD_STORE_FORMAT, SRLM_SHARD_STORE_VERSION, &s));
+  int64_t n = 0;
+  char **names = NULL;
+  srlm_status st = srlm_store_list(s, "/", &n, &names);
+  for (int64_t i = 0; i < n && st == SRLM_OK; i++) {
+    if (strncmp(names[i], "shard_", 6)) continue;
+    char g[300];
+    snprintf(g, sizeof g, "/%s", names[i]);
+    srlm_shard sh;
+    st = srlm_shard_read(s, g, &sh);
+    if (st != SRLM_OK) break;
+    if (sh.shard_index < 0 || sh.shard_index >= c->ro.shards || out[sh.shard_index].n_prompts || sh.iteration != t) {
+      st = srlm_error(SRLM_ERR_FORMAT, path, "%s: shard %lld of iteration %lld does not belong here", names[i],
+                      (long long)sh.shard_index, (long long)sh.iteration);
+      srlm_shard_free(&sh);
+      break;
+    }
+    out[sh.shard_index] = sh;
+  }
+  if (st == SRLM_OK) st = srlm_store_get_attr_i64(s, "/pairs", "stale_shards_dropped", stale);
+  srlm_store_strings_free(names, n);
+  srlm_store_close(s);
+  return st;
+}
+
+/* Where this run starts: *start_t, and for a LEARN resume the checkpoint (ck). The lead
+ * decides; every rank learns it by broadcast; learners read a LEARN checkpoint's state. */
+static srlm_status resume_point(sr_ctx *c, const srlm_sr_inputs *in, srlm_checkpoint *ck, int *start_t) {
+  int64_t head[3] = {0, 0, 0}; /* found, kind, iteration */
+  int found = 0;
+  srlm_status st = SRLM_OK;
+  *start_t = 1;
+  if (in->resume && c->lead) {
+    st = srlm_checkpoint_load(c->run_dir, ck, &found);
+    if (st == SRLM_OK && found) st = srlm_checkpoint_check_config(ck, c->yaml, c->run_dir);
+    if (st == SRLM_OK && found && ck->iteration > c->cfg->run.iterations)
+      st = srlm_error(SRLM_ERR_CONFIG, "run.iterations", "%d, but the checkpoint is at iteration %lld",
+                      c->cfg->run.iterations, (long long)ck->iteration);
+    head[0] = found;
+    head[1] = ck->kind;
+    head[2] = ck->iteration;
+  }
+  if (srlm_comm_size(c->comm) > 1) {
+    st = srlm_comm_agree(c->comm, st);
+    if (st == SRLM_OK) st = srlm_comm_bcast_i64(c->comm, head, 3);
+  }
+  SRLM_TRY(st);
+  if (!head[0]) {
+    if (in->resume && c->lead) SRLM_INFO("--resume: no checkpoint in %s yet: starting from the beginning", c->run_dir);
+    return SRLM_OK;
+  }
+  const int t = (int)head[2];
+  const bool learner = srlm_comm_has_role(c->comm, SRLM_ROLE_LEARNER);
+  c->resumed = true;
+  c->resume_learn = head[1] == SRLM_CKPT_LEARN;
+  if (c->lead) c->resume_metrics_bytes = ck->metrics_bytes;
+  if (head[1] == SRLM_CKPT_LEARN) {
+    if (learner && !c->lead) { /* the run folder is shared by the learners (checkpoint.h) */
+      st = srlm_checkpoint_load(c->run_dir, ck, &found);
+      if (st == SRLM_OK && (!found || ck->kind != SRLM_CKPT_LEARN || ck->iteration != t))
+        st = srlm_error(SRLM_ERR_IO, c->run_dir, "the learner's view of %s differs from the lead's (a run folder "
+                        "that is not shared?)", SRLM_CKPT_FILE);
+      SRLM_TRY(st);
+    }
+    c->ck = learner ? ck : NULL;
+    *start_t = t;
+  } else {
+    *start_t = t + 1;
+  }
+  /* learners start from M_{start-1}: iter_<start-1>/model (M0 is what they hold) */
+  if (learner && *start_t > 1) {
+    char dir[4200];
+    snprintf(dir, sizeof dir, "%s/iter_%d/model", c->run_dir, *start_t - 1);
+    srlm_model *prev;
+    SRLM_TRY(srlm_model_load(dir, srlm_backend_cpu(), &prev));
+    int64_t n = (int64_t)srlm_model_param_count(srlm_model_get_config(prev));
+    if (n == c->n_params) memcpy(srlm_model_params(c->ro.m), srlm_model_params(prev), (size_t)n * sizeof(float));
+    srlm_model_free(prev);
+    if (n != c->n_params)
+      return srlm_error(SRLM_ERR_FORMAT, dir, "holds %lld parameters, the run's model %lld", (long long)n,
+                        (long long)c->n_params);
+  }
+  if (c->lead)
+    SRLM_INFO("resuming %s from its checkpoint: %s; iteration %d starts%s", c->run_dir,
+              head[1] == SRLM_CKPT_LEARN ? "inside an iteration's learning" : "after a complete iteration", *start_t,
+              c->ck ? " from its stored rollouts and optimizer state" : "");
+  return SRLM_OK;
+}
+
+/* The iterations from `start` on (after resume_point). */
+static srlm_status run_from(sr_ctx *c, int start, bool colocated, bool learner) {
+  const srlm_config *cfg = c->cfg;
+  srlm_comm *comm = c->comm;
+  srlm_model *m = c->ro.m;
+  srlm_sr_iteration *rows = c->rows;
+  /* generators and judges of a LEARN resume skip that iteration's rollouts */
+  const bool in_learn_resume = c->resume_learn;
+  if (c->lead) {
+    char path[4200];
+    SRLM_TRY(srlm_path_join(path, sizeof path, c->run_dir, "metrics.jsonl"));
+    if (c->resumed) {
+      /* cut what was written after the checkpoint: nothing is reported twice */
+      if (truncate(path, (off_t)c->resume_metrics_bytes) != 0)
+        return srlm_error(SRLM_ERR_IO, path, "cannot cut back to %lld bytes for the resume",
+                          (long long)c->resume_metrics_bytes);
+      rows_from_metrics(path, rows, start - 1);
+    }
+    c->metrics = fopen(path, c->resumed ? "a" : "w");
+    if (!c->metrics) return srlm_error(SRLM_ERR_IO, path, "cannot open for writing");
+  }
+  srlm_timer tm;
+  srlm_timer_start(&tm);
+  if (c->lead && !c->resumed) {
+    SRLM_TRY(evaluate(cfg, m, c->ro.tok, 0, c->ro.eos, &rows[0], c->metrics));
+    rows[0].seconds = srlm_timer_elapsed(&tm);
+  }
+  int pending_eval = 0; /* separate roles: M_t is evaluated while generators start t + 1 */
+  srlm_timer iter_tm;
+  for (int t = start; t <= cfg->run.iterations; t++) {
+    const int64_t version = t - 1; /* M_{t-1} samples iteration t */
+    int64_t got = version;
+    if (!colocated) SRLM_TRY(srlm_comm_bcast_weights(comm, srlm_model_params(m), c->n_params, &got, 0));
+    if (pending_eval) {
+      SRLM_TRY(finish_iteration(c, pending_eval, &iter_tm));
+      pending_eval = 0;
+    }
+    srlm_timer_start(&iter_tm);
+    sr_progress pg = {.t = t};
+    srlm_timer_start(&pg.tm);
+    srlm_shard *sh = learner ? srlm_xcalloc((size_t)c->ro.shards, sizeof *sh) : NULL;
+    int64_t stale = 0;
+    srlm_status st = SRLM_OK;
+    if (c->ck && c->ck->iteration == t)
+      st = read_rollouts(c, t, sh, &stale); /* a LEARN resume: the rollouts are on disk */
+    else if (c->ck == NULL && in_learn_resume && t == start)
+      st = SRLM_OK; /* generators and judges: that iteration's rollouts are done */
+    else if (colocated)
+      st = rollouts_colocated(c, t, version, sh, &pg);
+    else if (srlm_comm_has_role(comm, SRLM_ROLE_GENERATOR))
+      st = run_generator(c, t, version);
+    else if (srlm_comm_has_role(comm, SRLM_ROLE_JUDGE))
+      st = run_judge(c, t, version);
+    else
+      st = receive_scored(c, version, sh, &pg, &stale);
+    if (st == SRLM_OK && learner) st = learn(c, t, sh, stale, &rows[t]);
+    for (int64_t i = 0; sh && i < c->ro.shards; i++) srlm_shard_free(&sh[i]);
+    free(sh);
+    SRLM_TRY(st);
+    if (c->lead) {
+      rows[t].iteration = t;
+      SRLM_TRY(save_model(c, t));
+      if (colocated || t == c->cfg->run.iterations)
+        SRLM_TRY(finish_iteration(c, t, &iter_tm));
+      else
+        pending_eval = t;
+    }
+  }
+  return SRLM_OK;
 }
 
 srlm_status srlm_selfreward_run(const srlm_sr_inputs *in, srlm_sr_iteration *rows) {
@@ -776,15 +1051,14 @@ srlm_status srlm_selfreward_run(const srlm_sr_inputs *in, srlm_sr_iteration *row
   srlm_comm *comm = in->comm;
   srlm_model *m = in->m;
   srlm_tokenizer *tok = in->tok;
-  FILE *metrics = in->metrics;
   const bool task = cfg->task.name != SRLM_CFG_TASK_NONE;
   if (!task && (!in->prompts || !in->llm))
     return srlm_error(SRLM_ERR_CONFIG, "data.prompts", "task.name is none: the iterations need a prompt set (data.prompts)");
   if (!task && cfg->judge.source != SRLM_CFG_SOURCE_MODEL)
     return srlm_error(SRLM_ERR_CONFIG, "judge.source", "%s needs a built-in task with a checker (task.name); a prompt "
                       "set is judged by the model", cfg->judge.source == SRLM_CFG_SOURCE_VERIFIER ? "verifier" : "mix");
-  sr_ctx c = {.cfg = cfg, .comm = comm, .run_dir = in->run_dir, .tok_dir = in->tok_dir, .metrics = metrics,
-              .rows = rows, .lead = srlm_comm_rank(comm) == 0};
+  sr_ctx c = {.cfg = cfg, .comm = comm, .run_dir = in->run_dir, .tok_dir = in->tok_dir, .rows = rows,
+              .lead = srlm_comm_rank(comm) == 0};
   c.ro = (sr_rollout){.cfg = cfg, .m = m, .tok = tok, .prompts = task ? NULL : in->prompts, .llm = in->llm,
                       .K = cfg->generate.samples_per_prompt};
   if (task) {
@@ -806,48 +1080,13 @@ srlm_status srlm_selfreward_run(const srlm_sr_inputs *in, srlm_sr_iteration *row
   const bool colocated = srlm_comm_colocated(comm);
   const bool learner = srlm_comm_has_role(comm, SRLM_ROLE_LEARNER);
   memset(rows, 0, (size_t)(cfg->run.iterations + 1) * sizeof *rows);
-  srlm_timer tm;
-  srlm_timer_start(&tm);
-  if (c.lead) {
-    SRLM_TRY(evaluate(cfg, m, tok, 0, c.ro.eos, &rows[0], metrics));
-    rows[0].seconds = srlm_timer_elapsed(&tm);
-  }
-  int pending_eval = 0; /* separate roles: M_t is evaluated while generators start t + 1 */
-  srlm_timer iter_tm;
-  for (int t = 1; t <= cfg->run.iterations; t++) {
-    const int64_t version = t - 1; /* M_{t-1} samples iteration t */
-    int64_t got = version;
-    if (!colocated) SRLM_TRY(srlm_comm_bcast_weights(comm, srlm_model_params(m), c.n_params, &got, 0));
-    if (pending_eval) {
-      SRLM_TRY(finish_iteration(&c, pending_eval, &iter_tm));
-      pending_eval = 0;
-    }
-    srlm_timer_start(&iter_tm);
-    sr_progress pg = {.t = t};
-    srlm_timer_start(&pg.tm);
-    srlm_shard *sh = learner ? srlm_xcalloc((size_t)c.ro.shards, sizeof *sh) : NULL;
-    int64_t stale = 0;
-    srlm_status st = SRLM_OK;
-    if (colocated)
-      st = rollouts_colocated(&c, t, version, sh, &pg);
-    else if (srlm_comm_has_role(comm, SRLM_ROLE_GENERATOR))
-      st = run_generator(&c, t, version);
-    else if (srlm_comm_has_role(comm, SRLM_ROLE_JUDGE))
-      st = run_judge(&c, t, version);
-    else
-      st = receive_scored(&c, version, sh, &pg, &stale);
-    if (st == SRLM_OK && learner) st = learn(&c, t, sh, stale, &rows[t]);
-    for (int64_t i = 0; sh && i < c.ro.shards; i++) srlm_shard_free(&sh[i]);
-    free(sh);
-    SRLM_TRY(st);
-    if (c.lead) {
-      rows[t].iteration = t;
-      SRLM_TRY(save_model(&c, t));
-      if (colocated || t == cfg->run.iterations)
-        SRLM_TRY(finish_iteration(&c, t, &iter_tm));
-      else
-        pending_eval = t;
-    }
-  }
-  return SRLM_OK;
+  c.yaml = srlm_config_to_yaml(cfg, 0);
+  srlm_checkpoint ck = {0};
+  int start = 1;
+  srlm_status st = resume_point(&c, in, &ck, &start);
+  if (st == SRLM_OK) st = run_from(&c, start, colocated, learner);
+  if (c.metrics) fclose(c.metrics);
+  srlm_checkpoint_free(&ck);
+  free(c.yaml);
+  return st;
 }

@@ -285,6 +285,10 @@ srlm_status srlm_grpo_train(srlm_model *m, const srlm_grpo_seq *seqs, int64_t n_
   srlm_grpo_offsets(seqs, n, off);
   srlm_optim *opt;
   srlm_status st = srlm_optim_create_for_model(m, &o->optim, &opt);
+  const int64_t start = o->resume ? o->resume->start_step : 0;
+  if (st == SRLM_OK && o->resume)
+    st = srlm_optim_set_state(opt, o->resume->m, o->resume->v, srlm_model_num_params(m), o->resume->optim_step,
+                              o->resume->optim_skipped);
   if (st != SRLM_OK) {
     free(off);
     return st;
@@ -302,6 +306,10 @@ srlm_status srlm_grpo_train(srlm_model *m, const srlm_grpo_seq *seqs, int64_t n_
   for (int epoch = 0; st == SRLM_OK && epoch < o->epochs; epoch++) {
     srlm_rng_permutation(n_groups, o->seed, SRLM_GRPO_RNG_PURPOSE, (uint32_t)epoch, order);
     for (int64_t s = 0; st == SRLM_OK && s < steps_per_epoch; s++) {
+      if (step < start) { /* done before the checkpoint */
+        step++;
+        continue;
+      }
       srlm_timer t;
       srlm_timer_start(&t);
       const int64_t g0 = s * per_step, groups = n_groups - g0 < per_step ? n_groups - g0 : per_step;
@@ -384,8 +392,9 @@ srlm_status srlm_grpo_train(srlm_model *m, const srlm_grpo_seq *seqs, int64_t n_
       info.n_skipped = out->skipped;
       info.step_seconds = srlm_timer_elapsed(&t);
       info.elapsed_seconds = srlm_timer_elapsed(&total);
-      if (step == 1) out->first_loss = info.loss;
+      if (step == start + 1) out->first_loss = info.loss;
       out->last_loss = info.loss;
+      info.optim = opt;
       if (o->on_step) st = o->on_step(&info, o->user);
     }
   }

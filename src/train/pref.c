@@ -285,7 +285,17 @@ srlm_status srlm_pref_train(srlm_model *m, const srlm_pref_pair *pairs, int64_t 
   SRLM_TRY(srlm_lr_schedule_check(&sched));
   srlm_optim *opt;
   SRLM_TRY(srlm_optim_create_for_model(m, &o->optim, &opt));
-  pref_run r = {.m = m, .pairs = pairs, .ref_chosen = ref_chosen, .ref_rejected = ref_rejected, .o = o};
+  const int64_t start = o->resume ? o->resume->start_step : 0;
+  if (o->resume) {
+    srlm_status rs = srlm_optim_set_state(opt, o->resume->m, o->resume->v, srlm_model_param_count(srlm_model_get_config(m)),
+                                          o->resume->optim_step, o->resume->optim_skipped);
+    if (rs != SRLM_OK) {
+      srlm_optim_free(opt);
+      return rs;
+    }
+  }
+  pref_run r = {.m = m, .pairs = pairs, .ref_chosen = ref_chosen, .ref_rejected = ref_rejected, .o = o,
+                .replay_next = o->resume ? o->resume->replay_next : 0};
   run_alloc(&r, o->batch_pairs < per_step ? o->batch_pairs : per_step);
   int64_t *order = srlm_xmalloc((size_t)n * sizeof *order);
   const int use_replay = o->replay && o->replay->n > 0 && o->replay_weight > 0;
@@ -300,6 +310,10 @@ srlm_status srlm_pref_train(srlm_model *m, const srlm_pref_pair *pairs, int64_t 
   for (int epoch = 0; st == SRLM_OK && epoch < o->epochs; epoch++) {
     srlm_rng_permutation(n, o->seed, SRLM_PREF_RNG_PURPOSE, (uint32_t)epoch, order);
     for (int64_t s = 0; st == SRLM_OK && s < steps_per_epoch; s++) {
+      if (step < start) { /* done before the checkpoint */
+        step++;
+        continue;
+      }
       srlm_timer t;
       srlm_timer_start(&t);
       const int64_t first = s * per_step, count = n - first < per_step ? n - first : per_step;
@@ -366,8 +380,10 @@ srlm_status srlm_pref_train(srlm_model *m, const srlm_pref_pair *pairs, int64_t 
       info.n_skipped = out->skipped;
       info.step_seconds = srlm_timer_elapsed(&t);
       info.elapsed_seconds = srlm_timer_elapsed(&total);
-      if (step == 1) out->first_loss = info.loss;
+      if (step == start + 1) out->first_loss = info.loss;
       out->last_loss = info.loss;
+      info.optim = opt;
+      info.replay_next = r.replay_next;
       if (o->on_step) st = o->on_step(&info, o->user);
     }
   }

@@ -1,0 +1,117 @@
+#!/usr/bin/env bash
+# srlm train --resume (issue 4): a run killed at any point and resumed finishes with
+# weights bit-identical to an uninterrupted run of the same layout, and the same
+# metrics.jsonl (timing fields aside). Kills: SIGKILL at fractions of the reference run's
+# time (wherever they land: generation, judging, learning, evaluation, saving), one right
+# after the first learning checkpoint (train.checkpoint_every: weights + AdamW moments +
+# replay cursor), a kill of a resumed run, and a 3-rank job (mpirun, separate roles)
+# killed mid-run (mpirun and every rank). Then the errors: a resume with a different config.
+set -u
+srlm=$1
+src=${SRLM_SOURCE_DIR:?}
+tmp=${SRLM_TMP:?}
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMP_WAIT_POLICY=passive
+export ASAN_OPTIONS="${ASAN_OPTIONS:-}:detect_leaks=0"
+fails=0
+fail() { echo "FAIL: $*" >&2; fails=$((fails + 1)); }
+cd "$src"
+rm -rf "$tmp/runs" && mkdir -p "$tmp/runs"
+base="-c configs/quickstart.yaml run.out_dir=$tmp/runs model.path= model.arch.hidden_size=32
+  model.arch.intermediate_size=64 model.arch.num_layers=2 model.arch.num_heads=2 model.arch.max_seq_len=64
+  run.iterations=3 task.prompts_per_iteration=480 task.eval_prompts=64 generate.samples_per_prompt=4
+  judge.replay_per_verdict=16 train.batch_size=4 train.lr=1e-3 pairs.min_margin=0 roles.shard_prompts=8
+  roles.threads=1 train.checkpoint_every=5"
+
+# same NAME1 NAME2: bit-identical final weights and equal metrics (timing fields aside)
+same() {
+  cmp -s "$tmp/runs/$1/iter_3/model/model.safetensors" "$tmp/runs/$2/iter_3/model/model.safetensors" \
+    || fail "$2: final weights differ from $1"
+  python3 - "$tmp/runs/$1/metrics.jsonl" "$tmp/runs/$2/metrics.jsonl" <<'PY' || fail "$2: metrics.jsonl differs from $1"
+import json, sys
+def ev(p):
+    out = []
+    for l in open(p):
+        o = json.loads(l)
+        for k in ("seconds", "tokens_per_s"): o.pop(k, None)
+        out.append(o)
+    return out
+a, b = ev(sys.argv[1]), ev(sys.argv[2])
+for i, (x, y) in enumerate(zip(a, b)):
+    if x != y: print("line %d:\n  %s\n  %s" % (i + 1, x, y), file=sys.stderr); break
+sys.exit(0 if a == b else 1)
+PY
+}
+
+t0=$(date +%s%N)
+"$srlm" train $base run.name=ref >/dev/null 2>"$tmp/ref.err" || { fail "reference run"; tail -3 "$tmp/ref.err" >&2; }
+ms=$(( ($(date +%s%N) - t0) / 1000000 ))
+echo "reference run: $ms ms"
+grep -q "learn: checkpoint after step 5/" "$tmp/ref.err" || fail "no learning checkpoint in the reference run"
+
+# SIGKILL at 15%, 35%, 55%, 75%, 95% of the reference time, then --resume
+for pct in 15 35 55 75 95; do
+  name=k$pct
+  s=$(awk -v ms="$ms" -v p="$pct" 'BEGIN { printf "%.3f", ms * p / 100000 }')
+  timeout -s KILL "$s" "$srlm" train $base run.name=$name >/dev/null 2>&1
+  "$srlm" train $base run.name=$name --resume >/dev/null 2>"$tmp/$name.err" || { fail "$name: resume"; tail -3 "$tmp/$name.err" >&2; }
+  echo "$name (killed at $s s): $(grep -o 'resuming .*' "$tmp/$name.err" | cut -d: -f2 | head -1)"
+  same ref $name
+done
+
+# kill right after the first learning checkpoint: the resume continues inside the iteration
+"$srlm" train $base run.name=lk >/dev/null 2>"$tmp/lk.err" &
+pid=$!
+for _ in $(seq 1 400); do
+  grep -q "learn: checkpoint after step" "$tmp/lk.err" 2>/dev/null && break
+  sleep 0.02
+done
+kill -9 $pid 2>/dev/null
+wait $pid 2>/dev/null
+"$srlm" train $base run.name=lk --resume >/dev/null 2>"$tmp/lk2.err" || { fail "lk: resume"; tail -3 "$tmp/lk2.err" >&2; }
+grep -q "inside an iteration's learning" "$tmp/lk2.err" || fail "lk: did not resume inside the learning: $(grep resuming "$tmp/lk2.err")"
+same ref lk
+
+# a resumed run killed again, resumed again
+s=$(awk -v ms="$ms" 'BEGIN { printf "%.3f", ms * 0.3 / 1000 }')
+timeout -s KILL "$s" "$srlm" train $base run.name=kk >/dev/null 2>&1
+timeout -s KILL "$s" "$srlm" train $base run.name=kk --resume >/dev/null 2>&1
+"$srlm" train $base run.name=kk --resume >/dev/null 2>"$tmp/kk.err" || fail "kk: second resume"
+same ref kk
+
+# --resume without a checkpoint starts from the beginning; after the end it only reports
+"$srlm" train $base run.name=fresh --resume >/dev/null 2>"$tmp/fresh.err" || fail "fresh --resume"
+grep -q "no checkpoint in .* yet: starting from the beginning" "$tmp/fresh.err" || fail "fresh: no start message"
+same ref fresh
+"$srlm" train $base run.name=fresh --resume >"$tmp/again.out" 2>"$tmp/again.err" || fail "resume of a finished run"
+grep -q '^iter 3 ' "$tmp/again.out" || fail "resume of a finished run: no table"
+same ref fresh
+
+# a different config on resume: exit 2, naming the line
+"$srlm" train $base run.name=ref train.lr=2e-3 --resume >/dev/null 2>"$tmp/cfg.err"
+rc=$?
+[ $rc -eq 2 ] || fail "resume with another config: exit $rc, want 2"
+grep -q "the config differs from the checkpoint's at line .*lr: 0.001.*lr: 0.002" "$tmp/cfg.err" \
+  || fail "config mismatch message: $(tail -1 "$tmp/cfg.err")"
+
+# 3 ranks, separate roles: reference, then a job stopped mid-run (SIGTERM to mpirun) and resumed
+if command -v mpirun >/dev/null 2>&1; then
+  sep="roles.colocate=false roles.learners=1 roles.generators=1 roles.judges=1"
+  t0=$(date +%s%N)
+  timeout 120 mpirun --oversubscribe -np 3 "$srlm" train $base $sep run.name=mref >/dev/null 2>"$tmp/mref.err" \
+    || fail "3-rank reference"
+  s=$(awk -v ns="$(( $(date +%s%N) - t0 ))" 'BEGIN { printf "%.3f", ns * 0.6 / 1e9 }')
+  # the whole job dies at once (mpirun and its ranks: its own process group), like a lost node
+  setsid mpirun --oversubscribe -np 3 "$srlm" train $base $sep run.name=mk >/dev/null 2>&1 &
+  pid=$!
+  sleep "$s"
+  kill -9 -- -"$pid" 2>/dev/null
+  wait "$pid" 2>/dev/null
+  timeout 120 mpirun --oversubscribe -np 3 "$srlm" train $base $sep run.name=mk --resume >/dev/null 2>"$tmp/mk.err" \
+    || { fail "3-rank resume"; tail -3 "$tmp/mk.err" >&2; }
+  echo "mk (stopped at $s s): $(grep -o 'resuming .*' "$tmp/mk.err" | cut -d: -f2 | head -1)"
+  same mref mk
+  same ref mref # one learner: the layout does not change the result
+fi
+
+echo "resume.sh: $fails failed"
+[ "$fails" -eq 0 ]
