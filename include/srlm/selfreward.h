@@ -1,25 +1,36 @@
-/* srlm selfreward: the self-rewarding iterations M_t -> M_{t+1} (ALGORITHMS.md section 3,
- * RECIPES.md "Tiny self-rewarding from scratch on CPU") on a built-in task, in one
- * process that plays generator, judge and learner in turn (the colocated layout).
+/* srlm selfreward: the self-rewarding iterations M_t -> M_{t+1} (ALGORITHMS.md sections
+ * 1-3, RECIPES.md "Tiny self-rewarding from scratch on CPU") over MPI roles (comm.h): in
+ * one process, on colocated ranks, or on separate generator, judge and learner ranks.
+ * Work moves as rollout shards (shard.h; src/roles/rollout.h says how prompts are cut).
  *
- * Iteration t (1-based), from the model M as it is:
- *   generate  task.prompts_per_iteration fresh train prompts (instances (t-1)*n .. t*n-1),
- *             generate.samples_per_prompt samples each (generate.* sampling, RNG keyed by
- *             (run.seed, iteration, prompt, sample));
- *   judge     the model judges every sample with the task's judge format: the rationale
- *             greedily, then the score (judge.mode expected: the expected score over the
- *             score tokens; regex: the greedy score); the checker is NOT used;
- *   pairs     best vs worst per prompt (pairs.min_margin; ties and equal texts dropped);
- *   replay    the model's own greedy judgments, balanced by their verdict (up to
- *             judge.replay_per_verdict each way), as NLL examples;
- *   learn     reference log-probs from M (the iteration's start), then DPO/IPO/... with
- *             train.* (fresh AdamW each iteration) plus train.replay_weight x replay NLL;
+ * Iteration t (1-based), from M_{t-1} (separate roles: learner 0 broadcasts it, version
+ * t - 1, to generators and judges first):
+ *   generate  n prompts: a task's fresh train instances (t-1)*n .. t*n-1
+ *             (task.prompts_per_iteration), or the next data.prompts_per_iteration rows
+ *             of the prompt set (wrapping; 0 = all); generate.samples_per_prompt samples
+ *             each (generate.* sampling, RNG keyed by (run.seed, iteration, prompt, sample));
+ *   judge     judge.source model: with a task, the task's judge format (the rationale
+ *             greedily, then the score: judge.mode expected = the expected score over the
+ *             score tokens, regex = the greedy score); with a prompt set, the text judge
+ *             (llm_judge.h: judge.template, judge.samples judgments, judge.score_regex).
+ *             verifier: the task's checker (score_max / score_min); mix: both, weighted by
+ *             judge.verifier_weight. With source model the checker is NOT used;
+ *   pairs     best vs worst per prompt (pairs.min_margin; ties and equal texts dropped),
+ *             or for train.loss grpo, groups of the K samples with normalized advantages;
+ *   replay    (task judge) the model's own greedy judgments, balanced by their verdict (up
+ *             to judge.replay_per_verdict each way), as NLL examples;
+ *   learn     reference log-probs from M_{t-1}, then DPO/IPO/SFT (+ NLL, + replay) or GRPO
+ *             with train.* (fresh AdamW each iteration), each step split over the learners
+ *             (dp.h) with gradients summed in rank order;
  *   eval      held-out accuracy (greedy, checked by the checker) and judge agreement
  *             (one sampled answer per eval prompt, judged by the model, compared with the
  *             checker): the checker is used here and only here.
  * M_0 is evaluated before the first iteration (iteration 0). Each iteration saves
- * iter_<t>/model/ and appends metrics.jsonl lines (phase events and one
- * {"event":"eval","iteration":t,"accuracy":A,"judge_agreement":J,...} line).
+ * iter_<t>/rollouts.h5 (every shard, the pairs, the counts) and iter_<t>/model/, and
+ * appends metrics.jsonl lines (learn steps, one "iteration" line and, with a task, one
+ * {"event":"eval","iteration":t,"accuracy":A,"judge_agreement":J,...} line); checkpoints
+ * as checkpoint.h says. With separate roles, M_t is evaluated by learner 0 while the
+ * generators start iteration t + 1.
  */
 #ifndef SRLM_SELFREWARD_H
 #define SRLM_SELFREWARD_H

@@ -1,20 +1,17 @@
-/* srlm train -c CONFIG [key.path=value ...]: the main job.
+/* srlm train -c CONFIG [--resume] [key.path=value ...]: the main job, on every rank.
  *
- * Today it runs the stages that exist, in the run's folder run.out_dir/run.name/:
- *   1. resolve the config (file + overrides, strict checks), print it to stderr and save
- *      it as config.yaml;
- *   2. the starting model M0: open model.path and check its tensors, or build a fresh
- *      model from model.arch (Philox-seeded init) and save it with the tokenizer files as
- *      a Hugging Face directory iter_0/model/;
- *   3. the prompts of data.prompts: JSONL lines {"prompt": ...} or {"messages": [...]},
- *      rendered with the chat format (or raw with chat_format none), tokenized, and
- *      written to iter_0/prompts.h5 (format "prompts", version 1);
- *   4. with a built-in task (task.name), the self-rewarding iterations of selfreward.h
- *      from M0 (generate, judge, pairs, DPO, evaluate; iter_<t>/model/, metrics.jsonl)
- *      and the per-iteration table on stdout;
- *   5. summary.json with what was done.
- * Everything runs in this one process (the colocated layout); the MPI role split and the
- * iterations on data.prompts with a text judge are not built yet.
+ * In the run's folder run.out_dir/run.name/:
+ *   1. every rank resolves the config (file + overrides, strict checks) and takes its role
+ *      (comm.h); a config or role error is the same everywhere: rank 0 prints it, all
+ *      exit 2 before any work;
+ *   2. the lead (world rank 0) prints the config, saves config.yaml, builds M0 when
+ *      model.path is empty (Philox-seeded init, saved as iter_0/model/) and renders and
+ *      tokenizes data.prompts into iter_0/prompts.h5; the others wait (srlm_comm_agree),
+ *      then every rank opens M0 and the prompt set;
+ *   3. the self-rewarding iterations of selfreward.h (from checkpoint.h5 with --resume);
+ *   4. the lead prints the per-iteration table on stdout and writes summary.json.
+ * After step 2 an error on any rank ends the job with srlm_comm_abort (shards may be in
+ * flight: no clean collective stop is possible); in one process it is an ordinary error.
  */
 #include <jansson.h>
 #ifdef _OPENMP
