@@ -81,6 +81,8 @@ typedef struct srlm_pref_metrics {
   double reward_rejected_sum;
   double margin_sum;         /* sum of reward_chosen - reward_rejected */
   double accuracy_sum;       /* pairs with margin > 0 */
+  double len_chosen_sum;     /* sum of |y_w| in tokens (0 when lengths are not given) */
+  double len_rejected_sum;   /* sum of |y_l| */
 } srlm_pref_metrics;
 
 /* Loss of a batch of pairs and its coefficients: coef_chosen[i] = dL/dlogpi(y_w,i),

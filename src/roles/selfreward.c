@@ -210,6 +210,8 @@ static srlm_status log_pref_step(const srlm_pref_step_info *s, learn_log *l) {
   json_object_set_new(o, "reward_rejected", num(s->pref.reward_rejected_sum / np));
   json_object_set_new(o, "margin", num(s->pref.margin_sum / np));
   json_object_set_new(o, "reward_accuracy", num(s->pref.accuracy_sum / np));
+  json_object_set_new(o, "len_chosen", num(s->pref.len_chosen_sum / np));
+  json_object_set_new(o, "len_rejected", num(s->pref.len_rejected_sum / np));
   json_object_set_new(o, "grad_norm", num(s->grad_norm));
   json_object_set_new(o, "lr", num(s->lr));
   json_object_set_new(o, "skipped", json_boolean(s->skipped));
@@ -282,6 +284,7 @@ static srlm_status log_grpo_step(const srlm_grpo_step_info *s, learn_log *l) {
   json_object_set_new(o, "lr", num(s->lr));
   json_object_set_new(o, "skipped", json_boolean(s->skipped));
   json_object_set_new(o, "groups", json_integer(s->groups));
+  json_object_set_new(o, "len_mean", num(s->grpo.seqs ? (double)s->grpo.tokens / (double)s->grpo.seqs : NAN));
   json_object_set_new(o, "tokens", json_integer(s->tokens));
   json_object_set_new(o, "tokens_per_s", num(s->step_seconds > 0 ? (double)s->tokens / s->step_seconds : NAN));
   return metrics_line(l->metrics, o);

@@ -127,6 +127,8 @@ srlm_status srlm_loss_pref(const srlm_pref_options *o, const srlm_pref_batch *b,
     acc.reward_rejected_sum += rw_r;
     acc.margin_sum += rw_c - rw_r;
     acc.accuracy_sum += rw_c - rw_r > 0 ? 1.0 : 0.0;
+    acc.len_chosen_sum += lc;
+    acc.len_rejected_sum += lr;
   }
   if (m) *m = acc;
   return SRLM_OK;
@@ -142,6 +144,8 @@ void srlm_pref_metrics_merge(srlm_pref_metrics *dst, const srlm_pref_metrics *sr
   dst->reward_rejected_sum += src->reward_rejected_sum;
   dst->margin_sum += src->margin_sum;
   dst->accuracy_sum += src->accuracy_sum;
+  dst->len_chosen_sum += src->len_chosen_sum;
+  dst->len_rejected_sum += src->len_rejected_sum;
 }
 
 /* ---- GRPO ------------------------------------------------------------------ */

@@ -343,14 +343,15 @@ srlm_status srlm_pref_train(srlm_model *m, const srlm_pref_pair *pairs, int64_t 
       if (multi) {
         /* sum gradients and step statistics over the learners; any non-finite piece
            makes every learner skip the step */
-        double stats[12] = {(double)info.pref.pairs, info.pref.loss, info.pref.nll_sum, info.pref.logp_chosen_sum,
+        double stats[14] = {(double)info.pref.pairs, info.pref.loss, info.pref.nll_sum, info.pref.logp_chosen_sum,
                             info.pref.logp_rejected_sum, info.pref.reward_chosen_sum,
                             info.pref.reward_rejected_sum, info.pref.margin_sum, info.pref.accuracy_sum,
-                            replay_part, finite ? 0.0 : 1.0, (double)tokens};
-        st = o->dp->reduce(o->dp->ctx, grads, n_params, stats, 12);
+                            replay_part, finite ? 0.0 : 1.0, (double)tokens, info.pref.len_chosen_sum,
+                            info.pref.len_rejected_sum};
+        st = o->dp->reduce(o->dp->ctx, grads, n_params, stats, 14);
         if (st != SRLM_OK) break;
         info.pref = (srlm_pref_metrics){(int64_t)stats[0], stats[1], stats[2], stats[3], stats[4], stats[5], stats[6],
-                                        stats[7], stats[8]};
+                                        stats[7], stats[8], stats[12], stats[13]};
         replay_part = stats[9];
         finite = stats[10] == 0.0;
         tokens = (int64_t)stats[11];
