@@ -98,7 +98,9 @@ typedef struct srlm_comm_roles {
 /* ---- setup -------------------------------------------------------------- */
 
 /* Initializes MPI if nobody has (argc/argv may be NULL), or joins an MPI that the
- * caller initialized; a process not started by mpirun is rank 0 of 1. Creates the world
+ * caller initialized. A process that no launcher started (no mpirun/srun environment)
+ * and whose caller did not initialize MPI is a job of one: rank 0 of 1, colocated, and
+ * MPI is never called (every collective is then a local no-op or copy). Creates the world
  * communicator, installs the abort hook and sets the log context to this rank. Only
  * SRLM_COMM_MPI is built; other backends are SRLM_ERR_UNSUPPORTED. */
 srlm_status srlm_comm_init(int *argc, char ***argv, srlm_comm_backend backend, srlm_comm **out);

@@ -64,6 +64,7 @@ struct srlm_comm {
   srlm_comm_backend backend;
   int rank, size;
   bool we_initialized; /* MPI_Init was ours: srlm_comm_free finalizes */
+  bool solo;           /* one process, no launcher: MPI is never initialized or called */
   bool roles_assigned;
   bool colocated;
   int my_role;                    /* separate roles: this rank's role; colocated: -1 */
@@ -91,6 +92,15 @@ static void abort_hook(int exit_code) {
 
 /* ---- setup -------------------------------------------------------------- */
 
+/* Whether a launcher (mpirun, srun, mpiexec) started this process: their environment. */
+static bool launched_by_mpi(void) {
+  static const char *const k_vars[] = {"OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMI_RANK", "PMIX_RANK",
+                                       "MPI_LOCALNRANKS", "HYDRA_CONTROL_FD"};
+  for (size_t i = 0; i < sizeof k_vars / sizeof *k_vars; i++)
+    if (getenv(k_vars[i])) return true;
+  return false;
+}
+
 srlm_status srlm_comm_init(int *argc, char ***argv, srlm_comm_backend backend, srlm_comm **out) {
   *out = NULL;
   if (backend != SRLM_COMM_MPI)
@@ -99,6 +109,20 @@ srlm_status srlm_comm_init(int *argc, char ***argv, srlm_comm_backend backend, s
   SRLM_MPI(MPI_Initialized(&inited));
   SRLM_MPI(MPI_Finalized(&fin));
   if (fin) return srlm_error(SRLM_ERR_INTERNAL, "comm", "MPI was already finalized");
+  if (!inited && !launched_by_mpi()) {
+    /* a plain `srlm train`: the whole job is this process. Not starting MPI saves its
+       start-up, works where a singleton MPI cannot start, and keeps sanitizer runs
+       free of MPI's own allocations. */
+    srlm_comm *c = srlm_xcalloc(1, sizeof *c);
+    c->backend = backend;
+    c->solo = true;
+    c->size = 1;
+    c->my_role = -1;
+    c->world = c->bcast = MPI_COMM_NULL;
+    for (int r = 0; r < SRLM_ROLE_COUNT; r++) c->role[r] = MPI_COMM_NULL;
+    *out = c;
+    return SRLM_OK;
+  }
   bool ours = false;
   if (!inited) {
     int provided = 0;
@@ -141,6 +165,11 @@ static srlm_status split_world(srlm_comm *c, int color, MPI_Comm *out) {
 srlm_status srlm_comm_assign_roles(srlm_comm *c, const srlm_comm_roles *roles) {
   if (c->roles_assigned) return srlm_error(SRLM_ERR_INTERNAL, "comm", "roles are already assigned");
   c->colocated = roles->colocate || c->size == 1;
+  if (c->solo) {
+    for (int r = 0; r < SRLM_ROLE_COUNT; r++) c->count[r] = 1;
+    c->roles_assigned = true;
+    return SRLM_OK;
+  }
   if (c->colocated) {
     for (int r = 0; r < SRLM_ROLE_COUNT; r++) {
       c->count[r] = c->size;
@@ -188,6 +217,10 @@ void srlm_comm_free(srlm_comm *c) {
     free(c->pending[i].buf);
   }
   free(c->pending);
+  if (c->solo) {
+    free(c);
+    return;
+  }
   MPI_Comm *comms[SRLM_ROLE_COUNT + 2] = {&c->role[0], &c->role[1], &c->role[2], &c->bcast, &c->world};
   for (int i = 0; i < SRLM_ROLE_COUNT + 2; i++)
     if (*comms[i] != MPI_COMM_NULL) MPI_Comm_free(comms[i]);
@@ -242,12 +275,20 @@ static const char *label_of(const srlm_comm *c, int rank) {
 /* ---- collectives -------------------------------------------------------- */
 
 srlm_status srlm_comm_barrier(srlm_comm *c) {
+  if (c->solo) return SRLM_OK;
   MPI_Request req;
   SRLM_MPI_WAIT(MPI_Ibarrier(c->world, &req), req);
   return SRLM_OK;
 }
 
 srlm_status srlm_comm_agree(srlm_comm *c, srlm_status local) {
+  if (c->solo) { /* the same words as a job of several ranks */
+    if (local == SRLM_OK) return SRLM_OK;
+    const char *msg = srlm_error_message();
+    char copy[AGREE_MSG];
+    snprintf(copy, sizeof copy, "%s", msg[0] ? msg : srlm_status_name(local));
+    return srlm_error(local, "rank 0 (colocated)", "%s", copy);
+  }
   int failed = local != SRLM_OK;
   int *flags = srlm_xmalloc((size_t)c->size * sizeof *flags);
   MPI_Request req;
@@ -298,7 +339,7 @@ SRLM_NORETURN void srlm_comm_abort(srlm_comm *c, srlm_status code) {
 
 srlm_status srlm_comm_bcast_weights(srlm_comm *c, float *w, int64_t n, int64_t *version, size_t bucket_bytes) {
   if (!c->roles_assigned) return srlm_error(SRLM_ERR_INTERNAL, "weight broadcast", "roles are not assigned");
-  if (c->bcast == MPI_COMM_NULL) return SRLM_OK;
+  if (c->solo || c->bcast == MPI_COMM_NULL) return SRLM_OK; /* solo: the root is everyone */
   if (n < 0) return srlm_error(SRLM_ERR_RANGE, "weight broadcast", "n = %lld", (long long)n);
   int brank = 0;
   SRLM_MPI(MPI_Comm_rank(c->bcast, &brank));
@@ -379,6 +420,7 @@ srlm_status srlm_comm_allreduce_grads(srlm_comm *c, float *g, int64_t n, srlm_co
                       srlm_comm_role_label(c));
   if (n < 0 || (unsigned)op >= SRLM_COMM_REDUCE_COUNT)
     return srlm_error(SRLM_ERR_RANGE, "gradient all-reduce", "n = %lld, op %d", (long long)n, (int)op);
+  if (c->solo) return SRLM_OK;
   MPI_Comm comm = c->role[SRLM_ROLE_LEARNER];
   int L = 0, me = 0;
   SRLM_MPI(MPI_Comm_size(comm, &L));
@@ -518,6 +560,14 @@ srlm_status srlm_comm_allgather_bytes(srlm_comm *c, const void *buf, size_t len,
   *bufs = NULL;
   *lens = NULL;
   if (len > (size_t)INT_MAX) return srlm_error(SRLM_ERR_RANGE, "allgather", "%zu bytes is more than INT_MAX", len);
+  if (c->solo) {
+    *bufs = srlm_xmalloc(sizeof **bufs);
+    *lens = srlm_xmalloc(sizeof **lens);
+    (*bufs)[0] = srlm_xmalloc(len + 1);
+    if (len) memcpy((*bufs)[0], buf, len);
+    (*lens)[0] = len;
+    return SRLM_OK;
+  }
   int64_t mine = (int64_t)len, *all = srlm_xmalloc((size_t)c->size * sizeof *all);
   MPI_Request req;
   int rc = mpi_then_wait(MPI_Iallgather(&mine, 1, MPI_INT64_T, all, 1, MPI_INT64_T, c->world, &req), &req);
@@ -560,7 +610,7 @@ srlm_status srlm_comm_allreduce_f64(srlm_comm *c, double *x, int n) {
   if (!srlm_comm_has_role(c, SRLM_ROLE_LEARNER))
     return srlm_error(SRLM_ERR_INTERNAL, "statistics all-reduce", "rank %d (%s) is not a learner", c->rank,
                       srlm_comm_role_label(c));
-  if (n <= 0) return SRLM_OK;
+  if (n <= 0 || c->solo) return SRLM_OK;
   MPI_Request req;
   SRLM_MPI_WAIT(MPI_Iallreduce(MPI_IN_PLACE, x, n, MPI_DOUBLE, MPI_SUM, c->role[SRLM_ROLE_LEARNER], &req), req);
   return SRLM_OK;
