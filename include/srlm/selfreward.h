@@ -56,6 +56,7 @@ typedef struct srlm_sr_iteration {
   double accuracy;          /* held-out greedy accuracy (checker) */
   double sample_accuracy;   /* accuracy of one temperature sample per eval prompt */
   double judge_agreement;   /* judge verdict == checker on those samples */
+  double eval_score;        /* prompt sets: mean self-judged score of the greedy eval answers */
   int64_t samples, pairs, replay;
   double mean_score;        /* mean judged score of the iteration's samples */
   double pair_accuracy;     /* pairs whose chosen sample the checker accepts and rejected not
@@ -76,6 +77,7 @@ typedef struct srlm_sr_inputs {
   srlm_tokenizer *tok;
   const srlm_prompt_set *prompts; /* task.name none: data.prompts (else NULL) */
   srlm_llm_judge *llm;            /* task.name none: the text judge (else NULL) */
+  const srlm_prompt_set *eval_prompts; /* task.name none, the lead: data.eval_prompts (NULL = no evaluation) */
   int resume;                     /* srlm train --resume: start from run_dir's checkpoint.h5 (checkpoint.h) */
 } srlm_sr_inputs;
 

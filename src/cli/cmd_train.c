@@ -75,6 +75,7 @@ typedef struct train_ctx {
   int has_chat;
   srlm_chat_format chat;
   int resume; /* --resume */
+  srlm_prompt_set eval_set; /* the lead: data.eval_prompts (n = 0 when none) */
   /* prompt statistics */
   int64_t n_prompts, n_skipped, n_too_long, n_tokens;
   int max_len;
@@ -157,6 +158,15 @@ static srlm_status open_model(train_ctx *c, int report) {
  * hold the same prompt set. */
 static srlm_status prepare_prompts(train_ctx *c) {
   const srlm_config *cfg = &c->cfg;
+  if (cfg->data.eval_prompts[0] && cfg->task.name == SRLM_CFG_TASK_NONE) {
+    srlm_prompts_stats es;
+    SRLM_TRY(srlm_prompts_load(cfg->data.eval_prompts, c->tok, c->has_chat ? &c->chat : NULL, cfg->data.skip_bad_lines,
+                               cfg->data.max_prompt_tokens, &c->eval_set, &es));
+    SRLM_INFO("eval prompts %s: %lld prompts (%lld bad lines skipped, %lld too long)", cfg->data.eval_prompts,
+              (long long)c->eval_set.n, (long long)es.bad, (long long)es.too_long);
+  } else if (cfg->data.eval_prompts[0]) {
+    SRLM_WARN("data.eval_prompts is not used with a built-in task (its held-out set: task.eval_prompts)");
+  }
   if (!cfg->data.prompts[0]) {
     SRLM_INFO("data.prompts is empty: no prompts to prepare");
     return SRLM_OK;
@@ -185,6 +195,14 @@ static srlm_status prepare_prompts(train_ctx *c) {
             (double)c->n_tokens / (double)c->n_prompts, (long long)ps.max_len, (long long)c->n_skipped,
             (long long)c->n_too_long, cfg->data.max_prompt_tokens, path, srlm_timer_elapsed(&t));
   return SRLM_OK;
+}
+
+/* fmt of x into out, or "-" when x is not a number (not measured). */
+static void fmt_num(char *out, size_t n, double x, const char *fmt) {
+  if (isfinite(x))
+    snprintf(out, n, fmt, x);
+  else
+    snprintf(out, n, "-");
 }
 
 /* The self-rewarding iterations from M0 (task.name set, run.iterations > 0), on every
@@ -216,7 +234,8 @@ static srlm_status run_iterations(train_ctx *c, srlm_comm *comm, srlm_sr_iterati
   srlm_status st = srlm_model_load(c->model_dir, srlm_backend_cpu(), &m);
   srlm_sr_iteration *rows = srlm_xcalloc((size_t)cfg->run.iterations + 1, sizeof *rows);
   srlm_sr_inputs in = {.cfg = cfg, .comm = comm, .run_dir = c->run_dir, .tok_dir = tok_dir, .m = m, .tok = c->tok,
-                       .prompts = task ? NULL : &set, .llm = llm, .resume = c->resume};
+                       .prompts = task ? NULL : &set, .llm = llm, .resume = c->resume,
+                       .eval_prompts = lead && c->eval_set.n ? &c->eval_set : NULL};
   if (st == SRLM_OK) st = srlm_selfreward_run(&in, rows);
   srlm_model_free(m);
   srlm_llm_judge_free(llm);
@@ -225,22 +244,33 @@ static srlm_status run_iterations(train_ctx *c, srlm_comm *comm, srlm_sr_iterati
     free(rows);
     return st;
   }
-  /* the per-iteration table (stdout: it is the result) */
-  printf("%-9s %9s %10s %9s %8s %8s %9s %8s %9s %8s\n", "model", "accuracy", "sample_acc", "judge_agr", "samples",
-         "pairs", "pair_ok", "replay", "loss", "seconds");
+  /* the per-iteration table (stdout: it is the result); "-" = not measured */
+  const char *unit = cfg->train.loss == SRLM_CFG_LOSS_GRPO ? "groups" : "pairs";
+  if (task)
+    printf("%-9s %9s %10s %9s %8s %8s %9s %8s %9s %8s\n", "model", "accuracy", "sample_acc", "judge_agr", "samples",
+           unit, "pair_ok", "replay", "loss", "seconds");
+  else
+    printf("%-9s %10s %10s %8s %8s %9s %8s\n", "model", "eval_score", "mean_score", "samples", unit, "loss", "seconds");
   for (int t = 0; t <= cfg->run.iterations; t++) {
     const srlm_sr_iteration *r = &rows[t];
-    char name[16];
+    char name[16], acc[16], sacc[16], agr[16], pair_ok[16], loss[16], es[16], ms[16];
     if (t)
       snprintf(name, sizeof name, "iter %d", t);
     else
       snprintf(name, sizeof name, "start");
-    char pair_ok[16] = "-", loss[16] = "-"; /* the start row has no pairs and no training */
-    if (t && isfinite(r->pair_accuracy)) snprintf(pair_ok, sizeof pair_ok, "%.1f%%", 100 * r->pair_accuracy);
-    if (t && r->pairs) snprintf(loss, sizeof loss, "%.4f", r->loss_last);
-    printf("%-9s %8.1f%% %9.1f%% %8.1f%% %8lld %8lld %9s %8lld %9s %8.1f\n", name, 100 * r->accuracy,
-           100 * r->sample_accuracy, 100 * r->judge_agreement, (long long)r->samples, (long long)r->pairs, pair_ok,
-           (long long)r->replay, loss, r->seconds);
+    fmt_num(acc, sizeof acc, 100 * r->accuracy, "%.1f%%");
+    fmt_num(sacc, sizeof sacc, 100 * r->sample_accuracy, "%.1f%%");
+    fmt_num(agr, sizeof agr, 100 * r->judge_agreement, "%.1f%%");
+    fmt_num(pair_ok, sizeof pair_ok, t ? 100 * r->pair_accuracy : NAN, "%.1f%%");
+    fmt_num(loss, sizeof loss, t && r->pairs ? r->loss_last : NAN, "%.4f");
+    fmt_num(es, sizeof es, r->eval_score, "%.3f");
+    fmt_num(ms, sizeof ms, t ? r->mean_score : NAN, "%.3f");
+    if (task)
+      printf("%-9s %9s %10s %9s %8lld %8lld %9s %8lld %9s %8.1f\n", name, acc, sacc, agr, (long long)r->samples,
+             (long long)r->pairs, pair_ok, (long long)r->replay, loss, r->seconds);
+    else
+      printf("%-9s %10s %10s %8lld %8lld %9s %8.1f\n", name, es, ms, (long long)r->samples, (long long)r->pairs, loss,
+             r->seconds);
   }
   fflush(stdout);
   *rows_out = rows;
@@ -267,6 +297,8 @@ static srlm_status write_summary(train_ctx *c, double seconds, const srlm_sr_ite
       json_object_set_new(r, "judge_agreement",
                           isfinite(rows[t].judge_agreement) ? json_real(rows[t].judge_agreement) : json_null());
       json_object_set_new(r, "pairs", json_integer(rows[t].pairs));
+      json_object_set_new(r, "mean_score", isfinite(rows[t].mean_score) ? json_real(rows[t].mean_score) : json_null());
+      json_object_set_new(r, "eval_score", isfinite(rows[t].eval_score) ? json_real(rows[t].eval_score) : json_null());
       json_array_append_new(a, r);
     }
     json_object_set_new(o, "iterations", a);
@@ -366,6 +398,7 @@ int srlm_cmd_train(int argc, char **argv) {
               c.cfg.task.name == SRLM_CFG_TASK_NONE ? 0 : c.cfg.run.iterations);
   }
   srlm_tokenizer_free(c.tok);
+  srlm_prompt_set_free(&c.eval_set);
   srlm_config_free(&c.cfg);
   srlm_comm_free(comm);
   return rc;

@@ -237,6 +237,7 @@ typedef struct sr_ctx {
   bool resumed;              /* started from a checkpoint (every rank knows) */
   bool resume_learn;         /* ... of kind LEARN: the start iteration's rollouts exist */
   int64_t resume_metrics_bytes; /* the lead: metrics.jsonl's length at the checkpoint */
+  const srlm_prompt_set *eval;  /* the lead: data.eval_prompts (prompt sets), else NULL */
 } sr_ctx;
 
 /* Sums gradients (learner-rank order) and step statistics over the learners. */
@@ -819,11 +820,92 @@ static srlm_status save_model(sr_ctx *c, int t) {
   return srlm_setup_copy_tokenizer_files(c->tok_dir, dir);
 }
 
+/* A prompt set's evaluation (data.eval_prompts): one greedy answer per eval prompt (the
+ * first eval.prompts, 0 = all), judged by the model's text judge; reports the mean judged
+ * score. There is no checker: it tracks the model's own opinion of its answers. */
+static srlm_status evaluate_prompts(sr_ctx *c, int t, srlm_sr_iteration *row) {
+  const srlm_prompt_set *ep = c->eval;
+  row->eval_score = NAN;
+  if (!ep || !c->ro.llm) return SRLM_OK;
+  srlm_timer tm;
+  srlm_timer_start(&tm);
+  const int64_t n = c->cfg->eval.prompts > 0 && c->cfg->eval.prompts < ep->n ? c->cfg->eval.prompts : ep->n;
+  const int J = c->cfg->judge.samples;
+  srlm_gen_request *req = srlm_xcalloc((size_t)n + 1, sizeof *req);
+  srlm_gen_result *res = srlm_xcalloc((size_t)n + 1, sizeof *res);
+  uint64_t *keys = srlm_xmalloc((size_t)(n + 1) * sizeof *keys);
+  for (int64_t i = 0; i < n; i++) {
+    keys[i] = ((uint64_t)SRLM_SR_RNG_EVAL << 48) | ((uint64_t)t << 32) | (uint64_t)i;
+    req[i] = (srlm_gen_request){ep->ids + ep->offsets[i], ep->offsets[i + 1] - ep->offsets[i], keys[i]};
+  }
+  srlm_generate_params gp = srlm_generate_params_default();
+  gp.sampler.temperature = 0.0f;
+  gp.sampler.seed = (uint64_t)c->cfg->run.seed;
+  gp.max_new_tokens = c->cfg->generate.max_new_tokens;
+  gp.max_batch = SR_MAX_BATCH;
+  gp.eos_ids = c->ro.stops;
+  gp.n_eos = c->ro.n_stops;
+  gp.tok = c->ro.tok;
+  srlm_status st = n > 0 ? srlm_generate(c->ro.m, &gp, (int)n, req, res, NULL) : SRLM_OK;
+  const char **instr = srlm_xcalloc((size_t)n + 1, sizeof *instr), **resp = srlm_xcalloc((size_t)n + 1, sizeof *resp);
+  for (int64_t i = 0; i < n; i++) {
+    instr[i] = ep->instruction[i];
+    resp[i] = res[i].text ? res[i].text : "";
+  }
+  srlm_llm_judgment *out = srlm_xcalloc((size_t)(n * J + 1), sizeof *out);
+  double *mean = srlm_xmalloc((size_t)(n + 1) * sizeof *mean);
+  srlm_judge_stats js = {0};
+  if (st == SRLM_OK && n > 0) st = srlm_llm_judge_run(c->ro.llm, c->ro.m, (int)n, instr, resp, keys, J, out, mean, &js);
+  if (st == SRLM_OK) {
+    double sum = 0;
+    int64_t scored = 0;
+    for (int64_t i = 0; i < n; i++)
+      if (isfinite(mean[i])) {
+        sum += mean[i];
+        scored++;
+      }
+    row->eval_score = scored ? sum / (double)scored : NAN;
+    json_t *o = json_object();
+    json_object_set_new(o, "event", json_string("eval"));
+    json_object_set_new(o, "iteration", json_integer(t));
+    json_object_set_new(o, "accuracy", json_null()); /* no checker for a prompt set */
+    json_object_set_new(o, "judge_agreement", json_null());
+    json_object_set_new(o, "mean_score", num(row->eval_score));
+    json_object_set_new(o, "scored", json_integer(scored));
+    json_object_set_new(o, "unparsable_judgments", json_integer(js.unparsable));
+    json_object_set_new(o, "prompts", json_integer(n));
+    json_object_set_new(o, "seconds", json_real(srlm_timer_elapsed(&tm)));
+    st = metrics_line(c->metrics, o);
+    SRLM_INFO("eval M%d: mean self-judged score %.3f of the greedy answers to %lld eval prompts (%lld scored, %lld "
+              "unparsable judgments) (%.1f s)", t, row->eval_score, (long long)n, (long long)scored,
+              (long long)js.unparsable, srlm_timer_elapsed(&tm));
+  }
+  srlm_llm_judgments_free(out, st == SRLM_OK ? n * J : 0);
+  free(out);
+  free(mean);
+  for (int64_t i = 0; i < n; i++) srlm_gen_result_free(&res[i]);
+  free(res);
+  free(req);
+  free(keys);
+  free(instr);
+  free(resp);
+  return st;
+}
+
+/* Evaluation of M_t when eval.every asks (every N iterations and the last; 0 = never). */
+static srlm_status evaluate_model(sr_ctx *c, int t, srlm_sr_iteration *row) {
+  const int every = c->cfg->eval.every;
+  row->accuracy = row->sample_accuracy = row->judge_agreement = row->eval_score = NAN;
+  if (every <= 0 || (t % every != 0 && t != c->cfg->run.iterations)) return SRLM_OK;
+  if (c->ro.prompts) return evaluate_prompts(c, t, row);
+  return evaluate(c->cfg, c->ro.m, c->ro.tok, t, c->ro.eos, row, c->metrics);
+}
+
 /* The lead learner's report after iteration t's model is saved: eval + metrics. */
 static srlm_status finish_iteration(sr_ctx *c, int t, srlm_timer *iter_tm) {
   const srlm_config *cfg = c->cfg;
   srlm_sr_iteration *row = &c->rows[t];
-  SRLM_TRY(evaluate(cfg, c->ro.m, c->ro.tok, t, c->ro.eos, row, c->metrics));
+  SRLM_TRY(evaluate_model(c, t, row));
   row->seconds = srlm_timer_elapsed(iter_tm);
   double done = 0;
   for (int u = 1; u <= t; u++) done += c->rows[u].seconds;
@@ -866,6 +948,8 @@ static void rows_from_metrics(const char *path, srlm_sr_iteration *rows, int las
         r->accuracy = json_number_value(json_object_get(o, "accuracy"));
         r->sample_accuracy = json_number_value(json_object_get(o, "sample_accuracy"));
         r->judge_agreement = json_number_value(json_object_get(o, "judge_agreement"));
+        json_t *ms = json_object_get(o, "mean_score");
+        r->eval_score = json_is_number(ms) ? json_number_value(ms) : NAN;
         if (t == 0) r->seconds = json_number_value(json_object_get(o, "seconds"));
       } else if (!strcmp(ev, "iteration")) {
         r->samples = json_integer_value(json_object_get(o, "samples"));
@@ -1002,7 +1086,7 @@ static srlm_status run_from(sr_ctx *c, int start, bool colocated, bool learner) 
   srlm_timer tm;
   srlm_timer_start(&tm);
   if (c->lead && !c->resumed) {
-    SRLM_TRY(evaluate(cfg, m, c->ro.tok, 0, c->ro.eos, &rows[0], c->metrics));
+    SRLM_TRY(evaluate_model(c, 0, &rows[0]));
     rows[0].seconds = srlm_timer_elapsed(&tm);
   }
   int pending_eval = 0; /* separate roles: M_t is evaluated while generators start t + 1 */
@@ -1057,11 +1141,14 @@ srlm_status srlm_selfreward_run(const srlm_sr_inputs *in, srlm_sr_iteration *row
   const bool task = cfg->task.name != SRLM_CFG_TASK_NONE;
   if (!task && (!in->prompts || !in->llm))
     return srlm_error(SRLM_ERR_CONFIG, "data.prompts", "task.name is none: the iterations need a prompt set (data.prompts)");
+  if (!task && cfg->judge.mode == SRLM_CFG_JUDGE_EXPECTED)
+    return srlm_error(SRLM_ERR_CONFIG, "judge.mode", "expected needs a built-in task's judge format (its score "
+                      "tokens); a prompt set's judgments are parsed with judge.score_regex (judge.mode: regex)");
   if (!task && cfg->judge.source != SRLM_CFG_SOURCE_MODEL)
     return srlm_error(SRLM_ERR_CONFIG, "judge.source", "%s needs a built-in task with a checker (task.name); a prompt "
                       "set is judged by the model", cfg->judge.source == SRLM_CFG_SOURCE_VERIFIER ? "verifier" : "mix");
   sr_ctx c = {.cfg = cfg, .comm = comm, .run_dir = in->run_dir, .tok_dir = in->tok_dir, .rows = rows,
-              .lead = srlm_comm_rank(comm) == 0};
+              .lead = srlm_comm_rank(comm) == 0, .eval = task ? NULL : in->eval_prompts};
   c.ro = (sr_rollout){.cfg = cfg, .m = m, .tok = tok, .prompts = task ? NULL : in->prompts, .llm = in->llm,
                       .K = cfg->generate.samples_per_prompt};
   if (task) {
@@ -1083,6 +1170,9 @@ srlm_status srlm_selfreward_run(const srlm_sr_inputs *in, srlm_sr_iteration *row
   const bool colocated = srlm_comm_colocated(comm);
   const bool learner = srlm_comm_has_role(comm, SRLM_ROLE_LEARNER);
   memset(rows, 0, (size_t)(cfg->run.iterations + 1) * sizeof *rows);
+  for (int t = 0; t <= cfg->run.iterations; t++) /* NaN: not evaluated (eval.every) or no checker */
+    rows[t].accuracy = rows[t].sample_accuracy = rows[t].judge_agreement = rows[t].eval_score =
+        rows[t].pair_accuracy = rows[t].mean_score = NAN;
   c.yaml = srlm_config_to_yaml(cfg, 0);
   srlm_checkpoint ck = {0};
   int start = 1;

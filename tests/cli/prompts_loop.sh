@@ -6,8 +6,9 @@
 # DPO. A fresh tiny model writes noise, so the score regex here takes any digit: what is
 # checked is the machinery, not the quality. Checks: J judgments per response with their
 # texts in rollouts.h5, the walk through the prompt set across iterations
-# (data.prompts_per_iteration, wrapping), bit-identical rollouts and weights with 3 MPI
-# ranks, and the config errors (a verifier without a task, no prompts).
+# (data.prompts_per_iteration, wrapping), the evaluation on data.eval_prompts (greedy
+# answers, self-judged mean score), bit-identical rollouts and weights with 3 MPI ranks,
+# and the config errors (a verifier or judge.mode expected without a task, no prompts).
 set -u
 srlm=$1
 src=${SRLM_SOURCE_DIR:?}
@@ -34,7 +35,8 @@ base="-c configs/quickstart.yaml run.out_dir=$tmp/runs task.name=none data.promp
   judge.score_regex=([0-9]) judge.score_max=9 judge.mode=regex pairs.min_margin=0 train.batch_size=2
   train.lr=1e-3 roles.shard_prompts=2 roles.threads=1"
 
-timeout 120 "$srlm" train $base run.name=one >"$tmp/one.out" 2>"$tmp/one.err"
+printf '{"prompt": "Name a fruit."}\n{"prompt": "Say yes."}\n{"prompt": "Add 1 and 1."}\n' >"$tmp/eval.jsonl"
+timeout 120 "$srlm" train $base run.name=one data.eval_prompts="$tmp/eval.jsonl" eval.prompts=2 >"$tmp/one.out" 2>"$tmp/one.err"
 rc=$?
 [ $rc -eq 0 ] || { fail "one process: exit $rc"; tail -5 "$tmp/one.err" >&2; }
 for t in 1 2; do "$srlm" rollouts "$tmp/runs/one/iter_$t/rollouts.h5" >"$tmp/one.r$t" || fail "srlm rollouts iter_$t"; done
@@ -65,6 +67,16 @@ for b in bad[:10]: print("FAIL:", b, file=sys.stderr)
 sys.exit(1 if bad else 0)
 PY
 grep -q "iteration 1 rollouts: 4/4 prompts generated and judged" "$tmp/one.err" || fail "no rollout progress line"
+# evaluation of a prompt set: greedy answers to data.eval_prompts (eval.prompts = 2 of 3), self-judged
+python3 - "$tmp/runs/one/metrics.jsonl" <<'PY' || fails=$((fails + 1))
+import json, sys
+ev = [json.loads(l) for l in open(sys.argv[1]) if '"eval"' in l]
+bad = [e for e in ev if e["accuracy"] is not None or e["prompts"] != 2 or "mean_score" not in e]
+print("eval lines: %s" % [(e["iteration"], e["mean_score"], e["scored"]) for e in ev], file=sys.stderr)
+sys.exit(1 if bad or [e["iteration"] for e in ev] != [0, 1, 2] else 0)
+PY
+grep -q '^model .*eval_score .*mean_score' "$tmp/one.out" || fail "table header: $(head -1 "$tmp/one.out")"
+grep -q '^iter 2 ' "$tmp/one.out" || fail "no table row for iteration 2"
 
 if command -v mpirun >/dev/null 2>&1; then
   timeout 120 mpirun --oversubscribe -np 3 "$srlm" train $base run.name=sep3 roles.colocate=false roles.learners=1 \
@@ -83,6 +95,10 @@ fi
 rc=$?
 [ $rc -eq 2 ] || fail "verifier without a task: exit $rc, want 2"
 grep -q "judge.source: verifier needs a built-in task with a checker" "$tmp/v.err" || fail "verifier error: $(tail -1 "$tmp/v.err")"
+"$srlm" train $base run.name=em judge.mode=expected >/dev/null 2>"$tmp/em.err"
+rc=$?
+[ $rc -eq 2 ] || fail "judge.mode expected on a prompt set: exit $rc, want 2"
+grep -q "judge.mode: expected needs a built-in task's judge format" "$tmp/em.err" || fail "mode error: $(tail -1 "$tmp/em.err")"
 "$srlm" train $base run.name=np data.prompts= >/dev/null 2>"$tmp/np.err"
 rc=$?
 [ $rc -eq 2 ] || fail "no prompts: exit $rc, want 2"

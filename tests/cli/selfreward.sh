@@ -62,7 +62,10 @@ cmp -s "$run/iter_2/model/model.safetensors" "$tmp/runs/b/iter_2/model/model.saf
 # the verifier as the reward source (judge.source verifier): the groups' rewards are then
 # score_max / score_min by the checker
 "$srlm" train -c configs/quickstart.yaml $small run.name=c train.loss=grpo train.batch_size=4 train.lr=1e-4 \
-  train.beta=0.04 judge.source=verifier >/dev/null 2>"$tmp/c.err" || { fail "grpo run"; tail -3 "$tmp/c.err" >&2; }
+  train.beta=0.04 judge.source=verifier eval.every=2 >"$tmp/c.out" 2>"$tmp/c.err" || { fail "grpo run"; tail -3 "$tmp/c.err" >&2; }
+# eval.every 2: M0 and M2 evaluated, M1 not (its table cells are "-")
+[ "$(grep -c '"event":"eval"' "$tmp/runs/c/metrics.jsonl")" -eq 2 ] || fail "eval.every=2: want 2 eval lines"
+grep -q '^iter 1  *- ' "$tmp/c.out" || fail "eval.every=2: iteration 1 row should show '-': $(grep '^iter 1' "$tmp/c.out")"
 grep -q "iteration 2 groups: 48 groups of 4 samples" "$tmp/c.err" || fail "grpo: no groups line: $(grep groups "$tmp/c.err")"
 python3 - "$tmp/runs/c/metrics.jsonl" <<'PY' || fails=$((fails + 1))
 import json, sys
