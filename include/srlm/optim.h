@@ -117,10 +117,17 @@ srlm_status srlm_optim_set_state(srlm_optim *o, const float *m, const float *v, 
  * steps from start_step on are the uninterrupted run's, bit for bit. */
 typedef struct srlm_train_resume {
   int64_t start_step;     /* optimizer steps already done */
-  const float *m, *v;     /* (n params) AdamW moments after them */
+  const float *m, *v;     /* (n) AdamW moments after them */
+  size_t n;               /* elements of m and v: must be the model's parameter count */
   int64_t optim_step, optim_skipped;
   int64_t replay_next;    /* the next replay example (srlm_pref_train) */
 } srlm_train_resume;
+
+/* Checks a resume point (NULL is fine) against the model's n_params and the run's
+ * total_steps: n must match, m and v be given, 0 <= start_step <= total_steps, optimizer
+ * counters non-negative (replay_next is the preference trainer's to check). SRLM_ERR_RANGE
+ * naming what is off. */
+srlm_status srlm_train_resume_check(const srlm_train_resume *r, size_t n_params, int64_t total_steps);
 
 /* ---- learning-rate schedules -------------------------------------------------- */
 

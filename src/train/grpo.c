@@ -283,13 +283,15 @@ srlm_status srlm_grpo_train(srlm_model *m, const srlm_grpo_seq *seqs, int64_t n_
 
   int64_t *off = srlm_xmalloc((size_t)(n + 1) * sizeof *off);
   srlm_grpo_offsets(seqs, n, off);
-  srlm_optim *opt;
-  srlm_status st = srlm_optim_create_for_model(m, &o->optim, &opt);
+  srlm_optim *opt = NULL;
+  srlm_status st = srlm_train_resume_check(o->resume, srlm_model_num_params(m), sched.total_steps);
+  if (st == SRLM_OK) st = srlm_optim_create_for_model(m, &o->optim, &opt);
   const int64_t start = o->resume ? o->resume->start_step : 0;
   if (st == SRLM_OK && o->resume)
     st = srlm_optim_set_state(opt, o->resume->m, o->resume->v, srlm_model_num_params(m), o->resume->optim_step,
                               o->resume->optim_skipped);
   if (st != SRLM_OK) {
+    srlm_optim_free(opt);
     free(off);
     return st;
   }

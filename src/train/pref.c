@@ -258,7 +258,8 @@ static srlm_status replay_step(pref_run *r, double *nll_part, int64_t *tokens, i
 
 static srlm_status check_options(const srlm_pref_train_options *o, const double *ref_chosen) {
   if (o->batch_pairs < 1) return srlm_error(SRLM_ERR_CONFIG, "train.batch_size", "%d must be >= 1", o->batch_pairs);
-  if (o->grad_accum < 0) return srlm_error(SRLM_ERR_CONFIG, "train.grad_accum", "%d must be >= 1", o->grad_accum);
+  if (o->grad_accum < 0)
+    return srlm_error(SRLM_ERR_CONFIG, "train.grad_accum", "%d must be >= 0 (0 or 1: one micro-batch)", o->grad_accum);
   if (o->dp && o->dp->size > 1 && (!o->dp->reduce || o->dp->rank < 0 || o->dp->rank >= o->dp->size))
     return srlm_error(SRLM_ERR_INTERNAL, "pref", "data parallel over %d learners needs a reduce function and a rank "
                       "in range (got %d)", o->dp->size, o->dp->rank);
@@ -283,6 +284,9 @@ srlm_status srlm_pref_train(srlm_model *m, const srlm_pref_pair *pairs, int64_t 
   srlm_lr_schedule sched = o->schedule;
   sched.total_steps = steps_per_epoch * o->epochs;
   SRLM_TRY(srlm_lr_schedule_check(&sched));
+  SRLM_TRY(srlm_train_resume_check(o->resume, srlm_model_param_count(srlm_model_get_config(m)), sched.total_steps));
+  if (o->resume && o->resume->replay_next < 0)
+    return srlm_error(SRLM_ERR_RANGE, "resume", "negative replay cursor %lld", (long long)o->resume->replay_next);
   srlm_optim *opt;
   SRLM_TRY(srlm_optim_create_for_model(m, &o->optim, &opt));
   const int64_t start = o->resume ? o->resume->start_step : 0;
@@ -338,6 +342,11 @@ srlm_status srlm_pref_train(srlm_model *m, const srlm_pref_pair *pairs, int64_t 
         int64_t rt = 0;
         st = replay_step(&r, &replay_part, &rt, &finite);
         tokens += rt;
+      } else if (use_replay) {
+        /* the replay batch of a step skipped before it: its cursor still moves, so every
+           learner (the others may have run theirs) stays at the same example */
+        int64_t cnt = o->replay_batch < o->replay->n ? o->replay_batch : o->replay->n;
+        r.replay_next = (r.replay_next + cnt) % o->replay->n;
       }
       if (st != SRLM_OK) break;
       if (multi) {
