@@ -2,20 +2,31 @@
 # Wall time of the self-rewarding iterations per layout of MPI ranks (issue 4): the
 # quickstart's stage 2 (configs/quickstart.yaml) from a given M1, 2 iterations, one thread
 # per rank, as one process and under mpirun with separate roles and colocated.
-#   bench/roles.sh SRLM M1_DIR OUT_DIR [CORES]
+#   bench/roles.sh [BUILD|SRLM] [M1_DIR] [CORES]
+# BUILD is a build folder (its srlm is used) or the srlm binary itself (default: build);
+# without M1_DIR, M1 is made first as the quickstart makes it (seed data + SFT, about a
+# minute on 2 cores). Results and logs go to BUILD/bench/roles (or ./roles-bench).
 # Prints one line per layout (seconds, samples/s over the run) and checks the final
 # weights: bit-identical across the one-learner layouts, and how far the several-learner
 # layouts are (float re-association of the gradient sum). Layouts that need more ranks
 # than CORES are skipped (default: nproc).
 set -u
-srlm=${1:?usage: bench/roles.sh SRLM M1_DIR OUT_DIR [CORES]}
-m1=${2:?M1_DIR}
-out=${3:?OUT_DIR}
-cores=${4:-$(nproc)}
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+build=${1:-build}
+if [ -d "$build" ]; then srlm=$(cd "$build" && pwd)/srlm; out=$(cd "$build" && pwd)/bench/roles; else
+  srlm=$(cd "$(dirname "$build")" && pwd)/$(basename "$build"); out=$PWD/roles-bench; fi
+m1=${2:-}
+cores=${3:-$(nproc)}
 cd "$root"
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMP_WAIT_POLICY=passive
 mkdir -p "$out"
+if [ -z "$m1" ]; then
+  echo "making M1 (seed data + SFT) in $out"
+  "$srlm" task sft-data --seed 1234 --instructions 2000 --judge 16000 --out "$out/sft.jsonl" >/dev/null 2>&1 &&
+    OMP_NUM_THREADS=1 "$srlm" sft -c configs/quickstart-m1.yaml data.sft="$out/sft.jsonl" run.out_dir="$out" \
+      >/dev/null 2>"$out/sft.err" || { echo "roles.sh: making M1 failed:"; tail -3 "$out/sft.err"; exit 1; }
+  m1=$out/quickstart-m1/model
+fi
 base="-c configs/quickstart.yaml model.path=$m1 run.out_dir=$out run.iterations=2 roles.threads=1"
 samples=$((2 * 4000 * 8))
 ref=""
@@ -23,6 +34,7 @@ ref=""
 layout() {
   local name=$1 np=$2; shift 2
   if [ "$np" -gt "$cores" ]; then echo "$name: skipped ($np ranks > $cores cores)"; return; fi
+  rm -rf "${out:?}/$name"
   local t0=$(date +%s%N) rc
   if [ "$np" -eq 0 ]; then
     "$srlm" train $base run.name="$name" "$@" >"$out/$name.out" 2>"$out/$name.err"
