@@ -27,7 +27,10 @@
  *             checker): the checker is used here and only here.
  * M_0 is evaluated before the first iteration (iteration 0). Each iteration saves
  * iter_<t>/rollouts.h5 (every shard, the pairs, the counts) and iter_<t>/model/, and
- * appends metrics.jsonl lines (learn steps, one "iteration" line and, with a task, one
+ * appends metrics.jsonl lines (learn steps: loss, chosen/rejected log-probs and rewards,
+ * margin, reward accuracy, kl (DPO family: the mean sequence log-ratio log pi - log pi_ref,
+ * a sampled proxy; GRPO: the mean per-token k3 estimate), grad norm, lengths, tokens/s;
+ * one "iteration" line and, with a task, one
  * {"event":"eval","iteration":t,"accuracy":A,"judge_agreement":J,...} line); checkpoints
  * as checkpoint.h says. With separate roles, M_t is evaluated by learner 0 while the
  * generators start iteration t + 1.

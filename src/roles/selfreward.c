@@ -161,6 +161,8 @@ typedef struct learn_log {
   const char *run_dir, *yaml;
   int64_t data_position;
   double first_loss; /* the iteration's first step's (kept in LEARN checkpoints) */
+  double beta;       /* train.beta; has_ref: the loss has reference log-probs */
+  int has_ref;
 } learn_log;
 
 /* A LEARN checkpoint after `step` of the iteration (checkpoint.h). */
@@ -210,6 +212,10 @@ static srlm_status log_pref_step(const srlm_pref_step_info *s, learn_log *l) {
   json_object_set_new(o, "reward_rejected", num(s->pref.reward_rejected_sum / np));
   json_object_set_new(o, "margin", num(s->pref.margin_sum / np));
   json_object_set_new(o, "reward_accuracy", num(s->pref.accuracy_sum / np));
+  /* the sequences' log-ratio to the reference (a sampled KL proxy; rewards are beta x it) */
+  json_object_set_new(o, "kl", num(l->beta > 0 && l->has_ref ? (s->pref.reward_chosen_sum + s->pref.reward_rejected_sum) /
+                                                                     (2 * l->beta * np)
+                                                               : NAN));
   json_object_set_new(o, "len_chosen", num(s->pref.len_chosen_sum / np));
   json_object_set_new(o, "len_rejected", num(s->pref.len_rejected_sum / np));
   json_object_set_new(o, "grad_norm", num(s->grad_norm));
@@ -752,7 +758,8 @@ static srlm_status learn(sr_ctx *c, int t, srlm_shard *sh, int64_t stale, srlm_s
   double *ref = srlm_xmalloc((size_t)(2 * np + 1) * sizeof *ref);
   learn_log ll = {.metrics = c->lead ? c->metrics : NULL, .iteration = t, .log_every = cfg->train.log_every,
                   .every = cfg->train.checkpoint_every, .m = c->ro.m, .run_dir = c->run_dir, .yaml = c->yaml,
-                  .data_position = (int64_t)t * c->ro.n};
+                  .data_position = (int64_t)t * c->ro.n, .beta = cfg->train.beta,
+                  .has_ref = cfg->train.loss != SRLM_CFG_LOSS_SFT};
   const srlm_checkpoint *ck = c->ck && c->ck->iteration == t ? c->ck : NULL;
   if (ck) ll.first_loss = ck->first_loss;
   if (st == SRLM_OK && grpo) {

@@ -38,8 +38,14 @@ for e in evals:
     for k in ("accuracy", "judge_agreement"):
         if not isinstance(e.get(k), float) or not 0 <= e[k] <= 1:
             bad.append("eval %d: %s = %r" % (e["iteration"], k, e.get(k)))
-if not any(l.get("event") == "learn" for l in lines):
+learn = [l for l in lines if l.get("event") == "learn"]
+if not learn:
     bad.append("no learn lines")
+# the per-step metrics the issue lists
+for k in ("loss", "logp_chosen", "logp_rejected", "reward_chosen", "reward_rejected", "margin", "reward_accuracy",
+          "kl", "grad_norm", "len_chosen", "len_rejected", "tokens_per_s"):
+    if learn and not all(isinstance(l.get(k), (int, float)) for l in learn):
+        bad.append("learn lines lack a number for %s: %s" % (k, learn[0]))
 its = [l for l in lines if l.get("event") == "iteration"]
 if len(its) != 2 or any(l["pairs"] <= 0 for l in its):
     bad.append("iteration lines: %s" % its)
