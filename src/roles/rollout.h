@@ -37,6 +37,7 @@ typedef struct sr_rollout {
 /* What a judge saw in its shards (summed over shards and ranks for the progress lines). */
 typedef struct sr_judge_counts {
   int64_t responses, judgments, unparsable, unscored;
+  int64_t stale; /* shards of another policy version, dropped (shard.h) */
   double score_sum; /* over scored responses */
 } sr_judge_counts;
 

@@ -505,9 +505,13 @@ static srlm_status run_judge(sr_ctx *c, int t, int64_t version) {
     SRLM_TRY(st);
     bool fresh = false;
     st = srlm_shard_check_policy(&sh, version, 0, &fresh);
-    if (st == SRLM_OK && !fresh)
-      st = srlm_error(SRLM_ERR_INTERNAL, "judge", "shard %lld from rank %d was sampled by policy version %lld, the "
-                      "judge holds %lld", (long long)sh.shard_index, from, (long long)sh.policy_version, (long long)version);
+    if (st == SRLM_OK && !fresh) { /* shard.h's rule: dropped and counted, never judged or trained on */
+      SRLM_WARN("dropped shard %lld from rank %d: sampled by policy version %lld, the judge holds %lld",
+                (long long)sh.shard_index, from, (long long)sh.policy_version, (long long)version);
+      jc.stale++;
+      srlm_shard_free(&sh);
+      continue;
+    }
     if (st == SRLM_OK) st = sr_judge_shard(&c->ro, &sh, &jc);
     buf = NULL;
     if (st == SRLM_OK) st = serialize(&sh, &buf, &len);
@@ -522,8 +526,9 @@ static srlm_status run_judge(sr_ctx *c, int t, int64_t version) {
   }
   SRLM_TRY(srlm_comm_flush(c->comm));
   for (int l = 0; l < L; l++) SRLM_TRY(srlm_comm_send_end(c->comm, srlm_comm_world_rank_of(c->comm, SRLM_ROLE_LEARNER, l)));
-  SRLM_INFO("iteration %d judge %d: %lld samples judged, %lld unparsable, %.0f judgments/s (%.1f s)", t,
-            srlm_comm_role_rank(c->comm, SRLM_ROLE_JUDGE), (long long)jc.responses, (long long)jc.unparsable,
+  SRLM_INFO("iteration %d judge %d: %lld samples judged, %lld unparsable, %lld stale shards dropped, %.0f judgments/s "
+            "(%.1f s)", t, srlm_comm_role_rank(c->comm, SRLM_ROLE_JUDGE), (long long)jc.responses, (long long)jc.unparsable,
+            (long long)jc.stale,
             jc.judgments / (srlm_timer_elapsed(&tm) + 1e-9), srlm_timer_elapsed(&tm));
   return SRLM_OK;
 }
