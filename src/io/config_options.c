@@ -112,7 +112,7 @@ static const srlm_config_option k_options[] = {
 
     OPT_STRING_KEY("judge.template", judge.template_path, "configs/judge/additive5.txt",
                    "judge prompt template file"),
-    OPT_INT(judge.samples, 3, 1, 64, "judgments sampled per answer (J); scores are averaged"),
+    OPT_INT(judge.samples, 3, 1, 64, "judgments sampled per answer (J) by the text judge; scores are averaged (a task judges once)"),
     OPT_FLOAT(judge.temperature, 0.7, 0, 0.0, 10.0, 0, "sampling temperature of the judge"),
     OPT_INT(judge.max_new_tokens, 256, 1, 1 << 20, "longest judgment in tokens"),
     OPT_STRING(judge.score_regex, "Score: *([0-9]+(\\.[0-9]+)?)", "PCRE2 pattern; capture 1 is the score"),
