@@ -1,0 +1,169 @@
+/* The evaluation of M_t (sr_evaluate_model, when eval.every asks): on a built-in task
+ * held-out accuracy and judge agreement by the checker, on a prompt set the model's own
+ * judged score of its greedy answers. One "eval" line in metrics.jsonl each. */
+#include <jansson.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "sr_internal.h"
+#include "srlm/generate.h"
+#include "srlm/llm_judge.h"
+#include "srlm/selfreward.h"
+#include "srlm/tasks.h"
+
+#define SR_MAX_BATCH 64
+
+/* Held-out accuracy (greedy) and judge agreement on one sampled answer per eval prompt. */
+static srlm_status evaluate(const srlm_config *cfg, srlm_model *m, srlm_tokenizer *tok, int t, int32_t eos,
+                            srlm_sr_iteration *row, FILE *metrics) {
+  const int n = cfg->task.name == SRLM_CFG_TASK_NONE ? 0 : cfg->task.eval_prompts;
+  row->accuracy = row->sample_accuracy = row->judge_agreement = NAN;
+  if (n == 0) return SRLM_OK; /* a prompt set has no checker: its iterations report judged scores */
+  srlm_timer tm;
+  srlm_timer_start(&tm);
+  srlm_task_puzzle *p = srlm_xmalloc((size_t)n * sizeof *p);
+  for (int i = 0; i < n; i++) srlm_task_puzzle_make((uint64_t)cfg->run.seed, SRLM_TASK_SPLIT_EVAL, (uint64_t)i, &p[i]);
+  srlm_status st = srlm_task_eval_accuracy(m, tok, SR_MAX_BATCH, n, p, NULL, NULL, &row->accuracy);
+  /* one sample per prompt at temperature 1 for the judge */
+  srlm_gen_request *req = srlm_xcalloc((size_t)n, sizeof *req);
+  srlm_gen_result *res = srlm_xcalloc((size_t)n, sizeof *res);
+  srlm_token_ids ids = {0};
+  int64_t *off = srlm_xmalloc((size_t)(n + 1) * sizeof *off);
+  off[0] = 0;
+  for (int i = 0; i < n && st == SRLM_OK; i++) {
+    char text[SRLM_TASK_PROMPT_LEN + 1];
+    srlm_task_prompt(&p[i], text);
+    st = srlm_tokenizer_encode(tok, text, strlen(text), &ids);
+    off[i + 1] = (int64_t)ids.n;
+  }
+  for (int i = 0; i < n && st == SRLM_OK; i++)
+    req[i] = (srlm_gen_request){ids.ids + off[i], off[i + 1] - off[i],
+                                ((uint64_t)SRLM_SR_RNG_EVAL << 48) | ((uint64_t)t << 32) | (uint64_t)i};
+  srlm_generate_params gp = srlm_generate_params_default();
+  gp.sampler.temperature = 1.0f;
+  gp.sampler.seed = (uint64_t)cfg->run.seed;
+  gp.max_new_tokens = cfg->generate.max_new_tokens;
+  gp.max_batch = SR_MAX_BATCH;
+  gp.eos_ids = &eos;
+  gp.n_eos = 1;
+  gp.tok = tok;
+  if (st == SRLM_OK) st = srlm_generate(m, &gp, n, req, res, NULL);
+  const char **cand = srlm_xcalloc((size_t)n, sizeof *cand);
+  int64_t sample_ok = 0;
+  for (int i = 0; i < n && st == SRLM_OK; i++) {
+    cand[i] = res[i].text ? res[i].text : "";
+    sample_ok += res[i].stop == SRLM_STOP_EOS && srlm_task_check(&p[i], cand[i], strlen(cand[i]));
+  }
+  srlm_task_agreement ag;
+  if (st == SRLM_OK) st = srlm_task_judge_agreement(m, tok, SR_MAX_BATCH, n, p, cand, &ag);
+  if (st == SRLM_OK) {
+    row->sample_accuracy = (double)sample_ok / n;
+    row->judge_agreement = cfg->judge.mode == SRLM_CFG_JUDGE_EXPECTED ? ag.expected : ag.greedy;
+    json_t *o = json_object();
+    json_object_set_new(o, "event", json_string("eval"));
+    json_object_set_new(o, "iteration", json_integer(t));
+    json_object_set_new(o, "accuracy", sr_num(row->accuracy));
+    json_object_set_new(o, "judge_agreement", sr_num(row->judge_agreement));
+    json_object_set_new(o, "sample_accuracy", sr_num(row->sample_accuracy));
+    json_object_set_new(o, "judge_agreement_greedy", sr_num(ag.greedy));
+    json_object_set_new(o, "judge_agreement_expected", sr_num(ag.expected));
+    json_object_set_new(o, "judge_false_pos", json_integer(ag.false_pos));
+    json_object_set_new(o, "judge_false_neg", json_integer(ag.false_neg));
+    json_object_set_new(o, "prompts", json_integer(n));
+    json_object_set_new(o, "seconds", json_real(srlm_timer_elapsed(&tm)));
+    st = sr_metrics_line(metrics, o);
+    SRLM_INFO("eval M%d: accuracy %.1f%% (greedy, %d held-out prompts), sample accuracy %.1f%%, judge agreement "
+              "%.1f%% (%.1f s)", t, 100 * row->accuracy, n, 100 * row->sample_accuracy, 100 * row->judge_agreement,
+              srlm_timer_elapsed(&tm));
+  }
+  for (int i = 0; i < n; i++) srlm_gen_result_free(&res[i]);
+  free(cand);
+  free(res);
+  free(req);
+  free(off);
+  srlm_token_ids_free(&ids);
+  free(p);
+  return st;
+}
+
+/* A prompt set's evaluation (data.eval_prompts): one greedy answer per eval prompt (the
+ * first eval.prompts, 0 = all), judged by the model's text judge; reports the mean judged
+ * score. There is no checker: it tracks the model's own opinion of its answers. */
+static srlm_status evaluate_prompts(sr_ctx *c, int t, srlm_sr_iteration *row) {
+  const srlm_prompt_set *ep = c->eval;
+  row->eval_score = NAN;
+  if (!ep || !c->ro.llm) return SRLM_OK;
+  srlm_timer tm;
+  srlm_timer_start(&tm);
+  const int64_t n = c->cfg->eval.prompts > 0 && c->cfg->eval.prompts < ep->n ? c->cfg->eval.prompts : ep->n;
+  const int J = c->cfg->judge.samples;
+  srlm_gen_request *req = srlm_xcalloc((size_t)n + 1, sizeof *req);
+  srlm_gen_result *res = srlm_xcalloc((size_t)n + 1, sizeof *res);
+  uint64_t *keys = srlm_xmalloc((size_t)(n + 1) * sizeof *keys);
+  for (int64_t i = 0; i < n; i++) {
+    keys[i] = ((uint64_t)SRLM_SR_RNG_EVAL << 48) | ((uint64_t)t << 32) | (uint64_t)i;
+    req[i] = (srlm_gen_request){ep->ids + ep->offsets[i], ep->offsets[i + 1] - ep->offsets[i], keys[i]};
+  }
+  srlm_generate_params gp = srlm_generate_params_default();
+  gp.sampler.temperature = 0.0f;
+  gp.sampler.seed = (uint64_t)c->cfg->run.seed;
+  gp.max_new_tokens = c->cfg->generate.max_new_tokens;
+  gp.max_batch = SR_MAX_BATCH;
+  gp.eos_ids = c->ro.stops;
+  gp.n_eos = c->ro.n_stops;
+  gp.tok = c->ro.tok;
+  srlm_status st = n > 0 ? srlm_generate(c->ro.m, &gp, (int)n, req, res, NULL) : SRLM_OK;
+  const char **instr = srlm_xcalloc((size_t)n + 1, sizeof *instr), **resp = srlm_xcalloc((size_t)n + 1, sizeof *resp);
+  for (int64_t i = 0; i < n; i++) {
+    instr[i] = ep->instruction[i];
+    resp[i] = res[i].text ? res[i].text : "";
+  }
+  srlm_llm_judgment *out = srlm_xcalloc((size_t)(n * J + 1), sizeof *out);
+  double *mean = srlm_xmalloc((size_t)(n + 1) * sizeof *mean);
+  srlm_judge_stats js = {0};
+  if (st == SRLM_OK && n > 0) st = srlm_llm_judge_run(c->ro.llm, c->ro.m, (int)n, instr, resp, keys, J, out, mean, &js);
+  if (st == SRLM_OK) {
+    double sum = 0;
+    int64_t scored = 0;
+    for (int64_t i = 0; i < n; i++)
+      if (isfinite(mean[i])) {
+        sum += mean[i];
+        scored++;
+      }
+    row->eval_score = scored ? sum / (double)scored : NAN;
+    json_t *o = json_object();
+    json_object_set_new(o, "event", json_string("eval"));
+    json_object_set_new(o, "iteration", json_integer(t));
+    json_object_set_new(o, "accuracy", json_null()); /* no checker for a prompt set */
+    json_object_set_new(o, "judge_agreement", json_null());
+    json_object_set_new(o, "mean_score", sr_num(row->eval_score));
+    json_object_set_new(o, "scored", json_integer(scored));
+    json_object_set_new(o, "unparsable_judgments", json_integer(js.unparsable));
+    json_object_set_new(o, "prompts", json_integer(n));
+    json_object_set_new(o, "seconds", json_real(srlm_timer_elapsed(&tm)));
+    st = sr_metrics_line(c->metrics, o);
+    SRLM_INFO("eval M%d: mean self-judged score %.3f of the greedy answers to %lld eval prompts (%lld scored, %lld "
+              "unparsable judgments) (%.1f s)", t, row->eval_score, (long long)n, (long long)scored,
+              (long long)js.unparsable, srlm_timer_elapsed(&tm));
+  }
+  srlm_llm_judgments_free(out, st == SRLM_OK ? n * J : 0);
+  free(out);
+  free(mean);
+  for (int64_t i = 0; i < n; i++) srlm_gen_result_free(&res[i]);
+  free(res);
+  free(req);
+  free(keys);
+  free(instr);
+  free(resp);
+  return st;
+}
+
+/* Evaluation of M_t when eval.every asks (every N iterations and the last; 0 = never). */
+srlm_status sr_evaluate_model(sr_ctx *c, int t, srlm_sr_iteration *row) {
+  const int every = c->cfg->eval.every;
+  row->accuracy = row->sample_accuracy = row->judge_agreement = row->eval_score = NAN;
+  if (every <= 0 || (t % every != 0 && t != c->cfg->run.iterations)) return SRLM_OK;
+  if (c->ro.prompts) return evaluate_prompts(c, t, row);
+  return evaluate(c->cfg, c->ro.m, c->ro.tok, t, c->ro.eos, row, c->metrics);
+}

@@ -1,0 +1,51 @@
+/* Internal to src/roles: what selfreward.c (the driver: shard movement, iterations,
+ * resume), learn.c (the learner's iteration) and evaluate.c (the evaluation of M_t)
+ * share: the driver's state and the metrics.jsonl writer. The lead learner (world rank 0)
+ * owns metrics.jsonl; everything that reports writes through sr_metrics_line. */
+#ifndef SRLM_ROLES_SR_INTERNAL_H
+#define SRLM_ROLES_SR_INTERNAL_H
+
+#include <jansson.h>
+#include <math.h>
+#include <stdbool.h>
+#include <stdio.h>
+
+#include "rollout.h"
+#include "srlm/checkpoint.h"
+#include "srlm/comm.h"
+#include "srlm/selfreward.h"
+
+/* The driver's state on one rank (srlm_selfreward_run). */
+typedef struct sr_ctx {
+  const srlm_config *cfg;
+  srlm_comm *comm;
+  sr_rollout ro;
+  const char *run_dir, *tok_dir;
+  FILE *metrics; /* learner 0 */
+  srlm_sr_iteration *rows;
+  bool lead;     /* learner 0 = world rank 0: reports, writes files */
+  int64_t n_params;
+  char *yaml;                /* the resolved config, stored in checkpoints */
+  const srlm_checkpoint *ck; /* resuming inside an iteration's learning (LEARN), else NULL */
+  bool resumed;              /* started from a checkpoint (every rank knows) */
+  bool resume_learn;         /* ... of kind LEARN: the start iteration's rollouts exist */
+  int64_t resume_metrics_bytes; /* the lead: metrics.jsonl's length at the checkpoint */
+  const srlm_prompt_set *eval;  /* the lead: data.eval_prompts (prompt sets), else NULL */
+} sr_ctx;
+
+/* Writes o (consumed) as one compact line of f and flushes it. */
+srlm_status sr_metrics_line(FILE *f, json_t *o);
+
+/* A metrics value: NaN and infinities become null (JSON has no such numbers). */
+static inline json_t *sr_num(double x) { return isfinite(x) ? json_real(x) : json_null(); }
+
+/* The learner's iteration t on its scored shards sh (c->ro.shards, by shard index; a
+ * dropped shard is all zero), stale of them dropped: pairs or groups, rollouts.h5 (the
+ * lead), training of c->ro.m; fills row's data and loss columns. */
+srlm_status sr_learn(sr_ctx *c, int t, srlm_shard *sh, int64_t stale, srlm_sr_iteration *row);
+
+/* Evaluation of M_t when eval.every asks (every N iterations and the last; 0 = never);
+ * the lead learner only. Fills row's evaluation columns (NaN when not evaluated). */
+srlm_status sr_evaluate_model(sr_ctx *c, int t, srlm_sr_iteration *row);
+
+#endif
