@@ -148,7 +148,7 @@ static srlm_status dp_reduce(void *ctx, float *grads, int64_t n, double *stats, 
 /* A LEARN checkpoint's weights into m (after the reference log-probs were taken from
  * M_{t-1}) and the trainer's resume point. */
 static srlm_status resume_weights(srlm_model *m, const srlm_checkpoint *ck, srlm_train_resume *rs) {
-  int64_t n = (int64_t)srlm_model_param_count(srlm_model_get_config(m));
+  int64_t n = (int64_t)srlm_model_num_params(m);
   if (ck->n_params != n)
     return srlm_error(SRLM_ERR_FORMAT, SRLM_CKPT_FILE, "holds %lld parameters, the model has %lld",
                       (long long)ck->n_params, (long long)n);

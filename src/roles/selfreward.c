@@ -28,8 +28,6 @@ srlm_status sr_metrics_line(FILE *f, json_t *o) {
 
 /* ---- moving shards ------------------------------------------------------------------ */
 
-static srlm_status serialize(const srlm_shard *s, void **buf, size_t *len) { return srlm_shard_serialize(s, buf, len); }
-
 /* Progress of the scored shards as the lead learner receives them. */
 typedef struct sr_progress {
   srlm_timer tm;
@@ -69,7 +67,7 @@ static srlm_status rollouts_colocated(sr_ctx *c, int t, int64_t version, srlm_sh
     st = sr_judge_shard(&c->ro, &sh, &jc);
     void *buf = NULL;
     size_t len = 0;
-    if (st == SRLM_OK) st = serialize(&sh, &buf, &len);
+    if (st == SRLM_OK) st = srlm_shard_serialize(&sh, &buf, &len);
     if (st == SRLM_OK) {
       uint64_t n = len;
       srlm_strbuf_append(&mine, (const char *)&n, sizeof n);
@@ -144,7 +142,7 @@ static srlm_status run_generator(sr_ctx *c, int t, int64_t version) {
     SRLM_TRY(sr_generate_shard(&c->ro, t, s, version, &sh, &nt));
     void *buf = NULL;
     size_t len = 0;
-    srlm_status st = serialize(&sh, &buf, &len);
+    srlm_status st = srlm_shard_serialize(&sh, &buf, &len);
     samples += sh.n_responses;
     tokens += nt;
     srlm_shard_free(&sh);
@@ -191,7 +189,7 @@ static srlm_status run_judge(sr_ctx *c, int t, int64_t version) {
     }
     if (st == SRLM_OK) st = sr_judge_shard(&c->ro, &sh, &jc);
     buf = NULL;
-    if (st == SRLM_OK) st = serialize(&sh, &buf, &len);
+    if (st == SRLM_OK) st = srlm_shard_serialize(&sh, &buf, &len);
     srlm_shard_free(&sh);
     SRLM_TRY(st);
     for (int l = 0; l < L; l++) {
@@ -406,7 +404,7 @@ static srlm_status resume_point(sr_ctx *c, const srlm_sr_inputs *in, srlm_checkp
     snprintf(dir, sizeof dir, "%s/iter_%d/model", c->run_dir, *start_t - 1);
     srlm_model *prev;
     SRLM_TRY(srlm_model_load(dir, srlm_backend_cpu(), &prev));
-    int64_t n = (int64_t)srlm_model_param_count(srlm_model_get_config(prev));
+    int64_t n = (int64_t)srlm_model_num_params(prev);
     if (n == c->n_params) memcpy(srlm_model_params(c->ro.m), srlm_model_params(prev), (size_t)n * sizeof(float));
     srlm_model_free(prev);
     if (n != c->n_params)
@@ -524,7 +522,7 @@ srlm_status srlm_selfreward_run(const srlm_sr_inputs *in, srlm_sr_iteration *row
                         "format's end of turn or config.json eos_token_id): generation could not stop");
   }
   c.ro.shards = (c.ro.n + cfg->roles.shard_prompts - 1) / cfg->roles.shard_prompts;
-  c.n_params = (int64_t)srlm_model_param_count(srlm_model_get_config(m));
+  c.n_params = (int64_t)srlm_model_num_params(m);
   const bool colocated = srlm_comm_colocated(comm);
   const bool learner = srlm_comm_has_role(comm, SRLM_ROLE_LEARNER);
   memset(rows, 0, (size_t)(cfg->run.iterations + 1) * sizeof *rows);

@@ -284,14 +284,14 @@ srlm_status srlm_pref_train(srlm_model *m, const srlm_pref_pair *pairs, int64_t 
   srlm_lr_schedule sched = o->schedule;
   sched.total_steps = steps_per_epoch * o->epochs;
   SRLM_TRY(srlm_lr_schedule_check(&sched));
-  SRLM_TRY(srlm_train_resume_check(o->resume, srlm_model_param_count(srlm_model_get_config(m)), sched.total_steps));
+  SRLM_TRY(srlm_train_resume_check(o->resume, srlm_model_num_params(m), sched.total_steps));
   if (o->resume && o->resume->replay_next < 0)
     return srlm_error(SRLM_ERR_RANGE, "resume", "negative replay cursor %lld", (long long)o->resume->replay_next);
   srlm_optim *opt;
   SRLM_TRY(srlm_optim_create_for_model(m, &o->optim, &opt));
   const int64_t start = o->resume ? o->resume->start_step : 0;
   if (o->resume) {
-    srlm_status rs = srlm_optim_set_state(opt, o->resume->m, o->resume->v, srlm_model_param_count(srlm_model_get_config(m)),
+    srlm_status rs = srlm_optim_set_state(opt, o->resume->m, o->resume->v, srlm_model_num_params(m),
                                           o->resume->optim_step, o->resume->optim_skipped);
     if (rs != SRLM_OK) {
       srlm_optim_free(opt);
@@ -306,7 +306,7 @@ srlm_status srlm_pref_train(srlm_model *m, const srlm_pref_pair *pairs, int64_t 
   const int multi = o->dp && o->dp->size > 1;
   float *params = srlm_model_params(m);
   float *grads = srlm_model_grads(m);
-  const int64_t n_params = (int64_t)srlm_model_param_count(srlm_model_get_config(m));
+  const int64_t n_params = (int64_t)srlm_model_num_params(m);
   srlm_status st = srlm_model_zero_grad(m);
   srlm_timer total;
   srlm_timer_start(&total);
