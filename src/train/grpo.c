@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "pack.h"
 #include "srlm/grpo.h"
 
 /* Indices into the statistics every learner contributes to dp->reduce. */
@@ -21,61 +22,6 @@ enum {
   ST_NONFINITE,
   ST_COUNT
 };
-
-/* Packed prompt + response sequences; response token j of the k-th packed sequence is
- * predicted at position start[k] + prompt_len - 1 + j. */
-typedef struct packed {
-  int32_t *tokens, *targets, *cu; /* (T), (T), (B + 1) */
-  int64_t *first;                 /* (B) packed position predicting the first response token */
-  float *logp, *g;                /* (T) */
-  int64_t T, cap;
-  int B, cap_seqs;
-} packed;
-
-static void packed_begin(packed *p, int64_t tokens, int seqs) {
-  if (tokens > p->cap) {
-    p->cap = tokens;
-    p->tokens = srlm_xrealloc(p->tokens, (size_t)tokens * sizeof *p->tokens);
-    p->targets = srlm_xrealloc(p->targets, (size_t)tokens * sizeof *p->targets);
-    p->logp = srlm_xrealloc(p->logp, (size_t)tokens * sizeof *p->logp);
-    p->g = srlm_xrealloc(p->g, (size_t)tokens * sizeof *p->g);
-  }
-  if (seqs + 1 > p->cap_seqs) {
-    p->cap_seqs = seqs + 1;
-    p->cu = srlm_xrealloc(p->cu, (size_t)p->cap_seqs * sizeof *p->cu);
-    p->first = srlm_xrealloc(p->first, (size_t)p->cap_seqs * sizeof *p->first);
-  }
-  p->T = 0;
-  p->B = 0;
-  p->cu[0] = 0;
-}
-
-static void packed_free(packed *p) {
-  free(p->tokens);
-  free(p->targets);
-  free(p->cu);
-  free(p->first);
-  free(p->logp);
-  free(p->g);
-  memset(p, 0, sizeof *p);
-}
-
-static void packed_add(packed *p, const srlm_grpo_seq *s) {
-  const int64_t t0 = p->T, np = s->prompt_len, nr = s->response_len;
-  memcpy(p->tokens + t0, s->prompt, (size_t)np * sizeof *s->prompt);
-  memcpy(p->tokens + t0 + np, s->response, (size_t)nr * sizeof *s->response);
-  for (int64_t t = t0; t < t0 + np - 1; t++) p->targets[t] = -1;
-  for (int64_t j = 0; j < nr; j++) p->targets[t0 + np - 1 + j] = s->response[j];
-  p->targets[t0 + np + nr - 1] = -1;
-  p->first[p->B] = t0 + np - 1;
-  p->T += np + nr;
-  p->B++;
-  p->cu[p->B] = (int32_t)p->T;
-}
-
-static srlm_batch packed_batch(const packed *p) {
-  return (srlm_batch){.B = p->B, .T = p->T, .tokens = p->tokens, .cu_seqlens = p->cu, .targets = p->targets};
-}
 
 static int64_t seq_tokens(const srlm_grpo_seq *s) { return s->prompt_len + s->response_len; }
 
@@ -116,7 +62,7 @@ srlm_status srlm_grpo_logps(srlm_model *m, const srlm_grpo_seq *seqs, int64_t n,
   if (max_tokens < 1) return srlm_error(SRLM_ERR_RANGE, "grpo logps", "max_tokens %lld must be >= 1", (long long)max_tokens);
   const int64_t vocab = srlm_model_get_config(m)->vocab_size;
   for (int64_t i = 0; i < n; i++) SRLM_TRY(check_seq(&seqs[i], i, vocab));
-  packed p = {0};
+  train_pack p = {0};
   srlm_status st = SRLM_OK;
   int64_t off = 0;
   for (int64_t i = 0; i < n && st == SRLM_OK;) {
@@ -124,9 +70,10 @@ srlm_status srlm_grpo_logps(srlm_model *m, const srlm_grpo_seq *seqs, int64_t n,
     int64_t j = i, tokens = 0;
     while (j < n && (j == i || tokens + seq_tokens(&seqs[j]) <= max_tokens) && tokens + seq_tokens(&seqs[j]) <= INT32_MAX)
       tokens += seq_tokens(&seqs[j++]);
-    packed_begin(&p, tokens, (int)(j - i));
-    for (int64_t k = i; k < j; k++) packed_add(&p, &seqs[k]);
-    srlm_batch b = packed_batch(&p);
+    train_pack_begin(&p, tokens, (int)(j - i));
+    for (int64_t k = i; k < j; k++)
+      train_pack_add(&p, seqs[k].prompt, seqs[k].prompt_len, seqs[k].response, seqs[k].response_len);
+    srlm_batch b = train_pack_batch(&p);
     st = srlm_model_logprobs(m, &b, p.logp);
     for (int64_t k = i; k < j && st == SRLM_OK; k++) {
       memcpy(out + off, p.logp + p.first[k - i], (size_t)seqs[k].response_len * sizeof *out);
@@ -134,7 +81,7 @@ srlm_status srlm_grpo_logps(srlm_model *m, const srlm_grpo_seq *seqs, int64_t n,
     }
     i = j;
   }
-  packed_free(&p);
+  train_pack_free(&p);
   return st;
 }
 
@@ -145,7 +92,7 @@ typedef struct grpo_run {
   const double *adv;
   const float *logp_old, *logp_ref;
   int use_behavior;
-  packed p;
+  train_pack p;
   /* one micro-batch, response tokens concatenated: (N_mb) and (n_mb [+ 1]) */
   float *lp, *old, *ref, *beh, *gtok;
   int64_t tok_cap;
@@ -179,7 +126,7 @@ static void run_free(grpo_run *r) {
   free(r->gtok);
   free(r->adv_mb);
   free(r->off_mb);
-  packed_free(&r->p);
+  train_pack_free(&r->p);
 }
 
 /* One micro-batch (sequences idx[0..k)): forward, the loss with the step's normalizers
@@ -192,14 +139,14 @@ static srlm_status micro_step(grpo_run *r, const int64_t *idx, int64_t k, const 
     tokens += seq_tokens(&r->seqs[idx[q]]);
     resp += r->seqs[idx[q]].response_len;
   }
-  packed *p = &r->p;
-  packed_begin(p, tokens, (int)k);
+  train_pack *p = &r->p;
+  train_pack_begin(p, tokens, (int)k);
   run_reserve(r, resp, k);
   r->off_mb[0] = 0;
   for (int64_t q = 0; q < k; q++) {
     const srlm_grpo_seq *s = &r->seqs[idx[q]];
     const int64_t o = r->off[idx[q]], d = r->off_mb[q], nr = s->response_len;
-    packed_add(p, s);
+    train_pack_add(p, s->prompt, s->prompt_len, s->response, s->response_len);
     r->off_mb[q + 1] = d + nr;
     r->adv_mb[q] = r->adv[idx[q]];
     if (r->logp_old) memcpy(r->old + d, r->logp_old + o, (size_t)nr * sizeof(float));
@@ -207,7 +154,7 @@ static srlm_status micro_step(grpo_run *r, const int64_t *idx, int64_t k, const 
     if (r->use_behavior) memcpy(r->beh + d, s->behavior, (size_t)nr * sizeof(float));
   }
   *forwarded = p->T;
-  srlm_batch b = packed_batch(p);
+  srlm_batch b = train_pack_batch(p);
   SRLM_TRY(srlm_model_forward_train(r->m, &b, p->logp));
   for (int64_t q = 0; q < k; q++)
     memcpy(r->lp + r->off_mb[q], p->logp + p->first[q], (size_t)(r->off_mb[q + 1] - r->off_mb[q]) * sizeof(float));

@@ -5,74 +5,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "pack.h"
 #include "srlm/pref.h"
-
-/* Packed sequences with targets on the response tokens; seq_of[t] = sequence of token t. */
-typedef struct packed {
-  int32_t *tokens, *targets, *cu;
-  int32_t *seq_of; /* (T) sequence index, -1 where there is no target */
-  int64_t T, cap;
-  int B, cap_seqs;
-  float *logp, *g; /* (cap) */
-} packed;
-
-static void packed_reserve(packed *p, int64_t tokens, int seqs) {
-  if (tokens > p->cap) {
-    p->cap = tokens;
-    p->tokens = srlm_xrealloc(p->tokens, (size_t)tokens * sizeof *p->tokens);
-    p->targets = srlm_xrealloc(p->targets, (size_t)tokens * sizeof *p->targets);
-    p->seq_of = srlm_xrealloc(p->seq_of, (size_t)tokens * sizeof *p->seq_of);
-    p->logp = srlm_xrealloc(p->logp, (size_t)tokens * sizeof *p->logp);
-    p->g = srlm_xrealloc(p->g, (size_t)tokens * sizeof *p->g);
-  }
-  if (seqs + 1 > p->cap_seqs) {
-    p->cap_seqs = seqs + 1;
-    p->cu = srlm_xrealloc(p->cu, (size_t)p->cap_seqs * sizeof *p->cu);
-  }
-}
-
-static void packed_free(packed *p) {
-  free(p->tokens);
-  free(p->targets);
-  free(p->seq_of);
-  free(p->cu);
-  free(p->logp);
-  free(p->g);
-  memset(p, 0, sizeof *p);
-}
-
-/* Appends prompt + response as one sequence whose response tokens are its targets. */
-static void packed_add(packed *p, const int32_t *prompt, int64_t np, const int32_t *resp, int64_t nr) {
-  int64_t t0 = p->T;
-  memcpy(p->tokens + t0, prompt, (size_t)np * sizeof *prompt);
-  memcpy(p->tokens + t0 + np, resp, (size_t)nr * sizeof *resp);
-  for (int64_t t = t0; t < t0 + np + nr; t++) {
-    p->targets[t] = -1;
-    p->seq_of[t] = -1;
-  }
-  /* the token at position np + j is predicted at position np + j - 1 (a prompt of length
-     0 cannot predict the first response token: it is then not a target) */
-  for (int64_t j = 0; j < nr; j++) {
-    int64_t at = t0 + np + j - 1;
-    if (at < t0) continue;
-    p->targets[at] = resp[j];
-    p->seq_of[at] = p->B;
-  }
-  p->T += np + nr;
-  p->B++;
-  p->cu[p->B] = (int32_t)p->T;
-}
-
-static void packed_begin(packed *p, int64_t tokens, int seqs) {
-  packed_reserve(p, tokens, seqs);
-  p->T = 0;
-  p->B = 0;
-  p->cu[0] = 0;
-}
-
-static srlm_batch packed_batch(const packed *p) {
-  return (srlm_batch){.B = p->B, .T = p->T, .tokens = p->tokens, .cu_seqlens = p->cu, .targets = p->targets};
-}
 
 static int64_t pair_tokens(const srlm_pref_pair *q) { return 2 * q->prompt_len + q->chosen_len + q->rejected_len; }
 
@@ -84,16 +18,14 @@ static srlm_status check_pair(const srlm_pref_pair *q, int64_t i) {
   return SRLM_OK;
 }
 
-/* Per-sequence sums of the batch's target log-probs into sums (B). */
-static void sequence_sums(const packed *p, double *sums) {
-  for (int b = 0; b < p->B; b++) sums[b] = 0;
-  for (int64_t t = 0; t < p->T; t++)
-    if (p->seq_of[t] >= 0) sums[p->seq_of[t]] += (double)p->logp[t];
+/* Per-sequence sums of the batch's response log-probs into sums (B). */
+static void sequence_sums(const train_pack *p, double *sums) {
+  for (int b = 0; b < p->B; b++) sums[b] = train_pack_sum(p, b);
 }
 
 srlm_status srlm_pref_ref_logps(srlm_model *m, const srlm_pref_pair *pairs, int64_t n, int64_t max_tokens,
                                 double *ref_chosen, double *ref_rejected) {
-  packed p = {0};
+  train_pack p = {0};
   double *sums = NULL;
   int sums_cap = 0;
   srlm_status st = SRLM_OK;
@@ -101,13 +33,14 @@ srlm_status srlm_pref_ref_logps(srlm_model *m, const srlm_pref_pair *pairs, int6
     /* as many whole pairs as fit in max_tokens (at least one) */
     int64_t j = i, tokens = 0;
     while (j < n && (j == i || tokens + pair_tokens(&pairs[j]) <= max_tokens)) tokens += pair_tokens(&pairs[j++]);
-    packed_begin(&p, tokens, (int)(2 * (j - i)));
+    train_pack_begin(&p, tokens, (int)(2 * (j - i)));
     for (int64_t k = i; k < j && st == SRLM_OK; k++) {
       st = check_pair(&pairs[k], k);
-      packed_add(&p, pairs[k].prompt, pairs[k].prompt_len, pairs[k].chosen, pairs[k].chosen_len);
-      packed_add(&p, pairs[k].prompt, pairs[k].prompt_len, pairs[k].rejected, pairs[k].rejected_len);
+      if (st != SRLM_OK) break;
+      train_pack_add(&p, pairs[k].prompt, pairs[k].prompt_len, pairs[k].chosen, pairs[k].chosen_len);
+      train_pack_add(&p, pairs[k].prompt, pairs[k].prompt_len, pairs[k].rejected, pairs[k].rejected_len);
     }
-    srlm_batch b = packed_batch(&p);
+    srlm_batch b = train_pack_batch(&p);
     if (st == SRLM_OK) st = srlm_model_logprobs(m, &b, p.logp);
     if (p.B > sums_cap) {
       sums_cap = p.B;
@@ -123,7 +56,7 @@ srlm_status srlm_pref_ref_logps(srlm_model *m, const srlm_pref_pair *pairs, int6
     i = j;
   }
   free(sums);
-  packed_free(&p);
+  train_pack_free(&p);
   return st;
 }
 
@@ -132,7 +65,7 @@ typedef struct pref_run {
   const srlm_pref_pair *pairs;
   const double *ref_chosen, *ref_rejected;
   const srlm_pref_train_options *o;
-  packed p;
+  train_pack p;
   srlm_sft_batch replay;
   float *replay_logp, *replay_g;
   size_t replay_cap;
@@ -167,7 +100,7 @@ static void run_free(pref_run *r) {
   free(r->replay_logp);
   free(r->replay_g);
   srlm_sft_batch_free(&r->replay);
-  packed_free(&r->p);
+  train_pack_free(&r->p);
 }
 
 /* The pair part of one step: forward, loss, per-token coefficients, backward. */
@@ -175,13 +108,13 @@ static srlm_status pairs_step(pref_run *r, const srlm_pref_options *loss, const 
                               int64_t norm, srlm_pref_metrics *pm, int *finite) {
   int64_t tokens = 0;
   for (int64_t k = 0; k < count; k++) tokens += pair_tokens(&r->pairs[idx[k]]);
-  packed *p = &r->p;
-  packed_begin(p, tokens, (int)(2 * count));
+  train_pack *p = &r->p;
+  train_pack_begin(p, tokens, (int)(2 * count));
   for (int64_t k = 0; k < count; k++) {
     const srlm_pref_pair *q = &r->pairs[idx[k]];
     SRLM_TRY(check_pair(q, idx[k]));
-    packed_add(p, q->prompt, q->prompt_len, q->chosen, q->chosen_len);
-    packed_add(p, q->prompt, q->prompt_len, q->rejected, q->rejected_len);
+    train_pack_add(p, q->prompt, q->prompt_len, q->chosen, q->chosen_len);
+    train_pack_add(p, q->prompt, q->prompt_len, q->rejected, q->rejected_len);
     r->len_c[k] = q->chosen_len;
     r->len_r[k] = q->rejected_len;
     if (r->ref_chosen) {
@@ -189,7 +122,7 @@ static srlm_status pairs_step(pref_run *r, const srlm_pref_options *loss, const 
       r->rr[k] = r->ref_rejected[idx[k]];
     }
   }
-  srlm_batch b = packed_batch(p);
+  srlm_batch b = train_pack_batch(p);
   SRLM_TRY(srlm_model_forward_train(r->m, &b, p->logp));
   sequence_sums(p, r->sums);
   for (int64_t k = 0; k < count; k++) {
@@ -204,9 +137,10 @@ static srlm_status pairs_step(pref_run *r, const srlm_pref_options *loss, const 
   SRLM_TRY(srlm_loss_pref(&lo, &pb, r->cc, r->cr, pm));
   *finite = isfinite(pm->loss);
   if (!*finite) return SRLM_OK;
-  for (int64_t t = 0; t < p->T; t++) {
-    int s = p->seq_of[t];
-    p->g[t] = s < 0 ? 0.0f : (float)(s % 2 == 0 ? r->cc[s / 2] : r->cr[s / 2]);
+  memset(p->g, 0, (size_t)p->T * sizeof *p->g);
+  for (int b = 0; b < p->B; b++) { /* sequence 2k is pair k's chosen answer, 2k + 1 its rejected one */
+    const float coef = (float)(b % 2 == 0 ? r->cc[b / 2] : r->cr[b / 2]);
+    for (int64_t t = p->first[b]; t < p->first[b] + p->n_resp[b]; t++) p->g[t] = coef;
   }
   return srlm_model_backward(r->m, p->g);
 }

@@ -1,0 +1,33 @@
+/* Internal to src/train: prompt + response sequences packed back to back without padding
+ * (srlm_batch), with targets on the response tokens only. The preference and GRPO
+ * trainers both forward their sequences this way.
+ *
+ * Sequence b's response token j is predicted at packed position first[b] + j
+ * (first[b] = its start + prompt_len - 1), so its response log-probs are
+ * logp[first[b] .. first[b] + n_resp[b]) and its gradient coefficients go to the same
+ * range of g. A prompt needs >= 1 token (the callers check it). */
+#ifndef SRLM_TRAIN_PACK_H
+#define SRLM_TRAIN_PACK_H
+
+#include <stdint.h>
+
+#include "srlm/model.h"
+
+typedef struct train_pack {
+  int32_t *tokens, *targets, *cu; /* (T), (T), (B + 1) */
+  int64_t *first, *n_resp;        /* (B) */
+  float *logp, *g;                /* (T) the model's log-probs, the backward's coefficients */
+  int64_t T, cap;
+  int B, cap_seqs;
+} train_pack;
+
+/* Starts an empty pack with room for `tokens` tokens in `seqs` sequences. */
+void train_pack_begin(train_pack *p, int64_t tokens, int seqs);
+/* Appends prompt (np >= 1 tokens) + response (nr tokens) as one sequence. */
+void train_pack_add(train_pack *p, const int32_t *prompt, int64_t np, const int32_t *resp, int64_t nr);
+srlm_batch train_pack_batch(const train_pack *p);
+/* Sum of sequence b's response log-probs (in token order). */
+double train_pack_sum(const train_pack *p, int b);
+void train_pack_free(train_pack *p);
+
+#endif
