@@ -6,6 +6,7 @@
 
 #include "srlm/pref.h"
 #include "test.h"
+#include "tiny_model.h"
 
 /* configs/tiny ids: 0 EOS, 2..11 digits, 12 '+', 13 '-', 14 Q, 15 T, 16 A */
 static int32_t tok_of(char c) {
@@ -45,23 +46,7 @@ static void make_pairs(srlm_pref_pair *p) {
   }
 }
 
-static srlm_model *tiny_model(void) {
-  srlm_model_config c;
-  srlm_model_config_defaults(&c, SRLM_MODEL_LLAMA);
-  c.vocab_size = 19;
-  c.hidden_size = 32;
-  c.intermediate_size = 64;
-  c.num_hidden_layers = 2;
-  c.num_attention_heads = 4;
-  c.num_key_value_heads = 2;
-  c.max_position_embeddings = 32;
-  c.tie_word_embeddings = false;
-  srlm_model *m = NULL;
-  srlm_status st = srlm_model_config_finalize(&c, "test");
-  if (st == SRLM_OK) st = srlm_model_create(&c, 7, srlm_backend_cpu(), &m);
-  EXPECT(st == SRLM_OK, "create: %s", srlm_error_message());
-  return m;
-}
+static srlm_model *tiny_model(void) { return tiny_model_with_vocab(19); }
 
 /* logpi(prompt + resp) summed over the response tokens, one sequence alone. */
 static double seq_logp(srlm_model *m, const int32_t *prompt, int64_t np, const int32_t *resp, int64_t nr) {

@@ -12,6 +12,8 @@
 
 #include "srlm/pref.h"
 #include "test.h"
+#include "tiny_model.h"
+#include "sim_dp.h"
 
 #define NP 11    /* pairs */
 #define NR 5     /* replay examples */
@@ -70,23 +72,7 @@ static void make_replay(srlm_sft_data *d) {
   d->max_seq = longest;
 }
 
-static srlm_model *tiny_model(void) {
-  srlm_model_config c;
-  srlm_model_config_defaults(&c, SRLM_MODEL_LLAMA);
-  c.vocab_size = VOCAB;
-  c.hidden_size = 32;
-  c.intermediate_size = 64;
-  c.num_hidden_layers = 2;
-  c.num_attention_heads = 4;
-  c.num_key_value_heads = 2;
-  c.max_position_embeddings = 32;
-  c.tie_word_embeddings = false;
-  srlm_model *m = NULL;
-  srlm_status st = srlm_model_config_finalize(&c, "test");
-  if (st == SRLM_OK) st = srlm_model_create(&c, 7, srlm_backend_cpu(), &m);
-  EXPECT(st == SRLM_OK, "create: %s", srlm_error_message());
-  return m;
-}
+static srlm_model *tiny_model(void) { return tiny_model_with_vocab(VOCAB); }
 
 /* Reference log-probs of the initial weights, shifted per pair so that the margins are
  * neither zero nor all of one sign from the first step on. */
@@ -304,17 +290,8 @@ static void test_grad_accum(const srlm_pref_pair *p, const double *rc, const dou
 
 /* ---- simulated learners: threads and a reduce that sums in rank order ------------- */
 
-typedef struct sim_dp {
-  int R;
-  pthread_barrier_t bar;
-  float *slot[2];
-  double stats[2][32];
-  int64_t n;
-  int reduces[2];
-} sim_dp;
-
 typedef struct learner {
-  sim_dp *sim;
+  sim_dp_rank sr; /* dp.ctx */
   srlm_dp dp;
   srlm_model *m;
   const srlm_pref_pair *p;
@@ -325,29 +302,6 @@ typedef struct learner {
   srlm_status st;
   char err[256];
 } learner;
-
-static srlm_status sim_reduce(void *ctx, float *grads, int64_t n, double *stats, int n_stats) {
-  learner *l = ctx;
-  sim_dp *s = l->sim;
-  const int r = l->dp.rank;
-  if (n != s->n || n_stats > 32) return srlm_error(SRLM_ERR_INTERNAL, "sim_reduce", "sizes %lld, %d", (long long)n, n_stats);
-  s->reduces[r]++;
-  memcpy(s->slot[r], grads, (size_t)n * sizeof *grads);
-  memcpy(s->stats[r], stats, (size_t)n_stats * sizeof *stats);
-  pthread_barrier_wait(&s->bar);
-  for (int64_t i = 0; i < n; i++) {
-    float v = s->slot[0][i];
-    for (int q = 1; q < s->R; q++) v += s->slot[q][i];
-    grads[i] = v;
-  }
-  for (int k = 0; k < n_stats; k++) {
-    double v = s->stats[0][k];
-    for (int q = 1; q < s->R; q++) v += s->stats[q][k];
-    stats[k] = v;
-  }
-  pthread_barrier_wait(&s->bar); /* nobody refills a slot before every learner has read it */
-  return SRLM_OK;
-}
 
 static void *learner_main(void *arg) {
   learner *l = arg;
@@ -368,7 +322,7 @@ static void run_two(learner L[2], sim_dp *sim, const srlm_pref_pair *p, const do
   pthread_barrier_init(&sim->bar, NULL, 2);
   memset(L, 0, 2 * sizeof *L);
   for (int r = 0; r < 2; r++) {
-    L[r] = (learner){.sim = sim, .dp = {.rank = r, .size = 2, .reduce = sim_reduce, .ctx = &L[r]}, .m = tiny_model(),
+    L[r] = (learner){.sr = {sim, r}, .dp = {.rank = r, .size = 2, .reduce = sim_reduce, .ctx = &L[r].sr}, .m = tiny_model(),
                      .p = p, .rc = rc, .rr = rr, .o = *o};
     sim->n = (int64_t)srlm_model_num_params(L[r].m);
     sim->slot[r] = srlm_xmalloc((size_t)sim->n * sizeof(float));

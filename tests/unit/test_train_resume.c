@@ -12,28 +12,13 @@
 #include "srlm/pairs.h"
 #include "srlm/pref.h"
 #include "test.h"
+#include "tiny_model.h"
 
 #define VOCAB 19
 #define MAXLEN 8
 #define MAXSTEPS 8
 
-static srlm_model *tiny_model(void) {
-  srlm_model_config c;
-  srlm_model_config_defaults(&c, SRLM_MODEL_LLAMA);
-  c.vocab_size = VOCAB;
-  c.hidden_size = 32;
-  c.intermediate_size = 64;
-  c.num_hidden_layers = 2;
-  c.num_attention_heads = 4;
-  c.num_key_value_heads = 2;
-  c.max_position_embeddings = 32;
-  c.tie_word_embeddings = false;
-  srlm_model *m = NULL;
-  srlm_status st = srlm_model_config_finalize(&c, "test");
-  if (st == SRLM_OK) st = srlm_model_create(&c, 7, srlm_backend_cpu(), &m);
-  EXPECT(st == SRLM_OK, "create: %s", srlm_error_message());
-  return m;
-}
+static srlm_model *tiny_model(void) { return tiny_model_with_vocab(VOCAB); }
 
 /* ---- what a checkpoint would hold after each step ----------------------------------- */
 
