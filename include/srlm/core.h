@@ -14,6 +14,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #ifdef __cplusplus
 #define SRLM_NORETURN [[noreturn]]
@@ -121,6 +122,36 @@ srlm_status srlm_lib_error(const char *lib, const char *stmt, long long rc, cons
     rc_type srlm_rc = (call);                                                        \
     if (!(ok)) return srlm_lib_error(lib, #call, (long long)srlm_rc, (desc), __FILE__, __LINE__); \
   } while (0)
+
+/* ---- element types -------------------------------------------------------- */
+
+/* Storage types of backend tensors (backend.h). bf16 is the top half of an fp32. */
+typedef enum srlm_dtype { SRLM_F32 = 0, SRLM_BF16 = 1 } srlm_dtype;
+size_t srlm_dtype_size(srlm_dtype dt);   /* 4, 2; 0 for an invalid value */
+const char *srlm_dtype_name(srlm_dtype dt); /* "fp32", "bf16" ("?" when invalid) */
+/* "fp32" / "bf16" (also "f32", "float32", "bfloat16") to a dtype; SRLM_ERR_CONFIG
+ * naming `where` otherwise. */
+srlm_status srlm_dtype_parse(const char *s, const char *where, srlm_dtype *out);
+/* bf16 <-> fp32: widening is exact; narrowing rounds to nearest, ties to even (a carry
+ * into the exponent is correct rounding, so large values round to inf); NaN stays a
+ * quiet NaN. */
+static inline float srlm_bf16_to_f32(uint16_t b) {
+  const uint32_t u = (uint32_t)b << 16;
+  float f;
+  memcpy(&f, &u, sizeof f);
+  return f;
+}
+static inline uint16_t srlm_f32_to_bf16(float f) {
+  uint32_t u;
+  memcpy(&u, &f, sizeof u);
+  if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x0040u);
+  u += 0x7fffu + ((u >> 16) & 1u);
+  return (uint16_t)(u >> 16);
+}
+/* f rounded to bf16 and widened back. */
+static inline float srlm_round_bf16(float f) { return srlm_bf16_to_f32(srlm_f32_to_bf16(f)); }
+/* n elements from src (dtype sdt) to dst (dtype ddt), host memory; may not overlap. */
+void srlm_convert(void *dst, srlm_dtype ddt, const void *src, srlm_dtype sdt, size_t n);
 
 /* ---- arena allocator ---------------------------------------------------- */
 

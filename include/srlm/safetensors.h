@@ -53,13 +53,11 @@ bool srlm_st_dtype_parse(const char *name, srlm_st_dtype *out);
 /* True for F32, F16 and BF16. */
 bool srlm_st_dtype_is_float(srlm_st_dtype dt);
 
-/* ---- scalar conversions (IEEE 754 binary16 / bfloat16 bit patterns) -------- */
+/* ---- scalar conversions (IEEE 754 binary16 bit patterns; bfloat16: core.h) -- */
 
 float srlm_st_f16_to_f32(uint16_t h);
-float srlm_st_bf16_to_f32(uint16_t b);
 /* Round to nearest, ties to even; overflow gives infinity; NaN stays a (quiet) NaN. */
 uint16_t srlm_st_f32_to_f16(float f);
-uint16_t srlm_st_f32_to_bf16(float f);
 
 /* Converts n elements between float dtypes (F32, F16, BF16 in any direction,
  * same dtype is a copy). src may be unaligned; dst must not overlap src.

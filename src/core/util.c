@@ -142,3 +142,47 @@ srlm_status srlm_path_join(char *out, size_t n, const char *a, const char *b) {
   if (w < 0 || (size_t)w >= n) return srlm_error(SRLM_ERR_IO, a, "path too long");
   return SRLM_OK;
 }
+
+/* ---- element types ---------------------------------------------------------------- */
+
+size_t srlm_dtype_size(srlm_dtype dt) {
+  switch (dt) {
+    case SRLM_F32: return 4;
+    case SRLM_BF16: return 2;
+  }
+  return 0;
+}
+
+const char *srlm_dtype_name(srlm_dtype dt) {
+  switch (dt) {
+    case SRLM_F32: return "fp32";
+    case SRLM_BF16: return "bf16";
+  }
+  return "?";
+}
+
+srlm_status srlm_dtype_parse(const char *s, const char *where, srlm_dtype *out) {
+  if (s && (!strcmp(s, "fp32") || !strcmp(s, "f32") || !strcmp(s, "float32"))) {
+    *out = SRLM_F32;
+    return SRLM_OK;
+  }
+  if (s && (!strcmp(s, "bf16") || !strcmp(s, "bfloat16"))) {
+    *out = SRLM_BF16;
+    return SRLM_OK;
+  }
+  return srlm_error(SRLM_ERR_CONFIG, where, "unknown dtype '%s' (expected fp32 or bf16)", s ? s : "(null)");
+}
+
+void srlm_convert(void *dst, srlm_dtype ddt, const void *src, srlm_dtype sdt, size_t n) {
+  if (ddt == sdt) {
+    memcpy(dst, src, n * srlm_dtype_size(sdt));
+  } else if (sdt == SRLM_BF16) {
+    const uint16_t *s = src;
+    float *d = dst;
+    for (size_t i = 0; i < n; i++) d[i] = srlm_bf16_to_f32(s[i]);
+  } else {
+    const float *s = src;
+    uint16_t *d = dst;
+    for (size_t i = 0; i < n; i++) d[i] = srlm_f32_to_bf16(s[i]);
+  }
+}

@@ -73,8 +73,6 @@ static inline float bits_f32(uint32_t u) {
   return f;
 }
 
-float srlm_st_bf16_to_f32(uint16_t b) { return bits_f32((uint32_t)b << 16); }
-
 float srlm_st_f16_to_f32(uint16_t h) {
   uint32_t sign = (uint32_t)(h & 0x8000u) << 16;
   uint32_t exp = (h >> 10) & 0x1fu, man = h & 0x3ffu;
@@ -84,13 +82,6 @@ float srlm_st_f16_to_f32(uint16_t h) {
     return sign ? -v : v;
   }
   return bits_f32(sign | ((exp + (127 - 15)) << 23) | (man << 13));
-}
-
-uint16_t srlm_st_f32_to_bf16(float f) {
-  uint32_t x = f32_bits(f);
-  if ((x & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((x >> 16) | 0x0040u); /* quiet NaN */
-  x += 0x7fffu + ((x >> 16) & 1u); /* ties to even; a carry into the exponent is correct rounding */
-  return (uint16_t)(x >> 16);
 }
 
 uint16_t srlm_st_f32_to_f16(float f) {
@@ -122,7 +113,7 @@ static inline float load_as_f32(srlm_st_dtype dt, const unsigned char *p) {
   }
   uint16_t h;
   memcpy(&h, p, 2);
-  return dt == SRLM_ST_BF16 ? srlm_st_bf16_to_f32(h) : srlm_st_f16_to_f32(h);
+  return dt == SRLM_ST_BF16 ? srlm_bf16_to_f32(h) : srlm_st_f16_to_f32(h);
 }
 
 static inline void store_from_f32(srlm_st_dtype dt, unsigned char *p, float v) {
@@ -130,7 +121,7 @@ static inline void store_from_f32(srlm_st_dtype dt, unsigned char *p, float v) {
     memcpy(p, &v, 4);
     return;
   }
-  uint16_t h = dt == SRLM_ST_BF16 ? srlm_st_f32_to_bf16(v) : srlm_st_f32_to_f16(v);
+  uint16_t h = dt == SRLM_ST_BF16 ? srlm_f32_to_bf16(v) : srlm_st_f32_to_f16(v);
   memcpy(p, &h, 2);
 }
 
@@ -158,7 +149,7 @@ srlm_status srlm_st_convert(srlm_st_dtype src_dtype, const void *src, srlm_st_dt
     for (size_t i = 0; i < n; i++) {
       float v;
       memcpy(&v, s + 4 * i, 4);
-      uint16_t h = srlm_st_f32_to_bf16(v);
+      uint16_t h = srlm_f32_to_bf16(v);
       memcpy(d + 2 * i, &h, 2);
     }
   } else {

@@ -335,7 +335,7 @@ static void test_create_and_save(void) {
     size_t bad = 0;
     for (size_t i = 0; i < srlm_model_num_params(m); i++) {
       float want = a[i];
-      if (dts[k] == SRLM_ST_BF16) want = srlm_st_bf16_to_f32(srlm_st_f32_to_bf16(a[i]));
+      if (dts[k] == SRLM_ST_BF16) want = srlm_bf16_to_f32(srlm_f32_to_bf16(a[i]));
       if (dts[k] == SRLM_ST_F16) want = srlm_st_f16_to_f32(srlm_st_f32_to_f16(a[i]));
       bad += memcmp(&want, &b[i], 4) != 0;
     }

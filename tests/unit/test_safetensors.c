@@ -75,29 +75,29 @@ static void test_f16(void) {
 static void test_bf16(void) {
   int bad_rt = 0, bad_tie = 0;
   for (uint32_t b = 0; b < 0x10000; b++) {
-    float f = srlm_st_bf16_to_f32((uint16_t)b);
+    float f = srlm_bf16_to_f32((uint16_t)b);
     if (isnan(f)) {
-      if (!isnan(srlm_st_bf16_to_f32(srlm_st_f32_to_bf16(f)))) bad_rt++;
+      if (!isnan(srlm_bf16_to_f32(srlm_f32_to_bf16(f)))) bad_rt++;
       continue;
     }
-    if (srlm_st_f32_to_bf16(f) != b) bad_rt++;
+    if (srlm_f32_to_bf16(f) != b) bad_rt++;
     if ((b & 0x7fff) < 0x7f7f) { /* finite, next value up is finite */
       float mid = bitsf(fbits(f) + 0x8000u); /* exactly halfway in magnitude */
       uint16_t want = (b & 1) ? (uint16_t)(b + 1) : (uint16_t)b;
-      if (srlm_st_f32_to_bf16(mid) != want) {
-        if (bad_tie++ < 5) fprintf(stderr, "bf16 tie %04x: %a -> %04x\n", b, mid, srlm_st_f32_to_bf16(mid));
+      if (srlm_f32_to_bf16(mid) != want) {
+        if (bad_tie++ < 5) fprintf(stderr, "bf16 tie %04x: %a -> %04x\n", b, mid, srlm_f32_to_bf16(mid));
       }
     }
   }
   EXPECT_EQ_INT(bad_rt, 0);
   EXPECT_EQ_INT(bad_tie, 0);
-  EXPECT_EQ_INT(srlm_st_f32_to_bf16(1.0f), 0x3f80);
-  EXPECT_EQ_INT(srlm_st_f32_to_bf16(bitsf(0x3f808000u)), 0x3f80); /* tie, even stays */
-  EXPECT_EQ_INT(srlm_st_f32_to_bf16(bitsf(0x3f818000u)), 0x3f82); /* tie, odd rounds up */
-  EXPECT_EQ_INT(srlm_st_f32_to_bf16(bitsf(0x3f808001u)), 0x3f81);
-  EXPECT_EQ_INT(srlm_st_f32_to_bf16(bitsf(0x7f7fffffu)), 0x7f80); /* max float rounds to inf */
-  EXPECT_EQ_INT(srlm_st_f32_to_bf16(-INFINITY), 0xff80);
-  EXPECT(isnan(srlm_st_bf16_to_f32(srlm_st_f32_to_bf16(bitsf(0x7f800001u)))), "signalling NaN must stay NaN");
+  EXPECT_EQ_INT(srlm_f32_to_bf16(1.0f), 0x3f80);
+  EXPECT_EQ_INT(srlm_f32_to_bf16(bitsf(0x3f808000u)), 0x3f80); /* tie, even stays */
+  EXPECT_EQ_INT(srlm_f32_to_bf16(bitsf(0x3f818000u)), 0x3f82); /* tie, odd rounds up */
+  EXPECT_EQ_INT(srlm_f32_to_bf16(bitsf(0x3f808001u)), 0x3f81);
+  EXPECT_EQ_INT(srlm_f32_to_bf16(bitsf(0x7f7fffffu)), 0x7f80); /* max float rounds to inf */
+  EXPECT_EQ_INT(srlm_f32_to_bf16(-INFINITY), 0xff80);
+  EXPECT(isnan(srlm_bf16_to_f32(srlm_f32_to_bf16(bitsf(0x7f800001u)))), "signalling NaN must stay NaN");
 
   float src[5] = {1.0f, -0.5f, 3.14159265f, 1e-3f, 65504.0f}, back[5];
   uint16_t half[5];
@@ -584,7 +584,7 @@ static void test_malformed(void) {
     const srlm_st_tensor *a = srlm_st_find(f, "a");
     float v;
     EXPECT_EQ_INT(srlm_st_tensor_to_f32(a, &v, 1), SRLM_OK);
-    EXPECT_NEAR(v, srlm_st_bf16_to_f32(0x0201), 0); /* bytes 1, 2 of the data area */
+    EXPECT_NEAR(v, srlm_bf16_to_f32(0x0201), 0); /* bytes 1, 2 of the data area */
     EXPECT_EQ_INT(srlm_st_at(f, 0)->offset, 3);    /* header order kept */
     srlm_st_close(f);
   }
