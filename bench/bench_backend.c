@@ -18,14 +18,12 @@
 #include "srlm/backend.h"
 #include "srlm/core.h"
 
-typedef enum bench_op { OP_RMSNORM, OP_LOGPROB_FWD, OP_LOGPROB_BWD } bench_op;
-static const char *const kOpNames[] = {"rmsnorm_forward", "logprob_forward", "logprob_backward"};
+typedef enum bench_op { OP_RMSNORM } bench_op;
+static const char *const kOpNames[] = {"rmsnorm_forward"};
 
-/* The table: shapes of a 0.5B-7B model's norms (C) and LM-head chunks (V). */
+/* The table: shapes of a 0.5B-7B model's norms (C). */
 static const struct bench_case { bench_op op; int64_t N, C_or_V; } kCases[] = {
-    {OP_RMSNORM, 4096, 896},      {OP_RMSNORM, 4096, 4096},      {OP_RMSNORM, 16384, 4096},
-    {OP_LOGPROB_FWD, 512, 32000}, {OP_LOGPROB_FWD, 2048, 32000}, {OP_LOGPROB_FWD, 512, 151936},
-    {OP_LOGPROB_BWD, 512, 32000}, {OP_LOGPROB_BWD, 2048, 32000}, {OP_LOGPROB_BWD, 512, 151936},
+    {OP_RMSNORM, 4096, 896}, {OP_RMSNORM, 4096, 4096}, {OP_RMSNORM, 16384, 4096},
 };
 
 typedef struct bench_opts {
@@ -53,40 +51,26 @@ typedef struct bench_bufs {
   void *dx, *dw, *dg, *dt, *dlse, *dout, *drow;
 } bench_bufs;
 
-static srlm_status run_op(const srlm_backend_ops *be, bench_op op, const bench_bufs *b, float *out,
-                          float *row, const float *x, const float *w, const float *g, const int32_t *t,
-                          const float *lse) {
+static srlm_status run_op(srlm_backend *be, bench_op op, const bench_bufs *b, void *out, float *row, const void *x,
+                          const void *w) {
   switch (op) {
     case OP_RMSNORM: {
       srlm_rmsnorm_params p = {.out = out, .rstd = row, .x = x, .w = w, .N = b->N, .C = b->W, .eps = 1e-6f};
-      return be->rmsnorm_forward(p);
-    }
-    case OP_LOGPROB_FWD: {
-      srlm_logprob_params p = {.logp = row, .lse = out, .logits = x, .targets = t, .N = b->N, .V = b->W};
-      return be->logprob_forward(p);
-    }
-    case OP_LOGPROB_BWD: {
-      srlm_logprob_bwd_params p = {.dlogits = out, .logits = x, .lse = lse, .dlogp = g, .targets = t, .N = b->N, .V = b->W};
-      return be->logprob_backward(p);
+      return SRLM_OP(be, rmsnorm_forward, p);
     }
   }
   return srlm_error(SRLM_ERR_INTERNAL, "bench_backend", "unknown op %d", (int)op);
 }
 
-/* Elements of the op's two outputs: (wide, per-row); the forward log-prob writes lse into
- * the first N entries of `out`. */
 static void out_sizes(bench_op op, int64_t N, int64_t W, int64_t *wide, int64_t *rows) {
-  *wide = op == OP_LOGPROB_FWD ? N : N * W;
-  *rows = op == OP_LOGPROB_BWD ? 0 : N;
+  (void)op;
+  *wide = N * W;
+  *rows = N;
 }
 
 static double min_bytes(bench_op op, int64_t N, int64_t W) {
-  switch (op) {
-    case OP_RMSNORM: return 4.0 * (2.0 * N * W + W + N);       /* x in, out, w, rstd */
-    case OP_LOGPROB_FWD: return 4.0 * ((double)N * W + 3.0 * N); /* logits, targets, logp, lse */
-    case OP_LOGPROB_BWD: return 4.0 * (2.0 * N * W + 3.0 * N);   /* logits in, dlogits out, lse, dlogp, targets */
-  }
-  return 0;
+  (void)op;
+  return 4.0 * (2.0 * N * W + W + N); /* x in, out, w, rstd */
 }
 
 /* ---- correctness: the tests' rule against float64 ------------------------ */
@@ -109,28 +93,13 @@ static int check_case(bench_op op, const bench_bufs *b, const float *out, const 
   rule_errs e1 = {0, 0, 0}, e2 = {0, 0, 0};
   for (int64_t n = 0; n < N; n++) {
     const float *x = b->x + n * W;
-    if (op == OP_RMSNORM) {
-      double ss = 0;
-      for (int64_t c = 0; c < W; c++) ss += (double)x[c] * x[c];
-      double r = 1.0 / sqrt(ss / (double)W + 1e-6f);
-      rule_add(&e2, r, 0, row[n], b->ref_row[n]);
-      for (int64_t c = 0; c < W; c++) rule_add(&e1, x[c] * r * b->w[c], 0, out[n * W + c], b->ref_out[n * W + c]);
-      continue;
-    }
-    double m = -INFINITY, s = 0;
-    for (int64_t v = 0; v < W; v++) m = fmax(m, x[v]);
-    for (int64_t v = 0; v < W; v++) s += exp((double)x[v] - m);
-    if (op == OP_LOGPROB_FWD) {
-      rule_add(&e1, m + log(s), 0, out[n], b->ref_out[n]);
-      rule_add(&e2, ((double)x[b->t[n]] - m) - log(s), 0, row[n], b->ref_row[n]);
-      continue;
-    }
-    for (int64_t v = 0; v < W; v++) {
-      double p = exp((double)x[v] - (double)b->lse[n]), ref = (double)b->g[n] * ((v == b->t[n]) - p);
-      rule_add(&e1, ref, fmax(fabs(ref), fabs((double)b->g[n]) * p), out[n * W + v], b->ref_out[n * W + v]);
-    }
+    double ss = 0;
+    for (int64_t c = 0; c < W; c++) ss += (double)x[c] * x[c];
+    double r = 1.0 / sqrt(ss / (double)W + 1e-6f);
+    rule_add(&e2, r, 0, row[n], b->ref_row[n]);
+    for (int64_t c = 0; c < W; c++) rule_add(&e1, x[c] * r * b->w[c], 0, out[n * W + c], b->ref_out[n * W + c]);
   }
-  int ok = rule_ok(&e1) && (op == OP_LOGPROB_BWD || rule_ok(&e2));
+  int ok = rule_ok(&e1) && rule_ok(&e2);
   if (!ok)
     fprintf(stderr, "bench_backend: %s N=%lld W=%lld: error %.3e / %.3e exceeds 2 x cpu %.3e / %.3e + 2 ulp\n",
             kOpNames[op], (long long)N, (long long)W, e1.got, e2.got, e1.base, e2.base);
@@ -149,14 +118,14 @@ typedef struct bench_result { double us, gbps; int ok; } bench_result;
     }                                                                                      \
   } while (0)
 
-static int bench_one(const srlm_backend_ops *be, const bench_opts *o, const struct bench_case *c,
+static int bench_one(srlm_backend *be, const bench_opts *o, const struct bench_case *c,
                      bench_result *res) {
   const bench_op op = c->op;
   bench_bufs b = {.N = c->N, .W = c->C_or_V};
   const int64_t N = b.N, W = b.W;
   int64_t n_wide, n_rows;
   out_sizes(op, N, W, &n_wide, &n_rows);
-  const srlm_backend_ops *cpu = srlm_backend_cpu();
+  srlm_backend *cpu = srlm_backend_cpu();
   b.x = srlm_xmalloc((size_t)(N * W) * 4);
   b.w = srlm_xmalloc((size_t)W * 4);
   b.g = srlm_xmalloc((size_t)N * 4);
@@ -166,48 +135,46 @@ static int bench_one(const srlm_backend_ops *be, const bench_opts *o, const stru
   b.ref_row = srlm_xmalloc((size_t)(N + 1) * 4);
   float *got_out = srlm_xmalloc((size_t)n_wide * 4), *got_row = srlm_xmalloc((size_t)(N + 1) * 4);
   float *again = srlm_xmalloc((size_t)n_wide * 4);
-  fill_uniform(b.x, N * W, op == OP_RMSNORM ? -2 : -15, op == OP_RMSNORM ? 2 : 15, o->seed, 1);
+  fill_uniform(b.x, N * W, -2, 2, o->seed, 1);
   fill_uniform(b.w, W, 0.5, 1.5, o->seed, 2);
   fill_uniform(b.g, N, -1, 1, o->seed, 3);
   for (int64_t n = 0; n < N; n++) b.t[n] = (int32_t)(srlm_rng_bits(o->seed, 4, (uint32_t)n, 0, 0).v[0] % (uint64_t)W);
   int ok = 1;
 
-  /* the CPU reference outputs (and the lse the backward takes) */
-  srlm_logprob_params lf = {.logp = b.ref_row, .lse = b.lse, .logits = b.x, .targets = b.t, .N = N, .V = W};
-  if (op == OP_LOGPROB_BWD) BENCH_TRY(cpu->logprob_forward(lf));
-  BENCH_TRY(run_op(cpu, op, &b, b.ref_out, b.ref_row, b.x, b.w, b.g, b.t, b.lse));
+  /* the CPU reference outputs */
+  BENCH_TRY(run_op(cpu, op, &b, b.ref_out, b.ref_row, b.x, b.w));
 
-  BENCH_TRY(be->alloc(&b.dx, (size_t)(N * W) * 4));
-  BENCH_TRY(be->alloc(&b.dw, (size_t)W * 4));
-  BENCH_TRY(be->alloc(&b.dg, (size_t)N * 4));
-  BENCH_TRY(be->alloc(&b.dt, (size_t)N * 4));
-  BENCH_TRY(be->alloc(&b.dlse, (size_t)N * 4));
-  BENCH_TRY(be->alloc(&b.dout, (size_t)n_wide * 4));
-  BENCH_TRY(be->alloc(&b.drow, (size_t)(N + 1) * 4));
-  BENCH_TRY(be->copy_h2d(b.dx, b.x, (size_t)(N * W) * 4));
-  BENCH_TRY(be->copy_h2d(b.dw, b.w, (size_t)W * 4));
-  BENCH_TRY(be->copy_h2d(b.dg, b.g, (size_t)N * 4));
-  BENCH_TRY(be->copy_h2d(b.dt, b.t, (size_t)N * 4));
-  BENCH_TRY(be->copy_h2d(b.dlse, b.lse, (size_t)N * 4));
+  BENCH_TRY(srlm_backend_alloc(be, &b.dx, (size_t)(N * W) * 4));
+  BENCH_TRY(srlm_backend_alloc(be, &b.dw, (size_t)W * 4));
+  BENCH_TRY(srlm_backend_alloc(be, &b.dg, (size_t)N * 4));
+  BENCH_TRY(srlm_backend_alloc(be, &b.dt, (size_t)N * 4));
+  BENCH_TRY(srlm_backend_alloc(be, &b.dlse, (size_t)N * 4));
+  BENCH_TRY(srlm_backend_alloc(be, &b.dout, (size_t)n_wide * 4));
+  BENCH_TRY(srlm_backend_alloc(be, &b.drow, (size_t)(N + 1) * 4));
+  BENCH_TRY(srlm_backend_copy_h2d(be, b.dx, b.x, (size_t)(N * W) * 4));
+  BENCH_TRY(srlm_backend_copy_h2d(be, b.dw, b.w, (size_t)W * 4));
+  BENCH_TRY(srlm_backend_copy_h2d(be, b.dg, b.g, (size_t)N * 4));
+  BENCH_TRY(srlm_backend_copy_h2d(be, b.dt, b.t, (size_t)N * 4));
+  BENCH_TRY(srlm_backend_copy_h2d(be, b.dlse, b.lse, (size_t)N * 4));
 
   /* first call: checked against the CPU */
-  BENCH_TRY(run_op(be, op, &b, b.dout, b.drow, b.dx, b.dw, b.dg, b.dt, b.dlse));
-  BENCH_TRY(be->copy_d2h(got_out, b.dout, (size_t)n_wide * 4));
-  if (n_rows) BENCH_TRY(be->copy_d2h(got_row, b.drow, (size_t)n_rows * 4));
+  BENCH_TRY(run_op(be, op, &b, b.dout, b.drow, b.dx, b.dw));
+  BENCH_TRY(srlm_backend_copy_d2h(be, got_out, b.dout, (size_t)n_wide * 4));
+  if (n_rows) BENCH_TRY(srlm_backend_copy_d2h(be, got_row, b.drow, (size_t)n_rows * 4));
   ok &= check_case(op, &b, got_out, got_row);
 
   for (int i = 0; i < o->warmup; i++)
-    BENCH_TRY(run_op(be, op, &b, b.dout, b.drow, b.dx, b.dw, b.dg, b.dt, b.dlse));
-  BENCH_TRY(be->sync());
+    BENCH_TRY(run_op(be, op, &b, b.dout, b.drow, b.dx, b.dw));
+  BENCH_TRY(srlm_backend_sync(be));
   srlm_timer tm;
   srlm_timer_start(&tm);
   for (int i = 0; i < o->iters; i++)
-    BENCH_TRY(run_op(be, op, &b, b.dout, b.drow, b.dx, b.dw, b.dg, b.dt, b.dlse));
-  BENCH_TRY(be->sync());
+    BENCH_TRY(run_op(be, op, &b, b.dout, b.drow, b.dx, b.dw));
+  BENCH_TRY(srlm_backend_sync(be));
   double sec = srlm_timer_elapsed(&tm) / o->iters;
 
   /* the timed calls reproduced the checked outputs */
-  BENCH_TRY(be->copy_d2h(again, b.dout, (size_t)n_wide * 4));
+  BENCH_TRY(srlm_backend_copy_d2h(be, again, b.dout, (size_t)n_wide * 4));
   if (memcmp(again, got_out, (size_t)n_wide * 4) != 0) {
     fprintf(stderr, "bench_backend: %s N=%lld W=%lld: timed calls changed the output\n", kOpNames[op],
             (long long)N, (long long)W);
@@ -218,7 +185,7 @@ static int bench_one(const srlm_backend_ops *be, const bench_opts *o, const stru
   res->ok = ok;
 
   void *dev[] = {b.dx, b.dw, b.dg, b.dt, b.dlse, b.dout, b.drow};
-  for (size_t i = 0; i < sizeof dev / sizeof dev[0]; i++) BENCH_TRY(be->free(dev[i]));
+  for (size_t i = 0; i < sizeof dev / sizeof dev[0]; i++) BENCH_TRY(srlm_backend_free(be, dev[i]));
   free(b.x), free(b.w), free(b.g), free(b.t), free(b.lse), free(b.ref_out), free(b.ref_row);
   free(got_out), free(got_row), free(again);
   return 1;
@@ -245,11 +212,10 @@ int main(int argc, char **argv) {
     i++;
   }
 #if defined(SRLM_HAVE_CUDA) && SRLM_HAVE_CUDA
-  if (srlm_backend_register(srlm_backend_cuda()) != SRLM_OK) return fprintf(stderr, "bench_backend: %s\n", srlm_error_message()), 1;
+  if (srlm_backend_register(srlm_backend_cuda_ops()) != SRLM_OK) return fprintf(stderr, "bench_backend: %s\n", srlm_error_message()), 1;
 #endif
-  const srlm_backend_ops *be = NULL;
-  if (srlm_backend_find(o.backend, &be) != SRLM_OK) return fprintf(stderr, "bench_backend: %s\n", srlm_error_message()), 2;
-  if (be->init(0) != SRLM_OK) return fprintf(stderr, "bench_backend: %s\n", srlm_error_message()), 1;
+  srlm_backend *be = NULL;
+  if (srlm_backend_open(o.backend, 0, &be) != SRLM_OK) return fprintf(stderr, "bench_backend: %s\n", srlm_error_message()), 2;
 
   printf("# bench_backend: backend %s, iters %d, warmup %d, seed %llu\n", be->name, o.iters, o.warmup,
          (unsigned long long)o.seed);
@@ -278,6 +244,6 @@ int main(int argc, char **argv) {
       all_ok = 0, fprintf(stderr, "bench_backend: %s\n", srlm_error_message());
     free(json);
   }
-  if (be->shutdown() != SRLM_OK) return fprintf(stderr, "bench_backend: %s\n", srlm_error_message()), 1;
+  if (srlm_backend_close(be) != SRLM_OK) return fprintf(stderr, "bench_backend: %s\n", srlm_error_message()), 1;
   return all_ok ? 0 : 1;
 }

@@ -106,16 +106,16 @@ static int32_t rand_id(uint64_t seed, uint32_t purpose, uint64_t i, int64_t V) {
 
 /* GFLOP/s of one matmul shape, best of a few calls after one warm-up. */
 static double time_matmul(int64_t M, int64_t N, int64_t K, int ta, int tb, int acc) {
-  const srlm_backend_ops *be = srlm_backend_cpu();
+  srlm_backend *be = srlm_backend_cpu();
   float *a = calloc((size_t)(M * K), 4), *b = calloc((size_t)(N * K), 4), *c = calloc((size_t)(M * N), 4);
   for (int64_t i = 0; i < M * K; i++) a[i] = (float)((i * 7919) % 1000) / 1000.0f - 0.5f;
   for (int64_t i = 0; i < N * K; i++) b[i] = (float)((i * 104729) % 1000) / 1000.0f - 0.5f;
   srlm_matmul_params p = {.c = c, .a = a, .b = b, .M = M, .N = N, .K = K, .trans_a = ta, .trans_b = tb, .accumulate = acc};
-  CHECK_OK(be->matmul(p));
+  CHECK_OK(SRLM_OP(be, matmul, p));
   double best = 1e30, spent = 0;
   for (int r = 0; r < 20 && spent < 1.0; r++) {
     double t0 = srlm_time_now();
-    CHECK_OK(be->matmul(p));
+    CHECK_OK(SRLM_OP(be, matmul, p));
     double t = srlm_time_now() - t0;
     spent += t;
     best = t < best ? t : best;
@@ -140,7 +140,7 @@ int main(int argc, char **argv) {
   CHECK_OK(srlm_model_config_finalize(&cfg, "bench config"));
   const double rss0 = peak_rss_mb();
   srlm_model *m;
-  CHECK_OK(srlm_model_create(&cfg, o.seed, srlm_backend_cpu(), &m));
+  CHECK_OK(srlm_model_create(&cfg, o.seed, srlm_backend_cpu(), SRLM_F32, &m));
   CHECK_OK(srlm_model_set_recompute(m, o.recompute));
   const int64_t V = o.vocab, C = o.hidden, T = (int64_t)o.seq * o.batch;
   printf("# bench_model %s (%s): srlm %s backend, ISA %s, %d threads, seed %llu\n", SRLM_VERSION_STRING, SRLM_BUILD_TYPE,

@@ -522,6 +522,29 @@ struct srlm_backend {
 #define SRLM_OP(be, op, p) ((be)->ops->op ? (be)->ops->op((be), (p)) : srlm_backend_lacks((be), #op))
 srlm_status srlm_backend_lacks(const srlm_backend *be, const char *op);
 
+/* The memory functions of an instance, spelled as calls. */
+static inline srlm_status srlm_backend_alloc(srlm_backend *be, void **ptr, size_t bytes) {
+  return be->ops->alloc(be, ptr, bytes);
+}
+static inline srlm_status srlm_backend_free(srlm_backend *be, void *ptr) { return be->ops->free(be, ptr); }
+static inline srlm_status srlm_backend_host_alloc(srlm_backend *be, void **ptr, size_t bytes) {
+  return be->ops->host_alloc(be, ptr, bytes);
+}
+static inline srlm_status srlm_backend_host_free(srlm_backend *be, void *ptr) { return be->ops->host_free(be, ptr); }
+static inline srlm_status srlm_backend_zero(srlm_backend *be, void *ptr, size_t bytes) {
+  return be->ops->zero(be, ptr, bytes);
+}
+static inline srlm_status srlm_backend_copy_h2d(srlm_backend *be, void *dst, const void *src, size_t bytes) {
+  return be->ops->copy_h2d(be, dst, src, bytes);
+}
+static inline srlm_status srlm_backend_copy_d2h(srlm_backend *be, void *dst, const void *src, size_t bytes) {
+  return be->ops->copy_d2h(be, dst, src, bytes);
+}
+static inline srlm_status srlm_backend_copy_d2d(srlm_backend *be, void *dst, const void *src, size_t bytes) {
+  return be->ops->copy_d2d(be, dst, src, bytes);
+}
+static inline srlm_status srlm_backend_sync(srlm_backend *be) { return be->ops->sync(be); }
+
 /* The name of the first op of the list that `ops` lacks (NULL entry), or NULL. */
 const char *srlm_backend_missing_op(const srlm_backend_ops *ops);
 /* Whether `ops` has op `id`. */

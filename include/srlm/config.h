@@ -60,6 +60,10 @@ typedef enum srlm_cfg_family {
 
 typedef enum srlm_cfg_dtype { SRLM_CFG_DTYPE_FP32 = 0, SRLM_CFG_DTYPE_BF16 } srlm_cfg_dtype;
 
+/* run.backend; srlm_cfg_backend_name gives the backend registry's name. */
+typedef enum srlm_cfg_backend { SRLM_CFG_BACKEND_CPU = 0, SRLM_CFG_BACKEND_CUDA, SRLM_CFG_BACKEND_CUDA_SIM } srlm_cfg_backend;
+const char *srlm_cfg_backend_name(srlm_cfg_backend b);
+
 typedef enum srlm_cfg_chat_format {
   SRLM_CFG_CHAT_AUTO = 0, /* from tokenizer_config.json */
   SRLM_CFG_CHAT_LLAMA3,
@@ -117,6 +121,8 @@ typedef struct srlm_config {
     int64_t seed;
     int iterations;
     srlm_log_level log_level;
+    srlm_cfg_backend backend;
+    int device; /* -1 = the launcher's local rank */
   } run;
   struct {
     char *path; /* Hugging Face directory; "" = build a fresh model from model.arch */

@@ -4,9 +4,13 @@
  * on a backend op table (backend.h): the model code calls ops only through it.
  *
  * Conventions
- * - Parameters are one flat fp32 array in the order and shapes of
- *   srlm_model_expected_tensors (hfmodel.h); gradients use the same layout. Both live
- *   in the backend's memory (host memory for the CPU backend).
+ * - Parameters are one flat array in the order and shapes of srlm_model_expected_tensors
+ *   (hfmodel.h), in the backend's memory. The compute dtype (fp32 or bf16) is chosen at
+ *   load/create: weights and activations are stored in it; the fp32 master weights are
+ *   the parameters themselves in fp32 and a separate fp32 array in bf16 (the optimizer
+ *   updates the master and writes the compute copy). Gradients are fp32, same layout.
+ *   Parameters and gradients move in and out through explicit copies
+ *   (srlm_model_get_params / set_params / get_grads), never through host pointers.
  * - Batches are packed without padding (cu_seqlens style): B sequences back to back,
  *   T tokens in all; positions restart at 0 in every sequence, and attention never
  *   crosses a sequence boundary.
@@ -40,11 +44,11 @@ typedef struct srlm_model srlm_model;
 /* ---- create, load, save ------------------------------------------------- */
 
 /* Loads a Hugging Face directory (config.json + single or sharded safetensors; F32, F16
- * or BF16 weights, held as fp32; tied or untied embeddings). Errors name the file and
- * tensor. */
-srlm_status srlm_model_load(const char *dir, const srlm_backend_ops *be, srlm_model **out);
+ * or BF16 weights; tied or untied embeddings) onto backend instance be, computing in
+ * dtype. Errors name the file and tensor. */
+srlm_status srlm_model_load(const char *dir, srlm_backend *be, srlm_dtype dtype, srlm_model **out);
 /* A fresh model with the same initialization as srlm_hf_model_write_random(cfg, seed). */
-srlm_status srlm_model_create(const srlm_model_config *cfg, uint64_t seed, const srlm_backend_ops *be,
+srlm_status srlm_model_create(const srlm_model_config *cfg, uint64_t seed, srlm_backend *be, srlm_dtype dtype,
                               srlm_model **out);
 /* Writes dir/config.json and dir/model.safetensors (dtype F32, BF16 or F16) so that
  * transformers' AutoModelForCausalLM.from_pretrained(dir) loads it. Tokenizer files
@@ -53,15 +57,33 @@ srlm_status srlm_model_save(const srlm_model *m, const char *dir, srlm_st_dtype 
 void srlm_model_free(srlm_model *m);
 
 const srlm_model_config *srlm_model_get_config(const srlm_model *m);
-const srlm_backend_ops *srlm_model_backend(const srlm_model *m);
+srlm_backend *srlm_model_backend(const srlm_model *m);
+srlm_dtype srlm_model_dtype(const srlm_model *m);
 
 /* ---- parameters and gradients ------------------------------------------- */
 
 size_t srlm_model_num_params(const srlm_model *m);
-float *srlm_model_params(srlm_model *m); /* (num_params) backend memory */
-float *srlm_model_grads(srlm_model *m);  /* (num_params) allocated (zeroed) on first call */
+/* Copies n parameters (fp32 master values) from offset into host memory. */
+srlm_status srlm_model_get_params(const srlm_model *m, float *host, size_t offset, size_t n);
+/* Sets n parameters from host memory: the master and the compute copy. */
+srlm_status srlm_model_set_params(srlm_model *m, const float *host, size_t offset, size_t n);
+/* Copies n gradients from offset into host memory (allocating zeroed gradients first). */
+srlm_status srlm_model_get_grads(srlm_model *m, float *host, size_t offset, size_t n);
 srlm_status srlm_model_zero_grad(srlm_model *m);
-/* Where a named tensor (HF name) sits in the flat arrays. */
+
+/* For code that moves parameters or gradients in backend memory (the optimizer, the
+ * weight broadcast and gradient reduce of src/comm): the fp32 master (num_params) and
+ * the fp32 gradients (allocated zeroed on first use). After writing the master through
+ * the pointer, refresh_params casts [offset, offset + n) into the compute copy. */
+float *srlm_model_master(srlm_model *m);
+void *srlm_model_compute_params(srlm_model *m); /* (num_params) compute dtype: what the ops read */
+srlm_status srlm_model_grad_buffer(srlm_model *m, float **grads);
+srlm_status srlm_model_refresh_params(srlm_model *m, size_t offset, size_t n);
+/* Deprecated host views for fp32 models on host-memory backends (being replaced by the
+ * copies above): the master, and the gradients (NULL when they cannot be allocated). */
+float *srlm_model_params(srlm_model *m);
+float *srlm_model_grads(srlm_model *m);
+/* Where a named tensor (HF name) sits in the flat arrays (offset and count in elements). */
 srlm_status srlm_model_param_view(const srlm_model *m, const char *name, size_t *offset, size_t *numel);
 
 /* ---- batches ------------------------------------------------------------- */

@@ -25,8 +25,9 @@
  * srlm_optim_config.decay_1d to decay them too. srlm_optim_create_for_model builds that
  * mask from the model's tensor list; srlm_optim_set_decay marks ranges by hand.
  *
- * Parameters, gradients, m and v live in the backend's memory. Only backends with host
- * memory (the CPU backend) are supported for now; others get SRLM_ERR_UNSUPPORTED.
+ * Parameters (the fp32 master), gradients, m and v live in the backend's memory; the
+ * arithmetic is the backend's grad_sumsq and adamw ops (backend.h). For a bf16 model the
+ * optimizer made by srlm_optim_create_for_model also writes the bf16 compute copy.
  */
 #ifndef SRLM_OPTIM_H
 #define SRLM_OPTIM_H
@@ -60,10 +61,8 @@ void srlm_optim_config_from_config(const srlm_config *cfg, srlm_optim_config *ou
 typedef struct srlm_optim srlm_optim;
 
 /* An optimizer over n flat parameters on backend be, m = v = 0, step 0, weight decay on
- * for every element. Bad options are SRLM_ERR_CONFIG naming the option; a backend
- * without host memory is SRLM_ERR_UNSUPPORTED. */
-srlm_status srlm_optim_create(const srlm_backend_ops *be, size_t n, const srlm_optim_config *cfg,
-                              srlm_optim **out);
+ * for every element. Bad options are SRLM_ERR_CONFIG naming the option. */
+srlm_status srlm_optim_create(srlm_backend *be, size_t n, const srlm_optim_config *cfg, srlm_optim **out);
 /* The same for a model's flat parameters, with the weight-decay mask from its tensors
  * (1-D tensors excluded unless decay_1d). */
 srlm_status srlm_optim_create_for_model(srlm_model *m, const srlm_optim_config *cfg, srlm_optim **out);
@@ -84,12 +83,13 @@ typedef struct srlm_optim_stats {
   int64_t n_skipped; /* steps skipped so far */
 } srlm_optim_stats;
 
-/* One AdamW step with learning rate lr on params (n) from grads (n), both in the
- * backend's memory. grads is only read. stats may be NULL. */
+/* One AdamW step with learning rate lr on params (n, the fp32 master) from grads (n),
+ * both in the backend's memory. grads is only read. stats may be NULL. */
 srlm_status srlm_optim_step(srlm_optim *o, float *params, const float *grads, double lr,
                             srlm_optim_stats *stats);
 
-/* Global L2 norm of x (n), in double, fixed chunk order (any thread count, same bits). */
+/* Global L2 norm of x (n, host memory), in double, fixed chunk order (any thread count,
+ * same bits): the CPU backend's grad_sumsq. */
 double srlm_optim_global_norm(const float *x, size_t n);
 
 /* ---- state, for checkpoints -------------------------------------------------- */

@@ -42,8 +42,7 @@ srlm_status srlm_setup_model_config(const srlm_config *cfg, srlm_tokenizer *tok,
 /* The starting model: srlm_model_load(model.path), or, when model.path is empty, a
  * fresh srlm_model_create(srlm_setup_model_config, run.seed) — the same weights
  * `srlm train` writes for M0. The model's vocabulary must cover the tokenizer's ids. */
-srlm_status srlm_setup_model(const srlm_config *cfg, srlm_tokenizer *tok, const srlm_backend_ops *be,
-                             srlm_model **out);
+srlm_status srlm_setup_model(const srlm_config *cfg, srlm_tokenizer *tok, srlm_backend *be, srlm_model **out);
 
 /* Copies tokenizer.json (required), tokenizer_config.json and special_tokens_map.json
  * (when present) from src_dir to dst_dir, each written atomically. */

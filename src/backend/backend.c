@@ -1,29 +1,38 @@
-/* backend: the registry of op tables (lookup by name) and the host-side parameter
- * checks every backend runs before it touches memory. */
+/* backend: the registry of op tables (lookup by name), opening and closing instances,
+ * the op names of the list, and the host-side parameter checks every backend runs
+ * before it touches memory. */
 #include <float.h>
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "srlm/backend.h"
 
 #define SRLM_BACKEND_MAX 8
 
-/* Registered tables; the CPU one is always found without registration. */
+const char *const srlm_op_names[SRLM_OP_COUNT] = {
+#define SRLM_OP_NAME_(op, type) #op,
+    SRLM_BACKEND_OPS(SRLM_OP_NAME_)
+#undef SRLM_OP_NAME_
+};
+
+/* Registered tables besides the built-in CPU one. Registration happens at start-up,
+ * before any thread looks a name up. */
 static const srlm_backend_ops *g_backends[SRLM_BACKEND_MAX];
 static int g_nbackends;
 
 srlm_status srlm_backend_register(const srlm_backend_ops *ops) {
   if (!ops || !ops->name || !ops->name[0])
     return srlm_error(SRLM_ERR_INTERNAL, "backend", "register: a table without a name");
-  if (ops == srlm_backend_cpu()) return SRLM_OK;
+  if (ops == srlm_backend_cpu_ops()) return SRLM_OK;
   for (int i = 0; i < g_nbackends; i++) {
     if (g_backends[i] == ops) return SRLM_OK;
     if (strcmp(g_backends[i]->name, ops->name) == 0)
       return srlm_error(SRLM_ERR_INTERNAL, "backend",
                         "register: another backend is already registered as '%s'", ops->name);
   }
-  if (strcmp(ops->name, srlm_backend_cpu()->name) == 0)
+  if (strcmp(ops->name, srlm_backend_cpu_ops()->name) == 0)
     return srlm_error(SRLM_ERR_INTERNAL, "backend", "register: the name 'cpu' is taken by the built-in backend");
   if (g_nbackends == SRLM_BACKEND_MAX)
     return srlm_error(SRLM_ERR_INTERNAL, "backend", "register: more than %d backends", SRLM_BACKEND_MAX);
@@ -31,9 +40,17 @@ srlm_status srlm_backend_register(const srlm_backend_ops *ops) {
   return SRLM_OK;
 }
 
+const char *srlm_backend_names(void) {
+  static char names[256];
+  size_t n = (size_t)snprintf(names, sizeof names, "%s", srlm_backend_cpu_ops()->name);
+  for (int i = 0; i < g_nbackends && n < sizeof names; i++)
+    n += (size_t)snprintf(names + n, sizeof names - n, ", %s", g_backends[i]->name);
+  return names;
+}
+
 srlm_status srlm_backend_find(const char *name, const srlm_backend_ops **out) {
   *out = NULL;
-  const srlm_backend_ops *cpu = srlm_backend_cpu();
+  const srlm_backend_ops *cpu = srlm_backend_cpu_ops();
   if (name && strcmp(name, cpu->name) == 0) {
     *out = cpu;
     return SRLM_OK;
@@ -44,17 +61,76 @@ srlm_status srlm_backend_find(const char *name, const srlm_backend_ops **out) {
       return SRLM_OK;
     }
   }
-  char avail[256];
-  size_t n = (size_t)snprintf(avail, sizeof avail, "%s", cpu->name);
-  for (int i = 0; i < g_nbackends && n < sizeof avail; i++)
-    n += (size_t)snprintf(avail + n, sizeof avail - n, ", %s", g_backends[i]->name);
   if (name && strcmp(name, "cuda") == 0)
     return srlm_error(SRLM_ERR_UNSUPPORTED, "backend",
                       "'cuda' is not available: this program was built without the CUDA "
                       "backend (available: %s); rebuild with -DSRLM_CUDA=ON where nvcc is installed",
-                      avail);
+                      srlm_backend_names());
   return srlm_error(SRLM_ERR_CONFIG, "backend", "unknown backend '%s' (available: %s)",
-                    name ? name : "(null)", avail);
+                    name ? name : "(null)", srlm_backend_names());
+}
+
+int srlm_backend_default_device(void) {
+  static const char *const vars[] = {"OMPI_COMM_WORLD_LOCAL_RANK", "SLURM_LOCALID", "MPI_LOCALRANKID",
+                                     "MV2_COMM_WORLD_LOCAL_RANK"};
+  for (size_t i = 0; i < sizeof vars / sizeof vars[0]; i++) {
+    const char *v = getenv(vars[i]);
+    char *end = NULL;
+    long r = v && *v ? strtol(v, &end, 10) : -1;
+    if (v && *v && end && !*end && r >= 0 && r < 1 << 20) return (int)r;
+  }
+  return 0;
+}
+
+srlm_status srlm_backend_open(const char *name, int device, srlm_backend **out) {
+  *out = NULL;
+  const srlm_backend_ops *ops;
+  SRLM_TRY(srlm_backend_find(name, &ops));
+  if (ops == srlm_backend_cpu_ops()) {
+    *out = srlm_backend_cpu();
+    return SRLM_OK;
+  }
+  srlm_backend *be = srlm_xcalloc(1, sizeof *be);
+  be->ops = ops;
+  be->name = ops->name;
+  be->host_memory = ops->host_memory;
+  be->device = device < 0 ? srlm_backend_default_device() : device;
+  srlm_status st = ops->create(be, be->device);
+  if (st != SRLM_OK) {
+    free(be);
+    return srlm_error_context(st, "backend '%s' on device %d", name, device < 0 ? srlm_backend_default_device() : device);
+  }
+  *out = be;
+  return SRLM_OK;
+}
+
+srlm_status srlm_backend_close(srlm_backend *be) {
+  if (!be || be == srlm_backend_cpu()) return SRLM_OK;
+  srlm_status st = be->ops->destroy(be);
+  free(be);
+  return st;
+}
+
+srlm_status srlm_backend_lacks(const srlm_backend *be, const char *op) {
+  return srlm_error(SRLM_ERR_UNSUPPORTED, "backend", "'%s' has no op '%s' yet", be->name, op);
+}
+
+int srlm_backend_has_op(const srlm_backend_ops *ops, srlm_op_id id) {
+  switch (id) {
+#define SRLM_OP_HAS_(op, type) \
+  case SRLM_OP_##op:           \
+    return ops->op != NULL;
+    SRLM_BACKEND_OPS(SRLM_OP_HAS_)
+#undef SRLM_OP_HAS_
+    case SRLM_OP_COUNT: break;
+  }
+  return 0;
+}
+
+const char *srlm_backend_missing_op(const srlm_backend_ops *ops) {
+  for (int i = 0; i < SRLM_OP_COUNT; i++)
+    if (!srlm_backend_has_op(ops, (srlm_op_id)i)) return srlm_op_names[i];
+  return NULL;
 }
 
 /* ---- parameter checks ---------------------------------------------------- */
@@ -74,40 +150,17 @@ static srlm_status check_dims(const char *where, int64_t N, const char *cname, i
   return SRLM_OK;
 }
 
+static srlm_status check_dtype(const char *where, const char *name, srlm_dtype dt) {
+  if (dt != SRLM_F32 && dt != SRLM_BF16)
+    return srlm_error(SRLM_ERR_INTERNAL, where, "%s = %d is not a dtype (fp32 or bf16)", name, (int)dt);
+  return SRLM_OK;
+}
+
 #define CHECK_PTR(field)                                                                \
   do {                                                                                  \
     if (!p->field) return srlm_error(SRLM_ERR_INTERNAL, where, "%s is NULL", #field);  \
   } while (0)
-
-srlm_status srlm_rmsnorm_params_check(const srlm_rmsnorm_params *p, const char *where) {
-  SRLM_TRY(check_dims(where, p->N, "C", p->C));
-  CHECK_PTR(out);
-  CHECK_PTR(x);
-  CHECK_PTR(w);
-  if (!(p->eps > 0.0f) || !isfinite(p->eps))
-    return srlm_error(SRLM_ERR_RANGE, where, "eps = %g must be finite and > 0", (double)p->eps);
-  return SRLM_OK;
-}
-
-srlm_status srlm_logprob_params_check(const srlm_logprob_params *p, const char *where) {
-  SRLM_TRY(check_dims(where, p->N, "V", p->V));
-  CHECK_PTR(logp);
-  CHECK_PTR(logits);
-  CHECK_PTR(targets);
-  return SRLM_OK;
-}
-
-srlm_status srlm_logprob_bwd_params_check(const srlm_logprob_bwd_params *p, const char *where) {
-  SRLM_TRY(check_dims(where, p->N, "V", p->V));
-  CHECK_PTR(dlogits);
-  CHECK_PTR(logits);
-  CHECK_PTR(lse);
-  CHECK_PTR(dlogp);
-  CHECK_PTR(targets);
-  return SRLM_OK;
-}
-
-/* ---- transformer ops ------------------------------------------------------ */
+#define CHECK_DTYPE(field) SRLM_TRY(check_dtype(where, #field, p->field))
 
 static srlm_status check_nonneg(const char *where, const char *name, int64_t v) {
   if (v < 0 || v > INT32_MAX)
@@ -122,6 +175,8 @@ static srlm_status check_pos(const char *where, const char *name, int64_t v) {
 }
 
 srlm_status srlm_matmul_params_check(srlm_matmul_params *p, const char *where) {
+  CHECK_DTYPE(dtype);
+  CHECK_DTYPE(c_dtype);
   SRLM_TRY(check_nonneg(where, "M", p->M));
   SRLM_TRY(check_nonneg(where, "N", p->N));
   SRLM_TRY(check_nonneg(where, "K", p->K));
@@ -143,7 +198,19 @@ srlm_status srlm_matmul_params_check(srlm_matmul_params *p, const char *where) {
   return SRLM_OK;
 }
 
+srlm_status srlm_rmsnorm_params_check(const srlm_rmsnorm_params *p, const char *where) {
+  CHECK_DTYPE(dtype);
+  SRLM_TRY(check_dims(where, p->N, "C", p->C));
+  CHECK_PTR(out);
+  CHECK_PTR(x);
+  CHECK_PTR(w);
+  if (!(p->eps > 0.0f) || !isfinite(p->eps))
+    return srlm_error(SRLM_ERR_RANGE, where, "eps = %g must be finite and > 0", (double)p->eps);
+  return SRLM_OK;
+}
+
 srlm_status srlm_rmsnorm_bwd_params_check(const srlm_rmsnorm_bwd_params *p, const char *where) {
+  CHECK_DTYPE(dtype);
   SRLM_TRY(check_dims(where, p->N, "C", p->C));
   CHECK_PTR(dx);
   CHECK_PTR(dw);
@@ -155,6 +222,7 @@ srlm_status srlm_rmsnorm_bwd_params_check(const srlm_rmsnorm_bwd_params *p, cons
 }
 
 srlm_status srlm_rope_params_check(const srlm_rope_params *p, const char *where) {
+  CHECK_DTYPE(dtype);
   SRLM_TRY(check_pos(where, "H", p->H));
   SRLM_TRY(check_dims(where, p->N, "H * HS", p->H * (p->HS > 0 ? p->HS : 1)));
   if (p->HS < 2 || p->HS % 2 != 0)
@@ -188,6 +256,7 @@ static srlm_status check_seqlens(const char *where, const int32_t *cu, int B) {
 }
 
 srlm_status srlm_attention_params_check(const srlm_attention_params *p, const char *where) {
+  CHECK_DTYPE(dtype);
   SRLM_TRY(check_heads(where, p->NH, p->NKV, p->HS, p->scale, p->window));
   SRLM_TRY(check_dims(where, p->T, "NH * HS", p->NH * p->HS));
   SRLM_TRY(check_seqlens(where, p->cu_seqlens, p->B));
@@ -199,6 +268,7 @@ srlm_status srlm_attention_params_check(const srlm_attention_params *p, const ch
 }
 
 srlm_status srlm_attention_bwd_params_check(const srlm_attention_bwd_params *p, const char *where) {
+  CHECK_DTYPE(dtype);
   SRLM_TRY(check_heads(where, p->NH, p->NKV, p->HS, p->scale, p->window));
   SRLM_TRY(check_dims(where, p->T, "NH * HS", p->NH * p->HS));
   SRLM_TRY(check_seqlens(where, p->cu_seqlens, p->B));
@@ -215,6 +285,7 @@ srlm_status srlm_attention_bwd_params_check(const srlm_attention_bwd_params *p, 
 }
 
 srlm_status srlm_attention_kv_params_check(const srlm_attention_kv_params *p, const char *where) {
+  CHECK_DTYPE(dtype);
   SRLM_TRY(check_heads(where, p->NH, p->NKV, p->HS, p->scale, p->window));
   SRLM_TRY(check_dims(where, p->NQ, "NH * HS", p->NH * p->HS));
   SRLM_TRY(check_pos(where, "max_slots", p->max_slots));
@@ -230,7 +301,27 @@ srlm_status srlm_attention_kv_params_check(const srlm_attention_kv_params *p, co
   return SRLM_OK;
 }
 
+srlm_status srlm_kv_append_params_check(const srlm_kv_append_params *p, const char *where) {
+  CHECK_DTYPE(dtype);
+  SRLM_TRY(check_pos(where, "NKV", p->NKV));
+  SRLM_TRY(check_pos(where, "HS", p->HS));
+  SRLM_TRY(check_dims(where, p->NQ, "NKV * HS", p->NKV * p->HS));
+  SRLM_TRY(check_pos(where, "max_slots", p->max_slots));
+  SRLM_TRY(check_pos(where, "max_len", p->max_len));
+  if (p->n < 0) return srlm_error(SRLM_ERR_RANGE, where, "n = %d sequences is negative", p->n);
+  if (p->n == 0) return SRLM_OK;
+  CHECK_PTR(k_cache);
+  CHECK_PTR(v_cache);
+  CHECK_PTR(k);
+  CHECK_PTR(v);
+  CHECK_PTR(slot);
+  CHECK_PTR(cu_q);
+  CHECK_PTR(kv_len);
+  return SRLM_OK;
+}
+
 srlm_status srlm_swiglu_params_check(const srlm_swiglu_params *p, const char *where) {
+  CHECK_DTYPE(dtype);
   SRLM_TRY(check_dims(where, p->N, "FF", p->FF));
   CHECK_PTR(h);
   CHECK_PTR(gate);
@@ -239,6 +330,7 @@ srlm_status srlm_swiglu_params_check(const srlm_swiglu_params *p, const char *wh
 }
 
 srlm_status srlm_swiglu_bwd_params_check(const srlm_swiglu_bwd_params *p, const char *where) {
+  CHECK_DTYPE(dtype);
   SRLM_TRY(check_dims(where, p->N, "FF", p->FF));
   CHECK_PTR(dgate);
   CHECK_PTR(dup);
@@ -249,6 +341,7 @@ srlm_status srlm_swiglu_bwd_params_check(const srlm_swiglu_bwd_params *p, const 
 }
 
 srlm_status srlm_embedding_params_check(const srlm_embedding_params *p, const char *where) {
+  CHECK_DTYPE(dtype);
   SRLM_TRY(check_dims(where, p->N, "C", p->C));
   SRLM_TRY(check_dims(where, p->V, "C", p->C));
   SRLM_TRY(check_pos(where, "V", p->V));
@@ -259,6 +352,8 @@ srlm_status srlm_embedding_params_check(const srlm_embedding_params *p, const ch
 }
 
 srlm_status srlm_embedding_bwd_params_check(const srlm_embedding_bwd_params *p, const char *where) {
+  CHECK_DTYPE(dtype);
+  CHECK_DTYPE(table_dtype);
   SRLM_TRY(check_dims(where, p->N, "C", p->C));
   SRLM_TRY(check_dims(where, p->V, "C", p->C));
   SRLM_TRY(check_pos(where, "V", p->V));
@@ -269,6 +364,7 @@ srlm_status srlm_embedding_bwd_params_check(const srlm_embedding_bwd_params *p, 
 }
 
 srlm_status srlm_add_params_check(const srlm_add_params *p, const char *where) {
+  CHECK_DTYPE(dtype);
   if (p->n < 0) return srlm_error(SRLM_ERR_RANGE, where, "n = %lld is negative", (long long)p->n);
   if (p->n == 0) return SRLM_OK;
   CHECK_PTR(out);
@@ -278,71 +374,125 @@ srlm_status srlm_add_params_check(const srlm_add_params *p, const char *where) {
 }
 
 srlm_status srlm_colsum_params_check(const srlm_colsum_params *p, const char *where) {
+  CHECK_DTYPE(dtype);
   SRLM_TRY(check_dims(where, p->N, "C", p->C));
   CHECK_PTR(out);
   CHECK_PTR(x);
   return SRLM_OK;
 }
 
-static srlm_status check_chunk(const char *where, int64_t N, int64_t Vc, int64_t v0, int64_t V) {
-  SRLM_TRY(check_dims(where, N, "Vc", Vc));
+srlm_status srlm_cast_params_check(const srlm_cast_params *p, const char *where) {
+  CHECK_DTYPE(dtype);
+  CHECK_DTYPE(out_dtype);
+  if (p->n < 0) return srlm_error(SRLM_ERR_RANGE, where, "n = %lld is negative", (long long)p->n);
+  if (p->n == 0) return SRLM_OK;
+  CHECK_PTR(out);
+  CHECK_PTR(x);
+  return SRLM_OK;
+}
+
+static srlm_status check_head(const char *where, int64_t N, int64_t C, int64_t V) {
+  SRLM_TRY(check_dims(where, N, "C", C));
+  SRLM_TRY(check_dims(where, V, "C", C));
   SRLM_TRY(check_pos(where, "V", V));
-  if (v0 < 0 || v0 + Vc > V)
-    return srlm_error(SRLM_ERR_RANGE, where, "chunk [%lld, %lld) outside the vocabulary [0, %lld)", (long long)v0,
-                      (long long)(v0 + Vc), (long long)V);
   return SRLM_OK;
 }
 
-srlm_status srlm_lse_chunk_params_check(const srlm_lse_chunk_params *p, const char *where) {
-  SRLM_TRY(check_chunk(where, p->N, p->Vc, p->v0, p->V));
-  CHECK_PTR(m);
-  CHECK_PTR(s);
-  CHECK_PTR(zt);
-  CHECK_PTR(logits);
-  CHECK_PTR(targets);
-  return SRLM_OK;
-}
-
-srlm_status srlm_lse_finish_params_check(const srlm_lse_finish_params *p, const char *where) {
-  if (p->N < 0) return srlm_error(SRLM_ERR_RANGE, where, "N = %lld rows is negative", (long long)p->N);
+srlm_status srlm_lmhead_params_check(const srlm_lmhead_params *p, const char *where) {
+  CHECK_DTYPE(dtype);
+  SRLM_TRY(check_head(where, p->N, p->C, p->V));
+  if (p->N == 0) return SRLM_OK;
   CHECK_PTR(logp);
-  CHECK_PTR(m);
-  CHECK_PTR(s);
-  CHECK_PTR(zt);
+  CHECK_PTR(x);
+  CHECK_PTR(w);
   CHECK_PTR(targets);
   return SRLM_OK;
 }
 
-srlm_status srlm_logprob_chunk_bwd_params_check(const srlm_logprob_chunk_bwd_params *p, const char *where) {
-  SRLM_TRY(check_chunk(where, p->N, p->Vc, p->v0, p->V));
-  CHECK_PTR(dlogits);
-  CHECK_PTR(logits);
+srlm_status srlm_lmhead_bwd_params_check(const srlm_lmhead_bwd_params *p, const char *where) {
+  CHECK_DTYPE(dtype);
+  SRLM_TRY(check_head(where, p->N, p->C, p->V));
+  if (p->N == 0) return SRLM_OK;
+  CHECK_PTR(dx);
+  CHECK_PTR(dw);
+  CHECK_PTR(x);
+  CHECK_PTR(w);
   CHECK_PTR(lse);
   CHECK_PTR(dlogp);
   CHECK_PTR(targets);
   return SRLM_OK;
 }
 
-const char *srlm_backend_missing_op(const srlm_backend_ops *be) {
-#define NEED(op) \
-  if (!be->op) return #op
-  NEED(matmul);
-  NEED(rmsnorm_forward);
-  NEED(rmsnorm_backward);
-  NEED(rope_forward);
-  NEED(rope_backward);
-  NEED(attention_forward);
-  NEED(attention_backward);
-  NEED(attention_kv);
-  NEED(swiglu_forward);
-  NEED(swiglu_backward);
-  NEED(embedding_forward);
-  NEED(embedding_backward);
-  NEED(add);
-  NEED(colsum);
-  NEED(lse_chunk);
-  NEED(lse_finish);
-  NEED(logprob_chunk_backward);
-#undef NEED
-  return NULL;
+srlm_status srlm_sumsq_params_check(const srlm_sumsq_params *p, const char *where) {
+  if (p->n < 0) return srlm_error(SRLM_ERR_RANGE, where, "n = %lld is negative", (long long)p->n);
+  CHECK_PTR(out);
+  if (p->n > 0) CHECK_PTR(x);
+  return SRLM_OK;
+}
+
+srlm_status srlm_adamw_params_check(const srlm_adamw_params *p, const char *where) {
+  CHECK_DTYPE(dtype);
+  if (p->n < 0) return srlm_error(SRLM_ERR_RANGE, where, "n = %lld is negative", (long long)p->n);
+  const float sc[] = {p->grad_scale, p->decay_mul, p->one_minus_beta1, p->beta2, p->one_minus_beta2,
+                      p->step_size, p->bc2_sqrt, p->eps};
+  for (size_t i = 0; i < sizeof sc / sizeof sc[0]; i++)
+    if (!isfinite(sc[i]))
+      return srlm_error(SRLM_ERR_RANGE, where, "step scalar %zu is %g (must be finite)", i, (double)sc[i]);
+  if (!(p->bc2_sqrt > 0.0f) || !(p->eps > 0.0f))
+    return srlm_error(SRLM_ERR_RANGE, where, "bc2_sqrt %g and eps %g must be > 0", (double)p->bc2_sqrt, (double)p->eps);
+  if (p->n == 0) return SRLM_OK;
+  CHECK_PTR(master);
+  CHECK_PTR(m);
+  CHECK_PTR(v);
+  CHECK_PTR(grad);
+  return SRLM_OK;
+}
+
+srlm_status srlm_sample_params_check(const srlm_sample_params *p, const char *where) {
+  SRLM_TRY(check_dims(where, p->n, "V", p->V));
+  if (!(isfinite(p->temperature) && p->temperature >= 0.0f))
+    return srlm_error(SRLM_ERR_RANGE, where, "temperature %g: expected a finite value >= 0", (double)p->temperature);
+  if (p->top_k < 0) return srlm_error(SRLM_ERR_RANGE, where, "top_k %d: expected >= 0", p->top_k);
+  if (!(p->top_p >= 0.0f && p->top_p <= 1.0f))
+    return srlm_error(SRLM_ERR_RANGE, where, "top_p %g: expected a value in [0, 1]", (double)p->top_p);
+  if (!(p->min_p >= 0.0f && p->min_p <= 1.0f))
+    return srlm_error(SRLM_ERR_RANGE, where, "min_p %g: expected a value in [0, 1]", (double)p->min_p);
+  if (p->n == 0) return SRLM_OK;
+  CHECK_PTR(token);
+  CHECK_PTR(logprob);
+  CHECK_PTR(logits);
+  CHECK_PTR(seq_id);
+  CHECK_PTR(step);
+  return SRLM_OK;
+}
+
+srlm_status srlm_pref_loss_params_check(const srlm_pref_loss_params *p, const char *where) {
+  if (p->n < 0 || p->T < 0 || p->T > INT32_MAX)
+    return srlm_error(SRLM_ERR_RANGE, where, "n = %lld pairs, T = %lld tokens out of range", (long long)p->n,
+                      (long long)p->T);
+  if (p->norm < 1) return srlm_error(SRLM_ERR_RANGE, where, "norm = %lld must be >= 1", (long long)p->norm);
+  if (p->T > 0) CHECK_PTR(g);
+  if (p->n == 0) return SRLM_OK;
+  CHECK_PTR(pair_out);
+  CHECK_PTR(logp);
+  CHECK_PTR(resp_start);
+  CHECK_PTR(resp_len);
+  return SRLM_OK;
+}
+
+srlm_status srlm_grpo_loss_params_check(const srlm_grpo_loss_params *p, const char *where) {
+  if (p->n < 0 || p->T < 0 || p->T > INT32_MAX)
+    return srlm_error(SRLM_ERR_RANGE, where, "n = %lld sequences, T = %lld tokens out of range", (long long)p->n,
+                      (long long)p->T);
+  if (p->norm_seqs < 1 || p->norm_tokens < 1)
+    return srlm_error(SRLM_ERR_RANGE, where, "normalizers %lld sequences, %lld tokens must be >= 1",
+                      (long long)p->norm_seqs, (long long)p->norm_tokens);
+  if (p->T > 0) CHECK_PTR(g);
+  if (p->n == 0) return SRLM_OK;
+  CHECK_PTR(seq_out);
+  CHECK_PTR(logp);
+  CHECK_PTR(resp_start);
+  CHECK_PTR(offsets);
+  CHECK_PTR(advantages);
+  return SRLM_OK;
 }

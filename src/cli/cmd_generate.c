@@ -415,14 +415,13 @@ static srlm_status write_result(buf *b, const srlm_gen_result *r) {
 /* ---- the command ---------------------------------------------------------------------- */
 
 static srlm_status run(gen_opts *o) {
-  const srlm_backend_ops *be = srlm_backend_cpu();
-  SRLM_TRY(be->init(-1));
+  srlm_backend *be = srlm_backend_cpu();
   srlm_model *m = NULL;
   srlm_tokenizer *tok = NULL;
   inputs in = {0};
   srlm_gen_result *res = NULL;
   buf out = {0};
-  srlm_status st = srlm_model_load(o->model, be, &m);
+  srlm_status st = srlm_model_load(o->model, be, SRLM_F32, &m);
   if (st != SRLM_OK) return st;
   const srlm_model_config *cfg = srlm_model_get_config(m);
 

@@ -163,7 +163,7 @@ int srlm_cmd_logprobs(int argc, char **argv) {
   if (!jsonl || !jsonl[0]) return srlm_cli_usage_error(cmd, "--jsonl FILE is required");
 
   srlm_model *m;
-  srlm_status st = srlm_model_load(dir, srlm_backend_cpu(), &m);
+  srlm_status st = srlm_model_load(dir, srlm_backend_cpu(), SRLM_F32, &m);
   if (st != SRLM_OK) return srlm_cli_fail(cmd, st);
   line_ids *lines;
   size_t n;

@@ -155,7 +155,7 @@ static int cmd_judge(const task_args *a) {
 static srlm_status run_eval(const task_args *a) {
   srlm_model *m = NULL;
   srlm_tokenizer *tok = NULL;
-  SRLM_TRY(srlm_model_load(a->model, srlm_backend_cpu(), &m));
+  SRLM_TRY(srlm_model_load(a->model, srlm_backend_cpu(), SRLM_F32, &m));
   srlm_status st = srlm_tokenizer_load(a->model, &tok);
   const int n = (int)a->n;
   srlm_task_puzzle *p = srlm_xcalloc((size_t)n, sizeof *p);

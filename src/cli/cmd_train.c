@@ -231,7 +231,7 @@ static srlm_status run_iterations(train_ctx *c, srlm_comm *comm, srlm_sr_iterati
     }
   }
   srlm_model *m = NULL;
-  srlm_status st = srlm_model_load(c->model_dir, srlm_backend_cpu(), &m);
+  srlm_status st = srlm_model_load(c->model_dir, srlm_backend_cpu(), SRLM_F32, &m);
   srlm_sr_iteration *rows = srlm_xcalloc((size_t)cfg->run.iterations + 1, sizeof *rows);
   srlm_sr_inputs in = {.cfg = cfg, .comm = comm, .run_dir = c->run_dir, .tok_dir = tok_dir, .m = m, .tok = c->tok,
                        .prompts = task ? NULL : &set, .llm = llm, .resume = c->resume,

@@ -44,6 +44,7 @@
 static const char *const k_log_levels[] = {"debug", "info", "warn", "error", NULL};
 static const char *const k_families[] = {"llama", "qwen2", "qwen3", "mistral", NULL};
 static const char *const k_dtypes[] = {"fp32", "bf16", NULL};
+static const char *const k_backends[] = {"cpu", "cuda", "cuda-sim", NULL};
 static const char *const k_chat_formats[] = {"auto", "llama3", "chatml", "qwen3", "none", NULL};
 static const char *const k_judge_modes[] = {"regex", "expected", NULL};
 static const char *const k_losses[] = {"dpo", "ipo", "grpo", "sft", NULL};
@@ -53,6 +54,7 @@ static const char *const k_judge_sources[] = {"model", "verifier", "mix", NULL};
 static const char *const k_grpo_aggs[] = {"seq_mean", "token_mean", "fixed_len", NULL};
 static const char *const k_lr_schedules[] = {"constant", "linear", "cosine", NULL};
 _Static_assert(SRLM_LOG_ERROR == 3 && SRLM_CFG_FAMILY_MISTRAL == 3 && SRLM_CFG_DTYPE_BF16 == 1 &&
+                   SRLM_CFG_BACKEND_CUDA_SIM == 2 &&
                    SRLM_CFG_CHAT_NONE == 4 && SRLM_CFG_JUDGE_EXPECTED == 1 && SRLM_CFG_LOSS_SFT == 3 &&
                    SRLM_CFG_LR_COSINE == 2 && SRLM_CFG_SOURCE_MIX == 2 && SRLM_CFG_GRPO_FIXED_LEN == 2,
                "an enum of config.h changed: update its names here");
@@ -65,6 +67,9 @@ static const srlm_config_option k_options[] = {
     OPT_INT64(run.seed, 1234, 0, INT64_MAX, "seed of every random draw (Philox key)"),
     OPT_INT(run.iterations, 2, 0, 1000, "self-rewarding iterations M_t -> M_t+1"),
     OPT_ENUM(run.log_level, k_log_levels, "info", "least severe log level printed to stderr"),
+    OPT_ENUM(run.backend, k_backends, "cpu",
+             "where the model runs: cpu, cuda (a GPU per rank) or cuda-sim (the CUDA kernels simulated on the CPU, for tests)"),
+    OPT_INT(run.device, -1, -1, 1023, "GPU index of this rank; -1 = the launcher's local rank (OMPI/Slurm), else 0"),
 
     OPT_STRING(model.path, "", "Hugging Face model directory; \"\" builds a fresh model from model.arch"),
     OPT_ENUM(model.arch.family, k_families, "llama", "architecture family of a model built from model.arch"),
@@ -160,4 +165,8 @@ static const srlm_config_option k_options[] = {
 const srlm_config_option *srlm_config_options(size_t *n) {
   *n = sizeof k_options / sizeof k_options[0];
   return k_options;
+}
+
+const char *srlm_cfg_backend_name(srlm_cfg_backend b) {
+  return (int)b >= 0 && (size_t)b < sizeof k_backends / sizeof k_backends[0] - 1 ? k_backends[b] : "?";
 }

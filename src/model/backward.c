@@ -17,68 +17,66 @@
 
 #include "model_internal.h"
 
+/* Gradients of activations, in the compute dtype (g_rows fp32). */
 typedef struct bwd_bufs {
-  float *dres;           /* (T, C) gradient of the residual stream */
-  float *dtmp, *dxn;     /* (T, C) */
-  float *dh;             /* (T, FF) */
-  float *datt, *dq;      /* (T, Q) */
-  float *dk, *dv;        /* (T, KV) */
-  float *dxf, *dx_rows;  /* (NT, C) */
+  void *dres;            /* (T, C) gradient of the residual stream */
+  void *dtmp, *dxn;      /* (T, C) */
+  void *dh;              /* (T, FF) */
+  void *datt, *dq;       /* (T, Q) */
+  void *dk, *dv;         /* (T, KV) */
+  void *dxf, *dx_rows;   /* (NT, C) */
   float *g_rows;         /* (NT) */
 } bwd_bufs;
 
 static size_t carve_bwd(const srlm_model *m, int64_t T, int64_t NT, char **cur, bwd_bufs *d) {
   size_t total = 0;
   bwd_bufs z;
-  z.dres = srlm_model_carve(cur, &total, T * m->C);
-  z.dtmp = srlm_model_carve(cur, &total, T * m->C);
-  z.dxn = srlm_model_carve(cur, &total, T * m->C);
-  z.dh = srlm_model_carve(cur, &total, T * m->FF);
-  z.datt = srlm_model_carve(cur, &total, T * m->Q);
-  z.dq = srlm_model_carve(cur, &total, T * m->Q);
-  z.dk = srlm_model_carve(cur, &total, T * m->KV);
-  z.dv = srlm_model_carve(cur, &total, T * m->KV);
-  z.dxf = srlm_model_carve(cur, &total, NT * m->C);
-  z.dx_rows = srlm_model_carve(cur, &total, NT * m->C);
-  z.g_rows = srlm_model_carve(cur, &total, NT);
+  z.dres = srlm_model_carve(cur, &total, T * m->C, m->esz);
+  z.dtmp = srlm_model_carve(cur, &total, T * m->C, m->esz);
+  z.dxn = srlm_model_carve(cur, &total, T * m->C, m->esz);
+  z.dh = srlm_model_carve(cur, &total, T * m->FF, m->esz);
+  z.datt = srlm_model_carve(cur, &total, T * m->Q, m->esz);
+  z.dq = srlm_model_carve(cur, &total, T * m->Q, m->esz);
+  z.dk = srlm_model_carve(cur, &total, T * m->KV, m->esz);
+  z.dv = srlm_model_carve(cur, &total, T * m->KV, m->esz);
+  z.dxf = srlm_model_carve(cur, &total, NT * m->C, m->esz);
+  z.dx_rows = srlm_model_carve(cur, &total, NT * m->C, m->esz);
+  z.g_rows = srlm_model_carve(cur, &total, NT, sizeof(float));
   if (d) *d = z;
   return total;
 }
 
 size_t srlm_model_backward_bytes(const srlm_model *m, int64_t T, int64_t NT) { return carve_bwd(m, T, NT, NULL, NULL); }
 
-/* dW [out, in] += dy^T x, with dy (T, out) and x (T, in). */
-static srlm_status dweight(srlm_model *m, size_t w, const float *dy, const float *x, int64_t T, int64_t out, int64_t in) {
-  srlm_matmul_params p = {.c = m->grads + w, .a = dy, .b = x, .M = out, .N = in, .K = T, .trans_a = 1, .accumulate = 1};
+/* dW [out, in] += dy^T x, with dy (T, out) and x (T, in); fp32 gradient. */
+static srlm_status dweight(srlm_model *m, size_t w, const void *dy, const void *x, int64_t T, int64_t out, int64_t in) {
+  srlm_matmul_params p = {.c = m->grads + w, .a = dy, .b = x, .M = out, .N = in, .K = T, .trans_a = 1, .accumulate = 1,
+                          .dtype = m->dt, .c_dtype = SRLM_F32};
   return OP(m, matmul, p);
 }
 
 /* dx (T, in) (+)= dy (T, out) W, W [out, in]. */
-static srlm_status dinput(srlm_model *m, float *dx, const float *dy, size_t w, int64_t T, int64_t out, int64_t in, int acc) {
-  srlm_matmul_params p = {.c = dx, .a = dy, .b = m->params + w, .M = T, .N = in, .K = out, .accumulate = acc};
+static srlm_status dinput(srlm_model *m, void *dx, const void *dy, size_t w, int64_t T, int64_t out, int64_t in, int acc) {
+  srlm_matmul_params p = {.c = dx, .a = dy, .b = srlm_model_w(m, w), .M = T, .N = in, .K = out, .accumulate = acc,
+                          .dtype = m->dt, .c_dtype = m->dt};
   return OP(m, matmul, p);
 }
 
-static srlm_status dbias(srlm_model *m, size_t b, const float *dy, int64_t T, int64_t n) {
+static srlm_status dbias(srlm_model *m, size_t b, const void *dy, int64_t T, int64_t n) {
   if (b == SRLM_NO_TENSOR) return SRLM_OK;
-  srlm_colsum_params p = {.out = m->grads + b, .x = dy, .N = T, .C = n};
+  srlm_colsum_params p = {.out = m->grads + b, .x = dy, .N = T, .C = n, .dtype = m->dt};
   return OP(m, colsum, p);
 }
 
-static srlm_status rmsnorm_fwd(srlm_model *m, float *out, const float *x, size_t w, int64_t N, int64_t C) {
-  srlm_rmsnorm_params p = {.out = out, .rstd = NULL, .x = x, .w = m->params + w, .N = N, .C = C, .eps = m->eps};
-  return OP(m, rmsnorm_forward, p);
-}
-
-static srlm_status rmsnorm_bwd(srlm_model *m, float *dx, const float *dy, const float *x, const float *rstd, size_t w,
+static srlm_status rmsnorm_bwd(srlm_model *m, void *dx, const void *dy, const void *x, const float *rstd, size_t w,
                                int64_t N, int64_t C) {
-  srlm_rmsnorm_bwd_params p = {.dx = dx, .dw = m->grads + w, .dy = dy, .x = x, .w = m->params + w, .rstd = rstd,
-                               .N = N, .C = C};
+  srlm_rmsnorm_bwd_params p = {.dx = dx, .dw = m->grads + w, .dy = dy, .x = x, .w = srlm_model_w(m, w), .rstd = rstd,
+                               .N = N, .C = C, .dtype = m->dt};
   return OP(m, rmsnorm_backward, p);
 }
 
-static srlm_status add_into(srlm_model *m, float *acc, const float *x, int64_t n) {
-  srlm_add_params p = {.out = acc, .a = acc, .b = x, .n = n};
+static srlm_status add_into(srlm_model *m, void *acc, const void *x, int64_t n) {
+  srlm_add_params p = {.out = acc, .a = acc, .b = x, .n = n, .dtype = m->dt};
   return OP(m, add, p);
 }
 
@@ -90,14 +88,15 @@ static srlm_status layer_backward(srlm_model *m, int l, const layer_acts *a, con
   const int64_t C = m->C, FF = m->FF, Q = m->Q, KV = m->KV;
 
   /* MLP: x_out = x_mid + (silu(gate) * up) Wd^T, gate/up = rmsnorm(x_mid) Wg^T / Wu^T */
-  srlm_swiglu_params sw = {.h = s->h, .gate = a->gate, .up = a->up, .N = T, .FF = FF};
+  srlm_swiglu_params sw = {.h = s->h, .gate = a->gate, .up = a->up, .N = T, .FF = FF, .dtype = m->dt};
   SRLM_TRY(OP(m, swiglu_forward, sw));
   SRLM_TRY(dweight(m, lo->down, d->dres, s->h, T, C, FF));
   SRLM_TRY(dinput(m, d->dh, d->dres, lo->down, T, C, FF, 0));
-  srlm_swiglu_bwd_params swb = {.dgate = a->gate, .dup = a->up, .dh = d->dh, .gate = a->gate, .up = a->up, .N = T, .FF = FF};
+  srlm_swiglu_bwd_params swb = {.dgate = a->gate, .dup = a->up, .dh = d->dh, .gate = a->gate, .up = a->up, .N = T,
+                                .FF = FF, .dtype = m->dt};
   SRLM_TRY(OP(m, swiglu_backward, swb));
-  const float *dgate = a->gate, *dup = a->up;
-  SRLM_TRY(rmsnorm_fwd(m, s->xn, a->x_mid, lo->mlp_norm, T, C));
+  const void *dgate = a->gate, *dup = a->up;
+  SRLM_TRY(srlm_model_rmsnorm(m, s->xn, NULL, a->x_mid, lo->mlp_norm, T, C));
   SRLM_TRY(dweight(m, lo->gate, dgate, s->xn, T, FF, C));
   SRLM_TRY(dweight(m, lo->up, dup, s->xn, T, FF, C));
   SRLM_TRY(dinput(m, d->dxn, dgate, lo->gate, T, FF, C, 0));
@@ -112,10 +111,12 @@ static srlm_status layer_backward(srlm_model *m, int l, const layer_acts *a, con
   srlm_attention_bwd_params ab = {.dq = d->dq, .dk = d->dk, .dv = d->dv, .dout = d->datt, .out = a->att, .lse = a->lse,
                                   .q = a->q, .k = a->k, .v = a->v, .cu_seqlens = m->tb.cu.p, .B = m->B, .T = T,
                                   .NH = m->NH, .NKV = m->NKV, .HS = m->HS, .window = lo->window,
-                                  .scale = 1.0f / sqrtf((float)m->HS)};
+                                  .scale = 1.0f / sqrtf((float)m->HS), .dtype = m->dt};
   SRLM_TRY(OP(m, attention_backward, ab));
-  srlm_rope_params rq = {.x = d->dq, .pos = m->tb.pos.p, .inv_freq = m->inv_freq, .N = T, .H = m->NH, .HS = m->HS};
-  srlm_rope_params rk = {.x = d->dk, .pos = m->tb.pos.p, .inv_freq = m->inv_freq, .N = T, .H = m->NKV, .HS = m->HS};
+  srlm_rope_params rq = {.x = d->dq, .pos = m->tb.pos.p, .inv_freq = m->inv_freq, .N = T, .H = m->NH, .HS = m->HS,
+                         .dtype = m->dt};
+  srlm_rope_params rk = {.x = d->dk, .pos = m->tb.pos.p, .inv_freq = m->inv_freq, .N = T, .H = m->NKV, .HS = m->HS,
+                         .dtype = m->dt};
   SRLM_TRY(OP(m, rope_backward, rq));
   SRLM_TRY(OP(m, rope_backward, rk));
   if (m->cfg.qk_norm) {
@@ -125,7 +126,7 @@ static srlm_status layer_backward(srlm_model *m, int l, const layer_acts *a, con
   SRLM_TRY(dbias(m, lo->q_bias, d->dq, T, Q));
   SRLM_TRY(dbias(m, lo->k_bias, d->dk, T, KV));
   SRLM_TRY(dbias(m, lo->v_bias, d->dv, T, KV));
-  SRLM_TRY(rmsnorm_fwd(m, s->xn, a->x_in, lo->attn_norm, T, C));
+  SRLM_TRY(srlm_model_rmsnorm(m, s->xn, NULL, a->x_in, lo->attn_norm, T, C));
   SRLM_TRY(dweight(m, lo->q, d->dq, s->xn, T, Q, C));
   SRLM_TRY(dweight(m, lo->k, d->dk, s->xn, T, KV, C));
   SRLM_TRY(dweight(m, lo->v, d->dv, s->xn, T, KV, C));
@@ -156,7 +157,9 @@ srlm_status srlm_model_backward(srlm_model *m, const float *g) {
     return srlm_error(SRLM_ERR_INTERNAL, "model backward",
                       "no forward_train to take the backward of (each forward_train allows one backward)");
   m->trained = 0;
-  if (!srlm_model_grads(m)) return srlm_error(SRLM_ERR_NOMEM, "model backward", "cannot allocate %zu gradients", m->n_params);
+  float *grads; /* allocated (zeroed) on the first backward */
+  SRLM_TRY(srlm_model_grad_buffer(m, &grads));
+  (void)grads;
   const int64_t T = m->T, NT = m->NT, C = m->C;
   if (T == 0) return SRLM_OK;
   float *g_rows = srlm_xmalloc((size_t)(NT > 0 ? NT : 1) * sizeof *g_rows);
@@ -166,17 +169,18 @@ srlm_status srlm_model_backward(srlm_model *m, const float *g) {
   if (st == SRLM_OK) {
     char *cur = m->bwd_buf.p;
     carve_bwd(m, T, NT, &cur, &d);
-    if (NT > 0) st = m->be->copy_h2d(d.g_rows, g_rows, (size_t)NT * sizeof *g_rows);
+    if (NT > 0) st = srlm_backend_copy_h2d(m->be, d.g_rows, g_rows, (size_t)NT * sizeof *g_rows);
   }
   free(g_rows);
   SRLM_TRY(st);
 
   /* LM head and final norm on the rows with targets, then back onto all T tokens */
-  SRLM_TRY(m->be->zero(d.dres, (size_t)(T * C) * sizeof(float)));
+  SRLM_TRY(srlm_backend_zero(m->be, d.dres, (size_t)(T * C) * m->esz));
   if (NT > 0) {
-    SRLM_TRY(srlm_model_head_backward(m, m->xf_rows, m->tb.targets.p, m->lse_rows, d.g_rows, NT, d.dxf, m->chunk));
+    SRLM_TRY(srlm_model_head_backward(m, m->xf_rows, m->tb.targets.p, m->lse_rows, d.g_rows, NT, d.dxf));
     SRLM_TRY(rmsnorm_bwd(m, d.dx_rows, d.dxf, m->x_rows, m->rstd_final, m->off_final_norm, NT, C));
-    srlm_embedding_bwd_params sc = {.dtable = d.dres, .dout = d.dx_rows, .ids = m->tb.rows.p, .N = NT, .V = T, .C = C};
+    srlm_embedding_bwd_params sc = {.dtable = d.dres, .dout = d.dx_rows, .ids = m->tb.rows.p, .N = NT, .V = T, .C = C,
+                                    .dtype = m->dt, .table_dtype = m->dt};
     SRLM_TRY(OP(m, embedding_backward, sc));
   }
 
@@ -186,6 +190,6 @@ srlm_status srlm_model_backward(srlm_model *m, const float *g) {
     SRLM_TRY(layer_backward(m, l, &m->acts[l], &m->scr, &d, T));
   }
   srlm_embedding_bwd_params e = {.dtable = m->grads + m->off_embed, .dout = d.dres, .ids = m->tb.tokens.p, .N = T,
-                                 .V = m->V, .C = C};
+                                 .V = m->V, .C = C, .dtype = m->dt, .table_dtype = SRLM_F32};
   return OP(m, embedding_backward, e);
 }

@@ -18,7 +18,7 @@ srlm_status srlm_kv_cache_create(const srlm_model *m, int max_slots, int64_t max
   if (max_slots < 1) return srlm_error(SRLM_ERR_RANGE, where, "max_slots = %d must be >= 1", max_slots);
   if (max_len < 1 || max_len > INT32_MAX)
     return srlm_error(SRLM_ERR_RANGE, where, "max_len = %lld out of range [1, %d]", (long long)max_len, INT32_MAX);
-  const double total = 2.0 * (double)m->L * (double)max_slots * (double)max_len * (double)m->KV * sizeof(float);
+  const double total = 2.0 * (double)m->L * (double)max_slots * (double)max_len * (double)m->KV * (double)m->esz;
   if (total > 9.0e18) return srlm_error(SRLM_ERR_RANGE, where, "%g bytes is too large", total);
   srlm_kv_cache *kv = srlm_xcalloc(1, sizeof *kv);
   kv->m = m;
@@ -27,11 +27,11 @@ srlm_status srlm_kv_cache_create(const srlm_model *m, int max_slots, int64_t max
   kv->k = srlm_xcalloc((size_t)m->L, sizeof *kv->k);
   kv->v = srlm_xcalloc((size_t)m->L, sizeof *kv->v);
   kv->len = srlm_xcalloc((size_t)max_slots, sizeof *kv->len);
-  const size_t bytes = (size_t)max_slots * (size_t)max_len * (size_t)m->KV * sizeof(float);
+  const size_t bytes = (size_t)max_slots * (size_t)max_len * (size_t)m->KV * m->esz;
   srlm_status st = SRLM_OK;
   for (int64_t l = 0; l < m->L && st == SRLM_OK; l++) {
-    st = m->be->alloc((void **)&kv->k[l], bytes);
-    if (st == SRLM_OK) st = m->be->alloc((void **)&kv->v[l], bytes);
+    st = srlm_backend_alloc(m->be, &kv->k[l], bytes);
+    if (st == SRLM_OK) st = srlm_backend_alloc(m->be, &kv->v[l], bytes);
   }
   if (st != SRLM_OK) {
     srlm_kv_cache_free(kv);
@@ -44,8 +44,8 @@ srlm_status srlm_kv_cache_create(const srlm_model *m, int max_slots, int64_t max
 void srlm_kv_cache_free(srlm_kv_cache *kv) {
   if (!kv) return;
   for (int64_t l = 0; l < kv->m->L; l++) {
-    if (kv->k[l]) kv->m->be->free(kv->k[l]);
-    if (kv->v[l]) kv->m->be->free(kv->v[l]);
+    if (kv->k[l]) (void)srlm_backend_free(kv->m->be, kv->k[l]);
+    if (kv->v[l]) (void)srlm_backend_free(kv->m->be, kv->v[l]);
   }
   free(kv->k);
   free(kv->v);
@@ -62,7 +62,7 @@ int64_t srlm_kv_cache_len(const srlm_kv_cache *kv, int slot) {
 }
 
 size_t srlm_kv_cache_bytes(const srlm_kv_cache *kv) {
-  return 2 * (size_t)kv->m->L * (size_t)kv->max_slots * (size_t)kv->max_len * (size_t)kv->m->KV * sizeof(float);
+  return 2 * (size_t)kv->m->L * (size_t)kv->max_slots * (size_t)kv->max_len * (size_t)kv->m->KV * kv->m->esz;
 }
 
 static srlm_status check_step(const srlm_model *m, const srlm_kv_cache *kv, int n, const int *slots,
@@ -120,13 +120,12 @@ srlm_status srlm_model_step(srlm_model *m, srlm_kv_cache *kv, int n, const int *
   model_scratch s;
   if (st == SRLM_OK) st = srlm_model_infer_buffers(m, T, &a, &s);
   if (st == SRLM_OK) {
-    srlm_embedding_params e = {.out = a.x_in, .table = m->params + m->off_embed, .ids = m->ib.tokens.p, .N = T,
-                               .V = m->V, .C = m->C};
+    srlm_embedding_params e = {.out = a.x_in, .table = srlm_model_w(m, m->off_embed), .ids = m->ib.tokens.p, .N = T,
+                               .V = m->V, .C = m->C, .dtype = m->dt};
     st = OP(m, embedding_forward, e);
   }
   const int32_t *sl_dev = m->step_buf.p;
-  attn_src src = {.cu = m->ib.cu.p, .kv = kv, .n = n, .slots_host = slots, .cu_host = cu, .slot_dev = sl_dev,
-                  .kv_len_dev = sl_dev + n, .kv_len0_host = len0};
+  attn_src src = {.cu = m->ib.cu.p, .kv = kv, .n = n, .NQ = T, .slot_dev = sl_dev, .kv_len_dev = sl_dev + n};
   for (int l = 0; l < m->L && st == SRLM_OK; l++) st = srlm_model_layer_forward(m, l, &a, &s, T, m->ib.pos.p, &src);
   if (st == SRLM_OK) st = srlm_model_head_logits(m, a.x_in, T, rows, n, logits);
   /* the cache holds the new keys of every layer only when all went through */

@@ -3,7 +3,10 @@
  * HF tensor sits in them, and the rotary frequencies of the config.
  *
  * Parameters are stored in the order of srlm_model_expected_tensors; a tied lm_head is
- * the embedding (one tensor, its gradient gets both contributions). */
+ * the embedding (one tensor, its gradient gets both contributions). In fp32 the one
+ * parameter array is the master; in bf16 the fp32 master weights are kept next to the
+ * bf16 compute copy the ops read, and every write of parameters goes to the master and
+ * is cast into the copy (srlm_model_set_params, the optimizer's AdamW op). */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -16,16 +19,16 @@
 
 srlm_status srlm_model_dbuf_reserve(const srlm_model *m, dbuf *b, size_t bytes) {
   if (bytes <= b->bytes) return SRLM_OK;
-  SRLM_TRY(m->be->free(b->p));
+  SRLM_TRY(srlm_backend_free(m->be, b->p));
   b->p = NULL;
   b->bytes = 0;
-  SRLM_TRY(m->be->alloc(&b->p, bytes));
+  SRLM_TRY(srlm_backend_alloc(m->be, &b->p, bytes));
   b->bytes = bytes;
   return SRLM_OK;
 }
 
 void srlm_model_dbuf_free(const srlm_model *m, dbuf *b) {
-  if (b->p) (void)m->be->free(b->p);
+  if (b->p) (void)srlm_backend_free(m->be, b->p);
   b->p = NULL;
   b->bytes = 0;
 }
@@ -40,7 +43,7 @@ void srlm_model_batch_bufs_free(const srlm_model *m, batch_bufs *b) {
 
 srlm_status srlm_model_upload_i32(srlm_model *m, dbuf *b, const int32_t *host, int64_t n) {
   SRLM_TRY(srlm_model_dbuf_reserve(m, b, (size_t)(n > 0 ? n : 1) * sizeof(int32_t)));
-  if (n > 0) SRLM_TRY(m->be->copy_h2d(b->p, host, (size_t)n * sizeof(int32_t)));
+  if (n > 0) SRLM_TRY(srlm_backend_copy_h2d(m->be, b->p, host, (size_t)n * sizeof(int32_t)));
   return SRLM_OK;
 }
 
@@ -121,23 +124,36 @@ static srlm_status layout(srlm_model *m) {
   return SRLM_OK;
 }
 
+/* The ops a transformer calls. */
+static const srlm_op_id k_model_ops[] = {
+    SRLM_OP_matmul,           SRLM_OP_rmsnorm_forward,   SRLM_OP_rmsnorm_backward,  SRLM_OP_rope_forward,
+    SRLM_OP_rope_backward,    SRLM_OP_attention_forward, SRLM_OP_attention_backward, SRLM_OP_attention_kv,
+    SRLM_OP_kv_append,        SRLM_OP_swiglu_forward,    SRLM_OP_swiglu_backward,   SRLM_OP_embedding_forward,
+    SRLM_OP_embedding_backward, SRLM_OP_add,             SRLM_OP_colsum,            SRLM_OP_cast,
+    SRLM_OP_lmhead_forward,   SRLM_OP_lmhead_backward,
+};
+
 /* A model with config c and uninitialized parameters. */
-static srlm_status model_new(const srlm_model_config *c, const srlm_backend_ops *be, srlm_model **out) {
+static srlm_status model_new(const srlm_model_config *c, srlm_backend *be, srlm_dtype dt, srlm_model **out) {
   *out = NULL;
-  const char *missing = srlm_backend_missing_op(be);
-  if (missing)
-    return srlm_error(SRLM_ERR_UNSUPPORTED, "model", "backend '%s' has no op '%s' yet", be->name, missing);
+  for (size_t i = 0; i < sizeof k_model_ops / sizeof k_model_ops[0]; i++)
+    if (!srlm_backend_has_op(be->ops, k_model_ops[i]))
+      return srlm_backend_lacks(be, srlm_op_names[k_model_ops[i]]);
+  if (dt != SRLM_F32 && dt != SRLM_BF16) return srlm_error(SRLM_ERR_INTERNAL, "model", "dtype %d", (int)dt);
   srlm_model *m = srlm_xcalloc(1, sizeof *m);
   m->cfg = *c;
   m->be = be;
+  m->dt = dt;
+  m->esz = srlm_dtype_size(dt);
   srlm_status st = srlm_model_config_finalize(&m->cfg, "model config");
   if (st == SRLM_OK) st = layout(m);
-  if (st == SRLM_OK) st = be->alloc((void **)&m->params, m->n_params * sizeof(float));
-  if (st == SRLM_OK) st = be->alloc((void **)&m->inv_freq, (size_t)(m->HS / 2) * sizeof(float));
+  if (st == SRLM_OK) st = srlm_backend_alloc(be, &m->params, m->n_params * m->esz);
+  if (st == SRLM_OK && dt != SRLM_F32) st = srlm_backend_alloc(be, (void **)&m->master, m->n_params * sizeof(float));
+  if (st == SRLM_OK) st = srlm_backend_alloc(be, (void **)&m->inv_freq, (size_t)(m->HS / 2) * sizeof(float));
   if (st == SRLM_OK) {
     float *inv = srlm_xmalloc((size_t)(m->HS / 2) * sizeof *inv);
     rope_inv_freq(&m->cfg, inv);
-    st = be->copy_h2d(m->inv_freq, inv, (size_t)(m->HS / 2) * sizeof *inv);
+    st = srlm_backend_copy_h2d(be, m->inv_freq, inv, (size_t)(m->HS / 2) * sizeof *inv);
     free(inv);
   }
   if (st != SRLM_OK) {
@@ -148,38 +164,51 @@ static srlm_status model_new(const srlm_model_config *c, const srlm_backend_ops 
   return SRLM_OK;
 }
 
-srlm_status srlm_model_load(const char *dir, const srlm_backend_ops *be, srlm_model **out) {
-  *out = NULL;
-  srlm_hf_model *hf;
-  SRLM_TRY(srlm_hf_model_open(dir, &hf));
-  srlm_model *m;
-  srlm_status st = model_new(srlm_hf_model_config(hf), be, &m);
-  if (st != SRLM_OK) {
-    srlm_hf_model_close(hf);
-    return st;
-  }
+/* Fills every tensor through fill(i, host) (host: numel floats of tensor i), moving each
+ * into the master (and the compute copy) in turn, so at most one tensor is staged. */
+typedef srlm_status (*fill_fn)(srlm_model *m, size_t i, float *host, void *ctx);
+static srlm_status fill_tensors(srlm_model *m, fill_fn fill, void *ctx) {
+  srlm_status st = SRLM_OK;
   float *host = NULL;
   size_t host_cap = 0;
   for (size_t i = 0; i < m->n_specs && st == SRLM_OK; i++) {
     const srlm_tensor_spec *s = &m->specs[i];
-    const srlm_st_tensor *t = srlm_hf_model_tensor(hf, s->name);
-    if (!t) {
-      st = srlm_error(SRLM_ERR_FORMAT, dir, "tensor '%s' is missing", s->name);
-      break;
+    if (s->numel > host_cap) {
+      host_cap = s->numel;
+      host = srlm_xrealloc(host, host_cap * sizeof *host);
     }
-    float *dst = m->params + m->offsets[i];
-    if (!be->host_memory) {
-      if (s->numel > host_cap) {
-        host_cap = s->numel;
-        host = srlm_xrealloc(host, host_cap * sizeof *host);
-      }
-      dst = host;
-    }
-    st = srlm_st_tensor_to_f32(t, dst, s->numel);
-    if (st == SRLM_OK && !be->host_memory)
-      st = be->copy_h2d(m->params + m->offsets[i], host, s->numel * sizeof(float));
+    st = fill(m, i, host, ctx);
+    if (st == SRLM_OK) st = srlm_model_set_params(m, host, m->offsets[i], s->numel);
   }
   free(host);
+  return st;
+}
+
+typedef struct load_ctx {
+  srlm_hf_model *hf;
+  const char *dir;
+} load_ctx;
+
+static srlm_status fill_from_file(srlm_model *m, size_t i, float *host, void *ctx) {
+  const load_ctx *lc = ctx;
+  const srlm_tensor_spec *s = &m->specs[i];
+  const srlm_st_tensor *t = srlm_hf_model_tensor(lc->hf, s->name);
+  if (!t) return srlm_error(SRLM_ERR_FORMAT, lc->dir, "tensor '%s' is missing", s->name);
+  return srlm_st_tensor_to_f32(t, host, s->numel);
+}
+
+srlm_status srlm_model_load(const char *dir, srlm_backend *be, srlm_dtype dtype, srlm_model **out) {
+  *out = NULL;
+  srlm_hf_model *hf;
+  SRLM_TRY(srlm_hf_model_open(dir, &hf));
+  srlm_model *m;
+  srlm_status st = model_new(srlm_hf_model_config(hf), be, dtype, &m);
+  if (st != SRLM_OK) {
+    srlm_hf_model_close(hf);
+    return st;
+  }
+  load_ctx lc = {hf, dir};
+  st = fill_tensors(m, fill_from_file, &lc);
   srlm_hf_model_close(hf);
   if (st != SRLM_OK) {
     srlm_model_free(m);
@@ -189,30 +218,19 @@ srlm_status srlm_model_load(const char *dir, const srlm_backend_ops *be, srlm_mo
   return SRLM_OK;
 }
 
+static srlm_status fill_random(srlm_model *m, size_t i, float *host, void *ctx) {
+  srlm_hf_model_init_tensor(&m->cfg, m->specs, i, *(const uint64_t *)ctx, host);
+  return SRLM_OK;
+}
+
 /* A fresh model: the one definition of the initialization is srlm_hf_model_init_tensor,
  * so srlm_model_create(cfg, seed) equals loading srlm_hf_model_write_random(cfg, seed). */
-srlm_status srlm_model_create(const srlm_model_config *cfg, uint64_t seed, const srlm_backend_ops *be,
+srlm_status srlm_model_create(const srlm_model_config *cfg, uint64_t seed, srlm_backend *be, srlm_dtype dtype,
                               srlm_model **out) {
   *out = NULL;
   srlm_model *m;
-  SRLM_TRY(model_new(cfg, be, &m));
-  srlm_status st = SRLM_OK;
-  float *host = NULL;
-  size_t host_cap = 0;
-  for (size_t i = 0; i < m->n_specs && st == SRLM_OK; i++) {
-    const srlm_tensor_spec *s = &m->specs[i];
-    float *dst = m->params + m->offsets[i];
-    if (!be->host_memory) {
-      if (s->numel > host_cap) {
-        host_cap = s->numel;
-        host = srlm_xrealloc(host, host_cap * sizeof *host);
-      }
-      dst = host;
-    }
-    srlm_hf_model_init_tensor(&m->cfg, m->specs, i, seed, dst);
-    if (!be->host_memory) st = be->copy_h2d(m->params + m->offsets[i], host, s->numel * sizeof(float));
-  }
-  free(host);
+  SRLM_TRY(model_new(cfg, be, dtype, &m));
+  srlm_status st = fill_tensors(m, fill_random, &seed);
   if (st != SRLM_OK) {
     srlm_model_free(m);
     return st;
@@ -227,10 +245,9 @@ srlm_status srlm_model_save(const srlm_model *m, const char *dir, srlm_st_dtype 
   SRLM_TRY(srlm_mkdirs(dir));
   srlm_st_entry *entries = srlm_xcalloc(m->n_specs, sizeof *entries);
   void **bufs = srlm_xcalloc(m->n_specs, sizeof *bufs);
-  float *host = NULL;
-  if (!m->be->host_memory) host = srlm_xmalloc(m->n_params * sizeof *host);
-  srlm_status st = host ? m->be->copy_d2h(host, m->params, m->n_params * sizeof *host) : SRLM_OK;
-  const float *src = host ? host : m->params;
+  float *host = srlm_xmalloc(m->n_params * sizeof *host);
+  srlm_status st = srlm_model_get_params(m, host, 0, m->n_params);
+  const float *src = host;
   for (size_t i = 0; i < m->n_specs && st == SRLM_OK; i++) {
     const srlm_tensor_spec *s = &m->specs[i];
     const void *data = src + m->offsets[i];
@@ -259,10 +276,11 @@ srlm_status srlm_model_save(const srlm_model *m, const char *dir, srlm_st_dtype 
 
 void srlm_model_free(srlm_model *m) {
   if (!m) return;
-  const srlm_backend_ops *be = m->be;
-  be->free(m->params);
-  be->free(m->grads);
-  be->free(m->inv_freq);
+  srlm_backend *be = m->be;
+  (void)srlm_backend_free(be, m->params);
+  (void)srlm_backend_free(be, m->master);
+  (void)srlm_backend_free(be, m->grads);
+  (void)srlm_backend_free(be, m->inv_freq);
   dbuf *bufs[] = {&m->scratch_buf, &m->head_buf, &m->step_buf, &m->act_buf, &m->tscratch_buf, &m->bwd_buf};
   for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) srlm_model_dbuf_free(m, bufs[i]);
   srlm_model_batch_bufs_free(m, &m->ib);
@@ -276,24 +294,77 @@ void srlm_model_free(srlm_model *m) {
 }
 
 const srlm_model_config *srlm_model_get_config(const srlm_model *m) { return &m->cfg; }
-const srlm_backend_ops *srlm_model_backend(const srlm_model *m) { return m->be; }
+srlm_backend *srlm_model_backend(const srlm_model *m) { return m->be; }
+srlm_dtype srlm_model_dtype(const srlm_model *m) { return m->dt; }
 size_t srlm_model_num_params(const srlm_model *m) { return m->n_params; }
-float *srlm_model_params(srlm_model *m) { return m->params; }
 
-float *srlm_model_grads(srlm_model *m) {
-  if (!m->grads) {
-    if (m->be->alloc((void **)&m->grads, m->n_params * sizeof(float)) != SRLM_OK) return NULL;
-    if (m->be->zero(m->grads, m->n_params * sizeof(float)) != SRLM_OK) {
-      m->be->free(m->grads);
-      m->grads = NULL;
-    }
-  }
-  return m->grads;
+/* ---- parameters and gradients ---------------------------------------------------------- */
+
+static srlm_status check_range(const srlm_model *m, const char *what, size_t offset, size_t n) {
+  if (offset > m->n_params || n > m->n_params - offset)
+    return srlm_error(SRLM_ERR_RANGE, "model", "%s [%zu, %zu) outside the %zu parameters", what, offset, offset + n,
+                      m->n_params);
+  return SRLM_OK;
 }
 
+float *srlm_model_master(srlm_model *m) { return m->master ? m->master : (float *)m->params; }
+void *srlm_model_compute_params(srlm_model *m) { return m->params; }
+
+srlm_status srlm_model_get_params(const srlm_model *m, float *host, size_t offset, size_t n) {
+  SRLM_TRY(check_range(m, "get_params", offset, n));
+  if (n == 0) return SRLM_OK;
+  const float *master = m->master ? m->master : (const float *)m->params;
+  return srlm_backend_copy_d2h(m->be, host, master + offset, n * sizeof(float));
+}
+
+srlm_status srlm_model_refresh_params(srlm_model *m, size_t offset, size_t n) {
+  SRLM_TRY(check_range(m, "refresh_params", offset, n));
+  if (!m->master || n == 0) return SRLM_OK;
+  srlm_cast_params c = {.out = srlm_model_w(m, offset), .x = m->master + offset, .n = (int64_t)n, .dtype = SRLM_F32,
+                        .out_dtype = m->dt};
+  return OP(m, cast, c);
+}
+
+srlm_status srlm_model_set_params(srlm_model *m, const float *host, size_t offset, size_t n) {
+  SRLM_TRY(check_range(m, "set_params", offset, n));
+  if (n == 0) return SRLM_OK;
+  SRLM_TRY(srlm_backend_copy_h2d(m->be, srlm_model_master(m) + offset, host, n * sizeof(float)));
+  return srlm_model_refresh_params(m, offset, n);
+}
+
+static srlm_status ensure_grads(srlm_model *m) {
+  if (m->grads) return SRLM_OK;
+  srlm_status st = srlm_backend_alloc(m->be, (void **)&m->grads, m->n_params * sizeof(float));
+  if (st == SRLM_OK) st = srlm_backend_zero(m->be, m->grads, m->n_params * sizeof(float));
+  if (st != SRLM_OK) {
+    (void)srlm_backend_free(m->be, m->grads);
+    m->grads = NULL;
+    return srlm_error_context(st, "model: %zu gradients", m->n_params);
+  }
+  return SRLM_OK;
+}
+
+srlm_status srlm_model_grad_buffer(srlm_model *m, float **grads) {
+  *grads = NULL;
+  SRLM_TRY(ensure_grads(m));
+  *grads = m->grads;
+  return SRLM_OK;
+}
+
+srlm_status srlm_model_get_grads(srlm_model *m, float *host, size_t offset, size_t n) {
+  SRLM_TRY(check_range(m, "get_grads", offset, n));
+  SRLM_TRY(ensure_grads(m));
+  if (n == 0) return SRLM_OK;
+  return srlm_backend_copy_d2h(m->be, host, m->grads + offset, n * sizeof(float));
+}
+
+float *srlm_model_params(srlm_model *m) { return srlm_model_master(m); }
+
+float *srlm_model_grads(srlm_model *m) { return ensure_grads(m) == SRLM_OK ? m->grads : NULL; }
+
 srlm_status srlm_model_zero_grad(srlm_model *m) {
-  if (!srlm_model_grads(m)) return srlm_error(SRLM_ERR_NOMEM, "model", "cannot allocate %zu gradients", m->n_params);
-  return m->be->zero(m->grads, m->n_params * sizeof(float));
+  SRLM_TRY(ensure_grads(m));
+  return srlm_backend_zero(m->be, m->grads, m->n_params * sizeof(float));
 }
 
 srlm_status srlm_model_param_view(const srlm_model *m, const char *name, size_t *offset, size_t *numel) {

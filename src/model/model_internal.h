@@ -25,28 +25,29 @@ typedef struct layer_offsets {
 
 /* What one layer's forward writes. In inference every layer shares one set (x_in, x_mid
  * and x_out are the same buffer: the residual stream updated in place); in training
- * each layer keeps its own, x_out being the next layer's x_in. */
+ * each layer keeps its own, x_out being the next layer's x_in. Tensors without a
+ * comment on their type are in the model's compute dtype; statistics are fp32. */
 typedef struct layer_acts {
-  float *x_in;          /* (T, C) residual stream into the layer */
+  void *x_in;           /* (T, C) residual stream into the layer */
   float *rstd1;         /* (T) */
-  float *q;             /* (T, NH, HS) after q-norm and RoPE */
-  float *k, *v;         /* (T, NKV, HS) k after k-norm and RoPE */
-  float *q_raw, *k_raw; /* (T, NH, HS) (T, NKV, HS) before q/k-norm (qwen3 only) */
+  void *q;              /* (T, NH, HS) after q-norm and RoPE */
+  void *k, *v;          /* (T, NKV, HS) k after k-norm and RoPE */
+  void *q_raw, *k_raw;  /* (T, NH, HS) (T, NKV, HS) before q/k-norm (qwen3 only) */
   float *rstd_q;        /* (T, NH) (qwen3 only) */
   float *rstd_k;        /* (T, NKV) (qwen3 only) */
-  float *att;           /* (T, NH, HS) attention output */
+  void *att;            /* (T, NH, HS) attention output */
   float *lse;           /* (T, NH) */
-  float *x_mid;         /* (T, C) after the attention residual */
+  void *x_mid;          /* (T, C) after the attention residual */
   float *rstd2;         /* (T) */
-  float *gate, *up;     /* (T, FF) */
-  float *x_out;         /* (T, C) */
+  void *gate, *up;      /* (T, FF) */
+  void *x_out;          /* (T, C) */
 } layer_acts;
 
-/* Scratch of one forward or backward (not kept). */
+/* Scratch of one forward or backward (not kept), compute dtype. */
 typedef struct model_scratch {
-  float *xn;     /* (T, C) normed input of a block */
-  float *tmp;    /* (T, C) block output before the residual add */
-  float *h;      /* (T, FF) silu(gate) * up */
+  void *xn;      /* (T, C) normed input of a block */
+  void *tmp;     /* (T, C) block output before the residual add */
+  void *h;       /* (T, FF) silu(gate) * up */
 } model_scratch;
 
 /* A grow-only backend buffer. */
@@ -70,7 +71,7 @@ struct srlm_kv_cache {
   const srlm_model *m;
   int max_slots;
   int64_t max_len;
-  float **k, **v; /* (L) each (max_slots, max_len, NKV, HS) */
+  void **k, **v;  /* (L) each (max_slots, max_len, NKV, HS) compute dtype */
   int64_t *len;   /* (max_slots) host: positions each slot holds */
 };
 
@@ -80,48 +81,49 @@ typedef struct attn_src {
   const int32_t *cu; /* (B + 1) backend */
   srlm_kv_cache *kv; /* non-NULL: decode/prefill against the cache */
   int n;             /* sequences of a cache step */
-  const int *slots_host;
-  const int32_t *cu_host;      /* (n + 1) host */
+  int64_t NQ;        /* new tokens of a cache step */
   const int32_t *slot_dev;     /* (n) backend */
   const int32_t *kv_len_dev;   /* (n) backend: cached lengths after this step */
-  const int64_t *kv_len0_host; /* (n) host: lengths before this step */
 } attn_src;
 
 struct srlm_model {
   srlm_model_config cfg;
-  const srlm_backend_ops *be;
+  srlm_backend *be;
+  srlm_dtype dt;           /* compute dtype of weights and activations */
+  size_t esz;              /* its element size */
   int64_t C, V, FF, L, NH, NKV, HS, Q, KV; /* Q = NH * HS, KV = NKV * HS */
   float eps;
   srlm_tensor_spec *specs; /* (n_specs) HF order */
   size_t n_specs;
-  size_t *offsets;         /* (n_specs) in floats */
+  size_t *offsets;         /* (n_specs) in elements */
   size_t n_params;
   size_t off_embed, off_final_norm, off_lm_head; /* lm_head = embed when tied */
   layer_offsets *layers;   /* (L) */
-  float *params;           /* (n_params) */
-  float *grads;            /* (n_params) NULL until srlm_model_grads */
-  float *inv_freq;         /* (HS / 2) */
+  void *params;            /* (n_params) compute dtype: what the ops read */
+  float *master;           /* (n_params) fp32 master weights; NULL for fp32 (params is the master) */
+  float *grads;            /* (n_params) fp32; NULL until first needed */
+  float *inv_freq;         /* (HS / 2) fp32 */
 
   /* inference (logprobs, logits, step) */
   batch_bufs ib;
   dbuf scratch_buf;        /* activations and scratch of an inference forward */
-  dbuf head_buf;           /* rows and logits of srlm_model_head_logits */
+  dbuf head_buf;           /* rows and logits of srlm_model_head_logits, head rows of logprobs */
   dbuf step_buf;           /* slots and cached lengths of a step */
 
   /* training: the last forward_train, for backward */
   int recompute;           /* keep only each layer's input and recompute the rest */
   batch_bufs tb;
   dbuf act_buf;            /* what backward reads */
-  dbuf tscratch_buf;       /* forward/backward scratch and LM-head chunks */
+  dbuf tscratch_buf;       /* forward/backward scratch */
   dbuf bwd_buf;            /* gradients of activations */
   layer_acts *acts;        /* (L) */
   model_scratch scr;       /* in tscratch_buf */
-  float *chunk;            /* (TC, VC) LM-head logits chunk, in tscratch_buf */
-  float *x_final;          /* (T, C) residual stream after the last layer */
-  float *x_rows;           /* (NT, C) x_final at the rows that have a target */
+  void *x_final;           /* (T, C) residual stream after the last layer */
+  void *x_rows;            /* (NT, C) x_final at the rows that have a target */
   float *rstd_final;       /* (NT) */
-  float *xf_rows;          /* (NT, C) final-normed rows */
+  void *xf_rows;           /* (NT, C) final-normed rows */
   float *lse_rows;         /* (NT) */
+  float *logp_rows;        /* (NT) */
   int64_t T, NT;
   int B;
   int32_t *rows_host;      /* (NT) host */
@@ -129,18 +131,22 @@ struct srlm_model {
   size_t act_bytes;        /* activations kept + forward/backward scratch of the last forward_train */
 };
 
-/* Calls op `name` of the model's backend, or fails naming the op when it is missing. */
-#define OP(m, op, ...)                                                                                        \
-  ((m)->be->op ? (m)->be->op(__VA_ARGS__)                                                                     \
-               : srlm_error(SRLM_ERR_UNSUPPORTED, "model", "backend '%s' has no op '%s' yet", (m)->be->name, #op))
+/* Calls op `op` of the model's backend (SRLM_OP: fails naming the op when missing). */
+#define OP(m, op, p) SRLM_OP((m)->be, op, p)
 
-/* n floats, 64-byte aligned, carved from *cur (advanced) and counted in *total;
- * with cur NULL only counts. */
-static inline float *srlm_model_carve(char **cur, size_t *total, int64_t n) {
-  const size_t bytes = ((size_t)(n > 0 ? n : 0) * sizeof(float) + 63) & ~(size_t)63;
+/* Element `i` of a compute-dtype buffer, and the parameter at offset `off`. */
+static inline void *srlm_model_el(const srlm_model *m, const void *base, int64_t i) {
+  return (char *)(uintptr_t)base + (size_t)i * m->esz;
+}
+static inline void *srlm_model_w(const srlm_model *m, size_t off) { return srlm_model_el(m, m->params, (int64_t)off); }
+
+/* n elements of esz bytes, 64-byte aligned, carved from *cur (advanced) and counted in
+ * *total; with cur NULL only counts. */
+static inline void *srlm_model_carve(char **cur, size_t *total, int64_t n, size_t esz) {
+  const size_t bytes = ((size_t)(n > 0 ? n : 0) * esz + 63) & ~(size_t)63;
   *total += bytes;
   if (!cur) return NULL;
-  float *p = (float *)(void *)*cur;
+  void *p = *cur;
   *cur += bytes;
   return p;
 }
@@ -150,8 +156,12 @@ srlm_status srlm_model_dbuf_reserve(const srlm_model *m, dbuf *b, size_t bytes);
 void srlm_model_dbuf_free(const srlm_model *m, dbuf *b);
 
 /* y = x W^T (+ bias): x (T, in), W [out, in] at params offset w, bias offset or NO_TENSOR. */
-srlm_status srlm_model_linear(srlm_model *m, float *y, const float *x, int64_t T, size_t w, size_t bias,
+srlm_status srlm_model_linear(srlm_model *m, void *y, const void *x, int64_t T, size_t w, size_t bias,
                               int64_t out, int64_t in);
+/* out = rmsnorm(x) with the weight at params offset w (rstd may be NULL). */
+srlm_status srlm_model_rmsnorm(srlm_model *m, void *out, float *rstd, const void *x, size_t w, int64_t N, int64_t C);
+/* out (n, C) = x[rows] (rows on the backend, indices into the T rows of x). */
+srlm_status srlm_model_gather_rows(srlm_model *m, void *out, const void *x, int64_t T, const int32_t *rows, int64_t n);
 
 /* Frees every buffer of a batch_bufs. */
 void srlm_model_batch_bufs_free(const srlm_model *m, batch_bufs *b);
@@ -171,15 +181,18 @@ srlm_status srlm_model_infer_buffers(srlm_model *m, int64_t T, layer_acts *a, mo
 /* Uploads the host array to a backend buffer (grown as needed). */
 srlm_status srlm_model_upload_i32(srlm_model *m, dbuf *b, const int32_t *host, int64_t n);
 
-/* Logits (n, V, host memory) of the given rows of the residual stream x (T, C): final
- * norm and LM head, in chunks of rows. Used by srlm_model_logits and the step. */
-srlm_status srlm_model_head_logits(srlm_model *m, const float *x, int64_t T, const int32_t *rows_host, int64_t n,
+/* The LM head (head.c). Logits (n, V, host memory) of the given rows of the residual
+ * stream x (T, C): final norm and LM head, in chunks of rows. Used by srlm_model_logits
+ * and the step. */
+srlm_status srlm_model_head_logits(srlm_model *m, const void *x, int64_t T, const int32_t *rows_host, int64_t n,
                                    float *logits);
-
+/* logp and lse (NT, backend) of the targets (NT, backend) of the final-normed rows xf. */
+srlm_status srlm_model_head_forward(srlm_model *m, const void *xf, const int32_t *targets, int64_t NT, float *logp,
+                                    float *lse);
 /* Backward of the LM head from dlogp (NT): dxf (NT, C) overwritten, lm_head gradient
- * accumulated; chunk is (TC, VC) scratch (see forward.c). */
-srlm_status srlm_model_head_backward(srlm_model *m, const float *xf, const int32_t *targets, const float *lse,
-                                     const float *dlogp, int64_t NT, float *dxf, float *chunk);
+ * accumulated. */
+srlm_status srlm_model_head_backward(srlm_model *m, const void *xf, const int32_t *targets, const float *lse,
+                                     const float *dlogp, int64_t NT, void *dxf);
 /* Bytes of backend memory srlm_model_backward needs for T tokens and NT targets. */
 size_t srlm_model_backward_bytes(const srlm_model *m, int64_t T, int64_t NT);
 

@@ -152,7 +152,7 @@ static srlm_status resume_weights(srlm_model *m, const srlm_checkpoint *ck, srlm
   if (ck->n_params != n)
     return srlm_error(SRLM_ERR_FORMAT, SRLM_CKPT_FILE, "holds %lld parameters, the model has %lld",
                       (long long)ck->n_params, (long long)n);
-  memcpy(srlm_model_params(m), ck->params, (size_t)n * sizeof(float));
+  SRLM_TRY(srlm_model_set_params(m, ck->params, 0, (size_t)n));
   *rs = (srlm_train_resume){.start_step = ck->step, .m = ck->m, .v = ck->v, .n = (size_t)n, .optim_step = ck->optim_step,
                             .optim_skipped = ck->optim_skipped, .replay_next = ck->replay_next};
   return SRLM_OK;

@@ -403,10 +403,11 @@ static srlm_status resume_point(sr_ctx *c, const srlm_sr_inputs *in, srlm_checkp
     char dir[4200];
     snprintf(dir, sizeof dir, "%s/iter_%d/model", c->run_dir, *start_t - 1);
     srlm_model *prev;
-    SRLM_TRY(srlm_model_load(dir, srlm_backend_cpu(), &prev));
+    SRLM_TRY(srlm_model_load(dir, srlm_backend_cpu(), SRLM_F32, &prev)); /* host memory: a staging copy */
     int64_t n = (int64_t)srlm_model_num_params(prev);
-    if (n == c->n_params) memcpy(srlm_model_params(c->ro.m), srlm_model_params(prev), (size_t)n * sizeof(float));
+    srlm_status st = n == c->n_params ? srlm_model_set_params(c->ro.m, srlm_model_master(prev), 0, (size_t)n) : SRLM_OK;
     srlm_model_free(prev);
+    SRLM_TRY(st);
     if (n != c->n_params)
       return srlm_error(SRLM_ERR_FORMAT, dir, "holds %lld parameters, the run's model %lld", (long long)n,
                         (long long)c->n_params);

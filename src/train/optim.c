@@ -1,9 +1,11 @@
 /* AdamW (torch.optim.AdamW semantics), global-norm clipping and the non-finite skip;
  * see include/srlm/optim.h for the formulas.
  *
- * Work is split into fixed chunks of at most CHUNK elements that never straddle a
- * weight-decay boundary. Threads take whole chunks; the norm adds the chunk sums in
- * chunk order, so every result is the same for any thread count.
+ * The arithmetic is the backend's: the grad_sumsq op over each weight-decay segment in
+ * turn (its chunk sums accumulate into one double on the device, in chunk order, so the
+ * norm does not depend on the thread count), one copy of that double to the host for
+ * the clip and skip decisions, then one adamw op per segment with the host's per-step
+ * scalars.
  */
 #include <math.h>
 #include <stdlib.h>
@@ -11,27 +13,20 @@
 
 #include "srlm/optim.h"
 
-#define CHUNK ((size_t)1 << 16)
-
-typedef struct optim_chunk {
-  size_t start, end; /* [start, end) */
-  int decay;
-} optim_chunk;
-
 struct srlm_optim {
-  const srlm_backend_ops *be;
+  srlm_backend *be;
   srlm_optim_config cfg;
   size_t n;
   float *m, *v;      /* (n) backend memory */
+  double *sumsq;     /* (1) backend memory: the norm's sum of squares */
+  void *param;       /* (n) the model's compute copy when it is not the master (bf16), else NULL */
+  srlm_dtype param_dtype;
   /* Decay ranges as a sorted list of boundaries: decay flag holds from bounds[i] to
    * bounds[i + 1]. Kept small (one entry per tensor at most). */
   size_t *bounds;    /* (n_bounds + 1) bounds[0] = 0, bounds[n_bounds] = n */
   int *flags;        /* (n_bounds) */
   size_t n_bounds;
-  optim_chunk *chunks;
-  size_t n_chunks;
   int64_t step, n_skipped;
-  double *partial;   /* (n_chunks) scratch for the norm */
 };
 
 void srlm_optim_config_from_config(const srlm_config *cfg, srlm_optim_config *out) {
@@ -57,39 +52,19 @@ static srlm_status check_config(const srlm_optim_config *c) {
   return SRLM_OK;
 }
 
-/* Splits every decay segment into chunks of at most CHUNK elements. */
-static void rebuild_chunks(srlm_optim *o) {
-  size_t count = 0;
-  for (size_t i = 0; i < o->n_bounds; i++) count += (o->bounds[i + 1] - o->bounds[i] + CHUNK - 1) / CHUNK;
-  free(o->chunks);
-  free(o->partial);
-  o->chunks = srlm_xmalloc((count ? count : 1) * sizeof *o->chunks);
-  o->partial = srlm_xmalloc((count ? count : 1) * sizeof *o->partial);
-  o->n_chunks = 0;
-  for (size_t i = 0; i < o->n_bounds; i++)
-    for (size_t s = o->bounds[i]; s < o->bounds[i + 1]; s += CHUNK) {
-      size_t e = s + CHUNK < o->bounds[i + 1] ? s + CHUNK : o->bounds[i + 1];
-      o->chunks[o->n_chunks++] = (optim_chunk){s, e, o->flags[i]};
-    }
-}
-
-srlm_status srlm_optim_create(const srlm_backend_ops *be, size_t n, const srlm_optim_config *cfg,
-                              srlm_optim **out) {
+srlm_status srlm_optim_create(srlm_backend *be, size_t n, const srlm_optim_config *cfg, srlm_optim **out) {
   *out = NULL;
   if (!be) return srlm_error(SRLM_ERR_INTERNAL, "optim", "no backend");
-  if (!be->host_memory)
-    return srlm_error(SRLM_ERR_UNSUPPORTED, "optim",
-                      "the AdamW optimizer is not built for the '%s' backend yet (only backends with host memory)",
-                      be->name);
   SRLM_TRY(check_config(cfg));
   srlm_optim *o = srlm_xcalloc(1, sizeof *o);
   o->be = be;
   o->cfg = *cfg;
   o->n = n;
-  srlm_status st = be->alloc((void **)&o->m, n * sizeof(float));
-  if (st == SRLM_OK) st = be->alloc((void **)&o->v, n * sizeof(float));
-  if (st == SRLM_OK && n) st = be->zero(o->m, n * sizeof(float));
-  if (st == SRLM_OK && n) st = be->zero(o->v, n * sizeof(float));
+  srlm_status st = srlm_backend_alloc(be, (void **)&o->m, n * sizeof(float));
+  if (st == SRLM_OK) st = srlm_backend_alloc(be, (void **)&o->v, n * sizeof(float));
+  if (st == SRLM_OK) st = srlm_backend_alloc(be, (void **)&o->sumsq, sizeof(double));
+  if (st == SRLM_OK && n) st = srlm_backend_zero(be, o->m, n * sizeof(float));
+  if (st == SRLM_OK && n) st = srlm_backend_zero(be, o->v, n * sizeof(float));
   if (st != SRLM_OK) {
     srlm_optim_free(o);
     return st;
@@ -100,19 +75,17 @@ srlm_status srlm_optim_create(const srlm_backend_ops *be, size_t n, const srlm_o
   o->bounds[1] = n;
   o->flags[0] = 1;
   o->n_bounds = n ? 1 : 0;
-  rebuild_chunks(o);
   *out = o;
   return SRLM_OK;
 }
 
 void srlm_optim_free(srlm_optim *o) {
   if (!o) return;
-  o->be->free(o->m);
-  o->be->free(o->v);
+  (void)srlm_backend_free(o->be, o->m);
+  (void)srlm_backend_free(o->be, o->v);
+  (void)srlm_backend_free(o->be, o->sumsq);
   free(o->bounds);
   free(o->flags);
-  free(o->chunks);
-  free(o->partial);
   free(o);
 }
 
@@ -150,7 +123,6 @@ srlm_status srlm_optim_set_decay(srlm_optim *o, size_t offset, size_t numel, int
     w++;
   }
   o->n_bounds = w;
-  rebuild_chunks(o);
   return SRLM_OK;
 }
 
@@ -165,6 +137,10 @@ srlm_status srlm_optim_create_for_model(srlm_model *m, const srlm_optim_config *
   *out = NULL;
   size_t n = srlm_model_num_params(m);
   SRLM_TRY(srlm_optim_create(srlm_model_backend(m), n, cfg, out));
+  if (srlm_model_dtype(m) != SRLM_F32) {
+    (*out)->param = srlm_model_compute_params(m);
+    (*out)->param_dtype = srlm_model_dtype(m);
+  }
   if (cfg->decay_1d) return SRLM_OK;
   srlm_tensor_spec *specs;
   size_t ns;
@@ -183,36 +159,31 @@ srlm_status srlm_optim_create_for_model(srlm_model *m, const srlm_optim_config *
   return st;
 }
 
-/* Sum of squares of each chunk into partial[], then added in chunk order. */
-static double chunked_norm(const float *x, const optim_chunk *chunks, size_t n_chunks, double *partial) {
-#pragma omp parallel for schedule(static)
-  for (size_t c = 0; c < n_chunks; c++) {
-    double s = 0;
-    for (size_t i = chunks[c].start; i < chunks[c].end; i++) s += (double)x[i] * (double)x[i];
-    partial[c] = s;
+/* The sum of squares of x (n, backend memory) over the decay segments in turn, into
+ * *out (host). */
+static srlm_status sumsq(srlm_optim *o, const float *x, double *out) {
+  SRLM_TRY(srlm_backend_zero(o->be, o->sumsq, sizeof(double)));
+  for (size_t i = 0; i < o->n_bounds; i++) {
+    srlm_sumsq_params p = {.out = o->sumsq, .x = x + o->bounds[i], .n = (int64_t)(o->bounds[i + 1] - o->bounds[i])};
+    SRLM_TRY(SRLM_OP(o->be, grad_sumsq, p));
   }
-  double total = 0;
-  for (size_t c = 0; c < n_chunks; c++) total += partial[c];
-  return sqrt(total);
+  return srlm_backend_copy_d2h(o->be, out, o->sumsq, sizeof(double));
 }
 
 double srlm_optim_global_norm(const float *x, size_t n) {
-  size_t nc = (n + CHUNK - 1) / CHUNK;
-  optim_chunk *chunks = srlm_xmalloc((nc ? nc : 1) * sizeof *chunks);
-  double *partial = srlm_xmalloc((nc ? nc : 1) * sizeof *partial);
-  for (size_t c = 0; c < nc; c++)
-    chunks[c] = (optim_chunk){c * CHUNK, (c + 1) * CHUNK < n ? (c + 1) * CHUNK : n, 1};
-  double r = chunked_norm(x, chunks, nc, partial);
-  free(chunks);
-  free(partial);
-  return r;
+  double s = 0;
+  srlm_sumsq_params p = {.out = &s, .x = x, .n = (int64_t)n};
+  srlm_status st = SRLM_OP(srlm_backend_cpu(), grad_sumsq, p);
+  return st == SRLM_OK ? sqrt(s) : NAN;
 }
 
 srlm_status srlm_optim_step(srlm_optim *o, float *params, const float *grads, double lr,
                             srlm_optim_stats *stats) {
   if (!(lr >= 0 && isfinite(lr))) return srlm_error(SRLM_ERR_RANGE, "optim step", "learning rate %g", lr);
   if (o->n && (!params || !grads)) return srlm_error(SRLM_ERR_INTERNAL, "optim step", "NULL params or grads");
-  double norm = chunked_norm(grads, o->chunks, o->n_chunks, o->partial);
+  double ss = 0;
+  SRLM_TRY(sumsq(o, grads, &ss));
+  const double norm = sqrt(ss);
   srlm_optim_stats s = {.grad_norm = norm, .clip_scale = 1.0, .lr = lr};
   if (!isfinite(norm)) {
     o->n_skipped++;
@@ -226,27 +197,22 @@ srlm_status srlm_optim_step(srlm_optim *o, float *params, const float *grads, do
     o->step++;
     const double t = (double)o->step;
     const double b1 = o->cfg.beta1, b2 = o->cfg.beta2;
-    const float scale = (float)s.clip_scale;
+    srlm_adamw_params a = {.grad_scale = (float)s.clip_scale, .one_minus_beta1 = (float)(1.0 - b1),
+                           .beta2 = (float)b2, .one_minus_beta2 = (float)(1.0 - b2),
+                           .step_size = (float)(lr / (1.0 - pow(b1, t))), .bc2_sqrt = (float)sqrt(1.0 - pow(b2, t)),
+                           .eps = (float)o->cfg.eps, .dtype = o->param_dtype};
     const float decay_mul = (float)(1.0 - lr * o->cfg.weight_decay);
-    const float w1 = (float)(1.0 - b1), fb2 = (float)b2, w2 = (float)(1.0 - b2);
-    const float step_size = (float)(lr / (1.0 - pow(b1, t)));
-    const float bc2_sqrt = (float)sqrt(1.0 - pow(b2, t));
-    const float eps = (float)o->cfg.eps;
-    const int clipped = s.clip_scale != 1.0;
-    float *m = o->m, *v = o->v;
-    const optim_chunk *chunks = o->chunks;
-#pragma omp parallel for schedule(static)
-    for (size_t c = 0; c < o->n_chunks; c++) {
-      const int decay = chunks[c].decay && decay_mul != 1.0f;
-      for (size_t i = chunks[c].start; i < chunks[c].end; i++) {
-        float g = clipped ? grads[i] * scale : grads[i];
-        float p = decay ? params[i] * decay_mul : params[i];
-        float mi = m[i] + w1 * (g - m[i]); /* lerp, as torch's exp_avg.lerp_(grad, 1 - beta1) */
-        float vi = v[i] * fb2 + w2 * g * g;
-        m[i] = mi;
-        v[i] = vi;
-        params[i] = p - step_size * (mi / (sqrtf(vi) / bc2_sqrt + eps));
-      }
+    const size_t esz = srlm_dtype_size(o->param_dtype);
+    for (size_t i = 0; i < o->n_bounds; i++) {
+      const size_t b0 = o->bounds[i];
+      a.master = params + b0;
+      a.param = o->param ? (char *)o->param + b0 * esz : NULL;
+      a.m = o->m + b0;
+      a.v = o->v + b0;
+      a.grad = grads + b0;
+      a.n = (int64_t)(o->bounds[i + 1] - b0);
+      a.decay_mul = o->flags[i] ? decay_mul : 1.0f;
+      SRLM_TRY(SRLM_OP(o->be, adamw, a));
     }
   }
   s.step = o->step;
@@ -271,8 +237,8 @@ srlm_status srlm_optim_set_state(srlm_optim *o, const float *m, const float *v, 
     return srlm_error(SRLM_ERR_RANGE, "optim set_state", "negative step count %lld or skip count %lld",
                       (long long)step, (long long)n_skipped);
   if (n) {
-    SRLM_TRY(o->be->copy_h2d(o->m, m, n * sizeof(float)));
-    SRLM_TRY(o->be->copy_h2d(o->v, v, n * sizeof(float)));
+    SRLM_TRY(srlm_backend_copy_h2d(o->be, o->m, m, n * sizeof(float)));
+    SRLM_TRY(srlm_backend_copy_h2d(o->be, o->v, v, n * sizeof(float)));
   }
   o->step = step;
   o->n_skipped = n_skipped;

@@ -92,15 +92,15 @@ srlm_status srlm_setup_model_config(const srlm_config *cfg, srlm_tokenizer *tok,
   return srlm_model_config_finalize(m, "model.arch");
 }
 
-srlm_status srlm_setup_model(const srlm_config *cfg, srlm_tokenizer *tok, const srlm_backend_ops *be,
-                             srlm_model **out) {
+srlm_status srlm_setup_model(const srlm_config *cfg, srlm_tokenizer *tok, srlm_backend *be, srlm_model **out) {
   *out = NULL;
+  const srlm_dtype dt = cfg->model.dtype == SRLM_CFG_DTYPE_BF16 ? SRLM_BF16 : SRLM_F32;
   if (cfg->model.path[0]) {
-    SRLM_TRY(srlm_model_load(cfg->model.path, be, out));
+    SRLM_TRY(srlm_model_load(cfg->model.path, be, dt, out));
   } else {
     srlm_model_config mc;
     SRLM_TRY(srlm_setup_model_config(cfg, tok, &mc));
-    SRLM_TRY(srlm_model_create(&mc, (uint64_t)cfg->run.seed, be, out));
+    SRLM_TRY(srlm_model_create(&mc, (uint64_t)cfg->run.seed, be, dt, out));
   }
   const srlm_model_config *mc = srlm_model_get_config(*out);
   if (mc->vocab_size < srlm_tokenizer_n_ids(tok)) {

@@ -82,7 +82,7 @@ static void rmsnorm_naive(const float *x, const float *w, int64_t N, int64_t C, 
   }
 }
 
-static void test_rmsnorm(const srlm_backend_ops *be) {
+static void test_rmsnorm(srlm_backend *be) {
   static const struct { int64_t N, C; double amp; float eps; } cases[] = {
       {1, 1, 1, 1e-6f},     {1, 768, 1, 1e-6f},   {7, 1000, 3, 1e-5f},
       {33, 4097, 1, 1e-6f}, {5, 515, 1e3, 1e-6f}, {4, 333, 1e-3, 1e-5f},
@@ -96,7 +96,7 @@ static void test_rmsnorm(const srlm_backend_ops *be) {
     fill_uniform(x, N * C, -cases[k].amp, cases[k].amp);
     fill_uniform(w, C, 0.5, 1.5);
     srlm_rmsnorm_params p = {.out = out, .rstd = rstd, .x = x, .w = w, .N = N, .C = C, .eps = cases[k].eps};
-    EXPECT_EQ_INT(be->rmsnorm_forward(p), SRLM_OK);
+    EXPECT_EQ_INT(SRLM_OP(be, rmsnorm_forward, p), SRLM_OK);
     rmsnorm_ref(x, w, N, C, cases[k].eps, rout, rrstd);
     rmsnorm_naive(x, w, N, C, cases[k].eps, nout, nrstd);
     char what[96];
@@ -110,7 +110,7 @@ static void test_rmsnorm(const srlm_backend_ops *be) {
     p.x = nout;
     p.out = nout;
     p.rstd = NULL;
-    EXPECT_EQ_INT(be->rmsnorm_forward(p), SRLM_OK);
+    EXPECT_EQ_INT(SRLM_OP(be, rmsnorm_forward, p), SRLM_OK);
     EXPECT(memcmp(nout, out, (size_t)(N * C) * sizeof *out) == 0, "in-place rmsnorm differs (N=%lld C=%lld)",
            (long long)N, (long long)C);
     free(x), free(w), free(out), free(rstd), free(nout), free(nrstd), free(rout), free(rrstd);
@@ -159,12 +159,26 @@ static void pick_targets(const float *z, int64_t N, int64_t V, int32_t *t) {
   }
 }
 
-static void test_logprob(const srlm_backend_ops *be) {
-  static const struct { int64_t N, V; double lo, hi; int mask; } cases[] = {
-      {1, 1, -1, 1, 0},         {1, 7, -5, 5, 0},          {4, 1000, -10, 10, 0},
-      {3, 32003, -20, 20, 0},   {65, 257, -1, 1, 0},       {2, 151937, -15, 15, 0},
-      {8, 5003, -1e4, 1e4, 0},  {8, 5003, 1e4, 1e4 + 8, 0}, {8, 5003, -1e4 - 8, -1e4, 0},
-      {6, 999, -10, 10, 1},
+/* The LM head with x = I_N (C = N) and W = z^T (V x N): the chunk GEMM's logits are
+ * exactly z (each is one product by 1 in an fma chain of zeros), so the fused op is
+ * checked on chosen logits, at any V. */
+typedef struct head_io {
+  float *x, *w; /* (N, N) identity, (V, N) = z^T */
+} head_io;
+
+static head_io head_inputs(const float *z, int64_t N, int64_t V) {
+  head_io h = {srlm_xcalloc((size_t)(N * N), sizeof(float)), srlm_xmalloc((size_t)(V * N) * sizeof(float))};
+  for (int64_t n = 0; n < N; n++) h.x[n * N + n] = 1.0f;
+  for (int64_t n = 0; n < N; n++)
+    for (int64_t v = 0; v < V; v++) h.w[v * N + n] = z[n * V + v];
+  return h;
+}
+
+static void test_logprob(srlm_backend *be) {
+  static const struct { int64_t N, V; double lo, hi; } cases[] = {
+      {1, 1, -1, 1},          {1, 7, -5, 5},           {4, 1000, -10, 10},       {3, 32003, -20, 20},
+      {65, 257, -1, 1},       {2, 151937, -15, 15},    {8, 5003, -1e4, 1e4},     {8, 5003, 1e4, 1e4 + 8},
+      {8, 5003, -1e4 - 8, -1e4}, {3, 16411, -30, 30}, /* three vocabulary chunks of the op, the last partial */
   };
   for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
     int64_t N = cases[k].N, V = cases[k].V;
@@ -174,52 +188,50 @@ static void test_logprob(const srlm_backend_ops *be) {
     float *nlogp = srlm_xmalloc((size_t)N * sizeof *nlogp), *nlse = srlm_xmalloc((size_t)N * sizeof *nlse);
     double *rlogp = srlm_xmalloc((size_t)N * sizeof *rlogp), *rlse = srlm_xmalloc((size_t)N * sizeof *rlse);
     fill_uniform(z, N * V, cases[k].lo, cases[k].hi);
-    if (cases[k].mask)
-      for (int64_t i = 0; i < N * V; i += 3) z[i] = -INFINITY;
     pick_targets(z, N, V, t);
-    srlm_logprob_params p = {.logp = logp, .lse = lse, .logits = z, .targets = t, .N = N, .V = V};
-    EXPECT_EQ_INT(be->logprob_forward(p), SRLM_OK);
+    head_io h = head_inputs(z, N, V);
+    srlm_lmhead_params p = {.logp = logp, .lse = lse, .x = h.x, .w = h.w, .targets = t, .N = N, .C = N, .V = V};
+    EXPECT_EQ_INT(SRLM_OP(be, lmhead_forward, p), SRLM_OK);
     logprob_ref(z, t, N, V, rlogp, rlse);
     logprob_naive(z, t, N, V, nlogp, nlse);
     char what[96];
-    snprintf(what, sizeof what, "logprob logp N=%lld V=%lld [%g,%g]%s", (long long)N, (long long)V,
-             cases[k].lo, cases[k].hi, cases[k].mask ? " masked" : "");
+    snprintf(what, sizeof what, "lmhead logp N=%lld V=%lld [%g,%g]", (long long)N, (long long)V, cases[k].lo,
+             cases[k].hi);
     expect_rule(what, logp, nlogp, rlogp, NULL, N);
-    snprintf(what, sizeof what, "logprob lse  N=%lld V=%lld [%g,%g]%s", (long long)N, (long long)V,
-             cases[k].lo, cases[k].hi, cases[k].mask ? " masked" : "");
+    snprintf(what, sizeof what, "lmhead lse  N=%lld V=%lld [%g,%g]", (long long)N, (long long)V, cases[k].lo,
+             cases[k].hi);
     expect_rule(what, lse, nlse, rlse, NULL, N);
 
-    /* backward from the op's own lse; one row with dlogp = 0 (a masked token) */
-    float *g = srlm_xmalloc((size_t)N * sizeof *g), *dz = srlm_xmalloc((size_t)(N * V) * sizeof *dz);
-    float *ndz = srlm_xmalloc((size_t)(N * V) * sizeof *ndz);
+    /* backward from the op's own lse; one row with dlogp = 0 (no target): dW = dz^T x
+     * is dz^T itself, dx = dz W */
+    float *g = srlm_xmalloc((size_t)N * sizeof *g), *dw = srlm_xcalloc((size_t)(V * N), sizeof *dw);
+    float *dx = srlm_xmalloc((size_t)(N * N) * sizeof *dx);
+    float *ndz = srlm_xmalloc((size_t)(N * V) * sizeof *ndz), *dz = srlm_xmalloc((size_t)(N * V) * sizeof *dz);
     double *rdz = srlm_xmalloc((size_t)(N * V) * sizeof *rdz), *pdz = srlm_xmalloc((size_t)(N * V) * sizeof *pdz);
     fill_uniform(g, N, -2, 2);
-    if (N > 1) g[N - 1] = 0.0f;
-    srlm_logprob_bwd_params b = {.dlogits = dz, .logits = z, .lse = lse, .dlogp = g, .targets = t, .N = N, .V = V};
-    EXPECT_EQ_INT(be->logprob_backward(b), SRLM_OK);
+    if (N > 1) {
+      g[N - 1] = 0.0f;
+      t[N - 1] = -1;
+    }
+    srlm_lmhead_bwd_params b = {.dx = dx, .dw = dw, .x = h.x, .w = h.w, .lse = lse, .dlogp = g, .targets = t, .N = N,
+                                .C = N, .V = V};
+    EXPECT_EQ_INT(SRLM_OP(be, lmhead_backward, b), SRLM_OK);
     for (int64_t n = 0; n < N; n++)
       for (int64_t v = 0; v < V; v++) {
         double pv = exp((double)z[n * V + v] - (double)lse[n]);
         rdz[n * V + v] = (double)g[n] * ((v == t[n] ? 1.0 : 0.0) - pv);
         pdz[n * V + v] = fmax(fabs(rdz[n * V + v]), fabs((double)g[n]) * pv);
         ndz[n * V + v] = g[n] * ((v == t[n] ? 1.0f : 0.0f) - expf(z[n * V + v] - lse[n]));
+        dz[n * V + v] = dw[v * N + n];
       }
-    snprintf(what, sizeof what, "logprob bwd  N=%lld V=%lld [%g,%g]%s", (long long)N, (long long)V,
-             cases[k].lo, cases[k].hi, cases[k].mask ? " masked" : "");
+    snprintf(what, sizeof what, "lmhead bwd  N=%lld V=%lld [%g,%g]", (long long)N, (long long)V, cases[k].lo,
+             cases[k].hi);
     expect_rule(what, dz, ndz, rdz, pdz, N * V);
     int zero_row = 1;
     for (int64_t v = 0; v < V && N > 1; v++) zero_row &= dz[(N - 1) * V + v] == 0.0f;
     EXPECT(zero_row, "dlogp = 0 must give a zero gradient row (N=%lld V=%lld)", (long long)N, (long long)V);
-
-    /* in place: dlogits over the logits */
-    memcpy(ndz, z, (size_t)(N * V) * sizeof *z);
-    b.dlogits = ndz;
-    b.logits = ndz;
-    EXPECT_EQ_INT(be->logprob_backward(b), SRLM_OK);
-    EXPECT(memcmp(ndz, dz, (size_t)(N * V) * sizeof *dz) == 0, "in-place backward differs (N=%lld V=%lld)",
-           (long long)N, (long long)V);
     free(z), free(t), free(logp), free(lse), free(nlogp), free(nlse), free(rlogp), free(rlse);
-    free(g), free(dz), free(ndz), free(rdz), free(pdz);
+    free(g), free(dz), free(ndz), free(rdz), free(pdz), free(dw), free(dx), free(h.x), free(h.w);
   }
 }
 
@@ -252,35 +264,45 @@ static void test_gradient_formula(void) {
 
 /* ---- special rows, threads --------------------------------------------- */
 
-static void test_special_rows(const srlm_backend_ops *be) {
+/* One row each call: with x = I, a NaN logit of one row would reach the others through
+ * 0 * NaN in their products. */
+static void test_special_rows(srlm_backend *be) {
   enum { V = 5 };
-  float z[3 * V] = {1, 2, NAN, 0, 1,                                   /* NaN propagates */
-                    -INFINITY, -INFINITY, -INFINITY, -INFINITY, -INFINITY, /* no distribution */
-                    -INFINITY, 0, 0, -INFINITY, 0};                    /* target masked */
-  int32_t t[3] = {0, 2, 0};
-  float logp[3], lse[3];
-  srlm_logprob_params p = {.logp = logp, .lse = lse, .logits = z, .targets = t, .N = 3, .V = V};
-  EXPECT_EQ_INT(be->logprob_forward(p), SRLM_OK);
+  const float rows[2][V] = {{1, 2, NAN, 0, 1},  /* NaN propagates */
+                            {3, 0, 0, -1, 0}};  /* no target: logp 0, lse still computed */
+  const int32_t targets[2] = {0, -1};
+  float logp[2], lse[2];
+  for (int r = 0; r < 2; r++) {
+    head_io h = head_inputs(rows[r], 1, V);
+    srlm_lmhead_params p = {.logp = &logp[r], .lse = &lse[r], .x = h.x, .w = h.w, .targets = &targets[r], .N = 1,
+                            .C = 1, .V = V};
+    EXPECT_EQ_INT(SRLM_OP(be, lmhead_forward, p), SRLM_OK);
+    free(h.x), free(h.w);
+  }
   EXPECT(isnan(logp[0]), "a NaN logit gave logp %g", (double)logp[0]);
-  EXPECT(isnan(logp[1]), "an all -inf row gave logp %g", (double)logp[1]);
-  EXPECT(logp[2] == -INFINITY, "a masked target gave logp %g", (double)logp[2]);
-  EXPECT_NEAR(lse[2], log(3.0), 1e-6);
+  EXPECT(logp[1] == 0.0f, "a row without target gave logp %g", (double)logp[1]);
+  EXPECT_NEAR(lse[1], log(exp(3.0) + 3.0 + exp(-1.0)), 1e-5);
 }
 
-static int run_all_ops(const srlm_backend_ops *be, const float *x, const float *w, const float *z,
-                       const int32_t *t, const float *g, int64_t N, int64_t C, int64_t V, float *out) {
-  /* out: (N*C) rmsnorm | (N) rstd | (N) logp | (N) lse | (N*V) dlogits */
-  float *rstd = out + N * C, *logp = rstd + N, *lse = logp + N, *dz = lse + N;
+static int run_all_ops(srlm_backend *be, const float *x, const float *w, const float *z, const int32_t *t,
+                       const float *g, int64_t N, int64_t C, int64_t V, float *out) {
+  /* out: (N*C) rmsnorm | (N) rstd | (N) logp | (N) lse | (V*N) dW | (N*N) dx */
+  float *rstd = out + N * C, *logp = rstd + N, *lse = logp + N, *dw = lse + N, *dx = dw + V * N;
+  head_io h = head_inputs(z, N, V);
+  memset(dw, 0, (size_t)(V * N) * sizeof *dw);
   srlm_rmsnorm_params r = {.out = out, .rstd = rstd, .x = x, .w = w, .N = N, .C = C, .eps = 1e-6f};
-  srlm_logprob_params f = {.logp = logp, .lse = lse, .logits = z, .targets = t, .N = N, .V = V};
-  srlm_logprob_bwd_params b = {.dlogits = dz, .logits = z, .lse = lse, .dlogp = g, .targets = t, .N = N, .V = V};
-  return be->rmsnorm_forward(r) == SRLM_OK && be->logprob_forward(f) == SRLM_OK &&
-         be->logprob_backward(b) == SRLM_OK;
+  srlm_lmhead_params f = {.logp = logp, .lse = lse, .x = h.x, .w = h.w, .targets = t, .N = N, .C = N, .V = V};
+  srlm_lmhead_bwd_params b = {.dx = dx, .dw = dw, .x = h.x, .w = h.w, .lse = lse, .dlogp = g, .targets = t, .N = N,
+                              .C = N, .V = V};
+  int ok = SRLM_OP(be, rmsnorm_forward, r) == SRLM_OK && SRLM_OP(be, lmhead_forward, f) == SRLM_OK &&
+           SRLM_OP(be, lmhead_backward, b) == SRLM_OK;
+  free(h.x), free(h.w);
+  return ok;
 }
 
-static void test_thread_independence(const srlm_backend_ops *be) {
+static void test_thread_independence(srlm_backend *be) {
 #ifdef _OPENMP
-  const int64_t N = 37, C = 515, V = 3001, n_out = N * C + 3 * N + N * V;
+  const int64_t N = 37, C = 515, V = 3001, n_out = N * C + 3 * N + V * N + N * N;
   float *x = srlm_xmalloc((size_t)(N * C) * 4), *w = srlm_xmalloc((size_t)C * 4);
   float *z = srlm_xmalloc((size_t)(N * V) * 4), *g = srlm_xmalloc((size_t)N * 4);
   int32_t *t = srlm_xmalloc((size_t)N * 4);
@@ -331,13 +353,15 @@ static int64_t first_diff(const float *a, const float *b, int64_t n) {
 
 /* op(A)(m,k) and op(B)(k,n) of the matmul layouts */
 static float mat_a(const srlm_matmul_params *p, int64_t m, int64_t k) {
-  return p->trans_a ? p->a[k * p->lda + m] : p->a[m * p->lda + k];
+  const float *a = p->a;
+  return p->trans_a ? a[k * p->lda + m] : a[m * p->lda + k];
 }
 static float mat_b(const srlm_matmul_params *p, int64_t k, int64_t n) {
-  return p->trans_b ? p->b[n * p->ldb + k] : p->b[k * p->ldb + n];
+  const float *b = p->b;
+  return p->trans_b ? b[n * p->ldb + k] : b[k * p->ldb + n];
 }
 
-static void test_matmul(const srlm_backend_ops *be) {
+static void test_matmul(srlm_backend *be) {
   static const struct { int64_t M, N, K; int ta, tb, acc, bias, pad; } cases[] = {
       {1, 1, 1, 0, 1, 0, 0, 0},       {7, 5, 3, 0, 1, 0, 1, 0},        {33, 70, 300, 0, 1, 0, 0, 0},
       {200, 97, 513, 0, 0, 1, 0, 0},  {65, 130, 260, 1, 0, 1, 0, 0},    {9, 64, 1000, 0, 1, 0, 1, 3},
@@ -380,7 +404,7 @@ static void test_matmul(const srlm_backend_ops *be) {
       if (srlm_backend_cpu_set_isa(isas[kk]) != SRLM_OK) continue; /* not on this CPU */
       memcpy(c, c0, (size_t)nc * sizeof *c);
       p.c = c;
-      EXPECT_EQ_INT(be->matmul(p), SRLM_OK);
+      EXPECT_EQ_INT(SRLM_OP(be, matmul, p), SRLM_OK);
       char what[128];
       snprintf(what, sizeof what, "matmul %s M=%lld N=%lld K=%lld ta=%d tb=%d acc=%d", isas[kk], (long long)M,
                (long long)N, (long long)K, cases[t].ta, cases[t].tb, cases[t].acc);
@@ -394,10 +418,10 @@ static void test_matmul(const srlm_backend_ops *be) {
   /* strides below the row length are refused; M = 0 is nothing to do */
   float x[4] = {0};
   srlm_matmul_params bad = {.c = x, .a = x, .b = x, .M = 2, .N = 2, .K = 2, .lda = 1};
-  EXPECT_EQ_INT(be->matmul(bad), SRLM_ERR_RANGE);
+  EXPECT_EQ_INT(SRLM_OP(be, matmul, bad), SRLM_ERR_RANGE);
   EXPECT_CONTAINS(srlm_error_message(), "cpu matmul: row strides lda 1");
   srlm_matmul_params none = {.c = NULL, .M = 0, .N = 5, .K = 3};
-  EXPECT_EQ_INT(be->matmul(none), SRLM_OK);
+  EXPECT_EQ_INT(SRLM_OP(be, matmul, none), SRLM_OK);
 }
 
 /* RMSNorm backward in float64, from the forward's formula. */
@@ -423,7 +447,7 @@ static double rmsnorm_loss64(const double *x, const float *w, const float *dy, i
   return l;
 }
 
-static void test_rmsnorm_backward(const srlm_backend_ops *be) {
+static void test_rmsnorm_backward(srlm_backend *be) {
   static const struct { int64_t N, C; } cases[] = {{2, 8}, {3, 64}, {130, 257}, {17, 1024}};
   for (size_t t = 0; t < sizeof cases / sizeof cases[0]; t++) {
     const int64_t N = cases[t].N, C = cases[t].C;
@@ -435,10 +459,10 @@ static void test_rmsnorm_backward(const srlm_backend_ops *be) {
     fill_uniform(dy, N * C, -1, 1);
     fill_uniform(dw0, C, -1, 1);
     srlm_rmsnorm_params f = {.out = y, .rstd = rstd, .x = x, .w = w, .N = N, .C = C, .eps = 1e-6f};
-    EXPECT_EQ_INT(be->rmsnorm_forward(f), SRLM_OK);
+    EXPECT_EQ_INT(SRLM_OP(be, rmsnorm_forward, f), SRLM_OK);
     memcpy(dw, dw0, (size_t)C * sizeof *dw);
     srlm_rmsnorm_bwd_params b = {.dx = dx, .dw = dw, .dy = dy, .x = x, .w = w, .rstd = rstd, .N = N, .C = C};
-    EXPECT_EQ_INT(be->rmsnorm_backward(b), SRLM_OK);
+    EXPECT_EQ_INT(SRLM_OP(be, rmsnorm_backward, b), SRLM_OK);
     for (int64_t c = 0; c < C; c++) rdw[c] = dw0[c];
     rmsnorm_bwd_ref(x, w, dy, N, C, 1e-6f, rdx, rdw);
     /* naive fp32: the formula in floats, dw summed row after row */
@@ -460,7 +484,7 @@ static void test_rmsnorm_backward(const srlm_backend_ops *be) {
     memcpy(ndx, dy, (size_t)(N * C) * sizeof *ndx);
     memcpy(dw, dw0, (size_t)C * sizeof *dw);
     b.dx = ndx, b.dy = ndx;
-    EXPECT_EQ_INT(be->rmsnorm_backward(b), SRLM_OK);
+    EXPECT_EQ_INT(SRLM_OP(be, rmsnorm_backward, b), SRLM_OK);
     EXPECT_SAME_BITS(ndx, dx, N * C, "in-place rmsnorm backward (N=%lld C=%lld)", (long long)N, (long long)C);
     free(x), free(w), free(dy), free(y), free(rstd), free(dx), free(dw), free(ndx), free(ndw), free(dw0);
     free(rdx), free(rdw);
@@ -499,7 +523,7 @@ static void rope_ref(const float *x, const int32_t *pos, const float *inv_freq, 
       }
 }
 
-static void test_rope(const srlm_backend_ops *be) {
+static void test_rope(srlm_backend *be) {
   static const struct { int64_t N, H, HS; } cases[] = {{1, 1, 2}, {5, 3, 8}, {70, 4, 64}, {9, 2, 128}};
   for (size_t t = 0; t < sizeof cases / sizeof cases[0]; t++) {
     const int64_t N = cases[t].N, H = cases[t].H, HS = cases[t].HS, n = N * H * HS;
@@ -513,7 +537,7 @@ static void test_rope(const srlm_backend_ops *be) {
       const double sign = dir ? -1.0 : 1.0;
       memcpy(y, x, (size_t)n * sizeof *y);
       srlm_rope_params p = {.x = y, .pos = pos, .inv_freq = inv, .N = N, .H = H, .HS = HS};
-      EXPECT_EQ_INT(dir ? be->rope_backward(p) : be->rope_forward(p), SRLM_OK);
+      EXPECT_EQ_INT(dir ? SRLM_OP(be, rope_backward, p) : SRLM_OP(be, rope_forward, p), SRLM_OK);
       rope_ref(x, pos, inv, N, H, HS, sign, ref);
       for (int64_t i = 0; i < N; i++)
         for (int64_t h = 0; h < H; h++)
@@ -541,10 +565,10 @@ static void test_rope(const srlm_backend_ops *be) {
   int32_t bad_pos[1] = {-3};
   float xx[4] = {0}, inv[2] = {1, 1};
   srlm_rope_params p = {.x = xx, .pos = bad_pos, .inv_freq = inv, .N = 1, .H = 1, .HS = 4};
-  EXPECT_EQ_INT(be->rope_forward(p), SRLM_ERR_RANGE);
+  EXPECT_EQ_INT(SRLM_OP(be, rope_forward, p), SRLM_ERR_RANGE);
   EXPECT_STR_EQ(srlm_error_message(), "cpu rope_forward: row 0: position -3 is negative");
   p.HS = 3;
-  EXPECT_EQ_INT(be->rope_forward(p), SRLM_ERR_RANGE);
+  EXPECT_EQ_INT(SRLM_OP(be, rope_forward, p), SRLM_ERR_RANGE);
   EXPECT_CONTAINS(srlm_error_message(), "head dim HS = 3 must be even");
 }
 
@@ -608,7 +632,7 @@ static void to_float(const double *x, float *y, int64_t n) {
   for (int64_t i = 0; i < n; i++) y[i] = (float)x[i];
 }
 
-static void test_attention(const srlm_backend_ops *be) {
+static void test_attention(srlm_backend *be) {
   static const struct { int B; int32_t lens[4]; int64_t NH, NKV, HS, W; } cases[] = {
       {1, {1}, 1, 1, 2, 0},          {2, {5, 3}, 2, 1, 8, 0},          {3, {70, 1, 130}, 4, 2, 16, 0},
       {2, {100, 67}, 4, 4, 32, 17},  {1, {200}, 6, 2, 64, 64},         {4, {0, 9, 65, 2}, 2, 2, 4, 3},
@@ -630,7 +654,7 @@ static void test_attention(const srlm_backend_ops *be) {
     fill_uniform(dout, nq, -1, 1);
     srlm_attention_params p = {.out = out, .lse = lse, .q = q, .k = k, .v = v, .cu_seqlens = cu, .B = B, .T = T,
                                .NH = NH, .NKV = NKV, .HS = HS, .window = W, .scale = scale};
-    EXPECT_EQ_INT(be->attention_forward(p), SRLM_OK);
+    EXPECT_EQ_INT(SRLM_OP(be, attention_forward, p), SRLM_OK);
     attention_ref(q, k, v, cu, B, NH, NKV, HS, W, scale, dout, rout, rdq, rdk, rdv);
     attention_naive(q, k, v, cu, B, NH, NKV, HS, W, scale, dout, nout, ndq, ndk, ndv);
     char what[128];
@@ -640,7 +664,7 @@ static void test_attention(const srlm_backend_ops *be) {
     srlm_attention_bwd_params bp = {.dq = dq, .dk = dk, .dv = dv, .dout = dout, .out = out, .lse = lse, .q = q,
                                     .k = k, .v = v, .cu_seqlens = cu, .B = B, .T = T, .NH = NH, .NKV = NKV,
                                     .HS = HS, .window = W, .scale = scale};
-    EXPECT_EQ_INT(be->attention_backward(bp), SRLM_OK);
+    EXPECT_EQ_INT(SRLM_OP(be, attention_backward, bp), SRLM_OK);
     snprintf(what, sizeof what, "attention dq  T=%lld NH=%lld NKV=%lld W=%lld", (long long)T, (long long)NH,
              (long long)NKV, (long long)W);
     expect_rule(what, dq, ndq, rdq, NULL, nq);
@@ -667,7 +691,7 @@ static void test_attention(const srlm_backend_ops *be) {
                                        .k_cache = kc, .v_cache = vc, .slot = sl, .cu_q = cq, .kv_len = len, .n = 1,
                                        .NQ = step, .NH = NH, .NKV = NKV, .HS = HS, .max_slots = B,
                                        .max_len = max_len, .window = W, .scale = scale};
-        EXPECT_EQ_INT(be->attention_kv(kp), SRLM_OK);
+        EXPECT_EQ_INT(SRLM_OP(be, attention_kv, kp), SRLM_OK);
         done += step;
       }
     }
@@ -715,7 +739,7 @@ static void test_attention(const srlm_backend_ops *be) {
 
 /* ---- SwiGLU, add, colsum, embedding ---- */
 
-static void test_swiglu(const srlm_backend_ops *be) {
+static void test_swiglu(srlm_backend *be) {
   const int64_t N = 37, FF = 301, n = N * FF;
   float *g = fbuf(n), *u = fbuf(n), *h = fbuf(n), *dh = fbuf(n), *dg = fbuf(n), *du = fbuf(n);
   float *nh = fbuf(n), *ndg = fbuf(n), *ndu = fbuf(n);
@@ -724,9 +748,9 @@ static void test_swiglu(const srlm_backend_ops *be) {
   fill_uniform(u, n, -2, 2);
   fill_uniform(dh, n, -1, 1);
   srlm_swiglu_params f = {.h = h, .gate = g, .up = u, .N = N, .FF = FF};
-  EXPECT_EQ_INT(be->swiglu_forward(f), SRLM_OK);
+  EXPECT_EQ_INT(SRLM_OP(be, swiglu_forward, f), SRLM_OK);
   srlm_swiglu_bwd_params b = {.dgate = dg, .dup = du, .dh = dh, .gate = g, .up = u, .N = N, .FF = FF};
-  EXPECT_EQ_INT(be->swiglu_backward(b), SRLM_OK);
+  EXPECT_EQ_INT(SRLM_OP(be, swiglu_backward, b), SRLM_OK);
   double worst_fd = 0;
   for (int64_t i = 0; i < n; i++) {
     const double s = 1.0 / (1.0 + exp(-(double)g[i]));
@@ -751,27 +775,27 @@ static void test_swiglu(const srlm_backend_ops *be) {
   memcpy(g2, g, (size_t)n * 4);
   memcpy(u2, u, (size_t)n * 4);
   b.dgate = g2, b.gate = g2, b.dup = u2, b.up = u2;
-  EXPECT_EQ_INT(be->swiglu_backward(b), SRLM_OK);
+  EXPECT_EQ_INT(SRLM_OP(be, swiglu_backward, b), SRLM_OK);
   EXPECT_SAME_BITS(g2, dg, n, "in-place swiglu backward dgate");
   EXPECT_SAME_BITS(u2, du, n, "in-place swiglu backward dup");
   free(g), free(u), free(h), free(dh), free(dg), free(du), free(nh), free(ndg), free(ndu), free(rh), free(rdg);
   free(rdu), free(g2), free(u2);
 }
 
-static void test_add_colsum_embedding(const srlm_backend_ops *be) {
+static void test_add_colsum_embedding(srlm_backend *be) {
   const int64_t N = 150, C = 70, V = 11;
   float *a = fbuf(N * C), *b = fbuf(N * C), *o = fbuf(N * C), *cs = fbuf(C), *cs0 = fbuf(C);
   fill_uniform(a, N * C, -1, 1);
   fill_uniform(b, N * C, -1, 1);
   fill_uniform(cs0, C, -1, 1);
   srlm_add_params ap = {.out = o, .a = a, .b = b, .n = N * C};
-  EXPECT_EQ_INT(be->add(ap), SRLM_OK);
+  EXPECT_EQ_INT(SRLM_OP(be, add, ap), SRLM_OK);
   int add_ok = 1;
   for (int64_t i = 0; i < N * C; i++) add_ok &= o[i] == a[i] + b[i];
   EXPECT(add_ok, "add is not a + b");
   memcpy(cs, cs0, (size_t)C * 4);
   srlm_colsum_params cp = {.out = cs, .x = a, .N = N, .C = C};
-  EXPECT_EQ_INT(be->colsum(cp), SRLM_OK);
+  EXPECT_EQ_INT(SRLM_OP(be, colsum, cp), SRLM_OK);
   double *rcs = dbuf(C);
   float *ncs = fbuf(C);
   for (int64_t c = 0; c < C; c++) {
@@ -789,98 +813,27 @@ static void test_add_colsum_embedding(const srlm_backend_ops *be) {
   memcpy(rtab, dtab, (size_t)(V * C) * 4);
   for (int64_t n = 0; n < N; n++) ids[n] = (int32_t)rand_below((uint32_t)V, (uint32_t)(n + 5000));
   srlm_embedding_params ep = {.out = emb, .table = table, .ids = ids, .N = N, .V = V, .C = C};
-  EXPECT_EQ_INT(be->embedding_forward(ep), SRLM_OK);
+  EXPECT_EQ_INT(SRLM_OP(be, embedding_forward, ep), SRLM_OK);
   int gather_ok = 1;
   for (int64_t n = 0; n < N; n++) gather_ok &= memcmp(emb + n * C, table + ids[n] * C, (size_t)C * 4) == 0;
   EXPECT(gather_ok, "embedding gather is not table[ids]");
   srlm_embedding_bwd_params eb = {.dtable = dtab, .dout = a, .ids = ids, .N = N, .V = V, .C = C};
-  EXPECT_EQ_INT(be->embedding_backward(eb), SRLM_OK);
+  EXPECT_EQ_INT(SRLM_OP(be, embedding_backward, eb), SRLM_OK);
   for (int64_t n = 0; n < N; n++)
     for (int64_t c = 0; c < C; c++) rtab[ids[n] * C + c] += a[n * C + c];
   EXPECT_SAME_BITS(dtab, rtab, V * C, "embedding backward is not the scatter-add in row order");
   ids[77] = (int32_t)V;
-  EXPECT_EQ_INT(be->embedding_forward(ep), SRLM_ERR_RANGE);
+  EXPECT_EQ_INT(SRLM_OP(be, embedding_forward, ep), SRLM_ERR_RANGE);
   EXPECT_STR_EQ(srlm_error_message(), "cpu embedding_forward: row 77: token id 11 out of range [0, 11)");
   ids[77] = -2;
-  EXPECT_EQ_INT(be->embedding_backward(eb), SRLM_ERR_RANGE);
+  EXPECT_EQ_INT(SRLM_OP(be, embedding_backward, eb), SRLM_ERR_RANGE);
   EXPECT_STR_EQ(srlm_error_message(), "cpu embedding_backward: row 77: token id -2 out of range [0, 11)");
   free(a), free(b), free(o), free(cs), free(cs0), free(rcs), free(ncs), free(table), free(emb), free(dtab);
   free(rtab), free(ids);
 }
 
-/* ---- LM-head chunks ---- */
-
-static void test_lse_chunks(const srlm_backend_ops *be) {
-  const int64_t N = 19, V = 1000, Vc = 192; /* chunks of 192 and a last one of 40 */
-  float *z = fbuf(N * V), *g = fbuf(N), *logp = fbuf(N), *lse = fbuf(N), *full_dz = fbuf(N * V);
-  float *m = fbuf(N), *s = fbuf(N), *zt = fbuf(N), *clogp = fbuf(N), *clse = fbuf(N);
-  int32_t *t = srlm_xmalloc((size_t)N * sizeof *t);
-  fill_uniform(z, N * V, -20, 20);
-  fill_uniform(g, N, -1, 1);
-  pick_targets(z, N, V, t);
-  srlm_logprob_params fp = {.logp = logp, .lse = lse, .logits = z, .targets = t, .N = N, .V = V};
-  EXPECT_EQ_INT(be->logprob_forward(fp), SRLM_OK);
-  srlm_logprob_bwd_params bp = {.dlogits = full_dz, .logits = z, .lse = lse, .dlogp = g, .targets = t, .N = N, .V = V};
-  EXPECT_EQ_INT(be->logprob_backward(bp), SRLM_OK);
-  /* rows 3 and 11 have no target */
-  int32_t *tc = srlm_xmalloc((size_t)N * sizeof *tc);
-  memcpy(tc, t, (size_t)N * sizeof *tc);
-  tc[3] = tc[11] = -1;
-  float *chunk = fbuf(N * Vc), *dchunk = fbuf(N * Vc), *gc = fbuf(N);
-  memcpy(gc, g, (size_t)N * 4);
-  gc[3] = gc[11] = 0.0f;
-  for (int64_t v0 = 0; v0 < V; v0 += Vc) {
-    const int64_t vc = V - v0 < Vc ? V - v0 : Vc;
-    for (int64_t n = 0; n < N; n++) memcpy(chunk + n * vc, z + n * V + v0, (size_t)vc * 4);
-    srlm_lse_chunk_params cp = {.m = m, .s = s, .zt = zt, .logits = chunk, .targets = tc, .N = N, .Vc = vc,
-                                .v0 = v0, .V = V, .first = v0 == 0};
-    EXPECT_EQ_INT(be->lse_chunk(cp), SRLM_OK);
-  }
-  srlm_lse_finish_params fin = {.logp = clogp, .lse = clse, .m = m, .s = s, .zt = zt, .targets = tc, .N = N};
-  EXPECT_EQ_INT(be->lse_finish(fin), SRLM_OK);
-  int same = 1;
-  for (int64_t n = 0; n < N; n++) {
-    if (tc[n] < 0) {
-      EXPECT(clogp[n] == 0.0f, "row %lld without target: logp %g", (long long)n, (double)clogp[n]);
-      continue;
-    }
-    same &= memcmp(&clogp[n], &logp[n], 4) == 0 && memcmp(&clse[n], &lse[n], 4) == 0;
-  }
-  EXPECT(same, "chunked log-probs differ from logprob_forward over whole rows");
-  /* backward per chunk = the slice of the whole-row backward */
-  int bsame = 1;
-  for (int64_t v0 = 0; v0 < V; v0 += Vc) {
-    const int64_t vc = V - v0 < Vc ? V - v0 : Vc;
-    for (int64_t n = 0; n < N; n++) memcpy(chunk + n * vc, z + n * V + v0, (size_t)vc * 4);
-    srlm_logprob_chunk_bwd_params cb = {.dlogits = chunk, .logits = chunk, .lse = clse, .dlogp = gc, .targets = tc,
-                                        .N = N, .Vc = vc, .v0 = v0, .V = V};
-    EXPECT_EQ_INT(be->logprob_chunk_backward(cb), SRLM_OK);
-    for (int64_t n = 0; n < N; n++)
-      for (int64_t v = 0; v < vc; v++) {
-        const float want = tc[n] < 0 ? 0.0f : full_dz[n * V + v0 + v];
-        bsame &= chunk[n * vc + v] == want;
-      }
-  }
-  EXPECT(bsame, "chunked backward differs from logprob_backward");
-  gc[3] = 0.5f;
-  srlm_logprob_chunk_bwd_params cb = {.dlogits = dchunk, .logits = chunk, .lse = clse, .dlogp = gc, .targets = tc,
-                                      .N = N, .Vc = Vc, .v0 = 0, .V = V};
-  EXPECT_EQ_INT(be->logprob_chunk_backward(cb), SRLM_ERR_RANGE);
-  EXPECT_CONTAINS(srlm_error_message(), "row 3 has no target but dlogp 0.5");
-  tc[5] = (int32_t)V;
-  srlm_lse_chunk_params cp = {.m = m, .s = s, .zt = zt, .logits = chunk, .targets = tc, .N = N, .Vc = Vc, .v0 = 0, .V = V, .first = 1};
-  EXPECT_EQ_INT(be->lse_chunk(cp), SRLM_ERR_RANGE);
-  EXPECT_CONTAINS(srlm_error_message(), "cpu lse_chunk: row 5: target id 1000 out of range");
-  cp.v0 = V - 10;
-  tc[5] = 0;
-  EXPECT_EQ_INT(be->lse_chunk(cp), SRLM_ERR_RANGE);
-  EXPECT_CONTAINS(srlm_error_message(), "chunk [990, 1182) outside the vocabulary [0, 1000)");
-  free(z), free(g), free(logp), free(lse), free(full_dz), free(m), free(s), free(zt), free(clogp), free(clse);
-  free(t), free(tc), free(chunk), free(dchunk), free(gc);
-}
-
 /* Every transformer op with 1 and 3 threads: the same bits. */
-static void run_transformer_ops(const srlm_backend_ops *be, float *out, int64_t *n_out) {
+static void run_transformer_ops(srlm_backend *be, float *out, int64_t *n_out) {
   enum { B = 3, NH = 4, NKV = 2, HS = 16, C = 72, FF = 100 };
   const int32_t cu[B + 1] = {0, 77, 80, 211};
   const int64_t T = cu[B];
@@ -898,36 +851,36 @@ static void run_transformer_ops(const srlm_backend_ops *be, float *out, int64_t 
   fill_uniform(dout, T * NH * HS, -1, 1);
   float *o = out;
   srlm_matmul_params mp = {.c = o, .a = x, .b = w, .M = T, .N = FF, .K = C};
-  EXPECT_EQ_INT(be->matmul(mp), SRLM_OK);
+  EXPECT_EQ_INT(SRLM_OP(be, matmul, mp), SRLM_OK);
   o += T * FF;
   mp = (srlm_matmul_params){.c = o, .a = x, .b = x, .M = C, .N = C, .K = T, .trans_a = 1};
-  EXPECT_EQ_INT(be->matmul(mp), SRLM_OK);
+  EXPECT_EQ_INT(SRLM_OP(be, matmul, mp), SRLM_OK);
   o += C * C;
   srlm_rmsnorm_bwd_params rb = {.dx = o, .dw = o + T * C, .dy = x, .x = x, .w = w, .rstd = w + C, .N = T, .C = C};
-  EXPECT_EQ_INT(be->rmsnorm_backward(rb), SRLM_OK);
+  EXPECT_EQ_INT(SRLM_OP(be, rmsnorm_backward, rb), SRLM_OK);
   o += T * C + C;
   srlm_colsum_params cs = {.out = o, .x = x, .N = T, .C = C};
-  EXPECT_EQ_INT(be->colsum(cs), SRLM_OK);
+  EXPECT_EQ_INT(SRLM_OP(be, colsum, cs), SRLM_OK);
   o += C;
   memcpy(o, q, (size_t)(T * NH * HS) * 4);
   srlm_rope_params rp = {.x = o, .pos = pos, .inv_freq = inv, .N = T, .H = NH, .HS = HS};
-  EXPECT_EQ_INT(be->rope_forward(rp), SRLM_OK);
+  EXPECT_EQ_INT(SRLM_OP(be, rope_forward, rp), SRLM_OK);
   o += T * NH * HS;
   float *att = o, *lse = o + T * NH * HS;
   srlm_attention_params ap = {.out = att, .lse = lse, .q = q, .k = k, .v = v, .cu_seqlens = cu, .B = B, .T = T,
                               .NH = NH, .NKV = NKV, .HS = HS, .window = 50, .scale = 0.25f};
-  EXPECT_EQ_INT(be->attention_forward(ap), SRLM_OK);
+  EXPECT_EQ_INT(SRLM_OP(be, attention_forward, ap), SRLM_OK);
   o += T * NH * HS + T * NH;
   srlm_attention_bwd_params bp = {.dq = o, .dk = o + T * NH * HS, .dv = o + T * NH * HS + T * NKV * HS, .dout = dout,
                                   .out = att, .lse = lse, .q = q, .k = k, .v = v, .cu_seqlens = cu, .B = B, .T = T,
                                   .NH = NH, .NKV = NKV, .HS = HS, .window = 50, .scale = 0.25f};
-  EXPECT_EQ_INT(be->attention_backward(bp), SRLM_OK);
+  EXPECT_EQ_INT(SRLM_OP(be, attention_backward, bp), SRLM_OK);
   o += T * NH * HS + 2 * T * NKV * HS;
   *n_out = o - out;
   free(x), free(w), free(q), free(k), free(v), free(dout), free(inv);
 }
 
-static void test_transformer_threads(const srlm_backend_ops *be) {
+static void test_transformer_threads(srlm_backend *be) {
 #ifdef _OPENMP
   const int64_t cap = 400000;
   float *o1 = fbuf(cap), *o3 = fbuf(cap);
@@ -948,84 +901,92 @@ static void test_transformer_threads(const srlm_backend_ops *be) {
 
 /* ---- errors ------------------------------------------------------------- */
 
-static void test_errors(const srlm_backend_ops *be) {
+static void test_errors(srlm_backend *be) {
   enum { N = 5, V = 1000 };
-  float *z = srlm_xcalloc(N * V, sizeof *z), logp[N], lse[N], g[N] = {1, 1, 1, 1, 1};
+  float *z = srlm_xcalloc(N * V, sizeof *z), *dw = srlm_xcalloc(N * V, sizeof *dw), logp[N], lse[N], dx[N * N];
+  float g[N] = {1, 1, 1, 1, 1};
   int32_t t[N] = {0, 1, 2, V, 4};
   for (int n = 0; n < N; n++) logp[n] = 123.0f;
-  srlm_logprob_params p = {.logp = logp, .lse = lse, .logits = z, .targets = t, .N = N, .V = V};
-  EXPECT_EQ_INT(be->logprob_forward(p), SRLM_ERR_RANGE);
-  EXPECT_STR_EQ(srlm_error_message(), "cpu logprob_forward: row 3: target id 1000 out of range [0, 1000)");
+  head_io h = head_inputs(z, N, V);
+  srlm_lmhead_params p = {.logp = logp, .lse = lse, .x = h.x, .w = h.w, .targets = t, .N = N, .C = N, .V = V};
+  EXPECT_EQ_INT(SRLM_OP(be, lmhead_forward, p), SRLM_ERR_RANGE);
+  EXPECT_STR_EQ(srlm_error_message(), "cpu lmhead_forward: row 3: target id 1000 out of range [0, 1000) (or -1: none)");
   EXPECT(logp[0] == 123.0f, "logp written before the targets were checked: %g", (double)logp[0]);
 
   t[3] = 3;
   t[0] = -1;
-  srlm_logprob_bwd_params b = {.dlogits = z, .logits = z, .lse = lse, .dlogp = g, .targets = t, .N = N, .V = V};
-  EXPECT_EQ_INT(be->logprob_backward(b), SRLM_ERR_RANGE);
-  EXPECT_STR_EQ(srlm_error_message(), "cpu logprob_backward: row 0: target id -1 out of range [0, 1000)");
+  srlm_lmhead_bwd_params b = {.dx = dx, .dw = dw, .x = h.x, .w = h.w, .lse = lse, .dlogp = g, .targets = t, .N = N,
+                              .C = N, .V = V};
+  EXPECT_EQ_INT(SRLM_OP(be, lmhead_backward, b), SRLM_ERR_RANGE);
+  EXPECT_STR_EQ(srlm_error_message(), "cpu lmhead_backward: row 0 has no target but dlogp 1 (must be 0)");
 
   t[0] = 0;
-  p.logits = NULL;
-  EXPECT_EQ_INT(be->logprob_forward(p), SRLM_ERR_INTERNAL);
-  EXPECT_STR_EQ(srlm_error_message(), "cpu logprob_forward: logits is NULL");
-  p.logits = z;
+  p.w = NULL;
+  EXPECT_EQ_INT(SRLM_OP(be, lmhead_forward, p), SRLM_ERR_INTERNAL);
+  EXPECT_STR_EQ(srlm_error_message(), "cpu lmhead_forward: w is NULL");
+  p.w = h.w;
   p.V = 0;
-  EXPECT_EQ_INT(be->logprob_forward(p), SRLM_ERR_RANGE);
-  EXPECT_CONTAINS(srlm_error_message(), "cpu logprob_forward: V = 0 out of range [1, 2147483647]");
+  EXPECT_EQ_INT(SRLM_OP(be, lmhead_forward, p), SRLM_ERR_RANGE);
+  EXPECT_CONTAINS(srlm_error_message(), "cpu lmhead_forward: V = 0 out of range");
   p.V = V;
   p.N = -1;
-  EXPECT_EQ_INT(be->logprob_forward(p), SRLM_ERR_RANGE);
-  EXPECT_STR_EQ(srlm_error_message(), "cpu logprob_forward: N = -1 rows is negative");
+  EXPECT_EQ_INT(SRLM_OP(be, lmhead_forward, p), SRLM_ERR_RANGE);
+  EXPECT_STR_EQ(srlm_error_message(), "cpu lmhead_forward: N = -1 rows is negative");
   p.N = 0; /* no rows: nothing to do */
-  EXPECT_EQ_INT(be->logprob_forward(p), SRLM_OK);
+  EXPECT_EQ_INT(SRLM_OP(be, lmhead_forward, p), SRLM_OK);
+  free(h.x), free(h.w), free(dw);
 
   float w[4] = {1, 1, 1, 1};
   srlm_rmsnorm_params r = {.out = z, .rstd = NULL, .x = z, .w = w, .N = 2, .C = 4, .eps = 0.0f};
-  EXPECT_EQ_INT(be->rmsnorm_forward(r), SRLM_ERR_RANGE);
+  EXPECT_EQ_INT(SRLM_OP(be, rmsnorm_forward, r), SRLM_ERR_RANGE);
   EXPECT_STR_EQ(srlm_error_message(), "cpu rmsnorm_forward: eps = 0 must be finite and > 0");
   r.eps = 1e-6f;
   r.C = 0;
-  EXPECT_EQ_INT(be->rmsnorm_forward(r), SRLM_ERR_RANGE);
+  EXPECT_EQ_INT(SRLM_OP(be, rmsnorm_forward, r), SRLM_ERR_RANGE);
   EXPECT_CONTAINS(srlm_error_message(), "C = 0 out of range");
   free(z);
 }
 
-static void test_memory(const srlm_backend_ops *be) {
+static void test_memory(srlm_backend *be) {
   void *p = (void *)1;
-  EXPECT_EQ_INT(be->alloc(&p, 0), SRLM_OK);
+  EXPECT_EQ_INT(srlm_backend_alloc(be, &p, 0), SRLM_OK);
   EXPECT(p == NULL, "alloc of 0 bytes gave %p", p);
-  EXPECT_EQ_INT(be->free(NULL), SRLM_OK);
+  EXPECT_EQ_INT(srlm_backend_free(be, NULL), SRLM_OK);
   float host[100], back[100];
   for (int i = 0; i < 100; i++) host[i] = (float)i + 0.5f;
   void *a = NULL, *b = NULL;
-  EXPECT_EQ_INT(be->alloc(&a, sizeof host), SRLM_OK);
-  EXPECT_EQ_INT(be->alloc(&b, sizeof host), SRLM_OK);
+  EXPECT_EQ_INT(srlm_backend_alloc(be, &a, sizeof host), SRLM_OK);
+  EXPECT_EQ_INT(srlm_backend_alloc(be, &b, sizeof host), SRLM_OK);
   EXPECT(((uintptr_t)a & 63) == 0, "alloc not 64-byte aligned: %p", a);
-  EXPECT_EQ_INT(be->copy_h2d(a, host, sizeof host), SRLM_OK);
-  EXPECT_EQ_INT(be->copy_d2d(b, a, sizeof host), SRLM_OK);
-  EXPECT_EQ_INT(be->zero(a, sizeof host), SRLM_OK);
-  EXPECT_EQ_INT(be->copy_d2h(back, b, sizeof host), SRLM_OK);
+  EXPECT_EQ_INT(srlm_backend_copy_h2d(be, a, host, sizeof host), SRLM_OK);
+  EXPECT_EQ_INT(srlm_backend_copy_d2d(be, b, a, sizeof host), SRLM_OK);
+  EXPECT_EQ_INT(srlm_backend_zero(be, a, sizeof host), SRLM_OK);
+  EXPECT_EQ_INT(srlm_backend_copy_d2h(be, back, b, sizeof host), SRLM_OK);
   EXPECT(memcmp(back, host, sizeof host) == 0, "h2d, d2d, d2h round trip changed the data");
-  EXPECT_EQ_INT(be->copy_d2h(back, a, sizeof host), SRLM_OK);
+  EXPECT_EQ_INT(srlm_backend_copy_d2h(be, back, a, sizeof host), SRLM_OK);
   EXPECT(back[0] == 0.0f && back[99] == 0.0f, "zero left %g %g", (double)back[0], (double)back[99]);
-  EXPECT_EQ_INT(be->sync(), SRLM_OK);
-  EXPECT_EQ_INT(be->zero(NULL, 4), SRLM_ERR_INTERNAL);
+  EXPECT_EQ_INT(srlm_backend_sync(be), SRLM_OK);
+  EXPECT_EQ_INT(srlm_backend_zero(be, NULL, 4), SRLM_ERR_INTERNAL);
   EXPECT_CONTAINS(srlm_error_message(), "cpu zero: NULL destination for 4 bytes");
-  be->free(a);
-  be->free(b);
+  srlm_backend_free(be, a);
+  srlm_backend_free(be, b);
 }
 
 static void test_registry(void) {
-  const srlm_backend_ops *be = NULL;
-  EXPECT_EQ_INT(srlm_backend_find("cpu", &be), SRLM_OK);
-  EXPECT(be == srlm_backend_cpu(), "find(cpu) gave another table");
-  EXPECT_EQ_INT(srlm_backend_find("cuda", &be), SRLM_ERR_UNSUPPORTED);
-  EXPECT(be == NULL, "a failed find left a table");
+  const srlm_backend_ops *ops = NULL;
+  EXPECT_EQ_INT(srlm_backend_find("cpu", &ops), SRLM_OK);
+  EXPECT(ops == srlm_backend_cpu_ops(), "find(cpu) gave another table");
+  EXPECT_EQ_INT(srlm_backend_find("cuda", &ops), SRLM_ERR_UNSUPPORTED);
+  EXPECT(ops == NULL, "a failed find left a table");
   EXPECT_CONTAINS(srlm_error_message(), "backend: 'cuda' is not available: this program was built without the CUDA backend");
+  srlm_backend *be = NULL;
+  EXPECT_EQ_INT(srlm_backend_open("cpu", 3, &be), SRLM_OK);
+  EXPECT(be == srlm_backend_cpu() && be->device == -1, "open(cpu) gave another instance or device %d", be ? be->device : 0);
+  EXPECT_EQ_INT(srlm_backend_close(be), SRLM_OK);
 
   static srlm_backend_ops fake, other; /* the registry keeps the pointer */
-  fake = *srlm_backend_cpu();
-  other = *srlm_backend_cpu();
+  fake = *srlm_backend_cpu_ops();
+  other = *srlm_backend_cpu_ops();
   fake.name = "fake";
   other.name = "fake";
   EXPECT_EQ_INT(srlm_backend_register(&fake), SRLM_OK);
@@ -1034,17 +995,17 @@ static void test_registry(void) {
   EXPECT_CONTAINS(srlm_error_message(), "another backend is already registered as 'fake'");
   other.name = "cpu";
   EXPECT_EQ_INT(srlm_backend_register(&other), SRLM_ERR_INTERNAL);
-  EXPECT_EQ_INT(srlm_backend_find("fake", &be), SRLM_OK);
-  EXPECT(be == &fake, "find(fake) gave another table");
-  EXPECT_EQ_INT(srlm_backend_find("tpu", &be), SRLM_ERR_CONFIG);
-  EXPECT_STR_EQ(srlm_error_message(), "backend: unknown backend 'tpu' (available: cpu, fake)");
+  EXPECT_EQ_INT(srlm_backend_find("fake", &ops), SRLM_OK);
+  EXPECT(ops == &fake, "find(fake) gave another table");
+  EXPECT_EQ_INT(srlm_backend_find("tpu", &ops), SRLM_ERR_CONFIG);
+  EXPECT_CONTAINS(srlm_error_message(), "backend: unknown backend 'tpu' (available: cpu");
+  EXPECT_CONTAINS(srlm_error_message(), "fake)");
 }
 
 int main(void) {
   fprintf(stderr, "seed %llu\n", (unsigned long long)g_seed);
-  const srlm_backend_ops *be = srlm_backend_cpu();
+  srlm_backend *be = srlm_backend_cpu();
   EXPECT_STR_EQ(be->name, "cpu");
-  EXPECT_EQ_INT(be->init(-1), SRLM_OK);
   test_rmsnorm(be);
   test_gradient_formula();
   test_thread_independence(be);
@@ -1064,7 +1025,6 @@ int main(void) {
     test_special_rows(be);
     test_attention(be);
     test_swiglu(be);
-    test_lse_chunks(be);
   }
   EXPECT_EQ_INT(srlm_backend_cpu_set_isa("avx9"), SRLM_ERR_CONFIG);
   EXPECT_CONTAINS(srlm_error_message(), "unknown ISA 'avx9'");
@@ -1073,6 +1033,5 @@ int main(void) {
   test_errors(be);
   test_memory(be);
   test_registry();
-  EXPECT_EQ_INT(be->shutdown(), SRLM_OK);
   TEST_MAIN_END();
 }

@@ -126,7 +126,7 @@ static void test_fixture_greedy(const char *name) {
   int S = load_greedy_cases(dir, &cases);
   EXPECT(S > 0, "%s: no greedy cases", name);
   srlm_model *m;
-  if (srlm_model_load(dir, srlm_backend_cpu(), &m) != SRLM_OK) {
+  if (srlm_model_load(dir, srlm_backend_cpu(), SRLM_F32, &m) != SRLM_OK) {
     EXPECT(0, "%s: %s", name, srlm_error_message());
     free_cases(cases, S);
     return;
@@ -211,7 +211,7 @@ static void test_sampling_invariance(void) {
   char dir[4096];
   fixture_dir(dir, sizeof dir, "qwen3");
   srlm_model *m;
-  if (srlm_model_load(dir, srlm_backend_cpu(), &m) != SRLM_OK) {
+  if (srlm_model_load(dir, srlm_backend_cpu(), SRLM_F32, &m) != SRLM_OK) {
     EXPECT(0, "%s", srlm_error_message());
     return;
   }
@@ -286,7 +286,7 @@ static void test_eos(void) {
   greedy_case *cases;
   int S = load_greedy_cases(dir, &cases);
   srlm_model *m;
-  if (S < 2 || srlm_model_load(dir, srlm_backend_cpu(), &m) != SRLM_OK) {
+  if (S < 2 || srlm_model_load(dir, srlm_backend_cpu(), SRLM_F32, &m) != SRLM_OK) {
     EXPECT(0, "%s", srlm_error_message());
     free_cases(cases, S);
     return;
@@ -360,7 +360,7 @@ static srlm_model *tiny_model(int64_t V, uint64_t seed) {
   cfg.num_key_value_heads = 2;
   cfg.max_position_embeddings = 256;
   srlm_model *m = NULL;
-  if (srlm_model_config_finalize(&cfg, "test") != SRLM_OK || srlm_model_create(&cfg, seed, srlm_backend_cpu(), &m) != SRLM_OK) {
+  if (srlm_model_config_finalize(&cfg, "test") != SRLM_OK || srlm_model_create(&cfg, seed, srlm_backend_cpu(), SRLM_F32, &m) != SRLM_OK) {
     EXPECT(0, "tiny model: %s", srlm_error_message());
     return NULL;
   }

@@ -206,7 +206,7 @@ static double ref_loss(const ref *r, const batch_data *d) {
 static void check_fd(const char *what, srlm_model_config cfg, const int *lens, int B) {
   OK(srlm_model_config_finalize(&cfg, what));
   srlm_model *m = NULL;
-  OK(srlm_model_create(&cfg, 1, srlm_backend_cpu(), &m));
+  OK(srlm_model_create(&cfg, 1, srlm_backend_cpu(), SRLM_F32, &m));
   if (!m) return;
   randomize(m);
   const srlm_model_config *c = srlm_model_get_config(m);
@@ -310,11 +310,11 @@ static void test_create_and_save(void) {
   srlm_model_config c = tiny(SRLM_MODEL_LLAMA);
   c.tie_word_embeddings = false;
   srlm_model *m = NULL, *w = NULL;
-  OK(srlm_model_create(&c, 42, srlm_backend_cpu(), &m));
+  OK(srlm_model_create(&c, 42, srlm_backend_cpu(), SRLM_F32, &m));
   char dir[512];
   test_tmp_path(dir, sizeof dir, "written_random");
   OK(srlm_hf_model_write_random(dir, &c, 42, SRLM_ST_F32));
-  OK(srlm_model_load(dir, srlm_backend_cpu(), &w));
+  OK(srlm_model_load(dir, srlm_backend_cpu(), SRLM_F32, &w));
   if (!m || !w) return;
   EXPECT_EQ_INT(srlm_model_num_params(m), srlm_model_param_count(&c));
   EXPECT(memcmp(srlm_model_params(m), srlm_model_params(w), srlm_model_num_params(m) * 4) == 0,
@@ -328,7 +328,7 @@ static void test_create_and_save(void) {
     test_tmp_path(dir, sizeof dir, sub);
     OK(srlm_model_save(m, dir, dts[k]));
     srlm_model *r = NULL;
-    OK(srlm_model_load(dir, srlm_backend_cpu(), &r));
+    OK(srlm_model_load(dir, srlm_backend_cpu(), SRLM_F32, &r));
     if (!r) continue;
     EXPECT(srlm_model_get_config(r)->torch_dtype == dts[k], "saved config dtype %s", srlm_st_dtype_name(dts[k]));
     const float *a = srlm_model_params(m), *b = srlm_model_params(r);
@@ -361,7 +361,7 @@ static void test_create_and_save(void) {
     snprintf(cfg_path, sizeof cfg_path, "%s/config.json", dir);
     OK(srlm_model_config_write(cfg_path, srlm_model_get_config(m)));
     srlm_model *r = NULL;
-    OK(srlm_model_load(dir, srlm_backend_cpu(), &r));
+    OK(srlm_model_load(dir, srlm_backend_cpu(), SRLM_F32, &r));
     EXPECT(files > 2, "expected several shards, got %zu", files);
     if (r)
       EXPECT(memcmp(srlm_model_params(m), srlm_model_params(r), srlm_model_num_params(m) * 4) == 0,
@@ -383,7 +383,7 @@ static void test_training_state(void) {
   srlm_model_config c = tiny(SRLM_MODEL_QWEN2);
   c.tie_word_embeddings = false;
   srlm_model *m = NULL;
-  OK(srlm_model_create(&c, 5, srlm_backend_cpu(), &m));
+  OK(srlm_model_create(&c, 5, srlm_backend_cpu(), SRLM_F32, &m));
   if (!m) return;
   randomize(m);
   const int lens[] = {11, 4, 9};
@@ -492,13 +492,16 @@ static void test_training_state(void) {
 
 static void test_missing_op(void) {
   static srlm_backend_ops partial;
-  partial = *srlm_backend_cpu();
+  partial = *srlm_backend_cpu_ops();
   partial.name = "partial";
   partial.matmul = NULL;
+  srlm_backend be = *srlm_backend_cpu();
+  be.ops = &partial;
+  be.name = partial.name;
   srlm_model_config c = tiny(SRLM_MODEL_LLAMA);
   srlm_model *m = NULL;
-  EXPECT_EQ_INT(srlm_model_create(&c, 1, &partial, &m), SRLM_ERR_UNSUPPORTED);
-  EXPECT_STR_EQ(srlm_error_message(), "model: backend 'partial' has no op 'matmul' yet");
+  EXPECT_EQ_INT(srlm_model_create(&c, 1, &be, SRLM_F32, &m), SRLM_ERR_UNSUPPORTED);
+  EXPECT_STR_EQ(srlm_error_message(), "backend: 'partial' has no op 'matmul' yet");
   EXPECT(m == NULL, "a model was returned");
 }
 

@@ -269,7 +269,7 @@ static void check_save_reload(const fixture *f, srlm_model *m) {
   test_tmp_path(dir, sizeof dir, rel);
   OK(srlm_model_save(m, dir, dt));
   srlm_model *r = NULL;
-  OK(srlm_model_load(dir, srlm_backend_cpu(), &r));
+  OK(srlm_model_load(dir, srlm_backend_cpu(), SRLM_F32, &r));
   if (!r) return;
   int all[MAX_SEQ];
   for (int i = 0; i < f->S; i++) all[i] = i;
@@ -329,7 +329,7 @@ static void run_fixture(const char *name) {
     if (!f.ids[i]) f.S = i;
   }
   srlm_model *m = NULL;
-  OK(srlm_model_load(dir, srlm_backend_cpu(), &m));
+  OK(srlm_model_load(dir, srlm_backend_cpu(), SRLM_F32, &m));
   if (m && f.S > 0) {
     check_forward(&f, m);
     check_packed(&f, m);

@@ -300,7 +300,7 @@ static srlm_status make_model(srlm_model **m) {
   c.max_position_embeddings = 32;
   c.tie_word_embeddings = false;
   SRLM_TRY(srlm_model_config_finalize(&c, "test"));
-  return srlm_model_create(&c, 5, srlm_backend_cpu(), m);
+  return srlm_model_create(&c, 5, srlm_backend_cpu(), SRLM_F32, m);
 }
 
 typedef struct recorded {

@@ -412,7 +412,7 @@ static srlm_status make_model(int hidden, uint64_t seed, srlm_model **m) {
   c.max_position_embeddings = 32;
   c.tie_word_embeddings = false;
   SRLM_TRY(srlm_model_config_finalize(&c, "test"));
-  return srlm_model_create(&c, seed, srlm_backend_cpu(), m);
+  return srlm_model_create(&c, seed, srlm_backend_cpu(), SRLM_F32, m);
 }
 
 /* expected score over ids 3..7 ('1'..'5') at the last position of text, by hand */

@@ -19,7 +19,7 @@ static srlm_model *tiny_model_with_vocab(int64_t vocab) {
   c.tie_word_embeddings = false;
   srlm_model *m = NULL;
   srlm_status st = srlm_model_config_finalize(&c, "test");
-  if (st == SRLM_OK) st = srlm_model_create(&c, 7, srlm_backend_cpu(), &m);
+  if (st == SRLM_OK) st = srlm_model_create(&c, 7, srlm_backend_cpu(), SRLM_F32, &m);
   EXPECT(st == SRLM_OK, "create: %s", srlm_error_message());
   return m;
 }

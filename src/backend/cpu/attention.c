@@ -16,7 +16,8 @@
  *   dQ pass, per (sequence, head, query tile): P = exp(scale S - lse), dP = dO V^T,
  *     D_i = dO_i . O_i, dS = P (dP - D) scale, dQ = dS K;
  *   dK/dV pass, per (sequence, kv head, key tile): for each query head of the group and
- *     each query tile that sees the keys, dV += P^T dO and dK += dS^T Q. */
+ *     each query tile that sees the keys, dV += P^T dO and dK += dS^T Q.
+ * bf16 tensors are staged through fp32 (cpu_ops.h). */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -43,9 +44,9 @@ typedef struct tile_scratch {
 
 static srlm_status mm(tile_scratch *t, float *c, int64_t ldc, const float *a, int64_t lda, int ta, const float *b,
                       int64_t ldb, int tb, int64_t M, int64_t N, int64_t K, int acc) {
-  srlm_matmul_params p = {.c = c, .a = a, .b = b, .M = M, .N = N, .K = K, .lda = lda, .ldb = ldb, .ldc = ldc,
-                          .trans_a = ta, .trans_b = tb, .accumulate = acc};
-  return srlm_cpu_gemm_serial(p, &t->ws);
+  srlm_cpu_mm p = {.c = c, .a = a, .b = b, .M = M, .N = N, .K = K, .lda = lda, .ldb = ldb, .ldc = ldc,
+                   .trans_a = ta, .trans_b = tb, .accumulate = acc};
+  return srlm_cpu_gemm_serial(&p, &t->ws);
 }
 
 /* Forward of nq queries at positions pos0 .. pos0 + nq - 1 (rows 0.. of the view). */
@@ -266,7 +267,8 @@ static srlm_status run_tasks(const char *where, const attn_job *a, const task *t
   return SRLM_OK;
 }
 
-srlm_status srlm_cpu_attention_forward(srlm_attention_params p) {
+srlm_status srlm_cpu_attention_forward(srlm_backend *be, srlm_attention_params p) {
+  (void)be;
   const char *where = "cpu attention_forward";
   SRLM_TRY(srlm_attention_params_check(&p, where));
   int64_t Lmax;
@@ -275,14 +277,22 @@ srlm_status srlm_cpu_attention_forward(srlm_attention_params p) {
   size_t n;
   task *ts = make_tasks(p.B, p.cu_seqlens, p.NH, &n);
   if (!ts) return srlm_error(SRLM_ERR_NOMEM, where, "cannot allocate the task list");
+  srlm_cpu_stage sg = {0};
+  const int64_t nq = p.T * p.NH * p.HS, nkv = p.T * p.NKV * p.HS;
+  float *out = srlm_cpu_stage_out(&sg, p.out, p.dtype, nq, 0);
   attn_job a = {.which = PASS_FWD, .cu = p.cu_seqlens, .NH = p.NH, .NKV = p.NKV, .HS = p.HS, .W = p.window,
-                .scale = p.scale, .q = p.q, .k = p.k, .v = p.v, .out = p.out, .lse = p.lse};
+                .scale = p.scale, .q = srlm_cpu_stage_in(&sg, p.q, p.dtype, nq),
+                .k = srlm_cpu_stage_in(&sg, p.k, p.dtype, nkv), .v = srlm_cpu_stage_in(&sg, p.v, p.dtype, nkv),
+                .out = out, .lse = p.lse};
   srlm_status st = run_tasks(where, &a, ts, n, Lmax);
+  if (st == SRLM_OK) srlm_cpu_stage_store(p.out, p.dtype, out, nq);
+  srlm_cpu_stage_free(&sg);
   free(ts);
   return st;
 }
 
-srlm_status srlm_cpu_attention_backward(srlm_attention_bwd_params p) {
+srlm_status srlm_cpu_attention_backward(srlm_backend *be, srlm_attention_bwd_params p) {
+  (void)be;
   const char *where = "cpu attention_backward";
   SRLM_TRY(srlm_attention_bwd_params_check(&p, where));
   int64_t Lmax;
@@ -295,22 +305,35 @@ srlm_status srlm_cpu_attention_backward(srlm_attention_bwd_params p) {
   task *tq = make_tasks(p.B, p.cu_seqlens, p.NH, &nq), *tkv = make_tasks(p.B, p.cu_seqlens, p.NKV, &nkv);
   srlm_status st = SRLM_OK;
   if (!D || !tq || !tkv) st = srlm_error(SRLM_ERR_NOMEM, where, "cannot allocate %lld floats of scratch", (long long)(p.T * p.NH));
+  srlm_cpu_stage sg = {0};
+  const int64_t n_q = p.T * p.NH * p.HS, n_kv = p.T * p.NKV * p.HS;
+  float *dq = srlm_cpu_stage_out(&sg, p.dq, p.dtype, n_q, 0);
+  float *dk = srlm_cpu_stage_out(&sg, p.dk, p.dtype, n_kv, 0), *dv = srlm_cpu_stage_out(&sg, p.dv, p.dtype, n_kv, 0);
   attn_job a = {.which = PASS_DQ, .cu = p.cu_seqlens, .NH = p.NH, .NKV = p.NKV, .HS = p.HS, .W = p.window,
-                .scale = p.scale, .q = p.q, .k = p.k, .v = p.v, .dout = p.dout, .o = p.out, .lse = (float *)p.lse,
-                .dq = p.dq, .D = D};
+                .scale = p.scale, .q = srlm_cpu_stage_in(&sg, p.q, p.dtype, n_q),
+                .k = srlm_cpu_stage_in(&sg, p.k, p.dtype, n_kv), .v = srlm_cpu_stage_in(&sg, p.v, p.dtype, n_kv),
+                .dout = srlm_cpu_stage_in(&sg, p.dout, p.dtype, n_q), .o = srlm_cpu_stage_in(&sg, p.out, p.dtype, n_q),
+                .lse = (float *)p.lse, .dq = dq, .D = D};
   if (st == SRLM_OK) st = run_tasks(where, &a, tq, nq, Lmax);
   a.which = PASS_DKV;
   a.dq = NULL;
-  a.dk = p.dk;
-  a.dv = p.dv;
+  a.dk = dk;
+  a.dv = dv;
   if (st == SRLM_OK) st = run_tasks(where, &a, tkv, nkv, Lmax);
+  if (st == SRLM_OK) {
+    srlm_cpu_stage_store(p.dq, p.dtype, dq, n_q);
+    srlm_cpu_stage_store(p.dk, p.dtype, dk, n_kv);
+    srlm_cpu_stage_store(p.dv, p.dtype, dv, n_kv);
+  }
+  srlm_cpu_stage_free(&sg);
   free(D);
   free(tq);
   free(tkv);
   return st;
 }
 
-srlm_status srlm_cpu_attention_kv(srlm_attention_kv_params p) {
+srlm_status srlm_cpu_attention_kv(srlm_backend *be, srlm_attention_kv_params p) {
+  (void)be;
   const char *where = "cpu attention_kv";
   SRLM_TRY(srlm_attention_kv_params_check(&p, where));
   if (p.cu_q[0] != 0) return srlm_error(SRLM_ERR_RANGE, where, "cu_q[0] = %d, expected 0", (int)p.cu_q[0]);
@@ -337,6 +360,11 @@ srlm_status srlm_cpu_attention_kv(srlm_attention_kv_params p) {
     for (int32_t t = 0; t < (p.cu_q[i + 1] - p.cu_q[i] + QT - 1) / QT; t++)
       for (int64_t h = 0; h < p.NH; h++) ts[k++] = (task){i, (int32_t)h, t};
   const int64_t qld = p.NH * p.HS, kvld = p.NKV * p.HS, rep = p.NH / p.NKV;
+  srlm_cpu_stage sg = {0};
+  const int64_t n_q = p.NQ * qld, n_cache = p.max_slots * p.max_len * kvld;
+  const float *Q = srlm_cpu_stage_in(&sg, p.q, p.dtype, n_q);
+  const float *KC = srlm_cpu_stage_in(&sg, p.k_cache, p.dtype, n_cache), *VC = srlm_cpu_stage_in(&sg, p.v_cache, p.dtype, n_cache);
+  float *OUT = srlm_cpu_stage_out(&sg, p.out, p.dtype, n_q, 0);
   srlm_status st = SRLM_OK;
   char msg[512] = "";
 #ifdef _OPENMP
@@ -354,10 +382,10 @@ srlm_status srlm_cpu_attention_kv(srlm_attention_kv_params p) {
       const int64_t q0 = p.cu_q[tk->seq], nq_all = p.cu_q[tk->seq + 1] - q0, len = p.kv_len[tk->seq];
       const int64_t first = (int64_t)tk->tile * QT, nq = nq_all - first < QT ? nq_all - first : QT;
       const int64_t h = tk->head, g = h / rep;
-      const float *kc = p.k_cache + (int64_t)p.slot[tk->seq] * p.max_len * kvld + g * p.HS;
-      const float *vc = p.v_cache + (int64_t)p.slot[tk->seq] * p.max_len * kvld + g * p.HS;
-      head_view v = {.q = p.q + (q0 + first) * qld + h * p.HS, .k = kc, .v = vc,
-                     .out = p.out + (q0 + first) * qld + h * p.HS, .q_ld = qld, .kv_ld = kvld, .lse_ld = p.NH};
+      const float *kc = KC + (int64_t)p.slot[tk->seq] * p.max_len * kvld + g * p.HS;
+      const float *vc = VC + (int64_t)p.slot[tk->seq] * p.max_len * kvld + g * p.HS;
+      head_view v = {.q = Q + (q0 + first) * qld + h * p.HS, .k = kc, .v = vc,
+                     .out = OUT + (q0 + first) * qld + h * p.HS, .q_ld = qld, .kv_ld = kvld, .lse_ld = p.NH};
       srlm_status s = t.S ? fwd_tile(&v, nq, len - nq_all + first, p.window, p.HS, p.scale, &t)
                           : srlm_error(SRLM_ERR_NOMEM, where, "cannot allocate %lld floats of scratch", (long long)(QT * Lmax));
       if (s != SRLM_OK) {
@@ -374,6 +402,8 @@ srlm_status srlm_cpu_attention_kv(srlm_attention_kv_params p) {
     srlm_cpu_gemm_ws_free(&t.ws);
   }
   free(ts);
+  if (st == SRLM_OK) srlm_cpu_stage_store(p.out, p.dtype, OUT, n_q);
+  srlm_cpu_stage_free(&sg);
   if (st != SRLM_OK) return srlm_error(st, where, "%s", msg);
   return SRLM_OK;
 }

@@ -1,18 +1,29 @@
 /* CPU backend: the reference op table. Buffers are host memory aligned to 64 bytes;
- * copies are memcpy and every op finishes before it returns (sync has nothing to do). */
+ * copies are memcpy and every op finishes before it returns (sync has nothing to do).
+ * The backend keeps no state, so one process-wide instance serves every caller.
+ *
+ * This file also holds the small ops (cast, KV append, the optimizer's sum of squares
+ * and AdamW) and the bf16 staging of cpu_ops.h. */
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "cpu_ops.h"
 
-static srlm_status cpu_init(int device) {
+static srlm_status cpu_create(srlm_backend *be, int device) {
   (void)device; /* one host, no devices to choose */
+  be->device = -1;
+  be->ctx = NULL;
   return SRLM_OK;
 }
 
-static srlm_status cpu_shutdown(void) { return SRLM_OK; }
+static srlm_status cpu_destroy(srlm_backend *be) {
+  (void)be;
+  return SRLM_OK;
+}
 
-static srlm_status cpu_alloc(void **ptr, size_t bytes) {
+static srlm_status cpu_alloc(srlm_backend *be, void **ptr, size_t bytes) {
+  (void)be;
   *ptr = NULL;
   if (bytes == 0) return SRLM_OK;
   void *p = NULL;
@@ -22,7 +33,8 @@ static srlm_status cpu_alloc(void **ptr, size_t bytes) {
   return SRLM_OK;
 }
 
-static srlm_status cpu_free(void *ptr) {
+static srlm_status cpu_free(srlm_backend *be, void *ptr) {
+  (void)be;
   free(ptr);
   return SRLM_OK;
 }
@@ -33,51 +45,190 @@ static srlm_status check_bufs(const char *where, const void *dst, const void *sr
   return SRLM_OK;
 }
 
-static srlm_status cpu_zero(void *ptr, size_t bytes) {
+static srlm_status cpu_zero(srlm_backend *be, void *ptr, size_t bytes) {
+  (void)be;
   SRLM_TRY(check_bufs("cpu zero", ptr, ptr, bytes));
   if (bytes) memset(ptr, 0, bytes);
   return SRLM_OK;
 }
 
-static srlm_status cpu_copy(void *dst, const void *src, size_t bytes) {
+static srlm_status cpu_copy(srlm_backend *be, void *dst, const void *src, size_t bytes) {
+  (void)be;
   SRLM_TRY(check_bufs("cpu copy", dst, src, bytes));
   if (bytes) memmove(dst, src, bytes);
   return SRLM_OK;
 }
 
-static srlm_status cpu_sync(void) { return SRLM_OK; }
+static srlm_status cpu_sync(srlm_backend *be) {
+  (void)be;
+  return SRLM_OK;
+}
+
+/* ---- bf16 staging -------------------------------------------------------------------- */
+
+static float *stage_new(srlm_cpu_stage *s, int64_t n) {
+  SRLM_CHECK(s->n < SRLM_CPU_STAGE_MAX, "more than %d staged tensors in one op", SRLM_CPU_STAGE_MAX);
+  float *f = srlm_xmalloc((size_t)(n > 0 ? n : 1) * sizeof *f);
+  s->buf[s->n++] = f;
+  return f;
+}
+
+const float *srlm_cpu_stage_in(srlm_cpu_stage *s, const void *x, srlm_dtype dt, int64_t n) {
+  if (!x || dt == SRLM_F32) return x;
+  float *f = stage_new(s, n);
+  srlm_convert(f, SRLM_F32, x, dt, (size_t)(n > 0 ? n : 0));
+  return f;
+}
+
+float *srlm_cpu_stage_out(srlm_cpu_stage *s, void *x, srlm_dtype dt, int64_t n, int load) {
+  if (!x || dt == SRLM_F32) return x;
+  float *f = stage_new(s, n);
+  if (load) srlm_convert(f, SRLM_F32, x, dt, (size_t)(n > 0 ? n : 0));
+  return f;
+}
+
+void srlm_cpu_stage_store(void *x, srlm_dtype dt, const float *f, int64_t n) {
+  if (!x || dt == SRLM_F32) return;
+  srlm_convert(x, dt, f, SRLM_F32, (size_t)(n > 0 ? n : 0));
+}
+
+void srlm_cpu_stage_free(srlm_cpu_stage *s) {
+  for (int i = 0; i < s->n; i++) free(s->buf[i]);
+  s->n = 0;
+}
+
+/* ---- small ops ------------------------------------------------------------------------- */
+
+srlm_status srlm_cpu_cast(srlm_backend *be, srlm_cast_params p) {
+  (void)be;
+  SRLM_TRY(srlm_cast_params_check(&p, "cpu cast"));
+  if (p.n == 0) return SRLM_OK;
+  if (p.dtype == p.out_dtype) {
+    memmove(p.out, p.x, (size_t)p.n * srlm_dtype_size(p.dtype));
+    return SRLM_OK;
+  }
+  enum { BLOCK = 4096 };
+  const int64_t nblk = (p.n + BLOCK - 1) / BLOCK;
+  const size_t is = srlm_dtype_size(p.dtype), os = srlm_dtype_size(p.out_dtype);
+  SRLM_OMP_ROWS
+  for (int64_t b = 0; b < nblk; b++) {
+    const int64_t i0 = b * BLOCK, len = p.n - i0 < BLOCK ? p.n - i0 : BLOCK;
+    srlm_convert((char *)p.out + (size_t)i0 * os, p.out_dtype, (const char *)p.x + (size_t)i0 * is, p.dtype,
+                 (size_t)len);
+  }
+  return SRLM_OK;
+}
+
+srlm_status srlm_cpu_kv_append(srlm_backend *be, srlm_kv_append_params p) {
+  (void)be;
+  const char *where = "cpu kv_append";
+  SRLM_TRY(srlm_kv_append_params_check(&p, where));
+  const size_t row = (size_t)(p.NKV * p.HS) * srlm_dtype_size(p.dtype);
+  for (int i = 0; i < p.n; i++) {
+    const int64_t n_new = (int64_t)p.cu_q[i + 1] - p.cu_q[i], s = p.slot[i], len = p.kv_len[i];
+    if (s < 0 || s >= p.max_slots)
+      return srlm_error(SRLM_ERR_RANGE, where, "sequence %d: slot %lld out of range [0, %lld)", i, (long long)s,
+                        (long long)p.max_slots);
+    if (n_new < 0 || p.cu_q[i] < 0 || p.cu_q[i + 1] > p.NQ || len < n_new || len > p.max_len)
+      return srlm_error(SRLM_ERR_RANGE, where, "sequence %d: %lld new rows at length %lld outside the cache (%lld "
+                        "positions) or the %lld rows", i, (long long)n_new, (long long)len, (long long)p.max_len,
+                        (long long)p.NQ);
+  }
+  for (int i = 0; i < p.n; i++) {
+    const int64_t n_new = (int64_t)p.cu_q[i + 1] - p.cu_q[i];
+    const size_t dst = (size_t)(p.slot[i] * p.max_len + p.kv_len[i] - n_new) * row, src = (size_t)p.cu_q[i] * row;
+    memcpy((char *)p.k_cache + dst, (const char *)p.k + src, (size_t)n_new * row);
+    memcpy((char *)p.v_cache + dst, (const char *)p.v + src, (size_t)n_new * row);
+  }
+  return SRLM_OK;
+}
+
+/* Each chunk is summed in double in index order by one thread; the chunk sums are then
+ * added to *out in chunk order, so the bits do not depend on the thread count. */
+srlm_status srlm_cpu_grad_sumsq(srlm_backend *be, srlm_sumsq_params p) {
+  (void)be;
+  SRLM_TRY(srlm_sumsq_params_check(&p, "cpu grad_sumsq"));
+  const int64_t nc = (p.n + SRLM_SUMSQ_CHUNK - 1) / SRLM_SUMSQ_CHUNK;
+  double *part = srlm_xmalloc((size_t)(nc > 0 ? nc : 1) * sizeof *part);
+  SRLM_OMP_ROWS
+  for (int64_t c = 0; c < nc; c++) {
+    const int64_t end = (c + 1) * SRLM_SUMSQ_CHUNK < p.n ? (c + 1) * SRLM_SUMSQ_CHUNK : p.n;
+    double s = 0;
+    for (int64_t i = c * SRLM_SUMSQ_CHUNK; i < end; i++) s += (double)p.x[i] * (double)p.x[i];
+    part[c] = s;
+  }
+  double total = *p.out;
+  for (int64_t c = 0; c < nc; c++) total += part[c];
+  *p.out = total;
+  free(part);
+  return SRLM_OK;
+}
+
+srlm_status srlm_cpu_adamw(srlm_backend *be, srlm_adamw_params p) {
+  (void)be;
+  SRLM_TRY(srlm_adamw_params_check(&p, "cpu adamw"));
+  enum { BLOCK = 4096 };
+  const int64_t nblk = (p.n + BLOCK - 1) / BLOCK;
+  const int scaled = p.grad_scale != 1.0f, decay = p.decay_mul != 1.0f;
+  SRLM_OMP_ROWS
+  for (int64_t b = 0; b < nblk; b++) {
+    const int64_t i0 = b * BLOCK, i1 = i0 + BLOCK < p.n ? i0 + BLOCK : p.n;
+    for (int64_t i = i0; i < i1; i++) {
+      const float g = scaled ? p.grad[i] * p.grad_scale : p.grad[i];
+      const float w = decay ? p.master[i] * p.decay_mul : p.master[i];
+      const float mi = p.m[i] + p.one_minus_beta1 * (g - p.m[i]); /* lerp, as torch's exp_avg.lerp_ */
+      const float vi = p.v[i] * p.beta2 + p.one_minus_beta2 * g * g;
+      p.m[i] = mi;
+      p.v[i] = vi;
+      p.master[i] = w - p.step_size * (mi / (sqrtf(vi) / p.bc2_sqrt + p.eps));
+    }
+    if (p.param) srlm_convert((char *)p.param + (size_t)i0 * srlm_dtype_size(p.dtype), p.dtype, p.master + i0,
+                              SRLM_F32, (size_t)(i1 - i0));
+  }
+  return SRLM_OK;
+}
+
+/* ---- the table and the instance ---------------------------------------------------------- */
 
 static const srlm_backend_ops g_cpu_ops = {
     .name = "cpu",
     .host_memory = 1,
-    .init = cpu_init,
-    .shutdown = cpu_shutdown,
+    .create = cpu_create,
+    .destroy = cpu_destroy,
     .alloc = cpu_alloc,
     .free = cpu_free,
+    .host_alloc = cpu_alloc,
+    .host_free = cpu_free,
     .zero = cpu_zero,
     .copy_h2d = cpu_copy,
     .copy_d2h = cpu_copy,
     .copy_d2d = cpu_copy,
     .sync = cpu_sync,
-    .rmsnorm_forward = srlm_cpu_rmsnorm_forward,
-    .logprob_forward = srlm_cpu_logprob_forward,
-    .logprob_backward = srlm_cpu_logprob_backward,
     .matmul = srlm_cpu_matmul,
+    .rmsnorm_forward = srlm_cpu_rmsnorm_forward,
     .rmsnorm_backward = srlm_cpu_rmsnorm_backward,
     .rope_forward = srlm_cpu_rope_forward,
     .rope_backward = srlm_cpu_rope_backward,
     .attention_forward = srlm_cpu_attention_forward,
     .attention_backward = srlm_cpu_attention_backward,
     .attention_kv = srlm_cpu_attention_kv,
+    .kv_append = srlm_cpu_kv_append,
     .swiglu_forward = srlm_cpu_swiglu_forward,
     .swiglu_backward = srlm_cpu_swiglu_backward,
     .embedding_forward = srlm_cpu_embedding_forward,
     .embedding_backward = srlm_cpu_embedding_backward,
     .add = srlm_cpu_add,
     .colsum = srlm_cpu_colsum,
-    .lse_chunk = srlm_cpu_lse_chunk,
-    .lse_finish = srlm_cpu_lse_finish,
-    .logprob_chunk_backward = srlm_cpu_logprob_chunk_backward,
+    .cast = srlm_cpu_cast,
+    .lmhead_forward = srlm_cpu_lmhead_forward,
+    .lmhead_backward = srlm_cpu_lmhead_backward,
+    .grad_sumsq = srlm_cpu_grad_sumsq,
+    .adamw = srlm_cpu_adamw,
 };
 
-const srlm_backend_ops *srlm_backend_cpu(void) { return &g_cpu_ops; }
+const srlm_backend_ops *srlm_backend_cpu_ops(void) { return &g_cpu_ops; }
+
+srlm_backend *srlm_backend_cpu(void) {
+  static srlm_backend instance = {.ops = &g_cpu_ops, .name = "cpu", .device = -1, .host_memory = 1, .ctx = NULL};
+  return &instance;
+}

@@ -1,5 +1,12 @@
-/* Private to the CPU backend: its op entry points, the OpenMP row loop and the
- * single-threaded matrix product other ops build on. */
+/* Private to the CPU backend: its op entry points, the OpenMP row loop, the
+ * single-threaded fp32 matrix product other ops build on, and the bf16 staging every
+ * op uses to compute bf16 tensors in fp32.
+ *
+ * bf16 on the CPU: an op with dtype bf16 widens its bf16 inputs to fp32 copies
+ * (exact), runs the fp32 code, and rounds its bf16 outputs to nearest even (an output
+ * that accumulates, or that the op updates in place, is widened first). fp32 tensors of
+ * a bf16 op (statistics, parameter gradients) are used as they are. That is the
+ * definition of every op's bf16 result ("bf16 storage, fp32 math"). */
 #ifndef SRLM_BACKEND_CPU_OPS_H
 #define SRLM_BACKEND_CPU_OPS_H
 
@@ -15,35 +22,32 @@
 #define SRLM_OMP_ROWS
 #endif
 
-srlm_status srlm_cpu_rmsnorm_forward(srlm_rmsnorm_params p);
-srlm_status srlm_cpu_rmsnorm_backward(srlm_rmsnorm_bwd_params p);
-srlm_status srlm_cpu_logprob_forward(srlm_logprob_params p);
-srlm_status srlm_cpu_logprob_backward(srlm_logprob_bwd_params p);
-srlm_status srlm_cpu_lse_chunk(srlm_lse_chunk_params p);
-srlm_status srlm_cpu_lse_finish(srlm_lse_finish_params p);
-srlm_status srlm_cpu_logprob_chunk_backward(srlm_logprob_chunk_bwd_params p);
-srlm_status srlm_cpu_matmul(srlm_matmul_params p);
-srlm_status srlm_cpu_rope_forward(srlm_rope_params p);
-srlm_status srlm_cpu_rope_backward(srlm_rope_params p);
-srlm_status srlm_cpu_attention_forward(srlm_attention_params p);
-srlm_status srlm_cpu_attention_backward(srlm_attention_bwd_params p);
-srlm_status srlm_cpu_attention_kv(srlm_attention_kv_params p);
-srlm_status srlm_cpu_swiglu_forward(srlm_swiglu_params p);
-srlm_status srlm_cpu_swiglu_backward(srlm_swiglu_bwd_params p);
-srlm_status srlm_cpu_embedding_forward(srlm_embedding_params p);
-srlm_status srlm_cpu_embedding_backward(srlm_embedding_bwd_params p);
-srlm_status srlm_cpu_add(srlm_add_params p);
-srlm_status srlm_cpu_colsum(srlm_colsum_params p);
+/* The ops of the table (cpu_backend.c). */
+#define SRLM_CPU_OP_DECL_(op, type) srlm_status srlm_cpu_##op(srlm_backend *be, type p);
+SRLM_BACKEND_OPS(SRLM_CPU_OP_DECL_)
+#undef SRLM_CPU_OP_DECL_
 
-/* The matrix product on the calling thread only (for ops that are themselves parallel
- * over tiles), with packing space kept in ws between calls (zero-initialize ws; free
- * it with srlm_cpu_gemm_ws_free). Same rounding as srlm_cpu_matmul: same bits. */
+/* An fp32 matrix product, the fields of srlm_matmul_params with typed pointers (strides
+ * resolved: never 0). */
+typedef struct srlm_cpu_mm {
+  float *c;
+  const float *a, *b, *bias;
+  int64_t M, N, K, lda, ldb, ldc;
+  int trans_a, trans_b, accumulate;
+} srlm_cpu_mm;
+
+/* The fp32 product with OpenMP over column panels (the matmul op's fp32 path). */
+srlm_status srlm_cpu_gemm(const srlm_cpu_mm *p);
+/* The same on the calling thread only (for ops that are themselves parallel over
+ * tiles), with packing space kept in ws between calls (zero-initialize ws; free it with
+ * srlm_cpu_gemm_ws_free). Same rounding as srlm_cpu_gemm: same bits. */
 typedef struct srlm_cpu_gemm_ws {
   float *apack, *bpack;
   size_t a_cap, b_cap; /* floats */
 } srlm_cpu_gemm_ws;
-srlm_status srlm_cpu_gemm_serial(srlm_matmul_params p, srlm_cpu_gemm_ws *ws);
+srlm_status srlm_cpu_gemm_serial(const srlm_cpu_mm *p, srlm_cpu_gemm_ws *ws);
 void srlm_cpu_gemm_ws_free(srlm_cpu_gemm_ws *ws);
+
 /* out[i] = exp(a x[i] - b) for i < n (out may alias x, or be NULL), vectorized; returns
  * the sum of the outputs, added in a fixed order (see vexp.c). */
 float srlm_cpu_exp_affine(const float *x, float a, float b, float *out, int64_t n);
@@ -51,5 +55,24 @@ float srlm_cpu_exp_affine(const float *x, float a, float b, float *out, int64_t 
 /* The vector code level in force (isa.c): SRLM_CPU_ISA_*. */
 enum { SRLM_CPU_ISA_GENERIC = 0, SRLM_CPU_ISA_AVX2 = 1, SRLM_CPU_ISA_AVX512 = 2 };
 int srlm_cpu_isa(void);
+
+/* ---- bf16 staging ----------------------------------------------------------------- */
+
+/* fp32 copies of an op's bf16 tensors, freed together. */
+#define SRLM_CPU_STAGE_MAX 12
+typedef struct srlm_cpu_stage {
+  float *buf[SRLM_CPU_STAGE_MAX];
+  int n;
+} srlm_cpu_stage;
+
+/* x (n elements of dtype dt) as fp32: x itself when dt is fp32, else a widened copy;
+ * NULL stays NULL. */
+const float *srlm_cpu_stage_in(srlm_cpu_stage *s, const void *x, srlm_dtype dt, int64_t n);
+/* Where an op writes an output x of dtype dt: x itself when fp32, else an fp32 buffer,
+ * holding x's widened values when load is 1 (accumulated or in-place outputs). */
+float *srlm_cpu_stage_out(srlm_cpu_stage *s, void *x, srlm_dtype dt, int64_t n, int load);
+/* Stores a staged output back: rounds f (n) into x when dt is bf16 (nothing when fp32). */
+void srlm_cpu_stage_store(void *x, srlm_dtype dt, const float *f, int64_t n);
+void srlm_cpu_stage_free(srlm_cpu_stage *s);
 
 #endif

@@ -1,9 +1,12 @@
 /* CPU elementwise and gather ops of the transformer: SwiGLU and its backward, residual
  * add, bias gradient (column sums), embedding gather and its scatter-add backward.
  * Sums over rows run in a fixed order (rows in blocks, blocks in order, or one thread
- * per column range), so results do not depend on the thread count. */
+ * per column range), so results do not depend on the thread count. bf16 tensors are
+ * staged through fp32 (cpu_ops.h), except the gathers and scatters, which move rows
+ * of any dtype as they are. */
 #include <math.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "cpu_ops.h"
 
@@ -11,60 +14,83 @@
  * partition of the elements, so the bits do not depend on the thread count. */
 enum { EW_BLOCK = 1024 };
 
-srlm_status srlm_cpu_swiglu_forward(srlm_swiglu_params p) {
+srlm_status srlm_cpu_swiglu_forward(srlm_backend *be, srlm_swiglu_params p) {
+  (void)be;
   SRLM_TRY(srlm_swiglu_params_check(&p, "cpu swiglu_forward"));
   const int64_t n = p.N * p.FF, nblk = (n + EW_BLOCK - 1) / EW_BLOCK;
+  srlm_cpu_stage s = {0};
+  const float *gate = srlm_cpu_stage_in(&s, p.gate, p.dtype, n), *up = srlm_cpu_stage_in(&s, p.up, p.dtype, n);
+  float *h = srlm_cpu_stage_out(&s, p.h, p.dtype, n, 0);
   SRLM_OMP_ROWS
   for (int64_t b = 0; b < nblk; b++) {
     const int64_t i0 = b * EW_BLOCK, len = n - i0 < EW_BLOCK ? n - i0 : EW_BLOCK;
     float e[EW_BLOCK];
-    srlm_cpu_exp_affine(p.gate + i0, -1.0f, 0.0f, e, len);
+    srlm_cpu_exp_affine(gate + i0, -1.0f, 0.0f, e, len);
     for (int64_t i = 0; i < len; i++) {
-      const float g = p.gate[i0 + i], u = p.up[i0 + i];
-      p.h[i0 + i] = g / (1.0f + e[i]) * u;
+      const float g = gate[i0 + i], u = up[i0 + i];
+      h[i0 + i] = g / (1.0f + e[i]) * u;
     }
   }
+  srlm_cpu_stage_store(p.h, p.dtype, h, n);
+  srlm_cpu_stage_free(&s);
   return SRLM_OK;
 }
 
-srlm_status srlm_cpu_swiglu_backward(srlm_swiglu_bwd_params p) {
+srlm_status srlm_cpu_swiglu_backward(srlm_backend *be, srlm_swiglu_bwd_params p) {
+  (void)be;
   SRLM_TRY(srlm_swiglu_bwd_params_check(&p, "cpu swiglu_backward"));
   const int64_t n = p.N * p.FF, nblk = (n + EW_BLOCK - 1) / EW_BLOCK;
+  srlm_cpu_stage s = {0};
+  const float *gate = srlm_cpu_stage_in(&s, p.gate, p.dtype, n), *up = srlm_cpu_stage_in(&s, p.up, p.dtype, n);
+  const float *dh = srlm_cpu_stage_in(&s, p.dh, p.dtype, n);
+  float *dgate = srlm_cpu_stage_out(&s, p.dgate, p.dtype, n, 0), *dup = srlm_cpu_stage_out(&s, p.dup, p.dtype, n, 0);
   SRLM_OMP_ROWS
   for (int64_t b = 0; b < nblk; b++) {
     const int64_t i0 = b * EW_BLOCK, len = n - i0 < EW_BLOCK ? n - i0 : EW_BLOCK;
     float e[EW_BLOCK];
-    srlm_cpu_exp_affine(p.gate + i0, -1.0f, 0.0f, e, len);
+    srlm_cpu_exp_affine(gate + i0, -1.0f, 0.0f, e, len);
     for (int64_t i = 0; i < len; i++) {
-      const float g = p.gate[i0 + i], u = p.up[i0 + i], dh = p.dh[i0 + i];
-      const float s = 1.0f / (1.0f + e[i]), silu = g * s;
-      p.dgate[i0 + i] = dh * u * (s * (1.0f + g * (1.0f - s)));
-      p.dup[i0 + i] = dh * silu;
+      const float g = gate[i0 + i], u = up[i0 + i], d = dh[i0 + i];
+      const float sg = 1.0f / (1.0f + e[i]), silu = g * sg;
+      dgate[i0 + i] = d * u * (sg * (1.0f + g * (1.0f - sg)));
+      dup[i0 + i] = d * silu;
     }
   }
+  srlm_cpu_stage_store(p.dgate, p.dtype, dgate, n);
+  srlm_cpu_stage_store(p.dup, p.dtype, dup, n);
+  srlm_cpu_stage_free(&s);
   return SRLM_OK;
 }
 
-srlm_status srlm_cpu_add(srlm_add_params p) {
+srlm_status srlm_cpu_add(srlm_backend *be, srlm_add_params p) {
+  (void)be;
   SRLM_TRY(srlm_add_params_check(&p, "cpu add"));
+  srlm_cpu_stage s = {0};
+  const float *a = srlm_cpu_stage_in(&s, p.a, p.dtype, p.n), *b = srlm_cpu_stage_in(&s, p.b, p.dtype, p.n);
+  float *out = srlm_cpu_stage_out(&s, p.out, p.dtype, p.n, 0);
   SRLM_OMP_ROWS
-  for (int64_t i = 0; i < p.n; i++) p.out[i] = p.a[i] + p.b[i];
+  for (int64_t i = 0; i < p.n; i++) out[i] = a[i] + b[i];
+  srlm_cpu_stage_store(p.out, p.dtype, out, p.n);
+  srlm_cpu_stage_free(&s);
   return SRLM_OK;
 }
 
 enum { SUM_BLOCK = 64 }; /* rows summed into one partial before the partials are added */
 
-srlm_status srlm_cpu_colsum(srlm_colsum_params p) {
+srlm_status srlm_cpu_colsum(srlm_backend *be, srlm_colsum_params p) {
+  (void)be;
   SRLM_TRY(srlm_colsum_params_check(&p, "cpu colsum"));
   const int64_t N = p.N, C = p.C, nblk = (N + SUM_BLOCK - 1) / SUM_BLOCK;
   if (N == 0) return SRLM_OK;
   float *part = calloc((size_t)(nblk * C), sizeof *part); /* (nblk, C) */
   if (!part) return srlm_error(SRLM_ERR_NOMEM, "cpu colsum", "cannot allocate %lld partial sums", (long long)(nblk * C));
+  srlm_cpu_stage s = {0};
+  const float *x = srlm_cpu_stage_in(&s, p.x, p.dtype, N * C);
   SRLM_OMP_ROWS
   for (int64_t b = 0; b < nblk; b++) {
     const int64_t end = (b + 1) * SUM_BLOCK < N ? (b + 1) * SUM_BLOCK : N;
     for (int64_t n = b * SUM_BLOCK; n < end; n++)
-      for (int64_t c = 0; c < C; c++) part[b * C + c] += p.x[n * C + c];
+      for (int64_t c = 0; c < C; c++) part[b * C + c] += x[n * C + c];
   }
   SRLM_OMP_ROWS
   for (int64_t c = 0; c < C; c++) {
@@ -72,6 +98,7 @@ srlm_status srlm_cpu_colsum(srlm_colsum_params p) {
     for (int64_t b = 0; b < nblk; b++) acc += part[b * C + c];
     p.out[c] = acc;
   }
+  srlm_cpu_stage_free(&s);
   free(part);
   return SRLM_OK;
 }
@@ -84,36 +111,62 @@ static srlm_status check_ids(const char *where, const int32_t *ids, int64_t N, i
   return SRLM_OK;
 }
 
-srlm_status srlm_cpu_embedding_forward(srlm_embedding_params p) {
+srlm_status srlm_cpu_embedding_forward(srlm_backend *be, srlm_embedding_params p) {
+  (void)be;
   const char *where = "cpu embedding_forward";
   SRLM_TRY(srlm_embedding_params_check(&p, where));
   SRLM_TRY(check_ids(where, p.ids, p.N, p.V));
-  const int64_t C = p.C;
+  const size_t row = (size_t)p.C * srlm_dtype_size(p.dtype);
   SRLM_OMP_ROWS
-  for (int64_t n = 0; n < p.N; n++) {
-    const float *src = p.table + (int64_t)p.ids[n] * C;
-    float *dst = p.out + n * C;
-    for (int64_t c = 0; c < C; c++) dst[c] = src[c];
-  }
+  for (int64_t n = 0; n < p.N; n++) memcpy((char *)p.out + (size_t)n * row, (const char *)p.table + (size_t)p.ids[n] * row, row);
   return SRLM_OK;
 }
 
 /* Columns are split over threads; each walks all rows in order for its columns. */
 enum { COL_BLOCK = 64 };
 
-srlm_status srlm_cpu_embedding_backward(srlm_embedding_bwd_params p) {
+srlm_status srlm_cpu_embedding_backward(srlm_backend *be, srlm_embedding_bwd_params p) {
+  (void)be;
   const char *where = "cpu embedding_backward";
   SRLM_TRY(srlm_embedding_bwd_params_check(&p, where));
   SRLM_TRY(check_ids(where, p.ids, p.N, p.V));
   const int64_t C = p.C, ncb = (C + COL_BLOCK - 1) / COL_BLOCK;
+  srlm_cpu_stage s = {0};
+  const float *dout = srlm_cpu_stage_in(&s, p.dout, p.dtype, p.N * C);
+  /* a bf16 table is widened only at the rows the ids touch, then rounded back once */
+  float *dtable = p.dtable;
+  int32_t *touched = NULL;
+  int64_t n_touched = 0;
+  if (p.table_dtype != SRLM_F32) {
+    char *seen = srlm_xcalloc((size_t)p.V, 1);
+    touched = srlm_xmalloc((size_t)(p.N > 0 ? p.N : 1) * sizeof *touched);
+    for (int64_t n = 0; n < p.N; n++)
+      if (!seen[p.ids[n]]) {
+        seen[p.ids[n]] = 1;
+        touched[n_touched++] = p.ids[n];
+      }
+    free(seen);
+    dtable = srlm_xcalloc((size_t)(p.V * C), sizeof *dtable); /* only touched rows are read back */
+    for (int64_t i = 0; i < n_touched; i++)
+      srlm_convert(dtable + (int64_t)touched[i] * C, SRLM_F32, (const uint16_t *)p.dtable + (int64_t)touched[i] * C,
+                   p.table_dtype, (size_t)C);
+  }
   SRLM_OMP_ROWS
   for (int64_t cb = 0; cb < ncb; cb++) {
     const int64_t c0 = cb * COL_BLOCK, c1 = c0 + COL_BLOCK < C ? c0 + COL_BLOCK : C;
     for (int64_t n = 0; n < p.N; n++) {
-      float *dst = p.dtable + (int64_t)p.ids[n] * C;
-      const float *src = p.dout + n * C;
+      float *dst = dtable + (int64_t)p.ids[n] * C;
+      const float *src = dout + n * C;
       for (int64_t c = c0; c < c1; c++) dst[c] += src[c];
     }
   }
+  if (p.table_dtype != SRLM_F32) {
+    for (int64_t i = 0; i < n_touched; i++)
+      srlm_convert((uint16_t *)p.dtable + (int64_t)touched[i] * C, p.table_dtype, dtable + (int64_t)touched[i] * C,
+                   SRLM_F32, (size_t)C);
+    free(dtable);
+    free(touched);
+  }
+  srlm_cpu_stage_free(&s);
   return SRLM_OK;
 }

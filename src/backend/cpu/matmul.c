@@ -263,7 +263,7 @@ static void gemm_block(const gemm *g, const float *apack, float *bpack, int64_t 
 }
 
 /* The cases that need no packing: nothing to do, or K = 0 (C = bias, or kept). */
-static int trivial(const srlm_matmul_params *p) {
+static int trivial(const srlm_cpu_mm *p) {
   if (p->M == 0 || p->N == 0) return 1;
   if (p->K > 0) return 0;
   for (int64_t m = 0; m < p->M; m++)
@@ -274,7 +274,7 @@ static int trivial(const srlm_matmul_params *p) {
   return 1;
 }
 
-static void add_bias(const srlm_matmul_params *p, int parallel) {
+static void add_bias(const srlm_cpu_mm *p, int parallel) {
   if (!p->bias) return;
   if (parallel) {
     SRLM_OMP_ROWS
@@ -286,14 +286,14 @@ static void add_bias(const srlm_matmul_params *p, int parallel) {
   }
 }
 
-static gemm make_gemm(const srlm_matmul_params *p) {
+static gemm make_gemm(const srlm_cpu_mm *p) {
   gemm g = {pick_kernel(), p->M, p->N, p->K, p->lda, p->ldb, p->ldc, p->trans_a, p->trans_b, p->accumulate,
             p->a, p->b, p->c};
   return g;
 }
 
-srlm_status srlm_cpu_matmul(srlm_matmul_params p) {
-  SRLM_TRY(srlm_matmul_params_check(&p, "cpu matmul"));
+srlm_status srlm_cpu_gemm(const srlm_cpu_mm *pp) {
+  const srlm_cpu_mm p = *pp;
   if (trivial(&p)) return SRLM_OK;
   const gemm g = make_gemm(&p);
   const int MR = g.kr->mr, NR = g.kr->nr;
@@ -356,8 +356,8 @@ static srlm_status ws_reserve(float **buf, size_t *cap, size_t n) {
   return SRLM_OK;
 }
 
-srlm_status srlm_cpu_gemm_serial(srlm_matmul_params p, srlm_cpu_gemm_ws *ws) {
-  SRLM_TRY(srlm_matmul_params_check(&p, "cpu matmul"));
+srlm_status srlm_cpu_gemm_serial(const srlm_cpu_mm *pp, srlm_cpu_gemm_ws *ws) {
+  const srlm_cpu_mm p = *pp;
   if (trivial(&p)) return SRLM_OK;
   const gemm g = make_gemm(&p);
   const int MR = g.kr->mr, NR = g.kr->nr;
@@ -379,3 +379,26 @@ void srlm_cpu_gemm_ws_free(srlm_cpu_gemm_ws *ws) {
   memset(ws, 0, sizeof *ws);
 }
 
+
+/* The op: bf16 A and B are widened (exactly), a bf16 C is widened when accumulating and
+ * rounded once at the end, so a bf16 result is the fp32 chain's result rounded. */
+srlm_status srlm_cpu_matmul(srlm_backend *be, srlm_matmul_params p) {
+  (void)be;
+  SRLM_TRY(srlm_matmul_params_check(&p, "cpu matmul"));
+  if (p.M == 0 || p.N == 0) return SRLM_OK;
+  srlm_cpu_stage s = {0};
+  const int64_t a_rows = p.trans_a ? p.K : p.M, b_rows = p.trans_b ? p.N : p.K;
+  const int64_t na = a_rows > 0 ? (a_rows - 1) * p.lda + (p.trans_a ? p.M : p.K) : 0;
+  const int64_t nb = b_rows > 0 ? (b_rows - 1) * p.ldb + (p.trans_b ? p.K : p.N) : 0;
+  const int64_t nc = (p.M - 1) * p.ldc + p.N;
+  srlm_cpu_mm m = {.a = p.K > 0 ? srlm_cpu_stage_in(&s, p.a, p.dtype, na) : NULL,
+                   .b = p.K > 0 ? srlm_cpu_stage_in(&s, p.b, p.dtype, nb) : NULL,
+                   .bias = srlm_cpu_stage_in(&s, p.bias, p.c_dtype, p.N),
+                   .c = srlm_cpu_stage_out(&s, p.c, p.c_dtype, nc, p.accumulate || p.ldc > p.N),
+                   .M = p.M, .N = p.N, .K = p.K, .lda = p.lda, .ldb = p.ldb, .ldc = p.ldc,
+                   .trans_a = p.trans_a, .trans_b = p.trans_b, .accumulate = p.accumulate};
+  srlm_status st = srlm_cpu_gemm(&m);
+  if (st == SRLM_OK) srlm_cpu_stage_store(p.c, p.c_dtype, m.c, nc);
+  srlm_cpu_stage_free(&s);
+  return st;
+}

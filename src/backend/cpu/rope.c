@@ -1,7 +1,8 @@
 /* CPU rotary embedding (transformers' rotate_half convention), in place on (N, H, HS).
  * The angle is the fp32 product pos * inv_freq, as transformers forms it, and cos/sin
  * are evaluated once per row and frequency and shared by the row's H heads. The
- * backward rotates by the opposite angle (a rotation's transpose is its inverse). */
+ * backward rotates by the opposite angle (a rotation's transpose is its inverse).
+ * bf16 rows are staged through fp32 (cpu_ops.h). */
 #include <math.h>
 #include <stdlib.h>
 
@@ -12,6 +13,9 @@ static srlm_status rope(srlm_rope_params p, float sign, const char *where) {
   const int64_t N = p.N, H = p.H, HS = p.HS, half = HS / 2;
   for (int64_t n = 0; n < N; n++)
     if (p.pos[n] < 0) return srlm_error(SRLM_ERR_RANGE, where, "row %lld: position %d is negative", (long long)n, (int)p.pos[n]);
+  srlm_cpu_stage stage = {0};
+  const int64_t n_all = p.N * p.H * p.HS;
+  float *X = srlm_cpu_stage_out(&stage, p.x, p.dtype, n_all, 1);
   int nomem = 0;
 #ifdef _OPENMP
 #pragma omp parallel
@@ -36,7 +40,7 @@ static srlm_status rope(srlm_rope_params p, float sign, const char *where) {
         cs[half + d] = sign * sinf(a);
       }
       for (int64_t h = 0; h < H; h++) {
-        float *x = p.x + (n * H + h) * HS; /* (HS) */
+        float *x = X + (n * H + h) * HS; /* (HS) */
         for (int64_t d = 0; d < half; d++) {
           const float x1 = x[d], x2 = x[d + half], c = cs[d], s = cs[half + d];
           x[d] = x1 * c - x2 * s;
@@ -46,9 +50,17 @@ static srlm_status rope(srlm_rope_params p, float sign, const char *where) {
     }
     free(cs);
   }
+  srlm_cpu_stage_store(p.x, p.dtype, X, n_all);
+  srlm_cpu_stage_free(&stage);
   if (nomem) return srlm_error(SRLM_ERR_NOMEM, where, "cannot allocate a row of cos/sin");
   return SRLM_OK;
 }
 
-srlm_status srlm_cpu_rope_forward(srlm_rope_params p) { return rope(p, 1.0f, "cpu rope_forward"); }
-srlm_status srlm_cpu_rope_backward(srlm_rope_params p) { return rope(p, -1.0f, "cpu rope_backward"); }
+srlm_status srlm_cpu_rope_forward(srlm_backend *be, srlm_rope_params p) {
+  (void)be;
+  return rope(p, 1.0f, "cpu rope_forward");
+}
+srlm_status srlm_cpu_rope_backward(srlm_backend *be, srlm_rope_params p) {
+  (void)be;
+  return rope(p, -1.0f, "cpu rope_backward");
+}

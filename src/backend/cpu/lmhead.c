@@ -1,0 +1,189 @@
+/* CPU LM head: log-probs of the targets over vocabulary chunks, and the backward, so the
+ * (N x V) logits never exist (backend.h, lmhead_forward / lmhead_backward).
+ *
+ * Chunks: TC rows by VC ids (VC = min(V, 8192), a multiple of LSE_BLOCK, TC about 4M / VC
+ * logits), rows outer, ids inner. Each chunk's logits are one fp32 GEMM (bf16 x and W
+ * widened; W a chunk at a time), folded into a running max m and sum s per row.
+ *
+ * logsumexp: the row is read in blocks of LSE_BLOCK; a block whose max exceeds the running
+ * max m rescales the running sum s by exp(m_old - m_new) once, then its terms exp(z - m)
+ * are added in index order. Chunks are whole blocks, so a row's (m, s) has the same bits
+ * as one pass over the whole row. The log-prob is formed as (z_t - m) - log(s), never as
+ * z_t - (m + log s): with logits near 1e4 the sum m + log(s) would round to ulp(1e4) ~
+ * 1e-3 before the subtraction. -inf logits (masked ids) add nothing; NaN logits
+ * propagate. Targets are checked before any output is written.
+ *
+ * Backward, per chunk: the logits are recomputed, dz = dlogp (onehot - exp(z - lse))
+ * overwrites them (rounded to bf16 for bf16 heads, the gradient a bf16 graph would
+ * hold), dx (+)= dz W (fp32, rounded to dtype at the end) and dW += dz^T x (fp32). */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cpu_ops.h"
+
+enum { LSE_BLOCK = 64 }; /* a block stays in L1 between its max and its sum */
+
+/* Folds z[0..V) into the running max *m and sum *s = sum exp(z - *m), block by block. */
+static void row_fold(const float *z, int64_t V, float *m_io, float *s_io) {
+  float m = *m_io, s = *s_io;
+  for (int64_t b = 0; b < V; b += LSE_BLOCK) {
+    int64_t e = b + LSE_BLOCK < V ? b + LSE_BLOCK : V;
+    float bm = -INFINITY;
+    for (int64_t v = b; v < e; v++) bm = z[v] > bm ? z[v] : bm;
+    if (bm > m) {
+      s *= expf(m - bm);
+      m = bm;
+    }
+    if (m == -INFINITY) {
+      /* only -inf (adds 0) and NaN (propagates) have been seen */
+      for (int64_t v = b; v < e; v++) s += z[v] == -INFINITY ? 0.0f : z[v];
+      continue;
+    }
+    s += srlm_cpu_exp_affine(z + b, 1.0f, m, NULL, e - b);
+  }
+  *m_io = m;
+  *s_io = s;
+}
+
+static void chunk_sizes(int64_t N, int64_t V, int64_t *TC, int64_t *VC) {
+  int64_t vc = V <= 8192 ? V : 8192;
+  int64_t tc = ((int64_t)1 << 22) / vc;
+  if (tc < 16) tc = 16;
+  if (tc > N) tc = N > 0 ? N : 1;
+  *TC = tc;
+  *VC = vc;
+}
+
+static srlm_status check_targets(const char *where, const int32_t *targets, int64_t N, int64_t V) {
+  for (int64_t n = 0; n < N; n++)
+    if (targets[n] < -1 || targets[n] >= V)
+      return srlm_error(SRLM_ERR_RANGE, where, "row %lld: target id %d out of range [0, %lld) (or -1: none)",
+                        (long long)n, (int)targets[n], (long long)V);
+  return SRLM_OK;
+}
+
+/* W's rows [v0, v0 + vc) as fp32: a view of W, or a widened copy in buf (vc x C). */
+static const float *w_rows(const void *w, srlm_dtype dt, int64_t v0, int64_t vc, int64_t C, float *buf) {
+  if (dt == SRLM_F32) return (const float *)w + v0 * C;
+  srlm_convert(buf, SRLM_F32, (const uint16_t *)w + v0 * C, dt, (size_t)(vc * C));
+  return buf;
+}
+
+/* logits (tc, vc) = x (tc, C) W_chunk^T */
+static srlm_status chunk_logits(float *chunk, const float *x, const float *wc, int64_t tc, int64_t vc, int64_t C) {
+  srlm_cpu_mm mm = {.c = chunk, .a = x, .b = wc, .M = tc, .N = vc, .K = C, .lda = C, .ldb = C, .ldc = vc, .trans_b = 1};
+  return srlm_cpu_gemm(&mm);
+}
+
+srlm_status srlm_cpu_lmhead_forward(srlm_backend *be, srlm_lmhead_params p) {
+  (void)be;
+  const char *where = "cpu lmhead_forward";
+  SRLM_TRY(srlm_lmhead_params_check(&p, where));
+  SRLM_TRY(check_targets(where, p.targets, p.N, p.V));
+  if (p.N == 0) return SRLM_OK;
+  const int64_t N = p.N, C = p.C, V = p.V;
+  int64_t TC, VC;
+  chunk_sizes(N, V, &TC, &VC);
+  srlm_cpu_stage sg = {0};
+  const float *x = srlm_cpu_stage_in(&sg, p.x, p.dtype, N * C);
+  float *chunk = srlm_xmalloc((size_t)(TC * VC) * sizeof *chunk);
+  float *wbuf = p.dtype == SRLM_F32 ? NULL : srlm_xmalloc((size_t)(VC * C) * sizeof *wbuf);
+  float *m = srlm_xmalloc((size_t)N * sizeof *m), *s = srlm_xmalloc((size_t)N * sizeof *s);
+  float *zt = srlm_xcalloc((size_t)N, sizeof *zt);
+  srlm_status st = SRLM_OK;
+  for (int64_t n = 0; n < N; n++) m[n] = -INFINITY, s[n] = 0.0f;
+  for (int64_t t0 = 0; t0 < N && st == SRLM_OK; t0 += TC) {
+    const int64_t tc = N - t0 < TC ? N - t0 : TC;
+    for (int64_t v0 = 0; v0 < V && st == SRLM_OK; v0 += VC) {
+      const int64_t vc = V - v0 < VC ? V - v0 : VC;
+      st = chunk_logits(chunk, x + t0 * C, w_rows(p.w, p.dtype, v0, vc, C, wbuf), tc, vc, C);
+      if (st != SRLM_OK) break;
+      SRLM_OMP_ROWS
+      for (int64_t r = 0; r < tc; r++) {
+        const int64_t n = t0 + r, t = (int64_t)p.targets[n] - v0;
+        row_fold(chunk + r * vc, vc, &m[n], &s[n]);
+        if (p.targets[n] >= 0 && t >= 0 && t < vc) zt[n] = chunk[r * vc + t];
+      }
+    }
+  }
+  if (st == SRLM_OK) {
+    SRLM_OMP_ROWS
+    for (int64_t n = 0; n < N; n++) {
+      const float ls = logf(s[n]);
+      p.logp[n] = p.targets[n] >= 0 ? (zt[n] - m[n]) - ls : 0.0f;
+      if (p.lse) p.lse[n] = m[n] + ls;
+    }
+  }
+  free(m);
+  free(s);
+  free(zt);
+  free(wbuf);
+  free(chunk);
+  srlm_cpu_stage_free(&sg);
+  return st;
+}
+
+/* dz over one chunk, in place over its logits (tc rows of vc ids from v0). */
+static void chunk_dlogits(float *chunk, int64_t tc, int64_t vc, int64_t v0, const int32_t *targets, const float *lse,
+                          const float *dlogp, int round_bf16) {
+  SRLM_OMP_ROWS
+  for (int64_t r = 0; r < tc; r++) {
+    float *dz = chunk + r * vc; /* (vc) logits in, gradient out */
+    const float g = dlogp[r], l = lse[r];
+    if (g == 0.0f) {
+      for (int64_t v = 0; v < vc; v++) dz[v] = 0.0f;
+      continue;
+    }
+    const int64_t t = (int64_t)targets[r] - v0;
+    const int in_chunk = targets[r] >= 0 && t >= 0 && t < vc;
+    const float pt = in_chunk ? expf(dz[t] - l) : 0.0f; /* read before it is overwritten */
+    srlm_cpu_exp_affine(dz, 1.0f, l, dz, vc);
+    for (int64_t v = 0; v < vc; v++) dz[v] *= -g;
+    if (in_chunk) dz[t] = g * (1.0f - pt);
+    if (round_bf16)
+      for (int64_t v = 0; v < vc; v++) dz[v] = srlm_round_bf16(dz[v]);
+  }
+}
+
+srlm_status srlm_cpu_lmhead_backward(srlm_backend *be, srlm_lmhead_bwd_params p) {
+  (void)be;
+  const char *where = "cpu lmhead_backward";
+  SRLM_TRY(srlm_lmhead_bwd_params_check(&p, where));
+  SRLM_TRY(check_targets(where, p.targets, p.N, p.V));
+  for (int64_t n = 0; n < p.N; n++)
+    if (p.targets[n] < 0 && p.dlogp[n] != 0.0f)
+      return srlm_error(SRLM_ERR_RANGE, where, "row %lld has no target but dlogp %g (must be 0)", (long long)n,
+                        (double)p.dlogp[n]);
+  if (p.N == 0) return SRLM_OK;
+  const int64_t N = p.N, C = p.C, V = p.V;
+  int64_t TC, VC;
+  chunk_sizes(N, V, &TC, &VC);
+  srlm_cpu_stage sg = {0};
+  const float *x = srlm_cpu_stage_in(&sg, p.x, p.dtype, N * C);
+  float *dx = srlm_cpu_stage_out(&sg, p.dx, p.dtype, N * C, 0);
+  float *chunk = srlm_xmalloc((size_t)(TC * VC) * sizeof *chunk);
+  float *wbuf = p.dtype == SRLM_F32 ? NULL : srlm_xmalloc((size_t)(VC * C) * sizeof *wbuf);
+  srlm_status st = SRLM_OK;
+  for (int64_t t0 = 0; t0 < N && st == SRLM_OK; t0 += TC) {
+    const int64_t tc = N - t0 < TC ? N - t0 : TC;
+    for (int64_t v0 = 0; v0 < V && st == SRLM_OK; v0 += VC) {
+      const int64_t vc = V - v0 < VC ? V - v0 : VC;
+      const float *wc = w_rows(p.w, p.dtype, v0, vc, C, wbuf);
+      st = chunk_logits(chunk, x + t0 * C, wc, tc, vc, C);
+      if (st != SRLM_OK) break;
+      chunk_dlogits(chunk, tc, vc, v0, p.targets + t0, p.lse + t0, p.dlogp + t0, p.dtype != SRLM_F32);
+      srlm_cpu_mm mdx = {.c = dx + t0 * C, .a = chunk, .b = wc, .M = tc, .N = C, .K = vc, .lda = vc, .ldb = C,
+                         .ldc = C, .accumulate = v0 > 0};
+      st = srlm_cpu_gemm(&mdx);
+      srlm_cpu_mm mdw = {.c = p.dw + v0 * C, .a = chunk, .b = x + t0 * C, .M = vc, .N = C, .K = tc, .lda = vc,
+                         .ldb = C, .ldc = C, .trans_a = 1, .accumulate = 1};
+      if (st == SRLM_OK) st = srlm_cpu_gemm(&mdw);
+    }
+  }
+  if (st == SRLM_OK) srlm_cpu_stage_store(p.dx, p.dtype, dx, N * C);
+  free(wbuf);
+  free(chunk);
+  srlm_cpu_stage_free(&sg);
+  return st;
+}

@@ -1,0 +1,52 @@
+/* head: the LM head, forward and backward in one place. Log-probs of the targets and
+ * their backward are the backend's fused ops (lmhead_forward / lmhead_backward: chunk
+ * GEMMs with an online log-sum-exp, so the (T x V) logits never exist); full logits of
+ * a few chosen rows (evaluation, the judge's score distribution, decoding) come from
+ * the final norm and one GEMM per chunk of rows, copied to the host. */
+#include <stdlib.h>
+
+#include "model_internal.h"
+
+srlm_status srlm_model_head_forward(srlm_model *m, const void *xf, const int32_t *targets, int64_t NT, float *logp,
+                                    float *lse) {
+  if (NT == 0) return SRLM_OK;
+  srlm_lmhead_params p = {.logp = logp, .lse = lse, .x = xf, .w = srlm_model_w(m, m->off_lm_head), .targets = targets,
+                          .N = NT, .C = m->C, .V = m->V, .dtype = m->dt};
+  return OP(m, lmhead_forward, p);
+}
+
+srlm_status srlm_model_head_backward(srlm_model *m, const void *xf, const int32_t *targets, const float *lse,
+                                     const float *dlogp, int64_t NT, void *dxf) {
+  if (NT == 0) return SRLM_OK;
+  srlm_lmhead_bwd_params p = {.dx = dxf, .dw = m->grads + m->off_lm_head, .x = xf, .w = srlm_model_w(m, m->off_lm_head),
+                              .lse = lse, .dlogp = dlogp, .targets = targets, .N = NT, .C = m->C, .V = m->V,
+                              .dtype = m->dt};
+  return OP(m, lmhead_backward, p);
+}
+
+srlm_status srlm_model_head_logits(srlm_model *m, const void *x, int64_t T, const int32_t *rows_host, int64_t n,
+                                   float *logits) {
+  if (n == 0) return SRLM_OK;
+  int64_t RC = ((int64_t)1 << 22) / m->V; /* rows of logits at a time: ~16 MB */
+  if (RC < 1) RC = 1;
+  if (RC > n) RC = n;
+  size_t bytes = 0;
+  srlm_model_carve(NULL, &bytes, n * m->C, m->esz);
+  srlm_model_carve(NULL, &bytes, RC * m->V, sizeof(float));
+  SRLM_TRY(srlm_model_upload_i32(m, &m->ib.rows, rows_host, n));
+  SRLM_TRY(srlm_model_dbuf_reserve(m, &m->head_buf, bytes));
+  char *cur = m->head_buf.p;
+  size_t unused = 0;
+  void *xr = srlm_model_carve(&cur, &unused, n * m->C, m->esz);                /* (n, C) */
+  float *chunk = srlm_model_carve(&cur, &unused, RC * m->V, sizeof(float));    /* (RC, V) */
+  SRLM_TRY(srlm_model_gather_rows(m, xr, x, T, m->ib.rows.p, n));
+  SRLM_TRY(srlm_model_rmsnorm(m, xr, NULL, xr, m->off_final_norm, n, m->C));
+  for (int64_t r0 = 0; r0 < n; r0 += RC) {
+    const int64_t rc = n - r0 < RC ? n - r0 : RC;
+    srlm_matmul_params p = {.c = chunk, .a = srlm_model_el(m, xr, r0 * m->C), .b = srlm_model_w(m, m->off_lm_head),
+                            .M = rc, .N = m->V, .K = m->C, .trans_b = 1, .dtype = m->dt, .c_dtype = SRLM_F32};
+    SRLM_TRY(OP(m, matmul, p));
+    SRLM_TRY(srlm_backend_copy_d2h(m->be, logits + r0 * m->V, chunk, (size_t)(rc * m->V) * sizeof(float)));
+  }
+  return SRLM_OK;
+}
