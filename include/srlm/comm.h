@@ -52,10 +52,12 @@
  * (MPI_Allgatherv). It moves the same bytes as a ring all-reduce and needs a second
  * buffer of n floats; srlm uses it by default. With one learner both are no-ops.
  *
- * Backends. The handle hides the transport: SRLM_COMM_MPI (host memory, this build)
- * and SRLM_COMM_NCCL (reserved: float buffers of the weight broadcast and the
- * all-reduce would be device memory; shards, agree and abort stay on MPI). Role code
- * calls only this interface, so a new backend changes nothing in src/roles.
+ * Backends. The handle hides the transport: SRLM_COMM_MPI (this build) and
+ * SRLM_COMM_NCCL (reserved). The float buffers of the weight broadcast and the gradient
+ * all-reduce are backend memory (backend.h): the MPI path stages device memory through
+ * pinned host buffers of that backend, host backends go in place; NCCL will take device
+ * memory directly. Shards, agree and abort stay on MPI. Role code calls only this
+ * interface, so a new transport changes nothing in src/roles.
  *
  * Waiting. Every wait (receive, broadcast, barrier, all-reduce) polls the request and
  * sleeps in between (50 us doubling to 2 ms) instead of MPI's busy polling, so an idle
@@ -72,6 +74,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "srlm/backend.h"
 #include "srlm/core.h"
 
 #ifdef __cplusplus
@@ -114,6 +117,11 @@ srlm_status srlm_comm_assign_roles(srlm_comm *c, const srlm_comm_roles *roles);
  * (every rank calls it). NULL is a no-op. */
 void srlm_comm_free(srlm_comm *c);
 
+/* The backend instance whose memory the float buffers of the weight broadcast and the
+ * gradient all-reduce live in (default: the CPU backend, host memory). A rank sets it
+ * once, when it has opened its backend; the handle does not own it. */
+void srlm_comm_set_backend(srlm_comm *c, srlm_backend *be);
+
 /* ---- who is who --------------------------------------------------------- */
 
 int srlm_comm_rank(const srlm_comm *c); /* world rank */
@@ -152,7 +160,9 @@ srlm_status srlm_comm_bcast_i64(srlm_comm *c, int64_t *x, int n);
 /* Weight broadcast from learner rank 0 over the broadcast comm, in buckets of
  * bucket_bytes (rounded down to whole floats, at least one float, at most 1 GiB;
  * 0 = 64 MiB; the root's value counts, receivers follow the header).
- * w: (n) flat parameters; the root sends them, receivers overwrite theirs.
+ * w: (n) flat parameters in the memory of this rank's backend (srlm_comm_set_backend);
+ * the root sends them, receivers overwrite theirs. Device memory moves through one
+ * pinned staging buffer of one bucket; host backends send in place.
  * version: the root sends *version; a receiver passing *version >= 0 requires exactly
  * that version (a mismatch is an SRLM_ERR_INTERNAL error naming both), passing -1
  * accepts any; on return *version is the root's. The root's n, version and bucket size
@@ -172,7 +182,9 @@ typedef enum srlm_comm_order {
   SRLM_COMM_FAST               /* MPI_Allreduce (NCCL later): order left to the library */
 } srlm_comm_order;
 
-/* In-place all-reduce over the learner group. g: (n). Learners only (others: error). */
+/* In-place all-reduce over the learner group. g: (n) in the memory of this rank's
+ * backend; device memory is staged through pinned host buffers (at most 1 GiB at a
+ * time). Learners only (others: error). */
 srlm_status srlm_comm_allreduce_grads(srlm_comm *c, float *g, int64_t n, srlm_comm_reduce op, srlm_comm_order order);
 
 /* In-place sum of n doubles over the learner group (metrics and flags of a training step;

@@ -1,8 +1,9 @@
-/* srlm setup: the steps every training command takes from a config to a tokenizer and a
- * model (`srlm train`, `srlm sft`, the learner), kept in one place so they agree:
- * which folder holds the tokenizer, which chat format applies, which EOS id a fresh
- * model gets, how model.arch becomes a model config, and which tokenizer files go next
- * to a saved model.
+/* srlm setup: the steps every job takes from a config to a backend, a tokenizer and a
+ * model (`srlm train`, `srlm sft`, the roles), kept in one place so they agree: which
+ * backend and device a rank runs on, which folder holds the tokenizer, which chat format
+ * applies, which EOS id a fresh model gets, how model.arch becomes a model config, and
+ * which tokenizer files go next to a saved model. It belongs to the layer that runs jobs
+ * (src/roles); the trainers below it take a model and never read a config's files.
  */
 #ifndef SRLM_SETUP_H
 #define SRLM_SETUP_H
@@ -20,6 +21,13 @@
 #ifdef __cplusplus
 extern "C" {
 #endif
+
+/* The backend instance of run.backend on run.device (-1: the launcher's local rank, else
+ * 0); close it with srlm_backend_close. */
+srlm_status srlm_setup_backend(const srlm_config *cfg, srlm_backend **be);
+
+/* The compute dtype of model.dtype. */
+srlm_dtype srlm_setup_dtype(const srlm_config *cfg);
 
 /* The folder holding the tokenizer: tokenizer.path, or model.path when it is empty.
  * Both empty is SRLM_ERR_CONFIG. */
@@ -39,9 +47,10 @@ srlm_status srlm_setup_tokenizer_eos(srlm_tokenizer *tok, const char *dir, int64
  * Finalized. */
 srlm_status srlm_setup_model_config(const srlm_config *cfg, srlm_tokenizer *tok, srlm_model_config *out);
 
-/* The starting model: srlm_model_load(model.path), or, when model.path is empty, a
- * fresh srlm_model_create(srlm_setup_model_config, run.seed) — the same weights
- * `srlm train` writes for M0. The model's vocabulary must cover the tokenizer's ids. */
+/* The starting model on backend be, computing in model.dtype: srlm_model_load(model.path),
+ * or, when model.path is empty, a fresh srlm_model_create(srlm_setup_model_config,
+ * run.seed) — the same weights `srlm train` writes for M0. The model's vocabulary must
+ * cover the tokenizer's ids. */
 srlm_status srlm_setup_model(const srlm_config *cfg, srlm_tokenizer *tok, srlm_backend *be, srlm_model **out);
 
 /* Copies tokenizer.json (required), tokenizer_config.json and special_tokens_map.json

@@ -25,10 +25,10 @@
 static const char k_help[] =
     "usage: srlm generate --model DIR --jsonl FILE [--max-new-tokens N] [--temperature T]\n"
     "                     [--top-p P] [--top-k K] [--min-p M] [--seed S] [--max-batch B]\n"
-    "                     [--stop STRING ...]\n"
+    "                     [--stop STRING ...] [--backend NAME] [--device N] [--dtype T]\n"
     "\n"
     "Continues each input line with the model of DIR (a Hugging Face directory) on the\n"
-    "CPU and prints one line per input, in input order:\n"
+    "CPU (or --backend) and prints one line per input, in input order:\n"
     "  {\"ids\":[...],\"text\":\"...\",\"logprobs\":[...]}\n"
     "ids are the new tokens (a final EOS included), logprobs their log-probs under the\n"
     "model's full distribution (log_softmax of the logits at temperature 1, before any\n"
@@ -58,6 +58,7 @@ static const char k_help[] =
     "  --max-batch B        sequences decoded together (default 8)\n"
     "  --stop STRING        stop when the new text contains STRING (repeatable, up to 16);\n"
     "                       the text ends with it, ids keep every generated token\n"
+    SRLM_CLI_BACKEND_HELP
     "  --help               this text\n"
     "\n"
     "Stops at an EOS id (config.json and generation_config.json eos_token_id), a stop\n"
@@ -72,6 +73,7 @@ typedef struct gen_opts {
   const char *model, *jsonl;
   srlm_generate_params gp;
   const char *stop[MAX_STOP];
+  srlm_cli_backend backend;
 } gen_opts;
 
 static int parse_long(const char *s, long long lo, long long hi, long long *out) {
@@ -98,9 +100,13 @@ static int parse_opts(int argc, char **argv, gen_opts *o, int *help) {
   memset(o, 0, sizeof *o);
   o->gp = srlm_generate_params_default();
   o->gp.stop = o->stop;
+  o->backend = (srlm_cli_backend)SRLM_CLI_BACKEND_INIT;
   *help = 0;
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i];
+    int got = srlm_cli_backend_option(cmd, argc, argv, &i, &o->backend);
+    if (got < 0) return -got;
+    if (got) continue;
     if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
       *help = 1;
       return 0;
@@ -415,14 +421,18 @@ static srlm_status write_result(buf *b, const srlm_gen_result *r) {
 /* ---- the command ---------------------------------------------------------------------- */
 
 static srlm_status run(gen_opts *o) {
-  srlm_backend *be = srlm_backend_cpu();
+  srlm_backend *be;
+  SRLM_TRY(srlm_cli_backend_open(&o->backend, &be));
   srlm_model *m = NULL;
   srlm_tokenizer *tok = NULL;
   inputs in = {0};
   srlm_gen_result *res = NULL;
   buf out = {0};
-  srlm_status st = srlm_model_load(o->model, be, SRLM_F32, &m);
-  if (st != SRLM_OK) return st;
+  srlm_status st = srlm_model_load(o->model, be, o->backend.dtype, &m);
+  if (st != SRLM_OK) {
+    srlm_backend_close(be);
+    return st;
+  }
   const srlm_model_config *cfg = srlm_model_get_config(m);
 
   char path[4096];
@@ -468,7 +478,8 @@ static srlm_status run(gen_opts *o) {
   inputs_free(&in);
   srlm_tokenizer_free(tok);
   srlm_model_free(m);
-  return st;
+  srlm_status cst = srlm_backend_close(be);
+  return st != SRLM_OK ? st : cst;
 }
 
 int srlm_cmd_generate(int argc, char **argv) {

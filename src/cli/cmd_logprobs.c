@@ -17,17 +17,19 @@
 #include "srlm/model.h"
 
 static const char k_help[] =
-    "usage: srlm logprobs --model DIR --jsonl FILE [--batch-tokens N]\n"
+    "usage: srlm logprobs --model DIR --jsonl FILE [--batch-tokens N] [--backend NAME] [--device N] [--dtype T]\n"
     "\n"
     "Prints, for each input line {\"ids\":[...]}, one line {\"logprobs\":[...]} with\n"
     "len(ids) - 1 values: value t is log p(ids[t+1] | ids[0..t]) under the model of DIR\n"
-    "(natural log, computed on the CPU in fp32; %.9g, so each reads back as the same\n"
-    "float). A line with one id gives []. Output lines are in input order.\n"
+    "(natural log, computed in fp32 on the CPU unless --backend/--dtype say otherwise; %.9g,\n"
+    "so each reads back as the same float). A line with one id gives []. Output lines are in\n"
+    "input order.\n"
     "\n"
     "  --model DIR        a Hugging Face directory (config.json + safetensors weights)\n"
     "  --jsonl FILE       the input (\"-\" reads stdin); blank lines are skipped\n"
     "  --batch-tokens N   tokens per forward pass: lines are packed together up to N\n"
     "                     (a longer line runs alone); default 4096\n"
+    SRLM_CLI_BACKEND_HELP
     "  --help             this text\n"
     "\n"
     "Exit status: 0 on success, 1 when the model or input cannot be read (the message\n"
@@ -137,8 +139,12 @@ static srlm_status run_batch(srlm_model *m, const line_ids *lines, size_t first,
 int srlm_cmd_logprobs(int argc, char **argv) {
   const char *cmd = argv[0], *dir = NULL, *jsonl = NULL;
   long long batch_tokens = 4096;
+  srlm_cli_backend bo = SRLM_CLI_BACKEND_INIT;
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i];
+    int got = srlm_cli_backend_option(cmd, argc, argv, &i, &bo);
+    if (got < 0) return -got;
+    if (got) continue;
     if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
       fputs(k_help, stdout);
       return 0;
@@ -162,14 +168,21 @@ int srlm_cmd_logprobs(int argc, char **argv) {
   if (!dir || !dir[0]) return srlm_cli_usage_error(cmd, "--model DIR is required");
   if (!jsonl || !jsonl[0]) return srlm_cli_usage_error(cmd, "--jsonl FILE is required");
 
-  srlm_model *m;
-  srlm_status st = srlm_model_load(dir, srlm_backend_cpu(), SRLM_F32, &m);
+  srlm_backend *be;
+  srlm_status st = srlm_cli_backend_open(&bo, &be);
   if (st != SRLM_OK) return srlm_cli_fail(cmd, st);
+  srlm_model *m;
+  st = srlm_model_load(dir, be, bo.dtype, &m);
+  if (st != SRLM_OK) {
+    srlm_backend_close(be);
+    return srlm_cli_fail(cmd, st);
+  }
   line_ids *lines;
   size_t n;
   st = read_lines(jsonl, srlm_model_get_config(m)->vocab_size, &lines, &n);
   if (st != SRLM_OK) {
     srlm_model_free(m);
+    srlm_backend_close(be);
     return srlm_cli_fail(cmd, st);
   }
   size_t first = 0;
@@ -183,6 +196,8 @@ int srlm_cmd_logprobs(int argc, char **argv) {
   for (size_t i = 0; i < n; i++) free(lines[i].ids);
   free(lines);
   srlm_model_free(m);
+  srlm_status cst = srlm_backend_close(be);
+  if (st == SRLM_OK) st = cst;
   if (st != SRLM_OK) return srlm_cli_fail(cmd, st);
   if (fflush(stdout) != 0 || ferror(stdout))
     return srlm_cli_fail(cmd, srlm_error(SRLM_ERR_IO, "stdout", "write error"));

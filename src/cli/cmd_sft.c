@@ -31,12 +31,14 @@ static const char k_sft_help[] =
     "weight_decay, decay_1d, adam_beta1/2, adam_eps, grad_clip, batch_size (sequences per\n"
     "micro-batch), grad_accum (micro-batches per step), epochs, max_seq_len, overflow\n"
     "(truncate or drop longer examples), log_every; run.seed (init and shuffle),\n"
-    "run.out_dir, run.name; model.dtype (of the saved weights).\n"
+    "run.out_dir, run.name; model.dtype (weights and activations, and the saved weights);\n"
+    "run.backend and run.device (where it runs).\n"
     "\n"
     "Writes run.out_dir/run.name/: config.yaml, metrics.jsonl, model/, summary.json.\n"
     "\n"
     "  -c, --config FILE      the YAML config\n"
     "  --data FILE            the same as data.sft=FILE\n"
+    "  --backend NAME         the same as run.backend=NAME (cpu, cuda, cuda-sim)\n"
     "  --help                 this text\n"
     "\n"
     "Exit status: 0 ok, 2 for a usage or config error, 1 for other errors.\n";
@@ -150,6 +152,7 @@ static srlm_status run_sft(sft_cli *c) {
   SRLM_INFO("run folder %s (config saved as config.yaml)", c->run_dir);
 
   srlm_tokenizer *tok = NULL;
+  srlm_backend *be = NULL;
   srlm_model *model = NULL;
   srlm_sft_data data = {0};
   int has_chat;
@@ -162,7 +165,8 @@ static srlm_status run_sft(sft_cli *c) {
   if (st == SRLM_OK) {
     SRLM_INFO("tokenizer %s: %d ids; chat format %s", tok_dir, (int)srlm_tokenizer_n_ids(tok),
               has_chat ? srlm_chat_kind_name(chat.kind) : "none (raw text)");
-    st = srlm_setup_model(cfg, tok, srlm_backend_cpu(), &model);
+    st = srlm_setup_backend(cfg, &be);
+    if (st == SRLM_OK) st = srlm_setup_model(cfg, tok, be, &model);
   }
   const srlm_model_config *mc = NULL;
   if (st == SRLM_OK) {
@@ -222,6 +226,8 @@ static srlm_status run_sft(sft_cli *c) {
               sum.seconds > 0 ? (double)sum.tokens / sum.seconds : 0, sum.seconds, (double)act / 1048576.0, model_dir);
   srlm_sft_data_free(&data);
   srlm_model_free(model);
+  srlm_status cst = srlm_backend_close(be);
+  if (st == SRLM_OK) st = cst;
   srlm_tokenizer_free(tok);
   return st;
 }
@@ -229,7 +235,7 @@ static srlm_status run_sft(sft_cli *c) {
 int srlm_cmd_sft(int argc, char **argv) {
   sft_cli c;
   memset(&c, 0, sizeof c);
-  const char *config_path = NULL, *data_path = NULL;
+  const char *config_path = NULL, *data_path = NULL, *backend = NULL;
   /* --data FILE is the override data.sft=FILE (applied after the file, before the others) */
   const char **overrides = srlm_xcalloc((size_t)argc + 1, sizeof *overrides);
   char *data_override = NULL;
@@ -239,13 +245,15 @@ int srlm_cmd_sft(int argc, char **argv) {
     if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
       fputs(k_sft_help, stdout);
       rc = 0;
-    } else if (!strcmp(a, "-c") || !strcmp(a, "--config") || !strcmp(a, "--data")) {
+    } else if (!strcmp(a, "-c") || !strcmp(a, "--config") || !strcmp(a, "--data") || !strcmp(a, "--backend")) {
       if (i + 1 >= argc) {
         rc = srlm_cli_usage_error("sft", "%s needs a value", a);
         break;
       }
       if (!strcmp(a, "--data"))
         data_path = argv[++i];
+      else if (!strcmp(a, "--backend"))
+        backend = argv[++i];
       else
         config_path = argv[++i];
     } else if (strchr(a, '=') && a[0] != '-') {
@@ -275,6 +283,12 @@ int srlm_cmd_sft(int argc, char **argv) {
     memmove(overrides + 1, overrides, (size_t)n_over * sizeof *overrides);
     overrides[0] = data_override;
     n_over++;
+  }
+  /* --backend NAME is the override run.backend=NAME, after the others */
+  char backend_override[128];
+  if (backend) {
+    snprintf(backend_override, sizeof backend_override, "run.backend=%s", backend);
+    overrides[n_over++] = backend_override;
   }
   srlm_status st = srlm_config_load(&c.cfg, config_path, n_over, overrides);
   free(overrides);

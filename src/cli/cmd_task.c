@@ -28,11 +28,13 @@ static const char k_task_help[] =
     "      prints 'correct' or 'wrong' (the programmatic checker)\n"
     "  judge --prompt P --answer A\n"
     "      prints the judge prompt, then the reference judgment\n"
-    "  eval --model DIR [--seed S] [--n N] [--split eval] [--batch B]\n"
+    "  eval --model DIR [--seed S] [--n N] [--split eval] [--batch B] [--backend NAME]\n"
+    "       [--device N] [--dtype T]\n"
     "      greedy accuracy of the model in DIR (with its tokenizer.json) on the first N\n"
     "      prompts of the split (default: 1000 held-out prompts), and the agreement of its\n"
     "      judge (greedy rationale, expected score >= 3) with the checker on its own\n"
-    "      answers; prints one JSON line\n"
+    "      answers; prints one JSON line. Where the model runs:\n"
+    SRLM_CLI_BACKEND_HELP
     "\n"
     "Exit status: 0 ok, 2 for a usage error (a malformed prompt included), 1 otherwise.\n";
 
@@ -40,6 +42,7 @@ typedef struct task_args {
   const char *out, *prompt, *answer, *model, *split;
   long long seed, instructions, judge, n, batch;
   int has_seed, has_instructions, has_judge, has_n, has_answer;
+  srlm_cli_backend backend; /* eval */
 } task_args;
 
 static int parse_count(const char *flag, const char *s, long long *out) {
@@ -55,8 +58,12 @@ static int parse_count(const char *flag, const char *s, long long *out) {
 static int parse_args(int argc, char **argv, task_args *a) {
   memset(a, 0, sizeof *a);
   a->n = 1000;
+  a->backend = (srlm_cli_backend)SRLM_CLI_BACKEND_INIT;
   for (int i = 2; i < argc; i++) {
     const char *f = argv[i];
+    int got = srlm_cli_backend_option("task", argc, argv, &i, &a->backend);
+    if (got < 0) return -got;
+    if (got) continue;
     if (i + 1 >= argc) return srlm_cli_usage_error("task", "%s needs a value", f);
     const char *v = argv[++i];
     int rc = 0;
@@ -155,7 +162,13 @@ static int cmd_judge(const task_args *a) {
 static srlm_status run_eval(const task_args *a) {
   srlm_model *m = NULL;
   srlm_tokenizer *tok = NULL;
-  SRLM_TRY(srlm_model_load(a->model, srlm_backend_cpu(), SRLM_F32, &m));
+  srlm_backend *be;
+  SRLM_TRY(srlm_cli_backend_open(&a->backend, &be));
+  srlm_status lst = srlm_model_load(a->model, be, a->backend.dtype, &m);
+  if (lst != SRLM_OK) {
+    srlm_backend_close(be);
+    return lst;
+  }
   srlm_status st = srlm_tokenizer_load(a->model, &tok);
   const int n = (int)a->n;
   srlm_task_puzzle *p = srlm_xcalloc((size_t)n, sizeof *p);
@@ -188,7 +201,8 @@ static srlm_status run_eval(const task_args *a) {
   free(p);
   srlm_tokenizer_free(tok);
   srlm_model_free(m);
-  return st;
+  srlm_status cst = srlm_backend_close(be);
+  return st != SRLM_OK ? st : cst;
 }
 
 static int cmd_eval(const task_args *a) {

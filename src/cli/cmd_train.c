@@ -231,13 +231,21 @@ static srlm_status run_iterations(train_ctx *c, srlm_comm *comm, srlm_sr_iterati
     }
   }
   srlm_model *m = NULL;
-  srlm_status st = srlm_model_load(c->model_dir, srlm_backend_cpu(), SRLM_F32, &m);
+  srlm_backend *be = NULL;
+  srlm_status st = srlm_setup_backend(cfg, &be);
+  if (st == SRLM_OK) {
+    srlm_comm_set_backend(comm, be);
+    st = srlm_model_load(c->model_dir, be, srlm_setup_dtype(cfg), &m);
+  }
   srlm_sr_iteration *rows = srlm_xcalloc((size_t)cfg->run.iterations + 1, sizeof *rows);
   srlm_sr_inputs in = {.cfg = cfg, .comm = comm, .run_dir = c->run_dir, .tok_dir = tok_dir, .m = m, .tok = c->tok,
                        .prompts = task ? NULL : &set, .llm = llm, .resume = c->resume,
                        .eval_prompts = lead && c->eval_set.n ? &c->eval_set : NULL};
   if (st == SRLM_OK) st = srlm_selfreward_run(&in, rows);
   srlm_model_free(m);
+  srlm_comm_set_backend(comm, NULL);
+  srlm_status cst = srlm_backend_close(be);
+  if (st == SRLM_OK) st = cst;
   srlm_llm_judge_free(llm);
   srlm_prompt_set_free(&set);
   if (st != SRLM_OK || !lead) {

@@ -55,7 +55,7 @@ int main(int argc, char **argv) {
     return 2;
   }
 #ifdef SRLM_HAVE_CUDA
-  srlm_backend_register(srlm_backend_cuda()); /* a static library cannot register itself */
+  srlm_backend_register(srlm_backend_cuda_ops()); /* a static library cannot register itself */
 #endif
   const char *cmd = argv[1];
   if (!strcmp(cmd, "help") || !strcmp(cmd, "--help") || !strcmp(cmd, "-h")) {

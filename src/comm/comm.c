@@ -74,6 +74,7 @@ struct srlm_comm {
   MPI_Comm bcast;                 /* learner 0 + generators + judges; MPI_COMM_NULL elsewhere */
   pending_send *pending;          /* srlm_comm_send_async in flight */
   int n_pending, cap_pending;
+  srlm_backend *be;               /* memory of the weight and gradient buffers; NULL: the CPU */
 };
 
 static const char *const k_role_names[SRLM_ROLE_COUNT] = {"learner", "generator", "judge"};
@@ -81,6 +82,8 @@ static const char *const k_role_names[SRLM_ROLE_COUNT] = {"learner", "generator"
 const char *srlm_role_name(srlm_role role) {
   return (unsigned)role < SRLM_ROLE_COUNT ? k_role_names[role] : "unknown role";
 }
+
+void srlm_comm_set_backend(srlm_comm *c, srlm_backend *be) { c->be = be; }
 
 /* SRLM_CHECK failures on any rank end the whole job. */
 static void abort_hook(int exit_code) {
@@ -337,7 +340,45 @@ SRLM_NORETURN void srlm_comm_abort(srlm_comm *c, srlm_status code) {
   exit(ec); /* MPI not running: this process is the whole job */
 }
 
+/* Backend memory through MPI (which takes host memory): a bucket at a time through one
+ * pinned staging buffer of the backend (host_alloc), or in place on host backends. */
+typedef struct staging {
+  srlm_backend *be;
+  float *host; /* (cap) pinned; NULL on host-memory backends */
+  int64_t cap;
+} staging;
+
+static srlm_status staging_open(staging *s, srlm_backend *be, int64_t cap) {
+  s->be = be;
+  s->host = NULL;
+  s->cap = cap;
+  if (be->host_memory || cap == 0) return SRLM_OK;
+  return srlm_backend_host_alloc(be, (void **)&s->host, (size_t)cap * sizeof(float));
+}
+
+static void staging_close(staging *s) {
+  if (s->host) (void)srlm_backend_host_free(s->be, s->host);
+  s->host = NULL;
+}
+
+/* The host view of w[off .. off + cnt): w itself on host backends, else the staging
+ * buffer, filled from the device when `load`. */
+static srlm_status staging_get(staging *s, float *w, int64_t off, int64_t cnt, int load, float **out) {
+  *out = w + off;
+  if (!s->host) return SRLM_OK;
+  *out = s->host;
+  if (!load || cnt == 0) return SRLM_OK;
+  return srlm_backend_copy_d2h(s->be, s->host, w + off, (size_t)cnt * sizeof(float));
+}
+
+/* Writes the staging buffer back to w[off .. off + cnt) (nothing on host backends). */
+static srlm_status staging_put(staging *s, float *w, int64_t off, int64_t cnt) {
+  if (!s->host || cnt == 0) return SRLM_OK;
+  return srlm_backend_copy_h2d(s->be, w + off, s->host, (size_t)cnt * sizeof(float));
+}
+
 srlm_status srlm_comm_bcast_weights(srlm_comm *c, float *w, int64_t n, int64_t *version, size_t bucket_bytes) {
+  srlm_backend *be = c->be ? c->be : srlm_backend_cpu();
   if (!c->roles_assigned) return srlm_error(SRLM_ERR_INTERNAL, "weight broadcast", "roles are not assigned");
   if (c->solo || c->bcast == MPI_COMM_NULL) return SRLM_OK; /* solo: the root is everyone */
   if (n < 0) return srlm_error(SRLM_ERR_RANGE, "weight broadcast", "n = %lld", (long long)n);
@@ -354,14 +395,27 @@ srlm_status srlm_comm_bcast_weights(srlm_comm *c, float *w, int64_t n, int64_t *
   int64_t want = *version, got = hdr[1], root_n = hdr[2], bucket = hdr[3];
   /* a receiver that cannot take the weights still joins every bucket, so no rank waits */
   bool mismatch = brank != 0 && (root_n != n || (want >= 0 && got != want));
-  float *scratch = mismatch ? srlm_xmalloc((size_t)(root_n < bucket ? root_n : bucket) * sizeof(float)) : NULL;
+  const int64_t one = root_n < bucket ? root_n : bucket;
+  /* A rank that cannot take (or stage) the weights still joins every bucket through a
+     scratch buffer, so no rank waits; it reports its error afterwards (the root's error
+     ends the job at its top level, receivers' weights are then never used). */
+  staging sg = {be, NULL, 0};
+  srlm_status st = mismatch ? SRLM_OK : staging_open(&sg, be, one);
+  float *scratch = mismatch || st != SRLM_OK ? srlm_xmalloc((size_t)(one > 0 ? one : 1) * sizeof(float)) : NULL;
   int rc = MPI_SUCCESS;
   for (int64_t off = 0; off < root_n && rc == MPI_SUCCESS; off += bucket) {
-    int cnt = (int)(root_n - off < bucket ? root_n - off : bucket);
-    rc = mpi_then_wait(MPI_Ibcast(mismatch ? scratch : w + off, cnt, MPI_FLOAT, 0, c->bcast, &req), &req);
+    const int cnt = (int)(root_n - off < bucket ? root_n - off : bucket);
+    float *buf = scratch;
+    if (!scratch && (st = staging_get(&sg, w, off, cnt, brank == 0, &buf)) != SRLM_OK)
+      buf = scratch = srlm_xmalloc((size_t)(one > 0 ? one : 1) * sizeof(float));
+    rc = mpi_then_wait(MPI_Ibcast(buf, cnt, MPI_FLOAT, 0, c->bcast, &req), &req);
+    if (rc == MPI_SUCCESS && !scratch && brank != 0 && (st = staging_put(&sg, w, off, cnt)) != SRLM_OK)
+      scratch = srlm_xmalloc((size_t)(one > 0 ? one : 1) * sizeof(float));
   }
+  staging_close(&sg);
   free(scratch);
   if (rc != MPI_SUCCESS) return srlm_lib_error("MPI", "MPI_Bcast(weight bucket)", rc, mpi_desc(rc), __FILE__, __LINE__);
+  SRLM_TRY(st);
   if (brank != 0 && root_n != n)
     return srlm_error(SRLM_ERR_INTERNAL, "weight broadcast", "learner 0 sent %lld floats, this rank holds %lld",
                       (long long)root_n, (long long)n);
@@ -415,6 +469,7 @@ static srlm_status allreduce_ordered(MPI_Comm comm, int L, int me, float *g, int
 }
 
 srlm_status srlm_comm_allreduce_grads(srlm_comm *c, float *g, int64_t n, srlm_comm_reduce op, srlm_comm_order order) {
+  srlm_backend *be = c->be ? c->be : srlm_backend_cpu();
   if (!srlm_comm_has_role(c, SRLM_ROLE_LEARNER))
     return srlm_error(SRLM_ERR_INTERNAL, "gradient all-reduce", "rank %d (%s) is not a learner", c->rank,
                       srlm_comm_role_label(c));
@@ -426,16 +481,31 @@ srlm_status srlm_comm_allreduce_grads(srlm_comm *c, float *g, int64_t n, srlm_co
   SRLM_MPI(MPI_Comm_size(comm, &L));
   SRLM_MPI(MPI_Comm_rank(comm, &me));
   if (L == 1 || n == 0) return SRLM_OK;
-  if (order == SRLM_COMM_DETERMINISTIC) return allreduce_ordered(comm, L, me, g, n, op == SRLM_COMM_MEAN);
-  const int64_t chunk = (int64_t)(CHUNK_BYTES / sizeof(float));
-  for (int64_t off = 0; off < n; off += chunk) {
-    int cnt = (int)(n - off < chunk ? n - off : chunk);
-    MPI_Request req;
-    SRLM_MPI_WAIT(MPI_Iallreduce(MPI_IN_PLACE, g + off, cnt, MPI_FLOAT, MPI_SUM, comm, &req), req);
+  /* device gradients are staged a piece at a time: every learner stages the same pieces,
+     so the collectives below match; a staging failure is this learner's and is agreed on
+     by the caller before the next collective */
+  const int64_t piece = (int64_t)(CHUNK_BYTES / sizeof(float));
+  staging sg;
+  SRLM_TRY(staging_open(&sg, be, n < piece ? n : piece));
+  srlm_status st = SRLM_OK;
+  for (int64_t off = 0; off < n && st == SRLM_OK; off += piece) {
+    const int64_t cnt = n - off < piece ? n - off : piece;
+    float *h;
+    st = staging_get(&sg, g, off, cnt, 1, &h);
+    if (st != SRLM_OK) break;
+    if (order == SRLM_COMM_DETERMINISTIC) {
+      st = allreduce_ordered(comm, L, me, h, cnt, op == SRLM_COMM_MEAN);
+    } else {
+      MPI_Request req;
+      int rc = mpi_then_wait(MPI_Iallreduce(MPI_IN_PLACE, h, (int)cnt, MPI_FLOAT, MPI_SUM, comm, &req), &req);
+      if (rc != MPI_SUCCESS) st = srlm_lib_error("MPI", "MPI_Allreduce(gradients)", rc, mpi_desc(rc), __FILE__, __LINE__);
+      if (st == SRLM_OK && op == SRLM_COMM_MEAN)
+        for (int64_t i = 0; i < cnt; i++) h[i] /= (float)L;
+    }
+    if (st == SRLM_OK) st = staging_put(&sg, g, off, cnt);
   }
-  if (op == SRLM_COMM_MEAN)
-    for (int64_t i = 0; i < n; i++) g[i] /= (float)L;
-  return SRLM_OK;
+  staging_close(&sg);
+  return st;
 }
 
 /* ---- point-to-point ----------------------------------------------------- */

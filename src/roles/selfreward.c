@@ -451,7 +451,10 @@ static srlm_status run_from(sr_ctx *c, int start, bool colocated, bool learner) 
   for (int t = start; t <= cfg->run.iterations; t++) {
     const int64_t version = t - 1; /* M_{t-1} samples iteration t */
     int64_t got = version;
-    if (!colocated) SRLM_TRY(srlm_comm_bcast_weights(comm, srlm_model_params(m), c->n_params, &got, 0));
+    if (!colocated) {
+      SRLM_TRY(srlm_comm_bcast_weights(comm, srlm_model_master(m), c->n_params, &got, 0));
+      SRLM_TRY(srlm_model_refresh_params(m, 0, (size_t)c->n_params)); /* the compute copy of a bf16 model */
+    }
     if (pending_eval) {
       SRLM_TRY(finish_iteration(c, pending_eval, &iter_tm));
       pending_eval = 0;

@@ -6,6 +6,16 @@
 
 #include "srlm/setup.h"
 
+srlm_status srlm_setup_backend(const srlm_config *cfg, srlm_backend **be) {
+  srlm_status st = srlm_backend_open(srlm_cfg_backend_name(cfg->run.backend), cfg->run.device, be);
+  if (st != SRLM_OK) return srlm_error_context(st, "run.backend = %s", srlm_cfg_backend_name(cfg->run.backend));
+  return SRLM_OK;
+}
+
+srlm_dtype srlm_setup_dtype(const srlm_config *cfg) {
+  return cfg->model.dtype == SRLM_CFG_DTYPE_BF16 ? SRLM_BF16 : SRLM_F32;
+}
+
 srlm_status srlm_setup_tokenizer_dir(const srlm_config *cfg, const char **dir) {
   *dir = cfg->tokenizer.path[0] ? cfg->tokenizer.path : cfg->model.path;
   if (!(*dir)[0])
@@ -94,7 +104,7 @@ srlm_status srlm_setup_model_config(const srlm_config *cfg, srlm_tokenizer *tok,
 
 srlm_status srlm_setup_model(const srlm_config *cfg, srlm_tokenizer *tok, srlm_backend *be, srlm_model **out) {
   *out = NULL;
-  const srlm_dtype dt = cfg->model.dtype == SRLM_CFG_DTYPE_BF16 ? SRLM_BF16 : SRLM_F32;
+  const srlm_dtype dt = srlm_setup_dtype(cfg);
   if (cfg->model.path[0]) {
     SRLM_TRY(srlm_model_load(cfg->model.path, be, dt, out));
   } else {
