@@ -94,8 +94,9 @@ double srlm_optim_global_norm(const float *x, size_t n);
 
 /* ---- state, for checkpoints -------------------------------------------------- */
 
-/* A view of the optimizer's state: m and v point into the optimizer (backend memory,
- * n elements each, the layout of the parameters); valid until srlm_optim_free. */
+/* A view of the optimizer's state: m and v point into the optimizer (BACKEND memory,
+ * n elements each, the layout of the parameters; srlm_optim_read_moments copies them to
+ * the host); valid until srlm_optim_free. */
 typedef struct srlm_optim_state {
   float *m;          /* (n) first moments */
   float *v;          /* (n) second moments */
@@ -105,6 +106,8 @@ typedef struct srlm_optim_state {
 } srlm_optim_state;
 
 void srlm_optim_get_state(srlm_optim *o, srlm_optim_state *out);
+/* Copies the moments into host memory m and v (n elements each), for checkpoints. */
+srlm_status srlm_optim_read_moments(srlm_optim *o, float *m, float *v);
 /* Restores a saved state: copies m and v (n each, host memory) and sets the counters.
  * n must equal the optimizer's size (SRLM_ERR_RANGE otherwise). */
 srlm_status srlm_optim_set_state(srlm_optim *o, const float *m, const float *v, size_t n, int64_t step,

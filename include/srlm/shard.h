@@ -35,16 +35,7 @@
  * judgment texts NUL-terminated with no NUL inside. A truncated or corrupt buffer is
  * an SRLM_ERR_FORMAT error naming what is wrong, never a crash.
  *
- * HDF5 (srlm_shard_write / srlm_shard_read, one group per shard, e.g. "/iter_0/shard_3",
- * in a store file of format SRLM_SHARD_STORE_FORMAT, version SRLM_SHARD_STORE_VERSION):
- *   group attributes  srlm_kind = "rollout_shard", policy_version, iteration,
- *                     shard_index, judgments_per_response (int64)
- *   prompt_index      int64 (P)             prompts          seqs (P)
- *   response_prompt   int64 (R)             sample_index     int64 (R)
- *   responses         seqs (R)              logprobs         float32 (NRT)
- *   mean_score        float32 (R)           flags            int32 (R) (bit pattern)
- *   judgment_score    float32 (R, J)        judgments        strings (R * J)
- *   judgment_ids      seqs (R * J)
+ * Files: include/srlm/shard_store.h stores shards as HDF5 groups.
  *
  * Stale policy versions. A shard carries the policy version of the weights that
  * sampled it (the learner's version counter, broadcast with the weights). A learner at
@@ -67,7 +58,6 @@
 #include <stdint.h>
 
 #include "srlm/core.h"
-#include "srlm/store.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -76,8 +66,7 @@ extern "C" {
 #define SRLM_SHARD_MAGIC 0x534c5253u /* "SRLS" in little-endian byte order */
 #define SRLM_SHARD_FORMAT_VERSION 1
 #define SRLM_SHARD_HEADER_BYTES 128
-#define SRLM_SHARD_STORE_FORMAT "rollouts"
-#define SRLM_SHARD_STORE_VERSION 1
+#define SRLM_SHARD_MAX_J (1 << 20) /* judgments per response, at most */
 
 /* Response flags. */
 enum {
@@ -170,13 +159,6 @@ srlm_status srlm_shard_parse(const void *buf, size_t len, srlm_shard *out);
 
 /* FNV-1a 64 of n bytes (the checksum above; the checksum field is at byte 96). */
 uint64_t srlm_shard_fnv1a64(const void *data, size_t n);
-
-/* ---- HDF5 --------------------------------------------------------------- */
-
-/* Writes the shard as a new group at `group` of a writable store. */
-srlm_status srlm_shard_write(srlm_store *st, const char *group, const srlm_shard *s);
-/* Reads and validates the shard at `group` into a new shard (free with srlm_shard_free). */
-srlm_status srlm_shard_read(srlm_store *st, const char *group, srlm_shard *out);
 
 #ifdef __cplusplus
 }

@@ -12,6 +12,7 @@
 
 #include "commands.h"
 #include "srlm/shard.h"
+#include "srlm/shard_store.h"
 #include "srlm/store.h"
 #include "srlm/tokenizer.h"
 

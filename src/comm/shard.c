@@ -1,5 +1,6 @@
-/* Rollout shards: building, validation, the flat byte buffer and the HDF5 group
- * (layout and rules in include/srlm/shard.h).
+/* Rollout shards: building, validation and the flat byte buffer that carries them
+ * between roles (layout and rules in include/srlm/shard.h; their HDF5 storage is
+ * shard_store.c).
  *
  * The byte buffer and the parser share one section table (shard_sections), so the two
  * cannot drift apart. The parser checks the header counts against the buffer length
@@ -11,8 +12,6 @@
 #include <string.h>
 
 #include "srlm/shard.h"
-
-#define MAX_J (1 << 20)
 
 /* ---- init / free -------------------------------------------------------- */
 
@@ -108,8 +107,8 @@ srlm_status srlm_shard_add_response(srlm_shard *s, int64_t prompt_row, int64_t s
 }
 
 srlm_status srlm_shard_set_judgments_per_response(srlm_shard *s, int64_t J) {
-  if (J < 0 || J > MAX_J)
-    return srlm_error(SRLM_ERR_RANGE, "shard judgments_per_response", "%lld outside [0, %d]", (long long)J, MAX_J);
+  if (J < 0 || J > SRLM_SHARD_MAX_J)
+    return srlm_error(SRLM_ERR_RANGE, "shard judgments_per_response", "%lld outside [0, %d]", (long long)J, SRLM_SHARD_MAX_J);
   if (s->judgments_added > 0 || s->judgments_per_response != 0)
     return srlm_error(SRLM_ERR_INTERNAL, "shard judgments_per_response", "already set to %lld",
                       (long long)s->judgments_per_response);
@@ -165,7 +164,7 @@ static srlm_status check_offsets(const char *name, const int64_t *off, int64_t n
 
 srlm_status srlm_shard_validate(const srlm_shard *s) {
   int64_t P = s->n_prompts, R = s->n_responses, J = s->judgments_per_response;
-  if (P < 0 || R < 0 || J < 0 || J > MAX_J)
+  if (P < 0 || R < 0 || J < 0 || J > SRLM_SHARD_MAX_J)
     return srlm_error(SRLM_ERR_FORMAT, "shard", "bad counts: %lld prompts, %lld responses, %lld judgments each",
                       (long long)P, (long long)R, (long long)J);
   int64_t RJ;
@@ -377,7 +376,7 @@ srlm_status srlm_shard_parse(const void *buf, size_t len, srlm_shard *out) {
   if ((uint64_t)total != (uint64_t)len)
     return srlm_error(SRLM_ERR_FORMAT, "shard buffer", "header says %lld bytes, buffer has %zu (truncated?)",
                       (long long)total, len);
-  if (c.P < 0 || c.R < 0 || c.J < 0 || c.J > MAX_J || c.NPT < 0 || c.NRT < 0 || c.NJB < 0 || c.NJT < 0)
+  if (c.P < 0 || c.R < 0 || c.J < 0 || c.J > SRLM_SHARD_MAX_J || c.NPT < 0 || c.NRT < 0 || c.NJB < 0 || c.NJT < 0)
     return srlm_error(SRLM_ERR_FORMAT, "shard buffer", "bad counts P %lld R %lld J %lld NPT %lld NRT %lld NJB %lld NJT %lld",
                       (long long)c.P, (long long)c.R, (long long)c.J, (long long)c.NPT, (long long)c.NRT,
                       (long long)c.NJB, (long long)c.NJT);
@@ -425,129 +424,5 @@ srlm_status srlm_shard_parse(const void *buf, size_t len, srlm_shard *out) {
     return srlm_error_context(st, "shard buffer");
   }
   *out = tmp;
-  return SRLM_OK;
-}
-
-/* ---- HDF5 --------------------------------------------------------------- */
-
-static srlm_status write_impl(srlm_store *st, const char *g, const srlm_shard *s) {
-  char p[1024];
-  int64_t P = s->n_prompts, R = s->n_responses, J = s->judgments_per_response, RJ = R * J;
-  SRLM_TRY(srlm_store_group(st, g));
-  SRLM_TRY(srlm_store_set_attr_str(st, g, "srlm_kind", "rollout_shard"));
-  SRLM_TRY(srlm_store_set_attr_i64(st, g, "policy_version", s->policy_version));
-  SRLM_TRY(srlm_store_set_attr_i64(st, g, "iteration", s->iteration));
-  SRLM_TRY(srlm_store_set_attr_i64(st, g, "shard_index", s->shard_index));
-  SRLM_TRY(srlm_store_set_attr_i64(st, g, "judgments_per_response", J));
-#define PATH(name) (snprintf(p, sizeof p, "%s/%s", g, name), p)
-  SRLM_TRY(srlm_store_write_array(st, PATH("prompt_index"), SRLM_STORE_I64, 1, &P, s->prompt_index));
-  SRLM_TRY(srlm_store_write_seqs(st, PATH("prompts"), P, s->prompt_offsets, s->prompt_ids));
-  SRLM_TRY(srlm_store_write_array(st, PATH("response_prompt"), SRLM_STORE_I64, 1, &R, s->response_prompt));
-  SRLM_TRY(srlm_store_write_array(st, PATH("sample_index"), SRLM_STORE_I64, 1, &R, s->sample_index));
-  SRLM_TRY(srlm_store_write_seqs(st, PATH("responses"), R, s->response_offsets, s->response_ids));
-  int64_t nrt = s->response_offsets[R];
-  SRLM_TRY(srlm_store_write_array(st, PATH("logprobs"), SRLM_STORE_F32, 1, &nrt, s->logprobs));
-  SRLM_TRY(srlm_store_write_array(st, PATH("mean_score"), SRLM_STORE_F32, 1, &R, s->mean_score));
-  /* flags as int32 bit patterns: the store has no unsigned types */
-  SRLM_TRY(srlm_store_write_array(st, PATH("flags"), SRLM_STORE_I32, 1, &R, s->flags));
-  int64_t dims[2] = {R, J};
-  SRLM_TRY(srlm_store_write_array(st, PATH("judgment_score"), SRLM_STORE_F32, 2, dims, s->judgment_score));
-  const char **texts = srlm_xmalloc((size_t)RJ * sizeof *texts);
-  for (int64_t i = 0; i < RJ; i++) texts[i] = s->judgment_text + s->judgment_text_offsets[i];
-  srlm_status rc = srlm_store_write_strings(st, PATH("judgments"), RJ, texts);
-  free(texts);
-  SRLM_TRY(rc);
-  SRLM_TRY(srlm_store_write_seqs(st, PATH("judgment_ids"), RJ, s->judgment_id_offsets, s->judgment_ids));
-#undef PATH
-  return SRLM_OK;
-}
-
-srlm_status srlm_shard_write(srlm_store *st, const char *group, const srlm_shard *s) {
-  srlm_status rc = srlm_shard_validate(s);
-  if (rc == SRLM_OK) rc = write_impl(st, group, s);
-  if (rc != SRLM_OK) return srlm_error_context(rc, "writing shard %lld to %s", (long long)s->shard_index, group);
-  return SRLM_OK;
-}
-
-static srlm_status read_len(srlm_store *st, const char *path, srlm_store_dtype dt, int64_t want, void **data) {
-  int64_t n = 0;
-  SRLM_TRY(srlm_store_read_array(st, path, dt, 1, &n, data));
-  if (n != want) return srlm_error(SRLM_ERR_FORMAT, path, "%lld elements, expected %lld", (long long)n, (long long)want);
-  return SRLM_OK;
-}
-
-static void take_seqs(srlm_seqs *q, int64_t **offsets, int32_t **ids) {
-  *offsets = q->offsets;
-  *ids = q->ids;
-  q->offsets = NULL;
-  q->ids = NULL;
-}
-
-static srlm_status read_impl(srlm_store *st, const char *g, srlm_shard *s) {
-  char p[1024];
-  char *kind = NULL;
-  SRLM_TRY(srlm_store_get_attr_str(st, g, "srlm_kind", &kind));
-  int is_shard = strcmp(kind, "rollout_shard") == 0;
-  free(kind);
-  if (!is_shard) return srlm_error(SRLM_ERR_FORMAT, g, "srlm_kind is not \"rollout_shard\"");
-  SRLM_TRY(srlm_store_get_attr_i64(st, g, "policy_version", &s->policy_version));
-  SRLM_TRY(srlm_store_get_attr_i64(st, g, "iteration", &s->iteration));
-  SRLM_TRY(srlm_store_get_attr_i64(st, g, "shard_index", &s->shard_index));
-  int64_t J;
-  SRLM_TRY(srlm_store_get_attr_i64(st, g, "judgments_per_response", &J));
-  if (J < 0 || J > MAX_J) return srlm_error(SRLM_ERR_FORMAT, g, "judgments_per_response %lld", (long long)J);
-  s->judgments_per_response = J;
-#define PATH(name) (snprintf(p, sizeof p, "%s/%s", g, name), p)
-  srlm_seqs q = {0};
-  SRLM_TRY(srlm_store_read_seqs(st, PATH("prompts"), &q));
-  s->n_prompts = q.n;
-  take_seqs(&q, &s->prompt_offsets, &s->prompt_ids);
-  SRLM_TRY(read_len(st, PATH("prompt_index"), SRLM_STORE_I64, s->n_prompts, (void **)&s->prompt_index));
-  SRLM_TRY(srlm_store_read_seqs(st, PATH("responses"), &q));
-  int64_t R = s->n_responses = q.n;
-  take_seqs(&q, &s->response_offsets, &s->response_ids);
-  SRLM_TRY(read_len(st, PATH("response_prompt"), SRLM_STORE_I64, R, (void **)&s->response_prompt));
-  SRLM_TRY(read_len(st, PATH("sample_index"), SRLM_STORE_I64, R, (void **)&s->sample_index));
-  SRLM_TRY(read_len(st, PATH("logprobs"), SRLM_STORE_F32, s->response_offsets[R], (void **)&s->logprobs));
-  SRLM_TRY(read_len(st, PATH("mean_score"), SRLM_STORE_F32, R, (void **)&s->mean_score));
-  SRLM_TRY(read_len(st, PATH("flags"), SRLM_STORE_I32, R, (void **)&s->flags));
-  int64_t RJ;
-  if (__builtin_mul_overflow(R, J, &RJ)) return srlm_error(SRLM_ERR_FORMAT, g, "R x J overflows");
-  int64_t dims[2];
-  SRLM_TRY(srlm_store_read_array(st, PATH("judgment_score"), SRLM_STORE_F32, 2, dims, (void **)&s->judgment_score));
-  if (dims[0] != R || dims[1] != J)
-    return srlm_error(SRLM_ERR_FORMAT, p, "shape (%lld, %lld), expected (%lld, %lld)", (long long)dims[0],
-                      (long long)dims[1], (long long)R, (long long)J);
-  SRLM_TRY(srlm_store_read_seqs(st, PATH("judgment_ids"), &q));
-  int64_t nq = q.n;
-  take_seqs(&q, &s->judgment_id_offsets, &s->judgment_ids);
-  if (nq != RJ) return srlm_error(SRLM_ERR_FORMAT, p, "%lld sequences, expected %lld", (long long)nq, (long long)RJ);
-  int64_t nt = 0;
-  char **texts = NULL;
-  SRLM_TRY(srlm_store_read_strings(st, PATH("judgments"), &nt, &texts));
-  if (nt != RJ) {
-    srlm_store_strings_free(texts, nt);
-    return srlm_error(SRLM_ERR_FORMAT, p, "%lld strings, expected %lld", (long long)nt, (long long)RJ);
-  }
-  s->judgment_text_offsets = srlm_xmalloc((size_t)(RJ + 1) * sizeof(int64_t));
-  s->judgment_text_offsets[0] = 0;
-  for (int64_t i = 0; i < RJ; i++) s->judgment_text_offsets[i + 1] = s->judgment_text_offsets[i] + (int64_t)strlen(texts[i]) + 1;
-  s->judgment_text = srlm_xmalloc((size_t)s->judgment_text_offsets[RJ]);
-  for (int64_t i = 0; i < RJ; i++)
-    memcpy(s->judgment_text + s->judgment_text_offsets[i], texts[i],
-           (size_t)(s->judgment_text_offsets[i + 1] - s->judgment_text_offsets[i]));
-  srlm_store_strings_free(texts, nt);
-#undef PATH
-  s->judgments_added = RJ;
-  return srlm_shard_validate(s);
-}
-
-srlm_status srlm_shard_read(srlm_store *st, const char *group, srlm_shard *out) {
-  memset(out, 0, sizeof *out);
-  srlm_status rc = read_impl(st, group, out);
-  if (rc != SRLM_OK) {
-    srlm_shard_free(out);
-    return srlm_error_context(rc, "reading shard %s", group);
-  }
   return SRLM_OK;
 }

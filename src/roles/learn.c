@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "sr_internal.h"
+#include "srlm/shard_store.h"
 #include "srlm/checkpoint.h"
 #include "srlm/comm.h"
 #include "srlm/grpo.h"
@@ -85,12 +86,18 @@ static srlm_status learn_checkpoint(learn_log *l, int64_t step, int64_t total, d
   srlm_optim_get_state(optim, &os);
   long bytes = ftell(l->metrics);
   if (bytes < 0) return srlm_error(SRLM_ERR_IO, "metrics.jsonl", "cannot tell its length");
+  /* host copies of the weights and moments (backend memory) */
+  float *host = srlm_xmalloc(3 * (os.n ? os.n : 1) * sizeof *host);
+  srlm_status st = srlm_model_get_params(l->m, host, 0, os.n);
+  if (st == SRLM_OK) st = srlm_optim_read_moments(optim, host + os.n, host + 2 * os.n);
   srlm_checkpoint ck = {.kind = SRLM_CKPT_LEARN, .iteration = l->iteration, .step = step,
                         .data_position = l->data_position, .metrics_bytes = bytes, .config_yaml = (char *)l->yaml,
-                        .n_params = (int64_t)os.n, .params = srlm_model_params(l->m), .m = os.m, .v = os.v,
+                        .n_params = (int64_t)os.n, .params = host, .m = host + os.n, .v = host + 2 * os.n,
                         .optim_step = os.step, .optim_skipped = os.n_skipped, .replay_next = replay_next,
                         .first_loss = l->first_loss};
-  SRLM_TRY(srlm_checkpoint_save(l->run_dir, &ck));
+  if (st == SRLM_OK) st = srlm_checkpoint_save(l->run_dir, &ck);
+  free(host);
+  SRLM_TRY(st);
   SRLM_INFO("iteration %d learn: checkpoint after step %lld/%lld", l->iteration, (long long)step, (long long)total);
   return SRLM_OK;
 }

@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "sr_internal.h"
+#include "srlm/shard_store.h"
 #include "srlm/checkpoint.h"
 #include "srlm/comm.h"
 #include "srlm/selfreward.h"

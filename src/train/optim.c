@@ -229,6 +229,12 @@ void srlm_optim_get_state(srlm_optim *o, srlm_optim_state *out) {
   out->n_skipped = o->n_skipped;
 }
 
+srlm_status srlm_optim_read_moments(srlm_optim *o, float *m, float *v) {
+  if (!o->n) return SRLM_OK;
+  SRLM_TRY(srlm_backend_copy_d2h(o->be, m, o->m, o->n * sizeof(float)));
+  return srlm_backend_copy_d2h(o->be, v, o->v, o->n * sizeof(float));
+}
+
 srlm_status srlm_optim_set_state(srlm_optim *o, const float *m, const float *v, size_t n, int64_t step,
                                  int64_t n_skipped) {
   if (n != o->n)

@@ -8,6 +8,7 @@
 
 #include "srlm/core.h"
 #include "srlm/shard.h"
+#include "srlm/shard_store.h"
 #include "srlm/store.h"
 #include "test.h"
 
