@@ -352,7 +352,10 @@ typedef struct srlm_sample_params {
  * double, in token order). Per pair the op writes the loss term and the metrics
  * (pair_out, SRLM_PREF_OUT_* columns) and the coefficient dL/dlogpi of both sequences
  * (with 1 / norm), and g[t] = that coefficient on every response token, 0 on every
- * other token of the batch (g is OVERWRITTEN over all T). */
+ * other token of the batch (g is OVERWRITTEN over all T). The formulas are loss_math.h's
+ * (srlm_pref_pair_term). Options are checked as srlm_loss_pref checks them; a response
+ * range that is empty or leaves [0, T) is an error naming the pair; ranges must not
+ * overlap (not checked). Non-finite log-probs are computed through. */
 enum {
   SRLM_PREF_OUT_LOSS = 0,  /* l_i / norm */
   SRLM_PREF_OUT_NLL,       /* -logpi(y_w) / |y_w| */
@@ -372,7 +375,7 @@ typedef struct srlm_pref_loss_params {
   const int32_t *resp_len;   /* (2n) >= 1 */
   const double *ref_chosen, *ref_rejected; /* (n) logpi_ref; NULL where the loss needs none */
   int64_t n, T;
-  int kind;                  /* srlm_pref_loss (losses.h) */
+  int kind;                  /* srlm_pref_loss (loss_math.h) */
   double beta, label_smoothing, simpo_gamma, nll_weight;
   int64_t norm;              /* > 0: the step's pair count */
 } srlm_pref_loss_params;
@@ -382,7 +385,11 @@ typedef struct srlm_pref_loss_params {
  * packed batch's logp and g, and [offsets[i], offsets[i+1]) of the concatenated
  * per-token arrays (old, ref, behavior), len_i = offsets[i+1] - offsets[i]. g is
  * OVERWRITTEN over all T (0 off the responses). seq_out gets per sequence the sums of
- * SRLM_GRPO_OUT_* (in token order, double). */
+ * SRLM_GRPO_OUT_* (in token order, double). The formulas are loss_math.h's
+ * (srlm_grpo_token_term, srlm_grpo_token_weight with n = norm_seqs, N = norm_tokens).
+ * Options are checked as srlm_loss_grpo checks them; offsets[0] != 0, a length < 1, a
+ * response range leaving [0, T) or (FIXED_LEN) longer than l_max is an error naming the
+ * sequence; ranges must not overlap (not checked). */
 enum {
   SRLM_GRPO_OUT_LOSS = 0, /* its share of the normalized loss -J */
   SRLM_GRPO_OUT_KL,       /* sum of the k3 estimates */
@@ -403,7 +410,7 @@ typedef struct srlm_grpo_loss_params {
   const double *advantages;   /* (n) */
   int64_t n, T;
   double clip_eps, beta, is_cap;
-  int agg;                    /* srlm_grpo_agg (losses.h) */
+  int agg;                    /* srlm_grpo_agg (loss_math.h) */
   int64_t l_max;
   int64_t norm_seqs, norm_tokens; /* > 0: the step's counts */
 } srlm_grpo_loss_params;

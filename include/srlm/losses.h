@@ -16,6 +16,10 @@
  * sums with their counts for the same reason (srlm_*_metrics_merge adds them; divide
  * by the counts to report means).
  *
+ * The formulas themselves are written once, in loss_math.h (shared with the backend's
+ * pref_loss and grpo_loss ops); this module adds the checks, the batch loops and the
+ * metric sums. srlm_log_sigmoid and srlm_sigmoid come from there too.
+ *
  * Shapes: n pairs / sequences; N = total response tokens of a GRPO batch.
  * Log-probs of a sequence are sums over its response tokens (prompt and padding
  * excluded; EOS included when it was generated); lengths count those tokens.
@@ -26,6 +30,7 @@
 #include <stdint.h>
 
 #include "srlm/core.h"
+#include "srlm/loss_math.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -33,20 +38,7 @@ extern "C" {
 
 /* ---- preference losses (DPO, cDPO, IPO, SimPO, SFT; + NLL term) ------------ */
 
-typedef enum srlm_pref_loss {
-  /* L = -(1-eps) log sigma(beta h) - eps log sigma(-beta h) (cDPO; eps = label_smoothing),
-   * h = (logpi(y_w) - logpi_ref(y_w)) - (logpi(y_l) - logpi_ref(y_l)). */
-  SRLM_PREF_DPO = 0,
-  /* L = (hbar_w - hbar_l - 1/(2 tau))^2, hbar = (logpi(y) - logpi_ref(y)) / |y|, tau = beta.
-   * srlm normalizes by length (per-token average log-ratio, as TRL does; OpenRLHF does
-   * not): the target margin 1/(2 tau) is then per token, independent of answer length. */
-  SRLM_PREF_IPO,
-  /* L = -log sigma(beta logpi(y_w)/|y_w| - beta logpi(y_l)/|y_l| - gamma); no reference. */
-  SRLM_PREF_SIMPO,
-  /* L = -logpi(y_w)/|y_w| (the chosen answer's mean-token NLL); the rejected answer and
-   * the reference are ignored. */
-  SRLM_PREF_SFT
-} srlm_pref_loss;
+/* The kinds (srlm_pref_loss) and their formulas are in loss_math.h. */
 
 typedef struct srlm_pref_options {
   srlm_pref_loss kind;
@@ -96,15 +88,7 @@ void srlm_pref_metrics_merge(srlm_pref_metrics *dst, const srlm_pref_metrics *sr
 
 /* ---- GRPO / DAPO / Dr.GRPO ------------------------------------------------- */
 
-typedef enum srlm_grpo_agg {
-  /* (1/n) sum_i (1/|o_i|) sum_t J_it: per-sequence mean, then mean (GRPO) */
-  SRLM_GRPO_AGG_SEQ_MEAN = 0,
-  /* (1/N) sum_i sum_t J_it: token mean over the batch (DAPO) */
-  SRLM_GRPO_AGG_TOKEN_MEAN,
-  /* (1/(n L_max)) sum_i sum_t J_it: sum over a fixed length budget (Dr.GRPO's G * L_max,
-   * over a batch of groups) */
-  SRLM_GRPO_AGG_FIXED_LEN
-} srlm_grpo_agg;
+/* The aggregations (srlm_grpo_agg) are in loss_math.h. */
 
 typedef struct srlm_grpo_options {
   double clip_eps;  /* ratio clipped to [1 - clip_eps, 1 + clip_eps] (0.2) */
@@ -146,10 +130,6 @@ srlm_status srlm_loss_grpo(const srlm_grpo_options *o, const srlm_grpo_batch *b,
                            srlm_grpo_metrics *m);
 
 void srlm_grpo_metrics_merge(srlm_grpo_metrics *dst, const srlm_grpo_metrics *src);
-
-/* Numerically stable log sigma(x) and sigma(x), exported for the learner's metrics. */
-double srlm_log_sigmoid(double x);
-double srlm_sigmoid(double x);
 
 #ifdef __cplusplus
 }

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "srlm/backend.h"
+#include "srlm/loss_math.h"
 
 #define SRLM_BACKEND_MAX 8
 
@@ -471,12 +472,19 @@ srlm_status srlm_pref_loss_params_check(const srlm_pref_loss_params *p, const ch
     return srlm_error(SRLM_ERR_RANGE, where, "n = %lld pairs, T = %lld tokens out of range", (long long)p->n,
                       (long long)p->T);
   if (p->norm < 1) return srlm_error(SRLM_ERR_RANGE, where, "norm = %lld must be >= 1", (long long)p->norm);
+  char why[128];
+  if (srlm_pref_options_invalid(p->kind, p->beta, p->label_smoothing, p->nll_weight, why, sizeof why))
+    return srlm_error(SRLM_ERR_CONFIG, where, "%s", why);
   if (p->T > 0) CHECK_PTR(g);
   if (p->n == 0) return SRLM_OK;
   CHECK_PTR(pair_out);
   CHECK_PTR(logp);
   CHECK_PTR(resp_start);
   CHECK_PTR(resp_len);
+  if (srlm_pref_needs_ref(p->kind)) {
+    CHECK_PTR(ref_chosen);
+    CHECK_PTR(ref_rejected);
+  }
   return SRLM_OK;
 }
 
@@ -487,6 +495,9 @@ srlm_status srlm_grpo_loss_params_check(const srlm_grpo_loss_params *p, const ch
   if (p->norm_seqs < 1 || p->norm_tokens < 1)
     return srlm_error(SRLM_ERR_RANGE, where, "normalizers %lld sequences, %lld tokens must be >= 1",
                       (long long)p->norm_seqs, (long long)p->norm_tokens);
+  char why[128];
+  if (srlm_grpo_options_invalid(p->clip_eps, p->beta, p->is_cap, p->agg, why, sizeof why))
+    return srlm_error(SRLM_ERR_CONFIG, where, "%s", why);
   if (p->T > 0) CHECK_PTR(g);
   if (p->n == 0) return SRLM_OK;
   CHECK_PTR(seq_out);
@@ -494,5 +505,7 @@ srlm_status srlm_grpo_loss_params_check(const srlm_grpo_loss_params *p, const ch
   CHECK_PTR(resp_start);
   CHECK_PTR(offsets);
   CHECK_PTR(advantages);
+  if (p->beta > 0) CHECK_PTR(logp_ref);
+  if (p->is_cap > 0) CHECK_PTR(logp_behavior);
   return SRLM_OK;
 }

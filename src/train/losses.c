@@ -1,51 +1,28 @@
 /* Losses of the learner: preference losses over summed sequence log-probs and the
- * per-token GRPO objective. Math and conventions in include/srlm/losses.h; all
- * arithmetic in double, per-token outputs rounded to float once at the end. */
+ * per-token GRPO objective. Conventions in include/srlm/losses.h; the formulas are
+ * loss_math.h's (shared with the backend's loss ops), this file checks the inputs, loops
+ * over the batch and sums the metrics. All arithmetic in double, per-token outputs
+ * rounded to float once at the end. */
 #include "srlm/losses.h"
 
 #include <math.h>
 #include <string.h>
 
-double srlm_log_sigmoid(double x) {
-  /* log sigma(x) = -log(1 + e^-x); split so that exp never overflows */
-  return x >= 0 ? -log1p(exp(-x)) : x - log1p(exp(x));
-}
-
-double srlm_sigmoid(double x) {
-  if (x >= 0) return 1.0 / (1.0 + exp(-x));
-  double e = exp(x);
-  return e / (1.0 + e);
-}
-
 static srlm_status check_pref_options(const srlm_pref_options *o, const srlm_pref_batch *b) {
   const char *w = "loss";
   if (b->n < 0) return srlm_error(SRLM_ERR_RANGE, w, "negative pair count %lld", (long long)b->n);
   if (o->norm < 0) return srlm_error(SRLM_ERR_RANGE, w, "negative normalizer %lld", (long long)o->norm);
-  if (!(o->nll_weight >= 0)) return srlm_error(SRLM_ERR_CONFIG, w, "nll_weight %g must be >= 0", o->nll_weight);
-  switch (o->kind) {
-  case SRLM_PREF_DPO:
-    if (!(o->label_smoothing >= 0 && o->label_smoothing <= 0.5))
-      return srlm_error(SRLM_ERR_CONFIG, w, "DPO label_smoothing %g outside [0, 0.5]", o->label_smoothing);
-    if (!(o->beta > 0)) return srlm_error(SRLM_ERR_CONFIG, w, "DPO beta %g must be > 0", o->beta);
-    break;
-  case SRLM_PREF_IPO:
-    if (!(o->beta > 0)) return srlm_error(SRLM_ERR_CONFIG, w, "IPO tau (beta) %g must be > 0", o->beta);
-    break;
-  case SRLM_PREF_SIMPO:
-    if (!(o->beta > 0)) return srlm_error(SRLM_ERR_CONFIG, w, "SimPO beta %g must be > 0", o->beta);
-    break;
-  case SRLM_PREF_SFT: break;
-  default: return srlm_error(SRLM_ERR_CONFIG, w, "unknown preference loss %d", (int)o->kind);
-  }
+  char why[128];
+  if (srlm_pref_options_invalid((int)o->kind, o->beta, o->label_smoothing, o->nll_weight, why, sizeof why))
+    return srlm_error(SRLM_ERR_CONFIG, w, "%s", why);
   if (b->n == 0) return SRLM_OK;
   if (!b->logp_chosen || (o->kind != SRLM_PREF_SFT && !b->logp_rejected))
     return srlm_error(SRLM_ERR_INTERNAL, w, "policy log-probs missing");
-  if ((o->kind == SRLM_PREF_DPO || o->kind == SRLM_PREF_IPO) && (!b->ref_chosen || !b->ref_rejected))
+  if (srlm_pref_needs_ref(o->kind) && (!b->ref_chosen || !b->ref_rejected))
     return srlm_error(SRLM_ERR_INTERNAL, w, "%s needs reference log-probs",
                       o->kind == SRLM_PREF_DPO ? "DPO" : "IPO");
-  int need_lc = o->kind == SRLM_PREF_IPO || o->kind == SRLM_PREF_SIMPO || o->kind == SRLM_PREF_SFT ||
-                o->nll_weight > 0;
-  int need_lr = o->kind == SRLM_PREF_IPO || o->kind == SRLM_PREF_SIMPO;
+  const int need_lc = srlm_pref_needs_len_chosen(o->kind, o->nll_weight);
+  const int need_lr = srlm_pref_needs_len_rejected(o->kind);
   if ((need_lc && !b->len_chosen) || (need_lr && !b->len_rejected))
     return srlm_error(SRLM_ERR_INTERNAL, w, "response lengths missing");
   for (int64_t i = 0; i < b->n; i++) {
@@ -66,69 +43,32 @@ srlm_status srlm_loss_pref(const srlm_pref_options *o, const srlm_pref_batch *b,
   memset(&acc, 0, sizeof acc);
   acc.pairs = b->n;
   const double inv_norm = 1.0 / (double)(o->norm > 0 ? o->norm : (b->n > 0 ? b->n : 1));
-  const double beta = o->beta;
+  const srlm_pref_math pm = {.kind = (int)o->kind, .beta = o->beta, .label_smoothing = o->label_smoothing,
+                             .simpo_gamma = o->simpo_gamma, .nll_weight = o->nll_weight, .inv_norm = inv_norm};
   const int has_ref = b->ref_chosen && b->ref_rejected;
   for (int64_t i = 0; i < b->n; i++) {
-    const double pc = b->logp_chosen[i];
-    const double pr = b->logp_rejected ? b->logp_rejected[i] : 0.0;
-    const double lc = b->len_chosen ? (double)b->len_chosen[i] : 0.0;
-    const double lr = b->len_rejected ? (double)b->len_rejected[i] : 0.0;
-    double l = 0, dc = 0, dr = 0; /* loss of the pair and its derivatives */
-    double rw_c = 0, rw_r = 0;    /* logged rewards */
-    if (has_ref) {
-      rw_c = beta * (pc - b->ref_chosen[i]);
-      rw_r = beta * (pr - b->ref_rejected[i]);
-    }
-    switch (o->kind) {
-    case SRLM_PREF_DPO: {
-      const double h = (pc - b->ref_chosen[i]) - (pr - b->ref_rejected[i]);
-      const double eps = o->label_smoothing;
-      l = -(1 - eps) * srlm_log_sigmoid(beta * h) - eps * srlm_log_sigmoid(-beta * h);
-      const double dh = beta * (srlm_sigmoid(beta * h) - (1 - eps));
-      dc = dh;
-      dr = -dh;
-      break;
-    }
-    case SRLM_PREF_IPO: {
-      const double d = (pc - b->ref_chosen[i]) / lc - (pr - b->ref_rejected[i]) / lr - 1.0 / (2.0 * beta);
-      l = d * d;
-      dc = 2 * d / lc;
-      dr = -2 * d / lr;
-      break;
-    }
-    case SRLM_PREF_SIMPO: {
-      const double z = beta * pc / lc - beta * pr / lr - o->simpo_gamma;
-      l = -srlm_log_sigmoid(z);
-      const double s = srlm_sigmoid(-z); /* -d log sigma(z)/dz */
-      dc = -s * beta / lc;
-      dr = s * beta / lr;
-      if (!has_ref) {
-        rw_c = beta * pc / lc;
-        rw_r = beta * pr / lr;
-      }
-      break;
-    }
-    case SRLM_PREF_SFT:
-      l = -pc / lc;
-      dc = -1.0 / lc;
-      break;
-    }
-    if (o->nll_weight > 0) {
-      l += o->nll_weight * (-pc / lc);
-      dc += -o->nll_weight / lc;
-    }
-    if (coef_chosen) coef_chosen[i] = dc * inv_norm;
-    if (coef_rejected) coef_rejected[i] = dr * inv_norm;
-    acc.loss += l * inv_norm;
-    if (b->len_chosen) acc.nll_sum += -pc / lc;
-    acc.logp_chosen_sum += pc;
-    acc.logp_rejected_sum += pr;
-    acc.reward_chosen_sum += rw_c;
-    acc.reward_rejected_sum += rw_r;
-    acc.margin_sum += rw_c - rw_r;
-    acc.accuracy_sum += rw_c - rw_r > 0 ? 1.0 : 0.0;
-    acc.len_chosen_sum += lc;
-    acc.len_rejected_sum += lr;
+    const srlm_pref_pair_in x = {
+        .logp_chosen = b->logp_chosen[i],
+        .logp_rejected = b->logp_rejected ? b->logp_rejected[i] : 0.0,
+        .ref_chosen = has_ref ? b->ref_chosen[i] : 0.0,
+        .ref_rejected = has_ref ? b->ref_rejected[i] : 0.0,
+        .len_chosen = b->len_chosen ? (double)b->len_chosen[i] : 0.0,
+        .len_rejected = b->len_rejected ? (double)b->len_rejected[i] : 0.0,
+        .has_ref = has_ref,
+    };
+    const srlm_pref_term t = srlm_pref_pair_term(pm, x);
+    if (coef_chosen) coef_chosen[i] = t.coef_chosen;
+    if (coef_rejected) coef_rejected[i] = t.coef_rejected;
+    acc.loss += t.loss;
+    if (b->len_chosen) acc.nll_sum += t.nll;
+    acc.logp_chosen_sum += x.logp_chosen;
+    acc.logp_rejected_sum += x.logp_rejected;
+    acc.reward_chosen_sum += t.reward_chosen;
+    acc.reward_rejected_sum += t.reward_rejected;
+    acc.margin_sum += t.reward_chosen - t.reward_rejected;
+    acc.accuracy_sum += t.reward_chosen - t.reward_rejected > 0 ? 1.0 : 0.0;
+    acc.len_chosen_sum += x.len_chosen;
+    acc.len_rejected_sum += x.len_rejected;
   }
   if (m) *m = acc;
   return SRLM_OK;
@@ -152,12 +92,9 @@ void srlm_pref_metrics_merge(srlm_pref_metrics *dst, const srlm_pref_metrics *sr
 
 static srlm_status check_grpo(const srlm_grpo_options *o, const srlm_grpo_batch *b) {
   const char *w = "loss";
-  if (!(o->clip_eps >= 0 && o->clip_eps < 1))
-    return srlm_error(SRLM_ERR_CONFIG, w, "GRPO clip_eps %g outside [0, 1)", o->clip_eps);
-  if (!(o->beta >= 0)) return srlm_error(SRLM_ERR_CONFIG, w, "GRPO beta %g must be >= 0", o->beta);
-  if (!(o->is_cap >= 0)) return srlm_error(SRLM_ERR_CONFIG, w, "GRPO is_cap %g must be >= 0", o->is_cap);
-  if (o->agg != SRLM_GRPO_AGG_SEQ_MEAN && o->agg != SRLM_GRPO_AGG_TOKEN_MEAN && o->agg != SRLM_GRPO_AGG_FIXED_LEN)
-    return srlm_error(SRLM_ERR_CONFIG, w, "unknown GRPO aggregation %d", (int)o->agg);
+  char why[128];
+  if (srlm_grpo_options_invalid(o->clip_eps, o->beta, o->is_cap, (int)o->agg, why, sizeof why))
+    return srlm_error(SRLM_ERR_CONFIG, w, "%s", why);
   if (b->n < 0 || o->norm_seqs < 0 || o->norm_tokens < 0)
     return srlm_error(SRLM_ERR_RANGE, w, "negative sequence or token count");
   if (b->n == 0) return SRLM_OK;
@@ -185,48 +122,27 @@ srlm_status srlm_loss_grpo(const srlm_grpo_options *o, const srlm_grpo_batch *b,
   acc.tokens = b->n > 0 ? b->offsets[b->n] : 0;
   const double nseq = (double)(o->norm_seqs > 0 ? o->norm_seqs : (b->n > 0 ? b->n : 1));
   const double ntok = (double)(o->norm_tokens > 0 ? o->norm_tokens : (acc.tokens > 0 ? acc.tokens : 1));
-  const double lo = 1.0 - o->clip_eps, hi = 1.0 + o->clip_eps;
+  const srlm_grpo_math gm = srlm_grpo_math_make(o->clip_eps, o->beta, o->is_cap);
   for (int64_t i = 0; i < b->n; i++) {
     const int64_t t0 = b->offsets[i], t1 = b->offsets[i + 1];
     if (t1 == t0) continue;
-    double wagg; /* d(aggregate)/dJ_t */
-    switch (o->agg) {
-    case SRLM_GRPO_AGG_SEQ_MEAN: wagg = 1.0 / (nseq * (double)(t1 - t0)); break;
-    case SRLM_GRPO_AGG_TOKEN_MEAN: wagg = 1.0 / ntok; break;
-    default: wagg = 1.0 / (nseq * (double)o->l_max); break;
-    }
-    const double a = b->advantages[i];
+    const double w = srlm_grpo_token_weight((int)o->agg, nseq, ntok, t1 - t0, o->l_max);
     for (int64_t t = t0; t < t1; t++) {
       const double lp = b->logp[t];
-      const double old = b->logp_old ? (double)b->logp_old[t] : lp;
-      const double rho = exp(lp - old);
-      double wis = 1.0;
-      if (o->is_cap > 0) {
-        wis = exp(old - (double)b->logp_behavior[t]);
-        if (wis > o->is_cap) {
-          wis = o->is_cap;
-          acc.is_truncated++;
-        }
-      }
-      const double rc = rho < lo ? lo : (rho > hi ? hi : rho);
-      /* min(rho A, clip(rho) A): the clipped branch wins (and blocks the gradient) only
-       * when it is strictly smaller, i.e. A > 0 above the band or A < 0 below it. */
-      const int clipped = rc * a < rho * a;
-      double surr = clipped ? rc * a : rho * a;
-      double dsurr = clipped ? 0.0 : rho * a; /* d(rho A)/dlogp = rho A */
-      double jt = wis * surr, djt = wis * dsurr;
-      if (b->logp_ref) { /* the KL is logged whenever the reference is there */
-        const double delta = (double)b->logp_ref[t] - lp;
-        const double ed = exp(delta);
-        const double d = ed - delta - 1.0;
-        jt -= o->beta * d;
-        djt -= o->beta * (1.0 - ed); /* dD/dlogp = -(e^Delta - 1) */
-        acc.kl_sum += d;
-      }
-      acc.loss -= wagg * jt;
-      if (g) g[t] = (float)(-wagg * djt);
-      acc.ratio_sum += rho;
-      acc.clipped += clipped;
+      const srlm_grpo_token_in x = {
+          .logp = lp,
+          .logp_old = b->logp_old ? (double)b->logp_old[t] : lp,
+          .logp_ref = b->logp_ref ? (double)b->logp_ref[t] : 0.0,
+          .logp_behavior = o->is_cap > 0 ? (double)b->logp_behavior[t] : 0.0,
+          .has_ref = b->logp_ref != NULL,
+      };
+      const srlm_grpo_term r = srlm_grpo_token_term(gm, b->advantages[i], w, x);
+      if (b->logp_ref) acc.kl_sum += r.kl; /* the KL is logged whenever the reference is there */
+      acc.loss -= r.wj;
+      if (g) g[t] = (float)r.g;
+      acc.ratio_sum += r.rho;
+      acc.clipped += r.clipped;
+      acc.is_truncated += r.truncated;
     }
   }
   if (m) *m = acc;

@@ -224,6 +224,8 @@ static const srlm_backend_ops g_cpu_ops = {
     .lmhead_backward = srlm_cpu_lmhead_backward,
     .grad_sumsq = srlm_cpu_grad_sumsq,
     .adamw = srlm_cpu_adamw,
+    .pref_loss = srlm_cpu_pref_loss,
+    .grpo_loss = srlm_cpu_grpo_loss,
 };
 
 const srlm_backend_ops *srlm_backend_cpu_ops(void) { return &g_cpu_ops; }
