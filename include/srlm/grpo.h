@@ -56,6 +56,7 @@
 
 #include "srlm/core.h"
 #include "srlm/dp.h"
+#include "srlm/engine.h"
 #include "srlm/losses.h"
 #include "srlm/model.h"
 #include "srlm/optim.h"
