@@ -6,11 +6,18 @@
  * callback. It is the only code in src/train that reaches the model's parameter and
  * gradient arrays or steps the optimizer.
  *
+ * The data order is the engine's too: a trainer's data are `units` (examples, pairs,
+ * groups); each epoch e is a permutation of them drawn by
+ * srlm_rng_permutation(units, seed, purpose, e), and step k of the epoch takes the window
+ * [k * per_step, min((k + 1) * per_step, units)) of it (the last step may take fewer), so
+ * an epoch has ceil(units / per_step) steps.
+ *
  * A trainer supplies only what differs, as hooks on one context (srlm_engine_hooks):
- *   epoch(e)          draws epoch e's example order (the trainer's own shuffle);
- *   step(e, k, plan)  the example lists of step k of epoch e (below), counted from the
- *                     WHOLE step so they are the same on every learner, and the step's
- *                     global normalizers (kept in the context for micro);
+ *   epoch(e)          optional: called at the start of every epoch, after its order;
+ *   step(s, w, n, plan)  global step s (1-based) with its window w[0..n) of units: the
+ *                     step's example lists (below), counted from the WHOLE step so they
+ *                     are the same on every learner, and the step's global normalizers
+ *                     (kept in the context for micro);
  *   micro(list, idx, n, stats, finite)
  *                     one micro-batch of examples idx[0..n) of a list: pack, forward,
  *                     loss and coefficients normalized by the step's global counts,
@@ -22,11 +29,11 @@
  *                     report, its summary); a non-OK status stops training with it.
  *
  * The loop. Global step s = e * steps_per_epoch + k (0-based), epochs in order:
- *   - epoch(e) runs for every epoch, also one whose steps all precede the resume point
- *     (an epoch's order is a function of the seed and e alone, so a resumed run sees the
- *     uninterrupted run's data);
- *   - steps s < resume->start_step are not run (no hook sees them);
- *   - step(e, k) plans 1..SRLM_ENGINE_MAX_LISTS lists; the gradients are cleared; each
+ *   - the order and epoch(e) are drawn for every epoch, also one whose steps all precede
+ *     the resume point (an epoch's order is a function of the seed and e alone, so a
+ *     resumed run sees the uninterrupted run's data);
+ *   - steps s < resume->start_step are not run (no other hook sees them);
+ *   - step(s + 1, window) plans 1..SRLM_ENGINE_MAX_LISTS lists; the gradients are cleared; each
  *     list in turn: this learner's contiguous slice [lo, hi) of it (srlm_dp_slice; all
  *     of it with one learner) is cut into micro-batches by the list's rule, either
  *       chunk > 0:  [lo, lo + chunk), [lo + chunk, ...), the last one shorter, or
@@ -107,6 +114,14 @@ typedef struct srlm_engine_plan {
   int n_lists; /* 1..SRLM_ENGINE_MAX_LISTS */
 } srlm_engine_plan;
 
+/* The data order (see above). */
+typedef struct srlm_engine_order {
+  int64_t units;    /* >= 1 */
+  int64_t per_step; /* units a step, >= 1 */
+  uint64_t seed;
+  uint32_t purpose; /* the trainer's Philox counter word (SRLM_SFT_RNG_PURPOSE, ...) */
+} srlm_engine_order;
+
 /* What one optimizer step did (passed to done). */
 typedef struct srlm_engine_info {
   int64_t step, total_steps; /* 1-based */
@@ -123,7 +138,7 @@ typedef struct srlm_engine_info {
 
 typedef struct srlm_engine_hooks {
   srlm_status (*epoch)(void *ctx, int epoch);                                 /* may be NULL */
-  srlm_status (*step)(void *ctx, int epoch, int64_t k, srlm_engine_plan *plan);
+  srlm_status (*step)(void *ctx, int64_t step, const int64_t *window, int64_t n, srlm_engine_plan *plan);
   srlm_status (*micro)(void *ctx, int list, const int64_t *idx, int64_t n, double *stats, int *finite);
   srlm_status (*done)(void *ctx, const srlm_engine_info *info);               /* may be NULL */
   void *ctx;
@@ -131,11 +146,11 @@ typedef struct srlm_engine_hooks {
 
 typedef struct srlm_engine_options {
   const char *what;          /* the trainer, for error messages ("sft", "pref", "grpo") */
-  int64_t steps_per_epoch;   /* >= 1 */
+  srlm_engine_order order;
   int epochs;                /* >= 1 */
   int n_stats;               /* metric sums per step (>= 0) */
   srlm_optim_config optim;   /* a fresh AdamW per run (srlm_optim_create_for_model) */
-  srlm_lr_schedule schedule; /* total_steps is set to steps_per_epoch * epochs */
+  srlm_lr_schedule schedule; /* total_steps is set to the run's steps (epochs x steps an epoch) */
   const srlm_dp *dp;         /* NULL: one learner */
   const srlm_train_resume *resume; /* NULL: from the first step */
   srlm_engine_hooks hooks;

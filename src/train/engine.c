@@ -1,7 +1,7 @@
-/* The training-step engine: epochs and steps, each learner's micro-batches, the
- * data-parallel reduce, the non-finite skip and AdamW, for every trainer. Conventions in
- * include/srlm/engine.h. The only code in src/train that reaches the model's parameter
- * and gradient arrays or steps the optimizer. Nothing here prints. */
+/* The training-step engine: the data order, epochs and steps, each learner's
+ * micro-batches, the data-parallel reduce, the non-finite skip and AdamW, for every
+ * trainer. Conventions in include/srlm/engine.h. The only code in src/train that reaches
+ * the model's parameter and gradient arrays or steps the optimizer. Nothing here prints. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -36,6 +36,8 @@ typedef struct engine {
   const srlm_engine_options *o;
   const char *what;
   srlm_lr_schedule sched; /* total_steps filled in */
+  int64_t steps_per_epoch;
+  int64_t *order; /* (units) the epoch's order */
   srlm_optim *opt;
   double *stats; /* (n_stats + 1) the step's metric sums, then the non-finite flag */
   int multi;     /* more than one learner: reduce every step */
@@ -44,8 +46,9 @@ typedef struct engine {
 static srlm_status check_options(const srlm_engine_options *o, const char *w) {
   const srlm_engine_hooks *h = &o->hooks;
   if (!h->step || !h->micro) return srlm_error(SRLM_ERR_INTERNAL, w, "the engine needs a step and a micro hook");
-  if (o->steps_per_epoch < 1)
-    return srlm_error(SRLM_ERR_RANGE, w, "%lld steps per epoch (must be >= 1)", (long long)o->steps_per_epoch);
+  if (o->order.units < 1 || o->order.per_step < 1)
+    return srlm_error(SRLM_ERR_RANGE, w, "%lld units in steps of %lld (both must be >= 1)", (long long)o->order.units,
+                      (long long)o->order.per_step);
   if (o->epochs < 1) return srlm_error(SRLM_ERR_CONFIG, "train.epochs", "%d must be >= 1", o->epochs);
   if (o->n_stats < 0) return srlm_error(SRLM_ERR_INTERNAL, w, "%d step statistics", o->n_stats);
   return srlm_engine_check_dp(o->dp, w);
@@ -82,14 +85,15 @@ static srlm_status run_list(engine *e, int li, const srlm_engine_list *l, int *f
   return SRLM_OK;
 }
 
-/* Global step s (0-based; step k of epoch `epoch`): plan, micro-batches, reduce, AdamW or
+/* Global step s (0-based; step k of the epoch): plan, micro-batches, reduce, AdamW or
  * skip. Fills info's lr, grad_norm, clip_scale and skipped. */
-static srlm_status run_step(engine *e, int epoch, int64_t k, int64_t s, srlm_engine_info *info) {
+static srlm_status run_step(engine *e, int64_t k, int64_t s, srlm_engine_info *info) {
   const srlm_engine_options *o = e->o;
   const srlm_engine_hooks *h = &o->hooks;
+  const int64_t first = k * o->order.per_step, left = o->order.units - first;
   srlm_engine_plan plan;
   memset(&plan, 0, sizeof plan);
-  SRLM_TRY(h->step(h->ctx, epoch, k, &plan));
+  SRLM_TRY(h->step(h->ctx, s + 1, e->order + first, left < o->order.per_step ? left : o->order.per_step, &plan));
   SRLM_TRY(check_plan(&plan, e->what, s + 1));
   SRLM_TRY(srlm_model_zero_grad(e->m));
   float *grads = srlm_model_grads(e->m); /* allocated by zero_grad */
@@ -125,14 +129,15 @@ static srlm_status run_loop(engine *e, int64_t start, srlm_engine_summary *out) 
   srlm_status st = SRLM_OK;
   int64_t s = 0;
   for (int epoch = 0; st == SRLM_OK && epoch < o->epochs; epoch++) {
+    srlm_rng_permutation(o->order.units, o->order.seed, o->order.purpose, (uint32_t)epoch, e->order);
     if (h->epoch) st = h->epoch(h->ctx, epoch);
-    for (int64_t k = 0; st == SRLM_OK && k < o->steps_per_epoch; k++, s++) {
+    for (int64_t k = 0; st == SRLM_OK && k < e->steps_per_epoch; k++, s++) {
       if (s < start) continue; /* done before the checkpoint */
       srlm_timer t;
       srlm_timer_start(&t);
       srlm_engine_info info = {.step = s + 1, .total_steps = e->sched.total_steps, .epoch = epoch + 1,
                                .epochs = o->epochs, .stats = e->stats, .optim = e->opt};
-      st = run_step(e, epoch, k, s, &info);
+      st = run_step(e, k, s, &info);
       if (st != SRLM_OK) break; /* a step that failed is not counted */
       out->skipped += info.skipped;
       info.n_skipped = out->skipped;
@@ -154,7 +159,8 @@ srlm_status srlm_engine_run(srlm_model *m, const srlm_engine_options *o, srlm_en
   engine e = {.m = m, .o = o, .what = o->what ? o->what : "engine", .sched = o->schedule,
               .multi = o->dp && o->dp->size > 1};
   SRLM_TRY(check_options(o, e.what));
-  e.sched.total_steps = o->steps_per_epoch * o->epochs;
+  e.steps_per_epoch = (o->order.units + o->order.per_step - 1) / o->order.per_step;
+  e.sched.total_steps = e.steps_per_epoch * o->epochs;
   SRLM_TRY(srlm_lr_schedule_check(&e.sched));
   const size_t n_params = srlm_model_num_params(m);
   const srlm_train_resume *rs = o->resume;
@@ -164,12 +170,14 @@ srlm_status srlm_engine_run(srlm_model *m, const srlm_engine_options *o, srlm_en
   if (rs) st = srlm_optim_set_state(e.opt, rs->m, rs->v, n_params, rs->optim_step, rs->optim_skipped);
   if (st == SRLM_OK) {
     e.stats = srlm_xmalloc(((size_t)o->n_stats + 1) * sizeof *e.stats);
+    e.order = srlm_xmalloc((size_t)o->order.units * sizeof *e.order);
     st = run_loop(&e, rs ? rs->start_step : 0, out);
     /* no step's gradient outlives the run (the next caller accumulates from zero) */
     srlm_status zst = srlm_model_zero_grad(m);
     if (st == SRLM_OK) st = zst;
   }
   free(e.stats);
+  free(e.order);
   srlm_optim_free(e.opt);
   return st;
 }

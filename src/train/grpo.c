@@ -101,9 +101,8 @@ typedef struct grpo_run {
   int64_t seq_cap;
   /* srlm_grpo_train */
   const srlm_grpo_train_options *o;
-  int64_t n_groups, G, per_step, steps_per_epoch; /* per_step and the order count groups */
-  int64_t *order;     /* (n_groups) the epoch's group order */
-  int64_t *list;      /* (per_step * G) the step's sequences */
+  int64_t G;
+  int64_t *list;      /* (groups a step * G) the step's sequences */
   int64_t groups;     /* groups in the step in progress */
   srlm_grpo_options lo; /* the loss options with the step's normalizers */
   int64_t steps_run;
@@ -135,7 +134,6 @@ static void run_free(grpo_run *r) {
   free(r->gtok);
   free(r->adv_mb);
   free(r->off_mb);
-  free(r->order);
   free(r->list);
   train_pack_free(&r->p);
 }
@@ -218,23 +216,17 @@ static srlm_status check_train(srlm_model *m, const srlm_grpo_seq *seqs, int64_t
   return SRLM_OK;
 }
 
-static srlm_status grpo_epoch(void *ctx, int epoch) {
+/* A step is its window of groups: their sequences group by group, cut into grad_accum
+ * pieces of each learner's slice; the normalizers count the whole step. */
+static srlm_status grpo_step(void *ctx, int64_t step, const int64_t *groups, int64_t n, srlm_engine_plan *plan) {
   grpo_run *r = ctx;
-  srlm_rng_permutation(r->n_groups, r->o->seed, SRLM_GRPO_RNG_PURPOSE, (uint32_t)epoch, r->order);
-  return SRLM_OK;
-}
-
-/* Step k: the next per_step groups of the order, their sequences group by group, cut into
- * grad_accum pieces of each learner's slice; the normalizers count the whole step. */
-static srlm_status grpo_step(void *ctx, int epoch, int64_t k, srlm_engine_plan *plan) {
-  grpo_run *r = ctx;
-  const int64_t G = r->G, g0 = k * r->per_step;
-  r->groups = r->n_groups - g0 < r->per_step ? r->n_groups - g0 : r->per_step;
-  const int64_t count = r->groups * G;
+  const int64_t G = r->G;
+  r->groups = n;
+  const int64_t count = n * G;
   int64_t step_resp = 0, step_tokens = 0;
-  for (int64_t q = 0; q < r->groups; q++)
+  for (int64_t q = 0; q < n; q++)
     for (int64_t j = 0; j < G; j++) {
-      const int64_t i = r->order[g0 + q] * G + j;
+      const int64_t i = groups[q] * G + j;
       r->list[q * G + j] = i;
       step_resp += r->seqs[i].response_len;
       step_tokens += seq_tokens(&r->seqs[i]);
@@ -243,8 +235,7 @@ static srlm_status grpo_step(void *ctx, int epoch, int64_t k, srlm_engine_plan *
      every learner sees the same step, so this error is everyone's */
   if (step_tokens > INT32_MAX)
     return srlm_error(SRLM_ERR_RANGE, "grpo", "step %lld: %lld tokens exceed a packed batch's limit; lower "
-                      "batch_groups x grad_accum", (long long)(epoch * r->steps_per_epoch + k + 1),
-                      (long long)step_tokens);
+                      "batch_groups x grad_accum", (long long)step, (long long)step_tokens);
   r->lo = r->o->loss;
   r->lo.norm_seqs = count;
   r->lo.norm_tokens = step_resp;
@@ -304,21 +295,18 @@ srlm_status srlm_grpo_train(srlm_model *m, const srlm_grpo_seq *seqs, int64_t n_
   memset(out, 0, sizeof *out);
   SRLM_TRY(check_train(m, seqs, n_groups, group_size, advantages, logp_ref, o));
   if (n_groups == 0) return SRLM_OK;
-  const int64_t G = group_size, n = n_groups * G;
-  const int64_t per_step = (int64_t)o->batch_groups * o->grad_accum < n_groups ? (int64_t)o->batch_groups * o->grad_accum
-                                                                                : n_groups;
+  const int64_t G = group_size, n = n_groups * G, per_step = (int64_t)o->batch_groups * o->grad_accum;
   int64_t *off = srlm_xmalloc((size_t)(n + 1) * sizeof *off);
   srlm_grpo_offsets(seqs, n, off);
   grpo_run r = {.m = m, .seqs = seqs, .off = off, .adv = advantages, .logp_old = logp_old, .logp_ref = logp_ref,
-                .use_behavior = o->loss.is_cap > 0, .o = o, .n_groups = n_groups, .G = G, .per_step = per_step,
-                .steps_per_epoch = (n_groups + per_step - 1) / per_step, .out = out};
-  r.order = srlm_xmalloc((size_t)n_groups * sizeof *r.order);
-  r.list = srlm_xmalloc((size_t)(per_step * G) * sizeof *r.list);
-  srlm_engine_options eo = {.what = "grpo", .steps_per_epoch = r.steps_per_epoch, .epochs = o->epochs,
-                            .n_stats = ST_COUNT, .optim = o->optim, .schedule = o->schedule, .dp = o->dp,
+                .use_behavior = o->loss.is_cap > 0, .o = o, .G = G, .out = out};
+  r.list = srlm_xmalloc((size_t)((per_step < n_groups ? per_step : n_groups) * G) * sizeof *r.list);
+  srlm_engine_options eo = {.what = "grpo",
+                            .order = {.units = n_groups, .per_step = per_step, .seed = o->seed,
+                                      .purpose = SRLM_GRPO_RNG_PURPOSE},
+                            .epochs = o->epochs, .n_stats = ST_COUNT, .optim = o->optim, .schedule = o->schedule, .dp = o->dp,
                             .resume = o->resume,
-                            .hooks = {.epoch = grpo_epoch, .step = grpo_step, .micro = grpo_micro, .done = grpo_done,
-                                      .ctx = &r}};
+                            .hooks = {.step = grpo_step, .micro = grpo_micro, .done = grpo_done, .ctx = &r}};
   srlm_engine_summary es;
   srlm_status st = srlm_engine_run(m, &eo, &es);
   out->steps = es.steps;

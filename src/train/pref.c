@@ -111,8 +111,7 @@ typedef struct pref_run {
   double *lc, *lr, *rc, *rr, *cc, *cr, *sums; /* per pair of a micro-batch */
   int64_t *len_c, *len_r;
   /* srlm_pref_train only */
-  int64_t n, per_step, *order; /* pairs, pairs per step, the epoch's order (n) */
-  int64_t count;               /* pairs in the step in progress */
+  int64_t count; /* pairs in the step in progress */
   int use_replay;
   train_nll replay;
   int64_t replay_next;    /* the next replay example (cycling) */
@@ -145,7 +144,6 @@ static void run_free(pref_run *r) {
   free(r->sums);
   free(r->len_c);
   free(r->len_r);
-  free(r->order);
   free(r->replay_idx);
   train_nll_free(&r->replay);
   train_pack_free(&r->p);
@@ -207,23 +205,16 @@ static srlm_status check_options(const srlm_pref_train_options *o, const double 
   return SRLM_OK;
 }
 
-static srlm_status pref_epoch(void *ctx, int epoch) {
-  pref_run *r = ctx;
-  srlm_rng_permutation(r->n, r->o->seed, SRLM_PREF_RNG_PURPOSE, (uint32_t)epoch, r->order);
-  return SRLM_OK;
-}
-
-/* Step k: the next per_step pairs of the order in micro-batches of batch_pairs, then the
- * next replay_batch replay examples (cycling) as one micro-batch. The replay cursor moves
- * here, for every step that runs, so it also moves for a step skipped before its replay
- * batch and every learner stays at the same example. */
-static srlm_status pref_step(void *ctx, int epoch, int64_t k, srlm_engine_plan *plan) {
+/* A step is its window of pairs in micro-batches of batch_pairs, then the next
+ * replay_batch replay examples (cycling) as one micro-batch. The replay cursor moves here,
+ * for every step that runs, so it also moves for a step skipped before its replay batch
+ * and every learner stays at the same example. */
+static srlm_status pref_step(void *ctx, int64_t step, const int64_t *pairs, int64_t n, srlm_engine_plan *plan) {
   pref_run *r = ctx;
   const srlm_pref_train_options *o = r->o;
-  (void)epoch;
-  const int64_t first = k * r->per_step;
-  r->count = r->n - first < r->per_step ? r->n - first : r->per_step;
-  plan->list[0] = (srlm_engine_list){.idx = r->order + first, .count = r->count, .chunk = o->batch_pairs};
+  (void)step;
+  r->count = n;
+  plan->list[0] = (srlm_engine_list){.idx = pairs, .count = n, .chunk = o->batch_pairs};
   plan->n_lists = 1;
   if (!r->use_replay) return SRLM_OK;
   const srlm_sft_data *d = o->replay;
@@ -293,19 +284,18 @@ srlm_status srlm_pref_train(srlm_model *m, const srlm_pref_pair *pairs, int64_t 
   if (n == 0) return SRLM_OK;
   if (o->resume && o->resume->replay_next < 0)
     return srlm_error(SRLM_ERR_RANGE, "resume", "negative replay cursor %lld", (long long)o->resume->replay_next);
-  const int64_t accum = o->grad_accum > 1 ? o->grad_accum : 1;
-  const int64_t per_step = (int64_t)o->batch_pairs * accum < n ? (int64_t)o->batch_pairs * accum : n;
-  pref_run r = {.m = m, .pairs = pairs, .ref_chosen = ref_chosen, .ref_rejected = ref_rejected, .o = o, .n = n,
-                .per_step = per_step, .use_replay = o->replay && o->replay->n > 0 && o->replay_weight > 0,
+  const int64_t per_step = (int64_t)o->batch_pairs * (o->grad_accum > 1 ? o->grad_accum : 1);
+  pref_run r = {.m = m, .pairs = pairs, .ref_chosen = ref_chosen, .ref_rejected = ref_rejected, .o = o,
+                .use_replay = o->replay && o->replay->n > 0 && o->replay_weight > 0,
                 .replay_next = o->resume ? o->resume->replay_next : 0, .out = out};
-  run_alloc(&r, o->batch_pairs < per_step ? o->batch_pairs : per_step);
-  r.order = srlm_xmalloc((size_t)n * sizeof *r.order);
+  run_alloc(&r, o->batch_pairs < n ? o->batch_pairs : n);
   if (r.use_replay) r.replay_idx = srlm_xmalloc((size_t)o->replay_batch * sizeof *r.replay_idx);
-  srlm_engine_options eo = {.what = "pref", .steps_per_epoch = (n + per_step - 1) / per_step, .epochs = o->epochs,
-                            .n_stats = PS_COUNT, .optim = o->optim, .schedule = o->schedule, .dp = o->dp,
+  srlm_engine_options eo = {.what = "pref",
+                            .order = {.units = n, .per_step = per_step, .seed = o->seed,
+                                      .purpose = SRLM_PREF_RNG_PURPOSE},
+                            .epochs = o->epochs, .n_stats = PS_COUNT, .optim = o->optim, .schedule = o->schedule, .dp = o->dp,
                             .resume = o->resume,
-                            .hooks = {.epoch = pref_epoch, .step = pref_step, .micro = pref_micro, .done = pref_done,
-                                      .ctx = &r}};
+                            .hooks = {.step = pref_step, .micro = pref_micro, .done = pref_done, .ctx = &r}};
   srlm_engine_summary es;
   srlm_status st = srlm_engine_run(m, &eo, &es);
   out->steps = es.steps;

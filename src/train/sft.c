@@ -1,7 +1,8 @@
-/* The SFT trainer on the training-step engine (engine.h): each epoch's shuffle
- * (srlm_sft_order), each step's token-mean NLL over all of its target tokens, micro-batches
- * of batch_size packed examples (train_nll) with g_t = -1/N. Conventions in
- * include/srlm/sft.h. Nothing here prints: progress goes to the step callback. */
+/* The SFT trainer on the training-step engine (engine.h), which draws each epoch's order
+ * (srlm_sft_order's) and runs the steps: each step's token-mean NLL over all of its target
+ * tokens, micro-batches of batch_size packed examples (train_nll) with g_t = -1/N.
+ * Conventions in include/srlm/sft.h. Nothing here prints: progress goes to the step
+ * callback. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,8 +17,6 @@ typedef struct sft_run {
   srlm_model *m;
   const srlm_sft_data *d;
   const srlm_sft_options *o;
-  int64_t per_step; /* examples per step: batch_size * grad_accum */
-  int64_t *order;   /* (n) the epoch's order */
   train_nll nll;
   /* the step in progress, counted over all of it (every learner agrees) */
   double inv_n; /* 1 / its target tokens */
@@ -38,27 +37,26 @@ static srlm_status check_options(const srlm_sft_options *o) {
 
 static srlm_status sft_epoch(void *ctx, int epoch) {
   sft_run *r = ctx;
-  srlm_sft_order(r->d->n, r->o->seed, epoch, r->order);
+  (void)epoch;
   r->epoch_nll = 0;
   r->epoch_targets = 0;
   return SRLM_OK;
 }
 
-/* Step k: the next per_step examples of the order (the epoch's last step may take fewer). */
-static srlm_status sft_step(void *ctx, int epoch, int64_t k, srlm_engine_plan *plan) {
+/* A step is its window of examples, in micro-batches of batch_size; N counts them all. */
+static srlm_status sft_step(void *ctx, int64_t step, const int64_t *ex, int64_t n, srlm_engine_plan *plan) {
   sft_run *r = ctx;
   const srlm_sft_data *d = r->d;
-  (void)epoch;
-  const int64_t first = k * r->per_step;
-  r->count = d->n - first < r->per_step ? d->n - first : r->per_step;
+  (void)step;
+  r->count = n;
   r->n_targets = 0;
   r->n_tokens = 0;
-  for (int64_t i = first; i < first + r->count; i++) {
-    r->n_targets += d->n_targets_of[r->order[i]];
-    r->n_tokens += d->offsets[r->order[i] + 1] - d->offsets[r->order[i]];
+  for (int64_t i = 0; i < n; i++) {
+    r->n_targets += d->n_targets_of[ex[i]];
+    r->n_tokens += d->offsets[ex[i] + 1] - d->offsets[ex[i]];
   }
   r->inv_n = 1.0 / (double)r->n_targets; /* every example has >= 1 target */
-  plan->list[0] = (srlm_engine_list){.idx = r->order + first, .count = r->count, .chunk = r->o->batch_size};
+  plan->list[0] = (srlm_engine_list){.idx = ex, .count = n, .chunk = r->o->batch_size};
   plan->n_lists = 1;
   return SRLM_OK;
 }
@@ -100,9 +98,10 @@ srlm_status srlm_sft_train(srlm_model *m, const srlm_sft_data *d, const srlm_sft
   memset(sum, 0, sizeof *sum);
   SRLM_TRY(check_options(o));
   if (d->n < 1) return srlm_error(SRLM_ERR_FORMAT, "sft", "no training examples");
-  sft_run r = {.m = m, .d = d, .o = o, .per_step = (int64_t)o->batch_size * o->grad_accum, .sum = sum};
-  r.order = srlm_xmalloc((size_t)d->n * sizeof *r.order);
-  srlm_engine_options eo = {.what = "sft", .steps_per_epoch = srlm_sft_steps_per_epoch(d->n, o->batch_size, o->grad_accum),
+  sft_run r = {.m = m, .d = d, .o = o, .sum = sum};
+  srlm_engine_options eo = {.what = "sft",
+                            .order = {.units = d->n, .per_step = (int64_t)o->batch_size * o->grad_accum,
+                                      .seed = o->seed, .purpose = SRLM_SFT_RNG_PURPOSE},
                             .epochs = o->epochs, .n_stats = SFT_STATS, .optim = o->optim, .schedule = o->schedule,
                             .dp = o->dp, .resume = o->resume,
                             .hooks = {.epoch = sft_epoch, .step = sft_step, .micro = sft_micro, .done = sft_done, .ctx = &r}};
@@ -113,7 +112,6 @@ srlm_status srlm_sft_train(srlm_model *m, const srlm_sft_data *d, const srlm_sft
   sum->tokens = r.tokens_done;
   sum->seconds = es.seconds;
   sum->last_epoch_loss = r.epoch_targets ? r.epoch_nll / (double)r.epoch_targets : NAN;
-  free(r.order);
   train_nll_free(&r.nll);
   return st;
 }

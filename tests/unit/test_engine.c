@@ -1,8 +1,9 @@
 /* engine: the training-step engine's contract (engine.h), with a stub trainer on the tiny
  * model. The stub's micro-batches add to the gradient values that are multiples of 1/8
  * (exact in float in any order), so every expectation is exact:
- * 1. one learner: the epoch hook once per epoch, the step hook once per step, each list's
- *    micro-batches cut by its rule (chunk, pieces) in order, the step's gradient and
+ * 1. one learner: the epoch hook once per epoch, the step hook once per step with its
+ *    window of the epoch's Philox order, each list's micro-batches cut by its rule
+ *    (chunk, pieces) in order, the step's gradient and
  *    metric sums in the model during done(), lr from the schedule, AdamW with clipping
  *    (a twin model stepped by hand with the same gradients has the same weights, bit for
  *    bit), the gradients cleared at the end;
@@ -29,6 +30,8 @@
 #define NEX 10     /* examples (list 0) */
 #define NREP 5     /* replay-like examples (list 1), cycled 3 a step */
 #define PER_STEP 4 /* list 0 examples a step: 3 steps (4, 4, 2) an epoch */
+#define SEED 17
+#define PURPOSE 0x7e57u
 #define EPOCHS 2
 #define STEPS (EPOCHS * 3)
 #define MAXCALLS 256
@@ -46,10 +49,12 @@ typedef struct stub {
   size_t n;
   int two_lists;
   int64_t chunk; /* list 0's rule; list 1 is cut in 2 pieces */
-  int64_t order[NEX], replay[3];
+  const int64_t *window; /* the step's list 0: its window of the order */
+  int64_t replay[3];
   int64_t cursor; /* next list-1 example */
   int64_t step;   /* the step being planned or run (1-based) */
   int64_t count0; /* list 0 examples of that step */
+  int64_t seen[STEPS + 1][PER_STEP]; /* each step's window */
   /* injections (1-based steps; 0: none) */
   int64_t nan_loss_step, nan_loss_example; /* the micro-batch holding that example reports NaN */
   int64_t nan_grad_step;
@@ -90,17 +95,17 @@ static void stub_free(stub *s) {
 static srlm_status stub_epoch(void *ctx, int epoch) {
   stub *s = ctx;
   if (s->n_epochs < 8) s->epochs[s->n_epochs++] = epoch;
-  for (int i = 0; i < NEX; i++) s->order[i] = (i + 3 * epoch) % NEX;
   return SRLM_OK;
 }
 
-static srlm_status stub_step(void *ctx, int epoch, int64_t k, srlm_engine_plan *plan) {
+static srlm_status stub_step(void *ctx, int64_t step, const int64_t *window, int64_t n, srlm_engine_plan *plan) {
   stub *s = ctx;
-  s->step = epoch * 3 + k + 1;
-  if (s->n_planned < 16) s->planned[s->n_planned++] = s->step;
-  const int64_t first = k * PER_STEP;
-  s->count0 = NEX - first < PER_STEP ? NEX - first : PER_STEP;
-  plan->list[0] = (srlm_engine_list){.idx = s->order + first, .count = s->count0, .chunk = s->chunk};
+  s->step = step;
+  if (s->n_planned < 16) s->planned[s->n_planned++] = step;
+  s->window = window;
+  s->count0 = n;
+  if (step >= 1 && step <= STEPS && n <= PER_STEP) memcpy(s->seen[step], window, (size_t)n * sizeof *window);
+  plan->list[0] = (srlm_engine_list){.idx = window, .count = n, .chunk = s->chunk};
   plan->n_lists = 1;
   if (s->two_lists) {
     for (int j = 0; j < 3; j++) s->replay[j] = 100 + (s->cursor + j) % NREP;
@@ -114,7 +119,7 @@ static srlm_status stub_step(void *ctx, int epoch, int64_t k, srlm_engine_plan *
 /* stats: [0] examples, [1] sum of their ids, [2] micro-batches */
 static srlm_status stub_micro(void *ctx, int list, const int64_t *idx, int64_t n, double *stats, int *finite) {
   stub *s = ctx;
-  const int64_t b0 = idx - (list == 0 ? s->order + (s->step - 1) % 3 * PER_STEP : s->replay);
+  const int64_t b0 = idx - (list == 0 ? s->window : s->replay);
   if (s->n_calls < MAXCALLS) s->calls[s->n_calls++] = (call){s->step, list, b0, b0 + n};
   stats[0] += (double)n;
   stats[2] += 1;
@@ -157,7 +162,8 @@ static srlm_status stub_done(void *ctx, const srlm_engine_info *info) {
 }
 
 static srlm_engine_options stub_options(stub *s) {
-  srlm_engine_options o = {.what = "stub", .steps_per_epoch = 3, .epochs = EPOCHS, .n_stats = 3,
+  srlm_engine_options o = {.what = "stub", .order = {.units = NEX, .per_step = PER_STEP, .seed = SEED, .purpose = PURPOSE},
+                           .epochs = EPOCHS, .n_stats = 3,
                            .hooks = {.epoch = stub_epoch, .step = stub_step, .micro = stub_micro, .done = stub_done,
                                      .ctx = s}};
   o.optim = (srlm_optim_config){.beta1 = 0.9, .beta2 = 0.99, .eps = 1e-8, .weight_decay = 0.1, .grad_clip = 1.0};
@@ -186,13 +192,22 @@ static int expected_cuts(int64_t step, int list, int64_t chunk, int64_t cuts[][2
   return n;
 }
 
+/* Step `step`'s window of the engine's order: its examples into ex (PER_STEP); returns their count. */
+static int64_t step_window(int64_t step, int64_t *ex) {
+  int64_t order[NEX];
+  srlm_rng_permutation(NEX, SEED, PURPOSE, (uint32_t)((step - 1) / 3), order);
+  const int64_t first = (step - 1) % 3 * PER_STEP, count = NEX - first < PER_STEP ? NEX - first : PER_STEP;
+  memcpy(ex, order + first, (size_t)count * sizeof *ex);
+  return count;
+}
+
 /* The expected gradient of a step from the examples its hooks planned. */
 static void step_gradient(int64_t step, size_t n, float *g) {
-  const int epoch = (int)((step - 1) / 3), k = (int)((step - 1) % 3);
+  int64_t ex[PER_STEP];
+  const int64_t count = step_window(step, ex);
   memset(g, 0, n * sizeof *g);
-  const int64_t first = k * PER_STEP, count = NEX - first < PER_STEP ? NEX - first : PER_STEP;
-  for (int64_t i = first; i < first + count; i++)
-    for (size_t j = 0; j < n; j++) g[j] += contrib((i + 3 * epoch) % NEX, j);
+  for (int64_t i = 0; i < count; i++)
+    for (size_t j = 0; j < n; j++) g[j] += contrib(ex[i], j);
   const int64_t cursor = 3 * (step - 1) % NREP;
   for (int q = 0; q < 3; q++)
     for (size_t j = 0; j < n; j++) g[j] += contrib(100 + (cursor + q) % NREP, j);
@@ -203,8 +218,10 @@ static void test_one_learner(void) {
   if (!m || !twin) return;
   stub s;
   stub_init(&s, m, 1, 3);
+  int64_t ex[PER_STEP];
+  step_window(2, ex);
   s.nan_loss_step = 2;
-  s.nan_loss_example = 4; /* step 2's first example (epoch 0's order is 0..9): its first micro-batch */
+  s.nan_loss_example = ex[0]; /* in step 2's first micro-batch */
   s.nan_grad_step = 4;
   srlm_engine_options o = stub_options(&s);
   srlm_engine_summary sum;
@@ -215,6 +232,11 @@ static void test_one_learner(void) {
   EXPECT(s.n_epochs == 2 && s.epochs[0] == 0 && s.epochs[1] == 1, "epoch hook: %d calls", s.n_epochs);
   EXPECT_EQ_INT(s.n_planned, STEPS);
   for (int k = 0; k < s.n_planned; k++) EXPECT_EQ_INT(s.planned[k], k + 1);
+  for (int64_t k = 1; k <= STEPS; k++) {
+    const int64_t count = step_window(k, ex);
+    EXPECT(memcmp(s.seen[k], ex, (size_t)count * sizeof *ex) == 0, "step %lld: its window is not the Philox order's",
+           (long long)k);
+  }
 
   /* the micro-batches: each list's cuts in order; step 2 stops at its NaN micro-batch */
   int c = 0;
@@ -431,14 +453,17 @@ static void test_learners(void) {
   run_learners("3 learners, 2 lists", 3, 1, 1, 0, 0);
   /* step 3 has 2 examples: learner 0 of 3 forwards nothing at all and still reduces */
   run_learners("3 learners, 1 list", 3, 0, 2, 0, 0);
-  /* step 5 (epoch 2, k 1): examples 7, 8, 9, 0; the NaN is in learner 1's half only */
-  run_learners("2 learners, NaN on learner 1", 2, 1, 3, 5, 9);
+  /* step 5's window position 2: in learner 1's half only (and one learner's first
+     micro-batch) */
+  int64_t ex[PER_STEP];
+  step_window(5, ex);
+  run_learners("2 learners, NaN on learner 1", 2, 1, 3, 5, ex[2]);
 }
 
 /* ---- 5: errors -------------------------------------------------------------------------- */
 
-static srlm_status bad_plan(void *ctx, int epoch, int64_t k, srlm_engine_plan *plan) {
-  SRLM_TRY(stub_step(ctx, epoch, k, plan));
+static srlm_status bad_plan(void *ctx, int64_t step, const int64_t *window, int64_t n, srlm_engine_plan *plan) {
+  SRLM_TRY(stub_step(ctx, step, window, n, plan));
   plan->list[0].pieces = 2; /* and chunk 3: two rules */
   return SRLM_OK;
 }
@@ -459,8 +484,8 @@ static void test_errors(void) {
   stub s;
   stub_init(&s, m, 1, 3);
   srlm_engine_options o = stub_options(&s);
-  o.steps_per_epoch = 0;
-  expect_rejected("0 steps per epoch", m, &o, w0, "stub: 0 steps per epoch");
+  o.order.per_step = 0;
+  expect_rejected("steps of 0 examples", m, &o, w0, "stub: 10 units in steps of 0");
   o = stub_options(&s);
   srlm_dp dp = {.rank = 0, .size = 2};
   o.dp = &dp;
