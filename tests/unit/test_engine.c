@@ -19,7 +19,6 @@
  * 5. bad options, learner layouts, resume points and plans are errors that change
  *    nothing; a done() error stops the run with it. */
 #include <math.h>
-#include <pthread.h>
 
 #include "srlm/engine.h"
 #include "test.h"
@@ -385,7 +384,6 @@ static void run_learners(const char *what, int R, int two_lists, int64_t chunk, 
   srlm_engine_options o = stub_options(&s1);
   EXPECT(srlm_engine_run(one, &o, NULL) == SRLM_OK, "%s, one learner: %s", what, srlm_error_message());
   sim_dp sim = {.R = R};
-  pthread_barrier_init(&sim.bar, NULL, (unsigned)R);
   learner L[SIM_DP_MAX_RANKS];
   memset(L, 0, sizeof L);
   for (int r = 0; r < R; r++) {
@@ -397,10 +395,7 @@ static void run_learners(const char *what, int R, int two_lists, int64_t chunk, 
     sim.n = (int64_t)L[r].s.n;
     sim.slot[r] = srlm_xmalloc(L[r].s.n * sizeof(float));
   }
-  pthread_t th[SIM_DP_MAX_RANKS];
-  for (int r = 0; r < R; r++) pthread_create(&th[r], NULL, learner_main, &L[r]);
-  for (int r = 0; r < R; r++) pthread_join(th[r], NULL);
-  pthread_barrier_destroy(&sim.bar);
+  sim_dp_run(&sim, R, learner_main, L, sizeof *L);
   for (int r = 0; r < R; r++) {
     stub *s = &L[r].s;
     EXPECT(L[r].st == SRLM_OK, "%s, learner %d: %s", what, r, L[r].err);

@@ -9,7 +9,6 @@
  *   up to double re-association and end near its weights (float re-association of the
  *   gradient sum only; AdamW eps 1e-2 keeps the update a smooth function of it). */
 #include <math.h>
-#include <pthread.h>
 
 #include "srlm/sft.h"
 #include "test.h"
@@ -125,7 +124,6 @@ static void *learner_main(void *arg) {
 
 static void test_learners(const srlm_sft_data *d, const rec *one, int R) {
   sim_dp sim = {.R = R};
-  pthread_barrier_init(&sim.bar, NULL, (unsigned)R);
   learner L[SIM_DP_MAX_RANKS];
   memset(L, 0, sizeof L);
   for (int r = 0; r < R; r++) {
@@ -136,10 +134,7 @@ static void test_learners(const srlm_sft_data *d, const rec *one, int R) {
     sim.n = (int64_t)L[r].r.n;
     sim.slot[r] = srlm_xmalloc(L[r].r.n * sizeof(float));
   }
-  pthread_t th[SIM_DP_MAX_RANKS];
-  for (int r = 0; r < R; r++) pthread_create(&th[r], NULL, learner_main, &L[r]);
-  for (int r = 0; r < R; r++) pthread_join(th[r], NULL);
-  pthread_barrier_destroy(&sim.bar);
+  sim_dp_run(&sim, R, learner_main, L, sizeof *L);
   const int64_t N = one->steps;
   const size_t n = one->n;
   for (int r = 0; r < R; r++) {
