@@ -33,27 +33,30 @@
  *     the resume point (an epoch's order is a function of the seed and e alone, so a
  *     resumed run sees the uninterrupted run's data);
  *   - steps s < resume->start_step are not run (no other hook sees them);
- *   - step(s + 1, window) plans 1..SRLM_ENGINE_MAX_LISTS lists; the gradients are cleared; each
- *     list in turn: this learner's contiguous slice [lo, hi) of it (srlm_dp_slice; all
- *     of it with one learner) is cut into micro-batches by the list's rule, either
+ *   - step(s + 1, window) plans 1..SRLM_ENGINE_MAX_LISTS lists; the gradients are
+ *     cleared; each list in turn: this learner's contiguous slice [lo, hi) of it
+ *     (srlm_dp_slice; all of it with one learner) is cut into micro-batches by the
+ *     list's rule, either
  *       chunk > 0:  [lo, lo + chunk), [lo + chunk, ...), the last one shorter, or
  *       pieces > 0: [lo + len * a / pieces, lo + len * (a + 1) / pieces) for a in
  *                   [0, pieces), len = hi - lo, empty pieces skipped,
  *     and micro() runs on each in order until one reports a non-finite loss (the rest of
- *     the step is then not forwarded on this learner);
+ *     the step is then not forwarded on this learner; a learner whose slices are all
+ *     empty runs no micro() at all);
  *   - with R > 1 learners every learner calls dp->reduce exactly once per step, with the
  *     gradients and stats + one non-finite flag (n_stats + 1 doubles), even when its
  *     slices were empty, so all see the same sums and decide alike;
  *   - a non-finite flag on any learner skips the step (skipped = 1, grad_norm NaN);
  *     otherwise AdamW steps with lr = srlm_lr_at(schedule, s) (it also skips, on every
  *     learner alike, when the reduced gradient norm is not finite);
- *   - done(info) with the step's gradient still in the model; then the next step.
- * The gradients are cleared once more before srlm_engine_run returns (also on an error).
+ *   - done(info) on every learner, with the step's gradient still in the model; then the
+ *     next step.
+ * The gradients are cleared once more before srlm_engine_run returns (also after a failed
+ * step or hook).
  *
- * Results depend only on the hooks' answers: the same lists and micro-batch sums give
- * the same bits, so a trainer rewritten on the engine keeps its weights bit for bit, and a
- * resumed run (start_step, the AdamW state after it) continues the uninterrupted one bit
- * for bit. With R learners the gradient sum is re-associated (dp.h).
+ * Deterministic: the same hook answers give the same bits, and a resumed run
+ * (start_step, the AdamW state after it) continues the uninterrupted one bit for bit.
+ * With R learners the gradient sum is re-associated (dp.h).
  *
  * Nothing here prints. Errors name the trainer (options.what) and what is wrong.
  */
