@@ -237,10 +237,10 @@ static srlm_status pref_micro(void *ctx, int list, const int64_t *idx, int64_t n
   pref_run *r = ctx;
   if (list == 0) {
     srlm_pref_metrics pm = {0};
-    srlm_status st = pairs_step(r, &r->o->loss, idx, n, r->count, &pm, finite);
+    SRLM_TRY(pairs_step(r, &r->o->loss, idx, n, r->count, &pm, finite));
     stats_add(stats, &pm);
     stats[PS_TOKENS] += (double)r->p.T;
-    return st;
+    return SRLM_OK;
   }
   if (r->replay_targets == 0) return SRLM_OK;
   const double all = (double)r->replay_targets;

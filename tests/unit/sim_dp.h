@@ -54,7 +54,7 @@ static srlm_status sim_reduce(void *ctx, float *grads, int64_t n, double *stats,
 /* Runs R learners as threads, learner r on body(base + r * stride) (an array of the
  * test's learner records), and waits for all of them; sets up sim's R and barrier for
  * them and tears the barrier down after. */
-static void sim_dp_run(sim_dp *s, int R, void *(*body)(void *), void *base, size_t stride) {
+static inline void sim_dp_run(sim_dp *s, int R, void *(*body)(void *), void *base, size_t stride) {
   pthread_t th[SIM_DP_MAX_RANKS];
   s->R = R;
   pthread_barrier_init(&s->bar, NULL, (unsigned)R);
