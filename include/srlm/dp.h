@@ -1,4 +1,5 @@
-/* srlm dp: data parallelism over learner ranks, as the trainers (pref.h, grpo.h) see it.
+/* srlm dp: data parallelism over learner ranks, as the training-step engine (engine.h)
+ * runs it for every trainer (sft.h, pref.h, grpo.h).
  *
  * Every learner holds the whole iteration's data (the same examples in the same order)
  * and the same weights. Each optimizer step's examples (a list of `count` indices, the
@@ -11,8 +12,8 @@
  * step; after it every learner holds the same numbers and takes the same step (or
  * skips it together).
  *
- * With one learner (size 1, reduce NULL) the trainers behave exactly as before: same
- * slices, same sums, bit-identical results. Results with R > 1 learners agree with R = 1
+ * With one learner (size 1, reduce NULL) a trainer runs as without dp: one slice (the
+ * whole step), the same sums, bit-identical results. Results with R > 1 learners agree with R = 1
  * up to float re-association of the gradient sum (the MPI reduce sums in learner-rank
  * order, comm.h).
  */

@@ -44,10 +44,11 @@
  * (counted, skipped = 1). AdamW also skips a step whose gradient norm is not finite,
  * which, the gradients being reduced, happens on every learner alike.
  *
- * Gradients: the trainer clears srlm_model_grads before each step; during on_step they
- * hold the step's gradient (summed over micro-batches and learners); they are cleared
- * again before srlm_grpo_train returns. A fresh AdamW per call. Deterministic for a seed
- * and a learner count.
+ * The loop, the reduce, the skip, AdamW and resume are the training-step engine's
+ * (engine.h). Gradients: cleared before each step; during on_step they hold the step's
+ * gradient (summed over micro-batches and learners); they are cleared again before
+ * srlm_grpo_train returns. A fresh AdamW per call; a resume (srlm_train_resume) continues
+ * the uninterrupted run bit for bit. Deterministic for a seed and a learner count.
  */
 #ifndef SRLM_GRPO_H
 #define SRLM_GRPO_H
@@ -56,6 +57,7 @@
 
 #include "srlm/core.h"
 #include "srlm/dp.h"
+#include "srlm/engine.h"
 #include "srlm/losses.h"
 #include "srlm/model.h"
 #include "srlm/optim.h"
@@ -119,13 +121,15 @@ typedef struct srlm_grpo_train_options {
   const srlm_dp *dp;         /* NULL: a single learner */
   srlm_grpo_step_fn on_step; /* may be NULL */
   void *user;
-  const srlm_train_resume *resume; /* NULL: from the first step (optim.h) */
+  const srlm_train_resume *resume; /* NULL: from the first step (engine.h) */
 } srlm_grpo_train_options;
 
 typedef struct srlm_grpo_summary {
-  int64_t steps, skipped, tokens;
-  double first_loss, last_loss, seconds;
-  srlm_grpo_metrics grpo; /* merged over the steps that were not skipped */
+  int64_t steps;                /* the step count reached (steps before a resume point included) */
+  int64_t skipped, tokens;      /* over the steps run in this call */
+  double first_loss, last_loss; /* of the first and the last step run in this call */
+  double seconds;
+  srlm_grpo_metrics grpo;       /* merged over the steps run in this call that were not skipped */
 } srlm_grpo_summary;
 
 /* Trains m on n_groups groups of group_size sequences (seqs, n_groups * group_size)

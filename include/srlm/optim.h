@@ -113,25 +113,6 @@ srlm_status srlm_optim_read_moments(srlm_optim *o, float *m, float *v);
 srlm_status srlm_optim_set_state(srlm_optim *o, const float *m, const float *v, size_t n, int64_t step,
                                  int64_t n_skipped);
 
-/* Where a trainer (pref.h, grpo.h) starts when it resumes inside an iteration from a
- * checkpoint: the optimizer steps already taken, the AdamW state after them, and the
- * preference trainer's replay cursor. Steps before start_step are not run (their data
- * order is still drawn, as the order of a step depends only on (seed, epoch)), so the
- * steps from start_step on are the uninterrupted run's, bit for bit. */
-typedef struct srlm_train_resume {
-  int64_t start_step;     /* optimizer steps already done */
-  const float *m, *v;     /* (n) AdamW moments after them */
-  size_t n;               /* elements of m and v: must be the model's parameter count */
-  int64_t optim_step, optim_skipped;
-  int64_t replay_next;    /* the next replay example (srlm_pref_train) */
-} srlm_train_resume;
-
-/* Checks a resume point (NULL is fine) against the model's n_params and the run's
- * total_steps: n must match, m and v be given, 0 <= start_step <= total_steps, optimizer
- * counters non-negative (replay_next is the preference trainer's to check). SRLM_ERR_RANGE
- * naming what is off. */
-srlm_status srlm_train_resume_check(const srlm_train_resume *r, size_t n_params, int64_t total_steps);
-
 /* ---- learning-rate schedules -------------------------------------------------- */
 
 /* lr at optimizer step s (0-based: the first step uses s = 0), with W warmup steps and

@@ -14,13 +14,22 @@
  *
  * Steps: one optimizer step takes the next batch_pairs x grad_accum pairs of the epoch's
  * order (a Philox permutation keyed by (seed, epoch)), forwarded in micro-batches of
- * batch_pairs; its loss is the pair loss normalized over the step's pairs plus
- * replay_weight times the replay examples' mean-token NLL; the model's backward gets the
- * per-token coefficients of both (gradients accumulate over micro-batches); AdamW
+ * batch_pairs, then the next replay_batch replay examples (cycling through the replay
+ * data) as one micro-batch; its loss is the pair loss normalized over the step's pairs
+ * plus replay_weight times the replay examples' mean-token NLL; the model's backward gets
+ * the per-token coefficients of both (gradients accumulate over micro-batches); AdamW
  * (optim.h) updates. With dp (dp.h) each learner forwards its slice of the step's pairs
- * and replay examples, normalized by the step's global counts, and dp->reduce sums the
- * gradients before the step.
- * A non-finite loss or gradient skips the step (counted). Deterministic for a seed.
+ * and of its replay examples, normalized by the step's global counts, and dp->reduce sums
+ * the gradients, the metric sums and a non-finite flag once per step.
+ * A non-finite loss (on any learner) or gradient skips the step on every learner
+ * (counted); the replay cursor still moves past the step's replay examples, so the
+ * learners stay in step. Deterministic for a seed and a learner count.
+ *
+ * The loop, the reduce, the skip, AdamW and resume are the training-step engine's
+ * (engine.h): a resume (srlm_train_resume, with the replay cursor after the last step
+ * done) continues the uninterrupted run bit for bit. During the step callback
+ * srlm_model_grads holds the step's gradient; it is cleared before srlm_pref_train
+ * returns.
  */
 #ifndef SRLM_PREF_H
 #define SRLM_PREF_H
@@ -29,6 +38,7 @@
 
 #include "srlm/core.h"
 #include "srlm/dp.h"
+#include "srlm/engine.h"
 #include "srlm/losses.h"
 #include "srlm/model.h"
 #include "srlm/optim.h"
@@ -91,13 +101,15 @@ typedef struct srlm_pref_train_options {
   double replay_weight;
   srlm_pref_step_fn on_step;
   void *user;
-  const srlm_train_resume *resume; /* NULL: from the first step (optim.h) */
+  const srlm_train_resume *resume; /* NULL: from the first step (engine.h) */
 } srlm_pref_train_options;
 
 typedef struct srlm_pref_summary {
-  int64_t steps, skipped, tokens;
-  double first_loss, last_loss, seconds;
-  srlm_pref_metrics pref; /* over all steps */
+  int64_t steps;                /* the step count reached (steps before a resume point included) */
+  int64_t skipped, tokens;      /* over the steps run in this call */
+  double first_loss, last_loss; /* of the first and the last step run in this call */
+  double seconds;
+  srlm_pref_metrics pref;       /* over the steps run in this call that were not skipped */
 } srlm_pref_summary;
 
 /* Trains m on n pairs with reference log-probs ref_* (from srlm_pref_ref_logps; may be

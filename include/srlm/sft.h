@@ -31,8 +31,21 @@
  * step's token mean, whatever the split into micro-batches.
  *
  * Non-finite values: a micro-batch whose loss is NaN/Inf ends the step without an
- * update (gradients cleared); the optimizer also skips a step whose gradient norm is not
- * finite. Both are counted and reported in the step info (skipped = 1).
+ * update; the optimizer also skips a step whose gradient norm is not finite. Both are
+ * counted and reported in the step info (skipped = 1).
+ *
+ * The loop is the training-step engine's (engine.h), which also gives SFT:
+ * - data parallelism (dp.h): every learner holds all examples; learner r takes its
+ *   contiguous slice (srlm_dp_slice) of each step's examples, in micro-batches of up to
+ *   batch_size, normalized by the whole step's N; dp->reduce sums the gradients, the NLL
+ *   and a non-finite flag once per step, and all learners step or skip together. One
+ *   learner (dp NULL) is the loop described above, bit for bit.
+ * - resume (srlm_train_resume): steps before start_step are not run (each epoch's order
+ *   is still drawn), AdamW restarts from the given state, and the run continues the
+ *   uninterrupted one bit for bit. A checkpoint takes the weights and the step info's
+ *   optimizer (srlm_optim_get_state) after a step.
+ * Gradients: during the step callback srlm_model_grads holds the step's gradient (summed
+ * over micro-batches and learners); they are cleared before srlm_sft_train returns.
  */
 #ifndef SRLM_SFT_H
 #define SRLM_SFT_H
@@ -42,6 +55,8 @@
 
 #include "srlm/chat.h"
 #include "srlm/core.h"
+#include "srlm/dp.h"
+#include "srlm/engine.h"
 #include "srlm/model.h"
 #include "srlm/optim.h"
 #include "srlm/tokenizer.h"
@@ -129,7 +144,8 @@ typedef struct srlm_sft_step_info {
   int sequences;
   double step_seconds;
   double elapsed_seconds;  /* since training started */
-  int64_t tokens_done;     /* tokens so far */
+  int64_t tokens_done;     /* tokens so far (in this call) */
+  srlm_optim *optim;       /* the trainer's optimizer after the step (for a checkpoint) */
 } srlm_sft_step_info;
 
 /* Called after every optimizer step; a non-OK status stops training with that status. */
@@ -144,18 +160,21 @@ typedef struct srlm_sft_options {
   srlm_lr_schedule schedule; /* total_steps is set by srlm_sft_train (epochs x steps per epoch) */
   srlm_sft_step_fn on_step;  /* may be NULL */
   void *user;
+  const srlm_dp *dp;         /* learners splitting each step (dp.h); NULL = one learner */
+  const srlm_train_resume *resume; /* NULL: from the first step (engine.h) */
 } srlm_sft_options;
 
 typedef struct srlm_sft_summary {
-  int64_t steps, skipped;
-  double first_loss, last_loss; /* of the first and the last step */
-  double last_epoch_loss;       /* token mean over the last epoch's non-skipped steps */
-  int64_t tokens;
+  int64_t steps;                /* the step count reached (steps before a resume point included) */
+  int64_t skipped;              /* steps skipped in this call */
+  double first_loss, last_loss; /* of the first and the last step run in this call */
+  double last_epoch_loss;       /* token mean over the last epoch's non-skipped steps run in this call */
+  int64_t tokens;               /* tokens of the steps run in this call */
   double seconds;
 } srlm_sft_summary;
 
-/* Trains m on d: epochs x steps as described above, AdamW on the model's parameters
- * (srlm_optim_create_for_model). sum may be NULL. */
+/* Trains m on d: epochs x steps as described above, a fresh AdamW on the model's
+ * parameters (srlm_optim_create_for_model). sum may be NULL. */
 srlm_status srlm_sft_train(srlm_model *m, const srlm_sft_data *d, const srlm_sft_options *o,
                            srlm_sft_summary *sum);
 

@@ -1,15 +1,16 @@
 /* GRPO training over groups: old/reference log-probs once per iteration, then steps of
- * packed sequences through the model's one backward, a data-parallel reduce and AdamW.
- * Conventions in include/srlm/grpo.h; the per-token loss math is losses.c. Nothing here
- * prints. */
+ * packed sequences on the training-step engine (engine.h), which owns the loop, the
+ * data-parallel reduce, the skip and AdamW. Conventions in include/srlm/grpo.h; the
+ * per-token loss math is losses.c. Nothing here prints. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "pack.h"
+#include "srlm/engine.h"
 #include "srlm/grpo.h"
 
-/* Indices into the statistics every learner contributes to dp->reduce. */
+/* The step's metric sums every learner contributes (the engine adds the non-finite flag). */
 enum {
   ST_SEQS,
   ST_TOKENS,
@@ -18,8 +19,7 @@ enum {
   ST_RATIO,
   ST_CLIPPED,
   ST_TRUNCATED,
-  ST_FORWARDED,
-  ST_NONFINITE,
+  ST_FORWARDED, /* tokens forwarded (prompt + response) */
   ST_COUNT
 };
 
@@ -99,6 +99,14 @@ typedef struct grpo_run {
   double *adv_mb;
   int64_t *off_mb;
   int64_t seq_cap;
+  /* srlm_grpo_train */
+  const srlm_grpo_train_options *o;
+  int64_t G;
+  int64_t *list;      /* (groups a step * G) the step's sequences */
+  int64_t groups;     /* groups in the step in progress */
+  srlm_grpo_options lo; /* the loss options with the step's normalizers */
+  int64_t steps_run;
+  srlm_grpo_summary *out;
 } grpo_run;
 
 static void run_reserve(grpo_run *r, int64_t tokens, int64_t seqs) {
@@ -126,6 +134,7 @@ static void run_free(grpo_run *r) {
   free(r->gtok);
   free(r->adv_mb);
   free(r->off_mb);
+  free(r->list);
   train_pack_free(&r->p);
 }
 
@@ -188,11 +197,7 @@ static srlm_status check_train(srlm_model *m, const srlm_grpo_seq *seqs, int64_t
   /* the loss's own option checks (clip_eps, beta, is_cap, agg) on an empty batch */
   srlm_grpo_batch none = {.n = 0};
   SRLM_TRY(srlm_loss_grpo(&o->loss, &none, NULL, NULL));
-  if (o->dp && o->dp->size > 1) {
-    if (!o->dp->reduce) return srlm_error(SRLM_ERR_INTERNAL, w, "%d learners but no reduce function", o->dp->size);
-    if (o->dp->rank < 0 || o->dp->rank >= o->dp->size)
-      return srlm_error(SRLM_ERR_RANGE, w, "learner rank %d outside [0, %d)", o->dp->rank, o->dp->size);
-  }
+  SRLM_TRY(srlm_engine_check_dp(o->dp, w));
   const int64_t n = n_groups * group_size;
   if (n > 0 && (!seqs || !advantages)) return srlm_error(SRLM_ERR_INTERNAL, w, "NULL sequences or advantages");
   const int64_t vocab = srlm_model_get_config(m)->vocab_size;
@@ -211,6 +216,77 @@ static srlm_status check_train(srlm_model *m, const srlm_grpo_seq *seqs, int64_t
   return SRLM_OK;
 }
 
+/* A step is its window of groups: their sequences group by group, cut into grad_accum
+ * pieces of each learner's slice; the normalizers count the whole step. */
+static srlm_status grpo_step(void *ctx, int64_t step, const int64_t *groups, int64_t n, srlm_engine_plan *plan) {
+  grpo_run *r = ctx;
+  const int64_t G = r->G;
+  r->groups = n;
+  const int64_t count = n * G;
+  int64_t step_resp = 0, step_tokens = 0;
+  for (int64_t q = 0; q < n; q++)
+    for (int64_t j = 0; j < G; j++) {
+      const int64_t i = groups[q] * G + j;
+      r->list[q * G + j] = i;
+      step_resp += r->seqs[i].response_len;
+      step_tokens += seq_tokens(&r->seqs[i]);
+    }
+  /* the micro-batches are pieces of this step, so they all fit when the step does;
+     every learner sees the same step, so this error is everyone's */
+  if (step_tokens > INT32_MAX)
+    return srlm_error(SRLM_ERR_RANGE, "grpo", "step %lld: %lld tokens exceed a packed batch's limit; lower "
+                      "batch_groups x grad_accum", (long long)step, (long long)step_tokens);
+  r->lo = r->o->loss;
+  r->lo.norm_seqs = count;
+  r->lo.norm_tokens = step_resp;
+  plan->list[0] = (srlm_engine_list){.idx = r->list, .count = count, .pieces = r->o->grad_accum};
+  plan->n_lists = 1;
+  return SRLM_OK;
+}
+
+static srlm_status grpo_micro(void *ctx, int list, const int64_t *idx, int64_t n, double *stats, int *finite) {
+  grpo_run *r = ctx;
+  (void)list;
+  srlm_grpo_metrics mt;
+  int64_t forwarded = 0;
+  SRLM_TRY(micro_step(r, idx, n, &r->lo, &mt, &forwarded, finite));
+  stats[ST_SEQS] += (double)mt.seqs;
+  stats[ST_TOKENS] += (double)mt.tokens;
+  stats[ST_LOSS] += mt.loss;
+  stats[ST_KL] += mt.kl_sum;
+  stats[ST_RATIO] += mt.ratio_sum;
+  stats[ST_CLIPPED] += (double)mt.clipped;
+  stats[ST_TRUNCATED] += (double)mt.is_truncated;
+  stats[ST_FORWARDED] += (double)forwarded;
+  return SRLM_OK;
+}
+
+static srlm_status grpo_done(void *ctx, const srlm_engine_info *e) {
+  grpo_run *r = ctx;
+  const double *stats = e->stats;
+  srlm_grpo_step_info info = {.step = e->step, .total_steps = e->total_steps, .epoch = e->epoch, .epochs = e->epochs,
+                              .lr = e->lr, .grad_norm = e->grad_norm, .clip_scale = e->clip_scale,
+                              .skipped = e->skipped, .n_skipped = e->n_skipped, .groups = r->groups,
+                              .step_seconds = e->step_seconds, .elapsed_seconds = e->elapsed_seconds,
+                              .optim = e->optim};
+  info.grpo = (srlm_grpo_metrics){.seqs = (int64_t)stats[ST_SEQS], .tokens = (int64_t)stats[ST_TOKENS],
+                                  .loss = stats[ST_LOSS], .kl_sum = stats[ST_KL], .ratio_sum = stats[ST_RATIO],
+                                  .clipped = (int64_t)stats[ST_CLIPPED],
+                                  .is_truncated = (int64_t)stats[ST_TRUNCATED]};
+  info.loss = info.grpo.loss;
+  info.tokens = (int64_t)stats[ST_FORWARDED];
+  const double ntok = info.grpo.tokens > 0 ? (double)info.grpo.tokens : 1.0;
+  info.kl_mean = info.grpo.kl_sum / ntok;
+  info.clip_frac = (double)info.grpo.clipped / ntok;
+  info.ratio_mean = info.grpo.ratio_sum / ntok;
+  srlm_grpo_summary *out = r->out;
+  out->tokens += info.tokens;
+  if (!info.skipped) srlm_grpo_metrics_merge(&out->grpo, &info.grpo);
+  if (r->steps_run++ == 0) out->first_loss = info.loss;
+  out->last_loss = info.loss;
+  return r->o->on_step ? r->o->on_step(&info, r->o->user) : SRLM_OK;
+}
+
 srlm_status srlm_grpo_train(srlm_model *m, const srlm_grpo_seq *seqs, int64_t n_groups, int group_size,
                             const double *advantages, const float *logp_old, const float *logp_ref,
                             const srlm_grpo_train_options *o, srlm_grpo_summary *out) {
@@ -219,142 +295,24 @@ srlm_status srlm_grpo_train(srlm_model *m, const srlm_grpo_seq *seqs, int64_t n_
   memset(out, 0, sizeof *out);
   SRLM_TRY(check_train(m, seqs, n_groups, group_size, advantages, logp_ref, o));
   if (n_groups == 0) return SRLM_OK;
-  const int64_t G = group_size, n = n_groups * G;
-  const int64_t per_step = (int64_t)o->batch_groups * o->grad_accum < n_groups ? (int64_t)o->batch_groups * o->grad_accum
-                                                                                : n_groups;
-  const int64_t steps_per_epoch = (n_groups + per_step - 1) / per_step;
-  srlm_lr_schedule sched = o->schedule;
-  sched.total_steps = steps_per_epoch * o->epochs;
-  SRLM_TRY(srlm_lr_schedule_check(&sched));
-  const int dp_size = o->dp && o->dp->size > 1 ? o->dp->size : 1;
-
+  const int64_t G = group_size, n = n_groups * G, per_step = (int64_t)o->batch_groups * o->grad_accum;
   int64_t *off = srlm_xmalloc((size_t)(n + 1) * sizeof *off);
   srlm_grpo_offsets(seqs, n, off);
-  srlm_optim *opt = NULL;
-  srlm_status st = srlm_train_resume_check(o->resume, srlm_model_num_params(m), sched.total_steps);
-  if (st == SRLM_OK) st = srlm_optim_create_for_model(m, &o->optim, &opt);
-  const int64_t start = o->resume ? o->resume->start_step : 0;
-  if (st == SRLM_OK && o->resume)
-    st = srlm_optim_set_state(opt, o->resume->m, o->resume->v, srlm_model_num_params(m), o->resume->optim_step,
-                              o->resume->optim_skipped);
-  if (st != SRLM_OK) {
-    srlm_optim_free(opt);
-    free(off);
-    return st;
-  }
   grpo_run r = {.m = m, .seqs = seqs, .off = off, .adv = advantages, .logp_old = logp_old, .logp_ref = logp_ref,
-                .use_behavior = o->loss.is_cap > 0};
-  int64_t *order = srlm_xmalloc((size_t)n_groups * sizeof *order);
-  int64_t *list = srlm_xmalloc((size_t)(per_step * G) * sizeof *list); /* the step's sequences */
-  float *params = srlm_model_params(m);
-  float *grads = srlm_model_grads(m);
-  const int64_t n_params = (int64_t)srlm_model_num_params(m);
-  srlm_timer total;
-  srlm_timer_start(&total);
-  int64_t step = 0;
-  for (int epoch = 0; st == SRLM_OK && epoch < o->epochs; epoch++) {
-    srlm_rng_permutation(n_groups, o->seed, SRLM_GRPO_RNG_PURPOSE, (uint32_t)epoch, order);
-    for (int64_t s = 0; st == SRLM_OK && s < steps_per_epoch; s++) {
-      if (step < start) { /* done before the checkpoint */
-        step++;
-        continue;
-      }
-      srlm_timer t;
-      srlm_timer_start(&t);
-      const int64_t g0 = s * per_step, groups = n_groups - g0 < per_step ? n_groups - g0 : per_step;
-      const int64_t count = groups * G;
-      int64_t step_resp = 0, step_tokens = 0;
-      for (int64_t q = 0; q < groups; q++)
-        for (int64_t j = 0; j < G; j++) {
-          const int64_t i = order[g0 + q] * G + j;
-          list[q * G + j] = i;
-          step_resp += seqs[i].response_len;
-          step_tokens += seq_tokens(&seqs[i]);
-        }
-      /* the micro-batches are pieces of this step, so they all fit when the step does;
-         every learner sees the same step, so this error is everyone's */
-      if (step_tokens > INT32_MAX) {
-        st = srlm_error(SRLM_ERR_RANGE, "grpo", "step %lld: %lld tokens exceed a packed batch's limit; lower "
-                        "batch_groups x grad_accum", (long long)step + 1, (long long)step_tokens);
-        break;
-      }
-      srlm_grpo_options lo = o->loss;
-      lo.norm_seqs = count;
-      lo.norm_tokens = step_resp;
-      srlm_grpo_step_info info = {.step = step + 1, .total_steps = sched.total_steps, .epoch = epoch + 1,
-                                  .epochs = o->epochs, .lr = srlm_lr_at(&sched, step), .grad_norm = NAN,
-                                  .clip_scale = 1.0, .groups = groups};
-      st = srlm_model_zero_grad(m);
-      if (st != SRLM_OK) break;
-      int64_t lo_i, hi_i;
-      srlm_dp_slice(o->dp, count, &lo_i, &hi_i);
-      const int64_t len = hi_i - lo_i;
-      srlm_grpo_metrics mine;
-      memset(&mine, 0, sizeof mine);
-      int64_t forwarded = 0;
-      int finite = 1;
-      for (int a = 0; a < o->grad_accum && finite; a++) {
-        const int64_t b0 = lo_i + len * a / o->grad_accum, b1 = lo_i + len * (a + 1) / o->grad_accum;
-        if (b1 == b0) continue;
-        srlm_grpo_metrics mt;
-        int64_t fw = 0;
-        st = micro_step(&r, list + b0, b1 - b0, &lo, &mt, &fw, &finite);
-        if (st != SRLM_OK) break;
-        srlm_grpo_metrics_merge(&mine, &mt);
-        forwarded += fw;
-      }
-      if (st != SRLM_OK) break;
-      double stats[ST_COUNT] = {
-          [ST_SEQS] = (double)mine.seqs,         [ST_TOKENS] = (double)mine.tokens,
-          [ST_LOSS] = mine.loss,                 [ST_KL] = mine.kl_sum,
-          [ST_RATIO] = mine.ratio_sum,           [ST_CLIPPED] = (double)mine.clipped,
-          [ST_TRUNCATED] = (double)mine.is_truncated, [ST_FORWARDED] = (double)forwarded,
-          [ST_NONFINITE] = finite ? 0.0 : 1.0};
-      if (dp_size > 1) {
-        st = o->dp->reduce(o->dp->ctx, grads, n_params, stats, ST_COUNT);
-        if (st != SRLM_OK) break;
-      }
-      info.grpo = (srlm_grpo_metrics){.seqs = (int64_t)stats[ST_SEQS], .tokens = (int64_t)stats[ST_TOKENS],
-                                      .loss = stats[ST_LOSS], .kl_sum = stats[ST_KL], .ratio_sum = stats[ST_RATIO],
-                                      .clipped = (int64_t)stats[ST_CLIPPED],
-                                      .is_truncated = (int64_t)stats[ST_TRUNCATED]};
-      info.loss = info.grpo.loss;
-      info.tokens = (int64_t)stats[ST_FORWARDED];
-      const double ntok = info.grpo.tokens > 0 ? (double)info.grpo.tokens : 1.0;
-      info.kl_mean = info.grpo.kl_sum / ntok;
-      info.clip_frac = (double)info.grpo.clipped / ntok;
-      info.ratio_mean = info.grpo.ratio_sum / ntok;
-      if (stats[ST_NONFINITE] > 0) {
-        info.skipped = 1;
-      } else {
-        srlm_optim_stats os;
-        st = srlm_optim_step(opt, params, grads, info.lr, &os);
-        if (st != SRLM_OK) break;
-        info.grad_norm = os.grad_norm;
-        info.clip_scale = os.clip_scale;
-        info.skipped = os.skipped;
-      }
-      step++;
-      out->skipped += info.skipped;
-      out->tokens += info.tokens;
-      if (!info.skipped) srlm_grpo_metrics_merge(&out->grpo, &info.grpo);
-      info.n_skipped = out->skipped;
-      info.step_seconds = srlm_timer_elapsed(&t);
-      info.elapsed_seconds = srlm_timer_elapsed(&total);
-      if (step == start + 1) out->first_loss = info.loss;
-      out->last_loss = info.loss;
-      info.optim = opt;
-      if (o->on_step) st = o->on_step(&info, o->user);
-    }
-  }
-  srlm_status zst = srlm_model_zero_grad(m);
-  if (st == SRLM_OK) st = zst;
-  out->steps = step;
-  out->seconds = srlm_timer_elapsed(&total);
-  free(list);
-  free(order);
+                .use_behavior = o->loss.is_cap > 0, .o = o, .G = G, .out = out};
+  r.list = srlm_xmalloc((size_t)((per_step < n_groups ? per_step : n_groups) * G) * sizeof *r.list);
+  srlm_engine_options eo = {.what = "grpo",
+                            .order = {.units = n_groups, .per_step = per_step, .seed = o->seed,
+                                      .purpose = SRLM_GRPO_RNG_PURPOSE},
+                            .epochs = o->epochs, .n_stats = ST_COUNT, .optim = o->optim, .schedule = o->schedule, .dp = o->dp,
+                            .resume = o->resume,
+                            .hooks = {.step = grpo_step, .micro = grpo_micro, .done = grpo_done, .ctx = &r}};
+  srlm_engine_summary es;
+  srlm_status st = srlm_engine_run(m, &eo, &es);
+  out->steps = es.steps;
+  out->skipped = es.skipped;
+  out->seconds = es.seconds;
   free(off);
   run_free(&r);
-  srlm_optim_free(opt);
   return st;
 }

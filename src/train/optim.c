@@ -250,18 +250,3 @@ srlm_status srlm_optim_set_state(srlm_optim *o, const float *m, const float *v, 
   o->n_skipped = n_skipped;
   return SRLM_OK;
 }
-
-srlm_status srlm_train_resume_check(const srlm_train_resume *r, size_t n_params, int64_t total_steps) {
-  if (!r) return SRLM_OK;
-  if (r->n != n_params)
-    return srlm_error(SRLM_ERR_RANGE, "resume", "the saved AdamW state has %zu elements, the model %zu parameters",
-                      r->n, n_params);
-  if (!r->m || !r->v) return srlm_error(SRLM_ERR_RANGE, "resume", "no AdamW moments given");
-  if (r->start_step < 0 || r->start_step > total_steps)
-    return srlm_error(SRLM_ERR_RANGE, "resume", "start step %lld outside [0, %lld] (the run's steps)",
-                      (long long)r->start_step, (long long)total_steps);
-  if (r->optim_step < 0 || r->optim_skipped < 0)
-    return srlm_error(SRLM_ERR_RANGE, "resume", "negative counters (optimizer step %lld, skipped %lld)",
-                      (long long)r->optim_step, (long long)r->optim_skipped);
-  return SRLM_OK;
-}

@@ -1,4 +1,6 @@
-/* Packed prompt + response sequences (conventions in pack.h). */
+/* Packed micro-batches of the trainers: prompt + response sequences, and NLL examples
+ * (conventions in pack.h). */
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -56,4 +58,37 @@ void train_pack_free(train_pack *p) {
   free(p->logp);
   free(p->g);
   memset(p, 0, sizeof *p);
+}
+
+srlm_status train_nll_step(train_nll *w, srlm_model *m, const srlm_sft_data *d, const int64_t *idx, int count,
+                           double coef, double *nll, int64_t *tokens, int *finite) {
+  srlm_sft_batch_fill(&w->batch, d, idx, count);
+  const srlm_batch *b = &w->batch.b;
+  if ((size_t)b->T > w->cap) {
+    w->cap = (size_t)b->T;
+    w->logp = srlm_xrealloc(w->logp, w->cap * sizeof *w->logp);
+    w->g = srlm_xrealloc(w->g, w->cap * sizeof *w->g);
+  }
+  SRLM_TRY(srlm_model_forward_train(m, b, w->logp));
+  double s = 0;
+  for (int64_t t = 0; t < b->T; t++) {
+    if (b->targets[t] >= 0) {
+      s -= (double)w->logp[t];
+      w->g[t] = (float)coef;
+    } else {
+      w->g[t] = 0.0f;
+    }
+  }
+  *nll = s;
+  *tokens = b->T;
+  *finite = isfinite(s);
+  if (!*finite) return SRLM_OK;
+  return srlm_model_backward(m, w->g);
+}
+
+void train_nll_free(train_nll *w) {
+  srlm_sft_batch_free(&w->batch);
+  free(w->logp);
+  free(w->g);
+  memset(w, 0, sizeof *w);
 }

@@ -1,4 +1,6 @@
-/* Internal to src/train: prompt + response sequences packed back to back without padding
+/* Internal to src/train: how the trainers pack and forward their micro-batches.
+ *
+ * train_pack: prompt + response sequences packed back to back without padding
  * (srlm_batch), with targets on the response tokens only. The preference and GRPO
  * trainers both forward their sequences this way.
  *
@@ -12,6 +14,7 @@
 #include <stdint.h>
 
 #include "srlm/model.h"
+#include "srlm/sft.h"
 
 typedef struct train_pack {
   int32_t *tokens, *targets, *cu; /* (T), (T), (B + 1) */
@@ -29,5 +32,22 @@ srlm_batch train_pack_batch(const train_pack *p);
 /* Sum of sequence b's response log-probs (in token order). */
 double train_pack_sum(const train_pack *p, int b);
 void train_pack_free(train_pack *p);
+
+/* train_nll: one micro-batch of plain NLL examples of srlm_sft_data (SFT's examples, the
+ * preference trainer's replay), packed by srlm_sft_batch_fill; every target token gets
+ * the backward coefficient coef = dL/dlogp (the caller's normalization, e.g. -1/N for
+ * the token mean over a step's N targets). Zero-init is empty. */
+typedef struct train_nll {
+  srlm_sft_batch batch;
+  float *logp, *g; /* (cap) per-token log-probs and coefficients */
+  size_t cap;
+} train_nll;
+
+/* Forward and backward (accumulating) of examples idx[0..count) (count >= 1) of d:
+ * *nll = the NLL summed over their target tokens, *tokens = the tokens forwarded;
+ * *finite = 0, and no backward, when that sum is NaN/Inf. */
+srlm_status train_nll_step(train_nll *w, srlm_model *m, const srlm_sft_data *d, const int64_t *idx, int count,
+                           double coef, double *nll, int64_t *tokens, int *finite);
+void train_nll_free(train_nll *w);
 
 #endif

@@ -1,11 +1,13 @@
 /* Preference training over pairs: reference log-probs once, then steps of packed pairs
- * (+ a replay NLL batch) through the model's one backward and AdamW. Conventions in
- * include/srlm/pref.h; the loss math is losses.c. Nothing here prints. */
+ * (+ a replay NLL batch) on the training-step engine (engine.h), which owns the loop,
+ * the reduce, the skip and AdamW. Conventions in include/srlm/pref.h; the loss math is
+ * losses.c. Nothing here prints. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "pack.h"
+#include "srlm/engine.h"
 #include "srlm/pref.h"
 
 static int64_t pair_tokens(const srlm_pref_pair *q) { return 2 * q->prompt_len + q->chosen_len + q->rejected_len; }
@@ -60,22 +62,67 @@ srlm_status srlm_pref_ref_logps(srlm_model *m, const srlm_pref_pair *pairs, int6
   return st;
 }
 
+/* The step's metric sums every learner contributes (the engine adds the non-finite flag). */
+enum {
+  PS_PAIRS,
+  PS_LOSS,
+  PS_NLL,
+  PS_LOGP_CHOSEN,
+  PS_LOGP_REJECTED,
+  PS_REWARD_CHOSEN,
+  PS_REWARD_REJECTED,
+  PS_MARGIN,
+  PS_ACCURACY,
+  PS_LEN_CHOSEN,
+  PS_LEN_REJECTED,
+  PS_REPLAY,  /* this learner's share of the replay batch's mean-token NLL */
+  PS_TOKENS,  /* tokens forwarded (pairs and replay) */
+  PS_COUNT
+};
+
+static void stats_add(double *s, const srlm_pref_metrics *pm) {
+  s[PS_PAIRS] += (double)pm->pairs;
+  s[PS_LOSS] += pm->loss;
+  s[PS_NLL] += pm->nll_sum;
+  s[PS_LOGP_CHOSEN] += pm->logp_chosen_sum;
+  s[PS_LOGP_REJECTED] += pm->logp_rejected_sum;
+  s[PS_REWARD_CHOSEN] += pm->reward_chosen_sum;
+  s[PS_REWARD_REJECTED] += pm->reward_rejected_sum;
+  s[PS_MARGIN] += pm->margin_sum;
+  s[PS_ACCURACY] += pm->accuracy_sum;
+  s[PS_LEN_CHOSEN] += pm->len_chosen_sum;
+  s[PS_LEN_REJECTED] += pm->len_rejected_sum;
+}
+
+static srlm_pref_metrics stats_metrics(const double *s) {
+  return (srlm_pref_metrics){.pairs = (int64_t)s[PS_PAIRS], .loss = s[PS_LOSS], .nll_sum = s[PS_NLL],
+                             .logp_chosen_sum = s[PS_LOGP_CHOSEN], .logp_rejected_sum = s[PS_LOGP_REJECTED],
+                             .reward_chosen_sum = s[PS_REWARD_CHOSEN], .reward_rejected_sum = s[PS_REWARD_REJECTED],
+                             .margin_sum = s[PS_MARGIN], .accuracy_sum = s[PS_ACCURACY],
+                             .len_chosen_sum = s[PS_LEN_CHOSEN], .len_rejected_sum = s[PS_LEN_REJECTED]};
+}
+
 typedef struct pref_run {
   srlm_model *m;
   const srlm_pref_pair *pairs;
   const double *ref_chosen, *ref_rejected;
   const srlm_pref_train_options *o;
   train_pack p;
-  srlm_sft_batch replay;
-  float *replay_logp, *replay_g;
-  size_t replay_cap;
-  int64_t replay_next; /* the next replay example (cycling) */
-  double *lc, *lr, *rc, *rr, *cc, *cr, *sums; /* per pair of a step */
+  double *lc, *lr, *rc, *rr, *cc, *cr, *sums; /* per pair of a micro-batch */
   int64_t *len_c, *len_r;
+  /* srlm_pref_train only */
+  int64_t count; /* pairs in the step in progress */
+  int use_replay;
+  train_nll replay;
+  int64_t replay_next;    /* the next replay example (cycling) */
+  int64_t *replay_idx;    /* the step's replay examples */
+  int64_t replay_targets; /* their target tokens (the replay NLL's normalizer) */
+  int64_t steps_run;
+  srlm_pref_summary *out;
 } pref_run;
 
-static void run_alloc(pref_run *r, int64_t per_step) {
-  const size_t k = (size_t)per_step;
+static void run_alloc(pref_run *r, int64_t per_micro) {
+  const size_t k = (size_t)per_micro;
   r->lc = srlm_xmalloc(k * sizeof(double));
   r->lr = srlm_xmalloc(k * sizeof(double));
   r->rc = srlm_xmalloc(k * sizeof(double));
@@ -97,13 +144,13 @@ static void run_free(pref_run *r) {
   free(r->sums);
   free(r->len_c);
   free(r->len_r);
-  free(r->replay_logp);
-  free(r->replay_g);
-  srlm_sft_batch_free(&r->replay);
+  free(r->replay_idx);
+  train_nll_free(&r->replay);
   train_pack_free(&r->p);
 }
 
-/* The pair part of one step: forward, loss, per-token coefficients, backward. */
+/* One micro-batch of pairs: forward, loss normalized over norm pairs, per-token
+ * coefficients, backward. */
 static srlm_status pairs_step(pref_run *r, const srlm_pref_options *loss, const int64_t *idx, int64_t count,
                               int64_t norm, srlm_pref_metrics *pm, int *finite) {
   int64_t tokens = 0;
@@ -145,64 +192,87 @@ static srlm_status pairs_step(pref_run *r, const srlm_pref_options *loss, const 
   return srlm_model_backward(r->m, p->g);
 }
 
-/* The replay part: the next replay_batch examples (cycling), mean-token NLL over the
- * whole replay batch times the weight; this learner forwards its dp slice of it.
- * *nll_part is this slice's share of the batch's mean NLL (the learners' parts sum to it). */
-static srlm_status replay_step(pref_run *r, double *nll_part, int64_t *tokens, int *finite) {
-  const srlm_pref_train_options *o = r->o;
-  const srlm_sft_data *d = o->replay;
-  int count = o->replay_batch < d->n ? o->replay_batch : (int)d->n;
-  int64_t *idx = srlm_xmalloc((size_t)count * sizeof *idx);
-  int64_t all_targets = 0;
-  for (int k = 0; k < count; k++) {
-    idx[k] = (r->replay_next + k) % d->n;
-    all_targets += d->n_targets_of[idx[k]];
-  }
-  r->replay_next = (r->replay_next + count) % d->n;
-  int64_t lo, hi;
-  srlm_dp_slice(o->dp, count, &lo, &hi);
-  *nll_part = 0;
-  *tokens = 0;
-  *finite = 1;
-  if (hi == lo || all_targets == 0) {
-    free(idx);
-    return SRLM_OK;
-  }
-  srlm_sft_batch_fill(&r->replay, d, idx + lo, (int)(hi - lo));
-  free(idx);
-  const srlm_batch *b = &r->replay.b;
-  if ((size_t)b->T > r->replay_cap) {
-    r->replay_cap = (size_t)b->T;
-    r->replay_logp = srlm_xrealloc(r->replay_logp, r->replay_cap * sizeof *r->replay_logp);
-    r->replay_g = srlm_xrealloc(r->replay_g, r->replay_cap * sizeof *r->replay_g);
-  }
-  SRLM_TRY(srlm_model_forward_train(r->m, b, r->replay_logp));
-  double s = 0;
-  const double coef = -o->replay_weight / (double)all_targets;
-  for (int64_t t = 0; t < b->T; t++) {
-    r->replay_g[t] = b->targets[t] >= 0 ? (float)coef : 0.0f;
-    if (b->targets[t] >= 0) s -= (double)r->replay_logp[t];
-  }
-  *nll_part = s / (double)all_targets;
-  *tokens = b->T;
-  *finite = isfinite(s);
-  if (!*finite) return SRLM_OK;
-  return srlm_model_backward(r->m, r->replay_g);
-}
-
 static srlm_status check_options(const srlm_pref_train_options *o, const double *ref_chosen) {
   if (o->batch_pairs < 1) return srlm_error(SRLM_ERR_CONFIG, "train.batch_size", "%d must be >= 1", o->batch_pairs);
   if (o->grad_accum < 0)
     return srlm_error(SRLM_ERR_CONFIG, "train.grad_accum", "%d must be >= 0 (0 or 1: one micro-batch)", o->grad_accum);
-  if (o->dp && o->dp->size > 1 && (!o->dp->reduce || o->dp->rank < 0 || o->dp->rank >= o->dp->size))
-    return srlm_error(SRLM_ERR_INTERNAL, "pref", "data parallel over %d learners needs a reduce function and a rank "
-                      "in range (got %d)", o->dp->size, o->dp->rank);
+  SRLM_TRY(srlm_engine_check_dp(o->dp, "pref"));
   if (o->epochs < 1) return srlm_error(SRLM_ERR_CONFIG, "train.epochs", "%d must be >= 1", o->epochs);
   if (!ref_chosen && (o->loss.kind == SRLM_PREF_DPO || o->loss.kind == SRLM_PREF_IPO))
     return srlm_error(SRLM_ERR_INTERNAL, "pref", "DPO and IPO need reference log-probs");
   if (o->replay && o->replay->n > 0 && o->replay_batch < 1)
     return srlm_error(SRLM_ERR_CONFIG, "pref", "replay batch %d must be >= 1", o->replay_batch);
   return SRLM_OK;
+}
+
+/* A step is its window of pairs in micro-batches of batch_pairs, then the next
+ * replay_batch replay examples (cycling) as one micro-batch. The replay cursor moves here,
+ * for every step that runs, so it also moves for a step skipped before its replay batch
+ * and every learner stays at the same example. */
+static srlm_status pref_step(void *ctx, int64_t step, const int64_t *pairs, int64_t n, srlm_engine_plan *plan) {
+  pref_run *r = ctx;
+  const srlm_pref_train_options *o = r->o;
+  (void)step;
+  r->count = n;
+  plan->list[0] = (srlm_engine_list){.idx = pairs, .count = n, .chunk = o->batch_pairs};
+  plan->n_lists = 1;
+  if (!r->use_replay) return SRLM_OK;
+  const srlm_sft_data *d = o->replay;
+  const int64_t count = o->replay_batch < d->n ? o->replay_batch : d->n;
+  r->replay_targets = 0;
+  for (int64_t j = 0; j < count; j++) {
+    r->replay_idx[j] = (r->replay_next + j) % d->n;
+    r->replay_targets += d->n_targets_of[r->replay_idx[j]];
+  }
+  r->replay_next = (r->replay_next + count) % d->n;
+  plan->list[1] = (srlm_engine_list){.idx = r->replay_idx, .count = count, .chunk = count};
+  plan->n_lists = 2;
+  return SRLM_OK;
+}
+
+/* List 0: pairs, normalized by the step's pair count. List 1: this learner's slice of the
+ * replay batch, the mean-token NLL over the WHOLE batch times the weight (the learners'
+ * PS_REPLAY parts sum to the batch's mean NLL). */
+static srlm_status pref_micro(void *ctx, int list, const int64_t *idx, int64_t n, double *stats, int *finite) {
+  pref_run *r = ctx;
+  if (list == 0) {
+    srlm_pref_metrics pm = {0};
+    SRLM_TRY(pairs_step(r, &r->o->loss, idx, n, r->count, &pm, finite));
+    stats_add(stats, &pm);
+    stats[PS_TOKENS] += (double)r->p.T;
+    return SRLM_OK;
+  }
+  if (r->replay_targets == 0) return SRLM_OK;
+  const double all = (double)r->replay_targets;
+  double nll;
+  int64_t tokens;
+  SRLM_TRY(train_nll_step(&r->replay, r->m, r->o->replay, idx, (int)n, -r->o->replay_weight / all, &nll, &tokens,
+                          finite));
+  stats[PS_REPLAY] += nll / all;
+  stats[PS_TOKENS] += (double)tokens;
+  return SRLM_OK;
+}
+
+static srlm_status pref_done(void *ctx, const srlm_engine_info *e) {
+  pref_run *r = ctx;
+  const srlm_pref_train_options *o = r->o;
+  srlm_pref_step_info info = {.step = e->step, .total_steps = e->total_steps, .epoch = e->epoch, .epochs = e->epochs,
+                              .pref = stats_metrics(e->stats), .replay_nll = NAN, .lr = e->lr,
+                              .grad_norm = e->grad_norm, .clip_scale = e->clip_scale, .skipped = e->skipped,
+                              .n_skipped = e->n_skipped, .tokens = (int64_t)e->stats[PS_TOKENS],
+                              .step_seconds = e->step_seconds, .elapsed_seconds = e->elapsed_seconds,
+                              .optim = e->optim, .replay_next = r->replay_next};
+  info.loss = info.pref.loss;
+  if (r->use_replay) {
+    info.replay_nll = e->stats[PS_REPLAY];
+    info.loss += o->replay_weight * e->stats[PS_REPLAY];
+  }
+  srlm_pref_summary *out = r->out;
+  out->tokens += info.tokens;
+  if (!info.skipped) srlm_pref_metrics_merge(&out->pref, &info.pref);
+  if (r->steps_run++ == 0) out->first_loss = info.loss;
+  out->last_loss = info.loss;
+  return o->on_step ? o->on_step(&info, o->user) : SRLM_OK;
 }
 
 srlm_status srlm_pref_train(srlm_model *m, const srlm_pref_pair *pairs, int64_t n, const double *ref_chosen,
@@ -212,130 +282,26 @@ srlm_status srlm_pref_train(srlm_model *m, const srlm_pref_pair *pairs, int64_t 
   memset(out, 0, sizeof *out);
   SRLM_TRY(check_options(o, ref_chosen));
   if (n == 0) return SRLM_OK;
-  const int64_t accum = o->grad_accum > 1 ? o->grad_accum : 1;
-  const int64_t per_step = (int64_t)o->batch_pairs * accum < n ? (int64_t)o->batch_pairs * accum : n;
-  const int64_t steps_per_epoch = (n + per_step - 1) / per_step;
-  srlm_lr_schedule sched = o->schedule;
-  sched.total_steps = steps_per_epoch * o->epochs;
-  SRLM_TRY(srlm_lr_schedule_check(&sched));
-  SRLM_TRY(srlm_train_resume_check(o->resume, srlm_model_num_params(m), sched.total_steps));
   if (o->resume && o->resume->replay_next < 0)
     return srlm_error(SRLM_ERR_RANGE, "resume", "negative replay cursor %lld", (long long)o->resume->replay_next);
-  srlm_optim *opt;
-  SRLM_TRY(srlm_optim_create_for_model(m, &o->optim, &opt));
-  const int64_t start = o->resume ? o->resume->start_step : 0;
-  if (o->resume) {
-    srlm_status rs = srlm_optim_set_state(opt, o->resume->m, o->resume->v, srlm_model_num_params(m),
-                                          o->resume->optim_step, o->resume->optim_skipped);
-    if (rs != SRLM_OK) {
-      srlm_optim_free(opt);
-      return rs;
-    }
-  }
+  const int64_t per_step = (int64_t)o->batch_pairs * (o->grad_accum > 1 ? o->grad_accum : 1);
   pref_run r = {.m = m, .pairs = pairs, .ref_chosen = ref_chosen, .ref_rejected = ref_rejected, .o = o,
-                .replay_next = o->resume ? o->resume->replay_next : 0};
-  run_alloc(&r, o->batch_pairs < per_step ? o->batch_pairs : per_step);
-  int64_t *order = srlm_xmalloc((size_t)n * sizeof *order);
-  const int use_replay = o->replay && o->replay->n > 0 && o->replay_weight > 0;
-  const int multi = o->dp && o->dp->size > 1;
-  float *params = srlm_model_params(m);
-  float *grads = srlm_model_grads(m);
-  const int64_t n_params = (int64_t)srlm_model_num_params(m);
-  srlm_status st = srlm_model_zero_grad(m);
-  srlm_timer total;
-  srlm_timer_start(&total);
-  int64_t step = 0;
-  for (int epoch = 0; st == SRLM_OK && epoch < o->epochs; epoch++) {
-    srlm_rng_permutation(n, o->seed, SRLM_PREF_RNG_PURPOSE, (uint32_t)epoch, order);
-    for (int64_t s = 0; st == SRLM_OK && s < steps_per_epoch; s++) {
-      if (step < start) { /* done before the checkpoint */
-        step++;
-        continue;
-      }
-      srlm_timer t;
-      srlm_timer_start(&t);
-      const int64_t first = s * per_step, count = n - first < per_step ? n - first : per_step;
-      srlm_pref_step_info info = {.step = step + 1, .total_steps = sched.total_steps, .epoch = epoch + 1,
-                                  .epochs = o->epochs, .lr = srlm_lr_at(&sched, step), .grad_norm = NAN,
-                                  .clip_scale = 1.0, .replay_nll = NAN};
-      /* this learner's slice of the step, in micro-batches of batch_pairs; every piece is
-         normalized by the step's pair count, so the pieces' gradients add up to the step's */
-      int64_t lo, hi;
-      srlm_dp_slice(o->dp, count, &lo, &hi);
-      int finite = 1;
-      int64_t tokens = 0;
-      for (int64_t mb = lo; st == SRLM_OK && finite && mb < hi; mb += o->batch_pairs) {
-        int64_t mc = hi - mb < o->batch_pairs ? hi - mb : o->batch_pairs;
-        srlm_pref_metrics pm = {0};
-        st = pairs_step(&r, &o->loss, order + first + mb, mc, count, &pm, &finite);
-        tokens += r.p.T;
-        srlm_pref_metrics_merge(&info.pref, &pm);
-      }
-      double replay_part = 0;
-      if (st == SRLM_OK && finite && use_replay) {
-        int64_t rt = 0;
-        st = replay_step(&r, &replay_part, &rt, &finite);
-        tokens += rt;
-      } else if (use_replay) {
-        /* the replay batch of a step skipped before it: its cursor still moves, so every
-           learner (the others may have run theirs) stays at the same example */
-        int64_t cnt = o->replay_batch < o->replay->n ? o->replay_batch : o->replay->n;
-        r.replay_next = (r.replay_next + cnt) % o->replay->n;
-      }
-      if (st != SRLM_OK) break;
-      if (multi) {
-        /* sum gradients and step statistics over the learners; any non-finite piece
-           makes every learner skip the step */
-        double stats[14] = {(double)info.pref.pairs, info.pref.loss, info.pref.nll_sum, info.pref.logp_chosen_sum,
-                            info.pref.logp_rejected_sum, info.pref.reward_chosen_sum,
-                            info.pref.reward_rejected_sum, info.pref.margin_sum, info.pref.accuracy_sum,
-                            replay_part, finite ? 0.0 : 1.0, (double)tokens, info.pref.len_chosen_sum,
-                            info.pref.len_rejected_sum};
-        st = o->dp->reduce(o->dp->ctx, grads, n_params, stats, 14);
-        if (st != SRLM_OK) break;
-        info.pref = (srlm_pref_metrics){(int64_t)stats[0], stats[1], stats[2], stats[3], stats[4], stats[5], stats[6],
-                                        stats[7], stats[8], stats[12], stats[13]};
-        replay_part = stats[9];
-        finite = stats[10] == 0.0;
-        tokens = (int64_t)stats[11];
-      }
-      info.tokens = tokens;
-      info.loss = info.pref.loss;
-      if (use_replay) {
-        info.replay_nll = replay_part;
-        info.loss += o->replay_weight * replay_part;
-      }
-      if (finite) {
-        srlm_optim_stats os;
-        st = srlm_optim_step(opt, params, grads, info.lr, &os);
-        if (st != SRLM_OK) break;
-        info.grad_norm = os.grad_norm;
-        info.clip_scale = os.clip_scale;
-        info.skipped = os.skipped;
-      } else {
-        info.skipped = 1;
-      }
-      st = srlm_model_zero_grad(m);
-      if (st != SRLM_OK) break;
-      step++;
-      out->skipped += info.skipped;
-      out->tokens += info.tokens;
-      if (!info.skipped) srlm_pref_metrics_merge(&out->pref, &info.pref);
-      info.n_skipped = out->skipped;
-      info.step_seconds = srlm_timer_elapsed(&t);
-      info.elapsed_seconds = srlm_timer_elapsed(&total);
-      if (step == start + 1) out->first_loss = info.loss;
-      out->last_loss = info.loss;
-      info.optim = opt;
-      info.replay_next = r.replay_next;
-      if (o->on_step) st = o->on_step(&info, o->user);
-    }
-  }
-  out->steps = step;
-  out->seconds = srlm_timer_elapsed(&total);
-  free(order);
+                .use_replay = o->replay && o->replay->n > 0 && o->replay_weight > 0,
+                .replay_next = o->resume ? o->resume->replay_next : 0, .out = out};
+  run_alloc(&r, o->batch_pairs < n ? o->batch_pairs : n);
+  if (r.use_replay) r.replay_idx = srlm_xmalloc((size_t)o->replay_batch * sizeof *r.replay_idx);
+  srlm_engine_options eo = {.what = "pref",
+                            .order = {.units = n, .per_step = per_step, .seed = o->seed,
+                                      .purpose = SRLM_PREF_RNG_PURPOSE},
+                            .epochs = o->epochs, .n_stats = PS_COUNT, .optim = o->optim, .schedule = o->schedule, .dp = o->dp,
+                            .resume = o->resume,
+                            .hooks = {.step = pref_step, .micro = pref_micro, .done = pref_done, .ctx = &r}};
+  srlm_engine_summary es;
+  srlm_status st = srlm_engine_run(m, &eo, &es);
+  out->steps = es.steps;
+  out->skipped = es.skipped;
+  out->seconds = es.seconds;
   run_free(&r);
-  srlm_optim_free(opt);
   return st;
 }
 

@@ -1,135 +1,94 @@
-/* The SFT training loop: epochs of shuffled, packed micro-batches; token-mean NLL over
- * each optimizer step's targets; g_t = -1/N into the model's one backward; AdamW with
- * clipping and the schedule's lr; non-finite steps skipped. Conventions in
- * include/srlm/sft.h. Nothing here prints: progress goes to the step callback. */
+/* The SFT trainer on the training-step engine (engine.h), which draws each epoch's order
+ * (srlm_sft_order's) and runs the steps: each step's token-mean NLL over all of its target
+ * tokens, micro-batches of batch_size packed examples (train_nll) with g_t = -1/N.
+ * Conventions in include/srlm/sft.h. Nothing here prints: progress goes to the step
+ * callback. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "pack.h"
+#include "srlm/engine.h"
 #include "srlm/sft.h"
+
+enum { SFT_NLL, SFT_STATS }; /* the step's metric sums: NLL over its target tokens */
 
 typedef struct sft_run {
   srlm_model *m;
   const srlm_sft_data *d;
   const srlm_sft_options *o;
-  srlm_optim *opt;
-  srlm_sft_batch batch;
-  float *logp, *g; /* (cap) per-token log-probs and coefficients of one micro-batch */
-  size_t cap;
+  train_nll nll;
+  /* the step in progress, counted over all of it (every learner agrees) */
+  double inv_n; /* 1 / its target tokens */
+  int64_t n_targets, n_tokens, count;
+  /* this call's totals */
+  int64_t steps_run, tokens_done;
+  double epoch_nll; /* over the current epoch's steps that were not skipped */
+  int64_t epoch_targets;
+  srlm_sft_summary *sum;
 } sft_run;
 
 static srlm_status check_options(const srlm_sft_options *o) {
   if (o->batch_size < 1) return srlm_error(SRLM_ERR_CONFIG, "train.batch_size", "%d must be >= 1", o->batch_size);
   if (o->grad_accum < 1) return srlm_error(SRLM_ERR_CONFIG, "train.grad_accum", "%d must be >= 1", o->grad_accum);
   if (o->epochs < 1) return srlm_error(SRLM_ERR_CONFIG, "train.epochs", "%d must be >= 1", o->epochs);
+  return srlm_engine_check_dp(o->dp, "sft");
+}
+
+static srlm_status sft_epoch(void *ctx, int epoch) {
+  sft_run *r = ctx;
+  (void)epoch;
+  r->epoch_nll = 0;
+  r->epoch_targets = 0;
   return SRLM_OK;
 }
 
-/* Forward and backward of one micro-batch; adds its NLL sum to *nll.
- * Returns with *finite = 0 (and no backward) when the loss is NaN/Inf. */
-static srlm_status micro_step(sft_run *r, const int64_t *idx, int count, double inv_n, double *nll, int *finite) {
-  srlm_sft_batch_fill(&r->batch, r->d, idx, count);
-  const srlm_batch *b = &r->batch.b;
-  if ((size_t)b->T > r->cap) {
-    r->cap = (size_t)b->T;
-    r->logp = srlm_xrealloc(r->logp, r->cap * sizeof *r->logp);
-    r->g = srlm_xrealloc(r->g, r->cap * sizeof *r->g);
+/* A step is its window of examples, in micro-batches of batch_size; N counts them all. */
+static srlm_status sft_step(void *ctx, int64_t step, const int64_t *ex, int64_t n, srlm_engine_plan *plan) {
+  sft_run *r = ctx;
+  const srlm_sft_data *d = r->d;
+  (void)step;
+  r->count = n;
+  r->n_targets = 0;
+  r->n_tokens = 0;
+  for (int64_t i = 0; i < n; i++) {
+    r->n_targets += d->n_targets_of[ex[i]];
+    r->n_tokens += d->offsets[ex[i] + 1] - d->offsets[ex[i]];
   }
-  SRLM_TRY(srlm_model_forward_train(r->m, b, r->logp));
-  double s = 0;
-  for (int64_t t = 0; t < b->T; t++) {
-    if (b->targets[t] >= 0) {
-      s -= (double)r->logp[t];
-      r->g[t] = (float)-inv_n;
-    } else {
-      r->g[t] = 0.0f;
-    }
-  }
-  *nll += s;
-  *finite = isfinite(s);
-  if (!*finite) return SRLM_OK;
-  return srlm_model_backward(r->m, r->g);
+  r->inv_n = 1.0 / (double)r->n_targets; /* every example has >= 1 target */
+  plan->list[0] = (srlm_engine_list){.idx = ex, .count = n, .chunk = r->o->batch_size};
+  plan->n_lists = 1;
+  return SRLM_OK;
 }
 
-static srlm_status train_loop(sft_run *r, srlm_sft_summary *sum) {
-  const srlm_sft_options *o = r->o;
-  const srlm_sft_data *d = r->d;
-  const int64_t per_step = (int64_t)o->batch_size * o->grad_accum;
-  const int64_t steps_per_epoch = srlm_sft_steps_per_epoch(d->n, o->batch_size, o->grad_accum);
-  srlm_lr_schedule sched = o->schedule;
-  sched.total_steps = steps_per_epoch * o->epochs;
-  SRLM_TRY(srlm_lr_schedule_check(&sched));
-  int64_t *order = srlm_xmalloc((size_t)d->n * sizeof *order);
-  float *params = srlm_model_params(r->m);
-  float *grads = srlm_model_grads(r->m);
-  srlm_status st = srlm_model_zero_grad(r->m);
-  srlm_timer total;
-  srlm_timer_start(&total);
-  int64_t step = 0, tokens_done = 0, n_skipped = 0;
-  double epoch_nll = 0;
-  int64_t epoch_targets = 0;
-  for (int epoch = 0; st == SRLM_OK && epoch < o->epochs; epoch++) {
-    srlm_sft_order(d->n, o->seed, epoch, order);
-    epoch_nll = 0;
-    epoch_targets = 0;
-    for (int64_t k = 0; st == SRLM_OK && k < steps_per_epoch; k++) {
-      srlm_timer t;
-      srlm_timer_start(&t);
-      const int64_t first = k * per_step;
-      const int64_t count = d->n - first < per_step ? d->n - first : per_step;
-      int64_t n_targets = 0, n_tokens = 0;
-      for (int64_t i = first; i < first + count; i++) {
-        n_targets += d->n_targets_of[order[i]];
-        n_tokens += d->offsets[order[i] + 1] - d->offsets[order[i]];
-      }
-      const double inv_n = 1.0 / (double)n_targets; /* every example has >= 1 target */
-      double nll = 0;
-      int finite = 1;
-      for (int64_t mb = first; st == SRLM_OK && finite && mb < first + count; mb += o->batch_size) {
-        int c = (int)(first + count - mb < o->batch_size ? first + count - mb : o->batch_size);
-        st = micro_step(r, order + mb, c, inv_n, &nll, &finite);
-      }
-      if (st != SRLM_OK) break;
-      srlm_sft_step_info info = {.step = step + 1, .total_steps = sched.total_steps, .epoch = epoch + 1,
-                                 .epochs = o->epochs, .loss = nll * inv_n, .lr = srlm_lr_at(&sched, step),
-                                 .grad_norm = NAN, .clip_scale = 1.0, .tokens = n_tokens, .targets = n_targets,
-                                 .sequences = (int)count};
-      if (finite) {
-        srlm_optim_stats os;
-        st = srlm_optim_step(r->opt, params, grads, info.lr, &os);
-        if (st != SRLM_OK) break;
-        info.grad_norm = os.grad_norm;
-        info.clip_scale = os.clip_scale;
-        info.skipped = os.skipped;
-      } else {
-        info.skipped = 1;
-      }
-      st = srlm_model_zero_grad(r->m);
-      if (st != SRLM_OK) break;
-      if (info.skipped) {
-        n_skipped++;
-      } else {
-        epoch_nll += nll;
-        epoch_targets += n_targets;
-      }
-      step++;
-      tokens_done += n_tokens;
-      info.n_skipped = n_skipped;
-      info.tokens_done = tokens_done;
-      info.step_seconds = srlm_timer_elapsed(&t);
-      info.elapsed_seconds = srlm_timer_elapsed(&total);
-      if (step == 1) sum->first_loss = info.loss;
-      sum->last_loss = info.loss;
-      if (o->on_step) st = o->on_step(&info, o->user);
-    }
+static srlm_status sft_micro(void *ctx, int list, const int64_t *idx, int64_t n, double *stats, int *finite) {
+  sft_run *r = ctx;
+  (void)list;
+  double nll;
+  int64_t tokens;
+  SRLM_TRY(train_nll_step(&r->nll, r->m, r->d, idx, (int)n, -r->inv_n, &nll, &tokens, finite));
+  stats[SFT_NLL] += nll;
+  return SRLM_OK;
+}
+
+static srlm_status sft_done(void *ctx, const srlm_engine_info *e) {
+  sft_run *r = ctx;
+  const double nll = e->stats[SFT_NLL];
+  srlm_sft_step_info info = {.step = e->step, .total_steps = e->total_steps, .epoch = e->epoch, .epochs = e->epochs,
+                             .loss = nll * r->inv_n, .lr = e->lr, .grad_norm = e->grad_norm,
+                             .clip_scale = e->clip_scale, .skipped = e->skipped, .n_skipped = e->n_skipped,
+                             .tokens = r->n_tokens, .targets = r->n_targets, .sequences = (int)r->count,
+                             .step_seconds = e->step_seconds, .elapsed_seconds = e->elapsed_seconds,
+                             .optim = e->optim};
+  if (!e->skipped) {
+    r->epoch_nll += nll;
+    r->epoch_targets += r->n_targets;
   }
-  free(order);
-  sum->steps = step;
-  sum->skipped = n_skipped;
-  sum->tokens = tokens_done;
-  sum->seconds = srlm_timer_elapsed(&total);
-  sum->last_epoch_loss = epoch_targets ? epoch_nll / (double)epoch_targets : NAN;
-  return st;
+  r->tokens_done += r->n_tokens;
+  info.tokens_done = r->tokens_done;
+  if (r->steps_run++ == 0) r->sum->first_loss = info.loss;
+  r->sum->last_loss = info.loss;
+  return r->o->on_step ? r->o->on_step(&info, r->o->user) : SRLM_OK;
 }
 
 srlm_status srlm_sft_train(srlm_model *m, const srlm_sft_data *d, const srlm_sft_options *o,
@@ -139,12 +98,20 @@ srlm_status srlm_sft_train(srlm_model *m, const srlm_sft_data *d, const srlm_sft
   memset(sum, 0, sizeof *sum);
   SRLM_TRY(check_options(o));
   if (d->n < 1) return srlm_error(SRLM_ERR_FORMAT, "sft", "no training examples");
-  sft_run r = {.m = m, .d = d, .o = o};
-  SRLM_TRY(srlm_optim_create_for_model(m, &o->optim, &r.opt));
-  srlm_status st = train_loop(&r, sum);
-  srlm_optim_free(r.opt);
-  srlm_sft_batch_free(&r.batch);
-  free(r.logp);
-  free(r.g);
+  sft_run r = {.m = m, .d = d, .o = o, .sum = sum};
+  srlm_engine_options eo = {.what = "sft",
+                            .order = {.units = d->n, .per_step = (int64_t)o->batch_size * o->grad_accum,
+                                      .seed = o->seed, .purpose = SRLM_SFT_RNG_PURPOSE},
+                            .epochs = o->epochs, .n_stats = SFT_STATS, .optim = o->optim, .schedule = o->schedule,
+                            .dp = o->dp, .resume = o->resume,
+                            .hooks = {.epoch = sft_epoch, .step = sft_step, .micro = sft_micro, .done = sft_done, .ctx = &r}};
+  srlm_engine_summary es;
+  srlm_status st = srlm_engine_run(m, &eo, &es);
+  sum->steps = es.steps;
+  sum->skipped = es.skipped;
+  sum->tokens = r.tokens_done;
+  sum->seconds = es.seconds;
+  sum->last_epoch_loss = r.epoch_targets ? r.epoch_nll / (double)r.epoch_targets : NAN;
+  train_nll_free(&r.nll);
   return st;
 }

@@ -51,4 +51,16 @@ static srlm_status sim_reduce(void *ctx, float *grads, int64_t n, double *stats,
   return SRLM_OK;
 }
 
+/* Runs R learners as threads, learner r on body(base + r * stride) (an array of the
+ * test's learner records), and waits for all of them; sets up sim's R and barrier for
+ * them and tears the barrier down after. */
+static inline void sim_dp_run(sim_dp *s, int R, void *(*body)(void *), void *base, size_t stride) {
+  pthread_t th[SIM_DP_MAX_RANKS];
+  s->R = R;
+  pthread_barrier_init(&s->bar, NULL, (unsigned)R);
+  for (int r = 0; r < R; r++) pthread_create(&th[r], NULL, body, (char *)base + (size_t)r * stride);
+  for (int r = 0; r < R; r++) pthread_join(th[r], NULL);
+  pthread_barrier_destroy(&s->bar);
+}
+
 #endif

@@ -5,7 +5,6 @@
  * group task raise the log-probs of positive-advantage responses against negative ones;
  * a non-finite loss on one learner makes every learner skip the step; bad inputs are clear errors that change nothing. */
 #include <math.h>
-#include <pthread.h>
 
 #include "srlm/grpo.h"
 #include "srlm/pairs.h"
@@ -351,9 +350,7 @@ static void test_dp(const srlm_grpo_seq *s, int R) {
   EXPECT(st == SRLM_OK, "one learner: %s", srlm_error_message());
 
   sim_dp sim = {.R = R, .n = (int64_t)n};
-  pthread_barrier_init(&sim.bar, NULL, (unsigned)R);
   learner L[3];
-  pthread_t th[3];
   memset(L, 0, sizeof L);
   for (int r = 0; r < R; r++) {
     sim.slot[r] = srlm_xmalloc(n * sizeof(float));
@@ -361,9 +358,7 @@ static void test_dp(const srlm_grpo_seq *s, int R) {
                      .s = s, .adv = adv, .old = old, .ref = ref, .o = o};
     L[r].gr = (grab){.m = L[r].m, .want_step = 2, .grads = srlm_xmalloc(n * sizeof(float))};
   }
-  for (int r = 0; r < R; r++) pthread_create(&th[r], NULL, learner_main, &L[r]);
-  for (int r = 0; r < R; r++) pthread_join(th[r], NULL);
-  pthread_barrier_destroy(&sim.bar);
+  sim_dp_run(&sim, R, learner_main, L, sizeof *L);
   for (int r = 0; r < R; r++) {
     EXPECT(L[r].st == SRLM_OK, "learner %d of %d: %s", r, R, L[r].err);
     EXPECT_EQ_INT(L[r].gr.steps, 2); /* 6 groups, then 1 */
@@ -411,9 +406,7 @@ static void test_nonfinite_skip(const srlm_grpo_seq *s) {
   lp[N - 1] = NAN; /* the reference of the last sequence's last token */
   const int R = 2;
   sim_dp sim = {.R = R};
-  pthread_barrier_init(&sim.bar, NULL, (unsigned)R);
   learner L[2];
-  pthread_t th[2];
   memset(L, 0, sizeof L);
   srlm_grpo_train_options o = stepping_options();
   o.loss.beta = 0.1;
@@ -427,9 +420,7 @@ static void test_nonfinite_skip(const srlm_grpo_seq *s) {
   }
   w0 = srlm_xmalloc((size_t)sim.n * sizeof *w0);
   memcpy(w0, srlm_model_params(L[0].m), (size_t)sim.n * sizeof *w0);
-  for (int r = 0; r < R; r++) pthread_create(&th[r], NULL, learner_main, &L[r]);
-  for (int r = 0; r < R; r++) pthread_join(th[r], NULL);
-  pthread_barrier_destroy(&sim.bar);
+  sim_dp_run(&sim, R, learner_main, L, sizeof *L);
   for (int r = 0; r < R; r++) {
     EXPECT(L[r].st == SRLM_OK, "learner %d: %s", r, L[r].err);
     EXPECT_EQ_INT(L[r].gr.steps, 1);

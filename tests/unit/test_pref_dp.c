@@ -8,7 +8,6 @@
  * bit-identical to each other; a NaN reference log-prob on one learner's pair makes both
  * skip that step together and keeps them (and their replay cursors) in step afterwards. */
 #include <math.h>
-#include <pthread.h>
 
 #include "srlm/pref.h"
 #include "test.h"
@@ -318,8 +317,6 @@ static void *learner_main(void *arg) {
 static void run_two(learner L[2], sim_dp *sim, const srlm_pref_pair *p, const double *rc, const double *rr,
                     const srlm_pref_train_options *o) {
   memset(sim, 0, sizeof *sim);
-  sim->R = 2;
-  pthread_barrier_init(&sim->bar, NULL, 2);
   memset(L, 0, 2 * sizeof *L);
   for (int r = 0; r < 2; r++) {
     L[r] = (learner){.sr = {sim, r}, .dp = {.rank = r, .size = 2, .reduce = sim_reduce, .ctx = &L[r].sr}, .m = tiny_model(),
@@ -328,10 +325,7 @@ static void run_two(learner L[2], sim_dp *sim, const srlm_pref_pair *p, const do
     sim->slot[r] = srlm_xmalloc((size_t)sim->n * sizeof(float));
     rec_init(&L[r].r, L[r].m);
   }
-  pthread_t th[2];
-  for (int r = 0; r < 2; r++) pthread_create(&th[r], NULL, learner_main, &L[r]);
-  for (int r = 0; r < 2; r++) pthread_join(th[r], NULL);
-  pthread_barrier_destroy(&sim->bar);
+  sim_dp_run(sim, 2, learner_main, L, sizeof *L);
   for (int r = 0; r < 2; r++) EXPECT(L[r].st == SRLM_OK, "learner %d: %s", r, L[r].err);
 }
 

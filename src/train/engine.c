@@ -1,0 +1,183 @@
+/* The training-step engine: the data order, epochs and steps, each learner's
+ * micro-batches, the data-parallel reduce, the non-finite skip and AdamW, for every
+ * trainer. Conventions in include/srlm/engine.h. The only code in src/train that reaches
+ * the model's parameter and gradient arrays or steps the optimizer. Nothing here prints. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "srlm/engine.h"
+
+srlm_status srlm_train_resume_check(const srlm_train_resume *r, size_t n_params, int64_t total_steps) {
+  if (!r) return SRLM_OK;
+  if (r->n != n_params)
+    return srlm_error(SRLM_ERR_RANGE, "resume", "the saved AdamW state has %zu elements, the model %zu parameters",
+                      r->n, n_params);
+  if (!r->m || !r->v) return srlm_error(SRLM_ERR_RANGE, "resume", "no AdamW moments given");
+  if (r->start_step < 0 || r->start_step > total_steps)
+    return srlm_error(SRLM_ERR_RANGE, "resume", "start step %lld outside [0, %lld] (the run's steps)",
+                      (long long)r->start_step, (long long)total_steps);
+  if (r->optim_step < 0 || r->optim_skipped < 0)
+    return srlm_error(SRLM_ERR_RANGE, "resume", "negative counters (optimizer step %lld, skipped %lld)",
+                      (long long)r->optim_step, (long long)r->optim_skipped);
+  return SRLM_OK;
+}
+
+srlm_status srlm_engine_check_dp(const srlm_dp *dp, const char *what) {
+  if (!dp || dp->size <= 1) return SRLM_OK;
+  if (!dp->reduce) return srlm_error(SRLM_ERR_INTERNAL, what, "%d learners but no reduce function", dp->size);
+  if (dp->rank < 0 || dp->rank >= dp->size)
+    return srlm_error(SRLM_ERR_RANGE, what, "learner rank %d outside [0, %d)", dp->rank, dp->size);
+  return SRLM_OK;
+}
+
+typedef struct engine {
+  srlm_model *m;
+  const srlm_engine_options *o;
+  const char *what;
+  srlm_lr_schedule sched; /* total_steps filled in */
+  int64_t steps_per_epoch;
+  int64_t *order; /* (units) the epoch's order */
+  srlm_optim *opt;
+  double *stats; /* (n_stats + 1) the step's metric sums, then the non-finite flag */
+  int multi;     /* more than one learner: reduce every step */
+} engine;
+
+static srlm_status check_options(const srlm_engine_options *o, const char *w) {
+  const srlm_engine_hooks *h = &o->hooks;
+  if (!h->step || !h->micro) return srlm_error(SRLM_ERR_INTERNAL, w, "the engine needs a step and a micro hook");
+  if (o->order.units < 1 || o->order.per_step < 1)
+    return srlm_error(SRLM_ERR_RANGE, w, "%lld units in steps of %lld (both must be >= 1)", (long long)o->order.units,
+                      (long long)o->order.per_step);
+  if (o->epochs < 1) return srlm_error(SRLM_ERR_CONFIG, "train.epochs", "%d must be >= 1", o->epochs);
+  if (o->n_stats < 0) return srlm_error(SRLM_ERR_INTERNAL, w, "%d step statistics", o->n_stats);
+  return srlm_engine_check_dp(o->dp, w);
+}
+
+/* A plan the loop can follow; a bad one is the trainer's bug, named with its step. */
+static srlm_status check_plan(const srlm_engine_plan *p, const char *w, int64_t step) {
+  if (p->n_lists < 1 || p->n_lists > SRLM_ENGINE_MAX_LISTS)
+    return srlm_error(SRLM_ERR_INTERNAL, w, "step %lld: %d example lists (must be 1..%d)", (long long)step,
+                      p->n_lists, SRLM_ENGINE_MAX_LISTS);
+  for (int i = 0; i < p->n_lists; i++) {
+    const srlm_engine_list *l = &p->list[i];
+    if (l->count < 0 || (l->count > 0 && !l->idx) || l->chunk < 0 || l->pieces < 0 || (l->chunk > 0) == (l->pieces > 0))
+      return srlm_error(SRLM_ERR_INTERNAL, w, "step %lld, list %d: %lld examples%s, chunk %lld, pieces %d (exactly one "
+                        "of chunk and pieces must be > 0)", (long long)step, i, (long long)l->count,
+                        l->idx ? "" : " (NULL)", (long long)l->chunk, l->pieces);
+  }
+  return SRLM_OK;
+}
+
+/* This learner's micro-batches of one list, in order, until a non-finite loss. */
+static srlm_status run_list(engine *e, int li, const srlm_engine_list *l, int *finite) {
+  const srlm_engine_hooks *h = &e->o->hooks;
+  int64_t lo, hi;
+  srlm_dp_slice(e->o->dp, l->count, &lo, &hi);
+  const int64_t len = hi - lo;
+  const int64_t n_micro = l->chunk > 0 ? (len + l->chunk - 1) / l->chunk : l->pieces;
+  for (int64_t a = 0; *finite && a < n_micro; a++) {
+    const int64_t b0 = l->chunk > 0 ? lo + a * l->chunk : lo + len * a / l->pieces;
+    const int64_t b1 = l->chunk > 0 ? (b0 + l->chunk < hi ? b0 + l->chunk : hi) : lo + len * (a + 1) / l->pieces;
+    if (b1 == b0) continue;
+    SRLM_TRY(h->micro(h->ctx, li, l->idx + b0, b1 - b0, e->stats, finite));
+  }
+  return SRLM_OK;
+}
+
+/* Global step s (0-based; step k of the epoch): plan, micro-batches, reduce, AdamW or
+ * skip. Fills info's lr, grad_norm, clip_scale and skipped. */
+static srlm_status run_step(engine *e, int64_t k, int64_t s, srlm_engine_info *info) {
+  const srlm_engine_options *o = e->o;
+  const srlm_engine_hooks *h = &o->hooks;
+  const int64_t first = k * o->order.per_step, left = o->order.units - first;
+  srlm_engine_plan plan;
+  memset(&plan, 0, sizeof plan);
+  SRLM_TRY(h->step(h->ctx, s + 1, e->order + first, left < o->order.per_step ? left : o->order.per_step, &plan));
+  SRLM_TRY(check_plan(&plan, e->what, s + 1));
+  SRLM_TRY(srlm_model_zero_grad(e->m));
+  float *grads = srlm_model_grads(e->m); /* allocated by zero_grad */
+  memset(e->stats, 0, ((size_t)o->n_stats + 1) * sizeof *e->stats);
+  int finite = 1;
+  for (int li = 0; li < plan.n_lists && finite; li++) SRLM_TRY(run_list(e, li, &plan.list[li], &finite));
+  double *nonfinite = &e->stats[o->n_stats];
+  *nonfinite = finite ? 0.0 : 1.0;
+  /* one reduce per step on every learner, whatever it forwarded, so none waits alone */
+  if (e->multi)
+    SRLM_TRY(o->dp->reduce(o->dp->ctx, grads, (int64_t)srlm_model_num_params(e->m), e->stats, o->n_stats + 1));
+  info->lr = srlm_lr_at(&e->sched, s);
+  info->grad_norm = NAN;
+  info->clip_scale = 1.0;
+  if (*nonfinite > 0) {
+    info->skipped = 1;
+    return SRLM_OK;
+  }
+  srlm_optim_stats os;
+  SRLM_TRY(srlm_optim_step(e->opt, srlm_model_params(e->m), grads, info->lr, &os));
+  info->grad_norm = os.grad_norm;
+  info->clip_scale = os.clip_scale;
+  info->skipped = os.skipped;
+  return SRLM_OK;
+}
+
+/* The loop over epochs and steps (engine.h); out->steps counts the steps reached. */
+static srlm_status run_loop(engine *e, int64_t start, srlm_engine_summary *out) {
+  const srlm_engine_options *o = e->o;
+  const srlm_engine_hooks *h = &o->hooks;
+  srlm_timer total;
+  srlm_timer_start(&total);
+  srlm_status st = SRLM_OK;
+  int64_t s = 0;
+  for (int epoch = 0; st == SRLM_OK && epoch < o->epochs; epoch++) {
+    srlm_rng_permutation(o->order.units, o->order.seed, o->order.purpose, (uint32_t)epoch, e->order);
+    if (h->epoch) st = h->epoch(h->ctx, epoch);
+    for (int64_t k = 0; st == SRLM_OK && k < e->steps_per_epoch; k++, s++) {
+      if (s < start) continue; /* done before the checkpoint */
+      srlm_timer t;
+      srlm_timer_start(&t);
+      srlm_engine_info info = {.step = s + 1, .total_steps = e->sched.total_steps, .epoch = epoch + 1,
+                               .epochs = o->epochs, .stats = e->stats, .optim = e->opt};
+      st = run_step(e, k, s, &info);
+      if (st != SRLM_OK) break; /* a step that failed is not counted */
+      out->skipped += info.skipped;
+      info.n_skipped = out->skipped;
+      info.step_seconds = srlm_timer_elapsed(&t);
+      info.elapsed_seconds = srlm_timer_elapsed(&total);
+      if (h->done) st = h->done(h->ctx, &info);
+    }
+  }
+  out->steps = s;
+  out->seconds = srlm_timer_elapsed(&total);
+  return st;
+}
+
+srlm_status srlm_engine_run(srlm_model *m, const srlm_engine_options *o, srlm_engine_summary *out) {
+  srlm_engine_summary local;
+  if (!out) out = &local;
+  memset(out, 0, sizeof *out);
+  if (!m || !o) return srlm_error(SRLM_ERR_INTERNAL, "engine", "NULL model or options");
+  engine e = {.m = m, .o = o, .what = o->what ? o->what : "engine", .sched = o->schedule,
+              .multi = o->dp && o->dp->size > 1};
+  SRLM_TRY(check_options(o, e.what));
+  e.steps_per_epoch = (o->order.units + o->order.per_step - 1) / o->order.per_step;
+  e.sched.total_steps = e.steps_per_epoch * o->epochs;
+  SRLM_TRY(srlm_lr_schedule_check(&e.sched));
+  const size_t n_params = srlm_model_num_params(m);
+  const srlm_train_resume *rs = o->resume;
+  SRLM_TRY(srlm_train_resume_check(rs, n_params, e.sched.total_steps));
+  SRLM_TRY(srlm_optim_create_for_model(m, &o->optim, &e.opt));
+  srlm_status st = SRLM_OK;
+  if (rs) st = srlm_optim_set_state(e.opt, rs->m, rs->v, n_params, rs->optim_step, rs->optim_skipped);
+  if (st == SRLM_OK) {
+    e.stats = srlm_xmalloc(((size_t)o->n_stats + 1) * sizeof *e.stats);
+    e.order = srlm_xmalloc((size_t)o->order.units * sizeof *e.order);
+    st = run_loop(&e, rs ? rs->start_step : 0, out);
+    /* no step's gradient outlives the run (the next caller accumulates from zero) */
+    srlm_status zst = srlm_model_zero_grad(m);
+    if (st == SRLM_OK) st = zst;
+  }
+  free(e.stats);
+  free(e.order);
+  srlm_optim_free(e.opt);
+  return st;
+}
