@@ -224,6 +224,7 @@ static const srlm_backend_ops g_cpu_ops = {
     .lmhead_backward = srlm_cpu_lmhead_backward,
     .grad_sumsq = srlm_cpu_grad_sumsq,
     .adamw = srlm_cpu_adamw,
+    .sample = srlm_cpu_sample,
 };
 
 const srlm_backend_ops *srlm_backend_cpu_ops(void) { return &g_cpu_ops; }
