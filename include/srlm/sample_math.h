@@ -2,7 +2,7 @@
  * sampler (src/model/sampler.c), the CPU sample op (src/backend/cpu/sample.c) and the
  * CUDA kernel (cuda/sample.cu), so the same logits and (seed, seq_id, step) give the same
  * token, and the same log-probs, bit for bit, on every backend. The primitives are
- * SRLM_HD: plain static inline C, and __host__ __device__ under nvcc.
+ * SRLM_HD (srlm/philox.h): plain static inline C, and __host__ __device__ under nvcc.
  *
  * The evaluation (the rules themselves are sampler.h's):
  *   weight  w_i = srlm_sample_exp((l_i - l_max) / T): an fp32 subtraction, an IEEE
@@ -19,7 +19,7 @@
  *           left; the cut is the first ranked token whose inclusive mass reaches P (so a
  *           token is kept when the mass ranked strictly above it is < top_p Q_k).
  *   min-p   w_i >= min_p, an fp32 comparison.
- *   draw    x = the 53 random bits of srlm_rng_u01d(v0, v1) (u = x / 2^53), Q the kept
+ *   draw    x = srlm_rng_u53(v0, v1), the 53 bits of srlm_rng_u01d (u = x / 2^53), Q the kept
  *           mass, target = floor(x Q / 2^53): the token is the first kept id, in id
  *           order, whose inclusive mass exceeds the target (the inverse CDF, exact).
  *   logprob         (double)(l - l_max) - log(Z1 / 2^62), Z1 the mass of every id at
@@ -41,12 +41,7 @@
 #include <string.h>
 
 #include "srlm/backend.h"
-
-#ifdef __CUDACC__
-#define SRLM_HD static inline __host__ __device__
-#else
-#define SRLM_HD static inline
-#endif
+#include "srlm/philox.h" /* SRLM_HD; the draw's Philox on the device */
 
 #ifdef __CUDA_ARCH__
 #define SRLM_SM_FMUL(a, b) __fmul_rn((a), (b))
@@ -210,12 +205,8 @@ SRLM_HD srlm_u128 srlm_sample_top_p_target(float p, srlm_u128 q) {
   return srlm_u128_mul_shr(q, mant, e ? 150 - (int)e : 149, 1);
 }
 
-/* The 53 bits x of srlm_rng_u01d(v0, v1) = x / 2^53 (core.h). */
-SRLM_HD uint64_t srlm_sample_u53(uint32_t v0, uint32_t v1) {
-  return (((uint64_t)v0 << 21) ^ (v1 >> 11)) & ((UINT64_C(1) << 53) - 1);
-}
-
-/* floor(x q / 2^53): the draw's target in a kept mass q (always < q). */
+/* floor(x q / 2^53): the draw's target in a kept mass q (always < q), x the draw's
+ * srlm_rng_u53 bits. */
 SRLM_HD srlm_u128 srlm_sample_draw_target(srlm_u128 q, uint64_t x53) { return srlm_u128_mul_shr(q, x53, 53, 0); }
 
 /* ---- the CPU row (host only) ------------------------------------------------------------ */

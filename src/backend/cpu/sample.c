@@ -278,10 +278,9 @@ srlm_status srlm_sample_row(srlm_sample_ws *ws, const srlm_sample_params *p, int
   } else {
     kept k;
     const srlm_u128 q = keep_set(ws, l, &st, p, &k);
-    const srlm_philox_out r =
-        srlm_rng_bits(p->seed, SRLM_RNG_PURPOSE_SAMPLE, (uint32_t)p->seq_id[row], p->step[row],
-                      (uint32_t)(p->seq_id[row] >> 32));
-    tok = draw(ws, l, &k, srlm_sample_draw_target(q, srlm_sample_u53(r.v[0], r.v[1])));
+    const srlm_philox_out r = srlm_philox_keyed(p->seed, SRLM_RNG_PURPOSE_SAMPLE, (uint32_t)p->seq_id[row],
+                                                p->step[row], (uint32_t)(p->seq_id[row] >> 32));
+    tok = draw(ws, l, &k, srlm_sample_draw_target(q, srlm_rng_u53(r.v[0], r.v[1])));
     const double log_q = srlm_sample_log_mass(q);
     sample_lp = ((double)l[tok] - (double)st.max) / (double)t - log_q;
     if (probs) {
