@@ -34,6 +34,7 @@
 #include "srlm/core.h"
 #include "srlm/hfmodel.h"
 #include "srlm/safetensors.h"
+#include "srlm/sampler.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -146,6 +147,15 @@ size_t srlm_kv_cache_bytes(const srlm_kv_cache *kv);
  * memory (n, V). Exceeding a slot's max_len is SRLM_ERR_RANGE naming the slot. */
 srlm_status srlm_model_step(srlm_model *m, srlm_kv_cache *kv, int n, const int *slots, const int32_t *tokens,
                             const int32_t *cu, float *logits);
+
+/* The same step, decoding without shipping logits: the logits stay in backend memory and
+ * the backend's sample op picks each slot's next token with the settings sp, drawn for
+ * sequence seq_id[i] at step step[i] (sampler.h's keying: the same token as
+ * srlm_sampler_sample on the logits srlm_model_step returns). out (n, host) gets the
+ * tokens and their log-probs. seq_id and step are host arrays (n). */
+srlm_status srlm_model_step_sample(srlm_model *m, srlm_kv_cache *kv, int n, const int *slots, const int32_t *tokens,
+                                   const int32_t *cu, const srlm_sampler_params *sp, const uint64_t *seq_id,
+                                   const uint32_t *step, srlm_sample *out);
 
 #ifdef __cplusplus
 }

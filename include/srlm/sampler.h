@@ -35,10 +35,18 @@
  *   sample_logprob = log of the token's probability under the distribution it was
  *                    actually drawn from (after temperature and truncation; 0 for greedy).
  *
- * Speed: a few passes over V (max, weights and log-sum-exp, the draw); top-k and top-p
- * find where they cut the ranking with a histogram of the logits (1024 buckets over the
- * row's range, at most 64 logit units) and sort only the bucket the cut falls in, never
- * the whole vocabulary (unless most logits are exactly tied).
+ * Evaluation (srlm/sample_math.h, shared with the backends' sample op, so the same
+ * logits and key give the same token and log-probs on the CPU and on CUDA): weights
+ * exp((l - l_max) / T) by an exp built from IEEE operations only; every sum of weights
+ * is an exact sum of 128-bit fixed-point masses trunc(w 2^62), so it has no order; the
+ * top-p cut compares the prefix mass with ceil(top_p * mass) and the draw's running mass
+ * with floor(u * mass), both exact; log-probs in double with that header's log.
+ *
+ * Speed: a few passes over V (max, weights and masses, the draw); top-k and top-p find
+ * where they cut the ranking with a histogram of the logits (1024 buckets over the row's
+ * range, at most 64 logit units) and sort only the bucket the cut falls in, never the
+ * whole vocabulary (unless most logits are exactly tied). The histogram only decides
+ * what gets sorted: the masses are exact, so it never changes a cut.
  *
  * A sampler holds scratch for its V: one sampler per thread.
  */
@@ -48,13 +56,11 @@
 #include <stdint.h>
 
 #include "srlm/core.h"
+#include "srlm/sample_math.h" /* SRLM_RNG_PURPOSE_SAMPLE */
 
 #ifdef __cplusplus
 extern "C" {
 #endif
-
-/* The Philox counter word `a` of sampling draws (other purposes use other values). */
-#define SRLM_RNG_PURPOSE_SAMPLE 0x5a3du
 
 typedef struct srlm_sampler_params {
   float temperature; /* 0: greedy; > 0: sample (1: the model's distribution) */

@@ -2,12 +2,13 @@
  * batching. See include/srlm/generate.h for the stopping rules and what a result holds.
  *
  * The loop: each step, free slots take waiting prompts (in request order, within the
- * step's token budget), then ONE srlm_model_step runs every active slot: a prefill
- * (the whole prompt) for a slot that just took a prompt, one token (the last sampled)
- * for the others. Each slot's next-token logits are sampled (rows in parallel, one
- * sampler per thread: a row's token depends only on its logits and its (seq_id, step)
- * key), the stopping rules are checked, and finished slots are emptied for the next
- * prompt. The last sampled token of a finished sequence is never run through the model.
+ * step's token budget), then ONE srlm_model_step_sample runs every active slot: a
+ * prefill (the whole prompt) for a slot that just took a prompt, one token (the last
+ * sampled) for the others, and the backend samples each slot's next token from logits
+ * that never leave it (a row's token depends only on its logits and its (seq_id, step)
+ * key). Here on the host: the stopping rules, checked on the returned tokens, and
+ * finished slots emptied for the next prompt. The last sampled token of a finished
+ * sequence is never run through the model.
  */
 #include "srlm/generate.h"
 
@@ -15,12 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#ifdef _OPENMP
-#include <omp.h>
-#endif
-
 #define DEFAULT_STEP_TOKENS 4096
-#define ROW_MSG 512
 
 const char *srlm_stop_reason_name(srlm_stop_reason r) {
   switch (r) {
@@ -186,28 +182,15 @@ static srlm_status take_token(const gen_ctx *g, active_seq *a, const srlm_sample
 
 /* ---- the loop ------------------------------------------------------------------------ */
 
-/* Samples the n rows of logits (n, V) for the active sequences into out, rows in
- * parallel. Errors from a worker thread are re-raised on this thread. */
-static srlm_status sample_rows(const gen_ctx *g, srlm_sampler **samplers, const active_seq *act, int n,
-                               const float *logits, srlm_sample *out, srlm_status *row_st, char *row_msg) {
-  (void)samplers;
-#pragma omp parallel for schedule(static) if (n > 1)
-  for (int i = 0; i < n; i++) {
-#ifdef _OPENMP
-    srlm_sampler *sm = samplers[omp_get_thread_num()];
-#else
-    srlm_sampler *sm = samplers[0];
-#endif
-    const srlm_gen_request *r = &g->req[act[i].req];
-    row_st[i] = srlm_sampler_sample(sm, logits + (size_t)i * (size_t)g->V, r->seq_id, (uint32_t)g->res[act[i].req].n,
-                                    &out[i]);
-    if (row_st[i] != SRLM_OK) snprintf(row_msg + (size_t)i * ROW_MSG, ROW_MSG, "%s", srlm_error_message());
-  }
-  for (int i = 0; i < n; i++)
-    if (row_st[i] != SRLM_OK)
-      return srlm_error(row_st[i], "generate", "request %d, new token %lld: %s", act[i].req,
-                        (long long)g->res[act[i].req].n, row_msg + (size_t)i * ROW_MSG);
-  return SRLM_OK;
+/* Names the requests of a failed step, in its row order (the model's errors name rows
+ * and slots). */
+static void step_error(const active_seq *act, int n, srlm_status st) {
+  char list[256];
+  size_t len = 0;
+  for (int i = 0; i < n && len + 16 < sizeof list; i++)
+    len += (size_t)snprintf(list + len, sizeof list - len, "%s%d", i ? ", " : "", act[i].req);
+  if (len + 16 >= sizeof list) snprintf(list + len, sizeof list - len, ", ...");
+  srlm_error_context(st, "generate: step over requests %s (rows in this order)", list);
 }
 
 static srlm_status run(gen_ctx *g, int n, srlm_generate_stats *stats) {
@@ -218,29 +201,20 @@ static srlm_status run(gen_ctx *g, int n, srlm_generate_stats *stats) {
   for (int i = 0; i < n; i++)
     if (g->req[i].n_prompt + p->max_new_tokens > max_len) max_len = g->req[i].n_prompt + p->max_new_tokens;
 
-#ifdef _OPENMP
-  const int n_samplers = omp_get_max_threads();
-#else
-  const int n_samplers = 1;
-#endif
-  srlm_sampler **samplers = srlm_xcalloc((size_t)n_samplers, sizeof *samplers);
   srlm_kv_cache *kv = NULL;
   active_seq *act = srlm_xcalloc((size_t)B, sizeof *act);
   int *free_slots = srlm_xmalloc((size_t)B * sizeof *free_slots);
   int *slots = srlm_xmalloc((size_t)B * sizeof *slots);
   int32_t *cu = srlm_xmalloc((size_t)(B + 1) * sizeof *cu);
-  float *logits = srlm_xmalloc((size_t)B * (size_t)g->V * sizeof *logits);
+  uint64_t *seq_ids = srlm_xmalloc((size_t)B * sizeof *seq_ids);
+  uint32_t *steps = srlm_xmalloc((size_t)B * sizeof *steps);
   srlm_sample *samples = srlm_xmalloc((size_t)B * sizeof *samples);
-  srlm_status *row_st = srlm_xmalloc((size_t)B * sizeof *row_st);
-  char *row_msg = srlm_xmalloc((size_t)B * ROW_MSG);
   int32_t *tokens = NULL;
   int64_t tokens_cap = 0;
   int n_act = 0, n_free = B, next = 0;
   for (int s = 0; s < B; s++) free_slots[s] = B - 1 - s;
 
-  srlm_status st = SRLM_OK;
-  for (int t = 0; t < n_samplers && st == SRLM_OK; t++) st = srlm_sampler_create(&p->sampler, g->V, &samplers[t]);
-  if (st == SRLM_OK && B > 0) st = srlm_kv_cache_create(g->m, B, max_len, &kv);
+  srlm_status st = B > 0 ? srlm_kv_cache_create(g->m, B, max_len, &kv) : SRLM_OK;
 
   while (st == SRLM_OK && (next < n || n_act > 0)) {
     /* admit waiting prompts into free slots */
@@ -280,6 +254,8 @@ static srlm_status run(gen_ctx *g, int n, srlm_generate_stats *stats) {
     for (int i = 0; i < n_act; i++) {
       active_seq *a = &act[i];
       slots[i] = a->slot;
+      seq_ids[i] = g->req[a->req].seq_id;
+      steps[i] = (uint32_t)g->res[a->req].n; /* the index of the token being generated */
       if (!a->prefilled) {
         const srlm_gen_request *r = &g->req[a->req];
         memcpy(tokens + pos, r->prompt, (size_t)r->n_prompt * sizeof *tokens);
@@ -292,12 +268,14 @@ static srlm_status run(gen_ctx *g, int n, srlm_generate_stats *stats) {
       }
       cu[i + 1] = (int32_t)pos;
     }
-    st = srlm_model_step(g->m, kv, n_act, slots, tokens, cu, logits);
-    if (st != SRLM_OK) break;
+    st = srlm_model_step_sample(g->m, kv, n_act, slots, tokens, cu, &p->sampler, seq_ids, steps, samples);
+    if (st != SRLM_OK) {
+      step_error(act, n_act, st);
+      break;
+    }
     if (stats) stats->steps++;
 
-    /* sample, stop, free finished slots (keeping the order of the others) */
-    st = sample_rows(g, samplers, act, n_act, logits, samples, row_st, row_msg);
+    /* stop, free finished slots (keeping the order of the others) */
     int kept = 0;
     for (int i = 0; i < n_act && st == SRLM_OK; i++) {
       int done;
@@ -317,16 +295,13 @@ static srlm_status run(gen_ctx *g, int n, srlm_generate_stats *stats) {
 
   for (int i = 0; i < n_act; i++) srlm_tokenizer_stream_free(act[i].stream);
   srlm_kv_cache_free(kv);
-  for (int t = 0; t < n_samplers; t++) srlm_sampler_free(samplers[t]);
-  free(samplers);
   free(act);
   free(free_slots);
   free(slots);
   free(cu);
-  free(logits);
+  free(seq_ids);
+  free(steps);
   free(samples);
-  free(row_st);
-  free(row_msg);
   free(tokens);
   return st;
 }

@@ -1,8 +1,9 @@
 /* head: the LM head, forward and backward in one place. Log-probs of the targets and
  * their backward are the backend's fused ops (lmhead_forward / lmhead_backward: chunk
  * GEMMs with an online log-sum-exp, so the (T x V) logits never exist); full logits of
- * a few chosen rows (evaluation, the judge's score distribution, decoding) come from
- * the final norm and one GEMM per chunk of rows, copied to the host. */
+ * a few chosen rows (evaluation, the judge's score distribution) come from the final
+ * norm and one GEMM per chunk of rows, copied to the host; decoding samples each chunk
+ * with the backend's sample op instead, so its logits never leave the backend. */
 #include <stdlib.h>
 
 #include "model_internal.h"
@@ -24,8 +25,11 @@ srlm_status srlm_model_head_backward(srlm_model *m, const void *xf, const int32_
   return OP(m, lmhead_backward, p);
 }
 
-srlm_status srlm_model_head_logits(srlm_model *m, const void *x, int64_t T, const int32_t *rows_host, int64_t n,
-                                   float *logits) {
+/* The LM head of the given rows of x (T, C), a chunk of rows at a time: final norm, one
+ * GEMM, and the chunk's logits (fp32) copied to the host (logits) or sampled on the
+ * backend (sp: its pointers are for all n rows; logits, n and V are set per chunk). */
+static srlm_status head_rows(srlm_model *m, const void *x, int64_t T, const int32_t *rows_host, int64_t n,
+                             float *logits, const srlm_sample_params *sp) {
   if (n == 0) return SRLM_OK;
   int64_t RC = ((int64_t)1 << 22) / m->V; /* rows of logits at a time: ~16 MB */
   if (RC < 1) RC = 1;
@@ -46,7 +50,31 @@ srlm_status srlm_model_head_logits(srlm_model *m, const void *x, int64_t T, cons
     srlm_matmul_params p = {.c = chunk, .a = srlm_model_el(m, xr, r0 * m->C), .b = srlm_model_w(m, m->off_lm_head),
                             .M = rc, .N = m->V, .K = m->C, .trans_b = 1, .dtype = m->dt, .c_dtype = SRLM_F32};
     SRLM_TRY(OP(m, matmul, p));
-    SRLM_TRY(srlm_backend_copy_d2h(m->be, logits + r0 * m->V, chunk, (size_t)(rc * m->V) * sizeof(float)));
+    if (logits) {
+      SRLM_TRY(srlm_backend_copy_d2h(m->be, logits + r0 * m->V, chunk, (size_t)(rc * m->V) * sizeof(float)));
+      continue;
+    }
+    srlm_sample_params c = *sp;
+    c.token += r0;
+    c.logprob += r0;
+    if (c.sample_logprob) c.sample_logprob += r0;
+    c.logits = chunk;
+    c.seq_id += r0;
+    c.step += r0;
+    c.n = rc;
+    c.V = m->V;
+    const srlm_status st = OP(m, sample, c);
+    if (st != SRLM_OK) return r0 ? srlm_error_context(st, "sampled rows from %lld on", (long long)r0) : st;
   }
   return SRLM_OK;
+}
+
+srlm_status srlm_model_head_logits(srlm_model *m, const void *x, int64_t T, const int32_t *rows_host, int64_t n,
+                                   float *logits) {
+  return head_rows(m, x, T, rows_host, n, logits, NULL);
+}
+
+srlm_status srlm_model_head_sample(srlm_model *m, const void *x, int64_t T, const int32_t *rows_host, int64_t n,
+                                   srlm_sample_params sp) {
+  return head_rows(m, x, T, rows_host, n, NULL, &sp);
 }

@@ -6,7 +6,9 @@
  * all new tokens packed together, and returns the logits after each slot's last new
  * token. The attention of a new token against its slot is the backend's attention_kv,
  * which has the arithmetic of the full forward per query, so a step's logits have the
- * bits of srlm_model_logits at the same position, whatever else is in the batch. */
+ * bits of srlm_model_logits at the same position, whatever else is in the batch.
+ * srlm_model_step_sample keeps those logits on the backend and runs its sample op on
+ * them: only the tokens and their two log-probs come back to the host. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -96,26 +98,58 @@ static srlm_status check_step(const srlm_model *m, const srlm_kv_cache *kv, int 
   return st;
 }
 
-srlm_status srlm_model_step(srlm_model *m, srlm_kv_cache *kv, int n, const int *slots, const int32_t *tokens,
-                            const int32_t *cu, float *logits) {
+/* What a sampling step takes and gives (host arrays, n). */
+typedef struct step_sampling {
+  const srlm_sampler_params *sp;
+  const uint64_t *seq_id;
+  const uint32_t *step;
+  srlm_sample *out;
+} step_sampling;
+
+/* One step: logits to the host (logits) or sampled on the backend (smp). */
+static srlm_status step_run(srlm_model *m, srlm_kv_cache *kv, int n, const int *slots, const int32_t *tokens,
+                            const int32_t *cu, float *logits, const step_sampling *smp) {
   SRLM_TRY(check_step(m, kv, n, slots, tokens, cu));
   if (n == 0) return SRLM_OK;
   const int64_t T = cu[n];
   int32_t *pos = srlm_xmalloc((size_t)T * sizeof *pos);
   int32_t *rows = srlm_xmalloc((size_t)n * sizeof *rows);
   int32_t *sl = srlm_xmalloc((size_t)(2 * n) * sizeof *sl); /* slots | cached lengths after the step */
-  int64_t *len0 = srlm_xmalloc((size_t)n * sizeof *len0);
   for (int i = 0; i < n; i++) {
-    len0[i] = kv->len[slots[i]];
-    for (int32_t t = cu[i]; t < cu[i + 1]; t++) pos[t] = (int32_t)(len0[i] + (t - cu[i]));
+    const int64_t len0 = kv->len[slots[i]];
+    for (int32_t t = cu[i]; t < cu[i + 1]; t++) pos[t] = (int32_t)(len0 + (t - cu[i]));
     rows[i] = cu[i + 1] - 1;
     sl[i] = slots[i];
-    sl[n + i] = (int32_t)(len0[i] + (cu[i + 1] - cu[i]));
+    sl[n + i] = (int32_t)(len0 + (cu[i + 1] - cu[i]));
   }
-  srlm_status st = srlm_model_upload_i32(m, &m->ib.tokens, tokens, T);
+  /* step_buf: sl (2n) | sampling: seq_id (n), step (n), token | logprob | sample_logprob (3n) */
+  size_t bytes = 0, unused = 0;
+  srlm_model_carve(NULL, &bytes, 2 * n, sizeof(int32_t));
+  if (smp) {
+    srlm_model_carve(NULL, &bytes, n, sizeof(uint64_t));
+    srlm_model_carve(NULL, &bytes, n, sizeof(uint32_t));
+    srlm_model_carve(NULL, &bytes, 3 * n, sizeof(float));
+  }
+  srlm_status st = srlm_model_dbuf_reserve(m, &m->step_buf, bytes);
+  char *cur = m->step_buf.p;
+  const int32_t *sl_dev = srlm_model_carve(&cur, &unused, 2 * n, sizeof(int32_t));
+  if (st == SRLM_OK) st = srlm_backend_copy_h2d(m->be, (void *)sl_dev, sl, (size_t)(2 * n) * sizeof *sl);
+  srlm_sample_params sp = {0};
+  char *io_dev = NULL;
+  if (smp) {
+    uint64_t *seq_dev = srlm_model_carve(&cur, &unused, n, sizeof(uint64_t));
+    uint32_t *step_dev = srlm_model_carve(&cur, &unused, n, sizeof(uint32_t));
+    io_dev = srlm_model_carve(&cur, &unused, 3 * n, sizeof(float));
+    if (st == SRLM_OK) st = srlm_backend_copy_h2d(m->be, seq_dev, smp->seq_id, (size_t)n * sizeof *seq_dev);
+    if (st == SRLM_OK) st = srlm_backend_copy_h2d(m->be, step_dev, smp->step, (size_t)n * sizeof *step_dev);
+    sp = (srlm_sample_params){.token = (int32_t *)io_dev, .logprob = (float *)io_dev + n,
+                              .sample_logprob = (float *)io_dev + 2 * n, .seq_id = seq_dev, .step = step_dev,
+                              .temperature = smp->sp->temperature, .top_p = smp->sp->top_p,
+                              .min_p = smp->sp->min_p, .top_k = smp->sp->top_k, .seed = smp->sp->seed};
+  }
+  if (st == SRLM_OK) st = srlm_model_upload_i32(m, &m->ib.tokens, tokens, T);
   if (st == SRLM_OK) st = srlm_model_upload_i32(m, &m->ib.pos, pos, T);
   if (st == SRLM_OK) st = srlm_model_upload_i32(m, &m->ib.cu, cu, n + 1);
-  if (st == SRLM_OK) st = srlm_model_upload_i32(m, &m->step_buf, sl, 2 * n);
   layer_acts a;
   model_scratch s;
   if (st == SRLM_OK) st = srlm_model_infer_buffers(m, T, &a, &s);
@@ -124,16 +158,39 @@ srlm_status srlm_model_step(srlm_model *m, srlm_kv_cache *kv, int n, const int *
                                .V = m->V, .C = m->C, .dtype = m->dt};
     st = OP(m, embedding_forward, e);
   }
-  const int32_t *sl_dev = m->step_buf.p;
   attn_src src = {.cu = m->ib.cu.p, .kv = kv, .n = n, .NQ = T, .slot_dev = sl_dev, .kv_len_dev = sl_dev + n};
   for (int l = 0; l < m->L && st == SRLM_OK; l++) st = srlm_model_layer_forward(m, l, &a, &s, T, m->ib.pos.p, &src);
-  if (st == SRLM_OK) st = srlm_model_head_logits(m, a.x_in, T, rows, n, logits);
+  if (st == SRLM_OK && !smp) st = srlm_model_head_logits(m, a.x_in, T, rows, n, logits);
+  if (st == SRLM_OK && smp) st = srlm_model_head_sample(m, a.x_in, T, rows, n, sp);
+  if (st == SRLM_OK && smp) {
+    /* only the tokens and two log-probs per slot come back */
+    char *io = srlm_xmalloc((size_t)(3 * n) * sizeof(float));
+    st = srlm_backend_copy_d2h(m->be, io, io_dev, (size_t)(3 * n) * sizeof(float));
+    for (int i = 0; i < n && st == SRLM_OK; i++) {
+      memcpy(&smp->out[i].token, io + (size_t)i * 4, 4);
+      memcpy(&smp->out[i].logprob, io + (size_t)(n + i) * 4, 4);
+      memcpy(&smp->out[i].sample_logprob, io + (size_t)(2 * n + i) * 4, 4);
+    }
+    free(io);
+  }
   /* the cache holds the new keys of every layer only when all went through */
   if (st == SRLM_OK)
     for (int i = 0; i < n; i++) kv->len[slots[i]] = sl[n + i];
   free(pos);
   free(rows);
   free(sl);
-  free(len0);
   return st;
+}
+
+srlm_status srlm_model_step(srlm_model *m, srlm_kv_cache *kv, int n, const int *slots, const int32_t *tokens,
+                            const int32_t *cu, float *logits) {
+  return step_run(m, kv, n, slots, tokens, cu, logits, NULL);
+}
+
+srlm_status srlm_model_step_sample(srlm_model *m, srlm_kv_cache *kv, int n, const int *slots, const int32_t *tokens,
+                                   const int32_t *cu, const srlm_sampler_params *sp, const uint64_t *seq_id,
+                                   const uint32_t *step, srlm_sample *out) {
+  SRLM_TRY(srlm_sampler_params_check(sp));
+  const step_sampling smp = {.sp = sp, .seq_id = seq_id, .step = step, .out = out};
+  return step_run(m, kv, n, slots, tokens, cu, NULL, &smp);
 }

@@ -108,7 +108,7 @@ struct srlm_model {
   batch_bufs ib;
   dbuf scratch_buf;        /* activations and scratch of an inference forward */
   dbuf head_buf;           /* rows and logits of srlm_model_head_logits, head rows of logprobs */
-  dbuf step_buf;           /* slots and cached lengths of a step */
+  dbuf step_buf;           /* slots and cached lengths of a step; its sampling keys and results */
 
   /* training: the last forward_train, for backward */
   int recompute;           /* keep only each layer's input and recompute the rest */
@@ -186,6 +186,11 @@ srlm_status srlm_model_upload_i32(srlm_model *m, dbuf *b, const int32_t *host, i
  * and the step. */
 srlm_status srlm_model_head_logits(srlm_model *m, const void *x, int64_t T, const int32_t *rows_host, int64_t n,
                                    float *logits);
+/* The same rows sampled on the backend instead (srlm_model_step_sample): sp holds the
+ * settings and the backend arrays (n) seq_id, step, token, logprob, sample_logprob; its
+ * logits, n and V are filled in per chunk of rows. */
+srlm_status srlm_model_head_sample(srlm_model *m, const void *x, int64_t T, const int32_t *rows_host, int64_t n,
+                                   srlm_sample_params sp);
 /* logp and lse (NT, backend) of the targets (NT, backend) of the final-normed rows xf. */
 srlm_status srlm_model_head_forward(srlm_model *m, const void *xf, const int32_t *targets, int64_t NT, float *logp,
                                     float *lse);

@@ -3,8 +3,9 @@
  * at a time), log-probs equal to a full forward, sampled sequences identical whatever
  * the batch size, the request order and the prefill budget (and equal to a reference
  * loop that runs the full forward for every token), EOS and stop-string stopping with
- * their text (on a model made for a small multi-character tokenizer written here), and
- * the input errors. */
+ * their text (on a model made for a small multi-character tokenizer written here), the
+ * input errors, and srlm_model_step_sample (the backend samples; logits stay there)
+ * against srlm_model_step + the host sampler. */
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -16,6 +17,7 @@
 #include "srlm/model.h"
 #include "srlm/safetensors.h"
 #include "test.h"
+#include "tiny_model.h"
 
 static const char *const k_fixtures[] = {"llama", "llama3_scaled", "llama_tied_bf16", "qwen2", "qwen3", "mistral"};
 
@@ -553,10 +555,77 @@ static void test_stop_strings(void) {
   srlm_tokenizer_free(tok);
 }
 
+/* ---- 5. srlm_model_step_sample against srlm_model_step + the host sampler ---- */
+
+/* Same tokens and log-probs, bit for bit, greedy and sampled, at prefill and decode; 30
+ * slots at V = 151936 make the LM head sample in two chunks of rows (27 + 3). */
+static void test_step_sample(void) {
+  enum { N = 30 };
+  const int64_t V = 151936;
+  srlm_model *m = tiny_model_with_vocab(V);
+  if (!m) return;
+  srlm_kv_cache *ka = NULL, *kb = NULL;
+  EXPECT(srlm_kv_cache_create(m, N, 8, &ka) == SRLM_OK && srlm_kv_cache_create(m, N, 8, &kb) == SRLM_OK, "%s",
+         srlm_error_message());
+  float *logits = malloc((size_t)N * (size_t)V * sizeof *logits);
+  const srlm_sampler_params settings[] = {{.temperature = 0.0f, .top_p = 1.0f},
+                                          {.temperature = 0.8f, .top_k = 40, .top_p = 0.9f, .min_p = 0.02f, .seed = 3}};
+  int diff = 0, steps = 0;
+  for (size_t c = 0; c < 2 && ka && kb; c++) {
+    srlm_sampler *sm;
+    EXPECT(srlm_sampler_create(&settings[c], V, &sm) == SRLM_OK, "%s", srlm_error_message());
+    int slots[N];
+    int32_t tok[2 * N], cu[N + 1];
+    uint64_t seq[N];
+    uint32_t step[N];
+    cu[0] = 0;
+    for (int i = 0; i < N; i++) {
+      srlm_kv_cache_reset(ka, i);
+      srlm_kv_cache_reset(kb, i);
+      slots[i] = N - 1 - i;
+      tok[2 * i] = (int32_t)(srlm_rng_bits(5, 6, (uint32_t)i, 0, 0).v[0] % V);
+      tok[2 * i + 1] = (int32_t)(srlm_rng_bits(5, 6, (uint32_t)i, 1, 0).v[0] % V);
+      cu[i + 1] = 2 * (i + 1);
+      seq[i] = 500 + (uint64_t)i * 3;
+      step[i] = 0;
+    }
+    for (int s = 0; s < 3; s++, steps++) { /* a prefill of 2 tokens, then two decode steps */
+      srlm_sample a[N], b[N];
+      if (srlm_model_step_sample(m, ka, N, slots, tok, cu, &settings[c], seq, step, a) != SRLM_OK ||
+          srlm_model_step(m, kb, N, slots, tok, cu, logits) != SRLM_OK) {
+        EXPECT(0, "step %d: %s", s, srlm_error_message());
+        break;
+      }
+      for (int i = 0; i < N; i++) {
+        EXPECT(srlm_sampler_sample(sm, logits + (size_t)i * (size_t)V, seq[i], step[i], &b[i]) == SRLM_OK, "%s",
+               srlm_error_message());
+        if (a[i].token != b[i].token || memcmp(&a[i].logprob, &b[i].logprob, 4) ||
+            memcmp(&a[i].sample_logprob, &b[i].sample_logprob, 4)) {
+          if (!diff++) EXPECT(0, "T=%g step %d row %d: step_sample %d %.9g %.9g, step + sampler %d %.9g %.9g",
+                              (double)settings[c].temperature, s, i, a[i].token, (double)a[i].logprob,
+                              (double)a[i].sample_logprob, b[i].token, (double)b[i].logprob, (double)b[i].sample_logprob);
+        }
+        tok[i] = a[i].token;
+        cu[i + 1] = i + 1;
+        step[i]++;
+      }
+    }
+    srlm_sampler_free(sm);
+  }
+  EXPECT_EQ_INT(diff, 0);
+  printf("step_sample: %d steps x %d slots at V=%lld (two head chunks) equal step + host sampler\n", steps, N,
+         (long long)V);
+  free(logits);
+  srlm_kv_cache_free(ka);
+  srlm_kv_cache_free(kb);
+  srlm_model_free(m);
+}
+
 int main(void) {
   for (size_t i = 0; i < sizeof k_fixtures / sizeof k_fixtures[0]; i++) test_fixture_greedy(k_fixtures[i]);
   test_sampling_invariance();
   test_eos();
   test_stop_strings();
+  test_step_sample();
   TEST_MAIN_END();
 }

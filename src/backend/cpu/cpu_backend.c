@@ -204,28 +204,9 @@ static const srlm_backend_ops g_cpu_ops = {
     .copy_d2h = cpu_copy,
     .copy_d2d = cpu_copy,
     .sync = cpu_sync,
-    .matmul = srlm_cpu_matmul,
-    .rmsnorm_forward = srlm_cpu_rmsnorm_forward,
-    .rmsnorm_backward = srlm_cpu_rmsnorm_backward,
-    .rope_forward = srlm_cpu_rope_forward,
-    .rope_backward = srlm_cpu_rope_backward,
-    .attention_forward = srlm_cpu_attention_forward,
-    .attention_backward = srlm_cpu_attention_backward,
-    .attention_kv = srlm_cpu_attention_kv,
-    .kv_append = srlm_cpu_kv_append,
-    .swiglu_forward = srlm_cpu_swiglu_forward,
-    .swiglu_backward = srlm_cpu_swiglu_backward,
-    .embedding_forward = srlm_cpu_embedding_forward,
-    .embedding_backward = srlm_cpu_embedding_backward,
-    .add = srlm_cpu_add,
-    .colsum = srlm_cpu_colsum,
-    .cast = srlm_cpu_cast,
-    .lmhead_forward = srlm_cpu_lmhead_forward,
-    .lmhead_backward = srlm_cpu_lmhead_backward,
-    .grad_sumsq = srlm_cpu_grad_sumsq,
-    .adamw = srlm_cpu_adamw,
-    .pref_loss = srlm_cpu_pref_loss,
-    .grpo_loss = srlm_cpu_grpo_loss,
+#define SRLM_CPU_OP_ENTRY_(op, type) .op = srlm_cpu_##op,
+    SRLM_BACKEND_OPS(SRLM_CPU_OP_ENTRY_)
+#undef SRLM_CPU_OP_ENTRY_
 };
 
 const srlm_backend_ops *srlm_backend_cpu_ops(void) { return &g_cpu_ops; }
