@@ -57,7 +57,10 @@
 #include <type_traits>
 #include <utility>
 
-#if defined(__SANITIZE_THREAD__)
+// SRLM_SIM_TSAN: a ThreadSanitizer build. runtime.cpp is compiled without instrumentation
+// (its scheduler data is nobody's business but its own) and gets it from the build.
+#ifdef SRLM_SIM_TSAN
+#elif defined(__SANITIZE_THREAD__)
 #define SRLM_SIM_TSAN 1
 #elif defined(__has_feature)
 #if __has_feature(thread_sanitizer)

@@ -22,6 +22,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/mman.h>
+#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -29,6 +30,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <condition_variable>
 #include <thread>
 #include <vector>
 
@@ -223,11 +225,7 @@ struct fiber {
   size_t asan_size = 0;
 };
 
-#if SRLM_SIM_TSAN
-constexpr size_t kStackBytes = 128 * 1024;
-#else
-constexpr size_t kStackBytes = 256 * 1024;
-#endif
+constexpr size_t kStackBytes = 256 * 1024;  // untouched pages cost nothing (MAP_NORESERVE)
 constexpr size_t kGuardBytes = 4096;  // PROT_NONE below each stack: an overflow faults
 
 [[noreturn]] void fiber_main(fiber *self);
@@ -240,6 +238,10 @@ void uc_entry(unsigned lo, unsigned hi) {
 
 // Gives `f` a fresh initial frame: its next switch-in starts fiber_main(f).
 void fiber_prepare(fiber *f) {
+#if SRLM_SIM_ASAN
+  // A fiber abandoned mid-kernel (a failed block) may leave its frames poisoned.
+  __asan_unpoison_memory_region(f->stack, f->stack_bytes);
+#endif
 #if SRLM_SIM_ASM_SWITCH
   uintptr_t top = ((uintptr_t)f->stack + f->stack_bytes) & ~(uintptr_t)15;
   void **sp = reinterpret_cast<void **>(top);
@@ -266,17 +268,20 @@ void fiber_prepare(fiber *f) {
               (unsigned)(a >> 32));
 #endif
   f->asan_fake = nullptr;
-#if SRLM_SIM_ASAN
-  // A fiber abandoned mid-kernel (a failed block) may leave its frames poisoned.
-  __asan_unpoison_memory_region(f->stack, f->stack_bytes);
-#endif
 }
 
-// Stacks for `count` fibers in one mapping, each above a guard page.
+// Stacks for `count` fibers in one mapping, each above a guard page. Under TSan the mapping
+// is made by the raw system call: TSan's mmap interceptor would write shadow for every byte,
+// most of which a stack never touches.
 char *map_stacks(size_t count) {
   const size_t each = kStackBytes + kGuardBytes;
+#if SRLM_SIM_TSAN
+  void *m = reinterpret_cast<void *>(syscall(SYS_mmap, nullptr, each * count, PROT_READ | PROT_WRITE,
+                                             MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0));
+#else
   void *m = mmap(nullptr, each * count, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
                  -1, 0);
+#endif
   if (m == MAP_FAILED) return nullptr;
   for (size_t i = 0; i < count; i++) mprotect(static_cast<char *>(m) + i * each, kGuardBytes, PROT_NONE);
   return static_cast<char *>(m);
@@ -309,7 +314,8 @@ struct thread_rec {
   unsigned wparts;
   unsigned syncwarp_count;
 #if SRLM_SIM_TSAN
-  void *tsan;  // its TSan fiber
+  void *tsan;   // its TSan fiber
+  int ignores;  // open __tsan_ignore_thread_begin of that fiber
 #endif
 };
 
@@ -327,6 +333,7 @@ struct launch_rec {
   size_t smem;
   stream_rec *stream;
 #if SRLM_SIM_TSAN
+  uint64_t *start;      // sync object: the launch releases, every thread acquires as it starts
   uint64_t *grid_done;  // sync object: every thread releases, the launch acquires at the end
 #endif
 };
@@ -357,13 +364,16 @@ struct exec {
   unsigned char *smem = nullptr;
 #if SRLM_SIM_TSAN
   void *main_tsan = nullptr;
-  std::vector<fiber> own;  // one fiber per thread, fresh per block
+  std::vector<std::unique_ptr<fiber>> own;  // fiber i runs thread i of every block, as TSan fiber ids[i]
+  std::vector<void *> ids;
+  uint64_t order = 0;  // sync object: this worker's blocks happen one after another
 #endif
 };
 __thread exec *t_exec;
 
 // Fibers reused across blocks and launches (not under TSan, where every thread of every
 // block gets fresh ones); used only under the launch mutex.
+#if !SRLM_SIM_TSAN
 struct fiber_pool {
   fiber *free = nullptr;
   std::vector<fiber *> all;
@@ -372,31 +382,45 @@ fiber_pool &pool() {
   static fiber_pool *p = new fiber_pool;
   return *p;
 }
+#endif
 std::mutex &launch_mutex() {
   static std::mutex *m = new std::mutex;
   return *m;
 }
 
-// The scheduler's bookkeeping: shared by all fibers, invisible to ThreadSanitizer.
-struct quiet {
+// The scheduler's bookkeeping is shared by all fibers and kept invisible to ThreadSanitizer
+// (ignore regions, which also cover what libc interceptors see). TSan requires a fiber to
+// end with no region open, so the depth is counted per identity: the running GPU thread's
+// fiber (t_exec->cur, set exactly while one runs) or the OS thread's main context.
 #if SRLM_SIM_TSAN
-  quiet() { __tsan_ignore_thread_begin(); }
-  ~quiet() { __tsan_ignore_thread_end(); }
-#else
-  quiet() {}
-  ~quiet() {}
+__thread int t_main_ignores;
+int &ignore_depth() {
+  exec *x = t_exec;
+  return x && x->cur ? x->cur->ignores : t_main_ignores;
+}
 #endif
-};
 inline void quiet_begin() {
 #if SRLM_SIM_TSAN
   __tsan_ignore_thread_begin();
+  ++ignore_depth();
 #endif
 }
 inline void quiet_end() {
 #if SRLM_SIM_TSAN
+  --ignore_depth();
   __tsan_ignore_thread_end();
 #endif
 }
+// Closes every region the running identity has open (before its fiber ends for good).
+inline void quiet_drop() {
+#if SRLM_SIM_TSAN
+  for (int &d = ignore_depth(); d > 0; d--) __tsan_ignore_thread_end();
+#endif
+}
+struct quiet {
+  quiet() { quiet_begin(); }
+  ~quiet() { quiet_end(); }
+};
 
 void after_switch(exec *x, fiber *self) {
 #if SRLM_SIM_ASAN
@@ -434,7 +458,7 @@ void transfer(exec *x, fiber *from, fiber *to) {
 fiber *take_fiber(exec *x, thread_rec *t) {
   fiber *f;
 #if SRLM_SIM_TSAN
-  f = &x->own[t->linear];
+  f = x->own[t->linear].get();
 #else
   (void)x;
   fiber_pool &p = pool();
@@ -501,14 +525,16 @@ void run_next(exec *x, fiber *self) {
 }
 
 // Ends the block with an error: control goes to the main context and never comes back to
-// the failing fiber (its stack is reset there).
-[[noreturn]] void fail_block(exec *x, const std::string &msg) {
+// the failing fiber (its stack is reset there, so nothing on it may own memory: callers
+// pass a plain buffer).
+[[noreturn]] void fail_block(exec *x, const char *msg) {
   block_state *B = x->B;
   if (!B->failed) {
     B->failed = true;
     B->error = msg;
   }
   fiber *self = x->cur && x->cur->f ? x->cur->f : nullptr;
+  quiet_drop();
   if (self) transfer(x, self, &x->main);
   fprintf(stderr, "srlm cuda-sim: a failed block resumed\n");
   abort();
@@ -617,6 +643,7 @@ void finish_thread(exec *x, thread_rec *t) {
   W->live &= ~(1u << t->lane);
 #if SRLM_SIM_TSAN
   __tsan_release(x->L->grid_done);
+  __tsan_release(&x->order);
 #endif
   if (B->bar_waiting && B->bar_waiting == B->live) release_barrier(B, nullptr);
   // Its return may complete collectives its warp-mates wait at.
@@ -626,30 +653,36 @@ void finish_thread(exec *x, thread_rec *t) {
 
 [[noreturn]] void fiber_main(fiber *self) {
   after_switch(t_exec, self);
-  quiet_begin();
   for (;;) {
     exec *x = t_exec;
     thread_rec *t = self->job;
     resume_as(x, t);
     t->state = kRunning;
-    quiet_end();
+#if SRLM_SIM_TSAN
+    __tsan_acquire(x->L->start);  // the launch happens before the thread,
+    __tsan_acquire(&x->order);    // and so does this worker's previous block
+#endif
     x->L->entry(x->L->arg);
     quiet_begin();
     x = t_exec;
     finish_thread(x, t);
-    block_state *B = x->B;
-#if !SRLM_SIM_TSAN
+#if SRLM_SIM_TSAN
+    quiet_drop();  // this GPU thread is done; what follows touches no memory TSan watches
+#else
     // The next thread that has not started runs on this stack: no switch at all.
+    block_state *B = x->B;
     if (!B->failed && B->qcount && !B->threads[B->queue[B->qhead]].f) {
       unsigned i;
       pop(B, &i);
       self->job = &B->threads[i];
       B->threads[i].f = self;
+      quiet_end();
       continue;
     }
+    quiet_end();
 #endif
     release_fiber(self);
-    run_next(x, self);  // resumes here with a new job (never under TSan)
+    run_next(x, self);  // resumes here with a new job
   }
 }
 
@@ -693,6 +726,16 @@ void setup_block(exec *x, block_state *B, const launch_rec *L) {
   if (L->smem) memset(x->smem, 0xff, L->smem);  // a GPU leaves garbage in shared memory
 #if SRLM_SIM_TSAN
   B->sync.reset(new uint64_t[2 + 64 * B->warps.size()]);
+  for (unsigned i = 0; i < n; i++) {
+    thread_rec *t = &B->threads[i];
+    t->tsan = x->ids[i];
+    t->ignores = 0;
+    // names what a race report's "Thread T.." was
+    char name[128];
+    snprintf(name, sizeof name, "%s block (%u,%u,%u) thread (%u,%u,%u)", L->name, blockIdx.x, blockIdx.y,
+             blockIdx.z, t->idx.x, t->idx.y, t->idx.z);
+    __tsan_set_fiber_name(t->tsan, name);
+  }
 #endif
 }
 
@@ -727,6 +770,7 @@ void run_block(exec *x) {
   block_state *B = x->B;
   unsigned i;
   if (pop(B, &i)) transfer(x, &x->main, take_fiber(x, &B->threads[i]));
+  x->cur = nullptr;  // the main context runs again
   if (!B->failed && B->live) {
     B->failed = true;
     B->error = deadlock_message(B);
@@ -755,52 +799,104 @@ void record_failure(launch_rec *L, const block_state *B, const uint3 &bi) {
 }
 
 #if SRLM_SIM_TSAN
-// One block on a fresh OS thread, with fresh TSan fibers and stacks (see cuda_sim.h).
-bool run_block_tsan(launch_rec *L, uint3 bi) {
-  bool failed = false;
-  std::thread th([&] {
-    quiet_begin();
-    exec x;
-    block_state B;
-    x.L = L;
-    x.B = &B;
-    std::unique_ptr<unsigned char[]> smem(L->smem ? new unsigned char[L->smem] : nullptr);
-    x.smem = smem.get();
-    t_exec = &x;
-    blockIdx = bi;
-    blockDim = L->block;
-    gridDim = L->grid;
-    setup_block(&x, &B, L);
-    x.main_tsan = __tsan_get_current_fiber();
-    char *stacks = map_stacks(B.n);
-    if (!stacks) {
-      B.failed = true;
-      B.error = "cannot map the fiber stacks";
-    } else {
-      x.own.resize(B.n);
-      for (unsigned j = 0; j < B.n; j++) {
-        fiber *f = &x.own[j];
-        f->stack = stacks + j * (kStackBytes + kGuardBytes) + kGuardBytes;
-        f->stack_bytes = kStackBytes;
-        fiber_prepare(f);
-        thread_rec *t = &B.threads[j];
-        t->tsan = __tsan_create_fiber(0);
-        char name[128];
-        snprintf(name, sizeof name, "%s block (%u,%u,%u) thread (%u,%u,%u)", L->name, bi.x, bi.y, bi.z, t->idx.x,
-                 t->idx.y, t->idx.z);
-        __tsan_set_fiber_name(t->tsan, name);
-      }
-      run_block(&x);
-      for (unsigned j = 0; j < B.n; j++) __tsan_destroy_fiber(B.threads[j].tsan);
-      munmap(stacks, B.n * (kStackBytes + kGuardBytes));  // TSan forgets what the stacks saw
+// Under ThreadSanitizer blocks run on two persistent worker threads in turn (block k on
+// worker k % 2), each with its own TLS (so its own copy of every `static thread_local`
+// __shared__ array) and its own set of TSan fibers, one per thread index, each with its own
+// stack. Consecutive blocks thus share no identity, no shared memory and no ordering, and a
+// race between them is reported; a worker's blocks are ordered one after the next (each
+// thread releases the worker's `order` as it ends and acquires it as it starts), so blocks
+// k and k + 2 reusing shared memory and stacks is not a race (nor is a real race between
+// them reported). Identities persist because TSan's fiber creation costs about a millisecond. The launching thread and the workers hand
+// blocks over through a mutex, which orders nothing of the fibers: they switch with no_sync
+// and only the launch's own sync objects (start, grid_done) connect them to it.
+struct worker {
+  std::mutex mu;
+  std::condition_variable cv;
+  launch_rec *L = nullptr;  // the job: a block of this launch
+  uint3 bi = {0, 0, 0};
+  bool has_job = false, failed = false;
+  exec x;
+  block_state B;
+  std::vector<unsigned char> smem;
+};
+
+// Makes sure identities and fibers exist for n threads (on the worker, in its main context).
+void grow_fibers(exec *x, unsigned n) {
+  while (x->own.size() < n) {
+    char *stack = map_stacks(1);
+    if (!stack) {
+      fprintf(stderr, "srlm cuda-sim: cannot map a %zu-byte fiber stack\n", kStackBytes);
+      abort();
     }
-    if (B.failed) record_failure(L, &B, bi);
-    failed = B.failed;
-    t_exec = nullptr;
-    quiet_end();
-  });
-  th.join();
-  return !failed;
+    std::unique_ptr<fiber> f(new fiber);
+    f->stack = stack + kGuardBytes;
+    f->stack_bytes = kStackBytes;
+    fiber_prepare(f.get());
+    x->own.push_back(std::move(f));
+    x->ids.push_back(__tsan_create_fiber(0));
+  }
+}
+
+void run_job(worker *w) {
+  exec *x = &w->x;
+  block_state *B = &w->B;
+  launch_rec *L = w->L;
+  x->L = L;
+  x->B = B;
+  blockIdx = w->bi;
+  blockDim = L->block;
+  gridDim = L->grid;
+  if (w->smem.size() < L->smem) w->smem.resize(L->smem);
+  x->smem = w->smem.data();
+  grow_fibers(x, L->block.x * L->block.y * L->block.z);
+  setup_block(x, B, L);
+  run_block(x);
+  for (unsigned j = 0; j < B->n; j++) {
+    thread_rec *t = &B->threads[j];
+    if (t->state == kDone || t->state == kNew) continue;
+    // Abandoned mid-kernel (a failed block): close its ignore regions and order what it did
+    // before the launch's end, as a thread that returned would.
+    __tsan_switch_to_fiber(t->tsan, __tsan_switch_to_fiber_no_sync);
+    for (; t->ignores > 0; t->ignores--) __tsan_ignore_thread_end();
+    __tsan_release(L->grid_done);
+    __tsan_release(&x->order);
+    __tsan_switch_to_fiber(x->main_tsan, __tsan_switch_to_fiber_no_sync);
+  }
+  if (B->failed) record_failure(L, B, w->bi);
+  w->failed = B->failed;
+}
+
+void worker_loop(worker *w) {
+  quiet_begin();  // a worker only keeps the books (mutexes still synchronize)
+  t_exec = &w->x;
+  w->x.main_tsan = __tsan_get_current_fiber();
+  std::unique_lock<std::mutex> lk(w->mu);
+  for (;;) {
+    w->cv.wait(lk, [w] { return w->has_job; });
+    run_job(w);
+    w->has_job = false;
+    w->cv.notify_all();
+  }
+}
+
+worker *workers() {
+  static worker *w = [] {
+    worker *ws = new worker[2];
+    for (int i = 0; i < 2; i++) std::thread(worker_loop, &ws[i]).detach();
+    return ws;
+  }();
+  return w;
+}
+
+bool run_block_tsan(launch_rec *L, uint3 bi, unsigned k) {
+  worker *w = &workers()[k % 2];
+  std::unique_lock<std::mutex> lk(w->mu);
+  w->L = L;
+  w->bi = bi;
+  w->has_job = true;
+  w->cv.notify_all();
+  w->cv.wait(lk, [w] { return !w->has_job; });
+  return !w->failed;
 }
 #endif
 
@@ -1036,9 +1132,9 @@ void fail(const char *fmt, ...) {
     abort();
   }
   const thread_rec *t = x->cur;
-  char who[96];
-  snprintf(who, sizeof who, "thread (%u,%u,%u): ", t->idx.x, t->idx.y, t->idx.z);
-  fail_block(x, std::string(who) + buf);
+  char msg[640];
+  snprintf(msg, sizeof msg, "thread (%u,%u,%u): %s", t->idx.x, t->idx.y, t->idx.z, buf);
+  fail_block(x, msg);
 }
 
 long long clock64(void) { return (long long)(now_seconds() * 1e9); }
@@ -1078,16 +1174,19 @@ void launch_grid(const char *name, const void *fn, void (*entry)(void *), void *
   launch_rec L{name, entry, arg, grid, block, smem, stream ? stream : &dev().null_stream
 #if SRLM_SIM_TSAN
                ,
-               nullptr
+               nullptr, nullptr
 #endif
   };
 #if SRLM_SIM_TSAN
-  std::unique_ptr<uint64_t> done(new uint64_t(0));
-  L.grid_done = done.get();
+  std::unique_ptr<uint64_t[]> sync(new uint64_t[2]);
+  L.start = &sync[0];
+  L.grid_done = &sync[1];
+  __tsan_release(L.start);
+  unsigned k = 0;
   for (unsigned bz = 0; bz < grid.z; bz++)
     for (unsigned by = 0; by < grid.y; by++)
       for (unsigned bx = 0; bx < grid.x; bx++)
-        if (!run_block_tsan(&L, {bx, by, bz})) goto done;
+        if (!run_block_tsan(&L, {bx, by, bz}, k++)) goto done;
 done:
   __tsan_acquire(L.grid_done);
 #else

@@ -49,9 +49,14 @@ __global__ void early_exit_kernel(int *out, int *counts) {
 
 __global__ void and_or_kernel(int *out) {
   const int t = threadIdx.x;
-  out[0 + 3 * blockIdx.x] = __syncthreads_and(t < 1000);  // all true
-  out[1 + 3 * blockIdx.x] = __syncthreads_and(t != 5);    // one false
-  out[2 + 3 * blockIdx.x] = __syncthreads_or(t == 77);    // one true
+  const int a = __syncthreads_and(t < 1000);  // all true
+  const int b = __syncthreads_and(t != 5);    // one false
+  const int c = __syncthreads_or(t == 77);    // one true
+  if (t == 0) {
+    out[0 + 3 * blockIdx.x] = a;
+    out[1 + 3 * blockIdx.x] = b;
+    out[2 + 3 * blockIdx.x] = c;
+  }
 }
 
 // Reverses each block's slice through dynamic shared memory.
@@ -111,9 +116,9 @@ __global__ void barrier_kernel(int rounds, int *out) {
   if (v == -1) out[0] = v;
 }
 __global__ void shuffle_kernel(int rounds, int *out) {
-  int v = (int)threadIdx.x;
+  unsigned v = threadIdx.x;
   for (int r = 0; r < rounds; r++) v += __shfl_xor_sync(0xffffffffu, v, 1);
-  if (v == -1) out[0] = v;
+  if (v == 1) out[0] = (int)v;
 }
 #endif
 
@@ -278,8 +283,10 @@ int test_failures() {
   return 0;
 }
 
-// What the scheduler costs here (printed; not checked: machines differ).
+// What the scheduler costs here (printed; not checked: machines differ; ThreadSanitizer's
+// costs are not the simulator's).
 int measure() {
+  if (SRLM_SIM_TSAN) return 0;
   int *d = dev_from<int>(nullptr, 1);
   const int blocks = 256, threads = 256;
   double t0 = now();
