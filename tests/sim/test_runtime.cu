@@ -122,12 +122,6 @@ __global__ void shuffle_kernel(int rounds, int *out) {
 }
 #endif
 
-double now() {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
 int test_indices() {
   const dim3 grid(3, 2, 2), block(5, 4, 3);
   const unsigned nb = 12, nt = 60;
@@ -256,6 +250,12 @@ int test_config_errors() {
 }
 
 #if SIM
+double now() {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
 // Runs `launch` and checks that the next synchronize fails with a message containing `want`.
 template <class F>
 void expect_failure(const char *what, F launch, const char *want) {
