@@ -501,7 +501,9 @@ inline float bf16_bits_to_f32_(unsigned short b) {
 }
 struct __align__(2) __nv_bfloat16 {
   unsigned short __x;
-  __nv_bfloat16() = default;
+  // constexpr, not "= default": a static __shared__ array of them then needs no run-time
+  // initialization, hence no guard variable for the block's fibers to race on.
+  constexpr __nv_bfloat16() : __x(0) {}
   __nv_bfloat16(__nv_bfloat16_raw r) : __x(r.x) {}
   __nv_bfloat16(float f) : __x(f32_to_bf16_bits_(f)) {}
   operator float() const { return bf16_bits_to_f32_(__x); }

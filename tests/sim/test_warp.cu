@@ -10,7 +10,7 @@
 
 namespace {
 
-constexpr int kWidths[] = {32, 16, 8, 4, 2};
+__host__ __device__ int width_of(int wi) { return 32 >> wi; }  // 32, 16, 8, 4, 2
 constexpr int kModes = 4;  // idx, up, down, xor
 
 // out[(mode * 5 + wi) * 32 + lane] for each mode and width; a second pass with 64-bit values.
@@ -19,7 +19,7 @@ __global__ void shuffle_kernel(int *out, long long *out64, int arg) {
   const int v = lane * 7 + 100;
   const long long v64 = (long long)lane * 0x100000001LL + 5;
   for (int wi = 0; wi < 5; wi++) {
-    const int w = kWidths[wi];
+    const int w = width_of(wi);
     const int b = (arg + wi) % w;  // a source lane, a delta or a lane mask within the width
     out[(0 * 5 + wi) * 32 + lane] = __shfl_sync(0xffffffffu, v, b + (wi == 1 ? w : 0), w);  // src beyond w wraps
     out[(1 * 5 + wi) * 32 + lane] = __shfl_up_sync(0xffffffffu, v, (unsigned)b, w);
@@ -161,7 +161,7 @@ int test_shuffles() {
     }
     for (int mode = 0; mode < kModes; mode++)
       for (int wi = 0; wi < 5; wi++) {
-        const int w = kWidths[wi], b = (arg + wi) % w;
+        const int w = width_of(wi), b = (arg + wi) % w;
         int bad = 0, bad64 = 0;
         for (int l = 0; l < 32; l++) {
           const int b32 = mode == 0 ? b + (wi == 1 ? w : 0) : (mode == 3 ? b | (wi == 2 ? 8 : 0) : b);
