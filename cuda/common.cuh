@@ -52,7 +52,7 @@
 #define SRLM_CUDA(call) SRLM_LIB_CALL("CUDA", cudaError_t, call, srlm_rc == cudaSuccess, SRLM_CUDA_ERRSTR(srlm_rc))
 #define SRLM_CUBLAS(call)                                                                   \
   SRLM_LIB_CALL("cuBLASLt", cublasStatus_t, call, srlm_rc == CUBLAS_STATUS_SUCCESS,         \
-                cublasGetStatusString(srlm_rc))
+                cublasLtGetStatusString(srlm_rc))
 #endif
 // After a launch: a bad configuration shows up here, errors inside the kernel at the next
 // synchronizing call.
