@@ -29,22 +29,26 @@
 //   device memory is caught (srlm_sim::is_device). Copies, memsets and events are
 //   synchronous; streams only carry the errors of the kernels launched on them.
 //
-// ThreadSanitizer (-fsanitize=thread, SRLM_SIM_TSAN): each GPU thread is a TSan fiber of
-// its own, switched to with __tsan_switch_to_fiber_no_sync, so TSan sees threads that only
-// synchronize where the GPU would: __syncthreads and __syncwarp release on arrival and
-// acquire on leaving; shuffles exchange values but order no memory; the launch happens
-// before every thread of the grid and every thread before the launch's return. Blocks are
-// NOT ordered with each other, so two blocks writing one location race. For that, each
-// block runs on a fresh OS thread with fresh fibers and stacks, and `__shared__` becomes
-// `static thread_local` (a new thread's TLS is new memory to TSan); otherwise the reuse of
-// one static array by consecutive blocks would look like a race. The scheduler's own data
-// is touched only inside __tsan_ignore_thread_begin/end. A missing __syncthreads thus
-// becomes a reported data race (the role compute-sanitizer's racecheck plays on a GPU).
+// ThreadSanitizer (-fsanitize=thread, SRLM_SIM_TSAN): each GPU thread index is a TSan fiber
+// of its own, switched to with __tsan_switch_to_fiber_no_sync, so TSan sees threads that
+// only synchronize where the GPU would: __syncthreads and __syncwarp release on arrival and
+// acquire on leaving; shuffles exchange values but order no memory; atomics are atomics; the
+// launch happens before every thread of the grid and every thread before the launch's
+// return. Consecutive blocks are NOT ordered with each other, so two blocks writing one
+// location race: blocks run in turn on two worker OS threads, each with its own identities,
+// stacks and TLS, and `__shared__` becomes `static thread_local`, so block k and block k+1
+// share no shared-memory copy either. A worker's own blocks (k and k+2) are ordered, which
+// makes its reuse of shared memory and stacks legal and hides races between them only.
+// The scheduler's own data stays out of TSan's sight (runtime.cpp is not instrumented, and
+// what it does through libc runs in ignore regions). A missing __syncthreads thus becomes a
+// reported data race (the role compute-sanitizer's racecheck plays on a GPU).
 //
 // Not simulated: independent progress between threads (a thread spinning on another's
-// write must call __nanosleep, which yields), inter-block waiting, clusters, wgmma/TMA
-// (such kernels keep an mma.sync twin), texture memory, cooperative launches, and the
-// exact rounding of tensor cores (mma sums in k order with fp32 fma).
+// write must call __nanosleep, which yields), convergence (__activemask gives the warp's
+// lanes that have not returned, so pass explicit masks), inter-block waiting, clusters,
+// wgmma/TMA (such kernels keep an mma.sync twin), texture memory, cooperative launches,
+// dynamic parallelism, and the exact rounding of tensor cores (mma sums in k order with
+// fp32 fma).
 #ifndef SRLM_CUDA_SIM_H
 #define SRLM_CUDA_SIM_H
 

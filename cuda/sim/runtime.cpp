@@ -10,8 +10,11 @@
 // the queue is empty, control goes back to the block's main context: either every thread
 // returned, or the rest wait on each other (a deadlock, reported as a launch failure).
 // Fibers are persistent loops over "jobs" (GPU threads), parked in a pool between blocks
-// and launches. Context switches are ~20 instructions of x86-64 assembly (callee-saved
-// registers, MXCSR and the x87 control word), or ucontext elsewhere.
+// and launches (under ThreadSanitizer: per worker thread, one per thread index). Context
+// switches are ~20 instructions of x86-64 assembly (callee-saved registers, MXCSR and the
+// x87 control word), or ucontext elsewhere (SRLM_SIM_UCONTEXT forces it: measured on the
+// 2-core dev box, ~40 ns a thread at __syncthreads with the assembly, ~500 with ucontext,
+// whose swapcontext makes a sigprocmask system call each time).
 //
 // The simulated device is process-wide state, as a CUDA context is: the allocation table,
 // streams, the launch mutex and the fiber pool live in function-local statics here; the
@@ -371,8 +374,8 @@ struct exec {
 };
 __thread exec *t_exec;
 
-// Fibers reused across blocks and launches (not under TSan, where every thread of every
-// block gets fresh ones); used only under the launch mutex.
+// Fibers reused across blocks and launches, by any GPU thread (under TSan each worker keeps
+// one per thread index instead, see `worker`); used only under the launch mutex.
 #if !SRLM_SIM_TSAN
 struct fiber_pool {
   fiber *free = nullptr;
