@@ -1,196 +1,315 @@
-// CUDA backend: the op table over one device per process. Memory ops wrap cudaMalloc and
-// friends on one non-blocking stream; ops are queued on that stream and return at once.
-// Copies to or from the host wait for the stream, so host buffers can be reused (and
-// read) when they return; copy_d2h and sync also report what kernels found wrong (see
-// srlm_cuda_kerr). Kernels are built for sm_90 (with PTX for later GPUs).
-#include <string.h>
+// The CUDA backend's table and context, for both flavors (common.cuh): "cuda" on a GPU and
+// "cuda-sim" on the CUDA simulator. An instance (srlm_backend) owns one context: its
+// device, one non-blocking stream every op is queued on, the cuBLASLt handle and
+// workspace, pinned staging memory, a growable device workspace and the kernel error
+// record. Nothing lives in globals; the table is a function-local constant.
+//
+// Copies to or from the host wait for the stream, so host buffers can be reused (and read)
+// when they return; copy_d2h and sync also report what kernels found wrong (kerr_rec),
+// naming the op, the row and the value. host_memory is 0 for both flavors: the simulator
+// pretends to be a device, so every staging path runs on a CPU machine too, and its
+// allocation table catches a host pointer passed where device memory is expected.
+#include <stdio.h>
 
-#include "backend_cuda.cuh"
+#include <new>
+
+#include "common.cuh"
+
+namespace SRLM_CUDA_NS {
 
 namespace {
 
-struct cuda_state {
-  bool ready;
-  int device;
-  cudaStream_t stream;
-  srlm_cuda_kerr *kerr;      // (1) device memory the kernels write
-  srlm_cuda_kerr *kerr_host; // (1) pinned, so reading the record back is one small DMA
-};
-const cuda_state kNoState = {false, -1, nullptr, nullptr, nullptr};
-cuda_state g_state = kNoState;
+constexpr size_t kLtWorkspace = 32u << 20;  // cuBLASLt's recommendation for Hopper
 
-const char *kerr_op_name(int op) {
-  switch (op) {
-    case SRLM_CUDA_KERR_LOGPROB_FORWARD: return "cuda logprob_forward";
-    case SRLM_CUDA_KERR_LOGPROB_BACKWARD: return "cuda logprob_backward";
-    default: return "cuda kernel";
-  }
-}
+#define W(call) SRLM_CUDA_NAME " " call  // "cuda-sim copy_h2d": where errors happened
 
 // Waits for the stream, then turns a claimed kernel error record into an srlm error.
 // Everything goes through the one stream, so the read-back follows every queued kernel
 // and the clearing precedes every later one.
-srlm_status wait_and_check(void) {
-  SRLM_CUDA(cudaMemcpyAsync(g_state.kerr_host, g_state.kerr, sizeof *g_state.kerr,
-                            cudaMemcpyDeviceToHost, g_state.stream));
-  SRLM_CUDA(cudaStreamSynchronize(g_state.stream));
-  const srlm_cuda_kerr e = *g_state.kerr_host;
-  if (e.op == SRLM_CUDA_KERR_NONE) return SRLM_OK;
-  SRLM_CUDA(cudaMemsetAsync(g_state.kerr, 0, sizeof *g_state.kerr, g_state.stream));
-  return srlm_error(SRLM_ERR_RANGE, kerr_op_name(e.op), "row %lld: target id %d out of range [0, %lld)",
-                    e.row, e.value, e.limit);
+srlm_status wait_and_check(context *c) {
+  SRLM_CUDA(cudaMemcpyAsync(c->kerr_host, c->kerr, sizeof *c->kerr, cudaMemcpyDeviceToHost, c->stream));
+  SRLM_CUDA(cudaStreamSynchronize(c->stream));
+  const kerr_rec e = *c->kerr_host;
+  if (e.op == 0) return SRLM_OK;
+  SRLM_CUDA(cudaMemsetAsync(c->kerr, 0, sizeof *c->kerr, c->stream));
+  SRLM_CUDA(cudaStreamSynchronize(c->stream));
+  const int op = e.op - 1;
+  char where[96];
+  snprintf(where, sizeof where, "%s %s", SRLM_CUDA_NAME, op >= 0 && op < SRLM_OP_COUNT ? srlm_op_names[op] : "kernel");
+  return srlm_error(SRLM_ERR_RANGE, where, "row %lld: %s %lld out of range [0, %lld)", e.row, kerr_kind_name(e.kind),
+                    e.value, e.limit);
 }
 
-// Best effort: frees what init made. A failure here would hide nothing the caller can
-// act on (the stream has been synchronized or init has already failed).
-void release(void) {
-  if (g_state.kerr_host) (void)cudaFreeHost(g_state.kerr_host);
-  if (g_state.kerr) (void)cudaFree(g_state.kerr);
-  if (g_state.stream) (void)cudaStreamDestroy(g_state.stream);
+// Best effort: frees what create made. A failure here would hide nothing the caller can
+// act on (the stream has been synchronized or create has already failed).
+void release(context *c) {
+#if !(defined(SRLM_CUDA_SIM) && SRLM_CUDA_SIM)
+  if (c->lt) (void)cublasLtDestroy(c->lt);
+  if (c->lt_work) (void)cudaFree(c->lt_work);
+#endif
+  if (c->work) (void)cudaFree(c->work);
+  if (c->staging) (void)cudaFreeHost(c->staging);
+  if (c->kerr_host) (void)cudaFreeHost(c->kerr_host);
+  if (c->kerr) (void)cudaFree(c->kerr);
+  if (c->stream) (void)cudaStreamDestroy(c->stream);
   (void)cudaGetLastError();
-  g_state = kNoState;
-  srlm_log_set_device(-1);
+  delete c;
 }
 
-srlm_status setup(int device) {
+srlm_status setup(context *c, int device) {
   SRLM_CUDA(cudaSetDevice(device));
-  srlm_log_set_device(device);
-  g_state.device = device;
-  SRLM_CUDA(cudaStreamCreateWithFlags(&g_state.stream, cudaStreamNonBlocking));
-  SRLM_CUDA(cudaMalloc(&g_state.kerr, sizeof *g_state.kerr));
-  SRLM_CUDA(cudaMallocHost(&g_state.kerr_host, sizeof *g_state.kerr_host));
-  SRLM_CUDA(cudaMemsetAsync(g_state.kerr, 0, sizeof *g_state.kerr, g_state.stream));
-  SRLM_CUDA(cudaStreamSynchronize(g_state.stream));
-  g_state.ready = true;
+  c->device = device;
+  SRLM_CUDA(cudaStreamCreateWithFlags(&c->stream, cudaStreamNonBlocking));
+  SRLM_CUDA(cudaMalloc(reinterpret_cast<void **>(&c->kerr), sizeof *c->kerr));
+  SRLM_CUDA(cudaMallocHost(reinterpret_cast<void **>(&c->kerr_host), sizeof *c->kerr_host));
+  SRLM_CUDA(cudaMemsetAsync(c->kerr, 0, sizeof *c->kerr, c->stream));
+#if !(defined(SRLM_CUDA_SIM) && SRLM_CUDA_SIM)
+  SRLM_CUBLAS(cublasLtCreate(&c->lt));
+  SRLM_CUDA(cudaMalloc(&c->lt_work, kLtWorkspace));
+  c->lt_work_bytes = kLtWorkspace;
+#endif
+  SRLM_CUDA(cudaStreamSynchronize(c->stream));
   return SRLM_OK;
 }
 
-srlm_status cuda_init(int device) {
-  const char *where = "cuda init";
-  if (g_state.ready) {
-    if (device == g_state.device) return SRLM_OK;
-    return srlm_error(SRLM_ERR_INTERNAL, where, "already initialized on device %d, asked for device %d",
-                      g_state.device, device);
-  }
+srlm_status be_create(srlm_backend *be, int device) {
+  const char *where = W("create");
   int count = 0;
-  cudaError_t rc = cudaGetDeviceCount(&count);
+  const cudaError_t rc = cudaGetDeviceCount(&count);
   if (rc != cudaSuccess || count == 0) {
-    (void)cudaGetLastError(); // not sticky: leave no stale error for later calls
+    (void)cudaGetLastError();  // not sticky: leave no stale error for later calls
     return srlm_error(SRLM_ERR_UNSUPPORTED, where, "no CUDA device is visible (%s)",
-                      rc != cudaSuccess ? cudaGetErrorString(rc) : "0 devices");
+                      rc != cudaSuccess ? SRLM_CUDA_ERRSTR(rc) : "0 devices");
   }
   if (device < 0 || device >= count)
     return srlm_error(SRLM_ERR_RANGE, where, "device %d out of range [0, %d)", device, count);
   cudaDeviceProp prop;
   SRLM_CUDA(cudaGetDeviceProperties(&prop, device));
-  if (prop.major < 9)
+  if (prop.major < 8)
     return srlm_error(SRLM_ERR_UNSUPPORTED, where,
-                      "device %d (%s) has compute capability %d.%d; this build has kernels for 9.0 and later",
+                      "device %d (%s) has compute capability %d.%d; this build has kernels for 8.0 (A100) and 9.0 "
+                      "(H100, H200) and later",
                       device, prop.name, prop.major, prop.minor);
-  srlm_status st = setup(device);
-  if (st != SRLM_OK) release();
+  context *c = new (std::nothrow) context();
+  if (!c) return srlm_error(SRLM_ERR_NOMEM, where, "cannot allocate the context");
+  const srlm_status st = setup(c, device);
+  if (st != SRLM_OK) {
+    release(c);
+    return st;
+  }
+  be->ctx = c;
+  be->device = device;
+  srlm_log_set_device(device);
+  return SRLM_OK;
+}
+
+srlm_status be_destroy(srlm_backend *be) {
+  context *c = ctx(be);
+  if (!c) return SRLM_OK;
+  const srlm_status st = wait_and_check(c);
+  release(c);
+  be->ctx = nullptr;
+  srlm_log_set_device(-1);
   return st;
 }
 
-srlm_status cuda_shutdown(void) {
-  if (!g_state.ready) return SRLM_OK;
-  srlm_status st = wait_and_check();
-  release();
-  return st;
+srlm_status ready(srlm_backend *be, const char *where) {
+  if (!be || !be->ctx) return srlm_error(SRLM_ERR_INTERNAL, where, "the backend instance is not created");
+  return SRLM_OK;
 }
 
-srlm_status cuda_alloc(void **ptr, size_t bytes) {
+srlm_status be_alloc(srlm_backend *be, void **ptr, size_t bytes) {
+  const char *where = W("alloc");
   *ptr = nullptr;
-  SRLM_TRY(srlm_cuda_ready("cuda alloc"));
+  SRLM_TRY(ready(be, where));
   if (bytes == 0) return SRLM_OK;
-  cudaError_t rc = cudaMalloc(ptr, bytes);
+  const cudaError_t rc = cudaMalloc(ptr, bytes);
   if (rc == cudaSuccess) return SRLM_OK;
-  (void)cudaGetLastError(); // out of memory is not sticky; keep it from showing up later
+  (void)cudaGetLastError();  // out of memory is not sticky; keep it from showing up later
   *ptr = nullptr;
   if (rc == cudaErrorMemoryAllocation)
-    return srlm_error(SRLM_ERR_NOMEM, "cuda alloc", "cannot allocate %zu bytes on device %d", bytes,
-                      g_state.device);
-  return srlm_lib_error("CUDA", "cudaMalloc(ptr, bytes)", rc, cudaGetErrorString(rc), __FILE__, __LINE__);
+    return srlm_error(SRLM_ERR_NOMEM, where, "cannot allocate %zu bytes on device %d", bytes, ctx(be)->device);
+  return srlm_lib_error("CUDA", "cudaMalloc(ptr, bytes)", rc, SRLM_CUDA_ERRSTR(rc), __FILE__, __LINE__);
 }
 
-srlm_status cuda_free(void *ptr) {
+srlm_status be_free(srlm_backend *be, void *ptr) {
   if (!ptr) return SRLM_OK;
-  SRLM_TRY(srlm_cuda_ready("cuda free"));
+  SRLM_TRY(ready(be, W("free")));
   SRLM_CUDA(cudaFree(ptr));
   return SRLM_OK;
 }
 
-srlm_status check_bufs(const char *where, const void *dst, const void *src, size_t bytes) {
-  SRLM_TRY(srlm_cuda_ready(where));
+srlm_status be_host_alloc(srlm_backend *be, void **ptr, size_t bytes) {
+  const char *where = W("host_alloc");
+  *ptr = nullptr;
+  SRLM_TRY(ready(be, where));
+  if (bytes == 0) return SRLM_OK;
+  const cudaError_t rc = cudaMallocHost(ptr, bytes);
+  if (rc == cudaSuccess) return SRLM_OK;
+  (void)cudaGetLastError();
+  *ptr = nullptr;
+  return srlm_error(SRLM_ERR_NOMEM, where, "cannot allocate %zu bytes of pinned host memory (%s)", bytes,
+                    SRLM_CUDA_ERRSTR(rc));
+}
+
+srlm_status be_host_free(srlm_backend *be, void *ptr) {
+  if (!ptr) return SRLM_OK;
+  SRLM_TRY(ready(be, W("host_free")));
+  SRLM_CUDA(cudaFreeHost(ptr));
+  return SRLM_OK;
+}
+
+#if !(defined(SRLM_CUDA_SIM) && SRLM_CUDA_SIM)
+// Which kind of memory `p` is: device (or managed) memory, or host memory of any kind.
+bool on_device(const void *p) {
+  cudaPointerAttributes a;
+  if (cudaPointerGetAttributes(&a, p) != cudaSuccess) {
+    (void)cudaGetLastError();
+    return false;
+  }
+  return a.type == cudaMemoryTypeDevice || a.type == cudaMemoryTypeManaged;
+}
+#endif
+
+// The pointers of a copy must be what its direction says: a host pointer where device memory
+// is expected (or the reverse) is a bug in the caller, named here rather than left to fault.
+srlm_status check_copy(const char *where, void *dst, bool dst_dev, const void *src, bool src_dev, size_t bytes) {
   if (bytes > 0 && !dst) return srlm_error(SRLM_ERR_INTERNAL, where, "NULL destination for %zu bytes", bytes);
   if (bytes > 0 && !src) return srlm_error(SRLM_ERR_INTERNAL, where, "NULL source for %zu bytes", bytes);
+  if (bytes == 0) return SRLM_OK;
+#if defined(SRLM_CUDA_SIM) && SRLM_CUDA_SIM
+  const bool dst_ok = dst_dev ? ::srlm_sim::is_device(dst, bytes) : !::srlm_sim::is_device(dst, 0);
+  const bool src_ok = src_dev ? ::srlm_sim::is_device(src, bytes) : !::srlm_sim::is_device(src, 0);
+#else
+  const bool dst_ok = on_device(dst) == dst_dev, src_ok = on_device(src) == src_dev;
+#endif
+  if (!dst_ok)
+    return srlm_error(SRLM_ERR_INTERNAL, where, "the destination %p (%zu bytes) is %s", dst, bytes,
+                      dst_dev ? "not device memory of this backend (a host pointer?)" : "device memory, not host memory");
+  if (!src_ok)
+    return srlm_error(SRLM_ERR_INTERNAL, where, "the source %p (%zu bytes) is %s", src, bytes,
+                      src_dev ? "not device memory of this backend (a host pointer?)" : "device memory, not host memory");
   return SRLM_OK;
 }
 
-srlm_status cuda_zero(void *ptr, size_t bytes) {
-  SRLM_TRY(check_bufs("cuda zero", ptr, ptr, bytes));
-  if (bytes) SRLM_CUDA(cudaMemsetAsync(ptr, 0, bytes, g_state.stream));
-  return SRLM_OK;
-}
-
-srlm_status cuda_copy_h2d(void *dst, const void *src, size_t bytes) {
-  SRLM_TRY(check_bufs("cuda copy_h2d", dst, src, bytes));
+srlm_status be_zero(srlm_backend *be, void *ptr, size_t bytes) {
+  const char *where = W("zero");
+  SRLM_TRY(ready(be, where));
   if (!bytes) return SRLM_OK;
-  SRLM_CUDA(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, g_state.stream));
-  SRLM_CUDA(cudaStreamSynchronize(g_state.stream));
+  SRLM_TRY(check_copy(where, ptr, true, ptr, true, bytes));
+  SRLM_CUDA(cudaMemsetAsync(ptr, 0, bytes, ctx(be)->stream));
   return SRLM_OK;
 }
 
-srlm_status cuda_copy_d2h(void *dst, const void *src, size_t bytes) {
-  SRLM_TRY(check_bufs("cuda copy_d2h", dst, src, bytes));
-  if (bytes) SRLM_CUDA(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, g_state.stream));
-  return wait_and_check();
-}
-
-srlm_status cuda_copy_d2d(void *dst, const void *src, size_t bytes) {
-  SRLM_TRY(check_bufs("cuda copy_d2d", dst, src, bytes));
-  if (bytes) SRLM_CUDA(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, g_state.stream));
+srlm_status be_copy_h2d(srlm_backend *be, void *dst, const void *src, size_t bytes) {
+  const char *where = W("copy_h2d");
+  SRLM_TRY(ready(be, where));
+  SRLM_TRY(check_copy(where, dst, true, src, false, bytes));
+  if (!bytes) return SRLM_OK;
+  context *c = ctx(be);
+  SRLM_CUDA(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, c->stream));
+  SRLM_CUDA(cudaStreamSynchronize(c->stream));
   return SRLM_OK;
 }
 
-srlm_status cuda_sync(void) {
-  SRLM_TRY(srlm_cuda_ready("cuda sync"));
-  return wait_and_check();
+srlm_status be_copy_d2h(srlm_backend *be, void *dst, const void *src, size_t bytes) {
+  const char *where = W("copy_d2h");
+  SRLM_TRY(ready(be, where));
+  SRLM_TRY(check_copy(where, dst, false, src, true, bytes));
+  context *c = ctx(be);
+  if (bytes) SRLM_CUDA(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, c->stream));
+  return wait_and_check(c);
 }
 
-srlm_backend_ops make_ops(void) {
-  srlm_backend_ops ops;
-  memset(&ops, 0, sizeof ops);
-  ops.name = "cuda";
+srlm_status be_copy_d2d(srlm_backend *be, void *dst, const void *src, size_t bytes) {
+  const char *where = W("copy_d2d");
+  SRLM_TRY(ready(be, where));
+  SRLM_TRY(check_copy(where, dst, true, src, true, bytes));
+  if (bytes) SRLM_CUDA(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, ctx(be)->stream));
+  return SRLM_OK;
+}
+
+srlm_status be_sync(srlm_backend *be) {
+  SRLM_TRY(ready(be, W("sync")));
+  return wait_and_check(ctx(be));
+}
+
+srlm_backend_ops make_ops() {
+  srlm_backend_ops ops = {};
+  ops.name = SRLM_CUDA_NAME;
   ops.host_memory = 0;
-  ops.init = cuda_init;
-  ops.shutdown = cuda_shutdown;
-  ops.alloc = cuda_alloc;
-  ops.free = cuda_free;
-  ops.zero = cuda_zero;
-  ops.copy_h2d = cuda_copy_h2d;
-  ops.copy_d2h = cuda_copy_d2h;
-  ops.copy_d2d = cuda_copy_d2d;
-  ops.sync = cuda_sync;
-  ops.rmsnorm_forward = srlm_cuda_rmsnorm_forward;
-  ops.logprob_forward = srlm_cuda_logprob_forward;
-  ops.logprob_backward = srlm_cuda_logprob_backward;
+  ops.create = be_create;
+  ops.destroy = be_destroy;
+  ops.alloc = be_alloc;
+  ops.free = be_free;
+  ops.host_alloc = be_host_alloc;
+  ops.host_free = be_host_free;
+  ops.zero = be_zero;
+  ops.copy_h2d = be_copy_h2d;
+  ops.copy_d2h = be_copy_d2h;
+  ops.copy_d2d = be_copy_d2d;
+  ops.sync = be_sync;
+#define SRLM_CUDA_SET_OP_(op) ops.op = op_##op;
+  SRLM_CUDA_OPS(SRLM_CUDA_SET_OP_)
+#undef SRLM_CUDA_SET_OP_
   return ops;
 }
 
-} // namespace
+}  // namespace
 
-srlm_status srlm_cuda_ready(const char *where) {
-  if (!g_state.ready)
-    return srlm_error(SRLM_ERR_INTERNAL, where, "the CUDA backend is not initialized (call init first)");
+const char *kerr_kind_name(int kind) {
+  switch (kind) {
+    case KERR_TARGET_ID: return "target id";
+    case KERR_TOKEN_ID: return "token id";
+    case KERR_SLOT: return "slot";
+    case KERR_POSITION: return "position";
+    case KERR_LENGTH: return "length";
+    case KERR_SEQLEN: return "cu_seqlens entry";
+    default: return "value";
+  }
+}
+
+srlm_status workspace(context *c, size_t bytes, void **out) {
+  if (bytes > c->work_bytes) {
+    SRLM_CUDA(cudaStreamSynchronize(c->stream));  // queued ops may still use the old buffer
+    if (c->work) SRLM_CUDA(cudaFree(c->work));
+    c->work = nullptr;
+    c->work_bytes = 0;
+    const cudaError_t rc = cudaMalloc(&c->work, bytes);
+    if (rc != cudaSuccess) {
+      (void)cudaGetLastError();
+      c->work = nullptr;
+      return srlm_error(SRLM_ERR_NOMEM, SRLM_CUDA_NAME " workspace", "cannot allocate %zu bytes on device %d (%s)",
+                        bytes, c->device, SRLM_CUDA_ERRSTR(rc));
+    }
+    c->work_bytes = bytes;
+  }
+  *out = c->work;
   return SRLM_OK;
 }
 
-cudaStream_t srlm_cuda_stream(void) { return g_state.stream; }
+srlm_status staging(context *c, size_t bytes, void **out) {
+  if (bytes > c->staging_bytes) {
+    SRLM_CUDA(cudaStreamSynchronize(c->stream));
+    if (c->staging) SRLM_CUDA(cudaFreeHost(c->staging));
+    c->staging = nullptr;
+    c->staging_bytes = 0;
+    const cudaError_t rc = cudaMallocHost(&c->staging, bytes);
+    if (rc != cudaSuccess) {
+      (void)cudaGetLastError();
+      c->staging = nullptr;
+      return srlm_error(SRLM_ERR_NOMEM, SRLM_CUDA_NAME " staging", "cannot allocate %zu bytes of pinned memory (%s)",
+                        bytes, SRLM_CUDA_ERRSTR(rc));
+    }
+    c->staging_bytes = bytes;
+  }
+  *out = c->staging;
+  return SRLM_OK;
+}
 
-srlm_cuda_kerr *srlm_cuda_kerr_ptr(void) { return g_state.kerr; }
+}  // namespace SRLM_CUDA_NS
 
-extern "C" const srlm_backend_ops *srlm_backend_cuda(void) {
-  static const srlm_backend_ops ops = make_ops();
+extern "C" const srlm_backend_ops *SRLM_CUDA_OPS_FN(void) {
+  static const srlm_backend_ops ops = SRLM_CUDA_NS::make_ops();
   return &ops;
 }

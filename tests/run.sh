@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Builds srlm and runs every test: a Release build (all tests, including the fuzz smoke run),
-# then an AddressSanitizer + UndefinedBehaviorSanitizer build (unit and CLI tests).
+# Builds srlm and runs every test: an AddressSanitizer + UndefinedBehaviorSanitizer build (unit,
+# CLI and simulated-kernel tests), a ThreadSanitizer build of the simulated-kernel tests only
+# (label sim: a missing __syncthreads in a CUDA kernel is a reported race), then a Release
+# build (all tests, including the fuzz smoke run).
 # Ends with ctest's summary line. Usage: tests/run.sh  (from anywhere)
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -10,10 +12,15 @@ bash launch/install-deps.sh --test
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 jobs=$(nproc 2>/dev/null || echo 2)
 
-echo "== sanitizer build (ASan + UBSan): unit and CLI tests"
+echo "== sanitizer build (ASan + UBSan): unit, CLI and simulated-kernel tests"
 cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DSRLM_SANITIZE=ON -DSRLM_CUDA=OFF >/dev/null
 cmake --build build-asan -j"$jobs"
-(cd build-asan && ctest -L 'unit|cli' --output-on-failure -j"$jobs")
+(cd build-asan && ctest -L 'unit|cli|sim' --output-on-failure -j"$jobs")
+
+echo "== ThreadSanitizer build: simulated-kernel tests"
+cmake -S . -B build-tsan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSRLM_TSAN=ON -DSRLM_CUDA=OFF >/dev/null
+cmake --build build-tsan -j"$jobs" --target srlm_sim_tests
+(cd build-tsan && ctest -L sim --output-on-failure -j"$jobs")
 
 echo "== Release build (CUDA compiled when nvcc is found): all tests"
 cmake -S . -B build -DCMAKE_BUILD_TYPE=Release >/dev/null

@@ -18,7 +18,14 @@ const char *const srlm_op_names[SRLM_OP_COUNT] = {
 #undef SRLM_OP_NAME_
 };
 
-/* Registered tables besides the built-in CPU one. Registration happens at start-up,
+/* The built-in tables, always compiled: the CPU reference and the CUDA simulator (the CUDA
+ * kernels run on the CPU by cuda/sim, part of this library). */
+#define SRLM_BACKEND_BUILTIN 2
+static const srlm_backend_ops *builtin(int i) {
+  return i == 0 ? srlm_backend_cpu_ops() : srlm_backend_cuda_sim_ops();
+}
+
+/* Registered tables besides the built-in ones. Registration happens at start-up,
  * before any thread looks a name up. */
 static const srlm_backend_ops *g_backends[SRLM_BACKEND_MAX];
 static int g_nbackends;
@@ -26,15 +33,18 @@ static int g_nbackends;
 srlm_status srlm_backend_register(const srlm_backend_ops *ops) {
   if (!ops || !ops->name || !ops->name[0])
     return srlm_error(SRLM_ERR_INTERNAL, "backend", "register: a table without a name");
-  if (ops == srlm_backend_cpu_ops()) return SRLM_OK;
+  for (int i = 0; i < SRLM_BACKEND_BUILTIN; i++) {
+    if (ops == builtin(i)) return SRLM_OK;
+    if (strcmp(ops->name, builtin(i)->name) == 0)
+      return srlm_error(SRLM_ERR_INTERNAL, "backend", "register: the name '%s' is taken by a built-in backend",
+                        ops->name);
+  }
   for (int i = 0; i < g_nbackends; i++) {
     if (g_backends[i] == ops) return SRLM_OK;
     if (strcmp(g_backends[i]->name, ops->name) == 0)
       return srlm_error(SRLM_ERR_INTERNAL, "backend",
                         "register: another backend is already registered as '%s'", ops->name);
   }
-  if (strcmp(ops->name, srlm_backend_cpu_ops()->name) == 0)
-    return srlm_error(SRLM_ERR_INTERNAL, "backend", "register: the name 'cpu' is taken by the built-in backend");
   if (g_nbackends == SRLM_BACKEND_MAX)
     return srlm_error(SRLM_ERR_INTERNAL, "backend", "register: more than %d backends", SRLM_BACKEND_MAX);
   g_backends[g_nbackends++] = ops;
@@ -43,22 +53,19 @@ srlm_status srlm_backend_register(const srlm_backend_ops *ops) {
 
 const char *srlm_backend_names(void) {
   static char names[256];
-  size_t n = (size_t)snprintf(names, sizeof names, "%s", srlm_backend_cpu_ops()->name);
-  for (int i = 0; i < g_nbackends && n < sizeof names; i++)
-    n += (size_t)snprintf(names + n, sizeof names - n, ", %s", g_backends[i]->name);
+  size_t n = 0;
+  for (int i = 0; i < SRLM_BACKEND_BUILTIN + g_nbackends && n < sizeof names; i++)
+    n += (size_t)snprintf(names + n, sizeof names - n, "%s%s", i ? ", " : "",
+                          i < SRLM_BACKEND_BUILTIN ? builtin(i)->name : g_backends[i - SRLM_BACKEND_BUILTIN]->name);
   return names;
 }
 
 srlm_status srlm_backend_find(const char *name, const srlm_backend_ops **out) {
   *out = NULL;
-  const srlm_backend_ops *cpu = srlm_backend_cpu_ops();
-  if (name && strcmp(name, cpu->name) == 0) {
-    *out = cpu;
-    return SRLM_OK;
-  }
-  for (int i = 0; name && i < g_nbackends; i++) {
-    if (strcmp(g_backends[i]->name, name) == 0) {
-      *out = g_backends[i];
+  for (int i = 0; name && i < SRLM_BACKEND_BUILTIN + g_nbackends; i++) {
+    const srlm_backend_ops *ops = i < SRLM_BACKEND_BUILTIN ? builtin(i) : g_backends[i - SRLM_BACKEND_BUILTIN];
+    if (strcmp(ops->name, name) == 0) {
+      *out = ops;
       return SRLM_OK;
     }
   }

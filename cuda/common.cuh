@@ -1,0 +1,227 @@
+// The one header every CUDA source of srlm includes. It makes each cuda/*.cu file compile
+// two ways:
+//   nvcc                      -> backend "cuda"     (namespace srlm_cuda_impl)
+//   host C++, SRLM_CUDA_SIM=1 -> backend "cuda-sim" (namespace srlm_cusim_impl, cuda/sim)
+// Everything below lives in SRLM_CUDA_NS, so both flavors link into one binary.
+//
+// What a kernel file needs:
+// - SRLM_LAUNCH(kernel, grid, block, smem, stream, args...) for every launch. A template
+//   kernel with several arguments goes through a variable: `auto k = f<T, 8>; SRLM_LAUNCH(k, ...)`.
+// - ld()/st() to read and write a tensor of either dtype (bf16 rounds to nearest even),
+//   and SRLM_DTYPE_SWITCH to instantiate a kernel for the op's dtype.
+// - srlm_dyn_smem<T>() for dynamic shared memory (static `__shared__` arrays work as usual).
+// - kerr_record() for bad data only the device can see (an id out of range): the next
+//   sync()/copy_d2h() reports it as "<backend> <op>: row R: <kind> V out of range [0, L)".
+// - The context (ctx()): stream, workspace, staging, the error record, and srlm_cuda_gemm.
+// - check_dev() on every pointer argument: on the simulator it catches a host pointer passed
+//   as device memory; on a GPU it costs nothing (compiled out).
+#ifndef SRLM_CUDA_COMMON_CUH
+#define SRLM_CUDA_COMMON_CUH
+
+#if defined(SRLM_CUDA_SIM) && SRLM_CUDA_SIM
+#include "sim/cuda_sim.h"
+#define SRLM_CUDA_NS srlm_cusim_impl
+#define SRLM_CUDA_NAME "cuda-sim"
+#define SRLM_CUDA_OPS_FN srlm_backend_cuda_sim_ops
+#define SRLM_LAUNCH(kernel, grid, block, smem, stream, ...) \
+  ::srlm_sim::launch(#kernel, kernel, grid, block, smem, stream, ##__VA_ARGS__)
+#else
+#include <cublasLt.h>
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+#define SRLM_CUDA_NS srlm_cuda_impl
+#define SRLM_CUDA_NAME "cuda"
+#define SRLM_CUDA_OPS_FN srlm_backend_cuda_ops
+#define SRLM_LAUNCH(kernel, grid, block, smem, stream, ...) kernel<<<grid, block, smem, stream>>>(__VA_ARGS__)
+#endif
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "srlm/backend.h"
+#include "srlm/core.h"
+
+// One status-checking pattern (core.h's SRLM_LIB_CALL): evaluates the call once and, on
+// failure, returns SRLM_ERR_LIB from the enclosing function with the statement, file:line,
+// rank and device. On the simulator the description is its detailed message.
+#if defined(SRLM_CUDA_SIM) && SRLM_CUDA_SIM
+#define SRLM_CUDA_ERRSTR(rc) ::srlm_sim::describe(rc)
+#define SRLM_CUDA(call) SRLM_LIB_CALL("CUDA (simulator)", cudaError_t, call, srlm_rc == cudaSuccess, SRLM_CUDA_ERRSTR(srlm_rc))
+#else
+#define SRLM_CUDA_ERRSTR(rc) cudaGetErrorString(rc)
+#define SRLM_CUDA(call) SRLM_LIB_CALL("CUDA", cudaError_t, call, srlm_rc == cudaSuccess, SRLM_CUDA_ERRSTR(srlm_rc))
+#define SRLM_CUBLAS(call)                                                                   \
+  SRLM_LIB_CALL("cuBLASLt", cublasStatus_t, call, srlm_rc == CUBLAS_STATUS_SUCCESS,         \
+                cublasLtGetStatusString(srlm_rc))
+#endif
+// After a launch: a bad configuration shows up here, errors inside the kernel at the next
+// synchronizing call.
+#define SRLM_CUDA_LAUNCHED() SRLM_CUDA(cudaGetLastError())
+
+// Dispatches on an op's dtype: defines T as float or __nv_bfloat16 around the statements.
+#define SRLM_DTYPE_SWITCH(dtype, T, ...)   \
+  do {                                     \
+    if ((dtype) == SRLM_BF16) {            \
+      using T = __nv_bfloat16;             \
+      __VA_ARGS__                          \
+    } else {                               \
+      using T = float;                     \
+      __VA_ARGS__                          \
+    }                                      \
+  } while (0)
+
+namespace SRLM_CUDA_NS {
+
+constexpr int kWarp = 32;  // threads per warp
+
+// ---- element access -----------------------------------------------------------------------
+
+// Loads an element as fp32 (bf16 widens exactly); stores an fp32 value, rounding to bf16 to
+// nearest even. Kernels templated on the element type use these for every tensor access.
+__device__ __forceinline__ float ld(const float *p) { return *p; }
+__device__ __forceinline__ float ld(const __nv_bfloat16 *p) { return __bfloat162float(*p); }
+__device__ __forceinline__ void st(float *p, float v) { *p = v; }
+__device__ __forceinline__ void st(__nv_bfloat16 *p, float v) { *p = __float2bfloat16_rn(v); }
+
+// Dynamic shared memory of the block as T[] (16-byte aligned).
+template <class T>
+__device__ __forceinline__ T *srlm_dyn_smem() {
+#if defined(SRLM_CUDA_SIM) && SRLM_CUDA_SIM
+  return static_cast<T *>(::srlm_sim::dynamic_smem());
+#else
+  extern __shared__ __align__(16) unsigned char srlm_dyn_smem_[];
+  return reinterpret_cast<T *>(srlm_dyn_smem_);
+#endif
+}
+
+// ---- cp.async (sm_80+): global -> shared copies that bypass registers -----------------------
+
+// Starts a 16-byte copy (both addresses 16-byte aligned); srlm_cp_async_commit() closes a
+// group; srlm_cp_async_wait<N>() waits until at most N groups are in flight (then
+// __syncthreads() before other threads read the data). The simulator copies at once.
+__device__ __forceinline__ void srlm_cp_async_16(void *dst_smem, const void *src_gmem) {
+#if defined(SRLM_CUDA_SIM) && SRLM_CUDA_SIM
+  if (((uintptr_t)dst_smem | (uintptr_t)src_gmem) & 15)
+    ::srlm_sim::fail("cp.async of 16 bytes from %p to %p: both must be 16-byte aligned", src_gmem, dst_smem);
+  memcpy(dst_smem, src_gmem, 16);
+#else
+  const unsigned dst = static_cast<unsigned>(__cvta_generic_to_shared(dst_smem));
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(dst), "l"(__cvta_generic_to_global(src_gmem)));
+#endif
+}
+__device__ __forceinline__ void srlm_cp_async_commit() {
+#if !(defined(SRLM_CUDA_SIM) && SRLM_CUDA_SIM)
+  asm volatile("cp.async.commit_group;\n" ::);
+#endif
+}
+template <int N>
+__device__ __forceinline__ void srlm_cp_async_wait() {
+#if !(defined(SRLM_CUDA_SIM) && SRLM_CUDA_SIM)
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
+#endif
+}
+
+// ---- the kernel error record --------------------------------------------------------------
+
+// What a kernel found out of range; names the value in "row R: <kind> V out of range".
+enum kerr_kind {
+  KERR_TARGET_ID = 1,  // "target id": a log-prob target
+  KERR_TOKEN_ID,       // "token id": an embedding or sampling id
+  KERR_SLOT,           // "slot": a KV-cache slot
+  KERR_POSITION,       // "position": a RoPE or KV-cache position
+  KERR_LENGTH,         // "length": a sequence length past the cache
+  KERR_SEQLEN,         // "cu_seqlens entry": a packed-sequence boundary
+};
+const char *kerr_kind_name(int kind);
+
+// In device memory, one per context. The first kernel that finds bad data claims it (op !=
+// 0); later finds are dropped until the host reads and clears it.
+struct kerr_rec {
+  int op;    // srlm_op_id + 1; 0 while nothing went wrong
+  int kind;  // kerr_kind
+  long long row, value, limit;  // the valid range is [0, limit)
+};
+
+__device__ __forceinline__ void kerr_record(kerr_rec *e, srlm_op_id op, int kind, long long row, long long value,
+                                            long long limit) {
+  if (atomicCAS(&e->op, 0, (int)op + 1) == 0) {
+    e->kind = kind;
+    e->row = row;
+    e->value = value;
+    e->limit = limit;
+  }
+}
+
+// ---- the context ----------------------------------------------------------------------------
+
+// An instance's private state (srlm_backend.ctx). Everything an op needs comes from here.
+struct context {
+  int device;
+  cudaStream_t stream;  // every op is queued here, in order
+  kerr_rec *kerr;       // (1) device memory the kernels write
+  kerr_rec *kerr_host;  // (1) pinned mirror: reading the record back is one small copy
+  void *staging;        // pinned host memory, grown by staging()
+  size_t staging_bytes;
+  void *work;           // device workspace, grown by workspace() (e.g. LM-head chunk logits)
+  size_t work_bytes;
+#if !(defined(SRLM_CUDA_SIM) && SRLM_CUDA_SIM)
+  cublasLtHandle_t lt;
+  void *lt_work;  // cuBLASLt's workspace, fixed at create
+  size_t lt_work_bytes;
+#endif
+};
+
+inline context *ctx(srlm_backend *be) { return static_cast<context *>(be->ctx); }
+
+// Device memory of at least `bytes` for an op's scratch data, valid until the next call.
+// Growing waits for the queued work that may still use the old buffer.
+srlm_status workspace(context *c, size_t bytes, void **out);
+// Pinned host memory of at least `bytes` (same rule).
+srlm_status staging(context *c, size_t bytes, void **out);
+
+// `where: <what> (<ptr>) is not device memory of this backend` unless [ptr, ptr + bytes)
+// lies in one device allocation. Only the simulator can check it cheaply; on a GPU it is
+// a no-op (a host pointer faults in the kernel instead).
+inline srlm_status check_dev(const char *where, const char *what, const void *ptr, size_t bytes) {
+#if defined(SRLM_CUDA_SIM) && SRLM_CUDA_SIM
+  if (ptr && bytes && !::srlm_sim::is_device(ptr, bytes))
+    return srlm_error(SRLM_ERR_INTERNAL, where,
+                      "%s (%p, %zu bytes) is not device memory of this backend (a host pointer?)", what, ptr, bytes);
+#else
+  (void)where;
+  (void)what;
+  (void)ptr;
+  (void)bytes;
+#endif
+  return SRLM_OK;
+}
+// Bytes spanned by a (rows, cols) row-major matrix with row stride ld, in elements of `size`.
+inline size_t span_bytes(int64_t rows, int64_t cols, int64_t ld, size_t size) {
+  if (rows <= 0 || cols <= 0) return 0;
+  return (size_t)((rows - 1) * ld + cols) * size;
+}
+
+// ---- GEMM -------------------------------------------------------------------------------------
+
+// C (+)= op(A) op(B) (+ bias) for checked parameters (strides resolved): cuBLASLt with fp32
+// compute on a GPU (one algorithm from the heuristic, the same for the same shapes, so the
+// bits repeat; a plain kernel when cuBLASLt has none), the CPU backend's fma chain on the
+// simulator. Queued on the context's stream.
+srlm_status srlm_cuda_gemm(context *c, const srlm_matmul_params *p);
+// The plain kernel behind it: one thread per C element, the CPU's rounding (backend.h).
+srlm_status gemm_fallback(context *c, const srlm_matmul_params *p);
+
+// ---- ops ----------------------------------------------------------------------------------------
+
+// Every op of the list is declared; SRLM_CUDA_OPS lists those this backend implements (the
+// others stay NULL in its table). Adding a kernel: define op_<name> and add it here.
+#define SRLM_CUDA_DECLARE_OP_(op, type) srlm_status op_##op(srlm_backend *be, type p);
+SRLM_BACKEND_OPS(SRLM_CUDA_DECLARE_OP_)
+#undef SRLM_CUDA_DECLARE_OP_
+#define SRLM_CUDA_OPS(X) \
+  X(matmul)              \
+  X(rmsnorm_forward)
+
+}  // namespace SRLM_CUDA_NS
+
+#endif

@@ -1,0 +1,54 @@
+/* Helpers for the tests of tests/sim: each test_<name>.cu is built twice, by the host compiler
+ * against the CUDA simulator (ctest "sim.<name>", every CI run) and, when CUDA is built, by
+ * nvcc (ctest "gpu.sim_<name>", registered only where a GPU is present), so what the
+ * simulator does is checked against a real GPU whenever one is available. Checks that only
+ * make sense on the simulator (a deadlock report: a GPU would hang) sit under SIM. */
+#ifndef SRLM_SIM_TEST_H
+#define SRLM_SIM_TEST_H
+
+#include <stdio.h>
+#include <string.h>
+
+#include "common.cuh"
+#include "test.h"
+
+using namespace SRLM_CUDA_NS;
+
+#if defined(SRLM_CUDA_SIM) && SRLM_CUDA_SIM
+#define SIM 1
+#else
+#define SIM 0
+#endif
+
+/* A CUDA call that must succeed; on failure the test stops with the call and its message. */
+#define CK(call)                                                                              \
+  do {                                                                                        \
+    cudaError_t ck_rc_ = (call);                                                              \
+    if (ck_rc_ != cudaSuccess) {                                                              \
+      fprintf(stderr, "FAIL %s:%d: %s: %s\n", __FILE__, __LINE__, #call, SRLM_CUDA_ERRSTR(ck_rc_)); \
+      return 1;                                                                               \
+    }                                                                                         \
+  } while (0)
+
+/* The kernels' launches are checked right away: a bad configuration, then the kernel's own
+ * failure at the synchronize. */
+#define CK_LAUNCH()                          \
+  do {                                       \
+    CK(cudaGetLastError());                  \
+    CK(cudaDeviceSynchronize());             \
+  } while (0)
+
+/* Device buffer of n T, copied from / to a host array. */
+template <class T>
+static T *dev_from(const T *host, size_t n) {
+  T *d = nullptr;
+  if (cudaMalloc(reinterpret_cast<void **>(&d), n ? n * sizeof(T) : 1) != cudaSuccess) return nullptr;
+  if (host && cudaMemcpy(d, host, n * sizeof(T), cudaMemcpyHostToDevice) != cudaSuccess) return nullptr;
+  return d;
+}
+template <class T>
+static int to_host(T *host, const T *dev, size_t n) {
+  return cudaMemcpy(host, dev, n * sizeof(T), cudaMemcpyDeviceToHost) == cudaSuccess ? 0 : 1;
+}
+
+#endif
