@@ -123,6 +123,14 @@ srlm_status srlm_lib_error(const char *lib, const char *stmt, long long rc, cons
     if (!(ok)) return srlm_lib_error(lib, #call, (long long)srlm_rc, (desc), __FILE__, __LINE__); \
   } while (0)
 
+/* Functions of the headers shared by C and CUDA kernels (losses, sampling, Philox):
+ * static inline, and __host__ __device__ under nvcc. */
+#ifdef __CUDACC__
+#define SRLM_HD static inline __host__ __device__
+#else
+#define SRLM_HD static inline
+#endif
+
 /* ---- element types -------------------------------------------------------- */
 
 /* Storage types of backend tensors (backend.h). bf16 is the top half of an fp32. */

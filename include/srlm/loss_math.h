@@ -29,14 +29,8 @@
 #include <stdint.h>
 #include <stdio.h>
 
-/* Host and device: __host__ __device__ under nvcc, nothing in C. */
-#ifndef SRLM_HD
-#ifdef __CUDACC__
-#define SRLM_HD __host__ __device__
-#else
-#define SRLM_HD
-#endif
-#endif
+#include "srlm/core.h" /* SRLM_HD */
+
 
 #ifdef __cplusplus
 extern "C" {
@@ -60,12 +54,12 @@ typedef enum srlm_pref_loss {
 } srlm_pref_loss;
 
 /* Numerically stable log sigma(x) and sigma(x). */
-static inline SRLM_HD double srlm_log_sigmoid(double x) {
+SRLM_HD double srlm_log_sigmoid(double x) {
   /* log sigma(x) = -log(1 + e^-x); split so that exp never overflows */
   return x >= 0 ? -log1p(exp(-x)) : x - log1p(exp(x));
 }
 
-static inline SRLM_HD double srlm_sigmoid(double x) {
+SRLM_HD double srlm_sigmoid(double x) {
   if (x >= 0) return 1.0 / (1.0 + exp(-x));
   double e = exp(x);
   return e / (1.0 + e);
@@ -100,7 +94,7 @@ typedef struct srlm_pref_term {
 } srlm_pref_term;
 
 /* The loss term of one pair and its coefficients (ALGORITHMS.md section 1). */
-static inline SRLM_HD srlm_pref_term srlm_pref_pair_term(srlm_pref_math m, srlm_pref_pair_in x) {
+SRLM_HD srlm_pref_term srlm_pref_pair_term(srlm_pref_math m, srlm_pref_pair_in x) {
   const double beta = m.beta, pc = x.logp_chosen, pr = x.logp_rejected;
   const double lc = x.len_chosen, lr = x.len_rejected;
   double l = 0, dc = 0, dr = 0; /* loss of the pair and its derivatives */
@@ -159,14 +153,14 @@ static inline SRLM_HD srlm_pref_term srlm_pref_pair_term(srlm_pref_math m, srlm_
 }
 
 /* Which lengths a preference loss reads (each must then be >= 1). */
-static inline SRLM_HD int srlm_pref_needs_len_chosen(int kind, double nll_weight) {
+SRLM_HD int srlm_pref_needs_len_chosen(int kind, double nll_weight) {
   return kind == SRLM_PREF_IPO || kind == SRLM_PREF_SIMPO || kind == SRLM_PREF_SFT || nll_weight > 0;
 }
-static inline SRLM_HD int srlm_pref_needs_len_rejected(int kind) {
+SRLM_HD int srlm_pref_needs_len_rejected(int kind) {
   return kind == SRLM_PREF_IPO || kind == SRLM_PREF_SIMPO;
 }
 /* Whether it needs the reference log-probs. */
-static inline SRLM_HD int srlm_pref_needs_ref(int kind) { return kind == SRLM_PREF_DPO || kind == SRLM_PREF_IPO; }
+SRLM_HD int srlm_pref_needs_ref(int kind) { return kind == SRLM_PREF_DPO || kind == SRLM_PREF_IPO; }
 
 /* ---- GRPO / DAPO / Dr.GRPO ------------------------------------------------------- */
 
@@ -187,7 +181,7 @@ typedef struct srlm_grpo_math {
   double is_cap;           /* truncation C of the importance weight; 0 = off */
 } srlm_grpo_math;
 
-static inline SRLM_HD srlm_grpo_math srlm_grpo_math_make(double clip_eps, double beta, double is_cap) {
+SRLM_HD srlm_grpo_math srlm_grpo_math_make(double clip_eps, double beta, double is_cap) {
   srlm_grpo_math m;
   m.clip_lo = 1.0 - clip_eps;
   m.clip_hi = 1.0 + clip_eps;
@@ -198,7 +192,7 @@ static inline SRLM_HD srlm_grpo_math srlm_grpo_math_make(double clip_eps, double
 
 /* d(aggregate)/dJ_t for every token of a sequence of len tokens: nseq and ntok are the
  * normalizers n and N of the formulas (the step's counts), l_max Dr.GRPO's L_max. */
-static inline SRLM_HD double srlm_grpo_token_weight(int agg, double nseq, double ntok, int64_t len, int64_t l_max) {
+SRLM_HD double srlm_grpo_token_weight(int agg, double nseq, double ntok, int64_t len, int64_t l_max) {
   switch (agg) {
   case SRLM_GRPO_AGG_SEQ_MEAN: return 1.0 / (nseq * (double)len);
   case SRLM_GRPO_AGG_TOKEN_MEAN: return 1.0 / ntok;
@@ -230,7 +224,7 @@ typedef struct srlm_grpo_term {
  * KL term is not weighted), for advantage a and aggregation weight w
  * (srlm_grpo_token_weight). The KL is computed whenever the reference is there, so it
  * is logged even with beta 0. */
-static inline SRLM_HD srlm_grpo_term srlm_grpo_token_term(srlm_grpo_math m, double a, double w, srlm_grpo_token_in x) {
+SRLM_HD srlm_grpo_term srlm_grpo_token_term(srlm_grpo_math m, double a, double w, srlm_grpo_token_in x) {
   srlm_grpo_term r;
   const double lp = x.logp, old = x.logp_old;
   const double rho = exp(lp - old);
@@ -269,7 +263,7 @@ static inline SRLM_HD srlm_grpo_term srlm_grpo_token_term(srlm_grpo_math m, doub
 /* ---- checks shared by the host losses and the ops' parameter checks --------------- */
 
 /* A response of len tokens starting at start lies inside a batch of T tokens, len >= 1. */
-static inline SRLM_HD int srlm_loss_range_ok(int64_t start, int64_t len, int64_t T) {
+SRLM_HD int srlm_loss_range_ok(int64_t start, int64_t len, int64_t T) {
   return len >= 1 && start >= 0 && start <= T - len;
 }
 

@@ -12,11 +12,6 @@
 
 #include "srlm/core.h"
 
-#ifdef __CUDACC__
-#define SRLM_HD static inline __host__ __device__
-#else
-#define SRLM_HD static inline
-#endif
 
 /* Ten rounds on counter ctr with key key (Salmon et al. 2011). */
 SRLM_HD srlm_philox_out srlm_philox_rounds(const uint32_t ctr[4], const uint32_t key[2]) {

@@ -2,7 +2,7 @@
  * sampler (src/model/sampler.c), the CPU sample op (src/backend/cpu/sample.c) and the
  * CUDA kernel (cuda/sample.cu), so the same logits and (seed, seq_id, step) give the same
  * token, and the same log-probs, bit for bit, on every backend. The primitives are
- * SRLM_HD (srlm/philox.h): plain static inline C, and __host__ __device__ under nvcc.
+ * SRLM_HD (srlm/core.h): plain static inline C, and __host__ __device__ under nvcc.
  *
  * The evaluation (the rules themselves are sampler.h's):
  *   weight  w_i = srlm_sample_exp((l_i - l_max) / T): an fp32 subtraction, an IEEE
@@ -41,7 +41,7 @@
 #include <string.h>
 
 #include "srlm/backend.h"
-#include "srlm/philox.h" /* SRLM_HD; the draw's Philox on the device */
+#include "srlm/philox.h" /* the draw's Philox on the device */
 
 #ifdef __CUDA_ARCH__
 #define SRLM_SM_FMUL(a, b) __fmul_rn((a), (b))
