@@ -80,10 +80,6 @@ float *srlm_model_master(srlm_model *m);
 void *srlm_model_compute_params(srlm_model *m); /* (num_params) compute dtype: what the ops read */
 srlm_status srlm_model_grad_buffer(srlm_model *m, float **grads);
 srlm_status srlm_model_refresh_params(srlm_model *m, size_t offset, size_t n);
-/* Deprecated host views for fp32 models on host-memory backends (being replaced by the
- * copies above): the master, and the gradients (NULL when they cannot be allocated). */
-float *srlm_model_params(srlm_model *m);
-float *srlm_model_grads(srlm_model *m);
 /* Where a named tensor (HF name) sits in the flat arrays (offset and count in elements). */
 srlm_status srlm_model_param_view(const srlm_model *m, const char *name, size_t *offset, size_t *numel);
 
@@ -116,7 +112,7 @@ srlm_status srlm_model_logits(srlm_model *m, const srlm_batch *b, const int64_t 
 /* As srlm_model_logprobs, keeping the activations for srlm_model_backward. */
 srlm_status srlm_model_forward_train(srlm_model *m, const srlm_batch *b, float *logp);
 /* Backward of the last forward_train from g (T, host memory; g[t] = dL/dlogp[t], 0 where
- * there is no target): accumulates dL/dparams into srlm_model_grads. One backward per
+ * there is no target): accumulates dL/dparams into the model's gradients (srlm_model_get_grads). One backward per
  * forward_train (a second is an error); logprobs, logits and step calls in between do
  * not disturb it (training keeps its own buffers). The parameters must not change
  * between the two. */

@@ -28,7 +28,7 @@
  * The loop, the reduce, the skip, AdamW and resume are the training-step engine's
  * (engine.h): a resume (srlm_train_resume, with the replay cursor after the last step
  * done) continues the uninterrupted run bit for bit. During the step callback
- * srlm_model_grads holds the step's gradient; it is cleared before srlm_pref_train
+ * the model's gradients (srlm_model_get_grads) hold the step's gradient; it is cleared before srlm_pref_train
  * returns.
  */
 #ifndef SRLM_PREF_H
@@ -63,7 +63,7 @@ srlm_status srlm_pref_ref_logps(srlm_model *m, const srlm_pref_pair *pairs, int6
                                 double *ref_chosen, double *ref_rejected);
 
 /* Gradient of the pair loss of pairs idx[0..count) (normalized over count pairs),
- * ACCUMULATED into srlm_model_grads (the model's backward adds); no optimizer step.
+ * ACCUMULATED into the model's gradients (its backward adds; srlm_model_get_grads reads them); no optimizer step.
  * For tests and for learners that all-reduce gradients before stepping. m may be NULL. */
 srlm_status srlm_pref_grad(srlm_model *m, const srlm_pref_pair *pairs, const int64_t *idx, int64_t count,
                            const double *ref_chosen, const double *ref_rejected, const srlm_pref_options *loss,

@@ -44,7 +44,7 @@
  *   is still drawn), AdamW restarts from the given state, and the run continues the
  *   uninterrupted one bit for bit. A checkpoint takes the weights and the step info's
  *   optimizer (srlm_optim_get_state) after a step.
- * Gradients: during the step callback srlm_model_grads holds the step's gradient (summed
+ * Gradients: during the step callback the model's gradients (srlm_model_get_grads) hold the step's gradient (summed
  * over micro-batches and learners); they are cleared before srlm_sft_train returns.
  */
 #ifndef SRLM_SFT_H

@@ -9,7 +9,7 @@
  *                dxn, rmsnorm -> residual
  *   embedding scatter-add.
  *
- * Gradients of parameters accumulate (+=) into srlm_model_grads; everything else here is
+ * Gradients of parameters accumulate (+=) into the model's gradients; everything else here is
  * scratch. For a weight W [out, in] of y = x W^T: dW += dy^T x and dx = dy W. */
 #include <math.h>
 #include <stdlib.h>

@@ -358,10 +358,6 @@ srlm_status srlm_model_get_grads(srlm_model *m, float *host, size_t offset, size
   return srlm_backend_copy_d2h(m->be, host, m->grads + offset, n * sizeof(float));
 }
 
-float *srlm_model_params(srlm_model *m) { return srlm_model_master(m); }
-
-float *srlm_model_grads(srlm_model *m) { return ensure_grads(m) == SRLM_OK ? m->grads : NULL; }
-
 srlm_status srlm_model_zero_grad(srlm_model *m) {
   SRLM_TRY(ensure_grads(m));
   return srlm_backend_zero(m->be, m->grads, m->n_params * sizeof(float));

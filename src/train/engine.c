@@ -96,7 +96,8 @@ static srlm_status run_step(engine *e, int64_t k, int64_t s, srlm_engine_info *i
   SRLM_TRY(h->step(h->ctx, s + 1, e->order + first, left < o->order.per_step ? left : o->order.per_step, &plan));
   SRLM_TRY(check_plan(&plan, e->what, s + 1));
   SRLM_TRY(srlm_model_zero_grad(e->m));
-  float *grads = srlm_model_grads(e->m); /* allocated by zero_grad */
+  float *grads; /* (n) backend memory: the reduce and the optimizer take it as such */
+  SRLM_TRY(srlm_model_grad_buffer(e->m, &grads));
   memset(e->stats, 0, ((size_t)o->n_stats + 1) * sizeof *e->stats);
   int finite = 1;
   for (int li = 0; li < plan.n_lists && finite; li++) SRLM_TRY(run_list(e, li, &plan.list[li], &finite));
@@ -113,7 +114,7 @@ static srlm_status run_step(engine *e, int64_t k, int64_t s, srlm_engine_info *i
     return SRLM_OK;
   }
   srlm_optim_stats os;
-  SRLM_TRY(srlm_optim_step(e->opt, srlm_model_params(e->m), grads, info->lr, &os));
+  SRLM_TRY(srlm_optim_step(e->opt, srlm_model_master(e->m), grads, info->lr, &os));
   info->grad_norm = os.grad_norm;
   info->clip_scale = os.clip_scale;
   info->skipped = os.skipped;

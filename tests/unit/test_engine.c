@@ -21,6 +21,7 @@
 #include <math.h>
 
 #include "srlm/engine.h"
+#include "model_host.h"
 #include "test.h"
 #include "tiny_model.h"
 #include "sim_dp.h"
@@ -127,7 +128,7 @@ static srlm_status stub_micro(void *ctx, int list, const int64_t *idx, int64_t n
     if (s->step == s->nan_loss_step && idx[q] == s->nan_loss_example) *finite = 0;
   }
   if (!*finite) return SRLM_OK; /* no backward, as a trainer does */
-  float *g = srlm_model_grads(s->m);
+  float *g = test_g(s->m);
   for (int64_t q = 0; q < n; q++)
     for (size_t j = 0; j < s->n; j++) g[j] += contrib(idx[q], j);
   if (s->step == s->nan_grad_step) g[0] = NAN;
@@ -148,8 +149,8 @@ static srlm_status stub_done(void *ctx, const srlm_engine_info *info) {
   if (s->n_done++ == 0) s->first_done = k;
   s->info[k] = *info;
   memcpy(s->stats[k], info->stats, sizeof s->stats[k]);
-  s->grad[k] = copy_of(srlm_model_grads(s->m), s->n);
-  s->w[k] = copy_of(srlm_model_params(s->m), s->n);
+  s->grad[k] = copy_of(test_g(s->m), s->n);
+  s->w[k] = copy_of(test_w(s->m), s->n);
   srlm_optim_state os;
   srlm_optim_get_state(info->optim, &os);
   s->om[k] = copy_of(os.m, s->n);
@@ -282,7 +283,7 @@ static void test_one_learner(void) {
       EXPECT(memcmp(g, s.grad[k], s.n * sizeof *g) == 0, "step %lld: the gradient in done() is not the sum of the "
              "step's micro-batches alone", (long long)k);
       srlm_optim_stats os;
-      EXPECT(srlm_optim_step(opt, srlm_model_params(twin), g, in->lr, &os) == SRLM_OK, "%s", srlm_error_message());
+      EXPECT(srlm_optim_step(opt, test_w(twin), g, in->lr, &os) == SRLM_OK, "%s", srlm_error_message());
       EXPECT(memcmp(&os.grad_norm, &in->grad_norm, sizeof(double)) == 0 && os.clip_scale == in->clip_scale &&
                  in->clip_scale < 1,
              "step %lld: grad norm %.17g clip %g, by hand %.17g clip %g", (long long)k, in->grad_norm, in->clip_scale,
@@ -290,12 +291,12 @@ static void test_one_learner(void) {
     } else {
       EXPECT(!isfinite(in->grad_norm), "step 4: grad norm %g with a NaN gradient", in->grad_norm);
     }
-    EXPECT(memcmp(srlm_model_params(twin), s.w[k], s.n * sizeof(float)) == 0, "step %lld: weights differ from the "
+    EXPECT(memcmp(test_w(twin), s.w[k], s.n * sizeof(float)) == 0, "step %lld: weights differ from the "
            "twin's", (long long)k);
   }
   EXPECT(s.oskip[STEPS] == 1 && s.ostep[STEPS] == 4, "optimizer: %lld steps, %lld skipped (expected 4, 1: the "
          "NaN loss never reached it)", (long long)s.ostep[STEPS], (long long)s.oskip[STEPS]);
-  EXPECT(all_zero(srlm_model_grads(m), s.n), "gradients left after the run");
+  EXPECT(all_zero(test_g(m), s.n), "gradients left after the run");
   free(g);
   srlm_optim_free(opt);
   stub_free(&s);
@@ -316,7 +317,7 @@ static void test_resume(void) {
   for (int64_t start = 2; start <= 3 && all.n_done == STEPS; start++) {
     srlm_model *mr = tiny_model_with_vocab(VOCAB);
     if (!mr) break;
-    memcpy(srlm_model_params(mr), all.w[start], all.n * sizeof(float));
+    memcpy(test_w(mr), all.w[start], all.n * sizeof(float));
     stub rs;
     stub_init(&rs, mr, 1, 3);
     rs.cursor = 3 * start % NREP; /* the trainer's own cursor, as a checkpoint would keep it */
@@ -468,14 +469,14 @@ static void expect_rejected(const char *what, srlm_model *m, const srlm_engine_o
   srlm_status st = srlm_engine_run(m, o, NULL);
   EXPECT(st != SRLM_OK, "%s: accepted", what);
   EXPECT_CONTAINS(srlm_error_message(), want);
-  EXPECT(memcmp(srlm_model_params(m), w0, srlm_model_num_params(m) * sizeof(float)) == 0, "%s: weights changed", what);
+  EXPECT(memcmp(test_w(m), w0, srlm_model_num_params(m) * sizeof(float)) == 0, "%s: weights changed", what);
 }
 
 static void test_errors(void) {
   srlm_model *m = tiny_model_with_vocab(VOCAB);
   if (!m) return;
   const size_t n = srlm_model_num_params(m);
-  float *w0 = copy_of(srlm_model_params(m), n);
+  float *w0 = copy_of(test_w(m), n);
   stub s;
   stub_init(&s, m, 1, 3);
   srlm_engine_options o = stub_options(&s);
@@ -510,7 +511,7 @@ static void test_errors(void) {
   EXPECT_CONTAINS(srlm_error_message(), "done fails at step 2");
   EXPECT(sum.steps == 2 && s.n_planned == 2, "done() error: %lld steps, %d planned", (long long)sum.steps,
          s.n_planned);
-  EXPECT(all_zero(srlm_model_grads(m), n), "done() error: gradients left");
+  EXPECT(all_zero(test_g(m), n), "done() error: gradients left");
   stub_free(&s);
   free(zero);
   free(w0);

@@ -16,6 +16,7 @@
 #include "srlm/hfmodel.h"
 #include "srlm/model.h"
 #include "srlm/safetensors.h"
+#include "model_host.h"
 #include "test.h"
 #include "tiny_model.h"
 
@@ -369,7 +370,7 @@ static srlm_model *tiny_model(int64_t V, uint64_t seed) {
   /* sharpen the random init so continuations vary instead of repeating one token */
   size_t off, numel;
   if (srlm_model_param_view(m, "lm_head.weight", &off, &numel) == SRLM_OK)
-    for (size_t i = 0; i < numel; i++) srlm_model_params(m)[off + i] *= 300.0f;
+    for (size_t i = 0; i < numel; i++) test_w(m)[off + i] *= 300.0f;
   return m;
 }
 

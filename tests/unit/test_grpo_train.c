@@ -8,6 +8,7 @@
 
 #include "srlm/grpo.h"
 #include "srlm/pairs.h"
+#include "model_host.h"
 #include "test.h"
 #include "tiny_model.h"
 #include "sim_dp.h"
@@ -83,7 +84,7 @@ static void test_logps(srlm_model *m, const srlm_grpo_seq *s) {
   free(got);
 }
 
-/* Copies the step's gradient (the trainer leaves it in srlm_model_grads during on_step). */
+/* Copies the step's gradient (the trainer leaves it in the model's gradients (srlm_model_get_grads) during on_step). */
 typedef struct grab {
   srlm_model *m;
   int64_t want_step; /* grab at this step */
@@ -96,7 +97,7 @@ static srlm_status grab_step(const srlm_grpo_step_info *info, void *user) {
   grab *g = user;
   g->steps = info->step;
   if (info->step == g->want_step) {
-    memcpy(g->grads, srlm_model_grads(g->m), srlm_model_num_params(g->m) * sizeof(float));
+    memcpy(g->grads, test_g(g->m), srlm_model_num_params(g->m) * sizeof(float));
     g->info = *info;
   }
   return SRLM_OK;
@@ -155,7 +156,7 @@ static void test_gradient(srlm_model *m, const srlm_grpo_seq *s) {
   EXPECT_EQ_INT(srlm_grpo_logps(m, s, NS, 1 << 20, lp), SRLM_OK);
   off_policy(lp, N, old, ref);
   const srlm_grpo_agg aggs[3] = {SRLM_GRPO_AGG_SEQ_MEAN, SRLM_GRPO_AGG_TOKEN_MEAN, SRLM_GRPO_AGG_FIXED_LEN};
-  float *w = srlm_model_params(m);
+  float *w = test_w(m);
   float *w0 = srlm_xmalloc(n * sizeof *w0), *g = srlm_xmalloc(n * sizeof *g);
   memcpy(w0, w, n * sizeof *w0);
   for (int a = 0; a < 3; a++) {
@@ -287,7 +288,7 @@ static void test_grad_accum(const srlm_grpo_seq *s) {
     EXPECT_EQ_INT(gra.info.tokens, grb.info.tokens);
     EXPECT_EQ_INT(gra.info.grpo.seqs, 3 * G);
     snprintf(what, sizeof what, "grad_accum agg %d weights", (int)o.loss.agg);
-    compare(what, srlm_model_params(ma), srlm_model_params(mb), n, 1e-6, 1e-6);
+    compare(what, test_w(ma), test_w(mb), n, 1e-6, 1e-6);
     free(ga);
     free(gb);
   }
@@ -368,7 +369,7 @@ static void test_dp(const srlm_grpo_seq *s, int R) {
   compare(what, g1, L[0].gr.grads, n, 1e-6, 1e-6);
   for (int r = 1; r < R; r++) {
     EXPECT(memcmp(L[0].gr.grads, L[r].gr.grads, n * sizeof(float)) == 0, "learner %d's reduced gradient differs", r);
-    EXPECT(memcmp(srlm_model_params(L[0].m), srlm_model_params(L[r].m), n * sizeof(float)) == 0,
+    EXPECT(memcmp(test_w(L[0].m), test_w(L[r].m), n * sizeof(float)) == 0,
            "learner %d's weights differ from learner 0's", r);
   }
   EXPECT_EQ_INT(L[0].gr.info.grpo.seqs, gone.info.grpo.seqs);
@@ -379,7 +380,7 @@ static void test_dp(const srlm_grpo_seq *s, int R) {
   EXPECT_NEAR(L[0].gr.info.kl_mean, gone.info.kl_mean, 1e-6 * fabs(gone.info.kl_mean));
   EXPECT_EQ_INT(sim.reduces[0], 2);
   snprintf(what, sizeof what, "dp %d learners weights", R);
-  compare(what, srlm_model_params(one), srlm_model_params(L[0].m), n, 1e-6, 1e-6);
+  compare(what, test_w(one), test_w(L[0].m), n, 1e-6, 1e-6);
   for (int r = 0; r < R; r++) {
     free(sim.slot[r]);
     free(L[r].gr.grads);
@@ -419,14 +420,14 @@ static void test_nonfinite_skip(const srlm_grpo_seq *s) {
     L[r].gr = (grab){.m = L[r].m, .want_step = 1, .grads = srlm_xmalloc((size_t)sim.n * sizeof(float))};
   }
   w0 = srlm_xmalloc((size_t)sim.n * sizeof *w0);
-  memcpy(w0, srlm_model_params(L[0].m), (size_t)sim.n * sizeof *w0);
+  memcpy(w0, test_w(L[0].m), (size_t)sim.n * sizeof *w0);
   sim_dp_run(&sim, R, learner_main, L, sizeof *L);
   for (int r = 0; r < R; r++) {
     EXPECT(L[r].st == SRLM_OK, "learner %d: %s", r, L[r].err);
     EXPECT_EQ_INT(L[r].gr.steps, 1);
     EXPECT_EQ_INT(L[r].gr.info.skipped, 1);
     EXPECT_EQ_INT(L[r].gr.info.n_skipped, 1);
-    EXPECT(memcmp(srlm_model_params(L[r].m), w0, (size_t)sim.n * sizeof *w0) == 0, "learner %d stepped", r);
+    EXPECT(memcmp(test_w(L[r].m), w0, (size_t)sim.n * sizeof *w0) == 0, "learner %d stepped", r);
     free(sim.slot[r]);
     free(L[r].gr.grads);
     srlm_model_free(L[r].m);
@@ -532,7 +533,7 @@ static void test_training(const srlm_grpo_seq *s) {
 static void expect_error(srlm_model *m, const char *what, srlm_status st, const char *needle, const float *w0) {
   EXPECT(st != SRLM_OK, "%s: accepted", what);
   EXPECT_CONTAINS(srlm_error_message(), needle);
-  EXPECT(memcmp(srlm_model_params(m), w0, srlm_model_num_params(m) * sizeof(float)) == 0, "%s: weights changed", what);
+  EXPECT(memcmp(test_w(m), w0, srlm_model_num_params(m) * sizeof(float)) == 0, "%s: weights changed", what);
 }
 
 static void test_bad_input(srlm_model *m, const srlm_grpo_seq *s0) {
@@ -545,7 +546,7 @@ static void test_bad_input(srlm_model *m, const srlm_grpo_seq *s0) {
   EXPECT_EQ_INT(srlm_grpo_logps(m, s, NS, 1 << 20, lp), SRLM_OK);
   const size_t n = srlm_model_num_params(m);
   float *w0 = srlm_xmalloc(n * sizeof *w0);
-  memcpy(w0, srlm_model_params(m), n * sizeof *w0);
+  memcpy(w0, test_w(m), n * sizeof *w0);
   srlm_grpo_train_options o = base_options();
   o.schedule.lr = o.schedule.min_lr = 1e-2;
 

@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "srlm/model.h"
+#include "model_host.h"
 #include "test.h"
 
 #define OK(expr)                                                                    \
@@ -157,7 +158,7 @@ static void randomize(srlm_model *m) {
   srlm_tensor_spec *specs;
   size_t n;
   OK(srlm_model_expected_tensors(srlm_model_get_config(m), &specs, &n));
-  float *p = srlm_model_params(m);
+  float *p = test_w(m);
   for (size_t i = 0; i < n; i++) {
     size_t off, numel;
     OK(srlm_model_param_view(m, specs[i].name, &off, &numel));
@@ -212,7 +213,7 @@ static void check_fd(const char *what, srlm_model_config cfg, const int *lens, i
   const srlm_model_config *c = srlm_model_get_config(m);
   const size_t np = srlm_model_num_params(m);
   ref r = {.c = c, .m = m, .p = malloc(np * 8), .inv_freq = malloc((size_t)c->head_dim / 2 * 8)};
-  for (size_t i = 0; i < np; i++) r.p[i] = srlm_model_params(m)[i];
+  for (size_t i = 0; i < np; i++) r.p[i] = test_w(m)[i];
   for (int64_t d = 0; d < c->head_dim / 2; d++) r.inv_freq[d] = pow(c->rope_theta, -(double)(2 * d) / (double)c->head_dim);
 
   batch_data d = make_batch(c->vocab_size, lens, B);
@@ -221,7 +222,7 @@ static void check_fd(const char *what, srlm_model_config cfg, const int *lens, i
   OK(srlm_model_zero_grad(m));
   OK(srlm_model_forward_train(m, &b, lp));
   OK(srlm_model_backward(m, d.g));
-  const float *grads = srlm_model_grads(m);
+  const float *grads = test_g(m);
 
   /* forward against the reference */
   double worst_lp = 0, rlp[64];
@@ -317,7 +318,7 @@ static void test_create_and_save(void) {
   OK(srlm_model_load(dir, srlm_backend_cpu(), SRLM_F32, &w));
   if (!m || !w) return;
   EXPECT_EQ_INT(srlm_model_num_params(m), srlm_model_param_count(&c));
-  EXPECT(memcmp(srlm_model_params(m), srlm_model_params(w), srlm_model_num_params(m) * 4) == 0,
+  EXPECT(memcmp(test_w(m), test_w(w), srlm_model_num_params(m) * 4) == 0,
          "srlm_model_create differs from srlm_hf_model_write_random with the same seed");
   srlm_model_free(w);
 
@@ -331,7 +332,7 @@ static void test_create_and_save(void) {
     OK(srlm_model_load(dir, srlm_backend_cpu(), SRLM_F32, &r));
     if (!r) continue;
     EXPECT(srlm_model_get_config(r)->torch_dtype == dts[k], "saved config dtype %s", srlm_st_dtype_name(dts[k]));
-    const float *a = srlm_model_params(m), *b = srlm_model_params(r);
+    const float *a = test_w(m), *b = test_w(r);
     size_t bad = 0;
     for (size_t i = 0; i < srlm_model_num_params(m); i++) {
       float want = a[i];
@@ -351,7 +352,7 @@ static void test_create_and_save(void) {
     for (size_t i = 0; i < n; i++) {
       size_t off, numel;
       OK(srlm_model_param_view(m, specs[i].name, &off, &numel));
-      e[i] = (srlm_st_entry){specs[i].name, SRLM_ST_F32, specs[i].ndim, specs[i].shape, srlm_model_params(m) + off};
+      e[i] = (srlm_st_entry){specs[i].name, SRLM_ST_F32, specs[i].ndim, specs[i].shape, test_w(m) + off};
     }
     test_tmp_path(dir, sizeof dir, "sharded");
     OK(srlm_mkdirs(dir));
@@ -364,7 +365,7 @@ static void test_create_and_save(void) {
     OK(srlm_model_load(dir, srlm_backend_cpu(), SRLM_F32, &r));
     EXPECT(files > 2, "expected several shards, got %zu", files);
     if (r)
-      EXPECT(memcmp(srlm_model_params(m), srlm_model_params(r), srlm_model_num_params(m) * 4) == 0,
+      EXPECT(memcmp(test_w(m), test_w(r), srlm_model_num_params(m) * 4) == 0,
              "sharded checkpoint loads other parameters");
     srlm_model_free(r);
     free(e);
@@ -402,7 +403,7 @@ static void test_training_state(void) {
   OK(srlm_model_logprobs(m, &b, lp2));
   EXPECT(memcmp(lp, lp2, (size_t)b.T * 4) == 0, "forward_train and logprobs give different log-probs");
   OK(srlm_model_backward(m, d.g));
-  memcpy(g1, srlm_model_grads(m), np * 4);
+  memcpy(g1, test_g(m), np * 4);
   EXPECT_EQ_INT(srlm_model_backward(m, d.g), SRLM_ERR_INTERNAL);
 
   /* recompute: the same bits with less memory */
@@ -411,7 +412,7 @@ static void test_training_state(void) {
   OK(srlm_model_forward_train(m, &b, lp2));
   const size_t re_bytes = srlm_model_activation_bytes(m);
   OK(srlm_model_backward(m, d.g));
-  EXPECT(memcmp(srlm_model_grads(m), g1, np * 4) == 0, "recompute changed the gradients");
+  EXPECT(memcmp(test_g(m), g1, np * 4) == 0, "recompute changed the gradients");
   fprintf(stderr, "  activation bytes: %zu kept, %zu with recompute\n", full_bytes, re_bytes);
   EXPECT(full_bytes > 0 && re_bytes < full_bytes, "activation bytes %zu, with recompute %zu", full_bytes, re_bytes);
   OK(srlm_model_set_recompute(m, 0));
@@ -419,7 +420,7 @@ static void test_training_state(void) {
   /* a second micro-batch accumulates */
   OK(srlm_model_forward_train(m, &b, lp2));
   OK(srlm_model_backward(m, d.g));
-  memcpy(g2, srlm_model_grads(m), np * 4);
+  memcpy(g2, test_g(m), np * 4);
   double worst = 0, scale = 0;
   for (size_t i = 0; i < np; i++) worst = fmax(worst, fabs(g2[i] - 2.0 * g1[i])), scale = fmax(scale, fabs(g1[i]));
   EXPECT(worst <= 1e-6 * scale, "two backwards are not twice one: max |diff| %.3e (scale %.3e)", worst, scale);

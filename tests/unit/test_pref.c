@@ -5,6 +5,7 @@
 #include <math.h>
 
 #include "srlm/pref.h"
+#include "model_host.h"
 #include "test.h"
 #include "tiny_model.h"
 
@@ -112,7 +113,7 @@ static void test_gradient(srlm_model *m, const srlm_pref_pair *p) {
   EXPECT_EQ_INT(srlm_pref_grad(m, p, idx, NP, rc, rr, &lo, &mt), SRLM_OK);
   EXPECT_EQ_INT(mt.pairs, NP);
   size_t n = srlm_model_num_params(m);
-  float *w = srlm_model_params(m), *g = srlm_model_grads(m);
+  float *w = test_w(m), *g = test_g(m);
   float *w0 = srlm_xmalloc(n * sizeof *w0), *dir = srlm_xmalloc(n * sizeof *dir);
   memcpy(w0, w, n * sizeof *w0);
   double g2 = 0;

@@ -10,6 +10,7 @@
 #include <math.h>
 
 #include "srlm/pref.h"
+#include "model_host.h"
 #include "test.h"
 #include "tiny_model.h"
 #include "sim_dp.h"
@@ -112,7 +113,7 @@ static srlm_status rec_step(const srlm_pref_step_info *info, void *user) {
   if (info->step != r->steps + 1 || info->step > MAXSTEPS)
     return srlm_error(SRLM_ERR_INTERNAL, "rec_step", "step %lld after %lld", (long long)info->step, (long long)r->steps);
   r->info[r->steps++] = *info;
-  if (info->step == 1) memcpy(r->w1, srlm_model_params(r->m), srlm_model_num_params(r->m) * sizeof(float));
+  if (info->step == 1) memcpy(r->w1, test_w(r->m), srlm_model_num_params(r->m) * sizeof(float));
   return SRLM_OK;
 }
 
@@ -215,11 +216,11 @@ static void test_grad(const srlm_pref_pair *p, const double *rc, const double *r
   srlm_pref_metrics mw, m1, m2;
   EXPECT_EQ_INT(srlm_model_zero_grad(m), SRLM_OK);
   EXPECT_EQ_INT(srlm_pref_grad(m, p, order, 4, rc, rr, &o.loss, &mw), SRLM_OK);
-  for (size_t i = 0; i < n; i++) whole[i] = 2.0f * srlm_model_grads(m)[i];
+  for (size_t i = 0; i < n; i++) whole[i] = 2.0f * test_g(m)[i];
   EXPECT_EQ_INT(srlm_model_zero_grad(m), SRLM_OK);
   EXPECT_EQ_INT(srlm_pref_grad(m, p, order, 2, rc, rr, &o.loss, &m1), SRLM_OK);
   EXPECT_EQ_INT(srlm_pref_grad(m, p, order + 2, 2, rc, rr, &o.loss, &m2), SRLM_OK);
-  memcpy(twice, srlm_model_grads(m), n * sizeof *twice);
+  memcpy(twice, test_g(m), n * sizeof *twice);
   EXPECT_EQ_INT(srlm_model_zero_grad(m), SRLM_OK);
   compare("pref_grad halves vs 2 x whole", whole, twice, n, 1e-6);
   EXPECT_NEAR(m1.loss + m2.loss, 2 * mw.loss, 1e-12 * fabs(mw.loss));
@@ -277,7 +278,7 @@ static void test_grad_accum(const srlm_pref_pair *p, const double *rc, const dou
     snprintf(what, sizeof what, "grad_accum %d x %d step-1 weights", splits[k][0], splits[k][1]);
     compare(what, rs[0].w1, rs[k].w1, n, 1e-6);
     snprintf(what, sizeof what, "grad_accum %d x %d step-3 weights", splits[k][0], splits[k][1]);
-    compare(what, srlm_model_params(ms[0]), srlm_model_params(ms[k]), n, 1e-6);
+    compare(what, test_w(ms[0]), test_w(ms[k]), n, 1e-6);
     snprintf(what, sizeof what, "grad_accum %d x %d", splits[k][0], splits[k][1]);
     same_steps(what, &rs[0], &rs[k], 1e-6);
   }
@@ -340,7 +341,7 @@ static void free_two(learner L[2], sim_dp *sim) {
 /* The learners end alike: weights and replay cursors bit for bit. */
 static void learners_agree(const char *what, learner L[2]) {
   const size_t n = srlm_model_num_params(L[0].m);
-  EXPECT(memcmp(srlm_model_params(L[0].m), srlm_model_params(L[1].m), n * sizeof(float)) == 0,
+  EXPECT(memcmp(test_w(L[0].m), test_w(L[1].m), n * sizeof(float)) == 0,
          "%s: learner 1's weights differ from learner 0's", what);
   EXPECT(L[0].r.steps == L[1].r.steps, "%s: learners took %lld and %lld steps", what, (long long)L[0].r.steps,
          (long long)L[1].r.steps);
@@ -393,7 +394,7 @@ static void test_dp(const srlm_pref_pair *p, const double *rc, const double *rr,
     snprintf(w3, sizeof w3, "%s step-1 weights vs 1", what);
     compare(w3, r1.w1, L[0].r.w1, n, 1e-6);
     snprintf(w3, sizeof w3, "%s step-3 weights vs 1", what);
-    compare(w3, srlm_model_params(one), srlm_model_params(L[0].m), n, 1e-6);
+    compare(w3, test_w(one), test_w(L[0].m), n, 1e-6);
     free_two(L, &sim);
     free(r1.w1);
     srlm_model_free(one);
@@ -416,7 +417,7 @@ static void test_nonfinite_skip(const srlm_pref_pair *p, const double *rc0, cons
   if (!one) return;
   const size_t n = srlm_model_num_params(one);
   float *w0 = srlm_xmalloc(n * sizeof *w0);
-  memcpy(w0, srlm_model_params(one), n * sizeof *w0);
+  memcpy(w0, test_w(one), n * sizeof *w0);
   rec r1;
   rec_init(&r1, one);
   o.on_step = rec_step;
@@ -440,14 +441,14 @@ static void test_nonfinite_skip(const srlm_pref_pair *p, const double *rc0, cons
     EXPECT_EQ_INT(L[r].sum.skipped, 1);
     EXPECT(!isfinite(L[r].r.info[0].loss), "learner %d: step 1's loss %g should be non-finite", r, L[r].r.info[0].loss);
     EXPECT(memcmp(L[r].r.w1, w0, n * sizeof *w0) == 0, "learner %d stepped on a NaN loss", r);
-    EXPECT(memcmp(srlm_model_params(L[r].m), w0, n * sizeof *w0) != 0, "learner %d never stepped after the skip", r);
+    EXPECT(memcmp(test_w(L[r].m), w0, n * sizeof *w0) != 0, "learner %d never stepped after the skip", r);
   }
   learners_agree("NaN skip", L);
   for (int s = 0; s < 3; s++)
     EXPECT(L[0].r.info[s].replay_next == r1.info[s].replay_next,
            "NaN skip, step %d: learner 0's replay cursor %lld, one learner's %lld", s + 1,
            (long long)L[0].r.info[s].replay_next, (long long)r1.info[s].replay_next);
-  compare("NaN skip: 2 learners' weights vs 1", srlm_model_params(one), srlm_model_params(L[0].m), n, 1e-6);
+  compare("NaN skip: 2 learners' weights vs 1", test_w(one), test_w(L[0].m), n, 1e-6);
   free_two(L, &sim);
   free(r1.w1);
   free(w0);

@@ -11,6 +11,7 @@
 #include <math.h>
 
 #include "srlm/sft.h"
+#include "model_host.h"
 #include "test.h"
 #include "tiny_model.h"
 #include "sim_dp.h"
@@ -39,7 +40,7 @@ static srlm_status record(const srlm_sft_step_info *s, void *user) {
   if (r->steps++ == 0) r->first = s->step;
   r->loss[s->step] = s->loss;
   r->norm[s->step] = s->grad_norm;
-  r->w[s->step] = copy_of(srlm_model_params(r->m), r->n);
+  r->w[s->step] = copy_of(test_w(r->m), r->n);
   srlm_optim_state os;
   srlm_optim_get_state(s->optim, &os);
   r->om[s->step] = copy_of(os.m, r->n);
@@ -75,7 +76,7 @@ static void test_resume(const srlm_sft_data *d, const rec *all) {
   for (int64_t s = 2; s <= 3; s++) {
     srlm_model *m = tiny_model_with_vocab(VOCAB);
     if (!m) return;
-    memcpy(srlm_model_params(m), all->w[s], all->n * sizeof(float));
+    memcpy(test_w(m), all->w[s], all->n * sizeof(float));
     srlm_train_resume res = {.start_step = s, .m = all->om[s], .v = all->ov[s], .n = all->n,
                              .optim_step = all->ostep[s], .optim_skipped = all->oskip[s]};
     rec r;

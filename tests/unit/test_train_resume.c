@@ -11,6 +11,7 @@
 #include "srlm/grpo.h"
 #include "srlm/pairs.h"
 #include "srlm/pref.h"
+#include "model_host.h"
 #include "test.h"
 #include "tiny_model.h"
 
@@ -63,7 +64,7 @@ static srlm_status save(saver *sv, int64_t step, srlm_optim *optim, int64_t repl
   s->w = srlm_xmalloc(sv->n * sizeof(float));
   s->m = srlm_xmalloc(sv->n * sizeof(float));
   s->v = srlm_xmalloc(sv->n * sizeof(float));
-  memcpy(s->w, srlm_model_params(sv->model), sv->n * sizeof(float));
+  memcpy(s->w, test_w(sv->model), sv->n * sizeof(float));
   memcpy(s->m, os.m, sv->n * sizeof(float));
   memcpy(s->v, os.v, sv->n * sizeof(float));
   s->optim_step = os.step;
@@ -104,7 +105,7 @@ static void same_as_uninterrupted(const char *what, int64_t s, const saver *all,
     EXPECT(memcmp(a->m, b->m, n * sizeof(float)) == 0 && memcmp(a->v, b->v, n * sizeof(float)) == 0,
            "%s from %lld, step %lld: AdamW moments differ", what, (long long)s, (long long)k);
   }
-  const float *w = srlm_model_params(m), *want = all->s[N].w;
+  const float *w = test_w(m), *want = all->s[N].w;
   size_t bad = 0, first_bad = n;
   double dmax = 0;
   for (size_t i = 0; i < n; i++)
@@ -119,14 +120,14 @@ static void same_as_uninterrupted(const char *what, int64_t s, const saver *all,
 
 /* Final weights that must differ from all's (a resume missing part of the state). */
 static void differs(const char *what, const saver *all, srlm_model *m) {
-  EXPECT(memcmp(srlm_model_params(m), all->s[all->steps].w, all->n * sizeof(float)) != 0,
+  EXPECT(memcmp(test_w(m), all->s[all->steps].w, all->n * sizeof(float)) != 0,
          "%s: the final weights are the uninterrupted run's, so the check above could not fail", what);
 }
 
 /* A fresh model set to the weights after step s. */
 static srlm_model *model_at(const saver *sv, int64_t s) {
   srlm_model *m = tiny_model();
-  if (m) memcpy(srlm_model_params(m), sv->s[s].w, sv->n * sizeof(float));
+  if (m) memcpy(test_w(m), sv->s[s].w, sv->n * sizeof(float));
   return m;
 }
 
@@ -203,7 +204,7 @@ static void test_pref_resume(void) {
   saver all;
   saver_init(&all, m);
   float *w0 = srlm_xmalloc(all.n * sizeof *w0);
-  memcpy(w0, srlm_model_params(m), all.n * sizeof *w0);
+  memcpy(w0, test_w(m), all.n * sizeof *w0);
   srlm_pref_train_options o = pref_options(&d);
   o.on_step = pref_save;
   o.user = &all;
@@ -269,7 +270,7 @@ static void test_pref_resume(void) {
   }
 
   /* bad counters: an error naming them, the weights untouched */
-  memcpy(srlm_model_params(m), w0, n * sizeof *w0);
+  memcpy(test_w(m), w0, n * sizeof *w0);
   srlm_train_resume bad = resume_at(&all, s);
   bad.optim_step = -1;
   srlm_pref_train_options ro = pref_options(&d);
@@ -277,7 +278,7 @@ static void test_pref_resume(void) {
   st = srlm_pref_train(m, p, NP, rc, rr, &ro, NULL);
   EXPECT(st != SRLM_OK, "pref: a resume with optimizer step -1 was accepted");
   EXPECT_CONTAINS(srlm_error_message(), "negative counters (optimizer step -1");
-  EXPECT(memcmp(srlm_model_params(m), w0, n * sizeof *w0) == 0, "pref: a rejected resume changed the weights");
+  EXPECT(memcmp(test_w(m), w0, n * sizeof *w0) == 0, "pref: a rejected resume changed the weights");
   /* a saved state of another size (a checkpoint of another model): an error, no copy */
   srlm_train_resume wrong = resume_at(&all, s);
   wrong.n = n - 1;
@@ -285,7 +286,7 @@ static void test_pref_resume(void) {
   st = srlm_pref_train(m, p, NP, rc, rr, &ro, NULL);
   EXPECT(st != SRLM_OK, "pref: a resume with %zu moments for %zu parameters was accepted", n - 1, n);
   EXPECT_CONTAINS(srlm_error_message(), "the saved AdamW state has");
-  EXPECT(memcmp(srlm_model_params(m), w0, n * sizeof *w0) == 0, "pref: a rejected resume changed the weights");
+  EXPECT(memcmp(test_w(m), w0, n * sizeof *w0) == 0, "pref: a rejected resume changed the weights");
   srlm_train_resume late = resume_at(&all, s);
   late.start_step = 1000;
   ro.resume = &late;
@@ -349,7 +350,7 @@ static void test_grpo_resume(void) {
   saver_init(&all, m);
   const size_t n = all.n;
   float *w0 = srlm_xmalloc(n * sizeof *w0);
-  memcpy(w0, srlm_model_params(m), n * sizeof *w0);
+  memcpy(w0, test_w(m), n * sizeof *w0);
   srlm_grpo_train_options o = grpo_options();
   o.on_step = grpo_save;
   o.user = &all;
@@ -395,7 +396,7 @@ static void test_grpo_resume(void) {
       differs("grpo resume without the AdamW state", &all, mr);
       srlm_model_free(mr);
     }
-    memcpy(srlm_model_params(m), w0, n * sizeof *w0);
+    memcpy(test_w(m), w0, n * sizeof *w0);
     srlm_train_resume bad = resume_at(&all, 5);
     bad.optim_skipped = -2;
     srlm_grpo_train_options ro = grpo_options();
@@ -403,7 +404,7 @@ static void test_grpo_resume(void) {
     st = srlm_grpo_train(m, seqs, NG, G, adv, lp, lp, &ro, NULL);
     EXPECT(st != SRLM_OK, "grpo: a resume with skip count -2 was accepted");
     EXPECT_CONTAINS(srlm_error_message(), "skipped -2");
-    EXPECT(memcmp(srlm_model_params(m), w0, n * sizeof *w0) == 0, "grpo: a rejected resume changed the weights");
+    EXPECT(memcmp(test_w(m), w0, n * sizeof *w0) == 0, "grpo: a rejected resume changed the weights");
     free(zero);
   }
   free(w0);
