@@ -19,6 +19,7 @@
 #include <stdint.h>
 #include <unistd.h>
 
+#include "srlm/backend.h"
 #include "srlm/comm.h"
 #include "srlm/core.h"
 #include "srlm/shard.h"
@@ -358,12 +359,61 @@ static void test_agree(srlm_comm *c) {
   srlm_error_clear();
 }
 
+/* ---- backend memory ---- */
+
+/* The weight broadcast and the ordered gradient all-reduce on buffers of the simulated
+ * CUDA backend (device memory to the comm: staged through pinned host buffers), in buckets
+ * smaller than the weights; the results must be the host path's bit for bit. */
+static void test_device_memory(srlm_comm *c) {
+  srlm_backend *be = NULL;
+  srlm_status st = srlm_backend_open("cuda-sim", 0, &be);
+  EXPECT(st == SRLM_OK, "open cuda-sim: %s", srlm_error_message());
+  if (st != SRLM_OK) return;
+  EXPECT(!be->host_memory, "cuda-sim claims host memory: the staging path would not be exercised");
+  srlm_comm_set_backend(c, be);
+  const int64_t n = 50021;
+  const size_t bytes = (size_t)n * sizeof(float);
+  float *want = srlm_xmalloc(bytes), *host = srlm_xmalloc(bytes), *dev = NULL;
+  EXPECT_EQ_INT(srlm_backend_alloc(be, (void **)&dev, bytes), SRLM_OK);
+  const bool root = srlm_comm_rank(c) == 0;
+  const bool in_bcast = root || !srlm_comm_has_role(c, SRLM_ROLE_LEARNER) || srlm_comm_colocated(c);
+  fill_weights(want, n);
+  if (root) memcpy(host, want, bytes);
+  else memset(host, 0x5a, bytes);
+  EXPECT_EQ_INT(srlm_backend_copy_h2d(be, dev, host, bytes), SRLM_OK);
+  int64_t version = root ? POLICY : -1;
+  EXPECT_EQ_INT(srlm_comm_bcast_weights(c, dev, n, &version, 4096), SRLM_OK);
+  EXPECT_EQ_INT(srlm_backend_copy_d2h(be, host, dev, bytes), SRLM_OK);
+  if (in_bcast)
+    EXPECT(memcmp(host, want, bytes) == 0, "rank %d: device-memory broadcast differs", srlm_comm_rank(c));
+  if (srlm_comm_has_role(c, SRLM_ROLE_LEARNER)) {
+    const int L = srlm_comm_role_size(c, SRLM_ROLE_LEARNER), me = srlm_comm_role_rank(c, SRLM_ROLE_LEARNER);
+    for (int64_t i = 0; i < n; i++) host[i] = grad(me, i);
+    EXPECT_EQ_INT(srlm_backend_copy_h2d(be, dev, host, bytes), SRLM_OK);
+    EXPECT_EQ_INT(srlm_comm_allreduce_grads(c, dev, n, SRLM_COMM_SUM, SRLM_COMM_DETERMINISTIC), SRLM_OK);
+    EXPECT_EQ_INT(srlm_backend_copy_d2h(be, host, dev, bytes), SRLM_OK);
+    int bad = 0;
+    for (int64_t i = 0; i < n; i++) {
+      float s = grad(0, i);
+      for (int r = 1; r < L; r++) s += grad(r, i);
+      bad += memcmp(&s, &host[i], 4) != 0;
+    }
+    EXPECT(bad == 0, "device-memory ordered sum: %d of %lld elements differ from the rank-order sum", bad, (long long)n);
+  }
+  srlm_comm_set_backend(c, NULL);
+  EXPECT_EQ_INT(srlm_backend_free(be, dev), SRLM_OK);
+  EXPECT_EQ_INT(srlm_backend_close(be), SRLM_OK);
+  free(want);
+  free(host);
+}
+
 static int run(srlm_comm *c, int L, int G, int J) {
   check_layout(c, L, G, J);
   test_bcast(c);
   if (srlm_comm_colocated(c)) test_shards_colocated(c);
   else test_shards_separate(c);
   test_allreduce(c);
+  test_device_memory(c);
   test_agree(c);
   EXPECT_EQ_INT(srlm_comm_barrier(c), SRLM_OK);
   if (g_test_failures) fprintf(stderr, "rank %d: %d of %d checks failed\n", srlm_comm_rank(c), g_test_failures, g_test_checks);
