@@ -562,6 +562,20 @@ static void case_rmsnorm_forward(tctx *t) {
   }
 }
 
+/* The backward of one row from the given rstd r, in double: dx (C) overwritten, dw (C)
+ * accumulated, and the magnitudes of dx's terms (mag, C): dx cancels (at C = 1 it is
+ * r w dy eps / (x^2 + eps)). */
+static void rmsnorm_bwd_row64(const float *x, const float *w, const float *dy, double r, int64_t C, double *dx,
+                              double *dw, double *mag) {
+  double dot = 0, adot = 0;
+  for (int64_t c = 0; c < C; c++) dot += (double)w[c] * dy[c] * x[c], adot += fabs((double)w[c] * dy[c] * x[c]);
+  for (int64_t c = 0; c < C; c++) {
+    dx[c] = r * ((double)w[c] * dy[c] - x[c] * r * r * dot / (double)C);
+    mag[c] = r * (fabs((double)w[c] * dy[c]) + fabs((double)x[c]) * r * r * adot / (double)C);
+    dw[c] += (double)dy[c] * x[c] * r;
+  }
+}
+
 typedef struct rmsb_io {
   srlm_rmsnorm_bwd_params p;
   tens *dx, *dw, *dy, *x, *w, *rstd;
@@ -597,19 +611,11 @@ static void case_rmsnorm_backward(tctx *t) {
       for (int64_t c = 0; c < C; c++) rdw[c] = ndw[c] = dw->f[c], mdw[c] = fabs(dw->f[c]);
       for (int64_t n = 0; n < N; n++) {
         const float *xr = x->f + n * C, *g = dy->f + n * C, r = rstd->f[n];
-        double dot = 0, adot = 0;
+        rmsnorm_bwd_row64(xr, w->f, g, r, C, rdx + n * C, rdw, mag + n * C);
         float ndot = 0;
+        for (int64_t c = 0; c < C; c++) ndot += w->f[c] * g[c] * xr[c];
         for (int64_t c = 0; c < C; c++) {
-          dot += (double)w->f[c] * g[c] * xr[c];
-          adot += fabs((double)w->f[c] * g[c] * xr[c]);
-          ndot += w->f[c] * g[c] * xr[c];
-        }
-        for (int64_t c = 0; c < C; c++) {
-          rdx[n * C + c] = (double)r * ((double)w->f[c] * g[c] - xr[c] * (double)r * r * dot / (double)C);
-          /* the terms' magnitude: dx cancels (at C = 1 it is r w dy eps / (x^2 + eps)) */
-          mag[n * C + c] = r * (fabs((double)w->f[c] * g[c]) + fabs((double)xr[c]) * r * r * adot / (double)C);
           ndx[n * C + c] = r * (w->f[c] * g[c] - xr[c] * r * r * ndot / (float)C);
-          rdw[c] += (double)g[c] * xr[c] * r;
           mdw[c] += fabs((double)g[c] * xr[c] * r);
           ndw[c] += g[c] * xr[c] * r;
         }
@@ -661,6 +667,27 @@ static void rope_freqs(float *inv, int64_t HS, double base, int llama3) {
   }
 }
 
+/* RoPE of (N, H, HS) rows in double, by the fp32 angle pos * inv_freq of the contract; sign
+ * -1: the backward. out (and mag, the magnitudes of its two terms; may be NULL). */
+static void rope_ref64(const float *x, const int32_t *pos, const float *inv, int64_t N, int64_t H, int64_t HS,
+                       double sign, double *out, double *mag) {
+  const int64_t half = HS / 2;
+  for (int64_t i = 0; i < N; i++)
+    for (int64_t d = 0; d < half; d++) {
+      const float a = (float)pos[i] * inv[d];
+      const double c = cos((double)a), s = sign * sin((double)a);
+      for (int64_t h = 0; h < H; h++) {
+        const float *r = x + (i * H + h) * HS;
+        double *o = out + (i * H + h) * HS;
+        o[d] = r[d] * c - r[d + half] * s;
+        o[d + half] = r[d + half] * c + r[d] * s;
+        if (!mag) continue;
+        mag[(i * H + h) * HS + d] = fabs(r[d] * c) + fabs(r[d + half] * s);
+        mag[(i * H + h) * HS + d + half] = fabs(r[d + half] * c) + fabs(r[d] * s);
+      }
+    }
+}
+
 static void rope_case(tctx *t, int backward) {
   static const struct { int64_t N, H, HS; double base; int llama3; int32_t max_pos; } S[] = {
       {1, 1, 2, 1e4, 0, 1},        {0, 2, 8, 1e4, 0, 1},        {5, 3, 8, 1e4, 0, 2000},
@@ -682,17 +709,13 @@ static void rope_case(tctx *t, int backward) {
       double *ref = dz(t, n), *mag = dz(t, n);
       float *nv = fz(t, n);
       const double sign = backward ? -1.0 : 1.0;
+      rope_ref64(x->f, I32(pos), inv->f, N, H, HS, sign, ref, mag);
       for (int64_t i = 0; i < N; i++)
         for (int64_t d = 0; d < half; d++) {
           const float a = (float)I32(pos)[i] * inv->f[d]; /* the fp32 angle of the contract */
-          const double c = cos((double)a), s = sign * sin((double)a);
           const float cf = cosf(a), sf = (float)sign * sinf(a);
           for (int64_t h = 0; h < H; h++) {
             const float *r = x->f + (i * H + h) * HS;
-            ref[(i * H + h) * HS + d] = r[d] * c - r[d + half] * s;
-            ref[(i * H + h) * HS + d + half] = r[d + half] * c + r[d] * s;
-            mag[(i * H + h) * HS + d] = fabs(r[d] * c) + fabs(r[d + half] * s);
-            mag[(i * H + h) * HS + d + half] = fabs(r[d + half] * c) + fabs(r[d] * s);
             nv[(i * H + h) * HS + d] = r[d] * cf - r[d + half] * sf;
             nv[(i * H + h) * HS + d + half] = r[d + half] * cf + r[d] * sf;
           }
@@ -1190,6 +1213,15 @@ static void case_swiglu_forward(tctx *t) {
   }
 }
 
+/* SwiGLU's backward of one element in double: dgate, dup, and the magnitude of dgate's
+ * terms (1 + g (1 - s) cancels near g = -1.28). */
+static void swiglu_bwd64(float g, float u, float d, double *dg, double *du, double *mag) {
+  const double s = 1.0 / (1.0 + exp(-(double)g));
+  *dg = (double)d * u * s * (1.0 + g * (1.0 - s));
+  *du = (double)d * g * s;
+  *mag = fabs((double)d * u * s) * (1.0 + fabs(g * (1.0 - s)));
+}
+
 typedef struct swb_io {
   srlm_swiglu_bwd_params p;
   tens *dgate, *dup, *dh, *gate, *up;
@@ -1219,11 +1251,8 @@ static void case_swiglu_backward(tctx *t) {
       float *ndg = fz(t, n), *ndu = fz(t, n);
       for (int64_t i = 0; i < n; i++) {
         const float g = gate->f[i], u = up->f[i], d = dh->f[i];
-        const double s = 1.0 / (1.0 + exp(-(double)g));
         const float sf = 1.0f / (1.0f + expf(-g));
-        rdg[i] = (double)d * u * s * (1.0 + g * (1.0 - s));
-        mag[i] = fabs((double)d * u * s) * (1.0 + fabs(g * (1.0 - s))); /* 1 + g (1 - s) cancels near g = -1.28 */
-        rdu[i] = (double)d * g * s;
+        swiglu_bwd64(g, u, d, &rdg[i], &rdu[i], &mag[i]);
         ndg[i] = d * u * (sf * (1.0f + g * (1.0f - sf)));
         ndu[i] = d * (g * sf);
       }
@@ -1877,6 +1906,124 @@ static void case_sample(tctx *t) { case_pending(t); }
 static void case_pref_loss(tctx *t) { case_pending(t); }
 static void case_grpo_loss(tctx *t) { case_pending(t); }
 
+/* ---- the references themselves ---------------------------------------------------------------- */
+
+/* The float64 backward references are the derivatives of the forward references: central
+ * differences on small fixed inputs. Inputs are floats, so each is moved by +-H (exact: a
+ * power of two well above their ulp); the difference quotient is then exact to about
+ * H^2 |f'''| + eps / H, below FD_TOL here. */
+#define FD_H (1.0f / 1024)
+#define FD_TOL 1e-5
+
+static void expect_fd(const char *what, int i, double fd, double formula) {
+  EXPECT(fabs(fd - formula) <= FD_TOL * (1 + fabs(formula)),
+         "reference %s [%d]: formula %.12g, central difference %.12g", what, i, formula, fd);
+}
+
+/* The loss of one row of the LM head's log-prob: logp(z) = z_t - logsumexp(z). */
+static double head_logp(const double *z, int64_t V, int t) {
+  double m;
+  return z[t] - lse64(z, V, &m);
+}
+
+/* Loss of an RMSNorm row: sum_c dy_c out_c(x, w). */
+static double rmsnorm_loss(const float *x, const float *w, const float *dy, int64_t C, float eps) {
+  const double r = rstd64(x, C, eps);
+  double l = 0;
+  for (int64_t c = 0; c < C; c++) l += (double)dy[c] * x[c] * r * w[c];
+  return l;
+}
+
+/* Loss of one attention query row over keys 0..hi: dout . out(q, K, V). */
+static double attn_loss(const float *q, const float *k, const float *v, const float *dout, int64_t hi, int64_t HS,
+                        float scale) {
+  double p[8], o[8], l = 0;
+  attn_row64(q, k, v, HS, 0, hi, HS, scale, p, o);
+  for (int64_t d = 0; d < HS; d++) l += (double)dout[d] * o[d];
+  return l;
+}
+
+/* out = the central difference of expr in x (moved by +-H, then restored). */
+#define CENTRAL(out, x, expr)      \
+  do {                             \
+    const float x0_ = (x);         \
+    (x) = x0_ + FD_H;              \
+    const double up_ = (expr);     \
+    (x) = x0_ - FD_H;              \
+    const double dn_ = (expr);     \
+    (x) = x0_;                     \
+    (out) = (up_ - dn_) / (2.0 * FD_H); \
+  } while (0)
+
+static void check_references(void) {
+  /* LM head: d logp / dz_v = onehot_t(v) - p_v */
+  double z[7] = {0.3, -1.2, 2.5, 0.0, 1.1, -0.7, 2.4}, m;
+  const double lse = lse64(z, 7, &m);
+  for (int v = 0; v < 7; v++) {
+    const double z0 = z[v], h = 1e-5;
+    z[v] = z0 + h;
+    const double up = head_logp(z, 7, 4);
+    z[v] = z0 - h;
+    const double dn = head_logp(z, 7, 4);
+    z[v] = z0;
+    expect_fd("lmhead dlogits", v, (up - dn) / (2 * h), (v == 4 ? 1.0 : 0.0) - exp(z0 - lse));
+  }
+  /* RMSNorm: dx and dw of sum dy out */
+  enum { C = 6 };
+  float x[C] = {0.5f, -1.5f, 0.25f, 2.0f, -0.75f, 1.0f}, w[C] = {0.7f, 1.2f, 0.9f, 1.4f, 1.0f, 0.6f};
+  const float dy[C] = {0.3f, -1.1f, 0.8f, 0.2f, -0.5f, 1.0f}, eps = 1e-6f;
+  double dx[C], dw[C] = {0}, mag[C];
+  rmsnorm_bwd_row64(x, w, dy, rstd64(x, C, eps), C, dx, dw, mag);
+  double fd;
+  for (int c = 0; c < C; c++) {
+    CENTRAL(fd, x[c], rmsnorm_loss(x, w, dy, C, eps));
+    expect_fd("rmsnorm dx", c, fd, dx[c]);
+    CENTRAL(fd, w[c], rmsnorm_loss(x, w, dy, C, eps));
+    expect_fd("rmsnorm dw", c, fd, dw[c]);
+  }
+  /* RoPE: the backward is the forward's adjoint, <bwd(g), x> = <g, fwd(x)> */
+  const int32_t pos[2] = {3, 1000};
+  float inv[4], g[16], xr[16];
+  rope_freqs(inv, 8, 1e4, 0);
+  for (int i = 0; i < 16; i++) g[i] = (float)sin(1.7 * i + 0.4), xr[i] = (float)cos(0.9 * i - 0.2);
+  double fx[16], bg[16], lhs = 0, rhs = 0;
+  rope_ref64(xr, pos, inv, 2, 1, 8, 1.0, fx, NULL);
+  rope_ref64(g, pos, inv, 2, 1, 8, -1.0, bg, NULL);
+  for (int i = 0; i < 16; i++) lhs += bg[i] * xr[i], rhs += g[i] * fx[i];
+  expect_fd("rope adjoint", 0, lhs, rhs);
+  /* attention: dq, dk, dv of one query row over 5 keys */
+  enum { HS = 4, J = 5 };
+  float q[HS], k[J * HS], v[J * HS], dout[HS];
+  for (int i = 0; i < HS; i++) q[i] = (float)sin(i + 0.5), dout[i] = (float)cos(2.0 * i);
+  for (int i = 0; i < J * HS; i++) k[i] = (float)sin(0.7 * i), v[i] = (float)cos(1.3 * i + 0.1);
+  double p[J], o64[HS], dq[HS] = {0}, dk[J * HS] = {0}, dv[J * HS] = {0};
+  float o32[HS];
+  const float scale = 0.5f, l32 = (float)attn_row64(q, k, v, HS, 0, J - 1, HS, scale, p, o64);
+  for (int d = 0; d < HS; d++) o32[d] = (float)o64[d];
+  attn_bwd_row64(q, dout, o32, l32, k, v, HS, 0, J - 1, HS, scale, dq, dk, dv);
+  for (int i = 0; i < HS; i++) {
+    CENTRAL(fd, q[i], attn_loss(q, k, v, dout, J - 1, HS, scale));
+    expect_fd("attention dq", i, fd, dq[i]);
+  }
+  for (int i = 0; i < J * HS; i++) {
+    CENTRAL(fd, k[i], attn_loss(q, k, v, dout, J - 1, HS, scale));
+    expect_fd("attention dk", i, fd, dk[i]);
+    CENTRAL(fd, v[i], attn_loss(q, k, v, dout, J - 1, HS, scale));
+    expect_fd("attention dv", i, fd, dv[i]);
+  }
+  /* SwiGLU: dgate, dup of dh silu(gate) up */
+  for (int i = 0; i < 9; i++) {
+    float gt = -6.0f + 1.5f * (float)i, up = 0.75f;
+    const float dh = -1.25f;
+    double dg, du, mg;
+    swiglu_bwd64(gt, up, dh, &dg, &du, &mg);
+    CENTRAL(fd, gt, (double)dh * gt / (1.0 + exp(-(double)gt)) * up);
+    expect_fd("swiglu dgate", i, fd, dg);
+    CENTRAL(fd, up, (double)dh * gt / (1.0 + exp(-(double)gt)) * up);
+    expect_fd("swiglu dup", i, fd, du);
+  }
+}
+
 /* ---- the case list and the driver ------------------------------------------------------------ */
 
 typedef void (*case_fn)(tctx *t);
@@ -1961,7 +2108,8 @@ static int parse_args(int argc, char **argv, opts *o) {
 static void run_backend_dtype(srlm_backend *be, srlm_dtype dt, int pass, const opts *o) {
   tctx t = {.be = be, .cpu = srlm_backend_cpu(), .dt = dt, .is_ref = be == srlm_backend_cpu(), .dtype_pass = pass,
             .large = o->large, .verbose = o->verbose, .seed = o->seed};
-  fprintf(stderr, "== %s %s (rule base: %s)\n", be->name, srlm_dtype_name(dt), t.is_ref ? "naive fp32" : "cpu");
+  fprintf(stderr, "== %s %s (rule base: %s%s%s)\n", be->name, srlm_dtype_name(dt), t.is_ref ? "naive fp32" : "cpu",
+          ", cpu ISA ", srlm_backend_cpu_isa());
   for (int i = 0; i < SRLM_OP_COUNT; i++) {
     if (o->only_op && strcmp(o->only_op, srlm_op_names[i]) != 0) continue;
     if (!srlm_backend_has_op(be->ops, (srlm_op_id)i)) {
@@ -1996,6 +2144,7 @@ int main(int argc, char **argv) {
 #endif
   fprintf(stderr, "seed %llu (replay: --seed %llu), backends %s, dtypes %s%s\n", (unsigned long long)o.seed,
           (unsigned long long)o.seed, o.backends, o.dtypes, o.large ? ", large shapes" : "");
+  check_references();
   srlm_dtype dts[4];
   int ndt = 0;
   char dlist[64];
