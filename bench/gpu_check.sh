@@ -1,21 +1,25 @@
 #!/usr/bin/env bash
-# The one prepared script a lent GPU machine runs: card facts, the CUDA backend's GPU
-# test against its CPU twins, the op timings of bench_backend for the CUDA and the CPU
-# backend on the same machine, and a compute-sanitizer memcheck pass over the test.
-# Every step has its own time limit, so a hang in one still leaves the others' logs; a
-# short summary is printed last (the tool returns only the tail of the output).
+# The one prepared script a lent GPU machine runs: card facts, the backend-ops test of the
+# CUDA backend (every op against float64 under the 2x-the-CPU rule, fp32 and bf16), the
+# model-equivalence test on it, the op timings of bench_backend for the CUDA backend at the
+# full shapes (bf16, fp32) and the CPU backend at the small ones on the same machine, and a
+# compute-sanitizer memcheck pass over the bf16 test. Every step has its own time limit (all
+# together under 8 minutes), so a hang in one still leaves the others' logs; a short
+# summary is printed last (the tool returns only the tail of the output).
 #
 # usage (on the GPU machine, from the project root, with .devroot and BUILD carried):
 #   bash bench/gpu_check.sh [BUILD_DIR] [OUT_DIR]     defaults: build-gpu, $OUT or ./gpu-check-out
 # Build and pack first, here:
 #   cmake -S . -B build-gpu -DCMAKE_BUILD_TYPE=Release -DSRLM_CUDA=ON
-#   cmake --build build-gpu -j2 --target gpu_test_backend_ops bench_backend
-#   bash ../shared/tools/device-pack.sh build-gpu/tests/gpu_test_backend_ops build-gpu/bench/bench_backend
+#   cmake --build build-gpu -j2 --target test_backend_ops test_model_equiv bench_backend
+#   bash ../shared/tools/device-pack.sh build-gpu/tests/test_backend_ops build-gpu/tests/test_model_equiv \
+#     build-gpu/bench/bench_backend
 # Never changes the card's settings: nvidia-smi is only queried.
 set -uo pipefail
 BUILD=${1:-build-gpu}
 LOG=${2:-${OUT:-$PWD/gpu-check-out}}
-TEST=$BUILD/tests/gpu_test_backend_ops
+TEST=$BUILD/tests/test_backend_ops
+EQUIV=$BUILD/tests/test_model_equiv
 BENCH=$BUILD/bench/bench_backend
 mkdir -p "$LOG"
 [ -f .devroot/env.sh ] || { echo "gpu_check: .devroot/env.sh missing (run device-pack.sh and carry .devroot)" >&2; exit 2; }
@@ -49,28 +53,43 @@ step() { # step NAME LIMIT_S LOGFILE CMD...: runs CMD with a time limit, output 
 } >"$LOG/device.txt" 2>&1
 card=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1)
 
-# 2. the GPU test: every CUDA op against its CPU twin on random inputs
-step test_backend_ops 150 test_backend_ops.log "$TEST" cuda
+# 2. the tests: every CUDA op against float64 (fp32 and bf16; lacking ops are listed), and
+#    the tiny models' log-probs, gradients and AdamW step on cuda against the cpu
+step test_backend_ops 100 test_backend_ops.log "$TEST" cuda --dtype fp32,bf16
+if [ -x "$EQUIV" ]; then
+  step model_equiv 45 model_equiv.log env SRLM_SOURCE_DIR="$PWD" SRLM_TEST_BACKENDS=cuda "$EQUIV"
+else
+  status+=("model_equiv            skipped: $EQUIV not carried")
+fi
 
-# 3. timings: the CUDA backend (many calls, launch gaps pipelined) and the CPU backend
-#    on this machine's cores, the same shapes; each checks its results first
-step bench_cuda 90 bench_cuda.txt "$BENCH" --backend cuda --iters 200 --warmup 20
-step bench_cpu 90 bench_cpu.txt "$BENCH" --backend cpu --iters 10 --warmup 2
+# 3. timings: the CUDA backend at the full shapes (bf16, then fp32; iterations fill about
+#    0.3 s per case) and the CPU backend at the small ones on this machine's cores; each op
+#    is checked against the CPU op and rerun bit-identical first
+step bench_cuda_bf16 110 bench_cuda_bf16.txt "$BENCH" --backend cuda --dtype bf16 --size full --json "$LOG/bench_cuda_bf16.json"
+step bench_cuda_fp32 90 bench_cuda_fp32.txt "$BENCH" --backend cuda --dtype fp32 --size full --json "$LOG/bench_cuda_fp32.json"
+step bench_cpu 40 bench_cpu.txt "$BENCH" --backend cpu --dtype fp32 --size small
 
-# 4. memcheck over the test (out-of-bounds and misaligned accesses, API errors)
+# 4. memcheck over the bf16 test (out-of-bounds and misaligned accesses, API errors)
 if command -v compute-sanitizer >/dev/null; then
-  step memcheck 100 memcheck.log compute-sanitizer --tool memcheck --error-exitcode 99 "$TEST" cuda
+  step memcheck 80 memcheck.log compute-sanitizer --tool memcheck --error-exitcode 99 "$TEST" cuda --dtype bf16
 else
   status+=("memcheck               skipped: no compute-sanitizer")
 fi
+
+# a bench table's rows without the shape column (op, model | iters, time_us, GB/s, TFLOP/s,
+# check), so the summary fits the returned tail; the full tables are in the logs
+rows() { grep -v '^#' "$1" 2>/dev/null | cut -c3-44,88-; tail -1 "$1" 2>/dev/null; }
 
 {
   echo "== gpu_check on ${card:-unknown card}, $(date -u +%Y-%m-%dT%H:%M:%SZ)"
   printf '%s\n' "${status[@]}"
   echo "== test: $(tail -1 "$LOG/test_backend_ops.log")"
-  grep -E 'FAIL|exceeds|differs|error' "$LOG/test_backend_ops.log" | head -20
+  grep -E '^backend .* lacks|FAILED' "$LOG/test_backend_ops.log" | head -12
+  grep -E '^FAIL' "$LOG/test_backend_ops.log" | head -8 | cut -c1-400
   echo "== memcheck: $(grep -E 'ERROR SUMMARY' "$LOG/memcheck.log" 2>/dev/null | tail -1)"
-  echo "== bench cuda"; cat "$LOG/bench_cuda.txt"
-  echo "== bench cpu"; cat "$LOG/bench_cpu.txt"
+  echo "== model equivalence: $(tail -1 "$LOG/model_equiv.log" 2>/dev/null)"
+  echo "== bench cuda bf16 (full shapes)"; rows "$LOG/bench_cuda_bf16.txt"
+  echo "== bench cuda fp32 (full shapes)"; rows "$LOG/bench_cuda_fp32.txt"
+  echo "== bench cpu fp32 (small shapes): $(tail -1 "$LOG/bench_cpu.txt" 2>/dev/null)"
 } | tee "$LOG/summary.txt"
 grep -q ' 0 failed' "$LOG/test_backend_ops.log"
