@@ -27,6 +27,7 @@
  *   Each field's comment says "dtype" or "fp32". bf16 is storage only: every op reads
  *   bf16 into fp32, computes in fp32 and rounds results to bf16 to nearest, ties to even
  *   (the CPU backend does exactly that, so it is the reference for bf16 too).
+ * - A batch with no rows (N, T or n = 0) is a no-op and may pass NULL for its tensors.
  * - Outputs are overwritten. Backward ops overwrite gradients of activations (dx, dq,
  *   dlogits) and ACCUMULATE (+=) gradients of parameters (dw, dtable, dbias), because
  *   micro-batches sum into them; each op's comment says which.
@@ -295,8 +296,9 @@ typedef struct srlm_lmhead_bwd_params {
 
 /* Sum of squares of x for the global gradient norm, in double: x is cut into chunks of
  * SRLM_SUMSQ_CHUNK elements, each chunk summed in double in a fixed order of the
- * backend's choosing, and the chunk sums are added in chunk order. *out (backend memory,
- * one double) is OVERWRITTEN. NaN or Inf anywhere makes it NaN or Inf. */
+ * backend's choosing, and the chunk sums are added to *out in chunk order: *out (backend
+ * memory, one double) is ACCUMULATED (+=), so a norm over several ranges (the optimizer's
+ * weight-decay segments) is one running sum. NaN or Inf anywhere makes it NaN or Inf. */
 #define SRLM_SUMSQ_CHUNK 65536
 typedef struct srlm_sumsq_params {
   double *out;     /* (1) */

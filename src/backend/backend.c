@@ -209,17 +209,19 @@ srlm_status srlm_matmul_params_check(srlm_matmul_params *p, const char *where) {
 srlm_status srlm_rmsnorm_params_check(const srlm_rmsnorm_params *p, const char *where) {
   CHECK_DTYPE(dtype);
   SRLM_TRY(check_dims(where, p->N, "C", p->C));
+  if (!(p->eps > 0.0f) || !isfinite(p->eps))
+    return srlm_error(SRLM_ERR_RANGE, where, "eps = %g must be finite and > 0", (double)p->eps);
+  if (p->N == 0) return SRLM_OK;
   CHECK_PTR(out);
   CHECK_PTR(x);
   CHECK_PTR(w);
-  if (!(p->eps > 0.0f) || !isfinite(p->eps))
-    return srlm_error(SRLM_ERR_RANGE, where, "eps = %g must be finite and > 0", (double)p->eps);
   return SRLM_OK;
 }
 
 srlm_status srlm_rmsnorm_bwd_params_check(const srlm_rmsnorm_bwd_params *p, const char *where) {
   CHECK_DTYPE(dtype);
   SRLM_TRY(check_dims(where, p->N, "C", p->C));
+  if (p->N == 0) return SRLM_OK;
   CHECK_PTR(dx);
   CHECK_PTR(dw);
   CHECK_PTR(dy);
@@ -235,6 +237,7 @@ srlm_status srlm_rope_params_check(const srlm_rope_params *p, const char *where)
   SRLM_TRY(check_dims(where, p->N, "H * HS", p->H * (p->HS > 0 ? p->HS : 1)));
   if (p->HS < 2 || p->HS % 2 != 0)
     return srlm_error(SRLM_ERR_RANGE, where, "head dim HS = %lld must be even and >= 2", (long long)p->HS);
+  if (p->N == 0) return SRLM_OK;
   CHECK_PTR(x);
   CHECK_PTR(pos);
   CHECK_PTR(inv_freq);
@@ -268,6 +271,7 @@ srlm_status srlm_attention_params_check(const srlm_attention_params *p, const ch
   SRLM_TRY(check_heads(where, p->NH, p->NKV, p->HS, p->scale, p->window));
   SRLM_TRY(check_dims(where, p->T, "NH * HS", p->NH * p->HS));
   SRLM_TRY(check_seqlens(where, p->cu_seqlens, p->B));
+  if (p->T == 0) return SRLM_OK;
   CHECK_PTR(out);
   CHECK_PTR(q);
   CHECK_PTR(k);
@@ -280,6 +284,7 @@ srlm_status srlm_attention_bwd_params_check(const srlm_attention_bwd_params *p, 
   SRLM_TRY(check_heads(where, p->NH, p->NKV, p->HS, p->scale, p->window));
   SRLM_TRY(check_dims(where, p->T, "NH * HS", p->NH * p->HS));
   SRLM_TRY(check_seqlens(where, p->cu_seqlens, p->B));
+  if (p->T == 0) return SRLM_OK;
   CHECK_PTR(dq);
   CHECK_PTR(dk);
   CHECK_PTR(dv);
@@ -299,6 +304,7 @@ srlm_status srlm_attention_kv_params_check(const srlm_attention_kv_params *p, co
   SRLM_TRY(check_pos(where, "max_slots", p->max_slots));
   SRLM_TRY(check_pos(where, "max_len", p->max_len));
   if (p->n < 0) return srlm_error(SRLM_ERR_RANGE, where, "n = %d sequences is negative", p->n);
+  if (p->n == 0 && p->NQ == 0) return SRLM_OK;
   CHECK_PTR(out);
   CHECK_PTR(q);
   CHECK_PTR(k_cache);
@@ -331,6 +337,7 @@ srlm_status srlm_kv_append_params_check(const srlm_kv_append_params *p, const ch
 srlm_status srlm_swiglu_params_check(const srlm_swiglu_params *p, const char *where) {
   CHECK_DTYPE(dtype);
   SRLM_TRY(check_dims(where, p->N, "FF", p->FF));
+  if (p->N == 0) return SRLM_OK;
   CHECK_PTR(h);
   CHECK_PTR(gate);
   CHECK_PTR(up);
@@ -340,6 +347,7 @@ srlm_status srlm_swiglu_params_check(const srlm_swiglu_params *p, const char *wh
 srlm_status srlm_swiglu_bwd_params_check(const srlm_swiglu_bwd_params *p, const char *where) {
   CHECK_DTYPE(dtype);
   SRLM_TRY(check_dims(where, p->N, "FF", p->FF));
+  if (p->N == 0) return SRLM_OK;
   CHECK_PTR(dgate);
   CHECK_PTR(dup);
   CHECK_PTR(dh);
@@ -353,6 +361,7 @@ srlm_status srlm_embedding_params_check(const srlm_embedding_params *p, const ch
   SRLM_TRY(check_dims(where, p->N, "C", p->C));
   SRLM_TRY(check_dims(where, p->V, "C", p->C));
   SRLM_TRY(check_pos(where, "V", p->V));
+  if (p->N == 0) return SRLM_OK;
   CHECK_PTR(out);
   CHECK_PTR(table);
   CHECK_PTR(ids);
@@ -365,6 +374,7 @@ srlm_status srlm_embedding_bwd_params_check(const srlm_embedding_bwd_params *p, 
   SRLM_TRY(check_dims(where, p->N, "C", p->C));
   SRLM_TRY(check_dims(where, p->V, "C", p->C));
   SRLM_TRY(check_pos(where, "V", p->V));
+  if (p->N == 0) return SRLM_OK;
   CHECK_PTR(dtable);
   CHECK_PTR(dout);
   CHECK_PTR(ids);
@@ -384,6 +394,7 @@ srlm_status srlm_add_params_check(const srlm_add_params *p, const char *where) {
 srlm_status srlm_colsum_params_check(const srlm_colsum_params *p, const char *where) {
   CHECK_DTYPE(dtype);
   SRLM_TRY(check_dims(where, p->N, "C", p->C));
+  if (p->N == 0) return SRLM_OK;
   CHECK_PTR(out);
   CHECK_PTR(x);
   return SRLM_OK;
