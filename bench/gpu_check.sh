@@ -2,7 +2,9 @@
 # The one prepared script a lent GPU machine runs: card facts, the backend-ops test of the
 # CUDA backend (every op against float64 under the 2x-the-CPU rule, fp32 and bf16), the
 # model-equivalence test on it, the op timings of bench_backend for the CUDA backend at the
-# full shapes (bf16, fp32) and the CPU backend at the small ones on the same machine, and a
+# full shapes (bf16, fp32), PyTorch at the same shapes with the card's copy bandwidth and the
+# side-by-side table (bench/gpu_torch.py, gpu_compare.py), the CPU backend at the small
+# shapes on the same machine, and a
 # compute-sanitizer memcheck pass over the bf16 test. Every step has its own time limit (all
 # together under 8 minutes), so a hang in one still leaves the others' logs; a short
 # summary is printed last (the tool returns only the tail of the output).
@@ -55,9 +57,9 @@ card=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1)
 
 # 2. the tests: every CUDA op against float64 (fp32 and bf16; lacking ops are listed), and
 #    the tiny models' log-probs, gradients and AdamW step on cuda against the cpu
-step test_backend_ops 100 test_backend_ops.log "$TEST" cuda --dtype fp32,bf16
+step test_backend_ops 90 test_backend_ops.log "$TEST" cuda --dtype fp32,bf16
 if [ -x "$EQUIV" ]; then
-  step model_equiv 45 model_equiv.log env SRLM_SOURCE_DIR="$PWD" SRLM_TEST_BACKENDS=cuda "$EQUIV"
+  step model_equiv 40 model_equiv.log env SRLM_SOURCE_DIR="$PWD" SRLM_TEST_BACKENDS=cuda "$EQUIV"
 else
   status+=("model_equiv            skipped: $EQUIV not carried")
 fi
@@ -65,13 +67,17 @@ fi
 # 3. timings: the CUDA backend at the full shapes (bf16, then fp32; iterations fill about
 #    0.3 s per case) and the CPU backend at the small ones on this machine's cores; each op
 #    is checked against the CPU op and rerun bit-identical first
-step bench_cuda_bf16 110 bench_cuda_bf16.txt "$BENCH" --backend cuda --dtype bf16 --size full --json "$LOG/bench_cuda_bf16.json"
-step bench_cuda_fp32 90 bench_cuda_fp32.txt "$BENCH" --backend cuda --dtype fp32 --size full --json "$LOG/bench_cuda_fp32.json"
-step bench_cpu 40 bench_cpu.txt "$BENCH" --backend cpu --dtype fp32 --size small
+step bench_cuda_bf16 100 bench_cuda_bf16.txt "$BENCH" --backend cuda --dtype bf16 --size full --json "$LOG/bench_cuda_bf16.json"
+# PyTorch at the same shapes on this card (and its copy bandwidth), then side by side
+step torch_bf16 80 torch_bf16.txt python3 bench/gpu_torch.py --dtype bf16 --size full --json "$LOG/torch_bf16.json"
+python3 bench/gpu_compare.py "$LOG/bench_cuda_bf16.json" "$LOG/torch_bf16.json" >"$LOG/compare_bf16.txt" 2>&1
+python3 bench/gpu_compare.py "$LOG/bench_cuda_bf16.json" "$LOG/torch_bf16.json" --md >"$LOG/compare_bf16.md" 2>&1
+step bench_cuda_fp32 60 bench_cuda_fp32.txt "$BENCH" --backend cuda --dtype fp32 --size full --json "$LOG/bench_cuda_fp32.json"
+step bench_cpu 25 bench_cpu.txt "$BENCH" --backend cpu --dtype fp32 --size small
 
 # 4. memcheck over the bf16 test (out-of-bounds and misaligned accesses, API errors)
 if command -v compute-sanitizer >/dev/null; then
-  step memcheck 80 memcheck.log compute-sanitizer --tool memcheck --error-exitcode 99 "$TEST" cuda --dtype bf16
+  step memcheck 70 memcheck.log compute-sanitizer --tool memcheck --error-exitcode 99 "$TEST" cuda --dtype bf16
 else
   status+=("memcheck               skipped: no compute-sanitizer")
 fi
@@ -88,7 +94,7 @@ rows() { grep -v '^#' "$1" 2>/dev/null | cut -c3-44,88-; tail -1 "$1" 2>/dev/nul
   grep -E '^FAIL' "$LOG/test_backend_ops.log" | head -8 | cut -c1-400
   echo "== memcheck: $(grep -E 'ERROR SUMMARY' "$LOG/memcheck.log" 2>/dev/null | tail -1)"
   echo "== model equivalence: $(tail -1 "$LOG/model_equiv.log" 2>/dev/null)"
-  echo "== bench cuda bf16 (full shapes)"; rows "$LOG/bench_cuda_bf16.txt"
+  echo "== srlm cuda bf16 vs torch (full shapes)"; cut -c1-150 "$LOG/compare_bf16.txt" 2>/dev/null
   echo "== bench cuda fp32 (full shapes)"; rows "$LOG/bench_cuda_fp32.txt"
   echo "== bench cpu fp32 (small shapes): $(tail -1 "$LOG/bench_cpu.txt" 2>/dev/null)"
 } | tee "$LOG/summary.txt"
