@@ -220,7 +220,13 @@ SRLM_BACKEND_OPS(SRLM_CUDA_DECLARE_OP_)
 #undef SRLM_CUDA_DECLARE_OP_
 #define SRLM_CUDA_OPS(X) \
   X(matmul)              \
-  X(rmsnorm_forward)
+  X(rmsnorm_forward)     \
+  X(rmsnorm_backward)    \
+  X(swiglu_forward)      \
+  X(swiglu_backward)     \
+  X(add)                 \
+  X(colsum)              \
+  X(cast)
 
 }  // namespace SRLM_CUDA_NS
 
