@@ -222,6 +222,8 @@ SRLM_BACKEND_OPS(SRLM_CUDA_DECLARE_OP_)
   X(matmul)              \
   X(rmsnorm_forward)     \
   X(rmsnorm_backward)    \
+  X(rope_forward)        \
+  X(rope_backward)       \
   X(swiglu_forward)      \
   X(swiglu_backward)     \
   X(add)                 \
