@@ -226,6 +226,8 @@ SRLM_BACKEND_OPS(SRLM_CUDA_DECLARE_OP_)
   X(rope_backward)       \
   X(swiglu_forward)      \
   X(swiglu_backward)     \
+  X(embedding_forward)   \
+  X(embedding_backward)  \
   X(add)                 \
   X(colsum)              \
   X(cast)
