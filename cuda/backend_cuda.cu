@@ -36,7 +36,8 @@ srlm_status wait_and_check(context *c) {
   const int op = e.op - 1;
   char where[96];
   snprintf(where, sizeof where, "%s %s", SRLM_CUDA_NAME, op >= 0 && op < SRLM_OP_COUNT ? srlm_op_names[op] : "kernel");
-  return srlm_error(SRLM_ERR_RANGE, where, "row %lld: %s %lld out of range [0, %lld)", e.row, kerr_kind_name(e.kind),
+  return srlm_error(SRLM_ERR_RANGE, where, "%s %lld: %s %lld out of range [0, %lld)",
+                    (e.kind & KERR_SEQUENCE) ? "sequence" : "row", e.row, kerr_kind_name(e.kind & ~KERR_SEQUENCE),
                     e.value, e.limit);
 }
 

@@ -11,7 +11,8 @@
 //   and SRLM_DTYPE_SWITCH to instantiate a kernel for the op's dtype.
 // - srlm_dyn_smem<T>() for dynamic shared memory (static `__shared__` arrays work as usual).
 // - kerr_record() for bad data only the device can see (an id out of range): the next
-//   sync()/copy_d2h() reports it as "<backend> <op>: row R: <kind> V out of range [0, L)".
+//   sync()/copy_d2h() reports it as "<backend> <op>: row R: <kind> V out of range [0, L)"
+//   ("sequence R" for a kind with KERR_SEQUENCE).
 // - The context (ctx()): stream, workspace, staging, the error record, and srlm_cuda_gemm.
 // - check_dev() on every pointer argument: on the simulator it catches a host pointer passed
 //   as device memory; on a GPU it costs nothing (compiled out).
@@ -131,6 +132,8 @@ enum kerr_kind {
   KERR_POSITION,       // "position": a RoPE or KV-cache position
   KERR_LENGTH,         // "length": a sequence length past the cache
   KERR_SEQLEN,         // "cu_seqlens entry": a packed-sequence boundary
+  // Or'ed into a kind when the row is a sequence index (KV-cache ops): "sequence R: ...".
+  KERR_SEQUENCE = 0x100,
 };
 const char *kerr_kind_name(int kind);
 
@@ -224,6 +227,7 @@ SRLM_BACKEND_OPS(SRLM_CUDA_DECLARE_OP_)
   X(rmsnorm_backward)    \
   X(rope_forward)        \
   X(rope_backward)       \
+  X(kv_append)           \
   X(swiglu_forward)      \
   X(swiglu_backward)     \
   X(embedding_forward)   \
