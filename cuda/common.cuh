@@ -234,7 +234,9 @@ SRLM_BACKEND_OPS(SRLM_CUDA_DECLARE_OP_)
   X(embedding_backward)  \
   X(add)                 \
   X(colsum)              \
-  X(cast)
+  X(cast)                \
+  X(grad_sumsq)          \
+  X(adamw)
 
 }  // namespace SRLM_CUDA_NS
 
