@@ -10,8 +10,8 @@
 // shuffles, then the warps in order) into part[chunk] in the workspace. Then one thread adds
 // the chunk sums to *out in chunk order. NaN and inf propagate.
 //
-// adamw: a memory-bound map over chunks of 8 elements (16-byte accesses when aligned;
-// elem.cuh), with the CPU twin's float arithmetic (src/backend/cpu/cpu_backend.c) spelled
+// adamw: a memory-bound map over chunks of 8 elements (launch_map: 16-byte accesses when
+// every pointer is aligned; elem.cuh), with the CPU twin's float arithmetic (src/backend/cpu/cpu_backend.c) spelled
 // with __fmul_rn/__fadd_rn/__fsub_rn/__fdiv_rn/__fsqrt_rn, which nvcc never contracts into
 // fused multiply-adds, so master, m and v get the CPU's bits (the CPU build has no -mfma).
 // The CPU skips the multiplications by grad_scale or decay_mul when they are 1; x * 1 is x
@@ -24,7 +24,6 @@ namespace SRLM_CUDA_NS {
 namespace {
 
 constexpr int kSumsqThreads = 256;
-constexpr int kAdamThreads = 256;
 
 __device__ __forceinline__ double warp_sum_d(double v) {
   for (int off = kWarp / 2; off > 0; off /= 2) v += __shfl_xor_sync(0xffffffffu, v, off);
@@ -65,7 +64,7 @@ __global__ void sumsq_total_kernel(double *out, const double *part, long long nc
 }
 
 template <class T>
-__global__ void __launch_bounds__(kAdamThreads) adamw_kernel(srlm_adamw_params p, bool vec) {
+__global__ void __launch_bounds__(kMapThreads) adamw_kernel(srlm_adamw_params p, bool vec) {
   T *param = static_cast<T *>(p.param);  // (n) or NULL
   SRLM_CHUNK_LOOP(ch, p.n) {
     const long long i0 = ch * kChunk;
@@ -115,18 +114,11 @@ srlm_status op_adamw(srlm_backend *be, srlm_adamw_params p) {
   const char *where = SRLM_CUDA_NAME " adamw";
   SRLM_TRY(srlm_adamw_params_check(&p, where));
   if (p.n == 0) return SRLM_OK;
-  const size_t bytes = (size_t)p.n * sizeof(float);
-  SRLM_TRY(check_dev(where, "master", p.master, bytes));
-  SRLM_TRY(check_dev(where, "param", p.param, (size_t)p.n * srlm_dtype_size(p.dtype)));
-  SRLM_TRY(check_dev(where, "m", p.m, bytes));
-  SRLM_TRY(check_dev(where, "v", p.v, bytes));
-  SRLM_TRY(check_dev(where, "grad", p.grad, bytes));
-  const bool vec = all_aligned16({p.master, p.m, p.v, p.grad}) && (!p.param || aligned16(p.param));
-  const unsigned grid = grid_for(chunks_of(p.n), kAdamThreads);
-  cudaStream_t s = ctx(be)->stream;
-  SRLM_DTYPE_SWITCH(p.dtype, T, SRLM_LAUNCH(adamw_kernel<T>, grid, kAdamThreads, 0, s, p, vec););
-  SRLM_CUDA_LAUNCHED();
-  return SRLM_OK;
+  const size_t bytes = (size_t)p.n * sizeof(float), param_bytes = (size_t)p.n * srlm_dtype_size(p.dtype);
+  auto k = p.dtype == SRLM_BF16 ? adamw_kernel<__nv_bfloat16> : adamw_kernel<float>;
+  return launch_map(be, where, k, p, p.n,
+                    {{"master", p.master, bytes}, {"param", p.param, param_bytes}, {"m", p.m, bytes}, {"v", p.v, bytes},
+                     {"grad", p.grad, bytes}});
 }
 
 }  // namespace SRLM_CUDA_NS

@@ -112,6 +112,33 @@ __device__ __forceinline__ void store_chunk(T *p, long long i0, long long n, boo
     if (i0 + k < n) st(p + i0 + k, v[k]);
 }
 
+// ---- maps ------------------------------------------------------------------------------------
+// A map kernel takes (params, vec) and walks the chunks of its elements with SRLM_CHUNK_LOOP
+// in blocks of kMapThreads; launch_map sizes its grid.
+constexpr int kMapThreads = 256;
+
+// An op's device pointers and the bytes each spans.
+struct dev_arg {
+  const char *name;
+  const void *ptr;
+  size_t bytes;
+};
+
+// Checks the pointers, then runs `kernel` over the chunks of n > 0 elements, with 16-byte
+// accesses when every pointer is 16-byte aligned.
+template <class P>
+inline srlm_status launch_map(srlm_backend *be, const char *where, void (*kernel)(P, bool), const P &p, long long n,
+                              std::initializer_list<dev_arg> args) {
+  bool vec = true;
+  for (const dev_arg &a : args) {
+    SRLM_TRY(check_dev(where, a.name, a.ptr, a.bytes));
+    vec = vec && aligned16(a.ptr);
+  }
+  SRLM_LAUNCH(kernel, grid_for(chunks_of(n), kMapThreads), kMapThreads, 0, ctx(be)->stream, p, vec);
+  SRLM_CUDA_LAUNCHED();
+  return SRLM_OK;
+}
+
 // ---- raw row copies ----------------------------------------------------------------------------
 // A row of `bytes` bytes moves in units U of 16, 4 or 2 bytes: the widest that divides the row
 // and the alignment of every row start (unit_bytes). Bits move untouched (NaN payloads too).

@@ -1,8 +1,8 @@
 // Elementwise ops on the GPU, fp32 or bf16: add, cast, SwiGLU forward and backward.
 //
-// Design: memory-bound maps. A thread takes chunks of 8 consecutive elements (elem.cuh),
-// loaded and stored with 16-byte accesses when every pointer of the op is 16-byte aligned
-// (element by element otherwise, and for the tail chunk), in a grid-stride loop over
+// Design: memory-bound maps (launch_map, elem.cuh). A thread takes chunks of 8 consecutive
+// elements, loaded and stored with 16-byte accesses when every pointer of the op is 16-byte
+// aligned (element by element otherwise, and for the tail chunk), in a grid-stride loop over
 // 256-thread blocks; consecutive threads take consecutive chunks, so a warp moves 512
 // contiguous bytes of bf16 (1 KiB of fp32) per access. Math is fp32, each result rounded once
 // to the dtype, as the CPU twins (src/backend/cpu/elementwise.c) do.
@@ -20,10 +20,8 @@ namespace SRLM_CUDA_NS {
 
 namespace {
 
-constexpr int kThreads = 256;
-
 template <class T>
-__global__ void __launch_bounds__(kThreads) add_kernel(srlm_add_params p, bool vec) {
+__global__ void __launch_bounds__(kMapThreads) add_kernel(srlm_add_params p, bool vec) {
   const T *a = static_cast<const T *>(p.a), *b = static_cast<const T *>(p.b);  // (n)
   T *out = static_cast<T *>(p.out);                                            // (n) may alias a or b
   SRLM_CHUNK_LOOP(ch, p.n) {
@@ -38,7 +36,7 @@ __global__ void __launch_bounds__(kThreads) add_kernel(srlm_add_params p, bool v
 }
 
 template <class TI, class TO>
-__global__ void __launch_bounds__(kThreads) cast_kernel(srlm_cast_params p, bool vec) {
+__global__ void __launch_bounds__(kMapThreads) cast_kernel(srlm_cast_params p, bool vec) {
   const TI *x = static_cast<const TI *>(p.x);  // (n)
   TO *out = static_cast<TO *>(p.out);          // (n)
   SRLM_CHUNK_LOOP(ch, p.n) {
@@ -49,7 +47,7 @@ __global__ void __launch_bounds__(kThreads) cast_kernel(srlm_cast_params p, bool
 }
 
 template <class T>
-__global__ void __launch_bounds__(kThreads) swiglu_forward_kernel(srlm_swiglu_params p, bool vec) {
+__global__ void __launch_bounds__(kMapThreads) swiglu_forward_kernel(srlm_swiglu_params p, bool vec) {
   const long long n = p.N * p.FF;
   const T *gate = static_cast<const T *>(p.gate), *up = static_cast<const T *>(p.up);  // (N, FF)
   T *h = static_cast<T *>(p.h);                                                       // (N, FF)
@@ -65,7 +63,7 @@ __global__ void __launch_bounds__(kThreads) swiglu_forward_kernel(srlm_swiglu_pa
 }
 
 template <class T>
-__global__ void __launch_bounds__(kThreads) swiglu_backward_kernel(srlm_swiglu_bwd_params p, bool vec) {
+__global__ void __launch_bounds__(kMapThreads) swiglu_backward_kernel(srlm_swiglu_bwd_params p, bool vec) {
   const long long n = p.N * p.FF;
   const T *gate = static_cast<const T *>(p.gate), *up = static_cast<const T *>(p.up);  // (N, FF)
   const T *dh = static_cast<const T *>(p.dh);                                         // (N, FF)
@@ -94,40 +92,23 @@ srlm_status op_add(srlm_backend *be, srlm_add_params p) {
   SRLM_TRY(srlm_add_params_check(&p, where));
   if (p.n == 0) return SRLM_OK;
   const size_t bytes = (size_t)p.n * srlm_dtype_size(p.dtype);
-  SRLM_TRY(check_dev(where, "out", p.out, bytes));
-  SRLM_TRY(check_dev(where, "a", p.a, bytes));
-  SRLM_TRY(check_dev(where, "b", p.b, bytes));
-  const bool vec = all_aligned16({p.out, p.a, p.b});
-  const unsigned grid = grid_for(chunks_of(p.n), kThreads);
-  cudaStream_t s = ctx(be)->stream;
-  SRLM_DTYPE_SWITCH(p.dtype, T, SRLM_LAUNCH(add_kernel<T>, grid, kThreads, 0, s, p, vec););
-  SRLM_CUDA_LAUNCHED();
-  return SRLM_OK;
+  auto k = p.dtype == SRLM_BF16 ? add_kernel<__nv_bfloat16> : add_kernel<float>;
+  return launch_map(be, where, k, p, p.n, {{"out", p.out, bytes}, {"a", p.a, bytes}, {"b", p.b, bytes}});
 }
 
 srlm_status op_cast(srlm_backend *be, srlm_cast_params p) {
   const char *where = SRLM_CUDA_NAME " cast";
   SRLM_TRY(srlm_cast_params_check(&p, where));
   if (p.n == 0) return SRLM_OK;
-  SRLM_TRY(check_dev(where, "out", p.out, (size_t)p.n * srlm_dtype_size(p.out_dtype)));
-  SRLM_TRY(check_dev(where, "x", p.x, (size_t)p.n * srlm_dtype_size(p.dtype)));
-  cudaStream_t s = ctx(be)->stream;
+  const size_t in_bytes = (size_t)p.n * srlm_dtype_size(p.dtype), out_bytes = (size_t)p.n * srlm_dtype_size(p.out_dtype);
   if (p.dtype == p.out_dtype) {  // a copy: the copy engine's job
-    if (p.out != p.x)
-      SRLM_CUDA(cudaMemcpyAsync(p.out, p.x, (size_t)p.n * srlm_dtype_size(p.dtype), cudaMemcpyDeviceToDevice, s));
+    SRLM_TRY(check_dev(where, "out", p.out, out_bytes));
+    SRLM_TRY(check_dev(where, "x", p.x, in_bytes));
+    if (p.out != p.x) SRLM_CUDA(cudaMemcpyAsync(p.out, p.x, in_bytes, cudaMemcpyDeviceToDevice, ctx(be)->stream));
     return SRLM_OK;
   }
-  const bool vec = all_aligned16({p.out, p.x});
-  const unsigned grid = grid_for(chunks_of(p.n), kThreads);
-  if (p.dtype == SRLM_F32) {
-    auto k = cast_kernel<float, __nv_bfloat16>;
-    SRLM_LAUNCH(k, grid, kThreads, 0, s, p, vec);
-  } else {
-    auto k = cast_kernel<__nv_bfloat16, float>;
-    SRLM_LAUNCH(k, grid, kThreads, 0, s, p, vec);
-  }
-  SRLM_CUDA_LAUNCHED();
-  return SRLM_OK;
+  auto k = p.dtype == SRLM_F32 ? cast_kernel<float, __nv_bfloat16> : cast_kernel<__nv_bfloat16, float>;
+  return launch_map(be, where, k, p, p.n, {{"out", p.out, out_bytes}, {"x", p.x, in_bytes}});
 }
 
 srlm_status op_swiglu_forward(srlm_backend *be, srlm_swiglu_params p) {
@@ -136,15 +117,8 @@ srlm_status op_swiglu_forward(srlm_backend *be, srlm_swiglu_params p) {
   const long long n = p.N * p.FF;
   if (n == 0) return SRLM_OK;
   const size_t bytes = (size_t)n * srlm_dtype_size(p.dtype);
-  SRLM_TRY(check_dev(where, "h", p.h, bytes));
-  SRLM_TRY(check_dev(where, "gate", p.gate, bytes));
-  SRLM_TRY(check_dev(where, "up", p.up, bytes));
-  const bool vec = all_aligned16({p.h, p.gate, p.up});
-  const unsigned grid = grid_for(chunks_of(n), kThreads);
-  cudaStream_t s = ctx(be)->stream;
-  SRLM_DTYPE_SWITCH(p.dtype, T, SRLM_LAUNCH(swiglu_forward_kernel<T>, grid, kThreads, 0, s, p, vec););
-  SRLM_CUDA_LAUNCHED();
-  return SRLM_OK;
+  auto k = p.dtype == SRLM_BF16 ? swiglu_forward_kernel<__nv_bfloat16> : swiglu_forward_kernel<float>;
+  return launch_map(be, where, k, p, n, {{"h", p.h, bytes}, {"gate", p.gate, bytes}, {"up", p.up, bytes}});
 }
 
 srlm_status op_swiglu_backward(srlm_backend *be, srlm_swiglu_bwd_params p) {
@@ -153,17 +127,10 @@ srlm_status op_swiglu_backward(srlm_backend *be, srlm_swiglu_bwd_params p) {
   const long long n = p.N * p.FF;
   if (n == 0) return SRLM_OK;
   const size_t bytes = (size_t)n * srlm_dtype_size(p.dtype);
-  SRLM_TRY(check_dev(where, "dgate", p.dgate, bytes));
-  SRLM_TRY(check_dev(where, "dup", p.dup, bytes));
-  SRLM_TRY(check_dev(where, "dh", p.dh, bytes));
-  SRLM_TRY(check_dev(where, "gate", p.gate, bytes));
-  SRLM_TRY(check_dev(where, "up", p.up, bytes));
-  const bool vec = all_aligned16({p.dgate, p.dup, p.dh, p.gate, p.up});
-  const unsigned grid = grid_for(chunks_of(n), kThreads);
-  cudaStream_t s = ctx(be)->stream;
-  SRLM_DTYPE_SWITCH(p.dtype, T, SRLM_LAUNCH(swiglu_backward_kernel<T>, grid, kThreads, 0, s, p, vec););
-  SRLM_CUDA_LAUNCHED();
-  return SRLM_OK;
+  auto k = p.dtype == SRLM_BF16 ? swiglu_backward_kernel<__nv_bfloat16> : swiglu_backward_kernel<float>;
+  return launch_map(be, where, k, p, n,
+                    {{"dgate", p.dgate, bytes}, {"dup", p.dup, bytes}, {"dh", p.dh, bytes}, {"gate", p.gate, bytes},
+                     {"up", p.up, bytes}});
 }
 
 }  // namespace SRLM_CUDA_NS
