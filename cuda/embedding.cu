@@ -37,7 +37,7 @@ constexpr int kSortTile = kSortThreads * kSortRounds;    // keys a block sorts
 constexpr int kRadixBits = 8;
 constexpr int kDigits = 1 << kRadixBits;
 constexpr int kSortWarps = kSortThreads / kWarp;
-constexpr int kScanThreads = 1024;
+constexpr int kScanThreads = 256;
 constexpr int kUnroll = 4;
 constexpr unsigned kMaxGridY = 65535u;
 
@@ -253,7 +253,7 @@ srlm_status op_embedding_backward(srlm_backend *be, srlm_embedding_bwd_params p)
     val = val2, val2 = t;
   }
   const long long nch = chunks_of(p.C);
-  int bx = 32;
+  int bx = 1;  // threads along a row's chunks; the rest of the 256 take other positions
   while (bx < 128 && bx < nch) bx *= 2;
   const dim3 block((unsigned)bx, (unsigned)(256 / bx));
   const long long tiles = (nch + bx - 1) / bx;
