@@ -51,4 +51,29 @@ static int to_host(T *host, const T *dev, size_t n) {
   return cudaMemcpy(host, dev, n * sizeof(T), cudaMemcpyDeviceToHost) == cudaSuccess ? 0 : 1;
 }
 
+/* The backend the test runs: "cuda-sim" here, "cuda" under nvcc. */
+static inline const srlm_backend_ops *table() {
+#if SIM
+  return srlm_backend_cuda_sim_ops();
+#else
+  return srlm_backend_cuda_ops();
+#endif
+}
+
+/* A srlm_status expression that must be SRLM_OK; else the check fails with its message. */
+#define OK(expr)                                                      \
+  do {                                                                \
+    srlm_status ok_st_ = (expr);                                      \
+    EXPECT(ok_st_ == SRLM_OK, "%s: %s", #expr, srlm_error_message()); \
+  } while (0)
+
+/* Deterministic values in [lo, hi) for element i of the input named by salt. */
+static inline float val(uint32_t i, uint32_t salt, float lo, float hi) {
+  uint32_t h = i * 2654435761u ^ salt * 40503u;
+  h ^= h >> 15;
+  h *= 2246822519u;
+  h ^= h >> 13;
+  return lo + (hi - lo) * (float)(h & 0xffffff) / 16777216.0f;
+}
+
 #endif

@@ -14,20 +14,6 @@
 
 namespace {
 
-const srlm_backend_ops *table() {
-#if SIM
-  return srlm_backend_cuda_sim_ops();
-#else
-  return srlm_backend_cuda_ops();
-#endif
-}
-
-#define OK(expr)                                                              \
-  do {                                                                        \
-    srlm_status ok_st_ = (expr);                                              \
-    EXPECT(ok_st_ == SRLM_OK, "%s: %s", #expr, srlm_error_message());         \
-  } while (0)
-
 // An expression that must fail with `code` and a message containing `part`.
 #define FAILS(expr, code, part)                                                                    \
   do {                                                                                             \
@@ -47,15 +33,6 @@ struct instance {
     be.ctx = nullptr;
   }
 };
-
-// Deterministic values in [lo, hi).
-float val(uint32_t i, uint32_t salt, float lo, float hi) {
-  uint32_t h = i * 2654435761u ^ salt * 40503u;
-  h ^= h >> 15;
-  h *= 2246822519u;
-  h ^= h >> 13;
-  return lo + (hi - lo) * (float)(h & 0xffffff) / 16777216.0f;
-}
 
 void test_table_and_memory() {
   const srlm_backend_ops *ops = table();

@@ -16,6 +16,7 @@
  * (tests/unit/test_backend_ops.c) covers the ordinary shapes. */
 #include <float.h>
 #include <math.h>
+#include <time.h>
 
 #include <initializer_list>
 #include <vector>
@@ -24,31 +25,14 @@
 
 namespace {
 
-const srlm_backend_ops *table() {
-#if SIM
-  return srlm_backend_cuda_sim_ops();
+#if defined(SRLM_SIM_TSAN) && SRLM_SIM_TSAN
+#define TSAN 1
 #else
-  return srlm_backend_cuda_ops();
+#define TSAN 0
 #endif
-}
-
-#define OK(expr)                                                      \
-  do {                                                                \
-    srlm_status ok_st_ = (expr);                                      \
-    EXPECT(ok_st_ == SRLM_OK, "%s: %s", #expr, srlm_error_message()); \
-  } while (0)
 
 srlm_backend *g_dev;  // the backend under test
 srlm_backend *g_cpu;  // the reference
-
-// Deterministic values in [lo, hi).
-float val(uint32_t i, uint32_t salt, float lo, float hi) {
-  uint32_t h = i * 2654435761u ^ salt * 40503u;
-  h ^= h >> 15;
-  h *= 2246822519u;
-  h ^= h >> 13;
-  return lo + (hi - lo) * (float)(h & 0xffffff) / 16777216.0f;
-}
 
 // A host tensor of a dtype: raw bytes, and the values as fp32 (what the op reads).
 struct hten {
@@ -143,7 +127,9 @@ void test_add() {
   for (int d = 0; d < 2; d++) {
     const srlm_dtype dt = d ? SRLM_BF16 : SRLM_F32;
     // 1003: whole chunks and a tail; 8.4M + 1001 (fp32): more chunks than the largest grid
-    const size_t sizes[] = {1003, d ? 0 : (size_t)4096 * 256 * 8 + 1001};
+    // (not under ThreadSanitizer: a barrier-free loop has no race to find, and 1M simulated
+    // threads take it minutes)
+    const size_t sizes[] = {1003, d || TSAN ? 0 : (size_t)4096 * 256 * 8 + 1001};
     for (size_t n : sizes) {
       if (!n) continue;
       hten a(dt, n), b(dt, n), want(dt, n);
@@ -284,9 +270,9 @@ void test_adamw() {
 void test_rmsnorm_backward() {
   // N 70: three row blocks; C 1001: odd (element path); 16384: the fused kernel's widest;
   // 16392 and 20001: the colsum fallback, aligned and not
-  const struct { int64_t N, C; } S[] = {{70, 1001}, {33, 16384}, {5, 16392}, {3, 20001}};
+  const struct { int64_t N, C; } S[] = {{70, 1001}, {3, 16384}, {5, 16392}, {3, 20001}};
   for (auto s : S)
-    for (int d = 0; d < 2; d++) {
+    for (int d = TSAN; d < 2; d++) {  // under ThreadSanitizer bf16 only: both dtypes race alike
       const srlm_dtype dt = d ? SRLM_BF16 : SRLM_F32;
       const int64_t N = s.N, C = s.C;
       const size_t NC = (size_t)(N * C);
@@ -464,11 +450,11 @@ void test_embedding_forward() {
 }
 
 void test_embedding_backward() {
-  // 5000 rows: 5 radix tiles. V 3: runs of ~1700 rows; V 70000: 3 passes, ids mostly unique;
-  // V 151936 with C 8: the vocabulary of the test models.
-  const struct { int64_t N, V, C; } S[] = {{5000, 3, 33}, {5000, 70000, 64}, {2500, 151936, 8}, {1, 1, 1}};
+  // 2100 rows: 3 radix tiles, the last one partial. V 3: runs of ~700 rows; V 70000: 3
+  // passes, ids mostly unique; V 151936 with C 8: the vocabulary of the test models.
+  const struct { int64_t N, V, C; } S[] = {{2100, 3, 33}, {2100, 70000, 64}, {2100, 151936, 8}, {1, 1, 1}};
   for (auto s : S)
-    for (int d = 0; d < 2; d++)
+    for (int d = TSAN; d < 2; d++)  // under ThreadSanitizer bf16 only: both dtypes race alike
       for (int tv = 0; tv <= d; tv++) {
         const srlm_dtype dt = d ? SRLM_BF16 : SRLM_F32, tdt = tv ? SRLM_BF16 : SRLM_F32;
         const int64_t N = s.N, V = s.V, C = s.C;
@@ -578,17 +564,27 @@ int main(void) {
   OK(dev.ops->create(&dev, 0));
   g_dev = &dev;
   g_cpu = srlm_backend_cpu();
-  test_add();
-  test_cast();
-  test_swiglu();
-  test_adamw();
-  test_rmsnorm_backward();
-  test_colsum();
-  test_rope();
-  test_embedding_forward();
-  test_embedding_backward();
-  test_kv_append();
-  test_grad_sumsq();
+  const struct {
+    const char *name;
+    void (*fn)();
+  } tests[] = {{"add", test_add},
+               {"cast", test_cast},
+               {"swiglu", test_swiglu},
+               {"adamw", test_adamw},
+               {"rmsnorm_backward", test_rmsnorm_backward},
+               {"colsum", test_colsum},
+               {"rope", test_rope},
+               {"embedding_forward", test_embedding_forward},
+               {"embedding_backward", test_embedding_backward},
+               {"kv_append", test_kv_append},
+               {"grad_sumsq", test_grad_sumsq}};
+  for (const auto &t : tests) {
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    t.fn();
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    fprintf(stderr, "%-20s %.2f s\n", t.name, (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec));
+  }
   OK(dev.ops->destroy(&dev));
   TEST_MAIN_END();
 }
