@@ -150,7 +150,7 @@ srlm_status op_rmsnorm_backward(srlm_backend *be, srlm_rmsnorm_bwd_params p) {
   const bool fused = nch <= (long long)kBwdMaxThreads * kBwdChunks;
   int threads = kWarp;  // fused: enough threads that none owns more than kBwdChunks chunks
   while (threads < kBwdMaxThreads && (long long)threads * (fused ? kBwdChunks : 1) < nch) threads *= 2;
-  const bool vec = p.C % kChunk == 0 && all_aligned16({p.dx, p.dy, p.x, p.w});
+  const bool vec = p.C % kChunk == 0 && all_aligned16({p.dx, p.dy, p.x, p.w, part});
   if (!fused) SRLM_TRY(colsum_partials(c, part, p.dy, p.x, p.rstd, p.N, p.C, kBwdRows, p.dtype));
   SRLM_DTYPE_SWITCH(p.dtype, T, {
     auto k = fused ? rmsnorm_backward_kernel<T, true> : rmsnorm_backward_kernel<T, false>;
