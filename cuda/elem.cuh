@@ -3,6 +3,7 @@
 // - chunks of 8 consecutive elements moved with 16-byte loads and stores (one uint4 for
 //   bf16, two for fp32) when the addresses allow, element by element otherwise; the math on
 //   a chunk is the same either way, so the path never changes a result's bits;
+// - launch_map: an elementwise map's pointer checks, 16-byte path choice and grid;
 // - raw row copies in units of 16, 4 or 2 bytes (the gathers: any dtype moves as bits);
 // - grid sizing for grid-stride loops;
 // - the column sums in a fixed order that colsum and rmsnorm_backward's dw use (colsum.cu).
