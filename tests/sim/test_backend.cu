@@ -62,7 +62,14 @@ void test_table_and_memory() {
   EXPECT_STR_EQ(ops->name, SIM ? "cuda-sim" : "cuda");
   EXPECT_EQ_INT(ops->host_memory, 0);
   EXPECT(ops->matmul && ops->rmsnorm_forward, "matmul and rmsnorm_forward are in the table");
-  EXPECT(!ops->attention_forward, "ops not written yet stay NULL");
+  // The table holds exactly the ops of SRLM_CUDA_OPS; the others stay NULL.
+  int listed[SRLM_OP_COUNT] = {0};
+#define LISTED_(op) listed[SRLM_OP_##op] = 1;
+  SRLM_CUDA_OPS(LISTED_)
+#undef LISTED_
+  for (int i = 0; i < SRLM_OP_COUNT; i++)
+    EXPECT(srlm_backend_has_op(ops, (srlm_op_id)i) == listed[i], "op %s: in the table %d, in SRLM_CUDA_OPS %d",
+           srlm_op_names[i], srlm_backend_has_op(ops, (srlm_op_id)i), listed[i]);
 
   instance bad;
   FAILS(ops->create(&bad.be, 7), SRLM_ERR_RANGE, "device 7 out of range");
