@@ -586,21 +586,20 @@ srlm_status check_launch(const char *where, long long HS, long long grid_x, long
   return SRLM_OK;
 }
 
-// Launches `kernel` with `smem` bytes of dynamic shared memory, opting in past 48 KiB.
-template <class... P, class... A>
-srlm_status launch_tiles(void (*kernel)(P...), dim3 grid, size_t smem, cudaStream_t s, A... args) {
+// Lets `kernel` have `smem` bytes of dynamic shared memory (opting in past 48 KiB; at most
+// dkv_smem(256), 137 KiB, within the A100's 163).
+template <class K>
+srlm_status opt_in(K kernel, size_t smem) {
   if (smem > kSmemDefault)
     SRLM_CUDA(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
-  SRLM_LAUNCH(kernel, grid, kThreads, smem, s, args...);
-  SRLM_CUDA_LAUNCHED();
   return SRLM_OK;
 }
 
 // The check kernel of the op (its flag in the workspace's first int).
 template <class T, class Params>
 srlm_status launch_check(context *c, const Params &p, int *bad, srlm_op_id op) {
-  auto k = attention_check_kernel<T, Params>;
-  SRLM_LAUNCH(k, 1, kCheckThreads, 0, c->stream, p, bad, c->kerr, (int)op);
+  auto check = attention_check_kernel<T, Params>;
+  SRLM_LAUNCH(check, 1, kCheckThreads, 0, c->stream, p, bad, c->kerr, (int)op);
   SRLM_CUDA_LAUNCHED();
   return SRLM_OK;
 }
@@ -630,8 +629,11 @@ srlm_status op_attention_forward(srlm_backend *be, srlm_attention_params p) {
     st = launch_check<T>(c, p, bad, SRLM_OP_attention_forward);
     if (st == SRLM_OK && grid.x > 0)  // no block when B = 0: then T > 0 is the check's error
       st = hs_class(p.HS, [&](auto hs) {
-        return launch_tiles(attention_forward_kernel<T, decltype(hs)::value>, grid, forward_smem(p.HS), c->stream, p,
-                      (const int *)bad);
+        auto forward = attention_forward_kernel<T, decltype(hs)::value>;
+        SRLM_TRY(opt_in(forward, forward_smem(p.HS)));
+        SRLM_LAUNCH(forward, grid, kThreads, forward_smem(p.HS), c->stream, p, (const int *)bad);
+        SRLM_CUDA_LAUNCHED();
+        return SRLM_OK;
       });
   });
   return st;
@@ -661,8 +663,11 @@ srlm_status op_attention_kv(srlm_backend *be, srlm_attention_kv_params p) {
     st = launch_check<T>(c, p, bad, SRLM_OP_attention_kv);
     if (st == SRLM_OK && grid.x > 0)
       st = hs_class(p.HS, [&](auto hs) {
-        return launch_tiles(attention_kv_kernel<T, decltype(hs)::value>, grid, forward_smem(p.HS), c->stream, p,
-                      (const int *)bad);
+        auto kv = attention_kv_kernel<T, decltype(hs)::value>;
+        SRLM_TRY(opt_in(kv, forward_smem(p.HS)));
+        SRLM_LAUNCH(kv, grid, kThreads, forward_smem(p.HS), c->stream, p, (const int *)bad);
+        SRLM_CUDA_LAUNCHED();
+        return SRLM_OK;
       });
   });
   return st;
@@ -694,15 +699,22 @@ srlm_status op_attention_backward(srlm_backend *be, srlm_attention_bwd_params p)
     st = launch_check<T>(c, p, bad, SRLM_OP_attention_backward);
     if (st == SRLM_OK && p.T > 0 && blocks > 0) {
       const long long rows = p.T * p.NH;
-      SRLM_LAUNCH(attention_d_kernel<T>, (unsigned)((rows + kDThreads - 1) / kDThreads), kDThreads, 0, c->stream, p,
+      auto rowsum = attention_d_kernel<T>;
+      SRLM_LAUNCH(rowsum, (unsigned)((rows + kDThreads - 1) / kDThreads), kDThreads, 0, c->stream, p,
                   D);
       SRLM_CUDA_LAUNCHED();
       st = hs_class(p.HS, [&](auto hs) {
-        constexpr int kHS = decltype(hs)::value;
-        SRLM_TRY(launch_tiles(attention_dq_kernel<T, kHS>, dim3((unsigned)blocks, (unsigned)p.NH), dq_smem(p.HS), c->stream,
-                        p, (const float *)D, (const int *)bad));
-        return launch_tiles(attention_dkv_kernel<T, kHS>, dim3((unsigned)blocks, (unsigned)p.NKV), dkv_smem(p.HS), c->stream,
-                      p, (const float *)D, (const int *)bad);
+        auto dq = attention_dq_kernel<T, decltype(hs)::value>;
+        auto dkv = attention_dkv_kernel<T, decltype(hs)::value>;
+        SRLM_TRY(opt_in(dq, dq_smem(p.HS)));
+        SRLM_TRY(opt_in(dkv, dkv_smem(p.HS)));
+        SRLM_LAUNCH(dq, dim3((unsigned)blocks, (unsigned)p.NH), kThreads, dq_smem(p.HS), c->stream, p, (const float *)D,
+                    (const int *)bad);
+        SRLM_CUDA_LAUNCHED();
+        SRLM_LAUNCH(dkv, dim3((unsigned)blocks, (unsigned)p.NKV), kThreads, dkv_smem(p.HS), c->stream, p,
+                    (const float *)D, (const int *)bad);
+        SRLM_CUDA_LAUNCHED();
+        return SRLM_OK;
       });
     }
   });

@@ -213,11 +213,11 @@ const shape k_shapes[] = {
     {{5, 3}, 2, 1, 16, 0},                         // GQA 2
     {{33, 1, 65}, 4, 1, 64, 0},                    // one past a tile, a lone token, one past the CPU's tile; GQA 4
     {{40, 33}, 8, 1, 16, 8},                       // GQA 8 (MQA), window shorter than a tile
-    {{1, 2, 3, 1, 5, 2, 1, 4, 3, 1, 2, 7, 1, 1}, 4, 2, 16, 3},  // many short packed sequences, window
+    {{1, 2, 3, 1, 5, 2, 1, 4, 3, 1, 2, 7, 1, 1}, 2, 1, 16, 3},  // many short packed sequences, window
     {{0, 9, 64, 2}, 2, 2, 32, 0},                  // an empty sequence, exactly two tiles
     {{70}, 2, 2, 128, 0},                          // HS 128, three key tiles
     {{40}, 2, 1, 256, 17},                         // HS 256, window
-    {{97}, 6, 2, 80, 33},                          // GQA 3, HS 80 (128 class), window one past a tile
+    {{97}, 3, 1, 80, 33},                          // GQA 3, HS 80 (128 class), window one past a tile
     {{12, 20}, 3, 3, 7, 0},                        // an odd head dim
 };
 
@@ -616,10 +616,22 @@ void test_empty() {
 
 }  // namespace
 
+// Under ThreadSanitizer (a fiber switch per thread at every barrier and shuffle costs ~30x)
+// bf16 is left out: its kernels make the same shared-memory accesses as fp32's.
+#if defined(SRLM_SIM_TSAN) && SRLM_SIM_TSAN
+const srlm_dtype k_dtypes[] = {SRLM_F32};
+#else
+const srlm_dtype k_dtypes[] = {SRLM_F32, SRLM_BF16};
+#endif
+
 int main() {
   uint32_t salt = 100;
   for (const shape &s : k_shapes)
-    for (srlm_dtype dt : {SRLM_F32, SRLM_BF16}) test_shape(s, dt, salt += 10);
+    for (srlm_dtype dt : k_dtypes) {
+      const double t0 = srlm_time_now();
+      test_shape(s, dt, salt += 10);
+      if (getenv("SRLM_TEST_VERBOSE")) fprintf(stderr, "%s: %.2f s\n", label_of(s, dt).c_str(), srlm_time_now() - t0);
+    }
   fprintf(stderr, "worst error / tolerance: forward %.3f, backward %.3f\n", g_worst[0], g_worst[1]);
   test_data_errors();
   test_empty();
