@@ -642,6 +642,7 @@ srlm_status op_attention_forward(srlm_backend *be, srlm_attention_params p) {
 srlm_status op_attention_kv(srlm_backend *be, srlm_attention_kv_params p) {
   const char *where = SRLM_CUDA_NAME " attention_kv";
   SRLM_TRY(srlm_attention_kv_params_check(&p, where));
+  if (p.n == 0 && p.NQ == 0) return SRLM_OK;  // no batch: its tensors may be NULL (backend.h)
   const size_t es = srlm_dtype_size(p.dtype), nq = (size_t)(p.NQ * p.NH * p.HS);
   const size_t ncache = (size_t)p.max_slots * (size_t)p.max_len * (size_t)(p.NKV * p.HS);
   SRLM_TRY(check_dev(where, "out", p.out, nq * es));
