@@ -314,16 +314,15 @@ __device__ void forward_rows(const fwd_rows<T> &f) {
   if (f.lse && sub == 0) f.lse[qi * f.lse_ld + head] = m + logf(l);
 }
 
-// grid (grid_blocks(T, B, 1), NH)
-template <class T, int kHS>
-__global__ void __launch_bounds__(kThreads) attention_forward_kernel(srlm_attention_params p, const int *bad) {
-  if (*bad || p.B == 0) return;
+// The rows of block blockIdx of a forward over packed sequences, grid (grid_blocks(T, B, 1),
+// NH): a query tile of one head. False for a sequence's spare block.
+template <class T>
+__device__ bool block_rows(const srlm_attention_params &p, fwd_rows<T> &f) {
   const int b = block_sequence(p.cu_seqlens, p.B, 1, blockIdx.x);
   const long long s0 = p.cu_seqlens[b], L = p.cu_seqlens[b + 1] - s0;
   const long long row0 = ((long long)blockIdx.x - first_block(s0, b, 1)) * kRows;
-  if (row0 >= L) return;
+  if (row0 >= L) return false;
   const long long h = blockIdx.y, g = h / (p.NH / p.NKV);
-  fwd_rows<T> f;
   f.q = static_cast<const T *>(p.q) + s0 * p.NH * p.HS;
   f.out = static_cast<T *>(p.out) + s0 * p.NH * p.HS;
   f.lse = p.lse ? p.lse + s0 * p.NH : nullptr;
@@ -340,22 +339,21 @@ __global__ void __launch_bounds__(kThreads) attention_forward_kernel(srlm_attent
   f.W = p.window;
   f.HS = (int)p.HS;
   f.scale = p.scale;
-  forward_rows<T, kHS>(f);
+  return true;
 }
 
-// grid (grid_blocks(NQ, n, NH / NKV), NKV): the rows of a block are (query, head) pairs of
-// one kv group, so decode steps of GQA models fill the block with the group's heads.
-template <class T, int kHS>
-__global__ void __launch_bounds__(kThreads) attention_kv_kernel(srlm_attention_kv_params p, const int *bad) {
-  if (*bad || p.n == 0) return;
+// Against the KV cache, grid (grid_blocks(NQ, n, NH / NKV), NKV): (query, head) pairs of one
+// kv group, so the group reads each cache tile once and decode steps of GQA models fill the
+// block with the group's heads.
+template <class T>
+__device__ bool block_rows(const srlm_attention_kv_params &p, fwd_rows<T> &f) {
   const long long R = p.NH / p.NKV;
   const int i = block_sequence(p.cu_q, p.n, R, blockIdx.x);
   const long long q0 = p.cu_q[i], nq = p.cu_q[i + 1] - q0;
   const long long row0 = ((long long)blockIdx.x - first_block(q0, i, R)) * kRows;
-  if (row0 >= nq * R) return;
+  if (row0 >= nq * R) return false;
   const long long g = blockIdx.y, len = p.kv_len[i];
   const long long cache0 = (long long)p.slot[i] * p.max_len * p.NKV * p.HS + g * p.HS;
-  fwd_rows<T> f;
   f.q = static_cast<const T *>(p.q) + q0 * p.NH * p.HS;
   f.out = static_cast<T *>(p.out) + q0 * p.NH * p.HS;
   f.lse = nullptr;
@@ -372,7 +370,15 @@ __global__ void __launch_bounds__(kThreads) attention_kv_kernel(srlm_attention_k
   f.W = p.window;
   f.HS = (int)p.HS;
   f.scale = p.scale;
-  forward_rows<T, kHS>(f);
+  return true;
+}
+
+// attention_forward (Params srlm_attention_params) and attention_kv (srlm_attention_kv_params).
+template <class T, int kHS, class Params>
+__global__ void __launch_bounds__(kThreads) attention_forward_kernel(Params p, const int *bad) {
+  if (*bad) return;
+  fwd_rows<T> f;
+  if (block_rows(p, f)) forward_rows<T, kHS>(f);
 }
 
 // ---- backward -----------------------------------------------------------------------------
@@ -606,6 +612,28 @@ srlm_status launch_check(context *c, const Params &p, int *bad, srlm_op_id op) {
 
 constexpr size_t kFlagBytes = 16;  // the workspace's flag, then (backward) D
 
+// Queues a forward (attention_forward or attention_kv): the check kernel, then the tiles
+// (none when the grid is empty: with no sequence, anything else is the check's error).
+template <class Params>
+srlm_status queue_forward(context *c, const Params &p, srlm_op_id op, dim3 grid) {
+  void *w;
+  SRLM_TRY(workspace(c, kFlagBytes, &w));
+  int *bad = static_cast<int *>(w);
+  srlm_status st = SRLM_OK;
+  SRLM_DTYPE_SWITCH(p.dtype, T, {
+    st = launch_check<T>(c, p, bad, op);
+    if (st == SRLM_OK && grid.x > 0)
+      st = hs_class(p.HS, [&](auto hs) {
+        auto forward = attention_forward_kernel<T, decltype(hs)::value, Params>;
+        SRLM_TRY(opt_in(forward, forward_smem(p.HS)));
+        SRLM_LAUNCH(forward, grid, kThreads, forward_smem(p.HS), c->stream, p, (const int *)bad);
+        SRLM_CUDA_LAUNCHED();
+        return SRLM_OK;
+      });
+  });
+  return st;
+}
+
 }  // namespace
 
 srlm_status op_attention_forward(srlm_backend *be, srlm_attention_params p) {
@@ -618,25 +646,9 @@ srlm_status op_attention_forward(srlm_backend *be, srlm_attention_params p) {
   SRLM_TRY(check_dev(where, "k", p.k, nkv * es));
   SRLM_TRY(check_dev(where, "v", p.v, nkv * es));
   SRLM_TRY(check_dev(where, "cu_seqlens", p.cu_seqlens, (size_t)(p.B + 1) * sizeof(int32_t)));
-  const dim3 grid((unsigned)grid_blocks(p.T, p.B, 1), (unsigned)p.NH);
   SRLM_TRY(check_launch(where, p.HS, grid_blocks(p.T, p.B, 1), p.NH));
-  context *c = ctx(be);
-  void *w;
-  SRLM_TRY(workspace(c, kFlagBytes, &w));
-  int *bad = static_cast<int *>(w);
-  srlm_status st = SRLM_OK;
-  SRLM_DTYPE_SWITCH(p.dtype, T, {
-    st = launch_check<T>(c, p, bad, SRLM_OP_attention_forward);
-    if (st == SRLM_OK && grid.x > 0)  // no block when B = 0: then T > 0 is the check's error
-      st = hs_class(p.HS, [&](auto hs) {
-        auto forward = attention_forward_kernel<T, decltype(hs)::value>;
-        SRLM_TRY(opt_in(forward, forward_smem(p.HS)));
-        SRLM_LAUNCH(forward, grid, kThreads, forward_smem(p.HS), c->stream, p, (const int *)bad);
-        SRLM_CUDA_LAUNCHED();
-        return SRLM_OK;
-      });
-  });
-  return st;
+  return queue_forward(ctx(be), p, SRLM_OP_attention_forward,
+                       dim3((unsigned)grid_blocks(p.T, p.B, 1), (unsigned)p.NH));
 }
 
 srlm_status op_attention_kv(srlm_backend *be, srlm_attention_kv_params p) {
@@ -653,25 +665,8 @@ srlm_status op_attention_kv(srlm_backend *be, srlm_attention_kv_params p) {
   SRLM_TRY(check_dev(where, "cu_q", p.cu_q, (size_t)(p.n + 1) * sizeof(int32_t)));
   SRLM_TRY(check_dev(where, "kv_len", p.kv_len, (size_t)p.n * sizeof(int32_t)));
   const long long R = p.NH / p.NKV;
-  const dim3 grid((unsigned)grid_blocks(p.NQ, p.n, R), (unsigned)p.NKV);
   SRLM_TRY(check_launch(where, p.HS, grid_blocks(p.NQ, p.n, R), p.NKV));
-  context *c = ctx(be);
-  void *w;
-  SRLM_TRY(workspace(c, kFlagBytes, &w));
-  int *bad = static_cast<int *>(w);
-  srlm_status st = SRLM_OK;
-  SRLM_DTYPE_SWITCH(p.dtype, T, {
-    st = launch_check<T>(c, p, bad, SRLM_OP_attention_kv);
-    if (st == SRLM_OK && grid.x > 0)
-      st = hs_class(p.HS, [&](auto hs) {
-        auto kv = attention_kv_kernel<T, decltype(hs)::value>;
-        SRLM_TRY(opt_in(kv, forward_smem(p.HS)));
-        SRLM_LAUNCH(kv, grid, kThreads, forward_smem(p.HS), c->stream, p, (const int *)bad);
-        SRLM_CUDA_LAUNCHED();
-        return SRLM_OK;
-      });
-  });
-  return st;
+  return queue_forward(ctx(be), p, SRLM_OP_attention_kv, dim3((unsigned)grid_blocks(p.NQ, p.n, R), (unsigned)p.NKV));
 }
 
 srlm_status op_attention_backward(srlm_backend *be, srlm_attention_bwd_params p) {

@@ -21,20 +21,6 @@
 
 namespace {
 
-const srlm_backend_ops *table() {
-#if SIM
-  return srlm_backend_cuda_sim_ops();
-#else
-  return srlm_backend_cuda_ops();
-#endif
-}
-
-#define OK(expr)                                                      \
-  do {                                                                \
-    srlm_status ok_st_ = (expr);                                      \
-    EXPECT(ok_st_ == SRLM_OK, "%s: %s", #expr, srlm_error_message()); \
-  } while (0)
-
 // Deterministic values in [lo, hi).
 float val(uint32_t i, uint32_t salt, float lo, float hi) {
   uint32_t h = i * 2654435761u ^ (salt * 40503u + 0x9e3779b9u);
@@ -67,7 +53,7 @@ struct device {
   srlm_backend be;
   std::vector<void *> bufs;
   device() {
-    be.ops = table();
+    be.ops = cuda_table();
     be.name = be.ops->name;
     be.device = 0;
     be.host_memory = 0;

@@ -14,20 +14,6 @@
 
 namespace {
 
-const srlm_backend_ops *table() {
-#if SIM
-  return srlm_backend_cuda_sim_ops();
-#else
-  return srlm_backend_cuda_ops();
-#endif
-}
-
-#define OK(expr)                                                              \
-  do {                                                                        \
-    srlm_status ok_st_ = (expr);                                              \
-    EXPECT(ok_st_ == SRLM_OK, "%s: %s", #expr, srlm_error_message());         \
-  } while (0)
-
 // An expression that must fail with `code` and a message containing `part`.
 #define FAILS(expr, code, part)                                                                    \
   do {                                                                                             \
@@ -40,7 +26,7 @@ const srlm_backend_ops *table() {
 struct instance {
   srlm_backend be;
   instance() {
-    be.ops = table();
+    be.ops = cuda_table();
     be.name = be.ops->name;
     be.device = 0;
     be.host_memory = be.ops->host_memory;
@@ -58,7 +44,7 @@ float val(uint32_t i, uint32_t salt, float lo, float hi) {
 }
 
 void test_table_and_memory() {
-  const srlm_backend_ops *ops = table();
+  const srlm_backend_ops *ops = cuda_table();
   EXPECT_STR_EQ(ops->name, SIM ? "cuda-sim" : "cuda");
   EXPECT_EQ_INT(ops->host_memory, 0);
   EXPECT(ops->matmul && ops->rmsnorm_forward, "matmul and rmsnorm_forward are in the table");
@@ -148,7 +134,7 @@ void test_table_and_memory() {
 
 // The kernel error record: a bad target in the LM head's finalize kernel.
 void test_kernel_errors() {
-  const srlm_backend_ops *ops = table();
+  const srlm_backend_ops *ops = cuda_table();
   instance in;
   OK(ops->create(&in.be, 0));
   srlm_backend *be = &in.be;
@@ -268,7 +254,7 @@ void *to_dtype(const std::vector<float> &v, srlm_dtype dt, std::vector<float> *w
 }
 
 void test_matmul() {
-  const srlm_backend_ops *ops = table();
+  const srlm_backend_ops *ops = cuda_table();
   instance in;
   OK(ops->create(&in.be, 0));
   srlm_backend *be = &in.be;
@@ -365,7 +351,7 @@ void test_matmul() {
 }
 
 void test_rmsnorm() {
-  const srlm_backend_ops *ops = table();
+  const srlm_backend_ops *ops = cuda_table();
   instance in;
   OK(ops->create(&in.be, 0));
   srlm_backend *be = &in.be;
@@ -432,7 +418,7 @@ void test_rmsnorm() {
 // The LM head's chunk kernels: fold three chunks of fp32 logits, finalize, and dz in both
 // dtypes, against double references.
 void test_lmhead_chunks() {
-  const srlm_backend_ops *ops = table();
+  const srlm_backend_ops *ops = cuda_table();
   instance in;
   OK(ops->create(&in.be, 0));
   srlm_backend *be = &in.be;
