@@ -36,9 +36,12 @@ srlm_status wait_and_check(context *c) {
   const int op = e.op - 1;
   char where[96];
   snprintf(where, sizeof where, "%s %s", SRLM_CUDA_NAME, op >= 0 && op < SRLM_OP_COUNT ? srlm_op_names[op] : "kernel");
+  const int kind = e.kind & ~KERR_SEQUENCE;
+  if (kind == KERR_SEQLEN || kind == KERR_CU_Q)
+    return srlm_error(SRLM_ERR_RANGE, where, "%s[%lld] = %lld: the entries must start at 0, not decrease and end at %lld",
+                      kerr_kind_name(kind), e.row, e.value, e.limit);
   return srlm_error(SRLM_ERR_RANGE, where, "%s %lld: %s %lld out of range [0, %lld)",
-                    (e.kind & KERR_SEQUENCE) ? "sequence" : "row", e.row, kerr_kind_name(e.kind & ~KERR_SEQUENCE),
-                    e.value, e.limit);
+                    (e.kind & KERR_SEQUENCE) ? "sequence" : "row", e.row, kerr_kind_name(kind), e.value, e.limit);
 }
 
 // Best effort: frees what create made. A failure here would hide nothing the caller can
@@ -259,13 +262,14 @@ srlm_backend_ops make_ops() {
 }  // namespace
 
 const char *kerr_kind_name(int kind) {
-  switch (kind) {
+  switch (kind & ~KERR_SEQUENCE) {
     case KERR_TARGET_ID: return "target id";
     case KERR_TOKEN_ID: return "token id";
     case KERR_SLOT: return "slot";
     case KERR_POSITION: return "position";
     case KERR_LENGTH: return "length";
-    case KERR_SEQLEN: return "cu_seqlens entry";
+    case KERR_SEQLEN: return "cu_seqlens";
+    case KERR_CU_Q: return "cu_q";
     default: return "value";
   }
 }

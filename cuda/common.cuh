@@ -131,8 +131,13 @@ enum kerr_kind {
   KERR_SLOT,           // "slot": a KV-cache slot
   KERR_POSITION,       // "position": a RoPE or KV-cache position
   KERR_LENGTH,         // "length": a sequence length past the cache
-  KERR_SEQLEN,         // "cu_seqlens entry": a packed-sequence boundary
-  // Or'ed into a kind when the row is a sequence index (KV-cache ops): "sequence R: ...".
+  // The prefix arrays of packed sequences: R is the entry's index, V its value and L the
+  // total it must end at ("cu_seqlens[R] = V: the entries must start at 0, not decrease
+  // and end at L"), a different message because a boundary is not a value in [0, L).
+  KERR_SEQLEN,         // "cu_seqlens"
+  KERR_CU_Q,           // "cu_q": attention_kv's and kv_append's query rows per sequence
+  // Or'ed into a kind when R is a sequence rather than a row ("sequence R: slot V out of
+  // range"): slots and lengths belong to a sequence of a batch.
   KERR_SEQUENCE = 0x100,
 };
 const char *kerr_kind_name(int kind);
@@ -236,7 +241,10 @@ SRLM_BACKEND_OPS(SRLM_CUDA_DECLARE_OP_)
   X(colsum)              \
   X(cast)                \
   X(grad_sumsq)          \
-  X(adamw)
+  X(adamw)               \
+  X(attention_forward)   \
+  X(attention_backward)  \
+  X(attention_kv)
 
 }  // namespace SRLM_CUDA_NS
 

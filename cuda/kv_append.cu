@@ -18,17 +18,20 @@ namespace {
 
 constexpr int kCheckThreads = 256;
 
-// Whether sequence i is bad; if so its error as (kind, value, limit).
-__device__ bool kv_bad(const srlm_kv_append_params &p, int i, int *kind, long long *value, long long *limit) {
+// Whether sequence i is bad; if so its error as (kind, row, value, limit): a sequence's slot
+// or length names the sequence, a bad cu_q entry names the entry (its own message).
+__device__ bool kv_bad(const srlm_kv_append_params &p, int i, int *kind, long long *row, long long *value,
+                       long long *limit) {
   const long long s = p.slot[i], a = p.cu_q[i], b = p.cu_q[i + 1], len = p.kv_len[i], n_new = b - a;
   int k = 0;
-  long long v = 0, l = 0;
-  if (s < 0 || s >= p.max_slots) k = KERR_SLOT, v = s, l = p.max_slots;
-  else if (a < 0 || a > p.NQ) k = KERR_SEQLEN, v = a, l = p.NQ + 1;
-  else if (b < 0 || b > p.NQ) k = KERR_SEQLEN, v = b, l = p.NQ + 1;
-  else if (n_new < 0 || len > p.max_len) k = KERR_LENGTH, v = n_new < 0 ? n_new : len, l = p.max_len + 1;
-  else if (len < n_new) k = KERR_POSITION, v = len - n_new, l = p.max_len;  // the first new row's position
-  *kind = k | KERR_SEQUENCE;
+  long long r = i, v = 0, l = 0;
+  if (s < 0 || s >= p.max_slots) k = KERR_SLOT | KERR_SEQUENCE, v = s, l = p.max_slots;
+  else if (a < 0 || a > p.NQ) k = KERR_CU_Q, v = a, l = p.NQ;
+  else if (b < 0 || b > p.NQ || b < a) k = KERR_CU_Q, r = i + 1, v = b, l = p.NQ;
+  else if (len > p.max_len) k = KERR_LENGTH | KERR_SEQUENCE, v = len, l = p.max_len + 1;
+  else if (len < n_new) k = KERR_POSITION | KERR_SEQUENCE, v = len - n_new, l = p.max_len;  // the first new row's position
+  *kind = k;
+  *row = r;
   *value = v;
   *limit = l;
   return k != 0;
@@ -39,16 +42,16 @@ __global__ void __launch_bounds__(kCheckThreads) kv_check_kernel(srlm_kv_append_
   if (threadIdx.x == 0) first = p.n;
   __syncthreads();
   int kind;
-  long long value, limit;
+  long long row, value, limit;
   for (int i = threadIdx.x; i < p.n; i += blockDim.x)
-    if (kv_bad(p, i, &kind, &value, &limit)) {
+    if (kv_bad(p, i, &kind, &row, &value, &limit)) {
       atomicMin(&first, i);
       break;  // a thread's later sequences have larger indices
     }
   __syncthreads();
   if (threadIdx.x != 0) return;
   const int i = first;
-  if (i < p.n && kv_bad(p, i, &kind, &value, &limit)) kerr_record(kerr, SRLM_OP_kv_append, kind, i, value, limit);
+  if (i < p.n && kv_bad(p, i, &kind, &row, &value, &limit)) kerr_record(kerr, SRLM_OP_kv_append, kind, row, value, limit);
   *first_bad = i < p.n ? i : -1;
 }
 

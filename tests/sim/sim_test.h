@@ -38,6 +38,22 @@ using namespace SRLM_CUDA_NS;
     CK(cudaDeviceSynchronize());             \
   } while (0)
 
+/* The table of the backend these tests run against: "cuda-sim" here, "cuda" under nvcc. */
+static inline const srlm_backend_ops *cuda_table() {
+#if SIM
+  return srlm_backend_cuda_sim_ops();
+#else
+  return srlm_backend_cuda_ops();
+#endif
+}
+
+/* An srlm call that must succeed; a failure is counted with its message. */
+#define OK(expr)                                                              \
+  do {                                                                        \
+    srlm_status ok_st_ = (expr);                                              \
+    EXPECT(ok_st_ == SRLM_OK, "%s: %s", #expr, srlm_error_message());         \
+  } while (0)
+
 /* Device buffer of n T, copied from / to a host array. */
 template <class T>
 static T *dev_from(const T *host, size_t n) {

@@ -26,7 +26,7 @@ namespace {
 struct instance {
   srlm_backend be;
   instance() {
-    be.ops = table();
+    be.ops = cuda_table();
     be.name = be.ops->name;
     be.device = 0;
     be.host_memory = be.ops->host_memory;
@@ -35,11 +35,18 @@ struct instance {
 };
 
 void test_table_and_memory() {
-  const srlm_backend_ops *ops = table();
+  const srlm_backend_ops *ops = cuda_table();
   EXPECT_STR_EQ(ops->name, SIM ? "cuda-sim" : "cuda");
   EXPECT_EQ_INT(ops->host_memory, 0);
   EXPECT(ops->matmul && ops->rmsnorm_forward, "matmul and rmsnorm_forward are in the table");
-  EXPECT(!ops->attention_forward, "ops not written yet stay NULL");
+  // The table holds exactly the ops of SRLM_CUDA_OPS; the others stay NULL.
+  int listed[SRLM_OP_COUNT] = {0};
+#define LISTED_(op) listed[SRLM_OP_##op] = 1;
+  SRLM_CUDA_OPS(LISTED_)
+#undef LISTED_
+  for (int i = 0; i < SRLM_OP_COUNT; i++)
+    EXPECT(srlm_backend_has_op(ops, (srlm_op_id)i) == listed[i], "op %s: in the table %d, in SRLM_CUDA_OPS %d",
+           srlm_op_names[i], srlm_backend_has_op(ops, (srlm_op_id)i), listed[i]);
 
   instance bad;
   FAILS(ops->create(&bad.be, 7), SRLM_ERR_RANGE, "device 7 out of range");
@@ -118,7 +125,7 @@ void test_table_and_memory() {
 
 // The kernel error record: a bad target in the LM head's finalize kernel.
 void test_kernel_errors() {
-  const srlm_backend_ops *ops = table();
+  const srlm_backend_ops *ops = cuda_table();
   instance in;
   OK(ops->create(&in.be, 0));
   srlm_backend *be = &in.be;
@@ -238,7 +245,7 @@ void *to_dtype(const std::vector<float> &v, srlm_dtype dt, std::vector<float> *w
 }
 
 void test_matmul() {
-  const srlm_backend_ops *ops = table();
+  const srlm_backend_ops *ops = cuda_table();
   instance in;
   OK(ops->create(&in.be, 0));
   srlm_backend *be = &in.be;
@@ -335,7 +342,7 @@ void test_matmul() {
 }
 
 void test_rmsnorm() {
-  const srlm_backend_ops *ops = table();
+  const srlm_backend_ops *ops = cuda_table();
   instance in;
   OK(ops->create(&in.be, 0));
   srlm_backend *be = &in.be;
@@ -402,7 +409,7 @@ void test_rmsnorm() {
 // The LM head's chunk kernels: fold three chunks of fp32 logits, finalize, and dz in both
 // dtypes, against double references.
 void test_lmhead_chunks() {
-  const srlm_backend_ops *ops = table();
+  const srlm_backend_ops *ops = cuda_table();
   instance in;
   OK(ops->create(&in.be, 0));
   srlm_backend *be = &in.be;

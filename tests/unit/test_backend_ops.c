@@ -799,17 +799,20 @@ DEFINE_ATTN_BWD_ROW(attn_bwd_mag64, double, exp, fabs, +)
 /* Packed sequences (lens), heads (NH query heads over NKV kv heads), head dim, window. */
 typedef struct attn_shape {
   int B;
-  int32_t lens[4];
+  int32_t lens[16];
   int64_t NH, NKV, HS, W;
 } attn_shape;
 
-/* empty batches (B = 0, an empty sequence), GQA ratios 1, 2, 3, 8 (MQA), windows, sequences
- * past 64/128-query tiles, head dims 2..128 including 80 */
+/* empty batches (B = 0, an empty sequence), GQA ratios 1, 2, 3, 4, 8 (MQA), windows,
+ * sequences past 32/64/128-query tiles, many short sequences packed, head dims 2..256
+ * including 80 and an odd one */
 static const attn_shape k_attn_shapes[] = {
     {1, {1}, 1, 1, 2, 0},           {0, {0}, 2, 1, 4, 0},          {1, {0}, 2, 1, 4, 0},
     {2, {5, 3}, 2, 1, 8, 0},        {3, {70, 1, 130}, 4, 2, 16, 0}, {2, {100, 67}, 4, 4, 32, 17},
     {1, {200}, 6, 2, 64, 64},       {4, {0, 9, 65, 2}, 2, 2, 4, 3}, {2, {33, 31}, 8, 1, 128, 0},
     {1, {47}, 4, 2, 80, 5},         {3, {129, 64, 65}, 2, 1, 64, 0},
+    {2, {40, 1}, 4, 1, 256, 17},    {2, {12, 20}, 3, 3, 7, 0},
+    {14, {1, 2, 3, 1, 5, 2, 1, 4, 3, 1, 2, 7, 1, 1}, 8, 2, 16, 3},
     {2, {1024, 700}, 8, 2, 128, 256}, /* --large: Llama-3's head dim and GQA ratio */
 };
 
@@ -1051,7 +1054,7 @@ static srlm_status attkv_launch(srlm_backend *be, void *vp) {
 
 static void case_attention_kv(tctx *t) {
   /* a first token, an empty batch, prefill chunks next to decode steps, a sequence without
-   * new queries, a decode batch with MQA and a window, a long chunk with HS 80 */
+   * new queries, a decode batch with MQA and a window, a long chunk with HS 80, GQA 4 at HS 256 */
   static const kv_shape S[] = {
       {1, {1}, {1}, 1, 1, 2, 0},
       {0, {0}, {0}, 2, 1, 8, 0},
@@ -1059,6 +1062,7 @@ static void case_attention_kv(tctx *t) {
       {2, {100, 67}, {3, 0}, 4, 4, 32, 17},
       {4, {130, 9, 65, 2}, {1, 1, 1, 1}, 8, 1, 64, 64},
       {1, {200}, {67}, 6, 2, 80, 0},
+      {3, {40, 1, 33}, {1, 1, 33}, 8, 2, 256, 17},
   };
   for (size_t k = 0; k < NELEM(S); k++) {
     const kv_shape *s = &S[k];

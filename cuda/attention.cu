@@ -1,0 +1,720 @@
+// Causal grouped-query attention on the GPU, fp32 or bf16: attention_forward and
+// attention_backward over packed sequences (cu_seqlens), attention_kv against the KV cache.
+// The masking and the per-element arithmetic are the CPU twin's (src/backend/cpu/attention.c):
+// query i of a sequence sees keys j <= i with i - j < window (window > 0); bf16 is read to
+// fp32, everything is computed in fp32 and each result is rounded once to the dtype.
+//
+// A straightforward kernel with the shape of FlashAttention-2, so that the next step can
+// swap the inner products for mma.sync tiles without touching the rest:
+// - 256 threads, a tile of kRows rows x kCols columns; 8 lanes (one eighth of a warp) per
+//   row: lane `sub` computes the scores of columns sub, sub + 8, ... (each a full fma chain
+//   over the head dim in order, as the CPU's GEMM) and owns the output dims sub, sub + 8, ...
+//   Operands are staged in shared memory as fp32, rows padded to an odd stride (HS | 1) so
+//   that the 4 rows x 8 columns a warp reads lie in different banks.
+// - Forward (and KV): a block per (query tile, head, sequence); K/V tiles of kCols keys go
+//   through shared memory with an online softmax (running max m and sum l per row). Key tiles
+//   are aligned to multiples of kCols from position 0 and a row skips the tiles in which it
+//   sees no key, so a row's arithmetic depends only on its own query and keys: a query gets
+//   the same bits in a full forward, a prefill chunk or a decode step (attention_kv packs the
+//   NH / NKV query heads of a group into the rows of one block, so the group reads each cache
+//   tile once, and shares the forward's row code).
+// - Backward (FlashAttention-2: probabilities recomputed from q, k and the saved lse):
+//   D = rowsum(dout * out) by a small kernel; then a dQ pass, a block per (query tile, head,
+//   sequence) over the key tiles, and a dK/dV pass, a block per (key tile, kv head,
+//   sequence) over the query heads of the group in order and, for each, the query tiles that
+//   see the keys in order. Each gradient element is one fma chain in the CPU's order, owned
+//   by one thread: no atomics, the same bits run after run.
+// - Sequence boundaries are device data: grids are sized from T and B alone (first_block),
+//   and a one-block check kernel runs first. A bad cu_seqlens / cu_q entry, KV slot or length
+//   is recorded (kerr_record: the first bad sequence), every output is filled with NaN (the
+//   CPU refuses the whole op), and the other kernels of the op do nothing (a flag in the
+//   workspace), so nothing reads or writes outside its buffers.
+#include <limits.h>
+
+#include <type_traits>
+
+#include "common.cuh"
+
+namespace SRLM_CUDA_NS {
+
+namespace {
+
+constexpr int kRows = 32;                  // rows of a block's tile: (query, head) pairs, or keys (dK/dV)
+constexpr int kCols = 32;                  // columns of a score tile: keys, or queries (dK/dV)
+constexpr int kLanes = 8;                  // threads per row
+constexpr int kThreads = kRows * kLanes;   // 256
+constexpr int kPerLane = kCols / kLanes;   // score columns per thread
+constexpr int kMaxHS = 256;                // head dims up to this (the widest class below)
+constexpr int kCheckThreads = 256;
+constexpr int kDThreads = 256;
+constexpr size_t kSmemDefault = 48 * 1024;  // dynamic shared memory without opting in
+static_assert(kRows * kLanes == kThreads && kCols % kLanes == 0 && kLanes <= kWarp && kWarp % kLanes == 0,
+              "a row's lanes lie in one warp");
+
+__host__ __device__ __forceinline__ long long lmin(long long a, long long b) { return a < b ? a : b; }
+__host__ __device__ __forceinline__ long long lmax(long long a, long long b) { return a > b ? a : b; }
+
+// The first key position the query at position P sees.
+__device__ __forceinline__ long long key_lo(long long P, long long W) { return W > 0 && P - W + 1 > 0 ? P - W + 1 : 0; }
+
+// Shared-memory row stride for head dim HS: odd, so rows r..r+3 start in different banks.
+__host__ __device__ __forceinline__ int smem_ld(long long HS) { return (int)(HS | 1); }
+
+// ---- blocks over packed sequences -------------------------------------------------------
+
+// Only the device knows the lengths. Sequence b (L_b = cu[b+1] - cu[b] queries, R rows
+// each) owns blocks first_block(b) .. first_block(b+1) - 1, with
+//   first_block(b) = floor(cu[b] R / kRows) + b,
+// which are at least ceil(L_b R / kRows) blocks (floor(x + y) >= floor(x) + floor(y)), so
+// floor(T R / kRows) + B blocks cover every tile; a sequence's spare block (at most one)
+// exits. first_block increases strictly with b: a block finds its sequence by bisection.
+__host__ __device__ __forceinline__ long long first_block(long long cu_b, long long b, long long R) {
+  return cu_b * R / kRows + b;
+}
+long long grid_blocks(long long total, long long n, long long R) { return total * R / kRows + n; }
+
+__device__ __forceinline__ int block_sequence(const int32_t *cu, int n, long long R, long long x) {
+  int lo = 0, hi = n - 1;  // the last b with first_block(b) <= x; first_block(0) = 0
+  while (lo < hi) {
+    const int mid = lo + (hi - lo + 1) / 2;
+    if (first_block(cu[mid], mid, R) <= x) lo = mid;
+    else hi = mid - 1;
+  }
+  return lo;
+}
+
+// ---- checks of the device-side arrays ---------------------------------------------------
+
+// What an op's parameters say about its device arrays: cu (n + 1 entries from 0 to total,
+// not decreasing) and, for the KV cache, each sequence's slot and length.
+struct seq_arrays {
+  const int32_t *cu;
+  int n;
+  long long total;
+  int cu_kind;                     // KERR_SEQLEN or KERR_CU_Q
+  const int32_t *slot, *kv_len;    // (n), NULL for packed sequences
+  long long max_slots, max_len;
+};
+
+__device__ __forceinline__ seq_arrays arrays_of(const srlm_attention_params &p) {
+  return {p.cu_seqlens, p.B, p.T, KERR_SEQLEN, nullptr, nullptr, 0, 0};
+}
+__device__ __forceinline__ seq_arrays arrays_of(const srlm_attention_bwd_params &p) {
+  return {p.cu_seqlens, p.B, p.T, KERR_SEQLEN, nullptr, nullptr, 0, 0};
+}
+__device__ __forceinline__ seq_arrays arrays_of(const srlm_attention_kv_params &p) {
+  return {p.cu_q, p.n, p.NQ, KERR_CU_Q, p.slot, p.kv_len, p.max_slots, p.max_len};
+}
+
+template <class T>
+__device__ void fill_nan(void *x, long long n) {
+  T *t = static_cast<T *>(x);
+  for (long long i = threadIdx.x; i < n; i += blockDim.x) st(t + i, NAN);
+}
+
+// The outputs the CPU would not have written, NaN.
+template <class T>
+__device__ void poison(const srlm_attention_params &p) {
+  fill_nan<T>(p.out, p.T * p.NH * p.HS);
+  if (p.lse) fill_nan<float>(p.lse, p.T * p.NH);
+}
+template <class T>
+__device__ void poison(const srlm_attention_bwd_params &p) {
+  fill_nan<T>(p.dq, p.T * p.NH * p.HS);
+  fill_nan<T>(p.dk, p.T * p.NKV * p.HS);
+  fill_nan<T>(p.dv, p.T * p.NKV * p.HS);
+}
+template <class T>
+__device__ void poison(const srlm_attention_kv_params &p) {
+  fill_nan<T>(p.out, p.NQ * p.NH * p.HS);
+}
+
+// What is wrong with entry / sequence i (0: nothing), by priority: the cu entry, the slot,
+// a length past the cache, fewer cached positions than queries.
+enum { BAD_NONE = 0, BAD_CU, BAD_SLOT, BAD_LONG, BAD_SHORT, BAD_KINDS };
+
+__device__ __forceinline__ int bad_at(const seq_arrays &a, int i) {
+  const int32_t c = a.cu[i];
+  if (i == 0 ? c != 0 : c < a.cu[i - 1]) return BAD_CU;
+  if (i == a.n && c != a.total) return BAD_CU;
+  if (!a.slot || i == a.n) return BAD_NONE;
+  if (a.slot[i] < 0 || a.slot[i] >= a.max_slots) return BAD_SLOT;
+  if (a.kv_len[i] > a.max_len) return BAD_LONG;
+  const int32_t nq = a.cu[i + 1] - c;  // a decrease there is entry i + 1's error
+  if (nq >= 0 && a.kv_len[i] < nq) return BAD_SHORT;
+  return BAD_NONE;
+}
+
+// One block: finds the first bad entry or sequence, records it as op `op`'s error, sets
+// *bad for the op's other kernels and fills the outputs with NaN; *bad = 0 otherwise.
+template <class T, class Params>
+__global__ void __launch_bounds__(kCheckThreads) attention_check_kernel(Params p, int *bad, kerr_rec *kerr, int op) {
+  const seq_arrays a = arrays_of(p);
+  __shared__ long long first;  // smallest i * BAD_KINDS + what
+  if (threadIdx.x == 0) first = LLONG_MAX;
+  __syncthreads();
+  for (int i = threadIdx.x; i <= a.n; i += kCheckThreads) {
+    const int what = bad_at(a, i);
+    if (what != BAD_NONE) atomicMin(&first, (long long)i * BAD_KINDS + what);
+  }
+  __syncthreads();
+  const long long f = first;
+  if (threadIdx.x == 0) {
+    *bad = f != LLONG_MAX;
+    const long long i = f / BAD_KINDS;
+    const srlm_op_id id = (srlm_op_id)op;
+    switch (f == LLONG_MAX ? BAD_NONE : (int)(f % BAD_KINDS)) {
+      case BAD_CU: kerr_record(kerr, id, a.cu_kind, i, a.cu[i], a.total); break;
+      case BAD_SLOT: kerr_record(kerr, id, KERR_SLOT | KERR_SEQUENCE, i, a.slot[i], a.max_slots); break;
+      case BAD_LONG: kerr_record(kerr, id, KERR_LENGTH | KERR_SEQUENCE, i, a.kv_len[i], a.max_len + 1); break;
+      case BAD_SHORT:  // the first new query's position is negative
+        kerr_record(kerr, id, KERR_POSITION | KERR_SEQUENCE, i, (long long)a.kv_len[i] - (a.cu[i + 1] - a.cu[i]),
+                    a.max_len);
+        break;
+      default: break;
+    }
+  }
+  if (f != LLONG_MAX) poison<T>(p);
+}
+
+// ---- the shared arithmetic --------------------------------------------------------------
+
+// s[i] = x . Y[sub + kLanes i] over d < HS: each one fma chain in d order (the CPU's GEMM).
+__device__ __forceinline__ void dots(const float *x, const float *Y, int lds, int HS, int sub, float s[kPerLane]) {
+#pragma unroll
+  for (int i = 0; i < kPerLane; i++) s[i] = 0.0f;
+  for (int d = 0; d < HS; d++) {
+    const float xd = x[d];
+#pragma unroll
+    for (int i = 0; i < kPerLane; i++) s[i] = fmaf(xd, Y[(sub + kLanes * i) * lds + d], s[i]);
+  }
+}
+
+// Max and sum over a row's kLanes lanes (a butterfly: every lane gets the same bits, in the
+// same order in every kernel).
+__device__ __forceinline__ float row_max(float v) {
+  for (int off = kLanes / 2; off > 0; off /= 2) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, off));
+  return v;
+}
+__device__ __forceinline__ float row_sum(float v) {
+  for (int off = kLanes / 2; off > 0; off /= 2) v += __shfl_xor_sync(0xffffffffu, v, off);
+  return v;
+}
+
+// Rows [0, nrows) of a matrix into shared memory as fp32 (row stride lds): row rr's HS
+// elements start at src + off(rr).
+template <class T, class Off>
+__device__ __forceinline__ void load_rows(float *dst, int lds, const T *src, int nrows, int HS, Off off) {
+  for (int e = threadIdx.x; e < nrows * HS; e += kThreads) {
+    const int rr = e / HS, d = e - rr * HS;
+    dst[rr * lds + d] = ld(src + off(rr) + d);
+  }
+}
+
+// ---- forward and KV ---------------------------------------------------------------------
+
+// The rows of one forward block: (query, head) pairs of one sequence that share a kv head.
+// Row rho of the sequence is query rho / R with head hbase + rho % R (forward: R = 1 and the
+// block's head; attention_kv: R = NH / NKV and the group's heads).
+template <class T>
+struct fwd_rows {
+  const T *q;             // (., NH, HS) at the sequence's first query
+  T *out;                 // (., NH, HS) likewise
+  float *lse;             // (., NH) likewise; NULL when not wanted
+  const T *k, *v;         // (., NKV, HS) at key position 0 and the block's kv head
+  long long q_ld, kv_ld;  // row strides: NH * HS, NKV * HS
+  long long lse_ld;       // NH
+  long long row0, nrows;  // the block's first row, the sequence's rows (queries x R)
+  long long R, hbase;
+  long long pos0;         // position of the sequence's first query
+  long long W;
+  int HS;
+  float scale;
+};
+
+// Shared memory of the forward: Q (kRows, lds), K and V (kCols, lds), P (kRows, kCols + 1).
+size_t forward_smem(long long HS) {
+  return ((size_t)(kRows + 2 * kCols) * smem_ld(HS) + (size_t)kRows * (kCols + 1)) * sizeof(float);
+}
+
+template <class T, int kHS>
+__device__ void forward_rows(const fwd_rows<T> &f) {
+  constexpr int kDims = kHS / kLanes;  // output dims per thread
+  const int HS = f.HS, lds = smem_ld(HS), ldp = kCols + 1;
+  float *Qs = srlm_dyn_smem<float>();  // (kRows, lds)
+  float *Ks = Qs + kRows * lds;        // (kCols, lds)
+  float *Vs = Ks + kCols * lds;        // (kCols, lds)
+  float *Ps = Vs + kCols * lds;        // (kRows, ldp) this tile's probabilities
+  const int r = threadIdx.x / kLanes, sub = threadIdx.x % kLanes;
+  const int rows = (int)lmin(kRows, f.nrows - f.row0);
+  const long long R = f.R;
+  // this thread's row: query qi at position P, seeing keys [lo, P]
+  const bool active = r < rows;
+  const long long rho = f.row0 + r, qi = rho / R, head = f.hbase + rho % R;
+  const long long P = f.pos0 + qi, lo = key_lo(P, f.W);
+  // the block's keys: from the first row's first key to the last row's position
+  const long long jlo = key_lo(f.pos0 + f.row0 / R, f.W), jhi = f.pos0 + (f.row0 + rows - 1) / R;
+  load_rows(Qs, lds, f.q, rows, HS, [&](int rr) {
+    const long long x = f.row0 + rr;
+    return (x / R) * f.q_ld + (f.hbase + x % R) * HS;
+  });
+  float m = -INFINITY, l = 0.0f, acc[kDims];
+#pragma unroll
+  for (int k = 0; k < kDims; k++) acc[k] = 0.0f;
+  for (long long jt = jlo / kCols * kCols; jt <= jhi; jt += kCols) {
+    __syncthreads();  // the Q tile is in; the previous K/V tile is read
+    load_rows(Ks, lds, f.k, (int)lmin(kCols, jhi + 1 - jt), HS, [&](int c) { return (jt + c) * f.kv_ld; });
+    load_rows(Vs, lds, f.v, (int)lmin(kCols, jhi + 1 - jt), HS, [&](int c) { return (jt + c) * f.kv_ld; });
+    __syncthreads();
+    // the row's keys in this tile: columns [a, b]
+    const int a = (int)(lmax(lo, jt) - jt), b = (int)(lmin(P, jt + kCols - 1) - jt);
+    const bool vis = active && a <= b;
+    float s[kPerLane], mt = -INFINITY;
+    dots(Qs + r * lds, Ks, lds, HS, sub, s);
+#pragma unroll
+    for (int i = 0; i < kPerLane; i++) {
+      const int c = sub + kLanes * i;
+      // scaled once and rounded, as the CPU's scores (__fmul_rn: never fused into the exp's subtraction)
+      s[i] = vis && c >= a && c <= b ? __fmul_rn(s[i], f.scale) : -INFINITY;
+      mt = fmaxf(mt, s[i]);
+    }
+    const float mn = fmaxf(m, row_max(mt));
+    float ps = 0.0f;
+#pragma unroll
+    for (int i = 0; i < kPerLane; i++) {
+      const int c = sub + kLanes * i;
+      const float pr = vis && c >= a && c <= b ? expf(__fsub_rn(s[i], mn)) : 0.0f;
+      Ps[r * ldp + c] = pr;
+      ps += pr;
+    }
+    ps = row_sum(ps);
+    __syncwarp();  // the row's probabilities are written (its lanes share a warp)
+    if (vis) {
+      const float alpha = expf(__fsub_rn(m, mn));  // 0 on the row's first tile (m = -inf)
+      l = fmaf(l, alpha, ps);
+#pragma unroll
+      for (int k = 0; k < kDims; k++) {
+        const int d = sub + kLanes * k;
+        if (d >= HS) continue;
+        float o = __fmul_rn(acc[k], alpha);
+        for (int c = a; c <= b; c++) o = fmaf(Ps[r * ldp + c], Vs[c * lds + d], o);
+        acc[k] = o;
+      }
+      m = mn;
+    }
+  }
+  if (!active) return;
+  const float inv = 1.0f / l;  // the CPU's out = (P V) * (1 / sum)
+  T *o = f.out + qi * f.q_ld + head * HS;
+#pragma unroll
+  for (int k = 0; k < kDims; k++) {
+    const int d = sub + kLanes * k;
+    if (d < HS) st(o + d, __fmul_rn(acc[k], inv));
+  }
+  if (f.lse && sub == 0) f.lse[qi * f.lse_ld + head] = m + logf(l);
+}
+
+// The rows of block blockIdx of a forward over packed sequences, grid (grid_blocks(T, B, 1),
+// NH): a query tile of one head. False for a sequence's spare block.
+template <class T>
+__device__ bool block_rows(const srlm_attention_params &p, fwd_rows<T> &f) {
+  const int b = block_sequence(p.cu_seqlens, p.B, 1, blockIdx.x);
+  const long long s0 = p.cu_seqlens[b], L = p.cu_seqlens[b + 1] - s0;
+  const long long row0 = ((long long)blockIdx.x - first_block(s0, b, 1)) * kRows;
+  if (row0 >= L) return false;
+  const long long h = blockIdx.y, g = h / (p.NH / p.NKV);
+  f.q = static_cast<const T *>(p.q) + s0 * p.NH * p.HS;
+  f.out = static_cast<T *>(p.out) + s0 * p.NH * p.HS;
+  f.lse = p.lse ? p.lse + s0 * p.NH : nullptr;
+  f.k = static_cast<const T *>(p.k) + s0 * p.NKV * p.HS + g * p.HS;
+  f.v = static_cast<const T *>(p.v) + s0 * p.NKV * p.HS + g * p.HS;
+  f.q_ld = p.NH * p.HS;
+  f.kv_ld = p.NKV * p.HS;
+  f.lse_ld = p.NH;
+  f.row0 = row0;
+  f.nrows = L;
+  f.R = 1;
+  f.hbase = h;
+  f.pos0 = 0;
+  f.W = p.window;
+  f.HS = (int)p.HS;
+  f.scale = p.scale;
+  return true;
+}
+
+// Against the KV cache, grid (grid_blocks(NQ, n, NH / NKV), NKV): (query, head) pairs of one
+// kv group, so the group reads each cache tile once and decode steps of GQA models fill the
+// block with the group's heads.
+template <class T>
+__device__ bool block_rows(const srlm_attention_kv_params &p, fwd_rows<T> &f) {
+  const long long R = p.NH / p.NKV;
+  const int i = block_sequence(p.cu_q, p.n, R, blockIdx.x);
+  const long long q0 = p.cu_q[i], nq = p.cu_q[i + 1] - q0;
+  const long long row0 = ((long long)blockIdx.x - first_block(q0, i, R)) * kRows;
+  if (row0 >= nq * R) return false;
+  const long long g = blockIdx.y, len = p.kv_len[i];
+  const long long cache0 = (long long)p.slot[i] * p.max_len * p.NKV * p.HS + g * p.HS;
+  f.q = static_cast<const T *>(p.q) + q0 * p.NH * p.HS;
+  f.out = static_cast<T *>(p.out) + q0 * p.NH * p.HS;
+  f.lse = nullptr;
+  f.k = static_cast<const T *>(p.k_cache) + cache0;
+  f.v = static_cast<const T *>(p.v_cache) + cache0;
+  f.q_ld = p.NH * p.HS;
+  f.kv_ld = p.NKV * p.HS;
+  f.lse_ld = p.NH;
+  f.row0 = row0;
+  f.nrows = nq * R;
+  f.R = R;
+  f.hbase = g * R;
+  f.pos0 = len - nq;
+  f.W = p.window;
+  f.HS = (int)p.HS;
+  f.scale = p.scale;
+  return true;
+}
+
+// attention_forward (Params srlm_attention_params) and attention_kv (srlm_attention_kv_params).
+template <class T, int kHS, class Params>
+__global__ void __launch_bounds__(kThreads) attention_forward_kernel(Params p, const int *bad) {
+  if (*bad) return;
+  fwd_rows<T> f;
+  if (block_rows(p, f)) forward_rows<T, kHS>(f);
+}
+
+// ---- backward -----------------------------------------------------------------------------
+
+// D[t, h] = dout[t, h] . out[t, h]: one fma chain in d order, the one the scores' dP = dO V^T
+// uses, so where out is a single value row dP - D is exactly 0 (as on the CPU).
+template <class T>
+__global__ void __launch_bounds__(kDThreads) attention_d_kernel(srlm_attention_bwd_params p, float *D) {
+  const long long row = (long long)blockIdx.x * kDThreads + threadIdx.x;
+  if (row >= p.T * p.NH) return;
+  const T *o = static_cast<const T *>(p.out) + row * p.HS, *dout = static_cast<const T *>(p.dout) + row * p.HS;
+  float d = 0.0f;
+  for (long long c = 0; c < p.HS; c++) d = fmaf(ld(dout + c), ld(o + c), d);
+  D[row] = d;
+}
+
+// P and dS of one score: p = exp(scale s - lse) (s scaled and rounded first, as the CPU
+// does: a lone key gets p = 1 exactly), ds = p (dp - D) scale, 0 where p is.
+__device__ __forceinline__ void prob_and_grad(float s, float dp, float lse, float D, float scale, float &p, float &ds) {
+  p = expf(__fsub_rn(__fmul_rn(s, scale), lse));
+  ds = p == 0.0f ? 0.0f : __fmul_rn(__fmul_rn(p, __fsub_rn(dp, D)), scale);
+}
+
+// Shared memory of the dQ pass: Q, dO (kRows, lds), K, V (kCols, lds), dS (kRows, kCols + 1).
+size_t dq_smem(long long HS) {
+  return ((size_t)(2 * kRows + 2 * kCols) * smem_ld(HS) + (size_t)kRows * (kCols + 1)) * sizeof(float);
+}
+
+// grid (grid_blocks(T, B, 1), NH): dq of a query tile of one head, over the key tiles it sees.
+template <class T, int kHS>
+__global__ void __launch_bounds__(kThreads) attention_dq_kernel(srlm_attention_bwd_params p, const float *D,
+                                                                const int *bad) {
+  if (*bad || p.B == 0) return;
+  constexpr int kDims = kHS / kLanes;  // output dims per thread
+  const int b = block_sequence(p.cu_seqlens, p.B, 1, blockIdx.x);
+  const long long s0 = p.cu_seqlens[b], L = p.cu_seqlens[b + 1] - s0;
+  const long long i0 = ((long long)blockIdx.x - first_block(s0, b, 1)) * kRows;
+  if (i0 >= L) return;
+  const int HS = (int)p.HS, lds = smem_ld(HS), ldp = kCols + 1;
+  const long long h = blockIdx.y, g = h / (p.NH / p.NKV), q_ld = p.NH * p.HS, kv_ld = p.NKV * p.HS, W = p.window;
+  float *Qs = srlm_dyn_smem<float>();  // (kRows, lds)
+  float *dOs = Qs + kRows * lds;       // (kRows, lds)
+  float *Ks = dOs + kRows * lds;       // (kCols, lds)
+  float *Vs = Ks + kCols * lds;        // (kCols, lds)
+  float *dSs = Vs + kCols * lds;       // (kRows, ldp)
+  const int r = threadIdx.x / kLanes, sub = threadIdx.x % kLanes;
+  const int rows = (int)lmin(kRows, L - i0);
+  const bool active = r < rows;
+  const long long i = i0 + r, lo = key_lo(i, W);  // this thread's query sees keys [lo, i]
+  const T *q = static_cast<const T *>(p.q) + (s0 + i0) * q_ld + h * HS;
+  const T *dout = static_cast<const T *>(p.dout) + (s0 + i0) * q_ld + h * HS;
+  const T *k = static_cast<const T *>(p.k) + s0 * kv_ld + g * HS, *v = static_cast<const T *>(p.v) + s0 * kv_ld + g * HS;
+  load_rows(Qs, lds, q, rows, HS, [&](int rr) { return rr * q_ld; });
+  load_rows(dOs, lds, dout, rows, HS, [&](int rr) { return rr * q_ld; });
+  const float lse = active ? p.lse[(s0 + i) * p.NH + h] : 0.0f, Dr = active ? D[(s0 + i) * p.NH + h] : 0.0f;
+  const long long jhi = i0 + rows - 1;
+  float acc[kDims];
+#pragma unroll
+  for (int kk = 0; kk < kDims; kk++) acc[kk] = 0.0f;
+  for (long long jt = key_lo(i0, W) / kCols * kCols; jt <= jhi; jt += kCols) {
+    __syncthreads();
+    load_rows(Ks, lds, k, (int)lmin(kCols, jhi + 1 - jt), HS, [&](int c) { return (jt + c) * kv_ld; });
+    load_rows(Vs, lds, v, (int)lmin(kCols, jhi + 1 - jt), HS, [&](int c) { return (jt + c) * kv_ld; });
+    __syncthreads();
+    const int a = (int)(lmax(lo, jt) - jt), bb = (int)(lmin(i, jt + kCols - 1) - jt);
+    const bool vis = active && a <= bb;
+    float s[kPerLane], dp[kPerLane];
+    dots(Qs + r * lds, Ks, lds, HS, sub, s);
+    dots(dOs + r * lds, Vs, lds, HS, sub, dp);
+#pragma unroll
+    for (int c4 = 0; c4 < kPerLane; c4++) {
+      const int c = sub + kLanes * c4;
+      float pr = 0.0f, ds = 0.0f;
+      if (vis && c >= a && c <= bb) prob_and_grad(s[c4], dp[c4], lse, Dr, p.scale, pr, ds);
+      dSs[r * ldp + c] = ds;
+    }
+    __syncwarp();
+    if (!vis) continue;
+#pragma unroll
+    for (int kk = 0; kk < kDims; kk++) {
+      const int d = sub + kLanes * kk;
+      if (d >= HS) continue;
+      float o = acc[kk];
+      for (int c = a; c <= bb; c++) o = fmaf(dSs[r * ldp + c], Ks[c * lds + d], o);
+      acc[kk] = o;
+    }
+  }
+  if (!active) return;
+  T *dq = static_cast<T *>(p.dq) + (s0 + i) * q_ld + h * HS;
+#pragma unroll
+  for (int kk = 0; kk < kDims; kk++) {
+    const int d = sub + kLanes * kk;
+    if (d < HS) st(dq + d, acc[kk]);
+  }
+}
+
+// Shared memory of the dK/dV pass: K, V (kRows, lds), Q, dO (kCols, lds), P and dS
+// (kRows, kCols + 1), lse and D of the query tile (kCols each).
+size_t dkv_smem(long long HS) {
+  return ((size_t)(2 * kRows + 2 * kCols) * smem_ld(HS) + (size_t)2 * kRows * (kCols + 1) + 2 * kCols) *
+         sizeof(float);
+}
+
+// grid (grid_blocks(T, B, 1), NKV): dk, dv of a key tile of one kv head; for each query head
+// of the group in order, the query tiles that see the keys in order. Each element's sum is
+// one fma chain over (head, query) ascending: the CPU's order.
+template <class T, int kHS>
+__global__ void __launch_bounds__(kThreads) attention_dkv_kernel(srlm_attention_bwd_params p, const float *D,
+                                                                 const int *bad) {
+  if (*bad || p.B == 0) return;
+  constexpr int kDims = kHS / kLanes;  // output dims per thread
+  const int b = block_sequence(p.cu_seqlens, p.B, 1, blockIdx.x);
+  const long long s0 = p.cu_seqlens[b], L = p.cu_seqlens[b + 1] - s0;
+  const long long j0 = ((long long)blockIdx.x - first_block(s0, b, 1)) * kRows;
+  if (j0 >= L) return;
+  const int HS = (int)p.HS, lds = smem_ld(HS), ldp = kCols + 1;
+  const long long g = blockIdx.y, rep = p.NH / p.NKV, q_ld = p.NH * p.HS, kv_ld = p.NKV * p.HS, W = p.window;
+  float *Ks = srlm_dyn_smem<float>();  // (kRows, lds)
+  float *Vs = Ks + kRows * lds;        // (kRows, lds)
+  float *Qs = Vs + kRows * lds;        // (kCols, lds)
+  float *dOs = Qs + kCols * lds;       // (kCols, lds)
+  float *Ps = dOs + kCols * lds;       // (kRows, ldp)
+  float *dSs = Ps + kRows * ldp;       // (kRows, ldp)
+  float *lses = dSs + kRows * ldp;     // (kCols)
+  float *Ds = lses + kCols;            // (kCols)
+  const int r = threadIdx.x / kLanes, sub = threadIdx.x % kLanes;
+  const int rows = (int)lmin(kRows, L - j0);
+  const bool active = r < rows;
+  const long long j = j0 + r;  // this thread's key, seen by queries [j, j + W) (W > 0) or [j, L)
+  const long long seen_hi = W > 0 ? lmin(L, j + W) : L;
+  const long long i_end = W > 0 ? lmin(L, j0 + rows - 1 + W) : L;  // the block's queries: [j0, i_end)
+  load_rows(Ks, lds, static_cast<const T *>(p.k) + (s0 + j0) * kv_ld + g * HS, rows, HS,
+            [&](int rr) { return rr * kv_ld; });
+  load_rows(Vs, lds, static_cast<const T *>(p.v) + (s0 + j0) * kv_ld + g * HS, rows, HS,
+            [&](int rr) { return rr * kv_ld; });
+  float acc_k[kDims], acc_v[kDims];
+#pragma unroll
+  for (int kk = 0; kk < kDims; kk++) acc_k[kk] = acc_v[kk] = 0.0f;
+  for (long long hr = 0; hr < rep; hr++) {
+    const long long h = g * rep + hr;
+    const T *q = static_cast<const T *>(p.q) + s0 * q_ld + h * HS;
+    const T *dout = static_cast<const T *>(p.dout) + s0 * q_ld + h * HS;
+    for (long long it = j0; it < i_end; it += kCols) {
+      const int nq = (int)lmin(kCols, i_end - it);
+      __syncthreads();  // the K/V tile is in; the previous query tile is read
+      load_rows(Qs, lds, q, nq, HS, [&](int c) { return (it + c) * q_ld; });
+      load_rows(dOs, lds, dout, nq, HS, [&](int c) { return (it + c) * q_ld; });
+      if ((int)threadIdx.x < nq) {
+        lses[threadIdx.x] = p.lse[(s0 + it + threadIdx.x) * p.NH + h];
+        Ds[threadIdx.x] = D[(s0 + it + threadIdx.x) * p.NH + h];
+      }
+      __syncthreads();
+      // the key's queries in this tile: columns [a, bb]
+      const int a = (int)(lmax(j, it) - it), bb = (int)(lmin(seen_hi, it + nq) - 1 - it);
+      const bool vis = active && a <= bb;
+      float s[kPerLane], dp[kPerLane];
+      dots(Ks + r * lds, Qs, lds, HS, sub, s);    // k . q = q . k: the same fma chain
+      dots(Vs + r * lds, dOs, lds, HS, sub, dp);  // v . dout
+#pragma unroll
+      for (int c4 = 0; c4 < kPerLane; c4++) {
+        const int c = sub + kLanes * c4;
+        float pr = 0.0f, ds = 0.0f;
+        if (vis && c >= a && c <= bb) prob_and_grad(s[c4], dp[c4], lses[c], Ds[c], p.scale, pr, ds);
+        Ps[r * ldp + c] = pr;
+        dSs[r * ldp + c] = ds;
+      }
+      __syncwarp();
+      if (!vis) continue;
+#pragma unroll
+      for (int kk = 0; kk < kDims; kk++) {
+        const int d = sub + kLanes * kk;
+        if (d >= HS) continue;
+        float ok = acc_k[kk], ov = acc_v[kk];
+        for (int c = a; c <= bb; c++) {
+          ov = fmaf(Ps[r * ldp + c], dOs[c * lds + d], ov);
+          ok = fmaf(dSs[r * ldp + c], Qs[c * lds + d], ok);
+        }
+        acc_k[kk] = ok;
+        acc_v[kk] = ov;
+      }
+    }
+  }
+  if (!active) return;
+  T *dk = static_cast<T *>(p.dk) + (s0 + j) * kv_ld + g * HS, *dv = static_cast<T *>(p.dv) + (s0 + j) * kv_ld + g * HS;
+#pragma unroll
+  for (int kk = 0; kk < kDims; kk++) {
+    const int d = sub + kLanes * kk;
+    if (d >= HS) continue;
+    st(dk + d, acc_k[kk]);
+    st(dv + d, acc_v[kk]);
+  }
+}
+
+// ---- host side ------------------------------------------------------------------------------
+
+// Calls f(std::integral_constant<int, kHS>) for the smallest head-dim class kHS >= HS.
+template <class F>
+srlm_status hs_class(long long HS, F &&f) {
+  if (HS <= 32) return f(std::integral_constant<int, 32>());
+  if (HS <= 64) return f(std::integral_constant<int, 64>());
+  if (HS <= 128) return f(std::integral_constant<int, 128>());
+  return f(std::integral_constant<int, kMaxHS>());
+}
+
+// Grids and head dims these kernels take.
+srlm_status check_launch(const char *where, long long HS, long long grid_x, long long grid_y) {
+  if (HS > kMaxHS)
+    return srlm_error(SRLM_ERR_UNSUPPORTED, where, "head dim HS = %lld: these kernels take at most %d", HS, kMaxHS);
+  if (grid_x > INT_MAX || grid_y > 65535)
+    return srlm_error(SRLM_ERR_UNSUPPORTED, where, "%lld x %lld blocks are more than a grid holds", grid_x, grid_y);
+  return SRLM_OK;
+}
+
+// Lets `kernel` have `smem` bytes of dynamic shared memory (opting in past 48 KiB; at most
+// dkv_smem(256), 137 KiB, within the A100's 163).
+template <class K>
+srlm_status opt_in(K kernel, size_t smem) {
+  if (smem > kSmemDefault)
+    SRLM_CUDA(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+  return SRLM_OK;
+}
+
+// The check kernel of the op (its flag in the workspace's first int).
+template <class T, class Params>
+srlm_status launch_check(context *c, const Params &p, int *bad, srlm_op_id op) {
+  auto check = attention_check_kernel<T, Params>;
+  SRLM_LAUNCH(check, 1, kCheckThreads, 0, c->stream, p, bad, c->kerr, (int)op);
+  SRLM_CUDA_LAUNCHED();
+  return SRLM_OK;
+}
+
+constexpr size_t kFlagBytes = 16;  // the workspace's flag, then (backward) D
+
+// Queues a forward (attention_forward or attention_kv): the check kernel, then the tiles
+// (none when the grid is empty: with no sequence, anything else is the check's error).
+template <class Params>
+srlm_status queue_forward(context *c, const Params &p, srlm_op_id op, dim3 grid) {
+  void *w;
+  SRLM_TRY(workspace(c, kFlagBytes, &w));
+  int *bad = static_cast<int *>(w);
+  srlm_status st = SRLM_OK;
+  SRLM_DTYPE_SWITCH(p.dtype, T, {
+    st = launch_check<T>(c, p, bad, op);
+    if (st == SRLM_OK && grid.x > 0)
+      st = hs_class(p.HS, [&](auto hs) {
+        auto forward = attention_forward_kernel<T, decltype(hs)::value, Params>;
+        SRLM_TRY(opt_in(forward, forward_smem(p.HS)));
+        SRLM_LAUNCH(forward, grid, kThreads, forward_smem(p.HS), c->stream, p, (const int *)bad);
+        SRLM_CUDA_LAUNCHED();
+        return SRLM_OK;
+      });
+  });
+  return st;
+}
+
+}  // namespace
+
+srlm_status op_attention_forward(srlm_backend *be, srlm_attention_params p) {
+  const char *where = SRLM_CUDA_NAME " attention_forward";
+  SRLM_TRY(srlm_attention_params_check(&p, where));
+  const size_t es = srlm_dtype_size(p.dtype), nq = (size_t)(p.T * p.NH * p.HS), nkv = (size_t)(p.T * p.NKV * p.HS);
+  SRLM_TRY(check_dev(where, "out", p.out, nq * es));
+  SRLM_TRY(check_dev(where, "lse", p.lse, (size_t)(p.T * p.NH) * sizeof(float)));
+  SRLM_TRY(check_dev(where, "q", p.q, nq * es));
+  SRLM_TRY(check_dev(where, "k", p.k, nkv * es));
+  SRLM_TRY(check_dev(where, "v", p.v, nkv * es));
+  SRLM_TRY(check_dev(where, "cu_seqlens", p.cu_seqlens, (size_t)(p.B + 1) * sizeof(int32_t)));
+  SRLM_TRY(check_launch(where, p.HS, grid_blocks(p.T, p.B, 1), p.NH));
+  return queue_forward(ctx(be), p, SRLM_OP_attention_forward,
+                       dim3((unsigned)grid_blocks(p.T, p.B, 1), (unsigned)p.NH));
+}
+
+srlm_status op_attention_kv(srlm_backend *be, srlm_attention_kv_params p) {
+  const char *where = SRLM_CUDA_NAME " attention_kv";
+  SRLM_TRY(srlm_attention_kv_params_check(&p, where));
+  if (p.n == 0 && p.NQ == 0) return SRLM_OK;  // no batch: its tensors may be NULL (backend.h)
+  const size_t es = srlm_dtype_size(p.dtype), nq = (size_t)(p.NQ * p.NH * p.HS);
+  const size_t ncache = (size_t)p.max_slots * (size_t)p.max_len * (size_t)(p.NKV * p.HS);
+  SRLM_TRY(check_dev(where, "out", p.out, nq * es));
+  SRLM_TRY(check_dev(where, "q", p.q, nq * es));
+  SRLM_TRY(check_dev(where, "k_cache", p.k_cache, ncache * es));
+  SRLM_TRY(check_dev(where, "v_cache", p.v_cache, ncache * es));
+  SRLM_TRY(check_dev(where, "slot", p.slot, (size_t)p.n * sizeof(int32_t)));
+  SRLM_TRY(check_dev(where, "cu_q", p.cu_q, (size_t)(p.n + 1) * sizeof(int32_t)));
+  SRLM_TRY(check_dev(where, "kv_len", p.kv_len, (size_t)p.n * sizeof(int32_t)));
+  const long long R = p.NH / p.NKV;
+  SRLM_TRY(check_launch(where, p.HS, grid_blocks(p.NQ, p.n, R), p.NKV));
+  return queue_forward(ctx(be), p, SRLM_OP_attention_kv, dim3((unsigned)grid_blocks(p.NQ, p.n, R), (unsigned)p.NKV));
+}
+
+srlm_status op_attention_backward(srlm_backend *be, srlm_attention_bwd_params p) {
+  const char *where = SRLM_CUDA_NAME " attention_backward";
+  SRLM_TRY(srlm_attention_bwd_params_check(&p, where));
+  const size_t es = srlm_dtype_size(p.dtype), nq = (size_t)(p.T * p.NH * p.HS), nkv = (size_t)(p.T * p.NKV * p.HS);
+  SRLM_TRY(check_dev(where, "dq", p.dq, nq * es));
+  SRLM_TRY(check_dev(where, "dk", p.dk, nkv * es));
+  SRLM_TRY(check_dev(where, "dv", p.dv, nkv * es));
+  SRLM_TRY(check_dev(where, "dout", p.dout, nq * es));
+  SRLM_TRY(check_dev(where, "out", p.out, nq * es));
+  SRLM_TRY(check_dev(where, "lse", p.lse, (size_t)(p.T * p.NH) * sizeof(float)));
+  SRLM_TRY(check_dev(where, "q", p.q, nq * es));
+  SRLM_TRY(check_dev(where, "k", p.k, nkv * es));
+  SRLM_TRY(check_dev(where, "v", p.v, nkv * es));
+  SRLM_TRY(check_dev(where, "cu_seqlens", p.cu_seqlens, (size_t)(p.B + 1) * sizeof(int32_t)));
+  const long long blocks = grid_blocks(p.T, p.B, 1);
+  SRLM_TRY(check_launch(where, p.HS, blocks, p.NH));
+  context *c = ctx(be);
+  void *w;
+  SRLM_TRY(workspace(c, kFlagBytes + (size_t)(p.T * p.NH) * sizeof(float), &w));
+  int *bad = static_cast<int *>(w);
+  float *D = reinterpret_cast<float *>(static_cast<char *>(w) + kFlagBytes);  // (T, NH)
+  srlm_status st = SRLM_OK;
+  SRLM_DTYPE_SWITCH(p.dtype, T, {
+    st = launch_check<T>(c, p, bad, SRLM_OP_attention_backward);
+    if (st == SRLM_OK && p.T > 0 && blocks > 0) {
+      const long long rows = p.T * p.NH;
+      auto rowsum = attention_d_kernel<T>;
+      SRLM_LAUNCH(rowsum, (unsigned)((rows + kDThreads - 1) / kDThreads), kDThreads, 0, c->stream, p,
+                  D);
+      SRLM_CUDA_LAUNCHED();
+      st = hs_class(p.HS, [&](auto hs) {
+        auto dq = attention_dq_kernel<T, decltype(hs)::value>;
+        auto dkv = attention_dkv_kernel<T, decltype(hs)::value>;
+        SRLM_TRY(opt_in(dq, dq_smem(p.HS)));
+        SRLM_TRY(opt_in(dkv, dkv_smem(p.HS)));
+        SRLM_LAUNCH(dq, dim3((unsigned)blocks, (unsigned)p.NH), kThreads, dq_smem(p.HS), c->stream, p, (const float *)D,
+                    (const int *)bad);
+        SRLM_CUDA_LAUNCHED();
+        SRLM_LAUNCH(dkv, dim3((unsigned)blocks, (unsigned)p.NKV), kThreads, dkv_smem(p.HS), c->stream, p,
+                    (const float *)D, (const int *)bad);
+        SRLM_CUDA_LAUNCHED();
+        return SRLM_OK;
+      });
+    }
+  });
+  return st;
+}
+
+}  // namespace SRLM_CUDA_NS
