@@ -34,10 +34,10 @@ srlm_status wait_and_check(context *c) {
   SRLM_CUDA(cudaMemsetAsync(c->kerr, 0, sizeof *c->kerr, c->stream));
   SRLM_CUDA(cudaStreamSynchronize(c->stream));
   const int op = e.op - 1;
-  char where[96];
+  char where[96], msg[256];
   snprintf(where, sizeof where, "%s %s", SRLM_CUDA_NAME, op >= 0 && op < SRLM_OP_COUNT ? srlm_op_names[op] : "kernel");
-  return srlm_error(SRLM_ERR_RANGE, where, "row %lld: %s %lld out of range [0, %lld)", e.row, kerr_kind_name(e.kind),
-                    e.value, e.limit);
+  kerr_message(e, msg, sizeof msg);
+  return srlm_error(SRLM_ERR_RANGE, where, "%s", msg);
 }
 
 // Best effort: frees what create made. A failure here would hide nothing the caller can
@@ -266,6 +266,25 @@ const char *kerr_kind_name(int kind) {
     case KERR_LENGTH: return "length";
     case KERR_SEQLEN: return "cu_seqlens entry";
     default: return "value";
+  }
+}
+
+void kerr_message(const kerr_rec &e, char *msg, size_t n) {
+  switch (e.kind) {
+    case KERR_LOGIT: snprintf(msg, n, "row %lld: logit of id %lld is %s", e.row, e.value, e.aux ? "+inf" : "NaN"); break;
+    case KERR_NO_FINITE: snprintf(msg, n, "row %lld: every logit is -inf: no token can be drawn", e.row); break;
+    case KERR_PAIR_RESPONSE:
+      snprintf(msg, n, "pair %lld: the %s answer's response (%lld tokens from row %lld) is empty or outside the batch's "
+               "%lld tokens", e.row / 2, e.row % 2 ? "rejected" : "chosen", e.aux, e.value, e.limit);
+      break;
+    case KERR_SEQ_RESPONSE:
+      snprintf(msg, n, "sequence %lld: its response (%lld tokens from row %lld) is empty or outside the batch's %lld "
+               "tokens", e.row, e.aux, e.value, e.limit);
+      break;
+    case KERR_OFFSETS0: snprintf(msg, n, "offsets[0] = %lld, expected 0", e.value); break;
+    case KERR_L_MAX: snprintf(msg, n, "sequence %lld: %lld tokens exceed l_max %lld", e.row, e.value, e.limit); break;
+    default:
+      snprintf(msg, n, "row %lld: %s %lld out of range [0, %lld)", e.row, kerr_kind_name(e.kind), e.value, e.limit);
   }
 }
 
