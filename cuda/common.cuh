@@ -232,7 +232,9 @@ SRLM_BACKEND_OPS(SRLM_CUDA_DECLARE_OP_)
 #undef SRLM_CUDA_DECLARE_OP_
 #define SRLM_CUDA_OPS(X) \
   X(matmul)              \
-  X(rmsnorm_forward)
+  X(rmsnorm_forward)   \
+  X(lmhead_forward)    \
+  X(lmhead_backward)
 
 }  // namespace SRLM_CUDA_NS
 
