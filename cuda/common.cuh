@@ -234,7 +234,9 @@ SRLM_BACKEND_OPS(SRLM_CUDA_DECLARE_OP_)
   X(matmul)              \
   X(rmsnorm_forward)   \
   X(lmhead_forward)    \
-  X(lmhead_backward)
+  X(lmhead_backward)   \
+  X(pref_loss)         \
+  X(grpo_loss)
 
 }  // namespace SRLM_CUDA_NS
 
