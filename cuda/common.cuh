@@ -232,10 +232,11 @@ SRLM_BACKEND_OPS(SRLM_CUDA_DECLARE_OP_)
 #undef SRLM_CUDA_DECLARE_OP_
 #define SRLM_CUDA_OPS(X) \
   X(matmul)              \
-  X(rmsnorm_forward)   \
-  X(lmhead_forward)    \
-  X(lmhead_backward)   \
-  X(pref_loss)         \
+  X(rmsnorm_forward)     \
+  X(lmhead_forward)      \
+  X(lmhead_backward)     \
+  X(sample)              \
+  X(pref_loss)           \
   X(grpo_loss)
 
 }  // namespace SRLM_CUDA_NS
