@@ -58,24 +58,45 @@ unsigned grid_for(long long n) {
   return (unsigned)(b < 4096 ? b : 4096);  // the kernels stride over the rest
 }
 
-// Logits of a chunk: z (tc, vc) fp32 = x rows [t0, t0 + tc) (C) times W rows [v0, v0 + vc).
-srlm_status chunk_logits(context *c, float *z, const void *x, const void *w, srlm_dtype dt, long long t0, long long tc,
-                         long long v0, long long vc, long long C) {
-  const size_t es = srlm_dtype_size(dt);
+// C (M, N) fp32 (+)= op(A) (M, K) op(B) (K, N), dense operands of dtype dt: the head's three
+// products (logits, dx, dW), through the one GEMM wrapper.
+srlm_status gemm_f32(context *c, float *C, const void *a, const void *b, long long M, long long N, long long K,
+                     int trans_a, int trans_b, int accumulate, srlm_dtype dt) {
   srlm_matmul_params mm = {};
-  mm.c = z;
-  mm.a = static_cast<const char *>(x) + (size_t)(t0 * C) * es;
-  mm.b = static_cast<const char *>(w) + (size_t)(v0 * C) * es;
-  mm.M = tc;
-  mm.N = vc;
-  mm.K = C;
-  mm.lda = C;
-  mm.ldb = C;
-  mm.ldc = vc;
-  mm.trans_b = 1;
+  mm.c = C;
+  mm.a = a;
+  mm.b = b;
+  mm.M = M;
+  mm.N = N;
+  mm.K = K;
+  mm.lda = trans_a ? M : K;
+  mm.ldb = trans_b ? K : N;
+  mm.ldc = N;
+  mm.trans_a = trans_a;
+  mm.trans_b = trans_b;
+  mm.accumulate = accumulate;
   mm.dtype = dt;
   mm.c_dtype = SRLM_F32;
   return srlm_cuda_gemm(c, &mm);
+}
+
+// Rows [r0, r0 + ...) of a dense (., C) matrix of dtype dt.
+const void *rows_at(const void *m, long long r0, long long C, srlm_dtype dt) {
+  return static_cast<const char *>(m) + (size_t)(r0 * C) * srlm_dtype_size(dt);
+}
+
+// What both ops check: the inputs they share, and the chunk shape (at most N x V).
+srlm_status head_inputs(const char *where, const void *x, const void *w, const int32_t *targets, long long N,
+                        long long C, long long V, srlm_dtype dt, lmhead_plan *plan) {
+  const size_t es = srlm_dtype_size(dt);
+  SRLM_TRY(check_dev(where, "x", x, (size_t)(N * C) * es));
+  SRLM_TRY(check_dev(where, "w", w, (size_t)(V * C) * es));
+  SRLM_TRY(check_dev(where, "targets", targets, (size_t)N * sizeof(int32_t)));
+  if (plan->TC > N) plan->TC = N;
+  if (plan->VC > V) plan->VC = V;
+  if (plan->TC < 1 || plan->VC < 1)
+    return srlm_error(SRLM_ERR_INTERNAL, where, "chunk of %lld x %lld logits", plan->TC, plan->VC);
+  return SRLM_OK;
 }
 
 }  // namespace
@@ -96,14 +117,10 @@ srlm_status lmhead_forward_chunks(srlm_backend *be, srlm_lmhead_params p, lmhead
   SRLM_TRY(srlm_lmhead_params_check(&p, where));
   if (p.N == 0) return SRLM_OK;
   const long long N = p.N, C = p.C, V = p.V;
-  const size_t es = srlm_dtype_size(p.dtype);
   SRLM_TRY(check_dev(where, "logp", p.logp, (size_t)N * sizeof(float)));
   SRLM_TRY(check_dev(where, "lse", p.lse, (size_t)N * sizeof(float)));
-  SRLM_TRY(check_dev(where, "x", p.x, (size_t)(N * C) * es));
-  SRLM_TRY(check_dev(where, "w", p.w, (size_t)(V * C) * es));
-  SRLM_TRY(check_dev(where, "targets", p.targets, (size_t)N * sizeof(int32_t)));
-  const long long TC = plan.TC < N ? plan.TC : N, VC = plan.VC < V ? plan.VC : V;
-  if (TC < 1 || VC < 1) return srlm_error(SRLM_ERR_INTERNAL, where, "chunk of %lld x %lld logits", TC, VC);
+  SRLM_TRY(head_inputs(where, p.x, p.w, p.targets, N, C, V, p.dtype, &plan));
+  const long long TC = plan.TC, VC = plan.VC;
   context *c = ctx(be);
   const size_t zb = align_up((size_t)(TC * VC) * sizeof(float)), rb = align_up((size_t)N * sizeof(float));
   void *ws;
@@ -118,7 +135,8 @@ srlm_status lmhead_forward_chunks(srlm_backend *be, srlm_lmhead_params p, lmhead
     const long long tc = N - t0 < TC ? N - t0 : TC;
     for (long long v0 = 0; v0 < V; v0 += VC) {
       const long long vc = V - v0 < VC ? V - v0 : VC;
-      SRLM_TRY(chunk_logits(c, z, p.x, p.w, p.dtype, t0, tc, v0, vc, C));
+      // z (tc, vc) = x_t (tc, C) W_v^T
+      SRLM_TRY(gemm_f32(c, z, rows_at(p.x, t0, C, p.dtype), rows_at(p.w, v0, C, p.dtype), tc, vc, C, 0, 1, 0, p.dtype));
       const lmhead_chunk ch = {z, vc, tc, vc, v0, p.targets + t0, m + t0, s + t0, zt + t0, t0};
       SRLM_TRY(lmhead_fold(c, ch));
     }
@@ -134,13 +152,10 @@ srlm_status lmhead_backward_chunks(srlm_backend *be, srlm_lmhead_bwd_params p, l
   const size_t es = srlm_dtype_size(p.dtype);
   SRLM_TRY(check_dev(where, "dx", p.dx, (size_t)(N * C) * es));
   SRLM_TRY(check_dev(where, "dw", p.dw, (size_t)(V * C) * sizeof(float)));
-  SRLM_TRY(check_dev(where, "x", p.x, (size_t)(N * C) * es));
-  SRLM_TRY(check_dev(where, "w", p.w, (size_t)(V * C) * es));
   SRLM_TRY(check_dev(where, "lse", p.lse, (size_t)N * sizeof(float)));
   SRLM_TRY(check_dev(where, "dlogp", p.dlogp, (size_t)N * sizeof(float)));
-  SRLM_TRY(check_dev(where, "targets", p.targets, (size_t)N * sizeof(int32_t)));
-  const long long TC = plan.TC < N ? plan.TC : N, VC = plan.VC < V ? plan.VC : V;
-  if (TC < 1 || VC < 1) return srlm_error(SRLM_ERR_INTERNAL, where, "chunk of %lld x %lld logits", TC, VC);
+  SRLM_TRY(head_inputs(where, p.x, p.w, p.targets, N, C, V, p.dtype, &plan));
+  const long long TC = plan.TC, VC = plan.VC;
   const bool bf16 = p.dtype == SRLM_BF16;
   context *c = ctx(be);
   const size_t zb = align_up((size_t)(TC * VC) * sizeof(float));
@@ -153,43 +168,17 @@ srlm_status lmhead_backward_chunks(srlm_backend *be, srlm_lmhead_bwd_params p, l
   float *acc = bf16 ? reinterpret_cast<float *>(static_cast<char *>(ws) + zb + db) : nullptr;  // (TC, C) fp32 dx
   for (long long t0 = 0; t0 < N; t0 += TC) {
     const long long tc = N - t0 < TC ? N - t0 : TC;
-    const void *xt = static_cast<const char *>(p.x) + (size_t)(t0 * C) * es;          // (tc, C)
-    float *dxt = bf16 ? acc : static_cast<float *>(p.dx) + t0 * C;                     // (tc, C) fp32
+    const void *xt = rows_at(p.x, t0, C, p.dtype);                  // (tc, C)
+    float *dxt = bf16 ? acc : static_cast<float *>(p.dx) + t0 * C;  // (tc, C) fp32
     for (long long v0 = 0; v0 < V; v0 += VC) {
       const long long vc = V - v0 < VC ? V - v0 : VC;
-      SRLM_TRY(chunk_logits(c, z, p.x, p.w, p.dtype, t0, tc, v0, vc, C));
+      const void *wv = rows_at(p.w, v0, C, p.dtype);  // (vc, C)
+      SRLM_TRY(gemm_f32(c, z, xt, wv, tc, vc, C, 0, 1, 0, p.dtype));  // z (tc, vc) = x_t W_v^T
       const lmhead_chunk ch = {z, vc, tc, vc, v0, p.targets + t0, nullptr, nullptr, nullptr, t0};
       SRLM_TRY(lmhead_dz(c, dz, vc, p.dtype, ch, p.lse + t0, p.dlogp + t0, V, SRLM_OP_lmhead_backward));
-      const void *wv = static_cast<const char *>(p.w) + (size_t)(v0 * C) * es;  // (vc, C)
-      srlm_matmul_params mdx = {};  // dx_t (tc, C) (+)= dz (tc, vc) W_v (vc, C)
-      mdx.c = dxt;
-      mdx.a = dz;
-      mdx.b = wv;
-      mdx.M = tc;
-      mdx.N = C;
-      mdx.K = vc;
-      mdx.lda = vc;
-      mdx.ldb = C;
-      mdx.ldc = C;
-      mdx.accumulate = v0 > 0;
-      mdx.dtype = p.dtype;
-      mdx.c_dtype = SRLM_F32;
-      SRLM_TRY(srlm_cuda_gemm(c, &mdx));
-      srlm_matmul_params mdw = {};  // dW_v (vc, C) += dz^T (vc, tc) x_t (tc, C)
-      mdw.c = p.dw + v0 * C;
-      mdw.a = dz;
-      mdw.b = xt;
-      mdw.M = vc;
-      mdw.N = C;
-      mdw.K = tc;
-      mdw.lda = vc;
-      mdw.ldb = C;
-      mdw.ldc = C;
-      mdw.trans_a = 1;
-      mdw.accumulate = 1;
-      mdw.dtype = p.dtype;
-      mdw.c_dtype = SRLM_F32;
-      SRLM_TRY(srlm_cuda_gemm(c, &mdw));
+      // dx_t (tc, C) (+)= dz (tc, vc) W_v (vc, C); dW_v (vc, C) += dz^T (vc, tc) x_t (tc, C)
+      SRLM_TRY(gemm_f32(c, dxt, dz, wv, tc, C, vc, 0, 0, v0 > 0, p.dtype));
+      SRLM_TRY(gemm_f32(c, p.dw + v0 * C, dz, xt, vc, C, tc, 1, 0, 1, p.dtype));
     }
     if (bf16) {
       __nv_bfloat16 *out = static_cast<__nv_bfloat16 *>(p.dx) + t0 * C;  // (tc, C)

@@ -164,9 +164,15 @@ __global__ void __launch_bounds__(kLossThreads) grpo_loss_kernel(srlm_grpo_loss_
     for (int o = 0; o < SRLM_GRPO_OUT_COUNT; o++) out[o] = sum[o];
 }
 
-// Blocks of a grid: one per pair or sequence.
-srlm_status check_blocks(const char *where, long long n) {
-  if (n > 0x7fffffffll) return srlm_error(SRLM_ERR_RANGE, where, "%lld blocks exceed CUDA's grid", n);
+// g = 0 over all T, then one block per pair or sequence.
+template <class P>
+srlm_status zero_and_launch(context *c, const char *where, void (*kernel)(P, kerr_rec *), const P &p, float *g,
+                            size_t T, long long blocks) {
+  if (blocks > 0x7fffffffll) return srlm_error(SRLM_ERR_RANGE, where, "%lld blocks exceed CUDA's grid", blocks);
+  if (T > 0) SRLM_CUDA(cudaMemsetAsync(g, 0, T * sizeof(float), c->stream));
+  if (blocks == 0) return SRLM_OK;
+  SRLM_LAUNCH(kernel, (unsigned)blocks, kLossThreads, 0, c->stream, p, c->kerr);
+  SRLM_CUDA_LAUNCHED();
   return SRLM_OK;
 }
 
@@ -175,7 +181,6 @@ srlm_status check_blocks(const char *where, long long n) {
 srlm_status op_pref_loss(srlm_backend *be, srlm_pref_loss_params p) {
   const char *where = SRLM_CUDA_NAME " pref_loss";
   SRLM_TRY(srlm_pref_loss_params_check(&p, where));
-  SRLM_TRY(check_blocks(where, p.n));
   const size_t n = (size_t)p.n, T = (size_t)p.T;
   SRLM_TRY(check_dev(where, "g", p.g, T * sizeof(float)));
   SRLM_TRY(check_dev(where, "pair_out", p.pair_out, n * SRLM_PREF_OUT_COUNT * sizeof(double)));
@@ -184,18 +189,12 @@ srlm_status op_pref_loss(srlm_backend *be, srlm_pref_loss_params p) {
   SRLM_TRY(check_dev(where, "resp_len", p.resp_len, 2 * n * sizeof(int32_t)));
   SRLM_TRY(check_dev(where, "ref_chosen", p.ref_chosen, n * sizeof(double)));
   SRLM_TRY(check_dev(where, "ref_rejected", p.ref_rejected, n * sizeof(double)));
-  context *c = ctx(be);
-  if (T > 0) SRLM_CUDA(cudaMemsetAsync(p.g, 0, T * sizeof(float), c->stream));
-  if (n == 0) return SRLM_OK;
-  SRLM_LAUNCH(pref_loss_kernel, (unsigned)n, kLossThreads, 0, c->stream, p, c->kerr);
-  SRLM_CUDA_LAUNCHED();
-  return SRLM_OK;
+  return zero_and_launch(ctx(be), where, pref_loss_kernel, p, p.g, T, p.n);
 }
 
 srlm_status op_grpo_loss(srlm_backend *be, srlm_grpo_loss_params p) {
   const char *where = SRLM_CUDA_NAME " grpo_loss";
   SRLM_TRY(srlm_grpo_loss_params_check(&p, where));
-  SRLM_TRY(check_blocks(where, p.n));
   const size_t n = (size_t)p.n, T = (size_t)p.T;
   SRLM_TRY(check_dev(where, "g", p.g, T * sizeof(float)));
   SRLM_TRY(check_dev(where, "seq_out", p.seq_out, n * SRLM_GRPO_OUT_COUNT * sizeof(double)));
@@ -208,12 +207,7 @@ srlm_status op_grpo_loss(srlm_backend *be, srlm_grpo_loss_params p) {
   SRLM_TRY(check_dev(where, "logp_old", p.logp_old, one));
   SRLM_TRY(check_dev(where, "logp_ref", p.logp_ref, one));
   if (p.is_cap > 0) SRLM_TRY(check_dev(where, "logp_behavior", p.logp_behavior, one));
-  context *c = ctx(be);
-  if (T > 0) SRLM_CUDA(cudaMemsetAsync(p.g, 0, T * sizeof(float), c->stream));
-  if (n == 0) return SRLM_OK;
-  SRLM_LAUNCH(grpo_loss_kernel, (unsigned)n, kLossThreads, 0, c->stream, p, c->kerr);
-  SRLM_CUDA_LAUNCHED();
-  return SRLM_OK;
+  return zero_and_launch(ctx(be), where, grpo_loss_kernel, p, p.g, T, p.n);
 }
 
 }  // namespace SRLM_CUDA_NS

@@ -14,6 +14,9 @@
 
 #include "sim_test.h"
 
+/* The same three helpers as tests/sim/test_backend.cu's (and other branches' sim tests):
+ * kept here rather than in sim_test.h until those files can drop theirs in one change, since
+ * a second definition of OK next to sim_test.h's would be a redefinition under -Werror. */
 static inline const srlm_backend_ops *dev_table() {
 #if SIM
   return srlm_backend_cuda_sim_ops();

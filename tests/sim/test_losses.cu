@@ -72,6 +72,25 @@ const double kDoubleRel = SIM ? 0.0 : 1e-12;
 
 std::vector<float> nan_filled(int64_t n) { return std::vector<float>((size_t)n, NAN); }
 
+// Runs the device op (launch), holds g and the per-pair/sequence outputs to the CPU's, and
+// runs it again for the same bits. Returns how many values differ.
+template <class F>
+int run_and_compare(dev_instance &d, const char *what, F launch, float *dg, const std::vector<float> &cg, double *dout,
+                    const std::vector<double> &cout) {
+  OK(launch());
+  const std::vector<float> g = d.down(dg, cg.size());
+  const std::vector<double> out = d.down(dout, cout.size());
+  char label[160];
+  snprintf(label, sizeof label, "%s: g", what);
+  int bad = compare(label, g, cg, kFloatRel);
+  snprintf(label, sizeof label, "%s: outputs", what);
+  bad += compare(label, out, cout, kDoubleRel);
+  OK(launch());
+  EXPECT(same_bits(d.down(dg, g.size()), g) && same_bits(d.down(dout, out.size()), out), "%s: a rerun gave other bits",
+         what);
+  return bad;
+}
+
 // The part of a CPU error message after "cpu " ("pref_loss: pair 1: ...").
 std::string cpu_words(const char *msg) { return strncmp(msg, "cpu ", 4) ? std::string(msg) : std::string(msg + 4); }
 
@@ -120,17 +139,9 @@ void test_pref() {
         double *dout = d.up<double>(nullptr, cout.size());
         p.g = dg, p.pair_out = dout, p.logp = d.up(b.logp), p.resp_start = d.up(b.start), p.resp_len = d.up(b.len);
         p.ref_chosen = o.ref ? d.up(rc) : nullptr, p.ref_rejected = o.ref ? d.up(rr) : nullptr;
-        OK(d.be.ops->pref_loss(&d.be, p));
-        const std::vector<float> g = d.down(dg, (size_t)b.T);
-        const std::vector<double> out = d.down(dout, cout.size());
         char what[96];
-        snprintf(what, sizeof what, "pref kind %d n=%d T=%lld: g", o.kind, n, (long long)b.T);
-        bad += compare(what, g, cg, kFloatRel);
-        snprintf(what, sizeof what, "pref kind %d n=%d T=%lld: pair_out", o.kind, n, (long long)b.T);
-        bad += compare(what, out, cout, kDoubleRel);
-        OK(d.be.ops->pref_loss(&d.be, p));
-        EXPECT(same_bits(d.down(dg, (size_t)b.T), g) && same_bits(d.down(dout, cout.size()), out),
-               "%s: a rerun gave other bits", what);
+        snprintf(what, sizeof what, "pref kind %d n=%d T=%lld", o.kind, n, (long long)b.T);
+        bad += run_and_compare(d, what, [&] { return d.be.ops->pref_loss(&d.be, p); }, dg, cg, dout, cout);
         d.release();
         cases++;
       }
@@ -227,17 +238,9 @@ void test_grpo() {
         p.g = dg, p.seq_out = dout, p.logp = d.up(b.logp), p.resp_start = d.up(b.start), p.offsets = d.up(off);
         p.logp_old = o.old_ ? d.up(old) : nullptr, p.logp_ref = o.ref ? d.up(ref) : nullptr;
         p.logp_behavior = o.beh ? d.up(beh) : nullptr, p.advantages = d.up(adv);
-        OK(d.be.ops->grpo_loss(&d.be, p));
-        const std::vector<float> g = d.down(dg, (size_t)b.T);
-        const std::vector<double> out = d.down(dout, cout.size());
         char what[96];
-        snprintf(what, sizeof what, "grpo agg %d n=%d T=%lld: g", o.agg, n, (long long)b.T);
-        bad += compare(what, g, cg, kFloatRel);
-        snprintf(what, sizeof what, "grpo agg %d n=%d T=%lld: seq_out", o.agg, n, (long long)b.T);
-        bad += compare(what, out, cout, kDoubleRel);
-        OK(d.be.ops->grpo_loss(&d.be, p));
-        EXPECT(same_bits(d.down(dg, (size_t)b.T), g) && same_bits(d.down(dout, cout.size()), out),
-               "%s: a rerun gave other bits", what);
+        snprintf(what, sizeof what, "grpo agg %d n=%d T=%lld", o.agg, n, (long long)b.T);
+        bad += run_and_compare(d, what, [&] { return d.be.ops->grpo_loss(&d.be, p); }, dg, cg, dout, cout);
         d.release();
         cases++;
       }
