@@ -271,11 +271,15 @@ const char *kerr_kind_name(int kind) {
 
 void kerr_message(const kerr_rec &e, char *msg, size_t n) {
   switch (e.kind) {
-    case KERR_LOGIT: snprintf(msg, n, "row %lld: logit of id %lld is %s", e.row, e.value, e.aux ? "+inf" : "NaN"); break;
-    case KERR_NO_FINITE: snprintf(msg, n, "row %lld: every logit is -inf: no token can be drawn", e.row); break;
+    case KERR_LOGIT:
+      snprintf(msg, n, "row %lld: logit of id %lld is %s", e.row, e.value, e.aux ? "+inf" : "NaN");
+      break;
+    case KERR_NO_FINITE:
+      snprintf(msg, n, "row %lld: every logit is -inf: no token can be drawn", e.row);
+      break;
     case KERR_PAIR_RESPONSE:
-      snprintf(msg, n, "pair %lld: the %s answer's response (%lld tokens from row %lld) is empty or outside the batch's "
-               "%lld tokens", e.row / 2, e.row % 2 ? "rejected" : "chosen", e.aux, e.value, e.limit);
+      snprintf(msg, n, "pair %lld: the %s answer's response (%lld tokens from row %lld) is empty or outside the "
+               "batch's %lld tokens", e.row / 2, e.row % 2 ? "rejected" : "chosen", e.aux, e.value, e.limit);
       break;
     case KERR_SEQ_RESPONSE:
       snprintf(msg, n, "sequence %lld: its response (%lld tokens from row %lld) is empty or outside the batch's %lld "

@@ -102,7 +102,8 @@ srlm_status head_inputs(const char *where, const void *x, const void *w, const i
 }  // namespace
 
 lmhead_plan lmhead_plan_for(long long N, long long V, long long budget) {
-  if (N <= 0 || V <= 0 || N <= budget / V) return {N > 0 ? N : 1, V > 0 ? V : 1};  // one chunk (or bad sizes the op refuses)
+  // one chunk (or sizes the op refuses)
+  if (N <= 0 || V <= 0 || N <= budget / V) return {N > 0 ? N : 1, V > 0 ? V : 1};
   long long vc = budget / N / kVocabGrain * kVocabGrain;
   if (vc < kVocabGrain) vc = kVocabGrain;
   if (vc > V) vc = V;

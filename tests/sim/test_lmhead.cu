@@ -202,7 +202,10 @@ void test_case(const head_case &k, srlm_dtype dt) {
     const std::vector<float> edx = widen(d.down(ddx, gdx_raw.size()), dt, (size_t)(N * C));
     const std::vector<float> edw = d.down(ddw, (size_t)(V * C));
     int nan_row = 1, others = 1, nan_dw = 1;
-    for (int64_t i = 0; i < N * C; i++) (i / C == r ? nan_row : others) &= i / C == r ? isnan(edx[i]) : edx[i] == gdx[i];
+    for (int64_t i = 0; i < N * C; i++) {
+      if (i / C == r) nan_row &= isnan(edx[i]) != 0;
+      else others &= edx[i] == gdx[i];
+    }
     for (float v : edw) nan_dw &= isnan(v);
     EXPECT(nan_row && others && nan_dw, "%s: bad backward row: dx row NaN %d, other rows kept %d, dW NaN %d", what,
            nan_row, others, nan_dw);

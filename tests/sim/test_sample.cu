@@ -95,7 +95,8 @@ struct sample_run {
     runs++;
     int bad = 0;
     for (size_t i = 0; i < n; i++) {
-      const bool same = tok[i] == ctok[i] && !memcmp(&lp[i], &clp[i], 4) && (!with_slp || !memcmp(&slp[i], &cslp[i], 4));
+      const bool same =
+          tok[i] == ctok[i] && !memcmp(&lp[i], &clp[i], 4) && (!with_slp || !memcmp(&slp[i], &cslp[i], 4));
       if (!same && bad++ == 0)
         EXPECT(0, "V=%lld T=%g k=%d p=%g min_p=%g row %zu (seq %llu step %u): device %d %.9g %.9g, cpu %d %.9g %.9g",
                (long long)r.V, (double)s.t, s.top_k, (double)s.top_p, (double)s.min_p, i,
