@@ -14,6 +14,15 @@
 
 #include "sim_test.h"
 
+/* Under a sanitizer (ThreadSanitizer: every access of the simulated threads is checked;
+ * AddressSanitizer: a Debug build) the op tests run a subset of their shapes and settings,
+ * the same code paths on less data: a race or a bad access needs no second copy of a case. */
+#if defined(__SANITIZE_ADDRESS__) || (defined(SRLM_SIM_TSAN) && SRLM_SIM_TSAN)
+static const bool kLight = SIM;
+#else
+static const bool kLight = false;
+#endif
+
 /* The same three helpers as tests/sim/test_backend.cu's (and other branches' sim tests):
  * kept here rather than in sim_test.h until those files can drop theirs in one change, since
  * a second definition of OK next to sim_test.h's would be a redefinition under -Werror. */

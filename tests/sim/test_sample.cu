@@ -113,7 +113,7 @@ void test_grid() {
   const float top_ps[] = {1.0f, 0.9f, 0.5f, 0.0f, 1e-6f, 0.999f};
   const float min_ps[] = {0.0f, 0.05f, 1.0f};
   const int64_t Vs[] = {1, 2, 7, 300};
-  long long combos = 0, nrows = 0, bad = 0;
+  long long combos = 0, nrows = 0, bad = 0, skipped = 0;
   dev_instance d;
   for (int64_t V : Vs) {
     const rows r = make_rows(2 * ROW_KINDS, V, (uint32_t)(31 * V));
@@ -124,6 +124,7 @@ void test_grid() {
           for (float mp : min_ps) {
             if (t == 0.0f && (kk != 0 || tp != 1.0f || mp != 0.0f)) continue;  // greedy ignores the cuts
             const int k = kk >= 0 ? kk : (int)V + (kk == -1 ? -1 : kk == -2 ? 0 : 10);
+            if (kLight && ++skipped % 7 != 0) continue;  // every 7th: each dimension still varies
             bad += run.check({t, tp, mp, k}, (combos & 1) == 0);
             combos++;
             nrows += r.n;
@@ -144,10 +145,11 @@ void test_large() {
   for (int64_t V : {5000, 151936}) {
     const rows r = make_rows(ROW_KINDS, V, 7000);
     sample_run run(d, r);
-    int bad = 0;
-    for (const settings &s : cases) bad += run.check(s, true);
-    fprintf(stderr, "V=%lld: %zu settings x %lld rows, %d differ from the CPU in any bit\n", (long long)V,
-            sizeof cases / sizeof cases[0], (long long)r.n, bad);
+    int bad = 0, nset = 0;
+    for (const settings &s : cases)
+      if (!kLight || &s - cases == 5 || (V < 100000 && &s - cases == 7)) bad += run.check(s, true), nset++;
+    fprintf(stderr, "V=%lld: %d settings x %lld rows, %d differ from the CPU in any bit\n", (long long)V, nset,
+            (long long)r.n, bad);
     EXPECT_EQ_INT(bad, 0);
     // the same bits again
     const settings s = cases[5];
