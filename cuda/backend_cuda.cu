@@ -34,14 +34,10 @@ srlm_status wait_and_check(context *c) {
   SRLM_CUDA(cudaMemsetAsync(c->kerr, 0, sizeof *c->kerr, c->stream));
   SRLM_CUDA(cudaStreamSynchronize(c->stream));
   const int op = e.op - 1;
-  char where[96];
+  char where[96], msg[256];
   snprintf(where, sizeof where, "%s %s", SRLM_CUDA_NAME, op >= 0 && op < SRLM_OP_COUNT ? srlm_op_names[op] : "kernel");
-  const int kind = e.kind & ~KERR_SEQUENCE;
-  if (kind == KERR_SEQLEN || kind == KERR_CU_Q)
-    return srlm_error(SRLM_ERR_RANGE, where, "%s[%lld] = %lld: the entries must start at 0, not decrease and end at %lld",
-                      kerr_kind_name(kind), e.row, e.value, e.limit);
-  return srlm_error(SRLM_ERR_RANGE, where, "%s %lld: %s %lld out of range [0, %lld)",
-                    (e.kind & KERR_SEQUENCE) ? "sequence" : "row", e.row, kerr_kind_name(kind), e.value, e.limit);
+  kerr_message(e, msg, sizeof msg);
+  return srlm_error(SRLM_ERR_RANGE, where, "%s", msg);
 }
 
 // Best effort: frees what create made. A failure here would hide nothing the caller can
@@ -271,6 +267,35 @@ const char *kerr_kind_name(int kind) {
     case KERR_SEQLEN: return "cu_seqlens";
     case KERR_CU_Q: return "cu_q";
     default: return "value";
+  }
+}
+
+void kerr_message(const kerr_rec &e, char *msg, size_t n) {
+  switch (e.kind & ~KERR_SEQUENCE) {
+    case KERR_LOGIT:
+      snprintf(msg, n, "row %lld: logit of id %lld is %s", e.row, e.value, e.aux ? "+inf" : "NaN");
+      break;
+    case KERR_NO_FINITE:
+      snprintf(msg, n, "row %lld: every logit is -inf: no token can be drawn", e.row);
+      break;
+    case KERR_PAIR_RESPONSE:
+      snprintf(msg, n, "pair %lld: the %s answer's response (%lld tokens from row %lld) is empty or outside the "
+               "batch's %lld tokens", e.row / 2, e.row % 2 ? "rejected" : "chosen", e.aux, e.value, e.limit);
+      break;
+    case KERR_SEQ_RESPONSE:
+      snprintf(msg, n, "sequence %lld: its response (%lld tokens from row %lld) is empty or outside the batch's %lld "
+               "tokens", e.row, e.aux, e.value, e.limit);
+      break;
+    case KERR_OFFSETS0: snprintf(msg, n, "offsets[0] = %lld, expected 0", e.value); break;
+    case KERR_L_MAX: snprintf(msg, n, "sequence %lld: %lld tokens exceed l_max %lld", e.row, e.value, e.limit); break;
+    case KERR_SEQLEN:
+    case KERR_CU_Q: /* a boundary is not a value in [0, L): its own message */
+      snprintf(msg, n, "%s[%lld] = %lld: the entries must start at 0, not decrease and end at %lld",
+               kerr_kind_name(e.kind), e.row, e.value, e.limit);
+      break;
+    default:
+      snprintf(msg, n, "%s %lld: %s %lld out of range [0, %lld)", (e.kind & KERR_SEQUENCE) ? "sequence" : "row", e.row,
+               kerr_kind_name(e.kind & ~KERR_SEQUENCE), e.value, e.limit);
   }
 }
 

@@ -12,7 +12,8 @@
 // - srlm_dyn_smem<T>() for dynamic shared memory (static `__shared__` arrays work as usual).
 // - kerr_record() for bad data only the device can see (an id out of range): the next
 //   sync()/copy_d2h() reports it as "<backend> <op>: row R: <kind> V out of range [0, L)"
-//   ("sequence R" for a kind with KERR_SEQUENCE).
+//   ("sequence R" for a kind with KERR_SEQUENCE), or in the words of the CPU twin for the
+//   kinds kerr_message knows.
 // - The context (ctx()): stream, workspace, staging, the error record, and srlm_cuda_gemm.
 // - check_dev() on every pointer argument: on the simulator it catches a host pointer passed
 //   as device memory; on a GPU it costs nothing (compiled out).
@@ -136,6 +137,13 @@ enum kerr_kind {
   // and end at L"), a different message because a boundary is not a value in [0, L).
   KERR_SEQLEN,         // "cu_seqlens"
   KERR_CU_Q,           // "cu_q": attention_kv's and kv_append's query rows per sequence
+  // Kinds with a message of their own (kerr_message), the CPU twin's words:
+  KERR_LOGIT,          // sample: the logit of id `value` is NaN (aux 0) or +inf (aux 1)
+  KERR_NO_FINITE,      // sample: every logit of the row is -inf
+  KERR_PAIR_RESPONSE,  // pref_loss: sequence `row` (pair row / 2) has `aux` tokens from `value`, T = limit
+  KERR_SEQ_RESPONSE,   // grpo_loss: sequence `row` has `aux` tokens from `value`, T = limit
+  KERR_OFFSETS0,       // grpo_loss: offsets[0] = `value`, not 0
+  KERR_L_MAX,          // grpo_loss: sequence `row` has `value` tokens, past l_max = limit
   // Or'ed into a kind when R is a sequence rather than a row ("sequence R: slot V out of
   // range"): slots and lengths belong to a sequence of a batch.
   KERR_SEQUENCE = 0x100,
@@ -148,17 +156,21 @@ struct kerr_rec {
   int op;    // srlm_op_id + 1; 0 while nothing went wrong
   int kind;  // kerr_kind
   long long row, value, limit;  // the valid range is [0, limit)
+  long long aux;                // a second value where the kind's message needs one
 };
 
 __device__ __forceinline__ void kerr_record(kerr_rec *e, srlm_op_id op, int kind, long long row, long long value,
-                                            long long limit) {
+                                            long long limit, long long aux = 0) {
   if (atomicCAS(&e->op, 0, (int)op + 1) == 0) {
     e->kind = kind;
     e->row = row;
     e->value = value;
     e->limit = limit;
+    e->aux = aux;
   }
 }
+// What a claimed record says, after "<backend> <op>: " (backend_cuda.cu).
+void kerr_message(const kerr_rec &e, char *msg, size_t n);
 
 // ---- the context ----------------------------------------------------------------------------
 
@@ -244,7 +256,12 @@ SRLM_BACKEND_OPS(SRLM_CUDA_DECLARE_OP_)
   X(adamw)               \
   X(attention_forward)   \
   X(attention_backward)  \
-  X(attention_kv)
+  X(attention_kv)        \
+  X(lmhead_forward)      \
+  X(lmhead_backward)     \
+  X(sample)              \
+  X(pref_loss)           \
+  X(grpo_loss)
 
 }  // namespace SRLM_CUDA_NS
 

@@ -16,7 +16,8 @@
 //
 // dz: rows x column tiles; every element is independent. Probabilities under FLT_MIN are 0,
 // as in the CPU twin's exp: expf's 2-ulp error is relative only for normal results, and a
-// subnormal one would be off by 2x or more.
+// subnormal one would be off by 2x or more. A row with dlogp 0 gets exact zeros (the CPU
+// twin's shortcut: an infinite logit must not turn 0 * inf into NaN there).
 #include "logprob.cuh"
 
 namespace SRLM_CUDA_NS {
@@ -111,9 +112,10 @@ __global__ void __launch_bounds__(kDzThreads)
                      kerr_rec *kerr, int op) {
   const long long row = blockIdx.x;
   const int t = p.targets[row];
-  const bool bad = t != -1 && (t < 0 || t >= V);
-  if (bad && blockIdx.y == 0 && threadIdx.x == 0) kerr_record(kerr, (srlm_op_id)op, KERR_TARGET_ID, row, t, V);
   const float g = dlogp[row], lse = lse_in[row];
+  // A row without a target must carry no gradient: its -1 is then out of range [0, V).
+  const bool bad = t == -1 ? g != 0.0f : (t < 0 || t >= V);
+  if (bad && blockIdx.y == 0 && threadIdx.x == 0) kerr_record(kerr, (srlm_op_id)op, KERR_TARGET_ID, p.n0 + row, t, V);
   const float *z = p.z + row * p.ldz;  // (Vc)
   T *d = dz + row * lddz;              // (Vc)
   const long long tile = (long long)kDzThreads * kDzPerThread;
@@ -122,7 +124,7 @@ __global__ void __launch_bounds__(kDzThreads)
     for (long long v = t0 + threadIdx.x; v < end; v += kDzThreads) {
       const float dl = z[v] - lse;  // NaN stays NaN: the comparison is false
       const float e = dl < kExpLo ? 0.0f : expf(dl);
-      st(d + v, bad ? NAN : g * ((p.v0 + v == t ? 1.0f : 0.0f) - e));
+      st(d + v, bad ? NAN : g == 0.0f ? 0.0f : g * ((p.v0 + v == t ? 1.0f : 0.0f) - e));
     }
   }
 }

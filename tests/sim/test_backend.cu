@@ -435,7 +435,7 @@ void test_lmhead_chunks() {
   OK(ops->copy_h2d(be, dm, minf, sizeof minf));
   OK(ops->copy_h2d(be, ds, zero, sizeof zero));
   for (long long v0 = 0; v0 < V; v0 += Vc) {
-    SRLM_CUDA_NS::lmhead_chunk ch = {dz + v0, V, N, V - v0 < Vc ? V - v0 : Vc, v0, dt, dm, ds, dzt};
+    SRLM_CUDA_NS::lmhead_chunk ch = {dz + v0, V, N, V - v0 < Vc ? V - v0 : Vc, v0, dt, dm, ds, dzt, 0};
     OK(SRLM_CUDA_NS::lmhead_fold(c, ch));
   }
   OK(SRLM_CUDA_NS::lmhead_finalize(c, dlogp, dlse, dm, ds, dzt, dt, N, V, SRLM_OP_lmhead_forward));
@@ -461,7 +461,7 @@ void test_lmhead_chunks() {
     void *ddz;
     OK(ops->alloc(be, &ddz, (size_t)(N * Vc) * es));
     const long long v0 = 16384;  // the middle chunk
-    SRLM_CUDA_NS::lmhead_chunk ch = {dz + v0, V, N, Vc, v0, dt, nullptr, nullptr, nullptr};
+    SRLM_CUDA_NS::lmhead_chunk ch = {dz + v0, V, N, Vc, v0, dt, nullptr, nullptr, nullptr, 0};
     OK(SRLM_CUDA_NS::lmhead_dz(c, ddz, Vc, dt_, ch, dlse, ddl, V, SRLM_OP_lmhead_backward));
     std::vector<unsigned char> raw((size_t)(N * Vc) * es);
     std::vector<float> g((size_t)(N * Vc));

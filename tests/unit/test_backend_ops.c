@@ -28,13 +28,14 @@
  * reference) the base is instead a naive fp32 implementation written here: fp32 math on
  * the (rounded) inputs, outputs rounded once to the dtype, plus the roundings an op's
  * contract prescribes (the LM head's bf16 dlogits). Where the contract fixes the bits
- * (gathers, the scatter-add in row order, add, cast, KV append, AdamW's compute copy)
- * the bits are checked instead. Data errors (an id out of range, a bad slot) must be
+ * (gathers, the scatter-add in row order, add, cast, KV append, AdamW's compute copy,
+ * a backend's sampled tokens and log-probs: the CPU's) the bits are checked instead. Data
+ * errors (an id out of range, a bad slot) must be
  * reported by the op or by the next sync, as a range error naming the backend's op and
  * the row or sequence.
  *
  * Lacking ops are reported; for cpu and cuda-sim, which must have every op, a lacking op
- * is a failure, except those of k_pending_ops. */
+ * is a failure. */
 #include <float.h>
 #include <math.h>
 #include <stdarg.h>
@@ -43,6 +44,8 @@
 
 #include "srlm/backend.h"
 #include "srlm/core.h"
+#include "srlm/loss_math.h"
+#include "sample_ref.h"
 #include "test.h"
 
 #define NELEM(a) (sizeof(a) / sizeof((a)[0]))
@@ -64,17 +67,13 @@
 #define FLOOR_ORDER 1.0
 #define FLOOR_LIBM 2.0
 
-/* Ops whose CPU twins (and cases) are being written on other branches: until they land, a
- * backend that lacks exactly these is reported but not failed. Delete a name when its op
- * and its case_<op> arrive; delete the list when it is empty. */
-static const char *const k_pending_ops[] = {"sample", "pref_loss", "grpo_loss"};
 /* Backends that must have every op of the list. */
 static const char *const k_complete_backends[] = {"cpu", "cuda-sim"};
 
 /* ---- tensors ------------------------------------------------------------------------ */
 
-typedef enum elem { E_F32, E_BF16, E_I32, E_F64 } elem;
-static const size_t k_elem_size[] = {4, 2, 4, 8};
+typedef enum elem { E_F32, E_BF16, E_I32, E_F64, E_I64 } elem; /* E_I64: offsets, sequence ids */
+static const size_t k_elem_size[] = {4, 2, 4, 8, 8};
 static elem E(srlm_dtype dt) { return dt == SRLM_BF16 ? E_BF16 : E_F32; }
 static int is_float(elem e) { return e == E_F32 || e == E_BF16; }
 
@@ -172,6 +171,7 @@ static tens *T_copy(tctx *t, const char *name, const tens *x, int out) {
 
 static int32_t *I32(const tens *x) { return x->h; }
 static double *F64(const tens *x) { return x->h; }
+static int64_t *I64(const tens *x) { return x->h; }
 
 /* Uniform values in [lo, hi] from the shape's next Philox stream, rounded to x's type. */
 static void rnd(tctx *t, tens *x, double lo, double hi) {
@@ -181,6 +181,7 @@ static void rnd(tctx *t, tens *x, double lo, double hi) {
     for (int64_t j = 0; j < 4 && i + j < x->n; j++) {
       const double u = lo + (hi - lo) * srlm_rng_u01d(o.v[j], o.v[(j + 1) & 3]);
       if (x->e == E_I32) I32(x)[i + j] = (int32_t)u;
+      else if (x->e == E_I64) I64(x)[i + j] = (int64_t)u;
       else if (x->e == E_F64) F64(x)[i + j] = u;
       else x->f[i + j] = (float)u;
     }
@@ -289,6 +290,7 @@ static double elem_value(elem e, const void *p, int64_t i) {
     case E_BF16: return srlm_bf16_to_f32(((const uint16_t *)p)[i]);
     case E_I32: return ((const int32_t *)p)[i];
     case E_F64: return ((const double *)p)[i];
+    case E_I64: return (double)((const int64_t *)p)[i];
   }
   return NAN;
 }
@@ -1896,19 +1898,322 @@ static void case_adamw(tctx *t) {
   }
 }
 
-/* ---- ops whose cases arrive with their CPU twins ------------------------------------------ */
+/* ---- sampling ------------------------------------------------------------------------------ */
 
-/* sample, pref_loss and grpo_loss are being written on other branches; each one's case
- * replaces its stub here, with the op (and its name leaves k_pending_ops). A backend that
- * has the op while its case is still a stub fails: no op without its test. */
-static void case_pending(tctx *t) {
-  shape_begin(t, 0, "(no case yet)");
-  EXPECT(0, "%s: %s has op %s, but this test has no case for it yet: write case_%s", t->label, t->be->name,
-         srlm_op_names[t->op], srlm_op_names[t->op]);
+typedef struct smp_io {
+  srlm_sample_params p;
+  tens *tok, *lp, *slp, *logits, *seq, *step;
+} smp_io;
+
+static srlm_status smp_launch(srlm_backend *be, void *vp) {
+  const smp_io *io = vp;
+  srlm_sample_params p = io->p;
+  p.token = D(io->tok), p.logprob = D(io->lp), p.sample_logprob = D(io->slp), p.logits = D(io->logits);
+  p.seq_id = D(io->seq), p.step = D(io->step);
+  return SRLM_OP(be, sample, p);
 }
-static void case_sample(tctx *t) { case_pending(t); }
-static void case_pref_loss(tctx *t) { case_pending(t); }
-static void case_grpo_loss(tctx *t) { case_pending(t); }
+
+/* The token must be sampler.h's by a straightforward reference (full sort, double sums:
+ * tests/unit/sample_ref.h), on every backend; a backend must give the CPU's token and
+ * log-probs BIT FOR BIT (sample_math.h's design); the log-probs against the reference's
+ * float64 values by the rule (the CPU's base: the reference rounded to fp32; the weights'
+ * fp32 exp and the 2^-62 masses cost the CPU a few ulps of log Z). Rows: random, ties
+ * (logits on a grid of 1/2), a third masked to -inf, a wide range; settings: greedy, plain,
+ * each cut and all of them; sequence ids past 2^32. */
+static void case_sample(tctx *t) {
+  static const struct { int64_t n, V; } S[] = {{0, 5}, {1, 1}, {8, 7}, {8, 300}, {4, 5000}, {3, 151936}};
+  static const sample_settings set[] = {{0.0f, 1.0f, 0.0f, 0},   {1.0f, 1.0f, 0.0f, 0},  {0.7f, 0.9f, 0.0f, 0},
+                                        {1.0f, 1.0f, 0.05f, 0},  {1.3f, 1.0f, 0.0f, 3},  {0.8f, 0.95f, 0.05f, 20}};
+  if (t->dtype_pass > 0) return; /* no dtype: run with the first one only */
+  for (size_t k = 0; k < NELEM(S); k++)
+    for (size_t j = 0; j < NELEM(set); j++) {
+      const int64_t n = S[k].n, V = S[k].V;
+      const sample_settings *st = &set[j];
+      shape_begin(t, (int)(k * NELEM(set) + j), "n=%lld V=%lld T=%g top_k=%d top_p=%g min_p=%g", (long long)n,
+                  (long long)V, (double)st->t, st->top_k, (double)st->top_p, (double)st->min_p);
+      tens *logits = T_in(t, "logits", E_F32, n * V), *seq = T_in(t, "seq_id", E_I64, n);
+      tens *step = T_in(t, "step", E_I32, n), *tok = T_out(t, "token", E_I32, n);
+      tens *lp = T_out(t, "logprob", E_F32, n), *slp = T_out(t, "sample_logprob", E_F32, n);
+      rnd(t, logits, -4, 4);
+      for (int64_t r = 0; r < n; r++) {
+        float *l = logits->f + r * V;
+        for (int64_t i = 0; i < V; i++) {
+          if (r % 4 == 1) l[i] = floorf(2 * l[i]) / 2;
+          if (r % 4 == 2 && i % 3 == 1) l[i] = -INFINITY;
+          if (r % 4 == 3) l[i] = -5 * l[i] * l[i];
+        }
+        I64(seq)[r] = r * 977 + (r % 3 == 2 ? INT64_C(1) << 33 : 0);
+        I32(step)[r] = (int32_t)(r % 5 + k);
+      }
+      tstore(logits);
+      smp_io io = {{.n = n, .V = V, .temperature = st->t, .top_p = st->top_p, .min_p = st->min_p,
+                    .top_k = st->top_k, .seed = t->seed},
+                   tok, lp, slp, logits, seq, step};
+      if (EXEC(t, smp_launch, &io, logits, seq, step, tok, lp, slp)) {
+        double *rlp = dz(t, n), *rslp = dz(t, n), *glp = dz(t, n), *gslp = dz(t, n), *blp = dz(t, n),
+               *bslp = dz(t, n), mag = 0;
+        for (int64_t r = 0; r < n; r++) {
+          const float *l = logits->f + r * V;
+          const sample_ref_out ref = sample_reference(l, V, st, t->seed, (uint64_t)I64(seq)[r], (uint32_t)I32(step)[r]);
+          const int32_t got = ((const int32_t *)tok->res[RES_GOT])[r];
+          note_check(t, got != ref.token, 1);
+          EXPECT(got == ref.token, "%s: row %lld: token %d, the reference's %d", t->label, (long long)r, got,
+                 ref.token);
+          rlp[r] = ref.logprob, rslp[r] = ref.sample_logprob;
+          glp[r] = lp->gotf[r], gslp[r] = slp->gotf[r];
+          blp[r] = t->is_ref ? (float)ref.logprob : lp->basef[r];
+          bslp[r] = t->is_ref ? (float)ref.sample_logprob : slp->basef[r];
+          float m = -INFINITY;
+          for (int64_t i = 0; i < V; i++) m = l[i] > m ? l[i] : m;
+          mag = fmax(mag, fabs(ref.logprob) + fabs(m) + (st->t > 0 ? fabs(ref.sample_logprob) + fabs(m) / st->t : 0));
+        }
+        rule_n(t, "logprob", glp, blp, rlp, NULL, n, FLOOR_LIBM * FLT_EPSILON * mag);
+        rule_n(t, "sample_logprob", gslp, bslp, rslp, NULL, n, FLOOR_LIBM * FLT_EPSILON * mag);
+        if (!t->is_ref) {
+          expect_bits(t, "token = the cpu's", tok, tok->res[RES_BASE]);
+          expect_bits(t, "logprob = the cpu's", lp, lp->res[RES_BASE]);
+          expect_bits(t, "sample_logprob = the cpu's", slp, slp->res[RES_BASE]);
+        }
+      }
+      if (n >= 4 && j == 1) { /* a NaN logit: an error naming the row */
+        logits->f[2 * V + 3] = NAN;
+        tstore(logits);
+        DATA_ERROR(t, "row 2", smp_launch, &io, logits, seq, step, tok, lp, slp);
+      }
+      shape_end(t);
+    }
+}
+
+/* ---- the loss coefficients --------------------------------------------------------------- */
+
+/* A packed batch: nseq responses of 1..max_len tokens, each behind 1..3 prompt rows, then
+ * 2 padding rows; log-probs in [-6, -0.05]. *start (nseq) gets where each response starts. */
+static tens *packed_logp(tctx *t, int64_t nseq, int64_t max_len, tens *start, tens *len, int64_t *T) {
+  int32_t *gap = scratch(t, (size_t)(nseq > 0 ? nseq : 1) * sizeof(int32_t));
+  rnd_ints(t, I32(len), nseq, 1, max_len + 1);
+  rnd_ints(t, gap, nseq, 1, 4);
+  int64_t rows = 0;
+  for (int64_t s = 0; s < nseq; s++) {
+    rows += gap[s];
+    I32(start)[s] = (int32_t)rows;
+    rows += I32(len)[s];
+  }
+  *T = rows + 2;
+  tens *logp = T_in(t, "logp", E_F32, *T);
+  rnd(t, logp, -6, -0.05);
+  return logp;
+}
+
+/* sum of x[start .. start + len) in double-double (TwoSum): exact to 2^-106, independent of
+ * the order; `naive`: the plain double sum in token order (the contract's); *mag: sum |x|. */
+static double exact_sum(const float *x, int64_t start, int64_t len, double *naive, double *mag) {
+  double hi = 0, lo = 0;
+  *naive = 0, *mag = 0;
+  for (int64_t i = start; i < start + len; i++) {
+    const double v = x[i], s = hi + v, bb = s - hi;
+    lo += (hi - (s - bb)) + (v - bb);
+    hi = s;
+    *naive += v;
+    *mag += fabs(v);
+  }
+  return hi + lo;
+}
+
+/* The rule on a double output of n values (the floor: `ulps` double ulps of mag). */
+static void rule_f64(tctx *t, const char *what, const tens *x, const double *ref, const double *naive, int64_t n,
+                     double ulps, double mag) {
+  const double *got = x->res[RES_GOT], *base = t->is_ref ? naive : x->res[RES_BASE];
+  rule_n(t, what, got, base, ref, NULL, n, ulps * DBL_EPSILON * mag);
+}
+
+/* g is 0 (+0) on every row no response holds. */
+static void expect_g_zero_off(tctx *t, const tens *g, const char *covered) {
+  int64_t bad = -1;
+  for (int64_t i = 0; i < g->n && bad < 0; i++)
+    if (!covered[i] && !(g->gotf[i] == 0.0f && !signbit(g->gotf[i]))) bad = i;
+  note_check(t, bad >= 0, 1);
+  EXPECT(bad < 0, "%s: g[%lld] = %g off the responses (must be 0)", t->label, (long long)bad,
+         bad < 0 ? 0.0 : (double)g->gotf[bad]);
+}
+
+typedef struct pref_io {
+  srlm_pref_loss_params p;
+  tens *g, *out, *logp, *start, *len, *rc, *rr;
+} pref_io;
+
+static srlm_status pref_launch(srlm_backend *be, void *vp) {
+  const pref_io *io = vp;
+  srlm_pref_loss_params p = io->p;
+  p.g = D(io->g), p.pair_out = D(io->out), p.logp = D(io->logp), p.resp_start = D(io->start);
+  p.resp_len = D(io->len), p.ref_chosen = D(io->rc), p.ref_rejected = D(io->rr);
+  return SRLM_OP(be, pref_loss, p);
+}
+
+/* Every preference loss on packed pairs against loss_math.h's formulas evaluated on exact
+ * (double-double) response sums; the CPU's base: the same formulas on the contract's
+ * double sums in token order. The formulas' rounding on a GPU (fma contraction, device
+ * exp/log1p) is a few double ulps of the terms' magnitude: the floor is 16 of them. g is
+ * the coefficient rounded once to fp32, 0 off the responses (over NaN). */
+static void case_pref_loss(tctx *t) {
+  static const struct { int64_t n, max_len; int kind, ref; double beta, ls, gamma, nll; } S[] = {
+      {0, 5, SRLM_PREF_DPO, 1, 0.1, 0, 0, 0},       {1, 1, SRLM_PREF_SFT, 0, 0, 0, 0, 0},
+      {3, 40, SRLM_PREF_DPO, 1, 0.1, 0, 0, 0},      {3, 40, SRLM_PREF_DPO, 1, 0.5, 0.2, 0, 1.0},
+      {4, 300, SRLM_PREF_IPO, 1, 0.3, 0, 0, 0},     {5, 17, SRLM_PREF_SIMPO, 0, 2.0, 0, 0.5, 0},
+      {2, 200, SRLM_PREF_SIMPO, 1, 2.5, 0, 1.0, 0.3},
+  };
+  if (t->dtype_pass > 0) return; /* no dtype: run with the first one only */
+  for (size_t k = 0; k < NELEM(S); k++) {
+    const int64_t n = S[k].n, norm = n + 2;
+    shape_begin(t, (int)k, "pairs=%lld kind %d%s beta %g ls %g gamma %g nll %g", (long long)n, S[k].kind,
+                S[k].ref ? " ref" : "", S[k].beta, S[k].ls, S[k].gamma, S[k].nll);
+    tens *start = T_in(t, "resp_start", E_I32, 2 * n), *len = T_in(t, "resp_len", E_I32, 2 * n);
+    int64_t T;
+    tens *logp = packed_logp(t, 2 * n, S[k].max_len, start, len, &T);
+    tens *rc = S[k].ref ? T_in(t, "ref_chosen", E_F64, n) : NULL;
+    tens *rr = S[k].ref ? T_in(t, "ref_rejected", E_F64, n) : NULL;
+    if (rc) rnd(t, rc, -200, -1), rnd(t, rr, -200, -1);
+    tens *g = T_out(t, "g", E_F32, T), *out = T_out(t, "pair_out", E_F64, n * SRLM_PREF_OUT_COUNT);
+    for (int64_t i = 0; i < out->n; i++) F64(out)[i] = NAN; /* overwritten */
+    pref_io io = {{.n = n, .T = T, .kind = S[k].kind, .beta = S[k].beta, .label_smoothing = S[k].ls,
+                   .simpo_gamma = S[k].gamma, .nll_weight = S[k].nll, .norm = norm},
+                  g, out, logp, start, len, rc, rr};
+    if (EXEC(t, pref_launch, &io, logp, start, len, rc, rr, g, out)) {
+      const srlm_pref_math m = {.kind = S[k].kind, .beta = S[k].beta, .label_smoothing = S[k].ls,
+                                .simpo_gamma = S[k].gamma, .nll_weight = S[k].nll, .inv_norm = 1.0 / (double)norm};
+      double *ref = dz(t, out->n), *nv = dz(t, out->n), *gref = dz(t, T), mag = 0;
+      float *gnv = fz(t, T);
+      char *covered = scratch(t, (size_t)T);
+      for (int64_t i = 0; i < n; i++) {
+        srlm_pref_pair_in x = {.len_chosen = I32(len)[2 * i], .len_rejected = I32(len)[2 * i + 1], .has_ref = S[k].ref};
+        srlm_pref_pair_in xn = x;
+        double mc, mr;
+        x.logp_chosen = exact_sum(logp->f, I32(start)[2 * i], I32(len)[2 * i], &xn.logp_chosen, &mc);
+        x.logp_rejected = exact_sum(logp->f, I32(start)[2 * i + 1], I32(len)[2 * i + 1], &xn.logp_rejected, &mr);
+        if (S[k].ref) xn.ref_chosen = x.ref_chosen = F64(rc)[i], xn.ref_rejected = x.ref_rejected = F64(rr)[i];
+        const srlm_pref_term r = srlm_pref_pair_term(m, x), q = srlm_pref_pair_term(m, xn);
+        const double row[SRLM_PREF_OUT_COUNT] = {r.loss, r.nll, x.logp_chosen, x.logp_rejected, r.reward_chosen,
+                                                 r.reward_rejected, r.coef_chosen, r.coef_rejected};
+        const double nrow[SRLM_PREF_OUT_COUNT] = {q.loss, q.nll, xn.logp_chosen, xn.logp_rejected, q.reward_chosen,
+                                                  q.reward_rejected, q.coef_chosen, q.coef_rejected};
+        memcpy(ref + i * SRLM_PREF_OUT_COUNT, row, sizeof row);
+        memcpy(nv + i * SRLM_PREF_OUT_COUNT, nrow, sizeof nrow);
+        const double refs = S[k].ref ? fabs(F64(rc)[i]) + fabs(F64(rr)[i]) : 0;
+        mag = fmax(mag, (1 + S[k].beta) * (1 + S[k].nll) * (1 + S[k].gamma + mc + mr + refs));
+        for (int a = 0; a < 2; a++)
+          for (int32_t j = I32(start)[2 * i + a]; j < I32(start)[2 * i + a] + I32(len)[2 * i + a]; j++) {
+            gref[j] = a ? r.coef_rejected : r.coef_chosen;
+            gnv[j] = (float)(a ? q.coef_rejected : q.coef_chosen);
+            covered[j] = 1;
+          }
+      }
+      rule_f64(t, "pair_out", out, ref, nv, out->n, 16, mag);
+      rule(t, "g", g, gref, gnv, NULL, FLOOR_ORDER);
+      expect_g_zero_off(t, g, covered);
+    }
+    if (n >= 2) { /* pair 1's rejected answer runs past the batch */
+      I32(len)[3] = (int32_t)(T - I32(start)[3] + 1);
+      DATA_ERROR(t, "pair 1", pref_launch, &io, logp, start, len, rc, rr, g, out);
+    }
+    shape_end(t);
+  }
+}
+
+typedef struct grpo_io {
+  srlm_grpo_loss_params p;
+  tens *g, *out, *logp, *start, *off, *old, *ref, *beh, *adv;
+} grpo_io;
+
+static srlm_status grpo_launch(srlm_backend *be, void *vp) {
+  const grpo_io *io = vp;
+  srlm_grpo_loss_params p = io->p;
+  p.g = D(io->g), p.seq_out = D(io->out), p.logp = D(io->logp), p.resp_start = D(io->start), p.offsets = D(io->off);
+  p.logp_old = D(io->old), p.logp_ref = D(io->ref), p.logp_behavior = D(io->beh), p.advantages = D(io->adv);
+  return SRLM_OP(be, grpo_loss, p);
+}
+
+/* GRPO, DAPO and Dr.GRPO per token against loss_math.h's per-token terms, the sequence sums
+ * in double-double (the CPU's base: plain double sums in token order); old/ref/behavior
+ * log-probs near the current ones, so tokens fall on both sides of the clip band and of the
+ * importance cap. The floor: 16 double ulps of the sum of |terms|. */
+static void case_grpo_loss(tctx *t) {
+  static const struct { int64_t n, max_len; int agg, old, ref, beh; double clip, beta, cap; } S[] = {
+      {0, 5, SRLM_GRPO_AGG_SEQ_MEAN, 0, 0, 0, 0.2, 0, 0},     {1, 1, SRLM_GRPO_AGG_SEQ_MEAN, 0, 0, 0, 0.2, 0, 0},
+      {4, 40, SRLM_GRPO_AGG_SEQ_MEAN, 1, 1, 0, 0.2, 0.04, 0}, {5, 300, SRLM_GRPO_AGG_TOKEN_MEAN, 1, 1, 1, 0.28, 0, 2},
+      {3, 60, SRLM_GRPO_AGG_FIXED_LEN, 1, 0, 1, 0.1, 0, 1.5}, {6, 9, SRLM_GRPO_AGG_TOKEN_MEAN, 0, 1, 0, 0, 0.1, 0},
+  };
+  if (t->dtype_pass > 0) return; /* no dtype: run with the first one only */
+  for (size_t k = 0; k < NELEM(S); k++) {
+    const int64_t n = S[k].n;
+    shape_begin(t, (int)k, "seqs=%lld agg %d%s%s%s clip %g beta %g cap %g", (long long)n, S[k].agg,
+                S[k].old ? " old" : "", S[k].ref ? " ref" : "", S[k].beh ? " behavior" : "", S[k].clip, S[k].beta,
+                S[k].cap);
+    tens *start = T_in(t, "resp_start", E_I32, n), *len = T_in(t, "len", E_I32, n);
+    tens *off = T_in(t, "offsets", E_I64, n + 1);
+    int64_t T;
+    tens *logp = packed_logp(t, n, S[k].max_len, start, len, &T);
+    I64(off)[0] = 0;
+    for (int64_t i = 0; i < n; i++) I64(off)[i + 1] = I64(off)[i] + I32(len)[i];
+    const int64_t N = I64(off)[n];
+    tens *old = S[k].old ? T_in(t, "logp_old", E_F32, N) : NULL, *ref = S[k].ref ? T_in(t, "logp_ref", E_F32, N) : NULL;
+    tens *beh = S[k].beh ? T_in(t, "logp_behavior", E_F32, N) : NULL, *adv = T_in(t, "advantages", E_F64, n);
+    tens *near[3] = {old, ref, beh};
+    for (int a = 0; a < 3; a++) {
+      if (!near[a]) continue;
+      rnd(t, near[a], -0.4, 0.4);
+      for (int64_t i = 0; i < n; i++)
+        for (int64_t j = I64(off)[i]; j < I64(off)[i + 1]; j++)
+          near[a]->f[j] += logp->f[I32(start)[i] + j - I64(off)[i]];
+      tstore(near[a]);
+    }
+    rnd(t, adv, -2, 2);
+    tens *g = T_out(t, "g", E_F32, T), *out = T_out(t, "seq_out", E_F64, n * SRLM_GRPO_OUT_COUNT);
+    for (int64_t i = 0; i < out->n; i++) F64(out)[i] = NAN; /* overwritten */
+    grpo_io io = {{.n = n, .T = T, .clip_eps = S[k].clip, .beta = S[k].beta, .is_cap = S[k].cap, .agg = S[k].agg,
+                   .l_max = S[k].max_len + 3, .norm_seqs = n + 1, .norm_tokens = N + 7},
+                  g, out, logp, start, off, old, ref, beh, adv};
+    if (EXEC(t, grpo_launch, &io, logp, start, off, old, ref, beh, adv, g, out)) {
+      const srlm_grpo_math m = srlm_grpo_math_make(S[k].clip, S[k].beta, S[k].cap);
+      double *rs = dz(t, out->n), *ns = dz(t, out->n), *gref = dz(t, T), mag = 0;
+      float *gnv = fz(t, T);
+      char *covered = scratch(t, (size_t)T);
+      for (int64_t i = 0; i < n; i++) {
+        const int64_t j0 = I64(off)[i], L = I64(off)[i + 1] - j0;
+        const double w =
+            srlm_grpo_token_weight(S[k].agg, (double)io.p.norm_seqs, (double)io.p.norm_tokens, L, io.p.l_max);
+        double hi[SRLM_GRPO_OUT_COUNT] = {0}, lo[SRLM_GRPO_OUT_COUNT] = {0}, sm[SRLM_GRPO_OUT_COUNT] = {0};
+        double *nrow = ns + i * SRLM_GRPO_OUT_COUNT;
+        for (int64_t q = 0; q < L; q++) {
+          const int64_t tt = I32(start)[i] + q, j = j0 + q;
+          const double lp = logp->f[tt];
+          const srlm_grpo_token_in x = {.logp = lp, .logp_old = old ? old->f[j] : lp, .logp_ref = ref ? ref->f[j] : 0,
+                                        .logp_behavior = beh ? beh->f[j] : 0, .has_ref = ref != NULL};
+          const srlm_grpo_term r = srlm_grpo_token_term(m, F64(adv)[i], w, x);
+          gref[tt] = r.g, gnv[tt] = (float)r.g, covered[tt] = 1;
+          const double v[SRLM_GRPO_OUT_COUNT] = {-r.wj, r.kl, r.rho, r.clipped, r.truncated};
+          for (int o = 0; o < SRLM_GRPO_OUT_COUNT; o++) { /* TwoSum, and the naive running sum */
+            const double s2 = hi[o] + v[o], bb = s2 - hi[o];
+            lo[o] += (hi[o] - (s2 - bb)) + (v[o] - bb);
+            hi[o] = s2;
+            nrow[o] = o == 0 ? nrow[o] - r.wj : nrow[o] + v[o];
+            sm[o] += fabs(v[o]);
+          }
+        }
+        for (int o = 0; o < SRLM_GRPO_OUT_COUNT; o++) {
+          rs[i * SRLM_GRPO_OUT_COUNT + o] = hi[o] + lo[o];
+          mag = fmax(mag, sm[o]);
+        }
+      }
+      rule_f64(t, "seq_out", out, rs, ns, out->n, 16, mag);
+      rule(t, "g", g, gref, gnv, NULL, FLOOR_ORDER);
+      expect_g_zero_off(t, g, covered);
+    }
+    if (n >= 3) { /* sequence 2's response starts past the batch */
+      I32(start)[2] = (int32_t)T;
+      DATA_ERROR(t, "sequence 2", grpo_launch, &io, logp, start, off, old, ref, beh, adv, g, out);
+    }
+    shape_end(t);
+  }
+}
 
 /* ---- the references themselves ---------------------------------------------------------------- */
 
@@ -2042,8 +2347,8 @@ static int in_list(const char *name, const char *const *list, size_t n) {
   return 0;
 }
 
-/* Reports the ops `be` lacks; a failure where the backend must have them all (pending ops
- * excepted). Returns how many it lacks. */
+/* Reports the ops `be` lacks; a failure where the backend must have them all. Returns how
+ * many it lacks. */
 static int report_lacks(const srlm_backend *be) {
   const int complete = in_list(be->name, k_complete_backends, NELEM(k_complete_backends));
   char list[1024] = "";
@@ -2051,13 +2356,10 @@ static int report_lacks(const srlm_backend *be) {
   int n = 0;
   for (int i = 0; i < SRLM_OP_COUNT; i++) {
     if (srlm_backend_has_op(be->ops, (srlm_op_id)i)) continue;
-    const int pending = in_list(srlm_op_names[i], k_pending_ops, NELEM(k_pending_ops));
     if (len < sizeof list)
-      len += (size_t)snprintf(list + len, sizeof list - len, "%s%s%s", n ? ", " : "", srlm_op_names[i],
-                              pending ? " (pending)" : "");
+      len += (size_t)snprintf(list + len, sizeof list - len, "%s%s", n ? ", " : "", srlm_op_names[i]);
     n++;
-    EXPECT(!complete || pending, "backend %s lacks op %s (every op of the list is required of it)", be->name,
-           srlm_op_names[i]);
+    EXPECT(!complete, "backend %s lacks op %s (every op of the list is required of it)", be->name, srlm_op_names[i]);
   }
   if (n) fprintf(stderr, "backend %s lacks %d of %d ops: %s\n", be->name, n, SRLM_OP_COUNT, list);
   else fprintf(stderr, "backend %s has all %d ops\n", be->name, SRLM_OP_COUNT);

@@ -19,6 +19,7 @@
 #include "srlm/backend.h"
 #include "srlm/sample_math.h"
 #include "srlm/sampler.h"
+#include "sample_ref.h"
 #include "test.h"
 
 static const uint64_t k_seed = 20261203;
@@ -131,73 +132,6 @@ static void test_fixed_point(void) {
   EXPECT(srlm_u128_lt(srlm_sample_draw_target(q, (UINT64_C(1) << 53) - 1), q), "target reaches the mass");
 }
 
-/* ---- the reference: sampler.h's rules, full sort, double sums ---- */
-
-typedef struct settings {
-  float t, top_p, min_p;
-  int top_k;
-} settings;
-
-static const float *g_rank_l;
-static int cmp_rank(const void *pa, const void *pb) {
-  const int32_t a = *(const int32_t *)pa, b = *(const int32_t *)pb;
-  if (g_rank_l[a] != g_rank_l[b]) return g_rank_l[a] > g_rank_l[b] ? -1 : 1;
-  return (a > b) - (a < b);
-}
-
-typedef struct ref_out {
-  int32_t token;
-  double logprob, sample_logprob;
-} ref_out;
-
-/* The token by the rules with the documented weights w = srlm_sample_weight(l, max, T),
- * every sum in double in the order the rule reads: rank order for top-p, id order for
- * the draw (u W, u = srlm_rng_u01d of the key's Philox words). */
-static ref_out reference(const float *l, int64_t V, const settings *s, uint64_t seed, uint64_t seq, uint32_t step) {
-  int32_t *idx = malloc((size_t)V * sizeof *idx);
-  double *w = calloc((size_t)V, sizeof *w);
-  char *kept = calloc((size_t)V, 1);
-  int64_t n = 0;
-  for (int64_t i = 0; i < V; i++)
-    if (l[i] != -INFINITY) idx[n++] = (int32_t)i;
-  g_rank_l = l;
-  qsort(idx, (size_t)n, sizeof *idx, cmp_rank);
-  const float m = l[idx[0]];
-  double z = 0;
-  for (int64_t i = 0; i < V; i++) z += exp((double)l[i] - m);
-  ref_out o = {idx[0], 0, 0};
-  if (s->t > 0) {
-    for (int64_t i = 0; i < V; i++) w[i] = l[i] == -INFINITY ? 0 : srlm_sample_weight(l[i], m, s->t);
-    if (s->top_k > 0 && s->top_k < n) n = s->top_k;
-    if (s->top_p < 1.0f) {
-      double W = 0, above = 0;
-      for (int64_t j = 0; j < n; j++) W += w[idx[j]];
-      int64_t j = 1;
-      for (above = w[idx[0]]; j < n && above < (double)s->top_p * W; j++) above += w[idx[j]];
-      n = j;
-    }
-    double W = 0;
-    for (int64_t j = 0; j < n; j++) kept[idx[j]] = (float)w[idx[j]] >= s->min_p;
-    for (int64_t i = 0; i < V; i++)
-      if (kept[i]) W += w[i];
-    const srlm_philox_out r = srlm_rng_bits(seed, SRLM_RNG_PURPOSE_SAMPLE, (uint32_t)seq, step, (uint32_t)(seq >> 32));
-    const double target = srlm_rng_u01d(r.v[0], r.v[1]) * W;
-    double cum = 0;
-    for (int64_t i = 0; i < V; i++) {
-      if (!kept[i] || w[i] == 0) continue;
-      cum += w[i];
-      o.token = (int32_t)i;
-      if (target < cum) break;
-    }
-    o.sample_logprob = ((double)l[o.token] - m) / s->t - log(W);
-  }
-  o.logprob = (double)l[o.token] - m - log(z);
-  free(idx);
-  free(w);
-  free(kept);
-  return o;
-}
-
 /* ---- rows that stress the cuts ---- */
 
 enum { ROW_NORMAL, ROW_TIES, ROW_FLAT, ROW_WIDE, ROW_MASKED, ROW_TINY_SPAN, ROW_KINDS };
@@ -222,7 +156,7 @@ static const char *const k_kind[] = {"normal", "ties", "flat", "wide", "masked",
 
 /* Runs the op on n rows (one setting, steps and sequence ids varying) and checks each
  * row against the reference and the host sampler. Returns the mismatches. */
-static int check_rows(const float *rows, int64_t n, int64_t V, const settings *s, const char *what) {
+static int check_rows(const float *rows, int64_t n, int64_t V, const sample_settings *s, const char *what) {
   srlm_backend *be = srlm_backend_cpu();
   int32_t *tok = malloc((size_t)n * sizeof *tok);
   float *lp = malloc((size_t)n * sizeof *lp), *slp = malloc((size_t)n * sizeof *slp);
@@ -246,7 +180,7 @@ static int check_rows(const float *rows, int64_t n, int64_t V, const settings *s
   EXPECT(srlm_sampler_create(&sp, V, &sm) == SRLM_OK, "%s", srlm_error_message());
   for (int64_t i = 0; i < n && !bad; i++) {
     const float *l = rows + i * V;
-    const ref_out r = reference(l, V, s, k_seed, seq[i], step[i]);
+    const sample_ref_out r = sample_reference(l, V, s, k_seed, seq[i], step[i]);
     srlm_sample h;
     EXPECT(srlm_sampler_sample(sm, l, seq[i], step[i], &h) == SRLM_OK, "%s", srlm_error_message());
     /* log-probs: fp32 weights (2 ulp each) move log Z by ~2^-22; then the fp32 result */
@@ -289,7 +223,7 @@ static void test_against_reference(void) {
         for (size_t c = 0; c < 6; c++)
           for (size_t d = 0; d < 3; d++) {
             const int k = ks[b] >= 0 ? ks[b] : (int)V + (ks[b] == -1 ? -1 : ks[b] == -2 ? 0 : 10);
-            const settings s = {temps[a], top_ps[c], min_ps[d], k};
+            const sample_settings s = {temps[a], top_ps[c], min_ps[d], k};
             char what[64];
             snprintf(what, sizeof what, "V=%lld", (long long)V);
             bad += check_rows(rows, n, V, &s, what);
@@ -309,7 +243,7 @@ static void test_large_vocab(void) {
   const int64_t V = 151936, n = ROW_KINDS;
   float *rows = malloc((size_t)(n * V) * sizeof *rows);
   for (int64_t i = 0; i < n; i++) make_row(rows + i * V, V, (int)i, 7000 + (uint32_t)i);
-  const settings cases[] = {{0.0f, 1.0f, 0.0f, 0},  {1.0f, 1.0f, 0.0f, 0},   {0.7f, 0.9f, 0.0f, 0},
+  const sample_settings cases[] = {{0.0f, 1.0f, 0.0f, 0},  {1.0f, 1.0f, 0.0f, 0},   {0.7f, 0.9f, 0.0f, 0},
                             {1.0f, 1.0f, 0.0f, 50}, {1.0f, 1.0f, 0.05f, 0},  {0.8f, 0.95f, 0.05f, 20},
                             {1.3f, 0.999f, 0.0f, 0}, {0.6f, 0.5f, 0.0f, 1000}};
   int bad = 0;
