@@ -336,6 +336,7 @@ srlm_status srlm_cpu_attention_kv(srlm_backend *be, srlm_attention_kv_params p) 
   (void)be;
   const char *where = "cpu attention_kv";
   SRLM_TRY(srlm_attention_kv_params_check(&p, where));
+  if (p.n == 0 && p.NQ == 0) return SRLM_OK; /* no batch: its arrays may be NULL */
   if (p.cu_q[0] != 0) return srlm_error(SRLM_ERR_RANGE, where, "cu_q[0] = %d, expected 0", (int)p.cu_q[0]);
   int64_t Lmax = 1;
   size_t n_tasks = 0;
