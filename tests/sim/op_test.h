@@ -23,38 +23,11 @@ static const bool kLight = SIM;
 static const bool kLight = false;
 #endif
 
-/* The same three helpers as tests/sim/test_backend.cu's (and other branches' sim tests):
- * kept here rather than in sim_test.h until those files can drop theirs in one change, since
- * a second definition of OK next to sim_test.h's would be a redefinition under -Werror. */
-static inline const srlm_backend_ops *dev_table() {
-#if SIM
-  return srlm_backend_cuda_sim_ops();
-#else
-  return srlm_backend_cuda_ops();
-#endif
-}
-
-/* A status that must be SRLM_OK. */
-#define OK(expr)                                                              \
-  do {                                                                        \
-    srlm_status ok_st_ = (expr);                                              \
-    EXPECT(ok_st_ == SRLM_OK, "%s: %s", #expr, srlm_error_message());         \
-  } while (0)
-
-/* A status that must be `code` with a message containing `part`. */
-#define FAILS(expr, code, part)                                                                    \
-  do {                                                                                             \
-    srlm_error_clear();                                                                            \
-    srlm_status fl_st_ = (expr);                                                                   \
-    EXPECT(fl_st_ == (code), "%s gave %s (%s)", #expr, srlm_status_name(fl_st_), srlm_error_message()); \
-    EXPECT_CONTAINS(srlm_error_message(), part);                                                   \
-  } while (0)
-
 /* An instance of the device table, created on device 0 and destroyed at scope exit. */
 struct dev_instance {
   srlm_backend be;
   dev_instance() {
-    be.ops = dev_table();
+    be.ops = cuda_table();
     be.name = be.ops->name;
     be.device = 0;
     be.host_memory = 0;

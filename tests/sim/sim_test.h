@@ -67,20 +67,13 @@ static int to_host(T *host, const T *dev, size_t n) {
   return cudaMemcpy(host, dev, n * sizeof(T), cudaMemcpyDeviceToHost) == cudaSuccess ? 0 : 1;
 }
 
-/* The backend the test runs: "cuda-sim" here, "cuda" under nvcc. */
-static inline const srlm_backend_ops *table() {
-#if SIM
-  return srlm_backend_cuda_sim_ops();
-#else
-  return srlm_backend_cuda_ops();
-#endif
-}
-
-/* A srlm_status expression that must be SRLM_OK; else the check fails with its message. */
-#define OK(expr)                                                      \
-  do {                                                                \
-    srlm_status ok_st_ = (expr);                                      \
-    EXPECT(ok_st_ == SRLM_OK, "%s: %s", #expr, srlm_error_message()); \
+/* An srlm call that must fail with `code` and a message containing `part`. */
+#define FAILS(expr, code, part)                                                                    \
+  do {                                                                                             \
+    srlm_error_clear();                                                                            \
+    srlm_status fl_st_ = (expr);                                                                   \
+    EXPECT(fl_st_ == (code), "%s gave %s (%s)", #expr, srlm_status_name(fl_st_), srlm_error_message()); \
+    EXPECT_CONTAINS(srlm_error_message(), part);                                                   \
   } while (0)
 
 /* Deterministic values in [lo, hi) for element i of the input named by salt. */

@@ -14,15 +14,6 @@
 
 namespace {
 
-// An expression that must fail with `code` and a message containing `part`.
-#define FAILS(expr, code, part)                                                                    \
-  do {                                                                                             \
-    srlm_error_clear();                                                                            \
-    srlm_status fl_st_ = (expr);                                                                   \
-    EXPECT(fl_st_ == (code), "%s gave %s (%s)", #expr, srlm_status_name(fl_st_), srlm_error_message()); \
-    EXPECT_CONTAINS(srlm_error_message(), part);                                                   \
-  } while (0)
-
 struct instance {
   srlm_backend be;
   instance() {

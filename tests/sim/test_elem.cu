@@ -558,7 +558,7 @@ void test_grad_sumsq() {
 
 int main(void) {
   srlm_backend dev = {};
-  dev.ops = table();
+  dev.ops = cuda_table();
   dev.name = dev.ops->name;
   dev.host_memory = dev.ops->host_memory;
   OK(dev.ops->create(&dev, 0));
