@@ -404,9 +404,12 @@ static srlm_status resume_point(sr_ctx *c, const srlm_sr_inputs *in, srlm_checkp
     char dir[4200];
     snprintf(dir, sizeof dir, "%s/iter_%d/model", c->run_dir, *start_t - 1);
     srlm_model *prev;
-    SRLM_TRY(srlm_model_load(dir, srlm_backend_cpu(), SRLM_F32, &prev)); /* host memory: a staging copy */
+    SRLM_TRY(srlm_model_load(dir, srlm_backend_cpu(), SRLM_F32, &prev)); /* the file, read on the host */
     int64_t n = (int64_t)srlm_model_num_params(prev);
-    srlm_status st = n == c->n_params ? srlm_model_set_params(c->ro.m, srlm_model_master(prev), 0, (size_t)n) : SRLM_OK;
+    float *w = n == c->n_params ? srlm_xmalloc((size_t)n * sizeof *w) : NULL;
+    srlm_status st = w ? srlm_model_get_params(prev, w, 0, (size_t)n) : SRLM_OK;
+    if (st == SRLM_OK && w) st = srlm_model_set_params(c->ro.m, w, 0, (size_t)n);
+    free(w);
     srlm_model_free(prev);
     SRLM_TRY(st);
     if (n != c->n_params)
