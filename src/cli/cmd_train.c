@@ -30,6 +30,7 @@
 #include "srlm/jsonl.h"
 #include "srlm/llm_judge.h"
 #include "srlm/prompts.h"
+#include "srlm/rundir.h"
 #include "srlm/selfreward.h"
 #include "srlm/setup.h"
 #include "srlm/stop.h"
@@ -40,8 +41,8 @@
 #define PROMPTS_VERSION 1
 
 static const char k_train_help[] =
-    "usage: srlm train -c CONFIG [--resume] [key.path=value ...]\n"
-    "       mpirun -np N srlm train -c CONFIG [--resume] [key.path=value ...]\n"
+    "usage: srlm train -c CONFIG [--resume | --overwrite] [--dry-run] [key.path=value ...]\n"
+    "       mpirun -np N srlm train -c CONFIG [--resume | --overwrite] [key.path=value ...]\n"
     "\n"
     "Runs the self-rewarding iterations a config describes, in run.out_dir/run.name/:\n"
     "each iteration M_t -> M_t+1 generates answers to the prompts (a built-in task, or\n"
@@ -55,6 +56,9 @@ static const char k_train_help[] =
     "must equal N. Rank 0 prints progress and the per-iteration table.\n"
     "\n"
     "  -c, --config FILE   the YAML config\n"
+    "  --overwrite         start again in a run folder that holds a run: removes srlm's files\n"
+    "                      there first (config.yaml, checkpoint.h5, metrics.jsonl, summary.json,\n"
+    "                      iter_*/); without it (or --resume) such a folder is refused\n"
     "  --resume            continue from the run folder's checkpoint.h5 (after a kill or a\n"
     "                      time limit); without one, start from the beginning. Same config,\n"
     "                      same layout: the result is bit-identical to an uninterrupted run\n"
@@ -62,7 +66,8 @@ static const char k_train_help[] =
     "\n"
     "Files: config.yaml, iter_0/model/ (a fresh M0), iter_0/prompts.h5, iter_<t>/model/,\n"
     "iter_<t>/rollouts.h5 (read it with 'srlm rollouts'), metrics.jsonl, checkpoint.h5,\n"
-    "summary.json.\n"
+    "summary.json; .lock (held by the running job: a second job on the folder is refused,\n"
+    "naming its host and pid). Stale *.tmp.<pid> files of killed writers are removed at start.\n"
     "\n"
     "Signals: SIGUSR1, SIGTERM or SIGINT (on any rank) finish the current optimizer step,\n"
     "write a checkpoint all ranks agree on and exit 75; a second signal stops at once.\n"
@@ -105,6 +110,35 @@ static srlm_status prepare_run_dir(train_ctx *c) {
   SRLM_TRY(srlm_path_join(path, sizeof path, c->run_dir, "config.yaml"));
   SRLM_TRY(srlm_config_save(cfg, path));
   SRLM_INFO("run folder %s (config saved as config.yaml)", c->run_dir);
+  return SRLM_OK;
+}
+
+/* The lead, before anything touches the run folder: its lock (held until the job ends),
+ * the refusal to start a new run over an existing one (unless --overwrite clears it), and
+ * the stale temporary files of writers that were killed (rundir.h). */
+static srlm_status take_run_dir(train_ctx *c, int overwrite, srlm_rundir_lock **lock) {
+  SRLM_TRY(run_dir_path(c));
+  SRLM_TRY(srlm_rundir_lock_take(c->run_dir, lock));
+  if (!c->resume) {
+    int found = 0;
+    char first[256];
+    SRLM_TRY(srlm_rundir_find_run(c->run_dir, &found, first, sizeof first));
+    if (found && !overwrite)
+      return srlm_error(SRLM_ERR_USAGE, c->run_dir, "already holds a run (%s%s): continue it with --resume, start it "
+                        "again with --overwrite (removes srlm's files there: config.yaml, checkpoint.h5, "
+                        "metrics.jsonl, summary.json, iter_*/), or choose another run.name", first,
+                        found > 1 ? " and more" : "");
+    if (found) {
+      int removed = 0;
+      SRLM_TRY(srlm_rundir_clear(c->run_dir, &removed));
+      SRLM_INFO("--overwrite: removed %d of srlm's files and folders from %s", removed, c->run_dir);
+    }
+  }
+  int64_t n_tmp = 0, tmp_bytes = 0;
+  SRLM_TRY(srlm_rundir_clean_tmp(c->run_dir, &n_tmp, &tmp_bytes));
+  if (n_tmp)
+    SRLM_INFO("removed %lld stale temporary files (%.1f MB) of writers that were stopped in %s", (long long)n_tmp,
+              (double)tmp_bytes / 1e6, c->run_dir);
   return SRLM_OK;
 }
 
@@ -322,7 +356,7 @@ static srlm_status write_summary(train_ctx *c, double seconds, const srlm_sr_ite
 
 int srlm_cmd_train(int argc, char **argv) {
   const char *config_path = NULL;
-  int resume = 0;
+  int resume = 0, overwrite = 0;
   const char **overrides = srlm_xcalloc((size_t)argc, sizeof *overrides);
   int n_over = 0;
   for (int i = 1; i < argc; i++) {
@@ -332,6 +366,8 @@ int srlm_cmd_train(int argc, char **argv) {
       return 0;
     } else if (!strcmp(argv[i], "--resume")) {
       resume = 1;
+    } else if (!strcmp(argv[i], "--overwrite")) {
+      overwrite = 1;
     } else if (!strcmp(argv[i], "-c") || !strcmp(argv[i], "--config")) {
       if (i + 1 >= argc) {
         free(overrides);
@@ -349,6 +385,10 @@ int srlm_cmd_train(int argc, char **argv) {
     free(overrides);
     return srlm_cli_usage_error("train", "-c CONFIG is required");
   }
+  if (resume && overwrite) {
+    free(overrides);
+    return srlm_cli_usage_error("train", "--resume continues a run, --overwrite removes it: give one of them");
+  }
   /* Under mpirun every rank runs this; the lead (world rank 0) prepares the run folder
      and reports, every rank plays its role(s) in the iterations. */
   srlm_comm *comm = NULL;
@@ -358,6 +398,7 @@ int srlm_cmd_train(int argc, char **argv) {
     return srlm_cli_fail("train", st);
   }
   const int lead = srlm_comm_rank(comm) == 0, multi = srlm_comm_size(comm) > 1;
+  srlm_rundir_lock *lock = NULL; /* the lead's, until the end (rundir.h) */
   train_ctx c;
   memset(&c, 0, sizeof c);
   c.resume = resume;
@@ -388,7 +429,8 @@ int srlm_cmd_train(int argc, char **argv) {
       SRLM_INFO("%d ranks: %s", srlm_comm_size(comm),
                 srlm_comm_colocated(comm) ? "colocated (every rank generates, judges and learns its shards)"
                                           : "separate roles (learners, generators, judges: see roles.*)");
-    st = prepare_run_dir(&c);
+    st = take_run_dir(&c, overwrite, &lock);
+    if (st == SRLM_OK) st = prepare_run_dir(&c);
   } else {
     st = run_dir_path(&c);
   }
@@ -397,6 +439,8 @@ int srlm_cmd_train(int argc, char **argv) {
   if (st == SRLM_OK && lead) st = prepare_prompts(&c);
   /* the others open M0 only once the lead has written it */
   if (multi) st = srlm_comm_agree(comm, st);
+  /* from here on the folder is this job's (the lead holds its lock) */
+  if (st == SRLM_OK && multi) st = srlm_comm_watchdog(comm, c.run_dir, c.cfg.run.rank_timeout);
   if (st == SRLM_OK && !lead) st = open_model(&c, 0);
   srlm_sr_iteration *rows = NULL;
   if (st == SRLM_OK) st = run_iterations(&c, comm, &rows);
@@ -422,5 +466,6 @@ int srlm_cmd_train(int argc, char **argv) {
   srlm_prompt_set_free(&c.eval_set);
   srlm_config_free(&c.cfg);
   srlm_comm_free(comm);
+  srlm_rundir_lock_release(lock);
   return rc;
 }
