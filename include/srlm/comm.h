@@ -169,6 +169,10 @@ srlm_status srlm_comm_allreduce_max_i64(srlm_comm *c, int64_t *x, int n);
  * ranks' nodes (the run folder); a rank whose file is not visible is not watched. */
 srlm_status srlm_comm_watchdog(srlm_comm *c, const char *dir, double timeout_s);
 
+/* The MPI library this process runs with (MPI_Get_library_version's first line, for
+ * `srlm version`); works without MPI_Init. */
+void srlm_comm_library_version(char *out, size_t n);
+
 /* This rank's phase for the watchdog's message ("generating iteration 2", ...). */
 void srlm_comm_phase(srlm_comm *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 

@@ -33,6 +33,10 @@ typedef struct srlm_rundir_lock srlm_rundir_lock;
  * SRLM_ERR_IO naming the holder's host and pid. */
 srlm_status srlm_rundir_lock_take(const char *dir, srlm_rundir_lock **out);
 
+/* Who holds dir's lock, without taking it or creating anything: *held = 0 when nobody
+ * does (or there is no folder); else holder = "host H pid P". */
+srlm_status srlm_rundir_lock_holder(const char *dir, int *held, char *holder, size_t n);
+
 /* Releases the lock (NULL is fine). */
 void srlm_rundir_lock_release(srlm_rundir_lock *l);
 

@@ -727,3 +727,11 @@ void srlm_comm_phase(srlm_comm *c, const char *fmt, ...) {
   va_end(ap);
   sr_watchdog_phase(phase);
 }
+
+void srlm_comm_library_version(char *out, size_t n) {
+  char v[MPI_MAX_LIBRARY_VERSION_STRING];
+  int len = 0;
+  if (MPI_Get_library_version(v, &len) != MPI_SUCCESS) len = snprintf(v, sizeof v, "unknown");
+  v[len < (int)sizeof v ? len : (int)sizeof v - 1] = '\0';
+  snprintf(out, n, "%.*s", (int)strcspn(v, "\n,"), v);
+}

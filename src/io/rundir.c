@@ -59,6 +59,26 @@ srlm_status srlm_rundir_lock_take(const char *dir, srlm_rundir_lock **out) {
   return SRLM_OK;
 }
 
+srlm_status srlm_rundir_lock_holder(const char *dir, int *held, char *holder, size_t n) {
+  *held = 0;
+  if (n) holder[0] = '\0';
+  char path[4096];
+  SRLM_TRY(srlm_path_join(path, sizeof path, dir, SRLM_RUNDIR_LOCK));
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return errno == ENOENT ? SRLM_OK : srlm_error(SRLM_ERR_IO, path, "cannot open: %s", strerror(errno));
+  struct flock q = {.l_type = F_WRLCK, .l_whence = SEEK_SET};
+  if (fcntl(fd, F_GETLK, &q) == 0 && q.l_type != F_UNLCK) {
+    char text[256];
+    ssize_t got = pread(fd, text, sizeof text - 1, 0);
+    text[got > 0 ? got : 0] = '\0';
+    text[strcspn(text, "\n")] = '\0';
+    *held = 1;
+    snprintf(holder, n, "%s", text[0] ? text : "unknown holder");
+  }
+  close(fd); /* this process holds no lock on it: closing drops nothing */
+  return SRLM_OK;
+}
+
 void srlm_rundir_lock_release(srlm_rundir_lock *l) {
   if (!l) return;
   close(l->fd); /* the lock goes with the descriptor */
