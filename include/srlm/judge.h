@@ -79,15 +79,28 @@ srlm_status srlm_judge_parser_create(const char *regex, double score_min, double
                                      srlm_judge_parser **out);
 void srlm_judge_parser_free(srlm_judge_parser *p);
 
+/* PCRE2's limits for matching judge.score_regex against one judgment: a pattern that
+ * backtracks badly (a quadratic or exponential pattern on a long judgment) stops at these
+ * instead of taking minutes per judgment. */
+#define SRLM_JUDGE_MATCH_LIMIT 1000000u
+#define SRLM_JUDGE_DEPTH_LIMIT 10000u
+
 /* Parses one judgment (text, len bytes): returns 1 and *score when parsable, else 0.
  * *clamped (may be NULL) is set to 1 when the value was outside the range. */
 int srlm_judge_parse(const srlm_judge_parser *p, const char *text, size_t len, double *score,
                      int *clamped);
 
+/* srlm_judge_parse, and *limit_hit = 1 when the judgment is not parsed because matching
+ * hit SRLM_JUDGE_MATCH_LIMIT or SRLM_JUDGE_DEPTH_LIMIT (the pattern's cost, not the
+ * judgment's form: counted apart from unparsable judgments). */
+int srlm_judge_parse_ex(const srlm_judge_parser *p, const char *text, size_t len, double *score, int *clamped,
+                        int *limit_hit);
+
 typedef struct srlm_judge_stats {
   int64_t judgments;   /* judgments seen */
   int64_t parsed;      /* judgments with a score */
   int64_t unparsable;  /* judgments dropped */
+  int64_t limit_hits;  /* judgments not parsed because PCRE2 hit its match or depth limit (not in unparsable) */
   int64_t clamped;     /* parsed scores that were clamped into the range */
   int64_t candidates;  /* candidates seen */
   int64_t unscored;    /* candidates with no parsable judgment */

@@ -177,6 +177,7 @@ typedef struct line_ctx {
   int have_chat;
   srlm_chat_format chat;
   int64_t V;
+  int64_t C; /* the model's context (max_position_embeddings); 0 = unknown */
 } line_ctx;
 
 static srlm_status need_tokenizer(const line_ctx *c, const srlm_jsonl *r, const char *key) {
@@ -268,6 +269,12 @@ static srlm_status read_inputs(line_ctx *c, const char *path, inputs *in) {
     srlm_token_ids_clear(&ids);
     st = line_ids(c, r, v, &ids);
     json_decref(v);
+    /* past the context the model has no trained positions: refuse at once rather than
+       spend minutes on a result that means nothing */
+    if (st == SRLM_OK && c->C > 0 && (int64_t)ids.n >= c->C)
+      st = srlm_jsonl_error(r, SRLM_ERR_RANGE, "the prompt has %zu tokens; the model's context is %lld positions "
+                            "(config.json max_position_embeddings), and a prompt must leave one to generate",
+                            ids.n, (long long)c->C);
     if (st != SRLM_OK) break;
     if (in->n == in->cap) {
       in->cap = in->cap ? 2 * in->cap : 64;
@@ -444,7 +451,7 @@ static srlm_status run(gen_opts *o) {
   if (st == SRLM_OK) st = load_eos(o->model, cfg, eos, &n_eos);
   if (st == SRLM_OK && o->gp.n_stop > 0 && !tok)
     st = srlm_error(SRLM_ERR_USAGE, o->model, "--stop needs the model's tokenizer (no tokenizer.json here)");
-  line_ctx lc = {.dir = o->model, .tok = tok, .V = cfg->vocab_size};
+  line_ctx lc = {.dir = o->model, .tok = tok, .V = cfg->vocab_size, .C = cfg->max_position_embeddings};
   if (st == SRLM_OK) st = read_inputs(&lc, o->jsonl, &in);
 
   o->gp.eos_ids = eos;

@@ -42,7 +42,8 @@ typedef struct line_ids {
 } line_ids;
 
 /* Reads every line's ids, checking them against the vocabulary size V. */
-static srlm_status read_lines(const char *path, int64_t V, line_ids **out, size_t *n_out) {
+/* C: the model's context (max_position_embeddings; 0 = unknown): longer lines are refused. */
+static srlm_status read_lines(const char *path, int64_t V, int64_t C, line_ids **out, size_t *n_out) {
   *out = NULL;
   *n_out = 0;
   srlm_jsonl *r;
@@ -63,6 +64,9 @@ static srlm_status read_lines(const char *path, int64_t V, line_ids **out, size_
       st = srlm_jsonl_error(r, SRLM_ERR_FORMAT, "\"ids\" is empty");
     else if (json_array_size(ids) > INT32_MAX / 2)
       st = srlm_jsonl_error(r, SRLM_ERR_RANGE, "\"ids\" has %zu ids, too many", json_array_size(ids));
+    else if (C > 0 && (int64_t)json_array_size(ids) > C)
+      st = srlm_jsonl_error(r, SRLM_ERR_RANGE, "\"ids\" has %zu ids; the model's context is %lld positions "
+                            "(config.json max_position_embeddings)", json_array_size(ids), (long long)C);
     line_ids li = {NULL, 0};
     if (st == SRLM_OK) {
       li.n = (int64_t)json_array_size(ids);
@@ -179,7 +183,8 @@ int srlm_cmd_logprobs(int argc, char **argv) {
   }
   line_ids *lines;
   size_t n;
-  st = read_lines(jsonl, srlm_model_get_config(m)->vocab_size, &lines, &n);
+  st = read_lines(jsonl, srlm_model_get_config(m)->vocab_size, srlm_model_get_config(m)->max_position_embeddings,
+                  &lines, &n);
   if (st != SRLM_OK) {
     srlm_model_free(m);
     srlm_backend_close(be);

@@ -17,6 +17,8 @@
  * characters and Unicode line breaks. Numbers go through strtod/snprintf, so they
  * assume the C numeric locale (srlm never calls setlocale).
  */
+#define PCRE2_CODE_UNIT_WIDTH 8
+#include <pcre2.h>
 #include <errno.h>
 #include <math.h>
 #include <stdarg.h>
@@ -800,7 +802,15 @@ static srlm_status apply_scalar(cfg_src *s, srlm_config *cfg, const srlm_config_
       errno = 0;
       double v = strtod(copy, NULL);
       bool too_big = errno == ERANGE && isinf(v);
+      /* 1e-400 reads as 0 with ERANGE: a value the double cannot hold, not 0 (subnormals, also
+         ERANGE, are kept: they round-trip) */
+      bool too_small = errno == ERANGE && v == 0;
       free(copy);
+      if (too_small) {
+        char shown[200];
+        show(sc->text, sc->len, shown, sizeof shown);
+        return src_fail(s, sc->mark, "value %s out of range: it underflows a double to 0; write 0 for zero", shown);
+      }
       if (too_big || !in_float_range(o, v)) return range_error(s, o, sc);
       *(double *)f = v;
       return SRLM_OK;
@@ -1113,6 +1123,24 @@ srlm_status srlm_config_validate(const srlm_config *cfg) {
     fmt_double(cfg->judge.score_min, lo);
     fmt_double(cfg->judge.score_max, hi);
     return srlm_error(SRLM_ERR_CONFIG, "judge.score_min", "%s must be below judge.score_max (%s)", lo, hi);
+  }
+  { /* judge.score_regex is compiled when a judge starts; checked here too, so `srlm config`,
+       --dry-run and configs whose judge never parses with it (a built-in task) refuse a bad one */
+    int err;
+    PCRE2_SIZE off;
+    pcre2_code *re = pcre2_compile((PCRE2_SPTR)cfg->judge.score_regex, PCRE2_ZERO_TERMINATED, PCRE2_UTF, &err, &off, NULL);
+    uint32_t groups = 0;
+    if (re) pcre2_pattern_info(re, PCRE2_INFO_CAPTURECOUNT, &groups);
+    pcre2_code_free(re);
+    if (!re) {
+      PCRE2_UCHAR msg[256];
+      pcre2_get_error_message(err, msg, sizeof msg);
+      return srlm_error(SRLM_ERR_CONFIG, "judge.score_regex", "\"%s\": %s at offset %zu", cfg->judge.score_regex,
+                        (const char *)msg, (size_t)off);
+    }
+    if (groups < 1)
+      return srlm_error(SRLM_ERR_CONFIG, "judge.score_regex", "\"%s\" has no capture group; group 1 must capture "
+                        "the score", cfg->judge.score_regex);
   }
   if (cfg->train.min_lr > cfg->train.lr) {
     char lo[48], hi[48];

@@ -47,6 +47,10 @@ srlm_status srlm_jsonl_next(srlm_jsonl *r, json_t **value) {
     r->line_no++;
     size_t len = (size_t)n;
     while (len > 0 && (r->line[len - 1] == '\n' || r->line[len - 1] == '\r')) len--;
+    if (r->line_no == 1 && len >= 3 && !memcmp(r->line, "\xEF\xBB\xBF", 3)) { /* a UTF-8 byte-order mark */
+      memmove(r->line, r->line + 3, len - 3);
+      len -= 3;
+    }
     size_t i = 0;
     while (i < len && (r->line[i] == ' ' || r->line[i] == '\t' || r->line[i] == '\r')) i++;
     if (i == len) continue;

@@ -149,7 +149,12 @@ static srlm_status take_token(const gen_ctx *g, active_seq *a, const srlm_sample
       *done = 1;
       break;
     }
-  if (!*done && a->stream) {
+  /* an id the model's vocabulary has but the tokenizer lacks (vocabularies padded past the
+     tokenizer, as Qwen's are) is empty text, as transformers decodes it */
+  const char *tb;
+  size_t tl;
+  const int known = a->stream && srlm_tokenizer_token_bytes(p->tok, s->token, &tb, &tl) == SRLM_OK;
+  if (!*done && a->stream && known) {
     const char *t;
     size_t n;
     SRLM_TRY(srlm_tokenizer_stream_push(a->stream, s->token, &t, &n));
@@ -276,12 +281,14 @@ static srlm_status run(gen_ctx *g, int n, srlm_generate_stats *stats) {
     if (stats) stats->steps++;
 
     /* stop, free finished slots (keeping the order of the others) */
-    int kept = 0;
-    for (int i = 0; i < n_act && st == SRLM_OK; i++) {
-      int done;
-      st = take_token(g, &act[i], &samples[i], &done);
-      if (stats) stats->new_tokens++;
-      if (done) {
+    int kept = 0; /* after an error every slot not yet finished is kept (freed once, below) */
+    for (int i = 0; i < n_act; i++) {
+      int done = 0;
+      if (st == SRLM_OK) {
+        st = take_token(g, &act[i], &samples[i], &done);
+        if (stats) stats->new_tokens++;
+      }
+      if (st == SRLM_OK && done) {
         srlm_tokenizer_stream_free(act[i].stream);
         act[i].stream = NULL;
         srlm_kv_cache_reset(kv, act[i].slot);
@@ -290,7 +297,7 @@ static srlm_status run(gen_ctx *g, int n, srlm_generate_stats *stats) {
         act[kept++] = act[i];
       }
     }
-    if (st == SRLM_OK) n_act = kept;
+    n_act = kept;
   }
 
   for (int i = 0; i < n_act; i++) srlm_tokenizer_stream_free(act[i].stream);

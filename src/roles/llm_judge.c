@@ -157,7 +157,8 @@ void srlm_llm_judge_score(const srlm_llm_judge *jd, int n, int J, srlm_llm_judgm
       double v;
       int cl = 0;
       stats->judgments++;
-      if (o->text && srlm_judge_parse(jd->parser, o->text, o->text_len, &v, &cl)) {
+      int limit = 0;
+      if (o->text && srlm_judge_parse_ex(jd->parser, o->text, o->text_len, &v, &cl, &limit)) {
         o->score = v;
         o->clamped = cl;
         sum += v;
@@ -167,7 +168,10 @@ void srlm_llm_judge_score(const srlm_llm_judge *jd, int n, int J, srlm_llm_judgm
       } else {
         o->score = NAN;
         o->clamped = 0;
-        stats->unparsable++;
+        if (limit)
+          stats->limit_hits++;
+        else
+          stats->unparsable++;
       }
     }
     stats->candidates++;

@@ -147,6 +147,10 @@ static srlm_status judge_text(const sr_rollout *r, srlm_shard *s, sr_judge_count
   jc->responses += R;
   jc->judgments += js.judgments;
   jc->unparsable += js.unparsable;
+  if (js.limit_hits) /* counted apart: the pattern's cost, not the judgments' form */
+    SRLM_WARN("shard %lld: %lld judgments not parsed: judge.score_regex hit PCRE2's match or depth limit "
+              "(%u steps, depth %u); simplify the pattern", (long long)s->shard_index, (long long)js.limit_hits,
+              SRLM_JUDGE_MATCH_LIMIT, SRLM_JUDGE_DEPTH_LIMIT);
   srlm_llm_judgments_free(out, R * J);
   free(out);
   free(mean);

@@ -35,7 +35,9 @@ srlm_status srlm_setup_tokenizer(const srlm_config *cfg, srlm_tokenizer **tok, i
     case SRLM_CFG_CHAT_NONE: break;
     case SRLM_CFG_CHAT_AUTO:
       st = srlm_chat_format_detect(dir, chat);
-      if (st != SRLM_OK) st = srlm_error_context(st, "tokenizer.chat_format auto (set it, or none for raw text)");
+      /* a config error (exit 2) like any other value of the key that cannot be used */
+      if (st != SRLM_OK)
+        st = srlm_error_context(SRLM_ERR_CONFIG, "tokenizer.chat_format auto (set it, or none for raw text)");
       *has_chat = st == SRLM_OK;
       break;
     default:

@@ -89,6 +89,7 @@ srlm_status srlm_judge_template_load(const char *path, char **tmpl) {
 
 struct srlm_judge_parser {
   pcre2_code *re;
+  pcre2_match_context *mctx; /* SRLM_JUDGE_MATCH_LIMIT, SRLM_JUDGE_DEPTH_LIMIT */
   double lo, hi;
 };
 
@@ -116,6 +117,10 @@ srlm_status srlm_judge_parser_create(const char *regex, double score_min, double
   }
   srlm_judge_parser *p = srlm_xcalloc(1, sizeof *p);
   p->re = re;
+  p->mctx = pcre2_match_context_create(NULL);
+  SRLM_CHECK(p->mctx != NULL, "out of memory for a PCRE2 match context");
+  pcre2_set_match_limit(p->mctx, SRLM_JUDGE_MATCH_LIMIT);
+  pcre2_set_depth_limit(p->mctx, SRLM_JUDGE_DEPTH_LIMIT);
   p->lo = score_min;
   p->hi = score_max;
   *out = p;
@@ -125,6 +130,7 @@ srlm_status srlm_judge_parser_create(const char *regex, double score_min, double
 void srlm_judge_parser_free(srlm_judge_parser *p) {
   if (!p) return;
   pcre2_code_free(p->re);
+  pcre2_match_context_free(p->mctx);
   free(p);
 }
 
@@ -182,16 +188,17 @@ int srlm_judge_utf8_valid(const char *s, size_t n) {
  * subject (PCRE2 would re-validate the whole subject on every call otherwise, which is
  * quadratic in the number of matches). Updates *have (see srlm_judge_parse) and the
  * capture's offsets in text; returns 0 when PCRE2 fails (match limits). */
-static int last_match_in(const pcre2_code *re, pcre2_match_data *md, const char *text, size_t len, size_t a,
-                         size_t b, int *have, size_t *cap0, size_t *cap1) {
+static int last_match_in(const pcre2_code *re, pcre2_match_context *mctx, pcre2_match_data *md, const char *text,
+                         size_t len, size_t a, size_t b, int *have, size_t *cap0, size_t *cap1, int *limit_hit) {
   const PCRE2_SPTR subj = (PCRE2_SPTR)(text + a);
   const PCRE2_SIZE n = b - a;
   /* a fragment edge inside the text is not a line start or end (as PCRE2_MATCH_INVALID_UTF) */
   const uint32_t opts = PCRE2_NO_UTF_CHECK | (a > 0 ? PCRE2_NOTBOL : 0) | (b < len ? PCRE2_NOTEOL : 0);
   PCRE2_SIZE off = 0;
   while (off <= n) {
-    int rc = pcre2_match(re, subj, n, off, opts, md, NULL);
+    int rc = pcre2_match(re, subj, n, off, opts, md, mctx);
     if (rc == PCRE2_ERROR_NOMATCH) return 1;
+    if (rc == PCRE2_ERROR_MATCHLIMIT || rc == PCRE2_ERROR_DEPTHLIMIT || rc == PCRE2_ERROR_HEAPLIMIT) *limit_hit = 1;
     if (rc < 0) return 0;
     const PCRE2_SIZE *ov = pcre2_get_ovector_pointer(md);
     if (rc >= 2 && ov[2] != PCRE2_UNSET) {
@@ -213,6 +220,13 @@ static int last_match_in(const pcre2_code *re, pcre2_match_data *md, const char 
 }
 
 int srlm_judge_parse(const srlm_judge_parser *p, const char *text, size_t len, double *score, int *clamped) {
+  int limit_hit;
+  return srlm_judge_parse_ex(p, text, len, score, clamped, &limit_hit);
+}
+
+int srlm_judge_parse_ex(const srlm_judge_parser *p, const char *text, size_t len, double *score, int *clamped,
+                        int *limit_hit) {
+  *limit_hit = 0;
   if (clamped) *clamped = 0;
   if (!text) {
     text = "";
@@ -231,7 +245,7 @@ int srlm_judge_parse(const srlm_judge_parser *p, const char *text, size_t len, d
       continue;
     }
     if (i > a || len == 0) {
-      if (!last_match_in(p->re, md, text, len, a, i, &have, &cap0, &cap1)) {
+      if (!last_match_in(p->re, p->mctx, md, text, len, a, i, &have, &cap0, &cap1, limit_hit)) {
         have = 0; /* match limits and the like: a hostile judgment, not a broken program */
         break;
       }
@@ -267,11 +281,14 @@ void srlm_judge_score(const srlm_judge_parser *p, int j, const char *const *text
     int cl;
     size_t len = lens ? lens[i] : (texts[i] ? strlen(texts[i]) : 0);
     stats->judgments++;
-    if (srlm_judge_parse(p, texts[i], len, &v, &cl)) {
+    int limit = 0;
+    if (srlm_judge_parse_ex(p, texts[i], len, &v, &cl, &limit)) {
       sum += v;
       n++;
       stats->parsed++;
       stats->clamped += cl;
+    } else if (limit) {
+      stats->limit_hits++;
     } else {
       stats->unparsable++;
     }

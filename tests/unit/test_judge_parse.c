@@ -181,6 +181,37 @@ static void test_big_inputs(void) {
   srlm_judge_parser_free(p);
 }
 
+/* A pattern that backtracks exponentially ((?:a|aa)+ before a digit that never comes): PCRE2's
+ * match limit ends each judgment in bounded time, and the miss is reported as a limit hit
+ * (srlm_judge_parse_ex, srlm_judge_score's limit_hits), not as an unparsable judgment. */
+static void test_match_limits(void) {
+  srlm_judge_parser *p;
+  EXPECT(srlm_judge_parser_create("(?:a|aa)+([0-9])", 0, 9, &p) == SRLM_OK, "%s", srlm_error_message());
+  char text[4096];
+  memset(text, 'a', sizeof text - 1);
+  text[sizeof text - 1] = '\0';
+  double v = -1;
+  int limit = 0;
+  srlm_timer t;
+  srlm_timer_start(&t);
+  int ok = srlm_judge_parse_ex(p, text, strlen(text), &v, NULL, &limit);
+  double secs = srlm_timer_elapsed(&t);
+  EXPECT(ok == 0 && limit == 1, "4095 a characters against (?:a|aa)+[0-9]: ok %d, limit hit %d (want 0, 1)", ok, limit);
+  EXPECT(secs < 5, "the limited match took %.2f s", secs);
+  ok = srlm_judge_parse_ex(p, "aa7", 3, &v, NULL, &limit);
+  EXPECT(ok == 1 && v == 7 && limit == 0, "aa7: ok %d score %g limit %d", ok, v, limit);
+  const char *texts[3] = {text, "aa3", "no score"};
+  srlm_judge_stats st = {0};
+  double mean;
+  int n;
+  srlm_judge_score(p, 3, texts, NULL, &mean, &n, &st);
+  EXPECT(st.limit_hits == 1 && st.unparsable == 1 && st.parsed == 1 && mean == 3,
+         "stats: limit hits %lld unparsable %lld parsed %lld mean %g (want 1, 1, 1, 3)", (long long)st.limit_hits,
+         (long long)st.unparsable, (long long)st.parsed, mean);
+  fprintf(stderr, "a limited exponential match: %.3f s\n", secs);
+  srlm_judge_parser_free(p);
+}
+
 static void test_errors_and_means(void) {
   srlm_judge_parser *p = (srlm_judge_parser *)&p;
   EXPECT(srlm_judge_parser_create("Score: ([0-9]+", 0, 5, &p) == SRLM_ERR_CONFIG, "unbalanced pattern accepted");
@@ -292,6 +323,7 @@ int main(void) {
   test_custom_regex();
   test_utf8_agrees_with_pcre2();
   test_big_inputs();
+  test_match_limits();
   test_errors_and_means();
   test_render();
   test_shipped_template();
