@@ -5,8 +5,9 @@
 # signal stops at once (128 + signal) and the previous checkpoint stays valid.
 #   1 rank:  SIGUSR1 inside iteration 2's learning -> a LEARN checkpoint, exit 75;
 #            SIGUSR1 twice during iteration 2's rollouts -> exit 138, resume from iteration 1's;
-#   3 ranks (learner, generator, judge): SIGUSR1 to the generator alone, SIGTERM to every
-#            rank (as srun and scancel deliver it), SIGTERM to mpirun (which forwards it).
+#   3 ranks (learner, generator, judge): SIGUSR1 to the generator alone, SIGUSR1 to mpirun
+#            (it forwards it), SIGTERM to every rank (as srun and scancel deliver it), SIGTERM
+#            to mpirun (it forwards it, then kills the ranks 1 s later and exits 1).
 set -u
 srlm=$1
 src=${SRLM_SOURCE_DIR:?}
@@ -98,6 +99,18 @@ if command -v mpirun >/dev/null 2>&1; then
   grep -q "rank 1 (generator) got SIGUSR1" "$tmp/g1.err" || fail "g1: no message from the generator"
   grep -q "srlm train: .*stopped by SIGUSR1 .*run again with --resume" "$tmp/g1.err" || fail "g1: no stop message"
   extra=$sep resume_same g1 mref $mpi
+
+  # SIGUSR1 to mpirun (what Slurm's --signal=B:USR1@N reaches through the batch shell): it
+  # forwards the signal to every rank and exits with their status, 75
+  $mpi "$srlm" train $base $sep run.name=mu >/dev/null 2>"$tmp/mu.err" &
+  pid=$!
+  wait_file "$tmp/runs/mu/iter_1/model/model.safetensors"
+  kill -USR1 $pid
+  wait $pid
+  rc=$?
+  [ $rc -eq 75 ] || fail "mu: SIGUSR1 to mpirun: exit $rc, want 75"
+  [ "$(grep -c 'got SIGUSR1: finishing the current step' "$tmp/mu.err")" = 3 ] || fail "mu: not every rank got SIGUSR1"
+  extra=$sep resume_same mu mref $mpi
 
   # SIGTERM to every rank, once iteration 1's model is saved
   $mpi "$srlm" train $base $sep run.name=t1 >/dev/null 2>"$tmp/t1.err" &
