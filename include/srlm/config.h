@@ -220,6 +220,7 @@ typedef struct srlm_config {
     bool grpo_std;                 /* divide group advantages by their std (false: Dr.GRPO) */
     double is_cap;                 /* GRPO truncated importance weight cap; 0 = off */
     int checkpoint_every;          /* optimizer steps between mid-iteration checkpoints; 0 = only at iteration ends */
+    int zero;                      /* ZeRO stage over the learner ranks: 0, or 1 (AdamW moments sharded) */
   } train;
   struct {
     int every;   /* iterations between evaluations; 0 = never */

@@ -157,6 +157,7 @@ static const srlm_config_option k_options[] = {
     OPT_BOOL(train.grpo_std, 1, "GRPO: divide group advantages by the group's std (false: Dr.GRPO)"),
     OPT_FLOAT(train.is_cap, 0.0, 0, 0.0, 1e9, 0, "GRPO: cap of the generator/learner importance weight; 0 = off"),
     OPT_INT(train.checkpoint_every, 0, 0, 1 << 30, "optimizer steps between mid-iteration checkpoints; 0 = only at the end of each iteration"),
+    OPT_INT(train.zero, 0, 0, 1, "ZeRO stage over the learner ranks: 0 = every learner holds all AdamW moments; 1 = each holds 1/learners of them (the same results, bit for bit; checkpoints gather them)"),
 
     OPT_INT(eval.every, 1, 0, BIG, "evaluate every N iterations; 0 = never"),
     OPT_INT(eval.prompts, 0, 0, BIG, "eval prompts per evaluation; 0 = all"),
