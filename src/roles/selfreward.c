@@ -19,12 +19,28 @@
 #include "srlm/setup.h"
 #include "srlm/tasks.h"
 
-srlm_status sr_metrics_line(FILE *f, json_t *o) {
+/* A learn line's iteration and step: the run's learner step for TensorBoard. */
+static int64_t learn_step(sr_ctx *c, const json_t *o) {
+  int64_t t = json_integer_value(json_object_get(o, "iteration")), s = json_integer_value(json_object_get(o, "step"));
+  if (t < 0 || t > c->cfg->run.iterations) return s;
+  if (s > c->learn_steps[t]) c->learn_steps[t] = s;
+  for (int64_t u = 0; u < t; u++) s += c->learn_steps[u];
+  return s;
+}
+
+srlm_status sr_metrics_line(sr_ctx *c, json_t *o) {
   char *s = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER);
-  json_decref(o);
-  int ok = s && fprintf(f, "%s\n", s) >= 0 && fflush(f) == 0;
+  int ok = s && fprintf(c->metrics, "%s\n", s) >= 0 && fflush(c->metrics) == 0;
   free(s);
-  return ok ? SRLM_OK : srlm_error(SRLM_ERR_IO, "metrics.jsonl", "write failed");
+  srlm_status st = ok ? SRLM_OK : srlm_error(SRLM_ERR_IO, "metrics.jsonl", "write failed");
+  const char *ev = json_string_value(json_object_get(o, "event"));
+  if (st == SRLM_OK && c->tb && ev) {
+    static const char *const k_skip[] = {"event", "iteration", "step", NULL};
+    int64_t step = strcmp(ev, "learn") ? json_integer_value(json_object_get(o, "iteration")) : learn_step(c, o);
+    st = srlm_tfevents_json(c->tb, ev, step, o, k_skip);
+  }
+  json_decref(o);
+  return st;
 }
 
 /* ---- moving shards ------------------------------------------------------------------ */
@@ -280,7 +296,7 @@ static srlm_status finish_iteration(sr_ctx *c, int t, srlm_timer *iter_tm) {
   json_object_set_new(o, "loss_first", sr_num(row->loss_first));
   json_object_set_new(o, "loss_last", sr_num(row->loss_last));
   json_object_set_new(o, "seconds", json_real(row->seconds));
-  SRLM_TRY(sr_metrics_line(c->metrics, o));
+  SRLM_TRY(sr_metrics_line(c, o));
   /* M_t is saved, evaluated and reported: iterations 1..t are done */
   long bytes = ftell(c->metrics);
   if (bytes < 0) return srlm_error(SRLM_ERR_IO, "metrics.jsonl", "cannot tell its length");
@@ -290,7 +306,7 @@ static srlm_status finish_iteration(sr_ctx *c, int t, srlm_timer *iter_tm) {
 }
 
 /* The table rows of iterations before a resume point, from metrics.jsonl. */
-static void rows_from_metrics(const char *path, srlm_sr_iteration *rows, int last) {
+static void rows_from_metrics(const char *path, srlm_sr_iteration *rows, int last, int64_t *learn_steps, int iterations) {
   FILE *f = fopen(path, "r");
   if (!f) return;
   char line[8192];
@@ -298,6 +314,8 @@ static void rows_from_metrics(const char *path, srlm_sr_iteration *rows, int las
     json_t *o = json_loads(line, 0, NULL);
     const char *ev = json_string_value(json_object_get(o, "event"));
     int t = (int)json_integer_value(json_object_get(o, "iteration"));
+    int64_t step = json_integer_value(json_object_get(o, "step"));
+    if (ev && !strcmp(ev, "learn") && t >= 0 && t <= iterations && step > learn_steps[t]) learn_steps[t] = step;
     if (ev && t >= 0 && t <= last) {
       srlm_sr_iteration *r = &rows[t];
       r->iteration = t;
@@ -439,10 +457,14 @@ static srlm_status run_from(sr_ctx *c, int start, bool colocated, bool learner) 
       if (truncate(path, (off_t)c->resume_metrics_bytes) != 0)
         return srlm_error(SRLM_ERR_IO, path, "cannot cut back to %lld bytes for the resume",
                           (long long)c->resume_metrics_bytes);
-      rows_from_metrics(path, rows, start - 1);
+      rows_from_metrics(path, rows, start - 1, c->learn_steps, cfg->run.iterations);
     }
     c->metrics = fopen(path, c->resumed ? "a" : "w");
     if (!c->metrics) return srlm_error(SRLM_ERR_IO, path, "cannot open for writing");
+    if (cfg->run.tensorboard) { /* a resume adds a new file; its steps continue the old ones' */
+      SRLM_TRY(srlm_tfevents_open(c->run_dir, &c->tb));
+      SRLM_INFO("TensorBoard: %s (tensorboard --logdir %s)", srlm_tfevents_path(c->tb), c->run_dir);
+    }
   }
   srlm_timer tm;
   srlm_timer_start(&tm);
@@ -538,11 +560,15 @@ srlm_status srlm_selfreward_run(const srlm_sr_inputs *in, srlm_sr_iteration *row
     rows[t].accuracy = rows[t].sample_accuracy = rows[t].judge_agreement = rows[t].eval_score =
         rows[t].pair_accuracy = rows[t].mean_score = NAN;
   c.yaml = srlm_config_to_yaml(cfg, 0);
+  c.learn_steps = srlm_xcalloc((size_t)cfg->run.iterations + 1, sizeof *c.learn_steps);
   srlm_checkpoint ck = {0};
   int start = 1;
   srlm_status st = resume_point(&c, in, &ck, &start);
   if (st == SRLM_OK) st = run_from(&c, start, colocated, learner);
   if (c.metrics) fclose(c.metrics);
+  srlm_status tb_st = srlm_tfevents_close(c.tb);
+  if (st == SRLM_OK) st = tb_st;
+  free(c.learn_steps);
   srlm_checkpoint_free(&ck);
   free(c.yaml);
   return st;
