@@ -40,10 +40,19 @@ const char *srlm_tfevents_path(const srlm_tfevents *w);
  * it). A write error is kept and reported by the next flush. */
 void srlm_tfevents_scalar(srlm_tfevents *w, const char *tag, int64_t step, double value);
 /* One scalar per member of the JSON object o whose value is a number or a boolean (1/0),
- * tagged "<prefix>/<key>", except the keys listed in skip (NULL-terminated; may be NULL);
- * then flushes. null values (a NaN in metrics.jsonl) are left out. */
+ * tagged "<prefix>/<key>", except the keys listed in skip (NULL-terminated; may be NULL),
+ * in the object's order, from its from-th such scalar on (0: all); then flushes. null
+ * values (a NaN in metrics.jsonl) are left out. */
 srlm_status srlm_tfevents_json(srlm_tfevents *w, const char *prefix, int64_t step, const json_t *o,
-                               const char *const *skip);
+                               const char *const *skip, int64_t from);
+/* How many scalars srlm_tfevents_json writes for o (from 0). */
+int64_t srlm_tfevents_json_count(const json_t *o, const char *const *skip);
+/* For a resume: keeps the first `keep` scalar events of dir's events files (read in name
+ * order, as TensorBoard does) and truncates the rest away (a file keeps at least its
+ * file_version record; a record with a bad CRC and all after it count as lost). *kept is
+ * how many remain (less than keep when the files lost some: the caller writes them
+ * again). Makes the files agree with a metrics.jsonl cut back to a checkpoint. */
+srlm_status srlm_tfevents_cut(const char *dir, int64_t keep, int64_t *kept);
 /* Pushes what is buffered to the file (fflush); an earlier write error is reported here. */
 srlm_status srlm_tfevents_flush(srlm_tfevents *w);
 /* Flushes and closes; NULL is allowed. */

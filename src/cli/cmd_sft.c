@@ -118,7 +118,7 @@ static srlm_status on_step(const srlm_sft_step_info *s, void *user) {
   json_object_set_new(o, "tokens_per_second", json_num(tps));
   json_array_append_new(c->metrics, o);
   static const char *const k_skip[] = {"step", NULL};
-  if (c->tb) SRLM_TRY(srlm_tfevents_json(c->tb, "sft", s->step, o, k_skip));
+  if (c->tb) SRLM_TRY(srlm_tfevents_json(c->tb, "sft", s->step, o, k_skip, 0));
   return write_metrics(c);
 }
 

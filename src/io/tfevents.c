@@ -4,6 +4,7 @@
  * 2 length-delimited, 5 fixed32; fixed-width values are little endian. */
 #include "srlm/tfevents.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -171,14 +172,27 @@ void srlm_tfevents_scalar(srlm_tfevents *w, const char *tag, int64_t step, doubl
   free(e.p);
 }
 
-srlm_status srlm_tfevents_json(srlm_tfevents *w, const char *prefix, int64_t step, const json_t *o,
-                               const char *const *skip) {
+static int is_scalar(const char *key, const json_t *v, const char *const *skip) {
+  for (const char *const *s = skip; s && *s; s++)
+    if (!strcmp(*s, key)) return 0;
+  return json_is_number(v) || json_is_boolean(v);
+}
+
+int64_t srlm_tfevents_json_count(const json_t *o, const char *const *skip) {
   const char *key;
   json_t *v;
+  int64_t n = 0;
+  json_object_foreach((json_t *)o, key, v) n += is_scalar(key, v, skip);
+  return n;
+}
+
+srlm_status srlm_tfevents_json(srlm_tfevents *w, const char *prefix, int64_t step, const json_t *o,
+                               const char *const *skip, int64_t from) {
+  const char *key;
+  json_t *v;
+  int64_t i = 0;
   json_object_foreach((json_t *)o, key, v) {
-    int skipped = 0;
-    for (const char *const *s = skip; s && *s && !skipped; s++) skipped = !strcmp(*s, key);
-    if (skipped || !(json_is_number(v) || json_is_boolean(v))) continue;
+    if (!is_scalar(key, v, skip) || i++ < from) continue;
     char tag[512];
     snprintf(tag, sizeof tag, "%s/%s", prefix, key);
     srlm_tfevents_scalar(w, tag, step, json_is_boolean(v) ? (json_is_true(v) ? 1.0 : 0.0) : json_number_value(v));
@@ -200,5 +214,64 @@ srlm_status srlm_tfevents_close(srlm_tfevents *w) {
   srlm_status st = srlm_tfevents_flush(w);
   if (fclose(w->f) != 0 && st == SRLM_OK) st = srlm_error(SRLM_ERR_IO, w->path, "close failed: %s", strerror(errno));
   free(w);
+  return st;
+}
+
+/* ---- resume: cutting the files back ------------------------------------------------- */
+
+static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
+
+/* The byte offset after the record at `pos` of f, or -1 for a missing, truncated or
+ * corrupt record. */
+static long next_record(FILE *f, long pos) {
+  unsigned char head[12], crc[4];
+  if (fseek(f, pos, SEEK_SET) != 0 || fread(head, 1, 12, f) != 12) return -1;
+  uint64_t len = 0;
+  uint32_t want = 0;
+  for (int i = 7; i >= 0; i--) len = len << 8 | head[i];
+  for (int i = 3; i >= 0; i--) want = want << 8 | head[8 + i];
+  if (srlm_tfevents_mask_crc(srlm_crc32c(head, 8)) != want || len > (1u << 26)) return -1;
+  unsigned char *d = srlm_xmalloc(len + 1);
+  int ok = fread(d, 1, len, f) == len && fread(crc, 1, 4, f) == 4;
+  uint32_t got = ok ? srlm_tfevents_mask_crc(srlm_crc32c(d, len)) : 0;
+  free(d);
+  want = (uint32_t)crc[0] | (uint32_t)crc[1] << 8 | (uint32_t)crc[2] << 16 | (uint32_t)crc[3] << 24;
+  return ok && got == want ? pos + 12 + (long)len + 4 : -1;
+}
+
+srlm_status srlm_tfevents_cut(const char *dir, int64_t keep, int64_t *kept) {
+  *kept = 0;
+  DIR *d = opendir(dir);
+  if (!d) return srlm_error(SRLM_ERR_IO, dir, "cannot list: %s", strerror(errno));
+  char **names = NULL;
+  size_t n = 0;
+  struct dirent *e;
+  while ((e = readdir(d)))
+    if (!strncmp(e->d_name, "events.out.tfevents.", 20)) {
+      names = srlm_xrealloc(names, (n + 1) * sizeof *names);
+      names[n++] = srlm_xstrdup(e->d_name);
+    }
+  closedir(d);
+  if (n) qsort(names, n, sizeof *names, cmp_str);
+  srlm_status st = SRLM_OK;
+  for (size_t i = 0; i < n; i++) {
+    char path[4400];
+    st = srlm_path_join(path, sizeof path, dir, names[i]);
+    FILE *f = st == SRLM_OK ? fopen(path, "rb") : NULL;
+    if (st == SRLM_OK && !f) st = srlm_error(SRLM_ERR_IO, path, "cannot open: %s", strerror(errno));
+    if (st != SRLM_OK) break;
+    long end = next_record(f, 0); /* the file_version record */
+    if (end < 0) end = 0;
+    for (long next; end > 0 && *kept < keep && (next = next_record(f, end)) > 0; end = next) (*kept)++;
+    fseek(f, 0, SEEK_END);
+    long size = ftell(f);
+    fclose(f);
+    if (size != end && truncate(path, (off_t)end) != 0) {
+      st = srlm_error(SRLM_ERR_IO, path, "cannot cut back to %ld bytes: %s", end, strerror(errno));
+      break;
+    }
+  }
+  for (size_t i = 0; i < n; i++) free(names[i]);
+  free(names);
   return st;
 }

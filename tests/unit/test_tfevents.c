@@ -2,7 +2,7 @@
  * read back by the small reader below, which checks the TFRecord framing (length, both
  * masked CRCs) and decodes the Event / Summary protobufs; a corrupted length or data
  * byte is caught; two files opened in the same second get distinct names; the JSON
- * helper's tags, skipped keys, booleans and nulls.
+ * helper's tags, skipped keys, booleans, nulls and `from`; the resume's cut.
  * `test_tfevents --dump FILE` prints each scalar as "tag<TAB>step<TAB>value" (the CLI
  * test tests/cli/tensorboard.sh uses it) and exits 1 on a framing or CRC error. */
 #include <dirent.h>
@@ -241,7 +241,9 @@ static void test_names_and_json(void) {
   json_t *o = json_pack("{s:s, s:i, s:i, s:f, s:b, s:n, s:s, s:i}", "event", "learn", "iteration", 2, "step", 7, "loss",
                         0.25, "skipped", 1, "kl", "note", "text", "tokens", 1234);
   const char *skip[] = {"iteration", "step", NULL};
-  EXPECT(srlm_tfevents_json(b, "learn", 17, o, skip) == SRLM_OK, "%s", srlm_error_message());
+  EXPECT_EQ_INT(srlm_tfevents_json_count(o, skip), 3);
+  EXPECT(srlm_tfevents_json(b, "learn", 17, o, skip, 0) == SRLM_OK, "%s", srlm_error_message());
+  EXPECT(srlm_tfevents_json(b, "learn", 18, o, skip, 2) == SRLM_OK, "%s", srlm_error_message()); /* tokens only */
   json_decref(o);
   char path[1200];
   snprintf(path, sizeof path, "%s", srlm_tfevents_path(b));
@@ -250,18 +252,67 @@ static void test_names_and_json(void) {
   int n;
   const char *why = read_events(path, &e, &n);
   EXPECT(!why[0], "%s", why);
-  EXPECT_EQ_INT(n, 4); /* version, loss, skipped, tokens: no strings, nulls or skipped keys */
-  if (n == 4) {
+  EXPECT_EQ_INT(n, 5); /* version, loss, skipped, tokens: no strings, nulls or skipped keys; tokens */
+  if (n == 5) {
     EXPECT_STR_EQ(e[1].tag, "learn/loss");
     EXPECT(e[1].value == 0.25f && e[1].step == 17, "loss %g step %lld", e[1].value, (long long)e[1].step);
     EXPECT_STR_EQ(e[2].tag, "learn/skipped");
     EXPECT(e[2].value == 1.0f, "skipped %g", e[2].value);
     EXPECT_STR_EQ(e[3].tag, "learn/tokens");
     EXPECT(e[3].value == 1234.0f, "tokens %g", e[3].value);
+    EXPECT_STR_EQ(e[4].tag, "learn/tokens");
+    EXPECT_EQ_INT(e[4].step, 18);
   }
   free(e);
   EXPECT(srlm_tfevents_open("/nonexistent/dir", &a) == SRLM_ERR_IO && !a, "open in a missing folder");
   EXPECT_CONTAINS(srlm_error_message(), "/nonexistent/dir/events.out.tfevents.");
+}
+
+/* The scalar count of a file (-1 when it does not read back cleanly). */
+static int count_scalars(const char *path) {
+  ev *e;
+  int n;
+  const char *why = read_events(path, &e, &n);
+  free(e);
+  if (why[0]) fprintf(stderr, "%s: %s\n", path, why);
+  return why[0] ? -1 : n - 1;
+}
+
+/* A resume's cut: two files (5 and 3 scalars) keep the first `keep` in name order; a torn
+ * record at the end counts as lost; keep 0 leaves the file_version records. */
+static void test_cut(void) {
+  char dir[1024];
+  make_dir("cut", dir, sizeof dir);
+  srlm_tfevents *a, *b;
+  char pa[1200], pb[1200];
+  EXPECT(srlm_tfevents_open(dir, &a) == SRLM_OK, "%s", srlm_error_message());
+  if (!a) return;
+  for (int i = 0; i < 5; i++) srlm_tfevents_scalar(a, "a", i, i);
+  snprintf(pa, sizeof pa, "%s", srlm_tfevents_path(a));
+  EXPECT(srlm_tfevents_close(a) == SRLM_OK, "%s", srlm_error_message());
+  EXPECT(srlm_tfevents_open(dir, &b) == SRLM_OK, "%s", srlm_error_message());
+  if (!b) return;
+  for (int i = 0; i < 3; i++) srlm_tfevents_scalar(b, "b", 5 + i, i);
+  snprintf(pb, sizeof pb, "%s", srlm_tfevents_path(b));
+  EXPECT(srlm_tfevents_close(b) == SRLM_OK, "%s", srlm_error_message());
+  EXPECT(strcmp(pa, pb) < 0, "the second file %s does not sort after the first %s", pb, pa);
+  int64_t kept = -1;
+  EXPECT(srlm_tfevents_cut(dir, 100, &kept) == SRLM_OK, "%s", srlm_error_message());
+  EXPECT_EQ_INT(kept, 8);
+  EXPECT(srlm_tfevents_cut(dir, 6, &kept) == SRLM_OK, "%s", srlm_error_message());
+  EXPECT_EQ_INT(kept, 6);
+  EXPECT_EQ_INT(count_scalars(pa), 5);
+  EXPECT_EQ_INT(count_scalars(pb), 1);
+  FILE *f = fopen(pb, "ab"); /* half a record, as a killed writer leaves it */
+  fwrite("\x10\0\0\0\0\0\0\0\1\2", 1, 10, f);
+  fclose(f);
+  EXPECT(srlm_tfevents_cut(dir, 7, &kept) == SRLM_OK, "%s", srlm_error_message());
+  EXPECT_EQ_INT(kept, 6);
+  EXPECT_EQ_INT(count_scalars(pb), 1); /* the torn record is cut away */
+  EXPECT(srlm_tfevents_cut(dir, 0, &kept) == SRLM_OK, "%s", srlm_error_message());
+  EXPECT_EQ_INT(kept, 0);
+  EXPECT_EQ_INT(count_scalars(pa), 0);
+  EXPECT_EQ_INT(count_scalars(pb), 0);
 }
 
 static int dump(const char *path) {
@@ -288,5 +339,6 @@ int main(int argc, char **argv) {
   test_crc32c();
   test_write_read();
   test_names_and_json();
+  test_cut();
   TEST_MAIN_END();
 }
