@@ -82,14 +82,14 @@ static srlm_status load_metrics(const char *path, metrics *m) {
   json_t *o;
   while ((st = srlm_jsonl_next(r, &o)) == SRLM_OK && o) {
     if (!json_is_object(o)) {
+      st = srlm_jsonl_error(r, SRLM_ERR_FORMAT, "expected a JSON object, got %s", srlm_json_type_name(o));
       json_decref(o);
-      st = srlm_error(SRLM_ERR_FORMAT, path, "line %ld: not a JSON object", srlm_jsonl_line(r));
       break;
     }
     json_t *ev = json_object_get(o, "event");
     if (ev && !json_is_string(ev)) {
       json_decref(o);
-      st = srlm_error(SRLM_ERR_FORMAT, path, "line %ld: \"event\" is not a string", srlm_jsonl_line(r));
+      st = srlm_jsonl_error(r, SRLM_ERR_FORMAT, "\"event\" is not a string");
       break;
     }
     if (m->n == cap) {
