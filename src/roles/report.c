@@ -210,15 +210,19 @@ static void chart(srlm_strbuf *b, const metrics *m, const chart_spec *c) {
         H, W, H);
     put(b, "<rect x=\"%d\" y=\"%d\" width=\"%d\" height=\"%d\" fill=\"#fff\" stroke=\"#999\"/>", L, T, W - L - R,
         H - T - B);
+    /* y labels with enough digits to tell 5 ticks apart over a narrow range */
+    double mag = fmax(fabs(y0), fabs(y1)), step = (y1 - y0) / 4.0;
+    int digits = mag > 0 && step > 0 ? (int)ceil(log10(mag / step)) + 2 : 4;
+    digits = digits < 4 ? 4 : digits > 10 ? 10 : digits;
     for (int g = 0; g <= 4; g++) {
-      double y = y0 + (y1 - y0) * g / 4.0;
+      double y = y0 + step * g;
       put(b, "<line x1=\"%d\" x2=\"%d\" y1=\"%.1f\" y2=\"%.1f\" stroke=\"#e5e5e5\"/>", L, W - R, PY(y), PY(y));
-      put(b, "<text x=\"%d\" y=\"%.1f\" class=\"tick\" text-anchor=\"end\">%.4g</text>", L - 4, PY(y) + 4, y);
+      put(b, "<text x=\"%d\" y=\"%.1f\" class=\"tick\" text-anchor=\"end\">%.*g</text>", L - 4, PY(y) + 4, digits, y);
     }
-    for (int g = 0; g <= 4; g++) {
-      double x = x0 + (x1 - x0) * g / 4.0;
-      put(b, "<text x=\"%.1f\" y=\"%d\" class=\"tick\" text-anchor=\"middle\">%.4g</text>", PX(x), H - B + 14, x);
-    }
+    /* x is an iteration or a step: whole numbers, every one when there are few */
+    double x_step = x1 - x0 <= 10 ? 1 : ceil((x1 - x0) / 5.0);
+    for (double x = ceil(x0); x <= x1; x += x_step)
+      put(b, "<text x=\"%.1f\" y=\"%d\" class=\"tick\" text-anchor=\"middle\">%.0f</text>", PX(x), H - B + 14, x);
     put(b, "<text x=\"%d\" y=\"%d\" class=\"axis\" text-anchor=\"middle\">", (L + W - R) / 2, H - 4);
     escs(b, c->x_label);
     put(b, "</text>");
