@@ -7,6 +7,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,17 +21,19 @@ struct srlm_tfevents {
   char path[4400];
 };
 
-uint32_t srlm_crc32c(const void *data, size_t n) {
-  static uint32_t table[256];
-  static int ready; /* the table is the same whoever fills it first: a benign race */
-  if (!ready) {
-    for (uint32_t i = 0; i < 256; i++) {
-      uint32_t c = i;
-      for (int k = 0; k < 8; k++) c = c & 1 ? (c >> 1) ^ 0x82F63B78u : c >> 1;
-      table[i] = c;
-    }
-    ready = 1;
+static uint32_t g_crc_table[256]; /* byte-at-a-time table of the reflected polynomial */
+static pthread_once_t g_crc_once = PTHREAD_ONCE_INIT;
+static void crc_table_init(void) {
+  for (uint32_t i = 0; i < 256; i++) {
+    uint32_t c = i;
+    for (int k = 0; k < 8; k++) c = c & 1 ? (c >> 1) ^ 0x82F63B78u : c >> 1;
+    g_crc_table[i] = c;
   }
+}
+
+uint32_t srlm_crc32c(const void *data, size_t n) {
+  pthread_once(&g_crc_once, crc_table_init);
+  const uint32_t *table = g_crc_table;
   const unsigned char *p = data;
   uint32_t c = 0xFFFFFFFFu;
   for (size_t i = 0; i < n; i++) c = table[(c ^ p[i]) & 0xFF] ^ (c >> 8);

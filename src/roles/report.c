@@ -70,8 +70,14 @@ typedef struct mline {
 typedef struct metrics {
   mline *l;
   int64_t n;
-  int64_t max_iteration;
+  int64_t *iters; /* the iterations of eval and iteration lines, ascending, each once */
+  int64_t n_iters;
 } metrics;
+
+static int cmp_i64(const void *a, const void *b) {
+  int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+  return x < y ? -1 : x > y;
+}
 
 static srlm_status load_metrics(const char *path, metrics *m) {
   memset(m, 0, sizeof *m);
@@ -100,7 +106,10 @@ static srlm_status load_metrics(const char *path, metrics *m) {
     l->o = o;
     l->event = ev ? json_string_value(ev) : "sft";
     int64_t t = json_integer_value(json_object_get(o, "iteration")), step = json_integer_value(json_object_get(o, "step"));
-    if (t > m->max_iteration && strcmp(l->event, "sft")) m->max_iteration = t;
+    if (!strcmp(l->event, "eval") || !strcmp(l->event, "iteration")) {
+      m->iters = srlm_xrealloc(m->iters, (size_t)(m->n_iters + 1) * sizeof *m->iters);
+      m->iters[m->n_iters++] = t;
+    }
     if (!strcmp(l->event, "learn") && t >= 0 && t < 1000000) {
       if (t >= n_it) {
         learn_steps = srlm_xrealloc(learn_steps, (size_t)(t + 1) * sizeof *learn_steps);
@@ -121,6 +130,11 @@ static srlm_status load_metrics(const char *path, metrics *m) {
   }
   free(learn_steps);
   srlm_jsonl_close(r);
+  if (m->n_iters) qsort(m->iters, (size_t)m->n_iters, sizeof *m->iters, cmp_i64);
+  int64_t u = 0;
+  for (int64_t i = 0; i < m->n_iters; i++)
+    if (u == 0 || m->iters[i] != m->iters[u - 1]) m->iters[u++] = m->iters[i];
+  m->n_iters = u;
   if (st == SRLM_OK && m->n == 0)
     st = srlm_error(SRLM_ERR_FORMAT, path, "no metrics yet (the run has not reported a step or an evaluation)");
   return st;
@@ -129,6 +143,7 @@ static srlm_status load_metrics(const char *path, metrics *m) {
 static void free_metrics(metrics *m) {
   for (int64_t i = 0; i < m->n; i++) json_decref(m->l[i].o);
   free(m->l);
+  free(m->iters);
 }
 
 /* ---- charts ------------------------------------------------------------------------- */
@@ -267,7 +282,8 @@ static void table(srlm_strbuf *b, const metrics *m) {
   put(b, "<table id=\"iterations\"><thead><tr><th>model</th><th>accuracy</th><th>sample acc</th><th>judge agr</th>"
          "<th>samples</th><th>pairs</th><th>pair ok</th><th>replay</th><th>loss first</th><th>loss last</th>"
          "<th>mean score</th><th>seconds</th></tr></thead><tbody>\n");
-  for (int64_t t = 0; t <= m->max_iteration; t++) {
+  for (int64_t k = 0; k < m->n_iters; k++) {
+    const int64_t t = m->iters[k];
     const json_t *ev = NULL, *it = NULL;
     for (int64_t i = 0; i < m->n; i++) {
       if (json_integer_value(json_object_get(m->l[i].o, "iteration")) != t) continue;
@@ -354,12 +370,12 @@ static int exists(const char *path) {
   return stat(path, &sb) == 0;
 }
 
-static void samples(srlm_strbuf *b, const char *run_dir, int64_t max_iteration) {
+static void samples(srlm_strbuf *b, const char *run_dir, const metrics *m) {
   char path[4400], dir[4400];
-  int64_t t = max_iteration;
-  for (; t >= 1; t--) {
-    snprintf(path, sizeof path, "%s/iter_%lld/rollouts.h5", run_dir, (long long)t);
-    if (exists(path)) break;
+  int64_t t = 0; /* the last reported iteration with rollouts */
+  for (int64_t k = m->n_iters - 1; k >= 0 && t == 0; k--) {
+    snprintf(path, sizeof path, "%s/iter_%lld/rollouts.h5", run_dir, (long long)m->iters[k]);
+    if (m->iters[k] >= 1 && exists(path)) t = m->iters[k];
   }
   put(b, "<section id=\"samples\"><h2>Sampled prompts</h2>\n");
   if (t < 1) {
@@ -477,7 +493,7 @@ srlm_status srlm_report_write(const char *run_dir, char **out_path) {
     for (size_t i = 0; i < sizeof k_sft_charts / sizeof *k_sft_charts; i++) chart(&b, &m, &k_sft_charts[i]);
     put(&b, "</div>\n");
   }
-  if (sr) samples(&b, run_dir, m.max_iteration);
+  if (sr) samples(&b, run_dir, &m);
   put(&b, "<section id=\"config\"><h2>Config</h2>\n");
   char cfg_path[4400], *yaml = NULL;
   size_t yaml_n = 0;

@@ -4,7 +4,7 @@
 # SVG chart with one point per metrics.jsonl value for each chart, says "no data" for a
 # series metrics.jsonl lacks, has one table row per iteration (plus the start), the run's
 # config and sampled prompts with best and worst answers; a hostile prompt
-# (<script>, quotes, </pre>) is HTML-escaped; a report that cannot be written is a
+# (<script>, quotes, </pre>) is HTML-escaped; an SFT run folder gets its SFT charts; a report that cannot be written is a
 # warning, not a failed run; errors: no run folder, no metrics.jsonl, an empty one, bad
 # JSON and a non-object line (file:line), and usage.
 set -u
@@ -117,7 +117,22 @@ grep -q "WARN.*report.html not written\|warning.*report.html not written\|report
   || fail "no warning for the unwritable report: $(grep -i report "$tmp/w.err")"
 [ -f "$tmp/runs/w/summary.json" ] || fail "run w did not finish"
 
-# 4. errors
+# 4. an SFT run folder: its loss, lr and throughput charts, no iteration charts
+"$srlm" task sft-data --seed 3 --instructions 40 --judge 0 --out "$tmp/sft.jsonl" 2>/dev/null || fail "task sft-data"
+"$srlm" sft -c configs/sft-tiny.yaml run.out_dir="$tmp/runs" run.name=sft data.sft="$tmp/sft.jsonl" train.epochs=2 \
+  train.log_every=1 >/dev/null 2>"$tmp/sft.err" || { fail "sft exited non-zero"; tail -5 "$tmp/sft.err" >&2; }
+expect_rc 0 "srlm report on an SFT run" "$srlm" report "$tmp/runs/sft"
+python3 - "$tmp/runs/sft/report.html" "$tmp/runs/sft/metrics.jsonl" <<'PY' || fail "SFT report"
+import re, sys
+html, n = open(sys.argv[1]).read(), sum(1 for _ in open(sys.argv[2]))
+figs = re.findall(r'<figure class="chart" id="(chart-[a-z_]+)">(.*?)</figure>', html, re.S)
+ids = [f for f, _ in figs]
+if ids != ["chart-sft_loss", "chart-sft_lr", "chart-sft_throughput"]: sys.exit("SFT charts %s" % ids)
+for f, body in figs:
+    if body.count('<circle class="pt"') != n: sys.exit("%s: %d points, %d metrics lines" % (f, body.count('<circle class="pt"'), n))
+PY
+
+# 5. errors
 expect_rc 2 "no run folder argument" "$srlm" report
 expect_err "a run folder is required"
 expect_rc 2 "two folders" "$srlm" report "$run" "$run"
