@@ -155,7 +155,9 @@ static srlm_status run_sft(sft_cli *c) {
   SRLM_TRY(srlm_config_save(cfg, path));
   SRLM_TRY(srlm_path_join(c->metrics_path, sizeof c->metrics_path, c->run_dir, "metrics.jsonl"));
   SRLM_INFO("run folder %s (config saved as config.yaml)", c->run_dir);
-  if (cfg->run.tensorboard) {
+  if (cfg->run.tensorboard) { /* metrics.jsonl starts afresh: so do the events (earlier files cut to nothing) */
+    int64_t kept;
+    SRLM_TRY(srlm_tfevents_cut(c->run_dir, 0, &kept));
     SRLM_TRY(srlm_tfevents_open(c->run_dir, &c->tb));
     SRLM_INFO("TensorBoard: %s (tensorboard --logdir %s)", srlm_tfevents_path(c->tb), c->run_dir);
   }

@@ -4,7 +4,8 @@
 # metrics.jsonl's (learn/*, eval/*, iteration/*); run.tensorboard=false writes none; a run
 # killed inside an iteration's learning (after a LEARN checkpoint) and resumed leaves two
 # files that still hold exactly metrics.jsonl's numbers, steps continuing (the old file is
-# cut back to the checkpoint); `srlm sft` writes sft/* scalars.
+# cut back to the checkpoint); `srlm sft` writes sft/* scalars, and a second sft into the
+# same folder (metrics.jsonl rewritten) cuts the first one's events away.
 # The files are read by tests/fixtures/check_tfevents.py with srlm's C reader
 # (test_tfevents --dump: framing and both CRCs) or, given --tensorboard, with the
 # tensorboard package's own reader (ctest fixtures.tfevents, where it is installed).
@@ -85,6 +86,10 @@ check "$tmp/runs/r"
   train.log_every=1 >/dev/null 2>"$tmp/sft.err" || { fail "sft exited non-zero"; tail -5 "$tmp/sft.err" >&2; }
 f=$(ls "$tmp"/runs/sft/events.out.tfevents.* 2>/dev/null | head -1)
 [ -n "$f" ] && "$build/tests/test_tfevents" --dump "$f" | grep -q "^sft/loss	1	" || fail "sft: no sft/loss at step 1 in '$f'"
+check "$tmp/runs/sft"
+# a second sft into the same folder rewrites metrics.jsonl: the first run's events are cut away
+"$srlm" sft -c configs/sft-tiny.yaml run.out_dir="$tmp/runs" run.name=sft data.sft="$tmp/sft.jsonl" train.epochs=1 \
+  train.log_every=1 >/dev/null 2>"$tmp/sft2.err" || fail "second sft exited non-zero"
 check "$tmp/runs/sft"
 
 [ $fails -eq 0 ] && echo "tensorboard: all checks passed" || echo "tensorboard: $fails failures"
