@@ -65,6 +65,7 @@ static void replay_free(replay_buf *r) {
 
 typedef struct learn_log {
   FILE *metrics; /* the lead's; NULL on other learners (they only train) */
+  sr_ctx *ctx;   /* where sr_metrics_line writes */
   int iteration;
   int log_every;
   /* LEARN checkpoints every `every` steps (0 = none), written by the lead */
@@ -148,7 +149,7 @@ static srlm_status log_pref_step(const srlm_pref_step_info *s, learn_log *l) {
   json_object_set_new(o, "skipped", json_boolean(s->skipped));
   json_object_set_new(o, "tokens", json_integer(s->tokens));
   json_object_set_new(o, "tokens_per_s", sr_num(s->step_seconds > 0 ? (double)s->tokens / s->step_seconds : NAN));
-  return sr_metrics_line(l->metrics, o);
+  return sr_metrics_line(l->ctx, o);
 }
 
 
@@ -220,7 +221,7 @@ static srlm_status log_grpo_step(const srlm_grpo_step_info *s, learn_log *l) {
   json_object_set_new(o, "len_mean", sr_num(s->grpo.seqs ? (double)s->grpo.tokens / (double)s->grpo.seqs : NAN));
   json_object_set_new(o, "tokens", json_integer(s->tokens));
   json_object_set_new(o, "tokens_per_s", sr_num(s->step_seconds > 0 ? (double)s->tokens / s->step_seconds : NAN));
-  return sr_metrics_line(l->metrics, o);
+  return sr_metrics_line(l->ctx, o);
 }
 
 /* GRPO on groups: every prompt whose K samples all arrived is a group (unscored samples
@@ -460,7 +461,7 @@ srlm_status sr_learn(sr_ctx *c, int t, srlm_shard *sh, int64_t stale, srlm_sr_it
     st = write_rollouts(c, t, sh, rows3, np, 0, &ps, rb.d.n, stale);
   }
   double *ref = srlm_xmalloc((size_t)(2 * np + 1) * sizeof *ref);
-  learn_log ll = {.metrics = c->lead ? c->metrics : NULL, .iteration = t, .log_every = cfg->train.log_every,
+  learn_log ll = {.metrics = c->lead ? c->metrics : NULL, .ctx = c, .iteration = t, .log_every = cfg->train.log_every,
                   .every = cfg->train.checkpoint_every, .m = c->ro.m, .run_dir = c->run_dir, .yaml = c->yaml,
                   .data_position = (int64_t)t * c->ro.n, .beta = cfg->train.beta,
                   .has_ref = cfg->train.loss != SRLM_CFG_LOSS_SFT};
