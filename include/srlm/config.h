@@ -124,6 +124,7 @@ typedef struct srlm_config {
     srlm_cfg_backend backend;
     int device; /* -1 = the launcher's local rank */
     int rank_timeout; /* seconds without a heartbeat before a rank counts as stopped; 0 = off */
+    bool tensorboard; /* TensorBoard events file in the run folder (tfevents.h) */
   } run;
   struct {
     char *path; /* Hugging Face directory; "" = build a fresh model from model.arch */
@@ -221,6 +222,7 @@ typedef struct srlm_config {
     bool grpo_std;                 /* divide group advantages by their std (false: Dr.GRPO) */
     double is_cap;                 /* GRPO truncated importance weight cap; 0 = off */
     int checkpoint_every;          /* optimizer steps between mid-iteration checkpoints; 0 = only at iteration ends */
+    int zero;                      /* ZeRO stage over the learner ranks: 0, or 1 (AdamW moments sharded) */
   } train;
   struct {
     int every;   /* iterations between evaluations; 0 = never */

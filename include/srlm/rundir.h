@@ -13,10 +13,10 @@
  * gone: srlm_rundir_clean_tmp removes them, and the rank heartbeats of an earlier job
  * (.ranks/, the watchdog's: comm.h).
  *
- * srlm's own files, the ones srlm_rundir_find_run looks for and srlm_rundir_clear
- * removes: config.yaml, checkpoint.h5, metrics.jsonl, summary.json, report.html,
- * events.out.tfevents.*, and the folders iter_<N>/. Anything else (a batch script's log,
- * a user's notes) is left alone. */
+ * srlm's own files, the ones srlm_rundir_clear removes: config.yaml, checkpoint.h5,
+ * metrics.jsonl, summary.json, report.html, events.out.tfevents.*, and the folders
+ * iter_<N>/ (all but the report and the events files also mark a run for
+ * srlm_rundir_find_run). Anything else (a batch script's log, a user's notes) is left alone. */
 #ifndef SRLM_RUNDIR_H
 #define SRLM_RUNDIR_H
 
@@ -44,8 +44,9 @@ void srlm_rundir_lock_release(srlm_rundir_lock *l);
  * gone); *removed (may be NULL) = how many, *bytes (may be NULL) = their size. */
 srlm_status srlm_rundir_clean_tmp(const char *dir, int64_t *removed, int64_t *bytes);
 
-/* Whether dir holds any of srlm's own files: *found = their count, the first one's name
- * in first (n bytes). A missing dir holds none. */
+/* Whether dir holds a run: *found = the count of its config.yaml, checkpoint.h5,
+ * metrics.jsonl, summary.json and iter_<N>/ (a report.html or events file alone is no
+ * run), the first one's name in first (n bytes). A missing dir holds none. */
 srlm_status srlm_rundir_find_run(const char *dir, int *found, char *first, size_t n);
 
 /* Removes srlm's own files and folders from dir (not .lock, not other files);

@@ -129,12 +129,13 @@ srlm_status srlm_rundir_clean_tmp(const char *dir, int64_t *removed, int64_t *by
   return SRLM_OK;
 }
 
-/* srlm's own top-level entries (rundir.h). */
-static int is_own(const char *name) {
-  static const char *const k_files[] = {"config.yaml", "checkpoint.h5", "metrics.jsonl", "summary.json", "report.html"};
+/* srlm's own top-level entries (rundir.h); run_only: only those that mean a run was made
+ * here (a report.html or an events file alone do not). */
+static int is_own_of(const char *name, int run_only) {
+  static const char *const k_files[] = {"config.yaml", "checkpoint.h5", "metrics.jsonl", "summary.json"};
   for (size_t i = 0; i < sizeof k_files / sizeof *k_files; i++)
     if (!strcmp(name, k_files[i])) return 1;
-  if (!strncmp(name, "events.out.tfevents.", 20)) return 1;
+  if (!run_only && (!strcmp(name, "report.html") || !strncmp(name, "events.out.tfevents.", 20))) return 1;
   if (!strncmp(name, "iter_", 5) && name[5]) {
     for (const char *d = name + 5; *d; d++)
       if (*d < '0' || *d > '9') return 0;
@@ -142,6 +143,7 @@ static int is_own(const char *name) {
   }
   return 0;
 }
+static int is_own(const char *name) { return is_own_of(name, 0); }
 
 srlm_status srlm_rundir_find_run(const char *dir, int *found, char *first, size_t n) {
   *found = 0;
@@ -150,7 +152,7 @@ srlm_status srlm_rundir_find_run(const char *dir, int *found, char *first, size_
   if (!d) return errno == ENOENT ? SRLM_OK : srlm_error(SRLM_ERR_IO, dir, "cannot list: %s", strerror(errno));
   struct dirent *e;
   while ((e = readdir(d)))
-    if (is_own(e->d_name)) {
+    if (is_own_of(e->d_name, 1)) {
       if (!*found && n) snprintf(first, n, "%s", e->d_name);
       (*found)++;
     }
