@@ -12,7 +12,9 @@
  *   activations  a learner's largest micro-batch: train.batch_size pairs x 2 sequences
  *                (GRPO: groups x K samples; SFT: examples) of train.max_seq_len tokens (or
  *                the model's max positions), with train.recompute as set;
- *   kv_cache     a generator's or judge's KV cache: SRLM_MEMPLAN_SLOTS sequences x the
+ *   kv_cache     a generator's or judge's KV cache: SRLM_MEMPLAN_SLOTS sequences of
+ *                data.max_prompt_tokens + generate.max_new_tokens + judge.max_new_tokens +
+ *                SRLM_MEMPLAN_TEMPLATE_TOKENS (the judge template) positions, at most the
  *                model's max positions;
  *   inference    a generator's or judge's forward buffers for one step of at most
  *                SRLM_MEMPLAN_STEP_TOKENS tokens;
@@ -36,6 +38,7 @@ extern "C" {
 #endif
 
 #define SRLM_MEMPLAN_SLOTS 64
+#define SRLM_MEMPLAN_TEMPLATE_TOKENS 1024
 #define SRLM_MEMPLAN_STEP_TOKENS 4096
 #define SRLM_MEMPLAN_WORKSPACE ((size_t)64 << 20)
 

@@ -20,7 +20,12 @@ srlm_status srlm_memplan_make(const srlm_config *cfg, const srlm_model_config *m
   p->micro_seqs = learner ? (int64_t)cfg->train.batch_size * per_unit : 0;
   p->micro_tokens = p->micro_seqs * seq;
   p->kv_slots = sampler ? SRLM_MEMPLAN_SLOTS : 0;
-  p->kv_len = sampler ? positions : 0;
+  /* a generator's sequences: a prompt + its answer; a judge's: the template + prompt +
+     answer + judgment; one bound for both */
+  int64_t kv = (int64_t)cfg->data.max_prompt_tokens + cfg->generate.max_new_tokens + cfg->judge.max_new_tokens +
+               SRLM_MEMPLAN_TEMPLATE_TOKENS;
+  if (kv > positions) kv = positions;
+  p->kv_len = sampler ? kv : 0;
   srlm_model_memory mm;
   SRLM_TRY(srlm_model_memory_plan(mc, srlm_setup_dtype(cfg), cfg->train.recompute, p->micro_tokens, p->micro_tokens,
                                   sampler ? SRLM_MEMPLAN_STEP_TOKENS : 0, &mm));

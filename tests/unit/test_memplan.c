@@ -116,7 +116,8 @@ static void test_rank_plans(void) {
   EXPECT(lp.total == lp.weights + lp.master + lp.grads + lp.moments + lp.activations + lp.workspace, "learner total");
   EXPECT(srlm_memplan_make(&cfg, &c, 0, 1, 1, &sp) == SRLM_OK, "sampler");
   EXPECT(sp.grads == 0 && sp.moments == 0 && sp.activations == 0 &&
-             sp.kv_cache == (size_t)2 * 28 * 1024 * 2 * SRLM_MEMPLAN_SLOTS * 40960 && sp.inference > 0,
+             sp.kv_len == 512 + 256 + 256 + 1024 &&
+             sp.kv_cache == (size_t)2 * 28 * 1024 * 2 * SRLM_MEMPLAN_SLOTS * 2048 && sp.inference > 0,
          "sampler plan: kv %zu", sp.kv_cache);
   cfg.train.zero = 1;
   EXPECT(srlm_memplan_make(&cfg, &c, 1, 0, 4, &zp) == SRLM_OK, "zero");
@@ -133,6 +134,9 @@ static void test_rank_plans(void) {
   EXPECT(srlm_memplan_check(&lp, lp.total, "cuda device 0") == SRLM_OK, "a plan of exactly the free memory fits");
   EXPECT(srlm_memplan_check(&lp, lp.total - 1, "cuda device 0") == SRLM_ERR_NOMEM, "one byte short is refused");
   EXPECT_CONTAINS(srlm_error_message(), "cuda device 0: this rank's memory plan");
+  cfg.generate.max_new_tokens = 100000; /* past the model's positions: the cache is bounded by them */
+  EXPECT(srlm_memplan_make(&cfg, &c, 0, 1, 1, &sp) == SRLM_OK && sp.kv_len == 40960, "kv bound: %lld", (long long)sp.kv_len);
+  cfg.generate.max_new_tokens = 256;
   EXPECT(srlm_memplan_check(&sp, sp.total / 2, "cuda device 3") == SRLM_ERR_NOMEM, "sampler refused");
   EXPECT_CONTAINS(srlm_error_message(), "model.arch.max_seq_len");
   cfg.train.batch_size = 64;
