@@ -152,7 +152,61 @@ static void test_rank_plans(void) {
   srlm_config_free(&cfg);
 }
 
+/* The shipped GPU configs (configs/gpu/) with their models' config.json shapes: every
+ * rank's plan fits the card the config is sized for (80 GB; 141 GB for the 8B). */
+typedef struct shape {
+  const char *file;
+  srlm_model_type type;
+  int64_t V, C, FF, L, NH, NKV, HS;
+  bool tied;
+  double card_gib; /* the card's memory, less a margin for the CUDA context */
+} shape;
+
+static void test_gpu_configs(void) {
+  static const shape k[] = {
+      {"qwen3-0.6b.yaml", SRLM_MODEL_QWEN3, 151936, 1024, 3072, 28, 16, 8, 128, true, 74},
+      {"qwen3-1.7b.yaml", SRLM_MODEL_QWEN3, 151936, 2048, 6144, 28, 16, 8, 128, true, 74},
+      {"llama3.2-1b.yaml", SRLM_MODEL_LLAMA, 128256, 2048, 8192, 16, 32, 8, 64, true, 74},
+      {"llama3.2-3b.yaml", SRLM_MODEL_LLAMA, 128256, 3072, 8192, 28, 24, 8, 128, true, 74},
+      {"llama3.1-8b.yaml", SRLM_MODEL_LLAMA, 128256, 4096, 14336, 32, 32, 8, 128, false, 130},
+  };
+  const char *src = getenv("SRLM_SOURCE_DIR");
+  EXPECT(src != NULL, "SRLM_SOURCE_DIR is not set");
+  if (!src) return;
+  for (size_t i = 0; i < sizeof k / sizeof *k; i++) {
+    char path[4096];
+    snprintf(path, sizeof path, "%s/configs/gpu/%s", src, k[i].file);
+    srlm_config cfg;
+    srlm_status st = srlm_config_load(&cfg, path, 0, NULL);
+    EXPECT(st == SRLM_OK, "%s: %s", k[i].file, srlm_error_message());
+    srlm_model_config c;
+    srlm_model_config_defaults(&c, k[i].type);
+    c.vocab_size = k[i].V;
+    c.hidden_size = k[i].C;
+    c.intermediate_size = k[i].FF;
+    c.num_hidden_layers = k[i].L;
+    c.num_attention_heads = k[i].NH;
+    c.num_key_value_heads = k[i].NKV;
+    c.head_dim = k[i].HS;
+    c.max_position_embeddings = 131072;
+    c.tie_word_embeddings = k[i].tied;
+    EXPECT(srlm_model_config_finalize(&c, k[i].file) == SRLM_OK, "%s: %s", k[i].file, srlm_error_message());
+    const size_t card = (size_t)(k[i].card_gib * (double)(1u << 30));
+    for (int role = 0; st == SRLM_OK && role < 2; role++) {
+      srlm_memplan p;
+      EXPECT(srlm_memplan_make(&cfg, &c, role == 0, role == 1, cfg.roles.learners, &p) == SRLM_OK, "%s plan", k[i].file);
+      char line[1024];
+      srlm_memplan_format(&p, card, line, sizeof line);
+      fprintf(stderr, "%s %s: %s\n", k[i].file, role ? "sampler" : "learner", line);
+      EXPECT(srlm_memplan_check(&p, card, k[i].file) == SRLM_OK, "%s %s: %s", k[i].file, role ? "sampler" : "learner",
+             srlm_error_message());
+    }
+    srlm_config_free(&cfg);
+  }
+}
+
 int main(void) {
+  test_gpu_configs();
   test_against_model(SRLM_F32, 0);
   test_against_model(SRLM_F32, 1);
   test_against_model(SRLM_BF16, 0);
