@@ -81,8 +81,11 @@ srlm_status be_create(srlm_backend *be, int device) {
     return srlm_error(SRLM_ERR_UNSUPPORTED, where, "no CUDA device is visible (%s)",
                       rc != cudaSuccess ? SRLM_CUDA_ERRSTR(rc) : "0 devices");
   }
+  // run.device -1: the local rank's device, wrapped, so several ranks may share one GPU
+  // (e.g. learner, generator and judge on a single-GPU box)
+  if (be->auto_device && device >= 0) device %= count;
   if (device < 0 || device >= count)
-    return srlm_error(SRLM_ERR_RANGE, where, "device %d out of range [0, %d)", device, count);
+    return srlm_error(SRLM_ERR_RANGE, where, "device %d out of range [0, %d) (run.device)", device, count);
   cudaDeviceProp prop;
   SRLM_CUDA(cudaGetDeviceProperties(&prop, device));
   if (prop.major < 8)
@@ -234,6 +237,12 @@ srlm_status be_sync(srlm_backend *be) {
   return wait_and_check(ctx(be));
 }
 
+srlm_status be_mem_info(srlm_backend *be, size_t *free_bytes, size_t *total_bytes) {
+  SRLM_TRY(ready(be, W("mem_info")));
+  SRLM_CUDA(cudaMemGetInfo(free_bytes, total_bytes));
+  return SRLM_OK;
+}
+
 srlm_backend_ops make_ops() {
   srlm_backend_ops ops = {};
   ops.name = SRLM_CUDA_NAME;
@@ -249,6 +258,7 @@ srlm_backend_ops make_ops() {
   ops.copy_d2h = be_copy_d2h;
   ops.copy_d2d = be_copy_d2d;
   ops.sync = be_sync;
+  ops.mem_info = be_mem_info;
 #define SRLM_CUDA_SET_OP_(op) ops.op = op_##op;
   SRLM_CUDA_OPS(SRLM_CUDA_SET_OP_)
 #undef SRLM_CUDA_SET_OP_

@@ -1319,9 +1319,27 @@ cudaError_t cudaDeviceSynchronize(void) {
   }
   return e;
 }
+// The simulated device's size: the host's memory, or SRLM_SIM_DEVICE_MEMORY bytes (to try
+// what a job does on a smaller device); free = that minus what the simulation allocated.
 cudaError_t cudaMemGetInfo(size_t *free_bytes, size_t *total_bytes) {
-  if (free_bytes) *free_bytes = (size_t)sysconf(_SC_AVPHYS_PAGES) * (size_t)sysconf(_SC_PAGESIZE);
-  if (total_bytes) *total_bytes = (size_t)sysconf(_SC_PHYS_PAGES) * (size_t)sysconf(_SC_PAGESIZE);
+  size_t total = (size_t)sysconf(_SC_PHYS_PAGES) * (size_t)sysconf(_SC_PAGESIZE);
+  size_t avail = (size_t)sysconf(_SC_AVPHYS_PAGES) * (size_t)sysconf(_SC_PAGESIZE);
+  const char *env = getenv("SRLM_SIM_DEVICE_MEMORY");
+  if (env && *env) {
+    char *end = nullptr;
+    unsigned long long v = strtoull(env, &end, 10);
+    if (end && !*end && v > 0) {
+      total = (size_t)v;
+      size_t used = 0;
+      {
+        std::lock_guard<std::mutex> lk(dev().mu);
+        for (const auto &kv : dev().dev) used += kv.second;
+      }
+      avail = used < total ? total - used : 0;
+    }
+  }
+  if (free_bytes) *free_bytes = avail;
+  if (total_bytes) *total_bytes = total;
   return cudaSuccess;
 }
 

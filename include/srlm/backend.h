@@ -510,6 +510,9 @@ typedef struct srlm_backend_ops {
   srlm_status (*copy_d2d)(srlm_backend *be, void *dst, const void *src, size_t bytes);
   /* Waits for every queued op; reports asynchronous errors (library or kernel-found). */
   srlm_status (*sync)(srlm_backend *be);
+  /* The device memory free now and in all (bytes); the CPU: the machine's available and
+   * physical memory. */
+  srlm_status (*mem_info)(srlm_backend *be, size_t *free_bytes, size_t *total_bytes);
 
   /* The ops (NULL where a backend does not have one). */
 #define SRLM_OP_FIELD_(op, type) srlm_status (*op)(srlm_backend *be, type p);
@@ -522,6 +525,8 @@ struct srlm_backend {
   const srlm_backend_ops *ops;
   const char *name;  /* ops->name */
   int device;        /* the device it runs on; -1 for the CPU */
+  int auto_device;   /* 1: device came from the launcher's local rank (run.device -1); create
+                        wraps it to the devices there are, so ranks may share a GPU */
   int host_memory;   /* ops->host_memory */
   void *ctx;         /* the backend's private state */
 };
@@ -540,6 +545,9 @@ static inline srlm_status srlm_backend_host_alloc(srlm_backend *be, void **ptr, 
   return be->ops->host_alloc(be, ptr, bytes);
 }
 static inline srlm_status srlm_backend_host_free(srlm_backend *be, void *ptr) { return be->ops->host_free(be, ptr); }
+static inline srlm_status srlm_backend_mem_info(srlm_backend *be, size_t *free_bytes, size_t *total_bytes) {
+  return be->ops->mem_info(be, free_bytes, total_bytes);
+}
 static inline srlm_status srlm_backend_zero(srlm_backend *be, void *ptr, size_t bytes) {
   return be->ops->zero(be, ptr, bytes);
 }
@@ -565,7 +573,8 @@ int srlm_backend_has_op(const srlm_backend_ops *ops, srlm_op_id id);
 srlm_backend *srlm_backend_cpu(void);
 
 /* Opens an instance of the backend named `name` on `device` ("cpu" ignores it; < 0
- * means this process's default: its local rank, see srlm_backend_default_device).
+ * means this process's default: its local rank (srlm_backend_default_device), which a
+ * GPU backend wraps to the devices there are (auto_device), so ranks may share one).
  * Unknown names are SRLM_ERR_CONFIG listing the available ones; "cuda" in a binary
  * without it says so (SRLM_ERR_UNSUPPORTED). Close it with srlm_backend_close, which
  * reports an error still pending on the device. */

@@ -223,6 +223,7 @@ typedef struct srlm_config {
     double is_cap;                 /* GRPO truncated importance weight cap; 0 = off */
     int checkpoint_every;          /* optimizer steps between mid-iteration checkpoints; 0 = only at iteration ends */
     int zero;                      /* ZeRO stage over the learner ranks: 0, or 1 (AdamW moments sharded) */
+    bool recompute;                /* activation recompute per layer in the learner's backward */
   } train;
   struct {
     int every;   /* iterations between evaluations; 0 = never */

@@ -124,6 +124,22 @@ size_t srlm_model_activation_bytes(const srlm_model *m);
  * more forward's work, same bits). Off (0, the default) keeps everything. */
 srlm_status srlm_model_set_recompute(srlm_model *m, int on);
 
+/* What a model of config c and dtype dt will allocate, from its shape alone (before
+ * anything is allocated; the memory plan of a rank, memplan.h): */
+typedef struct srlm_model_memory {
+  size_t n_params;
+  size_t params;          /* the compute copy: n_params x dtype size */
+  size_t master;          /* the fp32 master copy of a bf16 model; 0 for fp32 */
+  size_t grads;           /* fp32 gradients (a learner's) */
+  size_t moments;         /* AdamW m and v, fp32 (unsharded) */
+  size_t train;           /* a training forward + backward of T tokens, NT with targets, with
+                             recompute as given: srlm_model_activation_bytes' value after it */
+  size_t infer;           /* an inference forward of T_infer tokens (layer activations + scratch) */
+  size_t kv_per_position; /* KV cache bytes per cached position of one slot (all layers, K and V) */
+} srlm_model_memory;
+srlm_status srlm_model_memory_plan(const srlm_model_config *c, srlm_dtype dt, int recompute, int64_t T, int64_t NT,
+                                   int64_t T_infer, srlm_model_memory *out);
+
 /* ---- KV cache and incremental decoding ------------------------------------ */
 
 /* A cache of keys and values for up to max_slots sequences of up to max_len tokens each

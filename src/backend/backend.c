@@ -102,6 +102,7 @@ srlm_status srlm_backend_open(const char *name, int device, srlm_backend **out) 
   be->ops = ops;
   be->name = ops->name;
   be->host_memory = ops->host_memory;
+  be->auto_device = device < 0;
   be->device = device < 0 ? srlm_backend_default_device() : device;
   srlm_status st = ops->create(be, be->device);
   if (st != SRLM_OK) {

@@ -178,6 +178,7 @@ static srlm_status run_sft(sft_cli *c) {
               has_chat ? srlm_chat_kind_name(chat.kind) : "none (raw text)");
     st = srlm_setup_backend(cfg, &be);
     if (st == SRLM_OK) st = srlm_setup_model(cfg, tok, be, &model);
+    if (st == SRLM_OK && cfg->train.recompute) st = srlm_model_set_recompute(model, 1);
   }
   const srlm_model_config *mc = NULL;
   if (st == SRLM_OK) {

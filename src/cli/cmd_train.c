@@ -21,6 +21,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "commands.h"
 #include "srlm/chat.h"
@@ -31,6 +32,7 @@
 #include "srlm/jsonl.h"
 #include "srlm/llm_judge.h"
 #include "srlm/prompts.h"
+#include "srlm/memplan.h"
 #include "srlm/rundir.h"
 #include "srlm/selfreward.h"
 #include "srlm/setup.h"
@@ -344,6 +346,47 @@ static void fmt_num(char *out, size_t n, double x, const char *fmt) {
     snprintf(out, n, "-");
 }
 
+/* This rank's memory plan, logged; on a device, a plan that does not fit is an error
+ * before anything is allocated (memplan.h). */
+static srlm_status plan_memory(train_ctx *c, srlm_comm *comm, srlm_backend *be) {
+  const srlm_config *cfg = &c->cfg;
+  const int learner = srlm_comm_has_role(comm, SRLM_ROLE_LEARNER);
+  const int sampler = srlm_comm_has_role(comm, SRLM_ROLE_GENERATOR) || srlm_comm_has_role(comm, SRLM_ROLE_JUDGE);
+  srlm_memplan plan;
+  SRLM_TRY(srlm_memplan_make(cfg, &c->mcfg, learner, sampler, srlm_comm_role_size(comm, SRLM_ROLE_LEARNER), &plan));
+  size_t free_b = 0, total_b = 0;
+  SRLM_TRY(srlm_backend_mem_info(be, &free_b, &total_b));
+  char line[1024];
+  srlm_memplan_format(&plan, free_b, line, sizeof line);
+  SRLM_INFO("%s", line);
+  if (be->host_memory) return SRLM_OK; /* host memory: the OS pages and swaps; no hard limit to check */
+  char dev[96];
+  snprintf(dev, sizeof dev, "%s device %d", be->name, be->device);
+  return srlm_memplan_check(&plan, free_b, dev);
+}
+
+/* Every rank's role, host and device, printed by the lead. Collective. */
+static srlm_status print_layout(srlm_comm *comm, srlm_backend *be) {
+  char host[256] = "?", mine[512];
+  if (gethostname(host, sizeof host - 1) != 0) snprintf(host, sizeof host, "?");
+  host[sizeof host - 1] = 0;
+  if (be->host_memory)
+    snprintf(mine, sizeof mine, "%-9s on %s, %s", srlm_comm_role_label(comm), host, be->name);
+  else
+    snprintf(mine, sizeof mine, "%-9s on %s, %s device %d", srlm_comm_role_label(comm), host, be->name, be->device);
+  void **bufs;
+  size_t *lens;
+  SRLM_TRY(srlm_comm_allgather_bytes(comm, mine, strlen(mine) + 1, &bufs, &lens));
+  const int n = srlm_comm_size(comm);
+  for (int r = 0; r < n; r++) {
+    if (srlm_comm_rank(comm) == 0) SRLM_INFO("rank %d: %s", r, lens[r] ? (const char *)bufs[r] : "?");
+    free(bufs[r]);
+  }
+  free(bufs);
+  free(lens);
+  return SRLM_OK;
+}
+
 /* The self-rewarding iterations from M0 (task.name set, run.iterations > 0), on every
  * rank; the lead (world rank 0) writes metrics.jsonl and prints the table. */
 static srlm_status run_iterations(train_ctx *c, srlm_comm *comm, srlm_sr_iteration **rows_out) {
@@ -372,10 +415,14 @@ static srlm_status run_iterations(train_ctx *c, srlm_comm *comm, srlm_sr_iterati
   srlm_model *m = NULL;
   srlm_backend *be = NULL;
   srlm_status st = srlm_setup_backend(cfg, &be);
+  if (st == SRLM_OK) st = plan_memory(c, comm, be);
+  st = srlm_comm_agree(comm, st); /* every rank fits (or all stop, each with its message) */
+  if (st == SRLM_OK) st = print_layout(comm, be);
   if (st == SRLM_OK) {
     srlm_comm_set_backend(comm, be);
     st = srlm_model_load(c->model_dir, be, srlm_setup_dtype(cfg), &m);
   }
+  if (st == SRLM_OK && cfg->train.recompute) st = srlm_model_set_recompute(m, 1);
   srlm_sr_iteration *rows = srlm_xcalloc((size_t)cfg->run.iterations + 1, sizeof *rows);
   srlm_sr_inputs in = {.cfg = cfg, .comm = comm, .run_dir = c->run_dir, .tok_dir = tok_dir, .m = m, .tok = c->tok,
                        .prompts = task ? NULL : &set, .llm = llm, .resume = c->resume,

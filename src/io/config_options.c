@@ -69,7 +69,7 @@ static const srlm_config_option k_options[] = {
     OPT_ENUM(run.log_level, k_log_levels, "info", "least severe log level printed to stderr"),
     OPT_ENUM(run.backend, k_backends, "cpu",
              "where the model runs: cpu, cuda (a GPU per rank) or cuda-sim (the CUDA kernels simulated on the CPU, for tests)"),
-    OPT_INT(run.device, -1, -1, 1023, "GPU index of this rank; -1 = the launcher's local rank (OMPI/Slurm), else 0"),
+    OPT_INT(run.device, -1, -1, 1023, "GPU index of this rank; -1 = the launcher's local rank (OMPI/Slurm, else 0) modulo the GPUs there are, so ranks may share one"),
     OPT_INT(run.rank_timeout, 600, 0, 604800,
             "seconds a rank may stop answering (SIGSTOP, a frozen node) before the job ends naming it; 0 = never"),
     OPT_BOOL(run.tensorboard, 1, "write the metrics also as a TensorBoard events file (events.out.tfevents.*) in the run folder"),
@@ -160,6 +160,7 @@ static const srlm_config_option k_options[] = {
     OPT_BOOL(train.grpo_std, 1, "GRPO: divide group advantages by the group's std (false: Dr.GRPO)"),
     OPT_FLOAT(train.is_cap, 0.0, 0, 0.0, 1e9, 0, "GRPO: cap of the generator/learner importance weight; 0 = off"),
     OPT_INT(train.checkpoint_every, 0, 0, 1 << 30, "optimizer steps between mid-iteration checkpoints; 0 = only at the end of each iteration"),
+    OPT_BOOL(train.recompute, 0, "keep only each layer's input in the forward and recompute the layer before its backward (less activation memory for one more forward; the same bits)"),
     OPT_INT(train.zero, 0, 0, 1, "ZeRO stage over the learner ranks: 0 = every learner holds all AdamW moments; 1 = each holds 1/learners of them (the same results, bit for bit; checkpoints gather them)"),
 
     OPT_INT(eval.every, 1, 0, BIG, "evaluate every N iterations; 0 = never"),

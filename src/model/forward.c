@@ -319,7 +319,7 @@ srlm_status srlm_model_logits(srlm_model *m, const srlm_batch *b, const int64_t 
 /* Training memory: act_buf holds what backward reads (per-layer activations or inputs,
  * the recompute work set, the final rows); tscratch_buf the forward/backward scratch;
  * bwd_buf the gradients of activations (backward.c). */
-static srlm_status plan_train(srlm_model *m, int64_t T, int64_t NT) {
+static size_t train_act_bytes(const srlm_model *m, int64_t T, int64_t NT) {
   const int full = !m->recompute;
   size_t act = 0;
   for (int l = 0; l < m->L; l++) act += srlm_model_carve_acts(m, T, full, NULL, NULL);
@@ -330,6 +330,22 @@ static srlm_status plan_train(srlm_model *m, int64_t T, int64_t NT) {
   carve_x(NULL, &act, NT * m->C); /* xf_rows */
   carve_f(NULL, &act, NT);        /* lse_rows */
   carve_f(NULL, &act, NT);        /* logp_rows */
+  return act;
+}
+
+size_t srlm_model_train_bytes(const srlm_model *m, int64_t T, int64_t NT) {
+  if (T == 0) return 0;
+  return train_act_bytes(m, T, NT) + srlm_model_carve_scratch(m, T, NULL, NULL) + srlm_model_backward_bytes(m, T, NT);
+}
+
+size_t srlm_model_infer_bytes(const srlm_model *m, int64_t T) {
+  layer_acts unused;
+  return carve_infer_acts(m, T, NULL, &unused) + srlm_model_carve_scratch(m, T, NULL, NULL);
+}
+
+static srlm_status plan_train(srlm_model *m, int64_t T, int64_t NT) {
+  const int full = !m->recompute;
+  const size_t act = train_act_bytes(m, T, NT);
   const size_t scr = srlm_model_carve_scratch(m, T, NULL, NULL);
   SRLM_TRY(srlm_model_dbuf_reserve(m, &m->act_buf, act));
   SRLM_TRY(srlm_model_dbuf_reserve(m, &m->tscratch_buf, scr));
@@ -356,7 +372,7 @@ static srlm_status plan_train(srlm_model *m, int64_t T, int64_t NT) {
   for (int l = 0; l < m->L; l++) m->acts[l].x_out = l + 1 < m->L ? m->acts[l + 1].x_in : m->x_final;
   cur = m->tscratch_buf.p;
   srlm_model_carve_scratch(m, T, &cur, &m->scr);
-  m->act_bytes = act + scr + srlm_model_backward_bytes(m, T, NT);
+  m->act_bytes = srlm_model_train_bytes(m, T, NT);
   return SRLM_OK;
 }
 

@@ -379,6 +379,38 @@ srlm_status srlm_model_param_view(const srlm_model *m, const char *name, size_t 
                     srlm_model_type_name(m->cfg.model_type));
 }
 
+srlm_status srlm_model_memory_plan(const srlm_model_config *c, srlm_dtype dt, int recompute, int64_t T, int64_t NT,
+                                   int64_t T_infer, srlm_model_memory *out) {
+  memset(out, 0, sizeof *out);
+  if (dt != SRLM_F32 && dt != SRLM_BF16) return srlm_error(SRLM_ERR_INTERNAL, "model memory plan", "dtype %d", (int)dt);
+  if (T < 0 || NT < 0 || NT > T || T_infer < 0)
+    return srlm_error(SRLM_ERR_RANGE, "model memory plan", "T = %lld, NT = %lld, T_infer = %lld", (long long)T,
+                      (long long)NT, (long long)T_infer);
+  srlm_model *m = srlm_xcalloc(1, sizeof *m); /* the shape only: nothing is allocated on a backend */
+  m->cfg = *c;
+  m->dt = dt;
+  m->esz = srlm_dtype_size(dt);
+  m->recompute = recompute ? 1 : 0;
+  srlm_status st = srlm_model_config_finalize(&m->cfg, "model config");
+  if (st == SRLM_OK) st = layout(m);
+  if (st == SRLM_OK) {
+    const size_t n = m->n_params;
+    out->n_params = n;
+    out->params = n * m->esz;
+    out->master = dt != SRLM_F32 ? n * sizeof(float) : 0;
+    out->grads = n * sizeof(float);
+    out->moments = 2 * n * sizeof(float);
+    out->train = srlm_model_train_bytes(m, T, NT);
+    out->infer = T_infer > 0 ? srlm_model_infer_bytes(m, T_infer) : 0;
+    out->kv_per_position = 2 * (size_t)m->L * (size_t)m->KV * m->esz;
+  }
+  free(m->specs);
+  free(m->offsets);
+  free(m->layers);
+  free(m);
+  return st;
+}
+
 srlm_status srlm_model_set_recompute(srlm_model *m, int on) {
   m->recompute = on ? 1 : 0;
   m->trained = 0;

@@ -174,6 +174,11 @@ srlm_status srlm_model_layer_forward(srlm_model *m, int l, const layer_acts *a, 
  * with cursor NULL only counts. full = 0: only x_in (recompute keeps just that). */
 size_t srlm_model_carve_acts(const srlm_model *m, int64_t T, int full, char **cursor, layer_acts *a);
 size_t srlm_model_carve_scratch(const srlm_model *m, int64_t T, char **cursor, model_scratch *s);
+/* Bytes a training forward + backward of T tokens (NT with targets) keeps (act_bytes), and
+ * an inference forward of T tokens uses (layer activations + scratch), for the model's
+ * shape, dtype and recompute setting; from the shape alone (no buffer is touched). */
+size_t srlm_model_train_bytes(const srlm_model *m, int64_t T, int64_t NT);
+size_t srlm_model_infer_bytes(const srlm_model *m, int64_t T);
 
 /* Inference activations and scratch for T tokens (one layer's set, shared by all). */
 srlm_status srlm_model_infer_buffers(srlm_model *m, int64_t T, layer_acts *a, model_scratch *s);

@@ -7,6 +7,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "cpu_ops.h"
 
@@ -190,6 +191,14 @@ srlm_status srlm_cpu_adamw(srlm_backend *be, srlm_adamw_params p) {
 
 /* ---- the table and the instance ---------------------------------------------------------- */
 
+static srlm_status cpu_mem_info(srlm_backend *be, size_t *free_bytes, size_t *total_bytes) {
+  (void)be;
+  const long page = sysconf(_SC_PAGESIZE), avail = sysconf(_SC_AVPHYS_PAGES), phys = sysconf(_SC_PHYS_PAGES);
+  *free_bytes = page > 0 && avail > 0 ? (size_t)avail * (size_t)page : 0;
+  *total_bytes = page > 0 && phys > 0 ? (size_t)phys * (size_t)page : 0;
+  return SRLM_OK;
+}
+
 static const srlm_backend_ops g_cpu_ops = {
     .name = "cpu",
     .host_memory = 1,
@@ -204,6 +213,7 @@ static const srlm_backend_ops g_cpu_ops = {
     .copy_d2h = cpu_copy,
     .copy_d2d = cpu_copy,
     .sync = cpu_sync,
+    .mem_info = cpu_mem_info,
 #define SRLM_CPU_OP_ENTRY_(op, type) .op = srlm_cpu_##op,
     SRLM_BACKEND_OPS(SRLM_CPU_OP_ENTRY_)
 #undef SRLM_CPU_OP_ENTRY_

@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# Device placement and the memory plan (issue 10): rank 0 prints every rank's role, host
+# and device; every rank logs its memory plan; on a device (cuda-sim here, with a small
+# simulated device through SRLM_SIM_DEVICE_MEMORY) a plan that does not fit ends the job
+# at once, before anything is allocated, with the plan and what to change, on every rank.
+set -u
+srlm=$1
+src=${SRLM_SOURCE_DIR:?}
+tmp=${SRLM_TMP:?}
+if ! command -v mpirun >/dev/null 2>&1; then
+  echo "skipped: no mpirun"
+  exit 0
+fi
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMP_WAIT_POLICY=passive
+export ASAN_OPTIONS="${ASAN_OPTIONS:-}:detect_leaks=0"
+fails=0
+fail() { echo "FAIL: $*" >&2; fails=$((fails + 1)); }
+cd "$src"
+rm -rf "$tmp/runs" && mkdir -p "$tmp/runs"
+base="-c configs/quickstart.yaml run.out_dir=$tmp/runs model.path= model.arch.hidden_size=32
+  model.arch.intermediate_size=64 model.arch.num_layers=2 model.arch.num_heads=2 model.arch.max_seq_len=64
+  run.iterations=1 task.prompts_per_iteration=8 task.eval_prompts=8 generate.samples_per_prompt=2
+  judge.replay_per_verdict=4 train.batch_size=4 roles.shard_prompts=4 roles.threads=1
+  roles.colocate=false roles.learners=1 roles.generators=1 roles.judges=1"
+
+# 3 ranks on the CPU: the layout and every rank's plan
+timeout 120 mpirun --oversubscribe -np 3 "$srlm" train $base run.name=cpu >"$tmp/cpu.out" 2>"$tmp/cpu.err"
+rc=$?
+[ $rc -eq 0 ] || { fail "cpu: exit $rc"; tail -5 "$tmp/cpu.err" >&2; }
+host=$(hostname)
+for r in "0: learner" "1: generator" "2: judge"; do
+  grep -q "\[srlm r0 learner\] rank $r *on $host, cpu" "$tmp/cpu.err" || fail "cpu: no layout line 'rank $r on $host, cpu'"
+done
+# the learner: 4 pairs x 2 sequences x 64 positions
+grep -q "r0 learner\] memory plan: .* of .* free (weights .*gradients .*moments .*activations .* for 512 tokens" \
+  "$tmp/cpu.err" || fail "cpu: the learner's plan line"
+grep -q "r1 generator\] memory plan: .*KV cache .* for 64 x 64 positions" "$tmp/cpu.err" || fail "cpu: the generator's plan line"
+grep "memory plan" "$tmp/cpu.err" | head -3
+
+# a simulated device of 4 MB: every rank stops at once with its plan and what to change
+t0=$(date +%s)
+SRLM_SIM_DEVICE_MEMORY=4000000 timeout 120 mpirun --oversubscribe -np 3 "$srlm" train $base run.name=small \
+  run.backend=cuda-sim >"$tmp/small.out" 2>"$tmp/small.err"
+rc=$?
+el=$(( $(date +%s) - t0 ))
+echo "small device: exit $rc after $el s"
+[ $rc -ne 0 ] && [ $rc -ne 124 ] || fail "small device: exit $rc (want an error, no timeout)"
+grep -q "cuda-sim device 0: this rank's memory plan: .* does not fit: .* GiB needed, .* GiB free. To fit" "$tmp/small.err" \
+  || { fail "small device: no plan error"; tail -5 "$tmp/small.err" >&2; }
+grep -q "(and 2 other ranks failed)" "$tmp/small.err" || fail "small device: not every rank refused its plan"
+! grep -q "out of range" "$tmp/small.err" || fail "small device: 3 ranks could not share the one simulated GPU"
+[ ! -e "$tmp/runs/small/iter_1" ] || fail "small device: iteration 1 started"
+
+echo "memplan.sh: $fails failed"
+[ "$fails" -eq 0 ]
