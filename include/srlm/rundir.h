@@ -26,11 +26,15 @@
 #include "srlm/core.h"
 
 #define SRLM_RUNDIR_LOCK ".lock"
+/* How long a busy lock is retried before the job is refused (a killed holder's exit). */
+#define SRLM_RUNDIR_LOCK_WAIT_MS 2000
+#define SRLM_RUNDIR_LOCK_POLL_MS 50
 
 typedef struct srlm_rundir_lock srlm_rundir_lock;
 
-/* Creates dir if needed and takes its lock (never waits). Held by another process:
- * SRLM_ERR_IO naming the holder's host and pid. */
+/* Creates dir if needed and takes its lock, retrying for SRLM_RUNDIR_LOCK_WAIT_MS while
+ * it is busy. Held by another process after that: SRLM_ERR_IO naming the holder's host and
+ * pid. */
 srlm_status srlm_rundir_lock_take(const char *dir, srlm_rundir_lock **out);
 
 /* Who holds dir's lock, without taking it or creating anything: *held = 0 when nobody

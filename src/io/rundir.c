@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 struct srlm_rundir_lock {
@@ -24,8 +25,17 @@ srlm_status srlm_rundir_lock_take(const char *dir, srlm_rundir_lock **out) {
   int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
   if (fd < 0) return srlm_error(SRLM_ERR_IO, path, "cannot open the run folder's lock: %s", strerror(errno));
   struct flock fl = {.l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = 0, .l_len = 0};
-  if (fcntl(fd, F_SETLK, &fl) != 0) {
-    int e = errno;
+  /* a holder killed a moment ago (SIGKILL, then the job started again) may still be exiting:
+     its lock goes with its last descriptor, so try again for a short while before refusing */
+  int rc = -1, e = 0;
+  for (int tries = 0; tries * SRLM_RUNDIR_LOCK_POLL_MS < SRLM_RUNDIR_LOCK_WAIT_MS; tries++) {
+    rc = fcntl(fd, F_SETLK, &fl);
+    e = errno;
+    if (rc == 0 || (e != EAGAIN && e != EACCES)) break;
+    struct timespec ts = {0, SRLM_RUNDIR_LOCK_POLL_MS * 1000000L};
+    nanosleep(&ts, NULL);
+  }
+  if (rc != 0) {
     char holder[256] = "";
     struct flock q = {.l_type = F_WRLCK, .l_whence = SEEK_SET};
     long pid = fcntl(fd, F_GETLK, &q) == 0 && q.l_type != F_UNLCK ? (long)q.l_pid : 0;

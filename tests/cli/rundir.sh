@@ -33,21 +33,21 @@ metrics_ok() { # every line of metrics.jsonl is one JSON object
 }
 
 # ---- the lock: a second job and a --resume while the first runs
-"$srlm" train $base run.name=a run.iterations=6 >"$tmp/a.out" 2>"$tmp/a.err" &
+"$srlm" train $base run.name=a run.iterations=20 >"$tmp/a.out" 2>"$tmp/a.err" &
 pid=$!
 for _ in $(seq 1 500); do grep -q "iteration 1 learn: step" "$tmp/a.err" 2>/dev/null && break; sleep 0.02; done
 host=$(hostname)
 grep -q "^host $host pid $pid\$" "$tmp/runs/a/.lock" || fail "the lock file does not name host $host pid $pid: $(cat "$tmp/runs/a/.lock")"
-"$srlm" train $base run.name=a run.iterations=6 >/dev/null 2>"$tmp/a2.err"
+"$srlm" train $base run.name=a run.iterations=20 >/dev/null 2>"$tmp/a2.err"
 rc=$?
 rc_is "second job" 1 $rc
 grep -q "run folder is in use by another srlm job (host $host, pid $pid, " "$tmp/a2.err" \
   || fail "second job: $(tail -1 "$tmp/a2.err")"
-"$srlm" train $base run.name=a run.iterations=6 --resume >/dev/null 2>"$tmp/a3.err"
+"$srlm" train $base run.name=a run.iterations=20 --resume >/dev/null 2>"$tmp/a3.err"
 rc_is "--resume while running" 1 $?
 grep -q "in use by another srlm job (host $host, pid $pid" "$tmp/a3.err" || fail "--resume while running: $(tail -1 "$tmp/a3.err")"
 if command -v mpirun >/dev/null 2>&1; then # a second job of 3 ranks: every rank stops, exit 1
-  timeout 60 mpirun --oversubscribe -np 3 "$srlm" train $base run.name=a run.iterations=6 roles.colocate=false \
+  timeout 60 mpirun --oversubscribe -np 3 "$srlm" train $base run.name=a run.iterations=20 roles.colocate=false \
     roles.learners=1 roles.generators=1 roles.judges=1 >/dev/null 2>"$tmp/a4.err"
   rc=$?
   [ $rc -ne 0 ] && [ $rc -ne 124 ] || fail "3-rank second job: exit $rc"
@@ -57,7 +57,7 @@ fi
 kill -9 $pid
 wait $pid 2>/dev/null
 metrics_ok "$tmp/runs/a/metrics.jsonl"
-timeout 120 "$srlm" train $base run.name=a run.iterations=6 --resume >/dev/null 2>"$tmp/a5.err" \
+timeout 120 "$srlm" train $base run.name=a run.iterations=20 --resume >/dev/null 2>"$tmp/a5.err" \
   || fail "--resume after the holder was killed: $(tail -1 "$tmp/a5.err")"
 metrics_ok "$tmp/runs/a/metrics.jsonl"
 
