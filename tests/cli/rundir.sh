@@ -4,7 +4,7 @@
 # not be extended):
 #   - a second job, or a --resume, while a job runs on the folder: refused naming the
 #     holder's host and pid (RUN_DIR/.lock, an fcntl lock); the first job's files stay
-#     whole; once the holder is killed (SIGKILL) the lock is gone and --resume works;
+#     whole; once the holder is killed (SIGKILL) the lock is gone and a new job takes it;
 #   - srlm train without --resume on a folder that holds a run: exit 2 naming --resume and
 #     --overwrite, nothing touched; --overwrite clears srlm's files (no old iter_* left),
 #     other files stay;
@@ -53,12 +53,16 @@ if command -v mpirun >/dev/null 2>&1; then # a second job of 3 ranks: every rank
   [ $rc -ne 0 ] && [ $rc -ne 124 ] || fail "3-rank second job: exit $rc"
   grep -q "in use by another srlm job (host $host, pid $pid" "$tmp/a4.err" || fail "3-rank second job: $(tail -1 "$tmp/a4.err")"
 fi
-# the holder dies: the kernel drops its lock; --resume takes over
+# the holder dies: the kernel drops its lock; the folder is free again (a --dry-run sees no
+# holder, a new job takes the lock)
 kill -9 $pid
 wait $pid 2>/dev/null
 metrics_ok "$tmp/runs/a/metrics.jsonl"
-timeout 120 "$srlm" train $base run.name=a run.iterations=20 --resume >/dev/null 2>"$tmp/a5.err" \
-  || fail "--resume after the holder was killed: $(tail -1 "$tmp/a5.err")"
+"$srlm" train $base run.name=a run.iterations=20 --resume --dry-run >"$tmp/a5.out" 2>"$tmp/a5.err" \
+  || fail "--resume --dry-run after the holder was killed: $(tail -1 "$tmp/a5.err")"
+grep -q "IN USE" "$tmp/a5.out" && fail "the lock of a killed holder is still held"
+timeout 300 "$srlm" train $base run.name=a run.iterations=1 --overwrite >/dev/null 2>"$tmp/a6.err" \
+  || fail "a new job after the holder was killed: $(tail -1 "$tmp/a6.err")"
 metrics_ok "$tmp/runs/a/metrics.jsonl"
 
 # ---- a new run over an existing one: refused; --overwrite clears srlm's files only
