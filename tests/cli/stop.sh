@@ -28,14 +28,14 @@ same() {
   cmp -s "$tmp/runs/$1/iter_3/model/model.safetensors" "$tmp/runs/$2/iter_3/model/model.safetensors" \
     || fail "$2: final weights differ from $1's"
 }
-# wait_for FILE_OR_PATTERN FILE: until grep finds the pattern in the file (10 s at most)
+# wait_for PATTERN FILE: until grep finds the pattern in the file (120 s at most: ASan builds)
 wait_for() {
-  for _ in $(seq 1 500); do grep -q "$1" "$2" 2>/dev/null && return 0; sleep 0.02; done
-  fail "waited 10 s for '$1' in $2"
+  for _ in $(seq 1 6000); do grep -q "$1" "$2" 2>/dev/null && return 0; sleep 0.02; done
+  fail "waited 120 s for '$1' in $2"
 }
 wait_file() {
-  for _ in $(seq 1 1000); do [ -e "$1" ] && return 0; sleep 0.02; done
-  fail "waited 20 s for $1"
+  for _ in $(seq 1 6000); do [ -e "$1" ] && return 0; sleep 0.02; done
+  fail "waited 120 s for $1"
 }
 # the pid of world rank R among mpirun's children
 rank_pid() {

@@ -39,7 +39,7 @@ for case in "2 judge" "0 learner"; do
   setsid timeout -s KILL 90 mpirun --oversubscribe -np 3 "$srlm" train $base run.name=$name run.rank_timeout=5 \
     >/dev/null 2>"$tmp/$name.err" &
   pid=$!
-  for _ in $(seq 1 1500); do [ -e "$tmp/runs/$name/iter_1/model/model.safetensors" ] && break; sleep 0.02; done
+  for _ in $(seq 1 6000); do [ -e "$tmp/runs/$name/iter_1/model/model.safetensors" ] && break; sleep 0.02; done
   mp=$(pgrep -P $pid -x mpirun)
   victim=$(rank_pid "$mp" "$r")
   kill -STOP "$victim"
