@@ -61,6 +61,9 @@ typedef struct srlm_sr_iteration {
   double judge_agreement;   /* judge verdict == checker on those samples */
   double eval_score;        /* prompt sets: mean self-judged score of the greedy eval answers */
   int64_t samples, pairs, replay;
+  /* the judge's format health over the iteration's judgments (shard.h
+     srlm_shard_judge_health; 0 with judge.source verifier) */
+  int64_t judgments, judge_format_failures, judgments_without_score;
   double mean_score;        /* mean judged score of the iteration's samples */
   double pair_accuracy;     /* pairs whose chosen sample the checker accepts and rejected not
                                (reported only; never used for training) */

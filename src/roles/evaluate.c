@@ -70,6 +70,8 @@ static srlm_status evaluate(const srlm_config *cfg, srlm_model *m, srlm_tokenize
     json_object_set_new(o, "judge_agreement_expected", sr_num(ag.expected));
     json_object_set_new(o, "judge_false_pos", json_integer(ag.false_pos));
     json_object_set_new(o, "judge_false_neg", json_integer(ag.false_neg));
+    /* the greedy judgments of these samples that end without a score (judge format) */
+    json_object_set_new(o, "judge_format_failures", json_integer(ag.unparsed));
     json_object_set_new(o, "prompts", json_integer(n));
     json_object_set_new(o, "seconds", json_real(srlm_timer_elapsed(&tm)));
     st = sr_metrics_line(metrics, o);
@@ -139,12 +141,13 @@ static srlm_status evaluate_prompts(sr_ctx *c, int t, srlm_sr_iteration *row) {
     json_object_set_new(o, "judge_agreement", json_null());
     json_object_set_new(o, "mean_score", sr_num(row->eval_score));
     json_object_set_new(o, "scored", json_integer(scored));
-    json_object_set_new(o, "unparsable_judgments", json_integer(js.unparsable));
+    /* the text judge: no score found by judge.score_regex = the judgment is dropped */
+    json_object_set_new(o, "judge_format_failures", json_integer(js.unparsable));
     json_object_set_new(o, "prompts", json_integer(n));
     json_object_set_new(o, "seconds", json_real(srlm_timer_elapsed(&tm)));
     st = sr_metrics_line(c->metrics, o);
     SRLM_INFO("eval M%d: mean self-judged score %.3f of the greedy answers to %lld eval prompts (%lld scored, %lld "
-              "unparsable judgments) (%.1f s)", t, row->eval_score, (long long)n, (long long)scored,
+              "judgments without a score) (%.1f s)", t, row->eval_score, (long long)n, (long long)scored,
               (long long)js.unparsable, srlm_timer_elapsed(&tm));
   }
   srlm_llm_judgments_free(out, st == SRLM_OK ? n * J : 0);

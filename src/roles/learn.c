@@ -348,9 +348,11 @@ srlm_status sr_learn(sr_ctx *c, int t, srlm_shard *sh, int64_t stale, srlm_sr_it
   srlm_status st = SRLM_OK;
   double score_sum = 0;
   int64_t scored = 0, samples = 0;
+  srlm_shard_judge_health health = {0};
   for (int64_t i = 0; i < c->ro.shards && st == SRLM_OK; i++) {
     const srlm_shard *s = &sh[i];
     samples += s->n_responses;
+    sr_judge_health(&c->ro, s, &health);
     for (int64_t pr = 0, j0 = 0; pr < s->n_prompts && st == SRLM_OK; pr++) {
       int64_t j1 = j0;
       while (j1 < s->n_responses && s->response_prompt[j1] == pr) j1++;
@@ -418,6 +420,9 @@ srlm_status sr_learn(sr_ctx *c, int t, srlm_shard *sh, int64_t stale, srlm_sr_it
   replay_buf rb = {0};
   if (st == SRLM_OK && !grpo) st = build_replay(c, sh, &rb); /* the GRPO trainer has no replay term */
   row->samples = samples;
+  row->judgments = health.judgments;
+  row->judge_format_failures = health.format_failures;
+  row->judgments_without_score = health.without_score;
   row->mean_score = scored ? score_sum / (double)scored : NAN;
   row->pairs = np;
   row->replay = rb.d.n;

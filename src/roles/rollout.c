@@ -146,7 +146,7 @@ static srlm_status judge_text(const sr_rollout *r, srlm_shard *s, sr_judge_count
   }
   jc->responses += R;
   jc->judgments += js.judgments;
-  jc->unparsable += js.unparsable;
+  jc->format_failures += js.unparsable;
   srlm_llm_judgments_free(out, R * J);
   free(out);
   free(mean);
@@ -155,6 +155,16 @@ static srlm_status judge_text(const sr_rollout *r, srlm_shard *s, sr_judge_count
   free(instr);
   free(keys);
   return st;
+}
+
+static int task_judgment_ok(const char *text, size_t len) {
+  int score;
+  return srlm_task_judgment_parse(text, len, &score);
+}
+
+void sr_judge_health(const sr_rollout *r, const srlm_shard *s, srlm_shard_judge_health *h) {
+  if (r->cfg->judge.source == SRLM_CFG_SOURCE_VERIFIER) return;
+  srlm_shard_judge_health_add(s, r->prompts ? NULL : task_judgment_ok, h);
 }
 
 srlm_status sr_judge_shard(const sr_rollout *r, srlm_shard *s, sr_judge_counts *jc) {
@@ -188,7 +198,7 @@ srlm_status sr_judge_shard(const sr_rollout *r, srlm_shard *s, sr_judge_counts *
         snprintf(text, sizeof text, "%s%d", jr[j].rationale, jr[j].greedy_score);
       else
         snprintf(text, sizeof text, "%s", jr[j].rationale);
-      jc->unparsable += jr[j].greedy_score == 0;
+      jc->format_failures += jr[j].greedy_score == 0;
     }
     if (src != SRLM_CFG_SOURCE_MODEL) {
       int ok = (s->flags[j] & SRLM_SHARD_F_EOS) && srlm_task_check(&pp[j], cand[j], strlen(cand[j]));
