@@ -106,6 +106,21 @@ typedef enum srlm_cfg_grpo_agg {
   SRLM_CFG_GRPO_FIXED_LEN     /* sum / (sequences x generate.max_new_tokens) (Dr.GRPO) */
 } srlm_cfg_grpo_agg;
 
+typedef enum srlm_cfg_grpo_ratio {
+  SRLM_CFG_GRPO_RATIO_TOKEN = 0, /* importance ratio per token (GRPO, DAPO) */
+  SRLM_CFG_GRPO_RATIO_SEQUENCE   /* one ratio per sequence, the geometric mean of its tokens' (GSPO) */
+} srlm_cfg_grpo_ratio;
+
+typedef enum srlm_cfg_grpo_std_scope {
+  SRLM_CFG_GRPO_STD_GROUP = 0, /* each group's own reward std */
+  SRLM_CFG_GRPO_STD_BATCH      /* the std of every reward of the iteration's groups */
+} srlm_cfg_grpo_std_scope;
+
+typedef enum srlm_cfg_grpo_equal {
+  SRLM_CFG_GRPO_EQUAL_KEEP = 0, /* groups with all rewards equal are trained on (advantage 0) */
+  SRLM_CFG_GRPO_EQUAL_DROP      /* dropped before training (DAPO's dynamic sampling filter), counted */
+} srlm_cfg_grpo_equal;
+
 typedef enum srlm_cfg_lr_schedule {
   SRLM_CFG_LR_CONSTANT = 0,
   SRLM_CFG_LR_LINEAR,
@@ -216,8 +231,13 @@ typedef struct srlm_config {
     double replay_weight;
     int replay_batch;
     double clip_eps;               /* GRPO ratio clip */
+    double clip_eps_high;          /* DAPO's upper ratio clip; 0 = clip_eps */
+    srlm_cfg_grpo_ratio grpo_ratio;
     srlm_cfg_grpo_agg grpo_aggregation;
     bool grpo_std;                 /* divide group advantages by their std (false: Dr.GRPO) */
+    double grpo_std_eps;           /* A = (r - mean) / (std + eps) */
+    srlm_cfg_grpo_std_scope grpo_std_scope;
+    srlm_cfg_grpo_equal grpo_equal_groups;
     double is_cap;                 /* GRPO truncated importance weight cap; 0 = off */
     int checkpoint_every;          /* optimizer steps between mid-iteration checkpoints; 0 = only at iteration ends */
   } train;

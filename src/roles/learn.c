@@ -204,7 +204,8 @@ static srlm_status learn_grpo(const srlm_config *cfg, srlm_model *m, srlm_comm *
   FILE *metrics = ll->metrics;
   const int64_t n = n_groups * K;
   double *adv = srlm_xmalloc((size_t)(n + 1) * sizeof *adv);
-  srlm_group_options go = {.use_std = cfg->train.grpo_std, .eps = SRLM_GROUP_STD_EPS};
+  srlm_group_options go = {.use_std = cfg->train.grpo_std, .eps = cfg->train.grpo_std_eps,
+                           .batch_std = cfg->train.grpo_std_scope == SRLM_CFG_GRPO_STD_BATCH};
   srlm_status st = srlm_group_advantages(&go, n_groups, K, rewards, adv, gs);
   int64_t *off = srlm_xmalloc((size_t)(n + 1) * sizeof *off);
   int64_t N = srlm_grpo_offsets(seqs, n, off);
@@ -212,7 +213,10 @@ static srlm_status learn_grpo(const srlm_config *cfg, srlm_model *m, srlm_comm *
   static const srlm_grpo_agg k_agg[] = {[SRLM_CFG_GRPO_SEQ_MEAN] = SRLM_GRPO_AGG_SEQ_MEAN,
                                         [SRLM_CFG_GRPO_TOKEN_MEAN] = SRLM_GRPO_AGG_TOKEN_MEAN,
                                         [SRLM_CFG_GRPO_FIXED_LEN] = SRLM_GRPO_AGG_FIXED_LEN};
-  srlm_grpo_train_options o = {.loss = {.clip_eps = cfg->train.clip_eps, .beta = cfg->train.beta,
+  static const srlm_grpo_ratio k_ratio[] = {[SRLM_CFG_GRPO_RATIO_TOKEN] = SRLM_GRPO_RATIO_TOKEN,
+                                            [SRLM_CFG_GRPO_RATIO_SEQUENCE] = SRLM_GRPO_RATIO_SEQUENCE};
+  srlm_grpo_train_options o = {.loss = {.clip_eps = cfg->train.clip_eps, .clip_eps_high = cfg->train.clip_eps_high,
+                                        .ratio = k_ratio[cfg->train.grpo_ratio], .beta = cfg->train.beta,
                                         .agg = k_agg[cfg->train.grpo_aggregation],
                                         .l_max = cfg->generate.max_new_tokens, .is_cap = cfg->train.is_cap},
                                .batch_groups = cfg->train.batch_size,
@@ -339,7 +343,7 @@ srlm_status sr_learn(sr_ctx *c, int t, srlm_shard *sh, int64_t stale, srlm_sr_it
   int64_t cap = (int64_t)c->ro.n + 1, np = 0, pair_ok = 0;
   srlm_pref_pair *pairs = srlm_xmalloc((size_t)cap * sizeof *pairs);
   const int grpo = cfg->train.loss == SRLM_CFG_LOSS_GRPO;
-  int64_t n_groups = 0, short_groups = 0;
+  int64_t n_groups = 0, short_groups = 0, equal_groups = 0, dropped_groups = 0;
   srlm_grpo_seq *gseq = grpo ? srlm_xmalloc((size_t)cap * (size_t)c->ro.K * sizeof *gseq) : NULL;
   double *grew = grpo ? srlm_xmalloc((size_t)cap * (size_t)c->ro.K * sizeof *grew) : NULL;
   int64_t *rows3 = srlm_xmalloc((size_t)cap * 3 * sizeof *rows3);
@@ -371,7 +375,11 @@ srlm_status sr_learn(sr_ctx *c, int t, srlm_shard *sh, int64_t stale, srlm_sr_it
         }
         st = sr_response_text(&c->ro, s, j0 + q, &texts[q], &len);
       }
-      if (grpo && k == c->ro.K) { /* a group needs all K samples (a dropped shard has none) */
+      const int all_equal = grpo && k == c->ro.K && srlm_group_all_equal(k, scores);
+      equal_groups += all_equal;
+      if (all_equal && cfg->train.grpo_equal_groups == SRLM_CFG_GRPO_EQUAL_DROP) {
+        dropped_groups++; /* DAPO's dynamic sampling: no signal, not trained on */
+      } else if (grpo && k == c->ro.K) { /* a group needs all K samples (a dropped shard has none) */
         for (int q = 0; q < k; q++) {
           int64_t a = j0 + q;
           gseq[n_groups * k + q] = (srlm_grpo_seq){s->prompt_ids + s->prompt_offsets[pr],
@@ -420,6 +428,8 @@ srlm_status sr_learn(sr_ctx *c, int t, srlm_shard *sh, int64_t stale, srlm_sr_it
   replay_buf rb = {0};
   if (st == SRLM_OK && !grpo) st = build_replay(c, sh, &rb); /* the GRPO trainer has no replay term */
   row->samples = samples;
+  row->groups_all_equal = equal_groups;
+  row->groups_dropped = dropped_groups;
   row->judgments = health.judgments;
   row->judge_format_failures = health.format_failures;
   row->judgments_without_score = health.without_score;
@@ -428,8 +438,9 @@ srlm_status sr_learn(sr_ctx *c, int t, srlm_shard *sh, int64_t stale, srlm_sr_it
   row->replay = rb.d.n;
   row->pair_accuracy = np && !c->ro.prompts ? (double)pair_ok / (double)np : NAN;
   if (st == SRLM_OK && c->lead && grpo) {
-    SRLM_INFO("iteration %d groups: %lld groups of %d samples (%lld prompts short of samples); mean score %.2f", t,
-              (long long)n_groups, c->ro.K, (long long)short_groups, row->mean_score);
+    SRLM_INFO("iteration %d groups: %lld groups of %d samples (%lld prompts short of samples, %lld groups with all "
+              "rewards equal, %lld of them dropped); mean score %.2f", t, (long long)n_groups, c->ro.K,
+              (long long)short_groups, (long long)equal_groups, (long long)dropped_groups, row->mean_score);
     st = write_rollouts(c, t, sh, rows3, 0, n_groups, &ps, 0, stale);
   } else if (st == SRLM_OK && c->lead) {
     SRLM_INFO("iteration %d pairs: %lld pairs from %lld prompts (%lld skipped with < 2 scores, %lld ties, %lld below "

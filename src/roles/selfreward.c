@@ -282,6 +282,10 @@ static srlm_status finish_iteration(sr_ctx *c, int t, srlm_timer *iter_tm) {
   json_object_set_new(o, "judgments", json_integer(row->judgments));
   json_object_set_new(o, "judge_format_failures", json_integer(row->judge_format_failures));
   json_object_set_new(o, "judgments_without_score", json_integer(row->judgments_without_score));
+  if (cfg->train.loss == SRLM_CFG_LOSS_GRPO) {
+    json_object_set_new(o, "groups_all_equal", json_integer(row->groups_all_equal));
+    json_object_set_new(o, "groups_dropped", json_integer(row->groups_dropped));
+  }
   json_object_set_new(o, "loss_first", sr_num(row->loss_first));
   json_object_set_new(o, "loss_last", sr_num(row->loss_last));
   json_object_set_new(o, "seconds", json_real(row->seconds));
@@ -323,6 +327,8 @@ static void rows_from_metrics(const char *path, srlm_sr_iteration *rows, int las
         r->judgments = json_integer_value(json_object_get(o, "judgments"));
         r->judge_format_failures = json_integer_value(json_object_get(o, "judge_format_failures"));
         r->judgments_without_score = json_integer_value(json_object_get(o, "judgments_without_score"));
+        r->groups_all_equal = json_integer_value(json_object_get(o, "groups_all_equal"));
+        r->groups_dropped = json_integer_value(json_object_get(o, "groups_dropped"));
         r->loss_first = json_number_value(json_object_get(o, "loss_first"));
         r->loss_last = json_number_value(json_object_get(o, "loss_last"));
         r->seconds = json_number_value(json_object_get(o, "seconds"));
