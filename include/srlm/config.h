@@ -106,6 +106,11 @@ typedef enum srlm_cfg_grpo_agg {
   SRLM_CFG_GRPO_FIXED_LEN     /* sum / (sequences x generate.max_new_tokens) (Dr.GRPO) */
 } srlm_cfg_grpo_agg;
 
+typedef enum srlm_cfg_checker {
+  SRLM_CFG_CHECKER_NONE = 0,  /* a prompt set without a programmatic checker */
+  SRLM_CFG_CHECKER_COUNTDOWN  /* data.prompts are Countdown puzzles (countdown.h): srlm_cd_check */
+} srlm_cfg_checker;
+
 typedef enum srlm_cfg_grpo_ratio {
   SRLM_CFG_GRPO_RATIO_TOKEN = 0, /* importance ratio per token (GRPO, DAPO) */
   SRLM_CFG_GRPO_RATIO_SEQUENCE   /* one ratio per sequence, the geometric mean of its tokens' (GSPO) */
@@ -181,6 +186,7 @@ typedef struct srlm_config {
     bool skip_bad_lines;
     int max_prompt_tokens;
     int prompts_per_iteration; /* 0 = every prompt each iteration */
+    srlm_cfg_checker checker;  /* the prompt set's checker: judge.source verifier/mix, eval accuracy */
   } data;
   struct {
     int samples_per_prompt; /* K */

@@ -10,7 +10,7 @@
  * twice) and whose value is the target. Texts (character tokens):
  *   prompt        C numbers joined by ',' T target A        "C3,7,25,4T53A"
  *   answer        the expression, then EOS                  "(25-4)*3-7"
- *   judge prompt  J numbers T target A candidate S          "J3,7,25,4T53A(25-4)*3-7S"
+ *   judge prompt  the prompt, the candidate, S              "C3,7,25,4T53A(25-4)*3-7S"
  *   judgment      rationale ';' score digit (5 right, 1 wrong)
  *                 "25-4=21,21*3=63,63-7=56;1"
  *
@@ -43,6 +43,11 @@
  * eval split draws only from it, every other split only outside it, so evaluation
  * puzzles never occur in training prompts or SFT data, whatever the seeds.
  *
+ * The judge prompt is the prompt followed by the candidate and 'S', so a judge template
+ * file holding "{prompt}{response}S" (configs/judge/countdown.txt) renders it from a
+ * prompt set: self-rewarding on Countdown runs through the text judge (llm_judge.h) with
+ * judge.score_regex ";([1-5])$".
+ *
  * Judge format for a candidate as written:
  * - The candidate shown to the judge: one trailing "<|endoftext|>" removed, each run of
  *   bytes outside the answer characters (0-9 + - * / ( )) replaced by one '?', then cut
@@ -65,7 +70,9 @@
 #include <stdint.h>
 
 #include "srlm/core.h"
+#include "srlm/model.h"
 #include "srlm/tasks.h"
+#include "srlm/tokenizer.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -175,6 +182,24 @@ srlm_status srlm_cd_write_sft_data(const char *path, uint64_t seed, int64_t n_in
                                    srlm_cd_sft_counts *counts);
 /* Writes n prompts of split as JSONL {"prompt"} lines. Atomic. */
 srlm_status srlm_cd_write_prompts(const char *path, uint64_t seed, srlm_task_split split, int64_t n);
+
+/* ---- evaluation with a model --------------------------------------------------------------- */
+
+typedef struct srlm_cd_eval {
+  int64_t n;
+  int64_t correct;         /* greedy answers that stop at EOS and pass the checker */
+  int64_t judge_agree;     /* greedy judgments of those answers whose verdict (score >= 3) is the checker's */
+  int64_t judge_unparsed;  /* greedy judgments that end without a score (count as disagreeing) */
+  int64_t false_pos, false_neg;
+  double accuracy, judge_agreement;
+} srlm_cd_eval;
+
+/* Greedy answers (up to SRLM_CD_ANSWER_MAX + 2 new tokens, EOS = SRLM_TASK_EOS_TEXT of
+ * tok) to the n puzzles, checked; then the model's greedy judgment of each of its own
+ * answers (judge prompt as above, up to SRLM_CD_JUDGMENT_MAX new tokens), compared with
+ * the checker. Batches of max_batch sequences (0 = 64). */
+srlm_status srlm_cd_evaluate(srlm_model *m, srlm_tokenizer *tok, int max_batch, int n, const srlm_cd_puzzle *p,
+                             srlm_cd_eval *out);
 
 #ifdef __cplusplus
 }

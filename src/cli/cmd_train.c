@@ -258,8 +258,8 @@ static srlm_status run_iterations(train_ctx *c, srlm_comm *comm, srlm_sr_iterati
     printf("%-9s %9s %10s %9s %8s %8s %9s %8s %9s %9s %9s %8s\n", "model", "accuracy", "sample_acc", "judge_agr",
            "samples", unit, "pair_ok", "replay", "judge_fmt", "no_score", "loss", "seconds");
   else
-    printf("%-9s %10s %10s %8s %8s %9s %9s %9s %8s\n", "model", "eval_score", "mean_score", "samples", unit, "judge_fmt",
-           "no_score", "loss", "seconds");
+    printf("%-9s %10s %10s %9s %9s %8s %8s %9s %9s %9s %8s\n", "model", "eval_score", "mean_score", "accuracy",
+           "judge_agr", "samples", unit, "judge_fmt", "no_score", "loss", "seconds");
   for (int t = 0; t <= cfg->run.iterations; t++) {
     const srlm_sr_iteration *r = &rows[t];
     char name[16], acc[16], sacc[16], agr[16], pair_ok[16], loss[16], es[16], ms[16], fmt[16], nos[16];
@@ -282,7 +282,7 @@ static srlm_status run_iterations(train_ctx *c, srlm_comm *comm, srlm_sr_iterati
       printf("%-9s %9s %10s %9s %8lld %8lld %9s %8lld %9s %9s %9s %8.1f\n", name, acc, sacc, agr,
              (long long)r->samples, (long long)r->pairs, pair_ok, (long long)r->replay, fmt, nos, loss, r->seconds);
     else
-      printf("%-9s %10s %10s %8lld %8lld %9s %9s %9s %8.1f\n", name, es, ms, (long long)r->samples,
+      printf("%-9s %10s %10s %9s %9s %8lld %8lld %9s %9s %9s %8.1f\n", name, es, ms, acc, agr, (long long)r->samples,
              (long long)r->pairs, fmt, nos, loss, r->seconds);
   }
   fflush(stdout);

@@ -54,9 +54,10 @@ static const char *const k_judge_sources[] = {"model", "verifier", "mix", NULL};
 static const char *const k_grpo_aggs[] = {"seq_mean", "token_mean", "fixed_len", NULL};
 static const char *const k_lr_schedules[] = {"constant", "linear", "cosine", NULL};
 static const char *const k_grpo_ratios[] = {"token", "sequence", NULL};
+static const char *const k_checkers[] = {"none", "countdown", NULL};
 static const char *const k_grpo_std_scopes[] = {"group", "batch", NULL};
 static const char *const k_grpo_equals[] = {"keep", "drop", NULL};
-_Static_assert(SRLM_CFG_GRPO_RATIO_SEQUENCE == 1 && SRLM_CFG_GRPO_STD_BATCH == 1 && SRLM_CFG_GRPO_EQUAL_DROP == 1,
+_Static_assert(SRLM_CFG_CHECKER_COUNTDOWN == 1 && SRLM_CFG_GRPO_RATIO_SEQUENCE == 1 && SRLM_CFG_GRPO_STD_BATCH == 1 && SRLM_CFG_GRPO_EQUAL_DROP == 1,
                "the GRPO option names follow the enums' order");
 _Static_assert(SRLM_LOG_ERROR == 3 && SRLM_CFG_FAMILY_MISTRAL == 3 && SRLM_CFG_DTYPE_BF16 == 1 &&
                    SRLM_CFG_BACKEND_CUDA_SIM == 2 &&
@@ -111,6 +112,7 @@ static const srlm_config_option k_options[] = {
     OPT_BOOL(data.skip_bad_lines, 0, "skip malformed prompt lines with a warning instead of failing"),
     OPT_INT(data.max_prompt_tokens, 512, 1, 1 << 20, "longer prompts are skipped"),
     OPT_INT(data.prompts_per_iteration, 0, 0, 1 << 24, "prompts of data.prompts used per iteration, continuing where the last stopped (wrapping); 0 = all"),
+    OPT_ENUM(data.checker, k_checkers, "none", "programmatic checker of data.prompts (countdown: Countdown puzzles, srlm task --task countdown); enables judge.source verifier/mix and eval accuracy"),
 
     OPT_INT(generate.samples_per_prompt, 4, 1, 1024, "answers sampled per prompt (K)"),
     OPT_FLOAT(generate.temperature, 0.7, 0, 0.0, 10.0, 0, "sampling temperature; 0 = greedy"),

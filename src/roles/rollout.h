@@ -62,6 +62,11 @@ srlm_status sr_response_text(const sr_rollout *r, const srlm_shard *s, int64_t r
  * verifier (no model judgment). Accumulates into *h. */
 void sr_judge_health(const sr_rollout *r, const srlm_shard *s, srlm_shard_judge_health *h);
 
+/* A prompt set's checker (data.checker): *ok = 1 when `answer` (len bytes, stopped at
+ * EOS) is right for the prompt whose judge {prompt} is `instruction`. SRLM_ERR_FORMAT
+ * when the prompt is not one the checker reads; SRLM_ERR_CONFIG without a checker. */
+srlm_status sr_prompt_check(const srlm_config *cfg, const char *instruction, const char *answer, size_t len, int *ok);
+
 /* The task puzzle of a shard's prompt row. */
 void sr_puzzle_of(const sr_rollout *r, const srlm_shard *s, int64_t prompt_row, srlm_task_puzzle *p);
 

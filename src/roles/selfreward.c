@@ -522,9 +522,9 @@ srlm_status srlm_selfreward_run(const srlm_sr_inputs *in, srlm_sr_iteration *row
   if (!task && cfg->judge.mode == SRLM_CFG_JUDGE_EXPECTED)
     return srlm_error(SRLM_ERR_CONFIG, "judge.mode", "expected needs a built-in task's judge format (its score "
                       "tokens); a prompt set's judgments are parsed with judge.score_regex (judge.mode: regex)");
-  if (!task && cfg->judge.source != SRLM_CFG_SOURCE_MODEL)
-    return srlm_error(SRLM_ERR_CONFIG, "judge.source", "%s needs a built-in task with a checker (task.name); a prompt "
-                      "set is judged by the model", cfg->judge.source == SRLM_CFG_SOURCE_VERIFIER ? "verifier" : "mix");
+  if (!task && cfg->judge.source != SRLM_CFG_SOURCE_MODEL && cfg->data.checker == SRLM_CFG_CHECKER_NONE)
+    return srlm_error(SRLM_ERR_CONFIG, "judge.source", "%s needs a checker: a built-in task (task.name) or a prompt "
+                      "set's data.checker", cfg->judge.source == SRLM_CFG_SOURCE_VERIFIER ? "verifier" : "mix");
   sr_ctx c = {.cfg = cfg, .comm = comm, .run_dir = in->run_dir, .tok_dir = in->tok_dir, .rows = rows,
               .lead = srlm_comm_rank(comm) == 0, .eval = task ? NULL : in->eval_prompts};
   c.ro = (sr_rollout){.cfg = cfg, .m = m, .tok = tok, .prompts = task ? NULL : in->prompts, .llm = in->llm,

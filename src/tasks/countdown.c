@@ -381,7 +381,6 @@ size_t srlm_cd_judge_prompt(const srlm_cd_puzzle *p, const char *cand, size_t le
   char q[SRLM_CD_PROMPT_MAX + 1], c[SRLM_CD_ANSWER_MAX + 2];
   const size_t ql = srlm_cd_prompt(p, q);
   srlm_cd_judge_candidate(cand, len, c);
-  q[0] = 'J';
   return (size_t)snprintf(out, SRLM_CD_JUDGE_PROMPT_MAX + 1, "%.*s%sS", (int)ql, q, c);
 }
 

@@ -1,7 +1,7 @@
 /* Countdown data files (include/srlm/countdown.h): the seed SFT JSONL and prompt files.
  * Every text is built in memory and written with srlm_write_file_atomic, so a reader
  * never sees half a file. The texts hold only the task's characters (digits, + - * / ( ) ,
- * ; = C T A J S X N ?), so they go into JSON strings without escaping. */
+ * ; = C T A S X N ?), so they go into JSON strings without escaping. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>

@@ -107,9 +107,9 @@ static void test_judgment(void) {
   }
   char jp[SRLM_CD_JUDGE_PROMPT_MAX + 1];
   srlm_cd_judge_prompt(&pa, "(25-4)*3-7", 10, jp);
-  EXPECT(!strcmp(jp, "J3,7,25,4T56A(25-4)*3-7S"), "judge prompt '%s'", jp);
+  EXPECT(!strcmp(jp, "C3,7,25,4T56A(25-4)*3-7S"), "judge prompt '%s'", jp);
   srlm_cd_judge_prompt(&pa, "2\n\n5+x<|endoftext|>", 19, jp);
-  EXPECT(!strcmp(jp, "J3,7,25,4T56A2?5+?S"), "judge prompt of junk '%s'", jp);
+  EXPECT(!strcmp(jp, "C3,7,25,4T56A2?5+?S"), "judge prompt of junk '%s'", jp);
   struct {
     const char *text;
     int ok, score;
