@@ -294,7 +294,7 @@ static int attempt(uint64_t seed, uint32_t purpose, uint64_t index, uint32_t a, 
   }
   if (it[0].v < 1 || it[0].v > SRLM_CD_MAX_TARGET) return 0;
   p->target = (int)it[0].v;
-  memcpy(p->solution, it[0].text, sizeof p->solution);
+  strncpy(p->solution, it[0].text, sizeof p->solution); /* zero-filled: a puzzle's bytes are a function of its draw */
   return srlm_cd_check(p, p->solution, strlen(p->solution), NULL) == SRLM_CD_OK;
 }
 
@@ -519,7 +519,7 @@ void srlm_cd_judge_example(uint64_t seed, uint64_t index, srlm_cd_puzzle *p, cha
         it[hi] = it[m - 1];
         m--;
       }
-      memcpy(cand, it[0].text, SRLM_CD_ANSWER_MAX + 1);
+      strncpy(cand, it[0].text, SRLM_CD_ANSWER_MAX + 1);
       break;
     }
     default:
