@@ -106,6 +106,11 @@ typedef enum srlm_cfg_grpo_agg {
   SRLM_CFG_GRPO_FIXED_LEN     /* sum / (sequences x generate.max_new_tokens) (Dr.GRPO) */
 } srlm_cfg_grpo_agg;
 
+typedef enum srlm_cfg_pair_rule {
+  SRLM_CFG_PAIR_BEST_WORST = 0,    /* the best vs the worst of the prompt's N = K samples (West-of-N) */
+  SRLM_CFG_PAIR_LENGTH_CONTROLLED  /* the shortest near the best vs the longest near the worst (pairs.h) */
+} srlm_cfg_pair_rule;
+
 typedef enum srlm_cfg_checker {
   SRLM_CFG_CHECKER_NONE = 0,  /* a prompt set without a programmatic checker */
   SRLM_CFG_CHECKER_COUNTDOWN  /* data.prompts are Countdown puzzles (countdown.h): srlm_cd_check */
@@ -212,6 +217,8 @@ typedef struct srlm_config {
   } judge;
   struct {
     double min_margin;
+    srlm_cfg_pair_rule rule;
+    double length_rho; /* length_controlled: the score window rho in [0, 0.5) */
   } pairs;
   struct {
     srlm_cfg_loss loss;

@@ -55,9 +55,10 @@ static const char *const k_grpo_aggs[] = {"seq_mean", "token_mean", "fixed_len",
 static const char *const k_lr_schedules[] = {"constant", "linear", "cosine", NULL};
 static const char *const k_grpo_ratios[] = {"token", "sequence", NULL};
 static const char *const k_checkers[] = {"none", "countdown", NULL};
+static const char *const k_pair_rules[] = {"best_worst", "length_controlled", NULL};
 static const char *const k_grpo_std_scopes[] = {"group", "batch", NULL};
 static const char *const k_grpo_equals[] = {"keep", "drop", NULL};
-_Static_assert(SRLM_CFG_CHECKER_COUNTDOWN == 1 && SRLM_CFG_GRPO_RATIO_SEQUENCE == 1 && SRLM_CFG_GRPO_STD_BATCH == 1 && SRLM_CFG_GRPO_EQUAL_DROP == 1,
+_Static_assert(SRLM_CFG_PAIR_LENGTH_CONTROLLED == 1 && SRLM_CFG_CHECKER_COUNTDOWN == 1 && SRLM_CFG_GRPO_RATIO_SEQUENCE == 1 && SRLM_CFG_GRPO_STD_BATCH == 1 && SRLM_CFG_GRPO_EQUAL_DROP == 1,
                "the GRPO option names follow the enums' order");
 _Static_assert(SRLM_LOG_ERROR == 3 && SRLM_CFG_FAMILY_MISTRAL == 3 && SRLM_CFG_DTYPE_BF16 == 1 &&
                    SRLM_CFG_BACKEND_CUDA_SIM == 2 &&
@@ -136,6 +137,8 @@ static const srlm_config_option k_options[] = {
     OPT_FLOAT(judge.verifier_weight, 0.5, 0, 0.0, 1.0, 0, "mix: weight of the verifier's score (the model's gets 1 - weight)"),
 
     OPT_FLOAT(pairs.min_margin, 0.0, 0, 0.0, INF, 0, "least score gap between chosen and rejected"),
+    OPT_ENUM(pairs.rule, k_pair_rules, "best_worst", "DPO pair of each prompt's N = generate.samples_per_prompt samples: the best vs the worst (West-of-N), or length_controlled (Meta-Rewarding: the shortest within pairs.length_rho of the best vs the longest near the worst)"),
+    OPT_FLOAT(pairs.length_rho, 0.0, 0, 0.0, 0.5, 1, "length_controlled: score window rho; 0 = the extreme scores only, shortest/longest among ties"),
 
     OPT_ENUM(train.loss, k_losses, "dpo", "training objective"),
     OPT_FLOAT(train.beta, 0.1, 1, 0.0, 1000.0, 0, "DPO/IPO/GRPO KL strength"),

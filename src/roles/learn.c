@@ -338,7 +338,10 @@ srlm_status sr_learn(sr_ctx *c, int t, srlm_shard *sh, int64_t stale, srlm_sr_it
   const srlm_config *cfg = c->cfg;
   srlm_timer tm;
   srlm_timer_start(&tm);
-  srlm_pair_options po = {.min_margin = cfg->pairs.min_margin};
+  srlm_pair_options po = {.min_margin = cfg->pairs.min_margin,
+                          .length_control = cfg->pairs.rule == SRLM_CFG_PAIR_LENGTH_CONTROLLED,
+                          .length_rho = cfg->pairs.length_rho};
+  int64_t *lengths = srlm_xmalloc((size_t)c->ro.K * sizeof *lengths); /* response tokens, for length control */
   srlm_pair_stats ps = {0};
   int64_t cap = (int64_t)c->ro.n + 1, np = 0, pair_ok = 0;
   srlm_pref_pair *pairs = srlm_xmalloc((size_t)cap * sizeof *pairs);
@@ -374,6 +377,7 @@ srlm_status sr_learn(sr_ctx *c, int t, srlm_shard *sh, int64_t stale, srlm_sr_it
           scored++;
         }
         st = sr_response_text(&c->ro, s, j0 + q, &texts[q], &len);
+        lengths[q] = s->response_offsets[j0 + q + 1] - s->response_offsets[j0 + q];
       }
       const int all_equal = grpo && k == c->ro.K && srlm_group_all_equal(k, scores);
       equal_groups += all_equal;
@@ -396,7 +400,8 @@ srlm_status sr_learn(sr_ctx *c, int t, srlm_shard *sh, int64_t stale, srlm_sr_it
       srlm_pair p;
       int made = 0;
       if (st == SRLM_OK && !grpo)
-        st = srlm_pairs_select(&po, k, scores, (const char *const *)texts, NULL, NULL, &p, &made, &ps);
+        st = srlm_pairs_select(&po, k, scores, (const char *const *)texts, NULL, po.length_control ? lengths : NULL, &p,
+                               &made, &ps);
       if (st == SRLM_OK && made) {
         int64_t a = j0 + p.chosen, b = j0 + p.rejected;
         pairs[np] = (srlm_pref_pair){s->prompt_ids + s->prompt_offsets[pr], s->response_ids + s->response_offsets[a],
@@ -425,6 +430,7 @@ srlm_status sr_learn(sr_ctx *c, int t, srlm_shard *sh, int64_t stale, srlm_sr_it
   }
   free(texts);
   free(scores);
+  free(lengths);
   replay_buf rb = {0};
   if (st == SRLM_OK && !grpo) st = build_replay(c, sh, &rb); /* the GRPO trainer has no replay term */
   row->samples = samples;

@@ -137,5 +137,18 @@ for b in bad:
 sys.exit(1 if bad else 0)
 PY
 [ "$(grep -c 'groups with all rewards equal' "$tmp/dapo.err")" -eq 2 ] || fail "dapo: no groups lines"
+# West-of-N (configs/methods/west-of-n.yaml) with the length-controlled pair rule
+"$srlm" train -c configs/methods/west-of-n.yaml $small run.name=won generate.samples_per_prompt=6 pairs.min_margin=0.5 \
+  pairs.rule=length_controlled pairs.length_rho=0.25 eval.every=2 >"$tmp/won.out" 2>"$tmp/won.err" \
+  || { fail "west-of-n run"; tail -3 "$tmp/won.err" >&2; }
+python3 - "$tmp/runs/won/metrics.jsonl" <<'PY' || fails=$((fails + 1))
+import json, sys
+its = [json.loads(l) for l in open(sys.argv[1]) if '"event":"iteration"' in l]
+print("west-of-n (length controlled): pairs %s, samples %s" % ([l["pairs"] for l in its], [l["samples"] for l in its]),
+      file=sys.stderr)
+sys.exit(0 if len(its) == 2 and all(l["pairs"] > 0 and l["samples"] == 48 * 6 for l in its) else 1)
+PY
+"$srlm" train -c configs/methods/west-of-n.yaml $small run.name=bad pairs.length_rho=0.5 >/dev/null 2>"$tmp/bad.err"
+grep -q "pairs.length_rho" "$tmp/bad.err" || fail "length_rho 0.5 accepted: $(tail -1 "$tmp/bad.err")"
 echo "selfreward.sh: $fails failed"
 [ "$fails" -eq 0 ]
