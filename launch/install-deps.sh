@@ -10,6 +10,7 @@ pkgs=(build-essential cmake pkg-config libyaml-dev libhdf5-dev libopenmpi-dev op
       libpcre2-dev libjansson-dev)
 if [ "${1:-}" = "--test" ]; then
   pkgs+=(clang libclang-rt-dev)
+  pkgs+=(chromium) # tests/cli/report_chromium.sh: srlm report rendered headless
   command -v python3 >/dev/null 2>&1 || pkgs+=(python3)
 fi
 

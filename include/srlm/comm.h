@@ -191,6 +191,21 @@ srlm_status srlm_comm_allreduce_grads(srlm_comm *c, float *g, int64_t n, srlm_co
  * MPI_Allreduce: the same result on every learner). Learners only. */
 srlm_status srlm_comm_allreduce_f64(srlm_comm *c, double *x, int n);
 
+/* ZeRO-1 (dp.h) over the learner group; bounds: (learners + 1) offsets, bounds[0] = 0,
+ * bounds[L] = n, learner j owns [bounds[j], bounds[j + 1]). Buffers in the memory of this
+ * rank's backend (device memory is staged whole through a pinned host copy), in rounds
+ * of at most 1 GiB. Learners only; collectives: every learner calls them alike.
+ * reduce_scatter: this learner's range of g becomes the sum over the learners in
+ * learner-rank order, the bits srlm_comm_allreduce_grads (DETERMINISTIC) gives there;
+ * the rest of g is left as it was. */
+srlm_status srlm_comm_reduce_scatter_grads(srlm_comm *c, float *g, int64_t n, const int64_t *bounds);
+/* Every learner's range of x copied into every learner's x. */
+srlm_status srlm_comm_allgather_shards(srlm_comm *c, float *x, int64_t n, const int64_t *bounds);
+/* One double accumulated along the learners in rank order (srlm_dp_chain_fn): stage 0,
+ * learner r > 0 receives r - 1's *x; stage 1, learner r < L - 1 sends *x to r + 1, then
+ * every learner gets the last learner's *x. */
+srlm_status srlm_comm_chain_f64(srlm_comm *c, double *x, int stage);
+
 /* Every rank of the world contributes len bytes; on return (*bufs)[r] (a new buffer of
  * (*lens)[r] bytes) is rank r's, for every r (free each, then both arrays). Collective;
  * at most INT_MAX bytes in all. For the colocated layout, where every learner needs

@@ -148,6 +148,7 @@ typedef struct srlm_config {
     srlm_log_level log_level;
     srlm_cfg_backend backend;
     int device; /* -1 = the launcher's local rank */
+    bool tensorboard; /* TensorBoard events file in the run folder (tfevents.h) */
   } run;
   struct {
     char *path; /* Hugging Face directory; "" = build a fresh model from model.arch */
@@ -253,6 +254,7 @@ typedef struct srlm_config {
     srlm_cfg_grpo_equal grpo_equal_groups;
     double is_cap;                 /* GRPO truncated importance weight cap; 0 = off */
     int checkpoint_every;          /* optimizer steps between mid-iteration checkpoints; 0 = only at iteration ends */
+    int zero;                      /* ZeRO stage over the learner ranks: 0, or 1 (AdamW moments sharded) */
   } train;
   struct {
     int every;   /* iterations between evaluations; 0 = never */

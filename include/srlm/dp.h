@@ -16,6 +16,17 @@
  * whole step), the same sums, bit-identical results. Results with R > 1 learners agree with R = 1
  * up to float re-association of the gradient sum (the MPI reduce sums in learner-rank
  * order, comm.h).
+ *
+ * ZeRO-1 (zero = 1, with the three functions below): the AdamW moments are sharded over
+ * the learners. Learner j owns the parameter range [bounds[j], bounds[j + 1]) (cut by the
+ * optimizer, optim.h). Instead of reduce, a step calls reduce_scatter (after it, this
+ * learner's range of the gradient holds the step's sum, the same bits as reduce's; the
+ * rest of its gradient array is left unspecified) with the statistics summed as reduce
+ * does; the gradient norm is accumulated along the learners in rank order (chain), so
+ * it has the bits of the unsharded sum; each learner steps AdamW on its range; then
+ * allgather copies every learner's range of the updated fp32 weights to all. Results are
+ * those of the unsharded run with the same learners, bit for bit; a learner holds 1/R
+ * of the moments.
  */
 #ifndef SRLM_DP_H
 #define SRLM_DP_H
@@ -32,11 +43,27 @@ extern "C" {
  * same result on every learner. */
 typedef srlm_status (*srlm_dp_reduce_fn)(void *ctx, float *grads, int64_t n, double *stats, int n_stats);
 
+/* ZeRO-1: sums grads (n) over the learners into this learner's range [bounds[rank],
+ * bounds[rank + 1]) (bounds: size + 1 offsets), and stats (n_stats) as reduce does. */
+typedef srlm_status (*srlm_dp_reduce_scatter_fn)(void *ctx, float *grads, int64_t n, const int64_t *bounds,
+                                                double *stats, int n_stats);
+/* ZeRO-1: copies learner j's range [bounds[j], bounds[j + 1]) of x (n) into every
+ * learner's x, for every j. */
+typedef srlm_status (*srlm_dp_allgather_fn)(void *ctx, float *x, int64_t n, const int64_t *bounds);
+/* ZeRO-1: one double accumulated along the learners in rank order. stage 0: learner r > 0
+ * receives learner r - 1's value into *x (learner 0 keeps *x); stage 1: learner r < size - 1
+ * sends *x to learner r + 1, then every learner receives the last learner's *x. */
+typedef srlm_status (*srlm_dp_chain_fn)(void *ctx, double *x, int stage);
+
 typedef struct srlm_dp {
   int rank; /* this learner, 0 <= rank < size */
   int size; /* learners; 0 or 1 = a single learner (reduce unused) */
   srlm_dp_reduce_fn reduce;
   void *ctx;
+  int zero; /* 1: ZeRO-1 (size > 1; the three functions below are required) */
+  srlm_dp_reduce_scatter_fn reduce_scatter;
+  srlm_dp_allgather_fn allgather;
+  srlm_dp_chain_fn chain;
 } srlm_dp;
 
 /* This learner's slice [*lo, *hi) of a step of count examples. dp may be NULL (all). */

@@ -49,6 +49,10 @@
  *   - a non-finite flag on any learner skips the step (skipped = 1, grad_norm NaN);
  *     otherwise AdamW steps with lr = srlm_lr_at(schedule, s) (it also skips, on every
  *     learner alike, when the reduced gradient norm is not finite);
+ *   - with ZeRO-1 (dp->zero, dp.h) the reduce is dp->reduce_scatter, the optimizer is
+ *     sharded (srlm_optim_shard) and steps this learner's range, and dp->allgather then
+ *     gives every learner all the updated weights (the bf16 compute copy is refreshed
+ *     from them); only this learner's range of the gradient is the step's sum in done();
  *   - done(info) on every learner, with the step's gradient still in the model; then the
  *     next step.
  * The gradients are cleared once more before srlm_engine_run returns (also after a failed

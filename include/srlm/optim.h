@@ -95,23 +95,43 @@ double srlm_optim_global_norm(const float *x, size_t n);
 /* ---- state, for checkpoints -------------------------------------------------- */
 
 /* A view of the optimizer's state: m and v point into the optimizer (BACKEND memory,
- * n elements each, the layout of the parameters; srlm_optim_read_moments copies them to
- * the host); valid until srlm_optim_free. */
+ * n elements each: the moments of parameters [offset, offset + n), all of them unless
+ * the optimizer is sharded; srlm_optim_read_moments copies all to the host); valid until
+ * srlm_optim_free. */
 typedef struct srlm_optim_state {
   float *m;          /* (n) first moments */
   float *v;          /* (n) second moments */
+  size_t offset;     /* the first parameter they belong to (a ZeRO-1 shard's start; else 0) */
   size_t n;
   int64_t step;      /* steps taken (the bias corrections use it) */
   int64_t n_skipped; /* steps skipped */
 } srlm_optim_state;
 
 void srlm_optim_get_state(srlm_optim *o, srlm_optim_state *out);
-/* Copies the moments into host memory m and v (n elements each), for checkpoints. */
+/* Copies all the moments into host memory m and v (one element per parameter each), for
+ * checkpoints. A sharded optimizer gathers them from every learner: a collective, every
+ * learner calls it at the same point. */
 srlm_status srlm_optim_read_moments(srlm_optim *o, float *m, float *v);
-/* Restores a saved state: copies m and v (n each, host memory) and sets the counters.
- * n must equal the optimizer's size (SRLM_ERR_RANGE otherwise). */
+/* Restores a saved state: copies m and v (n each, host memory: one per parameter; a
+ * sharded optimizer takes its range) and sets the counters. n must equal the number of
+ * parameters (SRLM_ERR_RANGE otherwise). */
 srlm_status srlm_optim_set_state(srlm_optim *o, const float *m, const float *v, size_t n, int64_t step,
                                  int64_t n_skipped);
+
+/* ---- ZeRO-1 (dp.h) ------------------------------------------------------------ */
+
+struct srlm_dp;
+/* Shards a fresh optimizer over dp's learners (dp->size > 1 with the ZeRO-1 functions;
+ * NULL or one learner: nothing to do). Learner j gets the parameters [b[j], b[j + 1]),
+ * b[j] the cut nearest below n * j / size that is a weight-decay segment's start plus a
+ * multiple of SRLM_SUMSQ_CHUNK (so the norm's chunk sums are the unsharded ones); it keeps
+ * only their moments. From then on srlm_optim_step updates only that range of params
+ * (and of the bf16 compute copy), the gradient norm is the chain over the learners (a
+ * collective), and read_moments gathers. dp must outlive the optimizer. Call before
+ * set_state; set_decay is refused after it. */
+srlm_status srlm_optim_shard(srlm_optim *o, const struct srlm_dp *dp);
+/* The shard bounds (dp->size + 1 offsets) of a sharded optimizer, else NULL. */
+const int64_t *srlm_optim_shard_bounds(const srlm_optim *o);
 
 /* ---- learning-rate schedules -------------------------------------------------- */
 

@@ -15,6 +15,7 @@
 #include "srlm/jsonl.h"
 #include "srlm/setup.h"
 #include "srlm/sft.h"
+#include "srlm/tfevents.h"
 
 static const char k_sft_help[] =
     "usage: srlm sft -c CONFIG [--data FILE] [key.path=value ...]\n"
@@ -34,7 +35,8 @@ static const char k_sft_help[] =
     "run.out_dir, run.name; model.dtype (weights and activations, and the saved weights);\n"
     "run.backend and run.device (where it runs).\n"
     "\n"
-    "Writes run.out_dir/run.name/: config.yaml, metrics.jsonl, model/, summary.json.\n"
+    "Writes run.out_dir/run.name/: config.yaml, metrics.jsonl, model/, summary.json and, with\n"
+    "run.tensorboard (default), events.out.tfevents.* (the metrics for TensorBoard).\n"
     "\n"
     "  -c, --config FILE      the YAML config\n"
     "  --data FILE            the same as data.sft=FILE\n"
@@ -47,6 +49,7 @@ typedef struct sft_cli {
   srlm_config cfg;
   char run_dir[4096];
   json_t *metrics; /* array of logged step objects */
+  srlm_tfevents *tb; /* run.tensorboard: the same numbers as scalars "sft/<key>" */
   char metrics_path[4200];
 } sft_cli;
 
@@ -114,6 +117,8 @@ static srlm_status on_step(const srlm_sft_step_info *s, void *user) {
   json_object_set_new(o, "elapsed_seconds", json_num(s->elapsed_seconds));
   json_object_set_new(o, "tokens_per_second", json_num(tps));
   json_array_append_new(c->metrics, o);
+  static const char *const k_skip[] = {"step", NULL};
+  if (c->tb) SRLM_TRY(srlm_tfevents_json(c->tb, "sft", s->step, o, k_skip, 0));
   return write_metrics(c);
 }
 
@@ -150,6 +155,12 @@ static srlm_status run_sft(sft_cli *c) {
   SRLM_TRY(srlm_config_save(cfg, path));
   SRLM_TRY(srlm_path_join(c->metrics_path, sizeof c->metrics_path, c->run_dir, "metrics.jsonl"));
   SRLM_INFO("run folder %s (config saved as config.yaml)", c->run_dir);
+  if (cfg->run.tensorboard) { /* metrics.jsonl starts afresh: so do the events (earlier files cut to nothing) */
+    int64_t kept;
+    SRLM_TRY(srlm_tfevents_cut(c->run_dir, 0, &kept));
+    SRLM_TRY(srlm_tfevents_open(c->run_dir, &c->tb));
+    SRLM_INFO("TensorBoard: %s (tensorboard --logdir %s)", srlm_tfevents_path(c->tb), c->run_dir);
+  }
 
   srlm_tokenizer *tok = NULL;
   srlm_backend *be = NULL;
@@ -302,6 +313,8 @@ int srlm_cmd_sft(int argc, char **argv) {
     free(yaml);
     c.metrics = json_array();
     st = run_sft(&c);
+    srlm_status tb_st = srlm_tfevents_close(c.tb);
+    if (st == SRLM_OK) st = tb_st;
     json_decref(c.metrics);
   }
   rc = st == SRLM_OK ? 0 : srlm_cli_fail("sft", st);

@@ -61,7 +61,8 @@ static const char k_train_help[] =
     "\n"
     "Files: config.yaml, iter_0/model/ (a fresh M0), iter_0/prompts.h5, iter_<t>/model/,\n"
     "iter_<t>/rollouts.h5 (read it with 'srlm rollouts'), metrics.jsonl, checkpoint.h5,\n"
-    "summary.json.\n"
+    "summary.json, report.html (after every iteration; 'srlm report') and, with\n"
+    "run.tensorboard (default), events.out.tfevents.* (tensorboard --logdir RUN_DIR).\n"
     "\n"
     "Exit status: 0 ok, 2 for a usage or config error, 1 for other errors.\n";
 

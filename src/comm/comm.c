@@ -508,6 +508,161 @@ srlm_status srlm_comm_allreduce_grads(srlm_comm *c, float *g, int64_t n, srlm_co
   return st;
 }
 
+/* ---- ZeRO-1 over the learners ------------------------------------------- */
+
+/* The learner group's size and this learner's rank; *L = 1 when there is nothing to do. */
+static srlm_status learner_group(srlm_comm *c, const char *what, int64_t n, const int64_t *bounds, int *L, int *me) {
+  *L = 1;
+  *me = 0;
+  if (!srlm_comm_has_role(c, SRLM_ROLE_LEARNER))
+    return srlm_error(SRLM_ERR_INTERNAL, what, "rank %d (%s) is not a learner", c->rank, srlm_comm_role_label(c));
+  if (n < 0) return srlm_error(SRLM_ERR_RANGE, what, "n = %lld", (long long)n);
+  if (c->solo) return SRLM_OK;
+  SRLM_MPI(MPI_Comm_size(c->role[SRLM_ROLE_LEARNER], L));
+  SRLM_MPI(MPI_Comm_rank(c->role[SRLM_ROLE_LEARNER], me));
+  if (*L > 1 && bounds && (bounds[0] != 0 || bounds[*L] != n))
+    return srlm_error(SRLM_ERR_INTERNAL, what, "shard bounds [%lld .. %lld] do not cover the %lld elements",
+                      (long long)bounds[0], (long long)bounds[*L], (long long)n);
+  for (int j = 0; *L > 1 && bounds && j < *L; j++)
+    if (bounds[j + 1] < bounds[j])
+      return srlm_error(SRLM_ERR_INTERNAL, what, "shard bounds decrease at learner %d", j);
+  return SRLM_OK;
+}
+
+/* The host view of x (n floats): x itself on host backends, else a pinned copy. */
+static srlm_status whole_get(srlm_backend *be, float *x, int64_t n, float **h) {
+  *h = x;
+  if (be->host_memory || n == 0) return SRLM_OK;
+  SRLM_TRY(srlm_backend_host_alloc(be, (void **)h, (size_t)n * sizeof(float)));
+  srlm_status st = srlm_backend_copy_d2h(be, *h, x, (size_t)n * sizeof(float));
+  if (st != SRLM_OK) {
+    (void)srlm_backend_host_free(be, *h);
+    *h = NULL;
+  }
+  return st;
+}
+
+static srlm_status whole_put(srlm_backend *be, float *x, float *h, int64_t off, int64_t cnt, srlm_status st) {
+  if (h == x || !h) return st;
+  if (st == SRLM_OK && cnt > 0) st = srlm_backend_copy_h2d(be, x + off, h + off, (size_t)cnt * sizeof(float));
+  (void)srlm_backend_host_free(be, h);
+  return st;
+}
+
+/* Rounds of at most CHUNK_BYTES: in round k learner j's piece is [bounds[j] + k q,
+ * min(bounds[j + 1], bounds[j] + (k + 1) q)). */
+static int64_t piece_count(const int64_t *bounds, int j, int64_t k, int64_t q) {
+  int64_t a = bounds[j] + k * q, left = bounds[j + 1] - a;
+  return left <= 0 ? 0 : left < q ? left : q;
+}
+
+static int64_t largest_range(const int64_t *bounds, int L) {
+  int64_t most = 0;
+  for (int j = 0; j < L; j++)
+    if (bounds[j + 1] - bounds[j] > most) most = bounds[j + 1] - bounds[j];
+  return most;
+}
+
+/* q: a learner's piece per round (L q floats a round, at most CHUNK_BYTES). */
+static int64_t round_size(const int64_t *bounds, int L) {
+  int64_t q = (int64_t)(CHUNK_BYTES / sizeof(float)) / L, most = largest_range(bounds, L);
+  if (q > most) q = most;
+  return q > 0 ? q : 1;
+}
+
+static int64_t rounds_of(const int64_t *bounds, int L, int64_t q) { return (largest_range(bounds, L) + q - 1) / q; }
+
+srlm_status srlm_comm_reduce_scatter_grads(srlm_comm *c, float *g, int64_t n, const int64_t *bounds) {
+  int L, me;
+  SRLM_TRY(learner_group(c, "gradient reduce-scatter", n, bounds, &L, &me));
+  if (L == 1 || n == 0) return SRLM_OK;
+  srlm_backend *be = c->be ? c->be : srlm_backend_cpu();
+  MPI_Comm comm = c->role[SRLM_ROLE_LEARNER];
+  const int64_t q = round_size(bounds, L);
+  float *h;
+  SRLM_TRY(whole_get(be, g, n, &h));
+  int *scnt = srlm_xmalloc((size_t)L * sizeof(int)), *dsp = srlm_xmalloc((size_t)L * sizeof(int));
+  int *rcnt = srlm_xmalloc((size_t)L * sizeof(int));
+  float *send = srlm_xmalloc((size_t)L * (size_t)q * sizeof(float)), *recv = srlm_xmalloc((size_t)L * (size_t)q * sizeof(float));
+  int rc = MPI_SUCCESS;
+  const int64_t rounds = rounds_of(bounds, L, q);
+  for (int64_t k = 0; k < rounds && rc == MPI_SUCCESS; k++) {
+    const int mine = (int)piece_count(bounds, me, k, q);
+    for (int j = 0; j < L; j++) {
+      scnt[j] = (int)piece_count(bounds, j, k, q);
+      dsp[j] = (int)((int64_t)j * q);
+      rcnt[j] = mine;
+      memcpy(send + (size_t)j * (size_t)q, h + bounds[j] + k * q, (size_t)scnt[j] * sizeof(float));
+    }
+    MPI_Request req;
+    rc = mpi_then_wait(MPI_Ialltoallv(send, scnt, dsp, MPI_FLOAT, recv, rcnt, dsp, MPI_FLOAT, comm, &req), &req);
+    if (rc != MPI_SUCCESS) break;
+    float *out = h + bounds[me] + k * q;
+    for (int t = 0; t < mine; t++) { /* learner-rank order, as srlm_comm_allreduce_grads */
+      float v = recv[t];
+      for (int j = 1; j < L; j++) v += recv[(size_t)j * (size_t)q + (size_t)t];
+      out[t] = v;
+    }
+  }
+  free(scnt);
+  free(dsp);
+  free(rcnt);
+  free(send);
+  free(recv);
+  srlm_status st = rc == MPI_SUCCESS ? SRLM_OK
+                                     : srlm_lib_error("MPI", "MPI_Alltoallv(gradient shards)", rc, mpi_desc(rc), __FILE__, __LINE__);
+  return whole_put(be, g, h, bounds[me], bounds[me + 1] - bounds[me], st);
+}
+
+srlm_status srlm_comm_allgather_shards(srlm_comm *c, float *x, int64_t n, const int64_t *bounds) {
+  int L, me;
+  SRLM_TRY(learner_group(c, "shard all-gather", n, bounds, &L, &me));
+  if (L == 1 || n == 0) return SRLM_OK;
+  srlm_backend *be = c->be ? c->be : srlm_backend_cpu();
+  MPI_Comm comm = c->role[SRLM_ROLE_LEARNER];
+  const int64_t q = round_size(bounds, L);
+  float *h;
+  SRLM_TRY(whole_get(be, x, n, &h));
+  int *cnt = srlm_xmalloc((size_t)L * sizeof(int)), *dsp = srlm_xmalloc((size_t)L * sizeof(int));
+  float *recv = srlm_xmalloc((size_t)L * (size_t)q * sizeof(float));
+  int rc = MPI_SUCCESS;
+  const int64_t rounds = rounds_of(bounds, L, q);
+  for (int64_t k = 0; k < rounds && rc == MPI_SUCCESS; k++) {
+    for (int j = 0; j < L; j++) {
+      cnt[j] = (int)piece_count(bounds, j, k, q);
+      dsp[j] = (int)((int64_t)j * q);
+    }
+    MPI_Request req;
+    rc = mpi_then_wait(MPI_Iallgatherv(h + bounds[me] + k * q, cnt[me], MPI_FLOAT, recv, cnt, dsp, MPI_FLOAT, comm, &req),
+                       &req);
+    for (int j = 0; rc == MPI_SUCCESS && j < L; j++)
+      if (j != me) memcpy(h + bounds[j] + k * q, recv + (size_t)j * (size_t)q, (size_t)cnt[j] * sizeof(float));
+  }
+  free(cnt);
+  free(dsp);
+  free(recv);
+  srlm_status st = rc == MPI_SUCCESS ? SRLM_OK
+                                     : srlm_lib_error("MPI", "MPI_Allgatherv(shards)", rc, mpi_desc(rc), __FILE__, __LINE__);
+  return whole_put(be, x, h, 0, n, st);
+}
+
+#define TAG_CHAIN 0x5a31
+
+srlm_status srlm_comm_chain_f64(srlm_comm *c, double *x, int stage) {
+  int L, me;
+  SRLM_TRY(learner_group(c, "ordered sum", 0, NULL, &L, &me));
+  if (L == 1) return SRLM_OK;
+  MPI_Comm comm = c->role[SRLM_ROLE_LEARNER];
+  MPI_Request req;
+  if (stage == 0) {
+    if (me > 0) SRLM_MPI_WAIT(MPI_Irecv(x, 1, MPI_DOUBLE, me - 1, TAG_CHAIN, comm, &req), req);
+    return SRLM_OK;
+  }
+  if (me < L - 1) SRLM_MPI_WAIT(MPI_Isend(x, 1, MPI_DOUBLE, me + 1, TAG_CHAIN, comm, &req), req);
+  SRLM_MPI_WAIT(MPI_Ibcast(x, 1, MPI_DOUBLE, L - 1, comm, &req), req);
+  return SRLM_OK;
+}
+
 /* ---- point-to-point ----------------------------------------------------- */
 
 static srlm_status check_peer(const srlm_comm *c, int peer, const char *what) {

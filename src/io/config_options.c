@@ -77,6 +77,7 @@ static const srlm_config_option k_options[] = {
     OPT_ENUM(run.backend, k_backends, "cpu",
              "where the model runs: cpu, cuda (a GPU per rank) or cuda-sim (the CUDA kernels simulated on the CPU, for tests)"),
     OPT_INT(run.device, -1, -1, 1023, "GPU index of this rank; -1 = the launcher's local rank (OMPI/Slurm), else 0"),
+    OPT_BOOL(run.tensorboard, 1, "write the metrics also as a TensorBoard events file (events.out.tfevents.*) in the run folder"),
 
     OPT_STRING(model.path, "", "Hugging Face model directory; \"\" builds a fresh model from model.arch"),
     OPT_ENUM(model.arch.family, k_families, "llama", "architecture family of a model built from model.arch"),
@@ -172,6 +173,7 @@ static const srlm_config_option k_options[] = {
     OPT_ENUM(train.grpo_equal_groups, k_grpo_equals, "keep", "GRPO: groups whose rewards are all equal are trained on (advantage 0) or dropped (DAPO dynamic sampling), counted"),
     OPT_FLOAT(train.is_cap, 0.0, 0, 0.0, 1e9, 0, "GRPO: cap of the generator/learner importance weight; 0 = off"),
     OPT_INT(train.checkpoint_every, 0, 0, 1 << 30, "optimizer steps between mid-iteration checkpoints; 0 = only at the end of each iteration"),
+    OPT_INT(train.zero, 0, 0, 1, "ZeRO stage over the learner ranks: 0 = every learner holds all AdamW moments; 1 = each holds 1/learners of them (the same results, bit for bit; checkpoints gather them)"),
 
     OPT_INT(eval.every, 1, 0, BIG, "evaluate every N iterations; 0 = never"),
     OPT_INT(eval.prompts, 0, 0, BIG, "eval prompts per evaluation; 0 = all"),

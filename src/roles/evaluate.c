@@ -15,8 +15,8 @@
 #define SR_MAX_BATCH 64
 
 /* Held-out accuracy (greedy) and judge agreement on one sampled answer per eval prompt. */
-static srlm_status evaluate(const srlm_config *cfg, srlm_model *m, srlm_tokenizer *tok, int t, int32_t eos,
-                            srlm_sr_iteration *row, FILE *metrics) {
+static srlm_status evaluate(sr_ctx *c, const srlm_config *cfg, srlm_model *m, srlm_tokenizer *tok, int t, int32_t eos,
+                            srlm_sr_iteration *row) {
   const int n = cfg->task.name == SRLM_CFG_TASK_NONE ? 0 : cfg->task.eval_prompts;
   row->accuracy = row->sample_accuracy = row->judge_agreement = NAN;
   if (n == 0) return SRLM_OK; /* a prompt set has no checker: its iterations report judged scores */
@@ -74,7 +74,7 @@ static srlm_status evaluate(const srlm_config *cfg, srlm_model *m, srlm_tokenize
     json_object_set_new(o, "judge_format_failures", json_integer(ag.unparsed));
     json_object_set_new(o, "prompts", json_integer(n));
     json_object_set_new(o, "seconds", json_real(srlm_timer_elapsed(&tm)));
-    st = sr_metrics_line(metrics, o);
+    st = sr_metrics_line(c, o);
     SRLM_INFO("eval M%d: accuracy %.1f%% (greedy, %d held-out prompts), sample accuracy %.1f%%, judge agreement "
               "%.1f%% (%.1f s)", t, 100 * row->accuracy, n, 100 * row->sample_accuracy, 100 * row->judge_agreement,
               srlm_timer_elapsed(&tm));
@@ -161,7 +161,7 @@ static srlm_status evaluate_prompts(sr_ctx *c, int t, srlm_sr_iteration *row) {
     json_object_set_new(o, "judge_format_failures", json_integer(js.unparsable));
     json_object_set_new(o, "prompts", json_integer(n));
     json_object_set_new(o, "seconds", json_real(srlm_timer_elapsed(&tm)));
-    st = sr_metrics_line(c->metrics, o);
+    st = sr_metrics_line(c, o);
     SRLM_INFO("eval M%d: mean self-judged score %.3f of the greedy answers to %lld eval prompts (%lld scored, %lld "
               "judgments without a score) (%.1f s)", t, row->eval_score, (long long)n, (long long)scored,
               (long long)js.unparsable, srlm_timer_elapsed(&tm));
@@ -184,5 +184,5 @@ srlm_status sr_evaluate_model(sr_ctx *c, int t, srlm_sr_iteration *row) {
   row->accuracy = row->sample_accuracy = row->judge_agreement = row->eval_score = NAN;
   if (every <= 0 || (t % every != 0 && t != c->cfg->run.iterations)) return SRLM_OK;
   if (c->ro.prompts) return evaluate_prompts(c, t, row);
-  return evaluate(c->cfg, c->ro.m, c->ro.tok, t, c->ro.eos, row, c->metrics);
+  return evaluate(c, c->cfg, c->ro.m, c->ro.tok, t, c->ro.eos, row);
 }

@@ -65,6 +65,7 @@ static void replay_free(replay_buf *r) {
 
 typedef struct learn_log {
   FILE *metrics; /* the lead's; NULL on other learners (they only train) */
+  sr_ctx *ctx;   /* where sr_metrics_line writes */
   int iteration;
   int log_every;
   /* LEARN checkpoints every `every` steps (0 = none), written by the lead */
@@ -77,22 +78,30 @@ typedef struct learn_log {
   int has_ref;
 } learn_log;
 
-/* A LEARN checkpoint after `step` of the iteration (checkpoint.h). */
+/* A LEARN checkpoint after `step` of the iteration (checkpoint.h), written by the lead.
+ * With ZeRO-1 every learner calls this at every step: the moments are gathered from all. */
 static srlm_status learn_checkpoint(learn_log *l, int64_t step, int64_t total, double loss, srlm_optim *optim,
                                     int64_t replay_next) {
   if (step == 1) l->first_loss = loss;
-  if (!l->metrics || l->every <= 0 || step % l->every != 0 || step >= total) return SRLM_OK;
+  if (l->every <= 0 || step % l->every != 0 || step >= total) return SRLM_OK;
+  const bool sharded = srlm_optim_shard_bounds(optim) != NULL;
+  if (!l->metrics && !sharded) return SRLM_OK;
   srlm_optim_state os;
   srlm_optim_get_state(optim, &os);
+  const size_t n = srlm_model_num_params(l->m);
+  /* host copies of the weights and moments (backend memory); the collective first */
+  float *host = srlm_xmalloc(3 * (n ? n : 1) * sizeof *host);
+  srlm_status st = srlm_optim_read_moments(optim, host + n, host + 2 * n);
+  if (!l->metrics) {
+    free(host);
+    return st;
+  }
   long bytes = ftell(l->metrics);
-  if (bytes < 0) return srlm_error(SRLM_ERR_IO, "metrics.jsonl", "cannot tell its length");
-  /* host copies of the weights and moments (backend memory) */
-  float *host = srlm_xmalloc(3 * (os.n ? os.n : 1) * sizeof *host);
-  srlm_status st = srlm_model_get_params(l->m, host, 0, os.n);
-  if (st == SRLM_OK) st = srlm_optim_read_moments(optim, host + os.n, host + 2 * os.n);
+  if (st == SRLM_OK && bytes < 0) st = srlm_error(SRLM_ERR_IO, "metrics.jsonl", "cannot tell its length");
+  if (st == SRLM_OK) st = srlm_model_get_params(l->m, host, 0, n);
   srlm_checkpoint ck = {.kind = SRLM_CKPT_LEARN, .iteration = l->iteration, .step = step,
                         .data_position = l->data_position, .metrics_bytes = bytes, .config_yaml = (char *)l->yaml,
-                        .n_params = (int64_t)os.n, .params = host, .m = host + os.n, .v = host + 2 * os.n,
+                        .n_params = (int64_t)n, .params = host, .m = host + n, .v = host + 2 * n,
                         .optim_step = os.step, .optim_skipped = os.n_skipped, .replay_next = replay_next,
                         .first_loss = l->first_loss};
   if (st == SRLM_OK) st = srlm_checkpoint_save(l->run_dir, &ck);
@@ -105,8 +114,7 @@ static srlm_status learn_checkpoint(learn_log *l, int64_t step, int64_t total, d
 static srlm_status log_pref_step(const srlm_pref_step_info *s, learn_log *l);
 static srlm_status on_pref_step(const srlm_pref_step_info *s, void *user) {
   learn_log *l = user;
-  if (!l->metrics) return SRLM_OK; /* learners other than the lead only train */
-  SRLM_TRY(log_pref_step(s, l));
+  if (l->metrics) SRLM_TRY(log_pref_step(s, l)); /* learners other than the lead only train */
   return learn_checkpoint(l, s->step, s->total_steps, s->loss, s->optim, s->replay_next);
 }
 
@@ -141,7 +149,7 @@ static srlm_status log_pref_step(const srlm_pref_step_info *s, learn_log *l) {
   json_object_set_new(o, "skipped", json_boolean(s->skipped));
   json_object_set_new(o, "tokens", json_integer(s->tokens));
   json_object_set_new(o, "tokens_per_s", sr_num(s->step_seconds > 0 ? (double)s->tokens / s->step_seconds : NAN));
-  return sr_metrics_line(l->metrics, o);
+  return sr_metrics_line(l->ctx, o);
 }
 
 
@@ -150,6 +158,27 @@ static srlm_status dp_reduce(void *ctx, float *grads, int64_t n, double *stats, 
   srlm_comm *c = ctx;
   SRLM_TRY(srlm_comm_allreduce_grads(c, grads, n, SRLM_COMM_SUM, SRLM_COMM_DETERMINISTIC));
   return srlm_comm_allreduce_f64(c, stats, n_stats);
+}
+
+/* ZeRO-1 (train.zero: 1): the same sums into this learner's shard only. */
+static srlm_status dp_reduce_scatter(void *ctx, float *grads, int64_t n, const int64_t *bounds, double *stats,
+                                     int n_stats) {
+  srlm_comm *c = ctx;
+  SRLM_TRY(srlm_comm_reduce_scatter_grads(c, grads, n, bounds));
+  return srlm_comm_allreduce_f64(c, stats, n_stats);
+}
+
+static srlm_status dp_allgather(void *ctx, float *x, int64_t n, const int64_t *bounds) {
+  return srlm_comm_allgather_shards(ctx, x, n, bounds);
+}
+
+static srlm_status dp_chain(void *ctx, double *x, int stage) { return srlm_comm_chain_f64(ctx, x, stage); }
+
+/* The learners of this job as the training engine sees them (dp.h). */
+static srlm_dp learner_dp(const srlm_config *cfg, srlm_comm *comm) {
+  return (srlm_dp){.rank = srlm_comm_role_rank(comm, SRLM_ROLE_LEARNER), .size = srlm_comm_role_size(comm, SRLM_ROLE_LEARNER),
+                   .reduce = dp_reduce, .ctx = comm, .zero = cfg->train.zero == 1, .reduce_scatter = dp_reduce_scatter,
+                   .allgather = dp_allgather, .chain = dp_chain};
 }
 
 /* A LEARN checkpoint's weights into m (after the reference log-probs were taken from
@@ -168,8 +197,7 @@ static srlm_status resume_weights(srlm_model *m, const srlm_checkpoint *ck, srlm
 static srlm_status log_grpo_step(const srlm_grpo_step_info *s, learn_log *l);
 static srlm_status on_grpo_step(const srlm_grpo_step_info *s, void *user) {
   learn_log *l = user;
-  if (!l->metrics) return SRLM_OK;
-  SRLM_TRY(log_grpo_step(s, l));
+  if (l->metrics) SRLM_TRY(log_grpo_step(s, l));
   return learn_checkpoint(l, s->step, s->total_steps, s->loss, s->optim, 0);
 }
 
@@ -193,7 +221,7 @@ static srlm_status log_grpo_step(const srlm_grpo_step_info *s, learn_log *l) {
   json_object_set_new(o, "len_mean", sr_num(s->grpo.seqs ? (double)s->grpo.tokens / (double)s->grpo.seqs : NAN));
   json_object_set_new(o, "tokens", json_integer(s->tokens));
   json_object_set_new(o, "tokens_per_s", sr_num(s->step_seconds > 0 ? (double)s->tokens / s->step_seconds : NAN));
-  return sr_metrics_line(l->metrics, o);
+  return sr_metrics_line(l->ctx, o);
 }
 
 /* GRPO on groups: every prompt whose K samples all arrived is a group (unscored samples
@@ -223,8 +251,7 @@ static srlm_status learn_grpo(const srlm_config *cfg, srlm_model *m, srlm_comm *
                                .grad_accum = cfg->train.grad_accum,
                                .epochs = cfg->train.epochs,
                                .seed = (uint64_t)cfg->run.seed + (uint64_t)t};
-  srlm_dp dp = {.rank = srlm_comm_role_rank(comm, SRLM_ROLE_LEARNER), .size = srlm_comm_role_size(comm, SRLM_ROLE_LEARNER),
-                .reduce = dp_reduce, .ctx = comm};
+  srlm_dp dp = learner_dp(cfg, comm);
   o.dp = &dp;
   srlm_optim_config_from_config(cfg, &o.optim);
   srlm_lr_schedule_from_config(cfg, 1, &o.schedule);
@@ -456,7 +483,7 @@ srlm_status sr_learn(sr_ctx *c, int t, srlm_shard *sh, int64_t stale, srlm_sr_it
     st = write_rollouts(c, t, sh, rows3, np, 0, &ps, rb.d.n, stale);
   }
   double *ref = srlm_xmalloc((size_t)(2 * np + 1) * sizeof *ref);
-  learn_log ll = {.metrics = c->lead ? c->metrics : NULL, .iteration = t, .log_every = cfg->train.log_every,
+  learn_log ll = {.metrics = c->lead ? c->metrics : NULL, .ctx = c, .iteration = t, .log_every = cfg->train.log_every,
                   .every = cfg->train.checkpoint_every, .m = c->ro.m, .run_dir = c->run_dir, .yaml = c->yaml,
                   .data_position = (int64_t)t * c->ro.n, .beta = cfg->train.beta,
                   .has_ref = cfg->train.loss != SRLM_CFG_LOSS_SFT};
@@ -474,8 +501,7 @@ srlm_status sr_learn(sr_ctx *c, int t, srlm_shard *sh, int64_t stale, srlm_sr_it
     st = srlm_pref_ref_logps(c->ro.m, pairs, np, 16384, ref, ref + np);
     static const srlm_pref_loss k_kinds[] = {[SRLM_CFG_LOSS_DPO] = SRLM_PREF_DPO, [SRLM_CFG_LOSS_IPO] = SRLM_PREF_IPO,
                                              [SRLM_CFG_LOSS_SFT] = SRLM_PREF_SFT, [SRLM_CFG_LOSS_GRPO] = SRLM_PREF_DPO};
-    srlm_dp dp = {.rank = srlm_comm_role_rank(c->comm, SRLM_ROLE_LEARNER),
-                  .size = srlm_comm_role_size(c->comm, SRLM_ROLE_LEARNER), .reduce = dp_reduce, .ctx = c->comm};
+    srlm_dp dp = learner_dp(cfg, c->comm);
     srlm_pref_train_options o = {
         .loss = {.kind = k_kinds[cfg->train.loss], .beta = cfg->train.beta,
                  .label_smoothing = cfg->train.label_smoothing, .nll_weight = cfg->train.nll_weight},

@@ -15,16 +15,76 @@
 #include "srlm/shard_store.h"
 #include "srlm/checkpoint.h"
 #include "srlm/comm.h"
+#include "srlm/jsonl.h"
+#include "srlm/report.h"
 #include "srlm/selfreward.h"
 #include "srlm/setup.h"
 #include "srlm/tasks.h"
 
-srlm_status sr_metrics_line(FILE *f, json_t *o) {
+/* A learn line's iteration and step: the run's learner step for TensorBoard. */
+static int64_t learn_step(sr_ctx *c, const json_t *o) {
+  int64_t t = json_integer_value(json_object_get(o, "iteration")), s = json_integer_value(json_object_get(o, "step"));
+  if (t < 0 || t > c->cfg->run.iterations) return s;
+  if (s > c->learn_steps[t]) c->learn_steps[t] = s;
+  for (int64_t u = 0; u < t; u++) s += c->learn_steps[u];
+  return s;
+}
+
+/* Keys of a metrics line that are not TensorBoard scalars. */
+static const char *const k_tb_skip[] = {"event", "iteration", "step", NULL};
+
+/* A metrics line's scalars from its from-th on (srlm_tfevents_json). */
+static srlm_status tb_line(sr_ctx *c, const json_t *o, int64_t from) {
+  const char *ev = json_string_value(json_object_get(o, "event"));
+  if (!ev) return SRLM_OK;
+  int64_t step = strcmp(ev, "learn") ? json_integer_value(json_object_get(o, "iteration")) : learn_step(c, o);
+  return srlm_tfevents_json(c->tb, ev, step, o, k_tb_skip, from);
+}
+
+srlm_status sr_metrics_line(sr_ctx *c, json_t *o) {
   char *s = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER);
-  json_decref(o);
-  int ok = s && fprintf(f, "%s\n", s) >= 0 && fflush(f) == 0;
+  int ok = s && fprintf(c->metrics, "%s\n", s) >= 0 && fflush(c->metrics) == 0;
   free(s);
-  return ok ? SRLM_OK : srlm_error(SRLM_ERR_IO, "metrics.jsonl", "write failed");
+  srlm_status st = ok ? SRLM_OK : srlm_error(SRLM_ERR_IO, "metrics.jsonl", "write failed");
+  if (st == SRLM_OK && c->tb) st = tb_line(c, o, 0);
+  json_decref(o);
+  return st;
+}
+
+/* The lead's TensorBoard file at the start (after metrics.jsonl is cut back for a
+ * resume): the events files already in the run folder are cut back to the scalars of
+ * metrics.jsonl's lines (all of them away for a fresh start), a new file is opened and
+ * any scalars the old files lost are written again, so the files always hold exactly
+ * metrics.jsonl's numbers. */
+static srlm_status tb_open(sr_ctx *c, const char *metrics_path) {
+  json_t **lines = NULL;
+  int64_t n = 0, total = 0, kept = 0;
+  srlm_status st = SRLM_OK;
+  if (c->resumed) {
+    srlm_jsonl *r;
+    SRLM_TRY(srlm_jsonl_open(metrics_path, &r));
+    json_t *o;
+    while ((st = srlm_jsonl_next(r, &o)) == SRLM_OK && o) {
+      lines = srlm_xrealloc(lines, (size_t)(n + 1) * sizeof *lines);
+      lines[n++] = o;
+      if (json_is_string(json_object_get(o, "event"))) total += srlm_tfevents_json_count(o, k_tb_skip);
+    }
+    srlm_jsonl_close(r);
+  }
+  if (st == SRLM_OK) st = srlm_tfevents_cut(c->run_dir, total, &kept);
+  if (st == SRLM_OK) st = srlm_tfevents_open(c->run_dir, &c->tb);
+  if (st == SRLM_OK)
+    SRLM_INFO("TensorBoard: %s (tensorboard --logdir %s)%s", srlm_tfevents_path(c->tb), c->run_dir,
+              c->resumed ? "; the earlier events files are cut back to the checkpoint" : "");
+  for (int64_t i = 0, done = 0; i < n && st == SRLM_OK; i++) {
+    if (!json_is_string(json_object_get(lines[i], "event"))) continue;
+    int64_t k = srlm_tfevents_json_count(lines[i], k_tb_skip);
+    if (done + k > kept) st = tb_line(c, lines[i], kept > done ? kept - done : 0);
+    done += k;
+  }
+  for (int64_t i = 0; i < n; i++) json_decref(lines[i]);
+  free(lines);
+  return st;
 }
 
 /* ---- moving shards ------------------------------------------------------------------ */
@@ -289,17 +349,25 @@ static srlm_status finish_iteration(sr_ctx *c, int t, srlm_timer *iter_tm) {
   json_object_set_new(o, "loss_first", sr_num(row->loss_first));
   json_object_set_new(o, "loss_last", sr_num(row->loss_last));
   json_object_set_new(o, "seconds", json_real(row->seconds));
-  SRLM_TRY(sr_metrics_line(c->metrics, o));
+  SRLM_TRY(sr_metrics_line(c, o));
   /* M_t is saved, evaluated and reported: iterations 1..t are done */
   long bytes = ftell(c->metrics);
   if (bytes < 0) return srlm_error(SRLM_ERR_IO, "metrics.jsonl", "cannot tell its length");
   srlm_checkpoint ck = {.kind = SRLM_CKPT_ITERATION, .iteration = t, .data_position = (int64_t)t * c->ro.n,
                         .metrics_bytes = bytes, .config_yaml = c->yaml};
-  return srlm_checkpoint_save(c->run_dir, &ck);
+  SRLM_TRY(srlm_checkpoint_save(c->run_dir, &ck));
+  /* the report is for reading along: a failure to write it does not stop the run */
+  char *report = NULL;
+  if (srlm_report_write(c->run_dir, &report) == SRLM_OK)
+    SRLM_INFO("report: %s", report);
+  else
+    SRLM_WARN("report.html not written: %s", srlm_error_message());
+  free(report);
+  return SRLM_OK;
 }
 
 /* The table rows of iterations before a resume point, from metrics.jsonl. */
-static void rows_from_metrics(const char *path, srlm_sr_iteration *rows, int last) {
+static void rows_from_metrics(const char *path, srlm_sr_iteration *rows, int last, int64_t *learn_steps, int iterations) {
   FILE *f = fopen(path, "r");
   if (!f) return;
   char line[8192];
@@ -307,6 +375,8 @@ static void rows_from_metrics(const char *path, srlm_sr_iteration *rows, int las
     json_t *o = json_loads(line, 0, NULL);
     const char *ev = json_string_value(json_object_get(o, "event"));
     int t = (int)json_integer_value(json_object_get(o, "iteration"));
+    int64_t step = json_integer_value(json_object_get(o, "step"));
+    if (ev && !strcmp(ev, "learn") && t >= 0 && t <= iterations && step > learn_steps[t]) learn_steps[t] = step;
     if (ev && t >= 0 && t <= last) {
       srlm_sr_iteration *r = &rows[t];
       r->iteration = t;
@@ -453,10 +523,11 @@ static srlm_status run_from(sr_ctx *c, int start, bool colocated, bool learner) 
       if (truncate(path, (off_t)c->resume_metrics_bytes) != 0)
         return srlm_error(SRLM_ERR_IO, path, "cannot cut back to %lld bytes for the resume",
                           (long long)c->resume_metrics_bytes);
-      rows_from_metrics(path, rows, start - 1);
+      rows_from_metrics(path, rows, start - 1, c->learn_steps, cfg->run.iterations);
     }
     c->metrics = fopen(path, c->resumed ? "a" : "w");
     if (!c->metrics) return srlm_error(SRLM_ERR_IO, path, "cannot open for writing");
+    if (cfg->run.tensorboard) SRLM_TRY(tb_open(c, path)); /* a resume adds a file; steps continue */
   }
   srlm_timer tm;
   srlm_timer_start(&tm);
@@ -552,11 +623,15 @@ srlm_status srlm_selfreward_run(const srlm_sr_inputs *in, srlm_sr_iteration *row
     rows[t].accuracy = rows[t].sample_accuracy = rows[t].judge_agreement = rows[t].eval_score =
         rows[t].pair_accuracy = rows[t].mean_score = NAN;
   c.yaml = srlm_config_to_yaml(cfg, 0);
+  c.learn_steps = srlm_xcalloc((size_t)cfg->run.iterations + 1, sizeof *c.learn_steps);
   srlm_checkpoint ck = {0};
   int start = 1;
   srlm_status st = resume_point(&c, in, &ck, &start);
   if (st == SRLM_OK) st = run_from(&c, start, colocated, learner);
   if (c.metrics) fclose(c.metrics);
+  srlm_status tb_st = srlm_tfevents_close(c.tb);
+  if (st == SRLM_OK) st = tb_st;
+  free(c.learn_steps);
   srlm_checkpoint_free(&ck);
   free(c.yaml);
   return st;

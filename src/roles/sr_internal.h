@@ -14,6 +14,7 @@
 #include "srlm/checkpoint.h"
 #include "srlm/comm.h"
 #include "srlm/selfreward.h"
+#include "srlm/tfevents.h"
 
 /* The driver's state on one rank (srlm_selfreward_run). */
 typedef struct sr_ctx {
@@ -22,6 +23,8 @@ typedef struct sr_ctx {
   sr_rollout ro;
   const char *run_dir, *tok_dir;
   FILE *metrics; /* learner 0 */
+  srlm_tfevents *tb;   /* learner 0 with run.tensorboard: the same metrics as scalars */
+  int64_t *learn_steps; /* learner 0: per iteration, its last reported learner step */
   srlm_sr_iteration *rows;
   bool lead;     /* learner 0 = world rank 0: reports, writes files */
   int64_t n_params;
@@ -33,8 +36,12 @@ typedef struct sr_ctx {
   const srlm_prompt_set *eval;  /* the lead: data.eval_prompts (prompt sets), else NULL */
 } sr_ctx;
 
-/* Writes o (consumed) as one compact line of f and flushes it. */
-srlm_status sr_metrics_line(FILE *f, json_t *o);
+/* Writes o (consumed) as one compact line of c->metrics and flushes it; with c->tb, also
+ * each of its numbers as a TensorBoard scalar "<event>/<key>" (and flushes): at step
+ * `iteration` for iteration and eval lines, and for learn lines at the run's learner step
+ * (the steps of the iterations before plus the line's step, so steps continue across
+ * iterations and resumes). */
+srlm_status sr_metrics_line(sr_ctx *c, json_t *o);
 
 /* A metrics value: NaN and infinities become null (JSON has no such numbers). */
 static inline json_t *sr_num(double x) { return isfinite(x) ? json_real(x) : json_null(); }

@@ -28,6 +28,8 @@ srlm_status srlm_engine_check_dp(const srlm_dp *dp, const char *what) {
   if (!dp->reduce) return srlm_error(SRLM_ERR_INTERNAL, what, "%d learners but no reduce function", dp->size);
   if (dp->rank < 0 || dp->rank >= dp->size)
     return srlm_error(SRLM_ERR_RANGE, what, "learner rank %d outside [0, %d)", dp->rank, dp->size);
+  if (dp->zero && (!dp->reduce_scatter || !dp->allgather || !dp->chain))
+    return srlm_error(SRLM_ERR_INTERNAL, what, "ZeRO-1 without the learners' reduce-scatter, all-gather and chain");
   return SRLM_OK;
 }
 
@@ -41,6 +43,7 @@ typedef struct engine {
   srlm_optim *opt;
   double *stats; /* (n_stats + 1) the step's metric sums, then the non-finite flag */
   int multi;     /* more than one learner: reduce every step */
+  int zero;      /* ZeRO-1 over them (dp.h) */
 } engine;
 
 static srlm_status check_options(const srlm_engine_options *o, const char *w) {
@@ -104,8 +107,11 @@ static srlm_status run_step(engine *e, int64_t k, int64_t s, srlm_engine_info *i
   double *nonfinite = &e->stats[o->n_stats];
   *nonfinite = finite ? 0.0 : 1.0;
   /* one reduce per step on every learner, whatever it forwarded, so none waits alone */
-  if (e->multi)
-    SRLM_TRY(o->dp->reduce(o->dp->ctx, grads, (int64_t)srlm_model_num_params(e->m), e->stats, o->n_stats + 1));
+  const int64_t n = (int64_t)srlm_model_num_params(e->m);
+  if (e->zero)
+    SRLM_TRY(o->dp->reduce_scatter(o->dp->ctx, grads, n, srlm_optim_shard_bounds(e->opt), e->stats, o->n_stats + 1));
+  else if (e->multi)
+    SRLM_TRY(o->dp->reduce(o->dp->ctx, grads, n, e->stats, o->n_stats + 1));
   info->lr = srlm_lr_at(&e->sched, s);
   info->grad_norm = NAN;
   info->clip_scale = 1.0;
@@ -118,6 +124,10 @@ static srlm_status run_step(engine *e, int64_t k, int64_t s, srlm_engine_info *i
   info->grad_norm = os.grad_norm;
   info->clip_scale = os.clip_scale;
   info->skipped = os.skipped;
+  if (e->zero && !os.skipped) { /* every learner's updated range to all (they skip alike) */
+    SRLM_TRY(o->dp->allgather(o->dp->ctx, srlm_model_master(e->m), n, srlm_optim_shard_bounds(e->opt)));
+    if (srlm_model_dtype(e->m) != SRLM_F32) SRLM_TRY(srlm_model_refresh_params(e->m, 0, (size_t)n));
+  }
   return SRLM_OK;
 }
 
@@ -158,7 +168,7 @@ srlm_status srlm_engine_run(srlm_model *m, const srlm_engine_options *o, srlm_en
   memset(out, 0, sizeof *out);
   if (!m || !o) return srlm_error(SRLM_ERR_INTERNAL, "engine", "NULL model or options");
   engine e = {.m = m, .o = o, .what = o->what ? o->what : "engine", .sched = o->schedule,
-              .multi = o->dp && o->dp->size > 1};
+              .multi = o->dp && o->dp->size > 1, .zero = o->dp && o->dp->size > 1 && o->dp->zero};
   SRLM_TRY(check_options(o, e.what));
   e.steps_per_epoch = (o->order.units + o->order.per_step - 1) / o->order.per_step;
   e.sched.total_steps = e.steps_per_epoch * o->epochs;
@@ -167,8 +177,8 @@ srlm_status srlm_engine_run(srlm_model *m, const srlm_engine_options *o, srlm_en
   const srlm_train_resume *rs = o->resume;
   SRLM_TRY(srlm_train_resume_check(rs, n_params, e.sched.total_steps));
   SRLM_TRY(srlm_optim_create_for_model(m, &o->optim, &e.opt));
-  srlm_status st = SRLM_OK;
-  if (rs) st = srlm_optim_set_state(e.opt, rs->m, rs->v, n_params, rs->optim_step, rs->optim_skipped);
+  srlm_status st = e.zero ? srlm_optim_shard(e.opt, o->dp) : SRLM_OK;
+  if (rs && st == SRLM_OK) st = srlm_optim_set_state(e.opt, rs->m, rs->v, n_params, rs->optim_step, rs->optim_skipped);
   if (st == SRLM_OK) {
     e.stats = srlm_xmalloc(((size_t)o->n_stats + 1) * sizeof *e.stats);
     e.order = srlm_xmalloc((size_t)o->order.units * sizeof *e.order);

@@ -11,13 +11,17 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "srlm/dp.h"
 #include "srlm/optim.h"
 
 struct srlm_optim {
   srlm_backend *be;
   srlm_optim_config cfg;
-  size_t n;
-  float *m, *v;      /* (n) backend memory */
+  size_t n;          /* the flat parameters */
+  size_t lo, hi;     /* the range this optimizer steps: [0, n), or its ZeRO-1 shard */
+  const srlm_dp *dp; /* ZeRO-1 learners (srlm_optim_shard), else NULL */
+  int64_t *shard_bounds; /* (dp->size + 1) with dp */
+  float *m, *v;      /* (hi - lo) backend memory: the moments of [lo, hi) */
   double *sumsq;     /* (1) backend memory: the norm's sum of squares */
   void *param;       /* (n) the model's compute copy when it is not the master (bf16), else NULL */
   srlm_dtype param_dtype;
@@ -60,6 +64,7 @@ srlm_status srlm_optim_create(srlm_backend *be, size_t n, const srlm_optim_confi
   o->be = be;
   o->cfg = *cfg;
   o->n = n;
+  o->hi = n;
   srlm_status st = srlm_backend_alloc(be, (void **)&o->m, n * sizeof(float));
   if (st == SRLM_OK) st = srlm_backend_alloc(be, (void **)&o->v, n * sizeof(float));
   if (st == SRLM_OK) st = srlm_backend_alloc(be, (void **)&o->sumsq, sizeof(double));
@@ -86,6 +91,7 @@ void srlm_optim_free(srlm_optim *o) {
   (void)srlm_backend_free(o->be, o->sumsq);
   free(o->bounds);
   free(o->flags);
+  free(o->shard_bounds);
   free(o);
 }
 
@@ -104,6 +110,7 @@ static size_t split_at(srlm_optim *o, size_t x) {
 }
 
 srlm_status srlm_optim_set_decay(srlm_optim *o, size_t offset, size_t numel, int decay) {
+  if (o->dp) return srlm_error(SRLM_ERR_INTERNAL, "optim set_decay", "the optimizer is already sharded");
   if (offset > o->n || numel > o->n - offset)
     return srlm_error(SRLM_ERR_RANGE, "optim set_decay", "range [%zu, %zu) outside the %zu parameters", offset,
                       offset + numel, o->n);
@@ -159,15 +166,29 @@ srlm_status srlm_optim_create_for_model(srlm_model *m, const srlm_optim_config *
   return st;
 }
 
+/* The part of segment i in this optimizer's range: [*a, *b) (empty when *a >= *b). */
+static void seg_range(const srlm_optim *o, size_t i, size_t *a, size_t *b) {
+  *a = o->bounds[i] > o->lo ? o->bounds[i] : o->lo;
+  *b = o->bounds[i + 1] < o->hi ? o->bounds[i + 1] : o->hi;
+}
+
 /* The sum of squares of x (n, backend memory) over the decay segments in turn, into
- * *out (host). */
+ * *out (host). Sharded: only this learner's range, continuing the running sum of the
+ * learners before it (dp chain), so the chunk sums are added in the unsharded order. */
 static srlm_status sumsq(srlm_optim *o, const float *x, double *out) {
-  SRLM_TRY(srlm_backend_zero(o->be, o->sumsq, sizeof(double)));
+  double run = 0;
+  if (o->dp) SRLM_TRY(o->dp->chain(o->dp->ctx, &run, 0));
+  SRLM_TRY(srlm_backend_copy_h2d(o->be, o->sumsq, &run, sizeof(double)));
   for (size_t i = 0; i < o->n_bounds; i++) {
-    srlm_sumsq_params p = {.out = o->sumsq, .x = x + o->bounds[i], .n = (int64_t)(o->bounds[i + 1] - o->bounds[i])};
+    size_t a, b;
+    seg_range(o, i, &a, &b);
+    if (a >= b) continue;
+    srlm_sumsq_params p = {.out = o->sumsq, .x = x + a, .n = (int64_t)(b - a)};
     SRLM_TRY(SRLM_OP(o->be, grad_sumsq, p));
   }
-  return srlm_backend_copy_d2h(o->be, out, o->sumsq, sizeof(double));
+  SRLM_TRY(srlm_backend_copy_d2h(o->be, out, o->sumsq, sizeof(double)));
+  if (o->dp) SRLM_TRY(o->dp->chain(o->dp->ctx, out, 1));
+  return SRLM_OK;
 }
 
 double srlm_optim_global_norm(const float *x, size_t n) {
@@ -204,13 +225,15 @@ srlm_status srlm_optim_step(srlm_optim *o, float *params, const float *grads, do
     const float decay_mul = (float)(1.0 - lr * o->cfg.weight_decay);
     const size_t esz = srlm_dtype_size(o->param_dtype);
     for (size_t i = 0; i < o->n_bounds; i++) {
-      const size_t b0 = o->bounds[i];
+      size_t b0, b1;
+      seg_range(o, i, &b0, &b1);
+      if (b0 >= b1) continue;
       a.master = params + b0;
       a.param = o->param ? (char *)o->param + b0 * esz : NULL;
-      a.m = o->m + b0;
-      a.v = o->v + b0;
+      a.m = o->m + (b0 - o->lo);
+      a.v = o->v + (b0 - o->lo);
       a.grad = grads + b0;
-      a.n = (int64_t)(o->bounds[i + 1] - b0);
+      a.n = (int64_t)(b1 - b0);
       a.decay_mul = o->flags[i] ? decay_mul : 1.0f;
       SRLM_TRY(SRLM_OP(o->be, adamw, a));
     }
@@ -224,15 +247,21 @@ srlm_status srlm_optim_step(srlm_optim *o, float *params, const float *grads, do
 void srlm_optim_get_state(srlm_optim *o, srlm_optim_state *out) {
   out->m = o->m;
   out->v = o->v;
-  out->n = o->n;
+  out->offset = o->lo;
+  out->n = o->hi - o->lo;
   out->step = o->step;
   out->n_skipped = o->n_skipped;
 }
 
 srlm_status srlm_optim_read_moments(srlm_optim *o, float *m, float *v) {
-  if (!o->n) return SRLM_OK;
-  SRLM_TRY(srlm_backend_copy_d2h(o->be, m, o->m, o->n * sizeof(float)));
-  return srlm_backend_copy_d2h(o->be, v, o->v, o->n * sizeof(float));
+  const size_t len = o->hi - o->lo;
+  if (len) {
+    SRLM_TRY(srlm_backend_copy_d2h(o->be, m + o->lo, o->m, len * sizeof(float)));
+    SRLM_TRY(srlm_backend_copy_d2h(o->be, v + o->lo, o->v, len * sizeof(float)));
+  }
+  if (!o->dp) return SRLM_OK;
+  SRLM_TRY(o->dp->allgather(o->dp->ctx, m, (int64_t)o->n, o->shard_bounds));
+  return o->dp->allgather(o->dp->ctx, v, (int64_t)o->n, o->shard_bounds);
 }
 
 srlm_status srlm_optim_set_state(srlm_optim *o, const float *m, const float *v, size_t n, int64_t step,
@@ -242,11 +271,63 @@ srlm_status srlm_optim_set_state(srlm_optim *o, const float *m, const float *v, 
   if (step < 0 || n_skipped < 0)
     return srlm_error(SRLM_ERR_RANGE, "optim set_state", "negative step count %lld or skip count %lld",
                       (long long)step, (long long)n_skipped);
-  if (n) {
-    SRLM_TRY(srlm_backend_copy_h2d(o->be, o->m, m, n * sizeof(float)));
-    SRLM_TRY(srlm_backend_copy_h2d(o->be, o->v, v, n * sizeof(float)));
+  const size_t len = o->hi - o->lo;
+  if (len) {
+    SRLM_TRY(srlm_backend_copy_h2d(o->be, o->m, m + o->lo, len * sizeof(float)));
+    SRLM_TRY(srlm_backend_copy_h2d(o->be, o->v, v + o->lo, len * sizeof(float)));
   }
   o->step = step;
   o->n_skipped = n_skipped;
   return SRLM_OK;
 }
+
+/* ---- ZeRO-1 ---------------------------------------------------------------------- */
+
+/* The cut nearest below x (< n) at which a shard may start: the start of x's segment plus
+ * whole SRLM_SUMSQ_CHUNKs, so every shard's chunk sums are the unsharded ones. */
+static size_t shard_cut(const srlm_optim *o, size_t x) {
+  size_t i = 0;
+  while (i + 1 < o->n_bounds && o->bounds[i + 1] <= x) i++;
+  const size_t s0 = o->n_bounds ? o->bounds[i] : 0;
+  return s0 + (x - s0) / SRLM_SUMSQ_CHUNK * SRLM_SUMSQ_CHUNK;
+}
+
+srlm_status srlm_optim_shard(srlm_optim *o, const srlm_dp *dp) {
+  if (!dp || dp->size <= 1) return SRLM_OK;
+  if (o->dp) return srlm_error(SRLM_ERR_INTERNAL, "optim shard", "the optimizer is already sharded");
+  if (!dp->reduce_scatter || !dp->allgather || !dp->chain)
+    return srlm_error(SRLM_ERR_INTERNAL, "optim shard", "ZeRO-1 needs the learners' reduce-scatter, all-gather and chain");
+  if (dp->rank < 0 || dp->rank >= dp->size)
+    return srlm_error(SRLM_ERR_RANGE, "optim shard", "learner rank %d outside [0, %d)", dp->rank, dp->size);
+  int64_t *b = srlm_xmalloc(((size_t)dp->size + 1) * sizeof *b);
+  b[0] = 0;
+  b[dp->size] = (int64_t)o->n;
+  for (int j = 1; j < dp->size; j++) {
+    const size_t want = (size_t)((unsigned long long)o->n * (unsigned long long)j / (unsigned long long)dp->size);
+    b[j] = want < o->n ? (int64_t)shard_cut(o, want) : (int64_t)o->n;
+    if (b[j] < b[j - 1]) b[j] = b[j - 1];
+  }
+  const size_t lo = (size_t)b[dp->rank], hi = (size_t)b[dp->rank + 1];
+  float *m = NULL, *v = NULL;
+  srlm_status st = srlm_backend_alloc(o->be, (void **)&m, (hi - lo) * sizeof(float));
+  if (st == SRLM_OK) st = srlm_backend_alloc(o->be, (void **)&v, (hi - lo) * sizeof(float));
+  if (st == SRLM_OK && hi > lo) st = srlm_backend_copy_d2d(o->be, m, o->m + lo, (hi - lo) * sizeof(float));
+  if (st == SRLM_OK && hi > lo) st = srlm_backend_copy_d2d(o->be, v, o->v + lo, (hi - lo) * sizeof(float));
+  if (st != SRLM_OK) {
+    (void)srlm_backend_free(o->be, m);
+    (void)srlm_backend_free(o->be, v);
+    free(b);
+    return st;
+  }
+  (void)srlm_backend_free(o->be, o->m);
+  (void)srlm_backend_free(o->be, o->v);
+  o->m = m;
+  o->v = v;
+  o->lo = lo;
+  o->hi = hi;
+  o->dp = dp;
+  o->shard_bounds = b;
+  return SRLM_OK;
+}
+
+const int64_t *srlm_optim_shard_bounds(const srlm_optim *o) { return o->shard_bounds; }

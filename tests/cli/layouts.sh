@@ -8,6 +8,9 @@
 #   - with one learner, iteration 2's rollouts and the final weights are bit-identical;
 #   - with two learners (colocated 2, separate 2+1+1), the final weights agree within
 #     float re-association tolerance (the gradient sum is split over learners);
+#   - ZeRO-1 (train.zero=1) with 2 and 4 learners: final weights and iteration 2's
+#     rollouts bit-identical to the same learners unsharded (with a mid-iteration
+#     checkpoint, whose moments are gathered from the learners);
 #   - failures end every rank, with the message, non-zero, no hang: a non-lead rank with a
 #     bad model.path, and a judge rank killed with SIGKILL mid-iteration.
 set -u
@@ -57,6 +60,10 @@ layout col2 -np 2 -- roles.colocate=true
 layout sep3 -np 3 -- $sep roles.learners=1 roles.generators=1 roles.judges=1
 layout tcp4 -np 4 --mca btl self,tcp -- $sep roles.learners=1 roles.generators=2 roles.judges=1
 layout lrn2 -np 4 -- $sep roles.learners=2 roles.generators=1 roles.judges=1
+# ZeRO-1 (train.zero=1): AdamW moments sharded over the learners, the same bits as unsharded
+layout lrn2z -np 4 -- $sep roles.learners=2 roles.generators=1 roles.judges=1 train.zero=1 train.checkpoint_every=2
+layout lrn4 -np 6 -- $sep roles.learners=4 roles.generators=1 roles.judges=1
+layout lrn4z -np 6 -- $sep roles.learners=4 roles.generators=1 roles.judges=1 train.zero=1
 
 [ -s "$tmp/one.r1" ] && [ "$(grep -c '"shard"' "$tmp/one.r1")" -eq 96 ] || fail "one: expected 96 responses in iteration 1"
 for name in np1 col2 sep3 tcp4 lrn2; do
@@ -67,6 +74,12 @@ for name in np1 sep3 tcp4; do
   cmp -s "$tmp/runs/one/iter_2/model/model.safetensors" "$tmp/runs/$name/iter_2/model/model.safetensors" \
     || fail "$name: final weights are not bit-identical to one process (one learner)"
 done
+for z in lrn2 lrn4; do
+  cmp -s "$tmp/runs/$z/iter_2/model/model.safetensors" "$tmp/runs/${z}z/iter_2/model/model.safetensors" \
+    || fail "${z}z: ZeRO-1 final weights are not bit-identical to $z (the same learners, unsharded)"
+  cmp -s "$tmp/$z.r2" "$tmp/${z}z.r2" || fail "${z}z: iteration 2 rollouts differ from $z"
+done
+grep -q "checkpoint after step 2" "$tmp/lrn2z.err" "$tmp/lrn2z.out" || fail "lrn2z: no mid-iteration checkpoint (moments gathered)"
 # two learners: weights within re-association tolerance of one learner's
 python3 - "$tmp/runs/one/iter_2/model/model.safetensors" "$tmp/runs/col2/iter_2/model/model.safetensors" \
   "$tmp/runs/lrn2/iter_2/model/model.safetensors" "$tmp/runs/one/iter_0/model/model.safetensors" <<'PY' || fails=$((fails + 1))

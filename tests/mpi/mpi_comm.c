@@ -337,6 +337,81 @@ static void test_allreduce(srlm_comm *c) {
   free(g);
 }
 
+/* ---- ZeRO-1 collectives ---- */
+
+/* Uneven shards with an empty one (learner 1 of 3+), on host memory and on the simulated
+ * CUDA backend's: the reduce-scatter gives each learner's range the rank-order sum (the
+ * all-reduce's bits) and leaves the rest alone, the all-gather gives everyone every range,
+ * the chain adds in learner order. */
+static void test_zero1(srlm_comm *c, srlm_backend *be) {
+  if (!srlm_comm_has_role(c, SRLM_ROLE_LEARNER)) {
+    double x = 0;
+    EXPECT_EQ_INT(srlm_comm_chain_f64(c, &x, 0), SRLM_ERR_INTERNAL);
+    return;
+  }
+  const int L = srlm_comm_role_size(c, SRLM_ROLE_LEARNER), me = srlm_comm_role_rank(c, SRLM_ROLE_LEARNER);
+  const int64_t n = 30011;
+  int64_t b[9];
+  b[0] = 0;
+  for (int j = 1; j < L; j++) b[j] = j == 2 ? b[1] : n * j / L + 7; /* learner 1's range is empty with L > 2 */
+  b[L] = n;
+  const size_t bytes = (size_t)n * sizeof(float);
+  float *host = srlm_xmalloc(bytes), *buf = host;
+  if (be) EXPECT_EQ_INT(srlm_backend_alloc(be, (void **)&buf, bytes), SRLM_OK);
+  srlm_comm_set_backend(c, be);
+  for (int64_t i = 0; i < n; i++) host[i] = grad(me, i);
+  if (be) EXPECT_EQ_INT(srlm_backend_copy_h2d(be, buf, host, bytes), SRLM_OK);
+  EXPECT_EQ_INT(srlm_comm_reduce_scatter_grads(c, buf, n, b), SRLM_OK);
+  if (be) EXPECT_EQ_INT(srlm_backend_copy_d2h(be, host, buf, bytes), SRLM_OK);
+  int bad = 0;
+  for (int64_t i = 0; i < n; i++) {
+    float s = grad(0, i);
+    for (int r = 1; r < L; r++) s += grad(r, i);
+    float want = i >= b[me] && i < b[me + 1] ? s : grad(me, i);
+    bad += memcmp(&want, &host[i], 4) != 0;
+  }
+  EXPECT(bad == 0, "%s reduce-scatter, learner %d of %d: %d elements wrong", be ? "device" : "host", me, L, bad);
+  for (int64_t i = 0; i < n; i++) { /* learner j's value in its range only */
+    int j = 0;
+    while (i >= b[j + 1]) j++;
+    host[i] = j == me ? (float)(j * 100000 + i) : -1.0f;
+  }
+  if (be) EXPECT_EQ_INT(srlm_backend_copy_h2d(be, buf, host, bytes), SRLM_OK);
+  EXPECT_EQ_INT(srlm_comm_allgather_shards(c, buf, n, b), SRLM_OK);
+  if (be) EXPECT_EQ_INT(srlm_backend_copy_d2h(be, host, buf, bytes), SRLM_OK);
+  bad = 0;
+  for (int64_t i = 0; i < n; i++) {
+    int j = 0;
+    while (i >= b[j + 1]) j++;
+    bad += host[i] != (float)(j * 100000 + i);
+  }
+  EXPECT(bad == 0, "%s all-gather, learner %d of %d: %d elements wrong", be ? "device" : "host", me, L, bad);
+  /* the chain: ((0 + 0.1) + 1e16) + ... in learner order, not any other */
+  double x = 0;
+  EXPECT_EQ_INT(srlm_comm_chain_f64(c, &x, 0), SRLM_OK);
+  x += me == 1 ? 1e16 : 0.1 * (me + 1);
+  EXPECT_EQ_INT(srlm_comm_chain_f64(c, &x, 1), SRLM_OK);
+  double want = 0;
+  for (int r = 0; r < L; r++) want += r == 1 ? 1e16 : 0.1 * (r + 1);
+  EXPECT(memcmp(&x, &want, sizeof x) == 0, "chain over %d learners: %.17g, want %.17g", L, x, want);
+  bad = 0;
+  int64_t wrong[3] = {0, n, n}; /* bounds that do not cover n */
+  if (L == 2) EXPECT_EQ_INT(srlm_comm_reduce_scatter_grads(c, buf, n + 1, wrong), SRLM_ERR_INTERNAL);
+  srlm_comm_set_backend(c, NULL);
+  if (be) EXPECT_EQ_INT(srlm_backend_free(be, buf), SRLM_OK);
+  free(host);
+}
+
+static void test_zero1_both(srlm_comm *c) {
+  test_zero1(c, NULL);
+  srlm_backend *be = NULL;
+  srlm_status st = srlm_backend_open("cuda-sim", 0, &be);
+  EXPECT(st == SRLM_OK, "open cuda-sim: %s", srlm_error_message());
+  if (st != SRLM_OK) return;
+  test_zero1(c, be);
+  EXPECT_EQ_INT(srlm_backend_close(be), SRLM_OK);
+}
+
 /* ---- agree ---- */
 
 static void test_agree(srlm_comm *c) {
@@ -413,6 +488,7 @@ static int run(srlm_comm *c, int L, int G, int J) {
   if (srlm_comm_colocated(c)) test_shards_colocated(c);
   else test_shards_separate(c);
   test_allreduce(c);
+  test_zero1_both(c);
   test_device_memory(c);
   test_agree(c);
   EXPECT_EQ_INT(srlm_comm_barrier(c), SRLM_OK);

@@ -153,8 +153,10 @@ static srlm_status stub_done(void *ctx, const srlm_engine_info *info) {
   s->w[k] = copy_of(test_w(s->m), s->n);
   srlm_optim_state os;
   srlm_optim_get_state(info->optim, &os);
-  s->om[k] = copy_of(os.m, s->n);
-  s->ov[k] = copy_of(os.v, s->n);
+  s->om[k] = malloc(s->n * sizeof(float));
+  s->ov[k] = malloc(s->n * sizeof(float));
+  /* all the moments (gathered from every learner under ZeRO-1: every learner is here) */
+  SRLM_TRY(srlm_optim_read_moments(info->optim, s->om[k], s->ov[k]));
   s->ostep[k] = os.step;
   s->oskip[k] = os.n_skipped;
   if (k == s->fail_done_step) return srlm_error(SRLM_ERR_IO, "stub", "done fails at step %lld", (long long)k);
@@ -374,8 +376,9 @@ static void *learner_main(void *arg) {
   return NULL;
 }
 
-/* R learners on the stub (two_lists, list 0 in chunks of `chunk`) against one. */
-static void run_learners(const char *what, int R, int two_lists, int64_t chunk, int64_t nan_step, int64_t nan_example) {
+/* R learners on the stub (two_lists, list 0 in chunks of `chunk`; zero: ZeRO-1) against one. */
+static void run_learners(const char *what, int R, int two_lists, int64_t chunk, int64_t nan_step, int64_t nan_example,
+                         int zero) {
   srlm_model *one = tiny_model_with_vocab(VOCAB);
   if (!one) return;
   stub s1;
@@ -389,7 +392,7 @@ static void run_learners(const char *what, int R, int two_lists, int64_t chunk, 
   memset(L, 0, sizeof L);
   for (int r = 0; r < R; r++) {
     L[r].sr = (sim_dp_rank){&sim, r};
-    L[r].dp = (srlm_dp){.rank = r, .size = R, .reduce = sim_reduce, .ctx = &L[r].sr};
+    L[r].dp = sim_dp_of(&L[r].sr, r, R, zero);
     stub_init(&L[r].s, tiny_model_with_vocab(VOCAB), two_lists, chunk);
     L[r].s.nan_loss_step = nan_step;
     L[r].s.nan_loss_example = nan_example;
@@ -435,6 +438,10 @@ static void run_learners(const char *what, int R, int two_lists, int64_t chunk, 
              "%s, learner %d, step %lld: skipped %d (one learner %d), weights %s", what, r, (long long)k,
              s->info[k].skipped, s1.info[k].skipped,
              memcmp(s->w[k], s1.w[k], s1.n * sizeof(float)) ? "differ" : "equal");
+      EXPECT(memcmp(s->om[k], s1.om[k], s1.n * sizeof(float)) == 0 && memcmp(s->ov[k], s1.ov[k], s1.n * sizeof(float)) == 0 &&
+                 memcmp(&s->info[k].grad_norm, &s1.info[k].grad_norm, sizeof(double)) == 0,
+             "%s, learner %d, step %lld: AdamW moments or gradient norm (%.17g vs %.17g) differ from one learner's", what,
+             r, (long long)k, s->info[k].grad_norm, s1.info[k].grad_norm);
     }
     free(sim.slot[r]);
     stub_free(s);
@@ -445,15 +452,25 @@ static void run_learners(const char *what, int R, int two_lists, int64_t chunk, 
 }
 
 static void test_learners(void) {
-  run_learners("2 learners, 2 lists", 2, 1, 3, 0, 0);
-  run_learners("3 learners, 2 lists", 3, 1, 1, 0, 0);
-  /* step 3 has 2 examples: learner 0 of 3 forwards nothing at all and still reduces */
-  run_learners("3 learners, 1 list", 3, 0, 2, 0, 0);
-  /* step 5's window position 2: in learner 1's half only (and one learner's first
-     micro-batch) */
-  int64_t ex[PER_STEP];
-  step_window(5, ex);
-  run_learners("2 learners, NaN on learner 1", 2, 1, 3, 5, ex[2]);
+  for (int zero = 0; zero <= 1; zero++) {
+    const char *z = zero ? " (ZeRO-1)" : "";
+    char what[96];
+    snprintf(what, sizeof what, "2 learners, 2 lists%s", z);
+    run_learners(what, 2, 1, 3, 0, 0, zero);
+    snprintf(what, sizeof what, "3 learners, 2 lists%s", z);
+    run_learners(what, 3, 1, 1, 0, 0, zero);
+    /* step 3 has 2 examples: learner 0 of 3 forwards nothing at all and still reduces */
+    snprintf(what, sizeof what, "3 learners, 1 list%s", z);
+    run_learners(what, 3, 0, 2, 0, 0, zero);
+    snprintf(what, sizeof what, "4 learners, 2 lists%s", z);
+    run_learners(what, 4, 1, 1, 0, 0, zero);
+    /* step 5's window position 2: in learner 1's half only (and one learner's first
+       micro-batch) */
+    int64_t ex[PER_STEP];
+    step_window(5, ex);
+    snprintf(what, sizeof what, "2 learners, NaN on learner 1%s", z);
+    run_learners(what, 2, 1, 3, 5, ex[2], zero);
+  }
 }
 
 /* ---- 5: errors -------------------------------------------------------------------------- */

@@ -14,6 +14,7 @@
 
 #include "srlm/optim.h"
 #include "test.h"
+#include "sim_dp.h"
 
 #define N 12
 
@@ -330,7 +331,122 @@ static void test_schedules(void) {
   srlm_config_free(&cfg);
 }
 
+/* ---- ZeRO-1: sharded optimizers (threads as learners) equal one unsharded, bit for bit --- */
+
+#define ZN 300001 /* several SUMSQ chunks, so shards start inside decay segments */
+#define ZSTEPS 4
+
+typedef struct zlearner {
+  sim_dp_rank sr;
+  srlm_dp dp;
+  const float *g[ZSTEPS]; /* every learner is given the same (already summed) gradients */
+  float *p;
+  float *m, *v;           /* gathered moments after the last step */
+  srlm_optim_stats st[ZSTEPS];
+  int64_t bounds[SIM_DP_MAX_RANKS + 1];
+  srlm_status status;
+} zlearner;
+
+static srlm_status zero_optim(srlm_optim **o) {
+  srlm_optim_config c = default_cfg();
+  c.grad_clip = 10; /* clips the steps: the norm's bits matter */
+  SRLM_TRY(srlm_optim_create(srlm_backend_cpu(), ZN, &c, o));
+  SRLM_TRY(srlm_optim_set_decay(*o, 70000, 11, 0));
+  SRLM_TRY(srlm_optim_set_decay(*o, 200003, 1, 0));
+  return SRLM_OK;
+}
+
+static void *zero_main(void *arg) {
+  zlearner *l = arg;
+  srlm_optim *o = NULL;
+  srlm_status st = zero_optim(&o);
+  if (st == SRLM_OK) st = srlm_optim_shard(o, &l->dp);
+  for (int k = 0; st == SRLM_OK && k < ZSTEPS; k++) {
+    st = srlm_optim_step(o, l->p, l->g[k], 1e-2, &l->st[k]);
+    if (st == SRLM_OK && !l->st[k].skipped) st = sim_allgather(&l->sr, l->p, ZN, srlm_optim_shard_bounds(o));
+  }
+  if (st == SRLM_OK) st = srlm_optim_read_moments(o, l->m, l->v);
+  if (st == SRLM_OK) memcpy(l->bounds, srlm_optim_shard_bounds(o), ((size_t)l->dp.size + 1) * sizeof(int64_t));
+  l->status = st;
+  srlm_optim_free(o);
+  return NULL;
+}
+
+static void test_zero1(int R) {
+  float *g[ZSTEPS];
+  uint64_t x = 12345;
+  for (int k = 0; k < ZSTEPS; k++) {
+    g[k] = malloc(ZN * sizeof(float));
+    for (size_t i = 0; i < ZN; i++) {
+      x = x * 6364136223846793005ULL + 1442695040888963407ULL;
+      g[k][i] = (float)((double)(x >> 40) / (double)(1 << 24) - 0.5) * 0.1f;
+    }
+  }
+  g[2][123456] = NAN; /* step 3 is skipped on every learner alike */
+  float *p0 = malloc(ZN * sizeof(float)), *m1 = malloc(ZN * sizeof(float)), *v1 = malloc(ZN * sizeof(float));
+  for (size_t i = 0; i < ZN; i++) p0[i] = (float)sin((double)i);
+  /* one unsharded optimizer */
+  srlm_optim *o = NULL;
+  srlm_optim_stats one[ZSTEPS];
+  EXPECT(zero_optim(&o) == SRLM_OK, "zero_optim: %s", srlm_error_message());
+  for (int k = 0; k < ZSTEPS; k++) EXPECT(srlm_optim_step(o, p0, g[k], 1e-2, &one[k]) == SRLM_OK, "step");
+  EXPECT(srlm_optim_read_moments(o, m1, v1) == SRLM_OK, "moments");
+  srlm_optim_free(o);
+  EXPECT(one[0].clip_scale < 1 && one[2].skipped && !one[3].skipped, "the reference run clips and skips");
+  /* R sharded */
+  sim_dp sim = {.n = ZN};
+  zlearner L[SIM_DP_MAX_RANKS];
+  memset(L, 0, sizeof L);
+  for (int r = 0; r < R; r++) {
+    L[r].sr = (sim_dp_rank){&sim, r};
+    L[r].dp = sim_dp_of(&L[r].sr, r, R, 1);
+    for (int k = 0; k < ZSTEPS; k++) L[r].g[k] = g[k];
+    L[r].p = malloc(ZN * sizeof(float));
+    for (size_t i = 0; i < ZN; i++) L[r].p[i] = (float)sin((double)i);
+    L[r].m = malloc(ZN * sizeof(float));
+    L[r].v = malloc(ZN * sizeof(float));
+    sim.slot[r] = malloc(ZN * sizeof(float));
+  }
+  sim_dp_run(&sim, R, zero_main, L, sizeof *L);
+  const size_t segs[] = {0, 70000, 70011, 200003, 200004}; /* the decay segments' starts */
+  for (int r = 0; r < R; r++) {
+    EXPECT(L[r].status == SRLM_OK, "ZeRO-1 R=%d learner %d failed", R, r);
+    if (L[r].status != SRLM_OK) continue;
+    for (int j = 1; j < R; j++) { /* a cut is a segment's start plus whole chunks, near ZN j / R */
+      size_t b = (size_t)L[r].bounds[j], s0 = 0;
+      for (size_t q = 0; q < sizeof segs / sizeof *segs; q++)
+        if (segs[q] <= b) s0 = segs[q];
+      EXPECT((b - s0) % SRLM_SUMSQ_CHUNK == 0 && b <= (size_t)ZN * j / R && (size_t)ZN * j / R - b < SRLM_SUMSQ_CHUNK,
+             "R=%d: cut %d at %zu (segment from %zu)", R, j, b, s0);
+    }
+    for (int k = 0; k < ZSTEPS; k++)
+      EXPECT(memcmp(&L[r].st[k].grad_norm, &one[k].grad_norm, sizeof(double)) == 0 && L[r].st[k].skipped == one[k].skipped &&
+                 L[r].st[k].clip_scale == one[k].clip_scale,
+             "R=%d learner %d step %d: norm %.17g vs %.17g", R, r, k + 1, L[r].st[k].grad_norm, one[k].grad_norm);
+    EXPECT(memcmp(L[r].p, p0, ZN * sizeof(float)) == 0, "R=%d learner %d: weights differ from one optimizer's", R, r);
+    EXPECT(memcmp(L[r].m, m1, ZN * sizeof(float)) == 0 && memcmp(L[r].v, v1, ZN * sizeof(float)) == 0,
+           "R=%d learner %d: gathered moments differ from one optimizer's", R, r);
+    free(L[r].p);
+    free(L[r].m);
+    free(L[r].v);
+    free(sim.slot[r]);
+  }
+  /* the cut is inside a segment somewhere (else this test would not test the chunk rule) */
+  int inside = 0;
+  for (int j = 1; j < R; j++)
+    inside |= L[0].bounds[j] != 0 && L[0].bounds[j] != 70000 && L[0].bounds[j] != 70011 && L[0].bounds[j] != 200003 &&
+              L[0].bounds[j] != 200004;
+  EXPECT(inside, "R=%d: no cut inside a segment", R);
+  for (int k = 0; k < ZSTEPS; k++) free(g[k]);
+  free(p0);
+  free(m1);
+  free(v1);
+}
+
 int main(void) {
+  test_zero1(2);
+  test_zero1(3);
+  test_zero1(4);
   test_adamw_reference(0, 1e-8);
   test_adamw_reference(0.5, 1e-3);
   test_first_step_closed_form();

@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# ZeRO-1 (train.zero=1, issue 10) over MPI: 2 learners + a generator + a judge.
+#   - the sharded run's final weights and metrics equal the unsharded 2-learner run's, bit for
+#     bit (the gradient norm is chained along the learners in rank order);
+#   - killed right after a learning checkpoint (the moments gathered from both learners)
+#     and resumed (each learner takes its shard back), it finishes with the same bits.
+# (tests/cli/layouts.sh also compares 2 and 4 learners with and without ZeRO-1.)
+set -u
+srlm=$1
+src=${SRLM_SOURCE_DIR:?}
+tmp=${SRLM_TMP:?}
+if ! command -v mpirun >/dev/null 2>&1; then
+  echo "skipped: no mpirun"
+  exit 0
+fi
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMP_WAIT_POLICY=passive
+export ASAN_OPTIONS="${ASAN_OPTIONS:-}:detect_leaks=0"
+fails=0
+fail() { echo "FAIL: $*" >&2; fails=$((fails + 1)); }
+cd "$src"
+rm -rf "$tmp/runs" && mkdir -p "$tmp/runs"
+base="-c configs/quickstart.yaml run.out_dir=$tmp/runs model.path= model.arch.hidden_size=32
+  model.arch.intermediate_size=64 model.arch.num_layers=2 model.arch.num_heads=2 model.arch.max_seq_len=64
+  run.iterations=2 task.prompts_per_iteration=240 task.eval_prompts=32 generate.samples_per_prompt=4
+  judge.replay_per_verdict=8 train.batch_size=4 train.lr=1e-3 pairs.min_margin=0 roles.shard_prompts=8
+  roles.threads=1 train.checkpoint_every=3 roles.colocate=false roles.learners=2 roles.generators=1 roles.judges=1"
+run() { # NAME OVERRIDES...
+  local name=$1; shift
+  local t0=$(date +%s%N)
+  timeout 300 mpirun --oversubscribe -np 4 "$srlm" train $base run.name="$name" "$@" >"$tmp/$name.out" 2>"$tmp/$name.err"
+  local rc=$?
+  echo "$name: exit $rc in $(( ($(date +%s%N) - t0) / 1000000 )) ms"
+  [ $rc -eq 0 ] || { fail "$name exited $rc"; tail -5 "$tmp/$name.err" >&2; }
+}
+# same NAME1 NAME2: bit-identical final weights and equal metrics (timing fields aside)
+same() {
+  cmp -s "$tmp/runs/$1/iter_2/model/model.safetensors" "$tmp/runs/$2/iter_2/model/model.safetensors" \
+    || fail "$2: final weights differ from $1"
+  python3 - "$tmp/runs/$1/metrics.jsonl" "$tmp/runs/$2/metrics.jsonl" <<'PY' || fail "$2: metrics.jsonl differs from $1"
+import json, sys
+def ev(p):
+    out = []
+    for l in open(p):
+        o = json.loads(l)
+        for k in ("seconds", "tokens_per_s"): o.pop(k, None)
+        out.append(o)
+    return out
+a, b = ev(sys.argv[1]), ev(sys.argv[2])
+for i, (x, y) in enumerate(zip(a, b)):
+    if x != y: print("line %d:\n  %s\n  %s" % (i + 1, x, y), file=sys.stderr); break
+sys.exit(0 if a == b else 1)
+PY
+}
+
+run plain
+run zref train.zero=1
+grep -q "learn: checkpoint after step 3/" "$tmp/zref.err" || fail "zref: no learning checkpoint"
+same plain zref
+
+setsid mpirun --oversubscribe -np 4 "$srlm" train $base run.name=zk train.zero=1 >/dev/null 2>"$tmp/zk.err" &
+pid=$!
+for _ in $(seq 1 3000); do
+  grep -q "learn: checkpoint after step" "$tmp/zk.err" 2>/dev/null && break
+  sleep 0.02
+done
+kill -9 -- -"$pid" 2>/dev/null
+wait "$pid" 2>/dev/null
+run zk train.zero=1 --resume
+grep -q "inside an iteration's learning" "$tmp/zk.err" || fail "zk: did not resume inside the learning: $(grep resuming "$tmp/zk.err")"
+same zref zk
+
+echo "zero.sh: $fails failed"
+[ "$fails" -eq 0 ]
