@@ -412,6 +412,8 @@ typedef struct srlm_grpo_loss_params {
   const double *advantages;   /* (n) */
   int64_t n, T;
   double clip_eps, beta, is_cap;
+  double clip_eps_high;       /* 0 = clip_eps */
+  int ratio;                  /* srlm_grpo_ratio (loss_math.h): per token or per sequence */
   int agg;                    /* srlm_grpo_agg (loss_math.h) */
   int64_t l_max;
   int64_t norm_seqs, norm_tokens; /* > 0: the step's counts */
