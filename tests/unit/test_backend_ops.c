@@ -2138,9 +2138,12 @@ static srlm_status grpo_launch(srlm_backend *be, void *vp) {
 static void case_grpo_loss(tctx *t) {
   /* hi: DAPO's clip_eps_high (0 = clip); ratio: per token or per sequence (GSPO) */
   static const struct { int64_t n, max_len; int agg, old, ref, beh; double clip, beta, cap, hi; int ratio; } S[] = {
-      {0, 5, SRLM_GRPO_AGG_SEQ_MEAN, 0, 0, 0, 0.2, 0, 0},     {1, 1, SRLM_GRPO_AGG_SEQ_MEAN, 0, 0, 0, 0.2, 0, 0},
-      {4, 40, SRLM_GRPO_AGG_SEQ_MEAN, 1, 1, 0, 0.2, 0.04, 0}, {5, 300, SRLM_GRPO_AGG_TOKEN_MEAN, 1, 1, 1, 0.28, 0, 2},
-      {3, 60, SRLM_GRPO_AGG_FIXED_LEN, 1, 0, 1, 0.1, 0, 1.5}, {6, 9, SRLM_GRPO_AGG_TOKEN_MEAN, 0, 1, 0, 0, 0.1, 0},
+      {0, 5, SRLM_GRPO_AGG_SEQ_MEAN, 0, 0, 0, 0.2, 0, 0, 0, SRLM_GRPO_RATIO_TOKEN},
+      {1, 1, SRLM_GRPO_AGG_SEQ_MEAN, 0, 0, 0, 0.2, 0, 0, 0, SRLM_GRPO_RATIO_TOKEN},
+      {4, 40, SRLM_GRPO_AGG_SEQ_MEAN, 1, 1, 0, 0.2, 0.04, 0, 0, SRLM_GRPO_RATIO_TOKEN},
+      {5, 300, SRLM_GRPO_AGG_TOKEN_MEAN, 1, 1, 1, 0.28, 0, 2, 0, SRLM_GRPO_RATIO_TOKEN},
+      {3, 60, SRLM_GRPO_AGG_FIXED_LEN, 1, 0, 1, 0.1, 0, 1.5, 0, SRLM_GRPO_RATIO_TOKEN},
+      {6, 9, SRLM_GRPO_AGG_TOKEN_MEAN, 0, 1, 0, 0, 0.1, 0, 0, SRLM_GRPO_RATIO_TOKEN},
       {5, 300, SRLM_GRPO_AGG_TOKEN_MEAN, 1, 1, 0, 0.1, 0.04, 0, 0.28, SRLM_GRPO_RATIO_TOKEN},
       {4, 40, SRLM_GRPO_AGG_SEQ_MEAN, 1, 1, 1, 0.05, 0.04, 1.2, 0.08, SRLM_GRPO_RATIO_SEQUENCE},
       {6, 300, SRLM_GRPO_AGG_TOKEN_MEAN, 0, 0, 0, 0.2, 0, 0, 0, SRLM_GRPO_RATIO_SEQUENCE},
