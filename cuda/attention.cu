@@ -2,10 +2,20 @@
 // attention_backward over packed sequences (cu_seqlens), attention_kv against the KV cache.
 // The masking and the per-element arithmetic are the CPU twin's (src/backend/cpu/attention.c):
 // query i of a sequence sees keys j <= i with i - j < window (window > 0); bf16 is read to
-// fp32, everything is computed in fp32 and each result is rounded once to the dtype.
+// fp32, everything is accumulated in fp32 and each result is rounded once to the dtype.
 //
-// A straightforward kernel with the shape of FlashAttention-2, so that the next step can
-// swap the inner products for mma.sync tiles without touching the rest:
+// Two forward kernels, chosen per call (queue_forward):
+// - bf16 with an even head dim up to 256 and 4-byte aligned q, k, v: the tensor-core kernel
+//   ("bf16 forward on tensor cores" below: 64 query rows per block, cp.async double-buffered
+//   K/V tiles, ldmatrix + mma.sync m16n8k16, online softmax in base 2), for attention_forward
+//   and attention_kv alike, so a query still gets the same bits in a full forward, a prefill
+//   chunk or a decode step;
+// - everything else (fp32, odd head dims, unaligned operands): the fp32-tile kernel below.
+// The backward (both dtypes) is the fp32-tile kernel's: the tensor-core backward is not
+// written yet, nor the split-KV (flash-decoding) form of attention_kv; attention_kv reads each
+// cache tile once per kv group (the group's query heads share a block).
+//
+// The fp32-tile kernel, a straightforward one with the shape of FlashAttention-2:
 // - 256 threads, a tile of kRows rows x kCols columns; 8 lanes (one eighth of a warp) per
 //   row: lane `sub` computes the scores of columns sub, sub + 8, ... (each a full fma chain
 //   over the head dim in order, as the CPU's GEMM) and owns the output dims sub, sub + 8, ...
