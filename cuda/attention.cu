@@ -11,9 +11,12 @@
 //   and attention_kv alike, so a query still gets the same bits in a full forward, a prefill
 //   chunk or a decode step;
 // - everything else (fp32, odd head dims, unaligned operands): the fp32-tile kernel below.
+// attention_kv reads each cache tile once per kv group (the group's query heads share a
+// block); on the tensor-core path with caches past kSplitKeys = 512 positions it runs split-KV
+// (flash-decoding: pieces of 512 keys in parallel, merged by their lse; see "split-KV" below),
+// so its bits match the forward's only up to 512 cached positions (backend.h).
 // The backward (both dtypes) is the fp32-tile kernel's: the tensor-core backward is not
-// written yet, nor the split-KV (flash-decoding) form of attention_kv; attention_kv reads each
-// cache tile once per kv group (the group's query heads share a block).
+// written yet.
 //
 // The fp32-tile kernel, a straightforward one with the shape of FlashAttention-2:
 // - 256 threads, a tile of kRows rows x kCols columns; 8 lanes (one eighth of a warp) per
@@ -246,6 +249,11 @@ struct fwd_rows {
   long long W;
   int HS;
   float scale;
+  // split-KV (the tensor-core attention_kv on long caches): only keys [klo, khi] are read,
+  // and the rows' partial results go to part (fp32, out's layout) and part_lse (base 2,
+  // lse's layout; -inf for a row that sees no key here) instead of out
+  long long klo = 0, khi = LLONG_MAX;
+  float *part = nullptr, *part_lse = nullptr;
 };
 
 // Shared memory of the forward: Q (kRows, lds), K and V (kCols, lds), P (kRows, kCols + 1).
@@ -473,23 +481,25 @@ __device__ void forward_rows_mma(const fwd_rows<__nv_bfloat16> &f) {
   const long long R = f.R;
   const int rows = (int)lmin(kMmaRows, f.nrows - f.row0);
   // the block's keys: from the first row's first key to the last row's position
-  const long long jlo = key_lo(f.pos0 + f.row0 / R, f.W), jhi = f.pos0 + (f.row0 + rows - 1) / R;
+  // (within the split's keys [klo, khi])
+  const long long jlo = lmax(f.klo, key_lo(f.pos0 + f.row0 / R, f.W));
+  const long long jhi = lmin(f.khi, f.pos0 + (f.row0 + rows - 1) / R);
   // this warp's rows and keys (a warp past the block's rows has none: wj_hi < wj_lo)
   const int wrows = (int)lmin(16, lmax(0, rows - 16 * warp));
   const long long wr0 = f.row0 + 16 * warp;
-  const long long wj_lo = wrows > 0 ? key_lo(f.pos0 + wr0 / R, f.W) : 1;
-  const long long wj_hi = wrows > 0 ? f.pos0 + (wr0 + wrows - 1) / R : 0;
+  const long long wj_lo = wrows > 0 ? lmax(f.klo, key_lo(f.pos0 + wr0 / R, f.W)) : 1;
+  const long long wj_hi = wrows > 0 ? lmin(f.khi, f.pos0 + (wr0 + wrows - 1) / R) : 0;
   // this thread's two rows: g and g + 8 of the warp's 16
-  long long P[2], lo[2];
+  long long P[2], lo[2];  // its keys: [lo, P] (within the split)
   bool valid[2];
   for (int h = 0; h < 2; h++) {
     const int r = 16 * warp + g + 8 * h;
     valid[h] = r < rows;
-    P[h] = f.pos0 + (f.row0 + r) / R;
-    lo[h] = key_lo(P[h], f.W);
+    P[h] = lmin(f.khi, f.pos0 + (f.row0 + r) / R);
+    lo[h] = lmax(f.klo, key_lo(f.pos0 + (f.row0 + r) / R, f.W));
   }
   const float scale2 = f.scale * kLog2e;
-  const long long jt0 = jlo / kN * kN, ntiles = (jhi - jt0) / kN + 1;
+  const long long jt0 = jlo / kN * kN, ntiles = jlo <= jhi ? (jhi - jt0) / kN + 1 : 0;
   auto load_kv = [&](long long jt, int stage) {
     const int n = (int)lmin(kN, jhi + 1 - jt);
     mma_load<kHSP, kChunk>(Ks + stage * kN * kLd, f.k, kN, n, HS, [&](int c) { return (jt + c) * f.kv_ld; });
@@ -499,8 +509,9 @@ __device__ void forward_rows_mma(const fwd_rows<__nv_bfloat16> &f) {
     const long long x = f.row0 + rr;
     return (x / R) * f.q_ld + (f.hbase + x % R) * HS;
   });
-  load_kv(jt0, 0);
+  if (ntiles > 0) load_kv(jt0, 0);
   srlm_cp_async_commit();
+  if (ntiles == 0) srlm_cp_async_wait<0>();  // a split none of the block's rows sees a key of
   float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f}, acc[kDT][4];
 #pragma unroll
   for (int n = 0; n < kDT; n++) acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.0f;
@@ -608,6 +619,18 @@ __device__ void forward_rows_mma(const fwd_rows<__nv_bfloat16> &f) {
     if (!valid[h]) continue;
     const long long rho = f.row0 + 16 * warp + g + 8 * h, qi = rho / R, head = f.hbase + rho % R;
     const float inv = 1.0f / sum;
+    if (f.part) {  // split-KV: the split's normalized output and base-2 lse (0 and -inf: no key)
+      float *o = f.part + qi * f.q_ld + head * HS;
+#pragma unroll
+      for (int n = 0; n < kDT; n++) {
+        const int d = n * 8 + 2 * t;
+        if (d >= HS) continue;
+        o[d] = sum > 0.0f ? __fmul_rn(acc[n][2 * h], inv) : 0.0f;
+        o[d + 1] = sum > 0.0f ? __fmul_rn(acc[n][2 * h + 1], inv) : 0.0f;
+      }
+      if (t == 0) f.part_lse[qi * f.lse_ld + head] = sum > 0.0f ? __fadd_rn(m[h], log2f(sum)) : -INFINITY;
+      continue;
+    }
     bf16 *o = f.out + qi * f.q_ld + head * HS;
 #pragma unroll
     for (int n = 0; n < kDT; n++) {
@@ -625,6 +648,67 @@ __global__ void __launch_bounds__(kMmaThreads) attention_mma_kernel(Params p, co
   if (*bad) return;
   fwd_rows<__nv_bfloat16> f;
   if (block_rows(p, f, kMmaRows)) forward_rows_mma<kHSP, kChunk>(f);
+}
+
+// ---- split-KV attention_kv (flash-decoding) ------------------------------------------------
+//
+// A decode step has one query per sequence: its blocks are (sequence, kv group), far fewer
+// than a GPU's SMs, each streaming a whole cache. On caches longer than kSplitKeys positions
+// the tensor-core attention_kv therefore splits the keys into pieces of kSplitKeys at fixed
+// positions (0, kSplitKeys, ...; grid z = the split), each block writing its rows' partial
+// output (normalized) and base-2 lse to the workspace; attention_combine_kernel then merges a
+// row's pieces in split order: out = sum_s 2^(lse_s - M) o_s / sum_s 2^(lse_s - M), M = max_s
+// lse_s. The pieces depend only on the sequence's own length (never on the batch), so the
+// bits are the same run after run and whatever else shares the batch; a cache of at most
+// kSplitKeys positions is one piece, and the merge of one piece (weight exactly 1) leaves the
+// forward's bits. The cost: past kSplitKeys cached positions a decode step's bits are no
+// longer the full forward's (backend.h, attention_kv).
+constexpr long long kSplitKeys = 512;
+
+template <int kHSP, int kChunk>
+__global__ void __launch_bounds__(kMmaThreads)
+    attention_mma_split_kernel(srlm_attention_kv_params p, const int *bad, float *part, float *part_lse) {
+  if (*bad) return;
+  fwd_rows<__nv_bfloat16> f;
+  if (!block_rows(p, f, kMmaRows)) return;
+  const long long len = f.pos0 + f.nrows / f.R, klo = (long long)blockIdx.z * kSplitKeys;
+  if (klo >= len) return;  // past this sequence's cache: its merge stops before this split
+  const long long q0 = (f.q - static_cast<const __nv_bfloat16 *>(p.q)) / (p.NH * p.HS);
+  const long long rows_all = p.NQ * p.NH;
+  f.klo = klo;
+  f.khi = klo + kSplitKeys - 1;
+  f.part = part + ((long long)blockIdx.z * rows_all + q0 * p.NH) * p.HS;
+  f.part_lse = part_lse + (long long)blockIdx.z * rows_all + q0 * p.NH;
+  forward_rows_mma<kHSP, kChunk>(f);
+}
+
+constexpr int kCombineThreads = 64;
+
+// grid (NQ * NH): row (query q, head h) of out from its sequence's ceil(kv_len / kSplitKeys)
+// pieces, in split order.
+__global__ void __launch_bounds__(kCombineThreads)
+    attention_combine_kernel(srlm_attention_kv_params p, const int *bad, const float *part, const float *part_lse) {
+  if (*bad) return;
+  const long long row = blockIdx.x, q = row / p.NH, rows_all = p.NQ * p.NH;
+  int lo = 0, hi = p.n - 1;  // the sequence of query q: the last i with cu_q[i] <= q
+  while (lo < hi) {
+    const int mid = lo + (hi - lo + 1) / 2;
+    if (p.cu_q[mid] <= q) lo = mid;
+    else hi = mid - 1;
+  }
+  const long long ns = (p.kv_len[lo] + kSplitKeys - 1) / kSplitKeys;
+  float M = -INFINITY;
+  for (long long sp = 0; sp < ns; sp++) M = fmaxf(M, part_lse[sp * rows_all + row]);
+  float wsum = 0.0f;
+  for (long long sp = 0; sp < ns; sp++) wsum += exp2f(__fsub_rn(part_lse[sp * rows_all + row], M));
+  const float inv = 1.0f / wsum;
+  __nv_bfloat16 *out = static_cast<__nv_bfloat16 *>(p.out) + row * p.HS;
+  for (long long d = threadIdx.x; d < p.HS; d += kCombineThreads) {
+    float o = 0.0f;
+    for (long long sp = 0; sp < ns; sp++)
+      o = fmaf(exp2f(__fsub_rn(part_lse[sp * rows_all + row], M)), part[(sp * rows_all + row) * p.HS + d], o);
+    st(out + d, ns == 1 ? o : __fmul_rn(o, inv));
+  }
 }
 
 // ---- backward -----------------------------------------------------------------------------
@@ -917,6 +1001,43 @@ srlm_status queue_forward(context *c, const Params &p, srlm_op_id op, dim3 grid,
   return st;
 }
 
+// attention_kv by split-KV (the tensor-core kernel per piece, then the merge); only where
+// mma_chunk(p) is not 0.
+srlm_status queue_kv_split(context *c, const srlm_attention_kv_params &p) {
+  const long long splits = (p.max_len + kSplitKeys - 1) / kSplitKeys, rows_all = p.NQ * p.NH;
+  if (splits > 65535 || rows_all > INT_MAX)
+    return srlm_error(SRLM_ERR_UNSUPPORTED, SRLM_CUDA_NAME " attention_kv", "%lld pieces of %lld rows: too many blocks",
+                      splits, rows_all);
+  const size_t lse_bytes = ((size_t)(splits * rows_all) * sizeof(float) + 15) / 16 * 16;
+  void *w;
+  SRLM_TRY(workspace(c, kFlagBytes + lse_bytes + (size_t)(splits * rows_all * p.HS) * sizeof(float), &w));
+  int *bad = static_cast<int *>(w);
+  float *part_lse = reinterpret_cast<float *>(static_cast<char *>(w) + kFlagBytes);
+  float *part = reinterpret_cast<float *>(static_cast<char *>(w) + kFlagBytes + lse_bytes);
+  SRLM_TRY(launch_check<__nv_bfloat16>(c, p, bad, SRLM_OP_attention_kv));
+  if (rows_all == 0) return SRLM_OK;
+  const dim3 grid((unsigned)grid_blocks(p.NQ, p.n, p.NH / p.NKV, kMmaRows), (unsigned)p.NKV, (unsigned)splits);
+  const int chunk = mma_chunk(p);
+  SRLM_TRY(hsp_class(p.HS, [&](auto hsp) {
+    constexpr int kHSP = decltype(hsp)::value;
+    auto k16 = attention_mma_split_kernel<kHSP, 16>;
+    auto k4 = attention_mma_split_kernel<kHSP, 4>;
+    if (chunk == 16) {
+      SRLM_TRY(opt_in(k16, mma_smem(kHSP)));
+      SRLM_LAUNCH(k16, grid, kMmaThreads, mma_smem(kHSP), c->stream, p, (const int *)bad, part, part_lse);
+    } else {
+      SRLM_TRY(opt_in(k4, mma_smem(kHSP)));
+      SRLM_LAUNCH(k4, grid, kMmaThreads, mma_smem(kHSP), c->stream, p, (const int *)bad, part, part_lse);
+    }
+    SRLM_CUDA_LAUNCHED();
+    return SRLM_OK;
+  }));
+  SRLM_LAUNCH(attention_combine_kernel, (unsigned)rows_all, kCombineThreads, 0, c->stream, p, (const int *)bad,
+              (const float *)part, (const float *)part_lse);
+  SRLM_CUDA_LAUNCHED();
+  return SRLM_OK;
+}
+
 }  // namespace
 
 srlm_status op_attention_forward(srlm_backend *be, srlm_attention_params p) {
@@ -949,6 +1070,7 @@ srlm_status op_attention_kv(srlm_backend *be, srlm_attention_kv_params p) {
   SRLM_TRY(check_dev(where, "kv_len", p.kv_len, (size_t)p.n * sizeof(int32_t)));
   const long long R = p.NH / p.NKV;
   SRLM_TRY(check_launch(where, p.HS, grid_blocks(p.NQ, p.n, R), p.NKV));
+  if (mma_chunk(p) && p.max_len > kSplitKeys) return queue_kv_split(ctx(be), p);
   return queue_forward(ctx(be), p, SRLM_OP_attention_kv, dim3((unsigned)grid_blocks(p.NQ, p.n, R), (unsigned)p.NKV),
                        dim3((unsigned)grid_blocks(p.NQ, p.n, R, kMmaRows), (unsigned)p.NKV));
 }

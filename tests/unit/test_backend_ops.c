@@ -1073,6 +1073,10 @@ static void case_attention_kv(tctx *t) {
       /* decode steps of GQA 8 at HS 128 past one and two 64-key tiles, a chunk of 2; HS 96 with GQA 2 */
       {4, {65, 1, 129, 64}, {1, 1, 2, 1}, 8, 1, 128, 0},
       {2, {70, 9}, {5, 1}, 4, 2, 96, 0},
+      /* split-KV (caches past 512 positions on the tensor-core path): 3 pieces next to 1; a
+       * window that leaves a query no key in its first piece, a chunk of 2 across a boundary */
+      {3, {700, 40, 1100}, {1, 2, 1}, 4, 1, 64, 0},
+      {2, {1100, 530}, {1, 2}, 2, 1, 32, 50},
   };
   for (size_t k = 0; k < NELEM(S); k++) {
     const kv_shape *s = &S[k];
