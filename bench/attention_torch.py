@@ -10,7 +10,7 @@ case names), and the card's copy bandwidth; with --srlm, srlm's numbers side by 
     batch 1/16/64/256 at 1k/8k/32k; the bandwidth bound is the K/V bytes read / the copy
     bandwidth (a device-to-device copy of 2 GiB: 2 x bytes / time).
 
-  python3 bench/attention_torch.py --json OUT.json [--srlm SRLM.json] [--md] [--budget S]
+  python3 bench/attention_torch.py --json OUT.json [--srlm SRLM.json...] [--md] [--budget S]
   python3 bench/attention_torch.py --dry-run      tiny shapes on the CPU (math backend): checks
                                                   this script's logic where there is no GPU
 """
@@ -191,7 +191,8 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--json", help="write torch's results here")
     ap.add_argument("--from-json", help="read torch's results from here instead of running")
-    ap.add_argument("--srlm", help="bench_backend --size attention --json output, for the side by side")
+    ap.add_argument("--srlm", nargs="*", default=[],
+                    help="bench_backend --size attention --json outputs (one per op, or one), for the side by side")
     ap.add_argument("--budget", type=float, default=0.1, help="seconds of timed calls per case")
     ap.add_argument("--md", action="store_true", help="markdown tables (for bench/RESULTS.md)")
     ap.add_argument("--dry-run", action="store_true", help="tiny shapes on the CPU")
@@ -205,7 +206,13 @@ def main():
         if args.json:
             with open(args.json, "w") as f:
                 json.dump(res, f, indent=1)
-    srlm = json.load(open(args.srlm)) if args.srlm else None
+    srlm = None
+    for path in args.srlm:  # the results of several runs (one per op) as one
+        part = json.load(open(path))
+        if srlm is None:
+            srlm = part
+        else:
+            srlm["results"] += part["results"]
     print(table(res, srlm, args.md))
     failed = [r for r in res["results"] if "error" in r]
     for r in failed:
