@@ -807,7 +807,7 @@ typedef struct attn_shape {
 
 /* empty batches (B = 0, an empty sequence), GQA ratios 1, 2, 3, 4, 8 (MQA), windows,
  * sequences past 32/64/128-query tiles, many short sequences packed, head dims 2..256
- * including 80 and an odd one */
+ * including 10, 24, 80, 96 and an odd one (7: the fp32-tile kernel) */
 static const attn_shape k_attn_shapes[] = {
     {1, {1}, 1, 1, 2, 0},           {0, {0}, 2, 1, 4, 0},          {1, {0}, 2, 1, 4, 0},
     {2, {5, 3}, 2, 1, 8, 0},        {3, {70, 1, 130}, 4, 2, 16, 0}, {2, {100, 67}, 4, 4, 32, 17},
@@ -815,6 +815,11 @@ static const attn_shape k_attn_shapes[] = {
     {1, {47}, 4, 2, 80, 5},         {3, {129, 64, 65}, 2, 1, 64, 0},
     {2, {40, 1}, 4, 1, 256, 17},    {2, {12, 20}, 3, 3, 7, 0},
     {14, {1, 2, 3, 1, 5, 2, 1, 4, 3, 1, 2, 7, 1, 1}, 8, 2, 16, 3},
+    /* the tensor-core forward's classes: HS 24 and 96 padded (to 32, 128), GQA 8 at HS 96
+     * over a sequence one past a 64-row tile, HS 10 (4-byte copies), 2+ key tiles at HS 128
+     * with GQA 4 (causal tiles skipped per warp) and a window crossing tile boundaries */
+    {3, {1, 33, 17}, 4, 2, 24, 0},  {2, {65, 3}, 8, 1, 96, 0},      {2, {31, 6}, 2, 1, 10, 4},
+    {1, {150}, 4, 1, 128, 0},       {2, {140, 20}, 2, 2, 64, 70},
     {2, {1024, 700}, 8, 2, 128, 256}, /* --large: Llama-3's head dim and GQA ratio */
 };
 
@@ -1065,6 +1070,13 @@ static void case_attention_kv(tctx *t) {
       {4, {130, 9, 65, 2}, {1, 1, 1, 1}, 8, 1, 64, 64},
       {1, {200}, {67}, 6, 2, 80, 0},
       {3, {40, 1, 33}, {1, 1, 33}, 8, 2, 256, 17},
+      /* decode steps of GQA 8 at HS 128 past one and two 64-key tiles, a chunk of 2; HS 96 with GQA 2 */
+      {4, {65, 1, 129, 64}, {1, 1, 2, 1}, 8, 1, 128, 0},
+      {2, {70, 9}, {5, 1}, 4, 2, 96, 0},
+      /* split-KV (caches past 512 positions on the tensor-core path): 3 pieces next to 1; a
+       * window that leaves a query no key in its first piece, a chunk of 2 across a boundary */
+      {3, {700, 40, 1100}, {1, 2, 1}, 4, 1, 64, 0},
+      {2, {1100, 530}, {1, 2}, 2, 1, 32, 50},
   };
   for (size_t k = 0; k < NELEM(S); k++) {
     const kv_shape *s = &S[k];
