@@ -1,14 +1,16 @@
 /* bench_backend: times every op of the backend op list (SRLM_BACKEND_OPS) at model-like shapes,
  * nccl-tests style.
  *
- *   bench_backend [--backend NAME] [--dtype fp32|bf16] [--size small|full] [--op NAME]
+ *   bench_backend [--backend NAME] [--dtype fp32|bf16] [--size small|full|attention] [--op NAME]
  *                 [--iters N] [--warmup N] [--seed S] [--json PATH]
  *   bench_backend --list      the backends this program has
  *
  * The table (k_shapes) has each op's shapes for a 0.5B model (Qwen2.5-0.5B: C 896, FF 4864,
  * NH/NKV/HS 14/2/64, V 151936) and a 7B one (Llama-3-8B: C 4096, FF 14336, 32/8/128, V
  * 128256): "full" at T = 4096 and 16384 tokens (a GPU; the LM head at T = 16384, C = 4096,
- * V = 128256 and 151936), "small" at T = 256 and 64 (a CPU). bench_<op> per op of the
+ * V = 128256 and 151936), "small" at T = 256 and 64 (a CPU). "attention": issue 9's sweep of
+ * the attention kernels (k_attention, below; bench/attention_torch.py runs PyTorch's SDPA at
+ * the same shapes and prints both side by side). bench_<op> per op of the
  * X-macro list reads a shape, allocates its tensors on the backend and says how many bytes
  * and flops one call moves and does (the formula is next to each); an op added to the
  * list without its bench_<op> does not link.
@@ -144,6 +146,30 @@ static const bshape k_small[] = {
     {OP(lmhead_backward), "0.5B", {16, 896, 151936}},
     {OP(grad_sumsq), "0.5B MLP", {3 * 896 * 4864}},
     {OP(adamw), "0.5B MLP", {3 * 896 * 4864}},
+};
+
+/* Issue 9's attention sweep (FlashAttention-2's benchmark): bf16, causal (srlm's attention is
+ * causal by contract), head dim 64 (32 heads) and 128 (16 heads): model width 2048, 16k
+ * tokens per batch at every sequence length from 512 to 16k, forward and backward. TFLOP/s
+ * counts 4 x visible pairs x HS x NH (2.5x for the backward): FlashAttention's causal count
+ * 4 L^2 HS NH / 2 up to the diagonal's L / 2 pairs. Decode: one new query per sequence, batch
+ * 1/16/64/256 at 1k/8k/32k cached tokens, Llama-3-8B's heads (32 over 8 kv heads, HS 128):
+ * GB/s against the card's copy bandwidth is the share of the bandwidth bound. The model
+ * column names the case for attention_torch.py. */
+static const bshape k_attention[] = {
+#define FA_CASES(op, HS, NH)                                                                                       \
+  {OP(op), "fa HS=" #HS " L=512", {32, 512, NH, NH, HS, 0}}, {OP(op), "fa HS=" #HS " L=1k", {16, 1024, NH, NH, HS, 0}}, \
+      {OP(op), "fa HS=" #HS " L=2k", {8, 2048, NH, NH, HS, 0}}, {OP(op), "fa HS=" #HS " L=4k", {4, 4096, NH, NH, HS, 0}}, \
+      {OP(op), "fa HS=" #HS " L=8k", {2, 8192, NH, NH, HS, 0}}, {OP(op), "fa HS=" #HS " L=16k", {1, 16384, NH, NH, HS, 0}}
+    FA_CASES(attention_forward, 64, 32),  FA_CASES(attention_forward, 128, 16),
+    FA_CASES(attention_backward, 64, 32), FA_CASES(attention_backward, 128, 16),
+#undef FA_CASES
+#define DECODE_CASES(n)                                                                                      \
+  {OP(attention_kv), "decode b=" #n " L=1k", {n, 1024, 32, 8, 128, 1}},                                       \
+      {OP(attention_kv), "decode b=" #n " L=8k", {n, 8192, 32, 8, 128, 1}},                                   \
+      {OP(attention_kv), "decode b=" #n " L=32k", {n, 32768, 32, 8, 128, 1}}
+    DECODE_CASES(1), DECODE_CASES(16), DECODE_CASES(64), DECODE_CASES(256),
+#undef DECODE_CASES
 };
 #undef OP
 
@@ -635,7 +661,7 @@ typedef struct opts {
 
 static int usage(const char *msg) {
   fprintf(stderr,
-          "bench_backend: %s\nusage: bench_backend [--backend NAME] [--dtype fp32|bf16] [--size small|full] "
+          "bench_backend: %s\nusage: bench_backend [--backend NAME] [--dtype fp32|bf16] [--size small|full|attention] "
           "[--op NAME] [--iters N] [--warmup N] [--seed S] [--json PATH] | --list\n",
           msg);
   return 2;
@@ -656,7 +682,8 @@ static int parse(int argc, char **argv, opts *o) {
     else if (strcmp(a, "--op") == 0) o->only_op = v;
     else if (strcmp(a, "--dtype") == 0) {
       if (srlm_dtype_parse(v, "--dtype", &o->dt) != SRLM_OK) return usage(srlm_error_message());
-    } else if (strcmp(a, "--size") == 0 && (!strcmp(v, "small") || !strcmp(v, "full"))) o->full = !strcmp(v, "full");
+    } else if (strcmp(a, "--size") == 0 && (!strcmp(v, "small") || !strcmp(v, "full") || !strcmp(v, "attention")))
+      o->full = !strcmp(v, "full") ? 1 : !strcmp(v, "attention") ? 2 : 0;
     else if (strcmp(a, "--iters") == 0 && (o->iters = (int)strtol(v, &end, 10)) > 0 && !*end) {}
     else if (strcmp(a, "--warmup") == 0 && (o->warmup = (int)strtol(v, &end, 10)) >= 0 && !*end) {}
     else if (strcmp(a, "--seed") == 0 && (o->seed = strtoull(v, &end, 10), !*end)) {}
@@ -704,7 +731,7 @@ static void print_header(const srlm_backend *be, const opts *o) {
   printf("# bench_backend: srlm %s (%s), gcc %s, %s\n", SRLM_VERSION_STRING, SRLM_BUILD_TYPE, __VERSION__, date);
   printf("# backend %s (device %d%s%s), dtype %s, size %s, host threads %d\n", be->name, be->device,
          be == srlm_backend_cpu() ? ", ISA " : "", be == srlm_backend_cpu() ? srlm_backend_cpu_isa() : "",
-         srlm_dtype_name(o->dt), o->full ? "full" : "small", threads);
+         srlm_dtype_name(o->dt), o->full == 2 ? "attention" : o->full ? "full" : "small", threads);
   printf("# iters %s, warmup %d, seed %llu; time per call; GB/s = minimum bytes moved / time (memory-bound ops);\n",
          o->iters > 0 ? "fixed" : "auto (about 0.3 s per case, >= 3)", o->warmup, (unsigned long long)o->seed);
   printf("# TFLOP/s = 2 x multiply-adds / time (GEMM-like ops); check: %s\n",
@@ -739,10 +766,10 @@ int main(int argc, char **argv) {
   if (js)
     fprintf(js, "{\"bench\": \"backend\", \"srlm_version\": \"%s\", \"backend\": \"%s\", \"device\": %d, \"dtype\": \"%s\", "
             "\"size\": \"%s\", \"warmup\": %d, \"seed\": %llu, \"results\": [",
-            SRLM_VERSION_STRING, be->name, be->device, srlm_dtype_name(o.dt), o.full ? "full" : "small", o.warmup,
+            SRLM_VERSION_STRING, be->name, be->device, srlm_dtype_name(o.dt), o.full == 2 ? "attention" : o.full ? "full" : "small", o.warmup,
             (unsigned long long)o.seed);
-  const bshape *table = o.full ? k_full : k_small;
-  const size_t nt = o.full ? NELEM(k_full) : NELEM(k_small);
+  const bshape *table = o.full == 2 ? k_attention : o.full ? k_full : k_small;
+  const size_t nt = o.full == 2 ? NELEM(k_attention) : o.full ? NELEM(k_full) : NELEM(k_small);
   int all_ok = 1, rows = 0, checked[SRLM_OP_COUNT] = {0}, check_ok[SRLM_OP_COUNT] = {0};
   for (int op = 0; op < SRLM_OP_COUNT; op++) {
     if (o.only_op && strcmp(o.only_op, srlm_op_names[op]) != 0) continue;

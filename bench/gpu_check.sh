@@ -10,7 +10,11 @@
 # summary is printed last (the tool returns only the tail of the output).
 #
 # usage (on the GPU machine, from the project root, with .devroot and BUILD carried):
-#   bash bench/gpu_check.sh [BUILD_DIR] [OUT_DIR]     defaults: build-gpu, $OUT or ./gpu-check-out
+#   bash bench/gpu_check.sh [BUILD_DIR] [OUT_DIR] [attention]   defaults: build-gpu, $OUT or ./gpu-check-out
+# With "attention" (issue 9), within the same 8 minutes instead of the steps above: the
+# attention ops' cases of the test (fp32, bf16), memcheck over them, and the attention sweep
+# (bench_backend --size attention: forward/backward at L = 512..16k, decode at batch 1..256 x
+# 1k..32k cached) next to PyTorch's SDPA flash and cuDNN backends (bench/attention_torch.py).
 # Build and pack first, here:
 #   cmake -S . -B build-gpu -DCMAKE_BUILD_TYPE=Release -DSRLM_CUDA=ON
 #   cmake --build build-gpu -j2 --target test_backend_ops test_model_equiv bench_backend
@@ -20,6 +24,7 @@
 set -uo pipefail
 BUILD=${1:-build-gpu}
 LOG=${2:-${OUT:-$PWD/gpu-check-out}}
+MODE=${3:-all}
 TEST=$BUILD/tests/test_backend_ops
 EQUIV=$BUILD/tests/test_model_equiv
 BENCH=$BUILD/bench/bench_backend
@@ -54,6 +59,40 @@ step() { # step NAME LIMIT_S LOGFILE CMD...: runs CMD with a time limit, output 
   ldd "$TEST" "$BENCH" | grep -E 'not found|cudart|gomp'
 } >"$LOG/device.txt" 2>&1
 card=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1)
+
+if [ "$MODE" = attention ]; then
+  for op in attention_forward attention_backward attention_kv; do
+    step "test $op" 30 "test_$op.log" "$TEST" cuda --dtype fp32,bf16 --op "$op"
+  done
+  if command -v compute-sanitizer >/dev/null; then
+    step memcheck_attention 50 memcheck_attention.log compute-sanitizer --tool memcheck --error-exitcode 99 \
+      "$TEST" cuda --dtype bf16 --op attention_forward
+  fi
+  # one JSON per op, so a step cut by its limit (the 34 GB cache of decode b=256 L=32k is the
+  # slowest to fill) costs only its own rows
+  for op in attention_forward attention_backward attention_kv; do
+    step "bench $op" 50 "bench_$op.txt" "$BENCH" --backend cuda --dtype bf16 --size attention --op "$op" \
+      --iters 5 --warmup 1 --json "$LOG/bench_$op.json"
+  done
+  srlm_json=()
+  for op in attention_forward attention_backward attention_kv; do
+    python3 -c 'import json,sys; json.load(open(sys.argv[1]))' "$LOG/bench_$op.json" 2>/dev/null &&
+      srlm_json+=("$LOG/bench_$op.json")
+  done
+  step torch_attention 140 torch_attention.txt python3 bench/attention_torch.py --budget 0.05 \
+    --json "$LOG/torch_attention.json" --srlm "${srlm_json[@]}"
+  python3 bench/attention_torch.py --from-json "$LOG/torch_attention.json" --srlm "${srlm_json[@]}" --md \
+    >"$LOG/compare_attention.md" 2>&1
+  {
+    echo "== gpu_check attention on ${card:-unknown card}, $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+    printf '%s\n' "${status[@]}"
+    for op in attention_forward attention_backward attention_kv; do echo "== $op: $(tail -1 "$LOG/test_$op.log")"; done
+    grep -hE '^FAIL' "$LOG"/test_attention_*.log | head -6 | cut -c1-300
+    echo "== memcheck: $(grep -E 'ERROR SUMMARY' "$LOG/memcheck_attention.log" 2>/dev/null | tail -1)"
+    cut -c1-160 "$LOG/torch_attention.txt" 2>/dev/null
+  } | tee "$LOG/summary.txt"
+  exit 0
+fi
 
 # 2. the tests: every CUDA op against float64 (fp32 and bf16; lacking ops are listed), and
 #    the tiny models' log-probs, gradients and AdamW step on cuda against the cpu

@@ -98,27 +98,61 @@ __device__ __forceinline__ T *srlm_dyn_smem() {
 
 // ---- cp.async (sm_80+): global -> shared copies that bypass registers -----------------------
 
-// Starts a 16-byte copy (both addresses 16-byte aligned); srlm_cp_async_commit() closes a
-// group; srlm_cp_async_wait<N>() waits until at most N groups are in flight (then
-// __syncthreads() before other threads read the data). The simulator copies at once.
-__device__ __forceinline__ void srlm_cp_async_16(void *dst_smem, const void *src_gmem) {
+// srlm_cp_async<Bytes>(dst, src, src_bytes) starts a copy of Bytes (4, 8 or 16; both
+// addresses aligned to it) of which the first src_bytes come from src and the rest are zero
+// (src_bytes 0: a zero fill; src is then not read but must still be a valid address);
+// srlm_cp_async_commit() closes a group; srlm_cp_async_wait<N>() waits until at most N
+// groups are in flight; then __syncthreads() before other threads read the data.
+// The simulator models both ends of the window in which a GPU may write the destination: at
+// the issue it fills the destination with 0xff bytes (NaN), at the wait_group that covers the
+// copy it writes the data. So a tile read before its wait reads NaN, and under
+// ThreadSanitizer both writes are the issuing thread's: a missing __syncthreads after the
+// wait (read after write) is a reported race (checked by removing that barrier from the
+// tensor-core attention forward). The other double-buffering hazard, a missing barrier
+// before reissuing into a buffer other warps still read (write after read), was NOT reported
+// when removed from the same kernel, and its tests passed: the round-robin schedule keeps
+// warps in step, and why TSan misses it is not yet known. Review that barrier by eye.
+template <int Bytes>
+__device__ __forceinline__ void srlm_cp_async(void *dst_smem, const void *src_gmem, int src_bytes = Bytes) {
+  static_assert(Bytes == 4 || Bytes == 8 || Bytes == 16, "cp.async copies 4, 8 or 16 bytes");
 #if defined(SRLM_CUDA_SIM) && SRLM_CUDA_SIM
-  if (((uintptr_t)dst_smem | (uintptr_t)src_gmem) & 15)
-    ::srlm_sim::fail("cp.async of 16 bytes from %p to %p: both must be 16-byte aligned", src_gmem, dst_smem);
-  memcpy(dst_smem, src_gmem, 16);
+  if (((uintptr_t)dst_smem | (uintptr_t)src_gmem) & (Bytes - 1))
+    ::srlm_sim::fail("cp.async of %d bytes from %p to %p: both must be %d-byte aligned", Bytes, src_gmem, dst_smem,
+                     Bytes);
+  if (src_bytes < 0 || src_bytes > Bytes) ::srlm_sim::fail("cp.async: src-size %d of a %d-byte copy", src_bytes, Bytes);
+  memset(dst_smem, 0xff, Bytes);  // in flux until the wait: NaN, and a write ThreadSanitizer sees now
+  ::srlm_sim::cp_async_issue(dst_smem, src_gmem, Bytes, (unsigned)src_bytes);
 #else
   const unsigned dst = static_cast<unsigned>(__cvta_generic_to_shared(dst_smem));
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(dst), "l"(__cvta_generic_to_global(src_gmem)));
+  if (Bytes == 16)  // .cg: through L2 only (the tile is used once per block)
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(__cvta_generic_to_global(src_gmem)),
+                 "r"(src_bytes));
+  else
+    asm volatile("cp.async.ca.shared.global [%0], [%1], %2, %3;\n" ::"r"(dst), "l"(__cvta_generic_to_global(src_gmem)),
+                 "n"(Bytes), "r"(src_bytes));
 #endif
 }
+__device__ __forceinline__ void srlm_cp_async_16(void *dst_smem, const void *src_gmem) {
+  srlm_cp_async<16>(dst_smem, src_gmem);
+}
 __device__ __forceinline__ void srlm_cp_async_commit() {
-#if !(defined(SRLM_CUDA_SIM) && SRLM_CUDA_SIM)
+#if defined(SRLM_CUDA_SIM) && SRLM_CUDA_SIM
+  ::srlm_sim::cp_async_commit();
+#else
   asm volatile("cp.async.commit_group;\n" ::);
 #endif
 }
 template <int N>
 __device__ __forceinline__ void srlm_cp_async_wait() {
-#if !(defined(SRLM_CUDA_SIM) && SRLM_CUDA_SIM)
+#if defined(SRLM_CUDA_SIM) && SRLM_CUDA_SIM
+  ::srlm_sim::cp_async_copy due[32];
+  for (unsigned k; (k = ::srlm_sim::cp_async_due((unsigned)N, due, 32)) > 0;)
+    for (unsigned i = 0; i < k; i++) {
+      unsigned char *d = static_cast<unsigned char *>(due[i].dst);
+      memcpy(d, due[i].src, due[i].src_bytes);
+      memset(d + due[i].src_bytes, 0, due[i].bytes - due[i].src_bytes);
+    }
+#else
   asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
 #endif
 }

@@ -127,9 +127,36 @@ __global__ void __launch_bounds__(kLossThreads) grpo_loss_kernel(srlm_grpo_loss_
     if (ok_range) fill(p.g, t0, len, NAN);
     return;
   }
-  const srlm_grpo_math m = srlm_grpo_math_make(p.clip_eps, p.beta, p.is_cap);
+  const srlm_grpo_math m = srlm_grpo_math_make(p.clip_eps, p.clip_eps_high, p.beta, p.is_cap, p.ratio);
   const double w = srlm_grpo_token_weight(p.agg, (double)p.norm_seqs, (double)p.norm_tokens, len, p.l_max);
   const double a = p.advantages[i];
+  // GSPO: the sequence's log-ratio sums first, summed by thread 0 in token order (the CPU's order)
+  __shared__ double seq_sum[2];
+  if (m.seq_ratio) {
+    double s0 = 0, s1 = 0;
+    for (long long b = 0; b < len; b += kLossThreads) {
+      const long long k = b + threadIdx.x;
+      if (k < len) {
+        const double lp = p.logp[t0 + k], old = p.logp_old ? (double)p.logp_old[j0 + k] : lp;
+        part[0][threadIdx.x] = lp - old;
+        part[1][threadIdx.x] = p.is_cap > 0 ? old - (double)p.logp_behavior[j0 + k] : 0.0;
+      }
+      __syncthreads();
+      if (threadIdx.x == 0) {
+        const long long nk = len - b < kLossThreads ? len - b : kLossThreads;
+        for (long long q = 0; q < nk; q++) {
+          s0 += part[0][q];
+          if (p.is_cap > 0) s1 += part[1][q];
+        }
+      }
+      __syncthreads();
+    }
+    if (threadIdx.x == 0) {
+      seq_sum[0] = s0;
+      seq_sum[1] = s1;
+    }
+    __syncthreads();
+  }
   double sum[SRLM_GRPO_OUT_COUNT] = {0, 0, 0, 0, 0};  // thread 0's, in token order
   for (long long b = 0; b < len; b += kLossThreads) {
     const long long k = b + threadIdx.x;
@@ -142,6 +169,8 @@ __global__ void __launch_bounds__(kLossThreads) grpo_loss_kernel(srlm_grpo_loss_
       x.logp_ref = p.logp_ref ? (double)p.logp_ref[j] : 0.0;
       x.logp_behavior = p.is_cap > 0 ? (double)p.logp_behavior[j] : 0.0;
       x.has_ref = p.logp_ref != nullptr;
+      x.seq_log_ratio = m.seq_ratio ? seq_sum[0] / (double)len : 0.0;
+      x.seq_log_is = m.seq_ratio ? seq_sum[1] / (double)len : 0.0;
       const srlm_grpo_term r = srlm_grpo_token_term(m, a, w, x);
       p.g[t] = (float)r.g;
       part[SRLM_GRPO_OUT_LOSS][threadIdx.x] = r.wj;

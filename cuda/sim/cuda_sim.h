@@ -268,6 +268,20 @@ void syncwarp(unsigned mask);
 unsigned activemask(void);
 unsigned lane_id(void);
 
+// cp.async (cuda/common.cuh): the runtime queues each thread's copies and hands back, at a
+// wait_group, those of the groups that must have landed; the caller (instrumented kernel
+// code, so ThreadSanitizer sees the shared-memory writes as that thread's) performs them.
+// A copy lands only then: a kernel that reads its tile before the wait reads stale data.
+struct cp_async_copy {
+  void *dst;
+  const void *src;
+  unsigned bytes, src_bytes;  // src_bytes < bytes: the rest is zero-filled
+};
+void cp_async_issue(void *dst, const void *src, unsigned bytes, unsigned src_bytes);
+void cp_async_commit(void);
+// Takes up to `cap` copies of the committed groups older than the newest n (oldest first).
+unsigned cp_async_due(unsigned n, cp_async_copy *out, unsigned cap);
+
 // Runs a grid (below: launch). `name` is for messages; `fn` identifies the kernel for
 // cudaFuncSetAttribute; `entry(arg)` runs one thread.
 void launch_grid(const char *name, const void *fn, void (*entry)(void *), void *arg, dim3 grid,

@@ -29,6 +29,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -316,6 +317,9 @@ struct thread_rec {
   snapshot *wsnap;
   unsigned wparts;
   unsigned syncwarp_count;
+  // its cp.async copies not landed yet, and where each committed group ends in them
+  std::vector<cp_async_copy> cp;
+  std::vector<size_t> cp_groups;
 #if SRLM_SIM_TSAN
   void *tsan;   // its TSan fiber
   int ignores;  // open __tsan_ignore_thread_begin of that fiber
@@ -710,6 +714,8 @@ void setup_block(exec *x, block_state *B, const launch_rec *L) {
     t->wsnap = nullptr;
     t->wparts = 0;
     t->syncwarp_count = 0;
+    t->cp.clear();  // a thread that ended without waiting left its copies unlanded: they never land
+    t->cp_groups.clear();
     B->queue[i] = i;
   }
   for (size_t w = 0; w < B->warps.size(); w++) {
@@ -1102,6 +1108,38 @@ unsigned lane_id(void) {
   quiet q;
   exec *x = t_exec;
   return x ? x->cur->lane : 0;
+}
+
+void cp_async_issue(void *dst, const void *src, unsigned bytes, unsigned src_bytes) {
+  quiet q;
+  exec *x = t_exec;
+  if (!x) fail("cp.async outside a kernel");
+  x->cur->cp.push_back({dst, src, bytes, src_bytes});
+}
+
+void cp_async_commit(void) {
+  quiet q;
+  exec *x = t_exec;
+  if (x) x->cur->cp_groups.push_back(x->cur->cp.size());
+}
+
+unsigned cp_async_due(unsigned n, cp_async_copy *out, unsigned cap) {
+  quiet q;
+  exec *x = t_exec;
+  if (!x) return 0;
+  thread_rec *t = x->cur;
+  if (t->cp_groups.size() <= n) return 0;
+  const size_t end = t->cp_groups[t->cp_groups.size() - n - 1];  // the copies of the groups that must land
+  const unsigned k = (unsigned)(end < cap ? end : cap);
+  std::copy(t->cp.begin(), t->cp.begin() + k, out);
+  t->cp.erase(t->cp.begin(), t->cp.begin() + k);
+  size_t drop = 0;
+  for (auto &g : t->cp_groups) {
+    g -= k;
+    drop += g == 0;
+  }
+  t->cp_groups.erase(t->cp_groups.begin(), t->cp_groups.begin() + (long)drop);
+  return k;
 }
 
 void *dynamic_smem(void) {

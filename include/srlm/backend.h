@@ -162,7 +162,10 @@ typedef struct srlm_attention_bwd_params {
  * holding kv_len[i] positions (its new keys already appended); its queries are rows
  * cu_q[i] .. cu_q[i+1] of q, the last ones of the sequence, so query r sits at position
  * kv_len[i] - (cu_q[i+1] - cu_q[i]) + r. Same masking and same arithmetic per row as
- * attention_forward (on the CPU: a query gets the same bits as in a full forward). */
+ * attention_forward: a query gets the same bits as in a full forward, on the CPU always, on
+ * cuda/cuda-sim while max_len <= 512; past that the CUDA bf16 path splits the cache into
+ * pieces of 512 positions merged by their log-sum-exp (flash-decoding), whose bits still
+ * depend only on the sequence itself (never on the batch), run after run. */
 typedef struct srlm_attention_kv_params {
   void *out;                 /* (NQ, NH, HS) dtype */
   const void *q;             /* (NQ, NH, HS) dtype */
@@ -412,6 +415,8 @@ typedef struct srlm_grpo_loss_params {
   const double *advantages;   /* (n) */
   int64_t n, T;
   double clip_eps, beta, is_cap;
+  double clip_eps_high;       /* 0 = clip_eps */
+  int ratio;                  /* srlm_grpo_ratio (loss_math.h): per token or per sequence */
   int agg;                    /* srlm_grpo_agg (loss_math.h) */
   int64_t l_max;
   int64_t norm_seqs, norm_tokens; /* > 0: the step's counts */

@@ -106,6 +106,31 @@ typedef enum srlm_cfg_grpo_agg {
   SRLM_CFG_GRPO_FIXED_LEN     /* sum / (sequences x generate.max_new_tokens) (Dr.GRPO) */
 } srlm_cfg_grpo_agg;
 
+typedef enum srlm_cfg_pair_rule {
+  SRLM_CFG_PAIR_BEST_WORST = 0,    /* the best vs the worst of the prompt's N = K samples (West-of-N) */
+  SRLM_CFG_PAIR_LENGTH_CONTROLLED  /* the shortest near the best vs the longest near the worst (pairs.h) */
+} srlm_cfg_pair_rule;
+
+typedef enum srlm_cfg_checker {
+  SRLM_CFG_CHECKER_NONE = 0,  /* a prompt set without a programmatic checker */
+  SRLM_CFG_CHECKER_COUNTDOWN  /* data.prompts are Countdown puzzles (countdown.h): srlm_cd_check */
+} srlm_cfg_checker;
+
+typedef enum srlm_cfg_grpo_ratio {
+  SRLM_CFG_GRPO_RATIO_TOKEN = 0, /* importance ratio per token (GRPO, DAPO) */
+  SRLM_CFG_GRPO_RATIO_SEQUENCE   /* one ratio per sequence, the geometric mean of its tokens' (GSPO) */
+} srlm_cfg_grpo_ratio;
+
+typedef enum srlm_cfg_grpo_std_scope {
+  SRLM_CFG_GRPO_STD_GROUP = 0, /* each group's own reward std */
+  SRLM_CFG_GRPO_STD_BATCH      /* the std of every reward of the iteration's groups */
+} srlm_cfg_grpo_std_scope;
+
+typedef enum srlm_cfg_grpo_equal {
+  SRLM_CFG_GRPO_EQUAL_KEEP = 0, /* groups with all rewards equal are trained on (advantage 0) */
+  SRLM_CFG_GRPO_EQUAL_DROP      /* dropped before training (DAPO's dynamic sampling filter), counted */
+} srlm_cfg_grpo_equal;
+
 typedef enum srlm_cfg_lr_schedule {
   SRLM_CFG_LR_CONSTANT = 0,
   SRLM_CFG_LR_LINEAR,
@@ -168,6 +193,7 @@ typedef struct srlm_config {
     bool skip_bad_lines;
     int max_prompt_tokens;
     int prompts_per_iteration; /* 0 = every prompt each iteration */
+    srlm_cfg_checker checker;  /* the prompt set's checker: judge.source verifier/mix, eval accuracy */
   } data;
   struct {
     int samples_per_prompt; /* K */
@@ -193,6 +219,8 @@ typedef struct srlm_config {
   } judge;
   struct {
     double min_margin;
+    srlm_cfg_pair_rule rule;
+    double length_rho; /* length_controlled: the score window rho in [0, 0.5) */
   } pairs;
   struct {
     srlm_cfg_loss loss;
@@ -218,8 +246,13 @@ typedef struct srlm_config {
     double replay_weight;
     int replay_batch;
     double clip_eps;               /* GRPO ratio clip */
+    double clip_eps_high;          /* DAPO's upper ratio clip; 0 = clip_eps */
+    srlm_cfg_grpo_ratio grpo_ratio;
     srlm_cfg_grpo_agg grpo_aggregation;
     bool grpo_std;                 /* divide group advantages by their std (false: Dr.GRPO) */
+    double grpo_std_eps;           /* A = (r - mean) / (std + eps) */
+    srlm_cfg_grpo_std_scope grpo_std_scope;
+    srlm_cfg_grpo_equal grpo_equal_groups;
     double is_cap;                 /* GRPO truncated importance weight cap; 0 = off */
     int checkpoint_every;          /* optimizer steps between mid-iteration checkpoints; 0 = only at iteration ends */
     int zero;                      /* ZeRO stage over the learner ranks: 0, or 1 (AdamW moments sharded) */

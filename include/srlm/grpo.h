@@ -35,7 +35,8 @@
  * input check runs up front on all the data, identically on every learner, so no learner
  * fails alone in the middle of a step.
  *
- * Groups whose advantages are all zero (equal rewards) are trained like the others:
+ * Groups whose advantages are all zero (equal rewards) are trained like the others (the
+ * self-rewarding learner can leave them out before: train.grpo_equal_groups drop):
  * they count in the normalizers (they dilute the step's loss as in TRL) and their
  * tokens carry the KL term when beta > 0; their surrogate gradient is exactly zero.
  *

@@ -174,19 +174,38 @@ typedef enum srlm_grpo_agg {
   SRLM_GRPO_AGG_FIXED_LEN
 } srlm_grpo_agg;
 
+/* Where the importance ratio lives. */
+typedef enum srlm_grpo_ratio {
+  /* rho_t = pi(o_t) / pi_old(o_t) per token (GRPO, DAPO) */
+  SRLM_GRPO_RATIO_TOKEN = 0,
+  /* GSPO (Zheng et al. 2025): one ratio per sequence, the geometric mean of its tokens'
+   * ratios, s_i = exp((1/|o_i|) sum_t (logp_t - logp_old_t)), clipped as a whole and
+   * used for every token of the sequence; the truncated importance weight (is_cap) is
+   * then the sequence's geometric mean too, min(exp((1/|o_i|) sum_t (logp_old_t -
+   * logp_behavior_t)), C). ds_i/dlogp_t = s_i / |o_i|: every token of a sequence gets the
+   * same surrogate gradient -w w_is A_i s_i (0 on the clipped branch); the KL stays per
+   * token. */
+  SRLM_GRPO_RATIO_SEQUENCE
+} srlm_grpo_ratio;
+
 /* The scalars of the GRPO objective. */
 typedef struct srlm_grpo_math {
-  double clip_lo, clip_hi; /* 1 - clip_eps, 1 + clip_eps */
+  double clip_lo, clip_hi; /* 1 - clip_eps, 1 + clip_eps_high */
   double beta;             /* weight of the k3 KL */
   double is_cap;           /* truncation C of the importance weight; 0 = off */
+  int seq_ratio;           /* srlm_grpo_ratio SEQUENCE: rho and w_is from the token inputs' seq_log_* */
 } srlm_grpo_math;
 
-SRLM_HD srlm_grpo_math srlm_grpo_math_make(double clip_eps, double beta, double is_cap) {
+/* clip_eps_high: DAPO's asymmetric upper clip ("clip-higher", Yu et al. 2025: 0.28 with
+ * clip_eps 0.2); 0 means clip_eps (the symmetric band). */
+SRLM_HD srlm_grpo_math srlm_grpo_math_make(double clip_eps, double clip_eps_high, double beta, double is_cap,
+                                           int ratio) {
   srlm_grpo_math m;
   m.clip_lo = 1.0 - clip_eps;
-  m.clip_hi = 1.0 + clip_eps;
+  m.clip_hi = 1.0 + (clip_eps_high > 0 ? clip_eps_high : clip_eps);
   m.beta = beta;
   m.is_cap = is_cap;
+  m.seq_ratio = ratio == SRLM_GRPO_RATIO_SEQUENCE;
   return m;
 }
 
@@ -207,6 +226,10 @@ typedef struct srlm_grpo_token_in {
   double logp_ref;      /* log pi_ref(o_t), read with has_ref */
   double logp_behavior; /* the generator's log-prob, read when is_cap > 0 */
   int has_ref;
+  /* SRLM_GRPO_RATIO_SEQUENCE only: the sequence's means over its tokens (sums in token
+   * order divided by the length) of logp - logp_old and (is_cap > 0) logp_old -
+   * logp_behavior; they replace the token's own log-ratios */
+  double seq_log_ratio, seq_log_is;
 } srlm_grpo_token_in;
 
 /* One token's results. */
@@ -219,19 +242,20 @@ typedef struct srlm_grpo_term {
   int truncated; /* the importance weight hit is_cap */
 } srlm_grpo_term;
 
-/* J_t = w_is min(rho A, clip(rho, 1-eps, 1+eps) A) - beta D_t, D_t = e^Delta - Delta - 1,
- * Delta = logp_ref - logp, w_is = min(exp(logp_old - logp_behavior), C) (a constant; the
- * KL term is not weighted), for advantage a and aggregation weight w
- * (srlm_grpo_token_weight). The KL is computed whenever the reference is there, so it
+/* J_t = w_is min(rho A, clip(rho, 1-eps, 1+eps_high) A) - beta D_t, D_t = e^Delta - Delta
+ * - 1, Delta = logp_ref - logp, w_is = min(exp(logp_old - logp_behavior), C) (a constant;
+ * the KL term is not weighted), for advantage a and aggregation weight w
+ * (srlm_grpo_token_weight). With m.seq_ratio, rho and w_is are the sequence's
+ * (srlm_grpo_ratio SEQUENCE). The KL is computed whenever the reference is there, so it
  * is logged even with beta 0. */
 SRLM_HD srlm_grpo_term srlm_grpo_token_term(srlm_grpo_math m, double a, double w, srlm_grpo_token_in x) {
   srlm_grpo_term r;
   const double lp = x.logp, old = x.logp_old;
-  const double rho = exp(lp - old);
+  const double rho = m.seq_ratio ? exp(x.seq_log_ratio) : exp(lp - old);
   double wis = 1.0;
   r.truncated = 0;
   if (m.is_cap > 0) {
-    wis = exp(old - x.logp_behavior);
+    wis = m.seq_ratio ? exp(x.seq_log_is) : exp(old - x.logp_behavior);
     if (wis > m.is_cap) {
       wis = m.is_cap;
       r.truncated = 1;
@@ -287,10 +311,14 @@ static inline const char *srlm_pref_options_invalid(int kind, double beta, doubl
   return msg;
 }
 
-static inline const char *srlm_grpo_options_invalid(double clip_eps, double beta, double is_cap, int agg, char *msg,
-                                                    size_t n) {
+static inline const char *srlm_grpo_options_invalid(double clip_eps, double clip_eps_high, int ratio, double beta,
+                                                    double is_cap, int agg, char *msg, size_t n) {
   if (!(clip_eps >= 0 && clip_eps < 1)) {
     snprintf(msg, n, "GRPO clip_eps %g outside [0, 1)", clip_eps);
+  } else if (!(clip_eps_high >= 0 && clip_eps_high <= 10)) {
+    snprintf(msg, n, "GRPO clip_eps_high %g outside [0, 10]", clip_eps_high);
+  } else if (ratio != SRLM_GRPO_RATIO_TOKEN && ratio != SRLM_GRPO_RATIO_SEQUENCE) {
+    snprintf(msg, n, "unknown GRPO ratio level %d", ratio);
   } else if (!(beta >= 0)) {
     snprintf(msg, n, "GRPO beta %g must be >= 0", beta);
   } else if (!(is_cap >= 0)) {

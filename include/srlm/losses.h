@@ -91,7 +91,9 @@ void srlm_pref_metrics_merge(srlm_pref_metrics *dst, const srlm_pref_metrics *sr
 /* The aggregations (srlm_grpo_agg) are in loss_math.h. */
 
 typedef struct srlm_grpo_options {
-  double clip_eps;  /* ratio clipped to [1 - clip_eps, 1 + clip_eps] (0.2) */
+  double clip_eps;  /* ratio clipped to [1 - clip_eps, 1 + clip_eps_high] (0.2) */
+  double clip_eps_high; /* DAPO's upper clip (0.28); 0 = clip_eps */
+  srlm_grpo_ratio ratio; /* per token (GRPO) or per sequence (GSPO); loss_math.h */
   double beta;      /* weight of the k3 KL to the reference; 0 = none (logp_ref not needed) */
   srlm_grpo_agg agg;
   int64_t l_max;    /* FIXED_LEN: L_max (e.g. generate.max_new_tokens) >= every length */
@@ -122,9 +124,10 @@ typedef struct srlm_grpo_metrics {
   int64_t is_truncated; /* tokens whose importance weight hit is_cap */
 } srlm_grpo_metrics;
 
-/* Per token: rho_t = exp(logp_t - logp_old_t), Delta_t = logp_ref_t - logp_t,
+/* Per token: rho_t = exp(logp_t - logp_old_t) (ratio SEQUENCE: the sequence's
+ * exp(mean_t(logp_t - logp_old_t)) for all its tokens), Delta_t = logp_ref_t - logp_t,
  * D_t = exp(Delta_t) - Delta_t - 1 (k3),
- * J_t = w_t min(rho_t A_i, clip(rho_t, 1-eps, 1+eps) A_i) - beta D_t (w_t the IS weight),
+ * J_t = w_t min(rho_t A_i, clip(rho_t, 1-eps, 1+eps_high) A_i) - beta D_t (w_t the IS weight),
  * L = -(aggregation of J_t), g[t] = dL/dlogp_t (N). m may be NULL. */
 srlm_status srlm_loss_grpo(const srlm_grpo_options *o, const srlm_grpo_batch *b, float *g,
                            srlm_grpo_metrics *m);

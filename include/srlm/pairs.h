@@ -23,6 +23,14 @@
  * samples; unscored samples (non-finite) get A = 0 and are counted. A group whose scored
  * rewards are all equal (or that has fewer than 2 scored) carries no signal: every A is
  * exactly 0 (not a rounding residue) and it is counted in zero_variance.
+ * With batch_std the std is not the group's but that of every scored reward of the
+ * n_groups groups together (sample std, n - 1; TRL's scale_rewards "batch"): the mean is
+ * still each group's own, so a group's advantages keep their sum 0, while groups of
+ * rare disagreement no longer get the large advantages a tiny group std gives them.
+ * Zero-variance groups stay exactly 0 either way. eps is train.grpo_std_eps (default
+ * SRLM_GROUP_STD_EPS = 1e-6, which the measured results used; TRL uses 1e-4): with
+ * rewards of an {1, 5} scale the std of a mixed group is >= 1.6, so eps only matters for
+ * near-equal rewards such as expected scores.
  */
 #ifndef SRLM_PAIRS_H
 #define SRLM_PAIRS_H
@@ -70,8 +78,9 @@ srlm_status srlm_pairs_select(const srlm_pair_options *o, int k, const double *s
 #define SRLM_GROUP_STD_EPS 1e-6
 
 typedef struct srlm_group_options {
-  int use_std; /* 1: divide by (std + eps) (GRPO); 0: Dr.GRPO */
-  double eps;  /* SRLM_GROUP_STD_EPS unless you have a reason */
+  int use_std;   /* 1: divide by (std + eps) (GRPO); 0: Dr.GRPO */
+  double eps;    /* >= 0; train.grpo_std_eps, SRLM_GROUP_STD_EPS by default */
+  int batch_std; /* 1: the std over all the groups' scored rewards; 0: each group's own */
 } srlm_group_options;
 
 typedef struct srlm_group_stats {
@@ -80,6 +89,10 @@ typedef struct srlm_group_stats {
   int64_t zero_variance; /* groups with all scored rewards equal or fewer than 2 scored */
   int64_t unscored;      /* samples with a NaN reward (advantage 0) */
 } srlm_group_stats;
+
+/* 1 when a group of g rewards (NaN = unscored) carries no signal: fewer than 2 scored or
+ * all scored rewards equal (zero_variance above; DAPO's dynamic sampling drops these). */
+int srlm_group_all_equal(int g, const double *rewards);
 
 /* Advantages of n_groups groups of g samples each, group j = samples [j g, (j+1) g).
  * rewards (n_groups * g), NaN = unscored; adv (n_groups * g) out. stats accumulates

@@ -16,7 +16,10 @@
  *             verifier: the task's checker (score_max / score_min); mix: both, weighted by
  *             judge.verifier_weight. With source model the checker is NOT used;
  *   pairs     best vs worst per prompt (pairs.min_margin; ties and equal texts dropped),
- *             or for train.loss grpo, groups of the K samples with normalized advantages;
+ *             or for train.loss grpo, groups of the K samples with normalized advantages
+ *             (train.grpo_std_scope: each group's std or the iteration's; with
+ *             train.grpo_equal_groups drop, groups whose rewards are all equal are left
+ *             out; both counted in the iteration line: groups_all_equal, groups_dropped);
  *   replay    (task judge) the model's own greedy judgments, balanced by their verdict (up
  *             to judge.replay_per_verdict each way), as NLL examples;
  *   learn     reference log-probs from M_{t-1}, then DPO/IPO/SFT (+ NLL, + replay) or GRPO
@@ -61,6 +64,12 @@ typedef struct srlm_sr_iteration {
   double judge_agreement;   /* judge verdict == checker on those samples */
   double eval_score;        /* prompt sets: mean self-judged score of the greedy eval answers */
   int64_t samples, pairs, replay;
+  /* the judge's format health over the iteration's judgments (shard.h
+     srlm_shard_judge_health; 0 with judge.source verifier) */
+  int64_t judgments, judge_format_failures, judgments_without_score;
+  /* GRPO: groups whose rewards are all equal, and those of them dropped
+     (train.grpo_equal_groups drop) */
+  int64_t groups_all_equal, groups_dropped;
   double mean_score;        /* mean judged score of the iteration's samples */
   double pair_accuracy;     /* pairs whose chosen sample the checker accepts and rejected not
                                (reported only; never used for training) */

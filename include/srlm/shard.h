@@ -145,6 +145,32 @@ srlm_status srlm_shard_validate(const srlm_shard *s);
  * SRLM_ERR_INTERNAL error naming both versions. max_lag >= 0. */
 srlm_status srlm_shard_check_policy(const srlm_shard *s, int64_t current, int64_t max_lag, bool *accept);
 
+/* ---- the judge's format health ------------------------------------------------ */
+
+/* Two counts over a shard's judgments that are easy to confuse (issue 11):
+ *   format_failures  judgments whose TEXT ends without a score in the judge's format:
+ *                    format_ok(text) is 0 (the task's judge format: the greedy rationale
+ *                    and score digit do not parse), or, with format_ok NULL (the text
+ *                    judge: its score is NaN exactly when judge.score_regex finds no
+ *                    score), the stored score is NaN. They measure the judge's format,
+ *                    whatever score the sample finally got.
+ *   without_score    judgments whose stored SCORE is NaN: dropped from the sample's mean
+ *                    score. With judge.mode expected the score is read from the score
+ *                    tokens' probabilities whether or not the greedy text parses, and
+ *                    with judge.source mix the checker fills in, so a format failure
+ *                    need not lose its score (this was the progress line's
+ *                    "unparsable judgments", which stayed 0 while the greedy format
+ *                    broke on up to 21.6% of the judgments).
+ * Counts accumulate into *h. */
+typedef struct srlm_shard_judge_health {
+  int64_t judgments;       /* judgments seen (R * J per shard) */
+  int64_t format_failures; /* text without a score in the judge's format */
+  int64_t without_score;   /* stored score NaN */
+} srlm_shard_judge_health;
+
+void srlm_shard_judge_health_add(const srlm_shard *s, int (*format_ok)(const char *text, size_t len),
+                                 srlm_shard_judge_health *h);
+
 /* ---- byte buffer -------------------------------------------------------- */
 
 /* Exact length of the serialized shard; 0 while its judgments are incomplete. */

@@ -515,7 +515,7 @@ srlm_status srlm_grpo_loss_params_check(const srlm_grpo_loss_params *p, const ch
     return srlm_error(SRLM_ERR_RANGE, where, "normalizers %lld sequences, %lld tokens must be >= 1",
                       (long long)p->norm_seqs, (long long)p->norm_tokens);
   char why[128];
-  if (srlm_grpo_options_invalid(p->clip_eps, p->beta, p->is_cap, p->agg, why, sizeof why))
+  if (srlm_grpo_options_invalid(p->clip_eps, p->clip_eps_high, p->ratio, p->beta, p->is_cap, p->agg, why, sizeof why))
     return srlm_error(SRLM_ERR_CONFIG, where, "%s", why);
   if (p->T > 0) CHECK_PTR(g);
   if (p->n == 0) return SRLM_OK;

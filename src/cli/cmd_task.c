@@ -1,6 +1,7 @@
-/* srlm task <action> ...: the built-in sign puzzle (include/srlm/tasks.h): data files
- * for the quickstart, the checker and judge format for scripts, and evaluation of a
- * saved model. Results go to stdout, counts and progress to stderr. */
+/* srlm task <action> ...: the built-in tasks, the sign puzzle (include/srlm/tasks.h) and
+ * Countdown (--task countdown, include/srlm/countdown.h): data files, the checker and
+ * judge format for scripts, and evaluation of a saved model. Results go to stdout,
+ * counts and progress to stderr. */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -8,6 +9,7 @@
 
 #include "commands.h"
 #include "srlm/backend.h"
+#include "srlm/countdown.h"
 #include "srlm/tasks.h"
 
 static const char k_task_help[] =
@@ -36,10 +38,19 @@ static const char k_task_help[] =
     "      answers; prints one JSON line. Where the model runs:\n"
     SRLM_CLI_BACKEND_HELP
     "\n"
+    "\n"
+    "--task countdown: the same actions for Countdown (ALGORITHMS.md section 13): prompt\n"
+    "C<numbers joined by ','>T<target>A (e.g. C3,7,25,4T56A), answer an expression over\n"
+    "+ - * / ( ) using each number at most once (e.g. (25-4)*3-7), judge prompt the prompt,\n"
+    "the candidate and S, judgment the evaluation steps, ';' and the score (e.g.\n"
+    "25-4=21,21*3=63,63-7=56;5). check prints 'correct' or 'wrong: <reason>'; eval reports\n"
+    "greedy accuracy and the agreement of the model's greedy judgments with the checker.\n"
+    "\n"
     "Exit status: 0 ok, 2 for a usage error (a malformed prompt included), 1 otherwise.\n";
 
 typedef struct task_args {
   const char *out, *prompt, *answer, *model, *split;
+  int countdown; /* --task countdown (else the sign puzzle) */
   long long seed, instructions, judge, n, batch;
   int has_seed, has_instructions, has_judge, has_n, has_answer;
   srlm_cli_backend backend; /* eval */
@@ -67,7 +78,11 @@ static int parse_args(int argc, char **argv, task_args *a) {
     if (i + 1 >= argc) return srlm_cli_usage_error("task", "%s needs a value", f);
     const char *v = argv[++i];
     int rc = 0;
-    if (!strcmp(f, "--out"))
+    if (!strcmp(f, "--task")) {
+      if (strcmp(v, "countdown") && strcmp(v, "sign_puzzle"))
+        return srlm_cli_usage_error("task", "--task '%s': expected sign_puzzle or countdown", v);
+      a->countdown = !strcmp(v, "countdown");
+    } else if (!strcmp(f, "--out"))
       a->out = v;
     else if (!strcmp(f, "--prompt"))
       a->prompt = v;
@@ -104,6 +119,19 @@ static int cmd_sft_data(const task_args *a) {
   if (!rc) rc = need("--judge", a->has_judge);
   if (!rc) rc = need("--out", a->out != NULL);
   if (rc) return rc;
+  if (a->countdown) {
+    srlm_cd_sft_counts c;
+    srlm_status st = srlm_cd_write_sft_data(a->out, (uint64_t)a->seed, a->instructions, a->judge, &c);
+    if (st != SRLM_OK) return srlm_cli_fail("task", st);
+    fprintf(stderr,
+            "wrote %s: %lld countdown instructions, %lld judge examples (%lld scored 5, %lld scored 1; candidates: "
+            "%lld solutions, %lld one operator swapped, %lld a number not given, %lld a number reused, %lld random)\n",
+            a->out, (long long)c.instructions, (long long)c.judge, (long long)c.judge_correct,
+            (long long)(c.judge - c.judge_correct), (long long)c.kind[SRLM_CD_CAND_SOLUTION],
+            (long long)c.kind[SRLM_CD_CAND_OP_SWAP], (long long)c.kind[SRLM_CD_CAND_UNKNOWN],
+            (long long)c.kind[SRLM_CD_CAND_REUSE], (long long)c.kind[SRLM_CD_CAND_RANDOM]);
+    return 0;
+  }
   srlm_task_sft_counts c;
   srlm_status st = srlm_task_write_sft_data(a->out, (uint64_t)a->seed, a->instructions, a->judge, &c);
   if (st != SRLM_OK) return srlm_cli_fail("task", st);
@@ -125,7 +153,9 @@ static int cmd_prompts(const task_args *a) {
   if (rc) return rc;
   srlm_task_split split;
   srlm_status st = srlm_task_split_parse(a->split, &split);
-  if (st == SRLM_OK) st = srlm_task_write_prompts(a->out, (uint64_t)a->seed, split, a->n);
+  if (st == SRLM_OK)
+    st = a->countdown ? srlm_cd_write_prompts(a->out, (uint64_t)a->seed, split, a->n)
+                      : srlm_task_write_prompts(a->out, (uint64_t)a->seed, split, a->n);
   if (st != SRLM_OK) return srlm_cli_fail("task", st);
   fprintf(stderr, "wrote %s: %lld %s prompts\n", a->out, a->n, srlm_task_split_name(split));
   return 0;
@@ -140,7 +170,27 @@ static int puzzle_of(const task_args *a, srlm_task_puzzle *p) {
   return 0;
 }
 
+static int cd_puzzle_of(const task_args *a, srlm_cd_puzzle *p) {
+  int rc = need("--prompt", a->prompt != NULL);
+  if (!rc) rc = need("--answer", a->has_answer);
+  if (rc) return rc;
+  srlm_status st = srlm_cd_prompt_parse(a->prompt, strlen(a->prompt), p);
+  if (st != SRLM_OK) return srlm_cli_usage_error("task", "--prompt '%s': %s", a->prompt, srlm_error_message());
+  return 0;
+}
+
 static int cmd_check(const task_args *a) {
+  if (a->countdown) {
+    srlm_cd_puzzle p;
+    int rc = cd_puzzle_of(a, &p);
+    if (rc) return rc;
+    const srlm_cd_verdict v = srlm_cd_check(&p, a->answer, strlen(a->answer), NULL);
+    if (v == SRLM_CD_OK)
+      puts("correct");
+    else
+      printf("wrong: %s\n", srlm_cd_verdict_name(v));
+    return 0;
+  }
   srlm_task_puzzle p;
   int rc = puzzle_of(a, &p);
   if (rc) return rc;
@@ -149,6 +199,16 @@ static int cmd_check(const task_args *a) {
 }
 
 static int cmd_judge(const task_args *a) {
+  if (a->countdown) {
+    srlm_cd_puzzle p;
+    int rc = cd_puzzle_of(a, &p);
+    if (rc) return rc;
+    char jp[SRLM_CD_JUDGE_PROMPT_MAX + 1], jr[SRLM_CD_JUDGMENT_MAX + 1];
+    srlm_cd_judge_prompt(&p, a->answer, strlen(a->answer), jp);
+    srlm_cd_judgment(&p, a->answer, strlen(a->answer), jr);
+    printf("%s\n%s\n", jp, jr);
+    return 0;
+  }
   srlm_task_puzzle p;
   int rc = puzzle_of(a, &p);
   if (rc) return rc;
@@ -171,6 +231,29 @@ static srlm_status run_eval(const task_args *a) {
   }
   srlm_status st = srlm_tokenizer_load(a->model, &tok);
   const int n = (int)a->n;
+  if (a->countdown) {
+    srlm_task_split split = SRLM_TASK_SPLIT_EVAL;
+    if (st == SRLM_OK && a->split) st = srlm_task_split_parse(a->split, &split);
+    srlm_cd_puzzle *cp = srlm_xcalloc((size_t)n, sizeof *cp);
+    for (int i = 0; i < n; i++) srlm_cd_puzzle_make((uint64_t)a->seed, split, (uint64_t)i, &cp[i]);
+    srlm_cd_eval ev;
+    if (st == SRLM_OK) st = srlm_cd_evaluate(m, tok, (int)a->batch, n, cp, &ev);
+    if (st == SRLM_OK) {
+      fprintf(stderr, "eval: %d countdown %s prompts (seed %lld): accuracy %.4f; judge agreement %.4f (%lld judgments "
+              "without a score, %lld false positives, %lld false negatives)\n", n, srlm_task_split_name(split), a->seed,
+              ev.accuracy, ev.judge_agreement, (long long)ev.judge_unparsed, (long long)ev.false_pos,
+              (long long)ev.false_neg);
+      printf("{\"event\":\"eval\",\"task\":\"countdown\",\"split\":\"%s\",\"n\":%d,\"seed\":%lld,\"accuracy\":%.6f,"
+             "\"judge_agreement\":%.6f,\"judge_format_failures\":%lld,\"judge_false_pos\":%lld,\"judge_false_neg\":%lld}\n",
+             srlm_task_split_name(split), n, a->seed, ev.accuracy, ev.judge_agreement, (long long)ev.judge_unparsed,
+             (long long)ev.false_pos, (long long)ev.false_neg);
+    }
+    free(cp);
+    srlm_tokenizer_free(tok);
+    srlm_model_free(m);
+    srlm_status cst = srlm_backend_close(be);
+    return st != SRLM_OK ? st : cst;
+  }
   srlm_task_puzzle *p = srlm_xcalloc((size_t)n, sizeof *p);
   char **answers = srlm_xcalloc((size_t)n, sizeof *answers);
   double acc = 0;

@@ -441,13 +441,14 @@ static srlm_status run_iterations(train_ctx *c, srlm_comm *comm, srlm_sr_iterati
   /* the per-iteration table (stdout: it is the result); "-" = not measured */
   const char *unit = cfg->train.loss == SRLM_CFG_LOSS_GRPO ? "groups" : "pairs";
   if (task)
-    printf("%-9s %9s %10s %9s %8s %8s %9s %8s %9s %8s\n", "model", "accuracy", "sample_acc", "judge_agr", "samples",
-           unit, "pair_ok", "replay", "loss", "seconds");
+    printf("%-9s %9s %10s %9s %8s %8s %9s %8s %9s %9s %9s %8s\n", "model", "accuracy", "sample_acc", "judge_agr",
+           "samples", unit, "pair_ok", "replay", "judge_fmt", "no_score", "loss", "seconds");
   else
-    printf("%-9s %10s %10s %8s %8s %9s %8s\n", "model", "eval_score", "mean_score", "samples", unit, "loss", "seconds");
+    printf("%-9s %10s %10s %9s %9s %8s %8s %9s %9s %9s %8s\n", "model", "eval_score", "mean_score", "accuracy",
+           "judge_agr", "samples", unit, "judge_fmt", "no_score", "loss", "seconds");
   for (int t = 0; t <= cfg->run.iterations; t++) {
     const srlm_sr_iteration *r = &rows[t];
-    char name[16], acc[16], sacc[16], agr[16], pair_ok[16], loss[16], es[16], ms[16];
+    char name[16], acc[16], sacc[16], agr[16], pair_ok[16], loss[16], es[16], ms[16], fmt[16], nos[16];
     if (t)
       snprintf(name, sizeof name, "iter %d", t);
     else
@@ -459,12 +460,16 @@ static srlm_status run_iterations(train_ctx *c, srlm_comm *comm, srlm_sr_iterati
     fmt_num(loss, sizeof loss, t && r->pairs ? r->loss_last : NAN, "%.4f");
     fmt_num(es, sizeof es, r->eval_score, "%.3f");
     fmt_num(ms, sizeof ms, t ? r->mean_score : NAN, "%.3f");
+    /* judge format failures and judgments without a score, in % of the iteration's judgments */
+    const double nj = t && r->judgments ? (double)r->judgments : NAN;
+    fmt_num(fmt, sizeof fmt, 100 * (double)r->judge_format_failures / nj, "%.1f%%");
+    fmt_num(nos, sizeof nos, 100 * (double)r->judgments_without_score / nj, "%.1f%%");
     if (task)
-      printf("%-9s %9s %10s %9s %8lld %8lld %9s %8lld %9s %8.1f\n", name, acc, sacc, agr, (long long)r->samples,
-             (long long)r->pairs, pair_ok, (long long)r->replay, loss, r->seconds);
+      printf("%-9s %9s %10s %9s %8lld %8lld %9s %8lld %9s %9s %9s %8.1f\n", name, acc, sacc, agr,
+             (long long)r->samples, (long long)r->pairs, pair_ok, (long long)r->replay, fmt, nos, loss, r->seconds);
     else
-      printf("%-9s %10s %10s %8lld %8lld %9s %8.1f\n", name, es, ms, (long long)r->samples, (long long)r->pairs, loss,
-             r->seconds);
+      printf("%-9s %10s %10s %9s %9s %8lld %8lld %9s %9s %9s %8.1f\n", name, es, ms, acc, agr, (long long)r->samples,
+             (long long)r->pairs, fmt, nos, loss, r->seconds);
   }
   fflush(stdout);
   *rows_out = rows;

@@ -18,7 +18,7 @@ static const command k_commands[] = {
     {"logprobs", srlm_cmd_logprobs, "logprobs --model DIR --jsonl FILE: per-token log-probs of {\"ids\":[...]} lines"},
     {"generate", srlm_cmd_generate, "generate --model DIR --jsonl FILE [sampling options] [--stop S]: continuations of ids/prompt/messages/text lines, with log-probs"},
     {"config", srlm_cmd_config, "config -c CONFIG [key=value ...] | --help: print the resolved config / list options"},
-    {"task", srlm_cmd_task, "task (sft-data|prompts|check|judge|eval) ...: data, checks and evaluation of the built-in sign puzzle"},
+    {"task", srlm_cmd_task, "task (sft-data|prompts|check|judge|eval) ...: data, checks and evaluation of the built-in tasks (sign puzzle, --task countdown)"},
     {"rollouts", srlm_cmd_rollouts, "rollouts FILE: print an iteration's rollouts.h5 as JSON lines"},
     {"report", srlm_cmd_report, "report RUN_DIR: write RUN_DIR/report.html (charts, table, config, sampled rollouts)"},
     {"info", srlm_cmd_info, "info --model DIR: architecture, parameter count, dtype, tensors"},

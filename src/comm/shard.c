@@ -218,6 +218,24 @@ srlm_status srlm_shard_check_policy(const srlm_shard *s, int64_t current, int64_
   return SRLM_OK;
 }
 
+void srlm_shard_judge_health_add(const srlm_shard *s, int (*format_ok)(const char *text, size_t len),
+                                 srlm_shard_judge_health *h) {
+  const int64_t nj = s->n_responses * s->judgments_per_response;
+  for (int64_t j = 0; j < nj; j++) {
+    const int no_score = isnan(s->judgment_score[j]);
+    int ok;
+    if (format_ok) {
+      const char *text = s->judgment_text + s->judgment_text_offsets[j];
+      ok = format_ok(text, strlen(text));
+    } else {
+      ok = !no_score;
+    }
+    h->judgments++;
+    h->format_failures += !ok;
+    h->without_score += no_score;
+  }
+}
+
 /* ---- byte buffer -------------------------------------------------------- */
 
 static uint64_t fnv_update(uint64_t h, const unsigned char *p, size_t n) {

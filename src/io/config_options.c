@@ -53,6 +53,13 @@ static const char *const k_overflows[] = {"truncate", "drop", NULL};
 static const char *const k_judge_sources[] = {"model", "verifier", "mix", NULL};
 static const char *const k_grpo_aggs[] = {"seq_mean", "token_mean", "fixed_len", NULL};
 static const char *const k_lr_schedules[] = {"constant", "linear", "cosine", NULL};
+static const char *const k_grpo_ratios[] = {"token", "sequence", NULL};
+static const char *const k_checkers[] = {"none", "countdown", NULL};
+static const char *const k_pair_rules[] = {"best_worst", "length_controlled", NULL};
+static const char *const k_grpo_std_scopes[] = {"group", "batch", NULL};
+static const char *const k_grpo_equals[] = {"keep", "drop", NULL};
+_Static_assert(SRLM_CFG_PAIR_LENGTH_CONTROLLED == 1 && SRLM_CFG_CHECKER_COUNTDOWN == 1 && SRLM_CFG_GRPO_RATIO_SEQUENCE == 1 && SRLM_CFG_GRPO_STD_BATCH == 1 && SRLM_CFG_GRPO_EQUAL_DROP == 1,
+               "the GRPO option names follow the enums' order");
 _Static_assert(SRLM_LOG_ERROR == 3 && SRLM_CFG_FAMILY_MISTRAL == 3 && SRLM_CFG_DTYPE_BF16 == 1 &&
                    SRLM_CFG_BACKEND_CUDA_SIM == 2 &&
                    SRLM_CFG_CHAT_NONE == 4 && SRLM_CFG_JUDGE_EXPECTED == 1 && SRLM_CFG_LOSS_SFT == 3 &&
@@ -109,6 +116,7 @@ static const srlm_config_option k_options[] = {
     OPT_BOOL(data.skip_bad_lines, 0, "skip malformed prompt lines with a warning instead of failing"),
     OPT_INT(data.max_prompt_tokens, 512, 1, 1 << 20, "longer prompts are skipped"),
     OPT_INT(data.prompts_per_iteration, 0, 0, 1 << 24, "prompts of data.prompts used per iteration, continuing where the last stopped (wrapping); 0 = all"),
+    OPT_ENUM(data.checker, k_checkers, "none", "programmatic checker of data.prompts (countdown: Countdown puzzles, srlm task --task countdown); enables judge.source verifier/mix and eval accuracy"),
 
     OPT_INT(generate.samples_per_prompt, 4, 1, 1024, "answers sampled per prompt (K)"),
     OPT_FLOAT(generate.temperature, 0.7, 0, 0.0, 10.0, 0, "sampling temperature; 0 = greedy"),
@@ -132,6 +140,8 @@ static const srlm_config_option k_options[] = {
     OPT_FLOAT(judge.verifier_weight, 0.5, 0, 0.0, 1.0, 0, "mix: weight of the verifier's score (the model's gets 1 - weight)"),
 
     OPT_FLOAT(pairs.min_margin, 0.0, 0, 0.0, INF, 0, "least score gap between chosen and rejected"),
+    OPT_ENUM(pairs.rule, k_pair_rules, "best_worst", "DPO pair of each prompt's N = generate.samples_per_prompt samples: the best vs the worst (West-of-N), or length_controlled (Meta-Rewarding: the shortest within pairs.length_rho of the best vs the longest near the worst)"),
+    OPT_FLOAT(pairs.length_rho, 0.0, 0, 0.0, 0.5, 1, "length_controlled: score window rho; 0 = the extreme scores only, shortest/longest among ties"),
 
     OPT_ENUM(train.loss, k_losses, "dpo", "training objective"),
     OPT_FLOAT(train.beta, 0.1, 1, 0.0, 1000.0, 0, "DPO/IPO/GRPO KL strength"),
@@ -155,9 +165,14 @@ static const srlm_config_option k_options[] = {
     OPT_FLOAT(train.replay_weight, 1.0, 0, 0.0, 1000.0, 0, "weight of the judge-replay NLL term of each preference step"),
     OPT_INT(train.replay_batch, 64, 1, 1 << 20, "judge-replay examples per preference step"),
     OPT_INT(train.log_every, 10, 1, 1 << 30, "optimizer steps between progress lines and metrics"),
-    OPT_FLOAT(train.clip_eps, 0.2, 1, 0.0, 1.0, 0, "GRPO: clip the probability ratio to [1 - eps, 1 + eps]"),
+    OPT_FLOAT(train.clip_eps, 0.2, 1, 0.0, 1.0, 0, "GRPO: clip the probability ratio to [1 - eps, 1 + eps_high]"),
+    OPT_FLOAT(train.clip_eps_high, 0.0, 0, 0.0, 10.0, 0, "GRPO: DAPO's upper clip eps_high (clip-higher; DAPO: 0.28); 0 = clip_eps"),
+    OPT_ENUM(train.grpo_ratio, k_grpo_ratios, "token", "GRPO: importance ratio per token, or per sequence (GSPO: the geometric mean of its tokens' ratios)"),
     OPT_ENUM(train.grpo_aggregation, k_grpo_aggs, "seq_mean", "GRPO: how token terms are averaged (GRPO, DAPO, Dr.GRPO)"),
-    OPT_BOOL(train.grpo_std, 1, "GRPO: divide group advantages by the group's std (false: Dr.GRPO)"),
+    OPT_BOOL(train.grpo_std, 1, "GRPO: divide group advantages by a reward std (false: Dr.GRPO)"),
+    OPT_FLOAT(train.grpo_std_eps, 1e-6, 0, 0.0, 1.0, 0, "GRPO: A = (r - mean) / (std + eps); TRL uses 1e-4"),
+    OPT_ENUM(train.grpo_std_scope, k_grpo_std_scopes, "group", "GRPO: the std of each group's rewards, or of all the iteration's group rewards (batch)"),
+    OPT_ENUM(train.grpo_equal_groups, k_grpo_equals, "keep", "GRPO: groups whose rewards are all equal are trained on (advantage 0) or dropped (DAPO dynamic sampling), counted"),
     OPT_FLOAT(train.is_cap, 0.0, 0, 0.0, 1e9, 0, "GRPO: cap of the generator/learner importance weight; 0 = off"),
     OPT_INT(train.checkpoint_every, 0, 0, 1 << 30, "optimizer steps between mid-iteration checkpoints; 0 = only at the end of each iteration"),
     OPT_BOOL(train.recompute, 0, "keep only each layer's input in the forward and recompute the layer before its backward (less activation memory for one more forward; the same bits)"),

@@ -70,6 +70,8 @@ static srlm_status evaluate(sr_ctx *c, const srlm_config *cfg, srlm_model *m, sr
     json_object_set_new(o, "judge_agreement_expected", sr_num(ag.expected));
     json_object_set_new(o, "judge_false_pos", json_integer(ag.false_pos));
     json_object_set_new(o, "judge_false_neg", json_integer(ag.false_neg));
+    /* the greedy judgments of these samples that end without a score (judge format) */
+    json_object_set_new(o, "judge_format_failures", json_integer(ag.unparsed));
     json_object_set_new(o, "prompts", json_integer(n));
     json_object_set_new(o, "seconds", json_real(srlm_timer_elapsed(&tm)));
     st = sr_metrics_line(c, o);
@@ -89,7 +91,10 @@ static srlm_status evaluate(sr_ctx *c, const srlm_config *cfg, srlm_model *m, sr
 
 /* A prompt set's evaluation (data.eval_prompts): one greedy answer per eval prompt (the
  * first eval.prompts, 0 = all), judged by the model's text judge; reports the mean judged
- * score. There is no checker: it tracks the model's own opinion of its answers. */
+ * score, the model's own opinion of its answers. With a checker (data.checker) also the
+ * accuracy of those answers (stopped at EOS and right by the checker) and the judge's
+ * agreement with it (mean judged score >= the middle of [score_min, score_max] iff right;
+ * an answer without a judged score counts as disagreeing). */
 static srlm_status evaluate_prompts(sr_ctx *c, int t, srlm_sr_iteration *row) {
   const srlm_prompt_set *ep = c->eval;
   row->eval_score = NAN;
@@ -123,6 +128,15 @@ static srlm_status evaluate_prompts(sr_ctx *c, int t, srlm_sr_iteration *row) {
   double *mean = srlm_xmalloc((size_t)(n + 1) * sizeof *mean);
   srlm_judge_stats js = {0};
   if (st == SRLM_OK && n > 0) st = srlm_llm_judge_run(c->ro.llm, c->ro.m, (int)n, instr, resp, keys, J, out, mean, &js);
+  const double mid = 0.5 * (c->cfg->judge.score_min + c->cfg->judge.score_max);
+  int64_t right = 0, agree = 0;
+  const int checker = c->cfg->data.checker != SRLM_CFG_CHECKER_NONE;
+  for (int64_t i = 0; i < n && st == SRLM_OK && checker; i++) {
+    int ok = 0;
+    if (res[i].stop == SRLM_STOP_EOS) st = sr_prompt_check(c->cfg, instr[i], resp[i], strlen(resp[i]), &ok);
+    right += ok;
+    agree += isfinite(mean[i]) && (mean[i] >= mid) == ok;
+  }
   if (st == SRLM_OK) {
     double sum = 0;
     int64_t scored = 0;
@@ -132,19 +146,24 @@ static srlm_status evaluate_prompts(sr_ctx *c, int t, srlm_sr_iteration *row) {
         scored++;
       }
     row->eval_score = scored ? sum / (double)scored : NAN;
+    if (checker && n > 0) {
+      row->accuracy = (double)right / (double)n;
+      row->judge_agreement = (double)agree / (double)n;
+    }
     json_t *o = json_object();
     json_object_set_new(o, "event", json_string("eval"));
     json_object_set_new(o, "iteration", json_integer(t));
-    json_object_set_new(o, "accuracy", json_null()); /* no checker for a prompt set */
-    json_object_set_new(o, "judge_agreement", json_null());
+    json_object_set_new(o, "accuracy", sr_num(row->accuracy)); /* null without data.checker */
+    json_object_set_new(o, "judge_agreement", sr_num(row->judge_agreement));
     json_object_set_new(o, "mean_score", sr_num(row->eval_score));
     json_object_set_new(o, "scored", json_integer(scored));
-    json_object_set_new(o, "unparsable_judgments", json_integer(js.unparsable));
+    /* the text judge: no score found by judge.score_regex = the judgment is dropped */
+    json_object_set_new(o, "judge_format_failures", json_integer(js.unparsable));
     json_object_set_new(o, "prompts", json_integer(n));
     json_object_set_new(o, "seconds", json_real(srlm_timer_elapsed(&tm)));
     st = sr_metrics_line(c, o);
     SRLM_INFO("eval M%d: mean self-judged score %.3f of the greedy answers to %lld eval prompts (%lld scored, %lld "
-              "unparsable judgments) (%.1f s)", t, row->eval_score, (long long)n, (long long)scored,
+              "judgments without a score) (%.1f s)", t, row->eval_score, (long long)n, (long long)scored,
               (long long)js.unparsable, srlm_timer_elapsed(&tm));
   }
   srlm_llm_judgments_free(out, st == SRLM_OK ? n * J : 0);

@@ -255,7 +255,8 @@ static srlm_status learn_grpo(const srlm_config *cfg, srlm_model *m, srlm_comm *
   FILE *metrics = ll->metrics;
   const int64_t n = n_groups * K;
   double *adv = srlm_xmalloc((size_t)(n + 1) * sizeof *adv);
-  srlm_group_options go = {.use_std = cfg->train.grpo_std, .eps = SRLM_GROUP_STD_EPS};
+  srlm_group_options go = {.use_std = cfg->train.grpo_std, .eps = cfg->train.grpo_std_eps,
+                           .batch_std = cfg->train.grpo_std_scope == SRLM_CFG_GRPO_STD_BATCH};
   srlm_status st = srlm_group_advantages(&go, n_groups, K, rewards, adv, gs);
   int64_t *off = srlm_xmalloc((size_t)(n + 1) * sizeof *off);
   int64_t N = srlm_grpo_offsets(seqs, n, off);
@@ -263,7 +264,10 @@ static srlm_status learn_grpo(const srlm_config *cfg, srlm_model *m, srlm_comm *
   static const srlm_grpo_agg k_agg[] = {[SRLM_CFG_GRPO_SEQ_MEAN] = SRLM_GRPO_AGG_SEQ_MEAN,
                                         [SRLM_CFG_GRPO_TOKEN_MEAN] = SRLM_GRPO_AGG_TOKEN_MEAN,
                                         [SRLM_CFG_GRPO_FIXED_LEN] = SRLM_GRPO_AGG_FIXED_LEN};
-  srlm_grpo_train_options o = {.loss = {.clip_eps = cfg->train.clip_eps, .beta = cfg->train.beta,
+  static const srlm_grpo_ratio k_ratio[] = {[SRLM_CFG_GRPO_RATIO_TOKEN] = SRLM_GRPO_RATIO_TOKEN,
+                                            [SRLM_CFG_GRPO_RATIO_SEQUENCE] = SRLM_GRPO_RATIO_SEQUENCE};
+  srlm_grpo_train_options o = {.loss = {.clip_eps = cfg->train.clip_eps, .clip_eps_high = cfg->train.clip_eps_high,
+                                        .ratio = k_ratio[cfg->train.grpo_ratio], .beta = cfg->train.beta,
                                         .agg = k_agg[cfg->train.grpo_aggregation],
                                         .l_max = cfg->generate.max_new_tokens, .is_cap = cfg->train.is_cap},
                                .batch_groups = cfg->train.batch_size,
@@ -384,12 +388,15 @@ srlm_status sr_learn(sr_ctx *c, int t, srlm_shard *sh, int64_t stale, srlm_sr_it
   const srlm_config *cfg = c->cfg;
   srlm_timer tm;
   srlm_timer_start(&tm);
-  srlm_pair_options po = {.min_margin = cfg->pairs.min_margin};
+  srlm_pair_options po = {.min_margin = cfg->pairs.min_margin,
+                          .length_control = cfg->pairs.rule == SRLM_CFG_PAIR_LENGTH_CONTROLLED,
+                          .length_rho = cfg->pairs.length_rho};
+  int64_t *lengths = srlm_xmalloc((size_t)c->ro.K * sizeof *lengths); /* response tokens, for length control */
   srlm_pair_stats ps = {0};
   int64_t cap = (int64_t)c->ro.n + 1, np = 0, pair_ok = 0;
   srlm_pref_pair *pairs = srlm_xmalloc((size_t)cap * sizeof *pairs);
   const int grpo = cfg->train.loss == SRLM_CFG_LOSS_GRPO;
-  int64_t n_groups = 0, short_groups = 0;
+  int64_t n_groups = 0, short_groups = 0, equal_groups = 0, dropped_groups = 0;
   srlm_grpo_seq *gseq = grpo ? srlm_xmalloc((size_t)cap * (size_t)c->ro.K * sizeof *gseq) : NULL;
   double *grew = grpo ? srlm_xmalloc((size_t)cap * (size_t)c->ro.K * sizeof *grew) : NULL;
   int64_t *rows3 = srlm_xmalloc((size_t)cap * 3 * sizeof *rows3);
@@ -398,9 +405,11 @@ srlm_status sr_learn(sr_ctx *c, int t, srlm_shard *sh, int64_t stale, srlm_sr_it
   srlm_status st = SRLM_OK;
   double score_sum = 0;
   int64_t scored = 0, samples = 0;
+  srlm_shard_judge_health health = {0};
   for (int64_t i = 0; i < c->ro.shards && st == SRLM_OK; i++) {
     const srlm_shard *s = &sh[i];
     samples += s->n_responses;
+    sr_judge_health(&c->ro, s, &health);
     for (int64_t pr = 0, j0 = 0; pr < s->n_prompts && st == SRLM_OK; pr++) {
       int64_t j1 = j0;
       while (j1 < s->n_responses && s->response_prompt[j1] == pr) j1++;
@@ -418,8 +427,13 @@ srlm_status sr_learn(sr_ctx *c, int t, srlm_shard *sh, int64_t stale, srlm_sr_it
           scored++;
         }
         st = sr_response_text(&c->ro, s, j0 + q, &texts[q], &len);
+        lengths[q] = s->response_offsets[j0 + q + 1] - s->response_offsets[j0 + q];
       }
-      if (grpo && k == c->ro.K) { /* a group needs all K samples (a dropped shard has none) */
+      const int all_equal = grpo && k == c->ro.K && srlm_group_all_equal(k, scores);
+      equal_groups += all_equal;
+      if (all_equal && cfg->train.grpo_equal_groups == SRLM_CFG_GRPO_EQUAL_DROP) {
+        dropped_groups++; /* DAPO's dynamic sampling: no signal, not trained on */
+      } else if (grpo && k == c->ro.K) { /* a group needs all K samples (a dropped shard has none) */
         for (int q = 0; q < k; q++) {
           int64_t a = j0 + q;
           gseq[n_groups * k + q] = (srlm_grpo_seq){s->prompt_ids + s->prompt_offsets[pr],
@@ -436,7 +450,8 @@ srlm_status sr_learn(sr_ctx *c, int t, srlm_shard *sh, int64_t stale, srlm_sr_it
       srlm_pair p;
       int made = 0;
       if (st == SRLM_OK && !grpo)
-        st = srlm_pairs_select(&po, k, scores, (const char *const *)texts, NULL, NULL, &p, &made, &ps);
+        st = srlm_pairs_select(&po, k, scores, (const char *const *)texts, NULL, po.length_control ? lengths : NULL, &p,
+                               &made, &ps);
       if (st == SRLM_OK && made) {
         int64_t a = j0 + p.chosen, b = j0 + p.rejected;
         pairs[np] = (srlm_pref_pair){s->prompt_ids + s->prompt_offsets[pr], s->response_ids + s->response_offsets[a],
@@ -465,16 +480,23 @@ srlm_status sr_learn(sr_ctx *c, int t, srlm_shard *sh, int64_t stale, srlm_sr_it
   }
   free(texts);
   free(scores);
+  free(lengths);
   replay_buf rb = {0};
   if (st == SRLM_OK && !grpo) st = build_replay(c, sh, &rb); /* the GRPO trainer has no replay term */
   row->samples = samples;
+  row->groups_all_equal = equal_groups;
+  row->groups_dropped = dropped_groups;
+  row->judgments = health.judgments;
+  row->judge_format_failures = health.format_failures;
+  row->judgments_without_score = health.without_score;
   row->mean_score = scored ? score_sum / (double)scored : NAN;
   row->pairs = np;
   row->replay = rb.d.n;
   row->pair_accuracy = np && !c->ro.prompts ? (double)pair_ok / (double)np : NAN;
   if (st == SRLM_OK && c->lead && grpo) {
-    SRLM_INFO("iteration %d groups: %lld groups of %d samples (%lld prompts short of samples); mean score %.2f", t,
-              (long long)n_groups, c->ro.K, (long long)short_groups, row->mean_score);
+    SRLM_INFO("iteration %d groups: %lld groups of %d samples (%lld prompts short of samples, %lld groups with all "
+              "rewards equal, %lld of them dropped); mean score %.2f", t, (long long)n_groups, c->ro.K,
+              (long long)short_groups, (long long)equal_groups, (long long)dropped_groups, row->mean_score);
     st = write_rollouts(c, t, sh, rows3, 0, n_groups, &ps, 0, stale);
   } else if (st == SRLM_OK && c->lead) {
     SRLM_INFO("iteration %d pairs: %lld pairs from %lld prompts (%lld skipped with < 2 scores, %lld ties, %lld below "

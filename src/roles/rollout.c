@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "rollout.h"
+#include "srlm/countdown.h"
 #include "srlm/generate.h"
 #include "srlm/selfreward.h"
 #include "srlm/tasks.h"
@@ -109,11 +110,24 @@ srlm_status sr_response_text(const sr_rollout *r, const srlm_shard *s, int64_t r
   return srlm_tokenizer_decode(r->tok, s->response_ids + a, (size_t)(b - a), text, len);
 }
 
+srlm_status sr_prompt_check(const srlm_config *cfg, const char *instruction, const char *answer, size_t len, int *ok) {
+  *ok = 0;
+  if (cfg->data.checker != SRLM_CFG_CHECKER_COUNTDOWN)
+    return srlm_error(SRLM_ERR_CONFIG, "data.checker", "none: the prompt set has no checker");
+  srlm_cd_puzzle p;
+  srlm_status st = srlm_cd_prompt_parse(instruction, strlen(instruction), &p);
+  if (st != SRLM_OK) return srlm_error_context(st, "data.checker countdown: prompt \"%.40s\"", instruction);
+  *ok = srlm_cd_check(&p, answer, len, NULL) == SRLM_CD_OK;
+  return SRLM_OK;
+}
+
 /* A prompt set's responses: the text judge, judge.samples judgments each, keyed by the
- * sample's generation key (so a judgment does not depend on where it runs). */
+ * sample's generation key (so a judgment does not depend on where it runs); with
+ * judge.source verifier the checker alone (data.checker), with mix both. */
 static srlm_status judge_text(const sr_rollout *r, srlm_shard *s, sr_judge_counts *jc) {
   const int64_t R = s->n_responses;
-  const int J = r->cfg->judge.samples;
+  const srlm_cfg_judge_source src = r->cfg->judge.source;
+  const int J = src == SRLM_CFG_SOURCE_VERIFIER ? 1 : r->cfg->judge.samples;
   char **resp = srlm_xcalloc((size_t)R + 1, sizeof *resp);
   const char **instr = srlm_xcalloc((size_t)R + 1, sizeof *instr);
   uint64_t *keys = srlm_xmalloc((size_t)(R + 1) * sizeof *keys);
@@ -128,13 +142,29 @@ static srlm_status judge_text(const sr_rollout *r, srlm_shard *s, sr_judge_count
   srlm_llm_judgment *out = srlm_xcalloc((size_t)(R * J + 1), sizeof *out);
   double *mean = srlm_xmalloc((size_t)(R + 1) * sizeof *mean);
   srlm_judge_stats js = {0};
-  if (st == SRLM_OK && R > 0)
+  if (st == SRLM_OK && R > 0 && src != SRLM_CFG_SOURCE_VERIFIER)
     st = srlm_llm_judge_run(r->llm, r->m, (int)R, instr, (const char *const *)resp, keys, J, out, mean, &js);
   if (st == SRLM_OK) st = srlm_shard_set_judgments_per_response(s, J);
   for (int64_t j = 0; j < R && st == SRLM_OK; j++) {
-    for (int q = 0; q < J && st == SRLM_OK; q++) {
-      const srlm_llm_judgment *o = &out[j * J + q];
-      st = srlm_shard_add_judgment(s, o->text, o->ids, o->n_ids, (float)o->score);
+    double verifier = NAN;
+    if (src != SRLM_CFG_SOURCE_MODEL) {
+      int ok = 0;
+      if (s->flags[j] & SRLM_SHARD_F_EOS) st = sr_prompt_check(r->cfg, instr[j], resp[j], strlen(resp[j]), &ok);
+      verifier = ok ? r->cfg->judge.score_max : r->cfg->judge.score_min;
+    }
+    if (src == SRLM_CFG_SOURCE_VERIFIER) {
+      if (st == SRLM_OK)
+        st = srlm_shard_add_judgment(s, verifier > r->cfg->judge.score_min ? "checker: right" : "checker: wrong", NULL,
+                                     0, (float)verifier);
+      mean[j] = verifier;
+    } else {
+      for (int q = 0; q < J && st == SRLM_OK; q++) {
+        const srlm_llm_judgment *o = &out[j * J + q];
+        st = srlm_shard_add_judgment(s, o->text, o->ids, o->n_ids, (float)o->score);
+      }
+      if (src == SRLM_CFG_SOURCE_MIX) /* a judgment without a score leaves the checker's alone */
+        mean[j] = isfinite(mean[j]) ? (1 - r->cfg->judge.verifier_weight) * mean[j] + r->cfg->judge.verifier_weight * verifier
+                                    : verifier;
     }
     if (isfinite(mean[j])) {
       s->mean_score[j] = (float)mean[j];
@@ -146,12 +176,12 @@ static srlm_status judge_text(const sr_rollout *r, srlm_shard *s, sr_judge_count
   }
   jc->responses += R;
   jc->judgments += js.judgments;
-  jc->unparsable += js.unparsable;
+  jc->format_failures += js.unparsable;
   if (js.limit_hits) /* counted apart: the pattern's cost, not the judgments' form */
     SRLM_WARN("shard %lld: %lld judgments not parsed: judge.score_regex hit PCRE2's match or depth limit "
               "(%u steps, depth %u); simplify the pattern", (long long)s->shard_index, (long long)js.limit_hits,
               SRLM_JUDGE_MATCH_LIMIT, SRLM_JUDGE_DEPTH_LIMIT);
-  srlm_llm_judgments_free(out, R * J);
+  srlm_llm_judgments_free(out, src != SRLM_CFG_SOURCE_VERIFIER ? R * J : 0);
   free(out);
   free(mean);
   for (int64_t j = 0; j < R; j++) free(resp[j]);
@@ -159,6 +189,16 @@ static srlm_status judge_text(const sr_rollout *r, srlm_shard *s, sr_judge_count
   free(instr);
   free(keys);
   return st;
+}
+
+static int task_judgment_ok(const char *text, size_t len) {
+  int score;
+  return srlm_task_judgment_parse(text, len, &score);
+}
+
+void sr_judge_health(const sr_rollout *r, const srlm_shard *s, srlm_shard_judge_health *h) {
+  if (r->cfg->judge.source == SRLM_CFG_SOURCE_VERIFIER) return;
+  srlm_shard_judge_health_add(s, r->prompts ? NULL : task_judgment_ok, h);
 }
 
 srlm_status sr_judge_shard(const sr_rollout *r, srlm_shard *s, sr_judge_counts *jc) {
@@ -192,7 +232,7 @@ srlm_status sr_judge_shard(const sr_rollout *r, srlm_shard *s, sr_judge_counts *
         snprintf(text, sizeof text, "%s%d", jr[j].rationale, jr[j].greedy_score);
       else
         snprintf(text, sizeof text, "%s", jr[j].rationale);
-      jc->unparsable += jr[j].greedy_score == 0;
+      jc->format_failures += jr[j].greedy_score == 0;
     }
     if (src != SRLM_CFG_SOURCE_MODEL) {
       int ok = (s->flags[j] & SRLM_SHARD_F_EOS) && srlm_task_check(&pp[j], cand[j], strlen(cand[j]));

@@ -36,7 +36,8 @@ typedef struct sr_rollout {
 
 /* What a judge saw in its shards (summed over shards and ranks for the progress lines). */
 typedef struct sr_judge_counts {
-  int64_t responses, judgments, unparsable, unscored;
+  int64_t responses, judgments, unscored;
+  int64_t format_failures; /* judgments without a score in the judge's format (srlm_shard_judge_health) */
   int64_t stale; /* shards of another policy version, dropped (shard.h) */
   double score_sum; /* over scored responses */
 } sr_judge_counts;
@@ -55,6 +56,16 @@ srlm_status sr_judge_shard(const sr_rollout *r, srlm_shard *s, sr_judge_counts *
 /* The text of response `row` as generation returned it: the tokens decoded without the
  * final stop token. *text: free(). */
 srlm_status sr_response_text(const sr_rollout *r, const srlm_shard *s, int64_t row, char **text, size_t *len);
+
+/* The judge's format health of a scored shard (shard.h srlm_shard_judge_health): the
+ * task's judge format, or the text judge's NaN scores; nothing with judge.source
+ * verifier (no model judgment). Accumulates into *h. */
+void sr_judge_health(const sr_rollout *r, const srlm_shard *s, srlm_shard_judge_health *h);
+
+/* A prompt set's checker (data.checker): *ok = 1 when `answer` (len bytes, stopped at
+ * EOS) is right for the prompt whose judge {prompt} is `instruction`. SRLM_ERR_FORMAT
+ * when the prompt is not one the checker reads; SRLM_ERR_CONFIG without a checker. */
+srlm_status sr_prompt_check(const srlm_config *cfg, const char *instruction, const char *answer, size_t len, int *ok);
 
 /* The task puzzle of a shard's prompt row. */
 void sr_puzzle_of(const sr_rollout *r, const srlm_shard *s, int64_t prompt_row, srlm_task_puzzle *p);

@@ -126,7 +126,8 @@ static srlm_status wait_learners(sr_ctx *c, int t) {
 typedef struct sr_progress {
   srlm_timer tm;
   int t;
-  int64_t shards, prompts, samples, unparsable, unscored;
+  int64_t shards, prompts, samples, unscored;
+  srlm_shard_judge_health health;
   double last;
 } sr_progress;
 
@@ -134,7 +135,7 @@ static void progress_add(sr_ctx *c, sr_progress *p, const srlm_shard *s) {
   p->shards++;
   p->prompts += s->n_prompts;
   p->samples += s->n_responses;
-  for (int64_t j = 0; j < s->n_responses * s->judgments_per_response; j++) p->unparsable += isnan(s->judgment_score[j]);
+  sr_judge_health(&c->ro, s, &p->health);
   for (int64_t j = 0; j < s->n_responses; j++) p->unscored += !(s->flags[j] & SRLM_SHARD_F_SCORED);
   double el = srlm_timer_elapsed(&p->tm);
   if (!c->lead || (p->shards < c->ro.shards && el - p->last < 10.0)) return;
@@ -142,9 +143,9 @@ static void progress_add(sr_ctx *c, sr_progress *p, const srlm_shard *s) {
   double rate = el > 0 ? (double)p->samples / el : 0;
   double eta = p->shards ? el * (double)(c->ro.shards - p->shards) / (double)p->shards : 0;
   SRLM_INFO("iteration %d rollouts: %lld/%lld prompts generated and judged (%lld/%lld shards), %.0f samples/s, "
-            "%lld unparsable judgments, %lld unscored samples, ETA %.0f s",
+            "%lld judge format failures, %lld judgments without a score, %lld unscored samples, ETA %.0f s",
             p->t, (long long)p->prompts, (long long)c->ro.n, (long long)p->shards, (long long)c->ro.shards, rate,
-            (long long)p->unparsable, (long long)p->unscored, eta);
+            (long long)p->health.format_failures, (long long)p->health.without_score, (long long)p->unscored, eta);
 }
 
 /* Colocated: every rank generates and judges shards s = rank (mod ranks), then all
@@ -295,8 +296,9 @@ static srlm_status run_judge(sr_ctx *c, int t, int64_t version) {
   }
   SRLM_TRY(srlm_comm_flush(c->comm));
   for (int l = 0; l < L; l++) SRLM_TRY(srlm_comm_send_end(c->comm, srlm_comm_world_rank_of(c->comm, SRLM_ROLE_LEARNER, l)));
-  SRLM_INFO("iteration %d judge %d: %lld samples judged, %lld unparsable, %lld stale shards dropped, %.0f judgments/s "
-            "(%.1f s)", t, srlm_comm_role_rank(c->comm, SRLM_ROLE_JUDGE), (long long)jc.responses, (long long)jc.unparsable,
+  SRLM_INFO("iteration %d judge %d: %lld samples judged, %lld judge format failures, %lld stale shards dropped, "
+            "%.0f judgments/s (%.1f s)", t, srlm_comm_role_rank(c->comm, SRLM_ROLE_JUDGE), (long long)jc.responses,
+            (long long)jc.format_failures,
             (long long)jc.stale,
             jc.judgments / (srlm_timer_elapsed(&tm) + 1e-9), srlm_timer_elapsed(&tm));
   return SRLM_OK;
@@ -370,6 +372,13 @@ static srlm_status finish_iteration(sr_ctx *c, int t, srlm_timer *iter_tm) {
   json_object_set_new(o, "pairs", json_integer(row->pairs));
   json_object_set_new(o, "pair_accuracy_by_checker", sr_num(row->pair_accuracy));
   json_object_set_new(o, "replay", json_integer(row->replay));
+  json_object_set_new(o, "judgments", json_integer(row->judgments));
+  json_object_set_new(o, "judge_format_failures", json_integer(row->judge_format_failures));
+  json_object_set_new(o, "judgments_without_score", json_integer(row->judgments_without_score));
+  if (cfg->train.loss == SRLM_CFG_LOSS_GRPO) {
+    json_object_set_new(o, "groups_all_equal", json_integer(row->groups_all_equal));
+    json_object_set_new(o, "groups_dropped", json_integer(row->groups_dropped));
+  }
   json_object_set_new(o, "loss_first", sr_num(row->loss_first));
   json_object_set_new(o, "loss_last", sr_num(row->loss_last));
   json_object_set_new(o, "seconds", json_real(row->seconds));
@@ -418,6 +427,11 @@ static void rows_from_metrics(const char *path, srlm_sr_iteration *rows, int las
         json_t *pa = json_object_get(o, "pair_accuracy_by_checker");
         r->pair_accuracy = json_is_number(pa) ? json_number_value(pa) : NAN;
         r->replay = json_integer_value(json_object_get(o, "replay"));
+        r->judgments = json_integer_value(json_object_get(o, "judgments"));
+        r->judge_format_failures = json_integer_value(json_object_get(o, "judge_format_failures"));
+        r->judgments_without_score = json_integer_value(json_object_get(o, "judgments_without_score"));
+        r->groups_all_equal = json_integer_value(json_object_get(o, "groups_all_equal"));
+        r->groups_dropped = json_integer_value(json_object_get(o, "groups_dropped"));
         r->loss_first = json_number_value(json_object_get(o, "loss_first"));
         r->loss_last = json_number_value(json_object_get(o, "loss_last"));
         r->seconds = json_number_value(json_object_get(o, "seconds"));
@@ -630,9 +644,9 @@ srlm_status srlm_selfreward_run(const srlm_sr_inputs *in, srlm_sr_iteration *row
   if (!task && cfg->judge.mode == SRLM_CFG_JUDGE_EXPECTED)
     return srlm_error(SRLM_ERR_CONFIG, "judge.mode", "expected needs a built-in task's judge format (its score "
                       "tokens); a prompt set's judgments are parsed with judge.score_regex (judge.mode: regex)");
-  if (!task && cfg->judge.source != SRLM_CFG_SOURCE_MODEL)
-    return srlm_error(SRLM_ERR_CONFIG, "judge.source", "%s needs a built-in task with a checker (task.name); a prompt "
-                      "set is judged by the model", cfg->judge.source == SRLM_CFG_SOURCE_VERIFIER ? "verifier" : "mix");
+  if (!task && cfg->judge.source != SRLM_CFG_SOURCE_MODEL && cfg->data.checker == SRLM_CFG_CHECKER_NONE)
+    return srlm_error(SRLM_ERR_CONFIG, "judge.source", "%s needs a checker: a built-in task (task.name) or a prompt "
+                      "set's data.checker", cfg->judge.source == SRLM_CFG_SOURCE_VERIFIER ? "verifier" : "mix");
   sr_ctx c = {.cfg = cfg, .comm = comm, .run_dir = in->run_dir, .tok_dir = in->tok_dir, .rows = rows,
               .lead = srlm_comm_rank(comm) == 0, .eval = task ? NULL : in->eval_prompts};
   c.ro = (sr_rollout){.cfg = cfg, .m = m, .tok = tok, .prompts = task ? NULL : in->prompts, .llm = in->llm,

@@ -93,7 +93,8 @@ void srlm_pref_metrics_merge(srlm_pref_metrics *dst, const srlm_pref_metrics *sr
 static srlm_status check_grpo(const srlm_grpo_options *o, const srlm_grpo_batch *b) {
   const char *w = "loss";
   char why[128];
-  if (srlm_grpo_options_invalid(o->clip_eps, o->beta, o->is_cap, (int)o->agg, why, sizeof why))
+  if (srlm_grpo_options_invalid(o->clip_eps, o->clip_eps_high, (int)o->ratio, o->beta, o->is_cap, (int)o->agg, why,
+                                sizeof why))
     return srlm_error(SRLM_ERR_CONFIG, w, "%s", why);
   if (b->n < 0 || o->norm_seqs < 0 || o->norm_tokens < 0)
     return srlm_error(SRLM_ERR_RANGE, w, "negative sequence or token count");
@@ -122,11 +123,19 @@ srlm_status srlm_loss_grpo(const srlm_grpo_options *o, const srlm_grpo_batch *b,
   acc.tokens = b->n > 0 ? b->offsets[b->n] : 0;
   const double nseq = (double)(o->norm_seqs > 0 ? o->norm_seqs : (b->n > 0 ? b->n : 1));
   const double ntok = (double)(o->norm_tokens > 0 ? o->norm_tokens : (acc.tokens > 0 ? acc.tokens : 1));
-  const srlm_grpo_math gm = srlm_grpo_math_make(o->clip_eps, o->beta, o->is_cap);
+  const srlm_grpo_math gm = srlm_grpo_math_make(o->clip_eps, o->clip_eps_high, o->beta, o->is_cap, (int)o->ratio);
   for (int64_t i = 0; i < b->n; i++) {
     const int64_t t0 = b->offsets[i], t1 = b->offsets[i + 1];
     if (t1 == t0) continue;
     const double w = srlm_grpo_token_weight((int)o->agg, nseq, ntok, t1 - t0, o->l_max);
+    double slr = 0, sis = 0; /* the sequence's log-ratio sums, in token order */
+    if (gm.seq_ratio) {
+      for (int64_t t = t0; t < t1; t++) {
+        const double lp = b->logp[t], old = b->logp_old ? (double)b->logp_old[t] : lp;
+        slr += lp - old;
+        if (o->is_cap > 0) sis += old - (double)b->logp_behavior[t];
+      }
+    }
     for (int64_t t = t0; t < t1; t++) {
       const double lp = b->logp[t];
       const srlm_grpo_token_in x = {
@@ -135,6 +144,8 @@ srlm_status srlm_loss_grpo(const srlm_grpo_options *o, const srlm_grpo_batch *b,
           .logp_ref = b->logp_ref ? (double)b->logp_ref[t] : 0.0,
           .logp_behavior = o->is_cap > 0 ? (double)b->logp_behavior[t] : 0.0,
           .has_ref = b->logp_ref != NULL,
+          .seq_log_ratio = slr / (double)(t1 - t0),
+          .seq_log_is = sis / (double)(t1 - t0),
       };
       const srlm_grpo_term r = srlm_grpo_token_term(gm, b->advantages[i], w, x);
       if (b->logp_ref) acc.kl_sum += r.kl; /* the KL is logged whenever the reference is there */

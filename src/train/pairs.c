@@ -71,6 +71,34 @@ srlm_status srlm_pairs_select(const srlm_pair_options *o, int k, const double *s
   return SRLM_OK;
 }
 
+int srlm_group_all_equal(int g, const double *r) {
+  int n = 0;
+  double first = 0;
+  for (int i = 0; i < g; i++) {
+    if (!isfinite(r[i])) continue;
+    if (n == 0) first = r[i];
+    else if (r[i] != first) return 0;
+    n++;
+  }
+  return 1;
+}
+
+/* The sample std of every scored reward (two passes; 0 with fewer than 2). */
+static double batch_std(int64_t n, const double *r) {
+  double sum = 0, ss = 0;
+  int64_t k = 0;
+  for (int64_t i = 0; i < n; i++)
+    if (isfinite(r[i])) {
+      sum += r[i];
+      k++;
+    }
+  if (k < 2) return 0;
+  const double mean = sum / (double)k;
+  for (int64_t i = 0; i < n; i++)
+    if (isfinite(r[i])) ss += (r[i] - mean) * (r[i] - mean);
+  return sqrt(ss / (double)(k - 1));
+}
+
 srlm_status srlm_group_advantages(const srlm_group_options *o, int64_t n_groups, int g,
                                   const double *rewards, double *adv, srlm_group_stats *stats) {
   const char *w = "groups";
@@ -79,6 +107,7 @@ srlm_status srlm_group_advantages(const srlm_group_options *o, int64_t n_groups,
   if (o->use_std && !(o->eps >= 0)) return srlm_error(SRLM_ERR_CONFIG, w, "std eps %g must be >= 0", o->eps);
   srlm_group_stats none;
   if (!stats) stats = &none;
+  const double bstd = o->use_std && o->batch_std ? batch_std(n_groups * g, rewards) : 0;
   for (int64_t j = 0; j < n_groups; j++) {
     const double *r = rewards + j * g;
     double *a = adv + j * g;
@@ -105,7 +134,8 @@ srlm_status srlm_group_advantages(const srlm_group_options *o, int64_t n_groups,
     double ss = 0;
     for (int i = 0; i < g; i++)
       if (isfinite(r[i])) ss += (r[i] - mean) * (r[i] - mean);
-    const double scale = o->use_std ? 1.0 / (sqrt(ss / (n - 1)) + o->eps) : 1.0;
+    const double std = o->batch_std ? bstd : sqrt(ss / (n - 1));
+    const double scale = o->use_std ? 1.0 / (std + o->eps) : 1.0;
     for (int i = 0; i < g; i++) a[i] = isfinite(r[i]) ? (r[i] - mean) * scale : 0.0;
   }
   return SRLM_OK;

@@ -93,8 +93,8 @@ fi
 
 "$srlm" train $base run.name=v judge.source=verifier >/dev/null 2>"$tmp/v.err"
 rc=$?
-[ $rc -eq 2 ] || fail "verifier without a task: exit $rc, want 2"
-grep -q "judge.source: verifier needs a built-in task with a checker" "$tmp/v.err" || fail "verifier error: $(tail -1 "$tmp/v.err")"
+[ $rc -eq 2 ] || fail "verifier without a task or checker: exit $rc, want 2"
+grep -q "judge.source: verifier needs a checker: a built-in task (task.name) or a prompt set.s data.checker" "$tmp/v.err" || fail "verifier error: $(tail -1 "$tmp/v.err")"
 "$srlm" train $base run.name=em judge.mode=expected >/dev/null 2>"$tmp/em.err"
 rc=$?
 [ $rc -eq 2 ] || fail "judge.mode expected on a prompt set: exit $rc, want 2"

@@ -3,7 +3,8 @@
 # `srlm train` runs 2 iterations (generate, judge, pairs, DPO + NLL + judge replay, eval).
 # Checks the files and metrics the issue asks for (iter_<t>/model, metrics.jsonl eval lines
 # with accuracy and judge_agreement for t = 0..2, summary.json, the table), that a second
-# run with the same seed gives bit-identical weights, and GRPO with the verifier as the reward.
+# run with the same seed gives bit-identical weights, GRPO with the verifier as the reward, and
+# the judge's two counts named apart (judge_format_failures, judgments_without_score).
 set -u
 srlm=$1
 src=${SRLM_SOURCE_DIR:?}
@@ -49,6 +50,17 @@ for k in ("loss", "logp_chosen", "logp_rejected", "reward_chosen", "reward_rejec
 its = [l for l in lines if l.get("event") == "iteration"]
 if len(its) != 2 or any(l["pairs"] <= 0 for l in its):
     bad.append("iteration lines: %s" % its)
+# the judge's two counts, named apart: judge.mode expected reads a score from the score
+# tokens whether or not the greedy judgment parses, so no judgment lacks a score
+for l in its:
+    if l.get("judgments") != l["samples"] or not 0 <= l.get("judge_format_failures", -1) <= l["judgments"] \
+            or l.get("judgments_without_score") != 0:
+        bad.append("iteration %d: judgments %r, judge_format_failures %r, judgments_without_score %r (want 0)"
+                   % (l["iteration"], l.get("judgments"), l.get("judge_format_failures"),
+                      l.get("judgments_without_score")))
+for e in evals:
+    if not 0 <= e.get("judge_format_failures", -1) <= 64:
+        bad.append("eval %d: judge_format_failures %r" % (e["iteration"], e.get("judge_format_failures")))
 s = json.load(open(sys.argv[2]))
 if s.get("iterations_done") != 2 or len(s.get("iterations", [])) != 3:
     bad.append("summary: %s" % s)
@@ -59,6 +71,10 @@ print("eval accuracy %s, judge agreement %s" % ([round(e["accuracy"], 3) for e i
 sys.exit(1 if bad else 0)
 PY
 grep -q '^iter 2 ' "$tmp/a.out" || fail "no table row for iteration 2: $(cat "$tmp/a.out")"
+grep -q ' judge_fmt  *no_score ' "$tmp/a.out" || fail "no judge_fmt/no_score columns: $(head -1 "$tmp/a.out")"
+# "iter 2" is two words: the cells of the header's column k are field k + 1 of the row
+[ "$(awk 'NR == 1 { for (k = 1; k <= NF; k++) if ($k == "no_score") c = k + 1 } /^iter 2 / { print $c }' \
+    "$tmp/a.out")" = "0.0%" ] || fail "iteration 2's no_score cell is not 0.0%: $(grep '^iter 2' "$tmp/a.out")"
 grep -q 'iteration 1 rollouts: 48/48 prompts generated and judged' "$tmp/a.err" || fail "no rollout progress line"
 # same seed, same layout: bit-identical weights
 "$srlm" train -c configs/quickstart.yaml $small run.name=b >/dev/null 2>&1 || fail "second run"

@@ -195,6 +195,8 @@ struct grpo_setup {
   int agg;
   bool old_, ref, beh;
   double clip, beta, cap;
+  double hi = 0;                      // DAPO's clip_eps_high (0 = clip)
+  int ratio = SRLM_GRPO_RATIO_TOKEN;  // or per sequence (GSPO)
 };
 
 void test_grpo() {
@@ -204,6 +206,9 @@ void test_grpo() {
       {SRLM_GRPO_AGG_TOKEN_MEAN, true, true, true, 0.28, 0.0, 2.0},
       {SRLM_GRPO_AGG_FIXED_LEN, true, false, true, 0.1, 0.0, 1.5},
       {SRLM_GRPO_AGG_TOKEN_MEAN, false, true, false, 0.0, 0.1, 0.0},
+      {SRLM_GRPO_AGG_TOKEN_MEAN, true, true, false, 0.1, 0.04, 0.0, 0.28, SRLM_GRPO_RATIO_TOKEN},
+      {SRLM_GRPO_AGG_SEQ_MEAN, true, true, true, 0.2, 0.04, 2.0, 0.28, SRLM_GRPO_RATIO_SEQUENCE},
+      {SRLM_GRPO_AGG_FIXED_LEN, false, false, false, 0.2, 0.0, 0.0, 0.0, SRLM_GRPO_RATIO_SEQUENCE},
   };
   dev_instance d;
   int cases = 0, bad = 0;
@@ -229,7 +234,7 @@ void test_grpo() {
         cp.offsets = off.data(), cp.logp_old = o.old_ ? old.data() : nullptr;
         cp.logp_ref = o.ref ? ref.data() : nullptr, cp.logp_behavior = o.beh ? beh.data() : nullptr;
         cp.advantages = adv.data(), cp.n = n, cp.T = b.T, cp.clip_eps = o.clip, cp.beta = o.beta;
-        cp.is_cap = o.cap, cp.agg = o.agg, cp.l_max = max_len + 1;
+        cp.is_cap = o.cap, cp.agg = o.agg, cp.l_max = max_len + 1, cp.clip_eps_high = o.hi, cp.ratio = o.ratio;
         cp.norm_seqs = n + irnd(1, 3), cp.norm_tokens = (int64_t)Ntok + irnd(1, 30);
         OK(SRLM_OP(srlm_backend_cpu(), grpo_loss, cp));
         srlm_grpo_loss_params p = cp;
@@ -239,7 +244,7 @@ void test_grpo() {
         p.logp_old = o.old_ ? d.up(old) : nullptr, p.logp_ref = o.ref ? d.up(ref) : nullptr;
         p.logp_behavior = o.beh ? d.up(beh) : nullptr, p.advantages = d.up(adv);
         char what[96];
-        snprintf(what, sizeof what, "grpo agg %d n=%d T=%lld", o.agg, n, (long long)b.T);
+        snprintf(what, sizeof what, "grpo agg %d ratio %d n=%d T=%lld", o.agg, o.ratio, n, (long long)b.T);
         bad += run_and_compare(d, what, [&] { return d.be.ops->grpo_loss(&d.be, p); }, dg, cg, dout, cout);
         d.release();
         cases++;

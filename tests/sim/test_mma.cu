@@ -3,7 +3,10 @@
  * m16n8k16 bf16 -> fp32 with fragments loaded per the documented layout and, the way a GEMM
  * kernel does it, through ldmatrix.x4 (A) and ldmatrix.x2.trans (B); all against a plain
  * matrix product of the same bf16 values (small integers, so every sum is exact). Plus
- * cp.async 16-byte copies to shared memory. */
+ * cp.async to shared memory: 16-byte copies, zero fills (4 and 16 bytes, whole and partial),
+ * and two groups in flight, where a read after wait_group 1 sees the first group landed and
+ * the second not (the simulator lands copies only at their wait, NaN until then: a missing
+ * wait fails). */
 #include "mma.cuh"
 #include "sim_test.h"
 
@@ -92,6 +95,35 @@ __global__ void cp_async_kernel(const float *in, float *out) {
   for (int k = 0; k < 4; k++) out[blockIdx.x * 256 + 4 * t + k] = tile[255 - (4 * t + k)];
 }
 
+// Two groups in flight: tile 0 (group 0) and tile 1 (group 1), then wait_group 1: tile 0 must
+// have landed; tile 1 is read before wait_group 0 when `early` (the bug the simulator must
+// expose: it holds NaN, the simulator's contents of a copy in flight). Then zero fills: 4-byte copies of src-size
+// 4 (odd threads) or 0, and 16-byte copies of src-size 8.
+__global__ void cp_async_groups_kernel(const float *in, float *out, int early) {
+  __shared__ __align__(16) float tile[2][256];
+  __shared__ __align__(16) float z4[64], z16[256];
+  const int t = threadIdx.x;
+  for (int i = t; i < 256; i += 64) tile[0][i] = tile[1][i] = z16[i] = -1.0f;
+  z4[t] = -1.0f;
+  __syncthreads();
+  srlm_cp_async<16>(&tile[0][4 * t], &in[4 * t]);
+  srlm_cp_async_commit();
+  srlm_cp_async<16>(&tile[1][4 * t], &in[256 + 4 * t]);
+  srlm_cp_async<4>(&z4[t], &in[t], t % 2 ? 4 : 0);
+  srlm_cp_async<16>(&z16[4 * t], &in[4 * t], 8);
+  srlm_cp_async_commit();
+  srlm_cp_async_wait<1>();
+  __syncthreads();
+  for (int k = 0; k < 4; k++) out[4 * t + k] = tile[0][255 - (4 * t + k)];
+  if (!early) srlm_cp_async_wait<0>();
+  __syncthreads();
+  for (int k = 0; k < 4; k++) out[256 + 4 * t + k] = tile[1][255 - (4 * t + k)];
+  out[512 + t] = z4[t];
+  for (int k = 0; k < 4; k++) out[576 + 4 * t + k] = z16[4 * t + k];
+  __syncthreads();  // every read is done before any thread lands its late copies
+  if (early) srlm_cp_async_wait<0>();
+}
+
 int test_ldmatrix() {
   unsigned *d = dev_from<unsigned>(nullptr, 14 * 32);
   SRLM_LAUNCH(ldmatrix_kernel, 1, 32, 0, 0, d);
@@ -172,7 +204,38 @@ int test_cp_async() {
 
 }  // namespace
 
+int test_cp_async_groups() {
+  float h[512], r[832];
+  for (int i = 0; i < 512; i++) h[i] = (float)i + 0.5f;
+  float *in = dev_from(h, 512), *out = dev_from<float>(nullptr, 832);
+  for (int early = 0; early < 2; early++) {
+    SRLM_LAUNCH(cp_async_groups_kernel, 1, 64, 0, 0, in, out, early);
+    CK_LAUNCH();
+    CK(cudaMemcpy(r, out, sizeof r, cudaMemcpyDeviceToHost));
+    int bad0 = 0, bad1 = 0, stale1 = 0, badz = 0;
+    for (int i = 0; i < 256; i++) {
+      bad0 += r[i] != h[255 - i];
+      bad1 += r[256 + i] != h[256 + 255 - i];
+      stale1 += isnan(r[256 + i]);
+    }
+    if (!early) {
+      for (int t = 0; t < 64; t++) badz += r[512 + t] != (t % 2 ? h[t] : 0.0f);
+      for (int i = 0; i < 256; i++) badz += r[576 + i] != (i % 4 < 2 ? h[i] : 0.0f);
+    }
+    EXPECT(bad0 == 0, "cp.async (early %d): group 0 after wait_group 1: %d of 256 elements wrong", early, bad0);
+    if (early)
+      EXPECT(stale1 == 256, "cp.async: group 1 read before its wait_group: %d of 256 elements in flux (NaN), "
+             "expected all", stale1);
+    else
+      EXPECT(bad1 == 0 && badz == 0, "cp.async: group 1 after wait_group 0: %d elements wrong, zero fills: %d wrong",
+             bad1, badz);
+  }
+  CK(cudaFree(in));
+  CK(cudaFree(out));
+  return 0;
+}
+
 int main() {
-  if (test_ldmatrix() || test_mma() || test_cp_async()) return 1;
+  if (test_ldmatrix() || test_mma() || test_cp_async() || test_cp_async_groups()) return 1;
   TEST_MAIN_END();
 }

@@ -807,7 +807,7 @@ typedef struct attn_shape {
 
 /* empty batches (B = 0, an empty sequence), GQA ratios 1, 2, 3, 4, 8 (MQA), windows,
  * sequences past 32/64/128-query tiles, many short sequences packed, head dims 2..256
- * including 80 and an odd one */
+ * including 10, 24, 80, 96 and an odd one (7: the fp32-tile kernel) */
 static const attn_shape k_attn_shapes[] = {
     {1, {1}, 1, 1, 2, 0},           {0, {0}, 2, 1, 4, 0},          {1, {0}, 2, 1, 4, 0},
     {2, {5, 3}, 2, 1, 8, 0},        {3, {70, 1, 130}, 4, 2, 16, 0}, {2, {100, 67}, 4, 4, 32, 17},
@@ -815,6 +815,11 @@ static const attn_shape k_attn_shapes[] = {
     {1, {47}, 4, 2, 80, 5},         {3, {129, 64, 65}, 2, 1, 64, 0},
     {2, {40, 1}, 4, 1, 256, 17},    {2, {12, 20}, 3, 3, 7, 0},
     {14, {1, 2, 3, 1, 5, 2, 1, 4, 3, 1, 2, 7, 1, 1}, 8, 2, 16, 3},
+    /* the tensor-core forward's classes: HS 24 and 96 padded (to 32, 128), GQA 8 at HS 96
+     * over a sequence one past a 64-row tile, HS 10 (4-byte copies), 2+ key tiles at HS 128
+     * with GQA 4 (causal tiles skipped per warp) and a window crossing tile boundaries */
+    {3, {1, 33, 17}, 4, 2, 24, 0},  {2, {65, 3}, 8, 1, 96, 0},      {2, {31, 6}, 2, 1, 10, 4},
+    {1, {150}, 4, 1, 128, 0},       {2, {140, 20}, 2, 2, 64, 70},
     {2, {1024, 700}, 8, 2, 128, 256}, /* --large: Llama-3's head dim and GQA ratio */
 };
 
@@ -1065,6 +1070,13 @@ static void case_attention_kv(tctx *t) {
       {4, {130, 9, 65, 2}, {1, 1, 1, 1}, 8, 1, 64, 64},
       {1, {200}, {67}, 6, 2, 80, 0},
       {3, {40, 1, 33}, {1, 1, 33}, 8, 2, 256, 17},
+      /* decode steps of GQA 8 at HS 128 past one and two 64-key tiles, a chunk of 2; HS 96 with GQA 2 */
+      {4, {65, 1, 129, 64}, {1, 1, 2, 1}, 8, 1, 128, 0},
+      {2, {70, 9}, {5, 1}, 4, 2, 96, 0},
+      /* split-KV (caches past 512 positions on the tensor-core path): 3 pieces next to 1; a
+       * window that leaves a query no key in its first piece, a chunk of 2 across a boundary */
+      {3, {700, 40, 1100}, {1, 2, 1}, 4, 1, 64, 0},
+      {2, {1100, 530}, {1, 2}, 2, 1, 32, 50},
   };
   for (size_t k = 0; k < NELEM(S); k++) {
     const kv_shape *s = &S[k];
@@ -2136,17 +2148,24 @@ static srlm_status grpo_launch(srlm_backend *be, void *vp) {
  * log-probs near the current ones, so tokens fall on both sides of the clip band and of the
  * importance cap. The floor: 16 double ulps of the sum of |terms|. */
 static void case_grpo_loss(tctx *t) {
-  static const struct { int64_t n, max_len; int agg, old, ref, beh; double clip, beta, cap; } S[] = {
-      {0, 5, SRLM_GRPO_AGG_SEQ_MEAN, 0, 0, 0, 0.2, 0, 0},     {1, 1, SRLM_GRPO_AGG_SEQ_MEAN, 0, 0, 0, 0.2, 0, 0},
-      {4, 40, SRLM_GRPO_AGG_SEQ_MEAN, 1, 1, 0, 0.2, 0.04, 0}, {5, 300, SRLM_GRPO_AGG_TOKEN_MEAN, 1, 1, 1, 0.28, 0, 2},
-      {3, 60, SRLM_GRPO_AGG_FIXED_LEN, 1, 0, 1, 0.1, 0, 1.5}, {6, 9, SRLM_GRPO_AGG_TOKEN_MEAN, 0, 1, 0, 0, 0.1, 0},
+  /* hi: DAPO's clip_eps_high (0 = clip); ratio: per token or per sequence (GSPO) */
+  static const struct { int64_t n, max_len; int agg, old, ref, beh; double clip, beta, cap, hi; int ratio; } S[] = {
+      {0, 5, SRLM_GRPO_AGG_SEQ_MEAN, 0, 0, 0, 0.2, 0, 0, 0, SRLM_GRPO_RATIO_TOKEN},
+      {1, 1, SRLM_GRPO_AGG_SEQ_MEAN, 0, 0, 0, 0.2, 0, 0, 0, SRLM_GRPO_RATIO_TOKEN},
+      {4, 40, SRLM_GRPO_AGG_SEQ_MEAN, 1, 1, 0, 0.2, 0.04, 0, 0, SRLM_GRPO_RATIO_TOKEN},
+      {5, 300, SRLM_GRPO_AGG_TOKEN_MEAN, 1, 1, 1, 0.28, 0, 2, 0, SRLM_GRPO_RATIO_TOKEN},
+      {3, 60, SRLM_GRPO_AGG_FIXED_LEN, 1, 0, 1, 0.1, 0, 1.5, 0, SRLM_GRPO_RATIO_TOKEN},
+      {6, 9, SRLM_GRPO_AGG_TOKEN_MEAN, 0, 1, 0, 0, 0.1, 0, 0, SRLM_GRPO_RATIO_TOKEN},
+      {5, 300, SRLM_GRPO_AGG_TOKEN_MEAN, 1, 1, 0, 0.1, 0.04, 0, 0.28, SRLM_GRPO_RATIO_TOKEN},
+      {4, 40, SRLM_GRPO_AGG_SEQ_MEAN, 1, 1, 1, 0.05, 0.04, 1.2, 0.08, SRLM_GRPO_RATIO_SEQUENCE},
+      {6, 300, SRLM_GRPO_AGG_TOKEN_MEAN, 0, 0, 0, 0.2, 0, 0, 0, SRLM_GRPO_RATIO_SEQUENCE},
   };
   if (t->dtype_pass > 0) return; /* no dtype: run with the first one only */
   for (size_t k = 0; k < NELEM(S); k++) {
     const int64_t n = S[k].n;
-    shape_begin(t, (int)k, "seqs=%lld agg %d%s%s%s clip %g beta %g cap %g", (long long)n, S[k].agg,
-                S[k].old ? " old" : "", S[k].ref ? " ref" : "", S[k].beh ? " behavior" : "", S[k].clip, S[k].beta,
-                S[k].cap);
+    shape_begin(t, (int)k, "seqs=%lld agg %d%s%s%s clip %g/%g beta %g cap %g ratio %s", (long long)n, S[k].agg,
+                S[k].old ? " old" : "", S[k].ref ? " ref" : "", S[k].beh ? " behavior" : "", S[k].clip, S[k].hi,
+                S[k].beta, S[k].cap, S[k].ratio ? "sequence" : "token");
     tens *start = T_in(t, "resp_start", E_I32, n), *len = T_in(t, "len", E_I32, n);
     tens *off = T_in(t, "offsets", E_I64, n + 1);
     int64_t T;
@@ -2169,10 +2188,11 @@ static void case_grpo_loss(tctx *t) {
     tens *g = T_out(t, "g", E_F32, T), *out = T_out(t, "seq_out", E_F64, n * SRLM_GRPO_OUT_COUNT);
     for (int64_t i = 0; i < out->n; i++) F64(out)[i] = NAN; /* overwritten */
     grpo_io io = {{.n = n, .T = T, .clip_eps = S[k].clip, .beta = S[k].beta, .is_cap = S[k].cap, .agg = S[k].agg,
+                   .clip_eps_high = S[k].hi, .ratio = S[k].ratio,
                    .l_max = S[k].max_len + 3, .norm_seqs = n + 1, .norm_tokens = N + 7},
                   g, out, logp, start, off, old, ref, beh, adv};
     if (EXEC(t, grpo_launch, &io, logp, start, off, old, ref, beh, adv, g, out)) {
-      const srlm_grpo_math m = srlm_grpo_math_make(S[k].clip, S[k].beta, S[k].cap);
+      const srlm_grpo_math m = srlm_grpo_math_make(S[k].clip, S[k].hi, S[k].beta, S[k].cap, S[k].ratio);
       double *rs = dz(t, out->n), *ns = dz(t, out->n), *gref = dz(t, T), mag = 0;
       float *gnv = fz(t, T);
       char *covered = scratch(t, (size_t)T);
@@ -2182,11 +2202,18 @@ static void case_grpo_loss(tctx *t) {
             srlm_grpo_token_weight(S[k].agg, (double)io.p.norm_seqs, (double)io.p.norm_tokens, L, io.p.l_max);
         double hi[SRLM_GRPO_OUT_COUNT] = {0}, lo[SRLM_GRPO_OUT_COUNT] = {0}, sm[SRLM_GRPO_OUT_COUNT] = {0};
         double *nrow = ns + i * SRLM_GRPO_OUT_COUNT;
+        double slr = 0, sis = 0; /* GSPO: the sequence's log-ratio sums in token order */
+        for (int64_t q = 0; q < L; q++) {
+          const double lp = logp->f[I32(start)[i] + q], o = old ? old->f[j0 + q] : lp;
+          slr += lp - o;
+          if (S[k].cap > 0) sis += o - (double)beh->f[j0 + q];
+        }
         for (int64_t q = 0; q < L; q++) {
           const int64_t tt = I32(start)[i] + q, j = j0 + q;
           const double lp = logp->f[tt];
           const srlm_grpo_token_in x = {.logp = lp, .logp_old = old ? old->f[j] : lp, .logp_ref = ref ? ref->f[j] : 0,
-                                        .logp_behavior = beh ? beh->f[j] : 0, .has_ref = ref != NULL};
+                                        .logp_behavior = beh ? beh->f[j] : 0, .has_ref = ref != NULL,
+                                        .seq_log_ratio = slr / (double)L, .seq_log_is = sis / (double)L};
           const srlm_grpo_term r = srlm_grpo_token_term(m, F64(adv)[i], w, x);
           gref[tt] = r.g, gnv[tt] = (float)r.g, covered[tt] = 1;
           const double v[SRLM_GRPO_OUT_COUNT] = {-r.wj, r.kl, r.rho, r.clipped, r.truncated};

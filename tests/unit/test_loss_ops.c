@@ -350,7 +350,14 @@ typedef struct grpo_case {
   srlm_grpo_options o; /* explicit normalizers */
 } grpo_case;
 
-/* Ratios kept 0.02 away from the clip edges, so finite differences never cross a kink. */
+/* A ratio 0.02 or closer to a clip edge of o. */
+static int near_edge(double r, const srlm_grpo_options *o) {
+  const double hi = o->clip_eps_high > 0 ? o->clip_eps_high : o->clip_eps;
+  return fabs(r - (1 - o->clip_eps)) < 0.02 || fabs(r - (1 + hi)) < 0.02;
+}
+
+/* Ratios (per token, or per sequence with ratio SEQUENCE) kept 0.02 away from the clip
+ * edges, so finite differences never cross a kink. */
 static void make_grpo(grpo_case *c, int n, srlm_grpo_options o, int with_old, int with_ref, int with_beh, int max_len) {
   int32_t len[MAXS] = {0};
   for (int s = 0; s < n; s++) len[s] = irand(1, max_len);
@@ -365,10 +372,16 @@ static void make_grpo(grpo_case *c, int n, srlm_grpo_options o, int with_old, in
       const double lp = c->b.logp[c->b.start[s] + k];
       double r;
       do r = urand(0.5, 1.5);
-      while (fabs(r - (1 - o.clip_eps)) < 0.02 || fabs(r - (1 + o.clip_eps)) < 0.02);
+      while (near_edge(r, &o));
       c->old[j] = (float)(lp - log(r));
       c->ref[j] = (float)(lp + urand(-1, 1));
       c->beh[j] = (float)(c->old[j] + urand(-1.5, 1.5));
+    }
+    for (int moved = 0; o.ratio == SRLM_GRPO_RATIO_SEQUENCE && moved < 100; moved++) {
+      double m = 0;
+      for (int k = 0; k < len[s]; k++) m += c->b.logp[c->b.start[s] + k] - (double)c->old[c->off[s] + k];
+      if (!near_edge(exp(m / len[s]), &o)) break;
+      for (int k = 0; k < len[s]; k++) c->old[c->off[s] + k] -= 0.0625f; /* the sequence's ratio x e^(1/16) */
     }
   }
   c->with_old = with_old;
@@ -385,6 +398,7 @@ static srlm_grpo_loss_params grpo_params(grpo_case *c, const float *logp, float 
       .logp_old = c->with_old ? c->old : NULL, .logp_ref = c->with_ref ? c->ref : NULL,
       .logp_behavior = c->with_beh ? c->beh : NULL, .advantages = c->adv, .n = c->n, .T = c->b.T,
       .clip_eps = c->o.clip_eps, .beta = c->o.beta, .is_cap = c->o.is_cap, .agg = (int)c->o.agg,
+      .clip_eps_high = c->o.clip_eps_high, .ratio = (int)c->o.ratio,
       .l_max = c->o.l_max, .norm_seqs = c->o.norm_seqs, .norm_tokens = c->o.norm_tokens};
   return p;
 }
@@ -460,7 +474,9 @@ static int check_grpo_case(grpo_case *c, double *loss_gap, int64_t *clipped, int
 
 static void test_grpo_against_host(void) {
   static const char *names[] = {"grpo (seq mean)", "dapo (token mean)", "dr.grpo (fixed len)"};
+  static const char *variants[] = {"", " clip_eps_high .35", " gspo ratio"};
   static const int sizes[] = {1, 3, 8, 24};
+  for (int v = 0; v < 3; v++)
   for (int agg = 0; agg < 3; agg++) {
     int cases = 0, bad = 0;
     double gap = 0;
@@ -470,7 +486,9 @@ static void test_grpo_against_host(void) {
         for (size_t z = 0; z < sizeof sizes / sizeof sizes[0]; z++) {
           const int with_old = inputs & 1, with_ref = (inputs >> 1) & 1, with_beh = (inputs >> 2) & 1;
           srlm_grpo_options o = {.clip_eps = big_norm ? 0.28 : 0.2, .beta = with_ref ? 0.04 : 0,
-                                 .agg = (srlm_grpo_agg)agg, .l_max = 16, .is_cap = with_beh ? 2 : 0};
+                                 .agg = (srlm_grpo_agg)agg, .l_max = 16, .is_cap = with_beh ? 2 : 0,
+                                 .clip_eps_high = v == 1 ? 0.35 : 0,
+                                 .ratio = v == 2 ? SRLM_GRPO_RATIO_SEQUENCE : SRLM_GRPO_RATIO_TOKEN};
           if (big_norm) {
             o.norm_seqs = 3 * sizes[z] + 1;
             o.norm_tokens = 16 * sizes[z] + 5;
@@ -478,15 +496,15 @@ static void test_grpo_against_host(void) {
           grpo_case c;
           make_grpo(&c, sizes[z], o, with_old, with_ref, with_beh, 15);
           const int b = check_grpo_case(&c, &gap, &clipped, &truncated);
-          EXPECT(b == 0, "%s: %d seqs old %d ref %d behavior %d norms %lld/%lld: %d values differ", names[agg],
-                 sizes[z], with_old, with_ref, with_beh, (long long)c.o.norm_seqs, (long long)c.o.norm_tokens, b);
+          EXPECT(b == 0, "%s%s: %d seqs old %d ref %d behavior %d norms %lld/%lld: %d values differ", names[agg],
+                 variants[v], sizes[z], with_old, with_ref, with_beh, (long long)c.o.norm_seqs, (long long)c.o.norm_tokens, b);
           bad += b;
           cases++;
         }
-    EXPECT(clipped > 0 && truncated > 0, "%s: no clipped (%lld) or truncated (%lld) tokens", names[agg],
-           (long long)clipped, (long long)truncated);
-    fprintf(stderr, "grpo_loss %-20s %3d batches: %d values differ from srlm_loss_grpo (tolerance 0); "
-            "batch loss gap %.3g; %lld clipped, %lld truncated tokens\n", names[agg], cases, bad, gap,
+    EXPECT(clipped > 0 && truncated > 0, "%s%s: no clipped (%lld) or truncated (%lld) tokens", names[agg],
+           variants[v], (long long)clipped, (long long)truncated);
+    fprintf(stderr, "grpo_loss %-20s%-18s %3d batches: %d values differ from srlm_loss_grpo (tolerance 0); "
+            "batch loss gap %.3g; %lld clipped, %lld truncated tokens\n", names[agg], variants[v], cases, bad, gap,
             (long long)clipped, (long long)truncated);
   }
 }
@@ -532,6 +550,14 @@ static void test_grpo_errors(void) {
   EXPECT_EQ_INT(SRLM_OP(be, grpo_loss, grpo_params(&e, e.b.logp, g, out)), SRLM_ERR_CONFIG);
   EXPECT_CONTAINS(srlm_error_message(), "clip_eps 1");
   e = c;
+  e.o.clip_eps_high = -0.1;
+  EXPECT_EQ_INT(SRLM_OP(be, grpo_loss, grpo_params(&e, e.b.logp, g, out)), SRLM_ERR_CONFIG);
+  EXPECT_CONTAINS(srlm_error_message(), "clip_eps_high -0.1");
+  e = c;
+  e.o.ratio = (srlm_grpo_ratio)5;
+  EXPECT_EQ_INT(SRLM_OP(be, grpo_loss, grpo_params(&e, e.b.logp, g, out)), SRLM_ERR_CONFIG);
+  EXPECT_CONTAINS(srlm_error_message(), "unknown GRPO ratio level 5");
+  e = c;
   e.o.agg = (srlm_grpo_agg)7;
   EXPECT_EQ_INT(SRLM_OP(be, grpo_loss, grpo_params(&e, e.b.logp, g, out)), SRLM_ERR_CONFIG);
   EXPECT_CONTAINS(srlm_error_message(), "unknown GRPO aggregation 7");
@@ -572,6 +598,12 @@ static void test_grpo_finite_differences(void) {
                                     .norm_seqs = 9, .norm_tokens = 80});
   check_grpo_fd("dr.grpo + kl",
                 (srlm_grpo_options){.clip_eps = 0.2, .beta = 0.04, .agg = SRLM_GRPO_AGG_FIXED_LEN, .l_max = 12});
+  check_grpo_fd("dapo clip-higher .28 + kl",
+                (srlm_grpo_options){.clip_eps = 0.2, .clip_eps_high = 0.28, .beta = 0.04,
+                                    .agg = SRLM_GRPO_AGG_TOKEN_MEAN});
+  check_grpo_fd("gspo + kl + is cap",
+                (srlm_grpo_options){.clip_eps = 0.1, .clip_eps_high = 0.15, .beta = 0.04, .is_cap = 1.5,
+                                    .ratio = SRLM_GRPO_RATIO_SEQUENCE});
 }
 
 int main(int argc, char **argv) {

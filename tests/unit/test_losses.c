@@ -224,9 +224,15 @@ static double grpo_loss(const srlm_grpo_options *o, const srlm_grpo_batch *b) {
 
 enum { GN = 5, GT = 40 };
 
+static int near_edge(double r, const srlm_grpo_options *o) {
+  const double hi = o->clip_eps_high > 0 ? o->clip_eps_high : o->clip_eps;
+  return fabs(r - (1 - o->clip_eps)) < 0.02 || fabs(r - (1 + hi)) < 0.02;
+}
+
 /* Inputs on a grid of 2^-10 so that +-2^-12 perturbations are exact in float; ratios
- * kept at least 0.02 away from the clip edges so the differences never cross a kink. */
-static void make_grpo(uint32_t seed, double eps, float *lp, float *old, float *ref, float *beh,
+ * (per token, and per sequence for ratio SEQUENCE) kept at least 0.02 away from the clip
+ * edges so the differences never cross a kink. */
+static void make_grpo(uint32_t seed, const srlm_grpo_options *o, float *lp, float *old, float *ref, float *beh,
                       int64_t *off, double *adv) {
   uint32_t s = seed;
   off[0] = 0;
@@ -236,18 +242,25 @@ static void make_grpo(uint32_t seed, double eps, float *lp, float *old, float *r
     lp[t] = (float)(floor(urand(&s, -6, -0.1) * 1024) / 1024);
     double r;
     do r = urand(&s, 0.5, 1.5);
-    while (fabs(r - (1 - eps)) < 0.02 || fabs(r - (1 + eps)) < 0.02);
+    while (near_edge(r, o));
     old[t] = (float)(lp[t] - log(r));
     ref[t] = (float)(lp[t] + urand(&s, -1, 1));
     beh[t] = (float)(old[t] + urand(&s, -1.5, 1.5));
   }
+  for (int i = 0; i < GN && o->ratio == SRLM_GRPO_RATIO_SEQUENCE; i++)
+    for (int moved = 0; moved < 100; moved++) {
+      double m = 0;
+      for (int64_t t = off[i]; t < off[i + 1]; t++) m += (double)lp[t] - old[t];
+      if (!near_edge(exp(m / (double)(off[i + 1] - off[i])), o)) break;
+      for (int64_t t = off[i]; t < off[i + 1]; t++) old[t] -= 0.0625f; /* the sequence's ratio x e^(1/16) */
+    }
 }
 
 static void check_grpo_fd(const char *name, srlm_grpo_options o, uint32_t seed) {
   float lp[GT], old[GT], ref[GT], beh[GT], g[GT];
   int64_t off[GN + 1];
   double adv[GN];
-  make_grpo(seed, o.clip_eps, lp, old, ref, beh, off, adv);
+  make_grpo(seed, &o, lp, old, ref, beh, off, adv);
   srlm_grpo_batch b = {GN, off, lp, old, ref, beh, adv};
   srlm_grpo_metrics m;
   EXPECT(srlm_loss_grpo(&o, &b, g, &m) == SRLM_OK, "%s: %s", name, srlm_error_message());
@@ -286,6 +299,78 @@ static void test_grpo_finite_differences(void) {
   o.clip_eps = 0.28;
   o.norm_seqs = 12;
   check_grpo_fd("grpo eps .28 norm 12", o, 16);
+  /* DAPO clip-higher: the band [0.8, 1.28] */
+  srlm_grpo_options d = {.clip_eps = 0.2, .clip_eps_high = 0.28, .beta = 0.04, .agg = SRLM_GRPO_AGG_TOKEN_MEAN};
+  check_grpo_fd("dapo clip-higher .28 + kl", d, 17);
+  /* GSPO: one ratio per sequence; narrow bands so that some sequences are clipped */
+  srlm_grpo_options q = {.clip_eps = 0.05, .clip_eps_high = 0.08, .ratio = SRLM_GRPO_RATIO_SEQUENCE};
+  check_grpo_fd("gspo seq ratio", q, 18);
+  q.beta = 0.04;
+  q.is_cap = 1.5;
+  q.agg = SRLM_GRPO_AGG_TOKEN_MEAN;
+  check_grpo_fd("gspo + kl + is cap, token mean", q, 19);
+}
+
+/* Hand-computed answers for DAPO's clip_eps_high and the GSPO sequence ratio. */
+static void test_grpo_clip_high_and_seq_ratio(void) {
+  /* one token, A, rho; band [0.8, 1 + hi] */
+  struct {
+    double a, rho, hi, loss, g;
+    int clipped;
+  } one[] = {
+      {1, 1.25, 0.28, -1.25, -1.25, 0}, /* inside the wider band: the gradient flows */
+      {1, 1.25, 0.0, -1.2, 0.0, 1},     /* hi 0 = clip_eps: clipped at 1.2 */
+      {1, 1.3, 0.28, -1.28, 0.0, 1},    /* above 1.28: clipped there */
+      {-1, 0.75, 0.28, 0.8, 0.0, 1},    /* the lower edge is clip_eps's whatever hi is */
+      {-1, 1.5, 0.28, 1.5, 1.5, 0},     /* A < 0 above the band: unclipped */
+  };
+  for (size_t c = 0; c < sizeof one / sizeof one[0]; c++) {
+    float lp = -1.0f, old = (float)(-1.0 - log(one[c].rho)), g = 99;
+    int64_t off[2] = {0, 1};
+    double a = one[c].a;
+    srlm_grpo_options o = {.clip_eps = 0.2, .clip_eps_high = one[c].hi};
+    srlm_grpo_batch b = {1, off, &lp, &old, NULL, NULL, &a};
+    srlm_grpo_metrics m;
+    EXPECT(srlm_loss_grpo(&o, &b, &g, &m) == SRLM_OK, "%s", srlm_error_message());
+    EXPECT(m.clipped == one[c].clipped && fabs(m.loss - one[c].loss) < 1e-6 && fabs(g - one[c].g) < 1e-6,
+           "A %g rho %g hi %g: loss %.9g g %.9g clipped %lld, expected %g %g %d", a, one[c].rho, one[c].hi, m.loss,
+           (double)g, (long long)m.clipped, one[c].loss, one[c].g, one[c].clipped);
+  }
+  /* GSPO: one sequence of 2 tokens with token log-ratios ln 2 and 0: s = exp(ln 2 / 2) =
+   * sqrt 2 for both tokens; seq mean w = 1/2. A = -1: unclipped, J_t = -sqrt 2, loss =
+   * sqrt 2, g_t = -w A s = sqrt 2 / 2 (token ratios would give 1 and 0.5). A = +1: s >
+   * 1.2, clipped: loss = -1.2, g = 0 (token ratios: the second token, rho 1, would flow). */
+  float lp[2] = {-1.0f, -2.0f}, old[2] = {(float)(-1.0 - log(2.0)), -2.0f}, g[2];
+  int64_t off[2] = {0, 2};
+  double a = -1;
+  srlm_grpo_options o = {.clip_eps = 0.2, .ratio = SRLM_GRPO_RATIO_SEQUENCE};
+  srlm_grpo_batch b = {1, off, lp, old, NULL, NULL, &a};
+  srlm_grpo_metrics m;
+  const double s = exp(((double)lp[0] - old[0]) / 2); /* sqrt 2 up to old's float rounding */
+  EXPECT(fabs(s - sqrt(2.0)) < 1e-6, "s %.9g", s);
+  EXPECT(srlm_loss_grpo(&o, &b, g, &m) == SRLM_OK, "%s", srlm_error_message());
+  EXPECT(fabs(m.loss - s) < 1e-12 && fabs(g[0] - s / 2) < 1e-6 && fabs(g[1] - s / 2) < 1e-6 && m.clipped == 0 &&
+             fabs(m.ratio_sum - 2 * s) < 1e-12,
+         "gspo A -1: loss %.12g g %.9g %.9g clipped %lld ratio sum %.9g; expected %.12g, %.9g each, 0, %.9g", m.loss,
+         (double)g[0], (double)g[1], (long long)m.clipped, m.ratio_sum, s, s / 2, 2 * s);
+  a = 1;
+  EXPECT(srlm_loss_grpo(&o, &b, g, &m) == SRLM_OK, "%s", srlm_error_message());
+  EXPECT(fabs(m.loss + 1.2) < 1e-12 && g[0] == 0 && g[1] == 0 && m.clipped == 2,
+         "gspo A +1: loss %.12g g %g %g clipped %lld; expected -1.2, 0, 0, 2", m.loss, (double)g[0], (double)g[1],
+         (long long)m.clipped);
+  /* the sequence's importance weight: old - behavior = ln 4 and 0, geometric mean 2,
+   * capped at 1.5 on both tokens: g_t = -w w_is A s = 0.5 * 1.5 * sqrt 2 (A = -1) */
+  float beh[2] = {(float)(old[0] - log(4.0)), old[1]};
+  const double wis = exp(((double)old[0] - beh[0]) / 2);
+  EXPECT(fabs(wis - 2) < 1e-6, "w_is %.9g", wis);
+  a = -1;
+  o.is_cap = 1.5;
+  srlm_grpo_batch bi = {1, off, lp, old, NULL, beh, &a};
+  EXPECT(srlm_loss_grpo(&o, &bi, g, &m) == SRLM_OK, "%s", srlm_error_message());
+  EXPECT(fabs(g[0] - 0.75 * s) < 1e-6 && fabs(g[1] - 0.75 * s) < 1e-6 && m.is_truncated == 2 &&
+             fabs(m.loss - 1.5 * s) < 1e-12,
+         "gspo + is cap: g %.9g %.9g truncated %lld loss %.12g; expected %.9g, 2, %.12g", (double)g[0], (double)g[1],
+         (long long)m.is_truncated, m.loss, 0.75 * s, 1.5 * s);
 }
 
 static void test_grpo_clip_region(void) {
@@ -376,7 +461,7 @@ static void test_grpo_is_and_split(void) {
   float lp5[GT], old[GT], ref[GT], beh5[GT], g1[GT], g2[GT];
   int64_t off5[GN + 1];
   double adv[GN];
-  make_grpo(21, 0.2, lp5, old, ref, beh5, off5, adv);
+  make_grpo(21, &(srlm_grpo_options){.clip_eps = 0.2}, lp5, old, ref, beh5, off5, adv);
   for (int agg = 0; agg < 3; agg++) {
     srlm_grpo_options so = {.clip_eps = 0.2, .beta = 0.04, .agg = (srlm_grpo_agg)agg, .l_max = 11, .is_cap = 2};
     srlm_grpo_batch all = {GN, off5, lp5, old, ref, beh5, adv};
@@ -409,6 +494,7 @@ int main(void) {
   test_pref_split_and_errors();
   test_grpo_finite_differences();
   test_grpo_clip_region();
+  test_grpo_clip_high_and_seq_ratio();
   test_grpo_aggregation_and_kl();
   test_grpo_is_and_split();
   TEST_MAIN_END();

@@ -137,7 +137,7 @@ static void test_group_table(void) {
   };
   srlm_group_stats total = {0};
   for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
-    srlm_group_options o = {cases[c].use_std, SRLM_GROUP_STD_EPS};
+    srlm_group_options o = {cases[c].use_std, SRLM_GROUP_STD_EPS, 0};
     srlm_group_stats st = {0};
     double adv[4];
     EXPECT(srlm_group_advantages(&o, 1, 4, cases[c].r, adv, &st) == SRLM_OK, "%s", srlm_error_message());
@@ -155,7 +155,7 @@ static void test_group_table(void) {
 
   /* several groups in one call are independent; advantages of a group sum to 0 */
   double r[12] = {1, 0, 0, 1, 5, 5, 5, 5, 0.2, 0.9, 0.4, 0.1}, adv[12];
-  srlm_group_options o = {1, SRLM_GROUP_STD_EPS};
+  srlm_group_options o = {1, SRLM_GROUP_STD_EPS, 0};
   srlm_group_stats st = {0};
   EXPECT(srlm_group_advantages(&o, 3, 4, r, adv, &st) == SRLM_OK, "%s", srlm_error_message());
   EXPECT_EQ_INT(st.zero_variance, 1);
@@ -167,9 +167,54 @@ static void test_group_table(void) {
   EXPECT(srlm_group_advantages(&o, 1, 0, r, adv, NULL) == SRLM_ERR_RANGE, "group of 0 accepted");
 }
 
+/* Hand-computed: the std over the batch, the std epsilon, and the all-equal test that
+ * DAPO's dynamic sampling uses. */
+static void test_group_batch_std_and_eps(void) {
+  /* groups {1, 5}, {2, 4}, {3, 3}: every reward together has mean 3, squares 4+4+1+1+0+0
+   * = 10, sample std sqrt(10 / 5) = sqrt 2; group means 3, 3, 3 */
+  const double r[6] = {1, 5, 2, 4, 3, 3};
+  double adv[6];
+  srlm_group_options o = {.use_std = 1, .eps = 0, .batch_std = 1};
+  srlm_group_stats st = {0};
+  EXPECT(srlm_group_advantages(&o, 3, 2, r, adv, &st) == SRLM_OK, "%s", srlm_error_message());
+  const double want[6] = {-2 / sqrt(2.0), 2 / sqrt(2.0), -1 / sqrt(2.0), 1 / sqrt(2.0), 0, 0};
+  for (int i = 0; i < 6; i++) EXPECT(fabs(adv[i] - want[i]) < 1e-12, "batch std: adv[%d] %.15g, want %.15g", i, adv[i], want[i]);
+  EXPECT(adv[4] == 0 && adv[5] == 0 && st.zero_variance == 1, "the equal group: %g %g, zero_variance %lld", adv[4],
+         adv[5], (long long)st.zero_variance);
+  /* per group the two mixed groups get the same +-1/sqrt 2: group std 2 sqrt 2 and sqrt 2 */
+  o.batch_std = 0;
+  EXPECT(srlm_group_advantages(&o, 3, 2, r, adv, NULL) == SRLM_OK, "%s", srlm_error_message());
+  for (int i = 0; i < 4; i++)
+    EXPECT(fabs(fabs(adv[i]) - 1 / sqrt(2.0)) < 1e-12, "group std: adv[%d] %.15g, want +-%.15g", i, adv[i],
+           1 / sqrt(2.0));
+  /* an unscored sample stays out of the batch std: {1, NaN}, {2, 4} -> rewards {1, 2, 4},
+   * mean 7/3, std sqrt(((4/3)^2 + (1/3)^2 + (5/3)^2) / 2) = sqrt(7/3); the first group has
+   * one score: zero variance */
+  const double r2[4] = {1, NAN, 2, 4};
+  o.batch_std = 1;
+  EXPECT(srlm_group_advantages(&o, 2, 2, r2, adv, NULL) == SRLM_OK, "%s", srlm_error_message());
+  EXPECT(adv[0] == 0 && adv[1] == 0 && fabs(adv[2] + 1 / sqrt(7.0 / 3)) < 1e-12 && fabs(adv[3] - 1 / sqrt(7.0 / 3)) < 1e-12,
+         "batch std with NaN: %g %g %.15g %.15g, want 0 0 -+%.15g", adv[0], adv[1], adv[2], adv[3], 1 / sqrt(7.0 / 3));
+  /* the std epsilon: {0, 1} has std sqrt(1/2); eps 0.5: A = 0.5 / (sqrt(1/2) + 0.5) */
+  const double r3[2] = {0, 1};
+  srlm_group_options e = {.use_std = 1, .eps = 0.5};
+  EXPECT(srlm_group_advantages(&e, 1, 2, r3, adv, NULL) == SRLM_OK, "%s", srlm_error_message());
+  EXPECT(fabs(adv[1] - 0.5 / (sqrt(0.5) + 0.5)) < 1e-12 && fabs(adv[0] + adv[1]) < 1e-15, "eps 0.5: %.15g %.15g, want +-%.15g",
+         adv[0], adv[1], 0.5 / (sqrt(0.5) + 0.5));
+  e.eps = -1;
+  EXPECT(srlm_group_advantages(&e, 1, 2, r3, adv, NULL) == SRLM_ERR_CONFIG, "eps -1 accepted");
+  /* all equal: fewer than 2 scored, or every scored reward the same */
+  const double eq1[3] = {2, 2, NAN}, eq2[3] = {NAN, 4, NAN}, eq3[3] = {NAN, NAN, NAN}, mixed[3] = {2, NAN, 2.5};
+  EXPECT(srlm_group_all_equal(3, eq1) && srlm_group_all_equal(3, eq2) && srlm_group_all_equal(3, eq3) &&
+             !srlm_group_all_equal(3, mixed),
+         "srlm_group_all_equal: %d %d %d %d, want 1 1 1 0", srlm_group_all_equal(3, eq1), srlm_group_all_equal(3, eq2),
+         srlm_group_all_equal(3, eq3), srlm_group_all_equal(3, mixed));
+}
+
 int main(void) {
   test_pair_table();
   test_pair_bytes_and_errors();
   test_group_table();
+  test_group_batch_std_and_eps();
   TEST_MAIN_END();
 }

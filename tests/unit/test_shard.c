@@ -393,6 +393,61 @@ static void test_policy_rule(void) {
   srlm_shard_free(&s);
 }
 
+/* A stand-in judge format: a judgment holds its score when it ends with "S<digit>". */
+static int ends_with_score(const char *text, size_t len) {
+  return len >= 2 && text[len - 2] == 'S' && text[len - 1] >= '0' && text[len - 1] <= '9';
+}
+
+/* The two counts of srlm_shard_judge_health move independently: a judgment whose text
+ * breaks the format but whose score was read elsewhere (judge.mode expected, or the
+ * checker of judge.source mix) is a format failure with a score; a judgment in format
+ * whose score is NaN lacks a score without a format failure; the text judge (format_ok
+ * NULL) counts a NaN score as both. */
+static void test_judge_health(void) {
+  srlm_shard s;
+  srlm_shard_init(&s, 0, 1, 0);
+  int64_t row, r;
+  const int32_t ids[2] = {1, 2};
+  const float lp[2] = {-1.0f, -2.0f};
+  EXPECT_EQ_INT(srlm_shard_add_prompt(&s, 0, ids, 2, &row), SRLM_OK);
+  for (int k = 0; k < 3; k++) EXPECT_EQ_INT(srlm_shard_add_response(&s, row, k, ids, lp, 2, SRLM_SHARD_F_EOS, &r), SRLM_OK);
+  EXPECT_EQ_INT(srlm_shard_set_judgments_per_response(&s, 2), SRLM_OK);
+  /* (text, score): in format with a score; out of format with a score (x2); in format
+     without a score; out of format without one; in format with a score */
+  const char *texts[6] = {"+09+16+15S5", "+09+1", "", "+01+02+03S1", "garbage", "S3"};
+  const float scores[6] = {5.0f, 3.7f, 1.2f, NAN, NAN, 3.0f};
+  for (int j = 0; j < 6; j++) EXPECT_EQ_INT(srlm_shard_add_judgment(&s, texts[j], NULL, 0, scores[j]), SRLM_OK);
+  srlm_shard_judge_health h = {0};
+  srlm_shard_judge_health_add(&s, ends_with_score, &h);
+  EXPECT(h.judgments == 6 && h.format_failures == 3 && h.without_score == 2,
+         "task format: %lld judgments, %lld format failures (want 3), %lld without a score (want 2)",
+         (long long)h.judgments, (long long)h.format_failures, (long long)h.without_score);
+  /* accumulates */
+  srlm_shard_judge_health_add(&s, ends_with_score, &h);
+  EXPECT(h.judgments == 12 && h.format_failures == 6 && h.without_score == 4, "accumulated %lld %lld %lld",
+         (long long)h.judgments, (long long)h.format_failures, (long long)h.without_score);
+  /* the text judge: a score is missing exactly when the format failed */
+  srlm_shard_judge_health t = {0};
+  srlm_shard_judge_health_add(&s, NULL, &t);
+  EXPECT(t.judgments == 6 && t.format_failures == 2 && t.without_score == 2, "text judge: %lld %lld %lld",
+         (long long)t.judgments, (long long)t.format_failures, (long long)t.without_score);
+  /* every score there, every text broken: only the format count moves */
+  for (int j = 0; j < 6; j++) s.judgment_score[j] = 4.0f;
+  s.judgment_text[s.judgment_text_offsets[0] + 9] = 'X'; /* "+09+16+15X5" */
+  srlm_shard_judge_health u = {0};
+  srlm_shard_judge_health_add(&s, ends_with_score, &u);
+  EXPECT(u.format_failures == 4 && u.without_score == 0, "scores all there: %lld format failures (want 4), %lld "
+         "without a score (want 0)", (long long)u.format_failures, (long long)u.without_score);
+  /* an unjudged shard counts nothing */
+  srlm_shard e;
+  srlm_shard_init(&e, 0, 1, 1);
+  srlm_shard_judge_health z = {0};
+  srlm_shard_judge_health_add(&e, ends_with_score, &z);
+  EXPECT(z.judgments == 0 && z.format_failures == 0 && z.without_score == 0, "empty shard counted");
+  srlm_shard_free(&e);
+  srlm_shard_free(&s);
+}
+
 int main(void) {
   const char *env = getenv("SRLM_TEST_SEED");
   g_seed = env ? (uint32_t)strtoul(env, NULL, 10) : 20261126u;
@@ -403,5 +458,6 @@ int main(void) {
   test_builder_misuse();
   test_hdf5();
   test_policy_rule();
+  test_judge_health();
   TEST_MAIN_END();
 }

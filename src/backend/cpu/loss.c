@@ -80,12 +80,20 @@ srlm_status srlm_cpu_grpo_loss(srlm_backend *be, srlm_grpo_loss_params p) {
                         (long long)len, (long long)p.l_max);
   }
   if (p.T > 0) memset(p.g, 0, (size_t)p.T * sizeof *p.g);
-  const srlm_grpo_math m = srlm_grpo_math_make(p.clip_eps, p.beta, p.is_cap);
+  const srlm_grpo_math m = srlm_grpo_math_make(p.clip_eps, p.clip_eps_high, p.beta, p.is_cap, p.ratio);
   const double nseq = (double)p.norm_seqs, ntok = (double)p.norm_tokens;
   for (int64_t i = 0; i < p.n; i++) {
     const int64_t t0 = p.resp_start[i], j0 = p.offsets[i], len = p.offsets[i + 1] - j0;
     const double w = srlm_grpo_token_weight(p.agg, nseq, ntok, len, p.l_max);
     double loss = 0, kl = 0, ratio = 0, clipped = 0, truncated = 0;
+    double slr = 0, sis = 0; /* the sequence's log-ratio sums, in token order */
+    if (m.seq_ratio) {
+      for (int64_t k = 0; k < len; k++) {
+        const double lp = p.logp[t0 + k], old = p.logp_old ? (double)p.logp_old[j0 + k] : lp;
+        slr += lp - old;
+        if (p.is_cap > 0) sis += old - (double)p.logp_behavior[j0 + k];
+      }
+    }
     for (int64_t k = 0; k < len; k++) {
       const int64_t t = t0 + k, j = j0 + k; /* row of the batch, index into old/ref/behavior */
       const double lp = p.logp[t];
@@ -95,6 +103,8 @@ srlm_status srlm_cpu_grpo_loss(srlm_backend *be, srlm_grpo_loss_params p) {
           .logp_ref = p.logp_ref ? (double)p.logp_ref[j] : 0.0,
           .logp_behavior = p.is_cap > 0 ? (double)p.logp_behavior[j] : 0.0,
           .has_ref = p.logp_ref != NULL,
+          .seq_log_ratio = slr / (double)len,
+          .seq_log_is = sis / (double)len,
       };
       const srlm_grpo_term r = srlm_grpo_token_term(m, p.advantages[i], w, x);
       p.g[t] = (float)r.g;
