@@ -3,19 +3,16 @@
 # Idempotent: does nothing when everything is present. Works as root without sudo;
 # otherwise uses sudo when available, or prints the command to run.
 #   launch/install-deps.sh          build + run dependencies
-#   launch/install-deps.sh --test   also what the tests use (clang for the fuzzers, Slurm and
-#                                   MUNGE for tests/cluster/slurm.sh)
-#   launch/install-deps.sh --container   podman, buildah, debootstrap (tests/cluster/docker.sh)
+#   launch/install-deps.sh --test   also what the tests use (clang for the fuzzers; Slurm and
+#                                   MUNGE for tests/cluster/slurm.sh; podman, buildah and
+#                                   debootstrap for tests/cluster/docker.sh)
 set -euo pipefail
 
 pkgs=(build-essential cmake pkg-config libyaml-dev libhdf5-dev libopenmpi-dev openmpi-bin
       libpcre2-dev libjansson-dev)
 if [ "${1:-}" = "--test" ]; then
-  pkgs+=(clang libclang-rt-dev slurmctld slurmd slurm-client munge)
+  pkgs+=(clang libclang-rt-dev slurmctld slurmd slurm-client munge podman buildah debootstrap)
   command -v python3 >/dev/null 2>&1 || pkgs+=(python3)
-fi
-if [ "${1:-}" = "--container" ]; then
-  pkgs=(podman buildah debootstrap)
 fi
 
 missing=()

@@ -9,7 +9,7 @@
 #   b) preemption: `scancel --signal=USR1 --batch` while the job learns in iteration 2 (the
 #      warning signal of --signal=B:USR1@N): srlm checkpoints and exits 75, the script
 #      requeues the job, which resumes and ends bit-identical to the uninterrupted run; then
-#      once with `scontrol requeue` (SIGTERM to the job, Slurm requeues it);
+#      once with `scontrol requeue` (SIGTERM to every process of the job; Slurm requeues it);
 #   c) sbatch -n 2 with 3 roles: the job fails at once, srlm's message in its .err file.
 # Every service it started is stopped at the end, also on failure. Exit 77 (skipped, with the
 # reason) only where Slurm cannot run here: packages missing, or a daemon that does not start.
@@ -175,7 +175,7 @@ PY
   # the table: the last row per iteration (a resumed job prints it again), seconds column aside
   table() { awk '$1 == "iter" || $1 == "start" { NF--; row[$1 " " $2] = $0 } END { for (k in row) print row[k] }' "$1" | sort; }
   [ -n "$(table "$tmp/$1.out")" ] && [ "$(table "$tmp/$1.out")" = "$(table "$tmp/$2.out")" ] \
-    || fail "$2: table differs from $1's: $(table "$tmp/$2.out" | tr '\n' '|') vs $(table "$tmp/$1.out" | tr '\n' '|')"
+    || fail "$2: table differs from $1's: got $(table "$tmp/$2.out" | tr '\n' '|') want $(table "$tmp/$1.out" | tr '\n' '|')"
 }
 
 # reference: plain mpirun
@@ -223,8 +223,7 @@ grep -q "srlm checkpointed (exit 75): requeueing job" "$tmp/usr1.err" \
   || fail "usr1: srlm did not exit 75 after SIGUSR1 (checkpoint and requeue): $(grep -E 'srlm.sbatch|error' "$tmp/usr1.err" | tr '\n' '|')"
 preempt term scontrol requeue
 grep -q "srlm.sbatch: SIGTERM" "$tmp/term.err" || fail "term: the batch shell got no SIGTERM"
-grep -q "srlm.sbatch: srlm exited 75\|srlm checkpointed (exit 75)" "$tmp/term.err" \
-  || fail "term: srlm did not exit 75 after SIGTERM: $(grep -E 'srlm.sbatch|error' "$tmp/term.err" | tr '\n' '|')"
+# (mpirun, signalled by Slurm too, ends with its own status here: the requeue is Slurm's)
 
 # c) a wrong task count fails at once, srlm's message in .err
 t0=$(date +%s)
