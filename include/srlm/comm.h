@@ -157,6 +157,10 @@ SRLM_NORETURN void srlm_comm_abort(srlm_comm *c, srlm_status code);
  * alone, e.g. where a resumed run starts). */
 srlm_status srlm_comm_bcast_i64(srlm_comm *c, int64_t *x, int n);
 
+/* Every rank's n int64 values become their maximum over the world (flags every rank must
+ * agree on, e.g. a stop asked by a signal on any rank: stop.h). */
+srlm_status srlm_comm_allreduce_max_i64(srlm_comm *c, int64_t *x, int n);
+
 /* Weight broadcast from learner rank 0 over the broadcast comm, in buckets of
  * bucket_bytes (rounded down to whole floats, at least one float, at most 1 GiB;
  * 0 = 64 MiB; the root's value counts, receivers follow the header).

@@ -36,13 +36,15 @@ typedef enum srlm_status {
   SRLM_ERR_RANGE,       /* value out of range (ids, sizes, indices) */
   SRLM_ERR_LIB,         /* a library call (CUDA, cuBLAS, NCCL, MPI, HDF5, ...) failed */
   SRLM_ERR_INTERNAL,    /* a broken invariant */
+  SRLM_ERR_STOPPED,     /* stopped by a signal after a checkpoint: run again with --resume (exit 75) */
   SRLM_STATUS_COUNT
 } srlm_status;
 
 /* Short stable name of a code, e.g. "format error". */
 const char *srlm_status_name(srlm_status code);
 
-/* Process exit status for a code: 0 for OK, 2 for usage and config errors, 1 otherwise. */
+/* Process exit status for a code: 0 for OK, 2 for usage and config errors, 75 (EX_TEMPFAIL) for
+ * SRLM_ERR_STOPPED, 1 otherwise. */
 int srlm_status_exit_code(srlm_status code);
 
 /* Records "where: what" as this thread's last error and returns code.

@@ -32,6 +32,7 @@
 #include "srlm/prompts.h"
 #include "srlm/selfreward.h"
 #include "srlm/setup.h"
+#include "srlm/stop.h"
 #include "srlm/store.h"
 #include "srlm/tokenizer.h"
 
@@ -63,7 +64,11 @@ static const char k_train_help[] =
     "iter_<t>/rollouts.h5 (read it with 'srlm rollouts'), metrics.jsonl, checkpoint.h5,\n"
     "summary.json.\n"
     "\n"
-    "Exit status: 0 ok, 2 for a usage or config error, 1 for other errors.\n";
+    "Signals: SIGUSR1, SIGTERM or SIGINT (on any rank) finish the current optimizer step,\n"
+    "write a checkpoint all ranks agree on and exit 75; a second signal stops at once.\n"
+    "\n"
+    "Exit status: 0 ok, 2 for a usage or config error, 75 stopped by a signal after a\n"
+    "checkpoint (run again with --resume), 1 for other errors.\n";
 
 typedef struct train_ctx {
   srlm_config cfg;
@@ -371,6 +376,7 @@ int srlm_cmd_train(int argc, char **argv) {
     return rc;
   }
   srlm_log_set_level(c.cfg.run.log_level);
+  srlm_stop_install(srlm_comm_rank(comm), srlm_comm_role_label(comm));
 #ifdef _OPENMP
   if (c.cfg.roles.threads > 0) omp_set_num_threads(c.cfg.roles.threads);
 #endif
@@ -394,11 +400,18 @@ int srlm_cmd_train(int argc, char **argv) {
   if (st == SRLM_OK && !lead) st = open_model(&c, 0);
   srlm_sr_iteration *rows = NULL;
   if (st == SRLM_OK) st = run_iterations(&c, comm, &rows);
-  if (st != SRLM_OK && multi) srlm_comm_abort(comm, st); /* shards in flight: end every rank now */
+  /* shards in flight: end every rank now; a stop (stop.h) is a point all ranks agreed on */
+  if (st != SRLM_OK && st != SRLM_ERR_STOPPED && multi) srlm_comm_abort(comm, st);
   if (st == SRLM_OK && lead) st = write_summary(&c, srlm_timer_elapsed(&t), rows);
+  if (st == SRLM_OK && lead && srlm_stop_signal())
+    SRLM_WARN("got %s, but the run was already at its end: it is complete (exit 0)",
+              srlm_stop_signal_name(srlm_stop_signal()));
   free(rows);
   int rc = 0;
-  if (st != SRLM_OK) {
+  if (st == SRLM_ERR_STOPPED) {
+    if (lead) fprintf(stderr, "srlm train: %s\n", srlm_error_message());
+    rc = srlm_status_exit_code(st);
+  } else if (st != SRLM_OK) {
     rc = srlm_cli_fail("train", st);
   } else if (lead) {
     SRLM_INFO("run %s done in %.2f s: config.yaml, model M0 (%s), %lld prompts tokenized, %d iterations, "

@@ -692,3 +692,10 @@ srlm_status srlm_comm_bcast_i64(srlm_comm *c, int64_t *x, int n) {
   SRLM_MPI_WAIT(MPI_Ibcast(x, n, MPI_INT64_T, 0, c->world, &req), req);
   return SRLM_OK;
 }
+
+srlm_status srlm_comm_allreduce_max_i64(srlm_comm *c, int64_t *x, int n) {
+  if (n <= 0 || c->size == 1) return SRLM_OK;
+  MPI_Request req;
+  SRLM_MPI_WAIT(MPI_Iallreduce(MPI_IN_PLACE, x, n, MPI_INT64_T, MPI_MAX, c->world, &req), req);
+  return SRLM_OK;
+}

@@ -20,6 +20,7 @@ static const char *const k_names[SRLM_STATUS_COUNT] = {
     [SRLM_ERR_RANGE] = "out of range",
     [SRLM_ERR_LIB] = "library call failed",
     [SRLM_ERR_INTERNAL] = "internal error",
+    [SRLM_ERR_STOPPED] = "stopped",
 };
 
 /* out = "head: tail" (or tail alone when head is empty), cut to the slot size. */
@@ -40,6 +41,7 @@ int srlm_status_exit_code(srlm_status code) {
     case SRLM_OK: return 0;
     case SRLM_ERR_USAGE:
     case SRLM_ERR_CONFIG: return 2;
+    case SRLM_ERR_STOPPED: return 75; /* EX_TEMPFAIL: checkpointed, run again with --resume */
     default: return 1;
   }
 }

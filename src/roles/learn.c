@@ -75,13 +75,30 @@ typedef struct learn_log {
   double first_loss; /* the iteration's first step's (kept in LEARN checkpoints) */
   double beta;       /* train.beta; has_ref: the loss has reference log-probs */
   int has_ref;
+  sr_ctx *c; /* the stop votes after each step (sr_stop_vote) */
 } learn_log;
+
+/* The stop vote after `step` of `total` (every learner, and with separate roles every
+ * generator and judge in wait_learners); none after the last step: the iteration then
+ * ends and the next one's vote decides. */
+static srlm_status step_stop_vote(learn_log *l, int64_t step, int64_t total, int *sig) {
+  *sig = 0;
+  if (step >= total) return SRLM_OK;
+  return sr_stop_vote(l->c, 0, sig, NULL);
+}
+
+static srlm_status step_stopped(learn_log *l, int sig, int64_t step, int64_t total) {
+  char where[96];
+  snprintf(where, sizeof where, "in iteration %d after step %lld/%lld", l->iteration, (long long)step, (long long)total);
+  return sr_stopped(l->c, sig, where);
+}
 
 /* A LEARN checkpoint after `step` of the iteration (checkpoint.h). */
 static srlm_status learn_checkpoint(learn_log *l, int64_t step, int64_t total, double loss, srlm_optim *optim,
-                                    int64_t replay_next) {
+                                    int64_t replay_next, int force) {
   if (step == 1) l->first_loss = loss;
-  if (!l->metrics || l->every <= 0 || step % l->every != 0 || step >= total) return SRLM_OK;
+  if (!l->metrics || step >= total) return SRLM_OK;
+  if (!force && (l->every <= 0 || step % l->every != 0)) return SRLM_OK;
   srlm_optim_state os;
   srlm_optim_get_state(optim, &os);
   long bytes = ftell(l->metrics);
@@ -105,9 +122,13 @@ static srlm_status learn_checkpoint(learn_log *l, int64_t step, int64_t total, d
 static srlm_status log_pref_step(const srlm_pref_step_info *s, learn_log *l);
 static srlm_status on_pref_step(const srlm_pref_step_info *s, void *user) {
   learn_log *l = user;
-  if (!l->metrics) return SRLM_OK; /* learners other than the lead only train */
-  SRLM_TRY(log_pref_step(s, l));
-  return learn_checkpoint(l, s->step, s->total_steps, s->loss, s->optim, s->replay_next);
+  int sig;
+  SRLM_TRY(step_stop_vote(l, s->step, s->total_steps, &sig));
+  if (l->metrics) { /* learners other than the lead only train */
+    SRLM_TRY(log_pref_step(s, l));
+    SRLM_TRY(learn_checkpoint(l, s->step, s->total_steps, s->loss, s->optim, s->replay_next, sig != 0));
+  }
+  return sig ? step_stopped(l, sig, s->step, s->total_steps) : SRLM_OK;
 }
 
 static srlm_status log_pref_step(const srlm_pref_step_info *s, learn_log *l) {
@@ -168,9 +189,13 @@ static srlm_status resume_weights(srlm_model *m, const srlm_checkpoint *ck, srlm
 static srlm_status log_grpo_step(const srlm_grpo_step_info *s, learn_log *l);
 static srlm_status on_grpo_step(const srlm_grpo_step_info *s, void *user) {
   learn_log *l = user;
-  if (!l->metrics) return SRLM_OK;
-  SRLM_TRY(log_grpo_step(s, l));
-  return learn_checkpoint(l, s->step, s->total_steps, s->loss, s->optim, 0);
+  int sig;
+  SRLM_TRY(step_stop_vote(l, s->step, s->total_steps, &sig));
+  if (l->metrics) {
+    SRLM_TRY(log_grpo_step(s, l));
+    SRLM_TRY(learn_checkpoint(l, s->step, s->total_steps, s->loss, s->optim, 0, sig != 0));
+  }
+  return sig ? step_stopped(l, sig, s->step, s->total_steps) : SRLM_OK;
 }
 
 static srlm_status log_grpo_step(const srlm_grpo_step_info *s, learn_log *l) {
@@ -437,7 +462,7 @@ srlm_status sr_learn(sr_ctx *c, int t, srlm_shard *sh, int64_t stale, srlm_sr_it
   learn_log ll = {.metrics = c->lead ? c->metrics : NULL, .iteration = t, .log_every = cfg->train.log_every,
                   .every = cfg->train.checkpoint_every, .m = c->ro.m, .run_dir = c->run_dir, .yaml = c->yaml,
                   .data_position = (int64_t)t * c->ro.n, .beta = cfg->train.beta,
-                  .has_ref = cfg->train.loss != SRLM_CFG_LOSS_SFT};
+                  .has_ref = cfg->train.loss != SRLM_CFG_LOSS_SFT, .c = c};
   const srlm_checkpoint *ck = c->ck && c->ck->iteration == t ? c->ck : NULL;
   if (ck) ll.first_loss = ck->first_loss;
   if (st == SRLM_OK && grpo) {

@@ -17,6 +17,7 @@
 #include "srlm/comm.h"
 #include "srlm/selfreward.h"
 #include "srlm/setup.h"
+#include "srlm/stop.h"
 #include "srlm/tasks.h"
 
 srlm_status sr_metrics_line(FILE *f, json_t *o) {
@@ -25,6 +26,38 @@ srlm_status sr_metrics_line(FILE *f, json_t *o) {
   int ok = s && fprintf(f, "%s\n", s) >= 0 && fflush(f) == 0;
   free(s);
   return ok ? SRLM_OK : srlm_error(SRLM_ERR_IO, "metrics.jsonl", "write failed");
+}
+
+srlm_status sr_stop_vote(sr_ctx *c, int done, int *sig, bool *all_done) {
+  int64_t x[2] = {srlm_stop_signal(), done};
+  SRLM_TRY(srlm_comm_allreduce_max_i64(c->comm, x, 2));
+  *sig = (int)x[0];
+  if (all_done) *all_done = x[1] != 0;
+  return SRLM_OK;
+}
+
+srlm_status sr_stopped(const sr_ctx *c, int sig, const char *where) {
+  if (c->lead)
+    SRLM_WARN("stopping %s (%s): all ranks agreed at this point; run again with --resume", where,
+              srlm_stop_signal_name(sig));
+  return srlm_error(SRLM_ERR_STOPPED, c->run_dir, "stopped by %s %s; the checkpoint is written: run again with "
+                    "--resume", srlm_stop_signal_name(sig), where);
+}
+
+/* Separate roles, a generator or judge whose part of iteration t is over: it votes with
+ * the learners' steps (sr_stop_vote) until they are done or all agree to stop. */
+static srlm_status wait_learners(sr_ctx *c, int t) {
+  for (;;) {
+    int sig;
+    bool done;
+    SRLM_TRY(sr_stop_vote(c, 0, &sig, &done));
+    if (done) return SRLM_OK;
+    if (sig) {
+      char where[64];
+      snprintf(where, sizeof where, "inside iteration %d's learning", t);
+      return sr_stopped(c, sig, where);
+    }
+  }
 }
 
 /* ---- moving shards ------------------------------------------------------------------ */
@@ -455,6 +488,14 @@ static srlm_status run_from(sr_ctx *c, int start, bool colocated, bool learner) 
   for (int t = start; t <= cfg->run.iterations; t++) {
     const int64_t version = t - 1; /* M_{t-1} samples iteration t */
     int64_t got = version;
+    int sig;
+    SRLM_TRY(sr_stop_vote(c, 0, &sig, NULL));
+    if (sig) { /* the last ITERATION checkpoint (after M_{t-1}'s report) is where a resume starts */
+      if (pending_eval) SRLM_TRY(finish_iteration(c, pending_eval, &iter_tm));
+      char where[64];
+      snprintf(where, sizeof where, "before iteration %d", t);
+      return sr_stopped(c, sig, where);
+    }
     if (!colocated) {
       SRLM_TRY(srlm_comm_bcast_weights(comm, srlm_model_master(m), c->n_params, &got, 0));
       SRLM_TRY(srlm_model_refresh_params(m, 0, (size_t)c->n_params)); /* the compute copy of a bf16 model */
@@ -485,6 +526,12 @@ static srlm_status run_from(sr_ctx *c, int start, bool colocated, bool learner) 
     for (int64_t i = 0; sh && i < c->ro.shards; i++) srlm_shard_free(&sh[i]);
     free(sh);
     SRLM_TRY(st);
+    if (!colocated && learner) { /* the generators' and judges' last vote of this iteration */
+      bool done;
+      SRLM_TRY(sr_stop_vote(c, 1, &sig, &done));
+    } else if (!colocated) {
+      SRLM_TRY(wait_learners(c, t));
+    }
     if (c->lead) {
       rows[t].iteration = t;
       SRLM_TRY(save_model(c, t));

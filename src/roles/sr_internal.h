@@ -44,6 +44,19 @@ static inline json_t *sr_num(double x) { return isfinite(x) ? json_real(x) : jso
  * lead), training of c->ro.m; fills row's data and loss columns. */
 srlm_status sr_learn(sr_ctx *c, int t, srlm_shard *sh, int64_t stale, srlm_sr_iteration *row);
 
+/* One vote of the ranks' common stop point (stop.h): every rank of the world calls it the
+ * same number of times. Its inputs: a signal that asked this rank to stop, and done (a
+ * learner whose iteration's learning is over). *sig = the largest signal number any rank
+ * got (0: nobody asks to stop), *all_done (may be NULL) = some learner is done.
+ * Where the votes are (selfreward.c, learn.c): at the top of every iteration (stop:
+ * the last ITERATION checkpoint stands), after every optimizer step but the last of an
+ * iteration (stop: a LEARN checkpoint), and, with separate roles, generators and judges
+ * vote while the learners train, until the learners' done vote. */
+srlm_status sr_stop_vote(sr_ctx *c, int done, int *sig, bool *all_done);
+
+/* The SRLM_ERR_STOPPED error of a stop at `where`, agreed on signal sig. */
+srlm_status sr_stopped(const sr_ctx *c, int sig, const char *where);
+
 /* Evaluation of M_t when eval.every asks (every N iterations and the last; 0 = never);
  * the lead learner only. Fills row's evaluation columns (NaN when not evaluated). */
 srlm_status sr_evaluate_model(sr_ctx *c, int t, srlm_sr_iteration *row);

@@ -1,0 +1,128 @@
+#!/usr/bin/env bash
+# srlm train stopped by a signal (issue 12, preemption): SIGUSR1/SIGTERM on any rank make
+# all ranks finish the current optimizer step, write a checkpoint they agree on and exit
+# 75; --resume then finishes with weights bit-identical to an uninterrupted run. A second
+# signal stops at once (128 + signal) and the previous checkpoint stays valid.
+#   1 rank:  SIGUSR1 inside iteration 2's learning -> a LEARN checkpoint, exit 75;
+#            SIGUSR1 twice during iteration 2's rollouts -> exit 138, resume from iteration 1's;
+#   3 ranks (learner, generator, judge): SIGUSR1 to the generator alone, SIGTERM to every
+#            rank (as srun and scancel deliver it), SIGTERM to mpirun (which forwards it).
+set -u
+srlm=$1
+src=${SRLM_SOURCE_DIR:?}
+tmp=${SRLM_TMP:?}
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMP_WAIT_POLICY=passive
+export ASAN_OPTIONS="${ASAN_OPTIONS:-}:detect_leaks=0"
+fails=0
+fail() { echo "FAIL: $*" >&2; fails=$((fails + 1)); }
+cd "$src"
+rm -rf "$tmp/runs" && mkdir -p "$tmp/runs"
+base="-c configs/quickstart.yaml run.out_dir=$tmp/runs model.path= model.arch.hidden_size=32
+  model.arch.intermediate_size=64 model.arch.num_layers=2 model.arch.num_heads=2 model.arch.max_seq_len=64
+  run.iterations=3 task.prompts_per_iteration=480 task.eval_prompts=64 generate.samples_per_prompt=4
+  judge.replay_per_verdict=16 train.batch_size=4 train.lr=1e-3 pairs.min_margin=0 roles.shard_prompts=8
+  roles.threads=1 train.checkpoint_every=5"
+
+same() {
+  cmp -s "$tmp/runs/$1/iter_3/model/model.safetensors" "$tmp/runs/$2/iter_3/model/model.safetensors" \
+    || fail "$2: final weights differ from $1's"
+}
+# wait_for FILE_OR_PATTERN FILE: until grep finds the pattern in the file (10 s at most)
+wait_for() {
+  for _ in $(seq 1 500); do grep -q "$1" "$2" 2>/dev/null && return 0; sleep 0.02; done
+  fail "waited 10 s for '$1' in $2"
+}
+wait_file() {
+  for _ in $(seq 1 1000); do [ -e "$1" ] && return 0; sleep 0.02; done
+  fail "waited 20 s for $1"
+}
+# the pid of world rank R among mpirun's children
+rank_pid() {
+  local p
+  for p in $(pgrep -P "$1"); do
+    tr '\0' '\n' < "/proc/$p/environ" 2>/dev/null | grep -qx "OMPI_COMM_WORLD_RANK=$2" && echo "$p"
+  done
+}
+resume_same() { # NAME REF [mpirun args...]
+  local name=$1 ref=$2
+  shift 2
+  timeout 120 "$@" "$srlm" train $base ${extra:-} run.name=$name --resume >/dev/null 2>"$tmp/$name.resume.err" \
+    || { fail "$name: --resume exit $?"; tail -3 "$tmp/$name.resume.err" >&2; }
+  echo "$name: $(grep -o 'resuming .*' "$tmp/$name.resume.err" | cut -d: -f2 | head -1)"
+  same "$ref" "$name"
+}
+
+"$srlm" train $base run.name=ref >/dev/null 2>"$tmp/ref.err" || { fail "reference run"; tail -3 "$tmp/ref.err" >&2; }
+
+# 1 rank, SIGUSR1 inside the learning of iteration 2
+"$srlm" train $base run.name=u1 >/dev/null 2>"$tmp/u1.err" &
+pid=$!
+wait_for "iteration 2 learn: step 1/" "$tmp/u1.err"
+kill -USR1 $pid
+wait $pid
+rc=$?
+[ $rc -eq 75 ] || fail "u1: SIGUSR1: exit $rc, want 75"
+grep -q "rank 0 (colocated) got SIGUSR1: finishing the current step" "$tmp/u1.err" || fail "u1: no message for the signal"
+grep -q "stopped by SIGUSR1 in iteration 2 after step [0-9]*/120; the checkpoint is written" "$tmp/u1.err" \
+  || fail "u1: no stop message: $(tail -1 "$tmp/u1.err")"
+extra= resume_same u1 ref
+grep -q "inside an iteration's learning" "$tmp/u1.resume.err" || fail "u1: the resume did not start inside the learning"
+
+# a second signal: at once, exit 128 + 10, no new checkpoint; the last periodic one resumes
+"$srlm" train $base run.name=u2 >/dev/null 2>"$tmp/u2.err" &
+pid=$!
+wait_for "iteration 1/3 done" "$tmp/u2.err" # iteration 2's rollouts (no stop point) take a while
+kill -USR1 $pid
+wait_for "got SIGUSR1: finishing the current step" "$tmp/u2.err" # two at once would merge into one
+kill -USR1 $pid
+wait $pid
+rc=$?
+[ $rc -eq 138 ] || fail "u2: two SIGUSR1: exit $rc, want 138"
+grep -q "got SIGUSR1 again: stopping now without a checkpoint" "$tmp/u2.err" || fail "u2: no message for the second signal"
+extra= resume_same u2 ref
+
+if command -v mpirun >/dev/null 2>&1; then
+  sep="roles.colocate=false roles.learners=1 roles.generators=1 roles.judges=1"
+  mpi="mpirun --oversubscribe -np 3"
+  timeout 120 $mpi "$srlm" train $base $sep run.name=mref >/dev/null 2>"$tmp/mref.err" || fail "3-rank reference"
+  same ref mref
+
+  # SIGUSR1 to the generator alone, once iteration 2's rollouts are stored (the learner trains)
+  $mpi "$srlm" train $base $sep run.name=g1 >/dev/null 2>"$tmp/g1.err" &
+  pid=$!
+  wait_file "$tmp/runs/g1/iter_2/rollouts.h5"
+  kill -USR1 "$(rank_pid $pid 1)"
+  wait $pid
+  rc=$?
+  [ $rc -eq 75 ] || fail "g1: SIGUSR1 to the generator: exit $rc, want 75"
+  grep -q "rank 1 (generator) got SIGUSR1" "$tmp/g1.err" || fail "g1: no message from the generator"
+  grep -q "srlm train: .*stopped by SIGUSR1 .*run again with --resume" "$tmp/g1.err" || fail "g1: no stop message"
+  extra=$sep resume_same g1 mref $mpi
+
+  # SIGTERM to every rank, once iteration 1's model is saved
+  $mpi "$srlm" train $base $sep run.name=t1 >/dev/null 2>"$tmp/t1.err" &
+  pid=$!
+  wait_file "$tmp/runs/t1/iter_1/model/model.safetensors"
+  for r in 0 1 2; do kill -TERM "$(rank_pid $pid $r)"; done
+  wait $pid
+  rc=$?
+  [ $rc -eq 75 ] || fail "t1: SIGTERM to every rank: exit $rc, want 75"
+  grep -q "srlm train: .*stopped by SIGTERM" "$tmp/t1.err" || fail "t1: no stop message"
+  extra=$sep resume_same t1 mref $mpi
+
+  # SIGTERM to mpirun: Open MPI forwards it to the ranks (and kills them after
+  # odls_base_sigkill_timeout, 1 s by default; mpirun itself then exits 1, not 75)
+  $mpi "$srlm" train $base $sep run.name=m1 >/dev/null 2>"$tmp/m1.err" &
+  pid=$!
+  wait_file "$tmp/runs/m1/iter_1/model/model.safetensors"
+  kill -TERM $pid
+  wait $pid
+  rc=$?
+  [ $rc -ne 0 ] || fail "m1: SIGTERM to mpirun: exit 0"
+  grep -q "got SIGTERM: finishing the current step" "$tmp/m1.err" || fail "m1: the ranks did not get SIGTERM"
+  echo "m1: mpirun exit $rc; $(grep -o 'stopped by SIGTERM [a-z]* [^;]*' "$tmp/m1.err" | head -1)"
+  extra=$sep resume_same m1 mref $mpi
+fi
+
+echo "stop.sh: $fails failed"
+[ "$fails" -eq 0 ]
