@@ -45,5 +45,5 @@ echo "== stage 1: srlm sft -c configs/quickstart-m1.yaml $*"
 OMP_NUM_THREADS=1 build/srlm sft -c configs/quickstart-m1.yaml data.sft="$out/quickstart-data/sft.jsonl" "$@"
 echo "== stage 2: mpirun -np $np srlm train -c configs/quickstart.yaml $*"
 mpirun --oversubscribe --bind-to none -np "$np" \
-  build/srlm train -c configs/quickstart.yaml model.path="$out/quickstart-m1/model" "$@"
+  build/srlm train -c configs/quickstart.yaml --overwrite model.path="$out/quickstart-m1/model" "$@"
 echo "== quickstart done in $(( $(date +%s) - start )) s; metrics in $out/quickstart/metrics.jsonl"

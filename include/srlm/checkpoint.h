@@ -63,7 +63,12 @@ srlm_status srlm_checkpoint_save(const char *run_dir, const srlm_checkpoint *c);
  * SRLM_OK) when there is none; a malformed file is an SRLM_ERR_FORMAT error naming it. */
 srlm_status srlm_checkpoint_load(const char *run_dir, srlm_checkpoint *c, int *found);
 
-/* SRLM_ERR_CONFIG naming the first line where the checkpoint's config and yaml differ. */
+/* Whether a run may resume under the resolved config yaml (the checkpoint's own is
+ * c->config_yaml; both srlm_config_to_yaml). Keys compared one by one: the keys that do
+ * not change results may differ (run.iterations, run.log_level, run.rank_timeout, roles.*
+ * but roles.shard_prompts: the rank layout and threads; a LEARN checkpoint holds the full
+ * optimizer state, so any learner count can continue it), each difference logged; any
+ * other difference is SRLM_ERR_CONFIG naming every such key with both values. */
 srlm_status srlm_checkpoint_check_config(const srlm_checkpoint *c, const char *yaml, const char *run_dir);
 
 void srlm_checkpoint_free(srlm_checkpoint *c);

@@ -161,6 +161,21 @@ srlm_status srlm_comm_bcast_i64(srlm_comm *c, int64_t *x, int n);
  * agree on, e.g. a stop asked by a signal on any rank: stop.h). */
 srlm_status srlm_comm_allreduce_max_i64(srlm_comm *c, int64_t *x, int n);
 
+/* The rank watchdog (run.rank_timeout; like NCCL's and PyTorch's collective timeouts):
+ * every rank beats in dir/.ranks/<rank> from a thread; a rank whose beats stop for
+ * timeout_s seconds (SIGSTOP, a frozen node; a busy rank still beats) ends the job at the
+ * watcher's next wait with MPI_Abort, naming the late rank, its role and its last phase
+ * (src/comm/watchdog.h). No-op for one rank or timeout_s <= 0. dir should be shared by the
+ * ranks' nodes (the run folder); a rank whose file is not visible is not watched. */
+srlm_status srlm_comm_watchdog(srlm_comm *c, const char *dir, double timeout_s);
+
+/* The MPI library this process runs with (MPI_Get_library_version's first line, for
+ * `srlm version`); works without MPI_Init. */
+void srlm_comm_library_version(char *out, size_t n);
+
+/* This rank's phase for the watchdog's message ("generating iteration 2", ...). */
+void srlm_comm_phase(srlm_comm *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
 /* Weight broadcast from learner rank 0 over the broadcast comm, in buckets of
  * bucket_bytes (rounded down to whole floats, at least one float, at most 1 GiB;
  * 0 = 64 MiB; the root's value counts, receivers follow the header).

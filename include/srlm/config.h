@@ -123,6 +123,7 @@ typedef struct srlm_config {
     srlm_log_level log_level;
     srlm_cfg_backend backend;
     int device; /* -1 = the launcher's local rank */
+    int rank_timeout; /* seconds without a heartbeat before a rank counts as stopped; 0 = off */
   } run;
   struct {
     char *path; /* Hugging Face directory; "" = build a fresh model from model.arch */

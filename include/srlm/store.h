@@ -72,6 +72,9 @@ typedef struct srlm_seqs {
 
 /* Starts writing a new file at path (through path.tmp.<pid>) with the root attributes
  * srlm_format = format and srlm_version = version. */
+/* The HDF5 library this process runs with, e.g. "1.10.8" (for `srlm version`). */
+void srlm_store_library_version(char *out, size_t n);
+
 srlm_status srlm_store_create(const char *path, const char *format, int64_t version, srlm_store **out);
 
 /* Opens path for reading; checks srlm_format == format and srlm_version == version. */

@@ -24,12 +24,14 @@
 
 #include "commands.h"
 #include "srlm/chat.h"
+#include "srlm/checkpoint.h"
 #include "srlm/comm.h"
 #include "srlm/config.h"
 #include "srlm/hfmodel.h"
 #include "srlm/jsonl.h"
 #include "srlm/llm_judge.h"
 #include "srlm/prompts.h"
+#include "srlm/rundir.h"
 #include "srlm/selfreward.h"
 #include "srlm/setup.h"
 #include "srlm/stop.h"
@@ -40,8 +42,8 @@
 #define PROMPTS_VERSION 1
 
 static const char k_train_help[] =
-    "usage: srlm train -c CONFIG [--resume] [key.path=value ...]\n"
-    "       mpirun -np N srlm train -c CONFIG [--resume] [key.path=value ...]\n"
+    "usage: srlm train -c CONFIG [--resume | --overwrite] [--dry-run] [key.path=value ...]\n"
+    "       mpirun -np N srlm train -c CONFIG [--resume | --overwrite] [key.path=value ...]\n"
     "\n"
     "Runs the self-rewarding iterations a config describes, in run.out_dir/run.name/:\n"
     "each iteration M_t -> M_t+1 generates answers to the prompts (a built-in task, or\n"
@@ -55,6 +57,12 @@ static const char k_train_help[] =
     "must equal N. Rank 0 prints progress and the per-iteration table.\n"
     "\n"
     "  -c, --config FILE   the YAML config\n"
+    "  --overwrite         start again in a run folder that holds a run: removes srlm's files\n"
+    "                      there first (config.yaml, checkpoint.h5, metrics.jsonl, summary.json,\n"
+    "                      iter_*/); without it (or --resume) such a folder is refused\n"
+    "  --dry-run           resolve the config, check the model, tokenizer and prompt files,\n"
+    "                      the rank layout and the run folder, print the plan; run nothing and\n"
+    "                      write nothing\n"
     "  --resume            continue from the run folder's checkpoint.h5 (after a kill or a\n"
     "                      time limit); without one, start from the beginning. Same config,\n"
     "                      same layout: the result is bit-identical to an uninterrupted run\n"
@@ -62,7 +70,8 @@ static const char k_train_help[] =
     "\n"
     "Files: config.yaml, iter_0/model/ (a fresh M0), iter_0/prompts.h5, iter_<t>/model/,\n"
     "iter_<t>/rollouts.h5 (read it with 'srlm rollouts'), metrics.jsonl, checkpoint.h5,\n"
-    "summary.json.\n"
+    "summary.json; .lock (held by the running job: a second job on the folder is refused,\n"
+    "naming its host and pid). Stale *.tmp.<pid> files of killed writers are removed at start.\n"
     "\n"
     "Signals: SIGUSR1, SIGTERM or SIGINT (on any rank) finish the current optimizer step,\n"
     "write a checkpoint all ranks agree on and exit 75; a second signal stops at once.\n"
@@ -105,6 +114,35 @@ static srlm_status prepare_run_dir(train_ctx *c) {
   SRLM_TRY(srlm_path_join(path, sizeof path, c->run_dir, "config.yaml"));
   SRLM_TRY(srlm_config_save(cfg, path));
   SRLM_INFO("run folder %s (config saved as config.yaml)", c->run_dir);
+  return SRLM_OK;
+}
+
+/* The lead, before anything touches the run folder: its lock (held until the job ends),
+ * the refusal to start a new run over an existing one (unless --overwrite clears it), and
+ * the stale temporary files of writers that were killed (rundir.h). */
+static srlm_status take_run_dir(train_ctx *c, int overwrite, srlm_rundir_lock **lock) {
+  SRLM_TRY(run_dir_path(c));
+  SRLM_TRY(srlm_rundir_lock_take(c->run_dir, lock));
+  if (!c->resume) {
+    int found = 0;
+    char first[256];
+    SRLM_TRY(srlm_rundir_find_run(c->run_dir, &found, first, sizeof first));
+    if (found && !overwrite)
+      return srlm_error(SRLM_ERR_USAGE, c->run_dir, "already holds a run (%s%s): continue it with --resume, start it "
+                        "again with --overwrite (removes srlm's files there: config.yaml, checkpoint.h5, "
+                        "metrics.jsonl, summary.json, iter_*/), or choose another run.name", first,
+                        found > 1 ? " and more" : "");
+    if (found) {
+      int removed = 0;
+      SRLM_TRY(srlm_rundir_clear(c->run_dir, &removed));
+      SRLM_INFO("--overwrite: removed %d of srlm's files and folders from %s", removed, c->run_dir);
+    }
+  }
+  int64_t n_tmp = 0, tmp_bytes = 0;
+  SRLM_TRY(srlm_rundir_clean_tmp(c->run_dir, &n_tmp, &tmp_bytes));
+  if (n_tmp)
+    SRLM_INFO("removed %lld stale temporary files (%.1f MB) of writers that were stopped in %s", (long long)n_tmp,
+              (double)tmp_bytes / 1e6, c->run_dir);
   return SRLM_OK;
 }
 
@@ -199,6 +237,101 @@ static srlm_status prepare_prompts(train_ctx *c) {
             cfg->data.prompts, (long long)c->n_prompts, (long long)c->n_tokens,
             (double)c->n_tokens / (double)c->n_prompts, (long long)ps.max_len, (long long)c->n_skipped,
             (long long)c->n_too_long, cfg->data.max_prompt_tokens, path, srlm_timer_elapsed(&t));
+  return SRLM_OK;
+}
+
+/* --dry-run on the lead: the checks a run would make before its first write, and the plan,
+ * on stdout. Reads the model, tokenizer and prompt files; writes nothing, and the run folder
+ * is only looked at (its lock is queried, not taken). */
+static srlm_status dry_run(train_ctx *c, srlm_comm *comm) {
+  const srlm_config *cfg = &c->cfg;
+  SRLM_TRY(run_dir_path(c));
+  int found = 0, held = 0;
+  char first[256], holder[256];
+  SRLM_TRY(srlm_rundir_find_run(c->run_dir, &found, first, sizeof first));
+  SRLM_TRY(srlm_rundir_lock_holder(c->run_dir, &held, holder, sizeof holder));
+  printf("srlm train --dry-run: the plan (nothing runs, nothing is written)\n");
+  printf("run folder   %s: %s%s%s\n", c->run_dir,
+         held ? "IN USE by another job (" : found ? "holds a run" : "new or empty",
+         held ? holder : found && !c->resume ? " (needs --resume or --overwrite)" : "", held ? ")" : "");
+  const int R = srlm_comm_size(comm);
+  if (srlm_comm_colocated(comm)) {
+    printf("ranks        %d, colocated: every rank generates, judges and learns its shards\n", R);
+  } else {
+    printf("ranks        %d: learners %d, generators %d, judges %d:", R, srlm_comm_role_size(comm, SRLM_ROLE_LEARNER),
+           srlm_comm_role_size(comm, SRLM_ROLE_GENERATOR), srlm_comm_role_size(comm, SRLM_ROLE_JUDGE));
+    for (int r = 0; r < R; r++) {
+      srlm_role role = r < srlm_comm_role_size(comm, SRLM_ROLE_LEARNER) ? SRLM_ROLE_LEARNER
+                       : r < srlm_comm_role_size(comm, SRLM_ROLE_LEARNER) + srlm_comm_role_size(comm, SRLM_ROLE_GENERATOR)
+                           ? SRLM_ROLE_GENERATOR
+                           : SRLM_ROLE_JUDGE;
+      printf(" %d=%s", r, srlm_role_name(role));
+    }
+    printf("\n");
+  }
+  SRLM_TRY(load_tokenizer(c, 0));
+  printf("tokenizer    %s: %d ids, chat format %s\n", srlm_tokenizer_path(c->tok), (int)srlm_tokenizer_n_ids(c->tok),
+         c->has_chat ? srlm_chat_kind_name(c->chat.kind) : "none (raw text)");
+  if (cfg->model.path[0]) {
+    SRLM_TRY(open_model(c, 0));
+  } else {
+    SRLM_TRY(srlm_setup_model_config(cfg, c->tok, &c->mcfg));
+    c->n_params = srlm_model_param_count(&c->mcfg);
+  }
+  char count[32];
+  srlm_format_count(c->n_params, count, sizeof count);
+  printf("model M0     %s: %s, %lld layers, hidden %lld, heads %lld/%lld, vocab %lld, context %lld, %s parameters\n",
+         cfg->model.path[0] ? c->model_dir : "fresh from model.arch (seeded by run.seed)",
+         srlm_model_type_name(c->mcfg.model_type), (long long)c->mcfg.num_hidden_layers,
+         (long long)c->mcfg.hidden_size, (long long)c->mcfg.num_attention_heads,
+         (long long)c->mcfg.num_key_value_heads, (long long)c->mcfg.vocab_size,
+         (long long)c->mcfg.max_position_embeddings, count);
+  int64_t per = cfg->task.prompts_per_iteration;
+  if (cfg->task.name != SRLM_CFG_TASK_NONE) {
+    printf("prompts      built-in task %s: %lld per iteration, %lld held out\n", srlm_config_enum_name("task.name", (int)cfg->task.name),
+           (long long)cfg->task.prompts_per_iteration, (long long)cfg->task.eval_prompts);
+  } else if (cfg->data.prompts[0]) {
+    srlm_prompts_stats ps;
+    srlm_prompt_set set;
+    SRLM_TRY(srlm_prompts_load(cfg->data.prompts, c->tok, c->has_chat ? &c->chat : NULL, cfg->data.skip_bad_lines,
+                               cfg->data.max_prompt_tokens, &set, &ps));
+    per = cfg->data.prompts_per_iteration > 0 ? cfg->data.prompts_per_iteration : set.n;
+    printf("prompts      %s: %lld prompts, %lld tokens, %lld bad lines skipped, %lld too long dropped; %lld per "
+           "iteration\n", cfg->data.prompts, (long long)set.n, (long long)ps.tokens, (long long)ps.bad,
+           (long long)ps.too_long, (long long)per);
+    srlm_prompt_set_free(&set);
+    srlm_llm_judge *llm = NULL;
+    SRLM_TRY(srlm_llm_judge_create(cfg, c->tok, c->has_chat ? &c->chat : NULL, &llm)); /* template and score_regex */
+    srlm_llm_judge_free(llm);
+  } else {
+    printf("prompts      none (data.prompts and task.name are empty): only M0 would be prepared\n");
+  }
+  int64_t shards = (per + cfg->roles.shard_prompts - 1) / cfg->roles.shard_prompts;
+  printf("iterations   %d: each %lld prompts x %d samples in %lld shards of %d prompts, judged %d times each; "
+         "loss %s, %d epoch(s), batch %d x %d\n", cfg->run.iterations, (long long)per,
+         cfg->generate.samples_per_prompt, (long long)shards, cfg->roles.shard_prompts, cfg->judge.samples,
+         srlm_config_enum_name("train.loss", (int)cfg->train.loss), cfg->train.epochs, cfg->train.batch_size, cfg->train.grad_accum);
+  if (c->resume) {
+    srlm_checkpoint ck = {0};
+    int has = 0;
+    srlm_status st = srlm_checkpoint_load(c->run_dir, &ck, &has);
+    char *yaml = srlm_config_to_yaml(cfg, 0);
+    if (st == SRLM_OK && has) st = srlm_checkpoint_check_config(&ck, yaml, c->run_dir);
+    free(yaml);
+    if (st == SRLM_OK)
+      printf("resume       %s\n", !has ? "no checkpoint yet: from the beginning"
+                                        : ck.kind == SRLM_CKPT_LEARN ? "inside an iteration's learning"
+                                                                     : "after a complete iteration");
+    if (st == SRLM_OK && has) printf("             checkpoint at iteration %lld\n", (long long)ck.iteration);
+    srlm_checkpoint_free(&ck);
+    SRLM_TRY(st);
+  }
+  if (held)
+    return srlm_error(SRLM_ERR_IO, c->run_dir, "the run folder is in use by another srlm job (%s)", holder);
+  if (found && !c->resume)
+    return srlm_error(SRLM_ERR_USAGE, c->run_dir, "already holds a run (%s): a run needs --resume or --overwrite",
+                      first);
+  printf("ok: the run can start\n");
   return SRLM_OK;
 }
 
@@ -322,7 +455,7 @@ static srlm_status write_summary(train_ctx *c, double seconds, const srlm_sr_ite
 
 int srlm_cmd_train(int argc, char **argv) {
   const char *config_path = NULL;
-  int resume = 0;
+  int resume = 0, overwrite = 0, dry = 0;
   const char **overrides = srlm_xcalloc((size_t)argc, sizeof *overrides);
   int n_over = 0;
   for (int i = 1; i < argc; i++) {
@@ -332,6 +465,10 @@ int srlm_cmd_train(int argc, char **argv) {
       return 0;
     } else if (!strcmp(argv[i], "--resume")) {
       resume = 1;
+    } else if (!strcmp(argv[i], "--overwrite")) {
+      overwrite = 1;
+    } else if (!strcmp(argv[i], "--dry-run")) {
+      dry = 1;
     } else if (!strcmp(argv[i], "-c") || !strcmp(argv[i], "--config")) {
       if (i + 1 >= argc) {
         free(overrides);
@@ -349,6 +486,10 @@ int srlm_cmd_train(int argc, char **argv) {
     free(overrides);
     return srlm_cli_usage_error("train", "-c CONFIG is required");
   }
+  if (resume && overwrite) {
+    free(overrides);
+    return srlm_cli_usage_error("train", "--resume continues a run, --overwrite removes it: give one of them");
+  }
   /* Under mpirun every rank runs this; the lead (world rank 0) prepares the run folder
      and reports, every rank plays its role(s) in the iterations. */
   srlm_comm *comm = NULL;
@@ -358,6 +499,7 @@ int srlm_cmd_train(int argc, char **argv) {
     return srlm_cli_fail("train", st);
   }
   const int lead = srlm_comm_rank(comm) == 0, multi = srlm_comm_size(comm) > 1;
+  srlm_rundir_lock *lock = NULL; /* the lead's, until the end (rundir.h) */
   train_ctx c;
   memset(&c, 0, sizeof c);
   c.resume = resume;
@@ -376,6 +518,14 @@ int srlm_cmd_train(int argc, char **argv) {
     return rc;
   }
   srlm_log_set_level(c.cfg.run.log_level);
+  if (dry) { /* the lead checks and prints; the others only had their role assigned */
+    srlm_status dst = lead ? dry_run(&c, comm) : SRLM_OK;
+    int rc = dst == SRLM_OK ? 0 : srlm_cli_fail("train", dst);
+    srlm_tokenizer_free(c.tok);
+    srlm_config_free(&c.cfg);
+    srlm_comm_free(comm);
+    return rc;
+  }
   srlm_stop_install(srlm_comm_rank(comm), srlm_comm_role_label(comm));
 #ifdef _OPENMP
   if (c.cfg.roles.threads > 0) omp_set_num_threads(c.cfg.roles.threads);
@@ -388,7 +538,8 @@ int srlm_cmd_train(int argc, char **argv) {
       SRLM_INFO("%d ranks: %s", srlm_comm_size(comm),
                 srlm_comm_colocated(comm) ? "colocated (every rank generates, judges and learns its shards)"
                                           : "separate roles (learners, generators, judges: see roles.*)");
-    st = prepare_run_dir(&c);
+    st = take_run_dir(&c, overwrite, &lock);
+    if (st == SRLM_OK) st = prepare_run_dir(&c);
   } else {
     st = run_dir_path(&c);
   }
@@ -397,6 +548,8 @@ int srlm_cmd_train(int argc, char **argv) {
   if (st == SRLM_OK && lead) st = prepare_prompts(&c);
   /* the others open M0 only once the lead has written it */
   if (multi) st = srlm_comm_agree(comm, st);
+  /* from here on the folder is this job's (the lead holds its lock) */
+  if (st == SRLM_OK && multi) st = srlm_comm_watchdog(comm, c.run_dir, c.cfg.run.rank_timeout);
   if (st == SRLM_OK && !lead) st = open_model(&c, 0);
   srlm_sr_iteration *rows = NULL;
   if (st == SRLM_OK) st = run_iterations(&c, comm, &rows);
@@ -422,5 +575,6 @@ int srlm_cmd_train(int argc, char **argv) {
   srlm_prompt_set_free(&c.eval_set);
   srlm_config_free(&c.cfg);
   srlm_comm_free(comm);
+  srlm_rundir_lock_release(lock);
   return rc;
 }

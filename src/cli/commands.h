@@ -8,6 +8,7 @@
 #include "srlm/core.h"
 
 int srlm_cmd_tokenize(int argc, char **argv);   /* cmd_tokenize.c */
+int srlm_cmd_version(int argc, char **argv);    /* cmd_version.c */
 int srlm_cmd_detokenize(int argc, char **argv); /* cmd_tokenize.c */
 int srlm_cmd_chat(int argc, char **argv);       /* cmd_tokenize.c: render a chat */
 int srlm_cmd_info(int argc, char **argv);       /* cmd_info.c */

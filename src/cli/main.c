@@ -30,7 +30,7 @@ static const command k_commands[] = {
 static void usage(FILE *f) {
   fprintf(f, "usage: srlm <command> [options]\n\ncommands:\n");
   for (size_t i = 0; i < N_COMMANDS; i++) fprintf(f, "  %s\n", k_commands[i].help);
-  fprintf(f, "\n  version: print the version\n  help: this text\n\n"
+  fprintf(f, "\n  version: print the version, git commit, build type, CPU ISA and CUDA/NCCL/MPI/HDF5 versions\n  help: this text\n\n"
              "Each command takes --help. Results go to stdout, progress and errors to stderr.\n");
 }
 
@@ -62,10 +62,7 @@ int main(int argc, char **argv) {
     usage(stdout);
     return 0;
   }
-  if (!strcmp(cmd, "version") || !strcmp(cmd, "--version")) {
-    printf("srlm %s\n", SRLM_VERSION_STRING);
-    return 0;
-  }
+  if (!strcmp(cmd, "version") || !strcmp(cmd, "--version")) return srlm_cmd_version(argc - 1, argv + 1);
   for (size_t i = 0; i < N_COMMANDS; i++)
     if (!strcmp(cmd, k_commands[i].name)) return k_commands[i].fn(argc - 1, argv + 1);
   fprintf(stderr, "srlm: error: unknown command '%s'\n\n", cmd);

@@ -9,6 +9,7 @@
  * CHUNK_BYTES, so int counts never overflow.
  */
 #include <limits.h>
+#include <stdarg.h>
 #include <mpi.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -16,6 +17,7 @@
 #include <time.h>
 
 #include "srlm/comm.h"
+#include "watchdog.h"
 
 #define CHUNK_BYTES ((size_t)1 << 30)
 #define DEFAULT_BUCKET_BYTES ((size_t)64 << 20)
@@ -45,6 +47,12 @@ static int wait_polite(MPI_Request *req, MPI_Status *status) {
     int done = 0;
     int rc = MPI_Test(req, &done, status ? status : MPI_STATUS_IGNORE);
     if (rc != MPI_SUCCESS || done) return rc;
+    const char *late = sr_watchdog_late(); /* a rank stopped answering: this wait would never end */
+    if (late) {
+      fputs(late, stderr);
+      fflush(stderr);
+      MPI_Abort(MPI_COMM_WORLD, 1);
+    }
     struct timespec ts = {0, ns};
     nanosleep(&ts, NULL);
     if (ns < 2000000) ns *= 2;
@@ -220,6 +228,7 @@ void srlm_comm_free(srlm_comm *c) {
     free(c->pending[i].buf);
   }
   free(c->pending);
+  sr_watchdog_stop();
   if (c->solo) {
     free(c);
     return;
@@ -698,4 +707,31 @@ srlm_status srlm_comm_allreduce_max_i64(srlm_comm *c, int64_t *x, int n) {
   MPI_Request req;
   SRLM_MPI_WAIT(MPI_Iallreduce(MPI_IN_PLACE, x, n, MPI_INT64_T, MPI_MAX, c->world, &req), req);
   return SRLM_OK;
+}
+
+srlm_status srlm_comm_watchdog(srlm_comm *c, const char *dir, double timeout_s) {
+  if (c->solo || c->size < 2 || timeout_s <= 0) return SRLM_OK;
+  const char **labels = srlm_xmalloc((size_t)c->size * sizeof *labels);
+  for (int r = 0; r < c->size; r++) labels[r] = label_of(c, r);
+  srlm_status st = sr_watchdog_start(dir, c->rank, c->size, timeout_s, labels);
+  free(labels);
+  return st;
+}
+
+void srlm_comm_phase(srlm_comm *c, const char *fmt, ...) {
+  if (c->solo) return;
+  char phase[160];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(phase, sizeof phase, fmt, ap);
+  va_end(ap);
+  sr_watchdog_phase(phase);
+}
+
+void srlm_comm_library_version(char *out, size_t n) {
+  char v[MPI_MAX_LIBRARY_VERSION_STRING];
+  int len = 0;
+  if (MPI_Get_library_version(v, &len) != MPI_SUCCESS) len = snprintf(v, sizeof v, "unknown");
+  v[len < (int)sizeof v ? len : (int)sizeof v - 1] = '\0';
+  snprintf(out, n, "%.*s", (int)strcspn(v, "\n,"), v);
 }

@@ -86,25 +86,111 @@ srlm_status srlm_checkpoint_load(const char *run_dir, srlm_checkpoint *c, int *f
   return SRLM_OK;
 }
 
-srlm_status srlm_checkpoint_check_config(const srlm_checkpoint *c, const char *yaml, const char *run_dir) {
-  const char *a = c->config_yaml ? c->config_yaml : "", *b = yaml;
-  const char *la = a, *lb = b; /* starts of the current line */
-  int line = 1;
-  while (*a && *a == *b) {
-    if (*a == '\n') {
-      line++;
-      la = a + 1;
-      lb = b + 1;
+/* One key of a resolved config's YAML: its dotted path and its value's text (a block
+ * list's items included), a span of the YAML text. */
+typedef struct ykey {
+  char path[160];
+  const char *v;
+  int vn;
+} ykey;
+
+/* The keys of a srlm_config_to_yaml text (two-space indentation, "key: value" lines,
+ * block list items "- x" under their key). *n = the count; free the array. */
+static ykey *yaml_keys(const char *y, int *n) {
+  int cap = 64;
+  ykey *k = srlm_xmalloc((size_t)cap * sizeof *k);
+  char stack[8][64];
+  *n = 0;
+  for (const char *line = y; *line;) {
+    const char *end = line + strcspn(line, "\n");
+    int ind = 0;
+    while (line + ind < end && line[ind] == ' ') ind++;
+    const char *t = line + ind, *colon = memchr(t, ':', (size_t)(end - t));
+    if (t == end) {
+      /* blank */
+    } else if (*t == '-' || !colon || (*n == 0 && ind > 0)) {
+      if (*n) k[*n - 1].vn = (int)(end - k[*n - 1].v); /* a continuation of the last key's value */
+    } else {
+      int depth = ind / 2 < 8 ? ind / 2 : 7;
+      snprintf(stack[depth], sizeof stack[depth], "%.*s", (int)(colon - t), t);
+      if (*n == cap) k = srlm_xrealloc(k, (size_t)(cap *= 2) * sizeof *k);
+      ykey *e = &k[(*n)++];
+      int w = 0;
+      for (int d = 0; d <= depth; d++)
+        w += snprintf(e->path + w, sizeof e->path - (size_t)(w < (int)sizeof e->path ? w : (int)sizeof e->path - 1),
+                      "%s%s", d ? "." : "", stack[d]);
+      e->v = colon + 1;
+      while (e->v < end && *e->v == ' ') e->v++;
+      e->vn = (int)(end - e->v);
     }
-    a++;
-    b++;
+    line = *end ? end + 1 : end;
   }
-  if (!*a && !*b) return SRLM_OK;
-  int na = (int)strcspn(la, "\n"), nb = (int)strcspn(lb, "\n");
-  return srlm_error(SRLM_ERR_CONFIG, run_dir,
-                    "the config differs from the checkpoint's at line %d of the resolved config: checkpoint "
-                    "'%.*s', now '%.*s' (resume with the run's config, or start a new run.name)",
-                    line, na, la, nb, lb);
+  return k;
+}
+
+/* Keys that may differ on resume: they do not change the results (checkpoint.h). */
+static int resume_may_differ(const char *path) {
+  static const char *const k_keys[] = {"run.iterations", "run.log_level", "run.rank_timeout", "roles.generators",
+                                       "roles.judges",   "roles.learners", "roles.colocate",   "roles.threads"};
+  for (size_t i = 0; i < sizeof k_keys / sizeof *k_keys; i++)
+    if (!strcmp(path, k_keys[i])) return 1;
+  return 0;
+}
+
+static const ykey *find_key(const ykey *k, int n, const char *path) {
+  for (int i = 0; i < n; i++)
+    if (!strcmp(k[i].path, path)) return &k[i];
+  return NULL;
+}
+
+/* One difference of a (the checkpoint's) and b (now) at key x, into out (refused) or the
+ * log (allowed). */
+static void note_diff(const char *path, const ykey *a, const ykey *b, srlm_strbuf *out, int *refused) {
+  char what[600];
+  snprintf(what, sizeof what, "%s (checkpoint %.*s, now %.*s)", path, a ? (a->vn > 200 ? 200 : a->vn) : 7,
+           a ? a->v : "missing", b ? (b->vn > 200 ? 200 : b->vn) : 7, b ? b->v : "missing");
+  if (resume_may_differ(path)) {
+    SRLM_INFO("--resume with a different %s: allowed, it does not change the results", what);
+    return;
+  }
+  if (*refused) srlm_strbuf_append(out, ", ", 2);
+  srlm_strbuf_append(out, what, strlen(what));
+  (*refused)++;
+}
+
+srlm_status srlm_checkpoint_check_config(const srlm_checkpoint *c, const char *yaml, const char *run_dir) {
+  const char *a = c->config_yaml ? c->config_yaml : "";
+  if (!strcmp(a, yaml)) return SRLM_OK;
+  int na = 0, nb = 0, refused = 0;
+  ykey *ka = yaml_keys(a, &na), *kb = yaml_keys(yaml, &nb);
+  srlm_strbuf out = {0};
+  for (int i = 0; i < na; i++) {
+    if (i + 1 < na && !strncmp(ka[i + 1].path, ka[i].path, strlen(ka[i].path)) &&
+        ka[i + 1].path[strlen(ka[i].path)] == '.')
+      continue; /* a section header: its keys are compared */
+    const ykey *b = find_key(kb, nb, ka[i].path);
+    if (!b || b->vn != ka[i].vn || memcmp(b->v, ka[i].v, (size_t)b->vn)) note_diff(ka[i].path, &ka[i], b, &out, &refused);
+  }
+  for (int i = 0; i < nb; i++) {
+    if (i + 1 < nb && !strncmp(kb[i + 1].path, kb[i].path, strlen(kb[i].path)) &&
+        kb[i + 1].path[strlen(kb[i].path)] == '.')
+      continue;
+    if (!find_key(ka, na, kb[i].path)) note_diff(kb[i].path, NULL, &kb[i], &out, &refused);
+  }
+  free(ka);
+  free(kb);
+  if (!refused) {
+    free(out.p);
+    return SRLM_OK;
+  }
+  srlm_strbuf_append(&out, "", 1);
+  srlm_status st = srlm_error(SRLM_ERR_CONFIG, run_dir,
+                              "the config differs from the checkpoint's in %d key%s that change the results: %s "
+                              "(resume with the run's config, or start a new run.name; run.iterations, run.log_level, "
+                              "run.rank_timeout and the layout in roles.* may differ)",
+                              refused, refused > 1 ? "s" : "", out.p);
+  free(out.p);
+  return st;
 }
 
 void srlm_checkpoint_free(srlm_checkpoint *c) {

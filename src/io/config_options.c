@@ -70,6 +70,8 @@ static const srlm_config_option k_options[] = {
     OPT_ENUM(run.backend, k_backends, "cpu",
              "where the model runs: cpu, cuda (a GPU per rank) or cuda-sim (the CUDA kernels simulated on the CPU, for tests)"),
     OPT_INT(run.device, -1, -1, 1023, "GPU index of this rank; -1 = the launcher's local rank (OMPI/Slurm), else 0"),
+    OPT_INT(run.rank_timeout, 600, 0, 604800,
+            "seconds a rank may stop answering (SIGSTOP, a frozen node) before the job ends naming it; 0 = never"),
 
     OPT_STRING(model.path, "", "Hugging Face model directory; \"\" builds a fresh model from model.arch"),
     OPT_ENUM(model.arch.family, k_families, "llama", "architecture family of a model built from model.arch"),

@@ -921,3 +921,12 @@ srlm_status srlm_store_get_attr_i64(srlm_store *s, const char *obj, const char *
 srlm_status srlm_store_get_attr_f64(srlm_store *s, const char *obj, const char *name, double *value) {
   STORE_ATTR_CALL(0, get_attr_f64_impl(s, &o, p, name, value));
 }
+
+void srlm_store_library_version(char *out, size_t n) {
+  unsigned maj = 0, min = 0, rel = 0;
+  if (H5get_libversion(&maj, &min, &rel) < 0) {
+    snprintf(out, n, "unknown");
+    return;
+  }
+  snprintf(out, n, "%u.%u.%u", maj, min, rel);
+}

@@ -510,6 +510,7 @@ static srlm_status run_from(sr_ctx *c, int start, bool colocated, bool learner) 
     srlm_shard *sh = learner ? srlm_xcalloc((size_t)c->ro.shards, sizeof *sh) : NULL;
     int64_t stale = 0;
     srlm_status st = SRLM_OK;
+    srlm_comm_phase(comm, "%s of iteration %d", colocated ? "rollouts" : srlm_comm_role_label(comm), t);
     if (c->ck && c->ck->iteration == t)
       st = read_rollouts(c, t, sh, &stale); /* a LEARN resume: the rollouts are on disk */
     else if (c->ck == NULL && in_learn_resume && t == start)
@@ -522,6 +523,7 @@ static srlm_status run_from(sr_ctx *c, int start, bool colocated, bool learner) 
       st = run_judge(c, t, version);
     else
       st = receive_scored(c, version, sh, &pg, &stale);
+    if (st == SRLM_OK && learner) srlm_comm_phase(comm, "learning of iteration %d", t);
     if (st == SRLM_OK && learner) st = sr_learn(c, t, sh, stale, &rows[t]);
     for (int64_t i = 0; sh && i < c->ro.shards; i++) srlm_shard_free(&sh[i]);
     free(sh);
@@ -530,9 +532,11 @@ static srlm_status run_from(sr_ctx *c, int start, bool colocated, bool learner) 
       bool done;
       SRLM_TRY(sr_stop_vote(c, 1, &sig, &done));
     } else if (!colocated) {
+      srlm_comm_phase(comm, "waiting for the learners of iteration %d", t);
       SRLM_TRY(wait_learners(c, t));
     }
     if (c->lead) {
+      srlm_comm_phase(comm, "saving and evaluating M%d", t);
       rows[t].iteration = t;
       SRLM_TRY(save_model(c, t));
       if (colocated || t == c->cfg->run.iterations)

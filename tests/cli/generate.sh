@@ -106,6 +106,7 @@ for i, l in enumerate(open('$TMP/sampled.jsonl')):
 
 # 3. a model with a tokenizer: M0 of the quickstart-m1 config (19-id character vocabulary,
 #    eos 0, no chat template); text lines, text output, --stop
+rm -rf "$TMP/runs" "$TMP/runs_qwen" # a run folder that holds a run is refused without --resume/--overwrite
 (cd "$SRC" && "$SRLM" train -c configs/quickstart-m1.yaml run.out_dir="$TMP/runs" run.iterations=0 > "$TMP/train.log" 2>&1) ||
   fail "srlm train could not make the quickstart model: $(tail -3 "$TMP/train.log")"
 Q=$TMP/runs/quickstart-m1/iter_0/model

@@ -90,7 +90,7 @@ same ref fresh
 "$srlm" train $base run.name=ref train.lr=2e-3 --resume >/dev/null 2>"$tmp/cfg.err"
 rc=$?
 [ $rc -eq 2 ] || fail "resume with another config: exit $rc, want 2"
-grep -q "the config differs from the checkpoint's at line .*lr: 0.001.*lr: 0.002" "$tmp/cfg.err" \
+grep -q "the config differs from the checkpoint's in 1 key that change.*: train.lr (checkpoint 0.001, now 0.002)" "$tmp/cfg.err" \
   || fail "config mismatch message: $(tail -1 "$tmp/cfg.err")"
 
 # 3 ranks, separate roles: reference, then a job stopped mid-run (SIGTERM to mpirun) and resumed

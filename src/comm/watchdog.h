@@ -1,0 +1,30 @@
+/* The rank watchdog of comm.c (run.rank_timeout; the interface is srlm_comm_watchdog and
+ * srlm_comm_phase in include/srlm/comm.h). Private to src/comm.
+ *
+ * Every rank runs a heartbeat thread that rewrites DIR/.ranks/<rank> ("beat phase") every
+ * period (timeout / 5, 0.2 to 2 s). The thread beats while the rank computes, so a busy
+ * rank is not late; a stopped process (SIGSTOP, a frozen node) beats no more. Rank 0
+ * watches every rank's file, the others watch rank 0's: a beat counter that has not moved
+ * for `timeout` seconds by the watcher's own clock (no clock agreement needed across
+ * nodes) marks that rank late. The watcher's main thread learns it at its next wait
+ * (comm.c's wait_polite, where a job that misses a rank would hang), prints the late
+ * rank, its role and its last phase, and ends the job with MPI_Abort. A rank whose file
+ * never appears (a run folder not shared with its node) is not watched. */
+#ifndef SRLM_COMM_WATCHDOG_H
+#define SRLM_COMM_WATCHDOG_H
+
+#include "srlm/core.h"
+
+/* Starts the heartbeat and the watching; labels[r] = rank r's role (copied). */
+srlm_status sr_watchdog_start(const char *dir, int rank, int size, double timeout_s, const char *const *labels);
+
+/* This rank's phase for the heartbeat file (cheap: a copy under a lock). */
+void sr_watchdog_phase(const char *phase);
+
+/* NULL, or the message naming a late rank (then the caller ends the job). */
+const char *sr_watchdog_late(void);
+
+/* Stops the thread and marks this rank's file as ended (beat -1). */
+void sr_watchdog_stop(void);
+
+#endif

@@ -1,0 +1,89 @@
+#!/usr/bin/env bash
+# srlm train --dry-run and srlm version (issue 12, item 8). --dry-run resolves the config,
+# checks the model, tokenizer and prompt files, the rank layout and the run folder, prints
+# the plan and writes nothing; its errors are the run's (exit 2 config/layout, 1 files).
+# srlm version names the commit it was configured at, the build type and the libraries.
+set -u
+srlm=$1
+src=${SRLM_SOURCE_DIR:?}
+tmp=${SRLM_TMP:?}
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMP_WAIT_POLICY=passive
+export ASAN_OPTIONS="${ASAN_OPTIONS:-}:detect_leaks=0"
+fails=0
+fail() { echo "FAIL: $*" >&2; fails=$((fails + 1)); }
+cd "$src"
+rm -rf "$tmp/runs" && mkdir -p "$tmp/runs"
+small="run.out_dir=$tmp/runs model.path= model.arch.hidden_size=32 model.arch.intermediate_size=64
+  model.arch.num_layers=2 model.arch.num_heads=2 model.arch.max_seq_len=64 run.iterations=1
+  task.prompts_per_iteration=64 task.eval_prompts=16 generate.samples_per_prompt=2 roles.shard_prompts=8"
+# run NAME WANT_RC -- command...: stdout in $tmp/NAME.out, stderr in $tmp/NAME.err
+run() {
+  local name=$1 want=$2
+  shift 3
+  "$@" >"$tmp/$name.out" 2>"$tmp/$name.err"
+  local rc=$?
+  [ $rc -eq "$want" ] || fail "$name: exit $rc, want $want: $(tail -2 "$tmp/$name.err")"
+}
+has() { grep -q -- "$2" "$tmp/$1.out" "$tmp/$1.err" || fail "$1: no '$2' in its output"; }
+
+run plan 0 -- "$srlm" train -c configs/quickstart.yaml $small run.name=d1 --dry-run
+has plan "run folder   $tmp/runs/d1: new or empty"
+has plan "ranks        1, colocated"
+has plan "model M0     fresh from model.arch (seeded by run.seed): llama, 2 layers, hidden 32"
+has plan "prompts      built-in task sign_puzzle: 64 per iteration, 16 held out"
+has plan "iterations   1: each 64 prompts x 2 samples in 8 shards of 8 prompts"
+has plan "ok: the run can start"
+[ -e "$tmp/runs/d1" ] && fail "--dry-run created the run folder"
+
+# the prompt file, the model and the judge are checked as a run would
+printf '{"prompt": "What is 2+2?"}\n{"prompt": "Name a colour."}\n' >"$tmp/p.jsonl"
+chat="tokenizer.path=tests/fixtures/sft/chatml_tokenizer tokenizer.chat_format=chatml judge.mode=regex
+  model.arch.max_seq_len=2048"
+run prompts 0 -- "$srlm" train -c configs/quickstart.yaml $small $chat run.name=d2 task.name=none data.prompts="$tmp/p.jsonl" \
+  --dry-run
+has prompts "prompts      $tmp/p.jsonl: 2 prompts"
+run noprompts 1 -- "$srlm" train -c configs/quickstart.yaml $small $chat run.name=d2 task.name=none \
+  data.prompts="$tmp/missing.jsonl" --dry-run
+run badregex 2 -- "$srlm" train -c configs/quickstart.yaml $small $chat run.name=d2 task.name=none \
+  data.prompts="$tmp/p.jsonl" 'judge.score_regex=Score: ([0-9]' --dry-run
+has badregex "score_regex"
+has noprompts "missing.jsonl"
+run nomodel 1 -- "$srlm" train -c configs/quickstart.yaml $small run.name=d2 model.path="$tmp/no-model" --dry-run
+has nomodel "no-model"
+run badkey 2 -- "$srlm" train -c configs/quickstart.yaml $small run.name=d2 train.lrr=1 --dry-run
+
+# an existing run: without --resume the plan says why a run would be refused; --resume
+# checks the checkpoint's config
+"$srlm" train -c configs/quickstart.yaml $small run.name=d3 >/dev/null 2>&1 || fail "run d3"
+run exists 2 -- "$srlm" train -c configs/quickstart.yaml $small run.name=d3 --dry-run
+has exists "needs --resume or --overwrite"
+run resume 0 -- "$srlm" train -c configs/quickstart.yaml $small run.name=d3 --dry-run --resume
+has resume "resume       after a complete iteration"
+run resume_cfg 2 -- "$srlm" train -c configs/quickstart.yaml $small run.name=d3 train.lr=0.5 --dry-run --resume
+has resume_cfg "train.lr (checkpoint"
+sum=$(find "$tmp/runs/d3" -type f | sort | xargs md5sum | md5sum)
+run resume2 0 -- "$srlm" train -c configs/quickstart.yaml $small run.name=d3 run.iterations=3 --dry-run --resume
+[ "$(find "$tmp/runs/d3" -type f | sort | xargs md5sum | md5sum)" = "$sum" ] || fail "--dry-run changed the run folder"
+
+# the rank layout
+if command -v mpirun >/dev/null 2>&1; then
+  run layout 0 -- mpirun --oversubscribe -np 3 "$srlm" train -c configs/quickstart.yaml $small run.name=d4 \
+    roles.colocate=false roles.learners=1 roles.generators=1 roles.judges=1 --dry-run
+  has layout "ranks        3: learners 1, generators 1, judges 1: 0=learner 1=generator 2=judge"
+  run badlayout 2 -- mpirun --oversubscribe -np 2 "$srlm" train -c configs/quickstart.yaml $small run.name=d4 \
+    roles.colocate=false roles.learners=1 roles.generators=1 roles.judges=1 --dry-run
+  has badlayout "roles"
+fi
+
+# srlm version
+run version 0 -- "$srlm" version
+for k in "srlm [0-9]" "commit:     " "build type: " "CPU ISA:    " "CUDA:       " "NCCL:       " "MPI:        " "HDF5:       [0-9]"; do
+  grep -q "^$k" "$tmp/version.out" || fail "srlm version: no line '$k': $(cat "$tmp/version.out")"
+done
+if head=$(git -C "$src" rev-parse --short=12 HEAD 2>/dev/null); then
+  grep -q "^commit:     [0-9a-f]\{12\}" "$tmp/version.out" || fail "srlm version: no commit: $(grep commit "$tmp/version.out")"
+  echo "version: $(grep commit "$tmp/version.out") (HEAD now $head)"
+fi
+
+echo "dryrun.sh: $fails failed"
+[ "$fails" -eq 0 ]
