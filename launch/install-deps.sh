@@ -11,9 +11,11 @@ set -euo pipefail
 pkgs=(build-essential cmake pkg-config libyaml-dev libhdf5-dev libopenmpi-dev openmpi-bin
       libpcre2-dev libjansson-dev)
 if [ "${1:-}" = "--test" ]; then
-  pkgs+=(clang libclang-rt-dev slurmctld slurmd slurm-client munge podman buildah debootstrap)
+  pkgs+=(clang libclang-rt-dev)
   command -v python3 >/dev/null 2>&1 || pkgs+=(python3)
 fi
+# tests/cluster/: Slurm and MUNGE (slurm.sh), podman, buildah and debootstrap (docker.sh)
+[ "${1:-}" = "--test" ] && pkgs+=(slurmctld slurmd slurm-client munge podman buildah debootstrap)
 
 missing=()
 for p in "${pkgs[@]}"; do
