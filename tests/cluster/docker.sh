@@ -6,7 +6,7 @@
 #      image (the CPU build: the builder stage compiles srlm, the runtime stage gets the
 #      binary, configs/ and the runtime libraries);
 #   3. in a container of the image (buildah run --isolation chroot: podman run is refused by
-#      this sandbox's resource limits): no compiler; `srlm help`; the tiny quickstart, 3 ranks
+#      this sandbox's resource limits): no compiler; `srlm help` and `srlm version` run; the tiny quickstart, 3 ranks
 #      (learner, generator, judge) under the image's mpirun; its table and final weights equal
 #      the same run of the host's build (SRLM_BIN).
 # Takes about 7 minutes on 2 cores (debootstrap, apt inside the build, a full compile;
@@ -71,6 +71,8 @@ run() { buildah run --isolation chroot "$ctr" -- "$@"; }
 run sh -c 'for c in cc gcc c++ g++ nvcc cmake; do command -v $c && exit 1; done; exit 0' >"$tmp/compilers" 2>&1 \
   || fail "the runtime image has a compiler: $(cat "$tmp/compilers")"
 run srlm help >"$tmp/help.out" 2>&1 || fail "srlm help in the image: $(tail -n 3 "$tmp/help.out")"
+run srlm version >"$tmp/version.out" 2>&1 || fail "srlm version in the image: $(tail -n 3 "$tmp/version.out")"
+sed 's/^/  /' "$tmp/version.out"
 
 tiny="-c configs/quickstart.yaml model.path= model.arch.hidden_size=32 model.arch.intermediate_size=64
   model.arch.num_layers=2 model.arch.num_heads=2 model.arch.max_seq_len=64 run.iterations=3
