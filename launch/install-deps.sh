@@ -3,7 +3,9 @@
 # Idempotent: does nothing when everything is present. Works as root without sudo;
 # otherwise uses sudo when available, or prints the command to run.
 #   launch/install-deps.sh          build + run dependencies
-#   launch/install-deps.sh --test   also what the tests use (clang for the fuzzers)
+#   launch/install-deps.sh --test   also what the tests use (clang for the fuzzers; Slurm and
+#                                   MUNGE for tests/cluster/slurm.sh; podman, buildah and
+#                                   debootstrap for tests/cluster/docker.sh)
 set -euo pipefail
 
 pkgs=(build-essential cmake pkg-config libyaml-dev libhdf5-dev libopenmpi-dev openmpi-bin
@@ -13,6 +15,8 @@ if [ "${1:-}" = "--test" ]; then
   pkgs+=(chromium) # tests/cli/report_chromium.sh: srlm report rendered headless
   command -v python3 >/dev/null 2>&1 || pkgs+=(python3)
 fi
+# tests/cluster/: Slurm and MUNGE (slurm.sh), podman, buildah and debootstrap (docker.sh)
+[ "${1:-}" = "--test" ] && pkgs+=(slurmctld slurmd slurm-client munge podman buildah debootstrap)
 
 missing=()
 for p in "${pkgs[@]}"; do

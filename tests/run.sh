@@ -2,7 +2,8 @@
 # Builds srlm and runs every test: an AddressSanitizer + UndefinedBehaviorSanitizer build (unit,
 # CLI and simulated-kernel tests), a ThreadSanitizer build of the simulated-kernel tests only
 # (label sim: a missing __syncthreads in a CUDA kernel is a reported race), then a Release
-# build (all tests, including the fuzz smoke run).
+# build (all tests, including the fuzz smoke run, a localhost Slurm and the container image: label
+# cluster).
 # Ends with ctest's summary line. Usage: tests/run.sh  (from anywhere)
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
