@@ -10,14 +10,17 @@
 # summary is printed last (the tool returns only the tail of the output).
 #
 # usage (on the GPU machine, from the project root, with .devroot and BUILD carried):
-#   bash bench/gpu_check.sh [BUILD_DIR] [OUT_DIR] [attention]   defaults: build-gpu, $OUT or ./gpu-check-out
+#   bash bench/gpu_check.sh [BUILD_DIR] [OUT_DIR] [attention|e2e]   defaults: build-gpu, $OUT or ./gpu-check-out
 # With "attention" (issue 9), within the same 8 minutes instead of the steps above: the
 # attention ops' cases of the test (fp32, bf16), memcheck over them, and the attention sweep
 # (bench_backend --size attention: forward/backward at L = 512..16k, decode at batch 1..256 x
 # 1k..32k cached) next to PyTorch's SDPA flash and cuDNN backends (bench/attention_torch.py).
+# With "e2e" (issue 10): bench/e2e.sh's gpu-quick preset (the DPO step and generation at the
+# Qwen3-0.6B/1.7B shapes cut to 4 layers, srlm and PyTorch + transformers side by side) and,
+# if time is left, its full gpu preset; needs bench_e2e built and carried.
 # Build and pack first, here:
 #   cmake -S . -B build-gpu -DCMAKE_BUILD_TYPE=Release -DSRLM_CUDA=ON
-#   cmake --build build-gpu -j2 --target test_backend_ops test_model_equiv bench_backend
+#   cmake --build build-gpu -j2 --target test_backend_ops test_model_equiv bench_backend bench_e2e
 #   bash ../shared/tools/device-pack.sh build-gpu/tests/test_backend_ops build-gpu/tests/test_model_equiv \
 #     build-gpu/bench/bench_backend
 # Never changes the card's settings: nvidia-smi is only queried.
@@ -90,6 +93,19 @@ if [ "$MODE" = attention ]; then
     grep -hE '^FAIL' "$LOG"/test_attention_*.log | head -6 | cut -c1-300
     echo "== memcheck: $(grep -E 'ERROR SUMMARY' "$LOG/memcheck_attention.log" 2>/dev/null | tail -1)"
     cut -c1-160 "$LOG/torch_attention.txt" 2>/dev/null
+  } | tee "$LOG/summary.txt"
+  exit 0
+fi
+
+if [ "$MODE" = e2e ]; then
+  [ -x "$BUILD/bench/bench_e2e" ] || { echo "gpu_check: $BUILD/bench/bench_e2e not built or not carried" >&2; exit 2; }
+  step e2e_quick 200 e2e_quick.txt env OUT="$LOG/e2e_quick" bash bench/e2e.sh "$BUILD" gpu-quick
+  step e2e_full 260 e2e_full.txt env OUT="$LOG/e2e_full" bash bench/e2e.sh "$BUILD" gpu
+  {
+    echo "== gpu_check e2e on ${card:-unknown card}, $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+    printf '%s\n' "${status[@]}"
+    cut -c1-160 "$LOG/e2e_quick.txt" 2>/dev/null | grep -v '^$'
+    cut -c1-160 "$LOG/e2e_full.txt" 2>/dev/null | grep -v '^$'
   } | tee "$LOG/summary.txt"
   exit 0
 fi
