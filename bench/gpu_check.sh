@@ -22,7 +22,7 @@
 #   cmake -S . -B build-gpu -DCMAKE_BUILD_TYPE=Release -DSRLM_CUDA=ON
 #   cmake --build build-gpu -j2 --target test_backend_ops test_model_equiv bench_backend bench_e2e
 #   bash ../shared/tools/device-pack.sh build-gpu/tests/test_backend_ops build-gpu/tests/test_model_equiv \
-#     build-gpu/bench/bench_backend
+#     build-gpu/bench/bench_backend build-gpu/bench/bench_e2e
 # Never changes the card's settings: nvidia-smi is only queried.
 set -uo pipefail
 BUILD=${1:-build-gpu}
