@@ -18,7 +18,9 @@ cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DSRLM_SANITIZE=ON -DSRLM_CUDA
 cmake --build build-asan -j"$jobs"
 # cli.sim_quickstart is the Release build's: its kernels run under ASan in unit.backend_ops and
 # the sim tests already, and the simulator under ASan would make it the slowest test (3 min)
-(cd build-asan && ctest -L 'unit|cli|sim' -E 'cli.sim_quickstart' --output-on-failure -j"$jobs")
+# SRLM_TEST_QUICK: the kill-and-resume and signal tests leave their repetitions (more kill
+# points, the same signal through mpirun) to the Release stage
+(cd build-asan && SRLM_TEST_QUICK=1 ctest -L 'unit|cli|sim' -E 'cli.sim_quickstart' --output-on-failure -j"$jobs")
 
 echo "== ThreadSanitizer build: simulated-kernel tests"
 cmake -S . -B build-tsan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSRLM_TSAN=ON -DSRLM_CUDA=OFF >/dev/null

@@ -229,7 +229,14 @@ grep -q "srlm checkpointed (exit 75): requeueing job" "$tmp/usr1.err" \
   || fail "usr1: srlm did not exit 75 after SIGUSR1 (checkpoint and requeue): $(grep -E 'srlm.sbatch|error' "$tmp/usr1.err" | tr '\n' '|')"
 preempt term scontrol requeue
 grep -q "srlm.sbatch: SIGTERM" "$tmp/term.err" || fail "term: the batch shell got no SIGTERM"
-grep -q "srlm: rank [0-9] ([a-z]*) got SIGTERM" "$tmp/term.err" || fail "term: no rank got SIGTERM"
+# Slurm signals every process of the job at once: mpirun may be gone (and with it the ranks'
+# forwarded output) before a rank's own "got SIGTERM" line reaches the .err file, so that
+# line is reported, not required; the requeued job's bits above are what must hold
+if grep -q "srlm: rank [0-9] ([a-z]*) got SIGTERM" "$tmp/term.err"; then
+  echo "   term: a rank logged its SIGTERM"
+else
+  echo "   term: no rank's SIGTERM line reached the .err file (mpirun ended first)"
+fi
 # Slurm signals every process: mpirun, given SIGTERM too, sends the ranks a second one (they
 # stop at once, no checkpoint) and exits 1; the job resumes from the last periodic checkpoint
 grep -h -E "stopped by SIGTERM|got SIGTERM again|mpirun exited" "$tmp/term.err" | sed 's/^/   /'
