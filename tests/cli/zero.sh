@@ -16,6 +16,7 @@ fi
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMP_WAIT_POLICY=passive
 export ASAN_OPTIONS="${ASAN_OPTIONS:-}:detect_leaks=0"
 fails=0
+. "$(dirname "$0")/lib/check.sh" # same_run
 fail() { echo "FAIL: $*" >&2; fails=$((fails + 1)); }
 cd "$src"
 rm -rf "$tmp/runs" && mkdir -p "$tmp/runs"
@@ -34,22 +35,7 @@ run() { # NAME OVERRIDES...
 }
 # same NAME1 NAME2: bit-identical final weights and equal metrics (timing fields aside)
 same() {
-  cmp -s "$tmp/runs/$1/iter_2/model/model.safetensors" "$tmp/runs/$2/iter_2/model/model.safetensors" \
-    || fail "$2: final weights differ from $1"
-  python3 - "$tmp/runs/$1/metrics.jsonl" "$tmp/runs/$2/metrics.jsonl" <<'PY' || fail "$2: metrics.jsonl differs from $1"
-import json, sys
-def ev(p):
-    out = []
-    for l in open(p):
-        o = json.loads(l)
-        for k in ("seconds", "tokens_per_s"): o.pop(k, None)
-        out.append(o)
-    return out
-a, b = ev(sys.argv[1]), ev(sys.argv[2])
-for i, (x, y) in enumerate(zip(a, b)):
-    if x != y: print("line %d:\n  %s\n  %s" % (i + 1, x, y), file=sys.stderr); break
-sys.exit(0 if a == b else 1)
-PY
+  same_run "$tmp/runs" 2 "$1" "$2"
 }
 
 run plain

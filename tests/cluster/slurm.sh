@@ -25,6 +25,7 @@ start=$(date +%s)
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMP_WAIT_POLICY=passive
 export ASAN_OPTIONS="${ASAN_OPTIONS:-}:detect_leaks=0"
 fails=0
+. "$(dirname "$0")/../cli/lib/check.sh" # same_run
 fail() { echo "FAIL: $*" >&2; fails=$((fails + 1)); }
 skip() { echo "skipped: $*"; exit 77; }
 
@@ -160,22 +161,7 @@ submit() {
 }
 # same REF NAME: bit-identical final weights, equal metrics (timing aside), equal table (seconds aside)
 same() {
-  cmp -s "$tmp/runs/$1/iter_3/model/model.safetensors" "$tmp/runs/$2/iter_3/model/model.safetensors" \
-    || fail "$2: final weights differ from $1's"
-  python3 - "$tmp/runs/$1/metrics.jsonl" "$tmp/runs/$2/metrics.jsonl" <<'PY' || fail "$2: metrics.jsonl differs from $1's"
-import json, sys
-def ev(p):
-    out = []
-    for l in open(p):
-        o = json.loads(l)
-        for k in ("seconds", "tokens_per_s"): o.pop(k, None)
-        out.append(o)
-    return out
-a, b = ev(sys.argv[1]), ev(sys.argv[2])
-for i, (x, y) in enumerate(zip(a, b)):
-    if x != y: print("line %d:\n  %s\n  %s" % (i + 1, x, y), file=sys.stderr); break
-sys.exit(0 if a == b else 1)
-PY
+  same_run "$tmp/runs" 3 "$1" "$2"
   # the table: the last row per iteration (a resumed job prints it again), seconds column aside
   table() { awk '$1 == "iter" || $1 == "start" { NF--; row[$1 " " $2] = $0 } END { for (k in row) print row[k] }' "$1" | sort; }
   [ -n "$(table "$tmp/$1.out")" ] && [ "$(table "$tmp/$1.out")" = "$(table "$tmp/$2.out")" ] \
