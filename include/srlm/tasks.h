@@ -49,6 +49,7 @@
 #include <stdint.h>
 
 #include "srlm/core.h"
+#include "srlm/meta.h"
 #include "srlm/model.h"
 #include "srlm/tokenizer.h"
 
@@ -70,6 +71,7 @@ extern "C" {
 #define SRLM_TASK_RNG_EVAL 0x7a51u
 #define SRLM_TASK_RNG_SFT 0x7a52u
 #define SRLM_TASK_RNG_JUDGE 0x7a53u
+#define SRLM_TASK_RNG_META 0x7a54u
 #define SRLM_TASK_RNG_HOLDOUT 0x7a5fu
 
 typedef enum srlm_task_split {
@@ -148,11 +150,75 @@ typedef enum srlm_task_cand_kind {
 void srlm_task_judge_example(uint64_t seed, uint64_t index, srlm_task_puzzle *p,
                              char cand[SRLM_TASK_ANSWER_LEN + 1], srlm_task_cand_kind *kind);
 
+/* ---- meta-judge format (Meta-Rewarding, include/srlm/meta.h) ---------------------
+ *
+ * The meta-judge sees the judge prompt, two judgments of its candidate and answers which
+ * one is more accurate, within the configs/tiny vocabulary (no new token):
+ *   meta prompt   judge prompt, judgment A, 'Q', judgment B, 'A'
+ *                 "J6371T+15A6+3+7-1S" "+09+16+155" "Q" "+09+12+151" "A"
+ *   answer        '1' when A is the more accurate judgment, '2' when B is; then EOS.
+ * A judgment is shown as its first SRLM_TASK_JUDGMENT_LEN bytes, the part that parses
+ * (only parsable judgments have a score to compare), so 'Q' separates them unambiguously
+ * ('Q' never occurs in a parsable judgment) and the answer always sits at the same
+ * place: a meta prompt is at most 42 tokens, 44 with the answer and EOS, so a model that
+ * meta-judges needs max_seq_len >= 44 (configs/methods/meta-rewarding-m1.yaml: 48).
+ * The verdict is read like the judge's score: from the next-token logits after the
+ * marker, '1' vs '2' (the larger wins; equal: no verdict); the meta prompt's format is
+ * "ok" when the argmax over the whole vocabulary is one of them.
+ *
+ * Meta-judge SFT examples (srlm_task_meta_example), made with the checker: a puzzle and
+ * candidate drawn as judge examples are (even index: a correct candidate, odd: a
+ * perturbed one), the reference judgment (srlm_task_judgment) wins over a worse one:
+ *   SCORE_FLIP  the reference rationale with the other score (5 <-> 1): a wrong verdict;
+ *   RATIONALE   one partial sum (of 3, uniform) off by 1..9 (either sign, staying in
+ *               -99..99), the score kept: a wrong rationale;
+ *   BOTH        both at once;
+ * a third each; the winner is shown first (answer '1') or second ('2') with probability
+ * 1/2. Draws: srlm_rng_bits(seed, SRLM_TASK_RNG_META, index low, index high, split). */
+
+#define SRLM_TASK_META_PROMPT_MAX (SRLM_TASK_JUDGE_PROMPT_MAX + 2 * SRLM_TASK_JUDGMENT_LEN + 2)
+/* Meta example i of a split uses its puzzle SRLM_TASK_META_INDEX_BASE + i: a different
+ * instance from the judge example i of the same split. */
+#define SRLM_TASK_META_INDEX_BASE ((uint64_t)1 << 40)
+
+/* The meta prompt for (p, candidate as written) and judgments ja, jb (la, lb bytes, each
+ * parsable: srlm_task_judgment_parse), NUL-terminated; returns its length, 0 when a
+ * judgment does not parse (nothing is written then). */
+size_t srlm_task_meta_prompt(const srlm_task_puzzle *p, const char *cand, size_t len, const char *ja, size_t la,
+                             const char *jb, size_t lb, char out[SRLM_TASK_META_PROMPT_MAX + 1]);
+
+typedef enum srlm_task_meta_kind {
+  SRLM_TASK_META_SCORE_FLIP = 0,
+  SRLM_TASK_META_RATIONALE,
+  SRLM_TASK_META_BOTH,
+  SRLM_TASK_META_KIND_COUNT
+} srlm_task_meta_kind;
+
+/* Meta example `index` of split: its puzzle and candidate, judgments a and b, and the
+ * answer (*winner '1' or '2'). */
+void srlm_task_meta_example(uint64_t seed, srlm_task_split split, uint64_t index, srlm_task_puzzle *p,
+                            char cand[SRLM_TASK_ANSWER_LEN + 1], char a[SRLM_TASK_JUDGMENT_LEN + 1],
+                            char b[SRLM_TASK_JUDGMENT_LEN + 1], char *winner, srlm_task_meta_kind *kind);
+
+/* Meta-judges n meta prompts (NUL-terminated, srlm_task_meta_prompt) with model m, one
+ * forward of max_batch sequences at a time (0 means 64): verdict (n) as above, format_ok
+ * (n, may be NULL) 1 when the argmax token is '1' or '2'. */
+srlm_status srlm_task_meta_judge(srlm_model *m, srlm_tokenizer *tok, int max_batch, int n,
+                                 const char *const *prompts, srlm_meta_verdict *verdict, int *format_ok);
+
+/* The meta-judge's accuracy on meta examples 0..n-1 of split (by the checker's answer)
+ * and the fraction of them whose format is ok. */
+srlm_status srlm_task_meta_accuracy(srlm_model *m, srlm_tokenizer *tok, int max_batch, uint64_t seed,
+                                    srlm_task_split split, int n, double *accuracy, double *format_ok);
+
 typedef struct srlm_task_sft_counts {
   int64_t instructions;
   int64_t judge;
   int64_t judge_correct; /* judge examples with score 5 */
   int64_t kind[SRLM_TASK_CAND_KIND_COUNT];
+  int64_t meta;          /* meta-judge examples (srlm_task_write_sft_data_meta) */
+  int64_t meta_first;    /* ... whose answer is '1' */
+  int64_t meta_kind[SRLM_TASK_META_KIND_COUNT];
 } srlm_task_sft_counts;
 
 /* Writes the seed SFT data as JSONL {"prompt": "...", "response": "..."} lines (what
@@ -161,6 +227,10 @@ typedef struct srlm_task_sft_counts {
  * (judge prompt, reference judgment). Atomic. counts may be NULL. */
 srlm_status srlm_task_write_sft_data(const char *path, uint64_t seed, int64_t n_instructions, int64_t n_judge,
                                      srlm_task_sft_counts *counts);
+/* The same, then n_meta meta-judge examples of split judge (meta prompt, answer digit):
+ * `srlm task sft-data --meta-judge N`. n_meta = 0 writes exactly what the above writes. */
+srlm_status srlm_task_write_sft_data_meta(const char *path, uint64_t seed, int64_t n_instructions, int64_t n_judge,
+                                          int64_t n_meta, srlm_task_sft_counts *counts);
 /* Writes n prompts of split as JSONL {"prompt": "..."} lines. Atomic. */
 srlm_status srlm_task_write_prompts(const char *path, uint64_t seed, srlm_task_split split, int64_t n);
 

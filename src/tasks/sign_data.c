@@ -12,11 +12,10 @@
  * attempt numbers in the same word). */
 #define SRLM_TASK_CAND_DRAW 0x40000000u
 
-void srlm_task_judge_example(uint64_t seed, uint64_t index, srlm_task_puzzle *p,
-                             char cand[SRLM_TASK_ANSWER_LEN + 1], srlm_task_cand_kind *kind) {
-  srlm_task_puzzle_make(seed, SRLM_TASK_SPLIT_JUDGE, index, p);
-  srlm_philox_out r = srlm_rng_bits(seed, SRLM_TASK_RNG_JUDGE, (uint32_t)index, (uint32_t)(index >> 32),
-                                    SRLM_TASK_CAND_DRAW);
+/* A candidate for puzzle p from the draws r: a correct one, or (perturbed) one made as
+ * srlm_task_judge_example says. */
+static void make_candidate(const srlm_task_puzzle *p, srlm_philox_out r, int perturbed,
+                           char cand[SRLM_TASK_ANSWER_LEN + 1], srlm_task_cand_kind *kind) {
   /* a correct sign pattern, uniform among those that reach the target */
   int correct[8][3], n_correct = 0;
   for (int m = 0; m < 8; m++) {
@@ -24,11 +23,11 @@ void srlm_task_judge_example(uint64_t seed, uint64_t index, srlm_task_puzzle *p,
     int v = p->d[0] + s[0] * p->d[1] + s[1] * p->d[2] + s[2] * p->d[3];
     if (v == p->target) memcpy(correct[n_correct++], s, sizeof s);
   }
-  SRLM_CHECK(n_correct > 0, "puzzle %llu has no solution", (unsigned long long)index);
+  SRLM_CHECK(n_correct > 0, "puzzle %d%d%d%d T%d has no solution", p->d[0], p->d[1], p->d[2], p->d[3], p->target);
   int sign[3];
   memcpy(sign, correct[(int)(((uint64_t)r.v[0] * (uint32_t)n_correct) >> 32)], sizeof sign);
   srlm_task_cand_kind k = SRLM_TASK_CAND_CORRECT;
-  if (index % 2 == 1) {
+  if (perturbed) {
     const double u = srlm_rng_u01d(r.v[1], r.v[2]);
     k = u < 0.6 ? SRLM_TASK_CAND_RANDOM_SIGNS : u < 0.8 ? SRLM_TASK_CAND_SIGN_FLIP : SRLM_TASK_CAND_DIGIT_SWAP;
   }
@@ -54,6 +53,50 @@ void srlm_task_judge_example(uint64_t seed, uint64_t index, srlm_task_puzzle *p,
     default:
       break;
   }
+  if (kind) *kind = k;
+}
+
+void srlm_task_judge_example(uint64_t seed, uint64_t index, srlm_task_puzzle *p,
+                             char cand[SRLM_TASK_ANSWER_LEN + 1], srlm_task_cand_kind *kind) {
+  srlm_task_puzzle_make(seed, SRLM_TASK_SPLIT_JUDGE, index, p);
+  srlm_philox_out r = srlm_rng_bits(seed, SRLM_TASK_RNG_JUDGE, (uint32_t)index, (uint32_t)(index >> 32),
+                                    SRLM_TASK_CAND_DRAW);
+  make_candidate(p, r, index % 2 == 1, cand, kind);
+}
+
+/* Counter word `d` of a meta example's draws: the split in the low byte, the word. */
+#define SRLM_TASK_META_CAND_DRAW 0x100u
+#define SRLM_TASK_META_JUDGMENT_DRAW 0x200u
+
+void srlm_task_meta_example(uint64_t seed, srlm_task_split split, uint64_t index, srlm_task_puzzle *p,
+                            char cand[SRLM_TASK_ANSWER_LEN + 1], char a[SRLM_TASK_JUDGMENT_LEN + 1],
+                            char b[SRLM_TASK_JUDGMENT_LEN + 1], char *winner, srlm_task_meta_kind *kind) {
+  srlm_task_puzzle_make(seed, split, SRLM_TASK_META_INDEX_BASE + index, p);
+  const uint32_t lo = (uint32_t)index, hi = (uint32_t)(index >> 32);
+  make_candidate(p, srlm_rng_bits(seed, SRLM_TASK_RNG_META, lo, hi, SRLM_TASK_META_CAND_DRAW | (uint32_t)split),
+                 index % 2 == 1, cand, NULL);
+  srlm_philox_out r = srlm_rng_bits(seed, SRLM_TASK_RNG_META, lo, hi, SRLM_TASK_META_JUDGMENT_DRAW | (uint32_t)split);
+  char good[SRLM_TASK_JUDGMENT_LEN + 1], bad[SRLM_TASK_JUDGMENT_LEN + 1];
+  srlm_task_judgment(p, cand, strlen(cand), good);
+  memcpy(bad, good, sizeof bad);
+  const srlm_task_meta_kind k = (srlm_task_meta_kind)(((uint64_t)r.v[0] * 3u) >> 32);
+  if (k != SRLM_TASK_META_RATIONALE) /* the other verdict */
+    bad[SRLM_TASK_RATIONALE_LEN] = bad[SRLM_TASK_RATIONALE_LEN] == '5' ? '1' : '5';
+  if (k != SRLM_TASK_META_SCORE_FLIP) { /* one partial sum off by 1..9, staying in -99..99 */
+    const int g = (int)(((uint64_t)r.v[1] * 3u) >> 32);
+    char *s = bad + 3 * g;
+    const int v = (s[0] == '-' ? -1 : 1) * ((s[1] - '0') * 10 + (s[2] - '0'));
+    const int delta = 1 + (int)(((uint64_t)r.v[2] * 9u) >> 32);
+    int w = r.v[3] & 1u ? v + delta : v - delta;
+    if (w > 99 || w < -99) w = 2 * v - w; /* the other side */
+    char grp[16];
+    snprintf(grp, sizeof grp, "%c%02d", w < 0 ? '-' : '+', w < 0 ? -w : w);
+    memcpy(s, grp, 3);
+  }
+  const int first = (r.v[3] >> 1) & 1u;
+  memcpy(a, first ? good : bad, SRLM_TASK_JUDGMENT_LEN + 1);
+  memcpy(b, first ? bad : good, SRLM_TASK_JUDGMENT_LEN + 1);
+  *winner = first ? '1' : '2';
   if (kind) *kind = k;
 }
 
@@ -83,9 +126,15 @@ static srlm_status check_count(const char *what, int64_t n) {
 
 srlm_status srlm_task_write_sft_data(const char *path, uint64_t seed, int64_t n_instructions, int64_t n_judge,
                                      srlm_task_sft_counts *counts) {
+  return srlm_task_write_sft_data_meta(path, seed, n_instructions, n_judge, 0, counts);
+}
+
+srlm_status srlm_task_write_sft_data_meta(const char *path, uint64_t seed, int64_t n_instructions, int64_t n_judge,
+                                          int64_t n_meta, srlm_task_sft_counts *counts) {
   SRLM_TRY(check_count("instructions", n_instructions));
   SRLM_TRY(check_count("judge examples", n_judge));
-  if (n_instructions + n_judge == 0) return srlm_error(SRLM_ERR_RANGE, path, "no examples asked for");
+  SRLM_TRY(check_count("meta-judge examples", n_meta));
+  if (n_instructions + n_judge + n_meta == 0) return srlm_error(SRLM_ERR_RANGE, path, "no examples asked for");
   srlm_task_sft_counts c;
   memset(&c, 0, sizeof c);
   text_buf b = {0};
@@ -109,6 +158,19 @@ srlm_status srlm_task_write_sft_data(const char *path, uint64_t seed, int64_t n_
     c.judge++;
     c.judge_correct += jr[SRLM_TASK_RATIONALE_LEN] == '5';
     c.kind[k]++;
+  }
+  for (int64_t i = 0; i < n_meta; i++) {
+    srlm_task_puzzle p;
+    char cand[SRLM_TASK_ANSWER_LEN + 1], ja[SRLM_TASK_JUDGMENT_LEN + 1], jb[SRLM_TASK_JUDGMENT_LEN + 1];
+    char mp[SRLM_TASK_META_PROMPT_MAX + 1], answer[2] = {0, 0};
+    srlm_task_meta_kind k;
+    srlm_task_meta_example(seed, SRLM_TASK_SPLIT_JUDGE, (uint64_t)i, &p, cand, ja, jb, &answer[0], &k);
+    SRLM_CHECK(srlm_task_meta_prompt(&p, cand, strlen(cand), ja, strlen(ja), jb, strlen(jb), mp) > 0,
+               "meta example %lld: a judgment does not parse", (long long)i);
+    buf_add(&b, "{\"prompt\": \"%s\", \"response\": \"%s\"}\n", mp, answer);
+    c.meta++;
+    c.meta_first += answer[0] == '1';
+    c.meta_kind[k]++;
   }
   srlm_status st = srlm_write_file_atomic(path, b.s, b.n);
   free(b.s);
