@@ -223,6 +223,13 @@ typedef struct srlm_config {
     double length_rho; /* length_controlled: the score window rho in [0, 0.5) */
   } pairs;
   struct {
+    bool enabled;          /* Meta-Rewarding (include/srlm/meta.h, src/roles/meta_judge.c) */
+    int judge_iterations;  /* iterations 1..N train the judge pairs too (later: actor pairs only) */
+    char *template_path;   /* YAML key meta.template: a prompt set's meta-judge template */
+    char *winner_regex;    /* capture 1: A or 1 = the first judgment, B or 2 = the second */
+    int max_new_tokens;    /* a prompt set's meta-judgment length */
+  } meta;
+  struct {
     srlm_cfg_loss loss;
     double beta;
     double label_smoothing;

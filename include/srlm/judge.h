@@ -58,6 +58,13 @@ extern "C" {
 srlm_status srlm_judge_render(const char *template_name, const char *tmpl, const char *prompt,
                               const char *response, char **out);
 
+/* The same with n named placeholders (names[i] -> values[i], 1 <= n <= 8): every one must
+ * appear, any other {name} is an error naming the known ones. srlm_judge_render is this
+ * with {prompt} and {response}; Meta-Rewarding's meta.template has {prompt}, {response},
+ * {judgment_a}, {judgment_b}. */
+srlm_status srlm_judge_render_vars(const char *template_name, const char *tmpl, int n, const char *const *names,
+                                   const char *const *values, char **out);
+
 /* Reads a template file and checks its placeholders (renders it once with empty values). */
 srlm_status srlm_judge_template_load(const char *path, char **tmpl);
 
@@ -95,6 +102,11 @@ int srlm_judge_parse(const srlm_judge_parser *p, const char *text, size_t len, d
  * judgment's form: counted apart from unparsable judgments). */
 int srlm_judge_parse_ex(const srlm_judge_parser *p, const char *text, size_t len, double *score, int *clamped,
                         int *limit_hit);
+
+/* Meta-Rewarding's winner (meta.winner_regex compiled with srlm_judge_parser_create): the
+ * last match's capture 1 (the rules above) read as one character: "A" or "1" -> 1 (the
+ * first judgment), "B" or "2" -> 2 (the second); anything else, or no match, -> 0. */
+int srlm_judge_parse_winner(const srlm_judge_parser *p, const char *text, size_t len);
 
 typedef struct srlm_judge_stats {
   int64_t judgments;   /* judgments seen */

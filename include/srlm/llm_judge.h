@@ -41,6 +41,7 @@
 #include "srlm/core.h"
 #include "srlm/generate.h"
 #include "srlm/judge.h"
+#include "srlm/meta.h"
 #include "srlm/model.h"
 #include "srlm/tokenizer.h"
 
@@ -117,6 +118,29 @@ int srlm_llm_judge_stop_ids(const srlm_llm_judge *jd, const srlm_model *m, int32
 
 /* Frees the texts and ids of out[0 .. count) (the array itself is the caller's). */
 void srlm_llm_judgments_free(srlm_llm_judgment *out, int64_t count);
+
+/* ---- Meta-Rewarding's meta-judge on text (include/srlm/meta.h) ----------------------
+ * Per comparison i: meta.template rendered with {prompt} = instructions[i], {response} =
+ * responses[i], {judgment_a} = ja[i], {judgment_b} = jb[i] (every placeholder must
+ * appear; ill-formed UTF-8 repaired as for the judge), as one user turn through the
+ * judge's chat format, tokenized; decoded GREEDILY (the verdict is a function of the
+ * texts alone) up to meta.max_new_tokens, stopping at the judge's stop ids; the verdict
+ * is meta.winner_regex's last capture (srlm_judge_parse_winner): A/1 the first, B/2 the
+ * second, else none. A meta prompt longer than the model's positions less
+ * meta.max_new_tokens gets no verdict (counted in *too_long), rather than failing the
+ * iteration: long judgments are the text judge's normal case. */
+typedef struct srlm_llm_meta srlm_llm_meta;
+
+/* From cfg (meta.template loaded and checked, meta.winner_regex compiled,
+ * meta.max_new_tokens) and the judge jd (tokenizer, chat format, stop ids; borrowed). */
+srlm_status srlm_llm_meta_create(const srlm_config *cfg, srlm_llm_judge *jd, srlm_llm_meta **out);
+void srlm_llm_meta_free(srlm_llm_meta *mj);
+
+/* Meta-judges n comparisons with model m: verdict (n); format_ok (n, may be NULL) 1 when
+ * the winner regex gave a verdict; *too_long (may be NULL) accumulates skipped ones. */
+srlm_status srlm_llm_meta_run(srlm_llm_meta *mj, srlm_model *m, int n, const char *const *instructions,
+                              const char *const *responses, const char *const *ja, const char *const *jb,
+                              srlm_meta_verdict *verdict, int *format_ok, int64_t *too_long);
 
 #ifdef __cplusplus
 }

@@ -70,6 +70,12 @@ typedef struct srlm_sr_iteration {
   /* GRPO: groups whose rewards are all equal, and those of them dropped
      (train.grpo_equal_groups drop) */
   int64_t groups_all_equal, groups_dropped;
+  /* Meta-Rewarding (meta.enabled): pairs = actor_pairs + judge_pairs; the meta-judge's
+     responses, ordered comparisons, pairs agreeing in both orders, comparisons without a
+     verdict, the judge pairs' mean Elo spread, and (a task, reported only) the fraction of
+     judge pairs whose chosen judgment is the better one by the checker */
+  int64_t actor_pairs, judge_pairs, meta_responses, meta_comparisons, meta_agreeing, meta_format_failures;
+  double elo_spread, judge_pair_accuracy;
   double mean_score;        /* mean judged score of the iteration's samples */
   double pair_accuracy;     /* pairs whose chosen sample the checker accepts and rejected not
                                (reported only; never used for training) */

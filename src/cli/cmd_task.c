@@ -21,9 +21,12 @@ static const char k_task_help[] =
     "(e.g. +09+16+15 5).\n"
     "\n"
     "actions:\n"
-    "  sft-data --seed S --instructions N --judge N --out FILE\n"
+    "  sft-data --seed S --instructions N --judge N [--meta-judge N] --out FILE\n"
     "      seed SFT data: N solved instructions and N judge examples (half correct\n"
-    "      candidates, half perturbed) as {\"prompt\", \"response\"} JSONL lines\n"
+    "      candidates, half perturbed) as {\"prompt\", \"response\"} JSONL lines; with\n"
+    "      --meta-judge N also N meta-judge examples for Meta-Rewarding (the judge prompt,\n"
+    "      two judgments, Q between them, A after them; answer 1 or 2: which one is more\n"
+    "      accurate by the checker; the sign puzzle only; needs max_seq_len >= 44)\n"
     "  prompts --seed S --split train|eval|sft|judge --n N --out FILE\n"
     "      N prompts as {\"prompt\"} JSONL lines; the eval split is held out from all others\n"
     "  check --prompt P --answer A\n"
@@ -35,7 +38,8 @@ static const char k_task_help[] =
     "      greedy accuracy of the model in DIR (with its tokenizer.json) on the first N\n"
     "      prompts of the split (default: 1000 held-out prompts), and the agreement of its\n"
     "      judge (greedy rationale, expected score >= 3) with the checker on its own\n"
-    "      answers; prints one JSON line. Where the model runs:\n"
+    "      answers; with --meta-judge N also the meta-judge accuracy on N meta examples\n"
+    "      of the split (held out for eval); prints one JSON line. Where the model runs:\n"
     SRLM_CLI_BACKEND_HELP
     "\n"
     "\n"
@@ -52,6 +56,7 @@ typedef struct task_args {
   const char *out, *prompt, *answer, *model, *split;
   int countdown; /* --task countdown (else the sign puzzle) */
   long long seed, instructions, judge, n, batch;
+  long long meta_judge; /* --meta-judge N: Meta-Rewarding's meta-judge examples (sft-data, eval) */
   int has_seed, has_instructions, has_judge, has_n, has_answer;
   srlm_cli_backend backend; /* eval */
 } task_args;
@@ -98,6 +103,8 @@ static int parse_args(int argc, char **argv, task_args *a) {
       rc = parse_count(f, v, &a->instructions), a->has_instructions = 1;
     else if (!strcmp(f, "--judge"))
       rc = parse_count(f, v, &a->judge), a->has_judge = 1;
+    else if (!strcmp(f, "--meta-judge"))
+      rc = parse_count(f, v, &a->meta_judge);
     else if (!strcmp(f, "--n"))
       rc = parse_count(f, v, &a->n), a->has_n = 1;
     else if (!strcmp(f, "--batch"))
@@ -119,6 +126,9 @@ static int cmd_sft_data(const task_args *a) {
   if (!rc) rc = need("--judge", a->has_judge);
   if (!rc) rc = need("--out", a->out != NULL);
   if (rc) return rc;
+  if (a->countdown && a->meta_judge)
+    return srlm_cli_usage_error("task", "--meta-judge: Countdown's meta-judge examples are not written yet (the sign "
+                                "puzzle only)");
   if (a->countdown) {
     srlm_cd_sft_counts c;
     srlm_status st = srlm_cd_write_sft_data(a->out, (uint64_t)a->seed, a->instructions, a->judge, &c);
@@ -133,7 +143,12 @@ static int cmd_sft_data(const task_args *a) {
     return 0;
   }
   srlm_task_sft_counts c;
-  srlm_status st = srlm_task_write_sft_data(a->out, (uint64_t)a->seed, a->instructions, a->judge, &c);
+  srlm_status st = srlm_task_write_sft_data_meta(a->out, (uint64_t)a->seed, a->instructions, a->judge, a->meta_judge, &c);
+  if (st == SRLM_OK && c.meta)
+    fprintf(stderr, "meta-judge examples: %lld (%lld answered 1, %lld 2; losers: %lld other verdict, %lld one partial sum "
+            "off, %lld both)\n", (long long)c.meta, (long long)c.meta_first, (long long)(c.meta - c.meta_first),
+            (long long)c.meta_kind[SRLM_TASK_META_SCORE_FLIP], (long long)c.meta_kind[SRLM_TASK_META_RATIONALE],
+            (long long)c.meta_kind[SRLM_TASK_META_BOTH]);
   if (st != SRLM_OK) return srlm_cli_fail("task", st);
   fprintf(stderr,
           "wrote %s: %lld instructions, %lld judge examples (%lld scored 5, %lld scored 1; candidates: "
@@ -267,6 +282,14 @@ static srlm_status run_eval(const task_args *a) {
   if (st == SRLM_OK) st = srlm_task_eval_accuracy(m, tok, (int)a->batch, n, p, NULL, answers, &acc);
   const double t_acc = srlm_timer_elapsed(&t);
   if (st == SRLM_OK) st = srlm_task_judge_agreement(m, tok, (int)a->batch, n, p, (const char *const *)answers, &ag);
+  double meta_acc = NAN, meta_fmt = NAN;
+  if (st == SRLM_OK && a->meta_judge > 0) {
+    st = srlm_task_meta_accuracy(m, tok, (int)a->batch, (uint64_t)a->seed, split, (int)a->meta_judge, &meta_acc,
+                                 &meta_fmt);
+    if (st == SRLM_OK)
+      fprintf(stderr, "eval: meta-judge accuracy %.4f on %lld %s meta examples (answer format ok %.4f)\n", meta_acc,
+              a->meta_judge, srlm_task_split_name(split), meta_fmt);
+  }
   if (st == SRLM_OK) {
     fprintf(stderr, "eval: %d %s prompts (seed %lld): accuracy %.4f (%.2f s); judge agreement %.4f "
                     "(expected score) / %.4f (greedy score, %lld unparsed), %lld false positives, %lld false "
@@ -275,9 +298,13 @@ static srlm_status run_eval(const task_args *a) {
             (long long)ag.false_neg, srlm_timer_elapsed(&t) - t_acc);
     printf("{\"event\":\"eval\",\"split\":\"%s\",\"n\":%d,\"seed\":%lld,\"accuracy\":%.6f,\"judge_agreement\":%.6f,"
            "\"judge_agreement_greedy\":%.6f,\"judge_unparsed\":%lld,\"judge_false_pos\":%lld,"
-           "\"judge_false_neg\":%lld}\n",
+           "\"judge_false_neg\":%lld",
            srlm_task_split_name(split), n, a->seed, acc, ag.expected, ag.greedy, (long long)ag.unparsed, (long long)ag.false_pos,
            (long long)ag.false_neg);
+    if (a->meta_judge > 0)
+      printf(",\"meta_judge_accuracy\":%.6f,\"meta_judge_format_ok\":%.6f,\"meta_examples\":%lld", meta_acc, meta_fmt,
+             a->meta_judge);
+    printf("}\n");
   }
   for (int i = 0; i < n; i++) free(answers[i]);
   free(answers);

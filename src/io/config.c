@@ -1142,6 +1142,29 @@ srlm_status srlm_config_validate(const srlm_config *cfg) {
       return srlm_error(SRLM_ERR_CONFIG, "judge.score_regex", "\"%s\" has no capture group; group 1 must capture "
                         "the score", cfg->judge.score_regex);
   }
+  if (cfg->meta.enabled && cfg->train.loss == SRLM_CFG_LOSS_GRPO)
+    return srlm_error(SRLM_ERR_CONFIG, "meta.enabled", "Meta-Rewarding trains DPO-family pairs (actor and judge); "
+                      "train.loss grpo has no pairs");
+  if (cfg->meta.enabled && cfg->judge.source != SRLM_CFG_SOURCE_MODEL)
+    return srlm_error(SRLM_ERR_CONFIG, "meta.enabled", "Meta-Rewarding compares the model's own judgments: "
+                      "judge.source must be model");
+  if (cfg->meta.enabled && cfg->task.name != SRLM_CFG_TASK_NONE && cfg->judge.mode == SRLM_CFG_JUDGE_EXPECTED)
+    return srlm_error(SRLM_ERR_CONFIG, "judge.mode", "expected: Meta-Rewarding samples judge.samples judgments and "
+                      "averages their score digits (judge.mode regex)");
+  if (cfg->meta.enabled && cfg->judge.samples < 2)
+    return srlm_error(SRLM_ERR_CONFIG, "judge.samples", "%d: the meta-judge compares judgments of one answer, at "
+                      "least 2", cfg->judge.samples);
+  { /* meta.winner_regex, like judge.score_regex: a capture group for the winner */
+    int err;
+    PCRE2_SIZE off;
+    pcre2_code *re = pcre2_compile((PCRE2_SPTR)cfg->meta.winner_regex, PCRE2_ZERO_TERMINATED, PCRE2_UTF, &err, &off, NULL);
+    uint32_t groups = 0;
+    if (re) pcre2_pattern_info(re, PCRE2_INFO_CAPTURECOUNT, &groups);
+    pcre2_code_free(re);
+    if (!re || groups < 1)
+      return srlm_error(SRLM_ERR_CONFIG, "meta.winner_regex", "\"%s\": %s", cfg->meta.winner_regex,
+                        re ? "no capture group; group 1 must capture A/B or 1/2" : "does not compile");
+  }
   if (cfg->train.min_lr > cfg->train.lr) {
     char lo[48], hi[48];
     fmt_double(cfg->train.min_lr, lo);

@@ -128,7 +128,7 @@ static const srlm_config_option k_options[] = {
 
     OPT_STRING_KEY("judge.template", judge.template_path, "configs/judge/additive5.txt",
                    "judge prompt template file"),
-    OPT_INT(judge.samples, 3, 1, 64, "judgments sampled per answer (J) by the text judge; scores are averaged (a task judges once)"),
+    OPT_INT(judge.samples, 3, 1, 64, "judgments sampled per answer (J) by the text judge; scores are averaged (a task judges once, greedily, unless meta.enabled)"),
     OPT_FLOAT(judge.temperature, 0.7, 0, 0.0, 10.0, 0, "sampling temperature of the judge"),
     OPT_INT(judge.max_new_tokens, 256, 1, 1 << 20, "longest judgment in tokens"),
     OPT_STRING(judge.score_regex, "Score: *([0-9]+(\\.[0-9]+)?)", "PCRE2 pattern; capture 1 is the score"),
@@ -142,6 +142,12 @@ static const srlm_config_option k_options[] = {
     OPT_FLOAT(pairs.min_margin, 0.0, 0, 0.0, INF, 0, "least score gap between chosen and rejected"),
     OPT_ENUM(pairs.rule, k_pair_rules, "best_worst", "DPO pair of each prompt's N = generate.samples_per_prompt samples: the best vs the worst (West-of-N), or length_controlled (Meta-Rewarding: the shortest within pairs.length_rho of the best vs the longest near the worst)"),
     OPT_FLOAT(pairs.length_rho, 0.0, 0, 0.0, 0.5, 1, "length_controlled: score window rho; 0 = the extreme scores only, shortest/longest among ties"),
+
+    OPT_BOOL(meta.enabled, 0, "Meta-Rewarding (ALGORITHMS.md section 4): judge.samples sampled judgments per answer (a task too), a meta-judge compares the judgments of each prompt's most-varying answer in both orders, Elo per judgment, best vs worst judgment as judge DPO pairs next to the actor pairs"),
+    OPT_INT(meta.judge_iterations, 2, 0, BIG, "Meta-Rewarding: iterations 1..N train the judge pairs too, later ones the actor pairs only (the judge drifts toward always-5 otherwise)"),
+    OPT_STRING_KEY("meta.template", meta.template_path, "", "Meta-Rewarding on a prompt set: meta-judge template file with {prompt} {response} {judgment_a} {judgment_b} (a built-in task uses its own meta-judge format)"),
+    OPT_STRING(meta.winner_regex, "Winner: *([AB12])", "Meta-Rewarding on a prompt set: PCRE2 pattern on the meta-judgment; capture 1 A or 1 = the first judgment, B or 2 = the second (last match)"),
+    OPT_INT(meta.max_new_tokens, 64, 1, 1 << 20, "Meta-Rewarding on a prompt set: longest meta-judgment in tokens (greedy)"),
 
     OPT_ENUM(train.loss, k_losses, "dpo", "training objective"),
     OPT_FLOAT(train.beta, 0.1, 1, 0.0, 1000.0, 0, "DPO/IPO/GRPO KL strength"),

@@ -304,7 +304,8 @@ static srlm_status learn_grpo(const srlm_config *cfg, srlm_model *m, srlm_comm *
 
 /* iter_<t>/rollouts.h5: every shard (/shard_<s>), the pairs, the counts. */
 static srlm_status write_rollouts(sr_ctx *c, int t, const srlm_shard *sh, const int64_t *pair_rows, int64_t np,
-                                  int64_t groups, const srlm_pair_stats *ps, int64_t replay, int64_t stale) {
+                                  int64_t groups, const srlm_pair_stats *ps, int64_t replay, int64_t stale,
+                                  const sr_meta *mj) {
   char path[4200];
   snprintf(path, sizeof path, "%s/iter_%d", c->run_dir, t);
   SRLM_TRY(srlm_mkdirs(path));
@@ -338,6 +339,18 @@ static srlm_status write_rollouts(sr_ctx *c, int t, const srlm_shard *sh, const 
                 {"replay_examples", replay}};
   for (size_t k = 0; k < sizeof counts / sizeof counts[0] && st == SRLM_OK; k++)
     st = srlm_store_set_attr_i64(s, "/pairs", counts[k].name, counts[k].v);
+  if (mj) { /* Meta-Rewarding: judge pairs (n, 4) rows of (prompt_index, sample, chosen judgment, rejected judgment) */
+    if (st == SRLM_OK && mj->n > 0)
+      st = srlm_store_write_array(s, "/pairs/judge_rows", SRLM_STORE_I64, 2, (const int64_t[]){mj->n, 4}, mj->rows);
+    const struct {
+      const char *name;
+      int64_t v;
+    } meta[] = {{"judge_pairs", mj->n}, {"meta_responses", mj->responses}, {"meta_comparisons", mj->comparisons},
+                {"meta_agreeing", mj->agreeing}, {"meta_format_failures", mj->format_failures},
+                {"meta_too_long", mj->too_long}};
+    for (size_t k = 0; k < sizeof meta / sizeof meta[0] && st == SRLM_OK; k++)
+      st = srlm_store_set_attr_i64(s, "/pairs", meta[k].name, meta[k].v);
+  }
   if (st == SRLM_OK) return srlm_store_commit(s);
   srlm_store_close(s);
   return st;
@@ -481,6 +494,16 @@ srlm_status sr_learn(sr_ctx *c, int t, srlm_shard *sh, int64_t stale, srlm_sr_it
   free(texts);
   free(scores);
   free(lengths);
+  /* Meta-Rewarding: judge pairs from the meta-judge, in iterations 1..meta.judge_iterations */
+  sr_meta mj = {0};
+  const int meta = cfg->meta.enabled && !grpo && t <= cfg->meta.judge_iterations;
+  if (st == SRLM_OK && meta) st = sr_meta_judge(&c->ro, sh, &mj);
+  const int64_t n_actor = np;
+  if (st == SRLM_OK && mj.n > 0) {
+    pairs = srlm_xrealloc(pairs, (size_t)(np + mj.n + 1) * sizeof *pairs);
+    sr_meta_pairs(&mj, pairs + np);
+    np += mj.n;
+  }
   replay_buf rb = {0};
   if (st == SRLM_OK && !grpo) st = build_replay(c, sh, &rb); /* the GRPO trainer has no replay term */
   row->samples = samples;
@@ -491,19 +514,32 @@ srlm_status sr_learn(sr_ctx *c, int t, srlm_shard *sh, int64_t stale, srlm_sr_it
   row->judgments_without_score = health.without_score;
   row->mean_score = scored ? score_sum / (double)scored : NAN;
   row->pairs = np;
+  row->actor_pairs = n_actor;
+  row->judge_pairs = mj.n;
+  row->meta_responses = mj.responses;
+  row->meta_comparisons = mj.comparisons;
+  row->meta_agreeing = mj.agreeing;
+  row->meta_format_failures = mj.format_failures;
+  row->elo_spread = mj.n ? mj.elo_spread_sum / (double)mj.n : NAN;
+  row->judge_pair_accuracy = mj.n && !c->ro.prompts ? (double)mj.pairs_better_by_checker / (double)mj.n : NAN;
   row->replay = rb.d.n;
-  row->pair_accuracy = np && !c->ro.prompts ? (double)pair_ok / (double)np : NAN;
+  row->pair_accuracy = n_actor && !c->ro.prompts ? (double)pair_ok / (double)n_actor : NAN;
   if (st == SRLM_OK && c->lead && grpo) {
     SRLM_INFO("iteration %d groups: %lld groups of %d samples (%lld prompts short of samples, %lld groups with all "
               "rewards equal, %lld of them dropped); mean score %.2f", t, (long long)n_groups, c->ro.K,
               (long long)short_groups, (long long)equal_groups, (long long)dropped_groups, row->mean_score);
-    st = write_rollouts(c, t, sh, rows3, 0, n_groups, &ps, 0, stale);
+    st = write_rollouts(c, t, sh, rows3, 0, n_groups, &ps, 0, stale, NULL);
   } else if (st == SRLM_OK && c->lead) {
     SRLM_INFO("iteration %d pairs: %lld pairs from %lld prompts (%lld skipped with < 2 scores, %lld ties, %lld below "
               "min_margin, %lld equal texts); %lld replayed judgments; mean score %.2f",
               t, (long long)np, (long long)ps.prompts, (long long)ps.skipped_prompts, (long long)ps.dropped_tie,
               (long long)ps.dropped_margin, (long long)ps.dropped_equal_text, (long long)rb.d.n, row->mean_score);
-    st = write_rollouts(c, t, sh, rows3, np, 0, &ps, rb.d.n, stale);
+    if (meta)
+      SRLM_INFO("iteration %d meta-judge: %lld responses, %lld ordered comparisons (%lld without a verdict), %lld "
+                "pairs agreeing in both orders; %lld judge pairs (mean Elo spread %.0f) trained with the %lld actor pairs",
+                t, (long long)mj.responses, (long long)mj.comparisons, (long long)mj.format_failures,
+                (long long)mj.agreeing, (long long)mj.n, row->elo_spread, (long long)n_actor);
+    st = write_rollouts(c, t, sh, rows3, n_actor, 0, &ps, rb.d.n, stale, cfg->meta.enabled ? &mj : NULL);
   }
   double *ref = srlm_xmalloc((size_t)(2 * np + 1) * sizeof *ref);
   learn_log ll = {.metrics = c->lead ? c->metrics : NULL, .ctx = c, .iteration = t, .log_every = cfg->train.log_every,
@@ -560,6 +596,7 @@ srlm_status sr_learn(sr_ctx *c, int t, srlm_shard *sh, int64_t stale, srlm_sr_it
     SRLM_WARN("iteration %d: no pairs: the model is left as it was", t);
   }
   free(ref);
+  sr_meta_free(&mj);
   replay_free(&rb);
   free(gseq);
   free(grew);

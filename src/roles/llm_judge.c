@@ -259,3 +259,134 @@ srlm_status srlm_llm_judge_run(srlm_llm_judge *jd, srlm_model *m, int n, const c
   srlm_token_ids_free(&ids);
   return st;
 }
+
+/* ---- Meta-Rewarding's meta-judge on text ----------------------------------------- */
+
+static const char *const k_meta_names[] = {"prompt", "response", "judgment_a", "judgment_b"};
+
+struct srlm_llm_meta {
+  srlm_llm_judge *jd;
+  char *template_path, *tmpl;
+  srlm_judge_parser *winner;
+  int max_new_tokens;
+};
+
+srlm_status srlm_llm_meta_create(const srlm_config *cfg, srlm_llm_judge *jd, srlm_llm_meta **out) {
+  *out = NULL;
+  if (!cfg->meta.template_path || !cfg->meta.template_path[0])
+    return srlm_error(SRLM_ERR_CONFIG, "meta.template", "Meta-Rewarding on a prompt set needs a meta-judge template "
+                      "file with {prompt} {response} {judgment_a} {judgment_b}");
+  srlm_llm_meta *mj = srlm_xcalloc(1, sizeof *mj);
+  mj->jd = jd;
+  mj->template_path = srlm_xstrdup(cfg->meta.template_path);
+  mj->max_new_tokens = cfg->meta.max_new_tokens;
+  size_t size = 0;
+  srlm_status st = srlm_read_file(mj->template_path, &mj->tmpl, &size);
+  if (st == SRLM_OK && strlen(mj->tmpl) != size)
+    st = srlm_error(SRLM_ERR_FORMAT, mj->template_path, "NUL byte in the meta-judge template");
+  if (st == SRLM_OK) {
+    const char *empty[4] = {"", "", "", ""};
+    char *probe = NULL;
+    st = srlm_judge_render_vars(mj->template_path, mj->tmpl, 4, k_meta_names, empty, &probe);
+    free(probe);
+  }
+  if (st == SRLM_OK) {
+    st = srlm_judge_parser_create(cfg->meta.winner_regex, 0, 1, &mj->winner);
+    if (st != SRLM_OK) st = srlm_error_context(st, "meta.winner_regex");
+  }
+  if (st != SRLM_OK) {
+    srlm_llm_meta_free(mj);
+    return st;
+  }
+  *out = mj;
+  return SRLM_OK;
+}
+
+void srlm_llm_meta_free(srlm_llm_meta *mj) {
+  if (!mj) return;
+  free(mj->template_path);
+  free(mj->tmpl);
+  srlm_judge_parser_free(mj->winner);
+  free(mj);
+}
+
+/* The meta prompt of one comparison: its ids appended to ids. */
+static srlm_status meta_encode(srlm_llm_meta *mj, const char *const vals[4], srlm_token_ids *ids) {
+  char *fixed[4] = {NULL, NULL, NULL, NULL};
+  const char *v[4];
+  for (int k = 0; k < 4; k++) {
+    fixed[k] = utf8_repair(vals[k]);
+    v[k] = fixed[k] ? fixed[k] : vals[k];
+  }
+  char *user = NULL;
+  srlm_status st = srlm_judge_render_vars(mj->template_path, mj->tmpl, 4, k_meta_names, v, &user);
+  for (int k = 0; k < 4; k++) free(fixed[k]);
+  SRLM_TRY(st);
+  char *full = user;
+  size_t len = strlen(user);
+  srlm_llm_judge *jd = mj->jd;
+  if (jd->has_chat) {
+    srlm_chat_message msg = {.role = "user", .content = user, .content_len = len};
+    st = srlm_chat_render(jd->chat, &msg, 1, 1, &full, &len, NULL);
+    free(user);
+    SRLM_TRY(st);
+  }
+  st = srlm_tokenizer_encode(jd->tok, full, len, ids);
+  free(full);
+  return st;
+}
+
+srlm_status srlm_llm_meta_run(srlm_llm_meta *mj, srlm_model *m, int n, const char *const *instructions,
+                              const char *const *responses, const char *const *ja, const char *const *jb,
+                              srlm_meta_verdict *verdict, int *format_ok, int64_t *too_long) {
+  if (n <= 0) return SRLM_OK;
+  srlm_llm_judge *jd = mj->jd;
+  srlm_token_ids ids = {0};
+  int64_t *off = srlm_xmalloc((size_t)(n + 1) * sizeof *off);
+  int *req_of = srlm_xmalloc((size_t)n * sizeof *req_of); /* comparison -> request, -1 = too long */
+  srlm_gen_request *req = srlm_xmalloc((size_t)n * sizeof *req);
+  const int64_t max_pos = srlm_model_get_config(m)->max_position_embeddings;
+  off[0] = 0;
+  int nreq = 0;
+  srlm_status st = SRLM_OK;
+  for (int i = 0; i < n && st == SRLM_OK; i++) {
+    const char *vals[4] = {instructions[i], responses[i], ja[i], jb[i]};
+    st = meta_encode(mj, vals, &ids);
+    if (st != SRLM_OK) st = srlm_error_context(st, "meta-judge: comparison %d", i);
+    off[i + 1] = (int64_t)ids.n;
+    req_of[i] = -1;
+    if (st == SRLM_OK && (max_pos <= 0 || off[i + 1] - off[i] + mj->max_new_tokens <= max_pos)) {
+      req_of[i] = nreq;
+      req[nreq++] = (srlm_gen_request){NULL, off[i + 1] - off[i], (uint64_t)i};
+    } else if (st == SRLM_OK && too_long) {
+      (*too_long)++;
+    }
+  }
+  for (int i = 0; i < n && st == SRLM_OK; i++) /* ids may have moved while growing */
+    if (req_of[i] >= 0) req[req_of[i]].prompt = ids.ids + off[i];
+  int32_t eos[SRLM_LLM_JUDGE_MAX_STOPS];
+  const int n_eos = srlm_llm_judge_stop_ids(jd, m, eos);
+  srlm_generate_params gp = srlm_generate_params_default();
+  gp.sampler.temperature = 0;
+  gp.max_new_tokens = mj->max_new_tokens;
+  gp.max_batch = jd->max_batch;
+  gp.eos_ids = eos;
+  gp.n_eos = n_eos;
+  gp.tok = jd->tok;
+  srlm_gen_result *res = srlm_xcalloc((size_t)nreq + 1, sizeof *res);
+  if (st == SRLM_OK && nreq > 0) st = srlm_generate(m, &gp, nreq, req, res, NULL);
+  for (int i = 0; i < n && st == SRLM_OK; i++) {
+    const srlm_gen_result *g = req_of[i] >= 0 ? &res[req_of[i]] : NULL;
+    const int w = g && g->text ? srlm_judge_parse_winner(mj->winner, g->text, g->text_len) : 0;
+    verdict[i] = w == 1 ? SRLM_META_A : w == 2 ? SRLM_META_B : SRLM_META_NONE;
+    if (format_ok) format_ok[i] = w != 0;
+  }
+  if (st == SRLM_OK)
+    for (int k = 0; k < nreq; k++) srlm_gen_result_free(&res[k]);
+  free(res);
+  free(req);
+  free(req_of);
+  free(off);
+  srlm_token_ids_free(&ids);
+  return st;
+}

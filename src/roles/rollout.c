@@ -201,8 +201,91 @@ void sr_judge_health(const sr_rollout *r, const srlm_shard *s, srlm_shard_judge_
   srlm_shard_judge_health_add(s, r->prompts ? NULL : task_judgment_ok, h);
 }
 
+/* Meta-Rewarding on a task (meta.enabled): judge.samples judgments per response, each
+ * sampled at judge.temperature in the task's judge format (rationale, then the score
+ * digit; at most SRLM_TASK_JUDGMENT_LEN tokens and EOS), keyed like the text judge's
+ * (srlm_llm_judge_seq_id of the sample's key, so a judgment does not depend on where it
+ * runs). A judgment's score is its parsed score digit (NaN when it does not parse); the
+ * response's score the mean of its parsed ones. The checker is not used. */
+static srlm_status judge_task_sampled(const sr_rollout *r, srlm_shard *s, sr_judge_counts *jc) {
+  const srlm_config *cfg = r->cfg;
+  const int64_t R = s->n_responses;
+  const int J = cfg->judge.samples;
+  srlm_token_ids ids = {0};
+  int64_t *off = srlm_xmalloc((size_t)(R + 1) * sizeof *off);
+  off[0] = 0;
+  srlm_status st = SRLM_OK;
+  for (int64_t j = 0; j < R && st == SRLM_OK; j++) {
+    srlm_task_puzzle p;
+    char *cand = NULL, jp[SRLM_TASK_JUDGE_PROMPT_MAX + 1];
+    size_t len = 0;
+    sr_puzzle_of(r, s, s->response_prompt[j], &p);
+    st = sr_response_text(r, s, j, &cand, &len);
+    if (st == SRLM_OK) st = srlm_tokenizer_encode(r->tok, jp, srlm_task_judge_prompt(&p, cand, len, jp), &ids);
+    free(cand);
+    off[j + 1] = (int64_t)ids.n;
+  }
+  const int64_t N = R * J;
+  srlm_gen_request *req = srlm_xmalloc((size_t)(N + 1) * sizeof *req);
+  for (int64_t j = 0; j < R && st == SRLM_OK; j++) {
+    const uint64_t key = sample_key(r, (int)s->iteration, s->shard_index * cfg->roles.shard_prompts + s->response_prompt[j],
+                                    (int)s->sample_index[j]);
+    for (int q = 0; q < J; q++)
+      req[j * J + q] = (srlm_gen_request){ids.ids + off[j], off[j + 1] - off[j], srlm_llm_judge_seq_id(key, q)};
+  }
+  srlm_gen_result *res = srlm_xcalloc((size_t)N + 1, sizeof *res);
+  srlm_generate_params gp = srlm_generate_params_default();
+  gp.sampler.temperature = (float)cfg->judge.temperature;
+  gp.sampler.seed = (uint64_t)cfg->run.seed;
+  gp.max_new_tokens = SRLM_TASK_JUDGMENT_LEN + 1;
+  gp.max_batch = SR_MAX_BATCH;
+  gp.eos_ids = &r->eos;
+  gp.n_eos = 1;
+  gp.tok = r->tok;
+  if (st == SRLM_OK && N > 0) st = srlm_generate(r->m, &gp, (int)N, req, res, NULL);
+  if (st == SRLM_OK) st = srlm_shard_set_judgments_per_response(s, J);
+  for (int64_t j = 0; j < R && st == SRLM_OK; j++) {
+    double sum = 0;
+    int parsed = 0;
+    for (int q = 0; q < J && st == SRLM_OK; q++) {
+      srlm_gen_result *g = &res[j * J + q];
+      /* the text (the stopping EOS is not in it), cut at a NUL: the shard keeps C strings */
+      const size_t tl = g->text ? strnlen(g->text, g->text_len) : 0;
+      char *text = srlm_xmalloc(tl + 1);
+      if (tl) memcpy(text, g->text, tl);
+      text[tl] = '\0';
+      int score = 0;
+      const int ok = srlm_task_judgment_parse(text, tl, &score);
+      st = srlm_shard_add_judgment(s, text, g->ids, g->n, ok ? (float)score : NAN);
+      free(text);
+      jc->format_failures += !ok;
+      if (ok) {
+        sum += score;
+        parsed++;
+      }
+    }
+    if (parsed) {
+      s->mean_score[j] = (float)(sum / parsed);
+      s->flags[j] |= SRLM_SHARD_F_SCORED;
+      jc->score_sum += sum / parsed;
+    } else {
+      s->mean_score[j] = NAN;
+      jc->unscored++;
+    }
+  }
+  jc->responses += R;
+  jc->judgments += N;
+  for (int64_t j = 0; j < N; j++) srlm_gen_result_free(&res[j]);
+  free(res);
+  free(req);
+  free(off);
+  srlm_token_ids_free(&ids);
+  return st;
+}
+
 srlm_status sr_judge_shard(const sr_rollout *r, srlm_shard *s, sr_judge_counts *jc) {
   if (r->prompts) return judge_text(r, s, jc);
+  if (r->cfg->meta.enabled) return judge_task_sampled(r, s, jc);
   const srlm_config *cfg = r->cfg;
   const int64_t R = s->n_responses;
   const srlm_cfg_judge_source src = cfg->judge.source;

@@ -26,6 +26,7 @@ typedef struct sr_rollout {
   srlm_tokenizer *tok;
   const srlm_prompt_set *prompts; /* data.prompts; NULL with a built-in task */
   srlm_llm_judge *llm;            /* the text judge of a prompt set */
+  srlm_llm_meta *meta;            /* meta.enabled on a prompt set: the text meta-judge */
   int32_t eos;                    /* the task's end token */
   int32_t stops[SRLM_LLM_JUDGE_MAX_STOPS]; /* generation stops at these (task: eos) */
   int n_stops;

@@ -375,6 +375,16 @@ static srlm_status finish_iteration(sr_ctx *c, int t, srlm_timer *iter_tm) {
   json_object_set_new(o, "judgments", json_integer(row->judgments));
   json_object_set_new(o, "judge_format_failures", json_integer(row->judge_format_failures));
   json_object_set_new(o, "judgments_without_score", json_integer(row->judgments_without_score));
+  if (cfg->meta.enabled) {
+    json_object_set_new(o, "actor_pairs", json_integer(row->actor_pairs));
+    json_object_set_new(o, "judge_pairs", json_integer(row->judge_pairs));
+    json_object_set_new(o, "meta_responses", json_integer(row->meta_responses));
+    json_object_set_new(o, "meta_comparisons", json_integer(row->meta_comparisons));
+    json_object_set_new(o, "meta_agreeing", json_integer(row->meta_agreeing));
+    json_object_set_new(o, "meta_format_failures", json_integer(row->meta_format_failures));
+    json_object_set_new(o, "elo_spread", sr_num(row->elo_spread));
+    json_object_set_new(o, "judge_pair_accuracy_by_checker", sr_num(row->judge_pair_accuracy));
+  }
   if (cfg->train.loss == SRLM_CFG_LOSS_GRPO) {
     json_object_set_new(o, "groups_all_equal", json_integer(row->groups_all_equal));
     json_object_set_new(o, "groups_dropped", json_integer(row->groups_dropped));
@@ -432,6 +442,15 @@ static void rows_from_metrics(const char *path, srlm_sr_iteration *rows, int las
         r->judgments_without_score = json_integer_value(json_object_get(o, "judgments_without_score"));
         r->groups_all_equal = json_integer_value(json_object_get(o, "groups_all_equal"));
         r->groups_dropped = json_integer_value(json_object_get(o, "groups_dropped"));
+        r->actor_pairs = json_integer_value(json_object_get(o, "actor_pairs"));
+        r->judge_pairs = json_integer_value(json_object_get(o, "judge_pairs"));
+        r->meta_responses = json_integer_value(json_object_get(o, "meta_responses"));
+        r->meta_comparisons = json_integer_value(json_object_get(o, "meta_comparisons"));
+        r->meta_agreeing = json_integer_value(json_object_get(o, "meta_agreeing"));
+        r->meta_format_failures = json_integer_value(json_object_get(o, "meta_format_failures"));
+        json_t *es = json_object_get(o, "elo_spread"), *ja = json_object_get(o, "judge_pair_accuracy_by_checker");
+        r->elo_spread = json_is_number(es) ? json_number_value(es) : NAN;
+        r->judge_pair_accuracy = json_is_number(ja) ? json_number_value(ja) : NAN;
         r->loss_first = json_number_value(json_object_get(o, "loss_first"));
         r->loss_last = json_number_value(json_object_get(o, "loss_last"));
         r->seconds = json_number_value(json_object_get(o, "seconds"));
@@ -665,6 +684,7 @@ srlm_status srlm_selfreward_run(const srlm_sr_inputs *in, srlm_sr_iteration *row
       return srlm_error(SRLM_ERR_CONFIG, "tokenizer", "no end-of-sequence id (tokenizer_config.json eos_token, the chat "
                         "format's end of turn or config.json eos_token_id): generation could not stop");
   }
+  if (cfg->meta.enabled && !task) SRLM_TRY(srlm_llm_meta_create(cfg, in->llm, &c.ro.meta));
   c.ro.shards = (c.ro.n + cfg->roles.shard_prompts - 1) / cfg->roles.shard_prompts;
   c.n_params = (int64_t)srlm_model_num_params(m);
   const bool colocated = srlm_comm_colocated(comm);
@@ -683,6 +703,7 @@ srlm_status srlm_selfreward_run(const srlm_sr_inputs *in, srlm_sr_iteration *row
   srlm_status tb_st = srlm_tfevents_close(c.tb);
   if (st == SRLM_OK) st = tb_st;
   free(c.learn_steps);
+  srlm_llm_meta_free(c.ro.meta);
   srlm_checkpoint_free(&ck);
   free(c.yaml);
   return st;

@@ -13,6 +13,7 @@
 #include "rollout.h"
 #include "srlm/checkpoint.h"
 #include "srlm/comm.h"
+#include "srlm/pref.h"
 #include "srlm/selfreward.h"
 #include "srlm/tfevents.h"
 
@@ -63,6 +64,36 @@ srlm_status sr_stop_vote(sr_ctx *c, int done, int *sig, bool *all_done);
 
 /* The SRLM_ERR_STOPPED error of a stop at `where`, agreed on signal sig. */
 srlm_status sr_stopped(const sr_ctx *c, int sig, const char *where);
+
+/* Meta-Rewarding (meta.enabled; include/srlm/meta.h): the learner's meta-judging of an
+ * iteration's scored shards sh (ro->shards of them, a dropped shard all zero) with the
+ * model as it is (M_{t-1}: before any training step, so a LEARN resume, which reads the
+ * shards back and starts from M_{t-1}, meta-judges the same). Per prompt the response
+ * whose judgments vary most; its comparisons in both orders, the task's meta-judge
+ * format (tasks.h) or meta.template (llm_judge.h); Elo; one judge pair when the best
+ * and worst Elo differ: prompt = the judge prompt, chosen/rejected = the two judgments
+ * (the task: the parsed 10 characters + EOS; a prompt set: the judge's own tokens). The
+ * meta-judge runs on the learners, not the judge ranks: its verdicts are read from the
+ * same weights either way, and the shard format needs no new arrays. Every learner
+ * computes the same pairs (deterministic: greedy verdicts, a deterministic Elo fit). */
+typedef struct sr_meta {
+  srlm_token_ids store;  /* the pairs' tokens */
+  int64_t *spans;        /* (n, 6) prompt, chosen, rejected: offset and length in store */
+  int64_t *rows;         /* (n, 4) prompt_index, sample_index, chosen and rejected judgment */
+  int64_t n, cap, cap_rows;
+  int64_t responses;        /* responses meta-judged (one per prompt at most) */
+  int64_t comparisons;      /* ordered meta-judgments (2 per compared pair of judgments) */
+  int64_t agreeing;         /* compared pairs whose two orders name the same winner */
+  int64_t format_failures;  /* ordered meta-judgments without a verdict in the format */
+  int64_t too_long;         /* prompt sets: meta prompts past the model's positions (no verdict) */
+  double elo_spread_sum;    /* over the pairs: Elo(chosen) - Elo(rejected) */
+  int64_t pairs_better_by_checker; /* task: chosen judgment better by the checker (reported only) */
+} sr_meta;
+
+srlm_status sr_meta_judge(const sr_rollout *ro, const srlm_shard *sh, sr_meta *out);
+/* The judge pairs (mj->n of them) as preference pairs pointing into mj->store. */
+void sr_meta_pairs(const sr_meta *mj, srlm_pref_pair *out);
+void sr_meta_free(sr_meta *mj);
 
 /* Evaluation of M_t when eval.every asks (every N iterations and the last; 0 = never);
  * the lead learner only. Fills row's evaluation columns (NaN when not evaluated). */

@@ -7,6 +7,7 @@
 #include "srlm/judge.h"
 
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -22,10 +23,18 @@ static int is_name_char(char c) {
 
 srlm_status srlm_judge_render(const char *template_name, const char *tmpl, const char *prompt,
                               const char *response, char **out) {
+  static const char *const names[] = {"prompt", "response"};
+  const char *values[] = {prompt, response};
+  return srlm_judge_render_vars(template_name, tmpl, 2, names, values, out);
+}
+
+srlm_status srlm_judge_render_vars(const char *template_name, const char *tmpl, int n, const char *const *names,
+                                   const char *const *values, char **out) {
   *out = NULL;
   str_buf b = {0};
   buf_add(&b, "", 0);
-  int seen_prompt = 0, seen_response = 0;
+  unsigned seen = 0;
+  SRLM_CHECK(n >= 1 && n <= 8, "%d placeholders", n);
   const char *s = tmpl, *lit = tmpl;
   while (*s) {
     if (*s != '{') {
@@ -41,26 +50,27 @@ srlm_status srlm_judge_render(const char *template_name, const char *tmpl, const
     buf_add(&b, lit, (size_t)(s - lit));
     const char *name = s + 1;
     size_t nlen = k - 1;
-    if (nlen == 6 && memcmp(name, "prompt", 6) == 0) {
-      buf_add(&b, prompt, strlen(prompt));
-      seen_prompt = 1;
-    } else if (nlen == 8 && memcmp(name, "response", 8) == 0) {
-      buf_add(&b, response, strlen(response));
-      seen_response = 1;
-    } else {
+    int v = 0;
+    while (v < n && !(strlen(names[v]) == nlen && memcmp(name, names[v], nlen) == 0)) v++;
+    if (v == n) {
+      char known[256] = "";
+      for (int i = 0; i < n; i++)
+        snprintf(known + strlen(known), sizeof known - strlen(known), "%s{%s}", i ? ", " : "", names[i]);
       free(b.p);
-      return srlm_error(SRLM_ERR_CONFIG, template_name,
-                        "unknown placeholder {%.*s} (known: {prompt}, {response})", (int)nlen, name);
+      return srlm_error(SRLM_ERR_CONFIG, template_name, "unknown placeholder {%.*s} (known: %s)", (int)nlen, name,
+                        known);
     }
+    buf_add(&b, values[v], strlen(values[v]));
+    seen |= 1u << v;
     s += k + 1;
     lit = s;
   }
   buf_add(&b, lit, (size_t)(s - lit));
-  if (!seen_prompt || !seen_response) {
-    free(b.p);
-    return srlm_error(SRLM_ERR_CONFIG, template_name, "no %s placeholder in the judge template",
-                      !seen_prompt ? "{prompt}" : "{response}");
-  }
+  for (int v = 0; v < n; v++)
+    if (!(seen & (1u << v))) {
+      free(b.p);
+      return srlm_error(SRLM_ERR_CONFIG, template_name, "no {%s} placeholder in the judge template", names[v]);
+    }
   *out = b.p;
   return SRLM_OK;
 }
@@ -224,10 +234,11 @@ int srlm_judge_parse(const srlm_judge_parser *p, const char *text, size_t len, d
   return srlm_judge_parse_ex(p, text, len, score, clamped, &limit_hit);
 }
 
-int srlm_judge_parse_ex(const srlm_judge_parser *p, const char *text, size_t len, double *score, int *clamped,
+/* The last match's capture 1 [*cap0, *cap1) in text (the rules of srlm_judge_parse):
+ * 1 when there is one, else 0. */
+static int last_capture(const srlm_judge_parser *p, const char *text, size_t len, size_t *cap0_out, size_t *cap1_out,
                         int *limit_hit) {
   *limit_hit = 0;
-  if (clamped) *clamped = 0;
   if (!text) {
     text = "";
     len = 0;
@@ -255,6 +266,16 @@ int srlm_judge_parse_ex(const srlm_judge_parser *p, const char *text, size_t len
   }
   pcre2_match_data_free(md);
   if (have != 1) return 0;
+  *cap0_out = cap0;
+  *cap1_out = cap1;
+  return 1;
+}
+
+int srlm_judge_parse_ex(const srlm_judge_parser *p, const char *text, size_t len, double *score, int *clamped,
+                        int *limit_hit) {
+  if (clamped) *clamped = 0;
+  size_t cap0, cap1;
+  if (!last_capture(p, text, len, &cap0, &cap1, limit_hit)) return 0;
   size_t n = cap1 - cap0;
   if (n == 0 || n > SRLM_JUDGE_MAX_NUMBER || !is_plain_number(text + cap0, n)) return 0;
   char buf[SRLM_JUDGE_MAX_NUMBER + 1];
@@ -297,4 +318,11 @@ void srlm_judge_score(const srlm_judge_parser *p, int j, const char *const *text
   if (n == 0) stats->unscored++;
   *mean = n > 0 ? sum / n : NAN;
   if (n_parsed) *n_parsed = n;
+}
+
+int srlm_judge_parse_winner(const srlm_judge_parser *p, const char *text, size_t len) {
+  size_t a, b;
+  int limit_hit;
+  if (!last_capture(p, text, len, &a, &b, &limit_hit) || b != a + 1) return 0;
+  return text[a] == 'A' || text[a] == '1' ? 1 : text[a] == 'B' || text[a] == '2' ? 2 : 0;
 }
