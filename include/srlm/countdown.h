@@ -170,9 +170,39 @@ typedef enum srlm_cd_cand_kind {
 void srlm_cd_judge_example(uint64_t seed, uint64_t index, srlm_cd_puzzle *p, char cand[SRLM_CD_ANSWER_MAX + 1],
                            srlm_cd_cand_kind *kind);
 
+/* ---- meta-judge format (Meta-Rewarding, include/srlm/meta.h) -----------------------
+ * Countdown runs as a prompt set, so its meta-judge is the text meta-judge (llm_judge.h)
+ * with configs/judge/countdown-meta.txt "{prompt}{response}S{judgment_a}T{judgment_b}A"
+ * and meta.winner_regex "^([12])": the judge prompt, judgment A, 'T', judgment B, 'A';
+ * answer '1' (A is more accurate) or '2', then EOS. 'T' never occurs in a judgment in the
+ * format (rationale characters 0-9 + - * / = , X N, then ';' and the score).
+ * Meta-judge SFT examples (srlm_cd_meta_example): judge example
+ * SRLM_TASK_META_INDEX_BASE + index's puzzle and candidate (split judge); the reference
+ * judgment wins over a worse one, as the sign puzzle's (tasks.h): SCORE_FLIP the other
+ * score (5 <-> 1); RATIONALE one step's result (a number after '=', uniform among them)
+ * off by 1..9 either way, the score kept; BOTH both; a third each. A rationale without a
+ * step ("X", "N", a single number) can only be flipped: its example is SCORE_FLIP. The
+ * winner is shown first or second with probability 1/2. Draws: srlm_rng_bits(seed,
+ * SRLM_CD_RNG_META, index low, index high, word). */
+#define SRLM_CD_RNG_META 0xcd54u
+#define SRLM_CD_META_PROMPT_MAX (SRLM_CD_JUDGE_PROMPT_MAX + 2 * (SRLM_CD_JUDGMENT_MAX + 2) + 2)
+
+/* The meta prompt of (p, candidate as written) and judgments ja, jb (NUL-terminated,
+ * each parsable: srlm_cd_judgment_parse), NUL-terminated; returns its length, 0 when a
+ * judgment does not parse. */
+size_t srlm_cd_meta_prompt(const srlm_cd_puzzle *p, const char *cand, size_t len, const char *ja, const char *jb,
+                           char out[SRLM_CD_META_PROMPT_MAX + 1]);
+/* Meta example `index`: puzzle, candidate, judgments a and b, *winner '1' or '2', and
+ * how the worse judgment was made (tasks.h's kinds). */
+void srlm_cd_meta_example(uint64_t seed, uint64_t index, srlm_cd_puzzle *p, char cand[SRLM_CD_ANSWER_MAX + 1],
+                          char a[SRLM_CD_JUDGMENT_MAX + 2], char b[SRLM_CD_JUDGMENT_MAX + 2], char *winner,
+                          srlm_task_meta_kind *kind);
+
 typedef struct srlm_cd_sft_counts {
   int64_t instructions, judge, judge_correct; /* judge_correct: reference score 5 */
   int64_t kind[SRLM_CD_CAND_KIND_COUNT];
+  int64_t meta, meta_first; /* meta-judge examples, those answered '1' */
+  int64_t meta_kind[SRLM_TASK_META_KIND_COUNT];
 } srlm_cd_sft_counts;
 
 /* Writes the seed SFT data as JSONL {"prompt", "response"} lines: n_instructions solved
@@ -180,6 +210,10 @@ typedef struct srlm_cd_sft_counts {
  * reference judgment). Atomic. counts may be NULL. */
 srlm_status srlm_cd_write_sft_data(const char *path, uint64_t seed, int64_t n_instructions, int64_t n_judge,
                                    srlm_cd_sft_counts *counts);
+/* The same, then n_meta meta-judge examples (meta prompt, answer digit): `srlm task
+ * sft-data --task countdown --meta-judge N`; n_meta = 0 writes what the above writes. */
+srlm_status srlm_cd_write_sft_data_meta(const char *path, uint64_t seed, int64_t n_instructions, int64_t n_judge,
+                                        int64_t n_meta, srlm_cd_sft_counts *counts);
 /* Writes n prompts of split as JSONL {"prompt"} lines. Atomic. */
 srlm_status srlm_cd_write_prompts(const char *path, uint64_t seed, srlm_task_split split, int64_t n);
 

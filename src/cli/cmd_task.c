@@ -26,7 +26,8 @@ static const char k_task_help[] =
     "      candidates, half perturbed) as {\"prompt\", \"response\"} JSONL lines; with\n"
     "      --meta-judge N also N meta-judge examples for Meta-Rewarding (the judge prompt,\n"
     "      two judgments, Q between them, A after them; answer 1 or 2: which one is more\n"
-    "      accurate by the checker; the sign puzzle only; needs max_seq_len >= 44)\n"
+    "      accurate by the checker; the sign puzzle: needs max_seq_len >= 44; Countdown:\n"
+    "      T between the judgments, the format of configs/judge/countdown-meta.txt)\n"
     "  prompts --seed S --split train|eval|sft|judge --n N --out FILE\n"
     "      N prompts as {\"prompt\"} JSONL lines; the eval split is held out from all others\n"
     "  check --prompt P --answer A\n"
@@ -126,12 +127,14 @@ static int cmd_sft_data(const task_args *a) {
   if (!rc) rc = need("--judge", a->has_judge);
   if (!rc) rc = need("--out", a->out != NULL);
   if (rc) return rc;
-  if (a->countdown && a->meta_judge)
-    return srlm_cli_usage_error("task", "--meta-judge: Countdown's meta-judge examples are not written yet (the sign "
-                                "puzzle only)");
   if (a->countdown) {
     srlm_cd_sft_counts c;
-    srlm_status st = srlm_cd_write_sft_data(a->out, (uint64_t)a->seed, a->instructions, a->judge, &c);
+    srlm_status st = srlm_cd_write_sft_data_meta(a->out, (uint64_t)a->seed, a->instructions, a->judge, a->meta_judge, &c);
+    if (st == SRLM_OK && c.meta)
+      fprintf(stderr, "meta-judge examples: %lld (%lld answered 1, %lld 2; losers: %lld other verdict, %lld one step's "
+              "result off, %lld both)\n", (long long)c.meta, (long long)c.meta_first, (long long)(c.meta - c.meta_first),
+              (long long)c.meta_kind[SRLM_TASK_META_SCORE_FLIP], (long long)c.meta_kind[SRLM_TASK_META_RATIONALE],
+              (long long)c.meta_kind[SRLM_TASK_META_BOTH]);
     if (st != SRLM_OK) return srlm_cli_fail("task", st);
     fprintf(stderr,
             "wrote %s: %lld countdown instructions, %lld judge examples (%lld scored 5, %lld scored 1; candidates: "

@@ -23,9 +23,15 @@ static srlm_status check_count(const char *what, int64_t n) {
 
 srlm_status srlm_cd_write_sft_data(const char *path, uint64_t seed, int64_t n_instructions, int64_t n_judge,
                                    srlm_cd_sft_counts *counts) {
+  return srlm_cd_write_sft_data_meta(path, seed, n_instructions, n_judge, 0, counts);
+}
+
+srlm_status srlm_cd_write_sft_data_meta(const char *path, uint64_t seed, int64_t n_instructions, int64_t n_judge,
+                                        int64_t n_meta, srlm_cd_sft_counts *counts) {
   SRLM_TRY(check_count("instructions", n_instructions));
   SRLM_TRY(check_count("judge examples", n_judge));
-  if (n_instructions + n_judge == 0) return srlm_error(SRLM_ERR_RANGE, path, "no examples asked for");
+  SRLM_TRY(check_count("meta-judge examples", n_meta));
+  if (n_instructions + n_judge + n_meta == 0) return srlm_error(SRLM_ERR_RANGE, path, "no examples asked for");
   srlm_cd_sft_counts c;
   memset(&c, 0, sizeof c);
   srlm_strbuf b = {0};
@@ -48,6 +54,19 @@ srlm_status srlm_cd_write_sft_data(const char *path, uint64_t seed, int64_t n_in
     c.judge++;
     c.judge_correct += jr[jl - 1] == '5';
     c.kind[k]++;
+  }
+  for (int64_t i = 0; i < n_meta; i++) {
+    srlm_cd_puzzle p;
+    char cand[SRLM_CD_ANSWER_MAX + 1], ja[SRLM_CD_JUDGMENT_MAX + 2], jb[SRLM_CD_JUDGMENT_MAX + 2];
+    char mp[SRLM_CD_META_PROMPT_MAX + 1], answer[2] = {0, 0};
+    srlm_task_meta_kind k;
+    srlm_cd_meta_example(seed, (uint64_t)i, &p, cand, ja, jb, &answer[0], &k);
+    SRLM_CHECK(srlm_cd_meta_prompt(&p, cand, strlen(cand), ja, jb, mp) > 0, "meta example %lld: a judgment does not "
+               "parse", (long long)i);
+    add_line(&b, mp, answer);
+    c.meta++;
+    c.meta_first += answer[0] == '1';
+    c.meta_kind[k]++;
   }
   srlm_status st = srlm_write_file_atomic(path, b.p, b.n);
   free(b.p);

@@ -4,6 +4,8 @@
  * pair; and the sign puzzle's meta-judge format and SFT examples (include/srlm/tasks.h). */
 #include <math.h>
 
+#include "srlm/countdown.h"
+#include "srlm/judge.h"
 #include "srlm/meta.h"
 #include "srlm/tasks.h"
 #include "test.h"
@@ -231,6 +233,87 @@ static void test_sign_examples(void) {
   EXPECT(first > N / 2 - 150 && first < N / 2 + 150, "winner first %lld of %d", (long long)first, N);
 }
 
+static void test_countdown_examples(void) {
+  int64_t kinds[SRLM_TASK_META_KIND_COUNT] = {0};
+  const int N = 1500;
+  for (int i = 0; i < N; i++) {
+    srlm_cd_puzzle p;
+    char cand[SRLM_CD_ANSWER_MAX + 1], a[SRLM_CD_JUDGMENT_MAX + 2], b[SRLM_CD_JUDGMENT_MAX + 2], win;
+    srlm_task_meta_kind k;
+    srlm_cd_meta_example(5, (uint64_t)i, &p, cand, a, b, &win, &k);
+    char ref[SRLM_CD_JUDGMENT_MAX + 1];
+    srlm_cd_judgment(&p, cand, strlen(cand), ref);
+    const char *good = win == '1' ? a : b, *bad = win == '1' ? b : a;
+    EXPECT_STR_EQ(good, ref);
+    int sg = 0, sb = 0;
+    EXPECT(srlm_cd_judgment_parse(bad, strlen(bad), &sb) && srlm_cd_judgment_parse(good, strlen(good), &sg), "%s", bad);
+    EXPECT(strcmp(good, bad) != 0, "equal judgments %s", good);
+    EXPECT_EQ_INT(sg == sb, k == SRLM_TASK_META_RATIONALE);
+    const size_t lg = strlen(good), lb = strlen(bad);
+    const int same_rat = lg == lb && !memcmp(good, bad, lg - 1);
+    EXPECT_EQ_INT(same_rat, k == SRLM_TASK_META_SCORE_FLIP);
+    kinds[k]++;
+    char mp[SRLM_CD_META_PROMPT_MAX + 1], jp[SRLM_CD_JUDGE_PROMPT_MAX + 1];
+    const size_t n = srlm_cd_meta_prompt(&p, cand, strlen(cand), a, b, mp);
+    const size_t jl = srlm_cd_judge_prompt(&p, cand, strlen(cand), jp);
+    EXPECT_EQ_INT(n, jl + strlen(a) + strlen(b) + 2);
+    EXPECT(!memcmp(mp, jp, jl) && mp[jl + strlen(a)] == 'T' && mp[n - 1] == 'A', "%s", mp);
+  }
+  /* steps are not always there to perturb ("N", "X"): fewer RATIONALE/BOTH than flips */
+  for (int k = 0; k < SRLM_TASK_META_KIND_COUNT; k++) EXPECT(kinds[k] > N / 6, "kind %d: %lld", k, (long long)kinds[k]);
+  /* the template file renders exactly the examples' text */
+  char path[4096];
+  snprintf(path, sizeof path, "%s/configs/judge/countdown-meta.txt", getenv("SRLM_SOURCE_DIR") ? getenv("SRLM_SOURCE_DIR") : ".");
+  char *tmpl = NULL;
+  size_t size = 0;
+  EXPECT(srlm_read_file(path, &tmpl, &size) == SRLM_OK, "%s", path);
+  if (tmpl) {
+    srlm_cd_puzzle p;
+    char cand[SRLM_CD_ANSWER_MAX + 1], a[SRLM_CD_JUDGMENT_MAX + 2], b[SRLM_CD_JUDGMENT_MAX + 2], win, q[SRLM_CD_PROMPT_MAX + 1];
+    srlm_cd_meta_example(5, 3, &p, cand, a, b, &win, NULL);
+    srlm_cd_prompt(&p, q);
+    static const char *const names[] = {"prompt", "response", "judgment_a", "judgment_b"};
+    const char *vals[] = {q, cand, a, b};
+    char *out = NULL, mp[SRLM_CD_META_PROMPT_MAX + 1];
+    EXPECT(srlm_judge_render_vars(path, tmpl, 4, names, vals, &out) == SRLM_OK, "render");
+    srlm_cd_meta_prompt(&p, cand, strlen(cand), a, b, mp);
+    EXPECT_STR_EQ(out, mp);
+    free(out);
+    free(tmpl);
+  }
+}
+
+static void test_text_parts(void) {
+  static const char *const names[] = {"prompt", "response", "judgment_a", "judgment_b"};
+  const char *vals[] = {"P", "R", "a", "b"};
+  char *out = NULL;
+  EXPECT(srlm_judge_render_vars("t", "{prompt}|{response}|{judgment_a}|{judgment_b}|{judgment_a}", 4, names, vals,
+                                &out) == SRLM_OK, "render");
+  EXPECT_STR_EQ(out, "P|R|a|b|a");
+  free(out);
+  EXPECT(srlm_judge_render_vars("t", "{prompt}{response}{judgment_a}", 4, names, vals, &out) == SRLM_ERR_CONFIG,
+         "missing {judgment_b}");
+  EXPECT_CONTAINS(srlm_error_message(), "{judgment_b}");
+  EXPECT(srlm_judge_render_vars("t", "{prompt}{response}{judgment_a}{judgment_b}{judgment_c}", 4, names, vals, &out) ==
+         SRLM_ERR_CONFIG, "unknown");
+  EXPECT_CONTAINS(srlm_error_message(), "{judgment_c}");
+  srlm_judge_parser *p = NULL;
+  EXPECT(srlm_judge_parser_create("Winner: *([AB12])", 0, 1, &p) == SRLM_OK, "compile");
+  const struct {
+    const char *text;
+    int want;
+  } cases[] = {{"Winner: A", 1}, {"Winner: B", 2}, {"Winner:2", 2}, {"Winner: A ... no, Winner: B", 2},
+               {"winner: A", 0}, {"Winner: C", 0}, {"", 0}, {"Winner: 1", 1}};
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
+    EXPECT(srlm_judge_parse_winner(p, cases[i].text, strlen(cases[i].text)) == cases[i].want, "\"%s\"", cases[i].text);
+  srlm_judge_parser_free(p);
+  EXPECT(srlm_judge_parser_create("^([12])", 0, 1, &p) == SRLM_OK, "compile");
+  EXPECT_EQ_INT(srlm_judge_parse_winner(p, "2", 1), 2);
+  EXPECT_EQ_INT(srlm_judge_parse_winner(p, "12", 2), 1); /* the capture is "1" */
+  EXPECT_EQ_INT(srlm_judge_parse_winner(p, "x", 1), 0);
+  srlm_judge_parser_free(p);
+}
+
 int main(void) {
   test_pick();
   test_comparisons();
@@ -239,5 +322,7 @@ int main(void) {
   test_judge_pair();
   test_sign_format();
   test_sign_examples();
+  test_countdown_examples();
+  test_text_parts();
   TEST_MAIN_END();
 }
