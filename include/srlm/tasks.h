@@ -156,15 +156,23 @@ void srlm_task_judge_example(uint64_t seed, uint64_t index, srlm_task_puzzle *p,
  * one is more accurate, within the configs/tiny vocabulary (no new token):
  *   meta prompt   judge prompt, judgment A, 'Q', judgment B, 'A'
  *                 "J6371T+15A6+3+7-1S" "+09+16+155" "Q" "+09+12+151" "A"
- *   answer        '1' when A is the more accurate judgment, '2' when B is; then EOS.
+ *   answer        its own judgment of the candidate (rationale + score, 10 characters),
+ *                 then '1' when A is the more accurate judgment, '2' when B is; then EOS:
+ *                 "+09+16+15" "5" "1"
+ * The own judgment is the meta-judge's rationale: without it the tiny model has to
+ * recompute three partial sums and compare them with both judgments in one step, and
+ * stays at chance (measured: 53.6% on 1000 held-out examples after the quickstart's M1
+ * recipe with 8000 such examples); with it the verdict is a comparison of its judgment
+ * with A and B (RECIPES.md: the judge's rationale is what makes the judge work).
  * A judgment is shown as its first SRLM_TASK_JUDGMENT_LEN bytes, the part that parses
  * (only parsable judgments have a score to compare), so 'Q' separates them unambiguously
- * ('Q' never occurs in a parsable judgment) and the answer always sits at the same
- * place: a meta prompt is at most 42 tokens, 44 with the answer and EOS, so a model that
- * meta-judges needs max_seq_len >= 44 (configs/methods/meta-rewarding-m1.yaml: 48).
- * The verdict is read like the judge's score: from the next-token logits after the
- * marker, '1' vs '2' (the larger wins; equal: no verdict); the meta prompt's format is
- * "ok" when the argmax over the whole vocabulary is one of them.
+ * ('Q' never occurs in a parsable judgment) and the answer always starts at the same
+ * place: a meta prompt is at most 42 tokens, 54 with the answer and EOS, so a model that
+ * meta-judges needs max_seq_len >= 54 (configs/methods/meta-rewarding-m1.yaml: 64).
+ * The verdict is read like the judge's score: the own judgment is decoded greedily (up
+ * to 10 tokens or EOS), then from the next-token logits '1' vs '2' (the larger wins;
+ * equal: no verdict); the meta-judgment's format is "ok" when the own judgment parses
+ * and the argmax over the whole vocabulary after it is '1' or '2'.
  *
  * Meta-judge SFT examples (srlm_task_meta_example), made with the checker: a puzzle and
  * candidate drawn as judge examples are (even index: a correct candidate, odd: a
@@ -195,14 +203,15 @@ typedef enum srlm_task_meta_kind {
 } srlm_task_meta_kind;
 
 /* Meta example `index` of split: its puzzle and candidate, judgments a and b, and the
- * answer (*winner '1' or '2'). */
+ * verdict (*winner '1' or '2'); the SFT answer is srlm_task_judgment of the candidate
+ * followed by the verdict. */
 void srlm_task_meta_example(uint64_t seed, srlm_task_split split, uint64_t index, srlm_task_puzzle *p,
                             char cand[SRLM_TASK_ANSWER_LEN + 1], char a[SRLM_TASK_JUDGMENT_LEN + 1],
                             char b[SRLM_TASK_JUDGMENT_LEN + 1], char *winner, srlm_task_meta_kind *kind);
 
-/* Meta-judges n meta prompts (NUL-terminated, srlm_task_meta_prompt) with model m, one
- * forward of max_batch sequences at a time (0 means 64): verdict (n) as above, format_ok
- * (n, may be NULL) 1 when the argmax token is '1' or '2'. */
+/* Meta-judges n meta prompts (NUL-terminated, srlm_task_meta_prompt) with model m, up to
+ * max_batch sequences at a time (0 means 64): the own judgment greedily, then the verdict
+ * (n) as above; format_ok (n, may be NULL) as above. */
 srlm_status srlm_task_meta_judge(srlm_model *m, srlm_tokenizer *tok, int max_batch, int n,
                                  const char *const *prompts, srlm_meta_verdict *verdict, int *format_ok);
 

@@ -343,7 +343,11 @@ static srlm_status dry_run(train_ctx *c, srlm_comm *comm) {
     srlm_prompt_set_free(&set);
     srlm_llm_judge *llm = NULL;
     SRLM_TRY(srlm_llm_judge_create(cfg, c->tok, c->has_chat ? &c->chat : NULL, &llm)); /* template and score_regex */
+    srlm_llm_meta *meta = NULL; /* Meta-Rewarding: meta.template and meta.winner_regex */
+    srlm_status mst = cfg->meta.enabled ? srlm_llm_meta_create(cfg, llm, &meta) : SRLM_OK;
+    srlm_llm_meta_free(meta);
     srlm_llm_judge_free(llm);
+    SRLM_TRY(mst);
   } else {
     printf("prompts      none (data.prompts and task.name are empty): only M0 would be prepared\n");
   }
@@ -508,6 +512,19 @@ static srlm_status run_iterations(train_ctx *c, srlm_comm *comm, srlm_sr_iterati
     else
       printf("%-9s %10s %10s %9s %9s %8lld %8lld %9s %9s %9s %8.1f\n", name, es, ms, acc, agr, (long long)r->samples,
              (long long)r->pairs, fmt, nos, loss, r->seconds);
+  }
+  if (cfg->meta.enabled) { /* Meta-Rewarding's counts (metrics.jsonl's iteration lines) */
+    printf("%-9s %11s %11s %11s %11s %11s %10s %9s\n", "meta", "actor_pairs", "judge_pairs", "responses", "comparisons",
+           "agreeing", "elo_spread", "jpair_ok");
+    for (int t = 1; t <= cfg->run.iterations; t++) {
+      const srlm_sr_iteration *r = &rows[t];
+      char spread[16], jok[16];
+      fmt_num(spread, sizeof spread, r->elo_spread, "%.0f");
+      fmt_num(jok, sizeof jok, 100 * r->judge_pair_accuracy, "%.1f%%");
+      printf("iter %-4d %11lld %11lld %11lld %11lld %11lld %10s %9s\n", t, (long long)r->actor_pairs,
+             (long long)r->judge_pairs, (long long)r->meta_responses, (long long)r->meta_comparisons,
+             (long long)r->meta_agreeing, spread, jok);
+    }
   }
   fflush(stdout);
   *rows_out = rows;

@@ -162,14 +162,17 @@ srlm_status srlm_task_write_sft_data_meta(const char *path, uint64_t seed, int64
   for (int64_t i = 0; i < n_meta; i++) {
     srlm_task_puzzle p;
     char cand[SRLM_TASK_ANSWER_LEN + 1], ja[SRLM_TASK_JUDGMENT_LEN + 1], jb[SRLM_TASK_JUDGMENT_LEN + 1];
-    char mp[SRLM_TASK_META_PROMPT_MAX + 1], answer[2] = {0, 0};
+    char mp[SRLM_TASK_META_PROMPT_MAX + 1], answer[SRLM_TASK_JUDGMENT_LEN + 2] = {0};
     srlm_task_meta_kind k;
-    srlm_task_meta_example(seed, SRLM_TASK_SPLIT_JUDGE, (uint64_t)i, &p, cand, ja, jb, &answer[0], &k);
+    char win;
+    srlm_task_meta_example(seed, SRLM_TASK_SPLIT_JUDGE, (uint64_t)i, &p, cand, ja, jb, &win, &k);
+    srlm_task_judgment(&p, cand, strlen(cand), answer); /* the meta-judge's own judgment, then the verdict */
+    answer[SRLM_TASK_JUDGMENT_LEN] = win;
     SRLM_CHECK(srlm_task_meta_prompt(&p, cand, strlen(cand), ja, strlen(ja), jb, strlen(jb), mp) > 0,
                "meta example %lld: a judgment does not parse", (long long)i);
     buf_add(&b, "{\"prompt\": \"%s\", \"response\": \"%s\"}\n", mp, answer);
     c.meta++;
-    c.meta_first += answer[0] == '1';
+    c.meta_first += win == '1';
     c.meta_kind[k]++;
   }
   srlm_status st = srlm_write_file_atomic(path, b.s, b.n);

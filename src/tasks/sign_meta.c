@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "srlm/generate.h"
 #include "srlm/tasks.h"
 
 #define SRLM_TASK_META_BATCH 64
@@ -28,9 +29,10 @@ srlm_status srlm_task_meta_judge(srlm_model *m, srlm_tokenizer *tok, int max_bat
   const char *where = "sign puzzle meta-judge";
   if (n <= 0) return SRLM_OK;
   if (max_batch <= 0) max_batch = SRLM_TASK_META_BATCH;
-  int32_t one, two;
+  int32_t one, two, eos;
   SRLM_TRY(srlm_tokenizer_token_id(tok, "1", 1, &one));
   SRLM_TRY(srlm_tokenizer_token_id(tok, "2", 1, &two));
+  SRLM_TRY(srlm_tokenizer_token_id(tok, SRLM_TASK_EOS_TEXT, strlen(SRLM_TASK_EOS_TEXT), &eos));
   const int64_t V = srlm_model_get_config(m)->vocab_size;
   if (one >= V || two >= V)
     return srlm_error(SRLM_ERR_RANGE, where, "answer token ids %d, %d are outside the model's vocabulary (%lld)",
@@ -46,11 +48,28 @@ srlm_status srlm_task_meta_judge(srlm_model *m, srlm_tokenizer *tok, int max_bat
     if (st == SRLM_OK && off[i + 1] == off[i]) st = srlm_error(SRLM_ERR_INTERNAL, where, "meta prompt %d is empty", i);
     if (off[i + 1] - off[i] > max_seq) max_seq = off[i + 1] - off[i];
   }
+  max_seq += SRLM_TASK_JUDGMENT_LEN; /* with the own judgment */
   const int64_t max_pos = srlm_model_get_config(m)->max_position_embeddings;
-  if (st == SRLM_OK && max_pos > 0 && max_seq > max_pos)
-    st = srlm_error(SRLM_ERR_RANGE, where, "a meta prompt of %lld tokens is longer than the model's %lld positions "
-                    "(a model that meta-judges needs max_seq_len >= 44: configs/methods/meta-rewarding-m1.yaml)",
-                    (long long)max_seq, (long long)max_pos);
+  if (st == SRLM_OK && max_pos > 0 && max_seq + 1 > max_pos)
+    st = srlm_error(SRLM_ERR_RANGE, where, "a meta prompt and its judgment of %lld tokens do not fit the model's %lld "
+                    "positions (a model that meta-judges needs max_seq_len >= 54: "
+                    "configs/methods/meta-rewarding-m1.yaml)", (long long)max_seq, (long long)max_pos);
+  /* the own judgments, greedily */
+  srlm_gen_result *g = srlm_xcalloc((size_t)n, sizeof *g);
+  if (st == SRLM_OK) {
+    srlm_gen_request *req = srlm_xmalloc((size_t)n * sizeof *req);
+    for (int i = 0; i < n; i++) req[i] = (srlm_gen_request){ids.ids + off[i], off[i + 1] - off[i], (uint64_t)i};
+    srlm_generate_params gp = srlm_generate_params_default();
+    gp.sampler.temperature = 0;
+    gp.max_new_tokens = SRLM_TASK_JUDGMENT_LEN;
+    gp.max_batch = max_batch;
+    gp.eos_ids = &eos;
+    gp.n_eos = 1;
+    gp.tok = tok;
+    st = srlm_generate(m, &gp, n, req, g, NULL);
+    free(req);
+  }
+  /* the verdict position: after meta prompt + own judgment (its EOS left out) */
   int32_t *tokens = srlm_xmalloc((size_t)(max_seq * max_batch + 1) * sizeof *tokens);
   int32_t *cu = srlm_xmalloc(((size_t)max_batch + 1) * sizeof *cu);
   int64_t *pos = srlm_xmalloc((size_t)max_batch * sizeof *pos);
@@ -61,24 +80,33 @@ srlm_status srlm_task_meta_judge(srlm_model *m, srlm_tokenizer *tok, int max_bat
     cu[0] = 0;
     for (int b = 0; b < B; b++) {
       const int i = i0 + b;
+      const int64_t k = g[i].stop == SRLM_STOP_EOS ? g[i].n - 1 : g[i].n;
       memcpy(tokens + T, ids.ids + off[i], (size_t)(off[i + 1] - off[i]) * sizeof *tokens);
       T += off[i + 1] - off[i];
+      if (k > 0) memcpy(tokens + T, g[i].ids, (size_t)k * sizeof *tokens);
+      T += k;
       cu[b + 1] = (int32_t)T;
       pos[b] = T - 1;
     }
     const srlm_batch batch = {.B = B, .T = T, .tokens = tokens, .cu_seqlens = cu, .targets = NULL};
     st = srlm_model_logits(m, &batch, pos, B, logits);
     for (int b = 0; st == SRLM_OK && b < B; b++) {
+      const int i = i0 + b;
       const float *z = logits + (size_t)b * (size_t)V;
-      verdict[i0 + b] = z[one] > z[two] ? SRLM_META_A : z[two] > z[one] ? SRLM_META_B : SRLM_META_NONE;
+      verdict[i] = z[one] > z[two] ? SRLM_META_A : z[two] > z[one] ? SRLM_META_B : SRLM_META_NONE;
       if (format_ok) {
         int64_t best = 0; /* the argmax, lowest id on ties (sampler.h) */
         for (int64_t v = 1; v < V; v++)
           if (z[v] > z[best]) best = v;
-        format_ok[i0 + b] = best == one || best == two;
+        int score;
+        format_ok[i] = (best == one || best == two) && g[i].text &&
+                       srlm_task_judgment_parse(g[i].text, g[i].text_len, &score) &&
+                       g[i].text_len == SRLM_TASK_JUDGMENT_LEN;
       }
     }
   }
+  for (int i = 0; i < n; i++) srlm_gen_result_free(&g[i]);
+  free(g);
   free(tokens);
   free(cu);
   free(pos);

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Meta-Rewarding through `srlm train` (configs/methods/meta-rewarding.yaml, small; issue 11
 # item 1): a quick SFT on seed data with meta-judge examples (`srlm task sft-data
-# --meta-judge`) makes an M1 of max_seq_len 48, then 2 iterations with judge pairs in
+# --meta-judge`) makes an M1 of max_seq_len 64, then 2 iterations with judge pairs in
 # iteration 1 only (meta.judge_iterations 1). Checks:
 #   - the iteration lines' counts add up: pairs = actor_pairs + judge_pairs, at most one
 #     meta-judged response and one judge pair per prompt, comparisons asked in both orders
@@ -10,7 +10,9 @@
 #   - separate roles (mpirun -np 3: generator, judge, learner) give bit-identical weights
 #     and the same metrics as one process (the meta-judge runs on the learner from M_{t-1});
 #   - a resume from a mid-iteration (LEARN) checkpoint of iteration 1 ends bit-identical;
-#   - a prompt set with meta.template runs the text meta-judge;
+#   - a prompt set with meta.template runs the text meta-judge, and so does Countdown
+#     (configs/methods/countdown-meta-rewarding.yaml, tiny);
+#   (the last three not under SRLM_TEST_QUICK, the sanitizer stage of tests/run.sh)
 #   - the config errors (meta with GRPO, with judge.mode expected, J < 2, a prompt set
 #     without meta.template, a winner regex without a group) name their keys.
 set -u
@@ -24,11 +26,12 @@ export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMP_WAIT_POLICY
 
 cd "$src"
 rm -rf "$tmp/runs" && mkdir -p "$tmp/runs"
-"$srlm" task sft-data --seed 3 --instructions 300 --judge 600 --meta-judge 600 --out "$tmp/runs/sft.jsonl" \
+"$srlm" task sft-data --seed 3 --instructions 300 --judge 600 --meta-judge 400 --out "$tmp/runs/sft.jsonl" \
   2>"$tmp/data.err" || fail "task sft-data --meta-judge: $(tail -1 "$tmp/data.err")"
-grep -q "meta-judge examples: 600" "$tmp/data.err" || fail "no meta-judge count: $(cat "$tmp/data.err")"
+grep -q "meta-judge examples: 400" "$tmp/data.err" || fail "no meta-judge count: $(cat "$tmp/data.err")"
+# a 2-layer M1 (half the quickstart's depth): enough to write judgments that parse
 "$srlm" sft -c configs/methods/meta-rewarding-m1.yaml run.out_dir="$tmp/runs" data.sft="$tmp/runs/sft.jsonl" \
-  train.epochs=8 train.batch_size=32 train.warmup_steps=10 train.lr=3e-3 2>"$tmp/sft.err" \
+  model.arch.num_layers=2 train.epochs=6 train.batch_size=32 train.warmup_steps=10 train.lr=3e-3 2>"$tmp/sft.err" \
   || { fail "sft"; tail -3 "$tmp/sft.err" >&2; }
 m1=$tmp/runs/meta-rewarding-m1/model
 "$srlm" task eval --model "$m1" --n 64 --meta-judge 200 >"$tmp/eval.json" 2>"$tmp/eval.err" \
@@ -82,6 +85,10 @@ else
   echo "separate roles skipped: no mpirun"
 fi
 
+# SRLM_TEST_QUICK (the sanitizer stage of tests/run.sh): the resume, the prompt set and
+# Countdown are left to the Release stage
+quick=${SRLM_TEST_QUICK:-}
+if [ -z "$quick" ]; then
 # resume from the LEARN checkpoint after step 2 of iteration 1 (judge pairs in training):
 # stop the run there (run.iterations cut by a kill is not deterministic, so the checkpoint
 # is made by a run that stops: train.checkpoint_every 2 and SIGTERM at the first one)
@@ -116,6 +123,32 @@ ok = len(its) == 2 and all(l["pairs"] == l["actor_pairs"] + l["judge_pairs"] for
     and its[0]["meta_comparisons"] > 0 and its[0]["meta_comparisons"] % 2 == 0
 sys.exit(0 if ok else 1)
 PY
+
+# Countdown (a prompt set with its checker) through configs/methods/countdown-meta-rewarding.yaml,
+# tiny: it runs and its counts add up (a barely trained M1 writes few scored judgments)
+"$srlm" task sft-data --task countdown --seed 3 --instructions 100 --judge 100 --meta-judge 100 \
+  --out "$tmp/runs/cd-sft.jsonl" 2>"$tmp/cd-data.err" || fail "countdown sft-data --meta-judge"
+grep -q "meta-judge examples: 100" "$tmp/cd-data.err" || fail "countdown: no meta-judge count: $(cat "$tmp/cd-data.err")"
+"$srlm" sft -c configs/methods/countdown-meta-rewarding-m1.yaml run.out_dir="$tmp/runs" data.sft="$tmp/runs/cd-sft.jsonl" \
+  train.epochs=2 train.batch_size=32 train.warmup_steps=2 2>"$tmp/cd-sft.err" || { fail "countdown sft"; tail -3 "$tmp/cd-sft.err" >&2; }
+"$srlm" task prompts --task countdown --seed 3 --split train --n 16 --out "$tmp/cd-train.jsonl" 2>/dev/null || fail "cd prompts"
+"$srlm" task prompts --task countdown --seed 3 --split eval --n 8 --out "$tmp/cd-eval.jsonl" 2>/dev/null || fail "cd prompts"
+"$srlm" train -c configs/methods/countdown-meta-rewarding.yaml run.out_dir="$tmp/runs" \
+  model.path="$tmp/runs/countdown-meta-rewarding-m1/model" data.prompts="$tmp/cd-train.jsonl" \
+  data.eval_prompts="$tmp/cd-eval.jsonl" data.prompts_per_iteration=8 generate.samples_per_prompt=3 judge.samples=2 \
+  judge.max_new_tokens=24 eval.prompts=8 run.iterations=1 train.batch_size=4 pairs.min_margin=0 \
+  >"$tmp/cd.out" 2>"$tmp/cd.err" || { fail "countdown meta-rewarding"; tail -5 "$tmp/cd.err" >&2; }
+python3 - "$tmp/runs/countdown-meta-rewarding/metrics.jsonl" <<'PY' || fails=$((fails + 1))
+import json, sys
+its = [json.loads(l) for l in open(sys.argv[1]) if '"event":"iteration"' in l]
+for l in its:
+    print("countdown iteration %d: %s" % (l["iteration"], {k: l.get(k) for k in ("pairs", "actor_pairs", "judge_pairs",
+          "meta_comparisons", "meta_agreeing", "judgments", "judge_format_failures")}), file=sys.stderr)
+ok = len(its) == 1 and its[0]["pairs"] == its[0]["actor_pairs"] + its[0]["judge_pairs"] \
+    and its[0]["meta_comparisons"] % 2 == 0 and its[0]["judgments"] == 8 * 3 * 2
+sys.exit(0 if ok else 1)
+PY
+fi
 
 TMP=$tmp
 c=configs/methods/meta-rewarding.yaml

@@ -183,10 +183,10 @@ static void test_sign_format(void) {
   EXPECT_EQ_INT(srlm_task_meta_prompt(&p, "6+3+7-1", 7, "+09+16", 6, "+09+12+151", 10, out), 0);
   EXPECT_EQ_INT(srlm_task_meta_prompt(&p, "6+3+7-1", 7, "+09+16+155", 10, "+09+12+15Q", 10, out), 0);
   EXPECT(out[0] == 'x', "nothing written for an unparsable judgment");
-  /* the longest meta prompt fits the bound, and the answer + EOS fit 44 tokens */
+  /* the longest meta prompt fits the bound, and the answer (own judgment + verdict) + EOS fit 54 tokens */
   n = srlm_task_meta_prompt(&p, "6+3+7-1+2+3", 11, "+09+16+155", 10, "+09+12+151", 10, out);
   EXPECT_EQ_INT(n, SRLM_TASK_META_PROMPT_MAX);
-  EXPECT(SRLM_TASK_META_PROMPT_MAX + 2 <= 44, "%d", SRLM_TASK_META_PROMPT_MAX + 2);
+  EXPECT(SRLM_TASK_META_PROMPT_MAX + SRLM_TASK_JUDGMENT_LEN + 2 <= 54, "%d", SRLM_TASK_META_PROMPT_MAX + 12);
 }
 
 static void test_sign_examples(void) {
