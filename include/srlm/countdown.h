@@ -173,9 +173,11 @@ void srlm_cd_judge_example(uint64_t seed, uint64_t index, srlm_cd_puzzle *p, cha
 /* ---- meta-judge format (Meta-Rewarding, include/srlm/meta.h) -----------------------
  * Countdown runs as a prompt set, so its meta-judge is the text meta-judge (llm_judge.h)
  * with configs/judge/countdown-meta.txt "{prompt}{response}S{judgment_a}T{judgment_b}A"
- * and meta.winner_regex "^([12])": the judge prompt, judgment A, 'T', judgment B, 'A';
- * answer '1' (A is more accurate) or '2', then EOS. 'T' never occurs in a judgment in the
- * format (rationale characters 0-9 + - * / = , X N, then ';' and the score).
+ * and meta.winner_regex ";[1-5]([12])$": the judge prompt, judgment A, 'T', judgment B,
+ * 'A'; answer: the meta-judge's own judgment of the candidate (its rationale, as the
+ * sign puzzle's meta-judge writes one: tasks.h), then '1' (A is more accurate) or '2',
+ * then EOS. 'T' never occurs in a judgment in the format (rationale characters 0-9
+ * + - * / = , X N, then ';' and the score).
  * Meta-judge SFT examples (srlm_cd_meta_example): judge example
  * SRLM_TASK_META_INDEX_BASE + index's puzzle and candidate (split judge); the reference
  * judgment wins over a worse one, as the sign puzzle's (tasks.h): SCORE_FLIP the other

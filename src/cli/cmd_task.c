@@ -27,7 +27,7 @@ static const char k_task_help[] =
     "      --meta-judge N also N meta-judge examples for Meta-Rewarding (the judge prompt,\n"
     "      two judgments, Q between them, A after them; answer: its own judgment, then 1\n"
     "      or 2: which one is more accurate by the checker; needs max_seq_len >= 54; Countdown:\n"
-    "      T between the judgments, the format of configs/judge/countdown-meta.txt)\n"
+    "      T between the judgments, configs/judge/countdown-meta.txt's format)\n"
     "  prompts --seed S --split train|eval|sft|judge --n N --out FILE\n"
     "      N prompts as {\"prompt\"} JSONL lines; the eval split is held out from all others\n"
     "  check --prompt P --answer A\n"

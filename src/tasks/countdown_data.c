@@ -9,7 +9,7 @@
 #include "srlm/countdown.h"
 
 static void add_line(srlm_strbuf *b, const char *prompt, const char *response) {
-  char line[512];
+  char line[1024]; /* a meta-judge example: up to about 580 bytes */
   const int w = response ? snprintf(line, sizeof line, "{\"prompt\": \"%s\", \"response\": \"%s\"}\n", prompt, response)
                          : snprintf(line, sizeof line, "{\"prompt\": \"%s\"}\n", prompt);
   SRLM_CHECK(w > 0 && (size_t)w < sizeof line, "countdown data line too long");
@@ -58,14 +58,17 @@ srlm_status srlm_cd_write_sft_data_meta(const char *path, uint64_t seed, int64_t
   for (int64_t i = 0; i < n_meta; i++) {
     srlm_cd_puzzle p;
     char cand[SRLM_CD_ANSWER_MAX + 1], ja[SRLM_CD_JUDGMENT_MAX + 2], jb[SRLM_CD_JUDGMENT_MAX + 2];
-    char mp[SRLM_CD_META_PROMPT_MAX + 1], answer[2] = {0, 0};
+    char mp[SRLM_CD_META_PROMPT_MAX + 1], answer[SRLM_CD_JUDGMENT_MAX + 2], win;
     srlm_task_meta_kind k;
-    srlm_cd_meta_example(seed, (uint64_t)i, &p, cand, ja, jb, &answer[0], &k);
+    srlm_cd_meta_example(seed, (uint64_t)i, &p, cand, ja, jb, &win, &k);
+    const size_t al = srlm_cd_judgment(&p, cand, strlen(cand), answer); /* the own judgment, then the verdict */
+    answer[al] = win;
+    answer[al + 1] = '\0';
     SRLM_CHECK(srlm_cd_meta_prompt(&p, cand, strlen(cand), ja, jb, mp) > 0, "meta example %lld: a judgment does not "
                "parse", (long long)i);
     add_line(&b, mp, answer);
     c.meta++;
-    c.meta_first += answer[0] == '1';
+    c.meta_first += win == '1';
     c.meta_kind[k]++;
   }
   srlm_status st = srlm_write_file_atomic(path, b.p, b.n);

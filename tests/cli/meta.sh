@@ -111,8 +111,8 @@ printf 'J{prompt}{response}S' >"$tmp/judge.txt"
 printf '{prompt}{response}S{judgment_a}Q{judgment_b}A' >"$tmp/meta.txt"
 "$srlm" train -c configs/methods/meta-rewarding.yaml $small run.name=text task.name=none data.prompts="$tmp/prompts.jsonl" \
   data.prompts_per_iteration=32 judge.template="$tmp/judge.txt" judge.score_regex='^[-+0-9]{9}([1-5])' \
-  judge.score_min=1 judge.max_new_tokens=10 meta.template="$tmp/meta.txt" meta.winner_regex='^([12])' \
-  meta.max_new_tokens=2 >"$tmp/text.out" 2>"$tmp/text.err" || { fail "prompt set"; tail -5 "$tmp/text.err" >&2; }
+  judge.score_min=1 judge.max_new_tokens=10 meta.template="$tmp/meta.txt" meta.winner_regex='^[-+0-9]{9}[1-5]([12])' \
+  meta.max_new_tokens=12 >"$tmp/text.out" 2>"$tmp/text.err" || { fail "prompt set"; tail -5 "$tmp/text.err" >&2; }
 python3 - "$tmp/runs/text/metrics.jsonl" <<'PY' || fails=$((fails + 1))
 import json, sys
 its = [json.loads(l) for l in open(sys.argv[1]) if '"event":"iteration"' in l]
@@ -136,7 +136,7 @@ grep -q "meta-judge examples: 100" "$tmp/cd-data.err" || fail "countdown: no met
 "$srlm" train -c configs/methods/countdown-meta-rewarding.yaml run.out_dir="$tmp/runs" \
   model.path="$tmp/runs/countdown-meta-rewarding-m1/model" data.prompts="$tmp/cd-train.jsonl" \
   data.eval_prompts="$tmp/cd-eval.jsonl" data.prompts_per_iteration=8 generate.samples_per_prompt=3 judge.samples=2 \
-  judge.max_new_tokens=24 eval.prompts=8 run.iterations=1 train.batch_size=4 pairs.min_margin=0 \
+  judge.max_new_tokens=24 meta.max_new_tokens=26 eval.prompts=8 run.iterations=1 train.batch_size=4 pairs.min_margin=0 \
   >"$tmp/cd.out" 2>"$tmp/cd.err" || { fail "countdown meta-rewarding"; tail -5 "$tmp/cd.err" >&2; }
 python3 - "$tmp/runs/countdown-meta-rewarding/metrics.jsonl" <<'PY' || fails=$((fails + 1))
 import json, sys
