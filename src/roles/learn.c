@@ -532,7 +532,7 @@ srlm_status sr_learn(sr_ctx *c, int t, srlm_shard *sh, int64_t stale, srlm_sr_it
   } else if (st == SRLM_OK && c->lead) {
     SRLM_INFO("iteration %d pairs: %lld pairs from %lld prompts (%lld skipped with < 2 scores, %lld ties, %lld below "
               "min_margin, %lld equal texts); %lld replayed judgments; mean score %.2f",
-              t, (long long)np, (long long)ps.prompts, (long long)ps.skipped_prompts, (long long)ps.dropped_tie,
+              t, (long long)n_actor, (long long)ps.prompts, (long long)ps.skipped_prompts, (long long)ps.dropped_tie,
               (long long)ps.dropped_margin, (long long)ps.dropped_equal_text, (long long)rb.d.n, row->mean_score);
     if (meta)
       SRLM_INFO("iteration %d meta-judge: %lld responses, %lld ordered comparisons (%lld without a verdict), %lld "
