@@ -21,7 +21,7 @@ static const char k_task_help[] =
     "(e.g. +09+16+15 5).\n"
     "\n"
     "actions:\n"
-    "  sft-data --seed S --instructions N --judge N [--meta-judge N] --out FILE\n"
+    "  sft-data --seed S --instructions N --judge N --out FILE [--meta-judge N]\n"
     "      seed SFT data: N solved instructions and N judge examples (half correct\n"
     "      candidates, half perturbed) as {\"prompt\", \"response\"} JSONL lines; with\n"
     "      --meta-judge N also N meta-judge examples for Meta-Rewarding (the judge prompt,\n"
