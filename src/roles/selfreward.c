@@ -379,6 +379,7 @@ static srlm_status finish_iteration(sr_ctx *c, int t, srlm_timer *iter_tm) {
     json_object_set_new(o, "groups_all_equal", json_integer(row->groups_all_equal));
     json_object_set_new(o, "groups_dropped", json_integer(row->groups_dropped));
   }
+  sr_consist_report(cfg, row, o);
   json_object_set_new(o, "loss_first", sr_num(row->loss_first));
   json_object_set_new(o, "loss_last", sr_num(row->loss_last));
   json_object_set_new(o, "seconds", json_real(row->seconds));
@@ -644,7 +645,8 @@ srlm_status srlm_selfreward_run(const srlm_sr_inputs *in, srlm_sr_iteration *row
   if (!task && cfg->judge.mode == SRLM_CFG_JUDGE_EXPECTED)
     return srlm_error(SRLM_ERR_CONFIG, "judge.mode", "expected needs a built-in task's judge format (its score "
                       "tokens); a prompt set's judgments are parsed with judge.score_regex (judge.mode: regex)");
-  if (!task && cfg->judge.source != SRLM_CFG_SOURCE_MODEL && cfg->data.checker == SRLM_CFG_CHECKER_NONE)
+  if (!task && cfg->judge.source != SRLM_CFG_SOURCE_MODEL && cfg->judge.source != SRLM_CFG_SOURCE_NONE &&
+      cfg->data.checker == SRLM_CFG_CHECKER_NONE)
     return srlm_error(SRLM_ERR_CONFIG, "judge.source", "%s needs a checker: a built-in task (task.name) or a prompt "
                       "set's data.checker", cfg->judge.source == SRLM_CFG_SOURCE_VERIFIER ? "verifier" : "mix");
   sr_ctx c = {.cfg = cfg, .comm = comm, .run_dir = in->run_dir, .tok_dir = in->tok_dir, .rows = rows,
@@ -672,7 +674,8 @@ srlm_status srlm_selfreward_run(const srlm_sr_inputs *in, srlm_sr_iteration *row
   memset(rows, 0, (size_t)(cfg->run.iterations + 1) * sizeof *rows);
   for (int t = 0; t <= cfg->run.iterations; t++) /* NaN: not evaluated (eval.every) or no checker */
     rows[t].accuracy = rows[t].sample_accuracy = rows[t].judge_agreement = rows[t].eval_score =
-        rows[t].pair_accuracy = rows[t].mean_score = NAN;
+        rows[t].pair_accuracy = rows[t].mean_score = rows[t].pair_weight_mean = rows[t].consistency_mean =
+            rows[t].length_alpha = NAN;
   c.yaml = srlm_config_to_yaml(cfg, 0);
   c.learn_steps = srlm_xcalloc((size_t)cfg->run.iterations + 1, sizeof *c.learn_steps);
   srlm_checkpoint ck = {0};
