@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "srlm/grpo.h"
+#include "srlm/setup.h"
 #include "srlm/shard_store.h"
 
 /* Summed response log-probs under m of the samples g of [0, n) with g mod L == me (the
@@ -34,18 +35,13 @@ static srlm_status share_logps(srlm_model *m, const srlm_grpo_seq *seq, int64_t 
   return st;
 }
 
-/* M_u as the run saw it: model.path for u = 0, else iter_<u>/model. */
+/* M_u as the run saw it: M0 as the run set it up (model.path, or the fresh model of
+ * model.arch and run.seed), else iter_<u>/model. */
 static srlm_status load_model(sr_ctx *c, int u, srlm_model **out) {
   char dir[4200];
-  if (u == 0) {
-    if (!c->cfg->model.path[0])
-      return srlm_error(SRLM_ERR_CONFIG, "model.path", "empty: the implicit reward of iteration 2 on needs M0's "
-                        "weights from a model directory");
-    snprintf(dir, sizeof dir, "%s", c->cfg->model.path);
-  } else {
-    snprintf(dir, sizeof dir, "%s/iter_%d/model", c->run_dir, u);
-  }
-  srlm_status st = srlm_model_load(dir, srlm_model_backend(c->ro.m), srlm_model_dtype(c->ro.m), out);
+  snprintf(dir, sizeof dir, "%s/iter_%d/model", c->run_dir, u);
+  srlm_status st = u == 0 ? srlm_setup_model(c->cfg, c->ro.tok, srlm_model_backend(c->ro.m), out)
+                          : srlm_model_load(dir, srlm_model_backend(c->ro.m), srlm_model_dtype(c->ro.m), out);
   return st == SRLM_OK ? SRLM_OK : srlm_error_context(st, "the implicit reward's M%d", u);
 }
 

@@ -5,7 +5,8 @@
  * The implicit reward, computed by the learners (they hold M_{t-1}, the policy of
  * iteration t, and compute reference log-probs anyway; judges keep nothing between
  * iterations, so the rule is the same in every role layout). logpi_u(y|x) is the summed
- * response log-prob of a sample under M_u (M_0 = model.path, M_u = iter_<u>/model):
+ * response log-prob of a sample under M_u (M_0 = the run's start model, model.path or the
+ * fresh model of model.arch and run.seed; M_u = iter_<u>/model):
  *   R(M_u) = beta (logpi_u - logpi_{u-1})   for u >= 1 (beta = train.beta),
  *   R(M_0) = logpi_0 / |y|                   (no DPO model yet: CREAM's rule for M0,
  *                                             length-normalized log-likelihood).
