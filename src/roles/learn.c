@@ -661,10 +661,11 @@ srlm_status sr_learn(sr_ctx *c, int t, srlm_shard *sh, int64_t stale, srlm_sr_it
               (long long)short_groups, (long long)equal_groups, (long long)dropped_groups, row->mean_score);
     st = write_rollouts(c, t, sh, rows3, 0, n_groups, &ps, 0, stale, NULL, NULL, row);
   } else if (st == SRLM_OK && c->lead) {
-    SRLM_INFO("iteration %d pairs: %lld pairs from %lld prompts (%lld skipped with < 2 scores, %lld ties, %lld below "
-              "min_margin, %lld equal texts); %lld replayed judgments; mean score %.2f",
-              t, (long long)np, (long long)ps.prompts, (long long)ps.skipped_prompts, (long long)ps.dropped_tie,
-              (long long)ps.dropped_margin, (long long)ps.dropped_equal_text, (long long)rb.d.n, row->mean_score);
+    if (!votes) /* the votes have their own line below */
+      SRLM_INFO("iteration %d pairs: %lld pairs from %lld prompts (%lld skipped with < 2 scores, %lld ties, %lld below "
+                "min_margin, %lld equal texts); %lld replayed judgments; mean score %.2f",
+                t, (long long)np, (long long)ps.prompts, (long long)ps.skipped_prompts, (long long)ps.dropped_tie,
+                (long long)ps.dropped_margin, (long long)ps.dropped_equal_text, (long long)rb.d.n, row->mean_score);
     if (votes)
       SRLM_INFO("iteration %d votes: %lld pairs from %lld prompts (%lld with < 2 distinct answers, %lld ties, %lld below "
                 "pairs.vote_threshold); %lld samples without an answer; mean weight %.3f",
