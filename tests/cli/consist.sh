@@ -21,7 +21,7 @@ cd "$src"
 rm -rf "$tmp/runs" && mkdir -p "$tmp/runs"
 base="-c configs/quickstart.yaml run.out_dir=$tmp/runs model.path= model.arch.hidden_size=32
   model.arch.intermediate_size=64 model.arch.num_layers=2 model.arch.num_heads=2 model.arch.max_seq_len=64
-  run.iterations=3 task.prompts_per_iteration=48 task.eval_prompts=16 eval.every=3 generate.samples_per_prompt=4
+  run.iterations=3 task.prompts_per_iteration=32 task.eval_prompts=16 eval.every=3 generate.samples_per_prompt=4
   judge.replay_per_verdict=8 train.batch_size=4 train.lr=1e-3 pairs.min_margin=0 roles.shard_prompts=8
   roles.threads=1 train.checkpoint_every=3"
 scpo="judge.source=none pairs.source=votes pairs.vote_threshold=0.25 generate.temperature=0.5 train.nll_weight=1"
@@ -43,8 +43,8 @@ for name in ("scpo", "dice", "cream", "scir"):
         bad.append("%s: %d iteration lines" % (name, len(its(name))))
 for l in its("scpo"):  # every prompt gives a pair or is dropped for one reason; no judgments
     d = l["votes_one_answer"] + l["votes_tie"] + l["votes_below_threshold"]
-    if l["votes_kept"] + l["votes_dropped"] != 48 or d != l["votes_dropped"] or l["judgments"] != 0 \
-            or l["pairs"] != l["votes_kept"] or not 0 <= l["samples_without_answer"] <= 192:
+    if l["votes_kept"] + l["votes_dropped"] != 32 or d != l["votes_dropped"] or l["judgments"] != 0 \
+            or l["pairs"] != l["votes_kept"] or not 0 <= l["samples_without_answer"] <= 128:
         bad.append("scpo iteration %d: %s" % (l["iteration"], l))
     w = l["pair_weight_mean"]
     if l["pairs"] and not 0 < w <= 1:
