@@ -122,11 +122,13 @@ double srlm_rank_consistency(int n, const double *a, const double *b);
  * length len (characters). With alpha, sample i scores s_i - alpha len_i and the pair is
  * argmax/argmin of it (lowest index among equals, srlm_pairs_select's rule). DICE picks
  * alpha so that the pairs' mean chosen length equals their mean rejected length:
- * srlm_length_alpha returns the smallest alpha in [0, alpha_hi] (found by 60 steps of
- * bisection on the sign of D(alpha) = mean len(chosen) - mean len(rejected), which falls
- * as alpha grows) with D(alpha) <= 0; 0 when D(0) <= 0 already or there are no pairs.
- * alpha_hi = 1 + the largest score range of a prompt divided by its smallest nonzero
- * length gap (there every pair is the shortest vs the longest sample, D <= 0). */
+ * srlm_length_alpha returns 0 when D(0) <= 0 already (or there are no pairs), else an alpha
+ * where D(alpha) = mean len(chosen) - mean len(rejected) over the prompts with a pair turns
+ * from > 0 to <= 0: 60 steps of bisection on its sign between 0 (D > 0) and alpha_hi = 1 +
+ * the largest score range of a prompt over its smallest nonzero length gap (there every
+ * pair is a shortest vs a longest sample, D <= 0); D falls with alpha overall but not
+ * strictly everywhere, so with several sign changes it is one of them, not always the
+ * smallest. A pair whose adjusted scores tie is no pair (srlm_pairs_select drops ties). */
 double srlm_length_alpha(int64_t n_prompts, int k, const double *s, const int64_t *len);
 
 /* The std epsilon srlm uses for GRPO (added to the std, not under a square root). */
