@@ -97,8 +97,15 @@ typedef enum srlm_cfg_overflow {
 typedef enum srlm_cfg_judge_source {
   SRLM_CFG_SOURCE_MODEL = 0, /* the model's own judgment (the task's judge format, or judge.template) */
   SRLM_CFG_SOURCE_VERIFIER,  /* the task's programmatic checker: score_max if right, score_min if not */
-  SRLM_CFG_SOURCE_MIX        /* (1 - judge.verifier_weight) x model + judge.verifier_weight x verifier */
+  SRLM_CFG_SOURCE_MIX,       /* (1 - judge.verifier_weight) x model + judge.verifier_weight x verifier */
+  SRLM_CFG_SOURCE_SAR,       /* verifier + judge.sar_weight x (score_max - score_min) x R_SA (rewards.h, SAR) */
+  SRLM_CFG_SOURCE_BLEU       /* score_min + (score_max - score_min) x BLEU-4 against the prompt's references */
 } srlm_cfg_judge_source;
+
+typedef enum srlm_cfg_bleu_tokenize {
+  SRLM_CFG_BLEU_WORDS = 0, /* whitespace-separated words (rewards.h) */
+  SRLM_CFG_BLEU_CHARS      /* every character but whitespace (the character-level tiny tasks) */
+} srlm_cfg_bleu_tokenize;
 
 typedef enum srlm_cfg_grpo_agg {
   SRLM_CFG_GRPO_SEQ_MEAN = 0, /* per-sequence token mean, then mean over sequences (GRPO) */
@@ -216,6 +223,8 @@ typedef struct srlm_config {
     int replay_per_verdict;
     srlm_cfg_judge_source source;
     double verifier_weight;
+    double sar_weight;                   /* source sar: weight of R_SA (the paper's 0.2) */
+    srlm_cfg_bleu_tokenize bleu_tokenize; /* source bleu: what an n-gram is made of */
   } judge;
   struct {
     double min_margin;

@@ -14,7 +14,10 @@
  *             score tokens, regex = the greedy score); with a prompt set, the text judge
  *             (llm_judge.h: judge.template, judge.samples judgments, judge.score_regex).
  *             verifier: the task's checker (score_max / score_min); mix: both, weighted by
- *             judge.verifier_weight. With source model the checker is NOT used;
+ *             judge.verifier_weight; sar: the verifier plus the self-aligned reward of two
+ *             forward passes of the judge's policy copy; bleu: BLEU-4 against the prompt's
+ *             references (a prompt set's "reference", the sign puzzle's correct answers)
+ *             (rewards.h). With source model the checker is NOT used;
  *   pairs     best vs worst per prompt (pairs.min_margin; ties and equal texts dropped),
  *             or for train.loss grpo, groups of the K samples with normalized advantages
  *             (train.grpo_std_scope: each group's std or the iteration's; with
@@ -71,6 +74,9 @@ typedef struct srlm_sr_iteration {
      (train.grpo_equal_groups drop) */
   int64_t groups_all_equal, groups_dropped;
   double mean_score;        /* mean judged score of the iteration's samples */
+  /* judge.source sar: the mean R_SA and the fraction the checker accepts; bleu: the mean
+     BLEU (NaN otherwise); from the shards' judgment records (rollout.h) */
+  double sar_mean, verifier_right, bleu_mean;
   double pair_accuracy;     /* pairs whose chosen sample the checker accepts and rejected not
                                (reported only; never used for training) */
   double loss_first, loss_last;

@@ -50,7 +50,8 @@ static const char *const k_judge_modes[] = {"regex", "expected", NULL};
 static const char *const k_losses[] = {"dpo", "ipo", "grpo", "sft", NULL};
 static const char *const k_tasks[] = {"none", "sign_puzzle", NULL};
 static const char *const k_overflows[] = {"truncate", "drop", NULL};
-static const char *const k_judge_sources[] = {"model", "verifier", "mix", NULL};
+static const char *const k_judge_sources[] = {"model", "verifier", "mix", "sar", "bleu", NULL};
+static const char *const k_bleu_tokenizes[] = {"words", "chars", NULL};
 static const char *const k_grpo_aggs[] = {"seq_mean", "token_mean", "fixed_len", NULL};
 static const char *const k_lr_schedules[] = {"constant", "linear", "cosine", NULL};
 static const char *const k_grpo_ratios[] = {"token", "sequence", NULL};
@@ -63,7 +64,7 @@ _Static_assert(SRLM_CFG_PAIR_LENGTH_CONTROLLED == 1 && SRLM_CFG_CHECKER_COUNTDOW
 _Static_assert(SRLM_LOG_ERROR == 3 && SRLM_CFG_FAMILY_MISTRAL == 3 && SRLM_CFG_DTYPE_BF16 == 1 &&
                    SRLM_CFG_BACKEND_CUDA_SIM == 2 &&
                    SRLM_CFG_CHAT_NONE == 4 && SRLM_CFG_JUDGE_EXPECTED == 1 && SRLM_CFG_LOSS_SFT == 3 &&
-                   SRLM_CFG_LR_COSINE == 2 && SRLM_CFG_SOURCE_MIX == 2 && SRLM_CFG_GRPO_FIXED_LEN == 2,
+                   SRLM_CFG_LR_COSINE == 2 && SRLM_CFG_SOURCE_BLEU == 4 && SRLM_CFG_BLEU_CHARS == 1 && SRLM_CFG_GRPO_FIXED_LEN == 2,
                "an enum of config.h changed: update its names here");
 
 static const char *const k_no_strings[] = {NULL};
@@ -136,8 +137,10 @@ static const srlm_config_option k_options[] = {
     OPT_FLOAT(judge.score_max, 5.0, 0, -1e9, 1e9, 0, "highest valid score"),
     OPT_ENUM(judge.mode, k_judge_modes, "regex", "regex: parse the text; expected: probability-weighted score"),
     OPT_INT(judge.replay_per_verdict, 2000, 0, 1 << 24, "own greedy judgments replayed per verdict (correct/wrong) each iteration; 0 = none"),
-    OPT_ENUM(judge.source, k_judge_sources, "model", "reward: the model's own judgment, the task's verifier, or a weighted mix"),
+    OPT_ENUM(judge.source, k_judge_sources, "model", "reward: the model's own judgment, the task's verifier, a weighted mix, sar (verifier + self-aligned reward from the policy's relative perplexity) or bleu (BLEU-4 against the prompt's references)"),
     OPT_FLOAT(judge.verifier_weight, 0.5, 0, 0.0, 1.0, 0, "mix: weight of the verifier's score (the model's gets 1 - weight)"),
+    OPT_FLOAT(judge.sar_weight, 0.2, 0, 0.0, 100.0, 0, "sar: reward = verifier + sar_weight x (score_max - score_min) x R_SA, R_SA = clip((ppl(a) - ppl(a|q)) / ppl(a), -1, 1) (SAR: 0.2)"),
+    OPT_ENUM(judge.bleu_tokenize, k_bleu_tokenizes, "words", "bleu: n-grams of whitespace-separated words, or of characters (whitespace dropped; the character-level tiny tasks)"),
 
     OPT_FLOAT(pairs.min_margin, 0.0, 0, 0.0, INF, 0, "least score gap between chosen and rejected"),
     OPT_ENUM(pairs.rule, k_pair_rules, "best_worst", "DPO pair of each prompt's N = generate.samples_per_prompt samples: the best vs the worst (West-of-N), or length_controlled (Meta-Rewarding: the shortest within pairs.length_rho of the best vs the longest near the worst)"),

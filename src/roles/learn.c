@@ -348,7 +348,7 @@ static srlm_status write_rollouts(sr_ctx *c, int t, const srlm_shard *sh, const 
 static srlm_status build_replay(sr_ctx *c, const srlm_shard *sh, replay_buf *rb) {
   const int64_t cap = c->cfg->judge.replay_per_verdict;
   /* the task's judgment format only: a prompt set's judge has no verdict to balance */
-  if (c->ro.prompts || c->cfg->judge.source == SRLM_CFG_SOURCE_VERIFIER || cap == 0) return SRLM_OK;
+  if (c->ro.prompts || !sr_source_has_model(c->cfg->judge.source) || cap == 0) return SRLM_OK;
   int64_t taken[2] = {0, 0};
   srlm_token_ids prompt = {0}, target = {0};
   srlm_status st = SRLM_OK;
@@ -384,6 +384,19 @@ static srlm_status build_replay(sr_ctx *c, const srlm_shard *sh, replay_buf *rb)
   return st;
 }
 
+/* Sums of the reward records of judge.source sar (R_SA, checker right) and bleu (BLEU) over
+ * a shard's responses (rollout.h): t[0] the term, t[1] the right answers, t[2] responses. */
+static void reward_terms(const srlm_config *cfg, const srlm_shard *s, double t[3]) {
+  const srlm_cfg_judge_source src = cfg->judge.source;
+  if (src != SRLM_CFG_SOURCE_SAR && src != SRLM_CFG_SOURCE_BLEU) return;
+  const int64_t J = s->judgments_per_response;
+  for (int64_t j = 0; j < s->n_responses && J >= (src == SRLM_CFG_SOURCE_SAR ? 2 : 1); j++) {
+    t[0] += s->judgment_score[j * J + (src == SRLM_CFG_SOURCE_SAR)];
+    t[1] += src == SRLM_CFG_SOURCE_SAR && s->judgment_score[j * J] > cfg->judge.score_min;
+    t[2] += 1;
+  }
+}
+
 srlm_status sr_learn(sr_ctx *c, int t, srlm_shard *sh, int64_t stale, srlm_sr_iteration *row) {
   const srlm_config *cfg = c->cfg;
   srlm_timer tm;
@@ -403,13 +416,14 @@ srlm_status sr_learn(sr_ctx *c, int t, srlm_shard *sh, int64_t stale, srlm_sr_it
   double *scores = srlm_xmalloc((size_t)c->ro.K * sizeof *scores);
   char **texts = srlm_xcalloc((size_t)c->ro.K, sizeof *texts);
   srlm_status st = SRLM_OK;
-  double score_sum = 0;
+  double score_sum = 0, terms[3] = {0, 0, 0}; /* reward_terms */
   int64_t scored = 0, samples = 0;
   srlm_shard_judge_health health = {0};
   for (int64_t i = 0; i < c->ro.shards && st == SRLM_OK; i++) {
     const srlm_shard *s = &sh[i];
     samples += s->n_responses;
     sr_judge_health(&c->ro, s, &health);
+    reward_terms(cfg, s, terms);
     for (int64_t pr = 0, j0 = 0; pr < s->n_prompts && st == SRLM_OK; pr++) {
       int64_t j1 = j0;
       while (j1 < s->n_responses && s->response_prompt[j1] == pr) j1++;
@@ -490,6 +504,9 @@ srlm_status sr_learn(sr_ctx *c, int t, srlm_shard *sh, int64_t stale, srlm_sr_it
   row->judge_format_failures = health.format_failures;
   row->judgments_without_score = health.without_score;
   row->mean_score = scored ? score_sum / (double)scored : NAN;
+  row->sar_mean = cfg->judge.source == SRLM_CFG_SOURCE_SAR && terms[2] > 0 ? terms[0] / terms[2] : NAN;
+  row->verifier_right = cfg->judge.source == SRLM_CFG_SOURCE_SAR && terms[2] > 0 ? terms[1] / terms[2] : NAN;
+  row->bleu_mean = cfg->judge.source == SRLM_CFG_SOURCE_BLEU && terms[2] > 0 ? terms[0] / terms[2] : NAN;
   row->pairs = np;
   row->replay = rb.d.n;
   row->pair_accuracy = np && !c->ro.prompts ? (double)pair_ok / (double)np : NAN;

@@ -27,6 +27,7 @@ typedef struct sr_rollout {
   const srlm_prompt_set *prompts; /* data.prompts; NULL with a built-in task */
   srlm_llm_judge *llm;            /* the text judge of a prompt set */
   int32_t eos;                    /* the task's end token */
+  int32_t bos;                    /* judge.source sar: the start token of the answer-alone pass (rewards.h) */
   int32_t stops[SRLM_LLM_JUDGE_MAX_STOPS]; /* generation stops at these (task: eos) */
   int n_stops;
   int n;          /* prompts per iteration */
@@ -44,13 +45,22 @@ typedef struct sr_judge_counts {
 
 void sr_shard_range(const sr_rollout *r, int64_t s, int64_t *lo, int64_t *hi);
 
+/* 1 when judge.source has the model judge (model, mix); verifier, sar and bleu do not. */
+static inline int sr_source_has_model(srlm_cfg_judge_source src) {
+  return src == SRLM_CFG_SOURCE_MODEL || src == SRLM_CFG_SOURCE_MIX;
+}
+
 /* Generates shard s of iteration t with the weights of policy version `version` into a
  * new shard (free with srlm_shard_free). *new_tokens (may be NULL) counts tokens. */
 srlm_status sr_generate_shard(const sr_rollout *r, int t, int64_t s, int64_t version, srlm_shard *out,
                               int64_t *new_tokens);
 
 /* Judges every response of a generated shard (judge.source), filling its judgments,
- * mean scores and SCORED flags. Counts accumulate into jc. */
+ * mean scores and SCORED flags. Counts accumulate into jc. Sources without a model
+ * judgment record, per response: verifier one judgment "checker: right|wrong" (score:
+ * the verifier's); sar two, that one and "sar <R_SA> (answer NLL <after the prompt>
+ * after the prompt, <alone> alone)" (score: R_SA); bleu one, "bleu <BLEU>" (score: the
+ * BLEU in [0, 1]). The response's mean score is the reward (config.h, rewards.h). */
 srlm_status sr_judge_shard(const sr_rollout *r, srlm_shard *s, sr_judge_counts *jc);
 
 /* The text of response `row` as generation returned it: the tokens decoded without the

@@ -375,6 +375,9 @@ static srlm_status finish_iteration(sr_ctx *c, int t, srlm_timer *iter_tm) {
   json_object_set_new(o, "judgments", json_integer(row->judgments));
   json_object_set_new(o, "judge_format_failures", json_integer(row->judge_format_failures));
   json_object_set_new(o, "judgments_without_score", json_integer(row->judgments_without_score));
+  if (cfg->judge.source == SRLM_CFG_SOURCE_SAR) json_object_set_new(o, "sar_mean", sr_num(row->sar_mean));
+  if (cfg->judge.source == SRLM_CFG_SOURCE_BLEU) json_object_set_new(o, "bleu_mean", sr_num(row->bleu_mean));
+  if (cfg->judge.source == SRLM_CFG_SOURCE_SAR) json_object_set_new(o, "verifier_right", sr_num(row->verifier_right));
   if (cfg->train.loss == SRLM_CFG_LOSS_GRPO) {
     json_object_set_new(o, "groups_all_equal", json_integer(row->groups_all_equal));
     json_object_set_new(o, "groups_dropped", json_integer(row->groups_dropped));
@@ -432,6 +435,11 @@ static void rows_from_metrics(const char *path, srlm_sr_iteration *rows, int las
         r->judgments_without_score = json_integer_value(json_object_get(o, "judgments_without_score"));
         r->groups_all_equal = json_integer_value(json_object_get(o, "groups_all_equal"));
         r->groups_dropped = json_integer_value(json_object_get(o, "groups_dropped"));
+        json_t *sm = json_object_get(o, "sar_mean"), *bm = json_object_get(o, "bleu_mean"),
+               *vr = json_object_get(o, "verifier_right");
+        r->sar_mean = json_is_number(sm) ? json_number_value(sm) : NAN;
+        r->bleu_mean = json_is_number(bm) ? json_number_value(bm) : NAN;
+        r->verifier_right = json_is_number(vr) ? json_number_value(vr) : NAN;
         r->loss_first = json_number_value(json_object_get(o, "loss_first"));
         r->loss_last = json_number_value(json_object_get(o, "loss_last"));
         r->seconds = json_number_value(json_object_get(o, "seconds"));
@@ -644,13 +652,24 @@ srlm_status srlm_selfreward_run(const srlm_sr_inputs *in, srlm_sr_iteration *row
   if (!task && cfg->judge.mode == SRLM_CFG_JUDGE_EXPECTED)
     return srlm_error(SRLM_ERR_CONFIG, "judge.mode", "expected needs a built-in task's judge format (its score "
                       "tokens); a prompt set's judgments are parsed with judge.score_regex (judge.mode: regex)");
-  if (!task && cfg->judge.source != SRLM_CFG_SOURCE_MODEL && cfg->data.checker == SRLM_CFG_CHECKER_NONE)
+  const char *src_name = srlm_config_enum_name("judge.source", (int)cfg->judge.source);
+  if (!task && cfg->judge.source != SRLM_CFG_SOURCE_MODEL && cfg->judge.source != SRLM_CFG_SOURCE_BLEU &&
+      cfg->data.checker == SRLM_CFG_CHECKER_NONE)
     return srlm_error(SRLM_ERR_CONFIG, "judge.source", "%s needs a checker: a built-in task (task.name) or a prompt "
-                      "set's data.checker", cfg->judge.source == SRLM_CFG_SOURCE_VERIFIER ? "verifier" : "mix");
+                      "set's data.checker", src_name);
+  if (!task && cfg->judge.source == SRLM_CFG_SOURCE_BLEU) { /* every prompt needs its references */
+    const srlm_prompt_set *ps = in->prompts;
+    for (int64_t i = 0; i < ps->n; i++)
+      if (!ps->ref_offsets || ps->ref_offsets[i + 1] == ps->ref_offsets[i])
+        return srlm_error(SRLM_ERR_CONFIG, "judge.source", "bleu needs reference answers: %s line %lld has no "
+                          "\"reference\" (a string or a list of strings; srlm task prompts --reference writes them)",
+                          cfg->data.prompts, (long long)ps->line[i]);
+  }
   sr_ctx c = {.cfg = cfg, .comm = comm, .run_dir = in->run_dir, .tok_dir = in->tok_dir, .rows = rows,
               .lead = srlm_comm_rank(comm) == 0, .eval = task ? NULL : in->eval_prompts};
   c.ro = (sr_rollout){.cfg = cfg, .m = m, .tok = tok, .prompts = task ? NULL : in->prompts, .llm = in->llm,
                       .K = cfg->generate.samples_per_prompt};
+  const int64_t bos = srlm_model_get_config(m)->bos_token_id;
   if (task) {
     c.ro.n = cfg->task.prompts_per_iteration;
     SRLM_TRY(srlm_tokenizer_token_id(tok, SRLM_TASK_EOS_TEXT, strlen(SRLM_TASK_EOS_TEXT), &c.ro.eos));
@@ -665,6 +684,8 @@ srlm_status srlm_selfreward_run(const srlm_sr_inputs *in, srlm_sr_iteration *row
       return srlm_error(SRLM_ERR_CONFIG, "tokenizer", "no end-of-sequence id (tokenizer_config.json eos_token, the chat "
                         "format's end of turn or config.json eos_token_id): generation could not stop");
   }
+  /* SAR's answer-alone pass starts from BOS, or where the model has none the first end id */
+  c.ro.bos = bos >= 0 ? (int32_t)bos : c.ro.stops[0];
   c.ro.shards = (c.ro.n + cfg->roles.shard_prompts - 1) / cfg->roles.shard_prompts;
   c.n_params = (int64_t)srlm_model_num_params(m);
   const bool colocated = srlm_comm_colocated(comm);
@@ -672,7 +693,7 @@ srlm_status srlm_selfreward_run(const srlm_sr_inputs *in, srlm_sr_iteration *row
   memset(rows, 0, (size_t)(cfg->run.iterations + 1) * sizeof *rows);
   for (int t = 0; t <= cfg->run.iterations; t++) /* NaN: not evaluated (eval.every) or no checker */
     rows[t].accuracy = rows[t].sample_accuracy = rows[t].judge_agreement = rows[t].eval_score =
-        rows[t].pair_accuracy = rows[t].mean_score = NAN;
+        rows[t].pair_accuracy = rows[t].mean_score = rows[t].sar_mean = rows[t].bleu_mean = rows[t].verifier_right = NAN;
   c.yaml = srlm_config_to_yaml(cfg, 0);
   c.learn_steps = srlm_xcalloc((size_t)cfg->run.iterations + 1, sizeof *c.learn_steps);
   srlm_checkpoint ck = {0};

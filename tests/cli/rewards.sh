@@ -1,0 +1,98 @@
+#!/usr/bin/env bash
+# Rewards that are not a judge's verdict (issue 11, include/srlm/rewards.h), small, on a
+# fresh tiny model: SAR + verifier GRPO (configs/methods/sar-grpo.yaml): the iteration line's
+# counts add up (mean reward = right fraction + 0.2 mean R_SA), the two passes' NLLs in the
+# judgment records are the model's own (srlm logprobs on the same ids), and separate roles
+# under mpirun give the same rewards as one process.
+set -u
+srlm=$1
+src=${SRLM_SOURCE_DIR:?}
+tmp=${SRLM_TMP:?}
+fails=0
+fail() { echo "FAIL: $*" >&2; fails=$((fails + 1)); }
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMP_WAIT_POLICY=passive
+export ASAN_OPTIONS="${ASAN_OPTIONS:-}:detect_leaks=0" # Open MPI's own allocations (see comm_mpi.sh)
+
+cd "$src"
+rm -rf "$tmp/runs" && mkdir -p "$tmp/runs"
+fresh="run.out_dir=$tmp/runs model.path= model.arch.hidden_size=32 model.arch.intermediate_size=64
+  model.arch.num_layers=2 model.arch.num_heads=2 model.arch.max_seq_len=64 roles.threads=1"
+small="$fresh run.iterations=1 task.prompts_per_iteration=16 task.eval_prompts=16 generate.samples_per_prompt=4
+  train.batch_size=4 roles.shard_prompts=8"
+
+# ---- SAR -------------------------------------------------------------------------------
+"$srlm" train -c configs/methods/sar-grpo.yaml $small run.name=sar >"$tmp/sar.out" 2>"$tmp/sar.err" \
+  || { fail "sar-grpo run"; tail -3 "$tmp/sar.err" >&2; }
+"$srlm" rollouts "$tmp/runs/sar/iter_1/rollouts.h5" >"$tmp/sar.r1" 2>/dev/null || fail "srlm rollouts (sar)"
+"$srlm" task prompts --seed 1234 --split train --n 16 --out "$tmp/train16.jsonl" 2>/dev/null || fail "task prompts"
+python3 - "$tmp/runs/sar/metrics.jsonl" "$tmp/sar.r1" "$tmp/train16.jsonl" "$tmp/lp.in" <<'PY' || fails=$((fails + 1))
+import json, sys
+it = [json.loads(l) for l in open(sys.argv[1]) if '"event":"iteration"' in l]
+bad = []
+if len(it) != 1:
+    sys.exit("FAIL: %d iteration lines" % len(it))
+it = it[0]
+sar, right, mean = it.get("sar_mean"), it.get("verifier_right"), it.get("mean_score")
+print("sar: sar_mean %r, verifier_right %r, mean_score %r" % (sar, right, mean), file=sys.stderr)
+if not (isinstance(sar, float) and -1 <= sar <= 1 and 0 <= right <= 1):
+    bad.append("sar_mean %r verifier_right %r" % (sar, right))
+elif abs(mean - (right + 0.2 * sar)) > 1e-5:  # score range [0, 1]: reward = right + 0.2 R_SA
+    bad.append("mean_score %r != verifier_right + 0.2 sar_mean = %r" % (mean, right + 0.2 * sar))
+rows = [r for r in map(json.loads, open(sys.argv[2])) if "sample" in r]
+if len(rows) != 64:
+    bad.append("%d rollout rows, not 64" % len(rows))
+prompts = [json.loads(l)["prompt"] for l in open(sys.argv[3])]
+# the first 6 answers: the ids for srlm logprobs (prompt + answer, and <|endoftext|> + answer)
+with open(sys.argv[4], "w") as f:
+    for r in rows[:6]:
+        js, sc = r["judgments"], r["judgment_scores"]
+        if len(js) != 2 or not js[0].startswith("checker: ") or not js[1].startswith("sar "):
+            bad.append("judgments %r" % js)
+        if abs(r["score"] - (sc[0] + 0.2 * sc[1])) > 1e-6:
+            bad.append("score %r != %r + 0.2 x %r" % (r["score"], sc[0], sc[1]))
+        ans = r["ids"][:-1] if r["flags"] & 1 else r["ids"]
+        f.write(json.dumps({"prompt": prompts[r["prompt_index"]], "answer": ans, "sar": js[1]}) + "\n")
+for b in bad:
+    print("FAIL:", b, file=sys.stderr)
+sys.exit(1 if bad else 0)
+PY
+# the prompts' ids, then both passes through srlm logprobs
+python3 -c 'import json,sys; [print(json.loads(l)["prompt"]) for l in open(sys.argv[1])]' "$tmp/lp.in" >"$tmp/lp.prompts"
+: >"$tmp/lp.ids"
+while read -r p; do "$srlm" tokenize --tokenizer configs/tiny --text "$p" >>"$tmp/lp.ids" || fail "tokenize $p"; done <"$tmp/lp.prompts"
+python3 - "$tmp/lp.in" "$tmp/lp.ids" >"$tmp/lp.jsonl" <<'PY'
+import json, sys
+for l, p in zip(open(sys.argv[1]), open(sys.argv[2])):
+    a = json.loads(l)["answer"]
+    print(json.dumps({"ids": json.loads(p)["ids"] + a}))
+    print(json.dumps({"ids": [0] + a}))  # the tiny model has no BOS: <|endoftext|> (id 0) starts
+PY
+"$srlm" logprobs --model "$tmp/runs/sar/iter_0/model" --jsonl "$tmp/lp.jsonl" >"$tmp/lp.out" 2>/dev/null \
+  || fail "srlm logprobs"
+python3 - "$tmp/lp.in" "$tmp/lp.out" <<'PY' || fails=$((fails + 1))
+import json, math, re, sys
+rows = [json.loads(l) for l in open(sys.argv[1])]
+lps = [json.loads(l)["logprobs"] for l in open(sys.argv[2])]
+bad = 0
+for i, r in enumerate(rows):
+    n = len(r["answer"])
+    m = re.match(r"sar ([-+0-9.]+) \(answer NLL ([0-9.]+) after the prompt, ([0-9.]+) alone\)", r["sar"])
+    q, a = -sum(lps[2 * i][-n:]) / n, -sum(lps[2 * i + 1][-n:]) / n
+    want = max(-1.0, min(1.0, (math.exp(a) - math.exp(q)) / math.exp(a)))
+    got = [float(x) for x in m.groups()] if m else None
+    ok = got and abs(got[1] - q) < 2e-6 + 1e-6 * q and abs(got[2] - a) < 2e-6 + 1e-6 * a and abs(got[0] - want) < 2e-6
+    print("answer %d: judge NLLs %s, srlm logprobs %.6f %.6f, R_SA %.6f" % (i, got and got[1:], q, a, want),
+          file=sys.stderr)
+    bad += not ok
+sys.exit(1 if bad else 0)
+PY
+# separate roles (3 ranks): the judge rank computes the same rewards
+if command -v mpirun >/dev/null 2>&1; then
+  timeout 120 mpirun --oversubscribe -np 3 "$srlm" train -c configs/methods/sar-grpo.yaml $small run.name=sar3 \
+    >"$tmp/sar3.out" 2>"$tmp/sar3.err" || { fail "sar-grpo under mpirun -np 3"; tail -3 "$tmp/sar3.err" >&2; }
+  "$srlm" rollouts "$tmp/runs/sar3/iter_1/rollouts.h5" >"$tmp/sar3.r1" 2>/dev/null || fail "srlm rollouts (sar3)"
+  cmp -s "$tmp/sar.r1" "$tmp/sar3.r1" || fail "separate roles: other SAR rollouts than one process"
+fi
+
+echo "rewards.sh: $fails failed"
+[ "$fails" -eq 0 ]
