@@ -167,18 +167,6 @@ static srlm_status sar_terms(const sr_rollout *r, const srlm_shard *s, double *r
   return st;
 }
 
-/* The sign puzzle's references (judge.source bleu): every correct answer, in the sign
- * order +++, ++-, ..., ---. Returns how many (1..8 for a generated puzzle). */
-static int task_references(const srlm_task_puzzle *p, char refs[8][SRLM_TASK_ANSWER_LEN + 1]) {
-  int n = 0;
-  for (int mask = 0; mask < 8; mask++) {
-    const int sign[3] = {mask & 4 ? -1 : 1, mask & 2 ? -1 : 1, mask & 1 ? -1 : 1};
-    srlm_task_answer(p, sign, refs[n]);
-    n += srlm_task_check(p, refs[n], strlen(refs[n]));
-  }
-  return n;
-}
-
 /* The judgments and the reward of a source without a model judgment (rollout.h): ok the
  * checker's verdict (verifier, sar), rsa and nll2 SAR's term and NLLs, bleu the BLEU. */
 static srlm_status add_reward_judgments(const srlm_config *cfg, srlm_shard *s, int ok, double rsa, const double *nll2,
@@ -318,7 +306,7 @@ srlm_status sr_judge_shard(const sr_rollout *r, srlm_shard *s, sr_judge_counts *
       if (src == SRLM_CFG_SOURCE_BLEU) {
         char refs[8][SRLM_TASK_ANSWER_LEN + 1];
         const char *rp[8];
-        int nr = task_references(&pp[j], refs);
+        int nr = srlm_task_solutions(&pp[j], refs);
         for (int q = 0; q < nr; q++) rp[q] = refs[q];
         bleu = nr ? srlm_bleu(cand[j], strlen(cand[j]), rp, NULL, nr, (srlm_bleu_tokens)cfg->judge.bleu_tokenize) : 0;
       }

@@ -3,7 +3,10 @@
 # fresh tiny model: SAR + verifier GRPO (configs/methods/sar-grpo.yaml): the iteration line's
 # counts add up (mean reward = right fraction + 0.2 mean R_SA), the two passes' NLLs in the
 # judgment records are the model's own (srlm logprobs on the same ids), and separate roles
-# under mpirun give the same rewards as one process.
+# under mpirun give the same rewards as one process. BLEU-reward GRPO (bleu-grpo.yaml,
+# countdown-bleu-grpo.yaml): each sample's BLEU is the one recomputed here from the
+# references `srlm task prompts --reference` writes; a prompt set without references and
+# SAR without a checker are config errors naming what is missing.
 set -u
 srlm=$1
 src=${SRLM_SOURCE_DIR:?}
@@ -93,6 +96,76 @@ if command -v mpirun >/dev/null 2>&1; then
   "$srlm" rollouts "$tmp/runs/sar3/iter_1/rollouts.h5" >"$tmp/sar3.r1" 2>/dev/null || fail "srlm rollouts (sar3)"
   cmp -s "$tmp/sar.r1" "$tmp/sar3.r1" || fail "separate roles: other SAR rollouts than one process"
 fi
+
+# ---- BLEU ------------------------------------------------------------------------------
+"$srlm" train -c configs/methods/bleu-grpo.yaml $small run.name=bleu >"$tmp/bleu.out" 2>"$tmp/bleu.err" \
+  || { fail "bleu-grpo run"; tail -3 "$tmp/bleu.err" >&2; }
+"$srlm" rollouts "$tmp/runs/bleu/iter_1/rollouts.h5" --tokenizer configs/tiny >"$tmp/bleu.r1" 2>/dev/null \
+  || fail "srlm rollouts (bleu)"
+"$srlm" task prompts --seed 1234 --split train --n 16 --reference --out "$tmp/train16-ref.jsonl" 2>/dev/null \
+  || fail "task prompts --reference"
+python3 - "$tmp/runs/bleu/metrics.jsonl" "$tmp/bleu.r1" "$tmp/train16-ref.jsonl" <<'PY' || fails=$((fails + 1))
+import json, math, sys
+from collections import Counter
+def bleu(cand, refs):  # characters, Chen & Cherry method 1 (epsilon 0.1), brevity penalty
+    h = [c for c in cand if not c.isspace()]
+    rs = [[c for c in r if not c.isspace()] for r in refs]
+    if not h:
+        return 0.0
+    logs = 0.0
+    for n in range(1, 5):
+        g = Counter(tuple(h[i:i + n]) for i in range(len(h) - n + 1))
+        m = sum(min(c, max(Counter(tuple(r[i:i + n]) for i in range(len(r) - n + 1))[k] for r in rs)) for k, c in g.items())
+        d = max(1, len(h) - n + 1)
+        if n == 1 and m == 0:
+            return 0.0
+        logs += 0.25 * math.log(m / d if m else 0.1 / d)
+    r = min((abs(len(r) - len(h)), len(r)) for r in rs)[1]
+    return (1.0 if len(h) > r else math.exp(1 - r / len(h))) * math.exp(logs)
+it = [json.loads(l) for l in open(sys.argv[1]) if '"event":"iteration"' in l]
+refs = [json.loads(l)["reference"] for l in open(sys.argv[3])]
+rows = [r for r in map(json.loads, open(sys.argv[2])) if "sample" in r]
+bad = []
+if len(it) != 1 or not 0 <= (it[0].get("bleu_mean") or -1) <= 1:
+    bad.append("iteration lines %r" % it)
+if len(rows) != 64:
+    bad.append("%d rollout rows" % len(rows))
+total = 0
+for r in rows:
+    text = r["text"]  # the response as the judge sees it: without its final EOS
+    if r["flags"] & 1 and text.endswith("<|endoftext|>"):
+        text = text[:-len("<|endoftext|>")]
+    want = bleu(text, refs[r["prompt_index"]])
+    total += want
+    if len(r["judgments"]) != 1 or abs(r["judgment_scores"][0] - want) > 1e-6 or abs(r["score"] - want) > 1e-6:
+        bad.append("%r -> %r, %r; recomputed %r against %r" % (text, r["judgments"], r["score"], want,
+                                                              refs[r["prompt_index"]]))
+if rows and it and abs(it[0]["bleu_mean"] - total / len(rows)) > 1e-6:
+    bad.append("bleu_mean %r, recomputed %r" % (it[0]["bleu_mean"], total / len(rows)))
+print("bleu: bleu_mean %r over %d samples" % (it and it[0].get("bleu_mean"), len(rows)), file=sys.stderr)
+for b in bad[:5]:
+    print("FAIL:", b, file=sys.stderr)
+sys.exit(1 if bad else 0)
+PY
+# Countdown as a prompt set with references, and the errors
+"$srlm" task prompts --task countdown --seed 1 --split train --n 16 --reference --out "$tmp/cd-ref.jsonl" 2>/dev/null \
+  && "$srlm" task prompts --task countdown --seed 1 --split train --n 16 --out "$tmp/cd.jsonl" 2>/dev/null \
+  || fail "task prompts --task countdown"
+cd_small="$fresh tokenizer.path=configs/countdown model.arch.max_seq_len=128 run.iterations=1 data.prompts_per_iteration=8
+  generate.samples_per_prompt=4 train.batch_size=4 roles.shard_prompts=8 data.eval_prompts= eval.every=0"
+"$srlm" train -c configs/methods/countdown-bleu-grpo.yaml $cd_small run.name=cdbleu data.prompts="$tmp/cd-ref.jsonl" \
+  >"$tmp/cdbleu.out" 2>"$tmp/cdbleu.err" || { fail "countdown-bleu-grpo run"; tail -3 "$tmp/cdbleu.err" >&2; }
+grep -q '"bleu_mean":[0-9]' "$tmp/runs/cdbleu/metrics.jsonl" 2>/dev/null || fail "countdown-bleu-grpo: no bleu_mean"
+"$srlm" train -c configs/methods/countdown-bleu-grpo.yaml $cd_small run.name=cdbad data.prompts="$tmp/cd.jsonl" \
+  >/dev/null 2>"$tmp/cdbad.err"
+rc=$?
+[ $rc -eq 2 ] && grep -q "judge.source: bleu needs reference answers: $tmp/cd.jsonl line 1 has no \"reference\"" "$tmp/cdbad.err" \
+  || fail "bleu without references: exit $rc, $(tail -1 "$tmp/cdbad.err")"
+"$srlm" train -c configs/methods/countdown-sar-grpo.yaml $cd_small run.name=sarbad data.prompts="$tmp/cd.jsonl" \
+  data.checker=none >/dev/null 2>"$tmp/sarbad.err"
+rc=$?
+[ $rc -eq 2 ] && grep -q "judge.source: sar needs a checker" "$tmp/sarbad.err" \
+  || fail "sar without a checker: exit $rc, $(tail -1 "$tmp/sarbad.err")"
 
 echo "rewards.sh: $fails failed"
 [ "$fails" -eq 0 ]
