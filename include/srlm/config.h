@@ -135,7 +135,9 @@ typedef enum srlm_cfg_grpo_std_scope {
 
 typedef enum srlm_cfg_grpo_equal {
   SRLM_CFG_GRPO_EQUAL_KEEP = 0, /* groups with all rewards equal are trained on (advantage 0) */
-  SRLM_CFG_GRPO_EQUAL_DROP      /* dropped before training (DAPO's dynamic sampling filter), counted */
+  SRLM_CFG_GRPO_EQUAL_DROP,     /* dropped before training (DAPO's dynamic sampling filter), counted */
+  SRLM_CFG_GRPO_EQUAL_REFILL    /* dropped, and more prompts generated until the iteration has its
+                                   prompts' worth of informative groups (DAPO; rollout.h) */
 } srlm_cfg_grpo_equal;
 
 typedef enum srlm_cfg_lr_schedule {
@@ -262,6 +264,8 @@ typedef struct srlm_config {
     double grpo_std_eps;           /* A = (r - mean) / (std + eps) */
     srlm_cfg_grpo_std_scope grpo_std_scope;
     srlm_cfg_grpo_equal grpo_equal_groups;
+    int grpo_refill_rounds;        /* refill: extra generation rounds per iteration at most */
+    int grpo_refill_prompts;       /* refill: extra prompts per iteration at most; 0 = the iteration's prompts */
     double is_cap;                 /* GRPO truncated importance weight cap; 0 = off */
     int checkpoint_every;          /* optimizer steps between mid-iteration checkpoints; 0 = only at iteration ends */
     int zero;                      /* ZeRO stage over the learner ranks: 0, or 1 (AdamW moments sharded) */

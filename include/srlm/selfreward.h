@@ -22,7 +22,12 @@
  *             or for train.loss grpo, groups of the K samples with normalized advantages
  *             (train.grpo_std_scope: each group's std or the iteration's; with
  *             train.grpo_equal_groups drop, groups whose rewards are all equal are left
- *             out; both counted in the iteration line: groups_all_equal, groups_dropped);
+ *             out; both counted in the iteration line: groups_all_equal, groups_dropped;
+ *             with refill, DAPO's dynamic sampling, also extra prompts are generated in
+ *             rounds while the informative groups are fewer than the iteration's prompts
+ *             (srlm_refill_next, train.grpo_refill_rounds / grpo_refill_prompts; every rank
+ *             takes part in each round) and the first n informative groups in prompt order
+ *             are trained: groups_refilled, groups_surplus, prompts_generated, short_by);
  *   replay    (task judge) the model's own greedy judgments, balanced by their verdict (up
  *             to judge.replay_per_verdict each way), as NLL examples;
  *   learn     reference log-probs from M_{t-1}, then DPO/IPO/SFT (+ NLL, + replay) or GRPO
@@ -73,6 +78,10 @@ typedef struct srlm_sr_iteration {
   /* GRPO: groups whose rewards are all equal, and those of them dropped
      (train.grpo_equal_groups drop) */
   int64_t groups_all_equal, groups_dropped;
+  /* train.grpo_equal_groups refill: informative groups trained from the extra prompts,
+     informative groups past the target left out, prompts generated in all (the
+     iteration's and the extra), and informative groups still missing */
+  int64_t groups_refilled, groups_surplus, prompts_generated, short_by;
   double mean_score;        /* mean judged score of the iteration's samples */
   /* judge.source sar: the mean R_SA and the fraction the checker accepts; bleu: the mean
      BLEU (NaN otherwise); from the shards' judgment records (rollout.h) */

@@ -58,8 +58,8 @@ static const char *const k_grpo_ratios[] = {"token", "sequence", NULL};
 static const char *const k_checkers[] = {"none", "countdown", NULL};
 static const char *const k_pair_rules[] = {"best_worst", "length_controlled", NULL};
 static const char *const k_grpo_std_scopes[] = {"group", "batch", NULL};
-static const char *const k_grpo_equals[] = {"keep", "drop", NULL};
-_Static_assert(SRLM_CFG_PAIR_LENGTH_CONTROLLED == 1 && SRLM_CFG_CHECKER_COUNTDOWN == 1 && SRLM_CFG_GRPO_RATIO_SEQUENCE == 1 && SRLM_CFG_GRPO_STD_BATCH == 1 && SRLM_CFG_GRPO_EQUAL_DROP == 1,
+static const char *const k_grpo_equals[] = {"keep", "drop", "refill", NULL};
+_Static_assert(SRLM_CFG_PAIR_LENGTH_CONTROLLED == 1 && SRLM_CFG_CHECKER_COUNTDOWN == 1 && SRLM_CFG_GRPO_RATIO_SEQUENCE == 1 && SRLM_CFG_GRPO_STD_BATCH == 1 && SRLM_CFG_GRPO_EQUAL_DROP == 1 && SRLM_CFG_GRPO_EQUAL_REFILL == 2,
                "the GRPO option names follow the enums' order");
 _Static_assert(SRLM_LOG_ERROR == 3 && SRLM_CFG_FAMILY_MISTRAL == 3 && SRLM_CFG_DTYPE_BF16 == 1 &&
                    SRLM_CFG_BACKEND_CUDA_SIM == 2 &&
@@ -175,7 +175,9 @@ static const srlm_config_option k_options[] = {
     OPT_BOOL(train.grpo_std, 1, "GRPO: divide group advantages by a reward std (false: Dr.GRPO)"),
     OPT_FLOAT(train.grpo_std_eps, 1e-6, 0, 0.0, 1.0, 0, "GRPO: A = (r - mean) / (std + eps); TRL uses 1e-4"),
     OPT_ENUM(train.grpo_std_scope, k_grpo_std_scopes, "group", "GRPO: the std of each group's rewards, or of all the iteration's group rewards (batch)"),
-    OPT_ENUM(train.grpo_equal_groups, k_grpo_equals, "keep", "GRPO: groups whose rewards are all equal are trained on (advantage 0) or dropped (DAPO dynamic sampling), counted"),
+    OPT_ENUM(train.grpo_equal_groups, k_grpo_equals, "keep", "GRPO: groups whose rewards are all equal are trained on (advantage 0), dropped, or dropped and refilled (DAPO dynamic sampling: more prompts are generated until the iteration has as many informative groups as prompts, the first ones by prompt order), counted"),
+    OPT_INT(train.grpo_refill_rounds, 3, 1, 1000, "GRPO refill: extra generation rounds per iteration at most"),
+    OPT_INT(train.grpo_refill_prompts, 0, 0, 1 << 24, "GRPO refill: extra prompts per iteration at most (each round generates the missing groups over the informative rate so far, in whole shards); 0 = as many as the iteration's prompts"),
     OPT_FLOAT(train.is_cap, 0.0, 0, 0.0, 1e9, 0, "GRPO: cap of the generator/learner importance weight; 0 = off"),
     OPT_INT(train.checkpoint_every, 0, 0, 1 << 30, "optimizer steps between mid-iteration checkpoints; 0 = only at the end of each iteration"),
     OPT_BOOL(train.recompute, 0, "keep only each layer's input in the forward and recompute the layer before its backward (less activation memory for one more forward; the same bits)"),

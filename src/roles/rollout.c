@@ -17,15 +17,23 @@
 
 void sr_shard_range(const sr_rollout *r, int64_t s, int64_t *lo, int64_t *hi) {
   int64_t per = r->cfg->roles.shard_prompts;
+  if (s >= r->shards) { /* an extra shard of refill */
+    int64_t end = r->n + r->refill_cap, a = r->n + (s - r->shards) * per;
+    *lo = a < end ? a : end;
+    *hi = a + per < end ? a + per : end;
+    return;
+  }
   *lo = s * per < r->n ? s * per : r->n;
   *hi = (s + 1) * per < r->n ? (s + 1) * per : r->n;
 }
 
 static uint64_t train_index(int t, int n, int64_t i) { return (uint64_t)(t - 1) * (uint64_t)n + (uint64_t)i; }
 
-/* The shard prompt_index of local prompt i of iteration t. */
+/* The shard prompt_index of local prompt i of iteration t (an extra one: the reserve). */
 static int64_t prompt_index(const sr_rollout *r, int t, int64_t i) {
-  uint64_t g = train_index(t, r->n, i);
+  uint64_t g = i < r->n ? train_index(t, r->n, i)
+                        : (uint64_t)r->cfg->run.iterations * (uint64_t)r->n + (uint64_t)(t - 1) * (uint64_t)r->refill_cap +
+                              (uint64_t)(i - r->n);
   return r->prompts ? (int64_t)(g % (uint64_t)r->prompts->n) : (int64_t)g;
 }
 
@@ -57,7 +65,7 @@ srlm_status sr_generate_shard(const sr_rollout *r, int t, int64_t s, int64_t ver
       for (int64_t q = ps->offsets[g]; q < ps->offsets[g + 1]; q++) srlm_token_ids_push(&ids, ps->ids[q]);
     } else {
       srlm_task_puzzle p;
-      srlm_task_puzzle_make((uint64_t)cfg->run.seed, SRLM_TASK_SPLIT_TRAIN, train_index(t, r->n, i), &p);
+      srlm_task_puzzle_make((uint64_t)cfg->run.seed, SRLM_TASK_SPLIT_TRAIN, (uint64_t)prompt_index(r, t, i), &p);
       char text[SRLM_TASK_PROMPT_LEN + 1];
       srlm_task_prompt(&p, text);
       st = srlm_tokenizer_encode(r->tok, text, strlen(text), &ids);
@@ -199,11 +207,13 @@ static srlm_status judge_text(const sr_rollout *r, srlm_shard *s, sr_judge_count
   const char **instr = srlm_xcalloc((size_t)R + 1, sizeof *instr);
   uint64_t *keys = srlm_xmalloc((size_t)(R + 1) * sizeof *keys);
   srlm_status st = SRLM_OK;
+  int64_t lo, hi;
+  sr_shard_range(r, s->shard_index, &lo, &hi);
   for (int64_t j = 0; j < R && st == SRLM_OK; j++) {
     size_t len;
     int64_t pr = s->response_prompt[j];
     instr[j] = r->prompts->instruction[s->prompt_index[pr]];
-    keys[j] = sample_key(r, (int)s->iteration, s->shard_index * r->cfg->roles.shard_prompts + pr, (int)s->sample_index[j]);
+    keys[j] = sample_key(r, (int)s->iteration, lo + pr, (int)s->sample_index[j]);
     st = sr_response_text(r, s, j, &resp[j], &len);
   }
   srlm_llm_judgment *out = srlm_xcalloc((size_t)(R * J + 1), sizeof *out);

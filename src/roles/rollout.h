@@ -8,7 +8,18 @@
  * samples. Sample k of prompt i draws from the Philox stream keyed by (run.seed,
  * SRLM_SR_RNG_GENERATE, t, i K + k), so which rank generates a shard, and with what else
  * in the batch, changes nothing; a shard's generation and its judging are each one
- * batched call over the shard's sequences, the same in every layout. */
+ * batched call over the shard's sequences, the same in every layout.
+ *
+ * Refill (train.grpo_equal_groups refill, DAPO's dynamic sampling): when the iteration's
+ * groups are short of n informative ones, extra rounds generate extra prompts, local
+ * indices n, n + 1, ... up to n + refill_cap: extra shard s >= shards holds
+ * [n + (s - shards) * shard_prompts, ...) cut at n + refill_cap. Extra prompt j = i - n of
+ * iteration t is the task's train instance iterations n + (t-1) refill_cap + j (or that
+ * row mod N of a prompt set): a reserve after the run's own prompts, so the extra prompts
+ * are fresh and no iteration's prompts depend on another's refills. How many rounds and
+ * prompts: srlm_refill_next (pairs.h) on the groups so far, decided by the lead learner
+ * and broadcast to every rank; the learner then keeps the first n informative groups in
+ * prompt order (selfreward.h). */
 #ifndef SRLM_ROLES_ROLLOUT_H
 #define SRLM_ROLES_ROLLOUT_H
 
@@ -33,6 +44,8 @@ typedef struct sr_rollout {
   int n;          /* prompts per iteration */
   int K;          /* samples per prompt */
   int64_t shards; /* shards per iteration */
+  int64_t refill_cap;  /* refill: extra prompts per iteration at most (0: no refill) */
+  int64_t shards_max;  /* shards + the extra shards refill_cap may need */
 } sr_rollout;
 
 /* What a judge saw in its shards (summed over shards and ranks for the progress lines). */

@@ -6,7 +6,9 @@
 # under mpirun give the same rewards as one process. BLEU-reward GRPO (bleu-grpo.yaml,
 # countdown-bleu-grpo.yaml): each sample's BLEU is the one recomputed here from the
 # references `srlm task prompts --reference` writes; a prompt set without references and
-# SAR without a checker are config errors naming what is missing.
+# SAR without a checker are config errors naming what is missing. DAPO's refill
+# (train.grpo_equal_groups refill): its counts add up, and one process and 4 ranks (2
+# generators) make the same extra rounds, rollouts and weights.
 set -u
 srlm=$1
 src=${SRLM_SOURCE_DIR:?}
@@ -166,6 +168,44 @@ rc=$?
 rc=$?
 [ $rc -eq 2 ] && grep -q "judge.source: sar needs a checker" "$tmp/sarbad.err" \
   || fail "sar without a checker: exit $rc, $(tail -1 "$tmp/sarbad.err")"
+
+# ---- DAPO's refill ----------------------------------------------------------------------
+# one-token answers rewarded by BLEU against the puzzle's answers: a group is all equal when
+# its 4 tokens all are (or all are not) characters of an answer, often enough for a refill
+refill="$fresh run.iterations=2 task.prompts_per_iteration=16 task.eval_prompts=0 generate.samples_per_prompt=4
+  train.batch_size=4 roles.shard_prompts=4 train.grpo_equal_groups=refill judge.source=bleu judge.bleu_tokenize=chars
+  judge.score_min=0 judge.score_max=1 generate.max_new_tokens=1"
+"$srlm" train -c configs/methods/grpo-dapo.yaml $refill run.name=refill1 >"$tmp/refill1.out" 2>"$tmp/refill1.err" \
+  || { fail "refill run"; tail -3 "$tmp/refill1.err" >&2; }
+python3 - "$tmp/runs/refill1/metrics.jsonl" <<'PY' || fails=$((fails + 1))
+import json, sys
+its = [json.loads(l) for l in open(sys.argv[1]) if '"event":"iteration"' in l]
+bad = [] if len(its) == 2 else ["%d iteration lines" % len(its)]
+for l in its:
+    g, eq, dr, rf, su, pg, sb = (l.get(k) for k in ("pairs", "groups_all_equal", "groups_dropped", "groups_refilled",
+                                                    "groups_surplus", "prompts_generated", "short_by"))
+    print("refill iteration %d: %r groups (%r from extra prompts), %r all equal dropped, %r surplus, %r prompts, short "
+          "by %r" % (l["iteration"], g, rf, dr, su, pg, sb), file=sys.stderr)
+    # every prompt is a group: trained, dropped or left over; the trained ones are 16 unless short
+    if not (dr == eq and g + dr + su == pg and g + sb == 16 and 0 <= rf <= g and pg <= 32 and l["samples"] == 4 * pg):
+        bad.append("iteration %d: the counts do not add up: %r" % (l["iteration"], l))
+if its and its[0].get("prompts_generated", 0) <= 16:
+    bad.append("no refill round in iteration 1 (the test lost its point): %r" % its[0])
+for b in bad:
+    print("FAIL:", b, file=sys.stderr)
+sys.exit(1 if bad else 0)
+PY
+if command -v mpirun >/dev/null 2>&1; then
+  timeout 120 mpirun --oversubscribe -np 4 "$srlm" train -c configs/methods/grpo-dapo.yaml $refill run.name=refill4 \
+    roles.generators=2 >"$tmp/refill4.out" 2>"$tmp/refill4.err" || { fail "refill under mpirun -np 4"; tail -3 "$tmp/refill4.err" >&2; }
+  for t in 1 2; do
+    "$srlm" rollouts "$tmp/runs/refill1/iter_$t/rollouts.h5" >"$tmp/refill1.r$t" 2>/dev/null
+    "$srlm" rollouts "$tmp/runs/refill4/iter_$t/rollouts.h5" >"$tmp/refill4.r$t" 2>/dev/null
+    cmp -s "$tmp/refill1.r$t" "$tmp/refill4.r$t" || fail "refill: iteration $t's rollouts differ between 1 process and 4 ranks"
+  done
+  cmp -s "$tmp/runs/refill1/iter_2/model/model.safetensors" "$tmp/runs/refill4/iter_2/model/model.safetensors" \
+    || fail "refill: M2 differs between 1 process and 4 ranks"
+fi
 
 echo "rewards.sh: $fails failed"
 [ "$fails" -eq 0 ]
