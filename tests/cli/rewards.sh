@@ -8,7 +8,9 @@
 # references `srlm task prompts --reference` writes; a prompt set without references and
 # SAR without a checker are config errors naming what is missing. DAPO's refill
 # (train.grpo_equal_groups refill): its counts add up, and one process and 4 ranks (2
-# generators) make the same extra rounds, rollouts and weights.
+# generators) make the same extra rounds, rollouts and weights. srlm generate --best-of N:
+# the samples are plain generate's streams i N + k, the best by each --reward is printed
+# with its score, and a line without what the reward needs is an error naming it.
 set -u
 srlm=$1
 src=${SRLM_SOURCE_DIR:?}
@@ -206,6 +208,53 @@ if command -v mpirun >/dev/null 2>&1; then
   cmp -s "$tmp/runs/refill1/iter_2/model/model.safetensors" "$tmp/runs/refill4/iter_2/model/model.safetensors" \
     || fail "refill: M2 differs between 1 process and 4 ranks"
 fi
+
+# ---- best-of-N (srlm generate) ----------------------------------------------------------------
+m0=$tmp/runs/sar/iter_0/model
+python3 - "$tmp/train16-ref.jsonl" "$tmp/bo.jsonl" "$tmp/bo-copies.jsonl" <<'PY'
+import json, sys
+lines = [json.loads(l) for l in open(sys.argv[1])][:3]
+with open(sys.argv[2], "w") as f:
+    for o in lines:
+        f.write(json.dumps({"text": o["prompt"], "reference": o["reference"]}) + "\n")
+with open(sys.argv[3], "w") as f:  # line i's 4 samples are plain generate's inputs 4 i .. 4 i + 3
+    for o in lines:
+        for k in range(4):
+            f.write(json.dumps({"text": o["prompt"]}) + "\n")
+PY
+gen="--model $m0 --max-new-tokens 10 --seed 7"
+"$srlm" generate $gen --jsonl "$tmp/bo-copies.jsonl" >"$tmp/bo-plain.out" 2>/dev/null || fail "generate (plain)"
+for r in sar bleu verifier judge; do
+  "$srlm" generate $gen --jsonl "$tmp/bo.jsonl" --best-of 4 --reward $r --task sign_puzzle --bleu-tokenize chars \
+    >"$tmp/bo-$r.out" 2>"$tmp/bo-$r.err" || { fail "generate --best-of 4 --reward $r"; tail -2 "$tmp/bo-$r.err" >&2; }
+done
+python3 - "$tmp" <<'PY' || fails=$((fails + 1))
+import json, sys
+tmp = sys.argv[1]
+plain = [json.loads(l) for l in open(tmp + "/bo-plain.out")]
+bad = []
+for r in ("sar", "bleu", "verifier", "judge"):
+    out = [json.loads(l) for l in open("%s/bo-%s.out" % (tmp, r))]
+    if len(out) != 3:
+        bad.append("%s: %d lines" % (r, len(out)))
+        continue
+    for i, o in enumerate(out):
+        sc = o["scores"]
+        best = max(range(4), key=lambda k: (sc[k], -k))  # the highest, the lowest index among equals
+        if len(sc) != 4 or o["score"] != sc[best] or o["ids"] != plain[4 * i + best]["ids"]:
+            bad.append("%s line %d: %r (best %d: %r)" % (r, i, o, best, plain[4 * i + best]["ids"]))
+        if r == "verifier" and any(x not in (0, 1) for x in sc):
+            bad.append("verifier scores %r" % sc)
+        if r in ("sar", "bleu") and any(not -1 <= x <= 1 for x in sc):
+            bad.append("%s scores %r" % (r, sc))
+    print("best-of-4 %s: scores %r" % (r, [o["scores"] for o in out][:1]), file=sys.stderr)
+for b in bad:
+    print("FAIL:", b, file=sys.stderr)
+sys.exit(1 if bad else 0)
+PY
+"$srlm" generate $gen --jsonl "$tmp/bo-copies.jsonl" --best-of 2 --reward bleu >/dev/null 2>"$tmp/bo-bad.err"
+grep -q "bo-copies.jsonl:1: --reward bleu needs a \"reference\" on every line" "$tmp/bo-bad.err" \
+  || fail "best-of without references: $(tail -1 "$tmp/bo-bad.err")"
 
 echo "rewards.sh: $fails failed"
 [ "$fails" -eq 0 ]
