@@ -274,6 +274,7 @@ typedef struct srlm_config {
   struct {
     int every;   /* iterations between evaluations; 0 = never */
     int prompts; /* eval prompts per evaluation; 0 = all */
+    int best_of; /* best-of-N accuracy: N samples per eval prompt, the best by judge.source; 0 = off */
   } eval;
 } srlm_config;
 

@@ -35,7 +35,11 @@
  *             (dp.h) with gradients summed in rank order;
  *   eval      held-out accuracy (greedy, checked by the checker) and judge agreement
  *             (one sampled answer per eval prompt, judged by the model, compared with the
- *             checker): the checker is used here and only here.
+ *             checker): the checker is used here and only here; with eval.best_of N also
+ *             best-of-N accuracy: N samples per eval prompt (generate.* sampling, keys
+ *             SRLM_SR_RNG_BEST_OF), scored by the training reward (judge.source, the same
+ *             code as the judge role) and the best one (the lowest sample among equals)
+ *             checked.
  * M_0 is evaluated before the first iteration (iteration 0). Each iteration saves
  * iter_<t>/rollouts.h5 (every shard, the pairs, the counts) and iter_<t>/model/, and
  * appends metrics.jsonl lines (learn steps: loss, chosen/rejected log-probs and rewards,
@@ -63,6 +67,7 @@ extern "C" {
 
 #define SRLM_SR_RNG_GENERATE 0x5e11u /* sample seq ids: (iteration, prompt * K + sample) */
 #define SRLM_SR_RNG_EVAL 0x5e12u     /* eval samples for judge agreement */
+#define SRLM_SR_RNG_BEST_OF 0x5e13u  /* eval.best_of samples: (iteration, prompt * N + sample) */
 
 /* One iteration's row of the summary table. */
 typedef struct srlm_sr_iteration {
@@ -71,6 +76,7 @@ typedef struct srlm_sr_iteration {
   double sample_accuracy;   /* accuracy of one temperature sample per eval prompt */
   double judge_agreement;   /* judge verdict == checker on those samples */
   double eval_score;        /* prompt sets: mean self-judged score of the greedy eval answers */
+  double best_of_accuracy;  /* eval.best_of: the best of N samples by judge.source, checked (NaN: off) */
   int64_t samples, pairs, replay;
   /* the judge's format health over the iteration's judgments (shard.h
      srlm_shard_judge_health; 0 with judge.source verifier) */

@@ -185,6 +185,7 @@ static const srlm_config_option k_options[] = {
 
     OPT_INT(eval.every, 1, 0, BIG, "evaluate every N iterations; 0 = never"),
     OPT_INT(eval.prompts, 0, 0, BIG, "eval prompts per evaluation; 0 = all"),
+    OPT_INT(eval.best_of, 0, 0, 4096, "best-of-N accuracy in the eval line next to the greedy one: N samples per eval prompt (generate.* sampling), the best by the training reward (judge.source), checked by the checker; 0 = off"),
 };
 
 const srlm_config_option *srlm_config_options(size_t *n) {

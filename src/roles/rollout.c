@@ -43,7 +43,7 @@ static uint64_t sample_key(const sr_rollout *r, int t, int64_t i, int k) {
 }
 
 void sr_puzzle_of(const sr_rollout *r, const srlm_shard *s, int64_t prompt_row, srlm_task_puzzle *p) {
-  srlm_task_puzzle_make((uint64_t)r->cfg->run.seed, SRLM_TASK_SPLIT_TRAIN, (uint64_t)s->prompt_index[prompt_row], p);
+  srlm_task_puzzle_make((uint64_t)r->cfg->run.seed, r->split, (uint64_t)s->prompt_index[prompt_row], p);
 }
 
 srlm_status sr_generate_shard(const sr_rollout *r, int t, int64_t s, int64_t version, srlm_shard *out,

@@ -44,6 +44,7 @@ typedef struct sr_rollout {
   int n;          /* prompts per iteration */
   int K;          /* samples per prompt */
   int64_t shards; /* shards per iteration */
+  srlm_task_split split; /* the split of a task's puzzles (train; the eval's best-of-N: eval) */
   int64_t refill_cap;  /* refill: extra prompts per iteration at most (0: no refill) */
   int64_t shards_max;  /* shards + the extra shards refill_cap may need */
 } sr_rollout;

@@ -696,6 +696,10 @@ srlm_status srlm_selfreward_run(const srlm_sr_inputs *in, srlm_sr_iteration *row
                           "\"reference\" (a string or a list of strings; srlm task prompts --reference writes them)",
                           cfg->data.prompts, (long long)ps->line[i]);
   }
+  if (!task && cfg->judge.source == SRLM_CFG_SOURCE_BLEU && cfg->eval.best_of > 0 && in->eval_prompts &&
+      !in->eval_prompts->ref_offsets)
+    return srlm_error(SRLM_ERR_CONFIG, "eval.best_of", "scores with judge.source bleu, and the eval prompts %s have no "
+                      "\"reference\" (srlm task prompts --reference writes them)", cfg->data.eval_prompts);
   sr_ctx c = {.cfg = cfg, .comm = comm, .run_dir = in->run_dir, .tok_dir = in->tok_dir, .rows = rows,
               .lead = srlm_comm_rank(comm) == 0, .eval = task ? NULL : in->eval_prompts};
   c.ro = (sr_rollout){.cfg = cfg, .m = m, .tok = tok, .prompts = task ? NULL : in->prompts, .llm = in->llm,
