@@ -210,6 +210,25 @@ if command -v mpirun >/dev/null 2>&1; then
     || fail "refill: M2 differs between 1 process and 4 ranks"
 fi
 
+# a refill run killed inside iteration 1's learning resumes from the stored rollouts (the
+# extra shards included) to the same weights and metrics (tests/cli/resume.sh's rule)
+. "$(dirname "$0")/lib/check.sh" # same_run
+rk="$refill train.batch_size=1 train.checkpoint_every=1"
+"$srlm" train -c configs/methods/grpo-dapo.yaml $rk run.name=rkref >/dev/null 2>"$tmp/rkref.err" || fail "refill reference"
+"$srlm" train -c configs/methods/grpo-dapo.yaml $rk run.name=rk >/dev/null 2>"$tmp/rk.err" &
+pid=$!
+for _ in $(seq 1 4000); do
+  grep -q "iteration 1 learn: checkpoint after step" "$tmp/rk.err" 2>/dev/null && break
+  sleep 0.005
+done
+kill -9 $pid 2>/dev/null
+wait $pid 2>/dev/null
+"$srlm" train -c configs/methods/grpo-dapo.yaml $rk run.name=rk --resume >/dev/null 2>"$tmp/rk2.err" \
+  || { fail "refill: resume"; tail -3 "$tmp/rk2.err" >&2; }
+grep -q "inside an iteration's learning" "$tmp/rk2.err" \
+  || fail "refill: the kill missed iteration 1's learning: $(grep -h resuming "$tmp/rk2.err")"
+same_run "$tmp/runs" 2 rkref rk
+
 # ---- best-of-N (srlm generate) ----------------------------------------------------------------
 m0=$tmp/runs/sar/iter_0/model
 python3 - "$tmp/train16-ref.jsonl" "$tmp/bo.jsonl" "$tmp/bo-copies.jsonl" <<'PY'
