@@ -2,7 +2,9 @@
  * JSON line out per line in, in input order: {"ids":[...],"text":"...","logprobs":[...]}.
  * Every input line is read and checked before the first token is generated (a bad line
  * is an error naming FILE:LINE and nothing is written); the lines then run in chunks
- * through srlm_generate (generate.h). Results go to stdout, a summary to stderr. */
+ * through srlm_generate (generate.h). Results go to stdout, a summary to stderr.
+ * --best-of N samples N answers per line and prints the best by a reward (rewards.h, the
+ * tasks' checkers and judge) with its score. */
 #include <errno.h>
 #include <jansson.h>
 #include <math.h>
