@@ -142,7 +142,7 @@ static void progress_add(sr_ctx *c, sr_progress *p, const srlm_shard *s) {
   if (!c->lead || (p->shards < c->ro.shards && el - p->last < 10.0)) return;
   p->last = el;
   double rate = el > 0 ? (double)p->samples / el : 0;
-  double eta = p->shards ? el * (double)(c->ro.shards - p->shards) / (double)p->shards : 0;
+  double eta = p->shards && p->shards < c->ro.shards ? el * (double)(c->ro.shards - p->shards) / (double)p->shards : 0;
   SRLM_INFO("iteration %d rollouts: %lld/%lld prompts generated and judged (%lld/%lld shards), %.0f samples/s, "
             "%lld judge format failures, %lld judgments without a score, %lld unscored samples, ETA %.0f s",
             p->t, (long long)p->prompts, (long long)c->ro.n, (long long)p->shards, (long long)c->ro.shards, rate,
