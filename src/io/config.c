@@ -1151,6 +1151,9 @@ srlm_status srlm_config_validate(const srlm_config *cfg) {
   if (cfg->judge.source == SRLM_CFG_SOURCE_NONE && cfg->pairs.source == SRLM_CFG_PAIRS_JUDGE)
     return srlm_error(SRLM_ERR_CONFIG, "judge.source", "none leaves pairs.source judge without scores (use "
                       "pairs.source votes or implicit)");
+  if (cfg->judge.source == SRLM_CFG_SOURCE_NONE && cfg->eval.best_of > 0)
+    return srlm_error(SRLM_ERR_CONFIG, "eval.best_of", "%d picks the best sample by judge.source, and none scores "
+                      "nothing", cfg->eval.best_of);
   if (cfg->pairs.source != SRLM_CFG_PAIRS_JUDGE && cfg->train.loss == SRLM_CFG_LOSS_GRPO)
     return srlm_error(SRLM_ERR_CONFIG, "pairs.source", "%s makes DPO pairs; train.loss grpo takes the judge's "
                       "rewards", srlm_config_enum_name("pairs.source", (int)cfg->pairs.source));

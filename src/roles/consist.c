@@ -47,7 +47,7 @@ static srlm_status load_model(sr_ctx *c, int u, srlm_model **out) {
 
 srlm_status sr_implicit_rewards(sr_ctx *c, int t, const srlm_shard *sh, int want_prev, sr_implicit *out) {
   memset(out, 0, sizeof *out);
-  const int64_t S = c->ro.shards;
+  const int64_t S = c->ro.shards_max;
   out->first = srlm_xmalloc((size_t)(S + 1) * sizeof *out->first);
   out->first[0] = 0;
   for (int64_t i = 0; i < S; i++) out->first[i + 1] = out->first[i] + sh[i].n_responses;

@@ -31,7 +31,7 @@ typedef struct sr_implicit {
   double *prev;   /* (n) R(M_{t-2}); NULL when not asked for or t = 1 */
 } sr_implicit;
 
-/* The implicit rewards of iteration t's shards sh (c->ro.shards, a dropped shard empty);
+/* The implicit rewards of iteration t's shards sh (c->ro.shards_max, a dropped shard empty);
  * want_prev asks for prev too. Learners only; every learner calls it. */
 srlm_status sr_implicit_rewards(sr_ctx *c, int t, const srlm_shard *sh, int want_prev, sr_implicit *out);
 void sr_implicit_free(sr_implicit *im);

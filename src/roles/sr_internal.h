@@ -55,6 +55,9 @@ srlm_status sr_learn(sr_ctx *c, int t, srlm_shard *sh, int64_t stale, srlm_sr_it
  * votes_*, pairs_disagree, pairs_replayed, pair_weight_mean, consistency_mean,
  * length_alpha), added to o when the config uses them (learn.c). */
 void sr_consist_report(const srlm_config *cfg, const srlm_sr_iteration *row, json_t *o);
+/* Informative GRPO groups of shards sh[0 .. n_shards) (all K samples there, rewards not all
+ * equal): what DAPO's refill counts (rollout.h). */
+int64_t sr_informative_groups(const sr_ctx *c, const srlm_shard *sh, int64_t n_shards);
 
 /* One vote of the ranks' common stop point (stop.h): every rank of the world calls it the
  * same number of times. Its inputs: a signal that asked this rank to stop, and done (a
