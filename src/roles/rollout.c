@@ -120,6 +120,33 @@ srlm_status sr_response_text(const sr_rollout *r, const srlm_shard *s, int64_t r
   return srlm_tokenizer_decode(r->tok, s->response_ids + a, (size_t)(b - a), text, len);
 }
 
+int sr_answer_key(const sr_rollout *r, const srlm_shard *s, int64_t row, const char *text, size_t len,
+                  char key[SR_ANSWER_KEY_MAX]) {
+  if (!(s->flags[row] & SRLM_SHARD_F_EOS)) return 0; /* cut off: no final answer */
+  const int64_t pr = s->response_prompt[row];
+  if (!r->prompts) { /* the sign puzzle: the answer as the checker reads it, when it has the answer's form */
+    const size_t eos = strlen(SRLM_TASK_EOS_TEXT);
+    if (len == SRLM_TASK_ANSWER_LEN + eos && memcmp(text + SRLM_TASK_ANSWER_LEN, SRLM_TASK_EOS_TEXT, eos) == 0)
+      len = SRLM_TASK_ANSWER_LEN;
+    if (len != SRLM_TASK_ANSWER_LEN) return 0;
+    for (int i = 0; i < 4; i++)
+      if (text[2 * i] < '0' || text[2 * i] > '9' || (i < 3 && text[2 * i + 1] != '+' && text[2 * i + 1] != '-'))
+        return 0;
+    memcpy(key, text, len);
+    key[len] = 0;
+    return 1;
+  }
+  if (r->cfg->data.checker != SRLM_CFG_CHECKER_COUNTDOWN) return 0;
+  srlm_cd_puzzle p;
+  const char *instruction = r->prompts->instruction[s->prompt_index[pr]];
+  if (srlm_cd_prompt_parse(instruction, strlen(instruction), &p) != SRLM_OK) return 0;
+  int64_t value = 0; /* the exact value of an expression the checker parses with the allowed numbers */
+  const srlm_cd_verdict v = srlm_cd_check(&p, text, len, &value);
+  if (v != SRLM_CD_OK && v != SRLM_CD_WRONG_VALUE) return 0;
+  snprintf(key, SR_ANSWER_KEY_MAX, "%lld", (long long)value);
+  return 1;
+}
+
 srlm_status sr_prompt_check(const srlm_config *cfg, const char *instruction, const char *answer, size_t len, int *ok) {
   *ok = 0;
   if (cfg->data.checker != SRLM_CFG_CHECKER_COUNTDOWN)
@@ -287,6 +314,11 @@ void sr_judge_health(const sr_rollout *r, const srlm_shard *s, srlm_shard_judge_
 }
 
 srlm_status sr_judge_shard(const sr_rollout *r, srlm_shard *s, sr_judge_counts *jc) {
+  if (r->cfg->judge.source == SRLM_CFG_SOURCE_NONE) { /* no judge: the pairs come from votes or the implicit reward */
+    jc->responses += s->n_responses;
+    jc->unscored += s->n_responses;
+    return srlm_shard_set_judgments_per_response(s, 0);
+  }
   if (r->prompts) return judge_text(r, s, jc);
   const srlm_config *cfg = r->cfg;
   const int64_t R = s->n_responses;

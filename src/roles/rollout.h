@@ -91,6 +91,18 @@ void sr_judge_health(const sr_rollout *r, const srlm_shard *s, srlm_shard_judge_
  * when the prompt is not one the checker reads; SRLM_ERR_CONFIG without a checker. */
 srlm_status sr_prompt_check(const srlm_config *cfg, const char *instruction, const char *answer, size_t len, int *ok);
 
+/* ScPO's final answer of response `row` (text/len: sr_response_text's) in its task's
+ * canonical form, written to key (NUL-terminated); returns 0 when it has none (no vote).
+ * Only samples that stopped at EOS answer. The sign puzzle: the answer text as the checker
+ * reads it (one trailing EOS text removed) when it has the answer's form (4 digits with
+ * + or - between them; digits other than the prompt's make a wrong answer, still an
+ * answer); a prompt set with data.checker countdown: the
+ * exact value of an expression the checker parses with allowed numbers (right or wrong
+ * value; malformed expressions or misused numbers have none); other prompt sets: none. */
+#define SR_ANSWER_KEY_MAX 32
+int sr_answer_key(const sr_rollout *r, const srlm_shard *s, int64_t row, const char *text, size_t len,
+                  char key[SR_ANSWER_KEY_MAX]);
+
 /* The task puzzle of a shard's prompt row. */
 void sr_puzzle_of(const sr_rollout *r, const srlm_shard *s, int64_t prompt_row, srlm_task_puzzle *p);
 
