@@ -650,7 +650,7 @@ static srlm_status run_from(sr_ctx *c, int start, bool colocated, bool learner) 
     }
     if (st == SRLM_OK && learner) srlm_comm_phase(comm, "learning of iteration %d", t);
     if (st == SRLM_OK && learner) st = sr_learn(c, t, sh, stale, &rows[t]);
-    for (int64_t i = 0; sh && i < c->ro.shards; i++) srlm_shard_free(&sh[i]);
+    for (int64_t i = 0; sh && i < c->ro.shards_max; i++) srlm_shard_free(&sh[i]);
     free(sh);
     SRLM_TRY(st);
     if (!colocated && learner) { /* the generators' and judges' last vote of this iteration */
