@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "consist.h"
 #include "sr_internal.h"
 #include "srlm/shard_store.h"
 #include "srlm/checkpoint.h"
@@ -305,6 +306,7 @@ static srlm_status learn_grpo(const srlm_config *cfg, srlm_model *m, srlm_comm *
 /* iter_<t>/rollouts.h5: every shard (/shard_<s>), the pairs, the counts. */
 static srlm_status write_rollouts(sr_ctx *c, int t, const srlm_shard *sh, const int64_t *pair_rows, int64_t np,
                                   int64_t groups, const srlm_pair_stats *ps, int64_t replay, int64_t stale,
+                                  const double *pair_w, const double *pair_l, const srlm_sr_iteration *row,
                                   const sr_meta *mj) {
   char path[4200];
   snprintf(path, sizeof path, "%s/iter_%d", c->run_dir, t);
@@ -313,8 +315,8 @@ static srlm_status write_rollouts(sr_ctx *c, int t, const srlm_shard *sh, const 
   srlm_store *s;
   SRLM_TRY(srlm_store_create(path, SRLM_SHARD_STORE_FORMAT, SRLM_SHARD_STORE_VERSION, &s));
   srlm_status st = SRLM_OK;
-  for (int64_t i = 0; i < c->ro.shards && st == SRLM_OK; i++) {
-    if (!sh[i].n_prompts) continue; /* dropped */
+  for (int64_t i = 0; i < c->ro.shards_max && st == SRLM_OK; i++) {
+    if (!sh[i].n_prompts) continue; /* dropped, or an extra shard not generated */
     char g[64];
     snprintf(g, sizeof g, "/shard_%lld", (long long)i);
     st = srlm_shard_write(s, g, &sh[i]);
@@ -323,6 +325,12 @@ static srlm_status write_rollouts(sr_ctx *c, int t, const srlm_shard *sh, const 
   if (st == SRLM_OK) st = srlm_store_group(s, "/pairs");
   if (st == SRLM_OK && np > 0)
     st = srlm_store_write_array(s, "/pairs/rows", SRLM_STORE_I64, 2, (const int64_t[]){np, 3}, pair_rows);
+  /* the pairs' own loss weights and soft labels (pairs.source votes/implicit, consistency):
+     a replay of these pairs (pairs.replay_fraction) reads them back */
+  if (st == SRLM_OK && np > 0 && pair_w)
+    st = srlm_store_write_array(s, "/pairs/weight", SRLM_STORE_F64, 1, (const int64_t[]){np}, pair_w);
+  if (st == SRLM_OK && np > 0 && pair_l)
+    st = srlm_store_write_array(s, "/pairs/label", SRLM_STORE_F64, 1, (const int64_t[]){np}, pair_l);
   const struct {
     const char *name;
     int64_t v;
@@ -351,6 +359,17 @@ static srlm_status write_rollouts(sr_ctx *c, int t, const srlm_shard *sh, const 
     for (size_t k = 0; k < sizeof meta / sizeof meta[0] && st == SRLM_OK; k++)
       st = srlm_store_set_attr_i64(s, "/pairs", meta[k].name, meta[k].v);
   }
+  if (pair_w) { /* the consistency methods' counts (row's, as in the iteration line) */
+    const struct {
+      const char *name;
+      int64_t v;
+    } more[] = {{"votes_one_answer", row->votes_one_answer}, {"votes_tie", row->votes_tie},
+                {"votes_below_threshold", row->votes_below_threshold}, {"votes_no_answer", row->votes_no_answer},
+                {"pairs_disagree", row->pairs_disagree}, {"pairs_replayed", row->pairs_replayed}};
+    for (size_t k = 0; k < sizeof more / sizeof more[0] && st == SRLM_OK; k++)
+      st = srlm_store_set_attr_i64(s, "/pairs", more[k].name, more[k].v);
+    if (st == SRLM_OK) st = srlm_store_set_attr_f64(s, "/pairs", "length_alpha", row->length_alpha);
+  }
   if (st == SRLM_OK) return srlm_store_commit(s);
   srlm_store_close(s);
   return st;
@@ -361,11 +380,11 @@ static srlm_status write_rollouts(sr_ctx *c, int t, const srlm_shard *sh, const 
 static srlm_status build_replay(sr_ctx *c, const srlm_shard *sh, replay_buf *rb) {
   const int64_t cap = c->cfg->judge.replay_per_verdict;
   /* the task's judgment format only: a prompt set's judge has no verdict to balance */
-  if (c->ro.prompts || c->cfg->judge.source == SRLM_CFG_SOURCE_VERIFIER || cap == 0) return SRLM_OK;
+  if (c->ro.prompts || !sr_source_has_model(c->cfg->judge.source) || cap == 0) return SRLM_OK;
   int64_t taken[2] = {0, 0};
   srlm_token_ids prompt = {0}, target = {0};
   srlm_status st = SRLM_OK;
-  for (int64_t i = 0; i < c->ro.shards && st == SRLM_OK && (taken[0] < cap || taken[1] < cap); i++) {
+  for (int64_t i = 0; i < c->ro.shards_max && st == SRLM_OK && (taken[0] < cap || taken[1] < cap); i++) {
     const srlm_shard *s = &sh[i];
     for (int64_t j = 0; j < s->n_responses && st == SRLM_OK && (taken[0] < cap || taken[1] < cap); j++) {
       const char *judgment = s->judgment_text + s->judgment_text_offsets[j * s->judgments_per_response];
@@ -397,6 +416,99 @@ static srlm_status build_replay(sr_ctx *c, const srlm_shard *sh, replay_buf *rb)
   return st;
 }
 
+/* The response lengths in characters (decoded text) of every sample, for the length
+ * regularization of the implicit reward (DICE). */
+static srlm_status sample_chars(sr_ctx *c, const srlm_shard *sh, const sr_implicit *im, int64_t *chars) {
+  for (int64_t i = 0; i < c->ro.shards_max; i++)
+    for (int64_t j = 0; j < sh[i].n_responses; j++) {
+      char *text = NULL;
+      size_t len = 0;
+      SRLM_TRY(sr_response_text(&c->ro, &sh[i], j, &text, &len));
+      free(text);
+      chars[im->first[i] + j] = (int64_t)len;
+    }
+  return SRLM_OK;
+}
+
+/* DICE's alpha over the iteration's prompts that have all K samples (srlm_length_alpha). */
+static double auto_alpha(const sr_ctx *c, const srlm_shard *sh, const sr_implicit *im, const int64_t *chars) {
+  const int K = c->ro.K;
+  double *s = srlm_xmalloc((size_t)(im->n + 1) * sizeof *s);
+  int64_t *len = srlm_xmalloc((size_t)(im->n + 1) * sizeof *len), np = 0;
+  for (int64_t i = 0; i < c->ro.shards_max; i++)
+    for (int64_t j0 = 0, j1; j0 < sh[i].n_responses; j0 = j1) {
+      for (j1 = j0; j1 < sh[i].n_responses && sh[i].response_prompt[j1] == sh[i].response_prompt[j0]; j1++) {}
+      if (j1 - j0 != K) continue;
+      memcpy(s + np * K, im->cur + im->first[i] + j0, (size_t)K * sizeof *s);
+      memcpy(len + np * K, chars + im->first[i] + j0, (size_t)K * sizeof *len);
+      np++;
+    }
+  const double a = srlm_length_alpha(np, K, s, len);
+  free(s);
+  free(len);
+  return a;
+}
+
+void sr_consist_report(const srlm_config *cfg, const srlm_sr_iteration *row, json_t *o) {
+  if (cfg->train.loss == SRLM_CFG_LOSS_GRPO) return;
+  if (cfg->pairs.source == SRLM_CFG_PAIRS_VOTES) {
+    json_object_set_new(o, "votes_kept", json_integer(row->pairs - row->pairs_replayed));
+    json_object_set_new(o, "votes_dropped", json_integer(row->votes_one_answer + row->votes_tie +
+                                                        row->votes_below_threshold));
+    json_object_set_new(o, "votes_one_answer", json_integer(row->votes_one_answer));
+    json_object_set_new(o, "votes_tie", json_integer(row->votes_tie));
+    json_object_set_new(o, "votes_below_threshold", json_integer(row->votes_below_threshold));
+    json_object_set_new(o, "samples_without_answer", json_integer(row->votes_no_answer));
+  }
+  if (cfg->pairs.source != SRLM_CFG_PAIRS_JUDGE || cfg->pairs.consistency != SRLM_CFG_CONSIST_NONE ||
+      cfg->pairs.replay_fraction > 0)
+    json_object_set_new(o, "pair_weight_mean", sr_num(row->pair_weight_mean));
+  if (cfg->pairs.source == SRLM_CFG_PAIRS_IMPLICIT) json_object_set_new(o, "length_alpha", sr_num(row->length_alpha));
+  if (cfg->pairs.consistency == SRLM_CFG_CONSIST_CREAM)
+    json_object_set_new(o, "consistency_mean", sr_num(row->consistency_mean));
+  if (cfg->pairs.consistency == SRLM_CFG_CONSIST_SCIR)
+    json_object_set_new(o, "pairs_disagree", json_integer(row->pairs_disagree));
+  if (cfg->pairs.replay_fraction > 0) json_object_set_new(o, "pairs_replayed", json_integer(row->pairs_replayed));
+}
+
+/* Sums of the reward records of judge.source sar (R_SA, checker right) and bleu (BLEU) over
+ * a shard's responses (rollout.h): t[0] the term, t[1] the right answers, t[2] responses. */
+static void reward_terms(const srlm_config *cfg, const srlm_shard *s, double t[3]) {
+  const srlm_cfg_judge_source src = cfg->judge.source;
+  if (src != SRLM_CFG_SOURCE_SAR && src != SRLM_CFG_SOURCE_BLEU) return;
+  const int64_t J = s->judgments_per_response;
+  for (int64_t j = 0; j < s->n_responses && J >= (src == SRLM_CFG_SOURCE_SAR ? 2 : 1); j++) {
+    t[0] += s->judgment_score[j * J + (src == SRLM_CFG_SOURCE_SAR)];
+    t[1] += src == SRLM_CFG_SOURCE_SAR && s->judgment_score[j * J] > cfg->judge.score_min;
+    t[2] += 1;
+  }
+}
+
+/* The rewards of one prompt's samples [j0, j0 + k) of s (NaN: unscored). */
+static void group_scores(const srlm_shard *s, int64_t j0, int k, double *scores) {
+  for (int q = 0; q < k; q++)
+    scores[q] = s->flags[j0 + q] & SRLM_SHARD_F_SCORED ? (double)s->mean_score[j0 + q] : NAN;
+}
+
+int64_t sr_informative_groups(const sr_ctx *c, const srlm_shard *sh, int64_t n_shards) {
+  double *scores = srlm_xmalloc((size_t)c->ro.K * sizeof *scores);
+  int64_t n = 0;
+  for (int64_t i = 0; i < n_shards; i++) {
+    const srlm_shard *s = &sh[i];
+    for (int64_t pr = 0, j0 = 0; pr < s->n_prompts; pr++) {
+      int64_t j1 = j0;
+      while (j1 < s->n_responses && s->response_prompt[j1] == pr) j1++;
+      if (j1 - j0 == c->ro.K) {
+        group_scores(s, j0, c->ro.K, scores);
+        n += !srlm_group_all_equal(c->ro.K, scores);
+      }
+      j0 = j1;
+    }
+  }
+  free(scores);
+  return n;
+}
+
 srlm_status sr_learn(sr_ctx *c, int t, srlm_shard *sh, int64_t stale, srlm_sr_iteration *row) {
   const srlm_config *cfg = c->cfg;
   srlm_timer tm;
@@ -409,20 +521,45 @@ srlm_status sr_learn(sr_ctx *c, int t, srlm_shard *sh, int64_t stale, srlm_sr_it
   int64_t cap = (int64_t)c->ro.n + 1, np = 0, pair_ok = 0;
   srlm_pref_pair *pairs = srlm_xmalloc((size_t)cap * sizeof *pairs);
   const int grpo = cfg->train.loss == SRLM_CFG_LOSS_GRPO;
-  int64_t n_groups = 0, short_groups = 0, equal_groups = 0, dropped_groups = 0;
+  int64_t n_groups = 0, short_groups = 0, equal_groups = 0, dropped_groups = 0, refilled = 0, surplus = 0, prompts = 0;
+  const int refill = c->ro.refill_cap > 0; /* DAPO: the first n informative groups in prompt order */
   srlm_grpo_seq *gseq = grpo ? srlm_xmalloc((size_t)cap * (size_t)c->ro.K * sizeof *gseq) : NULL;
   double *grew = grpo ? srlm_xmalloc((size_t)cap * (size_t)c->ro.K * sizeof *grew) : NULL;
   int64_t *rows3 = srlm_xmalloc((size_t)cap * 3 * sizeof *rows3);
   double *scores = srlm_xmalloc((size_t)c->ro.K * sizeof *scores);
   char **texts = srlm_xcalloc((size_t)c->ro.K, sizeof *texts);
   srlm_status st = SRLM_OK;
-  double score_sum = 0;
+  double score_sum = 0, terms[3] = {0, 0, 0}; /* reward_terms */
   int64_t scored = 0, samples = 0;
   srlm_shard_judge_health health = {0};
-  for (int64_t i = 0; i < c->ro.shards && st == SRLM_OK; i++) {
+  /* issue 11: where the pair scores come from and what each pair carries (consist.h) */
+  const int votes = !grpo && cfg->pairs.source == SRLM_CFG_PAIRS_VOTES;
+  const int implicit = !grpo && cfg->pairs.source == SRLM_CFG_PAIRS_IMPLICIT;
+  const int cream = !grpo && cfg->pairs.consistency == SRLM_CFG_CONSIST_CREAM;
+  const int scir = !grpo && cfg->pairs.consistency == SRLM_CFG_CONSIST_SCIR;
+  const int soft = votes || implicit || cream || scir || (!grpo && cfg->pairs.replay_fraction > 0);
+  double *pw = soft ? srlm_xmalloc((size_t)cap * sizeof *pw) : NULL; /* the pairs' loss weights */
+  double *pl = soft ? srlm_xmalloc((size_t)cap * sizeof *pl) : NULL; /* their soft labels */
+  double c_sum = 0;                                                   /* CREAM: sum of the pairs' C */
+  sr_implicit im = {0};
+  int64_t *chars = NULL;
+  double alpha = implicit ? cfg->pairs.length_alpha : NAN;
+  char(*keys)[SR_ANSWER_KEY_MAX] = votes ? srlm_xmalloc((size_t)c->ro.K * sizeof *keys) : NULL;
+  const char **answers = votes ? srlm_xcalloc((size_t)c->ro.K, sizeof *answers) : NULL;
+  srlm_vote_stats vs = {0};
+  int64_t disagree = 0;
+  if (implicit || cream || scir) st = sr_implicit_rewards(c, t, sh, cream, &im);
+  if (st == SRLM_OK && implicit && (alpha > 0 || cfg->pairs.length_alpha_auto)) {
+    chars = srlm_xmalloc((size_t)(im.n + 1) * sizeof *chars);
+    st = sample_chars(c, sh, &im, chars);
+    if (st == SRLM_OK && cfg->pairs.length_alpha_auto) alpha = auto_alpha(c, sh, &im, chars);
+  }
+  for (int64_t i = 0; i < c->ro.shards_max && st == SRLM_OK; i++) {
     const srlm_shard *s = &sh[i];
     samples += s->n_responses;
+    prompts += s->n_prompts;
     sr_judge_health(&c->ro, s, &health);
+    reward_terms(cfg, s, terms);
     for (int64_t pr = 0, j0 = 0; pr < s->n_prompts && st == SRLM_OK; pr++) {
       int64_t j1 = j0;
       while (j1 < s->n_responses && s->response_prompt[j1] == pr) j1++;
@@ -441,12 +578,20 @@ srlm_status sr_learn(sr_ctx *c, int t, srlm_shard *sh, int64_t stale, srlm_sr_it
         }
         st = sr_response_text(&c->ro, s, j0 + q, &texts[q], &len);
         lengths[q] = s->response_offsets[j0 + q + 1] - s->response_offsets[j0 + q];
+        if (implicit) { /* the judge's scores above stay the reported mean score */
+          const int64_t g = im.first[i] + j0 + q;
+          scores[q] = alpha > 0 ? im.cur[g] - alpha * (double)chars[g] : im.cur[g];
+        }
+        if (votes && st == SRLM_OK) answers[q] = sr_answer_key(&c->ro, s, j0 + q, texts[q], len, keys[q]) ? keys[q] : NULL;
       }
       const int all_equal = grpo && k == c->ro.K && srlm_group_all_equal(k, scores);
       equal_groups += all_equal;
-      if (all_equal && cfg->train.grpo_equal_groups == SRLM_CFG_GRPO_EQUAL_DROP) {
+      if (all_equal && cfg->train.grpo_equal_groups != SRLM_CFG_GRPO_EQUAL_KEEP) {
         dropped_groups++; /* DAPO's dynamic sampling: no signal, not trained on */
+      } else if (grpo && k == c->ro.K && refill && n_groups >= c->ro.n) {
+        surplus++; /* informative, but the iteration has its n groups already */
       } else if (grpo && k == c->ro.K) { /* a group needs all K samples (a dropped shard has none) */
+        refilled += i >= c->ro.shards;
         for (int q = 0; q < k; q++) {
           int64_t a = j0 + q;
           gseq[n_groups * k + q] = (srlm_grpo_seq){s->prompt_ids + s->prompt_offsets[pr],
@@ -462,9 +607,34 @@ srlm_status sr_learn(sr_ctx *c, int t, srlm_shard *sh, int64_t stale, srlm_sr_it
       }
       srlm_pair p;
       int made = 0;
-      if (st == SRLM_OK && !grpo)
+      double w = 1.0, eps = cfg->train.label_smoothing, cons = NAN;
+      if (st == SRLM_OK && votes)
+        st = srlm_pairs_votes(cfg->pairs.vote_threshold, k, answers, &p, &w, &made, &vs);
+      else if (st == SRLM_OK && !grpo)
         st = srlm_pairs_select(&po, k, scores, (const char *const *)texts, NULL, po.length_control ? lengths : NULL, &p,
                                &made, &ps);
+      if (st == SRLM_OK && made && scir) { /* SCIR: the implicit reward orders the judge's pair the other way */
+        const int64_t g0 = im.first[i] + j0;
+        if (im.cur[g0 + p.chosen] < im.cur[g0 + p.rejected]) {
+          disagree++;
+          if (cfg->pairs.disagree_drop) {
+            made = 0;
+            ps.pairs--;
+          } else {
+            w = cfg->pairs.disagree_weight;
+          }
+        }
+      }
+      if (st == SRLM_OK && made && cream) { /* CREAM: C of R_t's and R_{t-1}'s rankings; none at t = 1 */
+        const int64_t g0 = im.first[i] + j0;
+        cons = im.prev ? srlm_rank_consistency(k, im.cur + g0, im.prev + g0) : 1.0;
+        eps = 1.0 - cons;
+        c_sum += cons;
+      }
+      if (st == SRLM_OK && made && soft) {
+        pw[np] = w;
+        pl[np] = eps;
+      }
       if (st == SRLM_OK && made) {
         int64_t a = j0 + p.chosen, b = j0 + p.rejected;
         pairs[np] = (srlm_pref_pair){s->prompt_ids + s->prompt_offsets[pr], s->response_ids + s->response_offsets[a],
@@ -494,7 +664,43 @@ srlm_status sr_learn(sr_ctx *c, int t, srlm_shard *sh, int64_t stale, srlm_sr_it
   free(texts);
   free(scores);
   free(lengths);
-  /* Meta-Rewarding: judge pairs from the meta-judge, in iterations 1..meta.judge_iterations */
+  free(keys);
+  free(answers);
+  free(chars);
+  sr_implicit_free(&im);
+  const int64_t np_fresh = np;
+  if (st == SRLM_OK && cream && cfg->pairs.consistency_per_iteration && np > 0)
+    for (int64_t q = 0; q < np; q++) pl[q] = 1.0 - c_sum / (double)np; /* the iteration's mean C for every pair */
+  row->pair_weight_mean = NAN;
+  if (soft && np > 0) {
+    double ws = 0;
+    for (int64_t q = 0; q < np; q++) ws += pw[q];
+    row->pair_weight_mean = ws / (double)np;
+  }
+  row->votes_one_answer = vs.one_answer;
+  row->votes_tie = vs.tie;
+  row->votes_below_threshold = vs.below_threshold;
+  row->votes_no_answer = vs.no_answer;
+  row->pairs_disagree = disagree;
+  row->consistency_mean = cream && np > 0 ? c_sum / (double)np : NAN;
+  row->length_alpha = alpha;
+  row->pair_accuracy = np && !c->ro.prompts ? (double)pair_ok / (double)np : NAN;
+  /* DICE's experience replay: some of iteration t-1's pairs again, after this iteration's */
+  sr_pair_replay rp = {0};
+  if (st == SRLM_OK && !grpo && cfg->pairs.replay_fraction > 0)
+    st = sr_pair_replay_read(c, t, cfg->pairs.replay_fraction, cfg->train.label_smoothing, &rp);
+  if (st == SRLM_OK && rp.n > 0) {
+    pairs = srlm_xrealloc(pairs, (size_t)(np + rp.n) * sizeof *pairs);
+    pw = srlm_xrealloc(pw, (size_t)(np + rp.n) * sizeof *pw);
+    pl = srlm_xrealloc(pl, (size_t)(np + rp.n) * sizeof *pl);
+    memcpy(pairs + np, rp.pairs, (size_t)rp.n * sizeof *pairs);
+    memcpy(pw + np, rp.weight, (size_t)rp.n * sizeof *pw);
+    memcpy(pl + np, rp.label, (size_t)rp.n * sizeof *pl);
+    np += rp.n;
+  }
+  row->pairs_replayed = rp.n;
+  /* Meta-Rewarding: judge pairs from the meta-judge, in iterations 1..meta.judge_iterations,
+     after the actor pairs (weight 1 and train.label_smoothing where pairs carry their own) */
   sr_meta mj = {0};
   const int meta = cfg->meta.enabled && !grpo && t <= cfg->meta.judge_iterations;
   if (st == SRLM_OK && meta) st = sr_meta_judge(&c->ro, sh, &mj);
@@ -502,6 +708,14 @@ srlm_status sr_learn(sr_ctx *c, int t, srlm_shard *sh, int64_t stale, srlm_sr_it
   if (st == SRLM_OK && mj.n > 0) {
     pairs = srlm_xrealloc(pairs, (size_t)(np + mj.n + 1) * sizeof *pairs);
     sr_meta_pairs(&mj, pairs + np);
+    if (soft) {
+      pw = srlm_xrealloc(pw, (size_t)(np + mj.n + 1) * sizeof *pw);
+      pl = srlm_xrealloc(pl, (size_t)(np + mj.n + 1) * sizeof *pl);
+      for (int64_t q = np; q < np + mj.n; q++) {
+        pw[q] = 1.0;
+        pl[q] = cfg->train.label_smoothing;
+      }
+    }
     np += mj.n;
   }
   replay_buf rb = {0};
@@ -509,11 +723,19 @@ srlm_status sr_learn(sr_ctx *c, int t, srlm_shard *sh, int64_t stale, srlm_sr_it
   row->samples = samples;
   row->groups_all_equal = equal_groups;
   row->groups_dropped = dropped_groups;
+  row->groups_refilled = refilled;
+  row->groups_surplus = surplus;
+  row->prompts_generated = prompts;
+  row->short_by = refill && n_groups < c->ro.n ? c->ro.n - n_groups : 0;
   row->judgments = health.judgments;
   row->judge_format_failures = health.format_failures;
   row->judgments_without_score = health.without_score;
   row->mean_score = scored ? score_sum / (double)scored : NAN;
-  row->pairs = np;
+  row->sar_mean = cfg->judge.source == SRLM_CFG_SOURCE_SAR && terms[2] > 0 ? terms[0] / terms[2] : NAN;
+  row->verifier_right = cfg->judge.source == SRLM_CFG_SOURCE_SAR && terms[2] > 0 ? terms[1] / terms[2] : NAN;
+  row->bleu_mean = cfg->judge.source == SRLM_CFG_SOURCE_BLEU && terms[2] > 0 ? terms[0] / terms[2] : NAN;
+  row->pairs = np; /* replayed pairs and judge pairs included (pairs_replayed, judge_pairs of them) */
+  row->replay = rb.d.n;
   row->actor_pairs = n_actor;
   row->judge_pairs = mj.n;
   row->meta_responses = mj.responses;
@@ -522,24 +744,38 @@ srlm_status sr_learn(sr_ctx *c, int t, srlm_shard *sh, int64_t stale, srlm_sr_it
   row->meta_format_failures = mj.format_failures;
   row->elo_spread = mj.n ? mj.elo_spread_sum / (double)mj.n : NAN;
   row->judge_pair_accuracy = mj.n && !c->ro.prompts ? (double)mj.pairs_better_by_checker / (double)mj.n : NAN;
-  row->replay = rb.d.n;
-  row->pair_accuracy = n_actor && !c->ro.prompts ? (double)pair_ok / (double)n_actor : NAN;
   if (st == SRLM_OK && c->lead && grpo) {
     SRLM_INFO("iteration %d groups: %lld groups of %d samples (%lld prompts short of samples, %lld groups with all "
               "rewards equal, %lld of them dropped); mean score %.2f", t, (long long)n_groups, c->ro.K,
               (long long)short_groups, (long long)equal_groups, (long long)dropped_groups, row->mean_score);
-    st = write_rollouts(c, t, sh, rows3, 0, n_groups, &ps, 0, stale, NULL);
+    if (refill)
+      SRLM_INFO("iteration %d refill: %lld prompts generated (%d wanted), %lld groups from the extra prompts, %lld "
+                "informative groups left over, short by %lld", t, (long long)prompts, c->ro.n, (long long)refilled,
+                (long long)surplus, (long long)row->short_by);
+    st = write_rollouts(c, t, sh, rows3, 0, n_groups, &ps, 0, stale, NULL, NULL, row, NULL);
   } else if (st == SRLM_OK && c->lead) {
-    SRLM_INFO("iteration %d pairs: %lld pairs from %lld prompts (%lld skipped with < 2 scores, %lld ties, %lld below "
-              "min_margin, %lld equal texts); %lld replayed judgments; mean score %.2f",
-              t, (long long)n_actor, (long long)ps.prompts, (long long)ps.skipped_prompts, (long long)ps.dropped_tie,
-              (long long)ps.dropped_margin, (long long)ps.dropped_equal_text, (long long)rb.d.n, row->mean_score);
+    if (!votes) /* the votes have their own line below */
+      SRLM_INFO("iteration %d pairs: %lld pairs from %lld prompts (%lld skipped with < 2 scores, %lld ties, %lld below "
+                "min_margin, %lld equal texts); %lld replayed judgments; mean score %.2f",
+                t, (long long)np, (long long)ps.prompts, (long long)ps.skipped_prompts, (long long)ps.dropped_tie,
+                (long long)ps.dropped_margin, (long long)ps.dropped_equal_text, (long long)rb.d.n, row->mean_score);
+    if (votes)
+      SRLM_INFO("iteration %d votes: %lld pairs from %lld prompts (%lld with < 2 distinct answers, %lld ties, %lld below "
+                "pairs.vote_threshold); %lld samples without an answer; mean weight %.3f",
+                t, (long long)vs.pairs, (long long)vs.prompts, (long long)vs.one_answer, (long long)vs.tie,
+                (long long)vs.below_threshold, (long long)vs.no_answer, row->pair_weight_mean);
+    if (implicit || cream || scir || rp.n)
+      SRLM_INFO("iteration %d consistency: length alpha %.4g, mean C %.3f, %lld pairs the implicit reward disagrees "
+                "with, %lld pairs replayed from iteration %d, mean weight %.3f",
+                t, row->length_alpha, row->consistency_mean, (long long)disagree, (long long)rp.n, t - 1,
+                row->pair_weight_mean);
     if (meta)
       SRLM_INFO("iteration %d meta-judge: %lld responses, %lld ordered comparisons (%lld without a verdict), %lld "
                 "pairs agreeing in both orders; %lld judge pairs (mean Elo spread %.0f) trained with the %lld actor pairs",
                 t, (long long)mj.responses, (long long)mj.comparisons, (long long)mj.format_failures,
                 (long long)mj.agreeing, (long long)mj.n, row->elo_spread, (long long)n_actor);
-    st = write_rollouts(c, t, sh, rows3, n_actor, 0, &ps, rb.d.n, stale, cfg->meta.enabled ? &mj : NULL);
+    st = write_rollouts(c, t, sh, rows3, np_fresh, 0, &ps, rb.d.n, stale, pw, soft ? pl : NULL, row,
+                        cfg->meta.enabled ? &mj : NULL);
   }
   double *ref = srlm_xmalloc((size_t)(2 * np + 1) * sizeof *ref);
   learn_log ll = {.metrics = c->lead ? c->metrics : NULL, .ctx = c, .iteration = t, .log_every = cfg->train.log_every,
@@ -571,7 +807,9 @@ srlm_status sr_learn(sr_ctx *c, int t, srlm_shard *sh, int64_t stale, srlm_sr_it
         .seed = (uint64_t)cfg->run.seed + (uint64_t)t,
         .replay = rb.d.n ? &rb.d : NULL,
         .replay_batch = cfg->train.replay_batch,
-        .replay_weight = cfg->train.replay_weight};
+        .replay_weight = cfg->train.replay_weight,
+        .pair_weight = pw,
+        .pair_label = cfg->train.loss == SRLM_CFG_LOSS_DPO ? pl : NULL};
     srlm_optim_config_from_config(cfg, &o.optim);
     srlm_lr_schedule_from_config(cfg, 1, &o.schedule);
     o.on_step = on_pref_step;
@@ -597,6 +835,9 @@ srlm_status sr_learn(sr_ctx *c, int t, srlm_shard *sh, int64_t stale, srlm_sr_it
   }
   free(ref);
   sr_meta_free(&mj);
+  free(pw);
+  free(pl);
+  sr_pair_replay_free(&rp);
   replay_free(&rb);
   free(gseq);
   free(grew);

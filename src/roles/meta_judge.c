@@ -93,7 +93,7 @@ srlm_status sr_meta_judge(const sr_rollout *ro, const srlm_shard *sh, sr_meta *m
   int64_t cap_scores = 0;
   int pa[SRLM_META_MAX_J * (SRLM_META_MAX_J - 1) / 2], pb[SRLM_META_MAX_J * (SRLM_META_MAX_J - 1) / 2];
   /* 1. which responses, which comparisons; the meta prompts */
-  for (int64_t i = 0; i < ro->shards && st == SRLM_OK; i++) {
+  for (int64_t i = 0; i < ro->shards_max && st == SRLM_OK; i++) {
     const srlm_shard *s = &sh[i];
     const int64_t J = s->judgments_per_response;
     if (J > SRLM_META_MAX_J) {

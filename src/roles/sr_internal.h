@@ -52,6 +52,14 @@ static inline json_t *sr_num(double x) { return isfinite(x) ? json_real(x) : jso
  * lead), training of c->ro.m; fills row's data and loss columns. */
 srlm_status sr_learn(sr_ctx *c, int t, srlm_shard *sh, int64_t stale, srlm_sr_iteration *row);
 
+/* The iteration line's keys of issue 11's pair sources and consistency rules (row's
+ * votes_*, pairs_disagree, pairs_replayed, pair_weight_mean, consistency_mean,
+ * length_alpha), added to o when the config uses them (learn.c). */
+void sr_consist_report(const srlm_config *cfg, const srlm_sr_iteration *row, json_t *o);
+/* Informative GRPO groups of shards sh[0 .. n_shards) (all K samples there, rewards not all
+ * equal): what DAPO's refill counts (rollout.h). */
+int64_t sr_informative_groups(const sr_ctx *c, const srlm_shard *sh, int64_t n_shards);
+
 /* One vote of the ranks' common stop point (stop.h): every rank of the world calls it the
  * same number of times. Its inputs: a signal that asked this rank to stop, and done (a
  * learner whose iteration's learning is over). *sig = the largest signal number any rank
@@ -66,7 +74,7 @@ srlm_status sr_stop_vote(sr_ctx *c, int done, int *sig, bool *all_done);
 srlm_status sr_stopped(const sr_ctx *c, int sig, const char *where);
 
 /* Meta-Rewarding (meta.enabled; include/srlm/meta.h): the learner's meta-judging of an
- * iteration's scored shards sh (ro->shards of them, a dropped shard all zero) with the
+ * iteration's scored shards sh (ro->shards_max of them, a dropped or unused one all zero) with the
  * model as it is (M_{t-1}: before any training step, so a LEARN resume, which reads the
  * shards back and starts from M_{t-1}, meta-judges the same). Per prompt the response
  * whose judgments vary most; its comparisons in both orders, the task's meta-judge
