@@ -85,6 +85,10 @@ else
   echo "separate roles skipped: no mpirun"
 fi
 
+# a prompt set's files (the text meta-judge below, and a config error at the end)
+"$srlm" task prompts --seed 5 --split train --n 64 --out "$tmp/prompts.jsonl" 2>/dev/null || fail "task prompts"
+printf 'J{prompt}{response}S' >"$tmp/judge.txt"
+printf '{prompt}{response}S{judgment_a}Q{judgment_b}A' >"$tmp/meta.txt"
 # SRLM_TEST_QUICK (the sanitizer stage of tests/run.sh): the resume, the prompt set and
 # Countdown are left to the Release stage
 quick=${SRLM_TEST_QUICK:-}
@@ -106,9 +110,6 @@ wait $pid
 same_run "$tmp/runs" 2 one res
 
 # a prompt set: the text judge and the text meta-judge (meta.template, meta.winner_regex)
-"$srlm" task prompts --seed 5 --split train --n 64 --out "$tmp/prompts.jsonl" 2>/dev/null || fail "task prompts"
-printf 'J{prompt}{response}S' >"$tmp/judge.txt"
-printf '{prompt}{response}S{judgment_a}Q{judgment_b}A' >"$tmp/meta.txt"
 "$srlm" train -c configs/methods/meta-rewarding.yaml $small run.name=text task.name=none data.prompts="$tmp/prompts.jsonl" \
   data.prompts_per_iteration=32 judge.template="$tmp/judge.txt" judge.score_regex='^[-+0-9]{9}([1-5])' \
   judge.score_min=1 judge.max_new_tokens=10 meta.template="$tmp/meta.txt" meta.winner_regex='^[-+0-9]{9}[1-5]([12])' \
