@@ -488,7 +488,8 @@ srlm_status op_attention_backward(srlm_backend *be, srlm_attention_bwd_params p)
       SRLM_LAUNCH(rowsum, (unsigned)((rows + kDThreads - 1) / kDThreads), kDThreads, 0, c->stream, p,
                   D);
       SRLM_CUDA_LAUNCHED();
-      st = hs_class(p.HS, [&](auto hs) {
+      if (mma_chunk(p)) st = attention_mma_backward(c, p, D, bad);
+      else st = hs_class(p.HS, [&](auto hs) {
         auto dq = attention_dq_kernel<T, decltype(hs)::value>;
         auto dkv = attention_dkv_kernel<T, decltype(hs)::value>;
         SRLM_TRY(opt_in(dq, dq_smem(p.HS)));

@@ -317,6 +317,10 @@ inline int mma_chunk(srlm_dtype dtype, long long HS, const void *q, const void *
 }
 inline int mma_chunk(const srlm_attention_params &p) { return mma_chunk(p.dtype, p.HS, p.q, p.k, p.v); }
 inline int mma_chunk(const srlm_attention_kv_params &p) { return mma_chunk(p.dtype, p.HS, p.q, p.k_cache, p.v_cache); }
+inline int mma_chunk(const srlm_attention_bwd_params &p) {  // dout is read by cp.async too
+  const int a = mma_chunk(p.dtype, p.HS, p.q, p.k, p.v), b = mma_chunk(p.dtype, p.HS, p.dout, p.dout, p.dout);
+  return a < b ? a : b;
+}
 
 // Calls f(std::integral_constant<int, kHSP>) for the padded head dim of the tensor-core
 // forward: 64 and 128 (the models' head dims) exactly; the others padded (32, 256).
@@ -345,13 +349,17 @@ constexpr long long kSplitKeys = 512;
 
 }  // namespace
 
-// The launchers of the tensor-core kernels (attention_mma.cu), for attention.cu's dispatch:
+// The launchers of the tensor-core kernels, for attention.cu's dispatch:
 // each queues its kernels on c->stream after the op's check kernel (flag `bad`).
-// The forward and attention_kv (one block per 64 rows: grid `grid`), where mma_chunk(p) != 0.
+// The forward and attention_kv (attention_mma.cu; one block per 64 rows: grid `grid`), where
+// mma_chunk(p) != 0.
 srlm_status attention_mma_forward(context *c, const srlm_attention_params &p, const int *bad, dim3 grid);
 srlm_status attention_mma_kv(context *c, const srlm_attention_kv_params &p, const int *bad, dim3 grid);
 // attention_kv by split-KV (its own workspace, check kernel included), where mma_chunk(p) != 0.
 srlm_status attention_kv_split(context *c, const srlm_attention_kv_params &p);
+// The backward's dK/dV and dQ passes on tensor cores (attention_mma_bwd.cu), after the check
+// kernel and D = rowsum(dout * out) (fp32, (T, NH)), where mma_chunk(p) != 0 and p.T > 0.
+srlm_status attention_mma_backward(context *c, const srlm_attention_bwd_params &p, const float *D, const int *bad);
 
 }  // namespace SRLM_CUDA_NS
 
