@@ -1,8 +1,8 @@
 // Causal grouped-query attention on the GPU, fp32 or bf16: attention_forward and
 // attention_backward over packed sequences (cu_seqlens), attention_kv against the KV cache.
 // This file: the ops (checks, dispatch) and the fp32-tile kernels; the tensor-core kernels are
-// in attention_mma.cu (forward, attention_kv, split-KV), what they share in
-// attention_common.cuh.
+// in attention_mma.cu (forward, attention_kv, split-KV) and attention_mma_bwd.cu (backward),
+// what they share in attention_common.cuh.
 // The masking and the per-element arithmetic are the CPU twin's (src/backend/cpu/attention.c):
 // query i of a sequence sees keys j <= i with i - j < window (window > 0); bf16 is read to
 // fp32, everything is accumulated in fp32 and each result is rounded once to the dtype.
@@ -18,8 +18,10 @@
 // block); on the tensor-core path with caches past kSplitKeys = 512 positions it runs split-KV
 // (flash-decoding: pieces of 512 keys in parallel, merged by their lse; attention_mma.cu,
 // "split-KV"), so its bits match the forward's only up to 512 cached positions (backend.h).
-// The backward (both dtypes) is the fp32-tile kernel's: the tensor-core backward is not
-// written yet.
+// Two backward kernels likewise (op_attention_backward), after the same D = rowsum(dout * out):
+// bf16 with an even head dim up to 256 and 4-byte aligned q, k, v, dout on tensor cores
+// (attention_mma_bwd.cu: FlashAttention-2's dK/dV pass per key tile and a separate dQ pass,
+// deterministic), everything else the fp32-tile backward below.
 //
 // The fp32-tile kernel, a straightforward one with the shape of FlashAttention-2:
 // - 256 threads, a tile of kRows rows x kCols columns; 8 lanes (one eighth of a warp) per
