@@ -188,7 +188,7 @@ __global__ void __launch_bounds__(kMmaThreads) attention_dkv_mma_kernel(srlm_att
     __syncthreads();  // tile x (and K, V) landed for every thread's copies
     const long long it = j0 + (x % ntq) * kM;
     // warp-uniform: does a query of this tile see one of the warp's keys?
-    if (it < wi_end && it + kM - 1 >= wj0) {
+    if (wrows > 0 && it < wi_end && it + kM - 1 >= wj0) {
       const bf16 *Q = Qs + stage * kM * kLd, *dO = dOs + stage * kM * kLd;
       const float *lse = lses + stage * kM, *Dt = Ds + stage * kM;
       float sp[kNT][4];  // S^T, then P^T
