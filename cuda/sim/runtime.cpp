@@ -348,6 +348,7 @@ struct launch_rec {
 
 // A shared-memory word's recent history, for the cp.async hazards.
 struct smem_word {
+  unsigned gen = 0;           // the block it belongs to (block_state::gen; dyn_words only)
   unsigned read_phase = ~0u;  // the barrier phase of the reads below
   uint32_t read_warps = 0;    // warps that read it by ldmatrix in that phase
   unsigned writer = 0;        // the thread whose cp.async wrote it last
@@ -371,7 +372,11 @@ struct block_state {
 #endif
   // The shared-memory words that cp.async wrote or ldmatrix read in this block (the hazard
   // check, cuda_sim.h "cp.async"), by address / 4; bar_phase counts the barriers passed.
+  // Dynamic shared memory's words (the tensor-core kernels' tiles) in a flat array, valid
+  // where their gen is this block's (no reset per block); other words in the map.
   std::unordered_map<uintptr_t, smem_word> words;
+  std::vector<smem_word> dyn_words;
+  unsigned gen = 0;
 };
 
 // The running grid on this OS thread.
@@ -738,6 +743,8 @@ void setup_block(exec *x, block_state *B, const launch_rec *L) {
     for (auto &s : B->warps[w].snaps) s->pending = 0;
   }
   B->words.clear();
+  B->gen++;
+  if (B->dyn_words.size() < L->smem / 4) B->dyn_words.resize(L->smem / 4);
   B->qhead = 0;
   B->qcount = n;
   B->live = n;
@@ -1130,6 +1137,18 @@ void each_word(const void *p, unsigned bytes, F f) {
   for (uintptr_t a = (uintptr_t)p & ~(uintptr_t)3; a < (uintptr_t)p + bytes; a += 4) f(a);
 }
 
+// The hazard record of the word at a (fresh: nothing read or written yet in this block).
+smem_word &word_at(exec *x, uintptr_t a) {
+  block_state *B = x->B;
+  const uintptr_t base = (uintptr_t)x->smem;
+  if (a >= base && a - base < (uintptr_t)B->dyn_words.size() * 4) {
+    smem_word &w = B->dyn_words[(a - base) / 4];
+    if (w.gen != B->gen) w = smem_word{B->gen};
+    return w;
+  }
+  return B->words[a / 4];
+}
+
 void cp_async_issue(void *dst, const void *src, unsigned bytes, unsigned src_bytes) {
   quiet q;
   exec *x = t_exec;
@@ -1137,7 +1156,7 @@ void cp_async_issue(void *dst, const void *src, unsigned bytes, unsigned src_byt
   block_state *B = x->B;
   thread_rec *t = x->cur;
   each_word(dst, bytes, [&](uintptr_t a) {
-    smem_word &w = B->words[a / 4];
+    smem_word &w = word_at(x, a);
     const uint32_t others = w.read_phase == B->bar_phase ? w.read_warps & ~(1u << t->warp) : 0;
     if (others)
       fail("cp.async into shared memory at %p, which warp %d read by ldmatrix since the last __syncthreads: the "
@@ -1166,7 +1185,7 @@ unsigned cp_async_due(unsigned n, cp_async_copy *out, unsigned cap) {
   const unsigned k = (unsigned)(end < cap ? end : cap);
   for (unsigned i = 0; i < k; i++)
     each_word(t->cp[i].dst, t->cp[i].bytes, [&](uintptr_t a) {
-      smem_word &w = x->B->words[a / 4];
+      smem_word &w = word_at(x, a);
       if (w.writer != t->linear) return;  // another thread's copy went there since
       w.pending = false;
       w.landed_phase = x->B->bar_phase;
@@ -1189,12 +1208,7 @@ void smem_read(const void *p, unsigned bytes) {
   block_state *B = x->B;
   thread_rec *t = x->cur;
   each_word(p, bytes, [&](uintptr_t a) {
-    auto it = B->words.find(a / 4);
-    if (it == B->words.end()) {
-      B->words[a / 4] = {B->bar_phase, 1u << t->warp, 0, false, ~0u};
-      return;
-    }
-    smem_word &w = it->second;
+    smem_word &w = word_at(x, a);
     const unsigned wwarp = w.writer / 32;
     if (w.pending)
       fail("ldmatrix reads shared memory at %p, which thread %u's cp.async has not landed (no cp.async.wait_group "
