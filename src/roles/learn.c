@@ -357,17 +357,16 @@ static srlm_status build_replay(sr_ctx *c, const srlm_shard *sh, replay_buf *rb)
     for (int64_t j = 0; j < s->n_responses && st == SRLM_OK && (taken[0] < cap || taken[1] < cap); j++) {
       const char *judgment = s->judgment_text + s->judgment_text_offsets[j * s->judgments_per_response];
       int score;
-      if (!srlm_task_judgment_parse(judgment, strlen(judgment), &score)) continue;
+      if (!c->ro.task->judgment_parse(judgment, strlen(judgment), &score)) continue;
       int v = score >= 3;
       if (taken[v] >= cap) continue;
       char *cand = NULL;
       size_t cl = 0;
       st = sr_response_text(&c->ro, s, j, &cand, &cl);
       if (st != SRLM_OK) break;
-      srlm_task_puzzle p;
-      sr_puzzle_of(&c->ro, s, s->response_prompt[j], &p);
-      char jp[SRLM_TASK_JUDGE_PROMPT_MAX + 1];
-      size_t jl = srlm_task_judge_prompt(&p, cand, cl, jp);
+      char q[SRLM_TASK_TEXT_MAX + 1], jp[SRLM_TASK_TEXT_MAX + 1];
+      sr_task_prompt(&c->ro, s, s->response_prompt[j], q);
+      size_t jl = c->ro.task->judge_prompt(q, cand, cl, jp);
       free(cand);
       srlm_token_ids_clear(&prompt);
       srlm_token_ids_clear(&target);
@@ -465,10 +464,10 @@ srlm_status sr_learn(sr_ctx *c, int t, srlm_shard *sh, int64_t stale, srlm_sr_it
         np++;
         /* reported only: how often the judge's pair is right by the checker */
         if (!c->ro.prompts) {
-          srlm_task_puzzle pz;
-          sr_puzzle_of(&c->ro, s, pr, &pz);
-          pair_ok += srlm_task_check(&pz, texts[p.chosen], strlen(texts[p.chosen])) &&
-                     !srlm_task_check(&pz, texts[p.rejected], strlen(texts[p.rejected]));
+          char q[SRLM_TASK_TEXT_MAX + 1];
+          sr_task_prompt(&c->ro, s, pr, q);
+          pair_ok += c->ro.task->check(q, texts[p.chosen], strlen(texts[p.chosen])) &&
+                     !c->ro.task->check(q, texts[p.rejected], strlen(texts[p.rejected]));
         }
       }
       for (int q = 0; q < k; q++) {

@@ -32,8 +32,8 @@ static uint64_t sample_key(const sr_rollout *r, int t, int64_t i, int k) {
   return ((uint64_t)SRLM_SR_RNG_GENERATE << 48) | ((uint64_t)t << 32) | (uint64_t)(i * r->K + k);
 }
 
-void sr_puzzle_of(const sr_rollout *r, const srlm_shard *s, int64_t prompt_row, srlm_task_puzzle *p) {
-  srlm_task_puzzle_make((uint64_t)r->cfg->run.seed, SRLM_TASK_SPLIT_TRAIN, (uint64_t)s->prompt_index[prompt_row], p);
+size_t sr_task_prompt(const sr_rollout *r, const srlm_shard *s, int64_t prompt_row, char out[SRLM_TASK_TEXT_MAX + 1]) {
+  return r->task->prompt((uint64_t)r->cfg->run.seed, SRLM_TASK_SPLIT_TRAIN, (uint64_t)s->prompt_index[prompt_row], out);
 }
 
 srlm_status sr_generate_shard(const sr_rollout *r, int t, int64_t s, int64_t version, srlm_shard *out,
@@ -54,11 +54,9 @@ srlm_status sr_generate_shard(const sr_rollout *r, int t, int64_t s, int64_t ver
       int64_t g = prompt_index(r, t, i);
       for (int64_t q = ps->offsets[g]; q < ps->offsets[g + 1]; q++) srlm_token_ids_push(&ids, ps->ids[q]);
     } else {
-      srlm_task_puzzle p;
-      srlm_task_puzzle_make((uint64_t)cfg->run.seed, SRLM_TASK_SPLIT_TRAIN, train_index(t, r->n, i), &p);
-      char text[SRLM_TASK_PROMPT_LEN + 1];
-      srlm_task_prompt(&p, text);
-      st = srlm_tokenizer_encode(r->tok, text, strlen(text), &ids);
+      char text[SRLM_TASK_TEXT_MAX + 1];
+      const size_t len = r->task->prompt((uint64_t)cfg->run.seed, SRLM_TASK_SPLIT_TRAIN, train_index(t, r->n, i), text);
+      st = srlm_tokenizer_encode(r->tok, text, len, &ids);
     }
     off[i - lo + 1] = (int64_t)ids.n;
   }
@@ -191,53 +189,47 @@ static srlm_status judge_text(const sr_rollout *r, srlm_shard *s, sr_judge_count
   return st;
 }
 
-static int task_judgment_ok(const char *text, size_t len) {
-  int score;
-  return srlm_task_judgment_parse(text, len, &score);
-}
-
 void sr_judge_health(const sr_rollout *r, const srlm_shard *s, srlm_shard_judge_health *h) {
   if (r->cfg->judge.source == SRLM_CFG_SOURCE_VERIFIER) return;
-  srlm_shard_judge_health_add(s, r->prompts ? NULL : task_judgment_ok, h);
+  srlm_shard_judge_health_add(s, r->prompts ? NULL : r->task->judgment_ok, h);
 }
 
 srlm_status sr_judge_shard(const sr_rollout *r, srlm_shard *s, sr_judge_counts *jc) {
   if (r->prompts) return judge_text(r, s, jc);
   const srlm_config *cfg = r->cfg;
+  const srlm_task_ops *task = r->task;
   const int64_t R = s->n_responses;
   const srlm_cfg_judge_source src = cfg->judge.source;
-  srlm_task_puzzle *pp = srlm_xmalloc((size_t)(R + 1) * sizeof *pp);
+  char(*pt)[SRLM_TASK_TEXT_MAX + 1] = srlm_xmalloc((size_t)(s->n_prompts + 1) * sizeof *pt); /* prompt texts */
+  for (int64_t q = 0; q < s->n_prompts; q++) sr_task_prompt(r, s, q, pt[q]);
+  const char **prompt = srlm_xcalloc((size_t)R + 1, sizeof *prompt);
   char **cand = srlm_xcalloc((size_t)R + 1, sizeof *cand);
   srlm_status st = SRLM_OK;
   for (int64_t j = 0; j < R && st == SRLM_OK; j++) {
     size_t len;
-    sr_puzzle_of(r, s, s->response_prompt[j], &pp[j]);
+    prompt[j] = pt[s->response_prompt[j]];
     st = sr_response_text(r, s, j, &cand[j], &len);
   }
-  srlm_task_judge_result *jr = srlm_xcalloc((size_t)R + 1, sizeof *jr);
+  srlm_task_verdict *jr = srlm_xcalloc((size_t)R + 1, sizeof *jr);
   if (st == SRLM_OK && src != SRLM_CFG_SOURCE_VERIFIER && R > 0)
-    st = srlm_task_judge(r->m, r->tok, SR_MAX_BATCH, SRLM_TASK_RATIONALE_GREEDY, (int)R, pp, (const char *const *)cand,
-                         jr);
+    st = task->judge(r->m, r->tok, SR_MAX_BATCH, (int)R, prompt, (const char *const *)cand, jr);
   if (st == SRLM_OK) st = srlm_shard_set_judgments_per_response(s, 1);
   for (int64_t j = 0; j < R && st == SRLM_OK; j++) {
     double model = NAN, verifier = NAN, score;
-    char text[SRLM_TASK_JUDGMENT_LEN + 32];
+    const char *text = "";
     if (src != SRLM_CFG_SOURCE_VERIFIER) {
       model = cfg->judge.mode == SRLM_CFG_JUDGE_EXPECTED ? jr[j].expected
               : jr[j].greedy_score > 0                   ? (double)jr[j].greedy_score
                                                          : NAN;
       /* the greedy judgment's text: rationale + score digit (nothing after an
          unparsable one), which the learner replays */
-      if (jr[j].greedy_score > 0)
-        snprintf(text, sizeof text, "%s%d", jr[j].rationale, jr[j].greedy_score);
-      else
-        snprintf(text, sizeof text, "%s", jr[j].rationale);
+      text = jr[j].judgment;
       jc->format_failures += jr[j].greedy_score == 0;
     }
     if (src != SRLM_CFG_SOURCE_MODEL) {
-      int ok = (s->flags[j] & SRLM_SHARD_F_EOS) && srlm_task_check(&pp[j], cand[j], strlen(cand[j]));
+      int ok = (s->flags[j] & SRLM_SHARD_F_EOS) && task->check(prompt[j], cand[j], strlen(cand[j]));
       verifier = ok ? cfg->judge.score_max : cfg->judge.score_min;
-      if (src == SRLM_CFG_SOURCE_VERIFIER) snprintf(text, sizeof text, "checker: %s", ok ? "right" : "wrong");
+      if (src == SRLM_CFG_SOURCE_VERIFIER) text = ok ? "checker: right" : "checker: wrong";
     }
     if (src == SRLM_CFG_SOURCE_MODEL)
       score = model;
@@ -260,7 +252,8 @@ srlm_status sr_judge_shard(const sr_rollout *r, srlm_shard *s, sr_judge_counts *
   jc->judgments += R;
   for (int64_t j = 0; j < R; j++) free(cand[j]);
   free(cand);
+  free(prompt);
   free(jr);
-  free(pp);
+  free(pt);
   return st;
 }

@@ -25,6 +25,7 @@ typedef struct sr_rollout {
   srlm_model *m;
   srlm_tokenizer *tok;
   const srlm_prompt_set *prompts; /* data.prompts; NULL with a built-in task */
+  const srlm_task_ops *task;      /* the built-in task (task.name); NULL with a prompt set */
   srlm_llm_judge *llm;            /* the text judge of a prompt set */
   int32_t eos;                    /* the task's end token */
   int32_t stops[SRLM_LLM_JUDGE_MAX_STOPS]; /* generation stops at these (task: eos) */
@@ -67,7 +68,7 @@ void sr_judge_health(const sr_rollout *r, const srlm_shard *s, srlm_shard_judge_
  * when the prompt is not one the checker reads; SRLM_ERR_CONFIG without a checker. */
 srlm_status sr_prompt_check(const srlm_config *cfg, const char *instruction, const char *answer, size_t len, int *ok);
 
-/* The task puzzle of a shard's prompt row. */
-void sr_puzzle_of(const sr_rollout *r, const srlm_shard *s, int64_t prompt_row, srlm_task_puzzle *p);
+/* The built-in task's prompt text of a shard's prompt row; returns its length. */
+size_t sr_task_prompt(const sr_rollout *r, const srlm_shard *s, int64_t prompt_row, char out[SRLM_TASK_TEXT_MAX + 1]);
 
 #endif

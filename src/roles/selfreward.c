@@ -638,7 +638,12 @@ srlm_status srlm_selfreward_run(const srlm_sr_inputs *in, srlm_sr_iteration *row
   srlm_comm *comm = in->comm;
   srlm_model *m = in->m;
   srlm_tokenizer *tok = in->tok;
-  const bool task = cfg->task.name != SRLM_CFG_TASK_NONE;
+  const srlm_task_ops *task_ops = NULL;
+  if (cfg->task.name != SRLM_CFG_TASK_NONE) {
+    task_ops = srlm_task_find(srlm_config_enum_name("task.name", (int)cfg->task.name));
+    if (!task_ops) return srlm_error(SRLM_ERR_INTERNAL, "task.name", "no built-in task behind this name");
+  }
+  const bool task = task_ops != NULL;
   if (!task && (!in->prompts || !in->llm))
     return srlm_error(SRLM_ERR_CONFIG, "data.prompts", "task.name is none: the iterations need a prompt set (data.prompts)");
   if (!task && cfg->judge.mode == SRLM_CFG_JUDGE_EXPECTED)
@@ -649,7 +654,7 @@ srlm_status srlm_selfreward_run(const srlm_sr_inputs *in, srlm_sr_iteration *row
                       "set's data.checker", cfg->judge.source == SRLM_CFG_SOURCE_VERIFIER ? "verifier" : "mix");
   sr_ctx c = {.cfg = cfg, .comm = comm, .run_dir = in->run_dir, .tok_dir = in->tok_dir, .rows = rows,
               .lead = srlm_comm_rank(comm) == 0, .eval = task ? NULL : in->eval_prompts};
-  c.ro = (sr_rollout){.cfg = cfg, .m = m, .tok = tok, .prompts = task ? NULL : in->prompts, .llm = in->llm,
+  c.ro = (sr_rollout){.cfg = cfg, .m = m, .tok = tok, .prompts = task ? NULL : in->prompts, .task = task_ops, .llm = in->llm,
                       .K = cfg->generate.samples_per_prompt};
   if (task) {
     c.ro.n = cfg->task.prompts_per_iteration;
