@@ -75,6 +75,7 @@ typedef struct srlm_sr_iteration {
                                (reported only; never used for training) */
   double loss_first, loss_last;
   double seconds;
+  double mean_response_tokens; /* mean tokens per sample, a stopping EOS included */
 } srlm_sr_iteration;
 
 /* What the iterations run on. Every rank passes the same config, model weights (M0),

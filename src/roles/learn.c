@@ -403,11 +403,12 @@ srlm_status sr_learn(sr_ctx *c, int t, srlm_shard *sh, int64_t stale, srlm_sr_it
   char **texts = srlm_xcalloc((size_t)c->ro.K, sizeof *texts);
   srlm_status st = SRLM_OK;
   double score_sum = 0;
-  int64_t scored = 0, samples = 0;
+  int64_t scored = 0, samples = 0, response_tokens = 0;
   srlm_shard_judge_health health = {0};
   for (int64_t i = 0; i < c->ro.shards && st == SRLM_OK; i++) {
     const srlm_shard *s = &sh[i];
     samples += s->n_responses;
+    if (s->n_responses) response_tokens += s->response_offsets[s->n_responses] - s->response_offsets[0];
     sr_judge_health(&c->ro, s, &health);
     for (int64_t pr = 0, j0 = 0; pr < s->n_prompts && st == SRLM_OK; pr++) {
       int64_t j1 = j0;
@@ -483,6 +484,7 @@ srlm_status sr_learn(sr_ctx *c, int t, srlm_shard *sh, int64_t stale, srlm_sr_it
   replay_buf rb = {0};
   if (st == SRLM_OK && !grpo) st = build_replay(c, sh, &rb); /* the GRPO trainer has no replay term */
   row->samples = samples;
+  row->mean_response_tokens = samples ? (double)response_tokens / (double)samples : NAN;
   row->groups_all_equal = equal_groups;
   row->groups_dropped = dropped_groups;
   row->judgments = health.judgments;

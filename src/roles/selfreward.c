@@ -368,6 +368,7 @@ static srlm_status finish_iteration(sr_ctx *c, int t, srlm_timer *iter_tm) {
   json_object_set_new(o, "event", json_string("iteration"));
   json_object_set_new(o, "iteration", json_integer(t));
   json_object_set_new(o, "samples", json_integer(row->samples));
+  json_object_set_new(o, "mean_response_tokens", sr_num(row->mean_response_tokens));
   json_object_set_new(o, "mean_score", sr_num(row->mean_score));
   json_object_set_new(o, "pairs", json_integer(row->pairs));
   json_object_set_new(o, "pair_accuracy_by_checker", sr_num(row->pair_accuracy));
@@ -422,6 +423,8 @@ static void rows_from_metrics(const char *path, srlm_sr_iteration *rows, int las
         if (t == 0) r->seconds = json_number_value(json_object_get(o, "seconds"));
       } else if (!strcmp(ev, "iteration")) {
         r->samples = json_integer_value(json_object_get(o, "samples"));
+        json_t *rt = json_object_get(o, "mean_response_tokens");
+        r->mean_response_tokens = json_is_number(rt) ? json_number_value(rt) : NAN;
         r->mean_score = json_number_value(json_object_get(o, "mean_score"));
         r->pairs = json_integer_value(json_object_get(o, "pairs"));
         json_t *pa = json_object_get(o, "pair_accuracy_by_checker");
@@ -677,7 +680,7 @@ srlm_status srlm_selfreward_run(const srlm_sr_inputs *in, srlm_sr_iteration *row
   memset(rows, 0, (size_t)(cfg->run.iterations + 1) * sizeof *rows);
   for (int t = 0; t <= cfg->run.iterations; t++) /* NaN: not evaluated (eval.every) or no checker */
     rows[t].accuracy = rows[t].sample_accuracy = rows[t].judge_agreement = rows[t].eval_score =
-        rows[t].pair_accuracy = rows[t].mean_score = NAN;
+        rows[t].pair_accuracy = rows[t].mean_score = rows[t].mean_response_tokens = NAN;
   c.yaml = srlm_config_to_yaml(cfg, 0);
   c.learn_steps = srlm_xcalloc((size_t)cfg->run.iterations + 1, sizeof *c.learn_steps);
   srlm_checkpoint ck = {0};

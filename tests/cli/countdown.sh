@@ -135,6 +135,8 @@ for name in ("t1", "tv", "tr"):
         if l["judgments"] != judged or not 0 <= l["judge_format_failures"] <= judged:
             bad.append("%s iteration %d: %d judgments, %d format failures" % (name, l["iteration"], l["judgments"],
                                                                              l["judge_format_failures"]))
+        if not 1 <= l.get("mean_response_tokens", 0) <= 26:  # an answer is at most 24 bytes + EOS, cut at 26
+            bad.append("%s iteration %d: mean_response_tokens %r" % (name, l["iteration"], l.get("mean_response_tokens")))
         if name == "t1" and not 0 < l["replay"] <= 16:  # replay_per_verdict 8, two verdicts
             bad.append("t1 iteration %d: %d replayed judgments" % (l["iteration"], l["replay"]))
     print("%s: accuracy %s, judge agreement %s, format failures %s, pairs/groups %s, replay %s" % (name,
