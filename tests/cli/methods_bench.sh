@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # bench/methods.sh, the methods comparison harness, small: 1 seed, 1 iteration, 2 methods
 # (selfreward, grpo-verifier) with tiny data, M1 and prompt counts through its --data,
-# --m1-set and --set, on the sign puzzle (and Countdown outside SRLM_TEST_QUICK, the
-# sanitizer stage). Checks: the table (table.md, table.json) has one row per method and
+# --m1-set and --set, on the sign puzzle (outside SRLM_TEST_QUICK, the sanitizer stage,
+# also Countdown, grpo-selfjudged and west-of-n). Checks: the table (table.md, table.json) has one row per method and
 # task, and its numbers are the runs' metrics.jsonl's (recomputed here); a second call
 # runs nothing (finished runs are kept); after one run's folder is removed, only that run
 # runs again; a missing method config is an error naming it; --skip-file skips with the
@@ -16,8 +16,10 @@ fails=0
 fail() { echo "FAIL: $*" >&2; fails=$((fails + 1)); }
 cd "$src"
 rm -rf "$tmp/mb" && mkdir -p "$tmp"
-tasks=sign_puzzle
-[ -n "${SRLM_TEST_QUICK:-}" ] || tasks=sign_puzzle,countdown
+# the sanitizer stage: the sign puzzle, 2 methods; the Release stage: both tasks and every
+# method config of this harness's own (the others' have their own tests)
+tasks=sign_puzzle methods=selfreward,grpo-verifier
+[ -n "${SRLM_TEST_QUICK:-}" ] || tasks=sign_puzzle,countdown methods=selfreward,grpo-selfjudged,grpo-verifier,west-of-n
 layout=separate
 command -v mpirun >/dev/null 2>&1 || layout=colocated
 bench() {
@@ -26,16 +28,16 @@ bench() {
     --set task.prompts_per_iteration=16 --set task.eval_prompts=16 --set generate.samples_per_prompt=4 \
     --set judge.replay_per_verdict=8 --set train.batch_size=4 --set pairs.min_margin=0 "$@"
 }
-bench --methods selfreward,grpo-verifier >"$tmp/b1.out" 2>"$tmp/b1.err" || { fail "bench run"; tail -5 "$tmp/b1.err" >&2; }
+bench --methods $methods >"$tmp/b1.out" 2>"$tmp/b1.err" || { fail "bench run"; tail -5 "$tmp/b1.err" >&2; }
 grep -q "^# estimate: [0-9]* of [0-9]* runs and [0-9]* M1s to do, about [0-9]* min" "$tmp/b1.out" \
   || fail "no estimate: $(head -5 "$tmp/b1.out")"
-python3 - "$tmp/mb" "$tasks" <<'PY' || fails=$((fails + 1))
+python3 - "$tmp/mb" "$tasks" "$methods" <<'PY' || fails=$((fails + 1))
 import json, os, sys
-out, tasks = sys.argv[1], sys.argv[2].split(",")
+out, tasks, methods = sys.argv[1], sys.argv[2].split(","), sys.argv[3].split(",")
 bad = []
 doc = json.load(open(os.path.join(out, "table.json")))
 md = open(os.path.join(out, "table.md")).read()
-want = [(t, m) for t in tasks for m in ("selfreward", "grpo-verifier")]
+want = [(t, m) for t in tasks for m in methods]
 got = [(r["task"], r["method"]) for r in doc["rows"]]
 if got != want:
     bad.append("table.json rows %s, want %s" % (got, want))
@@ -60,7 +62,7 @@ for r in doc["rows"]:
         bad.append("%s %s: summary %s" % (r["task"], r["method"], r["summary"]))
     if r["method"] == "grpo-verifier" and v["format_failures@1"] is not None:
         bad.append("grpo-verifier: format failures without model judgments")
-    if not 1 <= v["response_tokens"] <= 26 or it[1]["samples"] != 64:
+    if not 1 <= v["response_tokens"] <= 26 or it[1]["samples"] != 64:  # --set: 16 prompts x 4 samples
         bad.append("%s %s: %r tokens per response, %r samples" % (r["task"], r["method"], v["response_tokens"],
                                                                   it[1]["samples"]))
     cells = [l for l in rows_md if l.split("|")[1].strip() == r["task"] and l.split("|")[2].strip() == r["method"]]
@@ -74,13 +76,13 @@ sys.exit(1 if bad else 0)
 PY
 grep -q "^# Methods comparison" "$tmp/b1.out" || fail "no table on stdout"
 # finished runs are kept: a second call runs nothing
-bench --methods selfreward,grpo-verifier >"$tmp/b2.out" 2>&1 || fail "second call: $(tail -3 "$tmp/b2.out")"
+bench --methods $methods >"$tmp/b2.out" 2>&1 || fail "second call: $(tail -3 "$tmp/b2.out")"
 [ "$(grep -c 'done before' "$tmp/b2.out")" -eq "$(grep -c '^| ' "$tmp/mb/table.md" | awk '{ print $1 - 1 }')" ] \
   && ! grep -q "srlm train" "$tmp/b2.out" && grep -q "^# estimate: 0 of" "$tmp/b2.out" \
   || fail "second call ran again: $(grep '^==\|^#' "$tmp/b2.out" | head -8)"
 # an interrupted comparison continues: only the missing run runs again
 rm -rf "$tmp/mb/sign_puzzle/seed5/runs/grpo-verifier"
-bench --methods selfreward,grpo-verifier >"$tmp/b3.out" 2>&1 || fail "third call: $(tail -3 "$tmp/b3.out")"
+bench --methods $methods >"$tmp/b3.out" 2>&1 || fail "third call: $(tail -3 "$tmp/b3.out")"
 [ "$(grep -c 'srlm train' "$tmp/b3.out")" -eq 1 ] && grep -q "grpo-verifier sign_puzzle seed 5: .*srlm train" "$tmp/b3.out" \
   || fail "after removing one run: $(grep '^==' "$tmp/b3.out")"
 # a missing method config is an error naming it; a listed one is skipped with its reason
