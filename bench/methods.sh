@@ -102,11 +102,16 @@ task_data() { # the quickstart's and launch/quickstart.sh --task countdown's see
     countdown) echo "--task countdown ${data_override:---instructions 4000 --judge 16000}" ;;
   esac
 }
-# Measured on this 2-core machine (wall seconds, --layout separate, 6 iterations at the
-# configs' sizes; M1: seed data + SFT): used for the estimate until this comparison has
-# finished runs of its own, whose mean wall time then replaces them.
-est_run() { case "$1" in sign_puzzle) echo 90 ;; countdown) echo 420 ;; esac; }
-est_m1() { case "$1" in sign_puzzle) echo 90 ;; countdown) echo 400 ;; esac; }
+# Wall seconds on this 2-core machine when idle, used for the estimate until this
+# comparison has finished runs of its own (their mean wall time then replaces est_run).
+# Sign puzzle (bench/RESULTS.md, "Quickstart with separate roles"): a 6-iteration run
+# 12-13 s per iteration + evaluations = 90 s; M1 = data + SFT (44 s on one thread) = 60 s.
+# Countdown, measured against the sign puzzle in CPU time (2026-12-04, the machine shared):
+# an iteration costs 1.8x per prompt (longer answers and judgments) with half the prompts
+# (2000), so a run about 100 s; its SFT 1.6x per epoch, an M1 about 110 s. A method's cost
+# varies (N = 16 samples, meta-judging, two models): the estimate is a floor.
+est_run() { case "$1" in sign_puzzle) echo 90 ;; countdown) echo 100 ;; esac; }
+est_m1() { case "$1" in sign_puzzle) echo 60 ;; countdown) echo 110 ;; esac; }
 
 for t in "${task_list[@]}"; do task_prefix "$t" >/dev/null || die "--tasks: unknown task '$t' (sign_puzzle, countdown)"; done
 
