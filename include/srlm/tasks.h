@@ -114,6 +114,9 @@ srlm_status srlm_task_prompt_parse(const char *text, size_t len, srlm_task_puzzl
 int srlm_task_check(const srlm_task_puzzle *p, const char *answer, size_t len);
 /* The number of sign patterns (0..8) that reach p's target. */
 int srlm_task_count_solutions(const srlm_task_puzzle *p);
+/* Every correct answer of p (the references of judge.source bleu and of `srlm task prompts
+ * --reference`), in the sign order +++, ++-, ..., ---; returns how many (0..8). */
+int srlm_task_solutions(const srlm_task_puzzle *p, char out[8][SRLM_TASK_ANSWER_LEN + 1]);
 
 /* ---- judge format -------------------------------------------------------------- */
 
@@ -225,6 +228,7 @@ srlm_status srlm_task_judge_agreement(srlm_model *m, srlm_tokenizer *tok, int ma
  * back), so the driver keeps no task's puzzle type. A prompt that is not the task's is
  * wrong for check and gets an empty judge prompt. */
 #define SRLM_TASK_TEXT_MAX 192 /* any built-in task's prompt, judge prompt or judgment, in bytes */
+#define SRLM_TASK_MAX_REFS 8   /* reference answers of one instance, at most */
 
 typedef struct srlm_task_verdict {
   double expected;  /* sum_k k p_k, p = softmax of the logits of '1'..'5' at the score position */
@@ -240,6 +244,11 @@ typedef struct srlm_task_ops {
   /* The prompt of instance `index` of `split` (a function of seed, split, index);
    * returns its length. */
   size_t (*prompt)(uint64_t seed, srlm_task_split split, uint64_t index, char out[SRLM_TASK_TEXT_MAX + 1]);
+  /* The reference answers of instance `index` of `split` (rewards against references: BLEU):
+   * the sign puzzle every correct answer (srlm_task_solutions), Countdown the generator's
+   * solution; returns how many (0..SRLM_TASK_MAX_REFS). */
+  int (*references)(uint64_t seed, srlm_task_split split, uint64_t index,
+                    char refs[SRLM_TASK_MAX_REFS][SRLM_TASK_TEXT_MAX + 1]);
   /* The checker: 1 when `answer` (len bytes, may hold anything) is right for `prompt`. */
   int (*check)(const char *prompt, const char *answer, size_t len);
   /* The judge prompt for (prompt, candidate as written); returns its length. */

@@ -13,6 +13,8 @@
 /* Answer tokens the sign puzzle's greedy answer may take past its 7 (sign_eval.c's slack). */
 #define SIGN_ANSWER_SLACK 5
 
+_Static_assert(SRLM_TASK_MAX_REFS >= 8 && SRLM_TASK_ANSWER_LEN < SRLM_TASK_TEXT_MAX && SRLM_CD_ANSWER_MAX < SRLM_TASK_TEXT_MAX,
+               "the sign puzzle's up to 8 solutions and Countdown's solution fit the references");
 _Static_assert(SRLM_TASK_JUDGE_PROMPT_MAX <= SRLM_TASK_TEXT_MAX && SRLM_CD_JUDGE_PROMPT_MAX <= SRLM_TASK_TEXT_MAX &&
                    SRLM_CD_JUDGMENT_MAX <= SRLM_TASK_TEXT_MAX && SRLM_TASK_JUDGMENT_LEN + 32 <= SRLM_TASK_TEXT_MAX,
                "SRLM_TASK_TEXT_MAX holds every built-in task's texts");
@@ -24,6 +26,16 @@ static size_t sign_prompt(uint64_t seed, srlm_task_split split, uint64_t index, 
   srlm_task_puzzle_make(seed, split, index, &p);
   srlm_task_prompt(&p, out);
   return SRLM_TASK_PROMPT_LEN;
+}
+
+static int sign_references(uint64_t seed, srlm_task_split split, uint64_t index,
+                           char refs[SRLM_TASK_MAX_REFS][SRLM_TASK_TEXT_MAX + 1]) {
+  srlm_task_puzzle p;
+  srlm_task_puzzle_make(seed, split, index, &p);
+  char sol[8][SRLM_TASK_ANSWER_LEN + 1];
+  const int n = srlm_task_solutions(&p, sol);
+  for (int i = 0; i < n; i++) memcpy(refs[i], sol[i], sizeof sol[i]);
+  return n;
 }
 
 /* 1 with the puzzle of a prompt text; 0 (no error kept) when it is not one */
@@ -73,6 +85,7 @@ const srlm_task_ops srlm_task_sign_ops = {
     .name = "sign_puzzle",
     .answer_max_new = SRLM_TASK_ANSWER_LEN + SIGN_ANSWER_SLACK,
     .prompt = sign_prompt,
+    .references = sign_references,
     .check = sign_check,
     .judge_prompt = sign_judge_prompt,
     .judgment_parse = srlm_task_judgment_parse,
@@ -86,6 +99,14 @@ static size_t cd_prompt(uint64_t seed, srlm_task_split split, uint64_t index, ch
   srlm_cd_puzzle p;
   srlm_cd_puzzle_make(seed, split, index, &p);
   return srlm_cd_prompt(&p, out);
+}
+
+static int cd_references(uint64_t seed, srlm_task_split split, uint64_t index,
+                         char refs[SRLM_TASK_MAX_REFS][SRLM_TASK_TEXT_MAX + 1]) {
+  srlm_cd_puzzle p;
+  srlm_cd_puzzle_make(seed, split, index, &p);
+  memcpy(refs[0], p.solution, sizeof p.solution);
+  return 1;
 }
 
 static int cd_parse(const char *prompt, srlm_cd_puzzle *p) {
@@ -124,6 +145,7 @@ const srlm_task_ops srlm_cd_task_ops = {
     .name = "countdown",
     .answer_max_new = SRLM_CD_ANSWER_MAX + 2,
     .prompt = cd_prompt,
+    .references = cd_references,
     .check = cd_check,
     .judge_prompt = cd_judge_prompt,
     .judgment_parse = srlm_cd_judgment_parse,
