@@ -314,6 +314,16 @@ static void test_task_ops(void) {
     char ans[SRLM_TASK_ANSWER_LEN + 1];
     srlm_task_answer(&q, q.sign, ans);
     EXPECT(sg->check(t, ans, strlen(ans)) == 1, "sign puzzle: the drawn answer %s of %s", ans, t);
+    /* references: Countdown's the generator's solution, the sign puzzle's every correct answer */
+    char refs[SRLM_TASK_MAX_REFS][SRLM_TASK_TEXT_MAX + 1], sol[8][SRLM_TASK_ANSWER_LEN + 1];
+    EXPECT(cd->references(9, SRLM_TASK_SPLIT_EVAL, i, refs) == 1 && !strcmp(refs[0], p.solution),
+           "countdown references of %s: %s, want %s", want, refs[0], p.solution);
+    const int nr = sg->references(9, SRLM_TASK_SPLIT_TRAIN, i, refs), ns = srlm_task_solutions(&q, sol);
+    EXPECT(nr == ns && nr == srlm_task_count_solutions(&q) && nr >= 1, "sign references: %d, %d solutions", nr, ns);
+    for (int k = 0; k < nr && k < ns; k++) {
+      EXPECT_STR_EQ(refs[k], sol[k]);
+      EXPECT(sg->check(t, refs[k], strlen(refs[k])) == 1, "sign reference %s of %s", refs[k], t);
+    }
   }
   EXPECT(cd->check("C3,7,25,4T56A", "(25-4)*3-7", 10) == 1, "countdown check: right");
   EXPECT(cd->check("C3,7,25,4T56A", "25+25+6", 7) == 0, "countdown check: unknown number");
