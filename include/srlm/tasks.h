@@ -229,6 +229,7 @@ srlm_status srlm_task_judge_agreement(srlm_model *m, srlm_tokenizer *tok, int ma
  * wrong for check and gets an empty judge prompt. */
 #define SRLM_TASK_TEXT_MAX 192 /* any built-in task's prompt, judge prompt or judgment, in bytes */
 #define SRLM_TASK_MAX_REFS 8   /* reference answers of one instance, at most */
+#define SRLM_TASK_ANSWER_KEY_MAX 32 /* an answer key (answer_key) with its NUL */
 
 typedef struct srlm_task_verdict {
   double expected;  /* sum_k k p_k, p = softmax of the logits of '1'..'5' at the score position */
@@ -253,6 +254,14 @@ typedef struct srlm_task_ops {
   int (*check)(const char *prompt, const char *answer, size_t len);
   /* The judge prompt for (prompt, candidate as written); returns its length. */
   size_t (*judge_prompt)(const char *prompt, const char *cand, size_t len, char out[SRLM_TASK_TEXT_MAX + 1]);
+  /* ScPO's vote: the final answer of `text` (an answer that stopped at EOS, len bytes) in
+   * the task's canonical form, written to key (NUL-terminated); 0 when it has none. The
+   * sign puzzle: the answer as the checker reads it (one trailing EOS text removed) when
+   * it has the answer's form (4 digits with + or - between them; other digits than the
+   * prompt's make a wrong answer, still an answer); Countdown: the exact value of an
+   * expression the checker parses with allowed numbers (right or wrong value; malformed
+   * expressions or misused numbers have none). */
+  int (*answer_key)(const char *prompt, const char *text, size_t len, char key[SRLM_TASK_ANSWER_KEY_MAX]);
   /* 1 and *score (1..5) when text parses as a judgment of the task's format, else 0. */
   int (*judgment_parse)(const char *text, size_t len, int *score);
   /* 1 when text parses as a judgment (srlm_shard_judge_health_add's format_ok). */

@@ -118,6 +118,20 @@ srlm_status sr_response_text(const sr_rollout *r, const srlm_shard *s, int64_t r
   return srlm_tokenizer_decode(r->tok, s->response_ids + a, (size_t)(b - a), text, len);
 }
 
+int sr_answer_key(const sr_rollout *r, const srlm_shard *s, int64_t row, const char *text, size_t len,
+                  char key[SR_ANSWER_KEY_MAX]) {
+  if (!(s->flags[row] & SRLM_SHARD_F_EOS)) return 0; /* cut off: no final answer */
+  const int64_t pr = s->response_prompt[row];
+  if (!r->prompts) { /* the built-in task's rule */
+    char q[SRLM_TASK_TEXT_MAX + 1];
+    sr_task_prompt(r, s, pr, q);
+    return r->task->answer_key(q, text, len, key);
+  }
+  if (r->cfg->data.checker != SRLM_CFG_CHECKER_COUNTDOWN) return 0;
+  /* Countdown prompt files: the built-in Countdown's rule on the prompt's text */
+  return srlm_cd_task_ops.answer_key(r->prompts->instruction[s->prompt_index[pr]], text, len, key);
+}
+
 srlm_status sr_prompt_check(const srlm_config *cfg, const char *instruction, const char *answer, size_t len, int *ok) {
   *ok = 0;
   if (cfg->data.checker != SRLM_CFG_CHECKER_COUNTDOWN)
@@ -280,6 +294,11 @@ void sr_judge_health(const sr_rollout *r, const srlm_shard *s, srlm_shard_judge_
 }
 
 srlm_status sr_judge_shard(const sr_rollout *r, srlm_shard *s, sr_judge_counts *jc) {
+  if (r->cfg->judge.source == SRLM_CFG_SOURCE_NONE) { /* no judge: the pairs come from votes or the implicit reward */
+    jc->responses += s->n_responses;
+    jc->unscored += s->n_responses;
+    return srlm_shard_set_judgments_per_response(s, 0);
+  }
   if (r->prompts) return judge_text(r, s, jc);
   const srlm_config *cfg = r->cfg;
   const int64_t R = s->n_responses;

@@ -92,6 +92,16 @@ void sr_judge_health(const sr_rollout *r, const srlm_shard *s, srlm_shard_judge_
  * when the prompt is not one the checker reads; SRLM_ERR_CONFIG without a checker. */
 srlm_status sr_prompt_check(const srlm_config *cfg, const char *instruction, const char *answer, size_t len, int *ok);
 
+/* ScPO's final answer of response `row` (text/len: sr_response_text's) in its task's
+ * canonical form, written to key (NUL-terminated); returns 0 when it has none (no vote).
+ * Only samples that stopped at EOS answer. A built-in task: its answer_key (tasks.h: the
+ * sign puzzle's answer text in the answer's form, Countdown's exact value); a prompt set
+ * with data.checker countdown: Countdown's answer_key on the prompt's text; other prompt
+ * sets: none. */
+#define SR_ANSWER_KEY_MAX SRLM_TASK_ANSWER_KEY_MAX
+int sr_answer_key(const sr_rollout *r, const srlm_shard *s, int64_t row, const char *text, size_t len,
+                  char key[SR_ANSWER_KEY_MAX]);
+
 /* The built-in task's prompt text of a shard's prompt row; returns its length. */
 size_t sr_task_prompt(const sr_rollout *r, const srlm_shard *s, int64_t prompt_row, char out[SRLM_TASK_TEXT_MAX + 1]);
 

@@ -386,6 +386,7 @@ static srlm_status finish_iteration(sr_ctx *c, int t, srlm_timer *iter_tm) {
     json_object_set_new(o, "groups_all_equal", json_integer(row->groups_all_equal));
     json_object_set_new(o, "groups_dropped", json_integer(row->groups_dropped));
   }
+  sr_consist_report(cfg, row, o);
   if (c->ro.refill_cap > 0) { /* DAPO's refill */
     json_object_set_new(o, "groups_refilled", json_integer(row->groups_refilled));
     json_object_set_new(o, "groups_surplus", json_integer(row->groups_surplus));
@@ -652,7 +653,7 @@ static srlm_status run_from(sr_ctx *c, int start, bool colocated, bool learner) 
     }
     if (st == SRLM_OK && learner) srlm_comm_phase(comm, "learning of iteration %d", t);
     if (st == SRLM_OK && learner) st = sr_learn(c, t, sh, stale, &rows[t]);
-    for (int64_t i = 0; sh && i < c->ro.shards; i++) srlm_shard_free(&sh[i]);
+    for (int64_t i = 0; sh && i < c->ro.shards_max; i++) srlm_shard_free(&sh[i]);
     free(sh);
     SRLM_TRY(st);
     if (!colocated && learner) { /* the generators' and judges' last vote of this iteration */
@@ -693,6 +694,7 @@ srlm_status srlm_selfreward_run(const srlm_sr_inputs *in, srlm_sr_iteration *row
                       "tokens); a prompt set's judgments are parsed with judge.score_regex (judge.mode: regex)");
   const char *src_name = srlm_config_enum_name("judge.source", (int)cfg->judge.source);
   if (!task && cfg->judge.source != SRLM_CFG_SOURCE_MODEL && cfg->judge.source != SRLM_CFG_SOURCE_BLEU &&
+      cfg->judge.source != SRLM_CFG_SOURCE_NONE &&
       cfg->data.checker == SRLM_CFG_CHECKER_NONE)
     return srlm_error(SRLM_ERR_CONFIG, "judge.source", "%s needs a checker: a built-in task (task.name) or a prompt "
                       "set's data.checker", src_name);
@@ -740,7 +742,7 @@ srlm_status srlm_selfreward_run(const srlm_sr_inputs *in, srlm_sr_iteration *row
   for (int t = 0; t <= cfg->run.iterations; t++) /* NaN: not evaluated (eval.every) or no checker */
     rows[t].accuracy = rows[t].sample_accuracy = rows[t].judge_agreement = rows[t].eval_score =
         rows[t].pair_accuracy = rows[t].mean_score = rows[t].sar_mean = rows[t].bleu_mean = rows[t].verifier_right =
-            rows[t].mean_response_tokens = NAN;
+            rows[t].pair_weight_mean = rows[t].consistency_mean = rows[t].length_alpha = rows[t].mean_response_tokens = NAN;
   c.yaml = srlm_config_to_yaml(cfg, 0);
   c.learn_steps = srlm_xcalloc((size_t)cfg->run.iterations + 1, sizeof *c.learn_steps);
   srlm_checkpoint ck = {0};

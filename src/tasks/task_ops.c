@@ -56,6 +56,20 @@ static size_t sign_judge_prompt(const char *prompt, const char *cand, size_t len
   return sign_parse(prompt, &p) ? srlm_task_judge_prompt(&p, cand, len, out) : 0;
 }
 
+static int sign_answer_key(const char *prompt, const char *text, size_t len, char key[SRLM_TASK_ANSWER_KEY_MAX]) {
+  (void)prompt;
+  const size_t eos = strlen(SRLM_TASK_EOS_TEXT);
+  if (len == SRLM_TASK_ANSWER_LEN + eos && memcmp(text + SRLM_TASK_ANSWER_LEN, SRLM_TASK_EOS_TEXT, eos) == 0)
+    len = SRLM_TASK_ANSWER_LEN;
+  if (len != SRLM_TASK_ANSWER_LEN) return 0;
+  for (int i = 0; i < 4; i++)
+    if (text[2 * i] < '0' || text[2 * i] > '9' || (i < 3 && text[2 * i + 1] != '+' && text[2 * i + 1] != '-'))
+      return 0;
+  memcpy(key, text, len);
+  key[len] = 0;
+  return 1;
+}
+
 static int sign_judgment_ok(const char *text, size_t len) {
   int score;
   return srlm_task_judgment_parse(text, len, &score);
@@ -87,6 +101,7 @@ const srlm_task_ops srlm_task_sign_ops = {
     .prompt = sign_prompt,
     .references = sign_references,
     .check = sign_check,
+    .answer_key = sign_answer_key,
     .judge_prompt = sign_judge_prompt,
     .judgment_parse = srlm_task_judgment_parse,
     .judgment_ok = sign_judgment_ok,
@@ -126,6 +141,16 @@ static size_t cd_judge_prompt(const char *prompt, const char *cand, size_t len, 
   return cd_parse(prompt, &p) ? srlm_cd_judge_prompt(&p, cand, len, out) : 0;
 }
 
+static int cd_answer_key(const char *prompt, const char *text, size_t len, char key[SRLM_TASK_ANSWER_KEY_MAX]) {
+  srlm_cd_puzzle p;
+  if (!cd_parse(prompt, &p)) return 0;
+  int64_t value = 0;
+  const srlm_cd_verdict v = srlm_cd_check(&p, text, len, &value);
+  if (v != SRLM_CD_OK && v != SRLM_CD_WRONG_VALUE) return 0;
+  snprintf(key, SRLM_TASK_ANSWER_KEY_MAX, "%lld", (long long)value);
+  return 1;
+}
+
 static int cd_judgment_ok(const char *text, size_t len) {
   int score;
   return srlm_cd_judgment_parse(text, len, &score);
@@ -147,6 +172,7 @@ const srlm_task_ops srlm_cd_task_ops = {
     .prompt = cd_prompt,
     .references = cd_references,
     .check = cd_check,
+    .answer_key = cd_answer_key,
     .judge_prompt = cd_judge_prompt,
     .judgment_parse = srlm_cd_judgment_parse,
     .judgment_ok = cd_judgment_ok,

@@ -2050,7 +2050,7 @@ static void expect_g_zero_off(tctx *t, const tens *g, const char *covered) {
 
 typedef struct pref_io {
   srlm_pref_loss_params p;
-  tens *g, *out, *logp, *start, *len, *rc, *rr;
+  tens *g, *out, *logp, *start, *len, *rc, *rr, *w, *eps;
 } pref_io;
 
 static srlm_status pref_launch(srlm_backend *be, void *vp) {
@@ -2058,6 +2058,7 @@ static srlm_status pref_launch(srlm_backend *be, void *vp) {
   srlm_pref_loss_params p = io->p;
   p.g = D(io->g), p.pair_out = D(io->out), p.logp = D(io->logp), p.resp_start = D(io->start);
   p.resp_len = D(io->len), p.ref_chosen = D(io->rc), p.ref_rejected = D(io->rr);
+  p.pair_weight = D(io->w), p.pair_label = D(io->eps);
   return SRLM_OP(be, pref_loss, p);
 }
 
@@ -2067,36 +2068,44 @@ static srlm_status pref_launch(srlm_backend *be, void *vp) {
  * exp/log1p) is a few double ulps of the terms' magnitude: the floor is 16 of them. g is
  * the coefficient rounded once to fp32, 0 off the responses (over NaN). */
 static void case_pref_loss(tctx *t) {
-  static const struct { int64_t n, max_len; int kind, ref; double beta, ls, gamma, nll; } S[] = {
-      {0, 5, SRLM_PREF_DPO, 1, 0.1, 0, 0, 0},       {1, 1, SRLM_PREF_SFT, 0, 0, 0, 0, 0},
-      {3, 40, SRLM_PREF_DPO, 1, 0.1, 0, 0, 0},      {3, 40, SRLM_PREF_DPO, 1, 0.5, 0.2, 0, 1.0},
-      {4, 300, SRLM_PREF_IPO, 1, 0.3, 0, 0, 0},     {5, 17, SRLM_PREF_SIMPO, 0, 2.0, 0, 0.5, 0},
-      {2, 200, SRLM_PREF_SIMPO, 1, 2.5, 0, 1.0, 0.3},
+  /* soft: per-pair weights (1: and DPO's soft labels) */
+  static const struct { int64_t n, max_len; int kind, ref; double beta, ls, gamma, nll; int soft; } S[] = {
+      {0, 5, SRLM_PREF_DPO, 1, 0.1, 0, 0, 0, 0},       {1, 1, SRLM_PREF_SFT, 0, 0, 0, 0, 0, 0},
+      {3, 40, SRLM_PREF_DPO, 1, 0.1, 0, 0, 0, 0},      {3, 40, SRLM_PREF_DPO, 1, 0.5, 0.2, 0, 1.0, 0},
+      {4, 300, SRLM_PREF_IPO, 1, 0.3, 0, 0, 0, 0},     {5, 17, SRLM_PREF_SIMPO, 0, 2.0, 0, 0.5, 0, 0},
+      {2, 200, SRLM_PREF_SIMPO, 1, 2.5, 0, 1.0, 0.3, 0},
+      {5, 60, SRLM_PREF_DPO, 1, 0.5, 0, 0, 1.0, 1},    {3, 30, SRLM_PREF_IPO, 1, 0.4, 0, 0, 0.5, 1},
   };
   if (t->dtype_pass > 0) return; /* no dtype: run with the first one only */
   for (size_t k = 0; k < NELEM(S); k++) {
     const int64_t n = S[k].n, norm = n + 2;
-    shape_begin(t, (int)k, "pairs=%lld kind %d%s beta %g ls %g gamma %g nll %g", (long long)n, S[k].kind,
-                S[k].ref ? " ref" : "", S[k].beta, S[k].ls, S[k].gamma, S[k].nll);
+    shape_begin(t, (int)k, "pairs=%lld kind %d%s beta %g ls %g gamma %g nll %g%s", (long long)n, S[k].kind,
+                S[k].ref ? " ref" : "", S[k].beta, S[k].ls, S[k].gamma, S[k].nll,
+                S[k].soft ? " per-pair weights/labels" : "");
     tens *start = T_in(t, "resp_start", E_I32, 2 * n), *len = T_in(t, "resp_len", E_I32, 2 * n);
     int64_t T;
     tens *logp = packed_logp(t, 2 * n, S[k].max_len, start, len, &T);
     tens *rc = S[k].ref ? T_in(t, "ref_chosen", E_F64, n) : NULL;
     tens *rr = S[k].ref ? T_in(t, "ref_rejected", E_F64, n) : NULL;
     if (rc) rnd(t, rc, -200, -1), rnd(t, rr, -200, -1);
+    tens *w = S[k].soft ? T_in(t, "pair_weight", E_F64, n) : NULL;
+    tens *eps = S[k].soft && S[k].kind == SRLM_PREF_DPO ? T_in(t, "pair_label", E_F64, n) : NULL;
+    if (w) rnd(t, w, 0, 3);
+    if (eps) rnd(t, eps, 0, 1);
     tens *g = T_out(t, "g", E_F32, T), *out = T_out(t, "pair_out", E_F64, n * SRLM_PREF_OUT_COUNT);
     for (int64_t i = 0; i < out->n; i++) F64(out)[i] = NAN; /* overwritten */
     pref_io io = {{.n = n, .T = T, .kind = S[k].kind, .beta = S[k].beta, .label_smoothing = S[k].ls,
                    .simpo_gamma = S[k].gamma, .nll_weight = S[k].nll, .norm = norm},
-                  g, out, logp, start, len, rc, rr};
-    if (EXEC(t, pref_launch, &io, logp, start, len, rc, rr, g, out)) {
-      const srlm_pref_math m = {.kind = S[k].kind, .beta = S[k].beta, .label_smoothing = S[k].ls,
+                  g, out, logp, start, len, rc, rr, w, eps};
+    if (EXEC(t, pref_launch, &io, logp, start, len, rc, rr, w, eps, g, out)) {
+      const srlm_pref_math m = {.kind = S[k].kind, .beta = S[k].beta,
                                 .simpo_gamma = S[k].gamma, .nll_weight = S[k].nll, .inv_norm = 1.0 / (double)norm};
       double *ref = dz(t, out->n), *nv = dz(t, out->n), *gref = dz(t, T), mag = 0;
       float *gnv = fz(t, T);
       char *covered = scratch(t, (size_t)T);
       for (int64_t i = 0; i < n; i++) {
-        srlm_pref_pair_in x = {.len_chosen = I32(len)[2 * i], .len_rejected = I32(len)[2 * i + 1], .has_ref = S[k].ref};
+        srlm_pref_pair_in x = {.len_chosen = I32(len)[2 * i], .len_rejected = I32(len)[2 * i + 1], .has_ref = S[k].ref,
+                               .weight = w ? F64(w)[i] : 1.0, .label_smoothing = eps ? F64(eps)[i] : S[k].ls};
         srlm_pref_pair_in xn = x;
         double mc, mr;
         x.logp_chosen = exact_sum(logp->f, I32(start)[2 * i], I32(len)[2 * i], &xn.logp_chosen, &mc);
@@ -2110,7 +2119,7 @@ static void case_pref_loss(tctx *t) {
         memcpy(ref + i * SRLM_PREF_OUT_COUNT, row, sizeof row);
         memcpy(nv + i * SRLM_PREF_OUT_COUNT, nrow, sizeof nrow);
         const double refs = S[k].ref ? fabs(F64(rc)[i]) + fabs(F64(rr)[i]) : 0;
-        mag = fmax(mag, (1 + S[k].beta) * (1 + S[k].nll) * (1 + S[k].gamma + mc + mr + refs));
+        mag = fmax(mag, (1 + S[k].beta) * (1 + S[k].nll) * (1 + S[k].gamma + mc + mr + refs) * (w ? 3 : 1));
         for (int a = 0; a < 2; a++)
           for (int32_t j = I32(start)[2 * i + a]; j < I32(start)[2 * i + a] + I32(len)[2 * i + a]; j++) {
             gref[j] = a ? r.coef_rejected : r.coef_chosen;
@@ -2124,7 +2133,7 @@ static void case_pref_loss(tctx *t) {
     }
     if (n >= 2) { /* pair 1's rejected answer runs past the batch */
       I32(len)[3] = (int32_t)(T - I32(start)[3] + 1);
-      DATA_ERROR(t, "pair 1", pref_launch, &io, logp, start, len, rc, rr, g, out);
+      DATA_ERROR(t, "pair 1", pref_launch, &io, logp, start, len, rc, rr, w, eps, g, out);
     }
     shape_end(t);
   }

@@ -340,6 +340,16 @@ static void test_task_ops(void) {
   EXPECT(cd->judgment_ok("25-4=21;", 8) == 0 && cd->judgment_ok("+09+16+155", 10) == 0, "countdown: no score");
   EXPECT(sg->judgment_parse("+09+16+155", 10, &score) == 1 && score == 5, "sign judgment");
   EXPECT(sg->judgment_ok("25-4=21;5", 9) == 0, "sign: a countdown judgment");
+  char key[SRLM_TASK_ANSWER_KEY_MAX];
+  EXPECT(cd->answer_key("C3,7,25,4T56A", "(25-4)*3-7", 10, key) == 1 && !strcmp(key, "56"), "countdown key: %s", key);
+  EXPECT(cd->answer_key("C3,7,25,4T56A", "3+7", 3, key) == 1 && !strcmp(key, "10"), "countdown key of a wrong value");
+  EXPECT(cd->answer_key("C3,7,25,4T56A", "25+25", 5, key) == 0 && cd->answer_key("C3,7,25,4T56A", "3+", 2, key) == 0,
+         "countdown: reused number or malformed: no key");
+  EXPECT(sg->answer_key("Q6371T+15A", "6+3+7-1", 7, key) == 1 && !strcmp(key, "6+3+7-1"), "sign key: %s", key);
+  EXPECT(sg->answer_key("Q6371T+15A", "6+3+7-1<|endoftext|>", 20, key) == 1 && !strcmp(key, "6+3+7-1"),
+         "sign key with the EOS text: %s", key);
+  EXPECT(sg->answer_key("Q6371T+15A", "6+3+7", 5, key) == 0 && sg->answer_key("Q6371T+15A", "6*3+7-1", 7, key) == 0,
+         "sign: no key without the answer's form");
   EXPECT(cd->answer_max_new == SRLM_CD_ANSWER_MAX + 2 && sg->answer_max_new == SRLM_TASK_ANSWER_LEN + 5,
          "answer lengths");
 }
