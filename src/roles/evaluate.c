@@ -12,7 +12,6 @@
 #include "srlm/selfreward.h"
 #include "srlm/tasks.h"
 
-#define SR_MAX_BATCH 64
 
 /* eval.best_of: N samples for each of the n eval prompts (prompt i's ids are
  * ids[off[i] .. off[i+1]); a task's eval prompt texts p, or the eval prompt set ep), scored by
@@ -40,17 +39,7 @@ static srlm_status best_of_accuracy(sr_ctx *c, int t, int n, const int32_t *ids,
       req[i * N + k] = (srlm_gen_request){ids + off[i], off[i + 1] - off[i],
                                           ((uint64_t)SRLM_SR_RNG_BEST_OF << 48) | ((uint64_t)t << 32) |
                                               (uint64_t)(i * N + k)};
-  srlm_generate_params gp = srlm_generate_params_default();
-  gp.sampler.temperature = (float)cfg->generate.temperature;
-  gp.sampler.top_p = (float)cfg->generate.top_p;
-  gp.sampler.top_k = cfg->generate.top_k;
-  gp.sampler.min_p = (float)cfg->generate.min_p;
-  gp.sampler.seed = (uint64_t)cfg->run.seed;
-  gp.max_new_tokens = cfg->generate.max_new_tokens;
-  gp.max_batch = SR_MAX_BATCH;
-  gp.eos_ids = c->ro.stops;
-  gp.n_eos = c->ro.n_stops;
-  gp.tok = c->ro.tok;
+  srlm_generate_params gp = sr_sample_params(&c->ro);
   srlm_status st = srlm_generate(c->ro.m, &gp, n * N, req, res, NULL);
   srlm_shard sh;
   srlm_shard_init(&sh, t, t, 0);

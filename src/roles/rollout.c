@@ -13,7 +13,6 @@
 #include "srlm/selfreward.h"
 #include "srlm/tasks.h"
 
-#define SR_MAX_BATCH 64
 
 void sr_shard_range(const sr_rollout *r, int64_t s, int64_t *lo, int64_t *hi) {
   int64_t per = r->cfg->roles.shard_prompts;
@@ -46,6 +45,22 @@ size_t sr_task_prompt(const sr_rollout *r, const srlm_shard *s, int64_t prompt_r
   return r->task->prompt((uint64_t)r->cfg->run.seed, r->split, (uint64_t)s->prompt_index[prompt_row], out);
 }
 
+srlm_generate_params sr_sample_params(const sr_rollout *r) {
+  const srlm_config *cfg = r->cfg;
+  srlm_generate_params gp = srlm_generate_params_default();
+  gp.sampler.temperature = (float)cfg->generate.temperature;
+  gp.sampler.top_p = (float)cfg->generate.top_p;
+  gp.sampler.top_k = cfg->generate.top_k;
+  gp.sampler.min_p = (float)cfg->generate.min_p;
+  gp.sampler.seed = (uint64_t)cfg->run.seed;
+  gp.max_new_tokens = cfg->generate.max_new_tokens;
+  gp.max_batch = SR_MAX_BATCH;
+  gp.eos_ids = r->stops;
+  gp.n_eos = r->n_stops;
+  gp.tok = r->tok;
+  return gp;
+}
+
 srlm_status sr_generate_shard(const sr_rollout *r, int t, int64_t s, int64_t version, srlm_shard *out,
                               int64_t *new_tokens) {
   const srlm_config *cfg = r->cfg;
@@ -76,17 +91,7 @@ srlm_status sr_generate_shard(const sr_rollout *r, int t, int64_t s, int64_t ver
       req[(i - lo) * K + k] = (srlm_gen_request){ids.ids + off[i - lo], off[i - lo + 1] - off[i - lo],
                                                  sample_key(r, t, i, k)};
   srlm_gen_result *res = srlm_xcalloc((size_t)N + 1, sizeof *res);
-  srlm_generate_params gp = srlm_generate_params_default();
-  gp.sampler.temperature = (float)cfg->generate.temperature;
-  gp.sampler.top_p = (float)cfg->generate.top_p;
-  gp.sampler.top_k = cfg->generate.top_k;
-  gp.sampler.min_p = (float)cfg->generate.min_p;
-  gp.sampler.seed = (uint64_t)cfg->run.seed;
-  gp.max_new_tokens = cfg->generate.max_new_tokens;
-  gp.max_batch = SR_MAX_BATCH;
-  gp.eos_ids = r->stops;
-  gp.n_eos = r->n_stops;
-  gp.tok = r->tok;
+  srlm_generate_params gp = sr_sample_params(r);
   srlm_generate_stats gs = {0};
   if (st == SRLM_OK && N > 0) st = srlm_generate(r->m, &gp, (int)N, req, res, &gs);
   for (int64_t i = lo; i < hi && st == SRLM_OK; i++) {

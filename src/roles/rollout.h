@@ -24,6 +24,7 @@
 #define SRLM_ROLES_ROLLOUT_H
 
 #include "srlm/config.h"
+#include "srlm/generate.h"
 #include "srlm/llm_judge.h"
 #include "srlm/prompts.h"
 #include "srlm/model.h"
@@ -64,6 +65,13 @@ void sr_shard_range(const sr_rollout *r, int64_t s, int64_t *lo, int64_t *hi);
 static inline int sr_source_has_model(srlm_cfg_judge_source src) {
   return src == SRLM_CFG_SOURCE_MODEL || src == SRLM_CFG_SOURCE_MIX;
 }
+
+/* Sequences decoded together by the roles' generation, judging and evaluation. */
+#define SR_MAX_BATCH 64
+
+/* The generators' sampling from the config (generate.*, run.seed), batches of SR_MAX_BATCH,
+ * stopping at r's stops: what sr_generate_shard and the eval's best-of-N samples use. */
+srlm_generate_params sr_sample_params(const sr_rollout *r);
 
 /* Generates shard s of iteration t with the weights of policy version `version` into a
  * new shard (free with srlm_shard_free). *new_tokens (may be NULL) counts tokens. */
