@@ -86,7 +86,8 @@ typedef enum srlm_cfg_loss {
 
 typedef enum srlm_cfg_task {
   SRLM_CFG_TASK_NONE = 0,   /* prompts from data.prompts */
-  SRLM_CFG_TASK_SIGN_PUZZLE /* the built-in sign puzzle (src/tasks): prompts, judge, checker */
+  SRLM_CFG_TASK_SIGN_PUZZLE, /* the built-in sign puzzle (src/tasks): prompts, judge, checker */
+  SRLM_CFG_TASK_COUNTDOWN    /* the built-in Countdown (countdown.h), the same way */
 } srlm_cfg_task;
 
 typedef enum srlm_cfg_overflow {

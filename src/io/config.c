@@ -1151,6 +1151,10 @@ srlm_status srlm_config_validate(const srlm_config *cfg) {
   if (cfg->meta.enabled && cfg->task.name != SRLM_CFG_TASK_NONE && cfg->judge.mode == SRLM_CFG_JUDGE_EXPECTED)
     return srlm_error(SRLM_ERR_CONFIG, "judge.mode", "expected: Meta-Rewarding samples judge.samples judgments and "
                       "averages their score digits (judge.mode regex)");
+  if (cfg->meta.enabled && cfg->task.name == SRLM_CFG_TASK_COUNTDOWN)
+    return srlm_error(SRLM_ERR_CONFIG, "meta.enabled", "the built-in Countdown task has no meta-judge format of its "
+                      "own; run Meta-Rewarding on Countdown as a prompt set with the text meta-judge "
+                      "(configs/methods/countdown-meta-rewarding.yaml)");
   if (cfg->meta.enabled && cfg->judge.samples < 2)
     return srlm_error(SRLM_ERR_CONFIG, "judge.samples", "%d: the meta-judge compares judgments of one answer, at "
                       "least 2", cfg->judge.samples);

@@ -48,7 +48,7 @@ static const char *const k_backends[] = {"cpu", "cuda", "cuda-sim", NULL};
 static const char *const k_chat_formats[] = {"auto", "llama3", "chatml", "qwen3", "none", NULL};
 static const char *const k_judge_modes[] = {"regex", "expected", NULL};
 static const char *const k_losses[] = {"dpo", "ipo", "grpo", "sft", NULL};
-static const char *const k_tasks[] = {"none", "sign_puzzle", NULL};
+static const char *const k_tasks[] = {"none", "sign_puzzle", "countdown", NULL};
 static const char *const k_overflows[] = {"truncate", "drop", NULL};
 static const char *const k_judge_sources[] = {"model", "verifier", "mix", "sar", "bleu", "none", NULL};
 static const char *const k_bleu_tokenizes[] = {"words", "chars", NULL};
@@ -111,7 +111,7 @@ static const srlm_config_option k_options[] = {
     OPT_INT(roles.shard_prompts, 32, 1, 1 << 20, "prompts per rollout shard (the unit of work sent from generators to judges to learners)"),
     OPT_INT(roles.threads, 0, 0, 4096, "OpenMP threads per rank; 0 = the OpenMP default (OMP_NUM_THREADS)"),
 
-    OPT_ENUM(task.name, k_tasks, "none", "built-in task giving prompts, judge format and checker; none = data.prompts"),
+    OPT_ENUM(task.name, k_tasks, "none", "built-in task giving prompts, judge format and checker (sign_puzzle, countdown: fresh seeded puzzles each iteration, held-out eval split); none = data.prompts"),
     OPT_INT(task.prompts_per_iteration, 4000, 1, 1 << 24, "fresh task prompts generated and judged per iteration"),
     OPT_INT(task.eval_prompts, 1000, 0, 1 << 24, "held-out task prompts evaluated after every model; 0 = no evaluation"),
 

@@ -389,17 +389,16 @@ static srlm_status build_replay(sr_ctx *c, const srlm_shard *sh, replay_buf *rb)
     for (int64_t j = 0; j < s->n_responses && st == SRLM_OK && (taken[0] < cap || taken[1] < cap); j++) {
       const char *judgment = s->judgment_text + s->judgment_text_offsets[j * s->judgments_per_response];
       int score;
-      if (!srlm_task_judgment_parse(judgment, strlen(judgment), &score)) continue;
+      if (!c->ro.task->judgment_parse(judgment, strlen(judgment), &score)) continue;
       int v = score >= 3;
       if (taken[v] >= cap) continue;
       char *cand = NULL;
       size_t cl = 0;
       st = sr_response_text(&c->ro, s, j, &cand, &cl);
       if (st != SRLM_OK) break;
-      srlm_task_puzzle p;
-      sr_puzzle_of(&c->ro, s, s->response_prompt[j], &p);
-      char jp[SRLM_TASK_JUDGE_PROMPT_MAX + 1];
-      size_t jl = srlm_task_judge_prompt(&p, cand, cl, jp);
+      char q[SRLM_TASK_TEXT_MAX + 1], jp[SRLM_TASK_TEXT_MAX + 1];
+      sr_task_prompt(&c->ro, s, s->response_prompt[j], q);
+      size_t jl = c->ro.task->judge_prompt(q, cand, cl, jp);
       free(cand);
       srlm_token_ids_clear(&prompt);
       srlm_token_ids_clear(&target);
@@ -530,7 +529,7 @@ srlm_status sr_learn(sr_ctx *c, int t, srlm_shard *sh, int64_t stale, srlm_sr_it
   char **texts = srlm_xcalloc((size_t)c->ro.K, sizeof *texts);
   srlm_status st = SRLM_OK;
   double score_sum = 0, terms[3] = {0, 0, 0}; /* reward_terms */
-  int64_t scored = 0, samples = 0;
+  int64_t scored = 0, samples = 0, response_tokens = 0;
   srlm_shard_judge_health health = {0};
   /* issue 11: where the pair scores come from and what each pair carries (consist.h) */
   const int votes = !grpo && cfg->pairs.source == SRLM_CFG_PAIRS_VOTES;
@@ -557,6 +556,7 @@ srlm_status sr_learn(sr_ctx *c, int t, srlm_shard *sh, int64_t stale, srlm_sr_it
   for (int64_t i = 0; i < c->ro.shards_max && st == SRLM_OK; i++) {
     const srlm_shard *s = &sh[i];
     samples += s->n_responses;
+    if (s->n_responses) response_tokens += s->response_offsets[s->n_responses] - s->response_offsets[0];
     prompts += s->n_prompts;
     sr_judge_health(&c->ro, s, &health);
     reward_terms(cfg, s, terms);
@@ -648,10 +648,10 @@ srlm_status sr_learn(sr_ctx *c, int t, srlm_shard *sh, int64_t stale, srlm_sr_it
         np++;
         /* reported only: how often the judge's pair is right by the checker */
         if (!c->ro.prompts) {
-          srlm_task_puzzle pz;
-          sr_puzzle_of(&c->ro, s, pr, &pz);
-          pair_ok += srlm_task_check(&pz, texts[p.chosen], strlen(texts[p.chosen])) &&
-                     !srlm_task_check(&pz, texts[p.rejected], strlen(texts[p.rejected]));
+          char q[SRLM_TASK_TEXT_MAX + 1];
+          sr_task_prompt(&c->ro, s, pr, q);
+          pair_ok += c->ro.task->check(q, texts[p.chosen], strlen(texts[p.chosen])) &&
+                     !c->ro.task->check(q, texts[p.rejected], strlen(texts[p.rejected]));
         }
       }
       for (int q = 0; q < k; q++) {
@@ -721,6 +721,7 @@ srlm_status sr_learn(sr_ctx *c, int t, srlm_shard *sh, int64_t stale, srlm_sr_it
   replay_buf rb = {0};
   if (st == SRLM_OK && !grpo) st = build_replay(c, sh, &rb); /* the GRPO trainer has no replay term */
   row->samples = samples;
+  row->mean_response_tokens = samples ? (double)response_tokens / (double)samples : NAN;
   row->groups_all_equal = equal_groups;
   row->groups_dropped = dropped_groups;
   row->groups_refilled = refilled;

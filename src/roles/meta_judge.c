@@ -38,13 +38,13 @@ static const char *judgment_text(const srlm_shard *s, int64_t row, int j) {
 
 /* The checker's view of a task judgment (reported only): 2 for the right verdict, +1 for
  * the reference rationale. */
-static int judgment_quality(const srlm_task_puzzle *p, const char *cand, const char *judgment) {
+static int judgment_quality(const srlm_task_ops *t, const char *prompt, const char *cand, const char *judgment) {
   int score = 0;
-  if (!srlm_task_judgment_parse(judgment, strlen(judgment), &score)) return -1;
-  char ref[SRLM_TASK_RATIONALE_LEN + 1];
-  srlm_task_rationale(cand, strlen(cand), ref);
-  const int right = (score >= 3) == srlm_task_check(p, cand, strlen(cand));
-  return 2 * right + !memcmp(judgment, ref, SRLM_TASK_RATIONALE_LEN);
+  if (!t->judgment_parse(judgment, strlen(judgment), &score)) return -1;
+  char ref[SRLM_TASK_TEXT_MAX + 1];
+  const size_t rl = t->reference_judgment(prompt, cand, strlen(cand), ref); /* rationale + score digit */
+  const int right = (score >= 3) == t->check(prompt, cand, strlen(cand));
+  return 2 * right + (rl > 0 && strlen(judgment) >= rl - 1 && !memcmp(judgment, ref, rl - 1));
 }
 
 /* Appends a judge pair's tokens to mj->store: the judge prompt and the two judgments. */
@@ -57,10 +57,9 @@ static srlm_status add_pair(const sr_rollout *ro, const srlm_shard *s, int64_t p
     const char *instr = ro->prompts->instruction[s->prompt_index[pr]];
     SRLM_TRY(srlm_llm_judge_encode(ro->llm, instr, cand, &mj->store, NULL));
   } else {
-    srlm_task_puzzle p;
-    char jp[SRLM_TASK_JUDGE_PROMPT_MAX + 1];
-    sr_puzzle_of(ro, s, pr, &p);
-    SRLM_TRY(srlm_tokenizer_encode(ro->tok, jp, srlm_task_judge_prompt(&p, cand, strlen(cand), jp), &mj->store));
+    char q[SRLM_TASK_TEXT_MAX + 1], jp[SRLM_TASK_TEXT_MAX + 1];
+    sr_task_prompt(ro, s, pr, q);
+    SRLM_TRY(srlm_tokenizer_encode(ro->tok, jp, ro->task->judge_prompt(q, cand, strlen(cand), jp), &mj->store));
   }
   span[1] = (int64_t)mj->store.n - span[0];
   const int which[2] = {c, r};
@@ -70,8 +69,10 @@ static srlm_status add_pair(const sr_rollout *ro, const srlm_shard *s, int64_t p
       const int64_t i = row * J + which[k];
       for (int64_t q = s->judgment_id_offsets[i]; q < s->judgment_id_offsets[i + 1]; q++)
         srlm_token_ids_push(&mj->store, s->judgment_ids[q]);
-    } else { /* the parsed judgment (rationale and score digit), then EOS */
-      SRLM_TRY(srlm_tokenizer_encode(ro->tok, judgment_text(s, row, which[k]), SRLM_TASK_JUDGMENT_LEN, &mj->store));
+    } else { /* the judgment (rationale and score digit: at most judgment_max_new - 1 bytes
+                of the sampled text), then EOS */
+      const char *jt = judgment_text(s, row, which[k]);
+      SRLM_TRY(srlm_tokenizer_encode(ro->tok, jt, strnlen(jt, (size_t)ro->task->judgment_max_new - 1), &mj->store));
       srlm_token_ids_push(&mj->store, ro->eos);
     }
     span[3 + 2 * k] = (int64_t)mj->store.n - span[2 + 2 * k];
@@ -133,8 +134,8 @@ srlm_status sr_meta_judge(const sr_rollout *ro, const srlm_shard *sh, sr_meta *m
           L.task_prompt = srlm_xrealloc(L.task_prompt, 2 * (size_t)L.cap_c * sizeof *L.task_prompt);
         }
       }
-      srlm_task_puzzle p;
-      if (!ro->prompts) sr_puzzle_of(ro, s, pr, &p);
+      char qt[SRLM_TASK_TEXT_MAX + 1];
+      if (!ro->prompts) sr_task_prompt(ro, s, pr, qt);
       for (int c = 0; c < nc; c++) {
         const int64_t at = L.nc + c;
         L.a[at] = pa[c];
@@ -147,9 +148,9 @@ srlm_status sr_meta_judge(const sr_rollout *ro, const srlm_shard *sh, sr_meta *m
             L.ja[2 * at + o] = srlm_xstrdup(x);
             L.jb[2 * at + o] = srlm_xstrdup(y);
           } else {
-            char mp[SRLM_TASK_META_PROMPT_MAX + 1];
+            char mp[SRLM_TASK_TEXT_MAX + 1];
             /* parsed scores differ, so both judgments parse */
-            SRLM_CHECK(srlm_task_meta_prompt(&p, cand, cl, x, strlen(x), y, strlen(y), mp) > 0,
+            SRLM_CHECK(ro->task->meta_prompt(qt, cand, cl, x, strlen(x), y, strlen(y), mp) > 0,
                        "a scored judgment does not parse");
             L.task_prompt[2 * at + o] = srlm_xstrdup(mp);
           }
@@ -171,7 +172,7 @@ srlm_status sr_meta_judge(const sr_rollout *ro, const srlm_shard *sh, sr_meta *m
       st = srlm_llm_meta_run(ro->meta, ro->m, (int)n_items, (const char *const *)L.instr, (const char *const *)L.resp,
                              (const char *const *)L.ja, (const char *const *)L.jb, v, fmt, &mj->too_long);
     else
-      st = srlm_task_meta_judge(ro->m, ro->tok, 64, (int)n_items, (const char *const *)L.task_prompt, v, fmt);
+      st = ro->task->meta_judge(ro->m, ro->tok, 64, (int)n_items, (const char *const *)L.task_prompt, v, fmt);
   }
   mj->responses = L.ng;
   mj->comparisons = n_items;
@@ -199,10 +200,10 @@ srlm_status sr_meta_judge(const sr_rollout *ro, const srlm_shard *sh, sr_meta *m
     if (st == SRLM_OK) {
       mj->elo_spread_sum += elo[c] - elo[r];
       if (!ro->prompts) { /* reported only: is the chosen judgment the better one by the checker? */
-        srlm_task_puzzle p;
-        sr_puzzle_of(ro, s, g->prompt_row, &p);
-        mj->pairs_better_by_checker +=
-            judgment_quality(&p, cand, judgment_text(s, g->row, c)) > judgment_quality(&p, cand, judgment_text(s, g->row, r));
+        char q[SRLM_TASK_TEXT_MAX + 1];
+        sr_task_prompt(ro, s, g->prompt_row, q);
+        mj->pairs_better_by_checker += judgment_quality(ro->task, q, cand, judgment_text(s, g->row, c)) >
+                                       judgment_quality(ro->task, q, cand, judgment_text(s, g->row, r));
       }
     }
     free(cand);

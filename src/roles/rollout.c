@@ -13,7 +13,6 @@
 #include "srlm/selfreward.h"
 #include "srlm/tasks.h"
 
-#define SR_MAX_BATCH 64
 
 void sr_shard_range(const sr_rollout *r, int64_t s, int64_t *lo, int64_t *hi) {
   int64_t per = r->cfg->roles.shard_prompts;
@@ -42,8 +41,24 @@ static uint64_t sample_key(const sr_rollout *r, int t, int64_t i, int k) {
   return ((uint64_t)SRLM_SR_RNG_GENERATE << 48) | ((uint64_t)t << 32) | (uint64_t)(i * r->K + k);
 }
 
-void sr_puzzle_of(const sr_rollout *r, const srlm_shard *s, int64_t prompt_row, srlm_task_puzzle *p) {
-  srlm_task_puzzle_make((uint64_t)r->cfg->run.seed, r->split, (uint64_t)s->prompt_index[prompt_row], p);
+size_t sr_task_prompt(const sr_rollout *r, const srlm_shard *s, int64_t prompt_row, char out[SRLM_TASK_TEXT_MAX + 1]) {
+  return r->task->prompt((uint64_t)r->cfg->run.seed, r->split, (uint64_t)s->prompt_index[prompt_row], out);
+}
+
+srlm_generate_params sr_sample_params(const sr_rollout *r) {
+  const srlm_config *cfg = r->cfg;
+  srlm_generate_params gp = srlm_generate_params_default();
+  gp.sampler.temperature = (float)cfg->generate.temperature;
+  gp.sampler.top_p = (float)cfg->generate.top_p;
+  gp.sampler.top_k = cfg->generate.top_k;
+  gp.sampler.min_p = (float)cfg->generate.min_p;
+  gp.sampler.seed = (uint64_t)cfg->run.seed;
+  gp.max_new_tokens = cfg->generate.max_new_tokens;
+  gp.max_batch = SR_MAX_BATCH;
+  gp.eos_ids = r->stops;
+  gp.n_eos = r->n_stops;
+  gp.tok = r->tok;
+  return gp;
 }
 
 srlm_status sr_generate_shard(const sr_rollout *r, int t, int64_t s, int64_t version, srlm_shard *out,
@@ -64,11 +79,9 @@ srlm_status sr_generate_shard(const sr_rollout *r, int t, int64_t s, int64_t ver
       int64_t g = prompt_index(r, t, i);
       for (int64_t q = ps->offsets[g]; q < ps->offsets[g + 1]; q++) srlm_token_ids_push(&ids, ps->ids[q]);
     } else {
-      srlm_task_puzzle p;
-      srlm_task_puzzle_make((uint64_t)cfg->run.seed, SRLM_TASK_SPLIT_TRAIN, (uint64_t)prompt_index(r, t, i), &p);
-      char text[SRLM_TASK_PROMPT_LEN + 1];
-      srlm_task_prompt(&p, text);
-      st = srlm_tokenizer_encode(r->tok, text, strlen(text), &ids);
+      char text[SRLM_TASK_TEXT_MAX + 1];
+      const size_t len = r->task->prompt((uint64_t)cfg->run.seed, SRLM_TASK_SPLIT_TRAIN, (uint64_t)prompt_index(r, t, i), text);
+      st = srlm_tokenizer_encode(r->tok, text, len, &ids);
     }
     off[i - lo + 1] = (int64_t)ids.n;
   }
@@ -78,17 +91,7 @@ srlm_status sr_generate_shard(const sr_rollout *r, int t, int64_t s, int64_t ver
       req[(i - lo) * K + k] = (srlm_gen_request){ids.ids + off[i - lo], off[i - lo + 1] - off[i - lo],
                                                  sample_key(r, t, i, k)};
   srlm_gen_result *res = srlm_xcalloc((size_t)N + 1, sizeof *res);
-  srlm_generate_params gp = srlm_generate_params_default();
-  gp.sampler.temperature = (float)cfg->generate.temperature;
-  gp.sampler.top_p = (float)cfg->generate.top_p;
-  gp.sampler.top_k = cfg->generate.top_k;
-  gp.sampler.min_p = (float)cfg->generate.min_p;
-  gp.sampler.seed = (uint64_t)cfg->run.seed;
-  gp.max_new_tokens = cfg->generate.max_new_tokens;
-  gp.max_batch = SR_MAX_BATCH;
-  gp.eos_ids = r->stops;
-  gp.n_eos = r->n_stops;
-  gp.tok = r->tok;
+  srlm_generate_params gp = sr_sample_params(r);
   srlm_generate_stats gs = {0};
   if (st == SRLM_OK && N > 0) st = srlm_generate(r->m, &gp, (int)N, req, res, &gs);
   for (int64_t i = lo; i < hi && st == SRLM_OK; i++) {
@@ -124,27 +127,14 @@ int sr_answer_key(const sr_rollout *r, const srlm_shard *s, int64_t row, const c
                   char key[SR_ANSWER_KEY_MAX]) {
   if (!(s->flags[row] & SRLM_SHARD_F_EOS)) return 0; /* cut off: no final answer */
   const int64_t pr = s->response_prompt[row];
-  if (!r->prompts) { /* the sign puzzle: the answer as the checker reads it, when it has the answer's form */
-    const size_t eos = strlen(SRLM_TASK_EOS_TEXT);
-    if (len == SRLM_TASK_ANSWER_LEN + eos && memcmp(text + SRLM_TASK_ANSWER_LEN, SRLM_TASK_EOS_TEXT, eos) == 0)
-      len = SRLM_TASK_ANSWER_LEN;
-    if (len != SRLM_TASK_ANSWER_LEN) return 0;
-    for (int i = 0; i < 4; i++)
-      if (text[2 * i] < '0' || text[2 * i] > '9' || (i < 3 && text[2 * i + 1] != '+' && text[2 * i + 1] != '-'))
-        return 0;
-    memcpy(key, text, len);
-    key[len] = 0;
-    return 1;
+  if (!r->prompts) { /* the built-in task's rule */
+    char q[SRLM_TASK_TEXT_MAX + 1];
+    sr_task_prompt(r, s, pr, q);
+    return r->task->answer_key(q, text, len, key);
   }
   if (r->cfg->data.checker != SRLM_CFG_CHECKER_COUNTDOWN) return 0;
-  srlm_cd_puzzle p;
-  const char *instruction = r->prompts->instruction[s->prompt_index[pr]];
-  if (srlm_cd_prompt_parse(instruction, strlen(instruction), &p) != SRLM_OK) return 0;
-  int64_t value = 0; /* the exact value of an expression the checker parses with the allowed numbers */
-  const srlm_cd_verdict v = srlm_cd_check(&p, text, len, &value);
-  if (v != SRLM_CD_OK && v != SRLM_CD_WRONG_VALUE) return 0;
-  snprintf(key, SR_ANSWER_KEY_MAX, "%lld", (long long)value);
-  return 1;
+  /* Countdown prompt files: the built-in Countdown's rule on the prompt's text */
+  return srlm_cd_task_ops.answer_key(r->prompts->instruction[s->prompt_index[pr]], text, len, key);
 }
 
 srlm_status sr_prompt_check(const srlm_config *cfg, const char *instruction, const char *answer, size_t len, int *ok) {
@@ -303,19 +293,14 @@ static srlm_status judge_text(const sr_rollout *r, srlm_shard *s, sr_judge_count
   return st;
 }
 
-static int task_judgment_ok(const char *text, size_t len) {
-  int score;
-  return srlm_task_judgment_parse(text, len, &score);
-}
-
 void sr_judge_health(const sr_rollout *r, const srlm_shard *s, srlm_shard_judge_health *h) {
   if (!sr_source_has_model(r->cfg->judge.source)) return;
-  srlm_shard_judge_health_add(s, r->prompts ? NULL : task_judgment_ok, h);
+  srlm_shard_judge_health_add(s, r->prompts ? NULL : r->task->judgment_ok, h);
 }
 
 /* Meta-Rewarding on a task (meta.enabled): judge.samples judgments per response, each
  * sampled at judge.temperature in the task's judge format (rationale, then the score
- * digit; at most SRLM_TASK_JUDGMENT_LEN tokens and EOS), keyed like the text judge's
+ * digit; at most the task's judgment_max_new tokens, EOS included), keyed like the text judge's
  * (srlm_llm_judge_seq_id of the sample's key, so a judgment does not depend on where it
  * runs). A judgment's score is its parsed score digit (NaN when it does not parse); the
  * response's score the mean of its parsed ones. The checker is not used. */
@@ -328,12 +313,11 @@ static srlm_status judge_task_sampled(const sr_rollout *r, srlm_shard *s, sr_jud
   off[0] = 0;
   srlm_status st = SRLM_OK;
   for (int64_t j = 0; j < R && st == SRLM_OK; j++) {
-    srlm_task_puzzle p;
-    char *cand = NULL, jp[SRLM_TASK_JUDGE_PROMPT_MAX + 1];
+    char *cand = NULL, q[SRLM_TASK_TEXT_MAX + 1], jp[SRLM_TASK_TEXT_MAX + 1];
     size_t len = 0;
-    sr_puzzle_of(r, s, s->response_prompt[j], &p);
+    sr_task_prompt(r, s, s->response_prompt[j], q);
     st = sr_response_text(r, s, j, &cand, &len);
-    if (st == SRLM_OK) st = srlm_tokenizer_encode(r->tok, jp, srlm_task_judge_prompt(&p, cand, len, jp), &ids);
+    if (st == SRLM_OK) st = srlm_tokenizer_encode(r->tok, jp, r->task->judge_prompt(q, cand, len, jp), &ids);
     free(cand);
     off[j + 1] = (int64_t)ids.n;
   }
@@ -350,7 +334,7 @@ static srlm_status judge_task_sampled(const sr_rollout *r, srlm_shard *s, sr_jud
   srlm_generate_params gp = srlm_generate_params_default();
   gp.sampler.temperature = (float)cfg->judge.temperature;
   gp.sampler.seed = (uint64_t)cfg->run.seed;
-  gp.max_new_tokens = SRLM_TASK_JUDGMENT_LEN + 1;
+  gp.max_new_tokens = r->task->judgment_max_new;
   gp.max_batch = SR_MAX_BATCH;
   gp.eos_ids = &r->eos;
   gp.n_eos = 1;
@@ -368,7 +352,7 @@ static srlm_status judge_task_sampled(const sr_rollout *r, srlm_shard *s, sr_jud
       if (tl) memcpy(text, g->text, tl);
       text[tl] = '\0';
       int score = 0;
-      const int ok = srlm_task_judgment_parse(text, tl, &score);
+      const int ok = r->task->judgment_parse(text, tl, &score);
       st = srlm_shard_add_judgment(s, text, g->ids, g->n, ok ? (float)score : NAN);
       free(text);
       jc->format_failures += !ok;
@@ -407,32 +391,34 @@ srlm_status sr_judge_shard(const sr_rollout *r, srlm_shard *s, sr_judge_counts *
   const srlm_config *cfg = r->cfg;
   const int64_t R = s->n_responses;
   const srlm_cfg_judge_source src = cfg->judge.source;
-  srlm_task_puzzle *pp = srlm_xmalloc((size_t)(R + 1) * sizeof *pp);
+  const srlm_task_ops *task = r->task;
+  char(*pt)[SRLM_TASK_TEXT_MAX + 1] = srlm_xmalloc((size_t)(s->n_prompts + 1) * sizeof *pt); /* prompt texts */
+  for (int64_t q = 0; q < s->n_prompts; q++) sr_task_prompt(r, s, q, pt[q]);
+  const char **prompt = srlm_xcalloc((size_t)R + 1, sizeof *prompt);
   char **cand = srlm_xcalloc((size_t)R + 1, sizeof *cand);
   srlm_status st = SRLM_OK;
   for (int64_t j = 0; j < R && st == SRLM_OK; j++) {
     size_t len;
-    sr_puzzle_of(r, s, s->response_prompt[j], &pp[j]);
+    prompt[j] = pt[s->response_prompt[j]];
     st = sr_response_text(r, s, j, &cand[j], &len);
   }
-  srlm_task_judge_result *jr = srlm_xcalloc((size_t)R + 1, sizeof *jr);
+  srlm_task_verdict *jr = srlm_xcalloc((size_t)R + 1, sizeof *jr);
   const int has_model = sr_source_has_model(src);
   if (st == SRLM_OK && has_model && R > 0)
-    st = srlm_task_judge(r->m, r->tok, SR_MAX_BATCH, SRLM_TASK_RATIONALE_GREEDY, (int)R, pp, (const char *const *)cand,
-                         jr);
+    st = task->judge(r->m, r->tok, SR_MAX_BATCH, (int)R, prompt, (const char *const *)cand, jr);
   double *rsa = srlm_xcalloc((size_t)R + 1, sizeof *rsa), *nll = srlm_xcalloc((size_t)(2 * R + 1), sizeof *nll);
   if (st == SRLM_OK && src == SRLM_CFG_SOURCE_SAR) st = sar_terms(r, s, rsa, nll);
   if (st == SRLM_OK) st = srlm_shard_set_judgments_per_response(s, src == SRLM_CFG_SOURCE_SAR ? 2 : 1);
   for (int64_t j = 0; j < R && st == SRLM_OK; j++) {
     double model = NAN, verifier = NAN, score;
-    char text[SRLM_TASK_JUDGMENT_LEN + 32];
+    const char *text = "";
     if (src == SRLM_CFG_SOURCE_SAR || src == SRLM_CFG_SOURCE_BLEU) {
-      int ok = (s->flags[j] & SRLM_SHARD_F_EOS) && srlm_task_check(&pp[j], cand[j], strlen(cand[j]));
+      int ok = (s->flags[j] & SRLM_SHARD_F_EOS) && task->check(prompt[j], cand[j], strlen(cand[j]));
       double bleu = 0;
       if (src == SRLM_CFG_SOURCE_BLEU) {
-        char refs[8][SRLM_TASK_ANSWER_LEN + 1];
-        const char *rp[8];
-        int nr = srlm_task_solutions(&pp[j], refs);
+        char refs[SRLM_TASK_MAX_REFS][SRLM_TASK_TEXT_MAX + 1];
+        const char *rp[SRLM_TASK_MAX_REFS];
+        int nr = task->references((uint64_t)cfg->run.seed, r->split, (uint64_t)s->prompt_index[s->response_prompt[j]], refs);
         for (int q = 0; q < nr; q++) rp[q] = refs[q];
         bleu = nr ? srlm_bleu(cand[j], strlen(cand[j]), rp, NULL, nr, (srlm_bleu_tokens)cfg->judge.bleu_tokenize) : 0;
       }
@@ -448,16 +434,13 @@ srlm_status sr_judge_shard(const sr_rollout *r, srlm_shard *s, sr_judge_counts *
                                                          : NAN;
       /* the greedy judgment's text: rationale + score digit (nothing after an
          unparsable one), which the learner replays */
-      if (jr[j].greedy_score > 0)
-        snprintf(text, sizeof text, "%s%d", jr[j].rationale, jr[j].greedy_score);
-      else
-        snprintf(text, sizeof text, "%s", jr[j].rationale);
+      text = jr[j].judgment;
       jc->format_failures += jr[j].greedy_score == 0;
     }
     if (src != SRLM_CFG_SOURCE_MODEL) {
-      int ok = (s->flags[j] & SRLM_SHARD_F_EOS) && srlm_task_check(&pp[j], cand[j], strlen(cand[j]));
+      int ok = (s->flags[j] & SRLM_SHARD_F_EOS) && task->check(prompt[j], cand[j], strlen(cand[j]));
       verifier = ok ? cfg->judge.score_max : cfg->judge.score_min;
-      if (src == SRLM_CFG_SOURCE_VERIFIER) snprintf(text, sizeof text, "checker: %s", ok ? "right" : "wrong");
+      if (src == SRLM_CFG_SOURCE_VERIFIER) text = ok ? "checker: right" : "checker: wrong";
     }
     if (src == SRLM_CFG_SOURCE_MODEL)
       score = model;
@@ -482,7 +465,8 @@ srlm_status sr_judge_shard(const sr_rollout *r, srlm_shard *s, sr_judge_counts *
   free(nll);
   for (int64_t j = 0; j < R; j++) free(cand[j]);
   free(cand);
+  free(prompt);
   free(jr);
-  free(pp);
+  free(pt);
   return st;
 }

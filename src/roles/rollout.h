@@ -24,6 +24,7 @@
 #define SRLM_ROLES_ROLLOUT_H
 
 #include "srlm/config.h"
+#include "srlm/generate.h"
 #include "srlm/llm_judge.h"
 #include "srlm/prompts.h"
 #include "srlm/model.h"
@@ -36,6 +37,7 @@ typedef struct sr_rollout {
   srlm_model *m;
   srlm_tokenizer *tok;
   const srlm_prompt_set *prompts; /* data.prompts; NULL with a built-in task */
+  const srlm_task_ops *task;      /* the built-in task (task.name); NULL with a prompt set */
   srlm_llm_judge *llm;            /* the text judge of a prompt set */
   srlm_llm_meta *meta;            /* meta.enabled on a prompt set: the text meta-judge */
   int32_t eos;                    /* the task's end token */
@@ -64,6 +66,13 @@ void sr_shard_range(const sr_rollout *r, int64_t s, int64_t *lo, int64_t *hi);
 static inline int sr_source_has_model(srlm_cfg_judge_source src) {
   return src == SRLM_CFG_SOURCE_MODEL || src == SRLM_CFG_SOURCE_MIX;
 }
+
+/* Sequences decoded together by the roles' generation, judging and evaluation. */
+#define SR_MAX_BATCH 64
+
+/* The generators' sampling from the config (generate.*, run.seed), batches of SR_MAX_BATCH,
+ * stopping at r's stops: what sr_generate_shard and the eval's best-of-N samples use. */
+srlm_generate_params sr_sample_params(const sr_rollout *r);
 
 /* Generates shard s of iteration t with the weights of policy version `version` into a
  * new shard (free with srlm_shard_free). *new_tokens (may be NULL) counts tokens. */
@@ -94,17 +103,15 @@ srlm_status sr_prompt_check(const srlm_config *cfg, const char *instruction, con
 
 /* ScPO's final answer of response `row` (text/len: sr_response_text's) in its task's
  * canonical form, written to key (NUL-terminated); returns 0 when it has none (no vote).
- * Only samples that stopped at EOS answer. The sign puzzle: the answer text as the checker
- * reads it (one trailing EOS text removed) when it has the answer's form (4 digits with
- * + or - between them; digits other than the prompt's make a wrong answer, still an
- * answer); a prompt set with data.checker countdown: the
- * exact value of an expression the checker parses with allowed numbers (right or wrong
- * value; malformed expressions or misused numbers have none); other prompt sets: none. */
-#define SR_ANSWER_KEY_MAX 32
+ * Only samples that stopped at EOS answer. A built-in task: its answer_key (tasks.h: the
+ * sign puzzle's answer text in the answer's form, Countdown's exact value); a prompt set
+ * with data.checker countdown: Countdown's answer_key on the prompt's text; other prompt
+ * sets: none. */
+#define SR_ANSWER_KEY_MAX SRLM_TASK_ANSWER_KEY_MAX
 int sr_answer_key(const sr_rollout *r, const srlm_shard *s, int64_t row, const char *text, size_t len,
                   char key[SR_ANSWER_KEY_MAX]);
 
-/* The task puzzle of a shard's prompt row. */
-void sr_puzzle_of(const sr_rollout *r, const srlm_shard *s, int64_t prompt_row, srlm_task_puzzle *p);
+/* The built-in task's prompt text of a shard's prompt row; returns its length. */
+size_t sr_task_prompt(const sr_rollout *r, const srlm_shard *s, int64_t prompt_row, char out[SRLM_TASK_TEXT_MAX + 1]);
 
 #endif

@@ -13,7 +13,7 @@
 #   - a prompt set with meta.template runs the text meta-judge, and so does Countdown
 #     (configs/methods/countdown-meta-rewarding.yaml, tiny);
 #   (the last three not under SRLM_TEST_QUICK, the sanitizer stage of tests/run.sh)
-#   - the config errors (meta with GRPO, with judge.mode expected, J < 2, a prompt set
+#   - the config errors (meta with GRPO, on the built-in Countdown, with judge.mode expected, J < 2, a prompt set
 #     without meta.template, a winner regex without a group) name their keys.
 set -u
 srlm=$1
@@ -157,6 +157,7 @@ expect_error 2 "meta.enabled" -- "$srlm" train -c $c $small run.name=e1 train.lo
 expect_error 2 "judge.mode" -- "$srlm" train -c $c $small run.name=e2 judge.mode=expected
 expect_error 2 "judge.samples" -- "$srlm" train -c $c $small run.name=e3 judge.samples=1
 expect_error 2 "meta.winner_regex" -- "$srlm" train -c $c $small run.name=e4 'meta.winner_regex=Winner'
+expect_error 2 "countdown-meta-rewarding.yaml" -- "$srlm" train -c $c $small run.name=e6 task.name=countdown
 expect_error 2 "meta.template" -- "$srlm" train -c $c $small run.name=e5 task.name=none data.prompts="$tmp/prompts.jsonl" \
   judge.template="$tmp/judge.txt"
 echo "meta.sh: $fails failed"

@@ -43,7 +43,7 @@ static void check(const sr_rollout *r, const char *what, const key_case *k, int 
 int main(void) {
   srlm_config cfg;
   srlm_config_init(&cfg);
-  sr_rollout r = {.cfg = &cfg};
+  sr_rollout r = {.cfg = &cfg, .task = &srlm_task_sign_ops}; /* the built-in sign puzzle */
   static const key_case sign[] = {
       {"6+3+7-1", SRLM_SHARD_F_EOS, "6+3+7-1"},
       {"6+3+7-1<|endoftext|>", SRLM_SHARD_F_EOS, "6+3+7-1"}, /* the EOS written out, as the checker reads it */

@@ -6,7 +6,8 @@
  *
  * BACKENDS (or SRLM_TEST_BACKENDS): comma-separated names; default "cpu", plus "cuda-sim"
  * when this program has it. Dtypes also from SRLM_TEST_DTYPES. --large (or
- * SRLM_TEST_SIZE=large) adds model-sized shapes, for a GPU.
+ * SRLM_TEST_SIZE=large) adds model-sized shapes, for a GPU; SRLM_TEST_QUICK (the sanitizer
+ * stage of tests/run.sh) leaves out the mid-sized attention shapes the Release stage runs.
  *
  * Cases. The case list is the X-macro: case_<op> for every op of SRLM_BACKEND_OPS, so an
  * op added to backend.h without a case does not link. Each case has a table of shapes
@@ -100,6 +101,7 @@ typedef struct tctx {
   int is_ref;             /* be is the CPU: the rule's base is the naive code */
   int dtype_pass;         /* 0 for the first dtype run (dtype-free ops run only then) */
   int large, verbose;
+  int quick;              /* SRLM_TEST_QUICK (the sanitizer stage): skip_quick's shapes left out */
   uint64_t seed;
   int op;                 /* srlm_op_id of the case running */
   uint32_t purpose;       /* the next Philox stream of the shape */
@@ -221,6 +223,10 @@ static void round_to(elem e, float *v, int64_t n) {
  * tables. */
 #define LARGE_WORK 1.5e8
 static int skip_large(const tctx *t, double work) { return work > LARGE_WORK && !t->large; }
+/* Shapes past QUICK_WORK (seconds of simulated kernels under ASan) are left out where
+ * SRLM_TEST_QUICK is set (tests/run.sh's sanitizer stage); the Release stage runs them. */
+#define QUICK_WORK 5e6
+static int skip_quick(const tctx *t, double work) { return work > QUICK_WORK && t->quick && !t->large; }
 
 static void shape_begin(tctx *t, int shape, const char *fmt, ...) {
   t->purpose = ((uint32_t)(t->op + 1) << 24) | ((uint32_t)shape << 12);
@@ -820,6 +826,13 @@ static const attn_shape k_attn_shapes[] = {
      * with GQA 4 (causal tiles skipped per warp) and a window crossing tile boundaries */
     {3, {1, 33, 17}, 4, 2, 24, 0},  {2, {65, 3}, 8, 1, 96, 0},      {2, {31, 6}, 2, 1, 10, 4},
     {1, {150}, 4, 1, 128, 0},       {2, {140, 20}, 2, 2, 64, 70},
+    /* the tensor-core backward's classes (64-key blocks; query or key tiles of 64, 32 at HS
+     * 256): HS 256 one past a block and one past a 32-wide tile, many sequences packed at HS
+     * 64 (one exactly a tile, two past it), HS 128 with a window across tiles, GQA 8 at HS
+     * 128 over 5 tiles, GQA 4 at HS 64. Past QUICK_WORK (the Release stage only): these
+     * but the first, and the 150-token one above */
+    {2, {65, 33}, 2, 1, 256, 0},    {6, {3, 70, 1, 64, 17, 130}, 4, 1, 64, 0}, {2, {130, 66}, 4, 2, 128, 80},
+    {1, {300}, 8, 1, 128, 0},       {2, {257, 200}, 8, 2, 64, 0},
     {2, {1024, 700}, 8, 2, 128, 256}, /* --large: Llama-3's head dim and GQA ratio */
 };
 
@@ -902,7 +915,7 @@ static srlm_status attf_launch(srlm_backend *be, void *vp) {
 static void case_attention_forward(tctx *t) {
   for (size_t k = 0; k < NELEM(k_attn_shapes); k++) {
     const attn_shape *s = &k_attn_shapes[k];
-    if (skip_large(t, attn_work(s))) continue;
+    if (skip_large(t, attn_work(s)) || skip_quick(t, attn_work(s))) continue;
     char lb[128];
     shape_begin(t, (int)k, "%s", attn_label(lb, sizeof lb, s));
     attn_in a = attn_inputs(t, s);
@@ -943,7 +956,7 @@ static srlm_status attb_launch(srlm_backend *be, void *vp) {
 static void case_attention_backward(tctx *t) {
   for (size_t k = 0; k < NELEM(k_attn_shapes); k++) {
     const attn_shape *s = &k_attn_shapes[k];
-    if (skip_large(t, attn_work(s))) continue;
+    if (skip_large(t, attn_work(s)) || skip_quick(t, attn_work(s))) continue;
     char lb[128];
     shape_begin(t, (int)k, "%s", attn_label(lb, sizeof lb, s));
     attn_in a = attn_inputs(t, s);
@@ -2406,7 +2419,7 @@ typedef struct opts {
   char backends[256], dtypes[64];
   const char *only_op;
   uint64_t seed;
-  int large, verbose;
+  int large, verbose, quick;
 } opts;
 
 static int usage(const char *msg) {
@@ -2427,6 +2440,8 @@ static int parse_args(int argc, char **argv, opts *o) {
              srlm_backend_find("cuda-sim", &sim) == SRLM_OK ? ",cuda-sim" : "");
   snprintf(o->dtypes, sizeof o->dtypes, "%s", dts && *dts ? dts : "fp32,bf16");
   o->large = size && strcmp(size, "large") == 0;
+  const char *quick = getenv("SRLM_TEST_QUICK");
+  o->quick = quick && *quick && strcmp(quick, "0") != 0;
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
     char *end = NULL;
@@ -2449,7 +2464,7 @@ static int parse_args(int argc, char **argv, opts *o) {
 /* Every case on one backend in one dtype. */
 static void run_backend_dtype(srlm_backend *be, srlm_dtype dt, int pass, const opts *o) {
   tctx t = {.be = be, .cpu = srlm_backend_cpu(), .dt = dt, .is_ref = be == srlm_backend_cpu(), .dtype_pass = pass,
-            .large = o->large, .verbose = o->verbose, .seed = o->seed};
+            .large = o->large, .verbose = o->verbose, .quick = o->quick, .seed = o->seed};
   fprintf(stderr, "== %s %s (rule base: %s%s%s)\n", be->name, srlm_dtype_name(dt), t.is_ref ? "naive fp32" : "cpu",
           ", cpu ISA ", srlm_backend_cpu_isa());
   for (int i = 0; i < SRLM_OP_COUNT; i++) {
