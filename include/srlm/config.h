@@ -131,6 +131,11 @@ typedef enum srlm_cfg_grpo_equal {
   SRLM_CFG_GRPO_EQUAL_DROP      /* dropped before training (DAPO's dynamic sampling filter), counted */
 } srlm_cfg_grpo_equal;
 
+typedef enum srlm_cfg_reference {
+  SRLM_CFG_REFERENCE_ITERATION = 0, /* the KL reference is M_{t-1}, the iteration's start, taken once */
+  SRLM_CFG_REFERENCE_EMA            /* WARP's EMA anchor of the policy, updated after every step, forwarded per step */
+} srlm_cfg_reference;
+
 typedef enum srlm_cfg_lr_schedule {
   SRLM_CFG_LR_CONSTANT = 0,
   SRLM_CFG_LR_LINEAR,
@@ -257,6 +262,8 @@ typedef struct srlm_config {
     int checkpoint_every;          /* optimizer steps between mid-iteration checkpoints; 0 = only at iteration ends */
     int zero;                      /* ZeRO stage over the learner ranks: 0, or 1 (AdamW moments sharded) */
     bool recompute;                /* activation recompute per layer in the learner's backward */
+    srlm_cfg_reference reference;  /* the DPO/GRPO reference: iteration start, or the EMA anchor (WARP) */
+    double ema_mu;                 /* EMA anchor: theta_ema <- (1 - mu) theta_ema + mu theta after each step */
   } train;
   struct {
     int every;   /* iterations between evaluations; 0 = never */

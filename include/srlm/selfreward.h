@@ -75,6 +75,7 @@ typedef struct srlm_sr_iteration {
                                (reported only; never used for training) */
   double loss_first, loss_last;
   double seconds;
+  double anchor_distance;   /* train.reference ema: |theta - theta_ema| / |theta| after learning (NaN otherwise) */
 } srlm_sr_iteration;
 
 /* What the iterations run on. Every rank passes the same config, model weights (M0),

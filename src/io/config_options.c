@@ -58,6 +58,8 @@ static const char *const k_checkers[] = {"none", "countdown", NULL};
 static const char *const k_pair_rules[] = {"best_worst", "length_controlled", NULL};
 static const char *const k_grpo_std_scopes[] = {"group", "batch", NULL};
 static const char *const k_grpo_equals[] = {"keep", "drop", NULL};
+static const char *const k_references[] = {"iteration", "ema", NULL};
+_Static_assert(SRLM_CFG_REFERENCE_EMA == 1, "train.reference's names follow the enum's order");
 _Static_assert(SRLM_CFG_PAIR_LENGTH_CONTROLLED == 1 && SRLM_CFG_CHECKER_COUNTDOWN == 1 && SRLM_CFG_GRPO_RATIO_SEQUENCE == 1 && SRLM_CFG_GRPO_STD_BATCH == 1 && SRLM_CFG_GRPO_EQUAL_DROP == 1,
                "the GRPO option names follow the enums' order");
 _Static_assert(SRLM_LOG_ERROR == 3 && SRLM_CFG_FAMILY_MISTRAL == 3 && SRLM_CFG_DTYPE_BF16 == 1 &&
@@ -177,6 +179,9 @@ static const srlm_config_option k_options[] = {
     OPT_INT(train.checkpoint_every, 0, 0, 1 << 30, "optimizer steps between mid-iteration checkpoints; 0 = only at the end of each iteration"),
     OPT_BOOL(train.recompute, 0, "keep only each layer's input in the forward and recompute the layer before its backward (less activation memory for one more forward; the same bits)"),
     OPT_INT(train.zero, 0, 0, 1, "ZeRO stage over the learner ranks: 0 = every learner holds all AdamW moments; 1 = each holds 1/learners of them (the same results, bit for bit; checkpoints gather them)"),
+
+    OPT_ENUM(train.reference, k_references, "iteration", "DPO family and GRPO reference: iteration = M_{t-1} (log-probs once per iteration); ema = WARP's EMA anchor of the policy (train.ema_mu), kept over the whole run, forwarded every step (one more forward per step)"),
+    OPT_FLOAT(train.ema_mu, 0.01, 1, 0.0, 1.0, 0, "EMA anchor (train.reference: ema): theta_ema <- (1 - mu) theta_ema + mu theta after every optimizer step (WARP: 0.01)"),
 
     OPT_INT(eval.every, 1, 0, BIG, "evaluate every N iterations; 0 = never"),
     OPT_INT(eval.prompts, 0, 0, BIG, "eval prompts per evaluation; 0 = all"),
