@@ -127,7 +127,7 @@ int srlm_cmd_merge(int argc, char **argv) {
                             "slerp_zero", (json_int_t)s.slerp_zero, "slerp_parallel", (json_int_t)s.slerp_parallel,
                             "mean_angle_deg", s.slerp_done ? s.angle_sum / (double)s.slerp_done * 180.0 / M_PI : 0.0,
                             "out", out);
-      char *text = j ? json_dumps(j, JSON_COMPACT) : NULL;
+      char *text = j ? json_dumps(j, JSON_COMPACT | JSON_REAL_PRECISION(10)) : NULL;
       if (text) puts(text);
       free(text);
       json_decref(j);

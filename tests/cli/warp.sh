@@ -71,6 +71,13 @@ print("grpo kl to the anchor per logged step:", kl, file=sys.stderr)
 sys.exit(0 if kl and abs(kl[0]) < 1e-6 and any(x > 0 for x in kl[1:]) and its[0].get("anchor_distance", 0) > 0 else 1)
 PY
 
+# WARP's stages 2 and 3 on two runs' final models: slerp, liti, evaluation (bench/warp_merge.sh)
+SRLM="$srlm" bash bench/warp_merge.sh --n 16 --init "$tmp/runs/ref/iter_0/model" --out "$tmp/wm" \
+  "$tmp/runs/ref/iter_2/model" "$tmp/runs/iter/iter_2/model" >"$tmp/wm.out" 2>"$tmp/wm.err" ||
+  { fail "bench/warp_merge.sh"; tail -3 "$tmp/wm.err" >&2; }
+[ "$(wc -l <"$tmp/wm/eval.jsonl" 2>/dev/null)" = 4 ] && [ -f "$tmp/wm/merged/model.safetensors" ] &&
+  grep -q '"rule":"liti"' "$tmp/wm/merge.jsonl" || fail "warp_merge.sh: outputs $(cat "$tmp/wm.out")"
+
 # refused: a loss without a reference
 "$srlm" train $base run.name=bad train.loss=sft >/dev/null 2>"$tmp/bad.err"
 rc=$?
