@@ -4,7 +4,11 @@
 # result (against train.reference: iteration); it is saved in checkpoint.h5 and restored,
 # so a run killed right after a learning checkpoint, and a run resumed after a complete
 # iteration, end bit-identical to the uninterrupted run; two learners with train.zero 0
-# and 1 give the same bits; a loss without a reference is refused.
+# and 1 give the same bits; a loss without a reference is refused. Then ARGS decoding in
+# srlm generate on the trained model: weight 0 is greedy decoding, the implicit reward
+# against the model itself changes nothing and against M0 changes the answers, sampled
+# ARGS does not depend on --max-batch, the judge reward runs on sign-puzzle prompts, and
+# its usage errors.
 set -u
 srlm=$1
 src=${SRLM_SOURCE_DIR:?}
@@ -92,6 +96,39 @@ if command -v mpirun >/dev/null 2>&1; then
   done
   same_run "$tmp/runs" 1 dp0 dp1
 fi
+
+# ARGS decoding (srlm generate --args-*) on the trained model, M0 as the implicit reference
+M=$tmp/runs/ref/iter_2/model
+M0=$tmp/runs/ref/iter_0/model
+"$srlm" task prompts --seed 5 --split eval --n 6 --out "$tmp/p.jsonl" 2>/dev/null || fail "task prompts"
+sed 's/"prompt"/"text"/' "$tmp/p.jsonl" >"$tmp/t.jsonl"
+gen() { # NAME OPTIONS...: ids of every line into $tmp/NAME.ids
+  local name=$1; shift
+  "$srlm" generate --model "$M" --jsonl "$tmp/t.jsonl" --max-new-tokens 10 "$@" >"$tmp/$name.jsonl" 2>"$tmp/$name.gerr" ||
+    { fail "generate $name: $(tail -1 "$tmp/$name.gerr")"; return; }
+  python3 -c 'import json,sys; [print(json.loads(l)["ids"]) for l in open(sys.argv[1])]' "$tmp/$name.jsonl" >"$tmp/$name.ids"
+}
+gen greedy --temperature 0
+gen w0 --temperature 0 --args-reward implicit --args-reference "$M0" --args-weight 0
+gen self --temperature 0 --args-reward implicit --args-reference "$M" --args-weight 5
+gen m0 --temperature 0 --args-reward implicit --args-reference "$M0" --args-weight 5
+cmp -s "$tmp/greedy.ids" "$tmp/w0.ids" || fail "ARGS weight 0 differs from greedy decoding"
+cmp -s "$tmp/greedy.ids" "$tmp/self.ids" || fail "ARGS implicit against the model itself differs from greedy decoding"
+cmp -s "$tmp/greedy.ids" "$tmp/m0.ids" && fail "ARGS implicit against M0 (weight 5) changed nothing"
+gen s8 --seed 3 --args-reward implicit --args-reference "$M0" --max-batch 8
+gen s1 --seed 3 --args-reward implicit --args-reference "$M0" --max-batch 1
+cmp -s "$tmp/s8.ids" "$tmp/s1.ids" || fail "sampled ARGS depends on --max-batch"
+gen judge --temperature 0 --args-reward judge --args-top-k 3 --args-weight 2
+grep -q "ARGS (judge reward, weight 2, top 3): [1-9][0-9]* candidates judged" "$tmp/judge.gerr" ||
+  fail "judge reward: $(tail -1 "$tmp/judge.gerr")"
+"$srlm" generate --model "$M" --jsonl "$tmp/t.jsonl" --args-reward implicit >/dev/null 2>"$tmp/e1.err"
+[ $? -eq 2 ] && grep -q "needs --args-reference" "$tmp/e1.err" || fail "implicit without a reference: $(cat "$tmp/e1.err")"
+"$srlm" generate --model "$M" --jsonl "$tmp/t.jsonl" --args-top-k 3 >/dev/null 2>"$tmp/e2.err"
+[ $? -eq 2 ] && grep -q "need --args-reward" "$tmp/e2.err" || fail "--args-top-k alone: $(cat "$tmp/e2.err")"
+echo '{"text":"Q12+"}' >"$tmp/bad.jsonl"
+"$srlm" generate --model "$M" --jsonl "$tmp/bad.jsonl" --args-reward judge >/dev/null 2>"$tmp/e3.err"
+[ $? -eq 1 ] && grep -q "input 1: --args-reward judge needs a sign-puzzle prompt" "$tmp/e3.err" ||
+  fail "judge on a non-puzzle line: $(cat "$tmp/e3.err")"
 
 echo "warp.sh: $fails failed"
 [ "$fails" -eq 0 ]
