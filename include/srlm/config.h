@@ -131,6 +131,12 @@ typedef enum srlm_cfg_grpo_equal {
   SRLM_CFG_GRPO_EQUAL_DROP      /* dropped before training (DAPO's dynamic sampling filter), counted */
 } srlm_cfg_grpo_equal;
 
+typedef enum srlm_cfg_args_reward {
+  SRLM_CFG_ARGS_NONE = 0,  /* plain sampling */
+  SRLM_CFG_ARGS_IMPLICIT,  /* ARGS with the log-ratio of the policy to generate.args_reference */
+  SRLM_CFG_ARGS_JUDGE      /* ARGS with the model's own judge of the built-in task */
+} srlm_cfg_args_reward;
+
 typedef enum srlm_cfg_reference {
   SRLM_CFG_REFERENCE_ITERATION = 0, /* the KL reference is M_{t-1}, the iteration's start, taken once */
   SRLM_CFG_REFERENCE_EMA            /* WARP's EMA anchor of the policy, updated after every step, forwarded per step */
@@ -208,6 +214,10 @@ typedef struct srlm_config {
     double min_p;
     int max_new_tokens;
     srlm_strlist stop;
+    srlm_cfg_args_reward args_reward; /* ARGS reward-guided decoding of the generators (generate.h) */
+    double args_weight;
+    int args_top_k;
+    char *args_reference;             /* implicit: the reference model; "" = the run's start model M0 */
   } generate;
   struct {
     char *template_path; /* YAML key judge.template */

@@ -59,6 +59,8 @@ static const char *const k_pair_rules[] = {"best_worst", "length_controlled", NU
 static const char *const k_grpo_std_scopes[] = {"group", "batch", NULL};
 static const char *const k_grpo_equals[] = {"keep", "drop", NULL};
 static const char *const k_references[] = {"iteration", "ema", NULL};
+static const char *const k_args_rewards[] = {"none", "implicit", "judge", NULL};
+_Static_assert(SRLM_CFG_ARGS_JUDGE == 2, "generate.args_reward's names follow the enum's order");
 _Static_assert(SRLM_CFG_REFERENCE_EMA == 1, "train.reference's names follow the enum's order");
 _Static_assert(SRLM_CFG_PAIR_LENGTH_CONTROLLED == 1 && SRLM_CFG_CHECKER_COUNTDOWN == 1 && SRLM_CFG_GRPO_RATIO_SEQUENCE == 1 && SRLM_CFG_GRPO_STD_BATCH == 1 && SRLM_CFG_GRPO_EQUAL_DROP == 1,
                "the GRPO option names follow the enums' order");
@@ -127,6 +129,10 @@ static const srlm_config_option k_options[] = {
     OPT_FLOAT(generate.min_p, 0.0, 0, 0.0, 1.0, 0, "drop tokens below min_p x the top probability; 0 = off"),
     OPT_INT(generate.max_new_tokens, 256, 1, 1 << 20, "longest answer in tokens"),
     OPT_STRLIST(generate.stop, k_no_strings, 64, "extra stop strings (the EOS tokens always stop)"),
+    OPT_ENUM(generate.args_reward, k_args_rewards, "none", "ARGS reward-guided decoding of the generators: none; implicit (log pi - log pi_ref of the answer so far: one more reference forward per token); judge (the model's own expected judge score of the answer so far, built-in sign puzzle: args_top_k judge prompts + rationales per token)"),
+    OPT_FLOAT(generate.args_weight, 1.0, 0, -1e6, 1e6, 0, "ARGS: score(v) = logit(v) + args_weight x reward(prefix + v)"),
+    OPT_INT(generate.args_top_k, 10, 1, 1 << 20, "ARGS: candidates per step (the most likely tokens); replaces top_k/top_p/min_p"),
+    OPT_STRING(generate.args_reference, "", "ARGS implicit reward: the reference model directory; empty = the run's start model M0"),
 
     OPT_STRING_KEY("judge.template", judge.template_path, "configs/judge/additive5.txt",
                    "judge prompt template file"),

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "rollout.h"
+#include "srlm/args.h"
 #include "srlm/countdown.h"
 #include "srlm/generate.h"
 #include "srlm/selfreward.h"
@@ -79,6 +80,25 @@ srlm_status sr_generate_shard(const sr_rollout *r, int t, int64_t s, int64_t ver
   gp.eos_ids = r->stops;
   gp.n_eos = r->n_stops;
   gp.tok = r->tok;
+  /* ARGS decoding (generate.args_reward): the implicit reward's reference, or the policy's
+     own judge of each request's puzzle */
+  srlm_args_params ap = {.weight = cfg->generate.args_weight, .top_k = cfg->generate.args_top_k};
+  srlm_task_puzzle *puzzles = NULL;
+  srlm_args_judge aj = {.judge = r->m, .tok = r->tok, .n_requests = (int)N};
+  if (cfg->generate.args_reward == SRLM_CFG_ARGS_IMPLICIT) {
+    ap.ref = r->args_ref;
+    gp.args = &ap;
+  } else if (cfg->generate.args_reward == SRLM_CFG_ARGS_JUDGE) {
+    puzzles = srlm_xmalloc((size_t)(N + 1) * sizeof *puzzles);
+    for (int64_t i = lo; i < hi; i++)
+      for (int k = 0; k < K; k++)
+        srlm_task_puzzle_make((uint64_t)cfg->run.seed, SRLM_TASK_SPLIT_TRAIN, train_index(t, r->n, i),
+                              &puzzles[(i - lo) * K + k]);
+    aj.puzzles = puzzles;
+    ap.reward = srlm_args_judge_reward;
+    ap.user = &aj;
+    gp.args = &ap;
+  }
   srlm_generate_stats gs = {0};
   if (st == SRLM_OK && N > 0) st = srlm_generate(r->m, &gp, (int)N, req, res, &gs);
   for (int64_t i = lo; i < hi && st == SRLM_OK; i++) {
@@ -95,6 +115,7 @@ srlm_status sr_generate_shard(const sr_rollout *r, int t, int64_t s, int64_t ver
     }
   }
   for (int64_t j = 0; j < N; j++) srlm_gen_result_free(&res[j]);
+  free(puzzles);
   free(res);
   free(req);
   free(off);

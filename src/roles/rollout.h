@@ -32,6 +32,7 @@ typedef struct sr_rollout {
   int n;          /* prompts per iteration */
   int K;          /* samples per prompt */
   int64_t shards; /* shards per iteration */
+  srlm_model *args_ref; /* generate.args_reward implicit: the reference model (generating ranks), else NULL */
 } sr_rollout;
 
 /* What a judge saw in its shards (summed over shards and ranks for the progress lines). */

@@ -700,9 +700,17 @@ srlm_status srlm_selfreward_run(const srlm_sr_inputs *in, srlm_sr_iteration *row
   int start = 1;
   srlm_status st = SRLM_OK;
   if (learner && cfg->train.reference == SRLM_CFG_REFERENCE_EMA) st = srlm_engine_anchor_create(m, &c.anchor); /* at M0 */
+  /* ARGS's implicit reward on the ranks that generate: the reference is generate.args_reference, or M0 (a copy of the
+     weights every rank starts from, taken before any resume or broadcast changes them) */
+  if (st == SRLM_OK && cfg->generate.args_reward == SRLM_CFG_ARGS_IMPLICIT &&
+      (colocated || srlm_comm_has_role(comm, SRLM_ROLE_GENERATOR)))
+    st = cfg->generate.args_reference[0]
+             ? srlm_model_load(cfg->generate.args_reference, srlm_model_backend(m), srlm_model_dtype(m), &c.ro.args_ref)
+             : srlm_engine_anchor_create(m, &c.ro.args_ref);
   if (st == SRLM_OK) st = resume_point(&c, in, &ck, &start);
   if (st == SRLM_OK) st = run_from(&c, start, colocated, learner);
   srlm_model_free(c.anchor);
+  srlm_model_free(c.ro.args_ref);
   if (c.metrics) fclose(c.metrics);
   srlm_status tb_st = srlm_tfevents_close(c.tb);
   if (st == SRLM_OK) st = tb_st;

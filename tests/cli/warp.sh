@@ -130,5 +130,16 @@ echo '{"text":"Q12+"}' >"$tmp/bad.jsonl"
 [ $? -eq 1 ] && grep -q "input 1: --args-reward judge needs a sign-puzzle prompt" "$tmp/e3.err" ||
   fail "judge on a non-puzzle line: $(cat "$tmp/e3.err")"
 
+# ARGS as the generators' decoding in srlm train (implicit against M0, and the judge reward)
+for r in implicit judge; do
+  "$srlm" train $base run.name=args-$r run.iterations=1 train.reference=iteration task.prompts_per_iteration=16 \
+    generate.args_reward=$r generate.args_top_k=3 generate.args_weight=2 >/dev/null 2>"$tmp/args-$r.err" ||
+    { fail "train with generate.args_reward $r"; tail -3 "$tmp/args-$r.err" >&2; }
+  grep -q '"event":"iteration"' "$tmp/runs/args-$r/metrics.jsonl" 2>/dev/null || fail "args-$r: no iteration line"
+done
+"$srlm" train $base run.name=args-bad generate.args_reference="$M0" >/dev/null 2>"$tmp/args-bad.err"
+[ $? -eq 2 ] && grep -q "generate.args_reference: applies to generate.args_reward: implicit" "$tmp/args-bad.err" ||
+  fail "args_reference without implicit: $(tail -1 "$tmp/args-bad.err")"
+
 echo "warp.sh: $fails failed"
 [ "$fails" -eq 0 ]
