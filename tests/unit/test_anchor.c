@@ -2,12 +2,15 @@
  * by element from the fp32 masters; with mu = 1 the anchor is the policy of every step,
  * so every DPO step sees the reference equal to the policy (loss ln 2, margin 0) while the
  * weights still move; with mu = 0.1 the anchor after every step equals an EMA of the
- * weights kept here on the host, bit for bit, and the reference is the anchor's. */
+ * weights kept here on the host, bit for bit, and the reference is the anchor's. GRPO with
+ * a KL to the anchor: mu = 1 gives a KL of 0 at every step, mu = 0.1 a positive one once
+ * the weights have moved (and the anchor is the host's EMA again). */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "srlm/engine.h"
+#include "srlm/grpo.h"
 #include "srlm/pref.h"
 #include "test.h"
 #include "tiny_model.h"
@@ -136,8 +139,74 @@ static void test_training(void) {
   srlm_model_free(m);
 }
 
+/* ---- GRPO ---- */
+#define NG 4
+#define GS 3
+static int32_t g_p[NG * GS][4], g_r[NG * GS][5];
+
+typedef struct gseen {
+  seen base;
+  double kl[64];
+} gseen;
+
+static srlm_status on_grpo(const srlm_grpo_step_info *s, void *user) {
+  gseen *v = user;
+  const size_t n = srlm_model_num_params(v->base.m);
+  float *w = params_of(v->base.m), *a = params_of(v->base.anchor);
+  size_t bad = 0;
+  for (size_t i = 0; i < n; i++) {
+    v->base.ema[i] = (float)((1.0 - v->base.mu) * (double)v->base.ema[i] + v->base.mu * (double)w[i]);
+    bad += v->base.ema[i] != a[i];
+  }
+  v->base.mismatched_steps += bad != 0;
+  if (v->base.steps < 64) v->kl[v->base.steps] = s->kl_mean;
+  v->base.steps++;
+  free(w), free(a);
+  return SRLM_OK;
+}
+
+static void run_grpo(double mu, gseen *v) {
+  srlm_grpo_seq s[NG * GS];
+  double adv[NG * GS];
+  for (int i = 0; i < NG * GS; i++) {
+    for (int t = 0; t < 4; t++) g_p[i][t] = (int32_t)(2 + (i / GS * 3 + t) % 15);
+    for (int t = 0; t < 5; t++) g_r[i][t] = (int32_t)(2 + (i * 5 + t * 7) % 15);
+    s[i] = (srlm_grpo_seq){.prompt = g_p[i], .response = g_r[i], .prompt_len = 4, .response_len = 5};
+    adv[i] = (i % GS) - 1.0; /* -1, 0, 1 in each group */
+  }
+  srlm_model *m = tiny_model_with_vocab(19), *a = NULL;
+  SRLM_CHECK(srlm_engine_anchor_create(m, &a) == SRLM_OK);
+  memset(v, 0, sizeof *v);
+  v->base = (seen){.m = m, .anchor = a, .mu = mu, .ema = params_of(m)};
+  srlm_grpo_train_options o = {.batch_groups = 1, .grad_accum = 1, .epochs = 3, .seed = 3, .anchor = a,
+                               .anchor_mu = mu, .on_step = on_grpo, .user = v};
+  o.loss = (srlm_grpo_options){.clip_eps = 0.2, .beta = 0.1, .agg = SRLM_GRPO_AGG_SEQ_MEAN, .l_max = 5};
+  o.optim = (srlm_optim_config){.beta1 = 0.9, .beta2 = 0.999, .eps = 1e-8};
+  o.schedule = (srlm_lr_schedule){.kind = SRLM_CFG_LR_CONSTANT, .lr = 1e-2, .min_lr = 1e-2};
+  /* on-policy (no old log-probs), no reference array: the anchor is the KL reference */
+  EXPECT_EQ_INT(srlm_grpo_train(m, s, NG, GS, adv, NULL, NULL, &o, NULL), SRLM_OK);
+  free(v->base.ema);
+  srlm_model_free(a);
+  srlm_model_free(m);
+}
+
+static void test_grpo(void) {
+  gseen v;
+  run_grpo(1.0, &v);
+  EXPECT_EQ_INT(v.base.steps, NG * 3);
+  EXPECT_EQ_INT(v.base.mismatched_steps, 0);
+  double mx = 0;
+  for (int i = 0; i < NG * 3; i++) mx = fabs(v.kl[i]) > mx ? fabs(v.kl[i]) : mx;
+  EXPECT(mx < 1e-6, "mu = 1: a step's KL to the anchor is %g (the anchor is not the policy)", mx);
+  run_grpo(0.1, &v);
+  EXPECT_EQ_INT(v.base.mismatched_steps, 0);
+  EXPECT(fabs(v.kl[0]) < 1e-6, "mu = 0.1: first step KL %g (the anchor starts at the weights)", v.kl[0]);
+  EXPECT(v.kl[NG * 3 - 1] > 1e-6, "mu = 0.1: last step KL %g: the anchor does not lag the policy", v.kl[NG * 3 - 1]);
+}
+
 int main(void) {
   test_update();
   test_training();
+  test_grpo();
   TEST_MAIN_END();
 }
