@@ -2,10 +2,10 @@
  * srlm_model_create, measured the way bench/model_torch.py measures transformers, so
  * bench/model.sh can print the two side by side at the same thread count.
  *
- *   bench_model [--hidden C --layers L --heads NH --kv-heads NKV --ff FF --vocab V]
- *               [--seq T] [--batch B] [--threads N] [--steps S] [--warmup W]
- *               [--decode-batch B] [--decode-tokens N] [--prompt-len P] [--recompute]
- *               [--seed S] [--json PATH]
+ *   bench_model [--family llama|qwen3] [--hidden C --layers L --heads NH --kv-heads NKV
+ *               --head-dim HS --ff FF --vocab V] [--tie] [--seq T] [--batch B] [--threads N]
+ *               [--steps S] [--warmup W] [--decode-batch B] [--decode-tokens N]
+ *               [--prompt-len P] [--recompute] [--seed S] [--save DIR [--save-only]] [--json PATH]
  *
  * Measures, after warm-up (not timed):
  *   matmul GFLOP/s       the model's Linear shapes (forward, dx, dW) at T = batch x seq
@@ -14,7 +14,18 @@
  *   prefill_tokens_per_s decode-batch prompts of prompt-len tokens in one srlm_model_step
  *   decode_tokens_per_s  decode-tokens greedy steps of one token per slot (argmax on the
  *                        host), generated tokens / time of those steps
- *   peak_rss_mb          getrusage maxrss
+ *   decode_weight_gb_per_s  bytes of the weights one decode step reads (every matrix and
+ *                        norm once; the embedding table only as the tied LM head) / time
+ *                        of a step: the achieved weight-read bandwidth
+ *   copy_gb_per_s        a STREAM-style copy (a[i] = b[i], 2 x 256 MiB, threads as set,
+ *                        bytes read + written / time, best of 5): the machine's reachable
+ *                        memory bandwidth that decode is measured against
+ *   peak_rss_mb          getrusage maxrss (before the copy's buffers)
+ * --save DIR (before any timing) writes the model as a Hugging Face directory (fp32,
+ * config.json + model.safetensors) and DIR/bench_ids.json (the training batch's and the
+ * decode prompts' token ids), so bench/model_torch.py --model DIR --ids DIR/bench_ids.json
+ * computes the same model on the same tokens: bench/model.sh compares the two losses.
+ * --save-only: only that, nothing timed.
  * Checked outside the timed loops (exit 1 when wrong): the loss is finite and near
  * log(V) at random init, and every greedy token is the argmax of srlm_model_logits over
  * the full sequence (the KV cache agrees with the full forward). */
@@ -32,26 +43,29 @@
 #include "srlm/model.h"
 
 typedef struct opts {
-  int64_t hidden, layers, heads, kv_heads, ff, vocab;
-  int seq, batch, threads, steps, warmup, decode_batch, decode_tokens, prompt_len, recompute;
+  int64_t hidden, layers, heads, kv_heads, head_dim, ff, vocab;
+  int seq, batch, threads, steps, warmup, decode_batch, decode_tokens, prompt_len, recompute, tie, qwen3, save_only;
   uint64_t seed;
-  const char *json;
+  const char *json, *save;
 } opts;
 
 static void usage(void) {
   fprintf(stderr,
-          "usage: bench_model [--hidden C --layers L --heads NH --kv-heads NKV --ff FF --vocab V]\n"
-          "                   [--seq T] [--batch B] [--threads N] [--steps S] [--warmup W]\n"
-          "                   [--decode-batch B] [--decode-tokens N] [--prompt-len P] [--recompute]\n"
-          "                   [--seed S] [--json PATH]\n");
+          "usage: bench_model [--family llama|qwen3] [--hidden C --layers L --heads NH --kv-heads NKV\n"
+          "                   --head-dim HS --ff FF --vocab V] [--tie] [--seq T] [--batch B] [--threads N]\n"
+          "                   [--steps S] [--warmup W] [--decode-batch B] [--decode-tokens N]\n"
+          "                   [--prompt-len P] [--recompute] [--seed S] [--save DIR [--save-only]]\n"
+          "                   [--json PATH]\n");
 }
 
 static int parse(int argc, char **argv, opts *o) {
-  *o = (opts){256, 6, 8, 4, 768, 10000, 256, 4, 2, 5, 1, 8, 32, 16, 0, 1234, NULL};
+  *o = (opts){.hidden = 256, .layers = 6, .heads = 8, .kv_heads = 4, .ff = 768, .vocab = 10000, .seq = 256,
+              .batch = 4, .threads = 2, .steps = 5, .warmup = 1, .decode_batch = 8, .decode_tokens = 32,
+              .prompt_len = 16, .seed = 1234};
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i];
-    if (!strcmp(a, "--recompute")) {
-      o->recompute = 1;
+    if (!strcmp(a, "--recompute") || !strcmp(a, "--tie") || !strcmp(a, "--save-only")) {
+      *(a[2] == 'r' ? &o->recompute : a[2] == 't' ? &o->tie : &o->save_only) = 1;
       continue;
     }
     if (!strcmp(a, "--help")) return usage(), 2;
@@ -61,11 +75,18 @@ static int parse(int argc, char **argv, opts *o) {
     long long x = strtoll(v, &end, 10);
     int num = v[0] && !*end && x >= 0;
     if (!strcmp(a, "--json")) o->json = v;
+    else if (!strcmp(a, "--save")) o->save = v;
+    else if (!strcmp(a, "--family")) {
+      if (strcmp(v, "llama") && strcmp(v, "qwen3"))
+        return fprintf(stderr, "bench_model: --family llama or qwen3, got '%s'\n", v), 2;
+      o->qwen3 = !strcmp(v, "qwen3");
+    }
     else if (!num) return fprintf(stderr, "bench_model: %s needs a non-negative integer, got '%s'\n", a, v), 2;
     else if (!strcmp(a, "--hidden")) o->hidden = x;
     else if (!strcmp(a, "--layers")) o->layers = x;
     else if (!strcmp(a, "--heads")) o->heads = x;
     else if (!strcmp(a, "--kv-heads")) o->kv_heads = x;
+    else if (!strcmp(a, "--head-dim")) o->head_dim = x;
     else if (!strcmp(a, "--ff")) o->ff = x;
     else if (!strcmp(a, "--vocab")) o->vocab = x;
     else if (!strcmp(a, "--seq")) o->seq = (int)x;
@@ -79,6 +100,7 @@ static int parse(int argc, char **argv, opts *o) {
     else if (!strcmp(a, "--seed")) o->seed = (uint64_t)x;
     else return fprintf(stderr, "bench_model: unknown option %s\n", a), usage(), 2;
   }
+  if (o->save_only && !o->save) return fprintf(stderr, "bench_model: --save-only needs --save DIR\n"), 2;
   if (o->seq < 2 || o->batch < 1 || o->steps < 1 || o->decode_batch < 1 || o->prompt_len < 1 || o->threads < 1)
     return fprintf(stderr, "bench_model: seq >= 2, batch, steps, decode-batch, prompt-len, threads >= 1\n"), 2;
   return 0;
@@ -124,6 +146,55 @@ static double time_matmul(int64_t M, int64_t N, int64_t K, int ta, int tb, int a
   return 2.0 * (double)M * (double)N * (double)K / best / 1e9;
 }
 
+/* STREAM's copy kernel over 2 x 256 MiB: (bytes read + bytes written) / time, GB/s, best
+ * of 5 after one untimed pass (which also faults the pages in). */
+static double copy_bandwidth(void) {
+  const size_t n = ((size_t)256 << 20) / sizeof(double);
+  double *a = malloc(n * sizeof *a), *b = malloc(n * sizeof *b);
+  if (!a || !b) return free(a), free(b), 0.0;
+  double best = 1e30;
+  for (int r = 0; r < 6; r++) {
+    double t0 = srlm_time_now();
+#pragma omp parallel for schedule(static)
+    for (size_t i = 0; i < n; i++) a[i] = r == 0 ? (double)i : b[i];
+    double t = srlm_time_now() - t0;
+    if (r == 0) {
+      memcpy(b, a, n * sizeof *a);
+      continue;
+    }
+    best = t < best ? t : best;
+  }
+  volatile double sink = a[n / 2];
+  (void)sink;
+  free(a), free(b);
+  return 2.0 * (double)(n * sizeof(double)) / best / 1e9;
+}
+
+/* Writes dir/bench_ids.json: {"train": [[...] x batch], "prompt": [[...] x decode_batch]},
+ * the ids main() draws (rand_id purposes 1 and 2). */
+static int save_ids(const opts *o, const char *dir) {
+  char path[4096];
+  snprintf(path, sizeof path, "%s/bench_ids.json", dir);
+  FILE *f = fopen(path, "w");
+  if (!f) return fprintf(stderr, "bench_model: cannot write %s\n", path), 1;
+  fprintf(f, "{\"train\": [");
+  for (int b = 0; b < o->batch; b++) {
+    fprintf(f, "%s[", b ? ", " : "");
+    for (int t = 0; t < o->seq; t++)
+      fprintf(f, "%s%d", t ? "," : "", rand_id(o->seed, 1, (uint64_t)b * (uint64_t)o->seq + (uint64_t)t, o->vocab));
+    fprintf(f, "]");
+  }
+  fprintf(f, "],\n\"prompt\": [");
+  for (int b = 0; b < o->decode_batch; b++) {
+    fprintf(f, "%s[", b ? ", " : "");
+    for (int t = 0; t < o->prompt_len; t++)
+      fprintf(f, "%s%d", t ? "," : "", rand_id(o->seed, 2, (uint64_t)b * (uint64_t)o->prompt_len + (uint64_t)t, o->vocab));
+    fprintf(f, "]");
+  }
+  fprintf(f, "]}\n");
+  return fclose(f) != 0 ? (fprintf(stderr, "bench_model: cannot write %s\n", path), 1) : 0;
+}
+
 int main(int argc, char **argv) {
   opts o;
   int rc = parse(argc, argv, &o);
@@ -132,11 +203,12 @@ int main(int argc, char **argv) {
   omp_set_num_threads(o.threads);
 #endif
   srlm_model_config cfg;
-  srlm_model_config_defaults(&cfg, SRLM_MODEL_LLAMA);
+  srlm_model_config_defaults(&cfg, o.qwen3 ? SRLM_MODEL_QWEN3 : SRLM_MODEL_LLAMA);
   cfg.vocab_size = o.vocab, cfg.hidden_size = o.hidden, cfg.intermediate_size = o.ff;
   cfg.num_hidden_layers = o.layers, cfg.num_attention_heads = o.heads, cfg.num_key_value_heads = o.kv_heads;
+  if (o.head_dim) cfg.head_dim = o.head_dim;
   cfg.max_position_embeddings = 4096 > o.seq ? 4096 : o.seq;
-  cfg.tie_word_embeddings = false;
+  cfg.tie_word_embeddings = o.tie != 0;
   CHECK_OK(srlm_model_config_finalize(&cfg, "bench config"));
   const double rss0 = peak_rss_mb();
   srlm_model *m;
@@ -145,9 +217,19 @@ int main(int argc, char **argv) {
   const int64_t V = o.vocab, C = o.hidden, T = (int64_t)o.seq * o.batch;
   printf("# bench_model %s (%s): srlm %s backend, ISA %s, %d threads, seed %llu\n", SRLM_VERSION_STRING, SRLM_BUILD_TYPE,
          srlm_backend_cpu()->name, srlm_backend_cpu_isa(), o.threads, (unsigned long long)o.seed);
-  printf("# llama: hidden %lld, layers %lld, heads %lld/%lld, ff %lld, vocab %lld: %.2fM params; train %d x %d tokens\n",
-         (long long)C, (long long)o.layers, (long long)o.heads, (long long)o.kv_heads, (long long)o.ff, (long long)V,
+  printf("# %s: hidden %lld, layers %lld, heads %lld/%lld x %lld, ff %lld, vocab %lld%s: %.2fM params; train %d x %d "
+         "tokens\n", o.qwen3 ? "qwen3" : "llama", (long long)C, (long long)o.layers, (long long)o.heads,
+         (long long)o.kv_heads, (long long)cfg.head_dim, (long long)o.ff, (long long)V, o.tie ? ", tied" : "",
          (double)srlm_model_num_params(m) / 1e6, o.batch, o.seq);
+  if (o.save) {
+    CHECK_OK(srlm_model_save(m, o.save, SRLM_ST_F32));
+    if (save_ids(&o, o.save)) return 1;
+    printf("# saved the model and its token ids to %s\n", o.save);
+    if (o.save_only) {
+      srlm_model_free(m);
+      return 0;
+    }
+  }
 
   /* ---- matmul shapes of the model ---- */
   const int64_t Q = cfg.num_attention_heads * cfg.head_dim;
@@ -229,6 +311,9 @@ int main(int argc, char **argv) {
   const double prefill = (double)DB * P / t_prefill, decode = (double)DB * N / t_decode;
   printf("prefill: %.0f tokens/s (%.1f ms); decode: %.0f tokens/s (%.2f ms/step of %d sequences), KV cache %.1f MB\n",
          prefill, 1000 * t_prefill, decode, 1000 * t_decode / (N > 0 ? N : 1), DB, (double)srlm_kv_cache_bytes(kv) / 1e6);
+  /* a step reads every weight once; an untied embedding table only by the rows it gathers */
+  const double step_bytes = 4.0 * (double)(srlm_model_num_params(m) - (o.tie ? 0 : (size_t)(V * C)));
+  const double weight_gbs = N > 0 ? step_bytes * N / t_decode / 1e9 : 0.0;
 
   /* greedy tokens against the full forward (the argmax of srlm_model_logits) */
   const int64_t L = P + N;
@@ -255,6 +340,10 @@ int main(int argc, char **argv) {
   if (mismatches) bad = 1;
   const double rss = peak_rss_mb();
   printf("peak RSS %.1f MB (%.1f MB before the model)\n", rss, rss0);
+  const double copy_gbs = copy_bandwidth(); /* after the RSS: its 512 MiB are not the model's */
+  printf("decode weight reads: %.1f GB/s (%.1f MB a step) = %.0f%% of the copy bandwidth (STREAM-style, %d threads: "
+         "%.1f GB/s)\n", weight_gbs, step_bytes / 1e6, copy_gbs > 0 ? 100.0 * weight_gbs / copy_gbs : 0.0, o.threads,
+         copy_gbs);
 
   if (o.json) {
     FILE *f = fopen(o.json, "w");
@@ -263,12 +352,14 @@ int main(int argc, char **argv) {
       return 1;
     }
     fprintf(f,
-            "{\"impl\":\"srlm\",\"threads\":%d,\"params\":%zu,\"isa\":\"%s\",\"recompute\":%d,"
+            "{\"impl\":\"srlm\",\"threads\":%d,\"params\":%zu,\"isa\":\"%s\",\"recompute\":%d,\"family\":\"%s\","
+            "\"copy_gb_per_s\":%.2f,\"decode_weight_gb_per_s\":%.2f,\"tie\":%d,\"head_dim\":%lld,"
             "\"shape\":{\"hidden\":%lld,\"layers\":%lld,\"heads\":%lld,\"kv_heads\":%lld,\"ff\":%lld,\"vocab\":%lld},"
             "\"seq\":%d,\"batch\":%d,\"steps\":%d,\"decode_batch\":%d,\"decode_tokens\":%d,\"prompt_len\":%d,"
             "\"fwd_bwd_tokens_per_s\":%.1f,\"decode_tokens_per_s\":%.1f,\"prefill_tokens_per_s\":%.1f,"
             "\"loss\":%.5f,\"activation_mb\":%.1f,\"peak_rss_mb\":%.1f,\"greedy_mismatches\":%d}\n",
-            o.threads, srlm_model_num_params(m), srlm_backend_cpu_isa(), o.recompute, (long long)C,
+            o.threads, srlm_model_num_params(m), srlm_backend_cpu_isa(), o.recompute, o.qwen3 ? "qwen3" : "llama",
+            copy_gbs, weight_gbs, o.tie, (long long)cfg.head_dim, (long long)C,
             (long long)o.layers, (long long)o.heads, (long long)o.kv_heads, (long long)o.ff, (long long)V, o.seq, o.batch,
             o.steps, DB, N, P, fwd_bwd, decode, prefill, loss, (double)srlm_model_activation_bytes(m) / 1e6, rss,
             mismatches);

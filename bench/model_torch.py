@@ -21,8 +21,13 @@ one inter-op thread.
 
 Prints ONE JSON object on stdout; progress goes to stderr.
 
+With --ids FILE (bench_ids.json, written by bench_model --save DIR next to the model in DIR)
+the training batch and the decode prompts are srlm's token ids, so that with --model DIR both
+sides compute the same model on the same tokens: "loss" in the output is then comparable
+with bench_model's (bench/model.sh checks it).
+
 usage: model_torch.py [--model DIR | --hidden C --layers L --heads NH --kv-heads NKV --ff FF --vocab V]
-                      [--seq T] [--batch B] [--threads N] [--steps S] [--warmup W]
+                      [--ids FILE] [--seq T] [--batch B] [--threads N] [--steps S] [--warmup W]
                       [--decode-batch B] [--decode-tokens N] [--prompt-len P] [--attn sdpa|eager]
 """
 import argparse
@@ -36,6 +41,7 @@ import time
 def parse_args():
     p = argparse.ArgumentParser(description="transformers CPU reference for the srlm model bench")
     p.add_argument("--model", help="a Hugging Face model directory (instead of the shape options)")
+    p.add_argument("--ids", help="bench_ids.json of bench_model --save: the training and prompt token ids")
     p.add_argument("--hidden", type=int, default=256)
     p.add_argument("--layers", type=int, default=6)
     p.add_argument("--heads", type=int, default=8)
@@ -97,7 +103,16 @@ def main():
     # ---- training step ----
     model.train()
     g = torch.Generator().manual_seed(args.seed)
-    ids = torch.randint(0, V, (args.batch, args.seq), generator=g)
+    given = None
+    if args.ids:
+        with open(args.ids) as f:
+            given = __import__("json").load(f)
+        ids = torch.tensor(given["train"], dtype=torch.long)
+        if tuple(ids.shape) != (args.batch, args.seq):
+            sys.exit(f"model_torch: {args.ids}: train ids are {tuple(ids.shape)}, --batch/--seq say "
+                     f"{(args.batch, args.seq)}")
+    else:
+        ids = torch.randint(0, V, (args.batch, args.seq), generator=g)
 
     def step():
         model.zero_grad(set_to_none=True)
@@ -105,8 +120,9 @@ def main():
         out.loss.backward()
         return float(out.loss.detach())
 
+    first_loss = None
     for _ in range(args.warmup):
-        step()
+        first_loss = step()
     t0 = time.perf_counter()
     for _ in range(args.steps):
         loss = step()
@@ -117,7 +133,13 @@ def main():
 
     # ---- prefill + decode with the KV cache ----
     model.eval()
-    prompt = torch.randint(0, V, (args.decode_batch, args.prompt_len), generator=g)
+    if given is not None:
+        prompt = torch.tensor(given["prompt"], dtype=torch.long)
+        if tuple(prompt.shape) != (args.decode_batch, args.prompt_len):
+            sys.exit(f"model_torch: {args.ids}: prompt ids are {tuple(prompt.shape)}, --decode-batch/--prompt-len "
+                     f"say {(args.decode_batch, args.prompt_len)}")
+    else:
+        prompt = torch.randint(0, V, (args.decode_batch, args.prompt_len), generator=g)
     mask = torch.ones_like(prompt)
 
     # transformers 5.x renames forward's past_key_values to cache
@@ -170,6 +192,8 @@ def main():
                   "ff": model.config.intermediate_size, "vocab": V},
         "seq": args.seq, "batch": args.batch, "steps": args.steps,
         "decode_batch": args.decode_batch, "decode_tokens": args.decode_tokens, "prompt_len": args.prompt_len,
+        "model_type": model.config.model_type, "tie": bool(model.config.tie_word_embeddings),
+        "loss": round(loss, 5), "first_loss": None if first_loss is None else round(first_loss, 5),
         "fwd_bwd_tokens_per_s": round(fwd_bwd, 1),
         "decode_tokens_per_s": round(decode, 1),
         "prefill_tokens_per_s": round(prefill, 1),

@@ -68,7 +68,15 @@ typedef struct srlm_backend srlm_backend;
  * order (bf16 inputs widened exactly), started from 0 (or from C when accumulating),
  * then + bias, then rounded to c_dtype. So an element depends only on its row of op(A)
  * and column of op(B): the same bits whatever M, N, the tiling, the thread count or the
- * other rows in the batch. */
+ * other rows in the batch.
+ * b_version: nonzero promises that B's bytes stay as they are while the pair (b,
+ * b_version) is unchanged (a model weight: the model draws a new version from
+ * srlm_weights_version_next whenever its weights change and calls the backend's forget
+ * on them). A backend may then keep B in its own layout between calls, keyed by the pair:
+ * the CPU keeps the packed panels of a weight for products with M <= SRLM_CPU_PACKED_MAX_M
+ * (decode), so a decode step reads its weights straight from the packed layout instead of
+ * re-packing them (the same panels, so the same bits). 0: no such promise. */
+#define SRLM_CPU_PACKED_MAX_M 64
 typedef struct srlm_matmul_params {
   void *c;           /* (M, N) c_dtype, row stride ldc; must not overlap a or b */
   const void *a;     /* (M, K) dtype, row stride lda, or (K, M) with trans_a */
@@ -79,7 +87,12 @@ typedef struct srlm_matmul_params {
   int trans_a, trans_b;
   int accumulate;    /* 0: C = op(A) op(B); 1: C += op(A) op(B) */
   srlm_dtype dtype, c_dtype;
+  uint64_t b_version; /* 0, or B's version (above) */
 } srlm_matmul_params;
+
+/* A fresh nonzero version number for weights whose bytes changed (process-wide, never
+ * repeated: thread-safe). */
+uint64_t srlm_weights_version_next(void);
 
 /* RMSNorm forward: out[n,c] = (x[n,c] * rstd[n]) * w[c],
  * rstd[n] = 1 / sqrt(mean_c(x[n,c]^2) + eps). out may alias x (in place). */
@@ -518,6 +531,10 @@ typedef struct srlm_backend_ops {
   /* The device memory free now and in all (bytes); the CPU: the machine's available and
    * physical memory. */
   srlm_status (*mem_info)(srlm_backend *be, size_t *free_bytes, size_t *total_bytes);
+  /* Drops whatever the backend keeps derived from the bytes [ptr, ptr + bytes) (the CPU's
+   * packed weights, matmul's b_version): called when they change or are freed. NULL:
+   * the backend keeps nothing. */
+  void (*forget)(srlm_backend *be, const void *ptr, size_t bytes);
 
   /* The ops (NULL where a backend does not have one). */
 #define SRLM_OP_FIELD_(op, type) srlm_status (*op)(srlm_backend *be, type p);
@@ -566,6 +583,9 @@ static inline srlm_status srlm_backend_copy_d2d(srlm_backend *be, void *dst, con
   return be->ops->copy_d2d(be, dst, src, bytes);
 }
 static inline srlm_status srlm_backend_sync(srlm_backend *be) { return be->ops->sync(be); }
+static inline void srlm_backend_forget(srlm_backend *be, const void *ptr, size_t bytes) {
+  if (be->ops->forget) be->ops->forget(be, ptr, bytes);
+}
 
 /* The name of the first op of the list that `ops` lacks (NULL entry), or NULL. */
 const char *srlm_backend_missing_op(const srlm_backend_ops *ops);
@@ -574,7 +594,8 @@ int srlm_backend_has_op(const srlm_backend_ops *ops, srlm_op_id id);
 
 /* ---- instances and the registry -------------------------------------------------------- */
 
-/* The process's CPU instance (the CPU backend keeps no state: one instance serves all). */
+/* The process's CPU instance (one instance serves all; its only state is the packed-weight
+ * cache of matmul's b_version, process-wide and locked). */
 srlm_backend *srlm_backend_cpu(void);
 
 /* Opens an instance of the backend named `name` on `device` ("cpu" ignores it; < 0
@@ -607,6 +628,8 @@ const char *srlm_backend_names(void);
 const srlm_backend_ops *srlm_backend_cpu_ops(void);
 const char *srlm_backend_cpu_isa(void);
 srlm_status srlm_backend_cpu_set_isa(const char *isa);
+/* The bytes the CPU's packed-weight cache holds now (matmul's b_version). */
+size_t srlm_backend_cpu_packed_bytes(void);
 
 /* The CUDA simulator's table (cuda/sim: the CUDA kernels run on the CPU; always built). */
 const srlm_backend_ops *srlm_backend_cuda_sim_ops(void);

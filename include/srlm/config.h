@@ -97,8 +97,15 @@ typedef enum srlm_cfg_overflow {
 typedef enum srlm_cfg_judge_source {
   SRLM_CFG_SOURCE_MODEL = 0, /* the model's own judgment (the task's judge format, or judge.template) */
   SRLM_CFG_SOURCE_VERIFIER,  /* the task's programmatic checker: score_max if right, score_min if not */
-  SRLM_CFG_SOURCE_MIX        /* (1 - judge.verifier_weight) x model + judge.verifier_weight x verifier */
+  SRLM_CFG_SOURCE_MIX,       /* (1 - judge.verifier_weight) x model + judge.verifier_weight x verifier */
+  SRLM_CFG_SOURCE_SAR,       /* verifier + judge.sar_weight x (score_max - score_min) x R_SA (rewards.h, SAR) */
+  SRLM_CFG_SOURCE_BLEU       /* score_min + (score_max - score_min) x BLEU-4 against the prompt's references */
 } srlm_cfg_judge_source;
+
+typedef enum srlm_cfg_bleu_tokenize {
+  SRLM_CFG_BLEU_WORDS = 0, /* whitespace-separated words (rewards.h) */
+  SRLM_CFG_BLEU_CHARS      /* every character but whitespace (the character-level tiny tasks) */
+} srlm_cfg_bleu_tokenize;
 
 typedef enum srlm_cfg_grpo_agg {
   SRLM_CFG_GRPO_SEQ_MEAN = 0, /* per-sequence token mean, then mean over sequences (GRPO) */
@@ -128,7 +135,9 @@ typedef enum srlm_cfg_grpo_std_scope {
 
 typedef enum srlm_cfg_grpo_equal {
   SRLM_CFG_GRPO_EQUAL_KEEP = 0, /* groups with all rewards equal are trained on (advantage 0) */
-  SRLM_CFG_GRPO_EQUAL_DROP      /* dropped before training (DAPO's dynamic sampling filter), counted */
+  SRLM_CFG_GRPO_EQUAL_DROP,     /* dropped before training (DAPO's dynamic sampling filter), counted */
+  SRLM_CFG_GRPO_EQUAL_REFILL    /* dropped, and more prompts generated until the iteration has its
+                                   prompts' worth of informative groups (DAPO; rollout.h) */
 } srlm_cfg_grpo_equal;
 
 typedef enum srlm_cfg_args_reward {
@@ -231,6 +240,8 @@ typedef struct srlm_config {
     int replay_per_verdict;
     srlm_cfg_judge_source source;
     double verifier_weight;
+    double sar_weight;                   /* source sar: weight of R_SA (the paper's 0.2) */
+    srlm_cfg_bleu_tokenize bleu_tokenize; /* source bleu: what an n-gram is made of */
   } judge;
   struct {
     double min_margin;
@@ -268,6 +279,8 @@ typedef struct srlm_config {
     double grpo_std_eps;           /* A = (r - mean) / (std + eps) */
     srlm_cfg_grpo_std_scope grpo_std_scope;
     srlm_cfg_grpo_equal grpo_equal_groups;
+    int grpo_refill_rounds;        /* refill: extra generation rounds per iteration at most */
+    int grpo_refill_prompts;       /* refill: extra prompts per iteration at most; 0 = the iteration's prompts */
     double is_cap;                 /* GRPO truncated importance weight cap; 0 = off */
     int checkpoint_every;          /* optimizer steps between mid-iteration checkpoints; 0 = only at iteration ends */
     int zero;                      /* ZeRO stage over the learner ranks: 0, or 1 (AdamW moments sharded) */
@@ -278,6 +291,7 @@ typedef struct srlm_config {
   struct {
     int every;   /* iterations between evaluations; 0 = never */
     int prompts; /* eval prompts per evaluation; 0 = all */
+    int best_of; /* best-of-N accuracy: N samples per eval prompt, the best by judge.source; 0 = off */
   } eval;
 } srlm_config;
 

@@ -21,6 +21,9 @@
  *   workspace    SRLM_MEMPLAN_WORKSPACE: cuBLASLt's workspace (32 MiB), the LM head's logit
  *                chunks (16 MiB) and staging.
  * A colocated rank plays every role and holds the learner's and the samplers' lines.
+ * Not counted: on the CPU backend a rank that decodes also keeps its weights once more,
+ * packed as fp32 for the matmul's micro-kernel (backend.h, matmul's b_version), host memory
+ * that no device limit applies to.
  * Upper bounds where the data decide (sequence lengths); exact for the parameter lines.
  */
 #ifndef SRLM_MEMPLAN_H

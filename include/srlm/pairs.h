@@ -94,6 +94,19 @@ typedef struct srlm_group_stats {
  * all scored rewards equal (zero_variance above; DAPO's dynamic sampling drops these). */
 int srlm_group_all_equal(int g, const double *rewards);
 
+/* DAPO's dynamic-sampling refill (train.grpo_equal_groups refill): the extra prompts the
+ * next generation round makes, 0 when no round is due. target: informative groups wanted
+ * (the iteration's prompts); informative: those so far; generated: prompts so far (the
+ * iteration's plus the extra); extra_done: extra prompts so far; cap: extra prompts at most;
+ * rounds_done/max_rounds: extra rounds so far and at most; per: prompts per shard.
+ * No round once informative >= target, rounds_done >= max_rounds or extra_done >= cap.
+ * Otherwise the missing groups over the informative rate so far (need x generated /
+ * informative, rounded up; all of the cap left when nothing was informative yet), at
+ * least need, rounded up to whole shards of per prompts and cut at the cap. A pure
+ * function of counts: every layout of ranks makes the same rounds. */
+int64_t srlm_refill_next(int64_t target, int64_t informative, int64_t generated, int64_t extra_done, int64_t cap,
+                         int rounds_done, int max_rounds, int per);
+
 /* Advantages of n_groups groups of g samples each, group j = samples [j g, (j+1) g).
  * rewards (n_groups * g), NaN = unscored; adv (n_groups * g) out. stats accumulates
  * (may be NULL). */

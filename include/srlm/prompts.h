@@ -5,6 +5,9 @@
  *   {"prompt": "..."}        one user turn
  *   {"messages": [...]}      a conversation (srlm_chat_messages_from_json) that has at
  *                            least one "user" message
+ * Either may carry "reference": a string or a non-empty list of strings, the prompt's
+ * reference answers (judge.source bleu, rewards.h); any other type is a bad line
+ * ("FILE:LINE: \"reference\": expected a string or a list of strings, got ...").
  * Other keys are ignored. With a chat format the conversation is rendered with the
  * generation prompt (what the model continues); without one (tokenizer.chat_format none)
  * the "prompt" string is the text as is, and "messages" is an error.
@@ -26,6 +29,9 @@
  *   /prompts/text         strings the rendered text
  *   /prompts/instruction  strings the judge's {prompt}
  *   /prompts/line         int64 (n) the 1-based JSONL line
+ *   /prompts/reference          strings the references, prompt by prompt (only when
+ *   /prompts/reference_offsets  int64 (n + 1)  some prompt has one; prompt i's are
+ *                               reference[reference_offsets[i] .. reference_offsets[i+1]))
  * Written to a temporary name and renamed into place (srlm_store_commit).
  */
 #ifndef SRLM_PROMPTS_H
@@ -52,6 +58,10 @@ typedef struct srlm_prompt_set {
   char **text;        /* (n) rendered text (NUL-terminated) */
   char **instruction; /* (n) the judge's {prompt} */
   int64_t *line;      /* (n) 1-based JSONL line */
+  /* reference answers: prompt i's are refs[ref_offsets[i] .. ref_offsets[i + 1]); both
+     NULL when no prompt of the set has a "reference" */
+  int64_t *ref_offsets; /* (n + 1) */
+  char **refs;          /* (ref_offsets[n]) NUL-terminated */
 } srlm_prompt_set;
 
 typedef struct srlm_prompts_stats {

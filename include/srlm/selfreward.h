@@ -14,12 +14,20 @@
  *             score tokens, regex = the greedy score); with a prompt set, the text judge
  *             (llm_judge.h: judge.template, judge.samples judgments, judge.score_regex).
  *             verifier: the task's checker (score_max / score_min); mix: both, weighted by
- *             judge.verifier_weight. With source model the checker is NOT used;
+ *             judge.verifier_weight; sar: the verifier plus the self-aligned reward of two
+ *             forward passes of the judge's policy copy; bleu: BLEU-4 against the prompt's
+ *             references (a prompt set's "reference", the sign puzzle's correct answers)
+ *             (rewards.h). With source model the checker is NOT used;
  *   pairs     best vs worst per prompt (pairs.min_margin; ties and equal texts dropped),
  *             or for train.loss grpo, groups of the K samples with normalized advantages
  *             (train.grpo_std_scope: each group's std or the iteration's; with
  *             train.grpo_equal_groups drop, groups whose rewards are all equal are left
- *             out; both counted in the iteration line: groups_all_equal, groups_dropped);
+ *             out; both counted in the iteration line: groups_all_equal, groups_dropped;
+ *             with refill, DAPO's dynamic sampling, also extra prompts are generated in
+ *             rounds while the informative groups are fewer than the iteration's prompts
+ *             (srlm_refill_next, train.grpo_refill_rounds / grpo_refill_prompts; every rank
+ *             takes part in each round) and the first n informative groups in prompt order
+ *             are trained: groups_refilled, groups_surplus, prompts_generated, short_by);
  *   replay    (task judge) the model's own greedy judgments, balanced by their verdict (up
  *             to judge.replay_per_verdict each way), as NLL examples;
  *   learn     reference log-probs from M_{t-1}, then DPO/IPO/SFT (+ NLL, + replay) or GRPO
@@ -27,7 +35,11 @@
  *             (dp.h) with gradients summed in rank order;
  *   eval      held-out accuracy (greedy, checked by the checker) and judge agreement
  *             (one sampled answer per eval prompt, judged by the model, compared with the
- *             checker): the checker is used here and only here.
+ *             checker): the checker is used here and only here; with eval.best_of N also
+ *             best-of-N accuracy: N samples per eval prompt (generate.* sampling, keys
+ *             SRLM_SR_RNG_BEST_OF), scored by the training reward (judge.source, the same
+ *             code as the judge role) and the best one (the lowest sample among equals)
+ *             checked.
  * M_0 is evaluated before the first iteration (iteration 0). Each iteration saves
  * iter_<t>/rollouts.h5 (every shard, the pairs, the counts) and iter_<t>/model/, and
  * appends metrics.jsonl lines (learn steps: loss, chosen/rejected log-probs and rewards,
@@ -55,6 +67,7 @@ extern "C" {
 
 #define SRLM_SR_RNG_GENERATE 0x5e11u /* sample seq ids: (iteration, prompt * K + sample) */
 #define SRLM_SR_RNG_EVAL 0x5e12u     /* eval samples for judge agreement */
+#define SRLM_SR_RNG_BEST_OF 0x5e13u  /* eval.best_of samples: (iteration, prompt * N + sample) */
 
 /* One iteration's row of the summary table. */
 typedef struct srlm_sr_iteration {
@@ -63,6 +76,7 @@ typedef struct srlm_sr_iteration {
   double sample_accuracy;   /* accuracy of one temperature sample per eval prompt */
   double judge_agreement;   /* judge verdict == checker on those samples */
   double eval_score;        /* prompt sets: mean self-judged score of the greedy eval answers */
+  double best_of_accuracy;  /* eval.best_of: the best of N samples by judge.source, checked (NaN: off) */
   int64_t samples, pairs, replay;
   /* the judge's format health over the iteration's judgments (shard.h
      srlm_shard_judge_health; 0 with judge.source verifier) */
@@ -70,7 +84,14 @@ typedef struct srlm_sr_iteration {
   /* GRPO: groups whose rewards are all equal, and those of them dropped
      (train.grpo_equal_groups drop) */
   int64_t groups_all_equal, groups_dropped;
+  /* train.grpo_equal_groups refill: informative groups trained from the extra prompts,
+     informative groups past the target left out, prompts generated in all (the
+     iteration's and the extra), and informative groups still missing */
+  int64_t groups_refilled, groups_surplus, prompts_generated, short_by;
   double mean_score;        /* mean judged score of the iteration's samples */
+  /* judge.source sar: the mean R_SA and the fraction the checker accepts; bleu: the mean
+     BLEU (NaN otherwise); from the shards' judgment records (rollout.h) */
+  double sar_mean, verifier_right, bleu_mean;
   double pair_accuracy;     /* pairs whose chosen sample the checker accepts and rejected not
                                (reported only; never used for training) */
   double loss_first, loss_last;

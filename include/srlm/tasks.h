@@ -112,6 +112,9 @@ srlm_status srlm_task_prompt_parse(const char *text, size_t len, srlm_task_puzzl
 int srlm_task_check(const srlm_task_puzzle *p, const char *answer, size_t len);
 /* The number of sign patterns (0..8) that reach p's target. */
 int srlm_task_count_solutions(const srlm_task_puzzle *p);
+/* Every correct answer of p (the references of judge.source bleu and of `srlm task prompts
+ * --reference`), in the sign order +++, ++-, ..., ---; returns how many (0..8). */
+int srlm_task_solutions(const srlm_task_puzzle *p, char out[8][SRLM_TASK_ANSWER_LEN + 1]);
 
 /* ---- judge format -------------------------------------------------------------- */
 

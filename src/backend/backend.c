@@ -120,6 +120,11 @@ srlm_status srlm_backend_close(srlm_backend *be) {
   return st;
 }
 
+uint64_t srlm_weights_version_next(void) {
+  static uint64_t next = 0;
+  return __atomic_add_fetch(&next, 1, __ATOMIC_RELAXED);
+}
+
 srlm_status srlm_backend_lacks(const srlm_backend *be, const char *op) {
   return srlm_error(SRLM_ERR_UNSUPPORTED, "backend", "'%s' has no op '%s' yet", be->name, op);
 }

@@ -2,7 +2,9 @@
  * JSON line out per line in, in input order: {"ids":[...],"text":"...","logprobs":[...]}.
  * Every input line is read and checked before the first token is generated (a bad line
  * is an error naming FILE:LINE and nothing is written); the lines then run in chunks
- * through srlm_generate (generate.h). Results go to stdout, a summary to stderr. */
+ * through srlm_generate (generate.h). Results go to stdout, a summary to stderr.
+ * --best-of N samples N answers per line and prints the best by a reward (rewards.h, the
+ * tasks' checkers and judge) with its score. */
 #include <errno.h>
 #include <jansson.h>
 #include <math.h>
@@ -18,7 +20,11 @@
 #include "srlm/generate.h"
 #include "srlm/hfmodel.h"
 #include "srlm/jsonl.h"
+#include "srlm/countdown.h"
+#include "srlm/grpo.h"
 #include "srlm/model.h"
+#include "srlm/rewards.h"
+#include "srlm/tasks.h"
 #include "srlm/tokenizer.h"
 
 #define MAX_STOP 16
@@ -61,6 +67,19 @@ static const char k_help[] =
     "  --max-batch B        sequences decoded together (default 8)\n"
     "  --stop STRING        stop when the new text contains STRING (repeatable, up to 16);\n"
     "                       the text ends with it, ids keep every generated token\n"
+    "  --best-of N          best-of-N: N samples per line (sample k of input i draws from\n"
+    "                       the stream (S, i N + k)), scored by --reward; the line printed\n"
+    "                       is the best (the lowest k among equals; a sample without a\n"
+    "                       score never wins unless none has one) with \"score\" and\n"
+    "                       \"scores\" (all N, in sample order; null: none) added\n"
+    "  --reward R           best-of-N's reward: sar (self-aligned: R_SA of the answer under\n"
+    "                       this model, include/srlm/rewards.h; the default), bleu (BLEU-4\n"
+    "                       against the line's \"reference\", a string or a list), verifier\n"
+    "                       (1 when --task's checker accepts an answer that stopped at EOS,\n"
+    "                       else 0; the line's prompt/text is the task's prompt) or judge\n"
+    "                       (the sign puzzle's judge format: the model's expected score)\n"
+    "  --task T             sign_puzzle or countdown: the checker of --reward verifier\n"
+    "  --bleu-tokenize M    words (default) or chars: BLEU's tokens\n"
     SRLM_CLI_BACKEND_HELP
     "  --args-reward R      ARGS reward-guided decoding (Khanov et al. 2024): each step, over\n"
     "                       the K most likely tokens v, score(v) = logit(v) + W reward(prefix\n"
@@ -84,11 +103,18 @@ static const char k_help[] =
 
 /* ---- options ---------------------------------------------------------------------------- */
 
+typedef enum gen_reward { REWARD_SAR = 0, REWARD_BLEU, REWARD_VERIFIER, REWARD_JUDGE } gen_reward;
+
 typedef struct gen_opts {
   const char *model, *jsonl;
   const char *args_reward, *args_reference; /* ARGS: NULL = off */
   srlm_args_params args;
   int args_set;                             /* an --args-* option besides --args-reward was given */
+  int best_of;         /* 0: off */
+  gen_reward reward;
+  int countdown;       /* --task countdown (else sign_puzzle) */
+  int has_task;
+  srlm_bleu_tokens bleu_mode;
   srlm_generate_params gp;
   const char *stop[MAX_STOP];
   srlm_cli_backend backend;
@@ -133,6 +159,7 @@ static int parse_opts(int argc, char **argv, gen_opts *o, int *help) {
     if (strncmp(a, "--", 2) != 0) return srlm_cli_usage_error(cmd, "unexpected argument '%s'", a);
     static const char *const k_valued[] = {"--model", "--jsonl", "--max-new-tokens", "--temperature", "--top-p",
                                            "--top-k", "--min-p", "--seed",           "--max-batch",   "--stop",
+                                           "--best-of", "--reward", "--task", "--bleu-tokenize",
                                            "--args-reward", "--args-weight", "--args-top-k", "--args-reference"};
     int known = 0;
     for (size_t k = 0; k < sizeof k_valued / sizeof k_valued[0]; k++) known |= !strcmp(a, k_valued[k]);
@@ -175,6 +202,24 @@ static int parse_opts(int argc, char **argv, gen_opts *o, int *help) {
       if (!parse_float(v, &w) || !isfinite(w)) return srlm_cli_usage_error(cmd, "--args-weight '%s': expected a number", v);
       o->args.weight = w;
       o->args_set = 1;
+    } else if (!strcmp(a, "--best-of")) {
+      if (!parse_long(v, 1, 4096, &n)) return srlm_cli_usage_error(cmd, "--best-of '%s': expected an integer in 1..4096", v);
+      o->best_of = (int)n;
+    } else if (!strcmp(a, "--reward")) {
+      static const char *const names[] = {"sar", "bleu", "verifier", "judge"};
+      int k = 0;
+      while (k < 4 && strcmp(v, names[k])) k++;
+      if (k == 4) return srlm_cli_usage_error(cmd, "--reward '%s': expected sar, bleu, verifier or judge", v);
+      o->reward = (gen_reward)k;
+    } else if (!strcmp(a, "--task")) {
+      if (strcmp(v, "sign_puzzle") && strcmp(v, "countdown"))
+        return srlm_cli_usage_error(cmd, "--task '%s': expected sign_puzzle or countdown", v);
+      o->countdown = !strcmp(v, "countdown");
+      o->has_task = 1;
+    } else if (!strcmp(a, "--bleu-tokenize")) {
+      if (strcmp(v, "words") && strcmp(v, "chars"))
+        return srlm_cli_usage_error(cmd, "--bleu-tokenize '%s': expected words or chars", v);
+      o->bleu_mode = !strcmp(v, "chars") ? SRLM_BLEU_CHARS : SRLM_BLEU_WORDS;
     } else if (!strcmp(a, "--stop")) {
       if (!v[0]) return srlm_cli_usage_error(cmd, "--stop needs a non-empty string");
       if (o->gp.n_stop == MAX_STOP) return srlm_cli_usage_error(cmd, "at most %d --stop strings", MAX_STOP);
@@ -193,6 +238,12 @@ static int parse_opts(int argc, char **argv, gen_opts *o, int *help) {
     return srlm_cli_usage_error(cmd, "--args-reward implicit needs --args-reference DIR (the reference model)");
   if (o->args_reward && !strcmp(o->args_reward, "judge") && o->args_reference)
     return srlm_cli_usage_error(cmd, "--args-reference applies to --args-reward implicit");
+  if (o->args_reward && o->best_of)
+    return srlm_cli_usage_error(cmd, "--args-reward and --best-of are two decoding modes: give one of them");
+  if (o->reward == REWARD_VERIFIER && !o->has_task)
+    return srlm_cli_usage_error(cmd, "--reward verifier needs --task sign_puzzle or --task countdown");
+  if (o->reward == REWARD_JUDGE && o->countdown)
+    return srlm_cli_usage_error(cmd, "--reward judge scores with the sign puzzle's judge format (--task sign_puzzle)");
   if (srlm_sampler_params_check(&o->gp.sampler) != SRLM_OK)
     return srlm_cli_usage_error(cmd, "%s", srlm_error_message());
   return 0;
@@ -203,12 +254,20 @@ static int parse_opts(int argc, char **argv, gen_opts *o, int *help) {
 typedef struct inputs {
   srlm_gen_request *req; /* (n) */
   int32_t **ids;         /* (n) owned prompt ids */
+  char **text;           /* (n) the line's "prompt" or "text" string (NULL: none), for --reward verifier/judge */
+  json_t **refs;         /* (n) the line's "reference" (NULL: none), for --reward bleu */
   int n, cap;
 } inputs;
 
 static void inputs_free(inputs *in) {
-  for (int i = 0; i < in->n; i++) free(in->ids[i]);
+  for (int i = 0; i < in->n; i++) {
+    free(in->ids[i]);
+    free(in->text[i]);
+    json_decref(in->refs[i]);
+  }
   free(in->ids);
+  free(in->text);
+  free(in->refs);
   free(in->req);
 }
 
@@ -219,6 +278,7 @@ typedef struct line_ctx {
   srlm_chat_format chat;
   int64_t V;
   int64_t C; /* the model's context (max_position_embeddings); 0 = unknown */
+  int need_refs, need_text; /* --best-of with --reward bleu, or verifier/judge */
 } line_ctx;
 
 static srlm_status need_tokenizer(const line_ctx *c, const srlm_jsonl *r, const char *key) {
@@ -309,19 +369,40 @@ static srlm_status read_inputs(line_ctx *c, const char *path, inputs *in) {
   while ((st = srlm_jsonl_next(r, &v)) == SRLM_OK && v) {
     srlm_token_ids_clear(&ids);
     st = line_ids(c, r, v, &ids);
-    json_decref(v);
     /* past the context the model has no trained positions: refuse at once rather than
        spend minutes on a result that means nothing */
     if (st == SRLM_OK && c->C > 0 && (int64_t)ids.n >= c->C)
       st = srlm_jsonl_error(r, SRLM_ERR_RANGE, "the prompt has %zu tokens; the model's context is %lld positions "
                             "(config.json max_position_embeddings), and a prompt must leave one to generate",
                             ids.n, (long long)c->C);
+    json_t *ref = json_object_get(v, "reference"), *pt = json_object_get(v, "prompt");
+    if (!pt) pt = json_object_get(v, "text");
+    int ref_ok = !ref || json_is_string(ref) || (json_is_array(ref) && json_array_size(ref) > 0);
+    for (size_t k = 0; ref_ok && json_is_array(ref) && k < json_array_size(ref); k++)
+      ref_ok = json_is_string(json_array_get(ref, k));
+    if (st == SRLM_OK && !ref_ok)
+      st = srlm_jsonl_error(r, SRLM_ERR_FORMAT, "\"reference\": expected a string or a non-empty list of strings");
+    if (st == SRLM_OK && c->need_refs && !ref)
+      st = srlm_jsonl_error(r, SRLM_ERR_FORMAT, "--reward bleu needs a \"reference\" on every line");
+    if (st == SRLM_OK && c->need_text && !json_is_string(pt))
+      st = srlm_jsonl_error(r, SRLM_ERR_FORMAT, "--reward verifier/judge needs the task's prompt as \"prompt\" or \"text\"");
+    if (ref) json_incref(ref);
+    char *text = json_is_string(pt) ? srlm_xstrdup(json_string_value(pt)) : NULL;
+    json_decref(v);
+    if (st != SRLM_OK) {
+      json_decref(ref);
+      free(text);
+    }
     if (st != SRLM_OK) break;
     if (in->n == in->cap) {
       in->cap = in->cap ? 2 * in->cap : 64;
       in->req = srlm_xrealloc(in->req, (size_t)in->cap * sizeof *in->req);
       in->ids = srlm_xrealloc(in->ids, (size_t)in->cap * sizeof *in->ids);
+      in->text = srlm_xrealloc(in->text, (size_t)in->cap * sizeof *in->text);
+      in->refs = srlm_xrealloc(in->refs, (size_t)in->cap * sizeof *in->refs);
     }
+    in->text[in->n] = text;
+    in->refs[in->n] = ref;
     int32_t *copy = srlm_xmalloc(ids.n * sizeof *copy);
     memcpy(copy, ids.ids, ids.n * sizeof *copy);
     in->ids[in->n] = copy;
@@ -444,8 +525,10 @@ static void put_json_string(buf *b, const char *s, size_t n) {
   put(b, "\"", 1);
 }
 
-static srlm_status write_result(buf *b, const srlm_gen_result *r) {
-  char num[32];
+/* One output line; with scores (n_scores of them, best-of-N) also "score" (scores[best])
+ * and "scores". */
+static srlm_status write_result(buf *b, const srlm_gen_result *r, const double *scores, int n_scores, int best) {
+  char num[40];
   b->n = 0;
   puts_(b, "{\"ids\":[");
   for (int64_t i = 0; i < r->n; i++) {
@@ -461,9 +544,126 @@ static srlm_status write_result(buf *b, const srlm_gen_result *r) {
                                      : snprintf(num, sizeof num, i ? ",null" : "null");
     put(b, num, (size_t)k);
   }
-  puts_(b, "]}\n");
+  puts_(b, "]");
+  for (int i = -1; scores && i < n_scores; i++) {
+    double x = scores[i < 0 ? best : i];
+    puts_(b, i < 0 ? ",\"score\":" : i == 0 ? ",\"scores\":[" : ",");
+    int k = isfinite(x) ? snprintf(num, sizeof num, "%.9g", x) : snprintf(num, sizeof num, "null");
+    put(b, num, (size_t)k);
+    if (i == n_scores - 1) puts_(b, "]");
+  }
+  puts_(b, "}\n");
   if (fwrite(b->p, 1, b->n, stdout) != b->n) return srlm_error(SRLM_ERR_IO, "stdout", "write failed: %s", strerror(errno));
   return SRLM_OK;
+}
+
+/* ---- best-of-N ------------------------------------------------------------------------- */
+
+/* The --reward of line i's N samples res[0 .. N) into score (N; NaN: none). */
+static srlm_status score_samples(const gen_opts *o, srlm_model *m, srlm_tokenizer *tok, const inputs *in, int i,
+                                 const srlm_gen_result *res, int N, int32_t bos, double *score) {
+  const char *where = o->jsonl;
+  if (o->reward == REWARD_SAR) { /* rewards.h: the answer after the prompt and alone after bos */
+    srlm_grpo_seq *q = srlm_xmalloc((size_t)(2 * N) * sizeof *q);
+    int64_t n = 0, tokens = 0;
+    for (int k = 0; k < N; k++) {
+      int64_t len = res[k].n - (res[k].stop == SRLM_STOP_EOS && res[k].n > 0);
+      score[k] = 0;
+      if (len == 0) continue;
+      q[n++] = (srlm_grpo_seq){in->req[i].prompt, res[k].ids, NULL, in->req[i].n_prompt, len};
+      q[n++] = (srlm_grpo_seq){&bos, res[k].ids, NULL, 1, len};
+      tokens += 2 * len;
+    }
+    float *lp = srlm_xmalloc((size_t)(tokens + 1) * sizeof *lp);
+    srlm_status st = n ? srlm_grpo_logps(m, q, n, 16384, lp) : SRLM_OK;
+    for (int k = 0, at = 0; k < N && st == SRLM_OK; k++) {
+      int64_t len = res[k].n - (res[k].stop == SRLM_STOP_EOS && res[k].n > 0);
+      if (len == 0) continue;
+      score[k] = srlm_sar_reward(lp + at, lp + at + len, len, NULL, NULL);
+      at += (int)(2 * len);
+    }
+    free(lp);
+    free(q);
+    return st;
+  }
+  if (o->reward == REWARD_BLEU) {
+    const json_t *ref = in->refs[i];
+    int nr = json_is_string(ref) ? 1 : (int)json_array_size(ref);
+    const char **rs = srlm_xmalloc((size_t)nr * sizeof *rs);
+    for (int k = 0; k < nr; k++) rs[k] = json_string_value(json_is_string(ref) ? ref : json_array_get(ref, (size_t)k));
+    for (int k = 0; k < N; k++) score[k] = srlm_bleu(res[k].text, res[k].text_len, rs, NULL, nr, o->bleu_mode);
+    free(rs);
+    return SRLM_OK;
+  }
+  const char *prompt = in->text[i];
+  if (o->countdown) { /* verifier */
+    srlm_cd_puzzle p;
+    srlm_status st = srlm_cd_prompt_parse(prompt, strlen(prompt), &p);
+    if (st != SRLM_OK) return srlm_error_context(st, "%s: input %d: --task countdown", where, i + 1);
+    for (int k = 0; k < N; k++)
+      score[k] = res[k].stop == SRLM_STOP_EOS && srlm_cd_check(&p, res[k].text, res[k].text_len, NULL) == SRLM_CD_OK;
+    return SRLM_OK;
+  }
+  srlm_task_puzzle p;
+  srlm_status st = srlm_task_prompt_parse(prompt, strlen(prompt), &p);
+  if (st != SRLM_OK) return srlm_error_context(st, "%s: input %d: --task sign_puzzle", where, i + 1);
+  if (o->reward == REWARD_VERIFIER) {
+    for (int k = 0; k < N; k++)
+      score[k] = res[k].stop == SRLM_STOP_EOS && srlm_task_check(&p, res[k].text, res[k].text_len);
+    return SRLM_OK;
+  }
+  /* the model's own judge (the sign puzzle's format): its expected score */
+  srlm_task_puzzle *pp = srlm_xmalloc((size_t)N * sizeof *pp);
+  const char **cand = srlm_xmalloc((size_t)N * sizeof *cand);
+  srlm_task_judge_result *jr = srlm_xcalloc((size_t)N, sizeof *jr);
+  for (int k = 0; k < N; k++) {
+    pp[k] = p;
+    cand[k] = res[k].text;
+  }
+  st = srlm_task_judge(m, tok, o->gp.max_batch, SRLM_TASK_RATIONALE_GREEDY, N, pp, cand, jr);
+  for (int k = 0; k < N && st == SRLM_OK; k++) score[k] = jr[k].expected;
+  free(jr);
+  free(cand);
+  free(pp);
+  return st;
+}
+
+/* Every line's N samples, scored; the best of each printed (--best-of). */
+static srlm_status run_best_of(gen_opts *o, srlm_model *m, srlm_tokenizer *tok, const inputs *in, int32_t bos, buf *out,
+                               srlm_generate_stats *total) {
+  const int N = o->best_of;
+  const int per = o->gp.max_batch * 8 / N > 1 ? o->gp.max_batch * 8 / N : 1; /* lines per chunk */
+  srlm_gen_request *req = srlm_xmalloc((size_t)per * (size_t)N * sizeof *req);
+  srlm_gen_result *res = srlm_xcalloc((size_t)per * (size_t)N, sizeof *res);
+  double *score = srlm_xmalloc((size_t)N * sizeof *score);
+  srlm_status st = SRLM_OK;
+  for (int start = 0; st == SRLM_OK && start < in->n; start += per) {
+    int n = in->n - start < per ? in->n - start : per;
+    for (int i = 0; i < n; i++)
+      for (int k = 0; k < N; k++) {
+        req[i * N + k] = in->req[start + i];
+        req[i * N + k].seq_id = (uint64_t)(start + i) * (uint64_t)N + (uint64_t)k;
+      }
+    srlm_generate_stats stats;
+    st = srlm_generate(m, &o->gp, n * N, req, res, &stats);
+    for (int i = 0; i < n && st == SRLM_OK; i++) {
+      st = score_samples(o, m, tok, in, start + i, res + i * N, N, bos, score);
+      int best = 0;
+      for (int k = 1; k < N; k++)
+        if (isfinite(score[k]) && (!isfinite(score[best]) || score[k] > score[best])) best = k;
+      if (st == SRLM_OK) st = write_result(out, &res[i * N + best], score, N, best);
+    }
+    for (int j = 0; j < n * N; j++) srlm_gen_result_free(&res[j]);
+    if (st != SRLM_OK) break;
+    total->prefill_tokens += stats.prefill_tokens;
+    total->new_tokens += stats.new_tokens;
+    total->steps += stats.steps;
+    total->seconds += stats.seconds;
+  }
+  free(score);
+  free(res);
+  free(req);
+  return st;
 }
 
 /* ---- the command ---------------------------------------------------------------------- */
@@ -492,7 +692,12 @@ static srlm_status run(gen_opts *o) {
   if (st == SRLM_OK) st = load_eos(o->model, cfg, eos, &n_eos);
   if (st == SRLM_OK && o->gp.n_stop > 0 && !tok)
     st = srlm_error(SRLM_ERR_USAGE, o->model, "--stop needs the model's tokenizer (no tokenizer.json here)");
-  line_ctx lc = {.dir = o->model, .tok = tok, .V = cfg->vocab_size, .C = cfg->max_position_embeddings};
+  line_ctx lc = {.dir = o->model, .tok = tok, .V = cfg->vocab_size, .C = cfg->max_position_embeddings,
+                 .need_refs = o->best_of && o->reward == REWARD_BLEU,
+                 .need_text = o->best_of && (o->reward == REWARD_VERIFIER || o->reward == REWARD_JUDGE)};
+  if (st == SRLM_OK && o->best_of && o->reward != REWARD_SAR && !tok)
+    st = srlm_error(SRLM_ERR_USAGE, o->model, "--reward %s reads the answers' text: it needs the model's tokenizer "
+                    "(no tokenizer.json here)", o->reward == REWARD_BLEU ? "bleu" : o->reward == REWARD_JUDGE ? "judge" : "verifier");
   if (st == SRLM_OK) st = read_inputs(&lc, o->jsonl, &in);
 
   o->gp.eos_ids = eos;
@@ -526,8 +731,11 @@ static srlm_status run(gen_opts *o) {
   }
   const int chunk = o->gp.max_batch * 8 > 256 ? o->gp.max_batch * 8 : 256;
   srlm_generate_stats total = {0};
-  if (st == SRLM_OK) res = srlm_xcalloc((size_t)(in.n < chunk ? in.n : chunk) + 1, sizeof *res);
-  for (int start = 0; st == SRLM_OK && start < in.n; start += chunk) {
+  /* best-of-N's SAR: BOS, or where the model has none its first end id (rewards.h) */
+  const int32_t bos = cfg->bos_token_id >= 0 ? (int32_t)cfg->bos_token_id : n_eos ? eos[0] : 0;
+  if (st == SRLM_OK && o->best_of) st = run_best_of(o, m, tok, &in, bos, &out, &total);
+  if (st == SRLM_OK && !o->best_of) res = srlm_xcalloc((size_t)(in.n < chunk ? in.n : chunk) + 1, sizeof *res);
+  for (int start = 0; st == SRLM_OK && !o->best_of && start < in.n; start += chunk) {
     int n = in.n - start < chunk ? in.n - start : chunk;
     srlm_generate_stats stats;
     aj.puzzles = puzzles ? puzzles + start : NULL; /* requests are numbered within the chunk */
@@ -535,7 +743,7 @@ static srlm_status run(gen_opts *o) {
     st = srlm_generate(m, &o->gp, n, in.req + start, res, &stats);
     if (st != SRLM_OK) break;
     for (int i = 0; i < n; i++) {
-      if (st == SRLM_OK) st = write_result(&out, &res[i]);
+      if (st == SRLM_OK) st = write_result(&out, &res[i], NULL, 0, 0);
       srlm_gen_result_free(&res[i]);
     }
     total.prefill_tokens += stats.prefill_tokens;

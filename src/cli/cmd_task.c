@@ -3,6 +3,7 @@
  * judge format for scripts, and evaluation of a saved model. Results go to stdout,
  * counts and progress to stderr. */
 #include <errno.h>
+#include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,8 +25,10 @@ static const char k_task_help[] =
     "  sft-data --seed S --instructions N --judge N --out FILE\n"
     "      seed SFT data: N solved instructions and N judge examples (half correct\n"
     "      candidates, half perturbed) as {\"prompt\", \"response\"} JSONL lines\n"
-    "  prompts --seed S --split train|eval|sft|judge --n N --out FILE\n"
-    "      N prompts as {\"prompt\"} JSONL lines; the eval split is held out from all others\n"
+    "  prompts --seed S --split train|eval|sft|judge --n N --out FILE [--reference]\n"
+    "      N prompts as {\"prompt\"} JSONL lines; the eval split is held out from all others;\n"
+    "      --reference adds \"reference\": every correct answer (a list; Countdown: the\n"
+    "      generator's solution, a string), for judge.source bleu\n"
     "  check --prompt P --answer A\n"
     "      prints 'correct' or 'wrong' (the programmatic checker)\n"
     "  judge --prompt P --answer A\n"
@@ -51,6 +54,7 @@ static const char k_task_help[] =
 typedef struct task_args {
   const char *out, *prompt, *answer, *model, *split;
   int countdown; /* --task countdown (else the sign puzzle) */
+  int reference; /* prompts --reference */
   long long seed, instructions, judge, n, batch;
   int has_seed, has_instructions, has_judge, has_n, has_answer;
   srlm_cli_backend backend; /* eval */
@@ -75,6 +79,10 @@ static int parse_args(int argc, char **argv, task_args *a) {
     int got = srlm_cli_backend_option("task", argc, argv, &i, &a->backend);
     if (got < 0) return -got;
     if (got) continue;
+    if (!strcmp(f, "--reference")) {
+      a->reference = 1;
+      continue;
+    }
     if (i + 1 >= argc) return srlm_cli_usage_error("task", "%s needs a value", f);
     const char *v = argv[++i];
     int rc = 0;
@@ -145,6 +153,45 @@ static int cmd_sft_data(const task_args *a) {
   return 0;
 }
 
+/* prompts --reference: {"prompt": ..., "reference": ...} lines, the prompts of the plain
+ * file in the same order. */
+static srlm_status write_reference_prompts(const task_args *a, srlm_task_split split) {
+  if (a->n == 0) return srlm_error(SRLM_ERR_RANGE, a->out, "no prompts asked for");
+  srlm_strbuf b = {0};
+  srlm_status st = SRLM_OK;
+  for (long long i = 0; i < a->n && st == SRLM_OK; i++) {
+    json_t *o = json_object();
+    if (a->countdown) {
+      srlm_cd_puzzle p;
+      char q[SRLM_CD_PROMPT_MAX + 1];
+      srlm_cd_puzzle_make((uint64_t)a->seed, split, (uint64_t)i, &p);
+      srlm_cd_prompt(&p, q);
+      json_object_set_new(o, "prompt", json_string(q));
+      json_object_set_new(o, "reference", json_string(p.solution));
+    } else {
+      srlm_task_puzzle p;
+      char q[SRLM_TASK_PROMPT_LEN + 1], refs[8][SRLM_TASK_ANSWER_LEN + 1];
+      srlm_task_puzzle_make((uint64_t)a->seed, split, (uint64_t)i, &p);
+      srlm_task_prompt(&p, q);
+      json_t *r = json_array();
+      for (int k = 0, n = srlm_task_solutions(&p, refs); k < n; k++) json_array_append_new(r, json_string(refs[k]));
+      json_object_set_new(o, "prompt", json_string(q));
+      json_object_set_new(o, "reference", r);
+    }
+    char *line = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    json_decref(o);
+    if (!line) st = srlm_error(SRLM_ERR_NOMEM, a->out, "line %lld", i + 1);
+    if (line) {
+      srlm_strbuf_append(&b, line, strlen(line));
+      srlm_strbuf_append(&b, "\n", 1);
+    }
+    free(line);
+  }
+  if (st == SRLM_OK) st = srlm_write_file_atomic(a->out, b.p, b.n);
+  free(b.p);
+  return st;
+}
+
 static int cmd_prompts(const task_args *a) {
   int rc = need("--seed", a->has_seed);
   if (!rc) rc = need("--split", a->split != NULL);
@@ -153,7 +200,9 @@ static int cmd_prompts(const task_args *a) {
   if (rc) return rc;
   srlm_task_split split;
   srlm_status st = srlm_task_split_parse(a->split, &split);
-  if (st == SRLM_OK)
+  if (st == SRLM_OK && a->reference)
+    st = write_reference_prompts(a, split);
+  else if (st == SRLM_OK)
     st = a->countdown ? srlm_cd_write_prompts(a->out, (uint64_t)a->seed, split, a->n)
                       : srlm_task_write_prompts(a->out, (uint64_t)a->seed, split, a->n);
   if (st != SRLM_OK) return srlm_cli_fail("task", st);

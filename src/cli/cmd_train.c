@@ -63,8 +63,9 @@ static const char k_train_help[] =
     "                      there first (config.yaml, checkpoint.h5, metrics.jsonl, summary.json,\n"
     "                      iter_*/); without it (or --resume) such a folder is refused\n"
     "  --dry-run           resolve the config, check the model, tokenizer and prompt files,\n"
-    "                      the rank layout and the run folder, print the plan; run nothing and\n"
-    "                      write nothing\n"
+    "                      the rank layout, the run folder and each kind of rank's memory plan\n"
+    "                      (refused when it does not fit the device), print the plan; run\n"
+    "                      nothing and write nothing\n"
     "  --resume            continue from the run folder's checkpoint.h5 (after a kill or a\n"
     "                      time limit); without one, start from the beginning. Same config,\n"
     "                      same layout: the result is bit-identical to an uninterrupted run\n"
@@ -243,6 +244,42 @@ static srlm_status prepare_prompts(train_ctx *c) {
   return SRLM_OK;
 }
 
+/* --dry-run: the memory plan of each kind of rank (memplan.h) against the free memory of the
+ * lead's backend device (run.backend, run.device): the numbers a run logs per rank, and the
+ * same refusal when a plan does not fit a device, before anything is written. Ranks that
+ * share a device need the sum of their plans; the run checks each rank on its own device. */
+static srlm_status dry_run_memory(train_ctx *c, srlm_comm *comm) {
+  const srlm_config *cfg = &c->cfg;
+  srlm_backend *be = NULL;
+  SRLM_TRY(srlm_setup_backend(cfg, &be));
+  size_t free_b = 0, total_b = 0;
+  srlm_status st = srlm_backend_mem_info(be, &free_b, &total_b);
+  char dev[96];
+  if (be->host_memory)
+    snprintf(dev, sizeof dev, "%s (host memory)", be->name);
+  else
+    snprintf(dev, sizeof dev, "%s device %d", be->name, be->device);
+  const int colocated = srlm_comm_colocated(comm), L = srlm_comm_role_size(comm, SRLM_ROLE_LEARNER);
+  const int S = srlm_comm_role_size(comm, SRLM_ROLE_GENERATOR) + srlm_comm_role_size(comm, SRLM_ROLE_JUDGE);
+  struct { const char *what; int learner, sampler, ranks; } kinds[2] = {
+      {colocated ? "each rank (every role)" : "each learner", 1, colocated, colocated ? srlm_comm_size(comm) : L},
+      {"each generator/judge", 0, 1, colocated ? 0 : S}};
+  for (int k = 0; k < 2 && st == SRLM_OK; k++) {
+    if (kinds[k].ranks == 0) continue;
+    srlm_memplan plan;
+    st = srlm_memplan_make(cfg, &c->mcfg, kinds[k].learner, kinds[k].sampler, colocated ? srlm_comm_size(comm) : L, &plan);
+    if (st != SRLM_OK) break;
+    char line[1024];
+    srlm_memplan_format(&plan, free_b, line, sizeof line);
+    const char *body = strncmp(line, "memory plan: ", 13) ? line : line + 13;
+    printf("memory       %s (%d rank%s), on %s: %s\n", kinds[k].what, kinds[k].ranks, kinds[k].ranks == 1 ? "" : "s", dev,
+           body);
+    if (!be->host_memory) st = srlm_memplan_check(&plan, free_b, dev);
+  }
+  srlm_status cst = srlm_backend_close(be);
+  return st != SRLM_OK ? st : cst;
+}
+
 /* --dry-run on the lead: the checks a run would make before its first write, and the plan,
  * on stdout. Reads the model, tokenizer and prompt files; writes nothing, and the run folder
  * is only looked at (its lock is queried, not taken). */
@@ -289,6 +326,7 @@ static srlm_status dry_run(train_ctx *c, srlm_comm *comm) {
          (long long)c->mcfg.hidden_size, (long long)c->mcfg.num_attention_heads,
          (long long)c->mcfg.num_key_value_heads, (long long)c->mcfg.vocab_size,
          (long long)c->mcfg.max_position_embeddings, count);
+  SRLM_TRY(dry_run_memory(c, comm));
   int64_t per = cfg->task.prompts_per_iteration;
   if (cfg->task.name != SRLM_CFG_TASK_NONE) {
     printf("prompts      built-in task %s: %lld per iteration, %lld held out\n", srlm_config_enum_name("task.name", (int)cfg->task.name),

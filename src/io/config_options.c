@@ -50,24 +50,25 @@ static const char *const k_judge_modes[] = {"regex", "expected", NULL};
 static const char *const k_losses[] = {"dpo", "ipo", "grpo", "sft", NULL};
 static const char *const k_tasks[] = {"none", "sign_puzzle", NULL};
 static const char *const k_overflows[] = {"truncate", "drop", NULL};
-static const char *const k_judge_sources[] = {"model", "verifier", "mix", NULL};
+static const char *const k_judge_sources[] = {"model", "verifier", "mix", "sar", "bleu", NULL};
+static const char *const k_bleu_tokenizes[] = {"words", "chars", NULL};
 static const char *const k_grpo_aggs[] = {"seq_mean", "token_mean", "fixed_len", NULL};
 static const char *const k_lr_schedules[] = {"constant", "linear", "cosine", NULL};
 static const char *const k_grpo_ratios[] = {"token", "sequence", NULL};
 static const char *const k_checkers[] = {"none", "countdown", NULL};
 static const char *const k_pair_rules[] = {"best_worst", "length_controlled", NULL};
 static const char *const k_grpo_std_scopes[] = {"group", "batch", NULL};
-static const char *const k_grpo_equals[] = {"keep", "drop", NULL};
+static const char *const k_grpo_equals[] = {"keep", "drop", "refill", NULL};
 static const char *const k_references[] = {"iteration", "ema", NULL};
 static const char *const k_args_rewards[] = {"none", "implicit", "judge", NULL};
 _Static_assert(SRLM_CFG_ARGS_JUDGE == 2, "generate.args_reward's names follow the enum's order");
 _Static_assert(SRLM_CFG_REFERENCE_EMA == 1, "train.reference's names follow the enum's order");
-_Static_assert(SRLM_CFG_PAIR_LENGTH_CONTROLLED == 1 && SRLM_CFG_CHECKER_COUNTDOWN == 1 && SRLM_CFG_GRPO_RATIO_SEQUENCE == 1 && SRLM_CFG_GRPO_STD_BATCH == 1 && SRLM_CFG_GRPO_EQUAL_DROP == 1,
+_Static_assert(SRLM_CFG_PAIR_LENGTH_CONTROLLED == 1 && SRLM_CFG_CHECKER_COUNTDOWN == 1 && SRLM_CFG_GRPO_RATIO_SEQUENCE == 1 && SRLM_CFG_GRPO_STD_BATCH == 1 && SRLM_CFG_GRPO_EQUAL_DROP == 1 && SRLM_CFG_GRPO_EQUAL_REFILL == 2,
                "the GRPO option names follow the enums' order");
 _Static_assert(SRLM_LOG_ERROR == 3 && SRLM_CFG_FAMILY_MISTRAL == 3 && SRLM_CFG_DTYPE_BF16 == 1 &&
                    SRLM_CFG_BACKEND_CUDA_SIM == 2 &&
                    SRLM_CFG_CHAT_NONE == 4 && SRLM_CFG_JUDGE_EXPECTED == 1 && SRLM_CFG_LOSS_SFT == 3 &&
-                   SRLM_CFG_LR_COSINE == 2 && SRLM_CFG_SOURCE_MIX == 2 && SRLM_CFG_GRPO_FIXED_LEN == 2,
+                   SRLM_CFG_LR_COSINE == 2 && SRLM_CFG_SOURCE_BLEU == 4 && SRLM_CFG_BLEU_CHARS == 1 && SRLM_CFG_GRPO_FIXED_LEN == 2,
                "an enum of config.h changed: update its names here");
 
 static const char *const k_no_strings[] = {NULL};
@@ -144,8 +145,10 @@ static const srlm_config_option k_options[] = {
     OPT_FLOAT(judge.score_max, 5.0, 0, -1e9, 1e9, 0, "highest valid score"),
     OPT_ENUM(judge.mode, k_judge_modes, "regex", "regex: parse the text; expected: probability-weighted score"),
     OPT_INT(judge.replay_per_verdict, 2000, 0, 1 << 24, "own greedy judgments replayed per verdict (correct/wrong) each iteration; 0 = none"),
-    OPT_ENUM(judge.source, k_judge_sources, "model", "reward: the model's own judgment, the task's verifier, or a weighted mix"),
+    OPT_ENUM(judge.source, k_judge_sources, "model", "reward: the model's own judgment, the task's verifier, a weighted mix, sar (verifier + self-aligned reward from the policy's relative perplexity) or bleu (BLEU-4 against the prompt's references)"),
     OPT_FLOAT(judge.verifier_weight, 0.5, 0, 0.0, 1.0, 0, "mix: weight of the verifier's score (the model's gets 1 - weight)"),
+    OPT_FLOAT(judge.sar_weight, 0.2, 0, 0.0, 100.0, 0, "sar: reward = verifier + sar_weight x (score_max - score_min) x R_SA, R_SA = clip((ppl(a) - ppl(a|q)) / ppl(a), -1, 1) (SAR: 0.2)"),
+    OPT_ENUM(judge.bleu_tokenize, k_bleu_tokenizes, "words", "bleu: n-grams of whitespace-separated words, or of characters (whitespace dropped; the character-level tiny tasks)"),
 
     OPT_FLOAT(pairs.min_margin, 0.0, 0, 0.0, INF, 0, "least score gap between chosen and rejected"),
     OPT_ENUM(pairs.rule, k_pair_rules, "best_worst", "DPO pair of each prompt's N = generate.samples_per_prompt samples: the best vs the worst (West-of-N), or length_controlled (Meta-Rewarding: the shortest within pairs.length_rho of the best vs the longest near the worst)"),
@@ -180,7 +183,9 @@ static const srlm_config_option k_options[] = {
     OPT_BOOL(train.grpo_std, 1, "GRPO: divide group advantages by a reward std (false: Dr.GRPO)"),
     OPT_FLOAT(train.grpo_std_eps, 1e-6, 0, 0.0, 1.0, 0, "GRPO: A = (r - mean) / (std + eps); TRL uses 1e-4"),
     OPT_ENUM(train.grpo_std_scope, k_grpo_std_scopes, "group", "GRPO: the std of each group's rewards, or of all the iteration's group rewards (batch)"),
-    OPT_ENUM(train.grpo_equal_groups, k_grpo_equals, "keep", "GRPO: groups whose rewards are all equal are trained on (advantage 0) or dropped (DAPO dynamic sampling), counted"),
+    OPT_ENUM(train.grpo_equal_groups, k_grpo_equals, "keep", "GRPO: groups whose rewards are all equal are trained on (advantage 0), dropped, or dropped and refilled (DAPO dynamic sampling: more prompts are generated until the iteration has as many informative groups as prompts, the first ones by prompt order), counted"),
+    OPT_INT(train.grpo_refill_rounds, 3, 1, 1000, "GRPO refill: extra generation rounds per iteration at most"),
+    OPT_INT(train.grpo_refill_prompts, 0, 0, 1 << 24, "GRPO refill: extra prompts per iteration at most (each round generates the missing groups over the informative rate so far, in whole shards); 0 = as many as the iteration's prompts"),
     OPT_FLOAT(train.is_cap, 0.0, 0, 0.0, 1e9, 0, "GRPO: cap of the generator/learner importance weight; 0 = off"),
     OPT_INT(train.checkpoint_every, 0, 0, 1 << 30, "optimizer steps between mid-iteration checkpoints; 0 = only at the end of each iteration"),
     OPT_BOOL(train.recompute, 0, "keep only each layer's input in the forward and recompute the layer before its backward (less activation memory for one more forward; the same bits)"),
@@ -191,6 +196,7 @@ static const srlm_config_option k_options[] = {
 
     OPT_INT(eval.every, 1, 0, BIG, "evaluate every N iterations; 0 = never"),
     OPT_INT(eval.prompts, 0, 0, BIG, "eval prompts per evaluation; 0 = all"),
+    OPT_INT(eval.best_of, 0, 0, 4096, "best-of-N accuracy in the eval line next to the greedy one: N samples per eval prompt (generate.* sampling), the best by the training reward (judge.source), checked by the checker; 0 = off"),
 };
 
 const srlm_config_option *srlm_config_options(size_t *n) {

@@ -20,10 +20,34 @@ void srlm_prompt_set_free(srlm_prompt_set *p) {
   free(p->offsets);
   free(p->ids);
   free(p->line);
+  for (int64_t i = 0; p->ref_offsets && i < p->ref_offsets[p->n]; i++) free(p->refs[i]);
+  free(p->refs);
+  free(p->ref_offsets);
   memset(p, 0, sizeof *p);
 }
 
 /* ---- JSONL --------------------------------------------------------------------------- */
+
+/* The line's "reference" (absent: *n = 0) checked: a string or a non-empty list of strings. */
+static srlm_status line_refs(srlm_jsonl *r, json_t *v, json_t **ref, size_t *n) {
+  *ref = json_is_object(v) ? json_object_get(v, "reference") : NULL;
+  *n = 0;
+  if (!*ref) return SRLM_OK;
+  if (json_is_string(*ref)) {
+    *n = 1;
+    return SRLM_OK;
+  }
+  if (json_is_array(*ref) && json_array_size(*ref) > 0) {
+    for (size_t i = 0; i < json_array_size(*ref); i++)
+      if (!json_is_string(json_array_get(*ref, i)))
+        return srlm_jsonl_error(r, SRLM_ERR_FORMAT, "\"reference\"[%zu]: expected a string, got %s", i,
+                                srlm_json_type_name(json_array_get(*ref, i)));
+    *n = json_array_size(*ref);
+    return SRLM_OK;
+  }
+  return srlm_jsonl_error(r, SRLM_ERR_FORMAT, "\"reference\": expected a string or a non-empty list of strings, got %s",
+                          json_is_array(*ref) ? "an empty list" : srlm_json_type_name(*ref));
+}
 
 /* One line's rendered text (*text), ids (appended to ids) and instruction (*instr);
  * on error nothing is left allocated. */
@@ -104,15 +128,30 @@ srlm_status srlm_prompts_load(const char *path, srlm_tokenizer *tok, const srlm_
   out->line = srlm_xmalloc((size_t)cap * sizeof *out->line);
   out->offsets[0] = 0;
   srlm_status st;
+  /* references of the kept prompts, grown alongside (ref_off has out->n + 1 entries) */
+  int64_t *ref_off = srlm_xmalloc((size_t)(cap + 1) * sizeof *ref_off), n_refs = 0, ref_cap = 0, with_refs = 0;
+  char **refs = NULL;
+  ref_off[0] = 0;
   for (;;) {
-    json_t *v = NULL;
+    json_t *v = NULL, *ref = NULL;
+    size_t nref = 0;
     char *text = NULL, *instr = NULL;
     size_t before = all.n;
     st = srlm_jsonl_next(r, &v);
     if (st == SRLM_OK && !v) break;
     if (st == SRLM_OK) {
       stats->lines++;
-      st = encode_line(r, v, tok, chat, &all, &text, &instr);
+      st = line_refs(r, v, &ref, &nref);
+      if (st == SRLM_OK) st = encode_line(r, v, tok, chat, &all, &text, &instr);
+      if (st == SRLM_OK && nref > 0) {
+        /* kept even if the prompt is then too long: dropped again below */
+        if (n_refs + (int64_t)nref > ref_cap) {
+          ref_cap = 2 * (n_refs + (int64_t)nref) + 16;
+          refs = srlm_xrealloc(refs, (size_t)ref_cap * sizeof *refs);
+        }
+        for (size_t i = 0; i < nref; i++)
+          refs[n_refs + (int64_t)i] = srlm_xstrdup(json_string_value(json_is_string(ref) ? ref : json_array_get(ref, i)));
+      }
       json_decref(v);
     } else if (st == SRLM_ERR_FORMAT) {
       stats->lines++; /* invalid JSON: the line is consumed */
@@ -131,10 +170,14 @@ srlm_status srlm_prompts_load(const char *path, srlm_tokenizer *tok, const srlm_
       stats->too_long++;
       free(text);
       free(instr);
+      for (size_t i = 0; i < nref; i++) free(refs[n_refs + (int64_t)i]);
       continue;
     }
+    n_refs += (int64_t)nref;
+    with_refs += nref > 0;
     if (out->n == cap) {
       cap *= 2;
+      ref_off = srlm_xrealloc(ref_off, (size_t)(cap + 1) * sizeof *ref_off);
       out->offsets = srlm_xrealloc(out->offsets, (size_t)(cap + 1) * sizeof *out->offsets);
       out->text = srlm_xrealloc(out->text, (size_t)cap * sizeof *out->text);
       out->instruction = srlm_xrealloc(out->instruction, (size_t)cap * sizeof *out->instruction);
@@ -145,12 +188,20 @@ srlm_status srlm_prompts_load(const char *path, srlm_tokenizer *tok, const srlm_
     out->line[out->n] = srlm_jsonl_line(r);
     out->n++;
     out->offsets[out->n] = (int64_t)all.n;
+    ref_off[out->n] = n_refs;
     stats->tokens += len;
     if (len > stats->max_len) stats->max_len = len;
   }
   srlm_jsonl_close(r);
   out->ids = all.ids; /* the set owns the tokens; all.start is never used here */
   free(all.start);
+  if (with_refs) {
+    out->ref_offsets = ref_off;
+    out->refs = refs;
+  } else {
+    free(ref_off);
+    free(refs);
+  }
   if (st == SRLM_OK && out->n == 0)
     st = srlm_error(SRLM_ERR_FORMAT, path,
                     "no usable prompts (%lld lines: %lld malformed, %lld longer than %d tokens)",
@@ -170,6 +221,11 @@ srlm_status srlm_prompts_save(const srlm_prompt_set *p, const char *path) {
     st = srlm_store_write_strings(s, "/prompts/instruction", p->n, (const char *const *)p->instruction);
   if (st == SRLM_OK)
     st = srlm_store_write_array(s, "/prompts/line", SRLM_STORE_I64, 1, (const int64_t[]){p->n}, p->line);
+  if (st == SRLM_OK && p->ref_offsets)
+    st = srlm_store_write_strings(s, "/prompts/reference", p->ref_offsets[p->n], (const char *const *)p->refs);
+  if (st == SRLM_OK && p->ref_offsets)
+    st = srlm_store_write_array(s, "/prompts/reference_offsets", SRLM_STORE_I64, 1, (const int64_t[]){p->n + 1},
+                                p->ref_offsets);
   if (st != SRLM_OK) {
     srlm_store_close(s); /* discards the temp file */
     return st;
@@ -193,14 +249,32 @@ srlm_status srlm_prompts_read(const char *path, srlm_prompt_set *out) {
     st = srlm_error(SRLM_ERR_FORMAT, path,
                     "/prompts: %lld sequences in ids but %lld texts, %lld instructions and %lld lines",
                     (long long)q.n, (long long)n_text, (long long)n_instr, (long long)dims[0]);
+  /* the references, when the set has them */
+  char **refs = NULL;
+  int64_t n_refs = 0, rdims[1] = {0};
+  void *roff = NULL;
+  if (st == SRLM_OK && srlm_store_has(s, "/prompts/reference_offsets")) {
+    st = srlm_store_read_strings(s, "/prompts/reference", &n_refs, &refs);
+    if (st == SRLM_OK) st = srlm_store_read_array(s, "/prompts/reference_offsets", SRLM_STORE_I64, 1, rdims, &roff);
+    const int64_t *o = roff;
+    int ok = st == SRLM_OK && rdims[0] == q.n + 1 && o[0] == 0 && o[q.n] == n_refs;
+    for (int64_t i = 0; ok && i < q.n; i++) ok = o[i] <= o[i + 1];
+    if (st == SRLM_OK && !ok)
+      st = srlm_error(SRLM_ERR_FORMAT, path, "/prompts/reference_offsets does not index the %lld references of %lld "
+                      "prompts", (long long)n_refs, (long long)q.n);
+  }
   srlm_store_close(s);
   if (st != SRLM_OK) {
     srlm_seqs_free(&q);
     srlm_store_strings_free(text, n_text);
     srlm_store_strings_free(instr, n_instr);
+    srlm_store_strings_free(refs, n_refs);
+    free(roff);
     free(line);
     return st;
   }
+  out->ref_offsets = roff;
+  out->refs = refs;
   out->n = q.n;
   out->offsets = q.offsets;
   out->ids = q.ids;

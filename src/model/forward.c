@@ -84,7 +84,7 @@ srlm_status srlm_model_linear(srlm_model *m, void *y, const void *x, int64_t T, 
                               int64_t in) {
   srlm_matmul_params p = {.c = y, .a = x, .b = srlm_model_w(m, w),
                           .bias = bias == SRLM_NO_TENSOR ? NULL : srlm_model_w(m, bias), .M = T, .N = out, .K = in,
-                          .trans_b = 1, .dtype = m->dt, .c_dtype = m->dt};
+                          .trans_b = 1, .dtype = m->dt, .c_dtype = m->dt, .b_version = m->decoding ? m->wversion : 0};
   return OP(m, matmul, p);
 }
 

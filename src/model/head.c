@@ -48,7 +48,8 @@ static srlm_status head_rows(srlm_model *m, const void *x, int64_t T, const int3
   for (int64_t r0 = 0; r0 < n; r0 += RC) {
     const int64_t rc = n - r0 < RC ? n - r0 : RC;
     srlm_matmul_params p = {.c = chunk, .a = srlm_model_el(m, xr, r0 * m->C), .b = srlm_model_w(m, m->off_lm_head),
-                            .M = rc, .N = m->V, .K = m->C, .trans_b = 1, .dtype = m->dt, .c_dtype = SRLM_F32};
+                            .M = rc, .N = m->V, .K = m->C, .trans_b = 1, .dtype = m->dt, .c_dtype = SRLM_F32,
+                            .b_version = m->decoding ? m->wversion : 0};
     SRLM_TRY(OP(m, matmul, p));
     if (logits) {
       SRLM_TRY(srlm_backend_copy_d2h(m->be, logits + r0 * m->V, chunk, (size_t)(rc * m->V) * sizeof(float)));

@@ -159,9 +159,11 @@ static srlm_status step_run(srlm_model *m, srlm_kv_cache *kv, int n, const int *
     st = OP(m, embedding_forward, e);
   }
   attn_src src = {.cu = m->ib.cu.p, .kv = kv, .n = n, .NQ = T, .slot_dev = sl_dev, .kv_len_dev = sl_dev + n};
+  m->decoding = 1; /* the linears and the head may read packed weights (b_version) */
   for (int l = 0; l < m->L && st == SRLM_OK; l++) st = srlm_model_layer_forward(m, l, &a, &s, T, m->ib.pos.p, &src);
   if (st == SRLM_OK && !smp) st = srlm_model_head_logits(m, a.x_in, T, rows, n, logits);
   if (st == SRLM_OK && smp) st = srlm_model_head_sample(m, a.x_in, T, rows, n, sp);
+  m->decoding = 0;
   if (st == SRLM_OK && smp) {
     /* only the tokens and two log-probs per slot come back */
     char *io = srlm_xmalloc((size_t)(3 * n) * sizeof(float));

@@ -277,6 +277,7 @@ srlm_status srlm_model_save(const srlm_model *m, const char *dir, srlm_st_dtype 
 void srlm_model_free(srlm_model *m) {
   if (!m) return;
   srlm_backend *be = m->be;
+  srlm_backend_forget(be, m->params, m->n_params * m->esz);
   (void)srlm_backend_free(be, m->params);
   (void)srlm_backend_free(be, m->master);
   (void)srlm_backend_free(be, m->grads);
@@ -307,8 +308,22 @@ static srlm_status check_range(const srlm_model *m, const char *what, size_t off
   return SRLM_OK;
 }
 
-float *srlm_model_master(srlm_model *m) { return m->master ? m->master : (float *)m->params; }
-void *srlm_model_compute_params(srlm_model *m) { return m->params; }
+/* The weights changed (or may change through a pointer just handed out): a new version,
+ * and the backend forgets what it kept of the old ones (the CPU's packed weights). */
+static void weights_changed(srlm_model *m) {
+  m->wversion = srlm_weights_version_next();
+  srlm_backend_forget(m->be, m->params, m->n_params * m->esz);
+}
+
+/* Both hand out writable pointers to the weights: each call counts as a change. */
+float *srlm_model_master(srlm_model *m) {
+  weights_changed(m);
+  return m->master ? m->master : (float *)m->params;
+}
+void *srlm_model_compute_params(srlm_model *m) {
+  weights_changed(m);
+  return m->params;
+}
 
 srlm_status srlm_model_get_params(const srlm_model *m, float *host, size_t offset, size_t n) {
   SRLM_TRY(check_range(m, "get_params", offset, n));
@@ -319,6 +334,7 @@ srlm_status srlm_model_get_params(const srlm_model *m, float *host, size_t offse
 
 srlm_status srlm_model_refresh_params(srlm_model *m, size_t offset, size_t n) {
   SRLM_TRY(check_range(m, "refresh_params", offset, n));
+  weights_changed(m);
   if (!m->master || n == 0) return SRLM_OK;
   srlm_cast_params c = {.out = srlm_model_w(m, offset), .x = m->master + offset, .n = (int64_t)n, .dtype = SRLM_F32,
                         .out_dtype = m->dt};

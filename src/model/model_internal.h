@@ -101,6 +101,9 @@ struct srlm_model {
   layer_offsets *layers;   /* (L) */
   void *params;            /* (n_params) compute dtype: what the ops read */
   float *master;           /* (n_params) fp32 master weights; NULL for fp32 (params is the master) */
+  uint64_t wversion;       /* params' version for matmul's b_version (backend.h): new on every change */
+  int decoding;            /* inside srlm_model_step: the weight matmuls pass wversion as b_version
+                              (decode reads packed weights; training and scoring never do) */
   float *grads;            /* (n_params) fp32; NULL until first needed */
   float *inv_freq;         /* (HS / 2) fp32 */
 

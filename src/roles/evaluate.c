@@ -14,6 +14,88 @@
 
 #define SR_MAX_BATCH 64
 
+/* eval.best_of: N samples for each of the n eval prompts (prompt i's ids are
+ * ids[off[i] .. off[i+1]); a task's eval puzzles p, or the eval prompt set ep), scored by
+ * judge.source through the judge role's own code (sr_judge_shard on one shard of them),
+ * the best of each prompt (the highest score, the lowest sample among equals; unscored
+ * never win unless all are) checked by the checker. *acc NaN without a checker. */
+static srlm_status best_of_accuracy(sr_ctx *c, int t, int n, const int32_t *ids, const int64_t *off,
+                                    const srlm_task_puzzle *p, const srlm_prompt_set *ep, double *acc) {
+  const srlm_config *cfg = c->cfg;
+  const int N = cfg->eval.best_of;
+  *acc = NAN;
+  if (N <= 0 || n <= 0) return SRLM_OK;
+  if (ep && cfg->data.checker == SRLM_CFG_CHECKER_NONE) return SRLM_OK;
+  sr_rollout ev = c->ro; /* the judge's view of the eval prompts: one shard of n prompts x N */
+  ev.prompts = ep;
+  ev.split = SRLM_TASK_SPLIT_EVAL;
+  ev.n = n;
+  ev.K = N;
+  ev.shards = 1;
+  ev.refill_cap = 0;
+  srlm_gen_request *req = srlm_xmalloc((size_t)n * (size_t)N * sizeof *req);
+  srlm_gen_result *res = srlm_xcalloc((size_t)n * (size_t)N, sizeof *res);
+  for (int i = 0; i < n; i++)
+    for (int k = 0; k < N; k++)
+      req[i * N + k] = (srlm_gen_request){ids + off[i], off[i + 1] - off[i],
+                                          ((uint64_t)SRLM_SR_RNG_BEST_OF << 48) | ((uint64_t)t << 32) |
+                                              (uint64_t)(i * N + k)};
+  srlm_generate_params gp = srlm_generate_params_default();
+  gp.sampler.temperature = (float)cfg->generate.temperature;
+  gp.sampler.top_p = (float)cfg->generate.top_p;
+  gp.sampler.top_k = cfg->generate.top_k;
+  gp.sampler.min_p = (float)cfg->generate.min_p;
+  gp.sampler.seed = (uint64_t)cfg->run.seed;
+  gp.max_new_tokens = cfg->generate.max_new_tokens;
+  gp.max_batch = SR_MAX_BATCH;
+  gp.eos_ids = c->ro.stops;
+  gp.n_eos = c->ro.n_stops;
+  gp.tok = c->ro.tok;
+  srlm_status st = srlm_generate(c->ro.m, &gp, n * N, req, res, NULL);
+  srlm_shard sh;
+  srlm_shard_init(&sh, t, t, 0);
+  for (int i = 0; i < n && st == SRLM_OK; i++) {
+    int64_t row, rrow;
+    st = srlm_shard_add_prompt(&sh, i, ids + off[i], off[i + 1] - off[i], &row);
+    for (int k = 0; k < N && st == SRLM_OK; k++) {
+      const srlm_gen_result *g = &res[i * N + k];
+      uint32_t flags = g->stop == SRLM_STOP_EOS      ? SRLM_SHARD_F_EOS
+                       : g->stop == SRLM_STOP_STRING ? SRLM_SHARD_F_STOP
+                                                     : SRLM_SHARD_F_TRUNCATED;
+      st = srlm_shard_add_response(&sh, row, k, g->ids, g->sample_logprobs, g->n, flags, &rrow);
+    }
+  }
+  sr_judge_counts jc = {0};
+  if (st == SRLM_OK) st = sr_judge_shard(&ev, &sh, &jc);
+  int64_t right = 0;
+  for (int i = 0; i < n && st == SRLM_OK; i++) {
+    int best = 0;
+    for (int k = 1; k < N; k++) {
+      int64_t a = (int64_t)i * N + k, b = (int64_t)i * N + best;
+      int sa = (sh.flags[a] & SRLM_SHARD_F_SCORED) != 0, sb = (sh.flags[b] & SRLM_SHARD_F_SCORED) != 0;
+      if (sa && (!sb || sh.mean_score[a] > sh.mean_score[b])) best = k;
+    }
+    int64_t j = (int64_t)i * N + best;
+    if (!(sh.flags[j] & SRLM_SHARD_F_EOS)) continue;
+    char *text = NULL;
+    size_t len = 0;
+    int ok = 0;
+    st = sr_response_text(&ev, &sh, j, &text, &len);
+    if (st == SRLM_OK && p)
+      ok = srlm_task_check(&p[i], text, len);
+    else if (st == SRLM_OK)
+      st = sr_prompt_check(cfg, ep->instruction[i], text, len, &ok);
+    free(text);
+    right += ok;
+  }
+  if (st == SRLM_OK) *acc = (double)right / (double)n;
+  srlm_shard_free(&sh);
+  for (int64_t j = 0; j < (int64_t)n * N; j++) srlm_gen_result_free(&res[j]);
+  free(res);
+  free(req);
+  return st;
+}
+
 /* Held-out accuracy (greedy) and judge agreement on one sampled answer per eval prompt. */
 static srlm_status evaluate(sr_ctx *c, const srlm_config *cfg, srlm_model *m, srlm_tokenizer *tok, int t, int32_t eos,
                             srlm_sr_iteration *row) {
@@ -57,6 +139,7 @@ static srlm_status evaluate(sr_ctx *c, const srlm_config *cfg, srlm_model *m, sr
   }
   srlm_task_agreement ag;
   if (st == SRLM_OK) st = srlm_task_judge_agreement(m, tok, SR_MAX_BATCH, n, p, cand, &ag);
+  if (st == SRLM_OK) st = best_of_accuracy(c, t, n, ids.ids, off, p, NULL, &row->best_of_accuracy);
   if (st == SRLM_OK) {
     row->sample_accuracy = (double)sample_ok / n;
     row->judge_agreement = cfg->judge.mode == SRLM_CFG_JUDGE_EXPECTED ? ag.expected : ag.greedy;
@@ -64,6 +147,10 @@ static srlm_status evaluate(sr_ctx *c, const srlm_config *cfg, srlm_model *m, sr
     json_object_set_new(o, "event", json_string("eval"));
     json_object_set_new(o, "iteration", json_integer(t));
     json_object_set_new(o, "accuracy", sr_num(row->accuracy));
+    if (cfg->eval.best_of > 0) {
+      json_object_set_new(o, "best_of", json_integer(cfg->eval.best_of));
+      json_object_set_new(o, "best_of_accuracy", sr_num(row->best_of_accuracy));
+    }
     json_object_set_new(o, "judge_agreement", sr_num(row->judge_agreement));
     json_object_set_new(o, "sample_accuracy", sr_num(row->sample_accuracy));
     json_object_set_new(o, "judge_agreement_greedy", sr_num(ag.greedy));
@@ -78,6 +165,10 @@ static srlm_status evaluate(sr_ctx *c, const srlm_config *cfg, srlm_model *m, sr
     SRLM_INFO("eval M%d: accuracy %.1f%% (greedy, %d held-out prompts), sample accuracy %.1f%%, judge agreement "
               "%.1f%% (%.1f s)", t, 100 * row->accuracy, n, 100 * row->sample_accuracy, 100 * row->judge_agreement,
               srlm_timer_elapsed(&tm));
+    if (cfg->eval.best_of > 0)
+      SRLM_INFO("eval M%d: best-of-%d accuracy %.1f%% (the best of %d samples by judge.source %s)", t, cfg->eval.best_of,
+                100 * row->best_of_accuracy, cfg->eval.best_of,
+                srlm_config_enum_name("judge.source", (int)cfg->judge.source));
   }
   for (int i = 0; i < n; i++) srlm_gen_result_free(&res[i]);
   free(cand);
@@ -128,6 +219,9 @@ static srlm_status evaluate_prompts(sr_ctx *c, int t, srlm_sr_iteration *row) {
   double *mean = srlm_xmalloc((size_t)(n + 1) * sizeof *mean);
   srlm_judge_stats js = {0};
   if (st == SRLM_OK && n > 0) st = srlm_llm_judge_run(c->ro.llm, c->ro.m, (int)n, instr, resp, keys, J, out, mean, &js);
+  /* best-of-N over the eval prompts' ids (ep->ids from ep->offsets[0] = 0 on) */
+  if (st == SRLM_OK && n > 0)
+    st = best_of_accuracy(c, t, (int)n, ep->ids, ep->offsets, NULL, ep, &row->best_of_accuracy);
   const double mid = 0.5 * (c->cfg->judge.score_min + c->cfg->judge.score_max);
   int64_t right = 0, agree = 0;
   const int checker = c->cfg->data.checker != SRLM_CFG_CHECKER_NONE;
@@ -154,6 +248,10 @@ static srlm_status evaluate_prompts(sr_ctx *c, int t, srlm_sr_iteration *row) {
     json_object_set_new(o, "event", json_string("eval"));
     json_object_set_new(o, "iteration", json_integer(t));
     json_object_set_new(o, "accuracy", sr_num(row->accuracy)); /* null without data.checker */
+    if (c->cfg->eval.best_of > 0) {
+      json_object_set_new(o, "best_of", json_integer(c->cfg->eval.best_of));
+      json_object_set_new(o, "best_of_accuracy", sr_num(row->best_of_accuracy));
+    }
     json_object_set_new(o, "judge_agreement", sr_num(row->judge_agreement));
     json_object_set_new(o, "mean_score", sr_num(row->eval_score));
     json_object_set_new(o, "scored", json_integer(scored));
@@ -181,7 +279,7 @@ static srlm_status evaluate_prompts(sr_ctx *c, int t, srlm_sr_iteration *row) {
 /* Evaluation of M_t when eval.every asks (every N iterations and the last; 0 = never). */
 srlm_status sr_evaluate_model(sr_ctx *c, int t, srlm_sr_iteration *row) {
   const int every = c->cfg->eval.every;
-  row->accuracy = row->sample_accuracy = row->judge_agreement = row->eval_score = NAN;
+  row->accuracy = row->sample_accuracy = row->judge_agreement = row->eval_score = row->best_of_accuracy = NAN;
   if (every <= 0 || (t % every != 0 && t != c->cfg->run.iterations)) return SRLM_OK;
   if (c->ro.prompts) return evaluate_prompts(c, t, row);
   return evaluate(c, c->cfg, c->ro.m, c->ro.tok, t, c->ro.eos, row);

@@ -352,8 +352,8 @@ static srlm_status write_rollouts(sr_ctx *c, int t, const srlm_shard *sh, const 
   srlm_store *s;
   SRLM_TRY(srlm_store_create(path, SRLM_SHARD_STORE_FORMAT, SRLM_SHARD_STORE_VERSION, &s));
   srlm_status st = SRLM_OK;
-  for (int64_t i = 0; i < c->ro.shards && st == SRLM_OK; i++) {
-    if (!sh[i].n_prompts) continue; /* dropped */
+  for (int64_t i = 0; i < c->ro.shards_max && st == SRLM_OK; i++) {
+    if (!sh[i].n_prompts) continue; /* dropped, or an extra shard not generated */
     char g[64];
     snprintf(g, sizeof g, "/shard_%lld", (long long)i);
     st = srlm_shard_write(s, g, &sh[i]);
@@ -388,11 +388,11 @@ static srlm_status write_rollouts(sr_ctx *c, int t, const srlm_shard *sh, const 
 static srlm_status build_replay(sr_ctx *c, const srlm_shard *sh, replay_buf *rb) {
   const int64_t cap = c->cfg->judge.replay_per_verdict;
   /* the task's judgment format only: a prompt set's judge has no verdict to balance */
-  if (c->ro.prompts || c->cfg->judge.source == SRLM_CFG_SOURCE_VERIFIER || cap == 0) return SRLM_OK;
+  if (c->ro.prompts || !sr_source_has_model(c->cfg->judge.source) || cap == 0) return SRLM_OK;
   int64_t taken[2] = {0, 0};
   srlm_token_ids prompt = {0}, target = {0};
   srlm_status st = SRLM_OK;
-  for (int64_t i = 0; i < c->ro.shards && st == SRLM_OK && (taken[0] < cap || taken[1] < cap); i++) {
+  for (int64_t i = 0; i < c->ro.shards_max && st == SRLM_OK && (taken[0] < cap || taken[1] < cap); i++) {
     const srlm_shard *s = &sh[i];
     for (int64_t j = 0; j < s->n_responses && st == SRLM_OK && (taken[0] < cap || taken[1] < cap); j++) {
       const char *judgment = s->judgment_text + s->judgment_text_offsets[j * s->judgments_per_response];
@@ -424,6 +424,44 @@ static srlm_status build_replay(sr_ctx *c, const srlm_shard *sh, replay_buf *rb)
   return st;
 }
 
+/* Sums of the reward records of judge.source sar (R_SA, checker right) and bleu (BLEU) over
+ * a shard's responses (rollout.h): t[0] the term, t[1] the right answers, t[2] responses. */
+static void reward_terms(const srlm_config *cfg, const srlm_shard *s, double t[3]) {
+  const srlm_cfg_judge_source src = cfg->judge.source;
+  if (src != SRLM_CFG_SOURCE_SAR && src != SRLM_CFG_SOURCE_BLEU) return;
+  const int64_t J = s->judgments_per_response;
+  for (int64_t j = 0; j < s->n_responses && J >= (src == SRLM_CFG_SOURCE_SAR ? 2 : 1); j++) {
+    t[0] += s->judgment_score[j * J + (src == SRLM_CFG_SOURCE_SAR)];
+    t[1] += src == SRLM_CFG_SOURCE_SAR && s->judgment_score[j * J] > cfg->judge.score_min;
+    t[2] += 1;
+  }
+}
+
+/* The rewards of one prompt's samples [j0, j0 + k) of s (NaN: unscored). */
+static void group_scores(const srlm_shard *s, int64_t j0, int k, double *scores) {
+  for (int q = 0; q < k; q++)
+    scores[q] = s->flags[j0 + q] & SRLM_SHARD_F_SCORED ? (double)s->mean_score[j0 + q] : NAN;
+}
+
+int64_t sr_informative_groups(const sr_ctx *c, const srlm_shard *sh, int64_t n_shards) {
+  double *scores = srlm_xmalloc((size_t)c->ro.K * sizeof *scores);
+  int64_t n = 0;
+  for (int64_t i = 0; i < n_shards; i++) {
+    const srlm_shard *s = &sh[i];
+    for (int64_t pr = 0, j0 = 0; pr < s->n_prompts; pr++) {
+      int64_t j1 = j0;
+      while (j1 < s->n_responses && s->response_prompt[j1] == pr) j1++;
+      if (j1 - j0 == c->ro.K) {
+        group_scores(s, j0, c->ro.K, scores);
+        n += !srlm_group_all_equal(c->ro.K, scores);
+      }
+      j0 = j1;
+    }
+  }
+  free(scores);
+  return n;
+}
+
 srlm_status sr_learn(sr_ctx *c, int t, srlm_shard *sh, int64_t stale, srlm_sr_iteration *row) {
   const srlm_config *cfg = c->cfg;
   srlm_timer tm;
@@ -436,20 +474,23 @@ srlm_status sr_learn(sr_ctx *c, int t, srlm_shard *sh, int64_t stale, srlm_sr_it
   int64_t cap = (int64_t)c->ro.n + 1, np = 0, pair_ok = 0;
   srlm_pref_pair *pairs = srlm_xmalloc((size_t)cap * sizeof *pairs);
   const int grpo = cfg->train.loss == SRLM_CFG_LOSS_GRPO;
-  int64_t n_groups = 0, short_groups = 0, equal_groups = 0, dropped_groups = 0;
+  int64_t n_groups = 0, short_groups = 0, equal_groups = 0, dropped_groups = 0, refilled = 0, surplus = 0, prompts = 0;
+  const int refill = c->ro.refill_cap > 0; /* DAPO: the first n informative groups in prompt order */
   srlm_grpo_seq *gseq = grpo ? srlm_xmalloc((size_t)cap * (size_t)c->ro.K * sizeof *gseq) : NULL;
   double *grew = grpo ? srlm_xmalloc((size_t)cap * (size_t)c->ro.K * sizeof *grew) : NULL;
   int64_t *rows3 = srlm_xmalloc((size_t)cap * 3 * sizeof *rows3);
   double *scores = srlm_xmalloc((size_t)c->ro.K * sizeof *scores);
   char **texts = srlm_xcalloc((size_t)c->ro.K, sizeof *texts);
   srlm_status st = SRLM_OK;
-  double score_sum = 0;
+  double score_sum = 0, terms[3] = {0, 0, 0}; /* reward_terms */
   int64_t scored = 0, samples = 0;
   srlm_shard_judge_health health = {0};
-  for (int64_t i = 0; i < c->ro.shards && st == SRLM_OK; i++) {
+  for (int64_t i = 0; i < c->ro.shards_max && st == SRLM_OK; i++) {
     const srlm_shard *s = &sh[i];
     samples += s->n_responses;
+    prompts += s->n_prompts;
     sr_judge_health(&c->ro, s, &health);
+    reward_terms(cfg, s, terms);
     for (int64_t pr = 0, j0 = 0; pr < s->n_prompts && st == SRLM_OK; pr++) {
       int64_t j1 = j0;
       while (j1 < s->n_responses && s->response_prompt[j1] == pr) j1++;
@@ -471,9 +512,12 @@ srlm_status sr_learn(sr_ctx *c, int t, srlm_shard *sh, int64_t stale, srlm_sr_it
       }
       const int all_equal = grpo && k == c->ro.K && srlm_group_all_equal(k, scores);
       equal_groups += all_equal;
-      if (all_equal && cfg->train.grpo_equal_groups == SRLM_CFG_GRPO_EQUAL_DROP) {
+      if (all_equal && cfg->train.grpo_equal_groups != SRLM_CFG_GRPO_EQUAL_KEEP) {
         dropped_groups++; /* DAPO's dynamic sampling: no signal, not trained on */
+      } else if (grpo && k == c->ro.K && refill && n_groups >= c->ro.n) {
+        surplus++; /* informative, but the iteration has its n groups already */
       } else if (grpo && k == c->ro.K) { /* a group needs all K samples (a dropped shard has none) */
+        refilled += i >= c->ro.shards;
         for (int q = 0; q < k; q++) {
           int64_t a = j0 + q;
           gseq[n_groups * k + q] = (srlm_grpo_seq){s->prompt_ids + s->prompt_offsets[pr],
@@ -526,10 +570,17 @@ srlm_status sr_learn(sr_ctx *c, int t, srlm_shard *sh, int64_t stale, srlm_sr_it
   row->samples = samples;
   row->groups_all_equal = equal_groups;
   row->groups_dropped = dropped_groups;
+  row->groups_refilled = refilled;
+  row->groups_surplus = surplus;
+  row->prompts_generated = prompts;
+  row->short_by = refill && n_groups < c->ro.n ? c->ro.n - n_groups : 0;
   row->judgments = health.judgments;
   row->judge_format_failures = health.format_failures;
   row->judgments_without_score = health.without_score;
   row->mean_score = scored ? score_sum / (double)scored : NAN;
+  row->sar_mean = cfg->judge.source == SRLM_CFG_SOURCE_SAR && terms[2] > 0 ? terms[0] / terms[2] : NAN;
+  row->verifier_right = cfg->judge.source == SRLM_CFG_SOURCE_SAR && terms[2] > 0 ? terms[1] / terms[2] : NAN;
+  row->bleu_mean = cfg->judge.source == SRLM_CFG_SOURCE_BLEU && terms[2] > 0 ? terms[0] / terms[2] : NAN;
   row->pairs = np;
   row->replay = rb.d.n;
   row->pair_accuracy = np && !c->ro.prompts ? (double)pair_ok / (double)np : NAN;
@@ -537,6 +588,10 @@ srlm_status sr_learn(sr_ctx *c, int t, srlm_shard *sh, int64_t stale, srlm_sr_it
     SRLM_INFO("iteration %d groups: %lld groups of %d samples (%lld prompts short of samples, %lld groups with all "
               "rewards equal, %lld of them dropped); mean score %.2f", t, (long long)n_groups, c->ro.K,
               (long long)short_groups, (long long)equal_groups, (long long)dropped_groups, row->mean_score);
+    if (refill)
+      SRLM_INFO("iteration %d refill: %lld prompts generated (%d wanted), %lld groups from the extra prompts, %lld "
+                "informative groups left over, short by %lld", t, (long long)prompts, c->ro.n, (long long)refilled,
+                (long long)surplus, (long long)row->short_by);
     st = write_rollouts(c, t, sh, rows3, 0, n_groups, &ps, 0, stale);
   } else if (st == SRLM_OK && c->lead) {
     SRLM_INFO("iteration %d pairs: %lld pairs from %lld prompts (%lld skipped with < 2 scores, %lld ties, %lld below "

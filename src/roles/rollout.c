@@ -9,6 +9,8 @@
 #include "srlm/args.h"
 #include "srlm/countdown.h"
 #include "srlm/generate.h"
+#include "srlm/grpo.h"
+#include "srlm/rewards.h"
 #include "srlm/selfreward.h"
 #include "srlm/tasks.h"
 
@@ -16,15 +18,23 @@
 
 void sr_shard_range(const sr_rollout *r, int64_t s, int64_t *lo, int64_t *hi) {
   int64_t per = r->cfg->roles.shard_prompts;
+  if (s >= r->shards) { /* an extra shard of refill */
+    int64_t end = r->n + r->refill_cap, a = r->n + (s - r->shards) * per;
+    *lo = a < end ? a : end;
+    *hi = a + per < end ? a + per : end;
+    return;
+  }
   *lo = s * per < r->n ? s * per : r->n;
   *hi = (s + 1) * per < r->n ? (s + 1) * per : r->n;
 }
 
 static uint64_t train_index(int t, int n, int64_t i) { return (uint64_t)(t - 1) * (uint64_t)n + (uint64_t)i; }
 
-/* The shard prompt_index of local prompt i of iteration t. */
+/* The shard prompt_index of local prompt i of iteration t (an extra one: the reserve). */
 static int64_t prompt_index(const sr_rollout *r, int t, int64_t i) {
-  uint64_t g = train_index(t, r->n, i);
+  uint64_t g = i < r->n ? train_index(t, r->n, i)
+                        : (uint64_t)r->cfg->run.iterations * (uint64_t)r->n + (uint64_t)(t - 1) * (uint64_t)r->refill_cap +
+                              (uint64_t)(i - r->n);
   return r->prompts ? (int64_t)(g % (uint64_t)r->prompts->n) : (int64_t)g;
 }
 
@@ -34,7 +44,7 @@ static uint64_t sample_key(const sr_rollout *r, int t, int64_t i, int k) {
 }
 
 void sr_puzzle_of(const sr_rollout *r, const srlm_shard *s, int64_t prompt_row, srlm_task_puzzle *p) {
-  srlm_task_puzzle_make((uint64_t)r->cfg->run.seed, SRLM_TASK_SPLIT_TRAIN, (uint64_t)s->prompt_index[prompt_row], p);
+  srlm_task_puzzle_make((uint64_t)r->cfg->run.seed, r->split, (uint64_t)s->prompt_index[prompt_row], p);
 }
 
 srlm_status sr_generate_shard(const sr_rollout *r, int t, int64_t s, int64_t version, srlm_shard *out,
@@ -56,7 +66,7 @@ srlm_status sr_generate_shard(const sr_rollout *r, int t, int64_t s, int64_t ver
       for (int64_t q = ps->offsets[g]; q < ps->offsets[g + 1]; q++) srlm_token_ids_push(&ids, ps->ids[q]);
     } else {
       srlm_task_puzzle p;
-      srlm_task_puzzle_make((uint64_t)cfg->run.seed, SRLM_TASK_SPLIT_TRAIN, train_index(t, r->n, i), &p);
+      srlm_task_puzzle_make((uint64_t)cfg->run.seed, SRLM_TASK_SPLIT_TRAIN, (uint64_t)prompt_index(r, t, i), &p);
       char text[SRLM_TASK_PROMPT_LEN + 1];
       srlm_task_prompt(&p, text);
       st = srlm_tokenizer_encode(r->tok, text, strlen(text), &ids);
@@ -92,8 +102,8 @@ srlm_status sr_generate_shard(const sr_rollout *r, int t, int64_t s, int64_t ver
     puzzles = srlm_xmalloc((size_t)(N + 1) * sizeof *puzzles);
     for (int64_t i = lo; i < hi; i++)
       for (int k = 0; k < K; k++)
-        srlm_task_puzzle_make((uint64_t)cfg->run.seed, SRLM_TASK_SPLIT_TRAIN, train_index(t, r->n, i),
-                              &puzzles[(i - lo) * K + k]);
+        srlm_task_puzzle_make((uint64_t)cfg->run.seed, SRLM_TASK_SPLIT_TRAIN, (uint64_t)prompt_index(r, t, i),
+                              &puzzles[(i - lo) * K + k]); /* the puzzle of the prompt made above */
     aj.puzzles = puzzles;
     ap.reward = srlm_args_judge_reward;
     ap.user = &aj;
@@ -142,42 +152,115 @@ srlm_status sr_prompt_check(const srlm_config *cfg, const char *instruction, con
   return SRLM_OK;
 }
 
+/* The answer tokens of response j: its ids without a final EOS token. */
+static void answer_span(const srlm_shard *s, int64_t j, int64_t *a, int64_t *b) {
+  *a = s->response_offsets[j];
+  *b = s->response_offsets[j + 1];
+  if (*b > *a && (s->flags[j] & SRLM_SHARD_F_EOS)) (*b)--;
+}
+
+/* SAR's R_SA of every response of s (rewards.h): two passes of the judge's copy of the
+ * policy (the weights the samples came from), the answer after the prompt and after the
+ * start token r->bos; nll (2 R, may be NULL) gets each response's two mean NLLs. */
+static srlm_status sar_terms(const sr_rollout *r, const srlm_shard *s, double *rsa, double *nll) {
+  const int64_t R = s->n_responses;
+  srlm_grpo_seq *q = srlm_xmalloc((size_t)(2 * R + 1) * sizeof *q);
+  int64_t n = 0, tokens = 0;
+  for (int64_t j = 0; j < R; j++) {
+    int64_t a, b, pr = s->response_prompt[j];
+    answer_span(s, j, &a, &b);
+    rsa[j] = 0;
+    if (nll) nll[2 * j] = nll[2 * j + 1] = 0;
+    if (b == a) continue; /* an empty answer: R_SA 0 */
+    q[n++] = (srlm_grpo_seq){s->prompt_ids + s->prompt_offsets[pr], s->response_ids + a, NULL,
+                             s->prompt_offsets[pr + 1] - s->prompt_offsets[pr], b - a};
+    q[n++] = (srlm_grpo_seq){&r->bos, s->response_ids + a, NULL, 1, b - a};
+    tokens += 2 * (b - a);
+  }
+  float *lp = srlm_xmalloc((size_t)(tokens + 1) * sizeof *lp);
+  srlm_status st = n > 0 ? srlm_grpo_logps(r->m, q, n, 16384, lp) : SRLM_OK;
+  for (int64_t j = 0, at = 0; j < R && st == SRLM_OK; j++) {
+    int64_t a, b;
+    answer_span(s, j, &a, &b);
+    if (b == a) continue;
+    double nq, na;
+    rsa[j] = srlm_sar_reward(lp + at, lp + at + (b - a), b - a, &nq, &na);
+    if (nll) {
+      nll[2 * j] = nq;
+      nll[2 * j + 1] = na;
+    }
+    at += 2 * (b - a);
+  }
+  free(lp);
+  free(q);
+  return st;
+}
+
+/* The judgments and the reward of a source without a model judgment (rollout.h): ok the
+ * checker's verdict (verifier, sar), rsa and nll2 SAR's term and NLLs, bleu the BLEU. */
+static srlm_status add_reward_judgments(const srlm_config *cfg, srlm_shard *s, int ok, double rsa, const double *nll2,
+                                        double bleu, double *score) {
+  const srlm_cfg_judge_source src = cfg->judge.source;
+  const double lo = cfg->judge.score_min, hi = cfg->judge.score_max, verifier = ok ? hi : lo;
+  char text[160];
+  if (src == SRLM_CFG_SOURCE_BLEU) {
+    snprintf(text, sizeof text, "bleu %.6f", bleu);
+    *score = lo + (hi - lo) * bleu;
+    return srlm_shard_add_judgment(s, text, NULL, 0, (float)bleu);
+  }
+  SRLM_TRY(srlm_shard_add_judgment(s, ok ? "checker: right" : "checker: wrong", NULL, 0, (float)verifier));
+  *score = verifier;
+  if (src != SRLM_CFG_SOURCE_SAR) return SRLM_OK;
+  snprintf(text, sizeof text, "sar %+.6f (answer NLL %.6f after the prompt, %.6f alone)", rsa, nll2[0], nll2[1]);
+  *score = verifier + cfg->judge.sar_weight * (hi - lo) * rsa;
+  return srlm_shard_add_judgment(s, text, NULL, 0, (float)rsa);
+}
+
 /* A prompt set's responses: the text judge, judge.samples judgments each, keyed by the
  * sample's generation key (so a judgment does not depend on where it runs); with
  * judge.source verifier the checker alone (data.checker), with mix both. */
 static srlm_status judge_text(const sr_rollout *r, srlm_shard *s, sr_judge_counts *jc) {
   const int64_t R = s->n_responses;
   const srlm_cfg_judge_source src = r->cfg->judge.source;
-  const int J = src == SRLM_CFG_SOURCE_VERIFIER ? 1 : r->cfg->judge.samples;
+  const int model = sr_source_has_model(src);
+  const int J = model ? r->cfg->judge.samples : src == SRLM_CFG_SOURCE_SAR ? 2 : 1;
   char **resp = srlm_xcalloc((size_t)R + 1, sizeof *resp);
   const char **instr = srlm_xcalloc((size_t)R + 1, sizeof *instr);
   uint64_t *keys = srlm_xmalloc((size_t)(R + 1) * sizeof *keys);
   srlm_status st = SRLM_OK;
+  int64_t lo, hi;
+  sr_shard_range(r, s->shard_index, &lo, &hi);
   for (int64_t j = 0; j < R && st == SRLM_OK; j++) {
     size_t len;
     int64_t pr = s->response_prompt[j];
     instr[j] = r->prompts->instruction[s->prompt_index[pr]];
-    keys[j] = sample_key(r, (int)s->iteration, s->shard_index * r->cfg->roles.shard_prompts + pr, (int)s->sample_index[j]);
+    keys[j] = sample_key(r, (int)s->iteration, lo + pr, (int)s->sample_index[j]);
     st = sr_response_text(r, s, j, &resp[j], &len);
   }
   srlm_llm_judgment *out = srlm_xcalloc((size_t)(R * J + 1), sizeof *out);
   double *mean = srlm_xmalloc((size_t)(R + 1) * sizeof *mean);
+  double *rsa = srlm_xcalloc((size_t)R + 1, sizeof *rsa), *nll = srlm_xcalloc((size_t)(2 * R + 1), sizeof *nll);
   srlm_judge_stats js = {0};
-  if (st == SRLM_OK && R > 0 && src != SRLM_CFG_SOURCE_VERIFIER)
+  if (st == SRLM_OK && R > 0 && model)
     st = srlm_llm_judge_run(r->llm, r->m, (int)R, instr, (const char *const *)resp, keys, J, out, mean, &js);
+  if (st == SRLM_OK && src == SRLM_CFG_SOURCE_SAR) st = sar_terms(r, s, rsa, nll);
   if (st == SRLM_OK) st = srlm_shard_set_judgments_per_response(s, J);
   for (int64_t j = 0; j < R && st == SRLM_OK; j++) {
     double verifier = NAN;
-    if (src != SRLM_CFG_SOURCE_MODEL) {
-      int ok = 0;
+    int ok = 0;
+    if (src != SRLM_CFG_SOURCE_MODEL && src != SRLM_CFG_SOURCE_BLEU) {
       if (s->flags[j] & SRLM_SHARD_F_EOS) st = sr_prompt_check(r->cfg, instr[j], resp[j], strlen(resp[j]), &ok);
       verifier = ok ? r->cfg->judge.score_max : r->cfg->judge.score_min;
     }
-    if (src == SRLM_CFG_SOURCE_VERIFIER) {
-      if (st == SRLM_OK)
-        st = srlm_shard_add_judgment(s, verifier > r->cfg->judge.score_min ? "checker: right" : "checker: wrong", NULL,
-                                     0, (float)verifier);
-      mean[j] = verifier;
+    if (!model) {
+      double bleu = 0;
+      if (src == SRLM_CFG_SOURCE_BLEU) { /* srlm_selfreward_run checked that every prompt has references */
+        const srlm_prompt_set *ps = r->prompts;
+        const int64_t g = s->prompt_index[s->response_prompt[j]], r0 = ps->ref_offsets[g];
+        bleu = srlm_bleu(resp[j], strlen(resp[j]), (const char *const *)ps->refs + r0, NULL,
+                         (int)(ps->ref_offsets[g + 1] - r0), (srlm_bleu_tokens)r->cfg->judge.bleu_tokenize);
+      }
+      if (st == SRLM_OK) st = add_reward_judgments(r->cfg, s, ok, rsa[j], nll + 2 * j, bleu, &mean[j]);
     } else {
       for (int q = 0; q < J && st == SRLM_OK; q++) {
         const srlm_llm_judgment *o = &out[j * J + q];
@@ -202,9 +285,11 @@ static srlm_status judge_text(const sr_rollout *r, srlm_shard *s, sr_judge_count
     SRLM_WARN("shard %lld: %lld judgments not parsed: judge.score_regex hit PCRE2's match or depth limit "
               "(%u steps, depth %u); simplify the pattern", (long long)s->shard_index, (long long)js.limit_hits,
               SRLM_JUDGE_MATCH_LIMIT, SRLM_JUDGE_DEPTH_LIMIT);
-  srlm_llm_judgments_free(out, src != SRLM_CFG_SOURCE_VERIFIER ? R * J : 0);
+  srlm_llm_judgments_free(out, model ? R * J : 0);
   free(out);
   free(mean);
+  free(rsa);
+  free(nll);
   for (int64_t j = 0; j < R; j++) free(resp[j]);
   free(resp);
   free(instr);
@@ -218,7 +303,7 @@ static int task_judgment_ok(const char *text, size_t len) {
 }
 
 void sr_judge_health(const sr_rollout *r, const srlm_shard *s, srlm_shard_judge_health *h) {
-  if (r->cfg->judge.source == SRLM_CFG_SOURCE_VERIFIER) return;
+  if (!sr_source_has_model(r->cfg->judge.source)) return;
   srlm_shard_judge_health_add(s, r->prompts ? NULL : task_judgment_ok, h);
 }
 
@@ -236,13 +321,32 @@ srlm_status sr_judge_shard(const sr_rollout *r, srlm_shard *s, sr_judge_counts *
     st = sr_response_text(r, s, j, &cand[j], &len);
   }
   srlm_task_judge_result *jr = srlm_xcalloc((size_t)R + 1, sizeof *jr);
-  if (st == SRLM_OK && src != SRLM_CFG_SOURCE_VERIFIER && R > 0)
+  const int has_model = sr_source_has_model(src);
+  if (st == SRLM_OK && has_model && R > 0)
     st = srlm_task_judge(r->m, r->tok, SR_MAX_BATCH, SRLM_TASK_RATIONALE_GREEDY, (int)R, pp, (const char *const *)cand,
                          jr);
-  if (st == SRLM_OK) st = srlm_shard_set_judgments_per_response(s, 1);
+  double *rsa = srlm_xcalloc((size_t)R + 1, sizeof *rsa), *nll = srlm_xcalloc((size_t)(2 * R + 1), sizeof *nll);
+  if (st == SRLM_OK && src == SRLM_CFG_SOURCE_SAR) st = sar_terms(r, s, rsa, nll);
+  if (st == SRLM_OK) st = srlm_shard_set_judgments_per_response(s, src == SRLM_CFG_SOURCE_SAR ? 2 : 1);
   for (int64_t j = 0; j < R && st == SRLM_OK; j++) {
     double model = NAN, verifier = NAN, score;
     char text[SRLM_TASK_JUDGMENT_LEN + 32];
+    if (src == SRLM_CFG_SOURCE_SAR || src == SRLM_CFG_SOURCE_BLEU) {
+      int ok = (s->flags[j] & SRLM_SHARD_F_EOS) && srlm_task_check(&pp[j], cand[j], strlen(cand[j]));
+      double bleu = 0;
+      if (src == SRLM_CFG_SOURCE_BLEU) {
+        char refs[8][SRLM_TASK_ANSWER_LEN + 1];
+        const char *rp[8];
+        int nr = srlm_task_solutions(&pp[j], refs);
+        for (int q = 0; q < nr; q++) rp[q] = refs[q];
+        bleu = nr ? srlm_bleu(cand[j], strlen(cand[j]), rp, NULL, nr, (srlm_bleu_tokens)cfg->judge.bleu_tokenize) : 0;
+      }
+      st = add_reward_judgments(cfg, s, ok, rsa[j], nll + 2 * j, bleu, &score);
+      s->mean_score[j] = (float)score;
+      s->flags[j] |= SRLM_SHARD_F_SCORED;
+      jc->score_sum += score;
+      continue;
+    }
     if (src != SRLM_CFG_SOURCE_VERIFIER) {
       model = cfg->judge.mode == SRLM_CFG_JUDGE_EXPECTED ? jr[j].expected
               : jr[j].greedy_score > 0                   ? (double)jr[j].greedy_score
@@ -279,6 +383,8 @@ srlm_status sr_judge_shard(const sr_rollout *r, srlm_shard *s, sr_judge_counts *
   }
   jc->responses += R;
   jc->judgments += R;
+  free(rsa);
+  free(nll);
   for (int64_t j = 0; j < R; j++) free(cand[j]);
   free(cand);
   free(jr);

@@ -8,7 +8,18 @@
  * samples. Sample k of prompt i draws from the Philox stream keyed by (run.seed,
  * SRLM_SR_RNG_GENERATE, t, i K + k), so which rank generates a shard, and with what else
  * in the batch, changes nothing; a shard's generation and its judging are each one
- * batched call over the shard's sequences, the same in every layout. */
+ * batched call over the shard's sequences, the same in every layout.
+ *
+ * Refill (train.grpo_equal_groups refill, DAPO's dynamic sampling): when the iteration's
+ * groups are short of n informative ones, extra rounds generate extra prompts, local
+ * indices n, n + 1, ... up to n + refill_cap: extra shard s >= shards holds
+ * [n + (s - shards) * shard_prompts, ...) cut at n + refill_cap. Extra prompt j = i - n of
+ * iteration t is the task's train instance iterations n + (t-1) refill_cap + j (or that
+ * row mod N of a prompt set): a reserve after the run's own prompts, so the extra prompts
+ * are fresh and no iteration's prompts depend on another's refills. How many rounds and
+ * prompts: srlm_refill_next (pairs.h) on the groups so far, decided by the lead learner
+ * and broadcast to every rank; the learner then keeps the first n informative groups in
+ * prompt order (selfreward.h). */
 #ifndef SRLM_ROLES_ROLLOUT_H
 #define SRLM_ROLES_ROLLOUT_H
 
@@ -27,11 +38,15 @@ typedef struct sr_rollout {
   const srlm_prompt_set *prompts; /* data.prompts; NULL with a built-in task */
   srlm_llm_judge *llm;            /* the text judge of a prompt set */
   int32_t eos;                    /* the task's end token */
+  int32_t bos;                    /* judge.source sar: the start token of the answer-alone pass (rewards.h) */
   int32_t stops[SRLM_LLM_JUDGE_MAX_STOPS]; /* generation stops at these (task: eos) */
   int n_stops;
   int n;          /* prompts per iteration */
   int K;          /* samples per prompt */
   int64_t shards; /* shards per iteration */
+  srlm_task_split split; /* the split of a task's puzzles (train; the eval's best-of-N: eval) */
+  int64_t refill_cap;  /* refill: extra prompts per iteration at most (0: no refill) */
+  int64_t shards_max;  /* shards + the extra shards refill_cap may need */
   srlm_model *args_ref; /* generate.args_reward implicit: the reference model (generating ranks), else NULL */
 } sr_rollout;
 
@@ -45,13 +60,22 @@ typedef struct sr_judge_counts {
 
 void sr_shard_range(const sr_rollout *r, int64_t s, int64_t *lo, int64_t *hi);
 
+/* 1 when judge.source has the model judge (model, mix); verifier, sar and bleu do not. */
+static inline int sr_source_has_model(srlm_cfg_judge_source src) {
+  return src == SRLM_CFG_SOURCE_MODEL || src == SRLM_CFG_SOURCE_MIX;
+}
+
 /* Generates shard s of iteration t with the weights of policy version `version` into a
  * new shard (free with srlm_shard_free). *new_tokens (may be NULL) counts tokens. */
 srlm_status sr_generate_shard(const sr_rollout *r, int t, int64_t s, int64_t version, srlm_shard *out,
                               int64_t *new_tokens);
 
 /* Judges every response of a generated shard (judge.source), filling its judgments,
- * mean scores and SCORED flags. Counts accumulate into jc. */
+ * mean scores and SCORED flags. Counts accumulate into jc. Sources without a model
+ * judgment record, per response: verifier one judgment "checker: right|wrong" (score:
+ * the verifier's); sar two, that one and "sar <R_SA> (answer NLL <after the prompt>
+ * after the prompt, <alone> alone)" (score: R_SA); bleu one, "bleu <BLEU>" (score: the
+ * BLEU in [0, 1]). The response's mean score is the reward (config.h, rewards.h). */
 srlm_status sr_judge_shard(const sr_rollout *r, srlm_shard *s, sr_judge_counts *jc);
 
 /* The text of response `row` as generation returned it: the tokens decoded without the

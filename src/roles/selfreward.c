@@ -17,6 +17,7 @@
 #include "srlm/comm.h"
 #include "srlm/engine.h"
 #include "srlm/jsonl.h"
+#include "srlm/pairs.h"
 #include "srlm/report.h"
 #include "srlm/selfreward.h"
 #include "srlm/setup.h"
@@ -142,21 +143,23 @@ static void progress_add(sr_ctx *c, sr_progress *p, const srlm_shard *s) {
   if (!c->lead || (p->shards < c->ro.shards && el - p->last < 10.0)) return;
   p->last = el;
   double rate = el > 0 ? (double)p->samples / el : 0;
-  double eta = p->shards ? el * (double)(c->ro.shards - p->shards) / (double)p->shards : 0;
+  double eta = p->shards && p->shards < c->ro.shards ? el * (double)(c->ro.shards - p->shards) / (double)p->shards : 0;
   SRLM_INFO("iteration %d rollouts: %lld/%lld prompts generated and judged (%lld/%lld shards), %.0f samples/s, "
             "%lld judge format failures, %lld judgments without a score, %lld unscored samples, ETA %.0f s",
             p->t, (long long)p->prompts, (long long)c->ro.n, (long long)p->shards, (long long)c->ro.shards, rate,
             (long long)p->health.format_failures, (long long)p->health.without_score, (long long)p->unscored, eta);
 }
 
-/* Colocated: every rank generates and judges shards s = rank (mod ranks), then all
- * ranks exchange their scored shards. out (shards) is filled by shard index. */
-static srlm_status rollouts_colocated(sr_ctx *c, int t, int64_t version, srlm_shard *out, sr_progress *pg) {
+/* Colocated: every rank generates and judges the shards s of [a, b) with s = rank (mod
+ * ranks), then all ranks exchange their scored shards. out (shards_max) is filled by shard
+ * index. */
+static srlm_status rollouts_colocated(sr_ctx *c, int t, int64_t version, srlm_shard *out, sr_progress *pg, int64_t a,
+                                      int64_t b) {
   const int R = srlm_comm_size(c->comm), me = srlm_comm_rank(c->comm);
   srlm_strbuf mine = {0};
   srlm_status st = SRLM_OK;
   sr_judge_counts jc = {0};
-  for (int64_t s = me; s < c->ro.shards && st == SRLM_OK; s += R) {
+  for (int64_t s = a + ((me - a) % R + R) % R; s < b && st == SRLM_OK; s += R) {
     srlm_shard sh;
     st = sr_generate_shard(&c->ro, t, s, version, &sh, NULL);
     if (st != SRLM_OK) break;
@@ -209,7 +212,7 @@ static srlm_status rollouts_colocated(sr_ctx *c, int t, int64_t version, srlm_sh
       st = srlm_shard_parse((char *)all[r] + at, n, &sh);
       at += n;
       if (st != SRLM_OK) break;
-      if (sh.shard_index < 0 || sh.shard_index >= c->ro.shards || out[sh.shard_index].n_prompts) {
+      if (sh.shard_index < 0 || sh.shard_index >= c->ro.shards_max || out[sh.shard_index].n_prompts) {
         st = srlm_error(SRLM_ERR_INTERNAL, "shard exchange", "rank %d sent shard %lld twice or out of range", r,
                         (long long)sh.shard_index);
         srlm_shard_free(&sh);
@@ -225,14 +228,14 @@ static srlm_status rollouts_colocated(sr_ctx *c, int t, int64_t version, srlm_sh
   return st;
 }
 
-/* Separate roles, generator: its shards s = g (mod G), each sent to judge s mod J. */
-static srlm_status run_generator(sr_ctx *c, int t, int64_t version) {
+/* Separate roles, generator: its shards s = g (mod G) of [a, b), each sent to judge s mod J. */
+static srlm_status run_generator(sr_ctx *c, int t, int64_t version, int64_t a, int64_t b) {
   const int G = srlm_comm_role_size(c->comm, SRLM_ROLE_GENERATOR), g = srlm_comm_role_rank(c->comm, SRLM_ROLE_GENERATOR);
   const int J = srlm_comm_role_size(c->comm, SRLM_ROLE_JUDGE);
   srlm_timer tm;
   srlm_timer_start(&tm);
   int64_t samples = 0, tokens = 0;
-  for (int64_t s = g; s < c->ro.shards; s += G) {
+  for (int64_t s = a + ((g - a) % G + G) % G; s < b; s += G) {
     srlm_shard sh;
     int64_t nt = 0;
     SRLM_TRY(sr_generate_shard(&c->ro, t, s, version, &sh, &nt));
@@ -326,7 +329,7 @@ static srlm_status receive_scored(sr_ctx *c, int64_t version, srlm_shard *out, s
     SRLM_TRY(st);
     bool fresh = false;
     st = srlm_shard_check_policy(&sh, version, 0, &fresh);
-    if (st == SRLM_OK && (sh.shard_index < 0 || sh.shard_index >= c->ro.shards || out[sh.shard_index].n_prompts))
+    if (st == SRLM_OK && (sh.shard_index < 0 || sh.shard_index >= c->ro.shards_max || out[sh.shard_index].n_prompts))
       st = srlm_error(SRLM_ERR_INTERNAL, "learner", "rank %d sent shard %lld twice or out of range", from,
                       (long long)sh.shard_index);
     if (st != SRLM_OK || !fresh) {
@@ -376,9 +379,18 @@ static srlm_status finish_iteration(sr_ctx *c, int t, srlm_timer *iter_tm) {
   json_object_set_new(o, "judgments", json_integer(row->judgments));
   json_object_set_new(o, "judge_format_failures", json_integer(row->judge_format_failures));
   json_object_set_new(o, "judgments_without_score", json_integer(row->judgments_without_score));
+  if (cfg->judge.source == SRLM_CFG_SOURCE_SAR) json_object_set_new(o, "sar_mean", sr_num(row->sar_mean));
+  if (cfg->judge.source == SRLM_CFG_SOURCE_BLEU) json_object_set_new(o, "bleu_mean", sr_num(row->bleu_mean));
+  if (cfg->judge.source == SRLM_CFG_SOURCE_SAR) json_object_set_new(o, "verifier_right", sr_num(row->verifier_right));
   if (cfg->train.loss == SRLM_CFG_LOSS_GRPO) {
     json_object_set_new(o, "groups_all_equal", json_integer(row->groups_all_equal));
     json_object_set_new(o, "groups_dropped", json_integer(row->groups_dropped));
+  }
+  if (c->ro.refill_cap > 0) { /* DAPO's refill */
+    json_object_set_new(o, "groups_refilled", json_integer(row->groups_refilled));
+    json_object_set_new(o, "groups_surplus", json_integer(row->groups_surplus));
+    json_object_set_new(o, "prompts_generated", json_integer(row->prompts_generated));
+    json_object_set_new(o, "short_by", json_integer(row->short_by));
   }
   json_object_set_new(o, "loss_first", sr_num(row->loss_first));
   json_object_set_new(o, "loss_last", sr_num(row->loss_last));
@@ -438,6 +450,15 @@ static void rows_from_metrics(const char *path, srlm_sr_iteration *rows, int las
         r->judgments_without_score = json_integer_value(json_object_get(o, "judgments_without_score"));
         r->groups_all_equal = json_integer_value(json_object_get(o, "groups_all_equal"));
         r->groups_dropped = json_integer_value(json_object_get(o, "groups_dropped"));
+        r->groups_refilled = json_integer_value(json_object_get(o, "groups_refilled"));
+        r->groups_surplus = json_integer_value(json_object_get(o, "groups_surplus"));
+        r->prompts_generated = json_integer_value(json_object_get(o, "prompts_generated"));
+        r->short_by = json_integer_value(json_object_get(o, "short_by"));
+        json_t *sm = json_object_get(o, "sar_mean"), *bm = json_object_get(o, "bleu_mean"),
+               *vr = json_object_get(o, "verifier_right");
+        r->sar_mean = json_is_number(sm) ? json_number_value(sm) : NAN;
+        r->bleu_mean = json_is_number(bm) ? json_number_value(bm) : NAN;
+        r->verifier_right = json_is_number(vr) ? json_number_value(vr) : NAN;
         r->loss_first = json_number_value(json_object_get(o, "loss_first"));
         r->loss_last = json_number_value(json_object_get(o, "loss_last"));
         r->seconds = json_number_value(json_object_get(o, "seconds"));
@@ -464,7 +485,7 @@ static srlm_status read_rollouts(sr_ctx *c, int t, srlm_shard *out, int64_t *sta
     srlm_shard sh;
     st = srlm_shard_read(s, g, &sh);
     if (st != SRLM_OK) break;
-    if (sh.shard_index < 0 || sh.shard_index >= c->ro.shards || out[sh.shard_index].n_prompts || sh.iteration != t) {
+    if (sh.shard_index < 0 || sh.shard_index >= c->ro.shards_max || out[sh.shard_index].n_prompts || sh.iteration != t) {
       st = srlm_error(SRLM_ERR_FORMAT, path, "%s: shard %lld of iteration %lld does not belong here", names[i],
                       (long long)sh.shard_index, (long long)sh.iteration);
       srlm_shard_free(&sh);
@@ -613,7 +634,7 @@ static srlm_status run_from(sr_ctx *c, int start, bool colocated, bool learner) 
     srlm_timer_start(&iter_tm);
     sr_progress pg = {.t = t};
     srlm_timer_start(&pg.tm);
-    srlm_shard *sh = learner ? srlm_xcalloc((size_t)c->ro.shards, sizeof *sh) : NULL;
+    srlm_shard *sh = learner ? srlm_xcalloc((size_t)c->ro.shards_max, sizeof *sh) : NULL;
     int64_t stale = 0;
     srlm_status st = SRLM_OK;
     srlm_comm_phase(comm, "%s of iteration %d", colocated ? "rollouts" : srlm_comm_role_label(comm), t);
@@ -621,14 +642,32 @@ static srlm_status run_from(sr_ctx *c, int start, bool colocated, bool learner) 
       st = read_rollouts(c, t, sh, &stale); /* a LEARN resume: the rollouts are on disk */
     else if (c->ck == NULL && in_learn_resume && t == start)
       st = SRLM_OK; /* generators and judges: that iteration's rollouts are done */
-    else if (colocated)
-      st = rollouts_colocated(c, t, version, sh, &pg);
-    else if (srlm_comm_has_role(comm, SRLM_ROLE_GENERATOR))
-      st = run_generator(c, t, version);
-    else if (srlm_comm_has_role(comm, SRLM_ROLE_JUDGE))
-      st = run_judge(c, t, version);
-    else
-      st = receive_scored(c, version, sh, &pg, &stale);
+    else {
+      /* the iteration's shards, then (refill) extra rounds while its groups are short */
+      int64_t a = 0, b = c->ro.shards, extra = 0;
+      for (int round = 0; st == SRLM_OK && b > a; round++) {
+        if (colocated)
+          st = rollouts_colocated(c, t, version, sh, &pg, a, b);
+        else if (srlm_comm_has_role(comm, SRLM_ROLE_GENERATOR))
+          st = run_generator(c, t, version, a, b);
+        else if (srlm_comm_has_role(comm, SRLM_ROLE_JUDGE))
+          st = run_judge(c, t, version);
+        else
+          st = receive_scored(c, version, sh, &pg, &stale);
+        if (st != SRLM_OK || c->ro.refill_cap == 0) break;
+        int64_t x = 0;
+        if (c->lead)
+          x = srlm_refill_next(c->ro.n, sr_informative_groups(c, sh, b), c->ro.n + extra, extra, c->ro.refill_cap, round,
+                               cfg->train.grpo_refill_rounds, cfg->roles.shard_prompts);
+        if (srlm_comm_size(comm) > 1) st = srlm_comm_bcast_i64(comm, &x, 1);
+        if (c->lead && x > 0)
+          SRLM_INFO("iteration %d refill round %d: %lld informative groups of %d wanted, %lld more prompts", t, round + 1,
+                    (long long)sr_informative_groups(c, sh, b), c->ro.n, (long long)x);
+        a = b;
+        b = a + (x + cfg->roles.shard_prompts - 1) / cfg->roles.shard_prompts;
+        extra += x;
+      }
+    }
     if (st == SRLM_OK && learner) srlm_comm_phase(comm, "learning of iteration %d", t);
     if (st == SRLM_OK && learner) st = sr_learn(c, t, sh, stale, &rows[t]);
     for (int64_t i = 0; sh && i < c->ro.shards; i++) srlm_shard_free(&sh[i]);
@@ -665,13 +704,28 @@ srlm_status srlm_selfreward_run(const srlm_sr_inputs *in, srlm_sr_iteration *row
   if (!task && cfg->judge.mode == SRLM_CFG_JUDGE_EXPECTED)
     return srlm_error(SRLM_ERR_CONFIG, "judge.mode", "expected needs a built-in task's judge format (its score "
                       "tokens); a prompt set's judgments are parsed with judge.score_regex (judge.mode: regex)");
-  if (!task && cfg->judge.source != SRLM_CFG_SOURCE_MODEL && cfg->data.checker == SRLM_CFG_CHECKER_NONE)
+  const char *src_name = srlm_config_enum_name("judge.source", (int)cfg->judge.source);
+  if (!task && cfg->judge.source != SRLM_CFG_SOURCE_MODEL && cfg->judge.source != SRLM_CFG_SOURCE_BLEU &&
+      cfg->data.checker == SRLM_CFG_CHECKER_NONE)
     return srlm_error(SRLM_ERR_CONFIG, "judge.source", "%s needs a checker: a built-in task (task.name) or a prompt "
-                      "set's data.checker", cfg->judge.source == SRLM_CFG_SOURCE_VERIFIER ? "verifier" : "mix");
+                      "set's data.checker", src_name);
+  if (!task && cfg->judge.source == SRLM_CFG_SOURCE_BLEU) { /* every prompt needs its references */
+    const srlm_prompt_set *ps = in->prompts;
+    for (int64_t i = 0; i < ps->n; i++)
+      if (!ps->ref_offsets || ps->ref_offsets[i + 1] == ps->ref_offsets[i])
+        return srlm_error(SRLM_ERR_CONFIG, "judge.source", "bleu needs reference answers: %s line %lld has no "
+                          "\"reference\" (a string or a list of strings; srlm task prompts --reference writes them)",
+                          cfg->data.prompts, (long long)ps->line[i]);
+  }
+  if (!task && cfg->judge.source == SRLM_CFG_SOURCE_BLEU && cfg->eval.best_of > 0 && in->eval_prompts &&
+      !in->eval_prompts->ref_offsets)
+    return srlm_error(SRLM_ERR_CONFIG, "eval.best_of", "scores with judge.source bleu, and the eval prompts %s have no "
+                      "\"reference\" (srlm task prompts --reference writes them)", cfg->data.eval_prompts);
   sr_ctx c = {.cfg = cfg, .comm = comm, .run_dir = in->run_dir, .tok_dir = in->tok_dir, .rows = rows,
               .lead = srlm_comm_rank(comm) == 0, .eval = task ? NULL : in->eval_prompts};
   c.ro = (sr_rollout){.cfg = cfg, .m = m, .tok = tok, .prompts = task ? NULL : in->prompts, .llm = in->llm,
                       .K = cfg->generate.samples_per_prompt};
+  const int64_t bos = srlm_model_get_config(m)->bos_token_id;
   if (task) {
     c.ro.n = cfg->task.prompts_per_iteration;
     SRLM_TRY(srlm_tokenizer_token_id(tok, SRLM_TASK_EOS_TEXT, strlen(SRLM_TASK_EOS_TEXT), &c.ro.eos));
@@ -686,14 +740,20 @@ srlm_status srlm_selfreward_run(const srlm_sr_inputs *in, srlm_sr_iteration *row
       return srlm_error(SRLM_ERR_CONFIG, "tokenizer", "no end-of-sequence id (tokenizer_config.json eos_token, the chat "
                         "format's end of turn or config.json eos_token_id): generation could not stop");
   }
+  /* SAR's answer-alone pass starts from BOS, or where the model has none the first end id */
+  c.ro.bos = bos >= 0 ? (int32_t)bos : c.ro.stops[0];
   c.ro.shards = (c.ro.n + cfg->roles.shard_prompts - 1) / cfg->roles.shard_prompts;
+  if (cfg->train.loss == SRLM_CFG_LOSS_GRPO && cfg->train.grpo_equal_groups == SRLM_CFG_GRPO_EQUAL_REFILL)
+    c.ro.refill_cap = cfg->train.grpo_refill_prompts > 0 ? cfg->train.grpo_refill_prompts : c.ro.n;
+  c.ro.shards_max = c.ro.shards + (c.ro.refill_cap + cfg->roles.shard_prompts - 1) / cfg->roles.shard_prompts;
   c.n_params = (int64_t)srlm_model_num_params(m);
   const bool colocated = srlm_comm_colocated(comm);
   const bool learner = srlm_comm_has_role(comm, SRLM_ROLE_LEARNER);
   memset(rows, 0, (size_t)(cfg->run.iterations + 1) * sizeof *rows);
   for (int t = 0; t <= cfg->run.iterations; t++) /* NaN: not evaluated (eval.every) or no checker */
     rows[t].accuracy = rows[t].sample_accuracy = rows[t].judge_agreement = rows[t].eval_score =
-        rows[t].pair_accuracy = rows[t].mean_score = rows[t].anchor_distance = NAN;
+        rows[t].pair_accuracy = rows[t].mean_score = rows[t].sar_mean = rows[t].bleu_mean = rows[t].verifier_right =
+            rows[t].anchor_distance = NAN;
   c.yaml = srlm_config_to_yaml(cfg, 0);
   c.learn_steps = srlm_xcalloc((size_t)cfg->run.iterations + 1, sizeof *c.learn_steps);
   srlm_checkpoint ck = {0};

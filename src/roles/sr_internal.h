@@ -59,6 +59,10 @@ static inline json_t *sr_num(double x) { return isfinite(x) ? json_real(x) : jso
  * lead), training of c->ro.m; fills row's data and loss columns. */
 srlm_status sr_learn(sr_ctx *c, int t, srlm_shard *sh, int64_t stale, srlm_sr_iteration *row);
 
+/* Informative GRPO groups of shards sh[0 .. n_shards) (all K samples there, rewards not all
+ * equal): what DAPO's refill counts (rollout.h). */
+int64_t sr_informative_groups(const sr_ctx *c, const srlm_shard *sh, int64_t n_shards);
+
 /* One vote of the ranks' common stop point (stop.h): every rank of the world calls it the
  * same number of times. Its inputs: a signal that asked this rank to stop, and done (a
  * learner whose iteration's learning is over). *sig = the largest signal number any rank

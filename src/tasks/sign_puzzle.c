@@ -217,3 +217,13 @@ int srlm_task_judgment_parse(const char *text, size_t len, int *score) {
   if (score) *score = s - '0';
   return 1;
 }
+
+int srlm_task_solutions(const srlm_task_puzzle *p, char out[8][SRLM_TASK_ANSWER_LEN + 1]) {
+  int n = 0;
+  for (int mask = 0; mask < 8; mask++) {
+    const int sign[3] = {mask & 4 ? -1 : 1, mask & 2 ? -1 : 1, mask & 1 ? -1 : 1};
+    srlm_task_answer(p, sign, out[n]);
+    n += srlm_task_check(p, out[n], strlen(out[n]));
+  }
+  return n;
+}

@@ -140,3 +140,13 @@ srlm_status srlm_group_advantages(const srlm_group_options *o, int64_t n_groups,
   }
   return SRLM_OK;
 }
+
+int64_t srlm_refill_next(int64_t target, int64_t informative, int64_t generated, int64_t extra_done, int64_t cap,
+                         int rounds_done, int max_rounds, int per) {
+  if (informative >= target || rounds_done >= max_rounds || extra_done >= cap || per < 1) return 0;
+  const int64_t need = target - informative, left = cap - extra_done;
+  int64_t x = informative > 0 ? (need * generated + informative - 1) / informative : left;
+  if (x < need) x = need;
+  x = (x + per - 1) / per * per;
+  return x < left ? x : left;
+}

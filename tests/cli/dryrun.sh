@@ -34,6 +34,21 @@ has plan "prompts      built-in task sign_puzzle: 64 per iteration, 16 held out"
 has plan "iterations   1: each 64 prompts x 2 samples in 8 shards of 8 prompts"
 has plan "ok: the run can start"
 [ -e "$tmp/runs/d1" ] && fail "--dry-run created the run folder"
+# the memory plan per kind of rank (memplan.h); on a device too small for it, the run's refusal
+has plan "memory       each rank (every role) (1 rank), on cpu (host memory): .* free (weights .*activations .*KV cache"
+if command -v mpirun >/dev/null 2>&1; then
+  export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+  roles3="roles.colocate=false roles.learners=1 roles.generators=1 roles.judges=1"
+  run plan3 0 -- timeout 120 mpirun --oversubscribe -np 3 "$srlm" train -c configs/quickstart.yaml $small $roles3 \
+    run.name=d1 --dry-run
+  has plan3 "memory       each learner (1 rank), on cpu (host memory): .*moments .*activations"
+  has plan3 "memory       each generator/judge (2 ranks), on cpu (host memory): .*KV cache"
+fi
+# cuda-sim (always built) as a 4 MB device
+SRLM_SIM_DEVICE_MEMORY=4000000 run nofit 1 -- "$srlm" train -c configs/quickstart.yaml $small run.name=d1 \
+  run.backend=cuda-sim --dry-run
+has nofit "cuda-sim device 0: this rank's memory plan: .* does not fit: .* GiB needed, .* GiB free. To fit"
+[ -e "$tmp/runs/d1" ] && fail "--dry-run (no fit) created the run folder"
 
 # the prompt file, the model and the judge are checked as a run would
 printf '{"prompt": "What is 2+2?"}\n{"prompt": "Name a colour."}\n' >"$tmp/p.jsonl"

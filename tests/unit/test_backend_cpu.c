@@ -7,6 +7,7 @@
  * - threads: every op gives the same bits with 1 and 3 OpenMP threads;
  * - the shared parameter checks (backend.c) as the CPU reports them, and the CPU's order
  *   of checks (targets before any output is written);
+ * - matmul's packed weights (b_version): read from the cache, repacked on a new version;
  * - memory calls and the registry.
  * Inputs from Philox (seed printed). */
 #include <math.h>
@@ -93,17 +94,92 @@ static void test_matmul_chain(srlm_backend *be) {
         for (int64_t k = 0; k < K; k++) ch = fmaf(mat_a(&p, m, k), mat_b(&p, k, n), ch);
         chain[m * p.ldc + n] = p.bias ? ch + bias[n] : ch;
       }
+    /* plain, then as a versioned weight twice (packed on the first call, read packed on the
+       second where M is decode-sized) */
+    const uint64_t version = srlm_weights_version_next();
     for (int i = 0; i < 3; i++) {
       if (srlm_backend_cpu_set_isa(k_isas[i]) != SRLM_OK) continue; /* not on this CPU */
-      memcpy(c, c0, (size_t)nc * sizeof *c);
-      p.c = c;
-      EXPECT_EQ_INT(SRLM_OP(be, matmul, p), SRLM_OK);
-      EXPECT_SAME_BITS(c, chain, nc, "matmul %s M=%lld N=%lld K=%lld ta=%d tb=%d acc=%d is not the fma chain", k_isas[i],
-                       (long long)M, (long long)N, (long long)K, cases[t].ta, cases[t].tb, cases[t].acc);
+      for (int run = 0; run < 3; run++) {
+        memcpy(c, c0, (size_t)nc * sizeof *c);
+        p.c = c;
+        p.b_version = run ? version : 0;
+        EXPECT_EQ_INT(SRLM_OP(be, matmul, p), SRLM_OK);
+        EXPECT_SAME_BITS(c, chain, nc, "matmul %s M=%lld N=%lld K=%lld ta=%d tb=%d acc=%d version %d is not the fma chain",
+                         k_isas[i], (long long)M, (long long)N, (long long)K, cases[t].ta, cases[t].tb, cases[t].acc,
+                         run);
+      }
     }
+    srlm_backend_forget(be, b, (size_t)nb * sizeof *b);
     EXPECT_EQ_INT(srlm_backend_cpu_set_isa(NULL), SRLM_OK);
     free(a), free(b), free(c0), free(bias), free(c), free(chain);
   }
+}
+
+/* matmul's b_version on the CPU (backend.h): a decode-sized product keeps B packed and reads
+ * it from there while (B, version) is unchanged — shown by changing B's bytes under the
+ * same version, which the cache does not see (the caller's promise broken on purpose) —
+ * repacks on a new version, keeps nothing for large M, and forget drops it. fp32 and bf16
+ * give the bits of the unversioned product. */
+static void test_packed_weights(srlm_backend *be) {
+  const int64_t M = 5, N = 70, K = 300;
+  EXPECT(srlm_backend_cpu_packed_bytes() == 0, "the cache holds %zu bytes before the test", srlm_backend_cpu_packed_bytes());
+  float *a = fbuf(M * K), *b = fbuf(N * K), *b2 = fbuf(N * K), *c = fbuf(M * N), *ref = fbuf(M * N);
+  float *big_a = fbuf(100 * K), *big_c = fbuf(100 * N);
+  fill_uniform(a, M * K, -1, 1);
+  fill_uniform(b, N * K, -1, 1);
+  fill_uniform(b2, N * K, -1, 1);
+  fill_uniform(big_a, 100 * K, -1, 1);
+  srlm_matmul_params p = {.c = ref, .a = a, .b = b, .M = M, .N = N, .K = K, .trans_b = 1};
+  EXPECT_EQ_INT(SRLM_OP(be, matmul, p), SRLM_OK); /* unversioned: the reference */
+  EXPECT(srlm_backend_cpu_packed_bytes() == 0, "an unversioned product was cached");
+  p.c = c, p.b_version = srlm_weights_version_next();
+  EXPECT_EQ_INT(SRLM_OP(be, matmul, p), SRLM_OK);
+  EXPECT_SAME_BITS(c, ref, M * N, "the packing call differs from the plain product");
+  const size_t held = srlm_backend_cpu_packed_bytes();
+  EXPECT(held >= (size_t)(N * K) * sizeof(float), "the packed weight holds %zu bytes, B has %zu", held,
+         (size_t)(N * K) * sizeof(float));
+  /* B's bytes change, the version does not: the packed copy is what the product reads */
+  float *saved = fbuf(N * K);
+  memcpy(saved, b, (size_t)(N * K) * sizeof *b);
+  memcpy(b, b2, (size_t)(N * K) * sizeof *b);
+  memset(c, 0, (size_t)(M * N) * sizeof *c);
+  EXPECT_EQ_INT(SRLM_OP(be, matmul, p), SRLM_OK);
+  EXPECT_SAME_BITS(c, ref, M * N, "a second call with the same version did not read the packed weight");
+  /* a new version: repacked from the new bytes, the same bits as a plain product of them */
+  p.b_version = srlm_weights_version_next();
+  EXPECT_EQ_INT(SRLM_OP(be, matmul, p), SRLM_OK);
+  srlm_matmul_params q = p;
+  q.c = ref, q.b_version = 0;
+  EXPECT_EQ_INT(SRLM_OP(be, matmul, q), SRLM_OK);
+  EXPECT_SAME_BITS(c, ref, M * N, "a new version was not repacked");
+  EXPECT(srlm_backend_cpu_packed_bytes() == held, "a new version added an entry (%zu bytes, want %zu)", srlm_backend_cpu_packed_bytes(),
+         held);
+  /* large M: never cached */
+  srlm_matmul_params big = {.c = big_c, .a = big_a, .b = b2, .M = 100, .N = N, .K = K, .trans_b = 1,
+                            .b_version = srlm_weights_version_next()};
+  EXPECT_EQ_INT(SRLM_OP(be, matmul, big), SRLM_OK);
+  EXPECT(srlm_backend_cpu_packed_bytes() == held, "a product with M = 100 > %d was cached", SRLM_CPU_PACKED_MAX_M);
+  /* forget drops what lies in the range */
+  srlm_backend_forget(be, b, 1);
+  EXPECT(srlm_backend_cpu_packed_bytes() == 0, "forget left %zu bytes", srlm_backend_cpu_packed_bytes());
+  /* bf16 weights: packed once (widened), same bits as the plain bf16 product */
+  uint16_t *ab = srlm_xcalloc((size_t)(M * K), 2), *bb = srlm_xcalloc((size_t)(N * K), 2);
+  uint16_t *cb = srlm_xcalloc((size_t)(M * N), 2), *rb = srlm_xcalloc((size_t)(M * N), 2);
+  for (int64_t i = 0; i < M * K; i++) ab[i] = srlm_f32_to_bf16(a[i]);
+  for (int64_t i = 0; i < N * K; i++) bb[i] = srlm_f32_to_bf16(saved[i]);
+  srlm_matmul_params h = {.c = rb, .a = ab, .b = bb, .M = M, .N = N, .K = K, .trans_b = 1, .dtype = SRLM_BF16,
+                          .c_dtype = SRLM_BF16};
+  EXPECT_EQ_INT(SRLM_OP(be, matmul, h), SRLM_OK);
+  h.c = cb, h.b_version = srlm_weights_version_next();
+  for (int run = 0; run < 2; run++) {
+    memset(cb, 0, (size_t)(M * N) * 2);
+    EXPECT_EQ_INT(SRLM_OP(be, matmul, h), SRLM_OK);
+    EXPECT(memcmp(cb, rb, (size_t)(M * N) * 2) == 0, "bf16 versioned product %d differs from the plain one", run);
+  }
+  srlm_backend_forget(be, bb, (size_t)(N * K) * 2);
+  EXPECT(srlm_backend_cpu_packed_bytes() == 0, "forget (bf16) left %zu bytes", srlm_backend_cpu_packed_bytes());
+  free(a), free(b), free(b2), free(c), free(ref), free(big_a), free(big_c), free(saved);
+  free(ab), free(bb), free(cb), free(rb);
 }
 
 /* backend.h: on the CPU a query of attention_kv gets the bits of the full forward. Every
@@ -368,6 +444,7 @@ int main(void) {
   srlm_backend *be = srlm_backend_cpu();
   EXPECT_STR_EQ(be->name, "cpu");
   test_matmul_chain(be);
+  test_packed_weights(be);
   test_kv_matches_forward(be);
   EXPECT_EQ_INT(srlm_backend_cpu_set_isa("avx9"), SRLM_ERR_CONFIG);
   EXPECT_CONTAINS(srlm_error_message(), "unknown ISA 'avx9'");

@@ -211,7 +211,43 @@ static void test_group_batch_std_and_eps(void) {
          srlm_group_all_equal(3, eq3), srlm_group_all_equal(3, mixed));
 }
 
+/* DAPO's refill rounds: hand-counted cases of srlm_refill_next. */
+static void test_refill(void) {
+  static const struct {
+    const char *name;
+    int64_t target, informative, generated, extra_done, cap;
+    int rounds_done, max_rounds, per;
+    int64_t want;
+  } k[] = {
+      {"enough groups: no round", 48, 48, 48, 0, 48, 0, 3, 8, 0},
+      {"more than enough: no round", 48, 50, 64, 16, 48, 1, 3, 8, 0},
+      {"rounds spent", 48, 10, 96, 48, 96, 3, 3, 8, 0},
+      {"cap spent", 48, 10, 96, 48, 48, 1, 3, 8, 0},
+      /* 24 of 48 informative: need 24 at rate 1/2 -> 48 prompts, 6 shards of 8 */
+      {"half informative", 48, 24, 48, 0, 48, 0, 3, 8, 48},
+      /* 36 of 48: need 12 -> 12 x 48 / 36 = 16 */
+      {"three quarters", 48, 36, 48, 0, 48, 0, 3, 8, 16},
+      /* need 12 x 48 / 36 = 16 -> rounded up to whole shards of 10: 20 */
+      {"whole shards", 48, 36, 48, 0, 48, 0, 3, 10, 20},
+      /* 47 of 48: 1 x 48 / 47 -> 2 (rounded up), then one shard of 8 */
+      {"one missing", 48, 47, 48, 0, 48, 0, 3, 8, 8},
+      /* nothing informative: all of the cap left */
+      {"none informative", 48, 0, 48, 8, 48, 1, 3, 8, 40},
+      /* 6 of 48: need 42 x 48 / 6 = 336, cut at the 48 - 16 = 32 left */
+      {"cut at the cap", 48, 6, 64, 16, 48, 1, 3, 8, 32},
+      /* the cap itself need not be whole shards: 5 left */
+      {"partial last shard", 48, 40, 91, 43, 48, 2, 5, 8, 5},
+  };
+  for (size_t i = 0; i < sizeof k / sizeof k[0]; i++) {
+    int64_t got = srlm_refill_next(k[i].target, k[i].informative, k[i].generated, k[i].extra_done, k[i].cap,
+                                   k[i].rounds_done, k[i].max_rounds, k[i].per);
+    EXPECT(got == k[i].want, "refill \"%s\": %lld extra prompts, expected %lld", k[i].name, (long long)got,
+           (long long)k[i].want);
+  }
+}
+
 int main(void) {
+  test_refill();
   test_pair_table();
   test_pair_bytes_and_errors();
   test_group_table();

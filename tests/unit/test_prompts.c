@@ -181,6 +181,14 @@ static const bad_case k_bad[] = {
     {"{\"messages\": [{\"role\": \"user\", \"content\": \"x\", \"tool_calls\": []}]}", 0, SRLM_ERR_UNSUPPORTED,
      ": messages[0].tool_calls: tool calls are not supported"},
     {"{\"prompt\": \"\"}", 1, SRLM_ERR_FORMAT, ": the prompt is empty (no tokens)"},
+    {"{\"prompt\": \"a\", \"reference\": 5}", 0, SRLM_ERR_FORMAT,
+     ": \"reference\": expected a string or a non-empty list of strings, got an integer"},
+    {"{\"prompt\": \"a\", \"reference\": []}", 0, SRLM_ERR_FORMAT,
+     ": \"reference\": expected a string or a non-empty list of strings, got an empty list"},
+    {"{\"prompt\": \"a\", \"reference\": [\"x\", null]}", 0, SRLM_ERR_FORMAT,
+     ": \"reference\"[1]: expected a string, got null"},
+    {"{\"prompt\": \"a\", \"reference\": {\"x\": 1}}", 1, SRLM_ERR_FORMAT,
+     ": \"reference\": expected a string or a non-empty list of strings, got an object"},
 };
 
 static void test_bad_lines(srlm_tokenizer *tok, const srlm_chat_format *chat) {
@@ -264,6 +272,50 @@ static void test_bad_lines(srlm_tokenizer *tok, const srlm_chat_format *chat) {
   EXPECT_CONTAINS(srlm_error_message(), "/nonexistent/p.jsonl");
 }
 
+/* "reference": a string or a list, per prompt; a prompt without one has none; the store
+ * keeps them; a set without any has none at all (NULL arrays, no datasets). */
+static void test_references(srlm_tokenizer *tok) {
+  const char *path = write_tmp("refs.jsonl", "{\"prompt\": \"a\", \"reference\": \"x y\"}\n"
+                                             "{\"prompt\": \"b\"}\n"
+                                             "{\"prompt\": \"a much longer prompt\", \"reference\": [\"dropped\"]}\n"
+                                             "{\"prompt\": \"c\", \"reference\": [\"1\", \"2 3\"]}\n");
+  srlm_prompt_set p, q;
+  srlm_prompts_stats st_;
+  srlm_status st = srlm_prompts_load(path, tok, NULL, 0, 5, &p, &st_);
+  EXPECT(st == SRLM_OK, "%s", srlm_error_message());
+  if (st != SRLM_OK) return;
+  EXPECT_EQ_INT(p.n, 3);
+  EXPECT_EQ_INT(st_.too_long, 1);
+  EXPECT(p.ref_offsets != NULL && p.refs != NULL, "no references kept");
+  if (!p.ref_offsets) return;
+  const int64_t want_off[] = {0, 1, 1, 3};
+  for (int i = 0; i <= 3; i++) EXPECT_EQ_INT(p.ref_offsets[i], want_off[i]);
+  EXPECT_STR_EQ(p.refs[0], "x y");
+  EXPECT_STR_EQ(p.refs[1], "1");
+  EXPECT_STR_EQ(p.refs[2], "2 3");
+  char h5[1024];
+  test_tmp_path(h5, sizeof h5, "refs.h5");
+  st = srlm_prompts_save(&p, h5);
+  if (st == SRLM_OK) st = srlm_prompts_read(h5, &q);
+  EXPECT(st == SRLM_OK, "store round trip: %s", srlm_error_message());
+  if (st == SRLM_OK) {
+    EXPECT(q.ref_offsets && q.refs, "references lost in the store");
+    for (int i = 0; q.ref_offsets && i <= 3; i++) EXPECT_EQ_INT(q.ref_offsets[i], want_off[i]);
+    for (int i = 0; q.refs && i < 3; i++) EXPECT_STR_EQ(q.refs[i], p.refs[i]);
+    srlm_prompt_set_free(&q);
+  }
+  srlm_prompt_set_free(&p);
+  path = write_tmp("norefs.jsonl", "{\"prompt\": \"a\"}\n");
+  st = srlm_prompts_load(path, tok, NULL, 0, 0, &p, NULL);
+  EXPECT(st == SRLM_OK && !p.ref_offsets && !p.refs, "a set without references has reference arrays");
+  test_tmp_path(h5, sizeof h5, "norefs.h5");
+  if (st == SRLM_OK) st = srlm_prompts_save(&p, h5);
+  if (st == SRLM_OK) st = srlm_prompts_read(h5, &q);
+  EXPECT(st == SRLM_OK && !q.ref_offsets, "store without references: %s", srlm_error_message());
+  if (st == SRLM_OK) srlm_prompt_set_free(&q);
+  srlm_prompt_set_free(&p);
+}
+
 static void test_store(srlm_tokenizer *tok, const srlm_chat_format *chat) {
   const char *src = write_tmp("store.jsonl", k_good);
   srlm_prompt_set p, q;
@@ -338,6 +390,7 @@ int main(void) {
   test_raw(tok);
   test_bad_lines(tok, &chat);
   test_store(tok, &chat);
+  test_references(tok);
   srlm_tokenizer_free(tok);
   TEST_MAIN_END();
 }

@@ -172,6 +172,12 @@ static void test_checker(void) {
   srlm_task_puzzle p;
   srlm_task_prompt_parse("Q5555T+10A", 10, &p);
   EXPECT_EQ_INT(srlm_task_count_solutions(&p), 3);
+  /* every correct answer, in the sign order +++, ++-, ..., --- (the BLEU references) */
+  char sols[8][SRLM_TASK_ANSWER_LEN + 1];
+  EXPECT_EQ_INT(srlm_task_solutions(&p, sols), 3);
+  EXPECT_STR_EQ(sols[0], "5+5+5-5");
+  EXPECT_STR_EQ(sols[1], "5+5-5+5");
+  EXPECT_STR_EQ(sols[2], "5-5+5+5");
   EXPECT_EQ_INT(srlm_task_check(&p, NULL, 7), 0);
   EXPECT_EQ_INT(srlm_task_check(NULL, "5+5+5-5", 7), 0);
 

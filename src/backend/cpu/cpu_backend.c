@@ -214,6 +214,7 @@ static const srlm_backend_ops g_cpu_ops = {
     .copy_d2d = cpu_copy,
     .sync = cpu_sync,
     .mem_info = cpu_mem_info,
+    .forget = srlm_cpu_packed_forget,
 #define SRLM_CPU_OP_ENTRY_(op, type) .op = srlm_cpu_##op,
     SRLM_BACKEND_OPS(SRLM_CPU_OP_ENTRY_)
 #undef SRLM_CPU_OP_ENTRY_

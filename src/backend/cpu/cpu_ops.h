@@ -48,6 +48,11 @@ typedef struct srlm_cpu_gemm_ws {
 srlm_status srlm_cpu_gemm_serial(const srlm_cpu_mm *p, srlm_cpu_gemm_ws *ws);
 void srlm_cpu_gemm_ws_free(srlm_cpu_gemm_ws *ws);
 
+/* The packed-weight cache of matmul's b_version (matmul.c): the backend's forget drops
+ * every entry whose B starts in [ptr, ptr + bytes) (srlm_backend_cpu_packed_bytes in
+ * backend.h says what it holds). */
+void srlm_cpu_packed_forget(srlm_backend *be, const void *ptr, size_t bytes);
+
 /* out[i] = exp(a x[i] - b) for i < n (out may alias x, or be NULL), vectorized; returns
  * the sum of the outputs, added in a fixed order (see vexp.c). */
 float srlm_cpu_exp_affine(const float *x, float a, float b, float *out, int64_t n);

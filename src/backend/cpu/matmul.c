@@ -16,9 +16,20 @@
  *   the memory system streams best when M is small (decode); large M did not mind.
  * Edge tiles run the micro-kernel on a local MR x NR tile and copy the valid part.
  *
+ * Packed weights (backend.h, matmul's b_version): a product with M <= SRLM_CPU_PACKED_MAX_M
+ * whose B carries a version keeps all of B's packed blocks (every column panel, every KC
+ * block, exactly what pack_b writes) in a process-wide cache keyed by B's address, and the
+ * next call with the same (address, version, shape, kernel) runs on them without packing:
+ * a decode step streams each weight once from the packed layout. The panels are the same,
+ * so the bits are. The cache costs one more copy of the weights used at decode sizes (fp32
+ * even for bf16 weights); an entry goes when its B gets a new version (replaced) or the
+ * backend's forget names it. A mutex guards the cache and is held through a cached
+ * product (one thread per backend instance is the contract anyway).
+ *
  * The kernel follows the ISA level of isa.c (the CPU's best unless forced narrower;
  * tests force each level to check that all kernels give the same bits). */
 #include <math.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #ifdef _OPENMP
@@ -246,19 +257,28 @@ static void run_tile(const gemm *g, const float *ap, const float *bp, int64_t m0
   for (int64_t i = 0; i < rows; i++) memcpy(c + i * g->ldc, tile + i * NR, (size_t)cols * sizeof *c);
 }
 
+/* Where block (panel jp, k0) of B sits in a fully packed B (packed weights): panels one
+ * after another, each its KC blocks in order, every block kc x NR. */
+static inline int64_t packed_offset(const gemm *g, int64_t jp, int64_t k0) { return jp * g->K * g->kr->nr + k0 * g->kr->nr; }
+
 /* Rows [m_start, m_start + mb) of C (their A panels packed in apack) times the column
- * panels [j_begin, j_end), all of K. */
-static void gemm_block(const gemm *g, const float *apack, float *bpack, int64_t m_start, int64_t mb,
-                       int64_t j_begin, int64_t j_end) {
+ * panels [j_begin, j_end), all of K; B's blocks packed into bpack as they come, or read
+ * from bpre (all of B packed, packed_offset) when given. */
+static void gemm_block(const gemm *g, const float *apack, float *bpack, const float *bpre, int64_t m_start,
+                       int64_t mb, int64_t j_begin, int64_t j_end) {
   const int MR = g->kr->mr, NR = g->kr->nr;
   const int64_t a_panels = (mb + MR - 1) / MR;
   for (int64_t jp = j_begin; jp < j_end; jp++)
     for (int64_t k0 = 0; k0 < g->K; k0 += KC) {
       const int64_t kc = g->K - k0 < KC ? g->K - k0 : KC;
       const int load = k0 > 0 || g->accumulate;
-      pack_b(g, k0, kc, jp * NR, bpack);
+      const float *bp = bpack;
+      if (bpre)
+        bp = bpre + packed_offset(g, jp, k0);
+      else
+        pack_b(g, k0, kc, jp * NR, bpack);
       for (int64_t ip = 0; ip < a_panels; ip++)
-        run_tile(g, apack + ip * MR * g->K + k0 * MR, bpack, m_start + ip * MR, jp * NR, kc, load);
+        run_tile(g, apack + ip * MR * g->K + k0 * MR, bp, m_start + ip * MR, jp * NR, kc, load);
     }
 }
 
@@ -292,7 +312,8 @@ static gemm make_gemm(const srlm_cpu_mm *p) {
   return g;
 }
 
-srlm_status srlm_cpu_gemm(const srlm_cpu_mm *pp) {
+/* srlm_cpu_gemm, with all of B already packed in bpre (packed weights) when not NULL. */
+static srlm_status gemm_run(const srlm_cpu_mm *pp, const float *bpre) {
   const srlm_cpu_mm p = *pp;
   if (trivial(&p)) return SRLM_OK;
   const gemm g = make_gemm(&p);
@@ -314,7 +335,7 @@ srlm_status srlm_cpu_gemm(const srlm_cpu_mm *pp) {
     const int tid = 0, nth = 1;
 #endif
     float *bpack = NULL;
-    if (posix_memalign((void **)&bpack, 64, (size_t)KC * (size_t)NR * sizeof(float)) != 0) {
+    if (!bpre && posix_memalign((void **)&bpack, 64, (size_t)KC * (size_t)NR * sizeof(float)) != 0) {
       bpack = NULL;
 #ifdef _OPENMP
 #pragma omp atomic write
@@ -330,7 +351,7 @@ srlm_status srlm_cpu_gemm(const srlm_cpu_mm *pp) {
 #endif
       for (int64_t ip = 0; ip < (mb + MR - 1) / MR; ip++) pack_a(&g, m_start + ip * MR, apack + ip * MR * p.K);
       /* (the implicit barrier of the omp for: A is packed) */
-      if (bpack) gemm_block(&g, apack, bpack, m_start, mb, j_begin, j_end);
+      if (bpack || bpre) gemm_block(&g, apack, bpack, bpre, m_start, mb, j_begin, j_end);
 #ifdef _OPENMP
 #pragma omp barrier
 #endif
@@ -342,6 +363,8 @@ srlm_status srlm_cpu_gemm(const srlm_cpu_mm *pp) {
   add_bias(&p, 1);
   return SRLM_OK;
 }
+
+srlm_status srlm_cpu_gemm(const srlm_cpu_mm *p) { return gemm_run(p, NULL); }
 
 static srlm_status ws_reserve(float **buf, size_t *cap, size_t n) {
   if (n <= *cap) return SRLM_OK;
@@ -367,7 +390,7 @@ srlm_status srlm_cpu_gemm_serial(const srlm_cpu_mm *pp, srlm_cpu_gemm_ws *ws) {
   for (int64_t m_start = 0; m_start < p.M; m_start += MB) {
     const int64_t mb = p.M - m_start < MB ? p.M - m_start : MB;
     for (int64_t ip = 0; ip < (mb + MR - 1) / MR; ip++) pack_a(&g, m_start + ip * MR, ws->apack + ip * MR * p.K);
-    gemm_block(&g, ws->apack, ws->bpack, m_start, mb, 0, (p.N + NR - 1) / NR);
+    gemm_block(&g, ws->apack, ws->bpack, NULL, m_start, mb, 0, (p.N + NR - 1) / NR);
   }
   add_bias(&p, 0);
   return SRLM_OK;
@@ -380,24 +403,127 @@ void srlm_cpu_gemm_ws_free(srlm_cpu_gemm_ws *ws) {
 }
 
 
+/* ---- packed weights ------------------------------------------------------------------ */
+
+typedef struct packed_b {
+  const void *b;     /* the key: B's address */
+  uint64_t version;
+  int64_t N, K, ldb;
+  int trans_b;
+  srlm_dtype dtype;
+  const kernel *kr;  /* the panels are NR = kr->nr wide */
+  float *data;       /* (N panels) x K x NR */
+  size_t floats;
+} packed_b;
+
+static struct {
+  pthread_mutex_t mu;
+  packed_b *e;
+  size_t n, cap, floats;
+} g_packed = {.mu = PTHREAD_MUTEX_INITIALIZER};
+
+static void packed_drop(size_t i) {
+  free(g_packed.e[i].data);
+  g_packed.floats -= g_packed.e[i].floats;
+  g_packed.e[i] = g_packed.e[--g_packed.n];
+}
+
+void srlm_cpu_packed_forget(srlm_backend *be, const void *ptr, size_t bytes) {
+  (void)be;
+  const char *lo = ptr, *hi = lo + bytes;
+  pthread_mutex_lock(&g_packed.mu);
+  for (size_t i = 0; i < g_packed.n;) {
+    const char *b = g_packed.e[i].b;
+    if (b >= lo && b < hi)
+      packed_drop(i);
+    else
+      i++;
+  }
+  pthread_mutex_unlock(&g_packed.mu);
+}
+
+size_t srlm_backend_cpu_packed_bytes(void) {
+  pthread_mutex_lock(&g_packed.mu);
+  const size_t n = g_packed.floats * sizeof(float);
+  pthread_mutex_unlock(&g_packed.mu);
+  return n;
+}
+
+/* The entry of p's B, packed for kernel kr now (made or remade as needed); the caller
+ * holds the lock. NULL with *st set when memory runs out. */
+static packed_b *packed_get(const srlm_matmul_params *p, const kernel *kr, srlm_status *st) {
+  size_t i = 0;
+  while (i < g_packed.n && g_packed.e[i].b != p->b) i++;
+  if (i < g_packed.n) {
+    packed_b *e = &g_packed.e[i];
+    if (e->version == p->b_version && e->N == p->N && e->K == p->K && e->ldb == p->ldb && e->trans_b == p->trans_b &&
+        e->dtype == p->dtype && e->kr == kr)
+      return e;
+    packed_drop(i); /* a new version (or shape): repack */
+  }
+  const int64_t n_panels = (p->N + kr->nr - 1) / kr->nr;
+  const size_t floats = (size_t)n_panels * (size_t)p->K * (size_t)kr->nr;
+  float *data = NULL;
+  if (posix_memalign((void **)&data, 64, floats * sizeof(float)) != 0) {
+    *st = srlm_error(SRLM_ERR_NOMEM, "cpu matmul", "cannot allocate %zu bytes for a packed weight", floats * 4);
+    return NULL;
+  }
+  const int64_t b_rows = p->trans_b ? p->N : p->K;
+  const int64_t nb = (b_rows - 1) * p->ldb + (p->trans_b ? p->K : p->N);
+  srlm_cpu_stage s = {0};
+  const float *b = srlm_cpu_stage_in(&s, p->b, p->dtype, nb);
+  gemm g = {.kr = kr, .M = 0, .N = p->N, .K = p->K, .ldb = p->ldb, .trans_b = p->trans_b, .b = b};
+  SRLM_OMP_ROWS
+  for (int64_t jp = 0; jp < n_panels; jp++)
+    for (int64_t k0 = 0; k0 < p->K; k0 += KC)
+      pack_b(&g, k0, p->K - k0 < KC ? p->K - k0 : KC, jp * kr->nr, data + packed_offset(&g, jp, k0));
+  srlm_cpu_stage_free(&s);
+  if (g_packed.n == g_packed.cap) {
+    size_t cap = g_packed.cap ? 2 * g_packed.cap : 64;
+    packed_b *e = realloc(g_packed.e, cap * sizeof *e);
+    if (!e) {
+      free(data);
+      *st = srlm_error(SRLM_ERR_NOMEM, "cpu matmul", "cannot grow the packed-weight cache");
+      return NULL;
+    }
+    g_packed.e = e, g_packed.cap = cap;
+  }
+  g_packed.e[g_packed.n] = (packed_b){p->b, p->b_version, p->N, p->K, p->ldb, p->trans_b, p->dtype, kr, data, floats};
+  g_packed.floats += floats;
+  return &g_packed.e[g_packed.n++];
+}
+
 /* The op: bf16 A and B are widened (exactly), a bf16 C is widened when accumulating and
  * rounded once at the end, so a bf16 result is the fp32 chain's result rounded. */
 srlm_status srlm_cpu_matmul(srlm_backend *be, srlm_matmul_params p) {
   (void)be;
   SRLM_TRY(srlm_matmul_params_check(&p, "cpu matmul"));
   if (p.M == 0 || p.N == 0) return SRLM_OK;
+  if (p.ldb == 0) p.ldb = p.trans_b ? p.K : p.N;
+  const int packed = p.b_version != 0 && p.K > 0 && p.M <= SRLM_CPU_PACKED_MAX_M;
+  srlm_status st = SRLM_OK;
+  const packed_b *e = NULL;
+  if (packed) {
+    pthread_mutex_lock(&g_packed.mu);
+    e = packed_get(&p, pick_kernel(), &st);
+    if (!e) {
+      pthread_mutex_unlock(&g_packed.mu);
+      return st;
+    }
+  }
   srlm_cpu_stage s = {0};
   const int64_t a_rows = p.trans_a ? p.K : p.M, b_rows = p.trans_b ? p.N : p.K;
   const int64_t na = a_rows > 0 ? (a_rows - 1) * p.lda + (p.trans_a ? p.M : p.K) : 0;
   const int64_t nb = b_rows > 0 ? (b_rows - 1) * p.ldb + (p.trans_b ? p.K : p.N) : 0;
   const int64_t nc = (p.M - 1) * p.ldc + p.N;
   srlm_cpu_mm m = {.a = p.K > 0 ? srlm_cpu_stage_in(&s, p.a, p.dtype, na) : NULL,
-                   .b = p.K > 0 ? srlm_cpu_stage_in(&s, p.b, p.dtype, nb) : NULL,
+                   .b = p.K > 0 && !e ? srlm_cpu_stage_in(&s, p.b, p.dtype, nb) : NULL,
                    .bias = srlm_cpu_stage_in(&s, p.bias, p.c_dtype, p.N),
                    .c = srlm_cpu_stage_out(&s, p.c, p.c_dtype, nc, p.accumulate || p.ldc > p.N),
                    .M = p.M, .N = p.N, .K = p.K, .lda = p.lda, .ldb = p.ldb, .ldc = p.ldc,
                    .trans_a = p.trans_a, .trans_b = p.trans_b, .accumulate = p.accumulate};
-  srlm_status st = srlm_cpu_gemm(&m);
+  st = gemm_run(&m, e ? e->data : NULL);
+  if (e) pthread_mutex_unlock(&g_packed.mu);
   if (st == SRLM_OK) srlm_cpu_stage_store(p.c, p.c_dtype, m.c, nc);
   srlm_cpu_stage_free(&s);
   return st;
