@@ -12,7 +12,8 @@
 # usage (on the GPU machine, from the project root, with .devroot and BUILD carried):
 #   bash bench/gpu_check.sh [BUILD_DIR] [OUT_DIR] [attention|e2e]   defaults: build-gpu, $OUT or ./gpu-check-out
 # With "attention" (issue 9), within the same 8 minutes instead of the steps above: the
-# attention ops' cases of the test (fp32, bf16), memcheck over them, and the attention sweep
+# attention ops' cases of the test (fp32, bf16), memcheck over the bf16 forward and backward
+# (the tensor-core kernels), and the attention sweep
 # (bench_backend --size attention: forward/backward at L = 512..16k, decode at batch 1..256 x
 # 1k..32k cached) next to PyTorch's SDPA flash and cuDNN backends (bench/attention_torch.py).
 # With "e2e" (issue 10): bench/e2e.sh's gpu-quick preset (the DPO step and generation at the
@@ -70,6 +71,8 @@ if [ "$MODE" = attention ]; then
   if command -v compute-sanitizer >/dev/null; then
     step memcheck_attention 50 memcheck_attention.log compute-sanitizer --tool memcheck --error-exitcode 99 \
       "$TEST" cuda --dtype bf16 --op attention_forward
+    step memcheck_attention_bwd 40 memcheck_attention_bwd.log compute-sanitizer --tool memcheck --error-exitcode 99 \
+      "$TEST" cuda --dtype bf16 --op attention_backward
   fi
   # one JSON per op, so a step cut by its limit (the 34 GB cache of decode b=256 L=32k is the
   # slowest to fill) costs only its own rows
@@ -92,6 +95,7 @@ if [ "$MODE" = attention ]; then
     for op in attention_forward attention_backward attention_kv; do echo "== $op: $(tail -1 "$LOG/test_$op.log")"; done
     grep -hE '^FAIL' "$LOG"/test_attention_*.log | head -6 | cut -c1-300
     echo "== memcheck: $(grep -E 'ERROR SUMMARY' "$LOG/memcheck_attention.log" 2>/dev/null | tail -1)"
+    echo "== memcheck backward: $(grep -E 'ERROR SUMMARY' "$LOG/memcheck_attention_bwd.log" 2>/dev/null | tail -1)"
     cut -c1-160 "$LOG/torch_attention.txt" 2>/dev/null
   } | tee "$LOG/summary.txt"
   exit 0

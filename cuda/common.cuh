@@ -110,8 +110,10 @@ __device__ __forceinline__ T *srlm_dyn_smem() {
 // wait (read after write) is a reported race (checked by removing that barrier from the
 // tensor-core attention forward). The other double-buffering hazard, a missing barrier
 // before reissuing into a buffer other warps still read (write after read), was NOT reported
-// when removed from the same kernel, and its tests passed: the round-robin schedule keeps
-// warps in step, and why TSan misses it is not yet known. Review that barrier by eye.
+// by ThreadSanitizer when removed from the same kernel (the round-robin schedule keeps warps
+// in step; why TSan misses it is not known), so the simulator checks both hazards itself,
+// in every build, for the reads that go through ldmatrix (cuda_sim.h, "cp.async": a launch
+// failure naming the missing barrier; tests/sim/test_mma.cu plants both).
 template <int Bytes>
 __device__ __forceinline__ void srlm_cp_async(void *dst_smem, const void *src_gmem, int src_bytes = Bytes) {
   static_assert(Bytes == 4 || Bytes == 8 || Bytes == 16, "cp.async copies 4, 8 or 16 bytes");

@@ -75,7 +75,6 @@ __global__ void __launch_bounds__(kLossThreads) pref_loss_kernel(srlm_pref_loss_
     srlm_pref_math m;
     m.kind = p.kind;
     m.beta = p.beta;
-    m.label_smoothing = p.label_smoothing;
     m.simpo_gamma = p.simpo_gamma;
     m.nll_weight = p.nll_weight;
     m.inv_norm = 1.0 / (double)p.norm;
@@ -87,6 +86,8 @@ __global__ void __launch_bounds__(kLossThreads) pref_loss_kernel(srlm_pref_loss_
     x.ref_rejected = has_ref ? p.ref_rejected[i] : 0.0;
     x.len_chosen = (double)len[0];
     x.len_rejected = (double)len[1];
+    x.weight = p.pair_weight ? p.pair_weight[i] : 1.0;
+    x.label_smoothing = p.pair_label ? p.pair_label[i] : p.label_smoothing;
     x.has_ref = has_ref;
     const srlm_pref_term t = srlm_pref_pair_term(m, x);
     out[SRLM_PREF_OUT_LOSS] = t.loss;
@@ -218,6 +219,8 @@ srlm_status op_pref_loss(srlm_backend *be, srlm_pref_loss_params p) {
   SRLM_TRY(check_dev(where, "resp_len", p.resp_len, 2 * n * sizeof(int32_t)));
   SRLM_TRY(check_dev(where, "ref_chosen", p.ref_chosen, n * sizeof(double)));
   SRLM_TRY(check_dev(where, "ref_rejected", p.ref_rejected, n * sizeof(double)));
+  SRLM_TRY(check_dev(where, "pair_weight", p.pair_weight, n * sizeof(double)));
+  SRLM_TRY(check_dev(where, "pair_label", p.pair_label, n * sizeof(double)));
   return zero_and_launch(ctx(be), where, pref_loss_kernel, p, p.g, T, p.n);
 }
 

@@ -50,7 +50,8 @@ inline void ldmatrix(uint32_t *r, const void *row) {
   uint32_t mine[4] = {0, 0, 0, 0};
   if (lane < 8u * N) {
     if ((uintptr_t)row & 15) ::srlm_sim::fail("ldmatrix: lane %u's row address %p is not 16-byte aligned", lane, row);
-    memcpy(mine, row, 16);  // the shared-memory read this lane's address stands for
+    ::srlm_sim::smem_read(row, 16);  // cp.async hazards (cuda_sim.h)
+    memcpy(mine, row, 16);           // the shared-memory read this lane's address stands for
   }
   unsigned parts;
   const unsigned char *snap = ::srlm_sim::collective(0xffffffffu, ::srlm_sim::kCollLdmatrix, mine, sizeof mine, &parts);

@@ -272,6 +272,17 @@ unsigned lane_id(void);
 // wait_group, those of the groups that must have landed; the caller (instrumented kernel
 // code, so ThreadSanitizer sees the shared-memory writes as that thread's) performs them.
 // A copy lands only then: a kernel that reads its tile before the wait reads stale data.
+// The hazards of double buffering are checked on every build, deterministically, for the
+// reads that go through ldmatrix (smem_read, called by cuda/mma.cuh: the way tensor-core
+// kernels read their cp.async tiles), per 4-byte word and barrier phase (the
+// __syncthreads passed), as a launch failure naming the address, the threads and the
+// missing barrier:
+// - write after read: a cp.async into a word that another warp read by ldmatrix in the
+//   same phase (the buffer refilled without a barrier after its last use);
+// - read after write: an ldmatrix of a word whose copy has not landed (read before the
+//   wait_group), or landed by another warp's wait in the same phase (no barrier after it).
+// ThreadSanitizer does not see the first: the issuing thread's write and the other warp's
+// read are both there, unordered, yet it was not reported in the tensor-core forward.
 struct cp_async_copy {
   void *dst;
   const void *src;
@@ -281,6 +292,8 @@ void cp_async_issue(void *dst, const void *src, unsigned bytes, unsigned src_byt
 void cp_async_commit(void);
 // Takes up to `cap` copies of the committed groups older than the newest n (oldest first).
 unsigned cp_async_due(unsigned n, cp_async_copy *out, unsigned cap);
+// The running thread reads [p, p + bytes) of shared memory by ldmatrix (the hazard check).
+void smem_read(const void *p, unsigned bytes);
 
 // Runs a grid (below: launch). `name` is for messages; `fn` identifies the kernel for
 // cudaFuncSetAttribute; `entry(arg)` runs one thread.

@@ -36,6 +36,7 @@
 #include <string>
 #include <condition_variable>
 #include <thread>
+#include <unordered_map>
 #include <vector>
 
 #if defined(__x86_64__) && !defined(SRLM_SIM_UCONTEXT)
@@ -345,6 +346,16 @@ struct launch_rec {
 #endif
 };
 
+// A shared-memory word's recent history, for the cp.async hazards.
+struct smem_word {
+  unsigned gen = 0;           // the block it belongs to (block_state::gen; dyn_words only)
+  unsigned read_phase = ~0u;  // the barrier phase of the reads below
+  uint32_t read_warps = 0;    // warps that read it by ldmatrix in that phase
+  unsigned writer = 0;        // the thread whose cp.async wrote it last
+  bool pending = false;       // that copy has not landed (no wait_group of the writer covered it)
+  unsigned landed_phase = ~0u;  // the barrier phase in which it landed
+};
+
 struct block_state {
   unsigned n = 0;
   std::vector<thread_rec> threads;
@@ -359,6 +370,13 @@ struct block_state {
 #if SRLM_SIM_TSAN
   std::unique_ptr<uint64_t[]> sync;  // fresh per block: barrier parities, then 2 per lane
 #endif
+  // The shared-memory words that cp.async wrote or ldmatrix read in this block (the hazard
+  // check, cuda_sim.h "cp.async"), by address / 4; bar_phase counts the barriers passed.
+  // Dynamic shared memory's words (the tensor-core kernels' tiles) in a flat array, valid
+  // where their gen is this block's (no reset per block); other words in the map.
+  std::unordered_map<uintptr_t, smem_word> words;
+  std::vector<smem_word> dyn_words;
+  unsigned gen = 0;
 };
 
 // The running grid on this OS thread.
@@ -724,6 +742,9 @@ void setup_block(exec *x, block_state *B, const launch_rec *L) {
     B->warps[w].arrived = 0;
     for (auto &s : B->warps[w].snaps) s->pending = 0;
   }
+  B->words.clear();
+  B->gen++;
+  if (B->dyn_words.size() < L->smem / 4) B->dyn_words.resize(L->smem / 4);
   B->qhead = 0;
   B->qcount = n;
   B->live = n;
@@ -1110,11 +1131,42 @@ unsigned lane_id(void) {
   return x ? x->cur->lane : 0;
 }
 
+// The words of [p, p + bytes) (4-byte aligned: cp.async's and ldmatrix's addresses are).
+template <class F>
+void each_word(const void *p, unsigned bytes, F f) {
+  for (uintptr_t a = (uintptr_t)p & ~(uintptr_t)3; a < (uintptr_t)p + bytes; a += 4) f(a);
+}
+
+// The hazard record of the word at a (fresh: nothing read or written yet in this block).
+smem_word &word_at(exec *x, uintptr_t a) {
+  block_state *B = x->B;
+  const uintptr_t base = (uintptr_t)x->smem;
+  if (a >= base && a - base < (uintptr_t)B->dyn_words.size() * 4) {
+    smem_word &w = B->dyn_words[(a - base) / 4];
+    if (w.gen != B->gen) w = smem_word{B->gen};
+    return w;
+  }
+  return B->words[a / 4];
+}
+
 void cp_async_issue(void *dst, const void *src, unsigned bytes, unsigned src_bytes) {
   quiet q;
   exec *x = t_exec;
   if (!x) fail("cp.async outside a kernel");
-  x->cur->cp.push_back({dst, src, bytes, src_bytes});
+  block_state *B = x->B;
+  thread_rec *t = x->cur;
+  each_word(dst, bytes, [&](uintptr_t a) {
+    smem_word &w = word_at(x, a);
+    const uint32_t others = w.read_phase == B->bar_phase ? w.read_warps & ~(1u << t->warp) : 0;
+    if (others)
+      fail("cp.async into shared memory at %p, which warp %d read by ldmatrix since the last __syncthreads: the "
+           "buffer is refilled while another warp may still read it (write after read; a __syncthreads is missing "
+           "before the refill)",
+           (void *)a, __builtin_ctz(others));
+    w.writer = t->linear;
+    w.pending = true;
+  });
+  t->cp.push_back({dst, src, bytes, src_bytes});
 }
 
 void cp_async_commit(void) {
@@ -1131,6 +1183,13 @@ unsigned cp_async_due(unsigned n, cp_async_copy *out, unsigned cap) {
   if (t->cp_groups.size() <= n) return 0;
   const size_t end = t->cp_groups[t->cp_groups.size() - n - 1];  // the copies of the groups that must land
   const unsigned k = (unsigned)(end < cap ? end : cap);
+  for (unsigned i = 0; i < k; i++)
+    each_word(t->cp[i].dst, t->cp[i].bytes, [&](uintptr_t a) {
+      smem_word &w = word_at(x, a);
+      if (w.writer != t->linear) return;  // another thread's copy went there since
+      w.pending = false;
+      w.landed_phase = x->B->bar_phase;
+    });
   std::copy(t->cp.begin(), t->cp.begin() + k, out);
   t->cp.erase(t->cp.begin(), t->cp.begin() + k);
   size_t drop = 0;
@@ -1140,6 +1199,32 @@ unsigned cp_async_due(unsigned n, cp_async_copy *out, unsigned cap) {
   }
   t->cp_groups.erase(t->cp_groups.begin(), t->cp_groups.begin() + (long)drop);
   return k;
+}
+
+void smem_read(const void *p, unsigned bytes) {
+  quiet q;
+  exec *x = t_exec;
+  if (!x) return;
+  block_state *B = x->B;
+  thread_rec *t = x->cur;
+  each_word(p, bytes, [&](uintptr_t a) {
+    smem_word &w = word_at(x, a);
+    const unsigned wwarp = w.writer / 32;
+    if (w.pending)
+      fail("ldmatrix reads shared memory at %p, which thread %u's cp.async has not landed (no cp.async.wait_group "
+           "of that thread covered it yet: read before the wait)",
+           (void *)a, w.writer);
+    if (w.landed_phase == B->bar_phase && wwarp != t->warp)
+      fail("ldmatrix by warp %u reads shared memory at %p, which thread %u (warp %u) wrote by cp.async and waited for "
+           "since the last __syncthreads: another warp's copies are visible only after a barrier (read after write; "
+           "a __syncthreads is missing after the wait)",
+           t->warp, (void *)a, w.writer, wwarp);
+    if (w.read_phase != B->bar_phase) {
+      w.read_phase = B->bar_phase;
+      w.read_warps = 0;
+    }
+    w.read_warps |= 1u << t->warp;
+  });
 }
 
 void *dynamic_smem(void) {

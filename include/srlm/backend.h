@@ -373,7 +373,10 @@ typedef struct srlm_sample_params {
  * other token of the batch (g is OVERWRITTEN over all T). The formulas are loss_math.h's
  * (srlm_pref_pair_term). Options are checked as srlm_loss_pref checks them; a response
  * range that is empty or leaves [0, T) is an error naming the pair; ranges must not
- * overlap (not checked). Non-finite log-probs are computed through. */
+ * overlap (not checked). Non-finite log-probs are computed through. Per-pair weights and
+ * soft labels (pair_weight, pair_label: NULL = 1 and the scalar label_smoothing; the
+ * per-pair label is DPO's) are device data like the log-probs: their ranges are the
+ * trainer's check (srlm_loss_pref), the op computes through. */
 enum {
   SRLM_PREF_OUT_LOSS = 0,  /* l_i / norm */
   SRLM_PREF_OUT_NLL,       /* -logpi(y_w) / |y_w| */
@@ -392,6 +395,8 @@ typedef struct srlm_pref_loss_params {
   const int32_t *resp_start; /* (2n) */
   const int32_t *resp_len;   /* (2n) >= 1 */
   const double *ref_chosen, *ref_rejected; /* (n) logpi_ref; NULL where the loss needs none */
+  const double *pair_weight; /* (n) per-pair w, or NULL (1) */
+  const double *pair_label;  /* (n) per-pair cDPO eps, or NULL (the scalar label_smoothing) */
   int64_t n, T;
   int kind;                  /* srlm_pref_loss (loss_math.h) */
   double beta, label_smoothing, simpo_gamma, nll_weight;

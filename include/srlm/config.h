@@ -86,7 +86,8 @@ typedef enum srlm_cfg_loss {
 
 typedef enum srlm_cfg_task {
   SRLM_CFG_TASK_NONE = 0,   /* prompts from data.prompts */
-  SRLM_CFG_TASK_SIGN_PUZZLE /* the built-in sign puzzle (src/tasks): prompts, judge, checker */
+  SRLM_CFG_TASK_SIGN_PUZZLE, /* the built-in sign puzzle (src/tasks): prompts, judge, checker */
+  SRLM_CFG_TASK_COUNTDOWN    /* the built-in Countdown (countdown.h), the same way */
 } srlm_cfg_task;
 
 typedef enum srlm_cfg_overflow {
@@ -99,13 +100,26 @@ typedef enum srlm_cfg_judge_source {
   SRLM_CFG_SOURCE_VERIFIER,  /* the task's programmatic checker: score_max if right, score_min if not */
   SRLM_CFG_SOURCE_MIX,       /* (1 - judge.verifier_weight) x model + judge.verifier_weight x verifier */
   SRLM_CFG_SOURCE_SAR,       /* verifier + judge.sar_weight x (score_max - score_min) x R_SA (rewards.h, SAR) */
-  SRLM_CFG_SOURCE_BLEU       /* score_min + (score_max - score_min) x BLEU-4 against the prompt's references */
+  SRLM_CFG_SOURCE_BLEU,      /* score_min + (score_max - score_min) x BLEU-4 against the prompt's references */
+  SRLM_CFG_SOURCE_NONE       /* no judging (pairs.source votes/implicit): shards pass with J = 0 */
 } srlm_cfg_judge_source;
 
 typedef enum srlm_cfg_bleu_tokenize {
   SRLM_CFG_BLEU_WORDS = 0, /* whitespace-separated words (rewards.h) */
   SRLM_CFG_BLEU_CHARS      /* every character but whitespace (the character-level tiny tasks) */
 } srlm_cfg_bleu_tokenize;
+
+typedef enum srlm_cfg_pair_source {
+  SRLM_CFG_PAIRS_JUDGE = 0, /* the judge's mean scores (judge.source) */
+  SRLM_CFG_PAIRS_VOTES,     /* ScPO: self-consistency votes over the samples' final answers */
+  SRLM_CFG_PAIRS_IMPLICIT   /* DICE/CREAM: the implicit reward beta (log pi_{t-1} - log pi_{t-2}) */
+} srlm_cfg_pair_source;
+
+typedef enum srlm_cfg_consistency {
+  SRLM_CFG_CONSIST_NONE = 0, /* plain pairs */
+  SRLM_CFG_CONSIST_CREAM,    /* soft label eps = 1 - C from the Kendall tau of R_t and R_{t-1} */
+  SRLM_CFG_CONSIST_SCIR      /* judge pairs the implicit reward orders the other way: dropped or down-weighted */
+} srlm_cfg_consistency;
 
 typedef enum srlm_cfg_grpo_agg {
   SRLM_CFG_GRPO_SEQ_MEAN = 0, /* per-sequence token mean, then mean over sequences (GRPO) */
@@ -247,6 +261,15 @@ typedef struct srlm_config {
     double min_margin;
     srlm_cfg_pair_rule rule;
     double length_rho; /* length_controlled: the score window rho in [0, 0.5) */
+    srlm_cfg_pair_source source;     /* where the scores that pick pairs come from */
+    double vote_threshold;           /* votes: least top-vote fraction V+/K kept */
+    double length_alpha;             /* implicit: score - alpha x length in characters */
+    bool length_alpha_auto;          /* implicit: alpha equalizing mean chosen and rejected lengths (DICE) */
+    double replay_fraction;          /* gamma: share of iteration t-1's pairs trained on again */
+    srlm_cfg_consistency consistency;
+    bool consistency_per_iteration;  /* cream: one C (the iteration's mean) for every pair */
+    bool disagree_drop;              /* scir: drop disagreeing pairs (else weight disagree_weight) */
+    double disagree_weight;          /* scir: w of a disagreeing pair when not dropped */
   } pairs;
   struct {
     srlm_cfg_loss loss;

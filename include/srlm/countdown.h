@@ -43,10 +43,13 @@
  * eval split draws only from it, every other split only outside it, so evaluation
  * puzzles never occur in training prompts or SFT data, whatever the seeds.
  *
- * The judge prompt is the prompt followed by the candidate and 'S', so a judge template
- * file holding "{prompt}{response}S" (configs/judge/countdown.txt) renders it from a
- * prompt set: self-rewarding on Countdown runs through the text judge (llm_judge.h) with
- * judge.score_regex ";([1-5])$".
+ * The judge prompt is the prompt followed by the candidate and 'S'. Self-rewarding runs
+ * on Countdown either as the built-in task (task.name: countdown, srlm_cd_task_ops: the
+ * model's greedy rationale up to ';', then the expected score over '1'..'5' or the greedy
+ * score digit, as the sign puzzle's judge) or as a prompt set with data.checker
+ * countdown through the text judge (llm_judge.h): a judge template file holding
+ * "{prompt}{response}S" (configs/judge/countdown.txt) renders the same judge prompt, and
+ * judge.score_regex ";([1-5])$" reads the score.
  *
  * Judge format for a candidate as written:
  * - The candidate shown to the judge: one trailing "<|endoftext|>" removed, each run of
@@ -200,6 +203,17 @@ typedef struct srlm_cd_eval {
  * the checker. Batches of max_batch sequences (0 = 64). */
 srlm_status srlm_cd_evaluate(srlm_model *m, srlm_tokenizer *tok, int max_batch, int n, const srlm_cd_puzzle *p,
                              srlm_cd_eval *out);
+
+/* The model judges cand[i] (NUL-terminated) for p[i], i < n (tasks.h's srlm_task_verdict):
+ * the rationale greedily, up to and including its ';' (at most SRLM_CD_RATIONALE_MAX + 1
+ * new tokens; EOS ends it early), then the score distribution after it. The greedy
+ * judgment parses when the rationale ends with ';' and the argmax there is a score
+ * token. Batches of max_batch sequences (0 = 64). */
+srlm_status srlm_cd_judge(srlm_model *m, srlm_tokenizer *tok, int max_batch, int n, const srlm_cd_puzzle *p,
+                          const char *const *cand, srlm_task_verdict *out);
+
+/* Countdown as a built-in task (tasks.h's interface; task.name: countdown). */
+extern const srlm_task_ops srlm_cd_task_ops;
 
 #ifdef __cplusplus
 }

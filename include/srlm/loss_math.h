@@ -69,22 +69,30 @@ SRLM_HD double srlm_sigmoid(double x) {
 typedef struct srlm_pref_math {
   int kind;               /* srlm_pref_loss */
   double beta;            /* DPO/SimPO inverse temperature; IPO: tau */
-  double label_smoothing; /* cDPO eps (DPO only) */
   double simpo_gamma;     /* SimPO target margin */
   double nll_weight;      /* alpha of the NLL term; 0 = none */
   double inv_norm;        /* 1 / norm: the loss is (1/norm) sum_i l_i */
 } srlm_pref_math;
 
 /* One pair's inputs. Lengths are read only where the kind or the NLL term needs them
- * (IPO, SimPO, SFT, nll_weight > 0: both >= 1 there); references only with has_ref. */
+ * (IPO, SimPO, SFT, nll_weight > 0: both >= 1 there); references only with has_ref.
+ * Per pair (every caller sets both; a pair without its own has weight 1 and the loss's
+ * train.label_smoothing, which keeps the unweighted results bit for bit: w l = l for w = 1):
+ * - weight w >= 0 multiplies the pair's whole term, NLL included: l_i = w (L_kind + alpha
+ *   NLL) (ScPO's w (DPO + alpha NLL)); the normalizer stays the pair count;
+ * - label_smoothing eps in [0, 1], DPO only: the soft label of cDPO,
+ *   L = (1-eps)(-log sigma(beta h)) + eps(-log sigma(-beta h)) (CREAM: eps = 1 - C; eps
+ *   above 0.5 prefers the rejected answer). */
 typedef struct srlm_pref_pair_in {
   double logp_chosen, logp_rejected; /* logpi(y_w), logpi(y_l): summed response log-probs */
   double ref_chosen, ref_rejected;   /* logpi_ref(y_w), logpi_ref(y_l) */
   double len_chosen, len_rejected;   /* |y_w|, |y_l| in tokens */
+  double weight;                     /* w */
+  double label_smoothing;            /* eps (DPO) */
   int has_ref;
 } srlm_pref_pair_in;
 
-/* One pair's results. Rewards: beta (logpi - logpi_ref) with the reference, beta
+/* One pair's results (loss and coefficients with the weight). Rewards: beta (logpi - logpi_ref) with the reference, beta
  * logpi/|y| for SimPO without one, else 0. */
 typedef struct srlm_pref_term {
   double loss;                         /* l_i / norm */
@@ -106,7 +114,7 @@ SRLM_HD srlm_pref_term srlm_pref_pair_term(srlm_pref_math m, srlm_pref_pair_in x
   switch (m.kind) {
   case SRLM_PREF_DPO: {
     const double h = (pc - x.ref_chosen) - (pr - x.ref_rejected);
-    const double eps = m.label_smoothing;
+    const double eps = x.label_smoothing;
     l = -(1 - eps) * srlm_log_sigmoid(beta * h) - eps * srlm_log_sigmoid(-beta * h);
     const double dh = beta * (srlm_sigmoid(beta * h) - (1 - eps));
     dc = dh;
@@ -143,9 +151,9 @@ SRLM_HD srlm_pref_term srlm_pref_pair_term(srlm_pref_math m, srlm_pref_pair_in x
     dc += -m.nll_weight / lc;
   }
   srlm_pref_term t;
-  t.loss = l * m.inv_norm;
-  t.coef_chosen = dc * m.inv_norm;
-  t.coef_rejected = dr * m.inv_norm;
+  t.loss = x.weight * l * m.inv_norm;
+  t.coef_chosen = x.weight * dc * m.inv_norm;
+  t.coef_rejected = x.weight * dr * m.inv_norm;
   t.reward_chosen = rw_c;
   t.reward_rejected = rw_r;
   t.nll = -pc / lc;

@@ -57,6 +57,11 @@ typedef struct srlm_pref_batch {
   const double *ref_rejected;  /* (n) logpi_ref(y_l); as ref_chosen */
   const int64_t *len_chosen;   /* (n) |y_w| > 0; required for IPO, SimPO, SFT and nll_weight > 0 */
   const int64_t *len_rejected; /* (n) |y_l| > 0; required for IPO and SimPO */
+  /* Per-pair weights and soft labels (loss_math.h srlm_pref_pair_in): NULL = every pair's
+   * w = 1 and eps = label_smoothing above. weight (n) finite, >= 0; label_smoothing (n) in
+   * [0, 1], DPO only (another kind with labels is an error). */
+  const double *weight;
+  const double *label_smoothing;
 } srlm_pref_batch;
 
 /* Sums over the pairs of one call (or merged calls); divide by `pairs` for means.

@@ -74,6 +74,63 @@ srlm_status srlm_pairs_select(const srlm_pair_options *o, int k, const double *s
                               const char *const *texts, const size_t *lens, const int64_t *lengths,
                               srlm_pair *pair, int *made, srlm_pair_stats *stats);
 
+/* ---- self-consistency votes (ScPO, ALGORITHMS.md section 6) --------------------------
+ *
+ * answers (k): each sample's final answer in its task's canonical form (a NUL-terminated
+ * key; two samples vote together iff their keys are byte-equal), NULL = no extractable
+ * answer: such a sample has no vote and is never picked. V(a) = the samples whose answer
+ * is a. In this order of checks, each counted:
+ *   1. fewer than 2 distinct answers: no pair (one_answer);
+ *   2. V+ == V- (every answer has the same votes): tie, no pair (tie);
+ *   3. V+ / k < threshold: dropped (below_threshold), k counting every sample, answered
+ *      or not (ScPO keeps prompts whose top vote passes a threshold);
+ *   4. chosen = the first sample (lowest index) of the most-voted answer, rejected = the
+ *      first sample of the least-voted one; among answers with equal votes the one whose
+ *      first sample comes first. weight w = (V+ - V-) / k in (0, 1]; margin = V+ - V-.
+ * Different answers are different texts, so there is no equal-text case. */
+typedef struct srlm_vote_stats {
+  int64_t prompts, pairs;
+  int64_t no_answer;       /* samples without an extractable answer */
+  int64_t one_answer;      /* prompts with fewer than 2 distinct answers */
+  int64_t tie;             /* prompts whose answers all have the same votes */
+  int64_t below_threshold; /* prompts whose top vote is below the threshold */
+  double weight_sum;       /* sum of the kept pairs' w */
+} srlm_vote_stats;
+
+/* One prompt of k <= SRLM_VOTE_MAX_K samples; threshold in [0, 1]. *made, *pair and
+ * *weight as srlm_pairs_select; stats accumulates (may be NULL). */
+#define SRLM_VOTE_MAX_K 4096
+srlm_status srlm_pairs_votes(double threshold, int k, const char *const *answers, srlm_pair *pair, double *weight,
+                             int *made, srlm_vote_stats *stats);
+
+/* ---- rank consistency (CREAM, ALGORITHMS.md section 5) -------------------------------
+ *
+ * Kendall's tau-b of two scorings a, b of the same n items, over the items finite in both:
+ * tau_b = (n_c - n_d) / sqrt((n_0 - n_a)(n_0 - n_b)), n_0 = m(m-1)/2 for m such items,
+ * n_c / n_d the concordant / discordant pairs (a pair tied in a or in b is neither),
+ * n_a / n_b the pairs tied in a / in b. Ties are handled as tau-b does, so an all-tied
+ * side has no ranking: tau is then undefined (NaN), as with m < 2. In [-1, 1]. */
+double srlm_kendall_tau_b(int n, const double *a, const double *b);
+
+/* CREAM's consistency of a prompt: C = (tau_b + 1) / 2 in [0, 1]; an undefined tau
+ * (NaN: no ranking to compare) counts as tau = 0, C = 1/2 (neither consistent nor not). */
+double srlm_rank_consistency(int n, const double *a, const double *b);
+
+/* ---- length-regularized scores (DICE, ALGORITHMS.md section 7) -----------------------
+ *
+ * Each of n_prompts prompts of k samples: score s (n_prompts * k, NaN = unscored) and
+ * length len (characters). With alpha, sample i scores s_i - alpha len_i and the pair is
+ * argmax/argmin of it (lowest index among equals, srlm_pairs_select's rule). DICE picks
+ * alpha so that the pairs' mean chosen length equals their mean rejected length:
+ * srlm_length_alpha returns 0 when D(0) <= 0 already (or there are no pairs), else an alpha
+ * where D(alpha) = mean len(chosen) - mean len(rejected) over the prompts with a pair turns
+ * from > 0 to <= 0: 60 steps of bisection on its sign between 0 (D > 0) and alpha_hi = 1 +
+ * the largest score range of a prompt over its smallest nonzero length gap (there every
+ * pair is a shortest vs a longest sample, D <= 0); D falls with alpha overall but not
+ * strictly everywhere, so with several sign changes it is one of them, not always the
+ * smallest. A pair whose adjusted scores tie is no pair (srlm_pairs_select drops ties). */
+double srlm_length_alpha(int64_t n_prompts, int k, const double *s, const int64_t *len);
+
 /* The std epsilon srlm uses for GRPO (added to the std, not under a square root). */
 #define SRLM_GROUP_STD_EPS 1e-6
 

@@ -89,6 +89,13 @@ typedef srlm_status (*srlm_pref_step_fn)(const srlm_pref_step_info *info, void *
 
 typedef struct srlm_pref_train_options {
   srlm_pref_options loss;        /* kind, beta, label smoothing, nll_weight (norm is set per step) */
+  /* Per-pair loss weights and soft labels, indexed like the pairs (loss_math.h
+   * srlm_pref_pair_in: w scales the pair's whole term, NLL included; eps is cDPO's, DPO
+   * only). NULL = w 1 and eps loss.label_smoothing for every pair, bit for bit the
+   * unweighted loss. Arrays beside the pairs (like ref_chosen), not pair fields, so the
+   * pairs' positional initializers stay as they are. */
+  const double *pair_weight;     /* (n) w >= 0: ScPO's vote margin, SCIR's w_disagree */
+  const double *pair_label;      /* (n) eps in [0, 1]: CREAM's 1 - C */
   int batch_pairs;               /* pairs per micro-batch (>= 1) */
   int grad_accum;                /* micro-batches per optimizer step (0 or 1 = one) */
   const srlm_dp *dp;             /* learners splitting each step (dp.h); NULL = one learner */

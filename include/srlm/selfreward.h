@@ -97,6 +97,16 @@ typedef struct srlm_sr_iteration {
   double loss_first, loss_last;
   double seconds;
   double anchor_distance;   /* train.reference ema: |theta - theta_ema| / |theta| after learning (NaN otherwise) */
+  double mean_response_tokens; /* mean tokens per sample, a stopping EOS included */
+  /* issue 11's pair sources and consistency rules (pairs.source votes/implicit,
+     pairs.consistency, pairs.replay_fraction; 0 / NaN when off): ScPO's prompts without
+     a pair (fewer than 2 distinct answers, all answers equally voted, top vote below
+     pairs.vote_threshold) and samples without an answer; SCIR's pairs the implicit reward
+     orders the other way (dropped or down-weighted); pairs replayed from iteration t-1;
+     the mean loss weight and CREAM consistency C of the pairs; DICE's length alpha */
+  int64_t votes_one_answer, votes_tie, votes_below_threshold, votes_no_answer;
+  int64_t pairs_disagree, pairs_replayed;
+  double pair_weight_mean, consistency_mean, length_alpha;
 } srlm_sr_iteration;
 
 /* What the iterations run on. Every rank passes the same config, model weights (M0),

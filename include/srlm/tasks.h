@@ -1,6 +1,8 @@
 /* srlm tasks: the built-in synthetic task of ../shared/RECIPES.md, the sign puzzle (a
  * tiny Countdown), with its seeded problem generator, programmatic checker, judge
- * format and data files, and model-based evaluation helpers.
+ * format and data files, and model-based evaluation helpers; and the task interface
+ * (srlm_task_ops, at the end) that every built-in task (this one, Countdown of
+ * countdown.h) implements for the self-rewarding driver.
  *
  * The puzzle: four digits d1..d4 in 1..9 and a target T = d1 s1 d2 s2 d3 s3 d4 with
  * random signs, so every instance is solvable. Texts (character tokens, configs/tiny):
@@ -217,6 +219,75 @@ typedef struct srlm_task_agreement {
 srlm_status srlm_task_judge_agreement(srlm_model *m, srlm_tokenizer *tok, int max_batch, int n,
                                       const srlm_task_puzzle *p, const char *const *cand,
                                       srlm_task_agreement *out);
+
+/* ---- the task interface ----------------------------------------------------------- */
+
+/* What the self-rewarding driver (src/roles) needs of a built-in task, so that it names
+ * no task: both built-in tasks (the sign puzzle here, Countdown of countdown.h)
+ * implement it. It works on texts: a prompt text is its puzzle (each task parses it
+ * back), so the driver keeps no task's puzzle type. A prompt that is not the task's is
+ * wrong for check and gets an empty judge prompt. */
+#define SRLM_TASK_TEXT_MAX 192 /* any built-in task's prompt, judge prompt or judgment, in bytes */
+#define SRLM_TASK_MAX_REFS 8   /* reference answers of one instance, at most */
+#define SRLM_TASK_ANSWER_KEY_MAX 32 /* an answer key (answer_key) with its NUL */
+
+typedef struct srlm_task_verdict {
+  double expected;  /* sum_k k p_k, p = softmax of the logits of '1'..'5' at the score position */
+  int greedy_score; /* 1..5: the greedy judgment (rationale, then the argmax token) parses
+                       with this score; 0: it does not (a judge format failure) */
+  char judgment[SRLM_TASK_TEXT_MAX + 1]; /* the greedy judgment's text: rationale + score
+                       digit when it parses, else the rationale alone (cut to fit) */
+} srlm_task_verdict;
+
+typedef struct srlm_task_ops {
+  const char *name;   /* the config's task.name: "sign_puzzle", "countdown" */
+  int answer_max_new; /* new tokens a greedy evaluation answer may take, its EOS included */
+  /* The prompt of instance `index` of `split` (a function of seed, split, index);
+   * returns its length. */
+  size_t (*prompt)(uint64_t seed, srlm_task_split split, uint64_t index, char out[SRLM_TASK_TEXT_MAX + 1]);
+  /* The reference answers of instance `index` of `split` (rewards against references: BLEU):
+   * the sign puzzle every correct answer (srlm_task_solutions), Countdown the generator's
+   * solution; returns how many (0..SRLM_TASK_MAX_REFS). */
+  int (*references)(uint64_t seed, srlm_task_split split, uint64_t index,
+                    char refs[SRLM_TASK_MAX_REFS][SRLM_TASK_TEXT_MAX + 1]);
+  /* The checker: 1 when `answer` (len bytes, may hold anything) is right for `prompt`. */
+  int (*check)(const char *prompt, const char *answer, size_t len);
+  /* The judge prompt for (prompt, candidate as written); returns its length. */
+  size_t (*judge_prompt)(const char *prompt, const char *cand, size_t len, char out[SRLM_TASK_TEXT_MAX + 1]);
+  /* ScPO's vote: the final answer of `text` (an answer that stopped at EOS, len bytes) in
+   * the task's canonical form, written to key (NUL-terminated); 0 when it has none. The
+   * sign puzzle: the answer as the checker reads it (one trailing EOS text removed) when
+   * it has the answer's form (4 digits with + or - between them; other digits than the
+   * prompt's make a wrong answer, still an answer); Countdown: the exact value of an
+   * expression the checker parses with allowed numbers (right or wrong value; malformed
+   * expressions or misused numbers have none). */
+  int (*answer_key)(const char *prompt, const char *text, size_t len, char key[SRLM_TASK_ANSWER_KEY_MAX]);
+  /* 1 and *score (1..5) when text parses as a judgment of the task's format, else 0. */
+  int (*judgment_parse)(const char *text, size_t len, int *score);
+  /* 1 when text parses as a judgment (srlm_shard_judge_health_add's format_ok). */
+  int (*judgment_ok)(const char *text, size_t len);
+  /* The model judges cand[i] (NUL-terminated) for prompt[i], i < n: a greedy rationale,
+   * then the score position. Batches of max_batch sequences (0 = 64). */
+  srlm_status (*judge)(srlm_model *m, srlm_tokenizer *tok, int max_batch, int n, const char *const *prompt,
+                       const char *const *cand, srlm_task_verdict *out);
+} srlm_task_ops;
+
+/* The sign puzzle as a built-in task (task.name: sign_puzzle). */
+extern const srlm_task_ops srlm_task_sign_ops;
+
+/* The built-in task named `name` ("sign_puzzle", "countdown"); NULL when there is none. */
+const srlm_task_ops *srlm_task_find(const char *name);
+
+/* Greedy answers (up to t->answer_max_new new tokens, EOS = SRLM_TASK_EOS_TEXT) to the n
+ * prompts; an answer counts when it stopped at EOS and the checker accepts its text.
+ * correct (n) and answers (n, malloc'd texts, the caller frees each) may be NULL. For the
+ * sign puzzle the same numbers as srlm_task_eval_accuracy. */
+srlm_status srlm_task_accuracy(const srlm_task_ops *t, srlm_model *m, srlm_tokenizer *tok, int max_batch, int n,
+                               const char *const *prompt, int *correct, char **answers, double *accuracy);
+/* The judge's agreement with the checker over n (prompt, candidate) pairs (t->judge);
+ * for the sign puzzle the same numbers as srlm_task_judge_agreement. */
+srlm_status srlm_task_agreement_of(const srlm_task_ops *t, srlm_model *m, srlm_tokenizer *tok, int max_batch, int n,
+                                   const char *const *prompt, const char *const *cand, srlm_task_agreement *out);
 
 #ifdef __cplusplus
 }

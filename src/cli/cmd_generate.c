@@ -78,7 +78,8 @@ static const char k_help[] =
     "                       (1 when --task's checker accepts an answer that stopped at EOS,\n"
     "                       else 0; the line's prompt/text is the task's prompt) or judge\n"
     "                       (the sign puzzle's judge format: the model's expected score)\n"
-    "  --task T             sign_puzzle or countdown: the checker of --reward verifier\n"
+    "  --task T             sign_puzzle or countdown: the checker of --reward verifier,\n"
+    "                       the judge of --args-reward judge\n"
     "  --bleu-tokenize M    words (default) or chars: BLEU's tokens\n"
     SRLM_CLI_BACKEND_HELP
     "  --args-reward R      ARGS reward-guided decoding (Khanov et al. 2024): each step, over\n"
@@ -88,7 +89,8 @@ static const char k_help[] =
     "                       apply). R implicit: the sum over the answer's tokens of log pi -\n"
     "                       log pi_ref (--args-reference DIR, one more forward of it per\n"
     "                       token); R judge: the model's own expected judge score of the\n"
-    "                       answer so far (sign-puzzle prompts: {\"text\":\"Q...A\"}; K judge\n"
+    "                       answer so far in --task's judge format (default sign_puzzle;\n"
+    "                       lines hold the task's prompts, {\"text\":\"Q...A\"}; K judge\n"
     "                       prompts + rationales per token)\n"
     "  --args-weight W      the reward's weight (default 1)\n"
     "  --args-top-k K       candidates per step (default 10)\n"
@@ -705,8 +707,8 @@ static srlm_status run(gen_opts *o) {
   o->gp.tok = tok;
   /* ARGS: the reference model, or each line's puzzle for the judge */
   srlm_model *ref = NULL;
-  srlm_task_puzzle *puzzles = NULL;
-  srlm_args_judge aj = {.judge = m, .tok = tok};
+  char **ptexts = NULL; /* each line's task prompt text (the judge reward) */
+  srlm_args_judge aj = {.judge = m, .tok = tok, .task = srlm_task_find(o->countdown ? "countdown" : "sign_puzzle")};
   if (st == SRLM_OK && o->args_reward) {
     o->gp.args = &o->args;
     if (!strcmp(o->args_reward, "implicit")) {
@@ -715,15 +717,15 @@ static srlm_status run(gen_opts *o) {
     } else if (!tok) {
       st = srlm_error(SRLM_ERR_USAGE, o->model, "--args-reward judge needs the model's tokenizer (no tokenizer.json here)");
     } else {
-      puzzles = srlm_xcalloc((size_t)in.n + 1, sizeof *puzzles);
+      ptexts = srlm_xcalloc((size_t)in.n + 1, sizeof *ptexts);
       for (int i = 0; i < in.n && st == SRLM_OK; i++) {
-        char *text = NULL;
         size_t len = 0;
-        st = srlm_tokenizer_decode(tok, in.req[i].prompt, (size_t)in.req[i].n_prompt, &text, &len);
-        if (st == SRLM_OK && srlm_task_prompt_parse(text, len, &puzzles[i]) != SRLM_OK)
-          st = srlm_error(SRLM_ERR_FORMAT, o->jsonl, "input %d: --args-reward judge needs a sign-puzzle prompt "
-                          "(\"Q<4 digits>T<sign><2 digits>A\"), got \"%.40s\"", i + 1, text);
-        free(text);
+        char jp[SRLM_TASK_TEXT_MAX + 1];
+        st = srlm_tokenizer_decode(tok, in.req[i].prompt, (size_t)in.req[i].n_prompt, &ptexts[i], &len);
+        if (st == SRLM_OK && (strlen(ptexts[i]) != len || aj.task->judge_prompt(ptexts[i], "", 0, jp) == 0))
+          st = srlm_error(SRLM_ERR_FORMAT, o->jsonl, "input %d: --args-reward judge needs a %s prompt (%s), got "
+                          "\"%.40s\"", i + 1, aj.task->name,
+                          o->countdown ? "\"C<numbers>T<target>A\"" : "\"Q<4 digits>T<sign><2 digits>A\"", ptexts[i]);
       }
       o->args.reward = srlm_args_judge_reward;
       o->args.user = &aj;
@@ -738,7 +740,7 @@ static srlm_status run(gen_opts *o) {
   for (int start = 0; st == SRLM_OK && !o->best_of && start < in.n; start += chunk) {
     int n = in.n - start < chunk ? in.n - start : chunk;
     srlm_generate_stats stats;
-    aj.puzzles = puzzles ? puzzles + start : NULL; /* requests are numbered within the chunk */
+    aj.prompts = ptexts ? (const char *const *)ptexts + start : NULL; /* requests are numbered within the chunk */
     aj.n_requests = n;
     st = srlm_generate(m, &o->gp, n, in.req + start, res, &stats);
     if (st != SRLM_OK) break;
@@ -757,13 +759,14 @@ static srlm_status run(gen_opts *o) {
     fprintf(stderr, "srlm generate: %d lines, %lld prompt tokens, %lld new tokens in %.2f s (%.1f new tokens/s, %lld steps)\n",
             in.n, (long long)total.prefill_tokens, (long long)total.new_tokens, total.seconds,
             total.seconds > 0 ? (double)total.new_tokens / total.seconds : 0.0, (long long)total.steps);
-  if (st == SRLM_OK && o->args_reward && puzzles)
+  if (st == SRLM_OK && o->args_reward && ptexts)
     fprintf(stderr, "srlm generate: ARGS (judge reward, weight %g, top %d): %lld candidates judged\n", o->args.weight,
             o->args.top_k, (long long)aj.judged);
   else if (st == SRLM_OK && o->args_reward)
     fprintf(stderr, "srlm generate: ARGS (implicit reward against %s, weight %g, top %d)\n", o->args_reference,
             o->args.weight, o->args.top_k);
-  free(puzzles);
+  for (int i = 0; ptexts && i < in.n; i++) free(ptexts[i]);
+  free(ptexts);
   srlm_model_free(ref);
   free(out.p);
   free(res);

@@ -1148,14 +1148,32 @@ srlm_status srlm_config_validate(const srlm_config *cfg) {
     fmt_double(cfg->train.lr, hi);
     return srlm_error(SRLM_ERR_CONFIG, "train.min_lr", "%s is above train.lr (%s)", lo, hi);
   }
+  if (cfg->judge.source == SRLM_CFG_SOURCE_NONE && cfg->pairs.source == SRLM_CFG_PAIRS_JUDGE)
+    return srlm_error(SRLM_ERR_CONFIG, "judge.source", "none leaves pairs.source judge without scores (use "
+                      "pairs.source votes or implicit)");
+  if (cfg->judge.source == SRLM_CFG_SOURCE_NONE && cfg->eval.best_of > 0)
+    return srlm_error(SRLM_ERR_CONFIG, "eval.best_of", "%d picks the best sample by judge.source, and none scores "
+                      "nothing", cfg->eval.best_of);
+  if (cfg->pairs.source != SRLM_CFG_PAIRS_JUDGE && cfg->train.loss == SRLM_CFG_LOSS_GRPO)
+    return srlm_error(SRLM_ERR_CONFIG, "pairs.source", "%s makes DPO pairs; train.loss grpo takes the judge's "
+                      "rewards", srlm_config_enum_name("pairs.source", (int)cfg->pairs.source));
+  if (cfg->pairs.consistency == SRLM_CFG_CONSIST_CREAM && cfg->pairs.source != SRLM_CFG_PAIRS_IMPLICIT)
+    return srlm_error(SRLM_ERR_CONFIG, "pairs.consistency", "cream ranks by the implicit reward: it needs "
+                      "pairs.source implicit");
+  if (cfg->pairs.consistency == SRLM_CFG_CONSIST_CREAM && cfg->train.loss != SRLM_CFG_LOSS_DPO)
+    return srlm_error(SRLM_ERR_CONFIG, "pairs.consistency", "cream's soft labels are DPO's (train.loss dpo)");
+  if (cfg->pairs.consistency == SRLM_CFG_CONSIST_SCIR &&
+      (cfg->pairs.source != SRLM_CFG_PAIRS_JUDGE || cfg->judge.source == SRLM_CFG_SOURCE_NONE))
+    return srlm_error(SRLM_ERR_CONFIG, "pairs.consistency", "scir compares the judge's pairs with the implicit "
+                      "reward: it needs pairs.source judge and a judge.source other than none");
   if (cfg->train.loss != SRLM_CFG_LOSS_SFT && cfg->generate.samples_per_prompt < 2)
     return srlm_error(SRLM_ERR_CONFIG, "generate.samples_per_prompt",
                       "%d is too few for train.loss %s (it compares at least 2 answers per prompt)",
                       cfg->generate.samples_per_prompt,
                       srlm_config_enum_name("train.loss", (int)cfg->train.loss));
-  if (cfg->generate.args_reward == SRLM_CFG_ARGS_JUDGE && cfg->task.name != SRLM_CFG_TASK_SIGN_PUZZLE)
-    return srlm_error(SRLM_ERR_CONFIG, "generate.args_reward", "judge reads the built-in sign puzzle's judge "
-                      "(task.name: sign_puzzle); use implicit with a prompt set");
+  if (cfg->generate.args_reward == SRLM_CFG_ARGS_JUDGE && cfg->task.name == SRLM_CFG_TASK_NONE)
+    return srlm_error(SRLM_ERR_CONFIG, "generate.args_reward", "judge reads a built-in task's judge "
+                      "(task.name: sign_puzzle or countdown); use implicit with a prompt set");
   if (cfg->generate.args_reference[0] && cfg->generate.args_reward != SRLM_CFG_ARGS_IMPLICIT)
     return srlm_error(SRLM_ERR_CONFIG, "generate.args_reference", "applies to generate.args_reward: implicit");
   if (cfg->train.reference == SRLM_CFG_REFERENCE_EMA &&

@@ -48,10 +48,12 @@ static const char *const k_backends[] = {"cpu", "cuda", "cuda-sim", NULL};
 static const char *const k_chat_formats[] = {"auto", "llama3", "chatml", "qwen3", "none", NULL};
 static const char *const k_judge_modes[] = {"regex", "expected", NULL};
 static const char *const k_losses[] = {"dpo", "ipo", "grpo", "sft", NULL};
-static const char *const k_tasks[] = {"none", "sign_puzzle", NULL};
+static const char *const k_tasks[] = {"none", "sign_puzzle", "countdown", NULL};
 static const char *const k_overflows[] = {"truncate", "drop", NULL};
-static const char *const k_judge_sources[] = {"model", "verifier", "mix", "sar", "bleu", NULL};
+static const char *const k_judge_sources[] = {"model", "verifier", "mix", "sar", "bleu", "none", NULL};
 static const char *const k_bleu_tokenizes[] = {"words", "chars", NULL};
+static const char *const k_pair_sources[] = {"judge", "votes", "implicit", NULL};
+static const char *const k_consistencies[] = {"none", "cream", "scir", NULL};
 static const char *const k_grpo_aggs[] = {"seq_mean", "token_mean", "fixed_len", NULL};
 static const char *const k_lr_schedules[] = {"constant", "linear", "cosine", NULL};
 static const char *const k_grpo_ratios[] = {"token", "sequence", NULL};
@@ -63,6 +65,8 @@ static const char *const k_references[] = {"iteration", "ema", NULL};
 static const char *const k_args_rewards[] = {"none", "implicit", "judge", NULL};
 _Static_assert(SRLM_CFG_ARGS_JUDGE == 2, "generate.args_reward's names follow the enum's order");
 _Static_assert(SRLM_CFG_REFERENCE_EMA == 1, "train.reference's names follow the enum's order");
+_Static_assert(SRLM_CFG_SOURCE_NONE == 5 && SRLM_CFG_PAIRS_IMPLICIT == 2 && SRLM_CFG_CONSIST_SCIR == 2,
+               "the pair source and consistency names follow the enums' order");
 _Static_assert(SRLM_CFG_PAIR_LENGTH_CONTROLLED == 1 && SRLM_CFG_CHECKER_COUNTDOWN == 1 && SRLM_CFG_GRPO_RATIO_SEQUENCE == 1 && SRLM_CFG_GRPO_STD_BATCH == 1 && SRLM_CFG_GRPO_EQUAL_DROP == 1 && SRLM_CFG_GRPO_EQUAL_REFILL == 2,
                "the GRPO option names follow the enums' order");
 _Static_assert(SRLM_LOG_ERROR == 3 && SRLM_CFG_FAMILY_MISTRAL == 3 && SRLM_CFG_DTYPE_BF16 == 1 &&
@@ -111,7 +115,7 @@ static const srlm_config_option k_options[] = {
     OPT_INT(roles.shard_prompts, 32, 1, 1 << 20, "prompts per rollout shard (the unit of work sent from generators to judges to learners)"),
     OPT_INT(roles.threads, 0, 0, 4096, "OpenMP threads per rank; 0 = the OpenMP default (OMP_NUM_THREADS)"),
 
-    OPT_ENUM(task.name, k_tasks, "none", "built-in task giving prompts, judge format and checker; none = data.prompts"),
+    OPT_ENUM(task.name, k_tasks, "none", "built-in task giving prompts, judge format and checker (sign_puzzle, countdown: fresh seeded puzzles each iteration, held-out eval split); none = data.prompts"),
     OPT_INT(task.prompts_per_iteration, 4000, 1, 1 << 24, "fresh task prompts generated and judged per iteration"),
     OPT_INT(task.eval_prompts, 1000, 0, 1 << 24, "held-out task prompts evaluated after every model; 0 = no evaluation"),
 
@@ -130,7 +134,7 @@ static const srlm_config_option k_options[] = {
     OPT_FLOAT(generate.min_p, 0.0, 0, 0.0, 1.0, 0, "drop tokens below min_p x the top probability; 0 = off"),
     OPT_INT(generate.max_new_tokens, 256, 1, 1 << 20, "longest answer in tokens"),
     OPT_STRLIST(generate.stop, k_no_strings, 64, "extra stop strings (the EOS tokens always stop)"),
-    OPT_ENUM(generate.args_reward, k_args_rewards, "none", "ARGS reward-guided decoding of the generators: none; implicit (log pi - log pi_ref of the answer so far: one more reference forward per token); judge (the model's own expected judge score of the answer so far, built-in sign puzzle: args_top_k judge prompts + rationales per token)"),
+    OPT_ENUM(generate.args_reward, k_args_rewards, "none", "ARGS reward-guided decoding of the generators: none; implicit (log pi - log pi_ref of the answer so far: one more reference forward per token); judge (the model's own expected judge score of the answer so far in the built-in task's judge format (task.name): args_top_k judge prompts + rationales per token)"),
     OPT_FLOAT(generate.args_weight, 1.0, 0, -1e6, 1e6, 0, "ARGS: score(v) = logit(v) + args_weight x reward(prefix + v)"),
     OPT_INT(generate.args_top_k, 10, 1, 1 << 20, "ARGS: candidates per step (the most likely tokens); replaces top_k/top_p/min_p"),
     OPT_STRING(generate.args_reference, "", "ARGS implicit reward: the reference model directory; empty = the run's start model M0"),
@@ -145,7 +149,7 @@ static const srlm_config_option k_options[] = {
     OPT_FLOAT(judge.score_max, 5.0, 0, -1e9, 1e9, 0, "highest valid score"),
     OPT_ENUM(judge.mode, k_judge_modes, "regex", "regex: parse the text; expected: probability-weighted score"),
     OPT_INT(judge.replay_per_verdict, 2000, 0, 1 << 24, "own greedy judgments replayed per verdict (correct/wrong) each iteration; 0 = none"),
-    OPT_ENUM(judge.source, k_judge_sources, "model", "reward: the model's own judgment, the task's verifier, a weighted mix, sar (verifier + self-aligned reward from the policy's relative perplexity) or bleu (BLEU-4 against the prompt's references)"),
+    OPT_ENUM(judge.source, k_judge_sources, "model", "reward: the model's own judgment, the task's verifier, a weighted mix, sar (verifier + self-aligned reward from the policy's relative perplexity) or bleu (BLEU-4 against the prompt's references); none: no judging (pairs.source votes or implicit)"),
     OPT_FLOAT(judge.verifier_weight, 0.5, 0, 0.0, 1.0, 0, "mix: weight of the verifier's score (the model's gets 1 - weight)"),
     OPT_FLOAT(judge.sar_weight, 0.2, 0, 0.0, 100.0, 0, "sar: reward = verifier + sar_weight x (score_max - score_min) x R_SA, R_SA = clip((ppl(a) - ppl(a|q)) / ppl(a), -1, 1) (SAR: 0.2)"),
     OPT_ENUM(judge.bleu_tokenize, k_bleu_tokenizes, "words", "bleu: n-grams of whitespace-separated words, or of characters (whitespace dropped; the character-level tiny tasks)"),
@@ -153,6 +157,15 @@ static const srlm_config_option k_options[] = {
     OPT_FLOAT(pairs.min_margin, 0.0, 0, 0.0, INF, 0, "least score gap between chosen and rejected"),
     OPT_ENUM(pairs.rule, k_pair_rules, "best_worst", "DPO pair of each prompt's N = generate.samples_per_prompt samples: the best vs the worst (West-of-N), or length_controlled (Meta-Rewarding: the shortest within pairs.length_rho of the best vs the longest near the worst)"),
     OPT_FLOAT(pairs.length_rho, 0.0, 0, 0.0, 0.5, 1, "length_controlled: score window rho; 0 = the extreme scores only, shortest/longest among ties"),
+    OPT_ENUM(pairs.source, k_pair_sources, "judge", "scores that pick each prompt's pair: judge (judge.source's mean scores), votes (ScPO: most- vs least-voted final answer, w = vote margin / K), implicit (DICE/CREAM: beta (log pi_{t-1} - log pi_{t-2}); iteration 1: M0's length-normalized log-likelihood)"),
+    OPT_FLOAT(pairs.vote_threshold, 0.0, 0, 0.0, 1.0, 0, "votes: keep a prompt only when its top answer has at least this fraction of the K votes"),
+    OPT_FLOAT(pairs.length_alpha, 0.0, 0, 0.0, INF, 0, "implicit: pairs from score - alpha x response length in characters (fixed alpha)"),
+    OPT_BOOL(pairs.length_alpha_auto, 0, "implicit: alpha chosen each iteration so that the pairs' mean chosen and rejected lengths match (DICE); overrides pairs.length_alpha"),
+    OPT_FLOAT(pairs.replay_fraction, 0.0, 0, 0.0, 1.0, 0, "gamma: this share of iteration t-1's pairs (from iter_<t-1>/rollouts.h5) is trained on again with the new pairs (DICE's experience replay)"),
+    OPT_ENUM(pairs.consistency, k_consistencies, "none", "cream: soft label eps = 1 - C per pair, C = (Kendall tau-b of R_t and R_{t-1} over the prompt's samples + 1) / 2 (needs pairs.source implicit); scir: judge pairs the implicit reward orders the other way are dropped or down-weighted"),
+    OPT_BOOL(pairs.consistency_per_iteration, 0, "cream: every pair gets the iteration's mean C instead of its prompt's"),
+    OPT_BOOL(pairs.disagree_drop, 1, "scir: drop pairs the implicit reward disagrees with (false: keep them with weight pairs.disagree_weight)"),
+    OPT_FLOAT(pairs.disagree_weight, 0.5, 0, 0.0, 1.0, 0, "scir with disagree_drop false: loss weight of a disagreeing pair"),
 
     OPT_ENUM(train.loss, k_losses, "dpo", "training objective"),
     OPT_FLOAT(train.beta, 0.1, 1, 0.0, 1000.0, 0, "DPO/IPO/GRPO KL strength"),

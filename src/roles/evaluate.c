@@ -12,15 +12,14 @@
 #include "srlm/selfreward.h"
 #include "srlm/tasks.h"
 
-#define SR_MAX_BATCH 64
 
 /* eval.best_of: N samples for each of the n eval prompts (prompt i's ids are
- * ids[off[i] .. off[i+1]); a task's eval puzzles p, or the eval prompt set ep), scored by
+ * ids[off[i] .. off[i+1]); a task's eval prompt texts p, or the eval prompt set ep), scored by
  * judge.source through the judge role's own code (sr_judge_shard on one shard of them),
  * the best of each prompt (the highest score, the lowest sample among equals; unscored
  * never win unless all are) checked by the checker. *acc NaN without a checker. */
 static srlm_status best_of_accuracy(sr_ctx *c, int t, int n, const int32_t *ids, const int64_t *off,
-                                    const srlm_task_puzzle *p, const srlm_prompt_set *ep, double *acc) {
+                                    const char *const *p, const srlm_prompt_set *ep, double *acc) {
   const srlm_config *cfg = c->cfg;
   const int N = cfg->eval.best_of;
   *acc = NAN;
@@ -40,17 +39,7 @@ static srlm_status best_of_accuracy(sr_ctx *c, int t, int n, const int32_t *ids,
       req[i * N + k] = (srlm_gen_request){ids + off[i], off[i + 1] - off[i],
                                           ((uint64_t)SRLM_SR_RNG_BEST_OF << 48) | ((uint64_t)t << 32) |
                                               (uint64_t)(i * N + k)};
-  srlm_generate_params gp = srlm_generate_params_default();
-  gp.sampler.temperature = (float)cfg->generate.temperature;
-  gp.sampler.top_p = (float)cfg->generate.top_p;
-  gp.sampler.top_k = cfg->generate.top_k;
-  gp.sampler.min_p = (float)cfg->generate.min_p;
-  gp.sampler.seed = (uint64_t)cfg->run.seed;
-  gp.max_new_tokens = cfg->generate.max_new_tokens;
-  gp.max_batch = SR_MAX_BATCH;
-  gp.eos_ids = c->ro.stops;
-  gp.n_eos = c->ro.n_stops;
-  gp.tok = c->ro.tok;
+  srlm_generate_params gp = sr_sample_params(&c->ro);
   srlm_status st = srlm_generate(c->ro.m, &gp, n * N, req, res, NULL);
   srlm_shard sh;
   srlm_shard_init(&sh, t, t, 0);
@@ -82,7 +71,7 @@ static srlm_status best_of_accuracy(sr_ctx *c, int t, int n, const int32_t *ids,
     int ok = 0;
     st = sr_response_text(&ev, &sh, j, &text, &len);
     if (st == SRLM_OK && p)
-      ok = srlm_task_check(&p[i], text, len);
+      ok = c->ro.task->check(p[i], text, len);
     else if (st == SRLM_OK)
       st = sr_prompt_check(cfg, ep->instruction[i], text, len, &ok);
     free(text);
@@ -96,17 +85,23 @@ static srlm_status best_of_accuracy(sr_ctx *c, int t, int n, const int32_t *ids,
   return st;
 }
 
-/* Held-out accuracy (greedy) and judge agreement on one sampled answer per eval prompt. */
+/* Held-out accuracy (greedy) and judge agreement on one sampled answer per eval prompt,
+ * through the built-in task's interface (tasks.h). */
 static srlm_status evaluate(sr_ctx *c, const srlm_config *cfg, srlm_model *m, srlm_tokenizer *tok, int t, int32_t eos,
                             srlm_sr_iteration *row) {
-  const int n = cfg->task.name == SRLM_CFG_TASK_NONE ? 0 : cfg->task.eval_prompts;
+  const srlm_task_ops *task = c->ro.task;
+  const int n = task ? cfg->task.eval_prompts : 0;
   row->accuracy = row->sample_accuracy = row->judge_agreement = NAN;
   if (n == 0) return SRLM_OK; /* a prompt set has no checker: its iterations report judged scores */
   srlm_timer tm;
   srlm_timer_start(&tm);
-  srlm_task_puzzle *p = srlm_xmalloc((size_t)n * sizeof *p);
-  for (int i = 0; i < n; i++) srlm_task_puzzle_make((uint64_t)cfg->run.seed, SRLM_TASK_SPLIT_EVAL, (uint64_t)i, &p[i]);
-  srlm_status st = srlm_task_eval_accuracy(m, tok, SR_MAX_BATCH, n, p, NULL, NULL, &row->accuracy);
+  char(*q)[SRLM_TASK_TEXT_MAX + 1] = srlm_xmalloc((size_t)n * sizeof *q);
+  const char **prompt = srlm_xmalloc((size_t)n * sizeof *prompt);
+  for (int i = 0; i < n; i++) {
+    task->prompt((uint64_t)cfg->run.seed, SRLM_TASK_SPLIT_EVAL, (uint64_t)i, q[i]);
+    prompt[i] = q[i];
+  }
+  srlm_status st = srlm_task_accuracy(task, m, tok, SR_MAX_BATCH, n, prompt, NULL, NULL, &row->accuracy);
   /* one sample per prompt at temperature 1 for the judge */
   srlm_gen_request *req = srlm_xcalloc((size_t)n, sizeof *req);
   srlm_gen_result *res = srlm_xcalloc((size_t)n, sizeof *res);
@@ -114,9 +109,7 @@ static srlm_status evaluate(sr_ctx *c, const srlm_config *cfg, srlm_model *m, sr
   int64_t *off = srlm_xmalloc((size_t)(n + 1) * sizeof *off);
   off[0] = 0;
   for (int i = 0; i < n && st == SRLM_OK; i++) {
-    char text[SRLM_TASK_PROMPT_LEN + 1];
-    srlm_task_prompt(&p[i], text);
-    st = srlm_tokenizer_encode(tok, text, strlen(text), &ids);
+    st = srlm_tokenizer_encode(tok, prompt[i], strlen(prompt[i]), &ids);
     off[i + 1] = (int64_t)ids.n;
   }
   for (int i = 0; i < n && st == SRLM_OK; i++)
@@ -135,11 +128,11 @@ static srlm_status evaluate(sr_ctx *c, const srlm_config *cfg, srlm_model *m, sr
   int64_t sample_ok = 0;
   for (int i = 0; i < n && st == SRLM_OK; i++) {
     cand[i] = res[i].text ? res[i].text : "";
-    sample_ok += res[i].stop == SRLM_STOP_EOS && srlm_task_check(&p[i], cand[i], strlen(cand[i]));
+    sample_ok += res[i].stop == SRLM_STOP_EOS && task->check(prompt[i], cand[i], strlen(cand[i]));
   }
   srlm_task_agreement ag;
-  if (st == SRLM_OK) st = srlm_task_judge_agreement(m, tok, SR_MAX_BATCH, n, p, cand, &ag);
-  if (st == SRLM_OK) st = best_of_accuracy(c, t, n, ids.ids, off, p, NULL, &row->best_of_accuracy);
+  if (st == SRLM_OK) st = srlm_task_agreement_of(task, m, tok, SR_MAX_BATCH, n, prompt, cand, &ag);
+  if (st == SRLM_OK) st = best_of_accuracy(c, t, n, ids.ids, off, prompt, NULL, &row->best_of_accuracy);
   if (st == SRLM_OK) {
     row->sample_accuracy = (double)sample_ok / n;
     row->judge_agreement = cfg->judge.mode == SRLM_CFG_JUDGE_EXPECTED ? ag.expected : ag.greedy;
@@ -176,7 +169,8 @@ static srlm_status evaluate(sr_ctx *c, const srlm_config *cfg, srlm_model *m, sr
   free(req);
   free(off);
   srlm_token_ids_free(&ids);
-  free(p);
+  free(prompt);
+  free(q);
   return st;
 }
 

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "consist.h"
 #include "sr_internal.h"
 #include "srlm/shard_store.h"
 #include "srlm/checkpoint.h"
@@ -344,7 +345,8 @@ static srlm_status learn_grpo(const srlm_config *cfg, srlm_model *m, srlm_comm *
 
 /* iter_<t>/rollouts.h5: every shard (/shard_<s>), the pairs, the counts. */
 static srlm_status write_rollouts(sr_ctx *c, int t, const srlm_shard *sh, const int64_t *pair_rows, int64_t np,
-                                  int64_t groups, const srlm_pair_stats *ps, int64_t replay, int64_t stale) {
+                                  int64_t groups, const srlm_pair_stats *ps, int64_t replay, int64_t stale,
+                                  const double *pair_w, const double *pair_l, const srlm_sr_iteration *row) {
   char path[4200];
   snprintf(path, sizeof path, "%s/iter_%d", c->run_dir, t);
   SRLM_TRY(srlm_mkdirs(path));
@@ -362,6 +364,12 @@ static srlm_status write_rollouts(sr_ctx *c, int t, const srlm_shard *sh, const 
   if (st == SRLM_OK) st = srlm_store_group(s, "/pairs");
   if (st == SRLM_OK && np > 0)
     st = srlm_store_write_array(s, "/pairs/rows", SRLM_STORE_I64, 2, (const int64_t[]){np, 3}, pair_rows);
+  /* the pairs' own loss weights and soft labels (pairs.source votes/implicit, consistency):
+     a replay of these pairs (pairs.replay_fraction) reads them back */
+  if (st == SRLM_OK && np > 0 && pair_w)
+    st = srlm_store_write_array(s, "/pairs/weight", SRLM_STORE_F64, 1, (const int64_t[]){np}, pair_w);
+  if (st == SRLM_OK && np > 0 && pair_l)
+    st = srlm_store_write_array(s, "/pairs/label", SRLM_STORE_F64, 1, (const int64_t[]){np}, pair_l);
   const struct {
     const char *name;
     int64_t v;
@@ -378,6 +386,17 @@ static srlm_status write_rollouts(sr_ctx *c, int t, const srlm_shard *sh, const 
                 {"replay_examples", replay}};
   for (size_t k = 0; k < sizeof counts / sizeof counts[0] && st == SRLM_OK; k++)
     st = srlm_store_set_attr_i64(s, "/pairs", counts[k].name, counts[k].v);
+  if (pair_w) { /* the consistency methods' counts (row's, as in the iteration line) */
+    const struct {
+      const char *name;
+      int64_t v;
+    } more[] = {{"votes_one_answer", row->votes_one_answer}, {"votes_tie", row->votes_tie},
+                {"votes_below_threshold", row->votes_below_threshold}, {"votes_no_answer", row->votes_no_answer},
+                {"pairs_disagree", row->pairs_disagree}, {"pairs_replayed", row->pairs_replayed}};
+    for (size_t k = 0; k < sizeof more / sizeof more[0] && st == SRLM_OK; k++)
+      st = srlm_store_set_attr_i64(s, "/pairs", more[k].name, more[k].v);
+    if (st == SRLM_OK) st = srlm_store_set_attr_f64(s, "/pairs", "length_alpha", row->length_alpha);
+  }
   if (st == SRLM_OK) return srlm_store_commit(s);
   srlm_store_close(s);
   return st;
@@ -397,17 +416,16 @@ static srlm_status build_replay(sr_ctx *c, const srlm_shard *sh, replay_buf *rb)
     for (int64_t j = 0; j < s->n_responses && st == SRLM_OK && (taken[0] < cap || taken[1] < cap); j++) {
       const char *judgment = s->judgment_text + s->judgment_text_offsets[j * s->judgments_per_response];
       int score;
-      if (!srlm_task_judgment_parse(judgment, strlen(judgment), &score)) continue;
+      if (!c->ro.task->judgment_parse(judgment, strlen(judgment), &score)) continue;
       int v = score >= 3;
       if (taken[v] >= cap) continue;
       char *cand = NULL;
       size_t cl = 0;
       st = sr_response_text(&c->ro, s, j, &cand, &cl);
       if (st != SRLM_OK) break;
-      srlm_task_puzzle p;
-      sr_puzzle_of(&c->ro, s, s->response_prompt[j], &p);
-      char jp[SRLM_TASK_JUDGE_PROMPT_MAX + 1];
-      size_t jl = srlm_task_judge_prompt(&p, cand, cl, jp);
+      char q[SRLM_TASK_TEXT_MAX + 1], jp[SRLM_TASK_TEXT_MAX + 1];
+      sr_task_prompt(&c->ro, s, s->response_prompt[j], q);
+      size_t jl = c->ro.task->judge_prompt(q, cand, cl, jp);
       free(cand);
       srlm_token_ids_clear(&prompt);
       srlm_token_ids_clear(&target);
@@ -422,6 +440,61 @@ static srlm_status build_replay(sr_ctx *c, const srlm_shard *sh, replay_buf *rb)
   srlm_token_ids_free(&prompt);
   srlm_token_ids_free(&target);
   return st;
+}
+
+/* The response lengths in characters (decoded text) of every sample, for the length
+ * regularization of the implicit reward (DICE). */
+static srlm_status sample_chars(sr_ctx *c, const srlm_shard *sh, const sr_implicit *im, int64_t *chars) {
+  for (int64_t i = 0; i < c->ro.shards_max; i++)
+    for (int64_t j = 0; j < sh[i].n_responses; j++) {
+      char *text = NULL;
+      size_t len = 0;
+      SRLM_TRY(sr_response_text(&c->ro, &sh[i], j, &text, &len));
+      free(text);
+      chars[im->first[i] + j] = (int64_t)len;
+    }
+  return SRLM_OK;
+}
+
+/* DICE's alpha over the iteration's prompts that have all K samples (srlm_length_alpha). */
+static double auto_alpha(const sr_ctx *c, const srlm_shard *sh, const sr_implicit *im, const int64_t *chars) {
+  const int K = c->ro.K;
+  double *s = srlm_xmalloc((size_t)(im->n + 1) * sizeof *s);
+  int64_t *len = srlm_xmalloc((size_t)(im->n + 1) * sizeof *len), np = 0;
+  for (int64_t i = 0; i < c->ro.shards_max; i++)
+    for (int64_t j0 = 0, j1; j0 < sh[i].n_responses; j0 = j1) {
+      for (j1 = j0; j1 < sh[i].n_responses && sh[i].response_prompt[j1] == sh[i].response_prompt[j0]; j1++) {}
+      if (j1 - j0 != K) continue;
+      memcpy(s + np * K, im->cur + im->first[i] + j0, (size_t)K * sizeof *s);
+      memcpy(len + np * K, chars + im->first[i] + j0, (size_t)K * sizeof *len);
+      np++;
+    }
+  const double a = srlm_length_alpha(np, K, s, len);
+  free(s);
+  free(len);
+  return a;
+}
+
+void sr_consist_report(const srlm_config *cfg, const srlm_sr_iteration *row, json_t *o) {
+  if (cfg->train.loss == SRLM_CFG_LOSS_GRPO) return;
+  if (cfg->pairs.source == SRLM_CFG_PAIRS_VOTES) {
+    json_object_set_new(o, "votes_kept", json_integer(row->pairs - row->pairs_replayed));
+    json_object_set_new(o, "votes_dropped", json_integer(row->votes_one_answer + row->votes_tie +
+                                                        row->votes_below_threshold));
+    json_object_set_new(o, "votes_one_answer", json_integer(row->votes_one_answer));
+    json_object_set_new(o, "votes_tie", json_integer(row->votes_tie));
+    json_object_set_new(o, "votes_below_threshold", json_integer(row->votes_below_threshold));
+    json_object_set_new(o, "samples_without_answer", json_integer(row->votes_no_answer));
+  }
+  if (cfg->pairs.source != SRLM_CFG_PAIRS_JUDGE || cfg->pairs.consistency != SRLM_CFG_CONSIST_NONE ||
+      cfg->pairs.replay_fraction > 0)
+    json_object_set_new(o, "pair_weight_mean", sr_num(row->pair_weight_mean));
+  if (cfg->pairs.source == SRLM_CFG_PAIRS_IMPLICIT) json_object_set_new(o, "length_alpha", sr_num(row->length_alpha));
+  if (cfg->pairs.consistency == SRLM_CFG_CONSIST_CREAM)
+    json_object_set_new(o, "consistency_mean", sr_num(row->consistency_mean));
+  if (cfg->pairs.consistency == SRLM_CFG_CONSIST_SCIR)
+    json_object_set_new(o, "pairs_disagree", json_integer(row->pairs_disagree));
+  if (cfg->pairs.replay_fraction > 0) json_object_set_new(o, "pairs_replayed", json_integer(row->pairs_replayed));
 }
 
 /* Sums of the reward records of judge.source sar (R_SA, checker right) and bleu (BLEU) over
@@ -483,11 +556,34 @@ srlm_status sr_learn(sr_ctx *c, int t, srlm_shard *sh, int64_t stale, srlm_sr_it
   char **texts = srlm_xcalloc((size_t)c->ro.K, sizeof *texts);
   srlm_status st = SRLM_OK;
   double score_sum = 0, terms[3] = {0, 0, 0}; /* reward_terms */
-  int64_t scored = 0, samples = 0;
+  int64_t scored = 0, samples = 0, response_tokens = 0;
   srlm_shard_judge_health health = {0};
+  /* issue 11: where the pair scores come from and what each pair carries (consist.h) */
+  const int votes = !grpo && cfg->pairs.source == SRLM_CFG_PAIRS_VOTES;
+  const int implicit = !grpo && cfg->pairs.source == SRLM_CFG_PAIRS_IMPLICIT;
+  const int cream = !grpo && cfg->pairs.consistency == SRLM_CFG_CONSIST_CREAM;
+  const int scir = !grpo && cfg->pairs.consistency == SRLM_CFG_CONSIST_SCIR;
+  const int soft = votes || implicit || cream || scir || (!grpo && cfg->pairs.replay_fraction > 0);
+  double *pw = soft ? srlm_xmalloc((size_t)cap * sizeof *pw) : NULL; /* the pairs' loss weights */
+  double *pl = soft ? srlm_xmalloc((size_t)cap * sizeof *pl) : NULL; /* their soft labels */
+  double c_sum = 0;                                                   /* CREAM: sum of the pairs' C */
+  sr_implicit im = {0};
+  int64_t *chars = NULL;
+  double alpha = implicit ? cfg->pairs.length_alpha : NAN;
+  char(*keys)[SR_ANSWER_KEY_MAX] = votes ? srlm_xmalloc((size_t)c->ro.K * sizeof *keys) : NULL;
+  const char **answers = votes ? srlm_xcalloc((size_t)c->ro.K, sizeof *answers) : NULL;
+  srlm_vote_stats vs = {0};
+  int64_t disagree = 0;
+  if (implicit || cream || scir) st = sr_implicit_rewards(c, t, sh, cream, &im);
+  if (st == SRLM_OK && implicit && (alpha > 0 || cfg->pairs.length_alpha_auto)) {
+    chars = srlm_xmalloc((size_t)(im.n + 1) * sizeof *chars);
+    st = sample_chars(c, sh, &im, chars);
+    if (st == SRLM_OK && cfg->pairs.length_alpha_auto) alpha = auto_alpha(c, sh, &im, chars);
+  }
   for (int64_t i = 0; i < c->ro.shards_max && st == SRLM_OK; i++) {
     const srlm_shard *s = &sh[i];
     samples += s->n_responses;
+    if (s->n_responses) response_tokens += s->response_offsets[s->n_responses] - s->response_offsets[0];
     prompts += s->n_prompts;
     sr_judge_health(&c->ro, s, &health);
     reward_terms(cfg, s, terms);
@@ -509,6 +605,11 @@ srlm_status sr_learn(sr_ctx *c, int t, srlm_shard *sh, int64_t stale, srlm_sr_it
         }
         st = sr_response_text(&c->ro, s, j0 + q, &texts[q], &len);
         lengths[q] = s->response_offsets[j0 + q + 1] - s->response_offsets[j0 + q];
+        if (implicit) { /* the judge's scores above stay the reported mean score */
+          const int64_t g = im.first[i] + j0 + q;
+          scores[q] = alpha > 0 ? im.cur[g] - alpha * (double)chars[g] : im.cur[g];
+        }
+        if (votes && st == SRLM_OK) answers[q] = sr_answer_key(&c->ro, s, j0 + q, texts[q], len, keys[q]) ? keys[q] : NULL;
       }
       const int all_equal = grpo && k == c->ro.K && srlm_group_all_equal(k, scores);
       equal_groups += all_equal;
@@ -533,9 +634,34 @@ srlm_status sr_learn(sr_ctx *c, int t, srlm_shard *sh, int64_t stale, srlm_sr_it
       }
       srlm_pair p;
       int made = 0;
-      if (st == SRLM_OK && !grpo)
+      double w = 1.0, eps = cfg->train.label_smoothing, cons = NAN;
+      if (st == SRLM_OK && votes)
+        st = srlm_pairs_votes(cfg->pairs.vote_threshold, k, answers, &p, &w, &made, &vs);
+      else if (st == SRLM_OK && !grpo)
         st = srlm_pairs_select(&po, k, scores, (const char *const *)texts, NULL, po.length_control ? lengths : NULL, &p,
                                &made, &ps);
+      if (st == SRLM_OK && made && scir) { /* SCIR: the implicit reward orders the judge's pair the other way */
+        const int64_t g0 = im.first[i] + j0;
+        if (im.cur[g0 + p.chosen] < im.cur[g0 + p.rejected]) {
+          disagree++;
+          if (cfg->pairs.disagree_drop) {
+            made = 0;
+            ps.pairs--;
+          } else {
+            w = cfg->pairs.disagree_weight;
+          }
+        }
+      }
+      if (st == SRLM_OK && made && cream) { /* CREAM: C of R_t's and R_{t-1}'s rankings; none at t = 1 */
+        const int64_t g0 = im.first[i] + j0;
+        cons = im.prev ? srlm_rank_consistency(k, im.cur + g0, im.prev + g0) : 1.0;
+        eps = 1.0 - cons;
+        c_sum += cons;
+      }
+      if (st == SRLM_OK && made && soft) {
+        pw[np] = w;
+        pl[np] = eps;
+      }
       if (st == SRLM_OK && made) {
         int64_t a = j0 + p.chosen, b = j0 + p.rejected;
         pairs[np] = (srlm_pref_pair){s->prompt_ids + s->prompt_offsets[pr], s->response_ids + s->response_offsets[a],
@@ -549,10 +675,10 @@ srlm_status sr_learn(sr_ctx *c, int t, srlm_shard *sh, int64_t stale, srlm_sr_it
         np++;
         /* reported only: how often the judge's pair is right by the checker */
         if (!c->ro.prompts) {
-          srlm_task_puzzle pz;
-          sr_puzzle_of(&c->ro, s, pr, &pz);
-          pair_ok += srlm_task_check(&pz, texts[p.chosen], strlen(texts[p.chosen])) &&
-                     !srlm_task_check(&pz, texts[p.rejected], strlen(texts[p.rejected]));
+          char q[SRLM_TASK_TEXT_MAX + 1];
+          sr_task_prompt(&c->ro, s, pr, q);
+          pair_ok += c->ro.task->check(q, texts[p.chosen], strlen(texts[p.chosen])) &&
+                     !c->ro.task->check(q, texts[p.rejected], strlen(texts[p.rejected]));
         }
       }
       for (int q = 0; q < k; q++) {
@@ -565,9 +691,45 @@ srlm_status sr_learn(sr_ctx *c, int t, srlm_shard *sh, int64_t stale, srlm_sr_it
   free(texts);
   free(scores);
   free(lengths);
+  free(keys);
+  free(answers);
+  free(chars);
+  sr_implicit_free(&im);
+  const int64_t np_fresh = np;
+  if (st == SRLM_OK && cream && cfg->pairs.consistency_per_iteration && np > 0)
+    for (int64_t q = 0; q < np; q++) pl[q] = 1.0 - c_sum / (double)np; /* the iteration's mean C for every pair */
+  row->pair_weight_mean = NAN;
+  if (soft && np > 0) {
+    double ws = 0;
+    for (int64_t q = 0; q < np; q++) ws += pw[q];
+    row->pair_weight_mean = ws / (double)np;
+  }
+  row->votes_one_answer = vs.one_answer;
+  row->votes_tie = vs.tie;
+  row->votes_below_threshold = vs.below_threshold;
+  row->votes_no_answer = vs.no_answer;
+  row->pairs_disagree = disagree;
+  row->consistency_mean = cream && np > 0 ? c_sum / (double)np : NAN;
+  row->length_alpha = alpha;
+  row->pair_accuracy = np && !c->ro.prompts ? (double)pair_ok / (double)np : NAN;
+  /* DICE's experience replay: some of iteration t-1's pairs again, after this iteration's */
+  sr_pair_replay rp = {0};
+  if (st == SRLM_OK && !grpo && cfg->pairs.replay_fraction > 0)
+    st = sr_pair_replay_read(c, t, cfg->pairs.replay_fraction, cfg->train.label_smoothing, &rp);
+  if (st == SRLM_OK && rp.n > 0) {
+    pairs = srlm_xrealloc(pairs, (size_t)(np + rp.n) * sizeof *pairs);
+    pw = srlm_xrealloc(pw, (size_t)(np + rp.n) * sizeof *pw);
+    pl = srlm_xrealloc(pl, (size_t)(np + rp.n) * sizeof *pl);
+    memcpy(pairs + np, rp.pairs, (size_t)rp.n * sizeof *pairs);
+    memcpy(pw + np, rp.weight, (size_t)rp.n * sizeof *pw);
+    memcpy(pl + np, rp.label, (size_t)rp.n * sizeof *pl);
+    np += rp.n;
+  }
+  row->pairs_replayed = rp.n;
   replay_buf rb = {0};
   if (st == SRLM_OK && !grpo) st = build_replay(c, sh, &rb); /* the GRPO trainer has no replay term */
   row->samples = samples;
+  row->mean_response_tokens = samples ? (double)response_tokens / (double)samples : NAN;
   row->groups_all_equal = equal_groups;
   row->groups_dropped = dropped_groups;
   row->groups_refilled = refilled;
@@ -581,9 +743,8 @@ srlm_status sr_learn(sr_ctx *c, int t, srlm_shard *sh, int64_t stale, srlm_sr_it
   row->sar_mean = cfg->judge.source == SRLM_CFG_SOURCE_SAR && terms[2] > 0 ? terms[0] / terms[2] : NAN;
   row->verifier_right = cfg->judge.source == SRLM_CFG_SOURCE_SAR && terms[2] > 0 ? terms[1] / terms[2] : NAN;
   row->bleu_mean = cfg->judge.source == SRLM_CFG_SOURCE_BLEU && terms[2] > 0 ? terms[0] / terms[2] : NAN;
-  row->pairs = np;
+  row->pairs = np; /* replayed pairs included (pairs_replayed of them) */
   row->replay = rb.d.n;
-  row->pair_accuracy = np && !c->ro.prompts ? (double)pair_ok / (double)np : NAN;
   if (st == SRLM_OK && c->lead && grpo) {
     SRLM_INFO("iteration %d groups: %lld groups of %d samples (%lld prompts short of samples, %lld groups with all "
               "rewards equal, %lld of them dropped); mean score %.2f", t, (long long)n_groups, c->ro.K,
@@ -592,13 +753,24 @@ srlm_status sr_learn(sr_ctx *c, int t, srlm_shard *sh, int64_t stale, srlm_sr_it
       SRLM_INFO("iteration %d refill: %lld prompts generated (%d wanted), %lld groups from the extra prompts, %lld "
                 "informative groups left over, short by %lld", t, (long long)prompts, c->ro.n, (long long)refilled,
                 (long long)surplus, (long long)row->short_by);
-    st = write_rollouts(c, t, sh, rows3, 0, n_groups, &ps, 0, stale);
+    st = write_rollouts(c, t, sh, rows3, 0, n_groups, &ps, 0, stale, NULL, NULL, row);
   } else if (st == SRLM_OK && c->lead) {
-    SRLM_INFO("iteration %d pairs: %lld pairs from %lld prompts (%lld skipped with < 2 scores, %lld ties, %lld below "
-              "min_margin, %lld equal texts); %lld replayed judgments; mean score %.2f",
-              t, (long long)np, (long long)ps.prompts, (long long)ps.skipped_prompts, (long long)ps.dropped_tie,
-              (long long)ps.dropped_margin, (long long)ps.dropped_equal_text, (long long)rb.d.n, row->mean_score);
-    st = write_rollouts(c, t, sh, rows3, np, 0, &ps, rb.d.n, stale);
+    if (!votes) /* the votes have their own line below */
+      SRLM_INFO("iteration %d pairs: %lld pairs from %lld prompts (%lld skipped with < 2 scores, %lld ties, %lld below "
+                "min_margin, %lld equal texts); %lld replayed judgments; mean score %.2f",
+                t, (long long)np, (long long)ps.prompts, (long long)ps.skipped_prompts, (long long)ps.dropped_tie,
+                (long long)ps.dropped_margin, (long long)ps.dropped_equal_text, (long long)rb.d.n, row->mean_score);
+    if (votes)
+      SRLM_INFO("iteration %d votes: %lld pairs from %lld prompts (%lld with < 2 distinct answers, %lld ties, %lld below "
+                "pairs.vote_threshold); %lld samples without an answer; mean weight %.3f",
+                t, (long long)vs.pairs, (long long)vs.prompts, (long long)vs.one_answer, (long long)vs.tie,
+                (long long)vs.below_threshold, (long long)vs.no_answer, row->pair_weight_mean);
+    if (implicit || cream || scir || rp.n)
+      SRLM_INFO("iteration %d consistency: length alpha %.4g, mean C %.3f, %lld pairs the implicit reward disagrees "
+                "with, %lld pairs replayed from iteration %d, mean weight %.3f",
+                t, row->length_alpha, row->consistency_mean, (long long)disagree, (long long)rp.n, t - 1,
+                row->pair_weight_mean);
+    st = write_rollouts(c, t, sh, rows3, np_fresh, 0, &ps, rb.d.n, stale, pw, soft ? pl : NULL, row);
   }
   double *ref = srlm_xmalloc((size_t)(2 * np + 1) * sizeof *ref);
   learn_log ll = {.metrics = c->lead ? c->metrics : NULL, .ctx = c, .iteration = t, .log_every = cfg->train.log_every,
@@ -631,7 +803,9 @@ srlm_status sr_learn(sr_ctx *c, int t, srlm_shard *sh, int64_t stale, srlm_sr_it
         .seed = (uint64_t)cfg->run.seed + (uint64_t)t,
         .replay = rb.d.n ? &rb.d : NULL,
         .replay_batch = cfg->train.replay_batch,
-        .replay_weight = cfg->train.replay_weight};
+        .replay_weight = cfg->train.replay_weight,
+        .pair_weight = pw,
+        .pair_label = cfg->train.loss == SRLM_CFG_LOSS_DPO ? pl : NULL};
     srlm_optim_config_from_config(cfg, &o.optim);
     srlm_lr_schedule_from_config(cfg, 1, &o.schedule);
     o.on_step = on_pref_step;
@@ -664,6 +838,9 @@ srlm_status sr_learn(sr_ctx *c, int t, srlm_shard *sh, int64_t stale, srlm_sr_it
                 row->anchor_distance);
   }
   free(ref);
+  free(pw);
+  free(pl);
+  sr_pair_replay_free(&rp);
   replay_free(&rb);
   free(gseq);
   free(grew);

@@ -14,7 +14,6 @@
 #include "srlm/selfreward.h"
 #include "srlm/tasks.h"
 
-#define SR_MAX_BATCH 64
 
 void sr_shard_range(const sr_rollout *r, int64_t s, int64_t *lo, int64_t *hi) {
   int64_t per = r->cfg->roles.shard_prompts;
@@ -43,8 +42,24 @@ static uint64_t sample_key(const sr_rollout *r, int t, int64_t i, int k) {
   return ((uint64_t)SRLM_SR_RNG_GENERATE << 48) | ((uint64_t)t << 32) | (uint64_t)(i * r->K + k);
 }
 
-void sr_puzzle_of(const sr_rollout *r, const srlm_shard *s, int64_t prompt_row, srlm_task_puzzle *p) {
-  srlm_task_puzzle_make((uint64_t)r->cfg->run.seed, r->split, (uint64_t)s->prompt_index[prompt_row], p);
+size_t sr_task_prompt(const sr_rollout *r, const srlm_shard *s, int64_t prompt_row, char out[SRLM_TASK_TEXT_MAX + 1]) {
+  return r->task->prompt((uint64_t)r->cfg->run.seed, r->split, (uint64_t)s->prompt_index[prompt_row], out);
+}
+
+srlm_generate_params sr_sample_params(const sr_rollout *r) {
+  const srlm_config *cfg = r->cfg;
+  srlm_generate_params gp = srlm_generate_params_default();
+  gp.sampler.temperature = (float)cfg->generate.temperature;
+  gp.sampler.top_p = (float)cfg->generate.top_p;
+  gp.sampler.top_k = cfg->generate.top_k;
+  gp.sampler.min_p = (float)cfg->generate.min_p;
+  gp.sampler.seed = (uint64_t)cfg->run.seed;
+  gp.max_new_tokens = cfg->generate.max_new_tokens;
+  gp.max_batch = SR_MAX_BATCH;
+  gp.eos_ids = r->stops;
+  gp.n_eos = r->n_stops;
+  gp.tok = r->tok;
+  return gp;
 }
 
 srlm_status sr_generate_shard(const sr_rollout *r, int t, int64_t s, int64_t version, srlm_shard *out,
@@ -65,11 +80,9 @@ srlm_status sr_generate_shard(const sr_rollout *r, int t, int64_t s, int64_t ver
       int64_t g = prompt_index(r, t, i);
       for (int64_t q = ps->offsets[g]; q < ps->offsets[g + 1]; q++) srlm_token_ids_push(&ids, ps->ids[q]);
     } else {
-      srlm_task_puzzle p;
-      srlm_task_puzzle_make((uint64_t)cfg->run.seed, SRLM_TASK_SPLIT_TRAIN, (uint64_t)prompt_index(r, t, i), &p);
-      char text[SRLM_TASK_PROMPT_LEN + 1];
-      srlm_task_prompt(&p, text);
-      st = srlm_tokenizer_encode(r->tok, text, strlen(text), &ids);
+      char text[SRLM_TASK_TEXT_MAX + 1];
+      const size_t len = r->task->prompt((uint64_t)cfg->run.seed, SRLM_TASK_SPLIT_TRAIN, (uint64_t)prompt_index(r, t, i), text);
+      st = srlm_tokenizer_encode(r->tok, text, len, &ids);
     }
     off[i - lo + 1] = (int64_t)ids.n;
   }
@@ -79,32 +92,24 @@ srlm_status sr_generate_shard(const sr_rollout *r, int t, int64_t s, int64_t ver
       req[(i - lo) * K + k] = (srlm_gen_request){ids.ids + off[i - lo], off[i - lo + 1] - off[i - lo],
                                                  sample_key(r, t, i, k)};
   srlm_gen_result *res = srlm_xcalloc((size_t)N + 1, sizeof *res);
-  srlm_generate_params gp = srlm_generate_params_default();
-  gp.sampler.temperature = (float)cfg->generate.temperature;
-  gp.sampler.top_p = (float)cfg->generate.top_p;
-  gp.sampler.top_k = cfg->generate.top_k;
-  gp.sampler.min_p = (float)cfg->generate.min_p;
-  gp.sampler.seed = (uint64_t)cfg->run.seed;
-  gp.max_new_tokens = cfg->generate.max_new_tokens;
-  gp.max_batch = SR_MAX_BATCH;
-  gp.eos_ids = r->stops;
-  gp.n_eos = r->n_stops;
-  gp.tok = r->tok;
+  srlm_generate_params gp = sr_sample_params(r);
   /* ARGS decoding (generate.args_reward): the implicit reward's reference, or the policy's
-     own judge of each request's puzzle */
+     own judge of each request's task prompt */
   srlm_args_params ap = {.weight = cfg->generate.args_weight, .top_k = cfg->generate.args_top_k};
-  srlm_task_puzzle *puzzles = NULL;
-  srlm_args_judge aj = {.judge = r->m, .tok = r->tok, .n_requests = (int)N};
+  char(*ptext)[SRLM_TASK_TEXT_MAX + 1] = NULL;
+  const char **preq = NULL;
+  srlm_args_judge aj = {.judge = r->m, .tok = r->tok, .task = r->task, .n_requests = (int)N};
   if (cfg->generate.args_reward == SRLM_CFG_ARGS_IMPLICIT) {
     ap.ref = r->args_ref;
     gp.args = &ap;
   } else if (cfg->generate.args_reward == SRLM_CFG_ARGS_JUDGE) {
-    puzzles = srlm_xmalloc((size_t)(N + 1) * sizeof *puzzles);
-    for (int64_t i = lo; i < hi; i++)
-      for (int k = 0; k < K; k++)
-        srlm_task_puzzle_make((uint64_t)cfg->run.seed, SRLM_TASK_SPLIT_TRAIN, (uint64_t)prompt_index(r, t, i),
-                              &puzzles[(i - lo) * K + k]); /* the puzzle of the prompt made above */
-    aj.puzzles = puzzles;
+    ptext = srlm_xmalloc((size_t)(np + 1) * sizeof *ptext);
+    preq = srlm_xmalloc((size_t)(N + 1) * sizeof *preq);
+    for (int64_t i = lo; i < hi; i++) { /* the prompt made above */
+      r->task->prompt((uint64_t)cfg->run.seed, SRLM_TASK_SPLIT_TRAIN, (uint64_t)prompt_index(r, t, i), ptext[i - lo]);
+      for (int k = 0; k < K; k++) preq[(i - lo) * K + k] = ptext[i - lo];
+    }
+    aj.prompts = preq;
     ap.reward = srlm_args_judge_reward;
     ap.user = &aj;
     gp.args = &ap;
@@ -125,7 +130,8 @@ srlm_status sr_generate_shard(const sr_rollout *r, int t, int64_t s, int64_t ver
     }
   }
   for (int64_t j = 0; j < N; j++) srlm_gen_result_free(&res[j]);
-  free(puzzles);
+  free(ptext);
+  free(preq);
   free(res);
   free(req);
   free(off);
@@ -139,6 +145,20 @@ srlm_status sr_response_text(const sr_rollout *r, const srlm_shard *s, int64_t r
   int64_t a = s->response_offsets[row], b = s->response_offsets[row + 1];
   if (b > a && (s->flags[row] & SRLM_SHARD_F_EOS)) b--; /* the stop token */
   return srlm_tokenizer_decode(r->tok, s->response_ids + a, (size_t)(b - a), text, len);
+}
+
+int sr_answer_key(const sr_rollout *r, const srlm_shard *s, int64_t row, const char *text, size_t len,
+                  char key[SR_ANSWER_KEY_MAX]) {
+  if (!(s->flags[row] & SRLM_SHARD_F_EOS)) return 0; /* cut off: no final answer */
+  const int64_t pr = s->response_prompt[row];
+  if (!r->prompts) { /* the built-in task's rule */
+    char q[SRLM_TASK_TEXT_MAX + 1];
+    sr_task_prompt(r, s, pr, q);
+    return r->task->answer_key(q, text, len, key);
+  }
+  if (r->cfg->data.checker != SRLM_CFG_CHECKER_COUNTDOWN) return 0;
+  /* Countdown prompt files: the built-in Countdown's rule on the prompt's text */
+  return srlm_cd_task_ops.answer_key(r->prompts->instruction[s->prompt_index[pr]], text, len, key);
 }
 
 srlm_status sr_prompt_check(const srlm_config *cfg, const char *instruction, const char *answer, size_t len, int *ok) {
@@ -297,47 +317,49 @@ static srlm_status judge_text(const sr_rollout *r, srlm_shard *s, sr_judge_count
   return st;
 }
 
-static int task_judgment_ok(const char *text, size_t len) {
-  int score;
-  return srlm_task_judgment_parse(text, len, &score);
-}
-
 void sr_judge_health(const sr_rollout *r, const srlm_shard *s, srlm_shard_judge_health *h) {
   if (!sr_source_has_model(r->cfg->judge.source)) return;
-  srlm_shard_judge_health_add(s, r->prompts ? NULL : task_judgment_ok, h);
+  srlm_shard_judge_health_add(s, r->prompts ? NULL : r->task->judgment_ok, h);
 }
 
 srlm_status sr_judge_shard(const sr_rollout *r, srlm_shard *s, sr_judge_counts *jc) {
+  if (r->cfg->judge.source == SRLM_CFG_SOURCE_NONE) { /* no judge: the pairs come from votes or the implicit reward */
+    jc->responses += s->n_responses;
+    jc->unscored += s->n_responses;
+    return srlm_shard_set_judgments_per_response(s, 0);
+  }
   if (r->prompts) return judge_text(r, s, jc);
   const srlm_config *cfg = r->cfg;
   const int64_t R = s->n_responses;
   const srlm_cfg_judge_source src = cfg->judge.source;
-  srlm_task_puzzle *pp = srlm_xmalloc((size_t)(R + 1) * sizeof *pp);
+  const srlm_task_ops *task = r->task;
+  char(*pt)[SRLM_TASK_TEXT_MAX + 1] = srlm_xmalloc((size_t)(s->n_prompts + 1) * sizeof *pt); /* prompt texts */
+  for (int64_t q = 0; q < s->n_prompts; q++) sr_task_prompt(r, s, q, pt[q]);
+  const char **prompt = srlm_xcalloc((size_t)R + 1, sizeof *prompt);
   char **cand = srlm_xcalloc((size_t)R + 1, sizeof *cand);
   srlm_status st = SRLM_OK;
   for (int64_t j = 0; j < R && st == SRLM_OK; j++) {
     size_t len;
-    sr_puzzle_of(r, s, s->response_prompt[j], &pp[j]);
+    prompt[j] = pt[s->response_prompt[j]];
     st = sr_response_text(r, s, j, &cand[j], &len);
   }
-  srlm_task_judge_result *jr = srlm_xcalloc((size_t)R + 1, sizeof *jr);
+  srlm_task_verdict *jr = srlm_xcalloc((size_t)R + 1, sizeof *jr);
   const int has_model = sr_source_has_model(src);
   if (st == SRLM_OK && has_model && R > 0)
-    st = srlm_task_judge(r->m, r->tok, SR_MAX_BATCH, SRLM_TASK_RATIONALE_GREEDY, (int)R, pp, (const char *const *)cand,
-                         jr);
+    st = task->judge(r->m, r->tok, SR_MAX_BATCH, (int)R, prompt, (const char *const *)cand, jr);
   double *rsa = srlm_xcalloc((size_t)R + 1, sizeof *rsa), *nll = srlm_xcalloc((size_t)(2 * R + 1), sizeof *nll);
   if (st == SRLM_OK && src == SRLM_CFG_SOURCE_SAR) st = sar_terms(r, s, rsa, nll);
   if (st == SRLM_OK) st = srlm_shard_set_judgments_per_response(s, src == SRLM_CFG_SOURCE_SAR ? 2 : 1);
   for (int64_t j = 0; j < R && st == SRLM_OK; j++) {
     double model = NAN, verifier = NAN, score;
-    char text[SRLM_TASK_JUDGMENT_LEN + 32];
+    const char *text = "";
     if (src == SRLM_CFG_SOURCE_SAR || src == SRLM_CFG_SOURCE_BLEU) {
-      int ok = (s->flags[j] & SRLM_SHARD_F_EOS) && srlm_task_check(&pp[j], cand[j], strlen(cand[j]));
+      int ok = (s->flags[j] & SRLM_SHARD_F_EOS) && task->check(prompt[j], cand[j], strlen(cand[j]));
       double bleu = 0;
       if (src == SRLM_CFG_SOURCE_BLEU) {
-        char refs[8][SRLM_TASK_ANSWER_LEN + 1];
-        const char *rp[8];
-        int nr = srlm_task_solutions(&pp[j], refs);
+        char refs[SRLM_TASK_MAX_REFS][SRLM_TASK_TEXT_MAX + 1];
+        const char *rp[SRLM_TASK_MAX_REFS];
+        int nr = task->references((uint64_t)cfg->run.seed, r->split, (uint64_t)s->prompt_index[s->response_prompt[j]], refs);
         for (int q = 0; q < nr; q++) rp[q] = refs[q];
         bleu = nr ? srlm_bleu(cand[j], strlen(cand[j]), rp, NULL, nr, (srlm_bleu_tokens)cfg->judge.bleu_tokenize) : 0;
       }
@@ -353,16 +375,13 @@ srlm_status sr_judge_shard(const sr_rollout *r, srlm_shard *s, sr_judge_counts *
                                                          : NAN;
       /* the greedy judgment's text: rationale + score digit (nothing after an
          unparsable one), which the learner replays */
-      if (jr[j].greedy_score > 0)
-        snprintf(text, sizeof text, "%s%d", jr[j].rationale, jr[j].greedy_score);
-      else
-        snprintf(text, sizeof text, "%s", jr[j].rationale);
+      text = jr[j].judgment;
       jc->format_failures += jr[j].greedy_score == 0;
     }
     if (src != SRLM_CFG_SOURCE_MODEL) {
-      int ok = (s->flags[j] & SRLM_SHARD_F_EOS) && srlm_task_check(&pp[j], cand[j], strlen(cand[j]));
+      int ok = (s->flags[j] & SRLM_SHARD_F_EOS) && task->check(prompt[j], cand[j], strlen(cand[j]));
       verifier = ok ? cfg->judge.score_max : cfg->judge.score_min;
-      if (src == SRLM_CFG_SOURCE_VERIFIER) snprintf(text, sizeof text, "checker: %s", ok ? "right" : "wrong");
+      if (src == SRLM_CFG_SOURCE_VERIFIER) text = ok ? "checker: right" : "checker: wrong";
     }
     if (src == SRLM_CFG_SOURCE_MODEL)
       score = model;
@@ -387,7 +406,8 @@ srlm_status sr_judge_shard(const sr_rollout *r, srlm_shard *s, sr_judge_counts *
   free(nll);
   for (int64_t j = 0; j < R; j++) free(cand[j]);
   free(cand);
+  free(prompt);
   free(jr);
-  free(pp);
+  free(pt);
   return st;
 }

@@ -24,6 +24,7 @@
 #define SRLM_ROLES_ROLLOUT_H
 
 #include "srlm/config.h"
+#include "srlm/generate.h"
 #include "srlm/llm_judge.h"
 #include "srlm/prompts.h"
 #include "srlm/model.h"
@@ -36,6 +37,7 @@ typedef struct sr_rollout {
   srlm_model *m;
   srlm_tokenizer *tok;
   const srlm_prompt_set *prompts; /* data.prompts; NULL with a built-in task */
+  const srlm_task_ops *task;      /* the built-in task (task.name); NULL with a prompt set */
   srlm_llm_judge *llm;            /* the text judge of a prompt set */
   int32_t eos;                    /* the task's end token */
   int32_t bos;                    /* judge.source sar: the start token of the answer-alone pass (rewards.h) */
@@ -65,6 +67,13 @@ static inline int sr_source_has_model(srlm_cfg_judge_source src) {
   return src == SRLM_CFG_SOURCE_MODEL || src == SRLM_CFG_SOURCE_MIX;
 }
 
+/* Sequences decoded together by the roles' generation, judging and evaluation. */
+#define SR_MAX_BATCH 64
+
+/* The generators' sampling from the config (generate.*, run.seed), batches of SR_MAX_BATCH,
+ * stopping at r's stops: what sr_generate_shard and the eval's best-of-N samples use. */
+srlm_generate_params sr_sample_params(const sr_rollout *r);
+
 /* Generates shard s of iteration t with the weights of policy version `version` into a
  * new shard (free with srlm_shard_free). *new_tokens (may be NULL) counts tokens. */
 srlm_status sr_generate_shard(const sr_rollout *r, int t, int64_t s, int64_t version, srlm_shard *out,
@@ -92,7 +101,17 @@ void sr_judge_health(const sr_rollout *r, const srlm_shard *s, srlm_shard_judge_
  * when the prompt is not one the checker reads; SRLM_ERR_CONFIG without a checker. */
 srlm_status sr_prompt_check(const srlm_config *cfg, const char *instruction, const char *answer, size_t len, int *ok);
 
-/* The task puzzle of a shard's prompt row. */
-void sr_puzzle_of(const sr_rollout *r, const srlm_shard *s, int64_t prompt_row, srlm_task_puzzle *p);
+/* ScPO's final answer of response `row` (text/len: sr_response_text's) in its task's
+ * canonical form, written to key (NUL-terminated); returns 0 when it has none (no vote).
+ * Only samples that stopped at EOS answer. A built-in task: its answer_key (tasks.h: the
+ * sign puzzle's answer text in the answer's form, Countdown's exact value); a prompt set
+ * with data.checker countdown: Countdown's answer_key on the prompt's text; other prompt
+ * sets: none. */
+#define SR_ANSWER_KEY_MAX SRLM_TASK_ANSWER_KEY_MAX
+int sr_answer_key(const sr_rollout *r, const srlm_shard *s, int64_t row, const char *text, size_t len,
+                  char key[SR_ANSWER_KEY_MAX]);
+
+/* The built-in task's prompt text of a shard's prompt row; returns its length. */
+size_t sr_task_prompt(const sr_rollout *r, const srlm_shard *s, int64_t prompt_row, char out[SRLM_TASK_TEXT_MAX + 1]);
 
 #endif

@@ -372,6 +372,7 @@ static srlm_status finish_iteration(sr_ctx *c, int t, srlm_timer *iter_tm) {
   json_object_set_new(o, "event", json_string("iteration"));
   json_object_set_new(o, "iteration", json_integer(t));
   json_object_set_new(o, "samples", json_integer(row->samples));
+  json_object_set_new(o, "mean_response_tokens", sr_num(row->mean_response_tokens));
   json_object_set_new(o, "mean_score", sr_num(row->mean_score));
   json_object_set_new(o, "pairs", json_integer(row->pairs));
   json_object_set_new(o, "pair_accuracy_by_checker", sr_num(row->pair_accuracy));
@@ -386,6 +387,7 @@ static srlm_status finish_iteration(sr_ctx *c, int t, srlm_timer *iter_tm) {
     json_object_set_new(o, "groups_all_equal", json_integer(row->groups_all_equal));
     json_object_set_new(o, "groups_dropped", json_integer(row->groups_dropped));
   }
+  sr_consist_report(cfg, row, o);
   if (c->ro.refill_cap > 0) { /* DAPO's refill */
     json_object_set_new(o, "groups_refilled", json_integer(row->groups_refilled));
     json_object_set_new(o, "groups_surplus", json_integer(row->groups_surplus));
@@ -440,6 +442,8 @@ static void rows_from_metrics(const char *path, srlm_sr_iteration *rows, int las
         if (t == 0) r->seconds = json_number_value(json_object_get(o, "seconds"));
       } else if (!strcmp(ev, "iteration")) {
         r->samples = json_integer_value(json_object_get(o, "samples"));
+        json_t *rt = json_object_get(o, "mean_response_tokens");
+        r->mean_response_tokens = json_is_number(rt) ? json_number_value(rt) : NAN;
         r->mean_score = json_number_value(json_object_get(o, "mean_score"));
         r->pairs = json_integer_value(json_object_get(o, "pairs"));
         json_t *pa = json_object_get(o, "pair_accuracy_by_checker");
@@ -670,7 +674,7 @@ static srlm_status run_from(sr_ctx *c, int start, bool colocated, bool learner) 
     }
     if (st == SRLM_OK && learner) srlm_comm_phase(comm, "learning of iteration %d", t);
     if (st == SRLM_OK && learner) st = sr_learn(c, t, sh, stale, &rows[t]);
-    for (int64_t i = 0; sh && i < c->ro.shards; i++) srlm_shard_free(&sh[i]);
+    for (int64_t i = 0; sh && i < c->ro.shards_max; i++) srlm_shard_free(&sh[i]);
     free(sh);
     SRLM_TRY(st);
     if (!colocated && learner) { /* the generators' and judges' last vote of this iteration */
@@ -698,7 +702,12 @@ srlm_status srlm_selfreward_run(const srlm_sr_inputs *in, srlm_sr_iteration *row
   srlm_comm *comm = in->comm;
   srlm_model *m = in->m;
   srlm_tokenizer *tok = in->tok;
-  const bool task = cfg->task.name != SRLM_CFG_TASK_NONE;
+  const srlm_task_ops *task_ops = NULL;
+  if (cfg->task.name != SRLM_CFG_TASK_NONE) {
+    task_ops = srlm_task_find(srlm_config_enum_name("task.name", (int)cfg->task.name));
+    if (!task_ops) return srlm_error(SRLM_ERR_INTERNAL, "task.name", "no built-in task behind this name");
+  }
+  const bool task = task_ops != NULL;
   if (!task && (!in->prompts || !in->llm))
     return srlm_error(SRLM_ERR_CONFIG, "data.prompts", "task.name is none: the iterations need a prompt set (data.prompts)");
   if (!task && cfg->judge.mode == SRLM_CFG_JUDGE_EXPECTED)
@@ -706,6 +715,7 @@ srlm_status srlm_selfreward_run(const srlm_sr_inputs *in, srlm_sr_iteration *row
                       "tokens); a prompt set's judgments are parsed with judge.score_regex (judge.mode: regex)");
   const char *src_name = srlm_config_enum_name("judge.source", (int)cfg->judge.source);
   if (!task && cfg->judge.source != SRLM_CFG_SOURCE_MODEL && cfg->judge.source != SRLM_CFG_SOURCE_BLEU &&
+      cfg->judge.source != SRLM_CFG_SOURCE_NONE &&
       cfg->data.checker == SRLM_CFG_CHECKER_NONE)
     return srlm_error(SRLM_ERR_CONFIG, "judge.source", "%s needs a checker: a built-in task (task.name) or a prompt "
                       "set's data.checker", src_name);
@@ -723,7 +733,7 @@ srlm_status srlm_selfreward_run(const srlm_sr_inputs *in, srlm_sr_iteration *row
                       "\"reference\" (srlm task prompts --reference writes them)", cfg->data.eval_prompts);
   sr_ctx c = {.cfg = cfg, .comm = comm, .run_dir = in->run_dir, .tok_dir = in->tok_dir, .rows = rows,
               .lead = srlm_comm_rank(comm) == 0, .eval = task ? NULL : in->eval_prompts};
-  c.ro = (sr_rollout){.cfg = cfg, .m = m, .tok = tok, .prompts = task ? NULL : in->prompts, .llm = in->llm,
+  c.ro = (sr_rollout){.cfg = cfg, .m = m, .tok = tok, .prompts = task ? NULL : in->prompts, .task = task_ops, .llm = in->llm,
                       .K = cfg->generate.samples_per_prompt};
   const int64_t bos = srlm_model_get_config(m)->bos_token_id;
   if (task) {
@@ -750,10 +760,12 @@ srlm_status srlm_selfreward_run(const srlm_sr_inputs *in, srlm_sr_iteration *row
   const bool colocated = srlm_comm_colocated(comm);
   const bool learner = srlm_comm_has_role(comm, SRLM_ROLE_LEARNER);
   memset(rows, 0, (size_t)(cfg->run.iterations + 1) * sizeof *rows);
-  for (int t = 0; t <= cfg->run.iterations; t++) /* NaN: not evaluated (eval.every) or no checker */
+  for (int t = 0; t <= cfg->run.iterations; t++) { /* NaN: not evaluated (eval.every) or no checker */
     rows[t].accuracy = rows[t].sample_accuracy = rows[t].judge_agreement = rows[t].eval_score =
         rows[t].pair_accuracy = rows[t].mean_score = rows[t].sar_mean = rows[t].bleu_mean = rows[t].verifier_right =
             rows[t].anchor_distance = NAN;
+    rows[t].pair_weight_mean = rows[t].consistency_mean = rows[t].length_alpha = rows[t].mean_response_tokens = NAN;
+  }
   c.yaml = srlm_config_to_yaml(cfg, 0);
   c.learn_steps = srlm_xcalloc((size_t)cfg->run.iterations + 1, sizeof *c.learn_steps);
   srlm_checkpoint ck = {0};

@@ -59,6 +59,10 @@ static inline json_t *sr_num(double x) { return isfinite(x) ? json_real(x) : jso
  * lead), training of c->ro.m; fills row's data and loss columns. */
 srlm_status sr_learn(sr_ctx *c, int t, srlm_shard *sh, int64_t stale, srlm_sr_iteration *row);
 
+/* The iteration line's keys of issue 11's pair sources and consistency rules (row's
+ * votes_*, pairs_disagree, pairs_replayed, pair_weight_mean, consistency_mean,
+ * length_alpha), added to o when the config uses them (learn.c). */
+void sr_consist_report(const srlm_config *cfg, const srlm_sr_iteration *row, json_t *o);
 /* Informative GRPO groups of shards sh[0 .. n_shards) (all K samples there, rewards not all
  * equal): what DAPO's refill counts (rollout.h). */
 int64_t sr_informative_groups(const sr_ctx *c, const srlm_shard *sh, int64_t n_shards);

@@ -1,4 +1,4 @@
-/* The judge reward of ARGS decoding on the sign puzzle (conventions in include/srlm/args.h). */
+/* The judge reward of ARGS decoding on a built-in task (conventions in include/srlm/args.h). */
 #include "srlm/args.h"
 
 #include <stdlib.h>
@@ -12,8 +12,8 @@ srlm_status srlm_args_judge_reward(void *user, int req, const int32_t *ids, int6
   int32_t *buf = srlm_xmalloc((size_t)(n + 1) * sizeof *buf);
   if (n) memcpy(buf, ids, (size_t)n * sizeof *buf);
   char **texts = srlm_xcalloc((size_t)k, sizeof *texts);
-  srlm_task_puzzle *p = srlm_xmalloc((size_t)k * sizeof *p);
-  srlm_task_judge_result *res = srlm_xcalloc((size_t)k, sizeof *res);
+  const char **prm = srlm_xmalloc((size_t)k * sizeof *prm);
+  srlm_task_verdict *res = srlm_xcalloc((size_t)k, sizeof *res);
   int32_t eos = -1;
   srlm_status st = srlm_tokenizer_token_id(a->tok, SRLM_TASK_EOS_TEXT, strlen(SRLM_TASK_EOS_TEXT), &eos);
   for (int j = 0; j < k && st == SRLM_OK; j++) {
@@ -21,15 +21,15 @@ srlm_status srlm_args_judge_reward(void *user, int req, const int32_t *ids, int6
     const int64_t m = cand[j] == eos ? n : n + 1; /* EOS ends the answer: no text */
     size_t len = 0;
     st = srlm_tokenizer_decode(a->tok, buf, (size_t)m, &texts[j], &len);
-    p[j] = a->puzzles[req];
+    prm[j] = a->prompts[req];
   }
   if (st == SRLM_OK)
-    st = srlm_task_judge(a->judge, a->tok, k, SRLM_TASK_RATIONALE_GREEDY, k, p, (const char *const *)texts, res);
+    st = a->task->judge(a->judge, a->tok, k, k, prm, (const char *const *)texts, res);
   for (int j = 0; j < k && st == SRLM_OK; j++) reward[j] = res[j].expected;
   if (st == SRLM_OK) a->judged += k;
   for (int j = 0; j < k; j++) free(texts[j]);
   free(texts);
-  free(p);
+  free(prm);
   free(res);
   free(buf);
   return st;

@@ -1,11 +1,13 @@
 /* Countdown evaluation with a model (include/srlm/countdown.h): held-out greedy accuracy
  * by the checker, and the agreement of the model's greedy judgments of its own answers
- * with the checker. */
+ * with the checker; and the task judge of the built-in task (srlm_cd_judge: greedy
+ * rationale, then the score position, task_internal.h). */
 #include <stdlib.h>
 #include <string.h>
 
 #include "srlm/countdown.h"
 #include "srlm/generate.h"
+#include "task_internal.h"
 
 #define CD_DEFAULT_BATCH 64
 
@@ -91,5 +93,79 @@ srlm_status srlm_cd_evaluate(srlm_model *m, srlm_tokenizer *tok, int max_batch, 
   free(ans);
   free(jud);
   free(truth);
+  return st;
+}
+
+srlm_status srlm_cd_judge(srlm_model *m, srlm_tokenizer *tok, int max_batch, int n, const srlm_cd_puzzle *p,
+                          const char *const *cand, srlm_task_verdict *out) {
+  const char *where = "countdown judge";
+  if (n <= 0) return srlm_error(SRLM_ERR_RANGE, where, "no candidates");
+  int32_t eos, score_ids[5];
+  srlm_status st = srlm_tokenizer_token_id(tok, SRLM_TASK_EOS_TEXT, sizeof SRLM_TASK_EOS_TEXT - 1, &eos);
+  if (st != SRLM_OK) return srlm_error_context(st, "countdown: the tokenizer has no %s token", SRLM_TASK_EOS_TEXT);
+  SRLM_TRY(task_score_ids(tok, m, where, score_ids));
+  if (max_batch <= 0) max_batch = CD_DEFAULT_BATCH;
+  srlm_token_ids ids = {0}, rat = {0};
+  int64_t *off = srlm_xmalloc(((size_t)n + 1) * sizeof *off), *rat_off = srlm_xcalloc((size_t)n + 1, sizeof *rat_off);
+  off[0] = 0;
+  for (int i = 0; i < n && st == SRLM_OK; i++) {
+    char jp[SRLM_CD_JUDGE_PROMPT_MAX + 1];
+    const size_t jl = srlm_cd_judge_prompt(&p[i], cand[i] ? cand[i] : "", cand[i] ? strlen(cand[i]) : 0, jp);
+    st = srlm_tokenizer_encode(tok, jp, jl, &ids);
+    off[i + 1] = (int64_t)ids.n;
+  }
+  /* the rationale: greedy up to its ';' (kept: the score follows it) or EOS (dropped) */
+  srlm_gen_result *g = srlm_xcalloc((size_t)n, sizeof *g);
+  srlm_gen_request *req = srlm_xcalloc((size_t)n, sizeof *req);
+  for (int i = 0; i < n; i++) req[i] = (srlm_gen_request){ids.ids + off[i], off[i + 1] - off[i], (uint64_t)i};
+  const char *const semicolon[] = {";"};
+  srlm_generate_params gp = srlm_generate_params_default();
+  gp.sampler.temperature = 0;
+  gp.max_new_tokens = SRLM_CD_RATIONALE_MAX + 1;
+  gp.max_batch = max_batch;
+  gp.eos_ids = &eos;
+  gp.n_eos = 1;
+  gp.stop = semicolon;
+  gp.n_stop = 1;
+  gp.tok = tok;
+  if (st == SRLM_OK) st = srlm_generate(m, &gp, n, req, g, NULL);
+  for (int i = 0; i < n && st == SRLM_OK; i++) {
+    const int64_t k = g[i].stop == SRLM_STOP_EOS ? g[i].n - 1 : g[i].n;
+    for (int64_t t = 0; t < k; t++) srlm_token_ids_push(&rat, g[i].ids[t]);
+    rat_off[i + 1] = (int64_t)rat.n;
+  }
+  double *expected = srlm_xmalloc((size_t)n * sizeof *expected);
+  int64_t *argmax = srlm_xmalloc((size_t)n * sizeof *argmax);
+  if (st == SRLM_OK) st = task_score_position(m, max_batch, n, &ids, off, &rat, rat_off, score_ids, expected, argmax);
+  for (int i = 0; i < n && st == SRLM_OK; i++) {
+    srlm_task_verdict *v = &out[i];
+    v->expected = expected[i];
+    v->greedy_score = 0;
+    /* the stop string ends the text right after the first ';', so a rationale holds a ';'
+       only as its last byte, and one without it cannot parse */
+    size_t rl = g[i].text ? g[i].text_len : 0;
+    if (rl > SRLM_CD_RATIONALE_MAX + 1) rl = SRLM_CD_RATIONALE_MAX + 1;
+    if (rl) memcpy(v->judgment, g[i].text, rl);
+    v->judgment[rl] = '\0';
+    for (int k = 0; k < 5; k++)
+      if (g[i].stop == SRLM_STOP_STRING && argmax[i] == score_ids[k]) {
+        v->judgment[rl] = (char)('1' + k);
+        v->judgment[rl + 1] = '\0';
+        int s;
+        if (srlm_cd_judgment_parse(v->judgment, rl + 1, &s))
+          v->greedy_score = s;
+        else
+          v->judgment[rl] = '\0';
+      }
+  }
+  for (int i = 0; i < n; i++) srlm_gen_result_free(&g[i]);
+  free(g);
+  free(req);
+  free(expected);
+  free(argmax);
+  free(off);
+  free(rat_off);
+  srlm_token_ids_free(&ids);
+  srlm_token_ids_free(&rat);
   return st;
 }

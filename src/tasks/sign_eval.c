@@ -2,16 +2,15 @@
  * checker, judging (greedy rationale, then the score distribution at the score position)
  * and judge agreement with the checker.
  *
- * The score distribution is read with srlm_model_logits over the packed sequences
- * judge prompt + rationale (one forward per chunk of max_batch sequences) rather than
- * from the decoder's KV cache, which srlm_generate keeps to itself: the extra forward is
- * over at most 21 tokens a sequence. */
+ * The score distribution is read with a packed forward over judge prompt + rationale
+ * (task_internal.h): the extra forward is over at most 21 tokens a sequence. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "srlm/generate.h"
 #include "srlm/tasks.h"
+#include "task_internal.h"
 
 #define SRLM_TASK_DEFAULT_BATCH 64
 /* Answer tokens allowed past the answer's 7 before an answer counts as running on. */
@@ -91,27 +90,15 @@ srlm_status srlm_task_eval_accuracy(srlm_model *m, srlm_tokenizer *tok, int max_
   return st;
 }
 
-/* Fills res[i] from the logits row z (V) after sequence i's rationale (text rat, rat_len bytes). */
-static void score_row(const float *z, int64_t V, const int32_t score_ids[5], const char *rat, size_t rat_len,
-                      srlm_task_judge_result *r) {
-  float zmax = z[score_ids[0]];
-  for (int k = 1; k < 5; k++)
-    if (z[score_ids[k]] > zmax) zmax = z[score_ids[k]];
-  double num = 0, den = 0;
-  for (int k = 0; k < 5; k++) {
-    const double e = exp((double)z[score_ids[k]] - (double)zmax);
-    num += (k + 1) * e;
-    den += e;
-  }
-  r->expected = num / den;
-  /* the greedy judgment's next token: the argmax, lowest id on ties (sampler.h) */
-  int64_t best = 0;
-  for (int64_t v = 1; v < V; v++)
-    if (z[v] > z[best]) best = v;
+/* Fills r from the score position after a rationale (text rat, rat_len bytes): the greedy
+ * judgment parses when the rationale has its 9 bytes and the argmax is a score token. */
+static void fill_result(double expected, int64_t argmax, const int32_t score_ids[5], const char *rat, size_t rat_len,
+                        srlm_task_judge_result *r) {
+  r->expected = expected;
   r->greedy_score = 0;
   if (rat_len == SRLM_TASK_RATIONALE_LEN) {
     for (int k = 0; k < 5; k++)
-      if (best == score_ids[k]) {
+      if (argmax == score_ids[k]) {
         char text[SRLM_TASK_JUDGMENT_LEN];
         memcpy(text, rat, SRLM_TASK_RATIONALE_LEN);
         text[SRLM_TASK_RATIONALE_LEN] = (char)('1' + k);
@@ -132,15 +119,7 @@ srlm_status srlm_task_judge(srlm_model *m, srlm_tokenizer *tok, int max_batch, s
     return srlm_error(SRLM_ERR_RANGE, where, "unknown rationale mode %d", (int)mode);
   int32_t eos, score_ids[5];
   SRLM_TRY(eos_id(tok, &eos));
-  for (int k = 0; k < 5; k++) {
-    const char c = (char)('1' + k);
-    SRLM_TRY(srlm_tokenizer_token_id(tok, &c, 1, &score_ids[k]));
-  }
-  const int64_t V = srlm_model_get_config(m)->vocab_size;
-  for (int k = 0; k < 5; k++)
-    if (score_ids[k] >= V)
-      return srlm_error(SRLM_ERR_RANGE, where, "score token id %d is outside the model's vocabulary (%lld)",
-                        (int)score_ids[k], (long long)V);
+  SRLM_TRY(task_score_ids(tok, m, where, score_ids));
   if (max_batch <= 0) max_batch = SRLM_TASK_DEFAULT_BATCH;
 
   /* judge prompts */
@@ -181,44 +160,13 @@ srlm_status srlm_task_judge(srlm_model *m, srlm_tokenizer *tok, int max_batch, s
     }
   }
 
-  /* the score position: after judge prompt + rationale, max_batch sequences a forward */
-  int32_t *tokens = NULL, *cu = NULL;
-  int64_t *pos = NULL;
-  float *logits = NULL;
-  if (st == SRLM_OK) {
-    int64_t max_seq = 0;
-    for (int i = 0; i < n; i++) {
-      const int64_t len = off[i + 1] - off[i] + rat_off[i + 1] - rat_off[i];
-      if (len > max_seq) max_seq = len;
-    }
-    tokens = srlm_xmalloc((size_t)(max_seq * max_batch) * sizeof *tokens);
-    cu = srlm_xmalloc(((size_t)max_batch + 1) * sizeof *cu);
-    pos = srlm_xmalloc((size_t)max_batch * sizeof *pos);
-    logits = srlm_xmalloc((size_t)max_batch * (size_t)V * sizeof *logits);
-  }
-  for (int i0 = 0; st == SRLM_OK && i0 < n; i0 += max_batch) {
-    const int B = n - i0 < max_batch ? n - i0 : max_batch;
-    int64_t T = 0;
-    cu[0] = 0;
-    for (int b = 0; b < B; b++) {
-      const int i = i0 + b;
-      memcpy(tokens + T, ids.ids + off[i], (size_t)(off[i + 1] - off[i]) * sizeof *tokens);
-      T += off[i + 1] - off[i];
-      const int64_t nr = rat_off[i + 1] - rat_off[i];
-      if (nr > 0) memcpy(tokens + T, rat_ids.ids + rat_off[i], (size_t)nr * sizeof *tokens);
-      T += nr;
-      cu[b + 1] = (int32_t)T;
-      pos[b] = T - 1;
-    }
-    const srlm_batch batch = {.B = B, .T = T, .tokens = tokens, .cu_seqlens = cu, .targets = NULL};
-    st = srlm_model_logits(m, &batch, pos, B, logits);
-    for (int b = 0; st == SRLM_OK && b < B; b++)
-      score_row(logits + (size_t)b * (size_t)V, V, score_ids, rat[i0 + b], rat_len[i0 + b], &res[i0 + b]);
-  }
-  free(tokens);
-  free(cu);
-  free(pos);
-  free(logits);
+  /* the score position: after judge prompt + rationale */
+  double *expected = srlm_xmalloc((size_t)n * sizeof *expected);
+  int64_t *argmax = srlm_xmalloc((size_t)n * sizeof *argmax);
+  if (st == SRLM_OK) st = task_score_position(m, max_batch, n, &ids, off, &rat_ids, rat_off, score_ids, expected, argmax);
+  for (int i = 0; st == SRLM_OK && i < n; i++) fill_result(expected[i], argmax[i], score_ids, rat[i], rat_len[i], &res[i]);
+  free(expected);
+  free(argmax);
   free(rat_len);
   free(rat);
   free(rat_off);

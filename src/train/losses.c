@@ -25,7 +25,14 @@ static srlm_status check_pref_options(const srlm_pref_options *o, const srlm_pre
   const int need_lr = srlm_pref_needs_len_rejected(o->kind);
   if ((need_lc && !b->len_chosen) || (need_lr && !b->len_rejected))
     return srlm_error(SRLM_ERR_INTERNAL, w, "response lengths missing");
+  if (b->label_smoothing && o->kind != SRLM_PREF_DPO)
+    return srlm_error(SRLM_ERR_CONFIG, w, "per-pair soft labels are DPO's (cDPO), not this loss's");
   for (int64_t i = 0; i < b->n; i++) {
+    if (b->weight && !(isfinite(b->weight[i]) && b->weight[i] >= 0))
+      return srlm_error(SRLM_ERR_RANGE, w, "pair %lld: weight %g must be finite and >= 0", (long long)i, b->weight[i]);
+    if (b->label_smoothing && !(b->label_smoothing[i] >= 0 && b->label_smoothing[i] <= 1))
+      return srlm_error(SRLM_ERR_RANGE, w, "pair %lld: soft label (label smoothing) %g outside [0, 1]", (long long)i,
+                        b->label_smoothing[i]);
     if (need_lc && b->len_chosen[i] <= 0)
       return srlm_error(SRLM_ERR_RANGE, w, "pair %lld: chosen answer has %lld response tokens",
                         (long long)i, (long long)b->len_chosen[i]);
@@ -43,7 +50,7 @@ srlm_status srlm_loss_pref(const srlm_pref_options *o, const srlm_pref_batch *b,
   memset(&acc, 0, sizeof acc);
   acc.pairs = b->n;
   const double inv_norm = 1.0 / (double)(o->norm > 0 ? o->norm : (b->n > 0 ? b->n : 1));
-  const srlm_pref_math pm = {.kind = (int)o->kind, .beta = o->beta, .label_smoothing = o->label_smoothing,
+  const srlm_pref_math pm = {.kind = (int)o->kind, .beta = o->beta,
                              .simpo_gamma = o->simpo_gamma, .nll_weight = o->nll_weight, .inv_norm = inv_norm};
   const int has_ref = b->ref_chosen && b->ref_rejected;
   for (int64_t i = 0; i < b->n; i++) {
@@ -54,6 +61,8 @@ srlm_status srlm_loss_pref(const srlm_pref_options *o, const srlm_pref_batch *b,
         .ref_rejected = has_ref ? b->ref_rejected[i] : 0.0,
         .len_chosen = b->len_chosen ? (double)b->len_chosen[i] : 0.0,
         .len_rejected = b->len_rejected ? (double)b->len_rejected[i] : 0.0,
+        .weight = b->weight ? b->weight[i] : 1.0,
+        .label_smoothing = b->label_smoothing ? b->label_smoothing[i] : o->label_smoothing,
         .has_ref = has_ref,
     };
     const srlm_pref_term t = srlm_pref_pair_term(pm, x);

@@ -71,6 +71,137 @@ srlm_status srlm_pairs_select(const srlm_pair_options *o, int k, const double *s
   return SRLM_OK;
 }
 
+srlm_status srlm_pairs_votes(double threshold, int k, const char *const *answers, srlm_pair *pair, double *weight,
+                             int *made, srlm_vote_stats *stats) {
+  const char *w = "pairs votes";
+  *made = 0;
+  if (!(threshold >= 0 && threshold <= 1))
+    return srlm_error(SRLM_ERR_CONFIG, w, "pairs.vote_threshold %g outside [0, 1]", threshold);
+  if (k < 0 || k > SRLM_VOTE_MAX_K) return srlm_error(SRLM_ERR_RANGE, w, "%d samples (0..%d)", k, SRLM_VOTE_MAX_K);
+  srlm_vote_stats none = {0};
+  if (!stats) stats = &none;
+  stats->prompts++;
+  /* first[i]: the first sample with sample i's answer; votes counted on that first one */
+  int first[SRLM_VOTE_MAX_K], votes[SRLM_VOTE_MAX_K];
+  int distinct = 0;
+  for (int i = 0; i < k; i++) {
+    votes[i] = 0;
+    first[i] = -1;
+    if (!answers[i]) {
+      stats->no_answer++;
+      continue;
+    }
+    for (int j = 0; j < i && first[i] < 0; j++)
+      if (answers[j] && first[j] == j && strcmp(answers[j], answers[i]) == 0) first[i] = j;
+    if (first[i] < 0) {
+      first[i] = i;
+      distinct++;
+    }
+    votes[first[i]]++;
+  }
+  if (distinct < 2) {
+    stats->one_answer++;
+    return SRLM_OK;
+  }
+  int c = -1, r = -1; /* first samples of the most- and least-voted answers (strict: lowest index wins) */
+  for (int i = 0; i < k; i++) {
+    if (first[i] != i) continue;
+    if (c < 0 || votes[i] > votes[c]) c = i;
+    if (r < 0 || votes[i] < votes[r]) r = i;
+  }
+  if (votes[c] == votes[r]) {
+    stats->tie++;
+    return SRLM_OK;
+  }
+  if ((double)votes[c] < threshold * (double)k) {
+    stats->below_threshold++;
+    return SRLM_OK;
+  }
+  pair->chosen = c;
+  pair->rejected = r;
+  pair->margin = votes[c] - votes[r];
+  *weight = (double)(votes[c] - votes[r]) / (double)k;
+  *made = 1;
+  stats->pairs++;
+  stats->weight_sum += *weight;
+  return SRLM_OK;
+}
+
+double srlm_kendall_tau_b(int n, const double *a, const double *b) {
+  int64_t nc = 0, nd = 0, ta = 0, tb = 0, n0 = 0;
+  for (int i = 0; i < n; i++) {
+    if (!isfinite(a[i]) || !isfinite(b[i])) continue;
+    for (int j = i + 1; j < n; j++) {
+      if (!isfinite(a[j]) || !isfinite(b[j])) continue;
+      n0++;
+      const double da = a[i] - a[j], db = b[i] - b[j];
+      ta += da == 0;
+      tb += db == 0;
+      if (da == 0 || db == 0) continue;
+      if ((da > 0) == (db > 0)) nc++;
+      else nd++;
+    }
+  }
+  const double den = sqrt((double)(n0 - ta) * (double)(n0 - tb));
+  if (!(den > 0)) return NAN;
+  double tau = (double)(nc - nd) / den;
+  return tau > 1 ? 1 : (tau < -1 ? -1 : tau);
+}
+
+double srlm_rank_consistency(int n, const double *a, const double *b) {
+  const double tau = srlm_kendall_tau_b(n, a, b);
+  return isfinite(tau) ? (tau + 1) / 2 : 0.5;
+}
+
+/* D(alpha) of srlm_length_alpha over the prompts with a pair; *pairs counts them. */
+static double length_gap(int64_t n_prompts, int k, const double *s, const int64_t *len, double alpha, int64_t *pairs) {
+  double sum = 0;
+  *pairs = 0;
+  for (int64_t p = 0; p < n_prompts; p++) {
+    const double *sp = s + p * k;
+    const int64_t *lp = len + p * k;
+    int c = -1, r = -1;
+    for (int i = 0; i < k; i++) {
+      if (!isfinite(sp[i])) continue;
+      const double v = sp[i] - alpha * (double)lp[i];
+      if (c < 0 || v > sp[c] - alpha * (double)lp[c]) c = i;
+      if (r < 0 || v < sp[r] - alpha * (double)lp[r]) r = i;
+    }
+    if (c < 0 || sp[c] - alpha * (double)lp[c] == sp[r] - alpha * (double)lp[r]) continue; /* no pair: a tie */
+    sum += (double)(lp[c] - lp[r]);
+    (*pairs)++;
+  }
+  return *pairs ? sum / (double)*pairs : 0;
+}
+
+double srlm_length_alpha(int64_t n_prompts, int k, const double *s, const int64_t *len) {
+  int64_t pairs;
+  if (!(length_gap(n_prompts, k, s, len, 0, &pairs) > 0)) return 0;
+  double hi = 0;
+  for (int64_t p = 0; p < n_prompts; p++) {
+    double smin = INFINITY, smax = -INFINITY;
+    int64_t gap = 0;
+    for (int i = 0; i < k; i++) {
+      if (!isfinite(s[p * k + i])) continue;
+      smin = fmin(smin, s[p * k + i]);
+      smax = fmax(smax, s[p * k + i]);
+      for (int j = 0; j < k; j++) {
+        const int64_t d = len[p * k + i] - len[p * k + j];
+        if (isfinite(s[p * k + j]) && d > 0 && (gap == 0 || d < gap)) gap = d;
+      }
+    }
+    if (gap > 0 && smax > smin) hi = fmax(hi, (smax - smin) / (double)gap);
+  }
+  hi += 1;
+  double lo = 0;
+  for (int it = 0; it < 60; it++) {
+    const double mid = 0.5 * (lo + hi);
+    if (length_gap(n_prompts, k, s, len, mid, &pairs) > 0) lo = mid;
+    else hi = mid;
+  }
+  return hi;
+}
+
 int srlm_group_all_equal(int g, const double *r) {
   int n = 0;
   double first = 0;

@@ -110,6 +110,8 @@ typedef struct pref_run {
   srlm_model *anchor; /* the EMA anchor: the reference, forwarded per micro-batch (NULL: ref_* arrays) */
   train_pack p;
   double *lc, *lr, *rc, *rr, *cc, *cr, *sums; /* per pair of a micro-batch */
+  double *w, *eps;                              /* per pair: weight and soft label (or unused) */
+  const double *pair_weight, *pair_label;       /* (n) the options' arrays, or NULL */
   int64_t *len_c, *len_r;
   /* srlm_pref_train only */
   int64_t count; /* pairs in the step in progress */
@@ -131,6 +133,8 @@ static void run_alloc(pref_run *r, int64_t per_micro) {
   r->cc = srlm_xmalloc(k * sizeof(double));
   r->cr = srlm_xmalloc(k * sizeof(double));
   r->sums = srlm_xmalloc(2 * k * sizeof(double));
+  r->w = srlm_xmalloc(k * sizeof(double));
+  r->eps = srlm_xmalloc(k * sizeof(double));
   r->len_c = srlm_xmalloc(k * sizeof(int64_t));
   r->len_r = srlm_xmalloc(k * sizeof(int64_t));
 }
@@ -143,6 +147,8 @@ static void run_free(pref_run *r) {
   free(r->cc);
   free(r->cr);
   free(r->sums);
+  free(r->w);
+  free(r->eps);
   free(r->len_c);
   free(r->len_r);
   free(r->replay_idx);
@@ -165,6 +171,8 @@ static srlm_status pairs_step(pref_run *r, const srlm_pref_options *loss, const 
     train_pack_add(p, q->prompt, q->prompt_len, q->rejected, q->rejected_len);
     r->len_c[k] = q->chosen_len;
     r->len_r[k] = q->rejected_len;
+    if (r->pair_weight) r->w[k] = r->pair_weight[idx[k]];
+    if (r->pair_label) r->eps[k] = r->pair_label[idx[k]];
     if (r->ref_chosen) {
       r->rc[k] = r->ref_chosen[idx[k]];
       r->rr[k] = r->ref_rejected[idx[k]];
@@ -190,7 +198,8 @@ static srlm_status pairs_step(pref_run *r, const srlm_pref_options *loss, const 
   const int has_ref = r->ref_chosen || r->anchor;
   srlm_pref_batch pb = {.n = count, .logp_chosen = r->lc, .logp_rejected = r->lr,
                         .ref_chosen = has_ref ? r->rc : NULL, .ref_rejected = has_ref ? r->rr : NULL,
-                        .len_chosen = r->len_c, .len_rejected = r->len_r};
+                        .len_chosen = r->len_c, .len_rejected = r->len_r, .weight = r->pair_weight ? r->w : NULL,
+                        .label_smoothing = r->pair_label ? r->eps : NULL};
   SRLM_TRY(srlm_loss_pref(&lo, &pb, r->cc, r->cr, pm));
   *finite = isfinite(pm->loss);
   if (!*finite) return SRLM_OK;
@@ -297,6 +306,7 @@ srlm_status srlm_pref_train(srlm_model *m, const srlm_pref_pair *pairs, int64_t 
   const int64_t per_step = (int64_t)o->batch_pairs * (o->grad_accum > 1 ? o->grad_accum : 1);
   pref_run r = {.m = m, .pairs = pairs, .ref_chosen = o->anchor ? NULL : ref_chosen,
                 .ref_rejected = o->anchor ? NULL : ref_rejected, .o = o, .anchor = o->anchor,
+                .pair_weight = o->pair_weight, .pair_label = o->pair_label,
                 .use_replay = o->replay && o->replay->n > 0 && o->replay_weight > 0,
                 .replay_next = o->resume ? o->resume->replay_next : 0, .out = out};
   run_alloc(&r, o->batch_pairs < n ? o->batch_pairs : n);

@@ -4,7 +4,7 @@
 # decoding, the implicit reward against the model itself changes nothing and against M0
 # changes the answers, sampled ARGS does not depend on --max-batch, the judge reward runs
 # on sign-puzzle prompts; usage errors. Then ARGS as the generators' decoding in srlm
-# train (implicit, judge) and its config error.
+# train (implicit, judge on both built-in tasks) and its config errors.
 set -u
 srlm=$1
 src=${SRLM_SOURCE_DIR:?}
@@ -49,7 +49,7 @@ grep -q "ARGS (judge reward, weight 2, top 3): [1-9][0-9]* candidates judged" "$
 [ $? -eq 2 ] && grep -q "need --args-reward" "$tmp/e2.err" || fail "--args-top-k alone: $(cat "$tmp/e2.err")"
 echo '{"text":"Q12+"}' >"$tmp/bad.jsonl"
 "$srlm" generate --model "$M" --jsonl "$tmp/bad.jsonl" --args-reward judge >/dev/null 2>"$tmp/e3.err"
-[ $? -eq 1 ] && grep -q "input 1: --args-reward judge needs a sign-puzzle prompt" "$tmp/e3.err" ||
+[ $? -eq 1 ] && grep -q "input 1: --args-reward judge needs a sign_puzzle prompt" "$tmp/e3.err" ||
   fail "judge on a non-puzzle line: $(cat "$tmp/e3.err")"
 
 # ARGS as the generators' decoding in srlm train (implicit against M0, and the judge reward)
@@ -59,6 +59,16 @@ for r in implicit judge; do
     { fail "train with generate.args_reward $r"; tail -3 "$tmp/args-$r.err" >&2; }
   grep -q '"event":"iteration"' "$tmp/runs/args-$r/metrics.jsonl" 2>/dev/null || fail "args-$r: no iteration line"
 done
+# the judge reward through the task interface: Countdown's judge format (a random model)
+"$srlm" train $base run.name=args-cd task.name=countdown tokenizer.path=configs/countdown task.prompts_per_iteration=4 \
+  generate.max_new_tokens=12 \
+  generate.args_reward=judge generate.args_top_k=2 >/dev/null 2>"$tmp/args-cd.err" ||
+  { fail "train with generate.args_reward judge on Countdown"; tail -3 "$tmp/args-cd.err" >&2; }
+grep -q '"event":"iteration"' "$tmp/runs/args-cd/metrics.jsonl" 2>/dev/null || fail "args-cd: no iteration line"
+"$srlm" train $base run.name=args-none task.name=none data.prompts="$tmp/p.jsonl" generate.args_reward=judge \
+  >/dev/null 2>"$tmp/args-none.err"
+[ $? -eq 2 ] && grep -q "generate.args_reward: judge reads a built-in task's judge" "$tmp/args-none.err" ||
+  fail "args judge on a prompt set: $(tail -1 "$tmp/args-none.err")"
 "$srlm" train $base run.name=args-bad generate.args_reference="$M0" >/dev/null 2>"$tmp/args-bad.err"
 [ $? -eq 2 ] && grep -q "generate.args_reference: applies to generate.args_reward: implicit" "$tmp/args-bad.err" ||
   fail "args_reference without implicit: $(tail -1 "$tmp/args-bad.err")"

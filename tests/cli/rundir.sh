@@ -38,6 +38,9 @@ pid=$!
 for _ in $(seq 1 500); do grep -q "iteration 1 learn: step" "$tmp/a.err" 2>/dev/null && break; sleep 0.02; done
 host=$(hostname)
 grep -q "^host $host pid $pid\$" "$tmp/runs/a/.lock" || fail "the lock file does not name host $host pid $pid: $(cat "$tmp/runs/a/.lock")"
+# hold the first job still (its lock stays held) so that it cannot finish while the second
+# jobs try the folder: on a fast machine 20 tiny iterations end within seconds
+kill -STOP $pid
 "$srlm" train $base run.name=a run.iterations=20 >/dev/null 2>"$tmp/a2.err"
 rc=$?
 rc_is "second job" 1 $rc

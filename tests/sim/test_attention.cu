@@ -1,4 +1,5 @@
-/* The attention kernels (cuda/attention.cu) on the CUDA backend ("cuda-sim" here, "cuda" on a
+/* The attention kernels (cuda/attention*.cu: fp32-tile and tensor-core forward, backward and
+ * attention_kv) on the CUDA backend ("cuda-sim" here, "cuda" on a
  * GPU), fp32 and bf16, for what the table-driven test (tests/unit/test_backend_ops.c: the
  * accuracy of every op against float64, flash-attention's rule) does not check, over every
  * launch class: GQA ratios 1/2/3/4/8, windows, single-token and empty sequences, sequences
@@ -524,11 +525,12 @@ void test_empty() {
 }  // namespace
 
 // Under ThreadSanitizer (a fiber switch per thread at every barrier and shuffle costs ~30x)
-// bf16 runs only on shapes 1, 2, 6 and 10: its forward is the tensor-core kernel (cp.async
-// double buffering, ldmatrix, mma), whose shared-memory discipline differs from the fp32
-// kernel's; these shapes cover one, two and three key tiles (the third reuses the first's
-// buffer: a missing barrier before reissuing into it is a race), a 65-row sequence (two
-// 64-row tiles), GQA and HS 16/32/64/128. Its backward is the fp32 kernel's, which the fp32 runs cover.
+// bf16 runs only on shapes 1, 2, 6 and 10: its forward and backward are the tensor-core
+// kernels (cp.async double buffering, ldmatrix, mma), whose shared-memory discipline differs
+// from the fp32 kernels'; these shapes cover one, two and three key or query tiles (the third
+// reuses the first's buffer: a missing barrier before reissuing into it is a race, and the
+// simulator's own hazard check), a 65-row sequence (two 64-row tiles), GQA (the backward's
+// query tiles of several heads through one pipeline) and HS 16/32/64/128.
 #if defined(SRLM_SIM_TSAN) && SRLM_SIM_TSAN
 constexpr bool kTsan = true;
 #else

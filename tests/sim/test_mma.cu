@@ -6,7 +6,9 @@
  * cp.async to shared memory: 16-byte copies, zero fills (4 and 16 bytes, whole and partial),
  * and two groups in flight, where a read after wait_group 1 sees the first group landed and
  * the second not (the simulator lands copies only at their wait, NaN until then: a missing
- * wait fails). */
+ * wait fails). And double buffering through cp.async + ldmatrix, right and (simulator only)
+ * with either barrier missing: the simulator's hazard check must fail the launch, naming
+ * the read after write or the write after read. */
 #include "mma.cuh"
 #include "sim_test.h"
 
@@ -124,6 +126,37 @@ __global__ void cp_async_groups_kernel(const float *in, float *out, int early) {
   if (early) srlm_cp_async_wait<0>();
 }
 
+// Double buffering as the tensor-core kernels do it: warp 0 streams 4 tiles of 32 rows x 8
+// bf16 (16 bytes) through 2 stages by cp.async, every warp of 4 reads each tile by
+// ldmatrix.x4 (lane l: row l) and stores its registers. mode 0: right; 1: no __syncthreads
+// after the wait (read after write); 2: no __syncthreads before a stage is refilled (write
+// after read). The simulator must fail the racy modes, whatever the schedule hides.
+constexpr int kDbTiles = 4, kDbThreads = 128;
+__global__ void double_buffer_kernel(const unsigned short *in, unsigned *out, int mode) {
+  __shared__ __align__(16) unsigned short stage_buf[2][32 * 8];
+  const int t = threadIdx.x;
+  auto load = [&](int tile, int stage) {
+    if (t < 32) srlm_cp_async<16>(&stage_buf[stage][8 * t], &in[tile * 256 + 8 * t]);
+  };
+  load(0, 0);
+  srlm_cp_async_commit();
+  for (int it = 0; it < kDbTiles; it++) {
+    const int stage = it & 1;
+    if (it + 1 < kDbTiles) {
+      load(it + 1, stage ^ 1);
+      srlm_cp_async_commit();
+      srlm_cp_async_wait<1>();
+    } else {
+      srlm_cp_async_wait<0>();
+    }
+    if (mode != 1) __syncthreads();
+    uint32_t r[4];
+    ldmatrix_x4(r[0], r[1], r[2], r[3], &stage_buf[stage][8 * (t % 32)]);
+    for (int i = 0; i < 4; i++) out[(it * kDbThreads + t) * 4 + i] = r[i];
+    if (mode != 2) __syncthreads();
+  }
+}
+
 int test_ldmatrix() {
   unsigned *d = dev_from<unsigned>(nullptr, 14 * 32);
   SRLM_LAUNCH(ldmatrix_kernel, 1, 32, 0, 0, d);
@@ -235,7 +268,42 @@ int test_cp_async_groups() {
   return 0;
 }
 
+int test_double_buffer() {
+  unsigned short h[kDbTiles * 256];
+  for (int i = 0; i < kDbTiles * 256; i++) h[i] = (unsigned short)(i * 7 + 3);
+  const size_t nout = (size_t)kDbTiles * kDbThreads * 4;
+  unsigned short *in = dev_from(h, kDbTiles * 256);
+  unsigned *out = dev_from<unsigned>(nullptr, nout);
+  SRLM_LAUNCH(double_buffer_kernel, 1, kDbThreads, 0, 0, in, out, 0);
+  CK_LAUNCH();
+  unsigned *r = new unsigned[nout];
+  CK(cudaMemcpy(r, out, nout * sizeof *r, cudaMemcpyDeviceToHost));
+  int bad = 0;
+  for (int it = 0; it < kDbTiles; it++)
+    for (int t = 0; t < kDbThreads; t++)
+      for (int i = 0; i < 4; i++) {  // ldmatrix: lane l gets (l / 4, 2 (l % 4)) and the next of matrix i
+        const int l = t % 32, e = it * 256 + (8 * i + l / 4) * 8 + 2 * (l % 4);
+        bad += r[(it * kDbThreads + t) * 4 + i] != ((unsigned)h[e] | (unsigned)h[e + 1] << 16);
+      }
+  delete[] r;
+  EXPECT(bad == 0, "double-buffered cp.async + ldmatrix: %d of %zu registers wrong", bad, nout);
+#if SIM
+  const char *want[] = {"read after write", "write after read"};
+  for (int mode = 1; mode <= 2; mode++) {
+    SRLM_LAUNCH(double_buffer_kernel, 1, kDbThreads, 0, 0, in, out, mode);
+    EXPECT(cudaGetLastError() == cudaSuccess, "double buffer mode %d: the launch itself failed", mode);
+    const cudaError_t e = cudaDeviceSynchronize();
+    EXPECT(e == cudaErrorLaunchFailure, "double buffer without a barrier (mode %d): synchronize gave %s, expected "
+           "the simulator's hazard report", mode, cudaGetErrorString(e));
+    EXPECT_CONTAINS(srlm_sim::describe(e), want[mode - 1]);
+  }
+#endif
+  CK(cudaFree(in));
+  CK(cudaFree(out));
+  return 0;
+}
+
 int main() {
-  if (test_ldmatrix() || test_mma() || test_cp_async() || test_cp_async_groups()) return 1;
+  if (test_ldmatrix() || test_mma() || test_cp_async() || test_cp_async_groups() || test_double_buffer()) return 1;
   TEST_MAIN_END();
 }

@@ -6,7 +6,8 @@
  *
  * BACKENDS (or SRLM_TEST_BACKENDS): comma-separated names; default "cpu", plus "cuda-sim"
  * when this program has it. Dtypes also from SRLM_TEST_DTYPES. --large (or
- * SRLM_TEST_SIZE=large) adds model-sized shapes, for a GPU.
+ * SRLM_TEST_SIZE=large) adds model-sized shapes, for a GPU; SRLM_TEST_QUICK (the sanitizer
+ * stage of tests/run.sh) leaves out the mid-sized attention shapes the Release stage runs.
  *
  * Cases. The case list is the X-macro: case_<op> for every op of SRLM_BACKEND_OPS, so an
  * op added to backend.h without a case does not link. Each case has a table of shapes
@@ -100,6 +101,7 @@ typedef struct tctx {
   int is_ref;             /* be is the CPU: the rule's base is the naive code */
   int dtype_pass;         /* 0 for the first dtype run (dtype-free ops run only then) */
   int large, verbose;
+  int quick;              /* SRLM_TEST_QUICK (the sanitizer stage): skip_quick's shapes left out */
   uint64_t seed;
   int op;                 /* srlm_op_id of the case running */
   uint32_t purpose;       /* the next Philox stream of the shape */
@@ -221,6 +223,10 @@ static void round_to(elem e, float *v, int64_t n) {
  * tables. */
 #define LARGE_WORK 1.5e8
 static int skip_large(const tctx *t, double work) { return work > LARGE_WORK && !t->large; }
+/* Shapes past QUICK_WORK (seconds of simulated kernels under ASan) are left out where
+ * SRLM_TEST_QUICK is set (tests/run.sh's sanitizer stage); the Release stage runs them. */
+#define QUICK_WORK 5e6
+static int skip_quick(const tctx *t, double work) { return work > QUICK_WORK && t->quick && !t->large; }
 
 static void shape_begin(tctx *t, int shape, const char *fmt, ...) {
   t->purpose = ((uint32_t)(t->op + 1) << 24) | ((uint32_t)shape << 12);
@@ -820,6 +826,13 @@ static const attn_shape k_attn_shapes[] = {
      * with GQA 4 (causal tiles skipped per warp) and a window crossing tile boundaries */
     {3, {1, 33, 17}, 4, 2, 24, 0},  {2, {65, 3}, 8, 1, 96, 0},      {2, {31, 6}, 2, 1, 10, 4},
     {1, {150}, 4, 1, 128, 0},       {2, {140, 20}, 2, 2, 64, 70},
+    /* the tensor-core backward's classes (64-key blocks; query or key tiles of 64, 32 at HS
+     * 256): HS 256 one past a block and one past a 32-wide tile, many sequences packed at HS
+     * 64 (one exactly a tile, two past it), HS 128 with a window across tiles, GQA 8 at HS
+     * 128 over 5 tiles, GQA 4 at HS 64. Past QUICK_WORK (the Release stage only): these
+     * but the first, and the 150-token one above */
+    {2, {65, 33}, 2, 1, 256, 0},    {6, {3, 70, 1, 64, 17, 130}, 4, 1, 64, 0}, {2, {130, 66}, 4, 2, 128, 80},
+    {1, {300}, 8, 1, 128, 0},       {2, {257, 200}, 8, 2, 64, 0},
     {2, {1024, 700}, 8, 2, 128, 256}, /* --large: Llama-3's head dim and GQA ratio */
 };
 
@@ -902,7 +915,7 @@ static srlm_status attf_launch(srlm_backend *be, void *vp) {
 static void case_attention_forward(tctx *t) {
   for (size_t k = 0; k < NELEM(k_attn_shapes); k++) {
     const attn_shape *s = &k_attn_shapes[k];
-    if (skip_large(t, attn_work(s))) continue;
+    if (skip_large(t, attn_work(s)) || skip_quick(t, attn_work(s))) continue;
     char lb[128];
     shape_begin(t, (int)k, "%s", attn_label(lb, sizeof lb, s));
     attn_in a = attn_inputs(t, s);
@@ -943,7 +956,7 @@ static srlm_status attb_launch(srlm_backend *be, void *vp) {
 static void case_attention_backward(tctx *t) {
   for (size_t k = 0; k < NELEM(k_attn_shapes); k++) {
     const attn_shape *s = &k_attn_shapes[k];
-    if (skip_large(t, attn_work(s))) continue;
+    if (skip_large(t, attn_work(s)) || skip_quick(t, attn_work(s))) continue;
     char lb[128];
     shape_begin(t, (int)k, "%s", attn_label(lb, sizeof lb, s));
     attn_in a = attn_inputs(t, s);
@@ -2050,7 +2063,7 @@ static void expect_g_zero_off(tctx *t, const tens *g, const char *covered) {
 
 typedef struct pref_io {
   srlm_pref_loss_params p;
-  tens *g, *out, *logp, *start, *len, *rc, *rr;
+  tens *g, *out, *logp, *start, *len, *rc, *rr, *w, *eps;
 } pref_io;
 
 static srlm_status pref_launch(srlm_backend *be, void *vp) {
@@ -2058,6 +2071,7 @@ static srlm_status pref_launch(srlm_backend *be, void *vp) {
   srlm_pref_loss_params p = io->p;
   p.g = D(io->g), p.pair_out = D(io->out), p.logp = D(io->logp), p.resp_start = D(io->start);
   p.resp_len = D(io->len), p.ref_chosen = D(io->rc), p.ref_rejected = D(io->rr);
+  p.pair_weight = D(io->w), p.pair_label = D(io->eps);
   return SRLM_OP(be, pref_loss, p);
 }
 
@@ -2067,36 +2081,44 @@ static srlm_status pref_launch(srlm_backend *be, void *vp) {
  * exp/log1p) is a few double ulps of the terms' magnitude: the floor is 16 of them. g is
  * the coefficient rounded once to fp32, 0 off the responses (over NaN). */
 static void case_pref_loss(tctx *t) {
-  static const struct { int64_t n, max_len; int kind, ref; double beta, ls, gamma, nll; } S[] = {
-      {0, 5, SRLM_PREF_DPO, 1, 0.1, 0, 0, 0},       {1, 1, SRLM_PREF_SFT, 0, 0, 0, 0, 0},
-      {3, 40, SRLM_PREF_DPO, 1, 0.1, 0, 0, 0},      {3, 40, SRLM_PREF_DPO, 1, 0.5, 0.2, 0, 1.0},
-      {4, 300, SRLM_PREF_IPO, 1, 0.3, 0, 0, 0},     {5, 17, SRLM_PREF_SIMPO, 0, 2.0, 0, 0.5, 0},
-      {2, 200, SRLM_PREF_SIMPO, 1, 2.5, 0, 1.0, 0.3},
+  /* soft: per-pair weights (1: and DPO's soft labels) */
+  static const struct { int64_t n, max_len; int kind, ref; double beta, ls, gamma, nll; int soft; } S[] = {
+      {0, 5, SRLM_PREF_DPO, 1, 0.1, 0, 0, 0, 0},       {1, 1, SRLM_PREF_SFT, 0, 0, 0, 0, 0, 0},
+      {3, 40, SRLM_PREF_DPO, 1, 0.1, 0, 0, 0, 0},      {3, 40, SRLM_PREF_DPO, 1, 0.5, 0.2, 0, 1.0, 0},
+      {4, 300, SRLM_PREF_IPO, 1, 0.3, 0, 0, 0, 0},     {5, 17, SRLM_PREF_SIMPO, 0, 2.0, 0, 0.5, 0, 0},
+      {2, 200, SRLM_PREF_SIMPO, 1, 2.5, 0, 1.0, 0.3, 0},
+      {5, 60, SRLM_PREF_DPO, 1, 0.5, 0, 0, 1.0, 1},    {3, 30, SRLM_PREF_IPO, 1, 0.4, 0, 0, 0.5, 1},
   };
   if (t->dtype_pass > 0) return; /* no dtype: run with the first one only */
   for (size_t k = 0; k < NELEM(S); k++) {
     const int64_t n = S[k].n, norm = n + 2;
-    shape_begin(t, (int)k, "pairs=%lld kind %d%s beta %g ls %g gamma %g nll %g", (long long)n, S[k].kind,
-                S[k].ref ? " ref" : "", S[k].beta, S[k].ls, S[k].gamma, S[k].nll);
+    shape_begin(t, (int)k, "pairs=%lld kind %d%s beta %g ls %g gamma %g nll %g%s", (long long)n, S[k].kind,
+                S[k].ref ? " ref" : "", S[k].beta, S[k].ls, S[k].gamma, S[k].nll,
+                S[k].soft ? " per-pair weights/labels" : "");
     tens *start = T_in(t, "resp_start", E_I32, 2 * n), *len = T_in(t, "resp_len", E_I32, 2 * n);
     int64_t T;
     tens *logp = packed_logp(t, 2 * n, S[k].max_len, start, len, &T);
     tens *rc = S[k].ref ? T_in(t, "ref_chosen", E_F64, n) : NULL;
     tens *rr = S[k].ref ? T_in(t, "ref_rejected", E_F64, n) : NULL;
     if (rc) rnd(t, rc, -200, -1), rnd(t, rr, -200, -1);
+    tens *w = S[k].soft ? T_in(t, "pair_weight", E_F64, n) : NULL;
+    tens *eps = S[k].soft && S[k].kind == SRLM_PREF_DPO ? T_in(t, "pair_label", E_F64, n) : NULL;
+    if (w) rnd(t, w, 0, 3);
+    if (eps) rnd(t, eps, 0, 1);
     tens *g = T_out(t, "g", E_F32, T), *out = T_out(t, "pair_out", E_F64, n * SRLM_PREF_OUT_COUNT);
     for (int64_t i = 0; i < out->n; i++) F64(out)[i] = NAN; /* overwritten */
     pref_io io = {{.n = n, .T = T, .kind = S[k].kind, .beta = S[k].beta, .label_smoothing = S[k].ls,
                    .simpo_gamma = S[k].gamma, .nll_weight = S[k].nll, .norm = norm},
-                  g, out, logp, start, len, rc, rr};
-    if (EXEC(t, pref_launch, &io, logp, start, len, rc, rr, g, out)) {
-      const srlm_pref_math m = {.kind = S[k].kind, .beta = S[k].beta, .label_smoothing = S[k].ls,
+                  g, out, logp, start, len, rc, rr, w, eps};
+    if (EXEC(t, pref_launch, &io, logp, start, len, rc, rr, w, eps, g, out)) {
+      const srlm_pref_math m = {.kind = S[k].kind, .beta = S[k].beta,
                                 .simpo_gamma = S[k].gamma, .nll_weight = S[k].nll, .inv_norm = 1.0 / (double)norm};
       double *ref = dz(t, out->n), *nv = dz(t, out->n), *gref = dz(t, T), mag = 0;
       float *gnv = fz(t, T);
       char *covered = scratch(t, (size_t)T);
       for (int64_t i = 0; i < n; i++) {
-        srlm_pref_pair_in x = {.len_chosen = I32(len)[2 * i], .len_rejected = I32(len)[2 * i + 1], .has_ref = S[k].ref};
+        srlm_pref_pair_in x = {.len_chosen = I32(len)[2 * i], .len_rejected = I32(len)[2 * i + 1], .has_ref = S[k].ref,
+                               .weight = w ? F64(w)[i] : 1.0, .label_smoothing = eps ? F64(eps)[i] : S[k].ls};
         srlm_pref_pair_in xn = x;
         double mc, mr;
         x.logp_chosen = exact_sum(logp->f, I32(start)[2 * i], I32(len)[2 * i], &xn.logp_chosen, &mc);
@@ -2110,7 +2132,7 @@ static void case_pref_loss(tctx *t) {
         memcpy(ref + i * SRLM_PREF_OUT_COUNT, row, sizeof row);
         memcpy(nv + i * SRLM_PREF_OUT_COUNT, nrow, sizeof nrow);
         const double refs = S[k].ref ? fabs(F64(rc)[i]) + fabs(F64(rr)[i]) : 0;
-        mag = fmax(mag, (1 + S[k].beta) * (1 + S[k].nll) * (1 + S[k].gamma + mc + mr + refs));
+        mag = fmax(mag, (1 + S[k].beta) * (1 + S[k].nll) * (1 + S[k].gamma + mc + mr + refs) * (w ? 3 : 1));
         for (int a = 0; a < 2; a++)
           for (int32_t j = I32(start)[2 * i + a]; j < I32(start)[2 * i + a] + I32(len)[2 * i + a]; j++) {
             gref[j] = a ? r.coef_rejected : r.coef_chosen;
@@ -2124,7 +2146,7 @@ static void case_pref_loss(tctx *t) {
     }
     if (n >= 2) { /* pair 1's rejected answer runs past the batch */
       I32(len)[3] = (int32_t)(T - I32(start)[3] + 1);
-      DATA_ERROR(t, "pair 1", pref_launch, &io, logp, start, len, rc, rr, g, out);
+      DATA_ERROR(t, "pair 1", pref_launch, &io, logp, start, len, rc, rr, w, eps, g, out);
     }
     shape_end(t);
   }
@@ -2397,7 +2419,7 @@ typedef struct opts {
   char backends[256], dtypes[64];
   const char *only_op;
   uint64_t seed;
-  int large, verbose;
+  int large, verbose, quick;
 } opts;
 
 static int usage(const char *msg) {
@@ -2418,6 +2440,8 @@ static int parse_args(int argc, char **argv, opts *o) {
              srlm_backend_find("cuda-sim", &sim) == SRLM_OK ? ",cuda-sim" : "");
   snprintf(o->dtypes, sizeof o->dtypes, "%s", dts && *dts ? dts : "fp32,bf16");
   o->large = size && strcmp(size, "large") == 0;
+  const char *quick = getenv("SRLM_TEST_QUICK");
+  o->quick = quick && *quick && strcmp(quick, "0") != 0;
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
     char *end = NULL;
@@ -2440,7 +2464,7 @@ static int parse_args(int argc, char **argv, opts *o) {
 /* Every case on one backend in one dtype. */
 static void run_backend_dtype(srlm_backend *be, srlm_dtype dt, int pass, const opts *o) {
   tctx t = {.be = be, .cpu = srlm_backend_cpu(), .dt = dt, .is_ref = be == srlm_backend_cpu(), .dtype_pass = pass,
-            .large = o->large, .verbose = o->verbose, .seed = o->seed};
+            .large = o->large, .verbose = o->verbose, .quick = o->quick, .seed = o->seed};
   fprintf(stderr, "== %s %s (rule base: %s%s%s)\n", be->name, srlm_dtype_name(dt), t.is_ref ? "naive fp32" : "cpu",
           ", cpu ISA ", srlm_backend_cpu_isa());
   for (int i = 0; i < SRLM_OP_COUNT; i++) {

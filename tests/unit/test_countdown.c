@@ -3,7 +3,8 @@
  * reference rationale and its parser, prompt texts, generator determinism, split
  * membership and solvability (every generated puzzle solved by this test's own brute
  * force over postfix expressions, independent of srlm_cd_solvable), the shown candidate
- * keeping the checker's verdict, and the SFT data file. */
+ * keeping the checker's verdict, the SFT data file, and the task interface (tasks.h's
+ * srlm_task_ops) of both built-in tasks on known texts. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -291,6 +292,68 @@ static void test_sft_data(void) {
   EXPECT(srlm_cd_write_sft_data(path, 5, 0, 0, NULL) == SRLM_ERR_RANGE, "no examples accepted");
 }
 
+/* The task interface: each task found by its config name, its prompts the generator's,
+ * its checker, judge prompt and judgment parser the task's own on known texts. */
+static void test_task_ops(void) {
+  const srlm_task_ops *cd = srlm_task_find("countdown"), *sg = srlm_task_find("sign_puzzle");
+  EXPECT(cd == &srlm_cd_task_ops && sg == &srlm_task_sign_ops, "srlm_task_find");
+  EXPECT(srlm_task_find("none") == NULL && srlm_task_find(NULL) == NULL, "srlm_task_find of no task");
+  char t[SRLM_TASK_TEXT_MAX + 1], want[SRLM_TASK_TEXT_MAX + 1];
+  for (uint64_t i = 0; i < 50; i++) {
+    srlm_cd_puzzle p;
+    srlm_cd_puzzle_make(9, SRLM_TASK_SPLIT_EVAL, i, &p);
+    const size_t n = cd->prompt(9, SRLM_TASK_SPLIT_EVAL, i, t);
+    srlm_cd_prompt(&p, want);
+    EXPECT(n == strlen(want) && !strcmp(t, want), "countdown prompt %llu: %s, want %s", (unsigned long long)i, t, want);
+    EXPECT(cd->check(t, p.solution, strlen(p.solution)) == 1, "countdown: the solution %s of %s", p.solution, t);
+    srlm_task_puzzle q;
+    srlm_task_puzzle_make(9, SRLM_TASK_SPLIT_TRAIN, i, &q);
+    sg->prompt(9, SRLM_TASK_SPLIT_TRAIN, i, t);
+    srlm_task_prompt(&q, want);
+    EXPECT_STR_EQ(t, want);
+    char ans[SRLM_TASK_ANSWER_LEN + 1];
+    srlm_task_answer(&q, q.sign, ans);
+    EXPECT(sg->check(t, ans, strlen(ans)) == 1, "sign puzzle: the drawn answer %s of %s", ans, t);
+    /* references: Countdown's the generator's solution, the sign puzzle's every correct answer */
+    char refs[SRLM_TASK_MAX_REFS][SRLM_TASK_TEXT_MAX + 1], sol[8][SRLM_TASK_ANSWER_LEN + 1];
+    EXPECT(cd->references(9, SRLM_TASK_SPLIT_EVAL, i, refs) == 1 && !strcmp(refs[0], p.solution),
+           "countdown references of %s: %s, want %s", want, refs[0], p.solution);
+    const int nr = sg->references(9, SRLM_TASK_SPLIT_TRAIN, i, refs), ns = srlm_task_solutions(&q, sol);
+    EXPECT(nr == ns && nr == srlm_task_count_solutions(&q) && nr >= 1, "sign references: %d, %d solutions", nr, ns);
+    for (int k = 0; k < nr && k < ns; k++) {
+      EXPECT_STR_EQ(refs[k], sol[k]);
+      EXPECT(sg->check(t, refs[k], strlen(refs[k])) == 1, "sign reference %s of %s", refs[k], t);
+    }
+  }
+  EXPECT(cd->check("C3,7,25,4T56A", "(25-4)*3-7", 10) == 1, "countdown check: right");
+  EXPECT(cd->check("C3,7,25,4T56A", "25+25+6", 7) == 0, "countdown check: unknown number");
+  EXPECT(cd->check("Q6371T+15A", "6+3+7-1", 7) == 0, "countdown check of a sign-puzzle prompt");
+  EXPECT(sg->check("Q6371T+15A", "6+3+7-1", 7) == 1 && sg->check("Q6371T+15A", "6+3-7-1", 7) == 0, "sign check");
+  EXPECT(sg->check("C3,7,25,4T56A", "6+3+7-1", 7) == 0, "sign check of a countdown prompt");
+  EXPECT(cd->judge_prompt("C3,7,25,4T56A", "(25-4)*3-7", 10, t) == 24, "countdown judge prompt length");
+  EXPECT_STR_EQ(t, "C3,7,25,4T56A(25-4)*3-7S");
+  EXPECT(sg->judge_prompt("Q6371T+15A", "6+3+7-1", 7, t) == 18, "sign judge prompt length");
+  EXPECT_STR_EQ(t, "J6371T+15A6+3+7-1S");
+  EXPECT(cd->judge_prompt("nope", "1", 1, t) == 0 && t[0] == '\0', "a judge prompt of no puzzle");
+  int score = 0;
+  EXPECT(cd->judgment_parse("25-4=21,21*3=63,63-7=56;5", 25, &score) == 1 && score == 5, "countdown judgment");
+  EXPECT(cd->judgment_ok("25-4=21;", 8) == 0 && cd->judgment_ok("+09+16+155", 10) == 0, "countdown: no score");
+  EXPECT(sg->judgment_parse("+09+16+155", 10, &score) == 1 && score == 5, "sign judgment");
+  EXPECT(sg->judgment_ok("25-4=21;5", 9) == 0, "sign: a countdown judgment");
+  char key[SRLM_TASK_ANSWER_KEY_MAX];
+  EXPECT(cd->answer_key("C3,7,25,4T56A", "(25-4)*3-7", 10, key) == 1 && !strcmp(key, "56"), "countdown key: %s", key);
+  EXPECT(cd->answer_key("C3,7,25,4T56A", "3+7", 3, key) == 1 && !strcmp(key, "10"), "countdown key of a wrong value");
+  EXPECT(cd->answer_key("C3,7,25,4T56A", "25+25", 5, key) == 0 && cd->answer_key("C3,7,25,4T56A", "3+", 2, key) == 0,
+         "countdown: reused number or malformed: no key");
+  EXPECT(sg->answer_key("Q6371T+15A", "6+3+7-1", 7, key) == 1 && !strcmp(key, "6+3+7-1"), "sign key: %s", key);
+  EXPECT(sg->answer_key("Q6371T+15A", "6+3+7-1<|endoftext|>", 20, key) == 1 && !strcmp(key, "6+3+7-1"),
+         "sign key with the EOS text: %s", key);
+  EXPECT(sg->answer_key("Q6371T+15A", "6+3+7", 5, key) == 0 && sg->answer_key("Q6371T+15A", "6*3+7-1", 7, key) == 0,
+         "sign: no key without the answer's form");
+  EXPECT(cd->answer_max_new == SRLM_CD_ANSWER_MAX + 2 && sg->answer_max_new == SRLM_TASK_ANSWER_LEN + 5,
+         "answer lengths");
+}
+
 int main(void) {
   test_checker();
   test_judgment();
@@ -298,5 +361,6 @@ int main(void) {
   test_prompt_errors();
   test_shown_candidate();
   test_sft_data();
+  test_task_ops();
   TEST_MAIN_END();
 }

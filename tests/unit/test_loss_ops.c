@@ -109,6 +109,8 @@ typedef struct pref_case {
   int n;
   double ref_c[MAXS / 2], ref_r[MAXS / 2];
   int with_ref;
+  int soft; /* 1: per-pair weights w (all kinds) and soft labels eps (DPO) below */
+  double w[MAXS / 2], eps[MAXS / 2];
   srlm_pref_options o; /* o.norm > 0 */
 } pref_case;
 
@@ -121,7 +123,10 @@ static void make_pref(pref_case *c, int n, srlm_pref_options o, int with_ref, in
   for (int i = 0; i < n; i++) {
     c->ref_c[i] = seq_sum(&c->b, c->b.logp, 2 * i) + urand(-3, 3);
     c->ref_r[i] = seq_sum(&c->b, c->b.logp, 2 * i + 1) + urand(-3, 3);
+    c->w[i] = urand(0, 2.5);
+    c->eps[i] = urand(0, 1);
   }
+  c->soft = 0;
   c->o = o;
 }
 
@@ -131,7 +136,8 @@ static srlm_pref_loss_params pref_params(pref_case *c, const float *logp, float 
       .ref_chosen = c->with_ref ? c->ref_c : NULL, .ref_rejected = c->with_ref ? c->ref_r : NULL,
       .n = c->n, .T = c->b.T, .kind = (int)c->o.kind, .beta = c->o.beta,
       .label_smoothing = c->o.label_smoothing, .simpo_gamma = c->o.simpo_gamma,
-      .nll_weight = c->o.nll_weight, .norm = c->o.norm};
+      .nll_weight = c->o.nll_weight, .norm = c->o.norm,
+      .pair_weight = c->soft ? c->w : NULL, .pair_label = c->soft && c->o.kind == SRLM_PREF_DPO ? c->eps : NULL};
   return p;
 }
 
@@ -157,7 +163,9 @@ static srlm_status pref_host(const pref_case *c, int i0, int n, double *cc, doub
   }
   srlm_pref_batch hb = {.n = n, .logp_chosen = pc, .logp_rejected = pr,
                         .ref_chosen = c->with_ref ? c->ref_c + i0 : NULL,
-                        .ref_rejected = c->with_ref ? c->ref_r + i0 : NULL, .len_chosen = lc, .len_rejected = lr};
+                        .ref_rejected = c->with_ref ? c->ref_r + i0 : NULL, .len_chosen = lc, .len_rejected = lr,
+                        .weight = c->soft ? c->w + i0 : NULL,
+                        .label_smoothing = c->soft && c->o.kind == SRLM_PREF_DPO ? c->eps + i0 : NULL};
   return srlm_loss_pref(&c->o, &hb, cc, cr, m);
 }
 
@@ -217,8 +225,8 @@ static void test_pref_against_host(void) {
     int cases = 0, bad = 0;
     for (int with_ref = 0; with_ref < 2; with_ref++) {
       if (!with_ref && (kinds[k] == SRLM_PREF_DPO || kinds[k] == SRLM_PREF_IPO)) continue;
-      for (int ls = 0; ls < 2; ls++) {
-        if (ls && kinds[k] != SRLM_PREF_DPO) continue;
+      for (int ls = 0; ls < 3; ls++) { /* 2: per-pair weights (and DPO's soft labels) */
+        if (ls == 1 && kinds[k] != SRLM_PREF_DPO) continue;
         for (int nll = 0; nll < 2; nll++)
           for (int big_norm = 0; big_norm < 2; big_norm++)
             for (size_t z = 0; z < sizeof sizes / sizeof sizes[0]; z++) {
@@ -227,6 +235,7 @@ static void test_pref_against_host(void) {
                                      .simpo_gamma = urand(0, 1.5), .nll_weight = nll ? 0.7 : 0};
               o.norm = big_norm ? 3 * sizes[z] + 1 : sizes[z];
               make_pref(&c, sizes[z], o, with_ref, 20);
+              c.soft = ls == 2;
               const int b = check_pref_case(&c);
               EXPECT(b == 0, "%s pairs %d ref %d eps %g nll %g norm %lld: %d values differ from the host's", names[k],
                      sizes[z], with_ref, o.label_smoothing, o.nll_weight, (long long)o.norm, b);
@@ -321,12 +330,15 @@ static double check_fd(const char *name, double (*op_loss)(void *c, const float 
   return worst;
 }
 
-static void check_pref_fd(const char *name, srlm_pref_options o, int with_ref) {
+static void check_pref_fd_soft(const char *name, srlm_pref_options o, int with_ref, int soft) {
   pref_case c;
   make_pref(&c, 3, o, with_ref, 6);
+  c.soft = soft;
   const double worst = check_fd(name, pref_op_loss, &c, c.b.logp, c.b.T);
   fprintf(stderr, "pref_loss %-22s worst relative FD error %.3g over %lld rows\n", name, worst, (long long)c.b.T);
 }
+
+static void check_pref_fd(const char *name, srlm_pref_options o, int with_ref) { check_pref_fd_soft(name, o, with_ref, 0); }
 
 static void test_pref_finite_differences(void) {
   check_pref_fd("dpo", (srlm_pref_options){.kind = SRLM_PREF_DPO, .beta = 0.5, .norm = 3}, 1);
@@ -336,6 +348,9 @@ static void test_pref_finite_differences(void) {
   check_pref_fd("ipo", (srlm_pref_options){.kind = SRLM_PREF_IPO, .beta = 0.5, .norm = 3}, 1);
   check_pref_fd("simpo", (srlm_pref_options){.kind = SRLM_PREF_SIMPO, .beta = 2, .simpo_gamma = 0.5, .norm = 3}, 0);
   check_pref_fd("sft + nll", (srlm_pref_options){.kind = SRLM_PREF_SFT, .nll_weight = 0.5, .norm = 3}, 0);
+  check_pref_fd_soft("dpo w + soft labels + nll",
+                     (srlm_pref_options){.kind = SRLM_PREF_DPO, .beta = 0.5, .nll_weight = 1, .norm = 3}, 1, 1);
+  check_pref_fd_soft("ipo w", (srlm_pref_options){.kind = SRLM_PREF_IPO, .beta = 0.5, .norm = 3}, 1, 1);
 }
 
 /* ---- GRPO -------------------------------------------------------------------------- */

@@ -20,9 +20,10 @@ static double pref_loss(const srlm_pref_options *o, const srlm_pref_batch *b) {
   return m.loss;
 }
 
-/* dL/dlogp_chosen[i] and dL/dlogp_rejected[i] by central differences against the coefficients */
-static void check_pref_fd(const char *name, srlm_pref_options o, int n, uint32_t seed) {
-  double pc[8], pr[8], rc[8], rr[8], cc[8], cr[8];
+/* dL/dlogp_chosen[i] and dL/dlogp_rejected[i] by central differences against the coefficients;
+ * soft: with per-pair weights in [0, 3) and soft labels in [0, 1] */
+static void check_pref_fd_soft(const char *name, srlm_pref_options o, int n, uint32_t seed, int soft) {
+  double pc[8], pr[8], rc[8], rr[8], cc[8], cr[8], w[8], eps[8];
   int64_t lc[8], lr[8];
   uint32_t s = seed;
   for (int i = 0; i < n; i++) {
@@ -32,8 +33,10 @@ static void check_pref_fd(const char *name, srlm_pref_options o, int n, uint32_t
     rr[i] = pr[i] + urand(&s, -3, 3);
     lc[i] = 1 + (int64_t)urand(&s, 0, 20);
     lr[i] = 1 + (int64_t)urand(&s, 0, 20);
+    w[i] = urand(&s, 0, 3);
+    eps[i] = i == 0 ? 1.0 : (i == 1 ? 0.0 : urand(&s, 0, 1)); /* the ends of the range too */
   }
-  srlm_pref_batch b = {n, pc, pr, rc, rr, lc, lr};
+  srlm_pref_batch b = {n, pc, pr, rc, rr, lc, lr, soft ? w : NULL, soft && o.kind == SRLM_PREF_DPO ? eps : NULL};
   srlm_status st = srlm_loss_pref(&o, &b, cc, cr, NULL);
   EXPECT(st == SRLM_OK, "%s: %s", name, srlm_error_message());
   const double h = 1e-5;
@@ -55,6 +58,10 @@ static void check_pref_fd(const char *name, srlm_pref_options o, int n, uint32_t
     }
   }
   fprintf(stderr, "%-28s worst relative FD error %.3g\n", name, worst);
+}
+
+static void check_pref_fd(const char *name, srlm_pref_options o, int n, uint32_t seed) {
+  check_pref_fd_soft(name, o, n, seed, 0);
 }
 
 static void test_pref_finite_differences(void) {
@@ -83,13 +90,20 @@ static void test_pref_finite_differences(void) {
   o.norm = 100; /* a micro-batch of a larger step */
   o.nll_weight = 0.3;
   check_pref_fd("ipo + nll, norm 100", o, 5, 8);
+  /* per-pair weights and soft labels (ScPO, CREAM): eps over [0, 1], weights over [0, 3) */
+  o = (srlm_pref_options){.kind = SRLM_PREF_DPO, .beta = 0.5};
+  check_pref_fd_soft("dpo weights + soft labels", o, 8, 21, 1);
+  o.nll_weight = 1.0;
+  check_pref_fd_soft("dpo soft + weighted nll", o, 8, 22, 1);
+  o = (srlm_pref_options){.kind = SRLM_PREF_SIMPO, .beta = 2.0, .simpo_gamma = 0.5, .nll_weight = 0.3};
+  check_pref_fd_soft("simpo weights", o, 6, 23, 1);
 }
 
 static void test_dpo_hand_values(void) {
   /* h = 0: L = log 2, coefficients -+beta/2 (sigma(0) - 1 = -1/2) */
   double pc = -10, pr = -12, rc = -10, rr = -12, cc, cr;
   srlm_pref_options o = {.kind = SRLM_PREF_DPO, .beta = 0.1};
-  srlm_pref_batch b = {1, &pc, &pr, &rc, &rr, NULL, NULL};
+  srlm_pref_batch b = {1, &pc, &pr, &rc, &rr, NULL, NULL, NULL, NULL};
   srlm_pref_metrics m;
   EXPECT(srlm_loss_pref(&o, &b, &cc, &cr, &m) == SRLM_OK, "%s", srlm_error_message());
   EXPECT_NEAR(m.loss, log(2.0), 1e-15);
@@ -125,15 +139,15 @@ static void test_label_smoothing(void) {
   /* eps = 0.5: L(h) = L(-h) and the gradient vanishes at h = 0 */
   double pc = -5, pr = -7, rc = -6, rr = -6.5, cc1, cr1, cc2, cr2;
   srlm_pref_options o = {.kind = SRLM_PREF_DPO, .beta = 0.7, .label_smoothing = 0.5};
-  srlm_pref_batch b = {1, &pc, &pr, &rc, &rr, NULL, NULL};
+  srlm_pref_batch b = {1, &pc, &pr, &rc, &rr, NULL, NULL, NULL, NULL};
   srlm_pref_metrics m1, m2;
   EXPECT(srlm_loss_pref(&o, &b, &cc1, &cr1, &m1) == SRLM_OK, "%s", srlm_error_message());
-  srlm_pref_batch sw = {1, &pr, &pc, &rr, &rc, NULL, NULL}; /* chosen and rejected swapped: -h */
+  srlm_pref_batch sw = {1, &pr, &pc, &rr, &rc, NULL, NULL, NULL, NULL}; /* chosen and rejected swapped: -h */
   EXPECT(srlm_loss_pref(&o, &sw, &cc2, &cr2, &m2) == SRLM_OK, "%s", srlm_error_message());
   EXPECT_NEAR(m1.loss, m2.loss, 1e-15);
   EXPECT_NEAR(cc1, -cc2, 1e-15);
   double z = 0;
-  srlm_pref_batch zero = {1, &z, &z, &z, &z, NULL, NULL};
+  srlm_pref_batch zero = {1, &z, &z, &z, &z, NULL, NULL, NULL, NULL};
   EXPECT(srlm_loss_pref(&o, &zero, &cc1, &cr1, &m1) == SRLM_OK, "%s", srlm_error_message());
   EXPECT_NEAR(cc1, 0, 1e-16);
   EXPECT_NEAR(m1.loss, log(2.0), 1e-15);
@@ -145,13 +159,67 @@ static void test_label_smoothing(void) {
   EXPECT_NEAR(cc1, 0.7 * (s - 0.9), 1e-15);
 }
 
+/* Per-pair weights and soft labels (ScPO's w, CREAM's eps = 1 - C) against the formulas by
+ * hand; w = 1 with the loss's own label_smoothing gives the unweighted bits exactly. */
+static void test_pair_weights_and_labels(void) {
+  double pc[3] = {-5, -8, -3}, pr[3] = {-7, -6, -9}, rc[3] = {-6, -7, -4}, rr[3] = {-6.5, -6, -8};
+  int64_t lc[3] = {3, 4, 2}, lr[3] = {5, 2, 6};
+  double w[3] = {1, 0.25, 0}, eps[3] = {0.1, 0.75, 0.3}, cc[3], cr[3], cc0[3], cr0[3];
+  srlm_pref_options o = {.kind = SRLM_PREF_DPO, .beta = 0.7, .label_smoothing = 0.1, .nll_weight = 0.5};
+  srlm_pref_batch plain = {3, pc, pr, rc, rr, lc, lr, NULL, NULL};
+  srlm_pref_metrics m0, m;
+  EXPECT(srlm_loss_pref(&o, &plain, cc0, cr0, &m0) == SRLM_OK, "%s", srlm_error_message());
+  double ones[3] = {1, 1, 1}, same[3] = {0.1, 0.1, 0.1};
+  srlm_pref_batch unit = plain;
+  unit.weight = ones;
+  unit.label_smoothing = same;
+  EXPECT(srlm_loss_pref(&o, &unit, cc, cr, &m) == SRLM_OK, "%s", srlm_error_message());
+  EXPECT(m.loss == m0.loss && cc[0] == cc0[0] && cr[2] == cr0[2] && cc[1] == cc0[1],
+         "w = 1, eps = label_smoothing changed the bits: loss %.17g vs %.17g", m.loss, m0.loss);
+  srlm_pref_batch b = plain;
+  b.weight = w;
+  b.label_smoothing = eps;
+  EXPECT(srlm_loss_pref(&o, &b, cc, cr, &m) == SRLM_OK, "%s", srlm_error_message());
+  double want = 0;
+  for (int i = 0; i < 3; i++) {
+    double h = (pc[i] - rc[i]) - (pr[i] - rr[i]), s = 1.0 / (1.0 + exp(-0.7 * h));
+    double l = -(1 - eps[i]) * log(s) - eps[i] * log(1 - s) + 0.5 * (-pc[i] / (double)lc[i]);
+    want += w[i] * l / 3.0;
+    EXPECT_NEAR(cc[i], w[i] * (0.7 * (s - (1 - eps[i])) - 0.5 / (double)lc[i]) / 3.0, 1e-15);
+    EXPECT_NEAR(cr[i], -w[i] * 0.7 * (s - (1 - eps[i])) / 3.0, 1e-15);
+  }
+  EXPECT_NEAR(m.loss, want, 1e-14);
+  EXPECT(cc[2] == 0 && cr[2] == 0, "weight 0: coefficients %g %g", cc[2], cr[2]);
+  /* eps = 1 flips the label: the loss of (y_w, y_l) with eps 1 is that of (y_l, y_w) with eps 0 */
+  double one = 1, zero = 0, c1, r1, c2, r2;
+  srlm_pref_batch f1 = {1, &pc[0], &pr[0], &rc[0], &rr[0], NULL, NULL, NULL, &one};
+  srlm_pref_batch f2 = {1, &pr[0], &pc[0], &rr[0], &rc[0], NULL, NULL, NULL, &zero};
+  srlm_pref_options od = {.kind = SRLM_PREF_DPO, .beta = 0.7};
+  srlm_pref_metrics a1, a2;
+  EXPECT(srlm_loss_pref(&od, &f1, &c1, &r1, &a1) == SRLM_OK, "%s", srlm_error_message());
+  EXPECT(srlm_loss_pref(&od, &f2, &c2, &r2, &a2) == SRLM_OK, "%s", srlm_error_message());
+  EXPECT_NEAR(a1.loss, a2.loss, 1e-15);
+  EXPECT_NEAR(c1, r2, 1e-15);
+  /* errors: negative or non-finite weight, a label outside [0, 1], labels with IPO */
+  w[1] = -0.5;
+  EXPECT_EQ_INT(srlm_loss_pref(&o, &b, cc, cr, &m), SRLM_ERR_RANGE);
+  w[1] = NAN;
+  EXPECT_EQ_INT(srlm_loss_pref(&o, &b, cc, cr, &m), SRLM_ERR_RANGE);
+  w[1] = 0.25;
+  eps[2] = 1.5;
+  EXPECT_EQ_INT(srlm_loss_pref(&o, &b, cc, cr, &m), SRLM_ERR_RANGE);
+  eps[2] = 0.3;
+  srlm_pref_options oi = {.kind = SRLM_PREF_IPO, .beta = 0.5};
+  EXPECT_EQ_INT(srlm_loss_pref(&oi, &b, cc, cr, &m), SRLM_ERR_CONFIG);
+}
+
 static void test_ipo_simpo_sft_hand_values(void) {
   double pc = -4, pr = -9, rc = -6, rr = -9, cc, cr;
   int64_t lc = 2, lr = 3;
   srlm_pref_metrics m;
   /* IPO: hbar_w = 1, hbar_l = 0, tau 0.5 -> target 1: loss 0 */
   srlm_pref_options o = {.kind = SRLM_PREF_IPO, .beta = 0.5};
-  srlm_pref_batch b = {1, &pc, &pr, &rc, &rr, &lc, &lr};
+  srlm_pref_batch b = {1, &pc, &pr, &rc, &rr, &lc, &lr, NULL, NULL};
   EXPECT(srlm_loss_pref(&o, &b, &cc, &cr, &m) == SRLM_OK, "%s", srlm_error_message());
   EXPECT_NEAR(m.loss, 0, 1e-15);
   EXPECT_NEAR(cc, 0, 1e-15);
@@ -163,7 +231,7 @@ static void test_ipo_simpo_sft_hand_values(void) {
   EXPECT_NEAR(cr, -1.0 / 3.0, 1e-15);
   /* SimPO: z = 2 (-4/2) - 2 (-9/3) - 1 = 1 */
   srlm_pref_options so = {.kind = SRLM_PREF_SIMPO, .beta = 2, .simpo_gamma = 1};
-  srlm_pref_batch sb = {1, &pc, &pr, NULL, NULL, &lc, &lr};
+  srlm_pref_batch sb = {1, &pc, &pr, NULL, NULL, &lc, &lr, NULL, NULL};
   EXPECT(srlm_loss_pref(&so, &sb, &cc, &cr, &m) == SRLM_OK, "%s", srlm_error_message());
   EXPECT_NEAR(m.loss, log1p(exp(-1.0)), 1e-15);
   EXPECT_NEAR(cc, -(1.0 / (1.0 + exp(1.0))) * 2 / 2, 1e-15);
@@ -171,7 +239,7 @@ static void test_ipo_simpo_sft_hand_values(void) {
   EXPECT_NEAR(m.reward_rejected_sum, -6, 1e-15);
   /* SFT: -logpi/|y|; + NLL weight 0.5 adds half of that again; the rejected side is ignored */
   srlm_pref_options fo = {.kind = SRLM_PREF_SFT, .nll_weight = 0.5};
-  srlm_pref_batch fb = {1, &pc, NULL, NULL, NULL, &lc, NULL};
+  srlm_pref_batch fb = {1, &pc, NULL, NULL, NULL, &lc, NULL, NULL, NULL};
   EXPECT(srlm_loss_pref(&fo, &fb, &cc, NULL, &m) == SRLM_OK, "%s", srlm_error_message());
   EXPECT_NEAR(m.loss, 3.0, 1e-15);
   EXPECT_NEAR(cc, -0.75, 1e-15);
@@ -185,11 +253,12 @@ static void test_pref_split_and_errors(void) {
   int64_t lc[5] = {3, 4, 5, 6, 7}, lr[5] = {4, 3, 8, 6, 2};
   double cc[5], cr[5], cc2[5], cr2[5];
   srlm_pref_options o = {.kind = SRLM_PREF_DPO, .beta = 0.3, .label_smoothing = 0.1, .nll_weight = 1};
-  srlm_pref_batch all = {5, pc, pr, rc, rr, lc, lr};
+  srlm_pref_batch all = {5, pc, pr, rc, rr, lc, lr, NULL, NULL};
   srlm_pref_metrics mall, m1, m2;
   EXPECT(srlm_loss_pref(&o, &all, cc, cr, &mall) == SRLM_OK, "%s", srlm_error_message());
   o.norm = 5;
-  srlm_pref_batch b1 = {2, pc, pr, rc, rr, lc, lr}, b2 = {3, pc + 2, pr + 2, rc + 2, rr + 2, lc + 2, lr + 2};
+  srlm_pref_batch b1 = {2, pc, pr, rc, rr, lc, lr, NULL, NULL},
+                  b2 = {3, pc + 2, pr + 2, rc + 2, rr + 2, lc + 2, lr + 2, NULL, NULL};
   EXPECT(srlm_loss_pref(&o, &b1, cc2, cr2, &m1) == SRLM_OK, "%s", srlm_error_message());
   EXPECT(srlm_loss_pref(&o, &b2, cc2 + 2, cr2 + 2, &m2) == SRLM_OK, "%s", srlm_error_message());
   srlm_pref_metrics_merge(&m1, &m2);
@@ -490,6 +559,7 @@ int main(void) {
   test_pref_finite_differences();
   test_dpo_hand_values();
   test_label_smoothing();
+  test_pair_weights_and_labels();
   test_ipo_simpo_sft_hand_values();
   test_pref_split_and_errors();
   test_grpo_finite_differences();

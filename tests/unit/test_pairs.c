@@ -2,6 +2,7 @@
  * include/srlm/pairs.h (extremes, lowest-index ties, unscored, ties, margins, equal
  * texts, Meta-Rewarding length control) and GRPO / Dr.GRPO advantages. */
 #include <math.h>
+#include <string.h>
 
 #include "srlm/pairs.h"
 #include "test.h"
@@ -211,6 +212,116 @@ static void test_group_batch_std_and_eps(void) {
          srlm_group_all_equal(3, eq3), srlm_group_all_equal(3, mixed));
 }
 
+/* ScPO votes on hand-made vote tables: answers, expected outcome, chosen/rejected, weight. */
+typedef enum { V_MADE, V_ONE, V_TIE, V_BELOW } vote_outcome;
+typedef struct vote_case {
+  const char *name;
+  int k;
+  const char *answers[MAXK]; /* "-" = no extractable answer */
+  double threshold;
+  vote_outcome want;
+  int chosen, rejected;
+  double weight;
+} vote_case;
+
+static const vote_case k_votes[] = {
+    {"most vs least, unanswered no vote", 6, {"7", "7", "3", "7", "-", "5"}, 0, V_MADE, 0, 2, 2.0 / 6},
+    {"threshold exactly V+/k kept", 6, {"7", "7", "3", "7", "-", "5"}, 0.5, V_MADE, 0, 2, 2.0 / 6},
+    {"threshold above V+/k dropped", 6, {"7", "7", "3", "7", "-", "5"}, 0.6, V_BELOW, 0, 0, 0},
+    {"one answer only", 3, {"4", "4", "4"}, 0, V_ONE, 0, 0, 0},
+    {"one answer among unanswered", 4, {"-", "4", "-", "-"}, 0, V_ONE, 0, 0, 0},
+    {"no answers", 2, {"-", "-"}, 0, V_ONE, 0, 0, 0},
+    {"all answers equally voted: tie", 4, {"1", "2", "1", "2"}, 0, V_TIE, 0, 0, 0},
+    {"equal least votes: the first answer", 7, {"a", "b", "b", "c", "c", "c", "d"}, 0, V_MADE, 3, 0, 2.0 / 7},
+    {"equal top votes: the first answer", 5, {"x", "y", "y", "x", "z"}, 0, V_MADE, 0, 4, 1.0 / 5},
+    {"chosen is the answer's first sample", 4, {"q", "p", "p", "p"}, 0, V_MADE, 1, 0, 2.0 / 4},
+};
+
+static void test_votes(void) {
+  srlm_vote_stats total = {0};
+  int64_t want[4] = {0}, no_answer = 0;
+  for (size_t c = 0; c < sizeof k_votes / sizeof k_votes[0]; c++) {
+    const vote_case *v = &k_votes[c];
+    const char *a[MAXK];
+    for (int i = 0; i < v->k; i++) {
+      a[i] = strcmp(v->answers[i], "-") ? v->answers[i] : NULL;
+      no_answer += a[i] == NULL;
+    }
+    srlm_pair p = {-1, -1, 0};
+    double w = -1;
+    int made = -1;
+    srlm_vote_stats one = {0};
+    EXPECT_EQ_INT(srlm_pairs_votes(v->threshold, v->k, a, &p, &w, &made, &one), SRLM_OK);
+    srlm_pairs_votes(v->threshold, v->k, a, &p, &w, &made, &total);
+    want[v->want]++;
+    const int64_t got[4] = {one.pairs, one.one_answer, one.tie, one.below_threshold};
+    EXPECT(got[v->want] == 1 && one.prompts == 1, "%s: outcome counts %lld made, %lld one answer, %lld tie, %lld below",
+           v->name, (long long)got[0], (long long)got[1], (long long)got[2], (long long)got[3]);
+    EXPECT(made == (v->want == V_MADE), "%s: made %d", v->name, made);
+    if (v->want == V_MADE) {
+      EXPECT(p.chosen == v->chosen && p.rejected == v->rejected, "%s: pair (%d, %d), want (%d, %d)", v->name, p.chosen,
+             p.rejected, v->chosen, v->rejected);
+      EXPECT(w == v->weight, "%s: weight %.17g, want %.17g", v->name, w, v->weight);
+    }
+  }
+  EXPECT(total.pairs == want[V_MADE] && total.one_answer == want[V_ONE] && total.tie == want[V_TIE] &&
+         total.below_threshold == want[V_BELOW] && total.no_answer == no_answer,
+         "totals: %lld pairs, %lld one answer, %lld ties, %lld below, %lld unanswered", (long long)total.pairs,
+         (long long)total.one_answer, (long long)total.tie, (long long)total.below_threshold,
+         (long long)total.no_answer);
+  EXPECT_NEAR(total.weight_sum, 2.0 / 6 * 2 + 2.0 / 7 + 1.0 / 5 + 2.0 / 4, 1e-15);
+  srlm_pair p;
+  double w;
+  int made;
+  const char *a[2] = {"1", "2"};
+  EXPECT_EQ_INT(srlm_pairs_votes(1.5, 2, a, &p, &w, &made, NULL), SRLM_ERR_CONFIG);
+  EXPECT_EQ_INT(srlm_pairs_votes(NAN, 2, a, &p, &w, &made, NULL), SRLM_ERR_CONFIG);
+}
+
+/* Kendall's tau-b against values worked out by hand (scipy.stats.kendalltau agrees). */
+static void test_kendall(void) {
+  const double up[4] = {1, 2, 3, 4}, down[4] = {4, 3, 2, 1}, swap[4] = {1, 3, 2, 4};
+  EXPECT_NEAR(srlm_kendall_tau_b(4, up, up), 1, 0);
+  EXPECT_NEAR(srlm_kendall_tau_b(4, up, down), -1, 0);
+  EXPECT_NEAR(srlm_kendall_tau_b(4, up, swap), 2.0 / 3, 1e-15); /* 5 concordant, 1 discordant of 6 */
+  /* ties: (1,2,2,3) vs (1,2,3,3): 4 concordant, 0 discordant, one tie on each side: 4 / sqrt(5 x 5) */
+  const double ta[4] = {1, 2, 2, 3}, tb[4] = {1, 2, 3, 3};
+  EXPECT_NEAR(srlm_kendall_tau_b(4, ta, tb), 0.8, 1e-15);
+  /* ties on one side only: (1,1,2) vs (1,2,3): n_c 2, n_0 3, t_a 1: 2 / sqrt(2 x 3) */
+  const double oa[3] = {1, 1, 2}, ob[3] = {1, 2, 3};
+  EXPECT_NEAR(srlm_kendall_tau_b(3, oa, ob), 2.0 / sqrt(6.0), 1e-15);
+  /* items not finite on either side are left out */
+  const double na[4] = {1, NAN, 2, 3}, nb[4] = {3, 0, 2, 1};
+  EXPECT_NEAR(srlm_kendall_tau_b(4, na, nb), -1, 0);
+  /* an all-tied side has no ranking: undefined, consistency 1/2 */
+  const double flat[4] = {2, 2, 2, 2};
+  EXPECT(isnan(srlm_kendall_tau_b(4, flat, up)), "tau with an all-tied side: %g", srlm_kendall_tau_b(4, flat, up));
+  EXPECT(isnan(srlm_kendall_tau_b(1, up, up)), "tau of one item");
+  EXPECT_NEAR(srlm_rank_consistency(4, flat, up), 0.5, 0);
+  EXPECT_NEAR(srlm_rank_consistency(4, up, swap), (2.0 / 3 + 1) / 2, 1e-15);
+  EXPECT_NEAR(srlm_rank_consistency(4, up, down), 0, 0);
+}
+
+/* DICE's length alpha: the smallest alpha whose pairs' mean chosen length is not above the
+ * mean rejected length, on prompts worked out by hand. */
+static void test_length_alpha(void) {
+  /* one prompt: 3 - 10 a = 2 - 2 a at a = 1/8; above it the short answer is chosen */
+  const double s1[2] = {3, 2};
+  const int64_t l1[2] = {10, 2};
+  EXPECT_NEAR(srlm_length_alpha(1, 2, s1, l1), 0.125, 1e-12);
+  /* two prompts: P1 (3, 2) lengths (10, 8) flips at 1/2 (D1 +2 -> -2), P2 (5, 1) lengths
+   * (12, 2) flips at 2/5 (D2 +10 -> -10): the mean gap (D1 + D2) / 2 turns <= 0 at 2/5 */
+  const double s2[4] = {3, 2, 5, 1};
+  const int64_t l2[4] = {10, 8, 12, 2};
+  EXPECT_NEAR(srlm_length_alpha(2, 2, s2, l2), 0.4, 1e-12);
+  /* chosen already shorter on average: 0; unscored samples are never picked */
+  const double s3[3] = {5, 1, NAN};
+  const int64_t l3[3] = {2, 9, 100};
+  EXPECT_NEAR(srlm_length_alpha(1, 3, s3, l3), 0, 0);
+  const double s4[2] = {NAN, NAN};
+  EXPECT_NEAR(srlm_length_alpha(1, 2, s4, l3), 0, 0);
+}
+
 /* DAPO's refill rounds: hand-counted cases of srlm_refill_next. */
 static void test_refill(void) {
   static const struct {
@@ -248,6 +359,9 @@ static void test_refill(void) {
 
 int main(void) {
   test_refill();
+  test_votes();
+  test_kendall();
+  test_length_alpha();
   test_pair_table();
   test_pair_bytes_and_errors();
   test_group_table();

@@ -3,6 +3,8 @@
  * few pairs makes every chosen answer beat its rejected one against the reference, and
  * the replay term trains its examples. */
 #include <math.h>
+#include <stdlib.h>
+#include <string.h>
 
 #include "srlm/pref.h"
 #include "model_host.h"
@@ -198,6 +200,51 @@ static void test_training(srlm_model *m, const srlm_pref_pair *p) {
   }
 }
 
+/* The weights of a fresh tiny model after 4 epochs of DPO on the pairs with per-pair
+ * weights w and soft labels eps (NULL: none); *h gets each pair's final margin h. */
+static float *train_soft(const srlm_pref_pair *p, const double *w, const double *eps, double ls, double *h) {
+  srlm_model *m = tiny_model();
+  double rc[NP], rr[NP];
+  EXPECT_EQ_INT(srlm_pref_ref_logps(m, p, NP, 1 << 20, rc, rr), SRLM_OK);
+  srlm_pref_train_options o = {.loss = {.kind = SRLM_PREF_DPO, .beta = 1.0, .label_smoothing = ls},
+                               .batch_pairs = 3, .epochs = 12, .seed = 5, .pair_weight = w, .pair_label = eps};
+  o.optim = (srlm_optim_config){.beta1 = 0.9, .beta2 = 0.98, .eps = 1e-8, .grad_clip = 1.0};
+  o.schedule = (srlm_lr_schedule){.kind = SRLM_CFG_LR_CONSTANT, .lr = 1e-2, .min_lr = 1e-2};
+  srlm_status st = srlm_pref_train(m, p, NP, rc, rr, &o, NULL);
+  EXPECT(st == SRLM_OK, "train: %s", srlm_error_message());
+  double c[NP], r[NP];
+  EXPECT_EQ_INT(srlm_pref_ref_logps(m, p, NP, 1 << 20, c, r), SRLM_OK);
+  for (int i = 0; i < NP; i++) h[i] = (c[i] - rc[i]) - (r[i] - rr[i]);
+  const size_t n = srlm_model_num_params(m);
+  float *x = malloc(n * sizeof *x);
+  EXPECT_EQ_INT(srlm_model_get_params(m, x, 0, n), SRLM_OK);
+  srlm_model_free(m);
+  return x;
+}
+
+/* Per-pair weights and soft labels through the trainer: w = 1 with eps = label_smoothing
+ * is bit for bit the unweighted run; w = 0 on every pair leaves the weights as they were
+ * (no gradient, no weight decay); eps = 1 on every pair flips what is learnt. */
+static void test_pair_weights(const srlm_pref_pair *p) {
+  srlm_model *m0 = tiny_model();
+  const size_t n = srlm_model_num_params(m0);
+  float *init = malloc(n * sizeof *init);
+  EXPECT_EQ_INT(srlm_model_get_params(m0, init, 0, n), SRLM_OK);
+  srlm_model_free(m0);
+  double ones[NP], eps01[NP], zeros[NP], flip[NP], h0[NP], h1[NP], hz[NP], hf[NP];
+  for (int i = 0; i < NP; i++) ones[i] = 1, eps01[i] = 0.1, zeros[i] = 0, flip[i] = 1;
+  float *a = train_soft(p, NULL, NULL, 0.1, h0), *b = train_soft(p, ones, eps01, 0.1, h1);
+  EXPECT(memcmp(a, b, n * sizeof *a) == 0, "w = 1, eps = label_smoothing: the weights differ from the plain run");
+  float *z = train_soft(p, zeros, NULL, 0, hz);
+  EXPECT(memcmp(z, init, n * sizeof *z) == 0, "w = 0 on every pair changed the weights");
+  float *f = train_soft(p, NULL, flip, 0, hf);
+  for (int i = 0; i < NP; i++) {
+    EXPECT(h0[i] > 0.5, "pair %d: margin %.3f after plain DPO", i, h0[i]);
+    EXPECT(hf[i] < -0.5, "pair %d: margin %.3f after DPO with eps = 1 (flipped labels)", i, hf[i]);
+  }
+  free(a), free(b), free(z), free(f), free(init);
+}
+
 int main(void) {
   srlm_pref_pair p[NP];
   make_pairs(p);
@@ -207,5 +254,6 @@ int main(void) {
   test_gradient(m, p);
   test_training(m, p);
   srlm_model_free(m);
+  test_pair_weights(p);
   TEST_MAIN_END();
 }

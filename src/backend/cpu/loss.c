@@ -32,7 +32,7 @@ srlm_status srlm_cpu_pref_loss(srlm_backend *be, srlm_pref_loss_params p) {
                         p.resp_len[s], p.resp_start[s], (long long)p.T);
   }
   if (p.T > 0) memset(p.g, 0, (size_t)p.T * sizeof *p.g);
-  const srlm_pref_math m = {.kind = p.kind, .beta = p.beta, .label_smoothing = p.label_smoothing,
+  const srlm_pref_math m = {.kind = p.kind, .beta = p.beta,
                             .simpo_gamma = p.simpo_gamma, .nll_weight = p.nll_weight,
                             .inv_norm = 1.0 / (double)p.norm};
   const int has_ref = p.ref_chosen && p.ref_rejected;
@@ -45,6 +45,8 @@ srlm_status srlm_cpu_pref_loss(srlm_backend *be, srlm_pref_loss_params p) {
         .ref_rejected = has_ref ? p.ref_rejected[i] : 0.0,
         .len_chosen = (double)len[0],
         .len_rejected = (double)len[1],
+        .weight = p.pair_weight ? p.pair_weight[i] : 1.0,
+        .label_smoothing = p.pair_label ? p.pair_label[i] : p.label_smoothing,
         .has_ref = has_ref,
     };
     const srlm_pref_term t = srlm_pref_pair_term(m, x);
