@@ -54,6 +54,10 @@ typedef struct srlm_checkpoint {
   float *params, *m, *v;  /* (n_params) each */
   int64_t optim_step, optim_skipped, replay_next;
   double first_loss;      /* LEARN: the iteration's first step's loss (for its report) */
+  /* Both kinds, only with train.reference: ema (else 0 / NULL): WARP's EMA anchor as it is
+   * at the checkpoint (it lives over the whole run), dataset /anchor, attribute n_anchor. */
+  int64_t n_anchor;
+  float *anchor;          /* (n_anchor) */
 } srlm_checkpoint;
 
 /* Writes run_dir/checkpoint.h5 (replacing the old one atomically). */

@@ -154,6 +154,17 @@ typedef enum srlm_cfg_grpo_equal {
                                    prompts' worth of informative groups (DAPO; rollout.h) */
 } srlm_cfg_grpo_equal;
 
+typedef enum srlm_cfg_args_reward {
+  SRLM_CFG_ARGS_NONE = 0,  /* plain sampling */
+  SRLM_CFG_ARGS_IMPLICIT,  /* ARGS with the log-ratio of the policy to generate.args_reference */
+  SRLM_CFG_ARGS_JUDGE      /* ARGS with the model's own judge of the built-in task */
+} srlm_cfg_args_reward;
+
+typedef enum srlm_cfg_reference {
+  SRLM_CFG_REFERENCE_ITERATION = 0, /* the KL reference is M_{t-1}, the iteration's start, taken once */
+  SRLM_CFG_REFERENCE_EMA            /* WARP's EMA anchor of the policy, updated after every step, forwarded per step */
+} srlm_cfg_reference;
+
 typedef enum srlm_cfg_lr_schedule {
   SRLM_CFG_LR_CONSTANT = 0,
   SRLM_CFG_LR_LINEAR,
@@ -226,6 +237,10 @@ typedef struct srlm_config {
     double min_p;
     int max_new_tokens;
     srlm_strlist stop;
+    srlm_cfg_args_reward args_reward; /* ARGS reward-guided decoding of the generators (generate.h) */
+    double args_weight;
+    int args_top_k;
+    char *args_reference;             /* implicit: the reference model; "" = the run's start model M0 */
   } generate;
   struct {
     char *template_path; /* YAML key judge.template */
@@ -300,6 +315,8 @@ typedef struct srlm_config {
     int checkpoint_every;          /* optimizer steps between mid-iteration checkpoints; 0 = only at iteration ends */
     int zero;                      /* ZeRO stage over the learner ranks: 0, or 1 (AdamW moments sharded) */
     bool recompute;                /* activation recompute per layer in the learner's backward */
+    srlm_cfg_reference reference;  /* the DPO/GRPO reference: iteration start, or the EMA anchor (WARP) */
+    double ema_mu;                 /* EMA anchor: theta_ema <- (1 - mu) theta_ema + mu theta after each step */
   } train;
   struct {
     int every;   /* iterations between evaluations; 0 = never */

@@ -161,6 +161,12 @@ typedef struct srlm_engine_options {
   const srlm_dp *dp;         /* NULL: one learner */
   const srlm_train_resume *resume; /* NULL: from the first step */
   srlm_engine_hooks hooks;
+  /* WARP's EMA anchor (NULL: none): after every step that updated the weights (and after
+   * ZeRO's allgather, so every learner holds the same full weights and updates its own
+   * full anchor alike, without communication), anchor <- (1 - anchor_mu) anchor + anchor_mu m
+   * (srlm_engine_ema_update), before done(). The trainers forward it for their reference. */
+  srlm_model *anchor;
+  double anchor_mu; /* (0, 1] */
 } srlm_engine_options;
 
 typedef struct srlm_engine_summary {
@@ -168,6 +174,16 @@ typedef struct srlm_engine_summary {
   int64_t skipped; /* steps skipped in this run */
   double seconds;
 } srlm_engine_summary;
+
+/* A copy of m (same config, backend and dtype; parameters copied) to be an EMA anchor. */
+srlm_status srlm_engine_anchor_create(srlm_model *m, srlm_model **anchor);
+
+/* anchor <- (1 - mu) anchor + mu m over all parameters, each element computed in double
+ * from the fp32 masters and rounded once to fp32 (so the same bits on every learner and
+ * after a resume); the anchor's compute copy is refreshed. Goes through host memory in
+ * chunks of 1M elements (3 copies of the parameters per call: a cost on a GPU, nothing on
+ * the CPU). */
+srlm_status srlm_engine_ema_update(srlm_model *anchor, srlm_model *m, double mu);
 
 /* Trains m as described above. Every check (options, learners, schedule, resume point)
  * runs before anything changes; a rejected run leaves the weights as they were. out may

@@ -49,8 +49,48 @@ typedef enum srlm_stop_reason {
 /* "length", "eos", "stop" */
 const char *srlm_stop_reason_name(srlm_stop_reason r);
 
+/* ARGS reward-guided decoding (Khanov et al. 2024, ALGORITHMS.md section 12). Each step,
+ * for each sequence: the top_k tokens by logit (ties: lower id first) are the candidates
+ * v; score(v) = logit(v) + weight * reward(prefix + v); the token is the argmax of the
+ * score (temperature 0; ties: the higher-ranked candidate) or drawn from
+ * softmax(score / T) with one uniform draw keyed by (seed, SRLM_RNG_PURPOSE_ARGS, seq_id,
+ * step) like the sampler's, so a sequence's tokens do not depend on its batch. The
+ * sampler's top_k / top_p / min_p do not apply (the candidates are ARGS's own).
+ * Rewards, one of:
+ *   ref != NULL (implicit): reward(prefix + v) = sum over the response's tokens of
+ *     log pi(y_t) - log pi_ref(y_t), the policy's and ref's full log-softmax at temperature
+ *     1 (ref has its own KV cache, stepped with the same tokens: one more forward of the
+ *     reference per token);
+ *   reward != NULL (a callback, e.g. the model's own judge of a built-in task, args.h):
+ *     rewards of the k candidates of request req after its n generated ids.
+ * Log-probs of the chosen token: logprob is the policy's as always; sample_logprob is
+ * under the ARGS distribution over the candidates (0 greedy). */
+typedef srlm_status (*srlm_args_reward_fn)(void *user, int req, const int32_t *ids, int64_t n, const int32_t *cand,
+                                           int k, double *reward);
+
+typedef struct srlm_args_params {
+  double weight;              /* w */
+  int top_k;                  /* k >= 1 candidates */
+  srlm_model *ref;            /* implicit reward: the reference model (same vocabulary) */
+  srlm_args_reward_fn reward; /* or a callback; exactly one of ref and reward */
+  void *user;
+} srlm_args_params;
+
+/* Philox counter word of ARGS draws. */
+#define SRLM_RNG_PURPOSE_ARGS 0xa265u
+
+/* The k candidates of a row of V logits: ids by logit, descending, ties to the lower id
+ * (k <= V). */
+void srlm_args_candidates(const float *logits, int64_t V, int k, int32_t *cand);
+/* The choice among k candidates with logits logit (k) and rewards reward (k): *pick is an
+ * index into them, *logprob its log-probability under softmax(score / T) (0 for greedy,
+ * T = 0). A NaN score is an error naming the candidate. */
+srlm_status srlm_args_choose(int k, const float *logit, const double *reward, double weight, float temperature,
+                             uint64_t seed, uint64_t seq_id, uint32_t step, int *pick, double *logprob);
+
 typedef struct srlm_generate_params {
   srlm_sampler_params sampler;
+  const srlm_args_params *args; /* NULL: plain sampling; else ARGS decoding (above) */
   int max_new_tokens;          /* >= 0 */
   int max_batch;               /* sequences decoded together (KV-cache slots), >= 1 */
   int64_t max_step_tokens;     /* prefill budget of one model step: a waiting prompt joins

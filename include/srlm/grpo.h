@@ -123,6 +123,12 @@ typedef struct srlm_grpo_train_options {
   srlm_grpo_step_fn on_step; /* may be NULL */
   void *user;
   const srlm_train_resume *resume; /* NULL: from the first step (engine.h) */
+  /* WARP's EMA anchor (NULL: none): the KL reference is the anchor's log-probs of each
+   * micro-batch, forwarded just before the policy's (logp_ref is then unused: one more
+   * forward per micro-batch); logp_old stays the iteration's. The engine moves the anchor
+   * toward the weights by anchor_mu after every step that updated them (engine.h). */
+  srlm_model *anchor;
+  double anchor_mu;
 } srlm_grpo_train_options;
 
 typedef struct srlm_grpo_summary {

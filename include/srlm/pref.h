@@ -109,6 +109,12 @@ typedef struct srlm_pref_train_options {
   srlm_pref_step_fn on_step;
   void *user;
   const srlm_train_resume *resume; /* NULL: from the first step (engine.h) */
+  /* WARP's EMA anchor (NULL: none): the reference is the anchor's log-probs of each
+   * micro-batch, forwarded just before the policy's (ref_* are then ignored and may be
+   * NULL: one more forward per micro-batch), and the engine moves the anchor toward the
+   * weights by anchor_mu after every step that updated them (engine.h). */
+  srlm_model *anchor;
+  double anchor_mu;
 } srlm_pref_train_options;
 
 typedef struct srlm_pref_summary {

@@ -102,6 +102,7 @@ typedef struct srlm_sr_iteration {
                                (reported only; never used for training) */
   double loss_first, loss_last;
   double seconds;
+  double anchor_distance;   /* train.reference ema: |theta - theta_ema| / |theta| after learning (NaN otherwise) */
   double mean_response_tokens; /* mean tokens per sample, a stopping EOS included */
   /* issue 11's pair sources and consistency rules (pairs.source votes/implicit,
      pairs.consistency, pairs.replay_fraction; 0 / NaN when off): ScPO's prompts without

@@ -14,6 +14,7 @@
 #include <sys/stat.h>
 
 #include "commands.h"
+#include "srlm/args.h"
 #include "srlm/backend.h"
 #include "srlm/chat.h"
 #include "srlm/generate.h"
@@ -32,6 +33,8 @@ static const char k_help[] =
     "usage: srlm generate --model DIR --jsonl FILE [--max-new-tokens N] [--temperature T]\n"
     "                     [--top-p P] [--top-k K] [--min-p M] [--seed S] [--max-batch B]\n"
     "                     [--stop STRING ...] [--backend NAME] [--device N] [--dtype T]\n"
+    "                     [--args-reward implicit|judge [--args-weight W] [--args-top-k K]\n"
+    "                      [--args-reference DIR]]\n"
     "\n"
     "Continues each input line with the model of DIR (a Hugging Face directory) on the\n"
     "CPU (or --backend) and prints one line per input, in input order:\n"
@@ -75,9 +78,23 @@ static const char k_help[] =
     "                       (1 when --task's checker accepts an answer that stopped at EOS,\n"
     "                       else 0; the line's prompt/text is the task's prompt) or judge\n"
     "                       (the sign puzzle's judge format: the model's expected score)\n"
-    "  --task T             sign_puzzle or countdown: the checker of --reward verifier\n"
+    "  --task T             sign_puzzle or countdown: the checker of --reward verifier,\n"
+    "                       the judge of --args-reward judge\n"
     "  --bleu-tokenize M    words (default) or chars: BLEU's tokens\n"
     SRLM_CLI_BACKEND_HELP
+    "  --args-reward R      ARGS reward-guided decoding (Khanov et al. 2024): each step, over\n"
+    "                       the K most likely tokens v, score(v) = logit(v) + W reward(prefix\n"
+    "                       + v); the argmax (--temperature 0) or a draw from softmax(score /\n"
+    "                       T) keyed like the sampler's (--top-p/--top-k/--min-p do not\n"
+    "                       apply). R implicit: the sum over the answer's tokens of log pi -\n"
+    "                       log pi_ref (--args-reference DIR, one more forward of it per\n"
+    "                       token); R judge: the model's own expected judge score of the\n"
+    "                       answer so far in --task's judge format (default sign_puzzle;\n"
+    "                       lines hold the task's prompts, {\"text\":\"Q...A\"}; K judge\n"
+    "                       prompts + rationales per token)\n"
+    "  --args-weight W      the reward's weight (default 1)\n"
+    "  --args-top-k K       candidates per step (default 10)\n"
+    "  --args-reference DIR the reference model of the implicit reward (same vocabulary)\n"
     "  --help               this text\n"
     "\n"
     "Stops at an EOS id (config.json and generation_config.json eos_token_id), a stop\n"
@@ -92,6 +109,9 @@ typedef enum gen_reward { REWARD_SAR = 0, REWARD_BLEU, REWARD_VERIFIER, REWARD_J
 
 typedef struct gen_opts {
   const char *model, *jsonl;
+  const char *args_reward, *args_reference; /* ARGS: NULL = off */
+  srlm_args_params args;
+  int args_set;                             /* an --args-* option besides --args-reward was given */
   int best_of;         /* 0: off */
   gen_reward reward;
   int countdown;       /* --task countdown (else sign_puzzle) */
@@ -127,6 +147,7 @@ static int parse_opts(int argc, char **argv, gen_opts *o, int *help) {
   o->gp = srlm_generate_params_default();
   o->gp.stop = o->stop;
   o->backend = (srlm_cli_backend)SRLM_CLI_BACKEND_INIT;
+  o->args = (srlm_args_params){.weight = 1.0, .top_k = 10};
   *help = 0;
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i];
@@ -140,7 +161,8 @@ static int parse_opts(int argc, char **argv, gen_opts *o, int *help) {
     if (strncmp(a, "--", 2) != 0) return srlm_cli_usage_error(cmd, "unexpected argument '%s'", a);
     static const char *const k_valued[] = {"--model", "--jsonl", "--max-new-tokens", "--temperature", "--top-p",
                                            "--top-k", "--min-p", "--seed",           "--max-batch",   "--stop",
-                                           "--best-of", "--reward", "--task", "--bleu-tokenize"};
+                                           "--best-of", "--reward", "--task", "--bleu-tokenize",
+                                           "--args-reward", "--args-weight", "--args-top-k", "--args-reference"};
     int known = 0;
     for (size_t k = 0; k < sizeof k_valued / sizeof k_valued[0]; k++) known |= !strcmp(a, k_valued[k]);
     if (!known) return srlm_cli_usage_error(cmd, "unknown option '%s'", a);
@@ -166,6 +188,22 @@ static int parse_opts(int argc, char **argv, gen_opts *o, int *help) {
       unsigned long long s = strtoull(v, &end, 10);
       if (errno || end == v || *end || v[0] == '-') return srlm_cli_usage_error(cmd, "--seed '%s': expected an integer >= 0", v);
       o->gp.sampler.seed = s;
+    } else if (!strcmp(a, "--args-reward")) {
+      if (strcmp(v, "implicit") && strcmp(v, "judge"))
+        return srlm_cli_usage_error(cmd, "--args-reward '%s': expected implicit or judge", v);
+      o->args_reward = v;
+    } else if (!strcmp(a, "--args-reference")) {
+      o->args_reference = v;
+      o->args_set = 1;
+    } else if (!strcmp(a, "--args-top-k")) {
+      if (!parse_long(v, 1, 1 << 20, &n)) return srlm_cli_usage_error(cmd, "--args-top-k '%s': expected an integer >= 1", v);
+      o->args.top_k = (int)n;
+      o->args_set = 1;
+    } else if (!strcmp(a, "--args-weight")) {
+      float w;
+      if (!parse_float(v, &w) || !isfinite(w)) return srlm_cli_usage_error(cmd, "--args-weight '%s': expected a number", v);
+      o->args.weight = w;
+      o->args_set = 1;
     } else if (!strcmp(a, "--best-of")) {
       if (!parse_long(v, 1, 4096, &n)) return srlm_cli_usage_error(cmd, "--best-of '%s': expected an integer in 1..4096", v);
       o->best_of = (int)n;
@@ -197,6 +235,13 @@ static int parse_opts(int argc, char **argv, gen_opts *o, int *help) {
   }
   if (!o->model) return srlm_cli_usage_error(cmd, "--model DIR is required");
   if (!o->jsonl) return srlm_cli_usage_error(cmd, "--jsonl FILE is required");
+  if (o->args_set && !o->args_reward) return srlm_cli_usage_error(cmd, "the --args-* options need --args-reward implicit|judge");
+  if (o->args_reward && !strcmp(o->args_reward, "implicit") && !o->args_reference)
+    return srlm_cli_usage_error(cmd, "--args-reward implicit needs --args-reference DIR (the reference model)");
+  if (o->args_reward && !strcmp(o->args_reward, "judge") && o->args_reference)
+    return srlm_cli_usage_error(cmd, "--args-reference applies to --args-reward implicit");
+  if (o->args_reward && o->best_of)
+    return srlm_cli_usage_error(cmd, "--args-reward and --best-of are two decoding modes: give one of them");
   if (o->reward == REWARD_VERIFIER && !o->has_task)
     return srlm_cli_usage_error(cmd, "--reward verifier needs --task sign_puzzle or --task countdown");
   if (o->reward == REWARD_JUDGE && o->countdown)
@@ -660,6 +705,32 @@ static srlm_status run(gen_opts *o) {
   o->gp.eos_ids = eos;
   o->gp.n_eos = n_eos;
   o->gp.tok = tok;
+  /* ARGS: the reference model, or each line's puzzle for the judge */
+  srlm_model *ref = NULL;
+  char **ptexts = NULL; /* each line's task prompt text (the judge reward) */
+  srlm_args_judge aj = {.judge = m, .tok = tok, .task = srlm_task_find(o->countdown ? "countdown" : "sign_puzzle")};
+  if (st == SRLM_OK && o->args_reward) {
+    o->gp.args = &o->args;
+    if (!strcmp(o->args_reward, "implicit")) {
+      st = srlm_model_load(o->args_reference, be, o->backend.dtype, &ref);
+      o->args.ref = ref;
+    } else if (!tok) {
+      st = srlm_error(SRLM_ERR_USAGE, o->model, "--args-reward judge needs the model's tokenizer (no tokenizer.json here)");
+    } else {
+      ptexts = srlm_xcalloc((size_t)in.n + 1, sizeof *ptexts);
+      for (int i = 0; i < in.n && st == SRLM_OK; i++) {
+        size_t len = 0;
+        char jp[SRLM_TASK_TEXT_MAX + 1];
+        st = srlm_tokenizer_decode(tok, in.req[i].prompt, (size_t)in.req[i].n_prompt, &ptexts[i], &len);
+        if (st == SRLM_OK && (strlen(ptexts[i]) != len || aj.task->judge_prompt(ptexts[i], "", 0, jp) == 0))
+          st = srlm_error(SRLM_ERR_FORMAT, o->jsonl, "input %d: --args-reward judge needs a %s prompt (%s), got "
+                          "\"%.40s\"", i + 1, aj.task->name,
+                          o->countdown ? "\"C<numbers>T<target>A\"" : "\"Q<4 digits>T<sign><2 digits>A\"", ptexts[i]);
+      }
+      o->args.reward = srlm_args_judge_reward;
+      o->args.user = &aj;
+    }
+  }
   const int chunk = o->gp.max_batch * 8 > 256 ? o->gp.max_batch * 8 : 256;
   srlm_generate_stats total = {0};
   /* best-of-N's SAR: BOS, or where the model has none its first end id (rewards.h) */
@@ -669,6 +740,8 @@ static srlm_status run(gen_opts *o) {
   for (int start = 0; st == SRLM_OK && !o->best_of && start < in.n; start += chunk) {
     int n = in.n - start < chunk ? in.n - start : chunk;
     srlm_generate_stats stats;
+    aj.prompts = ptexts ? (const char *const *)ptexts + start : NULL; /* requests are numbered within the chunk */
+    aj.n_requests = n;
     st = srlm_generate(m, &o->gp, n, in.req + start, res, &stats);
     if (st != SRLM_OK) break;
     for (int i = 0; i < n; i++) {
@@ -686,6 +759,15 @@ static srlm_status run(gen_opts *o) {
     fprintf(stderr, "srlm generate: %d lines, %lld prompt tokens, %lld new tokens in %.2f s (%.1f new tokens/s, %lld steps)\n",
             in.n, (long long)total.prefill_tokens, (long long)total.new_tokens, total.seconds,
             total.seconds > 0 ? (double)total.new_tokens / total.seconds : 0.0, (long long)total.steps);
+  if (st == SRLM_OK && o->args_reward && ptexts)
+    fprintf(stderr, "srlm generate: ARGS (judge reward, weight %g, top %d): %lld candidates judged\n", o->args.weight,
+            o->args.top_k, (long long)aj.judged);
+  else if (st == SRLM_OK && o->args_reward)
+    fprintf(stderr, "srlm generate: ARGS (implicit reward against %s, weight %g, top %d)\n", o->args_reference,
+            o->args.weight, o->args.top_k);
+  for (int i = 0; ptexts && i < in.n; i++) free(ptexts[i]);
+  free(ptexts);
+  srlm_model_free(ref);
   free(out.p);
   free(res);
   inputs_free(&in);

@@ -19,6 +19,7 @@ int srlm_cmd_generate(int argc, char **argv);   /* cmd_generate.c */
 int srlm_cmd_sft(int argc, char **argv);        /* cmd_sft.c */
 int srlm_cmd_rollouts(int argc, char **argv);   /* cmd_rollouts.c: dump a rollouts.h5 */
 int srlm_cmd_report(int argc, char **argv);     /* cmd_report.c: RUN_DIR/report.html */
+int srlm_cmd_merge(int argc, char **argv);      /* cmd_merge.c: WARP's model merges */
 int srlm_cmd_task(int argc, char **argv);       /* cmd_task.c: the built-in sign puzzle */
 
 /* Prints "srlm <cmd>: error: <last error message>" to stderr and returns the exit status

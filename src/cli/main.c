@@ -21,6 +21,7 @@ static const command k_commands[] = {
     {"task", srlm_cmd_task, "task (sft-data|prompts|check|judge|eval) ...: data, checks and evaluation of the built-in tasks (sign puzzle, --task countdown)"},
     {"rollouts", srlm_cmd_rollouts, "rollouts FILE: print an iteration's rollouts.h5 as JSON lines"},
     {"report", srlm_cmd_report, "report RUN_DIR: write RUN_DIR/report.html (charts, table, config, sampled rollouts)"},
+    {"merge", srlm_cmd_merge, "merge --out DIR [--rule linear|slerp|liti] [--init DIR] MODEL_DIR...: merge fine-tuned models (WARP: SLERP of task vectors, LITI)"},
     {"info", srlm_cmd_info, "info --model DIR: architecture, parameter count, dtype, tensors"},
     {"tokenize", srlm_cmd_tokenize, "tokenize --tokenizer DIR (--jsonl FILE | --text STRING): token ids as JSON lines"},
     {"detokenize", srlm_cmd_detokenize, "detokenize --tokenizer DIR --ids 1,2,3: print the text"},

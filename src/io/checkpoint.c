@@ -34,6 +34,11 @@ srlm_status srlm_checkpoint_save(const char *run_dir, const srlm_checkpoint *c) 
     if (st == SRLM_OK) st = srlm_store_write_array(s, "/adam_m", SRLM_STORE_F32, 1, dims, c->m);
     if (st == SRLM_OK) st = srlm_store_write_array(s, "/adam_v", SRLM_STORE_F32, 1, dims, c->v);
   }
+  if (st == SRLM_OK && c->n_anchor > 0) {
+    const int64_t dims[1] = {c->n_anchor};
+    st = srlm_store_set_attr_i64(s, "/", "n_anchor", c->n_anchor);
+    if (st == SRLM_OK) st = srlm_store_write_array(s, "/anchor", SRLM_STORE_F32, 1, dims, c->anchor);
+  }
   if (st == SRLM_OK) return srlm_store_commit(s);
   srlm_store_close(s);
   return st;
@@ -76,6 +81,15 @@ srlm_status srlm_checkpoint_load(const char *run_dir, srlm_checkpoint *c, int *f
     st = srlm_store_read_array_into(s, "/params", SRLM_STORE_F32, 1, dims, c->params);
     if (st == SRLM_OK) st = srlm_store_read_array_into(s, "/adam_m", SRLM_STORE_F32, 1, dims, c->m);
     if (st == SRLM_OK) st = srlm_store_read_array_into(s, "/adam_v", SRLM_STORE_F32, 1, dims, c->v);
+  }
+  if (st == SRLM_OK && srlm_store_has(s, "/anchor")) {
+    st = srlm_store_get_attr_i64(s, "/", "n_anchor", &c->n_anchor);
+    if (st == SRLM_OK && c->n_anchor < 1) st = srlm_error(SRLM_ERR_FORMAT, path, "n_anchor %lld", (long long)c->n_anchor);
+    if (st == SRLM_OK) {
+      const int64_t dims[1] = {c->n_anchor};
+      c->anchor = srlm_xmalloc((size_t)c->n_anchor * sizeof(float));
+      st = srlm_store_read_array_into(s, "/anchor", SRLM_STORE_F32, 1, dims, c->anchor);
+    }
   }
   srlm_store_close(s);
   if (st != SRLM_OK) {
@@ -198,6 +212,7 @@ srlm_status srlm_checkpoint_check_config(const srlm_checkpoint *c, const char *y
 void srlm_checkpoint_free(srlm_checkpoint *c) {
   free(c->config_yaml);
   free(c->params);
+  free(c->anchor);
   free(c->m);
   free(c->v);
   memset(c, 0, sizeof *c);

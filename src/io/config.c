@@ -1198,6 +1198,16 @@ srlm_status srlm_config_validate(const srlm_config *cfg) {
                       "%d is too few for train.loss %s (it compares at least 2 answers per prompt)",
                       cfg->generate.samples_per_prompt,
                       srlm_config_enum_name("train.loss", (int)cfg->train.loss));
+  if (cfg->generate.args_reward == SRLM_CFG_ARGS_JUDGE && cfg->task.name == SRLM_CFG_TASK_NONE)
+    return srlm_error(SRLM_ERR_CONFIG, "generate.args_reward", "judge reads a built-in task's judge "
+                      "(task.name: sign_puzzle or countdown); use implicit with a prompt set");
+  if (cfg->generate.args_reference[0] && cfg->generate.args_reward != SRLM_CFG_ARGS_IMPLICIT)
+    return srlm_error(SRLM_ERR_CONFIG, "generate.args_reference", "applies to generate.args_reward: implicit");
+  if (cfg->train.reference == SRLM_CFG_REFERENCE_EMA &&
+      (cfg->train.loss == SRLM_CFG_LOSS_SFT || (cfg->train.loss == SRLM_CFG_LOSS_GRPO && cfg->train.beta == 0)))
+    return srlm_error(SRLM_ERR_CONFIG, "train.reference", "ema anchors a loss's reference, and train.loss %s%s has none "
+                      "(use dpo, ipo, or grpo with train.beta > 0)", srlm_config_enum_name("train.loss", (int)cfg->train.loss),
+                      cfg->train.loss == SRLM_CFG_LOSS_GRPO ? " with train.beta 0" : "");
   return SRLM_OK;
 }
 

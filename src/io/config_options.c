@@ -61,6 +61,10 @@ static const char *const k_checkers[] = {"none", "countdown", NULL};
 static const char *const k_pair_rules[] = {"best_worst", "length_controlled", NULL};
 static const char *const k_grpo_std_scopes[] = {"group", "batch", NULL};
 static const char *const k_grpo_equals[] = {"keep", "drop", "refill", NULL};
+static const char *const k_references[] = {"iteration", "ema", NULL};
+static const char *const k_args_rewards[] = {"none", "implicit", "judge", NULL};
+_Static_assert(SRLM_CFG_ARGS_JUDGE == 2, "generate.args_reward's names follow the enum's order");
+_Static_assert(SRLM_CFG_REFERENCE_EMA == 1, "train.reference's names follow the enum's order");
 _Static_assert(SRLM_CFG_SOURCE_NONE == 5 && SRLM_CFG_PAIRS_IMPLICIT == 2 && SRLM_CFG_CONSIST_SCIR == 2,
                "the pair source and consistency names follow the enums' order");
 _Static_assert(SRLM_CFG_PAIR_LENGTH_CONTROLLED == 1 && SRLM_CFG_CHECKER_COUNTDOWN == 1 && SRLM_CFG_GRPO_RATIO_SEQUENCE == 1 && SRLM_CFG_GRPO_STD_BATCH == 1 && SRLM_CFG_GRPO_EQUAL_DROP == 1 && SRLM_CFG_GRPO_EQUAL_REFILL == 2,
@@ -130,6 +134,10 @@ static const srlm_config_option k_options[] = {
     OPT_FLOAT(generate.min_p, 0.0, 0, 0.0, 1.0, 0, "drop tokens below min_p x the top probability; 0 = off"),
     OPT_INT(generate.max_new_tokens, 256, 1, 1 << 20, "longest answer in tokens"),
     OPT_STRLIST(generate.stop, k_no_strings, 64, "extra stop strings (the EOS tokens always stop)"),
+    OPT_ENUM(generate.args_reward, k_args_rewards, "none", "ARGS reward-guided decoding of the generators: none; implicit (log pi - log pi_ref of the answer so far: one more reference forward per token); judge (the model's own expected judge score of the answer so far in the built-in task's judge format (task.name): args_top_k judge prompts + rationales per token)"),
+    OPT_FLOAT(generate.args_weight, 1.0, 0, -1e6, 1e6, 0, "ARGS: score(v) = logit(v) + args_weight x reward(prefix + v)"),
+    OPT_INT(generate.args_top_k, 10, 1, 1 << 20, "ARGS: candidates per step (the most likely tokens); replaces top_k/top_p/min_p"),
+    OPT_STRING(generate.args_reference, "", "ARGS implicit reward: the reference model directory; empty = the run's start model M0"),
 
     OPT_STRING_KEY("judge.template", judge.template_path, "configs/judge/additive5.txt",
                    "judge prompt template file"),
@@ -201,6 +209,9 @@ static const srlm_config_option k_options[] = {
     OPT_INT(train.checkpoint_every, 0, 0, 1 << 30, "optimizer steps between mid-iteration checkpoints; 0 = only at the end of each iteration"),
     OPT_BOOL(train.recompute, 0, "keep only each layer's input in the forward and recompute the layer before its backward (less activation memory for one more forward; the same bits)"),
     OPT_INT(train.zero, 0, 0, 1, "ZeRO stage over the learner ranks: 0 = every learner holds all AdamW moments; 1 = each holds 1/learners of them (the same results, bit for bit; checkpoints gather them)"),
+
+    OPT_ENUM(train.reference, k_references, "iteration", "DPO family and GRPO reference: iteration = M_{t-1} (log-probs once per iteration); ema = WARP's EMA anchor of the policy (train.ema_mu), kept over the whole run, forwarded every step (one more forward per step)"),
+    OPT_FLOAT(train.ema_mu, 0.01, 1, 0.0, 1.0, 0, "EMA anchor (train.reference: ema): theta_ema <- (1 - mu) theta_ema + mu theta after every optimizer step (WARP: 0.01)"),
 
     OPT_INT(eval.every, 1, 0, BIG, "evaluate every N iterations; 0 = never"),
     OPT_INT(eval.prompts, 0, 0, BIG, "eval prompts per evaluation; 0 = all"),

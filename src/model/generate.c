@@ -12,6 +12,7 @@
  */
 #include "srlm/generate.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -62,7 +63,109 @@ typedef struct gen_ctx {
   srlm_gen_result *res;
   int64_t V;
   size_t max_stop_len;
+  /* ARGS (p->args): host logits of a step (B, V) for the policy and the reference, the
+     candidates and their rewards, and each request's implicit reward of its prefix */
+  float *logits, *ref_logits;
+  int32_t *cand;
+  float *cand_logit;
+  double *reward, *prefix_reward;
+  srlm_kv_cache *ref_kv;
 } gen_ctx;
+
+/* ---- ARGS ------------------------------------------------------------------------------ */
+
+void srlm_args_candidates(const float *logits, int64_t V, int k, int32_t *cand) {
+  /* insertion into a sorted list of k: V x k, fine for the small k ARGS uses */
+  int n = 0;
+  for (int64_t v = 0; v < V; v++) {
+    const float l = logits[v];
+    if (n == k && !(l > logits[cand[k - 1]])) continue; /* ties keep the lower id already in */
+    int at = n < k ? n++ : k - 1;
+    while (at > 0 && l > logits[cand[at - 1]]) {
+      cand[at] = cand[at - 1];
+      at--;
+    }
+    cand[at] = (int32_t)v;
+  }
+}
+
+srlm_status srlm_args_choose(int k, const float *logit, const double *reward, double weight, float temperature,
+                             uint64_t seed, uint64_t seq_id, uint32_t step, int *pick, double *logprob) {
+  double best = -INFINITY;
+  int arg = -1;
+  for (int i = 0; i < k; i++) {
+    const double sc = (double)logit[i] + weight * reward[i];
+    if (isnan(sc)) return srlm_error(SRLM_ERR_RANGE, "args", "candidate %d: score is NaN (logit %g, reward %g)", i,
+                                     (double)logit[i], reward[i]);
+    if (arg < 0 || sc > best) best = sc, arg = i;
+  }
+  if (!isfinite(best)) return srlm_error(SRLM_ERR_RANGE, "args", "no candidate has a finite score");
+  *pick = arg;
+  *logprob = 0;
+  if (temperature == 0) return SRLM_OK;
+  /* softmax(score / T) over the candidates, in candidate order; the inverse CDF of one draw */
+  double z = 0, w[64], *ws = k <= 64 ? w : srlm_xmalloc((size_t)k * sizeof *ws);
+  for (int i = 0; i < k; i++) z += ws[i] = exp(((double)logit[i] + weight * reward[i] - best) / temperature);
+  srlm_philox_out r = srlm_rng_bits(seed, SRLM_RNG_PURPOSE_ARGS, (uint32_t)seq_id, step, (uint32_t)(seq_id >> 32));
+  const double target = srlm_rng_u01d(r.v[0], r.v[1]) * z;
+  double acc = 0;
+  int chosen = -1;
+  for (int i = 0; i < k && chosen < 0; i++) {
+    acc += ws[i];
+    if (acc > target && ws[i] > 0) chosen = i;
+  }
+  if (chosen < 0) chosen = arg; /* rounding at the very top of the range */
+  *pick = chosen;
+  *logprob = log(ws[chosen] / z);
+  if (ws != w) free(ws);
+  return SRLM_OK;
+}
+
+/* log-sum-exp of a row (double, in id order) */
+static double row_lse(const float *l, int64_t V) {
+  double mx = -INFINITY, s = 0;
+  for (int64_t v = 0; v < V; v++)
+    if (l[v] > mx) mx = l[v];
+  for (int64_t v = 0; v < V; v++) s += exp((double)l[v] - mx);
+  return mx + log(s);
+}
+
+/* One ARGS step over n rows: the policy's logits (and the reference's) to the host, then
+ * each row's candidates, rewards and choice. */
+static srlm_status args_step(gen_ctx *g, srlm_kv_cache *kv, int n, const active_seq *act, const int *slots,
+                             const int32_t *tokens, const int32_t *cu, const uint64_t *seq_ids, const uint32_t *steps,
+                             srlm_sample *out) {
+  const srlm_args_params *a = g->p->args;
+  const int64_t V = g->V;
+  SRLM_TRY(srlm_model_step(g->m, kv, n, slots, tokens, cu, g->logits));
+  if (a->ref) SRLM_TRY(srlm_model_step(a->ref, g->ref_kv, n, slots, tokens, cu, g->ref_logits));
+  const int k = a->top_k < V ? a->top_k : (int)V;
+  for (int i = 0; i < n; i++) {
+    const float *l = g->logits + (size_t)i * V;
+    const int req = act[i].req;
+    srlm_args_candidates(l, V, k, g->cand);
+    for (int j = 0; j < k; j++) g->cand_logit[j] = l[g->cand[j]];
+    const double lse = row_lse(l, V);
+    double lse_ref = 0;
+    if (a->ref) {
+      const float *lr = g->ref_logits + (size_t)i * V;
+      lse_ref = row_lse(lr, V);
+      for (int j = 0; j < k; j++)
+        g->reward[j] = g->prefix_reward[req] + (((double)l[g->cand[j]] - lse) - ((double)lr[g->cand[j]] - lse_ref));
+    } else {
+      const srlm_gen_result *r = &g->res[req];
+      SRLM_TRY(a->reward(a->user, req, r->ids, r->n, g->cand, k, g->reward));
+    }
+    int pick;
+    double lp;
+    SRLM_TRY(srlm_args_choose(k, g->cand_logit, g->reward, a->weight, g->p->sampler.temperature, g->p->sampler.seed,
+                              seq_ids[i], steps[i], &pick, &lp));
+    const int32_t tok = g->cand[pick];
+    out[i] = (srlm_sample){.token = tok, .logprob = (float)((double)l[tok] - lse), .sample_logprob = (float)lp};
+    if (a->ref) g->prefix_reward[req] = g->reward[pick];
+  }
+  return SRLM_OK;
+}
 
 static srlm_status check_inputs(const gen_ctx *g, int n) {
   const srlm_generate_params *p = g->p;
@@ -78,6 +181,16 @@ static srlm_status check_inputs(const gen_ctx *g, int n) {
     return srlm_error(SRLM_ERR_CONFIG, "generate", "stop strings need a tokenizer (to decode the text)");
   for (int k = 0; k < p->n_stop; k++)
     if (!p->stop[k] || !p->stop[k][0]) return srlm_error(SRLM_ERR_CONFIG, "generate", "stop string %d is empty", k);
+  if (p->args) {
+    const srlm_args_params *a = p->args;
+    if (a->top_k < 1) return srlm_error(SRLM_ERR_CONFIG, "generate.args_top_k", "%d: expected >= 1", a->top_k);
+    if (!isfinite(a->weight)) return srlm_error(SRLM_ERR_CONFIG, "generate.args_weight", "%g is not finite", a->weight);
+    if (!a->ref == !a->reward)
+      return srlm_error(SRLM_ERR_INTERNAL, "generate", "ARGS needs exactly one reward: a reference model or a callback");
+    if (a->ref && srlm_model_get_config(a->ref)->vocab_size != g->V)
+      return srlm_error(SRLM_ERR_CONFIG, "generate.args_reference", "vocabulary %lld, the model's is %lld",
+                        (long long)srlm_model_get_config(a->ref)->vocab_size, (long long)g->V);
+  }
   for (int i = 0; i < n; i++) {
     const srlm_gen_request *r = &g->req[i];
     if (r->n_prompt < 1 || !r->prompt) return srlm_error(SRLM_ERR_RANGE, "generate", "request %d: empty prompt", i);
@@ -220,6 +333,19 @@ static srlm_status run(gen_ctx *g, int n, srlm_generate_stats *stats) {
   for (int s = 0; s < B; s++) free_slots[s] = B - 1 - s;
 
   srlm_status st = B > 0 ? srlm_kv_cache_create(g->m, B, max_len, &kv) : SRLM_OK;
+  if (st == SRLM_OK && p->args && B > 0) {
+    const int64_t V = g->V;
+    const int k = p->args->top_k;
+    g->logits = srlm_xmalloc((size_t)B * (size_t)V * sizeof *g->logits);
+    g->cand = srlm_xmalloc((size_t)k * sizeof *g->cand);
+    g->cand_logit = srlm_xmalloc((size_t)k * sizeof *g->cand_logit);
+    g->reward = srlm_xmalloc((size_t)k * sizeof *g->reward);
+    g->prefix_reward = srlm_xcalloc((size_t)n, sizeof *g->prefix_reward);
+    if (p->args->ref) {
+      g->ref_logits = srlm_xmalloc((size_t)B * (size_t)V * sizeof *g->ref_logits);
+      st = srlm_kv_cache_create(p->args->ref, B, max_len, &g->ref_kv);
+    }
+  }
 
   while (st == SRLM_OK && (next < n || n_act > 0)) {
     /* admit waiting prompts into free slots */
@@ -240,6 +366,7 @@ static srlm_status run(gen_ctx *g, int n, srlm_generate_stats *stats) {
       a->req = next++;
       a->slot = free_slots[--n_free];
       srlm_kv_cache_reset(kv, a->slot);
+      if (g->ref_kv) srlm_kv_cache_reset(g->ref_kv, a->slot);
       if (p->tok) {
         a->stream = srlm_tokenizer_stream_init(p->tok);
         push_text(a, &g->res[a->req], "", 0);
@@ -273,7 +400,8 @@ static srlm_status run(gen_ctx *g, int n, srlm_generate_stats *stats) {
       }
       cu[i + 1] = (int32_t)pos;
     }
-    st = srlm_model_step_sample(g->m, kv, n_act, slots, tokens, cu, &p->sampler, seq_ids, steps, samples);
+    st = p->args ? args_step(g, kv, n_act, act, slots, tokens, cu, seq_ids, steps, samples)
+                 : srlm_model_step_sample(g->m, kv, n_act, slots, tokens, cu, &p->sampler, seq_ids, steps, samples);
     if (st != SRLM_OK) {
       step_error(act, n_act, st);
       break;
@@ -292,6 +420,7 @@ static srlm_status run(gen_ctx *g, int n, srlm_generate_stats *stats) {
         srlm_tokenizer_stream_free(act[i].stream);
         act[i].stream = NULL;
         srlm_kv_cache_reset(kv, act[i].slot);
+        if (g->ref_kv) srlm_kv_cache_reset(g->ref_kv, act[i].slot);
         free_slots[n_free++] = act[i].slot;
       } else {
         act[kept++] = act[i];
@@ -302,6 +431,13 @@ static srlm_status run(gen_ctx *g, int n, srlm_generate_stats *stats) {
 
   for (int i = 0; i < n_act; i++) srlm_tokenizer_stream_free(act[i].stream);
   srlm_kv_cache_free(kv);
+  srlm_kv_cache_free(g->ref_kv);
+  free(g->logits);
+  free(g->ref_logits);
+  free(g->cand);
+  free(g->cand_logit);
+  free(g->reward);
+  free(g->prefix_reward);
   free(act);
   free(free_slots);
   free(slots);

@@ -12,6 +12,7 @@
 #include "srlm/shard_store.h"
 #include "srlm/checkpoint.h"
 #include "srlm/comm.h"
+#include "srlm/engine.h"
 #include "srlm/grpo.h"
 #include "srlm/pairs.h"
 #include "srlm/pref.h"
@@ -77,7 +78,41 @@ typedef struct learn_log {
   double first_loss; /* the iteration's first step's (kept in LEARN checkpoints) */
   double beta;       /* train.beta; has_ref: the loss has reference log-probs */
   int has_ref;
+  sr_ctx *c;         /* for the EMA anchor of LEARN checkpoints */
 } learn_log;
+
+srlm_status sr_anchor_host(sr_ctx *c, float **out) {
+  *out = NULL;
+  if (!c->anchor) return SRLM_OK;
+  float *a = srlm_xmalloc((size_t)c->n_params * sizeof *a + 1);
+  srlm_status st = srlm_model_get_params(c->anchor, a, 0, (size_t)c->n_params);
+  if (st != SRLM_OK) {
+    free(a);
+    return st;
+  }
+  *out = a;
+  return SRLM_OK;
+}
+
+/* |theta - theta_ema| / |theta| (fp32 masters, summed in double in order). */
+static srlm_status anchor_distance(sr_ctx *c, double *out) {
+  *out = NAN;
+  if (!c->anchor) return SRLM_OK;
+  const size_t n = (size_t)c->n_params;
+  float *a, *w = srlm_xmalloc(n * sizeof *w + 1);
+  SRLM_TRY(sr_anchor_host(c, &a));
+  srlm_status st = srlm_model_get_params(c->ro.m, w, 0, n);
+  double d2 = 0, w2 = 0;
+  for (size_t i = 0; i < n && st == SRLM_OK; i++) {
+    const double d = (double)w[i] - a[i];
+    d2 += d * d;
+    w2 += (double)w[i] * w[i];
+  }
+  if (st == SRLM_OK) *out = w2 > 0 ? sqrt(d2 / w2) : 0;
+  free(a);
+  free(w);
+  return st;
+}
 
 /* The stop vote after `step` of `total` (every learner, and with separate roles every
  * generator and judge in wait_learners); none after the last step: the iteration then
@@ -117,12 +152,15 @@ static srlm_status learn_checkpoint(learn_log *l, int64_t step, int64_t total, d
   long bytes = ftell(l->metrics);
   if (st == SRLM_OK && bytes < 0) st = srlm_error(SRLM_ERR_IO, "metrics.jsonl", "cannot tell its length");
   if (st == SRLM_OK) st = srlm_model_get_params(l->m, host, 0, n);
-  srlm_checkpoint ck = {.kind = SRLM_CKPT_LEARN, .iteration = l->iteration, .step = step,
+  float *anchor = NULL;
+  if (st == SRLM_OK && l->c) st = sr_anchor_host(l->c, &anchor);
+  srlm_checkpoint ck = {.kind = SRLM_CKPT_LEARN, .n_anchor = anchor ? (int64_t)n : 0, .anchor = anchor, .iteration = l->iteration, .step = step,
                         .data_position = l->data_position, .metrics_bytes = bytes, .config_yaml = (char *)l->yaml,
                         .n_params = (int64_t)n, .params = host, .m = host + n, .v = host + 2 * n,
                         .optim_step = os.step, .optim_skipped = os.n_skipped, .replay_next = replay_next,
                         .first_loss = l->first_loss};
   if (st == SRLM_OK) st = srlm_checkpoint_save(l->run_dir, &ck);
+  free(anchor);
   free(host);
   SRLM_TRY(st);
   SRLM_INFO("iteration %d learn: checkpoint after step %lld/%lld", l->iteration, (long long)step, (long long)total);
@@ -281,7 +319,9 @@ static srlm_status learn_grpo(const srlm_config *cfg, srlm_model *m, srlm_comm *
   srlm_lr_schedule_from_config(cfg, 1, &o.schedule);
   o.on_step = on_grpo_step;
   o.user = ll;
-  /* M_t's log-probs: the KL anchor and the ratio's denominator for later steps */
+  o.anchor = ll->c->anchor; /* WARP: the KL reference is the EMA anchor, forwarded every micro-batch */
+  o.anchor_mu = cfg->train.ema_mu;
+  /* M_t's log-probs: the KL anchor (unless the EMA anchor is) and the ratio's denominator for later steps */
   float *ref = srlm_xmalloc((size_t)(N + 1) * sizeof *ref);
   if (st == SRLM_OK) st = srlm_grpo_logps(m, seqs, n, 16384, ref);
   srlm_train_resume rs;
@@ -782,7 +822,7 @@ srlm_status sr_learn(sr_ctx *c, int t, srlm_shard *sh, int64_t stale, srlm_sr_it
   learn_log ll = {.metrics = c->lead ? c->metrics : NULL, .ctx = c, .iteration = t, .log_every = cfg->train.log_every,
                   .every = cfg->train.checkpoint_every, .m = c->ro.m, .run_dir = c->run_dir, .yaml = c->yaml,
                   .data_position = (int64_t)t * c->ro.n, .beta = cfg->train.beta,
-                  .has_ref = cfg->train.loss != SRLM_CFG_LOSS_SFT};
+                  .has_ref = cfg->train.loss != SRLM_CFG_LOSS_SFT, .c = c};
   const srlm_checkpoint *ck = c->ck && c->ck->iteration == t ? c->ck : NULL;
   if (ck) ll.first_loss = ck->first_loss;
   if (st == SRLM_OK && grpo) {
@@ -794,7 +834,8 @@ srlm_status sr_learn(sr_ctx *c, int t, srlm_shard *sh, int64_t stale, srlm_sr_it
     if (n_groups > 0)
       st = learn_grpo(cfg, c->ro.m, c->comm, t, &ll, ck, gseq, n_groups, c->ro.K, grew, &gs, row);
   } else if (st == SRLM_OK && np > 0) {
-    st = srlm_pref_ref_logps(c->ro.m, pairs, np, 16384, ref, ref + np);
+    /* the iteration's reference M_{t-1}, once; with the EMA anchor the trainer forwards the anchor instead */
+    if (!c->anchor) st = srlm_pref_ref_logps(c->ro.m, pairs, np, 16384, ref, ref + np);
     static const srlm_pref_loss k_kinds[] = {[SRLM_CFG_LOSS_DPO] = SRLM_PREF_DPO, [SRLM_CFG_LOSS_IPO] = SRLM_PREF_IPO,
                                              [SRLM_CFG_LOSS_SFT] = SRLM_PREF_SFT, [SRLM_CFG_LOSS_GRPO] = SRLM_PREF_DPO};
     srlm_dp dp = learner_dp(cfg, c->comm);
@@ -815,6 +856,8 @@ srlm_status sr_learn(sr_ctx *c, int t, srlm_shard *sh, int64_t stale, srlm_sr_it
     srlm_lr_schedule_from_config(cfg, 1, &o.schedule);
     o.on_step = on_pref_step;
     o.user = &ll;
+    o.anchor = c->anchor;
+    o.anchor_mu = cfg->train.ema_mu;
     srlm_train_resume rs;
     if (st == SRLM_OK && ck) st = resume_weights(c->ro.m, ck, &rs);
     o.resume = ck ? &rs : NULL;
@@ -833,6 +876,12 @@ srlm_status sr_learn(sr_ctx *c, int t, srlm_shard *sh, int64_t stale, srlm_sr_it
                     "pairs", t);
   } else if (st == SRLM_OK && c->lead) {
     SRLM_WARN("iteration %d: no pairs: the model is left as it was", t);
+  }
+  if (st == SRLM_OK && c->anchor) {
+    st = anchor_distance(c, &row->anchor_distance);
+    if (st == SRLM_OK && c->lead)
+      SRLM_INFO("iteration %d learn: EMA anchor (mu %g) at relative distance %.3g from the weights", t, cfg->train.ema_mu,
+                row->anchor_distance);
   }
   free(ref);
   sr_meta_free(&mj);

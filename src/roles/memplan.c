@@ -29,8 +29,12 @@ srlm_status srlm_memplan_make(const srlm_config *cfg, const srlm_model_config *m
   srlm_model_memory mm;
   SRLM_TRY(srlm_model_memory_plan(mc, srlm_setup_dtype(cfg), cfg->train.recompute, p->micro_tokens, p->micro_tokens,
                                   sampler ? SRLM_MEMPLAN_STEP_TOKENS : 0, &mm));
-  p->weights = mm.params;
-  p->master = mm.master;
+  /* more models of the same shape: the EMA anchor of a learner (train.reference ema) and the
+     reference of ARGS's implicit reward on a generating rank, each with its own KV cache */
+  const size_t anchor = learner && cfg->train.reference == SRLM_CFG_REFERENCE_EMA;
+  const size_t args_ref = sampler && cfg->generate.args_reward == SRLM_CFG_ARGS_IMPLICIT;
+  p->weights = (1 + anchor + args_ref) * mm.params;
+  p->master = (1 + anchor + args_ref) * mm.master;
   if (learner) {
     p->grads = mm.grads;
     p->moments = mm.moments;
@@ -41,7 +45,7 @@ srlm_status srlm_memplan_make(const srlm_config *cfg, const srlm_model_config *m
     p->activations = mm.train;
   }
   if (sampler) {
-    p->kv_cache = mm.kv_per_position * (size_t)p->kv_slots * (size_t)p->kv_len;
+    p->kv_cache = (1 + args_ref) * mm.kv_per_position * (size_t)p->kv_slots * (size_t)p->kv_len;
     p->inference = mm.infer;
   }
   p->workspace = SRLM_MEMPLAN_WORKSPACE;

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "rollout.h"
+#include "srlm/args.h"
 #include "srlm/countdown.h"
 #include "srlm/generate.h"
 #include "srlm/grpo.h"
@@ -92,6 +93,27 @@ srlm_status sr_generate_shard(const sr_rollout *r, int t, int64_t s, int64_t ver
                                                  sample_key(r, t, i, k)};
   srlm_gen_result *res = srlm_xcalloc((size_t)N + 1, sizeof *res);
   srlm_generate_params gp = sr_sample_params(r);
+  /* ARGS decoding (generate.args_reward): the implicit reward's reference, or the policy's
+     own judge of each request's task prompt */
+  srlm_args_params ap = {.weight = cfg->generate.args_weight, .top_k = cfg->generate.args_top_k};
+  char(*ptext)[SRLM_TASK_TEXT_MAX + 1] = NULL;
+  const char **preq = NULL;
+  srlm_args_judge aj = {.judge = r->m, .tok = r->tok, .task = r->task, .n_requests = (int)N};
+  if (cfg->generate.args_reward == SRLM_CFG_ARGS_IMPLICIT) {
+    ap.ref = r->args_ref;
+    gp.args = &ap;
+  } else if (cfg->generate.args_reward == SRLM_CFG_ARGS_JUDGE) {
+    ptext = srlm_xmalloc((size_t)(np + 1) * sizeof *ptext);
+    preq = srlm_xmalloc((size_t)(N + 1) * sizeof *preq);
+    for (int64_t i = lo; i < hi; i++) { /* the prompt made above */
+      r->task->prompt((uint64_t)cfg->run.seed, SRLM_TASK_SPLIT_TRAIN, (uint64_t)prompt_index(r, t, i), ptext[i - lo]);
+      for (int k = 0; k < K; k++) preq[(i - lo) * K + k] = ptext[i - lo];
+    }
+    aj.prompts = preq;
+    ap.reward = srlm_args_judge_reward;
+    ap.user = &aj;
+    gp.args = &ap;
+  }
   srlm_generate_stats gs = {0};
   if (st == SRLM_OK && N > 0) st = srlm_generate(r->m, &gp, (int)N, req, res, &gs);
   for (int64_t i = lo; i < hi && st == SRLM_OK; i++) {
@@ -108,6 +130,8 @@ srlm_status sr_generate_shard(const sr_rollout *r, int t, int64_t s, int64_t ver
     }
   }
   for (int64_t j = 0; j < N; j++) srlm_gen_result_free(&res[j]);
+  free(ptext);
+  free(preq);
   free(res);
   free(req);
   free(off);

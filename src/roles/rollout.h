@@ -50,6 +50,7 @@ typedef struct sr_rollout {
   srlm_task_split split; /* the split of a task's puzzles (train; the eval's best-of-N: eval) */
   int64_t refill_cap;  /* refill: extra prompts per iteration at most (0: no refill) */
   int64_t shards_max;  /* shards + the extra shards refill_cap may need */
+  srlm_model *args_ref; /* generate.args_reward implicit: the reference model (generating ranks), else NULL */
 } sr_rollout;
 
 /* What a judge saw in its shards (summed over shards and ranks for the progress lines). */

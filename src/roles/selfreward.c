@@ -15,6 +15,7 @@
 #include "srlm/shard_store.h"
 #include "srlm/checkpoint.h"
 #include "srlm/comm.h"
+#include "srlm/engine.h"
 #include "srlm/jsonl.h"
 #include "srlm/pairs.h"
 #include "srlm/report.h"
@@ -405,6 +406,7 @@ static srlm_status finish_iteration(sr_ctx *c, int t, srlm_timer *iter_tm) {
   }
   json_object_set_new(o, "loss_first", sr_num(row->loss_first));
   json_object_set_new(o, "loss_last", sr_num(row->loss_last));
+  if (cfg->train.reference == SRLM_CFG_REFERENCE_EMA) json_object_set_new(o, "anchor_distance", sr_num(row->anchor_distance));
   json_object_set_new(o, "seconds", json_real(row->seconds));
   SRLM_TRY(sr_metrics_line(c, o));
   /* M_t is saved, evaluated and reported: iterations 1..t are done */
@@ -412,7 +414,11 @@ static srlm_status finish_iteration(sr_ctx *c, int t, srlm_timer *iter_tm) {
   if (bytes < 0) return srlm_error(SRLM_ERR_IO, "metrics.jsonl", "cannot tell its length");
   srlm_checkpoint ck = {.kind = SRLM_CKPT_ITERATION, .iteration = t, .data_position = (int64_t)t * c->ro.n,
                         .metrics_bytes = bytes, .config_yaml = c->yaml};
-  SRLM_TRY(srlm_checkpoint_save(c->run_dir, &ck));
+  SRLM_TRY(sr_anchor_host(c, &ck.anchor));
+  ck.n_anchor = ck.anchor ? c->n_params : 0;
+  srlm_status cst = srlm_checkpoint_save(c->run_dir, &ck);
+  free(ck.anchor);
+  SRLM_TRY(cst);
   /* the report is for reading along: a failure to write it does not stop the run */
   char *report = NULL;
   if (srlm_report_write(c->run_dir, &report) == SRLM_OK)
@@ -576,6 +582,21 @@ static srlm_status resume_point(sr_ctx *c, const srlm_sr_inputs *in, srlm_checkp
     if (n != c->n_params)
       return srlm_error(SRLM_ERR_FORMAT, dir, "holds %lld parameters, the run's model %lld", (long long)n,
                         (long long)c->n_params);
+  }
+  if (learner && c->anchor) { /* the EMA anchor as the checkpoint holds it (learners share the run folder) */
+    srlm_checkpoint own = {0};
+    const srlm_checkpoint *src = ck;
+    if (!c->lead && head[1] != SRLM_CKPT_LEARN) {
+      SRLM_TRY(srlm_checkpoint_load(c->run_dir, &own, &found));
+      src = &own;
+    }
+    srlm_status ast = src->n_anchor == c->n_params
+                          ? srlm_model_set_params(c->anchor, src->anchor, 0, (size_t)c->n_params)
+                          : srlm_error(SRLM_ERR_FORMAT, SRLM_CKPT_FILE, "holds %s EMA anchor (%lld values) for a model of "
+                                       "%lld parameters (train.reference: ema)", src->n_anchor ? "an" : "no",
+                                       (long long)src->n_anchor, (long long)c->n_params);
+    srlm_checkpoint_free(&own);
+    SRLM_TRY(ast);
   }
   if (c->lead)
     SRLM_INFO("resuming %s from its checkpoint: %s; iteration %d starts%s", c->run_dir,
@@ -759,16 +780,29 @@ srlm_status srlm_selfreward_run(const srlm_sr_inputs *in, srlm_sr_iteration *row
   const bool colocated = srlm_comm_colocated(comm);
   const bool learner = srlm_comm_has_role(comm, SRLM_ROLE_LEARNER);
   memset(rows, 0, (size_t)(cfg->run.iterations + 1) * sizeof *rows);
-  for (int t = 0; t <= cfg->run.iterations; t++) /* NaN: not evaluated (eval.every) or no checker */
+  for (int t = 0; t <= cfg->run.iterations; t++) { /* NaN: not evaluated (eval.every) or no checker */
     rows[t].accuracy = rows[t].sample_accuracy = rows[t].judge_agreement = rows[t].eval_score =
         rows[t].pair_accuracy = rows[t].mean_score = rows[t].sar_mean = rows[t].bleu_mean = rows[t].verifier_right =
-            rows[t].pair_weight_mean = rows[t].consistency_mean = rows[t].length_alpha = rows[t].mean_response_tokens = NAN;
+            rows[t].anchor_distance = NAN;
+    rows[t].pair_weight_mean = rows[t].consistency_mean = rows[t].length_alpha = rows[t].mean_response_tokens = NAN;
+  }
   c.yaml = srlm_config_to_yaml(cfg, 0);
   c.learn_steps = srlm_xcalloc((size_t)cfg->run.iterations + 1, sizeof *c.learn_steps);
   srlm_checkpoint ck = {0};
   int start = 1;
-  srlm_status st = resume_point(&c, in, &ck, &start);
+  srlm_status st = SRLM_OK;
+  if (learner && cfg->train.reference == SRLM_CFG_REFERENCE_EMA) st = srlm_engine_anchor_create(m, &c.anchor); /* at M0 */
+  /* ARGS's implicit reward on the ranks that generate: the reference is generate.args_reference, or M0 (a copy of the
+     weights every rank starts from, taken before any resume or broadcast changes them) */
+  if (st == SRLM_OK && cfg->generate.args_reward == SRLM_CFG_ARGS_IMPLICIT &&
+      (colocated || srlm_comm_has_role(comm, SRLM_ROLE_GENERATOR)))
+    st = cfg->generate.args_reference[0]
+             ? srlm_model_load(cfg->generate.args_reference, srlm_model_backend(m), srlm_model_dtype(m), &c.ro.args_ref)
+             : srlm_engine_anchor_create(m, &c.ro.args_ref);
+  if (st == SRLM_OK) st = resume_point(&c, in, &ck, &start);
   if (st == SRLM_OK) st = run_from(&c, start, colocated, learner);
+  srlm_model_free(c.anchor);
+  srlm_model_free(c.ro.args_ref);
   if (c.metrics) fclose(c.metrics);
   srlm_status tb_st = srlm_tfevents_close(c.tb);
   if (st == SRLM_OK) st = tb_st;

@@ -35,7 +35,15 @@ typedef struct sr_ctx {
   bool resume_learn;         /* ... of kind LEARN: the start iteration's rollouts exist */
   int64_t resume_metrics_bytes; /* the lead: metrics.jsonl's length at the checkpoint */
   const srlm_prompt_set *eval;  /* the lead: data.eval_prompts (prompt sets), else NULL */
+  /* learners with train.reference: ema: WARP's EMA anchor, a full copy on every learner
+   * (each applies the same update to the same weights), kept over the whole run (it
+   * starts at M0 and never restarts), saved in every checkpoint; else NULL */
+  srlm_model *anchor;
 } sr_ctx;
+
+/* The anchor's values on the host (c->n_params floats, malloc'd) for a checkpoint; NULL
+ * without an anchor. */
+srlm_status sr_anchor_host(sr_ctx *c, float **out);
 
 /* Writes o (consumed) as one compact line of c->metrics and flushes it; with c->tb, also
  * each of its numbers as a TensorBoard scalar "<event>/<key>" (and flushes): at step

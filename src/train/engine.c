@@ -54,6 +54,8 @@ static srlm_status check_options(const srlm_engine_options *o, const char *w) {
                       (long long)o->order.per_step);
   if (o->epochs < 1) return srlm_error(SRLM_ERR_CONFIG, "train.epochs", "%d must be >= 1", o->epochs);
   if (o->n_stats < 0) return srlm_error(SRLM_ERR_INTERNAL, w, "%d step statistics", o->n_stats);
+  if (o->anchor && !(o->anchor_mu > 0 && o->anchor_mu <= 1))
+    return srlm_error(SRLM_ERR_CONFIG, "train.ema_mu", "%g must be in (0, 1]", o->anchor_mu);
   return srlm_engine_check_dp(o->dp, w);
 }
 
@@ -128,7 +130,46 @@ static srlm_status run_step(engine *e, int64_t k, int64_t s, srlm_engine_info *i
     SRLM_TRY(o->dp->allgather(o->dp->ctx, srlm_model_master(e->m), n, srlm_optim_shard_bounds(e->opt)));
     if (srlm_model_dtype(e->m) != SRLM_F32) SRLM_TRY(srlm_model_refresh_params(e->m, 0, (size_t)n));
   }
+  if (o->anchor && !os.skipped) SRLM_TRY(srlm_engine_ema_update(o->anchor, e->m, o->anchor_mu));
   return SRLM_OK;
+}
+
+srlm_status srlm_engine_anchor_create(srlm_model *m, srlm_model **anchor) {
+  *anchor = NULL;
+  const size_t n = srlm_model_num_params(m);
+  SRLM_TRY(srlm_model_create(srlm_model_get_config(m), 0, srlm_model_backend(m), srlm_model_dtype(m), anchor));
+  const size_t chunk = (size_t)1 << 20;
+  float *buf = srlm_xmalloc((n < chunk ? n : chunk) * sizeof *buf + 1);
+  srlm_status st = SRLM_OK;
+  for (size_t off = 0; off < n && st == SRLM_OK; off += chunk) {
+    const size_t k = n - off < chunk ? n - off : chunk;
+    st = srlm_model_get_params(m, buf, off, k);
+    if (st == SRLM_OK) st = srlm_model_set_params(*anchor, buf, off, k);
+  }
+  free(buf);
+  if (st != SRLM_OK) {
+    srlm_model_free(*anchor);
+    *anchor = NULL;
+  }
+  return st;
+}
+
+srlm_status srlm_engine_ema_update(srlm_model *anchor, srlm_model *m, double mu) {
+  const size_t n = srlm_model_num_params(m);
+  if (srlm_model_num_params(anchor) != n)
+    return srlm_error(SRLM_ERR_INTERNAL, "ema anchor", "%zu parameters, the model has %zu", srlm_model_num_params(anchor), n);
+  const size_t chunk = (size_t)1 << 20, k0 = n < chunk ? n : chunk;
+  float *a = srlm_xmalloc(2 * k0 * sizeof *a + 1), *t = a + k0;
+  srlm_status st = SRLM_OK;
+  for (size_t off = 0; off < n && st == SRLM_OK; off += chunk) {
+    const size_t k = n - off < chunk ? n - off : chunk;
+    st = srlm_model_get_params(anchor, a, off, k);
+    if (st == SRLM_OK) st = srlm_model_get_params(m, t, off, k);
+    for (size_t i = 0; i < k && st == SRLM_OK; i++) a[i] = (float)((1.0 - mu) * (double)a[i] + mu * (double)t[i]);
+    if (st == SRLM_OK) st = srlm_model_set_params(anchor, a, off, k);
+  }
+  free(a);
+  return st;
 }
 
 /* The loop over epochs and steps (engine.h); out->steps counts the steps reached. */

@@ -91,6 +91,7 @@ typedef struct grpo_run {
   const int64_t *off; /* (n + 1) global token offsets */
   const double *adv;
   const float *logp_old, *logp_ref;
+  srlm_model *anchor; /* the EMA anchor: the reference, forwarded per micro-batch (then logp_ref is unused) */
   int use_behavior;
   train_pack p;
   /* one micro-batch, response tokens concatenated: (N_mb) and (n_mb [+ 1]) */
@@ -164,11 +165,16 @@ static srlm_status micro_step(grpo_run *r, const int64_t *idx, int64_t k, const 
   }
   *forwarded = p->T;
   srlm_batch b = train_pack_batch(p);
+  if (r->anchor) { /* the anchor's log-probs now are the reference (p->logp is reused below) */
+    SRLM_TRY(srlm_model_logprobs(r->anchor, &b, p->logp));
+    for (int64_t q = 0; q < k; q++)
+      memcpy(r->ref + r->off_mb[q], p->logp + p->first[q], (size_t)(r->off_mb[q + 1] - r->off_mb[q]) * sizeof(float));
+  }
   SRLM_TRY(srlm_model_forward_train(r->m, &b, p->logp));
   for (int64_t q = 0; q < k; q++)
     memcpy(r->lp + r->off_mb[q], p->logp + p->first[q], (size_t)(r->off_mb[q + 1] - r->off_mb[q]) * sizeof(float));
   srlm_grpo_batch gb = {.n = k, .offsets = r->off_mb, .logp = r->lp, .logp_old = r->logp_old ? r->old : NULL,
-                        .logp_ref = r->logp_ref ? r->ref : NULL, .logp_behavior = r->use_behavior ? r->beh : NULL,
+                        .logp_ref = r->logp_ref || r->anchor ? r->ref : NULL, .logp_behavior = r->use_behavior ? r->beh : NULL,
                         .advantages = r->adv_mb};
   SRLM_TRY(srlm_loss_grpo(lo, &gb, r->gtok, mt));
   *finite = isfinite(mt->loss);
@@ -189,7 +195,7 @@ static srlm_status check_train(srlm_model *m, const srlm_grpo_seq *seqs, int64_t
   if (o->batch_groups < 1) return srlm_error(SRLM_ERR_CONFIG, w, "batch_groups %d must be >= 1", o->batch_groups);
   if (o->grad_accum < 1) return srlm_error(SRLM_ERR_CONFIG, "train.grad_accum", "%d must be >= 1", o->grad_accum);
   if (o->epochs < 1) return srlm_error(SRLM_ERR_CONFIG, "train.epochs", "%d must be >= 1", o->epochs);
-  if (o->loss.beta > 0 && !logp_ref)
+  if (o->loss.beta > 0 && !logp_ref && !o->anchor)
     return srlm_error(SRLM_ERR_CONFIG, w, "beta %g > 0 needs reference log-probs (logp_ref)", o->loss.beta);
   if (o->loss.agg == SRLM_GRPO_AGG_FIXED_LEN && o->loss.l_max < 1)
     return srlm_error(SRLM_ERR_CONFIG, w, "the fixed-length aggregation needs l_max >= 1 (got %lld)",
@@ -299,13 +305,13 @@ srlm_status srlm_grpo_train(srlm_model *m, const srlm_grpo_seq *seqs, int64_t n_
   int64_t *off = srlm_xmalloc((size_t)(n + 1) * sizeof *off);
   srlm_grpo_offsets(seqs, n, off);
   grpo_run r = {.m = m, .seqs = seqs, .off = off, .adv = advantages, .logp_old = logp_old, .logp_ref = logp_ref,
-                .use_behavior = o->loss.is_cap > 0, .o = o, .G = G, .out = out};
+                .anchor = o->anchor, .use_behavior = o->loss.is_cap > 0, .o = o, .G = G, .out = out};
   r.list = srlm_xmalloc((size_t)((per_step < n_groups ? per_step : n_groups) * G) * sizeof *r.list);
   srlm_engine_options eo = {.what = "grpo",
                             .order = {.units = n_groups, .per_step = per_step, .seed = o->seed,
                                       .purpose = SRLM_GRPO_RNG_PURPOSE},
                             .epochs = o->epochs, .n_stats = ST_COUNT, .optim = o->optim, .schedule = o->schedule, .dp = o->dp,
-                            .resume = o->resume,
+                            .resume = o->resume, .anchor = o->anchor, .anchor_mu = o->anchor_mu,
                             .hooks = {.step = grpo_step, .micro = grpo_micro, .done = grpo_done, .ctx = &r}};
   srlm_engine_summary es;
   srlm_status st = srlm_engine_run(m, &eo, &es);

@@ -107,6 +107,7 @@ typedef struct pref_run {
   const srlm_pref_pair *pairs;
   const double *ref_chosen, *ref_rejected;
   const srlm_pref_train_options *o;
+  srlm_model *anchor; /* the EMA anchor: the reference, forwarded per micro-batch (NULL: ref_* arrays) */
   train_pack p;
   double *lc, *lr, *rc, *rr, *cc, *cr, *sums; /* per pair of a micro-batch */
   double *w, *eps;                              /* per pair: weight and soft label (or unused) */
@@ -178,6 +179,14 @@ static srlm_status pairs_step(pref_run *r, const srlm_pref_options *loss, const 
     }
   }
   srlm_batch b = train_pack_batch(p);
+  if (r->anchor) { /* the anchor as it is now: its log-probs are the reference (p->logp is reused below) */
+    SRLM_TRY(srlm_model_logprobs(r->anchor, &b, p->logp));
+    sequence_sums(p, r->sums);
+    for (int64_t k = 0; k < count; k++) {
+      r->rc[k] = r->sums[2 * k];
+      r->rr[k] = r->sums[2 * k + 1];
+    }
+  }
   SRLM_TRY(srlm_model_forward_train(r->m, &b, p->logp));
   sequence_sums(p, r->sums);
   for (int64_t k = 0; k < count; k++) {
@@ -186,8 +195,9 @@ static srlm_status pairs_step(pref_run *r, const srlm_pref_options *loss, const 
   }
   srlm_pref_options lo = *loss;
   lo.norm = norm;
+  const int has_ref = r->ref_chosen || r->anchor;
   srlm_pref_batch pb = {.n = count, .logp_chosen = r->lc, .logp_rejected = r->lr,
-                        .ref_chosen = r->ref_chosen ? r->rc : NULL, .ref_rejected = r->ref_chosen ? r->rr : NULL,
+                        .ref_chosen = has_ref ? r->rc : NULL, .ref_rejected = has_ref ? r->rr : NULL,
                         .len_chosen = r->len_c, .len_rejected = r->len_r, .weight = r->pair_weight ? r->w : NULL,
                         .label_smoothing = r->pair_label ? r->eps : NULL};
   SRLM_TRY(srlm_loss_pref(&lo, &pb, r->cc, r->cr, pm));
@@ -207,7 +217,7 @@ static srlm_status check_options(const srlm_pref_train_options *o, const double 
     return srlm_error(SRLM_ERR_CONFIG, "train.grad_accum", "%d must be >= 0 (0 or 1: one micro-batch)", o->grad_accum);
   SRLM_TRY(srlm_engine_check_dp(o->dp, "pref"));
   if (o->epochs < 1) return srlm_error(SRLM_ERR_CONFIG, "train.epochs", "%d must be >= 1", o->epochs);
-  if (!ref_chosen && (o->loss.kind == SRLM_PREF_DPO || o->loss.kind == SRLM_PREF_IPO))
+  if (!ref_chosen && !o->anchor && (o->loss.kind == SRLM_PREF_DPO || o->loss.kind == SRLM_PREF_IPO))
     return srlm_error(SRLM_ERR_INTERNAL, "pref", "DPO and IPO need reference log-probs");
   if (o->replay && o->replay->n > 0 && o->replay_batch < 1)
     return srlm_error(SRLM_ERR_CONFIG, "pref", "replay batch %d must be >= 1", o->replay_batch);
@@ -294,7 +304,8 @@ srlm_status srlm_pref_train(srlm_model *m, const srlm_pref_pair *pairs, int64_t 
   if (o->resume && o->resume->replay_next < 0)
     return srlm_error(SRLM_ERR_RANGE, "resume", "negative replay cursor %lld", (long long)o->resume->replay_next);
   const int64_t per_step = (int64_t)o->batch_pairs * (o->grad_accum > 1 ? o->grad_accum : 1);
-  pref_run r = {.m = m, .pairs = pairs, .ref_chosen = ref_chosen, .ref_rejected = ref_rejected, .o = o,
+  pref_run r = {.m = m, .pairs = pairs, .ref_chosen = o->anchor ? NULL : ref_chosen,
+                .ref_rejected = o->anchor ? NULL : ref_rejected, .o = o, .anchor = o->anchor,
                 .pair_weight = o->pair_weight, .pair_label = o->pair_label,
                 .use_replay = o->replay && o->replay->n > 0 && o->replay_weight > 0,
                 .replay_next = o->resume ? o->resume->replay_next : 0, .out = out};
@@ -304,7 +315,7 @@ srlm_status srlm_pref_train(srlm_model *m, const srlm_pref_pair *pairs, int64_t 
                             .order = {.units = n, .per_step = per_step, .seed = o->seed,
                                       .purpose = SRLM_PREF_RNG_PURPOSE},
                             .epochs = o->epochs, .n_stats = PS_COUNT, .optim = o->optim, .schedule = o->schedule, .dp = o->dp,
-                            .resume = o->resume,
+                            .resume = o->resume, .anchor = o->anchor, .anchor_mu = o->anchor_mu,
                             .hooks = {.step = pref_step, .micro = pref_micro, .done = pref_done, .ctx = &r}};
   srlm_engine_summary es;
   srlm_status st = srlm_engine_run(m, &eo, &es);
