@@ -4,6 +4,8 @@
  * metrics.jsonl and writes LEARN checkpoints. Conventions in include/srlm/selfreward.h. */
 #include <jansson.h>
 #include <math.h>
+#include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -24,6 +26,20 @@ typedef struct replay_buf {
   srlm_sft_data d;
   int64_t cap_ex, cap_tok;
 } replay_buf;
+
+/* The kill-and-resume tests' hook: with SRLM_STOP_AT_CHECKPOINT=ITER (or ITER:STEP, or
+ * any) in the environment, the rank that wrote a matching learning checkpoint stops itself
+ * (SIGSTOP) right after its "checkpoint after step" line, so a test that waits for that
+ * line kills a run that cannot have moved on (SIGCONT lets it go on). Unset: nothing. */
+static void stop_at_checkpoint(int iteration, int64_t step) {
+  const char *e = getenv("SRLM_STOP_AT_CHECKPOINT");
+  if (!e || !*e) return;
+  long it = -1;
+  long long st = -1;
+  if (strcmp(e, "any") != 0 && sscanf(e, "%ld:%lld", &it, &st) < 1) return;
+  if ((it >= 0 && it != iteration) || (st >= 0 && st != step)) return;
+  raise(SIGSTOP);
+}
 
 static void replay_add(replay_buf *r, const srlm_token_ids *prompt, const srlm_token_ids *target, int32_t eos) {
   srlm_sft_data *d = &r->d;
@@ -164,6 +180,7 @@ static srlm_status learn_checkpoint(learn_log *l, int64_t step, int64_t total, d
   free(host);
   SRLM_TRY(st);
   SRLM_INFO("iteration %d learn: checkpoint after step %lld/%lld", l->iteration, (long long)step, (long long)total);
+  stop_at_checkpoint(l->iteration, step);
   return SRLM_OK;
 }
 

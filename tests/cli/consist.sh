@@ -77,7 +77,7 @@ grep -q "iteration 1 votes: " "$tmp/scpo.err" || fail "scpo: no votes line"
 # resume: killed right after a learning checkpoint of iteration 3 (M_{t-2}, M_{t-3} and
 # iteration 2's pairs are read again), and killed at a point in time
 for m in dice cream; do
-  "$srlm" train $base run.name=${m}k ${!m} >/dev/null 2>"$tmp/${m}k.err" &
+  SRLM_STOP_AT_CHECKPOINT=3 "$srlm" train $base run.name=${m}k ${!m} >/dev/null 2>"$tmp/${m}k.err" & # stops there
   pid=$!
   for _ in $(seq 1 1500); do
     grep -q "iteration 3 learn: checkpoint after step" "$tmp/${m}k.err" 2>/dev/null && break

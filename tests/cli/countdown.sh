@@ -167,7 +167,7 @@ if command -v mpirun >/dev/null 2>&1; then
   same_run "$tmp/runs" 2 t1 t4
 fi
 if [ -z "${SRLM_TEST_QUICK:-}" ]; then
-  "$srlm" train -c configs/methods/countdown-selfreward.yaml $task run.name=tk >/dev/null 2>"$tmp/tk.err" &
+  SRLM_STOP_AT_CHECKPOINT=any "$srlm" train -c configs/methods/countdown-selfreward.yaml $task run.name=tk >/dev/null 2>"$tmp/tk.err" &
   pid=$!
   for _ in $(seq 1 3000); do
     grep -q "learn: checkpoint after step" "$tmp/tk.err" 2>/dev/null && break

@@ -49,7 +49,7 @@ for pct in $pcts; do
 done
 
 # kill right after the first learning checkpoint: the resume continues inside the iteration
-"$srlm" train $base run.name=lk >/dev/null 2>"$tmp/lk.err" &
+SRLM_STOP_AT_CHECKPOINT=any "$srlm" train $base run.name=lk >/dev/null 2>"$tmp/lk.err" & # stops itself there
 pid=$!
 for _ in $(seq 1 400); do
   grep -q "learn: checkpoint after step" "$tmp/lk.err" 2>/dev/null && break

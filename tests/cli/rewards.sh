@@ -215,7 +215,7 @@ fi
 . "$(dirname "$0")/lib/check.sh" # same_run
 rk="$refill train.batch_size=1 train.checkpoint_every=1"
 "$srlm" train -c configs/methods/grpo-dapo.yaml $rk run.name=rkref >/dev/null 2>"$tmp/rkref.err" || fail "refill reference"
-"$srlm" train -c configs/methods/grpo-dapo.yaml $rk run.name=rk >/dev/null 2>"$tmp/rk.err" &
+SRLM_STOP_AT_CHECKPOINT=1 "$srlm" train -c configs/methods/grpo-dapo.yaml $rk run.name=rk >/dev/null 2>"$tmp/rk.err" &
 pid=$!
 for _ in $(seq 1 4000); do
   grep -q "iteration 1 learn: checkpoint after step" "$tmp/rk.err" 2>/dev/null && break

@@ -41,7 +41,7 @@ cmp -s "$tmp/runs/ref/iter_2/model/model.safetensors" "$tmp/runs/iter/iter_2/mod
 grep -q anchor_distance "$tmp/runs/iter/metrics.jsonl" && fail "anchor_distance without an anchor"
 
 # killed right after the first learning checkpoint: the anchor of that step comes back
-"$srlm" train $base run.name=lk >/dev/null 2>"$tmp/lk.err" &
+SRLM_STOP_AT_CHECKPOINT=any "$srlm" train $base run.name=lk >/dev/null 2>"$tmp/lk.err" & # stops itself there
 pid=$!
 for _ in $(seq 1 1500); do
   grep -q "learn: checkpoint after step" "$tmp/lk.err" 2>/dev/null && break

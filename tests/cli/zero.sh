@@ -43,7 +43,7 @@ run zref train.zero=1
 grep -q "learn: checkpoint after step 3/" "$tmp/zref.err" || fail "zref: no learning checkpoint"
 same plain zref
 
-setsid mpirun --oversubscribe -np 4 "$srlm" train $base run.name=zk train.zero=1 >/dev/null 2>"$tmp/zk.err" &
+SRLM_STOP_AT_CHECKPOINT=any setsid mpirun --oversubscribe -np 4 "$srlm" train $base run.name=zk train.zero=1 >/dev/null 2>"$tmp/zk.err" &
 pid=$!
 for _ in $(seq 1 3000); do
   grep -q "learn: checkpoint after step" "$tmp/zk.err" 2>/dev/null && break
