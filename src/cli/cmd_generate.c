@@ -77,7 +77,8 @@ static const char k_help[] =
     "                       against the line's \"reference\", a string or a list), verifier\n"
     "                       (1 when --task's checker accepts an answer that stopped at EOS,\n"
     "                       else 0; the line's prompt/text is the task's prompt) or judge\n"
-    "                       (the sign puzzle's judge format: the model's expected score)\n"
+    "                       (the model's expected score in --task's judge format, default\n"
+    "                       sign_puzzle)\n"
     "  --task T             sign_puzzle or countdown: the checker of --reward verifier,\n"
     "                       the judge of --args-reward judge\n"
     "  --bleu-tokenize M    words (default) or chars: BLEU's tokens\n"
@@ -244,8 +245,6 @@ static int parse_opts(int argc, char **argv, gen_opts *o, int *help) {
     return srlm_cli_usage_error(cmd, "--args-reward and --best-of are two decoding modes: give one of them");
   if (o->reward == REWARD_VERIFIER && !o->has_task)
     return srlm_cli_usage_error(cmd, "--reward verifier needs --task sign_puzzle or --task countdown");
-  if (o->reward == REWARD_JUDGE && o->countdown)
-    return srlm_cli_usage_error(cmd, "--reward judge scores with the sign puzzle's judge format (--task sign_puzzle)");
   if (srlm_sampler_params_check(&o->gp.sampler) != SRLM_OK)
     return srlm_cli_usage_error(cmd, "%s", srlm_error_message());
   return 0;
@@ -598,35 +597,29 @@ static srlm_status score_samples(const gen_opts *o, srlm_model *m, srlm_tokenize
     return SRLM_OK;
   }
   const char *prompt = in->text[i];
-  if (o->countdown) { /* verifier */
-    srlm_cd_puzzle p;
-    srlm_status st = srlm_cd_prompt_parse(prompt, strlen(prompt), &p);
-    if (st != SRLM_OK) return srlm_error_context(st, "%s: input %d: --task countdown", where, i + 1);
-    for (int k = 0; k < N; k++)
-      score[k] = res[k].stop == SRLM_STOP_EOS && srlm_cd_check(&p, res[k].text, res[k].text_len, NULL) == SRLM_CD_OK;
-    return SRLM_OK;
-  }
-  srlm_task_puzzle p;
-  srlm_status st = srlm_task_prompt_parse(prompt, strlen(prompt), &p);
-  if (st != SRLM_OK) return srlm_error_context(st, "%s: input %d: --task sign_puzzle", where, i + 1);
+  const srlm_task_ops *task = srlm_task_find(o->countdown ? "countdown" : "sign_puzzle");
+  char jp[SRLM_TASK_TEXT_MAX + 1];
+  if (task->judge_prompt(prompt, "", 0, jp) == 0) /* not the task's prompt */
+    return srlm_error(SRLM_ERR_FORMAT, where, "input %d: --task %s: \"%.40s\" is not one of its prompts", i + 1,
+                      task->name, prompt);
   if (o->reward == REWARD_VERIFIER) {
     for (int k = 0; k < N; k++)
-      score[k] = res[k].stop == SRLM_STOP_EOS && srlm_task_check(&p, res[k].text, res[k].text_len);
+      score[k] = res[k].stop == SRLM_STOP_EOS && task->check(prompt, res[k].text, res[k].text_len);
     return SRLM_OK;
   }
-  /* the model's own judge (the sign puzzle's format): its expected score */
-  srlm_task_puzzle *pp = srlm_xmalloc((size_t)N * sizeof *pp);
+  /* the model's own judge in the task's judge format: its expected score */
+  const char **pr = srlm_xmalloc((size_t)N * sizeof *pr);
   const char **cand = srlm_xmalloc((size_t)N * sizeof *cand);
-  srlm_task_judge_result *jr = srlm_xcalloc((size_t)N, sizeof *jr);
+  srlm_task_verdict *jr = srlm_xcalloc((size_t)N, sizeof *jr);
   for (int k = 0; k < N; k++) {
-    pp[k] = p;
+    pr[k] = prompt;
     cand[k] = res[k].text;
   }
-  st = srlm_task_judge(m, tok, o->gp.max_batch, SRLM_TASK_RATIONALE_GREEDY, N, pp, cand, jr);
+  srlm_status st = task->judge(m, tok, o->gp.max_batch, N, pr, cand, jr);
   for (int k = 0; k < N && st == SRLM_OK; k++) score[k] = jr[k].expected;
   free(jr);
   free(cand);
-  free(pp);
+  free(pr);
   return st;
 }
 

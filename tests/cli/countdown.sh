@@ -93,6 +93,32 @@ print("verifier rewards: %d right of %d" % (sum(r["score"] == 5.0 for r in resp)
 sys.exit(1 if bad or len(resp) != 128 else 0)
 PY
 grep -q '^model .*accuracy .*judge_agr' "$tmp/selfreward.out" || fail "table header: $(head -1 "$tmp/selfreward.out")"
+# srlm generate on Countdown through the task interface: best-of-N with the model's own
+# judge (expected scores in [1, 5], the best printed) and the checker, ARGS's judge reward
+head -3 "$d/eval.jsonl" | sed 's/"prompt"/"text"/' >"$tmp/cd-gen.jsonl"
+for r in judge verifier; do
+  "$srlm" generate --model "$m1" --jsonl "$tmp/cd-gen.jsonl" --max-new-tokens 16 --best-of 3 --reward $r --task countdown \
+    >"$tmp/cd-bo-$r.out" 2>"$tmp/cd-bo-$r.err" || { fail "generate --best-of --reward $r --task countdown"; tail -2 "$tmp/cd-bo-$r.err" >&2; }
+done
+python3 - "$tmp/cd-bo-judge.out" "$tmp/cd-bo-verifier.out" <<'PY' || fails=$((fails + 1))
+import json, sys
+bad = []
+for path, lo, hi in ((sys.argv[1], 1, 5), (sys.argv[2], 0, 1)):
+    out = [json.loads(l) for l in open(path)]
+    if len(out) != 3 or any(len(o["scores"]) != 3 or o["score"] != max(o["scores"]) or
+                            not all(lo <= x <= hi for x in o["scores"]) for o in out):
+        bad.append("%s: %r" % (path, out))
+for b in bad:
+    print("FAIL:", b, file=sys.stderr)
+sys.exit(1 if bad else 0)
+PY
+"$srlm" generate --model "$m1" --jsonl "$tmp/cd-gen.jsonl" --max-new-tokens 8 --temperature 0 --task countdown \
+  --args-reward judge --args-top-k 2 >/dev/null 2>"$tmp/cd-args.err" || fail "ARGS judge on Countdown: $(tail -1 "$tmp/cd-args.err")"
+grep -q "ARGS (judge reward, weight 1, top 2): [1-9][0-9]* candidates judged" "$tmp/cd-args.err" || fail "ARGS judge on Countdown: $(tail -1 "$tmp/cd-args.err")"
+echo '{"text":"C3,7T5"}' >"$tmp/cd-bad.jsonl"
+"$srlm" generate --model "$m1" --jsonl "$tmp/cd-bad.jsonl" --best-of 2 --reward judge --task countdown >/dev/null 2>"$tmp/cd-bad.err"
+[ $? -eq 1 ] && grep -q "input 1: --task countdown: \"C3,7T5\" is not one of its prompts" "$tmp/cd-bad.err" \
+  || fail "a malformed prompt under --task countdown: $(tail -1 "$tmp/cd-bad.err")"
 # a prompt set without a checker cannot use the verifier
 "$srlm" train -c configs/countdown-prompts.yaml $small $verifier run.name=x data.checker=none >/dev/null 2>"$tmp/x.err"
 grep -q "judge.source.*verifier needs a checker" "$tmp/x.err" || fail "verifier without a checker: $(tail -1 "$tmp/x.err")"
