@@ -278,6 +278,25 @@ __device__ __forceinline__ void mma_load(__nv_bfloat16 *dst, const __nv_bfloat16
   }
 }
 
+// The double-buffered tile loop's wait (every kernel streams tiles 0 .. n - 1 through two
+// shared-memory stages, tile `it` in stage it & 1): before tile `it` is used, start the
+// next tile's copies into the other stage (load_next(), one commit group) and wait for all
+// but that group, or, at the last tile, for everything; then a barrier, so every thread's
+// copies of tile `it` (and of what was loaded before the loop) have landed. The caller
+// puts a barrier at the end of each iteration, before the next refill overwrites a stage
+// that warps may still read (the simulator reports a refill without one).
+template <class LoadNext>
+__device__ __forceinline__ void mma_tile_wait(long long it, long long n, LoadNext load_next) {
+  if (it + 1 < n) {
+    load_next();
+    srlm_cp_async_commit();
+    srlm_cp_async_wait<1>();
+  } else {
+    srlm_cp_async_wait<0>();
+  }
+  __syncthreads();
+}
+
 __device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
   return (uint32_t)__bfloat16_as_ushort(__float2bfloat16_rn(lo)) |
          (uint32_t)__bfloat16_as_ushort(__float2bfloat16_rn(hi)) << 16;

@@ -88,14 +88,7 @@ __device__ void forward_rows_mma(const fwd_rows<__nv_bfloat16> &f) {
   for (long long it = 0; it < ntiles; it++) {
     const long long jt = jt0 + it * kN;
     const int stage = (int)(it & 1);
-    if (it + 1 < ntiles) {
-      load_kv(jt + kN, stage ^ 1);
-      srlm_cp_async_commit();
-      srlm_cp_async_wait<1>();
-    } else {
-      srlm_cp_async_wait<0>();
-    }
-    __syncthreads();  // tile it (and Q) landed for every thread's copies
+    mma_tile_wait(it, ntiles, [&] { load_kv(jt + kN, stage ^ 1); });  // tile it (and Q) landed
     if (it == 0) {
 #pragma unroll
       for (int kk = 0; kk < kKQ; kk++)

@@ -178,14 +178,7 @@ __global__ void __launch_bounds__(kMmaThreads) attention_dkv_mma_kernel(srlm_att
     for (int i = 0; i < 4; i++) acck[n][i] = accv[n][i] = 0.0f;
   for (long long x = 0; x < nx; x++) {
     const int stage = (int)(x & 1);
-    if (x + 1 < nx) {
-      load_q(x + 1, stage ^ 1);
-      srlm_cp_async_commit();
-      srlm_cp_async_wait<1>();
-    } else {
-      srlm_cp_async_wait<0>();
-    }
-    __syncthreads();  // tile x (and K, V) landed for every thread's copies
+    mma_tile_wait(x, nx, [&] { load_q(x + 1, stage ^ 1); });  // tile x (and K, V) landed
     const long long it = j0 + (x % ntq) * kM;
     // warp-uniform: does a query of this tile see one of the warp's keys?
     if (wrows > 0 && it < wi_end && it + kM - 1 >= wj0) {
@@ -274,14 +267,7 @@ __global__ void __launch_bounds__(kMmaThreads) attention_dq_mma_kernel(srlm_atte
   for (long long it = 0; it < ntiles; it++) {
     const long long jt = jlo + it * kN;
     const int stage = (int)(it & 1);
-    if (it + 1 < ntiles) {
-      load_kv(jt + kN, stage ^ 1);
-      srlm_cp_async_commit();
-      srlm_cp_async_wait<1>();
-    } else {
-      srlm_cp_async_wait<0>();
-    }
-    __syncthreads();  // tile it (and Q, dO) landed for every thread's copies
+    mma_tile_wait(it, ntiles, [&] { load_kv(jt + kN, stage ^ 1); });  // tile it (and Q, dO) landed
     // warp-uniform: does one of the warp's queries see a key of this tile?
     if (wrows > 0 && jt <= wj_hi && jt + kN - 1 >= wj_lo) {
       const bf16 *K = Ks + stage * kN * kLd, *V = Vs + stage * kN * kLd;
