@@ -15,7 +15,7 @@
  *   2. The public interface IN PLACE with run.comm nccl: srlm_comm_open_transport opens NCCL
  *      for both groups (auto stays on MPI with one rank), and srlm_comm_allreduce_grads (both
  *      orders, sum and mean, more than one 64 MiB bucket), srlm_comm_bcast_weights (versioned,
- *      4 KiB buckets), srlm_comm_reduce_scatter_grads and srlm_comm_allgather_shards keep the
+ *      1 MiB buckets), srlm_comm_reduce_scatter_grads and srlm_comm_allgather_shards keep the
  *      device data bit for bit and the guard tail; the version travels; closing returns the
  *      groups to MPI.
  * Prints "test_comm_nccl: OK" and exits 0, or names each wrong element and exits 1. */
@@ -170,7 +170,7 @@ static void test_interface(srlm_comm *c) {
       expect_dev(what, d, h, N);
     }
   int64_t version = 41;
-  st = srlm_comm_bcast_weights(c, d, N, &version, 4096);
+  st = srlm_comm_bcast_weights(c, d, N, &version, (size_t)1 << 20); /* 65 buckets, the last one short */
   EXPECT(st == SRLM_OK, "bcast_weights: %s", srlm_error_message());
   EXPECT_EQ_INT(version, 41);
   expect_dev("bcast_weights", d, h, N);
