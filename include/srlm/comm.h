@@ -55,7 +55,9 @@
  * the topology, the rank count, the message size and NCCL's version (its algorithm and
  * protocol choice), so the same job on the same layout and software gives the same bits
  * run after run, but NOT the bits of the MPI learner-rank chain, and another layout (GPU
- * count, nodes, NVLink or network) may round differently. The same holds for ZeRO-1 on
+ * count, nodes, NVLink or network) may round differently. This is NCCL's behaviour, not a
+ * promise srlm checks on several GPUs (one GPU was all it was tested on); NCCL_ALGO=Ring
+ * pins the algorithm where a tuning change is a concern. The same holds for ZeRO-1 on
  * NCCL: its reduce-scatter sums in NCCL's order, which need not be the all-reduce's, so
  * sharded and unsharded NCCL runs agree within float re-association, not bit for bit.
  *
