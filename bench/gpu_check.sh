@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The one prepared script a lent GPU machine runs: card facts, the backend-ops test of the
 # CUDA backend (every op against float64 under the 2x-the-CPU rule, fp32 and bf16), the
-# model-equivalence test on it, the op timings of bench_backend for the CUDA backend at the
+# model-equivalence test on it, the NCCL transport's test (tests/gpu/test_comm_nccl.c: one
+# rank, plain and under mpirun -np 1), the op timings of bench_backend for the CUDA backend at the
 # full shapes (bf16, fp32), PyTorch at the same shapes with the card's copy bandwidth and the
 # side-by-side table (bench/gpu_torch.py, gpu_compare.py), the CPU backend at the small
 # shapes on the same machine, and a
@@ -21,9 +22,9 @@
 # if time is left, its full gpu preset; needs bench_e2e built and carried.
 # Build and pack first, here:
 #   cmake -S . -B build-gpu -DCMAKE_BUILD_TYPE=Release -DSRLM_CUDA=ON
-#   cmake --build build-gpu -j2 --target test_backend_ops test_model_equiv bench_backend bench_e2e
+#   cmake --build build-gpu -j2 --target test_backend_ops test_model_equiv bench_backend bench_e2e gpu_test_comm_nccl
 #   bash ../shared/tools/device-pack.sh build-gpu/tests/test_backend_ops build-gpu/tests/test_model_equiv \
-#     build-gpu/bench/bench_backend build-gpu/bench/bench_e2e
+#     build-gpu/bench/bench_backend build-gpu/bench/bench_e2e build-gpu/tests/gpu_test_comm_nccl
 # Never changes the card's settings: nvidia-smi is only queried.
 set -uo pipefail
 BUILD=${1:-build-gpu}
@@ -122,6 +123,14 @@ if [ -x "$EQUIV" ]; then
 else
   status+=("model_equiv            skipped: $EQUIV not carried")
 fi
+# the NCCL transport on one rank (the only NCCL layout one GPU allows), plain and under mpirun
+NCCLT=$BUILD/tests/gpu_test_comm_nccl
+if [ -x "$NCCLT" ]; then
+  step comm_nccl 40 comm_nccl.log "$NCCLT"
+  step comm_nccl_np1 50 comm_nccl_np1.log mpiexec.openmpi -np 1 "$NCCLT"
+else
+  status+=("comm_nccl              skipped: $NCCLT not carried")
+fi
 
 # 3. timings: the CUDA backend at the full shapes (bf16, then fp32; iterations fill about
 #    0.3 s per case) and the CPU backend at the small ones on this machine's cores; each op
@@ -153,6 +162,8 @@ rows() { grep -v '^#' "$1" 2>/dev/null | cut -c3-44,88-; tail -1 "$1" 2>/dev/nul
   grep -E '^FAIL' "$LOG/test_backend_ops.log" | head -8 | cut -c1-400
   echo "== memcheck: $(grep -E 'ERROR SUMMARY' "$LOG/memcheck.log" 2>/dev/null | tail -1)"
   echo "== model equivalence: $(tail -1 "$LOG/model_equiv.log" 2>/dev/null)"
+  echo "== comm nccl: $(tail -1 "$LOG/comm_nccl.log" 2>/dev/null); mpirun -np 1: $(tail -1 "$LOG/comm_nccl_np1.log" 2>/dev/null)"
+  grep -hE '^FAIL|^  ' "$LOG"/comm_nccl*.log 2>/dev/null | head -6 | cut -c1-300
   echo "== srlm cuda bf16 vs torch (full shapes)"; cut -c1-150 "$LOG/compare_bf16.txt" 2>/dev/null
   echo "== bench cuda fp32 (full shapes)"; rows "$LOG/bench_cuda_fp32.txt"
   echo "== bench cpu fp32 (small shapes): $(tail -1 "$LOG/bench_cpu.txt" 2>/dev/null)"

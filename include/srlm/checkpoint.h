@@ -71,9 +71,10 @@ srlm_status srlm_checkpoint_load(const char *run_dir, srlm_checkpoint *c, int *f
  * c->config_yaml; both srlm_config_to_yaml). Keys compared one by one: the keys that do
  * not change results may differ (run.iterations, run.log_level, run.rank_timeout,
  * run.tensorboard, run.device, train.zero and train.recompute (the same bits), roles.*
- * but roles.shard_prompts: the rank layout and threads; a LEARN checkpoint holds the full
- * optimizer state, so any learner count can continue it), each difference logged; any
- * other difference is SRLM_ERR_CONFIG naming every such key with both values. */
+ * but roles.shard_prompts, and run.comm: the rank layout, transport and threads; a LEARN
+ * checkpoint holds the full optimizer state, so any learner count can continue it), each
+ * difference logged; any other difference is SRLM_ERR_CONFIG naming every such key with
+ * both values. */
 srlm_status srlm_checkpoint_check_config(const srlm_checkpoint *c, const char *yaml, const char *run_dir);
 
 void srlm_checkpoint_free(srlm_checkpoint *c);

@@ -51,13 +51,33 @@
  * (MPI_Alltoallv), sums it in rank order and the slices are gathered back
  * (MPI_Allgatherv). It moves the same bytes as a ring all-reduce and needs a second
  * buffer of n floats; srlm uses it by default. With one learner both are no-ops.
+ * On NCCL (below) both orders are NCCL's ncclAllReduce: its order of additions is fixed by
+ * the topology, the rank count, the message size and NCCL's version (its algorithm and
+ * protocol choice), so the same job on the same layout and software gives the same bits
+ * run after run, but NOT the bits of the MPI learner-rank chain, and another layout (GPU
+ * count, nodes, NVLink or network) may round differently. This is NCCL's behaviour, not a
+ * promise srlm checks on several GPUs (one GPU was all it was tested on); NCCL_ALGO=Ring
+ * pins the algorithm where a tuning change is a concern. The same holds for ZeRO-1 on
+ * NCCL: its reduce-scatter sums in NCCL's order, which need not be the all-reduce's, so
+ * sharded and unsharded NCCL runs agree within float re-association, not bit for bit.
  *
- * Backends. The handle hides the transport: SRLM_COMM_MPI (this build) and
- * SRLM_COMM_NCCL (reserved). The float buffers of the weight broadcast and the gradient
- * all-reduce are backend memory (backend.h): the MPI path stages device memory through
- * pinned host buffers of that backend, host backends go in place; NCCL will take device
- * memory directly. Shards, agree and abort stay on MPI. Role code calls only this
- * interface, so a new transport changes nothing in src/roles.
+ * Backends. The handle hides the transport. Control (headers, shards, agree, abort, the
+ * doubles of a training step) is always MPI. The float buffers of the weight broadcast, the
+ * gradient all-reduce and ZeRO-1 are backend memory (backend.h) and move per group (the
+ * learner group; the weight-broadcast group) by the transport srlm_comm_open_transport
+ * chose (run.comm: auto, mpi, nccl):
+ *   NCCL  every rank of the group runs the cuda backend on a GPU of its own (their UUIDs,
+ *         exchanged over MPI, all differ): device memory moves GPU to GPU (ncclAllReduce,
+ *         ncclBroadcast in buckets; ncclReduceScatter/ncclAllGather for equal ZeRO-1
+ *         ranges, one ncclReduce/ncclBroadcast per owner range otherwise). Built with CUDA
+ *         only. Communicators are non-blocking and every wait polls NCCL's asynchronous
+ *         error, so a failed peer or link comes back as an error, never a hang.
+ *   MPI   otherwise (a CPU run, cuda-sim, several ranks sharing a GPU): device memory is
+ *         staged through pinned host buffers of the backend, host backends go in place.
+ * auto picks NCCL for every group that can use it (a group of one rank stays on MPI: it has
+ * nothing to exchange); nccl requires it (a group that cannot is a config error); mpi never
+ * uses it. Rank 0 prints each group's choice and why. Role code calls only this interface,
+ * so the transport changes nothing in src/roles.
  *
  * Waiting. Every wait (receive, broadcast, barrier, all-reduce) polls the request and
  * sleeps in between (50 us doubling to 2 ms) instead of MPI's busy polling, so an idle
@@ -85,6 +105,21 @@ typedef struct srlm_comm srlm_comm;
 
 typedef enum srlm_comm_backend { SRLM_COMM_MPI = 0, SRLM_COMM_NCCL } srlm_comm_backend;
 
+/* run.comm: which transport the float collectives of a group may use (see "Backends"). */
+typedef enum srlm_comm_transport {
+  SRLM_COMM_TRANSPORT_AUTO = 0, /* NCCL where the group can use it, else MPI */
+  SRLM_COMM_TRANSPORT_MPI,
+  SRLM_COMM_TRANSPORT_NCCL,     /* NCCL for every group, or a config error */
+  SRLM_COMM_TRANSPORT_COUNT
+} srlm_comm_transport;
+
+/* The groups whose float collectives move device memory. */
+typedef enum srlm_comm_group {
+  SRLM_COMM_GROUP_LEARNERS = 0, /* gradient all-reduce, ZeRO-1 */
+  SRLM_COMM_GROUP_BCAST,        /* weight broadcast: learner 0 + generators + judges */
+  SRLM_COMM_GROUP_COUNT
+} srlm_comm_group;
+
 typedef enum srlm_role { SRLM_ROLE_LEARNER = 0, SRLM_ROLE_GENERATOR, SRLM_ROLE_JUDGE, SRLM_ROLE_COUNT } srlm_role;
 
 /* "learner", "generator", "judge". */
@@ -104,8 +139,9 @@ typedef struct srlm_comm_roles {
  * caller initialized. A process that no launcher started (no mpirun/srun environment)
  * and whose caller did not initialize MPI is a job of one: rank 0 of 1, colocated, and
  * MPI is never called (every collective is then a local no-op or copy). Creates the world
- * communicator, installs the abort hook and sets the log context to this rank. Only
- * SRLM_COMM_MPI is built; other backends are SRLM_ERR_UNSUPPORTED. */
+ * communicator, installs the abort hook and sets the log context to this rank. backend
+ * must be SRLM_COMM_MPI (the control plane; SRLM_ERR_UNSUPPORTED otherwise): NCCL is chosen
+ * per group later, by srlm_comm_open_transport. */
 srlm_status srlm_comm_init(int *argc, char ***argv, srlm_comm_backend backend, srlm_comm **out);
 
 /* Splits the world into roles (the layout above) and creates every communicator. A count
@@ -121,6 +157,43 @@ void srlm_comm_free(srlm_comm *c);
  * gradient all-reduce live in (default: the CPU backend, host memory). A rank sets it
  * once, when it has opened its backend; the handle does not own it. */
 void srlm_comm_set_backend(srlm_comm *c, srlm_backend *be);
+
+/* ---- transport of the float collectives ---------------------------------- */
+
+/* What a rank tells the others about its memory (srlm_comm_open_transport). */
+typedef struct srlm_comm_device {
+  char backend[16];       /* the backend's name: "cpu", "cuda-sim", "cuda" ("" = none set: the CPU) */
+  int device;             /* its GPU index on its node; -1 for none */
+  unsigned char uuid[16]; /* its GPU's UUID (cuda only; zeros otherwise) */
+} srlm_comm_device;
+
+/* The decision for one group (pure: the same inputs give the same answer on every rank).
+ * devs: every world rank's device (indexed by world rank); ranks: the group's n world ranks.
+ * *out = SRLM_COMM_NCCL when every member runs "cuda" with a distinct UUID and want is nccl,
+ * or auto with n > 1; else SRLM_COMM_MPI. why: a short reason for the log ("ranks 1 and 2
+ * share one GPU (...)"). want nccl where NCCL cannot be used: SRLM_ERR_CONFIG naming
+ * run.comm, `group` and the reason. */
+srlm_status srlm_comm_choose_transport(srlm_comm_transport want, const char *group, const srlm_comm_device *devs,
+                                       const int *ranks, int n, srlm_comm_backend *out, char *why, size_t why_len);
+
+/* Chooses each group's transport and opens its NCCL communicator where it uses NCCL (a
+ * unique id made by the group's first rank and broadcast over MPI; ncclCommInitRankConfig,
+ * non-blocking). Call after srlm_comm_set_backend, collective over the world (every rank,
+ * once); without it every group uses MPI. Rank 0 logs the choices. Config errors (want nccl
+ * where a group cannot, or in a build without CUDA) are the same on every rank. An NCCL
+ * failure on one rank is that rank's error: its top level ends the job (srlm_comm_abort),
+ * which also ends the others' waits. */
+srlm_status srlm_comm_open_transport(srlm_comm *c, srlm_comm_transport want);
+
+/* Closes the NCCL communicators, before the backend closes. st: the caller's status; SRLM_OK
+ * (every rank of a group closes it too) finalizes them (ncclCommFinalize, at most a few
+ * seconds), an error aborts them locally (ncclCommAbort: waits for nobody). The groups are
+ * MPI afterwards. srlm_comm_set_backend with another backend and srlm_comm_free abort what is
+ * still open. */
+void srlm_comm_close_transport(srlm_comm *c, srlm_status st);
+
+/* SRLM_COMM_NCCL when this rank's group g moves its floats with NCCL (this rank a member). */
+srlm_comm_backend srlm_comm_transport_of(const srlm_comm *c, srlm_comm_group g);
 
 /* ---- who is who --------------------------------------------------------- */
 
@@ -181,7 +254,8 @@ void srlm_comm_phase(srlm_comm *c, const char *fmt, ...) __attribute__((format(p
  * 0 = 64 MiB; the root's value counts, receivers follow the header).
  * w: (n) flat parameters in the memory of this rank's backend (srlm_comm_set_backend);
  * the root sends them, receivers overwrite theirs. Device memory moves through one
- * pinned staging buffer of one bucket; host backends send in place.
+ * pinned staging buffer of one bucket; host backends send in place; NCCL broadcasts each
+ * bucket GPU to GPU (ncclBroadcast; the header stays on MPI), also in a job of one rank.
  * version: the root sends *version; a receiver passing *version >= 0 requires exactly
  * that version (a mismatch is an SRLM_ERR_INTERNAL error naming both), passing -1
  * accepts any; on return *version is the root's. The root's n, version and bucket size
@@ -197,13 +271,14 @@ typedef enum srlm_comm_reduce {
 } srlm_comm_reduce;
 
 typedef enum srlm_comm_order {
-  SRLM_COMM_DETERMINISTIC = 0, /* sum in learner-rank order (see above) */
-  SRLM_COMM_FAST               /* MPI_Allreduce (NCCL later): order left to the library */
+  SRLM_COMM_DETERMINISTIC = 0, /* MPI: sum in learner-rank order; NCCL: NCCL's fixed-topology order (see above) */
+  SRLM_COMM_FAST               /* MPI_Allreduce, order left to the library; NCCL: the same as DETERMINISTIC */
 } srlm_comm_order;
 
 /* In-place all-reduce over the learner group. g: (n) in the memory of this rank's
- * backend; device memory is staged through pinned host buffers (at most 1 GiB at a
- * time). Learners only (others: error). */
+ * backend. MPI: device memory is staged through pinned host buffers (at most 1 GiB at a
+ * time). NCCL: on the device, ncclAllReduce in buckets of 64 MiB (MEAN: ncclAvg), also for
+ * one learner. Learners only (others: error). */
 srlm_status srlm_comm_allreduce_grads(srlm_comm *c, float *g, int64_t n, srlm_comm_reduce op, srlm_comm_order order);
 
 /* In-place sum of n doubles over the learner group (metrics and flags of a training step;
@@ -212,11 +287,12 @@ srlm_status srlm_comm_allreduce_f64(srlm_comm *c, double *x, int n);
 
 /* ZeRO-1 (dp.h) over the learner group; bounds: (learners + 1) offsets, bounds[0] = 0,
  * bounds[L] = n, learner j owns [bounds[j], bounds[j + 1]). Buffers in the memory of this
- * rank's backend (device memory is staged whole through a pinned host copy), in rounds
- * of at most 1 GiB. Learners only; collectives: every learner calls them alike.
- * reduce_scatter: this learner's range of g becomes the sum over the learners in
+ * rank's backend (MPI: device memory is staged whole through a pinned host copy, in rounds
+ * of at most 1 GiB; NCCL: on the device, see "Backends"). Learners only; collectives: every
+ * learner calls them alike.
+ * reduce_scatter: this learner's range of g becomes the sum over the learners (MPI: in
  * learner-rank order, the bits srlm_comm_allreduce_grads (DETERMINISTIC) gives there;
- * the rest of g is left as it was. */
+ * NCCL: NCCL's order, see the determinism paragraph); the rest of g is left as it was. */
 srlm_status srlm_comm_reduce_scatter_grads(srlm_comm *c, float *g, int64_t n, const int64_t *bounds);
 /* Every learner's range of x copied into every learner's x. */
 srlm_status srlm_comm_allgather_shards(srlm_comm *c, float *x, int64_t n, const int64_t *bounds);

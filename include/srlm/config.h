@@ -64,6 +64,9 @@ typedef enum srlm_cfg_dtype { SRLM_CFG_DTYPE_FP32 = 0, SRLM_CFG_DTYPE_BF16 } srl
 typedef enum srlm_cfg_backend { SRLM_CFG_BACKEND_CPU = 0, SRLM_CFG_BACKEND_CUDA, SRLM_CFG_BACKEND_CUDA_SIM } srlm_cfg_backend;
 const char *srlm_cfg_backend_name(srlm_cfg_backend b);
 
+/* run.comm: the transport of weights and gradients between GPUs (comm.h, "Backends"). */
+typedef enum srlm_cfg_comm { SRLM_CFG_COMM_AUTO = 0, SRLM_CFG_COMM_MPI, SRLM_CFG_COMM_NCCL } srlm_cfg_comm;
+
 typedef enum srlm_cfg_chat_format {
   SRLM_CFG_CHAT_AUTO = 0, /* from tokenizer_config.json */
   SRLM_CFG_CHAT_LLAMA3,
@@ -182,6 +185,7 @@ typedef struct srlm_config {
     srlm_log_level log_level;
     srlm_cfg_backend backend;
     int device; /* -1 = the launcher's local rank */
+    srlm_cfg_comm comm;
     int rank_timeout; /* seconds without a heartbeat before a rank counts as stopped; 0 = off */
     bool tensorboard; /* TensorBoard events file in the run folder (tfevents.h) */
   } run;

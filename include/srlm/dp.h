@@ -25,8 +25,8 @@
  * does; the gradient norm is accumulated along the learners in rank order (chain), so
  * it has the bits of the unsharded sum; each learner steps AdamW on its range; then
  * allgather copies every learner's range of the updated fp32 weights to all. Results are
- * those of the unsharded run with the same learners, bit for bit; a learner holds 1/R
- * of the moments.
+ * those of the unsharded run with the same learners, bit for bit, on MPI (on NCCL within
+ * float re-association: comm.h); a learner holds 1/R of the moments.
  */
 #ifndef SRLM_DP_H
 #define SRLM_DP_H

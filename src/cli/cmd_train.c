@@ -462,14 +462,20 @@ static srlm_status run_iterations(train_ctx *c, srlm_comm *comm, srlm_sr_iterati
   if (st == SRLM_OK) st = print_layout(comm, be);
   if (st == SRLM_OK) {
     srlm_comm_set_backend(comm, be);
-    st = srlm_model_load(c->model_dir, be, srlm_setup_dtype(cfg), &m);
+    /* NCCL for the groups whose ranks each own a GPU (run.comm); collective over the world */
+    const srlm_comm_transport tr = cfg->run.comm == SRLM_CFG_COMM_NCCL  ? SRLM_COMM_TRANSPORT_NCCL
+                                   : cfg->run.comm == SRLM_CFG_COMM_MPI ? SRLM_COMM_TRANSPORT_MPI
+                                                                        : SRLM_COMM_TRANSPORT_AUTO;
+    st = srlm_comm_open_transport(comm, tr);
   }
+  if (st == SRLM_OK) st = srlm_model_load(c->model_dir, be, srlm_setup_dtype(cfg), &m);
   if (st == SRLM_OK && cfg->train.recompute) st = srlm_model_set_recompute(m, 1);
   srlm_sr_iteration *rows = srlm_xcalloc((size_t)cfg->run.iterations + 1, sizeof *rows);
   srlm_sr_inputs in = {.cfg = cfg, .comm = comm, .run_dir = c->run_dir, .tok_dir = tok_dir, .m = m, .tok = c->tok,
                        .prompts = task ? NULL : &set, .llm = llm, .resume = c->resume,
                        .eval_prompts = lead && c->eval_set.n ? &c->eval_set : NULL};
   if (st == SRLM_OK) st = srlm_selfreward_run(&in, rows);
+  srlm_comm_close_transport(comm, st); /* before the backend closes; an error aborts NCCL locally */
   srlm_model_free(m);
   srlm_comm_set_backend(comm, NULL);
   srlm_status cst = srlm_backend_close(be);

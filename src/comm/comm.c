@@ -1,6 +1,8 @@
 /* srlm comm, MPI backend: communicators by role, weight broadcast, gradient
  * all-reduce, byte messages between roles, agree and abort (the interface, the rank
- * layout and the error rules are in include/srlm/comm.h).
+ * layout and the error rules are in include/srlm/comm.h). With CUDA built
+ * (SRLM_HAVE_NCCL), the float collectives of a group whose ranks each own a GPU go through
+ * NCCL instead (srlm_comm_open_transport below, comm_nccl.h); headers, agree and abort stay here.
  *
  * Every MPI call goes through SRLM_MPI, and the communicators are set to
  * MPI_ERRORS_RETURN, so an MPI failure comes back as an SRLM_ERR_LIB error naming the
@@ -18,6 +20,9 @@
 
 #include "srlm/comm.h"
 #include "watchdog.h"
+#if SRLM_HAVE_NCCL
+#include "comm_nccl.h"
+#endif
 
 #define CHUNK_BYTES ((size_t)1 << 30)
 #define DEFAULT_BUCKET_BYTES ((size_t)64 << 20)
@@ -83,6 +88,10 @@ struct srlm_comm {
   pending_send *pending;          /* srlm_comm_send_async in flight */
   int n_pending, cap_pending;
   srlm_backend *be;               /* memory of the weight and gradient buffers; NULL: the CPU */
+  /* the NCCL communicator of each group (srlm_comm_group) where it uses NCCL, else NULL;
+     colocated, both groups are the world and share one. Opened on nccl_be. */
+  struct sr_nccl *nccl[SRLM_COMM_GROUP_COUNT];
+  srlm_backend *nccl_be;
 };
 
 static const char *const k_role_names[SRLM_ROLE_COUNT] = {"learner", "generator", "judge"};
@@ -91,7 +100,12 @@ const char *srlm_role_name(srlm_role role) {
   return (unsigned)role < SRLM_ROLE_COUNT ? k_role_names[role] : "unknown role";
 }
 
-void srlm_comm_set_backend(srlm_comm *c, srlm_backend *be) { c->be = be; }
+void srlm_comm_set_backend(srlm_comm *c, srlm_backend *be) {
+  /* NCCL communicators live on the old backend's device: a caller that did not close them
+     (srlm_comm_close_transport) gets them aborted here, which waits for nobody */
+  if (be != c->nccl_be) srlm_comm_close_transport(c, SRLM_ERR_INTERNAL);
+  c->be = be;
+}
 
 /* SRLM_CHECK failures on any rank end the whole job. */
 static void abort_hook(int exit_code) {
@@ -228,6 +242,7 @@ void srlm_comm_free(srlm_comm *c) {
     free(c->pending[i].buf);
   }
   free(c->pending);
+  srlm_comm_close_transport(c, SRLM_ERR_INTERNAL); /* left open: aborted, waits for nobody */
   sr_watchdog_stop();
   if (c->solo) {
     free(c);
@@ -282,6 +297,207 @@ static const char *label_of(const srlm_comm *c, int rank) {
   if (c->colocated) return "colocated";
   int L = c->count[SRLM_ROLE_LEARNER], G = c->count[SRLM_ROLE_GENERATOR];
   return k_role_names[rank < L ? SRLM_ROLE_LEARNER : rank < L + G ? SRLM_ROLE_GENERATOR : SRLM_ROLE_JUDGE];
+}
+
+/* ---- transport of the float collectives: MPI or NCCL, per group ---------- */
+
+static const char *const k_group_names[SRLM_COMM_GROUP_COUNT] = {"learner group", "weight-broadcast group"};
+
+srlm_status srlm_comm_choose_transport(srlm_comm_transport want, const char *group, const srlm_comm_device *devs,
+                                       const int *ranks, int n, srlm_comm_backend *out, char *why, size_t why_len) {
+  *out = SRLM_COMM_MPI;
+  if ((unsigned)want >= SRLM_COMM_TRANSPORT_COUNT || n < 1)
+    return srlm_error(SRLM_ERR_RANGE, "run.comm", "transport %d for a group of %d ranks", (int)want, n);
+  if (want == SRLM_COMM_TRANSPORT_MPI) {
+    snprintf(why, why_len, "run.comm: mpi");
+    return SRLM_OK;
+  }
+  /* what keeps the group off NCCL: a rank off the cuda backend, or two ranks on one GPU */
+  char reason[256] = "";
+  for (int i = 0; i < n && !reason[0]; i++) {
+    const srlm_comm_device *d = &devs[ranks[i]];
+    if (strcmp(d->backend, "cuda") != 0)
+      snprintf(reason, sizeof reason, "rank %d runs the %s backend, not cuda", ranks[i], d->backend[0] ? d->backend : "cpu");
+  }
+  for (int i = 0; i < n && !reason[0]; i++)
+    for (int j = i + 1; j < n && !reason[0]; j++)
+      if (memcmp(devs[ranks[i]].uuid, devs[ranks[j]].uuid, sizeof devs->uuid) == 0)
+        snprintf(reason, sizeof reason, "ranks %d and %d share one GPU (device %d of rank %d)", ranks[i], ranks[j],
+                 devs[ranks[i]].device, ranks[i]);
+  if (reason[0]) {
+    if (want == SRLM_COMM_TRANSPORT_NCCL)
+      return srlm_error(SRLM_ERR_CONFIG, "run.comm",
+                        "nccl, but the %s cannot use NCCL: %s (NCCL needs every rank of a group on the cuda backend "
+                        "with a GPU of its own); set run.comm: auto (MPI where NCCL cannot be used) or mpi",
+                        group, reason);
+    snprintf(why, why_len, "%s", reason);
+    return SRLM_OK;
+  }
+  if (want == SRLM_COMM_TRANSPORT_AUTO && n == 1) {
+    snprintf(why, why_len, "one rank: nothing to exchange");
+    return SRLM_OK;
+  }
+  *out = SRLM_COMM_NCCL;
+  snprintf(why, why_len, "%s", want == SRLM_COMM_TRANSPORT_NCCL ? "run.comm: nccl" : "every rank on a GPU of its own");
+  return SRLM_OK;
+}
+
+/* World ranks of group g in group-rank order (the order of its MPI communicator, split by
+ * world rank): learners 0..L-1; broadcast: learner 0, then generators and judges. */
+static int group_members(const srlm_comm *c, srlm_comm_group g, int *out) {
+  int k = 0;
+  if (c->solo || c->colocated) {
+    for (int r = 0; r < c->size; r++) out[k++] = r;
+    return k;
+  }
+  const int L = c->count[SRLM_ROLE_LEARNER];
+  if (g == SRLM_COMM_GROUP_LEARNERS) {
+    for (int r = 0; r < L; r++) out[k++] = r;
+  } else {
+    out[k++] = 0;
+    for (int r = L; r < c->size; r++) out[k++] = r;
+  }
+  return k;
+}
+
+#if SRLM_HAVE_NCCL
+/* Opens group g's NCCL communicator on this rank (a member): its first rank makes the id,
+ * MPI carries it to the others (with a flag, so a failure there stops every member). */
+static srlm_status open_group_nccl(srlm_comm *c, srlm_comm_group g, int first) {
+  MPI_Comm comm = g == SRLM_COMM_GROUP_LEARNERS ? c->role[SRLM_ROLE_LEARNER] : c->bcast;
+  int grank = 0, gsize = 1;
+  if (!c->solo) {
+    SRLM_MPI(MPI_Comm_rank(comm, &grank));
+    SRLM_MPI(MPI_Comm_size(comm, &gsize));
+  }
+  struct {
+    unsigned char id[SR_NCCL_ID_BYTES];
+    int32_t failed;
+  } msg;
+  memset(&msg, 0, sizeof msg);
+  srlm_status st = SRLM_OK;
+  if (grank == 0) {
+    st = sr_nccl_unique_id(msg.id);
+    msg.failed = st != SRLM_OK;
+  }
+  if (!c->solo) {
+    MPI_Request req;
+    SRLM_MPI_WAIT(MPI_Ibcast(&msg, (int)sizeof msg, MPI_BYTE, 0, comm, &req), req);
+  }
+  if (msg.failed)
+    return grank == 0 ? st
+                      : srlm_error(SRLM_ERR_LIB, k_group_names[g], "world rank %d could not make the NCCL unique id",
+                                   first);
+  return sr_nccl_open(msg.id, gsize, grank, c->be, k_group_names[g], &c->nccl[g]);
+}
+#endif
+
+srlm_status srlm_comm_open_transport(srlm_comm *c, srlm_comm_transport want) {
+  if (!c->roles_assigned) return srlm_error(SRLM_ERR_INTERNAL, "comm", "roles are not assigned");
+  if ((unsigned)want >= SRLM_COMM_TRANSPORT_COUNT)
+    return srlm_error(SRLM_ERR_RANGE, "run.comm", "transport %d", (int)want);
+  if (c->nccl[SRLM_COMM_GROUP_LEARNERS] || c->nccl[SRLM_COMM_GROUP_BCAST])
+    return srlm_error(SRLM_ERR_INTERNAL, "comm", "the transport is already open (srlm_comm_close_transport first)");
+#if !SRLM_HAVE_NCCL
+  if (want == SRLM_COMM_TRANSPORT_NCCL)
+    return srlm_error(SRLM_ERR_CONFIG, "run.comm",
+                      "nccl, but this srlm was built without CUDA, so without NCCL; set run.comm: auto or mpi");
+#endif
+  const int size = c->solo ? 1 : c->size;
+  /* every rank's backend and GPU, and whether it could read them */
+  struct dev_msg {
+    srlm_comm_device d;
+    int32_t failed;
+  } mine;
+  memset(&mine, 0, sizeof mine);
+  mine.d.device = -1;
+  srlm_status local = SRLM_OK;
+  if (c->be) {
+    snprintf(mine.d.backend, sizeof mine.d.backend, "%s", c->be->name);
+    mine.d.device = c->be->device;
+#if SRLM_HAVE_NCCL
+    if (want != SRLM_COMM_TRANSPORT_MPI && strcmp(c->be->name, "cuda") == 0)
+      local = sr_nccl_device_uuid(c->be->device, mine.d.uuid);
+#endif
+  }
+  mine.failed = local != SRLM_OK;
+  struct dev_msg *all = srlm_xmalloc((size_t)size * sizeof *all);
+  srlm_comm_device *devs = srlm_xmalloc((size_t)size * sizeof *devs);
+  int *members = srlm_xmalloc((size_t)size * sizeof *members);
+  srlm_status st = SRLM_OK;
+  all[0] = mine;
+  if (!c->solo) {
+    MPI_Request req;
+    int rc = mpi_then_wait(MPI_Iallgather(&mine, (int)sizeof mine, MPI_BYTE, all, (int)sizeof mine, MPI_BYTE, c->world, &req),
+                           &req);
+    if (rc != MPI_SUCCESS) st = srlm_lib_error("MPI", "MPI_Iallgather(devices)", rc, mpi_desc(rc), __FILE__, __LINE__);
+  }
+  for (int r = 0; st == SRLM_OK && r < size; r++) {
+    devs[r] = all[r].d;
+    if (all[r].failed)
+      st = local != SRLM_OK ? local
+                            : srlm_error(SRLM_ERR_LIB, "comm", "rank %d could not read its GPU's UUID (its own error says why)", r);
+  }
+  /* the same decisions on every rank: they depend only on what every rank sent */
+  srlm_comm_backend use[SRLM_COMM_GROUP_COUNT] = {SRLM_COMM_MPI, SRLM_COMM_MPI};
+  int first[SRLM_COMM_GROUP_COUNT] = {0, 0};
+  for (int g = 0; st == SRLM_OK && g < SRLM_COMM_GROUP_COUNT; g++) {
+    const int k = group_members(c, (srlm_comm_group)g, members);
+    first[g] = members[0];
+    char why[300];
+    st = srlm_comm_choose_transport(want, k_group_names[g], devs, members, k, &use[g], why, sizeof why);
+    bool staged = false;
+    for (int i = 0; i < k; i++) staged |= strcmp(devs[members[i]].backend, "cpu") != 0 && devs[members[i]].backend[0];
+    if (st == SRLM_OK && c->rank == 0) {
+      char ver[32] = "";
+#if SRLM_HAVE_NCCL
+      sr_nccl_version(ver, sizeof ver);
+#endif
+      SRLM_INFO("comm: %s (%d rank%s): %s%s (%s)", k_group_names[g], k, k == 1 ? "" : "s",
+                use[g] == SRLM_COMM_NCCL ? "NCCL " : staged ? "MPI, device buffers through pinned host memory" : "MPI",
+                use[g] == SRLM_COMM_NCCL ? ver : "", why);
+    }
+  }
+  free(all);
+  free(devs);
+  free(members);
+  if (st != SRLM_OK) return st;
+#if SRLM_HAVE_NCCL
+  for (int g = 0; g < SRLM_COMM_GROUP_COUNT; g++) {
+    const bool member = g == SRLM_COMM_GROUP_LEARNERS ? srlm_comm_has_role(c, SRLM_ROLE_LEARNER)
+                                                      : c->solo || c->bcast != MPI_COMM_NULL;
+    if (use[g] != SRLM_COMM_NCCL || !member) continue;
+    if (g == SRLM_COMM_GROUP_BCAST && c->colocated) { /* the same ranks: one communicator serves both */
+      c->nccl[g] = c->nccl[SRLM_COMM_GROUP_LEARNERS];
+      continue;
+    }
+    st = open_group_nccl(c, (srlm_comm_group)g, first[g]);
+    if (st != SRLM_OK) {
+      srlm_comm_close_transport(c, st);
+      return st;
+    }
+  }
+  c->nccl_be = c->be;
+#else
+  (void)first;
+#endif
+  return SRLM_OK;
+}
+
+void srlm_comm_close_transport(srlm_comm *c, srlm_status st) {
+#if SRLM_HAVE_NCCL
+  struct sr_nccl *learn = c->nccl[SRLM_COMM_GROUP_LEARNERS], *bcast = c->nccl[SRLM_COMM_GROUP_BCAST];
+  sr_nccl_close(learn, st == SRLM_OK);
+  if (bcast != learn) sr_nccl_close(bcast, st == SRLM_OK);
+#else
+  (void)st;
+#endif
+  for (int g = 0; g < SRLM_COMM_GROUP_COUNT; g++) c->nccl[g] = NULL;
+  c->nccl_be = NULL;
+}
+
+srlm_comm_backend srlm_comm_transport_of(const srlm_comm *c, srlm_comm_group g) {
+  return (unsigned)g < SRLM_COMM_GROUP_COUNT && c->nccl[g] ? SRLM_COMM_NCCL : SRLM_COMM_MPI;
 }
 
 /* ---- collectives -------------------------------------------------------- */
@@ -386,25 +602,46 @@ static srlm_status staging_put(staging *s, float *w, int64_t off, int64_t cnt) {
   return srlm_backend_copy_h2d(s->be, w + off, s->host, (size_t)cnt * sizeof(float));
 }
 
+/* After every bucket went by: a receiver's size or version mismatch, else *version = the root's. */
+static srlm_status bcast_verdict(int brank, int64_t n, int64_t root_n, int64_t want, int64_t got, bool mismatch,
+                                 int64_t *version) {
+  if (brank != 0 && root_n != n)
+    return srlm_error(SRLM_ERR_INTERNAL, "weight broadcast", "learner 0 sent %lld floats, this rank holds %lld",
+                      (long long)root_n, (long long)n);
+  if (mismatch)
+    return srlm_error(SRLM_ERR_INTERNAL, "weight broadcast", "learner 0 sent policy version %lld, this rank expected %lld",
+                      (long long)got, (long long)want);
+  *version = got;
+  return SRLM_OK;
+}
+
 srlm_status srlm_comm_bcast_weights(srlm_comm *c, float *w, int64_t n, int64_t *version, size_t bucket_bytes) {
   srlm_backend *be = c->be ? c->be : srlm_backend_cpu();
   if (!c->roles_assigned) return srlm_error(SRLM_ERR_INTERNAL, "weight broadcast", "roles are not assigned");
-  if (c->solo || c->bcast == MPI_COMM_NULL) return SRLM_OK; /* solo: the root is everyone */
+  struct sr_nccl *nc = c->nccl[SRLM_COMM_GROUP_BCAST];
+  /* solo: the root is everyone (only a forced NCCL communicator of one rank still moves) */
+  if (!nc && (c->solo || c->bcast == MPI_COMM_NULL)) return SRLM_OK;
   if (n < 0) return srlm_error(SRLM_ERR_RANGE, "weight broadcast", "n = %lld", (long long)n);
   int brank = 0;
-  SRLM_MPI(MPI_Comm_rank(c->bcast, &brank));
+  if (!c->solo) SRLM_MPI(MPI_Comm_rank(c->bcast, &brank));
   if (bucket_bytes == 0) bucket_bytes = DEFAULT_BUCKET_BYTES;
   if (bucket_bytes > CHUNK_BYTES) bucket_bytes = CHUNK_BYTES;
   int64_t hdr[4] = {BCAST_MAGIC, *version, n, (int64_t)(bucket_bytes / sizeof(float))};
   if (hdr[3] < 1) hdr[3] = 1;
   MPI_Request req;
-  SRLM_MPI_WAIT(MPI_Ibcast(hdr, 4, MPI_INT64_T, 0, c->bcast, &req), req);
+  if (!c->solo) SRLM_MPI_WAIT(MPI_Ibcast(hdr, 4, MPI_INT64_T, 0, c->bcast, &req), req);
   if (hdr[0] != BCAST_MAGIC || hdr[3] < 1 || hdr[3] > (int64_t)(CHUNK_BYTES / sizeof(float)) || hdr[2] < 0)
     return srlm_error(SRLM_ERR_INTERNAL, "weight broadcast", "bad header from learner 0 (messages out of step)");
   int64_t want = *version, got = hdr[1], root_n = hdr[2], bucket = hdr[3];
   /* a receiver that cannot take the weights still joins every bucket, so no rank waits */
   bool mismatch = brank != 0 && (root_n != n || (want >= 0 && got != want));
   const int64_t one = root_n < bucket ? root_n : bucket;
+#if SRLM_HAVE_NCCL
+  if (nc) { /* the buckets GPU to GPU; a receiver that cannot take them joins into scratch */
+    SRLM_TRY(sr_nccl_bcast(nc, w, mismatch ? NULL : w, root_n, 0, bucket));
+    return bcast_verdict(brank, n, root_n, want, got, mismatch, version);
+  }
+#endif
   /* A rank that cannot take (or stage) the weights still joins every bucket through a
      scratch buffer, so no rank waits; it reports its error afterwards (the root's error
      ends the job at its top level, receivers' weights are then never used). */
@@ -425,14 +662,7 @@ srlm_status srlm_comm_bcast_weights(srlm_comm *c, float *w, int64_t n, int64_t *
   free(scratch);
   if (rc != MPI_SUCCESS) return srlm_lib_error("MPI", "MPI_Bcast(weight bucket)", rc, mpi_desc(rc), __FILE__, __LINE__);
   SRLM_TRY(st);
-  if (brank != 0 && root_n != n)
-    return srlm_error(SRLM_ERR_INTERNAL, "weight broadcast", "learner 0 sent %lld floats, this rank holds %lld",
-                      (long long)root_n, (long long)n);
-  if (mismatch)
-    return srlm_error(SRLM_ERR_INTERNAL, "weight broadcast", "learner 0 sent policy version %lld, this rank expected %lld",
-                      (long long)got, (long long)want);
-  *version = got;
-  return SRLM_OK;
+  return bcast_verdict(brank, n, root_n, want, got, mismatch, version);
 }
 
 /* Sum in learner-rank order: each learner sums the slice it owns, then all gather. */
@@ -484,6 +714,13 @@ srlm_status srlm_comm_allreduce_grads(srlm_comm *c, float *g, int64_t n, srlm_co
                       srlm_comm_role_label(c));
   if (n < 0 || (unsigned)op >= SRLM_COMM_REDUCE_COUNT)
     return srlm_error(SRLM_ERR_RANGE, "gradient all-reduce", "n = %lld, op %d", (long long)n, (int)op);
+#if SRLM_HAVE_NCCL
+  /* both orders: NCCL's own, fixed for a fixed layout (comm.h) */
+  if (c->nccl[SRLM_COMM_GROUP_LEARNERS])
+    return n == 0 ? SRLM_OK
+                  : sr_nccl_allreduce(c->nccl[SRLM_COMM_GROUP_LEARNERS], g, g, n, op == SRLM_COMM_MEAN,
+                                      (int64_t)(DEFAULT_BUCKET_BYTES / sizeof(float)));
+#endif
   if (c->solo) return SRLM_OK;
   MPI_Comm comm = c->role[SRLM_ROLE_LEARNER];
   int L = 0, me = 0;
@@ -581,9 +818,27 @@ static int64_t round_size(const int64_t *bounds, int L) {
 
 static int64_t rounds_of(const int64_t *bounds, int L, int64_t q) { return (largest_range(bounds, L) + q - 1) / q; }
 
+#if SRLM_HAVE_NCCL
+/* ZeRO-1 on the learners' NCCL communicator, in place: one ncclReduceScatter/ncclAllGather
+ * when the learners' ranges are equal, else one ncclReduce/ncclBroadcast per owner range in
+ * an NCCL group. One learner: the whole array is its range. */
+static srlm_status zero1_nccl(srlm_comm *c, float *x, int64_t n, const int64_t *bounds, int L, bool reduce) {
+  struct sr_nccl *nc = c->nccl[SRLM_COMM_GROUP_LEARNERS];
+  const int64_t whole[2] = {0, n};
+  if (L == 1) bounds = whole;
+  if (!bounds) return srlm_error(SRLM_ERR_INTERNAL, "ZeRO-1", "no shard bounds for %d learners", L);
+  if (n == 0) return SRLM_OK;
+  const bool grouped = !sr_nccl_equal_ranges(bounds, L);
+  return reduce ? sr_nccl_reduce_scatter(nc, x, x, bounds, grouped) : sr_nccl_allgather(nc, x, x, bounds, grouped);
+}
+#endif
+
 srlm_status srlm_comm_reduce_scatter_grads(srlm_comm *c, float *g, int64_t n, const int64_t *bounds) {
   int L, me;
   SRLM_TRY(learner_group(c, "gradient reduce-scatter", n, bounds, &L, &me));
+#if SRLM_HAVE_NCCL
+  if (c->nccl[SRLM_COMM_GROUP_LEARNERS]) return zero1_nccl(c, g, n, bounds, L, true);
+#endif
   if (L == 1 || n == 0) return SRLM_OK;
   srlm_backend *be = c->be ? c->be : srlm_backend_cpu();
   MPI_Comm comm = c->role[SRLM_ROLE_LEARNER];
@@ -626,6 +881,9 @@ srlm_status srlm_comm_reduce_scatter_grads(srlm_comm *c, float *g, int64_t n, co
 srlm_status srlm_comm_allgather_shards(srlm_comm *c, float *x, int64_t n, const int64_t *bounds) {
   int L, me;
   SRLM_TRY(learner_group(c, "shard all-gather", n, bounds, &L, &me));
+#if SRLM_HAVE_NCCL
+  if (c->nccl[SRLM_COMM_GROUP_LEARNERS]) return zero1_nccl(c, x, n, bounds, L, false);
+#endif
   if (L == 1 || n == 0) return SRLM_OK;
   srlm_backend *be = c->be ? c->be : srlm_backend_cpu();
   MPI_Comm comm = c->role[SRLM_ROLE_LEARNER];

@@ -1111,6 +1111,10 @@ srlm_status srlm_config_validate(const srlm_config *cfg) {
       return srlm_error(SRLM_ERR_CONFIG, "model.arch.head_dim", "head size %d must be even (RoPE rotates pairs)",
                         hs);
   }
+  if (cfg->run.comm == SRLM_CFG_COMM_NCCL && cfg->run.backend != SRLM_CFG_BACKEND_CUDA)
+    return srlm_error(SRLM_ERR_CONFIG, "run.comm",
+                      "nccl moves GPU memory between GPUs, so it needs run.backend: cuda (not %s); set run.comm: "
+                      "auto or mpi", srlm_cfg_backend_name(cfg->run.backend));
   if (!cfg->roles.colocate) {
     const char *names[3] = {"roles.generators", "roles.judges", "roles.learners"};
     int counts[3] = {cfg->roles.generators, cfg->roles.judges, cfg->roles.learners};

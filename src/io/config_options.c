@@ -45,6 +45,7 @@ static const char *const k_log_levels[] = {"debug", "info", "warn", "error", NUL
 static const char *const k_families[] = {"llama", "qwen2", "qwen3", "mistral", NULL};
 static const char *const k_dtypes[] = {"fp32", "bf16", NULL};
 static const char *const k_backends[] = {"cpu", "cuda", "cuda-sim", NULL};
+static const char *const k_comms[] = {"auto", "mpi", "nccl", NULL};
 static const char *const k_chat_formats[] = {"auto", "llama3", "chatml", "qwen3", "none", NULL};
 static const char *const k_judge_modes[] = {"regex", "expected", NULL};
 static const char *const k_losses[] = {"dpo", "ipo", "grpo", "sft", NULL};
@@ -86,6 +87,8 @@ static const srlm_config_option k_options[] = {
     OPT_ENUM(run.backend, k_backends, "cpu",
              "where the model runs: cpu, cuda (a GPU per rank) or cuda-sim (the CUDA kernels simulated on the CPU, for tests)"),
     OPT_INT(run.device, -1, -1, 1023, "GPU index of this rank; -1 = the launcher's local rank (OMPI/Slurm, else 0) modulo the GPUs there are, so ranks may share one"),
+    OPT_ENUM(run.comm, k_comms, "auto",
+             "weights and gradients between GPUs: nccl where every rank of a group owns a GPU of its own, mpi (through host memory), auto = nccl where it can"),
     OPT_INT(run.rank_timeout, 600, 0, 604800,
             "seconds a rank may stop answering (SIGSTOP, a frozen node) before the job ends naming it; 0 = never"),
     OPT_BOOL(run.tensorboard, 1, "write the metrics also as a TensorBoard events file (events.out.tfevents.*) in the run folder"),

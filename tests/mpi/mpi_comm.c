@@ -482,6 +482,32 @@ static void test_device_memory(srlm_comm *c) {
   free(host);
 }
 
+/* The transport choice over MPI: every rank sends its backend and GPU; on cuda-sim (not a
+ * GPU of its own) both groups stay on MPI, and run.comm nccl is the same config error on
+ * every rank, naming the first rank that keeps its group off NCCL. */
+static void test_transport(srlm_comm *c) {
+  srlm_backend *be = NULL;
+  srlm_status st = srlm_backend_open("cuda-sim", 0, &be);
+  EXPECT(st == SRLM_OK, "open cuda-sim: %s", srlm_error_message());
+  if (st != SRLM_OK) return;
+  srlm_comm_set_backend(c, be);
+  EXPECT_EQ_INT(srlm_comm_open_transport(c, SRLM_COMM_TRANSPORT_AUTO), SRLM_OK);
+  EXPECT_EQ_INT(srlm_comm_transport_of(c, SRLM_COMM_GROUP_LEARNERS), SRLM_COMM_MPI);
+  EXPECT_EQ_INT(srlm_comm_transport_of(c, SRLM_COMM_GROUP_BCAST), SRLM_COMM_MPI);
+  srlm_comm_close_transport(c, SRLM_OK);
+  srlm_error_clear();
+  EXPECT_EQ_INT(srlm_comm_open_transport(c, SRLM_COMM_TRANSPORT_NCCL), SRLM_ERR_CONFIG);
+  /* a CUDA build names the rank (the same message on every rank); a CPU-only build has no NCCL */
+  const char *msg = srlm_error_message();
+  EXPECT(strstr(msg, "run.comm: nccl, but the learner group cannot use NCCL: rank 0 runs the cuda-sim backend") ||
+             strstr(msg, "run.comm: nccl, but this srlm was built without CUDA"),
+         "rank %d: %s", srlm_comm_rank(c), msg);
+  EXPECT_EQ_INT(srlm_comm_transport_of(c, SRLM_COMM_GROUP_LEARNERS), SRLM_COMM_MPI);
+  srlm_comm_set_backend(c, NULL);
+  EXPECT_EQ_INT(srlm_backend_close(be), SRLM_OK);
+  srlm_error_clear();
+}
+
 static int run(srlm_comm *c, int L, int G, int J) {
   check_layout(c, L, G, J);
   test_bcast(c);
@@ -490,6 +516,7 @@ static int run(srlm_comm *c, int L, int G, int J) {
   test_allreduce(c);
   test_zero1_both(c);
   test_device_memory(c);
+  test_transport(c);
   test_agree(c);
   EXPECT_EQ_INT(srlm_comm_barrier(c), SRLM_OK);
   if (g_test_failures) fprintf(stderr, "rank %d: %d of %d checks failed\n", srlm_comm_rank(c), g_test_failures, g_test_checks);

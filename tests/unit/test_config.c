@@ -363,6 +363,8 @@ static void test_validate_and_load(void) {
        "roles.learners: must be at least 1 when roles.colocate is false"},
       {{"generate.samples_per_prompt=1"},
        "generate.samples_per_prompt: 1 is too few for train.loss dpo (it compares at least 2 answers per prompt)"},
+      {{"run.comm=nccl", "run.backend=cuda-sim"},
+       "run.comm: nccl moves GPU memory between GPUs, so it needs run.backend: cuda (not cuda-sim); set run.comm: auto or mpi"},
   };
   for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
     int n = 0;
@@ -378,6 +380,10 @@ static void test_validate_and_load(void) {
   srlm_config_free(&cfg);
   const char *loaded[] = {"model.arch.num_heads=3", "model.path=models/x"};
   EXPECT_EQ_INT(srlm_config_load(&cfg, NULL, 2, loaded), SRLM_OK);
+  srlm_config_free(&cfg);
+  const char *nccl[] = {"run.comm=nccl", "run.backend=cuda"};
+  EXPECT_EQ_INT(srlm_config_load(&cfg, NULL, 2, nccl), SRLM_OK);
+  EXPECT_EQ_INT(cfg.run.comm, SRLM_CFG_COMM_NCCL);
   srlm_config_free(&cfg);
   const char *sft[] = {"train.loss=sft", "generate.samples_per_prompt=1"};
   EXPECT_EQ_INT(srlm_config_load(&cfg, NULL, 2, sft), SRLM_OK);

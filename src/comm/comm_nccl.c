@@ -1,0 +1,325 @@
+/* srlm comm, the NCCL transport (interface and rules in comm_nccl.h; which groups use it is
+ * decided in comm.c). Built only with CUDA: src/CMakeLists.txt compiles *_nccl.c files of a
+ * module when SRLM_HAVE_CUDA is on.
+ *
+ * Streams. A communicator has a stream of its own. A collective first waits for the
+ * backend's queued work (srlm_backend_sync: the buffers hold what the ops wrote, and a
+ * kernel error recorded there is reported before anything moves), queues its NCCL calls on
+ * its stream and waits for that stream from the host, so the backend's next op sees the
+ * result. There is no overlap with compute yet: a collective is a phase of its own.
+ *
+ * Never a hang. The communicators are non-blocking (config.blocking = 0): a call may return
+ * ncclInProgress, and then the communicator's state is polled (ncclCommGetAsyncError) until
+ * it settles before the next call, as NCCL requires. A wait (initialization, a queued
+ * collective) polls the stream and the communicator's asynchronous error, sleeping 20 us
+ * doubling to 1 ms in between, and checks the rank watchdog (watchdog.h) like comm.c's MPI
+ * waits. An NCCL error (a peer's process died, a network error, ...) aborts the
+ * communicator at once (ncclCommAbort ends its kernels, so freeing memory afterwards does
+ * not wait on them) and comes back as an SRLM_ERR_LIB error; the role's top level then ends
+ * the job with its message (srlm_comm_abort). A peer that fails outside NCCL ends the job
+ * with MPI_Abort, which ends this rank's wait too.
+ */
+#include <cuda_runtime_api.h>
+#include <mpi.h>
+#include <nccl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "comm_nccl.h"
+#include "watchdog.h"
+
+_Static_assert(SR_NCCL_ID_BYTES == NCCL_UNIQUE_ID_BYTES, "SR_NCCL_ID_BYTES must be NCCL_UNIQUE_ID_BYTES");
+_Static_assert(SR_NCCL_UUID_BYTES == sizeof(cudaUUID_t), "SR_NCCL_UUID_BYTES must be sizeof(cudaUUID_t)");
+
+#define DEFAULT_BUCKET_FLOATS ((int64_t)(64 << 20) / (int64_t)sizeof(float))
+#define FINALIZE_SECONDS 10.0 /* a healthy close that takes longer is aborted */
+
+#define SRLM_CUDA_RT(call) SRLM_LIB_CALL("CUDA", cudaError_t, call, srlm_rc == cudaSuccess, cudaGetErrorString(srlm_rc))
+
+struct sr_nccl {
+  ncclComm_t comm;     /* NULL once aborted or closed */
+  cudaStream_t stream; /* every NCCL call of this communicator */
+  srlm_backend *be;    /* whose device and memory */
+  int rank, nranks;
+  float *scratch;      /* (scratch_n) a bucket for receivers that keep nothing (bcast recv NULL) */
+  int64_t scratch_n;
+  char label[48];
+};
+
+int sr_nccl_rank(const sr_nccl *n) { return n->rank; }
+int sr_nccl_size(const sr_nccl *n) { return n->nranks; }
+
+void sr_nccl_version(char *out, size_t n) {
+  int v = 0;
+  if (ncclGetVersion(&v) != ncclSuccess) {
+    snprintf(out, n, "unknown");
+    return;
+  }
+  /* NCCL_VERSION(X, Y, Z) = X * 10000 + Y * 100 + Z since 2.9 */
+  snprintf(out, n, "%d.%d.%d", v / 10000, v / 100 % 100, v % 100);
+}
+
+srlm_status sr_nccl_device_uuid(int device, unsigned char uuid[SR_NCCL_UUID_BYTES]) {
+  struct cudaDeviceProp prop;
+  SRLM_CUDA_RT(cudaGetDeviceProperties(&prop, device));
+  memcpy(uuid, prop.uuid.bytes, SR_NCCL_UUID_BYTES);
+  return SRLM_OK;
+}
+
+srlm_status sr_nccl_unique_id(unsigned char id[SR_NCCL_ID_BYTES]) {
+  ncclUniqueId uid;
+  SRLM_LIB_CALL("NCCL", ncclResult_t, ncclGetUniqueId(&uid), srlm_rc == ncclSuccess, ncclGetErrorString(srlm_rc));
+  memcpy(id, uid.internal, SR_NCCL_ID_BYTES);
+  return SRLM_OK;
+}
+
+/* ---- waiting -------------------------------------------------------------- */
+
+/* One pause of a poll: *ns, then doubled up to 1 ms. A rank the watchdog found stopped ends
+ * the job here, as comm.c's MPI waits do. */
+static void nap(long *ns) {
+  const char *late = sr_watchdog_late();
+  if (late) {
+    fputs(late, stderr);
+    fflush(stderr);
+    MPI_Abort(MPI_COMM_WORLD, 1);
+  }
+  struct timespec ts = {0, *ns};
+  nanosleep(&ts, NULL);
+  if (*ns < 1000000) *ns *= 2;
+}
+
+/* Ends the communicator after an error: its kernels in flight stop, nothing waits on it. */
+static void kill_comm(sr_nccl *n) {
+  if (n->comm) (void)ncclCommAbort(n->comm);
+  n->comm = NULL;
+}
+
+/* The error of a failed NCCL call (code rc) as SRLM_ERR_LIB, with NCCL's own last message;
+ * the communicator is aborted first. */
+static srlm_status nccl_fail(sr_nccl *n, ncclResult_t rc, const char *stmt, const char *file, int line) {
+  char desc[640];
+  const char *last = n->comm ? ncclGetLastError(n->comm) : NULL;
+  snprintf(desc, sizeof desc, "%s%s%s (%s, NCCL rank %d of %d, device %d)", ncclGetErrorString(rc),
+           last && last[0] ? ": " : "", last && last[0] ? last : "", n->label, n->rank, n->nranks, n->be->device);
+  kill_comm(n);
+  return srlm_lib_error("NCCL", stmt, (long long)rc, desc, file, line);
+}
+
+/* After a call on the non-blocking communicator: ncclInProgress means NCCL is still issuing
+ * it; poll the communicator until its state settles (success or an error). */
+static ncclResult_t settle(sr_nccl *n, ncclResult_t rc) {
+  long ns = 20000;
+  while (rc == ncclInProgress && n->comm) {
+    nap(&ns);
+    ncclResult_t q = ncclCommGetAsyncError(n->comm, &rc);
+    if (q != ncclSuccess) return q;
+  }
+  return rc;
+}
+
+/* An NCCL call on communicator n, settled; on failure the error (and the abort) above. */
+#define SRLM_NCCL(n, call)                                                                        \
+  do {                                                                                            \
+    if (!(n)->comm)                                                                               \
+      return srlm_error(SRLM_ERR_INTERNAL, (n)->label, "the NCCL communicator was aborted after an earlier error"); \
+    ncclResult_t srlm_rc = settle((n), (call));                                                   \
+    if (srlm_rc != ncclSuccess) return nccl_fail((n), srlm_rc, #call, __FILE__, __LINE__);        \
+  } while (0)
+
+/* Waits until the stream has run everything queued, polling the communicator's asynchronous
+ * error meanwhile (a failed peer or link shows up there, not on the stream). */
+static srlm_status wait_stream(sr_nccl *n, const char *what) {
+  long ns = 20000;
+  for (;;) {
+    cudaError_t q = cudaStreamQuery(n->stream);
+    if (q == cudaSuccess) break;
+    if (q != cudaErrorNotReady) {
+      kill_comm(n);
+      return srlm_lib_error("CUDA", "cudaStreamQuery(NCCL stream)", (long long)q, cudaGetErrorString(q), __FILE__,
+                            __LINE__);
+    }
+    ncclResult_t state = ncclSuccess, rc = ncclCommGetAsyncError(n->comm, &state);
+    if (rc != ncclSuccess) return nccl_fail(n, rc, "ncclCommGetAsyncError", __FILE__, __LINE__);
+    if (state != ncclSuccess && state != ncclInProgress) return nccl_fail(n, state, what, __FILE__, __LINE__);
+    nap(&ns);
+  }
+  /* cudaErrorNotReady of the polls is not an error; anything else recorded since is */
+  cudaError_t last = cudaGetLastError();
+  if (last != cudaSuccess && last != cudaErrorNotReady) {
+    kill_comm(n);
+    return srlm_lib_error("CUDA", what, (long long)last, cudaGetErrorString(last), __FILE__, __LINE__);
+  }
+  return SRLM_OK;
+}
+
+/* Before a collective: the right device, a live communicator, the backend's work done. */
+static srlm_status begin(sr_nccl *n) {
+  if (!n->comm) return srlm_error(SRLM_ERR_INTERNAL, n->label, "the NCCL communicator was aborted after an earlier error");
+  SRLM_CUDA_RT(cudaSetDevice(n->be->device));
+  return srlm_backend_sync(n->be);
+}
+
+/* ---- setup ---------------------------------------------------------------- */
+
+srlm_status sr_nccl_open(const unsigned char id[SR_NCCL_ID_BYTES], int nranks, int rank, srlm_backend *be,
+                         const char *label, sr_nccl **out) {
+  *out = NULL;
+  if (!be || be->host_memory || be->device < 0)
+    return srlm_error(SRLM_ERR_INTERNAL, label, "NCCL needs a GPU backend's device memory");
+  if (nranks < 1 || rank < 0 || rank >= nranks)
+    return srlm_error(SRLM_ERR_INTERNAL, label, "NCCL rank %d of %d", rank, nranks);
+  SRLM_CUDA_RT(cudaSetDevice(be->device));
+  sr_nccl *n = srlm_xcalloc(1, sizeof *n);
+  n->be = be;
+  n->rank = rank;
+  n->nranks = nranks;
+  snprintf(n->label, sizeof n->label, "%s", label);
+  cudaError_t ce = cudaStreamCreateWithFlags(&n->stream, cudaStreamNonBlocking);
+  if (ce != cudaSuccess) {
+    free(n);
+    return srlm_lib_error("CUDA", "cudaStreamCreateWithFlags(NCCL stream)", (long long)ce, cudaGetErrorString(ce),
+                          __FILE__, __LINE__);
+  }
+  ncclConfig_t config = NCCL_CONFIG_INITIALIZER;
+  config.blocking = 0;
+  config.commName = n->label;
+  ncclUniqueId uid;
+  memcpy(uid.internal, id, SR_NCCL_ID_BYTES);
+  ncclResult_t rc = ncclCommInitRankConfig(&n->comm, nranks, uid, rank, &config);
+  if (rc == ncclInProgress && !n->comm) rc = ncclInternalError; /* no handle to poll */
+  rc = settle(n, rc);
+  if (rc != ncclSuccess) {
+    srlm_status st = nccl_fail(n, rc, "ncclCommInitRankConfig(blocking = 0)", __FILE__, __LINE__);
+    (void)cudaStreamDestroy(n->stream);
+    free(n);
+    return st;
+  }
+  *out = n;
+  return SRLM_OK;
+}
+
+void sr_nccl_close(sr_nccl *n, bool healthy) {
+  if (!n) return;
+  (void)cudaSetDevice(n->be->device);
+  if (n->comm && healthy) {
+    /* finalize flushes what the communicator still holds; polled, and bounded: a peer that
+       never closes its side must not keep this rank here */
+    ncclResult_t rc = ncclCommFinalize(n->comm);
+    struct timespec t0, t;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    long ns = 20000;
+    while (rc == ncclInProgress) {
+      clock_gettime(CLOCK_MONOTONIC, &t);
+      if ((double)(t.tv_sec - t0.tv_sec) + 1e-9 * (double)(t.tv_nsec - t0.tv_nsec) > FINALIZE_SECONDS) break;
+      nap(&ns);
+      if (ncclCommGetAsyncError(n->comm, &rc) != ncclSuccess) rc = ncclInternalError;
+    }
+    if (rc == ncclSuccess && ncclCommDestroy(n->comm) == ncclSuccess) n->comm = NULL;
+  }
+  kill_comm(n); /* an unhealthy close, or a finalize that failed or took too long */
+  if (n->scratch) (void)cudaFree(n->scratch);
+  (void)cudaStreamDestroy(n->stream);
+  free(n);
+}
+
+/* ---- collectives ---------------------------------------------------------- */
+
+srlm_status sr_nccl_allreduce(sr_nccl *n, const float *send, float *recv, int64_t count, bool mean, int64_t bucket) {
+  if (count < 0) return srlm_error(SRLM_ERR_RANGE, n->label, "all-reduce of %lld floats", (long long)count);
+  if (bucket <= 0) bucket = DEFAULT_BUCKET_FLOATS;
+  SRLM_TRY(begin(n));
+  const ncclRedOp_t op = mean ? ncclAvg : ncclSum;
+  for (int64_t off = 0; off < count; off += bucket) {
+    const size_t cnt = (size_t)(count - off < bucket ? count - off : bucket);
+    SRLM_NCCL(n, ncclAllReduce(send + off, recv + off, cnt, ncclFloat32, op, n->comm, n->stream));
+  }
+  return wait_stream(n, "ncclAllReduce(gradients)");
+}
+
+srlm_status sr_nccl_bcast(sr_nccl *n, const float *send, float *recv, int64_t count, int root, int64_t bucket) {
+  if (count < 0 || root < 0 || root >= n->nranks)
+    return srlm_error(SRLM_ERR_RANGE, n->label, "broadcast of %lld floats from rank %d", (long long)count, root);
+  if (!recv && n->rank == root) return srlm_error(SRLM_ERR_INTERNAL, n->label, "the broadcast's root must keep its data");
+  if (bucket <= 0) bucket = DEFAULT_BUCKET_FLOATS;
+  SRLM_TRY(begin(n));
+  const int64_t one = count < bucket ? count : bucket;
+  if (!recv && one > n->scratch_n) { /* a receiver that keeps nothing: one bucket of scratch */
+    if (n->scratch) SRLM_CUDA_RT(cudaFree(n->scratch));
+    n->scratch = NULL;
+    n->scratch_n = 0;
+    SRLM_CUDA_RT(cudaMalloc((void **)&n->scratch, (size_t)one * sizeof(float)));
+    n->scratch_n = one;
+  }
+  for (int64_t off = 0; off < count; off += bucket) {
+    const size_t cnt = (size_t)(count - off < bucket ? count - off : bucket);
+    float *dst = recv ? recv + off : n->scratch;
+    const float *src = n->rank == root ? send + off : dst; /* sendbuff is read on the root only */
+    SRLM_NCCL(n, ncclBroadcast(src, dst, cnt, ncclFloat32, root, n->comm, n->stream));
+  }
+  return wait_stream(n, "ncclBroadcast(weights)");
+}
+
+bool sr_nccl_equal_ranges(const int64_t *bounds, int nranks) {
+  for (int j = 1; j < nranks; j++)
+    if (bounds[j + 1] - bounds[j] != bounds[1] - bounds[0]) return false;
+  return true;
+}
+
+static srlm_status check_bounds(const sr_nccl *n, const int64_t *bounds, bool grouped) {
+  if (!bounds || bounds[0] != 0)
+    return srlm_error(SRLM_ERR_INTERNAL, n->label, "shard bounds must start at 0");
+  for (int j = 0; j < n->nranks; j++)
+    if (bounds[j + 1] < bounds[j]) return srlm_error(SRLM_ERR_INTERNAL, n->label, "shard bounds decrease at rank %d", j);
+  if (!grouped && !sr_nccl_equal_ranges(bounds, n->nranks))
+    return srlm_error(SRLM_ERR_INTERNAL, n->label, "unequal shard ranges need the grouped (per owner) collectives");
+  return SRLM_OK;
+}
+
+/* One NCCL group of per-owner calls (reduce: ncclReduce to owner j; else ncclBroadcast from
+ * owner j), each on owner j's range. The group is always closed, also after a failed call. */
+static srlm_status grouped_owners(sr_nccl *n, const float *send, float *recv, const int64_t *bounds, bool reduce) {
+  if (!n->comm) return srlm_error(SRLM_ERR_INTERNAL, n->label, "the NCCL communicator was aborted after an earlier error");
+  ncclResult_t rc = ncclGroupStart();
+  if (rc != ncclSuccess) return nccl_fail(n, rc, "ncclGroupStart()", __FILE__, __LINE__);
+  const char *stmt = reduce ? "ncclReduce(gradient shard of owner j)" : "ncclBroadcast(shard of owner j)";
+  for (int j = 0; j < n->nranks && rc == ncclSuccess; j++) {
+    const size_t cnt = (size_t)(bounds[j + 1] - bounds[j]);
+    if (cnt == 0) continue;
+    /* recvbuff is written on the root only (reduce); sendbuff is read on the root only (broadcast) */
+    if (reduce)
+      rc = ncclReduce(send + bounds[j], recv + bounds[j], cnt, ncclFloat32, ncclSum, j, n->comm, n->stream);
+    else
+      rc = ncclBroadcast(send + bounds[j], recv + bounds[j], cnt, ncclFloat32, j, n->comm, n->stream);
+  }
+  ncclResult_t end = ncclGroupEnd();
+  if (rc == ncclSuccess) {
+    rc = end;
+    stmt = "ncclGroupEnd()";
+  }
+  rc = settle(n, rc);
+  if (rc != ncclSuccess) return nccl_fail(n, rc, stmt, __FILE__, __LINE__);
+  return wait_stream(n, stmt);
+}
+
+srlm_status sr_nccl_reduce_scatter(sr_nccl *n, const float *send, float *recv, const int64_t *bounds, bool grouped) {
+  SRLM_TRY(check_bounds(n, bounds, grouped));
+  SRLM_TRY(begin(n));
+  if (grouped) return grouped_owners(n, send, recv, bounds, true);
+  const size_t each = (size_t)(bounds[1] - bounds[0]);
+  /* in place when recv == send: NCCL's rule is recvbuff == sendbuff + rank * recvcount */
+  SRLM_NCCL(n, ncclReduceScatter(send, recv + bounds[n->rank], each, ncclFloat32, ncclSum, n->comm, n->stream));
+  return wait_stream(n, "ncclReduceScatter(gradients)");
+}
+
+srlm_status sr_nccl_allgather(sr_nccl *n, const float *send, float *recv, const int64_t *bounds, bool grouped) {
+  SRLM_TRY(check_bounds(n, bounds, grouped));
+  SRLM_TRY(begin(n));
+  if (grouped) return grouped_owners(n, send, recv, bounds, false);
+  const size_t each = (size_t)(bounds[1] - bounds[0]);
+  /* in place when recv == send: sendbuff == recvbuff + rank * sendcount */
+  SRLM_NCCL(n, ncclAllGather(send + bounds[n->rank], recv, each, ncclFloat32, n->comm, n->stream));
+  return wait_stream(n, "ncclAllGather(shards)");
+}

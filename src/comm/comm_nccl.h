@@ -1,0 +1,79 @@
+/* srlm comm, the NCCL transport: one NCCL communicator over a group of ranks that each own
+ * a distinct GPU, and the float collectives of comm.h on device memory (comm_nccl.c).
+ * Internal to src/comm (and to tests/gpu/test_comm_nccl.c, which checks this layer out of
+ * place); built only with CUDA (SRLM_HAVE_NCCL=1), so comm.c calls it under that macro.
+ * comm.c decides which groups use it and exchanges the unique id over MPI; everything here
+ * is local to this rank.
+ *
+ * Buffers are device memory of the backend given to sr_nccl_open, counted in floats.
+ * Out of place unless send == recv. Every collective waits for the backend's queued work
+ * first and returns when its result is in recv (the host waited for the NCCL stream), so
+ * the backend's next op may read it. Collectives are calls every rank of the group makes
+ * alike (same counts, bounds and bucket), as with MPI.
+ *
+ * Errors come back as SRLM_ERR_LIB naming the NCCL call, NCCL's message, the group, rank
+ * and device. After an NCCL error the communicator is aborted at once (its kernels in
+ * flight end) and every later call on it fails: the role's top level ends the job.
+ */
+#ifndef SRLM_COMM_NCCL_H
+#define SRLM_COMM_NCCL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "srlm/backend.h"
+#include "srlm/core.h"
+
+#define SR_NCCL_ID_BYTES 128 /* NCCL_UNIQUE_ID_BYTES (checked in comm_nccl.c) */
+#define SR_NCCL_UUID_BYTES 16
+
+typedef struct sr_nccl sr_nccl;
+
+/* "2.28.9": the NCCL this process runs with (ncclGetVersion). */
+void sr_nccl_version(char *out, size_t n);
+
+/* The UUID of GPU `device`: tells GPUs apart across processes and nodes (an index does not). */
+srlm_status sr_nccl_device_uuid(int device, unsigned char uuid[SR_NCCL_UUID_BYTES]);
+
+/* A new unique id (ncclGetUniqueId): the group's first rank makes it, the others get it. */
+srlm_status sr_nccl_unique_id(unsigned char id[SR_NCCL_ID_BYTES]);
+
+/* Joins the communicator `id` as rank `rank` of `nranks`, on be's device (be->device of the
+ * "cuda" backend), non-blocking (config.blocking = 0): the initialization is polled, never
+ * waited on blindly. `label` names the group in messages ("learner group"). */
+srlm_status sr_nccl_open(const unsigned char id[SR_NCCL_ID_BYTES], int nranks, int rank, srlm_backend *be,
+                         const char *label, sr_nccl **out);
+
+/* Frees the communicator. healthy: every rank of the group closes it too (ncclCommFinalize,
+ * polled for at most a few seconds, then ncclCommDestroy); otherwise, or when finalizing
+ * fails or takes longer, ncclCommAbort, which waits for nobody. NULL is a no-op. */
+void sr_nccl_close(sr_nccl *n, bool healthy);
+
+int sr_nccl_rank(const sr_nccl *n);
+int sr_nccl_size(const sr_nccl *n);
+
+/* recv = the sum over the ranks of send (mean: the sum / nranks, ncclAvg), count floats,
+ * in buckets of `bucket` floats (<= 0: 64 MiB), each an ncclAllReduce queued on the stream. */
+srlm_status sr_nccl_allreduce(sr_nccl *n, const float *send, float *recv, int64_t count, bool mean, int64_t bucket);
+
+/* recv = rank root's send (count floats; only the root reads send), in buckets of `bucket`
+ * floats (ncclBroadcast each). recv NULL: this rank takes part but keeps nothing (a receiver
+ * that cannot take the data: every bucket lands in a scratch bucket of its own). */
+srlm_status sr_nccl_bcast(sr_nccl *n, const float *send, float *recv, int64_t count, int root, int64_t bucket);
+
+/* ZeRO-1. bounds: nranks + 1 offsets, bounds[0] = 0, non-decreasing; rank j owns
+ * [bounds[j], bounds[j + 1]). recv and send are whole arrays of bounds[nranks] floats.
+ * reduce_scatter: recv's range of this rank = the sum over the ranks of send's same range;
+ *   the rest of recv is not written. Equal ranges (grouped false) use one ncclReduceScatter;
+ *   grouped: one ncclReduce per owner (root j, its range) in an NCCL group, any bounds.
+ * allgather: recv's range j = rank j's send range j, for every j; equal ranges (grouped false)
+ *   use one ncclAllGather; grouped: one ncclBroadcast per owner in an NCCL group.
+ * grouped false with unequal ranges is an SRLM_ERR_INTERNAL error. */
+srlm_status sr_nccl_reduce_scatter(sr_nccl *n, const float *send, float *recv, const int64_t *bounds, bool grouped);
+srlm_status sr_nccl_allgather(sr_nccl *n, const float *send, float *recv, const int64_t *bounds, bool grouped);
+
+/* Whether every rank's range of bounds has the same length (ncclReduceScatter/AllGather fit). */
+bool sr_nccl_equal_ranges(const int64_t *bounds, int nranks);
+
+#endif
