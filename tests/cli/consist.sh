@@ -79,10 +79,7 @@ grep -q "iteration 1 votes: " "$tmp/scpo.err" || fail "scpo: no votes line"
 for m in dice cream; do
   SRLM_STOP_AT_CHECKPOINT=3 "$srlm" train $base run.name=${m}k ${!m} >/dev/null 2>"$tmp/${m}k.err" & # stops there
   pid=$!
-  for _ in $(seq 1 1500); do
-    grep -q "iteration 3 learn: checkpoint after step" "$tmp/${m}k.err" 2>/dev/null && break
-    sleep 0.02
-  done
+  wait_line "$tmp/${m}k.err" "iteration 3 learn: checkpoint after step" "$pid" || fail "no learning checkpoint line in $tmp/${m}k.err"
   kill -9 $pid 2>/dev/null
   wait $pid 2>/dev/null
   "$srlm" train $base run.name=${m}k ${!m} --resume >/dev/null 2>"$tmp/${m}k2.err" \

@@ -195,10 +195,7 @@ fi
 if [ -z "${SRLM_TEST_QUICK:-}" ]; then
   SRLM_STOP_AT_CHECKPOINT=any "$srlm" train -c configs/methods/countdown-selfreward.yaml $task run.name=tk >/dev/null 2>"$tmp/tk.err" &
   pid=$!
-  for _ in $(seq 1 3000); do
-    grep -q "learn: checkpoint after step" "$tmp/tk.err" 2>/dev/null && break
-    sleep 0.02
-  done
+  wait_line "$tmp/tk.err" "learn: checkpoint after step" "$pid" || fail "no learning checkpoint line in $tmp/tk.err"
   kill -9 $pid 2>/dev/null
   wait $pid 2>/dev/null
   "$srlm" train -c configs/methods/countdown-selfreward.yaml $task run.name=tk --resume >/dev/null 2>"$tmp/tk2.err" \

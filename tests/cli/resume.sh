@@ -51,10 +51,7 @@ done
 # kill right after the first learning checkpoint: the resume continues inside the iteration
 SRLM_STOP_AT_CHECKPOINT=any "$srlm" train $base run.name=lk >/dev/null 2>"$tmp/lk.err" & # stops itself there
 pid=$!
-for _ in $(seq 1 400); do
-  grep -q "learn: checkpoint after step" "$tmp/lk.err" 2>/dev/null && break
-  sleep 0.02
-done
+wait_line "$tmp/lk.err" "learn: checkpoint after step" "$pid" || fail "no learning checkpoint line in $tmp/lk.err"
 kill -9 $pid 2>/dev/null
 wait $pid 2>/dev/null
 "$srlm" train $base run.name=lk --resume >/dev/null 2>"$tmp/lk2.err" || { fail "lk: resume"; tail -3 "$tmp/lk2.err" >&2; }

@@ -217,10 +217,7 @@ rk="$refill train.batch_size=1 train.checkpoint_every=1"
 "$srlm" train -c configs/methods/grpo-dapo.yaml $rk run.name=rkref >/dev/null 2>"$tmp/rkref.err" || fail "refill reference"
 SRLM_STOP_AT_CHECKPOINT=1 "$srlm" train -c configs/methods/grpo-dapo.yaml $rk run.name=rk >/dev/null 2>"$tmp/rk.err" &
 pid=$!
-for _ in $(seq 1 4000); do
-  grep -q "iteration 1 learn: checkpoint after step" "$tmp/rk.err" 2>/dev/null && break
-  sleep 0.005
-done
+wait_line "$tmp/rk.err" "iteration 1 learn: checkpoint after step" "$pid" || fail "no learning checkpoint line in $tmp/rk.err"
 kill -9 $pid 2>/dev/null
 wait $pid 2>/dev/null
 "$srlm" train -c configs/methods/grpo-dapo.yaml $rk run.name=rk --resume >/dev/null 2>"$tmp/rk2.err" \

@@ -45,10 +45,7 @@ same plain zref
 
 SRLM_STOP_AT_CHECKPOINT=any setsid mpirun --oversubscribe -np 4 "$srlm" train $base run.name=zk train.zero=1 >/dev/null 2>"$tmp/zk.err" &
 pid=$!
-for _ in $(seq 1 3000); do
-  grep -q "learn: checkpoint after step" "$tmp/zk.err" 2>/dev/null && break
-  sleep 0.02
-done
+wait_line "$tmp/zk.err" "learn: checkpoint after step" "$pid" || fail "no learning checkpoint line in $tmp/zk.err"
 kill -9 -- -"$pid" 2>/dev/null
 wait "$pid" 2>/dev/null
 run zk train.zero=1 --resume

@@ -48,3 +48,18 @@ for i, (x, y) in enumerate(zip(a, b)):
 sys.exit(0 if a == b else 1)
 PY
 }
+
+# wait_line FILE PATTERN PID: waits until FILE holds a line matching PATTERN (grep -q), or
+# process PID has ended, or 900 s have passed. For the kill-and-resume tests, whose run
+# stops itself at the checkpoint (SRLM_STOP_AT_CHECKPOINT), so waiting long is safe: the
+# run cannot move past the line while the test waits (a sanitizer build under load takes
+# well over the few seconds a fixed poll count allowed).
+wait_line() {
+  local file=$1 pattern=$2 pid=$3 i
+  for i in $(seq 1 18000); do
+    grep -q -- "$pattern" "$file" 2>/dev/null && return 0
+    kill -0 "$pid" 2>/dev/null || { grep -q -- "$pattern" "$file" 2>/dev/null; return; }
+    sleep 0.05
+  done
+  return 1
+}
