@@ -6,6 +6,7 @@
  *               --head-dim HS --ff FF --vocab V] [--tie] [--seq T] [--batch B] [--threads N]
  *               [--steps S] [--warmup W] [--decode-batch B] [--decode-tokens N]
  *               [--prompt-len P] [--recompute] [--seed S] [--save DIR [--save-only]] [--json PATH]
+ *               [--train-only]
  *
  * Measures, after warm-up (not timed):
  *   matmul GFLOP/s       the model's Linear shapes (forward, dx, dW) at T = batch x seq
@@ -25,7 +26,8 @@
  * config.json + model.safetensors) and DIR/bench_ids.json (the training batch's and the
  * decode prompts' token ids), so bench/model_torch.py --model DIR --ids DIR/bench_ids.json
  * computes the same model on the same tokens: bench/model.sh compares the two losses.
- * --save-only: only that, nothing timed.
+ * --save-only: only that, nothing timed. --train-only: only the training steps (no matmul
+ * table, decode or copy; no JSON), for profiling a step (perf record).
  * Checked outside the timed loops (exit 1 when wrong): the loss is finite and near
  * log(V) at random init, and every greedy token is the argmax of srlm_model_logits over
  * the full sequence (the KV cache agrees with the full forward). */
@@ -34,6 +36,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <time.h>
 #ifdef _OPENMP
 #include <omp.h>
 #endif
@@ -44,7 +47,8 @@
 
 typedef struct opts {
   int64_t hidden, layers, heads, kv_heads, head_dim, ff, vocab;
-  int seq, batch, threads, steps, warmup, decode_batch, decode_tokens, prompt_len, recompute, tie, qwen3, save_only;
+  int seq, batch, threads, steps, warmup, decode_batch, decode_tokens, prompt_len, recompute, tie, qwen3, save_only,
+      train_only;
   uint64_t seed;
   const char *json, *save;
 } opts;
@@ -55,7 +59,7 @@ static void usage(void) {
           "                   --head-dim HS --ff FF --vocab V] [--tie] [--seq T] [--batch B] [--threads N]\n"
           "                   [--steps S] [--warmup W] [--decode-batch B] [--decode-tokens N]\n"
           "                   [--prompt-len P] [--recompute] [--seed S] [--save DIR [--save-only]]\n"
-          "                   [--json PATH]\n");
+          "                   [--json PATH] [--train-only]\n");
 }
 
 static int parse(int argc, char **argv, opts *o) {
@@ -64,6 +68,10 @@ static int parse(int argc, char **argv, opts *o) {
               .prompt_len = 16, .seed = 1234};
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i];
+    if (!strcmp(a, "--train-only")) {
+      o->train_only = 1;
+      continue;
+    }
     if (!strcmp(a, "--recompute") || !strcmp(a, "--tie") || !strcmp(a, "--save-only")) {
       *(a[2] == 'r' ? &o->recompute : a[2] == 't' ? &o->tie : &o->save_only) = 1;
       continue;
@@ -104,6 +112,14 @@ static int parse(int argc, char **argv, opts *o) {
   if (o->seq < 2 || o->batch < 1 || o->steps < 1 || o->decode_batch < 1 || o->prompt_len < 1 || o->threads < 1)
     return fprintf(stderr, "bench_model: seq >= 2, batch, steps, decode-batch, prompt-len, threads >= 1\n"), 2;
   return 0;
+}
+
+/* CPU seconds of the whole process (all threads): on a loaded machine, the work a step
+ * costs when the wall time says mostly how long it waited for a core. */
+static double cpu_seconds(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
 static double peak_rss_mb(void) {
@@ -238,8 +254,8 @@ int main(int argc, char **argv) {
       {"down dx     dy W", T, o.ff, C, 0, 0, 0},  {"down dW    dy^T x", C, o.ff, T, 1, 0, 1},
       {"lm_head fwd x E^T", 512, V < 8192 ? V : 8192, C, 0, 1, 0}, {"decode     x W^T", o.decode_batch, o.ff, C, 0, 1, 0},
   };
-  printf("%-20s %8s %8s %8s %10s\n", "# matmul", "M", "N", "K", "GFLOP/s");
-  for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++)
+  if (!o.train_only) printf("%-20s %8s %8s %8s %10s\n", "# matmul", "M", "N", "K", "GFLOP/s");
+  for (size_t i = 0; i < (o.train_only ? 0 : sizeof shapes / sizeof shapes[0]); i++)
     printf("  %-18s %8lld %8lld %8lld %10.1f\n", shapes[i].what, (long long)shapes[i].M, (long long)shapes[i].N,
            (long long)shapes[i].K, time_matmul(shapes[i].M, shapes[i].N, shapes[i].K, shapes[i].ta, shapes[i].tb,
                                                shapes[i].acc));
@@ -259,23 +275,28 @@ int main(int argc, char **argv) {
   }
   for (int64_t t = 0; t < T; t++) g[t] = targets[t] >= 0 ? -1.0f / (float)n_targets : 0.0f;
   srlm_batch batch = {.B = o.batch, .T = T, .tokens = tokens, .cu_seqlens = cu, .targets = targets};
-  double loss = 0, t_train = 0;
+  double loss = 0, t_train = 0, cpu_train = 0;
   for (int s = 0; s < o.warmup + o.steps; s++) {
-    double t0 = srlm_time_now();
+    double t0 = srlm_time_now(), c0 = cpu_seconds();
     CHECK_OK(srlm_model_zero_grad(m));
     CHECK_OK(srlm_model_forward_train(m, &batch, logp));
     CHECK_OK(srlm_model_backward(m, g));
-    if (s >= o.warmup) t_train += srlm_time_now() - t0;
+    if (s >= o.warmup) t_train += srlm_time_now() - t0, cpu_train += cpu_seconds() - c0;
   }
   for (int64_t t = 0; t < T; t++) loss -= targets[t] >= 0 ? logp[t] : 0.0;
   loss /= (double)n_targets;
   const double fwd_bwd = (double)o.steps * (double)T / t_train;
-  printf("train: %.0f tokens/s (%.1f ms/step, loss %.3f, log V %.3f), activations %.1f MB\n", fwd_bwd,
-         1000 * t_train / o.steps, loss, log((double)V), (double)srlm_model_activation_bytes(m) / 1e6);
+  printf("train: %.0f tokens/s (%.1f ms/step, %.1f CPU ms/step, loss %.3f, log V %.3f), activations %.1f MB\n",
+         fwd_bwd, 1000 * t_train / o.steps, 1000 * cpu_train / o.steps, loss, log((double)V), (double)srlm_model_activation_bytes(m) / 1e6);
   int bad = 0;
   if (!isfinite(loss) || fabs(loss - log((double)V)) > 1.0) {
     fprintf(stderr, "bench_model: loss %.4f at random init is not near log V = %.4f\n", loss, log((double)V));
     bad = 1;
+  }
+  if (o.train_only) {
+    free(tokens), free(targets), free(cu), free(logp), free(g);
+    srlm_model_free(m);
+    return bad;
   }
 
   /* ---- prefill + decode ---- */
@@ -356,12 +377,12 @@ int main(int argc, char **argv) {
             "\"copy_gb_per_s\":%.2f,\"decode_weight_gb_per_s\":%.2f,\"tie\":%d,\"head_dim\":%lld,"
             "\"shape\":{\"hidden\":%lld,\"layers\":%lld,\"heads\":%lld,\"kv_heads\":%lld,\"ff\":%lld,\"vocab\":%lld},"
             "\"seq\":%d,\"batch\":%d,\"steps\":%d,\"decode_batch\":%d,\"decode_tokens\":%d,\"prompt_len\":%d,"
-            "\"fwd_bwd_tokens_per_s\":%.1f,\"decode_tokens_per_s\":%.1f,\"prefill_tokens_per_s\":%.1f,"
+            "\"fwd_bwd_tokens_per_s\":%.1f,\"fwd_bwd_cpu_ms_per_step\":%.1f,\"decode_tokens_per_s\":%.1f,\"prefill_tokens_per_s\":%.1f,"
             "\"loss\":%.5f,\"activation_mb\":%.1f,\"peak_rss_mb\":%.1f,\"greedy_mismatches\":%d}\n",
             o.threads, srlm_model_num_params(m), srlm_backend_cpu_isa(), o.recompute, o.qwen3 ? "qwen3" : "llama",
             copy_gbs, weight_gbs, o.tie, (long long)cfg.head_dim, (long long)C,
             (long long)o.layers, (long long)o.heads, (long long)o.kv_heads, (long long)o.ff, (long long)V, o.seq, o.batch,
-            o.steps, DB, N, P, fwd_bwd, decode, prefill, loss, (double)srlm_model_activation_bytes(m) / 1e6, rss,
+            o.steps, DB, N, P, fwd_bwd, 1000 * cpu_train / o.steps, decode, prefill, loss, (double)srlm_model_activation_bytes(m) / 1e6, rss,
             mismatches);
     fclose(f);
   }

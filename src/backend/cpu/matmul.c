@@ -257,29 +257,82 @@ static void run_tile(const gemm *g, const float *ap, const float *bp, int64_t m0
   for (int64_t i = 0; i < rows; i++) memcpy(c + i * g->ldc, tile + i * NR, (size_t)cols * sizeof *c);
 }
 
-/* Where block (panel jp, k0) of B sits in a fully packed B (packed weights): panels one
- * after another, each its KC blocks in order, every block kc x NR. */
+/* Where block (panel jp, k0) of B sits in a fully packed B (packed weights, and each
+ * thread's share of B in a product): panels one after another, each its KC blocks in
+ * order, every block kc x NR. */
 static inline int64_t packed_offset(const gemm *g, int64_t jp, int64_t k0) { return jp * g->K * g->kr->nr + k0 * g->kr->nr; }
 
-/* Rows [m_start, m_start + mb) of C (their A panels packed in apack) times the column
- * panels [j_begin, j_end), all of K; B's blocks packed into bpack as they come, or read
- * from bpre (all of B packed, packed_offset) when given. */
-static void gemm_block(const gemm *g, const float *apack, float *bpack, const float *bpre, int64_t m_start,
-                       int64_t mb, int64_t j_begin, int64_t j_end) {
+/* B's column panels [j_begin, j_end) over all of K into dst, panel j_begin first
+ * (packed_offset). Stored B is read a row at a time across all the panels (each row once,
+ * in order, which the memory system streams); stored B^T (rows n along k) is transposed
+ * 8 rows at a time over the whole K. */
+static void pack_b_panels(const gemm *g, int64_t j_begin, int64_t j_end, float *dst) {
+  const int NR = g->kr->nr;
+  if (g->trans_b) {
+    for (int64_t jp = j_begin; jp < j_end; jp++) pack_b(g, 0, g->K, jp * NR, dst + packed_offset(g, jp - j_begin, 0));
+    return;
+  }
+  for (int64_t k = 0; k < g->K; k++) {
+    const float *src = g->b + k * g->ldb;
+    for (int64_t jp = j_begin; jp < j_end; jp++) {
+      float *d = dst + packed_offset(g, jp - j_begin, k);
+      const int64_t n0 = jp * NR, cols = g->N - n0 < NR ? g->N - n0 : NR;
+      int64_t j = 0;
+      for (; j < cols; j++) d[j] = src[n0 + j];
+      for (; j < NR; j++) d[j] = 0.0f;
+    }
+  }
+}
+
+/* Stored A^T (rows k along m): rows [m_start, m_start + mb) of A as pack_a's MR-row panels,
+ * for k in [k_lo, k_hi). Each row of A^T is read once across all the panels, instead of MR
+ * floats from each of K rows per panel (K cache lines and pages for 6 floats each). */
+static void pack_a_rows_t(const gemm *g, int64_t m_start, int64_t mb, int64_t k_lo, int64_t k_hi, float *dst) {
+  const int MR = g->kr->mr;
+  const int64_t panels = (mb + MR - 1) / MR;
+  for (int64_t k = k_lo; k < k_hi; k++) {
+    const float *src = g->a + k * g->lda + m_start;
+    for (int64_t ip = 0; ip < panels; ip++) {
+      float *d = dst + ip * MR * g->K + k * MR;
+      const int64_t rows = mb - ip * MR < MR ? mb - ip * MR : MR;
+      int64_t i = 0;
+      for (; i < rows; i++) d[i] = src[ip * MR + i];
+      for (; i < MR; i++) d[i] = 0.0f;
+    }
+  }
+}
+
+/* A (mb x K) at or below this many floats stays in L2 (1 MiB) beside B's block. */
+enum { A_IN_L2 = 64 * 1024 };
+
+/* Rows [m_start, m_start + mb) of C (their A panels packed in apack, all of K) times the
+ * column panels [j_begin, j_end), whose B is packed at bp (panel j_begin first,
+ * packed_offset). When A's rows fit in L2 the panels go outermost, each read once start to
+ * end (what streams best when M is small: decode); otherwise the KC blocks do, so that
+ * one KC slice of A stays in L2 while every panel passes. The order of the k blocks of
+ * each C tile is the same either way, so are the bits. */
+static void gemm_block(const gemm *g, const float *apack, const float *bp, int64_t m_start, int64_t mb,
+                       int64_t j_begin, int64_t j_end) {
   const int MR = g->kr->mr, NR = g->kr->nr;
   const int64_t a_panels = (mb + MR - 1) / MR;
-  for (int64_t jp = j_begin; jp < j_end; jp++)
-    for (int64_t k0 = 0; k0 < g->K; k0 += KC) {
-      const int64_t kc = g->K - k0 < KC ? g->K - k0 : KC;
-      const int load = k0 > 0 || g->accumulate;
-      const float *bp = bpack;
-      if (bpre)
-        bp = bpre + packed_offset(g, jp, k0);
-      else
-        pack_b(g, k0, kc, jp * NR, bpack);
+  if (mb * g->K <= A_IN_L2) {
+    for (int64_t jp = j_begin; jp < j_end; jp++)
+      for (int64_t k0 = 0; k0 < g->K; k0 += KC) {
+        const int64_t kc = g->K - k0 < KC ? g->K - k0 : KC;
+        const float *b = bp + packed_offset(g, jp - j_begin, k0);
+        for (int64_t ip = 0; ip < a_panels; ip++)
+          run_tile(g, apack + ip * MR * g->K + k0 * MR, b, m_start + ip * MR, jp * NR, kc, k0 > 0 || g->accumulate);
+      }
+    return;
+  }
+  for (int64_t k0 = 0; k0 < g->K; k0 += KC) {
+    const int64_t kc = g->K - k0 < KC ? g->K - k0 : KC;
+    for (int64_t jp = j_begin; jp < j_end; jp++) {
+      const float *b = bp + packed_offset(g, jp - j_begin, k0);
       for (int64_t ip = 0; ip < a_panels; ip++)
-        run_tile(g, apack + ip * MR * g->K + k0 * MR, bp, m_start + ip * MR, jp * NR, kc, load);
+        run_tile(g, apack + ip * MR * g->K + k0 * MR, b, m_start + ip * MR, jp * NR, kc, k0 > 0 || g->accumulate);
     }
+  }
 }
 
 /* The cases that need no packing: nothing to do, or K = 0 (C = bias, or kept). */
@@ -312,7 +365,24 @@ static gemm make_gemm(const srlm_cpu_mm *p) {
   return g;
 }
 
-/* srlm_cpu_gemm, with all of B already packed in bpre (packed weights) when not NULL. */
+/* Packs rows [m_start, m_start + mb) of A into apack (all of K) in shares: stored A^T in
+ * blocks of KB of its rows, stored A by MR-row panels. */
+enum { KB = 64 };
+static int64_t pack_a_shares(const gemm *g, int64_t mb) {
+  return g->trans_a ? (g->K + KB - 1) / KB : (mb + g->kr->mr - 1) / g->kr->mr;
+}
+static void pack_a_share(const gemm *g, int64_t m_start, int64_t mb, int64_t i, float *apack) {
+  const int MR = g->kr->mr;
+  if (g->trans_a)
+    pack_a_rows_t(g, m_start, mb, i * KB, g->K - i * KB < KB ? g->K : i * KB + KB, apack);
+  else
+    pack_a(g, m_start + i * MR, apack + i * MR * g->K);
+}
+
+/* srlm_cpu_gemm, with all of B already packed in bpre (packed weights) when not NULL.
+ * Each thread takes a contiguous share of the column panels and packs its share of B
+ * once, over all of K (packed_offset's layout, as bpre), for every block of MB rows: B is
+ * packed once per product, A once per row (MB rows at a time, shared by the threads). */
 static srlm_status gemm_run(const srlm_cpu_mm *pp, const float *bpre) {
   const srlm_cpu_mm p = *pp;
   if (trivial(&p)) return SRLM_OK;
@@ -334,29 +404,36 @@ static srlm_status gemm_run(const srlm_cpu_mm *pp, const float *bpre) {
 #else
     const int tid = 0, nth = 1;
 #endif
-    float *bpack = NULL;
-    if (!bpre && posix_memalign((void **)&bpack, 64, (size_t)KC * (size_t)NR * sizeof(float)) != 0) {
-      bpack = NULL;
+    /* this thread's column panels: a contiguous share */
+    const int64_t j_begin = n_panels * tid / nth, j_end = n_panels * (tid + 1) / nth;
+    const float *bp = bpre ? bpre + packed_offset(&g, j_begin, 0) : NULL;
+    float *bown = NULL;
+    if (!bpre && j_end > j_begin) {
+      const size_t b_bytes = (size_t)(j_end - j_begin) * (size_t)p.K * (size_t)NR * sizeof(float);
+      if (posix_memalign((void **)&bown, 64, b_bytes) != 0) {
+        bown = NULL;
 #ifdef _OPENMP
 #pragma omp atomic write
 #endif
-      nomem = 1;
+        nomem = 1;
+      } else {
+        pack_b_panels(&g, j_begin, j_end, bown);
+        bp = bown;
+      }
     }
-    /* this thread's column panels: a contiguous share */
-    const int64_t j_begin = n_panels * tid / nth, j_end = n_panels * (tid + 1) / nth;
     for (int64_t m_start = 0; m_start < p.M; m_start += MB) {
       const int64_t mb = p.M - m_start < MB ? p.M - m_start : MB;
 #ifdef _OPENMP
 #pragma omp for schedule(static)
 #endif
-      for (int64_t ip = 0; ip < (mb + MR - 1) / MR; ip++) pack_a(&g, m_start + ip * MR, apack + ip * MR * p.K);
+      for (int64_t i = 0; i < pack_a_shares(&g, mb); i++) pack_a_share(&g, m_start, mb, i, apack);
       /* (the implicit barrier of the omp for: A is packed) */
-      if (bpack || bpre) gemm_block(&g, apack, bpack, bpre, m_start, mb, j_begin, j_end);
+      if (bp && j_end > j_begin) gemm_block(&g, apack, bp, m_start, mb, j_begin, j_end);
 #ifdef _OPENMP
 #pragma omp barrier
 #endif
     }
-    free(bpack);
+    free(bown);
   }
   free(apack);
   if (nomem) return srlm_error(SRLM_ERR_NOMEM, "cpu matmul", "cannot allocate a packing buffer");
@@ -386,11 +463,13 @@ srlm_status srlm_cpu_gemm_serial(const srlm_cpu_mm *pp, srlm_cpu_gemm_ws *ws) {
   const int MR = g.kr->mr, NR = g.kr->nr;
   const int64_t mb_max = p.M < MB ? p.M : MB;
   SRLM_TRY(ws_reserve(&ws->apack, &ws->a_cap, (size_t)((mb_max + MR - 1) / MR * MR) * (size_t)p.K));
-  SRLM_TRY(ws_reserve(&ws->bpack, &ws->b_cap, (size_t)KC * (size_t)NR));
+  const int64_t n_panels = (p.N + NR - 1) / NR;
+  SRLM_TRY(ws_reserve(&ws->bpack, &ws->b_cap, (size_t)n_panels * (size_t)p.K * (size_t)NR));
+  pack_b_panels(&g, 0, n_panels, ws->bpack);
   for (int64_t m_start = 0; m_start < p.M; m_start += MB) {
     const int64_t mb = p.M - m_start < MB ? p.M - m_start : MB;
-    for (int64_t ip = 0; ip < (mb + MR - 1) / MR; ip++) pack_a(&g, m_start + ip * MR, ws->apack + ip * MR * p.K);
-    gemm_block(&g, ws->apack, ws->bpack, NULL, m_start, mb, 0, (p.N + NR - 1) / NR);
+    for (int64_t i = 0; i < pack_a_shares(&g, mb); i++) pack_a_share(&g, m_start, mb, i, ws->apack);
+    gemm_block(&g, ws->apack, ws->bpack, m_start, mb, 0, n_panels);
   }
   add_bias(&p, 0);
   return SRLM_OK;
