@@ -429,6 +429,12 @@ static srlm_status finish_iteration(sr_ctx *c, int t, srlm_timer *iter_tm) {
   return SRLM_OK;
 }
 
+/* o's number `key`; NaN where the line has none (a key written only for some configs). */
+static double num_or_nan(const json_t *o, const char *key) {
+  const json_t *x = json_object_get(o, key);
+  return json_is_number(x) ? json_number_value(x) : NAN;
+}
+
 /* The table rows of iterations before a resume point, from metrics.jsonl. */
 static void rows_from_metrics(const char *path, srlm_sr_iteration *rows, int last, int64_t *learn_steps, int iterations) {
   FILE *f = fopen(path, "r");
@@ -447,17 +453,14 @@ static void rows_from_metrics(const char *path, srlm_sr_iteration *rows, int las
         r->accuracy = json_number_value(json_object_get(o, "accuracy"));
         r->sample_accuracy = json_number_value(json_object_get(o, "sample_accuracy"));
         r->judge_agreement = json_number_value(json_object_get(o, "judge_agreement"));
-        json_t *ms = json_object_get(o, "mean_score");
-        r->eval_score = json_is_number(ms) ? json_number_value(ms) : NAN;
+        r->eval_score = num_or_nan(o, "mean_score");
         if (t == 0) r->seconds = json_number_value(json_object_get(o, "seconds"));
       } else if (!strcmp(ev, "iteration")) {
         r->samples = json_integer_value(json_object_get(o, "samples"));
-        json_t *rt = json_object_get(o, "mean_response_tokens");
-        r->mean_response_tokens = json_is_number(rt) ? json_number_value(rt) : NAN;
+        r->mean_response_tokens = num_or_nan(o, "mean_response_tokens");
         r->mean_score = json_number_value(json_object_get(o, "mean_score"));
         r->pairs = json_integer_value(json_object_get(o, "pairs"));
-        json_t *pa = json_object_get(o, "pair_accuracy_by_checker");
-        r->pair_accuracy = json_is_number(pa) ? json_number_value(pa) : NAN;
+        r->pair_accuracy = num_or_nan(o, "pair_accuracy_by_checker");
         r->replay = json_integer_value(json_object_get(o, "replay"));
         r->judgments = json_integer_value(json_object_get(o, "judgments"));
         r->judge_format_failures = json_integer_value(json_object_get(o, "judge_format_failures"));
@@ -468,20 +471,17 @@ static void rows_from_metrics(const char *path, srlm_sr_iteration *rows, int las
         r->groups_surplus = json_integer_value(json_object_get(o, "groups_surplus"));
         r->prompts_generated = json_integer_value(json_object_get(o, "prompts_generated"));
         r->short_by = json_integer_value(json_object_get(o, "short_by"));
-        json_t *sm = json_object_get(o, "sar_mean"), *bm = json_object_get(o, "bleu_mean"),
-               *vr = json_object_get(o, "verifier_right");
-        r->sar_mean = json_is_number(sm) ? json_number_value(sm) : NAN;
-        r->bleu_mean = json_is_number(bm) ? json_number_value(bm) : NAN;
-        r->verifier_right = json_is_number(vr) ? json_number_value(vr) : NAN;
+        r->sar_mean = num_or_nan(o, "sar_mean");
+        r->bleu_mean = num_or_nan(o, "bleu_mean");
+        r->verifier_right = num_or_nan(o, "verifier_right");
         r->actor_pairs = json_integer_value(json_object_get(o, "actor_pairs"));
         r->judge_pairs = json_integer_value(json_object_get(o, "judge_pairs"));
         r->meta_responses = json_integer_value(json_object_get(o, "meta_responses"));
         r->meta_comparisons = json_integer_value(json_object_get(o, "meta_comparisons"));
         r->meta_agreeing = json_integer_value(json_object_get(o, "meta_agreeing"));
         r->meta_format_failures = json_integer_value(json_object_get(o, "meta_format_failures"));
-        json_t *es = json_object_get(o, "elo_spread"), *ja = json_object_get(o, "judge_pair_accuracy_by_checker");
-        r->elo_spread = json_is_number(es) ? json_number_value(es) : NAN;
-        r->judge_pair_accuracy = json_is_number(ja) ? json_number_value(ja) : NAN;
+        r->elo_spread = num_or_nan(o, "elo_spread");
+        r->judge_pair_accuracy = num_or_nan(o, "judge_pair_accuracy_by_checker");
         r->loss_first = json_number_value(json_object_get(o, "loss_first"));
         r->loss_last = json_number_value(json_object_get(o, "loss_last"));
         r->seconds = json_number_value(json_object_get(o, "seconds"));
