@@ -561,6 +561,15 @@ static srlm_status write_result(buf *b, const srlm_gen_result *r, const double *
 /* ---- best-of-N ------------------------------------------------------------------------- */
 
 /* The --reward of line i's N samples res[0 .. N) into score (N; NaN: none). */
+/* --task's built-in task (sign_puzzle unless --task countdown). */
+static const srlm_task_ops *gen_task(const gen_opts *o) { return srlm_task_find(o->countdown ? "countdown" : "sign_puzzle"); }
+
+/* 1 when text is one of task t's prompts (its judge prompt can be made). */
+static int is_task_prompt(const srlm_task_ops *t, const char *text) {
+  char jp[SRLM_TASK_TEXT_MAX + 1];
+  return t->judge_prompt(text, "", 0, jp) > 0;
+}
+
 static srlm_status score_samples(const gen_opts *o, srlm_model *m, srlm_tokenizer *tok, const inputs *in, int i,
                                  const srlm_gen_result *res, int N, int32_t bos, double *score) {
   const char *where = o->jsonl;
@@ -597,9 +606,8 @@ static srlm_status score_samples(const gen_opts *o, srlm_model *m, srlm_tokenize
     return SRLM_OK;
   }
   const char *prompt = in->text[i];
-  const srlm_task_ops *task = srlm_task_find(o->countdown ? "countdown" : "sign_puzzle");
-  char jp[SRLM_TASK_TEXT_MAX + 1];
-  if (task->judge_prompt(prompt, "", 0, jp) == 0) /* not the task's prompt */
+  const srlm_task_ops *task = gen_task(o);
+  if (!is_task_prompt(task, prompt))
     return srlm_error(SRLM_ERR_FORMAT, where, "input %d: --task %s: \"%.40s\" is not one of its prompts", i + 1,
                       task->name, prompt);
   if (o->reward == REWARD_VERIFIER) {
@@ -701,7 +709,7 @@ static srlm_status run(gen_opts *o) {
   /* ARGS: the reference model, or each line's puzzle for the judge */
   srlm_model *ref = NULL;
   char **ptexts = NULL; /* each line's task prompt text (the judge reward) */
-  srlm_args_judge aj = {.judge = m, .tok = tok, .task = srlm_task_find(o->countdown ? "countdown" : "sign_puzzle")};
+  srlm_args_judge aj = {.judge = m, .tok = tok, .task = gen_task(o)};
   if (st == SRLM_OK && o->args_reward) {
     o->gp.args = &o->args;
     if (!strcmp(o->args_reward, "implicit")) {
@@ -713,9 +721,8 @@ static srlm_status run(gen_opts *o) {
       ptexts = srlm_xcalloc((size_t)in.n + 1, sizeof *ptexts);
       for (int i = 0; i < in.n && st == SRLM_OK; i++) {
         size_t len = 0;
-        char jp[SRLM_TASK_TEXT_MAX + 1];
         st = srlm_tokenizer_decode(tok, in.req[i].prompt, (size_t)in.req[i].n_prompt, &ptexts[i], &len);
-        if (st == SRLM_OK && (strlen(ptexts[i]) != len || aj.task->judge_prompt(ptexts[i], "", 0, jp) == 0))
+        if (st == SRLM_OK && (strlen(ptexts[i]) != len || !is_task_prompt(aj.task, ptexts[i])))
           st = srlm_error(SRLM_ERR_FORMAT, o->jsonl, "input %d: --args-reward judge needs a %s prompt (%s), got "
                           "\"%.40s\"", i + 1, aj.task->name,
                           o->countdown ? "\"C<numbers>T<target>A\"" : "\"Q<4 digits>T<sign><2 digits>A\"", ptexts[i]);
