@@ -11,7 +11,7 @@
 # summary is printed last (the tool returns only the tail of the output).
 #
 # usage (on the GPU machine, from the project root, with .devroot and BUILD carried):
-#   bash bench/gpu_check.sh [BUILD_DIR] [OUT_DIR] [attention|e2e]   defaults: build-gpu, $OUT or ./gpu-check-out
+#   bash bench/gpu_check.sh [BUILD_DIR] [OUT_DIR] [attention|e2e|job]   defaults: build-gpu, $OUT or ./gpu-check-out
 # With "attention" (issue 9), within the same 8 minutes instead of the steps above: the
 # attention ops' cases of the test (fp32, bf16), memcheck over the bf16 forward and backward
 # (the tensor-core kernels), and the attention sweep
@@ -20,10 +20,15 @@
 # With "e2e" (issue 10): bench/e2e.sh's gpu-quick preset (the DPO step and generation at the
 # Qwen3-0.6B/1.7B shapes cut to 4 layers, srlm and PyTorch + transformers side by side) and,
 # if time is left, its full gpu preset; needs bench_e2e built and carried.
+# With "job" (issue 10, the whole job on the GPU): the quickstart's SFT and one self-rewarding
+# iteration on cuda against the CPU (tests/cli/sim_quickstart.sh with SRLM_QS_BACKEND=cuda),
+# in one process and as three ranks sharing the GPU (mpiexec -np 3: learner, generator,
+# judge), the NCCL transport's test, and compute-sanitizer memcheck over a few SFT steps and
+# one tiny iteration of `srlm train` on cuda; needs BUILD/srlm carried (and packed).
 # Build and pack first, here:
 #   cmake -S . -B build-gpu -DCMAKE_BUILD_TYPE=Release -DSRLM_CUDA=ON
-#   cmake --build build-gpu -j2 --target test_backend_ops test_model_equiv bench_backend bench_e2e gpu_test_comm_nccl
-#   bash ../shared/tools/device-pack.sh build-gpu/tests/test_backend_ops build-gpu/tests/test_model_equiv \
+#   cmake --build build-gpu -j2 --target srlm test_backend_ops test_model_equiv bench_backend bench_e2e gpu_test_comm_nccl
+#   bash ../shared/tools/device-pack.sh build-gpu/srlm build-gpu/tests/test_backend_ops build-gpu/tests/test_model_equiv \
 #     build-gpu/bench/bench_backend build-gpu/bench/bench_e2e build-gpu/tests/gpu_test_comm_nccl
 # Never changes the card's settings: nvidia-smi is only queried.
 set -uo pipefail
@@ -37,7 +42,7 @@ mkdir -p "$LOG"
 [ -f .devroot/env.sh ] || { echo "gpu_check: .devroot/env.sh missing (run device-pack.sh and carry .devroot)" >&2; exit 2; }
 # shellcheck disable=SC1091
 source .devroot/env.sh
-for b in "$TEST" "$BENCH"; do [ -x "$b" ] || { echo "gpu_check: $b not built or not carried" >&2; exit 2; }; done
+[ "$MODE" = job ] || for b in "$TEST" "$BENCH"; do [ -x "$b" ] || { echo "gpu_check: $b not built or not carried" >&2; exit 2; }; done
 
 status=()
 step() { # step NAME LIMIT_S LOGFILE CMD...: runs CMD with a time limit, output to LOGFILE
@@ -111,6 +116,38 @@ if [ "$MODE" = e2e ]; then
     printf '%s\n' "${status[@]}"
     cut -c1-160 "$LOG/e2e_quick.txt" 2>/dev/null | grep -v '^$'
     cut -c1-160 "$LOG/e2e_full.txt" 2>/dev/null | grep -v '^$'
+  } | tee "$LOG/summary.txt"
+  exit 0
+fi
+
+if [ "$MODE" = job ]; then
+  SRLM=$BUILD/srlm
+  [ -x "$SRLM" ] || { echo "gpu_check: $SRLM not built or not carried" >&2; exit 2; }
+  for r in 1 3; do
+    mkdir -p "$LOG/quickstart_np$r"
+    step "quickstart np$r" 170 "quickstart_np$r.log" env SRLM_SOURCE_DIR="$PWD" SRLM_TMP="$LOG/quickstart_np$r" \
+      SRLM_QS_BACKEND=cuda SRLM_QS_RANKS=$r SRLM_QS_MPIRUN=mpiexec.openmpi OMP_NUM_THREADS=2 \
+      bash tests/cli/sim_quickstart.sh "$SRLM"
+  done
+  NCCLT=$BUILD/tests/gpu_test_comm_nccl
+  [ -x "$NCCLT" ] && step comm_nccl_np1 50 comm_nccl_np1.log mpiexec.openmpi -np 1 "$NCCLT"
+  if command -v compute-sanitizer >/dev/null; then
+    mc=(compute-sanitizer --tool memcheck --error-exitcode 99)
+    step memcheck_sft 60 memcheck_sft.log "${mc[@]}" "$SRLM" sft -c configs/sft-tiny.yaml --backend cuda \
+      train.epochs=2 run.out_dir="$LOG/mc" run.name=sft
+    # generation, judging, replay steps (backward, AdamW) and the evaluations from that model
+    step memcheck_train 120 memcheck_train.log "${mc[@]}" "$SRLM" train -c configs/quickstart.yaml --overwrite \
+      run.backend=cuda run.out_dir="$LOG/mc" run.name=it model.path="$LOG/mc/sft/model" run.iterations=1 \
+      task.prompts_per_iteration=8 task.eval_prompts=4 generate.samples_per_prompt=4 judge.replay_per_verdict=4 \
+      train.batch_size=2 pairs.min_margin=0
+  fi
+  {
+    echo "== gpu_check job on ${card:-unknown card}, $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+    printf '%s\n' "${status[@]}"
+    for r in 1 3; do grep -hE '^sim_quickstart|^FAIL' "$LOG/quickstart_np$r.log" | cut -c1-200; done
+    echo "== comm nccl np1: $(tail -1 "$LOG/comm_nccl_np1.log" 2>/dev/null)"
+    echo "== memcheck sft: $(grep -E 'ERROR SUMMARY' "$LOG/memcheck_sft.log" 2>/dev/null | tail -1)"
+    echo "== memcheck train: $(grep -E 'ERROR SUMMARY' "$LOG/memcheck_train.log" 2>/dev/null | tail -1)"
   } | tee "$LOG/summary.txt"
   exit 0
 fi
