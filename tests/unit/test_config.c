@@ -93,6 +93,8 @@ static void test_defaults(void) {
   EXPECT(cfg.generate.temperature == 0.7, "temperature %.17g", cfg.generate.temperature);
   EXPECT(cfg.generate.top_p == 0.9, "top_p %.17g", cfg.generate.top_p);
   EXPECT_EQ_INT(cfg.generate.max_new_tokens, 256);
+  EXPECT_EQ_INT(cfg.generate.max_batch, 0);
+  EXPECT(cfg.generate.kv_memory_fraction == 0.9, "kv_memory_fraction %.17g", cfg.generate.kv_memory_fraction);
   EXPECT_EQ_INT(cfg.generate.stop.n, 0);
   EXPECT_STR_EQ(cfg.judge.template_path, "configs/judge/additive5.txt");
   EXPECT_STR_EQ(cfg.judge.score_regex, "Score: *([0-9]+(\\.[0-9]+)?)");
@@ -202,6 +204,13 @@ static void test_errors(void) {
   EXPECT_PARSE_ERROR("train:\n  label_smoothing: 0.5\n",
                      "t.yaml:2:20: train.label_smoothing: value 0.5 out of range [0, 0.5)");
   EXPECT_PARSE_ERROR("pairs:\n  min_margin: -1\n", "t.yaml:2:15: pairs.min_margin: value -1 out of range [0, inf)");
+  /* the KV cache's share of the free device memory and the decode batch (memplan.h) */
+  EXPECT_PARSE_ERROR("generate:\n  kv_memory_fraction: 0\n",
+                     "t.yaml:2:23: generate.kv_memory_fraction: value 0 out of range (0, 1]");
+  EXPECT_PARSE_ERROR("generate:\n  kv_memory_fraction: 1.5\n",
+                     "t.yaml:2:23: generate.kv_memory_fraction: value 1.5 out of range (0, 1]");
+  EXPECT_PARSE_ERROR("generate:\n  max_batch: -1\n", "t.yaml:2:14: generate.max_batch: value -1 out of range [0, 1048576]");
+  EXPECT_PARSE_ERROR("generate:\n  max_batch: many\n", "t.yaml:2:14: generate.max_batch: expected an integer, got 'many'");
   /* bools: only true/false */
   EXPECT_PARSE_ERROR("roles:\n  colocate: yes\n", "t.yaml:2:13: roles.colocate: expected a bool (true or false), got 'yes'");
   EXPECT_PARSE_ERROR("roles:\n  colocate: on\n", "t.yaml:2:13: roles.colocate: expected a bool (true or false), got 'on'");
