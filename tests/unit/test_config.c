@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "srlm/checkpoint.h"
 #include "srlm/config.h"
 #include "srlm/core.h"
 #include "test.h"
@@ -634,6 +635,43 @@ static void test_help(void) {
   free(help);
 }
 
+/* The decode batch keys change no sample: a resume may change them, and a checkpoint written
+ * before they existed (its config without them) still resumes; another key still refuses. */
+static void test_resume_batch_keys(void) {
+  srlm_config cfg;
+  srlm_config_init(&cfg);
+  char *now = srlm_config_to_yaml(&cfg, 0);
+  /* the checkpoint's config: the same without the two lines */
+  char *old = srlm_xstrdup(now);
+  const char *const drop[] = {"  max_batch: ", "  kv_memory_fraction: "};
+  for (int i = 0; i < 2; i++) {
+    char *at = strstr(old, drop[i]);
+    EXPECT(at != NULL, "no '%s' in the yaml", drop[i]);
+    if (!at) continue;
+    char *nl = strchr(at, '\n');
+    memmove(at, nl + 1, strlen(nl + 1) + 1);
+  }
+  srlm_checkpoint ck = {0};
+  ck.config_yaml = old;
+  EXPECT(srlm_checkpoint_check_config(&ck, now, "run") == SRLM_OK, "a checkpoint without the batch keys: %s",
+         srlm_error_message());
+  cfg.generate.max_batch = 3;
+  cfg.generate.kv_memory_fraction = 0.5;
+  char *other = srlm_config_to_yaml(&cfg, 0);
+  ck.config_yaml = now;
+  EXPECT(srlm_checkpoint_check_config(&ck, other, "run") == SRLM_OK, "another max_batch: %s", srlm_error_message());
+  cfg.generate.max_new_tokens = 7;
+  char *bad = srlm_config_to_yaml(&cfg, 0);
+  EXPECT(srlm_checkpoint_check_config(&ck, bad, "run") == SRLM_ERR_CONFIG, "another max_new_tokens is refused");
+  EXPECT_CONTAINS(srlm_error_message(), "generate.max_new_tokens (checkpoint 256, now 7)");
+  srlm_error_clear();
+  free(bad);
+  free(other);
+  free(old);
+  free(now);
+  srlm_config_free(&cfg);
+}
+
 int main(void) {
   test_table();
   test_defaults();
@@ -645,5 +683,6 @@ int main(void) {
   test_round_trip_floats();
   test_copy_save();
   test_help();
+  test_resume_batch_keys();
   TEST_MAIN_END();
 }
