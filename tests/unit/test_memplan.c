@@ -154,7 +154,8 @@ static void test_rank_plans(void) {
 }
 
 /* The shipped GPU configs (configs/gpu/) with their models' config.json shapes: every
- * rank's plan fits the card the config is sized for (80 GB; 141 GB for the 8B). */
+ * rank's plan fits the card the config is sized for (80 GB; 141 GB for the 8B), and a
+ * sampler's KV cache sized from the card holds at least 64 sequences. */
 typedef struct shape {
   const char *file;
   srlm_model_type type;
@@ -201,6 +202,13 @@ static void test_gpu_configs(void) {
       fprintf(stderr, "%s %s: %s\n", k[i].file, role ? "sampler" : "learner", line);
       EXPECT(srlm_memplan_check(&p, card, k[i].file) == SRLM_OK, "%s %s: %s", k[i].file, role ? "sampler" : "learner",
              srlm_error_message());
+      if (role == 1) { /* on the card alone, the KV cache sized from what is left: at least the CPU's 64 slots */
+        srlm_memplan_size_kv(&p, card, 0, 1);
+        srlm_memplan_format(&p, card, line, sizeof line);
+        fprintf(stderr, "%s sampler sized on its card: %s\n", k[i].file, line);
+        EXPECT(srlm_memplan_check(&p, card, k[i].file) == SRLM_OK && p.kv_slots >= SRLM_MEMPLAN_HOST_SLOTS,
+               "%s sampler sized on its card: %lld slots: %s", k[i].file, (long long)p.kv_slots, line);
+      }
     }
     srlm_config_free(&cfg);
   }
