@@ -10,6 +10,7 @@
 // pretends to be a device, so every staging path runs on a CPU machine too, and its
 // allocation table catches a host pointer passed where device memory is expected.
 #include <stdio.h>
+#include <string.h>
 
 #include <new>
 
@@ -102,6 +103,10 @@ srlm_status be_create(srlm_backend *be, int device) {
   }
   be->ctx = c;
   be->device = device;
+#if !(defined(SRLM_CUDA_SIM) && SRLM_CUDA_SIM)  // the simulator's one device has no UUID
+  static_assert(sizeof prop.uuid.bytes == sizeof be->uuid, "a CUDA UUID is 16 bytes");
+  memcpy(be->uuid, prop.uuid.bytes, sizeof be->uuid);
+#endif
   srlm_log_set_device(device);
   return SRLM_OK;
 }

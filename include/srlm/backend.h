@@ -555,6 +555,8 @@ struct srlm_backend {
   int auto_device;   /* 1: device came from the launcher's local rank (run.device -1); create
                         wraps it to the devices there are, so ranks may share a GPU */
   int host_memory;   /* ops->host_memory */
+  unsigned char uuid[16]; /* the GPU's UUID ("cuda"; zeros otherwise): which ranks share a GPU
+                             whatever CUDA_VISIBLE_DEVICES numbers it */
   void *ctx;         /* the backend's private state */
 };
 

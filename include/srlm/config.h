@@ -240,6 +240,8 @@ typedef struct srlm_config {
     int top_k; /* 0 = off */
     double min_p;
     int max_new_tokens;
+    int max_batch;             /* sequences decoded at once (KV-cache slots); 0 = auto (memplan.h) */
+    double kv_memory_fraction; /* of the device memory the rest of the plan leaves, for the KV cache */
     srlm_strlist stop;
     srlm_cfg_args_reward args_reward; /* ARGS reward-guided decoding of the generators (generate.h) */
     double args_weight;

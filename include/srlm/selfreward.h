@@ -129,6 +129,8 @@ typedef struct srlm_sr_inputs {
   srlm_llm_judge *llm;            /* task.name none: the text judge (else NULL) */
   const srlm_prompt_set *eval_prompts; /* task.name none, the lead: data.eval_prompts (NULL = no evaluation) */
   int resume;                     /* srlm train --resume: start from run_dir's checkpoint.h5 (checkpoint.h) */
+  int max_batch;                  /* sequences this rank decodes at once: its memory plan's KV-cache
+                                     slots (memplan.h); 0 on a rank that does not decode */
 } srlm_sr_inputs;
 
 /* Runs cfg->run.iterations iterations. rows (iterations + 1) receives the table (the

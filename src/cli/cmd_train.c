@@ -244,10 +244,22 @@ static srlm_status prepare_prompts(train_ctx *c) {
   return SRLM_OK;
 }
 
+/* 1 when the evaluation decodes (eval.every, and eval prompts: a task's task.eval_prompts or
+ * data.eval_prompts); it runs on the lead (world rank 0, a learner when the roles are apart). */
+static int evaluates(const srlm_config *cfg) {
+  if (cfg->eval.every <= 0) return 0;
+  return cfg->task.name != SRLM_CFG_TASK_NONE ? cfg->task.eval_prompts > 0 : cfg->data.eval_prompts[0] != 0;
+}
+
+/* 1 when a learner decodes too (a KV cache in its plan): the lead when it evaluates, every
+ * learner with meta.enabled (the meta-judge runs where the pairs are built, learn.c). */
+static int learner_decodes(const srlm_config *cfg, int lead) { return cfg->meta.enabled || (lead && evaluates(cfg)); }
+
 /* --dry-run: the memory plan of each kind of rank (memplan.h) against the free memory of the
  * lead's backend device (run.backend, run.device): the numbers a run logs per rank, and the
- * same refusal when a plan does not fit a device, before anything is written. Ranks that
- * share a device need the sum of their plans; the run checks each rank on its own device. */
+ * same refusal when a plan does not fit a device, before anything is written. Each kind is
+ * planned as if alone on the device (a run divides a device among the ranks on it); on a
+ * device the KV cache is sized from the free memory (generate.kv_memory_fraction). */
 static srlm_status dry_run_memory(train_ctx *c, srlm_comm *comm) {
   const srlm_config *cfg = &c->cfg;
   srlm_backend *be = NULL;
@@ -261,14 +273,19 @@ static srlm_status dry_run_memory(train_ctx *c, srlm_comm *comm) {
     snprintf(dev, sizeof dev, "%s device %d", be->name, be->device);
   const int colocated = srlm_comm_colocated(comm), L = srlm_comm_role_size(comm, SRLM_ROLE_LEARNER);
   const int S = srlm_comm_role_size(comm, SRLM_ROLE_GENERATOR) + srlm_comm_role_size(comm, SRLM_ROLE_JUDGE);
-  struct { const char *what; int learner, sampler, ranks; } kinds[2] = {
-      {colocated ? "each rank (every role)" : "each learner", 1, colocated, colocated ? srlm_comm_size(comm) : L},
+  /* apart, the lead learner is its own kind when it decodes and the other learners do not */
+  const int lead_apart = !colocated && learner_decodes(cfg, 1) && !learner_decodes(cfg, 0);
+  struct { const char *what; int learner, sampler, ranks; } kinds[3] = {
+      {colocated ? "each rank (every role)" : "each learner", 1, colocated || learner_decodes(cfg, 0),
+       colocated ? srlm_comm_size(comm) : L - lead_apart},
+      {"the lead learner (it evaluates)", 1, 1, lead_apart},
       {"each generator/judge", 0, 1, colocated ? 0 : S}};
-  for (int k = 0; k < 2 && st == SRLM_OK; k++) {
+  for (int k = 0; k < 3 && st == SRLM_OK; k++) {
     if (kinds[k].ranks == 0) continue;
     srlm_memplan plan;
     st = srlm_memplan_make(cfg, &c->mcfg, kinds[k].learner, kinds[k].sampler, colocated ? srlm_comm_size(comm) : L, &plan);
     if (st != SRLM_OK) break;
+    if (!be->host_memory) srlm_memplan_size_kv(&plan, free_b, 0, 1);
     char line[1024];
     srlm_memplan_format(&plan, free_b, line, sizeof line);
     const char *body = strncmp(line, "memory plan: ", 13) ? line : line + 13;
@@ -388,19 +405,73 @@ static void fmt_num(char *out, size_t n, double x, const char *fmt) {
     snprintf(out, n, "-");
 }
 
-/* This rank's memory plan, logged; on a device, a plan that does not fit is an error
- * before anything is allocated (memplan.h). */
-static srlm_status plan_memory(train_ctx *c, srlm_comm *comm, srlm_backend *be) {
+/* Where a rank runs and what its plan leaves to the others on the same device. */
+typedef struct plan_msg {
+  char host[64];
+  char backend[16];
+  int32_t device, decodes;
+  unsigned char uuid[16];
+  uint64_t rest; /* the plan's lines but the KV cache */
+} plan_msg;
+
+/* 1 when ranks a and b share one device: the same host and backend, and the same GPU
+ * (its UUID where the backend has one, else its index). */
+static int same_device(const plan_msg *a, const plan_msg *b) {
+  static const unsigned char zero[16];
+  if (strcmp(a->host, b->host) || strcmp(a->backend, b->backend)) return 0;
+  if (memcmp(a->uuid, zero, sizeof zero) || memcmp(b->uuid, zero, sizeof zero))
+    return !memcmp(a->uuid, b->uuid, sizeof a->uuid);
+  return a->device == b->device;
+}
+
+/* This rank's memory plan, logged; on a device the KV cache is sized from the memory left
+ * (generate.kv_memory_fraction, divided among the decoding ranks on the device after every
+ * rank's other lines there), and a plan that does not fit is an error before anything is
+ * allocated (memplan.h). *kv_slots: the sequences this rank decodes at once (0 when it does
+ * not decode). Collective. */
+static srlm_status plan_memory(train_ctx *c, srlm_comm *comm, srlm_backend *be, int *kv_slots) {
   const srlm_config *cfg = &c->cfg;
+  *kv_slots = 0;
   const int learner = srlm_comm_has_role(comm, SRLM_ROLE_LEARNER);
-  const int sampler = srlm_comm_has_role(comm, SRLM_ROLE_GENERATOR) || srlm_comm_has_role(comm, SRLM_ROLE_JUDGE);
+  const int sampler = srlm_comm_has_role(comm, SRLM_ROLE_GENERATOR) || srlm_comm_has_role(comm, SRLM_ROLE_JUDGE) ||
+                      (learner && learner_decodes(cfg, srlm_comm_rank(comm) == 0));
   srlm_memplan plan;
-  SRLM_TRY(srlm_memplan_make(cfg, &c->mcfg, learner, sampler, srlm_comm_role_size(comm, SRLM_ROLE_LEARNER), &plan));
+  srlm_status st = srlm_memplan_make(cfg, &c->mcfg, learner, sampler, srlm_comm_role_size(comm, SRLM_ROLE_LEARNER), &plan);
   size_t free_b = 0, total_b = 0;
-  SRLM_TRY(srlm_backend_mem_info(be, &free_b, &total_b));
+  if (st == SRLM_OK) st = srlm_backend_mem_info(be, &free_b, &total_b);
+  if (!be->host_memory) st = srlm_comm_agree(comm, st); /* every rank joins the gather, or none */
+  SRLM_TRY(st);
+  if (!be->host_memory) {
+    plan_msg mine;
+    memset(&mine, 0, sizeof mine);
+    if (gethostname(mine.host, sizeof mine.host - 1) != 0) snprintf(mine.host, sizeof mine.host, "?");
+    snprintf(mine.backend, sizeof mine.backend, "%s", be->name);
+    mine.device = be->device;
+    mine.decodes = sampler;
+    memcpy(mine.uuid, be->uuid, sizeof mine.uuid);
+    mine.rest = (uint64_t)(plan.total - plan.kv_cache);
+    void **bufs;
+    size_t *lens;
+    SRLM_TRY(srlm_comm_allgather_bytes(comm, &mine, sizeof mine, &bufs, &lens));
+    const int n = srlm_comm_size(comm), me = srlm_comm_rank(comm);
+    size_t shared = 0;
+    int sharers = 0;
+    for (int r = 0; r < n; r++) {
+      if (lens[r] == sizeof mine && same_device(&mine, (const plan_msg *)bufs[r])) {
+        const plan_msg *o = bufs[r];
+        if (r != me) shared += (size_t)o->rest;
+        sharers += o->decodes != 0;
+      }
+      free(bufs[r]);
+    }
+    free(bufs);
+    free(lens);
+    srlm_memplan_size_kv(&plan, free_b, shared, sharers);
+  }
   char line[1024];
   srlm_memplan_format(&plan, free_b, line, sizeof line);
   SRLM_INFO("%s", line);
+  *kv_slots = (int)plan.kv_slots;
   if (be->host_memory) return SRLM_OK; /* host memory: the OS pages and swaps; no hard limit to check */
   char dev[96];
   snprintf(dev, sizeof dev, "%s device %d", be->name, be->device);
@@ -456,8 +527,9 @@ static srlm_status run_iterations(train_ctx *c, srlm_comm *comm, srlm_sr_iterati
   }
   srlm_model *m = NULL;
   srlm_backend *be = NULL;
-  srlm_status st = srlm_setup_backend(cfg, &be);
-  if (st == SRLM_OK) st = plan_memory(c, comm, be);
+  srlm_status st = srlm_comm_agree(comm, srlm_setup_backend(cfg, &be)); /* plan_memory is collective */
+  int max_batch = 0;
+  if (st == SRLM_OK) st = plan_memory(c, comm, be, &max_batch);
   st = srlm_comm_agree(comm, st); /* every rank fits (or all stop, each with its message) */
   if (st == SRLM_OK) st = print_layout(comm, be);
   if (st == SRLM_OK) {
@@ -472,7 +544,7 @@ static srlm_status run_iterations(train_ctx *c, srlm_comm *comm, srlm_sr_iterati
   if (st == SRLM_OK && cfg->train.recompute) st = srlm_model_set_recompute(m, 1);
   srlm_sr_iteration *rows = srlm_xcalloc((size_t)cfg->run.iterations + 1, sizeof *rows);
   srlm_sr_inputs in = {.cfg = cfg, .comm = comm, .run_dir = c->run_dir, .tok_dir = tok_dir, .m = m, .tok = c->tok,
-                       .prompts = task ? NULL : &set, .llm = llm, .resume = c->resume,
+                       .prompts = task ? NULL : &set, .llm = llm, .resume = c->resume, .max_batch = max_batch,
                        .eval_prompts = lead && c->eval_set.n ? &c->eval_set : NULL};
   if (st == SRLM_OK) st = srlm_selfreward_run(&in, rows);
   srlm_comm_close_transport(comm, st); /* before the backend closes; an error aborts NCCL locally */

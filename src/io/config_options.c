@@ -136,6 +136,8 @@ static const srlm_config_option k_options[] = {
     OPT_INT(generate.top_k, 0, 0, 1 << 24, "keep the k most likely tokens; 0 = off"),
     OPT_FLOAT(generate.min_p, 0.0, 0, 0.0, 1.0, 0, "drop tokens below min_p x the top probability; 0 = off"),
     OPT_INT(generate.max_new_tokens, 256, 1, 1 << 20, "longest answer in tokens"),
+    OPT_INT(generate.max_batch, 0, 0, 1 << 20, "sequences decoded at once (KV-cache slots) by generation, judging and evaluation; 0 = auto: on a device backend (cuda, cuda-sim) as many as generate.kv_memory_fraction holds, at most 1024; on the cpu backend 64. On a device a value > 0 is an upper bound"),
+    OPT_FLOAT(generate.kv_memory_fraction, 0.9, 1, 0.0, 1.0, 0, "device backends: the fraction of the device memory left after the rest of the rank's memory plan (weights, master, gradients, moments, activations, inference buffers, workspace; and the plans of other ranks on the same GPU) that the KV cache may take; its slots are generate.max_batch's auto"),
     OPT_STRLIST(generate.stop, k_no_strings, 64, "extra stop strings (the EOS tokens always stop)"),
     OPT_ENUM(generate.args_reward, k_args_rewards, "none", "ARGS reward-guided decoding of the generators: none; implicit (log pi - log pi_ref of the answer so far: one more reference forward per token); judge (the model's own expected judge score of the answer so far in the built-in task's judge format (task.name): args_top_k judge prompts + rationales per token)"),
     OPT_FLOAT(generate.args_weight, 1.0, 0, -1e6, 1e6, 0, "ARGS: score(v) = logit(v) + args_weight x reward(prefix + v)"),

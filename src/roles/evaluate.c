@@ -101,7 +101,7 @@ static srlm_status evaluate(sr_ctx *c, const srlm_config *cfg, srlm_model *m, sr
     task->prompt((uint64_t)cfg->run.seed, SRLM_TASK_SPLIT_EVAL, (uint64_t)i, q[i]);
     prompt[i] = q[i];
   }
-  srlm_status st = srlm_task_accuracy(task, m, tok, SR_MAX_BATCH, n, prompt, NULL, NULL, &row->accuracy);
+  srlm_status st = srlm_task_accuracy(task, m, tok, c->ro.max_batch, n, prompt, NULL, NULL, &row->accuracy);
   /* one sample per prompt at temperature 1 for the judge */
   srlm_gen_request *req = srlm_xcalloc((size_t)n, sizeof *req);
   srlm_gen_result *res = srlm_xcalloc((size_t)n, sizeof *res);
@@ -119,7 +119,7 @@ static srlm_status evaluate(sr_ctx *c, const srlm_config *cfg, srlm_model *m, sr
   gp.sampler.temperature = 1.0f;
   gp.sampler.seed = (uint64_t)cfg->run.seed;
   gp.max_new_tokens = cfg->generate.max_new_tokens;
-  gp.max_batch = SR_MAX_BATCH;
+  gp.max_batch = c->ro.max_batch;
   gp.eos_ids = &eos;
   gp.n_eos = 1;
   gp.tok = tok;
@@ -131,7 +131,7 @@ static srlm_status evaluate(sr_ctx *c, const srlm_config *cfg, srlm_model *m, sr
     sample_ok += res[i].stop == SRLM_STOP_EOS && task->check(prompt[i], cand[i], strlen(cand[i]));
   }
   srlm_task_agreement ag;
-  if (st == SRLM_OK) st = srlm_task_agreement_of(task, m, tok, SR_MAX_BATCH, n, prompt, cand, &ag);
+  if (st == SRLM_OK) st = srlm_task_agreement_of(task, m, tok, c->ro.max_batch, n, prompt, cand, &ag);
   if (st == SRLM_OK) st = best_of_accuracy(c, t, n, ids.ids, off, prompt, NULL, &row->best_of_accuracy);
   if (st == SRLM_OK) {
     row->sample_accuracy = (double)sample_ok / n;
@@ -199,7 +199,7 @@ static srlm_status evaluate_prompts(sr_ctx *c, int t, srlm_sr_iteration *row) {
   gp.sampler.temperature = 0.0f;
   gp.sampler.seed = (uint64_t)c->cfg->run.seed;
   gp.max_new_tokens = c->cfg->generate.max_new_tokens;
-  gp.max_batch = SR_MAX_BATCH;
+  gp.max_batch = c->ro.max_batch;
   gp.eos_ids = c->ro.stops;
   gp.n_eos = c->ro.n_stops;
   gp.tok = c->ro.tok;

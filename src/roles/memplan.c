@@ -1,4 +1,6 @@
 /* A rank's memory plan from the config and the model's shape; see include/srlm/memplan.h. */
+#include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -19,11 +21,16 @@ srlm_status srlm_memplan_make(const srlm_config *cfg, const srlm_model_config *m
                                                                    : 2;
   p->micro_seqs = learner ? (int64_t)cfg->train.batch_size * per_unit : 0;
   p->micro_tokens = p->micro_seqs * seq;
-  p->kv_slots = sampler ? SRLM_MEMPLAN_SLOTS : 0;
+  p->max_batch = cfg->generate.max_batch;
+  p->kv_fraction = cfg->generate.kv_memory_fraction;
+  p->sharers = 1;
+  p->kv_rule = sampler ? SRLM_MEMPLAN_KV_HOST : SRLM_MEMPLAN_KV_NONE;
+  p->kv_slots = !sampler ? 0 : p->max_batch > 0 ? p->max_batch : SRLM_MEMPLAN_HOST_SLOTS;
   /* a generator's sequences: a prompt + its answer; a judge's: the template + prompt +
      answer + judgment; one bound for both */
   int64_t kv = (int64_t)cfg->data.max_prompt_tokens + cfg->generate.max_new_tokens + cfg->judge.max_new_tokens +
                SRLM_MEMPLAN_TEMPLATE_TOKENS;
+  if (cfg->meta.enabled) kv += cfg->judge.max_new_tokens + cfg->meta.max_new_tokens; /* two judgments, a verdict */
   if (kv > positions) kv = positions;
   p->kv_len = sampler ? kv : 0;
   srlm_model_memory mm;
@@ -45,12 +52,33 @@ srlm_status srlm_memplan_make(const srlm_config *cfg, const srlm_model_config *m
     p->activations = mm.train;
   }
   if (sampler) {
-    p->kv_cache = (1 + args_ref) * mm.kv_per_position * (size_t)p->kv_slots * (size_t)p->kv_len;
+    p->kv_slot_bytes = (1 + args_ref) * mm.kv_per_position * (size_t)p->kv_len;
+    p->kv_cache = p->kv_slot_bytes * (size_t)p->kv_slots;
     p->inference = mm.infer;
   }
   p->workspace = SRLM_MEMPLAN_WORKSPACE;
   p->total = p->weights + p->master + p->grads + p->moments + p->activations + p->kv_cache + p->inference + p->workspace;
   return SRLM_OK;
+}
+
+int64_t srlm_memplan_kv_slots(size_t rest, size_t free_bytes, double fraction, size_t slot_bytes, int sharers) {
+  if (slot_bytes == 0 || rest >= free_bytes || !(fraction > 0)) return 0;
+  const double budget = floor(fraction * (double)(free_bytes - rest) / (double)(sharers > 1 ? sharers : 1));
+  const double slots = floor(budget / (double)slot_bytes);
+  return slots >= (double)INT32_MAX ? INT32_MAX : (int64_t)slots;
+}
+
+void srlm_memplan_size_kv(srlm_memplan *p, size_t free_bytes, size_t shared, int sharers) {
+  p->shared = shared;
+  p->sharers = sharers > 1 ? sharers : 1;
+  if (!p->sampler) return;
+  const size_t rest = p->total - p->kv_cache;
+  p->kv_fit = srlm_memplan_kv_slots(rest + shared, free_bytes, p->kv_fraction, p->kv_slot_bytes, p->sharers);
+  const int64_t bound = p->max_batch > 0 ? p->max_batch : SRLM_MEMPLAN_MAX_SLOTS;
+  p->kv_slots = p->kv_fit < bound ? p->kv_fit : bound;
+  p->kv_rule = p->kv_fit <= bound ? SRLM_MEMPLAN_KV_FRACTION : p->max_batch > 0 ? SRLM_MEMPLAN_KV_MAX_BATCH : SRLM_MEMPLAN_KV_CAP;
+  p->kv_cache = p->kv_slot_bytes * (size_t)p->kv_slots;
+  p->total = rest + p->kv_cache;
 }
 
 static double gib(size_t b) { return (double)b / (double)(1u << 30); }
@@ -66,25 +94,73 @@ static const char *human(size_t b, char *buf) {
   return buf;
 }
 
+/* Why the plan has its KV-cache slots (srlm_memplan_kv_rule). */
+static void kv_why(const srlm_memplan *p, char *buf, size_t cap) {
+  const char *share = p->sharers > 1 ? " shared by the decoding ranks on this device" : "";
+  switch (p->kv_rule) {
+    case SRLM_MEMPLAN_KV_HOST:
+      if (p->max_batch > 0)
+        snprintf(buf, cap, "generate.max_batch");
+      else
+        snprintf(buf, cap, "host memory: generate.max_batch auto = %d", SRLM_MEMPLAN_HOST_SLOTS);
+      break;
+    case SRLM_MEMPLAN_KV_FRACTION:
+      snprintf(buf, cap, "kv_memory_fraction %.3g%s", p->kv_fraction, share);
+      break;
+    case SRLM_MEMPLAN_KV_MAX_BATCH:
+      snprintf(buf, cap, "generate.max_batch; kv_memory_fraction %.3g%s would hold %lld", p->kv_fraction, share,
+               (long long)p->kv_fit);
+      break;
+    case SRLM_MEMPLAN_KV_CAP:
+      snprintf(buf, cap, "at most %d with generate.max_batch auto; kv_memory_fraction %.3g%s would hold %lld",
+               SRLM_MEMPLAN_MAX_SLOTS, p->kv_fraction, share, (long long)p->kv_fit);
+      break;
+    default:
+      snprintf(buf, cap, "no decoding");
+  }
+}
+
 void srlm_memplan_format(const srlm_memplan *p, size_t free_bytes, char *buf, size_t cap) {
   char a[32], b[32], c[32], d[32];
   int k = snprintf(buf, cap, "memory plan: %s", human(p->total, a));
   if (free_bytes && k > 0 && (size_t)k < cap) k += snprintf(buf + k, cap - (size_t)k, " of %s free", human(free_bytes, a));
+  if (p->shared && k > 0 && (size_t)k < cap)
+    k += snprintf(buf + k, cap - (size_t)k, " less %s for the other ranks on this device", human(p->shared, a));
   if (k > 0 && (size_t)k < cap)
     k += snprintf(buf + k, cap - (size_t)k, " (weights %s, master %s", human(p->weights, a), human(p->master, b));
   if (p->learner && k > 0 && (size_t)k < cap)
     k += snprintf(buf + k, cap - (size_t)k, ", gradients %s, moments %s%s, activations %s for %lld tokens",
                   human(p->grads, a), human(p->moments, b), p->zero && p->learners > 1 ? " (ZeRO-1 shard)" : "",
                   human(p->activations, c), (long long)p->micro_tokens);
-  if (p->sampler && k > 0 && (size_t)k < cap)
-    k += snprintf(buf + k, cap - (size_t)k, ", KV cache %s for %lld x %lld positions, inference %s",
-                  human(p->kv_cache, a), (long long)p->kv_slots, (long long)p->kv_len, human(p->inference, d));
+  if (p->sampler && k > 0 && (size_t)k < cap) {
+    char why[160];
+    kv_why(p, why, sizeof why);
+    k += snprintf(buf + k, cap - (size_t)k, ", KV cache %s for %lld x %lld positions (%s), inference %s",
+                  human(p->kv_cache, a), (long long)p->kv_slots, (long long)p->kv_len, why, human(p->inference, d));
+  }
   if (k > 0 && (size_t)k < cap) snprintf(buf + k, cap - (size_t)k, ", workspace %s)", human(p->workspace, a));
 }
 
 srlm_status srlm_memplan_check(const srlm_memplan *p, size_t free_bytes, const char *device) {
-  if (p->total <= free_bytes) return SRLM_OK;
-  char plan[512], what[512];
+  const int sized = p->kv_rule == SRLM_MEMPLAN_KV_FRACTION || p->kv_rule == SRLM_MEMPLAN_KV_MAX_BATCH ||
+                    p->kv_rule == SRLM_MEMPLAN_KV_CAP;
+  if (p->shared <= free_bytes && p->total <= free_bytes - p->shared) {
+    if (!sized || p->kv_slots >= SRLM_MEMPLAN_MIN_SLOTS) return SRLM_OK;
+    char plan[768], slot[32], left[32];
+    srlm_memplan_format(p, free_bytes, plan, sizeof plan);
+    const size_t rest = p->total - p->kv_cache + p->shared;
+    return srlm_error(SRLM_ERR_NOMEM, device,
+                      "this rank's %s: %lld KV-cache slot%s, fewer than %d: one slot (%lld positions) takes %s and "
+                      "generate.kv_memory_fraction %.3g of the %s left after the rest of the plan%s holds %lld. To "
+                      "fit: a larger generate.kv_memory_fraction (at most 1), shorter sequences (generate.max_new_tokens, "
+                      "judge.max_new_tokens, data.max_prompt_tokens, or model.arch.max_seq_len), or the roles on more "
+                      "devices (roles.colocate: false, fewer ranks sharing a device)",
+                      plan, (long long)p->kv_slots, p->kv_slots == 1 ? "" : "s", SRLM_MEMPLAN_MIN_SLOTS,
+                      (long long)p->kv_len, human(p->kv_slot_bytes, slot), p->kv_fraction,
+                      human(free_bytes - rest, left), p->sharers > 1 ? " (divided by the decoding ranks on this device)" : "",
+                      (long long)p->kv_fit);
+  }
+  char plan[768], what[640];
   srlm_memplan_format(p, free_bytes, plan, sizeof plan);
   int k = 0;
   what[0] = 0;
@@ -96,10 +172,12 @@ srlm_status srlm_memplan_check(const srlm_memplan *p, size_t free_bytes, const c
     k += snprintf(what + k, sizeof what - (size_t)k, "; %s", p->zero ? "more learner ranks (train.zero: 1 divides the AdamW moments over them)"
                   : "train.zero: 1 with several learners (divides the AdamW moments over them)");
   if (p->sampler && p->kv_cache >= p->total / 4 && k >= 0 && (size_t)k < sizeof what)
-    k += snprintf(what + k, sizeof what - (size_t)k, "; a smaller KV cache: a smaller model.arch.max_seq_len (%lld positions)",
-                  (long long)p->kv_len);
+    k += snprintf(what + k, sizeof what - (size_t)k, "; a smaller KV cache: fewer slots (generate.max_batch, now %lld) "
+                  "or a smaller model.arch.max_seq_len (%lld positions)", (long long)p->kv_slots, (long long)p->kv_len);
   if (p->learner && p->sampler && k >= 0 && (size_t)k < sizeof what)
-    snprintf(what + k, sizeof what - (size_t)k, "; separate roles (roles.colocate: false) on more devices");
+    k += snprintf(what + k, sizeof what - (size_t)k, "; separate roles (roles.colocate: false) on more devices");
+  if (p->shared && k >= 0 && (size_t)k < sizeof what)
+    snprintf(what + k, sizeof what - (size_t)k, "; fewer ranks on this device (%.3f GiB for the others)", gib(p->shared));
   return srlm_error(SRLM_ERR_NOMEM, device, "this rank's %s does not fit: %.3f GiB needed, %.3f GiB free. To fit%s",
-                    plan, gib(p->total), gib(free_bytes), what[0] ? what : ": a device with more memory");
+                    plan, gib(p->total + p->shared), gib(free_bytes), what[0] ? what : ": a device with more memory");
 }

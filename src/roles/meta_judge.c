@@ -172,7 +172,7 @@ srlm_status sr_meta_judge(const sr_rollout *ro, const srlm_shard *sh, sr_meta *m
       st = srlm_llm_meta_run(ro->meta, ro->m, (int)n_items, (const char *const *)L.instr, (const char *const *)L.resp,
                              (const char *const *)L.ja, (const char *const *)L.jb, v, fmt, &mj->too_long);
     else
-      st = ro->task->meta_judge(ro->m, ro->tok, 64, (int)n_items, (const char *const *)L.task_prompt, v, fmt);
+      st = ro->task->meta_judge(ro->m, ro->tok, ro->max_batch, (int)n_items, (const char *const *)L.task_prompt, v, fmt);
   }
   mj->responses = L.ng;
   mj->comparisons = n_items;

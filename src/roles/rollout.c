@@ -55,7 +55,7 @@ srlm_generate_params sr_sample_params(const sr_rollout *r) {
   gp.sampler.min_p = (float)cfg->generate.min_p;
   gp.sampler.seed = (uint64_t)cfg->run.seed;
   gp.max_new_tokens = cfg->generate.max_new_tokens;
-  gp.max_batch = SR_MAX_BATCH;
+  gp.max_batch = r->max_batch;
   gp.eos_ids = r->stops;
   gp.n_eos = r->n_stops;
   gp.tok = r->tok;
@@ -359,7 +359,7 @@ static srlm_status judge_task_sampled(const sr_rollout *r, srlm_shard *s, sr_jud
   gp.sampler.temperature = (float)cfg->judge.temperature;
   gp.sampler.seed = (uint64_t)cfg->run.seed;
   gp.max_new_tokens = r->task->judgment_max_new;
-  gp.max_batch = SR_MAX_BATCH;
+  gp.max_batch = r->max_batch;
   gp.eos_ids = &r->eos;
   gp.n_eos = 1;
   gp.tok = r->tok;
@@ -429,7 +429,7 @@ srlm_status sr_judge_shard(const sr_rollout *r, srlm_shard *s, sr_judge_counts *
   srlm_task_verdict *jr = srlm_xcalloc((size_t)R + 1, sizeof *jr);
   const int has_model = sr_source_has_model(src);
   if (st == SRLM_OK && has_model && R > 0)
-    st = task->judge(r->m, r->tok, SR_MAX_BATCH, (int)R, prompt, (const char *const *)cand, jr);
+    st = task->judge(r->m, r->tok, r->max_batch, (int)R, prompt, (const char *const *)cand, jr);
   double *rsa = srlm_xcalloc((size_t)R + 1, sizeof *rsa), *nll = srlm_xcalloc((size_t)(2 * R + 1), sizeof *nll);
   if (st == SRLM_OK && src == SRLM_CFG_SOURCE_SAR) st = sar_terms(r, s, rsa, nll);
   if (st == SRLM_OK) st = srlm_shard_set_judgments_per_response(s, src == SRLM_CFG_SOURCE_SAR ? 2 : 1);

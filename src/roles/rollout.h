@@ -51,6 +51,8 @@ typedef struct sr_rollout {
   int64_t refill_cap;  /* refill: extra prompts per iteration at most (0: no refill) */
   int64_t shards_max;  /* shards + the extra shards refill_cap may need */
   srlm_model *args_ref; /* generate.args_reward implicit: the reference model (generating ranks), else NULL */
+  int max_batch;        /* sequences decoded together by this rank's generation, judging and evaluation:
+                           its memory plan's KV-cache slots (srlm_sr_inputs.max_batch) */
 } sr_rollout;
 
 /* What a judge saw in its shards (summed over shards and ranks for the progress lines). */
@@ -68,10 +70,7 @@ static inline int sr_source_has_model(srlm_cfg_judge_source src) {
   return src == SRLM_CFG_SOURCE_MODEL || src == SRLM_CFG_SOURCE_MIX;
 }
 
-/* Sequences decoded together by the roles' generation, judging and evaluation. */
-#define SR_MAX_BATCH 64
-
-/* The generators' sampling from the config (generate.*, run.seed), batches of SR_MAX_BATCH,
+/* The generators' sampling from the config (generate.*, run.seed), batches of r->max_batch,
  * stopping at r's stops: what sr_generate_shard and the eval's best-of-N samples use. */
 srlm_generate_params sr_sample_params(const sr_rollout *r);
 

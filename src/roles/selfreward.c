@@ -753,7 +753,9 @@ srlm_status srlm_selfreward_run(const srlm_sr_inputs *in, srlm_sr_iteration *row
   sr_ctx c = {.cfg = cfg, .comm = comm, .run_dir = in->run_dir, .tok_dir = in->tok_dir, .rows = rows,
               .lead = srlm_comm_rank(comm) == 0, .eval = task ? NULL : in->eval_prompts};
   c.ro = (sr_rollout){.cfg = cfg, .m = m, .tok = tok, .prompts = task ? NULL : in->prompts, .task = task_ops, .llm = in->llm,
-                      .K = cfg->generate.samples_per_prompt};
+                      .K = cfg->generate.samples_per_prompt, .max_batch = in->max_batch};
+  /* the text judge decodes in the same slots (its own default is for callers without a plan) */
+  if (in->llm && in->max_batch > 0) srlm_llm_judge_set_max_batch(in->llm, in->max_batch);
   const int64_t bos = srlm_model_get_config(m)->bos_token_id;
   if (task) {
     c.ro.n = cfg->task.prompts_per_iteration;

@@ -41,13 +41,32 @@ if command -v mpirun >/dev/null 2>&1; then
   roles3="roles.colocate=false roles.learners=1 roles.generators=1 roles.judges=1"
   run plan3 0 -- timeout 120 mpirun --oversubscribe -np 3 "$srlm" train -c configs/quickstart.yaml $small $roles3 \
     run.name=d1 --dry-run
-  has plan3 "memory       each learner (1 rank), on cpu (host memory): .*moments .*activations"
-  has plan3 "memory       each generator/judge (2 ranks), on cpu (host memory): .*KV cache"
+  # the lead learner evaluates (task.eval_prompts), so it decodes too
+  has plan3 "memory       the lead learner (it evaluates) (1 rank), on cpu (host memory): .*moments .*activations .*KV cache .* for 64 x 64 positions (host memory: generate.max_batch auto = 64)"
+  has plan3 "memory       each generator/judge (2 ranks), on cpu (host memory): .*KV cache .* for 64 x 64 positions"
+  run plan3b 0 -- timeout 120 mpirun --oversubscribe -np 4 "$srlm" train -c configs/quickstart.yaml $small $roles3 \
+    roles.learners=2 run.name=d1 generate.max_batch=5 --dry-run
+  has plan3b "memory       each learner (1 rank), on cpu (host memory): .*moments .*activations .*, workspace"
+  ! grep -q "each learner (1 rank).*KV cache" "$tmp/plan3b.out" || fail "plan3b: a learner that does not decode has a KV cache"
+  has plan3b "memory       the lead learner (it evaluates) (1 rank), on cpu (host memory): .*KV cache .* for 5 x 64 positions (generate.max_batch)"
 fi
 # cuda-sim (always built) as a 4 MB device
 SRLM_SIM_DEVICE_MEMORY=4000000 run nofit 1 -- "$srlm" train -c configs/quickstart.yaml $small run.name=d1 \
   run.backend=cuda-sim --dry-run
 has nofit "cuda-sim device 0: this rank's memory plan: .* does not fit: .* GiB needed, .* GiB free. To fit"
+# on a device the KV cache takes generate.kv_memory_fraction of what the rest of the plan
+# leaves (memplan.h): ~5 MiB of a 120 MB device hold ~150 slots of 32 KiB; on 1 GB auto stops at
+# 1024 and generate.max_batch bounds it; a fraction that holds no slot is refused naming it
+sim() { SRLM_SIM_DEVICE_MEMORY=$1 run "$2" "$3" -- "$srlm" train -c configs/quickstart.yaml $small run.name=d1 \
+  run.backend=cuda-sim --dry-run "${@:4}"; }
+sim 120000000 kvfit 0
+has kvfit "each rank (every role) (1 rank), on cuda-sim device 0: .*KV cache .* for [1-9][0-9]* x 64 positions (kv_memory_fraction 0.9)"
+sim 1000000000 kvcap 0
+has kvcap "KV cache 32.0 MiB for 1024 x 64 positions (at most 1024 with generate.max_batch auto; kv_memory_fraction 0.9 would hold [0-9]*)"
+sim 1000000000 kvmax 0 generate.max_batch=100
+has kvmax "KV cache 3.1 MiB for 100 x 64 positions (generate.max_batch; kv_memory_fraction 0.9 would hold [0-9]*)"
+sim 120000000 kvnone 1 generate.kv_memory_fraction=0.0001
+has kvnone "cuda-sim device 0: this rank's memory plan: .*: 0 KV-cache slots, fewer than 1: one slot (64 positions) takes 32.0 KiB and generate.kv_memory_fraction 0.0001 .* To fit: a larger generate.kv_memory_fraction"
 [ -e "$tmp/runs/d1" ] && fail "--dry-run (no fit) created the run folder"
 
 # the prompt file, the model and the judge are checked as a run would

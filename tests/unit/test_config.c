@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "srlm/checkpoint.h"
 #include "srlm/config.h"
 #include "srlm/core.h"
 #include "test.h"
@@ -93,6 +94,8 @@ static void test_defaults(void) {
   EXPECT(cfg.generate.temperature == 0.7, "temperature %.17g", cfg.generate.temperature);
   EXPECT(cfg.generate.top_p == 0.9, "top_p %.17g", cfg.generate.top_p);
   EXPECT_EQ_INT(cfg.generate.max_new_tokens, 256);
+  EXPECT_EQ_INT(cfg.generate.max_batch, 0);
+  EXPECT(cfg.generate.kv_memory_fraction == 0.9, "kv_memory_fraction %.17g", cfg.generate.kv_memory_fraction);
   EXPECT_EQ_INT(cfg.generate.stop.n, 0);
   EXPECT_STR_EQ(cfg.judge.template_path, "configs/judge/additive5.txt");
   EXPECT_STR_EQ(cfg.judge.score_regex, "Score: *([0-9]+(\\.[0-9]+)?)");
@@ -202,6 +205,13 @@ static void test_errors(void) {
   EXPECT_PARSE_ERROR("train:\n  label_smoothing: 0.5\n",
                      "t.yaml:2:20: train.label_smoothing: value 0.5 out of range [0, 0.5)");
   EXPECT_PARSE_ERROR("pairs:\n  min_margin: -1\n", "t.yaml:2:15: pairs.min_margin: value -1 out of range [0, inf)");
+  /* the KV cache's share of the free device memory and the decode batch (memplan.h) */
+  EXPECT_PARSE_ERROR("generate:\n  kv_memory_fraction: 0\n",
+                     "t.yaml:2:23: generate.kv_memory_fraction: value 0 out of range (0, 1]");
+  EXPECT_PARSE_ERROR("generate:\n  kv_memory_fraction: 1.5\n",
+                     "t.yaml:2:23: generate.kv_memory_fraction: value 1.5 out of range (0, 1]");
+  EXPECT_PARSE_ERROR("generate:\n  max_batch: -1\n", "t.yaml:2:14: generate.max_batch: value -1 out of range [0, 1048576]");
+  EXPECT_PARSE_ERROR("generate:\n  max_batch: many\n", "t.yaml:2:14: generate.max_batch: expected an integer, got 'many'");
   /* bools: only true/false */
   EXPECT_PARSE_ERROR("roles:\n  colocate: yes\n", "t.yaml:2:13: roles.colocate: expected a bool (true or false), got 'yes'");
   EXPECT_PARSE_ERROR("roles:\n  colocate: on\n", "t.yaml:2:13: roles.colocate: expected a bool (true or false), got 'on'");
@@ -625,6 +635,43 @@ static void test_help(void) {
   free(help);
 }
 
+/* The decode batch keys change no sample: a resume may change them, and a checkpoint written
+ * before they existed (its config without them) still resumes; another key still refuses. */
+static void test_resume_batch_keys(void) {
+  srlm_config cfg;
+  srlm_config_init(&cfg);
+  char *now = srlm_config_to_yaml(&cfg, 0);
+  /* the checkpoint's config: the same without the two lines */
+  char *old = srlm_xstrdup(now);
+  const char *const drop[] = {"  max_batch: ", "  kv_memory_fraction: "};
+  for (int i = 0; i < 2; i++) {
+    char *at = strstr(old, drop[i]);
+    EXPECT(at != NULL, "no '%s' in the yaml", drop[i]);
+    if (!at) continue;
+    char *nl = strchr(at, '\n');
+    memmove(at, nl + 1, strlen(nl + 1) + 1);
+  }
+  srlm_checkpoint ck = {0};
+  ck.config_yaml = old;
+  EXPECT(srlm_checkpoint_check_config(&ck, now, "run") == SRLM_OK, "a checkpoint without the batch keys: %s",
+         srlm_error_message());
+  cfg.generate.max_batch = 3;
+  cfg.generate.kv_memory_fraction = 0.5;
+  char *other = srlm_config_to_yaml(&cfg, 0);
+  ck.config_yaml = now;
+  EXPECT(srlm_checkpoint_check_config(&ck, other, "run") == SRLM_OK, "another max_batch: %s", srlm_error_message());
+  cfg.generate.max_new_tokens = 7;
+  char *bad = srlm_config_to_yaml(&cfg, 0);
+  EXPECT(srlm_checkpoint_check_config(&ck, bad, "run") == SRLM_ERR_CONFIG, "another max_new_tokens is refused");
+  EXPECT_CONTAINS(srlm_error_message(), "generate.max_new_tokens (checkpoint 256, now 7)");
+  srlm_error_clear();
+  free(bad);
+  free(other);
+  free(old);
+  free(now);
+  srlm_config_free(&cfg);
+}
+
 int main(void) {
   test_table();
   test_defaults();
@@ -636,5 +683,6 @@ int main(void) {
   test_round_trip_floats();
   test_copy_save();
   test_help();
+  test_resume_batch_keys();
   TEST_MAIN_END();
 }

@@ -2,8 +2,9 @@
  * equal what a model really allocates (activation bytes after a training forward, with
  * and without recompute, fp32 and bf16; the KV cache), the parameter lines equal
  * hand-computed counts for two shapes (a tiny Llama and Qwen3-0.6B), the rank lines
- * follow the roles and train.zero, and a plan that does not fit is refused naming what to
- * change. */
+ * follow the roles and train.zero, a plan that does not fit is refused naming what to
+ * change, and the KV cache's slots (generate.max_batch, generate.kv_memory_fraction) are
+ * the hand-computed ones on host memory and on a device of given free bytes. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -117,7 +118,7 @@ static void test_rank_plans(void) {
   EXPECT(srlm_memplan_make(&cfg, &c, 0, 1, 1, &sp) == SRLM_OK, "sampler");
   EXPECT(sp.grads == 0 && sp.moments == 0 && sp.activations == 0 &&
              sp.kv_len == 512 + 256 + 256 + 1024 &&
-             sp.kv_cache == (size_t)2 * 28 * 1024 * 2 * SRLM_MEMPLAN_SLOTS * 2048 && sp.inference > 0,
+             sp.kv_cache == (size_t)2 * 28 * 1024 * 2 * SRLM_MEMPLAN_HOST_SLOTS * 2048 && sp.inference > 0,
          "sampler plan: kv %zu", sp.kv_cache);
   cfg.train.zero = 1;
   EXPECT(srlm_memplan_make(&cfg, &c, 1, 0, 4, &zp) == SRLM_OK, "zero");
@@ -153,7 +154,8 @@ static void test_rank_plans(void) {
 }
 
 /* The shipped GPU configs (configs/gpu/) with their models' config.json shapes: every
- * rank's plan fits the card the config is sized for (80 GB; 141 GB for the 8B). */
+ * rank's plan fits the card the config is sized for (80 GB; 141 GB for the 8B), and a
+ * sampler's KV cache sized from the card holds at least 64 sequences. */
 typedef struct shape {
   const char *file;
   srlm_model_type type;
@@ -200,9 +202,151 @@ static void test_gpu_configs(void) {
       fprintf(stderr, "%s %s: %s\n", k[i].file, role ? "sampler" : "learner", line);
       EXPECT(srlm_memplan_check(&p, card, k[i].file) == SRLM_OK, "%s %s: %s", k[i].file, role ? "sampler" : "learner",
              srlm_error_message());
+      if (role == 1) { /* on the card alone, the KV cache sized from what is left: at least the CPU's 64 slots */
+        srlm_memplan_size_kv(&p, card, 0, 1);
+        srlm_memplan_format(&p, card, line, sizeof line);
+        fprintf(stderr, "%s sampler sized on its card: %s\n", k[i].file, line);
+        EXPECT(srlm_memplan_check(&p, card, k[i].file) == SRLM_OK && p.kv_slots >= SRLM_MEMPLAN_HOST_SLOTS,
+               "%s sampler sized on its card: %lld slots: %s", k[i].file, (long long)p.kv_slots, line);
+      }
     }
     srlm_config_free(&cfg);
   }
+}
+
+/* The quickstart's tiny model (configs/quickstart-m1.yaml's model.arch: llama, C 64, FF 160,
+ * L 4, NH = NKV = 4, HS 16, 32 positions, fp32). */
+static srlm_model_config quickstart_tiny(void) {
+  srlm_model_config c;
+  srlm_model_config_defaults(&c, SRLM_MODEL_LLAMA);
+  c.vocab_size = 16;
+  c.hidden_size = 64;
+  c.intermediate_size = 160;
+  c.num_hidden_layers = 4;
+  c.num_attention_heads = 4;
+  c.num_key_value_heads = 4;
+  c.max_position_embeddings = 32;
+  c.tie_word_embeddings = false;
+  EXPECT(srlm_model_config_finalize(&c, "test") == SRLM_OK, "finalize: %s", srlm_error_message());
+  return c;
+}
+
+static const char *rule_name(srlm_memplan_kv_rule r) {
+  static const char *const k[] = {"none", "host", "fraction", "max_batch", "cap"};
+  return (unsigned)r < 5 ? k[r] : "?";
+}
+
+/* One device sizing: the slots and the rule against the hand-computed ones. */
+static void expect_slots(const char *what, srlm_memplan p, size_t free_bytes, size_t shared, int sharers,
+                         int64_t slots, srlm_memplan_kv_rule rule, int64_t fit) {
+  const size_t rest = p.total - p.kv_cache;
+  srlm_memplan_size_kv(&p, free_bytes, shared, sharers);
+  EXPECT(p.kv_slots == slots && p.kv_rule == rule && p.kv_fit == fit,
+         "%s: %lld slots by %s (the fraction holds %lld); by hand %lld by %s (%lld)", what, (long long)p.kv_slots,
+         rule_name(p.kv_rule), (long long)p.kv_fit, (long long)slots, rule_name(rule), (long long)fit);
+  EXPECT(p.kv_cache == (size_t)slots * p.kv_slot_bytes && p.total == rest + p.kv_cache,
+         "%s: kv %zu bytes, total %zu (rest %zu)", what, p.kv_cache, p.total, rest);
+}
+
+/* The KV cache's slots: host memory keeps generate.max_batch (auto 64); a device holds what
+ * generate.kv_memory_fraction of the memory left holds, bounded by generate.max_batch or
+ * SRLM_MEMPLAN_MAX_SLOTS; no slot is refused naming the keys to change. */
+static void test_kv_slots(void) {
+  const char *src = getenv("SRLM_SOURCE_DIR");
+  EXPECT(src != NULL, "SRLM_SOURCE_DIR is not set");
+  if (!src) return;
+  char path[4096];
+  snprintf(path, sizeof path, "%s/configs/quickstart.yaml", src);
+  srlm_config cfg;
+  EXPECT(srlm_config_load(&cfg, path, 0, NULL) == SRLM_OK, "%s: %s", path, srlm_error_message());
+  /* the tiny model: 2 (K, V) x 4 layers x 4 heads x 16 x 4 bytes = 2048 bytes a position;
+     512 + 12 + 256 + 1024 positions, bounded by the model's 32: 64 KiB a slot */
+  srlm_model_config tiny = quickstart_tiny();
+  srlm_memplan g;
+  EXPECT(srlm_memplan_make(&cfg, &tiny, 0, 1, 1, &g) == SRLM_OK, "tiny generator: %s", srlm_error_message());
+  EXPECT(g.kv_len == 32 && g.kv_slot_bytes == 65536 && g.kv_slots == 64 && g.kv_rule == SRLM_MEMPLAN_KV_HOST &&
+             g.kv_cache == 64 * 65536,
+         "tiny host plan: %lld x %lld positions, %zu bytes a slot", (long long)g.kv_slots, (long long)g.kv_len,
+         g.kv_slot_bytes);
+  const size_t rest = g.total - g.kv_cache;
+  /* 0.9 x 100 MiB / 64 KiB = 1440 slots: auto stops at 1024; max_batch 2000 lets all 1440 in,
+     max_batch 500 is the bound; 0.9 x (100 slots + 1000 bytes) = 90.01 slots -> 90 */
+  expect_slots("tiny, 100 MiB left", g, rest + ((size_t)100 << 20), 0, 1, 1024, SRLM_MEMPLAN_KV_CAP, 1440);
+  expect_slots("tiny, 100 slots left", g, rest + 100 * 65536 + 1000, 0, 1, 90, SRLM_MEMPLAN_KV_FRACTION, 90);
+  cfg.generate.max_batch = 2000;
+  srlm_memplan gb;
+  EXPECT(srlm_memplan_make(&cfg, &tiny, 0, 1, 1, &gb) == SRLM_OK && gb.kv_slots == 2000 &&
+             gb.kv_rule == SRLM_MEMPLAN_KV_HOST, "host memory: max_batch 2000 gives %lld slots", (long long)gb.kv_slots);
+  expect_slots("tiny, max_batch 2000", gb, rest + ((size_t)100 << 20), 0, 1, 1440, SRLM_MEMPLAN_KV_FRACTION, 1440);
+  cfg.generate.max_batch = 500;
+  EXPECT(srlm_memplan_make(&cfg, &tiny, 0, 1, 1, &gb) == SRLM_OK, "max_batch 500");
+  expect_slots("tiny, max_batch 500", gb, rest + ((size_t)100 << 20), 0, 1, 500, SRLM_MEMPLAN_KV_MAX_BATCH, 1440);
+  expect_slots("tiny, max_batch 500, 100 slots left", gb, rest + 100 * 65536 + 1000, 0, 1, 90, SRLM_MEMPLAN_KV_FRACTION, 90);
+  /* the whole rest at fraction 1: exactly 3 slots */
+  cfg.generate.max_batch = 0;
+  cfg.generate.kv_memory_fraction = 1.0;
+  EXPECT(srlm_memplan_make(&cfg, &tiny, 0, 1, 1, &gb) == SRLM_OK, "fraction 1");
+  expect_slots("tiny, fraction 1, 3 slots left", gb, rest + 3 * 65536, 0, 1, 3, SRLM_MEMPLAN_KV_FRACTION, 3);
+  expect_slots("tiny, fraction 1, 3 slots less a byte", gb, rest + 3 * 65536 - 1, 0, 1, 2, SRLM_MEMPLAN_KV_FRACTION, 2);
+  srlm_config_free(&cfg);
+
+  /* Qwen3-0.6B in bf16: 2 x 28 layers x 8 heads x 128 x 2 bytes = 114688 bytes a position;
+     512 + 256 + 256 + 1024 = 2048 positions: 224 MiB a slot */
+  srlm_config_init(&cfg);
+  cfg.model.dtype = SRLM_CFG_DTYPE_BF16;
+  srlm_model_config q = qwen3_06b();
+  srlm_memplan s;
+  EXPECT(srlm_memplan_make(&cfg, &q, 0, 1, 1, &s) == SRLM_OK, "qwen sampler: %s", srlm_error_message());
+  EXPECT(s.kv_slot_bytes == (size_t)224 << 20 && s.kv_len == 2048, "qwen: %zu bytes a slot", s.kv_slot_bytes);
+  const size_t qrest = s.total - s.kv_cache;
+  EXPECT(qrest == s.weights + s.master + s.inference + s.workspace, "qwen sampler: the rest is its other lines");
+  /* 0.9 x 50 GiB / 224 MiB = 205.7; shared by two decoding ranks after 10 GiB of the other's
+     lines: 0.9 x 50 GiB / 2 / 224 MiB = 102.9 */
+  expect_slots("qwen, 50 GiB left", s, qrest + ((size_t)50 << 30), 0, 1, 205, SRLM_MEMPLAN_KV_FRACTION, 205);
+  expect_slots("qwen, 50 GiB left for two", s, qrest + ((size_t)60 << 30), (size_t)10 << 30, 2, 102,
+               SRLM_MEMPLAN_KV_FRACTION, 102);
+  EXPECT(srlm_memplan_kv_slots(qrest, qrest + ((size_t)50 << 30), 0.9, (size_t)224 << 20, 1) == 205, "kv_slots");
+  EXPECT(srlm_memplan_kv_slots(qrest, qrest, 0.9, (size_t)224 << 20, 1) == 0, "nothing left: 0 slots");
+  EXPECT(srlm_memplan_kv_slots(qrest + 1, qrest, 0.9, (size_t)224 << 20, 1) == 0, "less than nothing left: 0 slots");
+  /* the sized plan fits and prints its slots and why */
+  srlm_memplan f = s;
+  srlm_memplan_size_kv(&f, qrest + ((size_t)50 << 30), 0, 1);
+  EXPECT(srlm_memplan_check(&f, qrest + ((size_t)50 << 30), "cuda device 0") == SRLM_OK, "205 slots fit: %s",
+         srlm_error_message());
+  char line[1024];
+  srlm_memplan_format(&f, qrest + ((size_t)50 << 30), line, sizeof line);
+  EXPECT(strstr(line, "KV cache 44.84 GiB for 205 x 2048 positions (kv_memory_fraction 0.9)") != NULL, "format: %s", line);
+  f = s;
+  srlm_memplan_size_kv(&f, qrest + ((size_t)100 << 30), 0, 1);
+  srlm_memplan_format(&f, qrest + ((size_t)100 << 30), line, sizeof line);
+  EXPECT(strstr(line, "for 411 x 2048 positions (kv_memory_fraction 0.9)"), "format: %s", line);
+  /* 100 MiB left: not one 224 MiB slot. Refused, naming what to change */
+  f = s;
+  srlm_memplan_size_kv(&f, qrest + ((size_t)100 << 20), 0, 1);
+  EXPECT(f.kv_slots == 0 && f.total == qrest, "no slot: %lld", (long long)f.kv_slots);
+  EXPECT(srlm_memplan_check(&f, qrest + ((size_t)100 << 20), "cuda device 2") == SRLM_ERR_NOMEM, "no slot is refused");
+  const char *msg = srlm_error_message();
+  EXPECT_CONTAINS(msg, "cuda device 2: this rank's memory plan");
+  EXPECT_CONTAINS(msg, "0 KV-cache slots, fewer than 1: one slot (2048 positions) takes 224.0 MiB");
+  EXPECT_CONTAINS(msg, "generate.kv_memory_fraction 0.9");
+  EXPECT_CONTAINS(msg, "generate.max_new_tokens");
+  EXPECT_CONTAINS(msg, "model.arch.max_seq_len");
+  EXPECT_CONTAINS(msg, "roles on more devices");
+  /* the rest alone does not fit: the plain refusal, counting the other ranks on the device */
+  f = s;
+  srlm_memplan_size_kv(&f, qrest + ((size_t)1 << 30), (size_t)2 << 30, 2);
+  EXPECT(srlm_memplan_check(&f, qrest + ((size_t)1 << 30), "cuda device 0") == SRLM_ERR_NOMEM, "shared: refused");
+  EXPECT_CONTAINS(srlm_error_message(), "fewer ranks on this device (2.000 GiB for the others)");
+  /* a host plan on a device is checked as it is: generate.max_batch names the slots */
+  EXPECT(srlm_memplan_check(&s, s.total - 1, "cuda device 0") == SRLM_ERR_NOMEM, "host-sized plan one byte short");
+  EXPECT_CONTAINS(srlm_error_message(), "fewer slots (generate.max_batch, now 64)");
+  /* a rank that does not decode has no slots, on a device too */
+  srlm_memplan l;
+  EXPECT(srlm_memplan_make(&cfg, &q, 1, 0, 1, &l) == SRLM_OK, "learner");
+  srlm_memplan_size_kv(&l, (size_t)80 << 30, 0, 1);
+  EXPECT(l.kv_slots == 0 && l.kv_cache == 0 && l.kv_rule == SRLM_MEMPLAN_KV_NONE, "learner: %lld slots", (long long)l.kv_slots);
+  srlm_error_clear();
+  srlm_config_free(&cfg);
 }
 
 int main(void) {
@@ -213,5 +357,6 @@ int main(void) {
   test_against_model(SRLM_BF16, 1);
   test_by_hand();
   test_rank_plans();
+  test_kv_slots();
   TEST_MAIN_END();
 }
