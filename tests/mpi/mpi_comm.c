@@ -11,6 +11,8 @@
  *                                      others wait on it: the job must end
  *   mpi_comm check L G J VICTIM        VICTIM fails an SRLM_CHECK (the abort hook)
  *   mpi_comm die L G J VICTIM          VICTIM is killed by SIGKILL
+ *   mpi_comm overlap L G J VICTIM      learner VICTIM fails after starting buckets of the
+ *                                      overlapped reduce, the other learners wait for them
  * Every rank counts its failed checks; the ranks agree at the end and all exit 1 when
  * any rank failed. Prints "mpi_comm: OK" on rank 0 on success.
  */
@@ -605,7 +607,7 @@ static int run(srlm_comm *c, int L, int G, int J) {
 
 int main(int argc, char **argv) {
   if (argc < 5) {
-    fprintf(stderr, "usage: mpi_comm run|joined|mismatch|abort|check|die L G J [COLOCATE|VICTIM]\n");
+    fprintf(stderr, "usage: mpi_comm run|joined|mismatch|abort|check|die|overlap L G J [COLOCATE|VICTIM]\n");
     return 2;
   }
   const char *mode = argv[1];
@@ -647,6 +649,30 @@ int main(int argc, char **argv) {
     bool end = false;
     srlm_comm_recv(c, extra, &buf, &len, NULL, &end);
     fprintf(stderr, "mpi_comm: rank %d was not stopped\n", srlm_comm_rank(c));
+    rc = 3;
+  } else if (strcmp(mode, "overlap") == 0) {
+    /* learner VICTIM's backward fails after its first buckets started: it drops them and
+       ends the job, while the other learners wait for its buckets in reduce_end */
+    if (srlm_comm_has_role(c, SRLM_ROLE_LEARNER)) {
+      const int64_t n = 30011;
+      float *g = srlm_xcalloc((size_t)n, sizeof *g);
+      st = srlm_comm_reduce_begin(c, g, n, NULL, 1000 * sizeof(float));
+      if (st == SRLM_OK) st = srlm_comm_reduce_ready(c, n / 2);
+      if (st == SRLM_OK && srlm_comm_rank(c) == extra) {
+        usleep(200 * 1000); /* let the others block first */
+        srlm_comm_reduce_abandon(c);
+        srlm_comm_abort(c, srlm_error(SRLM_ERR_INTERNAL, "model backward", "planted failure on rank %d", extra));
+      }
+      if (st == SRLM_OK) st = srlm_comm_reduce_end(c);
+      fprintf(stderr, "mpi_comm: rank %d was not stopped (%s)\n", srlm_comm_rank(c), st == SRLM_OK ? "ok" : srlm_error_message());
+      free(g);
+    } else {
+      void *buf = NULL;
+      size_t len = 0;
+      bool end = false;
+      srlm_comm_recv(c, extra, &buf, &len, NULL, &end);
+      fprintf(stderr, "mpi_comm: rank %d was not stopped\n", srlm_comm_rank(c));
+    }
     rc = 3;
   } else {
     fprintf(stderr, "mpi_comm: unknown mode %s\n", mode);
