@@ -71,7 +71,10 @@
  *         ncclBroadcast in buckets; ncclReduceScatter/ncclAllGather for equal ZeRO-1
  *         ranges, one ncclReduce/ncclBroadcast per owner range otherwise). Built with CUDA
  *         only. Communicators are non-blocking and every wait polls NCCL's asynchronous
- *         error, so a failed peer or link comes back as an error, never a hang.
+ *         error, so a failed peer or link comes back as an error, never a hang. The
+ *         gradient reduce overlapped with the backward (below) is the one collective not
+ *         preceded by a host wait for the backend: its buckets follow the compute stream
+ *         through an event.
  *   MPI   otherwise (a CPU run, cuda-sim, several ranks sharing a GPU): device memory is
  *         staged through pinned host buffers of the backend, host backends go in place.
  * auto picks NCCL for every group that can use it (a group of one rank stays on MPI: it has
