@@ -1,6 +1,7 @@
 /* srlm comm, MPI backend: communicators by role, weight broadcast, gradient
- * all-reduce, byte messages between roles, agree and abort (the interface, the rank
- * layout and the error rules are in include/srlm/comm.h). With CUDA built
+ * all-reduce (also in buckets overlapped with the backward), byte messages between roles,
+ * agree and abort (the interface, the rank layout and the error rules are in
+ * include/srlm/comm.h). With CUDA built
  * (SRLM_HAVE_NCCL), the float collectives of a group whose ranks each own a GPU go through
  * NCCL instead (srlm_comm_open_transport below, comm_nccl.h); headers, agree and abort stay here.
  *
