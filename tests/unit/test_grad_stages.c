@@ -1,6 +1,7 @@
 /* grad_stages: the bookkeeping of the gradient reduce overlapped with the backward (model.h
  * srlm_model_grad_stages / srlm_model_on_grads_final, comm.h srlm_comm_bucket):
- * 1. the backward's stages, on the tiny model with an untied and with a tied LM head: from[]
+ * 1. the backward's stages, on tiny llama, qwen2 (biases) and qwen3 (q/k norms) models with an
+ *    untied and with a tied LM head: from[]
  *    strictly decreasing to 0, and every tensor (srlm_model_param_view) inside exactly one
  *    stage's range [from[i], from[i - 1]), the one its role says (head and final norm
  *    first, then the layers last to first, the embedding last): the ranges cover every
@@ -22,9 +23,9 @@
 #define VOCAB 23
 #define MAX_STAGES 16
 
-static srlm_model *tiny(int tied) {
+static srlm_model *tiny(srlm_model_type type, int tied) {
   srlm_model_config c;
-  srlm_model_config_defaults(&c, SRLM_MODEL_LLAMA);
+  srlm_model_config_defaults(&c, type);
   c.vocab_size = VOCAB;
   c.hidden_size = 32;
   c.intermediate_size = 64;
@@ -49,8 +50,8 @@ static int stage_of(const char *name, int L) {
   return 0;
 }
 
-static void test_stages(int tied) {
-  srlm_model *m = tiny(tied);
+static void test_stages(srlm_model_type type, int tied) {
+  srlm_model *m = tiny(type, tied);
   if (!m) return;
   const srlm_model_config *cfg = srlm_model_get_config(m);
   const int L = (int)cfg->num_hidden_layers;
@@ -116,8 +117,8 @@ static srlm_status train_once(srlm_model *m, uint32_t salt) {
   return srlm_model_backward(m, g);
 }
 
-static void test_hook(int tied) {
-  srlm_model *m = tiny(tied);
+static void test_hook(srlm_model_type type, int tied) {
+  srlm_model *m = tiny(type, tied);
   if (!m) return;
   snap s = {.m = m, .n = srlm_model_num_params(m)};
   size_t from[MAX_STAGES];
@@ -188,10 +189,13 @@ static void test_buckets(void) {
 }
 
 int main(void) {
-  for (int tied = 0; tied < 2; tied++) {
-    test_stages(tied);
-    test_hook(tied);
-  }
+  /* llama; qwen2's q/k/v biases and qwen3's q/k norms are layer tensors too */
+  const srlm_model_type types[] = {SRLM_MODEL_LLAMA, SRLM_MODEL_QWEN2, SRLM_MODEL_QWEN3};
+  for (size_t t = 0; t < sizeof types / sizeof *types; t++)
+    for (int tied = 0; tied < 2; tied++) {
+      test_stages(types[t], tied);
+      test_hook(types[t], tied);
+    }
   test_buckets();
   TEST_MAIN_END();
 }
