@@ -10,8 +10,9 @@
  *   embedding scatter-add.
  *
  * Gradients of parameters accumulate (+=) into the model's gradients; everything else here is
- * scratch. When armed (srlm_model_on_grads_final), the end of each stage above (head + final
- * norm, each layer, the embedding) is announced with the start of the range it finished. For a weight W [out, in] of y = x W^T: dW += dy^T x and dx = dy W. */
+ * scratch. For a weight W [out, in] of y = x W^T: dW += dy^T x and dx = dy W. When armed
+ * (srlm_model_on_grads_final), the end of each stage above (head + final norm, each layer,
+ * the embedding) is announced with the start of the parameter range it finished. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
