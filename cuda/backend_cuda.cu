@@ -248,6 +248,8 @@ srlm_status be_mem_info(srlm_backend *be, size_t *free_bytes, size_t *total_byte
   return SRLM_OK;
 }
 
+void *be_native_stream(srlm_backend *be) { return be->ctx ? (void *)ctx(be)->stream : nullptr; }
+
 srlm_backend_ops make_ops() {
   srlm_backend_ops ops = {};
   ops.name = SRLM_CUDA_NAME;
@@ -264,6 +266,7 @@ srlm_backend_ops make_ops() {
   ops.copy_d2d = be_copy_d2d;
   ops.sync = be_sync;
   ops.mem_info = be_mem_info;
+  ops.native_stream = be_native_stream;
 #define SRLM_CUDA_SET_OP_(op) ops.op = op_##op;
   SRLM_CUDA_OPS(SRLM_CUDA_SET_OP_)
 #undef SRLM_CUDA_SET_OP_

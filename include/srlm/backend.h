@@ -536,6 +536,10 @@ typedef struct srlm_backend_ops {
   /* The device memory free now and in all (bytes); the CPU: the machine's available and
    * physical memory. */
   srlm_status (*mem_info)(srlm_backend *be, size_t *free_bytes, size_t *total_bytes);
+  /* The device stream every op is queued on (a cudaStream_t), for a transport that orders a
+   * stream of its own after the ops queued so far (comm's NCCL reduce overlapped with the
+   * backward). NULL (the entry or its answer): none, the ops are done when they return. */
+  void *(*native_stream)(srlm_backend *be);
   /* Drops whatever the backend keeps derived from the bytes [ptr, ptr + bytes) (the CPU's
    * packed weights, matmul's b_version): called when they change or are freed. NULL:
    * the backend keeps nothing. */

@@ -70,8 +70,9 @@ srlm_status srlm_checkpoint_load(const char *run_dir, srlm_checkpoint *c, int *f
 /* Whether a run may resume under the resolved config yaml (the checkpoint's own is
  * c->config_yaml; both srlm_config_to_yaml). Keys compared one by one: the keys that do
  * not change results may differ (run.iterations, run.log_level, run.rank_timeout,
- * run.tensorboard, run.device, train.zero and train.recompute (the same bits),
- * generate.max_batch and generate.kv_memory_fraction (the batch, not the samples), roles.*
+ * run.tensorboard, run.device, train.zero, train.recompute, train.overlap_reduce and
+ * train.reduce_bucket_mb (the same bits), generate.max_batch and generate.kv_memory_fraction
+ * (the batch, not the samples), roles.*
  * but roles.shard_prompts, and run.comm: the rank layout, transport and threads; a LEARN
  * checkpoint holds the full optimizer state, so any learner count can continue it), each
  * difference logged; any other difference is SRLM_ERR_CONFIG naming every such key with

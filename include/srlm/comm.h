@@ -71,7 +71,10 @@
  *         ncclBroadcast in buckets; ncclReduceScatter/ncclAllGather for equal ZeRO-1
  *         ranges, one ncclReduce/ncclBroadcast per owner range otherwise). Built with CUDA
  *         only. Communicators are non-blocking and every wait polls NCCL's asynchronous
- *         error, so a failed peer or link comes back as an error, never a hang.
+ *         error, so a failed peer or link comes back as an error, never a hang. The
+ *         gradient reduce overlapped with the backward (below) is the one collective not
+ *         preceded by a host wait for the backend: its buckets follow the compute stream
+ *         through an event.
  *   MPI   otherwise (a CPU run, cuda-sim, several ranks sharing a GPU): device memory is
  *         staged through pinned host buffers of the backend, host backends go in place.
  * auto picks NCCL for every group that can use it (a group of one rank stays on MPI: it has
@@ -300,6 +303,53 @@ srlm_status srlm_comm_allgather_shards(srlm_comm *c, float *x, int64_t n, const 
  * learner r > 0 receives r - 1's *x; stage 1, learner r < L - 1 sends *x to r + 1, then
  * every learner gets the last learner's *x. */
 srlm_status srlm_comm_chain_f64(srlm_comm *c, double *x, int stage);
+
+/* ---- the gradient reduce overlapped with the backward ---------------------
+ *
+ * One optimizer step's reduce in buckets that start while the backward still runs (the
+ * training-step engine drives it, engine.h; the model says which gradients are final,
+ * srlm_model_on_grads_final). Buckets are cut from the top of the flat array down, the
+ * order the backward finishes the gradients in: bucket k is [max(0, n - (k + 1) b), n - k b)
+ * for b = bucket floats (srlm_comm_bucket), the same cut on every learner whatever its
+ * backward announced, so every learner starts the same collectives in the same order.
+ *   begin   g (n floats, this rank's backend memory), bounds NULL (all-reduce: every
+ *           element's sum) or the ZeRO-1 bounds (reduce-scatter: this learner's range),
+ *           bucket_bytes (0 = 64 MiB). Nothing moves yet. Learners only.
+ *   ready   g[from, n) is final: starts every bucket inside it not started yet, and
+ *           progresses the ones in flight (MPI_Test); never waits for a peer.
+ *   end     starts the buckets left (a learner whose backward announced nothing, e.g.
+ *           an empty or non-finite slice, starts them all here) and waits for all of them.
+ *           After it, g is what srlm_comm_allreduce_grads (DETERMINISTIC, SUM) or
+ *           srlm_comm_reduce_scatter_grads would have left: on MPI the same bits, every
+ *           element summed in learner-rank order (each bucket is the deterministic
+ *           algorithm above: MPI_Ialltoallv of the owners' slices, the rank-order sum, then
+ *           MPI_Iallgatherv for the all-reduce, on two communicators of their own so the
+ *           two phases of different buckets never cross); on NCCL within float
+ *           re-association, as every NCCL sum (ncclAllReduce of the bucket, or one
+ *           ncclReduce per owner part, on the NCCL stream after an event of the backend's).
+ *   abandon after an error on this rank: drops the step without waiting for its buckets.
+ *           The rank's top level then ends the job (srlm_comm_abort), which also ends the
+ *           other learners' waits; buffers a started collective may still write are left
+ *           allocated until then.
+ * MPI: at most 4 buckets are in flight (starting a fifth completes the oldest first);
+ * device gradients go through pinned host staging, one buffer per bucket in flight. One
+ * overlapped reduce at a time per handle; begin while one is open is an error. */
+srlm_status srlm_comm_reduce_begin(srlm_comm *c, float *g, int64_t n, const int64_t *bounds, size_t bucket_bytes);
+srlm_status srlm_comm_reduce_ready(srlm_comm *c, int64_t from);
+srlm_status srlm_comm_reduce_end(srlm_comm *c);
+void srlm_comm_reduce_abandon(srlm_comm *c);
+
+/* Bucket k of n floats cut in buckets of b (b >= 1) as above: [*lo, *hi); the bucket count
+ * is ceil(n / b). Pure. */
+static inline void srlm_comm_bucket(int64_t n, int64_t b, int64_t k, int64_t *lo, int64_t *hi) {
+  *hi = n - k * b;
+  *lo = *hi - b > 0 ? *hi - b : 0;
+}
+/* The buckets that lie inside [from, n): the first srlm_comm_buckets_final of them may start. */
+static inline int64_t srlm_comm_buckets_final(int64_t n, int64_t b, int64_t from) {
+  if (from <= 0) return (n + b - 1) / b;
+  return (n - from) / b;
+}
 
 /* Every rank of the world contributes len bytes; on return (*bufs)[r] (a new buffer of
  * (*lens)[r] bytes) is rank r's, for every r (free each, then both arrays). Collective;

@@ -319,6 +319,8 @@ typedef struct srlm_config {
     int grpo_refill_prompts;       /* refill: extra prompts per iteration at most; 0 = the iteration's prompts */
     double is_cap;                 /* GRPO truncated importance weight cap; 0 = off */
     int checkpoint_every;          /* optimizer steps between mid-iteration checkpoints; 0 = only at iteration ends */
+    bool overlap_reduce;           /* several learners: the gradient reduce in buckets overlapped with the backward */
+    double reduce_bucket_mb;       /* its bucket size, MiB */
     int zero;                      /* ZeRO stage over the learner ranks: 0, or 1 (AdamW moments sharded) */
     bool recompute;                /* activation recompute per layer in the learner's backward */
     srlm_cfg_reference reference;  /* the DPO/GRPO reference: iteration start, or the EMA anchor (WARP) */

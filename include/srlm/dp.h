@@ -27,6 +27,18 @@
  * allgather copies every learner's range of the updated fp32 weights to all. Results are
  * those of the unsharded run with the same learners, bit for bit, on MPI (on NCCL within
  * float re-association: comm.h); a learner holds 1/R of the moments.
+ *
+ * Overlap (overlap = 1, with the four reduce_* functions below): the step's reduce (or
+ * ZeRO-1's reduce-scatter) runs in buckets that start while the step's last backward on
+ * this learner still runs. reduce_begin opens it before that micro-batch (nothing moves);
+ * reduce_ready(from) says grads[from, n) are final (the model calls it between the
+ * backward's stages, model.h srlm_model_on_grads_final); reduce_end starts whatever is left
+ * (all of it on a learner that ran no backward: empty or non-finite slices), waits for
+ * every bucket and then sums the statistics as reduce does. After reduce_end the gradients
+ * hold the same bits as after reduce (or reduce_scatter) on MPI, every element summed in
+ * learner-rank order (comm.h, "the gradient reduce overlapped with the backward").
+ * reduce_abandon drops an open reduce after an error on this learner without waiting for
+ * its peers (the error then ends the job at the top level, which ends their waits too).
  */
 #ifndef SRLM_DP_H
 #define SRLM_DP_H
@@ -55,6 +67,12 @@ typedef srlm_status (*srlm_dp_allgather_fn)(void *ctx, float *x, int64_t n, cons
  * sends *x to learner r + 1, then every learner receives the last learner's *x. */
 typedef srlm_status (*srlm_dp_chain_fn)(void *ctx, double *x, int stage);
 
+/* The overlapped reduce (see above). bounds: NULL (reduce) or ZeRO-1's (reduce_scatter). */
+typedef srlm_status (*srlm_dp_reduce_begin_fn)(void *ctx, float *grads, int64_t n, const int64_t *bounds);
+typedef srlm_status (*srlm_dp_reduce_ready_fn)(void *ctx, int64_t from);
+typedef srlm_status (*srlm_dp_reduce_end_fn)(void *ctx, double *stats, int n_stats);
+typedef void (*srlm_dp_reduce_abandon_fn)(void *ctx);
+
 typedef struct srlm_dp {
   int rank; /* this learner, 0 <= rank < size */
   int size; /* learners; 0 or 1 = a single learner (reduce unused) */
@@ -64,6 +82,11 @@ typedef struct srlm_dp {
   srlm_dp_reduce_scatter_fn reduce_scatter;
   srlm_dp_allgather_fn allgather;
   srlm_dp_chain_fn chain;
+  int overlap; /* 1: reduce in buckets overlapped with the backward (size > 1; the four below are required) */
+  srlm_dp_reduce_begin_fn reduce_begin;
+  srlm_dp_reduce_ready_fn reduce_ready;
+  srlm_dp_reduce_end_fn reduce_end;
+  srlm_dp_reduce_abandon_fn reduce_abandon;
 } srlm_dp;
 
 /* This learner's slice [*lo, *hi) of a step of count examples. dp may be NULL (all). */

@@ -46,10 +46,23 @@
  *   - with R > 1 learners every learner calls dp->reduce exactly once per step, with the
  *     gradients and stats + one non-finite flag (n_stats + 1 doubles), even when its
  *     slices were empty, so all see the same sums and decide alike;
+ *   - with R > 1 learners and dp->overlap, the reduce overlaps the backward instead (dp.h):
+ *     dp->reduce_begin before the step's first micro-batch; this learner's last non-empty
+ *     micro-batch of the step runs with the model's final-gradient callback armed
+ *     (srlm_model_on_grads_final), so its backward calls dp->reduce_ready after the head,
+ *     each layer and the embedding and buckets start while the rest of it runs (earlier
+ *     micro-batches only accumulate; micro() must run at most one backward, which the model
+ *     enforces while armed); then dp->reduce_end, exactly once per step on every learner as
+ *     reduce is, starts whatever is left (everything on a learner that ran no backward or
+ *     stopped at a non-finite loss), waits and sums the stats. The same bits as reduce on
+ *     MPI. A step that fails on this learner after reduce_begin (a hook's error, the
+ *     backward's) calls dp->reduce_abandon and returns the error without waiting for its
+ *     peers: the top level ends the job (srlm_comm_abort), which ends their waits;
  *   - a non-finite flag on any learner skips the step (skipped = 1, grad_norm NaN);
  *     otherwise AdamW steps with lr = srlm_lr_at(schedule, s) (it also skips, on every
  *     learner alike, when the reduced gradient norm is not finite);
- *   - with ZeRO-1 (dp->zero, dp.h) the reduce is dp->reduce_scatter, the optimizer is
+ *   - with ZeRO-1 (dp->zero, dp.h) the reduce is dp->reduce_scatter (or, overlapped, the
+ *     reduce_* functions with the shard bounds), the optimizer is
  *     sharded (srlm_optim_shard) and steps this learner's range, and dp->allgather then
  *     gives every learner all the updated weights (the bf16 compute copy is refreshed
  *     from them); only this learner's range of the gradient is the step's sum in done();

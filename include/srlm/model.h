@@ -117,6 +117,29 @@ srlm_status srlm_model_forward_train(srlm_model *m, const srlm_batch *b, float *
  * not disturb it (training keeps its own buffers). The parameters must not change
  * between the two. */
 srlm_status srlm_model_backward(srlm_model *m, const float *g);
+/* Gradients that are final before the backward returns (for a data-parallel reduce that
+ * overlaps the backward, engine.h / dp.h). The backward writes the parameter gradients in
+ * stages, each a contiguous range of the flat array, last range first:
+ *   stage 0       the final norm and an untied LM head: [start of final norm, n)
+ *   stage 1..L    layer L-1, ..., layer 0: each layer's tensors
+ *   stage L + 1   the embedding [0, start of layer 0) (a tied LM head writes there too)
+ * so after stage i the range [from[i], n) holds what the backward will leave there:
+ * from[] decreases strictly to from[L + 1] = 0 (a stage without parameters would not
+ * be one). Fills from (L + 2 entries, the model's layer count + 2) and returns the count. */
+int srlm_model_grad_stages(const srlm_model *m, size_t *from);
+
+/* Arms fn for the next srlm_model_backward: after each stage i above it calls
+ * fn(ctx, from[i]) (in stage order, from[] decreasing) when the ops that write that range
+ * have been queued on the backend (a device transport orders its own stream after the
+ * backend's), so [from, n) may be reduced while the rest of the backward runs. A non-OK
+ * status from fn ends the backward with it. Meant for the last backward of an optimizer
+ * step (earlier micro-batches still accumulate): once a backward has called fn, another
+ * backward is an SRLM_ERR_INTERNAL error until srlm_model_on_grads_final(m, NULL, NULL)
+ * disarms it (the engine does so after the step's last micro-batch). A backward of an
+ * empty batch (T = 0) calls nothing. */
+typedef srlm_status (*srlm_model_grads_final_fn)(void *ctx, size_t from);
+void srlm_model_on_grads_final(srlm_model *m, srlm_model_grads_final_fn fn, void *ctx);
+
 /* Bytes of activations the last forward_train kept (peak during forward+backward). */
 size_t srlm_model_activation_bytes(const srlm_model *m);
 /* Activation recompute: on (1), forward_train keeps only each layer's input (T x C per

@@ -1,6 +1,7 @@
 /* srlm comm, MPI backend: communicators by role, weight broadcast, gradient
- * all-reduce, byte messages between roles, agree and abort (the interface, the rank
- * layout and the error rules are in include/srlm/comm.h). With CUDA built
+ * all-reduce (also in buckets overlapped with the backward), byte messages between roles,
+ * agree and abort (the interface, the rank layout and the error rules are in
+ * include/srlm/comm.h). With CUDA built
  * (SRLM_HAVE_NCCL), the float collectives of a group whose ranks each own a GPU go through
  * NCCL instead (srlm_comm_open_transport below, comm_nccl.h); headers, agree and abort stay here.
  *
@@ -92,6 +93,10 @@ struct srlm_comm {
      colocated, both groups are the world and share one. Opened on nccl_be. */
   struct sr_nccl *nccl[SRLM_COMM_GROUP_COUNT];
   srlm_backend *nccl_be;
+  /* learners: the overlapped reduce's two phases (slices to their owners; sums back), each
+     on a communicator of its own so the phases of different buckets never cross */
+  MPI_Comm ov_comm[2];
+  struct ov_state *ov; /* the overlapped reduce open now (srlm_comm_reduce_begin), or NULL */
 };
 
 static const char *const k_role_names[SRLM_ROLE_COUNT] = {"learner", "generator", "judge"};
@@ -143,7 +148,7 @@ srlm_status srlm_comm_init(int *argc, char ***argv, srlm_comm_backend backend, s
     c->solo = true;
     c->size = 1;
     c->my_role = -1;
-    c->world = c->bcast = MPI_COMM_NULL;
+    c->world = c->bcast = c->ov_comm[0] = c->ov_comm[1] = MPI_COMM_NULL;
     for (int r = 0; r < SRLM_ROLE_COUNT; r++) c->role[r] = MPI_COMM_NULL;
     *out = c;
     return SRLM_OK;
@@ -159,7 +164,7 @@ srlm_status srlm_comm_init(int *argc, char ***argv, srlm_comm_backend backend, s
   c->backend = backend;
   c->we_initialized = ours;
   c->my_role = -1;
-  c->world = c->bcast = MPI_COMM_NULL;
+  c->world = c->bcast = c->ov_comm[0] = c->ov_comm[1] = MPI_COMM_NULL;
   for (int r = 0; r < SRLM_ROLE_COUNT; r++) c->role[r] = MPI_COMM_NULL;
   int rc = MPI_Comm_dup(MPI_COMM_WORLD, &c->world);
   if (rc == MPI_SUCCESS) rc = MPI_Comm_set_errhandler(c->world, MPI_ERRORS_RETURN);
@@ -201,6 +206,8 @@ srlm_status srlm_comm_assign_roles(srlm_comm *c, const srlm_comm_roles *roles) {
       SRLM_TRY(dup_world(c, &c->role[r]));
     }
     SRLM_TRY(dup_world(c, &c->bcast));
+    SRLM_TRY(dup_world(c, &c->ov_comm[0]));
+    SRLM_TRY(dup_world(c, &c->ov_comm[1]));
     c->roles_assigned = true;
     if (c->size > 1) srlm_log_set_context(c->rank, "colocated");
     return SRLM_OK;
@@ -225,10 +232,16 @@ srlm_status srlm_comm_assign_roles(srlm_comm *c, const srlm_comm_roles *roles) {
   SRLM_TRY(split_world(c, c->my_role, &mine));
   c->role[c->my_role] = mine;
   SRLM_TRY(split_world(c, (c->rank == 0 || c->my_role != SRLM_ROLE_LEARNER) ? 0 : MPI_UNDEFINED, &c->bcast));
+  for (int k = 0; k < 2 && c->my_role == SRLM_ROLE_LEARNER; k++) {
+    SRLM_MPI(MPI_Comm_dup(mine, &c->ov_comm[k]));
+    SRLM_MPI(MPI_Comm_set_errhandler(c->ov_comm[k], MPI_ERRORS_RETURN));
+  }
   c->roles_assigned = true;
   srlm_log_set_context(c->rank, k_role_names[c->my_role]);
   return SRLM_OK;
 }
+
+static void ov_free(srlm_comm *c);
 
 void srlm_comm_free(srlm_comm *c) {
   if (!c) return;
@@ -242,14 +255,16 @@ void srlm_comm_free(srlm_comm *c) {
     free(c->pending[i].buf);
   }
   free(c->pending);
+  ov_free(c);
   srlm_comm_close_transport(c, SRLM_ERR_INTERNAL); /* left open: aborted, waits for nobody */
   sr_watchdog_stop();
   if (c->solo) {
     free(c);
     return;
   }
-  MPI_Comm *comms[SRLM_ROLE_COUNT + 2] = {&c->role[0], &c->role[1], &c->role[2], &c->bcast, &c->world};
-  for (int i = 0; i < SRLM_ROLE_COUNT + 2; i++)
+  MPI_Comm *comms[SRLM_ROLE_COUNT + 4] = {&c->role[0], &c->role[1], &c->role[2], &c->bcast, &c->ov_comm[0],
+                                          &c->ov_comm[1], &c->world};
+  for (int i = 0; i < SRLM_ROLE_COUNT + 4; i++)
     if (*comms[i] != MPI_COMM_NULL) MPI_Comm_free(comms[i]);
   if (c->we_initialized) {
     srlm_set_abort_hook(NULL);
@@ -928,6 +943,279 @@ srlm_status srlm_comm_chain_f64(srlm_comm *c, double *x, int stage) {
   if (me < L - 1) SRLM_MPI_WAIT(MPI_Isend(x, 1, MPI_DOUBLE, me + 1, TAG_CHAIN, comm, &req), req);
   SRLM_MPI_WAIT(MPI_Ibcast(x, 1, MPI_DOUBLE, L - 1, comm, &req), req);
   return SRLM_OK;
+}
+
+/* ---- the gradient reduce overlapped with the backward (comm.h) ----------- */
+
+#define OV_SLOTS 4 /* MPI buckets in flight at most (each holds a staging and a receive buffer) */
+
+typedef struct ov_bucket {
+  int phase;          /* 0 free, 1 slices to their owners in flight, 2 sums back in flight */
+  int64_t seq;        /* bucket number k (srlm_comm_bucket) */
+  int64_t lo, cnt;    /* g[lo, lo + cnt) */
+  float *h;           /* its host view: g + lo on host backends, else host */
+  float *host;        /* (cap) pinned staging; NULL on host backends */
+  float *recv;        /* (recv_cap) every learner's slice of this learner's part */
+  size_t recv_cap;
+  int *cnt_s, *dsp_s; /* (L) learner j's part of the bucket: [dsp_s[j], + cnt_s[j]) */
+  int *cnt_r, *dsp_r; /* (L) this learner's part from each learner, back to back */
+  MPI_Request req;
+} ov_bucket;
+
+typedef struct ov_state {
+  srlm_backend *be;
+  float *g;        /* (n) backend memory */
+  int64_t n, b;    /* floats; bucket floats */
+  int64_t *bounds; /* (L + 1) ZeRO-1 owners, or NULL: all-reduce */
+  int L, me;
+  bool nccl;       /* the learner group is on NCCL */
+  bool abandoned;  /* dropped after an error: buckets may still be in flight */
+  int64_t nb;      /* buckets in all */
+  int64_t started; /* buckets started (0..nb), in order */
+  int64_t summed;  /* buckets whose slices arrived and were summed (0..started), in order */
+  ov_bucket slot[OV_SLOTS];
+} ov_state;
+
+static void ov_free(srlm_comm *c) {
+  ov_state *o = c->ov;
+  if (!o) return;
+  c->ov = NULL;
+  for (int i = 0; i < OV_SLOTS; i++) {
+    ov_bucket *k = &o->slot[i];
+    /* a collective that may still write them (an abandoned step; the job is ending): kept */
+    if (o->abandoned && k->phase != 0) continue;
+    if (k->host) (void)srlm_backend_host_free(o->be, k->host);
+    free(k->recv);
+    free(k->cnt_s);
+    free(k->dsp_s);
+    free(k->cnt_r);
+    free(k->dsp_r);
+  }
+  if (!o->abandoned) {
+    free(o->bounds);
+    free(o);
+  }
+}
+
+/* One pause of a wait for buckets, as wait_polite's (the watchdog too). */
+static void ov_nap(long *ns) {
+  const char *late = sr_watchdog_late();
+  if (late) {
+    fputs(late, stderr);
+    fflush(stderr);
+    MPI_Abort(MPI_COMM_WORLD, 1);
+  }
+  struct timespec ts = {0, *ns};
+  nanosleep(&ts, NULL);
+  if (*ns < 2000000) *ns *= 2;
+}
+
+static srlm_status ov_mpi_error(const char *call, int rc, const char *file, int line) {
+  return srlm_lib_error("MPI", call, rc, mpi_desc(rc), file, line);
+}
+
+/* Bucket k's slots: every learner's part (the deterministic all-reduce's equal slices, or
+ * the ZeRO-1 owners' ranges inside the bucket), and this learner's receive layout. */
+static void ov_layout(const ov_state *o, ov_bucket *k) {
+  for (int j = 0; j < o->L; j++) {
+    int64_t a, b;
+    if (o->bounds) {
+      a = o->bounds[j] - k->lo, b = o->bounds[j + 1] - k->lo;
+      a = a < 0 ? 0 : a > k->cnt ? k->cnt : a;
+      b = b < 0 ? 0 : b > k->cnt ? k->cnt : b;
+      if (b < a) b = a;
+    } else {
+      a = k->cnt * j / o->L, b = k->cnt * (j + 1) / o->L;
+    }
+    k->dsp_s[j] = (int)a;
+    k->cnt_s[j] = (int)(b - a);
+  }
+  const int mine = k->cnt_s[o->me];
+  for (int j = 0; j < o->L; j++) {
+    k->cnt_r[j] = mine;
+    k->dsp_r[j] = j * mine;
+  }
+}
+
+/* The sums of bucket k's part of this learner arrived: add them in learner-rank order (the
+ * bits of allreduce_ordered and the MPI reduce-scatter), then send them back to all
+ * (all-reduce) or keep them (ZeRO-1: only the owner's range is the step's sum). */
+static srlm_status ov_summed(srlm_comm *c, ov_state *o, ov_bucket *k) {
+  const int mine = k->cnt_s[o->me];
+  float *out = k->h + k->dsp_s[o->me];
+  for (int t = 0; t < mine; t++) {
+    float v = k->recv[t];
+    for (int j = 1; j < o->L; j++) v += k->recv[(size_t)j * (size_t)mine + (size_t)t];
+    out[t] = v;
+  }
+  if (o->bounds) {
+    k->phase = 0;
+    if (!k->host || mine == 0) return SRLM_OK;
+    return srlm_backend_copy_h2d(o->be, o->g + k->lo + k->dsp_s[o->me], out, (size_t)mine * sizeof(float));
+  }
+  int rc = MPI_Iallgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, k->h, k->cnt_s, k->dsp_s, MPI_FLOAT, c->ov_comm[1], &k->req);
+  if (rc != MPI_SUCCESS) return ov_mpi_error("MPI_Iallgatherv(gradient bucket sums)", rc, __FILE__, __LINE__);
+  k->phase = 2;
+  return SRLM_OK;
+}
+
+/* Moves every bucket in flight as far as it goes without waiting. Slices are summed in
+ * bucket order, so the second phase's collectives are posted in the same order everywhere. */
+static srlm_status ov_progress(srlm_comm *c, ov_state *o) {
+  for (bool moved = true; moved;) {
+    moved = false;
+    for (int i = 0; i < OV_SLOTS; i++) {
+      ov_bucket *k = &o->slot[i];
+      if (k->phase == 1 && k->seq == o->summed) {
+        int done = 0, rc = MPI_Test(&k->req, &done, MPI_STATUS_IGNORE);
+        if (rc != MPI_SUCCESS) return ov_mpi_error("MPI_Ialltoallv(gradient bucket slices)", rc, __FILE__, __LINE__);
+        if (!done) continue;
+        o->summed++;
+        SRLM_TRY(ov_summed(c, o, k));
+        moved = true;
+      } else if (k->phase == 2) {
+        int done = 0, rc = MPI_Test(&k->req, &done, MPI_STATUS_IGNORE);
+        if (rc != MPI_SUCCESS) return ov_mpi_error("MPI_Iallgatherv(gradient bucket sums)", rc, __FILE__, __LINE__);
+        if (!done) continue;
+        k->phase = 0;
+        moved = true;
+        if (k->host) SRLM_TRY(srlm_backend_copy_h2d(o->be, o->g + k->lo, k->host, (size_t)k->cnt * sizeof(float)));
+      }
+    }
+  }
+  return SRLM_OK;
+}
+
+/* Starts bucket o->started: on NCCL queued after the backend's stream; on MPI in a free slot
+ * (waiting for the oldest bucket when all are in flight), staged to the host, and its
+ * slices posted to their owners. */
+static srlm_status ov_start(srlm_comm *c, ov_state *o) {
+  const int64_t seq = o->started;
+  int64_t lo, hi;
+  srlm_comm_bucket(o->n, o->b, seq, &lo, &hi);
+  if (o->nccl) {
+#if SRLM_HAVE_NCCL
+    SRLM_TRY(sr_nccl_bucket_start(c->nccl[SRLM_COMM_GROUP_LEARNERS], o->g, lo, hi - lo, o->bounds));
+    o->started++;
+    return SRLM_OK;
+#endif
+  }
+  ov_bucket *k = NULL;
+  for (long ns = 50000;;) {
+    for (int i = 0; i < OV_SLOTS && !k; i++)
+      if (o->slot[i].phase == 0) k = &o->slot[i];
+    if (k) break;
+    SRLM_TRY(ov_progress(c, o));
+    for (int i = 0; i < OV_SLOTS && !k; i++)
+      if (o->slot[i].phase == 0) k = &o->slot[i];
+    if (k) break;
+    ov_nap(&ns);
+  }
+  k->seq = seq;
+  k->lo = lo;
+  k->cnt = hi - lo;
+  if (!k->cnt_s) {
+    k->cnt_s = srlm_xmalloc((size_t)o->L * sizeof(int));
+    k->dsp_s = srlm_xmalloc((size_t)o->L * sizeof(int));
+    k->cnt_r = srlm_xmalloc((size_t)o->L * sizeof(int));
+    k->dsp_r = srlm_xmalloc((size_t)o->L * sizeof(int));
+  }
+  ov_layout(o, k);
+  const size_t need = (size_t)o->L * (size_t)k->cnt_s[o->me] + 1;
+  if (need > k->recv_cap) {
+    k->recv = srlm_xrealloc(k->recv, need * sizeof(float));
+    k->recv_cap = need;
+  }
+  k->h = o->g + lo;
+  if (!o->be->host_memory) {
+    if (!k->host) SRLM_TRY(srlm_backend_host_alloc(o->be, (void **)&k->host, (size_t)o->b * sizeof(float)));
+    k->h = k->host;
+    SRLM_TRY(srlm_backend_copy_d2h(o->be, k->host, o->g + lo, (size_t)k->cnt * sizeof(float)));
+  }
+  int rc = MPI_Ialltoallv(k->h, k->cnt_s, k->dsp_s, MPI_FLOAT, k->recv, k->cnt_r, k->dsp_r, MPI_FLOAT, c->ov_comm[0],
+                          &k->req);
+  if (rc != MPI_SUCCESS) return ov_mpi_error("MPI_Ialltoallv(gradient bucket slices)", rc, __FILE__, __LINE__);
+  k->phase = 1;
+  o->started++;
+  return SRLM_OK;
+}
+
+srlm_status srlm_comm_reduce_begin(srlm_comm *c, float *g, int64_t n, const int64_t *bounds, size_t bucket_bytes) {
+  const char *what = "overlapped gradient reduce";
+  if (c->ov && c->ov->abandoned)
+    return srlm_error(SRLM_ERR_INTERNAL, what, "an earlier step's reduce was abandoned after an error");
+  if (c->ov) return srlm_error(SRLM_ERR_INTERNAL, what, "begin while the previous step's reduce is open");
+  int L, me;
+  SRLM_TRY(learner_group(c, what, n, bounds, &L, &me));
+  if (bucket_bytes == 0) bucket_bytes = DEFAULT_BUCKET_BYTES;
+  if (bucket_bytes > CHUNK_BYTES) bucket_bytes = CHUNK_BYTES;
+  ov_state *o = srlm_xcalloc(1, sizeof *o);
+  o->be = c->be ? c->be : srlm_backend_cpu();
+  o->g = g;
+  o->n = n;
+  o->b = (int64_t)(bucket_bytes / sizeof(float));
+  if (o->b < 1) o->b = 1;
+  o->L = L;
+  o->me = me;
+  o->nccl = c->nccl[SRLM_COMM_GROUP_LEARNERS] != NULL;
+  /* nothing to exchange: one learner on MPI (NCCL moves even one, as the other collectives) */
+  o->nb = (L > 1 || o->nccl) ? (n + o->b - 1) / o->b : 0;
+  if (bounds && o->nb > 0) {
+    const int64_t whole[2] = {0, n};
+    if (L == 1) bounds = whole;
+    o->bounds = srlm_xmalloc((size_t)(L + 1) * sizeof *o->bounds);
+    memcpy(o->bounds, bounds, (size_t)(L + 1) * sizeof *o->bounds);
+  }
+  c->ov = o;
+  return SRLM_OK;
+}
+
+srlm_status srlm_comm_reduce_ready(srlm_comm *c, int64_t from) {
+  ov_state *o = c->ov;
+  if (!o || o->abandoned) return srlm_error(SRLM_ERR_INTERNAL, "overlapped gradient reduce", "no reduce is open");
+  if (from < 0 || from > o->n)
+    return srlm_error(SRLM_ERR_RANGE, "overlapped gradient reduce", "final from %lld outside [0, %lld]", (long long)from,
+                      (long long)o->n);
+  const int64_t may = o->nb > 0 ? srlm_comm_buckets_final(o->n, o->b, from) : 0;
+  while (o->started < may) SRLM_TRY(ov_start(c, o));
+  return o->nccl ? SRLM_OK : ov_progress(c, o);
+}
+
+srlm_status srlm_comm_reduce_end(srlm_comm *c) {
+  ov_state *o = c->ov;
+  if (!o || o->abandoned) return srlm_error(SRLM_ERR_INTERNAL, "overlapped gradient reduce", "no reduce is open");
+  srlm_status st = SRLM_OK;
+  while (st == SRLM_OK && o->started < o->nb) st = ov_start(c, o);
+  if (st == SRLM_OK && o->nccl) {
+#if SRLM_HAVE_NCCL
+    if (o->nb > 0) st = sr_nccl_bucket_finish(c->nccl[SRLM_COMM_GROUP_LEARNERS]);
+#endif
+  }
+  for (long ns = 50000; st == SRLM_OK && !o->nccl;) {
+    st = ov_progress(c, o);
+    bool busy = false;
+    for (int i = 0; i < OV_SLOTS; i++) busy |= o->slot[i].phase != 0;
+    if (!busy) break;
+    if (st == SRLM_OK) ov_nap(&ns);
+  }
+  if (st != SRLM_OK) {
+    srlm_comm_reduce_abandon(c);
+    return st;
+  }
+  ov_free(c);
+  return SRLM_OK;
+}
+
+void srlm_comm_reduce_abandon(srlm_comm *c) {
+  ov_state *o = c->ov;
+  if (!o || o->abandoned) return;
+  bool busy = false;
+  for (int i = 0; i < OV_SLOTS; i++) busy |= o->slot[i].phase != 0;
+  if (!busy) { /* nothing in flight: nothing can write its buffers any more */
+    ov_free(c);
+    return;
+  }
+  o->abandoned = true; /* leaked on purpose: MPI may still write them; the job is ending */
 }
 
 /* ---- point-to-point ----------------------------------------------------- */

@@ -6,7 +6,9 @@
  * backend's queued work (srlm_backend_sync: the buffers hold what the ops wrote, and a
  * kernel error recorded there is reported before anything moves), queues its NCCL calls on
  * its stream and waits for that stream from the host, so the backend's next op sees the
- * result. There is no overlap with compute yet: a collective is a phase of its own.
+ * result. The exception is the reduce overlapped with the backward (sr_nccl_bucket_start):
+ * its buckets are ordered after the backend's stream by an event, not by a host wait, and
+ * only sr_nccl_bucket_finish waits for them.
  *
  * Never a hang. The communicators are non-blocking (config.blocking = 0): a call may return
  * ncclInProgress, and then the communicator's state is polled (ncclCommGetAsyncError) until
@@ -43,6 +45,7 @@ struct sr_nccl {
   cudaStream_t stream; /* every NCCL call of this communicator */
   srlm_backend *be;    /* whose device and memory */
   int rank, nranks;
+  cudaEvent_t ready;   /* recorded on the backend's stream before an overlapped bucket; NULL until then */
   float *scratch;      /* (scratch_n) a bucket for receivers that keep nothing (bcast recv NULL) */
   int64_t scratch_n;
   char label[48];
@@ -221,6 +224,7 @@ void sr_nccl_close(sr_nccl *n, bool healthy) {
   }
   kill_comm(n); /* an unhealthy close, or a finalize that failed or took too long */
   if (n->scratch) (void)cudaFree(n->scratch);
+  if (n->ready) (void)cudaEventDestroy(n->ready);
   (void)cudaStreamDestroy(n->stream);
   free(n);
 }
@@ -322,4 +326,46 @@ srlm_status sr_nccl_allgather(sr_nccl *n, const float *send, float *recv, const 
   /* in place when recv == send: sendbuff == recvbuff + rank * sendcount */
   SRLM_NCCL(n, ncclAllGather(send + bounds[n->rank], recv, each, ncclFloat32, n->comm, n->stream));
   return wait_stream(n, "ncclAllGather(shards)");
+}
+
+/* ---- the reduce overlapped with the backward ------------------------------ */
+
+srlm_status sr_nccl_bucket_start(sr_nccl *n, float *buf, int64_t lo, int64_t count, const int64_t *bounds) {
+  if (lo < 0 || count < 0) return srlm_error(SRLM_ERR_RANGE, n->label, "bucket [%lld, +%lld)", (long long)lo, (long long)count);
+  if (!n->comm) return srlm_error(SRLM_ERR_INTERNAL, n->label, "the NCCL communicator was aborted after an earlier error");
+  if (count == 0) return SRLM_OK;
+  SRLM_CUDA_RT(cudaSetDevice(n->be->device));
+  void *bs = n->be->ops->native_stream ? n->be->ops->native_stream(n->be) : NULL;
+  if (!bs) return srlm_error(SRLM_ERR_INTERNAL, n->label, "backend '%s' has no stream to order the bucket after", n->be->name);
+  if (!n->ready) SRLM_CUDA_RT(cudaEventCreateWithFlags(&n->ready, cudaEventDisableTiming));
+  /* the gradients of the bucket were written by ops queued on the backend's stream */
+  SRLM_CUDA_RT(cudaEventRecord(n->ready, (cudaStream_t)bs));
+  SRLM_CUDA_RT(cudaStreamWaitEvent(n->stream, n->ready, 0));
+  if (!bounds) {
+    SRLM_NCCL(n, ncclAllReduce(buf + lo, buf + lo, (size_t)count, ncclFloat32, ncclSum, n->comm, n->stream));
+    return SRLM_OK;
+  }
+  ncclResult_t rc = ncclGroupStart();
+  if (rc != ncclSuccess) return nccl_fail(n, rc, "ncclGroupStart()", __FILE__, __LINE__);
+  const char *stmt = "ncclReduce(bucket part of owner j)";
+  for (int j = 0; j < n->nranks && rc == ncclSuccess; j++) {
+    const int64_t a = bounds[j] > lo ? bounds[j] : lo, b = bounds[j + 1] < lo + count ? bounds[j + 1] : lo + count;
+    if (b <= a) continue;
+    rc = ncclReduce(buf + a, buf + a, (size_t)(b - a), ncclFloat32, ncclSum, j, n->comm, n->stream);
+  }
+  ncclResult_t end = ncclGroupEnd();
+  if (rc == ncclSuccess) {
+    rc = end;
+    stmt = "ncclGroupEnd()";
+  }
+  rc = settle(n, rc);
+  if (rc != ncclSuccess) return nccl_fail(n, rc, stmt, __FILE__, __LINE__);
+  return SRLM_OK;
+}
+
+srlm_status sr_nccl_bucket_finish(sr_nccl *n) {
+  if (!n->comm) return srlm_error(SRLM_ERR_INTERNAL, n->label, "the NCCL communicator was aborted after an earlier error");
+  SRLM_CUDA_RT(cudaSetDevice(n->be->device));
+  SRLM_TRY(wait_stream(n, "ncclAllReduce/ncclReduce(gradient buckets)"));
+  return srlm_backend_sync(n->be);
 }

@@ -73,6 +73,18 @@ srlm_status sr_nccl_bcast(sr_nccl *n, const float *send, float *recv, int64_t co
 srlm_status sr_nccl_reduce_scatter(sr_nccl *n, const float *send, float *recv, const int64_t *bounds, bool grouped);
 srlm_status sr_nccl_allgather(sr_nccl *n, const float *send, float *recv, const int64_t *bounds, bool grouped);
 
+/* The reduce overlapped with the backward (comm.h, "Overlapped reduce"): one bucket
+ * [lo, lo + count) of buf (device memory, in place) queued on this communicator's stream
+ * after the backend's work queued so far (an event recorded on the backend's stream, which
+ * the NCCL stream waits for: the backward goes on meanwhile), without waiting for it.
+ * bounds NULL: ncclAllReduce (sum) of the bucket; else (ZeRO-1, nranks + 1 offsets) one
+ * ncclReduce per owner j of the bucket's part inside [bounds[j], bounds[j + 1]), in an NCCL
+ * group, so each owner's range ends up summed. Buckets queue in call order on every rank. */
+srlm_status sr_nccl_bucket_start(sr_nccl *n, float *buf, int64_t lo, int64_t count, const int64_t *bounds);
+/* Waits for every bucket queued (polling NCCL's asynchronous error, as every wait here) and
+ * for the backend (its kernel errors), so the backend's next op reads the sums. */
+srlm_status sr_nccl_bucket_finish(sr_nccl *n);
+
 /* Whether every rank's range of bounds has the same length (ncclReduceScatter/AllGather fit). */
 bool sr_nccl_equal_ranges(const int64_t *bounds, int nranks);
 

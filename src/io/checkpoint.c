@@ -143,7 +143,9 @@ static ykey *yaml_keys(const char *y, int *n) {
 }
 
 /* Keys that may differ on resume: they do not change the results (checkpoint.h; the batch
- * keys only change how many sequences share a step, generate.h). run.comm
+ * keys only change how many sequences share a step, generate.h); the batch keys and the
+ * overlapped reduce's keys are also missing from checkpoints written before they existed.
+ * run.comm
  * is part of the layout: like roles.learners it can change only the gradient sum's rounding
  * (comm.h), and checkpoints written before it existed do not have it. */
 static int resume_may_differ(const char *path) {
@@ -151,7 +153,8 @@ static int resume_may_differ(const char *path) {
                                        "run.device",       "run.comm",
                                        "roles.generators", "roles.judges",   "roles.learners",
                                        "roles.colocate",   "roles.threads",    "train.zero",     "train.recompute",
-                                       "generate.max_batch", "generate.kv_memory_fraction"};
+                                       "generate.max_batch", "generate.kv_memory_fraction",
+                                       "train.overlap_reduce", "train.reduce_bucket_mb"};
   for (size_t i = 0; i < sizeof k_keys / sizeof *k_keys; i++)
     if (!strcmp(path, k_keys[i])) return 1;
   return 0;
@@ -208,8 +211,8 @@ srlm_status srlm_checkpoint_check_config(const srlm_checkpoint *c, const char *y
                               "the config differs from the checkpoint's in %d key%s that change the results: %s "
                               "(resume with the run's config, or start a new run.name; run.iterations, run.log_level, "
                               "run.rank_timeout, run.tensorboard, run.device, train.zero, train.recompute, "
-                              "generate.max_batch, generate.kv_memory_fraction and the layout in run.comm and "
-                              "roles.* may differ)",
+                              "train.overlap_reduce, train.reduce_bucket_mb, generate.max_batch, "
+                              "generate.kv_memory_fraction and the layout in run.comm and roles.* may differ)",
                               refused, refused > 1 ? "s" : "", out.p);
   free(out.p);
   return st;

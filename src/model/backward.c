@@ -10,7 +10,9 @@
  *   embedding scatter-add.
  *
  * Gradients of parameters accumulate (+=) into the model's gradients; everything else here is
- * scratch. For a weight W [out, in] of y = x W^T: dW += dy^T x and dx = dy W. */
+ * scratch. For a weight W [out, in] of y = x W^T: dW += dy^T x and dx = dy W. When armed
+ * (srlm_model_on_grads_final), the end of each stage above (head + final norm, each layer,
+ * the embedding) is announced with the start of the parameter range it finished. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -137,6 +139,31 @@ static srlm_status layer_backward(srlm_model *m, int l, const layer_acts *a, con
   return add_into(m, d->dres, d->dtmp, T * C);
 }
 
+/* The first element of layer l's tensors in the flat arrays (they are contiguous). */
+static size_t layer_start(const srlm_model *m, int64_t l) {
+  size_t lo = m->n_params;
+  for (size_t i = 0; i < m->n_specs; i++)
+    if (m->specs[i].layer == l && m->offsets[i] < lo) lo = m->offsets[i];
+  return lo;
+}
+
+int srlm_model_grad_stages(const srlm_model *m, size_t *from) {
+  int k = 0;
+  from[k++] = m->off_final_norm;
+  for (int64_t l = m->L - 1; l >= 0; l--) from[k++] = layer_start(m, l);
+  from[k++] = 0;
+  return k;
+}
+
+void srlm_model_on_grads_final(srlm_model *m, srlm_model_grads_final_fn fn, void *ctx) {
+  m->final_fn = fn;
+  m->final_ctx = ctx;
+  m->final_spent = 0;
+}
+
+/* Stage done: [from, n) is final (srlm_model_on_grads_final). */
+static srlm_status grads_final(srlm_model *m, size_t from) { return m->final_fn ? m->final_fn(m->final_ctx, from) : SRLM_OK; }
+
 /* g at the rows with a target; g must be 0 at tokens without one. */
 static srlm_status compact_g(const srlm_model *m, const float *g, float *g_rows) {
   int64_t r = 0;
@@ -157,11 +184,15 @@ srlm_status srlm_model_backward(srlm_model *m, const float *g) {
     return srlm_error(SRLM_ERR_INTERNAL, "model backward",
                       "no forward_train to take the backward of (each forward_train allows one backward)");
   m->trained = 0;
+  if (m->final_fn && m->final_spent)
+    return srlm_error(SRLM_ERR_INTERNAL, "model backward", "a second backward after the previous one declared the "
+                      "gradients final (srlm_model_on_grads_final: one backward per arming)");
   float *grads; /* allocated (zeroed) on the first backward */
   SRLM_TRY(srlm_model_grad_buffer(m, &grads));
   (void)grads;
   const int64_t T = m->T, NT = m->NT, C = m->C;
   if (T == 0) return SRLM_OK;
+  if (m->final_fn) m->final_spent = 1;
   float *g_rows = srlm_xmalloc((size_t)(NT > 0 ? NT : 1) * sizeof *g_rows);
   srlm_status st = compact_g(m, g, g_rows);
   if (st == SRLM_OK) st = srlm_model_dbuf_reserve(m, &m->bwd_buf, carve_bwd(m, T, NT, NULL, NULL));
@@ -183,13 +214,16 @@ srlm_status srlm_model_backward(srlm_model *m, const float *g) {
                                     .dtype = m->dt, .table_dtype = m->dt};
     SRLM_TRY(OP(m, embedding_backward, sc));
   }
+  SRLM_TRY(grads_final(m, m->off_final_norm));
 
   attn_src src = {.B = m->B, .cu = m->tb.cu.p};
   for (int l = (int)m->L - 1; l >= 0; l--) {
     if (m->recompute) SRLM_TRY(srlm_model_layer_forward(m, l, &m->acts[l], &m->scr, T, m->tb.pos.p, &src));
     SRLM_TRY(layer_backward(m, l, &m->acts[l], &m->scr, &d, T));
+    if (m->final_fn) SRLM_TRY(grads_final(m, layer_start(m, l)));
   }
   srlm_embedding_bwd_params e = {.dtable = m->grads + m->off_embed, .dout = d.dres, .ids = m->tb.tokens.p, .N = T,
                                  .V = m->V, .C = C, .dtype = m->dt, .table_dtype = SRLM_F32};
-  return OP(m, embedding_backward, e);
+  SRLM_TRY(OP(m, embedding_backward, e));
+  return grads_final(m, 0);
 }

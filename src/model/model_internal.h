@@ -131,6 +131,10 @@ struct srlm_model {
   int B;
   int32_t *rows_host;      /* (NT) host */
   int trained;             /* 1 between forward_train and backward */
+  /* srlm_model_on_grads_final: called by the next backward as its stages end */
+  srlm_model_grads_final_fn final_fn;
+  void *final_ctx;
+  int final_spent;         /* 1: a backward called final_fn; another backward is an error until cleared */
   size_t act_bytes;        /* activations kept + forward/backward scratch of the last forward_train */
 };
 

@@ -229,9 +229,15 @@ static srlm_status log_pref_step(const srlm_pref_step_info *s, learn_log *l) {
 }
 
 
+/* dp->ctx of the learners (dp.h): the communicator, and the overlapped reduce's bucket size. */
+typedef struct learn_dp {
+  srlm_comm *comm;
+  size_t bucket_bytes;
+} learn_dp;
+
 /* Sums gradients (learner-rank order) and step statistics over the learners. */
 static srlm_status dp_reduce(void *ctx, float *grads, int64_t n, double *stats, int n_stats) {
-  srlm_comm *c = ctx;
+  srlm_comm *c = ((learn_dp *)ctx)->comm;
   SRLM_TRY(srlm_comm_allreduce_grads(c, grads, n, SRLM_COMM_SUM, SRLM_COMM_DETERMINISTIC));
   return srlm_comm_allreduce_f64(c, stats, n_stats);
 }
@@ -239,22 +245,41 @@ static srlm_status dp_reduce(void *ctx, float *grads, int64_t n, double *stats, 
 /* ZeRO-1 (train.zero: 1): the same sums into this learner's shard only. */
 static srlm_status dp_reduce_scatter(void *ctx, float *grads, int64_t n, const int64_t *bounds, double *stats,
                                      int n_stats) {
-  srlm_comm *c = ctx;
+  srlm_comm *c = ((learn_dp *)ctx)->comm;
   SRLM_TRY(srlm_comm_reduce_scatter_grads(c, grads, n, bounds));
   return srlm_comm_allreduce_f64(c, stats, n_stats);
 }
 
 static srlm_status dp_allgather(void *ctx, float *x, int64_t n, const int64_t *bounds) {
-  return srlm_comm_allgather_shards(ctx, x, n, bounds);
+  return srlm_comm_allgather_shards(((learn_dp *)ctx)->comm, x, n, bounds);
 }
 
-static srlm_status dp_chain(void *ctx, double *x, int stage) { return srlm_comm_chain_f64(ctx, x, stage); }
+static srlm_status dp_chain(void *ctx, double *x, int stage) {
+  return srlm_comm_chain_f64(((learn_dp *)ctx)->comm, x, stage);
+}
 
-/* The learners of this job as the training engine sees them (dp.h). */
-static srlm_dp learner_dp(const srlm_config *cfg, srlm_comm *comm) {
+/* train.overlap_reduce: the same sums in buckets during the last backward (comm.h). */
+static srlm_status dp_reduce_begin(void *ctx, float *grads, int64_t n, const int64_t *bounds) {
+  const learn_dp *d = ctx;
+  return srlm_comm_reduce_begin(d->comm, grads, n, bounds, d->bucket_bytes);
+}
+static srlm_status dp_reduce_ready(void *ctx, int64_t from) { return srlm_comm_reduce_ready(((learn_dp *)ctx)->comm, from); }
+static srlm_status dp_reduce_end(void *ctx, double *stats, int n_stats) {
+  srlm_comm *c = ((learn_dp *)ctx)->comm;
+  SRLM_TRY(srlm_comm_reduce_end(c));
+  return srlm_comm_allreduce_f64(c, stats, n_stats);
+}
+static void dp_reduce_abandon(void *ctx) { srlm_comm_reduce_abandon(((learn_dp *)ctx)->comm); }
+
+/* The learners of this job as the training engine sees them (dp.h); ld: its context, which
+ * must outlive the returned value. */
+static srlm_dp learner_dp(const srlm_config *cfg, srlm_comm *comm, learn_dp *ld) {
+  *ld = (learn_dp){.comm = comm, .bucket_bytes = (size_t)(cfg->train.reduce_bucket_mb * 1048576.0)};
   return (srlm_dp){.rank = srlm_comm_role_rank(comm, SRLM_ROLE_LEARNER), .size = srlm_comm_role_size(comm, SRLM_ROLE_LEARNER),
-                   .reduce = dp_reduce, .ctx = comm, .zero = cfg->train.zero == 1, .reduce_scatter = dp_reduce_scatter,
-                   .allgather = dp_allgather, .chain = dp_chain};
+                   .reduce = dp_reduce, .ctx = ld, .zero = cfg->train.zero == 1, .reduce_scatter = dp_reduce_scatter,
+                   .allgather = dp_allgather, .chain = dp_chain, .overlap = cfg->train.overlap_reduce,
+                   .reduce_begin = dp_reduce_begin, .reduce_ready = dp_reduce_ready, .reduce_end = dp_reduce_end,
+                   .reduce_abandon = dp_reduce_abandon};
 }
 
 /* A LEARN checkpoint's weights into m (after the reference log-probs were taken from
@@ -330,7 +355,8 @@ static srlm_status learn_grpo(const srlm_config *cfg, srlm_model *m, srlm_comm *
                                .grad_accum = cfg->train.grad_accum,
                                .epochs = cfg->train.epochs,
                                .seed = (uint64_t)cfg->run.seed + (uint64_t)t};
-  srlm_dp dp = learner_dp(cfg, comm);
+  learn_dp ld;
+  srlm_dp dp = learner_dp(cfg, comm, &ld);
   o.dp = &dp;
   srlm_optim_config_from_config(cfg, &o.optim);
   srlm_lr_schedule_from_config(cfg, 1, &o.schedule);
@@ -855,7 +881,8 @@ srlm_status sr_learn(sr_ctx *c, int t, srlm_shard *sh, int64_t stale, srlm_sr_it
     if (!c->anchor) st = srlm_pref_ref_logps(c->ro.m, pairs, np, 16384, ref, ref + np);
     static const srlm_pref_loss k_kinds[] = {[SRLM_CFG_LOSS_DPO] = SRLM_PREF_DPO, [SRLM_CFG_LOSS_IPO] = SRLM_PREF_IPO,
                                              [SRLM_CFG_LOSS_SFT] = SRLM_PREF_SFT, [SRLM_CFG_LOSS_GRPO] = SRLM_PREF_DPO};
-    srlm_dp dp = learner_dp(cfg, c->comm);
+    learn_dp ld;
+    srlm_dp dp = learner_dp(cfg, c->comm, &ld);
     srlm_pref_train_options o = {
         .loss = {.kind = k_kinds[cfg->train.loss], .beta = cfg->train.beta,
                  .label_smoothing = cfg->train.label_smoothing, .nll_weight = cfg->train.nll_weight},

@@ -30,6 +30,8 @@ srlm_status srlm_engine_check_dp(const srlm_dp *dp, const char *what) {
     return srlm_error(SRLM_ERR_RANGE, what, "learner rank %d outside [0, %d)", dp->rank, dp->size);
   if (dp->zero && (!dp->reduce_scatter || !dp->allgather || !dp->chain))
     return srlm_error(SRLM_ERR_INTERNAL, what, "ZeRO-1 without the learners' reduce-scatter, all-gather and chain");
+  if (dp->overlap && (!dp->reduce_begin || !dp->reduce_ready || !dp->reduce_end || !dp->reduce_abandon))
+    return srlm_error(SRLM_ERR_INTERNAL, what, "an overlapped reduce without its begin, ready, end and abandon");
   return SRLM_OK;
 }
 
@@ -44,6 +46,9 @@ typedef struct engine {
   double *stats; /* (n_stats + 1) the step's metric sums, then the non-finite flag */
   int multi;     /* more than one learner: reduce every step */
   int zero;      /* ZeRO-1 over them (dp.h) */
+  int overlap;   /* the reduce in buckets during the step's last backward (dp.h) */
+  int last_list; /* this step's last micro-batch on this learner: list and index (-1: none) */
+  int64_t last_micro;
 } engine;
 
 static srlm_status check_options(const srlm_engine_options *o, const char *w) {
@@ -74,18 +79,56 @@ static srlm_status check_plan(const srlm_engine_plan *p, const char *w, int64_t 
   return SRLM_OK;
 }
 
-/* This learner's micro-batches of one list, in order, until a non-finite loss. */
+/* Micro-batch a of this learner's slice [lo, hi) of list l: [*b0, *b1). */
+static void micro_range(const srlm_engine_list *l, int64_t lo, int64_t hi, int64_t a, int64_t *b0, int64_t *b1) {
+  const int64_t len = hi - lo;
+  *b0 = l->chunk > 0 ? lo + a * l->chunk : lo + len * a / l->pieces;
+  *b1 = l->chunk > 0 ? (*b0 + l->chunk < hi ? *b0 + l->chunk : hi) : lo + len * (a + 1) / l->pieces;
+}
+
+static int64_t micro_count(const srlm_engine_list *l, int64_t lo, int64_t hi) {
+  return l->chunk > 0 ? (hi - lo + l->chunk - 1) / l->chunk : l->pieces;
+}
+
+/* The step's last non-empty micro-batch on this learner (its backward is the one whose
+ * gradients are final), into e->last_list / last_micro; -1 when there is none. */
+static void find_last_micro(engine *e, const srlm_engine_plan *p) {
+  e->last_list = -1;
+  e->last_micro = -1;
+  for (int li = 0; li < p->n_lists; li++) {
+    const srlm_engine_list *l = &p->list[li];
+    int64_t lo, hi, b0, b1;
+    srlm_dp_slice(e->o->dp, l->count, &lo, &hi);
+    for (int64_t a = 0; a < micro_count(l, lo, hi); a++) {
+      micro_range(l, lo, hi, a, &b0, &b1);
+      if (b1 > b0) e->last_list = li, e->last_micro = a;
+    }
+  }
+}
+
+/* The model's word that grads[from, n) are final, passed to the overlapped reduce. */
+static srlm_status grads_final(void *ctx, size_t from) {
+  const srlm_dp *dp = ((engine *)ctx)->o->dp;
+  return dp->reduce_ready(dp->ctx, (int64_t)from);
+}
+
+/* This learner's micro-batches of one list, in order, until a non-finite loss. With the
+ * overlapped reduce, the step's last micro-batch runs with the model's final-gradient
+ * callback armed (its backward starts the buckets), disarmed after it whatever happened. */
 static srlm_status run_list(engine *e, int li, const srlm_engine_list *l, int *finite) {
   const srlm_engine_hooks *h = &e->o->hooks;
   int64_t lo, hi;
   srlm_dp_slice(e->o->dp, l->count, &lo, &hi);
-  const int64_t len = hi - lo;
-  const int64_t n_micro = l->chunk > 0 ? (len + l->chunk - 1) / l->chunk : l->pieces;
+  const int64_t n_micro = micro_count(l, lo, hi);
   for (int64_t a = 0; *finite && a < n_micro; a++) {
-    const int64_t b0 = l->chunk > 0 ? lo + a * l->chunk : lo + len * a / l->pieces;
-    const int64_t b1 = l->chunk > 0 ? (b0 + l->chunk < hi ? b0 + l->chunk : hi) : lo + len * (a + 1) / l->pieces;
+    int64_t b0, b1;
+    micro_range(l, lo, hi, a, &b0, &b1);
     if (b1 == b0) continue;
-    SRLM_TRY(h->micro(h->ctx, li, l->idx + b0, b1 - b0, e->stats, finite));
+    const int arm = e->overlap && li == e->last_list && a == e->last_micro;
+    if (arm) srlm_model_on_grads_final(e->m, grads_final, e);
+    srlm_status st = h->micro(h->ctx, li, l->idx + b0, b1 - b0, e->stats, finite);
+    if (arm) srlm_model_on_grads_final(e->m, NULL, NULL);
+    SRLM_TRY(st);
   }
   return SRLM_OK;
 }
@@ -104,14 +147,30 @@ static srlm_status run_step(engine *e, int64_t k, int64_t s, srlm_engine_info *i
   float *grads; /* (n) backend memory: the reduce and the optimizer take it as such */
   SRLM_TRY(srlm_model_grad_buffer(e->m, &grads));
   memset(e->stats, 0, ((size_t)o->n_stats + 1) * sizeof *e->stats);
+  const int64_t n = (int64_t)srlm_model_num_params(e->m);
+  const int64_t *bounds = e->zero ? srlm_optim_shard_bounds(e->opt) : NULL;
+  if (e->overlap) {
+    find_last_micro(e, &plan);
+    SRLM_TRY(o->dp->reduce_begin(o->dp->ctx, grads, n, bounds));
+  }
   int finite = 1;
-  for (int li = 0; li < plan.n_lists && finite; li++) SRLM_TRY(run_list(e, li, &plan.list[li], &finite));
+  srlm_status st = SRLM_OK;
+  for (int li = 0; li < plan.n_lists && finite && st == SRLM_OK; li++) st = run_list(e, li, &plan.list[li], &finite);
+  if (st != SRLM_OK) {
+    /* buckets this learner started may wait for peers that never join them: drop them;
+       the error ends the job at the top level, and with it the peers' waits */
+    if (e->overlap) o->dp->reduce_abandon(o->dp->ctx);
+    return st;
+  }
   double *nonfinite = &e->stats[o->n_stats];
   *nonfinite = finite ? 0.0 : 1.0;
-  /* one reduce per step on every learner, whatever it forwarded, so none waits alone */
-  const int64_t n = (int64_t)srlm_model_num_params(e->m);
-  if (e->zero)
-    SRLM_TRY(o->dp->reduce_scatter(o->dp->ctx, grads, n, srlm_optim_shard_bounds(e->opt), e->stats, o->n_stats + 1));
+  /* one reduce per step on every learner, whatever it forwarded, so none waits alone (the
+     overlapped one: end starts every bucket the backward did not, all of them on a learner
+     that ran none) */
+  if (e->overlap)
+    SRLM_TRY(o->dp->reduce_end(o->dp->ctx, e->stats, o->n_stats + 1));
+  else if (e->zero)
+    SRLM_TRY(o->dp->reduce_scatter(o->dp->ctx, grads, n, bounds, e->stats, o->n_stats + 1));
   else if (e->multi)
     SRLM_TRY(o->dp->reduce(o->dp->ctx, grads, n, e->stats, o->n_stats + 1));
   info->lr = srlm_lr_at(&e->sched, s);
@@ -209,7 +268,8 @@ srlm_status srlm_engine_run(srlm_model *m, const srlm_engine_options *o, srlm_en
   memset(out, 0, sizeof *out);
   if (!m || !o) return srlm_error(SRLM_ERR_INTERNAL, "engine", "NULL model or options");
   engine e = {.m = m, .o = o, .what = o->what ? o->what : "engine", .sched = o->schedule,
-              .multi = o->dp && o->dp->size > 1, .zero = o->dp && o->dp->size > 1 && o->dp->zero};
+              .multi = o->dp && o->dp->size > 1, .zero = o->dp && o->dp->size > 1 && o->dp->zero,
+              .overlap = o->dp && o->dp->size > 1 && o->dp->overlap};
   SRLM_TRY(check_options(o, e.what));
   e.steps_per_epoch = (o->order.units + o->order.per_step - 1) / o->order.per_step;
   e.sched.total_steps = e.steps_per_epoch * o->epochs;

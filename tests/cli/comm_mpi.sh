@@ -4,8 +4,8 @@
 # stand-in for several nodes): layout, bit-exact versioned weight broadcast, shards
 # generator -> judge -> learner, gradient all-reduce, all-agree-ok. Then the error
 # paths: role counts that do not match the world size (exit 2 with the message), and
-# one rank that reports an error and aborts, fails an SRLM_CHECK, or is killed while
-# the others wait on it: the whole job must end quickly, non-zero, with the message.
+# one rank that reports an error and aborts, fails an SRLM_CHECK, is killed, or (a learner)
+# fails after starting buckets of the overlapped gradient reduce while the others wait on it: the whole job must end quickly, non-zero, with the message.
 # Every mpirun runs under `timeout 60`, so a hang fails the test instead of blocking CI.
 set -u
 srlm=$1
@@ -95,6 +95,9 @@ run check 3 -- check 1 1 1 1
 expect_ended check "check 'extra < 0' failed: planted check failure on rank 1"
 run die 3 -- die 1 1 1 0
 expect_ended die ""
+# a learner failing in its backward after its first buckets of the overlapped reduce started
+run overlap 4 -- overlap 2 1 1 1
+expect_ended overlap "[srlm r1 learner] error: model backward: planted failure on rank 1"
 
 [ "$fails" -eq 0 ] && echo "comm_mpi: all passed"
 exit $((fails > 0))

@@ -16,8 +16,10 @@
  *      for both groups (auto stays on MPI with one rank), and srlm_comm_allreduce_grads (both
  *      orders, sum and mean, more than one 64 MiB bucket), srlm_comm_bcast_weights (versioned,
  *      1 MiB buckets), srlm_comm_reduce_scatter_grads and srlm_comm_allgather_shards keep the
- *      device data bit for bit and the guard tail; the version travels; closing returns the
- *      groups to MPI.
+ *      device data bit for bit and the guard tail, and so does the gradient reduce overlapped
+ *      with the backward (srlm_comm_reduce_begin/ready/end: buckets ordered after the
+ *      backend's stream by an event, all-reduce and ZeRO-1); the version travels; closing
+ *      returns the groups to MPI.
  * Prints "test_comm_nccl: OK" and exits 0, or names each wrong element and exits 1. */
 #include <math.h>
 #include <stdint.h>
@@ -181,6 +183,16 @@ static void test_interface(srlm_comm *c) {
   st = srlm_comm_allgather_shards(c, d, N, bounds);
   EXPECT(st == SRLM_OK, "allgather_shards: %s", srlm_error_message());
   expect_dev("allgather_shards", d, h, N);
+  /* the overlapped reduce: 65 buckets of 1 MiB, each queued on the NCCL stream after an event
+     of the backend's stream (no host wait) as the stages announce them, then one wait */
+  for (int zero = 0; zero < 2; zero++) {
+    const char *what = zero ? "overlapped reduce-scatter" : "overlapped all-reduce";
+    st = srlm_comm_reduce_begin(c, d, N, zero ? bounds : NULL, (size_t)1 << 20);
+    for (int64_t from = N - 1; st == SRLM_OK && from > 0; from -= N / 7) st = srlm_comm_reduce_ready(c, from);
+    if (st == SRLM_OK) st = srlm_comm_reduce_end(c);
+    EXPECT(st == SRLM_OK, "%s: %s", what, srlm_error_message());
+    expect_dev(what, d, h, N);
+  }
   EXPECT_EQ_INT(srlm_comm_allreduce_grads(c, d, 0, SRLM_COMM_SUM, SRLM_COMM_FAST), SRLM_OK); /* empty */
   srlm_comm_close_transport(c, SRLM_OK);
   EXPECT_EQ_INT(srlm_comm_transport_of(c, SRLM_COMM_GROUP_LEARNERS), SRLM_COMM_MPI);

@@ -3,13 +3,16 @@
  *   mpi_comm run L G J COLOCATE        layout, weight broadcast (bit-exact, versioned,
  *                                      version mismatch), shards generator -> judge ->
  *                                      learner (intact, stale one dropped), gradient
- *                                      all-reduce (sum, mean, ordered, fast), agree
+ *                                      all-reduce (sum, mean, ordered, fast), ZeRO-1,
+ *                                      the overlapped reduce in buckets, agree
  *   mpi_comm joined L G J COLOCATE     the same, with MPI initialized by the program
  *   mpi_comm mismatch L G J            role counts that do not match the world size
  *   mpi_comm abort L G J VICTIM        VICTIM reports an error and aborts while the
  *                                      others wait on it: the job must end
  *   mpi_comm check L G J VICTIM        VICTIM fails an SRLM_CHECK (the abort hook)
  *   mpi_comm die L G J VICTIM          VICTIM is killed by SIGKILL
+ *   mpi_comm overlap L G J VICTIM      learner VICTIM fails after starting buckets of the
+ *                                      overlapped reduce, the other learners wait for them
  * Every rank counts its failed checks; the ranks agree at the end and all exit 1 when
  * any rank failed. Prints "mpi_comm: OK" on rank 0 on success.
  */
@@ -412,6 +415,78 @@ static void test_zero1_both(srlm_comm *c) {
   EXPECT_EQ_INT(srlm_backend_close(be), SRLM_OK);
 }
 
+/* ---- the reduce overlapped with the backward ---- */
+
+/* The overlapped reduce (srlm_comm_reduce_begin/ready/end) in buckets of 1000 floats (31
+ * buckets: more than the 4 in flight), with every learner announcing final gradients on a
+ * schedule of its own and the last one announcing none (a learner that ran no backward),
+ * on host memory and on the simulated CUDA backend's (pinned staging per bucket): the
+ * all-reduce gives every element the rank-order sum, ZeRO-1's owner ranges (uneven, one
+ * empty) theirs with the rest untouched: the bits of srlm_comm_allreduce_grads and
+ * srlm_comm_reduce_scatter_grads. */
+static void test_overlap(srlm_comm *c, srlm_backend *be) {
+  if (!srlm_comm_has_role(c, SRLM_ROLE_LEARNER)) {
+    float x = 0;
+    EXPECT_EQ_INT(srlm_comm_reduce_begin(c, &x, 1, NULL, 0), SRLM_ERR_INTERNAL);
+    srlm_error_clear();
+    return;
+  }
+  const int L = srlm_comm_role_size(c, SRLM_ROLE_LEARNER), me = srlm_comm_role_rank(c, SRLM_ROLE_LEARNER);
+  const int64_t n = 30011;
+  int64_t b[9];
+  b[0] = 0;
+  for (int j = 1; j < L; j++) b[j] = j == 2 ? b[1] : n * j / L + 7;
+  b[L] = n;
+  const size_t bytes = (size_t)n * sizeof(float);
+  float *host = srlm_xmalloc(bytes), *buf = host;
+  if (be) EXPECT_EQ_INT(srlm_backend_alloc(be, (void **)&buf, bytes), SRLM_OK);
+  srlm_comm_set_backend(c, be);
+  EXPECT_EQ_INT(srlm_comm_reduce_ready(c, n), SRLM_ERR_INTERNAL); /* nothing open */
+  for (int zero = 0; zero < 2; zero++) {
+    for (int64_t i = 0; i < n; i++) host[i] = grad(me, i);
+    if (be) EXPECT_EQ_INT(srlm_backend_copy_h2d(be, buf, host, bytes), SRLM_OK);
+    EXPECT_EQ_INT(srlm_comm_reduce_begin(c, buf, n, zero ? b : NULL, 1000 * sizeof(float)), SRLM_OK);
+    EXPECT_EQ_INT(srlm_comm_reduce_begin(c, buf, n, NULL, 0), SRLM_ERR_INTERNAL); /* one at a time */
+    if (me < L - 1) /* stages of uneven sizes, a different schedule on each learner */
+      for (int64_t from = n - 1; from > 0; from -= 1777 * (me + 1))
+        EXPECT_EQ_INT(srlm_comm_reduce_ready(c, from), SRLM_OK);
+    EXPECT_EQ_INT(srlm_comm_reduce_end(c), SRLM_OK);
+    if (be) EXPECT_EQ_INT(srlm_backend_copy_d2h(be, host, buf, bytes), SRLM_OK);
+    int bad = 0;
+    for (int64_t i = 0; i < n; i++) {
+      float s = grad(0, i);
+      for (int r = 1; r < L; r++) s += grad(r, i);
+      const float want = !zero || (i >= b[me] && i < b[me + 1]) ? s : grad(me, i);
+      if (memcmp(&want, &host[i], 4) != 0) {
+        if (!bad) fprintf(stderr, "overlapped %s: g[%lld] = %.9g, expected %.9g\n", zero ? "reduce-scatter" : "all-reduce",
+                          (long long)i, host[i], want);
+        bad++;
+      }
+    }
+    EXPECT(bad == 0, "%s overlapped %s, learner %d of %d: %d of %lld elements differ from the rank-order sum",
+           be ? "device" : "host", zero ? "reduce-scatter" : "all-reduce", me, L, bad, (long long)n);
+  }
+  /* abandoned before anything started: nothing in flight, the next reduce opens */
+  EXPECT_EQ_INT(srlm_comm_reduce_begin(c, buf, n, NULL, 0), SRLM_OK);
+  srlm_comm_reduce_abandon(c);
+  EXPECT_EQ_INT(srlm_comm_reduce_begin(c, buf, n, NULL, 0), SRLM_OK);
+  EXPECT_EQ_INT(srlm_comm_reduce_end(c), SRLM_OK);
+  srlm_error_clear();
+  srlm_comm_set_backend(c, NULL);
+  if (be) EXPECT_EQ_INT(srlm_backend_free(be, buf), SRLM_OK);
+  free(host);
+}
+
+static void test_overlap_both(srlm_comm *c) {
+  test_overlap(c, NULL);
+  srlm_backend *be = NULL;
+  srlm_status st = srlm_backend_open("cuda-sim", 0, &be);
+  EXPECT(st == SRLM_OK, "open cuda-sim: %s", srlm_error_message());
+  if (st != SRLM_OK) return;
+  test_overlap(c, be);
+  EXPECT_EQ_INT(srlm_backend_close(be), SRLM_OK);
+}
+
 /* ---- agree ---- */
 
 static void test_agree(srlm_comm *c) {
@@ -515,6 +590,7 @@ static int run(srlm_comm *c, int L, int G, int J) {
   else test_shards_separate(c);
   test_allreduce(c);
   test_zero1_both(c);
+  test_overlap_both(c);
   test_device_memory(c);
   test_transport(c);
   test_agree(c);
@@ -531,7 +607,7 @@ static int run(srlm_comm *c, int L, int G, int J) {
 
 int main(int argc, char **argv) {
   if (argc < 5) {
-    fprintf(stderr, "usage: mpi_comm run|joined|mismatch|abort|check|die L G J [COLOCATE|VICTIM]\n");
+    fprintf(stderr, "usage: mpi_comm run|joined|mismatch|abort|check|die|overlap L G J [COLOCATE|VICTIM]\n");
     return 2;
   }
   const char *mode = argv[1];
@@ -573,6 +649,30 @@ int main(int argc, char **argv) {
     bool end = false;
     srlm_comm_recv(c, extra, &buf, &len, NULL, &end);
     fprintf(stderr, "mpi_comm: rank %d was not stopped\n", srlm_comm_rank(c));
+    rc = 3;
+  } else if (strcmp(mode, "overlap") == 0) {
+    /* learner VICTIM's backward fails after its first buckets started: it drops them and
+       ends the job, while the other learners wait for its buckets in reduce_end */
+    if (srlm_comm_has_role(c, SRLM_ROLE_LEARNER)) {
+      const int64_t n = 30011;
+      float *g = srlm_xcalloc((size_t)n, sizeof *g);
+      st = srlm_comm_reduce_begin(c, g, n, NULL, 1000 * sizeof(float));
+      if (st == SRLM_OK) st = srlm_comm_reduce_ready(c, n / 2);
+      if (st == SRLM_OK && srlm_comm_rank(c) == extra) {
+        usleep(200 * 1000); /* let the others block first */
+        srlm_comm_reduce_abandon(c);
+        srlm_comm_abort(c, srlm_error(SRLM_ERR_INTERNAL, "model backward", "planted failure on rank %d", extra));
+      }
+      if (st == SRLM_OK) st = srlm_comm_reduce_end(c);
+      fprintf(stderr, "mpi_comm: rank %d was not stopped (%s)\n", srlm_comm_rank(c), st == SRLM_OK ? "ok" : srlm_error_message());
+      free(g);
+    } else {
+      void *buf = NULL;
+      size_t len = 0;
+      bool end = false;
+      srlm_comm_recv(c, extra, &buf, &len, NULL, &end);
+      fprintf(stderr, "mpi_comm: rank %d was not stopped\n", srlm_comm_rank(c));
+    }
     rc = 3;
   } else {
     fprintf(stderr, "mpi_comm: unknown mode %s\n", mode);

@@ -16,6 +16,11 @@
  *    micro-batches are its slice's, every learner reduces once per step (also one with
  *    nothing to forward), a non-finite loss on one learner skips the step everywhere,
  *    and the weights are the single learner's, bit for bit;
+ *    The same with the overlapped reduce (dp.overlap, each micro-batch also running a real
+ *    backward that adds zeros): begin and end once a step on every learner, the model's
+ *    final-gradient stages announced during each step's last micro-batch of a learner only,
+ *    all of them in backward order, the same weights; a failing last micro-batch abandons
+ *    the open reduce and disarms the model;
  * 5. bad options, learner layouts, resume points and plans are errors that change
  *    nothing; a done() error stops the run with it. */
 #include <math.h>
@@ -59,6 +64,8 @@ typedef struct stub {
   int64_t nan_loss_step, nan_loss_example; /* the micro-batch holding that example reports NaN */
   int64_t nan_grad_step;
   int64_t fail_done_step;
+  int fail_micro_call; /* the micro-batch of that call (1-based, all steps) fails after its backward */
+  int zero_backward; /* each micro-batch also runs a real backward with g = 0 (adds zeros) */
   /* what the hooks saw */
   int epochs[8], n_epochs;
   int64_t planned[16];
@@ -132,6 +139,15 @@ static srlm_status stub_micro(void *ctx, int list, const int64_t *idx, int64_t n
   for (int64_t q = 0; q < n; q++)
     for (size_t j = 0; j < s->n; j++) g[j] += contrib(idx[q], j);
   if (s->step == s->nan_grad_step) g[0] = NAN;
+  if (s->zero_backward) { /* the model's backward (its final-gradient callback), adding zeros */
+    int32_t tok[6] = {1, 2, 3, 4, 5, 6}, tgt[6] = {2, 3, 4, 5, 6, -1}, cu[2] = {0, 6};
+    float logp[6], g0[6] = {0};
+    srlm_batch b = {.B = 1, .T = 6, .tokens = tok, .cu_seqlens = cu, .targets = tgt};
+    SRLM_TRY(srlm_model_forward_train(s->m, &b, logp));
+    SRLM_TRY(srlm_model_backward(s->m, g0));
+  }
+  if (s->n_calls == s->fail_micro_call)
+    return srlm_error(SRLM_ERR_IO, "stub", "micro-batch %d fails (step %lld)", s->n_calls, (long long)s->step);
   return SRLM_OK;
 }
 
@@ -358,14 +374,63 @@ static void test_resume(void) {
 
 /* ---- 4: learners ------------------------------------------------------------------------ */
 
+/* One call of the overlapped reduce's ready: in which step, after how many micro-batches of
+ * the learner, and from where the gradients were final. */
+typedef struct ready_call {
+  int64_t step;
+  int n_calls;
+  size_t from;
+} ready_call;
+
 typedef struct learner {
-  sim_dp_rank sr;
+  sim_dp_rank sr; /* first: dp.ctx is the learner, and sim's functions read it as this */
   srlm_dp dp;
   stub s;
   srlm_engine_summary sum;
   srlm_status st;
   char err[256];
+  /* the overlapped reduce (dp.overlap) */
+  float *ov_grads;
+  const int64_t *ov_bounds;
+  int64_t ov_n;
+  int begins, ends, abandons, open;
+  ready_call ready[MAXCALLS];
+  int n_ready;
 } learner;
+
+static srlm_status sim_ov_begin(void *ctx, float *grads, int64_t n, const int64_t *bounds) {
+  learner *l = ctx;
+  if (l->open) return srlm_error(SRLM_ERR_INTERNAL, "sim_ov_begin", "already open");
+  l->open = 1;
+  l->begins++;
+  l->ov_grads = grads;
+  l->ov_n = n;
+  l->ov_bounds = bounds;
+  return SRLM_OK;
+}
+
+static srlm_status sim_ov_ready(void *ctx, int64_t from) {
+  learner *l = ctx;
+  if (!l->open) return srlm_error(SRLM_ERR_INTERNAL, "sim_ov_ready", "not open");
+  if (l->n_ready < MAXCALLS) l->ready[l->n_ready++] = (ready_call){l->s.step, l->s.n_calls, (size_t)from};
+  return SRLM_OK;
+}
+
+/* the same sums as the plain reduce, at the end */
+static srlm_status sim_ov_end(void *ctx, double *stats, int n_stats) {
+  learner *l = ctx;
+  if (!l->open) return srlm_error(SRLM_ERR_INTERNAL, "sim_ov_end", "not open");
+  l->open = 0;
+  l->ends++;
+  if (l->ov_bounds) return sim_reduce_scatter(ctx, l->ov_grads, l->ov_n, l->ov_bounds, stats, n_stats);
+  return sim_reduce(ctx, l->ov_grads, l->ov_n, stats, n_stats);
+}
+
+static void sim_ov_abandon(void *ctx) {
+  learner *l = ctx;
+  l->open = 0;
+  l->abandons++;
+}
 
 static void *learner_main(void *arg) {
   learner *l = arg;
@@ -378,13 +443,14 @@ static void *learner_main(void *arg) {
 
 /* R learners on the stub (two_lists, list 0 in chunks of `chunk`; zero: ZeRO-1) against one. */
 static void run_learners(const char *what, int R, int two_lists, int64_t chunk, int64_t nan_step, int64_t nan_example,
-                         int zero) {
+                         int zero, int overlap) {
   srlm_model *one = tiny_model_with_vocab(VOCAB);
   if (!one) return;
   stub s1;
   stub_init(&s1, one, two_lists, chunk);
   s1.nan_loss_step = nan_step;
   s1.nan_loss_example = nan_example;
+  s1.zero_backward = overlap;
   srlm_engine_options o = stub_options(&s1);
   EXPECT(srlm_engine_run(one, &o, NULL) == SRLM_OK, "%s, one learner: %s", what, srlm_error_message());
   sim_dp sim = {.R = R};
@@ -393,9 +459,18 @@ static void run_learners(const char *what, int R, int two_lists, int64_t chunk, 
   for (int r = 0; r < R; r++) {
     L[r].sr = (sim_dp_rank){&sim, r};
     L[r].dp = sim_dp_of(&L[r].sr, r, R, zero);
+    if (overlap) {
+      L[r].dp.ctx = &L[r];
+      L[r].dp.overlap = 1;
+      L[r].dp.reduce_begin = sim_ov_begin;
+      L[r].dp.reduce_ready = sim_ov_ready;
+      L[r].dp.reduce_end = sim_ov_end;
+      L[r].dp.reduce_abandon = sim_ov_abandon;
+    }
     stub_init(&L[r].s, tiny_model_with_vocab(VOCAB), two_lists, chunk);
     L[r].s.nan_loss_step = nan_step;
     L[r].s.nan_loss_example = nan_example;
+    L[r].s.zero_backward = overlap;
     sim.n = (int64_t)L[r].s.n;
     sim.slot[r] = srlm_xmalloc(L[r].s.n * sizeof(float));
   }
@@ -425,6 +500,31 @@ static void run_learners(const char *what, int R, int two_lists, int64_t chunk, 
                "slice [%lld, %lld)", what, r, (long long)step, list, (long long)lo, (long long)at, (long long)lo,
                (long long)hi);
       }
+    if (overlap) {
+      /* begin and end once a step; the final-gradient stages announced only during each
+         step's last micro-batch of this learner (none without one or after a NaN), all of
+         them, in backward order */
+      size_t from[16];
+      const int k_stages = srlm_model_grad_stages(s->m, from);
+      EXPECT(L[r].begins == STEPS && L[r].ends == STEPS && L[r].abandons == 0 && !L[r].open,
+             "%s, learner %d: %d begins, %d ends, %d abandons for %d steps", what, r, L[r].begins, L[r].ends,
+             L[r].abandons, STEPS);
+      for (int64_t step = 1; step <= STEPS; step++) {
+        int last = -1, got = 0, bad = 0;
+        for (int c = 0; c < s->n_calls; c++)
+          if (s->calls[c].step == step) last = c;
+        for (int q = 0; q < L[r].n_ready; q++) {
+          const ready_call *rc = &L[r].ready[q];
+          if (rc->step != step) continue;
+          bad += rc->n_calls != last + 1 || got >= k_stages || rc->from != from[got];
+          got++;
+        }
+        const int want = last < 0 || step == nan_step ? 0 : k_stages;
+        EXPECT((got == want || (step == nan_step && got <= k_stages)) && bad == 0,
+               "%s, learner %d, step %lld: %d stages announced (want %d), %d out of place", what, r,
+               (long long)step, got, want, bad);
+      }
+    }
     for (int64_t k = 1; k <= STEPS && s->w[k] && s1.w[k]; k++) {
       int micro = 0; /* every learner's micro-batches of step k */
       for (int q = 0; q < R; q++)
@@ -452,25 +552,66 @@ static void run_learners(const char *what, int R, int two_lists, int64_t chunk, 
 }
 
 static void test_learners(void) {
-  for (int zero = 0; zero <= 1; zero++) {
-    const char *z = zero ? " (ZeRO-1)" : "";
-    char what[96];
-    snprintf(what, sizeof what, "2 learners, 2 lists%s", z);
-    run_learners(what, 2, 1, 3, 0, 0, zero);
-    snprintf(what, sizeof what, "3 learners, 2 lists%s", z);
-    run_learners(what, 3, 1, 1, 0, 0, zero);
-    /* step 3 has 2 examples: learner 0 of 3 forwards nothing at all and still reduces */
-    snprintf(what, sizeof what, "3 learners, 1 list%s", z);
-    run_learners(what, 3, 0, 2, 0, 0, zero);
-    snprintf(what, sizeof what, "4 learners, 2 lists%s", z);
-    run_learners(what, 4, 1, 1, 0, 0, zero);
-    /* step 5's window position 2: in learner 1's half only (and one learner's first
-       micro-batch) */
-    int64_t ex[PER_STEP];
-    step_window(5, ex);
-    snprintf(what, sizeof what, "2 learners, NaN on learner 1%s", z);
-    run_learners(what, 2, 1, 3, 5, ex[2], zero);
-  }
+  for (int ov = 0; ov <= 1; ov++)
+    for (int zero = 0; zero <= 1; zero++) {
+      char z[48];
+      snprintf(z, sizeof z, "%s%s", zero ? " (ZeRO-1)" : "", ov ? " (overlapped reduce)" : "");
+      char what[96];
+      snprintf(what, sizeof what, "2 learners, 2 lists%s", z);
+      run_learners(what, 2, 1, 3, 0, 0, zero, ov);
+      snprintf(what, sizeof what, "3 learners, 2 lists%s", z);
+      run_learners(what, 3, 1, 1, 0, 0, zero, ov);
+      /* step 3 has 2 examples: learner 0 of 3 forwards nothing at all and still reduces */
+      snprintf(what, sizeof what, "3 learners, 1 list%s", z);
+      run_learners(what, 3, 0, 2, 0, 0, zero, ov);
+      snprintf(what, sizeof what, "4 learners, 2 lists%s", z);
+      run_learners(what, 4, 1, 1, 0, 0, zero, ov);
+      /* step 5's window position 2: in learner 1's half only (and one learner's first
+         micro-batch) */
+      int64_t ex[PER_STEP];
+      step_window(5, ex);
+      snprintf(what, sizeof what, "2 learners, NaN on learner 1%s", z);
+      run_learners(what, 2, 1, 3, 5, ex[2], zero, ov);
+    }
+}
+
+/* The step's last micro-batch fails on a learner of an overlapped reduce after its backward
+ * announced the final gradients (one thread of a 2-learner layout, whose peer never comes):
+ * the engine drops the open reduce (abandon) and returns the error at once instead of waiting
+ * in end, and the model's final-gradient callback is disarmed (further backwards neither
+ * call it nor count as a second backward of the arming). */
+static void test_overlap_failure(void) {
+  learner l;
+  memset(&l, 0, sizeof l);
+  sim_dp sim = {.R = 2};
+  l.sr = (sim_dp_rank){&sim, 0};
+  l.dp = sim_dp_of(&l.sr, 0, 2, 0);
+  l.dp.ctx = &l;
+  l.dp.overlap = 1;
+  l.dp.reduce_begin = sim_ov_begin;
+  l.dp.reduce_ready = sim_ov_ready;
+  l.dp.reduce_end = sim_ov_end;
+  l.dp.reduce_abandon = sim_ov_abandon;
+  stub_init(&l.s, tiny_model_with_vocab(VOCAB), 0, 1);
+  if (!l.s.m) return;
+  l.s.zero_backward = 1;
+  l.s.fail_micro_call = 2; /* learner 0 of 2, step 1: micro-batches [0, 1) and [1, 2); the last fails */
+  srlm_engine_options o = stub_options(&l.s);
+  o.dp = &l.dp;
+  EXPECT_EQ_INT(srlm_engine_run(l.s.m, &o, NULL), SRLM_ERR_IO);
+  EXPECT_CONTAINS(srlm_error_message(), "micro-batch 2 fails (step 1)");
+  EXPECT(l.begins == 1 && l.abandons == 1 && l.ends == 0 && !l.open, "failed micro-batch: %d begins, %d abandons, %d ends",
+         l.begins, l.abandons, l.ends);
+  size_t from[16];
+  const int k_stages = srlm_model_grad_stages(l.s.m, from);
+  EXPECT_EQ_INT(l.n_ready, k_stages); /* the failing micro-batch's backward had announced them */
+  srlm_error_clear();
+  l.s.fail_micro_call = 0;
+  for (int k = 0; k < 2; k++)
+    EXPECT_EQ_INT(stub_micro(&l.s, 0, (const int64_t[]){0}, 1, (double[3]){0}, &(int){1}), SRLM_OK);
+  EXPECT_EQ_INT(l.n_ready, k_stages);
+  stub_free(&l.s);
+  srlm_model_free(l.s.m);
 }
 
 /* ---- 5: errors -------------------------------------------------------------------------- */
@@ -539,6 +680,7 @@ int main(void) {
   test_one_learner();
   test_resume();
   test_learners();
+  test_overlap_failure();
   test_errors();
   TEST_MAIN_END();
 }
