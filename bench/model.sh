@@ -67,6 +67,9 @@ batch_args() { # size -> the options both sides take
   echo "# model.sh $(date -u +%Y-%m-%dT%H:%MZ): $PAIRS pairs per size and thread count, A/B order alternating"
   echo "# machine: $(lscpu 2>/dev/null | sed -n 's/^Model name: *//p' | head -1), $(nproc) CPUs online," \
     "$(awk '/MemTotal/ {printf "%.1f GiB", $2 / 1048576}' /proc/meminfo) memory, load $(cut -d' ' -f1-3 /proc/loadavg)"
+  # both sides run under the same OpenMP settings, libgomp's defaults unless set here
+  echo "# OpenMP: OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-unset (default)}, GOMP_SPINCOUNT=${GOMP_SPINCOUNT:-unset (default)}," \
+    "OMP_PROC_BIND=${OMP_PROC_BIND:-unset}; OMP_NUM_THREADS set per run to the thread count, for both"
   echo "# srlm: $("$BUILD/srlm" version 2>/dev/null | tr '\n' ';' | sed 's/;/; /g; s/  */ /g; s/; $//')"
   if [ "$have_torch" = 1 ]; then
     echo "# PyTorch: $("$PY" -c 'import re, torch, transformers; b = re.search(r"BLAS_INFO=([^,]*)", torch.__config__.show()); print("torch", torch.__version__, "transformers", transformers.__version__, "BLAS", b.group(1) if b else "?", "oneDNN" if torch.backends.mkldnn.is_available() else "no oneDNN")')"
