@@ -39,7 +39,7 @@
  *   CPU backend reports them from the op itself.
  * - Determinism: every op gives the same bits for the same inputs, run after run (fixed
  *   reduction orders, no float atomics on data). CPU ops give the same bits for any
- *   OpenMP thread count.
+ *   OpenMP thread count and any ISA level (AVX-512, AVX2, portable C).
  */
 #ifndef SRLM_BACKEND_H
 #define SRLM_BACKEND_H
@@ -632,9 +632,10 @@ const char *srlm_backend_names(void);
 
 /* The CPU table, and its vector code: "avx512", "avx2" (+ FMA) or "generic" (portable C),
  * the best the CPU has unless forced narrower by srlm_backend_cpu_set_isa or, before the
- * first op, the environment variable SRLM_CPU_ISA. Matmul gives the same bits at every
- * level (its rounding contract); the vectorized exp of the softmax ops differs from
- * libm's expf by an ulp or so. set_isa(NULL) returns to the CPU's best; a level the CPU
+ * first op, the environment variable SRLM_CPU_ISA. Every op gives the same bits at every
+ * level (matmul by its rounding contract, the exp of the softmax, log-prob and SwiGLU ops
+ * by one arithmetic and one summation order: src/backend/cpu/vexp.c), so a seed trains the
+ * same model on any x86-64 CPU. set_isa(NULL) returns to the CPU's best; a level the CPU
  * lacks is SRLM_ERR_UNSUPPORTED. For tests and benchmarks: do not call it while ops run. */
 const srlm_backend_ops *srlm_backend_cpu_ops(void);
 const char *srlm_backend_cpu_isa(void);

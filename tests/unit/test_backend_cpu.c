@@ -5,6 +5,7 @@
  *   at every ISA level this CPU has, and attention against a KV cache (prefill, then one
  *   token at a time) gives the bits of the full forward at every level;
  * - threads: every op gives the same bits with 1 and 3 OpenMP threads;
+ * - ISA levels: every op gives the same bits at every level (AVX-512, AVX2, portable C);
  * - the shared parameter checks (backend.c) as the CPU reports them, and the CPU's order
  *   of checks (targets before any output is written);
  * - matmul's packed weights (b_version): read from the cache, repacked on a new version;
@@ -337,6 +338,29 @@ static void test_threads(srlm_backend *be) {
 #endif
 }
 
+/* ---- ISA levels: every op the same bits at every level this CPU has -------------------- */
+
+/* The ops above (matmul, norms, attention forward/backward with its softmax sums, SwiGLU's
+ * and the LM head's exp, AdamW, ...) at each ISA level against the CPU's best: one
+ * arithmetic at every level (matmul's fma chains, vexp.c's lane order), so a seed trains
+ * the same model on an AVX-512 machine and on an AVX2 one. */
+static void test_isa_levels(srlm_backend *be) {
+  const int64_t cap = 2000000;
+  float *ref = fbuf(cap), *o = fbuf(cap);
+  EXPECT_EQ_INT(srlm_backend_cpu_set_isa(NULL), SRLM_OK);
+  const char *best = srlm_backend_cpu_isa();
+  const int64_t n = run_threaded_ops(be, ref, cap);
+  for (int i = 0; i < 3; i++) {
+    if (!strcmp(k_isas[i], best) || srlm_backend_cpu_set_isa(k_isas[i]) != SRLM_OK) continue;
+    memset(o, 0, (size_t)cap * sizeof *o); /* some ops accumulate into their outputs */
+    const int64_t m = run_threaded_ops(be, o, cap);
+    EXPECT(m == n, "%s: outputs %lld vs %lld", k_isas[i], (long long)m, (long long)n);
+    EXPECT_SAME_BITS(o, ref, n, "the ops at ISA level %s vs %s", k_isas[i], best);
+  }
+  EXPECT_EQ_INT(srlm_backend_cpu_set_isa(NULL), SRLM_OK);
+  free(ref), free(o);
+}
+
 /* ---- parameter checks, as the CPU reports them -------------------------------------------- */
 
 static void test_params(srlm_backend *be) {
@@ -449,6 +473,7 @@ int main(void) {
   EXPECT_EQ_INT(srlm_backend_cpu_set_isa("avx9"), SRLM_ERR_CONFIG);
   EXPECT_CONTAINS(srlm_error_message(), "unknown ISA 'avx9'");
   test_threads(be);
+  test_isa_levels(be);
   test_params(be);
   test_memory(be);
   test_registry();

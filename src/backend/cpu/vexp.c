@@ -7,10 +7,15 @@
  * their float64 references). t below -87.34 gives 0
  * (exp(-inf) = 0 exactly, as masked logits need), above 88.72 +inf, NaN stays NaN.
  *
- * AVX-512 and AVX2+FMA versions are compiled with target attributes and follow the ISA
- * level of isa.c; the last n % W elements go through the same vector code on a padded
- * copy, so every element's bits do not depend on its position. The sum adds the vector
- * lanes element by element, then the lanes in a fixed order. The generic level uses expf. */
+ * One arithmetic at every ISA level, so the outputs and the sum are the same bits on any
+ * CPU (AVX-512, AVX2+FMA, portable C): each element is the same sequence of IEEE operations
+ * (t = fma(a, x, -b), the clamp, the rounding, the two-part reduction and the polynomial by
+ * fma), and the sum is the one order AVX-512 gives: 16 lanes, lane l adding the elements
+ * i = l mod 16 in order (AVX2 keeps lanes 0-7 and 8-15 in two registers, the portable code
+ * in 16 floats), then the lanes 0..15 in turn. The last n % 16 elements go through the same
+ * code on a masked or padded copy, so every element's bits do not depend on its position.
+ * Before 2026-12-04 AVX2 summed 8 lanes and the portable level used libm's expf: the same
+ * seed trained different models on AVX-512 and AVX2 machines (bench/RESULTS.md). */
 #include <math.h>
 #include <string.h>
 #if defined(__x86_64__) || defined(__i386__)
@@ -97,12 +102,12 @@ __attribute__((target("avx2,fma"))) static inline __m256 exp8(__m256 t) {
 __attribute__((target("avx2,fma"))) static float exp_affine_avx2(const float *x, float a, float b, float *out,
                                                                 int64_t n) {
   const __m256 va = _mm256_set1_ps(a), vb = _mm256_set1_ps(-b);
-  __m256 acc = _mm256_setzero_ps();
+  __m256 acc[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()}; /* lanes 0-7 and 8-15 of AVX-512's 16 */
   int64_t i = 0;
   for (; i + 8 <= n; i += 8) {
     const __m256 y = exp8(_mm256_fmadd_ps(va, _mm256_loadu_ps(x + i), vb));
     if (out) _mm256_storeu_ps(out + i, y);
-    acc = _mm256_add_ps(acc, y);
+    acc[(i >> 3) & 1] = _mm256_add_ps(acc[(i >> 3) & 1], y);
   }
   if (i < n) {
     float tmp[8] = {0};
@@ -111,23 +116,50 @@ __attribute__((target("avx2,fma"))) static float exp_affine_avx2(const float *x,
     _mm256_storeu_ps(y, exp8(_mm256_fmadd_ps(va, _mm256_loadu_ps(tmp), vb)));
     if (out) memcpy(out + i, y, (size_t)(n - i) * sizeof *y);
     for (int64_t l = n - i; l < 8; l++) y[l] = 0.0f;
-    acc = _mm256_add_ps(acc, _mm256_loadu_ps(y));
+    acc[(i >> 3) & 1] = _mm256_add_ps(acc[(i >> 3) & 1], _mm256_loadu_ps(y));
   }
-  float lanes[8];
-  _mm256_storeu_ps(lanes, acc);
+  float lanes[16];
+  _mm256_storeu_ps(lanes, acc[0]);
+  _mm256_storeu_ps(lanes + 8, acc[1]);
   float s = 0.0f;
-  for (int l = 0; l < 8; l++) s += lanes[l];
+  for (int l = 0; l < 16; l++) s += lanes[l];
   return s;
 }
 #endif
 
+/* exp16's operations on one element, in portable C (fmaf is the fused multiply-add; the
+ * clamp follows the x86 min/max rule: a NaN input gives the bound, and is put back at the end). */
+static float exp1(float t) {
+  float tc = t > EXP_LO ? t : EXP_LO;
+  tc = tc < EXP_HI ? tc : EXP_HI;
+  const float n = nearbyintf(tc * LOG2E);
+  float r = fmaf(-n, LN2_HI, tc);
+  r = fmaf(-n, LN2_LO, r);
+  float p = P0;
+  p = fmaf(p, r, P1);
+  p = fmaf(p, r, P2);
+  p = fmaf(p, r, P3);
+  p = fmaf(p, r, P4);
+  p = fmaf(p, r, P5);
+  p = fmaf(p, r * r, r + 1.0f);
+  const uint32_t bits = (uint32_t)((int32_t)n + 127) << 23;
+  float e;
+  memcpy(&e, &bits, sizeof e);
+  float y = p * e;
+  if (t < EXP_LO) y = 0.0f;
+  if (t > EXP_HI) y = INFINITY;
+  return isnan(t) ? t : y;
+}
+
 static float exp_affine_scalar(const float *x, float a, float b, float *out, int64_t n) {
-  float s = 0.0f;
+  float acc[16] = {0};
   for (int64_t i = 0; i < n; i++) {
-    const float y = expf(a * x[i] - b);
+    const float y = exp1(fmaf(a, x[i], -b));
     if (out) out[i] = y;
-    s += y;
+    acc[i & 15] += y;
   }
+  float s = 0.0f;
+  for (int l = 0; l < 16; l++) s += acc[l];
   return s;
 }
 
