@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """The table of bench/methods.sh: per method and task, mean and range (min..max) over the
 seeds of the numbers in each run's metrics.jsonl (OUT/<task>/seed<S>/runs/<method>/):
-held-out greedy accuracy and judge agreement (eval lines) at iterations 0, N/2, N; judge
+held-out greedy accuracy and judge agreement (eval lines) at iterations 0, N/2, N, the
+accuracy gain of each run (acc@N - acc@0, then mean and range); judge
 format failures (iteration lines: judge_format_failures / judgments) at 1, N/2, N; mean
 response length (mean_response_tokens, over iterations 1..N); pairs or GRPO groups per
 iteration ("pairs"); wall time of a run (bench_wall_s, else the sum of the lines'
@@ -68,6 +69,8 @@ def run_values(path, iterations):
         j = num(its[t], "judgments", path, t)
         f = num(its[t], "judge_format_failures", path, t)
         v["format_failures@%d" % t] = 100 * f / j if j > 0 else None  # None: no model judgments (verifier)
+    # the gain over the run's own start (a method with its own M1 starts elsewhere)
+    v["gain"] = v["accuracy@%d" % eval_pts[-1]] - v["accuracy@%d" % eval_pts[0]]
     lens = [num(its[t], "mean_response_tokens", path, t) for t in range(1, iterations + 1)]
     v["response_tokens"] = sum(lens) / len(lens)
     v["pairs"] = sum(num(its[t], "pairs", path, t) for t in range(1, iterations + 1)) / iterations
@@ -104,7 +107,7 @@ def main():
     methods, seeds, tasks = a.methods.split(","), a.seeds.split(","), a.tasks.split(",")
     skips = dict(l.split("=", 1) for l in a.skips.splitlines() if "=" in l)
     eval_pts, fmt_pts = points(a.iterations)
-    keys = (["accuracy@%d" % t for t in eval_pts] + ["judge_agreement@%d" % t for t in eval_pts] +
+    keys = (["accuracy@%d" % t for t in eval_pts] + ["gain"] + ["judge_agreement@%d" % t for t in eval_pts] +
             ["format_failures@%d" % t for t in fmt_pts] + ["response_tokens", "pairs", "wall_s"])
     rows = []
     for task in tasks:
@@ -118,7 +121,7 @@ def main():
             rows.append({"task": task, "method": m, "seeds": per_seed,
                          "summary": {k: summary([per_seed[s][k] for s in seeds]) for k in keys}})
     head = ["task", "method"]
-    head += ["acc@%d %%" % t for t in eval_pts] + ["judge agr@%d %%" % t for t in eval_pts]
+    head += ["acc@%d %%" % t for t in eval_pts] + ["gain @%d" % eval_pts[-1]] + ["judge agr@%d %%" % t for t in eval_pts]
     head += ["judge fmt fail@%d %%" % t for t in fmt_pts] + ["resp len (tokens)", "pairs/groups per it", "wall s"]
     lines = [
         "# Methods comparison (bench/methods.sh)",
@@ -129,11 +132,12 @@ def main():
         "- command: `%s` (each run's command line: command.txt next to this table)" % a.command,
         "- tasks %s; seeds %s (mean and range min..max over them); %d iterations; layout %s" % (
             ", ".join(tasks), ", ".join(seeds), a.iterations, a.layout),
-        "- acc: held-out greedy accuracy; judge agr: the judge's verdict on one temperature-1 sample per "
+        "- acc: held-out greedy accuracy; gain: acc@%d - acc@0 of each run (mean and range over seeds); "
+        "judge agr: the judge's verdict on one temperature-1 sample per "
         "held-out prompt vs the checker; judge fmt fail: the iteration's model judgments without a score in "
         "the judge's format / judgments (- : no model judgments, e.g. verifier rewards); resp len: mean "
         "tokens per sample (EOS included) over iterations 1..%d; pairs/groups: DPO pairs or GRPO groups "
-        "trained per iteration; wall: one run" % a.iterations,
+        "trained per iteration; wall: one run" % (a.iterations, a.iterations),
         "",
         "| " + " | ".join(head) + " |",
         "|" + "---|" * len(head),
