@@ -194,23 +194,7 @@ static srlm_status run_step(engine *e, int64_t k, int64_t s, srlm_engine_info *i
 }
 
 srlm_status srlm_engine_anchor_create(srlm_model *m, srlm_model **anchor) {
-  *anchor = NULL;
-  const size_t n = srlm_model_num_params(m);
-  SRLM_TRY(srlm_model_create(srlm_model_get_config(m), 0, srlm_model_backend(m), srlm_model_dtype(m), anchor));
-  const size_t chunk = (size_t)1 << 20;
-  float *buf = srlm_xmalloc((n < chunk ? n : chunk) * sizeof *buf + 1);
-  srlm_status st = SRLM_OK;
-  for (size_t off = 0; off < n && st == SRLM_OK; off += chunk) {
-    const size_t k = n - off < chunk ? n - off : chunk;
-    st = srlm_model_get_params(m, buf, off, k);
-    if (st == SRLM_OK) st = srlm_model_set_params(*anchor, buf, off, k);
-  }
-  free(buf);
-  if (st != SRLM_OK) {
-    srlm_model_free(*anchor);
-    *anchor = NULL;
-  }
-  return st;
+  return srlm_model_clone(m, SRLM_MODEL_LEARN, anchor); /* the EMA updates its fp32 master */
 }
 
 srlm_status srlm_engine_ema_update(srlm_model *anchor, srlm_model *m, double mu) {
