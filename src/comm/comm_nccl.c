@@ -243,25 +243,29 @@ srlm_status sr_nccl_allreduce(sr_nccl *n, const float *send, float *recv, int64_
   return wait_stream(n, "ncclAllReduce(gradients)");
 }
 
-srlm_status sr_nccl_bcast(sr_nccl *n, const float *send, float *recv, int64_t count, int root, int64_t bucket) {
-  if (count < 0 || root < 0 || root >= n->nranks)
-    return srlm_error(SRLM_ERR_RANGE, n->label, "broadcast of %lld floats from rank %d", (long long)count, root);
+srlm_status sr_nccl_bcast(sr_nccl *n, const void *send, void *recv, int64_t count, size_t esz, int root,
+                          int64_t bucket) {
+  if (count < 0 || root < 0 || root >= n->nranks || (esz != 2 && esz != 4))
+    return srlm_error(SRLM_ERR_RANGE, n->label, "broadcast of %lld elements of %zu bytes from rank %d", (long long)count,
+                      esz, root);
   if (!recv && n->rank == root) return srlm_error(SRLM_ERR_INTERNAL, n->label, "the broadcast's root must keep its data");
-  if (bucket <= 0) bucket = DEFAULT_BUCKET_FLOATS;
+  if (bucket <= 0) bucket = (int64_t)(DEFAULT_BUCKET_FLOATS * sizeof(float) / esz);
   SRLM_TRY(begin(n));
   const int64_t one = count < bucket ? count : bucket;
-  if (!recv && one > n->scratch_n) { /* a receiver that keeps nothing: one bucket of scratch */
+  const int64_t one_floats = (int64_t)(((size_t)one * esz + sizeof(float) - 1) / sizeof(float));
+  if (!recv && one_floats > n->scratch_n) { /* a receiver that keeps nothing: one bucket of scratch */
     if (n->scratch) SRLM_CUDA_RT(cudaFree(n->scratch));
     n->scratch = NULL;
     n->scratch_n = 0;
-    SRLM_CUDA_RT(cudaMalloc((void **)&n->scratch, (size_t)one * sizeof(float)));
-    n->scratch_n = one;
+    SRLM_CUDA_RT(cudaMalloc((void **)&n->scratch, (size_t)one_floats * sizeof(float)));
+    n->scratch_n = one_floats;
   }
+  /* bytes: a broadcast copies and never adds, so the element type does not matter */
   for (int64_t off = 0; off < count; off += bucket) {
     const size_t cnt = (size_t)(count - off < bucket ? count - off : bucket);
-    float *dst = recv ? recv + off : n->scratch;
-    const float *src = n->rank == root ? send + off : dst; /* sendbuff is read on the root only */
-    SRLM_NCCL(n, ncclBroadcast(src, dst, cnt, ncclFloat32, root, n->comm, n->stream));
+    char *dst = recv ? (char *)recv + (size_t)off * esz : (char *)n->scratch;
+    const char *src = n->rank == root ? (const char *)send + (size_t)off * esz : dst; /* read on the root only */
+    SRLM_NCCL(n, ncclBroadcast(src, dst, cnt * esz, ncclUint8, root, n->comm, n->stream));
   }
   return wait_stream(n, "ncclBroadcast(weights)");
 }

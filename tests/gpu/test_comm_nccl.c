@@ -104,7 +104,7 @@ static void test_layer(void) {
     switch (c) {
     case 0: what = "ncclAllReduce sum"; st = sr_nccl_allreduce(n, ds, dr, N, false, bucket); break;
     case 1: what = "ncclAllReduce avg"; st = sr_nccl_allreduce(n, ds, dr, N, true, bucket); break;
-    case 2: what = "ncclBroadcast"; st = sr_nccl_bcast(n, ds, dr, N, 0, bucket); break;
+    case 2: what = "ncclBroadcast"; st = sr_nccl_bcast(n, ds, dr, N, sizeof(float), 0, bucket); break;
     case 3: what = "ncclReduceScatter"; st = sr_nccl_reduce_scatter(n, ds, dr, whole, false); break;
     case 4: what = "grouped ncclReduce"; st = sr_nccl_reduce_scatter(n, ds, dr, whole, true); break;
     case 5: what = "ncclAllGather"; st = sr_nccl_allgather(n, ds, dr, whole, false); break;
@@ -122,8 +122,8 @@ static void test_layer(void) {
   /* refused before anything moves, and the communicator stays usable */
   const int64_t bad_start[2] = {1, N};
   EXPECT_EQ_INT(sr_nccl_reduce_scatter(n, NULL, NULL, bad_start, false), SRLM_ERR_INTERNAL);
-  EXPECT_EQ_INT(sr_nccl_bcast(n, NULL, NULL, N, 0, bucket), SRLM_ERR_INTERNAL); /* the root keeps its data */
-  EXPECT_EQ_INT(sr_nccl_bcast(n, NULL, NULL, N, 1, bucket), SRLM_ERR_RANGE);    /* no rank 1 */
+  EXPECT_EQ_INT(sr_nccl_bcast(n, NULL, NULL, N, sizeof(float), 0, bucket), SRLM_ERR_INTERNAL); /* the root keeps its data */
+  EXPECT_EQ_INT(sr_nccl_bcast(n, NULL, NULL, N, sizeof(float), 1, bucket), SRLM_ERR_RANGE);    /* no rank 1 */
   float *d = NULL;
   EXPECT_EQ_INT(srlm_backend_alloc(g_be, (void **)&d, 4 * sizeof(float)), SRLM_OK);
   EXPECT_EQ_INT(sr_nccl_allreduce(n, d, d, 4, false, 0), SRLM_OK);
@@ -172,7 +172,7 @@ static void test_interface(srlm_comm *c) {
       expect_dev(what, d, h, N);
     }
   int64_t version = 41;
-  st = srlm_comm_bcast_weights(c, d, N, &version, (size_t)1 << 20); /* 65 buckets, the last one short */
+  st = srlm_comm_bcast_weights(c, d, N, SRLM_F32, &version, (size_t)1 << 20); /* 65 buckets, the last one short */
   EXPECT(st == SRLM_OK, "bcast_weights: %s", srlm_error_message());
   EXPECT_EQ_INT(version, 41);
   expect_dev("bcast_weights", d, h, N);
