@@ -41,7 +41,9 @@ srlm_status srlm_memplan_make(const srlm_config *cfg, const srlm_model_config *m
   const size_t anchor = learner && cfg->train.reference == SRLM_CFG_REFERENCE_EMA;
   const size_t args_ref = sampler && cfg->generate.args_reward == SRLM_CFG_ARGS_IMPLICIT;
   p->weights = (1 + anchor + args_ref) * mm.params;
-  p->master = (1 + anchor + args_ref) * mm.master;
+  /* fp32 masters only where something learns: the model and the EMA anchor of a learner; a generator or judge
+     (the broadcast writes its bf16 compute copy) and ARGS's reference (it only scores) keep none (model.h) */
+  p->master = learner ? (1 + anchor) * mm.master : 0;
   if (learner) {
     p->grads = mm.grads;
     p->moments = mm.moments;
