@@ -303,8 +303,16 @@ srlm_status srlm_comm_allreduce_f64(srlm_comm *c, double *x, int n);
  * learner-rank order, the bits srlm_comm_allreduce_grads (DETERMINISTIC) gives there;
  * NCCL: NCCL's order, see the determinism paragraph); the rest of g is left as it was. */
 srlm_status srlm_comm_reduce_scatter_grads(srlm_comm *c, float *g, int64_t n, const int64_t *bounds);
-/* Every learner's range of x copied into every learner's x. */
-srlm_status srlm_comm_allgather_shards(srlm_comm *c, float *x, int64_t n, const int64_t *bounds);
+/* Every learner's range of x (n elements of dtype dt: SRLM_F32, or SRLM_BF16 for a bf16
+ * model's compute copy, 2 bytes a weight; moved as bytes) copied into every learner's x. */
+srlm_status srlm_comm_allgather_shards(srlm_comm *c, void *x, int64_t n, srlm_dtype dt, const int64_t *bounds);
+/* The same over HOST memory whatever the backend (always MPI), where each learner names
+ * only its own range [lo, hi) of x (n floats): a bf16 model's fp32 master, of which a ZeRO-1
+ * learner holds its shard, gathered whole for a checkpoint or the saved model. The ranges,
+ * exchanged first, must tile [0, n) in learner order (else SRLM_ERR_INTERNAL on every
+ * learner alike). One learner: [lo, hi) must be [0, n), nothing moves. Learners only;
+ * collective. */
+srlm_status srlm_comm_allgather_ranges_host(srlm_comm *c, float *x, int64_t n, int64_t lo, int64_t hi);
 /* One double accumulated along the learners in rank order (srlm_dp_chain_fn): stage 0,
  * learner r > 0 receives r - 1's *x; stage 1, learner r < L - 1 sends *x to r + 1, then
  * every learner gets the last learner's *x. */

@@ -70,6 +70,19 @@ srlm_status srlm_model_create_for(const srlm_model_config *cfg, uint64_t seed, s
                                   srlm_model_use use, srlm_model **out);
 /* 1 when the model keeps an fp32 master (every fp32 model; a bf16 model for SRLM_MODEL_LEARN). */
 int srlm_model_has_master(const srlm_model *m);
+/* ZeRO-1 (dp.h): a bf16 model that learns keeps only the fp32 master of [lo, hi) (this
+ * learner's shard; the rest is freed). From then on srlm_model_master points at parameter
+ * lo; get_params is an error outside [lo, hi) (the full master lives only across the
+ * learners: gather it); set_params writes the compute copy of its whole range and the
+ * master of its part in [lo, hi); refresh_params takes ranges inside [lo, hi). The compute
+ * copy stays whole. Sharding again with the same range does nothing, with another one is
+ * an error; an fp32 or decode-only model is an error (SRLM_ERR_INTERNAL). */
+srlm_status srlm_model_shard_master(srlm_model *m, size_t lo, size_t hi);
+/* The parameters the fp32 master holds: [0, num_params) (an fp32 model, a bf16 one that
+ * learns), a ZeRO-1 shard, or [0, 0) (decode-only). Returns 1 when the master is sharded
+ * (srlm_model_shard_master), also where this learner's range happens to be everything or
+ * nothing: the same answer on every learner, so collectives can follow it. */
+int srlm_model_master_range(const srlm_model *m, size_t *lo, size_t *hi);
 /* A copy of m's parameters (srlm_model_get_params' values) in a new model of the same
  * config, backend and dtype, for `use`: a decode-only copy's compute copy equals m's. */
 srlm_status srlm_model_clone(const srlm_model *m, srlm_model_use use, srlm_model **out);
@@ -77,6 +90,9 @@ srlm_status srlm_model_clone(const srlm_model *m, srlm_model_use use, srlm_model
  * transformers' AutoModelForCausalLM.from_pretrained(dir) loads it. Tokenizer files
  * are the caller's to copy. */
 srlm_status srlm_model_save(const srlm_model *m, const char *dir, srlm_st_dtype dtype);
+/* The same with the parameters given (host memory, num_params fp32 values in the flat
+ * layout) instead of m's: a ZeRO-1 learner's master gathered from the learners. */
+srlm_status srlm_model_save_with(const srlm_model *m, const float *params, const char *dir, srlm_st_dtype dtype);
 void srlm_model_free(srlm_model *m);
 
 const srlm_model_config *srlm_model_get_config(const srlm_model *m);
@@ -97,8 +113,9 @@ srlm_status srlm_model_get_grads(srlm_model *m, float *host, size_t offset, size
 srlm_status srlm_model_zero_grad(srlm_model *m);
 
 /* For code that moves parameters or gradients in backend memory (the optimizer, the
- * weight broadcast and gradient reduce of src/comm): the fp32 master (num_params; NULL
- * for a bf16 model that keeps none, SRLM_MODEL_DECODE) and the fp32 gradients (allocated
+ * weight broadcast and gradient reduce of src/comm): the fp32 master of
+ * srlm_model_master_range (element i is parameter lo + i; all of them unless sharded;
+ * NULL for a bf16 model that keeps none, SRLM_MODEL_DECODE, or an empty shard) and the fp32 gradients (allocated
  * zeroed on first use). After writing the master through the pointer, refresh_params
  * casts [offset, offset + n) into the compute copy (an error without a master). Writing
  * the compute copy directly (compute_params: the weight broadcast into a decode-only

@@ -853,14 +853,14 @@ static int64_t rounds_of(const int64_t *bounds, int L, int64_t q) { return (larg
 /* ZeRO-1 on the learners' NCCL communicator, in place: one ncclReduceScatter/ncclAllGather
  * when the learners' ranges are equal, else one ncclReduce/ncclBroadcast per owner range in
  * an NCCL group. One learner: the whole array is its range. */
-static srlm_status zero1_nccl(srlm_comm *c, float *x, int64_t n, const int64_t *bounds, int L, bool reduce) {
+static srlm_status zero1_nccl(srlm_comm *c, void *x, int64_t n, const int64_t *bounds, int L, bool reduce, size_t esz) {
   struct sr_nccl *nc = c->nccl[SRLM_COMM_GROUP_LEARNERS];
   const int64_t whole[2] = {0, n};
   if (L == 1) bounds = whole;
   if (!bounds) return srlm_error(SRLM_ERR_INTERNAL, "ZeRO-1", "no shard bounds for %d learners", L);
   if (n == 0) return SRLM_OK;
   const bool grouped = !sr_nccl_equal_ranges(bounds, L);
-  return reduce ? sr_nccl_reduce_scatter(nc, x, x, bounds, grouped) : sr_nccl_allgather(nc, x, x, bounds, grouped);
+  return reduce ? sr_nccl_reduce_scatter(nc, x, x, bounds, grouped) : sr_nccl_allgather(nc, x, x, bounds, grouped, esz);
 }
 #endif
 
@@ -868,7 +868,7 @@ srlm_status srlm_comm_reduce_scatter_grads(srlm_comm *c, float *g, int64_t n, co
   int L, me;
   SRLM_TRY(learner_group(c, "gradient reduce-scatter", n, bounds, &L, &me));
 #if SRLM_HAVE_NCCL
-  if (c->nccl[SRLM_COMM_GROUP_LEARNERS]) return zero1_nccl(c, g, n, bounds, L, true);
+  if (c->nccl[SRLM_COMM_GROUP_LEARNERS]) return zero1_nccl(c, g, n, bounds, L, true, sizeof(float));
 #endif
   if (L == 1 || n == 0) return SRLM_OK;
   srlm_backend *be = c->be ? c->be : srlm_backend_cpu();
@@ -909,39 +909,102 @@ srlm_status srlm_comm_reduce_scatter_grads(srlm_comm *c, float *g, int64_t n, co
   return whole_put(be, g, h, bounds[me], bounds[me + 1] - bounds[me], st);
 }
 
-srlm_status srlm_comm_allgather_shards(srlm_comm *c, float *x, int64_t n, const int64_t *bounds) {
-  int L, me;
-  SRLM_TRY(learner_group(c, "shard all-gather", n, bounds, &L, &me));
-#if SRLM_HAVE_NCCL
-  if (c->nccl[SRLM_COMM_GROUP_LEARNERS]) return zero1_nccl(c, x, n, bounds, L, false);
-#endif
-  if (L == 1 || n == 0) return SRLM_OK;
-  srlm_backend *be = c->be ? c->be : srlm_backend_cpu();
+/* The all-gather over MPI: x (n elements of esz bytes) in backend memory (staged whole
+ * through a pinned host copy on a device backend) or, with host set, host memory; the
+ * elements move as bytes in rounds of at most CHUNK_BYTES. */
+static srlm_status allgather_mpi(srlm_comm *c, void *x, int64_t n, size_t esz, const int64_t *bounds, int L, int me,
+                                 bool host) {
+  srlm_backend *be = host ? srlm_backend_cpu() : c->be ? c->be : srlm_backend_cpu();
   MPI_Comm comm = c->role[SRLM_ROLE_LEARNER];
-  const int64_t q = round_size(bounds, L);
-  float *h;
-  SRLM_TRY(whole_get(be, x, n, &h));
+  int64_t q = (int64_t)(CHUNK_BYTES / esz) / L, most = largest_range(bounds, L);
+  if (q > most) q = most;
+  if (q < 1) q = 1;
+  char *h = x;
+  if (!be->host_memory && n > 0) {
+    SRLM_TRY(srlm_backend_host_alloc(be, (void **)&h, (size_t)n * esz));
+    srlm_status st = srlm_backend_copy_d2h(be, h, x, (size_t)n * esz);
+    if (st != SRLM_OK) {
+      (void)srlm_backend_host_free(be, h);
+      return st;
+    }
+  }
   int *cnt = srlm_xmalloc((size_t)L * sizeof(int)), *dsp = srlm_xmalloc((size_t)L * sizeof(int));
-  float *recv = srlm_xmalloc((size_t)L * (size_t)q * sizeof(float));
+  char *recv = srlm_xmalloc((size_t)L * (size_t)q * esz);
   int rc = MPI_SUCCESS;
   const int64_t rounds = rounds_of(bounds, L, q);
   for (int64_t k = 0; k < rounds && rc == MPI_SUCCESS; k++) {
     for (int j = 0; j < L; j++) {
-      cnt[j] = (int)piece_count(bounds, j, k, q);
-      dsp[j] = (int)((int64_t)j * q);
+      cnt[j] = (int)((size_t)piece_count(bounds, j, k, q) * esz);
+      dsp[j] = (int)((size_t)j * (size_t)q * esz);
     }
     MPI_Request req;
-    rc = mpi_then_wait(MPI_Iallgatherv(h + bounds[me] + k * q, cnt[me], MPI_FLOAT, recv, cnt, dsp, MPI_FLOAT, comm, &req),
+    rc = mpi_then_wait(MPI_Iallgatherv(h + (size_t)(bounds[me] + k * q) * esz, cnt[me], MPI_BYTE, recv, cnt, dsp,
+                                       MPI_BYTE, comm, &req),
                        &req);
     for (int j = 0; rc == MPI_SUCCESS && j < L; j++)
-      if (j != me) memcpy(h + bounds[j] + k * q, recv + (size_t)j * (size_t)q, (size_t)cnt[j] * sizeof(float));
+      if (j != me) memcpy(h + (size_t)(bounds[j] + k * q) * esz, recv + dsp[j], (size_t)cnt[j]);
   }
   free(cnt);
   free(dsp);
   free(recv);
   srlm_status st = rc == MPI_SUCCESS ? SRLM_OK
                                      : srlm_lib_error("MPI", "MPI_Allgatherv(shards)", rc, mpi_desc(rc), __FILE__, __LINE__);
-  return whole_put(be, x, h, 0, n, st);
+  if (h != (char *)x) {
+    if (st == SRLM_OK && n > 0) st = srlm_backend_copy_h2d(be, x, h, (size_t)n * esz);
+    (void)srlm_backend_host_free(be, h);
+  }
+  return st;
+}
+
+srlm_status srlm_comm_allgather_shards(srlm_comm *c, void *x, int64_t n, srlm_dtype dt, const int64_t *bounds) {
+  int L, me;
+  SRLM_TRY(learner_group(c, "shard all-gather", n, bounds, &L, &me));
+  const size_t esz = srlm_dtype_size(dt);
+  if (dt != SRLM_F32 && dt != SRLM_BF16) return srlm_error(SRLM_ERR_INTERNAL, "shard all-gather", "dtype %d", (int)dt);
+#if SRLM_HAVE_NCCL
+  if (c->nccl[SRLM_COMM_GROUP_LEARNERS]) return zero1_nccl(c, x, n, bounds, L, false, esz);
+#endif
+  if (L == 1 || n == 0) return SRLM_OK;
+  return allgather_mpi(c, x, n, esz, bounds, L, me, false);
+}
+
+srlm_status srlm_comm_allgather_ranges_host(srlm_comm *c, float *x, int64_t n, int64_t lo, int64_t hi) {
+  int L, me;
+  SRLM_TRY(learner_group(c, "master all-gather", n, NULL, &L, &me));
+  if (lo < 0 || hi < lo || hi > n)
+    return srlm_error(SRLM_ERR_RANGE, "master all-gather", "range [%lld, %lld) of %lld elements", (long long)lo,
+                      (long long)hi, (long long)n);
+  if (L == 1) {
+    if (lo != 0 || hi != n)
+      return srlm_error(SRLM_ERR_INTERNAL, "master all-gather", "one learner holds [%lld, %lld) of %lld", (long long)lo,
+                        (long long)hi, (long long)n);
+    return SRLM_OK;
+  }
+  MPI_Comm comm = c->role[SRLM_ROLE_LEARNER];
+  int64_t mine[2] = {lo, hi}, *all = srlm_xmalloc((size_t)L * 2 * sizeof *all);
+  MPI_Request req;
+  int rc = mpi_then_wait(MPI_Iallgather(mine, 2, MPI_INT64_T, all, 2, MPI_INT64_T, comm, &req), &req);
+  if (rc != MPI_SUCCESS) {
+    free(all);
+    return srlm_lib_error("MPI", "MPI_Allgather(master ranges)", rc, mpi_desc(rc), __FILE__, __LINE__);
+  }
+  int64_t *bounds = srlm_xmalloc(((size_t)L + 1) * sizeof *bounds);
+  srlm_status st = SRLM_OK;
+  for (int j = 0; j < L && st == SRLM_OK; j++) {
+    if (all[2 * j] != (j ? all[2 * j - 1] : 0))
+      st = srlm_error(SRLM_ERR_INTERNAL, "master all-gather", "learner %d holds [%lld, %lld), which does not follow "
+                      "the learner before it", j, (long long)all[2 * j], (long long)all[2 * j + 1]);
+    bounds[j] = all[2 * j];
+  }
+  bounds[L] = n;
+  if (st == SRLM_OK && all[2 * L - 1] != n)
+    st = srlm_error(SRLM_ERR_INTERNAL, "master all-gather", "the learners' ranges end at %lld, not %lld",
+                    (long long)all[2 * L - 1], (long long)n);
+  free(all);
+  /* every learner saw the same ranges, so all return here alike or all gather */
+  if (st == SRLM_OK && n > 0) st = allgather_mpi(c, x, n, sizeof(float), bounds, L, me, true);
+  free(bounds);
+  return st;
 }
 
 #define TAG_CHAIN 0x5a31

@@ -288,7 +288,8 @@ static srlm_status check_bounds(const sr_nccl *n, const int64_t *bounds, bool gr
 
 /* One NCCL group of per-owner calls (reduce: ncclReduce to owner j; else ncclBroadcast from
  * owner j), each on owner j's range. The group is always closed, also after a failed call. */
-static srlm_status grouped_owners(sr_nccl *n, const float *send, float *recv, const int64_t *bounds, bool reduce) {
+static srlm_status grouped_owners(sr_nccl *n, const float *send, float *recv, const int64_t *bounds, bool reduce,
+                                  size_t esz) {
   if (!n->comm) return srlm_error(SRLM_ERR_INTERNAL, n->label, "the NCCL communicator was aborted after an earlier error");
   ncclResult_t rc = ncclGroupStart();
   if (rc != ncclSuccess) return nccl_fail(n, rc, "ncclGroupStart()", __FILE__, __LINE__);
@@ -299,8 +300,9 @@ static srlm_status grouped_owners(sr_nccl *n, const float *send, float *recv, co
     /* recvbuff is written on the root only (reduce); sendbuff is read on the root only (broadcast) */
     if (reduce)
       rc = ncclReduce(send + bounds[j], recv + bounds[j], cnt, ncclFloat32, ncclSum, j, n->comm, n->stream);
-    else
-      rc = ncclBroadcast(send + bounds[j], recv + bounds[j], cnt, ncclFloat32, j, n->comm, n->stream);
+    else /* bytes: a broadcast copies, whatever the element type (fp32, or a bf16 compute copy) */
+      rc = ncclBroadcast((const char *)send + (size_t)bounds[j] * esz, (char *)recv + (size_t)bounds[j] * esz, cnt * esz,
+                         ncclUint8, j, n->comm, n->stream);
   }
   ncclResult_t end = ncclGroupEnd();
   if (rc == ncclSuccess) {
@@ -315,20 +317,22 @@ static srlm_status grouped_owners(sr_nccl *n, const float *send, float *recv, co
 srlm_status sr_nccl_reduce_scatter(sr_nccl *n, const float *send, float *recv, const int64_t *bounds, bool grouped) {
   SRLM_TRY(check_bounds(n, bounds, grouped));
   SRLM_TRY(begin(n));
-  if (grouped) return grouped_owners(n, send, recv, bounds, true);
+  if (grouped) return grouped_owners(n, send, recv, bounds, true, sizeof(float));
   const size_t each = (size_t)(bounds[1] - bounds[0]);
   /* in place when recv == send: NCCL's rule is recvbuff == sendbuff + rank * recvcount */
   SRLM_NCCL(n, ncclReduceScatter(send, recv + bounds[n->rank], each, ncclFloat32, ncclSum, n->comm, n->stream));
   return wait_stream(n, "ncclReduceScatter(gradients)");
 }
 
-srlm_status sr_nccl_allgather(sr_nccl *n, const float *send, float *recv, const int64_t *bounds, bool grouped) {
+srlm_status sr_nccl_allgather(sr_nccl *n, const void *send, void *recv, const int64_t *bounds, bool grouped, size_t esz) {
+  if (esz != 2 && esz != 4) return srlm_error(SRLM_ERR_INTERNAL, n->label, "all-gather of %zu-byte elements", esz);
   SRLM_TRY(check_bounds(n, bounds, grouped));
   SRLM_TRY(begin(n));
-  if (grouped) return grouped_owners(n, send, recv, bounds, false);
+  if (grouped) return grouped_owners(n, send, recv, bounds, false, esz);
   const size_t each = (size_t)(bounds[1] - bounds[0]);
-  /* in place when recv == send: sendbuff == recvbuff + rank * sendcount */
-  SRLM_NCCL(n, ncclAllGather(send + bounds[n->rank], recv, each, ncclFloat32, n->comm, n->stream));
+  /* in place when recv == send: sendbuff == recvbuff + rank * sendcount; bytes, as the broadcast */
+  SRLM_NCCL(n, ncclAllGather((const char *)send + (size_t)bounds[n->rank] * esz, recv, each * esz, ncclUint8, n->comm,
+                             n->stream));
   return wait_stream(n, "ncclAllGather(shards)");
 }
 

@@ -74,7 +74,8 @@ srlm_status sr_nccl_bcast(sr_nccl *n, const void *send, void *recv, int64_t coun
  *   use one ncclAllGather; grouped: one ncclBroadcast per owner in an NCCL group.
  * grouped false with unequal ranges is an SRLM_ERR_INTERNAL error. */
 srlm_status sr_nccl_reduce_scatter(sr_nccl *n, const float *send, float *recv, const int64_t *bounds, bool grouped);
-srlm_status sr_nccl_allgather(sr_nccl *n, const float *send, float *recv, const int64_t *bounds, bool grouped);
+/* allgather moves elements of esz bytes (4: fp32; 2: a bf16 model's compute copy), as bytes. */
+srlm_status sr_nccl_allgather(sr_nccl *n, const void *send, void *recv, const int64_t *bounds, bool grouped, size_t esz);
 
 /* The reduce overlapped with the backward (comm.h, "Overlapped reduce"): one bucket
  * [lo, lo + count) of buf (device memory, in place) queued on this communicator's stream

@@ -157,6 +157,8 @@ static srlm_status model_new(const srlm_model_config *c, srlm_backend *be, srlm_
   srlm_status st = srlm_model_config_finalize(&m->cfg, "model config");
   if (st == SRLM_OK) st = layout(m);
   if (st == SRLM_OK) st = srlm_backend_alloc(be, &m->params, m->n_params * m->esz);
+  m->keeps_master = dt == SRLM_F32 || use == SRLM_MODEL_LEARN;
+  if (st == SRLM_OK) m->master_hi = m->keeps_master ? m->n_params : 0;
   if (st == SRLM_OK && dt != SRLM_F32 && use == SRLM_MODEL_LEARN)
     st = srlm_backend_alloc(be, (void **)&m->master, m->n_params * sizeof(float));
   if (st == SRLM_OK) st = srlm_backend_alloc(be, (void **)&m->inv_freq, (size_t)(m->HS / 2) * sizeof(float));
@@ -281,14 +283,18 @@ srlm_status srlm_model_clone(const srlm_model *m, srlm_model_use use, srlm_model
 }
 
 srlm_status srlm_model_save(const srlm_model *m, const char *dir, srlm_st_dtype dtype) {
+  return srlm_model_save_with(m, NULL, dir, dtype);
+}
+
+srlm_status srlm_model_save_with(const srlm_model *m, const float *params, const char *dir, srlm_st_dtype dtype) {
   if (!srlm_st_dtype_is_float(dtype))
     return srlm_error(SRLM_ERR_RANGE, dir, "weights must be saved as F32, BF16 or F16, not %s", srlm_st_dtype_name(dtype));
   SRLM_TRY(srlm_mkdirs(dir));
   srlm_st_entry *entries = srlm_xcalloc(m->n_specs, sizeof *entries);
   void **bufs = srlm_xcalloc(m->n_specs, sizeof *bufs);
-  float *host = srlm_xmalloc(m->n_params * sizeof *host);
-  srlm_status st = srlm_model_get_params(m, host, 0, m->n_params);
-  const float *src = host;
+  float *host = params ? NULL : srlm_xmalloc(m->n_params * sizeof *host + 1);
+  srlm_status st = params ? SRLM_OK : srlm_model_get_params(m, host, 0, m->n_params);
+  const float *src = params ? params : host;
   for (size_t i = 0; i < m->n_specs && st == SRLM_OK; i++) {
     const srlm_tensor_spec *s = &m->specs[i];
     const void *data = src + m->offsets[i];
@@ -339,7 +345,42 @@ const srlm_model_config *srlm_model_get_config(const srlm_model *m) { return &m-
 srlm_backend *srlm_model_backend(const srlm_model *m) { return m->be; }
 srlm_dtype srlm_model_dtype(const srlm_model *m) { return m->dt; }
 size_t srlm_model_num_params(const srlm_model *m) { return m->n_params; }
-int srlm_model_has_master(const srlm_model *m) { return m->dt == SRLM_F32 || m->master != NULL; }
+int srlm_model_has_master(const srlm_model *m) { return m->keeps_master; }
+
+int srlm_model_master_range(const srlm_model *m, size_t *lo, size_t *hi) {
+  *lo = m->master_lo;
+  *hi = m->master_hi;
+  return m->master_shard;
+}
+
+static int master_sharded(const srlm_model *m) { return m->master_shard; }
+
+srlm_status srlm_model_shard_master(srlm_model *m, size_t lo, size_t hi) {
+  if (m->dt == SRLM_F32 || !m->keeps_master)
+    return srlm_error(SRLM_ERR_INTERNAL, "model shard_master", "only a bf16 model that learns keeps a separate fp32 "
+                      "master to shard (this one is %s%s)", srlm_dtype_name(m->dt), m->keeps_master ? "" : ", decode-only");
+  if (lo > hi || hi > m->n_params)
+    return srlm_error(SRLM_ERR_RANGE, "model shard_master", "[%zu, %zu) outside the %zu parameters", lo, hi, m->n_params);
+  if (master_sharded(m) && lo == m->master_lo && hi == m->master_hi) return SRLM_OK;
+  if (master_sharded(m))
+    return srlm_error(SRLM_ERR_INTERNAL, "model shard_master", "already holds the shard [%zu, %zu), not [%zu, %zu)",
+                      m->master_lo, m->master_hi, lo, hi);
+  float *shard = NULL;
+  if (hi > lo) {
+    SRLM_TRY(srlm_backend_alloc(m->be, (void **)&shard, (hi - lo) * sizeof(float)));
+    srlm_status st = srlm_backend_copy_d2d(m->be, shard, m->master + lo, (hi - lo) * sizeof(float));
+    if (st != SRLM_OK) {
+      (void)srlm_backend_free(m->be, shard);
+      return st;
+    }
+  }
+  SRLM_TRY(srlm_backend_free(m->be, m->master));
+  m->master = shard;
+  m->master_lo = lo;
+  m->master_hi = hi;
+  m->master_shard = 1;
+  return SRLM_OK;
+}
 
 /* ---- parameters and gradients ---------------------------------------------------------- */
 
@@ -359,7 +400,7 @@ static void weights_changed(srlm_model *m) {
 
 /* Both hand out writable pointers to the weights: each call counts as a change. */
 float *srlm_model_master(srlm_model *m) {
-  if (!srlm_model_has_master(m)) return NULL;
+  if (!m->keeps_master || m->master_hi == m->master_lo) return NULL;
   weights_changed(m);
   return m->master ? m->master : (float *)m->params;
 }
@@ -404,9 +445,13 @@ static srlm_status round_params(srlm_model *m, const float *host, size_t offset,
 srlm_status srlm_model_get_params(const srlm_model *m, float *host, size_t offset, size_t n) {
   SRLM_TRY(check_range(m, "get_params", offset, n));
   if (n == 0) return SRLM_OK;
-  if (!srlm_model_has_master(m)) return widen_params(m, host, offset, n);
+  if (!m->keeps_master) return widen_params(m, host, offset, n);
+  if (offset < m->master_lo || offset + n > m->master_hi)
+    return srlm_error(SRLM_ERR_INTERNAL, "model get_params", "[%zu, %zu) of the fp32 master: this ZeRO-1 learner holds "
+                      "only its shard [%zu, %zu) (the full master is gathered from the learners)", offset, offset + n,
+                      m->master_lo, m->master_hi);
   const float *master = m->master ? m->master : (const float *)m->params;
-  return srlm_backend_copy_d2h(m->be, host, master + offset, n * sizeof(float));
+  return srlm_backend_copy_d2h(m->be, host, master + (offset - m->master_lo), n * sizeof(float));
 }
 
 srlm_status srlm_model_refresh_params(srlm_model *m, size_t offset, size_t n) {
@@ -416,7 +461,11 @@ srlm_status srlm_model_refresh_params(srlm_model *m, size_t offset, size_t n) {
                       "decoding only): there is nothing to refresh its compute copy from", srlm_dtype_name(m->dt));
   weights_changed(m);
   if (!m->master || n == 0) return SRLM_OK;
-  srlm_cast_params c = {.out = srlm_model_w(m, offset), .x = m->master + offset, .n = (int64_t)n, .dtype = SRLM_F32,
+  if (offset < m->master_lo || offset + n > m->master_hi)
+    return srlm_error(SRLM_ERR_INTERNAL, "model refresh_params", "[%zu, %zu) outside this ZeRO-1 learner's master "
+                      "shard [%zu, %zu)", offset, offset + n, m->master_lo, m->master_hi);
+  srlm_cast_params c = {.out = srlm_model_w(m, offset), .x = m->master + (offset - m->master_lo), .n = (int64_t)n,
+                        .dtype = SRLM_F32,
                         .out_dtype = m->dt};
   return OP(m, cast, c);
 }
@@ -424,7 +473,14 @@ srlm_status srlm_model_refresh_params(srlm_model *m, size_t offset, size_t n) {
 srlm_status srlm_model_set_params(srlm_model *m, const float *host, size_t offset, size_t n) {
   SRLM_TRY(check_range(m, "set_params", offset, n));
   if (n == 0) return SRLM_OK;
-  if (!srlm_model_has_master(m)) return round_params(m, host, offset, n);
+  if (!m->keeps_master) return round_params(m, host, offset, n);
+  if (master_sharded(m)) { /* the compute copy of the whole range, the master of its part in the shard */
+    SRLM_TRY(round_params(m, host, offset, n));
+    const size_t a = offset > m->master_lo ? offset : m->master_lo;
+    const size_t b = offset + n < m->master_hi ? offset + n : m->master_hi;
+    if (a >= b) return SRLM_OK;
+    return srlm_backend_copy_h2d(m->be, m->master + (a - m->master_lo), host + (a - offset), (b - a) * sizeof(float));
+  }
   SRLM_TRY(srlm_backend_copy_h2d(m->be, srlm_model_master(m) + offset, host, n * sizeof(float)));
   return srlm_model_refresh_params(m, offset, n);
 }

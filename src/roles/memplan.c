@@ -50,6 +50,8 @@ srlm_status srlm_memplan_make(const srlm_config *cfg, const srlm_model_config *m
     if (p->zero && p->learners > 1) { /* the largest shard: a cut may move it by less than a chunk */
       const size_t n = mm.n_params, per = (n + (size_t)p->learners - 1) / (size_t)p->learners + 65536;
       p->moments = 2 * (per < n ? per : n) * sizeof(float);
+      /* a bf16 model's learner keeps the fp32 master of its range only (the anchor's too) */
+      if (mm.master) p->master = (1 + anchor) * (per < n ? per : n) * sizeof(float);
     }
     p->activations = mm.train;
   }
@@ -129,7 +131,8 @@ void srlm_memplan_format(const srlm_memplan *p, size_t free_bytes, char *buf, si
   if (p->shared && k > 0 && (size_t)k < cap)
     k += snprintf(buf + k, cap - (size_t)k, " less %s for the other ranks on this device", human(p->shared, a));
   if (k > 0 && (size_t)k < cap)
-    k += snprintf(buf + k, cap - (size_t)k, " (weights %s, master %s", human(p->weights, a), human(p->master, b));
+    k += snprintf(buf + k, cap - (size_t)k, " (weights %s, master %s%s", human(p->weights, a), human(p->master, b),
+                  p->learner && p->zero && p->learners > 1 && p->master ? " (ZeRO-1 shard)" : "");
   if (p->learner && k > 0 && (size_t)k < cap)
     k += snprintf(buf + k, cap - (size_t)k, ", gradients %s, moments %s%s, activations %s for %lld tokens",
                   human(p->grads, a), human(p->moments, b), p->zero && p->learners > 1 ? " (ZeRO-1 shard)" : "",

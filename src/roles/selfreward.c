@@ -353,7 +353,8 @@ static srlm_status save_model(sr_ctx *c, int t) {
   char dir[4200];
   snprintf(dir, sizeof dir, "%s/iter_%d/model", c->run_dir, t);
   SRLM_TRY(srlm_mkdirs(dir));
-  SRLM_TRY(srlm_model_save(c->ro.m, dir, SRLM_ST_F32));
+  /* a bf16 ZeRO-1 lead holds a shard of the fp32 master: the whole one was gathered after the learning */
+  SRLM_TRY(srlm_model_save_with(c->ro.m, c->master_host, dir, SRLM_ST_F32));
   return srlm_setup_copy_tokenizer_files(c->tok_dir, dir);
 }
 
@@ -809,6 +810,8 @@ srlm_status srlm_selfreward_run(const srlm_sr_inputs *in, srlm_sr_iteration *row
   if (st == SRLM_OK) st = run_from(&c, start, colocated, learner);
   srlm_model_free(c.anchor);
   srlm_model_free(c.ro.args_ref);
+  free(c.master_host);
+  free(c.anchor_host);
   if (c.metrics) fclose(c.metrics);
   srlm_status tb_st = srlm_tfevents_close(c.tb);
   if (st == SRLM_OK) st = tb_st;

@@ -480,7 +480,7 @@ static void test_zero1(srlm_comm *c, srlm_backend *be) {
     host[i] = j == me ? (float)(j * 100000 + i) : -1.0f;
   }
   if (be) EXPECT_EQ_INT(srlm_backend_copy_h2d(be, buf, host, bytes), SRLM_OK);
-  EXPECT_EQ_INT(srlm_comm_allgather_shards(c, buf, n, b), SRLM_OK);
+  EXPECT_EQ_INT(srlm_comm_allgather_shards(c, buf, n, SRLM_F32, b), SRLM_OK);
   if (be) EXPECT_EQ_INT(srlm_backend_copy_d2h(be, host, buf, bytes), SRLM_OK);
   bad = 0;
   for (int64_t i = 0; i < n; i++) {
@@ -489,6 +489,42 @@ static void test_zero1(srlm_comm *c, srlm_backend *be) {
     bad += host[i] != (float)(j * 100000 + i);
   }
   EXPECT(bad == 0, "%s all-gather, learner %d of %d: %d elements wrong", be ? "device" : "host", me, L, bad);
+  { /* bf16 elements (a bf16 model's compute copy): learner j's 16-bit patterns in its range */
+    uint16_t *hb = srlm_xmalloc((size_t)n * sizeof *hb);
+    for (int64_t i = 0; i < n; i++) {
+      int j = 0;
+      while (i >= b[j + 1]) j++;
+      hb[i] = j == me ? (uint16_t)(j * 7919 + i) : 0xffffu;
+    }
+    if (be) EXPECT_EQ_INT(srlm_backend_copy_h2d(be, buf, hb, (size_t)n * sizeof *hb), SRLM_OK);
+    EXPECT_EQ_INT(srlm_comm_allgather_shards(c, be ? (void *)buf : (void *)hb, n, SRLM_BF16, b), SRLM_OK);
+    if (be) EXPECT_EQ_INT(srlm_backend_copy_d2h(be, hb, buf, (size_t)n * sizeof *hb), SRLM_OK);
+    bad = 0;
+    for (int64_t i = 0; i < n; i++) {
+      int j = 0;
+      while (i >= b[j + 1]) j++;
+      bad += hb[i] != (uint16_t)(j * 7919 + i);
+    }
+    EXPECT(bad == 0, "%s bf16 all-gather, learner %d of %d: %d elements wrong", be ? "device" : "host", me, L, bad);
+    free(hb);
+  }
+  { /* host memory, each learner naming only its range: the master of a ZeRO-1 bf16 learner */
+    float *hm = srlm_xmalloc((size_t)n * sizeof *hm);
+    for (int64_t i = 0; i < n; i++) hm[i] = i >= b[me] && i < b[me + 1] ? (float)(me * 100000 + i) : -1.0f;
+    EXPECT_EQ_INT(srlm_comm_allgather_ranges_host(c, hm, n, b[me], b[me + 1]), SRLM_OK);
+    bad = 0;
+    for (int64_t i = 0; i < n; i++) {
+      int j = 0;
+      while (i >= b[j + 1]) j++;
+      bad += hm[i] != (float)(j * 100000 + i);
+    }
+    EXPECT(bad == 0, "host range all-gather, learner %d of %d: %d elements wrong", me, L, bad);
+    if (L > 1) { /* ranges that leave a hole: every learner gets the error, nobody hangs */
+      EXPECT_EQ_INT(srlm_comm_allgather_ranges_host(c, hm, n, b[me], b[me + 1] - (me == 0)), SRLM_ERR_INTERNAL);
+      srlm_error_clear();
+    }
+    free(hm);
+  }
   /* the chain: ((0 + 0.1) + 1e16) + ... in learner order, not any other */
   double x = 0;
   EXPECT_EQ_INT(srlm_comm_chain_f64(c, &x, 0), SRLM_OK);

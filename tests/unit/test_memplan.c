@@ -126,6 +126,10 @@ static void test_rank_plans(void) {
   cfg.train.zero = 1;
   EXPECT(srlm_memplan_make(&cfg, &c, 1, 0, 4, &zp) == SRLM_OK, "zero");
   EXPECT(zp.moments == 2 * ((n + 3) / 4 + 65536) * 4, "ZeRO-1 over 4 learners: moments %zu", zp.moments);
+  /* and the bf16 model's fp32 master: the learner's range only, (n + 3) / 4 + 65536 = 149078016 floats */
+  EXPECT(zp.master == ((n + 3) / 4 + 65536) * 4 && zp.master == (size_t)149078016 * 4,
+         "ZeRO-1 over 4 learners: master %zu (hand %zu)", zp.master, (size_t)149078016 * 4);
+  EXPECT(zp.weights == 2 * n, "ZeRO-1 keeps the whole bf16 compute copy: %zu", zp.weights);
   cfg.train.zero = 0;
   EXPECT(srlm_memplan_make(&cfg, &c, 1, 1, 1, &cp) == SRLM_OK, "colocated");
   EXPECT(cp.total == lp.total + sp.kv_cache + sp.inference, "colocated = learner + the samplers' lines");
@@ -165,7 +169,8 @@ static void test_rank_plans(void) {
   EXPECT_CONTAINS(srlm_error_message(), "train.recompute: true");
   char line[1024];
   srlm_memplan_format(&zp, (size_t)80 << 30, line, sizeof line);
-  EXPECT(strstr(line, "of 80.00 GiB free") && strstr(line, "ZeRO-1 shard"), "format: %s", line);
+  EXPECT(strstr(line, "of 80.00 GiB free") && strstr(line, "master 568.7 MiB (ZeRO-1 shard)") &&
+             strstr(line, "(ZeRO-1 shard), activations"), "format: %s", line);
   srlm_error_clear();
   srlm_config_free(&cfg);
 }
