@@ -119,7 +119,7 @@ typedef enum srlm_comm_transport {
 /* The groups whose float collectives move device memory. */
 typedef enum srlm_comm_group {
   SRLM_COMM_GROUP_LEARNERS = 0, /* gradient all-reduce, ZeRO-1 */
-  SRLM_COMM_GROUP_BCAST,        /* weight broadcast: learner 0 + generators + judges */
+  SRLM_COMM_GROUP_BCAST,        /* weight broadcast: learner 0 + generators + judges (fp32 or bf16) */
   SRLM_COMM_GROUP_COUNT
 } srlm_comm_group;
 
@@ -253,19 +253,25 @@ void srlm_comm_library_version(char *out, size_t n);
 void srlm_comm_phase(srlm_comm *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 /* Weight broadcast from learner rank 0 over the broadcast comm, in buckets of
- * bucket_bytes (rounded down to whole floats, at least one float, at most 1 GiB;
- * 0 = 64 MiB; the root's value counts, receivers follow the header).
- * w: (n) flat parameters in the memory of this rank's backend (srlm_comm_set_backend);
- * the root sends them, receivers overwrite theirs. Device memory moves through one
- * pinned staging buffer of one bucket; host backends send in place; NCCL broadcasts each
- * bucket GPU to GPU (ncclBroadcast; the header stays on MPI), also in a job of one rank.
+ * bucket_bytes (rounded down to whole elements, at least one, at most 1 GiB; 0 = 64 MiB;
+ * the root's value counts, receivers follow the header).
+ * w: (n) flat parameters of dtype dt in the memory of this rank's backend
+ * (srlm_comm_set_backend); the root sends them, receivers overwrite theirs. dt is SRLM_F32
+ * (an fp32 model: its parameters, the master) or SRLM_BF16 (a bf16 model: the compute
+ * copy, 2 bytes a parameter, written straight into the receivers' compute copy; they keep
+ * no fp32 master, model.h SRLM_MODEL_DECODE); the elements move as bytes, bit for bit.
+ * Device memory moves through one pinned staging buffer of one bucket; host backends send
+ * in place; NCCL broadcasts each bucket GPU to GPU (ncclBroadcast; the header stays on
+ * MPI), also in a job of one rank.
  * version: the root sends *version; a receiver passing *version >= 0 requires exactly
  * that version (a mismatch is an SRLM_ERR_INTERNAL error naming both), passing -1
- * accepts any; on return *version is the root's. The root's n, version and bucket size
- * travel in a header first: a receiver holding a different n gets an error naming both
- * (after the broadcast completes, so no rank is left waiting). A rank outside the
- * broadcast comm (learners other than rank 0) returns at once. */
-srlm_status srlm_comm_bcast_weights(srlm_comm *c, float *w, int64_t n, int64_t *version, size_t bucket_bytes);
+ * accepts any; on return *version is the root's. The root's n, dtype, version and bucket
+ * size travel in a header first: a receiver holding a different n or dtype gets an error
+ * naming both (after the broadcast completes, so no rank is left waiting; its weights are
+ * left as they were). A rank outside the broadcast comm (learners other than rank 0)
+ * returns at once. */
+srlm_status srlm_comm_bcast_weights(srlm_comm *c, void *w, int64_t n, srlm_dtype dt, int64_t *version,
+                                    size_t bucket_bytes);
 
 typedef enum srlm_comm_reduce {
   SRLM_COMM_SUM = 0,
@@ -297,8 +303,16 @@ srlm_status srlm_comm_allreduce_f64(srlm_comm *c, double *x, int n);
  * learner-rank order, the bits srlm_comm_allreduce_grads (DETERMINISTIC) gives there;
  * NCCL: NCCL's order, see the determinism paragraph); the rest of g is left as it was. */
 srlm_status srlm_comm_reduce_scatter_grads(srlm_comm *c, float *g, int64_t n, const int64_t *bounds);
-/* Every learner's range of x copied into every learner's x. */
-srlm_status srlm_comm_allgather_shards(srlm_comm *c, float *x, int64_t n, const int64_t *bounds);
+/* Every learner's range of x (n elements of dtype dt: SRLM_F32, or SRLM_BF16 for a bf16
+ * model's compute copy, 2 bytes a weight; moved as bytes) copied into every learner's x. */
+srlm_status srlm_comm_allgather_shards(srlm_comm *c, void *x, int64_t n, srlm_dtype dt, const int64_t *bounds);
+/* The same over HOST memory whatever the backend (always MPI), where each learner names
+ * only its own range [lo, hi) of x (n floats): a bf16 model's fp32 master, of which a ZeRO-1
+ * learner holds its shard, gathered whole for a checkpoint or the saved model. The ranges,
+ * exchanged first, must tile [0, n) in learner order (else SRLM_ERR_INTERNAL on every
+ * learner alike). One learner: [lo, hi) must be [0, n), nothing moves. Learners only;
+ * collective. */
+srlm_status srlm_comm_allgather_ranges_host(srlm_comm *c, float *x, int64_t n, int64_t lo, int64_t hi);
 /* One double accumulated along the learners in rank order (srlm_dp_chain_fn): stage 0,
  * learner r > 0 receives r - 1's *x; stage 1, learner r < L - 1 sends *x to r + 1, then
  * every learner gets the last learner's *x. */

@@ -24,9 +24,14 @@
  * rest of its gradient array is left unspecified) with the statistics summed as reduce
  * does; the gradient norm is accumulated along the learners in rank order (chain), so
  * it has the bits of the unsharded sum; each learner steps AdamW on its range; then
- * allgather copies every learner's range of the updated fp32 weights to all. Results are
- * those of the unsharded run with the same learners, bit for bit, on MPI (on NCCL within
- * float re-association: comm.h); a learner holds 1/R of the moments.
+ * allgather copies every learner's range of the updated weights to all: an fp32 model's
+ * parameters, a bf16 model's bf16 compute copy (2 bytes a weight). A bf16 model's learner
+ * keeps only its range of the fp32 master (srlm_model_shard_master: the engine shards it,
+ * and the EMA anchor's, at its first ZeRO-1 run; they stay sharded), so whatever needs the
+ * full master on a learner (checkpoints, the saved model, the anchor's distance) gathers it
+ * from the learners (learn.c). Results are those of the unsharded run with the same
+ * learners, bit for bit, on MPI (on NCCL within float re-association: comm.h); a learner
+ * holds 1/R of the moments and, in bf16, of the fp32 master.
  *
  * Overlap (overlap = 1, with the four reduce_* functions below): the step's reduce (or
  * ZeRO-1's reduce-scatter) runs in buckets that start while the step's last backward on
@@ -59,9 +64,9 @@ typedef srlm_status (*srlm_dp_reduce_fn)(void *ctx, float *grads, int64_t n, dou
  * bounds[rank + 1]) (bounds: size + 1 offsets), and stats (n_stats) as reduce does. */
 typedef srlm_status (*srlm_dp_reduce_scatter_fn)(void *ctx, float *grads, int64_t n, const int64_t *bounds,
                                                 double *stats, int n_stats);
-/* ZeRO-1: copies learner j's range [bounds[j], bounds[j + 1]) of x (n) into every
- * learner's x, for every j. */
-typedef srlm_status (*srlm_dp_allgather_fn)(void *ctx, float *x, int64_t n, const int64_t *bounds);
+/* ZeRO-1: copies learner j's range [bounds[j], bounds[j + 1]) of x (n elements of dtype dt:
+ * SRLM_F32, or SRLM_BF16 for a bf16 model's compute copy) into every learner's x, for every j. */
+typedef srlm_status (*srlm_dp_allgather_fn)(void *ctx, void *x, int64_t n, srlm_dtype dt, const int64_t *bounds);
 /* ZeRO-1: one double accumulated along the learners in rank order. stage 0: learner r > 0
  * receives learner r - 1's value into *x (learner 0 keeps *x); stage 1: learner r < size - 1
  * sends *x to learner r + 1, then every learner receives the last learner's *x. */

@@ -64,8 +64,11 @@
  *   - with ZeRO-1 (dp->zero, dp.h) the reduce is dp->reduce_scatter (or, overlapped, the
  *     reduce_* functions with the shard bounds), the optimizer is
  *     sharded (srlm_optim_shard) and steps this learner's range, and dp->allgather then
- *     gives every learner all the updated weights (the bf16 compute copy is refreshed
- *     from them); only this learner's range of the gradient is the step's sum in done();
+ *     gives every learner all the updated weights (an fp32 model's parameters; a bf16
+ *     model's compute copy, whose range the AdamW op wrote: a bf16 model's master is
+ *     sharded from the first ZeRO-1 run on, srlm_model_shard_master, and so is the EMA
+ *     anchor's, whose range is updated and whose compute copy is all-gathered the same
+ *     way); only this learner's range of the gradient is the step's sum in done();
  *   - done(info) on every learner, with the step's gradient still in the model; then the
  *     next step.
  * The gradients are cleared once more before srlm_engine_run returns (also after a failed
@@ -177,7 +180,10 @@ typedef struct srlm_engine_options {
   /* WARP's EMA anchor (NULL: none): after every step that updated the weights (and after
    * ZeRO's allgather, so every learner holds the same full weights and updates its own
    * full anchor alike, without communication), anchor <- (1 - anchor_mu) anchor + anchor_mu m
-   * (srlm_engine_ema_update), before done(). The trainers forward it for their reference. */
+   * (srlm_engine_ema_update), before done(). With ZeRO-1 on a bf16 model each learner
+   * updates only its master range of it (the model's and the anchor's masters are sharded)
+   * and the anchor's bf16 compute copy is all-gathered: the same bits. The trainers forward
+   * it for their reference. */
   srlm_model *anchor;
   double anchor_mu; /* (0, 1] */
 } srlm_engine_options;
@@ -188,10 +194,12 @@ typedef struct srlm_engine_summary {
   double seconds;
 } srlm_engine_summary;
 
-/* A copy of m (same config, backend and dtype; parameters copied) to be an EMA anchor. */
+/* A copy of m (same config, backend and dtype; parameters copied; srlm_model_clone for
+ * SRLM_MODEL_LEARN) to be an EMA anchor. m's master must be whole (not yet sharded). */
 srlm_status srlm_engine_anchor_create(srlm_model *m, srlm_model **anchor);
 
-/* anchor <- (1 - mu) anchor + mu m over all parameters, each element computed in double
+/* anchor <- (1 - mu) anchor + mu m over all parameters (both masters whole: a sharded one
+ * is an error; the engine updates a ZeRO-1 shard itself), each element computed in double
  * from the fp32 masters and rounded once to fp32 (so the same bits on every learner and
  * after a resume); the anchor's compute copy is refreshed. Goes through host memory in
  * chunks of 1M elements (3 copies of the parameters per call: a cost on a GPU, nothing on

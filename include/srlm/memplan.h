@@ -5,7 +5,12 @@
  *
  * Lines (bytes; model.h's srlm_model_memory_plan gives the model's own numbers):
  *   weights      the compute copy (n_params x dtype size), every rank;
- *   master       the fp32 master copy of a bf16 model, every rank (the model keeps it);
+ *   master       the fp32 master copy of a bf16 model (and of a learner's EMA anchor),
+ *                learners only: a generator or judge that does not learn keeps none (it
+ *                decodes the bf16 compute copy the weight broadcast writes, model.h
+ *                SRLM_MODEL_DECODE), nor does ARGS's implicit reference (it only scores);
+ *                with train.zero: 1 a learner keeps only its ZeRO-1 range of it, as of the
+ *                moments (the largest shard; "(ZeRO-1 shard)" on the plan line);
  *   gradients    fp32, learners;
  *   moments      AdamW m and v, fp32, learners: divided over the learners with
  *                train.zero: 1 (each holds its range; rounded up to a whole element);

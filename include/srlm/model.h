@@ -8,7 +8,10 @@
  *   (hfmodel.h), in the backend's memory. The compute dtype (fp32 or bf16) is chosen at
  *   load/create: weights and activations are stored in it; the fp32 master weights are
  *   the parameters themselves in fp32 and a separate fp32 array in bf16 (the optimizer
- *   updates the master and writes the compute copy). Gradients are fp32, same layout.
+ *   updates the master and writes the compute copy). A bf16 model loaded or created for
+ *   decoding only (SRLM_MODEL_DECODE: a generator or judge that never learns) keeps no
+ *   master: its compute copy is all it holds, and reading its parameters widens that copy
+ *   (bf16 -> fp32 is exact). Gradients are fp32, same layout.
  *   Parameters and gradients move in and out through explicit copies
  *   (srlm_model_get_params / set_params / get_grads), never through host pointers.
  * - Batches are packed without padding (cu_seqlens style): B sequences back to back,
@@ -51,10 +54,45 @@ srlm_status srlm_model_load(const char *dir, srlm_backend *be, srlm_dtype dtype,
 /* A fresh model with the same initialization as srlm_hf_model_write_random(cfg, seed). */
 srlm_status srlm_model_create(const srlm_model_config *cfg, uint64_t seed, srlm_backend *be, srlm_dtype dtype,
                               srlm_model **out);
+
+/* What a model is for. Load and create above give SRLM_MODEL_LEARN. A bf16 model for
+ * SRLM_MODEL_DECODE keeps no fp32 master (4 bytes a parameter less): the weight broadcast
+ * writes its compute copy directly (comm.h), srlm_model_get_params widens the compute copy
+ * (the values every op reads, exactly), srlm_model_set_params rounds the host values into
+ * it (as refresh_params does: to nearest, ties to even), srlm_model_master returns NULL and
+ * refresh_params is an error; it can be evaluated, saved and copied, not trained (the
+ * optimizer needs the master). An fp32 model is the same for both (its parameters are its
+ * master). */
+typedef enum srlm_model_use { SRLM_MODEL_LEARN = 0, SRLM_MODEL_DECODE } srlm_model_use;
+srlm_status srlm_model_load_for(const char *dir, srlm_backend *be, srlm_dtype dtype, srlm_model_use use,
+                                srlm_model **out);
+srlm_status srlm_model_create_for(const srlm_model_config *cfg, uint64_t seed, srlm_backend *be, srlm_dtype dtype,
+                                  srlm_model_use use, srlm_model **out);
+/* 1 when the model keeps an fp32 master (every fp32 model; a bf16 model for SRLM_MODEL_LEARN). */
+int srlm_model_has_master(const srlm_model *m);
+/* ZeRO-1 (dp.h): a bf16 model that learns keeps only the fp32 master of [lo, hi) (this
+ * learner's shard; the rest is freed). From then on srlm_model_master points at parameter
+ * lo; get_params is an error outside [lo, hi) (the full master lives only across the
+ * learners: gather it); set_params writes the compute copy of its whole range and the
+ * master of its part in [lo, hi); refresh_params takes ranges inside [lo, hi). The compute
+ * copy stays whole. Sharding again with the same range does nothing, with another one is
+ * an error; an fp32 or decode-only model is an error (SRLM_ERR_INTERNAL). */
+srlm_status srlm_model_shard_master(srlm_model *m, size_t lo, size_t hi);
+/* The parameters the fp32 master holds: [0, num_params) (an fp32 model, a bf16 one that
+ * learns), a ZeRO-1 shard, or [0, 0) (decode-only). Returns 1 when the master is sharded
+ * (srlm_model_shard_master), also where this learner's range happens to be everything or
+ * nothing: the same answer on every learner, so collectives can follow it. */
+int srlm_model_master_range(const srlm_model *m, size_t *lo, size_t *hi);
+/* A copy of m's parameters (srlm_model_get_params' values) in a new model of the same
+ * config, backend and dtype, for `use`: a decode-only copy's compute copy equals m's. */
+srlm_status srlm_model_clone(const srlm_model *m, srlm_model_use use, srlm_model **out);
 /* Writes dir/config.json and dir/model.safetensors (dtype F32, BF16 or F16) so that
  * transformers' AutoModelForCausalLM.from_pretrained(dir) loads it. Tokenizer files
  * are the caller's to copy. */
 srlm_status srlm_model_save(const srlm_model *m, const char *dir, srlm_st_dtype dtype);
+/* The same with the parameters given (host memory, num_params fp32 values in the flat
+ * layout) instead of m's: a ZeRO-1 learner's master gathered from the learners. */
+srlm_status srlm_model_save_with(const srlm_model *m, const float *params, const char *dir, srlm_st_dtype dtype);
 void srlm_model_free(srlm_model *m);
 
 const srlm_model_config *srlm_model_get_config(const srlm_model *m);
@@ -64,18 +102,24 @@ srlm_dtype srlm_model_dtype(const srlm_model *m);
 /* ---- parameters and gradients ------------------------------------------- */
 
 size_t srlm_model_num_params(const srlm_model *m);
-/* Copies n parameters (fp32 master values) from offset into host memory. */
+/* Copies n parameters (fp32 master values; without a master, the compute copy widened to
+ * fp32) from offset into host memory. */
 srlm_status srlm_model_get_params(const srlm_model *m, float *host, size_t offset, size_t n);
-/* Sets n parameters from host memory: the master and the compute copy. */
+/* Sets n parameters from host memory: the master and the compute copy (without a master,
+ * the compute copy alone, rounded as refresh_params rounds). */
 srlm_status srlm_model_set_params(srlm_model *m, const float *host, size_t offset, size_t n);
 /* Copies n gradients from offset into host memory (allocating zeroed gradients first). */
 srlm_status srlm_model_get_grads(srlm_model *m, float *host, size_t offset, size_t n);
 srlm_status srlm_model_zero_grad(srlm_model *m);
 
 /* For code that moves parameters or gradients in backend memory (the optimizer, the
- * weight broadcast and gradient reduce of src/comm): the fp32 master (num_params) and
- * the fp32 gradients (allocated zeroed on first use). After writing the master through
- * the pointer, refresh_params casts [offset, offset + n) into the compute copy. */
+ * weight broadcast and gradient reduce of src/comm): the fp32 master of
+ * srlm_model_master_range (element i is parameter lo + i; all of them unless sharded;
+ * NULL for a bf16 model that keeps none, SRLM_MODEL_DECODE, or an empty shard) and the fp32 gradients (allocated
+ * zeroed on first use). After writing the master through the pointer, refresh_params
+ * casts [offset, offset + n) into the compute copy (an error without a master). Writing
+ * the compute copy directly (compute_params: the weight broadcast into a decode-only
+ * model) leaves the master, where there is one, as it was. */
 float *srlm_model_master(srlm_model *m);
 void *srlm_model_compute_params(srlm_model *m); /* (num_params) compute dtype: what the ops read */
 srlm_status srlm_model_grad_buffer(srlm_model *m, float **grads);
@@ -152,7 +196,8 @@ srlm_status srlm_model_set_recompute(srlm_model *m, int on);
 typedef struct srlm_model_memory {
   size_t n_params;
   size_t params;          /* the compute copy: n_params x dtype size */
-  size_t master;          /* the fp32 master copy of a bf16 model; 0 for fp32 */
+  size_t master;          /* the fp32 master copy of a bf16 model for SRLM_MODEL_LEARN; 0 for fp32
+                             (and for a bf16 model that only decodes: the caller's to leave out) */
   size_t grads;           /* fp32 gradients (a learner's) */
   size_t moments;         /* AdamW m and v, fp32 (unsharded) */
   size_t train;           /* a training forward + backward of T tokens, NT with targets, with

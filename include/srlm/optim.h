@@ -83,8 +83,9 @@ typedef struct srlm_optim_stats {
   int64_t n_skipped; /* steps skipped so far */
 } srlm_optim_stats;
 
-/* One AdamW step with learning rate lr on params (n, the fp32 master) from grads (n),
- * both in the backend's memory. grads is only read. stats may be NULL. */
+/* One AdamW step with learning rate lr on params (the fp32 master of the optimizer's range:
+ * all n, or with srlm_optim_shard its [lo, hi) only, params[i] being parameter lo + i)
+ * from grads (n), both in the backend's memory. grads is only read. stats may be NULL. */
 srlm_status srlm_optim_step(srlm_optim *o, float *params, const float *grads, double lr,
                             srlm_optim_stats *stats);
 
@@ -125,8 +126,9 @@ struct srlm_dp;
  * NULL or one learner: nothing to do). Learner j gets the parameters [b[j], b[j + 1]),
  * b[j] the cut nearest below n * j / size that is a weight-decay segment's start plus a
  * multiple of SRLM_SUMSQ_CHUNK (so the norm's chunk sums are the unsharded ones); it keeps
- * only their moments. From then on srlm_optim_step updates only that range of params
- * (and of the bf16 compute copy), the gradient norm is the chain over the learners (a
+ * only their moments. From then on srlm_optim_step updates only that range (its params
+ * are that range's master; the bf16 compute copy's range is written too), the gradient
+ * norm is the chain over the learners (a
  * collective), and read_moments gathers. dp must outlive the optimizer. Call before
  * set_state; set_decay is refused after it. */
 srlm_status srlm_optim_shard(srlm_optim *o, const struct srlm_dp *dp);

@@ -4,7 +4,9 @@
  * Work moves as rollout shards (shard.h; src/roles/rollout.h says how prompts are cut).
  *
  * Iteration t (1-based), from M_{t-1} (separate roles: learner 0 broadcasts it, version
- * t - 1, to generators and judges first):
+ * t - 1, to generators and judges first: the weights they decode with, a bf16 model's as
+ * its bf16 compute copy; generators and judges hold no fp32 master, model.h
+ * SRLM_MODEL_DECODE, and serve their ARGS reference from a decode-only copy too):
  *   generate  n prompts: a task's fresh train instances (t-1)*n .. t*n-1
  *             (task.prompts_per_iteration), or the next data.prompts_per_iteration rows
  *             of the prompt set (wrapping; 0 = all); generate.samples_per_prompt samples

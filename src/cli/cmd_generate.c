@@ -679,7 +679,7 @@ static srlm_status run(gen_opts *o) {
   inputs in = {0};
   srlm_gen_result *res = NULL;
   buf out = {0};
-  srlm_status st = srlm_model_load(o->model, be, o->backend.dtype, &m);
+  srlm_status st = srlm_model_load_for(o->model, be, o->backend.dtype, SRLM_MODEL_DECODE, &m);
   if (st != SRLM_OK) {
     srlm_backend_close(be);
     return st;
@@ -713,7 +713,7 @@ static srlm_status run(gen_opts *o) {
   if (st == SRLM_OK && o->args_reward) {
     o->gp.args = &o->args;
     if (!strcmp(o->args_reward, "implicit")) {
-      st = srlm_model_load(o->args_reference, be, o->backend.dtype, &ref);
+      st = srlm_model_load_for(o->args_reference, be, o->backend.dtype, SRLM_MODEL_DECODE, &ref);
       o->args.ref = ref;
     } else if (!tok) {
       st = srlm_error(SRLM_ERR_USAGE, o->model, "--args-reward judge needs the model's tokenizer (no tokenizer.json here)");

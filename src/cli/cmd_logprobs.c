@@ -176,7 +176,7 @@ int srlm_cmd_logprobs(int argc, char **argv) {
   srlm_status st = srlm_cli_backend_open(&bo, &be);
   if (st != SRLM_OK) return srlm_cli_fail(cmd, st);
   srlm_model *m;
-  st = srlm_model_load(dir, be, bo.dtype, &m);
+  st = srlm_model_load_for(dir, be, bo.dtype, SRLM_MODEL_DECODE, &m);
   if (st != SRLM_OK) {
     srlm_backend_close(be);
     return srlm_cli_fail(cmd, st);

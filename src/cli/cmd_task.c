@@ -291,7 +291,7 @@ static srlm_status run_eval(const task_args *a) {
   srlm_tokenizer *tok = NULL;
   srlm_backend *be;
   SRLM_TRY(srlm_cli_backend_open(&a->backend, &be));
-  srlm_status lst = srlm_model_load(a->model, be, a->backend.dtype, &m);
+  srlm_status lst = srlm_model_load_for(a->model, be, a->backend.dtype, SRLM_MODEL_DECODE, &m);
   if (lst != SRLM_OK) {
     srlm_backend_close(be);
     return lst;

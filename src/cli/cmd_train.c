@@ -540,7 +540,10 @@ static srlm_status run_iterations(train_ctx *c, srlm_comm *comm, srlm_sr_iterati
                                                                         : SRLM_COMM_TRANSPORT_AUTO;
     st = srlm_comm_open_transport(comm, tr);
   }
-  if (st == SRLM_OK) st = srlm_model_load(c->model_dir, be, srlm_setup_dtype(cfg), &m);
+  /* a generator or judge of separate roles only decodes: a bf16 model keeps no fp32 master there (the weight
+     broadcast writes its compute copy; memplan.h counts it so) */
+  const srlm_model_use use = srlm_comm_has_role(comm, SRLM_ROLE_LEARNER) ? SRLM_MODEL_LEARN : SRLM_MODEL_DECODE;
+  if (st == SRLM_OK) st = srlm_model_load_for(c->model_dir, be, srlm_setup_dtype(cfg), use, &m);
   if (st == SRLM_OK && cfg->train.recompute) st = srlm_model_set_recompute(m, 1);
   srlm_sr_iteration *rows = srlm_xcalloc((size_t)cfg->run.iterations + 1, sizeof *rows);
   srlm_sr_inputs in = {.cfg = cfg, .comm = comm, .run_dir = c->run_dir, .tok_dir = tok_dir, .m = m, .tok = c->tok,

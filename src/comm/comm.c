@@ -584,16 +584,18 @@ SRLM_NORETURN void srlm_comm_abort(srlm_comm *c, srlm_status code) {
  * pinned staging buffer of the backend (host_alloc), or in place on host backends. */
 typedef struct staging {
   srlm_backend *be;
-  float *host; /* (cap) pinned; NULL on host-memory backends */
+  char *host; /* (cap elements) pinned; NULL on host-memory backends */
   int64_t cap;
+  size_t esz; /* bytes an element: 4 (fp32), 2 (the bf16 weights of the broadcast) */
 } staging;
 
-static srlm_status staging_open(staging *s, srlm_backend *be, int64_t cap) {
+static srlm_status staging_open(staging *s, srlm_backend *be, int64_t cap, size_t esz) {
   s->be = be;
   s->host = NULL;
   s->cap = cap;
+  s->esz = esz;
   if (be->host_memory || cap == 0) return SRLM_OK;
-  return srlm_backend_host_alloc(be, (void **)&s->host, (size_t)cap * sizeof(float));
+  return srlm_backend_host_alloc(be, (void **)&s->host, (size_t)cap * esz);
 }
 
 static void staging_close(staging *s) {
@@ -601,27 +603,32 @@ static void staging_close(staging *s) {
   s->host = NULL;
 }
 
-/* The host view of w[off .. off + cnt): w itself on host backends, else the staging
- * buffer, filled from the device when `load`. */
-static srlm_status staging_get(staging *s, float *w, int64_t off, int64_t cnt, int load, float **out) {
-  *out = w + off;
+/* The host view of elements w[off .. off + cnt): w itself on host backends, else the
+ * staging buffer, filled from the device when `load`. */
+static srlm_status staging_get(staging *s, void *w, int64_t off, int64_t cnt, int load, void **out) {
+  char *at = (char *)w + (size_t)off * s->esz;
+  *out = at;
   if (!s->host) return SRLM_OK;
   *out = s->host;
   if (!load || cnt == 0) return SRLM_OK;
-  return srlm_backend_copy_d2h(s->be, s->host, w + off, (size_t)cnt * sizeof(float));
+  return srlm_backend_copy_d2h(s->be, s->host, at, (size_t)cnt * s->esz);
 }
 
 /* Writes the staging buffer back to w[off .. off + cnt) (nothing on host backends). */
-static srlm_status staging_put(staging *s, float *w, int64_t off, int64_t cnt) {
+static srlm_status staging_put(staging *s, void *w, int64_t off, int64_t cnt) {
   if (!s->host || cnt == 0) return SRLM_OK;
-  return srlm_backend_copy_h2d(s->be, w + off, s->host, (size_t)cnt * sizeof(float));
+  return srlm_backend_copy_h2d(s->be, (char *)w + (size_t)off * s->esz, s->host, (size_t)cnt * s->esz);
 }
 
-/* After every bucket went by: a receiver's size or version mismatch, else *version = the root's. */
-static srlm_status bcast_verdict(int brank, int64_t n, int64_t root_n, int64_t want, int64_t got, bool mismatch,
-                                 int64_t *version) {
+/* After every bucket went by: a receiver's dtype, size or version mismatch, else *version =
+ * the root's. */
+static srlm_status bcast_verdict(int brank, int64_t n, int64_t root_n, srlm_dtype dt, srlm_dtype root_dt, int64_t want,
+                                 int64_t got, bool mismatch, int64_t *version) {
+  if (brank != 0 && root_dt != dt)
+    return srlm_error(SRLM_ERR_INTERNAL, "weight broadcast", "learner 0 sent %s weights, this rank holds %s ones",
+                      srlm_dtype_name(root_dt), srlm_dtype_name(dt));
   if (brank != 0 && root_n != n)
-    return srlm_error(SRLM_ERR_INTERNAL, "weight broadcast", "learner 0 sent %lld floats, this rank holds %lld",
+    return srlm_error(SRLM_ERR_INTERNAL, "weight broadcast", "learner 0 sent %lld weights, this rank holds %lld",
                       (long long)root_n, (long long)n);
   if (mismatch)
     return srlm_error(SRLM_ERR_INTERNAL, "weight broadcast", "learner 0 sent policy version %lld, this rank expected %lld",
@@ -630,9 +637,12 @@ static srlm_status bcast_verdict(int brank, int64_t n, int64_t root_n, int64_t w
   return SRLM_OK;
 }
 
-srlm_status srlm_comm_bcast_weights(srlm_comm *c, float *w, int64_t n, int64_t *version, size_t bucket_bytes) {
+srlm_status srlm_comm_bcast_weights(srlm_comm *c, void *w, int64_t n, srlm_dtype dt, int64_t *version,
+                                    size_t bucket_bytes) {
   srlm_backend *be = c->be ? c->be : srlm_backend_cpu();
   if (!c->roles_assigned) return srlm_error(SRLM_ERR_INTERNAL, "weight broadcast", "roles are not assigned");
+  const size_t esz = srlm_dtype_size(dt);
+  if (dt != SRLM_F32 && dt != SRLM_BF16) return srlm_error(SRLM_ERR_INTERNAL, "weight broadcast", "dtype %d", (int)dt);
   struct sr_nccl *nc = c->nccl[SRLM_COMM_GROUP_BCAST];
   /* solo: the root is everyone (only a forced NCCL communicator of one rank still moves) */
   if (!nc && (c->solo || c->bcast == MPI_COMM_NULL)) return SRLM_OK;
@@ -641,43 +651,49 @@ srlm_status srlm_comm_bcast_weights(srlm_comm *c, float *w, int64_t n, int64_t *
   if (!c->solo) SRLM_MPI(MPI_Comm_rank(c->bcast, &brank));
   if (bucket_bytes == 0) bucket_bytes = DEFAULT_BUCKET_BYTES;
   if (bucket_bytes > CHUNK_BYTES) bucket_bytes = CHUNK_BYTES;
-  int64_t hdr[4] = {BCAST_MAGIC, *version, n, (int64_t)(bucket_bytes / sizeof(float))};
+  int64_t hdr[5] = {BCAST_MAGIC, *version, n, (int64_t)(bucket_bytes / esz), (int64_t)dt};
   if (hdr[3] < 1) hdr[3] = 1;
   MPI_Request req;
-  if (!c->solo) SRLM_MPI_WAIT(MPI_Ibcast(hdr, 4, MPI_INT64_T, 0, c->bcast, &req), req);
-  if (hdr[0] != BCAST_MAGIC || hdr[3] < 1 || hdr[3] > (int64_t)(CHUNK_BYTES / sizeof(float)) || hdr[2] < 0)
+  if (!c->solo) SRLM_MPI_WAIT(MPI_Ibcast(hdr, 5, MPI_INT64_T, 0, c->bcast, &req), req);
+  if (hdr[0] != BCAST_MAGIC || (hdr[4] != SRLM_F32 && hdr[4] != SRLM_BF16) || hdr[3] < 1 ||
+      hdr[3] > (int64_t)(CHUNK_BYTES / srlm_dtype_size((srlm_dtype)hdr[4])) || hdr[2] < 0)
     return srlm_error(SRLM_ERR_INTERNAL, "weight broadcast", "bad header from learner 0 (messages out of step)");
   int64_t want = *version, got = hdr[1], root_n = hdr[2], bucket = hdr[3];
-  /* a receiver that cannot take the weights still joins every bucket, so no rank waits */
-  bool mismatch = brank != 0 && (root_n != n || (want >= 0 && got != want));
+  const srlm_dtype root_dt = (srlm_dtype)hdr[4];
+  const size_t root_esz = srlm_dtype_size(root_dt);
+  /* a receiver that cannot take the weights still joins every bucket (in the root's
+     element size), so no rank waits */
+  bool mismatch = brank != 0 && (root_dt != dt || root_n != n || (want >= 0 && got != want));
   const int64_t one = root_n < bucket ? root_n : bucket;
 #if SRLM_HAVE_NCCL
   if (nc) { /* the buckets GPU to GPU; a receiver that cannot take them joins into scratch */
-    SRLM_TRY(sr_nccl_bcast(nc, w, mismatch ? NULL : w, root_n, 0, bucket));
-    return bcast_verdict(brank, n, root_n, want, got, mismatch, version);
+    SRLM_TRY(sr_nccl_bcast(nc, w, mismatch ? NULL : w, root_n, root_esz, 0, bucket));
+    return bcast_verdict(brank, n, root_n, dt, root_dt, want, got, mismatch, version);
   }
 #endif
   /* A rank that cannot take (or stage) the weights still joins every bucket through a
      scratch buffer, so no rank waits; it reports its error afterwards (the root's error
-     ends the job at its top level, receivers' weights are then never used). */
-  staging sg = {be, NULL, 0};
-  srlm_status st = mismatch ? SRLM_OK : staging_open(&sg, be, one);
-  float *scratch = mismatch || st != SRLM_OK ? srlm_xmalloc((size_t)(one > 0 ? one : 1) * sizeof(float)) : NULL;
+     ends the job at its top level, receivers' weights are then never used). Elements go
+     as bytes: the broadcast copies, it never adds. */
+  staging sg = {be, NULL, 0, esz};
+  srlm_status st = mismatch ? SRLM_OK : staging_open(&sg, be, one, esz);
+  const size_t scratch_bytes = (size_t)(one > 0 ? one : 1) * root_esz;
+  void *scratch = mismatch || st != SRLM_OK ? srlm_xmalloc(scratch_bytes) : NULL;
   int rc = MPI_SUCCESS;
   for (int64_t off = 0; off < root_n && rc == MPI_SUCCESS; off += bucket) {
-    const int cnt = (int)(root_n - off < bucket ? root_n - off : bucket);
-    float *buf = scratch;
+    const int64_t cnt = root_n - off < bucket ? root_n - off : bucket;
+    void *buf = scratch;
     if (!scratch && (st = staging_get(&sg, w, off, cnt, brank == 0, &buf)) != SRLM_OK)
-      buf = scratch = srlm_xmalloc((size_t)(one > 0 ? one : 1) * sizeof(float));
-    rc = mpi_then_wait(MPI_Ibcast(buf, cnt, MPI_FLOAT, 0, c->bcast, &req), &req);
+      buf = scratch = srlm_xmalloc(scratch_bytes);
+    rc = mpi_then_wait(MPI_Ibcast(buf, (int)((size_t)cnt * root_esz), MPI_BYTE, 0, c->bcast, &req), &req);
     if (rc == MPI_SUCCESS && !scratch && brank != 0 && (st = staging_put(&sg, w, off, cnt)) != SRLM_OK)
-      scratch = srlm_xmalloc((size_t)(one > 0 ? one : 1) * sizeof(float));
+      scratch = srlm_xmalloc(scratch_bytes);
   }
   staging_close(&sg);
   free(scratch);
   if (rc != MPI_SUCCESS) return srlm_lib_error("MPI", "MPI_Bcast(weight bucket)", rc, mpi_desc(rc), __FILE__, __LINE__);
   SRLM_TRY(st);
-  return bcast_verdict(brank, n, root_n, want, got, mismatch, version);
+  return bcast_verdict(brank, n, root_n, dt, root_dt, want, got, mismatch, version);
 }
 
 /* Sum in learner-rank order: each learner sums the slice it owns, then all gather. */
@@ -747,12 +763,12 @@ srlm_status srlm_comm_allreduce_grads(srlm_comm *c, float *g, int64_t n, srlm_co
      by the caller before the next collective */
   const int64_t piece = (int64_t)(CHUNK_BYTES / sizeof(float));
   staging sg;
-  SRLM_TRY(staging_open(&sg, be, n < piece ? n : piece));
+  SRLM_TRY(staging_open(&sg, be, n < piece ? n : piece, sizeof(float)));
   srlm_status st = SRLM_OK;
   for (int64_t off = 0; off < n && st == SRLM_OK; off += piece) {
     const int64_t cnt = n - off < piece ? n - off : piece;
     float *h;
-    st = staging_get(&sg, g, off, cnt, 1, &h);
+    st = staging_get(&sg, g, off, cnt, 1, (void **)&h);
     if (st != SRLM_OK) break;
     if (order == SRLM_COMM_DETERMINISTIC) {
       st = allreduce_ordered(comm, L, me, h, cnt, op == SRLM_COMM_MEAN);
@@ -837,14 +853,14 @@ static int64_t rounds_of(const int64_t *bounds, int L, int64_t q) { return (larg
 /* ZeRO-1 on the learners' NCCL communicator, in place: one ncclReduceScatter/ncclAllGather
  * when the learners' ranges are equal, else one ncclReduce/ncclBroadcast per owner range in
  * an NCCL group. One learner: the whole array is its range. */
-static srlm_status zero1_nccl(srlm_comm *c, float *x, int64_t n, const int64_t *bounds, int L, bool reduce) {
+static srlm_status zero1_nccl(srlm_comm *c, void *x, int64_t n, const int64_t *bounds, int L, bool reduce, size_t esz) {
   struct sr_nccl *nc = c->nccl[SRLM_COMM_GROUP_LEARNERS];
   const int64_t whole[2] = {0, n};
   if (L == 1) bounds = whole;
   if (!bounds) return srlm_error(SRLM_ERR_INTERNAL, "ZeRO-1", "no shard bounds for %d learners", L);
   if (n == 0) return SRLM_OK;
   const bool grouped = !sr_nccl_equal_ranges(bounds, L);
-  return reduce ? sr_nccl_reduce_scatter(nc, x, x, bounds, grouped) : sr_nccl_allgather(nc, x, x, bounds, grouped);
+  return reduce ? sr_nccl_reduce_scatter(nc, x, x, bounds, grouped) : sr_nccl_allgather(nc, x, x, bounds, grouped, esz);
 }
 #endif
 
@@ -852,7 +868,7 @@ srlm_status srlm_comm_reduce_scatter_grads(srlm_comm *c, float *g, int64_t n, co
   int L, me;
   SRLM_TRY(learner_group(c, "gradient reduce-scatter", n, bounds, &L, &me));
 #if SRLM_HAVE_NCCL
-  if (c->nccl[SRLM_COMM_GROUP_LEARNERS]) return zero1_nccl(c, g, n, bounds, L, true);
+  if (c->nccl[SRLM_COMM_GROUP_LEARNERS]) return zero1_nccl(c, g, n, bounds, L, true, sizeof(float));
 #endif
   if (L == 1 || n == 0) return SRLM_OK;
   srlm_backend *be = c->be ? c->be : srlm_backend_cpu();
@@ -893,39 +909,102 @@ srlm_status srlm_comm_reduce_scatter_grads(srlm_comm *c, float *g, int64_t n, co
   return whole_put(be, g, h, bounds[me], bounds[me + 1] - bounds[me], st);
 }
 
-srlm_status srlm_comm_allgather_shards(srlm_comm *c, float *x, int64_t n, const int64_t *bounds) {
-  int L, me;
-  SRLM_TRY(learner_group(c, "shard all-gather", n, bounds, &L, &me));
-#if SRLM_HAVE_NCCL
-  if (c->nccl[SRLM_COMM_GROUP_LEARNERS]) return zero1_nccl(c, x, n, bounds, L, false);
-#endif
-  if (L == 1 || n == 0) return SRLM_OK;
-  srlm_backend *be = c->be ? c->be : srlm_backend_cpu();
+/* The all-gather over MPI: x (n elements of esz bytes) in backend memory (staged whole
+ * through a pinned host copy on a device backend) or, with host set, host memory; the
+ * elements move as bytes in rounds of at most CHUNK_BYTES. */
+static srlm_status allgather_mpi(srlm_comm *c, void *x, int64_t n, size_t esz, const int64_t *bounds, int L, int me,
+                                 bool host) {
+  srlm_backend *be = host ? srlm_backend_cpu() : c->be ? c->be : srlm_backend_cpu();
   MPI_Comm comm = c->role[SRLM_ROLE_LEARNER];
-  const int64_t q = round_size(bounds, L);
-  float *h;
-  SRLM_TRY(whole_get(be, x, n, &h));
+  int64_t q = (int64_t)(CHUNK_BYTES / esz) / L, most = largest_range(bounds, L);
+  if (q > most) q = most;
+  if (q < 1) q = 1;
+  char *h = x;
+  if (!be->host_memory && n > 0) {
+    SRLM_TRY(srlm_backend_host_alloc(be, (void **)&h, (size_t)n * esz));
+    srlm_status st = srlm_backend_copy_d2h(be, h, x, (size_t)n * esz);
+    if (st != SRLM_OK) {
+      (void)srlm_backend_host_free(be, h);
+      return st;
+    }
+  }
   int *cnt = srlm_xmalloc((size_t)L * sizeof(int)), *dsp = srlm_xmalloc((size_t)L * sizeof(int));
-  float *recv = srlm_xmalloc((size_t)L * (size_t)q * sizeof(float));
+  char *recv = srlm_xmalloc((size_t)L * (size_t)q * esz);
   int rc = MPI_SUCCESS;
   const int64_t rounds = rounds_of(bounds, L, q);
   for (int64_t k = 0; k < rounds && rc == MPI_SUCCESS; k++) {
     for (int j = 0; j < L; j++) {
-      cnt[j] = (int)piece_count(bounds, j, k, q);
-      dsp[j] = (int)((int64_t)j * q);
+      cnt[j] = (int)((size_t)piece_count(bounds, j, k, q) * esz);
+      dsp[j] = (int)((size_t)j * (size_t)q * esz);
     }
     MPI_Request req;
-    rc = mpi_then_wait(MPI_Iallgatherv(h + bounds[me] + k * q, cnt[me], MPI_FLOAT, recv, cnt, dsp, MPI_FLOAT, comm, &req),
+    rc = mpi_then_wait(MPI_Iallgatherv(h + (size_t)(bounds[me] + k * q) * esz, cnt[me], MPI_BYTE, recv, cnt, dsp,
+                                       MPI_BYTE, comm, &req),
                        &req);
     for (int j = 0; rc == MPI_SUCCESS && j < L; j++)
-      if (j != me) memcpy(h + bounds[j] + k * q, recv + (size_t)j * (size_t)q, (size_t)cnt[j] * sizeof(float));
+      if (j != me) memcpy(h + (size_t)(bounds[j] + k * q) * esz, recv + dsp[j], (size_t)cnt[j]);
   }
   free(cnt);
   free(dsp);
   free(recv);
   srlm_status st = rc == MPI_SUCCESS ? SRLM_OK
                                      : srlm_lib_error("MPI", "MPI_Allgatherv(shards)", rc, mpi_desc(rc), __FILE__, __LINE__);
-  return whole_put(be, x, h, 0, n, st);
+  if (h != (char *)x) {
+    if (st == SRLM_OK && n > 0) st = srlm_backend_copy_h2d(be, x, h, (size_t)n * esz);
+    (void)srlm_backend_host_free(be, h);
+  }
+  return st;
+}
+
+srlm_status srlm_comm_allgather_shards(srlm_comm *c, void *x, int64_t n, srlm_dtype dt, const int64_t *bounds) {
+  int L, me;
+  SRLM_TRY(learner_group(c, "shard all-gather", n, bounds, &L, &me));
+  const size_t esz = srlm_dtype_size(dt);
+  if (dt != SRLM_F32 && dt != SRLM_BF16) return srlm_error(SRLM_ERR_INTERNAL, "shard all-gather", "dtype %d", (int)dt);
+#if SRLM_HAVE_NCCL
+  if (c->nccl[SRLM_COMM_GROUP_LEARNERS]) return zero1_nccl(c, x, n, bounds, L, false, esz);
+#endif
+  if (L == 1 || n == 0) return SRLM_OK;
+  return allgather_mpi(c, x, n, esz, bounds, L, me, false);
+}
+
+srlm_status srlm_comm_allgather_ranges_host(srlm_comm *c, float *x, int64_t n, int64_t lo, int64_t hi) {
+  int L, me;
+  SRLM_TRY(learner_group(c, "master all-gather", n, NULL, &L, &me));
+  if (lo < 0 || hi < lo || hi > n)
+    return srlm_error(SRLM_ERR_RANGE, "master all-gather", "range [%lld, %lld) of %lld elements", (long long)lo,
+                      (long long)hi, (long long)n);
+  if (L == 1) {
+    if (lo != 0 || hi != n)
+      return srlm_error(SRLM_ERR_INTERNAL, "master all-gather", "one learner holds [%lld, %lld) of %lld", (long long)lo,
+                        (long long)hi, (long long)n);
+    return SRLM_OK;
+  }
+  MPI_Comm comm = c->role[SRLM_ROLE_LEARNER];
+  int64_t mine[2] = {lo, hi}, *all = srlm_xmalloc((size_t)L * 2 * sizeof *all);
+  MPI_Request req;
+  int rc = mpi_then_wait(MPI_Iallgather(mine, 2, MPI_INT64_T, all, 2, MPI_INT64_T, comm, &req), &req);
+  if (rc != MPI_SUCCESS) {
+    free(all);
+    return srlm_lib_error("MPI", "MPI_Allgather(master ranges)", rc, mpi_desc(rc), __FILE__, __LINE__);
+  }
+  int64_t *bounds = srlm_xmalloc(((size_t)L + 1) * sizeof *bounds);
+  srlm_status st = SRLM_OK;
+  for (int j = 0; j < L && st == SRLM_OK; j++) {
+    if (all[2 * j] != (j ? all[2 * j - 1] : 0))
+      st = srlm_error(SRLM_ERR_INTERNAL, "master all-gather", "learner %d holds [%lld, %lld), which does not follow "
+                      "the learner before it", j, (long long)all[2 * j], (long long)all[2 * j + 1]);
+    bounds[j] = all[2 * j];
+  }
+  bounds[L] = n;
+  if (st == SRLM_OK && all[2 * L - 1] != n)
+    st = srlm_error(SRLM_ERR_INTERNAL, "master all-gather", "the learners' ranges end at %lld, not %lld",
+                    (long long)all[2 * L - 1], (long long)n);
+  free(all);
+  /* every learner saw the same ranges, so all return here alike or all gather */
+  if (st == SRLM_OK && n > 0) st = allgather_mpi(c, x, n, sizeof(float), bounds, L, me, true);
+  free(bounds);
+  return st;
 }
 
 #define TAG_CHAIN 0x5a31

@@ -243,25 +243,29 @@ srlm_status sr_nccl_allreduce(sr_nccl *n, const float *send, float *recv, int64_
   return wait_stream(n, "ncclAllReduce(gradients)");
 }
 
-srlm_status sr_nccl_bcast(sr_nccl *n, const float *send, float *recv, int64_t count, int root, int64_t bucket) {
-  if (count < 0 || root < 0 || root >= n->nranks)
-    return srlm_error(SRLM_ERR_RANGE, n->label, "broadcast of %lld floats from rank %d", (long long)count, root);
+srlm_status sr_nccl_bcast(sr_nccl *n, const void *send, void *recv, int64_t count, size_t esz, int root,
+                          int64_t bucket) {
+  if (count < 0 || root < 0 || root >= n->nranks || (esz != 2 && esz != 4))
+    return srlm_error(SRLM_ERR_RANGE, n->label, "broadcast of %lld elements of %zu bytes from rank %d", (long long)count,
+                      esz, root);
   if (!recv && n->rank == root) return srlm_error(SRLM_ERR_INTERNAL, n->label, "the broadcast's root must keep its data");
-  if (bucket <= 0) bucket = DEFAULT_BUCKET_FLOATS;
+  if (bucket <= 0) bucket = (int64_t)(DEFAULT_BUCKET_FLOATS * sizeof(float) / esz);
   SRLM_TRY(begin(n));
   const int64_t one = count < bucket ? count : bucket;
-  if (!recv && one > n->scratch_n) { /* a receiver that keeps nothing: one bucket of scratch */
+  const int64_t one_floats = (int64_t)(((size_t)one * esz + sizeof(float) - 1) / sizeof(float));
+  if (!recv && one_floats > n->scratch_n) { /* a receiver that keeps nothing: one bucket of scratch */
     if (n->scratch) SRLM_CUDA_RT(cudaFree(n->scratch));
     n->scratch = NULL;
     n->scratch_n = 0;
-    SRLM_CUDA_RT(cudaMalloc((void **)&n->scratch, (size_t)one * sizeof(float)));
-    n->scratch_n = one;
+    SRLM_CUDA_RT(cudaMalloc((void **)&n->scratch, (size_t)one_floats * sizeof(float)));
+    n->scratch_n = one_floats;
   }
+  /* bytes: a broadcast copies and never adds, so the element type does not matter */
   for (int64_t off = 0; off < count; off += bucket) {
     const size_t cnt = (size_t)(count - off < bucket ? count - off : bucket);
-    float *dst = recv ? recv + off : n->scratch;
-    const float *src = n->rank == root ? send + off : dst; /* sendbuff is read on the root only */
-    SRLM_NCCL(n, ncclBroadcast(src, dst, cnt, ncclFloat32, root, n->comm, n->stream));
+    char *dst = recv ? (char *)recv + (size_t)off * esz : (char *)n->scratch;
+    const char *src = n->rank == root ? (const char *)send + (size_t)off * esz : dst; /* read on the root only */
+    SRLM_NCCL(n, ncclBroadcast(src, dst, cnt * esz, ncclUint8, root, n->comm, n->stream));
   }
   return wait_stream(n, "ncclBroadcast(weights)");
 }
@@ -284,7 +288,8 @@ static srlm_status check_bounds(const sr_nccl *n, const int64_t *bounds, bool gr
 
 /* One NCCL group of per-owner calls (reduce: ncclReduce to owner j; else ncclBroadcast from
  * owner j), each on owner j's range. The group is always closed, also after a failed call. */
-static srlm_status grouped_owners(sr_nccl *n, const float *send, float *recv, const int64_t *bounds, bool reduce) {
+static srlm_status grouped_owners(sr_nccl *n, const float *send, float *recv, const int64_t *bounds, bool reduce,
+                                  size_t esz) {
   if (!n->comm) return srlm_error(SRLM_ERR_INTERNAL, n->label, "the NCCL communicator was aborted after an earlier error");
   ncclResult_t rc = ncclGroupStart();
   if (rc != ncclSuccess) return nccl_fail(n, rc, "ncclGroupStart()", __FILE__, __LINE__);
@@ -295,8 +300,9 @@ static srlm_status grouped_owners(sr_nccl *n, const float *send, float *recv, co
     /* recvbuff is written on the root only (reduce); sendbuff is read on the root only (broadcast) */
     if (reduce)
       rc = ncclReduce(send + bounds[j], recv + bounds[j], cnt, ncclFloat32, ncclSum, j, n->comm, n->stream);
-    else
-      rc = ncclBroadcast(send + bounds[j], recv + bounds[j], cnt, ncclFloat32, j, n->comm, n->stream);
+    else /* bytes: a broadcast copies, whatever the element type (fp32, or a bf16 compute copy) */
+      rc = ncclBroadcast((const char *)send + (size_t)bounds[j] * esz, (char *)recv + (size_t)bounds[j] * esz, cnt * esz,
+                         ncclUint8, j, n->comm, n->stream);
   }
   ncclResult_t end = ncclGroupEnd();
   if (rc == ncclSuccess) {
@@ -311,20 +317,22 @@ static srlm_status grouped_owners(sr_nccl *n, const float *send, float *recv, co
 srlm_status sr_nccl_reduce_scatter(sr_nccl *n, const float *send, float *recv, const int64_t *bounds, bool grouped) {
   SRLM_TRY(check_bounds(n, bounds, grouped));
   SRLM_TRY(begin(n));
-  if (grouped) return grouped_owners(n, send, recv, bounds, true);
+  if (grouped) return grouped_owners(n, send, recv, bounds, true, sizeof(float));
   const size_t each = (size_t)(bounds[1] - bounds[0]);
   /* in place when recv == send: NCCL's rule is recvbuff == sendbuff + rank * recvcount */
   SRLM_NCCL(n, ncclReduceScatter(send, recv + bounds[n->rank], each, ncclFloat32, ncclSum, n->comm, n->stream));
   return wait_stream(n, "ncclReduceScatter(gradients)");
 }
 
-srlm_status sr_nccl_allgather(sr_nccl *n, const float *send, float *recv, const int64_t *bounds, bool grouped) {
+srlm_status sr_nccl_allgather(sr_nccl *n, const void *send, void *recv, const int64_t *bounds, bool grouped, size_t esz) {
+  if (esz != 2 && esz != 4) return srlm_error(SRLM_ERR_INTERNAL, n->label, "all-gather of %zu-byte elements", esz);
   SRLM_TRY(check_bounds(n, bounds, grouped));
   SRLM_TRY(begin(n));
-  if (grouped) return grouped_owners(n, send, recv, bounds, false);
+  if (grouped) return grouped_owners(n, send, recv, bounds, false, esz);
   const size_t each = (size_t)(bounds[1] - bounds[0]);
-  /* in place when recv == send: sendbuff == recvbuff + rank * sendcount */
-  SRLM_NCCL(n, ncclAllGather(send + bounds[n->rank], recv, each, ncclFloat32, n->comm, n->stream));
+  /* in place when recv == send: sendbuff == recvbuff + rank * sendcount; bytes, as the broadcast */
+  SRLM_NCCL(n, ncclAllGather((const char *)send + (size_t)bounds[n->rank] * esz, recv, each * esz, ncclUint8, n->comm,
+                             n->stream));
   return wait_stream(n, "ncclAllGather(shards)");
 }
 

@@ -5,7 +5,8 @@
  * comm.c decides which groups use it and exchanges the unique id over MPI; everything here
  * is local to this rank.
  *
- * Buffers are device memory of the backend given to sr_nccl_open, counted in floats.
+ * Buffers are device memory of the backend given to sr_nccl_open, counted in floats (the
+ * broadcast: in elements of the size it is given).
  * Out of place unless send == recv. Every collective waits for the backend's queued work
  * first and returns when its result is in recv (the host waited for the NCCL stream), so
  * the backend's next op may read it. Collectives are calls every rank of the group makes
@@ -57,10 +58,12 @@ int sr_nccl_size(const sr_nccl *n);
  * in buckets of `bucket` floats (<= 0: 64 MiB), each an ncclAllReduce queued on the stream. */
 srlm_status sr_nccl_allreduce(sr_nccl *n, const float *send, float *recv, int64_t count, bool mean, int64_t bucket);
 
-/* recv = rank root's send (count floats; only the root reads send), in buckets of `bucket`
- * floats (ncclBroadcast each). recv NULL: this rank takes part but keeps nothing (a receiver
- * that cannot take the data: every bucket lands in a scratch bucket of its own). */
-srlm_status sr_nccl_bcast(sr_nccl *n, const float *send, float *recv, int64_t count, int root, int64_t bucket);
+/* recv = rank root's send (count elements of esz bytes, 4 or 2: the fp32 or bf16 weights;
+ * only the root reads send), in buckets of `bucket` elements (<= 0: 64 MiB), each one
+ * ncclBroadcast of bytes. recv NULL: this rank takes part but keeps nothing (a receiver that
+ * cannot take the data: every bucket lands in a scratch bucket of its own). */
+srlm_status sr_nccl_bcast(sr_nccl *n, const void *send, void *recv, int64_t count, size_t esz, int root,
+                          int64_t bucket);
 
 /* ZeRO-1. bounds: nranks + 1 offsets, bounds[0] = 0, non-decreasing; rank j owns
  * [bounds[j], bounds[j + 1]). recv and send are whole arrays of bounds[nranks] floats.
@@ -71,7 +74,8 @@ srlm_status sr_nccl_bcast(sr_nccl *n, const float *send, float *recv, int64_t co
  *   use one ncclAllGather; grouped: one ncclBroadcast per owner in an NCCL group.
  * grouped false with unequal ranges is an SRLM_ERR_INTERNAL error. */
 srlm_status sr_nccl_reduce_scatter(sr_nccl *n, const float *send, float *recv, const int64_t *bounds, bool grouped);
-srlm_status sr_nccl_allgather(sr_nccl *n, const float *send, float *recv, const int64_t *bounds, bool grouped);
+/* allgather moves elements of esz bytes (4: fp32; 2: a bf16 model's compute copy), as bytes. */
+srlm_status sr_nccl_allgather(sr_nccl *n, const void *send, void *recv, const int64_t *bounds, bool grouped, size_t esz);
 
 /* The reduce overlapped with the backward (comm.h, "Overlapped reduce"): one bucket
  * [lo, lo + count) of buf (device memory, in place) queued on this communicator's stream

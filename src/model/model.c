@@ -6,7 +6,10 @@
  * the embedding (one tensor, its gradient gets both contributions). In fp32 the one
  * parameter array is the master; in bf16 the fp32 master weights are kept next to the
  * bf16 compute copy the ops read, and every write of parameters goes to the master and
- * is cast into the copy (srlm_model_set_params, the optimizer's AdamW op). */
+ * is cast into the copy (srlm_model_set_params, the optimizer's AdamW op). A bf16 model
+ * for decoding only (SRLM_MODEL_DECODE) has no master: writes round into the compute copy
+ * through a backend staging buffer and the cast op (the rounding refresh_params applies),
+ * reads widen it on the host. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -14,6 +17,9 @@
 #include <unistd.h>
 
 #include "model_internal.h"
+
+/* Parameters moved through a host or staging buffer at a time (clone, a decode-only model). */
+#define STAGE_ELEMS ((size_t)1 << 20)
 
 /* ---- backend buffers ------------------------------------------------------------------ */
 
@@ -134,12 +140,15 @@ static const srlm_op_id k_model_ops[] = {
 };
 
 /* A model with config c and uninitialized parameters. */
-static srlm_status model_new(const srlm_model_config *c, srlm_backend *be, srlm_dtype dt, srlm_model **out) {
+static srlm_status model_new(const srlm_model_config *c, srlm_backend *be, srlm_dtype dt, srlm_model_use use,
+                             srlm_model **out) {
   *out = NULL;
   for (size_t i = 0; i < sizeof k_model_ops / sizeof k_model_ops[0]; i++)
     if (!srlm_backend_has_op(be->ops, k_model_ops[i]))
       return srlm_backend_lacks(be, srlm_op_names[k_model_ops[i]]);
   if (dt != SRLM_F32 && dt != SRLM_BF16) return srlm_error(SRLM_ERR_INTERNAL, "model", "dtype %d", (int)dt);
+  if (use != SRLM_MODEL_LEARN && use != SRLM_MODEL_DECODE)
+    return srlm_error(SRLM_ERR_INTERNAL, "model", "use %d", (int)use);
   srlm_model *m = srlm_xcalloc(1, sizeof *m);
   m->cfg = *c;
   m->be = be;
@@ -148,7 +157,10 @@ static srlm_status model_new(const srlm_model_config *c, srlm_backend *be, srlm_
   srlm_status st = srlm_model_config_finalize(&m->cfg, "model config");
   if (st == SRLM_OK) st = layout(m);
   if (st == SRLM_OK) st = srlm_backend_alloc(be, &m->params, m->n_params * m->esz);
-  if (st == SRLM_OK && dt != SRLM_F32) st = srlm_backend_alloc(be, (void **)&m->master, m->n_params * sizeof(float));
+  m->keeps_master = dt == SRLM_F32 || use == SRLM_MODEL_LEARN;
+  if (st == SRLM_OK) m->master_hi = m->keeps_master ? m->n_params : 0;
+  if (st == SRLM_OK && dt != SRLM_F32 && use == SRLM_MODEL_LEARN)
+    st = srlm_backend_alloc(be, (void **)&m->master, m->n_params * sizeof(float));
   if (st == SRLM_OK) st = srlm_backend_alloc(be, (void **)&m->inv_freq, (size_t)(m->HS / 2) * sizeof(float));
   if (st == SRLM_OK) {
     float *inv = srlm_xmalloc((size_t)(m->HS / 2) * sizeof *inv);
@@ -198,11 +210,16 @@ static srlm_status fill_from_file(srlm_model *m, size_t i, float *host, void *ct
 }
 
 srlm_status srlm_model_load(const char *dir, srlm_backend *be, srlm_dtype dtype, srlm_model **out) {
+  return srlm_model_load_for(dir, be, dtype, SRLM_MODEL_LEARN, out);
+}
+
+srlm_status srlm_model_load_for(const char *dir, srlm_backend *be, srlm_dtype dtype, srlm_model_use use,
+                                srlm_model **out) {
   *out = NULL;
   srlm_hf_model *hf;
   SRLM_TRY(srlm_hf_model_open(dir, &hf));
   srlm_model *m;
-  srlm_status st = model_new(srlm_hf_model_config(hf), be, dtype, &m);
+  srlm_status st = model_new(srlm_hf_model_config(hf), be, dtype, use, &m);
   if (st != SRLM_OK) {
     srlm_hf_model_close(hf);
     return st;
@@ -227,9 +244,14 @@ static srlm_status fill_random(srlm_model *m, size_t i, float *host, void *ctx) 
  * so srlm_model_create(cfg, seed) equals loading srlm_hf_model_write_random(cfg, seed). */
 srlm_status srlm_model_create(const srlm_model_config *cfg, uint64_t seed, srlm_backend *be, srlm_dtype dtype,
                               srlm_model **out) {
+  return srlm_model_create_for(cfg, seed, be, dtype, SRLM_MODEL_LEARN, out);
+}
+
+srlm_status srlm_model_create_for(const srlm_model_config *cfg, uint64_t seed, srlm_backend *be, srlm_dtype dtype,
+                                  srlm_model_use use, srlm_model **out) {
   *out = NULL;
   srlm_model *m;
-  SRLM_TRY(model_new(cfg, be, dtype, &m));
+  SRLM_TRY(model_new(cfg, be, dtype, use, &m));
   srlm_status st = fill_tensors(m, fill_random, &seed);
   if (st != SRLM_OK) {
     srlm_model_free(m);
@@ -239,15 +261,40 @@ srlm_status srlm_model_create(const srlm_model_config *cfg, uint64_t seed, srlm_
   return SRLM_OK;
 }
 
+srlm_status srlm_model_clone(const srlm_model *m, srlm_model_use use, srlm_model **out) {
+  *out = NULL;
+  srlm_model *c;
+  SRLM_TRY(model_new(&m->cfg, m->be, m->dt, use, &c));
+  const size_t n = m->n_params, k0 = n < STAGE_ELEMS ? n : STAGE_ELEMS;
+  float *buf = srlm_xmalloc(k0 * sizeof *buf + 1);
+  srlm_status st = SRLM_OK;
+  for (size_t off = 0; off < n && st == SRLM_OK; off += k0) {
+    const size_t k = n - off < k0 ? n - off : k0;
+    st = srlm_model_get_params(m, buf, off, k);
+    if (st == SRLM_OK) st = srlm_model_set_params(c, buf, off, k);
+  }
+  free(buf);
+  if (st != SRLM_OK) {
+    srlm_model_free(c);
+    return st;
+  }
+  *out = c;
+  return SRLM_OK;
+}
+
 srlm_status srlm_model_save(const srlm_model *m, const char *dir, srlm_st_dtype dtype) {
+  return srlm_model_save_with(m, NULL, dir, dtype);
+}
+
+srlm_status srlm_model_save_with(const srlm_model *m, const float *params, const char *dir, srlm_st_dtype dtype) {
   if (!srlm_st_dtype_is_float(dtype))
     return srlm_error(SRLM_ERR_RANGE, dir, "weights must be saved as F32, BF16 or F16, not %s", srlm_st_dtype_name(dtype));
   SRLM_TRY(srlm_mkdirs(dir));
   srlm_st_entry *entries = srlm_xcalloc(m->n_specs, sizeof *entries);
   void **bufs = srlm_xcalloc(m->n_specs, sizeof *bufs);
-  float *host = srlm_xmalloc(m->n_params * sizeof *host);
-  srlm_status st = srlm_model_get_params(m, host, 0, m->n_params);
-  const float *src = host;
+  float *host = params ? NULL : srlm_xmalloc(m->n_params * sizeof *host + 1);
+  srlm_status st = params ? SRLM_OK : srlm_model_get_params(m, host, 0, m->n_params);
+  const float *src = params ? params : host;
   for (size_t i = 0; i < m->n_specs && st == SRLM_OK; i++) {
     const srlm_tensor_spec *s = &m->specs[i];
     const void *data = src + m->offsets[i];
@@ -298,6 +345,42 @@ const srlm_model_config *srlm_model_get_config(const srlm_model *m) { return &m-
 srlm_backend *srlm_model_backend(const srlm_model *m) { return m->be; }
 srlm_dtype srlm_model_dtype(const srlm_model *m) { return m->dt; }
 size_t srlm_model_num_params(const srlm_model *m) { return m->n_params; }
+int srlm_model_has_master(const srlm_model *m) { return m->keeps_master; }
+
+int srlm_model_master_range(const srlm_model *m, size_t *lo, size_t *hi) {
+  *lo = m->master_lo;
+  *hi = m->master_hi;
+  return m->master_shard;
+}
+
+static int master_sharded(const srlm_model *m) { return m->master_shard; }
+
+srlm_status srlm_model_shard_master(srlm_model *m, size_t lo, size_t hi) {
+  if (m->dt == SRLM_F32 || !m->keeps_master)
+    return srlm_error(SRLM_ERR_INTERNAL, "model shard_master", "only a bf16 model that learns keeps a separate fp32 "
+                      "master to shard (this one is %s%s)", srlm_dtype_name(m->dt), m->keeps_master ? "" : ", decode-only");
+  if (lo > hi || hi > m->n_params)
+    return srlm_error(SRLM_ERR_RANGE, "model shard_master", "[%zu, %zu) outside the %zu parameters", lo, hi, m->n_params);
+  if (master_sharded(m) && lo == m->master_lo && hi == m->master_hi) return SRLM_OK;
+  if (master_sharded(m))
+    return srlm_error(SRLM_ERR_INTERNAL, "model shard_master", "already holds the shard [%zu, %zu), not [%zu, %zu)",
+                      m->master_lo, m->master_hi, lo, hi);
+  float *shard = NULL;
+  if (hi > lo) {
+    SRLM_TRY(srlm_backend_alloc(m->be, (void **)&shard, (hi - lo) * sizeof(float)));
+    srlm_status st = srlm_backend_copy_d2d(m->be, shard, m->master + lo, (hi - lo) * sizeof(float));
+    if (st != SRLM_OK) {
+      (void)srlm_backend_free(m->be, shard);
+      return st;
+    }
+  }
+  SRLM_TRY(srlm_backend_free(m->be, m->master));
+  m->master = shard;
+  m->master_lo = lo;
+  m->master_hi = hi;
+  m->master_shard = 1;
+  return SRLM_OK;
+}
 
 /* ---- parameters and gradients ---------------------------------------------------------- */
 
@@ -317,6 +400,7 @@ static void weights_changed(srlm_model *m) {
 
 /* Both hand out writable pointers to the weights: each call counts as a change. */
 float *srlm_model_master(srlm_model *m) {
+  if (!m->keeps_master || m->master_hi == m->master_lo) return NULL;
   weights_changed(m);
   return m->master ? m->master : (float *)m->params;
 }
@@ -325,18 +409,63 @@ void *srlm_model_compute_params(srlm_model *m) {
   return m->params;
 }
 
+/* A model without master: the compute copy [offset, offset + n) widened on the host (exact). */
+static srlm_status widen_params(const srlm_model *m, float *host, size_t offset, size_t n) {
+  const size_t k0 = n < STAGE_ELEMS ? n : STAGE_ELEMS;
+  void *tmp = srlm_xmalloc(k0 * m->esz);
+  srlm_status st = SRLM_OK;
+  for (size_t off = 0; off < n && st == SRLM_OK; off += k0) {
+    const size_t k = n - off < k0 ? n - off : k0;
+    st = srlm_backend_copy_d2h(m->be, tmp, srlm_model_w(m, offset + off), k * m->esz);
+    if (st == SRLM_OK) srlm_convert(host + off, SRLM_F32, tmp, m->dt, k);
+  }
+  free(tmp);
+  return st;
+}
+
+/* A model without master: host fp32 values rounded into the compute copy by the backend's
+ * cast op (the rounding of refresh_params and the optimizer), through a staging buffer. */
+static srlm_status round_params(srlm_model *m, const float *host, size_t offset, size_t n) {
+  weights_changed(m);
+  const size_t k0 = n < STAGE_ELEMS ? n : STAGE_ELEMS;
+  float *tmp = NULL;
+  SRLM_TRY(srlm_backend_alloc(m->be, (void **)&tmp, k0 * sizeof(float)));
+  srlm_status st = SRLM_OK;
+  for (size_t off = 0; off < n && st == SRLM_OK; off += k0) {
+    const size_t k = n - off < k0 ? n - off : k0;
+    st = srlm_backend_copy_h2d(m->be, tmp, host + off, k * sizeof(float));
+    srlm_cast_params c = {.out = srlm_model_w(m, offset + off), .x = tmp, .n = (int64_t)k, .dtype = SRLM_F32,
+                          .out_dtype = m->dt};
+    if (st == SRLM_OK) st = OP(m, cast, c);
+  }
+  srlm_status fst = srlm_backend_free(m->be, tmp);
+  return st != SRLM_OK ? st : fst;
+}
+
 srlm_status srlm_model_get_params(const srlm_model *m, float *host, size_t offset, size_t n) {
   SRLM_TRY(check_range(m, "get_params", offset, n));
   if (n == 0) return SRLM_OK;
+  if (!m->keeps_master) return widen_params(m, host, offset, n);
+  if (offset < m->master_lo || offset + n > m->master_hi)
+    return srlm_error(SRLM_ERR_INTERNAL, "model get_params", "[%zu, %zu) of the fp32 master: this ZeRO-1 learner holds "
+                      "only its shard [%zu, %zu) (the full master is gathered from the learners)", offset, offset + n,
+                      m->master_lo, m->master_hi);
   const float *master = m->master ? m->master : (const float *)m->params;
-  return srlm_backend_copy_d2h(m->be, host, master + offset, n * sizeof(float));
+  return srlm_backend_copy_d2h(m->be, host, master + (offset - m->master_lo), n * sizeof(float));
 }
 
 srlm_status srlm_model_refresh_params(srlm_model *m, size_t offset, size_t n) {
   SRLM_TRY(check_range(m, "refresh_params", offset, n));
+  if (!srlm_model_has_master(m))
+    return srlm_error(SRLM_ERR_INTERNAL, "model refresh_params", "this %s model keeps no fp32 master (loaded for "
+                      "decoding only): there is nothing to refresh its compute copy from", srlm_dtype_name(m->dt));
   weights_changed(m);
   if (!m->master || n == 0) return SRLM_OK;
-  srlm_cast_params c = {.out = srlm_model_w(m, offset), .x = m->master + offset, .n = (int64_t)n, .dtype = SRLM_F32,
+  if (offset < m->master_lo || offset + n > m->master_hi)
+    return srlm_error(SRLM_ERR_INTERNAL, "model refresh_params", "[%zu, %zu) outside this ZeRO-1 learner's master "
+                      "shard [%zu, %zu)", offset, offset + n, m->master_lo, m->master_hi);
+  srlm_cast_params c = {.out = srlm_model_w(m, offset), .x = m->master + (offset - m->master_lo), .n = (int64_t)n,
+                        .dtype = SRLM_F32,
                         .out_dtype = m->dt};
   return OP(m, cast, c);
 }
@@ -344,6 +473,14 @@ srlm_status srlm_model_refresh_params(srlm_model *m, size_t offset, size_t n) {
 srlm_status srlm_model_set_params(srlm_model *m, const float *host, size_t offset, size_t n) {
   SRLM_TRY(check_range(m, "set_params", offset, n));
   if (n == 0) return SRLM_OK;
+  if (!m->keeps_master) return round_params(m, host, offset, n);
+  if (master_sharded(m)) { /* the compute copy of the whole range, the master of its part in the shard */
+    SRLM_TRY(round_params(m, host, offset, n));
+    const size_t a = offset > m->master_lo ? offset : m->master_lo;
+    const size_t b = offset + n < m->master_hi ? offset + n : m->master_hi;
+    if (a >= b) return SRLM_OK;
+    return srlm_backend_copy_h2d(m->be, m->master + (a - m->master_lo), host + (a - offset), (b - a) * sizeof(float));
+  }
   SRLM_TRY(srlm_backend_copy_h2d(m->be, srlm_model_master(m) + offset, host, n * sizeof(float)));
   return srlm_model_refresh_params(m, offset, n);
 }

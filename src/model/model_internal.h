@@ -100,7 +100,12 @@ struct srlm_model {
   size_t off_embed, off_final_norm, off_lm_head; /* lm_head = embed when tied */
   layer_offsets *layers;   /* (L) */
   void *params;            /* (n_params) compute dtype: what the ops read */
-  float *master;           /* (n_params) fp32 master weights; NULL for fp32 (params is the master) */
+  float *master;           /* (master_hi - master_lo) fp32 master weights of [master_lo, master_hi): all of
+                              them, or a ZeRO-1 learner's shard; NULL for fp32 (params is the master) and
+                              for a decode-only bf16 model (and an empty shard) */
+  int keeps_master;        /* fp32, or bf16 for SRLM_MODEL_LEARN */
+  size_t master_lo, master_hi; /* the range the master holds: [0, n_params) unless sharded */
+  int master_shard;        /* srlm_model_shard_master was called (even if its range is everything) */
   uint64_t wversion;       /* params' version for matmul's b_version (backend.h): new on every change */
   int decoding;            /* inside srlm_model_step: the weight matmuls pass wversion as b_version
                               (decode reads packed weights; training and scoring never do) */

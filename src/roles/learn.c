@@ -101,7 +101,11 @@ srlm_status sr_anchor_host(sr_ctx *c, float **out) {
   *out = NULL;
   if (!c->anchor) return SRLM_OK;
   float *a = srlm_xmalloc((size_t)c->n_params * sizeof *a + 1);
-  srlm_status st = srlm_model_get_params(c->anchor, a, 0, (size_t)c->n_params);
+  srlm_status st = SRLM_OK;
+  if (c->anchor_host) /* a ZeRO-1 anchor's master, gathered at the end of the iteration's learning */
+    memcpy(a, c->anchor_host, (size_t)c->n_params * sizeof *a);
+  else
+    st = srlm_model_get_params(c->anchor, a, 0, (size_t)c->n_params);
   if (st != SRLM_OK) {
     free(a);
     return st;
@@ -110,24 +114,37 @@ srlm_status sr_anchor_host(sr_ctx *c, float **out) {
   return SRLM_OK;
 }
 
-/* |theta - theta_ema| / |theta| (fp32 masters, summed in double in order). */
-static srlm_status anchor_distance(sr_ctx *c, double *out) {
-  *out = NAN;
-  if (!c->anchor) return SRLM_OK;
-  const size_t n = (size_t)c->n_params;
-  float *a, *w = srlm_xmalloc(n * sizeof *w + 1);
-  SRLM_TRY(sr_anchor_host(c, &a));
-  srlm_status st = srlm_model_get_params(c->ro.m, w, 0, n);
+srlm_status sr_master_host(sr_ctx *c, srlm_model *m, float **out) {
+  *out = NULL;
+  const size_t n = srlm_model_num_params(m);
+  size_t lo, hi;
+  const int sharded = srlm_model_master_range(m, &lo, &hi);
+  float *h = srlm_xmalloc(n * sizeof *h + 1);
+  srlm_status st;
+  if (!sharded) {
+    st = srlm_model_get_params(m, h, 0, n);
+  } else { /* this learner's shard, then the others': every learner joins, whatever its own copy did */
+    st = hi > lo ? srlm_model_get_params(m, h + lo, lo, hi - lo) : SRLM_OK;
+    srlm_status gst = srlm_comm_allgather_ranges_host(c->comm, h, (int64_t)n, (int64_t)lo, (int64_t)hi);
+    if (st == SRLM_OK) st = gst;
+  }
+  if (st != SRLM_OK) {
+    free(h);
+    return st;
+  }
+  *out = h;
+  return SRLM_OK;
+}
+
+/* |theta - theta_ema| / |theta| of the fp32 masters w and a (n each, host), summed in double in order. */
+static double anchor_distance(const float *w, const float *a, size_t n) {
   double d2 = 0, w2 = 0;
-  for (size_t i = 0; i < n && st == SRLM_OK; i++) {
+  for (size_t i = 0; i < n; i++) {
     const double d = (double)w[i] - a[i];
     d2 += d * d;
     w2 += (double)w[i] * w[i];
   }
-  if (st == SRLM_OK) *out = w2 > 0 ? sqrt(d2 / w2) : 0;
-  free(a);
-  free(w);
-  return st;
+  return w2 > 0 ? sqrt(d2 / w2) : 0;
 }
 
 /* The stop vote after `step` of `total` (every learner, and with separate roles every
@@ -158,25 +175,28 @@ static srlm_status learn_checkpoint(learn_log *l, int64_t step, int64_t total, d
   srlm_optim_state os;
   srlm_optim_get_state(optim, &os);
   const size_t n = srlm_model_num_params(l->m);
-  /* host copies of the weights and moments (backend memory); the collective first */
-  float *host = srlm_xmalloc(3 * (n ? n : 1) * sizeof *host);
-  srlm_status st = srlm_optim_read_moments(optim, host + n, host + 2 * n);
+  /* host copies of the moments and the fp32 masters (backend memory); the collectives first, on every learner of a
+     ZeRO-1 run: the moments, and a bf16 model's master (and the anchor's), of which each learner holds its shard */
+  float *host = srlm_xmalloc(2 * (n ? n : 1) * sizeof *host), *w = NULL, *anchor = NULL;
+  srlm_status st = srlm_optim_read_moments(optim, host, host + n);
+  if (st == SRLM_OK) st = sr_master_host(l->c, l->m, &w);
+  if (st == SRLM_OK && l->c->anchor) st = sr_master_host(l->c, l->c->anchor, &anchor);
   if (!l->metrics) {
     free(host);
+    free(w);
+    free(anchor);
     return st;
   }
   long bytes = ftell(l->metrics);
   if (st == SRLM_OK && bytes < 0) st = srlm_error(SRLM_ERR_IO, "metrics.jsonl", "cannot tell its length");
-  if (st == SRLM_OK) st = srlm_model_get_params(l->m, host, 0, n);
-  float *anchor = NULL;
-  if (st == SRLM_OK && l->c) st = sr_anchor_host(l->c, &anchor);
   srlm_checkpoint ck = {.kind = SRLM_CKPT_LEARN, .n_anchor = anchor ? (int64_t)n : 0, .anchor = anchor, .iteration = l->iteration, .step = step,
                         .data_position = l->data_position, .metrics_bytes = bytes, .config_yaml = (char *)l->yaml,
-                        .n_params = (int64_t)n, .params = host, .m = host + n, .v = host + 2 * n,
+                        .n_params = (int64_t)n, .params = w, .m = host, .v = host + n,
                         .optim_step = os.step, .optim_skipped = os.n_skipped, .replay_next = replay_next,
                         .first_loss = l->first_loss};
   if (st == SRLM_OK) st = srlm_checkpoint_save(l->run_dir, &ck);
   free(anchor);
+  free(w);
   free(host);
   SRLM_TRY(st);
   SRLM_INFO("iteration %d learn: checkpoint after step %lld/%lld", l->iteration, (long long)step, (long long)total);
@@ -250,8 +270,8 @@ static srlm_status dp_reduce_scatter(void *ctx, float *grads, int64_t n, const i
   return srlm_comm_allreduce_f64(c, stats, n_stats);
 }
 
-static srlm_status dp_allgather(void *ctx, float *x, int64_t n, const int64_t *bounds) {
-  return srlm_comm_allgather_shards(((learn_dp *)ctx)->comm, x, n, bounds);
+static srlm_status dp_allgather(void *ctx, void *x, int64_t n, srlm_dtype dt, const int64_t *bounds) {
+  return srlm_comm_allgather_shards(((learn_dp *)ctx)->comm, x, n, dt, bounds);
 }
 
 static srlm_status dp_chain(void *ctx, double *x, int stage) {
@@ -921,9 +941,25 @@ srlm_status sr_learn(sr_ctx *c, int t, srlm_shard *sh, int64_t stale, srlm_sr_it
   } else if (st == SRLM_OK && c->lead) {
     SRLM_WARN("iteration %d: no pairs: the model is left as it was", t);
   }
+  /* the fp32 masters on the host where something needs them whole: the anchor's distance, and on a bf16 ZeRO-1
+     learner (each holds its shard) the lead's saved model and ITERATION checkpoint (collective: every learner) */
+  size_t mlo, mhi;
+  const bool sharded = srlm_model_master_range(c->ro.m, &mlo, &mhi);
+  float *w = NULL, *a = NULL;
+  if (st == SRLM_OK && (sharded || c->anchor)) st = sr_master_host(c, c->ro.m, &w);
+  if (st == SRLM_OK && c->anchor) st = sr_master_host(c, c->anchor, &a);
+  if (st == SRLM_OK && c->anchor) row->anchor_distance = anchor_distance(w, a, (size_t)c->n_params);
+  if (st == SRLM_OK && sharded && c->lead) { /* kept until the next iteration's learning replaces them */
+    free(c->master_host);
+    free(c->anchor_host);
+    c->master_host = w;
+    c->anchor_host = a;
+    w = a = NULL;
+  }
+  free(w);
+  free(a);
   if (st == SRLM_OK && c->anchor) {
-    st = anchor_distance(c, &row->anchor_distance);
-    if (st == SRLM_OK && c->lead)
+    if (c->lead)
       SRLM_INFO("iteration %d learn: EMA anchor (mu %g) at relative distance %.3g from the weights", t, cfg->train.ema_mu,
                 row->anchor_distance);
   }

@@ -41,13 +41,17 @@ srlm_status srlm_memplan_make(const srlm_config *cfg, const srlm_model_config *m
   const size_t anchor = learner && cfg->train.reference == SRLM_CFG_REFERENCE_EMA;
   const size_t args_ref = sampler && cfg->generate.args_reward == SRLM_CFG_ARGS_IMPLICIT;
   p->weights = (1 + anchor + args_ref) * mm.params;
-  p->master = (1 + anchor + args_ref) * mm.master;
+  /* fp32 masters only where something learns: the model and the EMA anchor of a learner; a generator or judge
+     (the broadcast writes its bf16 compute copy) and ARGS's reference (it only scores) keep none (model.h) */
+  p->master = learner ? (1 + anchor) * mm.master : 0;
   if (learner) {
     p->grads = mm.grads;
     p->moments = mm.moments;
     if (p->zero && p->learners > 1) { /* the largest shard: a cut may move it by less than a chunk */
       const size_t n = mm.n_params, per = (n + (size_t)p->learners - 1) / (size_t)p->learners + 65536;
       p->moments = 2 * (per < n ? per : n) * sizeof(float);
+      /* a bf16 model's learner keeps the fp32 master of its range only (the anchor's too) */
+      if (mm.master) p->master = (1 + anchor) * (per < n ? per : n) * sizeof(float);
     }
     p->activations = mm.train;
   }
@@ -127,7 +131,8 @@ void srlm_memplan_format(const srlm_memplan *p, size_t free_bytes, char *buf, si
   if (p->shared && k > 0 && (size_t)k < cap)
     k += snprintf(buf + k, cap - (size_t)k, " less %s for the other ranks on this device", human(p->shared, a));
   if (k > 0 && (size_t)k < cap)
-    k += snprintf(buf + k, cap - (size_t)k, " (weights %s, master %s", human(p->weights, a), human(p->master, b));
+    k += snprintf(buf + k, cap - (size_t)k, " (weights %s, master %s%s", human(p->weights, a), human(p->master, b),
+                  p->learner && p->zero && p->learners > 1 && p->master ? " (ZeRO-1 shard)" : "");
   if (p->learner && k > 0 && (size_t)k < cap)
     k += snprintf(buf + k, cap - (size_t)k, ", gradients %s, moments %s%s, activations %s for %lld tokens",
                   human(p->grads, a), human(p->moments, b), p->zero && p->learners > 1 ? " (ZeRO-1 shard)" : "",

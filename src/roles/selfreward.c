@@ -353,7 +353,8 @@ static srlm_status save_model(sr_ctx *c, int t) {
   char dir[4200];
   snprintf(dir, sizeof dir, "%s/iter_%d/model", c->run_dir, t);
   SRLM_TRY(srlm_mkdirs(dir));
-  SRLM_TRY(srlm_model_save(c->ro.m, dir, SRLM_ST_F32));
+  /* a bf16 ZeRO-1 lead holds a shard of the fp32 master: the whole one was gathered after the learning */
+  SRLM_TRY(srlm_model_save_with(c->ro.m, c->master_host, dir, SRLM_ST_F32));
   return srlm_setup_copy_tokenizer_files(c->tok_dir, dir);
 }
 
@@ -646,9 +647,11 @@ static srlm_status run_from(sr_ctx *c, int start, bool colocated, bool learner) 
       snprintf(where, sizeof where, "before iteration %d", t);
       return sr_stopped(c, sig, where);
     }
-    if (!colocated) {
-      SRLM_TRY(srlm_comm_bcast_weights(comm, srlm_model_master(m), c->n_params, &got, 0));
-      SRLM_TRY(srlm_model_refresh_params(m, 0, (size_t)c->n_params)); /* the compute copy of a bf16 model */
+    if (!colocated) { /* M_{t-1} to the generators and judges: what they decode with, the compute copy (bf16:
+                         learner 0's copy as its AdamW or refresh wrote it, straight into theirs, which have no master) */
+      const srlm_dtype dt = srlm_model_dtype(m);
+      void *w = dt == SRLM_F32 ? (void *)srlm_model_master(m) : srlm_model_compute_params(m);
+      SRLM_TRY(srlm_comm_bcast_weights(comm, w, c->n_params, dt, &got, 0));
     }
     if (pending_eval) {
       SRLM_TRY(finish_iteration(c, pending_eval, &iter_tm));
@@ -795,16 +798,20 @@ srlm_status srlm_selfreward_run(const srlm_sr_inputs *in, srlm_sr_iteration *row
   srlm_status st = SRLM_OK;
   if (learner && cfg->train.reference == SRLM_CFG_REFERENCE_EMA) st = srlm_engine_anchor_create(m, &c.anchor); /* at M0 */
   /* ARGS's implicit reward on the ranks that generate: the reference is generate.args_reference, or M0 (a copy of the
-     weights every rank starts from, taken before any resume or broadcast changes them) */
+     weights every rank starts from, taken before any resume or broadcast changes them). It only scores: no fp32
+     master (a bf16 copy of M0 is M0's compute copy, the weights M0 decodes with) */
   if (st == SRLM_OK && cfg->generate.args_reward == SRLM_CFG_ARGS_IMPLICIT &&
       (colocated || srlm_comm_has_role(comm, SRLM_ROLE_GENERATOR)))
     st = cfg->generate.args_reference[0]
-             ? srlm_model_load(cfg->generate.args_reference, srlm_model_backend(m), srlm_model_dtype(m), &c.ro.args_ref)
-             : srlm_engine_anchor_create(m, &c.ro.args_ref);
+             ? srlm_model_load_for(cfg->generate.args_reference, srlm_model_backend(m), srlm_model_dtype(m),
+                                   SRLM_MODEL_DECODE, &c.ro.args_ref)
+             : srlm_model_clone(m, SRLM_MODEL_DECODE, &c.ro.args_ref);
   if (st == SRLM_OK) st = resume_point(&c, in, &ck, &start);
   if (st == SRLM_OK) st = run_from(&c, start, colocated, learner);
   srlm_model_free(c.anchor);
   srlm_model_free(c.ro.args_ref);
+  free(c.master_host);
+  free(c.anchor_host);
   if (c.metrics) fclose(c.metrics);
   srlm_status tb_st = srlm_tfevents_close(c.tb);
   if (st == SRLM_OK) st = tb_st;

@@ -39,11 +39,19 @@ typedef struct sr_ctx {
    * (each applies the same update to the same weights), kept over the whole run (it
    * starts at M0 and never restarts), saved in every checkpoint; else NULL */
   srlm_model *anchor;
+  /* the lead of a bf16 ZeRO-1 run (each learner holds a shard of the fp32 masters): the
+   * model's and the anchor's (NULL without one) full masters, gathered at the end of each
+   * iteration's learning, for iter_<t>/model and the ITERATION checkpoint; else NULL */
+  float *master_host, *anchor_host;
 } sr_ctx;
 
 /* The anchor's values on the host (c->n_params floats, malloc'd) for a checkpoint; NULL
- * without an anchor. */
+ * without an anchor. The lead's, outside the learning (c->anchor_host when gathered). */
 srlm_status sr_anchor_host(sr_ctx *c, float **out);
+/* The fp32 master of m (a learner's model or anchor) whole on the host (malloc'd, *out):
+ * its own, or with a bf16 ZeRO-1 shard gathered from every learner (a collective then:
+ * every learner calls it at the same point). */
+srlm_status sr_master_host(sr_ctx *c, srlm_model *m, float **out);
 
 /* Writes o (consumed) as one compact line of c->metrics and flushes it; with c->tb, also
  * each of its numbers as a TensorBoard scalar "<event>/<key>" (and flushes): at step

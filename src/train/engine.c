@@ -112,6 +112,26 @@ static srlm_status grads_final(void *ctx, size_t from) {
   return dp->reduce_ready(dp->ctx, (int64_t)from);
 }
 
+/* The EMA step on parameters [lo, hi) (all of them, or a ZeRO-1 learner's master shard):
+ * a <- (1 - mu) a + mu theta element by element, so a range gives the whole update's bits. */
+static srlm_status ema_range(srlm_model *anchor, srlm_model *m, double mu, size_t lo, size_t hi) {
+  const size_t n = srlm_model_num_params(m);
+  if (srlm_model_num_params(anchor) != n)
+    return srlm_error(SRLM_ERR_INTERNAL, "ema anchor", "%zu parameters, the model has %zu", srlm_model_num_params(anchor), n);
+  const size_t chunk = (size_t)1 << 20, len = hi - lo, k0 = len < chunk ? len : chunk;
+  float *a = srlm_xmalloc(2 * k0 * sizeof *a + 1), *t = a + k0;
+  srlm_status st = SRLM_OK;
+  for (size_t off = lo; off < hi && st == SRLM_OK; off += chunk) {
+    const size_t k = hi - off < chunk ? hi - off : chunk;
+    st = srlm_model_get_params(anchor, a, off, k);
+    if (st == SRLM_OK) st = srlm_model_get_params(m, t, off, k);
+    for (size_t i = 0; i < k && st == SRLM_OK; i++) a[i] = (float)((1.0 - mu) * (double)a[i] + mu * (double)t[i]);
+    if (st == SRLM_OK) st = srlm_model_set_params(anchor, a, off, k);
+  }
+  free(a);
+  return st;
+}
+
 /* This learner's micro-batches of one list, in order, until a non-finite loss. With the
  * overlapped reduce, the step's last micro-batch runs with the model's final-gradient
  * callback armed (its backward starts the buckets), disarmed after it whatever happened. */
@@ -181,54 +201,38 @@ static srlm_status run_step(engine *e, int64_t k, int64_t s, srlm_engine_info *i
     return SRLM_OK;
   }
   srlm_optim_stats os;
-  SRLM_TRY(srlm_optim_step(e->opt, srlm_model_master(e->m), grads, info->lr, &os));
+  size_t mlo, mhi; /* the master the model holds: all of it, or (bf16 ZeRO-1) this learner's range */
+  srlm_model_master_range(e->m, &mlo, &mhi);
+  const size_t olo = bounds ? (size_t)bounds[o->dp->rank] : 0; /* the range the optimizer steps */
+  float *master = srlm_model_master(e->m);
+  SRLM_TRY(srlm_optim_step(e->opt, master ? master + (olo - mlo) : NULL, grads, info->lr, &os));
   info->grad_norm = os.grad_norm;
   info->clip_scale = os.clip_scale;
   info->skipped = os.skipped;
-  if (e->zero && !os.skipped) { /* every learner's updated range to all (they skip alike) */
-    SRLM_TRY(o->dp->allgather(o->dp->ctx, srlm_model_master(e->m), n, srlm_optim_shard_bounds(e->opt)));
-    if (srlm_model_dtype(e->m) != SRLM_F32) SRLM_TRY(srlm_model_refresh_params(e->m, 0, (size_t)n));
+  const int bf16 = srlm_model_dtype(e->m) != SRLM_F32;
+  if (e->zero && !os.skipped) { /* every learner's updated range to all (they skip alike): the weights the ops read */
+    if (bf16)
+      SRLM_TRY(o->dp->allgather(o->dp->ctx, srlm_model_compute_params(e->m), n, SRLM_BF16, bounds));
+    else
+      SRLM_TRY(o->dp->allgather(o->dp->ctx, srlm_model_master(e->m), n, SRLM_F32, bounds));
   }
-  if (o->anchor && !os.skipped) SRLM_TRY(srlm_engine_ema_update(o->anchor, e->m, o->anchor_mu));
+  if (o->anchor && !os.skipped) {
+    if (e->zero && bf16) { /* the anchor's master is sharded as the model's: its range, then its compute copy to all */
+      SRLM_TRY(ema_range(o->anchor, e->m, o->anchor_mu, mlo, mhi));
+      SRLM_TRY(o->dp->allgather(o->dp->ctx, srlm_model_compute_params(o->anchor), n, SRLM_BF16, bounds));
+    } else {
+      SRLM_TRY(srlm_engine_ema_update(o->anchor, e->m, o->anchor_mu));
+    }
+  }
   return SRLM_OK;
 }
 
 srlm_status srlm_engine_anchor_create(srlm_model *m, srlm_model **anchor) {
-  *anchor = NULL;
-  const size_t n = srlm_model_num_params(m);
-  SRLM_TRY(srlm_model_create(srlm_model_get_config(m), 0, srlm_model_backend(m), srlm_model_dtype(m), anchor));
-  const size_t chunk = (size_t)1 << 20;
-  float *buf = srlm_xmalloc((n < chunk ? n : chunk) * sizeof *buf + 1);
-  srlm_status st = SRLM_OK;
-  for (size_t off = 0; off < n && st == SRLM_OK; off += chunk) {
-    const size_t k = n - off < chunk ? n - off : chunk;
-    st = srlm_model_get_params(m, buf, off, k);
-    if (st == SRLM_OK) st = srlm_model_set_params(*anchor, buf, off, k);
-  }
-  free(buf);
-  if (st != SRLM_OK) {
-    srlm_model_free(*anchor);
-    *anchor = NULL;
-  }
-  return st;
+  return srlm_model_clone(m, SRLM_MODEL_LEARN, anchor); /* the EMA updates its fp32 master */
 }
 
 srlm_status srlm_engine_ema_update(srlm_model *anchor, srlm_model *m, double mu) {
-  const size_t n = srlm_model_num_params(m);
-  if (srlm_model_num_params(anchor) != n)
-    return srlm_error(SRLM_ERR_INTERNAL, "ema anchor", "%zu parameters, the model has %zu", srlm_model_num_params(anchor), n);
-  const size_t chunk = (size_t)1 << 20, k0 = n < chunk ? n : chunk;
-  float *a = srlm_xmalloc(2 * k0 * sizeof *a + 1), *t = a + k0;
-  srlm_status st = SRLM_OK;
-  for (size_t off = 0; off < n && st == SRLM_OK; off += chunk) {
-    const size_t k = n - off < chunk ? n - off : chunk;
-    st = srlm_model_get_params(anchor, a, off, k);
-    if (st == SRLM_OK) st = srlm_model_get_params(m, t, off, k);
-    for (size_t i = 0; i < k && st == SRLM_OK; i++) a[i] = (float)((1.0 - mu) * (double)a[i] + mu * (double)t[i]);
-    if (st == SRLM_OK) st = srlm_model_set_params(anchor, a, off, k);
-  }
-  free(a);
-  return st;
+  return ema_range(anchor, m, mu, 0, srlm_model_num_params(m));
 }
 
 /* The loop over epochs and steps (engine.h); out->steps counts the steps reached. */
@@ -279,6 +283,14 @@ srlm_status srlm_engine_run(srlm_model *m, const srlm_engine_options *o, srlm_en
   SRLM_TRY(srlm_train_resume_check(rs, n_params, e.sched.total_steps));
   SRLM_TRY(srlm_optim_create_for_model(m, &o->optim, &e.opt));
   srlm_status st = e.zero ? srlm_optim_shard(e.opt, o->dp) : SRLM_OK;
+  if (st == SRLM_OK && e.zero && srlm_model_dtype(m) != SRLM_F32) {
+    /* a bf16 model's learner keeps only its range of the fp32 master (and of the anchor's): from the first ZeRO-1
+       run on, for good (later runs cut the same bounds) */
+    const int64_t *b = srlm_optim_shard_bounds(e.opt);
+    const size_t lo = (size_t)b[o->dp->rank], hi = (size_t)b[o->dp->rank + 1];
+    st = srlm_model_shard_master(m, lo, hi);
+    if (st == SRLM_OK && o->anchor) st = srlm_model_shard_master(o->anchor, lo, hi);
+  }
   if (rs && st == SRLM_OK) st = srlm_optim_set_state(e.opt, rs->m, rs->v, n_params, rs->optim_step, rs->optim_skipped);
   if (st == SRLM_OK) {
     e.stats = srlm_xmalloc(((size_t)o->n_stats + 1) * sizeof *e.stats);

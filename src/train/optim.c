@@ -201,7 +201,8 @@ double srlm_optim_global_norm(const float *x, size_t n) {
 srlm_status srlm_optim_step(srlm_optim *o, float *params, const float *grads, double lr,
                             srlm_optim_stats *stats) {
   if (!(lr >= 0 && isfinite(lr))) return srlm_error(SRLM_ERR_RANGE, "optim step", "learning rate %g", lr);
-  if (o->n && (!params || !grads)) return srlm_error(SRLM_ERR_INTERNAL, "optim step", "NULL params or grads");
+  if ((o->hi > o->lo && !params) || (o->n && !grads))
+    return srlm_error(SRLM_ERR_INTERNAL, "optim step", "NULL params or grads");
   double ss = 0;
   SRLM_TRY(sumsq(o, grads, &ss));
   const double norm = sqrt(ss);
@@ -228,7 +229,7 @@ srlm_status srlm_optim_step(srlm_optim *o, float *params, const float *grads, do
       size_t b0, b1;
       seg_range(o, i, &b0, &b1);
       if (b0 >= b1) continue;
-      a.master = params + b0;
+      a.master = params + (b0 - o->lo);
       a.param = o->param ? (char *)o->param + b0 * esz : NULL;
       a.m = o->m + (b0 - o->lo);
       a.v = o->v + (b0 - o->lo);
@@ -260,8 +261,8 @@ srlm_status srlm_optim_read_moments(srlm_optim *o, float *m, float *v) {
     SRLM_TRY(srlm_backend_copy_d2h(o->be, v + o->lo, o->v, len * sizeof(float)));
   }
   if (!o->dp) return SRLM_OK;
-  SRLM_TRY(o->dp->allgather(o->dp->ctx, m, (int64_t)o->n, o->shard_bounds));
-  return o->dp->allgather(o->dp->ctx, v, (int64_t)o->n, o->shard_bounds);
+  SRLM_TRY(o->dp->allgather(o->dp->ctx, m, (int64_t)o->n, SRLM_F32, o->shard_bounds));
+  return o->dp->allgather(o->dp->ctx, v, (int64_t)o->n, SRLM_F32, o->shard_bounds);
 }
 
 srlm_status srlm_optim_set_state(srlm_optim *o, const float *m, const float *v, size_t n, int64_t step,

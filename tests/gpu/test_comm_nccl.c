@@ -15,7 +15,8 @@
  *   2. The public interface IN PLACE with run.comm nccl: srlm_comm_open_transport opens NCCL
  *      for both groups (auto stays on MPI with one rank), and srlm_comm_allreduce_grads (both
  *      orders, sum and mean, more than one 64 MiB bucket), srlm_comm_bcast_weights (versioned,
- *      1 MiB buckets), srlm_comm_reduce_scatter_grads and srlm_comm_allgather_shards keep the
+ *      1 MiB buckets; fp32 and bf16 elements), srlm_comm_reduce_scatter_grads and
+ *      srlm_comm_allgather_shards (fp32 and bf16) keep the
  *      device data bit for bit and the guard tail, and so does the gradient reduce overlapped
  *      with the backward (srlm_comm_reduce_begin/ready/end: buckets ordered after the
  *      backend's stream by an event, all-reduce and ZeRO-1); the version travels; closing
@@ -104,11 +105,11 @@ static void test_layer(void) {
     switch (c) {
     case 0: what = "ncclAllReduce sum"; st = sr_nccl_allreduce(n, ds, dr, N, false, bucket); break;
     case 1: what = "ncclAllReduce avg"; st = sr_nccl_allreduce(n, ds, dr, N, true, bucket); break;
-    case 2: what = "ncclBroadcast"; st = sr_nccl_bcast(n, ds, dr, N, 0, bucket); break;
+    case 2: what = "ncclBroadcast"; st = sr_nccl_bcast(n, ds, dr, N, sizeof(float), 0, bucket); break;
     case 3: what = "ncclReduceScatter"; st = sr_nccl_reduce_scatter(n, ds, dr, whole, false); break;
     case 4: what = "grouped ncclReduce"; st = sr_nccl_reduce_scatter(n, ds, dr, whole, true); break;
-    case 5: what = "ncclAllGather"; st = sr_nccl_allgather(n, ds, dr, whole, false); break;
-    case 6: what = "grouped ncclBroadcast"; st = sr_nccl_allgather(n, ds, dr, whole, true); break;
+    case 5: what = "ncclAllGather"; st = sr_nccl_allgather(n, ds, dr, whole, false, sizeof(float)); break;
+    case 6: what = "grouped ncclBroadcast"; st = sr_nccl_allgather(n, ds, dr, whole, true, sizeof(float)); break;
     }
     EXPECT(st == SRLM_OK, "%s: %s", what, srlm_error_message());
     /* every element of recv from send (one rank: sum = avg = the value), the guard as it was */
@@ -122,8 +123,8 @@ static void test_layer(void) {
   /* refused before anything moves, and the communicator stays usable */
   const int64_t bad_start[2] = {1, N};
   EXPECT_EQ_INT(sr_nccl_reduce_scatter(n, NULL, NULL, bad_start, false), SRLM_ERR_INTERNAL);
-  EXPECT_EQ_INT(sr_nccl_bcast(n, NULL, NULL, N, 0, bucket), SRLM_ERR_INTERNAL); /* the root keeps its data */
-  EXPECT_EQ_INT(sr_nccl_bcast(n, NULL, NULL, N, 1, bucket), SRLM_ERR_RANGE);    /* no rank 1 */
+  EXPECT_EQ_INT(sr_nccl_bcast(n, NULL, NULL, N, sizeof(float), 0, bucket), SRLM_ERR_INTERNAL); /* the root keeps its data */
+  EXPECT_EQ_INT(sr_nccl_bcast(n, NULL, NULL, N, sizeof(float), 1, bucket), SRLM_ERR_RANGE);    /* no rank 1 */
   float *d = NULL;
   EXPECT_EQ_INT(srlm_backend_alloc(g_be, (void **)&d, 4 * sizeof(float)), SRLM_OK);
   EXPECT_EQ_INT(sr_nccl_allreduce(n, d, d, 4, false, 0), SRLM_OK);
@@ -172,7 +173,7 @@ static void test_interface(srlm_comm *c) {
       expect_dev(what, d, h, N);
     }
   int64_t version = 41;
-  st = srlm_comm_bcast_weights(c, d, N, &version, (size_t)1 << 20); /* 65 buckets, the last one short */
+  st = srlm_comm_bcast_weights(c, d, N, SRLM_F32, &version, (size_t)1 << 20); /* 65 buckets, the last one short */
   EXPECT(st == SRLM_OK, "bcast_weights: %s", srlm_error_message());
   EXPECT_EQ_INT(version, 41);
   expect_dev("bcast_weights", d, h, N);
@@ -180,9 +181,17 @@ static void test_interface(srlm_comm *c) {
   st = srlm_comm_reduce_scatter_grads(c, d, N, bounds);
   EXPECT(st == SRLM_OK, "reduce_scatter_grads: %s", srlm_error_message());
   expect_dev("reduce_scatter_grads", d, h, N);
-  st = srlm_comm_allgather_shards(c, d, N, bounds);
+  st = srlm_comm_allgather_shards(c, d, N, SRLM_F32, bounds);
   EXPECT(st == SRLM_OK, "allgather_shards: %s", srlm_error_message());
   expect_dev("allgather_shards", d, h, N);
+  /* a bf16 model's weights: the broadcast and the all-gather of 2-byte elements (the first
+     half of the array as N bf16 values) move bytes, bit for bit, the rest untouched */
+  st = srlm_comm_bcast_weights(c, d, N, SRLM_BF16, &version, (size_t)1 << 20);
+  EXPECT(st == SRLM_OK, "bcast_weights bf16: %s", srlm_error_message());
+  expect_dev("bcast_weights bf16", d, h, N);
+  st = srlm_comm_allgather_shards(c, d, N, SRLM_BF16, bounds);
+  EXPECT(st == SRLM_OK, "allgather_shards bf16: %s", srlm_error_message());
+  expect_dev("allgather_shards bf16", d, h, N);
   /* the overlapped reduce: 65 buckets of 1 MiB, each queued on the NCCL stream after an event
      of the backend's stream (no host wait) as the stages announce them, then one wait */
   for (int zero = 0; zero < 2; zero++) {

@@ -25,6 +25,7 @@
 #include "srlm/backend.h"
 #include "srlm/comm.h"
 #include "srlm/core.h"
+#include "srlm/model.h"
 #include "srlm/shard.h"
 #include "test.h"
 
@@ -83,7 +84,7 @@ static void test_bcast(srlm_comm *c) {
   else memset(w, 0x5a, (size_t)n * sizeof *w);
   int64_t version = root ? POLICY : -1;
   double t0 = srlm_time_now();
-  EXPECT_EQ_INT(srlm_comm_bcast_weights(c, w, n, &version, 4096), SRLM_OK);
+  EXPECT_EQ_INT(srlm_comm_bcast_weights(c, w, n, SRLM_F32, &version, 4096), SRLM_OK);
   double dt = srlm_time_now() - t0;
   if (in_bcast) {
     EXPECT(memcmp(w, want, (size_t)n * sizeof *w) == 0, "rank %d: broadcast weights differ", srlm_comm_rank(c));
@@ -94,7 +95,7 @@ static void test_bcast(srlm_comm *c) {
   if (root) fprintf(stderr, "bcast: %lld floats in 4 KiB buckets, %.2f ms on rank 0\n", (long long)n, dt * 1e3);
   /* a receiver that expects another version gets an error, and nobody hangs */
   version = root ? POLICY + 1 : POLICY + 2;
-  srlm_status st = srlm_comm_bcast_weights(c, w, n, &version, 0);
+  srlm_status st = srlm_comm_bcast_weights(c, w, n, SRLM_F32, &version, 0);
   if (root || !in_bcast) {
     EXPECT_EQ_INT(st, SRLM_OK);
   } else {
@@ -106,11 +107,110 @@ static void test_bcast(srlm_comm *c) {
   /* a receiver holding another parameter count gets an error naming both */
   version = -1;
   if (root) version = POLICY;
-  st = srlm_comm_bcast_weights(c, w, root ? n : n - 1, &version, 1 << 20);
+  st = srlm_comm_bcast_weights(c, w, root ? n : n - 1, SRLM_F32, &version, 1 << 20);
   if (root || !in_bcast) EXPECT_EQ_INT(st, SRLM_OK);
-  else EXPECT_CONTAINS(srlm_error_message(), "learner 0 sent 100003 floats, this rank holds 100002");
+  else EXPECT_CONTAINS(srlm_error_message(), "learner 0 sent 100003 weights, this rank holds 100002");
+  /* bf16 weights (what a bf16 model's samplers get: the compute copy, 2 bytes a weight),
+     an odd count in buckets of 2048 */
+  uint16_t *hw = srlm_xmalloc((size_t)n * sizeof *hw), *hwant = srlm_xmalloc((size_t)n * sizeof *hwant);
+  for (int64_t i = 0; i < n; i++) hwant[i] = srlm_f32_to_bf16(want[i]);
+  if (root) memcpy(hw, hwant, (size_t)n * sizeof *hw);
+  else memset(hw, 0x5a, (size_t)n * sizeof *hw);
+  version = root ? POLICY : -1;
+  EXPECT_EQ_INT(srlm_comm_bcast_weights(c, hw, n, SRLM_BF16, &version, 4096), SRLM_OK);
+  if (in_bcast) {
+    EXPECT(memcmp(hw, hwant, (size_t)n * sizeof *hw) == 0, "rank %d: broadcast bf16 weights differ", srlm_comm_rank(c));
+    EXPECT_EQ_INT(version, POLICY);
+  }
+  /* a receiver holding fp32 weights where the root sends bf16 ones: an error naming both,
+     its weights untouched, nobody hangs */
+  version = root ? POLICY : -1;
+  if (root) st = srlm_comm_bcast_weights(c, hw, n, SRLM_BF16, &version, 4096);
+  else st = srlm_comm_bcast_weights(c, w, n, SRLM_F32, &version, 4096);
+  if (root || !in_bcast) {
+    EXPECT_EQ_INT(st, SRLM_OK);
+  } else {
+    EXPECT_EQ_INT(st, SRLM_ERR_INTERNAL);
+    EXPECT_CONTAINS(srlm_error_message(), "learner 0 sent bf16 weights, this rank holds fp32 ones");
+    EXPECT(memcmp(w, want, (size_t)n * sizeof *w) == 0, "rank %d: a refused bf16 broadcast overwrote fp32 weights",
+           srlm_comm_rank(c));
+  }
+  free(hw);
+  free(hwant);
   free(w);
   free(want);
+}
+
+/* A tiny bf16 model for `use` whose fp32 master (a learner's) is off the bf16 grid, as after
+ * an AdamW step: every parameter w of the seed-7 init becomes w * (1 + 2^-12) + 2^-20, so its
+ * compute copy is the rounding of a master it differs from. */
+static srlm_model *bf16_model(srlm_model_use use, uint64_t seed, int shift) {
+  srlm_model_config mc;
+  srlm_model_config_defaults(&mc, SRLM_MODEL_LLAMA);
+  mc.vocab_size = 40, mc.hidden_size = 32, mc.intermediate_size = 64, mc.num_hidden_layers = 2;
+  mc.num_attention_heads = 4, mc.num_key_value_heads = 2, mc.max_position_embeddings = 32;
+  srlm_model *m = NULL;
+  srlm_status st = srlm_model_config_finalize(&mc, "test");
+  if (st == SRLM_OK) st = srlm_model_create_for(&mc, seed, srlm_backend_cpu(), SRLM_BF16, use, &m);
+  EXPECT(st == SRLM_OK, "bf16 model: %s", srlm_error_message());
+  if (!m || !shift) return m;
+  const size_t n = srlm_model_num_params(m);
+  float *w = srlm_xmalloc(n * sizeof *w);
+  EXPECT_EQ_INT(srlm_model_get_params(m, w, 0, n), SRLM_OK);
+  for (size_t i = 0; i < n; i++) w[i] = w[i] * (1.0f + 0x1p-12f) + 0x1p-20f;
+  EXPECT_EQ_INT(srlm_model_set_params(m, w, 0, n), SRLM_OK);
+  free(w);
+  return m;
+}
+
+/* A bf16 model's weight broadcast as selfreward.c moves it: learner 0 sends its bf16 compute
+ * copy, generators and judges receive it into decode-only models (no fp32 master). Each
+ * receiver's compute copy must equal the learner's bit for bit (every rank rebuilds the
+ * learner's model to compare), and reading its parameters gives that copy widened. */
+static void test_bcast_bf16_model(srlm_comm *c) {
+  const bool root = srlm_comm_rank(c) == 0;
+  const bool learner = srlm_comm_has_role(c, SRLM_ROLE_LEARNER) && !srlm_comm_colocated(c);
+  if (learner && !root) return; /* learners other than 0 hold their own weights */
+  srlm_model *ref = bf16_model(SRLM_MODEL_LEARN, 7, 1); /* the learner's: a master off the bf16 grid */
+  srlm_model *m = root || srlm_comm_colocated(c) ? bf16_model(SRLM_MODEL_LEARN, 7, 1)
+                                                  : bf16_model(SRLM_MODEL_DECODE, 99, 0); /* other weights before */
+  if (!ref || !m) {
+    srlm_model_free(ref);
+    srlm_model_free(m);
+    return;
+  }
+  const size_t n = srlm_model_num_params(m);
+  EXPECT_EQ_INT(srlm_model_has_master(m), root || srlm_comm_colocated(c));
+  int64_t version = root ? POLICY : -1;
+  EXPECT_EQ_INT(srlm_comm_bcast_weights(c, srlm_model_compute_params(m), (int64_t)n, SRLM_BF16, &version, 4096), SRLM_OK);
+  EXPECT_EQ_INT(version, POLICY);
+  uint16_t *got = srlm_xmalloc(n * sizeof *got), *want = srlm_xmalloc(n * sizeof *want);
+  float *mw = srlm_xmalloc(n * sizeof *mw), *rw = srlm_xmalloc(n * sizeof *rw);
+  EXPECT_EQ_INT(srlm_backend_copy_d2h(srlm_backend_cpu(), got, srlm_model_compute_params(m), n * 2), SRLM_OK);
+  EXPECT_EQ_INT(srlm_backend_copy_d2h(srlm_backend_cpu(), want, srlm_model_compute_params(ref), n * 2), SRLM_OK);
+  EXPECT(memcmp(got, want, n * 2) == 0, "rank %d: the bf16 weights after the broadcast differ from learner 0's compute "
+         "copy", srlm_comm_rank(c));
+  EXPECT_EQ_INT(srlm_model_get_params(m, mw, 0, n), SRLM_OK);
+  EXPECT_EQ_INT(srlm_model_get_params(ref, rw, 0, n), SRLM_OK);
+  size_t off_grid = 0, bad = 0;
+  for (size_t i = 0; i < n; i++) {
+    off_grid += rw[i] != srlm_round_bf16(rw[i]);
+    if (!srlm_model_has_master(m)) bad += memcmp(&mw[i], &(float){srlm_bf16_to_f32(want[i])}, 4) != 0;
+  }
+  EXPECT(off_grid > n / 2, "the learner's master should be off the bf16 grid (%zu of %zu are)", off_grid, n);
+  EXPECT(bad == 0, "rank %d: %zu parameters read back are not the compute copy widened", srlm_comm_rank(c), bad);
+  if (!srlm_model_has_master(m)) {
+    EXPECT(srlm_model_master(m) == NULL, "a decode-only bf16 model hands out no master");
+    EXPECT_EQ_INT(srlm_model_refresh_params(m, 0, n), SRLM_ERR_INTERNAL);
+    EXPECT_CONTAINS(srlm_error_message(), "keeps no fp32 master");
+    srlm_error_clear();
+  }
+  free(got);
+  free(want);
+  free(mw);
+  free(rw);
+  srlm_model_free(ref);
+  srlm_model_free(m);
 }
 
 /* ---- shards ---- */
@@ -380,7 +480,7 @@ static void test_zero1(srlm_comm *c, srlm_backend *be) {
     host[i] = j == me ? (float)(j * 100000 + i) : -1.0f;
   }
   if (be) EXPECT_EQ_INT(srlm_backend_copy_h2d(be, buf, host, bytes), SRLM_OK);
-  EXPECT_EQ_INT(srlm_comm_allgather_shards(c, buf, n, b), SRLM_OK);
+  EXPECT_EQ_INT(srlm_comm_allgather_shards(c, buf, n, SRLM_F32, b), SRLM_OK);
   if (be) EXPECT_EQ_INT(srlm_backend_copy_d2h(be, host, buf, bytes), SRLM_OK);
   bad = 0;
   for (int64_t i = 0; i < n; i++) {
@@ -389,6 +489,42 @@ static void test_zero1(srlm_comm *c, srlm_backend *be) {
     bad += host[i] != (float)(j * 100000 + i);
   }
   EXPECT(bad == 0, "%s all-gather, learner %d of %d: %d elements wrong", be ? "device" : "host", me, L, bad);
+  { /* bf16 elements (a bf16 model's compute copy): learner j's 16-bit patterns in its range */
+    uint16_t *hb = srlm_xmalloc((size_t)n * sizeof *hb);
+    for (int64_t i = 0; i < n; i++) {
+      int j = 0;
+      while (i >= b[j + 1]) j++;
+      hb[i] = j == me ? (uint16_t)(j * 7919 + i) : 0xffffu;
+    }
+    if (be) EXPECT_EQ_INT(srlm_backend_copy_h2d(be, buf, hb, (size_t)n * sizeof *hb), SRLM_OK);
+    EXPECT_EQ_INT(srlm_comm_allgather_shards(c, be ? (void *)buf : (void *)hb, n, SRLM_BF16, b), SRLM_OK);
+    if (be) EXPECT_EQ_INT(srlm_backend_copy_d2h(be, hb, buf, (size_t)n * sizeof *hb), SRLM_OK);
+    bad = 0;
+    for (int64_t i = 0; i < n; i++) {
+      int j = 0;
+      while (i >= b[j + 1]) j++;
+      bad += hb[i] != (uint16_t)(j * 7919 + i);
+    }
+    EXPECT(bad == 0, "%s bf16 all-gather, learner %d of %d: %d elements wrong", be ? "device" : "host", me, L, bad);
+    free(hb);
+  }
+  { /* host memory, each learner naming only its range: the master of a ZeRO-1 bf16 learner */
+    float *hm = srlm_xmalloc((size_t)n * sizeof *hm);
+    for (int64_t i = 0; i < n; i++) hm[i] = i >= b[me] && i < b[me + 1] ? (float)(me * 100000 + i) : -1.0f;
+    EXPECT_EQ_INT(srlm_comm_allgather_ranges_host(c, hm, n, b[me], b[me + 1]), SRLM_OK);
+    bad = 0;
+    for (int64_t i = 0; i < n; i++) {
+      int j = 0;
+      while (i >= b[j + 1]) j++;
+      bad += hm[i] != (float)(j * 100000 + i);
+    }
+    EXPECT(bad == 0, "host range all-gather, learner %d of %d: %d elements wrong", me, L, bad);
+    if (L > 1) { /* ranges that leave a hole: every learner gets the error, nobody hangs */
+      EXPECT_EQ_INT(srlm_comm_allgather_ranges_host(c, hm, n, b[me], b[me + 1] - (me == 0)), SRLM_ERR_INTERNAL);
+      srlm_error_clear();
+    }
+    free(hm);
+  }
   /* the chain: ((0 + 0.1) + 1e16) + ... in learner order, not any other */
   double x = 0;
   EXPECT_EQ_INT(srlm_comm_chain_f64(c, &x, 0), SRLM_OK);
@@ -532,10 +668,25 @@ static void test_device_memory(srlm_comm *c) {
   else memset(host, 0x5a, bytes);
   EXPECT_EQ_INT(srlm_backend_copy_h2d(be, dev, host, bytes), SRLM_OK);
   int64_t version = root ? POLICY : -1;
-  EXPECT_EQ_INT(srlm_comm_bcast_weights(c, dev, n, &version, 4096), SRLM_OK);
+  EXPECT_EQ_INT(srlm_comm_bcast_weights(c, dev, n, SRLM_F32, &version, 4096), SRLM_OK);
   EXPECT_EQ_INT(srlm_backend_copy_d2h(be, host, dev, bytes), SRLM_OK);
   if (in_bcast)
     EXPECT(memcmp(host, want, bytes) == 0, "rank %d: device-memory broadcast differs", srlm_comm_rank(c));
+  { /* bf16 device weights through the staging buffer (2 bytes an element) */
+    uint16_t *hb = srlm_xmalloc((size_t)n * sizeof *hb), *hbw = srlm_xmalloc((size_t)n * sizeof *hbw);
+    for (int64_t i = 0; i < n; i++) hbw[i] = srlm_f32_to_bf16(want[i]);
+    if (root) memcpy(hb, hbw, (size_t)n * sizeof *hb);
+    else memset(hb, 0x5a, (size_t)n * sizeof *hb);
+    EXPECT_EQ_INT(srlm_backend_copy_h2d(be, dev, hb, (size_t)n * sizeof *hb), SRLM_OK);
+    version = root ? POLICY : -1;
+    EXPECT_EQ_INT(srlm_comm_bcast_weights(c, dev, n, SRLM_BF16, &version, 4096), SRLM_OK);
+    EXPECT_EQ_INT(srlm_backend_copy_d2h(be, hb, dev, (size_t)n * sizeof *hb), SRLM_OK);
+    if (in_bcast)
+      EXPECT(memcmp(hb, hbw, (size_t)n * sizeof *hb) == 0, "rank %d: device-memory bf16 broadcast differs",
+             srlm_comm_rank(c));
+    free(hb);
+    free(hbw);
+  }
   if (srlm_comm_has_role(c, SRLM_ROLE_LEARNER)) {
     const int L = srlm_comm_role_size(c, SRLM_ROLE_LEARNER), me = srlm_comm_role_rank(c, SRLM_ROLE_LEARNER);
     for (int64_t i = 0; i < n; i++) host[i] = grad(me, i);
@@ -586,6 +737,7 @@ static void test_transport(srlm_comm *c) {
 static int run(srlm_comm *c, int L, int G, int J) {
   check_layout(c, L, G, J);
   test_bcast(c);
+  test_bcast_bf16_model(c);
   if (srlm_comm_colocated(c)) test_shards_colocated(c);
   else test_shards_separate(c);
   test_allreduce(c);

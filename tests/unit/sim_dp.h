@@ -80,16 +80,18 @@ static srlm_status sim_reduce_scatter(void *ctx, float *grads, int64_t n, const 
   return SRLM_OK;
 }
 
-static srlm_status sim_allgather(void *ctx, float *x, int64_t n, const int64_t *b) {
+static srlm_status sim_allgather(void *ctx, void *x, int64_t n, srlm_dtype dt, const int64_t *b) {
   const sim_dp_rank *me = ctx;
   sim_dp *s = me->sim;
   const int r = me->rank;
-  if (n != s->n || b[0] != 0 || b[s->R] != n)
-    return srlm_error(SRLM_ERR_INTERNAL, "sim_allgather", "size %lld", (long long)n);
-  memcpy(s->slot[r] + b[r], x + b[r], (size_t)(b[r + 1] - b[r]) * sizeof *x);
+  const size_t esz = srlm_dtype_size(dt); /* at most a float: a slot holds n of them */
+  if (n != s->n || b[0] != 0 || b[s->R] != n || esz == 0 || esz > sizeof(float))
+    return srlm_error(SRLM_ERR_INTERNAL, "sim_allgather", "size %lld, dtype %d", (long long)n, (int)dt);
+  char *xb = x;
+  memcpy((char *)s->slot[r] + (size_t)b[r] * esz, xb + (size_t)b[r] * esz, (size_t)(b[r + 1] - b[r]) * esz);
   pthread_barrier_wait(&s->bar);
   for (int q = 0; q < s->R; q++)
-    if (q != r) memcpy(x + b[q], s->slot[q] + b[q], (size_t)(b[q + 1] - b[q]) * sizeof *x);
+    if (q != r) memcpy(xb + (size_t)b[q] * esz, (char *)s->slot[q] + (size_t)b[q] * esz, (size_t)(b[q + 1] - b[q]) * esz);
   pthread_barrier_wait(&s->bar);
   return SRLM_OK;
 }

@@ -116,6 +116,9 @@ static void test_rank_plans(void) {
          "learner plan: micro %lld seqs %lld tokens", (long long)lp.micro_seqs, (long long)lp.micro_tokens);
   EXPECT(lp.total == lp.weights + lp.master + lp.grads + lp.moments + lp.activations + lp.workspace, "learner total");
   EXPECT(srlm_memplan_make(&cfg, &c, 0, 1, 1, &sp) == SRLM_OK, "sampler");
+  /* a generator or judge of a bf16 model keeps no fp32 master: the broadcast writes its bf16 copy */
+  EXPECT(sp.weights == 2 * n && sp.master == 0, "sampler: weights %zu, master %zu (hand %zu, 0)", sp.weights, sp.master,
+         2 * n);
   EXPECT(sp.grads == 0 && sp.moments == 0 && sp.activations == 0 &&
              sp.kv_len == 512 + 256 + 256 + 1024 &&
              sp.kv_cache == (size_t)2 * 28 * 1024 * 2 * SRLM_MEMPLAN_HOST_SLOTS * 2048 && sp.inference > 0,
@@ -123,9 +126,27 @@ static void test_rank_plans(void) {
   cfg.train.zero = 1;
   EXPECT(srlm_memplan_make(&cfg, &c, 1, 0, 4, &zp) == SRLM_OK, "zero");
   EXPECT(zp.moments == 2 * ((n + 3) / 4 + 65536) * 4, "ZeRO-1 over 4 learners: moments %zu", zp.moments);
+  /* and the bf16 model's fp32 master: the learner's range only, (n + 3) / 4 + 65536 = 149078016 floats */
+  EXPECT(zp.master == ((n + 3) / 4 + 65536) * 4 && zp.master == (size_t)149078016 * 4,
+         "ZeRO-1 over 4 learners: master %zu (hand %zu)", zp.master, (size_t)149078016 * 4);
+  EXPECT(zp.weights == 2 * n, "ZeRO-1 keeps the whole bf16 compute copy: %zu", zp.weights);
   cfg.train.zero = 0;
   EXPECT(srlm_memplan_make(&cfg, &c, 1, 1, 1, &cp) == SRLM_OK, "colocated");
   EXPECT(cp.total == lp.total + sp.kv_cache + sp.inference, "colocated = learner + the samplers' lines");
+  /* the models beside the policy: ARGS's reference (scores only: weights, no master) and the
+     EMA anchor (a learner's, updated in fp32: weights and master) */
+  cfg.generate.args_reward = SRLM_CFG_ARGS_IMPLICIT;
+  cfg.train.reference = SRLM_CFG_REFERENCE_EMA;
+  srlm_memplan ap;
+  EXPECT(srlm_memplan_make(&cfg, &c, 0, 1, 1, &ap) == SRLM_OK, "sampler with ARGS");
+  EXPECT(ap.weights == 2 * 2 * n && ap.master == 0, "sampler with ARGS's reference: weights %zu (hand %zu), master %zu",
+         ap.weights, 4 * n, ap.master);
+  EXPECT(srlm_memplan_make(&cfg, &c, 1, 1, 1, &ap) == SRLM_OK, "colocated with ARGS and EMA");
+  EXPECT(ap.weights == 3 * 2 * n && ap.master == 2 * 4 * n,
+         "colocated with ARGS's reference and the EMA anchor: weights %zu (hand %zu), master %zu (hand %zu)", ap.weights,
+         6 * n, ap.master, 8 * n);
+  cfg.generate.args_reward = SRLM_CFG_ARGS_NONE;
+  cfg.train.reference = SRLM_CFG_REFERENCE_ITERATION;
   /* recompute shrinks the activations */
   cfg.train.recompute = 1;
   srlm_memplan rp;
@@ -148,7 +169,8 @@ static void test_rank_plans(void) {
   EXPECT_CONTAINS(srlm_error_message(), "train.recompute: true");
   char line[1024];
   srlm_memplan_format(&zp, (size_t)80 << 30, line, sizeof line);
-  EXPECT(strstr(line, "of 80.00 GiB free") && strstr(line, "ZeRO-1 shard"), "format: %s", line);
+  EXPECT(strstr(line, "of 80.00 GiB free") && strstr(line, "master 568.7 MiB (ZeRO-1 shard)") &&
+             strstr(line, "(ZeRO-1 shard), activations"), "format: %s", line);
   srlm_error_clear();
   srlm_config_free(&cfg);
 }

@@ -5,7 +5,8 @@
  * with random per-token coefficients g_t of both signs and tokens without targets.
  * Also: log-probs and logits against the reference, fresh models equal to
  * srlm_hf_model_write_random, save/reload in F32/BF16/F16, recompute gives the same
- * bits, gradients accumulate, the activation memory is reported, and the errors.
+ * bits, gradients accumulate, the activation memory is reported, and the errors. And where
+ * a bf16 model keeps its fp32 master: whole, none (decode-only) or a ZeRO-1 shard.
  *
  * Why central differences of the float64 reference are a sound yardstick: with step
  * h = 1e-5 on O(1) parameters their error is O(h^2 f''') + O(eps64 / h) < 1e-9, far
@@ -491,6 +492,119 @@ static void test_training_state(void) {
   srlm_model_free(m);
 }
 
+/* The compute copy of a bf16 model as host bits (n uint16, malloc'd). */
+static uint16_t *compute_bits(srlm_model *m) {
+  const size_t n = srlm_model_num_params(m);
+  uint16_t *b = malloc(n * sizeof *b);
+  OK(srlm_backend_copy_d2h(srlm_backend_cpu(), b, srlm_model_compute_params(m), n * sizeof *b));
+  return b;
+}
+
+static int file_equal(const char *a, const char *b) {
+  char *x, *y;
+  size_t nx, ny;
+  if (srlm_read_file(a, &x, &nx) != SRLM_OK) return 0;
+  if (srlm_read_file(b, &y, &ny) != SRLM_OK) {
+    free(x);
+    return 0;
+  }
+  const int eq = nx == ny && memcmp(x, y, nx) == 0;
+  free(x);
+  free(y);
+  return eq;
+}
+
+/* Where a bf16 model keeps its fp32 master (model.h): all of it (SRLM_MODEL_LEARN), none
+ * (SRLM_MODEL_DECODE: reads widen the compute copy, writes round into it as the master's
+ * refresh does), or a ZeRO-1 shard (srlm_model_shard_master), with the errors of each. */
+static void test_master_kinds(void) {
+  srlm_model_config c = tiny(SRLM_MODEL_QWEN2);
+  srlm_model *full = NULL, *dec = NULL, *sh = NULL;
+  OK(srlm_model_create_for(&c, 5, srlm_backend_cpu(), SRLM_BF16, SRLM_MODEL_LEARN, &full));
+  OK(srlm_model_create_for(&c, 6, srlm_backend_cpu(), SRLM_BF16, SRLM_MODEL_DECODE, &dec));
+  OK(srlm_model_create_for(&c, 7, srlm_backend_cpu(), SRLM_BF16, SRLM_MODEL_LEARN, &sh));
+  if (!full || !dec || !sh) return;
+  const size_t n = srlm_model_num_params(full), lo = n / 3, hi = 2 * n / 3;
+  float *w = malloc(n * sizeof *w), *r = malloc(n * sizeof *r);
+  for (size_t i = 0; i < n; i++) w[i] = (float)(unif(9, i) - 0.5) * (1.0f + 0x1p-12f); /* off the bf16 grid */
+  OK(srlm_model_set_params(full, w, 0, n));
+  OK(srlm_model_set_params(dec, w, 0, n));
+  uint16_t *want = compute_bits(full), *got = compute_bits(dec);
+  EXPECT(memcmp(want, got, n * 2) == 0, "decode-only: set_params rounds into the compute copy as the master's refresh");
+  free(got);
+  EXPECT_EQ_INT(srlm_model_has_master(dec), 0);
+  EXPECT(srlm_model_master(dec) == NULL, "decode-only: no master pointer");
+  size_t a, b;
+  EXPECT_EQ_INT(srlm_model_master_range(dec, &a, &b), 0);
+  EXPECT(a == 0 && b == 0, "decode-only: master range [%zu, %zu)", a, b);
+  OK(srlm_model_get_params(dec, r, 0, n));
+  size_t bad = 0;
+  for (size_t i = 0; i < n; i++) bad += r[i] != srlm_bf16_to_f32(want[i]);
+  EXPECT(bad == 0, "decode-only: %zu parameters read back are not the compute copy widened", bad);
+  EXPECT_EQ_INT(srlm_model_refresh_params(dec, 0, n), SRLM_ERR_INTERNAL);
+  EXPECT_CONTAINS(srlm_error_message(), "keeps no fp32 master");
+  EXPECT_EQ_INT(srlm_model_shard_master(dec, 0, 1), SRLM_ERR_INTERNAL);
+  srlm_model *copy = NULL; /* a decode-only copy of a learning model decodes with its compute copy */
+  OK(srlm_model_clone(full, SRLM_MODEL_DECODE, &copy));
+  if (copy) {
+    got = compute_bits(copy);
+    EXPECT(memcmp(want, got, n * 2) == 0, "a decode-only clone's compute copy differs from the model's");
+    free(got);
+    srlm_model_free(copy);
+  }
+  /* a ZeRO-1 shard [lo, hi) of the master */
+  OK(srlm_model_set_params(sh, w, 0, n));
+  OK(srlm_model_shard_master(sh, lo, hi));
+  EXPECT_EQ_INT(srlm_model_master_range(sh, &a, &b), 1);
+  EXPECT(a == lo && b == hi, "shard: range [%zu, %zu), want [%zu, %zu)", a, b, lo, hi);
+  OK(srlm_model_shard_master(sh, lo, hi)); /* the same range again: nothing */
+  EXPECT_EQ_INT(srlm_model_shard_master(sh, 0, hi), SRLM_ERR_INTERNAL);
+  EXPECT_EQ_INT(srlm_model_get_params(sh, r, lo - 1, 2), SRLM_ERR_INTERNAL);
+  EXPECT_CONTAINS(srlm_error_message(), "holds only its shard");
+  OK(srlm_model_get_params(sh, r, lo, hi - lo));
+  EXPECT(memcmp(r, w + lo, (hi - lo) * sizeof *r) == 0, "shard: its master range kept the values");
+  /* set_params over everything: the whole compute copy, the master of the shard */
+  for (size_t i = 0; i < n; i++) r[i] = w[i] * 0.75f + 0x1p-20f;
+  OK(srlm_model_set_params(sh, r, 0, n));
+  OK(srlm_model_set_params(full, r, 0, n));
+  free(want);
+  want = compute_bits(full);
+  got = compute_bits(sh);
+  EXPECT(memcmp(want, got, n * 2) == 0, "shard: set_params' compute copy differs from the unsharded model's");
+  free(got);
+  float *back = malloc(n * sizeof *back);
+  OK(srlm_model_get_params(sh, back + lo, lo, hi - lo));
+  EXPECT(memcmp(back + lo, r + lo, (hi - lo) * sizeof *r) == 0, "shard: set_params' master range");
+  OK(srlm_model_refresh_params(sh, lo, hi - lo));
+  EXPECT_EQ_INT(srlm_model_refresh_params(sh, 0, hi), SRLM_ERR_INTERNAL);
+  EXPECT(srlm_model_master(sh) != NULL, "shard: a master pointer (parameter lo)");
+  srlm_model *nope = NULL;
+  EXPECT_EQ_INT(srlm_model_clone(sh, SRLM_MODEL_LEARN, &nope), SRLM_ERR_INTERNAL); /* needs the whole master */
+  /* saved from the gathered master: the unsharded model's files, byte for byte */
+  char d1[4096], d2[4096], f1[4200], f2[4200];
+  test_tmp_path(d1, sizeof d1, "master_full");
+  test_tmp_path(d2, sizeof d2, "master_gathered");
+  OK(srlm_model_save(full, d1, SRLM_ST_F32));
+  OK(srlm_model_save_with(sh, r, d2, SRLM_ST_F32));
+  snprintf(f1, sizeof f1, "%s/model.safetensors", d1);
+  snprintf(f2, sizeof f2, "%s/model.safetensors", d2);
+  EXPECT(file_equal(f1, f2), "save_with the gathered master differs from the unsharded model's save");
+  EXPECT_EQ_INT(srlm_model_save(sh, d2, SRLM_ST_F32), SRLM_ERR_INTERNAL);
+  /* an fp32 model's parameters are its master: nothing to shard */
+  srlm_model *f32 = NULL;
+  OK(srlm_model_create(&c, 5, srlm_backend_cpu(), SRLM_F32, &f32));
+  if (f32) EXPECT_EQ_INT(srlm_model_shard_master(f32, 0, 1), SRLM_ERR_INTERNAL);
+  srlm_error_clear();
+  srlm_model_free(f32);
+  free(back);
+  free(want);
+  free(w);
+  free(r);
+  srlm_model_free(full);
+  srlm_model_free(dec);
+  srlm_model_free(sh);
+}
+
 static void test_missing_op(void) {
   static srlm_backend_ops partial;
   partial = *srlm_backend_cpu_ops();
@@ -511,6 +625,7 @@ int main(void) {
   test_gradients();
   test_create_and_save();
   test_training_state();
+  test_master_kinds();
   test_missing_op();
   TEST_MAIN_END();
 }

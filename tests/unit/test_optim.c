@@ -362,8 +362,8 @@ static void *zero_main(void *arg) {
   srlm_status st = zero_optim(&o);
   if (st == SRLM_OK) st = srlm_optim_shard(o, &l->dp);
   for (int k = 0; st == SRLM_OK && k < ZSTEPS; k++) {
-    st = srlm_optim_step(o, l->p, l->g[k], 1e-2, &l->st[k]);
-    if (st == SRLM_OK && !l->st[k].skipped) st = sim_allgather(&l->sr, l->p, ZN, srlm_optim_shard_bounds(o));
+    st = srlm_optim_step(o, l->p + srlm_optim_shard_bounds(o)[l->dp.rank], l->g[k], 1e-2, &l->st[k]); /* its range */
+    if (st == SRLM_OK && !l->st[k].skipped) st = sim_allgather(&l->sr, l->p, ZN, SRLM_F32, srlm_optim_shard_bounds(o));
   }
   if (st == SRLM_OK) st = srlm_optim_read_moments(o, l->m, l->v);
   if (st == SRLM_OK) memcpy(l->bounds, srlm_optim_shard_bounds(o), ((size_t)l->dp.size + 1) * sizeof(int64_t));
