@@ -293,11 +293,19 @@ static void dp_reduce_abandon(void *ctx) { srlm_comm_reduce_abandon(((learn_dp *
 
 /* The learners of this job as the training engine sees them (dp.h); ld: its context, which
  * must outlive the returned value. */
+/* ZeRO-1: the moments' host copies gathered for a checkpoint (dp.h allgather_host). */
+static srlm_status dp_allgather_host(void *ctx, float *x, int64_t n, const int64_t *bounds) {
+  learn_dp *ld = ctx;
+  const int me = srlm_comm_role_rank(ld->comm, SRLM_ROLE_LEARNER);
+  return srlm_comm_allgather_ranges_host(ld->comm, x, n, bounds[me], bounds[me + 1]);
+}
+
 static srlm_dp learner_dp(const srlm_config *cfg, srlm_comm *comm, learn_dp *ld) {
   *ld = (learn_dp){.comm = comm, .bucket_bytes = (size_t)(cfg->train.reduce_bucket_mb * 1048576.0)};
   return (srlm_dp){.rank = srlm_comm_role_rank(comm, SRLM_ROLE_LEARNER), .size = srlm_comm_role_size(comm, SRLM_ROLE_LEARNER),
                    .reduce = dp_reduce, .ctx = ld, .zero = cfg->train.zero == 1, .reduce_scatter = dp_reduce_scatter,
-                   .allgather = dp_allgather, .chain = dp_chain, .overlap = cfg->train.overlap_reduce,
+                   .allgather = dp_allgather, .chain = dp_chain, .allgather_host = dp_allgather_host,
+                   .overlap = cfg->train.overlap_reduce,
                    .reduce_begin = dp_reduce_begin, .reduce_ready = dp_reduce_ready, .reduce_end = dp_reduce_end,
                    .reduce_abandon = dp_reduce_abandon};
 }

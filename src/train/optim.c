@@ -261,6 +261,11 @@ srlm_status srlm_optim_read_moments(srlm_optim *o, float *m, float *v) {
     SRLM_TRY(srlm_backend_copy_d2h(o->be, v + o->lo, o->v, len * sizeof(float)));
   }
   if (!o->dp) return SRLM_OK;
+  /* m and v are host arrays: a device backend's learners gather them with the host variant */
+  if (o->dp->allgather_host) {
+    SRLM_TRY(o->dp->allgather_host(o->dp->ctx, m, (int64_t)o->n, o->shard_bounds));
+    return o->dp->allgather_host(o->dp->ctx, v, (int64_t)o->n, o->shard_bounds);
+  }
   SRLM_TRY(o->dp->allgather(o->dp->ctx, m, (int64_t)o->n, SRLM_F32, o->shard_bounds));
   return o->dp->allgather(o->dp->ctx, v, (int64_t)o->n, SRLM_F32, o->shard_bounds);
 }
