@@ -132,6 +132,11 @@ struct srlm_dp;
  * collective), and read_moments gathers. dp must outlive the optimizer. Call before
  * set_state; set_decay is refused after it. */
 srlm_status srlm_optim_shard(srlm_optim *o, const struct srlm_dp *dp);
+/* create_for_model + shard without ever holding the whole moments: this learner's range is
+ * allocated (zeroed) directly, so a ZeRO-1 learner's peak is its shard, as the memory plan
+ * counts. dp NULL or one learner: create_for_model. */
+srlm_status srlm_optim_create_sharded(srlm_model *m, const srlm_optim_config *cfg, const struct srlm_dp *dp,
+                                      srlm_optim **out);
 /* The shard bounds (dp->size + 1 offsets) of a sharded optimizer, else NULL. */
 const int64_t *srlm_optim_shard_bounds(const srlm_optim *o);
 

@@ -281,8 +281,10 @@ srlm_status srlm_engine_run(srlm_model *m, const srlm_engine_options *o, srlm_en
   const size_t n_params = srlm_model_num_params(m);
   const srlm_train_resume *rs = o->resume;
   SRLM_TRY(srlm_train_resume_check(rs, n_params, e.sched.total_steps));
-  SRLM_TRY(srlm_optim_create_for_model(m, &o->optim, &e.opt));
-  srlm_status st = e.zero ? srlm_optim_shard(e.opt, o->dp) : SRLM_OK;
+  /* ZeRO-1: the moments are allocated sharded, never whole */
+  srlm_status st = e.zero ? srlm_optim_create_sharded(m, &o->optim, o->dp, &e.opt)
+                          : srlm_optim_create_for_model(m, &o->optim, &e.opt);
+  if (st != SRLM_OK) return st;
   if (st == SRLM_OK && e.zero && srlm_model_dtype(m) != SRLM_F32) {
     /* a bf16 model's learner keeps only its range of the fp32 master (and of the anchor's): from the first ZeRO-1
        run on, for good (later runs cut the same bounds) */

@@ -56,7 +56,10 @@ static srlm_status check_config(const srlm_optim_config *c) {
   return SRLM_OK;
 }
 
-srlm_status srlm_optim_create(srlm_backend *be, size_t n, const srlm_optim_config *cfg, srlm_optim **out) {
+/* An optimizer without moments yet (alloc_moments 0: srlm_optim_shard allocates this
+ * learner's range only, so a ZeRO-1 learner never holds the whole m and v). */
+static srlm_status optim_new(srlm_backend *be, size_t n, const srlm_optim_config *cfg, int alloc_moments,
+                             srlm_optim **out) {
   *out = NULL;
   if (!be) return srlm_error(SRLM_ERR_INTERNAL, "optim", "no backend");
   SRLM_TRY(check_config(cfg));
@@ -65,11 +68,11 @@ srlm_status srlm_optim_create(srlm_backend *be, size_t n, const srlm_optim_confi
   o->cfg = *cfg;
   o->n = n;
   o->hi = n;
-  srlm_status st = srlm_backend_alloc(be, (void **)&o->m, n * sizeof(float));
-  if (st == SRLM_OK) st = srlm_backend_alloc(be, (void **)&o->v, n * sizeof(float));
-  if (st == SRLM_OK) st = srlm_backend_alloc(be, (void **)&o->sumsq, sizeof(double));
-  if (st == SRLM_OK && n) st = srlm_backend_zero(be, o->m, n * sizeof(float));
-  if (st == SRLM_OK && n) st = srlm_backend_zero(be, o->v, n * sizeof(float));
+  srlm_status st = srlm_backend_alloc(be, (void **)&o->sumsq, sizeof(double));
+  if (st == SRLM_OK && alloc_moments) st = srlm_backend_alloc(be, (void **)&o->m, n * sizeof(float));
+  if (st == SRLM_OK && alloc_moments) st = srlm_backend_alloc(be, (void **)&o->v, n * sizeof(float));
+  if (st == SRLM_OK && alloc_moments && n) st = srlm_backend_zero(be, o->m, n * sizeof(float));
+  if (st == SRLM_OK && alloc_moments && n) st = srlm_backend_zero(be, o->v, n * sizeof(float));
   if (st != SRLM_OK) {
     srlm_optim_free(o);
     return st;
@@ -82,6 +85,10 @@ srlm_status srlm_optim_create(srlm_backend *be, size_t n, const srlm_optim_confi
   o->n_bounds = n ? 1 : 0;
   *out = o;
   return SRLM_OK;
+}
+
+srlm_status srlm_optim_create(srlm_backend *be, size_t n, const srlm_optim_config *cfg, srlm_optim **out) {
+  return optim_new(be, n, cfg, 1, out);
 }
 
 void srlm_optim_free(srlm_optim *o) {
@@ -140,10 +147,11 @@ size_t srlm_optim_decayed_count(const srlm_optim *o) {
   return c;
 }
 
-srlm_status srlm_optim_create_for_model(srlm_model *m, const srlm_optim_config *cfg, srlm_optim **out) {
+/* create_for_model, with the moments allocated now (alloc_moments) or by srlm_optim_shard. */
+static srlm_status create_for_model(srlm_model *m, const srlm_optim_config *cfg, int alloc_moments, srlm_optim **out) {
   *out = NULL;
   size_t n = srlm_model_num_params(m);
-  SRLM_TRY(srlm_optim_create(srlm_model_backend(m), n, cfg, out));
+  SRLM_TRY(optim_new(srlm_model_backend(m), n, cfg, alloc_moments, out));
   if (srlm_model_dtype(m) != SRLM_F32) {
     (*out)->param = srlm_model_compute_params(m);
     (*out)->param_dtype = srlm_model_dtype(m);
@@ -159,6 +167,22 @@ srlm_status srlm_optim_create_for_model(srlm_model *m, const srlm_optim_config *
     if (st == SRLM_OK) st = srlm_optim_set_decay(*out, off, numel, 0);
   }
   if (st == SRLM_OK) free(specs);
+  if (st != SRLM_OK) {
+    srlm_optim_free(*out);
+    *out = NULL;
+  }
+  return st;
+}
+
+srlm_status srlm_optim_create_for_model(srlm_model *m, const srlm_optim_config *cfg, srlm_optim **out) {
+  return create_for_model(m, cfg, 1, out);
+}
+
+srlm_status srlm_optim_create_sharded(srlm_model *m, const srlm_optim_config *cfg, const srlm_dp *dp,
+                                      srlm_optim **out) {
+  if (!dp || dp->size <= 1) return create_for_model(m, cfg, 1, out);
+  SRLM_TRY(create_for_model(m, cfg, 0, out));
+  srlm_status st = srlm_optim_shard(*out, dp);
   if (st != SRLM_OK) {
     srlm_optim_free(*out);
     *out = NULL;
@@ -317,8 +341,12 @@ srlm_status srlm_optim_shard(srlm_optim *o, const srlm_dp *dp) {
   float *m = NULL, *v = NULL;
   srlm_status st = srlm_backend_alloc(o->be, (void **)&m, (hi - lo) * sizeof(float));
   if (st == SRLM_OK) st = srlm_backend_alloc(o->be, (void **)&v, (hi - lo) * sizeof(float));
-  if (st == SRLM_OK && hi > lo) st = srlm_backend_copy_d2d(o->be, m, o->m + lo, (hi - lo) * sizeof(float));
-  if (st == SRLM_OK && hi > lo) st = srlm_backend_copy_d2d(o->be, v, o->v + lo, (hi - lo) * sizeof(float));
+  if (st == SRLM_OK && hi > lo) /* the range of the whole moments, or zeros (srlm_optim_create_sharded) */
+    st = o->m ? srlm_backend_copy_d2d(o->be, m, o->m + lo, (hi - lo) * sizeof(float))
+              : srlm_backend_zero(o->be, m, (hi - lo) * sizeof(float));
+  if (st == SRLM_OK && hi > lo)
+    st = o->v ? srlm_backend_copy_d2d(o->be, v, o->v + lo, (hi - lo) * sizeof(float))
+              : srlm_backend_zero(o->be, v, (hi - lo) * sizeof(float));
   if (st != SRLM_OK) {
     (void)srlm_backend_free(o->be, m);
     (void)srlm_backend_free(o->be, v);
