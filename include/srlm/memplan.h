@@ -10,7 +10,11 @@
  *                decodes the bf16 compute copy the weight broadcast writes, model.h
  *                SRLM_MODEL_DECODE), nor does ARGS's implicit reference (it only scores);
  *                with train.zero: 1 a learner keeps only its ZeRO-1 range of it, as of the
- *                moments (the largest shard; "(ZeRO-1 shard)" on the plan line);
+ *                moments (the largest shard; "(ZeRO-1 shard)" on the plan line), from the
+ *                first training step on: before it (iteration 1's generation, judging and
+ *                evaluation) the masters are whole while gradients, moments and
+ *                activations are not yet allocated; `startup` is what that phase needs
+ *                beyond the later one, counted in the total;
  *   gradients    fp32, learners;
  *   moments      AdamW m and v, fp32, learners: divided over the learners with
  *                train.zero: 1 (each holds its range; rounded up to a whole element);
@@ -87,6 +91,7 @@ typedef struct srlm_memplan {
   size_t shared;          /* sized from free memory: other ranks' plans on the same device */
   int sharers;            /* decoding ranks that divide the KV budget (this one included), >= 1 */
   size_t weights, master, grads, moments, activations, kv_cache, inference, workspace;
+  size_t startup; /* ZeRO-1, bf16: what the whole masters before the first step exceed the later lines by */
   size_t total;
 } srlm_memplan;
 

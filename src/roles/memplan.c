@@ -54,6 +54,12 @@ srlm_status srlm_memplan_make(const srlm_config *cfg, const srlm_model_config *m
       if (mm.master) p->master = (1 + anchor) * (per < n ? per : n) * sizeof(float);
     }
     p->activations = mm.train;
+    /* ZeRO-1 cuts the masters at the first training step: until then (iteration 1's
+       generation, judging, evaluation) they are whole, while gradients, moments and
+       activations are not allocated yet. The plan holds the larger of the two phases. */
+    const size_t whole = (1 + anchor) * mm.master;
+    if (whole > p->master + p->grads + p->moments + p->activations)
+      p->startup = whole - (p->master + p->grads + p->moments + p->activations);
   }
   if (sampler) {
     p->kv_slot_bytes = (1 + args_ref) * mm.kv_per_position * (size_t)p->kv_len;
@@ -61,7 +67,8 @@ srlm_status srlm_memplan_make(const srlm_config *cfg, const srlm_model_config *m
     p->inference = mm.infer;
   }
   p->workspace = SRLM_MEMPLAN_WORKSPACE;
-  p->total = p->weights + p->master + p->grads + p->moments + p->activations + p->kv_cache + p->inference + p->workspace;
+  p->total = p->weights + p->master + p->grads + p->moments + p->activations + p->startup + p->kv_cache + p->inference +
+             p->workspace;
   return SRLM_OK;
 }
 
@@ -143,6 +150,8 @@ void srlm_memplan_format(const srlm_memplan *p, size_t free_bytes, char *buf, si
     k += snprintf(buf + k, cap - (size_t)k, ", KV cache %s for %lld x %lld positions (%s), inference %s",
                   human(p->kv_cache, a), (long long)p->kv_slots, (long long)p->kv_len, why, human(p->inference, d));
   }
+  if (p->startup && k > 0 && (size_t)k < cap)
+    k += snprintf(buf + k, cap - (size_t)k, ", whole masters until the first step %s more", human(p->startup, a));
   if (k > 0 && (size_t)k < cap) snprintf(buf + k, cap - (size_t)k, ", workspace %s)", human(p->workspace, a));
 }
 

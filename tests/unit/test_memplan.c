@@ -130,6 +130,23 @@ static void test_rank_plans(void) {
   EXPECT(zp.master == ((n + 3) / 4 + 65536) * 4 && zp.master == (size_t)149078016 * 4,
          "ZeRO-1 over 4 learners: master %zu (hand %zu)", zp.master, (size_t)149078016 * 4);
   EXPECT(zp.weights == 2 * n, "ZeRO-1 keeps the whole bf16 compute copy: %zu", zp.weights);
+  /* before the first step the master is whole but gradients, moments and activations are not
+     allocated: 4n < shard 4n/4 + grads 4n + moments 8n/4, so that phase needs nothing more */
+  EXPECT(zp.startup == 0 && zp.total == zp.weights + zp.master + zp.grads + zp.moments + zp.activations + zp.workspace,
+         "ZeRO-1 over 4: startup %zu", zp.startup);
+  /* with the EMA anchor over 16 learners: masters 2 x 4n whole, later 2 x 4 x per + 4n + 8 per + activations
+     (per = (n + 15) / 16 + 65536 floats): the whole masters are the peak, by their difference */
+  cfg.train.reference = SRLM_CFG_REFERENCE_EMA;
+  cfg.train.batch_size = 1, cfg.train.max_seq_len = 64; /* small activations */
+  srlm_memplan ep;
+  EXPECT(srlm_memplan_make(&cfg, &c, 1, 0, 16, &ep) == SRLM_OK, "zero ema");
+  const size_t per = (n + 15) / 16 + 65536, later = 2 * 4 * per + 4 * n + 8 * per + ep.activations;
+  EXPECT(ep.master == 2 * 4 * per && ep.startup == (8 * n > later ? 8 * n - later : 0) && ep.startup > 0 &&
+             ep.total == ep.weights + 8 * n + ep.workspace,
+         "ZeRO-1 over 16 with the anchor: master %zu, startup %zu (hand %zu), total %zu", ep.master, ep.startup,
+         8 * n - later, ep.total);
+  cfg.train.reference = SRLM_CFG_REFERENCE_ITERATION;
+  cfg.train.batch_size = 4, cfg.train.max_seq_len = 1024;
   cfg.train.zero = 0;
   EXPECT(srlm_memplan_make(&cfg, &c, 1, 1, 1, &cp) == SRLM_OK, "colocated");
   EXPECT(cp.total == lp.total + sp.kv_cache + sp.inference, "colocated = learner + the samplers' lines");
