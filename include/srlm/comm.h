@@ -346,8 +346,10 @@ srlm_status srlm_comm_chain_f64(srlm_comm *c, double *x, int stage);
  *           other learners' waits; buffers a started collective may still write are left
  *           allocated until then.
  * MPI: at most 4 buckets are in flight (starting a fifth completes the oldest first);
- * device gradients go through pinned host staging, one buffer per bucket in flight. One
- * overlapped reduce at a time per handle; begin while one is open is an error. */
+ * device gradients go through pinned host staging, one buffer per bucket in flight. With
+ * ZeRO-1 bounds on MPI the bucket is at most 64 MiB / L (an owner receives L parts of it),
+ * so buffers and int counts stay bounded at any learner count. One overlapped reduce at a
+ * time per handle; begin while one is open is an error. */
 srlm_status srlm_comm_reduce_begin(srlm_comm *c, float *g, int64_t n, const int64_t *bounds, size_t bucket_bytes);
 srlm_status srlm_comm_reduce_ready(srlm_comm *c, int64_t from);
 srlm_status srlm_comm_reduce_end(srlm_comm *c);

@@ -1237,6 +1237,15 @@ srlm_status srlm_comm_reduce_begin(srlm_comm *c, float *g, int64_t n, const int6
   o->L = L;
   o->me = me;
   o->nccl = c->nccl[SRLM_COMM_GROUP_LEARNERS] != NULL;
+  /* ZeRO-1 over MPI: a bucket inside one learner's shard brings that learner L parts of the
+     bucket at once (all-to-all, int counts and displacements up to L x bucket floats), in
+     each of the slots in flight: the bucket is cut to DEFAULT_BUCKET_BYTES / L, so a slot's
+     receive stays one default bucket whatever L and train.reduce_bucket_mb (the bits do not
+     depend on the bucket size on MPI) */
+  if (bounds && !o->nccl && L > 1) {
+    const int64_t cap = (int64_t)(DEFAULT_BUCKET_BYTES / sizeof(float)) / L;
+    if (o->b > cap) o->b = cap > 0 ? cap : 1;
+  }
   /* nothing to exchange: one learner on MPI (NCCL moves even one, as the other collectives) */
   o->nb = (L > 1 || o->nccl) ? (n + o->b - 1) / o->b : 0;
   if (bounds && o->nb > 0) {
