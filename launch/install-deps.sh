@@ -3,7 +3,8 @@
 # Idempotent: does nothing when everything is present. Works as root without sudo;
 # otherwise uses sudo when available, or prints the command to run.
 #   launch/install-deps.sh          build + run dependencies
-#   launch/install-deps.sh --test   also what the tests use (clang for the fuzzers; Slurm and
+#   launch/install-deps.sh --test   also what the tests use (clang for the fuzzers; numpy for
+#                                   tests/cli/merge.sh; Slurm and
 #                                   MUNGE for tests/cluster/slurm.sh; podman, buildah and
 #                                   debootstrap for tests/cluster/docker.sh)
 set -euo pipefail
@@ -14,6 +15,8 @@ if [ "${1:-}" = "--test" ]; then
   pkgs+=(clang libclang-rt-dev)
   pkgs+=(chromium) # tests/cli/report_chromium.sh: srlm report rendered headless
   command -v python3 >/dev/null 2>&1 || pkgs+=(python3)
+  # tests/cli/merge.sh checks srlm merge against numpy; other test scripts use python3 alone
+  python3 -c 'import numpy' >/dev/null 2>&1 || pkgs+=(python3-numpy) # Debian's python3 (merge.sh falls back to it)
 fi
 # tests/cluster/: Slurm and MUNGE (slurm.sh), podman, buildah and debootstrap (docker.sh)
 [ "${1:-}" = "--test" ] && pkgs+=(slurmctld slurmd slurm-client munge podman buildah debootstrap)

@@ -313,6 +313,11 @@ srlm_status srlm_comm_allgather_shards(srlm_comm *c, void *x, int64_t n, srlm_dt
  * learner alike). One learner: [lo, hi) must be [0, n), nothing moves. Learners only;
  * collective. */
 srlm_status srlm_comm_allgather_ranges_host(srlm_comm *c, float *x, int64_t n, int64_t lo, int64_t hi);
+/* The same to learner `root` only (root < 0: to all, as above): the others send their range
+ * and their x is not written (nor read outside [lo, hi)), so a non-root learner may pass a
+ * buffer it never touched elsewhere; the physical memory it costs is its range. Checkpoints
+ * and iteration saves gather to the lead (learner 0) this way. Collective. */
+srlm_status srlm_comm_gather_ranges_host(srlm_comm *c, float *x, int64_t n, int64_t lo, int64_t hi, int root);
 /* One double accumulated along the learners in rank order (srlm_dp_chain_fn): stage 0,
  * learner r > 0 receives r - 1's *x; stage 1, learner r < L - 1 sends *x to r + 1, then
  * every learner gets the last learner's *x. */

@@ -67,9 +67,10 @@ typedef srlm_status (*srlm_dp_reduce_scatter_fn)(void *ctx, float *grads, int64_
 /* ZeRO-1: copies learner j's range [bounds[j], bounds[j + 1]) of x (n elements of dtype dt:
  * SRLM_F32, or SRLM_BF16 for a bf16 model's compute copy) into every learner's x, for every j. */
 typedef srlm_status (*srlm_dp_allgather_fn)(void *ctx, void *x, int64_t n, srlm_dtype dt, const int64_t *bounds);
-/* ZeRO-1: as allgather, for fp32 arrays in HOST memory (the optimizer's moments gathered
- * for a checkpoint); optional: NULL means allgather is used, which is right only where the
- * backend's memory is host memory. */
+/* ZeRO-1: every learner's range of fp32 arrays in HOST memory gathered for a checkpoint
+ * (the optimizer's moments): to learner 0 at least, who writes it (srlm's learners gather
+ * to learner 0 only, so the others hold no whole copy); optional: NULL means allgather is
+ * used, which is right only where the backend's memory is host memory. */
 typedef srlm_status (*srlm_dp_allgather_host_fn)(void *ctx, float *x, int64_t n, const int64_t *bounds);
 /* ZeRO-1: one double accumulated along the learners in rank order. stage 0: learner r > 0
  * receives learner r - 1's value into *x (learner 0 keeps *x); stage 1: learner r < size - 1

@@ -111,7 +111,9 @@ typedef struct srlm_optim_state {
 void srlm_optim_get_state(srlm_optim *o, srlm_optim_state *out);
 /* Copies all the moments into host memory m and v (one element per parameter each), for
  * checkpoints. A sharded optimizer gathers them from every learner: a collective, every
- * learner calls it at the same point. */
+ * learner calls it at the same point; with the learners' allgather_host (dp.h) they are
+ * gathered to learner 0 only (who writes the checkpoint), the others' m and v getting
+ * their own range. */
 srlm_status srlm_optim_read_moments(srlm_optim *o, float *m, float *v);
 /* Restores a saved state: copies m and v (n each, host memory: one per parameter; a
  * sharded optimizer takes its range) and sets the counters. n must equal the number of

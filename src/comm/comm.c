@@ -912,8 +912,10 @@ srlm_status srlm_comm_reduce_scatter_grads(srlm_comm *c, float *g, int64_t n, co
 /* The all-gather over MPI: x (n elements of esz bytes) in backend memory (staged whole
  * through a pinned host copy on a device backend) or, with host set, host memory; the
  * elements move as bytes in rounds of at most CHUNK_BYTES. */
+/* Every learner's range of x to all (root < 0), or to learner root only (the others' x is
+ * neither written nor, outside their own range, read: host buffers there may stay untouched). */
 static srlm_status allgather_mpi(srlm_comm *c, void *x, int64_t n, size_t esz, const int64_t *bounds, int L, int me,
-                                 bool host) {
+                                 bool host, int root) {
   srlm_backend *be = host ? srlm_backend_cpu() : c->be ? c->be : srlm_backend_cpu();
   MPI_Comm comm = c->role[SRLM_ROLE_LEARNER];
   int64_t q = (int64_t)(CHUNK_BYTES / esz) / L, most = largest_range(bounds, L);
@@ -929,7 +931,8 @@ static srlm_status allgather_mpi(srlm_comm *c, void *x, int64_t n, size_t esz, c
     }
   }
   int *cnt = srlm_xmalloc((size_t)L * sizeof(int)), *dsp = srlm_xmalloc((size_t)L * sizeof(int));
-  char *recv = srlm_xmalloc((size_t)L * (size_t)q * esz);
+  const bool receives = root < 0 || me == root;
+  char *recv = receives ? srlm_xmalloc((size_t)L * (size_t)q * esz) : NULL;
   int rc = MPI_SUCCESS;
   const int64_t rounds = rounds_of(bounds, L, q);
   for (int64_t k = 0; k < rounds && rc == MPI_SUCCESS; k++) {
@@ -938,10 +941,11 @@ static srlm_status allgather_mpi(srlm_comm *c, void *x, int64_t n, size_t esz, c
       dsp[j] = (int)((size_t)j * (size_t)q * esz);
     }
     MPI_Request req;
-    rc = mpi_then_wait(MPI_Iallgatherv(h + (size_t)(bounds[me] + k * q) * esz, cnt[me], MPI_BYTE, recv, cnt, dsp,
-                                       MPI_BYTE, comm, &req),
+    char *send = h + (size_t)(bounds[me] + k * q) * esz;
+    rc = mpi_then_wait(root < 0 ? MPI_Iallgatherv(send, cnt[me], MPI_BYTE, recv, cnt, dsp, MPI_BYTE, comm, &req)
+                                : MPI_Igatherv(send, cnt[me], MPI_BYTE, recv, cnt, dsp, MPI_BYTE, root, comm, &req),
                        &req);
-    for (int j = 0; rc == MPI_SUCCESS && j < L; j++)
+    for (int j = 0; receives && rc == MPI_SUCCESS && j < L; j++)
       if (j != me) memcpy(h + (size_t)(bounds[j] + k * q) * esz, recv + dsp[j], (size_t)cnt[j]);
   }
   free(cnt);
@@ -965,12 +969,17 @@ srlm_status srlm_comm_allgather_shards(srlm_comm *c, void *x, int64_t n, srlm_dt
   if (c->nccl[SRLM_COMM_GROUP_LEARNERS]) return zero1_nccl(c, x, n, bounds, L, false, esz);
 #endif
   if (L == 1 || n == 0) return SRLM_OK;
-  return allgather_mpi(c, x, n, esz, bounds, L, me, false);
+  return allgather_mpi(c, x, n, esz, bounds, L, me, false, -1);
 }
 
 srlm_status srlm_comm_allgather_ranges_host(srlm_comm *c, float *x, int64_t n, int64_t lo, int64_t hi) {
+  return srlm_comm_gather_ranges_host(c, x, n, lo, hi, -1);
+}
+
+srlm_status srlm_comm_gather_ranges_host(srlm_comm *c, float *x, int64_t n, int64_t lo, int64_t hi, int root) {
   int L, me;
   SRLM_TRY(learner_group(c, "master all-gather", n, NULL, &L, &me));
+  if (root >= L) return srlm_error(SRLM_ERR_INTERNAL, "master gather", "root learner %d of %d", root, L);
   if (lo < 0 || hi < lo || hi > n)
     return srlm_error(SRLM_ERR_RANGE, "master all-gather", "range [%lld, %lld) of %lld elements", (long long)lo,
                       (long long)hi, (long long)n);
@@ -1002,7 +1011,7 @@ srlm_status srlm_comm_allgather_ranges_host(srlm_comm *c, float *x, int64_t n, i
                     (long long)all[2 * L - 1], (long long)n);
   free(all);
   /* every learner saw the same ranges, so all return here alike or all gather */
-  if (st == SRLM_OK && n > 0) st = allgather_mpi(c, x, n, sizeof(float), bounds, L, me, true);
+  if (st == SRLM_OK && n > 0) st = allgather_mpi(c, x, n, sizeof(float), bounds, L, me, true, root);
   free(bounds);
   return st;
 }

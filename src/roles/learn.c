@@ -119,14 +119,20 @@ srlm_status sr_master_host(sr_ctx *c, srlm_model *m, float **out) {
   const size_t n = srlm_model_num_params(m);
   size_t lo, hi;
   const int sharded = srlm_model_master_range(m, &lo, &hi);
+  if (!sharded && !c->lead) return SRLM_OK; /* nothing to send, nothing kept: NULL */
+  /* a non-lead learner writes only its range of h (the rest stays untouched pages) */
   float *h = srlm_xmalloc(n * sizeof *h + 1);
   srlm_status st;
   if (!sharded) {
     st = srlm_model_get_params(m, h, 0, n);
-  } else { /* this learner's shard, then the others': every learner joins, whatever its own copy did */
+  } else { /* this learner's shard, then the others' to the lead: every learner joins, whatever its own copy did */
     st = hi > lo ? srlm_model_get_params(m, h + lo, lo, hi - lo) : SRLM_OK;
-    srlm_status gst = srlm_comm_allgather_ranges_host(c->comm, h, (int64_t)n, (int64_t)lo, (int64_t)hi);
+    srlm_status gst = srlm_comm_gather_ranges_host(c->comm, h, (int64_t)n, (int64_t)lo, (int64_t)hi, 0);
     if (st == SRLM_OK) st = gst;
+  }
+  if (!c->lead) { /* its range went to the lead; it keeps nothing */
+    free(h);
+    return st;
   }
   if (st != SRLM_OK) {
     free(h);
@@ -297,7 +303,7 @@ static void dp_reduce_abandon(void *ctx) { srlm_comm_reduce_abandon(((learn_dp *
 static srlm_status dp_allgather_host(void *ctx, float *x, int64_t n, const int64_t *bounds) {
   learn_dp *ld = ctx;
   const int me = srlm_comm_role_rank(ld->comm, SRLM_ROLE_LEARNER);
-  return srlm_comm_allgather_ranges_host(ld->comm, x, n, bounds[me], bounds[me + 1]);
+  return srlm_comm_gather_ranges_host(ld->comm, x, n, bounds[me], bounds[me + 1], 0); /* to the lead, who writes */
 }
 
 static srlm_dp learner_dp(const srlm_config *cfg, srlm_comm *comm, learn_dp *ld) {
@@ -956,7 +962,7 @@ srlm_status sr_learn(sr_ctx *c, int t, srlm_shard *sh, int64_t stale, srlm_sr_it
   float *w = NULL, *a = NULL;
   if (st == SRLM_OK && (sharded || c->anchor)) st = sr_master_host(c, c->ro.m, &w);
   if (st == SRLM_OK && c->anchor) st = sr_master_host(c, c->anchor, &a);
-  if (st == SRLM_OK && c->anchor) row->anchor_distance = anchor_distance(w, a, (size_t)c->n_params);
+  if (st == SRLM_OK && c->anchor && c->lead) row->anchor_distance = anchor_distance(w, a, (size_t)c->n_params);
   if (st == SRLM_OK && sharded && c->lead) { /* kept until the next iteration's learning replaces them */
     free(c->master_host);
     free(c->anchor_host);

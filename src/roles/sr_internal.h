@@ -48,9 +48,10 @@ typedef struct sr_ctx {
 /* The anchor's values on the host (c->n_params floats, malloc'd) for a checkpoint; NULL
  * without an anchor. The lead's, outside the learning (c->anchor_host when gathered). */
 srlm_status sr_anchor_host(sr_ctx *c, float **out);
-/* The fp32 master of m (a learner's model or anchor) whole on the host (malloc'd, *out):
- * its own, or with a bf16 ZeRO-1 shard gathered from every learner (a collective then:
- * every learner calls it at the same point). */
+/* The fp32 master of m (a learner's model or anchor) whole on the host of the lead
+ * (malloc'd, *out): its own, or with a bf16 ZeRO-1 shard gathered from every learner (a
+ * collective then: every learner calls it at the same point, and sends its range). Other
+ * learners get *out = NULL: only the lead writes checkpoints and iteration models. */
 srlm_status sr_master_host(sr_ctx *c, srlm_model *m, float **out);
 
 /* Writes o (consumed) as one compact line of c->metrics and flushes it; with c->tb, also

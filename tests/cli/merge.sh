@@ -145,7 +145,11 @@ if __name__ == "__main__":
     else:
         check(sys.argv[2], sys.argv[3], float(sys.argv[4]), float(sys.argv[5]), sys.argv[6], *sys.argv[7:])
 EOF
-py() { python3 "$T/st.py" "$@"; }
+# a python3 with numpy: the one on PATH, else Debian's (launch/install-deps.sh --test installs
+# python3-numpy there; a pyenv or venv python3 first on PATH may lack it)
+PY=python3
+python3 -c 'import numpy' 2>/dev/null || PY=/usr/bin/python3
+py() { "$PY" "$T/st.py" "$@"; }
 py mk "$T/init" 1 F32
 py mk "$T/a" 2 F32 zero_from="$T/init"
 py mk "$T/b" 3 F32 scale_of="$T/a/model.safetensors,$T/init/model.safetensors"

@@ -519,6 +519,16 @@ static void test_zero1(srlm_comm *c, srlm_backend *be) {
       bad += hm[i] != (float)(j * 100000 + i);
     }
     EXPECT(bad == 0, "host range all-gather, learner %d of %d: %d elements wrong", me, L, bad);
+    /* to the last learner only: it gets every range, the others' arrays keep what they held */
+    for (int64_t i = 0; i < n; i++) hm[i] = i >= b[me] && i < b[me + 1] ? (float)(me * 100000 + i + 7) : -1.0f;
+    EXPECT_EQ_INT(srlm_comm_gather_ranges_host(c, hm, n, b[me], b[me + 1], L - 1), SRLM_OK);
+    bad = 0;
+    for (int64_t i = 0; i < n; i++) {
+      int j = 0;
+      while (i >= b[j + 1]) j++;
+      bad += hm[i] != (me == L - 1 || j == me ? (float)(j * 100000 + i + 7) : -1.0f);
+    }
+    EXPECT(bad == 0, "host range gather to learner %d, learner %d of %d: %d elements wrong", L - 1, me, L, bad);
     if (L > 1) { /* ranges that leave a hole: every learner gets the error, nobody hangs */
       EXPECT_EQ_INT(srlm_comm_allgather_ranges_host(c, hm, n, b[me], b[me + 1] - (me == 0)), SRLM_ERR_INTERNAL);
       srlm_error_clear();
