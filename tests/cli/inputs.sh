@@ -9,14 +9,9 @@
 #   - tokenizer.chat_format errors are config errors (exit 2);
 #   - train.lr=1e-400 underflows a double: a range error, not a learning rate of 0.
 set -u
-srlm=$1
-src=${SRLM_SOURCE_DIR:?}
-tmp=${SRLM_TMP:?}
-export ASAN_OPTIONS="${ASAN_OPTIONS:-}:detect_leaks=0"
-fails=0
-fail() { echo "FAIL: $*" >&2; fails=$((fails + 1)); }
-cd "$src"
-rm -rf "$tmp/runs" && mkdir -p "$tmp/runs"
+. "$(dirname "$0")/lib/check.sh"
+cli_setup "$1"
+no_leak_checks
 # run NAME WANT_RC -- command...: stdout in $tmp/NAME.out, stderr in $tmp/NAME.err
 run() {
   local name=$1 want=$2

@@ -10,15 +10,10 @@
 # answers, self-judged mean score), bit-identical rollouts and weights with 3 MPI ranks,
 # and the config errors (a verifier or judge.mode expected without a task, no prompts).
 set -u
-srlm=$1
-src=${SRLM_SOURCE_DIR:?}
-tmp=${SRLM_TMP:?}
-export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMP_WAIT_POLICY=passive
-export ASAN_OPTIONS="${ASAN_OPTIONS:-}:detect_leaks=0"
-fails=0
-fail() { echo "FAIL: $*" >&2; fails=$((fails + 1)); }
-cd "$src"
-rm -rf "$tmp/runs" && mkdir -p "$tmp/runs"
+. "$(dirname "$0")/lib/check.sh"
+cli_setup "$1"
+mpi_env
+no_leak_checks
 cat >"$tmp/prompts.jsonl" <<'J'
 {"prompt": "Name a prime number."}
 {"messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "What is 2+2?"}]}
