@@ -8,8 +8,7 @@ set -u
 cli_setup "$1"
 mpi_env
 no_leak_checks
-small="run.out_dir=$tmp/runs model.path= model.arch.hidden_size=32 model.arch.intermediate_size=64
-  model.arch.num_layers=2 model.arch.num_heads=2 model.arch.max_seq_len=64 run.iterations=1
+small="run.out_dir=$tmp/runs $tiny_model run.iterations=1
   task.prompts_per_iteration=64 task.eval_prompts=16 generate.samples_per_prompt=2 roles.shard_prompts=8"
 # run NAME WANT_RC -- command...: stdout in $tmp/NAME.out, stderr in $tmp/NAME.err
 run() {

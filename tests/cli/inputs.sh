@@ -23,9 +23,8 @@ run() {
 has() { grep -qF -- "$2" "$tmp/$1.err" || fail "$1: no '$2' in stderr: $(tail -2 "$tmp/$1.err")"; }
 
 # a model with 32 positions and a vocabulary of 32 ids over the tiny tokenizer's 19
-"$srlm" train -c configs/quickstart.yaml run.out_dir="$tmp/runs" run.name=pad model.path= model.arch.vocab_size=32 \
-  model.arch.hidden_size=32 model.arch.intermediate_size=64 model.arch.num_layers=2 model.arch.num_heads=2 \
-  model.arch.max_seq_len=32 run.iterations=0 >/dev/null 2>"$tmp/pad.err" || fail "making the model: $(tail -1 "$tmp/pad.err")"
+"$srlm" train $tiny_quickstart run.name=pad model.arch.vocab_size=32 model.arch.max_seq_len=32 \
+  run.iterations=0 >/dev/null 2>"$tmp/pad.err" || fail "making the model: $(tail -1 "$tmp/pad.err")"
 model=$tmp/runs/pad/iter_0/model
 
 # past the context: refused at once, naming the limit (before: minutes of work, exit 0)

@@ -17,8 +17,7 @@ expect_rc() { # expected-rc description command...
   [ "$rc" -eq "$want" ] || { fail "$what: exit $rc, expected $want"; cat "$tmp/err" >&2; }
 }
 expect_err() { grep -qF -- "$1" "$tmp/err" || { fail "stderr lacks '$1':"; cat "$tmp/err" >&2; }; }
-small="-c configs/quickstart.yaml run.out_dir=$tmp/runs model.path= model.arch.hidden_size=32
-  model.arch.intermediate_size=64 model.arch.num_layers=2 model.arch.num_heads=2
+small="$tiny_quickstart model.arch.max_seq_len=512
   roles.colocate=true roles.learners=0 roles.generators=0 roles.judges=0 roles.threads=1 run.iterations=2
   generate.samples_per_prompt=4 train.batch_size=4 pairs.min_margin=0"
 

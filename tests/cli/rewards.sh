@@ -17,8 +17,7 @@ set -u
 cli_setup "$1"
 mpi_env
 no_leak_checks
-fresh="run.out_dir=$tmp/runs model.path= model.arch.hidden_size=32 model.arch.intermediate_size=64
-  model.arch.num_layers=2 model.arch.num_heads=2 model.arch.max_seq_len=64 roles.threads=1"
+fresh="run.out_dir=$tmp/runs $tiny_model roles.threads=1"
 small="$fresh run.iterations=1 task.prompts_per_iteration=16 task.eval_prompts=16 generate.samples_per_prompt=4
   train.batch_size=4 roles.shard_prompts=8"
 

@@ -13,8 +13,7 @@ set -u
 cli_setup "$1"
 mpi_env
 no_leak_checks
-base="-c configs/quickstart.yaml run.out_dir=$tmp/runs model.path= model.arch.hidden_size=32
-  model.arch.intermediate_size=64 model.arch.num_layers=2 model.arch.num_heads=2 model.arch.max_seq_len=64
+base="$tiny_quickstart
   run.iterations=3 task.prompts_per_iteration=480 task.eval_prompts=64 generate.samples_per_prompt=4
   judge.replay_per_verdict=16 train.batch_size=4 train.lr=1e-3 pairs.min_margin=0 roles.shard_prompts=8
   roles.threads=1 train.checkpoint_every=5"

@@ -20,8 +20,7 @@ reader=(--c-reader "$build/tests/test_tfevents")
 check() { # RUN: the events files agree with metrics.jsonl
   python3 "$src/tests/fixtures/check_tfevents.py" "$1" "${reader[@]}" || fail "$1: events files disagree with metrics.jsonl"
 }
-base="-c configs/quickstart.yaml run.out_dir=$tmp/runs model.path= model.arch.hidden_size=32
-  model.arch.intermediate_size=64 model.arch.num_layers=2 model.arch.num_heads=2 model.arch.max_seq_len=64
+base="$tiny_quickstart
   task.eval_prompts=16 generate.samples_per_prompt=4 judge.replay_per_verdict=8 train.batch_size=4 pairs.min_margin=0
   roles.colocate=true roles.learners=0 roles.generators=0 roles.judges=0 roles.threads=1 run.iterations=2"
 
