@@ -6,16 +6,10 @@
 # on sign-puzzle prompts; usage errors. Then ARGS as the generators' decoding in srlm
 # train (implicit, judge on both built-in tasks) and its config errors.
 set -u
-srlm=$1
-src=${SRLM_SOURCE_DIR:?}
-tmp=${SRLM_TMP:?}
-export ASAN_OPTIONS="${ASAN_OPTIONS:-}:detect_leaks=0"
-fails=0
-fail() { echo "FAIL: $*" >&2; fails=$((fails + 1)); }
-cd "$src"
-rm -rf "$tmp/runs" && mkdir -p "$tmp/runs"
-base="-c configs/quickstart.yaml run.out_dir=$tmp/runs model.path= model.arch.hidden_size=32
-  model.arch.intermediate_size=64 model.arch.num_layers=2 model.arch.num_heads=2 model.arch.max_seq_len=64
+. "$(dirname "$0")/lib/check.sh"
+cli_setup "$1"
+no_leak_checks
+base="$tiny_quickstart
   run.iterations=1 task.prompts_per_iteration=32 task.eval_prompts=16 generate.samples_per_prompt=4
   judge.replay_per_verdict=16 train.batch_size=4 train.lr=3e-3 pairs.min_margin=0 roles.shard_prompts=8
   roles.threads=1"

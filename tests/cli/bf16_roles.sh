@@ -16,21 +16,12 @@
 #     ZeRO-1 it finishes as 4 learners unsharded resuming the same checkpoint.
 # (tests/mpi/mpi_comm.c checks the broadcast into a decode-only model at the model level.)
 set -u
-srlm=$1
-src=${SRLM_SOURCE_DIR:?}
-tmp=${SRLM_TMP:?}
-if ! command -v mpirun >/dev/null 2>&1; then
-  echo "skipped: no mpirun"
-  exit 0
-fi
-export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMP_WAIT_POLICY=passive
-export ASAN_OPTIONS="${ASAN_OPTIONS:-}:detect_leaks=0" # Open MPI's own allocations (see comm_mpi.sh)
-fails=0
-fail() { echo "FAIL: $*" >&2; fails=$((fails + 1)); }
-cd "$src"
-rm -rf "$tmp/runs" && mkdir -p "$tmp/runs"
-base="-c configs/quickstart.yaml run.out_dir=$tmp/runs model.path= model.arch.hidden_size=32
-  model.arch.intermediate_size=64 model.arch.num_layers=2 model.arch.num_heads=2 model.arch.max_seq_len=64
+. "$(dirname "$0")/lib/check.sh"
+need_mpirun
+cli_setup "$1"
+mpi_env
+no_leak_checks
+base="$tiny_quickstart
   run.iterations=2 task.prompts_per_iteration=24 task.eval_prompts=16 generate.samples_per_prompt=4
   judge.replay_per_verdict=8 train.batch_size=8 train.lr=1e-3 pairs.min_margin=0 roles.shard_prompts=4 roles.threads=1
   model.dtype=bf16"
@@ -67,8 +58,6 @@ layout ema2 -np 4 -- $sep roles.learners=2 roles.generators=1 roles.judges=1 $em
 layout ema2z -np 4 -- $sep roles.learners=2 roles.generators=1 roles.judges=1 $ema train.zero=1 train.checkpoint_every=2
 
 # kill-and-resume: 2 ZeRO-1 learners stopped right after a mid-iteration checkpoint
-. "$(dirname "$0")/lib/check.sh" # wait_line, same_run
-fail() { echo "FAIL: $*" >&2; fails=$((fails + 1)); }
 zk="$sep roles.learners=2 roles.generators=1 roles.judges=1 train.zero=1 train.checkpoint_every=2"
 SRLM_STOP_AT_CHECKPOINT=1:2 setsid mpirun --oversubscribe -np 4 "$srlm" train $base run.name=zk $zk >/dev/null 2>"$tmp/zk.err" &
 pid=$!

@@ -15,13 +15,10 @@ if [ ! -x "$bin" ]; then
   exit 0
 fi
 tmp=${SRLM_TMP:?}
-export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
-# Under the sanitizer build: Open MPI keeps allocations to exit, many from components it has
-# dlclose'd (no module name to suppress them by), so leak checks are off for these runs
-# (memory errors are still caught; the shard code's leaks are checked by unit.shard).
-export ASAN_OPTIONS="${ASAN_OPTIONS:-}:detect_leaks=0"
+. "$(dirname "$0")/lib/check.sh" # fail, mpi_env, no_leak_checks (not cli_setup: no srlm runs)
+mpi_env
+no_leak_checks
 fails=0
-fail() { echo "FAIL: $*" >&2; fails=$((fails + 1)); }
 
 # run NAME NP [mpirun options...] -- ARGS...: runs the program (NP 0: without mpirun),
 # sets $rc and $ms (wall time).
@@ -42,7 +39,7 @@ run() {
 }
 show() { sed 's/^/    /' "$tmp/$1.out" "$tmp/$1.err" >&2; }
 
-expect_ok() { # NAME WANT-STDOUT
+expect_ok() { # NAME WANT-STDOUT (replaces check.sh's: checks the last run)
   if [ "$rc" -ne 0 ] || ! grep -qF -- "$2" "$tmp/$1.out"; then
     fail "$1: exit $rc, stdout lacks '$2'"
     show "$1"

@@ -9,13 +9,9 @@
 # outside SRLM_TEST_QUICK); then `srlm task eval --task countdown`. The tiny model learns little in seconds: this checks the
 # plumbing and the metrics, not the gains.
 set -u
-srlm=$1
-src=${SRLM_SOURCE_DIR:?}
-tmp=${SRLM_TMP:?}
-fails=0
-fail() { echo "FAIL: $*" >&2; fails=$((fails + 1)); }
-cd "$src"
-rm -rf "$tmp/runs" && mkdir -p "$tmp/runs/countdown-data"
+. "$(dirname "$0")/lib/check.sh"
+cli_setup "$1"
+mkdir -p "$tmp/runs/countdown-data"
 
 # checker and judge format
 [ "$("$srlm" task check --task countdown --prompt C3,7,25,4T56A --answer '(25-4)*3-7')" = correct ] || fail "check: valid"

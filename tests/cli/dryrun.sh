@@ -4,17 +4,11 @@
 # the plan and writes nothing; its errors are the run's (exit 2 config/layout, 1 files).
 # srlm version names the commit it was configured at, the build type and the libraries.
 set -u
-srlm=$1
-src=${SRLM_SOURCE_DIR:?}
-tmp=${SRLM_TMP:?}
-export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMP_WAIT_POLICY=passive
-export ASAN_OPTIONS="${ASAN_OPTIONS:-}:detect_leaks=0"
-fails=0
-fail() { echo "FAIL: $*" >&2; fails=$((fails + 1)); }
-cd "$src"
-rm -rf "$tmp/runs" && mkdir -p "$tmp/runs"
-small="run.out_dir=$tmp/runs model.path= model.arch.hidden_size=32 model.arch.intermediate_size=64
-  model.arch.num_layers=2 model.arch.num_heads=2 model.arch.max_seq_len=64 run.iterations=1
+. "$(dirname "$0")/lib/check.sh"
+cli_setup "$1"
+mpi_env
+no_leak_checks
+small="run.out_dir=$tmp/runs $tiny_model run.iterations=1
   task.prompts_per_iteration=64 task.eval_prompts=16 generate.samples_per_prompt=2 roles.shard_prompts=8"
 # run NAME WANT_RC -- command...: stdout in $tmp/NAME.out, stderr in $tmp/NAME.err
 run() {

@@ -9,14 +9,9 @@
 #   - tokenizer.chat_format errors are config errors (exit 2);
 #   - train.lr=1e-400 underflows a double: a range error, not a learning rate of 0.
 set -u
-srlm=$1
-src=${SRLM_SOURCE_DIR:?}
-tmp=${SRLM_TMP:?}
-export ASAN_OPTIONS="${ASAN_OPTIONS:-}:detect_leaks=0"
-fails=0
-fail() { echo "FAIL: $*" >&2; fails=$((fails + 1)); }
-cd "$src"
-rm -rf "$tmp/runs" && mkdir -p "$tmp/runs"
+. "$(dirname "$0")/lib/check.sh"
+cli_setup "$1"
+no_leak_checks
 # run NAME WANT_RC -- command...: stdout in $tmp/NAME.out, stderr in $tmp/NAME.err
 run() {
   local name=$1 want=$2
@@ -28,9 +23,8 @@ run() {
 has() { grep -qF -- "$2" "$tmp/$1.err" || fail "$1: no '$2' in stderr: $(tail -2 "$tmp/$1.err")"; }
 
 # a model with 32 positions and a vocabulary of 32 ids over the tiny tokenizer's 19
-"$srlm" train -c configs/quickstart.yaml run.out_dir="$tmp/runs" run.name=pad model.path= model.arch.vocab_size=32 \
-  model.arch.hidden_size=32 model.arch.intermediate_size=64 model.arch.num_layers=2 model.arch.num_heads=2 \
-  model.arch.max_seq_len=32 run.iterations=0 >/dev/null 2>"$tmp/pad.err" || fail "making the model: $(tail -1 "$tmp/pad.err")"
+"$srlm" train $tiny_quickstart run.name=pad model.arch.vocab_size=32 model.arch.max_seq_len=32 \
+  run.iterations=0 >/dev/null 2>"$tmp/pad.err" || fail "making the model: $(tail -1 "$tmp/pad.err")"
 model=$tmp/runs/pad/iter_0/model
 
 # past the context: refused at once, naming the limit (before: minutes of work, exit 0)

@@ -14,21 +14,12 @@
 #   - failures end every rank, with the message, non-zero, no hang: a non-lead rank with a
 #     bad model.path, and a judge rank killed with SIGKILL mid-iteration.
 set -u
-srlm=$1
-src=${SRLM_SOURCE_DIR:?}
-tmp=${SRLM_TMP:?}
-if ! command -v mpirun >/dev/null 2>&1; then
-  echo "skipped: no mpirun"
-  exit 0
-fi
-export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMP_WAIT_POLICY=passive
-export ASAN_OPTIONS="${ASAN_OPTIONS:-}:detect_leaks=0" # Open MPI's own allocations (see comm_mpi.sh)
-fails=0
-fail() { echo "FAIL: $*" >&2; fails=$((fails + 1)); }
-cd "$src"
-rm -rf "$tmp/runs" && mkdir -p "$tmp/runs"
-base="-c configs/quickstart.yaml run.out_dir=$tmp/runs model.path= model.arch.hidden_size=32
-  model.arch.intermediate_size=64 model.arch.num_layers=2 model.arch.num_heads=2 model.arch.max_seq_len=64
+. "$(dirname "$0")/lib/check.sh"
+need_mpirun
+cli_setup "$1"
+mpi_env
+no_leak_checks
+base="$tiny_quickstart
   run.iterations=2 task.prompts_per_iteration=24 task.eval_prompts=16 generate.samples_per_prompt=4
   judge.replay_per_verdict=8 train.batch_size=8 train.lr=1e-3 pairs.min_margin=0 roles.shard_prompts=4 roles.threads=1"
 sep="roles.colocate=false"

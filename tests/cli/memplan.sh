@@ -6,21 +6,12 @@
 # device through SRLM_SIM_DEVICE_MEMORY) a plan that does not fit ends the job at once,
 # before anything is allocated, with the plan and what to change, on every rank.
 set -u
-srlm=$1
-src=${SRLM_SOURCE_DIR:?}
-tmp=${SRLM_TMP:?}
-if ! command -v mpirun >/dev/null 2>&1; then
-  echo "skipped: no mpirun"
-  exit 0
-fi
-export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMP_WAIT_POLICY=passive
-export ASAN_OPTIONS="${ASAN_OPTIONS:-}:detect_leaks=0"
-fails=0
-fail() { echo "FAIL: $*" >&2; fails=$((fails + 1)); }
-cd "$src"
-rm -rf "$tmp/runs" && mkdir -p "$tmp/runs"
-base="-c configs/quickstart.yaml run.out_dir=$tmp/runs model.path= model.arch.hidden_size=32
-  model.arch.intermediate_size=64 model.arch.num_layers=2 model.arch.num_heads=2 model.arch.max_seq_len=64
+. "$(dirname "$0")/lib/check.sh"
+need_mpirun
+cli_setup "$1"
+mpi_env
+no_leak_checks
+base="$tiny_quickstart
   run.iterations=1 task.prompts_per_iteration=8 task.eval_prompts=8 generate.samples_per_prompt=2
   judge.replay_per_verdict=4 train.batch_size=4 roles.shard_prompts=4 roles.threads=1
   roles.colocate=false roles.learners=1 roles.generators=1 roles.judges=1"

@@ -16,16 +16,11 @@
 #   - the config errors (meta with GRPO, on the built-in Countdown, with judge.mode expected, J < 2, a prompt set
 #     without meta.template, a winner regex without a group) name their keys.
 set -u
-srlm=$1
-src=${SRLM_SOURCE_DIR:?}
-tmp=${SRLM_TMP:?}
+. "$(dirname "$0")/lib/check.sh"
+cli_setup "$1"
+mpi_env
 TMP=$tmp
-fails=0 checks=0
-. "$src/tests/cli/lib/check.sh"
-export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMP_WAIT_POLICY=passive
 
-cd "$src"
-rm -rf "$tmp/runs" && mkdir -p "$tmp/runs"
 "$srlm" task sft-data --seed 3 --instructions 300 --judge 600 --meta-judge 400 --out "$tmp/runs/sft.jsonl" \
   2>"$tmp/data.err" || fail "task sft-data --meta-judge: $(tail -1 "$tmp/data.err")"
 grep -q "meta-judge examples: 400" "$tmp/data.err" || fail "no meta-judge count: $(cat "$tmp/data.err")"

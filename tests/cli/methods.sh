@@ -6,14 +6,8 @@
 # that each runs and that its counts in metrics.jsonl add up. In a file of its own so that
 # neither this nor cli.selfreward nears the 10-minute limit under ASan.
 set -u
-srlm=$1
-src=${SRLM_SOURCE_DIR:?}
-tmp=${SRLM_TMP:?}
-fails=0
-fail() { echo "FAIL: $*" >&2; fails=$((fails + 1)); }
-
-cd "$src"
-rm -rf "$tmp/runs" && mkdir -p "$tmp/runs"
+. "$(dirname "$0")/lib/check.sh"
+cli_setup "$1"
 "$srlm" task sft-data --seed 3 --instructions 300 --judge 600 --out "$tmp/runs/sft.jsonl" 2>/dev/null \
   || fail "task sft-data"
 "$srlm" sft -c configs/quickstart-m1.yaml run.out_dir="$tmp/runs" data.sft="$tmp/runs/sft.jsonl" \

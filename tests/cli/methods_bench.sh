@@ -8,13 +8,9 @@
 # runs again; a missing method config is an error naming it; --skip-file skips with the
 # reason printed; --plan prints the estimate.
 set -u
-srlm=$1
-src=${SRLM_SOURCE_DIR:?}
-tmp=${SRLM_TMP:?}
-export ASAN_OPTIONS="${ASAN_OPTIONS:-}:detect_leaks=0" # Open MPI's own allocations (see comm_mpi.sh)
-fails=0
-fail() { echo "FAIL: $*" >&2; fails=$((fails + 1)); }
-cd "$src"
+. "$(dirname "$0")/lib/check.sh"
+cli_setup "$1"
+no_leak_checks
 rm -rf "$tmp/mb" && mkdir -p "$tmp"
 # the sanitizer stage: the sign puzzle, 2 methods; the Release stage: both tasks and every
 # method config of this harness's own (the others' have their own tests)

@@ -10,15 +10,10 @@
 # answers, self-judged mean score), bit-identical rollouts and weights with 3 MPI ranks,
 # and the config errors (a verifier or judge.mode expected without a task, no prompts).
 set -u
-srlm=$1
-src=${SRLM_SOURCE_DIR:?}
-tmp=${SRLM_TMP:?}
-export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMP_WAIT_POLICY=passive
-export ASAN_OPTIONS="${ASAN_OPTIONS:-}:detect_leaks=0"
-fails=0
-fail() { echo "FAIL: $*" >&2; fails=$((fails + 1)); }
-cd "$src"
-rm -rf "$tmp/runs" && mkdir -p "$tmp/runs"
+. "$(dirname "$0")/lib/check.sh"
+cli_setup "$1"
+mpi_env
+no_leak_checks
 cat >"$tmp/prompts.jsonl" <<'J'
 {"prompt": "Name a prime number."}
 {"messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "What is 2+2?"}]}
@@ -27,10 +22,9 @@ cat >"$tmp/prompts.jsonl" <<'J'
 {"prompt": "Give a color."}
 {"prompt": "Pick a digit."}
 J
-base="-c configs/quickstart.yaml run.out_dir=$tmp/runs task.name=none data.prompts=$tmp/prompts.jsonl
+base="$tiny_quickstart model.arch.max_seq_len=2048 task.name=none data.prompts=$tmp/prompts.jsonl
   data.prompts_per_iteration=4 tokenizer.path=tests/fixtures/sft/chatml_tokenizer tokenizer.chat_format=chatml
-  model.path= model.arch.hidden_size=32 model.arch.intermediate_size=64 model.arch.num_layers=2
-  model.arch.num_heads=2 model.arch.max_seq_len=2048 run.iterations=2 generate.samples_per_prompt=3
+  run.iterations=2 generate.samples_per_prompt=3
   generate.max_new_tokens=6 judge.samples=2 judge.max_new_tokens=6 judge.temperature=1.0
   judge.score_regex=([0-9]) judge.score_max=9 judge.mode=regex pairs.min_margin=0 train.batch_size=2
   train.lr=1e-3 roles.shard_prompts=2 roles.threads=1"

@@ -8,22 +8,16 @@
 # warning, not a failed run; errors: no run folder, no metrics.jsonl, an empty one, bad
 # JSON and a non-object line (file:line), and usage.
 set -u
-srlm=$1
-src=${SRLM_SOURCE_DIR:?}
-tmp=${SRLM_TMP:?}
-export ASAN_OPTIONS="${ASAN_OPTIONS:-}:detect_leaks=0"
-fails=0
-fail() { echo "FAIL: $*" >&2; fails=$((fails + 1)); }
+. "$(dirname "$0")/lib/check.sh"
+cli_setup "$1"
+no_leak_checks
 expect_rc() { # expected-rc description command...
   local want=$1 what=$2; shift 2
   "$@" >"$tmp/out" 2>"$tmp/err"; local rc=$?
   [ "$rc" -eq "$want" ] || { fail "$what: exit $rc, expected $want"; cat "$tmp/err" >&2; }
 }
 expect_err() { grep -qF -- "$1" "$tmp/err" || { fail "stderr lacks '$1':"; cat "$tmp/err" >&2; }; }
-cd "$src"
-rm -rf "$tmp/runs" && mkdir -p "$tmp/runs"
-small="-c configs/quickstart.yaml run.out_dir=$tmp/runs model.path= model.arch.hidden_size=32
-  model.arch.intermediate_size=64 model.arch.num_layers=2 model.arch.num_heads=2
+small="$tiny_quickstart model.arch.max_seq_len=512
   roles.colocate=true roles.learners=0 roles.generators=0 roles.judges=0 roles.threads=1 run.iterations=2
   generate.samples_per_prompt=4 train.batch_size=4 pairs.min_margin=0"
 

@@ -13,18 +13,11 @@
 # with its score, and a line without what the reward needs is an error naming it. eval.best_of:
 # the eval line's best-of-N accuracy, equal to the greedy accuracy when sampling is greedy.
 set -u
-srlm=$1
-src=${SRLM_SOURCE_DIR:?}
-tmp=${SRLM_TMP:?}
-fails=0
-fail() { echo "FAIL: $*" >&2; fails=$((fails + 1)); }
-export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMP_WAIT_POLICY=passive
-export ASAN_OPTIONS="${ASAN_OPTIONS:-}:detect_leaks=0" # Open MPI's own allocations (see comm_mpi.sh)
-
-cd "$src"
-rm -rf "$tmp/runs" && mkdir -p "$tmp/runs"
-fresh="run.out_dir=$tmp/runs model.path= model.arch.hidden_size=32 model.arch.intermediate_size=64
-  model.arch.num_layers=2 model.arch.num_heads=2 model.arch.max_seq_len=64 roles.threads=1"
+. "$(dirname "$0")/lib/check.sh"
+cli_setup "$1"
+mpi_env
+no_leak_checks
+fresh="run.out_dir=$tmp/runs $tiny_model roles.threads=1"
 small="$fresh run.iterations=1 task.prompts_per_iteration=16 task.eval_prompts=16 generate.samples_per_prompt=4
   train.batch_size=4 roles.shard_prompts=8"
 

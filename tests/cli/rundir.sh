@@ -12,17 +12,11 @@
 #   - --resume with run.iterations, the layout, threads and log level changed: allowed (the
 #     extended run equals a run made that long at once); other keys: exit 2 naming each.
 set -u
-srlm=$1
-src=${SRLM_SOURCE_DIR:?}
-tmp=${SRLM_TMP:?}
-export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMP_WAIT_POLICY=passive
-export ASAN_OPTIONS="${ASAN_OPTIONS:-}:detect_leaks=0"
-fails=0
-fail() { echo "FAIL: $*" >&2; fails=$((fails + 1)); }
-cd "$src"
-rm -rf "$tmp/runs" && mkdir -p "$tmp/runs"
-base="-c configs/quickstart.yaml run.out_dir=$tmp/runs model.path= model.arch.hidden_size=32
-  model.arch.intermediate_size=64 model.arch.num_layers=2 model.arch.num_heads=2 model.arch.max_seq_len=64
+. "$(dirname "$0")/lib/check.sh"
+cli_setup "$1"
+mpi_env
+no_leak_checks
+base="$tiny_quickstart
   task.prompts_per_iteration=240 task.eval_prompts=32 generate.samples_per_prompt=4
   judge.replay_per_verdict=16 train.batch_size=4 train.lr=1e-3 pairs.min_margin=0 roles.shard_prompts=8
   roles.threads=1 train.checkpoint_every=5"

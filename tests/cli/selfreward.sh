@@ -6,14 +6,8 @@
 # run with the same seed gives bit-identical weights, GRPO with the verifier as the reward, and
 # the judge's two counts named apart (judge_format_failures, judgments_without_score).
 set -u
-srlm=$1
-src=${SRLM_SOURCE_DIR:?}
-tmp=${SRLM_TMP:?}
-fails=0
-fail() { echo "FAIL: $*" >&2; fails=$((fails + 1)); }
-
-cd "$src"
-rm -rf "$tmp/runs" && mkdir -p "$tmp/runs"
+. "$(dirname "$0")/lib/check.sh"
+cli_setup "$1"
 "$srlm" task sft-data --seed 3 --instructions 300 --judge 600 --out "$tmp/runs/sft.jsonl" 2>/dev/null \
   || fail "task sft-data"
 "$srlm" sft -c configs/quickstart-m1.yaml run.out_dir="$tmp/runs" data.sft="$tmp/runs/sft.jsonl" \

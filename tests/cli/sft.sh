@@ -6,11 +6,8 @@
 # trained answers; the same seed gives the same weights for any thread count; usage and
 # data errors.
 set -u
-srlm=$1
-src=${SRLM_SOURCE_DIR:?}
-tmp=${SRLM_TMP:?}
-fails=0
-fail() { echo "FAIL: $*" >&2; fails=$((fails + 1)); }
+. "$(dirname "$0")/lib/check.sh"
+cli_setup "$1"
 expect_rc() { # expected-rc description command...
   local want=$1 what=$2; shift 2
   "$@" >"$tmp/out" 2>"$tmp/err"; local rc=$?
@@ -20,8 +17,6 @@ expect_err() { grep -qF -- "$1" "$tmp/err" || { fail "stderr lacks '$1':"; tail 
 # json_num FILE KEY: the number of "KEY": in a pretty-printed JSON file
 json_num() { sed -n "s/^ *\"$2\": *\([-0-9.eE+]*\),\{0,1\}$/\1/p" "$1" | head -1; }
 
-cd "$src"
-rm -rf "$tmp/runs"
 data=tests/fixtures/sft/sign_puzzle.jsonl
 expect_rc 0 "sft on the sign puzzles" "$srlm" sft -c configs/sft-tiny.yaml --data "$data" \
   run.out_dir="$tmp/runs" run.name=a

@@ -4,15 +4,9 @@
 # is detected from tokenizer_config.json); the loss must fall, and the saved model, asked
 # with the same user turns, must answer every one greedily and stop at <|im_end|>.
 set -u
-srlm=$1
-src=${SRLM_SOURCE_DIR:?}
-tmp=${SRLM_TMP:?}
-fails=0
-fail() { echo "FAIL: $*" >&2; fails=$((fails + 1)); }
-
-cd "$src"
+. "$(dirname "$0")/lib/check.sh"
+cli_setup "$1"
 fix=tests/fixtures/sft
-rm -rf "$tmp/runs"
 "$srlm" sft -c configs/sft-tiny.yaml run.out_dir="$tmp/runs" run.name=chat \
   tokenizer.path=$fix/chatml_tokenizer tokenizer.chat_format=auto data.sft=$fix/chat_sign_puzzle.jsonl \
   model.arch.max_seq_len=64 2>"$tmp/err" || { fail "sft exited $?"; cat "$tmp/err" >&2; }

@@ -21,15 +21,10 @@
 # mpirun). Layouts do not change rollouts or, with one learner, the weights (cli.layouts), so
 # the same rules hold.
 set -u
-srlm=$1
-src=${SRLM_SOURCE_DIR:?}
-tmp=${SRLM_TMP:?}
+. "$(dirname "$0")/lib/check.sh"
+cli_setup "$1"
 be_dev=${SRLM_QS_BACKEND:-cuda-sim}
 ranks=${SRLM_QS_RANKS:-1}
-fails=0
-fail() { echo "FAIL: $*" >&2; fails=$((fails + 1)); }
-cd "$src"
-rm -rf "$tmp/runs" && mkdir -p "$tmp/runs"
 
 case "$ranks" in
   1) launch=() layout="" ;;

@@ -5,11 +5,8 @@
 # `srlm sft` (its accuracy equals what `srlm generate` + `srlm task check` give on the
 # same held-out prompts), and usage/data errors with their exit statuses.
 set -u
-srlm=$1
-src=${SRLM_SOURCE_DIR:?}
-tmp=${SRLM_TMP:?}
-fails=0
-fail() { echo "FAIL: $*" >&2; fails=$((fails + 1)); }
+. "$(dirname "$0")/lib/check.sh"
+cli_setup "$1"
 expect_rc() { # expected-rc description command...
   local want=$1 what=$2; shift 2
   "$@" >"$tmp/out" 2>"$tmp/err"; local rc=$?
@@ -18,7 +15,6 @@ expect_rc() { # expected-rc description command...
 expect_err() { grep -qF -- "$1" "$tmp/err" || { fail "stderr lacks '$1':"; tail -5 "$tmp/err" >&2; }; }
 expect_out() { [ "$(cat "$tmp/out")" = "$1" ] || fail "stdout '$(cat "$tmp/out")', expected '$1'"; }
 
-cd "$src"
 if ! "$srlm" task --help >/dev/null 2>&1; then
   echo "FAIL: 'srlm task' is not available (srlm_cmd_task must be registered in src/cli/main.c)" >&2
   exit 1

@@ -11,22 +11,16 @@
 # tensorboard package's own reader (ctest fixtures.tfevents, where it is installed).
 # usage: bash tensorboard.sh SRLM_BIN [--tensorboard]
 set -u
-srlm=$1
-src=${SRLM_SOURCE_DIR:?}
-tmp=${SRLM_TMP:?}
+. "$(dirname "$0")/lib/check.sh"
+cli_setup "$1"
+no_leak_checks
 build=${SRLM_BUILD_DIR:?}
-export ASAN_OPTIONS="${ASAN_OPTIONS:-}:detect_leaks=0"
-fails=0
-fail() { echo "FAIL: $*" >&2; fails=$((fails + 1)); }
 reader=(--c-reader "$build/tests/test_tfevents")
 [ "${2:-}" = "--tensorboard" ] && reader=()
 check() { # RUN: the events files agree with metrics.jsonl
   python3 "$src/tests/fixtures/check_tfevents.py" "$1" "${reader[@]}" || fail "$1: events files disagree with metrics.jsonl"
 }
-cd "$src"
-rm -rf "$tmp/runs" && mkdir -p "$tmp/runs"
-base="-c configs/quickstart.yaml run.out_dir=$tmp/runs model.path= model.arch.hidden_size=32
-  model.arch.intermediate_size=64 model.arch.num_layers=2 model.arch.num_heads=2 model.arch.max_seq_len=64
+base="$tiny_quickstart
   task.eval_prompts=16 generate.samples_per_prompt=4 judge.replay_per_verdict=8 train.batch_size=4 pairs.min_margin=0
   roles.colocate=true roles.learners=0 roles.generators=0 roles.judges=0 roles.threads=1 run.iterations=2"
 

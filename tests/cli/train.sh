@@ -3,11 +3,8 @@
 # HDF5, summary.json) from configs/quickstart.yaml; bad configs, overrides and prompt
 # files are errors naming file:line / key with exit status 2 / 1; skip_bad_lines counts.
 set -u
-srlm=$1
-src=${SRLM_SOURCE_DIR:?}
-tmp=${SRLM_TMP:?}
-fails=0
-fail() { echo "FAIL: $*" >&2; fails=$((fails + 1)); }
+. "$(dirname "$0")/lib/check.sh"
+cli_setup "$1"
 expect_rc() { # expected-rc description command...
   local want=$1 what=$2; shift 2
   "$@" >"$tmp/out" 2>"$tmp/err"; local rc=$?
@@ -15,8 +12,6 @@ expect_rc() { # expected-rc description command...
 }
 expect_err() { grep -qF -- "$1" "$tmp/err" || { fail "stderr lacks '$1':"; cat "$tmp/err" >&2; }; }
 
-cd "$src"
-rm -rf "$tmp/runs"
 # the preparation stages alone (run.iterations 0): M0 from model.arch, the prompts file
 prep="model.path= task.name=none run.iterations=0 data.prompts=configs/data/quickstart_prompts.jsonl data.max_prompt_tokens=16
   model.arch.hidden_size=64 model.arch.intermediate_size=160 model.arch.num_layers=4 model.arch.num_heads=4

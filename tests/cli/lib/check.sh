@@ -1,7 +1,51 @@
-# Shared checks of the CLI test scripts (sourced; not a test itself). The caller sets TMP (a
-# scratch folder) and the counters fails=0 checks=0.
+# The shared start and checks of the CLI test scripts (sourced; not a test itself). A test of
+# the srlm binary (run by ctest as `bash tests/cli/NAME.sh SRLM_BIN`) begins
+#   . "$(dirname "$0")/lib/check.sh"
+#   need_mpirun      # only where every case needs mpirun
+#   cli_setup "$1"
+#   mpi_env          # where it starts mpirun
+#   no_leak_checks   # where srlm (which initializes MPI) runs under the sanitizer build
+# and ends with [ "$fails" -eq 0 ] (its exit status). expect_error and expect_ok write to $TMP,
+# which their caller sets (scripts that skip cli_setup set fails=0 checks=0 themselves).
 
 fail() { echo "FAIL: $*" >&2; fails=$((fails + 1)); }
+
+# cli_setup SRLM_BIN: sets srlm (the binary), src (SRLM_SOURCE_DIR) and tmp (SRLM_TMP; both
+# must be set, the script exits otherwise), the counters fails=0 checks=0, and the tiny model
+# of most train runs; moves to $src (configs/ paths are relative) and empties $tmp/runs.
+#   tiny_model       a fresh 2-layer model of hidden size 32 and 64 positions (model.path= makes
+#                    M0 from model.arch), as overrides;
+#   tiny_quickstart  configs/quickstart.yaml with runs in $tmp/runs and tiny_model.
+# A test appends its own keys (iterations, prompt counts, batch, ...); srlm applies overrides
+# in order, so a key given again later (model.arch.max_seq_len=32) replaces the tiny value.
+cli_setup() {
+  srlm=$1
+  src=${SRLM_SOURCE_DIR:?}
+  tmp=${SRLM_TMP:?}
+  fails=0 checks=0
+  tiny_model="model.path= model.arch.hidden_size=32 model.arch.intermediate_size=64 model.arch.num_layers=2
+    model.arch.num_heads=2 model.arch.max_seq_len=64"
+  tiny_quickstart="-c configs/quickstart.yaml run.out_dir=$tmp/runs $tiny_model"
+  cd "$src" || exit 1
+  rm -rf "$tmp/runs" && mkdir -p "$tmp/runs"
+}
+
+# need_mpirun: ends the test as passed (exit 0, "skipped: no mpirun") where mpirun is missing
+need_mpirun() {
+  command -v mpirun >/dev/null 2>&1 && return
+  echo "skipped: no mpirun"
+  exit 0
+}
+
+# mpi_env: mpirun may start ranks as root (containers, CI), and idle OpenMP threads sleep
+# instead of spinning (several ranks share the cores)
+mpi_env() { export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMP_WAIT_POLICY=passive; }
+
+# no_leak_checks: under the sanitizer build, Open MPI keeps allocations to exit, many from
+# components it has dlclose'd (no module name to suppress them by), so leak checks are off
+# for the test's processes (memory errors are still caught; the shard code's leaks are
+# checked by unit.shard)
+no_leak_checks() { export ASAN_OPTIONS="${ASAN_OPTIONS:-}:detect_leaks=0"; }
 
 # expect_error CODE "part of stderr" -- command...
 expect_error() {
