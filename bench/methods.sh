@@ -31,7 +31,8 @@
 #
 # Resumable: a (method, task, seed) run whose metrics.jsonl holds its last iteration line is
 # done and not run again; an unfinished one continues with `srlm train --resume` (from
-# scratch when there is nothing to resume). M1s and data files are made once. So an
+# scratch when there is nothing to resume). M1s and data files are made once, when a run
+# needs them (a seed whose runs are all done needs none). So an
 # interrupted comparison continues where it stopped: run the same command again.
 #
 # Method M1s: configs/methods/<prefix><method>-m1.yaml is an SFT config; its data comes
@@ -159,15 +160,20 @@ for t in "${task_list[@]}"; do
   [ -n "$per" ] || per=$(( $(est_run "$t") * iterations / 6 ))
   for s in "${seed_list[@]}"; do
     d=$out/$t/seed$s
-    m1_done "$d/m1/$(task_m1_name "$t")" || { todo_m1=$((todo_m1 + 1)); est=$((est + $(est_m1 "$t"))); }
+    need_m1=0
     for m in "${method_list[@]}"; do
       [ -n "${skip_reason[$t:$m]:-}" ] && continue
       total_runs=$((total_runs + 1))
+      run_done "$d/runs/$m" && continue
+      need_m1=1
+      todo_runs=$((todo_runs + 1)); est=$((est + per))
       if [ -f "configs/methods/$p$m-m1.yaml" ] && ! m1_done "$d/m1/$m-m1"; then
         todo_m1=$((todo_m1 + 1)); est=$((est + $(est_m1 "$t")))
       fi
-      run_done "$d/runs/$m" || { todo_runs=$((todo_runs + 1)); est=$((est + per)); }
     done
+    if [ "$need_m1" = 1 ] && ! m1_done "$d/m1/$(task_m1_name "$t")"; then
+      todo_m1=$((todo_m1 + 1)); est=$((est + $(est_m1 "$t")))
+    fi
   done
 done
 commit=$(git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
@@ -256,7 +262,6 @@ for t in "${task_list[@]}"; do
   p=$(task_prefix "$t")
   for s in "${seed_list[@]}"; do
     d=$out/$t/seed$s
-    make_m1 "$t" "$s" "$(task_m1_config "$t")" "$(task_m1_name "$t")" "$(task_data "$t")"
     for m in "${method_list[@]}"; do
       if [ -n "${skip_reason[$t:$m]:-}" ]; then
         echo "== skip $m on $t: ${skip_reason[$t:$m]}"
@@ -269,6 +274,8 @@ for t in "${task_list[@]}"; do
         echo "== [$run_i/$total_runs] $m $t seed $s: done before ($rd)"
         continue
       fi
+      # the seed's M1 when a run needs it (a kept folder's finished seeds need none)
+      make_m1 "$t" "$s" "$(task_m1_config "$t")" "$(task_m1_name "$t")" "$(task_data "$t")"
       model=$d/m1/$(task_m1_name "$t")/model
       if [ -f "configs/methods/$p$m-m1.yaml" ]; then
         mdata=$(m1_data_args "configs/methods/$p$m-m1.yaml" "$t")
