@@ -53,15 +53,7 @@ static int wait_polite(MPI_Request *req, MPI_Status *status) {
     int done = 0;
     int rc = MPI_Test(req, &done, status ? status : MPI_STATUS_IGNORE);
     if (rc != MPI_SUCCESS || done) return rc;
-    const char *late = sr_watchdog_late(); /* a rank stopped answering: this wait would never end */
-    if (late) {
-      fputs(late, stderr);
-      fflush(stderr);
-      MPI_Abort(MPI_COMM_WORLD, 1);
-    }
-    struct timespec ts = {0, ns};
-    nanosleep(&ts, NULL);
-    if (ns < 2000000) ns *= 2;
+    sr_watchdog_nap(&ns, 2000000);
   }
 }
 /* A nonblocking MPI call followed by the polite wait; rc of whichever failed. */
@@ -1085,19 +1077,6 @@ static void ov_free(srlm_comm *c) {
   }
 }
 
-/* One pause of a wait for buckets, as wait_polite's (the watchdog too). */
-static void ov_nap(long *ns) {
-  const char *late = sr_watchdog_late();
-  if (late) {
-    fputs(late, stderr);
-    fflush(stderr);
-    MPI_Abort(MPI_COMM_WORLD, 1);
-  }
-  struct timespec ts = {0, *ns};
-  nanosleep(&ts, NULL);
-  if (*ns < 2000000) *ns *= 2;
-}
-
 static srlm_status ov_mpi_error(const char *call, int rc, const char *file, int line) {
   return srlm_lib_error("MPI", call, rc, mpi_desc(rc), file, line);
 }
@@ -1197,7 +1176,7 @@ static srlm_status ov_start(srlm_comm *c, ov_state *o) {
     for (int i = 0; i < OV_SLOTS && !k; i++)
       if (o->slot[i].phase == 0) k = &o->slot[i];
     if (k) break;
-    ov_nap(&ns);
+    sr_watchdog_nap(&ns, 2000000); /* as wait_polite */
   }
   k->seq = seq;
   k->lo = lo;
@@ -1293,7 +1272,7 @@ srlm_status srlm_comm_reduce_end(srlm_comm *c) {
     bool busy = false;
     for (int i = 0; i < OV_SLOTS; i++) busy |= o->slot[i].phase != 0;
     if (!busy) break;
-    if (st == SRLM_OK) ov_nap(&ns);
+    if (st == SRLM_OK) sr_watchdog_nap(&ns, 2000000); /* as wait_polite */
   }
   if (st != SRLM_OK) {
     srlm_comm_reduce_abandon(c);

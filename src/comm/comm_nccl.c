@@ -80,20 +80,6 @@ srlm_status sr_nccl_unique_id(unsigned char id[SR_NCCL_ID_BYTES]) {
 
 /* ---- waiting -------------------------------------------------------------- */
 
-/* One pause of a poll: *ns, then doubled up to 1 ms. A rank the watchdog found stopped ends
- * the job here, as comm.c's MPI waits do. */
-static void nap(long *ns) {
-  const char *late = sr_watchdog_late();
-  if (late) {
-    fputs(late, stderr);
-    fflush(stderr);
-    MPI_Abort(MPI_COMM_WORLD, 1);
-  }
-  struct timespec ts = {0, *ns};
-  nanosleep(&ts, NULL);
-  if (*ns < 1000000) *ns *= 2;
-}
-
 /* Ends the communicator after an error: its kernels in flight stop, nothing waits on it. */
 static void kill_comm(sr_nccl *n) {
   if (n->comm) (void)ncclCommAbort(n->comm);
@@ -116,7 +102,7 @@ static srlm_status nccl_fail(sr_nccl *n, ncclResult_t rc, const char *stmt, cons
 static ncclResult_t settle(sr_nccl *n, ncclResult_t rc) {
   long ns = 20000;
   while (rc == ncclInProgress && n->comm) {
-    nap(&ns);
+    sr_watchdog_nap(&ns, 1000000);
     ncclResult_t q = ncclCommGetAsyncError(n->comm, &rc);
     if (q != ncclSuccess) return q;
   }
@@ -147,7 +133,7 @@ static srlm_status wait_stream(sr_nccl *n, const char *what) {
     ncclResult_t state = ncclSuccess, rc = ncclCommGetAsyncError(n->comm, &state);
     if (rc != ncclSuccess) return nccl_fail(n, rc, "ncclCommGetAsyncError", __FILE__, __LINE__);
     if (state != ncclSuccess && state != ncclInProgress) return nccl_fail(n, state, what, __FILE__, __LINE__);
-    nap(&ns);
+    sr_watchdog_nap(&ns, 1000000);
   }
   /* cudaErrorNotReady of the polls is not an error; anything else recorded since is */
   cudaError_t last = cudaGetLastError();
@@ -217,7 +203,7 @@ void sr_nccl_close(sr_nccl *n, bool healthy) {
     while (rc == ncclInProgress) {
       clock_gettime(CLOCK_MONOTONIC, &t);
       if ((double)(t.tv_sec - t0.tv_sec) + 1e-9 * (double)(t.tv_nsec - t0.tv_nsec) > FINALIZE_SECONDS) break;
-      nap(&ns);
+      sr_watchdog_nap(&ns, 1000000);
       if (ncclCommGetAsyncError(n->comm, &rc) != ncclSuccess) rc = ncclInternalError;
     }
     if (rc == ncclSuccess && ncclCommDestroy(n->comm) == ncclSuccess) n->comm = NULL;

@@ -2,6 +2,7 @@
 #include "watchdog.h"
 
 #include <errno.h>
+#include <mpi.h>
 #include <fcntl.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -164,4 +165,16 @@ void sr_watchdog_stop(void) {
   free(g.seen);
   free(g.changed);
   g.running = false;
+}
+
+void sr_watchdog_nap(long *ns, long cap_ns) {
+  const char *late = sr_watchdog_late(); /* a rank stopped answering: the wait would never end */
+  if (late) {
+    fputs(late, stderr);
+    fflush(stderr);
+    MPI_Abort(MPI_COMM_WORLD, 1);
+  }
+  struct timespec ts = {0, *ns};
+  nanosleep(&ts, NULL);
+  if (*ns < cap_ns) *ns *= 2;
 }

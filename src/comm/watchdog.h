@@ -24,6 +24,11 @@ void sr_watchdog_phase(const char *phase);
 /* NULL, or the message naming a late rank (then the caller ends the job). */
 const char *sr_watchdog_late(void);
 
+/* One pause of a polling wait (comm.c's MPI waits and overlapped buckets, the NCCL
+ * transport's): a late rank ends the job here (its message on stderr, MPI_Abort), else
+ * sleeps *ns and doubles it up to cap_ns. */
+void sr_watchdog_nap(long *ns, long cap_ns);
+
 /* Stops the thread and marks this rank's file as ended (beat -1). */
 void sr_watchdog_stop(void);
 
