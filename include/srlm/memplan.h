@@ -38,8 +38,17 @@
  *                    auto at most SRLM_MEMPLAN_MAX_SLOTS (past a few hundred sequences a
  *                    step's fixed costs are small next to its tokens); fewer than
  *                    SRLM_MEMPLAN_MIN_SLOTS is refused by srlm_memplan_check;
- *   inference    a decoding rank's forward buffers for one step of at most
- *                SRLM_MEMPLAN_STEP_TOKENS tokens;
+ *   inference    forward buffers of inference passes (srlm_model_memory's infer: layer
+ *                activations, scratch and the head's rows), one set per model, as large as
+ *                its largest pass: a decoding rank's step of at most SRLM_MEMPLAN_STEP_TOKENS
+ *                tokens; a learner's log-prob passes (reference log-probs, the implicit
+ *                reward's current model) and a judge's SAR perplexities (judge.source sar) of
+ *                SRLM_MEMPLAN_LOGPROB_TOKENS; plus the EMA anchor's passes of a micro-batch
+ *                (a learner's) and ARGS's reference's steps (a decoding rank's);
+ *   scorer       a learner of the implicit reward (pairs.source implicit, pairs.consistency
+ *                cream or scir): the older models it scores with (M_{t-2}, CREAM's M_{t-3}),
+ *                loaded decode-only one at a time: a compute copy and its log-prob pass
+ *                buffers;
  *   workspace    SRLM_MEMPLAN_WORKSPACE: cuBLASLt's workspace (32 MiB), the LM head's logit
  *                chunks (16 MiB) and staging.
  * A colocated rank plays every role and holds the learner's and the samplers' lines.
@@ -67,6 +76,8 @@ extern "C" {
 #define SRLM_MEMPLAN_MIN_SLOTS 1
 #define SRLM_MEMPLAN_TEMPLATE_TOKENS 1024
 #define SRLM_MEMPLAN_STEP_TOKENS 4096
+/* the token budget of one log-prob pass (srlm_grpo_logps, srlm_pref_ref_logps) of srlm train */
+#define SRLM_MEMPLAN_LOGPROB_TOKENS 16384
 #define SRLM_MEMPLAN_WORKSPACE ((size_t)64 << 20)
 
 /* How kv_slots was chosen. */
@@ -90,7 +101,7 @@ typedef struct srlm_memplan {
   int64_t kv_fit;         /* sized from free memory: the slots kv_fraction holds, before the bound */
   size_t shared;          /* sized from free memory: other ranks' plans on the same device */
   int sharers;            /* decoding ranks that divide the KV budget (this one included), >= 1 */
-  size_t weights, master, grads, moments, activations, kv_cache, inference, workspace;
+  size_t weights, master, grads, moments, activations, kv_cache, inference, scorer, workspace;
   size_t startup; /* ZeRO-1, bf16: what the whole masters before the first step exceed the later lines by */
   size_t total;
 } srlm_memplan;

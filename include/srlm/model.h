@@ -186,6 +186,9 @@ void srlm_model_on_grads_final(srlm_model *m, srlm_model_grads_final_fn fn, void
 
 /* Bytes of activations the last forward_train kept (peak during forward+backward). */
 size_t srlm_model_activation_bytes(const srlm_model *m);
+/* Bytes the inference passes have reserved so far (layer activations and scratch, the head's
+ * rows): srlm_model_memory_plan's infer for the largest pass run. */
+size_t srlm_model_inference_bytes(const srlm_model *m);
 /* Activation recompute: on (1), forward_train keeps only each layer's input (T x C per
  * layer) and backward recomputes a layer's activations just before its backward (one
  * more forward's work, same bits). Off (0, the default) keeps everything. */
@@ -202,7 +205,8 @@ typedef struct srlm_model_memory {
   size_t moments;         /* AdamW m and v, fp32 (unsharded) */
   size_t train;           /* a training forward + backward of T tokens, NT with targets, with
                              recompute as given: srlm_model_activation_bytes' value after it */
-  size_t infer;           /* an inference forward of T_infer tokens (layer activations + scratch) */
+  size_t infer;           /* an inference forward of T_infer tokens (layer activations + scratch, and
+                             the head's rows of a log-prob pass with every token a target) */
   size_t kv_per_position; /* KV cache bytes per cached position of one slot (all layers, K and V) */
 } srlm_model_memory;
 srlm_status srlm_model_memory_plan(const srlm_model_config *c, srlm_dtype dt, int recompute, int64_t T, int64_t NT,

@@ -52,6 +52,9 @@ srlm_status srlm_setup_model_config(const srlm_config *cfg, srlm_tokenizer *tok,
  * run.seed) — the same weights `srlm train` writes for M0. The model's vocabulary must
  * cover the tokenizer's ids. */
 srlm_status srlm_setup_model(const srlm_config *cfg, srlm_tokenizer *tok, srlm_backend *be, srlm_model **out);
+/* The same for the given use (model.h: SRLM_MODEL_DECODE keeps no fp32 master of a bf16 model). */
+srlm_status srlm_setup_model_for(const srlm_config *cfg, srlm_tokenizer *tok, srlm_backend *be, srlm_model_use use,
+                                 srlm_model **out);
 
 /* Copies tokenizer.json (required), tokenizer_config.json and special_tokens_map.json
  * (when present) from src_dir to dst_dir, each written atomically. */

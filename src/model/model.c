@@ -554,7 +554,12 @@ srlm_status srlm_model_memory_plan(const srlm_model_config *c, srlm_dtype dt, in
     out->grads = n * sizeof(float);
     out->moments = 2 * n * sizeof(float);
     out->train = srlm_model_train_bytes(m, T, NT);
-    out->infer = T_infer > 0 ? srlm_model_infer_bytes(m, T_infer) : 0;
+    if (T_infer > 0) { /* + the head's rows of a log-prob pass (srlm_model_logprobs: every token a target) */
+      size_t head = 0;
+      srlm_model_carve(NULL, &head, T_infer * m->C, m->esz);
+      srlm_model_carve(NULL, &head, T_infer, sizeof(float));
+      out->infer = srlm_model_infer_bytes(m, T_infer) + head;
+    }
     out->kv_per_position = 2 * (size_t)m->L * (size_t)m->KV * m->esz;
   }
   free(m->specs);
@@ -571,3 +576,4 @@ srlm_status srlm_model_set_recompute(srlm_model *m, int on) {
 }
 
 size_t srlm_model_activation_bytes(const srlm_model *m) { return m->act_bytes; }
+size_t srlm_model_inference_bytes(const srlm_model *m) { return m->scratch_buf.bytes + m->head_buf.bytes; }

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "srlm/grpo.h"
+#include "srlm/memplan.h"
 #include "srlm/setup.h"
 #include "srlm/shard_store.h"
 
@@ -21,7 +22,7 @@ static srlm_status share_logps(srlm_model *m, const srlm_grpo_seq *seq, int64_t 
   int64_t k = 0;
   for (int64_t g = me; g < n; g += L)
     if (seq[g].response_len > 0) s[k++] = seq[g];
-  srlm_status st = srlm_grpo_logps(m, s, mine, 16384, lp);
+  srlm_status st = srlm_grpo_logps(m, s, mine, SRLM_MEMPLAN_LOGPROB_TOKENS, lp);
   int64_t at = 0;
   for (int64_t g = me; g < n && st == SRLM_OK; g += L) {
     if (seq[g].response_len == 0) continue;
@@ -36,12 +37,14 @@ static srlm_status share_logps(srlm_model *m, const srlm_grpo_seq *seq, int64_t 
 }
 
 /* M_u as the run saw it: M0 as the run set it up (model.path, or the fresh model of
- * model.arch and run.seed), else iter_<u>/model. */
+ * model.arch and run.seed), else iter_<u>/model; for decoding only (it is scored, never
+ * trained: a bf16 model keeps no fp32 master, the memory plan's scorer line). */
 static srlm_status load_model(sr_ctx *c, int u, srlm_model **out) {
   char dir[4200];
   snprintf(dir, sizeof dir, "%s/iter_%d/model", c->run_dir, u);
-  srlm_status st = u == 0 ? srlm_setup_model(c->cfg, c->ro.tok, srlm_model_backend(c->ro.m), out)
-                          : srlm_model_load(dir, srlm_model_backend(c->ro.m), srlm_model_dtype(c->ro.m), out);
+  srlm_backend *be = srlm_model_backend(c->ro.m);
+  srlm_status st = u == 0 ? srlm_setup_model_for(c->cfg, c->ro.tok, be, SRLM_MODEL_DECODE, out)
+                          : srlm_model_load_for(dir, be, srlm_model_dtype(c->ro.m), SRLM_MODEL_DECODE, out);
   return st == SRLM_OK ? SRLM_OK : srlm_error_context(st, "the implicit reward's M%d", u);
 }
 

@@ -11,6 +11,7 @@
 
 #include "consist.h"
 #include "sr_internal.h"
+#include "srlm/memplan.h"
 #include "srlm/shard_store.h"
 #include "srlm/checkpoint.h"
 #include "srlm/comm.h"
@@ -400,7 +401,7 @@ static srlm_status learn_grpo(const srlm_config *cfg, srlm_model *m, srlm_comm *
   o.anchor_mu = cfg->train.ema_mu;
   /* M_t's log-probs: the KL anchor (unless the EMA anchor is) and the ratio's denominator for later steps */
   float *ref = srlm_xmalloc((size_t)(N + 1) * sizeof *ref);
-  if (st == SRLM_OK) st = srlm_grpo_logps(m, seqs, n, 16384, ref);
+  if (st == SRLM_OK) st = srlm_grpo_logps(m, seqs, n, SRLM_MEMPLAN_LOGPROB_TOKENS, ref);
   srlm_train_resume rs;
   if (st == SRLM_OK && ck) st = resume_weights(m, ck, &rs);
   o.resume = ck ? &rs : NULL;
@@ -912,7 +913,7 @@ srlm_status sr_learn(sr_ctx *c, int t, srlm_shard *sh, int64_t stale, srlm_sr_it
       st = learn_grpo(cfg, c->ro.m, c->comm, t, &ll, ck, gseq, n_groups, c->ro.K, grew, &gs, row);
   } else if (st == SRLM_OK && np > 0) {
     /* the iteration's reference M_{t-1}, once; with the EMA anchor the trainer forwards the anchor instead */
-    if (!c->anchor) st = srlm_pref_ref_logps(c->ro.m, pairs, np, 16384, ref, ref + np);
+    if (!c->anchor) st = srlm_pref_ref_logps(c->ro.m, pairs, np, SRLM_MEMPLAN_LOGPROB_TOKENS, ref, ref + np);
     static const srlm_pref_loss k_kinds[] = {[SRLM_CFG_LOSS_DPO] = SRLM_PREF_DPO, [SRLM_CFG_LOSS_IPO] = SRLM_PREF_IPO,
                                              [SRLM_CFG_LOSS_SFT] = SRLM_PREF_SFT, [SRLM_CFG_LOSS_GRPO] = SRLM_PREF_DPO};
     learn_dp ld;

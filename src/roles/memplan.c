@@ -33,14 +33,35 @@ srlm_status srlm_memplan_make(const srlm_config *cfg, const srlm_model_config *m
   if (cfg->meta.enabled) kv += cfg->judge.max_new_tokens + cfg->meta.max_new_tokens; /* two judgments, a verdict */
   if (kv > positions) kv = positions;
   p->kv_len = sampler ? kv : 0;
-  srlm_model_memory mm;
-  SRLM_TRY(srlm_model_memory_plan(mc, srlm_setup_dtype(cfg), cfg->train.recompute, p->micro_tokens, p->micro_tokens,
-                                  sampler ? SRLM_MEMPLAN_STEP_TOKENS : 0, &mm));
+  /* the largest inference pass of the rank's own model: a decode step; a learner's log-prob
+     passes (as many whole sequences as fit in SRLM_MEMPLAN_LOGPROB_TOKENS, at least one pair);
+     a judge's SAR perplexities (sequences of at most kv_len tokens) */
+  const int64_t lp_tokens = SRLM_MEMPLAN_LOGPROB_TOKENS;
+  int64_t t_infer = sampler ? SRLM_MEMPLAN_STEP_TOKENS : 0;
+  if (learner && (lp_tokens > t_infer || 2 * seq > t_infer)) t_infer = lp_tokens > 2 * seq ? lp_tokens : 2 * seq;
+  if (sampler && cfg->judge.source == SRLM_CFG_SOURCE_SAR && (lp_tokens > t_infer || p->kv_len > t_infer))
+    t_infer = lp_tokens > p->kv_len ? lp_tokens : p->kv_len;
+  const srlm_dtype dt = srlm_setup_dtype(cfg);
+  srlm_model_memory mm, step, micro;
+  SRLM_TRY(srlm_model_memory_plan(mc, dt, cfg->train.recompute, p->micro_tokens, p->micro_tokens, t_infer, &mm));
   /* more models of the same shape: the EMA anchor of a learner (train.reference ema) and the
-     reference of ARGS's implicit reward on a generating rank, each with its own KV cache */
+     reference of ARGS's implicit reward on a generating rank, each with its own KV cache and
+     inference buffers (the anchor's for a micro-batch's log-probs, the reference's for a step) */
   const size_t anchor = learner && cfg->train.reference == SRLM_CFG_REFERENCE_EMA;
   const size_t args_ref = sampler && cfg->generate.args_reward == SRLM_CFG_ARGS_IMPLICIT;
+  SRLM_TRY(srlm_model_memory_plan(mc, dt, 0, 0, 0, args_ref ? SRLM_MEMPLAN_STEP_TOKENS : 0, &step));
+  SRLM_TRY(srlm_model_memory_plan(mc, dt, 0, 0, 0, anchor ? p->micro_tokens : 0, &micro));
   p->weights = (1 + anchor + args_ref) * mm.params;
+  p->inference = mm.infer + micro.infer + step.infer;
+  /* the implicit reward's older models (consist.h), decode-only, one at a time on a learner */
+  const int scores = learner && cfg->train.loss != SRLM_CFG_LOSS_GRPO &&
+                     (cfg->pairs.source == SRLM_CFG_PAIRS_IMPLICIT || cfg->pairs.consistency == SRLM_CFG_CONSIST_CREAM ||
+                      cfg->pairs.consistency == SRLM_CFG_CONSIST_SCIR);
+  if (scores) {
+    srlm_model_memory lp;
+    SRLM_TRY(srlm_model_memory_plan(mc, dt, 0, 0, 0, lp_tokens > 2 * seq ? lp_tokens : 2 * seq, &lp));
+    p->scorer = lp.params + lp.infer;
+  }
   /* fp32 masters only where something learns: the model and the EMA anchor of a learner; a generator or judge
      (the broadcast writes its bf16 compute copy) and ARGS's reference (it only scores) keep none (model.h) */
   p->master = learner ? (1 + anchor) * mm.master : 0;
@@ -64,11 +85,10 @@ srlm_status srlm_memplan_make(const srlm_config *cfg, const srlm_model_config *m
   if (sampler) {
     p->kv_slot_bytes = (1 + args_ref) * mm.kv_per_position * (size_t)p->kv_len;
     p->kv_cache = p->kv_slot_bytes * (size_t)p->kv_slots;
-    p->inference = mm.infer;
   }
   p->workspace = SRLM_MEMPLAN_WORKSPACE;
   p->total = p->weights + p->master + p->grads + p->moments + p->activations + p->startup + p->kv_cache + p->inference +
-             p->workspace;
+             p->scorer + p->workspace;
   return SRLM_OK;
 }
 
@@ -147,9 +167,13 @@ void srlm_memplan_format(const srlm_memplan *p, size_t free_bytes, char *buf, si
   if (p->sampler && k > 0 && (size_t)k < cap) {
     char why[160];
     kv_why(p, why, sizeof why);
-    k += snprintf(buf + k, cap - (size_t)k, ", KV cache %s for %lld x %lld positions (%s), inference %s",
-                  human(p->kv_cache, a), (long long)p->kv_slots, (long long)p->kv_len, why, human(p->inference, d));
+    k += snprintf(buf + k, cap - (size_t)k, ", KV cache %s for %lld x %lld positions (%s)", human(p->kv_cache, a),
+                  (long long)p->kv_slots, (long long)p->kv_len, why);
   }
+  if (p->inference && k > 0 && (size_t)k < cap)
+    k += snprintf(buf + k, cap - (size_t)k, ", inference %s", human(p->inference, d));
+  if (p->scorer && k > 0 && (size_t)k < cap)
+    k += snprintf(buf + k, cap - (size_t)k, ", implicit reward's older model %s", human(p->scorer, d));
   if (p->startup && k > 0 && (size_t)k < cap)
     k += snprintf(buf + k, cap - (size_t)k, ", whole masters until the first step %s more", human(p->startup, a));
   if (k > 0 && (size_t)k < cap) snprintf(buf + k, cap - (size_t)k, ", workspace %s)", human(p->workspace, a));

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "rollout.h"
+#include "srlm/memplan.h"
 #include "srlm/args.h"
 #include "srlm/countdown.h"
 #include "srlm/generate.h"
@@ -198,7 +199,7 @@ static srlm_status sar_terms(const sr_rollout *r, const srlm_shard *s, double *r
     tokens += 2 * (b - a);
   }
   float *lp = srlm_xmalloc((size_t)(tokens + 1) * sizeof *lp);
-  srlm_status st = n > 0 ? srlm_grpo_logps(r->m, q, n, 16384, lp) : SRLM_OK;
+  srlm_status st = n > 0 ? srlm_grpo_logps(r->m, q, n, SRLM_MEMPLAN_LOGPROB_TOKENS, lp) : SRLM_OK;
   for (int64_t j = 0, at = 0; j < R && st == SRLM_OK; j++) {
     int64_t a, b;
     answer_span(s, j, &a, &b);

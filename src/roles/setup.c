@@ -105,14 +105,19 @@ srlm_status srlm_setup_model_config(const srlm_config *cfg, srlm_tokenizer *tok,
 }
 
 srlm_status srlm_setup_model(const srlm_config *cfg, srlm_tokenizer *tok, srlm_backend *be, srlm_model **out) {
+  return srlm_setup_model_for(cfg, tok, be, SRLM_MODEL_LEARN, out);
+}
+
+srlm_status srlm_setup_model_for(const srlm_config *cfg, srlm_tokenizer *tok, srlm_backend *be, srlm_model_use use,
+                                 srlm_model **out) {
   *out = NULL;
   const srlm_dtype dt = srlm_setup_dtype(cfg);
   if (cfg->model.path[0]) {
-    SRLM_TRY(srlm_model_load(cfg->model.path, be, dt, out));
+    SRLM_TRY(srlm_model_load_for(cfg->model.path, be, dt, use, out));
   } else {
     srlm_model_config mc;
     SRLM_TRY(srlm_setup_model_config(cfg, tok, &mc));
-    SRLM_TRY(srlm_model_create(&mc, (uint64_t)cfg->run.seed, be, dt, out));
+    SRLM_TRY(srlm_model_create_for(&mc, (uint64_t)cfg->run.seed, be, dt, use, out));
   }
   const srlm_model_config *mc = srlm_model_get_config(*out);
   if (mc->vocab_size < srlm_tokenizer_n_ids(tok)) {

@@ -75,6 +75,16 @@ static void test_against_model(srlm_dtype dt, int recompute) {
                  srlm_kv_cache_bytes(kv));
   srlm_kv_cache_free(kv);
   srlm_model_free(m);
+  /* a log-prob pass of 37 tokens, every one a target (the plan's bound): the inference buffers
+     a fresh model reserves are the plan's infer */
+  EXPECT(srlm_model_create(&c, 7, srlm_backend_cpu(), dt, &m) == SRLM_OK, "create: %s", srlm_error_message());
+  if (!m) return;
+  for (int i = 0; i < 37; i++) targets[i] = (i * 3) % 50;
+  EXPECT(srlm_model_logprobs(m, &b, logp) == SRLM_OK, "logprobs: %s", srlm_error_message());
+  EXPECT(srlm_model_memory_plan(&c, dt, recompute, 0, 0, 37, &mm) == SRLM_OK, "plan: %s", srlm_error_message());
+  EXPECT(mm.infer == srlm_model_inference_bytes(m), "%s: inference plan %zu bytes, the model reserved %zu",
+         dt == SRLM_BF16 ? "bf16" : "fp32", mm.infer, srlm_model_inference_bytes(m));
+  srlm_model_free(m);
 }
 
 /* Parameter lines by hand. */
@@ -114,7 +124,13 @@ static void test_rank_plans(void) {
   EXPECT(lp.weights == 2 * n && lp.master == 4 * n && lp.grads == 4 * n && lp.moments == 8 * n && lp.kv_cache == 0 &&
              lp.micro_seqs == 8 && lp.micro_tokens == 8 * 1024 && lp.activations > 0,
          "learner plan: micro %lld seqs %lld tokens", (long long)lp.micro_seqs, (long long)lp.micro_tokens);
-  EXPECT(lp.total == lp.weights + lp.master + lp.grads + lp.moments + lp.activations + lp.workspace, "learner total");
+  EXPECT(lp.total == lp.weights + lp.master + lp.grads + lp.moments + lp.activations + lp.inference + lp.workspace,
+         "learner total");
+  /* a learner's log-prob passes (reference log-probs) pack up to SRLM_MEMPLAN_LOGPROB_TOKENS
+     (16384 > a pair of 2 x 1024) tokens in one inference forward */
+  srlm_model_memory lpm;
+  EXPECT(srlm_model_memory_plan(&c, SRLM_BF16, 0, 0, 0, 16384, &lpm) == SRLM_OK, "plan: %s", srlm_error_message());
+  EXPECT(lp.inference == lpm.infer && lp.scorer == 0, "learner: inference %zu (hand %zu)", lp.inference, lpm.infer);
   EXPECT(srlm_memplan_make(&cfg, &c, 0, 1, 1, &sp) == SRLM_OK, "sampler");
   /* a generator or judge of a bf16 model keeps no fp32 master: the broadcast writes its bf16 copy */
   EXPECT(sp.weights == 2 * n && sp.master == 0, "sampler: weights %zu, master %zu (hand %zu, 0)", sp.weights, sp.master,
@@ -132,7 +148,8 @@ static void test_rank_plans(void) {
   EXPECT(zp.weights == 2 * n, "ZeRO-1 keeps the whole bf16 compute copy: %zu", zp.weights);
   /* before the first step the master is whole but gradients, moments and activations are not
      allocated: 4n < shard 4n/4 + grads 4n + moments 8n/4, so that phase needs nothing more */
-  EXPECT(zp.startup == 0 && zp.total == zp.weights + zp.master + zp.grads + zp.moments + zp.activations + zp.workspace,
+  EXPECT(zp.startup == 0 &&
+             zp.total == zp.weights + zp.master + zp.grads + zp.moments + zp.activations + zp.inference + zp.workspace,
          "ZeRO-1 over 4: startup %zu", zp.startup);
   /* with the EMA anchor over 16 learners: masters 2 x 4n whole, later 2 x 4 x per + 4n + 8 per + activations
      (per = (n + 15) / 16 + 65536 floats): the whole masters are the peak, by their difference */
@@ -142,14 +159,45 @@ static void test_rank_plans(void) {
   EXPECT(srlm_memplan_make(&cfg, &c, 1, 0, 16, &ep) == SRLM_OK, "zero ema");
   const size_t per = (n + 15) / 16 + 65536, later = 2 * 4 * per + 4 * n + 8 * per + ep.activations;
   EXPECT(ep.master == 2 * 4 * per && ep.startup == (8 * n > later ? 8 * n - later : 0) && ep.startup > 0 &&
-             ep.total == ep.weights + 8 * n + ep.workspace,
+             ep.total == ep.weights + 8 * n + ep.inference + ep.workspace,
          "ZeRO-1 over 16 with the anchor: master %zu, startup %zu (hand %zu), total %zu", ep.master, ep.startup,
          8 * n - later, ep.total);
   cfg.train.reference = SRLM_CFG_REFERENCE_ITERATION;
   cfg.train.batch_size = 4, cfg.train.max_seq_len = 1024;
   cfg.train.zero = 0;
   EXPECT(srlm_memplan_make(&cfg, &c, 1, 1, 1, &cp) == SRLM_OK, "colocated");
-  EXPECT(cp.total == lp.total + sp.kv_cache + sp.inference, "colocated = learner + the samplers' lines");
+  /* one model: its inference buffers serve the larger pass (the learner's log-probs) */
+  EXPECT(cp.total == lp.total + sp.kv_cache && cp.inference == lp.inference,
+         "colocated = learner + the samplers' KV cache");
+  srlm_model_memory step, micro;
+  EXPECT(srlm_model_memory_plan(&c, SRLM_BF16, 0, 0, 0, SRLM_MEMPLAN_STEP_TOKENS, &step) == SRLM_OK &&
+             srlm_model_memory_plan(&c, SRLM_BF16, 0, 0, 0, 8 * 1024, &micro) == SRLM_OK,
+         "plan: %s", srlm_error_message());
+  EXPECT(sp.inference == step.infer, "sampler: inference %zu (a step of 4096 tokens: %zu)", sp.inference, step.infer);
+  /* a judge of SAR scores perplexities in log-prob passes; the implicit reward's older model
+     (DICE/CREAM/SCIR) is a learner's, decode-only: its compute copy and its own pass buffers */
+  cfg.judge.source = SRLM_CFG_SOURCE_SAR;
+  srlm_memplan xp;
+  EXPECT(srlm_memplan_make(&cfg, &c, 0, 1, 1, &xp) == SRLM_OK && xp.inference == lpm.infer && xp.scorer == 0,
+         "SAR sampler: inference %zu (hand %zu)", xp.inference, lpm.infer);
+  cfg.judge.source = SRLM_CFG_SOURCE_MODEL;
+  const int rules[3][2] = {{SRLM_CFG_PAIRS_IMPLICIT, SRLM_CFG_CONSIST_NONE},
+                           {SRLM_CFG_PAIRS_JUDGE, SRLM_CFG_CONSIST_CREAM},
+                           {SRLM_CFG_PAIRS_JUDGE, SRLM_CFG_CONSIST_SCIR}};
+  for (int i = 0; i < 3; i++) {
+    cfg.pairs.source = (srlm_cfg_pair_source)rules[i][0];
+    cfg.pairs.consistency = (srlm_cfg_consistency)rules[i][1];
+    EXPECT(srlm_memplan_make(&cfg, &c, 1, 0, 1, &xp) == SRLM_OK && xp.scorer == 2 * n + lpm.infer &&
+               xp.total == lp.total + xp.scorer,
+           "implicit reward rule %d: scorer %zu (hand %zu)", i, xp.scorer, 2 * n + lpm.infer);
+    EXPECT(srlm_memplan_make(&cfg, &c, 0, 1, 1, &xp) == SRLM_OK && xp.scorer == 0, "rule %d: a sampler scores none", i);
+  }
+  char sline[1024];
+  srlm_memplan_make(&cfg, &c, 1, 0, 1, &xp);
+  srlm_memplan_format(&xp, 0, sline, sizeof sline);
+  EXPECT(strstr(sline, ", implicit reward's older model ") != NULL, "format: %s", sline);
+  cfg.pairs.source = SRLM_CFG_PAIRS_JUDGE;
+  cfg.pairs.consistency = SRLM_CFG_CONSIST_NONE;
   /* the models beside the policy: ARGS's reference (scores only: weights, no master) and the
      EMA anchor (a learner's, updated in fp32: weights and master) */
   cfg.generate.args_reward = SRLM_CFG_ARGS_IMPLICIT;
@@ -162,6 +210,10 @@ static void test_rank_plans(void) {
   EXPECT(ap.weights == 3 * 2 * n && ap.master == 2 * 4 * n,
          "colocated with ARGS's reference and the EMA anchor: weights %zu (hand %zu), master %zu (hand %zu)", ap.weights,
          6 * n, ap.master, 8 * n);
+  /* inference buffers of each model: the policy's log-prob passes, the anchor's micro-batch
+     (8 x 1024 tokens), the reference's decode step */
+  EXPECT(ap.inference == lpm.infer + micro.infer + step.infer, "colocated with ARGS and EMA: inference %zu (hand %zu)",
+         ap.inference, lpm.infer + micro.infer + step.infer);
   cfg.generate.args_reward = SRLM_CFG_ARGS_NONE;
   cfg.train.reference = SRLM_CFG_REFERENCE_ITERATION;
   /* recompute shrinks the activations */
