@@ -27,25 +27,7 @@ base="$tiny_quickstart
   model.dtype=bf16"
 sep="roles.colocate=false"
 
-# layout NAME MPIRUN_ARGS... -- OVERRIDES...
-layout() {
-  local name=$1; shift
-  local mpi=()
-  while [ "$1" != "--" ]; do mpi+=("$1"); shift; done
-  shift
-  local t0=$(date +%s%N)
-  if [ ${#mpi[@]} -eq 0 ]; then
-    timeout 300 "$srlm" train $base run.name="$name" "$@" >"$tmp/$name.out" 2>"$tmp/$name.err"
-  else
-    timeout 300 mpirun --oversubscribe "${mpi[@]}" "$srlm" train $base run.name="$name" "$@" >"$tmp/$name.out" 2>"$tmp/$name.err"
-  fi
-  local rc=$?
-  echo "$name: exit $rc in $(( ($(date +%s%N) - t0) / 1000000 )) ms"
-  [ $rc -eq 0 ] || { fail "$name exited $rc"; tail -5 "$tmp/$name.err" >&2; return; }
-  for t in 1 2; do
-    "$srlm" rollouts "$tmp/runs/$name/iter_$t/rollouts.h5" >"$tmp/$name.r$t" || fail "$name: srlm rollouts iter_$t"
-  done
-}
+layout_timeout=300   # layout (lib/check.sh) allows each run 300 s: 6 ranks of bf16 under ASan
 
 layout one --
 layout sep3 -np 3 -- $sep roles.learners=1 roles.generators=1 roles.judges=1

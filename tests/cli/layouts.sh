@@ -24,27 +24,6 @@ base="$tiny_quickstart
   judge.replay_per_verdict=8 train.batch_size=8 train.lr=1e-3 pairs.min_margin=0 roles.shard_prompts=4 roles.threads=1"
 sep="roles.colocate=false"
 
-# layout NAME MPIRUN_ARGS... -- OVERRIDES...
-layout() {
-  local name=$1; shift
-  local mpi=()
-  while [ "$1" != "--" ]; do mpi+=("$1"); shift; done
-  shift
-  local t0=$(date +%s%N)
-  if [ ${#mpi[@]} -eq 0 ]; then
-    timeout 120 "$srlm" train $base run.name="$name" "$@" >"$tmp/$name.out" 2>"$tmp/$name.err"
-  else
-    timeout 120 mpirun --oversubscribe "${mpi[@]}" "$srlm" train $base run.name="$name" "$@" >"$tmp/$name.out" 2>"$tmp/$name.err"
-  fi
-  local rc=$?
-  echo "$name: exit $rc in $(( ($(date +%s%N) - t0) / 1000000 )) ms"
-  [ $rc -eq 0 ] || { fail "$name exited $rc"; tail -5 "$tmp/$name.err" >&2; return; }
-  for t in 1 2; do
-    "$srlm" rollouts "$tmp/runs/$name/iter_$t/rollouts.h5" >"$tmp/$name.r$t" || fail "$name: srlm rollouts iter_$t"
-  done
-  grep -q '^iter 2 ' "$tmp/$name.out" || fail "$name: no table row for iteration 2"
-}
-
 layout one --
 layout np1 -np 1 --
 layout col2 -np 2 -- roles.colocate=true

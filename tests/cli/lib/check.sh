@@ -107,3 +107,29 @@ wait_line() {
   done
   return 1
 }
+
+# layout NAME MPIRUN_ARGS... -- OVERRIDES...: one `srlm train $base` run named NAME, in-process
+# when MPIRUN_ARGS is empty, else under mpirun --oversubscribe MPIRUN_ARGS; stdout and stderr in
+# $tmp/NAME.out/.err, each of its 2 iterations' rollouts dumped to $tmp/NAME.r1 and .r2, the
+# table's row for iteration 2 required. The caller sets base (the shared overrides) and may set
+# layout_timeout (seconds, 120 unless set).
+layout() {
+  local name=$1; shift
+  local mpi=()
+  while [ "$1" != "--" ]; do mpi+=("$1"); shift; done
+  shift
+  local t0=$(date +%s%N)
+  if [ ${#mpi[@]} -eq 0 ]; then
+    timeout "${layout_timeout:-120}" "$srlm" train $base run.name="$name" "$@" >"$tmp/$name.out" 2>"$tmp/$name.err"
+  else
+    timeout "${layout_timeout:-120}" mpirun --oversubscribe "${mpi[@]}" "$srlm" train $base run.name="$name" "$@" \
+      >"$tmp/$name.out" 2>"$tmp/$name.err"
+  fi
+  local rc=$?
+  echo "$name: exit $rc in $(( ($(date +%s%N) - t0) / 1000000 )) ms"
+  [ $rc -eq 0 ] || { fail "$name exited $rc"; tail -5 "$tmp/$name.err" >&2; return; }
+  for t in 1 2; do
+    "$srlm" rollouts "$tmp/runs/$name/iter_$t/rollouts.h5" >"$tmp/$name.r$t" || fail "$name: srlm rollouts iter_$t"
+  done
+  grep -q '^iter 2 ' "$tmp/$name.out" || fail "$name: no table row for iteration 2"
+}
