@@ -80,19 +80,7 @@ srlm_status sr_implicit_rewards(sr_ctx *c, int t, const srlm_shard *sh, int want
     if (st == SRLM_OK) st = share_logps(m, seq, n, me, L, lp + (int64_t)(u - lo) * n);
     srlm_model_free(own);
   }
-  lp[nm * n] = st != SRLM_OK;
-  char why[512] = "";
-  if (st != SRLM_OK) snprintf(why, sizeof why, "%s", srlm_error_message());
-  if (L > 1 && nm * n + 1 <= INT32_MAX) {
-    srlm_status rs = srlm_comm_allreduce_f64(c->comm, lp, (int)(nm * n + 1));
-    if (st == SRLM_OK) st = rs;
-  } else if (L > 1) {
-    st = srlm_error(SRLM_ERR_RANGE, "implicit reward", "%lld log-probs exceed one all-reduce", (long long)(nm * n));
-  }
-  if (st == SRLM_OK && lp[nm * n] != 0)
-    st = srlm_error(SRLM_ERR_INTERNAL, "implicit reward", "another learner failed to compute its share");
-  else if (st != SRLM_OK && why[0])
-    st = srlm_error(st, "implicit reward", "%s", why);
+  st = sr_learners_sum(c->comm, lp, nm * n, st, "the implicit reward's log-probs");
   /* R(M_u) from the log-probs of u and u - 1 */
   double *r[2] = {NULL, NULL};
   for (int w = 0; w < 2 && st == SRLM_OK; w++) {

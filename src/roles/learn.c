@@ -317,6 +317,77 @@ static srlm_dp learner_dp(const srlm_config *cfg, srlm_comm *comm, learn_dp *ld)
                    .reduce_abandon = dp_reduce_abandon};
 }
 
+srlm_status sr_learners_sum(srlm_comm *comm, double *x, int64_t n, srlm_status st, const char *what) {
+  if (srlm_comm_role_size(comm, SRLM_ROLE_LEARNER) <= 1) return st;
+  x[n] = st != SRLM_OK;
+  char why[512] = "";
+  if (st != SRLM_OK) snprintf(why, sizeof why, "%s", srlm_error_message());
+  srlm_status rs = n + 1 <= INT32_MAX ? srlm_comm_allreduce_f64(comm, x, (int)(n + 1))
+                                      : srlm_error(SRLM_ERR_RANGE, what, "%lld values exceed one all-reduce", (long long)n);
+  if (st != SRLM_OK) return why[0] ? srlm_error(st, what, "%s", why) : st;
+  if (rs != SRLM_OK) return rs;
+  if (x[n] != 0) return srlm_error(SRLM_ERR_INTERNAL, what, "another learner failed to compute its share");
+  return SRLM_OK;
+}
+
+/* Learner me's share [*lo, *hi) of n items split over L learners: contiguous, cut where the
+ * running cost (cum: (n + 1) prefix sums of the items' tokens) crosses r / L of the whole,
+ * so the shares cost about the same. A fixed function of the items: every learner computes
+ * the same cut, and the shares tile [0, n) in learner order. */
+static void learner_share(const int64_t *cum, int64_t n, int me, int L, int64_t *lo, int64_t *hi) {
+  const int64_t total = cum[n];
+  int64_t a = 0;
+  while (a < n && cum[a] * L < (int64_t)me * total) a++;
+  int64_t b = a;
+  while (b < n && (me == L - 1 || cum[b] * L < (int64_t)(me + 1) * total)) b++;
+  *lo = a;
+  *hi = b;
+}
+
+/* The reference log-probs of the pairs (ref: (2 np + 1), chosen sums then rejected sums;
+ * the last slot is scratch), each learner computing its share (learner_share) under m and
+ * the learners exchanging them (sr_learners_sum), so L learners do the work once, not L
+ * times. A pair's log-probs do not depend on the pairs packed with it (the backend's
+ * contract), so the values are the bits one learner computing them all gets. */
+static srlm_status pref_ref_shared(srlm_comm *comm, srlm_model *m, const srlm_pref_pair *pairs, int64_t np,
+                                   double *ref) {
+  const int L = srlm_comm_role_size(comm, SRLM_ROLE_LEARNER), me = srlm_comm_role_rank(comm, SRLM_ROLE_LEARNER);
+  if (L <= 1) return srlm_pref_ref_logps(m, pairs, np, SRLM_MEMPLAN_LOGPROB_TOKENS, ref, ref + np);
+  int64_t *cum = srlm_xmalloc((size_t)(np + 1) * sizeof *cum);
+  cum[0] = 0;
+  for (int64_t i = 0; i < np; i++)
+    cum[i + 1] = cum[i] + 2 * pairs[i].prompt_len + pairs[i].chosen_len + pairs[i].rejected_len;
+  int64_t lo, hi;
+  learner_share(cum, np, me, L, &lo, &hi);
+  free(cum);
+  memset(ref, 0, (size_t)(2 * np + 1) * sizeof *ref);
+  srlm_status st = srlm_pref_ref_logps(m, pairs + lo, hi - lo, SRLM_MEMPLAN_LOGPROB_TOKENS, ref + lo, ref + np + lo);
+  if (st != SRLM_OK) st = srlm_error_context(st, "learner %d's pairs [%lld, %lld)", me, (long long)lo, (long long)hi);
+  return sr_learners_sum(comm, ref, 2 * np, st, "the reference log-probs");
+}
+
+/* GRPO's M_t log-probs of every response token (ref: (N), srlm_grpo_offsets' order), each
+ * learner computing the sequences of its share (learner_share) and the learners gathering
+ * the shares' token ranges; bit for bit what one learner computing them all gets, as above. */
+static srlm_status grpo_ref_shared(srlm_comm *comm, srlm_model *m, const srlm_grpo_seq *seqs, int64_t n, float *ref) {
+  const int L = srlm_comm_role_size(comm, SRLM_ROLE_LEARNER), me = srlm_comm_role_rank(comm, SRLM_ROLE_LEARNER);
+  if (L <= 1) return srlm_grpo_logps(m, seqs, n, SRLM_MEMPLAN_LOGPROB_TOKENS, ref);
+  int64_t *off = srlm_xmalloc((size_t)(n + 1) * sizeof *off), *cum = srlm_xmalloc((size_t)(n + 1) * sizeof *cum);
+  const int64_t N = srlm_grpo_offsets(seqs, n, off);
+  cum[0] = 0;
+  for (int64_t i = 0; i < n; i++) cum[i + 1] = cum[i] + seqs[i].prompt_len + seqs[i].response_len;
+  int64_t lo, hi;
+  learner_share(cum, n, me, L, &lo, &hi);
+  srlm_status st = srlm_grpo_logps(m, seqs + lo, hi - lo, SRLM_MEMPLAN_LOGPROB_TOKENS, ref + off[lo]);
+  if (st != SRLM_OK) st = srlm_error_context(st, "learner %d's sequences [%lld, %lld)", me, (long long)lo, (long long)hi);
+  double flag[1];
+  st = sr_learners_sum(comm, flag, 0, st, "GRPO's reference log-probs");
+  if (st == SRLM_OK) st = srlm_comm_allgather_ranges_host(comm, ref, N, off[lo], off[hi]);
+  free(cum);
+  free(off);
+  return st;
+}
+
 /* A LEARN checkpoint's weights into m (after the reference log-probs were taken from
  * M_{t-1}) and the trainer's resume point. */
 static srlm_status resume_weights(srlm_model *m, const srlm_checkpoint *ck, srlm_train_resume *rs) {
@@ -401,7 +472,7 @@ static srlm_status learn_grpo(const srlm_config *cfg, srlm_model *m, srlm_comm *
   o.anchor_mu = cfg->train.ema_mu;
   /* M_t's log-probs: the KL anchor (unless the EMA anchor is) and the ratio's denominator for later steps */
   float *ref = srlm_xmalloc((size_t)(N + 1) * sizeof *ref);
-  if (st == SRLM_OK) st = srlm_grpo_logps(m, seqs, n, SRLM_MEMPLAN_LOGPROB_TOKENS, ref);
+  if (st == SRLM_OK) st = grpo_ref_shared(comm, m, seqs, n, ref);
   srlm_train_resume rs;
   if (st == SRLM_OK && ck) st = resume_weights(m, ck, &rs);
   o.resume = ck ? &rs : NULL;
@@ -913,7 +984,7 @@ srlm_status sr_learn(sr_ctx *c, int t, srlm_shard *sh, int64_t stale, srlm_sr_it
       st = learn_grpo(cfg, c->ro.m, c->comm, t, &ll, ck, gseq, n_groups, c->ro.K, grew, &gs, row);
   } else if (st == SRLM_OK && np > 0) {
     /* the iteration's reference M_{t-1}, once; with the EMA anchor the trainer forwards the anchor instead */
-    if (!c->anchor) st = srlm_pref_ref_logps(c->ro.m, pairs, np, SRLM_MEMPLAN_LOGPROB_TOKENS, ref, ref + np);
+    if (!c->anchor) st = pref_ref_shared(c->comm, c->ro.m, pairs, np, ref);
     static const srlm_pref_loss k_kinds[] = {[SRLM_CFG_LOSS_DPO] = SRLM_PREF_DPO, [SRLM_CFG_LOSS_IPO] = SRLM_PREF_IPO,
                                              [SRLM_CFG_LOSS_SFT] = SRLM_PREF_SFT, [SRLM_CFG_LOSS_GRPO] = SRLM_PREF_DPO};
     learn_dp ld;

@@ -54,6 +54,15 @@ srlm_status sr_anchor_host(sr_ctx *c, float **out);
  * learners get *out = NULL: only the lead writes checkpoints and iteration models. */
 srlm_status sr_master_host(sr_ctx *c, srlm_model *m, float **out);
 
+/* The learners' common verdict on values each computed a share of: x (n + 1 doubles) holds
+ * this learner's share and zeros elsewhere, x[n] is free for the error flag; st is this
+ * learner's status. With several learners x is summed over them (one all-reduce: a value
+ * plus zeros is that value, bit for bit), so every learner ends with every value, and every
+ * learner returns an error when any failed (the failing one its own message, the others
+ * "another learner failed to compute its share of <what>"), so none waits on a dead peer.
+ * One learner: nothing moves, st comes back. Collective over the learners. */
+srlm_status sr_learners_sum(srlm_comm *comm, double *x, int64_t n, srlm_status st, const char *what);
+
 /* Writes o (consumed) as one compact line of c->metrics and flushes it; with c->tb, also
  * each of its numbers as a TensorBoard scalar "<event>/<key>" (and flushes): at step
  * `iteration` for iteration and eval lines, and for learn lines at the run's learner step
