@@ -104,6 +104,12 @@ typedef struct srlm_sr_iteration {
                                (reported only; never used for training) */
   double loss_first, loss_last;
   double seconds;
+  /* the iteration's phases on the lead learner (issue 10's seconds per phase): rollouts
+     (from the iteration's start until every scored shard is in: generation and judging,
+     which overlap with separate roles), of which generating and judging on the lead itself
+     (colocated only: with separate roles other ranks do them, NaN), and learning (pairs or
+     groups, reference log-probs, optimizer steps); saving and evaluating M_t are the rest */
+  double rollout_seconds, generate_seconds, judge_seconds, learn_seconds;
   double anchor_distance;   /* train.reference ema: |theta - theta_ema| / |theta| after learning (NaN otherwise) */
   double mean_response_tokens; /* mean tokens per sample, a stopping EOS included */
   /* issue 11's pair sources and consistency rules (pairs.source votes/implicit,

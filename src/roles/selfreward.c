@@ -161,9 +161,14 @@ static srlm_status rollouts_colocated(sr_ctx *c, int t, int64_t version, srlm_sh
   sr_judge_counts jc = {0};
   for (int64_t s = a + ((me - a) % R + R) % R; s < b && st == SRLM_OK; s += R) {
     srlm_shard sh;
+    srlm_timer ph;
+    srlm_timer_start(&ph);
     st = sr_generate_shard(&c->ro, t, s, version, &sh, NULL);
+    if (c->rows) c->rows[t].generate_seconds += srlm_timer_elapsed(&ph);
     if (st != SRLM_OK) break;
+    srlm_timer_start(&ph);
     st = sr_judge_shard(&c->ro, &sh, &jc);
+    if (c->rows) c->rows[t].judge_seconds += srlm_timer_elapsed(&ph);
     void *buf = NULL;
     size_t len = 0;
     if (st == SRLM_OK) st = srlm_shard_serialize(&sh, &buf, &len);
@@ -409,6 +414,10 @@ static srlm_status finish_iteration(sr_ctx *c, int t, srlm_timer *iter_tm) {
   json_object_set_new(o, "loss_last", sr_num(row->loss_last));
   if (cfg->train.reference == SRLM_CFG_REFERENCE_EMA) json_object_set_new(o, "anchor_distance", sr_num(row->anchor_distance));
   json_object_set_new(o, "seconds", json_real(row->seconds));
+  json_object_set_new(o, "rollout_seconds", sr_num(row->rollout_seconds));
+  json_object_set_new(o, "generate_seconds", sr_num(row->generate_seconds));
+  json_object_set_new(o, "judge_seconds", sr_num(row->judge_seconds));
+  json_object_set_new(o, "learn_seconds", sr_num(row->learn_seconds));
   SRLM_TRY(sr_metrics_line(c, o));
   /* M_t is saved, evaluated and reported: iterations 1..t are done */
   long bytes = ftell(c->metrics);
@@ -658,6 +667,9 @@ static srlm_status run_from(sr_ctx *c, int start, bool colocated, bool learner) 
       pending_eval = 0;
     }
     srlm_timer_start(&iter_tm);
+    if (learner) { /* generate and judge seconds are the lead's own, counted only colocated */
+      rows[t].generate_seconds = rows[t].judge_seconds = colocated ? 0 : NAN;
+    }
     sr_progress pg = {.t = t};
     srlm_timer_start(&pg.tm);
     srlm_shard *sh = learner ? srlm_xcalloc((size_t)c->ro.shards_max, sizeof *sh) : NULL;
@@ -694,8 +706,12 @@ static srlm_status run_from(sr_ctx *c, int start, bool colocated, bool learner) 
         extra += x;
       }
     }
+    if (learner) rows[t].rollout_seconds = srlm_timer_elapsed(&iter_tm);
     if (st == SRLM_OK && learner) srlm_comm_phase(comm, "learning of iteration %d", t);
+    srlm_timer learn_tm;
+    srlm_timer_start(&learn_tm);
     if (st == SRLM_OK && learner) st = sr_learn(c, t, sh, stale, &rows[t]);
+    if (learner) rows[t].learn_seconds = srlm_timer_elapsed(&learn_tm);
     for (int64_t i = 0; sh && i < c->ro.shards_max; i++) srlm_shard_free(&sh[i]);
     free(sh);
     SRLM_TRY(st);
