@@ -72,7 +72,8 @@ expect_ok() {
 }
 
 # same_run RUNS ITER REF NAME: run NAME's final weights (RUNS/NAME/iter_ITER) are bit-identical
-# to run REF's and its metrics.jsonl equals REF's, timing fields (seconds, tokens_per_s) aside
+# to run REF's and its metrics.jsonl equals REF's, timing fields (seconds, the iteration's
+# <phase>_seconds, tokens_per_s) aside
 same_run() {
   local runs=$1 it=$2 ref=$3 name=$4
   cmp -s "$runs/$ref/iter_$it/model/model.safetensors" "$runs/$name/iter_$it/model/model.safetensors" \
@@ -83,7 +84,7 @@ def ev(p):
     out = []
     for l in open(p):
         o = json.loads(l)
-        for k in ("seconds", "tokens_per_s"): o.pop(k, None)
+        for k in [k for k in o if k == "tokens_per_s" or k.endswith("seconds")]: o.pop(k)
         out.append(o)
     return out
 a, b = ev(sys.argv[1]), ev(sys.argv[2])
