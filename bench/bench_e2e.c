@@ -10,6 +10,9 @@
  *             [--gen-prompts N --samples K --new-tokens T --gen-batch B]  generation
  *             [--peak-tflops F]       (the card's dense bf16 peak for MFU; H200: 989)
  *             [--json PATH]
+ *   bench_e2e --shape NAME [--layers L] --arch-overrides
+ *             prints the shape as `srlm train` overrides (model.arch.*, vocabulary left to the
+ *             tokenizer) for bench/e2e.sh's one-iteration row, and exits
  *
  * dpo: N pairs of random prompt (P) + chosen/rejected (R each) tokens; reference
  *   log-probs once (not timed); then S timed optimizer steps of srlm_pref_train (DPO,
@@ -42,6 +45,7 @@ typedef struct opts {
       gen_batch;
   srlm_dtype dt;
   double peak_tflops;
+  int arch_overrides;
 } opts;
 
 typedef struct shape {
@@ -71,7 +75,8 @@ static void usage(void) {
   fprintf(stderr, "usage: bench_e2e [--backend NAME] [--device N] [--dtype bf16|fp32] [--shape NAME] [--layers L]\n"
                   "                 [--work dpo,gen] [--steps S] [--warmup W] [--pairs N] [--micro M]\n"
                   "                 [--prompt-len P] [--response-len R] [--gen-prompts N] [--samples K]\n"
-                  "                 [--new-tokens T] [--gen-batch B] [--peak-tflops F] [--json PATH]\n");
+                  "                 [--new-tokens T] [--gen-batch B] [--peak-tflops F] [--json PATH]\n"
+                  "       bench_e2e --shape NAME [--layers L] --arch-overrides\n");
 }
 
 static int parse(int argc, char **argv, opts *o) {
@@ -80,6 +85,10 @@ static int parse(int argc, char **argv, opts *o) {
               .gen_batch = 16, .dt = SRLM_F32, .peak_tflops = 989};
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+    if (!strcmp(a, "--arch-overrides")) {
+      o->arch_overrides = 1;
+      continue;
+    }
 #define INT_OPT(name, field)            \
   if (!strcmp(a, name) && v) {          \
     o->field = atoi(v);                 \
@@ -275,12 +284,21 @@ int main(int argc, char **argv) {
   for (size_t i = 0; i < sizeof k_shapes / sizeof *k_shapes; i++)
     if (!strcmp(k_shapes[i].name, o.shape)) sh = &k_shapes[i];
   if (!sh) return fprintf(stderr, "bench_e2e: unknown --shape %s\n", o.shape), 2;
+  const int64_t layers = o.layers > 0 && o.layers < sh->L ? o.layers : sh->L;
+  if (o.arch_overrides) { /* the transformer of the shape; the vocabulary is the run's tokenizer's */
+    printf("model.path= model.arch.family=%s model.arch.hidden_size=%lld model.arch.intermediate_size=%lld "
+           "model.arch.num_layers=%lld model.arch.num_heads=%lld model.arch.num_kv_heads=%lld model.arch.head_dim=%lld "
+           "model.arch.tie_embeddings=%s\n",
+           sh->type == SRLM_MODEL_QWEN3 ? "qwen3" : "llama", (long long)sh->C, (long long)sh->FF, (long long)layers,
+           (long long)sh->NH, (long long)sh->NKV, (long long)sh->HS, sh->tied ? "true" : "false");
+    return 0;
+  }
   srlm_model_config c;
   srlm_model_config_defaults(&c, sh->type);
   c.vocab_size = sh->V;
   c.hidden_size = sh->C;
   c.intermediate_size = sh->FF;
-  c.num_hidden_layers = o.layers > 0 && o.layers < sh->L ? o.layers : sh->L;
+  c.num_hidden_layers = layers;
   c.num_attention_heads = sh->NH;
   c.num_key_value_heads = sh->NKV;
   c.head_dim = sh->HS;
