@@ -3,7 +3,7 @@
 # CLI and simulated-kernel tests), a ThreadSanitizer build of the simulated-kernel tests only
 # (label sim: a missing __syncthreads in a CUDA kernel is a reported race), then a Release
 # build (all tests, including the fuzz smoke run, a localhost Slurm and the container image: label
-# cluster).
+# cluster, and bench/e2e.sh's harness at the tiny shape: label bench).
 # Ends with ctest's summary line. Usage: tests/run.sh  (from anywhere)
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
