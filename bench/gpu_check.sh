@@ -17,9 +17,12 @@
 # (the tensor-core kernels), and the attention sweep
 # (bench_backend --size attention: forward/backward at L = 512..16k, decode at batch 1..256 x
 # 1k..32k cached) next to PyTorch's SDPA flash and cuDNN backends (bench/attention_torch.py).
-# With "e2e" (issue 10): bench/e2e.sh's gpu-quick preset (the DPO step and generation at the
-# Qwen3-0.6B/1.7B shapes cut to 4 layers, srlm and PyTorch + transformers side by side) and,
-# if time is left, its full gpu preset; needs bench_e2e built and carried.
+# With "e2e" (issue 10): bench/e2e.sh in parts, each its own step so a cut one costs only its
+# rows: the gpu-quick preset's side-by-side rows (the DPO step and generation at the
+# Qwen3-0.6B/1.7B shapes cut to 4 layers, srlm and PyTorch + transformers), the full gpu
+# preset's one self-rewarding iteration at the Qwen3-0.6B shape (seconds per phase), its comm
+# sweep (broadcast and all-reduce per bucket size: one NCCL rank, 3 MPI ranks sharing the GPU),
+# and, if time is left, its side-by-side rows; needs srlm, bench_e2e and bench_comm carried.
 # With "job" (issue 10, the whole job on the GPU): the quickstart's SFT and one self-rewarding
 # iteration on cuda against the CPU (tests/cli/sim_quickstart.sh with SRLM_QS_BACKEND=cuda),
 # in one process and as three ranks sharing the GPU (mpiexec -np 3: learner, generator,
@@ -27,9 +30,12 @@
 # one tiny iteration of `srlm train` on cuda; needs BUILD/srlm carried (and packed).
 # Build and pack first, here:
 #   cmake -S . -B build-gpu -DCMAKE_BUILD_TYPE=Release -DSRLM_CUDA=ON
-#   cmake --build build-gpu -j2 --target srlm test_backend_ops test_model_equiv bench_backend bench_e2e gpu_test_comm_nccl
+#   cmake --build build-gpu -j2 --target srlm test_backend_ops test_model_equiv bench_backend bench_e2e bench_comm \
+#     gpu_test_comm_nccl
 #   bash ../shared/tools/device-pack.sh build-gpu/srlm build-gpu/tests/test_backend_ops build-gpu/tests/test_model_equiv \
-#     build-gpu/bench/bench_backend build-gpu/bench/bench_e2e build-gpu/tests/gpu_test_comm_nccl
+#     build-gpu/bench/bench_backend build-gpu/bench/bench_e2e build-gpu/bench/bench_comm build-gpu/tests/gpu_test_comm_nccl
+# The "job" and "e2e" modes print their budget first: their steps' limits add up to at most
+# 420 s, so the script ends inside a device session's 8 minutes with time to copy the logs.
 # Never changes the card's settings: nvidia-smi is only queried.
 set -uo pipefail
 BUILD=${1:-build-gpu}
@@ -45,6 +51,15 @@ source .devroot/env.sh
 [ "$MODE" = job ] || for b in "$TEST" "$BENCH"; do [ -x "$b" ] || { echo "gpu_check: $b not built or not carried" >&2; exit 2; }; done
 
 status=()
+# budget MODE LIMIT...: prints the steps' limits and their sum (the most the mode can take)
+budget() {
+  local mode=$1 sum=0 l
+  shift
+  for l in "$@"; do sum=$((sum + l)); done
+  local line="gpu_check $mode: $# steps, limits $* s: at most $sum s of the 480 s a prepared script has"
+  echo "$line"
+  status+=("$line") # and again in the summary
+}
 step() { # step NAME LIMIT_S LOGFILE CMD...: runs CMD with a time limit, output to LOGFILE
   local name=$1 limit=$2 file=$3
   shift 3
@@ -108,14 +123,22 @@ if [ "$MODE" = attention ]; then
 fi
 
 if [ "$MODE" = e2e ]; then
-  [ -x "$BUILD/bench/bench_e2e" ] || { echo "gpu_check: $BUILD/bench/bench_e2e not built or not carried" >&2; exit 2; }
-  step e2e_quick 200 e2e_quick.txt env OUT="$LOG/e2e_quick" bash bench/e2e.sh "$BUILD" gpu-quick
-  step e2e_full 260 e2e_full.txt env OUT="$LOG/e2e_full" bash bench/e2e.sh "$BUILD" gpu
+  for b in srlm bench/bench_e2e bench/bench_comm; do
+    [ -x "$BUILD/$b" ] || { echo "gpu_check: $BUILD/$b not built or not carried" >&2; exit 2; }
+  done
+  l_quick=150 l_iter=100 l_comm=40 l_full=130
+  budget e2e $l_quick $l_iter $l_comm $l_full
+  e2e() { # e2e NAME LIMIT PRESET PARTS
+    step "e2e_$1" "$2" "e2e_$1.txt" env OUT="$LOG/e2e_$1" PARTS="$4" MPIRUN=mpiexec.openmpi bash bench/e2e.sh "$BUILD" "$3"
+  }
+  e2e quick $l_quick gpu-quick compare
+  e2e iteration $l_iter gpu iteration
+  e2e comm $l_comm gpu comm
+  e2e full $l_full gpu compare
   {
     echo "== gpu_check e2e on ${card:-unknown card}, $(date -u +%Y-%m-%dT%H:%M:%SZ)"
     printf '%s\n' "${status[@]}"
-    cut -c1-160 "$LOG/e2e_quick.txt" 2>/dev/null | grep -v '^$'
-    cut -c1-160 "$LOG/e2e_full.txt" 2>/dev/null | grep -v '^$'
+    for part in quick iteration comm full; do cut -c1-160 "$LOG/e2e_$part.txt" 2>/dev/null | grep -v '^$'; done
   } | tee "$LOG/summary.txt"
   exit 0
 fi
@@ -123,20 +146,23 @@ fi
 if [ "$MODE" = job ]; then
   SRLM=$BUILD/srlm
   [ -x "$SRLM" ] || { echo "gpu_check: $SRLM not built or not carried" >&2; exit 2; }
+  l_np1=120 l_np3=120 l_nccl=40 l_mc_sft=50 l_mc_train=90
+  budget job $l_np1 $l_np3 $l_nccl $l_mc_sft $l_mc_train
   for r in 1 3; do
     mkdir -p "$LOG/quickstart_np$r"
-    step "quickstart np$r" 170 "quickstart_np$r.log" env SRLM_SOURCE_DIR="$PWD" SRLM_TMP="$LOG/quickstart_np$r" \
+    limit=$([ $r = 1 ] && echo $l_np1 || echo $l_np3)
+    step "quickstart np$r" "$limit" "quickstart_np$r.log" env SRLM_SOURCE_DIR="$PWD" SRLM_TMP="$LOG/quickstart_np$r" \
       SRLM_QS_BACKEND=cuda SRLM_QS_RANKS=$r SRLM_QS_MPIRUN=mpiexec.openmpi OMP_NUM_THREADS=2 \
       bash tests/cli/sim_quickstart.sh "$SRLM"
   done
   NCCLT=$BUILD/tests/gpu_test_comm_nccl
-  [ -x "$NCCLT" ] && step comm_nccl_np1 50 comm_nccl_np1.log mpiexec.openmpi -np 1 "$NCCLT"
+  [ -x "$NCCLT" ] && step comm_nccl_np1 $l_nccl comm_nccl_np1.log mpiexec.openmpi -np 1 "$NCCLT"
   if command -v compute-sanitizer >/dev/null; then
     mc=(compute-sanitizer --tool memcheck --error-exitcode 99)
-    step memcheck_sft 60 memcheck_sft.log "${mc[@]}" "$SRLM" sft -c configs/sft-tiny.yaml --backend cuda \
+    step memcheck_sft $l_mc_sft memcheck_sft.log "${mc[@]}" "$SRLM" sft -c configs/sft-tiny.yaml --backend cuda \
       train.epochs=2 run.out_dir="$LOG/mc" run.name=sft
     # generation, judging, replay steps (backward, AdamW) and the evaluations from that model
-    step memcheck_train 120 memcheck_train.log "${mc[@]}" "$SRLM" train -c configs/quickstart.yaml --overwrite \
+    step memcheck_train $l_mc_train memcheck_train.log "${mc[@]}" "$SRLM" train -c configs/quickstart.yaml --overwrite \
       run.backend=cuda run.out_dir="$LOG/mc" run.name=it model.path="$LOG/mc/sft/model" run.iterations=1 \
       task.prompts_per_iteration=8 task.eval_prompts=4 generate.samples_per_prompt=4 judge.replay_per_verdict=4 \
       train.batch_size=2 pairs.min_margin=0
