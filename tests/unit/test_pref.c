@@ -98,6 +98,27 @@ static void test_ref_logps(srlm_model *m, const srlm_pref_pair *p) {
   }
 }
 
+/* The learners' split of the reference log-probs (src/roles/learn.c: each learner computes a
+ * contiguous share of the pairs) needs a pair's values not to depend on the pairs packed with
+ * it: every cut of the pairs into two or three shares, each packed on its own, gives the bits
+ * of all pairs in one pass. */
+static void test_ref_logps_split(srlm_model *m, const srlm_pref_pair *p) {
+  double c[NP], r[NP], sc[NP], sr[NP];
+  EXPECT_EQ_INT(srlm_pref_ref_logps(m, p, NP, 1 << 20, c, r), SRLM_OK);
+  for (int64_t a = 1; a < NP; a++)
+    for (int64_t b = a; b <= NP; b++) { /* shares [0, a), [a, b), [b, NP); b == NP: two shares */
+      const int64_t cut[4] = {0, a, b, NP};
+      for (int k = 0; k < 3; k++)
+        if (cut[k + 1] > cut[k])
+          EXPECT_EQ_INT(srlm_pref_ref_logps(m, p + cut[k], cut[k + 1] - cut[k], 1 << 20, sc + cut[k], sr + cut[k]),
+                        SRLM_OK);
+      for (int64_t i = 0; i < NP; i++)
+        EXPECT(!memcmp(&sc[i], &c[i], sizeof c[i]) && !memcmp(&sr[i], &r[i], sizeof r[i]),
+               "shares cut at %lld and %lld: pair %lld has %.17g / %.17g, all pairs at once %.17g / %.17g", (long long)a,
+               (long long)b, (long long)i, sc[i], sr[i], c[i], r[i]);
+    }
+}
+
 /* d/de L(theta + e g) at e = 0 equals |g|^2 (g = the gradient srlm_pref_grad leaves). */
 static void test_gradient(srlm_model *m, const srlm_pref_pair *p) {
   double rc[NP], rr[NP];
@@ -251,6 +272,7 @@ int main(void) {
   srlm_model *m = tiny_model();
   if (!m) TEST_MAIN_END();
   test_ref_logps(m, p);
+  test_ref_logps_split(m, p);
   test_gradient(m, p);
   test_training(m, p);
   srlm_model_free(m);
