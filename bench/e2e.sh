@@ -13,7 +13,7 @@
 #            one iteration of the quickstart's sign puzzle at the qwen3-0.6b shape (4096
 #            prompts x 4 samples, J = 1 judgment each, DPO on the pairs; the vocabulary is the
 #            task's characters, so the 0.6B's LM head of 151936 rows is not in it);
-#            broadcast and all-reduce of 256 MiB in buckets of 1 to 256 MiB: one rank on NCCL
+#            broadcast and all-reduce of 256 MiB in buckets of 4 to 256 MiB: one rank on NCCL
 #            (one GPU: NCCL's own copy, no link) and 3 ranks sharing the GPU over MPI (the
 #            single-GPU roles layout: pinned host staging); NCCL between GPUs needs several;
 #          gpu-quick: the same shapes with 4 layers and a tenth of the work (a first look in
@@ -59,7 +59,7 @@ case "$PRESET" in
     runs=("qwen3-0.6b dpo" "qwen3-1.7b dpo" "llama3.2-3b dpo" "qwen3-0.6b gen" "qwen3-1.7b gen")
     layers=""
     iter_shape=qwen3-0.6b iter_prompts=4096 iter_run=(run.backend=cuda model.dtype=bf16)
-    comm="--bytes 268435456 --min-bucket 1048576 --max-bucket 268435456 --iters 10 --warmup 2"
+    comm="--bytes 268435456 --min-bucket 4194304 --max-bucket 268435456 --iters 5 --warmup 1"
     comm_runs=("1 cuda nccl" "3 cuda mpi") ;;
   gpu-quick)
     side=(--backend cuda --dtype bf16); tside=(--device cuda --dtype bf16)

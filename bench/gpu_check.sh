@@ -126,7 +126,7 @@ if [ "$MODE" = e2e ]; then
   for b in srlm bench/bench_e2e bench/bench_comm; do
     [ -x "$BUILD/$b" ] || { echo "gpu_check: $BUILD/$b not built or not carried" >&2; exit 2; }
   done
-  l_quick=150 l_iter=100 l_comm=40 l_full=130
+  l_quick=150 l_iter=100 l_comm=60 l_full=110
   budget e2e $l_quick $l_iter $l_comm $l_full
   e2e() { # e2e NAME LIMIT PRESET PARTS
     step "e2e_$1" "$2" "e2e_$1.txt" env OUT="$LOG/e2e_$1" PARTS="$4" MPIRUN=mpiexec.openmpi bash bench/e2e.sh "$BUILD" "$3"
