@@ -84,7 +84,8 @@ int64_t srlm_grpo_offsets(const srlm_grpo_seq *seqs, int64_t n, int64_t *off);
 /* out (N): the log-prob of every response token under the model's current weights,
  * concatenated in sequence order (srlm_grpo_offsets), from packed batches of whole
  * sequences of up to max_tokens tokens (prompt + response; a longer sequence goes
- * alone). Errors name the sequence (empty prompt or response, token id outside the
+ * alone), formed greedily from sequence 0 (src/roles/learn.c relies on it, as for
+ * srlm_pref_ref_logps). Errors name the sequence (empty prompt or response, token id outside the
  * vocabulary). */
 srlm_status srlm_grpo_logps(srlm_model *m, const srlm_grpo_seq *seqs, int64_t n, int64_t max_tokens, float *out);
 

@@ -42,8 +42,9 @@
  *                activations, scratch and the head's rows), one set per model, as large as
  *                its largest pass: a decoding rank's step of at most SRLM_MEMPLAN_STEP_TOKENS
  *                tokens; a learner's log-prob passes (reference log-probs, the implicit
- *                reward's current model) and a judge's SAR perplexities (judge.source sar) of
- *                SRLM_MEMPLAN_LOGPROB_TOKENS; plus the EMA anchor's passes of a micro-batch
+ *                reward's current model) of SRLM_MEMPLAN_LOGPROB_TOKENS or one pair of the
+ *                longest sequences (kv_len's bound), and SAR's perplexities (judge.source
+ *                sar; counted on every decoding rank, judges run them); plus the EMA anchor's passes of a micro-batch
  *                (a learner's) and ARGS's reference's steps (a decoding rank's);
  *   scorer       a learner of the implicit reward (pairs.source implicit, pairs.consistency
  *                cream or scir): the older models it scores with (M_{t-2}, CREAM's M_{t-3}),
@@ -51,7 +52,8 @@
  *                buffers;
  *   workspace    SRLM_MEMPLAN_WORKSPACE: cuBLASLt's workspace (32 MiB), the LM head's logit
  *                chunks (16 MiB) and staging.
- * A colocated rank plays every role and holds the learner's and the samplers' lines.
+ * A colocated rank plays every role and holds the learner's and the samplers' lines (inference:
+ * one model, so the largest pass of either).
  * Not counted: on the CPU backend a rank that decodes also keeps its weights once more,
  * packed as fp32 for the matmul's micro-kernel (backend.h, matmul's b_version), host memory
  * that no device limit applies to.

@@ -58,7 +58,9 @@ typedef struct srlm_pref_pair {
 } srlm_pref_pair;
 
 /* ref_chosen[i] = logpi_ref(chosen_i), ref_rejected[i] likewise, from the model's current
- * weights, in packed batches of up to max_tokens tokens. */
+ * weights, in packed batches of up to max_tokens tokens, formed greedily from pair 0: a
+ * batch takes whole pairs in order while they fit, at least one (src/roles/learn.c splits
+ * the pairs over learners at these batches' starts, so each share runs the same batches). */
 srlm_status srlm_pref_ref_logps(srlm_model *m, const srlm_pref_pair *pairs, int64_t n, int64_t max_tokens,
                                 double *ref_chosen, double *ref_rejected);
 

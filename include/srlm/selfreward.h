@@ -108,7 +108,8 @@ typedef struct srlm_sr_iteration {
      (from the iteration's start until every scored shard is in: generation and judging,
      which overlap with separate roles), of which generating and judging on the lead itself
      (colocated only: with separate roles other ranks do them, NaN), and learning (pairs or
-     groups, reference log-probs, optimizer steps); saving and evaluating M_t are the rest */
+     groups, reference log-probs, optimizer steps); saving and evaluating M_t are the rest;
+     all NaN for the iteration a LEARN checkpoint resumes (rollouts read back, part of a learning) */
   double rollout_seconds, generate_seconds, judge_seconds, learn_seconds;
   double anchor_distance;   /* train.reference ema: |theta - theta_ema| / |theta| after learning (NaN otherwise) */
   double mean_response_tokens; /* mean tokens per sample, a stopping EOS included */

@@ -344,11 +344,39 @@ static void learner_share(const int64_t *cum, int64_t n, int me, int L, int64_t 
   *hi = b;
 }
 
+/* Learner me's share [*lo, *hi) of n items cut only between the log-prob passes one learner
+ * would run over all of them: srlm_pref_ref_logps and srlm_grpo_logps pack greedily from
+ * their first item (whole items while they fit in max_tokens, at least one), so a share
+ * that starts where such a pass starts is packed into exactly those passes. Every product
+ * then has the shape it has in the one-learner run, and the bits are that run's on any
+ * backend whose products are deterministic per shape (cuBLASLt picks its algorithm by the
+ * row count, so cutting anywhere else could change them on a GPU). The passes are shared
+ * out by learner_share over their tokens. cum: (n + 1) prefix sums of the items' tokens. */
+static void pass_share(const int64_t *cum, int64_t n, int64_t max_tokens, int me, int L, int64_t *lo, int64_t *hi) {
+  int64_t *start = srlm_xmalloc((size_t)(n + 1) * sizeof *start), *pcum = srlm_xmalloc((size_t)(n + 1) * sizeof *pcum);
+  int64_t np = 0;
+  for (int64_t i = 0; i < n;) {
+    int64_t j = i + 1; /* at least one item */
+    while (j < n && cum[j + 1] - cum[i] <= max_tokens) j++;
+    start[np] = i;
+    pcum[np++] = cum[i];
+    i = j;
+  }
+  start[np] = n;
+  pcum[np] = cum[n];
+  int64_t pa, pb;
+  learner_share(pcum, np, me, L, &pa, &pb);
+  *lo = start[pa];
+  *hi = start[pb];
+  free(start);
+  free(pcum);
+}
+
 /* The reference log-probs of the pairs (ref: (2 np + 1), chosen sums then rejected sums;
- * the last slot is scratch), each learner computing its share (learner_share) under m and
+ * the last slot is scratch), each learner computing its share (pass_share) under m and
  * the learners exchanging them (sr_learners_sum), so L learners do the work once, not L
- * times. A pair's log-probs do not depend on the pairs packed with it (the backend's
- * contract), so the values are the bits one learner computing them all gets. */
+ * times. The shares run the one-learner run's passes, so the values are the bits one
+ * learner computing them all gets. */
 static srlm_status pref_ref_shared(srlm_comm *comm, srlm_model *m, const srlm_pref_pair *pairs, int64_t np,
                                    double *ref) {
   const int L = srlm_comm_role_size(comm, SRLM_ROLE_LEARNER), me = srlm_comm_role_rank(comm, SRLM_ROLE_LEARNER);
@@ -358,7 +386,7 @@ static srlm_status pref_ref_shared(srlm_comm *comm, srlm_model *m, const srlm_pr
   for (int64_t i = 0; i < np; i++)
     cum[i + 1] = cum[i] + 2 * pairs[i].prompt_len + pairs[i].chosen_len + pairs[i].rejected_len;
   int64_t lo, hi;
-  learner_share(cum, np, me, L, &lo, &hi);
+  pass_share(cum, np, SRLM_MEMPLAN_LOGPROB_TOKENS, me, L, &lo, &hi);
   free(cum);
   memset(ref, 0, (size_t)(2 * np + 1) * sizeof *ref);
   srlm_status st = srlm_pref_ref_logps(m, pairs + lo, hi - lo, SRLM_MEMPLAN_LOGPROB_TOKENS, ref + lo, ref + np + lo);
@@ -367,7 +395,7 @@ static srlm_status pref_ref_shared(srlm_comm *comm, srlm_model *m, const srlm_pr
 }
 
 /* GRPO's M_t log-probs of every response token (ref: (N), srlm_grpo_offsets' order), each
- * learner computing the sequences of its share (learner_share) and the learners gathering
+ * learner computing the sequences of its share (pass_share) and the learners gathering
  * the shares' token ranges; bit for bit what one learner computing them all gets, as above. */
 static srlm_status grpo_ref_shared(srlm_comm *comm, srlm_model *m, const srlm_grpo_seq *seqs, int64_t n, float *ref) {
   const int L = srlm_comm_role_size(comm, SRLM_ROLE_LEARNER), me = srlm_comm_role_rank(comm, SRLM_ROLE_LEARNER);
@@ -377,7 +405,7 @@ static srlm_status grpo_ref_shared(srlm_comm *comm, srlm_model *m, const srlm_gr
   cum[0] = 0;
   for (int64_t i = 0; i < n; i++) cum[i + 1] = cum[i] + seqs[i].prompt_len + seqs[i].response_len;
   int64_t lo, hi;
-  learner_share(cum, n, me, L, &lo, &hi);
+  pass_share(cum, n, SRLM_MEMPLAN_LOGPROB_TOKENS, me, L, &lo, &hi);
   srlm_status st = srlm_grpo_logps(m, seqs + lo, hi - lo, SRLM_MEMPLAN_LOGPROB_TOKENS, ref + off[lo]);
   if (st != SRLM_OK) st = srlm_error_context(st, "learner %d's sequences [%lld, %lld)", me, (long long)lo, (long long)hi);
   double flag[1];

@@ -34,13 +34,15 @@ srlm_status srlm_memplan_make(const srlm_config *cfg, const srlm_model_config *m
   if (kv > positions) kv = positions;
   p->kv_len = sampler ? kv : 0;
   /* the largest inference pass of the rank's own model: a decode step; a learner's log-prob
-     passes (as many whole sequences as fit in SRLM_MEMPLAN_LOGPROB_TOKENS, at least one pair);
-     a judge's SAR perplexities (sequences of at most kv_len tokens) */
-  const int64_t lp_tokens = SRLM_MEMPLAN_LOGPROB_TOKENS;
+     passes (as many whole sequences as fit in SRLM_MEMPLAN_LOGPROB_TOKENS, at least one pair:
+     a learner's sequences are not cut to train.max_seq_len, so one is bounded by kv, the
+     longest sequence the samplers make, meta-judge pairs included); SAR's perplexities on a
+     judge (the plan does not tell judges from generators: every sampler counts them) */
+  const int64_t lp_tokens = SRLM_MEMPLAN_LOGPROB_TOKENS, lp_pass = lp_tokens > 2 * kv ? lp_tokens : 2 * kv;
   int64_t t_infer = sampler ? SRLM_MEMPLAN_STEP_TOKENS : 0;
-  if (learner && (lp_tokens > t_infer || 2 * seq > t_infer)) t_infer = lp_tokens > 2 * seq ? lp_tokens : 2 * seq;
-  if (sampler && cfg->judge.source == SRLM_CFG_SOURCE_SAR && (lp_tokens > t_infer || p->kv_len > t_infer))
-    t_infer = lp_tokens > p->kv_len ? lp_tokens : p->kv_len;
+  if (learner && lp_pass > t_infer) t_infer = lp_pass;
+  if (sampler && cfg->judge.source == SRLM_CFG_SOURCE_SAR && (lp_tokens > t_infer || kv > t_infer))
+    t_infer = lp_tokens > kv ? lp_tokens : kv;
   const srlm_dtype dt = srlm_setup_dtype(cfg);
   srlm_model_memory mm, step, micro;
   SRLM_TRY(srlm_model_memory_plan(mc, dt, cfg->train.recompute, p->micro_tokens, p->micro_tokens, t_infer, &mm));
@@ -59,7 +61,7 @@ srlm_status srlm_memplan_make(const srlm_config *cfg, const srlm_model_config *m
                       cfg->pairs.consistency == SRLM_CFG_CONSIST_SCIR);
   if (scores) {
     srlm_model_memory lp;
-    SRLM_TRY(srlm_model_memory_plan(mc, dt, 0, 0, 0, lp_tokens > 2 * seq ? lp_tokens : 2 * seq, &lp));
+    SRLM_TRY(srlm_model_memory_plan(mc, dt, 0, 0, 0, lp_pass, &lp));
     p->scorer = lp.params + lp.infer;
   }
   /* fp32 masters only where something learns: the model and the EMA anchor of a learner; a generator or judge

@@ -712,6 +712,8 @@ static srlm_status run_from(sr_ctx *c, int start, bool colocated, bool learner) 
     srlm_timer_start(&learn_tm);
     if (st == SRLM_OK && learner) st = sr_learn(c, t, sh, stale, &rows[t]);
     if (learner) rows[t].learn_seconds = srlm_timer_elapsed(&learn_tm);
+    if (learner && c->ck && c->ck->iteration == t) /* a LEARN resume: rollouts read from disk, a part of the learning */
+      rows[t].rollout_seconds = rows[t].generate_seconds = rows[t].judge_seconds = rows[t].learn_seconds = NAN;
     for (int64_t i = 0; sh && i < c->ro.shards_max; i++) srlm_shard_free(&sh[i]);
     free(sh);
     SRLM_TRY(st);
