@@ -14,9 +14,9 @@
 #   bash bench/gpu_check.sh [BUILD_DIR] [OUT_DIR] [attention|e2e|job]   defaults: build-gpu, $OUT or ./gpu-check-out
 # With "attention" (issue 9), within the same 8 minutes instead of the steps above: the
 # attention ops' cases of the test (fp32, bf16), memcheck over the bf16 forward and backward
-# (the tensor-core kernels), and the attention sweep
-# (bench_backend --size attention: forward/backward at L = 512..16k, causal and not, decode at batch 1..256 x
-# 1k..32k cached) next to PyTorch's SDPA flash and cuDNN backends (bench/attention_torch.py).
+# (the tensor-core kernels), and the attention sweep (bench_backend --size attention:
+# forward/backward at L = 512..16k, causal and not, decode at batch 1..256 x 1k..32k
+# cached) next to PyTorch's SDPA flash and cuDNN backends (bench/attention_torch.py).
 # With "e2e" (issue 10): bench/e2e.sh's gpu-quick preset (the DPO step and generation at the
 # Qwen3-0.6B/1.7B shapes cut to 4 layers, srlm and PyTorch + transformers side by side) and,
 # if time is left, its full gpu preset; needs bench_e2e built and carried.
