@@ -4,8 +4,9 @@ backend and with the cuDNN backend at the shapes of bench_backend --size attenti
 case names), and the card's copy bandwidth; with --srlm, srlm's numbers side by side.
 
   forward/backward: bf16, head dim 64 (32 heads) and 128 (16 heads), 16k tokens per batch
-    at L = 512 .. 16k, causal and not (srlm's attention is causal only). TFLOP/s by
-    FlashAttention's count: 4 L^2 HS NH B, halved when causal; the backward 2.5x.
+    at L = 512 .. 16k, causal and not (srlm's non-causal cases are bench_backend's
+    "<case> non-causal"). TFLOP/s by FlashAttention's count: 4 L^2 HS NH B, halved when
+    causal; the backward 2.5x.
   decode: one query per sequence against L cached tokens (32 heads over 8 kv heads, HS 128),
     batch 1/16/64/256 at 1k/8k/32k; the bandwidth bound is the K/V bytes read / the copy
     bandwidth (a device-to-device copy of 2 GiB: 2 x bytes / time).
@@ -141,7 +142,8 @@ def run(args):
 
 
 def table(torch_res, srlm, md):
-    """Rows per case: srlm, torch flash and cuDNN (causal; non-causal for reference), decode
+    """Rows per case: srlm, torch flash and cuDNN, causal, then the same non-causal (srlm's
+    case "<case> non-causal"), each with srlm's share of the best torch backend; decode
     against the bandwidth bound."""
     t = {}
     for r in torch_res["results"]:
@@ -157,8 +159,8 @@ def table(torch_res, srlm, md):
     def us(r):
         return f"{r['time_us']:.1f}" if r and "time_us" in r else ("err" if r else "")
 
-    head = ["op", "case", "srlm_TF/s"] + [f"{b}_TF/s" for b in bes] + [f"{b}_noncausal_TF/s" for b in bes] + \
-        ["srlm/best"]
+    head = ["op", "case", "srlm_TF/s"] + [f"{b}_TF/s" for b in bes] + ["srlm/best", "srlm_noncausal_TF/s"] + \
+        [f"{b}_noncausal_TF/s" for b in bes] + ["srlm_noncausal/best"]
     dhead = ["case", "srlm_us", "bound_us", "srlm_%bound"] + [f"{b}_us" for b in bes]
     rows, drows = [], []
     for op, model in keys:
@@ -170,10 +172,12 @@ def table(torch_res, srlm, md):
             drows.append([model, us(sr) if sr and sr.get("ok") else "", f"{bound:.1f}" if bound else "", pct] +
                          [us(t.get((op, model, b, False))) for b in bes])
             continue
-        best = max([t[(op, model, b, True)].get("tflops", 0) for b in bes if (op, model, b, True) in t] + [0])
-        ratio = f"{sr['tflops'] / best:.2f}" if sr and sr.get("ok") and best else ""
-        rows.append([op, model, tf(sr) if sr and sr.get("ok") else ""] + [tf(t.get((op, model, b, True))) for b in bes] +
-                    [tf(t.get((op, model, b, False))) for b in bes] + [ratio])
+        row = [op, model]
+        for causal, sr in ((True, sr), (False, s.get((op, model + " non-causal")))):
+            best = max([t[(op, model, b, causal)].get("tflops", 0) for b in bes if (op, model, b, causal) in t] + [0])
+            ratio = f"{sr['tflops'] / best:.2f}" if sr and sr.get("ok") and best else ""
+            row += [tf(sr) if sr and sr.get("ok") else ""] + [tf(t.get((op, model, b, causal))) for b in bes] + [ratio]
+        rows.append(row)
     out = [f"# srlm {(srlm or {}).get('backend', '-')} vs torch {torch_res['torch']} SDPA on {torch_res['device']}; "
            f"copy bandwidth {copy:.1f} GB/s; causal unless named"]
     for h, rs in ((head, rows), (dhead, drows)):

@@ -49,13 +49,13 @@
 
 /* d[] per op:  matmul M N K trans_a trans_b accumulate (accumulate: the weight gradient, C fp32)
  *   rmsnorm_*, colsum N C | rope_* N H HS | attention_forward/backward B L NH NKV HS window
- *   (B sequences of L tokens) | attention_kv n L NH NKV HS q (n sequences of L cached
+ *   non_causal (B sequences of L tokens; non_causal 0 or left out: causal) | attention_kv n L NH NKV HS q (n sequences of L cached
  *   positions, q new queries each) | kv_append n L NKV HS q | swiglu_* N FF |
  *   embedding_* N V C | add, cast, grad_sumsq, adamw n | lmhead_* N C V */
 typedef struct bshape {
   int op;
   const char *model;
-  int64_t d[6];
+  int64_t d[7];
 } bshape;
 
 #define OP(name) SRLM_OP_##name
@@ -126,8 +126,10 @@ static const bshape k_small[] = {
     {OP(rope_backward), "7B q", {64, 32, 128}},
     {OP(attention_forward), "0.5B", {1, 256, 14, 2, 64, 0}},
     {OP(attention_forward), "7B", {1, 64, 32, 8, 128, 0}},
+    {OP(attention_forward), "0.5B non-causal", {1, 256, 14, 2, 64, 0, 1}},
     {OP(attention_backward), "0.5B", {1, 256, 14, 2, 64, 0}},
     {OP(attention_backward), "7B", {1, 64, 32, 8, 128, 0}},
+    {OP(attention_backward), "0.5B non-causal", {1, 256, 14, 2, 64, 0, 1}},
     {OP(attention_kv), "0.5B decode", {8, 512, 14, 2, 64, 1}},
     {OP(attention_kv), "7B decode", {8, 512, 32, 8, 128, 1}},
     {OP(kv_append), "7B decode", {8, 512, 8, 128, 1}},
@@ -148,21 +150,26 @@ static const bshape k_small[] = {
     {OP(adamw), "0.5B MLP", {3 * 896 * 4864}},
 };
 
-/* Issue 9's attention sweep (FlashAttention-2's benchmark): bf16, causal (srlm's attention is
- * causal by contract), head dim 64 (32 heads) and 128 (16 heads): model width 2048, 16k
+/* Issue 9's attention sweep (FlashAttention-2's benchmark): bf16, causal and not (the cases
+ * named "non-causal"), head dim 64 (32 heads) and 128 (16 heads): model width 2048, 16k
  * tokens per batch at every sequence length from 512 to 16k, forward and backward. TFLOP/s
- * counts 4 x visible pairs x HS x NH (2.5x for the backward): FlashAttention's causal count
- * 4 L^2 HS NH / 2 up to the diagonal's L / 2 pairs. Decode: one new query per sequence, batch
+ * counts 4 x visible pairs x HS x NH (2.5x for the backward): FlashAttention's count, 4 L^2
+ * HS NH non-causal, the causal one 4 L^2 HS NH / 2 up to the diagonal's L / 2 pairs. Decode: one new query per sequence, batch
  * 1/16/64/256 at 1k/8k/32k cached tokens, Llama-3-8B's heads (32 over 8 kv heads, HS 128):
  * GB/s against the card's copy bandwidth is the share of the bandwidth bound. The model
  * column names the case for attention_torch.py. */
 static const bshape k_attention[] = {
-#define FA_CASES(op, HS, NH)                                                                                       \
-  {OP(op), "fa HS=" #HS " L=512", {32, 512, NH, NH, HS, 0}}, {OP(op), "fa HS=" #HS " L=1k", {16, 1024, NH, NH, HS, 0}}, \
-      {OP(op), "fa HS=" #HS " L=2k", {8, 2048, NH, NH, HS, 0}}, {OP(op), "fa HS=" #HS " L=4k", {4, 4096, NH, NH, HS, 0}}, \
-      {OP(op), "fa HS=" #HS " L=8k", {2, 8192, NH, NH, HS, 0}}, {OP(op), "fa HS=" #HS " L=16k", {1, 16384, NH, NH, HS, 0}}
-    FA_CASES(attention_forward, 64, 32),  FA_CASES(attention_forward, 128, 16),
-    FA_CASES(attention_backward, 64, 32), FA_CASES(attention_backward, 128, 16),
+#define FA_CASES(op, HS, NH, NC, name)                                                                      \
+  {OP(op), "fa HS=" #HS " L=512" name, {32, 512, NH, NH, HS, 0, NC}},                                         \
+      {OP(op), "fa HS=" #HS " L=1k" name, {16, 1024, NH, NH, HS, 0, NC}},                                     \
+      {OP(op), "fa HS=" #HS " L=2k" name, {8, 2048, NH, NH, HS, 0, NC}},                                      \
+      {OP(op), "fa HS=" #HS " L=4k" name, {4, 4096, NH, NH, HS, 0, NC}},                                      \
+      {OP(op), "fa HS=" #HS " L=8k" name, {2, 8192, NH, NH, HS, 0, NC}},                                      \
+      {OP(op), "fa HS=" #HS " L=16k" name, {1, 16384, NH, NH, HS, 0, NC}}
+    FA_CASES(attention_forward, 64, 32, 0, ""),  FA_CASES(attention_forward, 128, 16, 0, ""),
+    FA_CASES(attention_forward, 64, 32, 1, " non-causal"),  FA_CASES(attention_forward, 128, 16, 1, " non-causal"),
+    FA_CASES(attention_backward, 64, 32, 0, ""), FA_CASES(attention_backward, 128, 16, 0, ""),
+    FA_CASES(attention_backward, 64, 32, 1, " non-causal"), FA_CASES(attention_backward, 128, 16, 1, " non-causal"),
 #undef FA_CASES
 #define DECODE_CASES(n)                                                                                      \
   {OP(attention_kv), "decode b=" #n " L=1k", {n, 1024, 32, 8, 128, 1}},                                       \
@@ -405,25 +412,31 @@ static void bench_rope_backward(bench *b) { rope_run(b, 1); }
 static double causal_pairs(int64_t L, int64_t W) {
   return W > 0 && W < L ? (double)W * (W + 1) / 2 + (double)(L - W) * W : (double)L * (L + 1) / 2;
 }
+/* And a non-causal one: each query sees its causal keys and as many ahead, itself once
+ * (L^2 without a window). */
+static double pairs(int64_t L, int64_t W, int non_causal) {
+  return non_causal ? 2.0 * causal_pairs(L, W) - (double)L : causal_pairs(L, W);
+}
 
 static void attention_run(bench *b, int backward) {
   const int64_t *d = dims(b), B = d[0], L = d[1], NH = d[2], NKV = d[3], HS = d[4], W = d[5], T = B * L;
+  const int NC = (int)d[6];
   int32_t *cu = srlm_xmalloc((size_t)(B + 1) * sizeof *cu);
   for (int64_t i = 0; i <= B; i++) cu[i] = (int32_t)(i * L);
   const size_t nq = (size_t)(T * NH * HS), nkv = (size_t)(T * NKV * HS);
   const int e = e_of(b->dt);
   const float scale = 1.0f / sqrtf((float)HS);
-  shape_str(b, "B=%lld L=%lld NH=%lld NKV=%lld HS=%lld W=%lld", (long long)B, (long long)L, (long long)NH,
-            (long long)NKV, (long long)HS, (long long)W);
+  shape_str(b, "B=%lld L=%lld NH=%lld NKV=%lld HS=%lld W=%lld%s", (long long)B, (long long)L, (long long)NH,
+            (long long)NKV, (long long)HS, (long long)W, NC ? " non-causal" : "");
   /* the forward: S = Q K^T and O = P V, 2 flops per multiply-add, per visible pair and head
    * dim; the backward recomputes S and forms dP = dO V^T, dV = P^T dO, dQ = dS K, dK = dS^T Q:
    * 5 products (flash-attention's count, 2.5x the forward) */
-  b->flops = (backward ? 10.0 : 4.0) * B * causal_pairs(L, W) * NH * HS;
+  b->flops = (backward ? 10.0 : 4.0) * B * pairs(L, W, NC) * NH * HS;
   if (!backward) {
     srlm_attention_params p = {.q = IN(b, nq, e, -2, 2), .k = IN(b, nkv, e, -2, 2), .v = IN(b, nkv, e, -1, 1),
                                .out = OUT(b, nq, e), .lse = OUT(b, (size_t)(T * NH), E_F32),
                                .cu_seqlens = IDS_OF(b, cu, (size_t)B + 1), .B = (int)B, .T = T, .NH = NH, .NKV = NKV,
-                               .HS = HS, .window = W, .scale = scale, .dtype = b->dt};
+                               .HS = HS, .window = W, .scale = scale, .non_causal = NC, .dtype = b->dt};
     RUN(b, attention_forward, p);
   } else {
     /* lse of about log(L) keeps P = exp(scale s - lse) in range for these inputs */
@@ -432,7 +445,8 @@ static void attention_run(bench *b, int backward) {
                                    .lse = IN(b, (size_t)(T * NH), E_F32, log((double)L), log((double)L) + 1),
                                    .dq = OUT(b, nq, e), .dk = OUT(b, nkv, e), .dv = OUT(b, nkv, e),
                                    .cu_seqlens = IDS_OF(b, cu, (size_t)B + 1), .B = (int)B, .T = T, .NH = NH,
-                                   .NKV = NKV, .HS = HS, .window = W, .scale = scale, .dtype = b->dt};
+                                   .NKV = NKV, .HS = HS, .window = W, .scale = scale, .non_causal = NC,
+                                   .dtype = b->dt};
     RUN(b, attention_backward, p);
   }
   free(cu);

@@ -15,8 +15,8 @@
 # With "attention" (issue 9), within the same 8 minutes instead of the steps above: the
 # attention ops' cases of the test (fp32, bf16), memcheck over the bf16 forward and backward
 # (the tensor-core kernels), and the attention sweep
-# (bench_backend --size attention: forward/backward at L = 512..16k, decode at batch 1..256 x
-# 1k..32k cached) next to PyTorch's SDPA flash and cuDNN backends (bench/attention_torch.py).
+# (bench_backend --size attention: forward/backward at L = 512..16k, causal and not, decode at
+# batch 1..256 x 1k..32k cached) next to PyTorch's SDPA flash and cuDNN backends (bench/attention_torch.py).
 # With "e2e" (issue 10): bench/e2e.sh in parts, each its own step so a cut one costs only its
 # rows: the gpu-quick preset's side-by-side rows (the DPO step and generation at the
 # Qwen3-0.6B/1.7B shapes cut to 4 layers, srlm and PyTorch + transformers), the full gpu

@@ -1,10 +1,12 @@
-// Causal grouped-query attention on the GPU, fp32 or bf16: attention_forward and
-// attention_backward over packed sequences (cu_seqlens), attention_kv against the KV cache.
+// Grouped-query attention on the GPU, fp32 or bf16: attention_forward and attention_backward
+// over packed sequences (cu_seqlens), causal or not (non_causal), attention_kv (causal) against
+// the KV cache.
 // This file: the ops (checks, dispatch) and the fp32-tile kernels; the tensor-core kernels are
 // in attention_mma.cu (forward, attention_kv, split-KV) and attention_mma_bwd.cu (backward),
 // what they share in attention_common.cuh.
 // The masking and the per-element arithmetic are the CPU twin's (src/backend/cpu/attention.c):
-// query i of a sequence sees keys j <= i with i - j < window (window > 0); bf16 is read to
+// query i of a sequence sees keys j <= i with i - j < window (window > 0), or with non_causal
+// every key j of its sequence with |i - j| < window (key_hi, query_lo); bf16 is read to
 // fp32, everything is accumulated in fp32 and each result is rounded once to the dtype.
 //
 // Two forward kernels, chosen per call (queue_forward):
@@ -15,9 +17,10 @@
 //   chunk or a decode step;
 // - everything else (fp32, odd head dims, unaligned operands): the fp32-tile kernel below.
 // attention_kv reads each cache tile once per kv group (the group's query heads share a
-// block); on the tensor-core path with caches past kSplitKeys = 512 positions it runs split-KV
-// (flash-decoding: pieces of 512 keys in parallel, merged by their lse; attention_mma.cu,
-// "split-KV"), so its bits match the forward's only up to 512 cached positions (backend.h).
+// block); on the tensor-core path with caches past kSplitMin = 64 positions it runs split-KV
+// (flash-decoding: pieces of 64 to 512 keys, sized from each sequence's own length, in
+// parallel, merged by their lse; attention_common.cuh, "split-KV"), so its bits match the
+// forward's only up to 64 cached positions (backend.h).
 // Two backward kernels likewise (op_attention_backward), after the same D = rowsum(dout * out):
 // bf16 with an even head dim up to 256 and 4-byte aligned q, k, v, dout on tensor cores
 // (attention_mma_bwd.cu: FlashAttention-2's dK/dV pass per key tile and a separate dQ pass,
@@ -104,12 +107,12 @@ __device__ void forward_rows(const fwd_rows<T> &f) {
   const int r = threadIdx.x / kLanes, sub = threadIdx.x % kLanes;
   const int rows = (int)lmin(kRows, f.nrows - f.row0);
   const long long R = f.R;
-  // this thread's row: query qi at position P, seeing keys [lo, P]
+  // this thread's row: query qi at position pos0 + qi, seeing keys [lo, P]
   const bool active = r < rows;
   const long long rho = f.row0 + r, qi = rho / R, head = f.hbase + rho % R;
-  const long long P = f.pos0 + qi, lo = key_lo(P, f.W);
-  // the block's keys: from the first row's first key to the last row's position
-  const long long jlo = key_lo(f.pos0 + f.row0 / R, f.W), jhi = f.pos0 + (f.row0 + rows - 1) / R;
+  const long long P = f.hi_of(qi), lo = key_lo(f.pos0 + qi, f.W);
+  // the block's keys: from the first row's first key to the last row's last
+  const long long jlo = key_lo(f.pos0 + f.row0 / R, f.W), jhi = f.hi_of((f.row0 + rows - 1) / R);
   load_rows(Qs, lds, f.q, rows, HS, [&](int rr) {
     const long long x = f.row0 + rr;
     return (x / R) * f.q_ld + (f.hbase + x % R) * HS;
@@ -216,6 +219,7 @@ __global__ void __launch_bounds__(kThreads) attention_dq_kernel(srlm_attention_b
   if (i0 >= L) return;
   const int HS = (int)p.HS, lds = smem_ld(HS), ldp = kCols + 1;
   const long long h = blockIdx.y, g = h / (p.NH / p.NKV), q_ld = p.NH * p.HS, kv_ld = p.NKV * p.HS, W = p.window;
+  const bool causal = !p.non_causal;
   float *Qs = srlm_dyn_smem<float>();  // (kRows, lds)
   float *dOs = Qs + kRows * lds;       // (kRows, lds)
   float *Ks = dOs + kRows * lds;       // (kCols, lds)
@@ -224,14 +228,15 @@ __global__ void __launch_bounds__(kThreads) attention_dq_kernel(srlm_attention_b
   const int r = threadIdx.x / kLanes, sub = threadIdx.x % kLanes;
   const int rows = (int)lmin(kRows, L - i0);
   const bool active = r < rows;
-  const long long i = i0 + r, lo = key_lo(i, W);  // this thread's query sees keys [lo, i]
+  // this thread's query sees keys [lo, hi]
+  const long long i = i0 + r, lo = key_lo(i, W), hi = key_hi(i, W, L, causal);
   const T *q = static_cast<const T *>(p.q) + (s0 + i0) * q_ld + h * HS;
   const T *dout = static_cast<const T *>(p.dout) + (s0 + i0) * q_ld + h * HS;
   const T *k = static_cast<const T *>(p.k) + s0 * kv_ld + g * HS, *v = static_cast<const T *>(p.v) + s0 * kv_ld + g * HS;
   load_rows(Qs, lds, q, rows, HS, [&](int rr) { return rr * q_ld; });
   load_rows(dOs, lds, dout, rows, HS, [&](int rr) { return rr * q_ld; });
   const float lse = active ? p.lse[(s0 + i) * p.NH + h] : 0.0f, Dr = active ? D[(s0 + i) * p.NH + h] : 0.0f;
-  const long long jhi = i0 + rows - 1;
+  const long long jhi = key_hi(i0 + rows - 1, W, L, causal);
   float acc[kDims];
 #pragma unroll
   for (int kk = 0; kk < kDims; kk++) acc[kk] = 0.0f;
@@ -240,7 +245,7 @@ __global__ void __launch_bounds__(kThreads) attention_dq_kernel(srlm_attention_b
     load_rows(Ks, lds, k, (int)lmin(kCols, jhi + 1 - jt), HS, [&](int c) { return (jt + c) * kv_ld; });
     load_rows(Vs, lds, v, (int)lmin(kCols, jhi + 1 - jt), HS, [&](int c) { return (jt + c) * kv_ld; });
     __syncthreads();
-    const int a = (int)(lmax(lo, jt) - jt), bb = (int)(lmin(i, jt + kCols - 1) - jt);
+    const int a = (int)(lmax(lo, jt) - jt), bb = (int)(lmin(hi, jt + kCols - 1) - jt);
     const bool vis = active && a <= bb;
     float s[kPerLane], dp[kPerLane];
     dots(Qs + r * lds, Ks, lds, HS, sub, s);
@@ -293,6 +298,7 @@ __global__ void __launch_bounds__(kThreads) attention_dkv_kernel(srlm_attention_
   if (j0 >= L) return;
   const int HS = (int)p.HS, lds = smem_ld(HS), ldp = kCols + 1;
   const long long g = blockIdx.y, rep = p.NH / p.NKV, q_ld = p.NH * p.HS, kv_ld = p.NKV * p.HS, W = p.window;
+  const bool causal = !p.non_causal;
   float *Ks = srlm_dyn_smem<float>();  // (kRows, lds)
   float *Vs = Ks + kRows * lds;        // (kRows, lds)
   float *Qs = Vs + kRows * lds;        // (kCols, lds)
@@ -304,9 +310,12 @@ __global__ void __launch_bounds__(kThreads) attention_dkv_kernel(srlm_attention_
   const int r = threadIdx.x / kLanes, sub = threadIdx.x % kLanes;
   const int rows = (int)lmin(kRows, L - j0);
   const bool active = r < rows;
-  const long long j = j0 + r;  // this thread's key, seen by queries [j, j + W) (W > 0) or [j, L)
+  // this thread's key, seen by queries [seen_lo, seen_hi): from j (causal) or j - W + 1 to j + W
+  // - 1 (W > 0) or L - 1
+  const long long j = j0 + r, seen_lo = query_lo(j, W, causal);
   const long long seen_hi = W > 0 ? lmin(L, j + W) : L;
-  const long long i_end = W > 0 ? lmin(L, j0 + rows - 1 + W) : L;  // the block's queries: [j0, i_end)
+  // the block's queries: [query_lo(j0), i_end)
+  const long long i_end = W > 0 ? lmin(L, j0 + rows - 1 + W) : L;
   load_rows(Ks, lds, static_cast<const T *>(p.k) + (s0 + j0) * kv_ld + g * HS, rows, HS,
             [&](int rr) { return rr * kv_ld; });
   load_rows(Vs, lds, static_cast<const T *>(p.v) + (s0 + j0) * kv_ld + g * HS, rows, HS,
@@ -318,7 +327,7 @@ __global__ void __launch_bounds__(kThreads) attention_dkv_kernel(srlm_attention_
     const long long h = g * rep + hr;
     const T *q = static_cast<const T *>(p.q) + s0 * q_ld + h * HS;
     const T *dout = static_cast<const T *>(p.dout) + s0 * q_ld + h * HS;
-    for (long long it = j0; it < i_end; it += kCols) {
+    for (long long it = query_lo(j0, W, causal); it < i_end; it += kCols) {
       const int nq = (int)lmin(kCols, i_end - it);
       __syncthreads();  // the K/V tile is in; the previous query tile is read
       load_rows(Qs, lds, q, nq, HS, [&](int c) { return (it + c) * q_ld; });
@@ -329,7 +338,7 @@ __global__ void __launch_bounds__(kThreads) attention_dkv_kernel(srlm_attention_
       }
       __syncthreads();
       // the key's queries in this tile: columns [a, bb]
-      const int a = (int)(lmax(j, it) - it), bb = (int)(lmin(seen_hi, it + nq) - 1 - it);
+      const int a = (int)(lmax(seen_lo, it) - it), bb = (int)(lmin(seen_hi, it + nq) - 1 - it);
       const bool vis = active && a <= bb;
       float s[kPerLane], dp[kPerLane];
       dots(Ks + r * lds, Qs, lds, HS, sub, s);    // k . q = q . k: the same fma chain
@@ -455,7 +464,8 @@ srlm_status op_attention_kv(srlm_backend *be, srlm_attention_kv_params p) {
   SRLM_TRY(check_dev(where, "kv_len", p.kv_len, (size_t)p.n * sizeof(int32_t)));
   const long long R = p.NH / p.NKV;
   SRLM_TRY(check_launch(where, p.HS, grid_blocks(p.NQ, p.n, R), p.NKV));
-  if (mma_chunk(p) && p.max_len > kSplitKeys) return attention_kv_split(ctx(be), p);
+  // caches of at most kSplitMin positions are one piece: the plain kernel, the same bits
+  if (mma_chunk(p) && p.max_len > kSplitMin) return attention_kv_split(ctx(be), p);
   return queue_forward(ctx(be), p, SRLM_OP_attention_kv, dim3((unsigned)grid_blocks(p.NQ, p.n, R), (unsigned)p.NKV),
                        dim3((unsigned)grid_blocks(p.NQ, p.n, R, kMmaRows), (unsigned)p.NKV));
 }

@@ -37,6 +37,18 @@ __host__ __device__ __forceinline__ long long lmax(long long a, long long b) { r
 
 // The first key position the query at position P sees.
 __device__ __forceinline__ long long key_lo(long long P, long long W) { return W > 0 && P - W + 1 > 0 ? P - W + 1 : 0; }
+// The last key position the query at position P of a sequence of L positions sees: P when
+// causal, else P + W - 1 (W > 0) or the sequence's last (backend.h: a non-causal window
+// reaches as far ahead as behind).
+__device__ __forceinline__ long long key_hi(long long P, long long W, long long L, bool causal) {
+  return causal ? P : W > 0 && P + W - 1 < L - 1 ? P + W - 1 : L - 1;
+}
+// The first query position that sees the key at position j: j when causal, else the
+// window's mirror of key_lo (the last one is key_hi's mirror, the same either way:
+// j + W - 1 or the sequence's last).
+__device__ __forceinline__ long long query_lo(long long j, long long W, bool causal) {
+  return causal ? j : key_lo(j, W);
+}
 
 // Shared-memory row stride for head dim HS: odd, so rows r..r+3 start in different banks.
 __host__ __device__ __forceinline__ int smem_ld(long long HS) { return (int)(HS | 1); }
@@ -180,8 +192,13 @@ struct fwd_rows {
   long long R, hbase;
   long long pos0;         // position of the sequence's first query
   long long W;
+  bool causal;            // false: a forward with non_causal (attention_kv is always causal)
   int HS;
   float scale;
+  // The last key the row of query qi sees (the sequence's keys end at pos0 + nrows / R).
+  __device__ __forceinline__ long long hi_of(long long qi) const {
+    return key_hi(pos0 + qi, W, pos0 + nrows / R, causal);
+  }
   // split-KV (the tensor-core attention_kv on long caches): only keys [klo, khi] are read,
   // and the rows' partial results go to part (fp32, out's layout) and part_lse (base 2,
   // lse's layout; -inf for a row that sees no key here) instead of out
@@ -213,6 +230,7 @@ __device__ bool block_rows(const srlm_attention_params &p, fwd_rows<T> &f, int t
   f.hbase = h;
   f.pos0 = 0;
   f.W = p.window;
+  f.causal = !p.non_causal;
   f.HS = (int)p.HS;
   f.scale = p.scale;
   return true;
@@ -244,6 +262,7 @@ __device__ bool block_rows(const srlm_attention_kv_params &p, fwd_rows<T> &f, in
   f.hbase = g * R;
   f.pos0 = len - nq;
   f.W = p.window;
+  f.causal = true;
   f.HS = (int)p.HS;
   f.scale = p.scale;
   return true;
@@ -354,17 +373,41 @@ srlm_status hsp_class(long long HS, F &&f) {
 // ---- split-KV attention_kv (flash-decoding) ------------------------------------------------
 //
 // A decode step has one query per sequence: its blocks are (sequence, kv group), far fewer
-// than a GPU's SMs, each streaming a whole cache. On caches longer than kSplitKeys positions
-// the tensor-core attention_kv therefore splits the keys into pieces of kSplitKeys at fixed
-// positions (0, kSplitKeys, ...; grid z = the split), each block writing its rows' partial
-// output (normalized) and base-2 lse to the workspace; attention_combine_kernel then merges a
-// row's pieces in split order: out = sum_s 2^(lse_s - M) o_s / sum_s 2^(lse_s - M), M = max_s
-// lse_s. The pieces depend only on the sequence's own length (never on the batch), so the
-// bits are the same run after run and whatever else shares the batch; a cache of at most
-// kSplitKeys positions is one piece, and the merge of one piece (weight exactly 1) leaves the
-// forward's bits. The cost: past kSplitKeys cached positions a decode step's bits are no
-// longer the full forward's (backend.h, attention_kv).
-constexpr long long kSplitKeys = 512;
+// than a GPU's SMs, each streaming a whole cache. The tensor-core attention_kv therefore
+// splits each sequence's keys into pieces at fixed positions (0, K, 2K, ...; grid z = the
+// piece), each block writing its rows' partial output (normalized) and base-2 lse to the
+// workspace; attention_combine_kernel then merges a row's pieces in piece order: out = sum_s
+// 2^(lse_s - M) o_s / sum_s 2^(lse_s - M), M = max_s lse_s. The piece size K comes from the
+// sequence's own length (split_keys): the smallest of 64, 128, 256, 512 that cuts it into at
+// most kSplitTarget = 8 pieces, else 512 (a 1k context: 8 pieces of 128, 32k: 64 of 512;
+// 8 pieces of a batch-1 decode are 8 blocks per kv head instead of 1, and 512 keys per block
+// past 4k keep the combine's reads small next to the cache's). Never from the batch or from
+// max_len: a sequence's bits are the same run after run and whatever else shares the batch.
+// A cache of at most 64 positions is one piece, and the merge of one piece (weight exactly 1)
+// leaves the forward's bits; past that a decode step's bits are no longer the full
+// forward's (backend.h, attention_kv).
+constexpr long long kSplitMin = 64, kSplitMax = 512, kSplitTarget = 8;
+
+// Keys per piece of a cache of len positions.
+__host__ __device__ __forceinline__ long long split_keys(long long len) {
+  long long k = kSplitMin;
+  while (k < kSplitMax && len > kSplitTarget * k) k *= 2;
+  return k;
+}
+__host__ __device__ __forceinline__ long long split_pieces(long long len) {
+  const long long k = split_keys(len);
+  return (len + k - 1) / k;
+}
+// The most pieces of any length up to max_len (the split grid's z): within a piece size's
+// lengths the count grows with the length, so the longest of each size decides.
+inline long long split_pieces_max(long long max_len) {
+  long long z = 0;
+  for (long long k = kSplitMin; k <= kSplitMax; k *= 2) {
+    const long long top = k < kSplitMax ? lmin(max_len, kSplitTarget * k) : max_len;
+    if (top >= 1 && split_keys(top) == k) z = lmax(z, split_pieces(top));
+  }
+  return z;
+}
 
 }  // namespace
 

@@ -1,6 +1,7 @@
 // The bf16 attention forward and attention_kv on tensor cores, and split-KV attention_kv
-// (flash-decoding) for long caches: the kernels, and the launchers attention.cu's dispatch
-// calls (attention_common.cuh). The sections below say how each works.
+// (flash-decoding; attention_common.cuh says how the pieces are cut): the kernels, and the
+// launchers attention.cu's dispatch calls (attention_common.cuh). The sections below say how
+// each works.
 #include "attention_common.cuh"
 
 namespace SRLM_CUDA_NS {
@@ -19,7 +20,8 @@ namespace {
 // folded in (s * scale * log2 e, exp2), P (bf16 hi + lo parts, below) times V by mma into
 // fp32 accumulators, rescaled by exp2(m_old - m_new) per tile.
 // - Key tiles start at multiples of kN from position 0, and a warp skips the tiles in which
-//   none of its 16 rows sees a key (causal tiles above the diagonal, keys left of a window);
+//   none of its 16 rows sees a key (causal tiles above the diagonal, keys outside a window;
+//   with non_causal and no window, none: every key tile, the masking only at the sequence's end);
 //   in a tile a row sees nothing of, its update is exact: alpha = 1 and P = 0. So a row's
 //   bits depend only on its own query and keys: attention_forward, a prefill chunk and a
 //   decode step give a query the same bits on this kernel, as on the fp32-tile kernel.
@@ -49,22 +51,22 @@ __device__ void forward_rows_mma(const fwd_rows<__nv_bfloat16> &f) {
   const int HS = f.HS, warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
   const long long R = f.R;
   const int rows = (int)lmin(kMmaRows, f.nrows - f.row0);
-  // the block's keys: from the first row's first key to the last row's position
+  // the block's keys: from the first row's first key to the last row's last
   // (within the split's keys [klo, khi])
   const long long jlo = lmax(f.klo, key_lo(f.pos0 + f.row0 / R, f.W));
-  const long long jhi = lmin(f.khi, f.pos0 + (f.row0 + rows - 1) / R);
+  const long long jhi = lmin(f.khi, f.hi_of((f.row0 + rows - 1) / R));
   // this warp's rows and keys (a warp past the block's rows has none: wj_hi < wj_lo)
   const int wrows = (int)lmin(16, lmax(0, rows - 16 * warp));
   const long long wr0 = f.row0 + 16 * warp;
   const long long wj_lo = wrows > 0 ? lmax(f.klo, key_lo(f.pos0 + wr0 / R, f.W)) : 1;
-  const long long wj_hi = wrows > 0 ? lmin(f.khi, f.pos0 + (wr0 + wrows - 1) / R) : 0;
+  const long long wj_hi = wrows > 0 ? lmin(f.khi, f.hi_of((wr0 + wrows - 1) / R)) : 0;
   // this thread's two rows: g and g + 8 of the warp's 16
   long long P[2], lo[2];  // its keys: [lo, P] (within the split)
   bool valid[2];
   for (int h = 0; h < 2; h++) {
     const int r = 16 * warp + g + 8 * h;
     valid[h] = r < rows;
-    P[h] = lmin(f.khi, f.pos0 + (f.row0 + r) / R);
+    P[h] = lmin(f.khi, f.hi_of((f.row0 + r) / R));
     lo[h] = lmax(f.klo, key_lo(f.pos0 + (f.row0 + r) / R, f.W));
   }
   const float scale2 = f.scale * kLog2e;
@@ -219,12 +221,12 @@ __global__ void __launch_bounds__(kMmaThreads)
   if (*bad) return;
   fwd_rows<__nv_bfloat16> f;
   if (!block_rows(p, f, kMmaRows)) return;
-  const long long len = f.pos0 + f.nrows / f.R, klo = (long long)blockIdx.z * kSplitKeys;
-  if (klo >= len) return;  // past this sequence's cache: its merge stops before this split
+  const long long len = f.pos0 + f.nrows / f.R, keys = split_keys(len), klo = (long long)blockIdx.z * keys;
+  if (klo >= len) return;  // past this sequence's pieces: its merge stops before this one
   const long long q0 = (f.q - static_cast<const __nv_bfloat16 *>(p.q)) / (p.NH * p.HS);
   const long long rows_all = p.NQ * p.NH;
   f.klo = klo;
-  f.khi = klo + kSplitKeys - 1;
+  f.khi = klo + keys - 1;
   f.part = part + ((long long)blockIdx.z * rows_all + q0 * p.NH) * p.HS;
   f.part_lse = part_lse + (long long)blockIdx.z * rows_all + q0 * p.NH;
   forward_rows_mma<kHSP, kChunk>(f);
@@ -232,8 +234,8 @@ __global__ void __launch_bounds__(kMmaThreads)
 
 constexpr int kCombineThreads = 64;
 
-// grid (NQ * NH): row (query q, head h) of out from its sequence's ceil(kv_len / kSplitKeys)
-// pieces, in split order.
+// grid (NQ * NH): row (query q, head h) of out from its sequence's split_pieces(kv_len)
+// pieces, in piece order.
 __global__ void __launch_bounds__(kCombineThreads)
     attention_combine_kernel(srlm_attention_kv_params p, const int *bad, const float *part, const float *part_lse) {
   if (*bad) return;
@@ -244,7 +246,7 @@ __global__ void __launch_bounds__(kCombineThreads)
     if (p.cu_q[mid] <= q) lo = mid;
     else hi = mid - 1;
   }
-  const long long ns = (p.kv_len[lo] + kSplitKeys - 1) / kSplitKeys;
+  const long long ns = split_pieces(p.kv_len[lo]);
   float M = -INFINITY;
   for (long long sp = 0; sp < ns; sp++) M = fmaxf(M, part_lse[sp * rows_all + row]);
   float wsum = 0.0f;
@@ -289,7 +291,7 @@ srlm_status attention_mma_kv(context *c, const srlm_attention_kv_params &p, cons
 // attention_kv by split-KV (the tensor-core kernel per piece, then the merge); only where
 // mma_chunk(p) is not 0.
 srlm_status attention_kv_split(context *c, const srlm_attention_kv_params &p) {
-  const long long splits = (p.max_len + kSplitKeys - 1) / kSplitKeys, rows_all = p.NQ * p.NH;
+  const long long splits = split_pieces_max(p.max_len), rows_all = p.NQ * p.NH;
   if (splits > 65535 || rows_all > INT_MAX)
     return srlm_error(SRLM_ERR_UNSUPPORTED, SRLM_CUDA_NAME " attention_kv", "%lld pieces of %lld rows: too many blocks",
                       splits, rows_all);

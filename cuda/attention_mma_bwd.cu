@@ -7,8 +7,9 @@
 // After attention.cu's check kernel and D = rowsum(dout * out) (fp32, attention_d_kernel):
 // - dK/dV: a block per (key tile of 64 keys, kv head, sequence), 4 warps of 16 keys each. K
 //   and V stay in shared memory; for each query head of the group in order and, for each,
-//   the query tiles that see the keys (from the tile's first key on: causal; up to the last
-//   key + window - 1 with a window), in order, Q and dO tiles of kM queries (64, 32 above
+//   the query tiles that see the keys (from the tile's first key on when causal, from its
+//   first key - window + 1 or the sequence's start when not; up to the last key + window - 1
+//   with a window), in order, Q and dO tiles of kM queries (64, 32 above
 //   HS 128) with their lse and D come through shared memory by cp.async, double buffered
 //   (the next tile, possibly the next head's, loads while this one is used). Per warp, in
 //   the transposed form (its keys are the mma's rows):
@@ -131,6 +132,7 @@ __global__ void __launch_bounds__(kMmaThreads) attention_dkv_mma_kernel(srlm_att
   if (j0 >= L) return;
   const int HS = (int)p.HS, warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
   const long long kv = blockIdx.y, rep = p.NH / p.NKV, q_ld = p.NH * p.HS, kv_ld = p.NKV * p.HS, W = p.window;
+  const bool causal = !p.non_causal;
   const int rows = (int)lmin(kMmaRows, L - j0);
   bf16 *Ks = srlm_dyn_smem<bf16>();  // (kMmaRows, kLd)
   bf16 *Vs = Ks + kMmaRows * kLd;    // (kMmaRows, kLd)
@@ -138,23 +140,25 @@ __global__ void __launch_bounds__(kMmaThreads) attention_dkv_mma_kernel(srlm_att
   bf16 *dOs = Qs + 2 * kM * kLd;     // 2 stages of (kM, kLd)
   float *lses = reinterpret_cast<float *>(dOs + 2 * kM * kLd);  // 2 stages of (kM)
   float *Ds = lses + 2 * kM;                                     // 2 stages of (kM)
-  // the block's queries: [j0, i_end) (the first key's first query to the last key's last)
-  const long long i_end = W > 0 ? lmin(L, j0 + rows - 1 + W) : L;
-  const long long ntq = (i_end - j0 + kM - 1) / kM, nx = rep * ntq;  // query tiles per head, in all
-  // this warp's keys [wj0, wj0 + wrows) and the queries that see them: [wj0, wi_end)
+  // the block's queries: [i_beg, i_end) (the first key's first query to the last key's last)
+  const long long i_beg = query_lo(j0, W, causal), i_end = W > 0 ? lmin(L, j0 + rows - 1 + W) : L;
+  const long long ntq = (i_end - i_beg + kM - 1) / kM, nx = rep * ntq;  // query tiles per head, in all
+  // this warp's keys [wj0, wj0 + wrows) and the queries that see them: [wi_beg, wi_end)
   const int wrows = (int)lmin(16, lmax(0, rows - 16 * warp));
-  const long long wj0 = j0 + 16 * warp, wi_end = wrows == 0 ? wj0 : W > 0 ? lmin(L, wj0 + wrows - 1 + W) : L;
-  long long key[2];  // this thread's rows: keys g and g + 8 of the warp's
+  const long long wj0 = j0 + 16 * warp, wi_beg = query_lo(wj0, W, causal);
+  const long long wi_end = wrows == 0 ? wi_beg : W > 0 ? lmin(L, wj0 + wrows - 1 + W) : L;
+  long long key[2], seen_lo[2];  // this thread's rows: keys g and g + 8 of the warp's, their first queries
   bool kvalid[2];
   for (int h = 0; h < 2; h++) {
     key[h] = wj0 + g + 8 * h;
+    seen_lo[h] = query_lo(key[h], W, causal);
     kvalid[h] = 16 * warp + g + 8 * h < rows;
   }
   const bf16 *k = static_cast<const bf16 *>(p.k) + (s0 + j0) * kv_ld + kv * HS;
   const bf16 *v = static_cast<const bf16 *>(p.v) + (s0 + j0) * kv_ld + kv * HS;
-  // query tile x: head kv * rep + x / ntq, queries from j0 + (x % ntq) kM
+  // query tile x: head kv * rep + x / ntq, queries from i_beg + (x % ntq) kM
   auto load_q = [&](long long x, int stage) {
-    const long long h = kv * rep + x / ntq, it = j0 + (x % ntq) * kM;
+    const long long h = kv * rep + x / ntq, it = i_beg + (x % ntq) * kM;
     const int n = (int)lmin(kM, i_end - it);
     const bf16 *q = static_cast<const bf16 *>(p.q) + (s0 + it) * q_ld + h * HS;
     const bf16 *dout = static_cast<const bf16 *>(p.dout) + (s0 + it) * q_ld + h * HS;
@@ -179,9 +183,9 @@ __global__ void __launch_bounds__(kMmaThreads) attention_dkv_mma_kernel(srlm_att
   for (long long x = 0; x < nx; x++) {
     const int stage = (int)(x & 1);
     mma_tile_wait(x, nx, [&] { load_q(x + 1, stage ^ 1); });  // tile x (and K, V) landed
-    const long long it = j0 + (x % ntq) * kM;
+    const long long it = i_beg + (x % ntq) * kM;
     // warp-uniform: does a query of this tile see one of the warp's keys?
-    if (wrows > 0 && it < wi_end && it + kM - 1 >= wj0) {
+    if (wrows > 0 && it < wi_end && it + kM - 1 >= wi_beg) {
       const bf16 *Q = Qs + stage * kM * kLd, *dO = dOs + stage * kM * kLd;
       const float *lse = lses + stage * kM, *Dt = Ds + stage * kM;
       float sp[kNT][4];  // S^T, then P^T
@@ -192,7 +196,7 @@ __global__ void __launch_bounds__(kMmaThreads) attention_dkv_mma_kernel(srlm_att
         for (int i = 0; i < 4; i++) {
           const int h = i / 2, c = n * 8 + 2 * t + i % 2;
           const long long qi = it + c;
-          const bool vis = kvalid[h] && qi < L && qi >= key[h] && (W <= 0 || qi - key[h] < W);
+          const bool vis = kvalid[h] && qi < L && qi >= seen_lo[h] && (W <= 0 || qi - key[h] < W);
           sp[n][i] = vis ? exp2f(__fsub_rn(__fmul_rn(sp[n][i], scale2), __fmul_rn(lse[c], kLog2e))) : 0.0f;
         }
       mma_acc_xb<kHSP, kNT>(accv, sp, dO);  // dV += P^T dO
@@ -226,17 +230,19 @@ __global__ void __launch_bounds__(kMmaThreads) attention_dq_mma_kernel(srlm_atte
   if (i0 >= L) return;
   const int HS = (int)p.HS, warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
   const long long h = blockIdx.y, kv = h / (p.NH / p.NKV), q_ld = p.NH * p.HS, kv_ld = p.NKV * p.HS, W = p.window;
+  const bool causal = !p.non_causal;
   const int rows = (int)lmin(kMmaRows, L - i0);
   bf16 *Qs = srlm_dyn_smem<bf16>();  // (kMmaRows, kLd)
   bf16 *dOs = Qs + kMmaRows * kLd;   // (kMmaRows, kLd)
   bf16 *Ks = dOs + kMmaRows * kLd;   // 2 stages of (kN, kLd)
   bf16 *Vs = Ks + 2 * kN * kLd;      // 2 stages of (kN, kLd)
-  // the block's keys: from the first query's first key to the last query
-  const long long jlo = key_lo(i0, W), jhi = i0 + rows - 1, ntiles = (jhi - jlo) / kN + 1;
+  // the block's keys: from the first query's first key to the last query's last
+  const long long jlo = key_lo(i0, W), jhi = key_hi(i0 + rows - 1, W, L, causal), ntiles = (jhi - jlo) / kN + 1;
   // this warp's queries and the keys they see: [wj_lo, wj_hi]
   const int wrows = (int)lmin(16, lmax(0, rows - 16 * warp));
-  const long long wi0 = i0 + 16 * warp, wj_lo = key_lo(wi0, W), wj_hi = wi0 + wrows - 1;
-  long long qi[2], lo[2];  // this thread's rows: queries g and g + 8 of the warp's, seeing keys [lo, qi]
+  const long long wi0 = i0 + 16 * warp, wj_lo = key_lo(wi0, W);
+  const long long wj_hi = wrows > 0 ? key_hi(wi0 + wrows - 1, W, L, causal) : wi0 - 1;
+  long long qi[2], lo[2], hi[2];  // this thread's rows: queries g and g + 8 of the warp's, seeing keys [lo, hi]
   bool valid[2];
   float lse2[2], Dr[2];
   for (int hh = 0; hh < 2; hh++) {
@@ -244,6 +250,7 @@ __global__ void __launch_bounds__(kMmaThreads) attention_dq_mma_kernel(srlm_atte
     valid[hh] = r < rows;
     qi[hh] = i0 + r;
     lo[hh] = key_lo(qi[hh], W);
+    hi[hh] = key_hi(qi[hh], W, L, causal);
     lse2[hh] = valid[hh] ? __fmul_rn(p.lse[(s0 + qi[hh]) * p.NH + h], kLog2e) : 0.0f;
     Dr[hh] = valid[hh] ? D[(s0 + qi[hh]) * p.NH + h] : 0.0f;
   }
@@ -279,7 +286,7 @@ __global__ void __launch_bounds__(kMmaThreads) attention_dq_mma_kernel(srlm_atte
         for (int i = 0; i < 4; i++) {
           const int hh = i / 2;
           const long long j = jt + n * 8 + 2 * t + i % 2;
-          const bool vis = valid[hh] && j >= lo[hh] && j <= qi[hh];
+          const bool vis = valid[hh] && j >= lo[hh] && j <= hi[hh];
           sp[n][i] = vis ? exp2f(__fsub_rn(__fmul_rn(sp[n][i], scale2), lse2[hh])) : 0.0f;
         }
       float ds[kNT][4];  // dP, then dS

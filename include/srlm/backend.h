@@ -134,10 +134,14 @@ typedef struct srlm_rope_params {
   srlm_dtype dtype;
 } srlm_rope_params;
 
-/* Causal grouped-query attention over B packed sequences (cu_seqlens): query i of a
- * sequence sees keys j of the same sequence with j <= i, and i - j < window when
- * window > 0 (transformers' sliding window: the last `window` positions, itself
- * included). Query head h reads key/value head h / (NH / NKV).
+/* Grouped-query attention over B packed sequences (cu_seqlens), causal unless non_causal:
+ * query i of a sequence sees keys j of the same sequence with j <= i, and i - j < window
+ * when window > 0 (transformers' sliding window: the last `window` positions, itself
+ * included). With non_causal (an encoder's attention) query i sees every key j of its
+ * sequence, and |i - j| < window when window > 0 (the window reaches as far ahead as
+ * behind). The flag is "non_causal", not "causal", so that a zero-initialized parameter
+ * struct (every existing caller: designated initializers, `= {}`) keeps the causal
+ * attention a decoder needs. Query head h reads key/value head h / (NH / NKV).
  *   out[i,h] = sum_j softmax_j(scale q[i,h].k[j,g]) v[j,g];  lse[i,h] = logsumexp_j(scale q.k)
  * cu_seqlens must start at 0, not decrease and end at T (checked where the backend
  * can read it; a kernel records a violation). */
@@ -151,11 +155,13 @@ typedef struct srlm_attention_params {
   int64_t T, NH, NKV, HS;
   int64_t window;            /* 0: no sliding window */
   float scale;               /* usually 1 / sqrt(HS) */
+  int non_causal;            /* 0: causal (the default); 1: every key of the sequence (window: |i - j| < window) */
   srlm_dtype dtype;
 } srlm_attention_params;
 
 /* Its backward from dout: dq, dk, dv OVERWRITTEN. Uses lse and out of the forward
- * (D_i = dout_i . out_i), so the probabilities are recomputed, never stored. */
+ * (D_i = dout_i . out_i), so the probabilities are recomputed, never stored. window and
+ * non_causal must be the forward's. */
 typedef struct srlm_attention_bwd_params {
   void *dq;                  /* (T, NH, HS) dtype */
   void *dk, *dv;             /* (T, NKV, HS) dtype */
@@ -168,17 +174,23 @@ typedef struct srlm_attention_bwd_params {
   int64_t T, NH, NKV, HS;
   int64_t window;
   float scale;
+  int non_causal;            /* as the forward's */
   srlm_dtype dtype;
 } srlm_attention_bwd_params;
 
 /* Attention of new queries against a KV cache: sequence i owns cache slot slot[i],
  * holding kv_len[i] positions (its new keys already appended); its queries are rows
  * cu_q[i] .. cu_q[i+1] of q, the last ones of the sequence, so query r sits at position
- * kv_len[i] - (cu_q[i+1] - cu_q[i]) + r. Same masking and same arithmetic per row as
- * attention_forward: a query gets the same bits as in a full forward, on the CPU always, on
- * cuda/cuda-sim while max_len <= 512; past that the CUDA bf16 path splits the cache into
- * pieces of 512 positions merged by their log-sum-exp (flash-decoding), whose bits still
- * depend only on the sequence itself (never on the batch), run after run. */
+ * kv_len[i] - (cu_q[i+1] - cu_q[i]) + r. Always causal (a decoder's cache: the new
+ * queries are the sequence's last positions; there is no non_causal). Same masking and same
+ * arithmetic per row as attention_forward: a query gets the same bits as in a full forward,
+ * on the CPU always, on cuda/cuda-sim on the fp32-tile path and, on the bf16 tensor-core
+ * path, while kv_len[i] <= 64. Past that the bf16 path splits the sequence's cache into
+ * pieces merged by their log-sum-exp (flash-decoding), of 64 positions up to 512 cached
+ * positions, 128 up to 1024, 256 up to 2048 and 512 beyond (up to 8 pieces to 4096, then
+ * one per 512), so a short context fills the GPU as well as a long one; the piece size
+ * depends only on the sequence's own length, so its bits depend only on the sequence
+ * itself (never on the batch), run after run. */
 typedef struct srlm_attention_kv_params {
   void *out;                 /* (NQ, NH, HS) dtype */
   const void *q;             /* (NQ, NH, HS) dtype */

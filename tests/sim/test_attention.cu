@@ -9,9 +9,12 @@
  * - every output element is written (outputs start NaN) and reruns give the same bits;
  * - attention_kv gives a query the forward's bits (the same row arithmetic), for prefill
  *   chunks, decode steps and sequences without new queries, from cache slots in another
- *   order than the sequences, with every unused cache position NaN;
- * - split-KV decode (caches past 512 positions, bf16): a sequence's bits are the same alone and
- *   in a batch, in either order;
+ *   order than the sequences, with every unused cache position NaN (on the bf16 tensor-core
+ *   path: caches of up to 64 positions, one split-KV piece; longer ones run split-KV here too);
+ * - split-KV decode (bf16; pieces of 64/128/256/512 keys chosen from each sequence's own
+ *   length): a sequence's bits are the same alone and in a batch with sequences whose lengths
+ *   pick other piece sizes, in any order;
+ * - non-causal forward and backward (every element written, reruns the same bits);
  * - data only the device sees (cu_seqlens, cu_q, slots, lengths): a range error at the next
  *   sync naming the op and the entry or sequence, every output NaN, the backend usable after;
  * - empty batches, and a head dim past the kernels' classes refused on the host. */
@@ -108,25 +111,36 @@ bool any_nan(const std::vector<float> &a) {
 
 // ---- cases --------------------------------------------------------------------------------------
 
+// NC: non-causal (attention_forward and attention_backward only: attention_kv is causal).
+// tsan: bf16 runs under ThreadSanitizer too (main() says which and why).
 struct shape {
   std::vector<int32_t> lens;
   int64_t NH, NKV, HS, W;
+  bool NC, tsan;
 };
 
 // Every launch class of the kernels: tiles of 32 rows and 32 keys, 8 lanes per row, head-dim
-// classes 32/64/128/256.
+// classes 32/64/128/256; causal and not.
 const shape k_shapes[] = {
-    {{1}, 1, 1, 2, 0},                             // one token, HS 2 (6 of 8 lanes without a dim)
-    {{5, 3}, 2, 1, 16, 0},                         // GQA 2
-    {{33, 1, 65}, 4, 1, 64, 0},                    // one past a tile, a lone token, one past the CPU's tile; GQA 4
-    {{40, 33}, 8, 1, 16, 8},                       // GQA 8 (MQA), window shorter than a tile
-    {{1, 2, 3, 1, 5, 2, 1, 4, 3, 1, 2, 7, 1, 1}, 2, 1, 16, 3},  // many short packed sequences, window
-    {{0, 9, 64, 2}, 2, 2, 32, 0},                  // an empty sequence, exactly two tiles
-    {{70}, 2, 2, 128, 0},                          // HS 128, three key tiles
-    {{40}, 2, 1, 256, 17},                         // HS 256, window
-    {{97}, 3, 1, 80, 33},                          // GQA 3, HS 80 (128 class), window one past a tile
-    {{12, 20}, 3, 3, 7, 0},                        // an odd head dim
-    {{150, 2}, 2, 1, 32, 0},                       // 3 key tiles of 64: a K/V buffer reused (double buffering)
+    {{1}, 1, 1, 2, 0, false, false},                // one token, HS 2 (6 of 8 lanes without a dim)
+    {{5, 3}, 2, 1, 16, 0, false, true},             // GQA 2
+    {{33, 1, 65}, 4, 1, 64, 0, false, true},        // one past a tile, a lone token, one past the CPU's tile; GQA 4
+    {{40, 33}, 8, 1, 16, 8, false, true},           // GQA 8 (MQA), window shorter than a tile
+    {{1, 2, 3, 1, 5, 2, 1, 4, 3, 1, 2, 7, 1, 1}, 2, 1, 16, 3, false, true},  // many short packed sequences, window
+    {{0, 9, 64, 2}, 2, 2, 32, 0, false, false},     // an empty sequence, exactly two tiles
+    {{70}, 2, 2, 128, 0, false, true},              // HS 128, three key tiles
+    {{40}, 2, 1, 256, 17, false, true},             // HS 256, window
+    {{97}, 3, 1, 80, 33, false, false},             // GQA 3, HS 80 (128 class), window one past a tile
+    {{12, 20}, 3, 3, 7, 0, false, false},           // an odd head dim
+    {{150, 2}, 2, 1, 32, 0, false, true},           // 3 key tiles of 64: a K/V buffer reused (double buffering)
+    // non-causal: every key tile of a query tile, none skipped above the diagonal
+    {{5, 3}, 2, 1, 16, 0, true, true},              // GQA 2
+    {{33, 1, 70}, 8, 1, 32, 0, true, true},         // GQA 8, a query tile seeing the keys of a later one
+    {{40, 33}, 4, 2, 32, 9, true, true},            // a window both ways, shorter than a tile
+    {{1, 2, 3, 1, 5, 2, 1, 4, 3, 1, 2, 7, 1, 1}, 2, 1, 16, 0, true, false},  // many short packed sequences
+    {{130}, 2, 1, 128, 70, true, false},            // HS 128, a window across 64-key tiles both ways
+    {{20, 45}, 2, 1, 256, 0, true, false},          // HS 256 (32-key tiles)
+    {{12, 20}, 3, 3, 7, 0, true, false},            // an odd head dim (the fp32-tile kernel in bf16)
 };
 
 std::string label_of(const shape &s, srlm_dtype dt) {
@@ -134,7 +148,7 @@ std::string label_of(const shape &s, srlm_dtype dt) {
   for (size_t b = 0; b < s.lens.size() && b < 6; b++) l += (b ? "," : " ") + std::to_string(s.lens[b]);
   if (s.lens.size() > 6) l += ",...";
   return l + " NH=" + std::to_string(s.NH) + " NKV=" + std::to_string(s.NKV) + " HS=" + std::to_string(s.HS) +
-         " W=" + std::to_string(s.W);
+         " W=" + std::to_string(s.W) + (s.NC ? " non-causal" : "");
 }
 
 // Runs op `run` (which fills outputs[]) twice: the runs must write every element and agree
@@ -188,6 +202,7 @@ void test_shape(const shape &s, srlm_dtype dt, uint32_t salt) {
   fp.HS = HS;
   fp.window = s.W;
   fp.scale = scale;
+  fp.non_causal = s.NC;
   fp.dtype = dt;
   fp.q = q.dev;
   fp.k = k.dev;
@@ -209,6 +224,7 @@ void test_shape(const shape &s, srlm_dtype dt, uint32_t salt) {
   bp.HS = HS;
   bp.window = s.W;
   bp.scale = scale;
+  bp.non_causal = s.NC;
   bp.dtype = dt;
   bp.dout = dout.dev;
   bp.out = fp.out;
@@ -226,6 +242,7 @@ void test_shape(const shape &s, srlm_dtype dt, uint32_t salt) {
     res.push_back(g.down(bp.dk, nkv, dt));
     res.push_back(g.down(bp.dv, nkv, dt));
   });
+  if (s.NC) return;  // attention_kv is causal
 
   // attention_kv: sequence b's keys in slot B - b (slot 0 unused), its last nnew[b] queries
   // new: all of them (prefill), one (decode), three, or none, by b % 4.
@@ -235,6 +252,10 @@ void test_shape(const shape &s, srlm_dtype dt, uint32_t salt) {
   std::vector<float> kc((size_t)(max_slots * max_len * kld), NAN), vc(kc.size(), NAN);
   std::vector<int32_t> slot(B), cuq(1, 0), len(B);
   std::vector<float> qn, fwd_rows;  // the new queries, and the forward's out for them
+  // rows whose bits must be the forward's: all, but on the bf16 tensor-core path (even HS up
+  // to 256) only those of caches of at most 64 positions (one split-KV piece, backend.h)
+  std::vector<char> same;
+  const bool splits = dt == SRLM_BF16 && HS % 2 == 0 && HS <= 256;
   for (int b = 0; b < B; b++) {
     const int32_t L = s.lens[b], pick[4] = {L, 1, 3, 0};
     const int32_t nn = pick[b % 4] < L ? pick[b % 4] : L;
@@ -248,6 +269,7 @@ void test_shape(const shape &s, srlm_dtype dt, uint32_t salt) {
     const size_t r0 = (size_t)((cu[b] + L - nn) * NH * HS), r1 = (size_t)((cu[b] + L) * NH * HS);
     qn.insert(qn.end(), q.f.begin() + (long)r0, q.f.begin() + (long)r1);
     fwd_rows.insert(fwd_rows.end(), fwd[0].begin() + (long)r0, fwd[0].begin() + (long)r1);
+    same.insert(same.end(), r1 - r0, !splits || L <= 64);
   }
   tens tq, tkc, tvc;
   tq.set(qn, dt);  // exact: the values are of dtype already
@@ -278,40 +300,51 @@ void test_shape(const shape &s, srlm_dtype dt, uint32_t salt) {
     OK(SRLM_OP(be, attention_kv, kp));
     res.push_back(g.down(kp.out, qn.size(), dt));
   });
-  size_t diff = 0;
-  for (size_t i = 0; i < qn.size(); i++) diff += memcmp(&kout[0][i], &fwd_rows[i], sizeof(float)) != 0;
+  size_t diff = 0, checked = 0;
+  for (size_t i = 0; i < qn.size(); i++)
+    if (same[i]) checked++, diff += memcmp(&kout[0][i], &fwd_rows[i], sizeof(float)) != 0;
   EXPECT(diff == 0, "%s: attention_kv: %zu of %zu values differ from the forward's bits", label.c_str(), diff,
-         qn.size());
+         checked);
 }
 
 // ---- split-KV: a decode step's bits do not depend on the batch ---------------------------------
 
-// Two decode steps on caches past kSplitKeys (512: the tensor-core attention_kv splits them
-// into pieces merged by their lse), bf16, GQA 4, HS 64: sequence B (1100 cached positions,
-// three pieces) must get the same bits alone, next to sequence A (700: two pieces) and with
-// the batch in the other order; its cache slot differs between the runs.
+// Decode steps (bf16, GQA 4, HS 64) of sequences whose lengths pick every piece size of the
+// tensor-core attention_kv (attention_common.cuh, split_keys): 40 (one piece of 64), 130 (3 of
+// 64), 700 (6 of 128), 1100 (5 of 256) and 2600 (6 of 512). Each sequence must get the same bits
+// alone as in the batch of all five, in that order and reversed; its cache slot differs
+// between the runs (the slots' contents are the same) and the cache is longer than any of
+// them, so the grid has more pieces than most sequences use.
 void test_split_independent() {
   device g;
   OK(g.open());
   srlm_backend *be = &g.be;
-  const int64_t NH = 4, NKV = 1, HS = 64, max_slots = 3, max_len = 1104, kld = NKV * HS;
-  const int32_t LA = 700, LB = 1100;
-  std::vector<float> kc((size_t)(max_slots * max_len * kld)), vc(kc.size()), qv((size_t)(2 * NH * HS));
-  for (size_t i = 0; i < kc.size(); i++) kc[i] = val((uint32_t)i, 1, -2, 2), vc[i] = val((uint32_t)i, 2, -1, 1);
+  const std::vector<int32_t> lens = {40, 130, 700, 1100, 2600};
+  const int n = (int)lens.size();
+  const int64_t NH = 4, NKV = 1, HS = 64, max_slots = 2 * n, max_len = 2700, kld = NKV * HS;
+  const int64_t slot_len = max_len * kld;
+  // slot n + i holds the same keys as slot i
+  std::vector<float> kc((size_t)(max_slots * slot_len)), vc(kc.size()), qv((size_t)(n * NH * HS));
+  for (size_t i = 0; i < (size_t)(n * slot_len); i++) {
+    kc[i] = kc[i + (size_t)(n * slot_len)] = val((uint32_t)i, 1, -2, 2);
+    vc[i] = vc[i + (size_t)(n * slot_len)] = val((uint32_t)i, 2, -1, 1);
+  }
   for (size_t i = 0; i < qv.size(); i++) qv[i] = val((uint32_t)i, 3, -2, 2);
   tens tkc, tvc;
   tkc.set(kc, SRLM_BF16);
   tvc.set(vc, SRLM_BF16);
   g.up(tkc);
   g.up(tvc);
-  // q rows: [0] A's query, [1] B's query
-  auto run = [&](const std::vector<int> &order, const std::vector<int32_t> &slots) {
+  // one decode step of the sequences `order` (sequence i reads slot i, or n + i with `other`);
+  // returns each sequence's output row (by sequence)
+  auto run = [&](const std::vector<int> &order, bool other) {
     std::vector<float> qn;
-    std::vector<int32_t> cuq(1, 0), len;
+    std::vector<int32_t> cuq(1, 0), len, slots;
     for (int who : order) {
       qn.insert(qn.end(), qv.begin() + who * NH * HS, qv.begin() + (who + 1) * NH * HS);
       cuq.push_back(cuq.back() + 1);
-      len.push_back(who ? LB : LA);
+      len.push_back(lens[(size_t)who]);
+      slots.push_back(other ? n + who : who);
     }
     tens tq;
     tq.set(qn, SRLM_BF16);
@@ -334,15 +367,22 @@ void test_split_independent() {
     kp.kv_len = (const int32_t *)g.ints(len);
     kp.out = g.out(qn.size(), SRLM_BF16);
     OK(SRLM_OP(be, attention_kv, kp));
-    return g.down(kp.out, qn.size(), SRLM_BF16);
+    const std::vector<float> o = g.down(kp.out, qn.size(), SRLM_BF16);
+    std::vector<std::vector<float>> by_seq((size_t)n);
+    for (size_t r = 0; r < order.size(); r++)
+      by_seq[(size_t)order[r]].assign(o.begin() + (long)(r * NH * HS), o.begin() + (long)((r + 1) * NH * HS));
+    return by_seq;
   };
-  // the cache contents are per slot: B reads slot 1 in every run, A slot 2 or 0
-  const std::vector<float> alone = run({1}, {1}), pair = run({0, 1}, {2, 1}), swapped = run({1, 0}, {1, 0});
-  const std::vector<float> b_pair(pair.begin() + NH * HS, pair.end()), b_swapped(swapped.begin(),
-                                                                                 swapped.begin() + NH * HS);
-  EXPECT(!any_nan(alone) && same_bits(alone, b_pair) && same_bits(alone, b_swapped),
-         "split-KV attention_kv: sequence B's decode step differs with the batch (alone vs after A: %s, vs "
-         "before A: %s)", same_bits(alone, b_pair) ? "same" : "differs", same_bits(alone, b_swapped) ? "same" : "differs");
+  std::vector<int> fwd_order, rev_order;
+  for (int i = 0; i < n; i++) fwd_order.push_back(i), rev_order.push_back(n - 1 - i);
+  const auto all = run(fwd_order, false), reversed = run(rev_order, true);
+  for (int i = 0; i < n; i++) {
+    const std::vector<float> alone = run({i}, i % 2 == 1)[(size_t)i];
+    EXPECT(!any_nan(alone) && same_bits(alone, all[(size_t)i]) && same_bits(alone, reversed[(size_t)i]),
+           "split-KV attention_kv: the decode step of the sequence of %d cached positions differs with the batch "
+           "(alone vs in order: %s, vs reversed: %s)", (int)lens[(size_t)i],
+           same_bits(alone, all[(size_t)i]) ? "same" : "differs", same_bits(alone, reversed[(size_t)i]) ? "same" : "differs");
+  }
 }
 
 // ---- data errors and empty batches ----------------------------------------------------------
@@ -525,12 +565,15 @@ void test_empty() {
 }  // namespace
 
 // Under ThreadSanitizer (a fiber switch per thread at every barrier and shuffle costs ~30x)
-// bf16 runs only on shapes 1, 2, 6 and 10: its forward and backward are the tensor-core
+// bf16 runs only on the shapes marked tsan: its forward and backward are the tensor-core
 // kernels (cp.async double buffering, ldmatrix, mma), whose shared-memory discipline differs
 // from the fp32 kernels'; these shapes cover one, two and three key or query tiles (the third
 // reuses the first's buffer: a missing barrier before reissuing into it is a race, and the
-// simulator's own hazard check), a 65-row sequence (two 64-row tiles), GQA (the backward's
-// query tiles of several heads through one pipeline) and HS 16/32/64/128.
+// simulator's own hazard check), a 65-row sequence (two 64-row tiles), GQA 2, 4 and 8 (the
+// backward's query tiles of several heads through one pipeline), windows, many short packed
+// sequences, HS 16/32/64/128/256, non-causal (query tiles that read every key tile), and
+// attention_kv on caches of 70, 65 and 150 positions (split-KV: 2 or 3 pieces of 64 and the
+// merge); test_split_independent (every piece size, up to 6 pieces) runs there too.
 #if defined(SRLM_SIM_TSAN) && SRLM_SIM_TSAN
 constexpr bool kTsan = true;
 #else
@@ -544,7 +587,7 @@ int main() {
     const shape &s = k_shapes[k];
     for (srlm_dtype dt : k_dtypes) {
       salt += 10;
-      if (kTsan && dt == SRLM_BF16 && k != 1 && k != 2 && k != 6 && k != 10) continue;
+      if (kTsan && dt == SRLM_BF16 && !s.tsan) continue;
       const double t0 = srlm_time_now();
       test_shape(s, dt, salt);
       if (getenv("SRLM_TEST_VERBOSE")) fprintf(stderr, "%s: %.2f s\n", label_of(s, dt).c_str(), srlm_time_now() - t0);

@@ -748,6 +748,12 @@ static void case_rope_backward(tctx *t) { rope_case(t, 1); }
 
 /* The first key position a query at position P sees (window 0: all). */
 static int64_t key_lo(int64_t P, int64_t W) { return W > 0 && P - W + 1 > 0 ? P - W + 1 : 0; }
+/* The last one, in a sequence of L positions: P when causal, else P + W - 1 or L - 1 (a
+ * non-causal window reaches as far ahead as behind, backend.h). */
+static int64_t key_hi(int64_t P, int64_t W, int64_t L, int non_causal) {
+  if (!non_causal) return P;
+  return W > 0 && P + W - 1 < L - 1 ? P + W - 1 : L - 1;
+}
 
 /* One query row qi (HS) over keys and values rows lo..hi (row stride ld), in the precision
  * `real` (double: the reference; float: the naive code): o (HS) = softmax(scale q.k) v,
@@ -804,42 +810,55 @@ DEFINE_ATTN_BWD_ROW(attn_bwd_row64, double, exp, SAME, -)
 DEFINE_ATTN_BWD_ROW(attn_bwd_row32, float, expf, SAME, -)
 DEFINE_ATTN_BWD_ROW(attn_bwd_mag64, double, exp, fabs, +)
 
-/* Packed sequences (lens), heads (NH query heads over NKV kv heads), head dim, window. */
+/* Packed sequences (lens), heads (NH query heads over NKV kv heads), head dim, window,
+ * non-causal (0: causal). */
 typedef struct attn_shape {
   int B;
   int32_t lens[16];
   int64_t NH, NKV, HS, W;
+  int NC;
 } attn_shape;
 
-/* empty batches (B = 0, an empty sequence), GQA ratios 1, 2, 3, 4, 8 (MQA), windows,
+/* causal and not (NC), empty batches (B = 0, an empty sequence), GQA ratios 1, 2, 3, 4, 8 (MQA), windows,
  * sequences past 32/64/128-query tiles, many short sequences packed, head dims 2..256
  * including 10, 24, 80, 96 and an odd one (7: the fp32-tile kernel) */
 static const attn_shape k_attn_shapes[] = {
-    {1, {1}, 1, 1, 2, 0},           {0, {0}, 2, 1, 4, 0},          {1, {0}, 2, 1, 4, 0},
-    {2, {5, 3}, 2, 1, 8, 0},        {3, {70, 1, 130}, 4, 2, 16, 0}, {2, {100, 67}, 4, 4, 32, 17},
-    {1, {200}, 6, 2, 64, 64},       {4, {0, 9, 65, 2}, 2, 2, 4, 3}, {2, {33, 31}, 8, 1, 128, 0},
-    {1, {47}, 4, 2, 80, 5},         {3, {129, 64, 65}, 2, 1, 64, 0},
-    {2, {40, 1}, 4, 1, 256, 17},    {2, {12, 20}, 3, 3, 7, 0},
-    {14, {1, 2, 3, 1, 5, 2, 1, 4, 3, 1, 2, 7, 1, 1}, 8, 2, 16, 3},
+    {1, {1}, 1, 1, 2, 0, 0},           {0, {0}, 2, 1, 4, 0, 0},          {1, {0}, 2, 1, 4, 0, 0},
+    {2, {5, 3}, 2, 1, 8, 0, 0},        {3, {70, 1, 130}, 4, 2, 16, 0, 0}, {2, {100, 67}, 4, 4, 32, 17, 0},
+    {1, {200}, 6, 2, 64, 64, 0},       {4, {0, 9, 65, 2}, 2, 2, 4, 3, 0}, {2, {33, 31}, 8, 1, 128, 0, 0},
+    {1, {47}, 4, 2, 80, 5, 0},         {3, {129, 64, 65}, 2, 1, 64, 0, 0},
+    {2, {40, 1}, 4, 1, 256, 17, 0},    {2, {12, 20}, 3, 3, 7, 0, 0},
+    {14, {1, 2, 3, 1, 5, 2, 1, 4, 3, 1, 2, 7, 1, 1}, 8, 2, 16, 3, 0},
     /* the tensor-core forward's classes: HS 24 and 96 padded (to 32, 128), GQA 8 at HS 96
      * over a sequence one past a 64-row tile, HS 10 (4-byte copies), 2+ key tiles at HS 128
      * with GQA 4 (causal tiles skipped per warp) and a window crossing tile boundaries */
-    {3, {1, 33, 17}, 4, 2, 24, 0},  {2, {65, 3}, 8, 1, 96, 0},      {2, {31, 6}, 2, 1, 10, 4},
-    {1, {150}, 4, 1, 128, 0},       {2, {140, 20}, 2, 2, 64, 70},
+    {3, {1, 33, 17}, 4, 2, 24, 0, 0},  {2, {65, 3}, 8, 1, 96, 0, 0},      {2, {31, 6}, 2, 1, 10, 4, 0},
+    {1, {150}, 4, 1, 128, 0, 0},       {2, {140, 20}, 2, 2, 64, 70, 0},
     /* the tensor-core backward's classes (64-key blocks; query or key tiles of 64, 32 at HS
      * 256): HS 256 one past a block and one past a 32-wide tile, many sequences packed at HS
      * 64 (one exactly a tile, two past it), HS 128 with a window across tiles, GQA 8 at HS
      * 128 over 5 tiles, GQA 4 at HS 64. Past QUICK_WORK (the Release stage only): these
      * but the first, and the 150-token one above */
-    {2, {65, 33}, 2, 1, 256, 0},    {6, {3, 70, 1, 64, 17, 130}, 4, 1, 64, 0}, {2, {130, 66}, 4, 2, 128, 80},
-    {1, {300}, 8, 1, 128, 0},       {2, {257, 200}, 8, 2, 64, 0},
-    {2, {1024, 700}, 8, 2, 128, 256}, /* --large: Llama-3's head dim and GQA ratio */
+    {2, {65, 33}, 2, 1, 256, 0, 0},    {6, {3, 70, 1, 64, 17, 130}, 4, 1, 64, 0, 0}, {2, {130, 66}, 4, 2, 128, 80, 0},
+    {1, {300}, 8, 1, 128, 0, 0},       {2, {257, 200}, 8, 2, 64, 0, 0},
+    /* non-causal: every key tile of a query tile (none skipped above the diagonal), GQA 2/4/8,
+     * HS 7 (the fp32-tile kernel in bf16 too), 8, 10, 16, 32, 64, 96, 128, 256, packed
+     * sequences past 32/64-row tiles, many short ones, windows reaching both ways (shorter
+     * than a tile, across tile boundaries) */
+    {2, {5, 3}, 2, 1, 8, 0, 1},     {3, {70, 1, 130}, 4, 2, 16, 0, 1}, {2, {100, 67}, 4, 4, 32, 17, 1},
+    {14, {1, 2, 3, 1, 5, 2, 1, 4, 3, 1, 2, 7, 1, 1}, 8, 2, 16, 3, 1},  {2, {65, 3}, 8, 1, 96, 0, 1},
+    {2, {12, 20}, 3, 3, 7, 0, 1},   {2, {31, 6}, 2, 1, 10, 4, 1},     {1, {150}, 4, 1, 128, 0, 1},
+    {2, {140, 20}, 2, 2, 64, 70, 1}, {2, {65, 33}, 2, 1, 256, 0, 1},
+    {2, {1024, 700}, 8, 2, 128, 256, 0}, /* --large: Llama-3's head dim and GQA ratio */
 };
 
 /* The reference's multiply-adds for a shape. */
 static double attn_work(const attn_shape *s) {
   double w = 0;
-  for (int b = 0; b < s->B; b++) w += (double)s->lens[b] * (s->W > 0 && s->W < s->lens[b] ? s->W : s->lens[b]);
+  for (int b = 0; b < s->B; b++) {
+    const int64_t span = s->NC ? 2 * s->W - 1 : s->W; /* keys a query sees at most */
+    w += (double)s->lens[b] * (s->W > 0 && span < s->lens[b] ? span : s->lens[b]);
+  }
   return w * (double)(s->NH * s->HS);
 }
 
@@ -880,9 +899,10 @@ static void attn_forward_ref(const attn_shape *s, const attn_in *a, double *out6
       for (int64_t i = 0; i < L; i++) {
         const int64_t r = (s0 + i) * NH + h;
         const float *qi = a->q->f + r * HS;
-        lse64[r] = attn_row64(qi, k, v, kld, key_lo(i, s->W), i, HS, a->scale, p64, out64 + r * HS);
-        lse32[r] = attn_row32(qi, k, v, kld, key_lo(i, s->W), i, HS, a->scale, p32, out32 + r * HS);
-        if (omag) lmag[r] = attn_mag64(qi, k, v, kld, key_lo(i, s->W), i, HS, a->scale, p64, omag + r * HS);
+        const int64_t lo = key_lo(i, s->W), hi = key_hi(i, s->W, L, s->NC);
+        lse64[r] = attn_row64(qi, k, v, kld, lo, hi, HS, a->scale, p64, out64 + r * HS);
+        lse32[r] = attn_row32(qi, k, v, kld, lo, hi, HS, a->scale, p32, out32 + r * HS);
+        if (omag) lmag[r] = attn_mag64(qi, k, v, kld, lo, hi, HS, a->scale, p64, omag + r * HS);
       }
     }
   }
@@ -895,8 +915,8 @@ static const char *attn_label(char *buf, size_t n, const attn_shape *s) {
   for (int b = 0; b < s->B && w > 0 && (size_t)w < n; b++)
     w += snprintf(buf + w, n - (size_t)w, "%s%d", b ? "," : " ", (int)s->lens[b]);
   if (w > 0 && (size_t)w < n)
-    snprintf(buf + w, n - (size_t)w, " NH=%lld NKV=%lld HS=%lld W=%lld", (long long)s->NH, (long long)s->NKV,
-             (long long)s->HS, (long long)s->W);
+    snprintf(buf + w, n - (size_t)w, " NH=%lld NKV=%lld HS=%lld W=%lld%s", (long long)s->NH, (long long)s->NKV,
+             (long long)s->HS, (long long)s->W, s->NC ? " non-causal" : "");
   return buf;
 }
 
@@ -922,7 +942,7 @@ static void case_attention_forward(tctx *t) {
     const int64_t nq = a.T * s->NH * s->HS;
     tens *out = T_out(t, "out", E(t->dt), nq), *lse = T_out(t, "lse", E_F32, a.T * s->NH);
     attf_io io = {{.B = s->B, .T = a.T, .NH = s->NH, .NKV = s->NKV, .HS = s->HS, .window = s->W, .scale = a.scale,
-                   .dtype = t->dt},
+                   .non_causal = s->NC, .dtype = t->dt},
                   out, lse, a.q, a.k, a.v, a.cu};
     if (EXEC(t, attf_launch, &io, a.q, a.k, a.v, a.cu, out, lse)) {
       double *rout = dz(t, nq), *rlse = dz(t, a.T * s->NH), *omag = dz(t, nq), *lmag = dz(t, a.T * s->NH);
@@ -974,7 +994,7 @@ static void case_attention_backward(tctx *t) {
     tstore(out);
     tstore(lse);
     attb_io io = {{.B = s->B, .T = a.T, .NH = NH, .NKV = s->NKV, .HS = HS, .window = s->W, .scale = a.scale,
-                   .dtype = t->dt},
+                   .non_causal = s->NC, .dtype = t->dt},
                   dq, dk, dv, dout, out, lse, a.q, a.k, a.v, a.cu};
     if (EXEC(t, attb_launch, &io, dout, out, lse, a.q, a.k, a.v, a.cu, dq, dk, dv)) {
       double *rdq = dz(t, nq), *rdk = dz(t, nkv), *rdv = dz(t, nkv);
@@ -987,12 +1007,13 @@ static void case_attention_backward(tctx *t) {
           for (int64_t i = 0; i < L; i++) {
             const int64_t r = (s0 + i) * NH + h;
             const float *qi = a.q->f + r * HS, *doi = dout->f + r * HS, *oi = out->f + r * HS;
-            attn_bwd_row64(qi, doi, oi, lse->f[r], a.k->f + kv, a.v->f + kv, kld, key_lo(i, s->W), i, HS, a.scale,
-                           rdq + r * HS, rdk + kv, rdv + kv);
-            attn_bwd_row32(qi, doi, oi, lse->f[r], a.k->f + kv, a.v->f + kv, kld, key_lo(i, s->W), i, HS, a.scale,
-                           ndq + r * HS, ndk + kv, ndv + kv);
-            attn_bwd_mag64(qi, doi, oi, lse->f[r], a.k->f + kv, a.v->f + kv, kld, key_lo(i, s->W), i, HS, a.scale,
-                           mdq + r * HS, mdk + kv, mdv + kv);
+            const int64_t lo = key_lo(i, s->W), hi = key_hi(i, s->W, L, s->NC);
+            attn_bwd_row64(qi, doi, oi, lse->f[r], a.k->f + kv, a.v->f + kv, kld, lo, hi, HS, a.scale, rdq + r * HS,
+                           rdk + kv, rdv + kv);
+            attn_bwd_row32(qi, doi, oi, lse->f[r], a.k->f + kv, a.v->f + kv, kld, lo, hi, HS, a.scale, ndq + r * HS,
+                           ndk + kv, ndv + kv);
+            attn_bwd_mag64(qi, doi, oi, lse->f[r], a.k->f + kv, a.v->f + kv, kld, lo, hi, HS, a.scale, mdq + r * HS,
+                           mdk + kv, mdv + kv);
           }
         }
       }
@@ -1012,7 +1033,7 @@ static void case_attention_backward(tctx *t) {
 /* n sequences; sequence i holds L[i] positions after its nq[i] new queries (or rows). */
 typedef struct kv_shape {
   int n;
-  int32_t L[4], nq[4];
+  int32_t L[16], nq[16];
   int64_t NH, NKV, HS, W;
 } kv_shape;
 
@@ -1086,10 +1107,15 @@ static void case_attention_kv(tctx *t) {
       /* decode steps of GQA 8 at HS 128 past one and two 64-key tiles, a chunk of 2; HS 96 with GQA 2 */
       {4, {65, 1, 129, 64}, {1, 1, 2, 1}, 8, 1, 128, 0},
       {2, {70, 9}, {5, 1}, 4, 2, 96, 0},
-      /* split-KV (caches past 512 positions on the tensor-core path): 3 pieces next to 1; a
-       * window that leaves a query no key in its first piece, a chunk of 2 across a boundary */
+      /* split-KV (caches past 64 positions on the tensor-core path, pieces of 64/128/256/512
+       * keys by the sequence's length): 6 pieces of 128 and 5 of 256 next to one of 64; a window
+       * that leaves a query no key in its first pieces, a chunk of 2 across a boundary */
       {3, {700, 40, 1100}, {1, 2, 1}, 4, 1, 64, 0},
       {2, {1100, 530}, {1, 2}, 2, 1, 32, 50},
+      /* many short sequences packed (1 to 3 pieces of 64, chunks of 2 and 3 next to decode
+       * steps); GQA 8 at HS 128 with every piece size: 9 pieces of 512, 5 of 256, 5 of 128, 1 */
+      {12, {1, 3, 2, 7, 65, 1, 9, 4, 130, 2, 5, 17}, {1, 1, 2, 1, 1, 1, 3, 1, 1, 2, 1, 1}, 4, 2, 32, 0},
+      {4, {4100, 1030, 513, 64}, {1, 1, 1, 1}, 8, 1, 128, 0},
   };
   for (size_t k = 0; k < NELEM(S); k++) {
     const kv_shape *s = &S[k];

@@ -1,5 +1,5 @@
-/* CPU causal grouped-query attention: forward over packed sequences, forward against a
- * KV cache, and the backward (flash-attention style: probabilities are recomputed from
+/* CPU grouped-query attention, causal or not (backend.h): forward over packed sequences,
+ * forward against a KV cache (causal), and the backward (flash-attention style: probabilities are recomputed from
  * the forward's log-sum-exp, never stored).
  *
  * Work is cut into tiles of up to QT queries of one head; each tile is three small
@@ -27,8 +27,23 @@
 
 enum { QT = 64 }; /* queries (and keys, in the dK/dV pass) per tile */
 
+/* Who sees whom in a sequence of L positions: window W (0: none), causal or not. */
+typedef struct mask {
+  int64_t W, L;
+  int causal;
+} mask;
+
 /* The first key position the query at position P sees. */
 static inline int64_t key_lo(int64_t P, int64_t W) { return W > 0 && P - W + 1 > 0 ? P - W + 1 : 0; }
+/* The last key position the query at position P sees: P (causal), else P + W - 1 or the
+ * sequence's last. */
+static inline int64_t key_hi(int64_t P, const mask *mk) {
+  if (mk->causal) return P;
+  return mk->W > 0 && P + mk->W - 1 < mk->L - 1 ? P + mk->W - 1 : mk->L - 1;
+}
+/* The first query position that sees the key at position j (the last: key_hi's mirror,
+ * j + W - 1 or the sequence's last, either way). */
+static inline int64_t query_lo(int64_t j, const mask *mk) { return mk->causal ? j : key_lo(j, mk->W); }
 
 /* One head's view of a sequence: row i of q / out / dout, key j of k / v. */
 typedef struct head_view {
@@ -50,15 +65,15 @@ static srlm_status mm(tile_scratch *t, float *c, int64_t ldc, const float *a, in
 }
 
 /* Forward of nq queries at positions pos0 .. pos0 + nq - 1 (rows 0.. of the view). */
-static srlm_status fwd_tile(const head_view *h, int64_t nq, int64_t pos0, int64_t W, int64_t HS, float scale,
+static srlm_status fwd_tile(const head_view *h, int64_t nq, int64_t pos0, const mask *mk, int64_t HS, float scale,
                             tile_scratch *t) {
-  const int64_t jlo = key_lo(pos0, W), jhi = pos0 + nq, J = jhi - jlo;
+  const int64_t W = mk->W, jlo = key_lo(pos0, W), jhi = key_hi(pos0 + nq - 1, mk) + 1, J = jhi - jlo;
   float *S = t->S; /* (nq, J) */
   float inv[QT];
   SRLM_TRY(mm(t, S, J, h->q, h->q_ld, 0, h->k + jlo * h->kv_ld, h->kv_ld, 1, nq, J, HS, 0));
   for (int64_t r = 0; r < nq; r++) {
     float *row = S + r * J;
-    const int64_t lo = key_lo(pos0 + r, W) - jlo, hi = pos0 + r + 1 - jlo;
+    const int64_t lo = key_lo(pos0 + r, W) - jlo, hi = key_hi(pos0 + r, mk) + 1 - jlo;
     float m = -INFINITY, sum = 0.0f;
     for (int64_t j = lo; j < hi; j++) {
       row[j] *= scale;
@@ -78,13 +93,13 @@ static srlm_status fwd_tile(const head_view *h, int64_t nq, int64_t pos0, int64_
 
 /* P (nq, nk) in S from the scores already there: exp(scale s - lse) where query
  * pos0 + r sees key kpos0 + j, else 0. */
-static void probs(float *S, int64_t nq, int64_t nk, int64_t pos0, int64_t kpos0, int64_t W, float scale,
+static void probs(float *S, int64_t nq, int64_t nk, int64_t pos0, int64_t kpos0, const mask *mk, float scale,
                   const float *lse, int64_t lse_ld) {
   for (int64_t r = 0; r < nq; r++) {
     float *row = S + r * nk;
     const int64_t P = pos0 + r;
     /* keys kpos0 + j visible to the query: j in [j0, j1) */
-    int64_t j0 = key_lo(P, W) - kpos0, j1 = P + 1 - kpos0;
+    int64_t j0 = key_lo(P, mk->W) - kpos0, j1 = key_hi(P, mk) + 1 - kpos0;
     j0 = j0 < 0 ? 0 : j0 > nk ? nk : j0;
     j1 = j1 < j0 ? j0 : j1 > nk ? nk : j1;
     for (int64_t j = 0; j < j0; j++) row[j] = 0.0f;
@@ -105,9 +120,9 @@ static void dscores(const float *S, float *dP, int64_t nq, int64_t nk, const flo
   }
 }
 
-static srlm_status dq_tile(const head_view *h, int64_t nq, int64_t pos0, int64_t W, int64_t HS, float scale,
+static srlm_status dq_tile(const head_view *h, int64_t nq, int64_t pos0, const mask *mk, int64_t HS, float scale,
                            tile_scratch *t) {
-  const int64_t jlo = key_lo(pos0, W), jhi = pos0 + nq, J = jhi - jlo;
+  const int64_t jlo = key_lo(pos0, mk->W), jhi = key_hi(pos0 + nq - 1, mk) + 1, J = jhi - jlo;
   for (int64_t r = 0; r < nq; r++) {
     const float *o = h->o + r * h->q_ld, *dout = h->dout + r * h->q_ld;
     /* the fma chain of the products dP = dO V^T: where out is a single value row, dP - D
@@ -117,15 +132,16 @@ static srlm_status dq_tile(const head_view *h, int64_t nq, int64_t pos0, int64_t
     h->D[r * h->lse_ld] = d;
   }
   SRLM_TRY(mm(t, t->S, J, h->q, h->q_ld, 0, h->k + jlo * h->kv_ld, h->kv_ld, 1, nq, J, HS, 0));
-  probs(t->S, nq, J, pos0, jlo, W, scale, h->lse, h->lse_ld);
+  probs(t->S, nq, J, pos0, jlo, mk, scale, h->lse, h->lse_ld);
   SRLM_TRY(mm(t, t->dP, J, h->dout, h->q_ld, 0, h->v + jlo * h->kv_ld, h->kv_ld, 1, nq, J, HS, 0));
   dscores(t->S, t->dP, nq, J, h->D, h->lse_ld, scale);
   return mm(t, h->dq, h->q_ld, t->dP, J, 0, h->k + jlo * h->kv_ld, h->kv_ld, 0, nq, HS, J, 0);
 }
 
-/* dK, dV of keys [j0, j0 + nk) of a sequence of length L for the query heads hv[0..rep). */
-static srlm_status dkv_tile(const head_view *hv, int rep, int64_t j0, int64_t nk, int64_t L, int64_t W, int64_t HS,
+/* dK, dV of keys [j0, j0 + nk) of a sequence of length mk->L for the query heads hv[0..rep). */
+static srlm_status dkv_tile(const head_view *hv, int rep, int64_t j0, int64_t nk, const mask *mk, int64_t HS,
                             float scale, tile_scratch *t) {
+  const int64_t L = mk->L, W = mk->W;
   const head_view *h0 = &hv[0];
   float *dk = h0->dk + j0 * h0->kv_ld, *dv = h0->dv + j0 * h0->kv_ld;
   const float *k = h0->k + j0 * h0->kv_ld, *v = h0->v + j0 * h0->kv_ld;
@@ -133,11 +149,11 @@ static srlm_status dkv_tile(const head_view *hv, int rep, int64_t j0, int64_t nk
   int acc = 0;
   for (int r = 0; r < rep; r++) {
     const head_view *h = &hv[r];
-    for (int64_t i0 = j0; i0 < i_end; i0 += QT) {
+    for (int64_t i0 = query_lo(j0, mk); i0 < i_end; i0 += QT) {
       const int64_t nq = i_end - i0 < QT ? i_end - i0 : QT;
       const float *q = h->q + i0 * h->q_ld, *dout = h->dout + i0 * h->q_ld;
       SRLM_TRY(mm(t, t->S, nk, q, h->q_ld, 0, k, h->kv_ld, 1, nq, nk, HS, 0));
-      probs(t->S, nq, nk, i0, j0, W, scale, h->lse + i0 * h->lse_ld, h->lse_ld);
+      probs(t->S, nq, nk, i0, j0, mk, scale, h->lse + i0 * h->lse_ld, h->lse_ld);
       SRLM_TRY(mm(t, dv, h->kv_ld, t->S, nk, 1, dout, h->q_ld, 0, nk, HS, nq, acc));
       SRLM_TRY(mm(t, t->dP, nk, dout, h->q_ld, 0, v, h->kv_ld, 1, nq, nk, HS, 0));
       dscores(t->S, t->dP, nq, nk, h->D + i0 * h->lse_ld, h->lse_ld, scale);
@@ -191,6 +207,7 @@ typedef struct attn_job {
   pass which;
   const int32_t *cu;
   int64_t NH, NKV, HS, W;
+  int causal;
   float scale;
   const float *q, *k, *v, *dout, *o;
   float *out, *lse, *dq, *dk, *dv, *D;
@@ -221,10 +238,11 @@ static srlm_status run_task(const attn_job *a, const task *tk, tile_scratch *t) 
     if (a->dk) v->dk = a->dk + s0 * kvld + g * a->HS;
     if (a->dv) v->dv = a->dv + s0 * kvld + g * a->HS;
   }
+  const mask mk = {.W = a->W, .L = L, .causal = a->causal};
   switch (a->which) {
-    case PASS_FWD: return fwd_tile(&hv[0], n, first, a->W, a->HS, a->scale, t);
-    case PASS_DQ: return dq_tile(&hv[0], n, first, a->W, a->HS, a->scale, t);
-    case PASS_DKV: return dkv_tile(hv, (int)rep, first, n, L, a->W, a->HS, a->scale, t);
+    case PASS_FWD: return fwd_tile(&hv[0], n, first, &mk, a->HS, a->scale, t);
+    case PASS_DQ: return dq_tile(&hv[0], n, first, &mk, a->HS, a->scale, t);
+    case PASS_DKV: return dkv_tile(hv, (int)rep, first, n, &mk, a->HS, a->scale, t);
   }
   return SRLM_OK;
 }
@@ -281,7 +299,7 @@ srlm_status srlm_cpu_attention_forward(srlm_backend *be, srlm_attention_params p
   const int64_t nq = p.T * p.NH * p.HS, nkv = p.T * p.NKV * p.HS;
   float *out = srlm_cpu_stage_out(&sg, p.out, p.dtype, nq, 0);
   attn_job a = {.which = PASS_FWD, .cu = p.cu_seqlens, .NH = p.NH, .NKV = p.NKV, .HS = p.HS, .W = p.window,
-                .scale = p.scale, .q = srlm_cpu_stage_in(&sg, p.q, p.dtype, nq),
+                .causal = !p.non_causal, .scale = p.scale, .q = srlm_cpu_stage_in(&sg, p.q, p.dtype, nq),
                 .k = srlm_cpu_stage_in(&sg, p.k, p.dtype, nkv), .v = srlm_cpu_stage_in(&sg, p.v, p.dtype, nkv),
                 .out = out, .lse = p.lse};
   srlm_status st = run_tasks(where, &a, ts, n, Lmax);
@@ -310,7 +328,7 @@ srlm_status srlm_cpu_attention_backward(srlm_backend *be, srlm_attention_bwd_par
   float *dq = srlm_cpu_stage_out(&sg, p.dq, p.dtype, n_q, 0);
   float *dk = srlm_cpu_stage_out(&sg, p.dk, p.dtype, n_kv, 0), *dv = srlm_cpu_stage_out(&sg, p.dv, p.dtype, n_kv, 0);
   attn_job a = {.which = PASS_DQ, .cu = p.cu_seqlens, .NH = p.NH, .NKV = p.NKV, .HS = p.HS, .W = p.window,
-                .scale = p.scale, .q = srlm_cpu_stage_in(&sg, p.q, p.dtype, n_q),
+                .causal = !p.non_causal, .scale = p.scale, .q = srlm_cpu_stage_in(&sg, p.q, p.dtype, n_q),
                 .k = srlm_cpu_stage_in(&sg, p.k, p.dtype, n_kv), .v = srlm_cpu_stage_in(&sg, p.v, p.dtype, n_kv),
                 .dout = srlm_cpu_stage_in(&sg, p.dout, p.dtype, n_q), .o = srlm_cpu_stage_in(&sg, p.out, p.dtype, n_q),
                 .lse = (float *)p.lse, .dq = dq, .D = D};
@@ -387,7 +405,8 @@ srlm_status srlm_cpu_attention_kv(srlm_backend *be, srlm_attention_kv_params p) 
       const float *vc = VC + (int64_t)p.slot[tk->seq] * p.max_len * kvld + g * p.HS;
       head_view v = {.q = Q + (q0 + first) * qld + h * p.HS, .k = kc, .v = vc,
                      .out = OUT + (q0 + first) * qld + h * p.HS, .q_ld = qld, .kv_ld = kvld, .lse_ld = p.NH};
-      srlm_status s = t.S ? fwd_tile(&v, nq, len - nq_all + first, p.window, p.HS, p.scale, &t)
+      const mask mk = {.W = p.window, .L = len, .causal = 1};
+      srlm_status s = t.S ? fwd_tile(&v, nq, len - nq_all + first, &mk, p.HS, p.scale, &t)
                           : srlm_error(SRLM_ERR_NOMEM, where, "cannot allocate %lld floats of scratch", (long long)(QT * Lmax));
       if (s != SRLM_OK) {
 #ifdef _OPENMP
