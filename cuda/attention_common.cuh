@@ -14,6 +14,7 @@
 #include <type_traits>
 
 #include "common.cuh"
+#include "srlm/attn_split.h"
 #include "mma.cuh"
 
 namespace SRLM_CUDA_NS {
@@ -378,36 +379,19 @@ srlm_status hsp_class(long long HS, F &&f) {
 // piece), each block writing its rows' partial output (normalized) and base-2 lse to the
 // workspace; attention_combine_kernel then merges a row's pieces in piece order: out = sum_s
 // 2^(lse_s - M) o_s / sum_s 2^(lse_s - M), M = max_s lse_s. The piece size K comes from the
-// sequence's own length (split_keys): the smallest of 64, 128, 256, 512 that cuts it into at
-// most kSplitTarget = 8 pieces, else 512 (a 1k context: 8 pieces of 128, 32k: 64 of 512;
-// 8 pieces of a batch-1 decode are 8 blocks per kv head instead of 1, and 512 keys per block
-// past 4k keep the combine's reads small next to the cache's). Never from the batch or from
-// max_len: a sequence's bits are the same run after run and whatever else shares the batch.
+// sequence's own length (include/srlm/attn_split.h, shared with the memory plan, which counts
+// the workspace): the smallest of 64, 128, 256, 512 that cuts it into at most 8 pieces, else
+// 512 (a 1k context: 8 pieces of 128, 32k: 64 of 512; 8 pieces of a batch-1 decode are 8
+// blocks per kv head instead of 1, and 512 keys per block past 4k keep the combine's reads
+// small next to the cache's). Never from the batch or from max_len: a sequence's bits are the
+// same run after run and whatever else shares the batch.
 // A cache of at most 64 positions is one piece, and the merge of one piece (weight exactly 1)
 // leaves the forward's bits; past that a decode step's bits are no longer the full
 // forward's (backend.h, attention_kv).
-constexpr long long kSplitMin = 64, kSplitMax = 512, kSplitTarget = 8;
-
-// Keys per piece of a cache of len positions.
-__host__ __device__ __forceinline__ long long split_keys(long long len) {
-  long long k = kSplitMin;
-  while (k < kSplitMax && len > kSplitTarget * k) k *= 2;
-  return k;
-}
-__host__ __device__ __forceinline__ long long split_pieces(long long len) {
-  const long long k = split_keys(len);
-  return (len + k - 1) / k;
-}
-// The most pieces of any length up to max_len (the split grid's z): within a piece size's
-// lengths the count grows with the length, so the longest of each size decides.
-inline long long split_pieces_max(long long max_len) {
-  long long z = 0;
-  for (long long k = kSplitMin; k <= kSplitMax; k *= 2) {
-    const long long top = k < kSplitMax ? lmin(max_len, kSplitTarget * k) : max_len;
-    if (top >= 1 && split_keys(top) == k) z = lmax(z, split_pieces(top));
-  }
-  return z;
-}
+constexpr long long kSplitMin = SRLM_ATTN_SPLIT_MIN;
+__host__ __device__ __forceinline__ long long split_keys(long long len) { return srlm_attn_split_keys(len); }
+__host__ __device__ __forceinline__ long long split_pieces(long long len) { return srlm_attn_split_pieces(len); }
+inline long long split_pieces_max(long long max_len) { return srlm_attn_split_pieces_max(max_len); }
 
 }  // namespace
 

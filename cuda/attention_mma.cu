@@ -296,8 +296,8 @@ srlm_status attention_kv_split(context *c, const srlm_attention_kv_params &p) {
     return srlm_error(SRLM_ERR_UNSUPPORTED, SRLM_CUDA_NAME " attention_kv", "%lld pieces of %lld rows: too many blocks",
                       splits, rows_all);
   const size_t lse_bytes = ((size_t)(splits * rows_all) * sizeof(float) + 15) / 16 * 16;
-  void *w;
-  SRLM_TRY(workspace(c, kFlagBytes + lse_bytes + (size_t)(splits * rows_all * p.HS) * sizeof(float), &w));
+  void *w; /* srlm_attn_split_bytes, which the memory plan counts, after the flags */
+  SRLM_TRY(workspace(c, kFlagBytes + srlm_attn_split_bytes(p.max_len, rows_all, p.HS), &w));
   int *bad = static_cast<int *>(w);
   float *part_lse = reinterpret_cast<float *>(static_cast<char *>(w) + kFlagBytes);
   float *part = reinterpret_cast<float *>(static_cast<char *>(w) + kFlagBytes + lse_bytes);

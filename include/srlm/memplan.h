@@ -51,7 +51,10 @@
  *                loaded decode-only one at a time: a compute copy and its log-prob pass
  *                buffers;
  *   workspace    SRLM_MEMPLAN_WORKSPACE: cuBLASLt's workspace (32 MiB), the LM head's logit
- *                chunks (16 MiB) and staging.
+ *                chunks (16 MiB) and staging; on a decoding rank of a bf16 model also the
+ *                split-KV pieces of a step of SRLM_MEMPLAN_STEP_TOKENS query rows against
+ *                kv_len positions (attn_split.h: srlm_attn_split_bytes), which the GPU's
+ *                tensor-core attention_kv keeps there.
  * A colocated rank plays every role and holds the learner's and the samplers' lines (inference:
  * one model, so the largest pass of either).
  * Not counted: on the CPU backend a rank that decodes also keeps its weights once more,

@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "srlm/attn_split.h"
 #include "srlm/memplan.h"
 #include "srlm/setup.h"
 
@@ -89,6 +90,11 @@ srlm_status srlm_memplan_make(const srlm_config *cfg, const srlm_model_config *m
     p->kv_cache = p->kv_slot_bytes * (size_t)p->kv_slots;
   }
   p->workspace = SRLM_MEMPLAN_WORKSPACE;
+  /* a bf16 model decodes on a GPU by split-KV (attn_split.h): every query row of a step keeps
+     each piece's partial output in the workspace until they are merged */
+  if (sampler && dt == SRLM_BF16)
+    p->workspace += srlm_attn_split_bytes(p->kv_len, (long long)SRLM_MEMPLAN_STEP_TOKENS * mc->num_attention_heads,
+                                          mc->head_dim);
   p->total = p->weights + p->master + p->grads + p->moments + p->activations + p->startup + p->kv_cache + p->inference +
              p->scorer + p->workspace;
   return SRLM_OK;

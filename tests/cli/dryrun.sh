@@ -49,17 +49,17 @@ SRLM_SIM_DEVICE_MEMORY=4000000 run nofit 1 -- "$srlm" train -c configs/quickstar
   run.backend=cuda-sim --dry-run
 has nofit "cuda-sim device 0: this rank's memory plan: .* does not fit: .* GiB needed, .* GiB free. To fit"
 # on a device the KV cache takes generate.kv_memory_fraction of what the rest of the plan
-# leaves (memplan.h): ~5 MiB of a 120 MB device hold ~150 slots of 32 KiB; on 1 GB auto stops at
+# leaves (memplan.h): ~22 MiB of a 160 MB device hold ~600 slots of 32 KiB; on 1 GB auto stops at
 # 1024 and generate.max_batch bounds it; a fraction that holds no slot is refused naming it
 sim() { SRLM_SIM_DEVICE_MEMORY=$1 run "$2" "$3" -- "$srlm" train -c configs/quickstart.yaml $small run.name=d1 \
   run.backend=cuda-sim --dry-run "${@:4}"; }
-sim 120000000 kvfit 0
+sim 160000000 kvfit 0
 has kvfit "each rank (every role) (1 rank), on cuda-sim device 0: .*KV cache .* for [1-9][0-9]* x 64 positions (kv_memory_fraction 0.9)"
 sim 1000000000 kvcap 0
 has kvcap "KV cache 32.0 MiB for 1024 x 64 positions (at most 1024 with generate.max_batch auto; kv_memory_fraction 0.9 would hold [0-9]*)"
 sim 1000000000 kvmax 0 generate.max_batch=100
 has kvmax "KV cache 3.1 MiB for 100 x 64 positions (generate.max_batch; kv_memory_fraction 0.9 would hold [0-9]*)"
-sim 120000000 kvnone 1 generate.kv_memory_fraction=0.0001
+sim 160000000 kvnone 1 generate.kv_memory_fraction=0.0001
 has kvnone "cuda-sim device 0: this rank's memory plan: .*: 0 KV-cache slots, fewer than 1: one slot (64 positions) takes 32.0 KiB and generate.kv_memory_fraction 0.0001 .* To fit: a larger generate.kv_memory_fraction"
 [ -e "$tmp/runs/d1" ] && fail "--dry-run (no fit) created the run folder"
 

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "srlm/attn_split.h"
 #include "srlm/config.h"
 #include "srlm/hfmodel.h"
 #include "srlm/memplan.h"
@@ -167,13 +168,25 @@ static void test_rank_plans(void) {
   cfg.train.zero = 0;
   EXPECT(srlm_memplan_make(&cfg, &c, 1, 1, 1, &cp) == SRLM_OK, "colocated");
   /* one model: its inference buffers serve the larger pass (the learner's log-probs) */
-  EXPECT(cp.total == lp.total + sp.kv_cache && cp.inference == lp.inference,
-         "colocated = learner + the samplers' KV cache");
+  EXPECT(cp.total == lp.total + sp.kv_cache + (sp.workspace - lp.workspace) && cp.inference == lp.inference &&
+             cp.workspace == sp.workspace,
+         "colocated = learner + the samplers' KV cache and split-KV workspace");
   srlm_model_memory step, micro;
   EXPECT(srlm_model_memory_plan(&c, SRLM_BF16, 0, 0, 0, SRLM_MEMPLAN_STEP_TOKENS, &step) == SRLM_OK &&
              srlm_model_memory_plan(&c, SRLM_BF16, 0, 0, 0, 8 * 1024, &micro) == SRLM_OK,
          "plan: %s", srlm_error_message());
   EXPECT(sp.inference == step.infer, "sampler: inference %zu (a step of 4096 tokens: %zu)", sp.inference, step.infer);
+  /* a bf16 sampler's split-KV pieces (attn_split.h): caches of 2048 positions are cut into at
+     most 8 pieces (of 256; 1024 into 8 of 128, ...), each of the step's 4096 x 16 query rows
+     keeping 8 partial lse and 8 partial outputs of 128 floats */
+  EXPECT(srlm_attn_split_pieces_max(2048) == 8 && srlm_attn_split_pieces_max(32768) == 64 &&
+             srlm_attn_split_pieces_max(520) == 8 && srlm_attn_split_pieces(520) == 5 && srlm_attn_split_keys(1024) == 128 &&
+             srlm_attn_split_bytes(64, 100, 128) == 0,
+         "split rule: %lld pieces at most up to 2048", srlm_attn_split_pieces_max(2048));
+  EXPECT(sp.workspace == SRLM_MEMPLAN_WORKSPACE + (size_t)8 * 65536 * 4 + (size_t)8 * 65536 * 128 * 4 && lp.workspace ==
+             SRLM_MEMPLAN_WORKSPACE,
+         "sampler: workspace %zu (hand %zu)", sp.workspace,
+         SRLM_MEMPLAN_WORKSPACE + (size_t)8 * 65536 * 4 + (size_t)8 * 65536 * 128 * 4);
   /* a judge of SAR scores perplexities in log-prob passes; the implicit reward's older model
      (DICE/CREAM/SCIR) is a learner's, decode-only: its compute copy and its own pass buffers */
   cfg.judge.source = SRLM_CFG_SOURCE_SAR;
