@@ -2,8 +2,15 @@
  * nccl-tests style.
  *
  *   bench_backend [--backend NAME] [--dtype fp32|bf16] [--size small|full|attention] [--op NAME]
- *                 [--iters N] [--warmup N] [--seed S] [--json PATH]
+ *                 [--case MODEL] [--iters N] [--warmup N] [--seed S] [--json PATH]
  *   bench_backend --list      the backends this program has
+ *   bench_backend [--backend NAME] [--dtype fp32|bf16] --attention-io DIR
+ *
+ * --case runs only the rows whose model column is MODEL (one kernel under a profiler).
+ * --attention-io runs no benchmark: the attention forward and backward of the cases listed in
+ * DIR/cases.txt on the given inputs, outputs written next to them (attention_io, below;
+ * bench/attention_error.py writes the inputs and holds the outputs against float64 and
+ * PyTorch's SDPA).
  *
  * The table (k_shapes) has each op's shapes for a 0.5B model (Qwen2.5-0.5B: C 896, FF 4864,
  * NH/NKV/HS 14/2/64, V 151936) and a 7B one (Llama-3-8B: C 4096, FF 14336, 32/8/128, V
@@ -664,10 +671,125 @@ static int outputs_agree(const bench *cpu, const bench *got, const char *op) {
   return ok;
 }
 
+/* ---- --attention-io: the ops on inputs from files --------------------------------------------- */
+
+/* DIR/cases.txt holds one case a line, "NAME B L NH NKV HS window non_causal" (B sequences of
+ * L tokens; '#' starts a comment line). Per case it reads DIR/NAME.q (T, NH, HS), NAME.k and
+ * NAME.v (T, NKV, HS) and NAME.dout (T, NH, HS), T = B L, raw little-endian elements of
+ * --dtype; runs attention_forward (scale 1/sqrt(HS)) and then attention_backward from dout
+ * and that forward's out and lse; writes NAME.out, NAME.dq, NAME.dk, NAME.dv (dtype) and
+ * NAME.lse (T, NH) fp32. Returns 0, 1 when an op fails, 2 on a bad list or file. */
+
+/* A device buffer of `bytes` from DIR/NAME.EXT (whose size must be `bytes`), or zeros when
+ * ext is NULL. */
+static srlm_status io_load(srlm_backend *be, const char *dir, const char *name, const char *ext, size_t bytes,
+                           void **dev) {
+  *dev = NULL;
+  srlm_status st = srlm_backend_alloc(be, dev, bytes ? bytes : 1);
+  if (st != SRLM_OK || !ext) return st;
+  char file[4096], path[4096];
+  snprintf(file, sizeof file, "%s.%s", name, ext);
+  if ((st = srlm_path_join(path, sizeof path, dir, file)) != SRLM_OK) return st;
+  char *data = NULL;
+  size_t n = 0;
+  if ((st = srlm_read_file(path, &data, &n)) != SRLM_OK) return st;
+  if (n != bytes) st = srlm_error(SRLM_ERR_FORMAT, path, "%zu bytes, the case's shape needs %zu", n, bytes);
+  else st = srlm_backend_copy_h2d(be, *dev, data, bytes);
+  free(data);
+  return st;
+}
+
+/* Writes `bytes` of device buffer dev to DIR/NAME.EXT. */
+static srlm_status io_save(srlm_backend *be, const char *dir, const char *name, const char *ext, const void *dev,
+                           size_t bytes) {
+  char file[4096], path[4096];
+  snprintf(file, sizeof file, "%s.%s", name, ext);
+  srlm_status st = srlm_path_join(path, sizeof path, dir, file);
+  void *h = srlm_xmalloc(bytes ? bytes : 1);
+  if (st == SRLM_OK) st = srlm_backend_copy_d2h(be, h, dev, bytes);
+  if (st == SRLM_OK) st = srlm_write_file_atomic(path, h, bytes);
+  free(h);
+  return st;
+}
+
+/* One case: 0, 1 when an op fails, 2 when a file does. */
+static int io_case(srlm_backend *be, srlm_dtype dt, const char *dir, const char *name, int B, int64_t L, int64_t NH,
+                   int64_t NKV, int64_t HS, int64_t W, int NC) {
+  const int64_t T = B * L;
+  const size_t es = srlm_dtype_size(dt), nq = (size_t)(T * NH * HS) * es, nkv = (size_t)(T * NKV * HS) * es;
+  const size_t nlse = (size_t)(T * NH) * sizeof(float);
+  enum { Q, K, V, DOUT, OUTP, LSE, DQ, DK, DV, CU, NBUF };
+  void *d[NBUF] = {0};
+  const char *ext[NBUF] = {"q", "k", "v", "dout", "out", "lse", "dq", "dk", "dv", NULL};
+  const size_t bytes[NBUF] = {nq, nkv, nkv, nq, nq, nlse, nq, nkv, nkv, (size_t)(B + 1) * sizeof(int32_t)};
+  srlm_status st = SRLM_OK;
+  for (int i = 0; i < NBUF && st == SRLM_OK; i++) st = io_load(be, dir, name, i <= DOUT ? ext[i] : NULL, bytes[i], &d[i]);
+  int rc = st == SRLM_OK ? 0 : 2;
+  if (rc == 0) {
+    int32_t *cu = srlm_xmalloc((size_t)(B + 1) * sizeof *cu);
+    for (int b = 0; b <= B; b++) cu[b] = (int32_t)(b * L);
+    st = srlm_backend_copy_h2d(be, d[CU], cu, bytes[CU]);
+    free(cu);
+    const float scale = 1.0f / sqrtf((float)HS);
+    srlm_attention_params f = {.out = d[OUTP], .lse = d[LSE], .q = d[Q], .k = d[K], .v = d[V], .cu_seqlens = d[CU],
+                               .B = B, .T = T, .NH = NH, .NKV = NKV, .HS = HS, .window = W, .scale = scale,
+                               .non_causal = NC, .dtype = dt};
+    srlm_attention_bwd_params g = {.dq = d[DQ], .dk = d[DK], .dv = d[DV], .dout = d[DOUT], .out = d[OUTP],
+                                   .lse = d[LSE], .q = d[Q], .k = d[K], .v = d[V], .cu_seqlens = d[CU], .B = B,
+                                   .T = T, .NH = NH, .NKV = NKV, .HS = HS, .window = W, .scale = scale,
+                                   .non_causal = NC, .dtype = dt};
+    if (st == SRLM_OK) st = SRLM_OP(be, attention_forward, f);
+    if (st == SRLM_OK) st = SRLM_OP(be, attention_backward, g);
+    if (st == SRLM_OK) st = srlm_backend_sync(be);
+    rc = st == SRLM_OK ? 0 : 1;
+    for (int i = OUTP; i <= DV && st == SRLM_OK; i++)
+      if (i != DOUT) st = io_save(be, dir, name, ext[i], d[i], bytes[i]);
+    if (rc == 0 && st != SRLM_OK) rc = 2;
+  }
+  if (st != SRLM_OK) fprintf(stderr, "bench_backend: attention-io case %s: %s\n", name, srlm_error_message());
+  for (int i = 0; i < NBUF; i++)
+    if (d[i]) (void)srlm_backend_free(be, d[i]);
+  return rc;
+}
+
+static int attention_io(srlm_backend *be, srlm_dtype dt, const char *dir) {
+  char path[4096], *text = NULL;
+  size_t n = 0;
+  if (srlm_path_join(path, sizeof path, dir, "cases.txt") != SRLM_OK || srlm_read_file(path, &text, &n) != SRLM_OK)
+    return fprintf(stderr, "bench_backend: --attention-io: %s\n", srlm_error_message()), 2;
+  int rc = 0, line_no = 0, cases = 0;
+  char *save = NULL;
+  for (char *line = strtok_r(text, "\n", &save); line && rc != 2; line = strtok_r(NULL, "\n", &save)) {
+    line_no++;
+    while (*line == ' ' || *line == '\t') line++;
+    if (!*line || *line == '#') continue;
+    char name[256];
+    int B, NC;
+    long long L, NH, NKV, HS, W;
+    char extra;
+    if (sscanf(line, "%255s %d %lld %lld %lld %lld %lld %d %c", name, &B, &L, &NH, &NKV, &HS, &W, &NC, &extra) != 8 ||
+        B < 1 || L < 1 || NH < 1 || NKV < 1 || HS < 1 || W < 0 || (NC != 0 && NC != 1) || strchr(name, '/')) {
+      fprintf(stderr, "bench_backend: %s:%d: want \"NAME B L NH NKV HS window non_causal\" (positive sizes, "
+              "window >= 0, non_causal 0 or 1, no '/' in NAME)\n", path, line_no);
+      rc = 2;
+      break;
+    }
+    const int r = io_case(be, dt, dir, name, B, L, NH, NKV, HS, W, NC);
+    printf("attention-io %s B=%d L=%lld NH=%lld NKV=%lld HS=%lld W=%lld%s: %s\n", name, B, L, NH, NKV, HS, W,
+           NC ? " non-causal" : "", r == 0 ? "ok" : "FAILED");
+    fflush(stdout);
+    rc = r > rc ? r : rc;
+    cases++;
+  }
+  free(text);
+  if (rc == 0 && cases == 0) return fprintf(stderr, "bench_backend: %s lists no case\n", path), 2;
+  return rc;
+}
+
 /* ---- the driver ------------------------------------------------------------------------------ */
 
 typedef struct opts {
-  const char *backend, *json, *only_op;
+  const char *backend, *json, *only_op, *only_case, *attention_io;
   srlm_dtype dt;
   int full, iters, warmup, list;
   uint64_t seed;
@@ -676,7 +798,8 @@ typedef struct opts {
 static int usage(const char *msg) {
   fprintf(stderr,
           "bench_backend: %s\nusage: bench_backend [--backend NAME] [--dtype fp32|bf16] [--size small|full|attention] "
-          "[--op NAME] [--iters N] [--warmup N] [--seed S] [--json PATH] | --list\n",
+          "[--op NAME] [--case MODEL] [--iters N] [--warmup N] [--seed S] [--json PATH] | --list\n"
+          "       bench_backend [--backend NAME] [--dtype fp32|bf16] --attention-io DIR   (the ops on DIR/cases.txt's inputs)\n",
           msg);
   return 2;
 }
@@ -694,6 +817,8 @@ static int parse(int argc, char **argv, opts *o) {
     if (strcmp(a, "--backend") == 0) o->backend = v;
     else if (strcmp(a, "--json") == 0) o->json = v;
     else if (strcmp(a, "--op") == 0) o->only_op = v;
+    else if (strcmp(a, "--case") == 0) o->only_case = v;
+    else if (strcmp(a, "--attention-io") == 0) o->attention_io = v;
     else if (strcmp(a, "--dtype") == 0) {
       if (srlm_dtype_parse(v, "--dtype", &o->dt) != SRLM_OK) return usage(srlm_error_message());
     } else if (strcmp(a, "--size") == 0 && (!strcmp(v, "small") || !strcmp(v, "full") || !strcmp(v, "attention")))
@@ -764,6 +889,14 @@ int main(int argc, char **argv) {
     for (int i = 0; i < SRLM_OP_COUNT; i++) found |= !strcmp(o.only_op, srlm_op_names[i]);
     if (!found) return usage("--op names no op of the list");
   }
+  const bshape *table = o.full == 2 ? k_attention : o.full ? k_full : k_small;
+  const size_t nt = o.full == 2 ? NELEM(k_attention) : o.full ? NELEM(k_full) : NELEM(k_small);
+  if (o.only_case) {
+    int found = 0;
+    for (size_t k = 0; k < nt; k++)
+      found |= !strcmp(o.only_case, table[k].model) && (!o.only_op || !strcmp(o.only_op, srlm_op_names[table[k].op]));
+    if (!found) return usage("--case names no model column of the --size table (for the --op given)");
+  }
 #if defined(SRLM_HAVE_CUDA) && SRLM_HAVE_CUDA
   if (srlm_backend_register(srlm_backend_cuda_ops()) != SRLM_OK)
     return fprintf(stderr, "bench_backend: %s\n", srlm_error_message()), 1;
@@ -772,6 +905,11 @@ int main(int argc, char **argv) {
   srlm_backend *be = NULL;
   if (srlm_backend_open(o.backend, -1, &be) != SRLM_OK)
     return fprintf(stderr, "bench_backend: %s\n", srlm_error_message()), 2;
+  if (o.attention_io) {
+    const int io_rc = attention_io(be, o.dt, o.attention_io);
+    if (srlm_backend_close(be) != SRLM_OK) return fprintf(stderr, "bench_backend: %s\n", srlm_error_message()), 1;
+    return io_rc;
+  }
   float *pool = make_pool(o.seed);
   print_header(be, &o);
   char *json = NULL;
@@ -782,8 +920,6 @@ int main(int argc, char **argv) {
             "\"size\": \"%s\", \"warmup\": %d, \"seed\": %llu, \"results\": [",
             SRLM_VERSION_STRING, be->name, be->device, srlm_dtype_name(o.dt), o.full == 2 ? "attention" : o.full ? "full" : "small", o.warmup,
             (unsigned long long)o.seed);
-  const bshape *table = o.full == 2 ? k_attention : o.full ? k_full : k_small;
-  const size_t nt = o.full == 2 ? NELEM(k_attention) : o.full ? NELEM(k_full) : NELEM(k_small);
   int all_ok = 1, rows = 0, checked[SRLM_OP_COUNT] = {0}, check_ok[SRLM_OP_COUNT] = {0};
   for (int op = 0; op < SRLM_OP_COUNT; op++) {
     if (o.only_op && strcmp(o.only_op, srlm_op_names[op]) != 0) continue;
@@ -793,7 +929,7 @@ int main(int argc, char **argv) {
     }
     for (size_t k = 0; k < nt; k++) {
       const bshape *s = &table[k];
-      if (s->op != op) continue;
+      if (s->op != op || (o.only_case && strcmp(o.only_case, s->model) != 0)) continue;
       if (!checked[op]) checked[op] = 1, check_ok[op] = check_op(be, &o, pool, op);
       bench b = {.be = be, .dt = o.dt, .s = s, .seed = o.seed, .purpose = 2, .pool = pool, .mode = MODE_TIME,
                  .iters_opt = o.iters, .warmup = o.warmup, .rerun_ok = 1};
