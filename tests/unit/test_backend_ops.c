@@ -1116,6 +1116,9 @@ static void case_attention_kv(tctx *t) {
        * steps); GQA 8 at HS 128 with every piece size: 9 pieces of 512, 5 of 256, 5 of 128, 1 */
       {12, {1, 3, 2, 7, 65, 1, 9, 4, 130, 2, 5, 17}, {1, 1, 2, 1, 1, 1, 3, 1, 1, 2, 1, 1}, 4, 2, 32, 0},
       {4, {4100, 1030, 513, 64}, {1, 1, 1, 1}, 8, 1, 128, 0},
+      /* GQA 8 at HS 128 again: decode steps on 3 pieces of 64 and 5 of 256, next to a prefill
+       * chunk of 96 new queries on 4 pieces of 64 (the pieces' workspace of many rows) */
+      {3, {130, 1030, 200}, {1, 1, 96}, 8, 1, 128, 0},
   };
   for (size_t k = 0; k < NELEM(S); k++) {
     const kv_shape *s = &S[k];
