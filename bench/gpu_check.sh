@@ -12,11 +12,16 @@
 #
 # usage (on the GPU machine, from the project root, with .devroot and BUILD carried):
 #   bash bench/gpu_check.sh [BUILD_DIR] [OUT_DIR] [attention|e2e|job]   defaults: build-gpu, $OUT or ./gpu-check-out
-# With "attention" (issue 9), within the same 8 minutes instead of the steps above: the
-# attention ops' cases of the test (fp32, bf16), memcheck over the bf16 forward and backward
-# (the tensor-core kernels), and the attention sweep
-# (bench_backend --size attention: forward/backward at L = 512..16k, causal and not, decode at
-# batch 1..256 x 1k..32k cached) next to PyTorch's SDPA flash and cuDNN backends (bench/attention_torch.py).
+# With "attention" (issue 9), within 420 s instead of the steps above: the attention ops'
+# cases of the test (fp32, bf16); srlm's bf16 error next to PyTorch's bf16 SDPA error on the
+# same inputs, both against float64 (bench/attention_error.py through bench_backend
+# --attention-io: HS 64/128, GQA 1/4, causal and not, windows, L 512 and 2048); memcheck over
+# the bf16 attention_kv (split-KV decode and prefill), forward and backward (the tensor-core
+# kernels); the attention sweep (bench_backend --size attention: forward/backward at L =
+# 512..16k, causal and not, decode at batch 1..256 x 1k..32k cached) next to PyTorch's SDPA
+# flash and cuDNN backends (bench/attention_torch.py); then, if time is left, the test's
+# --large attention shapes and Nsight Compute (ncu, where present and permitted) on a forward,
+# a backward and a decode step (bench/ncu_summary.py).
 # With "e2e" (issue 10): bench/e2e.sh in parts, each its own step so a cut one costs only its
 # rows: the gpu-quick preset's side-by-side rows (the DPO step and generation at the
 # Qwen3-0.6B/1.7B shapes cut to 4 layers, srlm and PyTorch + transformers), the full gpu
@@ -36,6 +41,8 @@
 #     build-gpu/bench/bench_backend build-gpu/bench/bench_e2e build-gpu/bench/bench_comm build-gpu/tests/gpu_test_comm_nccl
 # The "job" and "e2e" modes print their budget first: their steps' limits add up to at most
 # 420 s, so the script ends inside a device session's 8 minutes with time to copy the logs.
+# "attention" prints its too: its limits add up to more, so its steps run in order, each cut
+# to what is left of 420 s.
 # Never changes the card's settings: nvidia-smi is only queried.
 set -uo pipefail
 BUILD=${1:-build-gpu}
@@ -48,6 +55,10 @@ mkdir -p "$LOG"
 [ -f .devroot/env.sh ] || { echo "gpu_check: .devroot/env.sh missing (run device-pack.sh and carry .devroot)" >&2; exit 2; }
 # shellcheck disable=SC1091
 source .devroot/env.sh
+nvidia-smi -L >/dev/null 2>&1 || {
+  echo "gpu_check: no NVIDIA GPU here (nvidia-smi missing or it lists none); run it on a lent GPU machine" >&2
+  exit 2
+}
 [ "$MODE" = job ] || for b in "$TEST" "$BENCH"; do [ -x "$b" ] || { echo "gpu_check: $b not built or not carried" >&2; exit 2; }; done
 
 status=()
@@ -57,12 +68,22 @@ budget() {
   shift
   for l in "$@"; do sum=$((sum + l)); done
   local line="gpu_check $mode: $# steps, limits $* s: at most $sum s (+ 5 s kill grace a step) of the 480 s a prepared script has"
+  [ -n "${CAP:-}" ] && [ "$sum" -gt "$CAP" ] &&
+    line="gpu_check $mode: $# steps, limits $* s ($sum s): run in order, each cut to what is left of $CAP s, none started with under 15 s left: at most $CAP s (+ 5 s kill grace) of the 480 s a prepared script has"
   echo "$line"
   status+=("$line") # and again in the summary
 }
 step() { # step NAME LIMIT_S LOGFILE CMD...: runs CMD with a time limit, output to LOGFILE
   local name=$1 limit=$2 file=$3
   shift 3
+  if [ -n "${DEADLINE:-}" ]; then # a mode with a cap: the limit cut to what is left of it
+    local left=$((DEADLINE - SECONDS))
+    if [ "$left" -lt 15 ]; then
+      status+=("$(printf '%-22s skipped: %d s left of the %d s' "$name" "$left" "$CAP")")
+      return 124
+    fi
+    [ "$left" -lt "$limit" ] && limit=$left
+  fi
   local t0=$SECONDS
   timeout -k 5 "$limit" "$@" >"$LOG/$file" 2>&1
   local rc=$?
@@ -86,19 +107,40 @@ step() { # step NAME LIMIT_S LOGFILE CMD...: runs CMD with a time limit, output 
 card=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1)
 
 if [ "$MODE" = attention ]; then
+  # The limits add up past the 420 s a mode may take, so the steps run in this order (the
+  # checks first, then the benchmark, then what only runs if time is left: the --large shapes
+  # and Nsight Compute), each cut to what is left of the 420 s; one that would get under 15 s
+  # is skipped and says so.
+  l_test=30 l_err=60 l_mc_kv=35 l_mc_fwd=45 l_mc_bwd=40 l_bench=45 l_torch=120 l_large_fwd=30 l_large_bwd=45 l_ncu=25
+  CAP=420
+  budget attention $l_test $l_test $l_test $l_err $l_mc_kv $l_mc_fwd $l_mc_bwd $l_bench $l_bench $l_bench $l_torch \
+    $l_large_fwd $l_large_bwd $l_ncu $l_ncu $l_ncu
+  DEADLINE=$((SECONDS + CAP))
   for op in attention_forward attention_backward attention_kv; do
-    step "test $op" 30 "test_$op.log" "$TEST" cuda --dtype fp32,bf16 --op "$op"
+    step "test $op" $l_test "test_$op.log" "$TEST" cuda --dtype fp32,bf16 --op "$op"
   done
+  # srlm's error next to PyTorch's bf16 SDPA (flash, cuDNN, efficient) on the same inputs, both
+  # against float64; the inputs (about 0.4 GB) go to a scratch directory, not to $LOG
+  scratch=$(mktemp -d "${TMPDIR:-/tmp}/attention_error.XXXXXX")
+  step attention_error $l_err attention_error.txt python3 bench/attention_error.py --bench "$BENCH" --backend cuda \
+    --dir "$scratch" --json "$LOG/attention_error.json"
+  rm -rf "$scratch"
+  python3 bench/attention_error.py --from-json "$LOG/attention_error.json" --md >"$LOG/attention_error.md" 2>&1
   if command -v compute-sanitizer >/dev/null; then
-    step memcheck_attention 50 memcheck_attention.log compute-sanitizer --tool memcheck --error-exitcode 99 \
-      "$TEST" cuda --dtype bf16 --op attention_forward
-    step memcheck_attention_bwd 40 memcheck_attention_bwd.log compute-sanitizer --tool memcheck --error-exitcode 99 \
-      "$TEST" cuda --dtype bf16 --op attention_backward
+    mc=(compute-sanitizer --tool memcheck --error-exitcode 99)
+    # split-KV decode and prefill (caches of 64..4100 positions: 1 to 9 pieces, GQA 8 at HS
+    # 128, 67- and 33-query chunks), then the tensor-core forward and backward
+    step memcheck_attention_kv $l_mc_kv memcheck_attention_kv.log "${mc[@]}" "$TEST" cuda --dtype bf16 --op attention_kv
+    step memcheck_attention $l_mc_fwd memcheck_attention.log "${mc[@]}" "$TEST" cuda --dtype bf16 --op attention_forward
+    step memcheck_attention_bwd $l_mc_bwd memcheck_attention_bwd.log "${mc[@]}" "$TEST" cuda --dtype bf16 \
+      --op attention_backward
+  else
+    status+=("memcheck               skipped: no compute-sanitizer")
   fi
   # one JSON per op, so a step cut by its limit (the 34 GB cache of decode b=256 L=32k is the
   # slowest to fill) costs only its own rows
   for op in attention_forward attention_backward attention_kv; do
-    step "bench $op" 50 "bench_$op.txt" "$BENCH" --backend cuda --dtype bf16 --size attention --op "$op" \
+    step "bench $op" $l_bench "bench_$op.txt" "$BENCH" --backend cuda --dtype bf16 --size attention --op "$op" \
       --iters 5 --warmup 1 --json "$LOG/bench_$op.json"
   done
   srlm_json=()
@@ -106,18 +148,61 @@ if [ "$MODE" = attention ]; then
     python3 -c 'import json,sys; json.load(open(sys.argv[1]))' "$LOG/bench_$op.json" 2>/dev/null &&
       srlm_json+=("$LOG/bench_$op.json")
   done
-  step torch_attention 140 torch_attention.txt python3 bench/attention_torch.py --budget 0.05 \
+  step torch_attention $l_torch torch_attention.txt python3 bench/attention_torch.py --budget 0.05 \
     --json "$LOG/torch_attention.json" --srlm "${srlm_json[@]}"
   python3 bench/attention_torch.py --from-json "$LOG/torch_attention.json" --srlm "${srlm_json[@]}" --md \
     >"$LOG/compare_attention.md" 2>&1
+  # the --large shape (2 sequences of 1024 + 700 tokens, 8 heads over 2, HS 128, window 256),
+  # bf16 (the tensor-core kernels): its float64 reference is about 4.5e8 multiply-adds a pass,
+  # seconds on one core, on top of the other shapes' cases (the steps above)
+  step "large forward" $l_large_fwd test_large_forward.log "$TEST" cuda --dtype bf16 --large --op attention_forward
+  step "large backward" $l_large_bwd test_large_backward.log "$TEST" cuda --dtype bf16 --large --op attention_backward
+  # Nsight Compute: what limits each kernel (SM and DRAM throughput, achieved occupancy, tensor
+  # pipe), on one forward and one backward at HS 128, 4k causal and a decode step (b=16, 8k
+  # cached); the launches of bench_backend's small check come first (the smaller grids)
+  if ! command -v ncu >/dev/null; then
+    status+=("ncu                    skipped: no ncu on this machine")
+  else
+    want="sm__throughput.avg.pct_of_peak_sustained_elapsed dram__throughput.avg.pct_of_peak_sustained_elapsed
+      sm__warps_active.avg.pct_of_peak_sustained_active sm__pipe_tensor_op_hmma_cycles_active.avg.pct_of_peak_sustained_active
+      gpu__time_duration.sum"
+    have=$(timeout 30 ncu --query-metrics 2>/dev/null)
+    metrics=()
+    for m in $want; do # the names this ncu and card know (all of them when the query fails)
+      [ -z "$have" ] || grep -q "^${m%%.*} " <<<"$have" && metrics+=("$m")
+    done
+    [ ${#metrics[@]} -gt 0 ] || read -r -a metrics <<<"$(echo $want)" # none recognized: ask for all
+    metrics=$(IFS=,; echo "${metrics[*]}")
+    echo "ncu metrics: $metrics" >"$LOG/ncu_metrics.txt"
+    ncu_case() { # ncu_case NAME OP MODEL LAUNCHES
+      step "ncu $1" $l_ncu "ncu_$1.log" ncu --metrics "$metrics" --csv --print-kernel-base function \
+        --kernel-name regex:attention --launch-count "$4" --log-file "$LOG/ncu_$1.csv" \
+        "$BENCH" --backend cuda --dtype bf16 --size attention --op "$2" --case "$3" --iters 1 --warmup 0
+    }
+    ncu_case forward attention_forward "fa HS=128 L=4k" 3
+    if grep -qs 'ERR_NVGPUCTRPERM' "$LOG/ncu_forward.log" "$LOG/ncu_forward.csv"; then
+      status+=("ncu                    not permitted here (ERR_NVGPUCTRPERM: performance counters restricted)")
+    else
+      ncu_case backward attention_backward "fa HS=128 L=4k" 9
+      ncu_case decode attention_kv "decode b=16 L=8k" 6
+    fi
+    csvs=()
+    for c in forward backward decode; do [ -s "$LOG/ncu_$c.csv" ] && csvs+=("$LOG/ncu_$c.csv"); done
+    [ ${#csvs[@]} -eq 0 ] || python3 bench/ncu_summary.py "${csvs[@]}" >"$LOG/ncu_summary.txt" 2>&1
+  fi
   {
     echo "== gpu_check attention on ${card:-unknown card}, $(date -u +%Y-%m-%dT%H:%M:%SZ)"
     printf '%s\n' "${status[@]}"
     for op in attention_forward attention_backward attention_kv; do echo "== $op: $(tail -1 "$LOG/test_$op.log")"; done
-    grep -hE '^FAIL' "$LOG"/test_attention_*.log | head -6 | cut -c1-300
-    echo "== memcheck: $(grep -E 'ERROR SUMMARY' "$LOG/memcheck_attention.log" 2>/dev/null | tail -1)"
-    echo "== memcheck backward: $(grep -E 'ERROR SUMMARY' "$LOG/memcheck_attention_bwd.log" 2>/dev/null | tail -1)"
+    for op in forward backward; do echo "== --large $op: $(tail -1 "$LOG/test_large_$op.log" 2>/dev/null)"; done
+    grep -hE '^FAIL' "$LOG"/test_attention_*.log "$LOG"/test_large_*.log 2>/dev/null | head -6 | cut -c1-300
+    echo "== srlm vs SDPA error: $(tail -1 "$LOG/attention_error.txt" 2>/dev/null)"
+    grep -hE 'FAIL$' "$LOG/attention_error.txt" 2>/dev/null | head -6
+    for f in memcheck_attention_kv memcheck_attention memcheck_attention_bwd; do
+      echo "== $f: $(grep -E 'ERROR SUMMARY' "$LOG/$f.log" 2>/dev/null | tail -1)"
+    done
     cut -c1-160 "$LOG/torch_attention.txt" 2>/dev/null
+    cut -c1-200 "$LOG/ncu_summary.txt" 2>/dev/null
   } | tee "$LOG/summary.txt"
   exit 0
 fi
