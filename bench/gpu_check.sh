@@ -115,7 +115,7 @@ if [ "$MODE" = attention ]; then
   CAP=420
   budget attention $l_test $l_test $l_test $l_err $l_mc_kv $l_mc_fwd $l_mc_bwd $l_bench $l_bench $l_bench $l_torch \
     $l_large_fwd $l_large_bwd $l_ncu $l_ncu $l_ncu
-  DEADLINE=$((SECONDS + CAP))
+  DEADLINE=$CAP # from the script's start (SECONDS), the card's queries above included
   for op in attention_forward attention_backward attention_kv; do
     step "test $op" $l_test "test_$op.log" "$TEST" cuda --dtype fp32,bf16 --op "$op"
   done
@@ -125,7 +125,8 @@ if [ "$MODE" = attention ]; then
   step attention_error $l_err attention_error.txt python3 bench/attention_error.py --bench "$BENCH" --backend cuda \
     --dir "$scratch" --json "$LOG/attention_error.json"
   rm -rf "$scratch"
-  python3 bench/attention_error.py --from-json "$LOG/attention_error.json" --md >"$LOG/attention_error.md" 2>&1
+  [ -s "$LOG/attention_error.json" ] &&
+    timeout 20 python3 bench/attention_error.py --from-json "$LOG/attention_error.json" --md >"$LOG/attention_error.md" 2>&1
   if command -v compute-sanitizer >/dev/null; then
     mc=(compute-sanitizer --tool memcheck --error-exitcode 99)
     # split-KV decode and prefill (caches of 64..4100 positions: 1 to 9 pieces, GQA 8 at HS
@@ -150,8 +151,8 @@ if [ "$MODE" = attention ]; then
   done
   step torch_attention $l_torch torch_attention.txt python3 bench/attention_torch.py --budget 0.05 \
     --json "$LOG/torch_attention.json" --srlm "${srlm_json[@]}"
-  python3 bench/attention_torch.py --from-json "$LOG/torch_attention.json" --srlm "${srlm_json[@]}" --md \
-    >"$LOG/compare_attention.md" 2>&1
+  [ -s "$LOG/torch_attention.json" ] && timeout 20 python3 bench/attention_torch.py --from-json \
+    "$LOG/torch_attention.json" --srlm "${srlm_json[@]}" --md >"$LOG/compare_attention.md" 2>&1
   # the --large shape (2 sequences of 1024 + 700 tokens, 8 heads over 2, HS 128, window 256),
   # bf16 (the tensor-core kernels), with the other shapes again: its float64 reference is about
   # 4.5e8 multiply-adds a pass; on the CPU backend (a busy 2-core machine, niced) it added 2.1 s
@@ -164,11 +165,13 @@ if [ "$MODE" = attention ]; then
   # cached); the launches of bench_backend's small check come first (the smaller grids)
   if ! command -v ncu >/dev/null; then
     status+=("ncu                    skipped: no ncu on this machine")
+  elif [ $((DEADLINE - SECONDS)) -lt 45 ]; then # the query and three cases need 15 s each at least
+    status+=("ncu                    skipped: $((DEADLINE - SECONDS)) s left of the $CAP s")
   else
     want="sm__throughput.avg.pct_of_peak_sustained_elapsed dram__throughput.avg.pct_of_peak_sustained_elapsed
       sm__warps_active.avg.pct_of_peak_sustained_active sm__pipe_tensor_op_hmma_cycles_active.avg.pct_of_peak_sustained_active
       gpu__time_duration.sum"
-    have=$(timeout 30 ncu --query-metrics 2>/dev/null)
+    have=$(timeout $((DEADLINE - SECONDS - 30 < 30 ? DEADLINE - SECONDS - 30 : 30)) ncu --query-metrics 2>/dev/null)
     metrics=()
     for m in $want; do # the names this ncu and card know (all of them when the query fails)
       [ -z "$have" ] || grep -q "^${m%%.*} " <<<"$have" && metrics+=("$m")
@@ -176,17 +179,19 @@ if [ "$MODE" = attention ]; then
     [ ${#metrics[@]} -gt 0 ] || read -r -a metrics <<<"$(echo $want)" # none recognized: ask for all
     metrics=$(IFS=,; echo "${metrics[*]}")
     echo "ncu metrics: $metrics" >"$LOG/ncu_metrics.txt"
-    ncu_case() { # ncu_case NAME OP MODEL LAUNCHES
+    ncu_case() { # ncu_case NAME OP MODEL SKIP LAUNCHES: the attention kernels' launches SKIP.. SKIP+LAUNCHES-1
       step "ncu $1" $l_ncu "ncu_$1.log" ncu --metrics "$metrics" --csv --print-kernel-base function \
-        --kernel-name regex:attention --launch-count "$4" --log-file "$LOG/ncu_$1.csv" \
+        --kernel-name regex:attention --launch-skip "$4" --launch-count "$5" --log-file "$LOG/ncu_$1.csv" \
         "$BENCH" --backend cuda --dtype bf16 --size attention --op "$2" --case "$3" --iters 1 --warmup 0
     }
-    ncu_case forward attention_forward "fa HS=128 L=4k" 3
+    # forward: the small check shape's check and forward kernels, then the case's check kernel
+    # come first (3 launches), its forward is the 4th
+    ncu_case forward attention_forward "fa HS=128 L=4k" 3 1
     if grep -qs 'ERR_NVGPUCTRPERM' "$LOG/ncu_forward.log" "$LOG/ncu_forward.csv"; then
       status+=("ncu                    not permitted here (ERR_NVGPUCTRPERM: performance counters restricted)")
     else
-      ncu_case backward attention_backward "fa HS=128 L=4k" 9
-      ncu_case decode attention_kv "decode b=16 L=8k" 6
+      ncu_case backward attention_backward "fa HS=128 L=4k" 0 9
+      ncu_case decode attention_kv "decode b=16 L=8k" 0 6
     fi
     csvs=()
     for c in forward backward decode; do [ -s "$LOG/ncu_$c.csv" ] && csvs+=("$LOG/ncu_$c.csv"); done
