@@ -83,7 +83,9 @@ for size in $SIZES; do
   model="$OUT/model_$size"
   echo "######## $size: bench_model $sargs"
   # shellcheck disable=SC2086
-  "$BENCH" $sargs --save "$model" --save-only >/dev/null || { echo "model.sh: bench_model --save failed" >&2; exit 1; }
+  # the saved token ids hold the decode prompts too: the same decode batch and prompt length as the runs
+  "$BENCH" $sargs --decode-batch "$DECODE_BATCH" --decode-tokens "$DECODE_TOKENS" --prompt-len 16 --save "$model" \
+    --save-only >/dev/null || { echo "model.sh: bench_model --save failed" >&2; exit 1; }
   for t in $THREADS; do
     dir="$OUT/${size}_t$t"
     mkdir -p "$dir"
