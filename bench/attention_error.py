@@ -150,12 +150,12 @@ def max_err(x, ref):
     return (x.double() - ref).abs().max().item() if x.numel() else 0.0
 
 
-def run_srlm(args, todo):
+def run_srlm(args, jobs):
     """Writes the inputs and the case list, runs bench_backend --attention-io."""
     os.makedirs(args.dir, exist_ok=True)
     with open(os.path.join(args.dir, "cases.txt"), "w") as f:
         f.write("# NAME B L NH NKV HS window non_causal (bench/attention_error.py)\n")
-        for (name, B, L, NH, NKV, HS, W, nc), t in todo:
+        for (name, B, L, NH, NKV, HS, W, nc), t in jobs:
             f.write(f"{name} {B} {L} {NH} {NKV} {HS} {W} {nc}\n")
             for ext, x in zip(("q", "k", "v", "dout"), t):
                 write_raw(os.path.join(args.dir, f"{name}.{ext}"), packed(x))
@@ -177,13 +177,13 @@ def srlm_outputs(args, c):
 
 def run(args):
     dev = "cpu" if args.dry_run else "cuda"
-    todo = [(c, inputs(1000 + i, *c[1:6])) for i, c in enumerate(cases(args.dry_run))]
-    rc = run_srlm(args, todo)
+    jobs = [(c, inputs(1000 + i, *c[1:6])) for i, c in enumerate(cases(args.dry_run))]
+    rc = run_srlm(args, jobs)
     if rc != 0:
         print(f"attention_error: bench_backend --attention-io failed (exit {rc}); no comparison", file=sys.stderr)
         return None, 2
     res = []
-    for c, t in todo:
+    for c, t in jobs:
         name, B, L, NH, NKV, HS, W, nc = c
         q, k, v, dout = (x.to(dev) for x in t)
         mask = visible(L, W, nc, dev)

@@ -17,7 +17,7 @@
 //   chunk or a decode step;
 // - everything else (fp32, odd head dims, unaligned operands): the fp32-tile kernel below.
 // attention_kv reads each cache tile once per kv group (the group's query heads share a
-// block); on the tensor-core path with caches past kSplitMin = 64 positions it runs split-KV
+// block); on the tensor-core path with caches past SRLM_ATTN_SPLIT_MIN = 64 positions it runs split-KV
 // (flash-decoding: pieces of 64 to 512 keys, sized from each sequence's own length, in
 // parallel, merged by their lse; attention_common.cuh, "split-KV"), so its bits match the
 // forward's only up to 64 cached positions (backend.h).
@@ -464,8 +464,8 @@ srlm_status op_attention_kv(srlm_backend *be, srlm_attention_kv_params p) {
   SRLM_TRY(check_dev(where, "kv_len", p.kv_len, (size_t)p.n * sizeof(int32_t)));
   const long long R = p.NH / p.NKV;
   SRLM_TRY(check_launch(where, p.HS, grid_blocks(p.NQ, p.n, R), p.NKV));
-  // caches of at most kSplitMin positions are one piece: the plain kernel, the same bits
-  if (mma_chunk(p) && p.max_len > kSplitMin) return attention_kv_split(ctx(be), p);
+  // caches of at most SRLM_ATTN_SPLIT_MIN positions are one piece: the plain kernel, the same bits
+  if (mma_chunk(p) && p.max_len > SRLM_ATTN_SPLIT_MIN) return attention_kv_split(ctx(be), p);
   return queue_forward(ctx(be), p, SRLM_OP_attention_kv, dim3((unsigned)grid_blocks(p.NQ, p.n, R), (unsigned)p.NKV),
                        dim3((unsigned)grid_blocks(p.NQ, p.n, R, kMmaRows), (unsigned)p.NKV));
 }

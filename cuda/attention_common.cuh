@@ -388,10 +388,6 @@ srlm_status hsp_class(long long HS, F &&f) {
 // A cache of at most 64 positions is one piece, and the merge of one piece (weight exactly 1)
 // leaves the forward's bits; past that a decode step's bits are no longer the full
 // forward's (backend.h, attention_kv).
-constexpr long long kSplitMin = SRLM_ATTN_SPLIT_MIN;
-__host__ __device__ __forceinline__ long long split_keys(long long len) { return srlm_attn_split_keys(len); }
-__host__ __device__ __forceinline__ long long split_pieces(long long len) { return srlm_attn_split_pieces(len); }
-inline long long split_pieces_max(long long max_len) { return srlm_attn_split_pieces_max(max_len); }
 
 }  // namespace
 

@@ -221,7 +221,7 @@ __global__ void __launch_bounds__(kMmaThreads)
   if (*bad) return;
   fwd_rows<__nv_bfloat16> f;
   if (!block_rows(p, f, kMmaRows)) return;
-  const long long len = f.pos0 + f.nrows / f.R, keys = split_keys(len), klo = (long long)blockIdx.z * keys;
+  const long long len = f.pos0 + f.nrows / f.R, keys = srlm_attn_split_keys(len), klo = (long long)blockIdx.z * keys;
   if (klo >= len) return;  // past this sequence's pieces: its merge stops before this one
   const long long q0 = (f.q - static_cast<const __nv_bfloat16 *>(p.q)) / (p.NH * p.HS);
   const long long rows_all = p.NQ * p.NH;
@@ -234,7 +234,7 @@ __global__ void __launch_bounds__(kMmaThreads)
 
 constexpr int kCombineThreads = 64;
 
-// grid (NQ * NH): row (query q, head h) of out from its sequence's split_pieces(kv_len)
+// grid (NQ * NH): row (query q, head h) of out from its sequence's srlm_attn_split_pieces(kv_len)
 // pieces, in piece order.
 __global__ void __launch_bounds__(kCombineThreads)
     attention_combine_kernel(srlm_attention_kv_params p, const int *bad, const float *part, const float *part_lse) {
@@ -246,7 +246,7 @@ __global__ void __launch_bounds__(kCombineThreads)
     if (p.cu_q[mid] <= q) lo = mid;
     else hi = mid - 1;
   }
-  const long long ns = split_pieces(p.kv_len[lo]);
+  const long long ns = srlm_attn_split_pieces(p.kv_len[lo]);
   float M = -INFINITY;
   for (long long sp = 0; sp < ns; sp++) M = fmaxf(M, part_lse[sp * rows_all + row]);
   float wsum = 0.0f;
@@ -291,7 +291,7 @@ srlm_status attention_mma_kv(context *c, const srlm_attention_kv_params &p, cons
 // attention_kv by split-KV (the tensor-core kernel per piece, then the merge); only where
 // mma_chunk(p) is not 0.
 srlm_status attention_kv_split(context *c, const srlm_attention_kv_params &p) {
-  const long long splits = split_pieces_max(p.max_len), rows_all = p.NQ * p.NH;
+  const long long splits = srlm_attn_split_pieces_max(p.max_len), rows_all = p.NQ * p.NH;
   if (splits > 65535 || rows_all > INT_MAX)
     return srlm_error(SRLM_ERR_UNSUPPORTED, SRLM_CUDA_NAME " attention_kv", "%lld pieces of %lld rows: too many blocks",
                       splits, rows_all);

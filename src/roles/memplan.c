@@ -60,11 +60,8 @@ srlm_status srlm_memplan_make(const srlm_config *cfg, const srlm_model_config *m
   const int scores = learner && cfg->train.loss != SRLM_CFG_LOSS_GRPO &&
                      (cfg->pairs.source == SRLM_CFG_PAIRS_IMPLICIT || cfg->pairs.consistency == SRLM_CFG_CONSIST_CREAM ||
                       cfg->pairs.consistency == SRLM_CFG_CONSIST_SCIR);
-  if (scores) {
-    srlm_model_memory lp;
-    SRLM_TRY(srlm_model_memory_plan(mc, dt, 0, 0, 0, lp_pass, &lp));
-    p->scorer = lp.params + lp.infer;
-  }
+  if (scores) /* a learner's own model's largest pass is lp_pass too (t_infer above): the same buffers */
+    p->scorer = mm.params + mm.infer;
   /* fp32 masters only where something learns: the model and the EMA anchor of a learner; a generator or judge
      (the broadcast writes its bf16 compute copy) and ARGS's reference (it only scores) keep none (model.h) */
   p->master = learner ? (1 + anchor) * mm.master : 0;

@@ -310,7 +310,7 @@ void test_shape(const shape &s, srlm_dtype dt, uint32_t salt) {
 // ---- split-KV: a decode step's bits do not depend on the batch ---------------------------------
 
 // Decode steps (bf16, GQA 4, HS 64) of sequences whose lengths pick every piece size of the
-// tensor-core attention_kv (attention_common.cuh, split_keys): 40 (one piece of 64), 130 (3 of
+// tensor-core attention_kv (include/srlm/attn_split.h, srlm_attn_split_keys): 40 (one piece of 64), 130 (3 of
 // 64), 700 (6 of 128), 1100 (5 of 256) and 2600 (6 of 512). Each sequence must get the same bits
 // alone as in the batch of all five, in that order and reversed; its cache slot differs
 // between the runs (the slots' contents are the same) and the cache is longer than any of
