@@ -6,7 +6,7 @@
  *               --head-dim HS --ff FF --vocab V] [--tie] [--seq T] [--batch B] [--threads N]
  *               [--steps S] [--warmup W] [--decode-batch B] [--decode-tokens N]
  *               [--prompt-len P] [--recompute] [--seed S] [--save DIR [--save-only]] [--json PATH]
- *               [--train-only]
+ *               [--train-only] [--dtype fp32|bf16]
  *
  * Measures, after warm-up (not timed):
  *   matmul GFLOP/s       the model's Linear shapes (forward, dx, dW) at T = batch x seq
@@ -22,7 +22,7 @@
  *                        bytes read + written / time, best of 5): the machine's reachable
  *                        memory bandwidth that decode is measured against
  *   peak_rss_mb          getrusage maxrss (before the copy's buffers)
- * --save DIR (before any timing) writes the model as a Hugging Face directory (fp32,
+ * --save DIR (before any timing) writes the model as a Hugging Face directory (in its dtype,
  * config.json + model.safetensors) and DIR/bench_ids.json (the training batch's and the
  * decode prompts' token ids), so bench/model_torch.py --model DIR --ids DIR/bench_ids.json
  * computes the same model on the same tokens: bench/model.sh compares the two losses.
@@ -48,7 +48,7 @@
 typedef struct opts {
   int64_t hidden, layers, heads, kv_heads, head_dim, ff, vocab;
   int seq, batch, threads, steps, warmup, decode_batch, decode_tokens, prompt_len, recompute, tie, qwen3, save_only,
-      train_only;
+      train_only, bf16;
   uint64_t seed;
   const char *json, *save;
 } opts;
@@ -59,7 +59,7 @@ static void usage(void) {
           "                   --head-dim HS --ff FF --vocab V] [--tie] [--seq T] [--batch B] [--threads N]\n"
           "                   [--steps S] [--warmup W] [--decode-batch B] [--decode-tokens N]\n"
           "                   [--prompt-len P] [--recompute] [--seed S] [--save DIR [--save-only]]\n"
-          "                   [--json PATH] [--train-only]\n");
+          "                   [--json PATH] [--train-only] [--dtype fp32|bf16]\n");
 }
 
 static int parse(int argc, char **argv, opts *o) {
@@ -84,6 +84,11 @@ static int parse(int argc, char **argv, opts *o) {
     int num = v[0] && !*end && x >= 0;
     if (!strcmp(a, "--json")) o->json = v;
     else if (!strcmp(a, "--save")) o->save = v;
+    else if (!strcmp(a, "--dtype")) {
+      if (strcmp(v, "f32") && strcmp(v, "fp32") && strcmp(v, "bf16"))
+        return fprintf(stderr, "bench_model: --dtype fp32 or bf16, got '%s'\n", v), 2;
+      o->bf16 = !strcmp(v, "bf16");
+    }
     else if (!strcmp(a, "--family")) {
       if (strcmp(v, "llama") && strcmp(v, "qwen3"))
         return fprintf(stderr, "bench_model: --family llama or qwen3, got '%s'\n", v), 2;
@@ -142,13 +147,25 @@ static int32_t rand_id(uint64_t seed, uint32_t purpose, uint64_t i, int64_t V) {
     }                                                                                  \
   } while (0)
 
-/* GFLOP/s of one matmul shape, best of a few calls after one warm-up. */
-static double time_matmul(int64_t M, int64_t N, int64_t K, int ta, int tb, int acc) {
+/* GFLOP/s of one matmul shape, best of a few calls after one warm-up. bf16: A and B in
+ * bf16, C in bf16 (fp32 when accumulating: the weight gradients), as the model calls it. */
+static double time_matmul(int64_t M, int64_t N, int64_t K, int ta, int tb, int acc, int bf16) {
   srlm_backend *be = srlm_backend_cpu();
-  float *a = calloc((size_t)(M * K), 4), *b = calloc((size_t)(N * K), 4), *c = calloc((size_t)(M * N), 4);
-  for (int64_t i = 0; i < M * K; i++) a[i] = (float)((i * 7919) % 1000) / 1000.0f - 0.5f;
-  for (int64_t i = 0; i < N * K; i++) b[i] = (float)((i * 104729) % 1000) / 1000.0f - 0.5f;
-  srlm_matmul_params p = {.c = c, .a = a, .b = b, .M = M, .N = N, .K = K, .trans_a = ta, .trans_b = tb, .accumulate = acc};
+  const size_t es = bf16 ? 2 : 4;
+  void *a = calloc((size_t)(M * K), es), *b = calloc((size_t)(N * K), es), *c = calloc((size_t)(M * N), 4);
+  for (int64_t i = 0; i < M * K; i++) {
+    float x = (float)((i * 7919) % 1000) / 1000.0f - 0.5f;
+    if (bf16) ((uint16_t *)a)[i] = srlm_f32_to_bf16(x);
+    else ((float *)a)[i] = x;
+  }
+  for (int64_t i = 0; i < N * K; i++) {
+    float x = (float)((i * 104729) % 1000) / 1000.0f - 0.5f;
+    if (bf16) ((uint16_t *)b)[i] = srlm_f32_to_bf16(x);
+    else ((float *)b)[i] = x;
+  }
+  const srlm_dtype dt = bf16 ? SRLM_BF16 : SRLM_F32;
+  srlm_matmul_params p = {.c = c, .a = a, .b = b, .M = M, .N = N, .K = K, .trans_a = ta, .trans_b = tb, .accumulate = acc,
+                          .dtype = dt, .c_dtype = acc ? SRLM_F32 : dt};
   CHECK_OK(SRLM_OP(be, matmul, p));
   double best = 1e30, spent = 0;
   for (int r = 0; r < 20 && spent < 1.0; r++) {
@@ -228,17 +245,17 @@ int main(int argc, char **argv) {
   CHECK_OK(srlm_model_config_finalize(&cfg, "bench config"));
   const double rss0 = peak_rss_mb();
   srlm_model *m;
-  CHECK_OK(srlm_model_create(&cfg, o.seed, srlm_backend_cpu(), SRLM_F32, &m));
+  CHECK_OK(srlm_model_create(&cfg, o.seed, srlm_backend_cpu(), o.bf16 ? SRLM_BF16 : SRLM_F32, &m));
   CHECK_OK(srlm_model_set_recompute(m, o.recompute));
   const int64_t V = o.vocab, C = o.hidden, T = (int64_t)o.seq * o.batch;
   printf("# bench_model %s (%s): srlm %s backend, ISA %s, %d threads, seed %llu\n", SRLM_VERSION_STRING, SRLM_BUILD_TYPE,
          srlm_backend_cpu()->name, srlm_backend_cpu_isa(), o.threads, (unsigned long long)o.seed);
-  printf("# %s: hidden %lld, layers %lld, heads %lld/%lld x %lld, ff %lld, vocab %lld%s: %.2fM params; train %d x %d "
+  printf("# %s: hidden %lld, layers %lld, heads %lld/%lld x %lld, ff %lld, vocab %lld%s: %.2fM params, %s; train %d x %d "
          "tokens\n", o.qwen3 ? "qwen3" : "llama", (long long)C, (long long)o.layers, (long long)o.heads,
          (long long)o.kv_heads, (long long)cfg.head_dim, (long long)o.ff, (long long)V, o.tie ? ", tied" : "",
-         (double)srlm_model_num_params(m) / 1e6, o.batch, o.seq);
+         (double)srlm_model_num_params(m) / 1e6, o.bf16 ? "bf16" : "fp32", o.batch, o.seq);
   if (o.save) {
-    CHECK_OK(srlm_model_save(m, o.save, SRLM_ST_F32));
+    CHECK_OK(srlm_model_save(m, o.save, o.bf16 ? SRLM_ST_BF16 : SRLM_ST_F32));
     if (save_ids(&o, o.save)) return 1;
     printf("# saved the model and its token ids to %s\n", o.save);
     if (o.save_only) {
@@ -258,7 +275,7 @@ int main(int argc, char **argv) {
   for (size_t i = 0; i < (o.train_only ? 0 : sizeof shapes / sizeof shapes[0]); i++)
     printf("  %-18s %8lld %8lld %8lld %10.1f\n", shapes[i].what, (long long)shapes[i].M, (long long)shapes[i].N,
            (long long)shapes[i].K, time_matmul(shapes[i].M, shapes[i].N, shapes[i].K, shapes[i].ta, shapes[i].tb,
-                                               shapes[i].acc));
+                                               shapes[i].acc, o.bf16));
 
   /* ---- training steps ---- */
   int32_t *tokens = malloc((size_t)T * 4), *targets = malloc((size_t)T * 4), *cu = malloc((size_t)(o.batch + 1) * 4);
@@ -333,7 +350,7 @@ int main(int argc, char **argv) {
   printf("prefill: %.0f tokens/s (%.1f ms); decode: %.0f tokens/s (%.2f ms/step of %d sequences), KV cache %.1f MB\n",
          prefill, 1000 * t_prefill, decode, 1000 * t_decode / (N > 0 ? N : 1), DB, (double)srlm_kv_cache_bytes(kv) / 1e6);
   /* a step reads every weight once; an untied embedding table only by the rows it gathers */
-  const double step_bytes = 4.0 * (double)(srlm_model_num_params(m) - (o.tie ? 0 : (size_t)(V * C)));
+  const double step_bytes = (o.bf16 ? 2.0 : 4.0) * (double)(srlm_model_num_params(m) - (o.tie ? 0 : (size_t)(V * C)));
   const double weight_gbs = N > 0 ? step_bytes * N / t_decode / 1e9 : 0.0;
 
   /* greedy tokens against the full forward (the argmax of srlm_model_logits) */
@@ -373,13 +390,13 @@ int main(int argc, char **argv) {
       return 1;
     }
     fprintf(f,
-            "{\"impl\":\"srlm\",\"threads\":%d,\"params\":%zu,\"isa\":\"%s\",\"recompute\":%d,\"family\":\"%s\","
+            "{\"impl\":\"srlm\",\"dtype\":\"%s\",\"threads\":%d,\"params\":%zu,\"isa\":\"%s\",\"recompute\":%d,\"family\":\"%s\","
             "\"copy_gb_per_s\":%.2f,\"decode_weight_gb_per_s\":%.2f,\"tie\":%d,\"head_dim\":%lld,"
             "\"shape\":{\"hidden\":%lld,\"layers\":%lld,\"heads\":%lld,\"kv_heads\":%lld,\"ff\":%lld,\"vocab\":%lld},"
             "\"seq\":%d,\"batch\":%d,\"steps\":%d,\"decode_batch\":%d,\"decode_tokens\":%d,\"prompt_len\":%d,"
             "\"fwd_bwd_tokens_per_s\":%.1f,\"fwd_bwd_cpu_ms_per_step\":%.1f,\"decode_tokens_per_s\":%.1f,\"prefill_tokens_per_s\":%.1f,"
             "\"loss\":%.5f,\"activation_mb\":%.1f,\"peak_rss_mb\":%.1f,\"greedy_mismatches\":%d}\n",
-            o.threads, srlm_model_num_params(m), srlm_backend_cpu_isa(), o.recompute, o.qwen3 ? "qwen3" : "llama",
+            o.bf16 ? "bf16" : "fp32", o.threads, srlm_model_num_params(m), srlm_backend_cpu_isa(), o.recompute, o.qwen3 ? "qwen3" : "llama",
             copy_gbs, weight_gbs, o.tie, (long long)cfg.head_dim, (long long)C,
             (long long)o.layers, (long long)o.heads, (long long)o.kv_heads, (long long)o.ff, (long long)V, o.seq, o.batch,
             o.steps, DB, N, P, fwd_bwd, 1000 * cpu_train / o.steps, decode, prefill, loss, (double)srlm_model_activation_bytes(m) / 1e6, rss,

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """PyTorch side of the model bench: a transformers LlamaForCausalLM of the given shape
-(random init, fp32, CPU) or a model directory, timed the way srlm's model bench times
+(random init, fp32 or --dtype bfloat16, CPU) or a model directory, timed the way srlm's model bench times
 itself, so the two can be put side by side at the same thread count.
 
 Measures, after warm-up:
@@ -29,6 +29,7 @@ with bench_model's (bench/model.sh checks it).
 usage: model_torch.py [--model DIR | --hidden C --layers L --heads NH --kv-heads NKV --ff FF --vocab V]
                       [--ids FILE] [--seq T] [--batch B] [--threads N] [--steps S] [--warmup W]
                       [--decode-batch B] [--decode-tokens N] [--prompt-len P] [--attn sdpa|eager]
+                      [--dtype float32|bfloat16]
 """
 import argparse
 import inspect
@@ -58,6 +59,9 @@ def parse_args():
     p.add_argument("--prompt-len", type=int, default=16)
     p.add_argument("--attn", choices=("sdpa", "eager"), default="sdpa")
     p.add_argument("--seed", type=int, default=1234)
+    p.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32",
+                   help="parameters and activations (bfloat16: the model cast, no autocast; oneDNN's "
+                        "bf16 kernels where the CPU has them)")
     return p.parse_args()
 
 
@@ -82,18 +86,19 @@ def main():
     transformers.logging.set_verbosity_error()
     torch.manual_seed(args.seed)
     baseline = rss_mb()
+    dtype = getattr(torch, args.dtype)
 
     def log(msg):
         print(f"model_torch: {msg}", file=sys.stderr, flush=True)
 
     if args.model:
-        model = AutoModelForCausalLM.from_pretrained(args.model, dtype=torch.float32, attn_implementation=args.attn)
+        model = AutoModelForCausalLM.from_pretrained(args.model, dtype=dtype, attn_implementation=args.attn)
     else:
         cfg = LlamaConfig(vocab_size=args.vocab, hidden_size=args.hidden, intermediate_size=args.ff,
                           num_hidden_layers=args.layers, num_attention_heads=args.heads,
                           num_key_value_heads=args.kv_heads, max_position_embeddings=max(4096, args.seq),
                           tie_word_embeddings=False, bos_token_id=None, eos_token_id=None, pad_token_id=0)
-        model = LlamaForCausalLM._from_config(cfg, attn_implementation=args.attn, dtype=torch.float32)
+        model = LlamaForCausalLM._from_config(cfg, attn_implementation=args.attn, dtype=dtype)
     model.generation_config.eos_token_id = None
     model.generation_config.pad_token_id = 0
     V = model.config.vocab_size
@@ -186,6 +191,7 @@ def main():
 
     print(__import__("json").dumps({
         "torch": torch.__version__, "transformers": transformers.__version__, "attn": args.attn,
+        "dtype": args.dtype,
         "threads": args.threads, "params": nparams,
         "shape": {"hidden": model.config.hidden_size, "layers": model.config.num_hidden_layers,
                   "heads": model.config.num_attention_heads, "kv_heads": model.config.num_key_value_heads,

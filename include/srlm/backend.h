@@ -66,9 +66,11 @@ typedef struct srlm_backend srlm_backend;
  * gradient). Accumulation is fp32 (or wider) always.
  * Rounding (CPU): each C element is ONE chain c = fma(a_k, b_k, c) over k = 0..K-1 in
  * order (bf16 inputs widened exactly), started from 0 (or from C when accumulating),
- * then + bias, then rounded to c_dtype. So an element depends only on its row of op(A)
- * and column of op(B): the same bits whatever M, N, the tiling, the thread count or the
- * other rows in the batch.
+ * then + bias, then rounded to c_dtype; with bf16 A and B the chain flushes denormals to
+ * zero (its inputs, a C it starts from, every fma's result: DAZ/FTZ, which is what the
+ * AVX-512 BF16 dot-product instruction does, so its kernel gives the same bits as the
+ * fp32 kernels). So an element depends only on its row of op(A) and column of op(B): the
+ * same bits whatever M, N, the tiling, the thread count or the other rows in the batch.
  * b_version: nonzero promises that B's bytes stay as they are while the pair (b,
  * b_version) is unchanged (a model weight: the model draws a new version from
  * srlm_weights_version_next whenever its weights change and calls the backend's forget
@@ -642,7 +644,9 @@ srlm_status srlm_backend_find(const char *name, const srlm_backend_ops **out);
 /* The names of the available backends, ", "-separated ("cpu, cuda-sim, cuda"). */
 const char *srlm_backend_names(void);
 
-/* The CPU table, and its vector code: "avx512", "avx2" (+ FMA) or "generic" (portable C),
+/* The CPU table, and its vector code: "avx512bf16" (AVX-512 with the bf16 dot-product
+ * instruction, used by bf16 matrix products and offered only when the instruction gives
+ * matmul's bits on a start-up check), "avx512", "avx2" (+ FMA) or "generic" (portable C),
  * the best the CPU has unless forced narrower by srlm_backend_cpu_set_isa or, before the
  * first op, the environment variable SRLM_CPU_ISA. Every op gives the same bits at every
  * level (matmul by its rounding contract, the exp of the softmax, log-prob and SwiGLU ops

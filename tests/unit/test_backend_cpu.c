@@ -1,11 +1,12 @@
 /* backend (the CPU reference backend): what is particular to the CPU. Every op's accuracy,
  * overwrite/accumulate behaviour, in-place use, reruns and data errors are checked for any
  * backend, the CPU included, by test_backend_ops; here:
- * - vector code: matmul gives the bits of its rounding contract (one fma chain per element)
- *   at every ISA level this CPU has, and attention against a KV cache (prefill, then one
+ * - vector code: matmul gives the bits of its rounding contract (one fma chain per element;
+ *   for bf16 inputs the chain with denormals flushed) at every ISA level this CPU has, and attention against a KV cache (prefill, then one
  *   token at a time) gives the bits of the full forward at every level;
  * - threads: every op gives the same bits with 1 and 3 OpenMP threads;
- * - ISA levels: every op gives the same bits at every level (AVX-512, AVX2, portable C);
+ * - ISA levels: every op gives the same bits at every level (AVX-512 BF16, AVX-512, AVX2,
+ *   portable C);
  * - the shared parameter checks (backend.c) as the CPU reports them, and the CPU's order
  *   of checks (targets before any output is written);
  * - matmul's packed weights (b_version): read from the cache, repacked on a new version;
@@ -52,7 +53,8 @@ static int64_t first_diff(const float *a, const float *b, int64_t n) {
     EXPECT(fd_ < 0, __VA_ARGS__);                                                              \
   } while (0)
 
-static const char *const k_isas[] = {"avx512", "avx2", "generic"};
+static const char *const k_isas[] = {"avx512bf16", "avx512", "avx2", "generic"};
+enum { N_ISAS = sizeof k_isas / sizeof k_isas[0] };
 
 /* ---- vector code: the same bits at every ISA level -------------------------------------- */
 
@@ -98,7 +100,7 @@ static void test_matmul_chain(srlm_backend *be) {
     /* plain, then as a versioned weight twice (packed on the first call, read packed on the
        second where M is decode-sized) */
     const uint64_t version = srlm_weights_version_next();
-    for (int i = 0; i < 3; i++) {
+    for (int i = 0; i < N_ISAS; i++) {
       if (srlm_backend_cpu_set_isa(k_isas[i]) != SRLM_OK) continue; /* not on this CPU */
       for (int run = 0; run < 3; run++) {
         memcpy(c, c0, (size_t)nc * sizeof *c);
@@ -114,6 +116,107 @@ static void test_matmul_chain(srlm_backend *be) {
     EXPECT_EQ_INT(srlm_backend_cpu_set_isa(NULL), SRLM_OK);
     free(a), free(b), free(c0), free(bias), free(c), free(chain);
   }
+}
+
+/* x with denormals flushed to zero (DAZ / FTZ) */
+static float flushed(float x) { return fabsf(x) < 1.17549435e-38f ? copysignf(0.0f, x) : x; }
+
+/* The bf16 contract of the CPU matmul (matmul.c): bf16 A and B, fp32 C: each element is the
+ * fma chain over k in order with denormals flushed (the inputs, C when accumulated, every
+ * step's result), then + bias, at every level (the AVX-512 BF16 dot-product kernel where
+ * the CPU has it), with and without packed weights. The inputs include values whose
+ * products and sums fall below FLT_MIN, bf16 denormals, and -0 and denormals in C. */
+static void test_matmul_chain_bf16(srlm_backend *be) {
+  static const struct { int64_t M, N, K; int ta, tb, acc, bias; } cases[] = {
+      {1, 1, 1, 0, 1, 0, 0},   {7, 5, 3, 0, 1, 1, 1},    {33, 70, 301, 0, 1, 0, 0}, {200, 97, 513, 0, 0, 1, 0},
+      {65, 130, 260, 1, 0, 1, 0}, {9, 64, 1000, 0, 1, 1, 1}, {193, 40, 77, 1, 1, 1, 1}, {8, 32, 2, 1, 1, 0, 0},
+  };
+  for (size_t t = 0; t < sizeof cases / sizeof cases[0]; t++) {
+    const int64_t M = cases[t].M, N = cases[t].N, K = cases[t].K;
+    const int ta = cases[t].ta, tb = cases[t].tb;
+    float *af = fbuf(M * K), *bf = fbuf(K * N), *c0 = fbuf(M * N), *bias = fbuf(N), *c = fbuf(M * N);
+    float *chain = fbuf(M * N);
+    uint16_t *a = srlm_xcalloc((size_t)(M * K), 2), *b = srlm_xcalloc((size_t)(K * N), 2);
+    fill_uniform(af, M * K, -1, 1);
+    fill_uniform(bf, K * N, -1, 1);
+    fill_uniform(c0, M * N, -1, 1);
+    fill_uniform(bias, N, -1, 1);
+    /* row 0 of A: bf16 denormals (DAZ); row 1 and every third column of B tiny, so that
+       row 1's chains in those columns run below FLT_MIN (FTZ) */
+    for (int64_t i = 0; i < M * K; i++) {
+      const int64_t m = ta ? i % M : i / K;
+      if (m == 0) af[i] *= 3e-39f;
+      if (m == 1) af[i] *= 1e-19f;
+      a[i] = srlm_f32_to_bf16(af[i]), af[i] = srlm_bf16_to_f32(a[i]);
+    }
+    for (int64_t i = 0; i < K * N; i++) {
+      const int64_t n = tb ? i / K : i % N;
+      if (n % 3 == 2) bf[i] *= 1e-20f;
+      b[i] = srlm_f32_to_bf16(bf[i]), bf[i] = srlm_bf16_to_f32(b[i]);
+    }
+    for (int64_t i = 0; i < M * N; i += 13) c0[i] = i % 2 ? 2e-39f : -0.0f;
+    srlm_matmul_params p = {.a = a, .b = b, .M = M, .N = N, .K = K, .trans_a = ta, .trans_b = tb,
+                            .accumulate = cases[t].acc, .bias = cases[t].bias ? bias : NULL, .dtype = SRLM_BF16,
+                            .c_dtype = SRLM_F32, .lda = ta ? M : K, .ldb = tb ? K : N, .ldc = N};
+    for (int64_t m = 0; m < M; m++)
+      for (int64_t n = 0; n < N; n++) {
+        float ch = cases[t].acc ? flushed(c0[m * N + n]) : 0.0f;
+        for (int64_t k = 0; k < K; k++) {
+          const float x = ta ? af[k * M + m] : af[m * K + k], y = tb ? bf[n * K + k] : bf[k * N + n];
+          ch = flushed(fmaf(flushed(x), flushed(y), ch));
+        }
+        chain[m * N + n] = p.bias ? ch + bias[n] : ch;
+      }
+    const uint64_t version = srlm_weights_version_next();
+    for (int i = 0; i < N_ISAS; i++) {
+      if (srlm_backend_cpu_set_isa(k_isas[i]) != SRLM_OK) continue; /* not on this CPU */
+      for (int run = 0; run < 3; run++) {
+        memcpy(c, c0, (size_t)(M * N) * sizeof *c);
+        p.c = c;
+        p.b_version = run ? version : 0;
+        EXPECT_EQ_INT(SRLM_OP(be, matmul, p), SRLM_OK);
+        EXPECT_SAME_BITS(c, chain, M * N, "bf16 matmul %s M=%lld N=%lld K=%lld ta=%d tb=%d acc=%d version %d is not "
+                         "the flushed fma chain", k_isas[i], (long long)M, (long long)N, (long long)K, ta, tb,
+                         cases[t].acc, run);
+      }
+    }
+    srlm_backend_forget(be, b, (size_t)(K * N) * sizeof *b);
+    EXPECT_EQ_INT(srlm_backend_cpu_set_isa(NULL), SRLM_OK);
+    free(af), free(bf), free(c0), free(bias), free(c), free(chain), free(a), free(b);
+  }
+}
+
+/* cast (and the bf16 staging of every op, which converts the same way) at every level:
+ * core.h's srlm_f32_to_bf16 / srlm_bf16_to_f32 bits for ties, carries into the exponent,
+ * denormals, infinities and NaNs, on a tensor long enough for the vector code and its
+ * threads. */
+static void test_cast_levels(srlm_backend *be) {
+  enum { N = 100003 };
+  float *x = fbuf(N), *back = fbuf(N);
+  uint16_t *h = srlm_xcalloc(N, 2), *want = srlm_xcalloc(N, 2);
+  fill_uniform(x, N, -3e4, 3e4);
+  static const uint32_t special[] = {0x3f808000u, 0x3f818000u, 0x3f80ffffu, 0x7f7fffffu, 0xff7fffffu, 0x00000001u,
+                                     0x807fffffu, 0x00800000u, 0x7f800000u, 0xff800000u, 0x7fc00000u, 0xff800001u,
+                                     0x7f800001u, 0x80000000u, 0x3f7fffffu, 0x477fe000u};
+  for (int64_t i = 0; i < N; i += 7) memcpy(&x[i], &special[(i / 7) % 16], 4);
+  for (int64_t i = 0; i < N; i++) want[i] = srlm_f32_to_bf16(x[i]);
+  for (int l = 0; l < N_ISAS; l++) {
+    if (srlm_backend_cpu_set_isa(k_isas[l]) != SRLM_OK) continue;
+    memset(h, 0, N * 2);
+    srlm_cast_params c = {.out = h, .x = x, .n = N, .dtype = SRLM_F32, .out_dtype = SRLM_BF16};
+    EXPECT_EQ_INT(SRLM_OP(be, cast, c), SRLM_OK);
+    EXPECT(!memcmp(h, want, N * 2), "%s: fp32 -> bf16 cast differs from srlm_f32_to_bf16", k_isas[l]);
+    srlm_cast_params w = {.out = back, .x = want, .n = N, .dtype = SRLM_BF16, .out_dtype = SRLM_F32};
+    EXPECT_EQ_INT(SRLM_OP(be, cast, w), SRLM_OK);
+    int64_t bad = -1;
+    for (int64_t i = 0; i < N && bad < 0; i++) {
+      const float f = srlm_bf16_to_f32(want[i]);
+      if (memcmp(&f, &back[i], 4)) bad = i;
+    }
+    EXPECT(bad < 0, "%s: bf16 -> fp32 cast differs from srlm_bf16_to_f32 at %lld", k_isas[l], (long long)bad);
+  }
+  EXPECT_EQ_INT(srlm_backend_cpu_set_isa(NULL), SRLM_OK);
+  free(x), free(back), free(h), free(want);
 }
 
 /* matmul's b_version on the CPU (backend.h): a decode-sized product keeps B packed and reads
@@ -191,7 +294,7 @@ static void test_kv_matches_forward(srlm_backend *be) {
       {1, {1}, 1, 1, 2, 0},         {2, {5, 3}, 2, 1, 8, 0},  {3, {70, 1, 130}, 4, 2, 16, 0},
       {2, {100, 67}, 4, 4, 32, 17}, {1, {200}, 6, 2, 64, 64}, {4, {0, 9, 65, 2}, 2, 2, 4, 3},
   };
-  for (int isa = 0; isa < 3; isa++) {
+  for (int isa = 0; isa < N_ISAS; isa++) {
     if (srlm_backend_cpu_set_isa(k_isas[isa]) != SRLM_OK) continue;
     for (size_t t = 0; t < sizeof cases / sizeof cases[0]; t++) {
       const int B = cases[t].B;
@@ -350,7 +453,7 @@ static void test_isa_levels(srlm_backend *be) {
   EXPECT_EQ_INT(srlm_backend_cpu_set_isa(NULL), SRLM_OK);
   const char *best = srlm_backend_cpu_isa();
   const int64_t n = run_threaded_ops(be, ref, cap);
-  for (int i = 0; i < 3; i++) {
+  for (int i = 0; i < N_ISAS; i++) {
     if (!strcmp(k_isas[i], best) || srlm_backend_cpu_set_isa(k_isas[i]) != SRLM_OK) continue;
     memset(o, 0, (size_t)cap * sizeof *o); /* some ops accumulate into their outputs */
     const int64_t m = run_threaded_ops(be, o, cap);
@@ -468,6 +571,8 @@ int main(void) {
   srlm_backend *be = srlm_backend_cpu();
   EXPECT_STR_EQ(be->name, "cpu");
   test_matmul_chain(be);
+  test_matmul_chain_bf16(be);
+  test_cast_levels(be);
   test_packed_weights(be);
   test_kv_matches_forward(be);
   EXPECT_EQ_INT(srlm_backend_cpu_set_isa("avx9"), SRLM_ERR_CONFIG);

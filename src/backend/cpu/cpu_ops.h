@@ -28,12 +28,14 @@ SRLM_BACKEND_OPS(SRLM_CPU_OP_DECL_)
 #undef SRLM_CPU_OP_DECL_
 
 /* An fp32 matrix product, the fields of srlm_matmul_params with typed pointers (strides
- * resolved: never 0). */
+ * resolved: never 0). bf16 = 1 says that A and B hold widened bf16 values: the product is
+ * then the bf16 one of matmul.c (the same fma chain with denormals flushed, and the
+ * AVX-512 BF16 dot-product kernel where the level allows it). */
 typedef struct srlm_cpu_mm {
   float *c;
   const float *a, *b, *bias;
   int64_t M, N, K, lda, ldb, ldc;
-  int trans_a, trans_b, accumulate;
+  int trans_a, trans_b, accumulate, bf16;
 } srlm_cpu_mm;
 
 /* The fp32 product with OpenMP over column panels (the matmul op's fp32 path). */
@@ -57,9 +59,14 @@ void srlm_cpu_packed_forget(srlm_backend *be, const void *ptr, size_t bytes);
  * the sum of the outputs, added in a fixed order (see vexp.c). */
 float srlm_cpu_exp_affine(const float *x, float a, float b, float *out, int64_t n);
 
-/* The vector code level in force (isa.c): SRLM_CPU_ISA_*. */
-enum { SRLM_CPU_ISA_GENERIC = 0, SRLM_CPU_ISA_AVX2 = 1, SRLM_CPU_ISA_AVX512 = 2 };
+/* The vector code level in force (isa.c): SRLM_CPU_ISA_*. AVX512_BF16 is AVX-512 plus the
+ * bf16 dot-product instruction for bf16 matrix products (every other op runs its AVX-512
+ * code there). */
+enum { SRLM_CPU_ISA_GENERIC = 0, SRLM_CPU_ISA_AVX2 = 1, SRLM_CPU_ISA_AVX512 = 2, SRLM_CPU_ISA_AVX512_BF16 = 3 };
 int srlm_cpu_isa(void);
+/* 1 when this CPU's bf16 dot-product instruction gives the bits of matmul.c's bf16
+ * contract on a set of checked products (isa.c offers the level only then). */
+int srlm_cpu_bf16_dot_ok(void);
 
 /* ---- bf16 staging ----------------------------------------------------------------- */
 

@@ -2,8 +2,9 @@
  * (N x V) logits never exist (backend.h, lmhead_forward / lmhead_backward).
  *
  * Chunks: TC rows by VC ids (VC = min(V, 8192), a multiple of LSE_BLOCK, TC about 4M / VC
- * logits), rows outer, ids inner. Each chunk's logits are one fp32 GEMM (bf16 x and W
- * widened; W a chunk at a time), folded into a running max m and sum s per row.
+ * logits), rows outer, ids inner. Each chunk's logits are one GEMM (fp32, or matmul.c's
+ * bf16 product of the widened bf16 x and W; W a chunk at a time), folded into a running
+ * max m and sum s per row.
  *
  * logsumexp: the row is read in blocks of LSE_BLOCK; a block whose max exceeds the running
  * max m rescales the running sum s by exp(m_old - m_new) once, then its terms exp(z - m)
@@ -15,7 +16,8 @@
  *
  * Backward, per chunk: the logits are recomputed, dz = dlogp (onehot - exp(z - lse))
  * overwrites them (rounded to bf16 for bf16 heads, the gradient a bf16 graph would
- * hold), dx (+)= dz W (fp32, rounded to dtype at the end) and dW += dz^T x (fp32). */
+ * hold), dx (+)= dz W (fp32, rounded to dtype at the end) and dW += dz^T x (fp32; bf16
+ * heads: matmul.c's bf16 products, dz being rounded). */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -70,9 +72,12 @@ static const float *w_rows(const void *w, srlm_dtype dt, int64_t v0, int64_t vc,
   return buf;
 }
 
-/* logits (tc, vc) = x (tc, C) W_chunk^T */
-static srlm_status chunk_logits(float *chunk, const float *x, const float *wc, int64_t tc, int64_t vc, int64_t C) {
-  srlm_cpu_mm mm = {.c = chunk, .a = x, .b = wc, .M = tc, .N = vc, .K = C, .lda = C, .ldb = C, .ldc = vc, .trans_b = 1};
+/* logits (tc, vc) = x (tc, C) W_chunk^T; bf16: x and W are widened bf16 (matmul.c's bf16
+ * product) */
+static srlm_status chunk_logits(float *chunk, const float *x, const float *wc, int64_t tc, int64_t vc, int64_t C,
+                                int bf16) {
+  srlm_cpu_mm mm = {.c = chunk, .a = x, .b = wc, .M = tc, .N = vc, .K = C, .lda = C, .ldb = C, .ldc = vc, .trans_b = 1,
+                    .bf16 = bf16};
   return srlm_cpu_gemm(&mm);
 }
 
@@ -97,7 +102,7 @@ srlm_status srlm_cpu_lmhead_forward(srlm_backend *be, srlm_lmhead_params p) {
     const int64_t tc = N - t0 < TC ? N - t0 : TC;
     for (int64_t v0 = 0; v0 < V && st == SRLM_OK; v0 += VC) {
       const int64_t vc = V - v0 < VC ? V - v0 : VC;
-      st = chunk_logits(chunk, x + t0 * C, w_rows(p.w, p.dtype, v0, vc, C, wbuf), tc, vc, C);
+      st = chunk_logits(chunk, x + t0 * C, w_rows(p.w, p.dtype, v0, vc, C, wbuf), tc, vc, C, p.dtype != SRLM_F32);
       if (st != SRLM_OK) break;
       SRLM_OMP_ROWS
       for (int64_t r = 0; r < tc; r++) {
@@ -170,14 +175,14 @@ srlm_status srlm_cpu_lmhead_backward(srlm_backend *be, srlm_lmhead_bwd_params p)
     for (int64_t v0 = 0; v0 < V && st == SRLM_OK; v0 += VC) {
       const int64_t vc = V - v0 < VC ? V - v0 : VC;
       const float *wc = w_rows(p.w, p.dtype, v0, vc, C, wbuf);
-      st = chunk_logits(chunk, x + t0 * C, wc, tc, vc, C);
+      st = chunk_logits(chunk, x + t0 * C, wc, tc, vc, C, p.dtype != SRLM_F32);
       if (st != SRLM_OK) break;
       chunk_dlogits(chunk, tc, vc, v0, p.targets + t0, p.lse + t0, p.dlogp + t0, p.dtype != SRLM_F32);
       srlm_cpu_mm mdx = {.c = dx + t0 * C, .a = chunk, .b = wc, .M = tc, .N = C, .K = vc, .lda = vc, .ldb = C,
-                         .ldc = C, .accumulate = v0 > 0};
+                         .ldc = C, .accumulate = v0 > 0, .bf16 = p.dtype != SRLM_F32};
       st = srlm_cpu_gemm(&mdx);
       srlm_cpu_mm mdw = {.c = p.dw + v0 * C, .a = chunk, .b = x + t0 * C, .M = vc, .N = C, .K = tc, .lda = vc,
-                         .ldb = C, .ldc = C, .trans_a = 1, .accumulate = 1};
+                         .ldb = C, .ldc = C, .trans_a = 1, .accumulate = 1, .bf16 = p.dtype != SRLM_F32};
       if (st == SRLM_OK) st = srlm_cpu_gemm(&mdw);
     }
   }

@@ -26,8 +26,21 @@
  * backend's forget names it. A mutex guards the cache and is held through a cached
  * product (one thread per backend instance is the contract anyway).
  *
+ * bf16 products (A and B bf16, widened exactly): the same chain, with denormals flushed to
+ * zero (inputs, and every fma's result: x86's DAZ and FTZ), which is what the AVX-512 BF16
+ * instruction vdpbf16ps computes: per 32-bit lane it adds the products of a pair of bf16
+ * elements to an fp32 sum one after the other, each product exact and each sum rounded to
+ * nearest even, so with k's pairs packed (k even in the high half, added first) it is
+ * the chain over k in order. Its kernel reads A and B packed as bf16 pairs (half the
+ * bytes) at twice the fp32 kernels' multiply rate; the fp32 kernels run a bf16 product
+ * with MXCSR's FTZ and DAZ set (the portable one flushes by hand), so every level gives
+ * the same bits. isa.c offers the dot-product level only when the instruction passes
+ * srlm_cpu_bf16_dot_ok's products (flushing cases included). An odd K's last pair is
+ * padded with A = -0 and B = +0: adding a -0 product leaves every sum as it was.
+ *
  * The kernel follows the ISA level of isa.c (the CPU's best unless forced narrower;
  * tests force each level to check that all kernels give the same bits). */
+#include <float.h>
 #include <math.h>
 #include <pthread.h>
 #include <stdlib.h>
@@ -49,9 +62,12 @@ enum { KC = 256, MB = 192 };
 
 typedef void (*ukernel_fn)(int64_t kc, const float *a, const float *b, float *c, int64_t ldc, int load);
 
+/* A micro-kernel computes an MR x NR tile over kc values of k from packed panels: fp32
+ * kernels read k-major floats (a[k * MR + i], b[k * NR + j]); a dot kernel (dot = 1)
+ * reads k's pairs as 32-bit words of two bf16 (a[q * MR + i], b[q * NR + j], q = k / 2). */
 typedef struct kernel {
   const char *name;
-  int mr, nr;
+  int mr, nr, dot;
   ukernel_fn fn;
 } kernel;
 
@@ -66,6 +82,21 @@ static void ukernel_generic(int64_t kc, const float *a, const float *b, float *c
   for (int64_t k = 0; k < kc; k++)
     for (int i = 0; i < GEN_MR; i++)
       for (int j = 0; j < GEN_NR; j++) acc[i][j] = fmaf(a[k * GEN_MR + i], b[k * GEN_NR + j], acc[i][j]);
+  for (int i = 0; i < GEN_MR; i++)
+    for (int j = 0; j < GEN_NR; j++) c[i * ldc + j] = acc[i][j];
+}
+
+/* The portable kernel for bf16 products: the same chain, flushed by hand (DAZ on the
+ * inputs, FTZ on every result). */
+static inline float flush(float x) { return fabsf(x) < FLT_MIN ? copysignf(0.0f, x) : x; }
+static void ukernel_generic_ftz(int64_t kc, const float *a, const float *b, float *c, int64_t ldc, int load) {
+  float acc[GEN_MR][GEN_NR];
+  for (int i = 0; i < GEN_MR; i++)
+    for (int j = 0; j < GEN_NR; j++) acc[i][j] = load ? flush(c[i * ldc + j]) : 0.0f;
+  for (int64_t k = 0; k < kc; k++)
+    for (int i = 0; i < GEN_MR; i++)
+      for (int j = 0; j < GEN_NR; j++)
+        acc[i][j] = flush(fmaf(flush(a[k * GEN_MR + i]), flush(b[k * GEN_NR + j]), acc[i][j]));
   for (int i = 0; i < GEN_MR; i++)
     for (int j = 0; j < GEN_NR; j++) c[i * ldc + j] = acc[i][j];
 }
@@ -123,25 +154,71 @@ __attribute__((target("avx512f"))) static void ukernel_avx512(int64_t kc, const 
   STORE5(0) STORE5(1) STORE5(2) STORE5(3) STORE5(4) STORE5(5) STORE5(6) STORE5(7)
 }
 #undef ROW5
+
+/* AVX-512 BF16: 8 x 32 tile, 16 accumulators of 16 floats, one pair of k per step. */
+#define ROWD(i)                                                              \
+  {                                                                          \
+    const __m512bh ai = (__m512bh)_mm512_set1_epi32((int)a[i]);              \
+    c##i##0 = _mm512_dpbf16_ps(c##i##0, ai, b0);                             \
+    c##i##1 = _mm512_dpbf16_ps(c##i##1, ai, b1);                             \
+  }
+__attribute__((target("avx512f,avx512bf16"))) static void ukernel_avx512bf16(int64_t kc, const float *af,
+                                                                             const float *bf, float *c, int64_t ldc,
+                                                                             int load) {
+  const int32_t *a = (const int32_t *)(const void *)af;
+  const __m512i *b = (const __m512i *)(const void *)bf;
+  __m512 c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51, c60, c61, c70, c71;
+  if (load) {
+    LOAD5(0) LOAD5(1) LOAD5(2) LOAD5(3) LOAD5(4) LOAD5(5) LOAD5(6) LOAD5(7)
+  } else {
+    c00 = c01 = c10 = c11 = c20 = c21 = c30 = c31 = _mm512_setzero_ps();
+    c40 = c41 = c50 = c51 = c60 = c61 = c70 = c71 = _mm512_setzero_ps();
+  }
+  for (int64_t q = 0; q < (kc + 1) / 2; q++, a += 8, b += 2) {
+    const __m512bh b0 = (__m512bh)_mm512_load_si512(b), b1 = (__m512bh)_mm512_load_si512(b + 1);
+    ROWD(0) ROWD(1) ROWD(2) ROWD(3) ROWD(4) ROWD(5) ROWD(6) ROWD(7)
+  }
+  STORE5(0) STORE5(1) STORE5(2) STORE5(3) STORE5(4) STORE5(5) STORE5(6) STORE5(7)
+}
+#undef ROWD
 #undef LOAD5
 #undef STORE5
+
+/* MXCSR's flush-to-zero and denormals-are-zero, on for a bf16 product's fp32 kernels
+ * (per thread: every thread that runs kernels sets and restores its own). */
+static unsigned ftz_enter(int on) {
+  const unsigned old = _mm_getcsr();
+  if (on) _mm_setcsr(old | 0x8040u);
+  return old;
+}
+static void ftz_leave(int on, unsigned old) {
+  if (on) _mm_setcsr(old);
+}
+#else
+static unsigned ftz_enter(int on) { return (void)on, 0u; }
+static void ftz_leave(int on, unsigned old) { (void)on, (void)old; }
 #endif
 
-static const kernel k_generic = {"generic", GEN_MR, GEN_NR, ukernel_generic};
+static const kernel k_generic = {"generic", GEN_MR, GEN_NR, 0, ukernel_generic};
+static const kernel k_generic_ftz = {"generic", GEN_MR, GEN_NR, 0, ukernel_generic_ftz};
 #ifdef SRLM_X86
-static const kernel k_avx2 = {"avx2", 6, 16, ukernel_avx2};
-static const kernel k_avx512 = {"avx512", 8, 32, ukernel_avx512};
+static const kernel k_avx2 = {"avx2", 6, 16, 0, ukernel_avx2};
+static const kernel k_avx512 = {"avx512", 8, 32, 0, ukernel_avx512};
+static const kernel k_avx512bf16 = {"avx512bf16", 8, 32, 1, ukernel_avx512bf16};
 #endif
 
-static const kernel *pick_kernel(void) {
+/* The kernel of a product at the level in force: bf16 products get the dot-product kernel
+ * at its level and the flushing portable kernel at the generic one. */
+static const kernel *pick_kernel(int bf16) {
 #ifdef SRLM_X86
   switch (srlm_cpu_isa()) {
+    case SRLM_CPU_ISA_AVX512_BF16: return bf16 ? &k_avx512bf16 : &k_avx512;
     case SRLM_CPU_ISA_AVX512: return &k_avx512;
     case SRLM_CPU_ISA_AVX2: return &k_avx2;
     default: break;
   }
 #endif
-  return &k_generic;
+  return bf16 ? &k_generic_ftz : &k_generic;
 }
 
 /* ---- packing ------------------------------------------------------------------------ */
@@ -149,10 +226,78 @@ static const kernel *pick_kernel(void) {
 typedef struct gemm {
   const kernel *kr;
   int64_t M, N, K, lda, ldb, ldc;
-  int trans_a, trans_b, accumulate;
+  int trans_a, trans_b, accumulate, bf16;
   const float *a, *b;
   float *c;
 } gemm;
+
+/* Packed depth: the rows of k a panel holds (k's pairs for a dot kernel), and where the
+ * KC block at k0 (even) starts in it. */
+static inline int64_t kdepth(const gemm *g, int64_t k) { return g->kr->dot ? (k + 1) / 2 : k; }
+
+/* The 32-bit word of a dot kernel's panel: bf16 `even` (k even: added first) in the high
+ * half, `odd` in the low half; both are widened bf16, so their high halves are exact. */
+static inline uint32_t pair_word(float even, float odd) {
+  uint32_t e, o;
+  memcpy(&e, &even, 4);
+  memcpy(&o, &odd, 4);
+  return (e & 0xffff0000u) | (o >> 16);
+}
+/* the pads of an odd K's last pair (see the top) */
+#define PAD_A (-0.0f)
+#define PAD_B 0.0f
+
+/* Dot-kernel packing. A: rows [m0, m0 + rows) of MR, k in [k_lo, k_hi) (k_lo even);
+ * B: columns [n0, n0 + cols) of NR, k in [k0, k0 + kc) (k0 even). Rows / columns past the
+ * valid ones are 0; an odd end's last pair takes the pads. `lo`/`hi` words of a pair of
+ * stored rows (k, k + 1) are formed along the row (contiguous), the others by walking k. */
+static inline void pair_rows(const float *r0, const float *r1, float pad, int64_t n, uint32_t *d) {
+  if (r1)
+    for (int64_t j = 0; j < n; j++) d[j] = pair_word(r0[j], r1[j]);
+  else
+    for (int64_t j = 0; j < n; j++) d[j] = pair_word(r0[j], pad);
+}
+static inline void pair_along(const float *row, int64_t kc, float pad, uint32_t *d, int64_t ld_d) {
+  int64_t q = 0;
+  for (; 2 * q + 1 < kc; q++) d[q * ld_d] = pair_word(row[2 * q], row[2 * q + 1]);
+  if (2 * q < kc) d[q * ld_d] = pair_word(row[2 * q], pad);
+}
+static void pack_a_dot(const gemm *g, int64_t m0, int64_t k_lo, int64_t k_hi, uint32_t *dst) {
+  const int MR = g->kr->mr;
+  const int64_t rows = g->M - m0 < MR ? g->M - m0 : MR;
+  if (g->trans_a) /* stored A^T: row k holds A(., k) along m */
+    for (int64_t k = k_lo; k < k_hi; k += 2) {
+      uint32_t *d = dst + k / 2 * MR;
+      pair_rows(g->a + k * g->lda + m0, k + 1 < k_hi ? g->a + (k + 1) * g->lda + m0 : NULL, PAD_A, rows, d);
+      for (int64_t i = rows; i < MR; i++) d[i] = 0;
+    }
+  else
+    for (int64_t i = 0; i < MR; i++) {
+      uint32_t *d = dst + k_lo / 2 * MR + i;
+      if (i < rows)
+        pair_along(g->a + (m0 + i) * g->lda + k_lo, k_hi - k_lo, PAD_A, d, MR);
+      else
+        for (int64_t k = k_lo; k < k_hi; k += 2) d[(k - k_lo) / 2 * MR] = 0;
+    }
+}
+static void pack_b_dot(const gemm *g, int64_t k0, int64_t kc, int64_t n0, uint32_t *dst) {
+  const int NR = g->kr->nr;
+  const int64_t cols = g->N - n0 < NR ? g->N - n0 : NR;
+  if (!g->trans_b) /* stored B: row k holds B(k, .) along n */
+    for (int64_t k = 0; k < kc; k += 2) {
+      uint32_t *d = dst + k / 2 * NR;
+      const float *r0 = g->b + (k0 + k) * g->ldb + n0;
+      pair_rows(r0, k + 1 < kc ? r0 + g->ldb : NULL, PAD_B, cols, d);
+      for (int64_t j = cols; j < NR; j++) d[j] = 0;
+    }
+  else
+    for (int64_t j = 0; j < NR; j++) {
+      if (j < cols)
+        pair_along(g->b + (n0 + j) * g->ldb + k0, kc, PAD_B, dst + j, NR);
+      else
+        for (int64_t k = 0; k < kc; k += 2) dst[k / 2 * NR + j] = 0;
+    }
+}
 
 #ifdef SRLM_X86
 /* dst[k * ld_dst + i] = src[i * ld_src + k] for an 8 x 8 block: the transposes of the
@@ -197,6 +342,10 @@ static void transpose_rows(const gemm *g, const float *src, int64_t ld_src, int6
 
 /* A(m, k) for m in [m0, m0 + mr) (rows past M are 0), k in [0, K): dst[k*MR + i]. */
 static void pack_a(const gemm *g, int64_t m0, float *dst) {
+  if (g->kr->dot) {
+    pack_a_dot(g, m0, 0, g->K, (uint32_t *)(void *)dst);
+    return;
+  }
   const int MR = g->kr->mr;
   const int64_t rows = g->M - m0 < MR ? g->M - m0 : MR;
   if (g->trans_a) {
@@ -218,6 +367,10 @@ static void pack_a(const gemm *g, int64_t m0, float *dst) {
 
 /* B(k, n) for k in [k0, k0 + kc), n in [n0, n0 + NR) (columns past N are 0): dst[k*NR + j]. */
 static void pack_b(const gemm *g, int64_t k0, int64_t kc, int64_t n0, float *dst) {
+  if (g->kr->dot) {
+    pack_b_dot(g, k0, kc, n0, (uint32_t *)(void *)dst);
+    return;
+  }
   const int NR = g->kr->nr;
   const int64_t cols = g->N - n0 < NR ? g->N - n0 : NR;
   if (!g->trans_b) {
@@ -260,7 +413,13 @@ static void run_tile(const gemm *g, const float *ap, const float *bp, int64_t m0
 /* Where block (panel jp, k0) of B sits in a fully packed B (packed weights, and each
  * thread's share of B in a product): panels one after another, each its KC blocks in
  * order, every block kc x NR. */
-static inline int64_t packed_offset(const gemm *g, int64_t jp, int64_t k0) { return jp * g->K * g->kr->nr + k0 * g->kr->nr; }
+static inline int64_t packed_offset(const gemm *g, int64_t jp, int64_t k0) {
+  return (jp * kdepth(g, g->K) + kdepth(g, k0)) * g->kr->nr;
+}
+/* Where A's panel ip (MR rows, all of K) and its KC block at k0 sit in a packed A. */
+static inline int64_t a_offset(const gemm *g, int64_t ip, int64_t k0) {
+  return (ip * kdepth(g, g->K) + kdepth(g, k0)) * g->kr->mr;
+}
 
 /* B's column panels [j_begin, j_end) over all of K into dst, panel j_begin first
  * (packed_offset). Stored B is read a row at a time across all the panels (each row once,
@@ -268,7 +427,7 @@ static inline int64_t packed_offset(const gemm *g, int64_t jp, int64_t k0) { ret
  * 8 rows at a time over the whole K. */
 static void pack_b_panels(const gemm *g, int64_t j_begin, int64_t j_end, float *dst) {
   const int NR = g->kr->nr;
-  if (g->trans_b) {
+  if (g->trans_b || g->kr->dot) {
     for (int64_t jp = j_begin; jp < j_end; jp++) pack_b(g, 0, g->K, jp * NR, dst + packed_offset(g, jp - j_begin, 0));
     return;
   }
@@ -290,6 +449,11 @@ static void pack_b_panels(const gemm *g, int64_t j_begin, int64_t j_end, float *
 static void pack_a_rows_t(const gemm *g, int64_t m_start, int64_t mb, int64_t k_lo, int64_t k_hi, float *dst) {
   const int MR = g->kr->mr;
   const int64_t panels = (mb + MR - 1) / MR;
+  if (g->kr->dot) {
+    for (int64_t ip = 0; ip < panels; ip++)
+      pack_a_dot(g, m_start + ip * MR, k_lo, k_hi, (uint32_t *)(void *)(dst + a_offset(g, ip, 0)));
+    return;
+  }
   for (int64_t k = k_lo; k < k_hi; k++) {
     const float *src = g->a + k * g->lda + m_start;
     for (int64_t ip = 0; ip < panels; ip++) {
@@ -315,13 +479,13 @@ static void gemm_block(const gemm *g, const float *apack, const float *bp, int64
                        int64_t j_begin, int64_t j_end) {
   const int MR = g->kr->mr, NR = g->kr->nr;
   const int64_t a_panels = (mb + MR - 1) / MR;
-  if (mb * g->K <= A_IN_L2) {
+  if (mb * kdepth(g, g->K) <= A_IN_L2) {
     for (int64_t jp = j_begin; jp < j_end; jp++)
       for (int64_t k0 = 0; k0 < g->K; k0 += KC) {
         const int64_t kc = g->K - k0 < KC ? g->K - k0 : KC;
         const float *b = bp + packed_offset(g, jp - j_begin, k0);
         for (int64_t ip = 0; ip < a_panels; ip++)
-          run_tile(g, apack + ip * MR * g->K + k0 * MR, b, m_start + ip * MR, jp * NR, kc, k0 > 0 || g->accumulate);
+          run_tile(g, apack + a_offset(g, ip, k0), b, m_start + ip * MR, jp * NR, kc, k0 > 0 || g->accumulate);
       }
     return;
   }
@@ -330,7 +494,7 @@ static void gemm_block(const gemm *g, const float *apack, const float *bp, int64
     for (int64_t jp = j_begin; jp < j_end; jp++) {
       const float *b = bp + packed_offset(g, jp - j_begin, k0);
       for (int64_t ip = 0; ip < a_panels; ip++)
-        run_tile(g, apack + ip * MR * g->K + k0 * MR, b, m_start + ip * MR, jp * NR, kc, k0 > 0 || g->accumulate);
+        run_tile(g, apack + a_offset(g, ip, k0), b, m_start + ip * MR, jp * NR, kc, k0 > 0 || g->accumulate);
     }
   }
 }
@@ -359,9 +523,9 @@ static void add_bias(const srlm_cpu_mm *p, int parallel) {
   }
 }
 
-static gemm make_gemm(const srlm_cpu_mm *p) {
-  gemm g = {pick_kernel(), p->M, p->N, p->K, p->lda, p->ldb, p->ldc, p->trans_a, p->trans_b, p->accumulate,
-            p->a, p->b, p->c};
+static gemm make_gemm(const srlm_cpu_mm *p, const kernel *kr) {
+  gemm g = {kr ? kr : pick_kernel(p->bf16), p->M, p->N, p->K, p->lda, p->ldb, p->ldc, p->trans_a, p->trans_b, p->accumulate,
+            p->bf16, p->a, p->b, p->c};
   return g;
 }
 
@@ -376,7 +540,7 @@ static void pack_a_share(const gemm *g, int64_t m_start, int64_t mb, int64_t i, 
   if (g->trans_a)
     pack_a_rows_t(g, m_start, mb, i * KB, g->K - i * KB < KB ? g->K : i * KB + KB, apack);
   else
-    pack_a(g, m_start + i * MR, apack + i * MR * g->K);
+    pack_a(g, m_start + i * MR, apack + a_offset(g, i, 0));
 }
 
 /* srlm_cpu_gemm, with all of B already packed in bpre (packed weights) when not NULL.
@@ -386,7 +550,7 @@ static void pack_a_share(const gemm *g, int64_t m_start, int64_t mb, int64_t i, 
 static srlm_status gemm_run(const srlm_cpu_mm *pp, const float *bpre) {
   const srlm_cpu_mm p = *pp;
   if (trivial(&p)) return SRLM_OK;
-  const gemm g = make_gemm(&p);
+  const gemm g = make_gemm(&p, NULL);
   const int MR = g.kr->mr, NR = g.kr->nr;
   const int64_t mb_max = p.M < MB ? p.M : MB;
   const int64_t n_panels = (p.N + NR - 1) / NR;
@@ -404,6 +568,7 @@ static srlm_status gemm_run(const srlm_cpu_mm *pp, const float *bpre) {
 #else
     const int tid = 0, nth = 1;
 #endif
+    const unsigned csr = ftz_enter(g.bf16);
     /* this thread's column panels: a contiguous share */
     const int64_t j_begin = n_panels * tid / nth, j_end = n_panels * (tid + 1) / nth;
     const float *bp = bpre ? bpre + packed_offset(&g, j_begin, 0) : NULL;
@@ -433,6 +598,7 @@ static srlm_status gemm_run(const srlm_cpu_mm *pp, const float *bpre) {
 #pragma omp barrier
 #endif
     }
+    ftz_leave(g.bf16, csr);
     free(bown);
   }
   free(apack);
@@ -456,23 +622,85 @@ static srlm_status ws_reserve(float **buf, size_t *cap, size_t n) {
   return SRLM_OK;
 }
 
-srlm_status srlm_cpu_gemm_serial(const srlm_cpu_mm *pp, srlm_cpu_gemm_ws *ws) {
+/* srlm_cpu_gemm_serial with kernel kr (NULL: the level's) */
+static srlm_status gemm_serial(const srlm_cpu_mm *pp, srlm_cpu_gemm_ws *ws, const kernel *kr) {
   const srlm_cpu_mm p = *pp;
   if (trivial(&p)) return SRLM_OK;
-  const gemm g = make_gemm(&p);
+  const gemm g = make_gemm(&p, kr);
   const int MR = g.kr->mr, NR = g.kr->nr;
   const int64_t mb_max = p.M < MB ? p.M : MB;
   SRLM_TRY(ws_reserve(&ws->apack, &ws->a_cap, (size_t)((mb_max + MR - 1) / MR * MR) * (size_t)p.K));
   const int64_t n_panels = (p.N + NR - 1) / NR;
   SRLM_TRY(ws_reserve(&ws->bpack, &ws->b_cap, (size_t)n_panels * (size_t)p.K * (size_t)NR));
   pack_b_panels(&g, 0, n_panels, ws->bpack);
+  const unsigned csr = ftz_enter(g.bf16);
   for (int64_t m_start = 0; m_start < p.M; m_start += MB) {
     const int64_t mb = p.M - m_start < MB ? p.M - m_start : MB;
     for (int64_t i = 0; i < pack_a_shares(&g, mb); i++) pack_a_share(&g, m_start, mb, i, ws->apack);
     gemm_block(&g, ws->apack, ws->bpack, m_start, mb, 0, n_panels);
   }
+  ftz_leave(g.bf16, csr);
   add_bias(&p, 0);
   return SRLM_OK;
+}
+
+srlm_status srlm_cpu_gemm_serial(const srlm_cpu_mm *p, srlm_cpu_gemm_ws *ws) { return gemm_serial(p, ws, NULL); }
+
+/* The dot-product kernel against the fp32 AVX-512 kernel (MXCSR flushing) and the
+ * portable flushing one on products of every layout, K odd and even and across KC
+ * blocks, accumulating into C with denormals and -0 in it, with values whose products
+ * and sums fall below FLT_MIN, and bf16 denormal inputs. Computed once. */
+#ifdef SRLM_X86
+static int dot_check(void) {
+  enum { M = 11, N = 37, KMAX = 301 };
+  static const int64_t ks[] = {1, 2, 7, 64, KMAX};
+  float *a = calloc(M * KMAX, 4), *b = calloc(KMAX * N, 4), *c0 = calloc(M * N, 4), *c[3];
+  for (int r = 0; r < 3; r++) c[r] = calloc(M * N, 4);
+  int ok = a && b && c0 && c[0] && c[1] && c[2];
+  uint64_t x = 0x9e3779b97f4a7c15ull;
+  for (int64_t i = 0; ok && i < M * KMAX + KMAX * N + M * N; i++) {
+    x = x * 6364136223846793005ull + 1442695040888963407ull;
+    const int e = (int)(x >> 58) % 8;                      /* a magnitude class */
+    const float u = (float)((x >> 11) & 0xffffff) / 16777216.0f - 0.5f;
+    float v = e == 0 ? u * 1e-20f : e == 1 ? u * 1e-39f : e == 2 ? 0.0f * u : u * (float)(1 << (e * 3));
+    if (i < M * KMAX + KMAX * N) v = srlm_bf16_to_f32(srlm_f32_to_bf16(v));
+    *(i < M * KMAX ? &a[i] : i < M * KMAX + KMAX * N ? &b[i - M * KMAX] : &c0[i - M * KMAX - KMAX * N]) = v;
+  }
+  if (ok) c0[0] = -0.0f, c0[1] = 1e-39f;
+  const kernel *kr[3] = {&k_avx512bf16, &k_avx512, &k_generic_ftz};
+  srlm_cpu_gemm_ws ws = {0};
+  for (size_t t = 0; ok && t < sizeof ks / sizeof ks[0] * 8; t++) {
+    const int64_t K = ks[t / 8];
+    const int ta = t & 1, tb = (t >> 1) & 1, acc = (t >> 2) & 1;
+    for (int r = 0; ok && r < 3; r++) {
+      memcpy(c[r], c0, M * N * 4);
+      srlm_cpu_mm p = {.c = c[r], .a = a, .b = b, .M = M, .N = N, .K = K, .lda = ta ? M : K, .ldb = tb ? K : N,
+                       .ldc = N, .trans_a = ta, .trans_b = tb, .accumulate = acc, .bf16 = 1};
+      ok = gemm_serial(&p, &ws, kr[r]) == SRLM_OK;
+    }
+    ok = ok && !memcmp(c[0], c[1], M * N * 4) && !memcmp(c[0], c[2], M * N * 4);
+  }
+  srlm_cpu_gemm_ws_free(&ws);
+  free(a), free(b), free(c0), free(c[0]), free(c[1]), free(c[2]);
+  return ok;
+}
+#endif
+
+#ifdef SRLM_X86
+static int g_dot_ok;
+static void dot_check_once(void) {
+  __builtin_cpu_init();
+  g_dot_ok = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bf16") && dot_check();
+}
+#endif
+
+int srlm_cpu_bf16_dot_ok(void) {
+#ifdef SRLM_X86
+  static pthread_once_t once = PTHREAD_ONCE_INIT;
+  return pthread_once(&once, dot_check_once) == 0 && g_dot_ok;
+#else
+  return 0;
+#endif
 }
 
 void srlm_cpu_gemm_ws_free(srlm_cpu_gemm_ws *ws) {
@@ -541,7 +769,7 @@ static packed_b *packed_get(const srlm_matmul_params *p, const kernel *kr, srlm_
     packed_drop(i); /* a new version (or shape): repack */
   }
   const int64_t n_panels = (p->N + kr->nr - 1) / kr->nr;
-  const size_t floats = (size_t)n_panels * (size_t)p->K * (size_t)kr->nr;
+  const size_t floats = (size_t)n_panels * (size_t)(kr->dot ? (p->K + 1) / 2 : p->K) * (size_t)kr->nr;
   float *data = NULL;
   if (posix_memalign((void **)&data, 64, floats * sizeof(float)) != 0) {
     *st = srlm_error(SRLM_ERR_NOMEM, "cpu matmul", "cannot allocate %zu bytes for a packed weight", floats * 4);
@@ -551,7 +779,8 @@ static packed_b *packed_get(const srlm_matmul_params *p, const kernel *kr, srlm_
   const int64_t nb = (b_rows - 1) * p->ldb + (p->trans_b ? p->K : p->N);
   srlm_cpu_stage s = {0};
   const float *b = srlm_cpu_stage_in(&s, p->b, p->dtype, nb);
-  gemm g = {.kr = kr, .M = 0, .N = p->N, .K = p->K, .ldb = p->ldb, .trans_b = p->trans_b, .b = b};
+  gemm g = {.kr = kr, .M = 0, .N = p->N, .K = p->K, .ldb = p->ldb, .trans_b = p->trans_b, .bf16 = p->dtype == SRLM_BF16,
+            .b = b};
   SRLM_OMP_ROWS
   for (int64_t jp = 0; jp < n_panels; jp++)
     for (int64_t k0 = 0; k0 < p->K; k0 += KC)
@@ -573,7 +802,8 @@ static packed_b *packed_get(const srlm_matmul_params *p, const kernel *kr, srlm_
 }
 
 /* The op: bf16 A and B are widened (exactly), a bf16 C is widened when accumulating and
- * rounded once at the end, so a bf16 result is the fp32 chain's result rounded. */
+ * rounded once at the end, so a bf16 result is the flushed fp32 chain's result (see the
+ * top) rounded. */
 srlm_status srlm_cpu_matmul(srlm_backend *be, srlm_matmul_params p) {
   (void)be;
   SRLM_TRY(srlm_matmul_params_check(&p, "cpu matmul"));
@@ -584,7 +814,7 @@ srlm_status srlm_cpu_matmul(srlm_backend *be, srlm_matmul_params p) {
   const packed_b *e = NULL;
   if (packed) {
     pthread_mutex_lock(&g_packed.mu);
-    e = packed_get(&p, pick_kernel(), &st);
+    e = packed_get(&p, pick_kernel(p.dtype == SRLM_BF16), &st);
     if (!e) {
       pthread_mutex_unlock(&g_packed.mu);
       return st;
@@ -600,7 +830,8 @@ srlm_status srlm_cpu_matmul(srlm_backend *be, srlm_matmul_params p) {
                    .bias = srlm_cpu_stage_in(&s, p.bias, p.c_dtype, p.N),
                    .c = srlm_cpu_stage_out(&s, p.c, p.c_dtype, nc, p.accumulate || p.ldc > p.N),
                    .M = p.M, .N = p.N, .K = p.K, .lda = p.lda, .ldb = p.ldb, .ldc = p.ldc,
-                   .trans_a = p.trans_a, .trans_b = p.trans_b, .accumulate = p.accumulate};
+                   .trans_a = p.trans_a, .trans_b = p.trans_b, .accumulate = p.accumulate,
+                   .bf16 = p.dtype == SRLM_BF16};
   st = gemm_run(&m, e ? e->data : NULL);
   if (e) pthread_mutex_unlock(&g_packed.mu);
   if (st == SRLM_OK) srlm_cpu_stage_store(p.c, p.c_dtype, m.c, nc);
