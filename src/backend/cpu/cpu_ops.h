@@ -36,6 +36,9 @@ typedef struct srlm_cpu_mm {
   const float *a, *b, *bias;
   int64_t M, N, K, lda, ldb, ldc;
   int trans_a, trans_b, accumulate, bf16;
+  /* bf16 products when srlm_cpu_bf16_direct(): A / B given as the bf16 tensors themselves
+   * (same strides; a / b then NULL), packed without a widened copy */
+  const uint16_t *a16, *b16;
 } srlm_cpu_mm;
 
 /* The fp32 product with OpenMP over column panels (the matmul op's fp32 path). */
@@ -67,6 +70,9 @@ int srlm_cpu_isa(void);
 /* 1 when this CPU's bf16 dot-product instruction gives the bits of matmul.c's bf16
  * contract on a set of checked products (isa.c offers the level only then). */
 int srlm_cpu_bf16_dot_ok(void);
+/* 1 when bf16 products run the dot-product kernel at the level in force, which can read
+ * bf16 A and B directly (srlm_cpu_mm's a16 / b16). */
+int srlm_cpu_bf16_direct(void);
 
 /* ---- bf16 staging ----------------------------------------------------------------- */
 

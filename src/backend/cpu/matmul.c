@@ -228,6 +228,7 @@ typedef struct gemm {
   int64_t M, N, K, lda, ldb, ldc;
   int trans_a, trans_b, accumulate, bf16;
   const float *a, *b;
+  const uint16_t *a16, *b16; /* a dot kernel's A / B read as bf16 directly (a / b NULL) */
   float *c;
 } gemm;
 
@@ -249,33 +250,52 @@ static inline uint32_t pair_word(float even, float odd) {
 
 /* Dot-kernel packing. A: rows [m0, m0 + rows) of MR, k in [k_lo, k_hi) (k_lo even);
  * B: columns [n0, n0 + cols) of NR, k in [k0, k0 + kc) (k0 even). Rows / columns past the
- * valid ones are 0; an odd end's last pair takes the pads. `lo`/`hi` words of a pair of
- * stored rows (k, k + 1) are formed along the row (contiguous), the others by walking k. */
-static inline void pair_rows(const float *r0, const float *r1, float pad, int64_t n, uint32_t *d) {
-  if (r1)
-    for (int64_t j = 0; j < n; j++) d[j] = pair_word(r0[j], r1[j]);
+ * valid ones are 0; an odd end's last pair takes the pads. The words of a pair of stored
+ * rows (k, k + 1) are formed along the rows (contiguous), the others by walking k along
+ * one row. Sources are widened fp32 (x, h NULL) or the bf16 tensor itself (h). */
+static inline uint32_t pair16(uint16_t even, uint16_t odd) { return (uint32_t)even << 16 | odd; }
+static inline void pair_rows(const float *x0, const uint16_t *h0, const float *x1, const uint16_t *h1, float pad,
+                             int64_t n, uint32_t *d) {
+  const uint16_t p16 = srlm_f32_to_bf16(pad);
+  if (h0 && h1)
+    for (int64_t j = 0; j < n; j++) d[j] = pair16(h0[j], h1[j]);
+  else if (h0)
+    for (int64_t j = 0; j < n; j++) d[j] = pair16(h0[j], p16);
+  else if (x1)
+    for (int64_t j = 0; j < n; j++) d[j] = pair_word(x0[j], x1[j]);
   else
-    for (int64_t j = 0; j < n; j++) d[j] = pair_word(r0[j], pad);
+    for (int64_t j = 0; j < n; j++) d[j] = pair_word(x0[j], pad);
 }
-static inline void pair_along(const float *row, int64_t kc, float pad, uint32_t *d, int64_t ld_d) {
+static inline void pair_along(const float *x, const uint16_t *h, int64_t kc, float pad, uint32_t *d, int64_t ld_d) {
   int64_t q = 0;
-  for (; 2 * q + 1 < kc; q++) d[q * ld_d] = pair_word(row[2 * q], row[2 * q + 1]);
-  if (2 * q < kc) d[q * ld_d] = pair_word(row[2 * q], pad);
+  if (h) {
+    for (; 2 * q + 1 < kc; q++) d[q * ld_d] = pair16(h[2 * q], h[2 * q + 1]);
+    if (2 * q < kc) d[q * ld_d] = pair16(h[2 * q], srlm_f32_to_bf16(pad));
+    return;
+  }
+  for (; 2 * q + 1 < kc; q++) d[q * ld_d] = pair_word(x[2 * q], x[2 * q + 1]);
+  if (2 * q < kc) d[q * ld_d] = pair_word(x[2 * q], pad);
 }
+/* element i of A's / B's storage in either source (the other pointer NULL) */
+#define AT_A(g, i) ((g)->a16 ? NULL : (g)->a + (i)), ((g)->a16 ? (g)->a16 + (i) : NULL)
+#define AT_B(g, i) ((g)->b16 ? NULL : (g)->b + (i)), ((g)->b16 ? (g)->b16 + (i) : NULL)
 static void pack_a_dot(const gemm *g, int64_t m0, int64_t k_lo, int64_t k_hi, uint32_t *dst) {
   const int MR = g->kr->mr;
   const int64_t rows = g->M - m0 < MR ? g->M - m0 : MR;
   if (g->trans_a) /* stored A^T: row k holds A(., k) along m */
     for (int64_t k = k_lo; k < k_hi; k += 2) {
       uint32_t *d = dst + k / 2 * MR;
-      pair_rows(g->a + k * g->lda + m0, k + 1 < k_hi ? g->a + (k + 1) * g->lda + m0 : NULL, PAD_A, rows, d);
+      if (k + 1 < k_hi)
+        pair_rows(AT_A(g, k * g->lda + m0), AT_A(g, (k + 1) * g->lda + m0), PAD_A, rows, d);
+      else
+        pair_rows(AT_A(g, k * g->lda + m0), NULL, NULL, PAD_A, rows, d);
       for (int64_t i = rows; i < MR; i++) d[i] = 0;
     }
   else
     for (int64_t i = 0; i < MR; i++) {
       uint32_t *d = dst + k_lo / 2 * MR + i;
       if (i < rows)
-        pair_along(g->a + (m0 + i) * g->lda + k_lo, k_hi - k_lo, PAD_A, d, MR);
+        pair_along(AT_A(g, (m0 + i) * g->lda + k_lo), k_hi - k_lo, PAD_A, d, MR);
       else
         for (int64_t k = k_lo; k < k_hi; k += 2) d[(k - k_lo) / 2 * MR] = 0;
     }
@@ -286,14 +306,17 @@ static void pack_b_dot(const gemm *g, int64_t k0, int64_t kc, int64_t n0, uint32
   if (!g->trans_b) /* stored B: row k holds B(k, .) along n */
     for (int64_t k = 0; k < kc; k += 2) {
       uint32_t *d = dst + k / 2 * NR;
-      const float *r0 = g->b + (k0 + k) * g->ldb + n0;
-      pair_rows(r0, k + 1 < kc ? r0 + g->ldb : NULL, PAD_B, cols, d);
+      const int64_t r0 = (k0 + k) * g->ldb + n0;
+      if (k + 1 < kc)
+        pair_rows(AT_B(g, r0), AT_B(g, r0 + g->ldb), PAD_B, cols, d);
+      else
+        pair_rows(AT_B(g, r0), NULL, NULL, PAD_B, cols, d);
       for (int64_t j = cols; j < NR; j++) d[j] = 0;
     }
   else
     for (int64_t j = 0; j < NR; j++) {
       if (j < cols)
-        pair_along(g->b + (n0 + j) * g->ldb + k0, kc, PAD_B, dst + j, NR);
+        pair_along(AT_B(g, (n0 + j) * g->ldb + k0), kc, PAD_B, dst + j, NR);
       else
         for (int64_t k = 0; k < kc; k += 2) dst[k / 2 * NR + j] = 0;
     }
@@ -525,7 +548,8 @@ static void add_bias(const srlm_cpu_mm *p, int parallel) {
 
 static gemm make_gemm(const srlm_cpu_mm *p, const kernel *kr) {
   gemm g = {kr ? kr : pick_kernel(p->bf16), p->M, p->N, p->K, p->lda, p->ldb, p->ldc, p->trans_a, p->trans_b, p->accumulate,
-            p->bf16, p->a, p->b, p->c};
+            p->bf16, p->a, p->b, p->a16, p->b16, p->c};
+  SRLM_CHECK(g.kr->dot || (!g.a16 && !g.b16), "cpu matmul: bf16 sources given to the %s kernel", g.kr->name);
   return g;
 }
 
@@ -694,6 +718,8 @@ static void dot_check_once(void) {
 }
 #endif
 
+int srlm_cpu_bf16_direct(void) { return pick_kernel(1)->dot; }
+
 int srlm_cpu_bf16_dot_ok(void) {
 #ifdef SRLM_X86
   static pthread_once_t once = PTHREAD_ONCE_INIT;
@@ -778,9 +804,9 @@ static packed_b *packed_get(const srlm_matmul_params *p, const kernel *kr, srlm_
   const int64_t b_rows = p->trans_b ? p->N : p->K;
   const int64_t nb = (b_rows - 1) * p->ldb + (p->trans_b ? p->K : p->N);
   srlm_cpu_stage s = {0};
-  const float *b = srlm_cpu_stage_in(&s, p->b, p->dtype, nb);
+  const float *b = kr->dot ? NULL : srlm_cpu_stage_in(&s, p->b, p->dtype, nb);
   gemm g = {.kr = kr, .M = 0, .N = p->N, .K = p->K, .ldb = p->ldb, .trans_b = p->trans_b, .bf16 = p->dtype == SRLM_BF16,
-            .b = b};
+            .b = b, .b16 = kr->dot ? p->b : NULL};
   SRLM_OMP_ROWS
   for (int64_t jp = 0; jp < n_panels; jp++)
     for (int64_t k0 = 0; k0 < p->K; k0 += KC)
@@ -825,8 +851,11 @@ srlm_status srlm_cpu_matmul(srlm_backend *be, srlm_matmul_params p) {
   const int64_t na = a_rows > 0 ? (a_rows - 1) * p.lda + (p.trans_a ? p.M : p.K) : 0;
   const int64_t nb = b_rows > 0 ? (b_rows - 1) * p.ldb + (p.trans_b ? p.K : p.N) : 0;
   const int64_t nc = (p.M - 1) * p.ldc + p.N;
-  srlm_cpu_mm m = {.a = p.K > 0 ? srlm_cpu_stage_in(&s, p.a, p.dtype, na) : NULL,
-                   .b = p.K > 0 && !e ? srlm_cpu_stage_in(&s, p.b, p.dtype, nb) : NULL,
+  /* the dot kernel packs straight from the bf16 tensors */
+  const int direct = p.dtype == SRLM_BF16 && srlm_cpu_bf16_direct();
+  srlm_cpu_mm m = {.a = p.K > 0 && !direct ? srlm_cpu_stage_in(&s, p.a, p.dtype, na) : NULL,
+                   .b = p.K > 0 && !e && !direct ? srlm_cpu_stage_in(&s, p.b, p.dtype, nb) : NULL,
+                   .a16 = direct ? p.a : NULL, .b16 = direct && !e ? p.b : NULL,
                    .bias = srlm_cpu_stage_in(&s, p.bias, p.c_dtype, p.N),
                    .c = srlm_cpu_stage_out(&s, p.c, p.c_dtype, nc, p.accumulate || p.ldc > p.N),
                    .M = p.M, .N = p.N, .K = p.K, .lda = p.lda, .ldb = p.ldb, .ldc = p.ldc,
