@@ -18,6 +18,13 @@
  *   decode_weight_gb_per_s  bytes of the weights one decode step reads (every matrix and
  *                        norm once; the embedding table only as the tied LM head) / time
  *                        of a step: the achieved weight-read bandwidth
+ *   train_gflop_per_token  the step's model FLOPs per token: 6 x the parameters of the
+ *                        matrix products (LM head included, embedding lookup not) + 6 x
+ *                        layers x seq x query width (causal attention, forward and backward)
+ *   fma_peak_gflops, bf16_dot_peak_gflops  the threads' multiply-add peak: independent
+ *                        register-only fp32 fmas (AVX-512, else AVX2) and bf16 dot products
+ *                        (vdpbf16ps, where the CPU has it; else 0), the ceiling a step's
+ *                        model FLOP/s (tokens/s x train_gflop_per_token) is measured against
  *   copy_gb_per_s        a STREAM-style copy (a[i] = b[i], 2 x 256 MiB, threads as set,
  *                        bytes read + written / time, best of 5): the machine's reachable
  *                        memory bandwidth that decode is measured against
@@ -203,6 +210,103 @@ static double copy_bandwidth(void) {
   return 2.0 * (double)(n * sizeof(double)) / best / 1e9;
 }
 
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#define REP10(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7) X(8) X(9)
+#define DECL(i) acc##i = SET1(a0 * (float)(i + 1)); /* distinct, or the compiler merges the chains */
+/* n x 10 independent fmas on 16 (8) floats per thread; returns a value so nothing folds */
+#define SET1 _mm512_set1_ps
+__attribute__((target("avx512f"))) static float fma_loop512(long n) {
+  const __m512 b = _mm512_set1_ps(1.0000001f), c = _mm512_set1_ps(1e-7f);
+  const float a0 = 0.5f;
+  __m512 acc0, acc1, acc2, acc3, acc4, acc5, acc6, acc7, acc8, acc9;
+  REP10(DECL)
+  for (long k = 0; k < n; k++) {
+#define F(i) acc##i = _mm512_fmadd_ps(acc##i, b, c);
+    REP10(F)
+#undef F
+  }
+  __m512 s = _mm512_setzero_ps();
+#define SUMV(i) s = _mm512_add_ps(s, acc##i);
+  REP10(SUMV)
+  return _mm512_reduce_add_ps(s);
+}
+#undef SET1
+#define SET1 _mm256_set1_ps
+__attribute__((target("avx2,fma"))) static float fma_loop256(long n) {
+  const __m256 b = _mm256_set1_ps(1.0000001f), c = _mm256_set1_ps(1e-7f);
+  const float a0 = 0.5f;
+  __m256 acc0, acc1, acc2, acc3, acc4, acc5, acc6, acc7, acc8, acc9;
+  REP10(DECL)
+  for (long k = 0; k < n; k++) {
+#define F(i) acc##i = _mm256_fmadd_ps(acc##i, b, c);
+    REP10(F)
+#undef F
+  }
+  __m256 s = _mm256_setzero_ps();
+#define SUMV2(i) s = _mm256_add_ps(s, acc##i);
+  REP10(SUMV2)
+  return s[0];
+}
+#undef SET1
+#define SET1 _mm512_set1_ps
+__attribute__((target("avx512f,avx512bf16"))) static float dot_loop(long n) {
+  const __m512bh b = (__m512bh)_mm512_set1_epi16(0x3f80), c = (__m512bh)_mm512_set1_epi16(0x3380);
+  const float a0 = 0.5f;
+  __m512 acc0, acc1, acc2, acc3, acc4, acc5, acc6, acc7, acc8, acc9;
+  REP10(DECL)
+  for (long k = 0; k < n; k++) {
+#define F(i) acc##i = _mm512_dpbf16_ps(acc##i, b, c);
+    REP10(F)
+#undef F
+  }
+  __m512 s = _mm512_setzero_ps();
+  REP10(SUMV)
+  return _mm512_reduce_add_ps(s);
+}
+#undef SET1
+#undef SUMV
+#undef SUMV2
+#undef DECL
+#undef REP10
+#endif
+
+/* The threads' multiply-add peak, GFLOP/s (an fma is 2 flops, a bf16 pair dot product 4),
+ * best of 3; 0 when the CPU lacks the instructions. */
+static double fma_peak(int bf16) {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_cpu_init();
+  const int w512 = __builtin_cpu_supports("avx512f");
+  if (bf16 ? !(w512 && __builtin_cpu_supports("avx512bf16"))
+           : !(w512 || (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))))
+    return 0.0;
+  const long n = 20000000;
+  const double flops_per_iter = 10.0 * (bf16 ? 64.0 : w512 ? 32.0 : 16.0);
+  double best = 0.0;
+  for (int r = 0; r < 3; r++) {
+    int nth = 1;
+    volatile float sink = 0.0f;
+    const double t0 = srlm_time_now();
+#pragma omp parallel
+    {
+#ifdef _OPENMP
+#pragma omp single
+      nth = omp_get_num_threads();
+#endif
+      const float v = bf16 ? dot_loop(n) : w512 ? fma_loop512(n) : fma_loop256(n);
+#pragma omp critical
+      sink += v;
+    }
+    const double g = nth * (double)n * flops_per_iter / (srlm_time_now() - t0) / 1e9;
+    best = g > best ? g : best;
+  }
+  return best;
+#else
+  (void)bf16;
+  return 0.0;
+#endif
+}
+
 /* Writes dir/bench_ids.json: {"train": [[...] x batch], "prompt": [[...] x decode_batch]},
  * the ids main() draws (rand_id purposes 1 and 2). */
 static int save_ids(const opts *o, const char *dir) {
@@ -305,6 +409,15 @@ int main(int argc, char **argv) {
   const double fwd_bwd = (double)o.steps * (double)T / t_train;
   printf("train: %.0f tokens/s (%.1f ms/step, %.1f CPU ms/step, loss %.3f, log V %.3f), activations %.1f MB\n",
          fwd_bwd, 1000 * t_train / o.steps, 1000 * cpu_train / o.steps, loss, log((double)V), (double)srlm_model_activation_bytes(m) / 1e6);
+  const double D = (double)(cfg.num_attention_heads * cfg.head_dim), KVD = (double)(cfg.num_key_value_heads * cfg.head_dim);
+  const double mm_params = (double)o.layers * ((double)C * (2.0 * D + 2.0 * KVD) + 3.0 * (double)C * (double)o.ff) +
+                           (double)V * (double)C;
+  const double gflop_tok = (6.0 * mm_params + 6.0 * (double)o.layers * (double)o.seq * D) / 1e9;
+  const double peak = o.train_only ? 0.0 : fma_peak(0), peak_bf16 = o.train_only ? 0.0 : fma_peak(1), peak_dt = o.bf16 && peak_bf16 > 0 ? peak_bf16 : peak;
+  printf("train model FLOP/s: %.1f GFLOP/s (%.3f GFLOP a token) = %.0f%% of the %s multiply-add peak (%.1f GFLOP/s, "
+         "%d threads; fp32 fma %.1f, bf16 dot %.1f)\n", fwd_bwd * gflop_tok, gflop_tok,
+         peak_dt > 0 ? 100.0 * fwd_bwd * gflop_tok / peak_dt : 0.0, o.bf16 && peak_bf16 > 0 ? "bf16 dot" : "fp32 fma",
+         peak_dt, o.threads, peak, peak_bf16);
   int bad = 0;
   if (!isfinite(loss) || fabs(loss - log((double)V)) > 1.0) {
     fprintf(stderr, "bench_model: loss %.4f at random init is not near log V = %.4f\n", loss, log((double)V));
@@ -395,12 +508,13 @@ int main(int argc, char **argv) {
             "\"shape\":{\"hidden\":%lld,\"layers\":%lld,\"heads\":%lld,\"kv_heads\":%lld,\"ff\":%lld,\"vocab\":%lld},"
             "\"seq\":%d,\"batch\":%d,\"steps\":%d,\"decode_batch\":%d,\"decode_tokens\":%d,\"prompt_len\":%d,"
             "\"fwd_bwd_tokens_per_s\":%.1f,\"fwd_bwd_cpu_ms_per_step\":%.1f,\"decode_tokens_per_s\":%.1f,\"prefill_tokens_per_s\":%.1f,"
-            "\"loss\":%.5f,\"activation_mb\":%.1f,\"peak_rss_mb\":%.1f,\"greedy_mismatches\":%d}\n",
+            "\"loss\":%.5f,\"activation_mb\":%.1f,\"peak_rss_mb\":%.1f,\"greedy_mismatches\":%d,"
+            "\"train_gflop_per_token\":%.4f,\"fma_peak_gflops\":%.1f,\"bf16_dot_peak_gflops\":%.1f}\n",
             o.bf16 ? "bf16" : "fp32", o.threads, srlm_model_num_params(m), srlm_backend_cpu_isa(), o.recompute, o.qwen3 ? "qwen3" : "llama",
             copy_gbs, weight_gbs, o.tie, (long long)cfg.head_dim, (long long)C,
             (long long)o.layers, (long long)o.heads, (long long)o.kv_heads, (long long)o.ff, (long long)V, o.seq, o.batch,
             o.steps, DB, N, P, fwd_bwd, 1000 * cpu_train / o.steps, decode, prefill, loss, (double)srlm_model_activation_bytes(m) / 1e6, rss,
-            mismatches);
+            mismatches, gflop_tok, peak, peak_bf16);
     fclose(f);
   }
   free(tokens), free(targets), free(cu), free(logp), free(g), free(slots), free(prompt), free(pcu), free(next);

@@ -24,6 +24,14 @@
  * Log-probs: per new token, log_softmax(logits)[token] under the model's full
  * distribution at temperature 1 (what a learner recomputes as pi_old) and the log-prob
  * under the distribution actually sampled from (see sampler.h).
+ *
+ * Score position (score_ids, a judge's score distribution): the logits of a few ids at
+ * the position right after a result's tokens, a final EOS left out (so: the distribution
+ * that EOS was drawn from), and the token the sampler draws there. A sequence that stops
+ * by a stop string or by its length takes one more model step for it (its last token fed
+ * in; nothing is added to its ids or text), in the batch like any other; one stopped by
+ * EOS needs none. The logits are the bits srlm_model_step gives at that position, which
+ * on the CPU backend are the full forward's (srlm_model_logits).
  */
 #ifndef SRLM_GENERATE_H
 #define SRLM_GENERATE_H
@@ -101,7 +109,10 @@ typedef struct srlm_generate_params {
   const char *const *stop;     /* (n_stop) NUL-terminated, non-empty; needs tok */
   int n_stop;
   const srlm_tokenizer *tok;   /* for text and stop strings; NULL: no text */
+  const int32_t *score_ids;    /* (n_score, 0..SRLM_GEN_MAX_SCORE_IDS) ids in [0, V) read at each */
+  int n_score;                 /* result's score position (above); not with args */
 } srlm_generate_params;
+#define SRLM_GEN_MAX_SCORE_IDS 64
 
 /* Defaults: sampler defaults, max_new_tokens 64, max_batch 8, no EOS, no stop strings. */
 srlm_generate_params srlm_generate_params_default(void);
@@ -121,6 +132,8 @@ typedef struct srlm_gen_result {
   size_t text_len;
   srlm_stop_reason stop;
   int stop_index;         /* index into eos_ids (EOS) or stop (STRING); -1 for LENGTH */
+  float *score_logits;    /* (n_score) the score position's logits of score_ids; NULL without */
+  int32_t score_token;    /* the token the sampler draws there (greedy: the lowest argmax) */
 } srlm_gen_result;
 
 typedef struct srlm_generate_stats {

@@ -240,6 +240,13 @@ srlm_status srlm_model_step(srlm_model *m, srlm_kv_cache *kv, int n, const int *
 srlm_status srlm_model_step_sample(srlm_model *m, srlm_kv_cache *kv, int n, const int *slots, const int32_t *tokens,
                                    const int32_t *cu, const srlm_sampler_params *sp, const uint64_t *seq_id,
                                    const uint32_t *step, srlm_sample *out);
+/* The same, and id_logits (n, n_ids, host) gets each slot's logits of the ids (n_ids of
+ * them, each in [0, V)): the same bits as srlm_model_step's logits there. A judge reads
+ * its score distribution this way without the full logits leaving the backend. */
+srlm_status srlm_model_step_sample_ids(srlm_model *m, srlm_kv_cache *kv, int n, const int *slots,
+                                       const int32_t *tokens, const int32_t *cu, const srlm_sampler_params *sp,
+                                       const uint64_t *seq_id, const uint32_t *step, srlm_sample *out,
+                                       const int32_t *ids, int n_ids, float *id_logits);
 
 #ifdef __cplusplus
 }

@@ -42,6 +42,7 @@ void srlm_gen_result_free(srlm_gen_result *r) {
   free(r->ids);
   free(r->logprobs);
   free(r->sample_logprobs);
+  free(r->score_logits);
   free(r->text);
   memset(r, 0, sizeof *r);
 }
@@ -51,6 +52,7 @@ typedef struct active_seq {
   int req;       /* request index */
   int slot;      /* KV-cache slot */
   int prefilled; /* 0 until its prompt has been run */
+  int scoring;   /* finished: this step reads its score position (score_ids) */
   int64_t cap;   /* room in the result's id/log-prob arrays */
   size_t text_cap;
   srlm_tokenizer_stream *stream;
@@ -70,6 +72,7 @@ typedef struct gen_ctx {
   float *cand_logit;
   double *reward, *prefix_reward;
   srlm_kv_cache *ref_kv;
+  float *id_logits; /* (max_batch, n_score): a step's logits of score_ids */
 } gen_ctx;
 
 /* ---- ARGS ------------------------------------------------------------------------------ */
@@ -181,6 +184,14 @@ static srlm_status check_inputs(const gen_ctx *g, int n) {
     return srlm_error(SRLM_ERR_CONFIG, "generate", "stop strings need a tokenizer (to decode the text)");
   for (int k = 0; k < p->n_stop; k++)
     if (!p->stop[k] || !p->stop[k][0]) return srlm_error(SRLM_ERR_CONFIG, "generate", "stop string %d is empty", k);
+  if (p->n_score < 0 || p->n_score > SRLM_GEN_MAX_SCORE_IDS || (p->n_score > 0 && !p->score_ids))
+    return srlm_error(SRLM_ERR_CONFIG, "generate", "score_ids: %d ids (0..%d)", p->n_score, SRLM_GEN_MAX_SCORE_IDS);
+  for (int k = 0; k < p->n_score; k++)
+    if (p->score_ids[k] < 0 || p->score_ids[k] >= g->V)
+      return srlm_error(SRLM_ERR_RANGE, "generate", "score id %d is out of range (vocabulary 0..%lld)",
+                        (int)p->score_ids[k], (long long)g->V - 1);
+  if (p->n_score > 0 && p->args)
+    return srlm_error(SRLM_ERR_CONFIG, "generate", "a score position cannot be read with ARGS decoding");
   if (p->args) {
     const srlm_args_params *a = p->args;
     if (a->top_k < 1) return srlm_error(SRLM_ERR_CONFIG, "generate.args_top_k", "%d: expected >= 1", a->top_k);
@@ -298,6 +309,15 @@ static srlm_status take_token(const gen_ctx *g, active_seq *a, const srlm_sample
   return SRLM_OK;
 }
 
+/* Records row i's score position from the step just run: the logits of score_ids and the
+ * token drawn there. */
+static void score_position(const gen_ctx *g, srlm_gen_result *r, int i, const srlm_sample *s) {
+  const int k = g->p->n_score;
+  r->score_logits = srlm_xmalloc((size_t)k * sizeof *r->score_logits);
+  memcpy(r->score_logits, g->id_logits + (size_t)i * (size_t)k, (size_t)k * sizeof *r->score_logits);
+  r->score_token = s->token;
+}
+
 /* ---- the loop ------------------------------------------------------------------------ */
 
 /* Names the requests of a failed step, in its row order (the model's errors name rows
@@ -333,6 +353,7 @@ static srlm_status run(gen_ctx *g, int n, srlm_generate_stats *stats) {
   for (int s = 0; s < B; s++) free_slots[s] = B - 1 - s;
 
   srlm_status st = B > 0 ? srlm_kv_cache_create(g->m, B, max_len, &kv) : SRLM_OK;
+  if (p->n_score > 0 && B > 0) g->id_logits = srlm_xmalloc((size_t)B * (size_t)p->n_score * sizeof *g->id_logits);
   if (st == SRLM_OK && p->args && B > 0) {
     const int64_t V = g->V;
     const int k = p->args->top_k;
@@ -353,12 +374,14 @@ static srlm_status run(gen_ctx *g, int n, srlm_generate_stats *stats) {
     int admitted = 0;
     while (next < n && n_free > 0) {
       const srlm_gen_request *r = &g->req[next];
-      if (p->max_new_tokens == 0) { /* nothing to generate: no model step */
+      if (p->max_new_tokens == 0) { /* nothing to generate: no model step but a score position's */
         g->res[next].stop = SRLM_STOP_LENGTH;
         g->res[next].stop_index = -1;
         if (p->tok) g->res[next].text = srlm_xstrdup("");
-        next++;
-        continue;
+        if (p->n_score == 0) {
+          next++;
+          continue;
+        }
       }
       if (admitted > 0 && step_tokens + r->n_prompt > budget) break;
       active_seq *a = &act[n_act++];
@@ -367,7 +390,8 @@ static srlm_status run(gen_ctx *g, int n, srlm_generate_stats *stats) {
       a->slot = free_slots[--n_free];
       srlm_kv_cache_reset(kv, a->slot);
       if (g->ref_kv) srlm_kv_cache_reset(g->ref_kv, a->slot);
-      if (p->tok) {
+      a->scoring = p->max_new_tokens == 0; /* only its score position to read */
+      if (p->tok && !a->scoring) {
         a->stream = srlm_tokenizer_stream_init(p->tok);
         push_text(a, &g->res[a->req], "", 0);
       }
@@ -401,7 +425,8 @@ static srlm_status run(gen_ctx *g, int n, srlm_generate_stats *stats) {
       cu[i + 1] = (int32_t)pos;
     }
     st = p->args ? args_step(g, kv, n_act, act, slots, tokens, cu, seq_ids, steps, samples)
-                 : srlm_model_step_sample(g->m, kv, n_act, slots, tokens, cu, &p->sampler, seq_ids, steps, samples);
+                 : srlm_model_step_sample_ids(g->m, kv, n_act, slots, tokens, cu, &p->sampler, seq_ids, steps, samples,
+                                              p->score_ids, p->n_score, g->id_logits);
     if (st != SRLM_OK) {
       step_error(act, n_act, st);
       break;
@@ -412,9 +437,23 @@ static srlm_status run(gen_ctx *g, int n, srlm_generate_stats *stats) {
     int kept = 0; /* after an error every slot not yet finished is kept (freed once, below) */
     for (int i = 0; i < n_act; i++) {
       int done = 0;
-      if (st == SRLM_OK) {
+      if (st == SRLM_OK && act[i].scoring) {
+        score_position(g, &g->res[act[i].req], i, &samples[i]);
+        done = 1;
+      } else if (st == SRLM_OK) {
         st = take_token(g, &act[i], &samples[i], &done);
         if (stats) stats->new_tokens++;
+        /* EOS: this step's logits were the score position's; else one more step reads it */
+        if (st == SRLM_OK && done && p->n_score > 0) {
+          if (g->res[act[i].req].stop == SRLM_STOP_EOS)
+            score_position(g, &g->res[act[i].req], i, &samples[i]);
+          else
+            act[i].scoring = 1, done = 0;
+        }
+      }
+      if (st == SRLM_OK && act[i].scoring && !done) { /* stays for its score step: no more text */
+        srlm_tokenizer_stream_free(act[i].stream);
+        act[i].stream = NULL;
       }
       if (st == SRLM_OK && done) {
         srlm_tokenizer_stream_free(act[i].stream);
@@ -434,6 +473,7 @@ static srlm_status run(gen_ctx *g, int n, srlm_generate_stats *stats) {
   srlm_kv_cache_free(g->ref_kv);
   free(g->logits);
   free(g->ref_logits);
+  free(g->id_logits);
   free(g->cand);
   free(g->cand_logit);
   free(g->reward);

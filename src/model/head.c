@@ -25,11 +25,32 @@ srlm_status srlm_model_head_backward(srlm_model *m, const void *xf, const int32_
   return OP(m, lmhead_backward, p);
 }
 
+/* Row r's logits of ids (n_ids) from a chunk of logits (rows of V, backend memory) into
+ * out (host): one copy of the span the ids cover when it is short (a score's digits are
+ * neighbours in a vocabulary), else one copy per id. */
+static srlm_status copy_id_logits(srlm_model *m, const float *chunk, int64_t r, const int32_t *ids, int n_ids,
+                                  float *out) {
+  enum { SPAN_MAX = 256 };
+  int32_t lo = ids[0], hi = ids[0];
+  for (int k = 1; k < n_ids; k++) lo = ids[k] < lo ? ids[k] : lo, hi = ids[k] > hi ? ids[k] : hi;
+  const float *row = chunk + r * m->V;
+  if (hi - lo < SPAN_MAX) {
+    float span[SPAN_MAX];
+    SRLM_TRY(srlm_backend_copy_d2h(m->be, span, row + lo, (size_t)(hi - lo + 1) * sizeof(float)));
+    for (int k = 0; k < n_ids; k++) out[k] = span[ids[k] - lo];
+    return SRLM_OK;
+  }
+  for (int k = 0; k < n_ids; k++) SRLM_TRY(srlm_backend_copy_d2h(m->be, &out[k], row + ids[k], sizeof(float)));
+  return SRLM_OK;
+}
+
 /* The LM head of the given rows of x (T, C), a chunk of rows at a time: final norm, one
  * GEMM, and the chunk's logits (fp32) copied to the host (logits) or sampled on the
- * backend (sp: its pointers are for all n rows; logits, n and V are set per chunk). */
+ * backend (sp: its pointers are for all n rows; logits, n and V are set per chunk; the
+ * logits of ids, n_ids of them, copied to id_logits (n, n_ids) first). */
 static srlm_status head_rows(srlm_model *m, const void *x, int64_t T, const int32_t *rows_host, int64_t n,
-                             float *logits, const srlm_sample_params *sp) {
+                             float *logits, const srlm_sample_params *sp, const int32_t *ids, int n_ids,
+                             float *id_logits) {
   if (n == 0) return SRLM_OK;
   int64_t RC = ((int64_t)1 << 22) / m->V; /* rows of logits at a time: ~16 MB */
   if (RC < 1) RC = 1;
@@ -55,6 +76,8 @@ static srlm_status head_rows(srlm_model *m, const void *x, int64_t T, const int3
       SRLM_TRY(srlm_backend_copy_d2h(m->be, logits + r0 * m->V, chunk, (size_t)(rc * m->V) * sizeof(float)));
       continue;
     }
+    for (int64_t r = 0; r < rc && n_ids > 0; r++)
+      SRLM_TRY(copy_id_logits(m, chunk, r, ids, n_ids, id_logits + (r0 + r) * n_ids));
     srlm_sample_params c = *sp;
     c.token += r0;
     c.logprob += r0;
@@ -72,10 +95,10 @@ static srlm_status head_rows(srlm_model *m, const void *x, int64_t T, const int3
 
 srlm_status srlm_model_head_logits(srlm_model *m, const void *x, int64_t T, const int32_t *rows_host, int64_t n,
                                    float *logits) {
-  return head_rows(m, x, T, rows_host, n, logits, NULL);
+  return head_rows(m, x, T, rows_host, n, logits, NULL, NULL, 0, NULL);
 }
 
 srlm_status srlm_model_head_sample(srlm_model *m, const void *x, int64_t T, const int32_t *rows_host, int64_t n,
-                                   srlm_sample_params sp) {
-  return head_rows(m, x, T, rows_host, n, NULL, &sp);
+                                   srlm_sample_params sp, const int32_t *ids, int n_ids, float *id_logits) {
+  return head_rows(m, x, T, rows_host, n, NULL, &sp, ids, n_ids, id_logits);
 }

@@ -104,6 +104,9 @@ typedef struct step_sampling {
   const uint64_t *seq_id;
   const uint32_t *step;
   srlm_sample *out;
+  const int32_t *ids; /* (n_ids) whose logits come back too, into id_logits (n, n_ids) */
+  int n_ids;
+  float *id_logits;
 } step_sampling;
 
 /* One step: logits to the host (logits) or sampled on the backend (smp). */
@@ -162,7 +165,8 @@ static srlm_status step_run(srlm_model *m, srlm_kv_cache *kv, int n, const int *
   m->decoding = 1; /* the linears and the head may read packed weights (b_version) */
   for (int l = 0; l < m->L && st == SRLM_OK; l++) st = srlm_model_layer_forward(m, l, &a, &s, T, m->ib.pos.p, &src);
   if (st == SRLM_OK && !smp) st = srlm_model_head_logits(m, a.x_in, T, rows, n, logits);
-  if (st == SRLM_OK && smp) st = srlm_model_head_sample(m, a.x_in, T, rows, n, sp);
+  if (st == SRLM_OK && smp)
+    st = srlm_model_head_sample(m, a.x_in, T, rows, n, sp, smp->ids, smp->n_ids, smp->id_logits);
   m->decoding = 0;
   if (st == SRLM_OK && smp) {
     /* only the tokens and two log-probs per slot come back */
@@ -192,7 +196,19 @@ srlm_status srlm_model_step(srlm_model *m, srlm_kv_cache *kv, int n, const int *
 srlm_status srlm_model_step_sample(srlm_model *m, srlm_kv_cache *kv, int n, const int *slots, const int32_t *tokens,
                                    const int32_t *cu, const srlm_sampler_params *sp, const uint64_t *seq_id,
                                    const uint32_t *step, srlm_sample *out) {
+  return srlm_model_step_sample_ids(m, kv, n, slots, tokens, cu, sp, seq_id, step, out, NULL, 0, NULL);
+}
+
+srlm_status srlm_model_step_sample_ids(srlm_model *m, srlm_kv_cache *kv, int n, const int *slots,
+                                       const int32_t *tokens, const int32_t *cu, const srlm_sampler_params *sp,
+                                       const uint64_t *seq_id, const uint32_t *step, srlm_sample *out,
+                                       const int32_t *ids, int n_ids, float *id_logits) {
   SRLM_TRY(srlm_sampler_params_check(sp));
-  const step_sampling smp = {.sp = sp, .seq_id = seq_id, .step = step, .out = out};
+  for (int k = 0; k < n_ids; k++)
+    if (ids[k] < 0 || ids[k] >= m->V)
+      return srlm_error(SRLM_ERR_RANGE, "model step", "watched id %d is outside the vocabulary (%lld)", (int)ids[k],
+                        (long long)m->V);
+  const step_sampling smp = {.sp = sp, .seq_id = seq_id, .step = step, .out = out, .ids = ids,
+                             .n_ids = n_ids > 0 ? n_ids : 0, .id_logits = id_logits};
   return step_run(m, kv, n, slots, tokens, cu, NULL, &smp);
 }

@@ -205,9 +205,10 @@ srlm_status srlm_model_head_logits(srlm_model *m, const void *x, int64_t T, cons
                                    float *logits);
 /* The same rows sampled on the backend instead (srlm_model_step_sample): sp holds the
  * settings and the backend arrays (n) seq_id, step, token, logprob, sample_logprob; its
- * logits, n and V are filled in per chunk of rows. */
+ * logits, n and V are filled in per chunk of rows. With n_ids > 0, id_logits (n, n_ids,
+ * host) also get each row's logits of the ids (the same logits the row is sampled from). */
 srlm_status srlm_model_head_sample(srlm_model *m, const void *x, int64_t T, const int32_t *rows_host, int64_t n,
-                                   srlm_sample_params sp);
+                                   srlm_sample_params sp, const int32_t *ids, int n_ids, float *id_logits);
 /* logp and lse (NT, backend) of the targets (NT, backend) of the final-normed rows xf. */
 srlm_status srlm_model_head_forward(srlm_model *m, const void *xf, const int32_t *targets, int64_t NT, float *logp,
                                     float *lse);

@@ -105,8 +105,8 @@ srlm_status srlm_cd_judge(srlm_model *m, srlm_tokenizer *tok, int max_batch, int
   if (st != SRLM_OK) return srlm_error_context(st, "countdown: the tokenizer has no %s token", SRLM_TASK_EOS_TEXT);
   SRLM_TRY(task_score_ids(tok, m, where, score_ids));
   if (max_batch <= 0) max_batch = CD_DEFAULT_BATCH;
-  srlm_token_ids ids = {0}, rat = {0};
-  int64_t *off = srlm_xmalloc(((size_t)n + 1) * sizeof *off), *rat_off = srlm_xcalloc((size_t)n + 1, sizeof *rat_off);
+  srlm_token_ids ids = {0};
+  int64_t *off = srlm_xmalloc(((size_t)n + 1) * sizeof *off);
   off[0] = 0;
   for (int i = 0; i < n && st == SRLM_OK; i++) {
     char jp[SRLM_CD_JUDGE_PROMPT_MAX + 1];
@@ -114,7 +114,8 @@ srlm_status srlm_cd_judge(srlm_model *m, srlm_tokenizer *tok, int max_batch, int
     st = srlm_tokenizer_encode(tok, jp, jl, &ids);
     off[i + 1] = (int64_t)ids.n;
   }
-  /* the rationale: greedy up to its ';' (kept: the score follows it) or EOS (dropped) */
+  /* the rationale: greedy up to its ';' (kept: the score follows it) or EOS (dropped),
+     and the score distribution right after it (generate.h's score position) */
   srlm_gen_result *g = srlm_xcalloc((size_t)n, sizeof *g);
   srlm_gen_request *req = srlm_xcalloc((size_t)n, sizeof *req);
   for (int i = 0; i < n; i++) req[i] = (srlm_gen_request){ids.ids + off[i], off[i + 1] - off[i], (uint64_t)i};
@@ -128,18 +129,13 @@ srlm_status srlm_cd_judge(srlm_model *m, srlm_tokenizer *tok, int max_batch, int
   gp.stop = semicolon;
   gp.n_stop = 1;
   gp.tok = tok;
+  gp.score_ids = score_ids;
+  gp.n_score = 5;
   if (st == SRLM_OK) st = srlm_generate(m, &gp, n, req, g, NULL);
   for (int i = 0; i < n && st == SRLM_OK; i++) {
-    const int64_t k = g[i].stop == SRLM_STOP_EOS ? g[i].n - 1 : g[i].n;
-    for (int64_t t = 0; t < k; t++) srlm_token_ids_push(&rat, g[i].ids[t]);
-    rat_off[i + 1] = (int64_t)rat.n;
-  }
-  double *expected = srlm_xmalloc((size_t)n * sizeof *expected);
-  int64_t *argmax = srlm_xmalloc((size_t)n * sizeof *argmax);
-  if (st == SRLM_OK) st = task_score_position(m, max_batch, n, &ids, off, &rat, rat_off, score_ids, expected, argmax);
-  for (int i = 0; i < n && st == SRLM_OK; i++) {
     srlm_task_verdict *v = &out[i];
-    v->expected = expected[i];
+    v->expected = task_score_expected(g[i].score_logits);
+    const int64_t argmax = g[i].score_token;
     v->greedy_score = 0;
     /* the stop string ends the text right after the first ';', so a rationale holds a ';'
        only as its last byte, and one without it cannot parse */
@@ -148,7 +144,7 @@ srlm_status srlm_cd_judge(srlm_model *m, srlm_tokenizer *tok, int max_batch, int
     if (rl) memcpy(v->judgment, g[i].text, rl);
     v->judgment[rl] = '\0';
     for (int k = 0; k < 5; k++)
-      if (g[i].stop == SRLM_STOP_STRING && argmax[i] == score_ids[k]) {
+      if (g[i].stop == SRLM_STOP_STRING && argmax == score_ids[k]) {
         v->judgment[rl] = (char)('1' + k);
         v->judgment[rl + 1] = '\0';
         int s;
@@ -161,11 +157,7 @@ srlm_status srlm_cd_judge(srlm_model *m, srlm_tokenizer *tok, int max_batch, int
   for (int i = 0; i < n; i++) srlm_gen_result_free(&g[i]);
   free(g);
   free(req);
-  free(expected);
-  free(argmax);
   free(off);
-  free(rat_off);
   srlm_token_ids_free(&ids);
-  srlm_token_ids_free(&rat);
   return st;
 }

@@ -2,8 +2,10 @@
  * checker, judging (greedy rationale, then the score distribution at the score position)
  * and judge agreement with the checker.
  *
- * The score distribution is read with a packed forward over judge prompt + rationale
- * (task_internal.h): the extra forward is over at most 21 tokens a sequence. */
+ * The score distribution of a greedy rationale comes from the generation that wrote it
+ * (generate.h's score position: one more decode step when the rationale ran to its 9
+ * tokens); a given rationale (reference, none) is read with a packed forward over judge
+ * prompt + rationale (task_internal.h). */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -34,9 +36,14 @@ static srlm_status encode_all(srlm_tokenizer *tok, int n, char (*texts)[SRLM_TAS
   return SRLM_OK;
 }
 
+/* Greedy continuations; with score_ids (5, else NULL) each result also gets the score
+ * position's logits of the score tokens (generate.h). */
 static srlm_status greedy(srlm_model *m, srlm_tokenizer *tok, int max_batch, int max_new, int32_t eos, int n,
-                          const srlm_token_ids *ids, const int64_t *off, srlm_gen_result *res) {
+                          const srlm_token_ids *ids, const int64_t *off, const int32_t *score_ids,
+                          srlm_gen_result *res) {
   srlm_generate_params gp = srlm_generate_params_default();
+  gp.score_ids = score_ids;
+  gp.n_score = score_ids ? 5 : 0;
   gp.sampler.temperature = 0;
   gp.max_new_tokens = max_new;
   gp.max_batch = max_batch > 0 ? max_batch : SRLM_TASK_DEFAULT_BATCH;
@@ -67,7 +74,7 @@ srlm_status srlm_task_eval_accuracy(srlm_model *m, srlm_tokenizer *tok, int max_
   srlm_gen_result *res = srlm_xcalloc((size_t)n, sizeof *res);
   srlm_status st = encode_all(tok, n, q, &ids, off);
   if (st == SRLM_OK)
-    st = greedy(m, tok, max_batch, SRLM_TASK_ANSWER_LEN + SRLM_TASK_ANSWER_SLACK, eos, n, &ids, off, res);
+    st = greedy(m, tok, max_batch, SRLM_TASK_ANSWER_LEN + SRLM_TASK_ANSWER_SLACK, eos, n, &ids, off, NULL, res);
   if (st == SRLM_OK) {
     int64_t right = 0;
     for (int i = 0; i < n; i++) {
@@ -132,15 +139,17 @@ srlm_status srlm_task_judge(srlm_model *m, srlm_tokenizer *tok, int max_batch, s
   size_t *rat_len = srlm_xcalloc((size_t)n, sizeof *rat_len);
   srlm_status st = encode_all(tok, n, jp, &ids, off);
 
-  /* rationales: ids rat_ids[rat_off[i] .. rat_off[i + 1]) and texts */
+  /* rationales: ids rat_ids[rat_off[i] .. rat_off[i + 1]) and texts; a greedy one with
+     its score position (expected, argmax) */
+  double *expected = srlm_xmalloc((size_t)n * sizeof *expected);
+  int64_t *argmax = srlm_xmalloc((size_t)n * sizeof *argmax);
   if (st == SRLM_OK && mode == SRLM_TASK_RATIONALE_GREEDY) {
     srlm_gen_result *g = srlm_xcalloc((size_t)n, sizeof *g);
-    st = greedy(m, tok, max_batch, SRLM_TASK_RATIONALE_LEN, eos, n, &ids, off, g);
+    st = greedy(m, tok, max_batch, SRLM_TASK_RATIONALE_LEN, eos, n, &ids, off, score_ids, g);
     if (st == SRLM_OK) {
       for (int i = 0; i < n; i++) {
-        const int64_t k = g[i].stop == SRLM_STOP_EOS ? g[i].n - 1 : g[i].n; /* the EOS is not part of it */
-        for (int64_t t = 0; t < k; t++) srlm_token_ids_push(&rat_ids, g[i].ids[t]);
-        rat_off[i + 1] = (int64_t)rat_ids.n;
+        expected[i] = task_score_expected(g[i].score_logits);
+        argmax[i] = g[i].score_token;
         /* a rationale text longer than 9 bytes (special tokens written out) cannot parse:
          * keep 10 bytes so the parser sees that */
         rat_len[i] = g[i].text_len < SRLM_TASK_RATIONALE_LEN + 1 ? g[i].text_len : SRLM_TASK_RATIONALE_LEN + 1;
@@ -160,10 +169,9 @@ srlm_status srlm_task_judge(srlm_model *m, srlm_tokenizer *tok, int max_batch, s
     }
   }
 
-  /* the score position: after judge prompt + rationale */
-  double *expected = srlm_xmalloc((size_t)n * sizeof *expected);
-  int64_t *argmax = srlm_xmalloc((size_t)n * sizeof *argmax);
-  if (st == SRLM_OK) st = task_score_position(m, max_batch, n, &ids, off, &rat_ids, rat_off, score_ids, expected, argmax);
+  /* a given rationale's score position: a forward over judge prompt + rationale */
+  if (st == SRLM_OK && mode != SRLM_TASK_RATIONALE_GREEDY)
+    st = task_score_position(m, max_batch, n, &ids, off, &rat_ids, rat_off, score_ids, expected, argmax);
   for (int i = 0; st == SRLM_OK && i < n; i++) fill_result(expected[i], argmax[i], score_ids, rat[i], rat_len[i], &res[i]);
   free(expected);
   free(argmax);

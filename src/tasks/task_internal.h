@@ -1,7 +1,9 @@
 /* Internal to src/tasks: what the built-in tasks' judges share. A task judge writes its
- * rationale greedily, then reads the score distribution at the score position with one
- * packed forward per chunk of sequences (srlm_model_logits) rather than from the
- * decoder's KV cache, which srlm_generate keeps to itself. */
+ * rationale greedily with srlm_generate, which also reads the score distribution at the
+ * score position after it (generate.h's score_ids: from the same KV cache, one more
+ * decode step at most); a rationale the judge is given (reference, none) is read with
+ * one packed forward per chunk of sequences (srlm_model_logits) instead. On the CPU both
+ * give the same bits. */
 #ifndef SRLM_TASKS_TASK_INTERNAL_H
 #define SRLM_TASKS_TASK_INTERNAL_H
 
@@ -17,6 +19,9 @@ srlm_status task_score_ids(const srlm_tokenizer *tok, const srlm_model *m, const
  * at its end, max_batch sequences a forward: expected[i] = sum_k k p_k with p = the
  * softmax of the logits of score_ids[0..4] (scores 1..5), argmax[i] = the token with the
  * largest logit over the vocabulary (the lowest id on ties, as the greedy sampler). */
+/* sum_k k p_k with p the softmax of the logits z of the score tokens of scores 1..5 */
+double task_score_expected(const float z[5]);
+
 srlm_status task_score_position(srlm_model *m, int max_batch, int n, const srlm_token_ids *ids, const int64_t *off,
                                 const srlm_token_ids *rat, const int64_t *rat_off, const int32_t score_ids[5],
                                 double *expected, int64_t *argmax);

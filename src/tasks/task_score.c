@@ -1,5 +1,7 @@
 /* The score position of a task judge (src/tasks/task_internal.h): the expected score over
- * the score tokens and the greedy next token after judge prompt + rationale. */
+ * the score tokens and the greedy next token after judge prompt + rationale, by a packed
+ * forward when the rationale is given (reference or none), and the expected score of the
+ * score-token logits the generation engine read there (a greedy rationale). */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,18 +21,24 @@ srlm_status task_score_ids(const srlm_tokenizer *tok, const srlm_model *m, const
   return SRLM_OK;
 }
 
-/* The expected score and the argmax of one logits row z (V). */
-static void score_row(const float *z, int64_t V, const int32_t score_ids[5], double *expected, int64_t *argmax) {
-  float zmax = z[score_ids[0]];
+double task_score_expected(const float z[5]) {
+  float zmax = z[0];
   for (int k = 1; k < 5; k++)
-    if (z[score_ids[k]] > zmax) zmax = z[score_ids[k]];
+    if (z[k] > zmax) zmax = z[k];
   double num = 0, den = 0;
   for (int k = 0; k < 5; k++) {
-    const double e = exp((double)z[score_ids[k]] - (double)zmax);
+    const double e = exp((double)z[k] - (double)zmax);
     num += (k + 1) * e;
     den += e;
   }
-  *expected = num / den;
+  return num / den;
+}
+
+/* The expected score and the argmax of one logits row z (V). */
+static void score_row(const float *z, int64_t V, const int32_t score_ids[5], double *expected, int64_t *argmax) {
+  float zs[5];
+  for (int k = 0; k < 5; k++) zs[k] = z[score_ids[k]];
+  *expected = task_score_expected(zs);
   int64_t best = 0;
   for (int64_t v = 1; v < V; v++)
     if (z[v] > z[best]) best = v;

@@ -19,6 +19,10 @@
 #include <omp.h>
 #endif
 
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#endif
+
 #include "srlm/backend.h"
 #include "srlm/core.h"
 #include "test.h"
@@ -130,6 +134,7 @@ static void test_matmul_chain_bf16(srlm_backend *be) {
   static const struct { int64_t M, N, K; int ta, tb, acc, bias; } cases[] = {
       {1, 1, 1, 0, 1, 0, 0},   {7, 5, 3, 0, 1, 1, 1},    {33, 70, 301, 0, 1, 0, 0}, {200, 97, 513, 0, 0, 1, 0},
       {65, 130, 260, 1, 0, 1, 0}, {9, 64, 1000, 0, 1, 1, 1}, {193, 40, 77, 1, 1, 1, 1}, {8, 32, 2, 1, 1, 0, 0},
+      {200, 50, 1001, 0, 1, 1, 0}, /* A's rows past L2: the KC-outer loop; two MB row blocks */
   };
   for (size_t t = 0; t < sizeof cases / sizeof cases[0]; t++) {
     const int64_t M = cases[t].M, N = cases[t].N, K = cases[t].K;
@@ -158,6 +163,12 @@ static void test_matmul_chain_bf16(srlm_backend *be) {
     srlm_matmul_params p = {.a = a, .b = b, .M = M, .N = N, .K = K, .trans_a = ta, .trans_b = tb,
                             .accumulate = cases[t].acc, .bias = cases[t].bias ? bias : NULL, .dtype = SRLM_BF16,
                             .c_dtype = SRLM_F32, .lda = ta ? M : K, .ldb = tb ? K : N, .ldc = N};
+    /* on x86 the reference runs under MXCSR's FTZ/DAZ as well: its fmaf flushes as the
+       hardware does (tininess after rounding), which the hand flush alone cannot show */
+#if defined(__x86_64__) || defined(__i386__)
+    const unsigned csr = _mm_getcsr();
+    _mm_setcsr(csr | 0x8040u);
+#endif
     for (int64_t m = 0; m < M; m++)
       for (int64_t n = 0; n < N; n++) {
         float ch = cases[t].acc ? flushed(c0[m * N + n]) : 0.0f;
@@ -165,8 +176,13 @@ static void test_matmul_chain_bf16(srlm_backend *be) {
           const float x = ta ? af[k * M + m] : af[m * K + k], y = tb ? bf[n * K + k] : bf[k * N + n];
           ch = flushed(fmaf(flushed(x), flushed(y), ch));
         }
-        chain[m * N + n] = p.bias ? ch + bias[n] : ch;
+        chain[m * N + n] = ch;
       }
+#if defined(__x86_64__) || defined(__i386__)
+    _mm_setcsr(csr);
+#endif
+    for (int64_t m = 0; m < M; m++)
+      for (int64_t n = 0; n < N && p.bias; n++) chain[m * N + n] += bias[n];
     const uint64_t version = srlm_weights_version_next();
     for (int i = 0; i < N_ISAS; i++) {
       if (srlm_backend_cpu_set_isa(k_isas[i]) != SRLM_OK) continue; /* not on this CPU */
@@ -184,6 +200,55 @@ static void test_matmul_chain_bf16(srlm_backend *be) {
     EXPECT_EQ_INT(srlm_backend_cpu_set_isa(NULL), SRLM_OK);
     free(af), free(bf), free(c0), free(bias), free(c), free(chain), free(a), free(b);
   }
+}
+
+/* An odd K's last pair is padded so that it changes no sum: -0 products added to -0 stay
+ * -0 at every level, every layout (a +0 pad would make them +0). */
+static void test_matmul_bf16_pad(srlm_backend *be) {
+  static const int64_t ks[] = {1, 7, 77, 301};
+  enum { M = 9, N = 33, KMAX = 301 };
+  uint16_t *a = srlm_xcalloc(M * KMAX, 2), *b = srlm_xcalloc(KMAX * N, 2);
+  float *c = fbuf(M * N);
+  for (int64_t i = 0; i < M * KMAX; i++) a[i] = 0x8000u; /* -0 */
+  for (int64_t i = 0; i < KMAX * N; i++) b[i] = srlm_f32_to_bf16(1.5f);
+  for (int l = 0; l < N_ISAS; l++) {
+    if (srlm_backend_cpu_set_isa(k_isas[l]) != SRLM_OK) continue;
+    for (size_t t = 0; t < sizeof ks / sizeof ks[0] * 4; t++) {
+      const int64_t K = ks[t / 4];
+      const int ta = t & 1, tb = (t >> 1) & 1;
+      for (int64_t i = 0; i < M * N; i++) c[i] = -0.0f;
+      srlm_matmul_params p = {.c = c, .a = a, .b = b, .M = M, .N = N, .K = K, .trans_a = ta, .trans_b = tb,
+                              .accumulate = 1, .dtype = SRLM_BF16, .c_dtype = SRLM_F32};
+      EXPECT_EQ_INT(SRLM_OP(be, matmul, p), SRLM_OK);
+      int64_t bad = -1;
+      for (int64_t i = 0; i < M * N && bad < 0; i++)
+        if (!signbit(c[i]) || c[i] != 0.0f) bad = i;
+      EXPECT(bad < 0, "%s: bf16 matmul of -0 rows, K=%lld ta=%d tb=%d: element %lld is %g (want -0)", k_isas[l],
+             (long long)K, ta, tb, (long long)bad, bad >= 0 ? (double)c[bad] : 0.0);
+    }
+  }
+  EXPECT_EQ_INT(srlm_backend_cpu_set_isa(NULL), SRLM_OK);
+  free(a), free(b), free(c);
+}
+
+/* SRLM_CPU_PACKED_WEIGHTS=0 (ctest unit.backend_cpu.unpacked): versioned decode-sized
+ * products keep nothing and give the bits of the unversioned product. */
+static void test_unpacked(srlm_backend *be) {
+  const int64_t M = 5, N = 70, K = 300;
+  float *a = fbuf(M * K), *b = fbuf(N * K), *c = fbuf(M * N), *ref = fbuf(M * N);
+  fill_uniform(a, M * K, -1, 1);
+  fill_uniform(b, N * K, -1, 1);
+  srlm_matmul_params p = {.c = ref, .a = a, .b = b, .M = M, .N = N, .K = K, .trans_b = 1};
+  EXPECT_EQ_INT(SRLM_OP(be, matmul, p), SRLM_OK);
+  p.c = c;
+  p.b_version = srlm_weights_version_next();
+  for (int r = 0; r < 2; r++) {
+    EXPECT_EQ_INT(SRLM_OP(be, matmul, p), SRLM_OK);
+    EXPECT_SAME_BITS(c, ref, M * N, "versioned product %d without the cache", r);
+  }
+  EXPECT(srlm_backend_cpu_packed_bytes() == 0, "SRLM_CPU_PACKED_WEIGHTS=0 but the cache holds %zu bytes",
+         srlm_backend_cpu_packed_bytes());
+  free(a), free(b), free(c), free(ref);
 }
 
 /* cast (and the bf16 staging of every op, which converts the same way) at every level:
@@ -568,12 +633,25 @@ static void test_registry(void) {
 
 int main(void) {
   fprintf(stderr, "seed %llu, best ISA %s\n", (unsigned long long)g_seed, srlm_backend_cpu_isa());
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_cpu_init();
+  if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bf16") &&
+      srlm_backend_cpu_set_isa("avx512bf16") != SRLM_OK)
+    fprintf(stderr, "  NOTE: this CPU has AVX-512 BF16, but its vdpbf16ps did not give matmul's bf16 bits on the "
+                    "start-up check: bf16 products run the fp32 kernels here\n");
+  EXPECT_EQ_INT(srlm_backend_cpu_set_isa(NULL), SRLM_OK);
+#endif
   srlm_backend *be = srlm_backend_cpu();
   EXPECT_STR_EQ(be->name, "cpu");
   test_matmul_chain(be);
   test_matmul_chain_bf16(be);
+  test_matmul_bf16_pad(be);
   test_cast_levels(be);
-  test_packed_weights(be);
+  const char *pw = getenv("SRLM_CPU_PACKED_WEIGHTS");
+  if (pw && !strcmp(pw, "0"))
+    test_unpacked(be);
+  else
+    test_packed_weights(be);
   test_kv_matches_forward(be);
   EXPECT_EQ_INT(srlm_backend_cpu_set_isa("avx9"), SRLM_ERR_CONFIG);
   EXPECT_CONTAINS(srlm_error_message(), "unknown ISA 'avx9'");

@@ -4,8 +4,9 @@
  * the batch size, the request order and the prefill budget (and equal to a reference
  * loop that runs the full forward for every token), EOS and stop-string stopping with
  * their text (on a model made for a small multi-character tokenizer written here), the
- * input errors, and srlm_model_step_sample (the backend samples; logits stay there)
- * against srlm_model_step + the host sampler. */
+ * input errors, srlm_model_step_sample (the backend samples; logits stay there)
+ * against srlm_model_step + the host sampler, and the score position's logits against
+ * the full forward. */
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -622,11 +623,93 @@ static void test_step_sample(void) {
   srlm_model_free(m);
 }
 
+/* The score position (generate.h's score_ids): each result's logits of the watched ids
+ * are the bits of a full forward over prompt + its tokens (a final EOS left out) at the
+ * last position, its score_token that row's lowest argmax (greedy), and the ids, stops
+ * and log-probs are those of a run without score ids; for an EOS stop, a length stop,
+ * max_new_tokens 0, at batch 1 and 3, fp32 and bf16, ids close together (one copy per
+ * row) and far apart (one per id). */
+static void test_score_position(void) {
+  static const char *const fx[] = {"llama", "llama_tied_bf16"};
+  for (int f = 0; f < 2; f++) {
+    char dir[4096];
+    fixture_dir(dir, sizeof dir, fx[f]);
+    greedy_case *cases;
+    const int S = load_greedy_cases(dir, &cases);
+    srlm_model *m;
+    if (S < 3 || srlm_model_load(dir, srlm_backend_cpu(), f ? SRLM_BF16 : SRLM_F32, &m) != SRLM_OK) {
+      EXPECT(0, "%s: %s", fx[f], srlm_error_message());
+      free_cases(cases, S);
+      continue;
+    }
+    const int64_t V = srlm_model_get_config(m)->vocab_size;
+    const int32_t near[5] = {7, 3, 4, 5, 6}, far[3] = {(int32_t)V - 1, 0, (int32_t)(V / 2)};
+    srlm_gen_request req[3];
+    for (int i = 0; i < 3; i++)
+      req[i] = (srlm_gen_request){.prompt = cases[i].prompt, .n_prompt = cases[i].n_prompt, .seq_id = (uint64_t)i};
+    int32_t eos = cases[0].output[3]; /* request 0 stops by EOS, the others likely by length */
+    for (int v = 0; v < 4; v++) {
+      srlm_generate_params p = srlm_generate_params_default();
+      p.sampler.temperature = 0.0f;
+      p.max_new_tokens = v == 3 ? 0 : 10;
+      p.max_batch = v == 1 ? 1 : 3;
+      p.eos_ids = &eos;
+      p.n_eos = 1;
+      srlm_gen_result plain[3], res[3];
+      EXPECT(srlm_generate(m, &p, 3, req, plain, NULL) == SRLM_OK, "%s", srlm_error_message());
+      p.score_ids = v == 2 ? far : near;
+      p.n_score = v == 2 ? 3 : 5;
+      EXPECT(srlm_generate(m, &p, 3, req, res, NULL) == SRLM_OK, "%s", srlm_error_message());
+      for (int i = 0; i < 3; i++) {
+        const srlm_gen_result *r = &res[i];
+        EXPECT(r->n == plain[i].n && r->stop == plain[i].stop && !memcmp(r->ids, plain[i].ids, (size_t)r->n * 4) &&
+                   !memcmp(r->logprobs, plain[i].logprobs, (size_t)r->n * 4),
+               "%s case %d request %d: the score position changed the continuation", fx[f], v, i);
+        const int64_t k = r->stop == SRLM_STOP_EOS ? r->n - 1 : r->n, T = cases[i].n_prompt + k;
+        int32_t *tok = malloc((size_t)T * sizeof *tok);
+        memcpy(tok, cases[i].prompt, (size_t)cases[i].n_prompt * sizeof *tok);
+        if (k > 0) memcpy(tok + cases[i].n_prompt, r->ids, (size_t)k * sizeof *tok);
+        int32_t cu[2] = {0, (int32_t)T};
+        const srlm_batch b = {.B = 1, .T = T, .tokens = tok, .cu_seqlens = cu};
+        const int64_t last = T - 1;
+        float *z = malloc((size_t)V * sizeof *z);
+        EXPECT(srlm_model_logits(m, &b, &last, 1, z) == SRLM_OK, "%s", srlm_error_message());
+        int64_t best = 0;
+        for (int64_t t = 1; t < V; t++)
+          if (z[t] > z[best]) best = t;
+        EXPECT(r->score_logits != NULL, "%s case %d request %d: no score logits", fx[f], v, i);
+        for (int q = 0; q < p.n_score && r->score_logits; q++)
+          EXPECT(!memcmp(&r->score_logits[q], &z[p.score_ids[q]], 4),
+                 "%s case %d request %d (stop %s, %lld tokens): logit of id %d %.9g, the full forward's %.9g", fx[f], v,
+                 i, srlm_stop_reason_name(r->stop), (long long)r->n, p.score_ids[q], (double)r->score_logits[q],
+                 (double)z[p.score_ids[q]]);
+        EXPECT(r->score_token == best, "%s case %d request %d: score token %d, the argmax %lld", fx[f], v, i,
+               r->score_token, (long long)best);
+        if (v == 0 && i == 0) EXPECT(r->stop == SRLM_STOP_EOS, "%s: request 0 did not stop by EOS", fx[f]);
+        free(z);
+        free(tok);
+      }
+      free_results(plain, 3);
+      free_results(res, 3);
+    }
+    /* bad ids */
+    srlm_generate_params p = srlm_generate_params_default();
+    const int32_t bad[1] = {(int32_t)V};
+    p.score_ids = bad;
+    p.n_score = 1;
+    srlm_gen_result res[3];
+    EXPECT(srlm_generate(m, &p, 3, req, res, NULL) == SRLM_ERR_RANGE, "a score id past the vocabulary was taken");
+    srlm_model_free(m);
+    free_cases(cases, S);
+  }
+}
+
 int main(void) {
   for (size_t i = 0; i < sizeof k_fixtures / sizeof k_fixtures[0]; i++) test_fixture_greedy(k_fixtures[i]);
   test_sampling_invariance();
   test_eos();
   test_stop_strings();
   test_step_sample();
+  test_score_position();
   TEST_MAIN_END();
 }

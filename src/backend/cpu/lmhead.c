@@ -3,8 +3,8 @@
  *
  * Chunks: TC rows by VC ids (VC = min(V, 8192), a multiple of LSE_BLOCK, TC about 4M / VC
  * logits), rows outer, ids inner. Each chunk's logits are one GEMM (fp32, or matmul.c's
- * bf16 product of the widened bf16 x and W; W a chunk at a time), folded into a running
- * max m and sum s per row.
+ * bf16 product of bf16 x and W: read directly by the dot-product kernel, else widened, W
+ * a chunk at a time), folded into a running max m and sum s per row.
  *
  * logsumexp: the row is read in blocks of LSE_BLOCK; a block whose max exceeds the running
  * max m rescales the running sum s by exp(m_old - m_new) once, then its terms exp(z - m)
@@ -65,19 +65,51 @@ static srlm_status check_targets(const char *where, const int32_t *targets, int6
   return SRLM_OK;
 }
 
-/* W's rows [v0, v0 + vc) as fp32: a view of W, or a widened copy in buf (vc x C). */
-static const float *w_rows(const void *w, srlm_dtype dt, int64_t v0, int64_t vc, int64_t C, float *buf) {
-  if (dt == SRLM_F32) return (const float *)w + v0 * C;
-  srlm_convert(buf, SRLM_F32, (const uint16_t *)w + v0 * C, dt, (size_t)(vc * C));
-  return buf;
+/* x and W as the head's products read them: fp32 (a view), widened copies of bf16 ones,
+ * or, when the bf16 products run the dot-product kernel (srlm_cpu_bf16_direct), the bf16
+ * tensors themselves. */
+typedef struct head_in {
+  int bf16, direct;
+  const float *x;      /* (N x C) fp32 or widened; NULL when direct */
+  const uint16_t *x16; /* the bf16 x when direct */
+  const void *w;
+  float *wbuf;         /* a chunk of W widened (bf16, not direct) */
+  int64_t C;
+} head_in;
+
+static void head_in_init(head_in *h, srlm_cpu_stage *sg, const void *x, const void *w, srlm_dtype dt, int64_t N,
+                         int64_t C, int64_t VC) {
+  h->bf16 = dt != SRLM_F32;
+  h->direct = h->bf16 && srlm_cpu_bf16_direct();
+  h->x = h->direct ? NULL : srlm_cpu_stage_in(sg, x, dt, N * C);
+  h->x16 = h->direct ? x : NULL;
+  h->w = w, h->C = C;
+  h->wbuf = h->bf16 && !h->direct ? srlm_xmalloc((size_t)(VC * C) * sizeof *h->wbuf) : NULL;
 }
 
-/* logits (tc, vc) = x (tc, C) W_chunk^T; bf16: x and W are widened bf16 (matmul.c's bf16
- * product) */
-static srlm_status chunk_logits(float *chunk, const float *x, const float *wc, int64_t tc, int64_t vc, int64_t C,
-                                int bf16) {
-  srlm_cpu_mm mm = {.c = chunk, .a = x, .b = wc, .M = tc, .N = vc, .K = C, .lda = C, .ldb = C, .ldc = vc, .trans_b = 1,
-                    .bf16 = bf16};
+/* rows [r0, ...) of x into a product's (a, a16) or (b, b16) */
+static void head_x(const head_in *h, int64_t r0, const float **f, const uint16_t **b) {
+  *f = h->x ? h->x + r0 * h->C : NULL;
+  *b = h->x16 ? h->x16 + r0 * h->C : NULL;
+}
+
+/* W's rows [v0, v0 + vc): a view of fp32 W or of the bf16 W (direct), or a widened copy. */
+static void head_w(const head_in *h, int64_t v0, int64_t vc, const float **f, const uint16_t **b) {
+  *f = NULL, *b = NULL;
+  if (!h->bf16)
+    *f = (const float *)h->w + v0 * h->C;
+  else if (h->direct)
+    *b = (const uint16_t *)h->w + v0 * h->C;
+  else
+    srlm_convert(h->wbuf, SRLM_F32, (const uint16_t *)h->w + v0 * h->C, SRLM_BF16, (size_t)(vc * h->C)), *f = h->wbuf;
+}
+
+/* logits (tc, vc) = x[t0 .. t0 + tc) W[v0 .. v0 + vc)^T; bf16: matmul.c's bf16 product */
+static srlm_status chunk_logits(float *chunk, const head_in *h, int64_t t0, int64_t tc, const float *wf,
+                                const uint16_t *w16, int64_t vc) {
+  srlm_cpu_mm mm = {.c = chunk, .b = wf, .b16 = w16, .M = tc, .N = vc, .K = h->C, .lda = h->C, .ldb = h->C,
+                    .ldc = vc, .trans_b = 1, .bf16 = h->bf16};
+  head_x(h, t0, &mm.a, &mm.a16);
   return srlm_cpu_gemm(&mm);
 }
 
@@ -91,9 +123,9 @@ srlm_status srlm_cpu_lmhead_forward(srlm_backend *be, srlm_lmhead_params p) {
   int64_t TC, VC;
   chunk_sizes(N, V, &TC, &VC);
   srlm_cpu_stage sg = {0};
-  const float *x = srlm_cpu_stage_in(&sg, p.x, p.dtype, N * C);
+  head_in h;
+  head_in_init(&h, &sg, p.x, p.w, p.dtype, N, C, VC);
   float *chunk = srlm_xmalloc((size_t)(TC * VC) * sizeof *chunk);
-  float *wbuf = p.dtype == SRLM_F32 ? NULL : srlm_xmalloc((size_t)(VC * C) * sizeof *wbuf);
   float *m = srlm_xmalloc((size_t)N * sizeof *m), *s = srlm_xmalloc((size_t)N * sizeof *s);
   float *zt = srlm_xcalloc((size_t)N, sizeof *zt);
   srlm_status st = SRLM_OK;
@@ -102,7 +134,10 @@ srlm_status srlm_cpu_lmhead_forward(srlm_backend *be, srlm_lmhead_params p) {
     const int64_t tc = N - t0 < TC ? N - t0 : TC;
     for (int64_t v0 = 0; v0 < V && st == SRLM_OK; v0 += VC) {
       const int64_t vc = V - v0 < VC ? V - v0 : VC;
-      st = chunk_logits(chunk, x + t0 * C, w_rows(p.w, p.dtype, v0, vc, C, wbuf), tc, vc, C, p.dtype != SRLM_F32);
+      const float *wf;
+      const uint16_t *w16;
+      head_w(&h, v0, vc, &wf, &w16);
+      st = chunk_logits(chunk, &h, t0, tc, wf, w16, vc);
       if (st != SRLM_OK) break;
       SRLM_OMP_ROWS
       for (int64_t r = 0; r < tc; r++) {
@@ -123,7 +158,7 @@ srlm_status srlm_cpu_lmhead_forward(srlm_backend *be, srlm_lmhead_params p) {
   free(m);
   free(s);
   free(zt);
-  free(wbuf);
+  free(h.wbuf);
   free(chunk);
   srlm_cpu_stage_free(&sg);
   return st;
@@ -165,29 +200,33 @@ srlm_status srlm_cpu_lmhead_backward(srlm_backend *be, srlm_lmhead_bwd_params p)
   int64_t TC, VC;
   chunk_sizes(N, V, &TC, &VC);
   srlm_cpu_stage sg = {0};
-  const float *x = srlm_cpu_stage_in(&sg, p.x, p.dtype, N * C);
+  head_in h;
+  head_in_init(&h, &sg, p.x, p.w, p.dtype, N, C, VC);
   float *dx = srlm_cpu_stage_out(&sg, p.dx, p.dtype, N * C, 0);
   float *chunk = srlm_xmalloc((size_t)(TC * VC) * sizeof *chunk);
-  float *wbuf = p.dtype == SRLM_F32 ? NULL : srlm_xmalloc((size_t)(VC * C) * sizeof *wbuf);
   srlm_status st = SRLM_OK;
   for (int64_t t0 = 0; t0 < N && st == SRLM_OK; t0 += TC) {
     const int64_t tc = N - t0 < TC ? N - t0 : TC;
     for (int64_t v0 = 0; v0 < V && st == SRLM_OK; v0 += VC) {
       const int64_t vc = V - v0 < VC ? V - v0 : VC;
-      const float *wc = w_rows(p.w, p.dtype, v0, vc, C, wbuf);
-      st = chunk_logits(chunk, x + t0 * C, wc, tc, vc, C, p.dtype != SRLM_F32);
+      const float *wf;
+      const uint16_t *w16;
+      head_w(&h, v0, vc, &wf, &w16);
+      st = chunk_logits(chunk, &h, t0, tc, wf, w16, vc);
       if (st != SRLM_OK) break;
-      chunk_dlogits(chunk, tc, vc, v0, p.targets + t0, p.lse + t0, p.dlogp + t0, p.dtype != SRLM_F32);
-      srlm_cpu_mm mdx = {.c = dx + t0 * C, .a = chunk, .b = wc, .M = tc, .N = C, .K = vc, .lda = vc, .ldb = C,
-                         .ldc = C, .accumulate = v0 > 0, .bf16 = p.dtype != SRLM_F32};
+      chunk_dlogits(chunk, tc, vc, v0, p.targets + t0, p.lse + t0, p.dlogp + t0, h.bf16);
+      /* dz (chunk) is fp32 holding bf16 values (rounded above) for a bf16 head */
+      srlm_cpu_mm mdx = {.c = dx + t0 * C, .a = chunk, .b = wf, .b16 = w16, .M = tc, .N = C, .K = vc, .lda = vc,
+                         .ldb = C, .ldc = C, .accumulate = v0 > 0, .bf16 = h.bf16};
       st = srlm_cpu_gemm(&mdx);
-      srlm_cpu_mm mdw = {.c = p.dw + v0 * C, .a = chunk, .b = x + t0 * C, .M = vc, .N = C, .K = tc, .lda = vc,
-                         .ldb = C, .ldc = C, .trans_a = 1, .accumulate = 1, .bf16 = p.dtype != SRLM_F32};
+      srlm_cpu_mm mdw = {.c = p.dw + v0 * C, .a = chunk, .M = vc, .N = C, .K = tc, .lda = vc, .ldb = C, .ldc = C,
+                         .trans_a = 1, .accumulate = 1, .bf16 = h.bf16};
+      head_x(&h, t0, &mdw.b, &mdw.b16);
       if (st == SRLM_OK) st = srlm_cpu_gemm(&mdw);
     }
   }
   if (st == SRLM_OK) srlm_cpu_stage_store(p.dx, p.dtype, dx, N * C);
-  free(wbuf);
+  free(h.wbuf);
   free(chunk);
   srlm_cpu_stage_free(&sg);
   return st;

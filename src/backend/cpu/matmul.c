@@ -59,6 +59,7 @@
  * GFLOP/s on the model's shapes: KC = 256 keeps the B block (256 x 32 floats = 32 KiB)
  * in L1; MB = 192 beat 384 and 576 (A's rows stay in L2; B is re-packed per MB rows). */
 enum { KC = 256, MB = 192 };
+_Static_assert(KC % 2 == 0, "a dot kernel's k pairs must not straddle KC blocks");
 
 typedef void (*ukernel_fn)(int64_t kc, const float *a, const float *b, float *c, int64_t ldc, int load);
 
@@ -87,7 +88,10 @@ static void ukernel_generic(int64_t kc, const float *a, const float *b, float *c
 }
 
 /* The portable kernel for bf16 products: the same chain, flushed by hand (DAZ on the
- * inputs, FTZ on every result). */
+ * inputs, FTZ on every result). On x86 it runs under MXCSR's flags too, so its fmas flush
+ * as the hardware does; elsewhere the hand flush sees the result rounded to the denormal
+ * grid, so a result within 2^-150 below FLT_MIN can keep FLT_MIN where x86 (tininess
+ * after rounding to 24 bits) gives 0. */
 static inline float flush(float x) { return fabsf(x) < FLT_MIN ? copysignf(0.0f, x) : x; }
 static void ukernel_generic_ftz(int64_t kc, const float *a, const float *b, float *c, int64_t ldc, int load) {
   float acc[GEN_MR][GEN_NR];
@@ -354,7 +358,7 @@ static void transpose_rows(const gemm *g, const float *src, int64_t ld_src, int6
                            int64_t ld_dst) {
   int64_t k = 0;
 #ifdef SRLM_X86
-  if (rows == 8 && g->kr != &k_generic)
+  if (rows == 8 && g->kr != &k_generic && g->kr != &k_generic_ftz)
     for (; k + 8 <= kc; k += 8) transpose8x8(src + k, ld_src, dst + k * ld_dst, ld_dst);
 #else
   (void)g;
@@ -529,7 +533,8 @@ static int trivial(const srlm_cpu_mm *p) {
   for (int64_t m = 0; m < p->M; m++)
     for (int64_t n = 0; n < p->N; n++) {
       float *c = p->c + m * p->ldc + n;
-      *c = (p->accumulate ? *c : 0.0f) + (p->bias ? p->bias[n] : 0.0f);
+      const float c0 = p->accumulate ? *c : 0.0f;
+      *c = (p->bf16 ? flush(c0) : c0) + (p->bias ? p->bias[n] : 0.0f);
     }
   return 1;
 }
@@ -556,6 +561,7 @@ static gemm make_gemm(const srlm_cpu_mm *p, const kernel *kr) {
 /* Packs rows [m_start, m_start + mb) of A into apack (all of K) in shares: stored A^T in
  * blocks of KB of its rows, stored A by MR-row panels. */
 enum { KB = 64 };
+_Static_assert(KB % 2 == 0, "a dot kernel's k pairs must not straddle KB blocks");
 static int64_t pack_a_shares(const gemm *g, int64_t mb) {
   return g->trans_a ? (g->K + KB - 1) / KB : (mb + g->kr->mr - 1) / g->kr->mr;
 }
@@ -690,7 +696,17 @@ static int dot_check(void) {
     if (i < M * KMAX + KMAX * N) v = srlm_bf16_to_f32(srlm_f32_to_bf16(v));
     *(i < M * KMAX ? &a[i] : i < M * KMAX + KMAX * N ? &b[i - M * KMAX] : &c0[i - M * KMAX - KMAX * N]) = v;
   }
-  if (ok) c0[0] = -0.0f, c0[1] = 1e-39f;
+  if (ok) {
+    c0[0] = -0.0f, c0[1] = 1e-39f;
+    /* fixed cases for K = 2, ta = tb = 0 (A(m, k) = a[2m + k], B(k, n) = b[kN + n]):
+       C(1, 0) = 0 + 1e-40 (flushed between the pair's two sums) + 1.2e-38;
+       C(2, 1) = FLT_MIN - 0.75 x 2^-150, which x86 flushes (tininess after rounding) */
+    a[2] = srlm_bf16_to_f32(srlm_f32_to_bf16(1e-20f)), a[3] = 1.0f;
+    b[0] = srlm_bf16_to_f32(srlm_f32_to_bf16(1e-20f)), b[N] = srlm_bf16_to_f32(srlm_f32_to_bf16(1.2e-38f));
+    a[4] = ldexpf(1.5f, -100), a[5] = 0.0f;
+    b[1] = -ldexpf(1.0f, -51), b[N + 1] = 0.0f;
+    c0[N] = 0.0f, c0[2 * N + 1] = FLT_MIN;
+  }
   const kernel *kr[3] = {&k_avx512bf16, &k_avx512, &k_generic_ftz};
   srlm_cpu_gemm_ws ws = {0};
   for (size_t t = 0; ok && t < sizeof ks / sizeof ks[0] * 8; t++) {
@@ -827,6 +843,20 @@ static packed_b *packed_get(const srlm_matmul_params *p, const kernel *kr, srlm_
   return &g_packed.e[g_packed.n++];
 }
 
+/* 0 when the environment says SRLM_CPU_PACKED_WEIGHTS=0: b_version is then ignored (every
+ * product packs its B, as before the cache existed; the same bits), for measuring what
+ * the cache saves. */
+static int packed_weights_on(void) {
+  static int on = -1;
+  int v = __atomic_load_n(&on, __ATOMIC_RELAXED);
+  if (v < 0) {
+    const char *e = getenv("SRLM_CPU_PACKED_WEIGHTS");
+    v = !(e && !strcmp(e, "0"));
+    __atomic_store_n(&on, v, __ATOMIC_RELAXED);
+  }
+  return v;
+}
+
 /* The op: bf16 A and B are widened (exactly), a bf16 C is widened when accumulating and
  * rounded once at the end, so a bf16 result is the flushed fp32 chain's result (see the
  * top) rounded. */
@@ -835,7 +865,7 @@ srlm_status srlm_cpu_matmul(srlm_backend *be, srlm_matmul_params p) {
   SRLM_TRY(srlm_matmul_params_check(&p, "cpu matmul"));
   if (p.M == 0 || p.N == 0) return SRLM_OK;
   if (p.ldb == 0) p.ldb = p.trans_b ? p.K : p.N;
-  const int packed = p.b_version != 0 && p.K > 0 && p.M <= SRLM_CPU_PACKED_MAX_M;
+  const int packed = p.b_version != 0 && p.K > 0 && p.M <= SRLM_CPU_PACKED_MAX_M && packed_weights_on();
   srlm_status st = SRLM_OK;
   const packed_b *e = NULL;
   if (packed) {
