@@ -1,5 +1,6 @@
 /* srlm version: what this binary is and what it runs with (for bug reports and cluster
- * logs): version, git commit and build type (fixed when cmake configured), the CPU
+ * logs): version, git commit (of the build: srlm_commit.h, cmake/git_commit.cmake) and
+ * build type (fixed when cmake configured), the CPU
  * backend's instruction set, CUDA and NCCL (the versions it was built with), MPI and HDF5
  * (the libraries loaded now). */
 #include <stdio.h>
@@ -7,6 +8,7 @@
 
 #include "commands.h"
 #include "srlm/backend.h"
+#include "srlm_commit.h"
 #include "srlm/comm.h"
 #include "srlm/store.h"
 

@@ -2,7 +2,7 @@
 # srlm train --dry-run and srlm version (issue 12, item 8). --dry-run resolves the config,
 # checks the model, tokenizer and prompt files, the rank layout and the run folder, prints
 # the plan and writes nothing; its errors are the run's (exit 2 config/layout, 1 files).
-# srlm version names the commit it was configured at, the build type and the libraries.
+# srlm version names the commit it was built from, the build type and the libraries.
 set -u
 . "$(dirname "$0")/lib/check.sh"
 cli_setup "$1"
