@@ -212,62 +212,43 @@ static double copy_bandwidth(void) {
 
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
+/* The body of a peak loop over n: ten chains of multiply-adds OP(acc) on VEC, independent so
+ * that they overlap, each from its own start (equal starts let the compiler merge them into
+ * one chain), summed with ADD into s, which the function reduces and returns so that
+ * nothing folds away. */
 #define REP10(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7) X(8) X(9)
-#define DECL(i) acc##i = SET1(a0 * (float)(i + 1)); /* distinct, or the compiler merges the chains */
-/* n x 10 independent fmas on 16 (8) floats per thread; returns a value so nothing folds */
-#define SET1 _mm512_set1_ps
+#define PEAK_BODY(VEC, SET1, ADD, OP)                                                             \
+  VEC acc0 = SET1(0.5f), acc1 = SET1(1.0f), acc2 = SET1(1.5f), acc3 = SET1(2.0f), acc4 = SET1(2.5f); \
+  VEC acc5 = SET1(3.0f), acc6 = SET1(3.5f), acc7 = SET1(4.0f), acc8 = SET1(4.5f), acc9 = SET1(5.0f); \
+  for (long k = 0; k < n; k++) {                                                                  \
+    REP10(OP)                                                                                     \
+  }                                                                                               \
+  VEC s = acc0;                                                                                   \
+  s = ADD(s, acc1), s = ADD(s, acc2), s = ADD(s, acc3), s = ADD(s, acc4), s = ADD(s, acc5);       \
+  s = ADD(s, acc6), s = ADD(s, acc7), s = ADD(s, acc8), s = ADD(s, acc9);
+
 __attribute__((target("avx512f"))) static float fma_loop512(long n) {
   const __m512 b = _mm512_set1_ps(1.0000001f), c = _mm512_set1_ps(1e-7f);
-  const float a0 = 0.5f;
-  __m512 acc0, acc1, acc2, acc3, acc4, acc5, acc6, acc7, acc8, acc9;
-  REP10(DECL)
-  for (long k = 0; k < n; k++) {
-#define F(i) acc##i = _mm512_fmadd_ps(acc##i, b, c);
-    REP10(F)
-#undef F
-  }
-  __m512 s = _mm512_setzero_ps();
-#define SUMV(i) s = _mm512_add_ps(s, acc##i);
-  REP10(SUMV)
+#define OP(i) acc##i = _mm512_fmadd_ps(acc##i, b, c);
+  PEAK_BODY(__m512, _mm512_set1_ps, _mm512_add_ps, OP)
+#undef OP
   return _mm512_reduce_add_ps(s);
 }
-#undef SET1
-#define SET1 _mm256_set1_ps
 __attribute__((target("avx2,fma"))) static float fma_loop256(long n) {
   const __m256 b = _mm256_set1_ps(1.0000001f), c = _mm256_set1_ps(1e-7f);
-  const float a0 = 0.5f;
-  __m256 acc0, acc1, acc2, acc3, acc4, acc5, acc6, acc7, acc8, acc9;
-  REP10(DECL)
-  for (long k = 0; k < n; k++) {
-#define F(i) acc##i = _mm256_fmadd_ps(acc##i, b, c);
-    REP10(F)
-#undef F
-  }
-  __m256 s = _mm256_setzero_ps();
-#define SUMV2(i) s = _mm256_add_ps(s, acc##i);
-  REP10(SUMV2)
+#define OP(i) acc##i = _mm256_fmadd_ps(acc##i, b, c);
+  PEAK_BODY(__m256, _mm256_set1_ps, _mm256_add_ps, OP)
+#undef OP
   return s[0];
 }
-#undef SET1
-#define SET1 _mm512_set1_ps
 __attribute__((target("avx512f,avx512bf16"))) static float dot_loop(long n) {
   const __m512bh b = (__m512bh)_mm512_set1_epi16(0x3f80), c = (__m512bh)_mm512_set1_epi16(0x3380);
-  const float a0 = 0.5f;
-  __m512 acc0, acc1, acc2, acc3, acc4, acc5, acc6, acc7, acc8, acc9;
-  REP10(DECL)
-  for (long k = 0; k < n; k++) {
-#define F(i) acc##i = _mm512_dpbf16_ps(acc##i, b, c);
-    REP10(F)
-#undef F
-  }
-  __m512 s = _mm512_setzero_ps();
-  REP10(SUMV)
+#define OP(i) acc##i = _mm512_dpbf16_ps(acc##i, b, c);
+  PEAK_BODY(__m512, _mm512_set1_ps, _mm512_add_ps, OP)
+#undef OP
   return _mm512_reduce_add_ps(s);
 }
-#undef SET1
-#undef SUMV
-#undef SUMV2
-#undef DECL
+#undef PEAK_BODY
 #undef REP10
 #endif
 
