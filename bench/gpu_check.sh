@@ -21,7 +21,8 @@
 # 512..16k, causal and not, decode at batch 1..256 x 1k..32k cached) next to PyTorch's SDPA
 # flash and cuDNN backends (bench/attention_torch.py); then, if time is left, the test's
 # --large attention shapes and Nsight Compute (ncu, where present and permitted) on a forward,
-# a backward and a decode step (bench/ncu_summary.py).
+# a backward and a decode step (bench/ncu_summary.py). On compute capability 9.0 the forward
+# is tested and benchmarked twice: the Hopper kernel (the default) and its mma.sync twin.
 # With "e2e" (issue 10): bench/e2e.sh in parts, each its own step so a cut one costs only its
 # rows: the gpu-quick preset's side-by-side rows (the DPO step and generation at the
 # Qwen3-0.6B/1.7B shapes cut to 4 layers, srlm and PyTorch + transformers), the full gpu
@@ -113,12 +114,22 @@ if [ "$MODE" = attention ]; then
   # is skipped and says so.
   l_test=30 l_err=60 l_mc_kv=35 l_mc_fwd=45 l_mc_bwd=40 l_bench=45 l_torch=120 l_large_fwd=20 l_large_bwd=30 l_ncu=25
   CAP=420
-  budget attention $l_test $l_test $l_test $l_err $l_mc_kv $l_mc_fwd $l_mc_bwd $l_bench $l_bench $l_bench $l_torch \
-    $l_large_fwd $l_large_bwd $l_ncu $l_ncu $l_ncu
+  budget attention $l_test $l_test $l_test $l_test $l_err $l_mc_kv $l_mc_fwd $l_mc_bwd $l_bench $l_bench $l_bench $l_bench \
+    $l_torch $l_large_fwd $l_large_bwd $l_ncu $l_ncu $l_ncu
   DEADLINE=$CAP # from the script's start (SECONDS), the card's queries above included
+  # The bf16 forward has two kernels on compute capability 9.0: the Hopper one (wgmma + TMA,
+  # cuda/attention_wgmma.cu), taken by default once its first use agrees with the other, and
+  # its mma.sync twin (SRLM_CUDA_ATTENTION=mma). Both are tested against float64 and both are
+  # benchmarked; the steps that count kernel launches force one (no first-use check).
+  cc=$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2>/dev/null | head -1)
+  if [ "$cc" = "9.0" ]; then attn_env=SRLM_CUDA_ATTENTION=wgmma; else attn_env=SRLM_CUDA_ATTENTION=mma; fi
   for op in attention_forward attention_backward attention_kv; do
     step "test $op" $l_test "test_$op.log" "$TEST" cuda --dtype fp32,bf16 --op "$op"
   done
+  step "test forward twin" $l_test test_attention_forward_mma.log env SRLM_CUDA_ATTENTION=mma "$TEST" cuda \
+    --dtype bf16 --op attention_forward
+  grep -hE 'attention forward on the Hopper kernel|disagrees with the mma.sync kernel' "$LOG/test_attention_forward.log" \
+    >"$LOG/attention_path.txt" 2>/dev/null
   # srlm's error next to PyTorch's bf16 SDPA (flash, cuDNN, efficient) on the same inputs, both
   # against float64; the inputs (about 0.4 GB) go to a scratch directory, not to $LOG
   scratch=$(mktemp -d "${TMPDIR:-/tmp}/attention_error.XXXXXX")
@@ -144,6 +155,9 @@ if [ "$MODE" = attention ]; then
     step "bench $op" $l_bench "bench_$op.txt" "$BENCH" --backend cuda --dtype bf16 --size attention --op "$op" \
       --iters 5 --warmup 1 --json "$LOG/bench_$op.json"
   done
+  step "bench forward twin" $l_bench bench_attention_forward_mma.txt env SRLM_CUDA_ATTENTION=mma "$BENCH" \
+    --backend cuda --dtype bf16 --size attention --op attention_forward --iters 5 --warmup 1 \
+    --json "$LOG/bench_attention_forward_mma.json"
   srlm_json=()
   for op in attention_forward attention_backward attention_kv; do
     python3 -c 'import json,sys; json.load(open(sys.argv[1]))' "$LOG/bench_$op.json" 2>/dev/null &&
@@ -180,7 +194,7 @@ if [ "$MODE" = attention ]; then
     metrics=$(IFS=,; echo "${metrics[*]}")
     echo "ncu metrics: $metrics" >"$LOG/ncu_metrics.txt"
     ncu_case() { # ncu_case NAME OP MODEL SKIP LAUNCHES: the attention kernels' launches SKIP.. SKIP+LAUNCHES-1
-      step "ncu $1" $l_ncu "ncu_$1.log" ncu --metrics "$metrics" --csv --print-kernel-base function \
+      step "ncu $1" $l_ncu "ncu_$1.log" env "$attn_env" ncu --metrics "$metrics" --csv --print-kernel-base function \
         --kernel-name regex:attention --launch-skip "$4" --launch-count "$5" --log-file "$LOG/ncu_$1.csv" \
         "$BENCH" --backend cuda --dtype bf16 --size attention --op "$2" --case "$3" --iters 1 --warmup 0
     }
@@ -201,6 +215,9 @@ if [ "$MODE" = attention ]; then
     echo "== gpu_check attention on ${card:-unknown card}, $(date -u +%Y-%m-%dT%H:%M:%SZ)"
     printf '%s\n' "${status[@]}"
     for op in attention_forward attention_backward attention_kv; do echo "== $op: $(tail -1 "$LOG/test_$op.log")"; done
+    echo "== attention_forward, mma.sync twin: $(tail -1 "$LOG/test_attention_forward_mma.log" 2>/dev/null)"
+    echo "== forward kernel: $(cat "$LOG/attention_path.txt" 2>/dev/null) ($attn_env for the launch-counting steps)"
+    echo "== forward twin bench: $(grep -c . "$LOG/bench_attention_forward_mma.txt" 2>/dev/null) lines (bench_attention_forward_mma.txt)"
     for op in forward backward; do echo "== --large $op: $(tail -1 "$LOG/test_large_$op.log" 2>/dev/null)"; done
     grep -hE '^FAIL' "$LOG"/test_attention_*.log "$LOG"/test_large_*.log 2>/dev/null | head -6 | cut -c1-300
     echo "== srlm vs SDPA error: $(tail -1 "$LOG/attention_error.txt" 2>/dev/null)"

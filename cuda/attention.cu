@@ -9,12 +9,17 @@
 // every key j of its sequence with |i - j| < window (key_hi, query_lo); bf16 is read to
 // fp32, everything is accumulated in fp32 and each result is rounded once to the dtype.
 //
-// Two forward kernels, chosen per call (queue_forward):
+// Three forward kernels, chosen per call (queue_forward, queue_mma):
 // - bf16 with an even head dim up to 256 and 4-byte aligned q, k, v: the tensor-core kernel
 //   (attention_mma.cu, "bf16 forward on tensor cores": 64 query rows per block, cp.async
 //   double-buffered K/V tiles, ldmatrix + mma.sync m16n8k16, online softmax in base 2), for
 //   attention_forward and attention_kv alike, so a query still gets the same bits in a full forward, a prefill
 //   chunk or a decode step;
+// - on a compute capability 9.0 GPU, attention_forward of bf16 with head dim 64 or 128 and
+//   16-byte aligned q, k, v: the Hopper kernel (attention_wgmma.cu: TMA, wgmma, warp
+//   specialization, 128 query rows and 128-key tiles), once its first use agrees with the
+//   tensor-core kernel above (SRLM_CUDA_ATTENTION, attention_common.cuh); its key tiles differ,
+//   so on such a GPU a query's forward bits are no longer attention_kv's;
 // - everything else (fp32, odd head dims, unaligned operands): the fp32-tile kernel below.
 // attention_kv reads each cache tile once per kv group (the group's query heads share a
 // block); on the tensor-core path with caches past SRLM_ATTN_SPLIT_MIN = 64 positions it runs split-KV
@@ -400,7 +405,9 @@ srlm_status check_launch(const char *where, long long HS, long long grid_x, long
 
 // The tensor-core launcher of a forward (attention_mma.cu).
 srlm_status queue_mma(context *c, const srlm_attention_params &p, const int *bad, dim3 grid) {
-  return attention_mma_forward(c, p, bad, grid);
+  bool hopper = false;
+  if (wgmma_eligible(p)) SRLM_TRY(attention_path(c, &hopper));
+  return hopper ? attention_wgmma_forward(c, p, bad) : attention_mma_forward(c, p, bad, grid);
 }
 srlm_status queue_mma(context *c, const srlm_attention_kv_params &p, const int *bad, dim3 grid) {
   return attention_mma_kv(c, p, bad, grid);

@@ -397,6 +397,14 @@ srlm_status hsp_class(long long HS, F &&f) {
 // mma_chunk(p) != 0.
 srlm_status attention_mma_forward(context *c, const srlm_attention_params &p, const int *bad, dim3 grid);
 srlm_status attention_mma_kv(context *c, const srlm_attention_kv_params &p, const int *bad, dim3 grid);
+// The Hopper forward (attention_wgmma.cu; 128 rows per block, its own grid), where
+// wgmma_eligible(p) (bf16, head dim 64 or 128, 16-byte aligned q, k, v) and attention_path says
+// so: SRLM_CUDA_ATTENTION = auto (the default: on a compute capability 9.0 GPU once a small
+// forward agrees with the mma.sync kernel; never on the simulator), mma, wgmma (forced; the
+// simulator runs it too) or check (as auto, on the simulator as well).
+bool wgmma_eligible(const srlm_attention_params &p);
+srlm_status attention_path(context *c, bool *use);
+srlm_status attention_wgmma_forward(context *c, const srlm_attention_params &p, const int *bad);
 // attention_kv by split-KV (its own workspace, check kernel included), where mma_chunk(p) != 0.
 srlm_status attention_kv_split(context *c, const srlm_attention_kv_params &p);
 // The backward's dK/dV and dQ passes on tensor cores (attention_mma_bwd.cu), after the check

@@ -101,6 +101,7 @@ srlm_status be_create(srlm_backend *be, int device) {
     release(c);
     return st;
   }
+  c->cc = prop.major * 10 + prop.minor;
   be->ctx = c;
   be->device = device;
 #if !(defined(SRLM_CUDA_SIM) && SRLM_CUDA_SIM)  // the simulator's one device has no UUID

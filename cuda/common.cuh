@@ -220,6 +220,9 @@ struct context {
   size_t staging_bytes;
   void *work;           // device workspace, grown by workspace() (e.g. LM-head chunk logits)
   size_t work_bytes;
+  int cc;               // compute capability, major * 10 + minor
+  int attn_path;        // attention forward kernel: 0 not decided yet, 1 mma.sync, 2 Hopper (attention_path)
+  void *tma_encode;     // the driver's cuTensorMapEncodeTiled, looked up at first use
 #if !(defined(SRLM_CUDA_SIM) && SRLM_CUDA_SIM)
   cublasLtHandle_t lt;
   void *lt_work;  // cuBLASLt's workspace, fixed at create

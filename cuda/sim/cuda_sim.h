@@ -23,7 +23,9 @@
 //   at each block's start (NaN, -1), as a GPU leaves garbage there.
 // - Warp collectives exchange values among the warp's lanes named in the mask that have not
 //   returned; a lane outside that set reads its own value (the PTX "inactive source" case).
-//   mma.sync and ldmatrix (cuda/mma.cuh) are rebuilt from the PTX ISA's fragment layouts.
+//   mma.sync and ldmatrix (cuda/mma.cuh) are rebuilt from the PTX ISA's fragment layouts;
+//   Hopper's wgmma, TMA tile loads and mbarriers (cuda/hopper.cuh) from its descriptors and
+//   swizzle, computed at their issue (the asynchrony is not modelled).
 // - Atomics are real (relaxed) atomic operations, so ThreadSanitizer sees them as such.
 // - Device memory is host memory from cudaMalloc, tracked so that a host pointer passed as
 //   device memory is caught (srlm_sim::is_device). Copies, memsets and events are
@@ -46,7 +48,7 @@
 // Not simulated: independent progress between threads (a thread spinning on another's
 // write must call __nanosleep, which yields), convergence (__activemask gives the warp's
 // lanes that have not returned, so pass explicit masks), inter-block waiting, clusters,
-// wgmma/TMA (such kernels keep an mma.sync twin), texture memory, cooperative launches,
+// texture memory, cooperative launches,
 // dynamic parallelism, and the exact rounding of tensor cores (mma sums in k order with
 // fp32 fma).
 #ifndef SRLM_CUDA_SIM_H
