@@ -220,6 +220,7 @@ struct context {
   size_t staging_bytes;
   void *work;           // device workspace, grown by workspace() (e.g. LM-head chunk logits)
   size_t work_bytes;
+  srlm_backend_alloc_counts counts;  // every allocation and free since create (alloc_counts)
 #if !(defined(SRLM_CUDA_SIM) && SRLM_CUDA_SIM)
   cublasLtHandle_t lt;
   void *lt_work;  // cuBLASLt's workspace, fixed at create
@@ -230,7 +231,11 @@ struct context {
 inline context *ctx(srlm_backend *be) { return static_cast<context *>(be->ctx); }
 
 // Device memory of at least `bytes` for an op's scratch data, valid until the next call.
-// Growing waits for the queued work that may still use the old buffer.
+// Growing is stream-ordered (cudaFreeAsync/cudaMallocAsync on the context's stream): the old
+// buffer goes back after the work queued before it, and nothing waits, so an op that grows it
+// inside a step does not stall the device (cudaFree would synchronize it, NCCL buckets of an
+// overlapped gradient reduce included). It only grows, so steps of a steady shape allocate
+// nothing.
 srlm_status workspace(context *c, size_t bytes, void **out);
 // Pinned host memory of at least `bytes` (same rule).
 srlm_status staging(context *c, size_t bytes, void **out);

@@ -522,6 +522,12 @@ srlm_status srlm_grpo_loss_params_check(const srlm_grpo_loss_params *p, const ch
 
 /* ---- the table ----------------------------------------------------------------------- */
 
+/* Allocation calls of an instance (the table's alloc_counts). */
+typedef struct srlm_backend_alloc_counts {
+  uint64_t device_allocs, device_frees; /* device memory: alloc/free and the backend's own workspace */
+  uint64_t host_allocs, host_frees;     /* pinned host memory: host_alloc/host_free and its staging */
+} srlm_backend_alloc_counts;
+
 typedef struct srlm_backend_ops {
   const char *name;   /* "cpu", "cuda-sim", "cuda" */
   int host_memory;    /* 1 when buffers are plain host memory the caller may read */
@@ -558,6 +564,12 @@ typedef struct srlm_backend_ops {
    * packed weights, matmul's b_version): called when they change or are freed. NULL:
    * the backend keeps nothing. */
   void (*forget)(srlm_backend *be, const void *ptr, size_t bytes);
+  /* What this instance has allocated and freed since create, by call (alloc, free,
+   * host_alloc, host_free, and a device backend's own growth of its workspace and staging):
+   * on a GPU every such call may synchronize the device (cudaFree, cudaFreeHost), so a
+   * training step in steady state must make none, and tests check it. NULL: the backend
+   * does not count (the CPU, where an allocation waits for nothing). */
+  void (*alloc_counts)(srlm_backend *be, srlm_backend_alloc_counts *out);
 
   /* The ops (NULL where a backend does not have one). */
 #define SRLM_OP_FIELD_(op, type) srlm_status (*op)(srlm_backend *be, type p);
@@ -610,6 +622,15 @@ static inline srlm_status srlm_backend_copy_d2d(srlm_backend *be, void *dst, con
 static inline srlm_status srlm_backend_sync(srlm_backend *be) { return be->ops->sync(be); }
 static inline void srlm_backend_forget(srlm_backend *be, const void *ptr, size_t bytes) {
   if (be->ops->forget) be->ops->forget(be, ptr, bytes);
+}
+/* The instance's allocation counts into *out; 0 when the backend does not count them (all
+ * zeros then). */
+static inline int srlm_backend_alloc_counts_get(srlm_backend *be, srlm_backend_alloc_counts *out) {
+  srlm_backend_alloc_counts z = {0, 0, 0, 0};
+  *out = z;
+  if (!be->ops->alloc_counts) return 0;
+  be->ops->alloc_counts(be, out);
+  return 1;
 }
 
 /* The name of the first op of the list that `ops` lacks (NULL entry), or NULL. */
