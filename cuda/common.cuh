@@ -295,6 +295,7 @@ SRLM_BACKEND_OPS(SRLM_CUDA_DECLARE_OP_)
   X(cast)                \
   X(grad_sumsq)          \
   X(adamw)               \
+  X(ema)                 \
   X(attention_forward)   \
   X(attention_backward)  \
   X(attention_kv)        \

@@ -355,6 +355,21 @@ typedef struct srlm_adamw_params {
   srlm_dtype dtype;
 } srlm_adamw_params;
 
+/* The exponential moving average of weights (WARP's EMA anchor, engine.h), element by
+ * element in double, each step rounded to nearest (no fused multiply-add):
+ *   ema = fp32((1 - mu) ema + mu x)     (1 - mu, both products and the sum in double)
+ *   param = ema rounded to dtype        (the compute copy; skipped when NULL)
+ * so every backend gives the bits of the host loop it replaces. For fp32 weights ema IS the
+ * parameter and param is NULL. ema and x must not overlap. */
+typedef struct srlm_ema_params {
+  float *ema;        /* (n) fp32: the average's master, updated in place */
+  void *param;       /* (n) dtype, or NULL */
+  const float *x;    /* (n) fp32: the weights averaged in (the policy's master) */
+  int64_t n;
+  double mu;         /* in [0, 1] */
+  srlm_dtype dtype;
+} srlm_ema_params;
+
 /* ---- sampling ---------------------------------------------------------------------- */
 
 /* The next token of n rows of logits, with the CPU sampler's rules and randomness
@@ -479,6 +494,7 @@ typedef struct srlm_grpo_loss_params {
   X(lmhead_backward, srlm_lmhead_bwd_params)         \
   X(grad_sumsq, srlm_sumsq_params)                   \
   X(adamw, srlm_adamw_params)                        \
+  X(ema, srlm_ema_params)                            \
   X(sample, srlm_sample_params)                      \
   X(pref_loss, srlm_pref_loss_params)                \
   X(grpo_loss, srlm_grpo_loss_params)
@@ -516,6 +532,7 @@ srlm_status srlm_lmhead_params_check(const srlm_lmhead_params *p, const char *wh
 srlm_status srlm_lmhead_bwd_params_check(const srlm_lmhead_bwd_params *p, const char *where);
 srlm_status srlm_sumsq_params_check(const srlm_sumsq_params *p, const char *where);
 srlm_status srlm_adamw_params_check(const srlm_adamw_params *p, const char *where);
+srlm_status srlm_ema_params_check(const srlm_ema_params *p, const char *where);
 srlm_status srlm_sample_params_check(const srlm_sample_params *p, const char *where);
 srlm_status srlm_pref_loss_params_check(const srlm_pref_loss_params *p, const char *where);
 srlm_status srlm_grpo_loss_params_check(const srlm_grpo_loss_params *p, const char *where);
