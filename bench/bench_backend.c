@@ -58,7 +58,7 @@
  *   rmsnorm_*, colsum N C | rope_* N H HS | attention_forward/backward B L NH NKV HS window
  *   non_causal (B sequences of L tokens; non_causal 0 or left out: causal) | attention_kv n L NH NKV HS q (n sequences of L cached
  *   positions, q new queries each) | kv_append n L NKV HS q | swiglu_* N FF |
- *   embedding_* N V C | add, cast, grad_sumsq, adamw n | lmhead_* N C V */
+ *   embedding_* N V C | add, cast, grad_sumsq, adamw, ema n | lmhead_* N C V */
 typedef struct bshape {
   int op;
   const char *model;
@@ -115,6 +115,7 @@ static const bshape k_full[] = {
     {OP(grad_sumsq), "7B layer", {218103808}},
     {OP(adamw), "0.5B params", {494032768}},
     {OP(adamw), "7B layer", {218103808}},
+    {OP(ema), "0.5B params", {494032768}},
 };
 /* Small: the same widths at T = 256 (0.5B) and 64 (7B), fewer rows for the GEMMs and the LM
  * head, for the CPU. The first shape of each op is also its correctness check (the CPU runs
@@ -155,6 +156,7 @@ static const bshape k_small[] = {
     {OP(lmhead_backward), "0.5B", {16, 896, 151936}},
     {OP(grad_sumsq), "0.5B MLP", {3 * 896 * 4864}},
     {OP(adamw), "0.5B MLP", {3 * 896 * 4864}},
+    {OP(ema), "0.5B MLP", {3 * 896 * 4864}},
 };
 
 /* Issue 9's attention sweep (FlashAttention-2's benchmark): bf16, causal and not (the cases
@@ -617,6 +619,17 @@ static void bench_adamw(bench *b) {
   /* master, m, v read and written; grad read; the compute copy written */
   b->bytes = 28.0 * n + (p.param ? 2.0 * n : 0.0);
   RUN(b, adamw, p);
+}
+
+static void bench_ema(bench *b) {
+  const size_t n = (size_t)dims(b)[0];
+  srlm_ema_params p = {.ema = ACC(b, n, E_F32, -1, 1), .x = IN(b, n, E_F32, -1, 1),
+                       .param = b->dt == SRLM_BF16 ? OUT(b, n, E_BF16) : NULL, .n = (int64_t)n, .mu = 0.01,
+                       .dtype = b->dt};
+  shape_str(b, "n=%zu mu=0.01%s", n, p.param ? " +bf16 copy" : " fp32 master only");
+  /* the anchor's master read and written, the policy's read; the compute copy written */
+  b->bytes = 12.0 * n + (p.param ? 2.0 * n : 0.0);
+  RUN(b, ema, p);
 }
 
 /* sample, pref_loss, grpo_loss: their benches come with their CPU twins (other branches). */

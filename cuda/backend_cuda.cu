@@ -41,6 +41,26 @@ srlm_status wait_and_check(context *c) {
   return srlm_error(SRLM_ERR_RANGE, where, "%s", msg);
 }
 
+// The workspace's stream-ordered allocation (common.cuh, workspace()). The simulator runs
+// every op before it returns, so its plain calls free and allocate in the same order.
+cudaError_t work_alloc(void **p, size_t bytes, cudaStream_t s) {
+#if defined(SRLM_CUDA_SIM) && SRLM_CUDA_SIM
+  (void)s;
+  return cudaMalloc(p, bytes);
+#else
+  return cudaMallocAsync(p, bytes, s);
+#endif
+}
+
+cudaError_t work_free(void *p, cudaStream_t s) {
+#if defined(SRLM_CUDA_SIM) && SRLM_CUDA_SIM
+  (void)s;
+  return cudaFree(p);
+#else
+  return cudaFreeAsync(p, s);
+#endif
+}
+
 // Best effort: frees what create made. A failure here would hide nothing the caller can
 // act on (the stream has been synchronized or create has already failed).
 void release(context *c) {
@@ -48,7 +68,7 @@ void release(context *c) {
   if (c->lt) (void)cublasLtDestroy(c->lt);
   if (c->lt_work) (void)cudaFree(c->lt_work);
 #endif
-  if (c->work) (void)cudaFree(c->work);
+  if (c->work) (void)work_free(c->work, c->stream);
   if (c->staging) (void)cudaFreeHost(c->staging);
   if (c->kerr_host) (void)cudaFreeHost(c->kerr_host);
   if (c->kerr) (void)cudaFree(c->kerr);
@@ -133,7 +153,10 @@ srlm_status be_alloc(srlm_backend *be, void **ptr, size_t bytes) {
   SRLM_TRY(ready(be, where));
   if (bytes == 0) return SRLM_OK;
   const cudaError_t rc = cudaMalloc(ptr, bytes);
-  if (rc == cudaSuccess) return SRLM_OK;
+  if (rc == cudaSuccess) {
+    ctx(be)->counts.device_allocs++;
+    return SRLM_OK;
+  }
   (void)cudaGetLastError();  // out of memory is not sticky; keep it from showing up later
   *ptr = nullptr;
   if (rc == cudaErrorMemoryAllocation)
@@ -144,6 +167,7 @@ srlm_status be_alloc(srlm_backend *be, void **ptr, size_t bytes) {
 srlm_status be_free(srlm_backend *be, void *ptr) {
   if (!ptr) return SRLM_OK;
   SRLM_TRY(ready(be, W("free")));
+  ctx(be)->counts.device_frees++;
   SRLM_CUDA(cudaFree(ptr));
   return SRLM_OK;
 }
@@ -154,7 +178,10 @@ srlm_status be_host_alloc(srlm_backend *be, void **ptr, size_t bytes) {
   SRLM_TRY(ready(be, where));
   if (bytes == 0) return SRLM_OK;
   const cudaError_t rc = cudaMallocHost(ptr, bytes);
-  if (rc == cudaSuccess) return SRLM_OK;
+  if (rc == cudaSuccess) {
+    ctx(be)->counts.host_allocs++;
+    return SRLM_OK;
+  }
   (void)cudaGetLastError();
   *ptr = nullptr;
   return srlm_error(SRLM_ERR_NOMEM, where, "cannot allocate %zu bytes of pinned host memory (%s)", bytes,
@@ -164,6 +191,7 @@ srlm_status be_host_alloc(srlm_backend *be, void **ptr, size_t bytes) {
 srlm_status be_host_free(srlm_backend *be, void *ptr) {
   if (!ptr) return SRLM_OK;
   SRLM_TRY(ready(be, W("host_free")));
+  ctx(be)->counts.host_frees++;
   SRLM_CUDA(cudaFreeHost(ptr));
   return SRLM_OK;
 }
@@ -251,6 +279,10 @@ srlm_status be_mem_info(srlm_backend *be, size_t *free_bytes, size_t *total_byte
 
 void *be_native_stream(srlm_backend *be) { return be->ctx ? (void *)ctx(be)->stream : nullptr; }
 
+void be_alloc_counts(srlm_backend *be, srlm_backend_alloc_counts *out) {
+  if (be->ctx) *out = ctx(be)->counts;
+}
+
 srlm_backend_ops make_ops() {
   srlm_backend_ops ops = {};
   ops.name = SRLM_CUDA_NAME;
@@ -268,6 +300,7 @@ srlm_backend_ops make_ops() {
   ops.sync = be_sync;
   ops.mem_info = be_mem_info;
   ops.native_stream = be_native_stream;
+  ops.alloc_counts = be_alloc_counts;
 #define SRLM_CUDA_SET_OP_(op) ops.op = op_##op;
   SRLM_CUDA_OPS(SRLM_CUDA_SET_OP_)
 #undef SRLM_CUDA_SET_OP_
@@ -320,11 +353,14 @@ void kerr_message(const kerr_rec &e, char *msg, size_t n) {
 
 srlm_status workspace(context *c, size_t bytes, void **out) {
   if (bytes > c->work_bytes) {
-    SRLM_CUDA(cudaStreamSynchronize(c->stream));  // queued ops may still use the old buffer
-    if (c->work) SRLM_CUDA(cudaFree(c->work));
+    if (c->work) {  // after the queued ops that may still use it, without waiting for them
+      c->counts.device_frees++;
+      SRLM_CUDA(work_free(c->work, c->stream));
+    }
     c->work = nullptr;
     c->work_bytes = 0;
-    const cudaError_t rc = cudaMalloc(&c->work, bytes);
+    const cudaError_t rc = work_alloc(&c->work, bytes, c->stream);
+    if (rc == cudaSuccess) c->counts.device_allocs++;
     if (rc != cudaSuccess) {
       (void)cudaGetLastError();
       c->work = nullptr;
@@ -340,10 +376,14 @@ srlm_status workspace(context *c, size_t bytes, void **out) {
 srlm_status staging(context *c, size_t bytes, void **out) {
   if (bytes > c->staging_bytes) {
     SRLM_CUDA(cudaStreamSynchronize(c->stream));
-    if (c->staging) SRLM_CUDA(cudaFreeHost(c->staging));
+    if (c->staging) {
+      c->counts.host_frees++;
+      SRLM_CUDA(cudaFreeHost(c->staging));
+    }
     c->staging = nullptr;
     c->staging_bytes = 0;
     const cudaError_t rc = cudaMallocHost(&c->staging, bytes);
+    if (rc == cudaSuccess) c->counts.host_allocs++;
     if (rc != cudaSuccess) {
       (void)cudaGetLastError();
       c->staging = nullptr;

@@ -223,6 +223,7 @@ struct context {
   int cc;               // compute capability, major * 10 + minor
   int attn_path;        // attention forward kernel: 0 not decided yet, 1 mma.sync, 2 Hopper (attention_path)
   void *tma_encode;     // the driver's cuTensorMapEncodeTiled, looked up at first use
+  srlm_backend_alloc_counts counts;  // every allocation and free since create (alloc_counts)
 #if !(defined(SRLM_CUDA_SIM) && SRLM_CUDA_SIM)
   cublasLtHandle_t lt;
   void *lt_work;  // cuBLASLt's workspace, fixed at create
@@ -233,7 +234,11 @@ struct context {
 inline context *ctx(srlm_backend *be) { return static_cast<context *>(be->ctx); }
 
 // Device memory of at least `bytes` for an op's scratch data, valid until the next call.
-// Growing waits for the queued work that may still use the old buffer.
+// Growing is stream-ordered (cudaFreeAsync/cudaMallocAsync on the context's stream): the old
+// buffer goes back after the work queued before it, and nothing waits, so an op that grows it
+// inside a step does not stall the device (cudaFree would synchronize it, NCCL buckets of an
+// overlapped gradient reduce included). It only grows, so steps of a steady shape allocate
+// nothing.
 srlm_status workspace(context *c, size_t bytes, void **out);
 // Pinned host memory of at least `bytes` (same rule).
 srlm_status staging(context *c, size_t bytes, void **out);
@@ -293,6 +298,7 @@ SRLM_BACKEND_OPS(SRLM_CUDA_DECLARE_OP_)
   X(cast)                \
   X(grad_sumsq)          \
   X(adamw)               \
+  X(ema)                 \
   X(attention_forward)   \
   X(attention_backward)  \
   X(attention_kv)        \

@@ -357,6 +357,21 @@ typedef struct srlm_adamw_params {
   srlm_dtype dtype;
 } srlm_adamw_params;
 
+/* The exponential moving average of weights (WARP's EMA anchor, engine.h), element by
+ * element in double, each step rounded to nearest (no fused multiply-add):
+ *   ema = fp32((1 - mu) ema + mu x)     (1 - mu, both products and the sum in double)
+ *   param = ema rounded to dtype        (the compute copy; skipped when NULL)
+ * so every backend gives the bits of the host loop it replaces. For fp32 weights ema IS the
+ * parameter and param is NULL. ema and x must not overlap. */
+typedef struct srlm_ema_params {
+  float *ema;        /* (n) fp32: the average's master, updated in place */
+  void *param;       /* (n) dtype, or NULL */
+  const float *x;    /* (n) fp32: the weights averaged in (the policy's master) */
+  int64_t n;
+  double mu;         /* in [0, 1] */
+  srlm_dtype dtype;
+} srlm_ema_params;
+
 /* ---- sampling ---------------------------------------------------------------------- */
 
 /* The next token of n rows of logits, with the CPU sampler's rules and randomness
@@ -481,6 +496,7 @@ typedef struct srlm_grpo_loss_params {
   X(lmhead_backward, srlm_lmhead_bwd_params)         \
   X(grad_sumsq, srlm_sumsq_params)                   \
   X(adamw, srlm_adamw_params)                        \
+  X(ema, srlm_ema_params)                            \
   X(sample, srlm_sample_params)                      \
   X(pref_loss, srlm_pref_loss_params)                \
   X(grpo_loss, srlm_grpo_loss_params)
@@ -518,11 +534,18 @@ srlm_status srlm_lmhead_params_check(const srlm_lmhead_params *p, const char *wh
 srlm_status srlm_lmhead_bwd_params_check(const srlm_lmhead_bwd_params *p, const char *where);
 srlm_status srlm_sumsq_params_check(const srlm_sumsq_params *p, const char *where);
 srlm_status srlm_adamw_params_check(const srlm_adamw_params *p, const char *where);
+srlm_status srlm_ema_params_check(const srlm_ema_params *p, const char *where);
 srlm_status srlm_sample_params_check(const srlm_sample_params *p, const char *where);
 srlm_status srlm_pref_loss_params_check(const srlm_pref_loss_params *p, const char *where);
 srlm_status srlm_grpo_loss_params_check(const srlm_grpo_loss_params *p, const char *where);
 
 /* ---- the table ----------------------------------------------------------------------- */
+
+/* Allocation calls of an instance (the table's alloc_counts). */
+typedef struct srlm_backend_alloc_counts {
+  uint64_t device_allocs, device_frees; /* device memory: alloc/free and the backend's own workspace */
+  uint64_t host_allocs, host_frees;     /* pinned host memory: host_alloc/host_free and its staging */
+} srlm_backend_alloc_counts;
 
 typedef struct srlm_backend_ops {
   const char *name;   /* "cpu", "cuda-sim", "cuda" */
@@ -560,6 +583,12 @@ typedef struct srlm_backend_ops {
    * packed weights, matmul's b_version): called when they change or are freed. NULL:
    * the backend keeps nothing. */
   void (*forget)(srlm_backend *be, const void *ptr, size_t bytes);
+  /* What this instance has allocated and freed since create, by call (alloc, free,
+   * host_alloc, host_free, and a device backend's own growth of its workspace and staging):
+   * on a GPU every such call may synchronize the device (cudaFree, cudaFreeHost), so a
+   * training step in steady state must make none, and tests check it. NULL: the backend
+   * does not count (the CPU, where an allocation waits for nothing). */
+  void (*alloc_counts)(srlm_backend *be, srlm_backend_alloc_counts *out);
 
   /* The ops (NULL where a backend does not have one). */
 #define SRLM_OP_FIELD_(op, type) srlm_status (*op)(srlm_backend *be, type p);
@@ -612,6 +641,15 @@ static inline srlm_status srlm_backend_copy_d2d(srlm_backend *be, void *dst, con
 static inline srlm_status srlm_backend_sync(srlm_backend *be) { return be->ops->sync(be); }
 static inline void srlm_backend_forget(srlm_backend *be, const void *ptr, size_t bytes) {
   if (be->ops->forget) be->ops->forget(be, ptr, bytes);
+}
+/* The instance's allocation counts into *out; 0 when the backend does not count them (all
+ * zeros then). */
+static inline int srlm_backend_alloc_counts_get(srlm_backend *be, srlm_backend_alloc_counts *out) {
+  srlm_backend_alloc_counts z = {0, 0, 0, 0};
+  *out = z;
+  if (!be->ops->alloc_counts) return 0;
+  be->ops->alloc_counts(be, out);
+  return 1;
 }
 
 /* The name of the first op of the list that `ops` lacks (NULL entry), or NULL. */

@@ -201,9 +201,9 @@ srlm_status srlm_engine_anchor_create(srlm_model *m, srlm_model **anchor);
 /* anchor <- (1 - mu) anchor + mu m over all parameters (both masters whole: a sharded one
  * is an error; the engine updates a ZeRO-1 shard itself), each element computed in double
  * from the fp32 masters and rounded once to fp32 (so the same bits on every learner and
- * after a resume); the anchor's compute copy is refreshed. Goes through host memory in
- * chunks of 1M elements (3 copies of the parameters per call: a cost on a GPU, nothing on
- * the CPU). */
+ * after a resume); the anchor's compute copy is rounded from it. One ema op on the models'
+ * backend (backend.h): the weights never leave it and nothing is allocated. The two models
+ * must share backend, dtype and size. */
 srlm_status srlm_engine_ema_update(srlm_model *anchor, srlm_model *m, double mu);
 
 /* Trains m as described above. Every check (options, learners, schedule, resume point)

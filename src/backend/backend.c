@@ -473,6 +473,21 @@ srlm_status srlm_adamw_params_check(const srlm_adamw_params *p, const char *wher
   return SRLM_OK;
 }
 
+srlm_status srlm_ema_params_check(const srlm_ema_params *p, const char *where) {
+  CHECK_DTYPE(dtype);
+  if (p->n < 0) return srlm_error(SRLM_ERR_RANGE, where, "n = %lld is negative", (long long)p->n);
+  if (!(p->mu >= 0.0 && p->mu <= 1.0))
+    return srlm_error(SRLM_ERR_RANGE, where, "mu %g is outside [0, 1]", p->mu);
+  if (p->n == 0) return SRLM_OK;
+  CHECK_PTR(ema);
+  CHECK_PTR(x);
+  const char *e = (const char *)p->ema, *x = (const char *)p->x;
+  const size_t bytes = (size_t)p->n * sizeof(float);
+  if (e < x + bytes && x < e + bytes)
+    return srlm_error(SRLM_ERR_RANGE, where, "ema and x overlap (%lld elements)", (long long)p->n);
+  return SRLM_OK;
+}
+
 srlm_status srlm_sample_params_check(const srlm_sample_params *p, const char *where) {
   SRLM_TRY(check_dims(where, p->n, "V", p->V));
   if (!(isfinite(p->temperature) && p->temperature >= 0.0f))

@@ -66,6 +66,13 @@ typedef struct pending_send {
   void *buf; /* owned: freed when the send completes */
 } pending_send;
 
+#define OV_SLOTS 4 /* MPI buckets in flight at most (each holds a staging and a receive buffer) */
+
+/* The pinned staging buffers of a comm (srlm_comm.pin): a whole gradient or weight array
+ * (ZeRO-1's reduce-scatter and all-gather), one piece (the all-reduce, the weight
+ * broadcast), one bucket per slot of the overlapped reduce. */
+enum { PIN_WHOLE = 0, PIN_PIECE, PIN_OV0, PIN_COUNT = PIN_OV0 + OV_SLOTS };
+
 struct srlm_comm {
   srlm_comm_backend backend;
   int rank, size;
@@ -89,6 +96,13 @@ struct srlm_comm {
      on a communicator of its own so the phases of different buckets never cross */
   MPI_Comm ov_comm[2];
   struct ov_state *ov; /* the overlapped reduce open now (srlm_comm_reduce_begin), or NULL */
+  /* Pinned host memory of pin_be (host_alloc) through which the float collectives over MPI
+     stage device memory, kept from one call to the next and grown only: freeing pinned memory
+     (cudaFreeHost) synchronizes the whole device, so a training step that allocated its
+     staging would stall the backward it overlaps and the next step's kernels. Released when
+     the backend changes (srlm_comm_set_backend) and by srlm_comm_free. */
+  struct { void *p; size_t bytes; } pin[PIN_COUNT];
+  srlm_backend *pin_be;
 };
 
 static const char *const k_role_names[SRLM_ROLE_COUNT] = {"learner", "generator", "judge"};
@@ -97,10 +111,39 @@ const char *srlm_role_name(srlm_role role) {
   return (unsigned)role < SRLM_ROLE_COUNT ? k_role_names[role] : "unknown role";
 }
 
+/* Frees the pinned staging (srlm_comm.pin) while its backend is still open. */
+static void pins_release(srlm_comm *c) {
+  for (int i = 0; i < PIN_COUNT; i++) {
+    if (c->pin[i].p) (void)srlm_backend_host_free(c->pin_be, c->pin[i].p);
+    c->pin[i].p = NULL;
+    c->pin[i].bytes = 0;
+  }
+  c->pin_be = NULL;
+}
+
+/* Pinned staging buffer `which` of at least `bytes` on backend be, kept for the next call. */
+static srlm_status pin_get(srlm_comm *c, srlm_backend *be, int which, size_t bytes, void **out) {
+  *out = NULL;
+  if (be != c->pin_be) {
+    pins_release(c);
+    c->pin_be = be;
+  }
+  if (bytes > c->pin[which].bytes) {
+    if (c->pin[which].p) (void)srlm_backend_host_free(be, c->pin[which].p);
+    c->pin[which].p = NULL;
+    c->pin[which].bytes = 0;
+    SRLM_TRY(srlm_backend_host_alloc(be, &c->pin[which].p, bytes));
+    c->pin[which].bytes = bytes;
+  }
+  *out = c->pin[which].p;
+  return SRLM_OK;
+}
+
 void srlm_comm_set_backend(srlm_comm *c, srlm_backend *be) {
   /* NCCL communicators live on the old backend's device: a caller that did not close them
      (srlm_comm_close_transport) gets them aborted here, which waits for nobody */
   if (be != c->nccl_be) srlm_comm_close_transport(c, SRLM_ERR_INTERNAL);
+  if (be != c->be) pins_release(c); /* before the old backend may close */
   c->be = be;
 }
 
@@ -248,6 +291,7 @@ void srlm_comm_free(srlm_comm *c) {
   }
   free(c->pending);
   ov_free(c);
+  pins_release(c);
   srlm_comm_close_transport(c, SRLM_ERR_INTERNAL); /* left open: aborted, waits for nobody */
   sr_watchdog_stop();
   if (c->solo) {
@@ -572,8 +616,8 @@ SRLM_NORETURN void srlm_comm_abort(srlm_comm *c, srlm_status code) {
   exit(ec); /* MPI not running: this process is the whole job */
 }
 
-/* Backend memory through MPI (which takes host memory): a bucket at a time through one
- * pinned staging buffer of the backend (host_alloc), or in place on host backends. */
+/* Backend memory through MPI (which takes host memory): a bucket at a time through the
+ * comm's pinned staging piece (PIN_PIECE), or in place on host backends. */
 typedef struct staging {
   srlm_backend *be;
   char *host; /* (cap elements) pinned; NULL on host-memory backends */
@@ -581,18 +625,13 @@ typedef struct staging {
   size_t esz; /* bytes an element: 4 (fp32), 2 (the bf16 weights of the broadcast) */
 } staging;
 
-static srlm_status staging_open(staging *s, srlm_backend *be, int64_t cap, size_t esz) {
+static srlm_status staging_open(srlm_comm *c, staging *s, srlm_backend *be, int64_t cap, size_t esz) {
   s->be = be;
   s->host = NULL;
   s->cap = cap;
   s->esz = esz;
   if (be->host_memory || cap == 0) return SRLM_OK;
-  return srlm_backend_host_alloc(be, (void **)&s->host, (size_t)cap * esz);
-}
-
-static void staging_close(staging *s) {
-  if (s->host) (void)srlm_backend_host_free(s->be, s->host);
-  s->host = NULL;
+  return pin_get(c, be, PIN_PIECE, (size_t)cap * esz, (void **)&s->host);
 }
 
 /* The host view of elements w[off .. off + cnt): w itself on host backends, else the
@@ -668,7 +707,7 @@ srlm_status srlm_comm_bcast_weights(srlm_comm *c, void *w, int64_t n, srlm_dtype
      ends the job at its top level, receivers' weights are then never used). Elements go
      as bytes: the broadcast copies, it never adds. */
   staging sg = {be, NULL, 0, esz};
-  srlm_status st = mismatch ? SRLM_OK : staging_open(&sg, be, one, esz);
+  srlm_status st = mismatch ? SRLM_OK : staging_open(c, &sg, be, one, esz);
   const size_t scratch_bytes = (size_t)(one > 0 ? one : 1) * root_esz;
   void *scratch = mismatch || st != SRLM_OK ? srlm_xmalloc(scratch_bytes) : NULL;
   int rc = MPI_SUCCESS;
@@ -681,7 +720,6 @@ srlm_status srlm_comm_bcast_weights(srlm_comm *c, void *w, int64_t n, srlm_dtype
     if (rc == MPI_SUCCESS && !scratch && brank != 0 && (st = staging_put(&sg, w, off, cnt)) != SRLM_OK)
       scratch = srlm_xmalloc(scratch_bytes);
   }
-  staging_close(&sg);
   free(scratch);
   if (rc != MPI_SUCCESS) return srlm_lib_error("MPI", "MPI_Bcast(weight bucket)", rc, mpi_desc(rc), __FILE__, __LINE__);
   SRLM_TRY(st);
@@ -755,7 +793,7 @@ srlm_status srlm_comm_allreduce_grads(srlm_comm *c, float *g, int64_t n, srlm_co
      by the caller before the next collective */
   const int64_t piece = (int64_t)(CHUNK_BYTES / sizeof(float));
   staging sg;
-  SRLM_TRY(staging_open(&sg, be, n < piece ? n : piece, sizeof(float)));
+  SRLM_TRY(staging_open(c, &sg, be, n < piece ? n : piece, sizeof(float)));
   srlm_status st = SRLM_OK;
   for (int64_t off = 0; off < n && st == SRLM_OK; off += piece) {
     const int64_t cnt = n - off < piece ? n - off : piece;
@@ -773,7 +811,6 @@ srlm_status srlm_comm_allreduce_grads(srlm_comm *c, float *g, int64_t n, srlm_co
     }
     if (st == SRLM_OK) st = staging_put(&sg, g, off, cnt);
   }
-  staging_close(&sg);
   return st;
 }
 
@@ -798,23 +835,20 @@ static srlm_status learner_group(srlm_comm *c, const char *what, int64_t n, cons
   return SRLM_OK;
 }
 
-/* The host view of x (n floats): x itself on host backends, else a pinned copy. */
-static srlm_status whole_get(srlm_backend *be, float *x, int64_t n, float **h) {
+/* The host view of x (n floats): x itself on host backends, else a pinned copy (the comm's
+ * PIN_WHOLE). */
+static srlm_status whole_get(srlm_comm *c, srlm_backend *be, float *x, int64_t n, float **h) {
   *h = x;
   if (be->host_memory || n == 0) return SRLM_OK;
-  SRLM_TRY(srlm_backend_host_alloc(be, (void **)h, (size_t)n * sizeof(float)));
+  SRLM_TRY(pin_get(c, be, PIN_WHOLE, (size_t)n * sizeof(float), (void **)h));
   srlm_status st = srlm_backend_copy_d2h(be, *h, x, (size_t)n * sizeof(float));
-  if (st != SRLM_OK) {
-    (void)srlm_backend_host_free(be, *h);
-    *h = NULL;
-  }
+  if (st != SRLM_OK) *h = NULL;
   return st;
 }
 
 static srlm_status whole_put(srlm_backend *be, float *x, float *h, int64_t off, int64_t cnt, srlm_status st) {
   if (h == x || !h) return st;
   if (st == SRLM_OK && cnt > 0) st = srlm_backend_copy_h2d(be, x + off, h + off, (size_t)cnt * sizeof(float));
-  (void)srlm_backend_host_free(be, h);
   return st;
 }
 
@@ -867,7 +901,7 @@ srlm_status srlm_comm_reduce_scatter_grads(srlm_comm *c, float *g, int64_t n, co
   MPI_Comm comm = c->role[SRLM_ROLE_LEARNER];
   const int64_t q = round_size(bounds, L);
   float *h;
-  SRLM_TRY(whole_get(be, g, n, &h));
+  SRLM_TRY(whole_get(c, be, g, n, &h));
   int *scnt = srlm_xmalloc((size_t)L * sizeof(int)), *dsp = srlm_xmalloc((size_t)L * sizeof(int));
   int *rcnt = srlm_xmalloc((size_t)L * sizeof(int));
   float *send = srlm_xmalloc((size_t)L * (size_t)q * sizeof(float)), *recv = srlm_xmalloc((size_t)L * (size_t)q * sizeof(float));
@@ -914,13 +948,9 @@ static srlm_status allgather_mpi(srlm_comm *c, void *x, int64_t n, size_t esz, c
   if (q > most) q = most;
   if (q < 1) q = 1;
   char *h = x;
-  if (!be->host_memory && n > 0) {
-    SRLM_TRY(srlm_backend_host_alloc(be, (void **)&h, (size_t)n * esz));
-    srlm_status st = srlm_backend_copy_d2h(be, h, x, (size_t)n * esz);
-    if (st != SRLM_OK) {
-      (void)srlm_backend_host_free(be, h);
-      return st;
-    }
+  if (!be->host_memory && n > 0) { /* staged whole through the comm's PIN_WHOLE */
+    SRLM_TRY(pin_get(c, be, PIN_WHOLE, (size_t)n * esz, (void **)&h));
+    SRLM_TRY(srlm_backend_copy_d2h(be, h, x, (size_t)n * esz));
   }
   int *cnt = srlm_xmalloc((size_t)L * sizeof(int)), *dsp = srlm_xmalloc((size_t)L * sizeof(int));
   const bool receives = root < 0 || me == root;
@@ -945,10 +975,7 @@ static srlm_status allgather_mpi(srlm_comm *c, void *x, int64_t n, size_t esz, c
   free(recv);
   srlm_status st = rc == MPI_SUCCESS ? SRLM_OK
                                      : srlm_lib_error("MPI", "MPI_Allgatherv(shards)", rc, mpi_desc(rc), __FILE__, __LINE__);
-  if (h != (char *)x) {
-    if (st == SRLM_OK && n > 0) st = srlm_backend_copy_h2d(be, x, h, (size_t)n * esz);
-    (void)srlm_backend_host_free(be, h);
-  }
+  if (h != (char *)x && st == SRLM_OK && n > 0) st = srlm_backend_copy_h2d(be, x, h, (size_t)n * esz);
   return st;
 }
 
@@ -1027,14 +1054,12 @@ srlm_status srlm_comm_chain_f64(srlm_comm *c, double *x, int stage) {
 
 /* ---- the gradient reduce overlapped with the backward (comm.h) ----------- */
 
-#define OV_SLOTS 4 /* MPI buckets in flight at most (each holds a staging and a receive buffer) */
-
 typedef struct ov_bucket {
   int phase;          /* 0 free, 1 slices to their owners in flight, 2 sums back in flight */
   int64_t seq;        /* bucket number k (srlm_comm_bucket) */
   int64_t lo, cnt;    /* g[lo, lo + cnt) */
   float *h;           /* its host view: g + lo on host backends, else host */
-  float *host;        /* (cap) pinned staging; NULL on host backends */
+  float *host;        /* (b) the comm's pinned staging of this slot (PIN_OV0 + slot); NULL on host backends */
   float *recv;        /* (recv_cap) every learner's slice of this learner's part */
   size_t recv_cap;
   int *cnt_s, *dsp_s; /* (L) learner j's part of the bucket: [dsp_s[j], + cnt_s[j]) */
@@ -1064,7 +1089,6 @@ static void ov_free(srlm_comm *c) {
     ov_bucket *k = &o->slot[i];
     /* a collective that may still write them (an abandoned step; the job is ending): kept */
     if (o->abandoned && k->phase != 0) continue;
-    if (k->host) (void)srlm_backend_host_free(o->be, k->host);
     free(k->recv);
     free(k->cnt_s);
     free(k->dsp_s);
@@ -1195,7 +1219,7 @@ static srlm_status ov_start(srlm_comm *c, ov_state *o) {
   }
   k->h = o->g + lo;
   if (!o->be->host_memory) {
-    if (!k->host) SRLM_TRY(srlm_backend_host_alloc(o->be, (void **)&k->host, (size_t)o->b * sizeof(float)));
+    if (!k->host) SRLM_TRY(pin_get(c, o->be, PIN_OV0 + (int)(k - o->slot), (size_t)o->b * sizeof(float), (void **)&k->host));
     k->h = k->host;
     SRLM_TRY(srlm_backend_copy_d2h(o->be, k->host, o->g + lo, (size_t)k->cnt * sizeof(float)));
   }
@@ -1292,6 +1316,11 @@ void srlm_comm_reduce_abandon(srlm_comm *c) {
     return;
   }
   o->abandoned = true; /* leaked on purpose: MPI may still write them; the job is ending */
+  for (int i = 0; i < OV_SLOTS; i++) /* so is a busy slot's pinned staging: the comm forgets it */
+    if (o->slot[i].phase != 0 && o->slot[i].host) {
+      c->pin[PIN_OV0 + i].p = NULL;
+      c->pin[PIN_OV0 + i].bytes = 0;
+    }
 }
 
 /* ---- point-to-point ----------------------------------------------------- */

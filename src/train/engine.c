@@ -112,24 +112,31 @@ static srlm_status grads_final(void *ctx, size_t from) {
   return dp->reduce_ready(dp->ctx, (int64_t)from);
 }
 
-/* The EMA step on parameters [lo, hi) (all of them, or a ZeRO-1 learner's master shard):
- * a <- (1 - mu) a + mu theta element by element, so a range gives the whole update's bits. */
-static srlm_status ema_range(srlm_model *anchor, srlm_model *m, double mu, size_t lo, size_t hi) {
+/* The EMA step on the parameters this learner's anchor master holds (all of them, or a bf16
+ * ZeRO-1 learner's shard [lo, hi), the model's master holding the same range): one ema op on
+ * the backend, a <- (1 - mu) a + mu theta element by element, so a range gives the whole
+ * update's bits, and the anchor's compute copy of the range is rounded from its new master. */
+static srlm_status ema_range(srlm_model *anchor, srlm_model *m, double mu) {
   const size_t n = srlm_model_num_params(m);
-  if (srlm_model_num_params(anchor) != n)
-    return srlm_error(SRLM_ERR_INTERNAL, "ema anchor", "%zu parameters, the model has %zu", srlm_model_num_params(anchor), n);
-  const size_t chunk = (size_t)1 << 20, len = hi - lo, k0 = len < chunk ? len : chunk;
-  float *a = srlm_xmalloc(2 * k0 * sizeof *a + 1), *t = a + k0;
-  srlm_status st = SRLM_OK;
-  for (size_t off = lo; off < hi && st == SRLM_OK; off += chunk) {
-    const size_t k = hi - off < chunk ? hi - off : chunk;
-    st = srlm_model_get_params(anchor, a, off, k);
-    if (st == SRLM_OK) st = srlm_model_get_params(m, t, off, k);
-    for (size_t i = 0; i < k && st == SRLM_OK; i++) a[i] = (float)((1.0 - mu) * (double)a[i] + mu * (double)t[i]);
-    if (st == SRLM_OK) st = srlm_model_set_params(anchor, a, off, k);
-  }
-  free(a);
-  return st;
+  if (srlm_model_num_params(anchor) != n || srlm_model_dtype(anchor) != srlm_model_dtype(m) ||
+      srlm_model_backend(anchor) != srlm_model_backend(m))
+    return srlm_error(SRLM_ERR_INTERNAL, "ema anchor", "%zu %s parameters on %s, the model has %zu %s on %s",
+                      srlm_model_num_params(anchor), srlm_dtype_name(srlm_model_dtype(anchor)),
+                      srlm_model_backend(anchor)->name, n, srlm_dtype_name(srlm_model_dtype(m)),
+                      srlm_model_backend(m)->name);
+  size_t alo, ahi, mlo, mhi;
+  srlm_model_master_range(anchor, &alo, &ahi);
+  srlm_model_master_range(m, &mlo, &mhi);
+  if (!srlm_model_has_master(anchor) || !srlm_model_has_master(m) || alo != mlo || ahi != mhi)
+    return srlm_error(SRLM_ERR_INTERNAL, "ema anchor", "the anchor's fp32 master holds [%zu, %zu), the model's [%zu, "
+                      "%zu): both must hold the same range", alo, ahi, mlo, mhi);
+  if (ahi == alo) return SRLM_OK;
+  const srlm_dtype dt = srlm_model_dtype(anchor);
+  srlm_ema_params p = {.ema = srlm_model_master(anchor), .x = srlm_model_master(m), .n = (int64_t)(ahi - alo), .mu = mu,
+                       .dtype = dt};
+  /* an fp32 model's master is its parameters; a bf16 one's compute copy is rounded from it */
+  if (dt != SRLM_F32) p.param = (char *)srlm_model_compute_params(anchor) + alo * srlm_dtype_size(dt);
+  return SRLM_OP(srlm_model_backend(anchor), ema, p);
 }
 
 /* This learner's micro-batches of one list, in order, until a non-finite loss. With the
@@ -217,12 +224,10 @@ static srlm_status run_step(engine *e, int64_t k, int64_t s, srlm_engine_info *i
       SRLM_TRY(o->dp->allgather(o->dp->ctx, srlm_model_master(e->m), n, SRLM_F32, bounds));
   }
   if (o->anchor && !os.skipped) {
-    if (e->zero && bf16) { /* the anchor's master is sharded as the model's: its range, then its compute copy to all */
-      SRLM_TRY(ema_range(o->anchor, e->m, o->anchor_mu, mlo, mhi));
+    /* a bf16 ZeRO-1 anchor's master is sharded as the model's: its range, then its compute copy to all */
+    SRLM_TRY(ema_range(o->anchor, e->m, o->anchor_mu));
+    if (e->zero && bf16)
       SRLM_TRY(o->dp->allgather(o->dp->ctx, srlm_model_compute_params(o->anchor), n, SRLM_BF16, bounds));
-    } else {
-      SRLM_TRY(srlm_engine_ema_update(o->anchor, e->m, o->anchor_mu));
-    }
   }
   return SRLM_OK;
 }
@@ -232,7 +237,10 @@ srlm_status srlm_engine_anchor_create(srlm_model *m, srlm_model **anchor) {
 }
 
 srlm_status srlm_engine_ema_update(srlm_model *anchor, srlm_model *m, double mu) {
-  return ema_range(anchor, m, mu, 0, srlm_model_num_params(m));
+  size_t lo, hi;
+  if (srlm_model_master_range(anchor, &lo, &hi) || srlm_model_master_range(m, &lo, &hi))
+    return srlm_error(SRLM_ERR_INTERNAL, "ema anchor", "a ZeRO-1 shard of the master: the engine updates it itself");
+  return ema_range(anchor, m, mu);
 }
 
 /* The loop over epochs and steps (engine.h); out->steps counts the steps reached. */

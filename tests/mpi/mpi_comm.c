@@ -535,6 +535,19 @@ static void test_zero1(srlm_comm *c, srlm_backend *be) {
     }
     free(hm);
   }
+  if (be) { /* a second step's reduce-scatter and all-gathers (fp32, bf16) allocate nothing: pinned staging kept */
+    srlm_backend_alloc_counts before, after;
+    srlm_backend_alloc_counts_get(be, &before);
+    EXPECT_EQ_INT(srlm_comm_reduce_scatter_grads(c, buf, n, b), SRLM_OK);
+    EXPECT_EQ_INT(srlm_comm_allgather_shards(c, buf, n, SRLM_F32, b), SRLM_OK);
+    EXPECT_EQ_INT(srlm_comm_allgather_shards(c, buf, n, SRLM_BF16, b), SRLM_OK);
+    srlm_backend_alloc_counts_get(be, &after);
+    EXPECT(L == 1 || (after.host_allocs == before.host_allocs && after.host_frees == before.host_frees &&
+                      after.device_allocs == before.device_allocs && after.device_frees == before.device_frees),
+           "ZeRO-1, learner %d of %d, second step: %llu pinned allocations and %llu frees (want none)", me, L,
+           (unsigned long long)(after.host_allocs - before.host_allocs),
+           (unsigned long long)(after.host_frees - before.host_frees));
+  }
   /* the chain: ((0 + 0.1) + 1e16) + ... in learner order, not any other */
   double x = 0;
   EXPECT_EQ_INT(srlm_comm_chain_f64(c, &x, 0), SRLM_OK);
@@ -566,7 +579,8 @@ static void test_zero1_both(srlm_comm *c) {
 /* The overlapped reduce (srlm_comm_reduce_begin/ready/end) in buckets of 1000 floats (31
  * buckets: more than the 4 in flight), with every learner announcing final gradients on a
  * schedule of its own and the last one announcing none (a learner that ran no backward),
- * on host memory and on the simulated CUDA backend's (pinned staging per bucket): the
+ * on host memory and on the simulated CUDA backend's (pinned staging per slot, kept by the
+ * comm: a second round of both makes no allocation on the backend): the
  * all-reduce gives every element the rank-order sum, ZeRO-1's owner ranges (uneven, one
  * empty) theirs with the rest untouched: the bits of srlm_comm_allreduce_grads and
  * srlm_comm_reduce_scatter_grads. */
@@ -588,29 +602,44 @@ static void test_overlap(srlm_comm *c, srlm_backend *be) {
   if (be) EXPECT_EQ_INT(srlm_backend_alloc(be, (void **)&buf, bytes), SRLM_OK);
   srlm_comm_set_backend(c, be);
   EXPECT_EQ_INT(srlm_comm_reduce_ready(c, n), SRLM_ERR_INTERNAL); /* nothing open */
-  for (int zero = 0; zero < 2; zero++) {
-    for (int64_t i = 0; i < n; i++) host[i] = grad(me, i);
-    if (be) EXPECT_EQ_INT(srlm_backend_copy_h2d(be, buf, host, bytes), SRLM_OK);
-    EXPECT_EQ_INT(srlm_comm_reduce_begin(c, buf, n, zero ? b : NULL, 1000 * sizeof(float)), SRLM_OK);
-    EXPECT_EQ_INT(srlm_comm_reduce_begin(c, buf, n, NULL, 0), SRLM_ERR_INTERNAL); /* one at a time */
-    if (me < L - 1) /* stages of uneven sizes, a different schedule on each learner */
-      for (int64_t from = n - 1; from > 0; from -= 1777 * (me + 1))
-        EXPECT_EQ_INT(srlm_comm_reduce_ready(c, from), SRLM_OK);
-    EXPECT_EQ_INT(srlm_comm_reduce_end(c), SRLM_OK);
-    if (be) EXPECT_EQ_INT(srlm_backend_copy_d2h(be, host, buf, bytes), SRLM_OK);
-    int bad = 0;
-    for (int64_t i = 0; i < n; i++) {
-      float s = grad(0, i);
-      for (int r = 1; r < L; r++) s += grad(r, i);
-      const float want = !zero || (i >= b[me] && i < b[me + 1]) ? s : grad(me, i);
-      if (memcmp(&want, &host[i], 4) != 0) {
-        if (!bad) fprintf(stderr, "overlapped %s: g[%lld] = %.9g, expected %.9g\n", zero ? "reduce-scatter" : "all-reduce",
-                          (long long)i, host[i], want);
-        bad++;
+  /* twice, as two training steps: the second allocates nothing (pinned staging kept) */
+  srlm_backend_alloc_counts before = {0}, after = {0};
+  for (int step = 0; step < 2; step++) {
+    if (be && step == 1) srlm_backend_alloc_counts_get(be, &before);
+    for (int zero = 0; zero < 2; zero++) {
+      for (int64_t i = 0; i < n; i++) host[i] = grad(me, i);
+      if (be) EXPECT_EQ_INT(srlm_backend_copy_h2d(be, buf, host, bytes), SRLM_OK);
+      EXPECT_EQ_INT(srlm_comm_reduce_begin(c, buf, n, zero ? b : NULL, 1000 * sizeof(float)), SRLM_OK);
+      EXPECT_EQ_INT(srlm_comm_reduce_begin(c, buf, n, NULL, 0), SRLM_ERR_INTERNAL); /* one at a time */
+      if (me < L - 1) /* stages of uneven sizes, a different schedule on each learner */
+        for (int64_t from = n - 1; from > 0; from -= 1777 * (me + 1))
+          EXPECT_EQ_INT(srlm_comm_reduce_ready(c, from), SRLM_OK);
+      EXPECT_EQ_INT(srlm_comm_reduce_end(c), SRLM_OK);
+      if (be) EXPECT_EQ_INT(srlm_backend_copy_d2h(be, host, buf, bytes), SRLM_OK);
+      int bad = 0;
+      for (int64_t i = 0; i < n; i++) {
+        float s = grad(0, i);
+        for (int r = 1; r < L; r++) s += grad(r, i);
+        const float want = !zero || (i >= b[me] && i < b[me + 1]) ? s : grad(me, i);
+        if (memcmp(&want, &host[i], 4) != 0) {
+          if (!bad) fprintf(stderr, "overlapped %s: g[%lld] = %.9g, expected %.9g\n", zero ? "reduce-scatter" : "all-reduce",
+                            (long long)i, host[i], want);
+          bad++;
+        }
       }
+      EXPECT(bad == 0, "%s overlapped %s, learner %d of %d: %d of %lld elements differ from the rank-order sum",
+             be ? "device" : "host", zero ? "reduce-scatter" : "all-reduce", me, L, bad, (long long)n);
     }
-    EXPECT(bad == 0, "%s overlapped %s, learner %d of %d: %d of %lld elements differ from the rank-order sum",
-           be ? "device" : "host", zero ? "reduce-scatter" : "all-reduce", me, L, bad, (long long)n);
+  }
+  if (be) { /* the copies of the check above allocate nothing either */
+    srlm_backend_alloc_counts_get(be, &after);
+    EXPECT(after.host_allocs == before.host_allocs && after.host_frees == before.host_frees &&
+               after.device_allocs == before.device_allocs && after.device_frees == before.device_frees,
+           "overlapped reduce, learner %d of %d, second step: %llu pinned allocations and %llu frees, %llu device "
+           "allocations and %llu frees (want none)", me, L, (unsigned long long)(after.host_allocs - before.host_allocs),
+           (unsigned long long)(after.host_frees - before.host_frees),
+           (unsigned long long)(after.device_allocs - before.device_allocs),
+           (unsigned long long)(after.device_frees - before.device_frees));
   }
   /* abandoned before anything started: nothing in flight, the next reduce opens */
   EXPECT_EQ_INT(srlm_comm_reduce_begin(c, buf, n, NULL, 0), SRLM_OK);

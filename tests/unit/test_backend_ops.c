@@ -1952,6 +1952,51 @@ static void case_adamw(tctx *t) {
   }
 }
 
+typedef struct ema_io {
+  srlm_ema_params p;
+  tens *ema, *param, *x;
+} ema_io;
+
+static srlm_status ema_launch(srlm_backend *be, void *vp) {
+  const ema_io *io = vp;
+  srlm_ema_params p = io->p;
+  p.ema = D(io->ema), p.param = D(io->param), p.x = D(io->x);
+  return SRLM_OP(be, ema, p);
+}
+
+static void case_ema(tctx *t) {
+  /* the master only (fp32 weights: param NULL) or with the compute copy in the dtype; WARP's
+   * mu 0.01, an odd mu, the ends 0 (the anchor stays) and 1 (it becomes x); chunks of 8 and
+   * a tail, threads' blocks of 4096 and a tail */
+  static const struct { int64_t n; int param; double mu; } S[] = {
+      {0, 1, 0.01}, {1, 0, 0.01}, {1, 1, 0.3}, {7, 1, 0.01}, {4097, 0, 0.3}, {4097, 1, 0.01}, {10000, 1, 1.0},
+      {999, 1, 0.0}, {1 << 23, 1, 0.01}, /* --large */
+  };
+  for (size_t k = 0; k < NELEM(S); k++) {
+    const int64_t n = S[k].n;
+    if (skip_large(t, 6.0 * n)) continue;
+    shape_begin(t, (int)k, "n=%lld mu=%g%s", (long long)n, S[k].mu, S[k].param ? " +compute copy" : " master only");
+    tens *ema = T_acc(t, "ema", E_F32, n), *x = T_in(t, "x", E_F32, n);
+    tens *param = S[k].param ? T_out(t, "param", E(t->dt), n) : NULL;
+    rnd(t, ema, -1, 1);
+    rnd(t, x, -1, 1);
+    ema_io io = {{.n = n, .mu = S[k].mu, .dtype = t->dt}, ema, param, x};
+    if (EXEC(t, ema_launch, &io, x, ema, param)) {
+      /* the contract fixes the bits: the double products and sum each rounded, then fp32 */
+      float *want = fz(t, n);
+      const double mu = S[k].mu, keep = 1.0 - S[k].mu;
+      for (int64_t i = 0; i < n; i++) want[i] = (float)(keep * (double)ema->f[i] + mu * (double)x->f[i]);
+      expect_bits(t, "ema = fp32((1 - mu) ema + mu x)", ema, want);
+      if (param) { /* the compute copy: the new master rounded to the dtype, exactly */
+        void *pw = scratch(t, (size_t)n * k_elem_size[param->e]);
+        srlm_convert(pw, t->dt, ema->res[RES_GOT], SRLM_F32, (size_t)n);
+        expect_bits(t, "param = ema rounded", param, pw);
+      }
+    }
+    shape_end(t);
+  }
+}
+
 /* ---- sampling ------------------------------------------------------------------------------ */
 
 typedef struct smp_io {
