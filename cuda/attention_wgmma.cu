@@ -344,43 +344,36 @@ srlm_status probe(context *c, bool *ok, char *why, size_t nwhy) {
 
 }  // namespace
 
+srlm_status attention_path_init(context *c) {
+  const char *where = SRLM_CUDA_NAME " create";
+  const char *env = getenv("SRLM_CUDA_ATTENTION");
+  const std::string v = env ? env : "auto";
+  if (v != "auto" && v != "mma" && v != "wgmma" && v != "check")
+    return srlm_error(SRLM_ERR_CONFIG, where, "SRLM_CUDA_ATTENTION=%s: expected auto, mma, wgmma or check", v.c_str());
+  if (c->cc != 90 && (v == "wgmma" || v == "check"))
+    return srlm_error(SRLM_ERR_UNSUPPORTED, where,
+                      "SRLM_CUDA_ATTENTION=%s: the Hopper kernel needs compute capability 9.0, device %d has %d.%d",
+                      v.c_str(), c->device, c->cc / 10, c->cc % 10);
+  if (v == "wgmma") c->attn_path = 2;
+  else if (v == "mma" || c->cc != 90 || (v == "auto" && SRLM_HOPPER_SIM)) c->attn_path = 1;  // the simulator keeps the twin unless asked
+  else c->attn_path = 3;  // checked at first use
+  return SRLM_OK;
+}
+
 srlm_status attention_path(context *c, bool *use) {
-  const char *where = SRLM_CUDA_NAME " attention_forward";
-  if (c->attn_path == 0) {
-    const char *env = getenv("SRLM_CUDA_ATTENTION");
-    const std::string v = env ? env : "auto";
-    if (v == "mma") {
-      c->attn_path = 1;
-    } else if (v == "wgmma" || v == "check" || v == "auto") {
-      if (c->cc != 90) {
-        if (v != "auto")
-          return srlm_error(SRLM_ERR_UNSUPPORTED, where,
-                            "SRLM_CUDA_ATTENTION=%s: the Hopper kernel needs compute capability 9.0, device %d has "
-                            "%d.%d",
-                            v.c_str(), c->device, c->cc / 10, c->cc % 10);
-        c->attn_path = 1;
-      } else if (v == "wgmma") {
-        c->attn_path = 2;
-      } else if (v == "auto" && SRLM_HOPPER_SIM) {
-        c->attn_path = 1;  // the simulator keeps its twin unless asked
-      } else {
-        bool ok = false;
-        char why[256] = "";
-        SRLM_TRY(probe(c, &ok, why, sizeof why));
-        c->attn_path = ok ? 2 : 1;
-        if (ok)
-          srlm_log(SRLM_LOG_INFO, "device %d: attention forward on the Hopper kernel (wgmma + TMA; it agrees with "
-                                  "the mma.sync kernel)", c->device);
-        else
-          srlm_log(SRLM_LOG_WARN,
-                   "device %d: the Hopper attention kernel disagrees with the mma.sync kernel (%s); using mma.sync. "
-                   "Please report this; SRLM_CUDA_ATTENTION=wgmma forces it",
-                   c->device, why);
-      }
-    } else {
-      return srlm_error(SRLM_ERR_CONFIG, where, "SRLM_CUDA_ATTENTION=%s: expected auto, mma, wgmma or check",
-                        v.c_str());
-    }
+  if (c->attn_path == 3) {
+    bool ok = false;
+    char why[256] = "";
+    SRLM_TRY(probe(c, &ok, why, sizeof why));
+    c->attn_path = ok ? 2 : 1;
+    if (ok)
+      srlm_log(SRLM_LOG_INFO, "device %d: attention forward on the Hopper kernel (wgmma + TMA; it agrees with the "
+                              "mma.sync kernel)", c->device);
+    else
+      srlm_log(SRLM_LOG_WARN,
+               "device %d: the Hopper attention kernel disagrees with the mma.sync kernel (%s); using mma.sync. "
+               "Please report this; SRLM_CUDA_ATTENTION=wgmma forces it",
+               c->device, why);
   }
   *use = c->attn_path == 2;
   return SRLM_OK;

@@ -122,6 +122,11 @@ srlm_status be_create(srlm_backend *be, int device) {
     return st;
   }
   c->cc = prop.major * 10 + prop.minor;
+  const srlm_status ap = attention_path_init(c);
+  if (ap != SRLM_OK) {
+    release(c);
+    return ap;
+  }
   be->ctx = c;
   be->device = device;
 #if !(defined(SRLM_CUDA_SIM) && SRLM_CUDA_SIM)  // the simulator's one device has no UUID

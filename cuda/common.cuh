@@ -221,7 +221,7 @@ struct context {
   void *work;           // device workspace, grown by workspace() (e.g. LM-head chunk logits)
   size_t work_bytes;
   int cc;               // compute capability, major * 10 + minor
-  int attn_path;        // attention forward kernel: 0 not decided yet, 1 mma.sync, 2 Hopper (attention_path)
+  int attn_path;        // attention forward kernel: 1 mma.sync, 2 Hopper, 3 Hopper once checked (attention_path_init)
   void *tma_encode;     // the driver's cuTensorMapEncodeTiled, looked up at first use
   srlm_backend_alloc_counts counts;  // every allocation and free since create (alloc_counts)
 #if !(defined(SRLM_CUDA_SIM) && SRLM_CUDA_SIM)
@@ -232,6 +232,11 @@ struct context {
 };
 
 inline context *ctx(srlm_backend *be) { return static_cast<context *>(be->ctx); }
+
+// The bf16 attention forward's kernel from SRLM_CUDA_ATTENTION and the compute capability
+// (cuda/attention_wgmma.cu; attention_common.cuh says what the values mean): a bad value is
+// create's error.
+srlm_status attention_path_init(context *c);
 
 // Device memory of at least `bytes` for an op's scratch data, valid until the next call.
 // Growing is stream-ordered (cudaFreeAsync/cudaMallocAsync on the context's stream): the old

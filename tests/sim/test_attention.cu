@@ -603,7 +603,23 @@ constexpr bool kTsan = false;
 #endif
 const srlm_dtype k_dtypes[] = {SRLM_F32, SRLM_BF16};
 
+// A bad SRLM_CUDA_ATTENTION is create's error, naming the variable and the values it takes.
+void test_path_env() {
+  const char *old = getenv("SRLM_CUDA_ATTENTION");
+  const std::string keep = old ? old : "";
+  setenv("SRLM_CUDA_ATTENTION", "flash", 1);
+  {
+    device g;
+    const srlm_status st = g.open();
+    EXPECT(st == SRLM_ERR_CONFIG && strstr(srlm_error_message(), "SRLM_CUDA_ATTENTION=flash: expected auto, mma"),
+           "SRLM_CUDA_ATTENTION=flash: create gave %d: %s", (int)st, srlm_error_message());
+  }
+  if (old) setenv("SRLM_CUDA_ATTENTION", keep.c_str(), 1);
+  else unsetenv("SRLM_CUDA_ATTENTION");
+}
+
 int main() {
+  test_path_env();
   uint32_t salt = 100;
   for (size_t k = 0; k < sizeof k_shapes / sizeof k_shapes[0]; k++) {
     const shape &s = k_shapes[k];
