@@ -62,7 +62,7 @@ struct wg_layout {
 
 #if SRLM_HOPPER_DEVICE
 template <int kHS>
-__device__ void wgmma_forward(const srlm_attention_params &p, const fwd_rows<__nv_bfloat16> &f, const tma_map *tq,
+__device__ __forceinline__ void wgmma_forward(const srlm_attention_params &p, const fwd_rows<__nv_bfloat16> &f, const tma_map *tq,
                               const tma_map *tk, const tma_map *tv) {
   using L = wg_layout<kHS>;
   using bf16 = __nv_bfloat16;
@@ -135,6 +135,7 @@ __device__ void wgmma_forward(const srlm_attention_params &p, const fwd_rows<__n
     mbar_wait(full_k + s, par);
     if (jt <= cj_hi && jt + kWgKeys - 1 >= cj_lo) {  // warpgroup-uniform
       float sc[kWgKeys / 2];
+      wgmma_hold(sc);  // the last tile's writes of sc stay before the fence
       wgmma_fence();
 #pragma unroll
       for (int kk = 0; kk < kHS / 16; kk++) {
@@ -194,6 +195,9 @@ __device__ void wgmma_forward(const srlm_attention_params &p, const fwd_rows<__n
         o[4 * n + 3] = __fmul_rn(o[4 * n + 3], alpha[1]);
       }
       mbar_wait(full_v + s, par);
+      wgmma_hold(o);  // the rescale and P's fragments are written before the fence
+      wgmma_hold(pa);
+      wgmma_hold(pl);
       wgmma_fence();
 #pragma unroll
       for (int kk = 0; kk < kKP; kk++) {

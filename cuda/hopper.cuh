@@ -96,6 +96,8 @@ inline void update(uint64_t *bar, int arrivals, int32_t tx_add) {
   do {
     uint64_t phase = old & 1, pending = (old >> 1) & 0x7fff, count = (old >> 16) & 0x7fff;
     int32_t tx = (int32_t)(uint32_t)(old >> 32) + tx_add;
+    if (tx >= (1 << 20) || tx <= -(1 << 20))
+      ::srlm_sim::fail("mbarrier %p: transaction count %d outside the hardware's range (2^20 - 1)", (void *)bar, (int)tx);
     if ((int)pending < arrivals) ::srlm_sim::fail("mbarrier %p: more arrivals than its count %u in a phase", (void *)bar,
                                                   (unsigned)count);
     pending -= (uint64_t)arrivals;
@@ -114,6 +116,12 @@ using wg_desc = uint64_t;  // smem_addr: cuda/mma.cuh
 // A descriptor of the 128B-swizzled matrix at smem (1024-byte aligned region, plus k offsets).
 __device__ __forceinline__ wg_desc wgmma_desc(const void *smem, unsigned lbo, unsigned sbo) {
 #if SRLM_HOPPER_SIM
+  // what the hardware's fields can say: offsets in 16-byte units below 2^18 bytes, and a start
+  // whose address bits 7-9 are 0 (the base offset field is left 0: patterns 1024-aligned)
+  if (lbo % 16 || sbo % 16 || lbo >= (1u << 18) || sbo >= (1u << 18))
+    ::srlm_sim::fail("wgmma descriptor: LBO %u / SBO %u not encodable (multiples of 16 below 2^18)", lbo, sbo);
+  if ((uintptr_t)smem & 0x38f)
+    ::srlm_sim::fail("wgmma descriptor: start %p is not at a 16-byte k offset of a 1024-byte aligned pattern", smem);
   return {static_cast<const unsigned char *>(smem), lbo, sbo};
 #else
   return (uint64_t)((smem_addr(smem) >> 4) & 0x3fffu) | (uint64_t)((lbo >> 4) & 0x3fffu) << 16 |
@@ -228,7 +236,9 @@ __device__ __forceinline__ void wgmma_wait() {
   asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(N) : "memory");
 #endif
 }
-// Keeps the compiler from moving accesses of the accumulators across wgmma_wait.
+// Keeps the compiler from moving accesses of a wgmma's registers (accumulators, A fragments)
+// across wgmma_fence (before it: PTX leaves a register written after the fence and read by
+// the wgmma undefined) or wgmma_wait (after it).
 template <int R>
 __device__ __forceinline__ void wgmma_hold(float (&d)[R]) {
 #if !SRLM_HOPPER_SIM
@@ -236,6 +246,17 @@ __device__ __forceinline__ void wgmma_hold(float (&d)[R]) {
   for (int i = 0; i < R; i++) asm volatile("" : "+f"(d[i])::"memory");
 #else
   (void)d;
+#endif
+}
+template <int K>
+__device__ __forceinline__ void wgmma_hold(uint32_t (&a)[K][4]) {
+#if !SRLM_HOPPER_SIM
+#pragma unroll
+  for (int k = 0; k < K; k++)
+#pragma unroll
+    for (int i = 0; i < 4; i++) asm volatile("" : "+r"(a[k][i])::"memory");
+#else
+  (void)a;
 #endif
 }
 
