@@ -7,9 +7,9 @@
  * - threads: every op gives the same bits with 1 and 3 OpenMP threads;
  * - ISA levels: every op gives the same bits at every level (AVX-512 BF16, AVX-512, AVX2,
  *   portable C);
- * - bf16: the ops that compute bf16 tensors a block or a row at a time (SwiGLU, add,
- *   RMSNorm, RoPE) give the bits of their staged definition (cpu_ops.h) at every level
- *   and thread count;
+ * - bf16: the ops that compute bf16 tensors a block, a row or a tile at a time (SwiGLU,
+ *   add, RMSNorm, RoPE, attention) give the bits of their staged definition (cpu_ops.h)
+ *   at every level and thread count;
  * - the shared parameter checks (backend.c) as the CPU reports them, and the CPU's order
  *   of checks (targets before any output is written);
  * - matmul's packed weights (b_version): read from the cache, repacked on a new version;
@@ -654,6 +654,72 @@ static void check_bf16_native(srlm_backend *be, const char *isa, int threads) {
   free(ref), free(ref2), free(rstd), free(rstd_ref), free(dw), free(dw_ref), free(o), free(o2);
 }
 
+/* Attention on bf16 tensors (each task widens the rows it reads) against the fp32 op on
+ * the widened tensors, rounded: forward (with and without a window), backward, and the
+ * KV-cache forward (a decode of 3 queries and a prefill); tiles with partial rows, a
+ * head size that is not a multiple of 16. */
+static void check_bf16_attention(srlm_backend *be, const char *isa, int threads) {
+  enum { B = 3, NH = 6, NKV = 2, HS = 20, SLOTS = 2, MAXL = 80 };
+  const int32_t cu[B + 1] = {0, 70, 75, 141};
+  const int64_t T = cu[B], nq = T * NH * HS, nkv = T * NKV * HS, ncache = SLOTS * MAXL * NKV * HS;
+  uint16_t *q = hbuf(nq), *k = hbuf(nkv), *v = hbuf(nkv), *dout = hbuf(nq), *kc = hbuf(ncache), *vc = hbuf(ncache);
+  float *fq = fbuf(nq), *fk = fbuf(nkv), *fv = fbuf(nkv), *fdout = fbuf(nq), *fkc = fbuf(ncache), *fvc = fbuf(ncache);
+  uint16_t *out = hbuf(nq), *dq = hbuf(nq), *dk = hbuf(nkv), *dv = hbuf(nkv);
+  float *fout = fbuf(nq), *fdq = fbuf(nq), *fdk = fbuf(nkv), *fdv = fbuf(nkv), *lse = fbuf(T * NH), *flse = fbuf(T * NH);
+  g_purpose = 970;
+  fill_bf16(q, fq, nq, -2, 2);
+  fill_bf16(k, fk, nkv, -2, 2);
+  fill_bf16(v, fv, nkv, -1, 1);
+  fill_bf16(dout, fdout, nq, -1, 1);
+  fill_bf16(kc, fkc, ncache, -2, 2);
+  fill_bf16(vc, fvc, ncache, -1, 1);
+  for (int win = 0; win <= 33; win += 33) {
+    char what[64];
+    srlm_attention_params ap = {.out = out, .lse = lse, .q = q, .k = k, .v = v, .cu_seqlens = cu, .B = B, .T = T,
+                                .NH = NH, .NKV = NKV, .HS = HS, .window = win, .scale = 0.3f, .dtype = SRLM_BF16};
+    EXPECT_EQ_INT(SRLM_OP(be, attention_forward, ap), SRLM_OK);
+    srlm_attention_params apf = ap;
+    apf.out = fout, apf.lse = flse, apf.q = fq, apf.k = fk, apf.v = fv, apf.dtype = SRLM_F32;
+    EXPECT_EQ_INT(SRLM_OP(be, attention_forward, apf), SRLM_OK);
+    snprintf(what, sizeof what, "attention_forward (window %d)", win);
+    expect_rounded(out, fout, nq, what, isa, threads);
+    EXPECT_SAME_BITS(lse, flse, T * NH, "bf16 %s's lse at %s, %d threads", what, isa, threads);
+    /* the backward reads the rounded out, as a bf16 graph holds it */
+    for (int64_t i = 0; i < nq; i++) fout[i] = srlm_bf16_to_f32(out[i]);
+    srlm_attention_bwd_params bp = {.dq = dq, .dk = dk, .dv = dv, .dout = dout, .out = out, .lse = lse, .q = q,
+                                    .k = k, .v = v, .cu_seqlens = cu, .B = B, .T = T, .NH = NH, .NKV = NKV, .HS = HS,
+                                    .window = win, .scale = 0.3f, .dtype = SRLM_BF16};
+    EXPECT_EQ_INT(SRLM_OP(be, attention_backward, bp), SRLM_OK);
+    srlm_attention_bwd_params bpf = bp;
+    bpf.dq = fdq, bpf.dk = fdk, bpf.dv = fdv, bpf.dout = fdout, bpf.out = fout, bpf.lse = flse, bpf.q = fq;
+    bpf.k = fk, bpf.v = fv, bpf.dtype = SRLM_F32;
+    EXPECT_EQ_INT(SRLM_OP(be, attention_backward, bpf), SRLM_OK);
+    snprintf(what, sizeof what, "attention_backward (window %d) dq", win);
+    expect_rounded(dq, fdq, nq, what, isa, threads);
+    snprintf(what, sizeof what, "attention_backward (window %d) dk", win);
+    expect_rounded(dk, fdk, nkv, what, isa, threads);
+    snprintf(what, sizeof what, "attention_backward (window %d) dv", win);
+    expect_rounded(dv, fdv, nkv, what, isa, threads);
+
+    /* the cache: sequence 0 decodes 3 queries at length 75 in slot 1, sequence 1 a
+     * prefill of 70 in slot 0 */
+    const int32_t slot[2] = {1, 0}, cuq[3] = {0, 3, 73}, kvlen[2] = {75, 70};
+    srlm_attention_kv_params kp = {.out = out, .q = q, .k_cache = kc, .v_cache = vc, .slot = slot, .cu_q = cuq,
+                                   .kv_len = kvlen, .n = 2, .NQ = 73, .NH = NH, .NKV = NKV, .HS = HS,
+                                   .max_slots = SLOTS, .max_len = MAXL, .window = win, .scale = 0.3f,
+                                   .dtype = SRLM_BF16};
+    EXPECT_EQ_INT(SRLM_OP(be, attention_kv, kp), SRLM_OK);
+    srlm_attention_kv_params kpf = kp;
+    kpf.out = fout, kpf.q = fq, kpf.k_cache = fkc, kpf.v_cache = fvc, kpf.dtype = SRLM_F32;
+    EXPECT_EQ_INT(SRLM_OP(be, attention_kv, kpf), SRLM_OK);
+    snprintf(what, sizeof what, "attention_kv (window %d)", win);
+    expect_rounded(out, fout, 73 * NH * HS, what, isa, threads);
+  }
+  free(q), free(k), free(v), free(dout), free(kc), free(vc), free(out), free(dq), free(dk), free(dv);
+  free(fq), free(fk), free(fv), free(fdout), free(fkc), free(fvc), free(fout), free(fdq), free(fdk), free(fdv);
+  free(lse), free(flse);
+}
+
 static void test_bf16_native(srlm_backend *be) {
 #ifdef _OPENMP
   const int saved = omp_get_max_threads();
@@ -665,6 +731,7 @@ static void test_bf16_native(srlm_backend *be) {
       omp_set_num_threads(threads);
 #endif
       check_bf16_native(be, k_isas[i], threads);
+      check_bf16_attention(be, k_isas[i], threads);
     }
   }
 #ifdef _OPENMP
