@@ -657,9 +657,11 @@ static void check_bf16_native(srlm_backend *be, const char *isa, int threads) {
 /* Attention on bf16 tensors (each task widens the rows it reads) against the fp32 op on
  * the widened tensors, rounded: forward (with and without a window), backward, and the
  * KV-cache forward (a decode of 3 queries and a prefill); tiles with partial rows, a
- * head size that is not a multiple of 16. */
-static void check_bf16_attention(srlm_backend *be, const char *isa, int threads) {
-  enum { B = 3, NH = 6, NKV = 2, HS = 20, SLOTS = 2, MAXL = 80 };
+ * head size that is not a multiple of 16. NKV = 1: every task reads the one key/value
+ * head, so a thread's next task finds rows of it widened (attention.c's widen_kv),
+ * sometimes fewer than it needs (the prefill's second tile). */
+static void check_bf16_attention(srlm_backend *be, const char *isa, int threads, int64_t NKV) {
+  enum { B = 3, NH = 6, HS = 20, SLOTS = 2, MAXL = 80 };
   const int32_t cu[B + 1] = {0, 70, 75, 141};
   const int64_t T = cu[B], nq = T * NH * HS, nkv = T * NKV * HS, ncache = SLOTS * MAXL * NKV * HS;
   uint16_t *q = hbuf(nq), *k = hbuf(nkv), *v = hbuf(nkv), *dout = hbuf(nq), *kc = hbuf(ncache), *vc = hbuf(ncache);
@@ -681,7 +683,7 @@ static void check_bf16_attention(srlm_backend *be, const char *isa, int threads)
     srlm_attention_params apf = ap;
     apf.out = fout, apf.lse = flse, apf.q = fq, apf.k = fk, apf.v = fv, apf.dtype = SRLM_F32;
     EXPECT_EQ_INT(SRLM_OP(be, attention_forward, apf), SRLM_OK);
-    snprintf(what, sizeof what, "attention_forward (window %d)", win);
+    snprintf(what, sizeof what, "attention_forward (NKV %lld, window %d)", (long long)NKV, win);
     expect_rounded(out, fout, nq, what, isa, threads);
     EXPECT_SAME_BITS(lse, flse, T * NH, "bf16 %s's lse at %s, %d threads", what, isa, threads);
     /* the backward reads the rounded out, as a bf16 graph holds it */
@@ -694,11 +696,11 @@ static void check_bf16_attention(srlm_backend *be, const char *isa, int threads)
     bpf.dq = fdq, bpf.dk = fdk, bpf.dv = fdv, bpf.dout = fdout, bpf.out = fout, bpf.lse = flse, bpf.q = fq;
     bpf.k = fk, bpf.v = fv, bpf.dtype = SRLM_F32;
     EXPECT_EQ_INT(SRLM_OP(be, attention_backward, bpf), SRLM_OK);
-    snprintf(what, sizeof what, "attention_backward (window %d) dq", win);
+    snprintf(what, sizeof what, "attention_backward (NKV %lld, window %d) dq", (long long)NKV, win);
     expect_rounded(dq, fdq, nq, what, isa, threads);
-    snprintf(what, sizeof what, "attention_backward (window %d) dk", win);
+    snprintf(what, sizeof what, "attention_backward (NKV %lld, window %d) dk", (long long)NKV, win);
     expect_rounded(dk, fdk, nkv, what, isa, threads);
-    snprintf(what, sizeof what, "attention_backward (window %d) dv", win);
+    snprintf(what, sizeof what, "attention_backward (NKV %lld, window %d) dv", (long long)NKV, win);
     expect_rounded(dv, fdv, nkv, what, isa, threads);
 
     /* the cache: sequence 0 decodes 3 queries at length 75 in slot 1, sequence 1 a
@@ -712,7 +714,7 @@ static void check_bf16_attention(srlm_backend *be, const char *isa, int threads)
     srlm_attention_kv_params kpf = kp;
     kpf.out = fout, kpf.q = fq, kpf.k_cache = fkc, kpf.v_cache = fvc, kpf.dtype = SRLM_F32;
     EXPECT_EQ_INT(SRLM_OP(be, attention_kv, kpf), SRLM_OK);
-    snprintf(what, sizeof what, "attention_kv (window %d)", win);
+    snprintf(what, sizeof what, "attention_kv (NKV %lld, window %d)", (long long)NKV, win);
     expect_rounded(out, fout, 73 * NH * HS, what, isa, threads);
   }
   free(q), free(k), free(v), free(dout), free(kc), free(vc), free(out), free(dq), free(dk), free(dv);
@@ -731,7 +733,8 @@ static void test_bf16_native(srlm_backend *be) {
       omp_set_num_threads(threads);
 #endif
       check_bf16_native(be, k_isas[i], threads);
-      check_bf16_attention(be, k_isas[i], threads);
+      check_bf16_attention(be, k_isas[i], threads, 2);
+      check_bf16_attention(be, k_isas[i], threads, 1);
     }
   }
 #ifdef _OPENMP

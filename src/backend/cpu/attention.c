@@ -61,10 +61,15 @@ typedef struct head_view {
 
 /* A thread's scratch. For bf16 tensors also the widened rows of a task, each (Lmax, HS),
  * a row at its position in the sequence: wq, wdo, wo (queries, dout, out), wk, wv, and
- * wa, wb (the outputs: out or dq; dk and dv). */
+ * wa, wb (the outputs: out or dq; dk and dv). wk, wv hold rows [kv_lo, kv_hi) of the key
+ * and value head whose row 0 in k is kv_src (NULL: none), kept for the thread's next
+ * task: tasks run the heads of a tile in turn, the longest tiles first, so a task often
+ * reads rows already widened (k and v do not change during an op). */
 typedef struct tile_scratch {
   float *S, *dP; /* (QT, J) */
   float *wq, *wdo, *wo, *wk, *wv, *wa, *wb;
+  const uint16_t *kv_src;
+  int64_t kv_lo, kv_hi;
   srlm_cpu_gemm_ws ws;
 } tile_scratch;
 
@@ -74,6 +79,16 @@ static void widen_rows(float *dst, const uint16_t *src, int64_t rows, int64_t ld
 }
 static void narrow_rows(uint16_t *dst, int64_t ld, const float *src, int64_t rows, int64_t HS) {
   for (int64_t r = 0; r < rows; r++) srlm_cpu_narrow(dst + r * ld, src + r * HS, HS);
+}
+
+/* Rows [lo, hi) of a bf16 key and value head (k16, v16: their row 0, stride ld) into t's
+ * wk, wv, unless they are there already. */
+static void widen_kv(tile_scratch *t, const uint16_t *k16, const uint16_t *v16, int64_t lo, int64_t hi, int64_t ld,
+                     int64_t HS) {
+  if (t->kv_src == k16 && t->kv_lo <= lo && hi <= t->kv_hi) return;
+  widen_rows(t->wk + lo * HS, k16 + lo * ld, hi - lo, ld, HS);
+  widen_rows(t->wv + lo * HS, v16 + lo * ld, hi - lo, ld, HS);
+  t->kv_src = k16, t->kv_lo = lo, t->kv_hi = hi;
 }
 
 /* The bf16 buffers of t (one allocation from wq), for rows of up to Lmax positions;
@@ -262,8 +277,7 @@ static srlm_status run_task_bf16(const attn_job *a, const task *tk, tile_scratch
   const mask mk = {.W = a->W, .L = L, .causal = a->causal};
   if (a->which == PASS_DKV) { /* kv head g, keys [first, first + n) */
     const int64_t g = tk->head, kv0 = (s0 + first) * kvld + g * HS;
-    widen_rows(t->wk + first * HS, k + kv0, n, kvld, HS);
-    widen_rows(t->wv + first * HS, v + kv0, n, kvld, HS);
+    widen_kv(t, k + s0 * kvld + g * HS, v + s0 * kvld + g * HS, first, first + n, kvld, HS);
     head_view hv[64];
     for (int64_t r = 0; r < rep; r++) {
       const int64_t h = g * rep + r;
@@ -279,9 +293,8 @@ static srlm_status run_task_bf16(const attn_job *a, const task *tk, tile_scratch
   }
   /* query head h, queries [first, first + n), the keys they see [jlo, jhi) */
   const int64_t h = tk->head, g = h / rep, q0 = (s0 + first) * qld + h * HS;
-  const int64_t jlo = key_lo(first, a->W), jhi = key_hi(first + n - 1, &mk) + 1, kv0 = (s0 + jlo) * kvld + g * HS;
-  widen_rows(t->wk + jlo * HS, k + kv0, jhi - jlo, kvld, HS);
-  widen_rows(t->wv + jlo * HS, v + kv0, jhi - jlo, kvld, HS);
+  const int64_t jlo = key_lo(first, a->W), jhi = key_hi(first + n - 1, &mk) + 1;
+  widen_kv(t, k + s0 * kvld + g * HS, v + s0 * kvld + g * HS, jlo, jhi, kvld, HS);
   widen_rows(t->wq, q + q0, n, qld, HS);
   head_view hv = {.q = t->wq, .k = t->wk, .v = t->wv, .q_ld = HS, .kv_ld = HS, .lse_ld = NH,
                   .lse = a->lse ? a->lse + (s0 + first) * NH + h : NULL};
@@ -473,9 +486,8 @@ srlm_status srlm_cpu_attention_kv(srlm_backend *be, srlm_attention_kv_params p) 
       const mask mk = {.W = p.window, .L = len, .causal = 1};
       head_view v = {.q_ld = qld, .kv_ld = kvld, .lse_ld = p.NH};
       if (ok && bf) { /* the rows the tile reads widened (keys at their positions), stride HS */
-        const int64_t jlo = key_lo(pos0, p.window), jhi = pos0 + nq;
-        widen_rows(t.wk + jlo * p.HS, (const uint16_t *)p.k_cache + kc0 + jlo * kvld, jhi - jlo, kvld, p.HS);
-        widen_rows(t.wv + jlo * p.HS, (const uint16_t *)p.v_cache + kc0 + jlo * kvld, jhi - jlo, kvld, p.HS);
+        widen_kv(&t, (const uint16_t *)p.k_cache + kc0, (const uint16_t *)p.v_cache + kc0, key_lo(pos0, p.window),
+                 pos0 + nq, kvld, p.HS);
         widen_rows(t.wq, (const uint16_t *)p.q + qo0, nq, qld, p.HS);
         v = (head_view){.q = t.wq, .k = t.wk, .v = t.wv, .out = t.wa, .q_ld = p.HS, .kv_ld = p.HS, .lse_ld = p.NH};
       } else if (ok) {
