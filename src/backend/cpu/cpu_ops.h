@@ -76,9 +76,10 @@ int srlm_cpu_bf16_direct(void);
 
 /* ---- bf16 staging ----------------------------------------------------------------- */
 
-/* Native bf16 ops (elementwise, norms, RoPE) do not stage whole tensors: each thread widens
- * the block or row it works on into its own fp32 buffer (in L1), runs the fp32 code on it,
- * and rounds the block's outputs back; the same arithmetic, so the same bits as staging.
+/* SwiGLU, add, RMSNorm, RoPE and attention do not stage whole bf16 tensors: each thread
+ * widens the block, row or tile rows it works on into its own fp32 buffer, runs the fp32
+ * code on it, and rounds that part's outputs back; the same arithmetic, so the same bits
+ * as staging (unit.backend_cpu checks each against staging). The other ops stage.
  * These two convert on the calling thread only (AVX-512 sixteen at a time at that level,
  * else core.h's srlm_convert; the same bits). */
 void srlm_cpu_widen(float *dst, const uint16_t *src, int64_t n);  /* exact */
