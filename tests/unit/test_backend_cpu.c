@@ -7,6 +7,9 @@
  * - threads: every op gives the same bits with 1 and 3 OpenMP threads;
  * - ISA levels: every op gives the same bits at every level (AVX-512 BF16, AVX-512, AVX2,
  *   portable C);
+ * - bf16: the ops that compute bf16 tensors a block, a row or a tile at a time (SwiGLU,
+ *   add, RMSNorm, RoPE, attention) give the bits of their staged definition (cpu_ops.h)
+ *   at every level and thread count;
  * - the shared parameter checks (backend.c) as the CPU reports them, and the CPU's order
  *   of checks (targets before any output is written);
  * - matmul's packed weights (b_version): read from the cache, repacked on a new version;
@@ -529,6 +532,217 @@ static void test_isa_levels(srlm_backend *be) {
   free(ref), free(o);
 }
 
+/* ---- bf16: the native ops against their staged definition --------------------------------- */
+
+/* n bf16 values from Philox in h and the same values as fp32 in f. */
+static void fill_bf16(uint16_t *h, float *f, int64_t n, double lo, double hi) {
+  fill_uniform(f, n, lo, hi);
+  for (int64_t i = 0; i < n; i++) h[i] = srlm_f32_to_bf16(f[i]), f[i] = srlm_bf16_to_f32(h[i]);
+}
+
+static uint16_t *hbuf(int64_t n) { return srlm_xcalloc((size_t)(n > 0 ? n : 1), sizeof(uint16_t)); }
+static uint16_t *hdup(const uint16_t *h, int64_t n) {
+  uint16_t *d = hbuf(n);
+  memcpy(d, h, (size_t)n * sizeof *d);
+  return d;
+}
+
+/* got (bf16) against the fp32 reference ref rounded to nearest even. */
+static void expect_rounded(const uint16_t *got, const float *ref, int64_t n, const char *what, const char *isa,
+                           int threads) {
+  int64_t bad = -1;
+  for (int64_t i = 0; i < n && bad < 0; i++)
+    if (got[i] != srlm_f32_to_bf16(ref[i])) bad = i;
+  if (bad >= 0)
+    fprintf(stderr, "  element %lld of %lld: 0x%04x, staged 0x%04x (%.9g)\n", (long long)bad, (long long)n,
+            (unsigned)got[bad], (unsigned)srlm_f32_to_bf16(ref[bad]), (double)ref[bad]);
+  EXPECT(bad < 0, "bf16 %s at %s, %d threads: not the staged fp32 result rounded", what, isa, threads);
+}
+
+/* The ops computed in fp32 a block or a row at a time (SwiGLU, add, RMSNorm, RoPE): each
+ * bf16 result is the fp32 op on the widened inputs with its bf16 outputs rounded (the
+ * staging of cpu_ops.h), bit for bit, fp32 outputs (rstd, dw) included; separate and
+ * in-place outputs; lengths that leave partial vectors, blocks and row blocks. */
+static void check_bf16_native(srlm_backend *be, const char *isa, int threads) {
+  enum { NA = 3 * 1024 + 37, NF = 5, FF = 1037, N = 131, C = 37, NR = 7, H = 3, HS = 22 };
+  const int64_t NS = NF * FF, NX = N * C, NRH = NR * H * HS;
+  const int64_t NMAX = NA > NX ? (NA > NRH ? NA : NRH) : (NX > NRH ? NX : NRH); /* o, ref: any op's output */
+  uint16_t *a = hbuf(NA), *b = hbuf(NA), *g = hbuf(NS), *u = hbuf(NS), *dh = hbuf(NS);
+  uint16_t *x = hbuf(NX), *dy = hbuf(NX), *w = hbuf(C), *xr = hbuf(NRH);
+  float *fa = fbuf(NA), *fb = fbuf(NA), *fg = fbuf(NS), *fu = fbuf(NS), *fdh = fbuf(NS);
+  float *fx = fbuf(NX), *fdy = fbuf(NX), *fw = fbuf(C), *fxr = fbuf(NRH);
+  float *ref = fbuf(NMAX), *ref2 = fbuf(NS), *rstd = fbuf(N), *rstd_ref = fbuf(N), *dw = fbuf(C), *dw_ref = fbuf(C);
+  uint16_t *o = hbuf(NMAX), *o2 = hbuf(NS);
+  g_purpose = 950;
+  fill_bf16(a, fa, NA, -3, 3);
+  fill_bf16(b, fb, NA, -3, 3);
+  fill_bf16(g, fg, NS, -8, 8);
+  fill_bf16(u, fu, NS, -2, 2);
+  fill_bf16(dh, fdh, NS, -1, 1);
+  fill_bf16(x, fx, NX, -2, 2);
+  fill_bf16(dy, fdy, NX, -1, 1);
+  fill_bf16(w, fw, C, 0.5, 1.5);
+  fill_bf16(xr, fxr, NRH, -2, 2);
+  const srlm_dtype BF = SRLM_BF16;
+
+  for (int inplace = 0; inplace < 2; inplace++) {
+    uint16_t *ai = hdup(a, NA);
+    srlm_add_params ap = {.out = inplace ? ai : o, .a = ai, .b = b, .n = NA, .dtype = BF};
+    EXPECT_EQ_INT(SRLM_OP(be, add, ap), SRLM_OK);
+    srlm_add_params apf = {.out = ref, .a = fa, .b = fb, .n = NA};
+    EXPECT_EQ_INT(SRLM_OP(be, add, apf), SRLM_OK);
+    expect_rounded(inplace ? ai : o, ref, NA, inplace ? "add in place" : "add", isa, threads);
+    free(ai);
+
+    uint16_t *gi = hdup(g, NS), *ui = hdup(u, NS);
+    srlm_swiglu_params sp = {.h = inplace ? gi : o2, .gate = gi, .up = ui, .N = NF, .FF = FF, .dtype = BF};
+    EXPECT_EQ_INT(SRLM_OP(be, swiglu_forward, sp), SRLM_OK);
+    srlm_swiglu_params spf = {.h = ref2, .gate = fg, .up = fu, .N = NF, .FF = FF};
+    EXPECT_EQ_INT(SRLM_OP(be, swiglu_forward, spf), SRLM_OK);
+    expect_rounded(inplace ? gi : o2, ref2, NS, inplace ? "swiglu_forward in place" : "swiglu_forward", isa, threads);
+    memcpy(gi, g, (size_t)NS * sizeof *gi);
+    uint16_t *dg = hbuf(NS), *du = hbuf(NS);
+    float *fdg = fbuf(NS), *fdu = fbuf(NS);
+    srlm_swiglu_bwd_params sb = {.dgate = inplace ? gi : dg, .dup = inplace ? ui : du, .dh = dh, .gate = gi, .up = ui,
+                                 .N = NF, .FF = FF, .dtype = BF};
+    EXPECT_EQ_INT(SRLM_OP(be, swiglu_backward, sb), SRLM_OK);
+    srlm_swiglu_bwd_params sbf = {.dgate = fdg, .dup = fdu, .dh = fdh, .gate = fg, .up = fu, .N = NF, .FF = FF};
+    EXPECT_EQ_INT(SRLM_OP(be, swiglu_backward, sbf), SRLM_OK);
+    expect_rounded(inplace ? gi : dg, fdg, NS, "swiglu_backward dgate", isa, threads);
+    expect_rounded(inplace ? ui : du, fdu, NS, "swiglu_backward dup", isa, threads);
+    free(gi), free(ui), free(dg), free(du), free(fdg), free(fdu);
+
+    uint16_t *xi = hdup(x, NX);
+    srlm_rmsnorm_params rf = {.out = inplace ? xi : o, .rstd = rstd, .x = xi, .w = w, .N = N, .C = C, .eps = 1e-5f,
+                              .dtype = BF};
+    EXPECT_EQ_INT(SRLM_OP(be, rmsnorm_forward, rf), SRLM_OK);
+    srlm_rmsnorm_params rff = {.out = ref, .rstd = rstd_ref, .x = fx, .w = fw, .N = N, .C = C, .eps = 1e-5f};
+    EXPECT_EQ_INT(SRLM_OP(be, rmsnorm_forward, rff), SRLM_OK);
+    expect_rounded(inplace ? xi : o, ref, NX, inplace ? "rmsnorm_forward in place" : "rmsnorm_forward", isa, threads);
+    EXPECT_SAME_BITS(rstd, rstd_ref, N, "bf16 rmsnorm_forward's rstd at %s, %d threads", isa, threads);
+    free(xi);
+    uint16_t *dyi = hdup(dy, NX);
+    fill_uniform(dw, C, -1, 1);
+    memcpy(dw_ref, dw, (size_t)C * sizeof *dw);
+    srlm_rmsnorm_bwd_params rb = {.dx = inplace ? dyi : o, .dw = dw, .dy = dyi, .x = x, .w = w, .rstd = rstd_ref,
+                                  .N = N, .C = C, .dtype = BF};
+    EXPECT_EQ_INT(SRLM_OP(be, rmsnorm_backward, rb), SRLM_OK);
+    srlm_rmsnorm_bwd_params rbf = {.dx = ref, .dw = dw_ref, .dy = fdy, .x = fx, .w = fw, .rstd = rstd_ref, .N = N, .C = C};
+    EXPECT_EQ_INT(SRLM_OP(be, rmsnorm_backward, rbf), SRLM_OK);
+    expect_rounded(inplace ? dyi : o, ref, NX, inplace ? "rmsnorm_backward dx in place" : "rmsnorm_backward dx", isa,
+                   threads);
+    EXPECT_SAME_BITS(dw, dw_ref, C, "bf16 rmsnorm_backward's dw at %s, %d threads", isa, threads);
+    free(dyi);
+  }
+
+  int32_t pos[NR];
+  float inv[HS / 2];
+  for (int i = 0; i < NR; i++) pos[i] = 3 + 17 * i;
+  for (int d = 0; d < HS / 2; d++) inv[d] = powf(0.6f, (float)d);
+  for (int dir = 0; dir < 2; dir++) {
+    uint16_t *xi = hdup(xr, NRH);
+    memcpy(ref, fxr, (size_t)NRH * sizeof *ref);
+    srlm_rope_params rp = {.x = xi, .pos = pos, .inv_freq = inv, .N = NR, .H = H, .HS = HS, .dtype = BF};
+    srlm_rope_params rpf = {.x = ref, .pos = pos, .inv_freq = inv, .N = NR, .H = H, .HS = HS};
+    EXPECT_EQ_INT(dir ? SRLM_OP(be, rope_backward, rp) : SRLM_OP(be, rope_forward, rp), SRLM_OK);
+    EXPECT_EQ_INT(dir ? SRLM_OP(be, rope_backward, rpf) : SRLM_OP(be, rope_forward, rpf), SRLM_OK);
+    expect_rounded(xi, ref, NRH, dir ? "rope_backward" : "rope_forward", isa, threads);
+    free(xi);
+  }
+  free(a), free(b), free(g), free(u), free(dh), free(x), free(dy), free(w), free(xr);
+  free(fa), free(fb), free(fg), free(fu), free(fdh), free(fx), free(fdy), free(fw), free(fxr);
+  free(ref), free(ref2), free(rstd), free(rstd_ref), free(dw), free(dw_ref), free(o), free(o2);
+}
+
+/* Attention on bf16 tensors (each task widens the rows it reads) against the fp32 op on
+ * the widened tensors, rounded: forward (with and without a window), backward, and the
+ * KV-cache forward (a decode of 3 queries and a prefill); tiles with partial rows, a
+ * head size that is not a multiple of 16. NKV = 1: every task reads the one key/value
+ * head, so a thread's next task finds rows of it widened (attention.c's widen_kv),
+ * sometimes fewer than it needs (the prefill's second tile). */
+static void check_bf16_attention(srlm_backend *be, const char *isa, int threads, int64_t NKV) {
+  enum { B = 3, NH = 6, HS = 20, SLOTS = 2, MAXL = 80 };
+  const int32_t cu[B + 1] = {0, 70, 75, 141};
+  const int64_t T = cu[B], nq = T * NH * HS, nkv = T * NKV * HS, ncache = SLOTS * MAXL * NKV * HS;
+  uint16_t *q = hbuf(nq), *k = hbuf(nkv), *v = hbuf(nkv), *dout = hbuf(nq), *kc = hbuf(ncache), *vc = hbuf(ncache);
+  float *fq = fbuf(nq), *fk = fbuf(nkv), *fv = fbuf(nkv), *fdout = fbuf(nq), *fkc = fbuf(ncache), *fvc = fbuf(ncache);
+  uint16_t *out = hbuf(nq), *dq = hbuf(nq), *dk = hbuf(nkv), *dv = hbuf(nkv);
+  float *fout = fbuf(nq), *fdq = fbuf(nq), *fdk = fbuf(nkv), *fdv = fbuf(nkv), *lse = fbuf(T * NH), *flse = fbuf(T * NH);
+  g_purpose = 970;
+  fill_bf16(q, fq, nq, -2, 2);
+  fill_bf16(k, fk, nkv, -2, 2);
+  fill_bf16(v, fv, nkv, -1, 1);
+  fill_bf16(dout, fdout, nq, -1, 1);
+  fill_bf16(kc, fkc, ncache, -2, 2);
+  fill_bf16(vc, fvc, ncache, -1, 1);
+  for (int win = 0; win <= 33; win += 33) {
+    char what[64];
+    srlm_attention_params ap = {.out = out, .lse = lse, .q = q, .k = k, .v = v, .cu_seqlens = cu, .B = B, .T = T,
+                                .NH = NH, .NKV = NKV, .HS = HS, .window = win, .scale = 0.3f, .dtype = SRLM_BF16};
+    EXPECT_EQ_INT(SRLM_OP(be, attention_forward, ap), SRLM_OK);
+    srlm_attention_params apf = ap;
+    apf.out = fout, apf.lse = flse, apf.q = fq, apf.k = fk, apf.v = fv, apf.dtype = SRLM_F32;
+    EXPECT_EQ_INT(SRLM_OP(be, attention_forward, apf), SRLM_OK);
+    snprintf(what, sizeof what, "attention_forward (NKV %lld, window %d)", (long long)NKV, win);
+    expect_rounded(out, fout, nq, what, isa, threads);
+    EXPECT_SAME_BITS(lse, flse, T * NH, "bf16 %s's lse at %s, %d threads", what, isa, threads);
+    /* the backward reads the rounded out, as a bf16 graph holds it */
+    for (int64_t i = 0; i < nq; i++) fout[i] = srlm_bf16_to_f32(out[i]);
+    srlm_attention_bwd_params bp = {.dq = dq, .dk = dk, .dv = dv, .dout = dout, .out = out, .lse = lse, .q = q,
+                                    .k = k, .v = v, .cu_seqlens = cu, .B = B, .T = T, .NH = NH, .NKV = NKV, .HS = HS,
+                                    .window = win, .scale = 0.3f, .dtype = SRLM_BF16};
+    EXPECT_EQ_INT(SRLM_OP(be, attention_backward, bp), SRLM_OK);
+    srlm_attention_bwd_params bpf = bp;
+    bpf.dq = fdq, bpf.dk = fdk, bpf.dv = fdv, bpf.dout = fdout, bpf.out = fout, bpf.lse = flse, bpf.q = fq;
+    bpf.k = fk, bpf.v = fv, bpf.dtype = SRLM_F32;
+    EXPECT_EQ_INT(SRLM_OP(be, attention_backward, bpf), SRLM_OK);
+    snprintf(what, sizeof what, "attention_backward (NKV %lld, window %d) dq", (long long)NKV, win);
+    expect_rounded(dq, fdq, nq, what, isa, threads);
+    snprintf(what, sizeof what, "attention_backward (NKV %lld, window %d) dk", (long long)NKV, win);
+    expect_rounded(dk, fdk, nkv, what, isa, threads);
+    snprintf(what, sizeof what, "attention_backward (NKV %lld, window %d) dv", (long long)NKV, win);
+    expect_rounded(dv, fdv, nkv, what, isa, threads);
+
+    /* the cache: sequence 0 decodes 3 queries at length 75 in slot 1, sequence 1 a
+     * prefill of 70 in slot 0 */
+    const int32_t slot[2] = {1, 0}, cuq[3] = {0, 3, 73}, kvlen[2] = {75, 70};
+    srlm_attention_kv_params kp = {.out = out, .q = q, .k_cache = kc, .v_cache = vc, .slot = slot, .cu_q = cuq,
+                                   .kv_len = kvlen, .n = 2, .NQ = 73, .NH = NH, .NKV = NKV, .HS = HS,
+                                   .max_slots = SLOTS, .max_len = MAXL, .window = win, .scale = 0.3f,
+                                   .dtype = SRLM_BF16};
+    EXPECT_EQ_INT(SRLM_OP(be, attention_kv, kp), SRLM_OK);
+    srlm_attention_kv_params kpf = kp;
+    kpf.out = fout, kpf.q = fq, kpf.k_cache = fkc, kpf.v_cache = fvc, kpf.dtype = SRLM_F32;
+    EXPECT_EQ_INT(SRLM_OP(be, attention_kv, kpf), SRLM_OK);
+    snprintf(what, sizeof what, "attention_kv (NKV %lld, window %d)", (long long)NKV, win);
+    expect_rounded(out, fout, 73 * NH * HS, what, isa, threads);
+  }
+  free(q), free(k), free(v), free(dout), free(kc), free(vc), free(out), free(dq), free(dk), free(dv);
+  free(fq), free(fk), free(fv), free(fdout), free(fkc), free(fvc), free(fout), free(fdq), free(fdk), free(fdv);
+  free(lse), free(flse);
+}
+
+static void test_bf16_native(srlm_backend *be) {
+#ifdef _OPENMP
+  const int saved = omp_get_max_threads();
+#endif
+  for (int i = 0; i < N_ISAS; i++) {
+    if (srlm_backend_cpu_set_isa(k_isas[i]) != SRLM_OK) continue; /* not on this CPU */
+    for (int threads = 1; threads <= 3; threads += 2) {
+#ifdef _OPENMP
+      omp_set_num_threads(threads);
+#endif
+      check_bf16_native(be, k_isas[i], threads);
+      check_bf16_attention(be, k_isas[i], threads, 2);
+      check_bf16_attention(be, k_isas[i], threads, 1);
+    }
+  }
+#ifdef _OPENMP
+  omp_set_num_threads(saved);
+#endif
+  EXPECT_EQ_INT(srlm_backend_cpu_set_isa(NULL), SRLM_OK);
+}
+
 /* ---- parameter checks, as the CPU reports them -------------------------------------------- */
 
 static void test_params(srlm_backend *be) {
@@ -657,6 +871,7 @@ int main(void) {
   EXPECT_CONTAINS(srlm_error_message(), "unknown ISA 'avx9'");
   test_threads(be);
   test_isa_levels(be);
+  test_bf16_native(be);
   test_params(be);
   test_memory(be);
   test_registry();

@@ -17,7 +17,10 @@
  *     D_i = dO_i . O_i, dS = P (dP - D) scale, dQ = dS K;
  *   dK/dV pass, per (sequence, kv head, key tile): for each query head of the group and
  *     each query tile that sees the keys, dV += P^T dO and dK += dS^T Q.
- * bf16 tensors are staged through fp32 (cpu_ops.h). */
+ * bf16 tensors are not staged whole: each task widens the rows it reads (its queries,
+ * the keys and values they see) into its thread's fp32 buffers, runs the same tile code
+ * on them and rounds its output rows back (cpu_ops.h). Products do not depend on the
+ * strides (one fma chain per element), so these are the bits of staging. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -50,12 +53,54 @@ typedef struct head_view {
   const float *q, *k, *v, *dout, *o;
   float *out, *dq, *dk, *dv, *lse, *D;
   int64_t q_ld, kv_ld, lse_ld; /* strides of q/out/dout rows, of k/v rows, of lse/D entries */
+  /* dK/dV pass on bf16 tensors: q and dout are these rows (stride src_ld), widened by
+   * dkv_tile one head at a time (q, dout above are then unused) */
+  const uint16_t *q16, *dout16;
+  int64_t src_ld;
 } head_view;
 
+/* A thread's scratch. For bf16 tensors also the widened rows of a task, each (Lmax, HS),
+ * a row at its position in the sequence: wq, wdo, wo (queries, dout, out), wk, wv, and
+ * wa, wb (the outputs: out or dq; dk and dv). wk, wv hold rows [kv_lo, kv_hi) of the key
+ * and value head whose row 0 in k is kv_src (NULL: none), kept for the thread's next
+ * task: tasks run the heads of a tile in turn, the longest tiles first, so a task often
+ * reads rows already widened (k and v do not change during an op). */
 typedef struct tile_scratch {
   float *S, *dP; /* (QT, J) */
+  float *wq, *wdo, *wo, *wk, *wv, *wa, *wb;
+  const uint16_t *kv_src;
+  int64_t kv_lo, kv_hi;
   srlm_cpu_gemm_ws ws;
 } tile_scratch;
+
+/* rows x HS values of a bf16 tensor (row stride ld) into dst (rows, HS), and back */
+static void widen_rows(float *dst, const uint16_t *src, int64_t rows, int64_t ld, int64_t HS) {
+  for (int64_t r = 0; r < rows; r++) srlm_cpu_widen(dst + r * HS, src + r * ld, HS);
+}
+static void narrow_rows(uint16_t *dst, int64_t ld, const float *src, int64_t rows, int64_t HS) {
+  for (int64_t r = 0; r < rows; r++) srlm_cpu_narrow(dst + r * ld, src + r * HS, HS);
+}
+
+/* Rows [lo, hi) of a bf16 key and value head (k16, v16: their row 0, stride ld) into t's
+ * wk, wv, unless they are there already. */
+static void widen_kv(tile_scratch *t, const uint16_t *k16, const uint16_t *v16, int64_t lo, int64_t hi, int64_t ld,
+                     int64_t HS) {
+  if (t->kv_src == k16 && t->kv_lo <= lo && hi <= t->kv_hi) return;
+  widen_rows(t->wk + lo * HS, k16 + lo * ld, hi - lo, ld, HS);
+  widen_rows(t->wv + lo * HS, v16 + lo * ld, hi - lo, ld, HS);
+  t->kv_src = k16, t->kv_lo = lo, t->kv_hi = hi;
+}
+
+/* The bf16 buffers of t (one allocation from wq), for rows of up to Lmax positions;
+ * returns 0 when out of memory. */
+static int scratch_bf16(tile_scratch *t, int64_t Lmax, int64_t HS) {
+  const size_t n = (size_t)(Lmax * HS);
+  float *w = malloc(7 * n * sizeof *w);
+  if (!w) return 0;
+  t->wq = w, t->wdo = w + n, t->wo = w + 2 * n, t->wk = w + 3 * n, t->wv = w + 4 * n, t->wa = w + 5 * n,
+  t->wb = w + 6 * n;
+  return 1;
+}
 
 static srlm_status mm(tile_scratch *t, float *c, int64_t ldc, const float *a, int64_t lda, int ta, const float *b,
                       int64_t ldb, int tb, int64_t M, int64_t N, int64_t K, int acc) {
@@ -149,9 +194,16 @@ static srlm_status dkv_tile(const head_view *hv, int rep, int64_t j0, int64_t nk
   int acc = 0;
   for (int r = 0; r < rep; r++) {
     const head_view *h = &hv[r];
+    const float *hq = h->q, *hdout = h->dout;
+    if (h->q16) { /* this head's bf16 query rows, widened at their positions */
+      const int64_t ilo = query_lo(j0, mk);
+      widen_rows(t->wq + ilo * HS, h->q16 + ilo * h->src_ld, i_end - ilo, h->src_ld, HS);
+      widen_rows(t->wdo + ilo * HS, h->dout16 + ilo * h->src_ld, i_end - ilo, h->src_ld, HS);
+      hq = t->wq, hdout = t->wdo;
+    }
     for (int64_t i0 = query_lo(j0, mk); i0 < i_end; i0 += QT) {
       const int64_t nq = i_end - i0 < QT ? i_end - i0 : QT;
-      const float *q = h->q + i0 * h->q_ld, *dout = h->dout + i0 * h->q_ld;
+      const float *q = hq + i0 * h->q_ld, *dout = hdout + i0 * h->q_ld;
       SRLM_TRY(mm(t, t->S, nk, q, h->q_ld, 0, k, h->kv_ld, 1, nq, nk, HS, 0));
       probs(t->S, nq, nk, i0, j0, mk, scale, h->lse + i0 * h->lse_ld, h->lse_ld);
       SRLM_TRY(mm(t, dv, h->kv_ld, t->S, nk, 1, dout, h->q_ld, 0, nk, HS, nq, acc));
@@ -209,11 +261,59 @@ typedef struct attn_job {
   int64_t NH, NKV, HS, W;
   int causal;
   float scale;
-  const float *q, *k, *v, *dout, *o;
-  float *out, *lse, *dq, *dk, *dv, *D;
+  srlm_dtype dt;
+  const void *q, *k, *v, *dout, *o; /* dt */
+  void *out, *dq, *dk, *dv;          /* dt */
+  float *lse, *D;
 } attn_job;
 
+/* run_task on bf16 tensors: the rows the task reads widened into t's buffers (a row at its
+ * position: stride HS), the same tile code, its output rows rounded back. */
+static srlm_status run_task_bf16(const attn_job *a, const task *tk, tile_scratch *t) {
+  const int64_t s0 = a->cu[tk->seq], L = a->cu[tk->seq + 1] - s0, rep = a->NH / a->NKV, HS = a->HS, NH = a->NH;
+  const int64_t qld = NH * HS, kvld = a->NKV * HS;
+  const int64_t first = (int64_t)tk->tile * QT, n = L - first < QT ? L - first : QT;
+  const uint16_t *q = a->q, *k = a->k, *v = a->v;
+  const mask mk = {.W = a->W, .L = L, .causal = a->causal};
+  if (a->which == PASS_DKV) { /* kv head g, keys [first, first + n) */
+    const int64_t g = tk->head, kv0 = (s0 + first) * kvld + g * HS;
+    widen_kv(t, k + s0 * kvld + g * HS, v + s0 * kvld + g * HS, first, first + n, kvld, HS);
+    head_view hv[64];
+    for (int64_t r = 0; r < rep; r++) {
+      const int64_t h = g * rep + r;
+      hv[r] = (head_view){.k = t->wk, .v = t->wv, .dk = t->wa, .dv = t->wb, .lse = a->lse + s0 * NH + h,
+                          .D = a->D + s0 * NH + h, .q_ld = HS, .kv_ld = HS, .lse_ld = NH,
+                          .q16 = q + s0 * qld + h * HS, .dout16 = (const uint16_t *)a->dout + s0 * qld + h * HS,
+                          .src_ld = qld};
+    }
+    SRLM_TRY(dkv_tile(hv, (int)rep, first, n, &mk, HS, a->scale, t));
+    narrow_rows((uint16_t *)a->dk + kv0, kvld, t->wa + first * HS, n, HS);
+    narrow_rows((uint16_t *)a->dv + kv0, kvld, t->wb + first * HS, n, HS);
+    return SRLM_OK;
+  }
+  /* query head h, queries [first, first + n), the keys they see [jlo, jhi) */
+  const int64_t h = tk->head, g = h / rep, q0 = (s0 + first) * qld + h * HS;
+  const int64_t jlo = key_lo(first, a->W), jhi = key_hi(first + n - 1, &mk) + 1;
+  widen_kv(t, k + s0 * kvld + g * HS, v + s0 * kvld + g * HS, jlo, jhi, kvld, HS);
+  widen_rows(t->wq, q + q0, n, qld, HS);
+  head_view hv = {.q = t->wq, .k = t->wk, .v = t->wv, .q_ld = HS, .kv_ld = HS, .lse_ld = NH,
+                  .lse = a->lse ? a->lse + (s0 + first) * NH + h : NULL};
+  if (a->which == PASS_FWD) {
+    hv.out = t->wa;
+    SRLM_TRY(fwd_tile(&hv, n, first, &mk, HS, a->scale, t));
+    narrow_rows((uint16_t *)a->out + q0, qld, t->wa, n, HS);
+    return SRLM_OK;
+  }
+  widen_rows(t->wdo, (const uint16_t *)a->dout + q0, n, qld, HS);
+  widen_rows(t->wo, (const uint16_t *)a->o + q0, n, qld, HS);
+  hv.dout = t->wdo, hv.o = t->wo, hv.dq = t->wa, hv.D = a->D + (s0 + first) * NH + h;
+  SRLM_TRY(dq_tile(&hv, n, first, &mk, HS, a->scale, t));
+  narrow_rows((uint16_t *)a->dq + q0, qld, t->wa, n, HS);
+  return SRLM_OK;
+}
+
 static srlm_status run_task(const attn_job *a, const task *tk, tile_scratch *t) {
+  if (a->dt != SRLM_F32) return run_task_bf16(a, tk, t);
   const int64_t s0 = a->cu[tk->seq], L = a->cu[tk->seq + 1] - s0, rep = a->NH / a->NKV;
   const int64_t qld = a->NH * a->HS, kvld = a->NKV * a->HS;
   const int64_t first = (int64_t)tk->tile * QT, n = L - first < QT ? L - first : QT;
@@ -226,17 +326,17 @@ static srlm_status run_task(const attn_job *a, const task *tk, tile_scratch *t) 
     head_view *v = &hv[r];
     memset(v, 0, sizeof *v);
     v->q_ld = qld, v->kv_ld = kvld, v->lse_ld = a->NH;
-    v->q = a->q + row0 * qld + h * a->HS;
-    v->k = a->k + s0 * kvld + g * a->HS;
-    v->v = a->v + s0 * kvld + g * a->HS;
-    if (a->out) v->out = a->out + row0 * qld + h * a->HS;
+    v->q = (const float *)a->q + row0 * qld + h * a->HS;
+    v->k = (const float *)a->k + s0 * kvld + g * a->HS;
+    v->v = (const float *)a->v + s0 * kvld + g * a->HS;
+    if (a->out) v->out = (float *)a->out + row0 * qld + h * a->HS;
     if (a->lse) v->lse = a->lse + row0 * a->NH + h;
-    if (a->dout) v->dout = a->dout + row0 * qld + h * a->HS;
-    if (a->o) v->o = a->o + row0 * qld + h * a->HS;
-    if (a->dq) v->dq = a->dq + row0 * qld + h * a->HS;
+    if (a->dout) v->dout = (const float *)a->dout + row0 * qld + h * a->HS;
+    if (a->o) v->o = (const float *)a->o + row0 * qld + h * a->HS;
+    if (a->dq) v->dq = (float *)a->dq + row0 * qld + h * a->HS;
     if (a->D) v->D = a->D + row0 * a->NH + h;
-    if (a->dk) v->dk = a->dk + s0 * kvld + g * a->HS;
-    if (a->dv) v->dv = a->dv + s0 * kvld + g * a->HS;
+    if (a->dk) v->dk = (float *)a->dk + s0 * kvld + g * a->HS;
+    if (a->dv) v->dv = (float *)a->dv + s0 * kvld + g * a->HS;
   }
   const mask mk = {.W = a->W, .L = L, .causal = a->causal};
   switch (a->which) {
@@ -260,13 +360,14 @@ static srlm_status run_tasks(const char *where, const attn_job *a, const task *t
     memset(&t, 0, sizeof t);
     t.S = malloc((size_t)(QT * J) * sizeof(float));
     t.dP = malloc((size_t)(QT * J) * sizeof(float));
+    const int ok = t.S && t.dP && (a->dt == SRLM_F32 || scratch_bf16(&t, J, a->HS));
 #ifdef _OPENMP
 #pragma omp for schedule(dynamic, 1)
 #endif
     for (size_t i = 0; i < n; i++) {
-      srlm_status s = t.S && t.dP ? run_task(a, &ts[i], &t)
-                                  : srlm_error(SRLM_ERR_NOMEM, where, "cannot allocate %lld floats of scratch",
-                                               (long long)(2 * QT * J));
+      srlm_status s = ok ? run_task(a, &ts[i], &t)
+                         : srlm_error(SRLM_ERR_NOMEM, where, "cannot allocate %lld floats of scratch",
+                                      (long long)(2 * QT * J + (a->dt == SRLM_F32 ? 0 : 7 * J * a->HS)));
       if (s != SRLM_OK) {
 #ifdef _OPENMP
 #pragma omp critical(srlm_attention_error)
@@ -279,6 +380,7 @@ static srlm_status run_tasks(const char *where, const attn_job *a, const task *t
     }
     free(t.S);
     free(t.dP);
+    free(t.wq);
     srlm_cpu_gemm_ws_free(&t.ws);
   }
   if (st != SRLM_OK) return srlm_error(st, where, "%s", msg);
@@ -295,16 +397,10 @@ srlm_status srlm_cpu_attention_forward(srlm_backend *be, srlm_attention_params p
   size_t n;
   task *ts = make_tasks(p.B, p.cu_seqlens, p.NH, &n);
   if (!ts) return srlm_error(SRLM_ERR_NOMEM, where, "cannot allocate the task list");
-  srlm_cpu_stage sg = {0};
-  const int64_t nq = p.T * p.NH * p.HS, nkv = p.T * p.NKV * p.HS;
-  float *out = srlm_cpu_stage_out(&sg, p.out, p.dtype, nq, 0);
   attn_job a = {.which = PASS_FWD, .cu = p.cu_seqlens, .NH = p.NH, .NKV = p.NKV, .HS = p.HS, .W = p.window,
-                .causal = !p.non_causal, .scale = p.scale, .q = srlm_cpu_stage_in(&sg, p.q, p.dtype, nq),
-                .k = srlm_cpu_stage_in(&sg, p.k, p.dtype, nkv), .v = srlm_cpu_stage_in(&sg, p.v, p.dtype, nkv),
-                .out = out, .lse = p.lse};
+                .causal = !p.non_causal, .scale = p.scale, .dt = p.dtype, .q = p.q, .k = p.k, .v = p.v,
+                .out = p.out, .lse = p.lse};
   srlm_status st = run_tasks(where, &a, ts, n, Lmax);
-  if (st == SRLM_OK) srlm_cpu_stage_store(p.out, p.dtype, out, nq);
-  srlm_cpu_stage_free(&sg);
   free(ts);
   return st;
 }
@@ -323,27 +419,15 @@ srlm_status srlm_cpu_attention_backward(srlm_backend *be, srlm_attention_bwd_par
   task *tq = make_tasks(p.B, p.cu_seqlens, p.NH, &nq), *tkv = make_tasks(p.B, p.cu_seqlens, p.NKV, &nkv);
   srlm_status st = SRLM_OK;
   if (!D || !tq || !tkv) st = srlm_error(SRLM_ERR_NOMEM, where, "cannot allocate %lld floats of scratch", (long long)(p.T * p.NH));
-  srlm_cpu_stage sg = {0};
-  const int64_t n_q = p.T * p.NH * p.HS, n_kv = p.T * p.NKV * p.HS;
-  float *dq = srlm_cpu_stage_out(&sg, p.dq, p.dtype, n_q, 0);
-  float *dk = srlm_cpu_stage_out(&sg, p.dk, p.dtype, n_kv, 0), *dv = srlm_cpu_stage_out(&sg, p.dv, p.dtype, n_kv, 0);
   attn_job a = {.which = PASS_DQ, .cu = p.cu_seqlens, .NH = p.NH, .NKV = p.NKV, .HS = p.HS, .W = p.window,
-                .causal = !p.non_causal, .scale = p.scale, .q = srlm_cpu_stage_in(&sg, p.q, p.dtype, n_q),
-                .k = srlm_cpu_stage_in(&sg, p.k, p.dtype, n_kv), .v = srlm_cpu_stage_in(&sg, p.v, p.dtype, n_kv),
-                .dout = srlm_cpu_stage_in(&sg, p.dout, p.dtype, n_q), .o = srlm_cpu_stage_in(&sg, p.out, p.dtype, n_q),
-                .lse = (float *)p.lse, .dq = dq, .D = D};
+                .causal = !p.non_causal, .scale = p.scale, .dt = p.dtype, .q = p.q, .k = p.k, .v = p.v,
+                .dout = p.dout, .o = p.out, .lse = (float *)p.lse, .dq = p.dq, .D = D};
   if (st == SRLM_OK) st = run_tasks(where, &a, tq, nq, Lmax);
   a.which = PASS_DKV;
   a.dq = NULL;
-  a.dk = dk;
-  a.dv = dv;
+  a.dk = p.dk;
+  a.dv = p.dv;
   if (st == SRLM_OK) st = run_tasks(where, &a, tkv, nkv, Lmax);
-  if (st == SRLM_OK) {
-    srlm_cpu_stage_store(p.dq, p.dtype, dq, n_q);
-    srlm_cpu_stage_store(p.dk, p.dtype, dk, n_kv);
-    srlm_cpu_stage_store(p.dv, p.dtype, dv, n_kv);
-  }
-  srlm_cpu_stage_free(&sg);
   free(D);
   free(tq);
   free(tkv);
@@ -379,11 +463,7 @@ srlm_status srlm_cpu_attention_kv(srlm_backend *be, srlm_attention_kv_params p) 
     for (int32_t t = 0; t < (p.cu_q[i + 1] - p.cu_q[i] + QT - 1) / QT; t++)
       for (int64_t h = 0; h < p.NH; h++) ts[k++] = (task){i, (int32_t)h, t};
   const int64_t qld = p.NH * p.HS, kvld = p.NKV * p.HS, rep = p.NH / p.NKV;
-  srlm_cpu_stage sg = {0};
-  const int64_t n_q = p.NQ * qld, n_cache = p.max_slots * p.max_len * kvld;
-  const float *Q = srlm_cpu_stage_in(&sg, p.q, p.dtype, n_q);
-  const float *KC = srlm_cpu_stage_in(&sg, p.k_cache, p.dtype, n_cache), *VC = srlm_cpu_stage_in(&sg, p.v_cache, p.dtype, n_cache);
-  float *OUT = srlm_cpu_stage_out(&sg, p.out, p.dtype, n_q, 0);
+  const int bf = p.dtype != SRLM_F32;
   srlm_status st = SRLM_OK;
   char msg[512] = "";
 #ifdef _OPENMP
@@ -393,6 +473,7 @@ srlm_status srlm_cpu_attention_kv(srlm_backend *be, srlm_attention_kv_params p) 
     tile_scratch t;
     memset(&t, 0, sizeof t);
     t.S = malloc((size_t)(QT * Lmax) * sizeof(float));
+    const int ok = t.S && (!bf || scratch_bf16(&t, Lmax, p.HS));
 #ifdef _OPENMP
 #pragma omp for schedule(dynamic, 1)
 #endif
@@ -400,14 +481,23 @@ srlm_status srlm_cpu_attention_kv(srlm_backend *be, srlm_attention_kv_params p) 
       const task *tk = &ts[i];
       const int64_t q0 = p.cu_q[tk->seq], nq_all = p.cu_q[tk->seq + 1] - q0, len = p.kv_len[tk->seq];
       const int64_t first = (int64_t)tk->tile * QT, nq = nq_all - first < QT ? nq_all - first : QT;
-      const int64_t h = tk->head, g = h / rep;
-      const float *kc = KC + (int64_t)p.slot[tk->seq] * p.max_len * kvld + g * p.HS;
-      const float *vc = VC + (int64_t)p.slot[tk->seq] * p.max_len * kvld + g * p.HS;
-      head_view v = {.q = Q + (q0 + first) * qld + h * p.HS, .k = kc, .v = vc,
-                     .out = OUT + (q0 + first) * qld + h * p.HS, .q_ld = qld, .kv_ld = kvld, .lse_ld = p.NH};
+      const int64_t h = tk->head, g = h / rep, pos0 = len - nq_all + first;
+      const int64_t kc0 = (int64_t)p.slot[tk->seq] * p.max_len * kvld + g * p.HS, qo0 = (q0 + first) * qld + h * p.HS;
       const mask mk = {.W = p.window, .L = len, .causal = 1};
-      srlm_status s = t.S ? fwd_tile(&v, nq, len - nq_all + first, &mk, p.HS, p.scale, &t)
-                          : srlm_error(SRLM_ERR_NOMEM, where, "cannot allocate %lld floats of scratch", (long long)(QT * Lmax));
+      head_view v = {.q_ld = qld, .kv_ld = kvld, .lse_ld = p.NH};
+      if (ok && bf) { /* the rows the tile reads widened (keys at their positions), stride HS */
+        widen_kv(&t, (const uint16_t *)p.k_cache + kc0, (const uint16_t *)p.v_cache + kc0, key_lo(pos0, p.window),
+                 pos0 + nq, kvld, p.HS);
+        widen_rows(t.wq, (const uint16_t *)p.q + qo0, nq, qld, p.HS);
+        v = (head_view){.q = t.wq, .k = t.wk, .v = t.wv, .out = t.wa, .q_ld = p.HS, .kv_ld = p.HS, .lse_ld = p.NH};
+      } else if (ok) {
+        v.q = (const float *)p.q + qo0, v.k = (const float *)p.k_cache + kc0, v.v = (const float *)p.v_cache + kc0;
+        v.out = (float *)p.out + qo0;
+      }
+      srlm_status s = ok ? fwd_tile(&v, nq, pos0, &mk, p.HS, p.scale, &t)
+                         : srlm_error(SRLM_ERR_NOMEM, where, "cannot allocate %lld floats of scratch",
+                                      (long long)(QT * Lmax + (bf ? 7 * Lmax * p.HS : 0)));
+      if (s == SRLM_OK && bf) narrow_rows((uint16_t *)p.out + qo0, qld, t.wa, nq, p.HS);
       if (s != SRLM_OK) {
 #ifdef _OPENMP
 #pragma omp critical(srlm_attention_error)
@@ -419,11 +509,10 @@ srlm_status srlm_cpu_attention_kv(srlm_backend *be, srlm_attention_kv_params p) 
       }
     }
     free(t.S);
+    free(t.wq);
     srlm_cpu_gemm_ws_free(&t.ws);
   }
   free(ts);
-  if (st == SRLM_OK) srlm_cpu_stage_store(p.out, p.dtype, OUT, n_q);
-  srlm_cpu_stage_free(&sg);
   if (st != SRLM_OK) return srlm_error(st, where, "%s", msg);
   return SRLM_OK;
 }

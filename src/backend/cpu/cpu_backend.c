@@ -119,6 +119,14 @@ static void convert_block(void *dst, srlm_dtype ddt, const void *src, srlm_dtype
   srlm_convert(dst, ddt, src, sdt, (size_t)n);
 }
 
+void srlm_cpu_widen(float *dst, const uint16_t *src, int64_t n) {
+  if (n > 0) convert_block(dst, SRLM_F32, src, SRLM_BF16, n);
+}
+
+void srlm_cpu_narrow(uint16_t *dst, const float *src, int64_t n) {
+  if (n > 0) convert_block(dst, SRLM_BF16, src, SRLM_F32, n);
+}
+
 /* srlm_convert over OpenMP threads in blocks (element by element: the same bits); small
  * tensors, and calls from inside a parallel region, stay on the calling thread. */
 static void convert(void *dst, srlm_dtype ddt, const void *src, srlm_dtype sdt, int64_t n) {

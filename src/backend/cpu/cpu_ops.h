@@ -1,6 +1,6 @@
 /* Private to the CPU backend: its op entry points, the OpenMP row loop, the
- * single-threaded fp32 matrix product other ops build on, and the bf16 staging every
- * op uses to compute bf16 tensors in fp32.
+ * single-threaded fp32 matrix product other ops build on, and the bf16 staging and
+ * row conversions ops use to compute bf16 tensors in fp32.
  *
  * bf16 on the CPU: an op with dtype bf16 widens its bf16 inputs to fp32 copies
  * (exact), runs the fp32 code, and rounds its bf16 outputs to nearest even (an output
@@ -75,6 +75,15 @@ int srlm_cpu_bf16_dot_ok(void);
 int srlm_cpu_bf16_direct(void);
 
 /* ---- bf16 staging ----------------------------------------------------------------- */
+
+/* SwiGLU, add, RMSNorm, RoPE and attention do not stage whole bf16 tensors: each thread
+ * widens the block, row or tile rows it works on into its own fp32 buffer, runs the fp32
+ * code on it, and rounds that part's outputs back; the same arithmetic, so the same bits
+ * as staging (unit.backend_cpu checks each against staging). The other ops stage.
+ * These two convert on the calling thread only (AVX-512 sixteen at a time at that level,
+ * else core.h's srlm_convert; the same bits). */
+void srlm_cpu_widen(float *dst, const uint16_t *src, int64_t n);  /* exact */
+void srlm_cpu_narrow(uint16_t *dst, const float *src, int64_t n); /* to nearest even */
 
 /* fp32 copies of an op's bf16 tensors, freed together. */
 #define SRLM_CPU_STAGE_MAX 12

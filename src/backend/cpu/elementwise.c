@@ -2,8 +2,9 @@
  * add, bias gradient (column sums), embedding gather and its scatter-add backward.
  * Sums over rows run in a fixed order (rows in blocks, blocks in order, or one thread
  * per column range), so results do not depend on the thread count. bf16 tensors are
- * staged through fp32 (cpu_ops.h), except the gathers and scatters, which move rows
- * of any dtype as they are. */
+ * computed in fp32 a block at a time (SwiGLU, add) or staged through fp32 (colsum, the
+ * embedding backward's gradient) (cpu_ops.h); the gathers and scatters move rows of any
+ * dtype as they are. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,67 +12,105 @@
 #include "cpu_ops.h"
 
 /* exp(-gate) is computed a block at a time with the vector exp; blocks are a fixed
- * partition of the elements, so the bits do not depend on the thread count. */
+ * partition of the elements, so the bits do not depend on the thread count. bf16 tensors
+ * are widened a block at a time into the thread's buffers (cpu_ops.h: srlm_cpu_widen). */
 enum { EW_BLOCK = 1024 };
+
+/* Block i0 (len elements) of an input: the fp32 tensor itself, or its bf16 values widened
+ * into buf. */
+static const float *block_in(const void *x, srlm_dtype dt, int64_t i0, int64_t len, float *buf) {
+  if (dt == SRLM_F32) return (const float *)x + i0;
+  srlm_cpu_widen(buf, (const uint16_t *)x + i0, len);
+  return buf;
+}
+
+/* Where block i0 of an output is computed: the fp32 tensor itself, or buf (then
+ * block_out rounds it into the bf16 tensor). */
+static float *block_at(void *x, srlm_dtype dt, int64_t i0, float *buf) {
+  return dt == SRLM_F32 ? (float *)x + i0 : buf;
+}
+
+static void block_out(void *x, srlm_dtype dt, int64_t i0, int64_t len, const float *buf) {
+  if (dt != SRLM_F32) srlm_cpu_narrow((uint16_t *)x + i0, buf, len);
+}
+
+/* h = silu(gate) * up over one block; h may alias gate or up */
+static void swiglu_block(float *h, const float *gate, const float *up, int64_t len) {
+  float e[EW_BLOCK];
+  srlm_cpu_exp_affine(gate, -1.0f, 0.0f, e, len);
+  for (int64_t i = 0; i < len; i++) {
+    const float g = gate[i], u = up[i];
+    h[i] = g / (1.0f + e[i]) * u;
+  }
+}
 
 srlm_status srlm_cpu_swiglu_forward(srlm_backend *be, srlm_swiglu_params p) {
   (void)be;
   SRLM_TRY(srlm_swiglu_params_check(&p, "cpu swiglu_forward"));
   const int64_t n = p.N * p.FF, nblk = (n + EW_BLOCK - 1) / EW_BLOCK;
-  srlm_cpu_stage s = {0};
-  const float *gate = srlm_cpu_stage_in(&s, p.gate, p.dtype, n), *up = srlm_cpu_stage_in(&s, p.up, p.dtype, n);
-  float *h = srlm_cpu_stage_out(&s, p.h, p.dtype, n, 0);
+  const srlm_dtype dt = p.dtype;
   SRLM_OMP_ROWS
   for (int64_t b = 0; b < nblk; b++) {
     const int64_t i0 = b * EW_BLOCK, len = n - i0 < EW_BLOCK ? n - i0 : EW_BLOCK;
-    float e[EW_BLOCK];
-    srlm_cpu_exp_affine(gate + i0, -1.0f, 0.0f, e, len);
-    for (int64_t i = 0; i < len; i++) {
-      const float g = gate[i0 + i], u = up[i0 + i];
-      h[i0 + i] = g / (1.0f + e[i]) * u;
-    }
+    float gb[EW_BLOCK], ub[EW_BLOCK], hb[EW_BLOCK]; /* bf16 blocks widened */
+    float *h = block_at(p.h, dt, i0, hb);
+    swiglu_block(h, block_in(p.gate, dt, i0, len, gb), block_in(p.up, dt, i0, len, ub), len);
+    block_out(p.h, dt, i0, len, hb);
   }
-  srlm_cpu_stage_store(p.h, p.dtype, h, n);
-  srlm_cpu_stage_free(&s);
   return SRLM_OK;
+}
+
+/* dgate, dup over one block; the outputs may alias the inputs */
+static void swiglu_bwd_block(float *dgate, float *dup, const float *gate, const float *up, const float *dh,
+                             int64_t len) {
+  float e[EW_BLOCK];
+  srlm_cpu_exp_affine(gate, -1.0f, 0.0f, e, len);
+  for (int64_t i = 0; i < len; i++) {
+    const float g = gate[i], u = up[i], d = dh[i];
+    const float sg = 1.0f / (1.0f + e[i]), silu = g * sg;
+    dgate[i] = d * u * (sg * (1.0f + g * (1.0f - sg)));
+    dup[i] = d * silu;
+  }
 }
 
 srlm_status srlm_cpu_swiglu_backward(srlm_backend *be, srlm_swiglu_bwd_params p) {
   (void)be;
   SRLM_TRY(srlm_swiglu_bwd_params_check(&p, "cpu swiglu_backward"));
   const int64_t n = p.N * p.FF, nblk = (n + EW_BLOCK - 1) / EW_BLOCK;
-  srlm_cpu_stage s = {0};
-  const float *gate = srlm_cpu_stage_in(&s, p.gate, p.dtype, n), *up = srlm_cpu_stage_in(&s, p.up, p.dtype, n);
-  const float *dh = srlm_cpu_stage_in(&s, p.dh, p.dtype, n);
-  float *dgate = srlm_cpu_stage_out(&s, p.dgate, p.dtype, n, 0), *dup = srlm_cpu_stage_out(&s, p.dup, p.dtype, n, 0);
+  const srlm_dtype dt = p.dtype;
   SRLM_OMP_ROWS
   for (int64_t b = 0; b < nblk; b++) {
     const int64_t i0 = b * EW_BLOCK, len = n - i0 < EW_BLOCK ? n - i0 : EW_BLOCK;
-    float e[EW_BLOCK];
-    srlm_cpu_exp_affine(gate + i0, -1.0f, 0.0f, e, len);
-    for (int64_t i = 0; i < len; i++) {
-      const float g = gate[i0 + i], u = up[i0 + i], d = dh[i0 + i];
-      const float sg = 1.0f / (1.0f + e[i]), silu = g * sg;
-      dgate[i0 + i] = d * u * (sg * (1.0f + g * (1.0f - sg)));
-      dup[i0 + i] = d * silu;
-    }
+    float gb[EW_BLOCK], ub[EW_BLOCK], db[EW_BLOCK], dgb[EW_BLOCK], dub[EW_BLOCK];
+    float *dgate = block_at(p.dgate, dt, i0, dgb), *dup = block_at(p.dup, dt, i0, dub);
+    swiglu_bwd_block(dgate, dup, block_in(p.gate, dt, i0, len, gb), block_in(p.up, dt, i0, len, ub),
+                     block_in(p.dh, dt, i0, len, db), len);
+    block_out(p.dgate, dt, i0, len, dgb);
+    block_out(p.dup, dt, i0, len, dub);
   }
-  srlm_cpu_stage_store(p.dgate, p.dtype, dgate, n);
-  srlm_cpu_stage_store(p.dup, p.dtype, dup, n);
-  srlm_cpu_stage_free(&s);
   return SRLM_OK;
 }
 
 srlm_status srlm_cpu_add(srlm_backend *be, srlm_add_params p) {
   (void)be;
   SRLM_TRY(srlm_add_params_check(&p, "cpu add"));
-  srlm_cpu_stage s = {0};
-  const float *a = srlm_cpu_stage_in(&s, p.a, p.dtype, p.n), *b = srlm_cpu_stage_in(&s, p.b, p.dtype, p.n);
-  float *out = srlm_cpu_stage_out(&s, p.out, p.dtype, p.n, 0);
+  const srlm_dtype dt = p.dtype;
+  if (dt == SRLM_F32) {
+    const float *a = p.a, *b = p.b;
+    float *out = p.out;
+    SRLM_OMP_ROWS
+    for (int64_t i = 0; i < p.n; i++) out[i] = a[i] + b[i];
+    return SRLM_OK;
+  }
+  const int64_t nblk = (p.n + EW_BLOCK - 1) / EW_BLOCK;
   SRLM_OMP_ROWS
-  for (int64_t i = 0; i < p.n; i++) out[i] = a[i] + b[i];
-  srlm_cpu_stage_store(p.out, p.dtype, out, p.n);
-  srlm_cpu_stage_free(&s);
+  for (int64_t k = 0; k < nblk; k++) {
+    const int64_t i0 = k * EW_BLOCK, len = p.n - i0 < EW_BLOCK ? p.n - i0 : EW_BLOCK;
+    float ab[EW_BLOCK], bb[EW_BLOCK];
+    const float *a = block_in(p.a, dt, i0, len, ab), *b = block_in(p.b, dt, i0, len, bb);
+    for (int64_t i = 0; i < len; i++) ab[i] = a[i] + b[i];
+    block_out(p.out, dt, i0, len, ab);
+  }
   return SRLM_OK;
 }
 

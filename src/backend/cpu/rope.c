@@ -2,7 +2,8 @@
  * The angle is the fp32 product pos * inv_freq, as transformers forms it, and cos/sin
  * are evaluated once per row and frequency and shared by the row's H heads. The
  * backward rotates by the opposite angle (a rotation's transpose is its inverse).
- * bf16 rows are staged through fp32 (cpu_ops.h). */
+ * A bf16 row is widened into the thread's fp32 buffer, rotated and rounded back
+ * (cpu_ops.h). */
 #include <math.h>
 #include <stdlib.h>
 
@@ -13,15 +14,14 @@ static srlm_status rope(srlm_rope_params p, float sign, const char *where) {
   const int64_t N = p.N, H = p.H, HS = p.HS, half = HS / 2;
   for (int64_t n = 0; n < N; n++)
     if (p.pos[n] < 0) return srlm_error(SRLM_ERR_RANGE, where, "row %lld: position %d is negative", (long long)n, (int)p.pos[n]);
-  srlm_cpu_stage stage = {0};
-  const int64_t n_all = p.N * p.H * p.HS;
-  float *X = srlm_cpu_stage_out(&stage, p.x, p.dtype, n_all, 1);
+  const int64_t row = H * HS; /* (H, HS) of one position */
   int nomem = 0;
 #ifdef _OPENMP
 #pragma omp parallel
 #endif
   {
-    float *cs = malloc((size_t)HS * sizeof *cs); /* (2, HS/2) cos | sin of this row */
+    /* cos | sin of this row (2, HS/2), then for bf16 the row widened (H, HS) */
+    float *cs = malloc((size_t)(HS + (p.dtype == SRLM_F32 ? 0 : row)) * sizeof *cs);
     if (!cs) {
 #ifdef _OPENMP
 #pragma omp atomic write
@@ -39,19 +39,20 @@ static srlm_status rope(srlm_rope_params p, float sign, const char *where) {
         cs[d] = cosf(a);
         cs[half + d] = sign * sinf(a);
       }
+      float *X = p.dtype == SRLM_F32 ? (float *)p.x + n * row : cs + HS; /* (H, HS) */
+      if (p.dtype != SRLM_F32) srlm_cpu_widen(X, (const uint16_t *)p.x + n * row, row);
       for (int64_t h = 0; h < H; h++) {
-        float *x = X + (n * H + h) * HS; /* (HS) */
+        float *x = X + h * HS; /* (HS) */
         for (int64_t d = 0; d < half; d++) {
           const float x1 = x[d], x2 = x[d + half], c = cs[d], s = cs[half + d];
           x[d] = x1 * c - x2 * s;
           x[d + half] = x2 * c + x1 * s;
         }
       }
+      if (p.dtype != SRLM_F32) srlm_cpu_narrow((uint16_t *)p.x + n * row, X, row);
     }
     free(cs);
   }
-  srlm_cpu_stage_store(p.x, p.dtype, X, n_all);
-  srlm_cpu_stage_free(&stage);
   if (nomem) return srlm_error(SRLM_ERR_NOMEM, where, "cannot allocate a row of cos/sin");
   return SRLM_OK;
 }
