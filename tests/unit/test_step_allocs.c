@@ -16,6 +16,7 @@
 #include "srlm/engine.h"
 #include "test.h"
 #include "sim_dp.h"
+#include "tiny_model.h"
 
 #define VOCAB 19
 #define SEQ 12      /* tokens of every example */
@@ -109,23 +110,7 @@ static void *learner_main(void *arg) {
   return NULL;
 }
 
-static srlm_model *bf16_model(srlm_backend *be) {
-  srlm_model_config c;
-  srlm_model_config_defaults(&c, SRLM_MODEL_LLAMA);
-  c.vocab_size = VOCAB;
-  c.hidden_size = 32;
-  c.intermediate_size = 64;
-  c.num_hidden_layers = 2;
-  c.num_attention_heads = 4;
-  c.num_key_value_heads = 2;
-  c.max_position_embeddings = 32;
-  c.tie_word_embeddings = false;
-  srlm_model *m = NULL;
-  srlm_status st = srlm_model_config_finalize(&c, "test");
-  if (st == SRLM_OK) st = srlm_model_create(&c, 7, be, SRLM_BF16, &m);
-  EXPECT(st == SRLM_OK, "create: %s", srlm_error_message());
-  return m;
-}
+static srlm_model *bf16_model(srlm_backend *be) { return tiny_model_on(VOCAB, be, SRLM_BF16); }
 
 static int same(const srlm_backend_alloc_counts *a, const srlm_backend_alloc_counts *b) {
   return a->device_allocs == b->device_allocs && a->device_frees == b->device_frees &&
