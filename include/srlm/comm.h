@@ -380,6 +380,19 @@ srlm_status srlm_comm_allgather_bytes(srlm_comm *c, const void *buf, size_t len,
 
 /* ---- point-to-point: rollout shards and other byte messages ------------- */
 
+/* Byte messages travel over MPI from host memory, also between ranks whose float groups use
+ * NCCL, by design:
+ *   - they are born and used on the host: the sampler's tokens come back at every decode
+ *     step (stop checks, refill), the judge tokenizes text, the learner packs its
+ *     micro-batches on the host; a device hop would add a copy at each end;
+ *   - the traffic is many-to-many with receives from any source. NCCL runs a rank's sends
+ *     and receives in issue order on its stream and has no matching engine: with judges A,
+ *     B and learners L0, L1, L0 waiting for B's shard (queued behind B -> L1) while L1 waits
+ *     for A's (queued behind A -> L0) is a deadlock that MPI's matching does not have.
+ *     Avoiding it takes a communicator per sender/receiver pair or a receiver-driven
+ *     handshake, each costing more than the bytes: about 8 a token, 64 MB an iteration for
+ *     4096 prompts x 4 samples x 512 tokens. */
+
 #define SRLM_COMM_ANY_SOURCE (-1)
 
 /* Sends len bytes to world rank dest (a header with the length goes first). Blocking.
