@@ -96,6 +96,8 @@ void srlm_args_candidates(const float *logits, int64_t V, int k, int32_t *cand);
 srlm_status srlm_args_choose(int k, const float *logit, const double *reward, double weight, float temperature,
                              uint64_t seed, uint64_t seq_id, uint32_t step, int *pick, double *logprob);
 
+typedef struct srlm_gen_result srlm_gen_result; /* below */
+
 typedef struct srlm_generate_params {
   srlm_sampler_params sampler;
   const srlm_args_params *args; /* NULL: plain sampling; else ARGS decoding (above) */
@@ -111,6 +113,14 @@ typedef struct srlm_generate_params {
   const srlm_tokenizer *tok;   /* for text and stop strings; NULL: no text */
   const int32_t *score_ids;    /* (n_score, 0..SRLM_GEN_MAX_SCORE_IDS) ids in [0, V) read at each */
   int n_score;                 /* result's score position (above); not with args */
+  /* Called once per request when its result is final, in the step it finishes (before the
+     next step runs), so the caller can use results while the others decode: a generator
+     sends each rollout shard as soon as its last sample ends. res is request req's entry of
+     the result array, complete; srlm_generate does not touch it again, so the callback may
+     take its arrays or srlm_gen_result_free it. An error it returns ends srlm_generate with
+     that error (every result then freed). NULL: no callback. */
+  srlm_status (*on_done)(void *user, int req, srlm_gen_result *res);
+  void *done_user;
 } srlm_generate_params;
 #define SRLM_GEN_MAX_SCORE_IDS 64
 
@@ -123,7 +133,7 @@ typedef struct srlm_gen_request {
   uint64_t seq_id;       /* the sampler's sequence id: its draws depend on nothing else */
 } srlm_gen_request;
 
-typedef struct srlm_gen_result {
+struct srlm_gen_result {
   int32_t *ids;           /* (n) new tokens, a final EOS included */
   float *logprobs;        /* (n) log_softmax(logits)[id]: full distribution, temperature 1 */
   float *sample_logprobs; /* (n) under the sampling distribution (0 for greedy) */
@@ -134,7 +144,7 @@ typedef struct srlm_gen_result {
   int stop_index;         /* index into eos_ids (EOS) or stop (STRING); -1 for LENGTH */
   float *score_logits;    /* (n_score) the score position's logits of score_ids; NULL without */
   int32_t score_token;    /* the token the sampler draws there (greedy: the lowest argmax) */
-} srlm_gen_result;
+};
 
 typedef struct srlm_generate_stats {
   int64_t prefill_tokens; /* prompt tokens run through the model */

@@ -380,6 +380,8 @@ static srlm_status run(gen_ctx *g, int n, srlm_generate_stats *stats) {
         if (p->tok) g->res[next].text = srlm_xstrdup("");
         if (p->n_score == 0) {
           next++;
+          if (p->on_done) st = p->on_done(p->done_user, next - 1, &g->res[next - 1]);
+          if (st != SRLM_OK) break;
           continue;
         }
       }
@@ -398,7 +400,7 @@ static srlm_status run(gen_ctx *g, int n, srlm_generate_stats *stats) {
       step_tokens += r->n_prompt;
       admitted++;
     }
-    if (n_act == 0) break;
+    if (st != SRLM_OK || n_act == 0) break;
 
     /* one model step over every active slot */
     if (step_tokens > tokens_cap) {
@@ -461,6 +463,7 @@ static srlm_status run(gen_ctx *g, int n, srlm_generate_stats *stats) {
         srlm_kv_cache_reset(kv, act[i].slot);
         if (g->ref_kv) srlm_kv_cache_reset(g->ref_kv, act[i].slot);
         free_slots[n_free++] = act[i].slot;
+        if (p->on_done) st = p->on_done(p->done_user, act[i].req, &g->res[act[i].req]);
       } else {
         act[kept++] = act[i];
       }

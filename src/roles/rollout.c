@@ -63,81 +63,180 @@ srlm_generate_params sr_sample_params(const sr_rollout *r) {
   return gp;
 }
 
-srlm_status sr_generate_shard(const sr_rollout *r, int t, int64_t s, int64_t version, srlm_shard *out,
-                              int64_t *new_tokens) {
-  const srlm_config *cfg = r->cfg;
+/* The shards of one sr_generate_shards call: where each one's requests start in the
+ * call's request array, how many of them are still decoding, and their results. */
+typedef struct gen_shards {
+  const sr_rollout *r;
+  int t;
+  int64_t version;
+  const int64_t *list;  /* (n) shard indices */
+  int n;
+  int64_t *first;       /* (n + 1) request offset of each shard's first prompt's sample 0 */
+  int64_t *pending;     /* (n) requests not yet finished */
+  const srlm_token_ids *ids;
+  const int64_t *off;   /* (prompts + 1) prompt token offsets in ids, over all shards */
+  int64_t *prompt0;     /* (n) the index into off of each shard's first prompt */
+  srlm_gen_result *res;
+  sr_shard_ready_fn ready;
+  void *user;
+} gen_shards;
+
+/* Shard j's samples are all final: builds it and hands it to the caller. */
+static srlm_status shard_done(gen_shards *q, int j) {
+  const sr_rollout *r = q->r;
   int64_t lo, hi;
-  sr_shard_range(r, s, &lo, &hi);
+  sr_shard_range(r, q->list[j], &lo, &hi);
+  srlm_shard sh;
+  srlm_shard_init(&sh, q->version, q->t, q->list[j]);
+  srlm_status st = SRLM_OK;
+  for (int64_t i = lo; i < hi && st == SRLM_OK; i++) {
+    const int64_t pi = q->prompt0[j] + (i - lo);
+    int64_t row;
+    st = srlm_shard_add_prompt(&sh, prompt_index(r, q->t, i), q->ids->ids + q->off[pi], q->off[pi + 1] - q->off[pi],
+                               &row);
+    for (int k = 0; k < r->K && st == SRLM_OK; k++) {
+      const srlm_gen_result *g = &q->res[q->first[j] + (i - lo) * r->K + k];
+      uint32_t flags = g->stop == SRLM_STOP_EOS      ? SRLM_SHARD_F_EOS
+                       : g->stop == SRLM_STOP_STRING ? SRLM_SHARD_F_STOP
+                                                     : SRLM_SHARD_F_TRUNCATED;
+      int64_t rrow;
+      st = srlm_shard_add_response(&sh, row, k, g->ids, g->sample_logprobs, g->n, flags, &rrow);
+    }
+  }
+  for (int64_t x = q->first[j]; x < q->first[j + 1]; x++) srlm_gen_result_free(&q->res[x]);
+  if (st != SRLM_OK) {
+    srlm_shard_free(&sh);
+    return st;
+  }
+  return q->ready(q->user, &sh);
+}
+
+/* srlm_generate's on_done: request req is final; its shard goes when it was the last. */
+static srlm_status request_done(void *user, int req, srlm_gen_result *res) {
+  gen_shards *q = user;
+  (void)res;
+  int j = 0; /* the shard of req: the last whose first request is <= req */
+  for (int lo = 0, hi = q->n - 1; lo <= hi;) {
+    const int mid = (lo + hi) / 2;
+    if (q->first[mid] <= req) j = mid, lo = mid + 1;
+    else hi = mid - 1;
+  }
+  return --q->pending[j] == 0 ? shard_done(q, j) : SRLM_OK;
+}
+
+srlm_status sr_generate_shards(const sr_rollout *r, int t, const int64_t *list, int n, int64_t version,
+                               sr_shard_ready_fn ready, void *user, int64_t *new_tokens) {
+  const srlm_config *cfg = r->cfg;
   const int K = r->K;
-  const int64_t np = hi - lo, N = np * K;
-  srlm_shard_init(out, version, t, s);
+  gen_shards q = {.r = r, .t = t, .version = version, .list = list, .n = n, .ready = ready, .user = user};
+  q.first = srlm_xmalloc((size_t)(n + 1) * sizeof *q.first);
+  q.pending = srlm_xmalloc((size_t)(n + 1) * sizeof *q.pending);
+  q.prompt0 = srlm_xmalloc((size_t)(n + 1) * sizeof *q.prompt0);
+  int64_t np = 0;
+  for (int j = 0; j < n; j++) {
+    int64_t lo, hi;
+    sr_shard_range(r, list[j], &lo, &hi);
+    q.prompt0[j] = np;
+    q.first[j] = np * K;
+    q.pending[j] = (hi - lo) * K;
+    np += hi - lo;
+  }
+  q.first[n] = np * K;
+  const int64_t N = np * K;
   srlm_token_ids ids = {0};
   int64_t *off = srlm_xmalloc((size_t)(np + 1) * sizeof *off);
   off[0] = 0;
-  srlm_status st = SRLM_OK;
-  for (int64_t i = lo; i < hi && st == SRLM_OK; i++) {
-    if (r->prompts) {
-      const srlm_prompt_set *ps = r->prompts;
-      int64_t g = prompt_index(r, t, i);
-      for (int64_t q = ps->offsets[g]; q < ps->offsets[g + 1]; q++) srlm_token_ids_push(&ids, ps->ids[q]);
-    } else {
-      char text[SRLM_TASK_TEXT_MAX + 1];
-      const size_t len = r->task->prompt((uint64_t)cfg->run.seed, SRLM_TASK_SPLIT_TRAIN, (uint64_t)prompt_index(r, t, i), text);
-      st = srlm_tokenizer_encode(r->tok, text, len, &ids);
-    }
-    off[i - lo + 1] = (int64_t)ids.n;
-  }
+  srlm_status st = N > INT32_MAX ? srlm_error(SRLM_ERR_RANGE, "generate", "%lld samples in one call", (long long)N)
+                                 : SRLM_OK;
+  /* every prompt of the shards, in order, and each one's K requests */
   srlm_gen_request *req = srlm_xmalloc((size_t)(N + 1) * sizeof *req);
-  for (int64_t i = lo; i < hi; i++)
-    for (int k = 0; k < K; k++)
-      req[(i - lo) * K + k] = (srlm_gen_request){ids.ids + off[i - lo], off[i - lo + 1] - off[i - lo],
-                                                 sample_key(r, t, i, k)};
-  srlm_gen_result *res = srlm_xcalloc((size_t)N + 1, sizeof *res);
+  const char **preq = NULL; /* ARGS with the policy's judge: each request's task prompt */
+  char(*ptext)[SRLM_TASK_TEXT_MAX + 1] = NULL;
+  if (cfg->generate.args_reward == SRLM_CFG_ARGS_JUDGE) {
+    ptext = srlm_xmalloc((size_t)(np + 1) * sizeof *ptext);
+    preq = srlm_xmalloc((size_t)(N + 1) * sizeof *preq);
+  }
+  for (int j = 0; j < n && st == SRLM_OK; j++) {
+    int64_t lo, hi;
+    sr_shard_range(r, list[j], &lo, &hi);
+    for (int64_t i = lo; i < hi && st == SRLM_OK; i++) {
+      const int64_t pi = q.prompt0[j] + (i - lo);
+      if (r->prompts) {
+        const srlm_prompt_set *ps = r->prompts;
+        int64_t g = prompt_index(r, t, i);
+        for (int64_t x = ps->offsets[g]; x < ps->offsets[g + 1]; x++) srlm_token_ids_push(&ids, ps->ids[x]);
+      } else {
+        char text[SRLM_TASK_TEXT_MAX + 1];
+        const size_t len =
+            r->task->prompt((uint64_t)cfg->run.seed, SRLM_TASK_SPLIT_TRAIN, (uint64_t)prompt_index(r, t, i), text);
+        st = srlm_tokenizer_encode(r->tok, text, len, &ids);
+        if (ptext) memcpy(ptext[pi], text, len + 1);
+      }
+      off[pi + 1] = (int64_t)ids.n;
+    }
+  }
+  for (int64_t pi = 0; pi < np && st == SRLM_OK; pi++)
+    for (int k = 0; k < K; k++) {
+      req[pi * K + k].n_prompt = off[pi + 1] - off[pi];
+      if (preq) preq[pi * K + k] = ptext[pi];
+    }
+  for (int j = 0; j < n && st == SRLM_OK; j++) { /* the pointers, now that ids holds every prompt */
+    int64_t lo, hi;
+    sr_shard_range(r, list[j], &lo, &hi);
+    for (int64_t i = lo; i < hi; i++)
+      for (int k = 0; k < K; k++) {
+        const int64_t pi = q.prompt0[j] + (i - lo);
+        req[pi * K + k].prompt = ids.ids + off[pi];
+        req[pi * K + k].seq_id = sample_key(r, t, i, k);
+      }
+  }
+  q.ids = &ids;
+  q.off = off;
+  q.res = srlm_xcalloc((size_t)N + 1, sizeof *q.res);
   srlm_generate_params gp = sr_sample_params(r);
+  gp.on_done = request_done;
+  gp.done_user = &q;
   /* ARGS decoding (generate.args_reward): the implicit reward's reference, or the policy's
      own judge of each request's task prompt */
   srlm_args_params ap = {.weight = cfg->generate.args_weight, .top_k = cfg->generate.args_top_k};
-  char(*ptext)[SRLM_TASK_TEXT_MAX + 1] = NULL;
-  const char **preq = NULL;
-  srlm_args_judge aj = {.judge = r->m, .tok = r->tok, .task = r->task, .n_requests = (int)N};
+  srlm_args_judge aj = {.judge = r->m, .tok = r->tok, .task = r->task, .n_requests = (int)N, .prompts = preq};
   if (cfg->generate.args_reward == SRLM_CFG_ARGS_IMPLICIT) {
     ap.ref = r->args_ref;
     gp.args = &ap;
   } else if (cfg->generate.args_reward == SRLM_CFG_ARGS_JUDGE) {
-    ptext = srlm_xmalloc((size_t)(np + 1) * sizeof *ptext);
-    preq = srlm_xmalloc((size_t)(N + 1) * sizeof *preq);
-    for (int64_t i = lo; i < hi; i++) { /* the prompt made above */
-      r->task->prompt((uint64_t)cfg->run.seed, SRLM_TASK_SPLIT_TRAIN, (uint64_t)prompt_index(r, t, i), ptext[i - lo]);
-      for (int k = 0; k < K; k++) preq[(i - lo) * K + k] = ptext[i - lo];
-    }
-    aj.prompts = preq;
     ap.reward = srlm_args_judge_reward;
     ap.user = &aj;
     gp.args = &ap;
   }
   srlm_generate_stats gs = {0};
-  if (st == SRLM_OK && N > 0) st = srlm_generate(r->m, &gp, (int)N, req, res, &gs);
-  for (int64_t i = lo; i < hi && st == SRLM_OK; i++) {
-    int64_t row;
-    st = srlm_shard_add_prompt(out, prompt_index(r, t, i), ids.ids + off[i - lo], off[i - lo + 1] - off[i - lo],
-                               &row);
-    for (int k = 0; k < K && st == SRLM_OK; k++) {
-      const srlm_gen_result *g = &res[(i - lo) * K + k];
-      uint32_t flags = g->stop == SRLM_STOP_EOS      ? SRLM_SHARD_F_EOS
-                       : g->stop == SRLM_STOP_STRING ? SRLM_SHARD_F_STOP
-                                                     : SRLM_SHARD_F_TRUNCATED;
-      int64_t rrow;
-      st = srlm_shard_add_response(out, row, k, g->ids, g->sample_logprobs, g->n, flags, &rrow);
-    }
-  }
-  for (int64_t j = 0; j < N; j++) srlm_gen_result_free(&res[j]);
+  if (st == SRLM_OK && N > 0) st = srlm_generate(r->m, &gp, (int)N, req, q.res, &gs);
+  for (int j = 0; j < n && st == SRLM_OK; j++) /* shards without prompts: nothing to wait for */
+    if (q.first[j] == q.first[j + 1]) st = shard_done(&q, j);
+  if (st != SRLM_OK) /* srlm_generate freed its results; a failed shard_done may have left some */
+    for (int64_t x = 0; x < N; x++) srlm_gen_result_free(&q.res[x]);
   free(ptext);
   free(preq);
-  free(res);
+  free(q.res);
   free(req);
   free(off);
+  free(q.first);
+  free(q.pending);
+  free(q.prompt0);
   srlm_token_ids_free(&ids);
   if (new_tokens) *new_tokens = gs.new_tokens;
+  return st;
+}
+
+/* sr_generate_shard's ready callback: the one shard goes to the caller's out. */
+static srlm_status take_one(void *user, srlm_shard *sh) {
+  *(srlm_shard *)user = *sh;
+  return SRLM_OK;
+}
+
+srlm_status sr_generate_shard(const sr_rollout *r, int t, int64_t s, int64_t version, srlm_shard *out,
+                              int64_t *new_tokens) {
+  memset(out, 0, sizeof *out);
+  srlm_status st = sr_generate_shards(r, t, &s, 1, version, take_one, out, new_tokens);
   if (st != SRLM_OK) srlm_shard_free(out);
   return st;
 }

@@ -74,6 +74,19 @@ static inline int sr_source_has_model(srlm_cfg_judge_source src) {
  * stopping at r's stops: what sr_generate_shard and the eval's best-of-N samples use. */
 srlm_generate_params sr_sample_params(const sr_rollout *r);
 
+/* Takes a generated shard (its owner now: send it, keep it or srlm_shard_free it, also
+ * when returning an error). */
+typedef srlm_status (*sr_shard_ready_fn)(void *user, srlm_shard *sh);
+
+/* Generates the n shards list[0..n-1] of iteration t with the weights of policy version
+ * `version` in ONE srlm_generate call, so the batch stays full across shards (continuous
+ * batching: a slot that ends takes the next shard's waiting sample), and hands each shard
+ * to ready as soon as its last sample has ended (in the order shards finish, not list
+ * order). Samples are keyed per sequence, so the shards are those sr_generate_shard makes
+ * one at a time. *new_tokens (may be NULL) counts tokens. */
+srlm_status sr_generate_shards(const sr_rollout *r, int t, const int64_t *list, int n, int64_t version,
+                               sr_shard_ready_fn ready, void *user, int64_t *new_tokens);
+
 /* Generates shard s of iteration t with the weights of policy version `version` into a
  * new shard (free with srlm_shard_free). *new_tokens (may be NULL) counts tokens. */
 srlm_status sr_generate_shard(const sr_rollout *r, int t, int64_t s, int64_t version, srlm_shard *out,

@@ -233,30 +233,45 @@ static srlm_status rollouts_colocated(sr_ctx *c, int t, int64_t version, srlm_sh
   return st;
 }
 
-/* Separate roles, generator: its shards s = g (mod G) of [a, b), each sent to judge s mod J. */
+/* Separate roles, generator: its shards s = g (mod G) of [a, b), generated in one call
+ * (the batch stays full across shards) and each sent to judge s mod J as soon as it is
+ * done. */
+typedef struct gen_send {
+  sr_ctx *c;
+  int J;
+  int64_t samples;
+} gen_send;
+
+static srlm_status send_shard(void *user, srlm_shard *sh) {
+  gen_send *gs = user;
+  void *buf = NULL;
+  size_t len = 0;
+  srlm_status st = srlm_shard_serialize(sh, &buf, &len);
+  const int64_t s = sh->shard_index;
+  gs->samples += sh->n_responses;
+  srlm_shard_free(sh);
+  SRLM_TRY(st);
+  return srlm_comm_send_async(gs->c->comm, srlm_comm_world_rank_of(gs->c->comm, SRLM_ROLE_JUDGE, (int)(s % gs->J)),
+                              buf, len);
+}
+
 static srlm_status run_generator(sr_ctx *c, int t, int64_t version, int64_t a, int64_t b) {
   const int G = srlm_comm_role_size(c->comm, SRLM_ROLE_GENERATOR), g = srlm_comm_role_rank(c->comm, SRLM_ROLE_GENERATOR);
   const int J = srlm_comm_role_size(c->comm, SRLM_ROLE_JUDGE);
   srlm_timer tm;
   srlm_timer_start(&tm);
-  int64_t samples = 0, tokens = 0;
-  for (int64_t s = a + ((g - a) % G + G) % G; s < b; s += G) {
-    srlm_shard sh;
-    int64_t nt = 0;
-    SRLM_TRY(sr_generate_shard(&c->ro, t, s, version, &sh, &nt));
-    void *buf = NULL;
-    size_t len = 0;
-    srlm_status st = srlm_shard_serialize(&sh, &buf, &len);
-    samples += sh.n_responses;
-    tokens += nt;
-    srlm_shard_free(&sh);
-    SRLM_TRY(st);
-    SRLM_TRY(srlm_comm_send_async(c->comm, srlm_comm_world_rank_of(c->comm, SRLM_ROLE_JUDGE, (int)(s % J)), buf, len));
-  }
+  int64_t tokens = 0, *list = srlm_xmalloc((size_t)((b - a) / G + 2) * sizeof *list);
+  int n = 0;
+  for (int64_t s = a + ((g - a) % G + G) % G; s < b; s += G) list[n++] = s;
+  gen_send gs = {.c = c, .J = J};
+  srlm_status st = sr_generate_shards(&c->ro, t, list, n, version, send_shard, &gs, &tokens);
+  free(list);
+  SRLM_TRY(st);
   SRLM_TRY(srlm_comm_flush(c->comm));
   for (int j = 0; j < J; j++) SRLM_TRY(srlm_comm_send_end(c->comm, srlm_comm_world_rank_of(c->comm, SRLM_ROLE_JUDGE, j)));
-  SRLM_INFO("iteration %d generator %d: %lld samples, %lld tokens, %.0f samples/s (%.1f s)", t, g, (long long)samples,
-            (long long)tokens, samples / (srlm_timer_elapsed(&tm) + 1e-9), srlm_timer_elapsed(&tm));
+  SRLM_INFO("iteration %d generator %d: %lld samples, %lld tokens, %.0f samples/s (%.1f s)", t, g,
+            (long long)gs.samples, (long long)tokens, gs.samples / (srlm_timer_elapsed(&tm) + 1e-9),
+            srlm_timer_elapsed(&tm));
   return SRLM_OK;
 }
 

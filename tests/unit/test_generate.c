@@ -211,6 +211,24 @@ static void reference_sample(srlm_model *m, const srlm_generate_params *p, const
   free(logits);
 }
 
+/* srlm_generate's on_done, checked against a run without it. */
+typedef struct done_log {
+  const srlm_gen_result *base;
+  int n, calls[16], mismatch, last, order_differs, fail_at, total;
+} done_log;
+static srlm_status on_done_check(void *user, int req, srlm_gen_result *res) {
+  done_log *d = user;
+  if (++d->total == d->fail_at) return srlm_error(SRLM_ERR_CONFIG, "test", "stop here");
+  d->calls[req]++;
+  const srlm_gen_result *b = &d->base[req];
+  d->mismatch += res->n != b->n || memcmp(res->ids, b->ids, (size_t)b->n * 4) ||
+                 memcmp(res->logprobs, b->logprobs, (size_t)b->n * 4) || res->stop != b->stop;
+  if (req < d->last) d->order_differs = 1;
+  d->last = req;
+  srlm_gen_result_free(res); /* the callback owns it now */
+  return SRLM_OK;
+}
+
 static void test_sampling_invariance(void) {
   char dir[4096];
   fixture_dir(dir, sizeof dir, "qwen3");
@@ -278,6 +296,30 @@ static void test_sampling_invariance(void) {
   EXPECT(distinct > 0, "every request drew the same first token");
   printf("sampling: %d requests identical for max_batch 1..%d, reversed order, prefill budgets 1 and 5; "
          "equal to the full-forward reference (log-probs within %.2g)\n", N, N, worst);
+  /* on_done: each request once, final, in the step it ends; the callback may take it.
+     A third of the vocabulary as EOS ends sequences early, out of request order. */
+  free_results(base, N);
+  int32_t eos[64];
+  for (int k = 0; k < 64; k++) eos[k] = (int32_t)(k * 3 % V);
+  p.eos_ids = eos;
+  p.n_eos = V / 3 < 64 ? (int)(V / 3) : 64;
+  p.max_batch = N;
+  EXPECT(srlm_generate(m, &p, N, req, base, NULL) == SRLM_OK, "%s", srlm_error_message());
+  done_log dl = {.base = base, .n = N};
+  p.on_done = on_done_check;
+  p.done_user = &dl;
+  p.max_batch = 3;
+  p.max_step_tokens = 0;
+  EXPECT(srlm_generate(m, &p, N, req, other, NULL) == SRLM_OK, "%s", srlm_error_message());
+  for (int i = 0; i < N; i++) EXPECT(dl.calls[i] == 1, "on_done: request %d reported %d times", i, dl.calls[i]);
+  EXPECT_EQ_INT(dl.mismatch, 0);
+  EXPECT(dl.order_differs, "on_done: requests ended in request order; the test wants them out of order");
+  free_results(other, N); /* every entry already freed by the callback: a no-op */
+  dl = (done_log){.base = base, .n = N, .fail_at = 3};
+  srlm_status st = srlm_generate(m, &p, N, req, other, NULL);
+  EXPECT(st == SRLM_ERR_CONFIG && strstr(srlm_error_message(), "stop here"), "on_done's error: %d %s", (int)st,
+         srlm_error_message());
+  printf("on_done: every request once with its final result, out of request order; its error ends generation\n");
   free_results(base, N);
   srlm_model_free(m);
 }
