@@ -430,7 +430,7 @@ srlm_status queue_forward(context *c, const Params &p, srlm_op_id op, dim3 grid,
     else if (st == SRLM_OK && grid.x > 0)
       st = hs_class(p.HS, [&](auto hs) {
         auto forward = attention_forward_kernel<T, decltype(hs)::value, Params>;
-        SRLM_TRY(opt_in(forward, forward_smem(p.HS)));
+        SRLM_TRY(opt_in(c, forward, forward_smem(p.HS)));
         SRLM_LAUNCH(forward, grid, kThreads, forward_smem(p.HS), c->stream, p, (const int *)bad);
         SRLM_CUDA_LAUNCHED();
         return SRLM_OK;
@@ -507,12 +507,12 @@ srlm_status op_attention_backward(srlm_backend *be, srlm_attention_bwd_params p)
       SRLM_LAUNCH(rowsum, (unsigned)((rows + kDThreads - 1) / kDThreads), kDThreads, 0, c->stream, p,
                   D);
       SRLM_CUDA_LAUNCHED();
-      if (mma_chunk(p)) st = attention_mma_backward(c, p, D, bad);
+      if (mma_chunk(p) && attention_mma_backward_fits(c, p.HS)) st = attention_mma_backward(c, p, D, bad);
       else st = hs_class(p.HS, [&](auto hs) {
         auto dq = attention_dq_kernel<T, decltype(hs)::value>;
         auto dkv = attention_dkv_kernel<T, decltype(hs)::value>;
-        SRLM_TRY(opt_in(dq, dq_smem(p.HS)));
-        SRLM_TRY(opt_in(dkv, dkv_smem(p.HS)));
+        SRLM_TRY(opt_in(c, dq, dq_smem(p.HS)));
+        SRLM_TRY(opt_in(c, dkv, dkv_smem(p.HS)));
         SRLM_LAUNCH(dq, dim3((unsigned)blocks, (unsigned)p.NH), kThreads, dq_smem(p.HS), c->stream, p, (const float *)D,
                     (const int *)bad);
         SRLM_CUDA_LAUNCHED();

@@ -327,9 +327,17 @@ __device__ __forceinline__ float bf16_hi(float x) { return __bfloat162float(__fl
 // ---- host side ------------------------------------------------------------------------------
 
 // Lets `kernel` have `smem` bytes of dynamic shared memory (opting in past 48 KiB; at most
-// dkv_smem(256), 137 KiB, within the A100's 163).
+// dkv_smem(256), 137 KiB, within the A100's 163). More than the device allows (99 KB on compute
+// capability 8.6 and 8.9: L40S, L4, A10, RTX 30/40) is an error naming the sizes; callers with
+// a smaller kernel check fits() first.
+inline bool fits(const context *c, size_t smem) { return smem <= c->smem_optin; }
 template <class K>
-srlm_status opt_in(K kernel, size_t smem) {
+srlm_status opt_in(const context *c, K kernel, size_t smem) {
+  if (!fits(c, smem))
+    return srlm_error(SRLM_ERR_UNSUPPORTED, SRLM_CUDA_NAME " attention",
+                      "this head dim's kernel needs %zu bytes of shared memory per block; device %d (compute "
+                      "capability %d.%d) allows %zu",
+                      smem, c->device, c->cc / 10, c->cc % 10, c->smem_optin);
   if (smem > kSmemDefault)
     SRLM_CUDA(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
   return SRLM_OK;
@@ -410,6 +418,9 @@ srlm_status attention_kv_split(context *c, const srlm_attention_kv_params &p);
 // The backward's dK/dV and dQ passes on tensor cores (attention_mma_bwd.cu), after the check
 // kernel and D = rowsum(dout * out) (fp32, (T, NH)), where mma_chunk(p) != 0 and p.T > 0.
 srlm_status attention_mma_backward(context *c, const srlm_attention_bwd_params &p, const float *D, const int *bad);
+// Whether its blocks' shared memory fits the device (not at head dims 65-128 on the 99 KB of
+// compute capability 8.6/8.9, where the fp32-tile backward takes over).
+bool attention_mma_backward_fits(const context *c, long long HS);
 
 }  // namespace SRLM_CUDA_NS
 

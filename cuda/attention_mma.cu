@@ -264,7 +264,7 @@ __global__ void __launch_bounds__(kCombineThreads)
 template <int kHSP, int kChunk, class Params>
 srlm_status launch_mma(context *c, const Params &p, const int *bad, dim3 grid) {
   auto kernel = attention_mma_kernel<kHSP, kChunk, Params>;
-  SRLM_TRY(opt_in(kernel, mma_smem(kHSP)));
+  SRLM_TRY(opt_in(c, kernel, mma_smem(kHSP)));
   SRLM_LAUNCH(kernel, grid, kMmaThreads, mma_smem(kHSP), c->stream, p, bad);
   SRLM_CUDA_LAUNCHED();
   return SRLM_OK;
@@ -310,10 +310,10 @@ srlm_status attention_kv_split(context *c, const srlm_attention_kv_params &p) {
     auto k16 = attention_mma_split_kernel<kHSP, 16>;
     auto k4 = attention_mma_split_kernel<kHSP, 4>;
     if (chunk == 16) {
-      SRLM_TRY(opt_in(k16, mma_smem(kHSP)));
+      SRLM_TRY(opt_in(c, k16, mma_smem(kHSP)));
       SRLM_LAUNCH(k16, grid, kMmaThreads, mma_smem(kHSP), c->stream, p, (const int *)bad, part, part_lse);
     } else {
-      SRLM_TRY(opt_in(k4, mma_smem(kHSP)));
+      SRLM_TRY(opt_in(c, k4, mma_smem(kHSP)));
       SRLM_LAUNCH(k4, grid, kMmaThreads, mma_smem(kHSP), c->stream, p, (const int *)bad, part, part_lse);
     }
     SRLM_CUDA_LAUNCHED();

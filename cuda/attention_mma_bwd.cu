@@ -308,8 +308,8 @@ srlm_status launch_bwd(context *c, const srlm_attention_bwd_params &p, const flo
                        unsigned blocks) {
   auto dkv = attention_dkv_mma_kernel<kHSP, kChunk>;
   auto dq = attention_dq_mma_kernel<kHSP, kChunk>;
-  SRLM_TRY(opt_in(dkv, bwd_smem(kHSP)));
-  SRLM_TRY(opt_in(dq, bwd_smem(kHSP)));
+  SRLM_TRY(opt_in(c, dkv, bwd_smem(kHSP)));
+  SRLM_TRY(opt_in(c, dq, bwd_smem(kHSP)));
   SRLM_LAUNCH(dkv, dim3(blocks, (unsigned)p.NKV), kMmaThreads, bwd_smem(kHSP), c->stream, p, D, bad);
   SRLM_CUDA_LAUNCHED();
   SRLM_LAUNCH(dq, dim3(blocks, (unsigned)p.NH), kMmaThreads, bwd_smem(kHSP), c->stream, p, D, bad);
@@ -318,6 +318,15 @@ srlm_status launch_bwd(context *c, const srlm_attention_bwd_params &p, const flo
 }
 
 }  // namespace
+
+bool attention_mma_backward_fits(const context *c, long long HS) {
+  bool ok = false;
+  (void)hsp_class(HS, [&](auto hsp) {
+    ok = fits(c, bwd_smem(decltype(hsp)::value));
+    return SRLM_OK;
+  });
+  return ok;
+}
 
 srlm_status attention_mma_backward(context *c, const srlm_attention_bwd_params &p, const float *D, const int *bad) {
   const int chunk = mma_chunk(p);

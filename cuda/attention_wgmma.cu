@@ -33,7 +33,9 @@
 
 #include <stdio.h>
 #include <stdlib.h>
+#include <time.h>
 
+#include <mutex>
 #include <string>
 #include <vector>
 #if !SRLM_HOPPER_SIM
@@ -260,7 +262,7 @@ srlm_status launch_wgmma(context *c, const srlm_attention_params &p, const int *
   SRLM_TRY(tma_map_bf16_3d(c, &tk, p.k, kvdim, kvstride, kvbox));
   SRLM_TRY(tma_map_bf16_3d(c, &tv, p.v, kvdim, kvstride, kvbox));
   auto kernel = attention_wgmma_kernel<kHS>;
-  SRLM_TRY(opt_in(kernel, wg_layout<kHS>::kSmem));
+  SRLM_TRY(opt_in(c, kernel, wg_layout<kHS>::kSmem));
   const dim3 grid((unsigned)grid_blocks(p.T, p.B, 1, kWgRows), (unsigned)p.NH);
   SRLM_LAUNCH(kernel, grid, kWgThreads, wg_layout<kHS>::kSmem, c->stream, p, bad, tq, tk, tv);
   SRLM_CUDA_LAUNCHED();
@@ -269,12 +271,32 @@ srlm_status launch_wgmma(context *c, const srlm_attention_params &p, const int *
 
 // ---- the path's check against its twin ------------------------------------------------------
 
-// A small forward on both kernels: 2 sequences (200 and 61 queries), 4 heads over 2 kv heads,
-// head dims 64 and 128, causal, non-causal and a sliding window. *why says what disagreed.
+// Waits for c->stream at most `seconds`. A kernel that never ends cannot be stopped, but it
+// need not hang the process: the error ends it with a message.
+srlm_status wait_stream(context *c, double seconds) {
+  const double t0 = srlm_time_now();
+  for (double pause = 1e-4;; pause = pause < 0.01 ? 2 * pause : pause) {
+    const cudaError_t rc = cudaStreamQuery(c->stream);
+    if (rc == cudaSuccess) return SRLM_OK;
+    if (rc != cudaErrorNotReady) SRLM_CUDA(rc);
+    if (srlm_time_now() - t0 > seconds)
+      return srlm_error(SRLM_ERR_LIB, SRLM_CUDA_NAME " attention",
+                        "device %d: the Hopper kernel's first-use check has not finished after %.0f s (it hangs on this "
+                        "GPU); set SRLM_CUDA_ATTENTION=mma, and please report it",
+                        c->device, seconds);
+    const struct timespec ts = {0, (long)(pause * 1e9)};
+    nanosleep(&ts, nullptr);
+  }
+}
+
+// A small forward on both kernels: 2 sequences (400 and 61 queries: the longer one's last
+// query tiles read 4 key tiles, so both stages are refilled, after the empty barrier, in both
+// phases), 4 heads over 2 kv heads, head dims 64 and 128, causal, non-causal and a sliding
+// window. *why says what disagreed.
 srlm_status probe(context *c, bool *ok, char *why, size_t nwhy) {
   *ok = true;
-  const int B = 2, T = 261, NH = 4, NKV = 2, HSmax = 128;
-  const int32_t cu[3] = {0, 200, 261};
+  const int B = 2, T = 461, NH = 4, NKV = 2, HSmax = 128;
+  const int32_t cu[3] = {0, 400, 461};
   const size_t nq = (size_t)T * NH * HSmax, nkv = (size_t)T * NKV * HSmax;
   std::vector<__nv_bfloat16> hq(nq), hk(nkv), hv(nkv), o1(nq), o2(nq);
   std::vector<float> l1((size_t)T * NH), l2((size_t)T * NH);
@@ -314,6 +336,7 @@ srlm_status probe(context *c, bool *ok, char *why, size_t nwhy) {
       SRLM_TRY(attention_mma_forward(c, p, bad, dim3((unsigned)grid_blocks(T, B, 1, kMmaRows), (unsigned)NH)));
       p.out = do2, p.lse = dl2;
       SRLM_TRY(attention_wgmma_forward(c, p, bad));
+      SRLM_TRY(wait_stream(c, 30.0));
       const size_t n = (size_t)T * NH * v.HS;
       SRLM_CUDA(cudaMemcpyAsync(o1.data(), do1, n * 2, cudaMemcpyDeviceToHost, c->stream));
       SRLM_CUDA(cudaMemcpyAsync(o2.data(), do2, n * 2, cudaMemcpyDeviceToHost, c->stream));
@@ -365,11 +388,22 @@ srlm_status attention_path_init(context *c) {
 }
 
 srlm_status attention_path(context *c, bool *use) {
+  // a device's verdict holds for the process: later instances on it take it without a probe
+  static std::mutex mu;
+  static int verdict[64];  // by device: 0 not yet, else the path (1 or 2)
+  if (c->attn_path == 3 && c->device >= 0 && c->device < 64) {
+    std::lock_guard<std::mutex> lk(mu);
+    if (verdict[c->device]) c->attn_path = verdict[c->device];
+  }
   if (c->attn_path == 3) {
     bool ok = false;
     char why[256] = "";
     SRLM_TRY(probe(c, &ok, why, sizeof why));
     c->attn_path = ok ? 2 : 1;
+    if (c->device >= 0 && c->device < 64) {
+      std::lock_guard<std::mutex> lk(mu);
+      verdict[c->device] = c->attn_path;
+    }
     if (ok)
       srlm_log(SRLM_LOG_INFO, "device %d: attention forward on the Hopper kernel (wgmma + TMA; it agrees with the "
                               "mma.sync kernel)", c->device);
@@ -388,6 +422,11 @@ srlm_status tma_map_bf16_3d(context *, tma_map *m, const void *base, const uint6
                             const uint32_t box[3]) {
   if ((uintptr_t)base % 16 || stride[0] % 16 || stride[1] % 16 || box[0] * 2 != 128)
     return srlm_error(SRLM_ERR_INTERNAL, SRLM_CUDA_NAME " tensor map", "unaligned base, strides or box");
+  // what cuTensorMapEncodeTiled refuses: dims in [1, 2^32], strides below 2^40, boxes of 1..256
+  for (int i = 0; i < 3; i++)
+    if (dim[i] < 1 || dim[i] > (1ull << 32) || box[i] < 1 || box[i] > 256 || (i < 2 && stride[i] >= (1ull << 40)))
+      return srlm_error(SRLM_ERR_INTERNAL, SRLM_CUDA_NAME " tensor map", "dimension %d: %llu elements, box %u", i,
+                        (unsigned long long)dim[i], box[i]);
   m->base = static_cast<const unsigned char *>(base);
   for (int i = 0; i < 3; i++) m->dim[i] = dim[i], m->box[i] = box[i];
   m->stride[0] = stride[0];
@@ -423,7 +462,7 @@ srlm_status tma_map_bf16_3d(context *c, tma_map *m, const void *base, const uint
 
 bool wgmma_eligible(const srlm_attention_params &p) {
   const uintptr_t a = (uintptr_t)p.q | (uintptr_t)p.k | (uintptr_t)p.v;
-  return p.dtype == SRLM_BF16 && (p.HS == 64 || p.HS == 128) && a % 16 == 0 && p.T <= INT_MAX - kWgKeys &&
+  return p.dtype == SRLM_BF16 && (p.HS == 64 || p.HS == 128) && a % 16 == 0 && p.T > 0 && p.T <= INT_MAX - kWgKeys &&
          p.NH <= INT_MAX;
 }
 

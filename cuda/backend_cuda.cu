@@ -122,6 +122,7 @@ srlm_status be_create(srlm_backend *be, int device) {
     return st;
   }
   c->cc = prop.major * 10 + prop.minor;
+  c->smem_optin = prop.sharedMemPerBlockOptin;
   const srlm_status ap = attention_path_init(c);
   if (ap != SRLM_OK) {
     release(c);

@@ -221,6 +221,7 @@ struct context {
   void *work;           // device workspace, grown by workspace() (e.g. LM-head chunk logits)
   size_t work_bytes;
   int cc;               // compute capability, major * 10 + minor
+  size_t smem_optin;    // shared memory a block may opt in to (sharedMemPerBlockOptin: 99 KB on 8.6/8.9)
   int attn_path;        // attention forward kernel: 1 mma.sync, 2 Hopper, 3 Hopper once checked (attention_path_init)
   void *tma_encode;     // the driver's cuTensorMapEncodeTiled, looked up at first use
   srlm_backend_alloc_counts counts;  // every allocation and free since create (alloc_counts)

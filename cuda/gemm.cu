@@ -124,6 +124,15 @@ struct lt_call {
   }
 };
 
+// The largest power of two up to 256 that divides ptr. cuBLASLt's heuristic assumes
+// 256-byte-aligned operands unless told otherwise, and the model's weights lie packed in one
+// buffer (a weight after a norm vector may be only 4-byte aligned).
+uint32_t align_of(const void *ptr) {
+  uint32_t a = 256;
+  while (a > 1 && (uintptr_t)ptr % a) a /= 2;
+  return a;
+}
+
 // *done = false when cuBLASLt has no algorithm for these shapes (the caller falls back).
 srlm_status lt_gemm(context *c, const srlm_matmul_params *p, bool *done) {
   *done = false;
@@ -149,6 +158,12 @@ srlm_status lt_gemm(context *c, const srlm_matmul_params *p, bool *done) {
   SRLM_CUBLAS(cublasLtMatmulPreferenceCreate(&L.pref));
   SRLM_CUBLAS(cublasLtMatmulPreferenceSetAttribute(L.pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &c->lt_work_bytes,
                                                    sizeof c->lt_work_bytes));
+  const uint32_t al[4] = {align_of(p->b), align_of(p->a), align_of(p->c), align_of(p->c)};  // cuBLAS's A, B, C, D
+  const cublasLtMatmulPreferenceAttributes_t which[4] = {
+      CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES,
+      CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES};
+  for (int i = 0; i < 4; i++)
+    SRLM_CUBLAS(cublasLtMatmulPreferenceSetAttribute(L.pref, which[i], &al[i], sizeof al[i]));
   cublasLtMatmulHeuristicResult_t res;
   int found = 0;
   const cublasStatus_t hs = cublasLtMatmulAlgoGetHeuristic(c->lt, L.op, L.la, L.lb, L.lc, L.lc, L.pref, 1, &res, &found);

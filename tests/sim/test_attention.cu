@@ -608,6 +608,42 @@ constexpr bool kTsan = false;
 #endif
 const srlm_dtype k_dtypes[] = {SRLM_F32, SRLM_BF16};
 
+// With the 99 KB of shared memory of compute capability 8.6/8.9 (SRLM_SIM_SMEM_OPTIN=101376):
+// head dims of the 256 class are refused, naming shared memory (the 128 class's bf16 backward
+// takes the fp32-tile kernels instead; main runs those shapes).
+void test_smem_limit() {
+  device g;
+  OK(g.open());
+  srlm_backend *be = &g.be;
+  const int64_t T = 4, NH = 2, NKV = 1, HS = 256;
+  for (srlm_dtype dt : k_dtypes) {
+    tens q, kv;
+    q.set(std::vector<float>((size_t)(T * NH * HS), 0.5f), dt);
+    kv.set(std::vector<float>((size_t)(T * NKV * HS), 0.25f), dt);
+    g.up(q);
+    g.up(kv);
+    srlm_attention_params fp = {};
+    fp.B = 1, fp.T = T, fp.NH = NH, fp.NKV = NKV, fp.HS = HS, fp.scale = 0.0625f, fp.dtype = dt;
+    fp.q = q.dev, fp.k = kv.dev, fp.v = kv.dev;
+    fp.cu_seqlens = (const int32_t *)g.ints({0, (int32_t)T});
+    fp.out = g.out(q.n, dt);
+    fp.lse = (float *)g.out((size_t)(T * NH), SRLM_F32);
+    srlm_status st = SRLM_OP(be, attention_forward, fp);
+    if (dt == SRLM_BF16) {  // the tensor-core forward fits exactly: 101376 bytes
+      OK(st);
+      srlm_attention_bwd_params bp = {};
+      bp.B = 1, bp.T = T, bp.NH = NH, bp.NKV = NKV, bp.HS = HS, bp.scale = fp.scale, bp.dtype = dt;
+      bp.q = q.dev, bp.k = kv.dev, bp.v = kv.dev, bp.dout = q.dev, bp.out = fp.out, bp.lse = fp.lse;
+      bp.cu_seqlens = fp.cu_seqlens;
+      bp.dq = g.out(q.n, dt), bp.dk = g.out(kv.n, dt), bp.dv = g.out(kv.n, dt);
+      st = SRLM_OP(be, attention_backward, bp);
+    }
+    EXPECT(st == SRLM_ERR_UNSUPPORTED && strstr(srlm_error_message(), "bytes of shared memory per block; device 0"),
+           "[%s] HS 256 on a 99 KB device: %d %s", srlm_dtype_name(dt), (int)st, srlm_error_message());
+    OK(srlm_backend_sync(be));
+  }
+}
+
 // A bad SRLM_CUDA_ATTENTION is create's error, naming the variable and the values it takes.
 void test_path_env() {
   const char *old = getenv("SRLM_CUDA_ATTENTION");
@@ -624,18 +660,25 @@ void test_path_env() {
 }
 
 int main() {
-  test_path_env();
+  // SRLM_SIM_SMEM_OPTIN=101376 (ctest sim.attention_smem99): the shapes of the 128 head-dim
+  // class, whose bf16 backward falls back to the fp32-tile kernels there, and the 256 class's
+  // refusal
+  const bool small_smem = getenv("SRLM_SIM_SMEM_OPTIN") != nullptr;
+  if (small_smem) test_smem_limit();
+  else test_path_env();
   uint32_t salt = 100;
   for (size_t k = 0; k < sizeof k_shapes / sizeof k_shapes[0]; k++) {
     const shape &s = k_shapes[k];
     for (srlm_dtype dt : k_dtypes) {
       salt += 10;
+      if (small_smem && (s.HS <= 64 || s.HS > 128)) continue;
       if (kTsan && dt == SRLM_BF16 && !s.tsan) continue;
       const double t0 = srlm_time_now();
       test_shape(s, dt, salt);
       if (getenv("SRLM_TEST_VERBOSE")) fprintf(stderr, "%s: %.2f s\n", label_of(s, dt).c_str(), srlm_time_now() - t0);
     }
   }
+  if (small_smem) TEST_MAIN_END();
   if (!hopper_requested()) test_split_independent();
   test_data_errors();
   test_empty();
