@@ -225,6 +225,14 @@ void srlm_kv_cache_reset(srlm_kv_cache *kv, int slot);
 int64_t srlm_kv_cache_len(const srlm_kv_cache *kv, int slot);
 size_t srlm_kv_cache_bytes(const srlm_kv_cache *kv);
 
+/* The KV-cache budget of srlm_generate on m: its caches hold at most `positions` cached
+ * positions in all (slots x length; 0, the default: no bound), the share of the device a rank's
+ * memory plan gave them (memplan.h). A call whose longest sequence leaves room for fewer
+ * slots than its max_batch decodes fewer sequences at once (the same samples: slots are
+ * independent); one whose longest sequence alone needs more is an error naming it. */
+void srlm_model_set_kv_budget(srlm_model *m, int64_t positions);
+int64_t srlm_model_kv_budget(const srlm_model *m);
+
 /* Appends new tokens to n slots and returns the next-token logits after each slot's last
  * new token: slot slots[i] gets tokens[cu[i] .. cu[i+1]) after the tokens it holds (a
  * prefill when it holds none, one token per slot for a decode step). logits is host

@@ -140,6 +140,8 @@ typedef struct srlm_sr_inputs {
   int resume;                     /* srlm train --resume: start from run_dir's checkpoint.h5 (checkpoint.h) */
   int max_batch;                  /* sequences this rank decodes at once: its memory plan's KV-cache
                                      slots (memplan.h); 0 on a rank that does not decode */
+  int64_t kv_positions;           /* on a device: the positions those slots hold (the model's KV budget,
+                                     model.h); 0: no bound */
 } srlm_sr_inputs;
 
 /* Runs cfg->run.iterations iterations. rows (iterations + 1) receives the table (the

@@ -428,10 +428,12 @@ static int same_device(const plan_msg *a, const plan_msg *b) {
  * (generate.kv_memory_fraction, divided among the decoding ranks on the device after every
  * rank's other lines there), and a plan that does not fit is an error before anything is
  * allocated (memplan.h). *kv_slots: the sequences this rank decodes at once (0 when it does
- * not decode). Collective. */
-static srlm_status plan_memory(train_ctx *c, srlm_comm *comm, srlm_backend *be, int *kv_slots) {
+ * not decode); *kv_positions: on a device, the positions the plan's KV cache holds (slots x
+ * their length), the model's KV budget (model.h; 0 on host memory: no bound). Collective. */
+static srlm_status plan_memory(train_ctx *c, srlm_comm *comm, srlm_backend *be, int *kv_slots, int64_t *kv_positions) {
   const srlm_config *cfg = &c->cfg;
   *kv_slots = 0;
+  *kv_positions = 0;
   const int learner = srlm_comm_has_role(comm, SRLM_ROLE_LEARNER);
   const int sampler = srlm_comm_has_role(comm, SRLM_ROLE_GENERATOR) || srlm_comm_has_role(comm, SRLM_ROLE_JUDGE) ||
                       (learner && learner_decodes(cfg, srlm_comm_rank(comm) == 0));
@@ -472,7 +474,8 @@ static srlm_status plan_memory(train_ctx *c, srlm_comm *comm, srlm_backend *be, 
   srlm_memplan_format(&plan, free_b, line, sizeof line);
   SRLM_INFO("%s", line);
   *kv_slots = (int)plan.kv_slots;
-  if (be->host_memory) return SRLM_OK; /* host memory: the OS pages and swaps; no hard limit to check */
+  if (be->host_memory) return SRLM_OK;
+  *kv_positions = plan.kv_slots * plan.kv_len; /* host memory: the OS pages and swaps; no hard limit to check */
   char dev[96];
   snprintf(dev, sizeof dev, "%s device %d", be->name, be->device);
   return srlm_memplan_check(&plan, free_b, dev);
@@ -483,10 +486,20 @@ static srlm_status print_layout(srlm_comm *comm, srlm_backend *be) {
   char host[256] = "?", mine[512];
   if (gethostname(host, sizeof host - 1) != 0) snprintf(host, sizeof host, "?");
   host[sizeof host - 1] = 0;
+  /* a GPU's UUID as nvidia-smi -L prints it: under per-task CUDA_VISIBLE_DEVICES every rank's
+     index is 0, the UUID still tells the GPUs apart */
+  const unsigned char *u = be->uuid;
+  int any = 0;
+  for (int i = 0; i < 16; i++) any |= u[i];
+  char uuid[64] = "";
+  if (any)
+    snprintf(uuid, sizeof uuid, " (GPU-%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x)", u[0], u[1],
+             u[2], u[3], u[4], u[5], u[6], u[7], u[8], u[9], u[10], u[11], u[12], u[13], u[14], u[15]);
   if (be->host_memory)
     snprintf(mine, sizeof mine, "%-9s on %s, %s", srlm_comm_role_label(comm), host, be->name);
   else
-    snprintf(mine, sizeof mine, "%-9s on %s, %s device %d", srlm_comm_role_label(comm), host, be->name, be->device);
+    snprintf(mine, sizeof mine, "%-9s on %s, %s device %d%s", srlm_comm_role_label(comm), host, be->name, be->device,
+             uuid);
   void **bufs;
   size_t *lens;
   SRLM_TRY(srlm_comm_allgather_bytes(comm, mine, strlen(mine) + 1, &bufs, &lens));
@@ -529,9 +542,10 @@ static srlm_status run_iterations(train_ctx *c, srlm_comm *comm, srlm_sr_iterati
   srlm_backend *be = NULL;
   srlm_status st = srlm_comm_agree(comm, srlm_setup_backend(cfg, &be)); /* plan_memory is collective */
   int max_batch = 0;
-  if (st == SRLM_OK) st = plan_memory(c, comm, be, &max_batch);
+  int64_t kv_positions = 0;
+  if (st == SRLM_OK) st = print_layout(comm, be); /* first: also shown when a plan does not fit */
+  if (st == SRLM_OK) st = plan_memory(c, comm, be, &max_batch, &kv_positions);
   st = srlm_comm_agree(comm, st); /* every rank fits (or all stop, each with its message) */
-  if (st == SRLM_OK) st = print_layout(comm, be);
   if (st == SRLM_OK) {
     srlm_comm_set_backend(comm, be);
     /* NCCL for the groups whose ranks each own a GPU (run.comm); collective over the world */
@@ -548,6 +562,7 @@ static srlm_status run_iterations(train_ctx *c, srlm_comm *comm, srlm_sr_iterati
   srlm_sr_iteration *rows = srlm_xcalloc((size_t)cfg->run.iterations + 1, sizeof *rows);
   srlm_sr_inputs in = {.cfg = cfg, .comm = comm, .run_dir = c->run_dir, .tok_dir = tok_dir, .m = m, .tok = c->tok,
                        .prompts = task ? NULL : &set, .llm = llm, .resume = c->resume, .max_batch = max_batch,
+                       .kv_positions = kv_positions,
                        .eval_prompts = lead && c->eval_set.n ? &c->eval_set : NULL};
   if (st == SRLM_OK) st = srlm_selfreward_run(&in, rows);
   srlm_comm_close_transport(comm, st); /* before the backend closes; an error aborts NCCL locally */

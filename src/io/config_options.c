@@ -215,7 +215,7 @@ static const srlm_config_option k_options[] = {
     OPT_BOOL(train.recompute, 0, "keep only each layer's input in the forward and recompute the layer before its backward (less activation memory for one more forward; the same bits)"),
     OPT_BOOL(train.overlap_reduce, 1, "with several learners, reduce the gradients in buckets while the last micro-batch's backward still runs (a bucket starts as soon as the backward has finished its gradients), instead of all at once after it; the same bits either way on MPI (on NCCL within float re-association, as any NCCL sum)"),
     OPT_FLOAT(train.reduce_bucket_mb, 64.0, 1, 0.0, 1024.0, 0, "MiB per bucket of the overlapped gradient reduce (fractions allowed)"),
-    OPT_INT(train.zero, 0, 0, 1, "ZeRO stage over the learner ranks: 0 = every learner holds all AdamW moments; 1 = each holds 1/learners of them (the same results, bit for bit; checkpoints gather them)"),
+    OPT_INT(train.zero, 0, 0, 1, "ZeRO stage over the learner ranks: 0 = every learner holds all AdamW moments; 1 = each holds 1/learners of them and, for a bf16 model, of the fp32 master weights (the same results, bit for bit; checkpoints gather them; with one learner it changes nothing)"),
 
     OPT_ENUM(train.reference, k_references, "iteration", "DPO family and GRPO reference: iteration = M_{t-1} (log-probs once per iteration); ema = WARP's EMA anchor of the policy (train.ema_mu), kept over the whole run, forwarded every step (one more forward per step)"),
     OPT_FLOAT(train.ema_mu, 0.01, 1, 0.0, 1.0, 0, "EMA anchor (train.reference: ema): theta_ema <- (1 - mu) theta_ema + mu theta after every optimizer step (WARP: 0.01)"),

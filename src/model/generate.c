@@ -333,11 +333,24 @@ static void step_error(const active_seq *act, int n, srlm_status st) {
 
 static srlm_status run(gen_ctx *g, int n, srlm_generate_stats *stats) {
   const srlm_generate_params *p = g->p;
-  const int B = p->max_batch < n ? p->max_batch : n;
+  int B = p->max_batch < n ? p->max_batch : n;
   const int64_t budget = p->max_step_tokens > 0 ? p->max_step_tokens : DEFAULT_STEP_TOKENS;
   int64_t max_len = 1;
+  int longest = 0;
   for (int i = 0; i < n; i++)
-    if (g->req[i].n_prompt + p->max_new_tokens > max_len) max_len = g->req[i].n_prompt + p->max_new_tokens;
+    if (g->req[i].n_prompt + p->max_new_tokens > max_len) max_len = g->req[i].n_prompt + p->max_new_tokens, longest = i;
+  /* the model's KV budget (model.h): fewer slots for longer sequences */
+  const int64_t kv_budget = srlm_model_kv_budget(g->m);
+  if (kv_budget > 0 && B > 0) {
+    if (max_len > kv_budget)
+      return srlm_error(SRLM_ERR_NOMEM, "generate",
+                        "request %d needs %lld cached positions (a %lld-token prompt + max_new_tokens %d), more than the "
+                        "KV-cache budget of %lld positions this rank's memory plan gave (generate.kv_memory_fraction, "
+                        "generate.max_batch): shorter prompts or answers, or more memory for the cache",
+                        longest, (long long)max_len, (long long)g->req[longest].n_prompt, p->max_new_tokens,
+                        (long long)kv_budget);
+    if ((int64_t)B * max_len > kv_budget) B = (int)(kv_budget / max_len);
+  }
 
   srlm_kv_cache *kv = NULL;
   active_seq *act = srlm_xcalloc((size_t)B, sizeof *act);

@@ -212,3 +212,6 @@ srlm_status srlm_model_step_sample_ids(srlm_model *m, srlm_kv_cache *kv, int n, 
                              .n_ids = n_ids > 0 ? n_ids : 0, .id_logits = id_logits};
   return step_run(m, kv, n, slots, tokens, cu, NULL, &smp);
 }
+
+void srlm_model_set_kv_budget(srlm_model *m, int64_t positions) { m->kv_budget = positions > 0 ? positions : 0; }
+int64_t srlm_model_kv_budget(const srlm_model *m) { return m->kv_budget; }

@@ -88,6 +88,7 @@ typedef struct attn_src {
 
 struct srlm_model {
   srlm_model_config cfg;
+  int64_t kv_budget;       /* srlm_model_set_kv_budget's positions; 0: no bound */
   srlm_backend *be;
   srlm_dtype dt;           /* compute dtype of weights and activations */
   size_t esz;              /* its element size */

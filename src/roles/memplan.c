@@ -196,7 +196,7 @@ srlm_status srlm_memplan_check(const srlm_memplan *p, size_t free_bytes, const c
                       "this rank's %s: %lld KV-cache slot%s, fewer than %d: one slot (%lld positions) takes %s and "
                       "generate.kv_memory_fraction %.3g of the %s left after the rest of the plan%s holds %lld. To "
                       "fit: a larger generate.kv_memory_fraction (at most 1), shorter sequences (generate.max_new_tokens, "
-                      "judge.max_new_tokens, data.max_prompt_tokens, or model.arch.max_seq_len), or the roles on more "
+                      "judge.max_new_tokens, data.max_prompt_tokens), or the roles on more "
                       "devices (roles.colocate: false, fewer ranks sharing a device)",
                       plan, (long long)p->kv_slots, p->kv_slots == 1 ? "" : "s", SRLM_MEMPLAN_MIN_SLOTS,
                       (long long)p->kv_len, human(p->kv_slot_bytes, slot), p->kv_fraction,
@@ -216,7 +216,8 @@ srlm_status srlm_memplan_check(const srlm_memplan *p, size_t free_bytes, const c
                   : "train.zero: 1 with several learners (divides the AdamW moments over them)");
   if (p->sampler && p->kv_cache >= p->total / 4 && k >= 0 && (size_t)k < sizeof what)
     k += snprintf(what + k, sizeof what - (size_t)k, "; a smaller KV cache: fewer slots (generate.max_batch, now %lld) "
-                  "or a smaller model.arch.max_seq_len (%lld positions)", (long long)p->kv_slots, (long long)p->kv_len);
+                  "or shorter slots (%lld positions: data.max_prompt_tokens, generate.max_new_tokens, "
+                  "judge.max_new_tokens)", (long long)p->kv_slots, (long long)p->kv_len);
   if (p->learner && p->sampler && k >= 0 && (size_t)k < sizeof what)
     k += snprintf(what + k, sizeof what - (size_t)k, "; separate roles (roles.colocate: false) on more devices");
   if (p->shared && k >= 0 && (size_t)k < sizeof what)

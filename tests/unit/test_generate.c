@@ -320,6 +320,33 @@ static void test_sampling_invariance(void) {
   EXPECT(st == SRLM_ERR_CONFIG && strstr(srlm_error_message(), "stop here"), "on_done's error: %d %s", (int)st,
          srlm_error_message());
   printf("on_done: every request once with its final result, out of request order; its error ends generation\n");
+  /* the model's KV budget: room for 2 of the longest sequences gives 2 slots, the same
+     samples; less than one is an error naming the longest request */
+  p.on_done = NULL;
+  p.max_batch = N;
+  int64_t longest = 0;
+  for (int i = 0; i < N; i++)
+    if (req[i].n_prompt + p.max_new_tokens > longest) longest = req[i].n_prompt + p.max_new_tokens;
+  srlm_generate_stats free_stats, tight_stats;
+  EXPECT(srlm_generate(m, &p, N, req, other, &free_stats) == SRLM_OK, "%s", srlm_error_message());
+  free_results(other, N);
+  srlm_model_set_kv_budget(m, 2 * longest + 1);
+  EXPECT(srlm_generate(m, &p, N, req, other, &tight_stats) == SRLM_OK, "%s", srlm_error_message());
+  int budget_diff = 0;
+  for (int i = 0; i < N; i++)
+    budget_diff += other[i].n != base[i].n || memcmp(other[i].ids, base[i].ids, (size_t)base[i].n * 4) ||
+                   memcmp(other[i].logprobs, base[i].logprobs, (size_t)base[i].n * 4);
+  EXPECT_EQ_INT(budget_diff, 0);
+  EXPECT(tight_stats.steps > free_stats.steps, "KV budget of 2 slots: %lld steps, unbounded %lld",
+         (long long)tight_stats.steps, (long long)free_stats.steps);
+  free_results(other, N);
+  srlm_model_set_kv_budget(m, longest - 1);
+  st = srlm_generate(m, &p, N, req, other, NULL);
+  EXPECT(st == SRLM_ERR_NOMEM && strstr(srlm_error_message(), "more than the KV-cache budget of"),
+         "KV budget below one sequence: %d %s", (int)st, srlm_error_message());
+  srlm_model_set_kv_budget(m, 0);
+  printf("KV budget: 2 slots' room gives the same samples in %lld steps (unbounded %lld); less than one is refused\n",
+         (long long)tight_stats.steps, (long long)free_stats.steps);
   free_results(base, N);
   srlm_model_free(m);
 }

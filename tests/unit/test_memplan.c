@@ -242,7 +242,7 @@ static void test_rank_plans(void) {
   EXPECT(srlm_memplan_make(&cfg, &c, 0, 1, 1, &sp) == SRLM_OK && sp.kv_len == 40960, "kv bound: %lld", (long long)sp.kv_len);
   cfg.generate.max_new_tokens = 256;
   EXPECT(srlm_memplan_check(&sp, sp.total / 2, "cuda device 3") == SRLM_ERR_NOMEM, "sampler refused");
-  EXPECT_CONTAINS(srlm_error_message(), "model.arch.max_seq_len");
+  EXPECT_CONTAINS(srlm_error_message(), "or shorter slots (40960 positions: data.max_prompt_tokens");
   cfg.train.batch_size = 64;
   cfg.train.recompute = 0;
   EXPECT(srlm_memplan_make(&cfg, &c, 1, 0, 1, &lp) == SRLM_OK, "big batch");
@@ -434,7 +434,7 @@ static void test_kv_slots(void) {
   EXPECT_CONTAINS(msg, "0 KV-cache slots, fewer than 1: one slot (2048 positions) takes 224.0 MiB");
   EXPECT_CONTAINS(msg, "generate.kv_memory_fraction 0.9");
   EXPECT_CONTAINS(msg, "generate.max_new_tokens");
-  EXPECT_CONTAINS(msg, "model.arch.max_seq_len");
+  EXPECT_CONTAINS(msg, "data.max_prompt_tokens), or the roles");
   EXPECT_CONTAINS(msg, "roles on more devices");
   /* the rest alone does not fit: the plain refusal, counting the other ranks on the device */
   f = s;
