@@ -14,7 +14,16 @@
 
 #include "model_internal.h"
 
-srlm_status srlm_kv_cache_create(const srlm_model *m, int max_slots, int64_t max_len, srlm_kv_cache **out) {
+/* Frees the model's spare KV buffers (model.h). */
+void srlm_model_kv_spare_free(srlm_model *m) {
+  if (!m->kv_spare) return;
+  for (int64_t i = 0; i < 2 * m->L; i++) (void)srlm_backend_free(m->be, m->kv_spare[i]);
+  free(m->kv_spare);
+  m->kv_spare = NULL;
+  m->kv_spare_bytes = 0;
+}
+
+srlm_status srlm_kv_cache_create(srlm_model *m, int max_slots, int64_t max_len, srlm_kv_cache **out) {
   *out = NULL;
   const char *where = "kv cache";
   if (max_slots < 1) return srlm_error(SRLM_ERR_RANGE, where, "max_slots = %d must be >= 1", max_slots);
@@ -31,6 +40,17 @@ srlm_status srlm_kv_cache_create(const srlm_model *m, int max_slots, int64_t max
   kv->len = srlm_xcalloc((size_t)max_slots, sizeof *kv->len);
   const size_t bytes = (size_t)max_slots * (size_t)max_len * (size_t)m->KV * m->esz;
   srlm_status st = SRLM_OK;
+  if (m->kv_spare && m->kv_spare_bytes >= bytes) { /* the last cache's buffers */
+    for (int64_t l = 0; l < m->L; l++) kv->k[l] = m->kv_spare[2 * l], kv->v[l] = m->kv_spare[2 * l + 1];
+    kv->bytes = m->kv_spare_bytes;
+    free(m->kv_spare);
+    m->kv_spare = NULL;
+    m->kv_spare_bytes = 0;
+    *out = kv;
+    return SRLM_OK;
+  }
+  srlm_model_kv_spare_free(m); /* too small: its memory goes before the larger cache's comes */
+  kv->bytes = bytes;
   for (int64_t l = 0; l < m->L && st == SRLM_OK; l++) {
     st = srlm_backend_alloc(m->be, &kv->k[l], bytes);
     if (st == SRLM_OK) st = srlm_backend_alloc(m->be, &kv->v[l], bytes);
@@ -45,6 +65,17 @@ srlm_status srlm_kv_cache_create(const srlm_model *m, int max_slots, int64_t max
 
 void srlm_kv_cache_free(srlm_kv_cache *kv) {
   if (!kv) return;
+  srlm_model *m = kv->m;
+  int whole = 1;
+  for (int64_t l = 0; l < m->L; l++) whole &= kv->k[l] != NULL && kv->v[l] != NULL;
+  if (whole && !m->be->host_memory && kv->bytes > m->kv_spare_bytes) { /* kept for the next cache */
+    srlm_model_kv_spare_free(m);
+    m->kv_spare = srlm_xmalloc(2 * (size_t)m->L * sizeof *m->kv_spare);
+    for (int64_t l = 0; l < m->L; l++) m->kv_spare[2 * l] = kv->k[l], m->kv_spare[2 * l + 1] = kv->v[l];
+    m->kv_spare_bytes = kv->bytes;
+    memset(kv->k, 0, (size_t)m->L * sizeof *kv->k);
+    memset(kv->v, 0, (size_t)m->L * sizeof *kv->v);
+  }
   for (int64_t l = 0; l < kv->m->L; l++) {
     if (kv->k[l]) (void)srlm_backend_free(kv->m->be, kv->k[l]);
     if (kv->v[l]) (void)srlm_backend_free(kv->m->be, kv->v[l]);

@@ -68,10 +68,11 @@ typedef struct batch_bufs {
 } batch_bufs;
 
 struct srlm_kv_cache {
-  const srlm_model *m;
+  srlm_model *m;
   int max_slots;
   int64_t max_len;
   void **k, **v;  /* (L) each (max_slots, max_len, NKV, HS) compute dtype */
+  size_t bytes;   /* each buffer's allocated size (a reused spare may be larger than needed) */
   int64_t *len;   /* (max_slots) host: positions each slot holds */
 };
 
@@ -89,6 +90,9 @@ typedef struct attn_src {
 struct srlm_model {
   srlm_model_config cfg;
   int64_t kv_budget;       /* srlm_model_set_kv_budget's positions; 0: no bound */
+  void **kv_spare;         /* device memory only: the 2L buffers (K, V of each layer) of the last KV
+                              cache freed, kv_spare_bytes each, kept for the next (kv.c); NULL: none */
+  size_t kv_spare_bytes;
   srlm_backend *be;
   srlm_dtype dt;           /* compute dtype of weights and activations */
   size_t esz;              /* its element size */
@@ -167,6 +171,8 @@ static inline void *srlm_model_carve(char **cur, size_t *total, int64_t n, size_
 /* Backend memory helpers. */
 srlm_status srlm_model_dbuf_reserve(const srlm_model *m, dbuf *b, size_t bytes);
 void srlm_model_dbuf_free(const srlm_model *m, dbuf *b);
+/* Frees the KV buffers the model keeps from its last cache (kv.c). */
+void srlm_model_kv_spare_free(srlm_model *m);
 
 /* y = x W^T (+ bias): x (T, in), W [out, in] at params offset w, bias offset or NO_TENSOR. */
 srlm_status srlm_model_linear(srlm_model *m, void *y, const void *x, int64_t T, size_t w, size_t bias,

@@ -10,8 +10,15 @@
  * backwards the model. The backend's allocation counts (alloc_counts: its alloc/free, pinned
  * host_alloc/host_free and workspace growth) after step 1 must equal those after steps 2, 3
  * and 4 on both learners; step 1 itself must have allocated (the counts work). The reduce
- * here is sim_dp's; the comm's own staging is checked by tests/mpi/mpi_comm.c. */
+ * here is sim_dp's; the comm's own staging is checked by tests/mpi/mpi_comm.c.
+ *
+ * Generation likewise: a judge runs srlm_generate once per shard, and each call used to
+ * allocate and free its KV cache. The model keeps the last cache's buffers (model.h), so a
+ * second call of the same or a smaller size allocates and frees nothing; a larger one swaps
+ * them once. */
 #include <math.h>
+
+#include "srlm/generate.h"
 
 #include "srlm/engine.h"
 #include "test.h"
@@ -172,8 +179,48 @@ static void run(int zero) {
   }
 }
 
+static void generation(void) {
+  srlm_backend *be = NULL;
+  EXPECT_EQ_INT(srlm_backend_open("cuda-sim", 0, &be), SRLM_OK);
+  srlm_model *m = be ? bf16_model(be) : NULL;
+  if (!m) {
+    EXPECT(0, "generation: no model: %s", srlm_error_message());
+    srlm_backend_close(be);
+    return;
+  }
+  int32_t prompt[3][5] = {{1, 2, 3, 4, 5}, {6, 7, 8, 9, 10}, {11, 12, 13, 14, 15}};
+  srlm_gen_request req[3];
+  for (int i = 0; i < 3; i++) req[i] = (srlm_gen_request){.prompt = prompt[i], .n_prompt = 5, .seq_id = (uint64_t)i};
+  srlm_generate_params p = srlm_generate_params_default();
+  p.max_new_tokens = 6;
+  p.max_batch = 3;
+  srlm_gen_result res[3];
+  srlm_backend_alloc_counts c[4];
+  int calls[4] = {3, 3, 2, 3}; /* requests per call: the same, fewer (a smaller cache), the same again */
+  for (int k = 0; k < 4; k++) {
+    EXPECT(srlm_generate(m, &p, calls[k], req, res, NULL) == SRLM_OK, "generate %d: %s", k, srlm_error_message());
+    for (int i = 0; i < calls[k]; i++) srlm_gen_result_free(&res[i]);
+    srlm_backend_alloc_counts_get(be, &c[k]);
+  }
+  for (int k = 1; k < 4; k++)
+    EXPECT(same(&c[0], &c[k]), "generation call %d: %llu device allocations, %llu frees since the first (want none)",
+           k + 1, (unsigned long long)(c[k].device_allocs - c[0].device_allocs),
+           (unsigned long long)(c[k].device_frees - c[0].device_frees));
+  p.max_new_tokens = 20; /* a larger cache: the spare goes, the new one comes */
+  EXPECT(srlm_generate(m, &p, 3, req, res, NULL) == SRLM_OK, "generate, larger: %s", srlm_error_message());
+  for (int i = 0; i < 3; i++) srlm_gen_result_free(&res[i]);
+  srlm_backend_alloc_counts big;
+  srlm_backend_alloc_counts_get(be, &big);
+  EXPECT(big.device_allocs > c[3].device_allocs && big.device_frees > c[3].device_frees,
+         "a larger cache allocated %llu and freed %llu buffers", (unsigned long long)(big.device_allocs - c[3].device_allocs),
+         (unsigned long long)(big.device_frees - c[3].device_frees));
+  srlm_model_free(m);
+  EXPECT_EQ_INT(srlm_backend_close(be), SRLM_OK);
+}
+
 int main(void) {
   run(0);
   run(1);
+  generation();
   TEST_MAIN_END();
 }
