@@ -6,9 +6,10 @@
 # full shapes (bf16, fp32), PyTorch at the same shapes with the card's copy bandwidth and the
 # side-by-side table (bench/gpu_torch.py, gpu_compare.py), the CPU backend at the small
 # shapes on the same machine, and a
-# compute-sanitizer memcheck pass over the bf16 test. Every step has its own time limit (all
-# together under 8 minutes), so a hang in one still leaves the others' logs; a short
-# summary is printed last (the tool returns only the tail of the output).
+# compute-sanitizer memcheck pass over the bf16 test (run after the tests, before the timings).
+# Every step has its own time limit, each cut to what is left of 420 s, so a hang in one still
+# leaves the others' logs and the script ends inside 8 minutes; a short summary is printed
+# last (the tool returns only the tail of the output).
 #
 # usage (on the GPU machine, from the project root, with .devroot and BUILD carried):
 #   bash bench/gpu_check.sh [BUILD_DIR] [OUT_DIR] [attention|e2e|job]   defaults: build-gpu, $OUT or ./gpu-check-out
@@ -272,8 +273,12 @@ if [ "$MODE" = job ]; then
     step memcheck_sft $l_mc_sft memcheck_sft.log "${mc[@]}" "$SRLM" sft -c configs/sft-tiny.yaml --backend cuda \
       train.epochs=2 run.out_dir="$LOG/mc" run.name=sft
     # generation, judging, replay steps (backward, AdamW) and the evaluations from that model
+    # (a fresh tiny model of the quickstart's shape if the SFT step was cut before it saved one)
+    m0=(model.path="$LOG/mc/sft/model")
+    [ -f "$LOG/mc/sft/model/config.json" ] || m0=(model.path= model.arch.hidden_size=64 model.arch.intermediate_size=160
+      model.arch.num_layers=2 model.arch.num_heads=4 model.arch.num_kv_heads=2 model.arch.max_seq_len=512)
     step memcheck_train $l_mc_train memcheck_train.log "${mc[@]}" "$SRLM" train -c configs/quickstart.yaml --overwrite \
-      run.backend=cuda run.out_dir="$LOG/mc" run.name=it model.path="$LOG/mc/sft/model" run.iterations=1 \
+      run.backend=cuda run.out_dir="$LOG/mc" run.name=it "${m0[@]}" run.iterations=1 \
       task.prompts_per_iteration=8 task.eval_prompts=4 generate.samples_per_prompt=4 judge.replay_per_verdict=4 \
       train.batch_size=2 pairs.min_margin=0
   fi
@@ -287,6 +292,12 @@ if [ "$MODE" = job ]; then
   } | tee "$LOG/summary.txt"
   exit 0
 fi
+
+# The default mode's limits add up to 555 s: its steps run in order (tests, memcheck, then the
+# timings), each cut to what is left of 420 s, as the attention mode's.
+CAP=420
+DEADLINE=$CAP
+budget all 90 40 40 50 70 100 80 60 25
 
 # 2. the tests: every CUDA op against float64 (fp32 and bf16; lacking ops are listed), and
 #    the tiny models' log-probs, gradients and AdamW step on cuda against the cpu
@@ -305,7 +316,14 @@ else
   status+=("comm_nccl              skipped: $NCCLT not carried")
 fi
 
-# 3. timings: the CUDA backend at the full shapes (bf16, then fp32; iterations fill about
+# 3. memcheck over the bf16 test (out-of-bounds and misaligned accesses, API errors)
+if command -v compute-sanitizer >/dev/null; then
+  step memcheck 70 memcheck.log compute-sanitizer --tool memcheck --error-exitcode 99 "$TEST" cuda --dtype bf16
+else
+  status+=("memcheck               skipped: no compute-sanitizer")
+fi
+
+# 4. timings: the CUDA backend at the full shapes (bf16, then fp32; iterations fill about
 #    0.3 s per case) and the CPU backend at the small ones on this machine's cores; each op
 #    is checked against the CPU op and rerun bit-identical first
 step bench_cuda_bf16 100 bench_cuda_bf16.txt "$BENCH" --backend cuda --dtype bf16 --size full --json "$LOG/bench_cuda_bf16.json"
@@ -316,12 +334,6 @@ python3 bench/gpu_compare.py "$LOG/bench_cuda_bf16.json" "$LOG/torch_bf16.json" 
 step bench_cuda_fp32 60 bench_cuda_fp32.txt "$BENCH" --backend cuda --dtype fp32 --size full --json "$LOG/bench_cuda_fp32.json"
 step bench_cpu 25 bench_cpu.txt "$BENCH" --backend cpu --dtype fp32 --size small
 
-# 4. memcheck over the bf16 test (out-of-bounds and misaligned accesses, API errors)
-if command -v compute-sanitizer >/dev/null; then
-  step memcheck 70 memcheck.log compute-sanitizer --tool memcheck --error-exitcode 99 "$TEST" cuda --dtype bf16
-else
-  status+=("memcheck               skipped: no compute-sanitizer")
-fi
 
 # a bench table's rows without the shape column (op, model | iters, time_us, GB/s, TFLOP/s,
 # check), so the summary fits the returned tail; the full tables are in the logs
