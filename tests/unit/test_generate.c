@@ -211,6 +211,41 @@ static void reference_sample(srlm_model *m, const srlm_generate_params *p, const
   free(logits);
 }
 
+/* Generates the n requests with max_batch n into base, then with max_batch 1, 3, 4, n,
+ * 2, prefill budgets 1 and 5 and the requests reversed (rev): every run must give base's
+ * samples bit for bit (sampling is keyed per sequence; the slots are independent). */
+static void batch_runs(srlm_model *m, srlm_generate_params *p, int n, const srlm_gen_request *req,
+                       const srlm_gen_request *rev, srlm_gen_result *base, const char *what) {
+  srlm_gen_result other[16];
+  p->max_batch = n;
+  p->max_step_tokens = 0;
+  EXPECT(srlm_generate(m, p, n, req, base, NULL) == SRLM_OK, "%s: %s", what, srlm_error_message());
+  struct {
+    int max_batch;
+    int64_t step_tokens;
+    int reversed;
+  } runs[] = {{1, 0, 0}, {3, 0, 0}, {4, 0, 1}, {n, 1, 1}, {2, 5, 0}};
+  for (size_t k = 0; k < sizeof runs / sizeof runs[0]; k++) {
+    p->max_batch = runs[k].max_batch;
+    p->max_step_tokens = runs[k].step_tokens;
+    EXPECT(srlm_generate(m, p, n, runs[k].reversed ? rev : req, other, NULL) == SRLM_OK, "%s: %s", what,
+           srlm_error_message());
+    int diff = 0;
+    for (int i = 0; i < n; i++) {
+      const srlm_gen_result *a = &base[i], *b = &other[runs[k].reversed ? n - 1 - i : i];
+      if (a->n != b->n || memcmp(a->ids, b->ids, (size_t)a->n * 4) || memcmp(a->logprobs, b->logprobs, (size_t)a->n * 4)) {
+        if (!diff++) EXPECT(0, "%s: max_batch %d step budget %lld%s: request %d gave [%s], with max_batch %d [%s]", what,
+                            runs[k].max_batch, (long long)runs[k].step_tokens, runs[k].reversed ? " reversed" : "",
+                            i, ids_str(b->ids, b->n), n, ids_str(a->ids, a->n));
+      }
+    }
+    EXPECT_EQ_INT(diff, 0);
+    free_results(other, n);
+  }
+  p->max_batch = n;
+  p->max_step_tokens = 0;
+}
+
 /* srlm_generate's on_done, checked against a run without it. */
 typedef struct done_log {
   const srlm_gen_result *base;
@@ -251,29 +286,7 @@ static void test_sampling_invariance(void) {
   p.sampler = (srlm_sampler_params){.temperature = 1.2f, .top_k = 40, .top_p = 0.95f, .min_p = 0.0f, .seed = 99};
   p.max_new_tokens = 14;
   srlm_gen_result base[N], other[N];
-  p.max_batch = N;
-  EXPECT(srlm_generate(m, &p, N, req, base, NULL) == SRLM_OK, "%s", srlm_error_message());
-  struct {
-    int max_batch;
-    int64_t step_tokens;
-    int reversed;
-  } runs[] = {{1, 0, 0}, {3, 0, 0}, {4, 0, 1}, {N, 1, 1}, {2, 5, 0}};
-  for (size_t k = 0; k < sizeof runs / sizeof runs[0]; k++) {
-    p.max_batch = runs[k].max_batch;
-    p.max_step_tokens = runs[k].step_tokens;
-    EXPECT(srlm_generate(m, &p, N, runs[k].reversed ? rev : req, other, NULL) == SRLM_OK, "%s", srlm_error_message());
-    int diff = 0;
-    for (int i = 0; i < N; i++) {
-      const srlm_gen_result *a = &base[i], *b = &other[runs[k].reversed ? N - 1 - i : i];
-      if (a->n != b->n || memcmp(a->ids, b->ids, (size_t)a->n * 4) || memcmp(a->logprobs, b->logprobs, (size_t)a->n * 4)) {
-        if (!diff++) EXPECT(0, "max_batch %d step budget %lld%s: request %d gave [%s], with max_batch %d [%s]",
-                            runs[k].max_batch, (long long)runs[k].step_tokens, runs[k].reversed ? " reversed" : "",
-                            i, ids_str(b->ids, b->n), N, ids_str(a->ids, a->n));
-      }
-    }
-    EXPECT_EQ_INT(diff, 0);
-    free_results(other, N);
-  }
+  batch_runs(m, &p, N, req, rev, base, "cpu fp32");
   /* against draws from the full forward, token by token */
   int diff = 0;
   double worst = 0;
@@ -349,6 +362,40 @@ static void test_sampling_invariance(void) {
          (long long)tight_stats.steps, (long long)free_stats.steps);
   free_results(base, N);
   srlm_model_free(m);
+}
+
+/* The same on cuda-sim in bf16: the device sampler, the KV cache in device memory and the
+ * tensor-core split-KV decode, whose pieces are sized from each sequence's own length, so
+ * the batch never changes a sample there either (what continuous refill relies on). */
+static void test_sampling_invariance_sim(void) {
+  char dir[4096];
+  fixture_dir(dir, sizeof dir, "qwen3");
+  srlm_backend *be = NULL;
+  srlm_model *m = NULL;
+  if (srlm_backend_open("cuda-sim", 0, &be) != SRLM_OK || srlm_model_load(dir, be, SRLM_BF16, &m) != SRLM_OK) {
+    EXPECT(0, "cuda-sim bf16: %s", srlm_error_message());
+    srlm_backend_close(be);
+    return;
+  }
+  const int64_t V = srlm_model_get_config(m)->vocab_size;
+  enum { N = 6 };
+  int32_t prompts[N][80];
+  srlm_gen_request req[N], rev[N];
+  for (int i = 0; i < N; i++) {
+    int len = 3 + (i * 29) % 77; /* up to 79 tokens: past one 64-key piece */
+    for (int j = 0; j < len; j++) prompts[i][j] = (int32_t)(srlm_rng_bits(37, 2, (uint32_t)i, (uint32_t)j, 0).v[0] % V);
+    req[i] = (srlm_gen_request){.prompt = prompts[i], .n_prompt = len, .seq_id = 500 + (uint64_t)i};
+    rev[N - 1 - i] = req[i];
+  }
+  srlm_generate_params p = srlm_generate_params_default();
+  p.sampler = (srlm_sampler_params){.temperature = 1.0f, .top_k = 0, .top_p = 0.9f, .min_p = 0.0f, .seed = 5};
+  p.max_new_tokens = 8;
+  srlm_gen_result base[N];
+  batch_runs(m, &p, N, req, rev, base, "cuda-sim bf16");
+  printf("sampling on cuda-sim bf16: %d requests identical for max_batch 1..%d, reversed, prefill budgets 1 and 5\n", N, N);
+  free_results(base, N);
+  srlm_model_free(m);
+  EXPECT_EQ_INT(srlm_backend_close(be), SRLM_OK);
 }
 
 /* ---- 3. EOS ---- */
@@ -777,6 +824,7 @@ static void test_score_position(void) {
 int main(void) {
   for (size_t i = 0; i < sizeof k_fixtures / sizeof k_fixtures[0]; i++) test_fixture_greedy(k_fixtures[i]);
   test_sampling_invariance();
+  test_sampling_invariance_sim();
   test_eos();
   test_stop_strings();
   test_step_sample();
