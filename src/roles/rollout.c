@@ -227,20 +227,6 @@ srlm_status sr_generate_shards(const sr_rollout *r, int t, const int64_t *list, 
   return st;
 }
 
-/* sr_generate_shard's ready callback: the one shard goes to the caller's out. */
-static srlm_status take_one(void *user, srlm_shard *sh) {
-  *(srlm_shard *)user = *sh;
-  return SRLM_OK;
-}
-
-srlm_status sr_generate_shard(const sr_rollout *r, int t, int64_t s, int64_t version, srlm_shard *out,
-                              int64_t *new_tokens) {
-  memset(out, 0, sizeof *out);
-  srlm_status st = sr_generate_shards(r, t, &s, 1, version, take_one, out, new_tokens);
-  if (st != SRLM_OK) srlm_shard_free(out);
-  return st;
-}
-
 srlm_status sr_response_text(const sr_rollout *r, const srlm_shard *s, int64_t row, char **text, size_t *len) {
   int64_t a = s->response_offsets[row], b = s->response_offsets[row + 1];
   if (b > a && (s->flags[row] & SRLM_SHARD_F_EOS)) b--; /* the stop token */

@@ -7,8 +7,9 @@
  * [s * roles.shard_prompts, min(n, (s + 1) * roles.shard_prompts)), each with its K
  * samples. Sample k of prompt i draws from the Philox stream keyed by (run.seed,
  * SRLM_SR_RNG_GENERATE, t, i K + k), so which rank generates a shard, and with what else
- * in the batch, changes nothing; a shard's generation and its judging are each one
- * batched call over the shard's sequences, the same in every layout.
+ * in the batch, changes nothing: a rank generates all its shards of an iteration as one
+ * continuous batch (sr_generate_shards), and judges each shard as one batched call over its
+ * sequences, the same in every layout.
  *
  * Refill (train.grpo_equal_groups refill, DAPO's dynamic sampling): when the iteration's
  * groups are short of n informative ones, extra rounds generate extra prompts, local
@@ -71,7 +72,7 @@ static inline int sr_source_has_model(srlm_cfg_judge_source src) {
 }
 
 /* The generators' sampling from the config (generate.*, run.seed), batches of r->max_batch,
- * stopping at r's stops: what sr_generate_shard and the eval's best-of-N samples use. */
+ * stopping at r's stops: what sr_generate_shards and the eval's best-of-N samples use. */
 srlm_generate_params sr_sample_params(const sr_rollout *r);
 
 /* Takes a generated shard (its owner now: send it, keep it or srlm_shard_free it, also
@@ -82,15 +83,10 @@ typedef srlm_status (*sr_shard_ready_fn)(void *user, srlm_shard *sh);
  * `version` in ONE srlm_generate call, so the batch stays full across shards (continuous
  * batching: a slot that ends takes the next shard's waiting sample), and hands each shard
  * to ready as soon as its last sample has ended (in the order shards finish, not list
- * order). Samples are keyed per sequence, so the shards are those sr_generate_shard makes
- * one at a time. *new_tokens (may be NULL) counts tokens. */
+ * order). Samples are keyed per sequence, so a shard is the same whatever else the call
+ * generates (every layout of ranks makes the same shards). *new_tokens (may be NULL) counts tokens. */
 srlm_status sr_generate_shards(const sr_rollout *r, int t, const int64_t *list, int n, int64_t version,
                                sr_shard_ready_fn ready, void *user, int64_t *new_tokens);
-
-/* Generates shard s of iteration t with the weights of policy version `version` into a
- * new shard (free with srlm_shard_free). *new_tokens (may be NULL) counts tokens. */
-srlm_status sr_generate_shard(const sr_rollout *r, int t, int64_t s, int64_t version, srlm_shard *out,
-                              int64_t *new_tokens);
 
 /* Judges every response of a generated shard (judge.source), filling its judgments,
  * mean scores and SCORED flags. Counts accumulate into jc. Sources without a model

@@ -150,37 +150,71 @@ static void progress_add(sr_ctx *c, sr_progress *p, const srlm_shard *s) {
             (long long)p->health.format_failures, (long long)p->health.without_score, (long long)p->unscored, eta);
 }
 
-/* Colocated: every rank generates and judges the shards s of [a, b) with s = rank (mod
- * ranks), then all ranks exchange their scored shards. out (shards_max) is filled by shard
- * index. */
+/* Colocated, this rank's generated shards until it judges them. */
+typedef struct gen_keep {
+  sr_ctx *c;
+  srlm_shard *sh; /* (n) filled as shards finish, in list order by index j */
+  const int64_t *list;
+  int n, done;
+  srlm_timer tm;
+  double last;
+} gen_keep;
+
+static srlm_status keep_shard(void *user, srlm_shard *sh) {
+  gen_keep *k = user;
+  int j = 0;
+  while (j < k->n && k->list[j] != sh->shard_index) j++;
+  if (j == k->n) { /* cannot happen: sr_generate_shards makes the list's shards */
+    srlm_shard_free(sh);
+    return srlm_error(SRLM_ERR_INTERNAL, "rollouts", "generated shard %lld is not this rank's", (long long)sh->shard_index);
+  }
+  k->sh[j] = *sh;
+  k->done++;
+  const double el = srlm_timer_elapsed(&k->tm);
+  if (k->c->lead && k->done < k->n && el - k->last >= 10.0) { /* progress on long generation */
+    k->last = el;
+    SRLM_INFO("rollouts: %d/%d of this rank's shards generated (%.0f s)", k->done, k->n, el);
+  }
+  return SRLM_OK;
+}
+
+/* Colocated: every rank generates the shards s of [a, b) with s = rank (mod ranks) as one
+ * continuous batch, then judges them in shard order; then all ranks exchange their scored
+ * shards. out (shards_max) is filled by shard index. */
 static srlm_status rollouts_colocated(sr_ctx *c, int t, int64_t version, srlm_shard *out, sr_progress *pg, int64_t a,
                                       int64_t b) {
   const int R = srlm_comm_size(c->comm), me = srlm_comm_rank(c->comm);
   srlm_strbuf mine = {0};
-  srlm_status st = SRLM_OK;
   sr_judge_counts jc = {0};
-  for (int64_t s = a + ((me - a) % R + R) % R; s < b && st == SRLM_OK; s += R) {
-    srlm_shard sh;
-    srlm_timer ph;
+  gen_keep k = {.c = c};
+  int64_t *list = srlm_xmalloc((size_t)((b - a) / R + 2) * sizeof *list);
+  for (int64_t s = a + ((me - a) % R + R) % R; s < b; s += R) list[k.n++] = s;
+  k.list = list;
+  k.sh = srlm_xcalloc((size_t)k.n + 1, sizeof *k.sh);
+  srlm_timer ph;
+  srlm_timer_start(&ph);
+  srlm_timer_start(&k.tm);
+  srlm_status st = sr_generate_shards(&c->ro, t, list, k.n, version, keep_shard, &k, NULL);
+  if (c->rows) c->rows[t].generate_seconds += srlm_timer_elapsed(&ph);
+  for (int j = 0; j < k.n && st == SRLM_OK; j++) {
+    srlm_shard *sh = &k.sh[j];
     srlm_timer_start(&ph);
-    st = sr_generate_shard(&c->ro, t, s, version, &sh, NULL);
-    if (c->rows) c->rows[t].generate_seconds += srlm_timer_elapsed(&ph);
-    if (st != SRLM_OK) break;
-    srlm_timer_start(&ph);
-    st = sr_judge_shard(&c->ro, &sh, &jc);
+    st = sr_judge_shard(&c->ro, sh, &jc);
     if (c->rows) c->rows[t].judge_seconds += srlm_timer_elapsed(&ph);
     void *buf = NULL;
     size_t len = 0;
-    if (st == SRLM_OK) st = srlm_shard_serialize(&sh, &buf, &len);
+    if (st == SRLM_OK) st = srlm_shard_serialize(sh, &buf, &len);
     if (st == SRLM_OK) {
       uint64_t n = len;
       srlm_strbuf_append(&mine, (const char *)&n, sizeof n);
       srlm_strbuf_append(&mine, buf, len);
     }
     free(buf);
-    if (R == 1 && st == SRLM_OK) progress_add(c, pg, &sh);
-    srlm_shard_free(&sh);
+    if (R == 1 && st == SRLM_OK) progress_add(c, pg, sh);
   }
+  for (int j = 0; j < k.n; j++) srlm_shard_free(&k.sh[j]); /* an empty entry (after an error) too */
+  free(k.sh);
+  free(list);
   void **all = NULL;
   size_t *lens = NULL;
   if (R == 1) { /* one rank: parse its own buffer back (the same bytes every layout sees) */
