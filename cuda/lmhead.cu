@@ -21,6 +21,10 @@
 // accumulator (TC x C) for a bf16 backward: at C = 4096, V = 151936, N = 16384 that is
 // 128 MiB (forward, fp32 backward) or 256 MiB (bf16 backward).
 //
+// Kept logits (p.logits, backend.h): the forward copies each chunk's z there, the backward
+// copies it back instead of its GEMM (the same bits; on a GPU the recompute is cheap next to
+// N V floats of device memory, so the model passes them only on host memory).
+//
 // Per chunk: forward, one GEMM (z = x_t W_v^T, fp32 out) and lmhead_fold; after the last
 // chunk, lmhead_finalize over all N rows (bad targets are recorded there, naming the row).
 // Backward, per chunk: the GEMM again, lmhead_dz (dz in the op's dtype: in place over z for
@@ -51,6 +55,15 @@ template <class T>
 __global__ void store_kernel(T *out, const float *acc, long long n) {
   for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x)
     st(out + i, acc[i]);
+}
+
+// dst (rows, cols; row stride ldd) = src (rows, cols; row stride lds): a chunk of logits
+// into or out of the kept logits (N, V).
+__global__ void copy_rows_kernel(float *dst, long long ldd, const float *src, long long lds, long long rows,
+                                 long long cols) {
+  for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < rows * cols;
+       i += (long long)gridDim.x * blockDim.x)
+    dst[i / cols * ldd + i % cols] = src[i / cols * lds + i % cols];
 }
 
 unsigned grid_for(long long n) {
@@ -120,6 +133,7 @@ srlm_status lmhead_forward_chunks(srlm_backend *be, srlm_lmhead_params p, lmhead
   const long long N = p.N, C = p.C, V = p.V;
   SRLM_TRY(check_dev(where, "logp", p.logp, (size_t)N * sizeof(float)));
   SRLM_TRY(check_dev(where, "lse", p.lse, (size_t)N * sizeof(float)));
+  if (p.logits) SRLM_TRY(check_dev(where, "logits", p.logits, (size_t)(N * V) * sizeof(float)));
   SRLM_TRY(head_inputs(where, p.x, p.w, p.targets, N, C, V, p.dtype, &plan));
   const long long TC = plan.TC, VC = plan.VC;
   context *c = ctx(be);
@@ -138,6 +152,10 @@ srlm_status lmhead_forward_chunks(srlm_backend *be, srlm_lmhead_params p, lmhead
       const long long vc = V - v0 < VC ? V - v0 : VC;
       // z (tc, vc) = x_t (tc, C) W_v^T
       SRLM_TRY(gemm_f32(c, z, rows_at(p.x, t0, C, p.dtype), rows_at(p.w, v0, C, p.dtype), tc, vc, C, 0, 1, 0, p.dtype));
+      if (p.logits) {  // kept for the backward
+        SRLM_LAUNCH(copy_rows_kernel, grid_for(tc * vc), 256, 0, c->stream, p.logits + t0 * V + v0, V, z, vc, tc, vc);
+        SRLM_CUDA_LAUNCHED();
+      }
       const lmhead_chunk ch = {z, vc, tc, vc, v0, p.targets + t0, m + t0, s + t0, zt + t0, t0};
       SRLM_TRY(lmhead_fold(c, ch));
     }
@@ -155,6 +173,7 @@ srlm_status lmhead_backward_chunks(srlm_backend *be, srlm_lmhead_bwd_params p, l
   SRLM_TRY(check_dev(where, "dw", p.dw, (size_t)(V * C) * sizeof(float)));
   SRLM_TRY(check_dev(where, "lse", p.lse, (size_t)N * sizeof(float)));
   SRLM_TRY(check_dev(where, "dlogp", p.dlogp, (size_t)N * sizeof(float)));
+  if (p.logits) SRLM_TRY(check_dev(where, "logits", p.logits, (size_t)(N * V) * sizeof(float)));
   SRLM_TRY(head_inputs(where, p.x, p.w, p.targets, N, C, V, p.dtype, &plan));
   const long long TC = plan.TC, VC = plan.VC;
   const bool bf16 = p.dtype == SRLM_BF16;
@@ -174,7 +193,12 @@ srlm_status lmhead_backward_chunks(srlm_backend *be, srlm_lmhead_bwd_params p, l
     for (long long v0 = 0; v0 < V; v0 += VC) {
       const long long vc = V - v0 < VC ? V - v0 : VC;
       const void *wv = rows_at(p.w, v0, C, p.dtype);  // (vc, C)
-      SRLM_TRY(gemm_f32(c, z, xt, wv, tc, vc, C, 0, 1, 0, p.dtype));  // z (tc, vc) = x_t W_v^T
+      if (p.logits) {  // the forward's logits
+        SRLM_LAUNCH(copy_rows_kernel, grid_for(tc * vc), 256, 0, c->stream, z, vc, p.logits + t0 * V + v0, V, tc, vc);
+        SRLM_CUDA_LAUNCHED();
+      } else {
+        SRLM_TRY(gemm_f32(c, z, xt, wv, tc, vc, C, 0, 1, 0, p.dtype));  // z (tc, vc) = x_t W_v^T
+      }
       const lmhead_chunk ch = {z, vc, tc, vc, v0, p.targets + t0, nullptr, nullptr, nullptr, t0};
       SRLM_TRY(lmhead_dz(c, dz, vc, p.dtype, ch, p.lse + t0, p.dlogp + t0, V, SRLM_OP_lmhead_backward));
       // dx_t (tc, C) (+)= dz (tc, vc) W_v (vc, C); dW_v (vc, C) += dz^T (vc, tc) x_t (tc, C)

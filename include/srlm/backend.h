@@ -297,7 +297,10 @@ typedef struct srlm_cast_params {
  * GEMM gives fp32 logits (fp32 accumulation; not rounded to dtype), folded into a running
  * (max, sum of exp) per row with rescaling, and the target's logit is picked. Targets
  * -1 mean "no target": logp = 0 (lse is still computed). Others must lie in [0, V).
- * logp is formed as (z_t - m) - log(s), never z_t - (m + log s) (see cpu/logprob.c). */
+ * logp is formed as (z_t - m) - log(s), never z_t - (m + log s) (see cpu/logprob.c).
+ * logits (may be NULL): the op also keeps every fp32 logit there, (N, V), for a backward
+ * that takes them instead of recomputing them (a memory-for-time trade the model makes where
+ * memory is plentiful: host memory; the same bits either way). */
 typedef struct srlm_lmhead_params {
   float *logp;            /* (N) fp32 */
   float *lse;             /* (N) fp32; NULL when not needed */
@@ -306,12 +309,15 @@ typedef struct srlm_lmhead_params {
   const int32_t *targets; /* (N) */
   int64_t N, C, V;
   srlm_dtype dtype;
+  float *logits;          /* (N, V) fp32, written; NULL: not kept */
 } srlm_lmhead_params;
 
 /* Its backward from dlogp: with dz[n,v] = dlogp[n] (onehot(t_n)[v] - exp(z[n,v] - lse[n]))
- * (chunk by chunk, logits recomputed; rounded to dtype before the GEMMs),
- * dx = dz W is OVERWRITTEN (summed over the chunks in fp32, then stored in dtype) and
- * dw += dz^T x is ACCUMULATED (fp32). Rows with target -1 must have dlogp 0. */
+ * (chunk by chunk, logits recomputed, or read from the forward's logits; rounded to dtype
+ * before the GEMMs), dx = dz W is OVERWRITTEN (summed over the chunks in fp32, then stored in
+ * dtype) and dw += dz^T x is ACCUMULATED (fp32). Rows with target -1 must have dlogp 0.
+ * logits: the forward's (same x, w), or NULL; the same bits either way; its contents are
+ * undefined afterwards (the CPU writes dz over them). */
 typedef struct srlm_lmhead_bwd_params {
   void *dx;               /* (N, C) dtype */
   float *dw;              /* (V, C) fp32 */
@@ -322,6 +328,7 @@ typedef struct srlm_lmhead_bwd_params {
   const int32_t *targets; /* (N) */
   int64_t N, C, V;
   srlm_dtype dtype;
+  float *logits;          /* (N, V) fp32: lmhead_forward's logits; NULL: recomputed */
 } srlm_lmhead_bwd_params;
 
 /* ---- the optimizer step ----------------------------------------------------------- */

@@ -283,7 +283,7 @@ srlm_status srlm_model_logprobs(srlm_model *m, const srlm_batch *b, float *logp)
   st = infer_layers(m, b, &a, &s);
   if (st == SRLM_OK) st = srlm_model_gather_rows(m, xf, a.x_in, T, m->ib.rows.p, NT);
   if (st == SRLM_OK && NT > 0) st = srlm_model_rmsnorm(m, xf, NULL, xf, m->off_final_norm, NT, m->C);
-  if (st == SRLM_OK) st = srlm_model_head_forward(m, xf, m->ib.targets.p, NT, lp, NULL);
+  if (st == SRLM_OK) st = srlm_model_head_forward(m, xf, m->ib.targets.p, NT, lp, NULL, 0);
   if (st == SRLM_OK) st = scatter_logp(m, lp, rows, NT, T, logp);
   free(rows);
   return st;
@@ -397,7 +397,8 @@ srlm_status srlm_model_forward_train(srlm_model *m, const srlm_batch *b, float *
   for (int l = 0; l < m->L; l++) SRLM_TRY(srlm_model_layer_forward(m, l, &m->acts[l], &m->scr, T, m->tb.pos.p, &src));
   SRLM_TRY(srlm_model_gather_rows(m, m->x_rows, m->x_final, T, m->tb.rows.p, NT));
   if (NT > 0) SRLM_TRY(srlm_model_rmsnorm(m, m->xf_rows, m->rstd_final, m->x_rows, m->off_final_norm, NT, m->C));
-  SRLM_TRY(srlm_model_head_forward(m, m->xf_rows, m->tb.targets.p, NT, m->logp_rows, m->lse_rows));
+  SRLM_TRY(srlm_model_head_forward(m, m->xf_rows, m->tb.targets.p, NT, m->logp_rows, m->lse_rows, 1));
+  if (m->head_kept) m->act_bytes += (size_t)NT * (size_t)m->V * sizeof(float);
   SRLM_TRY(scatter_logp(m, m->logp_rows, rows, NT, T, logp));
   m->trained = 1;
   return SRLM_OK;

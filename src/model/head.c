@@ -4,16 +4,47 @@
  * a few chosen rows (evaluation, the judge's score distribution) come from the final
  * norm and one GEMM per chunk of rows, copied to the host; decoding samples each chunk
  * with the backend's sample op instead, so its logits never leave the backend. */
+#include <stdio.h>
 #include <stdlib.h>
 
 #include "model_internal.h"
 
+/* Kept logits (backend.h lmhead's logits). The backward recomputes a chunk's logits with a
+ * GEMM of 2 N V C flops unless the training forward kept them: a quarter of the head's
+ * training work (a tenth of a Qwen3-0.6B step at 256 tokens) for N V floats of memory. On
+ * host memory the model keeps them up to SRLM_HEAD_KEEP_MB (default below; 0: never); on a
+ * device, where memory is what limits the batch and a GEMM is cheap, it never does. The bits
+ * are the same either way. */
+#define HEAD_KEEP_MB_DEFAULT 512
+static size_t head_keep_cap(const srlm_model *m) {
+  if (!m->be->host_memory) return 0;
+  static long long mb = -2;
+  if (mb == -2) {
+    const char *e = getenv("SRLM_HEAD_KEEP_MB");
+    char *end = NULL;
+    mb = e && *e ? strtoll(e, &end, 10) : HEAD_KEEP_MB_DEFAULT;
+    if (e && *e && (*end || mb < 0)) {
+      fprintf(stderr, "srlm: SRLM_HEAD_KEEP_MB=%s is not a number of MiB >= 0; using %d\n", e, HEAD_KEEP_MB_DEFAULT);
+      mb = HEAD_KEEP_MB_DEFAULT;
+    }
+  }
+  return (size_t)mb << 20;
+}
+
 srlm_status srlm_model_head_forward(srlm_model *m, const void *xf, const int32_t *targets, int64_t NT, float *logp,
-                                    float *lse) {
+                                    float *lse, int train) {
+  if (train) m->head_kept = 0;
   if (NT == 0) return SRLM_OK;
   srlm_lmhead_params p = {.logp = logp, .lse = lse, .x = xf, .w = srlm_model_w(m, m->off_lm_head), .targets = targets,
                           .N = NT, .C = m->C, .V = m->V, .dtype = m->dt};
-  return OP(m, lmhead_forward, p);
+  const size_t keep = (size_t)NT * (size_t)m->V * sizeof(float);
+  if (train && keep <= head_keep_cap(m)) {
+    SRLM_TRY(srlm_model_dbuf_reserve(m, &m->head_keep_buf, keep));
+    p.logits = m->head_keep_buf.p;
+  }
+  SRLM_TRY(OP(m, lmhead_forward, p));
+  m->head_kept = p.logits != NULL;
+  return SRLM_OK;
 }
 
 srlm_status srlm_model_head_backward(srlm_model *m, const void *xf, const int32_t *targets, const float *lse,
@@ -21,7 +52,8 @@ srlm_status srlm_model_head_backward(srlm_model *m, const void *xf, const int32_
   if (NT == 0) return SRLM_OK;
   srlm_lmhead_bwd_params p = {.dx = dxf, .dw = m->grads + m->off_lm_head, .x = xf, .w = srlm_model_w(m, m->off_lm_head),
                               .lse = lse, .dlogp = dlogp, .targets = targets, .N = NT, .C = m->C, .V = m->V,
-                              .dtype = m->dt};
+                              .dtype = m->dt, .logits = m->head_kept ? m->head_keep_buf.p : NULL};
+  m->head_kept = 0; /* the backward writes its gradient over them */
   return OP(m, lmhead_backward, p);
 }
 

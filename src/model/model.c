@@ -330,7 +330,8 @@ void srlm_model_free(srlm_model *m) {
   (void)srlm_backend_free(be, m->grads);
   (void)srlm_backend_free(be, m->inv_freq);
   srlm_model_kv_spare_free(m);
-  dbuf *bufs[] = {&m->scratch_buf, &m->head_buf, &m->step_buf, &m->act_buf, &m->tscratch_buf, &m->bwd_buf};
+  dbuf *bufs[] = {&m->scratch_buf, &m->head_buf, &m->step_buf, &m->act_buf, &m->tscratch_buf, &m->bwd_buf,
+                  &m->head_keep_buf};
   for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) srlm_model_dbuf_free(m, bufs[i]);
   srlm_model_batch_bufs_free(m, &m->ib);
   srlm_model_batch_bufs_free(m, &m->tb);

@@ -121,6 +121,8 @@ struct srlm_model {
   batch_bufs ib;
   dbuf scratch_buf;        /* activations and scratch of an inference forward */
   dbuf head_buf;           /* rows and logits of srlm_model_head_logits, head rows of logprobs */
+  dbuf head_keep_buf;      /* the training forward's LM head logits (NT, V) fp32, when kept (head.c) */
+  int head_kept;           /* 1: head_keep_buf holds the last training forward's logits */
   dbuf step_buf;           /* slots and cached lengths of a step; its sampling keys and results */
 
   /* training: the last forward_train, for backward */
@@ -216,11 +218,13 @@ srlm_status srlm_model_head_logits(srlm_model *m, const void *x, int64_t T, cons
  * host) also get each row's logits of the ids (the same logits the row is sampled from). */
 srlm_status srlm_model_head_sample(srlm_model *m, const void *x, int64_t T, const int32_t *rows_host, int64_t n,
                                    srlm_sample_params sp, const int32_t *ids, int n_ids, float *id_logits);
-/* logp and lse (NT, backend) of the targets (NT, backend) of the final-normed rows xf. */
+/* logp and lse (NT, backend) of the targets (NT, backend) of the final-normed rows xf.
+ * train: a training forward, whose LM head logits are kept for the backward where the
+ * model keeps them (head.c: host memory, up to a size). */
 srlm_status srlm_model_head_forward(srlm_model *m, const void *xf, const int32_t *targets, int64_t NT, float *logp,
-                                    float *lse);
+                                    float *lse, int train);
 /* Backward of the LM head from dlogp (NT): dxf (NT, C) overwritten, lm_head gradient
- * accumulated. */
+ * accumulated; from the training forward's kept logits when it kept them. */
 srlm_status srlm_model_head_backward(srlm_model *m, const void *xf, const int32_t *targets, const float *lse,
                                      const float *dlogp, int64_t NT, void *dxf);
 /* Bytes of backend memory srlm_model_backward needs for T tokens and NT targets. */

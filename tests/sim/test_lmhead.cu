@@ -89,12 +89,12 @@ void test_case(const head_case &k, srlm_dtype dt) {
 
   // ---- forward
   std::vector<float> clogp((size_t)N), clse((size_t)N);
-  srlm_lmhead_params cp = {clogp.data(), clse.data(), h.xr.data(), h.wr.data(), h.tg.data(), N, C, V, dt};
+  srlm_lmhead_params cp = {clogp.data(), clse.data(), h.xr.data(), h.wr.data(), h.tg.data(), N, C, V, dt, nullptr};
   OK(SRLM_OP(cpu, lmhead_forward, cp));
   void *dx = d.up(h.xr), *dw = d.up(h.wr);
   int32_t *dtg = d.up(h.tg);
   float *dlogp = d.up<float>(nullptr, (size_t)N), *dlse = d.up<float>(nullptr, (size_t)N);
-  srlm_lmhead_params p = {dlogp, dlse, dx, dw, dtg, N, C, V, dt};
+  srlm_lmhead_params p = {dlogp, dlse, dx, dw, dtg, N, C, V, dt, nullptr};
   OK(fwd(d, k, p));
   const std::vector<float> logp = d.down(dlogp, (size_t)N), lse = d.down(dlse, (size_t)N);
   std::vector<double> rlogp((size_t)N), rlse((size_t)N);
@@ -125,12 +125,12 @@ void test_case(const head_case &k, srlm_dtype dt) {
   std::vector<unsigned char> cdx_raw((size_t)(N * C) * es);
   std::vector<float> cdw = dw0;
   srlm_lmhead_bwd_params cb = {cdx_raw.data(), cdw.data(), h.xr.data(), h.wr.data(), clse.data(), dl.data(),
-                               h.tg.data(), N, C, V, dt};
+                               h.tg.data(), N, C, V, dt, nullptr};
   OK(SRLM_OP(cpu, lmhead_backward, cb));
   const std::vector<float> cdx = widen(cdx_raw, dt, (size_t)(N * C));
   unsigned char *ddx = d.up<unsigned char>(nullptr, (size_t)(N * C) * es);
   float *ddw = d.up(dw0), *dlse_in = d.up(clse), *ddl = d.up(dl);
-  srlm_lmhead_bwd_params b = {ddx, ddw, dx, dw, dlse_in, ddl, dtg, N, C, V, dt};
+  srlm_lmhead_bwd_params b = {ddx, ddw, dx, dw, dlse_in, ddl, dtg, N, C, V, dt, nullptr};
   OK(bwd(d, k.plan, b));
   const std::vector<unsigned char> gdx_raw = d.down(ddx, (size_t)(N * C) * es);
   const std::vector<float> gdx = widen(gdx_raw, dt, (size_t)(N * C)), gdw = d.down(ddw, (size_t)(V * C));
@@ -161,6 +161,33 @@ void test_case(const head_case &k, srlm_dtype dt) {
   OK(bwd(d, k.plan, b));
   EXPECT(same_bits(d.down(ddx, gdx_raw.size()), gdx_raw) && same_bits(d.down(ddw, gdw.size()), gdw),
          "%s: backward rerun gave other bits", what);
+
+  // ---- kept logits: the forward keeps them, the backward reads them; the same bits, on both
+  {
+    float *dkeep = d.up<float>(nullptr, (size_t)(N * V));
+    srlm_lmhead_params pk = p;
+    pk.logits = dkeep;
+    OK(fwd(d, k, pk));
+    EXPECT(same_bits(d.down(dlogp, (size_t)N), logp) && same_bits(d.down(dlse, (size_t)N), lse),
+           "%s: forward keeping its logits gave other bits", what);
+    d.put(ddw, dw0);
+    srlm_lmhead_bwd_params bk = b;
+    bk.logits = dkeep;
+    OK(bwd(d, k.plan, bk));
+    EXPECT(same_bits(d.down(ddx, gdx_raw.size()), gdx_raw) && same_bits(d.down(ddw, gdw.size()), gdw),
+           "%s: backward from the kept logits gave other bits", what);
+    std::vector<float> keep((size_t)(N * V)), klogp((size_t)N), klse((size_t)N), kdw = dw0;
+    std::vector<unsigned char> kdx_raw(cdx_raw.size());
+    srlm_lmhead_params ck = cp;
+    ck.logp = klogp.data(), ck.lse = klse.data(), ck.logits = keep.data();
+    OK(SRLM_OP(cpu, lmhead_forward, ck));
+    srlm_lmhead_bwd_params cbk = cb;
+    cbk.dx = kdx_raw.data(), cbk.dw = kdw.data(), cbk.logits = keep.data();
+    OK(SRLM_OP(cpu, lmhead_backward, cbk));
+    EXPECT(same_bits(klogp, clogp) && same_bits(klse, clse) && same_bits(widen(kdx_raw, dt, (size_t)(N * C)), cdx) &&
+               same_bits(kdw, cdw),
+           "%s: the CPU twin with kept logits gave other bits", what);
+  }
 #if SIM
   // The backward's GEMMs are the CPU's fma chains, continued across chunks: any chunk shape
   // gives the same bits.

@@ -14,7 +14,11 @@
  * 1e-3 before the subtraction. -inf logits (masked ids) add nothing; NaN logits
  * propagate. Targets are checked before any output is written.
  *
- * Backward, per chunk: the logits are recomputed, dz = dlogp (onehot - exp(z - lse))
+ * Kept logits (p.logits): the forward's chunk GEMMs write into them (row stride V) and the
+ * backward reads them there instead of recomputing them: the same GEMM's bits, so the same
+ * results, for N V floats of memory.
+ *
+ * Backward, per chunk: the logits are recomputed (or read), dz = dlogp (onehot - exp(z - lse))
  * overwrites them (rounded to bf16 for bf16 heads, the gradient a bf16 graph would
  * hold), dx (+)= dz W (fp32, rounded to dtype at the end) and dW += dz^T x (fp32; bf16
  * heads: matmul.c's bf16 products, dz being rounded). */
@@ -104,11 +108,12 @@ static void head_w(const head_in *h, int64_t v0, int64_t vc, const float **f, co
     srlm_convert(h->wbuf, SRLM_F32, (const uint16_t *)h->w + v0 * h->C, SRLM_BF16, (size_t)(vc * h->C)), *f = h->wbuf;
 }
 
-/* logits (tc, vc) = x[t0 .. t0 + tc) W[v0 .. v0 + vc)^T; bf16: matmul.c's bf16 product */
-static srlm_status chunk_logits(float *chunk, const head_in *h, int64_t t0, int64_t tc, const float *wf,
+/* logits (tc, vc; row stride ld) = x[t0 .. t0 + tc) W[v0 .. v0 + vc)^T; bf16: matmul.c's
+ * bf16 product */
+static srlm_status chunk_logits(float *chunk, int64_t ld, const head_in *h, int64_t t0, int64_t tc, const float *wf,
                                 const uint16_t *w16, int64_t vc) {
   srlm_cpu_mm mm = {.c = chunk, .b = wf, .b16 = w16, .M = tc, .N = vc, .K = h->C, .lda = h->C, .ldb = h->C,
-                    .ldc = vc, .trans_b = 1, .bf16 = h->bf16};
+                    .ldc = ld, .trans_b = 1, .bf16 = h->bf16};
   head_x(h, t0, &mm.a, &mm.a16);
   return srlm_cpu_gemm(&mm);
 }
@@ -125,7 +130,7 @@ srlm_status srlm_cpu_lmhead_forward(srlm_backend *be, srlm_lmhead_params p) {
   srlm_cpu_stage sg = {0};
   head_in h;
   head_in_init(&h, &sg, p.x, p.w, p.dtype, N, C, VC);
-  float *chunk = srlm_xmalloc((size_t)(TC * VC) * sizeof *chunk);
+  float *chunk = p.logits ? NULL : srlm_xmalloc((size_t)(TC * VC) * sizeof *chunk);
   float *m = srlm_xmalloc((size_t)N * sizeof *m), *s = srlm_xmalloc((size_t)N * sizeof *s);
   float *zt = srlm_xcalloc((size_t)N, sizeof *zt);
   srlm_status st = SRLM_OK;
@@ -137,13 +142,16 @@ srlm_status srlm_cpu_lmhead_forward(srlm_backend *be, srlm_lmhead_params p) {
       const float *wf;
       const uint16_t *w16;
       head_w(&h, v0, vc, &wf, &w16);
-      st = chunk_logits(chunk, &h, t0, tc, wf, w16, vc);
+      /* the chunk's logits, in the kept logits when asked (row stride V) */
+      float *z = p.logits ? p.logits + t0 * V + v0 : chunk;
+      const int64_t ld = p.logits ? V : vc;
+      st = chunk_logits(z, ld, &h, t0, tc, wf, w16, vc);
       if (st != SRLM_OK) break;
       SRLM_OMP_ROWS
       for (int64_t r = 0; r < tc; r++) {
         const int64_t n = t0 + r, t = (int64_t)p.targets[n] - v0;
-        row_fold(chunk + r * vc, vc, &m[n], &s[n]);
-        if (p.targets[n] >= 0 && t >= 0 && t < vc) zt[n] = chunk[r * vc + t];
+        row_fold(z + r * ld, vc, &m[n], &s[n]);
+        if (p.targets[n] >= 0 && t >= 0 && t < vc) zt[n] = z[r * ld + t];
       }
     }
   }
@@ -164,12 +172,12 @@ srlm_status srlm_cpu_lmhead_forward(srlm_backend *be, srlm_lmhead_params p) {
   return st;
 }
 
-/* dz over one chunk, in place over its logits (tc rows of vc ids from v0). */
-static void chunk_dlogits(float *chunk, int64_t tc, int64_t vc, int64_t v0, const int32_t *targets, const float *lse,
-                          const float *dlogp, int round_bf16) {
+/* dz over one chunk, in place over its logits (tc rows of vc ids from v0, row stride ld). */
+static void chunk_dlogits(float *chunk, int64_t ld, int64_t tc, int64_t vc, int64_t v0, const int32_t *targets,
+                          const float *lse, const float *dlogp, int round_bf16) {
   SRLM_OMP_ROWS
   for (int64_t r = 0; r < tc; r++) {
-    float *dz = chunk + r * vc; /* (vc) logits in, gradient out */
+    float *dz = chunk + r * ld; /* (vc) logits in, gradient out */
     const float g = dlogp[r], l = lse[r];
     if (g == 0.0f) {
       for (int64_t v = 0; v < vc; v++) dz[v] = 0.0f;
@@ -203,7 +211,7 @@ srlm_status srlm_cpu_lmhead_backward(srlm_backend *be, srlm_lmhead_bwd_params p)
   head_in h;
   head_in_init(&h, &sg, p.x, p.w, p.dtype, N, C, VC);
   float *dx = srlm_cpu_stage_out(&sg, p.dx, p.dtype, N * C, 0);
-  float *chunk = srlm_xmalloc((size_t)(TC * VC) * sizeof *chunk);
+  float *chunk = p.logits ? NULL : srlm_xmalloc((size_t)(TC * VC) * sizeof *chunk);
   srlm_status st = SRLM_OK;
   for (int64_t t0 = 0; t0 < N && st == SRLM_OK; t0 += TC) {
     const int64_t tc = N - t0 < TC ? N - t0 : TC;
@@ -212,14 +220,17 @@ srlm_status srlm_cpu_lmhead_backward(srlm_backend *be, srlm_lmhead_bwd_params p)
       const float *wf;
       const uint16_t *w16;
       head_w(&h, v0, vc, &wf, &w16);
-      st = chunk_logits(chunk, &h, t0, tc, wf, w16, vc);
+      /* the forward's logits (row stride V), or recomputed */
+      float *z = p.logits ? p.logits + t0 * V + v0 : chunk;
+      const int64_t ld = p.logits ? V : vc;
+      if (!p.logits) st = chunk_logits(chunk, vc, &h, t0, tc, wf, w16, vc);
       if (st != SRLM_OK) break;
-      chunk_dlogits(chunk, tc, vc, v0, p.targets + t0, p.lse + t0, p.dlogp + t0, h.bf16);
-      /* dz (chunk) is fp32 holding bf16 values (rounded above) for a bf16 head */
-      srlm_cpu_mm mdx = {.c = dx + t0 * C, .a = chunk, .b = wf, .b16 = w16, .M = tc, .N = C, .K = vc, .lda = vc,
+      chunk_dlogits(z, ld, tc, vc, v0, p.targets + t0, p.lse + t0, p.dlogp + t0, h.bf16);
+      /* dz (z) is fp32 holding bf16 values (rounded above) for a bf16 head */
+      srlm_cpu_mm mdx = {.c = dx + t0 * C, .a = z, .b = wf, .b16 = w16, .M = tc, .N = C, .K = vc, .lda = ld,
                          .ldb = C, .ldc = C, .accumulate = v0 > 0, .bf16 = h.bf16};
       st = srlm_cpu_gemm(&mdx);
-      srlm_cpu_mm mdw = {.c = p.dw + v0 * C, .a = chunk, .M = vc, .N = C, .K = tc, .lda = vc, .ldb = C, .ldc = C,
+      srlm_cpu_mm mdw = {.c = p.dw + v0 * C, .a = z, .M = vc, .N = C, .K = tc, .lda = ld, .ldb = C, .ldc = C,
                          .trans_a = 1, .accumulate = 1, .bf16 = h.bf16};
       head_x(&h, t0, &mdw.b, &mdw.b16);
       if (st == SRLM_OK) st = srlm_cpu_gemm(&mdw);
