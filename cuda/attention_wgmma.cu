@@ -318,6 +318,7 @@ srlm_status probe(context *c, bool *ok, char *why, size_t nwhy) {
   int32_t *dcu = reinterpret_cast<int32_t *>(dl2 + (size_t)T * NH);
   int *bad = reinterpret_cast<int *>(dcu + 4);
   srlm_status st = SRLM_OK;
+  bool hung = false;  // the Hopper kernel did not finish: nothing may wait for the device now
   struct variant {
     int HS, non_causal;
     long long window;
@@ -336,7 +337,11 @@ srlm_status probe(context *c, bool *ok, char *why, size_t nwhy) {
       SRLM_TRY(attention_mma_forward(c, p, bad, dim3((unsigned)grid_blocks(T, B, 1, kMmaRows), (unsigned)NH)));
       p.out = do2, p.lse = dl2;
       SRLM_TRY(attention_wgmma_forward(c, p, bad));
-      SRLM_TRY(wait_stream(c, 30.0));
+      const srlm_status ws = wait_stream(c, 30.0);
+      if (ws != SRLM_OK) {
+        hung = true;
+        return ws;
+      }
       const size_t n = (size_t)T * NH * v.HS;
       SRLM_CUDA(cudaMemcpyAsync(o1.data(), do1, n * 2, cudaMemcpyDeviceToHost, c->stream));
       SRLM_CUDA(cudaMemcpyAsync(o2.data(), do2, n * 2, cudaMemcpyDeviceToHost, c->stream));
@@ -363,6 +368,7 @@ srlm_status probe(context *c, bool *ok, char *why, size_t nwhy) {
     return SRLM_OK;
   };
   st = run();
+  if (hung) return st;  // buf stays: cudaFree would wait for the kernel that does not end
   const cudaError_t rc = cudaFree(buf);
   SRLM_TRY(st);
   if (rc != cudaSuccess) SRLM_CUDA(rc);

@@ -229,6 +229,7 @@ struct context {
   cublasLtHandle_t lt;
   void *lt_work;  // cuBLASLt's workspace, fixed at create
   size_t lt_work_bytes;
+  bool lt_fallback_told;  // the first product cuBLASLt had no algorithm for was logged
 #endif
 };
 

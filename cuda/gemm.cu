@@ -209,6 +209,13 @@ srlm_status srlm_cuda_gemm(context *c, const srlm_matmul_params *p) {
 #else
   bool done = false;
   SRLM_TRY(lt_gemm(c, p, &done));
+  if (!done && !c->lt_fallback_told) {
+    c->lt_fallback_told = true;
+    srlm_log(SRLM_LOG_WARN,
+             "device %d: cuBLASLt has no algorithm for a %lld x %lld x %lld product (operands aligned to %u, %u and %u "
+             "bytes); srlm's own kernel runs it, slower (said once)",
+             c->device, (long long)p->M, (long long)p->N, (long long)p->K, align_of(p->a), align_of(p->b), align_of(p->c));
+  }
   return done ? SRLM_OK : gemm_fallback(c, p);
 #endif
 }

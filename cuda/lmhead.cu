@@ -1,5 +1,5 @@
 // The fused LM-head log-prob ops (backend.h lmhead_forward / lmhead_backward) for both CUDA
-// flavors: the (N x V) logits never exist; a chunk of TC rows by VC vocabulary ids does, as
+// flavors: the (N x V) logits never exist (unless kept: below); a chunk of TC rows by VC vocabulary ids does, as
 // fp32 logits in the context's workspace, and is folded away before the next one.
 //
 // Order: rows outer, ids inner, as the CPU twin (src/backend/cpu/lmhead.c), so the sums that

@@ -293,7 +293,7 @@ typedef struct srlm_cast_params {
 /* ---- the LM head: log-probs without the (N x V) logits --------------------------- */
 
 /* logp[n] = log softmax(x[n] W^T)[targets[n]] and lse[n] = logsumexp_v(x[n] . w_v),
- * computed over vocabulary chunks, so the (N x V) logits never exist: per chunk of ids a
+ * computed over vocabulary chunks, so the (N x V) logits never exist (unless kept, below): per chunk of ids a
  * GEMM gives fp32 logits (fp32 accumulation; not rounded to dtype), folded into a running
  * (max, sum of exp) per row with rescaling, and the target's logit is picked. Targets
  * -1 mean "no target": logp = 0 (lse is still computed). Others must lie in [0, V).

@@ -116,9 +116,9 @@ typedef struct srlm_generate_params {
   /* Called once per request when its result is final, in the step it finishes (before the
      next step runs), so the caller can use results while the others decode: a generator
      sends each rollout shard as soon as its last sample ends. res is request req's entry of
-     the result array, complete; srlm_generate does not touch it again, so the callback may
-     take its arrays or srlm_gen_result_free it. An error it returns ends srlm_generate with
-     that error (every result then freed). NULL: no callback. */
+     the result array, complete. The callback may keep it there, srlm_gen_result_free it, or
+     move its arrays out and leave NULL pointers behind: after an error srlm_generate frees
+     every entry (the error the callback returns ends srlm_generate too). NULL: none. */
   srlm_status (*on_done)(void *user, int req, srlm_gen_result *res);
   void *done_user;
 } srlm_generate_params;

@@ -220,7 +220,7 @@ srlm_status srlm_model_memory_plan(const srlm_model_config *c, srlm_dtype dt, in
 typedef struct srlm_kv_cache srlm_kv_cache;
 /* On device memory the model keeps the buffers of the last cache freed and the next cache that
  * fits in them takes them (cudaFree synchronizes the whole device, and a judge makes a cache per
- * shard); srlm_model_free releases them. */
+ * shard); srlm_model_free releases them. Free every cache before its model. */
 srlm_status srlm_kv_cache_create(srlm_model *m, int max_slots, int64_t max_len, srlm_kv_cache **out);
 void srlm_kv_cache_free(srlm_kv_cache *kv);
 /* Empties one slot (its length becomes 0). */

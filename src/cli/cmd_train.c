@@ -474,8 +474,8 @@ static srlm_status plan_memory(train_ctx *c, srlm_comm *comm, srlm_backend *be, 
   srlm_memplan_format(&plan, free_b, line, sizeof line);
   SRLM_INFO("%s", line);
   *kv_slots = (int)plan.kv_slots;
-  if (be->host_memory) return SRLM_OK;
-  *kv_positions = plan.kv_slots * plan.kv_len; /* host memory: the OS pages and swaps; no hard limit to check */
+  if (be->host_memory) return SRLM_OK; /* host memory: the OS pages and swaps; no hard limit to check */
+  *kv_positions = plan.kv_slots * plan.kv_len;
   char dev[96];
   snprintf(dev, sizeof dev, "%s device %d", be->name, be->device);
   return srlm_memplan_check(&plan, free_b, dev);

@@ -826,8 +826,9 @@ srlm_status srlm_selfreward_run(const srlm_sr_inputs *in, srlm_sr_iteration *row
                       .K = cfg->generate.samples_per_prompt, .max_batch = in->max_batch};
   /* the text judge decodes in the same slots (its own default is for callers without a plan) */
   if (in->llm && in->max_batch > 0) srlm_llm_judge_set_max_batch(in->llm, in->max_batch);
-  /* and never more cached positions than the plan holds: a judge prompt longer than the plan's
-     bound gets fewer slots, not an out-of-memory error halfway */
+  /* a generation call's cache holds no more positions than the plan's: a judge prompt longer
+     than the plan's bound gets fewer slots, not an out-of-memory error halfway (a judge reward
+     of ARGS decoding nests a second call, which the plan does not count) */
   if (in->kv_positions > 0) srlm_model_set_kv_budget(m, in->kv_positions);
   const int64_t bos = srlm_model_get_config(m)->bos_token_id;
   if (task) {

@@ -1,5 +1,6 @@
 /* CPU LM head: log-probs of the targets over vocabulary chunks, and the backward, so the
- * (N x V) logits never exist (backend.h, lmhead_forward / lmhead_backward).
+ * (N x V) logits never exist unless the caller asks to keep them (backend.h, lmhead_forward /
+ * lmhead_backward).
  *
  * Chunks: TC rows by VC ids (VC = min(V, 8192), a multiple of LSE_BLOCK, TC about 4M / VC
  * logits), rows outer, ids inner. Each chunk's logits are one GEMM (fp32, or matmul.c's
