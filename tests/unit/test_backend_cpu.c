@@ -138,6 +138,8 @@ static void test_matmul_chain_bf16(srlm_backend *be) {
       {1, 1, 1, 0, 1, 0, 0},   {7, 5, 3, 0, 1, 1, 1},    {33, 70, 301, 0, 1, 0, 0}, {200, 97, 513, 0, 0, 1, 0},
       {65, 130, 260, 1, 0, 1, 0}, {9, 64, 1000, 0, 1, 1, 1}, {193, 40, 77, 1, 1, 1, 1}, {8, 32, 2, 1, 1, 0, 0},
       {200, 50, 1001, 0, 1, 1, 0}, /* A's rows past L2: the KC-outer loop; two MB row blocks */
+      {20, 45, 2101, 1, 0, 1, 1},  /* past the dot kernel's KC_DOT = 1024 twice, odd K */
+      {24, 40, 1090, 0, 1, 0, 0},  /* one KC_DOT block and a short one */
   };
   for (size_t t = 0; t < sizeof cases / sizeof cases[0]; t++) {
     const int64_t M = cases[t].M, N = cases[t].N, K = cases[t].K;

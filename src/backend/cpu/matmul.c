@@ -57,18 +57,26 @@
 
 /* Blocking, measured on a Zen 5 core (48 KiB L1d, 1 MiB L2), one thread, 200-240
  * GFLOP/s on the model's shapes: KC = 256 keeps the B block (256 x 32 floats = 32 KiB)
- * in L1; MB = 192 beat 384 and 576 (A's rows stay in L2; B is re-packed per MB rows). */
-enum { KC = 256, MB = 192 };
-_Static_assert(KC % 2 == 0, "a dot kernel's k pairs must not straddle KC blocks");
+ * in L1; MB = 192 beat 384 and 576 (A's rows stay in L2; B is re-packed per MB rows).
+ * The dot kernel's KC_DOT (in k, two per packed row) is larger: a step of it does twice
+ * the fp32 kernel's work on the same bytes, so a block of 256 left the C tile's loads and
+ * stores, and the pass over A, twice as heavy; on a Zen 4 (32 KiB L1d, 1 MiB L2), 2
+ * threads, the model's bf16 shapes (K = 768, 1024), KC_DOT = 768 ran 1.07-1.12x of 256,
+ * and 1024 (one block at K <= 1024; B's 64 KiB block in L2) 1.00-1.13x of 768, 512 worse
+ * than 768 (interleaved runs, medians). MB = 96 and 384 did not beat 192 with it. */
+enum { KC = 256, KC_DOT = 1024, MB = 192 };
+_Static_assert(KC % 2 == 0 && KC_DOT % 2 == 0, "a dot kernel's k pairs must not straddle KC blocks");
 
 typedef void (*ukernel_fn)(int64_t kc, const float *a, const float *b, float *c, int64_t ldc, int load);
 
 /* A micro-kernel computes an MR x NR tile over kc values of k from packed panels: fp32
  * kernels read k-major floats (a[k * MR + i], b[k * NR + j]); a dot kernel (dot = 1)
- * reads k's pairs as 32-bit words of two bf16 (a[q * MR + i], b[q * NR + j], q = k / 2). */
+ * reads k's pairs as 32-bit words of two bf16 (a[q * MR + i], b[q * NR + j], q = k / 2).
+ * kc: the K loop's block (KC or KC_DOT). */
 typedef struct kernel {
   const char *name;
   int mr, nr, dot;
+  int64_t kc;
   ukernel_fn fn;
 } kernel;
 
@@ -204,12 +212,12 @@ static unsigned ftz_enter(int on) { return (void)on, 0u; }
 static void ftz_leave(int on, unsigned old) { (void)on, (void)old; }
 #endif
 
-static const kernel k_generic = {"generic", GEN_MR, GEN_NR, 0, ukernel_generic};
-static const kernel k_generic_ftz = {"generic", GEN_MR, GEN_NR, 0, ukernel_generic_ftz};
+static const kernel k_generic = {"generic", GEN_MR, GEN_NR, 0, KC, ukernel_generic};
+static const kernel k_generic_ftz = {"generic", GEN_MR, GEN_NR, 0, KC, ukernel_generic_ftz};
 #ifdef SRLM_X86
-static const kernel k_avx2 = {"avx2", 6, 16, 0, ukernel_avx2};
-static const kernel k_avx512 = {"avx512", 8, 32, 0, ukernel_avx512};
-static const kernel k_avx512bf16 = {"avx512bf16", 8, 32, 1, ukernel_avx512bf16};
+static const kernel k_avx2 = {"avx2", 6, 16, 0, KC, ukernel_avx2};
+static const kernel k_avx512 = {"avx512", 8, 32, 0, KC, ukernel_avx512};
+static const kernel k_avx512bf16 = {"avx512bf16", 8, 32, 1, KC_DOT, ukernel_avx512bf16};
 #endif
 
 /* The kernel of a product at the level in force: bf16 products get the dot-product kernel
@@ -506,19 +514,19 @@ enum { A_IN_L2 = 64 * 1024 };
 static void gemm_block(const gemm *g, const float *apack, const float *bp, int64_t m_start, int64_t mb,
                        int64_t j_begin, int64_t j_end) {
   const int MR = g->kr->mr, NR = g->kr->nr;
-  const int64_t a_panels = (mb + MR - 1) / MR;
+  const int64_t a_panels = (mb + MR - 1) / MR, kcb = g->kr->kc;
   if (mb * kdepth(g, g->K) <= A_IN_L2) {
     for (int64_t jp = j_begin; jp < j_end; jp++)
-      for (int64_t k0 = 0; k0 < g->K; k0 += KC) {
-        const int64_t kc = g->K - k0 < KC ? g->K - k0 : KC;
+      for (int64_t k0 = 0; k0 < g->K; k0 += kcb) {
+        const int64_t kc = g->K - k0 < kcb ? g->K - k0 : kcb;
         const float *b = bp + packed_offset(g, jp - j_begin, k0);
         for (int64_t ip = 0; ip < a_panels; ip++)
           run_tile(g, apack + a_offset(g, ip, k0), b, m_start + ip * MR, jp * NR, kc, k0 > 0 || g->accumulate);
       }
     return;
   }
-  for (int64_t k0 = 0; k0 < g->K; k0 += KC) {
-    const int64_t kc = g->K - k0 < KC ? g->K - k0 : KC;
+  for (int64_t k0 = 0; k0 < g->K; k0 += kcb) {
+    const int64_t kc = g->K - k0 < kcb ? g->K - k0 : kcb;
     for (int64_t jp = j_begin; jp < j_end; jp++) {
       const float *b = bp + packed_offset(g, jp - j_begin, k0);
       for (int64_t ip = 0; ip < a_panels; ip++)
@@ -678,8 +686,8 @@ static srlm_status gemm_serial(const srlm_cpu_mm *pp, srlm_cpu_gemm_ws *ws, cons
 srlm_status srlm_cpu_gemm_serial(const srlm_cpu_mm *p, srlm_cpu_gemm_ws *ws) { return gemm_serial(p, ws, NULL); }
 
 /* The dot-product kernel against the fp32 AVX-512 kernel (MXCSR flushing) and the
- * portable flushing one on products of every layout, K odd and even and across KC
- * blocks, accumulating into C with denormals and -0 in it, with values whose products
+ * portable flushing one on products of every layout, K odd and even and across the fp32
+ * kernels' KC blocks (unit.backend_cpu crosses KC_DOT's), accumulating into C with denormals and -0 in it, with values whose products
  * and sums fall below FLT_MIN, and bf16 denormal inputs. Computed once. */
 #ifdef SRLM_X86
 static int dot_check(void) {
@@ -826,8 +834,8 @@ static packed_b *packed_get(const srlm_matmul_params *p, const kernel *kr, srlm_
             .b = b, .b16 = kr->dot ? p->b : NULL};
   SRLM_OMP_ROWS
   for (int64_t jp = 0; jp < n_panels; jp++)
-    for (int64_t k0 = 0; k0 < p->K; k0 += KC)
-      pack_b(&g, k0, p->K - k0 < KC ? p->K - k0 : KC, jp * kr->nr, data + packed_offset(&g, jp, k0));
+    for (int64_t k0 = 0; k0 < p->K; k0 += kr->kc)
+      pack_b(&g, k0, p->K - k0 < kr->kc ? p->K - k0 : kr->kc, jp * kr->nr, data + packed_offset(&g, jp, k0));
   srlm_cpu_stage_free(&s);
   if (g_packed.n == g_packed.cap) {
     size_t cap = g_packed.cap ? 2 * g_packed.cap : 64;
