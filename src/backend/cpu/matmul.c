@@ -265,7 +265,7 @@ static inline uint32_t pair_word(float even, float odd) {
  * B: columns [n0, n0 + cols) of NR, k in [k0, k0 + kc) (k0 even). Rows / columns past the
  * valid ones are 0; an odd end's last pair takes the pads. The words of a pair of stored
  * rows (k, k + 1) are formed along the rows (contiguous), the others by walking k along
- * one row. Sources are widened fp32 (x, h NULL) or the bf16 tensor itself (h). */
+ * one row (8 rows at a time as a transpose of words, pair_along8). Sources are widened fp32 (x, h NULL) or the bf16 tensor itself (h). */
 static inline uint32_t pair16(uint16_t even, uint16_t odd) { return (uint32_t)even << 16 | odd; }
 static inline void pair_rows(const float *x0, const uint16_t *h0, const float *x1, const uint16_t *h1, float pad,
                              int64_t n, uint32_t *d) {
@@ -289,6 +289,66 @@ static inline void pair_along(const float *x, const uint16_t *h, int64_t kc, flo
   for (; 2 * q + 1 < kc; q++) d[q * ld_d] = pair_word(x[2 * q], x[2 * q + 1]);
   if (2 * q < kc) d[q * ld_d] = pair_word(x[2 * q], pad);
 }
+#ifdef SRLM_X86
+/* The 8 x 8 transpose of r[0..7] (32-bit elements) in place: 24 shuffles per 64 elements
+ * instead of 64 scalar stores, for the packings' transposes (rows along k into k-major
+ * panels). */
+__attribute__((target("avx"), always_inline)) static inline void transpose8_regs(__m256 r[8]) {
+  __m256 t0 = _mm256_unpacklo_ps(r[0], r[1]), t1 = _mm256_unpackhi_ps(r[0], r[1]), t2 = _mm256_unpacklo_ps(r[2], r[3]);
+  __m256 t3 = _mm256_unpackhi_ps(r[2], r[3]), t4 = _mm256_unpacklo_ps(r[4], r[5]), t5 = _mm256_unpackhi_ps(r[4], r[5]);
+  __m256 t6 = _mm256_unpacklo_ps(r[6], r[7]), t7 = _mm256_unpackhi_ps(r[6], r[7]);
+  __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xEE);
+  __m256 u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xEE);
+  __m256 u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xEE);
+  __m256 u6 = _mm256_shuffle_ps(t5, t7, 0x44), u7 = _mm256_shuffle_ps(t5, t7, 0xEE);
+  r[0] = _mm256_permute2f128_ps(u0, u4, 0x20), r[1] = _mm256_permute2f128_ps(u1, u5, 0x20);
+  r[2] = _mm256_permute2f128_ps(u2, u6, 0x20), r[3] = _mm256_permute2f128_ps(u3, u7, 0x20);
+  r[4] = _mm256_permute2f128_ps(u0, u4, 0x31), r[5] = _mm256_permute2f128_ps(u1, u5, 0x31);
+  r[6] = _mm256_permute2f128_ps(u2, u6, 0x31), r[7] = _mm256_permute2f128_ps(u3, u7, 0x31);
+}
+
+/* dst[k * ld_dst + i] = src[i * ld_src + k] for an 8 x 8 block. */
+__attribute__((target("avx"))) static void transpose8x8(const float *src, int64_t ld_src, float *dst, int64_t ld_dst) {
+  __m256 r[8];
+  for (int i = 0; i < 8; i++) r[i] = _mm256_loadu_ps(src + i * ld_src);
+  transpose8_regs(r);
+  for (int i = 0; i < 8; i++) _mm256_storeu_ps(dst + i * ld_dst, r[i]);
+}
+
+/* pair_along for 8 bf16 rows h + i * ld_h at once: d[q * ld_d + i] = the pair word of
+ * (h_i[2q], h_i[2q + 1]) for q < kc / 16 * 8. Two bf16 in memory are a little-endian word
+ * with the even one low, so the pair word is that word rotated by 16, and the packing is
+ * a transpose of words. Returns the k done (a multiple of 16); the caller pairs the rest. */
+__attribute__((target("avx2"))) static int64_t pair_along8(const uint16_t *h, int64_t ld_h, int64_t kc, uint32_t *d,
+                                                           int64_t ld_d) {
+  int64_t k = 0;
+  for (; k + 16 <= kc; k += 16) {
+    __m256 r[8];
+    for (int i = 0; i < 8; i++) {
+      const __m256i w = _mm256_loadu_si256((const __m256i *)(const void *)(h + i * ld_h + k));
+      r[i] = _mm256_castsi256_ps(_mm256_or_si256(_mm256_slli_epi32(w, 16), _mm256_srli_epi32(w, 16)));
+    }
+    transpose8_regs(r);
+    for (int q = 0; q < 8; q++) _mm256_storeu_ps((float *)(void *)(d + (k / 2 + q) * ld_d), r[q]);
+  }
+  return k;
+}
+#endif
+
+/* pair_along for `rows` rows of one source (row i at x / h + i * ld) into d + i: bf16
+ * sources 8 rows at a time by pair_along8 (only the dot kernel packs pairs, and its CPU
+ * has AVX2). */
+static void pair_along_rows(const float *x, const uint16_t *h, int64_t ld, int64_t rows, int64_t kc, float pad,
+                            uint32_t *d, int64_t ld_d) {
+  int64_t i = 0;
+#ifdef SRLM_X86
+  for (; h && i + 8 <= rows; i += 8) {
+    const int64_t k = pair_along8(h + i * ld, ld, kc, d + i, ld_d);
+    for (int64_t r = i; r < i + 8; r++) pair_along(NULL, h + r * ld + k, kc - k, pad, d + k / 2 * ld_d + r, ld_d);
+  }
+#endif
+  for (; i < rows; i++) pair_along(x ? x + i * ld : NULL, h ? h + i * ld : NULL, kc, pad, d + i, ld_d);
+}
 /* element i of A's / B's storage in either source (the other pointer NULL) */
 #define AT_A(g, i) ((g)->a16 ? NULL : (g)->a + (i)), ((g)->a16 ? (g)->a16 + (i) : NULL)
 #define AT_B(g, i) ((g)->b16 ? NULL : (g)->b + (i)), ((g)->b16 ? (g)->b16 + (i) : NULL)
@@ -304,14 +364,11 @@ static void pack_a_dot(const gemm *g, int64_t m0, int64_t k_lo, int64_t k_hi, ui
         pair_rows(AT_A(g, k * g->lda + m0), NULL, NULL, PAD_A, rows, d);
       for (int64_t i = rows; i < MR; i++) d[i] = 0;
     }
-  else
-    for (int64_t i = 0; i < MR; i++) {
-      uint32_t *d = dst + k_lo / 2 * MR + i;
-      if (i < rows)
-        pair_along(AT_A(g, (m0 + i) * g->lda + k_lo), k_hi - k_lo, PAD_A, d, MR);
-      else
-        for (int64_t k = k_lo; k < k_hi; k += 2) d[(k - k_lo) / 2 * MR] = 0;
-    }
+  else {
+    pair_along_rows(AT_A(g, m0 * g->lda + k_lo), g->lda, rows, k_hi - k_lo, PAD_A, dst + k_lo / 2 * MR, MR);
+    for (int64_t i = rows; i < MR; i++)
+      for (int64_t k = k_lo; k < k_hi; k += 2) dst[k / 2 * MR + i] = 0;
+  }
 }
 static void pack_b_dot(const gemm *g, int64_t k0, int64_t kc, int64_t n0, uint32_t *dst) {
   const int NR = g->kr->nr;
@@ -326,41 +383,12 @@ static void pack_b_dot(const gemm *g, int64_t k0, int64_t kc, int64_t n0, uint32
         pair_rows(AT_B(g, r0), NULL, NULL, PAD_B, cols, d);
       for (int64_t j = cols; j < NR; j++) d[j] = 0;
     }
-  else
-    for (int64_t j = 0; j < NR; j++) {
-      if (j < cols)
-        pair_along(AT_B(g, (n0 + j) * g->ldb + k0), kc, PAD_B, dst + j, NR);
-      else
-        for (int64_t k = 0; k < kc; k += 2) dst[k / 2 * NR + j] = 0;
-    }
+  else {
+    pair_along_rows(AT_B(g, n0 * g->ldb + k0), g->ldb, cols, kc, PAD_B, dst, NR);
+    for (int64_t j = cols; j < NR; j++)
+      for (int64_t k = 0; k < kc; k += 2) dst[k / 2 * NR + j] = 0;
+  }
 }
-
-#ifdef SRLM_X86
-/* dst[k * ld_dst + i] = src[i * ld_src + k] for an 8 x 8 block: the transposes of the
- * packing (rows along k into k-major panels), 24 shuffles per 64 floats instead of 64
- * scalar stores. */
-__attribute__((target("avx"))) static void transpose8x8(const float *src, int64_t ld_src, float *dst, int64_t ld_dst) {
-  __m256 r0 = _mm256_loadu_ps(src), r1 = _mm256_loadu_ps(src + ld_src), r2 = _mm256_loadu_ps(src + 2 * ld_src);
-  __m256 r3 = _mm256_loadu_ps(src + 3 * ld_src), r4 = _mm256_loadu_ps(src + 4 * ld_src);
-  __m256 r5 = _mm256_loadu_ps(src + 5 * ld_src), r6 = _mm256_loadu_ps(src + 6 * ld_src);
-  __m256 r7 = _mm256_loadu_ps(src + 7 * ld_src);
-  __m256 t0 = _mm256_unpacklo_ps(r0, r1), t1 = _mm256_unpackhi_ps(r0, r1), t2 = _mm256_unpacklo_ps(r2, r3);
-  __m256 t3 = _mm256_unpackhi_ps(r2, r3), t4 = _mm256_unpacklo_ps(r4, r5), t5 = _mm256_unpackhi_ps(r4, r5);
-  __m256 t6 = _mm256_unpacklo_ps(r6, r7), t7 = _mm256_unpackhi_ps(r6, r7);
-  __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xEE);
-  __m256 u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xEE);
-  __m256 u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xEE);
-  __m256 u6 = _mm256_shuffle_ps(t5, t7, 0x44), u7 = _mm256_shuffle_ps(t5, t7, 0xEE);
-  _mm256_storeu_ps(dst, _mm256_permute2f128_ps(u0, u4, 0x20));
-  _mm256_storeu_ps(dst + ld_dst, _mm256_permute2f128_ps(u1, u5, 0x20));
-  _mm256_storeu_ps(dst + 2 * ld_dst, _mm256_permute2f128_ps(u2, u6, 0x20));
-  _mm256_storeu_ps(dst + 3 * ld_dst, _mm256_permute2f128_ps(u3, u7, 0x20));
-  _mm256_storeu_ps(dst + 4 * ld_dst, _mm256_permute2f128_ps(u0, u4, 0x31));
-  _mm256_storeu_ps(dst + 5 * ld_dst, _mm256_permute2f128_ps(u1, u5, 0x31));
-  _mm256_storeu_ps(dst + 6 * ld_dst, _mm256_permute2f128_ps(u2, u6, 0x31));
-  _mm256_storeu_ps(dst + 7 * ld_dst, _mm256_permute2f128_ps(u3, u7, 0x31));
-}
-#endif
 
 /* dst[k * ld_dst + i] = src[i * ld_src + k], i < rows (<= 8), k < kc. */
 static void transpose_rows(const gemm *g, const float *src, int64_t ld_src, int64_t rows, int64_t kc, float *dst,
