@@ -243,6 +243,7 @@ typedef struct gemm {
   const float *a, *b;
   const uint16_t *a16, *b16; /* a dot kernel's A / B read as bf16 directly (a / b NULL) */
   float *c;
+  uint16_t *c16; /* C in bf16 (c NULL): srlm_cpu_mm's c16 */
 } gemm;
 
 /* Packed depth: the rows of k a panel holds (k's pairs for a dot kernel), and where the
@@ -461,13 +462,18 @@ static void pack_b(const gemm *g, int64_t k0, int64_t kc, int64_t n0, float *dst
 static void run_tile(const gemm *g, const float *ap, const float *bp, int64_t m0, int64_t n0, int64_t kc,
                      int load) {
   const int MR = g->kr->mr, NR = g->kr->nr;
+  float tile[8 * 32] __attribute__((aligned(64))); /* MR x NR of the largest kernel */
+  const int64_t rows = g->M - m0 < MR ? g->M - m0 : MR, cols = g->N - n0 < NR ? g->N - n0 : NR;
+  if (g->c16) { /* the whole chain in this call (one KC block, load = 0): round it once */
+    g->kr->fn(kc, ap, bp, tile, NR, 0);
+    for (int64_t i = 0; i < rows; i++) srlm_cpu_narrow(g->c16 + (m0 + i) * g->ldc + n0, tile + i * NR, cols);
+    return;
+  }
   float *c = g->c + m0 * g->ldc + n0;
-  if (m0 + MR <= g->M && n0 + NR <= g->N) {
+  if (rows == MR && cols == NR) {
     g->kr->fn(kc, ap, bp, c, g->ldc, load);
     return;
   }
-  float tile[8 * 32] __attribute__((aligned(64))); /* MR x NR of the largest kernel */
-  const int64_t rows = g->M - m0 < MR ? g->M - m0 : MR, cols = g->N - n0 < NR ? g->N - n0 : NR;
   if (load)
     for (int64_t i = 0; i < rows; i++) memcpy(tile + i * NR, c + i * g->ldc, (size_t)cols * sizeof *c);
   g->kr->fn(kc, ap, bp, tile, NR, load);
@@ -590,9 +596,15 @@ static void add_bias(const srlm_cpu_mm *p, int parallel) {
 
 static gemm make_gemm(const srlm_cpu_mm *p, const kernel *kr) {
   gemm g = {kr ? kr : pick_kernel(p->bf16), p->M, p->N, p->K, p->lda, p->ldb, p->ldc, p->trans_a, p->trans_b, p->accumulate,
-            p->bf16, p->a, p->b, p->a16, p->b16, p->c};
+            p->bf16, p->a, p->b, p->a16, p->b16, p->c, p->c16};
   SRLM_CHECK(g.kr->dot || (!g.a16 && !g.b16), "cpu matmul: bf16 sources given to the %s kernel", g.kr->name);
+  SRLM_CHECK(!g.c16 || (g.K > 0 && g.K <= g.kr->kc && !g.accumulate && !p->bias),
+             "cpu matmul: a bf16 C the %s kernel cannot write (K = %lld)", g.kr->name, (long long)g.K);
   return g;
+}
+
+int srlm_cpu_gemm_c16_ok(const srlm_cpu_mm *p) {
+  return p->K > 0 && p->K <= pick_kernel(p->bf16)->kc && !p->accumulate && !p->bias;
 }
 
 /* Packs rows [m_start, m_start + mb) of A into apack (all of K) in shares: stored A^T in
@@ -894,9 +906,10 @@ static int packed_weights_on(void) {
   return v;
 }
 
-/* The op: bf16 A and B are widened (exactly), a bf16 C is widened when accumulating and
- * rounded once at the end, so a bf16 result is the flushed fp32 chain's result (see the
- * top) rounded. */
+/* The op: bf16 A and B are widened (exactly) or packed as they are (the dot kernel); a
+ * bf16 C is rounded once from the flushed fp32 chain (see the top): by each tile when its
+ * chains end in one kernel call (K within one KC block, no bias, not accumulating), else
+ * widened into an fp32 copy when accumulating and rounded at the end. The same bits. */
 srlm_status srlm_cpu_matmul(srlm_backend *be, srlm_matmul_params p) {
   (void)be;
   SRLM_TRY(srlm_matmul_params_check(&p, "cpu matmul"));
@@ -924,13 +937,18 @@ srlm_status srlm_cpu_matmul(srlm_backend *be, srlm_matmul_params p) {
                    .b = p.K > 0 && !e && !direct ? srlm_cpu_stage_in(&s, p.b, p.dtype, nb) : NULL,
                    .a16 = direct ? p.a : NULL, .b16 = direct && !e ? p.b : NULL,
                    .bias = srlm_cpu_stage_in(&s, p.bias, p.c_dtype, p.N),
-                   .c = srlm_cpu_stage_out(&s, p.c, p.c_dtype, nc, p.accumulate || p.ldc > p.N),
                    .M = p.M, .N = p.N, .K = p.K, .lda = p.lda, .ldb = p.ldb, .ldc = p.ldc,
                    .trans_a = p.trans_a, .trans_b = p.trans_b, .accumulate = p.accumulate,
                    .bf16 = p.dtype == SRLM_BF16};
+  /* a bf16 C is written by the tiles where they hold whole chains, else staged in fp32 */
+  const int c16 = p.c_dtype == SRLM_BF16 && srlm_cpu_gemm_c16_ok(&m);
+  if (c16)
+    m.c16 = p.c;
+  else
+    m.c = srlm_cpu_stage_out(&s, p.c, p.c_dtype, nc, p.accumulate || p.ldc > p.N);
   st = gemm_run(&m, e ? e->data : NULL);
   if (e) pthread_mutex_unlock(&g_packed.mu);
-  if (st == SRLM_OK) srlm_cpu_stage_store(p.c, p.c_dtype, m.c, nc);
+  if (st == SRLM_OK && !c16) srlm_cpu_stage_store(p.c, p.c_dtype, m.c, nc);
   srlm_cpu_stage_free(&s);
   return st;
 }
