@@ -138,8 +138,8 @@ static void test_matmul_chain_bf16(srlm_backend *be) {
       {1, 1, 1, 0, 1, 0, 0},   {7, 5, 3, 0, 1, 1, 1},    {33, 70, 301, 0, 1, 0, 0}, {200, 97, 513, 0, 0, 1, 0},
       {65, 130, 260, 1, 0, 1, 0}, {9, 64, 1000, 0, 1, 1, 1}, {193, 40, 77, 1, 1, 1, 1}, {8, 32, 2, 1, 1, 0, 0},
       {200, 50, 1001, 0, 1, 1, 0}, /* A's rows past L2: the KC-outer loop; two MB row blocks */
-      {20, 45, 2101, 1, 0, 1, 1},  /* past the dot kernel's KC_DOT = 1024 twice, odd K */
-      {24, 40, 1090, 0, 1, 0, 0},  /* one KC_DOT block and a short one */
+      {20, 45, 4201, 1, 0, 1, 1},  /* past the dot kernel's KC_DOT = 2048 twice, odd K */
+      {24, 40, 2090, 0, 1, 0, 0},  /* one KC_DOT block and a short one */
   };
   for (size_t t = 0; t < sizeof cases / sizeof cases[0]; t++) {
     const int64_t M = cases[t].M, N = cases[t].N, K = cases[t].K;
@@ -213,7 +213,7 @@ static void test_matmul_chain_bf16(srlm_backend *be) {
 static void test_matmul_bf16_c(srlm_backend *be) {
   static const struct { int64_t M, N, K; int ta, tb, bias; } cases[] = {
       {1, 1, 1, 0, 1, 0},       {13, 45, 255, 0, 1, 0}, {200, 97, 513, 0, 0, 0}, {65, 130, 260, 1, 0, 0},
-      {37, 70, 1024, 0, 1, 0}, {9, 40, 1025, 0, 1, 0}, {21, 33, 300, 0, 1, 1},
+      {37, 70, 2048, 0, 1, 0}, {9, 40, 2049, 0, 1, 0}, {21, 33, 300, 0, 1, 1},
   };
   enum { PAD = 3 };
   for (size_t t = 0; t < sizeof cases / sizeof cases[0]; t++) {
