@@ -55,18 +55,19 @@
 
 #include "cpu_ops.h"
 
-/* Blocking, measured on a Zen 5 core (48 KiB L1d, 1 MiB L2), one thread, 200-240
- * GFLOP/s on the model's shapes: KC = 256 keeps the B block (256 x 32 floats = 32 KiB)
- * in L1; MB = 192 beat 384 and 576 (A's rows stay in L2; B is re-packed per MB rows).
- * The dot kernel's KC_DOT (in k, two per packed row) is larger: a step of it does twice
- * the fp32 kernel's work on the same bytes, so a block of 256 left the C tile's loads and
- * stores, and the pass over A, twice as heavy; on a Zen 4 (32 KiB L1d, 1 MiB L2), 2
- * threads, the model's bf16 shapes (K = 768, 1024), KC_DOT = 768 ran 1.07-1.12x of 256,
- * and 1024 (one block at K <= 1024; B's 64 KiB block in L2) 1.00-1.13x of 768, 512 worse
- * than 768; 2048 (the model's largest K in one block, so its bf16 C is written by the
- * tiles) 1.02x of 1024 at K = 2048, the same elsewhere (interleaved runs, medians).
- * MB = 96 and 384 did not beat 192 with it. */
-enum { KC = 256, KC_DOT = 2048, MB = 192 };
+/* Blocking. First measured on a Zen 5 core (48 KiB L1d, 1 MiB L2), one thread, 200-240
+ * GFLOP/s on the model's shapes: KC = 256 kept the B block (256 x 32 floats = 32 KiB) in
+ * L1; MB = 192 beat 384 and 576 (A's rows stay in L2; B is re-packed per MB rows).
+ * On a Zen 4 (32 KiB L1d, 1 MiB L2) the AVX-512 kernels do better with B's block in L2
+ * and fewer, longer blocks (each block reloads and stores the C tiles and passes over A
+ * again): fp32 KC_AVX512 = 1024 ran 1.00-1.13x of 256 on the model's shapes (2 threads;
+ * 1.01-1.12x on one; 512 and 768 in between). The dot kernel's KC_DOT (in k, two per
+ * packed row) does twice the work per byte: 768 ran 1.07-1.12x of 256, 1024 1.00-1.13x
+ * of 768 (512 worse), 2048 (the model's largest K in one block, so its bf16 C is written
+ * by the tiles) 1.02x of 1024 at K = 2048, the same elsewhere. (Interleaved runs,
+ * medians.) MB = 96 and 384 did not beat 192 with them. The AVX2 and portable kernels
+ * keep KC (not measured again). */
+enum { KC = 256, KC_AVX512 = 1024, KC_DOT = 2048, MB = 192 };
 _Static_assert(KC % 2 == 0 && KC_DOT % 2 == 0, "a dot kernel's k pairs must not straddle KC blocks");
 
 typedef void (*ukernel_fn)(int64_t kc, const float *a, const float *b, float *c, int64_t ldc, int load);
@@ -74,7 +75,7 @@ typedef void (*ukernel_fn)(int64_t kc, const float *a, const float *b, float *c,
 /* A micro-kernel computes an MR x NR tile over kc values of k from packed panels: fp32
  * kernels read k-major floats (a[k * MR + i], b[k * NR + j]); a dot kernel (dot = 1)
  * reads k's pairs as 32-bit words of two bf16 (a[q * MR + i], b[q * NR + j], q = k / 2).
- * kc: the K loop's block (KC or KC_DOT). */
+ * kc: the K loop's block (KC, KC_AVX512 or KC_DOT). */
 typedef struct kernel {
   const char *name;
   int mr, nr, dot;
@@ -218,7 +219,7 @@ static const kernel k_generic = {"generic", GEN_MR, GEN_NR, 0, KC, ukernel_gener
 static const kernel k_generic_ftz = {"generic", GEN_MR, GEN_NR, 0, KC, ukernel_generic_ftz};
 #ifdef SRLM_X86
 static const kernel k_avx2 = {"avx2", 6, 16, 0, KC, ukernel_avx2};
-static const kernel k_avx512 = {"avx512", 8, 32, 0, KC, ukernel_avx512};
+static const kernel k_avx512 = {"avx512", 8, 32, 0, KC_AVX512, ukernel_avx512};
 static const kernel k_avx512bf16 = {"avx512bf16", 8, 32, 1, KC_DOT, ukernel_avx512bf16};
 #endif
 
@@ -728,8 +729,8 @@ static srlm_status gemm_serial(const srlm_cpu_mm *pp, srlm_cpu_gemm_ws *ws, cons
 srlm_status srlm_cpu_gemm_serial(const srlm_cpu_mm *p, srlm_cpu_gemm_ws *ws) { return gemm_serial(p, ws, NULL); }
 
 /* The dot-product kernel against the fp32 AVX-512 kernel (MXCSR flushing) and the
- * portable flushing one on products of every layout, K odd and even and across the fp32
- * kernels' KC blocks (unit.backend_cpu crosses KC_DOT's), accumulating into C with
+ * portable flushing one on products of every layout, K odd and even and across the
+ * portable kernel's KC blocks (unit.backend_cpu crosses the others'), accumulating into C with
  * denormals and -0 in it, with values whose products and sums fall below FLT_MIN, and
  * bf16 denormal inputs. Computed once. */
 #ifdef SRLM_X86
