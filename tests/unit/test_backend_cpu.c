@@ -82,6 +82,7 @@ static void test_matmul_chain(srlm_backend *be) {
       {1, 1, 1, 0, 1, 0, 0, 0},      {7, 5, 3, 0, 1, 0, 1, 0},    {33, 70, 300, 0, 1, 0, 0, 0},
       {200, 97, 513, 0, 0, 1, 0, 0}, {65, 130, 260, 1, 0, 1, 0, 0}, {9, 64, 1000, 0, 1, 0, 1, 3},
       {193, 40, 77, 1, 1, 1, 1, 5},  {3, 1, 0, 0, 1, 1, 1, 0},     {401, 33, 64, 0, 1, 0, 0, 2},
+      {40, 70, 2100, 0, 1, 1, 1, 2}, {30, 45, 1030, 1, 0, 0, 0, 0}, /* past the AVX-512 KC of 1024 */
   };
   for (size_t t = 0; t < sizeof cases / sizeof cases[0]; t++) {
     const int64_t M = cases[t].M, N = cases[t].N, K = cases[t].K, pad = cases[t].pad;
@@ -138,6 +139,8 @@ static void test_matmul_chain_bf16(srlm_backend *be) {
       {1, 1, 1, 0, 1, 0, 0},   {7, 5, 3, 0, 1, 1, 1},    {33, 70, 301, 0, 1, 0, 0}, {200, 97, 513, 0, 0, 1, 0},
       {65, 130, 260, 1, 0, 1, 0}, {9, 64, 1000, 0, 1, 1, 1}, {193, 40, 77, 1, 1, 1, 1}, {8, 32, 2, 1, 1, 0, 0},
       {200, 50, 1001, 0, 1, 1, 0}, /* A's rows past L2: the KC-outer loop; two MB row blocks */
+      {20, 45, 4201, 1, 0, 1, 1},  /* past the dot kernel's KC_DOT = 2048 twice, odd K */
+      {24, 40, 2090, 0, 1, 0, 0},  /* one KC_DOT block and a short one */
   };
   for (size_t t = 0; t < sizeof cases / sizeof cases[0]; t++) {
     const int64_t M = cases[t].M, N = cases[t].N, K = cases[t].K;
@@ -202,6 +205,46 @@ static void test_matmul_chain_bf16(srlm_backend *be) {
     srlm_backend_forget(be, b, (size_t)(K * N) * sizeof *b);
     EXPECT_EQ_INT(srlm_backend_cpu_set_isa(NULL), SRLM_OK);
     free(af), free(bf), free(c0), free(bias), free(c), free(chain), free(a), free(b);
+  }
+}
+
+/* A bf16 C is the fp32 C's chains rounded once, whether the tiles write it (K within one
+ * KC block, no bias, not accumulating) or it is staged in fp32: the same bits as rounding
+ * the fp32-C product, at every level, edge tiles included; the padding past N stays. */
+static void test_matmul_bf16_c(srlm_backend *be) {
+  static const struct { int64_t M, N, K; int ta, tb, bias; } cases[] = {
+      {1, 1, 1, 0, 1, 0},       {13, 45, 255, 0, 1, 0}, {200, 97, 513, 0, 0, 0}, {65, 130, 260, 1, 0, 0},
+      {37, 70, 2048, 0, 1, 0}, {9, 40, 2049, 0, 1, 0}, {21, 33, 300, 0, 1, 1},
+  };
+  enum { PAD = 3 };
+  for (size_t t = 0; t < sizeof cases / sizeof cases[0]; t++) {
+    const int64_t M = cases[t].M, N = cases[t].N, K = cases[t].K, ldc = N + PAD;
+    const int ta = cases[t].ta, tb = cases[t].tb;
+    uint16_t *a = srlm_xcalloc((size_t)(M * K), 2), *b = srlm_xcalloc((size_t)(K * N), 2);
+    uint16_t *c16 = srlm_xcalloc((size_t)(M * ldc), 2), *bias16 = srlm_xcalloc((size_t)N, 2);
+    float *f = fbuf(M * K + K * N + N), *c32 = fbuf(M * ldc), *bias32 = fbuf(N);
+    fill_uniform(f, M * K + K * N + N, -1, 1);
+    for (int64_t i = 0; i < M * K; i++) a[i] = srlm_f32_to_bf16(f[i]);
+    for (int64_t i = 0; i < K * N; i++) b[i] = srlm_f32_to_bf16(f[M * K + i]);
+    for (int64_t i = 0; i < N; i++) bias16[i] = srlm_f32_to_bf16(f[M * K + K * N + i]), bias32[i] = srlm_bf16_to_f32(bias16[i]);
+    srlm_matmul_params p = {.a = a, .b = b, .M = M, .N = N, .K = K, .trans_a = ta, .trans_b = tb, .dtype = SRLM_BF16,
+                            .lda = ta ? M : K, .ldb = tb ? K : N, .ldc = ldc};
+    for (int i = 0; i < N_ISAS; i++) {
+      if (srlm_backend_cpu_set_isa(k_isas[i]) != SRLM_OK) continue; /* not on this CPU */
+      p.c = c32, p.c_dtype = SRLM_F32, p.bias = cases[t].bias ? bias32 : NULL;
+      EXPECT_EQ_INT(SRLM_OP(be, matmul, p), SRLM_OK);
+      for (int64_t j = 0; j < M * ldc; j++) c16[j] = 0x7fc1; /* a NaN the padding must keep */
+      p.c = c16, p.c_dtype = SRLM_BF16, p.bias = cases[t].bias ? bias16 : NULL;
+      EXPECT_EQ_INT(SRLM_OP(be, matmul, p), SRLM_OK);
+      int64_t bad = -1;
+      for (int64_t j = 0; j < M * ldc && bad < 0; j++)
+        if (c16[j] != (j % ldc < N ? srlm_f32_to_bf16(c32[j]) : 0x7fc1)) bad = j;
+      EXPECT(bad < 0, "bf16-C matmul %s M=%lld N=%lld K=%lld ta=%d tb=%d bias=%d: element %lld is 0x%04x, not the "
+             "fp32 C rounded (0x%04x)", k_isas[i], (long long)M, (long long)N, (long long)K, ta, tb, cases[t].bias,
+             (long long)bad, bad >= 0 ? c16[bad] : 0, bad >= 0 && bad % ldc < N ? srlm_f32_to_bf16(c32[bad]) : 0x7fc1);
+    }
+    EXPECT_EQ_INT(srlm_backend_cpu_set_isa(NULL), SRLM_OK);
+    free(a), free(b), free(c16), free(bias16), free(f), free(c32), free(bias32);
   }
 }
 
@@ -860,6 +903,7 @@ int main(void) {
   test_matmul_chain(be);
   test_matmul_chain_bf16(be);
   test_matmul_bf16_pad(be);
+  test_matmul_bf16_c(be);
   test_cast_levels(be);
   const char *pw = getenv("SRLM_CPU_PACKED_WEIGHTS");
   if (pw && !strcmp(pw, "0"))

@@ -39,10 +39,16 @@ typedef struct srlm_cpu_mm {
   /* bf16 products when srlm_cpu_bf16_direct(): A / B given as the bf16 tensors themselves
    * (same strides; a / b then NULL), packed without a widened copy */
   const uint16_t *a16, *b16;
+  /* C in bf16 (c then NULL): each tile rounded once from its fp32 chains and written, no
+   * fp32 copy of C; only where K is one KC block of the kernel and there is no bias nor
+   * accumulation (srlm_cpu_gemm_c16_ok) */
+  uint16_t *c16;
 } srlm_cpu_mm;
 
 /* The fp32 product with OpenMP over column panels (the matmul op's fp32 path). */
 srlm_status srlm_cpu_gemm(const srlm_cpu_mm *p);
+/* Whether srlm_cpu_gemm can write p's C as bf16 (c16) at the ISA level in force. */
+int srlm_cpu_gemm_c16_ok(const srlm_cpu_mm *p);
 /* The same on the calling thread only (for ops that are themselves parallel over
  * tiles), with packing space kept in ws between calls (zero-initialize ws; free it with
  * srlm_cpu_gemm_ws_free). Same rounding as srlm_cpu_gemm: same bits. */

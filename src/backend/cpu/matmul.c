@@ -55,20 +55,31 @@
 
 #include "cpu_ops.h"
 
-/* Blocking, measured on a Zen 5 core (48 KiB L1d, 1 MiB L2), one thread, 200-240
- * GFLOP/s on the model's shapes: KC = 256 keeps the B block (256 x 32 floats = 32 KiB)
- * in L1; MB = 192 beat 384 and 576 (A's rows stay in L2; B is re-packed per MB rows). */
-enum { KC = 256, MB = 192 };
-_Static_assert(KC % 2 == 0, "a dot kernel's k pairs must not straddle KC blocks");
+/* Blocking. First measured on a Zen 5 core (48 KiB L1d, 1 MiB L2), one thread, 200-240
+ * GFLOP/s on the model's shapes: KC = 256 kept the B block (256 x 32 floats = 32 KiB) in
+ * L1; MB = 192 beat 384 and 576 (A's rows stay in L2; B is re-packed per MB rows).
+ * On a Zen 4 (32 KiB L1d, 1 MiB L2) the AVX-512 kernels do better with B's block in L2
+ * and fewer, longer blocks (each block reloads and stores the C tiles and passes over A
+ * again): fp32 KC_AVX512 = 1024 ran 1.00-1.13x of 256 on the model's shapes (2 threads;
+ * 1.01-1.12x on one; 512 and 768 in between). The dot kernel's KC_DOT (in k, two per
+ * packed row) does twice the work per byte: 768 ran 1.07-1.12x of 256, 1024 1.00-1.13x
+ * of 768 (512 worse), 2048 (the model's largest K in one block, so its bf16 C is written
+ * by the tiles) 1.02x of 1024 at K = 2048, the same elsewhere. (Interleaved runs,
+ * medians.) MB = 96 and 384 did not beat 192 with them. The AVX2 and portable kernels
+ * keep KC (not measured again). */
+enum { KC = 256, KC_AVX512 = 1024, KC_DOT = 2048, MB = 192 };
+_Static_assert(KC % 2 == 0 && KC_DOT % 2 == 0, "a dot kernel's k pairs must not straddle KC blocks");
 
 typedef void (*ukernel_fn)(int64_t kc, const float *a, const float *b, float *c, int64_t ldc, int load);
 
 /* A micro-kernel computes an MR x NR tile over kc values of k from packed panels: fp32
  * kernels read k-major floats (a[k * MR + i], b[k * NR + j]); a dot kernel (dot = 1)
- * reads k's pairs as 32-bit words of two bf16 (a[q * MR + i], b[q * NR + j], q = k / 2). */
+ * reads k's pairs as 32-bit words of two bf16 (a[q * MR + i], b[q * NR + j], q = k / 2).
+ * kc: the K loop's block (KC, KC_AVX512 or KC_DOT). */
 typedef struct kernel {
   const char *name;
   int mr, nr, dot;
+  int64_t kc;
   ukernel_fn fn;
 } kernel;
 
@@ -204,12 +215,12 @@ static unsigned ftz_enter(int on) { return (void)on, 0u; }
 static void ftz_leave(int on, unsigned old) { (void)on, (void)old; }
 #endif
 
-static const kernel k_generic = {"generic", GEN_MR, GEN_NR, 0, ukernel_generic};
-static const kernel k_generic_ftz = {"generic", GEN_MR, GEN_NR, 0, ukernel_generic_ftz};
+static const kernel k_generic = {"generic", GEN_MR, GEN_NR, 0, KC, ukernel_generic};
+static const kernel k_generic_ftz = {"generic", GEN_MR, GEN_NR, 0, KC, ukernel_generic_ftz};
 #ifdef SRLM_X86
-static const kernel k_avx2 = {"avx2", 6, 16, 0, ukernel_avx2};
-static const kernel k_avx512 = {"avx512", 8, 32, 0, ukernel_avx512};
-static const kernel k_avx512bf16 = {"avx512bf16", 8, 32, 1, ukernel_avx512bf16};
+static const kernel k_avx2 = {"avx2", 6, 16, 0, KC, ukernel_avx2};
+static const kernel k_avx512 = {"avx512", 8, 32, 0, KC_AVX512, ukernel_avx512};
+static const kernel k_avx512bf16 = {"avx512bf16", 8, 32, 1, KC_DOT, ukernel_avx512bf16};
 #endif
 
 /* The kernel of a product at the level in force: bf16 products get the dot-product kernel
@@ -235,6 +246,7 @@ typedef struct gemm {
   const float *a, *b;
   const uint16_t *a16, *b16; /* a dot kernel's A / B read as bf16 directly (a / b NULL) */
   float *c;
+  uint16_t *c16; /* C in bf16 (c NULL): srlm_cpu_mm's c16 */
 } gemm;
 
 /* Packed depth: the rows of k a panel holds (k's pairs for a dot kernel), and where the
@@ -257,7 +269,7 @@ static inline uint32_t pair_word(float even, float odd) {
  * B: columns [n0, n0 + cols) of NR, k in [k0, k0 + kc) (k0 even). Rows / columns past the
  * valid ones are 0; an odd end's last pair takes the pads. The words of a pair of stored
  * rows (k, k + 1) are formed along the rows (contiguous), the others by walking k along
- * one row. Sources are widened fp32 (x, h NULL) or the bf16 tensor itself (h). */
+ * one row (8 rows at a time as a transpose of words, pair_along8). Sources are widened fp32 (x, h NULL) or the bf16 tensor itself (h). */
 static inline uint32_t pair16(uint16_t even, uint16_t odd) { return (uint32_t)even << 16 | odd; }
 static inline void pair_rows(const float *x0, const uint16_t *h0, const float *x1, const uint16_t *h1, float pad,
                              int64_t n, uint32_t *d) {
@@ -281,6 +293,66 @@ static inline void pair_along(const float *x, const uint16_t *h, int64_t kc, flo
   for (; 2 * q + 1 < kc; q++) d[q * ld_d] = pair_word(x[2 * q], x[2 * q + 1]);
   if (2 * q < kc) d[q * ld_d] = pair_word(x[2 * q], pad);
 }
+#ifdef SRLM_X86
+/* The 8 x 8 transpose of r[0..7] (32-bit elements) in place: 24 shuffles per 64 elements
+ * instead of 64 scalar stores, for the packings' transposes (rows along k into k-major
+ * panels). */
+__attribute__((target("avx"), always_inline)) static inline void transpose8_regs(__m256 r[8]) {
+  __m256 t0 = _mm256_unpacklo_ps(r[0], r[1]), t1 = _mm256_unpackhi_ps(r[0], r[1]), t2 = _mm256_unpacklo_ps(r[2], r[3]);
+  __m256 t3 = _mm256_unpackhi_ps(r[2], r[3]), t4 = _mm256_unpacklo_ps(r[4], r[5]), t5 = _mm256_unpackhi_ps(r[4], r[5]);
+  __m256 t6 = _mm256_unpacklo_ps(r[6], r[7]), t7 = _mm256_unpackhi_ps(r[6], r[7]);
+  __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xEE);
+  __m256 u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xEE);
+  __m256 u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xEE);
+  __m256 u6 = _mm256_shuffle_ps(t5, t7, 0x44), u7 = _mm256_shuffle_ps(t5, t7, 0xEE);
+  r[0] = _mm256_permute2f128_ps(u0, u4, 0x20), r[1] = _mm256_permute2f128_ps(u1, u5, 0x20);
+  r[2] = _mm256_permute2f128_ps(u2, u6, 0x20), r[3] = _mm256_permute2f128_ps(u3, u7, 0x20);
+  r[4] = _mm256_permute2f128_ps(u0, u4, 0x31), r[5] = _mm256_permute2f128_ps(u1, u5, 0x31);
+  r[6] = _mm256_permute2f128_ps(u2, u6, 0x31), r[7] = _mm256_permute2f128_ps(u3, u7, 0x31);
+}
+
+/* dst[k * ld_dst + i] = src[i * ld_src + k] for an 8 x 8 block. */
+__attribute__((target("avx"))) static void transpose8x8(const float *src, int64_t ld_src, float *dst, int64_t ld_dst) {
+  __m256 r[8];
+  for (int i = 0; i < 8; i++) r[i] = _mm256_loadu_ps(src + i * ld_src);
+  transpose8_regs(r);
+  for (int i = 0; i < 8; i++) _mm256_storeu_ps(dst + i * ld_dst, r[i]);
+}
+
+/* pair_along for 8 bf16 rows h + i * ld_h at once: d[q * ld_d + i] = the pair word of
+ * (h_i[2q], h_i[2q + 1]) for q < kc / 16 * 8. Two bf16 in memory are a little-endian word
+ * with the even one low, so the pair word is that word rotated by 16, and the packing is
+ * a transpose of words. Returns the k done (a multiple of 16); the caller pairs the rest. */
+__attribute__((target("avx2"))) static int64_t pair_along8(const uint16_t *h, int64_t ld_h, int64_t kc, uint32_t *d,
+                                                           int64_t ld_d) {
+  int64_t k = 0;
+  for (; k + 16 <= kc; k += 16) {
+    __m256 r[8];
+    for (int i = 0; i < 8; i++) {
+      const __m256i w = _mm256_loadu_si256((const __m256i *)(const void *)(h + i * ld_h + k));
+      r[i] = _mm256_castsi256_ps(_mm256_or_si256(_mm256_slli_epi32(w, 16), _mm256_srli_epi32(w, 16)));
+    }
+    transpose8_regs(r);
+    for (int q = 0; q < 8; q++) _mm256_storeu_ps((float *)(void *)(d + (k / 2 + q) * ld_d), r[q]);
+  }
+  return k;
+}
+#endif
+
+/* pair_along for `rows` rows of one source (row i at x / h + i * ld) into d + i: bf16
+ * sources 8 rows at a time by pair_along8 (only the dot kernel packs pairs, and its CPU
+ * has AVX2). */
+static void pair_along_rows(const float *x, const uint16_t *h, int64_t ld, int64_t rows, int64_t kc, float pad,
+                            uint32_t *d, int64_t ld_d) {
+  int64_t i = 0;
+#ifdef SRLM_X86
+  for (; h && i + 8 <= rows; i += 8) {
+    const int64_t k = pair_along8(h + i * ld, ld, kc, d + i, ld_d);
+    for (int64_t r = i; r < i + 8; r++) pair_along(NULL, h + r * ld + k, kc - k, pad, d + k / 2 * ld_d + r, ld_d);
+  }
+#endif
+  for (; i < rows; i++) pair_along(x ? x + i * ld : NULL, h ? h + i * ld : NULL, kc, pad, d + i, ld_d);
+}
 /* element i of A's / B's storage in either source (the other pointer NULL) */
 #define AT_A(g, i) ((g)->a16 ? NULL : (g)->a + (i)), ((g)->a16 ? (g)->a16 + (i) : NULL)
 #define AT_B(g, i) ((g)->b16 ? NULL : (g)->b + (i)), ((g)->b16 ? (g)->b16 + (i) : NULL)
@@ -296,14 +368,11 @@ static void pack_a_dot(const gemm *g, int64_t m0, int64_t k_lo, int64_t k_hi, ui
         pair_rows(AT_A(g, k * g->lda + m0), NULL, NULL, PAD_A, rows, d);
       for (int64_t i = rows; i < MR; i++) d[i] = 0;
     }
-  else
-    for (int64_t i = 0; i < MR; i++) {
-      uint32_t *d = dst + k_lo / 2 * MR + i;
-      if (i < rows)
-        pair_along(AT_A(g, (m0 + i) * g->lda + k_lo), k_hi - k_lo, PAD_A, d, MR);
-      else
-        for (int64_t k = k_lo; k < k_hi; k += 2) d[(k - k_lo) / 2 * MR] = 0;
-    }
+  else {
+    pair_along_rows(AT_A(g, m0 * g->lda + k_lo), g->lda, rows, k_hi - k_lo, PAD_A, dst + k_lo / 2 * MR, MR);
+    for (int64_t i = rows; i < MR; i++)
+      for (int64_t k = k_lo; k < k_hi; k += 2) dst[k / 2 * MR + i] = 0;
+  }
 }
 static void pack_b_dot(const gemm *g, int64_t k0, int64_t kc, int64_t n0, uint32_t *dst) {
   const int NR = g->kr->nr;
@@ -318,41 +387,12 @@ static void pack_b_dot(const gemm *g, int64_t k0, int64_t kc, int64_t n0, uint32
         pair_rows(AT_B(g, r0), NULL, NULL, PAD_B, cols, d);
       for (int64_t j = cols; j < NR; j++) d[j] = 0;
     }
-  else
-    for (int64_t j = 0; j < NR; j++) {
-      if (j < cols)
-        pair_along(AT_B(g, (n0 + j) * g->ldb + k0), kc, PAD_B, dst + j, NR);
-      else
-        for (int64_t k = 0; k < kc; k += 2) dst[k / 2 * NR + j] = 0;
-    }
+  else {
+    pair_along_rows(AT_B(g, n0 * g->ldb + k0), g->ldb, cols, kc, PAD_B, dst, NR);
+    for (int64_t j = cols; j < NR; j++)
+      for (int64_t k = 0; k < kc; k += 2) dst[k / 2 * NR + j] = 0;
+  }
 }
-
-#ifdef SRLM_X86
-/* dst[k * ld_dst + i] = src[i * ld_src + k] for an 8 x 8 block: the transposes of the
- * packing (rows along k into k-major panels), 24 shuffles per 64 floats instead of 64
- * scalar stores. */
-__attribute__((target("avx"))) static void transpose8x8(const float *src, int64_t ld_src, float *dst, int64_t ld_dst) {
-  __m256 r0 = _mm256_loadu_ps(src), r1 = _mm256_loadu_ps(src + ld_src), r2 = _mm256_loadu_ps(src + 2 * ld_src);
-  __m256 r3 = _mm256_loadu_ps(src + 3 * ld_src), r4 = _mm256_loadu_ps(src + 4 * ld_src);
-  __m256 r5 = _mm256_loadu_ps(src + 5 * ld_src), r6 = _mm256_loadu_ps(src + 6 * ld_src);
-  __m256 r7 = _mm256_loadu_ps(src + 7 * ld_src);
-  __m256 t0 = _mm256_unpacklo_ps(r0, r1), t1 = _mm256_unpackhi_ps(r0, r1), t2 = _mm256_unpacklo_ps(r2, r3);
-  __m256 t3 = _mm256_unpackhi_ps(r2, r3), t4 = _mm256_unpacklo_ps(r4, r5), t5 = _mm256_unpackhi_ps(r4, r5);
-  __m256 t6 = _mm256_unpacklo_ps(r6, r7), t7 = _mm256_unpackhi_ps(r6, r7);
-  __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xEE);
-  __m256 u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xEE);
-  __m256 u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xEE);
-  __m256 u6 = _mm256_shuffle_ps(t5, t7, 0x44), u7 = _mm256_shuffle_ps(t5, t7, 0xEE);
-  _mm256_storeu_ps(dst, _mm256_permute2f128_ps(u0, u4, 0x20));
-  _mm256_storeu_ps(dst + ld_dst, _mm256_permute2f128_ps(u1, u5, 0x20));
-  _mm256_storeu_ps(dst + 2 * ld_dst, _mm256_permute2f128_ps(u2, u6, 0x20));
-  _mm256_storeu_ps(dst + 3 * ld_dst, _mm256_permute2f128_ps(u3, u7, 0x20));
-  _mm256_storeu_ps(dst + 4 * ld_dst, _mm256_permute2f128_ps(u0, u4, 0x31));
-  _mm256_storeu_ps(dst + 5 * ld_dst, _mm256_permute2f128_ps(u1, u5, 0x31));
-  _mm256_storeu_ps(dst + 6 * ld_dst, _mm256_permute2f128_ps(u2, u6, 0x31));
-  _mm256_storeu_ps(dst + 7 * ld_dst, _mm256_permute2f128_ps(u3, u7, 0x31));
-}
-#endif
 
 /* dst[k * ld_dst + i] = src[i * ld_src + k], i < rows (<= 8), k < kc. */
 static void transpose_rows(const gemm *g, const float *src, int64_t ld_src, int64_t rows, int64_t kc, float *dst,
@@ -425,13 +465,18 @@ static void pack_b(const gemm *g, int64_t k0, int64_t kc, int64_t n0, float *dst
 static void run_tile(const gemm *g, const float *ap, const float *bp, int64_t m0, int64_t n0, int64_t kc,
                      int load) {
   const int MR = g->kr->mr, NR = g->kr->nr;
+  float tile[8 * 32] __attribute__((aligned(64))); /* MR x NR of the largest kernel */
+  const int64_t rows = g->M - m0 < MR ? g->M - m0 : MR, cols = g->N - n0 < NR ? g->N - n0 : NR;
+  if (g->c16) { /* the whole chain in this call (one KC block, load = 0): round it once */
+    g->kr->fn(kc, ap, bp, tile, NR, 0);
+    for (int64_t i = 0; i < rows; i++) srlm_cpu_narrow(g->c16 + (m0 + i) * g->ldc + n0, tile + i * NR, cols);
+    return;
+  }
   float *c = g->c + m0 * g->ldc + n0;
-  if (m0 + MR <= g->M && n0 + NR <= g->N) {
+  if (rows == MR && cols == NR) {
     g->kr->fn(kc, ap, bp, c, g->ldc, load);
     return;
   }
-  float tile[8 * 32] __attribute__((aligned(64))); /* MR x NR of the largest kernel */
-  const int64_t rows = g->M - m0 < MR ? g->M - m0 : MR, cols = g->N - n0 < NR ? g->N - n0 : NR;
   if (load)
     for (int64_t i = 0; i < rows; i++) memcpy(tile + i * NR, c + i * g->ldc, (size_t)cols * sizeof *c);
   g->kr->fn(kc, ap, bp, tile, NR, load);
@@ -506,19 +551,19 @@ enum { A_IN_L2 = 64 * 1024 };
 static void gemm_block(const gemm *g, const float *apack, const float *bp, int64_t m_start, int64_t mb,
                        int64_t j_begin, int64_t j_end) {
   const int MR = g->kr->mr, NR = g->kr->nr;
-  const int64_t a_panels = (mb + MR - 1) / MR;
+  const int64_t a_panels = (mb + MR - 1) / MR, kcb = g->kr->kc;
   if (mb * kdepth(g, g->K) <= A_IN_L2) {
     for (int64_t jp = j_begin; jp < j_end; jp++)
-      for (int64_t k0 = 0; k0 < g->K; k0 += KC) {
-        const int64_t kc = g->K - k0 < KC ? g->K - k0 : KC;
+      for (int64_t k0 = 0; k0 < g->K; k0 += kcb) {
+        const int64_t kc = g->K - k0 < kcb ? g->K - k0 : kcb;
         const float *b = bp + packed_offset(g, jp - j_begin, k0);
         for (int64_t ip = 0; ip < a_panels; ip++)
           run_tile(g, apack + a_offset(g, ip, k0), b, m_start + ip * MR, jp * NR, kc, k0 > 0 || g->accumulate);
       }
     return;
   }
-  for (int64_t k0 = 0; k0 < g->K; k0 += KC) {
-    const int64_t kc = g->K - k0 < KC ? g->K - k0 : KC;
+  for (int64_t k0 = 0; k0 < g->K; k0 += kcb) {
+    const int64_t kc = g->K - k0 < kcb ? g->K - k0 : kcb;
     for (int64_t jp = j_begin; jp < j_end; jp++) {
       const float *b = bp + packed_offset(g, jp - j_begin, k0);
       for (int64_t ip = 0; ip < a_panels; ip++)
@@ -554,9 +599,15 @@ static void add_bias(const srlm_cpu_mm *p, int parallel) {
 
 static gemm make_gemm(const srlm_cpu_mm *p, const kernel *kr) {
   gemm g = {kr ? kr : pick_kernel(p->bf16), p->M, p->N, p->K, p->lda, p->ldb, p->ldc, p->trans_a, p->trans_b, p->accumulate,
-            p->bf16, p->a, p->b, p->a16, p->b16, p->c};
+            p->bf16, p->a, p->b, p->a16, p->b16, p->c, p->c16};
   SRLM_CHECK(g.kr->dot || (!g.a16 && !g.b16), "cpu matmul: bf16 sources given to the %s kernel", g.kr->name);
+  SRLM_CHECK(!g.c16 || (g.K > 0 && g.K <= g.kr->kc && !g.accumulate && !p->bias),
+             "cpu matmul: a bf16 C the %s kernel cannot write (K = %lld)", g.kr->name, (long long)g.K);
   return g;
+}
+
+int srlm_cpu_gemm_c16_ok(const srlm_cpu_mm *p) {
+  return p->K > 0 && p->K <= pick_kernel(p->bf16)->kc && !p->accumulate && !p->bias;
 }
 
 /* Packs rows [m_start, m_start + mb) of A into apack (all of K) in shares: stored A^T in
@@ -678,9 +729,10 @@ static srlm_status gemm_serial(const srlm_cpu_mm *pp, srlm_cpu_gemm_ws *ws, cons
 srlm_status srlm_cpu_gemm_serial(const srlm_cpu_mm *p, srlm_cpu_gemm_ws *ws) { return gemm_serial(p, ws, NULL); }
 
 /* The dot-product kernel against the fp32 AVX-512 kernel (MXCSR flushing) and the
- * portable flushing one on products of every layout, K odd and even and across KC
- * blocks, accumulating into C with denormals and -0 in it, with values whose products
- * and sums fall below FLT_MIN, and bf16 denormal inputs. Computed once. */
+ * portable flushing one on products of every layout, K odd and even and across the
+ * portable kernel's KC blocks (unit.backend_cpu crosses the others'), accumulating into C with
+ * denormals and -0 in it, with values whose products and sums fall below FLT_MIN, and
+ * bf16 denormal inputs. Computed once. */
 #ifdef SRLM_X86
 static int dot_check(void) {
   enum { M = 11, N = 37, KMAX = 301 };
@@ -826,8 +878,8 @@ static packed_b *packed_get(const srlm_matmul_params *p, const kernel *kr, srlm_
             .b = b, .b16 = kr->dot ? p->b : NULL};
   SRLM_OMP_ROWS
   for (int64_t jp = 0; jp < n_panels; jp++)
-    for (int64_t k0 = 0; k0 < p->K; k0 += KC)
-      pack_b(&g, k0, p->K - k0 < KC ? p->K - k0 : KC, jp * kr->nr, data + packed_offset(&g, jp, k0));
+    for (int64_t k0 = 0; k0 < p->K; k0 += kr->kc)
+      pack_b(&g, k0, p->K - k0 < kr->kc ? p->K - k0 : kr->kc, jp * kr->nr, data + packed_offset(&g, jp, k0));
   srlm_cpu_stage_free(&s);
   if (g_packed.n == g_packed.cap) {
     size_t cap = g_packed.cap ? 2 * g_packed.cap : 64;
@@ -858,9 +910,10 @@ static int packed_weights_on(void) {
   return v;
 }
 
-/* The op: bf16 A and B are widened (exactly), a bf16 C is widened when accumulating and
- * rounded once at the end, so a bf16 result is the flushed fp32 chain's result (see the
- * top) rounded. */
+/* The op: bf16 A and B are widened (exactly) or packed as they are (the dot kernel); a
+ * bf16 C is rounded once from the flushed fp32 chain (see the top): by each tile when its
+ * chains end in one kernel call (K within one KC block, no bias, not accumulating), else
+ * widened into an fp32 copy when accumulating and rounded at the end. The same bits. */
 srlm_status srlm_cpu_matmul(srlm_backend *be, srlm_matmul_params p) {
   (void)be;
   SRLM_TRY(srlm_matmul_params_check(&p, "cpu matmul"));
@@ -888,13 +941,18 @@ srlm_status srlm_cpu_matmul(srlm_backend *be, srlm_matmul_params p) {
                    .b = p.K > 0 && !e && !direct ? srlm_cpu_stage_in(&s, p.b, p.dtype, nb) : NULL,
                    .a16 = direct ? p.a : NULL, .b16 = direct && !e ? p.b : NULL,
                    .bias = srlm_cpu_stage_in(&s, p.bias, p.c_dtype, p.N),
-                   .c = srlm_cpu_stage_out(&s, p.c, p.c_dtype, nc, p.accumulate || p.ldc > p.N),
                    .M = p.M, .N = p.N, .K = p.K, .lda = p.lda, .ldb = p.ldb, .ldc = p.ldc,
                    .trans_a = p.trans_a, .trans_b = p.trans_b, .accumulate = p.accumulate,
                    .bf16 = p.dtype == SRLM_BF16};
+  /* a bf16 C is written by the tiles where they hold whole chains, else staged in fp32 */
+  const int c16 = p.c_dtype == SRLM_BF16 && srlm_cpu_gemm_c16_ok(&m);
+  if (c16)
+    m.c16 = p.c;
+  else
+    m.c = srlm_cpu_stage_out(&s, p.c, p.c_dtype, nc, p.accumulate || p.ldc > p.N);
   st = gemm_run(&m, e ? e->data : NULL);
   if (e) pthread_mutex_unlock(&g_packed.mu);
-  if (st == SRLM_OK) srlm_cpu_stage_store(p.c, p.c_dtype, m.c, nc);
+  if (st == SRLM_OK && !c16) srlm_cpu_stage_store(p.c, p.c_dtype, m.c, nc);
   srlm_cpu_stage_free(&s);
   return st;
 }
