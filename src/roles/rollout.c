@@ -173,23 +173,14 @@ srlm_status sr_generate_shards(const sr_rollout *r, int t, const int64_t *list, 
         if (ptext) memcpy(ptext[pi], text, len + 1);
       }
       off[pi + 1] = (int64_t)ids.n;
-    }
-  }
-  for (int64_t pi = 0; pi < np && st == SRLM_OK; pi++)
-    for (int k = 0; k < K; k++) {
-      req[pi * K + k].n_prompt = off[pi + 1] - off[pi];
-      if (preq) preq[pi * K + k] = ptext[pi];
-    }
-  for (int j = 0; j < n && st == SRLM_OK; j++) { /* the pointers, now that ids holds every prompt */
-    int64_t lo, hi;
-    sr_shard_range(r, list[j], &lo, &hi);
-    for (int64_t i = lo; i < hi; i++)
       for (int k = 0; k < K; k++) {
-        const int64_t pi = q.prompt0[j] + (i - lo);
-        req[pi * K + k].prompt = ids.ids + off[pi];
-        req[pi * K + k].seq_id = sample_key(r, t, i, k);
+        req[pi * K + k] = (srlm_gen_request){.n_prompt = off[pi + 1] - off[pi], .seq_id = sample_key(r, t, i, k)};
+        if (preq) preq[pi * K + k] = ptext[pi];
       }
+    }
   }
+  for (int64_t x = 0; x < N && st == SRLM_OK; x++) /* the pointers, now that ids holds every prompt */
+    req[x].prompt = ids.ids + off[x / K];
   q.ids = &ids;
   q.off = off;
   q.res = srlm_xcalloc((size_t)N + 1, sizeof *q.res);
