@@ -414,13 +414,17 @@ typedef struct plan_msg {
   uint64_t rest; /* the plan's lines but the KV cache */
 } plan_msg;
 
+/* 1 when a backend's UUID is set (a GPU's; all zeros otherwise). */
+static int has_uuid(const unsigned char u[16]) {
+  static const unsigned char zero[16];
+  return memcmp(u, zero, sizeof zero) != 0;
+}
+
 /* 1 when ranks a and b share one device: the same host and backend, and the same GPU
  * (its UUID where the backend has one, else its index). */
 static int same_device(const plan_msg *a, const plan_msg *b) {
-  static const unsigned char zero[16];
   if (strcmp(a->host, b->host) || strcmp(a->backend, b->backend)) return 0;
-  if (memcmp(a->uuid, zero, sizeof zero) || memcmp(b->uuid, zero, sizeof zero))
-    return !memcmp(a->uuid, b->uuid, sizeof a->uuid);
+  if (has_uuid(a->uuid) || has_uuid(b->uuid)) return !memcmp(a->uuid, b->uuid, sizeof a->uuid);
   return a->device == b->device;
 }
 
@@ -489,10 +493,8 @@ static srlm_status print_layout(srlm_comm *comm, srlm_backend *be) {
   /* a GPU's UUID as nvidia-smi -L prints it: under per-task CUDA_VISIBLE_DEVICES every rank's
      index is 0, the UUID still tells the GPUs apart */
   const unsigned char *u = be->uuid;
-  int any = 0;
-  for (int i = 0; i < 16; i++) any |= u[i];
   char uuid[64] = "";
-  if (any)
+  if (has_uuid(u))
     snprintf(uuid, sizeof uuid, " (GPU-%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x)", u[0], u[1],
              u[2], u[3], u[4], u[5], u[6], u[7], u[8], u[9], u[10], u[11], u[12], u[13], u[14], u[15]);
   if (be->host_memory)
