@@ -211,6 +211,20 @@ static void reference_sample(srlm_model *m, const srlm_generate_params *p, const
   free(logits);
 }
 
+/* n requests (rev: the same, reversed) of random prompts: request i's is first + (i step) %
+ * mod ids in [0, V) keyed by (seed, purpose, i, j), in row i of prompts (row stride ld), its
+ * sequence id seq0 + i. */
+static void random_requests(int n, int64_t V, int first, int step, int mod, uint64_t seed, uint32_t purpose,
+                            uint64_t seq0, int32_t *prompts, int ld, srlm_gen_request *req, srlm_gen_request *rev) {
+  for (int i = 0; i < n; i++) {
+    const int len = first + (i * step) % mod;
+    int32_t *row = prompts + (size_t)i * (size_t)ld;
+    for (int j = 0; j < len; j++) row[j] = (int32_t)(srlm_rng_bits(seed, purpose, (uint32_t)i, (uint32_t)j, 0).v[0] % V);
+    req[i] = (srlm_gen_request){.prompt = row, .n_prompt = len, .seq_id = seq0 + (uint64_t)i};
+    rev[n - 1 - i] = req[i];
+  }
+}
+
 /* Generates the n requests with max_batch n into base, then with max_batch 1, 3, 4, n,
  * 2, prefill budgets 1 and 5 and the requests reversed (rev): every run must give base's
  * samples bit for bit (sampling is keyed per sequence; the slots are independent). */
@@ -276,12 +290,7 @@ static void test_sampling_invariance(void) {
   enum { N = 7 };
   int32_t prompts[N][24];
   srlm_gen_request req[N], rev[N];
-  for (int i = 0; i < N; i++) {
-    int len = 1 + (i * 7) % 23;
-    for (int j = 0; j < len; j++) prompts[i][j] = (int32_t)(srlm_rng_bits(31, 1, (uint32_t)i, (uint32_t)j, 0).v[0] % V);
-    req[i] = (srlm_gen_request){.prompt = prompts[i], .n_prompt = len, .seq_id = 1000 + (uint64_t)i};
-    rev[N - 1 - i] = req[i];
-  }
+  random_requests(N, V, 1, 7, 23, 31, 1, 1000, prompts[0], 24, req, rev);
   srlm_generate_params p = srlm_generate_params_default();
   p.sampler = (srlm_sampler_params){.temperature = 1.2f, .top_k = 40, .top_p = 0.95f, .min_p = 0.0f, .seed = 99};
   p.max_new_tokens = 14;
@@ -381,12 +390,7 @@ static void test_sampling_invariance_sim(void) {
   enum { N = 6 };
   int32_t prompts[N][80];
   srlm_gen_request req[N], rev[N];
-  for (int i = 0; i < N; i++) {
-    int len = 3 + (i * 29) % 77; /* up to 79 tokens: past one 64-key piece */
-    for (int j = 0; j < len; j++) prompts[i][j] = (int32_t)(srlm_rng_bits(37, 2, (uint32_t)i, (uint32_t)j, 0).v[0] % V);
-    req[i] = (srlm_gen_request){.prompt = prompts[i], .n_prompt = len, .seq_id = 500 + (uint64_t)i};
-    rev[N - 1 - i] = req[i];
-  }
+  random_requests(N, V, 3, 29, 77, 37, 2, 500, prompts[0], 80, req, rev); /* up to 79 tokens: past one 64-key piece */
   srlm_generate_params p = srlm_generate_params_default();
   p.sampler = (srlm_sampler_params){.temperature = 1.0f, .top_k = 0, .top_p = 0.9f, .min_p = 0.0f, .seed = 5};
   p.max_new_tokens = 8;
