@@ -2,8 +2,10 @@
  * (ALGORITHMS.md section 0), for the last srlm_model_forward_train, in reverse order of
  * forward.c:
  *
- *   LM head (chunks, logits recomputed) -> final norm -> scatter to the token rows
- *   for each layer, last first (recomputing its activations first in recompute mode):
+ *   LM head (chunks; logits kept by the forward on host memory, else recomputed) -> final
+ *   norm -> scatter to the token rows
+ *   for each layer, last first (recomputing its activations first in recompute mode; the
+ *   blocks' normed inputs and silu(gate) * up kept on host memory, else recomputed here):
  *     MLP: dWd, dh, SwiGLU, dWg/dWu, dxn, rmsnorm -> residual
  *     attention: dWo (dbo), dattention, rope^-1, q/k-norm (qwen3), dbq/k/v, dWq/k/v,
  *                dxn, rmsnorm -> residual
@@ -90,17 +92,24 @@ static srlm_status layer_backward(srlm_model *m, int l, const layer_acts *a, con
   const int64_t C = m->C, FF = m->FF, Q = m->Q, KV = m->KV;
 
   /* MLP: x_out = x_mid + (silu(gate) * up) Wd^T, gate/up = rmsnorm(x_mid) Wg^T / Wu^T */
-  srlm_swiglu_params sw = {.h = s->h, .gate = a->gate, .up = a->up, .N = T, .FF = FF, .dtype = m->dt};
-  SRLM_TRY(OP(m, swiglu_forward, sw));
-  SRLM_TRY(dweight(m, lo->down, d->dres, s->h, T, C, FF));
+  const void *h = a->h, *xn2 = a->xn2, *xn1 = a->xn1; /* kept (keep_inputs) or recomputed */
+  if (!h) {
+    srlm_swiglu_params sw = {.h = s->h, .gate = a->gate, .up = a->up, .N = T, .FF = FF, .dtype = m->dt};
+    SRLM_TRY(OP(m, swiglu_forward, sw));
+    h = s->h;
+  }
+  SRLM_TRY(dweight(m, lo->down, d->dres, h, T, C, FF));
   SRLM_TRY(dinput(m, d->dh, d->dres, lo->down, T, C, FF, 0));
   srlm_swiglu_bwd_params swb = {.dgate = a->gate, .dup = a->up, .dh = d->dh, .gate = a->gate, .up = a->up, .N = T,
                                 .FF = FF, .dtype = m->dt};
   SRLM_TRY(OP(m, swiglu_backward, swb));
   const void *dgate = a->gate, *dup = a->up;
-  SRLM_TRY(srlm_model_rmsnorm(m, s->xn, NULL, a->x_mid, lo->mlp_norm, T, C));
-  SRLM_TRY(dweight(m, lo->gate, dgate, s->xn, T, FF, C));
-  SRLM_TRY(dweight(m, lo->up, dup, s->xn, T, FF, C));
+  if (!xn2) {
+    SRLM_TRY(srlm_model_rmsnorm(m, s->xn, NULL, a->x_mid, lo->mlp_norm, T, C));
+    xn2 = s->xn;
+  }
+  SRLM_TRY(dweight(m, lo->gate, dgate, xn2, T, FF, C));
+  SRLM_TRY(dweight(m, lo->up, dup, xn2, T, FF, C));
   SRLM_TRY(dinput(m, d->dxn, dgate, lo->gate, T, FF, C, 0));
   SRLM_TRY(dinput(m, d->dxn, dup, lo->up, T, FF, C, 1));
   SRLM_TRY(rmsnorm_bwd(m, d->dtmp, d->dxn, a->x_mid, a->rstd2, lo->mlp_norm, T, C));
@@ -128,10 +137,13 @@ static srlm_status layer_backward(srlm_model *m, int l, const layer_acts *a, con
   SRLM_TRY(dbias(m, lo->q_bias, d->dq, T, Q));
   SRLM_TRY(dbias(m, lo->k_bias, d->dk, T, KV));
   SRLM_TRY(dbias(m, lo->v_bias, d->dv, T, KV));
-  SRLM_TRY(srlm_model_rmsnorm(m, s->xn, NULL, a->x_in, lo->attn_norm, T, C));
-  SRLM_TRY(dweight(m, lo->q, d->dq, s->xn, T, Q, C));
-  SRLM_TRY(dweight(m, lo->k, d->dk, s->xn, T, KV, C));
-  SRLM_TRY(dweight(m, lo->v, d->dv, s->xn, T, KV, C));
+  if (!xn1) {
+    SRLM_TRY(srlm_model_rmsnorm(m, s->xn, NULL, a->x_in, lo->attn_norm, T, C));
+    xn1 = s->xn;
+  }
+  SRLM_TRY(dweight(m, lo->q, d->dq, xn1, T, Q, C));
+  SRLM_TRY(dweight(m, lo->k, d->dk, xn1, T, KV, C));
+  SRLM_TRY(dweight(m, lo->v, d->dv, xn1, T, KV, C));
   SRLM_TRY(dinput(m, d->dxn, d->dq, lo->q, T, Q, C, 0));
   SRLM_TRY(dinput(m, d->dxn, d->dk, lo->k, T, KV, C, 1));
   SRLM_TRY(dinput(m, d->dxn, d->dv, lo->v, T, KV, C, 1));

@@ -49,6 +49,11 @@ size_t srlm_model_carve_acts(const srlm_model *m, int64_t T, int full, char **cu
     z.rstd2 = carve_f(cur, &total, T);
     z.gate = carve_x(cur, &total, T * m->FF);
     z.up = carve_x(cur, &total, T * m->FF);
+    if (m->keep_inputs) {
+      z.xn1 = carve_x(cur, &total, T * m->C);
+      z.xn2 = carve_x(cur, &total, T * m->C);
+      z.h = carve_x(cur, &total, T * m->FF);
+    }
   }
   if (a) *a = z;
   return total;
@@ -114,11 +119,12 @@ srlm_status srlm_model_layer_forward(srlm_model *m, int l, const layer_acts *a, 
   const float scale = 1.0f / sqrtf((float)m->HS);
 
   /* attention block */
-  SRLM_TRY(srlm_model_rmsnorm(m, s->xn, a->rstd1, a->x_in, lo->attn_norm, T, m->C));
+  void *xn1 = a->xn1 ? a->xn1 : s->xn;
+  SRLM_TRY(srlm_model_rmsnorm(m, xn1, a->rstd1, a->x_in, lo->attn_norm, T, m->C));
   void *q = a->q_raw ? a->q_raw : a->q, *k = a->k_raw ? a->k_raw : a->k;
-  SRLM_TRY(srlm_model_linear(m, q, s->xn, T, lo->q, lo->q_bias, m->Q, m->C));
-  SRLM_TRY(srlm_model_linear(m, k, s->xn, T, lo->k, lo->k_bias, m->KV, m->C));
-  SRLM_TRY(srlm_model_linear(m, a->v, s->xn, T, lo->v, lo->v_bias, m->KV, m->C));
+  SRLM_TRY(srlm_model_linear(m, q, xn1, T, lo->q, lo->q_bias, m->Q, m->C));
+  SRLM_TRY(srlm_model_linear(m, k, xn1, T, lo->k, lo->k_bias, m->KV, m->C));
+  SRLM_TRY(srlm_model_linear(m, a->v, xn1, T, lo->v, lo->v_bias, m->KV, m->C));
   if (m->cfg.qk_norm) {
     SRLM_TRY(srlm_model_rmsnorm(m, a->q, a->rstd_q, q, lo->q_norm, T * m->NH, m->HS));
     SRLM_TRY(srlm_model_rmsnorm(m, a->k, a->rstd_k, k, lo->k_norm, T * m->NKV, m->HS));
@@ -146,12 +152,13 @@ srlm_status srlm_model_layer_forward(srlm_model *m, int l, const layer_acts *a, 
   SRLM_TRY(add(m, a->x_mid, a->x_in, s->tmp, T * m->C));
 
   /* MLP block */
-  SRLM_TRY(srlm_model_rmsnorm(m, s->xn, a->rstd2, a->x_mid, lo->mlp_norm, T, m->C));
-  SRLM_TRY(srlm_model_linear(m, a->gate, s->xn, T, lo->gate, SRLM_NO_TENSOR, m->FF, m->C));
-  SRLM_TRY(srlm_model_linear(m, a->up, s->xn, T, lo->up, SRLM_NO_TENSOR, m->FF, m->C));
-  srlm_swiglu_params sw = {.h = s->h, .gate = a->gate, .up = a->up, .N = T, .FF = m->FF, .dtype = m->dt};
+  void *xn2 = a->xn2 ? a->xn2 : s->xn, *h = a->h ? a->h : s->h;
+  SRLM_TRY(srlm_model_rmsnorm(m, xn2, a->rstd2, a->x_mid, lo->mlp_norm, T, m->C));
+  SRLM_TRY(srlm_model_linear(m, a->gate, xn2, T, lo->gate, SRLM_NO_TENSOR, m->FF, m->C));
+  SRLM_TRY(srlm_model_linear(m, a->up, xn2, T, lo->up, SRLM_NO_TENSOR, m->FF, m->C));
+  srlm_swiglu_params sw = {.h = h, .gate = a->gate, .up = a->up, .N = T, .FF = m->FF, .dtype = m->dt};
   SRLM_TRY(OP(m, swiglu_forward, sw));
-  SRLM_TRY(srlm_model_linear(m, s->tmp, s->h, T, lo->down, SRLM_NO_TENSOR, m->C, m->FF));
+  SRLM_TRY(srlm_model_linear(m, s->tmp, h, T, lo->down, SRLM_NO_TENSOR, m->C, m->FF));
   return add(m, a->x_out, a->x_mid, s->tmp, T * m->C);
 }
 

@@ -152,6 +152,7 @@ static srlm_status model_new(const srlm_model_config *c, srlm_backend *be, srlm_
   srlm_model *m = srlm_xcalloc(1, sizeof *m);
   m->cfg = *c;
   m->be = be;
+  m->keep_inputs = be->host_memory;
   m->dt = dt;
   m->esz = srlm_dtype_size(dt);
   srlm_status st = srlm_model_config_finalize(&m->cfg, "model config");

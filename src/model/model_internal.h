@@ -41,6 +41,10 @@ typedef struct layer_acts {
   float *rstd2;         /* (T) */
   void *gate, *up;      /* (T, FF) */
   void *x_out;          /* (T, C) */
+  /* kept on host memory only (srlm_model's keep_inputs), else NULL and recomputed by the
+     backward into the scratch: the blocks' normed inputs and the down projection's input */
+  void *xn1, *xn2;      /* (T, C) rmsnorm(x_in), rmsnorm(x_mid) */
+  void *h;              /* (T, FF) silu(gate) * up */
 } layer_acts;
 
 /* Scratch of one forward or backward (not kept), compute dtype. */
@@ -127,6 +131,9 @@ struct srlm_model {
 
   /* training: the last forward_train, for backward */
   int recompute;           /* keep only each layer's input and recompute the rest */
+  int keep_inputs;         /* a full layer_acts also keeps xn1, xn2 and h: on host memory, where the
+                              backward's recompute of two RMSNorms and a SwiGLU per layer costs
+                              more than the memory (a device's memory is its budget: it recomputes) */
   batch_bufs tb;
   dbuf act_buf;            /* what backward reads */
   dbuf tscratch_buf;       /* forward/backward scratch */

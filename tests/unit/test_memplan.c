@@ -68,8 +68,14 @@ static void test_against_model(srlm_dtype dt, int recompute) {
   srlm_model_memory mm;
   EXPECT(srlm_model_memory_plan(&c, dt, recompute, 37, NT, 0, &mm) == SRLM_OK, "plan: %s", srlm_error_message());
   /* on host memory the model also keeps the head's logits for the backward (NT x V fp32,
-     head.c), which it never does on a device, the plan's subject */
-  const size_t kept = (size_t)NT * (size_t)c.vocab_size * sizeof(float);
+     head.c) and each full layer set's normed inputs and SwiGLU output (2 x T x C + T x FF:
+     every layer's, or the recompute work set's), which it never does on a device, the
+     plan's subject */
+  const size_t esz = dt == SRLM_BF16 ? 2 : 4, full_sets = recompute ? 1 : (size_t)c.num_hidden_layers;
+#define CARVED(n) (((size_t)(n) * esz + 63) & ~(size_t)63) /* the model's 64-byte carving */
+  const size_t kept = (size_t)NT * (size_t)c.vocab_size * sizeof(float) +
+                      full_sets * (2 * CARVED(37 * c.hidden_size) + CARVED(37 * c.intermediate_size));
+#undef CARVED
   EXPECT(mm.train + kept == srlm_model_activation_bytes(m), "%s recompute %d: plan %zu bytes + %zu of kept logits, "
          "the model kept %zu", dt == SRLM_BF16 ? "bf16" : "fp32", recompute, mm.train, kept,
          srlm_model_activation_bytes(m));
