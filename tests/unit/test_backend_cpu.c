@@ -8,9 +8,10 @@
  * - threads: every op gives the same bits with 1 and 3 OpenMP threads;
  * - ISA levels: every op gives the same bits at every level (AVX-512 BF16, AVX-512, AVX2,
  *   portable C);
- * - bf16: the ops that compute bf16 tensors a block, a row or a tile at a time (SwiGLU,
- *   add, RMSNorm, RoPE, attention) give the bits of their staged definition (cpu_ops.h)
- *   at every level and thread count (attention's outputs also compared across them);
+ * - bf16: the ops that compute bf16 tensors a block or a row at a time (SwiGLU, add,
+ *   RMSNorm, RoPE) give the bits of their staged definition (cpu_ops.h) at every level and
+ *   thread count; bf16 attention (P and dS in two bf16 parts) is within a bound of the fp32
+ *   op on the widened inputs and gives the same bits at every level and thread count;
  * - the shared parameter checks (backend.c) as the CPU reports them, and the CPU's order
  *   of checks (targets before any output is written);
  * - matmul's packed weights (b_version): read from the cache, repacked on a new version;
@@ -406,7 +407,8 @@ static uint16_t *bf16_of(const float *f, int64_t n) {
 }
 
 /* backend.h: on the CPU a query of attention_kv gets the bits of the full forward, in fp32
- * and in bf16. Every sequence in its own slot (reversed order), fed as a prefill of
+ * and in bf16 (attention.c: P enters P V in bf16 parts, element by element, so a tile does
+ * not change them). Every sequence in its own slot (reversed order), fed as a prefill of
  * its first half then one token at a time, at every ISA level. */
 static void test_kv_matches_forward(srlm_backend *be) {
   static const struct { int B; int32_t lens[4]; int64_t NH, NKV, HS, W; } cases[] = {
@@ -715,8 +717,42 @@ static void check_bf16_native(srlm_backend *be, const char *isa, int threads) {
   free(ref), free(ref2), free(rstd), free(rstd_ref), free(dw), free(dw_ref), free(o), free(o2);
 }
 
-/* Attention on bf16 tensors (each task widens the rows it reads) against the fp32 op on
- * the widened tensors, rounded: forward (with and without a window),
+/* bf16 attention does not give the bits of its staged definition: P and dS enter their
+ * products as two bf16 parts each, hi = bf16(x) and lo = bf16(x - hi) (attention.c), so a
+ * product term errs by up to 2^-16 of itself (lo's rounding: 2^-8 of x - hi, itself at
+ * most 2^-8 of x) where fp32 P errs by 2^-24. Against the fp32 op on the widened inputs a
+ * bf16 result may then differ by the output's own rounding (half a bf16 ulp) plus at most
+ * 2^-16 of the sum of its terms' magnitudes. The check: the part of |got - ref| past half
+ * an ulp of max(|got|, |ref|), over the output's max |ref|, at most ATTN_BF16_EXCESS =
+ * 2^-16, the per-term bound with the terms' magnitudes summing to the output's max (they
+ * do for out: an average of v). Measured on these inputs (every level, thread count, NKV,
+ * window; the same bits everywhere): 2^-20.0, 16x below. A single bf16 P or dS (lo
+ * dropped) measures 2^-10.3 to 2^-9.2, a wrong row stride or a lost 1/sum more. */
+#define ATTN_BF16_EXCESS 0x1p-16
+static double g_attn_excess; /* the worst excess seen, for the summary line */
+
+/* got (bf16) against the fp32 reference ref (n values), as ATTN_BF16_EXCESS says. */
+static void expect_bf16_near(const uint16_t *got, const float *ref, int64_t n, const char *what, const char *isa,
+                             int threads) {
+  double mx = 0, worst = 0;
+  int64_t at = -1;
+  for (int64_t i = 0; i < n; i++) mx = fmax(mx, fabs((double)ref[i]));
+  for (int64_t i = 0; i < n; i++) {
+    const double g = srlm_bf16_to_f32(got[i]), r = ref[i], m = fmax(fabs(g), fabs(r));
+    const double e = fabs(g - r) - (m > 0 ? ldexp(1.0, ilogb(m) - 8) : 0.0);
+    if (!(e <= worst)) worst = e, at = i; /* NaN counts as worst */
+  }
+  const double rel = mx > 0 ? worst / mx : worst;
+  if (rel > g_attn_excess || rel != rel) g_attn_excess = rel;
+  if (!(rel <= ATTN_BF16_EXCESS))
+    fprintf(stderr, "  element %lld of %lld: %.9g, fp32 %.9g (max |fp32| %.6g): excess 2^%.2f of the max\n",
+            (long long)at, (long long)n, (double)srlm_bf16_to_f32(got[at]), (double)ref[at], mx, log2(rel));
+  EXPECT(rel <= ATTN_BF16_EXCESS, "bf16 %s at %s, %d threads: past the fp32 result's rounding by more than 2^%d", what,
+         isa, threads, ilogb(ATTN_BF16_EXCESS));
+}
+
+/* Attention on bf16 tensors against the fp32 op on the widened tensors (expect_bf16_near;
+ * lse the same bits: the scores are the same chains): forward (with and without a window),
  * backward, and the KV-cache forward (a decode of 3 queries and a prefill); tiles with
  * partial rows, a head size that is not a multiple of 16. NKV = 1: every task reads the
  * one key/value head, so below the dot kernel's level a thread's next task finds rows of it
@@ -755,7 +791,7 @@ static int64_t check_bf16_attention(srlm_backend *be, const char *isa, int threa
     apf.out = fout, apf.lse = flse, apf.q = fq, apf.k = fk, apf.v = fv, apf.dtype = SRLM_F32;
     EXPECT_EQ_INT(SRLM_OP(be, attention_forward, apf), SRLM_OK);
     snprintf(what, sizeof what, "attention_forward (NKV %lld, window %d)", (long long)NKV, win);
-    expect_rounded(out, fout, nq, what, isa, threads);
+    expect_bf16_near(out, fout, nq, what, isa, threads);
     EXPECT_SAME_BITS(lse, flse, T * NH, "bf16 %s's lse at %s, %d threads", what, isa, threads);
     RECORD(out, nq);
     RECORD(lse, T * NH);
@@ -770,11 +806,11 @@ static int64_t check_bf16_attention(srlm_backend *be, const char *isa, int threa
     bpf.k = fk, bpf.v = fv, bpf.dtype = SRLM_F32;
     EXPECT_EQ_INT(SRLM_OP(be, attention_backward, bpf), SRLM_OK);
     snprintf(what, sizeof what, "attention_backward (NKV %lld, window %d) dq", (long long)NKV, win);
-    expect_rounded(dq, fdq, nq, what, isa, threads);
+    expect_bf16_near(dq, fdq, nq, what, isa, threads);
     snprintf(what, sizeof what, "attention_backward (NKV %lld, window %d) dk", (long long)NKV, win);
-    expect_rounded(dk, fdk, nkv, what, isa, threads);
+    expect_bf16_near(dk, fdk, nkv, what, isa, threads);
     snprintf(what, sizeof what, "attention_backward (NKV %lld, window %d) dv", (long long)NKV, win);
-    expect_rounded(dv, fdv, nkv, what, isa, threads);
+    expect_bf16_near(dv, fdv, nkv, what, isa, threads);
     RECORD(dq, nq);
     RECORD(dk, nkv);
     RECORD(dv, nkv);
@@ -791,7 +827,7 @@ static int64_t check_bf16_attention(srlm_backend *be, const char *isa, int threa
     kpf.out = fout, kpf.q = fq, kpf.k_cache = fkc, kpf.v_cache = fvc, kpf.dtype = SRLM_F32;
     EXPECT_EQ_INT(SRLM_OP(be, attention_kv, kpf), SRLM_OK);
     snprintf(what, sizeof what, "attention_kv (NKV %lld, window %d)", (long long)NKV, win);
-    expect_rounded(out, fout, 73 * NH * HS, what, isa, threads);
+    expect_bf16_near(out, fout, 73 * NH * HS, what, isa, threads);
     RECORD(out, 73 * NH * HS);
   }
 #undef RECORD
@@ -802,8 +838,8 @@ static int64_t check_bf16_attention(srlm_backend *be, const char *isa, int threa
 }
 
 /* The bf16 ops at every ISA level and with 1 and 3 threads: the block/row ops against
- * staging, and attention's outputs, at every level and thread count, the same bits as at
- * the first (backend.h: the CPU's bits do not depend on them). */
+ * staging, attention within ATTN_BF16_EXCESS of fp32 and, at every level and thread
+ * count, the same bits as at the first (backend.h: the CPU's bits do not depend on them). */
 static void test_bf16_native(srlm_backend *be) {
 #ifdef _OPENMP
   const int saved = omp_get_max_threads();
@@ -837,6 +873,8 @@ static void test_bf16_native(srlm_backend *be) {
       }
     }
   }
+  fprintf(stderr, "  bf16 attention vs fp32: worst excess over the output's rounding 2^%.2f of the max (bound 2^%d)\n",
+          log2(g_attn_excess), ilogb(ATTN_BF16_EXCESS));
 #ifdef _OPENMP
   omp_set_num_threads(saved);
 #endif
