@@ -17,10 +17,27 @@
  *     D_i = dO_i . O_i, dS = P (dP - D) scale, dQ = dS K;
  *   dK/dV pass, per (sequence, kv head, key tile): for each query head of the group and
  *     each query tile that sees the keys, dV += P^T dO and dK += dS^T Q.
- * bf16 tensors are not staged whole: each task widens the rows it reads (its queries,
- * the keys and values they see) into its thread's fp32 buffers, runs the same tile code
- * on them and rounds its output rows back (cpu_ops.h). Products do not depend on the
- * strides (one fma chain per element), so these are the bits of staging. */
+ *
+ * bf16 tensors: every product is a bf16 product (matmul.c: the fma chain with denormals
+ * flushed), which the AVX-512 BF16 dot-product kernel runs at twice the fp32 kernels'
+ * rate, reading the bf16 Q, K, V and dO rows where they are (srlm_cpu_mm's a16 / b16).
+ * P and dS, computed in fp32, enter their products as two bf16 parts, hi = bf16(x) and
+ * lo = bf16(x - hi): lo's product, then hi's continuing the same chains (mm_tile). That
+ * keeps about 16 bits of each probability: a single bf16 P or dS (FlashAttention-2's,
+ * PyTorch's CPU flash attention's) errs by up to 2^-9 of each term, as much as the
+ * output's own rounding, and test_backend_ops' rule (the CPU within 2x the error of a naive
+ * fp32 computation rounded once) then fails on dk (measured 2.1x; cuda/attention_mma.cu
+ * splits P and dS for the same reason). The scores, softmax, lse, D, 1/sum and scale stay
+ * fp32; each task's output rows are computed in fp32 buffers and rounded once.
+ * - Invariance: an element's parts depend on the element alone and masked entries are
+ *   exact zeros in both chains, so the bits above (tile, prefill, decode, threads) hold
+ *   for bf16 too: attention_kv against a bf16 cache gives a query the forward's bits.
+ * - ISA levels: below the dot kernel's level the same bf16 products run on the fp32
+ *   kernels with MXCSR flushing (matmul.c: the same bits), on rows each task widens into
+ *   its thread's buffers (and the parts' widened values), so every level gives the same
+ *   bits. The dot kernel's level needs no widened copy of anything.
+ * - Not the bits of staging (cpu_ops.h's bf16 definition): within the output's rounding
+ *   plus 2^-16 of the terms (unit.backend_cpu measures it). */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -48,30 +65,98 @@ static inline int64_t key_hi(int64_t P, const mask *mk) {
  * j + W - 1 or the sequence's last, either way). */
 static inline int64_t query_lo(int64_t j, const mask *mk) { return mk->causal ? j : key_lo(j, mk->W); }
 
-/* One head's view of a sequence: row i of q / out / dout, key j of k / v. */
+/* A matrix operand of the tile products: rows of fp32 values (f) or of bf16 values (h, read
+ * as they are by the dot kernel), row stride ld. */
+typedef struct opnd {
+  const float *f;
+  const uint16_t *h;
+  int64_t ld;
+} opnd;
+
+/* x from its row r on */
+static inline opnd rows_from(opnd x, int64_t r) {
+  if (x.f) x.f += r * x.ld;
+  if (x.h) x.h += r * x.ld;
+  return x;
+}
+
+/* Row r of x (HS values) as fp32: where it is, or widened into tmp. */
+static inline const float *row_f32(opnd x, int64_t r, float *tmp, int64_t HS) {
+  if (x.f) return x.f + r * x.ld;
+  srlm_cpu_widen(tmp, x.h + r * x.ld, HS);
+  return tmp;
+}
+
+/* One head's view of a sequence: row i of q / dout / o / out / dq, key j of k / v / dk / dv. */
 typedef struct head_view {
-  const float *q, *k, *v, *dout, *o;
-  float *out, *dq, *dk, *dv, *lse, *D;
-  int64_t q_ld, kv_ld, lse_ld; /* strides of q/out/dout rows, of k/v rows, of lse/D entries */
-  /* dK/dV pass on bf16 tensors: q and dout are these rows (stride src_ld), widened by
-   * dkv_tile one head at a time (q, dout above are then unused) */
+  opnd q, k, v, dout, o;
+  float *out, *dq, *dk, *dv, *lse, *D; /* fp32 */
+  int64_t out_ld, dkv_ld, lse_ld;      /* strides of out/dq rows, of dk/dv rows, of lse/D entries */
+  /* dK/dV pass on bf16 tensors below the dot kernel's level: q and dout are these rows
+   * (stride src_ld), widened by dkv_tile one head at a time (q, dout above are then unused) */
   const uint16_t *q16, *dout16;
   int64_t src_ld;
 } head_view;
 
-/* A thread's scratch. For bf16 tensors also the widened rows of a task, each (Lmax, HS),
- * a row at its position in the sequence: wq, wdo, wo (queries, dout, out), wk, wv, and
- * wa, wb (the outputs: out or dq; dk and dv). wk, wv hold rows [kv_lo, kv_hi) of the key
- * and value head whose row 0 in k is kv_src (NULL: none), kept for the thread's next
- * task: tasks run the heads of a tile in turn, the longest tiles first, so a task often
- * reads rows already widened (k and v do not change during an op). */
+/* A thread's scratch: S, dP (QT, J) for the scores and their gradients. For bf16 tensors
+ * also x16 (2, QT, J), the bf16 parts of P or dS (mm_tile), xw (2, QT, J), fp32 room for
+ * their residual and widened values, and rows (one allocation) holding the fp32 outputs
+ * of a task, each (Lmax, HS) with a row at its position in the sequence: wa, wb (out or
+ * dq; dk and dv). With the dot kernel the bf16 inputs are read where they are and wo, wdo
+ * are one row each (D's operands). Below its level the inputs a task reads are widened,
+ * each (Lmax, HS): wq, wdo, wo (queries, dout, out), wk, wv. wk, wv hold rows [kv_lo,
+ * kv_hi) of the key and value head whose row 0 in k is kv_src (NULL: none), kept for the
+ * thread's next task: tasks run the heads of a tile in turn, the longest tiles first, so
+ * a task often reads rows already widened (k and v do not change during an op). */
 typedef struct tile_scratch {
-  float *S, *dP; /* (QT, J) */
+  float *S, *dP;
+  int bf16, direct; /* bf16 tensors; their products on the dot kernel, from bf16 operands */
+  uint16_t *x16;
+  float *xw, *rows;
   float *wq, *wdo, *wo, *wk, *wv, *wa, *wb;
   const uint16_t *kv_src;
   int64_t kv_lo, kv_hi;
   srlm_cpu_gemm_ws ws;
 } tile_scratch;
+
+/* The floats of a thread's scratch for sequences of up to L positions (tiles of up to L
+ * keys), for the error message. */
+static int64_t scratch_floats(srlm_dtype dt, int64_t L, int64_t HS) {
+  if (dt == SRLM_F32) return 2 * QT * L;
+  return 5 * QT * L + (srlm_cpu_bf16_direct() ? 2 * L * HS + 2 * HS : 7 * L * HS);
+}
+
+/* Allocates t's buffers (a zeroed t) for sequences of up to L positions; returns 0 when out
+ * of memory (free them anyway). */
+static int scratch_alloc(tile_scratch *t, srlm_dtype dt, int64_t L, int64_t HS) {
+  const size_t tile = (size_t)(QT * L), n = (size_t)(L * HS);
+  t->S = malloc(tile * sizeof(float));
+  t->dP = malloc(tile * sizeof(float));
+  if (!t->S || !t->dP) return 0;
+  if (dt == SRLM_F32) return 1;
+  t->bf16 = 1;
+  t->direct = srlm_cpu_bf16_direct();
+  t->x16 = malloc(2 * tile * sizeof *t->x16);
+  t->xw = malloc(2 * tile * sizeof *t->xw);
+  t->rows = malloc((t->direct ? 2 * n + 2 * (size_t)HS : 7 * n) * sizeof *t->rows);
+  if (!t->x16 || !t->xw || !t->rows) return 0;
+  float *w = t->rows;
+  t->wa = w, t->wb = w + n;
+  if (t->direct)
+    t->wo = w + 2 * n, t->wdo = w + 2 * n + HS;
+  else
+    t->wq = w + 2 * n, t->wdo = w + 3 * n, t->wo = w + 4 * n, t->wk = w + 5 * n, t->wv = w + 6 * n;
+  return 1;
+}
+
+static void scratch_free(tile_scratch *t) {
+  free(t->S);
+  free(t->dP);
+  free(t->x16);
+  free(t->xw);
+  free(t->rows);
+  srlm_cpu_gemm_ws_free(&t->ws);
+}
 
 /* rows x HS values of a bf16 tensor (row stride ld) into dst (rows, HS), and back */
 static void widen_rows(float *dst, const uint16_t *src, int64_t rows, int64_t ld, int64_t HS) {
@@ -81,32 +166,64 @@ static void narrow_rows(uint16_t *dst, int64_t ld, const float *src, int64_t row
   for (int64_t r = 0; r < rows; r++) srlm_cpu_narrow(dst + r * ld, src + r * HS, HS);
 }
 
-/* Rows [lo, hi) of a bf16 key and value head (k16, v16: their row 0, stride ld) into t's
- * wk, wv, unless they are there already. */
-static void widen_kv(tile_scratch *t, const uint16_t *k16, const uint16_t *v16, int64_t lo, int64_t hi, int64_t ld,
-                     int64_t HS) {
+/* rows x HS values of a bf16 tensor (row stride ld) as a product operand: the tensor itself
+ * for the dot kernel, else widened into buf. */
+static opnd bf16_rows(const tile_scratch *t, const uint16_t *src, int64_t rows, int64_t ld, int64_t HS, float *buf) {
+  if (t->direct) return (opnd){.h = src, .ld = ld};
+  widen_rows(buf, src, rows, ld, HS);
+  return (opnd){.f = buf, .ld = HS};
+}
+
+/* A bf16 key and value head (k16, v16: their row 0, stride ld) as operands whose rows [lo,
+ * hi) are valid: the tensors themselves for the dot kernel, else t's wk, wv, widened unless
+ * they are there already. */
+static void bf16_kv(tile_scratch *t, const uint16_t *k16, const uint16_t *v16, int64_t lo, int64_t hi, int64_t ld,
+                    int64_t HS, opnd *k, opnd *v) {
+  if (t->direct) {
+    *k = (opnd){.h = k16, .ld = ld}, *v = (opnd){.h = v16, .ld = ld};
+    return;
+  }
+  *k = (opnd){.f = t->wk, .ld = HS}, *v = (opnd){.f = t->wv, .ld = HS};
   if (t->kv_src == k16 && t->kv_lo <= lo && hi <= t->kv_hi) return;
   widen_rows(t->wk + lo * HS, k16 + lo * ld, hi - lo, ld, HS);
   widen_rows(t->wv + lo * HS, v16 + lo * ld, hi - lo, ld, HS);
   t->kv_src = k16, t->kv_lo = lo, t->kv_hi = hi;
 }
 
-/* The bf16 buffers of t (one allocation from wq), for rows of up to Lmax positions;
- * returns 0 when out of memory. */
-static int scratch_bf16(tile_scratch *t, int64_t Lmax, int64_t HS) {
-  const size_t n = (size_t)(Lmax * HS);
-  float *w = malloc(7 * n * sizeof *w);
-  if (!w) return 0;
-  t->wq = w, t->wdo = w + n, t->wo = w + 2 * n, t->wk = w + 3 * n, t->wv = w + 4 * n, t->wa = w + 5 * n,
-  t->wb = w + 6 * n;
-  return 1;
+/* C (+)= op(A) op(B); a bf16 product (denormals flushed, the dot kernel where direct) on
+ * bf16 tensors. */
+static srlm_status mm(tile_scratch *t, float *c, int64_t ldc, opnd a, int ta, opnd b, int tb, int64_t M, int64_t N,
+                      int64_t K, int acc) {
+  srlm_cpu_mm p = {.c = c, .a = a.f, .a16 = a.h, .b = b.f, .b16 = b.h, .M = M, .N = N, .K = K, .lda = a.ld,
+                   .ldb = b.ld, .ldc = ldc, .trans_a = ta, .trans_b = tb, .accumulate = acc, .bf16 = t->bf16};
+  return srlm_cpu_gemm_serial(&p, &t->ws);
 }
 
-static srlm_status mm(tile_scratch *t, float *c, int64_t ldc, const float *a, int64_t lda, int ta, const float *b,
-                      int64_t ldb, int tb, int64_t M, int64_t N, int64_t K, int acc) {
-  srlm_cpu_mm p = {.c = c, .a = a, .b = b, .M = M, .N = N, .K = K, .lda = lda, .ldb = ldb, .ldc = ldc,
-                   .trans_a = ta, .trans_b = tb, .accumulate = acc};
-  return srlm_cpu_gemm_serial(&p, &t->ws);
+/* C (+)= op(X) op(B) where X (rows, cols) is a tile of fp32 values the tile code computed
+ * (P or dS), op(X) = X^T when tx. fp32 tensors: X as it is. bf16 tensors: X as two bf16
+ * parts, hi = bf16(x) and lo = bf16(x - hi) (nearest even; x - hi is exact), lo's product
+ * first, then hi's continuing its chains (see the top). Each element is split on its own,
+ * so its parts do not depend on the tile. The split runs as whole-tile conversion passes
+ * (AVX-512 at that level): one fused scalar loop (the compiler's 16-byte vectors) made
+ * bench_backend's bf16 attention 6-20% slower (interleaved medians). */
+static srlm_status mm_tile(tile_scratch *t, float *c, int64_t ldc, const float *x, int64_t rows, int64_t cols, int tx,
+                           opnd b, int tb, int64_t M, int64_t N, int64_t K, int acc) {
+  if (!t->bf16) return mm(t, c, ldc, (opnd){.f = x, .ld = cols}, tx, b, tb, M, N, K, acc);
+  const int64_t n = rows * cols;
+  uint16_t *hi = t->x16, *lo = t->x16 + n;
+  float *r = t->xw;
+  srlm_cpu_narrow(hi, x, n);
+  srlm_cpu_widen(r, hi, n);
+  for (int64_t i = 0; i < n; i++) r[i] = x[i] - r[i];
+  srlm_cpu_narrow(lo, r, n);
+  opnd h = {.h = hi, .ld = cols}, l = {.h = lo, .ld = cols};
+  if (!t->direct) { /* the fp32 kernels on the parts' values: a bf16 product, the same bits */
+    srlm_cpu_widen(t->xw, hi, n);
+    srlm_cpu_widen(t->xw + n, lo, n);
+    h = (opnd){.f = t->xw, .ld = cols}, l = (opnd){.f = t->xw + n, .ld = cols};
+  }
+  SRLM_TRY(mm(t, c, ldc, l, tx, b, tb, M, N, K, acc));
+  return mm(t, c, ldc, h, tx, b, tb, M, N, K, 1);
 }
 
 /* Forward of nq queries at positions pos0 .. pos0 + nq - 1 (rows 0.. of the view). */
@@ -115,7 +232,7 @@ static srlm_status fwd_tile(const head_view *h, int64_t nq, int64_t pos0, const 
   const int64_t W = mk->W, jlo = key_lo(pos0, W), jhi = key_hi(pos0 + nq - 1, mk) + 1, J = jhi - jlo;
   float *S = t->S; /* (nq, J) */
   float inv[QT];
-  SRLM_TRY(mm(t, S, J, h->q, h->q_ld, 0, h->k + jlo * h->kv_ld, h->kv_ld, 1, nq, J, HS, 0));
+  SRLM_TRY(mm(t, S, J, h->q, 0, rows_from(h->k, jlo), 1, nq, J, HS, 0));
   for (int64_t r = 0; r < nq; r++) {
     float *row = S + r * J;
     const int64_t lo = key_lo(pos0 + r, W) - jlo, hi = key_hi(pos0 + r, mk) + 1 - jlo;
@@ -130,9 +247,9 @@ static srlm_status fwd_tile(const head_view *h, int64_t nq, int64_t pos0, const 
     inv[r] = 1.0f / sum;
     if (h->lse) h->lse[r * h->lse_ld] = m + logf(sum);
   }
-  SRLM_TRY(mm(t, h->out, h->q_ld, S, J, 0, h->v + jlo * h->kv_ld, h->kv_ld, 0, nq, HS, J, 0));
+  SRLM_TRY(mm_tile(t, h->out, h->out_ld, S, nq, J, 0, rows_from(h->v, jlo), 0, nq, HS, J, 0));
   for (int64_t r = 0; r < nq; r++)
-    for (int64_t d = 0; d < HS; d++) h->out[r * h->q_ld + d] *= inv[r];
+    for (int64_t d = 0; d < HS; d++) h->out[r * h->out_ld + d] *= inv[r];
   return SRLM_OK;
 }
 
@@ -169,18 +286,19 @@ static srlm_status dq_tile(const head_view *h, int64_t nq, int64_t pos0, const m
                            tile_scratch *t) {
   const int64_t jlo = key_lo(pos0, mk->W), jhi = key_hi(pos0 + nq - 1, mk) + 1, J = jhi - jlo;
   for (int64_t r = 0; r < nq; r++) {
-    const float *o = h->o + r * h->q_ld, *dout = h->dout + r * h->q_ld;
+    const float *o = row_f32(h->o, r, t->wo, HS), *dout = row_f32(h->dout, r, t->wdo, HS);
     /* the fma chain of the products dP = dO V^T: where out is a single value row, dP - D
      * is exactly 0 */
     float d = 0.0f;
     for (int64_t c = 0; c < HS; c++) d = fmaf(dout[c], o[c], d);
     h->D[r * h->lse_ld] = d;
   }
-  SRLM_TRY(mm(t, t->S, J, h->q, h->q_ld, 0, h->k + jlo * h->kv_ld, h->kv_ld, 1, nq, J, HS, 0));
+  const opnd k = rows_from(h->k, jlo);
+  SRLM_TRY(mm(t, t->S, J, h->q, 0, k, 1, nq, J, HS, 0));
   probs(t->S, nq, J, pos0, jlo, mk, scale, h->lse, h->lse_ld);
-  SRLM_TRY(mm(t, t->dP, J, h->dout, h->q_ld, 0, h->v + jlo * h->kv_ld, h->kv_ld, 1, nq, J, HS, 0));
+  SRLM_TRY(mm(t, t->dP, J, h->dout, 0, rows_from(h->v, jlo), 1, nq, J, HS, 0));
   dscores(t->S, t->dP, nq, J, h->D, h->lse_ld, scale);
-  return mm(t, h->dq, h->q_ld, t->dP, J, 0, h->k + jlo * h->kv_ld, h->kv_ld, 0, nq, HS, J, 0);
+  return mm_tile(t, h->dq, h->out_ld, t->dP, nq, J, 0, k, 0, nq, HS, J, 0);
 }
 
 /* dK, dV of keys [j0, j0 + nk) of a sequence of length mk->L for the query heads hv[0..rep). */
@@ -188,28 +306,28 @@ static srlm_status dkv_tile(const head_view *hv, int rep, int64_t j0, int64_t nk
                             float scale, tile_scratch *t) {
   const int64_t L = mk->L, W = mk->W;
   const head_view *h0 = &hv[0];
-  float *dk = h0->dk + j0 * h0->kv_ld, *dv = h0->dv + j0 * h0->kv_ld;
-  const float *k = h0->k + j0 * h0->kv_ld, *v = h0->v + j0 * h0->kv_ld;
+  float *dk = h0->dk + j0 * h0->dkv_ld, *dv = h0->dv + j0 * h0->dkv_ld;
+  const opnd k = rows_from(h0->k, j0), v = rows_from(h0->v, j0);
   const int64_t i_end = W > 0 && j0 + nk - 1 + W < L ? j0 + nk - 1 + W : L;
   int acc = 0;
   for (int r = 0; r < rep; r++) {
     const head_view *h = &hv[r];
-    const float *hq = h->q, *hdout = h->dout;
+    opnd hq = h->q, hdout = h->dout;
     if (h->q16) { /* this head's bf16 query rows, widened at their positions */
       const int64_t ilo = query_lo(j0, mk);
       widen_rows(t->wq + ilo * HS, h->q16 + ilo * h->src_ld, i_end - ilo, h->src_ld, HS);
       widen_rows(t->wdo + ilo * HS, h->dout16 + ilo * h->src_ld, i_end - ilo, h->src_ld, HS);
-      hq = t->wq, hdout = t->wdo;
+      hq = (opnd){.f = t->wq, .ld = HS}, hdout = (opnd){.f = t->wdo, .ld = HS};
     }
     for (int64_t i0 = query_lo(j0, mk); i0 < i_end; i0 += QT) {
       const int64_t nq = i_end - i0 < QT ? i_end - i0 : QT;
-      const float *q = hq + i0 * h->q_ld, *dout = hdout + i0 * h->q_ld;
-      SRLM_TRY(mm(t, t->S, nk, q, h->q_ld, 0, k, h->kv_ld, 1, nq, nk, HS, 0));
+      const opnd q = rows_from(hq, i0), dout = rows_from(hdout, i0);
+      SRLM_TRY(mm(t, t->S, nk, q, 0, k, 1, nq, nk, HS, 0));
       probs(t->S, nq, nk, i0, j0, mk, scale, h->lse + i0 * h->lse_ld, h->lse_ld);
-      SRLM_TRY(mm(t, dv, h->kv_ld, t->S, nk, 1, dout, h->q_ld, 0, nk, HS, nq, acc));
-      SRLM_TRY(mm(t, t->dP, nk, dout, h->q_ld, 0, v, h->kv_ld, 1, nq, nk, HS, 0));
+      SRLM_TRY(mm_tile(t, dv, h->dkv_ld, t->S, nq, nk, 1, dout, 0, nk, HS, nq, acc));
+      SRLM_TRY(mm(t, t->dP, nk, dout, 0, v, 1, nq, nk, HS, 0));
       dscores(t->S, t->dP, nq, nk, h->D + i0 * h->lse_ld, h->lse_ld, scale);
-      SRLM_TRY(mm(t, dk, h->kv_ld, t->dP, nk, 1, q, h->q_ld, 0, nk, HS, nq, acc));
+      SRLM_TRY(mm_tile(t, dk, h->dkv_ld, t->dP, nq, nk, 1, q, 0, nk, HS, nq, acc));
       acc = 1;
     }
   }
@@ -267,24 +385,29 @@ typedef struct attn_job {
   float *lse, *D;
 } attn_job;
 
-/* run_task on bf16 tensors: the rows the task reads widened into t's buffers (a row at its
- * position: stride HS), the same tile code, its output rows rounded back. */
+/* run_task on bf16 tensors: the operands as bf16_rows / bf16_kv give them, the same tile
+ * code, its fp32 output rows (in t's wa, wb) rounded back. */
 static srlm_status run_task_bf16(const attn_job *a, const task *tk, tile_scratch *t) {
   const int64_t s0 = a->cu[tk->seq], L = a->cu[tk->seq + 1] - s0, rep = a->NH / a->NKV, HS = a->HS, NH = a->NH;
   const int64_t qld = NH * HS, kvld = a->NKV * HS;
   const int64_t first = (int64_t)tk->tile * QT, n = L - first < QT ? L - first : QT;
-  const uint16_t *q = a->q, *k = a->k, *v = a->v;
+  const uint16_t *q = a->q, *dout = a->dout;
   const mask mk = {.W = a->W, .L = L, .causal = a->causal};
+  opnd k, v;
   if (a->which == PASS_DKV) { /* kv head g, keys [first, first + n) */
     const int64_t g = tk->head, kv0 = (s0 + first) * kvld + g * HS;
-    widen_kv(t, k + s0 * kvld + g * HS, v + s0 * kvld + g * HS, first, first + n, kvld, HS);
+    bf16_kv(t, (const uint16_t *)a->k + s0 * kvld + g * HS, (const uint16_t *)a->v + s0 * kvld + g * HS, first,
+            first + n, kvld, HS, &k, &v);
     head_view hv[64];
     for (int64_t r = 0; r < rep; r++) {
       const int64_t h = g * rep + r;
-      hv[r] = (head_view){.k = t->wk, .v = t->wv, .dk = t->wa, .dv = t->wb, .lse = a->lse + s0 * NH + h,
-                          .D = a->D + s0 * NH + h, .q_ld = HS, .kv_ld = HS, .lse_ld = NH,
-                          .q16 = q + s0 * qld + h * HS, .dout16 = (const uint16_t *)a->dout + s0 * qld + h * HS,
-                          .src_ld = qld};
+      const uint16_t *qh = q + s0 * qld + h * HS, *doh = dout + s0 * qld + h * HS;
+      hv[r] = (head_view){.k = k, .v = v, .dk = t->wa, .dv = t->wb, .lse = a->lse + s0 * NH + h,
+                          .D = a->D + s0 * NH + h, .dkv_ld = HS, .lse_ld = NH};
+      if (t->direct)
+        hv[r].q = (opnd){.h = qh, .ld = qld}, hv[r].dout = (opnd){.h = doh, .ld = qld};
+      else
+        hv[r].q16 = qh, hv[r].dout16 = doh, hv[r].src_ld = qld;
     }
     SRLM_TRY(dkv_tile(hv, (int)rep, first, n, &mk, HS, a->scale, t));
     narrow_rows((uint16_t *)a->dk + kv0, kvld, t->wa + first * HS, n, HS);
@@ -294,9 +417,9 @@ static srlm_status run_task_bf16(const attn_job *a, const task *tk, tile_scratch
   /* query head h, queries [first, first + n), the keys they see [jlo, jhi) */
   const int64_t h = tk->head, g = h / rep, q0 = (s0 + first) * qld + h * HS;
   const int64_t jlo = key_lo(first, a->W), jhi = key_hi(first + n - 1, &mk) + 1;
-  widen_kv(t, k + s0 * kvld + g * HS, v + s0 * kvld + g * HS, jlo, jhi, kvld, HS);
-  widen_rows(t->wq, q + q0, n, qld, HS);
-  head_view hv = {.q = t->wq, .k = t->wk, .v = t->wv, .q_ld = HS, .kv_ld = HS, .lse_ld = NH,
+  bf16_kv(t, (const uint16_t *)a->k + s0 * kvld + g * HS, (const uint16_t *)a->v + s0 * kvld + g * HS, jlo, jhi,
+          kvld, HS, &k, &v);
+  head_view hv = {.q = bf16_rows(t, q + q0, n, qld, HS, t->wq), .k = k, .v = v, .out_ld = HS, .lse_ld = NH,
                   .lse = a->lse ? a->lse + (s0 + first) * NH + h : NULL};
   if (a->which == PASS_FWD) {
     hv.out = t->wa;
@@ -304,9 +427,9 @@ static srlm_status run_task_bf16(const attn_job *a, const task *tk, tile_scratch
     narrow_rows((uint16_t *)a->out + q0, qld, t->wa, n, HS);
     return SRLM_OK;
   }
-  widen_rows(t->wdo, (const uint16_t *)a->dout + q0, n, qld, HS);
-  widen_rows(t->wo, (const uint16_t *)a->o + q0, n, qld, HS);
-  hv.dout = t->wdo, hv.o = t->wo, hv.dq = t->wa, hv.D = a->D + (s0 + first) * NH + h;
+  hv.dout = bf16_rows(t, dout + q0, n, qld, HS, t->wdo);
+  hv.o = bf16_rows(t, (const uint16_t *)a->o + q0, n, qld, HS, t->wo);
+  hv.dq = t->wa, hv.D = a->D + (s0 + first) * NH + h;
   SRLM_TRY(dq_tile(&hv, n, first, &mk, HS, a->scale, t));
   narrow_rows((uint16_t *)a->dq + q0, qld, t->wa, n, HS);
   return SRLM_OK;
@@ -325,14 +448,14 @@ static srlm_status run_task(const attn_job *a, const task *tk, tile_scratch *t) 
     const int64_t row0 = a->which == PASS_DKV ? s0 : s0 + first;
     head_view *v = &hv[r];
     memset(v, 0, sizeof *v);
-    v->q_ld = qld, v->kv_ld = kvld, v->lse_ld = a->NH;
-    v->q = (const float *)a->q + row0 * qld + h * a->HS;
-    v->k = (const float *)a->k + s0 * kvld + g * a->HS;
-    v->v = (const float *)a->v + s0 * kvld + g * a->HS;
+    v->out_ld = qld, v->dkv_ld = kvld, v->lse_ld = a->NH;
+    v->q = (opnd){.f = (const float *)a->q + row0 * qld + h * a->HS, .ld = qld};
+    v->k = (opnd){.f = (const float *)a->k + s0 * kvld + g * a->HS, .ld = kvld};
+    v->v = (opnd){.f = (const float *)a->v + s0 * kvld + g * a->HS, .ld = kvld};
     if (a->out) v->out = (float *)a->out + row0 * qld + h * a->HS;
     if (a->lse) v->lse = a->lse + row0 * a->NH + h;
-    if (a->dout) v->dout = (const float *)a->dout + row0 * qld + h * a->HS;
-    if (a->o) v->o = (const float *)a->o + row0 * qld + h * a->HS;
+    if (a->dout) v->dout = (opnd){.f = (const float *)a->dout + row0 * qld + h * a->HS, .ld = qld};
+    if (a->o) v->o = (opnd){.f = (const float *)a->o + row0 * qld + h * a->HS, .ld = qld};
     if (a->dq) v->dq = (float *)a->dq + row0 * qld + h * a->HS;
     if (a->D) v->D = a->D + row0 * a->NH + h;
     if (a->dk) v->dk = (float *)a->dk + s0 * kvld + g * a->HS;
@@ -347,7 +470,7 @@ static srlm_status run_task(const attn_job *a, const task *tk, tile_scratch *t) 
   return SRLM_OK;
 }
 
-/* Runs tasks in parallel; each thread keeps its scratch (S, dP of QT x J floats). The
+/* Runs tasks in parallel; each thread keeps its scratch (tiles of up to J keys). The
  * first failure wins (messages are thread-local: it is re-recorded on this thread). */
 static srlm_status run_tasks(const char *where, const attn_job *a, const task *ts, size_t n, int64_t J) {
   srlm_status st = SRLM_OK;
@@ -358,16 +481,14 @@ static srlm_status run_tasks(const char *where, const attn_job *a, const task *t
   {
     tile_scratch t;
     memset(&t, 0, sizeof t);
-    t.S = malloc((size_t)(QT * J) * sizeof(float));
-    t.dP = malloc((size_t)(QT * J) * sizeof(float));
-    const int ok = t.S && t.dP && (a->dt == SRLM_F32 || scratch_bf16(&t, J, a->HS));
+    const int ok = scratch_alloc(&t, a->dt, J, a->HS);
 #ifdef _OPENMP
 #pragma omp for schedule(dynamic, 1)
 #endif
     for (size_t i = 0; i < n; i++) {
       srlm_status s = ok ? run_task(a, &ts[i], &t)
                          : srlm_error(SRLM_ERR_NOMEM, where, "cannot allocate %lld floats of scratch",
-                                      (long long)(2 * QT * J + (a->dt == SRLM_F32 ? 0 : 7 * J * a->HS)));
+                                      (long long)scratch_floats(a->dt, J, a->HS));
       if (s != SRLM_OK) {
 #ifdef _OPENMP
 #pragma omp critical(srlm_attention_error)
@@ -378,10 +499,7 @@ static srlm_status run_tasks(const char *where, const attn_job *a, const task *t
         }
       }
     }
-    free(t.S);
-    free(t.dP);
-    free(t.wq);
-    srlm_cpu_gemm_ws_free(&t.ws);
+    scratch_free(&t);
   }
   if (st != SRLM_OK) return srlm_error(st, where, "%s", msg);
   return SRLM_OK;
@@ -472,8 +590,7 @@ srlm_status srlm_cpu_attention_kv(srlm_backend *be, srlm_attention_kv_params p) 
   {
     tile_scratch t;
     memset(&t, 0, sizeof t);
-    t.S = malloc((size_t)(QT * Lmax) * sizeof(float));
-    const int ok = t.S && (!bf || scratch_bf16(&t, Lmax, p.HS));
+    const int ok = scratch_alloc(&t, p.dtype, Lmax, p.HS);
 #ifdef _OPENMP
 #pragma omp for schedule(dynamic, 1)
 #endif
@@ -484,19 +601,21 @@ srlm_status srlm_cpu_attention_kv(srlm_backend *be, srlm_attention_kv_params p) 
       const int64_t h = tk->head, g = h / rep, pos0 = len - nq_all + first;
       const int64_t kc0 = (int64_t)p.slot[tk->seq] * p.max_len * kvld + g * p.HS, qo0 = (q0 + first) * qld + h * p.HS;
       const mask mk = {.W = p.window, .L = len, .causal = 1};
-      head_view v = {.q_ld = qld, .kv_ld = kvld, .lse_ld = p.NH};
-      if (ok && bf) { /* the rows the tile reads widened (keys at their positions), stride HS */
-        widen_kv(&t, (const uint16_t *)p.k_cache + kc0, (const uint16_t *)p.v_cache + kc0, key_lo(pos0, p.window),
-                 pos0 + nq, kvld, p.HS);
-        widen_rows(t.wq, (const uint16_t *)p.q + qo0, nq, qld, p.HS);
-        v = (head_view){.q = t.wq, .k = t.wk, .v = t.wv, .out = t.wa, .q_ld = p.HS, .kv_ld = p.HS, .lse_ld = p.NH};
+      head_view v = {.lse_ld = p.NH};
+      if (ok && bf) { /* the output rows in wa, stride HS */
+        bf16_kv(&t, (const uint16_t *)p.k_cache + kc0, (const uint16_t *)p.v_cache + kc0, key_lo(pos0, p.window),
+                pos0 + nq, kvld, p.HS, &v.k, &v.v);
+        v.q = bf16_rows(&t, (const uint16_t *)p.q + qo0, nq, qld, p.HS, t.wq);
+        v.out = t.wa, v.out_ld = p.HS;
       } else if (ok) {
-        v.q = (const float *)p.q + qo0, v.k = (const float *)p.k_cache + kc0, v.v = (const float *)p.v_cache + kc0;
-        v.out = (float *)p.out + qo0;
+        v.q = (opnd){.f = (const float *)p.q + qo0, .ld = qld};
+        v.k = (opnd){.f = (const float *)p.k_cache + kc0, .ld = kvld};
+        v.v = (opnd){.f = (const float *)p.v_cache + kc0, .ld = kvld};
+        v.out = (float *)p.out + qo0, v.out_ld = qld;
       }
       srlm_status s = ok ? fwd_tile(&v, nq, pos0, &mk, p.HS, p.scale, &t)
                          : srlm_error(SRLM_ERR_NOMEM, where, "cannot allocate %lld floats of scratch",
-                                      (long long)(QT * Lmax + (bf ? 7 * Lmax * p.HS : 0)));
+                                      (long long)scratch_floats(p.dtype, Lmax, p.HS));
       if (s == SRLM_OK && bf) narrow_rows((uint16_t *)p.out + qo0, qld, t.wa, nq, p.HS);
       if (s != SRLM_OK) {
 #ifdef _OPENMP
@@ -508,9 +627,7 @@ srlm_status srlm_cpu_attention_kv(srlm_backend *be, srlm_attention_kv_params p) 
         }
       }
     }
-    free(t.S);
-    free(t.wq);
-    srlm_cpu_gemm_ws_free(&t.ws);
+    scratch_free(&t);
   }
   free(ts);
   if (st != SRLM_OK) return srlm_error(st, where, "%s", msg);

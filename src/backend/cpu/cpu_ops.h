@@ -6,7 +6,9 @@
  * (exact), runs the fp32 code, and rounds its bf16 outputs to nearest even (an output
  * that accumulates, or that the op updates in place, is widened first). fp32 tensors of
  * a bf16 op (statistics, parameter gradients) are used as they are. That is the
- * definition of every op's bf16 result ("bf16 storage, fp32 math"). */
+ * definition of every op's bf16 result ("bf16 storage, fp32 math"), but for two: bf16
+ * products flush denormals (matmul.c), and attention's P and dS enter their products as
+ * two bf16 parts each (attention.c: within 2^-16 of each term, not the staged bits). */
 #ifndef SRLM_BACKEND_CPU_OPS_H
 #define SRLM_BACKEND_CPU_OPS_H
 
@@ -82,10 +84,11 @@ int srlm_cpu_bf16_direct(void);
 
 /* ---- bf16 staging ----------------------------------------------------------------- */
 
-/* SwiGLU, add, RMSNorm, RoPE and attention do not stage whole bf16 tensors: each thread
- * widens the block, row or tile rows it works on into its own fp32 buffer, runs the fp32
- * code on it, and rounds that part's outputs back; the same arithmetic, so the same bits
- * as staging (unit.backend_cpu checks each against staging). The other ops stage.
+/* SwiGLU, add, RMSNorm and RoPE do not stage whole bf16 tensors: each thread widens the
+ * block or row it works on into its own fp32 buffer, runs the fp32 code on it, and rounds
+ * that part's outputs back; the same arithmetic, so the same bits as staging
+ * (unit.backend_cpu checks each against staging). Attention reads bf16 rows directly
+ * (attention.c; widened rows below the dot kernel's level). The other ops stage.
  * These two convert on the calling thread only (AVX-512 sixteen at a time at that level,
  * else core.h's srlm_convert; the same bits). */
 void srlm_cpu_widen(float *dst, const uint16_t *src, int64_t n);  /* exact */
