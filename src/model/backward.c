@@ -2,7 +2,8 @@
  * (ALGORITHMS.md section 0), for the last srlm_model_forward_train, in reverse order of
  * forward.c:
  *
- *   LM head (chunks; logits kept by the forward on host memory, else recomputed) -> final
+ *   LM head (chunks; logits kept by the forward on host memory up to SRLM_HEAD_KEEP_MB,
+ *   else recomputed) -> final
  *   norm -> scatter to the token rows
  *   for each layer, last first (recomputing its activations first in recompute mode; the
  *   blocks' normed inputs and silu(gate) * up kept on host memory, else recomputed here):

@@ -152,7 +152,8 @@ static srlm_status model_new(const srlm_model_config *c, srlm_backend *be, srlm_
   srlm_model *m = srlm_xcalloc(1, sizeof *m);
   m->cfg = *c;
   m->be = be;
-  m->keep_inputs = be->host_memory;
+  const char *keep = getenv("SRLM_KEEP_INPUTS"); /* "0": recompute them as a device does (tests; memory) */
+  m->keep_inputs = be->host_memory && !(keep && strcmp(keep, "0") == 0);
   m->dt = dt;
   m->esz = srlm_dtype_size(dt);
   srlm_status st = srlm_model_config_finalize(&m->cfg, "model config");

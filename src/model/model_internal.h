@@ -133,7 +133,8 @@ struct srlm_model {
   int recompute;           /* keep only each layer's input and recompute the rest */
   int keep_inputs;         /* a full layer_acts also keeps xn1, xn2 and h: on host memory, where the
                               backward's recompute of two RMSNorms and a SwiGLU per layer costs
-                              more than the memory (a device's memory is its budget: it recomputes) */
+                              more than the memory (a device's memory is its budget: it recomputes),
+                              unless SRLM_KEEP_INPUTS=0 (the same bits either way) */
   batch_bufs tb;
   dbuf act_buf;            /* what backward reads */
   dbuf tscratch_buf;       /* forward/backward scratch */
@@ -204,7 +205,8 @@ size_t srlm_model_carve_acts(const srlm_model *m, int64_t T, int full, char **cu
 size_t srlm_model_carve_scratch(const srlm_model *m, int64_t T, char **cursor, model_scratch *s);
 /* Bytes a training forward + backward of T tokens (NT with targets) keeps (act_bytes), and
  * an inference forward of T tokens uses (layer activations + scratch), for the model's
- * shape, dtype and recompute setting; from the shape alone (no buffer is touched). */
+ * shape, dtype, recompute and keep_inputs settings; no buffer is touched. (The memory plan's
+ * shape-only model has keep_inputs 0: a device's numbers.) */
 size_t srlm_model_train_bytes(const srlm_model *m, int64_t T, int64_t NT);
 size_t srlm_model_infer_bytes(const srlm_model *m, int64_t T);
 

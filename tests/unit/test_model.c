@@ -379,6 +379,54 @@ static void test_create_and_save(void) {
   srlm_model_free(m);
 }
 
+/* On host memory a training forward keeps each layer's normed block inputs and SwiGLU output;
+ * recomputing them in the backward instead (SRLM_KEEP_INPUTS=0, as a device does) gives the same
+ * gradient bits, fp32 and bf16, with recompute off and on (qwen3: q/k-norm too). */
+static void test_keep_inputs(void) {
+  srlm_model_config c = tiny(SRLM_MODEL_QWEN3);
+  const int lens[] = {11, 4, 9};
+  batch_data d = make_batch(c.vocab_size, lens, 3);
+  srlm_batch b = {.B = 3, .T = d.cu[3], .tokens = d.tokens, .cu_seqlens = d.cu, .targets = d.targets};
+  /* random weights everywhere (norms too: at 1 they would hide a norm mixed up with another) */
+  srlm_model *src = NULL;
+  OK(srlm_model_create(&c, 17, srlm_backend_cpu(), SRLM_F32, &src));
+  if (!src) return;
+  randomize(src);
+  const size_t np = srlm_model_num_params(src);
+  float *w = malloc(np * sizeof *w);
+  OK(srlm_model_get_params(src, w, 0, np));
+  srlm_model_free(src);
+  for (int r = 0; r < 4; r++) {
+    const srlm_dtype dt = r & 1 ? SRLM_BF16 : SRLM_F32;
+    const int recompute = r >> 1;
+    srlm_model *m[2] = {NULL, NULL};
+    size_t bytes[2] = {0, 0};
+    float lp[64];
+    for (int keep = 0; keep < 2; keep++) {
+      if (!keep) setenv("SRLM_KEEP_INPUTS", "0", 1);
+      OK(srlm_model_create(&c, 17, srlm_backend_cpu(), dt, &m[keep]));
+      unsetenv("SRLM_KEEP_INPUTS");
+      if (!m[keep]) break;
+      OK(srlm_model_set_params(m[keep], w, 0, np));
+      OK(srlm_model_set_recompute(m[keep], recompute));
+      OK(srlm_model_zero_grad(m[keep]));
+      OK(srlm_model_forward_train(m[keep], &b, lp));
+      bytes[keep] = srlm_model_activation_bytes(m[keep]);
+      OK(srlm_model_backward(m[keep], d.g));
+    }
+    if (m[0] && m[1]) {
+      EXPECT(bytes[0] < bytes[1], "%s recompute %d: %zu activation bytes recomputing, %zu keeping",
+             dt == SRLM_BF16 ? "bf16" : "fp32", recompute, bytes[0], bytes[1]);
+      EXPECT(memcmp(test_g(m[0]), test_g(m[1]), np * 4) == 0,
+             "%s recompute %d: keeping the blocks' inputs changed the gradients", dt == SRLM_BF16 ? "bf16" : "fp32",
+             recompute);
+    }
+    srlm_model_free(m[0]);
+    srlm_model_free(m[1]);
+  }
+  free(w);
+}
+
 /* ---- training state ------------------------------------------------------------------------ */
 
 static void test_training_state(void) {
@@ -625,6 +673,7 @@ int main(void) {
   test_gradients();
   test_create_and_save();
   test_training_state();
+  test_keep_inputs();
   test_master_kinds();
   test_missing_op();
   TEST_MAIN_END();

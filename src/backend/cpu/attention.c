@@ -24,7 +24,7 @@
  * P and dS, computed in fp32, enter their products as two bf16 parts, hi = bf16(x) and
  * lo = bf16(x - hi): lo's product, then hi's continuing the same chains (mm_tile). That
  * keeps about 16 bits of each probability: a single bf16 P or dS (FlashAttention-2's,
- * PyTorch's CPU flash attention's) errs by up to 2^-9 of each term, as much as the
+ * PyTorch's CPU flash attention's) errs by up to 2^-8 of each term, as much as the
  * output's own rounding, and test_backend_ops' rule (the CPU within 2x the error of a naive
  * fp32 computation rounded once) then fails on dk (measured 2.1x; cuda/attention_mma.cu
  * splits P and dS for the same reason). The scores, softmax, lse, D, 1/sum and scale stay
@@ -307,7 +307,8 @@ static srlm_status dq_tile(const head_view *h, int64_t nq, int64_t pos0, const m
   for (int64_t r = 0; r < nq; r++) {
     const float *o = row_f32(h->o, r, t->wo, HS), *dout = row_f32(h->dout, r, t->wdo, HS);
     /* the fma chain of the products dP = dO V^T: where out is a single value row, dP - D
-     * is exactly 0 */
+     * is exactly 0 (in bf16 unless a term or partial sum is subnormal: the bf16 product
+     * flushes those, this chain does not) */
     h->D[r * h->lse_ld] = fma_chain(dout, o, HS);
   }
   const opnd k = rows_from(h->k, jlo);
