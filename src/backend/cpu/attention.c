@@ -43,6 +43,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#if defined(__x86_64__) || defined(__i386__)
+#define SRLM_X86 1
+#endif
+
 #include "cpu_ops.h"
 
 enum { QT = 64 }; /* queries (and keys, in the dK/dV pass) per tile */
@@ -98,10 +102,10 @@ typedef struct head_view {
   int64_t src_ld;
 } head_view;
 
-/* A thread's scratch: S, dP (QT, J) for the scores and their gradients. For bf16 tensors
- * also x16 (2, QT, J), the bf16 parts of P or dS (mm_tile), xw (2, QT, J), fp32 room for
- * their residual and widened values, and rows (one allocation) holding the fp32 outputs
- * of a task, each (Lmax, HS) with a row at its position in the sequence: wa, wb (out or
+/* A thread's scratch, one allocation from S: S, dP (QT, J) for the scores and their
+ * gradients. For bf16 tensors also xw (2, QT, J), fp32 room for the residual and widened
+ * values of x16 (2, QT, J), the bf16 parts of P or dS (mm_tile), and the fp32 outputs of
+ * a task, each (Lmax, HS) with a row at its position in the sequence: wa, wb (out or
  * dq; dk and dv). With the dot kernel the bf16 inputs are read where they are and wo, wdo
  * are one row each (D's operands). Below its level the inputs a task reads are widened,
  * each (Lmax, HS): wq, wdo, wo (queries, dout, out), wk, wv. wk, wv hold rows [kv_lo,
@@ -112,7 +116,7 @@ typedef struct tile_scratch {
   float *S, *dP;
   int bf16, direct; /* bf16 tensors; their products on the dot kernel, from bf16 operands */
   uint16_t *x16;
-  float *xw, *rows;
+  float *xw;
   float *wq, *wdo, *wo, *wk, *wv, *wa, *wb;
   const uint16_t *kv_src;
   int64_t kv_lo, kv_hi;
@@ -120,27 +124,25 @@ typedef struct tile_scratch {
 } tile_scratch;
 
 /* The floats of a thread's scratch for sequences of up to L positions (tiles of up to L
- * keys), for the error message. */
+ * keys): S, dP; for bf16 xw, x16 (two bf16 a float), the rows (scratch_alloc's layout). */
 static int64_t scratch_floats(srlm_dtype dt, int64_t L, int64_t HS) {
   if (dt == SRLM_F32) return 2 * QT * L;
   return 5 * QT * L + (srlm_cpu_bf16_direct() ? 2 * L * HS + 2 * HS : 7 * L * HS);
 }
 
-/* Allocates t's buffers (a zeroed t) for sequences of up to L positions; returns 0 when out
- * of memory (free them anyway). */
+/* Allocates t's scratch (a zeroed t) for sequences of up to L positions; returns 0 when out
+ * of memory. */
 static int scratch_alloc(tile_scratch *t, srlm_dtype dt, int64_t L, int64_t HS) {
   const size_t tile = (size_t)(QT * L), n = (size_t)(L * HS);
-  t->S = malloc(tile * sizeof(float));
-  t->dP = malloc(tile * sizeof(float));
-  if (!t->S || !t->dP) return 0;
+  float *w = malloc((size_t)scratch_floats(dt, L, HS) * sizeof *w);
+  if (!w) return 0;
+  t->S = w, t->dP = w + tile;
   if (dt == SRLM_F32) return 1;
   t->bf16 = 1;
   t->direct = srlm_cpu_bf16_direct();
-  t->x16 = malloc(2 * tile * sizeof *t->x16);
-  t->xw = malloc(2 * tile * sizeof *t->xw);
-  t->rows = malloc((t->direct ? 2 * n + 2 * (size_t)HS : 7 * n) * sizeof *t->rows);
-  if (!t->x16 || !t->xw || !t->rows) return 0;
-  float *w = t->rows;
+  t->xw = w + 2 * tile;
+  t->x16 = (uint16_t *)(void *)(w + 4 * tile);
+  w += 5 * tile;
   t->wa = w, t->wb = w + n;
   if (t->direct)
     t->wo = w + 2 * n, t->wdo = w + 2 * n + HS;
@@ -151,10 +153,6 @@ static int scratch_alloc(tile_scratch *t, srlm_dtype dt, int64_t L, int64_t HS) 
 
 static void scratch_free(tile_scratch *t) {
   free(t->S);
-  free(t->dP);
-  free(t->x16);
-  free(t->xw);
-  free(t->rows);
   srlm_cpu_gemm_ws_free(&t->ws);
 }
 
@@ -285,7 +283,7 @@ static void dscores(const float *S, float *dP, int64_t nq, int64_t nk, const flo
 /* sum_c a[c] b[c] as one fma chain in order, from 0. libm's fmaf is a call per element
  * where the compiler may not assume FMA (it was 0.5% of a 100M training step); with FMA
  * (every vector level from AVX2 on) the same chain inlines as vfmadd. Same bits. */
-#if defined(__x86_64__) || defined(__i386__)
+#ifdef SRLM_X86
 __attribute__((target("fma"))) static float fma_chain_fma(const float *a, const float *b, int64_t n) {
   float d = 0.0f;
   for (int64_t c = 0; c < n; c++) d = __builtin_fmaf(a[c], b[c], d);
@@ -293,7 +291,7 @@ __attribute__((target("fma"))) static float fma_chain_fma(const float *a, const 
 }
 #endif
 static float fma_chain(const float *a, const float *b, int64_t n) {
-#if defined(__x86_64__) || defined(__i386__)
+#ifdef SRLM_X86
   if (srlm_cpu_isa() >= SRLM_CPU_ISA_AVX2) return fma_chain_fma(a, b, n);
 #endif
   float d = 0.0f;
