@@ -3,8 +3,7 @@
  * forward.c:
  *
  *   LM head (chunks; logits kept by the forward on host memory up to SRLM_HEAD_KEEP_MB,
- *   else recomputed) -> final
- *   norm -> scatter to the token rows
+ *   else recomputed) -> final norm -> scatter to the token rows
  *   for each layer, last first (recomputing its activations first in recompute mode; the
  *   blocks' normed inputs and silu(gate) * up kept on host memory, else recomputed here):
  *     MLP: dWd, dh, SwiGLU, dWg/dWu, dxn, rmsnorm -> residual

@@ -45,6 +45,7 @@ static void fill_uniform(float *a, int64_t n, double lo, double hi) {
 }
 
 static float *fbuf(int64_t n) { return srlm_xcalloc((size_t)(n > 0 ? n : 1), sizeof(float)); }
+static uint16_t *hbuf(int64_t n) { return srlm_xcalloc((size_t)(n > 0 ? n : 1), sizeof(uint16_t)); }
 
 /* Index of the first differing float, -1 when all n are the same bits. */
 static int64_t first_diff(const float *a, const float *b, int64_t n) {
@@ -401,7 +402,7 @@ static void test_packed_weights(srlm_backend *be) {
 
 /* n fp32 values rounded to bf16 (a new array) */
 static uint16_t *bf16_of(const float *f, int64_t n) {
-  uint16_t *h = srlm_xcalloc((size_t)(n > 0 ? n : 1), sizeof *h);
+  uint16_t *h = hbuf(n);
   for (int64_t i = 0; i < n; i++) h[i] = srlm_f32_to_bf16(f[i]);
   return h;
 }
@@ -603,7 +604,6 @@ static void fill_bf16(uint16_t *h, float *f, int64_t n, double lo, double hi) {
   for (int64_t i = 0; i < n; i++) h[i] = srlm_f32_to_bf16(f[i]), f[i] = srlm_bf16_to_f32(h[i]);
 }
 
-static uint16_t *hbuf(int64_t n) { return srlm_xcalloc((size_t)(n > 0 ? n : 1), sizeof(uint16_t)); }
 static uint16_t *hdup(const uint16_t *h, int64_t n) {
   uint16_t *d = hbuf(n);
   memcpy(d, h, (size_t)n * sizeof *d);

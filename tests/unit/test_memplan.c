@@ -76,7 +76,7 @@ static void test_against_model(srlm_dtype dt, int recompute) {
   const size_t kept = (size_t)NT * (size_t)c.vocab_size * sizeof(float) +
                       full_sets * (2 * CARVED(37 * c.hidden_size) + CARVED(37 * c.intermediate_size));
 #undef CARVED
-  EXPECT(mm.train + kept == srlm_model_activation_bytes(m), "%s recompute %d: plan %zu bytes + %zu of kept logits, "
+  EXPECT(mm.train + kept == srlm_model_activation_bytes(m), "%s recompute %d: plan %zu bytes + %zu kept on host memory, "
          "the model kept %zu", dt == SRLM_BF16 ? "bf16" : "fp32", recompute, mm.train, kept,
          srlm_model_activation_bytes(m));
   EXPECT(mm.n_params == srlm_model_num_params(m), "n_params %zu vs %zu", mm.n_params, srlm_model_num_params(m));
