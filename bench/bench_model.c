@@ -21,10 +21,13 @@
  *   train_gflop_per_token  the step's model FLOPs per token: 6 x the parameters of the
  *                        matrix products (LM head included, embedding lookup not) + 6 x
  *                        layers x seq x query width (causal attention, forward and backward)
- *   fma_peak_gflops, bf16_dot_peak_gflops  the threads' multiply-add peak: independent
- *                        register-only fp32 fmas (AVX-512, else AVX2) and bf16 dot products
- *                        (vdpbf16ps, where the CPU has it; else 0), the ceiling a step's
- *                        model FLOP/s (tokens/s x train_gflop_per_token) is measured against
+ *   fma_peak_gflops, bf16_dot_peak_gflops, amx_peak_gflops  the threads' multiply-add
+ *                        peak: independent register-only fp32 fmas (AVX-512, else AVX2),
+ *                        bf16 dot products (vdpbf16ps, where the CPU has it; else 0) and
+ *                        AMX tile products (TDPBF16PS on four tiles in registers, at the
+ *                        amx ISA level; else 0), the ceiling a step's model FLOP/s
+ *                        (tokens/s x train_gflop_per_token) is measured against (bf16: the
+ *                        level's bf16 products, AMX at amx)
  *   copy_gb_per_s        a STREAM-style copy (a[i] = b[i], 2 x 256 MiB, threads as set,
  *                        bytes read + written / time, best of 5): the machine's reachable
  *                        memory bandwidth that decode is measured against
@@ -250,7 +253,68 @@ __attribute__((target("avx512f,avx512bf16"))) static float dot_loop(long n) {
 }
 #undef PEAK_BODY
 #undef REP10
+
+/* Four independent tile products per iteration on tiles 4-7 held in registers (loaded
+ * once): the tile unit's multiply-add rate. The configuration: tiles 0-7 of 16 x 64 bytes
+ * (a constant: GCC 12 drops the stores of a local one). */
+static const struct {
+  uint8_t palette, start_row, reserved[14];
+  uint16_t colsb[16];
+  uint8_t rows[16];
+} k_tiles = {1, 0, {0}, {64, 64, 64, 64, 64, 64, 64, 64}, {16, 16, 16, 16, 16, 16, 16, 16}};
+__attribute__((target("amx-tile,amx-bf16"))) static float amx_loop(long n) {
+  static const uint16_t ones[16 * 32] __attribute__((aligned(64))) = {0};
+  float out[16 * 16];
+  _tile_loadconfig(&k_tiles);
+  _tile_zero(0);
+  _tile_zero(1);
+  _tile_zero(2);
+  _tile_zero(3);
+  _tile_loadd(4, ones, 64);
+  _tile_loadd(5, ones, 64);
+  _tile_loadd(6, ones, 64);
+  _tile_loadd(7, ones, 64);
+  for (long k = 0; k < n; k++) {
+    _tile_dpbf16ps(0, 4, 6);
+    _tile_dpbf16ps(1, 4, 7);
+    _tile_dpbf16ps(2, 5, 6);
+    _tile_dpbf16ps(3, 5, 7);
+  }
+  _tile_stored(0, out, 64);
+  _tile_release();
+  return out[0];
+}
 #endif
+
+/* The threads' tile peak, GFLOP/s (a TDPBF16PS of 16 x 16 x 32 is 16384 flops), best of
+ * 3; 0 below the amx level (whose start-up check got the OS's permission for the tiles). */
+static double amx_peak(void) {
+#if defined(__x86_64__) || defined(__i386__)
+  if (strcmp(srlm_backend_cpu_isa(), "amx") != 0) return 0.0;
+  const long n = 200000;
+  double best = 0.0;
+  for (int r = 0; r < 3; r++) {
+    int nth = 1;
+    volatile float sink = 0.0f;
+    const double t0 = srlm_time_now();
+#pragma omp parallel
+    {
+#ifdef _OPENMP
+#pragma omp single
+      nth = omp_get_num_threads();
+#endif
+      const float v = amx_loop(n);
+#pragma omp critical
+      sink += v;
+    }
+    const double g = nth * (double)n * 4.0 * 16384.0 / (srlm_time_now() - t0) / 1e9;
+    best = g > best ? g : best;
+  }
+  return best;
+#else
+  return 0.0;
+#endif
+}
 
 /* The threads' multiply-add peak, GFLOP/s (an fma is 2 flops, a bf16 pair dot product 4),
  * best of 3; 0 when the CPU lacks the instructions. */
@@ -394,11 +458,14 @@ int main(int argc, char **argv) {
   const double mm_params = (double)o.layers * ((double)C * (2.0 * D + 2.0 * KVD) + 3.0 * (double)C * (double)o.ff) +
                            (double)V * (double)C;
   const double gflop_tok = (6.0 * mm_params + 6.0 * (double)o.layers * (double)o.seq * D) / 1e9;
-  const double peak = o.train_only ? 0.0 : fma_peak(0), peak_bf16 = o.train_only ? 0.0 : fma_peak(1), peak_dt = o.bf16 && peak_bf16 > 0 ? peak_bf16 : peak;
+  const double peak = o.train_only ? 0.0 : fma_peak(0), peak_bf16 = o.train_only ? 0.0 : fma_peak(1);
+  const double peak_amx = o.train_only ? 0.0 : amx_peak();
+  const double peak_dt = o.bf16 && peak_amx > 0 ? peak_amx : o.bf16 && peak_bf16 > 0 ? peak_bf16 : peak;
   printf("train model FLOP/s: %.1f GFLOP/s (%.3f GFLOP a token) = %.0f%% of the %s multiply-add peak (%.1f GFLOP/s, "
-         "%d threads; fp32 fma %.1f, bf16 dot %.1f)\n", fwd_bwd * gflop_tok, gflop_tok,
-         peak_dt > 0 ? 100.0 * fwd_bwd * gflop_tok / peak_dt : 0.0, o.bf16 && peak_bf16 > 0 ? "bf16 dot" : "fp32 fma",
-         peak_dt, o.threads, peak, peak_bf16);
+         "%d threads; fp32 fma %.1f, bf16 dot %.1f, amx %.1f)\n", fwd_bwd * gflop_tok, gflop_tok,
+         peak_dt > 0 ? 100.0 * fwd_bwd * gflop_tok / peak_dt : 0.0,
+         o.bf16 && peak_amx > 0 ? "amx" : o.bf16 && peak_bf16 > 0 ? "bf16 dot" : "fp32 fma", peak_dt, o.threads, peak,
+         peak_bf16, peak_amx);
   int bad = 0;
   if (!isfinite(loss) || fabs(loss - log((double)V)) > 1.0) {
     fprintf(stderr, "bench_model: loss %.4f at random init is not near log V = %.4f\n", loss, log((double)V));
@@ -490,12 +557,13 @@ int main(int argc, char **argv) {
             "\"seq\":%d,\"batch\":%d,\"steps\":%d,\"decode_batch\":%d,\"decode_tokens\":%d,\"prompt_len\":%d,"
             "\"fwd_bwd_tokens_per_s\":%.1f,\"fwd_bwd_cpu_ms_per_step\":%.1f,\"decode_tokens_per_s\":%.1f,\"prefill_tokens_per_s\":%.1f,"
             "\"loss\":%.5f,\"activation_mb\":%.1f,\"peak_rss_mb\":%.1f,\"greedy_mismatches\":%d,"
-            "\"train_gflop_per_token\":%.4f,\"fma_peak_gflops\":%.1f,\"bf16_dot_peak_gflops\":%.1f}\n",
+            "\"train_gflop_per_token\":%.4f,\"fma_peak_gflops\":%.1f,\"bf16_dot_peak_gflops\":%.1f,"
+            "\"amx_peak_gflops\":%.1f}\n",
             o.bf16 ? "bf16" : "fp32", o.threads, srlm_model_num_params(m), srlm_backend_cpu_isa(), o.recompute, o.qwen3 ? "qwen3" : "llama",
             copy_gbs, weight_gbs, o.tie, (long long)cfg.head_dim, (long long)C,
             (long long)o.layers, (long long)o.heads, (long long)o.kv_heads, (long long)o.ff, (long long)V, o.seq, o.batch,
             o.steps, DB, N, P, fwd_bwd, 1000 * cpu_train / o.steps, decode, prefill, loss, (double)srlm_model_activation_bytes(m) / 1e6, rss,
-            mismatches, gflop_tok, peak, peak_bf16);
+            mismatches, gflop_tok, peak, peak_bf16, peak_amx);
     fclose(f);
   }
   free(tokens), free(targets), free(cu), free(logp), free(g), free(slots), free(prompt), free(pcu), free(next);

@@ -7,8 +7,9 @@
 # training step (forward + backward) tokens/s, prefill and decode tokens/s and peak RSS;
 # reported as the median of the pairwise ratios with min and max. Also srlm's decode
 # weight-read bandwidth against a STREAM-style copy on the same machine and threads, and
-# both sides' training-step model FLOP/s against the threads' multiply-add peak (fp32 fma,
-# or bf16 dot products for DTYPE=bf16) measured by bench_model.
+# both sides' training-step model FLOP/s against the threads' multiply-add peak (fp32 fma;
+# for DTYPE=bf16 AMX tile products at the amx ISA level, else bf16 dot products) measured
+# by bench_model.
 #
 # Checked (exit 1 when not): both sides report the same shape and parameter count, and
 # the same training loss on the same tokens (|difference| <= 1e-3 x max(1, loss) in fp32,
@@ -185,12 +186,17 @@ for size in sizes:
                      f"{rng([100 * f for f in fr], '%.0f')} % of it (batch {s0['decode_batch']})")
         if all("train_gflop_per_token" in s for s, _ in ok):
             gt = ok[0][0]["train_gflop_per_token"]
-            pk = [s["bf16_dot_peak_gflops"] if dtype == "bf16" and s["bf16_dot_peak_gflops"] > 0 else s["fma_peak_gflops"]
-                  for s, _ in ok]
+            def peak_of(s):  # the level's bf16 products: the tile unit at amx, else vdpbf16ps, else fma
+                if dtype == "bf16" and s.get("amx_peak_gflops", 0) > 0:
+                    return s["amx_peak_gflops"], "AMX tile"
+                if dtype == "bf16" and s["bf16_dot_peak_gflops"] > 0:
+                    return s["bf16_dot_peak_gflops"], "bf16 dot"
+                return s["fma_peak_gflops"], "fp32 fma"
+            pk = [peak_of(s)[0] for s, _ in ok]
             sf = [s["fwd_bwd_tokens_per_s"] * gt for s, _ in ok]
             line = (f"training step model FLOP/s ({gt:.3f} GFLOP a token): srlm {rng(sf, '%.1f')} GFLOP/s = "
                     f"{rng([100 * a / b for a, b in zip(sf, pk)], '%.0f')} % of the threads' "
-                    f"{'bf16 dot' if dtype == 'bf16' else 'fp32 fma'} peak ({rng(pk, '%.1f')} GFLOP/s)")
+                    f"{peak_of(ok[0][0])[1]} peak ({rng(pk, '%.1f')} GFLOP/s)")
             if have_torch:
                 tf = [x["fwd_bwd_tokens_per_s"] * gt for _, x in ok]
                 line += f"; PyTorch {rng(tf, '%.1f')} = {rng([100 * a / b for a, b in zip(tf, pk)], '%.0f')} %"

@@ -39,7 +39,8 @@
  *   CPU backend reports them from the op itself.
  * - Determinism: every op gives the same bits for the same inputs, run after run (fixed
  *   reduction orders, no float atomics on data). CPU ops give the same bits for any
- *   OpenMP thread count and any ISA level (AVX-512, AVX2, portable C).
+ *   OpenMP thread count and any ISA level (AVX-512, AVX2, portable C), bf16 matrix
+ *   products at the amx level excepted (their own bits: srlm_backend_cpu_ops below).
  */
 #ifndef SRLM_BACKEND_H
 #define SRLM_BACKEND_H
@@ -691,14 +692,18 @@ srlm_status srlm_backend_find(const char *name, const srlm_backend_ops **out);
 /* The names of the available backends, ", "-separated ("cpu, cuda-sim, cuda"). */
 const char *srlm_backend_names(void);
 
-/* The CPU table, and its vector code: "avx512bf16" (AVX-512 with the bf16 dot-product
- * instruction, used by bf16 matrix products and offered only when the instruction gives
- * matmul's bits on a start-up check), "avx512", "avx2" (+ FMA) or "generic" (portable C),
- * the best the CPU has unless forced narrower by srlm_backend_cpu_set_isa or, before the
- * first op, the environment variable SRLM_CPU_ISA. Every op gives the same bits at every
- * level (matmul by its rounding contract, the exp of the softmax, log-prob and SwiGLU ops
- * by one arithmetic and one summation order: src/backend/cpu/vexp.c), so a seed trains the
- * same model on any x86-64 CPU. set_isa(NULL) returns to the CPU's best; a level the CPU
+/* The CPU table, and its vector code: "amx" (avx512bf16 plus Intel AMX's tile unit for
+ * bf16 matrix products), "avx512bf16" (AVX-512 with the bf16 dot-product instruction, used
+ * by bf16 matrix products and offered only when the instruction gives matmul's bits on a
+ * start-up check), "avx512", "avx2" (+ FMA) or "generic" (portable C), the best the CPU
+ * has unless forced narrower by srlm_backend_cpu_set_isa or, before the first op, the
+ * environment variable SRLM_CPU_ISA. Every op gives the same bits at every level (matmul
+ * by its rounding contract, the exp of the softmax, log-prob and SwiGLU ops by one
+ * arithmetic and one summation order: src/backend/cpu/vexp.c), so a seed trains the same
+ * model on any x86-64 CPU; but for bf16 matrix products at "amx": the tile unit sums 32
+ * products its own way (src/backend/cpu/matmul.c), so there they have that CPU's bits,
+ * still the same for any thread count and batch composition (offered only when a
+ * start-up check says so), and "avx512bf16" keeps the other levels'. set_isa(NULL) returns to the CPU's best; a level the CPU
  * lacks is SRLM_ERR_UNSUPPORTED. For tests and benchmarks: do not call it while ops run. */
 const srlm_backend_ops *srlm_backend_cpu_ops(void);
 const char *srlm_backend_cpu_isa(void);

@@ -25,7 +25,12 @@
 #endif
 
 #if defined(__x86_64__) || defined(__i386__)
+#include <cpuid.h>
 #include <immintrin.h>
+#endif
+#if (defined(__x86_64__) || defined(__i386__)) && defined(__linux__)
+#include <sys/syscall.h>
+#include <unistd.h>
 #endif
 
 #include "srlm/backend.h"
@@ -47,6 +52,12 @@ static void fill_uniform(float *a, int64_t n, double lo, double hi) {
 static float *fbuf(int64_t n) { return srlm_xcalloc((size_t)(n > 0 ? n : 1), sizeof(float)); }
 static uint16_t *hbuf(int64_t n) { return srlm_xcalloc((size_t)(n > 0 ? n : 1), sizeof(uint16_t)); }
 
+/* n bf16 values from Philox in h and the same values as fp32 in f. */
+static void fill_bf16(uint16_t *h, float *f, int64_t n, double lo, double hi) {
+  fill_uniform(f, n, lo, hi);
+  for (int64_t i = 0; i < n; i++) h[i] = srlm_f32_to_bf16(f[i]), f[i] = srlm_bf16_to_f32(h[i]);
+}
+
 /* Index of the first differing float, -1 when all n are the same bits. */
 static int64_t first_diff(const float *a, const float *b, int64_t n) {
   for (int64_t i = 0; i < n; i++)
@@ -63,7 +74,9 @@ static int64_t first_diff(const float *a, const float *b, int64_t n) {
     EXPECT(fd_ < 0, __VA_ARGS__);                                                              \
   } while (0)
 
-static const char *const k_isas[] = {"avx512bf16", "avx512", "avx2", "generic"};
+/* amx first: its bf16 products have their own bits (test_matmul_amx); everything else
+ * there is avx512bf16's, attention's products included (they ask for the chain). */
+static const char *const k_isas[] = {"amx", "avx512bf16", "avx512", "avx2", "generic"};
 enum { N_ISAS = sizeof k_isas / sizeof k_isas[0] };
 
 /* ---- vector code: the same bits at every ISA level -------------------------------------- */
@@ -194,6 +207,7 @@ static void test_matmul_chain_bf16(srlm_backend *be) {
       for (int64_t n = 0; n < N && p.bias; n++) chain[m * N + n] += bias[n];
     const uint64_t version = srlm_weights_version_next();
     for (int i = 0; i < N_ISAS; i++) {
+      if (!strcmp(k_isas[i], "amx")) continue; /* not the chain: test_matmul_amx */
       if (srlm_backend_cpu_set_isa(k_isas[i]) != SRLM_OK) continue; /* not on this CPU */
       for (int run = 0; run < 3; run++) {
         memcpy(c, c0, (size_t)(M * N) * sizeof *c);
@@ -252,7 +266,7 @@ static void test_matmul_bf16_c(srlm_backend *be) {
 }
 
 /* An odd K's last pair is padded so that it changes no sum: -0 products added to -0 stay
- * -0 at every level, every layout (a +0 pad would make them +0). */
+ * -0 at every level of the chain, every layout (a +0 pad would make them +0). */
 static void test_matmul_bf16_pad(srlm_backend *be) {
   static const int64_t ks[] = {1, 7, 77, 301};
   enum { M = 9, N = 33, KMAX = 301 };
@@ -261,6 +275,7 @@ static void test_matmul_bf16_pad(srlm_backend *be) {
   for (int64_t i = 0; i < M * KMAX; i++) a[i] = 0x8000u; /* -0 */
   for (int64_t i = 0; i < KMAX * N; i++) b[i] = srlm_f32_to_bf16(1.5f);
   for (int l = 0; l < N_ISAS; l++) {
+    if (!strcmp(k_isas[l], "amx")) continue; /* not the chain: test_matmul_amx */
     if (srlm_backend_cpu_set_isa(k_isas[l]) != SRLM_OK) continue;
     for (size_t t = 0; t < sizeof ks / sizeof ks[0] * 4; t++) {
       const int64_t K = ks[t / 4];
@@ -278,6 +293,102 @@ static void test_matmul_bf16_pad(srlm_backend *be) {
   }
   EXPECT_EQ_INT(srlm_backend_cpu_set_isa(NULL), SRLM_OK);
   free(a), free(b), free(c);
+}
+
+/* The amx level's bf16 products (matmul.c): not the chain, but each element a function of
+ * its row of A, its column of B, K and C only. So every row computed alone (M = 1: the
+ * packed-weight path of decode), in a block of other rows, with 1 and 3 threads, and from
+ * packed weights gives the bits of the whole product; a second call gives them again; and
+ * each element is within (K + 66) x 2^-24 of the sum of its terms' magnitudes from the
+ * exact result (float64; the chain's own bound is K x 2^-24), bias included. Skipped, and
+ * said so, where the CPU has no amx level. */
+static void test_matmul_amx(srlm_backend *be) {
+  if (srlm_backend_cpu_set_isa("amx") != SRLM_OK) {
+    int usable = 0; /* the CPU has the tile unit and the OS grants it (what matmul.c asks) */
+#if (defined(__x86_64__) || defined(__i386__)) && defined(__linux__)
+    unsigned eax, ebx, ecx, edx;
+    usable = __get_cpuid_count(7, 0, &eax, &ebx, &ecx, &edx) && (edx >> 22 & 1) && (edx >> 24 & 1) &&
+             syscall(SYS_arch_prctl, 0x1023, 18) == 0 && srlm_backend_cpu_set_isa("avx512bf16") == SRLM_OK;
+#endif
+    EXPECT(!usable, "this CPU has AMX-BF16 and the OS grants the tile data, but the amx level is not offered: the "
+           "tile kernel failed matmul.c's start-up check");
+    if (!usable) fprintf(stderr, "  (no amx level on this CPU: its bf16 products are not checked here)\n");
+    EXPECT_EQ_INT(srlm_backend_cpu_set_isa(NULL), SRLM_OK);
+    return;
+  }
+  static const struct { int64_t M, N, K; int ta, tb, acc, bias; } cases[] = {
+      {1, 1, 1, 0, 1, 0, 0},      {7, 5, 3, 0, 1, 1, 1},      {33, 70, 301, 0, 1, 0, 0}, {200, 97, 513, 0, 0, 1, 0},
+      {65, 130, 260, 1, 0, 1, 0}, {9, 64, 1000, 0, 1, 1, 1},  {193, 40, 77, 1, 1, 1, 1}, {8, 32, 2, 1, 1, 0, 0},
+      {200, 50, 1001, 0, 1, 1, 0}, /* two MB row blocks */
+      {20, 45, 4201, 1, 0, 1, 1},  /* past KC_AMX = 2048 twice, K not a whole chunk */
+      {70, 33, 2048, 0, 1, 0, 0},  /* one whole block */
+  };
+  for (size_t t = 0; t < sizeof cases / sizeof cases[0]; t++) {
+    const int64_t M = cases[t].M, N = cases[t].N, K = cases[t].K;
+    const int ta = cases[t].ta, tb = cases[t].tb, acc = cases[t].acc;
+    uint16_t *a = hbuf(M * K), *b = hbuf(K * N);
+    float *af = fbuf(M * K), *bf = fbuf(K * N), *c0 = fbuf(M * N), *bias = fbuf(N), *c = fbuf(M * N);
+    float *got = fbuf(M * N), *row = fbuf(N);
+    fill_bf16(a, af, M * K, -4, 4);
+    fill_bf16(b, bf, K * N, -1, 1);
+    fill_uniform(c0, M * N, -8, 8);
+    fill_uniform(bias, N, -1, 1);
+    srlm_matmul_params p = {.a = a, .b = b, .M = M, .N = N, .K = K, .trans_a = ta, .trans_b = tb, .accumulate = acc,
+                            .bias = cases[t].bias ? bias : NULL, .dtype = SRLM_BF16, .c_dtype = SRLM_F32,
+                            .lda = ta ? M : K, .ldb = tb ? K : N, .ldc = N};
+    memcpy(c, c0, (size_t)(M * N) * sizeof *c);
+    p.c = c;
+    EXPECT_EQ_INT(SRLM_OP(be, matmul, p), SRLM_OK);
+    double worst = 0;
+    for (int64_t m = 0; m < M; m++)
+      for (int64_t n = 0; n < N; n++) {
+        double exact = acc ? c0[m * N + n] : 0.0, mag = fabs(exact);
+        for (int64_t k = 0; k < K; k++) {
+          const double y = (double)(ta ? af[k * M + m] : af[m * K + k]) * (tb ? bf[n * K + k] : bf[k * N + n]);
+          exact += y, mag += fabs(y);
+        }
+        if (p.bias) exact += bias[n], mag += fabs(bias[n]);
+        const double e = fabs(c[m * N + n] - exact) / (ldexp(mag, -24) * (double)(K + 66));
+        worst = e > worst ? e : worst;
+      }
+    EXPECT(worst <= 1.0, "amx matmul M=%lld N=%lld K=%lld ta=%d tb=%d: an element %.3g x its bound from the exact sum",
+           (long long)M, (long long)N, (long long)K, ta, tb, worst);
+    const uint64_t version = srlm_weights_version_next();
+    for (int run = 0; run < 4; run++) { /* again; packed twice; 1 and 3 threads */
+#ifdef _OPENMP
+      const int saved = omp_get_max_threads();
+      if (run >= 2) omp_set_num_threads(run == 2 ? 1 : 3);
+#endif
+      memcpy(got, c0, (size_t)(M * N) * sizeof *got);
+      p.c = got, p.b_version = run == 1 || run == 2 ? version : 0;
+      EXPECT_EQ_INT(SRLM_OP(be, matmul, p), SRLM_OK);
+#ifdef _OPENMP
+      omp_set_num_threads(saved);
+#endif
+      EXPECT_SAME_BITS(got, c, M * N, "amx matmul M=%lld N=%lld K=%lld ta=%d tb=%d, run %d: not the bits of the first",
+                       (long long)M, (long long)N, (long long)K, ta, tb, run);
+    }
+    for (int64_t m = 0; m < M; m += 1 + M / 7) /* rows alone, plain and from packed weights */
+      for (int run = 0; run < 2; run++) {
+        srlm_matmul_params q = p;
+        q.M = 1, q.a = ta ? a + m : a + m * K, q.c = row, q.b_version = run ? version : 0;
+        memcpy(row, c0 + m * N, (size_t)N * sizeof *row);
+        EXPECT_EQ_INT(SRLM_OP(be, matmul, q), SRLM_OK);
+        EXPECT_SAME_BITS(row, c + m * N, N, "amx matmul M=%lld N=%lld K=%lld ta=%d tb=%d: row %lld alone (run %d)",
+                         (long long)M, (long long)N, (long long)K, ta, tb, (long long)m, run);
+      }
+    if (M > 3) { /* rows [1, M - 1) as one product */
+      srlm_matmul_params q = p;
+      q.M = M - 2, q.a = ta ? a + 1 : a + K, q.c = got + N, q.b_version = 0;
+      memcpy(got, c0, (size_t)(M * N) * sizeof *got);
+      EXPECT_EQ_INT(SRLM_OP(be, matmul, q), SRLM_OK);
+      EXPECT_SAME_BITS(got + N, c + N, (M - 2) * N, "amx matmul M=%lld N=%lld K=%lld ta=%d tb=%d: rows 1.. alone",
+                       (long long)M, (long long)N, (long long)K, ta, tb);
+    }
+    srlm_backend_forget(be, b, (size_t)(K * N) * sizeof *b);
+    free(a), free(b), free(af), free(bf), free(c0), free(bias), free(c), free(got), free(row);
+  }
+  EXPECT_EQ_INT(srlm_backend_cpu_set_isa(NULL), SRLM_OK);
 }
 
 /* SRLM_CPU_PACKED_WEIGHTS=0 (ctest unit.backend_cpu.unpacked): versioned decode-sized
@@ -597,12 +708,6 @@ static void test_isa_levels(srlm_backend *be) {
 }
 
 /* ---- bf16: the native ops against their staged definition --------------------------------- */
-
-/* n bf16 values from Philox in h and the same values as fp32 in f. */
-static void fill_bf16(uint16_t *h, float *f, int64_t n, double lo, double hi) {
-  fill_uniform(f, n, lo, hi);
-  for (int64_t i = 0; i < n; i++) h[i] = srlm_f32_to_bf16(f[i]), f[i] = srlm_bf16_to_f32(h[i]);
-}
 
 static uint16_t *hdup(const uint16_t *h, int64_t n) {
   uint16_t *d = hbuf(n);
@@ -1000,6 +1105,7 @@ int main(void) {
   test_matmul_chain_bf16(be);
   test_matmul_bf16_pad(be);
   test_matmul_bf16_c(be);
+  test_matmul_amx(be);
   test_cast_levels(be);
   const char *pw = getenv("SRLM_CPU_PACKED_WEIGHTS");
   if (pw && !strcmp(pw, "0"))

@@ -193,7 +193,8 @@ static void bf16_kv(tile_scratch *t, const uint16_t *k16, const uint16_t *v16, i
 static srlm_status mm(tile_scratch *t, float *c, int64_t ldc, opnd a, int ta, opnd b, int tb, int64_t M, int64_t N,
                       int64_t K, int acc) {
   srlm_cpu_mm p = {.c = c, .a = a.f, .a16 = a.h, .b = b.f, .b16 = b.h, .M = M, .N = N, .K = K, .lda = a.ld,
-                   .ldb = b.ld, .ldc = ldc, .trans_a = ta, .trans_b = tb, .accumulate = acc, .bf16 = t->bf16};
+                   .ldb = b.ld, .ldc = ldc, .trans_a = ta, .trans_b = tb, .accumulate = acc, .bf16 = t->bf16,
+                   .chain = 1};
   return srlm_cpu_gemm_serial(&p, &t->ws);
 }
 

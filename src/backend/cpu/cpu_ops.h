@@ -32,12 +32,15 @@ SRLM_BACKEND_OPS(SRLM_CPU_OP_DECL_)
 /* An fp32 matrix product, the fields of srlm_matmul_params with typed pointers (strides
  * resolved: never 0). bf16 = 1 says that A and B hold widened bf16 values: the product is
  * then the bf16 one of matmul.c (the same fma chain with denormals flushed, and the
- * AVX-512 BF16 dot-product kernel where the level allows it). */
+ * AVX-512 BF16 dot-product kernel where the level allows it; at the amx level the tile
+ * unit's chunked sums instead, unless chain = 1). */
 typedef struct srlm_cpu_mm {
   float *c;
   const float *a, *b, *bias;
   int64_t M, N, K, lda, ldb, ldc;
   int trans_a, trans_b, accumulate, bf16;
+  /* 1: a bf16 product must be the chain even at the amx level (the dot-product kernel) */
+  int chain;
   /* bf16 products when srlm_cpu_bf16_direct(): A / B given as the bf16 tensors themselves
    * (same strides; a / b then NULL), packed without a widened copy */
   const uint16_t *a16, *b16;
@@ -72,14 +75,24 @@ float srlm_cpu_exp_affine(const float *x, float a, float b, float *out, int64_t 
 
 /* The vector code level in force (isa.c): SRLM_CPU_ISA_*. AVX512_BF16 is AVX-512 plus the
  * bf16 dot-product instruction for bf16 matrix products (every other op runs its AVX-512
- * code there). */
-enum { SRLM_CPU_ISA_GENERIC = 0, SRLM_CPU_ISA_AVX2 = 1, SRLM_CPU_ISA_AVX512 = 2, SRLM_CPU_ISA_AVX512_BF16 = 3 };
+ * code there); AMX is that plus the tile unit for bf16 matrix products (matmul.c: its own
+ * bits, not the chain's). */
+enum {
+  SRLM_CPU_ISA_GENERIC = 0,
+  SRLM_CPU_ISA_AVX2 = 1,
+  SRLM_CPU_ISA_AVX512 = 2,
+  SRLM_CPU_ISA_AVX512_BF16 = 3,
+  SRLM_CPU_ISA_AMX = 4
+};
 int srlm_cpu_isa(void);
 /* 1 when this CPU's bf16 dot-product instruction gives the bits of matmul.c's bf16
  * contract on a set of checked products (isa.c offers the level only then). */
 int srlm_cpu_bf16_dot_ok(void);
-/* 1 when bf16 products run the dot-product kernel at the level in force, which can read
- * bf16 A and B directly (srlm_cpu_mm's a16 / b16). */
+/* 1 when the CPU has AMX-BF16, the OS lets this process use the tile data, and the tile
+ * kernel passes matmul.c's start-up check (isa.c offers the amx level only then). */
+int srlm_cpu_amx_ok(void);
+/* 1 when bf16 products run the dot-product or tile kernel at the level in force, which
+ * read bf16 A and B directly (srlm_cpu_mm's a16 / b16). */
 int srlm_cpu_bf16_direct(void);
 
 /* ---- bf16 staging ----------------------------------------------------------------- */

@@ -1,5 +1,6 @@
-/* Which vector code the CPU backend runs: the best the CPU has (AVX-512 with the bf16
- * dot-product instruction, AVX-512, AVX2 + FMA, or portable C), or a narrower level forced by srlm_backend_cpu_set_isa or, at the first
+/* Which vector code the CPU backend runs: the best the CPU has (AMX's tiles for bf16
+ * products, AVX-512 with the bf16 dot-product instruction, AVX-512, AVX2 + FMA, or
+ * portable C), or a narrower level forced by srlm_backend_cpu_set_isa or, at the first
  * op, by the environment variable SRLM_CPU_ISA (tests run every level this way). The
  * build has no -march: vector code is compiled with target attributes and only called
  * at a level the CPU reports. */
@@ -8,14 +9,16 @@
 
 #include "cpu_ops.h"
 
-static const char *const k_names[] = {"generic", "avx2", "avx512", "avx512bf16"};
+static const char *const k_names[] = {"generic", "avx2", "avx512", "avx512bf16", "amx"};
 enum { N_LEVELS = sizeof k_names / sizeof k_names[0] };
 
 /* avx512bf16 also needs the instruction to pass srlm_cpu_bf16_dot_ok's check (matmul.c):
- * a CPU whose vdpbf16ps rounds otherwise keeps the plain AVX-512 kernels. */
+ * a CPU whose vdpbf16ps rounds otherwise keeps the plain AVX-512 kernels. amx needs that
+ * level and srlm_cpu_amx_ok (the tile unit, the OS's permission, matmul's check). */
 static int cpu_best(void) {
 #if defined(__x86_64__) || defined(__i386__)
   __builtin_cpu_init();
+  if (srlm_cpu_amx_ok()) return SRLM_CPU_ISA_AMX;
   if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bf16") && srlm_cpu_bf16_dot_ok())
     return SRLM_CPU_ISA_AVX512_BF16;
   if (__builtin_cpu_supports("avx512f")) return SRLM_CPU_ISA_AVX512;
@@ -51,7 +54,7 @@ srlm_status srlm_backend_cpu_set_isa(const char *isa) {
   }
   const int want = parse(isa);
   if (want < 0)
-    return srlm_error(SRLM_ERR_CONFIG, "cpu backend", "unknown ISA '%s' (avx512bf16, avx512, avx2, generic)", isa);
+    return srlm_error(SRLM_ERR_CONFIG, "cpu backend", "unknown ISA '%s' (amx, avx512bf16, avx512, avx2, generic)", isa);
   if (want > best)
     return srlm_error(SRLM_ERR_UNSUPPORTED, "cpu backend", "this CPU has no %s (best: %s)", isa, k_names[best]);
   __atomic_store_n(&g_level, want, __ATOMIC_RELAXED);

@@ -38,8 +38,25 @@
  * srlm_cpu_bf16_dot_ok's products (flushing cases included). An odd K's last pair is
  * padded with A = -0 and B = +0: adding a -0 product leaves every sum as it was.
  *
+ * AMX (the amx level, above avx512bf16): bf16 products on the tile unit, 32 x 32 tiles of C
+ * from 32-row A and 32-column B tiles, k in chunks of 32 (16 pairs, zero-padded at K's
+ * end), each chunk one TDPBF16PS. That instruction does not compute the chain: it sums a
+ * chunk's 32 products its own way (measured: exactly when they share an exponent range;
+ * a product more than about 2^24 below the chunk's largest is lost) and adds the sum to
+ * C, rounding to nearest even. So the amx level has its own bits: for each C element
+ * they depend only on its row of A, its column of B, K and C, never on the thread count,
+ * tile position, M or the batch (the chunks always start at k = 0), and they are the
+ * same on every call on the same CPU model; srlm_cpu_amx_ok checks that and that the
+ * result stays within the chain's error bound before isa.c offers the level. Other CPU
+ * models (and other levels) give other bits for bf16 products: SRLM_CPU_ISA=avx512bf16
+ * keeps the chain's bits everywhere. fp32 products and every other op are unchanged at
+ * the amx level, and so are products that ask for the chain (srlm_cpu_mm's chain:
+ * attention's, whose key tiles start where the window does). Packing for AMX: k's pairs
+ * are words with the even k in the LOW half (two bf16 in memory order); A in chunks of
+ * 32 rows x 16 words (row-major, what a tile load reads), B as the dot kernel's panels.
+ *
  * The kernel follows the ISA level of isa.c (the CPU's best unless forced narrower;
- * tests force each level to check that all kernels give the same bits). */
+ * tests force each level to check that the kernels of the chain give the same bits). */
 #include <float.h>
 #include <math.h>
 #include <pthread.h>
@@ -49,8 +66,13 @@
 #include <omp.h>
 #endif
 #if defined(__x86_64__) || defined(__i386__)
+#include <cpuid.h>
 #include <immintrin.h>
 #define SRLM_X86 1
+#endif
+#if defined(SRLM_X86) && defined(__linux__)
+#include <sys/syscall.h>
+#include <unistd.h>
 #endif
 
 #include "cpu_ops.h"
@@ -67,18 +89,21 @@
  * by the tiles) 1.02x of 1024 at K = 2048, the same elsewhere. (Interleaved runs,
  * medians.) MB = 96 and 384 did not beat 192 with them. The AVX2 and portable kernels
  * keep KC (not measured again). */
-enum { KC = 256, KC_AVX512 = 1024, KC_DOT = 2048, MB = 192 };
+enum { KC = 256, KC_AVX512 = 1024, KC_DOT = 2048, KC_AMX = 2048, MB = 192 };
 _Static_assert(KC % 2 == 0 && KC_DOT % 2 == 0, "a dot kernel's k pairs must not straddle KC blocks");
+_Static_assert(KC_AMX % 32 == 0, "AMX chunks of 32 k must not straddle KC blocks");
 
 typedef void (*ukernel_fn)(int64_t kc, const float *a, const float *b, float *c, int64_t ldc, int load);
 
 /* A micro-kernel computes an MR x NR tile over kc values of k from packed panels: fp32
  * kernels read k-major floats (a[k * MR + i], b[k * NR + j]); a dot kernel (dot = 1)
- * reads k's pairs as 32-bit words of two bf16 (a[q * MR + i], b[q * NR + j], q = k / 2).
- * kc: the K loop's block (KC, KC_AVX512 or KC_DOT). */
+ * reads k's pairs as 32-bit words of two bf16 (a[q * MR + i], b[q * NR + j], q = k / 2);
+ * the AMX kernel (dot = amx = 1) reads natural-order pairs, B as the dot kernel does and A
+ * in chunks of 16 pairs, row-major (a[(c * MR + i) * 16 + q % 16], c = q / 16), K padded
+ * to whole chunks. kc: the K loop's block (KC, KC_AVX512, KC_DOT or KC_AMX). */
 typedef struct kernel {
   const char *name;
-  int mr, nr, dot;
+  int mr, nr, dot, amx;
   int64_t kc;
   ukernel_fn fn;
 } kernel;
@@ -195,6 +220,59 @@ __attribute__((target("avx512f,avx512bf16"))) static void ukernel_avx512bf16(int
   TILE_8X32_END
 }
 #undef ROWD
+
+/* AMX: a 32 x 32 tile of C in tiles 0-3 (2 x 2 of 16 x 16 fp32), A's chunk in tiles 4-5
+ * (rows 0-15, 16-31: 16 rows x 64 bytes each), B's in 6-7 (columns 0-15, 16-31 of 16
+ * pair rows, 128 bytes apart). The tile configuration is loaded by amx_enter. */
+__attribute__((target("amx-tile,amx-bf16"))) static void ukernel_amx(int64_t kc, const float *af, const float *bf,
+                                                                      float *c, int64_t ldc, int load) {
+  const char *a = (const char *)(const void *)af, *b = (const char *)(const void *)bf;
+  const long ldcb = (long)ldc * (long)sizeof *c;
+  if (load) {
+    _tile_loadd(0, c, ldcb);
+    _tile_loadd(1, c + 16, ldcb);
+    _tile_loadd(2, c + 16 * ldc, ldcb);
+    _tile_loadd(3, c + 16 * ldc + 16, ldcb);
+  } else {
+    _tile_zero(0);
+    _tile_zero(1);
+    _tile_zero(2);
+    _tile_zero(3);
+  }
+  for (int64_t q = 0; q < (kc + 31) / 32; q++, a += 2048, b += 2048) {
+    _tile_loadd(4, a, 64);
+    _tile_loadd(6, b, 128);
+    _tile_loadd(5, a + 1024, 64);
+    _tile_loadd(7, b + 64, 128);
+    _tile_dpbf16ps(0, 4, 6);
+    _tile_dpbf16ps(1, 4, 7);
+    _tile_dpbf16ps(2, 5, 6);
+    _tile_dpbf16ps(3, 5, 7);
+  }
+  _tile_stored(0, c, ldcb);
+  _tile_stored(1, c + 16, ldcb);
+  _tile_stored(2, c + 16 * ldc, ldcb);
+  _tile_stored(3, c + 16 * ldc + 16, ldcb);
+}
+
+/* The calling thread's tile configuration (palette 1, tiles 0-7 of 16 rows x 64 bytes),
+ * loaded before a product's first AMX kernel and released after its last. */
+typedef struct amx_cfg {
+  uint8_t palette, start_row, reserved[14];
+  uint16_t colsb[16];
+  uint8_t rows[16];
+} amx_cfg;
+/* (a constant: GCC 12 does not see the instruction read the stores of a local one, and
+ * drops them) */
+static const amx_cfg k_amx_cfg = {.palette = 1,
+                                  .colsb = {64, 64, 64, 64, 64, 64, 64, 64},
+                                  .rows = {16, 16, 16, 16, 16, 16, 16, 16}};
+__attribute__((target("amx-tile"))) static void amx_enter(const kernel *kr) {
+  if (kr->amx) _tile_loadconfig(&k_amx_cfg);
+}
+__attribute__((target("amx-tile"))) static void amx_leave(const kernel *kr) {
+  if (kr->amx) _tile_release();
+}
 #undef TILE_8X32_BEGIN
 #undef TILE_8X32_END
 #undef LOAD5
@@ -213,29 +291,37 @@ static void ftz_leave(int on, unsigned old) {
 #else
 static unsigned ftz_enter(int on) { return (void)on, 0u; }
 static void ftz_leave(int on, unsigned old) { (void)on, (void)old; }
+static void amx_enter(const struct kernel *kr) { (void)kr; }
+static void amx_leave(const struct kernel *kr) { (void)kr; }
 #endif
 
-static const kernel k_generic = {"generic", GEN_MR, GEN_NR, 0, KC, ukernel_generic};
-static const kernel k_generic_ftz = {"generic", GEN_MR, GEN_NR, 0, KC, ukernel_generic_ftz};
+static const kernel k_generic = {"generic", GEN_MR, GEN_NR, 0, 0, KC, ukernel_generic};
+static const kernel k_generic_ftz = {"generic", GEN_MR, GEN_NR, 0, 0, KC, ukernel_generic_ftz};
 #ifdef SRLM_X86
-static const kernel k_avx2 = {"avx2", 6, 16, 0, KC, ukernel_avx2};
-static const kernel k_avx512 = {"avx512", 8, 32, 0, KC_AVX512, ukernel_avx512};
-static const kernel k_avx512bf16 = {"avx512bf16", 8, 32, 1, KC_DOT, ukernel_avx512bf16};
+static const kernel k_avx2 = {"avx2", 6, 16, 0, 0, KC, ukernel_avx2};
+static const kernel k_avx512 = {"avx512", 8, 32, 0, 0, KC_AVX512, ukernel_avx512};
+static const kernel k_avx512bf16 = {"avx512bf16", 8, 32, 1, 0, KC_DOT, ukernel_avx512bf16};
+static const kernel k_amx = {"amx", 32, 32, 1, 1, KC_AMX, ukernel_amx};
 #endif
 
-/* The kernel of a product at the level in force: bf16 products get the dot-product kernel
- * at its level and the flushing portable kernel at the generic one. */
-static const kernel *pick_kernel(int bf16) {
+/* The kernel of a product at the level in force: bf16 products get the tile kernel at the
+ * amx level (the dot-product kernel when the product asks for the chain), the dot-product
+ * kernel at its level and the flushing portable kernel at the generic one. */
+static const kernel *pick_kernel_for(int bf16, int chain) {
 #ifdef SRLM_X86
   switch (srlm_cpu_isa()) {
+    case SRLM_CPU_ISA_AMX: return bf16 ? (chain ? &k_avx512bf16 : &k_amx) : &k_avx512;
     case SRLM_CPU_ISA_AVX512_BF16: return bf16 ? &k_avx512bf16 : &k_avx512;
     case SRLM_CPU_ISA_AVX512: return &k_avx512;
     case SRLM_CPU_ISA_AVX2: return &k_avx2;
     default: break;
   }
+#else
+  (void)chain;
 #endif
   return bf16 ? &k_generic_ftz : &k_generic;
 }
+static const kernel *pick_kernel(int bf16) { return pick_kernel_for(bf16, 0); }
 
 /* ---- packing ------------------------------------------------------------------------ */
 
@@ -249,17 +335,21 @@ typedef struct gemm {
   uint16_t *c16; /* C in bf16 (c NULL): srlm_cpu_mm's c16 */
 } gemm;
 
-/* Packed depth: the rows of k a panel holds (k's pairs for a dot kernel), and where the
- * KC block at k0 (even) starts in it. */
-static inline int64_t kdepth(const gemm *g, int64_t k) { return g->kr->dot ? (k + 1) / 2 : k; }
+/* Packed depth: the rows of k a panel holds (k's pairs for a dot kernel, whole chunks of
+ * 16 pairs for AMX), and where the KC block at k0 (even; a multiple of 32 for AMX) starts
+ * in it. */
+static inline int64_t kdepth(const gemm *g, int64_t k) {
+  return g->kr->amx ? (k + 31) / 32 * 16 : g->kr->dot ? (k + 1) / 2 : k;
+}
 
 /* The 32-bit word of a dot kernel's panel: bf16 `even` (k even: added first) in the high
- * half, `odd` in the low half; both are widened bf16, so their high halves are exact. */
-static inline uint32_t pair_word(float even, float odd) {
+ * half, `odd` in the low half; both are widened bf16, so their high halves are exact.
+ * nat (the AMX kernel's order): `even` in the low half, as two bf16 lie in memory. */
+static inline uint32_t pair_word(float even, float odd, int nat) {
   uint32_t e, o;
   memcpy(&e, &even, 4);
   memcpy(&o, &odd, 4);
-  return (e & 0xffff0000u) | (o >> 16);
+  return nat ? (e >> 16) | (o & 0xffff0000u) : (e & 0xffff0000u) | (o >> 16);
 }
 /* the pads of an odd K's last pair (see the top) */
 #define PAD_A (-0.0f)
@@ -270,28 +360,31 @@ static inline uint32_t pair_word(float even, float odd) {
  * valid ones are 0; an odd end's last pair takes the pads. The words of a pair of stored
  * rows (k, k + 1) are formed along the rows (contiguous), the others by walking k along
  * one row (8 rows at a time as a transpose of words, pair_along8). Sources are widened fp32 (x, h NULL) or the bf16 tensor itself (h). */
-static inline uint32_t pair16(uint16_t even, uint16_t odd) { return (uint32_t)even << 16 | odd; }
+static inline uint32_t pair16(uint16_t even, uint16_t odd, int nat) {
+  return nat ? (uint32_t)odd << 16 | even : (uint32_t)even << 16 | odd;
+}
 static inline void pair_rows(const float *x0, const uint16_t *h0, const float *x1, const uint16_t *h1, float pad,
-                             int64_t n, uint32_t *d) {
+                             int64_t n, uint32_t *d, int nat) {
   const uint16_t p16 = srlm_f32_to_bf16(pad);
   if (h0 && h1)
-    for (int64_t j = 0; j < n; j++) d[j] = pair16(h0[j], h1[j]);
+    for (int64_t j = 0; j < n; j++) d[j] = pair16(h0[j], h1[j], nat);
   else if (h0)
-    for (int64_t j = 0; j < n; j++) d[j] = pair16(h0[j], p16);
+    for (int64_t j = 0; j < n; j++) d[j] = pair16(h0[j], p16, nat);
   else if (x1)
-    for (int64_t j = 0; j < n; j++) d[j] = pair_word(x0[j], x1[j]);
+    for (int64_t j = 0; j < n; j++) d[j] = pair_word(x0[j], x1[j], nat);
   else
-    for (int64_t j = 0; j < n; j++) d[j] = pair_word(x0[j], pad);
+    for (int64_t j = 0; j < n; j++) d[j] = pair_word(x0[j], pad, nat);
 }
-static inline void pair_along(const float *x, const uint16_t *h, int64_t kc, float pad, uint32_t *d, int64_t ld_d) {
+static inline void pair_along(const float *x, const uint16_t *h, int64_t kc, float pad, uint32_t *d, int64_t ld_d,
+                              int nat) {
   int64_t q = 0;
   if (h) {
-    for (; 2 * q + 1 < kc; q++) d[q * ld_d] = pair16(h[2 * q], h[2 * q + 1]);
-    if (2 * q < kc) d[q * ld_d] = pair16(h[2 * q], srlm_f32_to_bf16(pad));
+    for (; 2 * q + 1 < kc; q++) d[q * ld_d] = pair16(h[2 * q], h[2 * q + 1], nat);
+    if (2 * q < kc) d[q * ld_d] = pair16(h[2 * q], srlm_f32_to_bf16(pad), nat);
     return;
   }
-  for (; 2 * q + 1 < kc; q++) d[q * ld_d] = pair_word(x[2 * q], x[2 * q + 1]);
-  if (2 * q < kc) d[q * ld_d] = pair_word(x[2 * q], pad);
+  for (; 2 * q + 1 < kc; q++) d[q * ld_d] = pair_word(x[2 * q], x[2 * q + 1], nat);
+  if (2 * q < kc) d[q * ld_d] = pair_word(x[2 * q], pad, nat);
 }
 #ifdef SRLM_X86
 /* The 8 x 8 transpose of r[0..7] (32-bit elements) in place: 24 shuffles per 64 elements
@@ -321,16 +414,17 @@ __attribute__((target("avx"))) static void transpose8x8(const float *src, int64_
 
 /* pair_along for 8 bf16 rows h + i * ld_h at once: d[q * ld_d + i] = the pair word of
  * (h_i[2q], h_i[2q + 1]) for q < kc / 16 * 8. Two bf16 in memory are a little-endian word
- * with the even one low, so the pair word is that word rotated by 16, and the packing is
- * a transpose of words. Returns the k done (a multiple of 16); the caller pairs the rest. */
+ * with the even one low, so the pair word is that word (nat) or that word rotated by 16,
+ * and the packing is a transpose of words. Returns the k done (a multiple of 16); the
+ * caller pairs the rest. */
 __attribute__((target("avx2"))) static int64_t pair_along8(const uint16_t *h, int64_t ld_h, int64_t kc, uint32_t *d,
-                                                           int64_t ld_d) {
+                                                           int64_t ld_d, int nat) {
   int64_t k = 0;
   for (; k + 16 <= kc; k += 16) {
     __m256 r[8];
     for (int i = 0; i < 8; i++) {
       const __m256i w = _mm256_loadu_si256((const __m256i *)(const void *)(h + i * ld_h + k));
-      r[i] = _mm256_castsi256_ps(_mm256_or_si256(_mm256_slli_epi32(w, 16), _mm256_srli_epi32(w, 16)));
+      r[i] = _mm256_castsi256_ps(nat ? w : _mm256_or_si256(_mm256_slli_epi32(w, 16), _mm256_srli_epi32(w, 16)));
     }
     transpose8_regs(r);
     for (int q = 0; q < 8; q++) _mm256_storeu_ps((float *)(void *)(d + (k / 2 + q) * ld_d), r[q]);
@@ -343,15 +437,16 @@ __attribute__((target("avx2"))) static int64_t pair_along8(const uint16_t *h, in
  * sources 8 rows at a time by pair_along8 (only the dot kernel packs pairs, and its CPU
  * has AVX2). */
 static void pair_along_rows(const float *x, const uint16_t *h, int64_t ld, int64_t rows, int64_t kc, float pad,
-                            uint32_t *d, int64_t ld_d) {
+                            uint32_t *d, int64_t ld_d, int nat) {
   int64_t i = 0;
 #ifdef SRLM_X86
   for (; h && i + 8 <= rows; i += 8) {
-    const int64_t k = pair_along8(h + i * ld, ld, kc, d + i, ld_d);
-    for (int64_t r = i; r < i + 8; r++) pair_along(NULL, h + r * ld + k, kc - k, pad, d + k / 2 * ld_d + r, ld_d);
+    const int64_t k = pair_along8(h + i * ld, ld, kc, d + i, ld_d, nat);
+    for (int64_t r = i; r < i + 8; r++)
+      pair_along(NULL, h + r * ld + k, kc - k, pad, d + k / 2 * ld_d + r, ld_d, nat);
   }
 #endif
-  for (; i < rows; i++) pair_along(x ? x + i * ld : NULL, h ? h + i * ld : NULL, kc, pad, d + i, ld_d);
+  for (; i < rows; i++) pair_along(x ? x + i * ld : NULL, h ? h + i * ld : NULL, kc, pad, d + i, ld_d, nat);
 }
 /* element i of A's / B's storage in either source (the other pointer NULL) */
 #define AT_A(g, i) ((g)->a16 ? NULL : (g)->a + (i)), ((g)->a16 ? (g)->a16 + (i) : NULL)
@@ -363,34 +458,80 @@ static void pack_a_dot(const gemm *g, int64_t m0, int64_t k_lo, int64_t k_hi, ui
     for (int64_t k = k_lo; k < k_hi; k += 2) {
       uint32_t *d = dst + k / 2 * MR;
       if (k + 1 < k_hi)
-        pair_rows(AT_A(g, k * g->lda + m0), AT_A(g, (k + 1) * g->lda + m0), PAD_A, rows, d);
+        pair_rows(AT_A(g, k * g->lda + m0), AT_A(g, (k + 1) * g->lda + m0), PAD_A, rows, d, 0);
       else
-        pair_rows(AT_A(g, k * g->lda + m0), NULL, NULL, PAD_A, rows, d);
+        pair_rows(AT_A(g, k * g->lda + m0), NULL, NULL, PAD_A, rows, d, 0);
       for (int64_t i = rows; i < MR; i++) d[i] = 0;
     }
   else {
-    pair_along_rows(AT_A(g, m0 * g->lda + k_lo), g->lda, rows, k_hi - k_lo, PAD_A, dst + k_lo / 2 * MR, MR);
+    pair_along_rows(AT_A(g, m0 * g->lda + k_lo), g->lda, rows, k_hi - k_lo, PAD_A, dst + k_lo / 2 * MR, MR, 0);
     for (int64_t i = rows; i < MR; i++)
       for (int64_t k = k_lo; k < k_hi; k += 2) dst[k / 2 * MR + i] = 0;
   }
 }
+/* B for the dot kernel, or for AMX (nat order, zero pairs to the end of the last chunk). */
 static void pack_b_dot(const gemm *g, int64_t k0, int64_t kc, int64_t n0, uint32_t *dst) {
-  const int NR = g->kr->nr;
+  const int NR = g->kr->nr, nat = g->kr->amx;
   const int64_t cols = g->N - n0 < NR ? g->N - n0 : NR;
   if (!g->trans_b) /* stored B: row k holds B(k, .) along n */
     for (int64_t k = 0; k < kc; k += 2) {
       uint32_t *d = dst + k / 2 * NR;
       const int64_t r0 = (k0 + k) * g->ldb + n0;
       if (k + 1 < kc)
-        pair_rows(AT_B(g, r0), AT_B(g, r0 + g->ldb), PAD_B, cols, d);
+        pair_rows(AT_B(g, r0), AT_B(g, r0 + g->ldb), PAD_B, cols, d, nat);
       else
-        pair_rows(AT_B(g, r0), NULL, NULL, PAD_B, cols, d);
+        pair_rows(AT_B(g, r0), NULL, NULL, PAD_B, cols, d, nat);
       for (int64_t j = cols; j < NR; j++) d[j] = 0;
     }
   else {
-    pair_along_rows(AT_B(g, n0 * g->ldb + k0), g->ldb, cols, kc, PAD_B, dst, NR);
+    pair_along_rows(AT_B(g, n0 * g->ldb + k0), g->ldb, cols, kc, PAD_B, dst, NR, nat);
     for (int64_t j = cols; j < NR; j++)
       for (int64_t k = 0; k < kc; k += 2) dst[k / 2 * NR + j] = 0;
+  }
+  if (nat) memset(dst + (kc + 1) / 2 * NR, 0, (size_t)(kdepth(g, kc) - (kc + 1) / 2) * (size_t)NR * sizeof *dst);
+}
+
+/* A for AMX: rows [m0, m0 + MR) (past M: 0), k in [k_lo, k_hi) (k_lo a multiple of 32;
+ * k_hi too, or K), in chunks of MR rows x 16 words (row-major; zero past K to the chunk's
+ * end): stored A's rows are copied as they are (two bf16 are a nat word); stored A^T is
+ * paired along m as the dot kernel's is (a chunk's 16 x MR words) and transposed. */
+static void pack_a_amx(const gemm *g, int64_t m0, int64_t k_lo, int64_t k_hi, uint32_t *dst) {
+  const int MR = g->kr->mr;
+  const int64_t rows = g->M - m0 < MR ? g->M - m0 : MR;
+  for (int64_t k = k_lo; k < k_hi; k += 32) {
+    uint32_t *d = dst + k / 2 * MR; /* this chunk */
+    const int64_t n = k_hi - k < 32 ? k_hi - k : 32;
+    if (!g->trans_a) {
+      for (int64_t i = 0; i < rows; i++) {
+        uint16_t *w = (uint16_t *)(void *)(d + i * 16);
+        const int64_t at = (m0 + i) * g->lda + k;
+        if (g->a16)
+          memcpy(w, g->a16 + at, (size_t)n * sizeof *w);
+        else
+          for (int64_t kk = 0; kk < n; kk++) w[kk] = srlm_f32_to_bf16(g->a[at + kk]);
+        memset(w + n, 0, (size_t)(32 - n) * sizeof *w);
+      }
+    } else {
+      uint32_t t[16 * 32] __attribute__((aligned(32))); /* (pair, row) */
+      for (int64_t q = 0; q < 16; q++) {
+        const int64_t kk = k + 2 * q;
+        if (kk + 1 < k + n)
+          pair_rows(AT_A(g, kk * g->lda + m0), AT_A(g, (kk + 1) * g->lda + m0), 0.0f, rows, t + q * MR, 1);
+        else if (kk < k + n)
+          pair_rows(AT_A(g, kk * g->lda + m0), NULL, NULL, 0.0f, rows, t + q * MR, 1);
+        else
+          memset(t + q * MR, 0, (size_t)rows * sizeof *t);
+      }
+      int64_t i = 0;
+#ifdef SRLM_X86
+      for (; i + 8 <= rows; i += 8)
+        for (int q = 0; q < 16; q += 8)
+          transpose8x8((const float *)(const void *)(t + q * MR + i), MR, (float *)(void *)(d + i * 16 + q), 16);
+#endif
+      for (; i < rows; i++)
+        for (int q = 0; q < 16; q++) d[i * 16 + q] = t[q * MR + i];
+    }
+    memset(d + rows * 16, 0, (size_t)(MR - rows) * 16 * sizeof *d);
   }
 }
 
@@ -410,6 +551,10 @@ static void transpose_rows(const gemm *g, const float *src, int64_t ld_src, int6
 
 /* A(m, k) for m in [m0, m0 + mr) (rows past M are 0), k in [0, K): dst[k*MR + i]. */
 static void pack_a(const gemm *g, int64_t m0, float *dst) {
+  if (g->kr->amx) {
+    pack_a_amx(g, m0, 0, g->K, (uint32_t *)(void *)dst);
+    return;
+  }
   if (g->kr->dot) {
     pack_a_dot(g, m0, 0, g->K, (uint32_t *)(void *)dst);
     return;
@@ -465,7 +610,7 @@ static void pack_b(const gemm *g, int64_t k0, int64_t kc, int64_t n0, float *dst
 static void run_tile(const gemm *g, const float *ap, const float *bp, int64_t m0, int64_t n0, int64_t kc,
                      int load) {
   const int MR = g->kr->mr, NR = g->kr->nr;
-  float tile[8 * 32] __attribute__((aligned(64))); /* MR x NR of the largest kernel */
+  float tile[32 * 32] __attribute__((aligned(64))); /* MR x NR of the largest kernel */
   const int64_t rows = g->M - m0 < MR ? g->M - m0 : MR, cols = g->N - n0 < NR ? g->N - n0 : NR;
   if (g->c16) { /* the whole chain in this call (one KC block, load = 0): round it once */
     g->kr->fn(kc, ap, bp, tile, NR, 0);
@@ -524,7 +669,8 @@ static void pack_a_rows_t(const gemm *g, int64_t m_start, int64_t mb, int64_t k_
   const int64_t panels = (mb + MR - 1) / MR;
   if (g->kr->dot) {
     for (int64_t ip = 0; ip < panels; ip++)
-      pack_a_dot(g, m_start + ip * MR, k_lo, k_hi, (uint32_t *)(void *)(dst + a_offset(g, ip, 0)));
+      (g->kr->amx ? pack_a_amx : pack_a_dot)(g, m_start + ip * MR, k_lo, k_hi,
+                                             (uint32_t *)(void *)(dst + a_offset(g, ip, 0)));
     return;
   }
   for (int64_t k = k_lo; k < k_hi; k++) {
@@ -598,7 +744,7 @@ static void add_bias(const srlm_cpu_mm *p, int parallel) {
 }
 
 static gemm make_gemm(const srlm_cpu_mm *p, const kernel *kr) {
-  gemm g = {kr ? kr : pick_kernel(p->bf16), p->M, p->N, p->K, p->lda, p->ldb, p->ldc, p->trans_a, p->trans_b, p->accumulate,
+  gemm g = {kr ? kr : pick_kernel_for(p->bf16, p->chain), p->M, p->N, p->K, p->lda, p->ldb, p->ldc, p->trans_a, p->trans_b, p->accumulate,
             p->bf16, p->a, p->b, p->a16, p->b16, p->c, p->c16};
   SRLM_CHECK(g.kr->dot || (!g.a16 && !g.b16), "cpu matmul: bf16 sources given to the %s kernel", g.kr->name);
   SRLM_CHECK(!g.c16 || (g.K > 0 && g.K <= g.kr->kc && !g.accumulate && !p->bias),
@@ -607,7 +753,7 @@ static gemm make_gemm(const srlm_cpu_mm *p, const kernel *kr) {
 }
 
 int srlm_cpu_gemm_c16_ok(const srlm_cpu_mm *p) {
-  return p->K > 0 && p->K <= pick_kernel(p->bf16)->kc && !p->accumulate && !p->bias;
+  return p->K > 0 && p->K <= pick_kernel_for(p->bf16, p->chain)->kc && !p->accumulate && !p->bias;
 }
 
 /* Packs rows [m_start, m_start + mb) of A into apack (all of K) in shares: stored A^T in
@@ -637,7 +783,7 @@ static srlm_status gemm_run(const srlm_cpu_mm *pp, const float *bpre) {
   const int64_t mb_max = p.M < MB ? p.M : MB;
   const int64_t n_panels = (p.N + NR - 1) / NR;
   float *apack = NULL;
-  size_t a_bytes = (size_t)((mb_max + MR - 1) / MR * MR) * (size_t)p.K * sizeof(float);
+  const size_t a_bytes = (size_t)((mb_max + MR - 1) / MR * MR) * (size_t)kdepth(&g, p.K) * sizeof(float);
   if (posix_memalign((void **)&apack, 64, a_bytes) != 0)
     return srlm_error(SRLM_ERR_NOMEM, "cpu matmul", "cannot allocate %zu bytes to pack A", a_bytes);
   int nomem = 0;
@@ -651,12 +797,13 @@ static srlm_status gemm_run(const srlm_cpu_mm *pp, const float *bpre) {
     const int tid = 0, nth = 1;
 #endif
     const unsigned csr = ftz_enter(g.bf16);
+    amx_enter(g.kr);
     /* this thread's column panels: a contiguous share */
     const int64_t j_begin = n_panels * tid / nth, j_end = n_panels * (tid + 1) / nth;
     const float *bp = bpre ? bpre + packed_offset(&g, j_begin, 0) : NULL;
     float *bown = NULL;
     if (!bpre && j_end > j_begin) {
-      const size_t b_bytes = (size_t)(j_end - j_begin) * (size_t)p.K * (size_t)NR * sizeof(float);
+      const size_t b_bytes = (size_t)(j_end - j_begin) * (size_t)kdepth(&g, p.K) * (size_t)NR * sizeof(float);
       if (posix_memalign((void **)&bown, 64, b_bytes) != 0) {
         bown = NULL;
 #ifdef _OPENMP
@@ -680,6 +827,7 @@ static srlm_status gemm_run(const srlm_cpu_mm *pp, const float *bpre) {
 #pragma omp barrier
 #endif
     }
+    amx_leave(g.kr);
     ftz_leave(g.bf16, csr);
     free(bown);
   }
@@ -711,16 +859,18 @@ static srlm_status gemm_serial(const srlm_cpu_mm *pp, srlm_cpu_gemm_ws *ws, cons
   const gemm g = make_gemm(&p, kr);
   const int MR = g.kr->mr, NR = g.kr->nr;
   const int64_t mb_max = p.M < MB ? p.M : MB;
-  SRLM_TRY(ws_reserve(&ws->apack, &ws->a_cap, (size_t)((mb_max + MR - 1) / MR * MR) * (size_t)p.K));
+  SRLM_TRY(ws_reserve(&ws->apack, &ws->a_cap, (size_t)((mb_max + MR - 1) / MR * MR) * (size_t)kdepth(&g, p.K)));
   const int64_t n_panels = (p.N + NR - 1) / NR;
-  SRLM_TRY(ws_reserve(&ws->bpack, &ws->b_cap, (size_t)n_panels * (size_t)p.K * (size_t)NR));
+  SRLM_TRY(ws_reserve(&ws->bpack, &ws->b_cap, (size_t)n_panels * (size_t)kdepth(&g, p.K) * (size_t)NR));
   pack_b_panels(&g, 0, n_panels, ws->bpack);
   const unsigned csr = ftz_enter(g.bf16);
+  amx_enter(g.kr);
   for (int64_t m_start = 0; m_start < p.M; m_start += MB) {
     const int64_t mb = p.M - m_start < MB ? p.M - m_start : MB;
     for (int64_t i = 0; i < pack_a_shares(&g, mb); i++) pack_a_share(&g, m_start, mb, i, ws->apack);
     gemm_block(&g, ws->apack, ws->bpack, m_start, mb, 0, n_panels);
   }
+  amx_leave(g.kr);
   ftz_leave(g.bf16, csr);
   add_bias(&p, 0);
   return SRLM_OK;
@@ -786,6 +936,81 @@ static void dot_check_once(void) {
   g_dot_ok = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bf16") && dot_check();
 }
 #endif
+
+/* The AMX kernel on products of every layout, K across chunks and KC_AMX, accumulating
+ * and not: each element within the chain's error bound of the exact sum (a broken tile
+ * configuration or packing is far outside it); every row the same bits computed alone
+ * (M = 1) as among 37, and the same bits again on a second call. Needs the CPU's AMX-TILE
+ * and AMX-BF16 and the kernel's permission for the tile data (Linux's arch_prctl). */
+#if defined(SRLM_X86) && defined(__linux__)
+static int amx_check(void) {
+  enum { M = 37, N = 45, KMAX = 2100 };
+  static const struct { int64_t K; int ta, tb, acc; } cases[] = {
+      {1, 0, 0, 0},    {33, 1, 0, 1},   {64, 0, 1, 0},     {301, 1, 1, 1},
+      {301, 0, 0, 1},  {KMAX, 0, 1, 1}, {KMAX, 1, 0, 0},
+  };
+  const size_t na = (size_t)M * KMAX, nb = (size_t)KMAX * N;
+  uint16_t *a = calloc(na, 2), *b = calloc(nb, 2);
+  float *c0 = calloc(M * N, 4), *c = calloc(M * N, 4), *c2 = calloc(M * N, 4), *row = calloc(N, 4);
+  int ok = a && b && c0 && c && c2 && row;
+  uint64_t x = 0x2545f4914f6cdd1dull;
+  for (size_t i = 0; ok && i < na + nb + M * N; i++) {
+    x = x * 6364136223846793005ull + 1442695040888963407ull;
+    const float u = ((float)((x >> 11) & 0xffffff) / 16777216.0f - 0.5f) * (float)(1 << ((x >> 60) % 8));
+    if (i < na) a[i] = srlm_f32_to_bf16(u);
+    else if (i < na + nb) b[i - na] = srlm_f32_to_bf16(u);
+    else c0[i - na - nb] = u;
+  }
+  srlm_cpu_gemm_ws ws = {0};
+  for (size_t t = 0; ok && t < sizeof cases / sizeof cases[0]; t++) {
+    const int64_t K = cases[t].K;
+    const int ta = cases[t].ta, tb = cases[t].tb, acc = cases[t].acc;
+    srlm_cpu_mm p = {.a16 = a, .b16 = b, .M = M, .N = N, .K = K, .lda = ta ? M : K, .ldb = tb ? K : N, .ldc = N,
+                     .trans_a = ta, .trans_b = tb, .accumulate = acc, .bf16 = 1};
+    for (int r = 0; ok && r < 2; r++) {
+      memcpy(r ? c2 : c, c0, M * N * 4);
+      p.c = r ? c2 : c;
+      ok = gemm_serial(&p, &ws, &k_amx) == SRLM_OK;
+    }
+    ok = ok && !memcmp(c, c2, M * N * 4);
+    for (int64_t m = 0; ok && m < M; m += 6) { /* row m alone */
+      srlm_cpu_mm q = p;
+      q.M = 1, q.a16 = ta ? a + m : a + m * K, q.c = row;
+      memcpy(row, c0 + m * N, N * 4);
+      ok = gemm_serial(&q, &ws, &k_amx) == SRLM_OK && !memcmp(row, c + m * N, N * 4);
+    }
+    for (int64_t m = 0; ok && m < M; m++)
+      for (int64_t n = 0; ok && n < N; n++) {
+        double exact = acc ? c0[m * N + n] : 0.0, mag = fabs(exact);
+        for (int64_t k = 0; k < K; k++) {
+          const double y = (double)srlm_bf16_to_f32(a[ta ? k * M + m : m * K + k]) *
+                           srlm_bf16_to_f32(b[tb ? n * K + k : k * N + n]);
+          exact += y, mag += fabs(y);
+        }
+        ok = fabs(c[m * N + n] - exact) <= (double)(K + 64) * ldexp(mag, -24);
+      }
+  }
+  srlm_cpu_gemm_ws_free(&ws);
+  free(a), free(b), free(c0), free(c), free(c2), free(row);
+  return ok;
+}
+static int g_amx_ok;
+static void amx_check_once(void) {
+  unsigned eax, ebx, ecx, edx;
+  const int cpu = __get_cpuid_count(7, 0, &eax, &ebx, &ecx, &edx) && (edx >> 22 & 1) && (edx >> 24 & 1);
+  /* ARCH_REQ_XCOMP_PERM for XFEATURE_XTILEDATA: without it a tile load faults */
+  g_amx_ok = cpu && srlm_cpu_bf16_dot_ok() && syscall(SYS_arch_prctl, 0x1023, 18) == 0 && amx_check();
+}
+#endif
+
+int srlm_cpu_amx_ok(void) {
+#if defined(SRLM_X86) && defined(__linux__)
+  static pthread_once_t once = PTHREAD_ONCE_INIT;
+  return pthread_once(&once, amx_check_once) == 0 && g_amx_ok;
+#else
+  return 0;
+#endif
+}
 
 int srlm_cpu_bf16_direct(void) { return pick_kernel(1)->dot; }
 
@@ -864,7 +1089,8 @@ static packed_b *packed_get(const srlm_matmul_params *p, const kernel *kr, srlm_
     packed_drop(i); /* a new version (or shape): repack */
   }
   const int64_t n_panels = (p->N + kr->nr - 1) / kr->nr;
-  const size_t floats = (size_t)n_panels * (size_t)(kr->dot ? (p->K + 1) / 2 : p->K) * (size_t)kr->nr;
+  const gemm shape = {.kr = kr};
+  const size_t floats = (size_t)n_panels * (size_t)kdepth(&shape, p->K) * (size_t)kr->nr;
   float *data = NULL;
   if (posix_memalign((void **)&data, 64, floats * sizeof(float)) != 0) {
     *st = srlm_error(SRLM_ERR_NOMEM, "cpu matmul", "cannot allocate %zu bytes for a packed weight", floats * 4);

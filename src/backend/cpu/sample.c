@@ -74,6 +74,7 @@ WEIGHTS_FN(weights_avx512, __attribute__((target("avx512f"))))
 static void weights(const float *l, int64_t n, float lmax, float t, float *out) {
 #if defined(__x86_64__) || defined(__i386__)
   switch (srlm_cpu_isa()) {
+    case SRLM_CPU_ISA_AMX:
     case SRLM_CPU_ISA_AVX512_BF16:
     case SRLM_CPU_ISA_AVX512: weights_avx512(l, n, lmax, t, out); return;
     case SRLM_CPU_ISA_AVX2: weights_avx2(l, n, lmax, t, out); return;

@@ -166,6 +166,7 @@ static float exp_affine_scalar(const float *x, float a, float b, float *out, int
 float srlm_cpu_exp_affine(const float *x, float a, float b, float *out, int64_t n) {
 #ifdef SRLM_X86
   switch (srlm_cpu_isa()) {
+    case SRLM_CPU_ISA_AMX:
     case SRLM_CPU_ISA_AVX512_BF16:
     case SRLM_CPU_ISA_AVX512: return exp_affine_avx512(x, a, b, out, n);
     case SRLM_CPU_ISA_AVX2: return exp_affine_avx2(x, a, b, out, n);
