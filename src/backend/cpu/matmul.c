@@ -491,6 +491,16 @@ static void pack_b_dot(const gemm *g, int64_t k0, int64_t kc, int64_t n0, uint32
   if (nat) memset(dst + (kc + 1) / 2 * NR, 0, (size_t)(kdepth(g, kc) - (kc + 1) / 2) * (size_t)NR * sizeof *dst);
 }
 
+#ifdef SRLM_X86
+/* n (<= 32) bf16 of each of `rows` rows (src + i * ld) into 32-wide rows of dst, zero past
+ * n: one masked load and store a row (AMX CPUs have AVX-512 BW). */
+__attribute__((target("avx512f,avx512bw"))) static void copy_rows32(uint16_t *dst, const uint16_t *src, int64_t ld,
+                                                                    int64_t rows, int64_t n) {
+  const __mmask32 mask = n >= 32 ? 0xffffffffu : (1u << n) - 1u;
+  for (int64_t i = 0; i < rows; i++) _mm512_storeu_si512(dst + i * 32, _mm512_maskz_loadu_epi16(mask, src + i * ld));
+}
+#endif
+
 /* A for AMX: rows [m0, m0 + MR) (past M: 0), k in [k_lo, k_hi) (k_lo a multiple of 32;
  * k_hi too, or K), in chunks of MR rows x 16 words (row-major; zero past K to the chunk's
  * end): stored A's rows are copied as they are (two bf16 are a nat word); stored A^T is
@@ -502,6 +512,13 @@ static void pack_a_amx(const gemm *g, int64_t m0, int64_t k_lo, int64_t k_hi, ui
     uint32_t *d = dst + k / 2 * MR; /* this chunk */
     const int64_t n = k_hi - k < 32 ? k_hi - k : 32;
     if (!g->trans_a) {
+#ifdef SRLM_X86
+      if (g->a16) {
+        copy_rows32((uint16_t *)(void *)d, g->a16 + m0 * g->lda + k, g->lda, rows, n);
+        memset(d + rows * 16, 0, (size_t)(MR - rows) * 16 * sizeof *d);
+        continue;
+      }
+#endif
       for (int64_t i = 0; i < rows; i++) {
         uint16_t *w = (uint16_t *)(void *)(d + i * 16);
         const int64_t at = (m0 + i) * g->lda + k;
