@@ -72,6 +72,11 @@ typedef struct srlm_backend srlm_backend;
  * AVX-512 BF16 dot-product instruction does, so its kernel gives the same bits as the
  * fp32 kernels). So an element depends only on its row of op(A) and column of op(B): the
  * same bits whatever M, N, the tiling, the thread count or the other rows in the batch.
+ * The exception: bf16 products at the CPU's "amx" level (srlm_backend_cpu_ops) add k in
+ * chunks of 32 from k = 0, each chunk summed by the tile unit its own way and added to C
+ * once: still a function of the row, the column, K and C alone, but not the chain, and a
+ * product split along K (micro-batches accumulating into one dW) is not the bits of the
+ * whole product unless the split falls on multiples of 32.
  * b_version: nonzero promises that B's bytes stay as they are while the pair (b,
  * b_version) is unchanged (a model weight: the model draws a new version from
  * srlm_weights_version_next whenever its weights change and calls the backend's forget

@@ -3,9 +3,11 @@
  * lmhead_backward).
  *
  * Chunks: TC rows by VC ids (VC = min(V, 8192), a multiple of LSE_BLOCK, TC about 4M / VC
- * logits), rows outer, ids inner. Each chunk's logits are one GEMM (fp32, or matmul.c's
- * bf16 product of bf16 x and W: read directly by the dot-product kernel, else widened, W
- * a chunk at a time), folded into a running max m and sum s per row.
+ * logits, a multiple of 32 rows: the amx level's chunks of k never straddle two TC blocks,
+ * so dW's sum over them has the bits of one product), rows outer, ids inner. Each chunk's
+ * logits are one GEMM (fp32, or matmul.c's bf16 product of bf16 x and W: read directly by
+ * the dot-product or tile kernel, else widened, W a chunk at a time), folded into a
+ * running max m and sum s per row.
  *
  * logsumexp: the row is read in blocks of LSE_BLOCK; a block whose max exceeds the running
  * max m rescales the running sum s by exp(m_old - m_new) once, then its terms exp(z - m)
@@ -55,8 +57,8 @@ static void row_fold(const float *z, int64_t V, float *m_io, float *s_io) {
 
 static void chunk_sizes(int64_t N, int64_t V, int64_t *TC, int64_t *VC) {
   int64_t vc = V <= 8192 ? V : 8192;
-  int64_t tc = ((int64_t)1 << 22) / vc;
-  if (tc < 16) tc = 16;
+  int64_t tc = ((int64_t)1 << 22) / vc / 32 * 32;
+  if (tc < 32) tc = 32;
   if (tc > N) tc = N > 0 ? N : 1;
   *TC = tc;
   *VC = vc;
@@ -71,8 +73,8 @@ static srlm_status check_targets(const char *where, const int32_t *targets, int6
 }
 
 /* x and W as the head's products read them: fp32 (a view), widened copies of bf16 ones,
- * or, when the bf16 products run the dot-product kernel (srlm_cpu_bf16_direct), the bf16
- * tensors themselves. */
+ * or, when the bf16 products run the dot-product or tile kernel (srlm_cpu_bf16_direct),
+ * the bf16 tensors themselves. */
 typedef struct head_in {
   int bf16, direct;
   const float *x;      /* (N x C) fp32 or widened; NULL when direct */

@@ -6,6 +6,8 @@
  * registers and the K loop is only cut into KC blocks that continue the same chains,
  * so the result is the same bits for every kernel (AVX-512, AVX2, portable fmaf),
  * tile position, thread count and batch: a row of C depends only on its row of A.
+ * One exception, bf16 products at the amx level (below): the tile unit's own sums, still
+ * independent of tile position, thread count and batch.
  *
  * Loops, outermost first:
  *   MB rows of A are packed once (MR-row micro-panels, k-major) and shared;
@@ -70,9 +72,11 @@
 #include <immintrin.h>
 #define SRLM_X86 1
 #endif
-#if defined(SRLM_X86) && defined(__linux__)
+/* AMX: x86-64 only (GCC's tile intrinsics are), Linux's permission call */
+#if defined(__x86_64__) && defined(__linux__)
 #include <sys/syscall.h>
 #include <unistd.h>
+#define SRLM_AMX 1
 #endif
 
 #include "cpu_ops.h"
@@ -221,13 +225,38 @@ __attribute__((target("avx512f,avx512bf16"))) static void ukernel_avx512bf16(int
 }
 #undef ROWD
 
+#undef TILE_8X32_BEGIN
+#undef TILE_8X32_END
+#undef LOAD5
+#undef STORE5
+
+/* MXCSR's flush-to-zero and denormals-are-zero, on for a bf16 product's fp32 kernels
+ * (per thread: every thread that runs kernels sets and restores its own). */
+static unsigned ftz_enter(int on) {
+  const unsigned old = _mm_getcsr();
+  if (on) _mm_setcsr(old | 0x8040u);
+  return old;
+}
+static void ftz_leave(int on, unsigned old) {
+  if (on) _mm_setcsr(old);
+}
+#else
+static unsigned ftz_enter(int on) { return (void)on, 0u; }
+static void ftz_leave(int on, unsigned old) { (void)on, (void)old; }
+#endif
+
+#ifdef SRLM_AMX
 /* AMX: a 32 x 32 tile of C in tiles 0-3 (2 x 2 of 16 x 16 fp32), A's chunk in tiles 4-5
  * (rows 0-15, 16-31: 16 rows x 64 bytes each), B's in 6-7 (columns 0-15, 16-31 of 16
  * pair rows, 128 bytes apart). The tile configuration is loaded by amx_enter. */
-__attribute__((target("amx-tile,amx-bf16"))) static void ukernel_amx(int64_t kc, const float *af, const float *bf,
-                                                                      float *c, int64_t ldc, int load) {
+__attribute__((target("amx-tile,amx-bf16"), noinline)) static void ukernel_amx(int64_t kc, const float *af,
+                                                                                const float *bf, float *c, int64_t ldc,
+                                                                                int load) {
   const char *a = (const char *)(const void *)af, *b = (const char *)(const void *)bf;
   const long ldcb = (long)ldc * (long)sizeof *c;
+  /* GCC's tile loads and stores do not tell it which memory they touch: the caller's
+     stores to c, a and b come first, its reads of c after */
+  __asm__ volatile("" ::: "memory");
   if (load) {
     _tile_loadd(0, c, ldcb);
     _tile_loadd(1, c + 16, ldcb);
@@ -253,6 +282,7 @@ __attribute__((target("amx-tile,amx-bf16"))) static void ukernel_amx(int64_t kc,
   _tile_stored(1, c + 16, ldcb);
   _tile_stored(2, c + 16 * ldc, ldcb);
   _tile_stored(3, c + 16 * ldc + 16, ldcb);
+  __asm__ volatile("" ::: "memory");
 }
 
 /* The calling thread's tile configuration (palette 1, tiles 0-7 of 16 rows x 64 bytes),
@@ -273,24 +303,7 @@ __attribute__((target("amx-tile"))) static void amx_enter(const kernel *kr) {
 __attribute__((target("amx-tile"))) static void amx_leave(const kernel *kr) {
   if (kr->amx) _tile_release();
 }
-#undef TILE_8X32_BEGIN
-#undef TILE_8X32_END
-#undef LOAD5
-#undef STORE5
-
-/* MXCSR's flush-to-zero and denormals-are-zero, on for a bf16 product's fp32 kernels
- * (per thread: every thread that runs kernels sets and restores its own). */
-static unsigned ftz_enter(int on) {
-  const unsigned old = _mm_getcsr();
-  if (on) _mm_setcsr(old | 0x8040u);
-  return old;
-}
-static void ftz_leave(int on, unsigned old) {
-  if (on) _mm_setcsr(old);
-}
 #else
-static unsigned ftz_enter(int on) { return (void)on, 0u; }
-static void ftz_leave(int on, unsigned old) { (void)on, (void)old; }
 static void amx_enter(const struct kernel *kr) { (void)kr; }
 static void amx_leave(const struct kernel *kr) { (void)kr; }
 #endif
@@ -301,6 +314,8 @@ static const kernel k_generic_ftz = {"generic", GEN_MR, GEN_NR, 0, 0, KC, ukerne
 static const kernel k_avx2 = {"avx2", 6, 16, 0, 0, KC, ukernel_avx2};
 static const kernel k_avx512 = {"avx512", 8, 32, 0, 0, KC_AVX512, ukernel_avx512};
 static const kernel k_avx512bf16 = {"avx512bf16", 8, 32, 1, 0, KC_DOT, ukernel_avx512bf16};
+#endif
+#ifdef SRLM_AMX
 static const kernel k_amx = {"amx", 32, 32, 1, 1, KC_AMX, ukernel_amx};
 #endif
 
@@ -310,7 +325,9 @@ static const kernel k_amx = {"amx", 32, 32, 1, 1, KC_AMX, ukernel_amx};
 static const kernel *pick_kernel_for(int bf16, int chain) {
 #ifdef SRLM_X86
   switch (srlm_cpu_isa()) {
+#ifdef SRLM_AMX
     case SRLM_CPU_ISA_AMX: return bf16 ? (chain ? &k_avx512bf16 : &k_amx) : &k_avx512;
+#endif
     case SRLM_CPU_ISA_AVX512_BF16: return bf16 ? &k_avx512bf16 : &k_avx512;
     case SRLM_CPU_ISA_AVX512: return &k_avx512;
     case SRLM_CPU_ISA_AVX2: return &k_avx2;
@@ -525,7 +542,11 @@ static void pack_a_amx(const gemm *g, int64_t m0, int64_t k_lo, int64_t k_hi, ui
         if (g->a16)
           memcpy(w, g->a16 + at, (size_t)n * sizeof *w);
         else
-          for (int64_t kk = 0; kk < n; kk++) w[kk] = srlm_f32_to_bf16(g->a[at + kk]);
+          for (int64_t kk = 0; kk < n; kk++) { /* widened bf16: the high half, as pair_word takes it */
+            uint32_t u;
+            memcpy(&u, &g->a[at + kk], 4);
+            w[kk] = (uint16_t)(u >> 16);
+          }
         memset(w + n, 0, (size_t)(32 - n) * sizeof *w);
       }
     } else {
@@ -959,7 +980,7 @@ static void dot_check_once(void) {
  * configuration or packing is far outside it); every row the same bits computed alone
  * (M = 1) as among 37, and the same bits again on a second call. Needs the CPU's AMX-TILE
  * and AMX-BF16 and the kernel's permission for the tile data (Linux's arch_prctl). */
-#if defined(SRLM_X86) && defined(__linux__)
+#ifdef SRLM_AMX
 static int amx_check(void) {
   enum { M = 37, N = 45, KMAX = 2100 };
   static const struct { int64_t K; int ta, tb, acc; } cases[] = {
@@ -1021,7 +1042,7 @@ static void amx_check_once(void) {
 #endif
 
 int srlm_cpu_amx_ok(void) {
-#if defined(SRLM_X86) && defined(__linux__)
+#ifdef SRLM_AMX
   static pthread_once_t once = PTHREAD_ONCE_INIT;
   return pthread_once(&once, amx_check_once) == 0 && g_amx_ok;
 #else
