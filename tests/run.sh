@@ -16,7 +16,7 @@ jobs=$(nproc 2>/dev/null || echo 2)
 echo "== sanitizer build (ASan + UBSan): unit, CLI and simulated-kernel tests"
 cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DSRLM_SANITIZE=ON -DSRLM_CUDA=OFF >/dev/null
 cmake --build build-asan -j"$jobs"
-# cli.sim_quickstart and cli.sim_quickstart_np3 are the Release build's: their kernels run under ASan in unit.backend_ops and
+# cli.sim_quickstart and cli.sim_quickstart_np3 are the Release build's: their kernels run under ASan in unit.backend_ops.cuda_sim and
 # the sim tests already, and the simulator under ASan would make them the slowest tests (3 min)
 # SRLM_TEST_QUICK: the kill-and-resume and signal tests leave their repetitions (more kill
 # points, the same signal through mpirun) to the Release stage. cli.resume (kills at 5
