@@ -286,12 +286,10 @@ __attribute__((target("amx-tile,amx-bf16"))) static float amx_loop(long n) {
 }
 #endif
 
-/* The threads' tile peak, GFLOP/s (a TDPBF16PS of 16 x 16 x 32 is 16384 flops), best of
- * 3; 0 below the amx level (whose start-up check got the OS's permission for the tiles). */
-static double amx_peak(void) {
 #if defined(__x86_64__) || defined(__i386__)
-  if (strcmp(srlm_backend_cpu_isa(), "amx") != 0) return 0.0;
-  const long n = 200000;
+/* Every thread runs loop(n) at once; the threads' rate, GFLOP/s (flops_per_iter a call's
+ * iteration, all threads), best of 3. */
+static double best_rate(float (*loop)(long), long n, double flops_per_iter) {
   double best = 0.0;
   for (int r = 0; r < 3; r++) {
     int nth = 1;
@@ -303,14 +301,24 @@ static double amx_peak(void) {
 #pragma omp single
       nth = omp_get_num_threads();
 #endif
-      const float v = amx_loop(n);
+      const float v = loop(n);
 #pragma omp critical
       sink += v;
     }
-    const double g = nth * (double)n * 4.0 * 16384.0 / (srlm_time_now() - t0) / 1e9;
+    const double g = nth * (double)n * flops_per_iter / (srlm_time_now() - t0) / 1e9;
     best = g > best ? g : best;
   }
   return best;
+}
+#endif
+
+/* The threads' tile peak, GFLOP/s (a TDPBF16PS of 16 x 16 x 32 is 16384 flops, four an
+ * iteration), best of 3; 0 below the amx level (whose start-up check got the OS's
+ * permission for the tiles). */
+static double amx_peak(void) {
+#if defined(__x86_64__) || defined(__i386__)
+  if (strcmp(srlm_backend_cpu_isa(), "amx") != 0) return 0.0;
+  return best_rate(amx_loop, 200000, 4.0 * 16384.0);
 #else
   return 0.0;
 #endif
@@ -325,27 +333,8 @@ static double fma_peak(int bf16) {
   if (bf16 ? !(w512 && __builtin_cpu_supports("avx512bf16"))
            : !(w512 || (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))))
     return 0.0;
-  const long n = 20000000;
-  const double flops_per_iter = 10.0 * (bf16 ? 64.0 : w512 ? 32.0 : 16.0);
-  double best = 0.0;
-  for (int r = 0; r < 3; r++) {
-    int nth = 1;
-    volatile float sink = 0.0f;
-    const double t0 = srlm_time_now();
-#pragma omp parallel
-    {
-#ifdef _OPENMP
-#pragma omp single
-      nth = omp_get_num_threads();
-#endif
-      const float v = bf16 ? dot_loop(n) : w512 ? fma_loop512(n) : fma_loop256(n);
-#pragma omp critical
-      sink += v;
-    }
-    const double g = nth * (double)n * flops_per_iter / (srlm_time_now() - t0) / 1e9;
-    best = g > best ? g : best;
-  }
-  return best;
+  return best_rate(bf16 ? dot_loop : w512 ? fma_loop512 : fma_loop256, 20000000,
+                   10.0 * (bf16 ? 64.0 : w512 ? 32.0 : 16.0));
 #else
   (void)bf16;
   return 0.0;
