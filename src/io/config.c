@@ -937,8 +937,7 @@ static srlm_status parse_mapping(cfg_src *s, srlm_config *cfg, const char *prefi
         return src_fail(s, key.mark, "duplicate key (first at %zu:%zu)", seen[i].mark.line + 1,
                         seen[i].mark.column + 1);
     SRLM_CHECK(n_seen < 64, "a config section has more than 64 keys");
-    int w = snprintf(seen[n_seen].path, KEY_CAP, "%s", full); /* full fits: both are KEY_CAP */
-    (void)w;
+    snprintf(seen[n_seen].path, KEY_CAP, "%.*s", KEY_CAP - 1, full); /* a known key or section: shorter than KEY_CAP */
     seen[n_seen++].mark = key.mark;
 
     SRLM_TRY(src_next(s));

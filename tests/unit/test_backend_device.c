@@ -35,7 +35,7 @@ static void test_each_variable(void) {
 static void test_order(void) {
   clear_vars();
   for (int i = 0; i < N_VARS; i++) {
-    char v[8];
+    char v[16];
     snprintf(v, sizeof v, "%d", 10 + i);
     setenv(k_vars[i], v, 1);
   }

@@ -129,6 +129,7 @@ static void test_fixture_greedy(const char *name) {
   greedy_case *cases;
   int S = load_greedy_cases(dir, &cases);
   EXPECT(S > 0, "%s: no greedy cases", name);
+  if (S <= 0) return;
   srlm_model *m;
   if (srlm_model_load(dir, srlm_backend_cpu(), SRLM_F32, &m) != SRLM_OK) {
     EXPECT(0, "%s: %s", name, srlm_error_message());

@@ -53,7 +53,7 @@ static void test_pair_table(void) {
   int want_counts[5] = {0};
   for (size_t c = 0; c < sizeof k_cases / sizeof k_cases[0]; c++) {
     const pair_case *pc = &k_cases[c];
-    char distinct[MAXK][8];
+    char distinct[MAXK][16];
     const char *texts[MAXK];
     for (int i = 0; i < MAXK; i++) {
       snprintf(distinct[i], sizeof distinct[i], "ans%d", i);
