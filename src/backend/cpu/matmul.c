@@ -92,7 +92,11 @@
  * of 768 (512 worse), 2048 (the model's largest K in one block, so its bf16 C is written
  * by the tiles) 1.02x of 1024 at K = 2048, the same elsewhere. (Interleaved runs,
  * medians.) MB = 96 and 384 did not beat 192 with them. The AVX2 and portable kernels
- * keep KC (not measured again). */
+ * keep KC (not measured again). The AMX kernel (Sapphire Rapids class, 48 KiB L1d, 2 MiB
+ * L2): KC_AMX = 256 and 512 ran slower than 2048 on every shape of bench_model's table in
+ * each of three interleaved rounds (q_proj forward 545 and 548 against 805 GFLOP/s in one;
+ * the machine's own speed moved 2x between rounds): the C tiles' store and reload per block
+ * cost more than keeping a 16 KiB B block in L1 saves. */
 enum { KC = 256, KC_AVX512 = 1024, KC_DOT = 2048, KC_AMX = 2048, MB = 192 };
 _Static_assert(KC % 2 == 0 && KC_DOT % 2 == 0, "a dot kernel's k pairs must not straddle KC blocks");
 _Static_assert(KC_AMX % 32 == 0, "AMX chunks of 32 k must not straddle KC blocks");
