@@ -14,12 +14,8 @@ export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 jobs=$(nproc 2>/dev/null || echo 2)
 
 echo "== sanitizer build (ASan + UBSan): unit, CLI and simulated-kernel tests"
-# -O1, as AddressSanitizer's authors advise: at -O0 every tiny helper of the simulated kernels
-# (a bf16 conversion, a fragment index) is a call. On the 2-core Intel machine the simulated
-# ops alone took about 600 s at -O0 and 165 s at -O1 (with the FMA of cuda/sim/CMakeLists.txt);
-# unit.generate 497 s and 19 s in the stage; the whole stage's tests 18 minutes at -O1
-cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DCMAKE_C_FLAGS_DEBUG="-g -O1" -DCMAKE_CXX_FLAGS_DEBUG="-g -O1" \
-  -DSRLM_SANITIZE=ON -DSRLM_CUDA=OFF >/dev/null
+# (SRLM_SANITIZE builds Debug at -O1: CMakeLists.txt)
+cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DSRLM_SANITIZE=ON -DSRLM_CUDA=OFF >/dev/null
 cmake --build build-asan -j"$jobs"
 # cli.sim_quickstart and cli.sim_quickstart_np3 are the Release build's: their kernels run under ASan in unit.backend_ops.cuda_sim and
 # the sim tests already, and the simulator under ASan would make them the slowest tests (3 min)
