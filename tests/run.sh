@@ -23,13 +23,8 @@ cmake --build build-asan -j"$jobs"
 # points, the same signal through mpirun) to the Release stage. cli.resume (kills at 5
 # points, 9 minutes under ASan on 2 loaded cores) is the Release stage's too: checkpoints,
 # kills and resumes run under ASan in cli.consist, rewards, warp, zero, countdown and meta.
-# unit.backend_cpu.unpacked (unit.backend_cpu again without packed weights, 185 s under
-# ASan) is the Release stage's too: unit.backend_cpu runs the unpacked products under ASan.
-# So is unit.backend_ops.generic (every op at the portable level, 160 s under ASan, most of
-# it the portable matmul's scalar fmaf as a libm call); unit.backend_cpu runs that matmul
-# kernel under ASan.
 (cd build-asan && SRLM_TEST_QUICK=1 ctest -L 'unit|cli|sim' \
-  -E 'cli.sim_quickstart|cli.resume|unit.backend_cpu.unpacked|unit.backend_ops.generic' \
+  -E 'cli.sim_quickstart|cli.resume' \
   --output-on-failure -j"$jobs")
 
 echo "== ThreadSanitizer build: simulated-kernel tests"
