@@ -16,7 +16,8 @@
  *   (fits L1), then run the micro-kernel down all MB rows (A's packed rows stay in L2).
  *   Panels outside KC blocks: each weight row is read once, start to end, which is what
  *   the memory system streams best when M is small (decode); large M did not mind.
- * Edge tiles run the micro-kernel on a local MR x NR tile and copy the valid part.
+ * Edge tiles run the micro-kernel on a local MR x NR tile and copy the valid part; a tile
+ * with fewer than MR rows left runs a kernel of that many rows (decode's M = 1).
  *
  * Packed weights (backend.h, matmul's b_version): a product with M <= SRLM_CPU_PACKED_MAX_M
  * whose B carries a version keeps all of B's packed blocks (every column panel, every KC
@@ -114,6 +115,15 @@ typedef struct kernel {
   int mr, nr, dot, amx;
   int64_t kc;
   ukernel_fn fn;
+  /* pick(rows, stream), rows <= mr: a kernel of the same layouts that computes at least
+     the tile's first rows rows (its other rows are not written) and, when stream is set,
+     asks for B 8 KiB ahead of its reads (B comes from memory, read once: decode); NULL:
+     fn for every call. Each element is the same fma chain, so the bits are the same.
+     Measured on a 2-core Xeon with AMX, streaming a packed fp32 weight at M = 1: the 8 x
+     32 AVX-512 kernel read 6.7 GB/s a thread, a 1 x 32 one 13.9 (the machine's read
+     rate); at M = 8 the 8 x 32 kernel read 13.7 GB/s on two threads, 23.2 when it asked
+     for B into L2 8 KiB ahead (in L1, 19.7; 1 KiB ahead or into L1 only, no gain). */
+  ukernel_fn (*pick)(int rows, int stream);
 } kernel;
 
 /* ---- micro-kernels: c[i, j] = fma(a[k*MR + i], b[k*NR + j], c[i, j]) over k ---------- */
@@ -180,6 +190,49 @@ __attribute__((target("avx2,fma"))) static void ukernel_avx2(int64_t kc, const f
 }
 #undef ROW2
 
+/* How far ahead of its reads of B a streaming kernel asks for B (into L2), bytes. */
+enum { PF_AHEAD = 8192 };
+
+/* AVX2 + FMA: the first R rows of the 6 x 16 tile, A still packed 6 rows a k; PF: B streams
+ * (kernel.pick). */
+__attribute__((target("avx2,fma"), always_inline)) static inline void avx2_rows(const int R, const int PF, int64_t kc,
+                                                                               const float *a, const float *b, float *c,
+                                                                               int64_t ldc, int load) {
+  __m256 acc[6][2];
+#pragma GCC unroll 6
+  for (int i = 0; i < R; i++) {
+    acc[i][0] = load ? _mm256_loadu_ps(c + i * ldc) : _mm256_setzero_ps();
+    acc[i][1] = load ? _mm256_loadu_ps(c + i * ldc + 8) : _mm256_setzero_ps();
+  }
+  for (int64_t k = 0; k < kc; k++, a += 6, b += 16) {
+    if (PF) _mm_prefetch((const char *)b + PF_AHEAD, _MM_HINT_T1);
+    const __m256 b0 = _mm256_load_ps(b), b1 = _mm256_load_ps(b + 8);
+#pragma GCC unroll 6
+    for (int i = 0; i < R; i++) {
+      acc[i][0] = _mm256_fmadd_ps(_mm256_broadcast_ss(a + i), b0, acc[i][0]);
+      acc[i][1] = _mm256_fmadd_ps(_mm256_broadcast_ss(a + i), b1, acc[i][1]);
+    }
+  }
+#pragma GCC unroll 6
+  for (int i = 0; i < R; i++) _mm256_storeu_ps(c + i * ldc, acc[i][0]), _mm256_storeu_ps(c + i * ldc + 8, acc[i][1]);
+}
+#define ROWS_FN(name, impl, R, PF, tgt)                                                                 \
+  __attribute__((target(tgt))) static void name(int64_t kc, const float *a, const float *b, float *c, \
+                                                int64_t ldc, int load) {                               \
+    impl(R, PF, kc, a, b, c, ldc, load);                                                               \
+  }
+ROWS_FN(ukernel_avx2_1, avx2_rows, 1, 0, "avx2,fma")
+ROWS_FN(ukernel_avx2_2, avx2_rows, 2, 0, "avx2,fma")
+ROWS_FN(ukernel_avx2_3, avx2_rows, 3, 0, "avx2,fma")
+ROWS_FN(ukernel_avx2_1s, avx2_rows, 1, 1, "avx2,fma")
+ROWS_FN(ukernel_avx2_2s, avx2_rows, 2, 1, "avx2,fma")
+ROWS_FN(ukernel_avx2_3s, avx2_rows, 3, 1, "avx2,fma")
+ROWS_FN(ukernel_avx2_6s, avx2_rows, 6, 1, "avx2,fma")
+static ukernel_fn avx2_pick(int rows, int stream) {
+  if (stream) return rows == 1 ? ukernel_avx2_1s : rows == 2 ? ukernel_avx2_2s : rows == 3 ? ukernel_avx2_3s : ukernel_avx2_6s;
+  return rows == 1 ? ukernel_avx2_1 : rows == 2 ? ukernel_avx2_2 : rows == 3 ? ukernel_avx2_3 : ukernel_avx2;
+}
+
 /* AVX-512: 8 x 32 tile, 16 accumulators of 16 floats. */
 #define ROW5(i)                                                     \
   c##i##0 = _mm512_fmadd_ps(_mm512_set1_ps(a[i]), b0, c##i##0);     \
@@ -229,6 +282,80 @@ __attribute__((target("avx512f,avx512bf16"))) static void ukernel_avx512bf16(int
 }
 #undef ROWD
 
+/* The first R rows of the AVX-512 kernels' 8 x 32 tile, A still packed 8 rows a k (fp32)
+ * or a pair of k (bf16 dot); PF: B streams (kernel.pick). */
+__attribute__((target("avx512f"), always_inline)) static inline void avx512_rows(const int R, const int PF, int64_t kc,
+                                                                                const float *a, const float *b, float *c,
+                                                                                int64_t ldc, int load) {
+  __m512 acc[8][2];
+#pragma GCC unroll 8
+  for (int i = 0; i < R; i++) {
+    acc[i][0] = load ? _mm512_loadu_ps(c + i * ldc) : _mm512_setzero_ps();
+    acc[i][1] = load ? _mm512_loadu_ps(c + i * ldc + 16) : _mm512_setzero_ps();
+  }
+  for (int64_t k = 0; k < kc; k++, a += 8, b += 32) {
+    if (PF) _mm_prefetch((const char *)b + PF_AHEAD, _MM_HINT_T1), _mm_prefetch((const char *)b + PF_AHEAD + 64, _MM_HINT_T1);
+    const __m512 b0 = _mm512_load_ps(b), b1 = _mm512_load_ps(b + 16);
+#pragma GCC unroll 8
+    for (int i = 0; i < R; i++) {
+      acc[i][0] = _mm512_fmadd_ps(_mm512_set1_ps(a[i]), b0, acc[i][0]);
+      acc[i][1] = _mm512_fmadd_ps(_mm512_set1_ps(a[i]), b1, acc[i][1]);
+    }
+  }
+#pragma GCC unroll 8
+  for (int i = 0; i < R; i++) _mm512_storeu_ps(c + i * ldc, acc[i][0]), _mm512_storeu_ps(c + i * ldc + 16, acc[i][1]);
+}
+__attribute__((target("avx512f,avx512bf16"), always_inline)) static inline void avx512bf16_rows(
+    const int R, const int PF, int64_t kc, const float *af, const float *bf, float *c, int64_t ldc, int load) {
+  const int32_t *a = (const int32_t *)(const void *)af;
+  const __m512i *b = (const __m512i *)(const void *)bf;
+  __m512 acc[8][2];
+#pragma GCC unroll 8
+  for (int i = 0; i < R; i++) {
+    acc[i][0] = load ? _mm512_loadu_ps(c + i * ldc) : _mm512_setzero_ps();
+    acc[i][1] = load ? _mm512_loadu_ps(c + i * ldc + 16) : _mm512_setzero_ps();
+  }
+  for (int64_t q = 0; q < (kc + 1) / 2; q++, a += 8, b += 2) {
+    if (PF) _mm_prefetch((const char *)b + PF_AHEAD, _MM_HINT_T1), _mm_prefetch((const char *)b + PF_AHEAD + 64, _MM_HINT_T1);
+    const __m512bh b0 = (__m512bh)_mm512_load_si512(b), b1 = (__m512bh)_mm512_load_si512(b + 1);
+#pragma GCC unroll 8
+    for (int i = 0; i < R; i++) {
+      const __m512bh ai = (__m512bh)_mm512_set1_epi32((int)a[i]);
+      acc[i][0] = _mm512_dpbf16_ps(acc[i][0], ai, b0);
+      acc[i][1] = _mm512_dpbf16_ps(acc[i][1], ai, b1);
+    }
+  }
+#pragma GCC unroll 8
+  for (int i = 0; i < R; i++) _mm512_storeu_ps(c + i * ldc, acc[i][0]), _mm512_storeu_ps(c + i * ldc + 16, acc[i][1]);
+}
+ROWS_FN(ukernel_avx512_1, avx512_rows, 1, 0, "avx512f")
+ROWS_FN(ukernel_avx512_2, avx512_rows, 2, 0, "avx512f")
+ROWS_FN(ukernel_avx512_4, avx512_rows, 4, 0, "avx512f")
+ROWS_FN(ukernel_avx512_1s, avx512_rows, 1, 1, "avx512f")
+ROWS_FN(ukernel_avx512_2s, avx512_rows, 2, 1, "avx512f")
+ROWS_FN(ukernel_avx512_4s, avx512_rows, 4, 1, "avx512f")
+ROWS_FN(ukernel_avx512_8s, avx512_rows, 8, 1, "avx512f")
+ROWS_FN(ukernel_avx512bf16_1, avx512bf16_rows, 1, 0, "avx512f,avx512bf16")
+ROWS_FN(ukernel_avx512bf16_2, avx512bf16_rows, 2, 0, "avx512f,avx512bf16")
+ROWS_FN(ukernel_avx512bf16_4, avx512bf16_rows, 4, 0, "avx512f,avx512bf16")
+ROWS_FN(ukernel_avx512bf16_1s, avx512bf16_rows, 1, 1, "avx512f,avx512bf16")
+ROWS_FN(ukernel_avx512bf16_2s, avx512bf16_rows, 2, 1, "avx512f,avx512bf16")
+ROWS_FN(ukernel_avx512bf16_4s, avx512bf16_rows, 4, 1, "avx512f,avx512bf16")
+ROWS_FN(ukernel_avx512bf16_8s, avx512bf16_rows, 8, 1, "avx512f,avx512bf16")
+static ukernel_fn avx512_pick(int rows, int stream) {
+  if (stream)
+    return rows == 1 ? ukernel_avx512_1s : rows == 2 ? ukernel_avx512_2s : rows <= 4 ? ukernel_avx512_4s : ukernel_avx512_8s;
+  return rows == 1 ? ukernel_avx512_1 : rows == 2 ? ukernel_avx512_2 : rows <= 4 ? ukernel_avx512_4 : ukernel_avx512;
+}
+static ukernel_fn avx512bf16_pick(int rows, int stream) {
+  if (stream)
+    return rows == 1 ? ukernel_avx512bf16_1s : rows == 2 ? ukernel_avx512bf16_2s : rows <= 4 ? ukernel_avx512bf16_4s
+                                                                                          : ukernel_avx512bf16_8s;
+  return rows == 1 ? ukernel_avx512bf16_1 : rows == 2 ? ukernel_avx512bf16_2 : rows <= 4 ? ukernel_avx512bf16_4
+                                                                                      : ukernel_avx512bf16;
+}
+#undef ROWS_FN
+
 #undef TILE_8X32_BEGIN
 #undef TILE_8X32_END
 #undef LOAD5
@@ -253,9 +380,13 @@ static void ftz_leave(int on, unsigned old) { (void)on, (void)old; }
 /* AMX: a 32 x 32 tile of C in tiles 0-3 (2 x 2 of 16 x 16 fp32), A's chunk in tiles 4-5
  * (rows 0-15, 16-31: 16 rows x 64 bytes each), B's in 6-7 (columns 0-15, 16-31 of 16
  * pair rows, 128 bytes apart). The tile configuration is loaded by amx_enter. */
-__attribute__((target("amx-tile,amx-bf16"), noinline)) static void ukernel_amx(int64_t kc, const float *af,
-                                                                                const float *bf, float *c, int64_t ldc,
-                                                                                int load) {
+/* HALVES = 1: only the tile's first 16 rows (tiles 0-1 of C, 4 of A: half the tile
+ * products, when at most 16 rows of C are left); PF: B streams (kernel.pick). Each element
+ * is computed the same way either way. */
+__attribute__((target("amx-tile,amx-bf16"), always_inline)) static inline void amx_tile(const int HALVES, const int PF,
+                                                                                        int64_t kc, const float *af,
+                                                                                        const float *bf, float *c,
+                                                                                        int64_t ldc, int load) {
   const char *a = (const char *)(const void *)af, *b = (const char *)(const void *)bf;
   const long ldcb = (long)ldc * (long)sizeof *c;
   /* GCC's tile loads and stores do not tell it which memory they touch: the caller's
@@ -264,29 +395,53 @@ __attribute__((target("amx-tile,amx-bf16"), noinline)) static void ukernel_amx(i
   if (load) {
     _tile_loadd(0, c, ldcb);
     _tile_loadd(1, c + 16, ldcb);
-    _tile_loadd(2, c + 16 * ldc, ldcb);
-    _tile_loadd(3, c + 16 * ldc + 16, ldcb);
+    if (HALVES == 2) {
+      _tile_loadd(2, c + 16 * ldc, ldcb);
+      _tile_loadd(3, c + 16 * ldc + 16, ldcb);
+    }
   } else {
     _tile_zero(0);
     _tile_zero(1);
-    _tile_zero(2);
-    _tile_zero(3);
+    if (HALVES == 2) {
+      _tile_zero(2);
+      _tile_zero(3);
+    }
   }
   for (int64_t q = 0; q < (kc + 31) / 32; q++, a += 2048, b += 2048) {
+    if (PF)
+      for (int l = 0; l < 2048; l += 64) _mm_prefetch(b + PF_AHEAD + l, _MM_HINT_T1);
     _tile_loadd(4, a, 64);
     _tile_loadd(6, b, 128);
-    _tile_loadd(5, a + 1024, 64);
+    if (HALVES == 2) _tile_loadd(5, a + 1024, 64);
     _tile_loadd(7, b + 64, 128);
     _tile_dpbf16ps(0, 4, 6);
     _tile_dpbf16ps(1, 4, 7);
-    _tile_dpbf16ps(2, 5, 6);
-    _tile_dpbf16ps(3, 5, 7);
+    if (HALVES == 2) {
+      _tile_dpbf16ps(2, 5, 6);
+      _tile_dpbf16ps(3, 5, 7);
+    }
   }
   _tile_stored(0, c, ldcb);
   _tile_stored(1, c + 16, ldcb);
-  _tile_stored(2, c + 16 * ldc, ldcb);
-  _tile_stored(3, c + 16 * ldc + 16, ldcb);
+  if (HALVES == 2) {
+    _tile_stored(2, c + 16 * ldc, ldcb);
+    _tile_stored(3, c + 16 * ldc + 16, ldcb);
+  }
   __asm__ volatile("" ::: "memory");
+}
+#define AMX_FN(name, HALVES, PF)                                                                                    \
+  __attribute__((target("amx-tile,amx-bf16"), noinline)) static void name(int64_t kc, const float *a, const float *b, \
+                                                                          float *c, int64_t ldc, int load) {         \
+    amx_tile(HALVES, PF, kc, a, b, c, ldc, load);                                                                   \
+  }
+AMX_FN(ukernel_amx, 2, 0)
+AMX_FN(ukernel_amx_16, 1, 0)
+AMX_FN(ukernel_amx_s, 2, 1)
+AMX_FN(ukernel_amx_16s, 1, 1)
+#undef AMX_FN
+static ukernel_fn amx_pick(int rows, int stream) {
+  if (stream) return rows <= 16 ? ukernel_amx_16s : ukernel_amx_s;
+  return rows <= 16 ? ukernel_amx_16 : ukernel_amx;
 }
 
 /* The calling thread's tile configuration (palette 1, tiles 0-7 of 16 rows x 64 bytes),
@@ -312,15 +467,15 @@ static void amx_enter(const struct kernel *kr) { (void)kr; }
 static void amx_leave(const struct kernel *kr) { (void)kr; }
 #endif
 
-static const kernel k_generic = {"generic", GEN_MR, GEN_NR, 0, 0, KC, ukernel_generic};
-static const kernel k_generic_ftz = {"generic", GEN_MR, GEN_NR, 0, 0, KC, ukernel_generic_ftz};
+static const kernel k_generic = {"generic", GEN_MR, GEN_NR, 0, 0, KC, ukernel_generic, NULL};
+static const kernel k_generic_ftz = {"generic", GEN_MR, GEN_NR, 0, 0, KC, ukernel_generic_ftz, NULL};
 #ifdef SRLM_X86
-static const kernel k_avx2 = {"avx2", 6, 16, 0, 0, KC, ukernel_avx2};
-static const kernel k_avx512 = {"avx512", 8, 32, 0, 0, KC_AVX512, ukernel_avx512};
-static const kernel k_avx512bf16 = {"avx512bf16", 8, 32, 1, 0, KC_DOT, ukernel_avx512bf16};
+static const kernel k_avx2 = {"avx2", 6, 16, 0, 0, KC, ukernel_avx2, avx2_pick};
+static const kernel k_avx512 = {"avx512", 8, 32, 0, 0, KC_AVX512, ukernel_avx512, avx512_pick};
+static const kernel k_avx512bf16 = {"avx512bf16", 8, 32, 1, 0, KC_DOT, ukernel_avx512bf16, avx512bf16_pick};
 #endif
 #ifdef SRLM_AMX
-static const kernel k_amx = {"amx", 32, 32, 1, 1, KC_AMX, ukernel_amx};
+static const kernel k_amx = {"amx", 32, 32, 1, 1, KC_AMX, ukernel_amx, amx_pick};
 #endif
 
 /* The kernel of a product at the level in force: bf16 products get the tile kernel at the
@@ -650,23 +805,24 @@ static void pack_b(const gemm *g, int64_t k0, int64_t kc, int64_t n0, float *dst
 
 /* One MR x NR tile of C at (m0, n0) over the KC block [k0, k0 + kc). */
 static void run_tile(const gemm *g, const float *ap, const float *bp, int64_t m0, int64_t n0, int64_t kc,
-                     int load) {
+                     int load, int stream) {
   const int MR = g->kr->mr, NR = g->kr->nr;
   float tile[32 * 32] __attribute__((aligned(64))); /* MR x NR of the largest kernel */
   const int64_t rows = g->M - m0 < MR ? g->M - m0 : MR, cols = g->N - n0 < NR ? g->N - n0 : NR;
+  const ukernel_fn fn = g->kr->pick && (rows < MR || stream) ? g->kr->pick((int)rows, stream) : g->kr->fn;
   if (g->c16) { /* the whole chain in this call (one KC block, load = 0): round it once */
-    g->kr->fn(kc, ap, bp, tile, NR, 0);
+    fn(kc, ap, bp, tile, NR, 0);
     for (int64_t i = 0; i < rows; i++) srlm_cpu_narrow(g->c16 + (m0 + i) * g->ldc + n0, tile + i * NR, cols);
     return;
   }
   float *c = g->c + m0 * g->ldc + n0;
   if (rows == MR && cols == NR) {
-    g->kr->fn(kc, ap, bp, c, g->ldc, load);
+    fn(kc, ap, bp, c, g->ldc, load);
     return;
   }
   if (load)
     for (int64_t i = 0; i < rows; i++) memcpy(tile + i * NR, c + i * g->ldc, (size_t)cols * sizeof *c);
-  g->kr->fn(kc, ap, bp, tile, NR, load);
+  fn(kc, ap, bp, tile, NR, load);
   for (int64_t i = 0; i < rows; i++) memcpy(c + i * g->ldc, tile + i * NR, (size_t)cols * sizeof *c);
 }
 
@@ -733,7 +889,8 @@ enum { A_IN_L2 = 64 * 1024 };
 /* Rows [m_start, m_start + mb) of C (their A panels packed in apack, all of K) times the
  * column panels [j_begin, j_end), whose B is packed at bp (panel j_begin first,
  * packed_offset). When A's rows fit in L2 the panels go outermost, each read once start to
- * end (what streams best when M is small: decode); otherwise the KC blocks do, so that
+ * end (what streams best when M is small: decode), and the first A panel's kernel asks
+ * for B ahead of its reads (kernel.pick); otherwise the KC blocks do, so that
  * one KC slice of A stays in L2 while every panel passes. The order of the k blocks of
  * each C tile is the same either way, so are the bits. */
 static void gemm_block(const gemm *g, const float *apack, const float *bp, int64_t m_start, int64_t mb,
@@ -746,7 +903,8 @@ static void gemm_block(const gemm *g, const float *apack, const float *bp, int64
         const int64_t kc = g->K - k0 < kcb ? g->K - k0 : kcb;
         const float *b = bp + packed_offset(g, jp - j_begin, k0);
         for (int64_t ip = 0; ip < a_panels; ip++)
-          run_tile(g, apack + a_offset(g, ip, k0), b, m_start + ip * MR, jp * NR, kc, k0 > 0 || g->accumulate);
+          run_tile(g, apack + a_offset(g, ip, k0), b, m_start + ip * MR, jp * NR, kc, k0 > 0 || g->accumulate,
+                   ip == 0);
       }
     return;
   }
@@ -755,7 +913,7 @@ static void gemm_block(const gemm *g, const float *apack, const float *bp, int64
     for (int64_t jp = j_begin; jp < j_end; jp++) {
       const float *b = bp + packed_offset(g, jp - j_begin, k0);
       for (int64_t ip = 0; ip < a_panels; ip++)
-        run_tile(g, apack + a_offset(g, ip, k0), b, m_start + ip * MR, jp * NR, kc, k0 > 0 || g->accumulate);
+        run_tile(g, apack + a_offset(g, ip, k0), b, m_start + ip * MR, jp * NR, kc, k0 > 0 || g->accumulate, 0);
     }
   }
 }
