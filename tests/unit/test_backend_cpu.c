@@ -99,6 +99,10 @@ static void test_matmul_chain(srlm_backend *be) {
       {200, 97, 513, 0, 0, 1, 0, 0}, {65, 130, 260, 1, 0, 1, 0, 0}, {9, 64, 1000, 0, 1, 0, 1, 3},
       {193, 40, 77, 1, 1, 1, 1, 5},  {3, 1, 0, 0, 1, 1, 1, 0},     {401, 33, 64, 0, 1, 0, 0, 2},
       {40, 70, 2100, 0, 1, 1, 1, 2}, {30, 45, 1030, 1, 0, 0, 0, 0}, /* past the AVX-512 KC of 1024 */
+      /* short tiles (matmul.c's kernel.pick): 2, 3 and 4 rows alone (the streaming kernels
+         of decode), and after a full tile (10, 12; 8 and 9 for the 6-row AVX2 tile) */
+      {2, 70, 300, 0, 1, 1, 0, 0},   {3, 45, 77, 0, 1, 0, 1, 1},  {4, 40, 1030, 0, 1, 1, 0, 0},
+      {10, 33, 129, 0, 1, 0, 0, 0},  {12, 70, 300, 1, 0, 1, 1, 0}, {8, 40, 200, 0, 0, 0, 0, 1},
   };
   for (size_t t = 0; t < sizeof cases / sizeof cases[0]; t++) {
     const int64_t M = cases[t].M, N = cases[t].N, K = cases[t].K, pad = cases[t].pad;
@@ -157,6 +161,8 @@ static void test_matmul_chain_bf16(srlm_backend *be) {
       {200, 50, 1001, 0, 1, 1, 0}, /* A's rows past L2: the KC-outer loop; two MB row blocks */
       {20, 45, 4201, 1, 0, 1, 1},  /* past the dot kernel's KC_DOT = 2048 twice, odd K */
       {24, 40, 2090, 0, 1, 0, 0},  /* one KC_DOT block and a short one */
+      {2, 70, 301, 0, 1, 1, 0},    {3, 33, 77, 0, 1, 0, 1},   {4, 40, 300, 1, 0, 1, 0}, /* short tiles */
+      {10, 45, 129, 0, 1, 0, 0},   {12, 70, 300, 0, 1, 1, 1},
   };
   for (size_t t = 0; t < sizeof cases / sizeof cases[0]; t++) {
     const int64_t M = cases[t].M, N = cases[t].N, K = cases[t].K;

@@ -17,7 +17,8 @@
  *   Panels outside KC blocks: each weight row is read once, start to end, which is what
  *   the memory system streams best when M is small (decode); large M did not mind.
  * Edge tiles run the micro-kernel on a local MR x NR tile and copy the valid part; a tile
- * with fewer than MR rows left runs a kernel of that many rows (decode's M = 1).
+ * with fewer than MR rows left runs a shorter kernel (kernel.pick: at least that many
+ * rows, rounded up to the kernel's next row count), decode's M = 1 a 1-row one.
  *
  * Packed weights (backend.h, matmul's b_version): a product with M <= SRLM_CPU_PACKED_MAX_M
  * whose B carries a version keeps all of B's packed blocks (every column panel, every KC
@@ -104,7 +105,8 @@ _Static_assert(KC_AMX % 32 == 0, "AMX chunks of 32 k must not straddle KC blocks
 
 typedef void (*ukernel_fn)(int64_t kc, const float *a, const float *b, float *c, int64_t ldc, int load);
 
-/* A micro-kernel computes an MR x NR tile over kc values of k from packed panels: fp32
+/* A micro-kernel computes an MR x NR tile (kernel.pick's: its first rows) over kc values
+ * of k from packed panels: fp32
  * kernels read k-major floats (a[k * MR + i], b[k * NR + j]); a dot kernel (dot = 1)
  * reads k's pairs as 32-bit words of two bf16 (a[q * MR + i], b[q * NR + j], q = k / 2);
  * the AMX kernel (dot = amx = 1) reads natural-order pairs, B as the dot kernel does and A
@@ -115,10 +117,13 @@ typedef struct kernel {
   int mr, nr, dot, amx;
   int64_t kc;
   ukernel_fn fn;
-  /* pick(rows, stream), rows <= mr: a kernel of the same layouts that computes at least
-     the tile's first rows rows (its other rows are not written) and, when stream is set,
-     asks for B 8 KiB ahead of its reads (B comes from memory, read once: decode); NULL:
-     fn for every call. Each element is the same fma chain, so the bits are the same.
+  /* pick(rows, stream), rows <= mr: a kernel of the same layouts that computes the tile's
+     first rows rows, or a few more (rounded up to its own row count, at most mr: its
+     destination must hold mr rows, as run_tile's local tile does, unless rows = mr) and,
+     when stream is set, asks for B 8 KiB ahead of its reads (set for the first A panel
+     when A's rows fit in L2, gemm_block: there B comes from memory, read once, in decode);
+     NULL: fn for every call. Each element is computed as fn computes it (the same fma
+     chain; at amx the same tile sums), so the bits are the same.
      Measured on a 2-core Xeon with AMX, streaming a packed fp32 weight at M = 1: the 8 x
      32 AVX-512 kernel read 6.7 GB/s a thread, a 1 x 32 one 13.9 (the machine's read
      rate); at M = 8 the 8 x 32 kernel read 13.7 GB/s on two threads, 23.2 when it asked
