@@ -50,6 +50,12 @@ DECODE_TOKENS=${DECODE_TOKENS:-32}
 OUT=${OUT:-$BUILD/bench/model-$(date +%Y%m%d-%H%M%S)}
 BENCH=$BUILD/bench/bench_model
 [ -x "$BENCH" ] || { echo "model.sh: $BENCH not built (cmake --build $BUILD --target bench_model)" >&2; exit 2; }
+# the header names the commit `srlm version` reports: srlm must be built with bench_model
+if [ ! -x "$BUILD/srlm" ] || [ "$BENCH" -nt "$BUILD/srlm" ]; then
+  echo "model.sh: $BUILD/srlm is missing or older than bench_model, so the commit in the header would not be" \
+    "bench_model's: build both (cmake --build $BUILD --target srlm bench_model)" >&2
+  exit 2
+fi
 case "$PAIRS" in '' | *[!0-9]* | 0) echo "model.sh: PAIRS must be a positive integer, got '$PAIRS'" >&2; exit 2 ;; esac
 mkdir -p "$OUT"
 have_torch=1
