@@ -36,6 +36,7 @@
  * config.json + model.safetensors) and DIR/bench_ids.json (the training batch's and the
  * decode prompts' token ids), so bench/model_torch.py --model DIR --ids DIR/bench_ids.json
  * computes the same model on the same tokens: bench/model.sh compares the two losses.
+ * --version: the commit and build type it was built from (bench/model.sh's header).
  * --save-only: only that, nothing timed. --train-only: only the training steps (no matmul
  * table, decode or copy; no JSON), for profiling a step (perf record).
  * Checked outside the timed loops (exit 1 when wrong): the loss is finite and near
@@ -54,6 +55,7 @@
 #include "srlm/backend.h"
 #include "srlm/core.h"
 #include "srlm/model.h"
+#include "srlm_commit.h" /* generated: src/cli/CMakeLists.txt */
 
 typedef struct opts {
   int64_t hidden, layers, heads, kv_heads, head_dim, ff, vocab;
@@ -69,7 +71,8 @@ static void usage(void) {
           "                   --head-dim HS --ff FF --vocab V] [--tie] [--seq T] [--batch B] [--threads N]\n"
           "                   [--steps S] [--warmup W] [--decode-batch B] [--decode-tokens N]\n"
           "                   [--prompt-len P] [--recompute] [--seed S] [--save DIR [--save-only]]\n"
-          "                   [--json PATH] [--train-only] [--dtype fp32|bf16]\n");
+          "                   [--json PATH] [--train-only] [--dtype fp32|bf16]\n"
+          "       bench_model --version\n");
 }
 
 static int parse(int argc, char **argv, opts *o) {
@@ -367,6 +370,10 @@ static int save_ids(const opts *o, const char *dir) {
 }
 
 int main(int argc, char **argv) {
+  if (argc == 2 && !strcmp(argv[1], "--version")) {
+    printf("bench_model: commit %s, build type %s\n", SRLM_GIT_COMMIT, SRLM_BUILD_TYPE);
+    return 0;
+  }
   opts o;
   int rc = parse(argc, argv, &o);
   if (rc) return rc;
