@@ -165,12 +165,41 @@ static void ukernel_generic_ftz(int64_t kc, const float *a, const float *b, floa
 }
 
 #ifdef SRLM_X86
+/* AVX2 + FMA: 6 x 16 tile, 12 accumulators of 8 floats. */
+#define ROW2(i)                                                  \
+  c##i##0 = _mm256_fmadd_ps(_mm256_broadcast_ss(a + i), b0, c##i##0); \
+  c##i##1 = _mm256_fmadd_ps(_mm256_broadcast_ss(a + i), b1, c##i##1);
+__attribute__((target("avx2,fma"))) static void ukernel_avx2(int64_t kc, const float *a, const float *b, float *c,
+                                                             int64_t ldc, int load) {
+  __m256 c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51;
+  if (load) {
+    c00 = _mm256_loadu_ps(c), c01 = _mm256_loadu_ps(c + 8);
+    c10 = _mm256_loadu_ps(c + ldc), c11 = _mm256_loadu_ps(c + ldc + 8);
+    c20 = _mm256_loadu_ps(c + 2 * ldc), c21 = _mm256_loadu_ps(c + 2 * ldc + 8);
+    c30 = _mm256_loadu_ps(c + 3 * ldc), c31 = _mm256_loadu_ps(c + 3 * ldc + 8);
+    c40 = _mm256_loadu_ps(c + 4 * ldc), c41 = _mm256_loadu_ps(c + 4 * ldc + 8);
+    c50 = _mm256_loadu_ps(c + 5 * ldc), c51 = _mm256_loadu_ps(c + 5 * ldc + 8);
+  } else {
+    c00 = c01 = c10 = c11 = c20 = c21 = c30 = c31 = c40 = c41 = c50 = c51 = _mm256_setzero_ps();
+  }
+  for (int64_t k = 0; k < kc; k++, a += 6, b += 16) {
+    __m256 b0 = _mm256_load_ps(b), b1 = _mm256_load_ps(b + 8);
+    ROW2(0) ROW2(1) ROW2(2) ROW2(3) ROW2(4) ROW2(5)
+  }
+  _mm256_storeu_ps(c, c00), _mm256_storeu_ps(c + 8, c01);
+  _mm256_storeu_ps(c + ldc, c10), _mm256_storeu_ps(c + ldc + 8, c11);
+  _mm256_storeu_ps(c + 2 * ldc, c20), _mm256_storeu_ps(c + 2 * ldc + 8, c21);
+  _mm256_storeu_ps(c + 3 * ldc, c30), _mm256_storeu_ps(c + 3 * ldc + 8, c31);
+  _mm256_storeu_ps(c + 4 * ldc, c40), _mm256_storeu_ps(c + 4 * ldc + 8, c41);
+  _mm256_storeu_ps(c + 5 * ldc, c50), _mm256_storeu_ps(c + 5 * ldc + 8, c51);
+}
+#undef ROW2
 
 /* How far ahead of its reads of B a streaming kernel asks for B (into L2), bytes. */
 enum { PF_AHEAD = 8192 };
 
-/* AVX2 + FMA: the first R rows (6: all) of the 6 x 16 tile, 2 x R accumulators of 8 floats,
- * A packed 6 rows a k; PF: B streams (kernel.pick). */
+/* AVX2 + FMA: the first R rows of the 6 x 16 tile, A still packed 6 rows a k; PF: B streams
+ * (kernel.pick). */
 __attribute__((target("avx2,fma"), always_inline)) static inline void avx2_rows(const int R, const int PF, int64_t kc,
                                                                                const float *a, const float *b, float *c,
                                                                                int64_t ldc, int load) {
@@ -197,7 +226,6 @@ __attribute__((target("avx2,fma"), always_inline)) static inline void avx2_rows(
                                                 int64_t ldc, int load) {                               \
     impl(R, PF, kc, a, b, c, ldc, load);                                                               \
   }
-ROWS_FN(ukernel_avx2, avx2_rows, 6, 0, "avx2,fma")
 ROWS_FN(ukernel_avx2_1, avx2_rows, 1, 0, "avx2,fma")
 ROWS_FN(ukernel_avx2_2, avx2_rows, 2, 0, "avx2,fma")
 ROWS_FN(ukernel_avx2_3, avx2_rows, 3, 0, "avx2,fma")
@@ -210,10 +238,57 @@ static ukernel_fn avx2_pick(int rows, int stream) {
   return rows == 1 ? ukernel_avx2_1 : rows == 2 ? ukernel_avx2_2 : rows == 3 ? ukernel_avx2_3 : ukernel_avx2;
 }
 
+/* AVX-512: 8 x 32 tile, 16 accumulators of 16 floats. */
+#define ROW5(i)                                                     \
+  c##i##0 = _mm512_fmadd_ps(_mm512_set1_ps(a[i]), b0, c##i##0);     \
+  c##i##1 = _mm512_fmadd_ps(_mm512_set1_ps(a[i]), b1, c##i##1);
+#define LOAD5(i) c##i##0 = _mm512_loadu_ps(c + i * ldc), c##i##1 = _mm512_loadu_ps(c + i * ldc + 16);
+#define STORE5(i) _mm512_storeu_ps(c + i * ldc, c##i##0), _mm512_storeu_ps(c + i * ldc + 16, c##i##1);
+/* The 8 x 32 tile of the AVX-512 kernels (fp32 and bf16 dot): its 16 accumulators loaded
+ * from C or zeroed, and stored back. */
+#define TILE_8X32_BEGIN                                                                         \
+  __m512 c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51, c60, c61, c70, c71;         \
+  if (load) {                                                                                   \
+    LOAD5(0) LOAD5(1) LOAD5(2) LOAD5(3) LOAD5(4) LOAD5(5) LOAD5(6) LOAD5(7)                     \
+  } else {                                                                                      \
+    c00 = c01 = c10 = c11 = c20 = c21 = c30 = c31 = _mm512_setzero_ps();                        \
+    c40 = c41 = c50 = c51 = c60 = c61 = c70 = c71 = _mm512_setzero_ps();                        \
+  }
+#define TILE_8X32_END STORE5(0) STORE5(1) STORE5(2) STORE5(3) STORE5(4) STORE5(5) STORE5(6) STORE5(7)
+__attribute__((target("avx512f"))) static void ukernel_avx512(int64_t kc, const float *a, const float *b, float *c,
+                                                              int64_t ldc, int load) {
+  TILE_8X32_BEGIN
+  for (int64_t k = 0; k < kc; k++, a += 8, b += 32) {
+    __m512 b0 = _mm512_load_ps(b), b1 = _mm512_load_ps(b + 16);
+    ROW5(0) ROW5(1) ROW5(2) ROW5(3) ROW5(4) ROW5(5) ROW5(6) ROW5(7)
+  }
+  TILE_8X32_END
+}
+#undef ROW5
 
-/* The AVX-512 kernels: the first R rows (8: all) of an 8 x 32 tile, 2 x R accumulators of
- * 16 floats, A packed 8 rows a k (fp32) or a pair of k (bf16 dot: vdpbf16ps, one pair of k
- * a step); PF: B streams (kernel.pick). */
+/* AVX-512 BF16: 8 x 32 tile, 16 accumulators of 16 floats, one pair of k per step. */
+#define ROWD(i)                                                              \
+  {                                                                          \
+    const __m512bh ai = (__m512bh)_mm512_set1_epi32((int)a[i]);              \
+    c##i##0 = _mm512_dpbf16_ps(c##i##0, ai, b0);                             \
+    c##i##1 = _mm512_dpbf16_ps(c##i##1, ai, b1);                             \
+  }
+__attribute__((target("avx512f,avx512bf16"))) static void ukernel_avx512bf16(int64_t kc, const float *af,
+                                                                             const float *bf, float *c, int64_t ldc,
+                                                                             int load) {
+  const int32_t *a = (const int32_t *)(const void *)af;
+  const __m512i *b = (const __m512i *)(const void *)bf;
+  TILE_8X32_BEGIN
+  for (int64_t q = 0; q < (kc + 1) / 2; q++, a += 8, b += 2) {
+    const __m512bh b0 = (__m512bh)_mm512_load_si512(b), b1 = (__m512bh)_mm512_load_si512(b + 1);
+    ROWD(0) ROWD(1) ROWD(2) ROWD(3) ROWD(4) ROWD(5) ROWD(6) ROWD(7)
+  }
+  TILE_8X32_END
+}
+#undef ROWD
+
+/* The first R rows of the AVX-512 kernels' 8 x 32 tile, A still packed 8 rows a k (fp32)
+ * or a pair of k (bf16 dot); PF: B streams (kernel.pick). */
 __attribute__((target("avx512f"), always_inline)) static inline void avx512_rows(const int R, const int PF, int64_t kc,
                                                                                 const float *a, const float *b, float *c,
                                                                                 int64_t ldc, int load) {
@@ -258,7 +333,6 @@ __attribute__((target("avx512f,avx512bf16"), always_inline)) static inline void 
 #pragma GCC unroll 8
   for (int i = 0; i < R; i++) _mm512_storeu_ps(c + i * ldc, acc[i][0]), _mm512_storeu_ps(c + i * ldc + 16, acc[i][1]);
 }
-ROWS_FN(ukernel_avx512, avx512_rows, 8, 0, "avx512f")
 ROWS_FN(ukernel_avx512_1, avx512_rows, 1, 0, "avx512f")
 ROWS_FN(ukernel_avx512_2, avx512_rows, 2, 0, "avx512f")
 ROWS_FN(ukernel_avx512_4, avx512_rows, 4, 0, "avx512f")
@@ -266,7 +340,6 @@ ROWS_FN(ukernel_avx512_1s, avx512_rows, 1, 1, "avx512f")
 ROWS_FN(ukernel_avx512_2s, avx512_rows, 2, 1, "avx512f")
 ROWS_FN(ukernel_avx512_4s, avx512_rows, 4, 1, "avx512f")
 ROWS_FN(ukernel_avx512_8s, avx512_rows, 8, 1, "avx512f")
-ROWS_FN(ukernel_avx512bf16, avx512bf16_rows, 8, 0, "avx512f,avx512bf16")
 ROWS_FN(ukernel_avx512bf16_1, avx512bf16_rows, 1, 0, "avx512f,avx512bf16")
 ROWS_FN(ukernel_avx512bf16_2, avx512bf16_rows, 2, 0, "avx512f,avx512bf16")
 ROWS_FN(ukernel_avx512bf16_4, avx512bf16_rows, 4, 0, "avx512f,avx512bf16")
@@ -287,6 +360,11 @@ static ukernel_fn avx512bf16_pick(int rows, int stream) {
                                                                                       : ukernel_avx512bf16;
 }
 #undef ROWS_FN
+
+#undef TILE_8X32_BEGIN
+#undef TILE_8X32_END
+#undef LOAD5
+#undef STORE5
 
 /* MXCSR's flush-to-zero and denormals-are-zero, on for a bf16 product's fp32 kernels
  * (per thread: every thread that runs kernels sets and restores its own). */
