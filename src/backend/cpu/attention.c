@@ -35,7 +35,11 @@
  * - ISA levels: below the dot kernel's level the same bf16 products run on the fp32
  *   kernels with MXCSR flushing (matmul.c: the same bits), on rows each task widens into
  *   its thread's buffers (and the parts' widened values), so every level gives the same
- *   bits. The dot kernel's level needs no widened copy of anything.
+ *   bits. The dot kernel's level needs no widened copy of anything. At the amx level the
+ *   forward and backward widen too (srlm_cpu_chain_widen: those CPUs run the dot
+ *   instruction at half their fma rate; the 100M bf16 step's attention took 17-20% less
+ *   time so), while attention_kv, whose decode queries would widen a sequence's keys for
+ *   one row each, reads bf16 (widened: batch-64 decode 30% slower).
  * - Not the bits of staging (cpu_ops.h's bf16 definition): within the output's rounding
  *   plus 2^-16 of the terms (unit.backend_cpu measures it). */
 #include <math.h>
@@ -125,21 +129,26 @@ typedef struct tile_scratch {
 
 /* The floats of a thread's scratch for sequences of up to L positions (tiles of up to L
  * keys): S, dP; for bf16 xw, x16 (two bf16 a float), the rows (scratch_alloc's layout). */
-static int64_t scratch_floats(srlm_dtype dt, int64_t L, int64_t HS) {
+static int64_t scratch_floats(srlm_dtype dt, int64_t L, int64_t HS, int direct) {
   if (dt == SRLM_F32) return 2 * QT * L;
-  return 5 * QT * L + (srlm_cpu_bf16_direct() ? 2 * L * HS + 2 * HS : 7 * L * HS);
+  return 5 * QT * L + (direct ? 2 * L * HS + 2 * HS : 7 * L * HS);
 }
 
-/* Allocates t's scratch (a zeroed t) for sequences of up to L positions; returns 0 when out
- * of memory. */
-static int scratch_alloc(tile_scratch *t, srlm_dtype dt, int64_t L, int64_t HS) {
+/* Whether a pass's bf16 tiles read their rows as they are: where the products' kernel
+ * reads bf16 (the dot kernel), unless the pass widens rows once for many products and the
+ * fp32 kernel is then the faster one (srlm_cpu_chain_widen: the amx level). */
+static int direct_for(int many) { return srlm_cpu_bf16_direct() && !(many && srlm_cpu_chain_widen()); }
+
+/* Allocates t's scratch (a zeroed t) for sequences of up to L positions, rows read directly
+ * or widened (direct_for); returns 0 when out of memory. */
+static int scratch_alloc(tile_scratch *t, srlm_dtype dt, int64_t L, int64_t HS, int direct) {
   const size_t tile = (size_t)(QT * L), n = (size_t)(L * HS);
-  float *w = malloc((size_t)scratch_floats(dt, L, HS) * sizeof *w);
+  float *w = malloc((size_t)scratch_floats(dt, L, HS, direct) * sizeof *w);
   if (!w) return 0;
   t->S = w, t->dP = w + tile;
   if (dt == SRLM_F32) return 1;
   t->bf16 = 1;
-  t->direct = srlm_cpu_bf16_direct();
+  t->direct = direct;
   t->xw = w + 2 * tile;
   t->x16 = (uint16_t *)(void *)(w + 4 * tile);
   w += 5 * tile;
@@ -490,6 +499,7 @@ static srlm_status run_task(const attn_job *a, const task *tk, tile_scratch *t) 
 /* Runs tasks in parallel; each thread keeps its scratch (tiles of up to J keys). The
  * first failure wins (messages are thread-local: it is re-recorded on this thread). */
 static srlm_status run_tasks(const char *where, const attn_job *a, const task *ts, size_t n, int64_t J) {
+  const int direct = direct_for(1);
   srlm_status st = SRLM_OK;
   char msg[512] = "";
 #ifdef _OPENMP
@@ -498,14 +508,14 @@ static srlm_status run_tasks(const char *where, const attn_job *a, const task *t
   {
     tile_scratch t;
     memset(&t, 0, sizeof t);
-    const int ok = scratch_alloc(&t, a->dt, J, a->HS);
+    const int ok = scratch_alloc(&t, a->dt, J, a->HS, direct);
 #ifdef _OPENMP
 #pragma omp for schedule(dynamic, 1)
 #endif
     for (size_t i = 0; i < n; i++) {
       srlm_status s = ok ? run_task(a, &ts[i], &t)
                          : srlm_error(SRLM_ERR_NOMEM, where, "cannot allocate %lld floats of scratch",
-                                      (long long)scratch_floats(a->dt, J, a->HS));
+                                      (long long)scratch_floats(a->dt, J, a->HS, direct));
       if (s != SRLM_OK) {
 #ifdef _OPENMP
 #pragma omp critical(srlm_attention_error)
@@ -599,6 +609,8 @@ srlm_status srlm_cpu_attention_kv(srlm_backend *be, srlm_attention_kv_params p) 
       for (int64_t h = 0; h < p.NH; h++) ts[k++] = (task){i, (int32_t)h, t};
   const int64_t qld = p.NH * p.HS, kvld = p.NKV * p.HS, rep = p.NH / p.NKV;
   const int bf = p.dtype != SRLM_F32;
+  /* a decode step's query would widen its sequence's keys and values for one row */
+  const int direct = direct_for(0);
   srlm_status st = SRLM_OK;
   char msg[512] = "";
 #ifdef _OPENMP
@@ -607,7 +619,7 @@ srlm_status srlm_cpu_attention_kv(srlm_backend *be, srlm_attention_kv_params p) 
   {
     tile_scratch t;
     memset(&t, 0, sizeof t);
-    const int ok = scratch_alloc(&t, p.dtype, Lmax, p.HS);
+    const int ok = scratch_alloc(&t, p.dtype, Lmax, p.HS, direct);
 #ifdef _OPENMP
 #pragma omp for schedule(dynamic, 1)
 #endif
@@ -632,7 +644,7 @@ srlm_status srlm_cpu_attention_kv(srlm_backend *be, srlm_attention_kv_params p) 
       }
       srlm_status s = ok ? fwd_tile(&v, nq, pos0, &mk, p.HS, p.scale, &t)
                          : srlm_error(SRLM_ERR_NOMEM, where, "cannot allocate %lld floats of scratch",
-                                      (long long)scratch_floats(p.dtype, Lmax, p.HS));
+                                      (long long)scratch_floats(p.dtype, Lmax, p.HS, direct));
       if (s == SRLM_OK && bf) narrow_rows((uint16_t *)p.out + qo0, qld, t.wa, nq, p.HS);
       if (s != SRLM_OK) {
 #ifdef _OPENMP

@@ -39,7 +39,9 @@ typedef struct srlm_cpu_mm {
   const float *a, *b, *bias;
   int64_t M, N, K, lda, ldb, ldc;
   int trans_a, trans_b, accumulate, bf16;
-  /* 1: a bf16 product must be the chain even at the amx level (the dot-product kernel) */
+  /* 1: a bf16 product must be the chain even at the amx level: there the dot-product
+   * kernel when A or B is given as bf16 (a16 / b16), else the fp32 kernel with denormals
+   * flushed (the same bits; srlm_cpu_chain_widen) */
   int chain;
   /* bf16 products when srlm_cpu_bf16_direct(): A / B given as the bf16 tensors themselves
    * (same strides; a / b then NULL), packed without a widened copy */
@@ -94,6 +96,14 @@ int srlm_cpu_amx_ok(void);
 /* 1 when bf16 products run the dot-product or tile kernel at the level in force, which
  * read bf16 A and B directly (srlm_cpu_mm's a16 / b16). */
 int srlm_cpu_bf16_direct(void);
+/* 1 when chain products (srlm_cpu_mm.chain) run faster on widened operands than on bf16
+ * ones at the level in force: at the amx level, because the CPUs with the tile unit
+ * (Intel's) run the dot-product instruction at half the rate of their fp32 fmas (83 vs 165
+ * GFLOP/s a thread measured on a Xeon with AMX; a Zen 4 runs it at twice the rate). The
+ * fp32 kernel gives the same bits, so a caller that widens its rows once for many
+ * products (attention's tiles of 64 queries) gains; one that would widen rows for a single
+ * product (a decode step's query) keeps them bf16. */
+int srlm_cpu_chain_widen(void);
 
 /* ---- bf16 staging ----------------------------------------------------------------- */
 

@@ -484,13 +484,14 @@ static const kernel k_amx = {"amx", 32, 32, 1, 1, KC_AMX, ukernel_amx, amx_pick}
 #endif
 
 /* The kernel of a product at the level in force: bf16 products get the tile kernel at the
- * amx level (the dot-product kernel when the product asks for the chain), the dot-product
- * kernel at its level and the flushing portable kernel at the generic one. */
-static const kernel *pick_kernel_for(int bf16, int chain) {
+ * amx level (when the product asks for the chain: the dot-product kernel on bf16 operands,
+ * src16, the fp32 one with flushing on widened ones, srlm_cpu_chain_widen), the
+ * dot-product kernel at its level and the flushing portable kernel at the generic one. */
+static const kernel *pick_kernel_for(int bf16, int chain, int src16) {
 #ifdef SRLM_X86
   switch (srlm_cpu_isa()) {
 #ifdef SRLM_AMX
-    case SRLM_CPU_ISA_AMX: return bf16 ? (chain ? &k_avx512bf16 : &k_amx) : &k_avx512;
+    case SRLM_CPU_ISA_AMX: return bf16 ? (chain ? (src16 ? &k_avx512bf16 : &k_avx512) : &k_amx) : &k_avx512;
 #endif
     case SRLM_CPU_ISA_AVX512_BF16: return bf16 ? &k_avx512bf16 : &k_avx512;
     case SRLM_CPU_ISA_AVX512: return &k_avx512;
@@ -498,11 +499,14 @@ static const kernel *pick_kernel_for(int bf16, int chain) {
     default: break;
   }
 #else
-  (void)chain;
+  (void)chain, (void)src16;
 #endif
   return bf16 ? &k_generic_ftz : &k_generic;
 }
-static const kernel *pick_kernel(int bf16) { return pick_kernel_for(bf16, 0); }
+static const kernel *pick_kernel(int bf16) { return pick_kernel_for(bf16, 0, 1); }
+static const kernel *pick_kernel_mm(const srlm_cpu_mm *p) {
+  return pick_kernel_for(p->bf16, p->chain, p->a16 || p->b16);
+}
 
 /* ---- packing ------------------------------------------------------------------------ */
 
@@ -949,7 +953,7 @@ static void add_bias(const srlm_cpu_mm *p, int parallel) {
 }
 
 static gemm make_gemm(const srlm_cpu_mm *p, const kernel *kr) {
-  gemm g = {kr ? kr : pick_kernel_for(p->bf16, p->chain), p->M, p->N, p->K, p->lda, p->ldb, p->ldc, p->trans_a, p->trans_b, p->accumulate,
+  gemm g = {kr ? kr : pick_kernel_mm(p), p->M, p->N, p->K, p->lda, p->ldb, p->ldc, p->trans_a, p->trans_b, p->accumulate,
             p->bf16, p->a, p->b, p->a16, p->b16, p->c, p->c16};
   SRLM_CHECK(g.kr->dot || (!g.a16 && !g.b16), "cpu matmul: bf16 sources given to the %s kernel", g.kr->name);
   SRLM_CHECK(!g.c16 || (g.K > 0 && g.K <= g.kr->kc && !g.accumulate && !p->bias),
@@ -958,7 +962,7 @@ static gemm make_gemm(const srlm_cpu_mm *p, const kernel *kr) {
 }
 
 int srlm_cpu_gemm_c16_ok(const srlm_cpu_mm *p) {
-  return p->K > 0 && p->K <= pick_kernel_for(p->bf16, p->chain)->kc && !p->accumulate && !p->bias;
+  return p->K > 0 && p->K <= pick_kernel_mm(p)->kc && !p->accumulate && !p->bias;
 }
 
 /* Packs rows [m_start, m_start + mb) of A into apack (all of K) in shares: stored A^T in
@@ -1218,6 +1222,8 @@ int srlm_cpu_amx_ok(void) {
 }
 
 int srlm_cpu_bf16_direct(void) { return pick_kernel(1)->dot; }
+
+int srlm_cpu_chain_widen(void) { return pick_kernel_for(1, 1, 0) != pick_kernel_for(1, 1, 1); }
 
 int srlm_cpu_bf16_dot_ok(void) {
 #ifdef SRLM_X86
