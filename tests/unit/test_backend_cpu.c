@@ -15,6 +15,7 @@
  * - the shared parameter checks (backend.c) as the CPU reports them, and the CPU's order
  *   of checks (targets before any output is written);
  * - matmul's packed weights (b_version): read from the cache, repacked on a new version;
+ * - attention_backward's stash of P and dS: the bits of computing them again;
  * - memory calls and the registry.
  * Inputs from Philox (seed printed). */
 #include <math.h>
@@ -948,6 +949,67 @@ static int64_t check_bf16_attention(srlm_backend *be, const char *isa, int threa
   return r - res;
 }
 
+/* attention_backward keeps P and dS from its dQ pass for its dK/dV pass (the stash,
+ * attention.c) or computes them again (srlm_backend_cpu_set_attention_stash(0)): the same
+ * bits either way, fp32 and bf16, causal with and without a window and non-causal with
+ * one (whose dK/dV query tiles do not start where the dQ pass's do), NKV 1 and 3, with 1
+ * and 3 threads. */
+static void test_attention_stash(srlm_backend *be) {
+  enum { B = 3, NH = 6, HS = 20 };
+  const int32_t cu[B + 1] = {0, 70, 75, 141};
+  const int64_t T = cu[B], nq = T * NH * HS;
+#ifdef _OPENMP
+  const int saved = omp_get_max_threads();
+#endif
+  g_purpose = 980;
+  for (int bf = 0; bf <= 1; bf++)
+    for (int64_t NKV = 1; NKV <= 3; NKV += 2)
+      for (int form = 0; form < 3; form++) {
+        const int64_t nkv = T * NKV * HS, n_out = nq + 2 * nkv;
+        const int win = form == 0 ? 0 : 33, non_causal = form == 2;
+        const srlm_dtype dt = bf ? SRLM_BF16 : SRLM_F32;
+        const size_t es = bf ? 2 : 4;
+        void *q = srlm_xcalloc((size_t)nq, es), *k = srlm_xcalloc((size_t)nkv, es), *v = srlm_xcalloc((size_t)nkv, es);
+        void *dout = srlm_xcalloc((size_t)nq, es), *out = srlm_xcalloc((size_t)nq, es);
+        void *res[2] = {srlm_xcalloc((size_t)n_out, es), srlm_xcalloc((size_t)n_out, es)};
+        float *lse = fbuf(T * NH), *tmp = fbuf(nq);
+        void *xs[4] = {q, k, v, dout};
+        const int64_t ns[4] = {nq, nkv, nkv, nq};
+        for (int i = 0; i < 4; i++) {
+          if (bf)
+            fill_bf16(xs[i], tmp, ns[i], -2, 2);
+          else
+            fill_uniform(xs[i], ns[i], -2, 2);
+        }
+        srlm_attention_params ap = {.out = out, .lse = lse, .q = q, .k = k, .v = v, .cu_seqlens = cu, .B = B,
+                                    .T = T, .NH = NH, .NKV = NKV, .HS = HS, .window = win,
+                                    .non_causal = non_causal, .scale = 0.3f, .dtype = dt};
+        EXPECT_EQ_INT(SRLM_OP(be, attention_forward, ap), SRLM_OK);
+        for (int threads = 1; threads <= 3; threads += 2) {
+#ifdef _OPENMP
+          omp_set_num_threads(threads);
+#endif
+          for (int stash = 0; stash <= 1; stash++) {
+            srlm_backend_cpu_set_attention_stash(stash ? (size_t)256 << 20 : 0);
+            char *o = res[stash];
+            srlm_attention_bwd_params bp = {.dq = o, .dk = o + nq * es, .dv = o + (nq + nkv) * es, .dout = dout,
+                                            .out = out, .lse = lse, .q = q, .k = k, .v = v, .cu_seqlens = cu,
+                                            .B = B, .T = T, .NH = NH, .NKV = NKV, .HS = HS, .window = win,
+                                            .non_causal = non_causal, .scale = 0.3f, .dtype = dt};
+            EXPECT_EQ_INT(SRLM_OP(be, attention_backward, bp), SRLM_OK);
+          }
+          EXPECT(!memcmp(res[0], res[1], (size_t)n_out * es),
+                 "attention_backward (%s, NKV %lld, window %d, %s, %d threads): the stash changed the bits",
+                 bf ? "bf16" : "fp32", (long long)NKV, win, non_causal ? "non-causal" : "causal", threads);
+        }
+        free(q), free(k), free(v), free(dout), free(out), free(res[0]), free(res[1]), free(lse), free(tmp);
+      }
+  srlm_backend_cpu_set_attention_stash((size_t)256 << 20);
+#ifdef _OPENMP
+  omp_set_num_threads(saved);
+#endif
+}
+
 /* The bf16 ops at every ISA level and with 1 and 3 threads: the block/row ops against
  * staging, attention within ATTN_BF16_EXCESS of fp32 and, at every level and thread
  * count, the same bits as at the first (backend.h: the CPU's bits do not depend on them). */
@@ -1124,6 +1186,7 @@ int main(void) {
   test_threads(be);
   test_isa_levels(be);
   test_bf16_native(be);
+  test_attention_stash(be);
   test_params(be);
   test_memory(be);
   test_registry();
