@@ -113,8 +113,8 @@ typedef struct head_view {
 } head_view;
 
 /* A thread's scratch, one allocation from S: S, dP (QT, J) for the scores and their
- * gradients. For bf16 tensors also xw (2, QT, J), fp32 room for the residual and widened
- * values of x16 (2, QT, J), the bf16 parts of P or dS (mm_tile), and the fp32 outputs of
+ * gradients. For bf16 tensors also xw (2, QT, J), the widened values of x16 (2, QT, J),
+ * the bf16 parts of P or dS (mm_tile: one or the other), and the fp32 outputs of
  * a task, each (Lmax, HS) with a row at its position in the sequence: wa, wb (out or
  * dq; dk and dv). With the dot kernel the bf16 inputs are read where they are and wo, wdo
  * are one row each (D's operands). Below its level the inputs a task reads are widened,
@@ -217,23 +217,19 @@ static srlm_status mm(tile_scratch *t, float *c, int64_t ldc, opnd a, int ta, op
  * (P or dS), op(X) = X^T when tx. fp32 tensors: X as it is. bf16 tensors: X as two bf16
  * parts, hi = bf16(x) and lo = bf16(x - hi) (nearest even; x - hi is exact), lo's product
  * first, then hi's continuing its chains (see the top). Each element is split on its own,
- * so its parts do not depend on the tile. The split runs as whole-tile conversion passes
- * (AVX-512 at that level): one fused scalar loop (the compiler's 16-byte vectors) made
- * bench_backend's bf16 attention 6-20% slower (interleaved medians). */
+ * so its parts do not depend on the tile: one AVX-512 pass at that level (srlm_cpu_split;
+ * a fused scalar loop, the compiler's 16-byte vectors, had made bench_backend's bf16
+ * attention 6-20% slower than conversion passes). */
 static srlm_status mm_tile(tile_scratch *t, float *c, int64_t ldc, const float *x, int64_t rows, int64_t cols, int tx,
                            opnd b, int tb, int64_t M, int64_t N, int64_t K, int acc) {
   if (!t->bf16) return mm(t, c, ldc, (opnd){.f = x, .ld = cols}, tx, b, tb, M, N, K, acc);
   const int64_t n = rows * cols;
-  uint16_t *hi = t->x16, *lo = t->x16 + n;
-  float *r = t->xw;
-  srlm_cpu_narrow(hi, x, n);
-  srlm_cpu_widen(r, hi, n);
-  for (int64_t i = 0; i < n; i++) r[i] = x[i] - r[i];
-  srlm_cpu_narrow(lo, r, n);
-  opnd h = {.h = hi, .ld = cols}, l = {.h = lo, .ld = cols};
-  if (!t->direct) { /* the fp32 kernels on the parts' values: a bf16 product, the same bits */
-    srlm_cpu_widen(t->xw, hi, n);
-    srlm_cpu_widen(t->xw + n, lo, n);
+  opnd h, l;
+  if (t->direct) {
+    srlm_cpu_split(x, n, t->x16, t->x16 + n, NULL, NULL);
+    h = (opnd){.h = t->x16, .ld = cols}, l = (opnd){.h = t->x16 + n, .ld = cols};
+  } else { /* the fp32 kernels on the parts' values: a bf16 product, the same bits */
+    srlm_cpu_split(x, n, NULL, NULL, t->xw, t->xw + n);
     h = (opnd){.f = t->xw, .ld = cols}, l = (opnd){.f = t->xw + n, .ld = cols};
   }
   SRLM_TRY(mm(t, c, ldc, l, tx, b, tb, M, N, K, acc));

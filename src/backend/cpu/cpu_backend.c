@@ -127,6 +127,55 @@ void srlm_cpu_narrow(uint16_t *dst, const float *src, int64_t n) {
   if (n > 0) convert_block(dst, SRLM_BF16, src, SRLM_F32, n);
 }
 
+/* srlm_cpu_split's element: hi = bf16(x), lo = bf16(x - hi), each to nearest even. */
+static inline void split1(float x, uint16_t *hi16, uint16_t *lo16, float *hif, float *lof) {
+  const uint16_t h = srlm_f32_to_bf16(x), l = srlm_f32_to_bf16(x - srlm_bf16_to_f32(h));
+  if (hi16) *hi16 = h, *lo16 = l;
+  if (hif) *hif = srlm_bf16_to_f32(h), *lof = srlm_bf16_to_f32(l);
+}
+
+#if defined(__x86_64__) || defined(__i386__)
+/* convert_avx512's rounding of sixteen floats (bits u) to bf16, in the low halves */
+__attribute__((target("avx512f"))) static inline __m512i round16(__m512i u) {
+  const __m512i abs = _mm512_set1_epi32(0x7fffffff), inf = _mm512_set1_epi32(0x7f800000);
+  const __m512i bias = _mm512_set1_epi32(0x7fff), one = _mm512_set1_epi32(1), quiet = _mm512_set1_epi32(0x40);
+  const __m512i r = _mm512_srli_epi32(
+      _mm512_add_epi32(u, _mm512_add_epi32(bias, _mm512_and_si512(_mm512_srli_epi32(u, 16), one))), 16);
+  const __mmask16 nan = _mm512_cmpgt_epu32_mask(_mm512_and_si512(u, abs), inf);
+  return _mm512_mask_or_epi32(r, nan, _mm512_srli_epi32(u, 16), quiet);
+}
+__attribute__((target("avx512f"))) static void split_avx512(const float *x, int64_t n, uint16_t *hi16, uint16_t *lo16,
+                                                            float *hif, float *lof) {
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    const __m512 v = _mm512_loadu_ps(x + i);
+    const __m512i h = round16(_mm512_castps_si512(v)), hw = _mm512_slli_epi32(h, 16);
+    const __m512i l = round16(_mm512_castps_si512(_mm512_sub_ps(v, _mm512_castsi512_ps(hw))));
+    if (hi16) {
+      _mm256_storeu_si256((__m256i *)(void *)(hi16 + i), _mm512_cvtepi32_epi16(h));
+      _mm256_storeu_si256((__m256i *)(void *)(lo16 + i), _mm512_cvtepi32_epi16(l));
+    }
+    if (hif) {
+      _mm512_storeu_si512(hif + i, hw);
+      _mm512_storeu_si512(lof + i, _mm512_slli_epi32(l, 16));
+    }
+  }
+  for (; i < n; i++)
+    split1(x[i], hi16 ? hi16 + i : NULL, lo16 ? lo16 + i : NULL, hif ? hif + i : NULL, lof ? lof + i : NULL);
+}
+#endif
+
+void srlm_cpu_split(const float *x, int64_t n, uint16_t *hi16, uint16_t *lo16, float *hif, float *lof) {
+#if defined(__x86_64__) || defined(__i386__)
+  if (srlm_cpu_isa() >= SRLM_CPU_ISA_AVX512) {
+    split_avx512(x, n, hi16, lo16, hif, lof);
+    return;
+  }
+#endif
+  for (int64_t i = 0; i < n; i++)
+    split1(x[i], hi16 ? hi16 + i : NULL, lo16 ? lo16 + i : NULL, hif ? hif + i : NULL, lof ? lof + i : NULL);
+}
+
 /* srlm_convert over OpenMP threads in blocks (element by element: the same bits); small
  * tensors, and calls from inside a parallel region, stay on the calling thread. */
 static void convert(void *dst, srlm_dtype ddt, const void *src, srlm_dtype sdt, int64_t n) {

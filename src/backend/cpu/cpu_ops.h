@@ -116,6 +116,10 @@ int srlm_cpu_chain_widen(void);
  * else core.h's srlm_convert; the same bits). */
 void srlm_cpu_widen(float *dst, const uint16_t *src, int64_t n);  /* exact */
 void srlm_cpu_narrow(uint16_t *dst, const float *src, int64_t n); /* to nearest even */
+/* x as two bf16 parts, hi = bf16(x) and lo = bf16(x - hi) (x - hi is exact; each to
+ * nearest even): into hi16 / lo16 as bf16 and into hif / lof widened (either pair may be
+ * NULL), in one pass; the bits of srlm_cpu_narrow and srlm_cpu_widen's steps. */
+void srlm_cpu_split(const float *x, int64_t n, uint16_t *hi16, uint16_t *lo16, float *hif, float *lof);
 
 /* fp32 copies of an op's bf16 tensors, freed together. */
 #define SRLM_CPU_STAGE_MAX 12
