@@ -76,6 +76,16 @@ static float *stage_new(srlm_cpu_stage *s, int64_t n) {
 
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
+/* Sixteen floats (bits u) rounded to bf16 (core.h's arithmetic: to nearest even with a
+ * carry, NaN to a quiet NaN), in the low halves of the lanes. */
+__attribute__((target("avx512f"))) static inline __m512i round16(__m512i u) {
+  const __m512i abs = _mm512_set1_epi32(0x7fffffff), inf = _mm512_set1_epi32(0x7f800000);
+  const __m512i bias = _mm512_set1_epi32(0x7fff), one = _mm512_set1_epi32(1), quiet = _mm512_set1_epi32(0x40);
+  const __m512i r = _mm512_srli_epi32(
+      _mm512_add_epi32(u, _mm512_add_epi32(bias, _mm512_and_si512(_mm512_srli_epi32(u, 16), one))), 16);
+  const __mmask16 nan = _mm512_cmpgt_epu32_mask(_mm512_and_si512(u, abs), inf);
+  return _mm512_mask_or_epi32(r, nan, _mm512_srli_epi32(u, 16), quiet);
+}
 /* srlm_convert's bf16 <-> fp32 sixteen at a time with AVX-512 (core.h's arithmetic: widen
  * by a shift; narrow to nearest even with a carry, NaN to a quiet NaN), the tail by
  * srlm_convert. */
@@ -94,16 +104,8 @@ __attribute__((target("avx512f"))) static void convert_avx512(void *dst, srlm_dt
   }
   const float *s = src;
   uint16_t *d = dst;
-  const __m512i abs = _mm512_set1_epi32(0x7fffffff), inf = _mm512_set1_epi32(0x7f800000);
-  const __m512i bias = _mm512_set1_epi32(0x7fff), one = _mm512_set1_epi32(1), quiet = _mm512_set1_epi32(0x40);
-  for (; i + 16 <= n; i += 16) {
-    const __m512i u = _mm512_loadu_si512(s + i);
-    const __m512i r = _mm512_srli_epi32(
-        _mm512_add_epi32(u, _mm512_add_epi32(bias, _mm512_and_si512(_mm512_srli_epi32(u, 16), one))), 16);
-    const __mmask16 nan = _mm512_cmpgt_epu32_mask(_mm512_and_si512(u, abs), inf);
-    const __m512i out = _mm512_mask_or_epi32(r, nan, _mm512_srli_epi32(u, 16), quiet);
-    _mm256_storeu_si256((__m256i *)(void *)(d + i), _mm512_cvtepi32_epi16(out));
-  }
+  for (; i + 16 <= n; i += 16)
+    _mm256_storeu_si256((__m256i *)(void *)(d + i), _mm512_cvtepi32_epi16(round16(_mm512_loadu_si512(s + i))));
   srlm_convert(d + i, SRLM_BF16, s + i, SRLM_F32, (size_t)(n - i));
 }
 #endif
@@ -135,15 +137,6 @@ static inline void split1(float x, uint16_t *hi16, uint16_t *lo16, float *hif, f
 }
 
 #if defined(__x86_64__) || defined(__i386__)
-/* convert_avx512's rounding of sixteen floats (bits u) to bf16, in the low halves */
-__attribute__((target("avx512f"))) static inline __m512i round16(__m512i u) {
-  const __m512i abs = _mm512_set1_epi32(0x7fffffff), inf = _mm512_set1_epi32(0x7f800000);
-  const __m512i bias = _mm512_set1_epi32(0x7fff), one = _mm512_set1_epi32(1), quiet = _mm512_set1_epi32(0x40);
-  const __m512i r = _mm512_srli_epi32(
-      _mm512_add_epi32(u, _mm512_add_epi32(bias, _mm512_and_si512(_mm512_srli_epi32(u, 16), one))), 16);
-  const __mmask16 nan = _mm512_cmpgt_epu32_mask(_mm512_and_si512(u, abs), inf);
-  return _mm512_mask_or_epi32(r, nan, _mm512_srli_epi32(u, 16), quiet);
-}
 __attribute__((target("avx512f"))) static void split_avx512(const float *x, int64_t n, uint16_t *hi16, uint16_t *lo16,
                                                             float *hif, float *lof) {
   int64_t i = 0;
