@@ -612,11 +612,11 @@ void srlm_backend_cpu_set_attention_stash(size_t bytes) { __atomic_store_n(&g_st
  * of P or dS), or NULL when the stash would pass its bytes. */
 static int64_t *stash_plan(int B, const int32_t *cu, int64_t NH) {
   const uint64_t cap = __atomic_load_n(&g_stash_bytes, __ATOMIC_RELAXED) / sizeof(float);
-  uint64_t total = 0;
+  uint64_t total = 0; /* floats of P so far; each step checked against cap / 2 before it can wrap */
   for (int b = 0; b < B; b++) {
-    const uint64_t L = (uint64_t)(cu[b + 1] - cu[b]);
+    const uint64_t L = (uint64_t)(cu[b + 1] - cu[b]), room = cap / 2 - total;
+    if (L > 0 && ((uint64_t)NH > room / L || (uint64_t)NH * L > room / L)) return NULL;
     total += (uint64_t)NH * L * L;
-    if (2 * total > cap) return NULL;
   }
   int64_t *off = malloc((size_t)(B + 1) * sizeof *off);
   if (!off) return NULL;
