@@ -716,8 +716,10 @@ srlm_status srlm_backend_cpu_set_isa(const char *isa);
 /* The bytes the CPU's packed-weight cache holds now (matmul's b_version). */
 size_t srlm_backend_cpu_packed_bytes(void);
 /* The most bytes attention_backward may hold P and dS in between its two passes (default
- * 256 MiB; 0: the second pass computes them again). Either way the same bits
- * (src/backend/cpu/attention.c); for tests and benchmarks: do not call it while ops run. */
+ * SRLM_CPU_ATTENTION_STASH_DEFAULT; 0: the second pass computes them again). Either way the
+ * same bits (src/backend/cpu/attention.c); for tests and benchmarks: do not call it while
+ * ops run. */
+#define SRLM_CPU_ATTENTION_STASH_DEFAULT ((size_t)256 << 20)
 void srlm_backend_cpu_set_attention_stash(size_t bytes);
 
 /* The CUDA simulator's table (cuda/sim: the CUDA kernels run on the CPU; always built). */

@@ -990,7 +990,7 @@ static void test_attention_stash(srlm_backend *be) {
           omp_set_num_threads(threads);
 #endif
           for (int stash = 0; stash <= 1; stash++) {
-            srlm_backend_cpu_set_attention_stash(stash ? (size_t)256 << 20 : 0);
+            srlm_backend_cpu_set_attention_stash(stash ? SRLM_CPU_ATTENTION_STASH_DEFAULT : 0);
             char *o = res[stash];
             srlm_attention_bwd_params bp = {.dq = o, .dk = o + nq * es, .dv = o + (nq + nkv) * es, .dout = dout,
                                             .out = out, .lse = lse, .q = q, .k = k, .v = v, .cu_seqlens = cu,
@@ -1004,7 +1004,7 @@ static void test_attention_stash(srlm_backend *be) {
         }
         free(q), free(k), free(v), free(dout), free(out), free(res[0]), free(res[1]), free(lse), free(tmp);
       }
-  srlm_backend_cpu_set_attention_stash((size_t)256 << 20);
+  srlm_backend_cpu_set_attention_stash(SRLM_CPU_ATTENTION_STASH_DEFAULT);
 #ifdef _OPENMP
   omp_set_num_threads(saved);
 #endif

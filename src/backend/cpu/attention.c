@@ -263,17 +263,22 @@ static srlm_status fwd_tile(const head_view *h, int64_t nq, int64_t pos0, const 
   return SRLM_OK;
 }
 
+/* The keys kpos0 + j (j < nk) that the query at position P sees: j in [*j0, *j1). */
+static inline void visible(int64_t P, int64_t kpos0, int64_t nk, const mask *mk, int64_t *j0, int64_t *j1) {
+  int64_t lo = key_lo(P, mk->W) - kpos0, hi = key_hi(P, mk) + 1 - kpos0;
+  lo = lo < 0 ? 0 : lo > nk ? nk : lo;
+  *j0 = lo;
+  *j1 = hi < lo ? lo : hi > nk ? nk : hi;
+}
+
 /* P (nq, nk) in S from the scores already there: exp(scale s - lse) where query
  * pos0 + r sees key kpos0 + j, else 0. */
 static void probs(float *S, int64_t nq, int64_t nk, int64_t pos0, int64_t kpos0, const mask *mk, float scale,
                   const float *lse, int64_t lse_ld) {
   for (int64_t r = 0; r < nq; r++) {
     float *row = S + r * nk;
-    const int64_t P = pos0 + r;
-    /* keys kpos0 + j visible to the query: j in [j0, j1) */
-    int64_t j0 = key_lo(P, mk->W) - kpos0, j1 = key_hi(P, mk) + 1 - kpos0;
-    j0 = j0 < 0 ? 0 : j0 > nk ? nk : j0;
-    j1 = j1 < j0 ? j0 : j1 > nk ? nk : j1;
+    int64_t j0, j1;
+    visible(pos0 + r, kpos0, nk, mk, &j0, &j1);
     for (int64_t j = 0; j < j0; j++) row[j] = 0.0f;
     /* scaled and rounded first, as in the forward: a lone key gets exactly p = 1 */
     for (int64_t j = j0; j < j1; j++) row[j] *= scale;
@@ -299,12 +304,10 @@ static void from_stash(float *dst, int64_t nq, int64_t nk, const float *st, int6
                        const mask *mk) {
   for (int64_t r = 0; r < nq; r++) {
     float *row = dst + r * nk;
-    const int64_t P = pos0 + r;
-    int64_t j0 = key_lo(P, mk->W) - kpos0, j1 = key_hi(P, mk) + 1 - kpos0;
-    j0 = j0 < 0 ? 0 : j0 > nk ? nk : j0;
-    j1 = j1 < j0 ? j0 : j1 > nk ? nk : j1;
+    int64_t j0, j1;
+    visible(pos0 + r, kpos0, nk, mk, &j0, &j1);
     memset(row, 0, (size_t)j0 * sizeof *row);
-    memcpy(row + j0, st + P * ld + kpos0 + j0, (size_t)(j1 - j0) * sizeof *row);
+    memcpy(row + j0, st + (pos0 + r) * ld + kpos0 + j0, (size_t)(j1 - j0) * sizeof *row);
     memset(row + j1, 0, (size_t)(nk - j1) * sizeof *row);
   }
 }
@@ -532,7 +535,7 @@ static srlm_status run_task(const attn_job *a, const task *tk, tile_scratch *t) 
     if (a->D) v->D = a->D + row0 * a->NH + h;
     if (a->dk) v->dk = (float *)a->dk + s0 * kvld + g * a->HS;
     if (a->dv) v->dv = (float *)a->dv + s0 * kvld + g * a->HS;
-    if (a->which != PASS_FWD) view_stash(v, a, tk->seq, h, L);
+    view_stash(v, a, tk->seq, h, L);
   }
   const mask mk = {.W = a->W, .L = L, .causal = a->causal};
   switch (a->which) {
@@ -601,27 +604,28 @@ srlm_status srlm_cpu_attention_forward(srlm_backend *be, srlm_attention_params p
  * instead of computing Q K^T, dO V^T, the exp and dS a second time (the same values: each
  * entry is a function of its query and key alone, so the same bits). It holds every
  * (query, key) of each sequence's heads, 2 NH sum(L_b^2) floats, up to
- * srlm_backend_cpu_set_attention_stash's bytes (256 MiB unless set). At the 100M
+ * srlm_backend_cpu_set_attention_stash's bytes (SRLM_CPU_ATTENTION_STASH_DEFAULT, 256 MiB, unless set). At the 100M
  * training shape (4 x 256 tokens, 12 heads) that is 25 MB; bench_backend's bf16
  * attention_backward at L = 256 took 20-35% less time with it (2 threads). Past the
  * bytes, or when they cannot be allocated, the pass recomputes them. */
-static size_t g_stash_bytes = (size_t)256 << 20;
+static size_t g_stash_bytes = SRLM_CPU_ATTENTION_STASH_DEFAULT;
 void srlm_backend_cpu_set_attention_stash(size_t bytes) { __atomic_store_n(&g_stash_bytes, bytes, __ATOMIC_RELAXED); }
 
 /* Offsets of each sequence's heads in the stash (B + 1 entries, the last the floats of one
  * of P or dS), or NULL when the stash would pass its bytes. */
 static int64_t *stash_plan(int B, const int32_t *cu, int64_t NH) {
   const uint64_t cap = __atomic_load_n(&g_stash_bytes, __ATOMIC_RELAXED) / sizeof(float);
-  uint64_t total = 0; /* floats of P so far; each step checked against cap / 2 before it can wrap */
-  for (int b = 0; b < B; b++) {
-    const uint64_t L = (uint64_t)(cu[b + 1] - cu[b]), room = cap / 2 - total;
-    if (L > 0 && ((uint64_t)NH > room / L || (uint64_t)NH * L > room / L)) return NULL;
-    total += (uint64_t)NH * L * L;
-  }
   int64_t *off = malloc((size_t)(B + 1) * sizeof *off);
   if (!off) return NULL;
-  off[0] = 0;
-  for (int b = 0; b < B; b++) off[b + 1] = off[b] + NH * (int64_t)(cu[b + 1] - cu[b]) * (cu[b + 1] - cu[b]);
+  off[0] = 0; /* floats of P so far; each step checked against cap / 2 before it can wrap */
+  for (int b = 0; b < B; b++) {
+    const uint64_t L = (uint64_t)(cu[b + 1] - cu[b]), room = cap / 2 - (uint64_t)off[b];
+    if (L > 0 && ((uint64_t)NH > room / L || (uint64_t)NH * L > room / L)) {
+      free(off);
+      return NULL;
+    }
+    off[b + 1] = off[b] + (int64_t)((uint64_t)NH * L * L);
+  }
   return off;
 }
 

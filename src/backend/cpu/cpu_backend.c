@@ -137,8 +137,9 @@ static inline void split1(float x, uint16_t *hi16, uint16_t *lo16, float *hif, f
 }
 
 #if defined(__x86_64__) || defined(__i386__)
-__attribute__((target("avx512f"))) static void split_avx512(const float *x, int64_t n, uint16_t *hi16, uint16_t *lo16,
-                                                            float *hif, float *lof) {
+/* srlm_cpu_split sixteen at a time; returns how many it did (the rest: split1) */
+__attribute__((target("avx512f"))) static int64_t split_avx512(const float *x, int64_t n, uint16_t *hi16,
+                                                               uint16_t *lo16, float *hif, float *lof) {
   int64_t i = 0;
   for (; i + 16 <= n; i += 16) {
     const __m512 v = _mm512_loadu_ps(x + i);
@@ -153,19 +154,16 @@ __attribute__((target("avx512f"))) static void split_avx512(const float *x, int6
       _mm512_storeu_si512(lof + i, _mm512_slli_epi32(l, 16));
     }
   }
-  for (; i < n; i++)
-    split1(x[i], hi16 ? hi16 + i : NULL, lo16 ? lo16 + i : NULL, hif ? hif + i : NULL, lof ? lof + i : NULL);
+  return i;
 }
 #endif
 
 void srlm_cpu_split(const float *x, int64_t n, uint16_t *hi16, uint16_t *lo16, float *hif, float *lof) {
+  int64_t i = 0;
 #if defined(__x86_64__) || defined(__i386__)
-  if (srlm_cpu_isa() >= SRLM_CPU_ISA_AVX512) {
-    split_avx512(x, n, hi16, lo16, hif, lof);
-    return;
-  }
+  if (srlm_cpu_isa() >= SRLM_CPU_ISA_AVX512) i = split_avx512(x, n, hi16, lo16, hif, lof);
 #endif
-  for (int64_t i = 0; i < n; i++)
+  for (; i < n; i++)
     split1(x[i], hi16 ? hi16 + i : NULL, lo16 ? lo16 + i : NULL, hif ? hif + i : NULL, lof ? lof + i : NULL);
 }
 
