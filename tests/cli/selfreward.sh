@@ -8,11 +8,7 @@
 set -u
 . "$(dirname "$0")/lib/check.sh"
 cli_setup "$1"
-"$srlm" task sft-data --seed 3 --instructions 300 --judge 600 --out "$tmp/runs/sft.jsonl" 2>/dev/null \
-  || fail "task sft-data"
-"$srlm" sft -c configs/quickstart-m1.yaml run.out_dir="$tmp/runs" data.sft="$tmp/runs/sft.jsonl" \
-  train.epochs=10 train.batch_size=32 train.warmup_steps=10 train.lr=3e-3 2>"$tmp/sft.err" || { fail "sft"; tail -3 "$tmp/sft.err" >&2; }
-m1=$tmp/runs/quickstart-m1/model
+sign_m1
 small="run.out_dir=$tmp/runs model.path=$m1 run.iterations=2 task.prompts_per_iteration=48
   generate.samples_per_prompt=4 task.eval_prompts=64 judge.replay_per_verdict=32 train.batch_size=16 pairs.min_margin=0"
 "$srlm" train -c configs/quickstart.yaml $small run.name=a >"$tmp/a.out" 2>"$tmp/a.err" \

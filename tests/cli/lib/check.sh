@@ -30,6 +30,34 @@ cli_setup() {
   rm -rf "$tmp/runs" && mkdir -p "$tmp/runs"
 }
 
+# sign_m1: sets m1 to the sign-puzzle M1 that cli.selfreward and cli.methods start from (task
+# sft-data seed 3, 300 instructions and 600 judge examples; configs/quickstart-m1.yaml, 10 epochs,
+# batch 32, lr 3e-3). The SFT is deterministic, so one copy serves both: it is made once per
+# srlm binary and config in the build folder ($SRLM_BUILD_DIR/tests/tmp/m1-<key>, under flock: a
+# second test waits for the first; an older key's copy is removed), or in $tmp without
+# SRLM_BUILD_DIR. It saved one SFT, 36 s on 2 cores under ASan.
+sign_m1() {
+  local args="train.epochs=10 train.batch_size=32 train.warmup_steps=10 train.lr=3e-3" key dir
+  if [ -n "${SRLM_BUILD_DIR:-}" ]; then
+    key=$( { sha256sum "$srlm" configs/quickstart-m1.yaml; echo "$args"; } | sha256sum | cut -c1-16)
+    dir=$SRLM_BUILD_DIR/tests/tmp/m1-$key
+  else
+    dir=$tmp/m1
+  fi
+  mkdir -p "$dir" || { fail "mkdir $dir"; return; }
+  (
+    flock 9
+    [ -e "$dir/done" ] && exit 0
+    [ -n "${key:-}" ] && find "$SRLM_BUILD_DIR/tests/tmp" -maxdepth 1 -name 'm1-*' ! -name "m1-$key" -exec rm -rf {} +
+    rm -rf "$dir/runs"
+    "$srlm" task sft-data --seed 3 --instructions 300 --judge 600 --out "$dir/sft.jsonl" 2>"$dir/sft.err" \
+      && "$srlm" sft -c configs/quickstart-m1.yaml run.out_dir="$dir/runs" data.sft="$dir/sft.jsonl" $args \
+        2>>"$dir/sft.err" && touch "$dir/done"
+  ) 9>"$dir/lock"
+  [ -e "$dir/done" ] || { fail "M1: task sft-data or sft"; tail -3 "$dir/sft.err" >&2; }
+  m1=$dir/runs/quickstart-m1/model
+}
+
 # need_mpirun: ends the test as passed (exit 0, "skipped: no mpirun") where mpirun is missing
 need_mpirun() {
   command -v mpirun >/dev/null 2>&1 && return
