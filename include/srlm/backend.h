@@ -721,6 +721,12 @@ size_t srlm_backend_cpu_packed_bytes(void);
  * ops run. */
 #define SRLM_CPU_ATTENTION_STASH_DEFAULT ((size_t)256 << 20)
 void srlm_backend_cpu_set_attention_stash(size_t bytes);
+/* The most bytes the attention passes may hold their B operands in, packed once per pass
+ * for all of their tiles (default SRLM_CPU_ATTENTION_PREPACK_DEFAULT; 0: each product packs
+ * its own). The same bits either way; for tests and benchmarks: do not call it while ops
+ * run. */
+#define SRLM_CPU_ATTENTION_PREPACK_DEFAULT ((size_t)256 << 20)
+void srlm_backend_cpu_set_attention_prepack(size_t bytes);
 
 /* The CUDA simulator's table (cuda/sim: the CUDA kernels run on the CPU; always built). */
 const srlm_backend_ops *srlm_backend_cuda_sim_ops(void);

@@ -1,6 +1,7 @@
 /* CPU grouped-query attention, causal or not (backend.h): forward over packed sequences,
  * forward against a KV cache (causal), and the backward (flash-attention style: probabilities are recomputed from
- * the forward's log-sum-exp, never stored).
+ * the forward's log-sum-exp; the forward stores none, the backward keeps them between its two
+ * passes where they fit).
  *
  * Work is cut into tiles of up to QT queries of one head; each tile is three small
  * matrix products on the calling thread (srlm_cpu_gemm_serial) around a row softmax:
@@ -18,6 +19,8 @@
  *   dK/dV pass, per (sequence, kv head, key tile): for each query head of the group and
  *     each query tile that sees the keys, dV += P^T dO and dK += dS^T Q, P and dS read
  *     from the dQ pass's stash where it fits (see stash_plan), else computed again.
+ * Each pass packs the B operands its tiles share (keys, values; queries and output
+ * gradients) once, ahead of the tiles, where it can (prepack_plan).
  *
  * bf16 tensors: every product is a bf16 product (matmul.c: the fma chain with denormals
  * flushed), which the AVX-512 BF16 dot-product kernel runs at twice the fp32 kernels'
@@ -80,6 +83,10 @@ typedef struct opnd {
   const float *f;
   const uint16_t *h;
   int64_t ld;
+  /* a B operand packed ahead (srlm_cpu_gemm_serial_pre: the first panel at the product's
+   * first k, panels pld floats apart); f, h unused then */
+  const float *pk;
+  int64_t pld;
 } opnd;
 
 /* x from its row r on */
@@ -110,7 +117,23 @@ typedef struct head_view {
    * dK/dV pass reads them instead of computing them again */
   float *sp, *sds;
   int64_t st_ld;
+  /* B operands packed ahead for the pass (prepack_plan; NULL: none), each from the
+   * sequence's first row: the keys and values as B^T (kT, vT: S = Q K^T, dP = dO V^T, panels
+   * pld_t apart) and as B (kN, vN: dQ = dS K, out = P V), the queries and output gradients as
+   * B (qN, doN: dK += dS^T Q, dV += P^T dO), panels pld_n apart; nr the panel width */
+  const float *kT, *vT, *kN, *vN, *qN, *doN;
+  int64_t pld_t, pld_n;
+  int nr;
 } head_view;
+
+/* A packed-ahead operand of h from row r on: as B^T (rows are B's columns; r a multiple of
+ * the panel width, as every tile's first key is) or as B (rows are B's k). */
+static inline opnd pre_cols(const head_view *h, const float *pk, int64_t r) {
+  return (opnd){.pk = pk + r / h->nr * h->pld_t, .pld = h->pld_t};
+}
+static inline opnd pre_rows(const head_view *h, const float *pk, int64_t r) {
+  return (opnd){.pk = pk + r * h->nr, .pld = h->pld_n};
+}
 
 /* A thread's scratch, one allocation from S: S, dP (QT, J) for the scores and their
  * gradients. For bf16 tensors also xw (2, QT, J), the widened values of x16 (2, QT, J),
@@ -210,6 +233,7 @@ static srlm_status mm(tile_scratch *t, float *c, int64_t ldc, opnd a, int ta, op
   srlm_cpu_mm p = {.c = c, .a = a.f, .a16 = a.h, .b = b.f, .b16 = b.h, .M = M, .N = N, .K = K, .lda = a.ld,
                    .ldb = b.ld, .ldc = ldc, .trans_a = ta, .trans_b = tb, .accumulate = acc, .bf16 = t->bf16,
                    .chain = 1};
+  if (b.pk) return srlm_cpu_gemm_serial_pre(&p, b.pk, b.pld, &t->ws);
   return srlm_cpu_gemm_serial(&p, &t->ws);
 }
 
@@ -242,7 +266,7 @@ static srlm_status fwd_tile(const head_view *h, int64_t nq, int64_t pos0, const 
   const int64_t W = mk->W, jlo = key_lo(pos0, W), jhi = key_hi(pos0 + nq - 1, mk) + 1, J = jhi - jlo;
   float *S = t->S; /* (nq, J) */
   float inv[QT];
-  SRLM_TRY(mm(t, S, J, h->q, 0, rows_from(h->k, jlo), 1, nq, J, HS, 0));
+  SRLM_TRY(mm(t, S, J, h->q, 0, h->kT ? pre_cols(h, h->kT, jlo) : rows_from(h->k, jlo), 1, nq, J, HS, 0));
   for (int64_t r = 0; r < nq; r++) {
     float *row = S + r * J;
     const int64_t lo = key_lo(pos0 + r, W) - jlo, hi = key_hi(pos0 + r, mk) + 1 - jlo;
@@ -257,7 +281,8 @@ static srlm_status fwd_tile(const head_view *h, int64_t nq, int64_t pos0, const 
     inv[r] = 1.0f / sum;
     if (h->lse) h->lse[r * h->lse_ld] = m + logf(sum);
   }
-  SRLM_TRY(mm_tile(t, h->out, h->out_ld, S, nq, J, 0, rows_from(h->v, jlo), 0, nq, HS, J, 0));
+  SRLM_TRY(mm_tile(t, h->out, h->out_ld, S, nq, J, 0, h->vN ? pre_rows(h, h->vN, jlo) : rows_from(h->v, jlo), 0, nq,
+                   HS, J, 0));
   for (int64_t r = 0; r < nq; r++)
     for (int64_t d = 0; d < HS; d++) h->out[r * h->out_ld + d] *= inv[r];
   return SRLM_OK;
@@ -341,17 +366,17 @@ static srlm_status dq_tile(const head_view *h, int64_t nq, int64_t pos0, const m
      * flushes those, this chain does not) */
     h->D[r * h->lse_ld] = fma_chain(dout, o, HS);
   }
-  const opnd k = rows_from(h->k, jlo);
-  SRLM_TRY(mm(t, t->S, J, h->q, 0, k, 1, nq, J, HS, 0));
+  SRLM_TRY(mm(t, t->S, J, h->q, 0, h->kT ? pre_cols(h, h->kT, jlo) : rows_from(h->k, jlo), 1, nq, J, HS, 0));
   probs(t->S, nq, J, pos0, jlo, mk, scale, h->lse, h->lse_ld);
-  SRLM_TRY(mm(t, t->dP, J, h->dout, 0, rows_from(h->v, jlo), 1, nq, J, HS, 0));
+  SRLM_TRY(mm(t, t->dP, J, h->dout, 0, h->vT ? pre_cols(h, h->vT, jlo) : rows_from(h->v, jlo), 1, nq, J, HS, 0));
   dscores(t->S, t->dP, nq, J, h->D, h->lse_ld, scale);
   if (h->sp)
     for (int64_t r = 0; r < nq; r++) {
       memcpy(h->sp + (pos0 + r) * h->st_ld + jlo, t->S + r * J, (size_t)J * sizeof(float));
       memcpy(h->sds + (pos0 + r) * h->st_ld + jlo, t->dP + r * J, (size_t)J * sizeof(float));
     }
-  return mm_tile(t, h->dq, h->out_ld, t->dP, nq, J, 0, k, 0, nq, HS, J, 0);
+  return mm_tile(t, h->dq, h->out_ld, t->dP, nq, J, 0, h->kN ? pre_rows(h, h->kN, jlo) : rows_from(h->k, jlo), 0, nq,
+                 HS, J, 0);
 }
 
 /* dK, dV of keys [j0, j0 + nk) of a sequence of length mk->L for the query heads hv[0..rep). */
@@ -366,7 +391,7 @@ static srlm_status dkv_tile(const head_view *hv, int rep, int64_t j0, int64_t nk
   for (int r = 0; r < rep; r++) {
     const head_view *h = &hv[r];
     opnd hq = h->q, hdout = h->dout;
-    if (h->q16) { /* this head's bf16 query rows, widened at their positions */
+    if (h->q16 && !(h->sp && h->qN)) { /* this head's bf16 query rows, widened at their positions */
       const int64_t ilo = query_lo(j0, mk);
       widen_rows(t->wq + ilo * HS, h->q16 + ilo * h->src_ld, i_end - ilo, h->src_ld, HS);
       widen_rows(t->wdo + ilo * HS, h->dout16 + ilo * h->src_ld, i_end - ilo, h->src_ld, HS);
@@ -375,20 +400,21 @@ static srlm_status dkv_tile(const head_view *hv, int rep, int64_t j0, int64_t nk
     for (int64_t i0 = query_lo(j0, mk); i0 < i_end; i0 += QT) {
       const int64_t nq = i_end - i0 < QT ? i_end - i0 : QT;
       const opnd q = rows_from(hq, i0), dout = rows_from(hdout, i0);
+      const opnd qb = h->qN ? pre_rows(h, h->qN, i0) : q, doutb = h->doN ? pre_rows(h, h->doN, i0) : dout;
       if (h->sp) {
         from_stash(t->S, nq, nk, h->sp, h->st_ld, i0, j0, mk);
       } else {
         SRLM_TRY(mm(t, t->S, nk, q, 0, k, 1, nq, nk, HS, 0));
         probs(t->S, nq, nk, i0, j0, mk, scale, h->lse + i0 * h->lse_ld, h->lse_ld);
       }
-      SRLM_TRY(mm_tile(t, dv, h->dkv_ld, t->S, nq, nk, 1, dout, 0, nk, HS, nq, acc));
+      SRLM_TRY(mm_tile(t, dv, h->dkv_ld, t->S, nq, nk, 1, doutb, 0, nk, HS, nq, acc));
       if (h->sds) {
         from_stash(t->dP, nq, nk, h->sds, h->st_ld, i0, j0, mk);
       } else {
         SRLM_TRY(mm(t, t->dP, nk, dout, 0, v, 1, nq, nk, HS, 0));
         dscores(t->S, t->dP, nq, nk, h->D + i0 * h->lse_ld, h->lse_ld, scale);
       }
-      SRLM_TRY(mm_tile(t, dk, h->dkv_ld, t->dP, nq, nk, 1, q, 0, nk, HS, nq, acc));
+      SRLM_TRY(mm_tile(t, dk, h->dkv_ld, t->dP, nq, nk, 1, qb, 0, nk, HS, nq, acc));
       acc = 1;
     }
   }
@@ -448,7 +474,107 @@ typedef struct attn_job {
    * (st_off[b] + h L_b^2), P first, then dS L_b^2 floats later, rows of L_b (head_view) */
   float *stash;
   const int64_t *st_off;
+  /* B operands packed ahead for this pass (NULL: none; prepack_plan): sequence b's units from
+   * pre + pre_off[b], one per kv head (forward, dQ) or query head (dK/dV), each pre_arrays
+   * arrays of pre_size floats; nr the panel width */
+  int B;
+  float *pre;
+  int64_t *pre_off;
+  int nr;
 } attn_job;
+
+/* ---- B operands packed ahead --------------------------------------------------------
+ * Every tile of a pass reads the same keys and values (forward, dQ) or queries and output
+ * gradients (dK/dV) as the B of its products, and srlm_cpu_gemm_serial packed them again
+ * for each: a sequence's keys once per query tile and head of the group. Where the products
+ * run a kernel with fp32 panels (the amx level's widened bf16 products, fp32 tensors, the
+ * avx512 and avx2 levels) and there is no window (every tile's first key is 0 or a multiple
+ * of QT, so of the panel width), each is packed once per pass, in parallel, before the
+ * tiles: forward K^T and V, dQ pass K^T, K and V^T, dK/dV pass Q and dO (per query head).
+ * The products read the same values in the same chains: the same bits. Up to
+ * srlm_backend_cpu_set_attention_prepack's bytes (SRLM_CPU_ATTENTION_PREPACK_DEFAULT, 256 MiB,
+ * unless set; the dK/dV pass's 2 T NH HS floats and padding are the most: 6 MB at the 100M
+ * training shape), else packed per product. */
+static size_t g_pre_bytes = SRLM_CPU_ATTENTION_PREPACK_DEFAULT;
+void srlm_backend_cpu_set_attention_prepack(size_t bytes) { __atomic_store_n(&g_pre_bytes, bytes, __ATOMIC_RELAXED); }
+
+static int pre_arrays(pass w) { return w == PASS_DQ ? 3 : 2; }
+static int64_t pre_heads(const attn_job *a) { return a->which == PASS_DKV ? a->NH : a->NKV; }
+/* floats of one array of a sequence of L positions: K^T (ceil(L / nr) panels of HS nr) or
+ * a B over the positions (ceil(HS / nr) panels of L nr), the larger */
+static int64_t pre_size(int64_t L, int64_t HS, int nr) {
+  const int64_t t = (L + nr - 1) / nr * nr * HS, n = (HS + nr - 1) / nr * nr * L;
+  return t > n ? t : n;
+}
+
+/* Sets a->pre, pre_off, nr for a's pass where packing ahead applies (see above) and its
+ * memory can be had; otherwise leaves pre NULL. direct: bf16 products read bf16 rows. */
+static void prepack_plan(attn_job *a, int direct) {
+  if (a->W > 0 || (a->dt != SRLM_F32 && direct)) return;
+  const srlm_cpu_mm probe = {.bf16 = a->dt != SRLM_F32, .chain = 1}; /* fp32 sources, as the products' */
+  const int nr = srlm_cpu_prepack_nr(&probe);
+  if (nr <= 0 || QT % nr != 0) return;
+  int64_t *off = malloc((size_t)(a->B + 1) * sizeof *off);
+  if (!off) return;
+  off[0] = 0;
+  for (int b = 0; b < a->B; b++)
+    off[b + 1] = off[b] + pre_heads(a) * pre_arrays(a->which) * pre_size(a->cu[b + 1] - a->cu[b], a->HS, nr);
+  /* 64-byte aligned (the kernels load panels so); every array and panel is nr floats apart */
+  if ((uint64_t)off[a->B] > __atomic_load_n(&g_pre_bytes, __ATOMIC_RELAXED) / sizeof(float) || off[a->B] == 0 ||
+      posix_memalign((void **)&a->pre, 64, (size_t)off[a->B] * sizeof(float)) != 0) {
+    a->pre = NULL;
+    free(off);
+    return;
+  }
+  a->pre_off = off;
+  a->nr = nr;
+}
+
+static void prepack_free(attn_job *a) {
+  free(a->pre);
+  free(a->pre_off);
+  a->pre = NULL;
+  a->pre_off = NULL;
+}
+
+/* Packs unit x (kv head or query head) of sequence b, bf16 rows widened in t's wq. */
+static void prepack_unit(const attn_job *a, int b, int64_t x, tile_scratch *t) {
+  const int64_t s0 = a->cu[b], L = a->cu[b + 1] - s0, HS = a->HS, sz = pre_size(L, HS, a->nr);
+  const int dkv = a->which == PASS_DKV;
+  const int64_t ld = (dkv ? a->NH : a->NKV) * HS, row0 = s0 * ld + x * HS;
+  /* the arrays in order: their tensor and whether it is B^T (rows are B's columns) */
+  const void *src[3];
+  int tb[3];
+  if (a->which == PASS_FWD) src[0] = a->k, tb[0] = 1, src[1] = a->v, tb[1] = 0;
+  else if (a->which == PASS_DQ) src[0] = a->k, tb[0] = 1, src[1] = a->k, tb[1] = 0, src[2] = a->v, tb[2] = 1;
+  else src[0] = a->q, tb[0] = 0, src[1] = a->dout, tb[1] = 0;
+  float *u = a->pre + a->pre_off[b] + x * pre_arrays(a->which) * sz;
+  const void *widened = NULL;
+  for (int i = 0; i < pre_arrays(a->which); i++) {
+    const float *f = (const float *)src[i] + row0;
+    int64_t fld = ld;
+    if (a->dt != SRLM_F32) {
+      if (widened != src[i]) widen_rows(t->wq, (const uint16_t *)src[i] + row0, L, ld, HS);
+      widened = src[i];
+      f = t->wq, fld = HS;
+    }
+    const srlm_cpu_mm p = {.b = f, .ldb = fld, .trans_b = tb[i], .M = 1, .K = tb[i] ? HS : L, .N = tb[i] ? L : HS,
+                           .bf16 = a->dt != SRLM_F32, .chain = 1};
+    srlm_cpu_prepack_b(&p, u + i * sz);
+  }
+}
+
+/* Points v at the packed-ahead operands of sequence b, kv head g, query head h (nothing
+ * when the pass has none). */
+static void view_pre(head_view *v, const attn_job *a, int b, int64_t g, int64_t h) {
+  if (!a->pre) return;
+  const int64_t L = a->cu[b + 1] - a->cu[b], sz = pre_size(L, a->HS, a->nr);
+  const float *u = a->pre + a->pre_off[b] + (a->which == PASS_DKV ? h : g) * pre_arrays(a->which) * sz;
+  v->nr = a->nr, v->pld_t = a->HS * a->nr, v->pld_n = L * a->nr;
+  if (a->which == PASS_FWD) v->kT = u, v->vN = u + sz;
+  else if (a->which == PASS_DQ) v->kT = u, v->kN = u + sz, v->vT = u + 2 * sz;
+  else v->qN = u, v->doN = u + sz;
+}
 
 /* Points v's stash at sequence b's head h (nothing when the job has none). */
 static void view_stash(head_view *v, const attn_job *a, int b, int64_t h, int64_t L) {
@@ -469,8 +595,11 @@ static srlm_status run_task_bf16(const attn_job *a, const task *tk, tile_scratch
   opnd k, v;
   if (a->which == PASS_DKV) { /* kv head g, keys [first, first + n) */
     const int64_t g = tk->head, kv0 = (s0 + first) * kvld + g * HS;
-    bf16_kv(t, (const uint16_t *)a->k + s0 * kvld + g * HS, (const uint16_t *)a->v + s0 * kvld + g * HS, first,
-            first + n, kvld, HS, &k, &v);
+    if (a->pre && a->stash) /* the keys and values are read only to compute P and dS again */
+      k = v = (opnd){0};
+    else
+      bf16_kv(t, (const uint16_t *)a->k + s0 * kvld + g * HS, (const uint16_t *)a->v + s0 * kvld + g * HS, first,
+              first + n, kvld, HS, &k, &v);
     head_view hv[64];
     for (int64_t r = 0; r < rep; r++) {
       const int64_t h = g * rep + r;
@@ -478,6 +607,7 @@ static srlm_status run_task_bf16(const attn_job *a, const task *tk, tile_scratch
       hv[r] = (head_view){.k = k, .v = v, .dk = t->wa, .dv = t->wb, .lse = a->lse + s0 * NH + h,
                           .D = a->D + s0 * NH + h, .dkv_ld = HS, .lse_ld = NH};
       view_stash(&hv[r], a, tk->seq, h, L);
+      view_pre(&hv[r], a, tk->seq, g, h);
       if (t->direct)
         hv[r].q = (opnd){.h = qh, .ld = qld}, hv[r].dout = (opnd){.h = doh, .ld = qld};
       else
@@ -491,10 +621,14 @@ static srlm_status run_task_bf16(const attn_job *a, const task *tk, tile_scratch
   /* query head h, queries [first, first + n), the keys they see [jlo, jhi) */
   const int64_t h = tk->head, g = h / rep, q0 = (s0 + first) * qld + h * HS;
   const int64_t jlo = key_lo(first, a->W), jhi = key_hi(first + n - 1, &mk) + 1;
-  bf16_kv(t, (const uint16_t *)a->k + s0 * kvld + g * HS, (const uint16_t *)a->v + s0 * kvld + g * HS, jlo, jhi,
-          kvld, HS, &k, &v);
+  if (a->pre) /* every product reads the keys and values packed ahead */
+    k = v = (opnd){0};
+  else
+    bf16_kv(t, (const uint16_t *)a->k + s0 * kvld + g * HS, (const uint16_t *)a->v + s0 * kvld + g * HS, jlo, jhi,
+            kvld, HS, &k, &v);
   head_view hv = {.q = bf16_rows(t, q + q0, n, qld, HS, t->wq), .k = k, .v = v, .out_ld = HS, .lse_ld = NH,
                   .lse = a->lse ? a->lse + (s0 + first) * NH + h : NULL};
+  view_pre(&hv, a, tk->seq, g, h);
   if (a->which == PASS_FWD) {
     hv.out = t->wa;
     SRLM_TRY(fwd_tile(&hv, n, first, &mk, HS, a->scale, t));
@@ -536,6 +670,7 @@ static srlm_status run_task(const attn_job *a, const task *tk, tile_scratch *t) 
     if (a->dk) v->dk = (float *)a->dk + s0 * kvld + g * a->HS;
     if (a->dv) v->dv = (float *)a->dv + s0 * kvld + g * a->HS;
     view_stash(v, a, tk->seq, h, L);
+    view_pre(v, a, tk->seq, g, h);
   }
   const mask mk = {.W = a->W, .L = L, .causal = a->causal};
   switch (a->which) {
@@ -559,6 +694,15 @@ static srlm_status run_tasks(const char *where, const attn_job *a, const task *t
     tile_scratch t;
     memset(&t, 0, sizeof t);
     const int ok = scratch_alloc(&t, a->dt, J, a->HS, direct);
+    if (a->pre) {
+      const int64_t X = pre_heads(a);
+#ifdef _OPENMP
+#pragma omp for schedule(dynamic, 1)
+#endif
+      for (int64_t i = 0; i < a->B * X; i++)
+        if (ok) prepack_unit(a, (int)(i / X), i % X, &t);
+      /* (the implicit barrier of the omp for: every unit is packed) */
+    }
 #ifdef _OPENMP
 #pragma omp for schedule(dynamic, 1)
 #endif
@@ -594,8 +738,10 @@ srlm_status srlm_cpu_attention_forward(srlm_backend *be, srlm_attention_params p
   if (!ts) return srlm_error(SRLM_ERR_NOMEM, where, "cannot allocate the task list");
   attn_job a = {.which = PASS_FWD, .cu = p.cu_seqlens, .NH = p.NH, .NKV = p.NKV, .HS = p.HS, .W = p.window,
                 .causal = !p.non_causal, .scale = p.scale, .dt = p.dtype, .q = p.q, .k = p.k, .v = p.v,
-                .out = p.out, .lse = p.lse};
+                .out = p.out, .lse = p.lse, .B = p.B};
+  prepack_plan(&a, direct_for(1));
   srlm_status st = run_tasks(where, &a, ts, n, Lmax);
+  prepack_free(&a);
   free(ts);
   return st;
 }
@@ -645,18 +791,26 @@ srlm_status srlm_cpu_attention_backward(srlm_backend *be, srlm_attention_bwd_par
   if (!D || !tq || !tkv) st = srlm_error(SRLM_ERR_NOMEM, where, "cannot allocate %lld floats of scratch", (long long)(p.T * p.NH));
   attn_job a = {.which = PASS_DQ, .cu = p.cu_seqlens, .NH = p.NH, .NKV = p.NKV, .HS = p.HS, .W = p.window,
                 .causal = !p.non_causal, .scale = p.scale, .dt = p.dtype, .q = p.q, .k = p.k, .v = p.v,
-                .dout = p.dout, .o = p.out, .lse = (float *)p.lse, .dq = p.dq, .D = D};
+                .dout = p.dout, .o = p.out, .lse = (float *)p.lse, .dq = p.dq, .D = D, .B = p.B};
   int64_t *st_off = st == SRLM_OK ? stash_plan(p.B, p.cu_seqlens, p.NH) : NULL;
   if (st_off) {
     a.stash = malloc((size_t)(2 * st_off[p.B]) * sizeof(float)); /* none: recompute */
     a.st_off = st_off;
   }
-  if (st == SRLM_OK) st = run_tasks(where, &a, tq, nq, Lmax);
+  if (st == SRLM_OK) {
+    prepack_plan(&a, direct_for(1));
+    st = run_tasks(where, &a, tq, nq, Lmax);
+    prepack_free(&a);
+  }
   a.which = PASS_DKV;
   a.dq = NULL;
   a.dk = p.dk;
   a.dv = p.dv;
-  if (st == SRLM_OK) st = run_tasks(where, &a, tkv, nkv, Lmax);
+  if (st == SRLM_OK) {
+    prepack_plan(&a, direct_for(1));
+    st = run_tasks(where, &a, tkv, nkv, Lmax);
+    prepack_free(&a);
+  }
   free(a.stash);
   free(st_off);
   free(D);

@@ -518,6 +518,7 @@ typedef struct gemm {
   const uint16_t *a16, *b16; /* a dot kernel's A / B read as bf16 directly (a / b NULL) */
   float *c;
   uint16_t *c16; /* C in bf16 (c NULL): srlm_cpu_mm's c16 */
+  int64_t b_pld; /* B packed ahead (srlm_cpu_gemm_serial_pre): floats from a panel to the next; 0: none */
 } gemm;
 
 /* Packed depth: the rows of k a panel holds (k's pairs for a dot kernel, whole chunks of
@@ -837,8 +838,10 @@ static void run_tile(const gemm *g, const float *ap, const float *bp, int64_t m0
 
 /* Where block (panel jp, k0) of B sits in a fully packed B (packed weights, and each
  * thread's share of B in a product): panels one after another, each its KC blocks in
- * order, every block kc x NR. */
+ * order, every block kc x NR. B packed ahead for a larger product (b_pld): its panels
+ * b_pld floats apart. */
 static inline int64_t packed_offset(const gemm *g, int64_t jp, int64_t k0) {
+  if (g->b_pld) return jp * g->b_pld + kdepth(g, k0) * g->kr->nr;
   return (jp * kdepth(g, g->K) + kdepth(g, k0)) * g->kr->nr;
 }
 /* Where A's panel ip (MR rows, all of K) and its KC block at k0 sit in a packed A. */
@@ -954,7 +957,7 @@ static void add_bias(const srlm_cpu_mm *p, int parallel) {
 
 static gemm make_gemm(const srlm_cpu_mm *p, const kernel *kr) {
   gemm g = {kr ? kr : pick_kernel_mm(p), p->M, p->N, p->K, p->lda, p->ldb, p->ldc, p->trans_a, p->trans_b, p->accumulate,
-            p->bf16, p->a, p->b, p->a16, p->b16, p->c, p->c16};
+            p->bf16, p->a, p->b, p->a16, p->b16, p->c, p->c16, 0};
   SRLM_CHECK(g.kr->dot || (!g.a16 && !g.b16), "cpu matmul: bf16 sources given to the %s kernel", g.kr->name);
   SRLM_CHECK(!g.c16 || (g.K > 0 && g.K <= g.kr->kc && !g.accumulate && !p->bias),
              "cpu matmul: a bf16 C the %s kernel cannot write (K = %lld)", g.kr->name, (long long)g.K);
@@ -1061,31 +1064,57 @@ static srlm_status ws_reserve(float **buf, size_t *cap, size_t n) {
   return SRLM_OK;
 }
 
-/* srlm_cpu_gemm_serial with kernel kr (NULL: the level's) */
-static srlm_status gemm_serial(const srlm_cpu_mm *pp, srlm_cpu_gemm_ws *ws, const kernel *kr) {
+/* srlm_cpu_gemm_serial with kernel kr (NULL: the level's), and with B packed ahead at bpre
+ * (panels pld floats apart) when bpre is not NULL */
+static srlm_status gemm_serial_b(const srlm_cpu_mm *pp, srlm_cpu_gemm_ws *ws, const kernel *kr, const float *bpre,
+                                 int64_t pld) {
   const srlm_cpu_mm p = *pp;
   if (trivial(&p)) return SRLM_OK;
-  const gemm g = make_gemm(&p, kr);
+  gemm g = make_gemm(&p, kr);
   const int MR = g.kr->mr, NR = g.kr->nr;
   const int64_t mb_max = p.M < MB ? p.M : MB;
   SRLM_TRY(ws_reserve(&ws->apack, &ws->a_cap, (size_t)((mb_max + MR - 1) / MR * MR) * (size_t)kdepth(&g, p.K)));
   const int64_t n_panels = (p.N + NR - 1) / NR;
-  SRLM_TRY(ws_reserve(&ws->bpack, &ws->b_cap, (size_t)n_panels * (size_t)kdepth(&g, p.K) * (size_t)NR));
-  pack_b_panels(&g, 0, n_panels, ws->bpack);
+  if (bpre) {
+    g.b_pld = pld;
+  } else {
+    SRLM_TRY(ws_reserve(&ws->bpack, &ws->b_cap, (size_t)n_panels * (size_t)kdepth(&g, p.K) * (size_t)NR));
+    pack_b_panels(&g, 0, n_panels, ws->bpack);
+  }
   const unsigned csr = ftz_enter(g.bf16);
   amx_enter(g.kr);
   for (int64_t m_start = 0; m_start < p.M; m_start += MB) {
     const int64_t mb = p.M - m_start < MB ? p.M - m_start : MB;
     for (int64_t i = 0; i < pack_a_shares(&g, mb); i++) pack_a_share(&g, m_start, mb, i, ws->apack);
-    gemm_block(&g, ws->apack, ws->bpack, m_start, mb, 0, n_panels);
+    gemm_block(&g, ws->apack, bpre ? bpre : ws->bpack, m_start, mb, 0, n_panels);
   }
   amx_leave(g.kr);
   ftz_leave(g.bf16, csr);
   add_bias(&p, 0);
   return SRLM_OK;
 }
+static srlm_status gemm_serial(const srlm_cpu_mm *pp, srlm_cpu_gemm_ws *ws, const kernel *kr) {
+  return gemm_serial_b(pp, ws, kr, NULL, 0);
+}
 
 srlm_status srlm_cpu_gemm_serial(const srlm_cpu_mm *p, srlm_cpu_gemm_ws *ws) { return gemm_serial(p, ws, NULL); }
+
+int srlm_cpu_prepack_nr(const srlm_cpu_mm *p) {
+  const kernel *kr = pick_kernel_mm(p);
+  return kr->dot ? 0 : kr->nr;
+}
+
+void srlm_cpu_prepack_b(const srlm_cpu_mm *p, float *dst) {
+  if (p->N == 0 || p->K == 0) return;
+  const gemm g = make_gemm(p, NULL);
+  SRLM_CHECK(!g.kr->dot, "cpu matmul: B packed ahead for the %s kernel", g.kr->name);
+  pack_b_panels(&g, 0, (p->N + g.kr->nr - 1) / g.kr->nr, dst);
+}
+
+srlm_status srlm_cpu_gemm_serial_pre(const srlm_cpu_mm *p, const float *bpack, int64_t pld, srlm_cpu_gemm_ws *ws) {
+  SRLM_CHECK(!pick_kernel_mm(p)->dot, "cpu matmul: B packed ahead for the %s kernel", pick_kernel_mm(p)->name);
+  return gemm_serial_b(p, ws, NULL, bpack, pld);
+}
 
 /* The dot-product kernel against the fp32 AVX-512 kernel (MXCSR flushing) and the
  * portable flushing one on products of every layout, K odd and even and across the
