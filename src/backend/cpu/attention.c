@@ -56,6 +56,9 @@
 #endif
 
 #include "cpu_ops.h"
+#ifdef SRLM_X86
+#include <immintrin.h>
+#endif
 
 enum { QT = 64 }; /* queries (and keys, in the dK/dV pass) per tile */
 
@@ -260,6 +263,56 @@ static srlm_status mm_tile(tile_scratch *t, float *c, int64_t ldc, const float *
   return mm(t, c, ldc, h, tx, b, tb, M, N, K, 1);
 }
 
+/* ---- the row loops around the products, sixteen lanes at the avx512 levels and above:
+ * the same operations on each element in the same order, so the same bits ---------- */
+
+#ifdef SRLM_X86
+__attribute__((target("avx512f"))) static int64_t scale_max_avx512(float *x, int64_t n, float s, float *mx) {
+  const __m512 vs = _mm512_set1_ps(s);
+  __m512 vm = _mm512_set1_ps(-INFINITY);
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    const __m512 v = _mm512_mul_ps(_mm512_loadu_ps(x + i), vs);
+    _mm512_storeu_ps(x + i, v);
+    vm = _mm512_max_ps(v, vm); /* vm where v is NaN or equal: the scalar rule, per lane */
+  }
+  *mx = _mm512_reduce_max_ps(vm);
+  return i;
+}
+
+__attribute__((target("avx512f"))) static int64_t dscores_avx512(const float *p, float *dp, int64_t n, float d,
+                                                                 float scale) {
+  const __m512 vd = _mm512_set1_ps(d), vs = _mm512_set1_ps(scale);
+  int64_t j = 0;
+  for (; j + 16 <= n; j += 16) {
+    const __m512 vp = _mm512_loadu_ps(p + j);
+    const __m512 t = _mm512_mul_ps(_mm512_mul_ps(vp, _mm512_sub_ps(_mm512_loadu_ps(dp + j), vd)), vs);
+    const __mmask16 live = _mm512_cmp_ps_mask(vp, _mm512_setzero_ps(), _CMP_NEQ_UQ); /* !(p == 0) */
+    _mm512_storeu_ps(dp + j, _mm512_maskz_mov_ps(live, t));
+  }
+  return j;
+}
+#endif
+
+/* x[j] *= s for j < n; returns the largest x[j] by the rule m = x[j] > m ? x[j] : m from
+ * -INFINITY (NaN never taken; of equal zeros the first, whose sign the lanes' maximum may
+ * not have: it is looked up). */
+static float scale_max(float *x, int64_t n, float s) {
+  float m = -INFINITY;
+  int64_t i = 0;
+#ifdef SRLM_X86
+  if (srlm_cpu_isa() >= SRLM_CPU_ISA_AVX512) i = scale_max_avx512(x, n, s, &m);
+#endif
+  for (; i < n; i++) {
+    x[i] *= s;
+    m = x[i] > m ? x[i] : m;
+  }
+  if (m == 0.0f)
+    for (i = 0; i < n; i++)
+      if (x[i] == 0.0f) return x[i];
+  return m;
+}
+
 /* Forward of nq queries at positions pos0 .. pos0 + nq - 1 (rows 0.. of the view). */
 static srlm_status fwd_tile(const head_view *h, int64_t nq, int64_t pos0, const mask *mk, int64_t HS, float scale,
                             tile_scratch *t) {
@@ -270,13 +323,9 @@ static srlm_status fwd_tile(const head_view *h, int64_t nq, int64_t pos0, const 
   for (int64_t r = 0; r < nq; r++) {
     float *row = S + r * J;
     const int64_t lo = key_lo(pos0 + r, W) - jlo, hi = key_hi(pos0 + r, mk) + 1 - jlo;
-    float m = -INFINITY, sum = 0.0f;
-    for (int64_t j = lo; j < hi; j++) {
-      row[j] *= scale;
-      m = row[j] > m ? row[j] : m;
-    }
+    const float m = scale_max(row + lo, hi - lo, scale);
     for (int64_t j = 0; j < lo; j++) row[j] = 0.0f;
-    sum = srlm_cpu_exp_affine(row + lo, 1.0f, m, row + lo, hi - lo);
+    const float sum = srlm_cpu_exp_affine(row + lo, 1.0f, m, row + lo, hi - lo);
     for (int64_t j = hi; j < J; j++) row[j] = 0.0f;
     inv[r] = 1.0f / sum;
     if (h->lse) h->lse[r * h->lse_ld] = m + logf(sum);
@@ -306,7 +355,7 @@ static void probs(float *S, int64_t nq, int64_t nk, int64_t pos0, int64_t kpos0,
     visible(pos0 + r, kpos0, nk, mk, &j0, &j1);
     for (int64_t j = 0; j < j0; j++) row[j] = 0.0f;
     /* scaled and rounded first, as in the forward: a lone key gets exactly p = 1 */
-    for (int64_t j = j0; j < j1; j++) row[j] *= scale;
+    (void)scale_max(row + j0, j1 - j0, scale);
     srlm_cpu_exp_affine(row + j0, 1.0f, lse[r * lse_ld], row + j0, j1 - j0);
     for (int64_t j = j1; j < nk; j++) row[j] = 0.0f;
   }
@@ -318,7 +367,11 @@ static void dscores(const float *S, float *dP, int64_t nq, int64_t nk, const flo
     const float *p = S + r * nk;
     float *dp = dP + r * nk;
     const float d = D[r * D_ld];
-    for (int64_t j = 0; j < nk; j++) dp[j] = p[j] == 0.0f ? 0.0f : p[j] * (dp[j] - d) * scale;
+    int64_t j = 0;
+#ifdef SRLM_X86
+    if (srlm_cpu_isa() >= SRLM_CPU_ISA_AVX512) j = dscores_avx512(p, dp, nk, d, scale);
+#endif
+    for (; j < nk; j++) dp[j] = p[j] == 0.0f ? 0.0f : p[j] * (dp[j] - d) * scale;
   }
 }
 
