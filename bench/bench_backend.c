@@ -118,8 +118,9 @@ static const bshape k_full[] = {
     {OP(ema), "0.5B params", {494032768}},
 };
 /* Small: the same widths at T = 256 (0.5B) and 64 (7B), fewer rows for the GEMMs and the LM
- * head, for the CPU. The first shape of each op is also its correctness check (the CPU runs
- * it). */
+ * head, for the CPU, and attention at bench/model.sh's 100M training shape (4 x 256 tokens,
+ * 12 / 4 heads of 64). The first shape of each op is also its correctness check (the CPU
+ * runs it). */
 static const bshape k_small[] = {
     {OP(matmul), "0.5B x W_up^T", {256, 4864, 896, 0, 1, 0}},
     {OP(matmul), "0.5B dW_up += dy^T x", {4864, 896, 256, 1, 0, 1}},
@@ -138,6 +139,8 @@ static const bshape k_small[] = {
     {OP(attention_backward), "0.5B", {1, 256, 14, 2, 64, 0}},
     {OP(attention_backward), "7B", {1, 64, 32, 8, 128, 0}},
     {OP(attention_backward), "0.5B non-causal", {1, 256, 14, 2, 64, 0, 1}},
+    {OP(attention_forward), "100M train", {4, 256, 12, 4, 64, 0}}, /* bench/model.sh's 100M step, one layer */
+    {OP(attention_backward), "100M train", {4, 256, 12, 4, 64, 0}},
     {OP(attention_kv), "0.5B decode", {8, 512, 14, 2, 64, 1}},
     {OP(attention_kv), "7B decode", {8, 512, 32, 8, 128, 1}},
     {OP(kv_append), "7B decode", {8, 512, 8, 128, 1}},
