@@ -604,12 +604,13 @@ static void prepack_unit(const attn_job *a, int b, int64_t x, tile_scratch *t) {
   float *u = a->pre + a->pre_off[b] + x * pre_arrays(a->which) * sz;
   const void *widened = NULL;
   for (int i = 0; i < pre_arrays(a->which); i++) {
-    const float *f = (const float *)src[i] + row0;
-    int64_t fld = ld;
-    if (a->dt != SRLM_F32) {
+    const float *f = t->wq;
+    int64_t fld = HS;
+    if (a->dt == SRLM_F32) {
+      f = (const float *)src[i] + row0, fld = ld;
+    } else {
       if (widened != src[i]) widen_rows(t->wq, (const uint16_t *)src[i] + row0, L, ld, HS);
       widened = src[i];
-      f = t->wq, fld = HS;
     }
     const srlm_cpu_mm p = {.b = f, .ldb = fld, .trans_b = tb[i], .M = 1, .K = tb[i] ? HS : L, .N = tb[i] ? L : HS,
                            .bf16 = a->dt != SRLM_F32, .chain = 1};
