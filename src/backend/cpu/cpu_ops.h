@@ -67,9 +67,9 @@ srlm_status srlm_cpu_gemm_serial(const srlm_cpu_mm *p, srlm_cpu_gemm_ws *ws);
 /* B packed ahead, for serial products that share it (attention: a sequence's keys for every
  * query tile and head of a group). srlm_cpu_prepack_nr: the panel width of p's kernel, 0
  * where that kernel packs B its own way (the dot-product and tile kernels: no packing
- * ahead). srlm_cpu_prepack_b: p's B (K x N, fp32 sources) into dst as panels of NR columns
- * one after another, each ceil(N / NR) panel K NR floats (columns past N zero), k row by
- * row. srlm_cpu_gemm_serial_pre: the product p (its b unused) with B read from bpack: B(k, n)
+ * ahead). srlm_cpu_prepack_b: p's B (K x N, fp32 sources) into dst as ceil(N / NR) panels
+ * of NR columns one after another, each K NR floats, k row by row (columns past N zero).
+ * srlm_cpu_gemm_serial_pre: the product p (its b unused) with B read from bpack: B(k, n)
  * of p is bpack[(n / NR) pld + k NR + n % NR]. So a product over rows [k0, ..) and the
  * columns from panel jp of a larger packed B passes bpack + jp pld + k0 NR and that B's
  * panel size as pld. Same kernel, same chains: the bits of srlm_cpu_gemm_serial. */
