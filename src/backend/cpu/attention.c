@@ -129,13 +129,14 @@ typedef struct head_view {
   int nr;
 } head_view;
 
-/* A packed-ahead operand of h from row r on: as B^T (rows are B's columns; r a multiple of
- * the panel width, as every tile's first key is) or as B (rows are B's k). */
-static inline opnd pre_cols(const head_view *h, const float *pk, int64_t r) {
-  return (opnd){.pk = pk + r / h->nr * h->pld_t, .pld = h->pld_t};
+/* A B operand of h from row r on: packed ahead at pk when the pass has it, else the rows x.
+ * pre_cols: used as B^T (rows are B's columns; r a multiple of the panel width, as every
+ * tile's first key is); pre_rows: used as B (rows are B's k). */
+static inline opnd pre_cols(const head_view *h, const float *pk, opnd x, int64_t r) {
+  return pk ? (opnd){.pk = pk + r / h->nr * h->pld_t, .pld = h->pld_t} : rows_from(x, r);
 }
-static inline opnd pre_rows(const head_view *h, const float *pk, int64_t r) {
-  return (opnd){.pk = pk + r * h->nr, .pld = h->pld_n};
+static inline opnd pre_rows(const head_view *h, const float *pk, opnd x, int64_t r) {
+  return pk ? (opnd){.pk = pk + r * h->nr, .pld = h->pld_n} : rows_from(x, r);
 }
 
 /* A thread's scratch, one allocation from S: S, dP (QT, J) for the scores and their
@@ -319,7 +320,7 @@ static srlm_status fwd_tile(const head_view *h, int64_t nq, int64_t pos0, const 
   const int64_t W = mk->W, jlo = key_lo(pos0, W), jhi = key_hi(pos0 + nq - 1, mk) + 1, J = jhi - jlo;
   float *S = t->S; /* (nq, J) */
   float inv[QT];
-  SRLM_TRY(mm(t, S, J, h->q, 0, h->kT ? pre_cols(h, h->kT, jlo) : rows_from(h->k, jlo), 1, nq, J, HS, 0));
+  SRLM_TRY(mm(t, S, J, h->q, 0, pre_cols(h, h->kT, h->k, jlo), 1, nq, J, HS, 0));
   for (int64_t r = 0; r < nq; r++) {
     float *row = S + r * J;
     const int64_t lo = key_lo(pos0 + r, W) - jlo, hi = key_hi(pos0 + r, mk) + 1 - jlo;
@@ -330,8 +331,7 @@ static srlm_status fwd_tile(const head_view *h, int64_t nq, int64_t pos0, const 
     inv[r] = 1.0f / sum;
     if (h->lse) h->lse[r * h->lse_ld] = m + logf(sum);
   }
-  SRLM_TRY(mm_tile(t, h->out, h->out_ld, S, nq, J, 0, h->vN ? pre_rows(h, h->vN, jlo) : rows_from(h->v, jlo), 0, nq,
-                   HS, J, 0));
+  SRLM_TRY(mm_tile(t, h->out, h->out_ld, S, nq, J, 0, pre_rows(h, h->vN, h->v, jlo), 0, nq, HS, J, 0));
   for (int64_t r = 0; r < nq; r++)
     for (int64_t d = 0; d < HS; d++) h->out[r * h->out_ld + d] *= inv[r];
   return SRLM_OK;
@@ -419,17 +419,16 @@ static srlm_status dq_tile(const head_view *h, int64_t nq, int64_t pos0, const m
      * flushes those, this chain does not) */
     h->D[r * h->lse_ld] = fma_chain(dout, o, HS);
   }
-  SRLM_TRY(mm(t, t->S, J, h->q, 0, h->kT ? pre_cols(h, h->kT, jlo) : rows_from(h->k, jlo), 1, nq, J, HS, 0));
+  SRLM_TRY(mm(t, t->S, J, h->q, 0, pre_cols(h, h->kT, h->k, jlo), 1, nq, J, HS, 0));
   probs(t->S, nq, J, pos0, jlo, mk, scale, h->lse, h->lse_ld);
-  SRLM_TRY(mm(t, t->dP, J, h->dout, 0, h->vT ? pre_cols(h, h->vT, jlo) : rows_from(h->v, jlo), 1, nq, J, HS, 0));
+  SRLM_TRY(mm(t, t->dP, J, h->dout, 0, pre_cols(h, h->vT, h->v, jlo), 1, nq, J, HS, 0));
   dscores(t->S, t->dP, nq, J, h->D, h->lse_ld, scale);
   if (h->sp)
     for (int64_t r = 0; r < nq; r++) {
       memcpy(h->sp + (pos0 + r) * h->st_ld + jlo, t->S + r * J, (size_t)J * sizeof(float));
       memcpy(h->sds + (pos0 + r) * h->st_ld + jlo, t->dP + r * J, (size_t)J * sizeof(float));
     }
-  return mm_tile(t, h->dq, h->out_ld, t->dP, nq, J, 0, h->kN ? pre_rows(h, h->kN, jlo) : rows_from(h->k, jlo), 0, nq,
-                 HS, J, 0);
+  return mm_tile(t, h->dq, h->out_ld, t->dP, nq, J, 0, pre_rows(h, h->kN, h->k, jlo), 0, nq, HS, J, 0);
 }
 
 /* dK, dV of keys [j0, j0 + nk) of a sequence of length mk->L for the query heads hv[0..rep). */
@@ -453,7 +452,7 @@ static srlm_status dkv_tile(const head_view *hv, int rep, int64_t j0, int64_t nk
     for (int64_t i0 = query_lo(j0, mk); i0 < i_end; i0 += QT) {
       const int64_t nq = i_end - i0 < QT ? i_end - i0 : QT;
       const opnd q = rows_from(hq, i0), dout = rows_from(hdout, i0);
-      const opnd qb = h->qN ? pre_rows(h, h->qN, i0) : q, doutb = h->doN ? pre_rows(h, h->doN, i0) : dout;
+      const opnd qb = pre_rows(h, h->qN, hq, i0), doutb = pre_rows(h, h->doN, hdout, i0);
       if (h->sp) {
         from_stash(t->S, nq, nk, h->sp, h->st_ld, i0, j0, mk);
       } else {
@@ -590,34 +589,6 @@ static void prepack_free(attn_job *a) {
   a->pre_off = NULL;
 }
 
-/* Packs unit x (kv head or query head) of sequence b, bf16 rows widened in t's wq. */
-static void prepack_unit(const attn_job *a, int b, int64_t x, tile_scratch *t) {
-  const int64_t s0 = a->cu[b], L = a->cu[b + 1] - s0, HS = a->HS, sz = pre_size(L, HS, a->nr);
-  const int dkv = a->which == PASS_DKV;
-  const int64_t ld = (dkv ? a->NH : a->NKV) * HS, row0 = s0 * ld + x * HS;
-  /* the arrays in order: their tensor and whether it is B^T (rows are B's columns) */
-  const void *src[3];
-  int tb[3];
-  if (a->which == PASS_FWD) src[0] = a->k, tb[0] = 1, src[1] = a->v, tb[1] = 0;
-  else if (a->which == PASS_DQ) src[0] = a->k, tb[0] = 1, src[1] = a->k, tb[1] = 0, src[2] = a->v, tb[2] = 1;
-  else src[0] = a->q, tb[0] = 0, src[1] = a->dout, tb[1] = 0;
-  float *u = a->pre + a->pre_off[b] + x * pre_arrays(a->which) * sz;
-  const void *widened = NULL;
-  for (int i = 0; i < pre_arrays(a->which); i++) {
-    const float *f = t->wq;
-    int64_t fld = HS;
-    if (a->dt == SRLM_F32) {
-      f = (const float *)src[i] + row0, fld = ld;
-    } else {
-      if (widened != src[i]) widen_rows(t->wq, (const uint16_t *)src[i] + row0, L, ld, HS);
-      widened = src[i];
-    }
-    const srlm_cpu_mm p = {.b = f, .ldb = fld, .trans_b = tb[i], .M = 1, .K = tb[i] ? HS : L, .N = tb[i] ? L : HS,
-                           .bf16 = a->dt != SRLM_F32, .chain = 1};
-    srlm_cpu_prepack_b(&p, u + i * sz);
-  }
-}
-
 /* Points v at the packed-ahead operands of sequence b, kv head g, query head h (nothing
  * when the pass has none). */
 static void view_pre(head_view *v, const attn_job *a, int b, int64_t g, int64_t h) {
@@ -628,6 +599,36 @@ static void view_pre(head_view *v, const attn_job *a, int b, int64_t g, int64_t 
   if (a->which == PASS_FWD) v->kT = u, v->vN = u + sz;
   else if (a->which == PASS_DQ) v->kT = u, v->kN = u + sz, v->vT = u + 2 * sz;
   else v->qN = u, v->doN = u + sz;
+}
+
+/* Packs unit x (kv head or query head) of sequence b where view_pre points a head's view,
+ * bf16 rows widened in t's wq (once for the two arrays of the keys). */
+static void prepack_unit(const attn_job *a, int b, int64_t x, tile_scratch *t) {
+  const int64_t s0 = a->cu[b], L = a->cu[b + 1] - s0, HS = a->HS;
+  const int64_t ld = (a->which == PASS_DKV ? a->NH : a->NKV) * HS, row0 = s0 * ld + x * HS;
+  head_view v = {0};
+  view_pre(&v, a, b, x, x);
+  /* each array: where it goes, its tensor, whether it is B^T (rows are B's columns) */
+  const struct {
+    const float *dst;
+    const void *src;
+    int tb;
+  } arr[] = {{v.kT, a->k, 1}, {v.kN, a->k, 0}, {v.vT, a->v, 1}, {v.vN, a->v, 0}, {v.qN, a->q, 0}, {v.doN, a->dout, 0}};
+  const void *widened = NULL;
+  for (size_t i = 0; i < sizeof arr / sizeof arr[0]; i++) {
+    if (!arr[i].dst) continue;
+    const float *f = t->wq;
+    int64_t fld = HS;
+    if (a->dt == SRLM_F32) {
+      f = (const float *)arr[i].src + row0, fld = ld;
+    } else {
+      if (widened != arr[i].src) widen_rows(t->wq, (const uint16_t *)arr[i].src + row0, L, ld, HS);
+      widened = arr[i].src;
+    }
+    const srlm_cpu_mm p = {.b = f, .ldb = fld, .trans_b = arr[i].tb, .M = 1, .K = arr[i].tb ? HS : L,
+                           .N = arr[i].tb ? L : HS, .bf16 = a->dt != SRLM_F32, .chain = 1};
+    srlm_cpu_prepack_b(&p, (float *)arr[i].dst); /* (in a->pre, which is the job's to write) */
+  }
 }
 
 /* Points v's stash at sequence b's head h (nothing when the job has none). */

@@ -1076,6 +1076,7 @@ static srlm_status gemm_serial_b(const srlm_cpu_mm *pp, srlm_cpu_gemm_ws *ws, co
   SRLM_TRY(ws_reserve(&ws->apack, &ws->a_cap, (size_t)((mb_max + MR - 1) / MR * MR) * (size_t)kdepth(&g, p.K)));
   const int64_t n_panels = (p.N + NR - 1) / NR;
   if (bpre) {
+    SRLM_CHECK(!g.kr->dot, "cpu matmul: B packed ahead for the %s kernel", g.kr->name);
     g.b_pld = pld;
   } else {
     SRLM_TRY(ws_reserve(&ws->bpack, &ws->b_cap, (size_t)n_panels * (size_t)kdepth(&g, p.K) * (size_t)NR));
@@ -1112,7 +1113,6 @@ void srlm_cpu_prepack_b(const srlm_cpu_mm *p, float *dst) {
 }
 
 srlm_status srlm_cpu_gemm_serial_pre(const srlm_cpu_mm *p, const float *bpack, int64_t pld, srlm_cpu_gemm_ws *ws) {
-  SRLM_CHECK(!pick_kernel_mm(p)->dot, "cpu matmul: B packed ahead for the %s kernel", pick_kernel_mm(p)->name);
   return gemm_serial_b(p, ws, NULL, bpack, pld);
 }
 
