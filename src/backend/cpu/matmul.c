@@ -549,12 +549,35 @@ static inline uint32_t pair_word(float even, float odd, int nat) {
 static inline uint32_t pair16(uint16_t even, uint16_t odd, int nat) {
   return nat ? (uint32_t)odd << 16 | even : (uint32_t)even << 16 | odd;
 }
+#ifdef SRLM_X86
+/* pair_rows' words of two bf16 rows, sixteen at a time: each bf16 zero-extended to its
+ * word's lane, one of them shifted up. Returns the words done (a multiple of 16). Only the
+ * dot and tile kernels' packings pair words, and their CPUs have AVX-512 (no srlm_cpu_isa
+ * here: amx_check packs while the level is being decided). Measured on the 100M shapes'
+ * products that pair stored rows (dx = dy W and dW = dy^T x, bf16 at the amx level, calls
+ * of the two versions alternated in one process): 8-20% less time. */
+__attribute__((target("avx512f"))) static int64_t pair_rows16(const uint16_t *h0, const uint16_t *h1, int64_t n,
+                                                              uint32_t *d, int nat) {
+  const uint16_t *lo = nat ? h0 : h1, *hi = nat ? h1 : h0;
+  int64_t j = 0;
+  for (; j + 16 <= n; j += 16) {
+    const __m512i l = _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)(const void *)(lo + j)));
+    const __m512i h = _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)(const void *)(hi + j)));
+    _mm512_storeu_si512(d + j, _mm512_or_si512(l, _mm512_slli_epi32(h, 16)));
+  }
+  return j;
+}
+#endif
 static inline void pair_rows(const float *x0, const uint16_t *h0, const float *x1, const uint16_t *h1, float pad,
                              int64_t n, uint32_t *d, int nat) {
   const uint16_t p16 = srlm_f32_to_bf16(pad);
-  if (h0 && h1)
-    for (int64_t j = 0; j < n; j++) d[j] = pair16(h0[j], h1[j], nat);
-  else if (h0)
+  if (h0 && h1) {
+    int64_t j = 0;
+#ifdef SRLM_X86
+    j = pair_rows16(h0, h1, n, d, nat);
+#endif
+    for (; j < n; j++) d[j] = pair16(h0[j], h1[j], nat);
+  } else if (h0)
     for (int64_t j = 0; j < n; j++) d[j] = pair16(h0[j], p16, nat);
   else if (x1)
     for (int64_t j = 0; j < n; j++) d[j] = pair_word(x0[j], x1[j], nat);
