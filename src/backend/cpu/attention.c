@@ -203,7 +203,7 @@ static void widen_rows(float *dst, const uint16_t *src, int64_t rows, int64_t ld
   for (int64_t r = 0; r < rows; r++) srlm_cpu_widen(dst + r * HS, src + r * ld, HS);
 }
 static void narrow_rows(uint16_t *dst, int64_t ld, const float *src, int64_t rows, int64_t HS) {
-  for (int64_t r = 0; r < rows; r++) srlm_cpu_narrow(dst + r * ld, src + r * HS, HS);
+  srlm_cpu_narrow_rows(dst, ld, src, HS, rows, HS);
 }
 
 /* rows x HS values of a bf16 tensor (row stride ld) as a product operand: the tensor itself

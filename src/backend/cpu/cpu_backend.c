@@ -129,6 +129,31 @@ void srlm_cpu_narrow(uint16_t *dst, const float *src, int64_t n) {
   if (n > 0) convert_block(dst, SRLM_BF16, src, SRLM_F32, n);
 }
 
+#if defined(__x86_64__) || defined(__i386__)
+__attribute__((target("avx512f"))) static void narrow_rows_avx512(uint16_t *dst, int64_t ldd, const float *src,
+                                                                  int64_t lds, int64_t rows, int64_t n) {
+  for (int64_t r = 0; r < rows; r++) {
+    const float *s = src + r * lds;
+    uint16_t *d = dst + r * ldd;
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16)
+      _mm256_storeu_si256((__m256i *)(void *)(d + i), _mm512_cvtepi32_epi16(round16(_mm512_loadu_si512(s + i))));
+    if (i < n) srlm_convert(d + i, SRLM_BF16, s + i, SRLM_F32, (size_t)(n - i));
+  }
+}
+#endif
+
+void srlm_cpu_narrow_rows(uint16_t *dst, int64_t ldd, const float *src, int64_t lds, int64_t rows, int64_t n) {
+  if (n <= 0) return;
+#if defined(__x86_64__) || defined(__i386__)
+  if (srlm_cpu_isa() >= SRLM_CPU_ISA_AVX512) {
+    narrow_rows_avx512(dst, ldd, src, lds, rows, n);
+    return;
+  }
+#endif
+  for (int64_t r = 0; r < rows; r++) srlm_convert(dst + r * ldd, SRLM_BF16, src + r * lds, SRLM_F32, (size_t)n);
+}
+
 /* srlm_cpu_split's element: hi = bf16(x), lo = bf16(x - hi), each to nearest even. */
 static inline void split1(float x, uint16_t *hi16, uint16_t *lo16, float *hif, float *lof) {
   const uint16_t h = srlm_f32_to_bf16(x), l = srlm_f32_to_bf16(x - srlm_bf16_to_f32(h));

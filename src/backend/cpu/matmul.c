@@ -845,7 +845,7 @@ static void run_tile(const gemm *g, const float *ap, const float *bp, int64_t m0
   const ukernel_fn fn = g->kr->pick && (rows < MR || stream) ? g->kr->pick((int)rows, stream) : g->kr->fn;
   if (g->c16) { /* the whole chain in this call (one KC block, load = 0): round it once */
     fn(kc, ap, bp, tile, NR, 0);
-    for (int64_t i = 0; i < rows; i++) srlm_cpu_narrow(g->c16 + (m0 + i) * g->ldc + n0, tile + i * NR, cols);
+    srlm_cpu_narrow_rows(g->c16 + m0 * g->ldc + n0, g->ldc, tile, NR, rows, cols);
     return;
   }
   float *c = g->c + m0 * g->ldc + n0;
