@@ -874,10 +874,30 @@ static inline int64_t a_offset(const gemm *g, int64_t ip, int64_t k0) {
 
 /* B's column panels [j_begin, j_end) over all of K into dst, panel j_begin first
  * (packed_offset). Stored B is read a row at a time across all the panels (each row once,
- * in order, which the memory system streams); stored B^T (rows n along k) is transposed
- * 8 rows at a time over the whole K. */
+ * in order, which the memory system streams; a dot kernel's bf16 B two rows at a time,
+ * paired, where K is even: the dx = dy W products took 4-12% less time than panel by
+ * panel); stored B^T (rows n along k) is transposed 8 rows at a time over the whole K. */
 static void pack_b_panels(const gemm *g, int64_t j_begin, int64_t j_end, float *dst) {
   const int NR = g->kr->nr;
+  if (!g->trans_b && g->kr->dot && g->b16 && g->K % 2 == 0) { /* bf16 rows, paired across the panels */
+    const int64_t kcb = g->kr->kc;
+    for (int64_t k = 0; k < g->K; k += 2) {
+      const int64_t k0 = k / kcb * kcb;
+      const uint16_t *r0 = g->b16 + k * g->ldb, *r1 = r0 + g->ldb;
+      for (int64_t jp = j_begin; jp < j_end; jp++) {
+        uint32_t *d = (uint32_t *)(void *)(dst + packed_offset(g, jp - j_begin, k0)) + (k - k0) / 2 * NR;
+        const int64_t n0 = jp * NR, cols = g->N - n0 < NR ? g->N - n0 : NR;
+        pair_rows(NULL, r0 + n0, NULL, r1 + n0, PAD_B, cols, d, g->kr->amx);
+        for (int64_t j = cols; j < NR; j++) d[j] = 0;
+      }
+    }
+    if (g->kr->amx) { /* zero pairs to the end of the last block's last chunk, as pack_b_dot */
+      const int64_t k0 = (g->K - 1) / kcb * kcb, used = (g->K - k0) / 2, depth = kdepth(g, g->K - k0);
+      for (int64_t jp = j_begin; jp < j_end; jp++)
+        memset(dst + packed_offset(g, jp - j_begin, k0) + used * NR, 0, (size_t)((depth - used) * NR) * sizeof *dst);
+    }
+    return;
+  }
   if (g->trans_b || g->kr->dot) {
     for (int64_t jp = j_begin; jp < j_end; jp++) pack_b(g, 0, g->K, jp * NR, dst + packed_offset(g, jp - j_begin, 0));
     return;
