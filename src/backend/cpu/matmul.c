@@ -11,7 +11,9 @@
  *
  * Loops, outermost first:
  *   MB rows of A are packed once (MR-row micro-panels, k-major) and shared;
- *   the column panels (NR wide) are split into one contiguous range per thread;
+ *   the column panels (NR wide) are split into one contiguous range per thread, which
+ *   packs their B and runs them; a thread done with its range takes panels from the end
+ *   of another's (take_panel);
  *   per thread: for each of its panels, for each KC block: pack B's KC x NR block
  *   (fits L1), then run the micro-kernel down all MB rows (A's packed rows stay in L2).
  *   Panels outside KC blocks: each weight row is read once, start to end, which is what
@@ -1026,10 +1028,31 @@ static void pack_a_share(const gemm *g, int64_t m_start, int64_t mb, int64_t i, 
     pack_a(g, m_start + i * MR, apack + a_offset(g, i, 0));
 }
 
+/* A thread's column panels in one MB block of a product: [front, back) in one word
+ * (front << 32 | back). Its owner takes panels from the front; a thread done with its own
+ * takes them from the back (take_back), so that a thread the machine runs slower does not
+ * hold the others at the block's barrier, while each thread still works mostly on the B
+ * panels it packed (they stay in its core's L2 from block to block). */
+enum { SHARE_MAX = 256 }; /* threads with a share word; more run their own panels only */
+static int take_panel(uint64_t *w, int back, int64_t *jp) {
+  uint64_t v = __atomic_load_n(w, __ATOMIC_ACQUIRE);
+  for (;;) {
+    const uint64_t f = v >> 32, b = v & 0xffffffffu;
+    if (f >= b) return 0;
+    const uint64_t nv = back ? (f << 32 | (b - 1)) : ((f + 1) << 32 | b);
+    if (__atomic_compare_exchange_n(w, &v, nv, 1, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
+      *jp = (int64_t)(back ? b - 1 : f);
+      return 1;
+    }
+  }
+}
+
 /* srlm_cpu_gemm, with all of B already packed in bpre (packed weights) when not NULL.
- * Each thread takes a contiguous share of the column panels and packs its share of B
- * once, over all of K (packed_offset's layout, as bpre), for every block of MB rows: B is
- * packed once per product, A once per row (MB rows at a time, shared by the threads). */
+ * Each thread packs a contiguous share of the column panels once, over all of K
+ * (packed_offset's layout, as bpre), into one buffer; then for every block of MB rows (A
+ * packed once per row, MB rows at a time, shared by the threads) it runs its share's
+ * panels and then takes what is left of the others' (take_panel). Each C tile is computed
+ * the same way whoever runs it: the same bits. */
 static srlm_status gemm_run(const srlm_cpu_mm *pp, const float *bpre) {
   const srlm_cpu_mm p = *pp;
   if (trivial(&p)) return SRLM_OK;
@@ -1037,11 +1060,17 @@ static srlm_status gemm_run(const srlm_cpu_mm *pp, const float *bpre) {
   const int MR = g.kr->mr, NR = g.kr->nr;
   const int64_t mb_max = p.M < MB ? p.M : MB;
   const int64_t n_panels = (p.N + NR - 1) / NR;
-  float *apack = NULL;
+  float *apack = NULL, *bown = NULL;
   const size_t a_bytes = (size_t)((mb_max + MR - 1) / MR * MR) * (size_t)kdepth(&g, p.K) * sizeof(float);
+  const size_t b_bytes = (size_t)n_panels * (size_t)kdepth(&g, p.K) * (size_t)NR * sizeof(float);
   if (posix_memalign((void **)&apack, 64, a_bytes) != 0)
     return srlm_error(SRLM_ERR_NOMEM, "cpu matmul", "cannot allocate %zu bytes to pack A", a_bytes);
-  int nomem = 0;
+  if (!bpre && posix_memalign((void **)&bown, 64, b_bytes) != 0) {
+    free(apack);
+    return srlm_error(SRLM_ERR_NOMEM, "cpu matmul", "cannot allocate %zu bytes to pack B", b_bytes);
+  }
+  const float *bp = bpre ? bpre : bown;
+  uint64_t share[SHARE_MAX];
 #ifdef _OPENMP
 #pragma omp parallel
 #endif
@@ -1055,39 +1084,35 @@ static srlm_status gemm_run(const srlm_cpu_mm *pp, const float *bpre) {
     amx_enter(g.kr);
     /* this thread's column panels: a contiguous share */
     const int64_t j_begin = n_panels * tid / nth, j_end = n_panels * (tid + 1) / nth;
-    const float *bp = bpre ? bpre + packed_offset(&g, j_begin, 0) : NULL;
-    float *bown = NULL;
-    if (!bpre && j_end > j_begin) {
-      const size_t b_bytes = (size_t)(j_end - j_begin) * (size_t)kdepth(&g, p.K) * (size_t)NR * sizeof(float);
-      if (posix_memalign((void **)&bown, 64, b_bytes) != 0) {
-        bown = NULL;
-#ifdef _OPENMP
-#pragma omp atomic write
-#endif
-        nomem = 1;
-      } else {
-        pack_b_panels(&g, j_begin, j_end, bown);
-        bp = bown;
-      }
-    }
+    const int shares = nth <= SHARE_MAX;
+    if (bown && j_end > j_begin) pack_b_panels(&g, j_begin, j_end, bown + packed_offset(&g, j_begin, 0));
     for (int64_t m_start = 0; m_start < p.M; m_start += MB) {
       const int64_t mb = p.M - m_start < MB ? p.M - m_start : MB;
+      if (shares) __atomic_store_n(&share[tid], (uint64_t)j_begin << 32 | (uint64_t)j_end, __ATOMIC_RELAXED);
 #ifdef _OPENMP
 #pragma omp for schedule(static)
 #endif
       for (int64_t i = 0; i < pack_a_shares(&g, mb); i++) pack_a_share(&g, m_start, mb, i, apack);
-      /* (the implicit barrier of the omp for: A is packed) */
-      if (bp && j_end > j_begin) gemm_block(&g, apack, bp, m_start, mb, j_begin, j_end);
+      /* (the implicit barrier of the omp for: A is packed, B too on the first block, the
+         shares are set) */
+      int64_t jp;
+      if (!shares) {
+        if (j_end > j_begin) gemm_block(&g, apack, bp + packed_offset(&g, j_begin, 0), m_start, mb, j_begin, j_end);
+      } else {
+        while (take_panel(&share[tid], 0, &jp)) gemm_block(&g, apack, bp + packed_offset(&g, jp, 0), m_start, mb, jp, jp + 1);
+        for (int o = 1; o < nth; o++)
+          while (take_panel(&share[(tid + o) % nth], 1, &jp))
+            gemm_block(&g, apack, bp + packed_offset(&g, jp, 0), m_start, mb, jp, jp + 1);
+      }
 #ifdef _OPENMP
 #pragma omp barrier
 #endif
     }
     amx_leave(g.kr);
     ftz_leave(g.bf16, csr);
-    free(bown);
   }
   free(apack);
-  if (nomem) return srlm_error(SRLM_ERR_NOMEM, "cpu matmul", "cannot allocate a packing buffer");
+  free(bown);
   add_bias(&p, 1);
   return SRLM_OK;
 }
