@@ -639,9 +639,13 @@ static int64_t run_threaded_ops(srlm_backend *be, float *out, int64_t cap) {
                                   .NH = NH, .NKV = NKV, .HS = HS, .window = 50, .scale = 0.25f};
   EXPECT_EQ_INT(SRLM_OP(be, attention_backward, bp), SRLM_OK);
   NEXT(T * NH * HS + 2 * T * NKV * HS);
-  srlm_swiglu_bwd_params sw = {.dgate = o, .dup = o + T * C, .dh = x, .gate = x, .up = x, .N = T, .FF = C};
+  srlm_swiglu_params sf = {.h = o, .gate = x, .up = x + C, .N = T - 1, .FF = C}; /* up: the next row's */
+  EXPECT_EQ_INT(SRLM_OP(be, swiglu_forward, sf), SRLM_OK);
+  NEXT((T - 1) * C);
+  srlm_swiglu_bwd_params sw = {.dgate = o, .dup = o + (T - 2) * C, .dh = x, .gate = x + C, .up = x + 2 * C,
+                               .N = T - 2, .FF = C}; /* three different inputs: rows apart */
   EXPECT_EQ_INT(SRLM_OP(be, swiglu_backward, sw), SRLM_OK);
-  NEXT(2 * T * C);
+  NEXT(2 * (T - 2) * C);
   float *logp = o, *hlse = o + T;
   srlm_lmhead_params lf = {.logp = logp, .lse = hlse, .x = x, .w = hw, .targets = tg, .N = T, .C = C, .V = V};
   EXPECT_EQ_INT(SRLM_OP(be, lmhead_forward, lf), SRLM_OK);

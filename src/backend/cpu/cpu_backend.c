@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "cpu_ops.h"
+#include "simd16.h"
 
 static srlm_status cpu_create(srlm_backend *be, int device) {
   (void)device; /* one host, no devices to choose */
@@ -76,16 +77,6 @@ static float *stage_new(srlm_cpu_stage *s, int64_t n) {
 
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
-/* Sixteen floats (bits u) rounded to bf16 (core.h's arithmetic: to nearest even with a
- * carry, NaN to a quiet NaN), in the low halves of the lanes. */
-__attribute__((target("avx512f"))) static inline __m512i round16(__m512i u) {
-  const __m512i abs = _mm512_set1_epi32(0x7fffffff), inf = _mm512_set1_epi32(0x7f800000);
-  const __m512i bias = _mm512_set1_epi32(0x7fff), one = _mm512_set1_epi32(1), quiet = _mm512_set1_epi32(0x40);
-  const __m512i r = _mm512_srli_epi32(
-      _mm512_add_epi32(u, _mm512_add_epi32(bias, _mm512_and_si512(_mm512_srli_epi32(u, 16), one))), 16);
-  const __mmask16 nan = _mm512_cmpgt_epu32_mask(_mm512_and_si512(u, abs), inf);
-  return _mm512_mask_or_epi32(r, nan, _mm512_srli_epi32(u, 16), quiet);
-}
 /* srlm_convert's bf16 <-> fp32 sixteen at a time with AVX-512 (core.h's arithmetic: widen
  * by a shift; narrow to nearest even with a carry, NaN to a quiet NaN), the tail by
  * srlm_convert. */

@@ -24,39 +24,9 @@
 #endif
 
 #include "cpu_ops.h"
-
-#define EXP_HI 88.7228317f
-#define EXP_LO -87.3365479f
-#define LOG2E 1.44269504088896341f
-#define LN2_HI 0.693359375f
-#define LN2_LO -2.12194440e-4f
-#define P0 1.9875691500e-4f
-#define P1 1.3981999507e-3f
-#define P2 8.3334519073e-3f
-#define P3 4.1665795894e-2f
-#define P4 1.6666665459e-1f
-#define P5 5.0000001201e-1f
+#include "simd16.h"
 
 #ifdef SRLM_X86
-__attribute__((target("avx512f"))) static inline __m512 exp16(__m512 t) {
-  const __m512 tc = _mm512_min_ps(_mm512_max_ps(t, _mm512_set1_ps(EXP_LO)), _mm512_set1_ps(EXP_HI));
-  const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(tc, _mm512_set1_ps(LOG2E)), _MM_FROUND_TO_NEAREST_INT);
-  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(LN2_HI), tc);
-  r = _mm512_fnmadd_ps(n, _mm512_set1_ps(LN2_LO), r);
-  __m512 p = _mm512_set1_ps(P0);
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(P1));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(P2));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(P3));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(P4));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(P5));
-  p = _mm512_fmadd_ps(p, _mm512_mul_ps(r, r), _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
-  const __m512i e = _mm512_slli_epi32(_mm512_add_epi32(_mm512_cvtps_epi32(n), _mm512_set1_epi32(127)), 23);
-  __m512 y = _mm512_mul_ps(p, _mm512_castsi512_ps(e));
-  y = _mm512_mask_mov_ps(y, _mm512_cmp_ps_mask(t, _mm512_set1_ps(EXP_LO), _CMP_LT_OQ), _mm512_setzero_ps());
-  y = _mm512_mask_mov_ps(y, _mm512_cmp_ps_mask(t, _mm512_set1_ps(EXP_HI), _CMP_GT_OQ), _mm512_set1_ps(INFINITY));
-  return _mm512_mask_mov_ps(y, _mm512_cmp_ps_mask(t, t, _CMP_UNORD_Q), t);
-}
-
 __attribute__((target("avx512f"))) static float exp_affine_avx512(const float *x, float a, float b, float *out,
                                                                  int64_t n) {
   const __m512 va = _mm512_set1_ps(a), vb = _mm512_set1_ps(-b);
