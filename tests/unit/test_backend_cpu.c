@@ -619,7 +619,8 @@ static int64_t run_threaded_ops(srlm_backend *be, float *out, int64_t cap) {
   srlm_rmsnorm_params rf = {.out = o, .rstd = o + T * C, .x = x, .w = w, .N = T, .C = C, .eps = 1e-6f};
   EXPECT_EQ_INT(SRLM_OP(be, rmsnorm_forward, rf), SRLM_OK);
   NEXT(T * C + T);
-  srlm_rmsnorm_bwd_params rb = {.dx = o, .dw = o + T * C, .dy = x, .x = x, .w = w, .rstd = w + C, .N = T, .C = C};
+  srlm_rmsnorm_bwd_params rb = {.dx = o, .dw = o + T * C, .dy = x + C, .x = x, .w = w, .rstd = w + C, .N = T - 1,
+                                .C = C}; /* dy: the next row's x */
   EXPECT_EQ_INT(SRLM_OP(be, rmsnorm_backward, rb), SRLM_OK);
   NEXT(T * C + C);
   srlm_colsum_params cs = {.out = o, .x = x, .N = T, .C = C};
@@ -716,6 +717,48 @@ static void test_isa_levels(srlm_backend *be) {
   }
   EXPECT_EQ_INT(srlm_backend_cpu_set_isa(NULL), SRLM_OK);
   free(ref), free(o);
+}
+
+/* ---- RMSNorm: rows summed side by side give each row its own bits ------------------------- */
+
+/* rmsnorm.c sums the rows of a group side by side, each row its own chain, and the rows
+ * past the last whole group one at a time: every row of a call, fp32 and bf16, forward
+ * (out, rstd) and backward (dx), has the bits of that row computed alone (N = 1). */
+static void test_rmsnorm_rows(srlm_backend *be) {
+  enum { N = 2 * 8 + 5, C = 53 };
+  float *x = fbuf(N * C), *dy = fbuf(N * C), *w = fbuf(C), *rstd = fbuf(N), *r1 = fbuf(1), *dw = fbuf(C);
+  g_purpose = 960;
+  fill_uniform(x, N * C, -2, 2);
+  fill_uniform(dy, N * C, -1, 1);
+  fill_uniform(w, C, 0.5, 1.5);
+  for (int bf = 0; bf < 2; bf++) {
+    const srlm_dtype dt = bf ? SRLM_BF16 : SRLM_F32;
+    const size_t es = bf ? 2 : 4;
+    char *xs = srlm_xcalloc(N * C, es), *dys = srlm_xcalloc(N * C, es), *ws = srlm_xcalloc(C, es);
+    char *out = srlm_xcalloc(N * C, es), *row = srlm_xcalloc(C, es), *dx = srlm_xcalloc(N * C, es);
+    srlm_convert(xs, dt, x, SRLM_F32, N * C);
+    srlm_convert(dys, dt, dy, SRLM_F32, N * C);
+    srlm_convert(ws, dt, w, SRLM_F32, C);
+    srlm_rmsnorm_params f = {.out = out, .rstd = rstd, .x = xs, .w = ws, .N = N, .C = C, .eps = 1e-5f, .dtype = dt};
+    EXPECT_EQ_INT(SRLM_OP(be, rmsnorm_forward, f), SRLM_OK);
+    srlm_rmsnorm_bwd_params b = {.dx = dx, .dw = dw, .dy = dys, .x = xs, .w = ws, .rstd = rstd, .N = N, .C = C,
+                                 .dtype = dt};
+    EXPECT_EQ_INT(SRLM_OP(be, rmsnorm_backward, b), SRLM_OK);
+    for (int64_t n = 0; n < N; n++) {
+      srlm_rmsnorm_params f1 = f;
+      f1.out = row, f1.rstd = r1, f1.x = xs + n * C * es, f1.N = 1;
+      EXPECT_EQ_INT(SRLM_OP(be, rmsnorm_forward, f1), SRLM_OK);
+      EXPECT(!memcmp(row, out + n * C * es, C * es) && !memcmp(r1, rstd + n, sizeof *r1),
+             "%s rmsnorm_forward row %lld alone: not the bits of the %d-row call", bf ? "bf16" : "fp32", (long long)n, N);
+      srlm_rmsnorm_bwd_params b1 = b;
+      b1.dx = row, b1.dy = dys + n * C * es, b1.x = xs + n * C * es, b1.rstd = rstd + n, b1.N = 1;
+      EXPECT_EQ_INT(SRLM_OP(be, rmsnorm_backward, b1), SRLM_OK);
+      EXPECT(!memcmp(row, dx + n * C * es, C * es), "%s rmsnorm_backward row %lld alone: not the bits of dx in the "
+             "%d-row call", bf ? "bf16" : "fp32", (long long)n, N);
+    }
+    free(xs), free(dys), free(ws), free(out), free(row), free(dx);
+  }
+  free(x), free(dy), free(w), free(rstd), free(r1), free(dw);
 }
 
 /* ---- bf16: the native ops against their staged definition --------------------------------- */
@@ -1208,6 +1251,7 @@ int main(void) {
   EXPECT_CONTAINS(srlm_error_message(), "unknown ISA 'avx9'");
   test_threads(be);
   test_isa_levels(be);
+  test_rmsnorm_rows(be);
   test_bf16_native(be);
   test_attention_stash(be);
   test_params(be);

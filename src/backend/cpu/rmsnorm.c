@@ -8,10 +8,14 @@
 
 #include "cpu_ops.h"
 
-/* One row: o = (x * rstd) * w; returns rstd. o may alias x. */
-static float forward_row(float *o, const float *x, const float *w, int64_t C, float eps) {
+/* One row: o = (x * rstd) * w; returns rstd. o may alias x. ss: the row's sum of squares
+ * when sumsq_rows gave it, else NULL. */
+static float forward_row(float *o, const float *x, const float *w, int64_t C, float eps, const float *ss_in) {
   float ss = 0.0f;
-  for (int64_t c = 0; c < C; c++) ss += x[c] * x[c];
+  if (ss_in)
+    ss = *ss_in;
+  else
+    for (int64_t c = 0; c < C; c++) ss += x[c] * x[c];
   const float r = 1.0f / sqrtf(ss / (float)C + eps);
   for (int64_t c = 0; c < C; c++) o[c] = x[c] * r * w[c];
   return r;
@@ -21,6 +25,26 @@ static float forward_row(float *o, const float *x, const float *w, int64_t C, fl
  * op then reads and writes the tensors themselves). Freed with free(). */
 static float *rows_new(srlm_dtype dt, int nrow, int64_t C) {
   return dt == SRLM_F32 ? NULL : srlm_xmalloc((size_t)(nrow * C) * sizeof(float));
+}
+
+/* The row sums (the forward's sum of squares, the backward's dot) of R rows side by side:
+ * each row's sum is one chain over c in order, as forward_row and backward_row add it (a
+ * product, then the sum, each rounded; the build never fuses them: no FMA in its baseline
+ * ISA), a latency-bound add per element; R independent chains keep the adder busy. Rows
+ * are x + i ld. The rest of each row's arithmetic stays in forward_row and backward_row,
+ * which take the sums. */
+enum { R = 8 };
+static void sumsq_rows(const float *x, int64_t ld, int64_t C, float *ss) {
+  float a[R] = {0};
+  for (int64_t c = 0; c < C; c++)
+    for (int i = 0; i < R; i++) a[i] += x[i * ld + c] * x[i * ld + c];
+  for (int i = 0; i < R; i++) ss[i] = a[i];
+}
+static void dot_rows(const float *dy, const float *x, int64_t ld, const float *w, int64_t C, float *dot) {
+  float a[R] = {0};
+  for (int64_t c = 0; c < C; c++)
+    for (int i = 0; i < R; i++) a[i] += w[c] * dy[i * ld + c] * x[i * ld + c];
+  for (int i = 0; i < R; i++) dot[i] = a[i];
 }
 
 /* Row n of x: the fp32 row itself, or the bf16 row widened into buf. */
@@ -36,16 +60,27 @@ static void forward(void *out, float *rstd, const void *x, const float *w, srlm_
 #pragma omp parallel
 #endif
   {
-    float *buf = rows_new(dt, 1, C); /* (C) a bf16 row, in and out */
+    float *buf = rows_new(dt, R, C); /* (R, C) bf16 rows, in and out */
 #ifdef _OPENMP
 #pragma omp for schedule(static)
 #endif
-    for (int64_t n = 0; n < N; n++) {
-      const float *xr = row_in(x, dt, n, C, buf); /* (C) */
-      float *o = buf ? buf : (float *)out + n * C;  /* (C) may alias xr */
-      const float r = forward_row(o, xr, w, C, eps);
-      if (buf) srlm_cpu_narrow((uint16_t *)out + n * C, buf, C);
-      if (rstd) rstd[n] = r;
+    for (int64_t g = 0; g < (N + R - 1) / R; g++) { /* R rows at a time */
+      const int64_t n0 = g * R, rows = N - n0 < R ? N - n0 : R;
+      float ss[R];
+      const float *X = NULL; /* (rows, C) the group's fp32 rows, when summed together */
+      if (rows == R) {
+        X = dt == SRLM_F32 ? (const float *)x + n0 * C : buf;
+        if (buf) srlm_cpu_widen(buf, (const uint16_t *)x + n0 * C, R * C);
+        sumsq_rows(X, C, C, ss);
+      }
+      for (int64_t i = 0; i < rows; i++) {
+        const int64_t n = n0 + i;
+        const float *xr = X ? X + i * C : row_in(x, dt, n, C, buf); /* (C) */
+        float *o = buf ? (float *)xr : (float *)out + n * C;        /* (C) may alias xr */
+        const float r = forward_row(o, xr, w, C, eps, X ? &ss[i] : NULL);
+        if (buf) srlm_cpu_narrow((uint16_t *)out + n * C, o, C);
+        if (rstd) rstd[n] = r;
+      }
     }
     free(buf);
   }
@@ -65,14 +100,21 @@ srlm_status srlm_cpu_rmsnorm_forward(srlm_backend *be, srlm_rmsnorm_params p) {
  * count: rows in blocks of DW_BLOCK (in row order) into one partial per block, then the
  * partials in block order into dw. */
 enum { DW_BLOCK = 64 };
+_Static_assert(DW_BLOCK % R == 0, "the backward sums R rows of a block at a time");
 
-/* One row: dx overwritten (may alias dy), dy (x r) added into the partial pw. */
+/* One row: dx overwritten (may alias dy), dy (x r) added into the partial pw. dot_in: the
+ * row's sum of w dy x when dot_rows gave it, else NULL. */
 static void backward_row(float *dxr, float *pw, const float *dyr, const float *xr, const float *w, float r,
-                         int64_t C) {
+                         int64_t C, const float *dot_in) {
   float dot = 0.0f;
-  for (int64_t c = 0; c < C; c++) {
-    dot += w[c] * dyr[c] * xr[c];
-    pw[c] += dyr[c] * (xr[c] * r);
+  if (dot_in) {
+    dot = *dot_in;
+    for (int64_t c = 0; c < C; c++) pw[c] += dyr[c] * (xr[c] * r);
+  } else {
+    for (int64_t c = 0; c < C; c++) {
+      dot += w[c] * dyr[c] * xr[c];
+      pw[c] += dyr[c] * (xr[c] * r);
+    }
   }
   const float k = r * r * (dot / (float)C);
   for (int64_t c = 0; c < C; c++) dxr[c] = r * (w[c] * dyr[c] - xr[c] * k);
@@ -85,18 +127,34 @@ static void backward(void *dx, float *dw, const void *dy, const void *x, const f
 #pragma omp parallel
 #endif
   {
-    float *buf = rows_new(dt, 2, C); /* (2, C) bf16 rows of x and of dy, then dx */
+    float *buf = rows_new(dt, 2 * R, C); /* (2, R, C) bf16 rows of x and of dy, then dx */
 #ifdef _OPENMP
 #pragma omp for schedule(static)
 #endif
     for (int64_t b = 0; b < nblk; b++) {
       float *pw = part + b * C;
       const int64_t n_end = (b + 1) * DW_BLOCK < N ? (b + 1) * DW_BLOCK : N;
-      for (int64_t n = b * DW_BLOCK; n < n_end; n++) {
-        const float *xr = row_in(x, dt, n, C, buf), *dyr = row_in(dy, dt, n, C, buf ? buf + C : NULL); /* (C) */
-        float *dxr = buf ? buf + C : (float *)dx + n * C; /* (C) may alias dyr */
-        backward_row(dxr, pw, dyr, xr, w, rstd[n], C);
-        if (buf) srlm_cpu_narrow((uint16_t *)dx + n * C, dxr, C);
+      for (int64_t n0 = b * DW_BLOCK; n0 < n_end; n0 += R) { /* R rows at a time (DW_BLOCK's a multiple) */
+        const int64_t rows = n_end - n0 < R ? n_end - n0 : R;
+        float dots[R];
+        const float *X = NULL, *DY = NULL; /* (rows, C) the group's fp32 rows, when summed together */
+        if (rows == R) {
+          X = dt == SRLM_F32 ? (const float *)x + n0 * C : buf;
+          DY = dt == SRLM_F32 ? (const float *)dy + n0 * C : buf + R * C;
+          if (buf) {
+            srlm_cpu_widen(buf, (const uint16_t *)x + n0 * C, R * C);
+            srlm_cpu_widen(buf + R * C, (const uint16_t *)dy + n0 * C, R * C);
+          }
+          dot_rows(DY, X, C, w, C, dots);
+        }
+        for (int64_t i = 0; i < rows; i++) {
+          const int64_t n = n0 + i;
+          const float *xr = X ? X + i * C : row_in(x, dt, n, C, buf);
+          const float *dyr = DY ? DY + i * C : row_in(dy, dt, n, C, buf ? buf + R * C : NULL); /* (C) */
+          float *dxr = buf ? (float *)dyr : (float *)dx + n * C; /* (C) may alias dyr */
+          backward_row(dxr, pw, dyr, xr, w, rstd[n], C, X ? &dots[i] : NULL);
+          if (buf) srlm_cpu_narrow((uint16_t *)dx + n * C, dxr, C);
+        }
       }
     }
     free(buf);
