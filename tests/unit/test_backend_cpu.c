@@ -761,6 +761,37 @@ static void test_rmsnorm_rows(srlm_backend *be) {
   free(x), free(dy), free(w), free(rstd), free(r1), free(dw);
 }
 
+/* RoPE's cos/sin table (rope.c: where positions repeat) against rows rotated one call each
+ * (no table): the same bits, forward and backward, fp32 and bf16. */
+static void test_rope_table(srlm_backend *be) {
+  enum { N = 23, H = 3, HS = 10 };
+  float *x = fbuf(N * H * HS), *inv = fbuf(HS / 2);
+  int32_t pos[N];
+  for (int n = 0; n < N; n++) pos[n] = (int32_t)((n * 7) % 9); /* positions 0..8, repeated */
+  for (int d = 0; d < HS / 2; d++) inv[d] = powf(0.3f, (float)d);
+  g_purpose = 970;
+  fill_uniform(x, N * H * HS, -2, 2);
+  for (int bf = 0; bf < 2; bf++)
+    for (int back = 0; back < 2; back++) {
+      const srlm_dtype dt = bf ? SRLM_BF16 : SRLM_F32;
+      const size_t es = bf ? 2 : 4, rb = (size_t)(H * HS) * es;
+      char *all = srlm_xcalloc(N * H * HS, es), *one = srlm_xcalloc(N * H * HS, es);
+      srlm_convert(all, dt, x, SRLM_F32, N * H * HS);
+      memcpy(one, all, N * rb);
+      srlm_rope_params p = {.x = all, .pos = pos, .inv_freq = inv, .N = N, .H = H, .HS = HS, .dtype = dt};
+      EXPECT_EQ_INT(back ? SRLM_OP(be, rope_backward, p) : SRLM_OP(be, rope_forward, p), SRLM_OK);
+      for (int n = 0; n < N; n++) {
+        srlm_rope_params q = p;
+        q.x = one + n * rb, q.pos = pos + n, q.N = 1;
+        EXPECT_EQ_INT(back ? SRLM_OP(be, rope_backward, q) : SRLM_OP(be, rope_forward, q), SRLM_OK);
+      }
+      EXPECT(!memcmp(all, one, N * rb), "%s rope_%s: rows with repeated positions (cos/sin table) differ from rows "
+             "rotated alone", bf ? "bf16" : "fp32", back ? "backward" : "forward");
+      free(all), free(one);
+    }
+  free(x), free(inv);
+}
+
 /* ---- bf16: the native ops against their staged definition --------------------------------- */
 
 static uint16_t *hdup(const uint16_t *h, int64_t n) {
@@ -1252,6 +1283,7 @@ int main(void) {
   test_threads(be);
   test_isa_levels(be);
   test_rmsnorm_rows(be);
+  test_rope_table(be);
   test_bf16_native(be);
   test_attention_stash(be);
   test_params(be);
