@@ -928,14 +928,16 @@ static void pack_a_rows_t(const gemm *g, int64_t m_start, int64_t mb, int64_t k_
                                              (uint32_t *)(void *)(dst + a_offset(g, ip, 0)));
     return;
   }
+  const int64_t whole = MR == 8 ? mb / 8 : 0; /* the AVX-512 kernel's panels: 8 floats a row, one move */
   for (int64_t k = k_lo; k < k_hi; k++) {
     const float *src = g->a + k * g->lda + m_start;
-    for (int64_t ip = 0; ip < panels; ip++) {
-      float *d = dst + ip * MR * g->K + k * MR;
+    float *d = dst + k * MR;
+    for (int64_t ip = 0; ip < whole; ip++) memcpy(d + ip * 8 * g->K, src + ip * 8, 8 * sizeof *d);
+    for (int64_t ip = whole; ip < panels; ip++) {
       const int64_t rows = mb - ip * MR < MR ? mb - ip * MR : MR;
       int64_t i = 0;
-      for (; i < rows; i++) d[i] = src[ip * MR + i];
-      for (; i < MR; i++) d[i] = 0.0f;
+      for (; i < rows; i++) d[ip * MR * g->K + i] = src[ip * MR + i];
+      for (; i < MR; i++) d[ip * MR * g->K + i] = 0.0f;
     }
   }
 }
