@@ -569,6 +569,15 @@ __attribute__((target("avx512f"))) static int64_t pair_rows16(const uint16_t *h0
   }
   return j;
 }
+/* n (<= 32) widened bf16 of x as bf16 (their high halves) into h: pack_a_amx's A from
+ * widened values (the LM head's dz), sixteen at a time; returns the number done */
+__attribute__((target("avx512f"))) static int64_t high_halves16(const float *x, int64_t n, uint16_t *h) {
+  int64_t j = 0;
+  for (; j + 16 <= n; j += 16)
+    _mm256_storeu_si256((__m256i *)(void *)(h + j),
+                        _mm512_cvtepi32_epi16(_mm512_srli_epi32(_mm512_castps_si512(_mm512_loadu_ps(x + j)), 16)));
+  return j;
+}
 #endif
 static inline void pair_rows(const float *x0, const uint16_t *h0, const float *x1, const uint16_t *h1, float pad,
                              int64_t n, uint32_t *d, int nat) {
@@ -735,12 +744,17 @@ static void pack_a_amx(const gemm *g, int64_t m0, int64_t k_lo, int64_t k_hi, ui
         const int64_t at = (m0 + i) * g->lda + k;
         if (g->a16)
           memcpy(w, g->a16 + at, (size_t)n * sizeof *w);
-        else
-          for (int64_t kk = 0; kk < n; kk++) { /* widened bf16: the high half, as pair_word takes it */
+        else {
+          int64_t kk = 0;
+#ifdef SRLM_X86
+          kk = high_halves16(g->a + at, n, w);
+#endif
+          for (; kk < n; kk++) { /* widened bf16: the high half, as pair_word takes it */
             uint32_t u;
             memcpy(&u, &g->a[at + kk], 4);
             w[kk] = (uint16_t)(u >> 16);
           }
+        }
         memset(w + n, 0, (size_t)(32 - n) * sizeof *w);
       }
     } else {
