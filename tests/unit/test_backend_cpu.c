@@ -1109,17 +1109,21 @@ static void test_attention_stash(srlm_backend *be) {
 
 /* The bf16 ops at every ISA level and with 1 and 3 threads: the block/row ops against
  * staging, attention within ATTN_BF16_EXCESS of fp32 and, at every level and thread
- * count, the same bits as at the first (backend.h: the CPU's bits do not depend on them). */
+ * count, the same bits as at the first (backend.h: the CPU's bits do not depend on them);
+ * the amx level's attention, which has its own bits (attention.c: P and dS unsplit), the
+ * same bits with 1 and 3 threads. */
 static void test_bf16_native(srlm_backend *be) {
 #ifdef _OPENMP
   const int saved = omp_get_max_threads();
 #endif
-  uint16_t *first[2] = {hbuf(ATTN_RES), hbuf(ATTN_RES)}, *res = hbuf(ATTN_RES);
-  int64_t n_first[2] = {-1, -1};
-  const char *first_at = "";
-  int first_threads = 0;
+  /* [own][NKV - 1]: own = 1 for the amx level's bits, 0 for the other levels' */
+  uint16_t *first[2][2] = {{hbuf(ATTN_RES), hbuf(ATTN_RES)}, {hbuf(ATTN_RES), hbuf(ATTN_RES)}}, *res = hbuf(ATTN_RES);
+  int64_t n_first[2][2] = {{-1, -1}, {-1, -1}};
+  const char *first_at[2] = {"", ""};
+  int first_threads[2] = {0, 0};
   for (int i = 0; i < N_ISAS; i++) {
     if (srlm_backend_cpu_set_isa(k_isas[i]) != SRLM_OK) continue; /* not on this CPU */
+    const int own = !strcmp(k_isas[i], "amx");
     for (int threads = 1; threads <= 3; threads += 2) {
 #ifdef _OPENMP
       omp_set_num_threads(threads);
@@ -1127,19 +1131,19 @@ static void test_bf16_native(srlm_backend *be) {
       check_bf16_native(be, k_isas[i], threads);
       for (int64_t NKV = 1; NKV <= 2; NKV++) {
         const int64_t n = check_bf16_attention(be, k_isas[i], threads, NKV, res);
-        if (n_first[NKV - 1] < 0) {
-          memcpy(first[NKV - 1], res, (size_t)n * sizeof *res);
-          n_first[NKV - 1] = n, first_at = k_isas[i], first_threads = threads;
+        if (n_first[own][NKV - 1] < 0) {
+          memcpy(first[own][NKV - 1], res, (size_t)n * sizeof *res);
+          n_first[own][NKV - 1] = n, first_at[own] = k_isas[i], first_threads[own] = threads;
           continue;
         }
         int64_t d = -1;
         for (int64_t j = 0; j < n && d < 0; j++)
-          if (res[j] != first[NKV - 1][j]) d = j;
-        EXPECT(n == n_first[NKV - 1] && d < 0,
+          if (res[j] != first[own][NKV - 1][j]) d = j;
+        EXPECT(n == n_first[own][NKV - 1] && d < 0,
                "bf16 attention (NKV %lld) at %s, %d threads: not the bits of %s, %d threads (%lld of %lld values, "
                "first difference at %lld)",
-               (long long)NKV, k_isas[i], threads, first_at, first_threads, (long long)n, (long long)n_first[NKV - 1],
-               (long long)d);
+               (long long)NKV, k_isas[i], threads, first_at[own], first_threads[own], (long long)n,
+               (long long)n_first[own][NKV - 1], (long long)d);
       }
     }
   }
@@ -1149,7 +1153,7 @@ static void test_bf16_native(srlm_backend *be) {
   omp_set_num_threads(saved);
 #endif
   EXPECT_EQ_INT(srlm_backend_cpu_set_isa(NULL), SRLM_OK);
-  free(first[0]), free(first[1]), free(res);
+  free(first[0][0]), free(first[0][1]), free(first[1][0]), free(first[1][1]), free(res);
 }
 
 /* ---- parameter checks, as the CPU reports them -------------------------------------------- */

@@ -39,11 +39,16 @@
  * - ISA levels: below the dot kernel's level the same bf16 products run on the fp32
  *   kernels with MXCSR flushing (matmul.c: the same bits), on rows each task widens into
  *   its thread's buffers (and the parts' widened values), so every level gives the same
- *   bits. The dot kernel's level needs no widened copy of anything. At the amx level the
- *   forward and backward widen too (srlm_cpu_chain_widen: those CPUs run the dot
- *   instruction at half their fma rate; the 100M bf16 step's attention took 17-20% less
- *   time so), while attention_kv, whose decode queries would widen a sequence's keys for
- *   one row each, reads bf16 (widened: batch-64 decode 30% slower).
+ *   bits. The dot kernel's level needs no widened copy of anything.
+ * - The amx level has its own bits, as its matrix products do (matmul.c): there the
+ *   forward, the backward and attention_kv widen their rows (srlm_cpu_chain_widen: those
+ *   CPUs run the dot instruction at half their fma rate; the 100M bf16 step's attention
+ *   took 17-20% less time so), and P and dS enter their products unsplit, as the fp32
+ *   values they are (mm_tile): one product instead of two, each term exact to fp32
+ *   instead of to the parts' 16 bits. The 100M bf16 step's attention took about 0.68x the
+ *   time (one thread). attention_kv widens its sequence's keys and values for its queries
+ *   (decode reads them as bf16 at the other levels), so that a query still gets the
+ *   forward's bits.
  * - Not the bits of staging (cpu_ops.h's bf16 definition): within the output's rounding
  *   plus 2^-16 of the terms (unit.backend_cpu measures it). */
 #include <math.h>
@@ -152,6 +157,7 @@ static inline opnd pre_rows(const head_view *h, const float *pk, opnd x, int64_t
 typedef struct tile_scratch {
   float *S, *dP;
   int bf16, direct; /* bf16 tensors; their products on the dot kernel, from bf16 operands */
+  int unsplit;      /* P and dS as fp32 values, not as two bf16 parts (unsplit_for) */
   uint16_t *x16;
   float *xw;
   float *wq, *wdo, *wo, *wk, *wv, *wa, *wb;
@@ -167,10 +173,12 @@ static int64_t scratch_floats(srlm_dtype dt, int64_t L, int64_t HS, int direct) 
   return 5 * QT * L + (direct ? 2 * L * HS + 2 * HS : 7 * L * HS);
 }
 
-/* Whether a pass's bf16 tiles read their rows as they are: where the products' kernel
- * reads bf16 (the dot kernel), unless the pass widens rows once for many products and the
- * fp32 kernel is then the faster one (srlm_cpu_chain_widen: the amx level). */
-static int direct_for(int many) { return srlm_cpu_bf16_direct() && !(many && srlm_cpu_chain_widen()); }
+/* Whether bf16 tiles read their rows as they are: where the products' kernel reads bf16
+ * (the dot kernel), not at the amx level, whose tiles widen (srlm_cpu_chain_widen, see the
+ * top). */
+static int direct_for(void) { return srlm_cpu_bf16_direct() && !srlm_cpu_chain_widen(); }
+/* Whether P and dS enter their products unsplit (see the top): bf16 tensors at the amx level. */
+static int unsplit_for(srlm_dtype dt) { return dt != SRLM_F32 && srlm_cpu_isa() == SRLM_CPU_ISA_AMX; }
 
 /* Allocates t's scratch (a zeroed t) for sequences of up to L positions, rows read directly
  * or widened (direct_for); returns 0 when out of memory. */
@@ -182,6 +190,7 @@ static int scratch_alloc(tile_scratch *t, srlm_dtype dt, int64_t L, int64_t HS, 
   if (dt == SRLM_F32) return 1;
   t->bf16 = 1;
   t->direct = direct;
+  t->unsplit = !direct && unsplit_for(dt);
   t->xw = w + 2 * tile;
   t->x16 = (uint16_t *)(void *)(w + 4 * tile);
   w += 5 * tile;
@@ -242,15 +251,15 @@ static srlm_status mm(tile_scratch *t, float *c, int64_t ldc, opnd a, int ta, op
 }
 
 /* C (+)= op(X) op(B) where X (rows, cols) is a tile of fp32 values the tile code computed
- * (P or dS), op(X) = X^T when tx. fp32 tensors: X as it is. bf16 tensors: X as two bf16
- * parts, hi = bf16(x) and lo = bf16(x - hi) (nearest even; x - hi is exact), lo's product
+ * (P or dS), op(X) = X^T when tx. fp32 tensors, and bf16 ones at the amx level (t->unsplit):
+ * X as it is, one product. bf16 tensors elsewhere: X as two bf16 parts, hi = bf16(x) and lo = bf16(x - hi) (nearest even; x - hi is exact), lo's product
  * first, then hi's continuing its chains (see the top). Each element is split on its own,
  * so its parts do not depend on the tile: one AVX-512 pass at that level (srlm_cpu_split;
  * a fused scalar loop, the compiler's 16-byte vectors, had made bench_backend's bf16
  * attention 6-20% slower than conversion passes). */
 static srlm_status mm_tile(tile_scratch *t, float *c, int64_t ldc, const float *x, int64_t rows, int64_t cols, int tx,
                            opnd b, int tb, int64_t M, int64_t N, int64_t K, int acc) {
-  if (!t->bf16) return mm(t, c, ldc, (opnd){.f = x, .ld = cols}, tx, b, tb, M, N, K, acc);
+  if (!t->bf16 || t->unsplit) return mm(t, c, ldc, (opnd){.f = x, .ld = cols}, tx, b, tb, M, N, K, acc);
   const int64_t n = rows * cols;
   opnd h, l;
   if (t->direct) {
@@ -739,7 +748,7 @@ static srlm_status run_task(const attn_job *a, const task *tk, tile_scratch *t) 
 /* Runs tasks in parallel; each thread keeps its scratch (tiles of up to J keys). The
  * first failure wins (messages are thread-local: it is re-recorded on this thread). */
 static srlm_status run_tasks(const char *where, const attn_job *a, const task *ts, size_t n, int64_t J) {
-  const int direct = direct_for(1);
+  const int direct = direct_for();
   srlm_status st = SRLM_OK;
   char msg[512] = "";
 #ifdef _OPENMP
@@ -794,7 +803,7 @@ srlm_status srlm_cpu_attention_forward(srlm_backend *be, srlm_attention_params p
   attn_job a = {.which = PASS_FWD, .cu = p.cu_seqlens, .NH = p.NH, .NKV = p.NKV, .HS = p.HS, .W = p.window,
                 .causal = !p.non_causal, .scale = p.scale, .dt = p.dtype, .q = p.q, .k = p.k, .v = p.v,
                 .out = p.out, .lse = p.lse, .B = p.B};
-  prepack_plan(&a, direct_for(1));
+  prepack_plan(&a, direct_for());
   srlm_status st = run_tasks(where, &a, ts, n, Lmax);
   prepack_free(&a);
   free(ts);
@@ -853,7 +862,7 @@ srlm_status srlm_cpu_attention_backward(srlm_backend *be, srlm_attention_bwd_par
     a.st_off = st_off;
   }
   if (st == SRLM_OK) {
-    prepack_plan(&a, direct_for(1));
+    prepack_plan(&a, direct_for());
     st = run_tasks(where, &a, tq, nq, Lmax);
     prepack_free(&a);
   }
@@ -862,7 +871,7 @@ srlm_status srlm_cpu_attention_backward(srlm_backend *be, srlm_attention_bwd_par
   a.dk = p.dk;
   a.dv = p.dv;
   if (st == SRLM_OK) {
-    prepack_plan(&a, direct_for(1));
+    prepack_plan(&a, direct_for());
     st = run_tasks(where, &a, tkv, nkv, Lmax);
     prepack_free(&a);
   }
@@ -904,8 +913,7 @@ srlm_status srlm_cpu_attention_kv(srlm_backend *be, srlm_attention_kv_params p) 
       for (int64_t h = 0; h < p.NH; h++) ts[k++] = (task){i, (int32_t)h, t};
   const int64_t qld = p.NH * p.HS, kvld = p.NKV * p.HS, rep = p.NH / p.NKV;
   const int bf = p.dtype != SRLM_F32;
-  /* a decode step's query would widen its sequence's keys and values for one row */
-  const int direct = direct_for(0);
+  const int direct = direct_for();
   srlm_status st = SRLM_OK;
   char msg[512] = "";
 #ifdef _OPENMP
