@@ -40,7 +40,8 @@
  * - Determinism: every op gives the same bits for the same inputs, run after run (fixed
  *   reduction orders, no float atomics on data). CPU ops give the same bits for any
  *   OpenMP thread count and any ISA level (AVX-512, AVX2, portable C), bf16 matrix
- *   products at the amx level excepted (their own bits: srlm_backend_cpu_ops below).
+ *   products and bf16 attention at the amx level excepted (their own bits:
+ *   srlm_backend_cpu_ops below).
  */
 #ifndef SRLM_BACKEND_H
 #define SRLM_BACKEND_H
@@ -708,7 +709,9 @@ const char *srlm_backend_names(void);
  * model on any x86-64 CPU; but for bf16 matrix products at "amx": the tile unit sums 32
  * products its own way (src/backend/cpu/matmul.c), so there they have that CPU's bits,
  * still the same for any thread count and batch composition (offered only when a
- * start-up check says so), and "avx512bf16" keeps the other levels'. set_isa(NULL) returns to the CPU's best; a level the CPU
+ * start-up check says so), and "avx512bf16" keeps the other levels'; bf16 attention at
+ * "amx" takes P and dS as fp32 values, not as two bf16 parts (src/backend/cpu/attention.c),
+ * so it has its own bits too, the same for any thread count, batch and decode step. set_isa(NULL) returns to the CPU's best; a level the CPU
  * lacks is SRLM_ERR_UNSUPPORTED. For tests and benchmarks: do not call it while ops run. */
 const srlm_backend_ops *srlm_backend_cpu_ops(void);
 const char *srlm_backend_cpu_isa(void);
