@@ -973,7 +973,7 @@ static int64_t check_bf16_attention(srlm_backend *be, const char *isa, int threa
   fill_bf16(kc, fkc, ncache, -2, 2);
   fill_bf16(vc, fvc, ncache, -1, 1);
   for (int win = 0; win <= 33; win += 33) {
-    char what[64];
+    char what[96]; /* "attention_backward (NKV <int64>, window <int>) dq" at its longest */
     srlm_attention_params ap = {.out = out, .lse = lse, .q = q, .k = k, .v = v, .cu_seqlens = cu, .B = B, .T = T,
                                 .NH = NH, .NKV = NKV, .HS = HS, .window = win, .scale = 0.3f, .dtype = SRLM_BF16};
     EXPECT_EQ_INT(SRLM_OP(be, attention_forward, ap), SRLM_OK);
