@@ -120,25 +120,11 @@ void srlm_cpu_narrow(uint16_t *dst, const float *src, int64_t n) {
   if (n > 0) convert_block(dst, SRLM_BF16, src, SRLM_F32, n);
 }
 
-#if defined(__x86_64__) || defined(__i386__)
-__attribute__((target("avx512f"))) static void narrow_rows_avx512(uint16_t *dst, int64_t ldd, const float *src,
-                                                                  int64_t lds, int64_t rows, int64_t n) {
-  for (int64_t r = 0; r < rows; r++) {
-    const float *s = src + r * lds;
-    uint16_t *d = dst + r * ldd;
-    int64_t i = 0;
-    for (; i + 16 <= n; i += 16)
-      _mm256_storeu_si256((__m256i *)(void *)(d + i), _mm512_cvtepi32_epi16(round16(_mm512_loadu_si512(s + i))));
-    if (i < n) srlm_convert(d + i, SRLM_BF16, s + i, SRLM_F32, (size_t)(n - i));
-  }
-}
-#endif
-
 void srlm_cpu_narrow_rows(uint16_t *dst, int64_t ldd, const float *src, int64_t lds, int64_t rows, int64_t n) {
   if (n <= 0) return;
 #if defined(__x86_64__) || defined(__i386__)
-  if (srlm_cpu_isa() >= SRLM_CPU_ISA_AVX512) {
-    narrow_rows_avx512(dst, ldd, src, lds, rows, n);
+  if (srlm_cpu_isa() >= SRLM_CPU_ISA_AVX512) { /* convert_block's choice, made once */
+    for (int64_t r = 0; r < rows; r++) convert_avx512(dst + r * ldd, SRLM_BF16, src + r * lds, n);
     return;
   }
 #endif

@@ -689,6 +689,12 @@ static void pack_a_dot(const gemm *g, int64_t m0, int64_t k_lo, int64_t k_hi, ui
       for (int64_t k = k_lo; k < k_hi; k += 2) dst[k / 2 * MR + i] = 0;
   }
 }
+/* AMX's B block of kc values of k (block points at its first pair row): zero pair rows
+ * from the last pair to the end of the last chunk. */
+static void amx_b_tail(const gemm *g, int64_t kc, uint32_t *block) {
+  const int64_t used = (kc + 1) / 2;
+  memset(block + used * g->kr->nr, 0, (size_t)(kdepth(g, kc) - used) * (size_t)g->kr->nr * sizeof *block);
+}
 /* B for the dot kernel, or for AMX (nat order, zero pairs to the end of the last chunk). */
 static void pack_b_dot(const gemm *g, int64_t k0, int64_t kc, int64_t n0, uint32_t *dst) {
   const int NR = g->kr->nr, nat = g->kr->amx;
@@ -708,7 +714,7 @@ static void pack_b_dot(const gemm *g, int64_t k0, int64_t kc, int64_t n0, uint32
     for (int64_t j = cols; j < NR; j++)
       for (int64_t k = 0; k < kc; k += 2) dst[k / 2 * NR + j] = 0;
   }
-  if (nat) memset(dst + (kc + 1) / 2 * NR, 0, (size_t)(kdepth(g, kc) - (kc + 1) / 2) * (size_t)NR * sizeof *dst);
+  if (nat) amx_b_tail(g, kc, dst);
 }
 
 #ifdef SRLM_X86
@@ -907,10 +913,10 @@ static void pack_b_panels(const gemm *g, int64_t j_begin, int64_t j_end, float *
         for (int64_t j = cols; j < NR; j++) d[j] = 0;
       }
     }
-    if (g->kr->amx) { /* zero pairs to the end of the last block's last chunk, as pack_b_dot */
-      const int64_t k0 = (g->K - 1) / kcb * kcb, used = (g->K - k0) / 2, depth = kdepth(g, g->K - k0);
+    if (g->kr->amx) { /* the last block's tail, as pack_b_dot */
+      const int64_t k0 = (g->K - 1) / kcb * kcb;
       for (int64_t jp = j_begin; jp < j_end; jp++)
-        memset(dst + packed_offset(g, jp - j_begin, k0) + used * NR, 0, (size_t)((depth - used) * NR) * sizeof *dst);
+        amx_b_tail(g, g->K - k0, (uint32_t *)(void *)(dst + packed_offset(g, jp - j_begin, k0)));
     }
     return;
   }
@@ -1046,7 +1052,7 @@ static void pack_a_share(const gemm *g, int64_t m_start, int64_t mb, int64_t i, 
 
 /* A thread's column panels in one MB block of a product: [front, back) in one word
  * (front << 32 | back). Its owner takes panels from the front; a thread done with its own
- * takes them from the back (take_back), so that a thread the machine runs slower does not
+ * takes them from the back (take_panel's back), so that a thread the machine runs slower does not
  * hold the others at the block's barrier, while each thread still works mostly on the B
  * panels it packed (they stay in its core's L2 from block to block). */
 enum { SHARE_MAX = 256 }; /* threads with a share word; more run their own panels only */

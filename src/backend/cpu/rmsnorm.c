@@ -8,14 +8,9 @@
 
 #include "cpu_ops.h"
 
-/* One row: o = (x * rstd) * w; returns rstd. o may alias x. ss: the row's sum of squares
- * when sumsq_rows gave it, else NULL. */
-static float forward_row(float *o, const float *x, const float *w, int64_t C, float eps, const float *ss_in) {
-  float ss = 0.0f;
-  if (ss_in)
-    ss = *ss_in;
-  else
-    for (int64_t c = 0; c < C; c++) ss += x[c] * x[c];
+/* One row: o = (x * rstd) * w from its sum of squares ss (sumsq_rows); returns rstd. o
+ * may alias x. */
+static float forward_row(float *o, const float *x, const float *w, int64_t C, float eps, float ss) {
   const float r = 1.0f / sqrtf(ss / (float)C + eps);
   for (int64_t c = 0; c < C; c++) o[c] = x[c] * r * w[c];
   return r;
@@ -34,24 +29,34 @@ static float *rows_new(srlm_dtype dt, int nrow, int64_t C) {
  * are x + i ld. The rest of each row's arithmetic stays in forward_row and backward_row,
  * which take the sums. */
 enum { R = 8 };
-static void sumsq_rows(const float *x, int64_t ld, int64_t C, float *ss) {
+/* The chains of n rows (n a constant: R, or 1 for the rows of a group of fewer) */
+__attribute__((always_inline)) static inline void sumsq_n(const float *x, int64_t ld, int64_t C, float *ss,
+                                                          const int n) {
   float a[R] = {0};
   for (int64_t c = 0; c < C; c++)
-    for (int i = 0; i < R; i++) a[i] += x[i * ld + c] * x[i * ld + c];
-  for (int i = 0; i < R; i++) ss[i] = a[i];
+    for (int i = 0; i < n; i++) a[i] += x[i * ld + c] * x[i * ld + c];
+  for (int i = 0; i < n; i++) ss[i] = a[i];
 }
-static void dot_rows(const float *dy, const float *x, int64_t ld, const float *w, int64_t C, float *dot) {
+__attribute__((always_inline)) static inline void dot_n(const float *dy, const float *x, int64_t ld, const float *w,
+                                                        int64_t C, float *dot, const int n) {
   float a[R] = {0};
   for (int64_t c = 0; c < C; c++)
-    for (int i = 0; i < R; i++) a[i] += w[c] * dy[i * ld + c] * x[i * ld + c];
-  for (int i = 0; i < R; i++) dot[i] = a[i];
+    for (int i = 0; i < n; i++) a[i] += w[c] * dy[i * ld + c] * x[i * ld + c];
+  for (int i = 0; i < n; i++) dot[i] = a[i];
 }
-
-/* Row n of x: the fp32 row itself, or the bf16 row widened into buf. */
-static const float *row_in(const void *x, srlm_dtype dt, int64_t n, int64_t C, float *buf) {
-  if (dt == SRLM_F32) return (const float *)x + n * C;
-  srlm_cpu_widen(buf, (const uint16_t *)x + n * C, C);
-  return buf;
+/* rows (<= R) rows' sums: R side by side, fewer one at a time */
+static void sumsq_rows(const float *x, int64_t ld, int64_t rows, int64_t C, float *ss) {
+  if (rows == R)
+    sumsq_n(x, ld, C, ss, R);
+  else
+    for (int64_t i = 0; i < rows; i++) sumsq_n(x + i * ld, ld, C, ss + i, 1);
+}
+static void dot_rows(const float *dy, const float *x, int64_t ld, int64_t rows, const float *w, int64_t C,
+                     float *dot) {
+  if (rows == R)
+    dot_n(dy, x, ld, w, C, dot, R);
+  else
+    for (int64_t i = 0; i < rows; i++) dot_n(dy + i * ld, x + i * ld, ld, w, C, dot + i, 1);
 }
 
 static void forward(void *out, float *rstd, const void *x, const float *w, srlm_dtype dt, int64_t N, int64_t C,
@@ -67,17 +72,14 @@ static void forward(void *out, float *rstd, const void *x, const float *w, srlm_
     for (int64_t g = 0; g < (N + R - 1) / R; g++) { /* R rows at a time */
       const int64_t n0 = g * R, rows = N - n0 < R ? N - n0 : R;
       float ss[R];
-      const float *X = NULL; /* (rows, C) the group's fp32 rows, when summed together */
-      if (rows == R) {
-        X = dt == SRLM_F32 ? (const float *)x + n0 * C : buf;
-        if (buf) srlm_cpu_widen(buf, (const uint16_t *)x + n0 * C, R * C);
-        sumsq_rows(X, C, C, ss);
-      }
+      const float *X = dt == SRLM_F32 ? (const float *)x + n0 * C : buf; /* (rows, C) the group's fp32 rows */
+      if (buf) srlm_cpu_widen(buf, (const uint16_t *)x + n0 * C, rows * C);
+      sumsq_rows(X, C, rows, C, ss);
       for (int64_t i = 0; i < rows; i++) {
         const int64_t n = n0 + i;
-        const float *xr = X ? X + i * C : row_in(x, dt, n, C, buf); /* (C) */
-        float *o = buf ? (float *)xr : (float *)out + n * C;        /* (C) may alias xr */
-        const float r = forward_row(o, xr, w, C, eps, X ? &ss[i] : NULL);
+        const float *xr = X + i * C;                          /* (C) */
+        float *o = buf ? (float *)xr : (float *)out + n * C; /* (C) may alias xr */
+        const float r = forward_row(o, xr, w, C, eps, ss[i]);
         if (buf) srlm_cpu_narrow((uint16_t *)out + n * C, o, C);
         if (rstd) rstd[n] = r;
       }
@@ -102,20 +104,11 @@ srlm_status srlm_cpu_rmsnorm_forward(srlm_backend *be, srlm_rmsnorm_params p) {
 enum { DW_BLOCK = 64 };
 _Static_assert(DW_BLOCK % R == 0, "the backward sums R rows of a block at a time");
 
-/* One row: dx overwritten (may alias dy), dy (x r) added into the partial pw. dot_in: the
- * row's sum of w dy x when dot_rows gave it, else NULL. */
+/* One row: dx overwritten (may alias dy), dy (x r) added into the partial pw; dot: the row's
+ * sum of w dy x (dot_rows). */
 static void backward_row(float *dxr, float *pw, const float *dyr, const float *xr, const float *w, float r,
-                         int64_t C, const float *dot_in) {
-  float dot = 0.0f;
-  if (dot_in) {
-    dot = *dot_in;
-    for (int64_t c = 0; c < C; c++) pw[c] += dyr[c] * (xr[c] * r);
-  } else {
-    for (int64_t c = 0; c < C; c++) {
-      dot += w[c] * dyr[c] * xr[c];
-      pw[c] += dyr[c] * (xr[c] * r);
-    }
-  }
+                         int64_t C, float dot) {
+  for (int64_t c = 0; c < C; c++) pw[c] += dyr[c] * (xr[c] * r);
   const float k = r * r * (dot / (float)C);
   for (int64_t c = 0; c < C; c++) dxr[c] = r * (w[c] * dyr[c] - xr[c] * k);
 }
@@ -137,22 +130,19 @@ static void backward(void *dx, float *dw, const void *dy, const void *x, const f
       for (int64_t n0 = b * DW_BLOCK; n0 < n_end; n0 += R) { /* R rows at a time (DW_BLOCK's a multiple) */
         const int64_t rows = n_end - n0 < R ? n_end - n0 : R;
         float dots[R];
-        const float *X = NULL, *DY = NULL; /* (rows, C) the group's fp32 rows, when summed together */
-        if (rows == R) {
-          X = dt == SRLM_F32 ? (const float *)x + n0 * C : buf;
-          DY = dt == SRLM_F32 ? (const float *)dy + n0 * C : buf + R * C;
-          if (buf) {
-            srlm_cpu_widen(buf, (const uint16_t *)x + n0 * C, R * C);
-            srlm_cpu_widen(buf + R * C, (const uint16_t *)dy + n0 * C, R * C);
-          }
-          dot_rows(DY, X, C, w, C, dots);
+        /* (rows, C) the group's fp32 rows of x and dy */
+        const float *X = dt == SRLM_F32 ? (const float *)x + n0 * C : buf;
+        const float *DY = dt == SRLM_F32 ? (const float *)dy + n0 * C : buf + R * C;
+        if (buf) {
+          srlm_cpu_widen(buf, (const uint16_t *)x + n0 * C, rows * C);
+          srlm_cpu_widen(buf + R * C, (const uint16_t *)dy + n0 * C, rows * C);
         }
+        dot_rows(DY, X, C, rows, w, C, dots);
         for (int64_t i = 0; i < rows; i++) {
           const int64_t n = n0 + i;
-          const float *xr = X ? X + i * C : row_in(x, dt, n, C, buf);
-          const float *dyr = DY ? DY + i * C : row_in(dy, dt, n, C, buf ? buf + R * C : NULL); /* (C) */
+          const float *xr = X + i * C, *dyr = DY + i * C;      /* (C) */
           float *dxr = buf ? (float *)dyr : (float *)dx + n * C; /* (C) may alias dyr */
-          backward_row(dxr, pw, dyr, xr, w, rstd[n], C, X ? &dots[i] : NULL);
+          backward_row(dxr, pw, dyr, xr, w, rstd[n], C, dots[i]);
           if (buf) srlm_cpu_narrow((uint16_t *)dx + n * C, dxr, C);
         }
       }

@@ -11,6 +11,17 @@
 
 #include "cpu_ops.h"
 
+/* cos | sin of position pos for the half frequencies: cs[d] = cos(pos f_d), cs[half + d] =
+ * sign sin(pos f_d) */
+static void cos_sin(float *cs, int32_t pos, const float *inv_freq, int64_t half, float sign) {
+  const float fp = (float)pos;
+  for (int64_t d = 0; d < half; d++) {
+    const float a = fp * inv_freq[d];
+    cs[d] = cosf(a);
+    cs[half + d] = sign * sinf(a);
+  }
+}
+
 static srlm_status rope(srlm_rope_params p, float sign, const char *where) {
   SRLM_TRY(srlm_rope_params_check(&p, where));
   const int64_t N = p.N, H = p.H, HS = p.HS, half = HS / 2;
@@ -23,14 +34,7 @@ static srlm_status rope(srlm_rope_params p, float sign, const char *where) {
   float *tab = P >= 0 && P + 1 < N ? malloc((size_t)((P + 1) * HS) * sizeof *tab) : NULL;
   if (tab) {
     SRLM_OMP_ROWS
-    for (int64_t q = 0; q <= P; q++) {
-      const float fp = (float)q;
-      for (int64_t d = 0; d < half; d++) {
-        const float a = fp * p.inv_freq[d];
-        tab[q * HS + d] = cosf(a);
-        tab[q * HS + half + d] = sign * sinf(a);
-      }
-    }
+    for (int64_t q = 0; q <= P; q++) cos_sin(tab + q * HS, (int32_t)q, p.inv_freq, half, sign);
   }
   int nomem = 0;
 #ifdef _OPENMP
@@ -50,15 +54,11 @@ static srlm_status rope(srlm_rope_params p, float sign, const char *where) {
 #endif
     for (int64_t n = 0; n < N; n++) {
       if (!cs) continue;
-      const float fp = (float)p.pos[n], *cn = cs;
+      const float *cn = cs;
       if (tab)
         cn = tab + p.pos[n] * HS;
       else
-        for (int64_t d = 0; d < half; d++) {
-          const float a = fp * p.inv_freq[d];
-          cs[d] = cosf(a);
-          cs[half + d] = sign * sinf(a);
-        }
+        cos_sin(cs, p.pos[n], p.inv_freq, half, sign);
       float *X = p.dtype == SRLM_F32 ? (float *)p.x + n * row : cs + HS; /* (H, HS) */
       if (p.dtype != SRLM_F32) srlm_cpu_widen(X, (const uint16_t *)p.x + n * row, row);
       for (int64_t h = 0; h < H; h++) {
