@@ -718,16 +718,10 @@ const char *srlm_backend_cpu_isa(void);
 srlm_status srlm_backend_cpu_set_isa(const char *isa);
 /* The bytes the CPU's packed-weight cache holds now (matmul's b_version). */
 size_t srlm_backend_cpu_packed_bytes(void);
-/* The most bytes attention_backward may hold P and dS in between its two passes (default
- * SRLM_CPU_ATTENTION_STASH_DEFAULT; 0: the second pass computes them again). Either way the
- * same bits (src/backend/cpu/attention.c); for tests and benchmarks: do not call it while
- * ops run. */
-#define SRLM_CPU_ATTENTION_STASH_DEFAULT ((size_t)256 << 20)
-void srlm_backend_cpu_set_attention_stash(size_t bytes);
-/* The most bytes the attention passes may hold their B operands in, packed once per pass
- * for all of their tiles (default SRLM_CPU_ATTENTION_PREPACK_DEFAULT; 0: each product packs
- * its own). The same bits either way; for tests and benchmarks: do not call it while ops
- * run. */
+/* The most bytes attention may hold its B operands in, packed once for all of the tiles
+ * that read them (the forward's keys and values, a backward thread's; default
+ * SRLM_CPU_ATTENTION_PREPACK_DEFAULT; 0: each product packs its own). The same bits either
+ * way; for tests and benchmarks: do not call it while ops run. */
 #define SRLM_CPU_ATTENTION_PREPACK_DEFAULT ((size_t)256 << 20)
 void srlm_backend_cpu_set_attention_prepack(size_t bytes);
 

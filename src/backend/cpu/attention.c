@@ -1,7 +1,6 @@
 /* CPU grouped-query attention, causal or not (backend.h): forward over packed sequences,
- * forward against a KV cache (causal), and the backward (flash-attention style: probabilities are recomputed from
- * the forward's log-sum-exp; the forward stores none, the backward keeps them between its two
- * passes where they fit).
+ * forward against a KV cache (causal), and the backward (flash-attention style: probabilities are
+ * recomputed from the forward's log-sum-exp; the forward stores none).
  *
  * Work is cut into tiles of up to QT queries of one head; each tile is three small
  * matrix products on the calling thread (srlm_cpu_gemm_serial) around a row softmax:
@@ -13,14 +12,13 @@
  * different thread counts (tiles are independent; the backward's dK/dV sums run over
  * heads and query tiles in a fixed order inside one task).
  *
- * Backward, two passes over tiles:
- *   dQ pass, per (sequence, head, query tile): P = exp(scale S - lse), dP = dO V^T,
- *     D_i = dO_i . O_i, dS = P (dP - D) scale, dQ = dS K;
- *   dK/dV pass, per (sequence, kv head, key tile): for each query head of the group and
- *     each query tile that sees the keys, dV += P^T dO and dK += dS^T Q, P and dS read
- *     from the dQ pass's stash where it fits (see stash_plan), else computed again.
- * Each pass packs the B operands its tiles share (keys, values; queries and output
- * gradients) once, ahead of the tiles, where it can (prepack_plan).
+ * Backward, one task per (sequence, kv head) (bwd_task): D_i = dO_i . O_i, then for each
+ * query head of the group, each key tile and each query tile that sees it:
+ *   P = exp(scale S - lse), dP = dO V^T, dV += P^T dO, dS = P (dP - D) scale, dK += dS^T Q,
+ *   dQ += dS K,
+ * each P and dS used where it is computed. The forward packs the B operands its tiles share
+ * (keys, values) once, ahead of the tiles, where it can (prepack_plan); a backward task packs
+ * its own (keys, values, each head's queries and output gradients).
  *
  * bf16 tensors: every product is a bf16 product (matmul.c: the fma chain with denormals
  * flushed), which the AVX-512 BF16 dot-product kernel runs at twice the fp32 kernels'
@@ -35,7 +33,8 @@
  * fp32; each task's output rows are computed in fp32 buffers and rounded once.
  * - Invariance: an element's parts depend on the element alone and masked entries are
  *   exact zeros in both chains, so the bits above (tile, prefill, decode, threads) hold
- *   for bf16 too: attention_kv against a bf16 cache gives a query the forward's bits.
+ *   for bf16 too: attention_kv against a bf16 cache gives a query the forward's bits. In
+ *   the backward, dQ's chain takes a key tile's lo parts, then its hi parts, tile by tile.
  * - ISA levels: below the dot kernel's level the same bf16 products run on the fp32
  *   kernels with MXCSR flushing (matmul.c: the same bits), on rows each task widens into
  *   its thread's buffers (and the parts' widened values), so every level gives the same
@@ -114,21 +113,12 @@ static inline const float *row_f32(opnd x, int64_t r, float *tmp, int64_t HS) {
 /* One head's view of a sequence: row i of q / dout / o / out / dq, key j of k / v / dk / dv. */
 typedef struct head_view {
   opnd q, k, v, dout, o;
-  float *out, *dq, *dk, *dv, *lse, *D; /* fp32 */
+  float *out, *dq, *dk, *dv, *lse, *D; /* fp32; dq, dk, dv accumulate (the backward) */
   int64_t out_ld, dkv_ld, lse_ld;      /* strides of out/dq rows, of dk/dv rows, of lse/D entries */
-  /* dK/dV pass on bf16 tensors below the dot kernel's level: q and dout are these rows
-   * (stride src_ld), widened by dkv_tile one head at a time (q, dout above are then unused) */
-  const uint16_t *q16, *dout16;
-  int64_t src_ld;
-  /* the backward's stash (NULL: none): P and dS of this head at (query i, key j) of its
-   * sequence, sp[i st_ld + j], sds likewise; the dQ pass writes what its tiles compute, the
-   * dK/dV pass reads them instead of computing them again */
-  float *sp, *sds;
-  int64_t st_ld;
-  /* B operands packed ahead for the pass (prepack_plan; NULL: none), each from the
-   * sequence's first row: the keys and values as B^T (kT, vT: S = Q K^T, dP = dO V^T, panels
-   * pld_t apart) and as B (kN, vN: dQ = dS K, out = P V), the queries and output gradients as
-   * B (qN, doN: dK += dS^T Q, dV += P^T dO), panels pld_n apart; nr the panel width */
+  /* B operands packed ahead (NULL: none), each from the sequence's first row: the keys and
+   * values as B^T (kT, vT: S = Q K^T, dP = dO V^T, panels pld_t apart) and as B (kN, vN:
+   * dQ += dS K, out = P V), the queries and output gradients as B (qN, doN: dK += dS^T Q,
+   * dV += P^T dO), panels pld_n apart; nr the panel width */
   const float *kT, *vT, *kN, *vN, *qN, *doN;
   int64_t pld_t, pld_n;
   int nr;
@@ -163,6 +153,10 @@ typedef struct tile_scratch {
   float *wq, *wdo, *wo, *wk, *wv, *wa, *wb;
   const uint16_t *kv_src;
   int64_t kv_lo, kv_hi;
+  /* the backward (bwd_scratch): dQ's fp32 rows of a bf16 head (Lmax, HS), and its B operands
+   * packed ahead (NULL: none; 5 arrays of pre_size floats, panels nr wide) */
+  float *wdq, *pk;
+  int nr;
   srlm_cpu_gemm_ws ws;
 } tile_scratch;
 
@@ -204,6 +198,8 @@ static int scratch_alloc(tile_scratch *t, srlm_dtype dt, int64_t L, int64_t HS, 
 
 static void scratch_free(tile_scratch *t) {
   free(t->S);
+  free(t->wdq);
+  free(t->pk);
   srlm_cpu_gemm_ws_free(&t->ws);
 }
 
@@ -384,21 +380,6 @@ static void dscores(const float *S, float *dP, int64_t nq, int64_t nk, const flo
   }
 }
 
-/* P or dS (nq, nk) for queries pos0.. and keys kpos0.. from a stash (row stride ld, at
- * (query, key)): the entries the query sees (the dQ pass wrote them: its tile of the query
- * covered every key the query sees), 0 elsewhere, as probs and dscores give them. */
-static void from_stash(float *dst, int64_t nq, int64_t nk, const float *st, int64_t ld, int64_t pos0, int64_t kpos0,
-                       const mask *mk) {
-  for (int64_t r = 0; r < nq; r++) {
-    float *row = dst + r * nk;
-    int64_t j0, j1;
-    visible(pos0 + r, kpos0, nk, mk, &j0, &j1);
-    memset(row, 0, (size_t)j0 * sizeof *row);
-    memcpy(row + j0, st + (pos0 + r) * ld + kpos0 + j0, (size_t)(j1 - j0) * sizeof *row);
-    memset(row + j1, 0, (size_t)(nk - j1) * sizeof *row);
-  }
-}
-
 /* sum_c a[c] b[c] as one fma chain in order, from 0. libm's fmaf is a call per element
  * where the compiler may not assume FMA (it was 0.5% of a 100M training step); with FMA
  * (every vector level from AVX2 on) the same chain inlines as vfmadd. Same bits. */
@@ -418,66 +399,24 @@ static float fma_chain(const float *a, const float *b, int64_t n) {
   return d;
 }
 
-static srlm_status dq_tile(const head_view *h, int64_t nq, int64_t pos0, const mask *mk, int64_t HS, float scale,
-                           tile_scratch *t) {
-  const int64_t jlo = key_lo(pos0, mk->W), jhi = key_hi(pos0 + nq - 1, mk) + 1, J = jhi - jlo;
-  for (int64_t r = 0; r < nq; r++) {
-    const float *o = row_f32(h->o, r, t->wo, HS), *dout = row_f32(h->dout, r, t->wdo, HS);
-    /* the fma chain of the products dP = dO V^T: where out is a single value row, dP - D
-     * is exactly 0 (in bf16 unless a term or partial sum is subnormal: the bf16 product
-     * flushes those, this chain does not) */
-    h->D[r * h->lse_ld] = fma_chain(dout, o, HS);
-  }
-  SRLM_TRY(mm(t, t->S, J, h->q, 0, pre_cols(h, h->kT, h->k, jlo), 1, nq, J, HS, 0));
-  probs(t->S, nq, J, pos0, jlo, mk, scale, h->lse, h->lse_ld);
-  SRLM_TRY(mm(t, t->dP, J, h->dout, 0, pre_cols(h, h->vT, h->v, jlo), 1, nq, J, HS, 0));
-  dscores(t->S, t->dP, nq, J, h->D, h->lse_ld, scale);
-  if (h->sp)
-    for (int64_t r = 0; r < nq; r++) {
-      memcpy(h->sp + (pos0 + r) * h->st_ld + jlo, t->S + r * J, (size_t)J * sizeof(float));
-      memcpy(h->sds + (pos0 + r) * h->st_ld + jlo, t->dP + r * J, (size_t)J * sizeof(float));
-    }
-  return mm_tile(t, h->dq, h->out_ld, t->dP, nq, J, 0, pre_rows(h, h->kN, h->k, jlo), 0, nq, HS, J, 0);
-}
-
-/* dK, dV of keys [j0, j0 + nk) of a sequence of length mk->L for the query heads hv[0..rep). */
-static srlm_status dkv_tile(const head_view *hv, int rep, int64_t j0, int64_t nk, const mask *mk, int64_t HS,
-                            float scale, tile_scratch *t) {
+/* One key tile of the backward for one query head (h: its rows from the sequence's first;
+ * h->dq, dk, dv accumulate): the keys [j0, j0 + nk) and each query tile that sees them,
+ * QT queries at a time from query_lo(j0). */
+static srlm_status bwd_tile(const head_view *h, int64_t j0, int64_t nk, const mask *mk, int64_t HS, float scale,
+                            tile_scratch *t) {
   const int64_t L = mk->L, W = mk->W;
-  const head_view *h0 = &hv[0];
-  float *dk = h0->dk + j0 * h0->dkv_ld, *dv = h0->dv + j0 * h0->dkv_ld;
-  const opnd k = rows_from(h0->k, j0), v = rows_from(h0->v, j0);
+  float *dk = h->dk + j0 * h->dkv_ld, *dv = h->dv + j0 * h->dkv_ld;
   const int64_t i_end = W > 0 && j0 + nk - 1 + W < L ? j0 + nk - 1 + W : L;
-  int acc = 0;
-  for (int r = 0; r < rep; r++) {
-    const head_view *h = &hv[r];
-    opnd hq = h->q, hdout = h->dout;
-    if (h->q16 && !(h->sp && h->qN)) { /* this head's bf16 query rows, widened at their positions */
-      const int64_t ilo = query_lo(j0, mk);
-      widen_rows(t->wq + ilo * HS, h->q16 + ilo * h->src_ld, i_end - ilo, h->src_ld, HS);
-      widen_rows(t->wdo + ilo * HS, h->dout16 + ilo * h->src_ld, i_end - ilo, h->src_ld, HS);
-      hq = (opnd){.f = t->wq, .ld = HS}, hdout = (opnd){.f = t->wdo, .ld = HS};
-    }
-    for (int64_t i0 = query_lo(j0, mk); i0 < i_end; i0 += QT) {
-      const int64_t nq = i_end - i0 < QT ? i_end - i0 : QT;
-      const opnd q = rows_from(hq, i0), dout = rows_from(hdout, i0);
-      const opnd qb = pre_rows(h, h->qN, hq, i0), doutb = pre_rows(h, h->doN, hdout, i0);
-      if (h->sp) {
-        from_stash(t->S, nq, nk, h->sp, h->st_ld, i0, j0, mk);
-      } else {
-        SRLM_TRY(mm(t, t->S, nk, q, 0, k, 1, nq, nk, HS, 0));
-        probs(t->S, nq, nk, i0, j0, mk, scale, h->lse + i0 * h->lse_ld, h->lse_ld);
-      }
-      SRLM_TRY(mm_tile(t, dv, h->dkv_ld, t->S, nq, nk, 1, doutb, 0, nk, HS, nq, acc));
-      if (h->sds) {
-        from_stash(t->dP, nq, nk, h->sds, h->st_ld, i0, j0, mk);
-      } else {
-        SRLM_TRY(mm(t, t->dP, nk, dout, 0, v, 1, nq, nk, HS, 0));
-        dscores(t->S, t->dP, nq, nk, h->D + i0 * h->lse_ld, h->lse_ld, scale);
-      }
-      SRLM_TRY(mm_tile(t, dk, h->dkv_ld, t->dP, nq, nk, 1, qb, 0, nk, HS, nq, acc));
-      acc = 1;
-    }
+  for (int64_t i0 = query_lo(j0, mk); i0 < i_end; i0 += QT) {
+    const int64_t nq = i_end - i0 < QT ? i_end - i0 : QT;
+    SRLM_TRY(mm(t, t->S, nk, rows_from(h->q, i0), 0, pre_cols(h, h->kT, h->k, j0), 1, nq, nk, HS, 0));
+    probs(t->S, nq, nk, i0, j0, mk, scale, h->lse + i0 * h->lse_ld, h->lse_ld);
+    SRLM_TRY(mm(t, t->dP, nk, rows_from(h->dout, i0), 0, pre_cols(h, h->vT, h->v, j0), 1, nq, nk, HS, 0));
+    SRLM_TRY(mm_tile(t, dv, h->dkv_ld, t->S, nq, nk, 1, pre_rows(h, h->doN, h->dout, i0), 0, nk, HS, nq, 1));
+    dscores(t->S, t->dP, nq, nk, h->D + i0 * h->lse_ld, h->lse_ld, scale);
+    SRLM_TRY(mm_tile(t, dk, h->dkv_ld, t->dP, nq, nk, 1, pre_rows(h, h->qN, h->q, i0), 0, nk, HS, nq, 1));
+    SRLM_TRY(mm_tile(t, h->dq + i0 * h->out_ld, h->out_ld, t->dP, nq, nk, 0, pre_rows(h, h->kN, h->k, j0), 0, nq,
+                     HS, nk, 1));
   }
   return SRLM_OK;
 }
@@ -485,7 +424,7 @@ static srlm_status dkv_tile(const head_view *hv, int rep, int64_t j0, int64_t nk
 /* ---- task lists and the parallel driver ---------------------------------------------- */
 
 typedef struct task {
-  int32_t seq, head, tile; /* head: query head (forward, dQ) or kv head (dK/dV) */
+  int32_t seq, head, tile; /* head: query head (forward) or kv head (backward, all its tiles) */
 } task;
 
 static srlm_status check_cu(const char *where, const int32_t *cu, int B, int64_t T, int64_t *max_len) {
@@ -519,7 +458,35 @@ static task *make_tasks(int B, const int32_t *cu, int64_t heads, size_t *n) {
   return ts;
 }
 
-typedef enum pass { PASS_FWD, PASS_DQ, PASS_DKV } pass;
+/* length and index of a sequence, longest first (then by index) */
+typedef struct seq_len {
+  int32_t len, seq;
+} seq_len;
+static int longer_first(const void *x, const void *y) {
+  const seq_len *a = x, *b = y;
+  return a->len != b->len ? (a->len > b->len ? -1 : 1) : (a->seq > b->seq) - (a->seq < b->seq);
+}
+
+/* The backward's tasks (sequence, kv head), the longest sequences first: better balance. */
+static task *make_bwd_tasks(int B, const int32_t *cu, int64_t NKV, size_t *n) {
+  seq_len *o = malloc((size_t)(B ? B : 1) * sizeof *o);
+  task *ts = malloc((size_t)(B ? B : 1) * (size_t)NKV * sizeof *ts);
+  if (!o || !ts) {
+    free(o);
+    free(ts);
+    return NULL;
+  }
+  for (int b = 0; b < B; b++) o[b] = (seq_len){cu[b + 1] - cu[b], b};
+  qsort(o, (size_t)B, sizeof *o, longer_first);
+  size_t k = 0;
+  for (int b = 0; b < B; b++)
+    for (int64_t g = 0; g < NKV; g++) ts[k++] = (task){o[b].seq, (int32_t)g, 0};
+  free(o);
+  *n = k;
+  return ts;
+}
+
+typedef enum pass { PASS_FWD, PASS_BWD } pass;
 
 typedef struct attn_job {
   pass which;
@@ -531,13 +498,8 @@ typedef struct attn_job {
   const void *q, *k, *v, *dout, *o; /* dt */
   void *out, *dq, *dk, *dv;          /* dt */
   float *lse, *D;
-  /* the backward's stash of P and dS (NULL: none): sequence b's head h at stash + 2
-   * (st_off[b] + h L_b^2), P first, then dS L_b^2 floats later, rows of L_b (head_view) */
-  float *stash;
-  const int64_t *st_off;
-  /* B operands packed ahead for this pass (NULL: none; prepack_plan): sequence b's units from
-   * pre + pre_off[b], one per kv head (forward, dQ) or query head (dK/dV), each pre_arrays
-   * arrays of pre_size floats; nr the panel width */
+  /* the forward's B operands packed ahead (NULL: none; prepack_plan): sequence b's kv heads
+   * from pre + pre_off[b], each 2 arrays (K^T, V) of pre_size floats; nr the panel width */
   int B;
   float *pre;
   int64_t *pre_off;
@@ -545,22 +507,29 @@ typedef struct attn_job {
 } attn_job;
 
 /* ---- B operands packed ahead --------------------------------------------------------
- * Every tile of a pass reads the same keys and values (forward, dQ) or queries and output
- * gradients (dK/dV) as the B of its products, and srlm_cpu_gemm_serial packed them again
- * for each: a sequence's keys once per query tile and head of the group. Where the products
- * run a kernel with fp32 panels (the amx level's widened bf16 products, fp32 tensors, the
- * avx512 and avx2 levels) and there is no window (every tile's first key is 0 or a multiple
- * of QT, so of the panel width), each is packed once per pass, in parallel, before the
- * tiles: forward K^T and V, dQ pass K^T, K and V^T, dK/dV pass Q and dO (per query head).
- * The products read the same values in the same chains: the same bits. Up to
+ * Every tile reads the same keys and values (and in the backward the same queries and
+ * output gradients of its head) as the B of its products, and srlm_cpu_gemm_serial packed
+ * them again for each: a sequence's keys once per query tile and head of the group. Where
+ * the products run a kernel with fp32 panels (the amx level's widened bf16 products, fp32
+ * tensors, the avx512 and avx2 levels), each is packed once: the forward's K^T and V in
+ * parallel before its tiles where there is no window (every tile's first key is then 0 or
+ * a multiple of QT, so of the panel width), a backward task's K^T, V^T and K, and its
+ * heads' Q and dO, by the task (its key tiles start at multiples of QT: windows too). The
+ * products read the same values in the same chains: the same bits. Up to
  * srlm_backend_cpu_set_attention_prepack's bytes (SRLM_CPU_ATTENTION_PREPACK_DEFAULT, 256 MiB,
- * unless set; the dK/dV pass's 2 T NH HS floats and padding are the most: 6 MB at the 100M
- * training shape), else packed per product. */
+ * unless set: the forward's 2 T NKV HS floats and padding, a backward thread's 5 Lmax HS),
+ * else packed per product. */
 static size_t g_pre_bytes = SRLM_CPU_ATTENTION_PREPACK_DEFAULT;
 void srlm_backend_cpu_set_attention_prepack(size_t bytes) { __atomic_store_n(&g_pre_bytes, bytes, __ATOMIC_RELAXED); }
 
-static int pre_arrays(pass w) { return w == PASS_DQ ? 3 : 2; }
-static int64_t pre_heads(const attn_job *a) { return a->which == PASS_DKV ? a->NH : a->NKV; }
+/* The panel width of the bf16 (or fp32) products' kernel where B can be packed ahead (fp32
+ * panels whose width divides QT), else 0. direct: bf16 products read bf16 rows. */
+static int prepack_nr(srlm_dtype dt, int direct) {
+  if (dt != SRLM_F32 && direct) return 0;
+  const srlm_cpu_mm probe = {.bf16 = dt != SRLM_F32, .chain = 1}; /* fp32 sources, as the products' */
+  const int nr = srlm_cpu_prepack_nr(&probe);
+  return nr > 0 && QT % nr == 0 ? nr : 0;
+}
 /* floats of one array of a sequence of L positions: K^T (ceil(L / nr) panels of HS nr) or
  * a B over the positions (ceil(HS / nr) panels of L nr), the larger */
 static int64_t pre_size(int64_t L, int64_t HS, int nr) {
@@ -571,15 +540,13 @@ static int64_t pre_size(int64_t L, int64_t HS, int nr) {
 /* Sets a->pre, pre_off, nr for a's pass where packing ahead applies (see above) and its
  * memory can be had; otherwise leaves pre NULL. direct: bf16 products read bf16 rows. */
 static void prepack_plan(attn_job *a, int direct) {
-  if (a->W > 0 || (a->dt != SRLM_F32 && direct)) return;
-  const srlm_cpu_mm probe = {.bf16 = a->dt != SRLM_F32, .chain = 1}; /* fp32 sources, as the products' */
-  const int nr = srlm_cpu_prepack_nr(&probe);
-  if (nr <= 0 || QT % nr != 0) return;
+  const int nr = prepack_nr(a->dt, direct);
+  if (a->W > 0 || !nr) return;
   int64_t *off = malloc((size_t)(a->B + 1) * sizeof *off);
   if (!off) return;
   off[0] = 0;
   for (int b = 0; b < a->B; b++)
-    off[b + 1] = off[b] + pre_heads(a) * pre_arrays(a->which) * pre_size(a->cu[b + 1] - a->cu[b], a->HS, nr);
+    off[b + 1] = off[b] + a->NKV * 2 * pre_size(a->cu[b + 1] - a->cu[b], a->HS, nr);
   /* 64-byte aligned (the kernels load panels so); every array and panel is nr floats apart */
   if ((uint64_t)off[a->B] > __atomic_load_n(&g_pre_bytes, __ATOMIC_RELAXED) / sizeof(float) || off[a->B] == 0 ||
       posix_memalign((void **)&a->pre, 64, (size_t)off[a->B] * sizeof(float)) != 0) {
@@ -598,151 +565,170 @@ static void prepack_free(attn_job *a) {
   a->pre_off = NULL;
 }
 
-/* Points v at the packed-ahead operands of sequence b, kv head g, query head h (nothing
- * when the pass has none). */
-static void view_pre(head_view *v, const attn_job *a, int b, int64_t g, int64_t h) {
+/* Points v at the forward's packed-ahead operands of sequence b, kv head g (nothing when the
+ * pass has none). */
+static void view_pre(head_view *v, const attn_job *a, int b, int64_t g) {
   if (!a->pre) return;
   const int64_t L = a->cu[b + 1] - a->cu[b], sz = pre_size(L, a->HS, a->nr);
-  const float *u = a->pre + a->pre_off[b] + (a->which == PASS_DKV ? h : g) * pre_arrays(a->which) * sz;
+  const float *u = a->pre + a->pre_off[b] + g * 2 * sz;
   v->nr = a->nr, v->pld_t = a->HS * a->nr, v->pld_n = L * a->nr;
-  if (a->which == PASS_FWD) v->kT = u, v->vN = u + sz;
-  else if (a->which == PASS_DQ) v->kT = u, v->kN = u + sz, v->vT = u + 2 * sz;
-  else v->qN = u, v->doN = u + sz;
+  v->kT = u, v->vN = u + sz;
 }
 
-/* Packs unit x (kv head or query head) of sequence b where view_pre points a head's view,
- * bf16 rows widened in t's wq (once for the two arrays of the keys). */
-static void prepack_unit(const attn_job *a, int b, int64_t x, tile_scratch *t) {
-  const int64_t s0 = a->cu[b], L = a->cu[b + 1] - s0, HS = a->HS;
-  const int64_t ld = (a->which == PASS_DKV ? a->NH : a->NKV) * HS, row0 = s0 * ld + x * HS;
+/* x's L rows of fp32 values (fp32 tensors, widened bf16) packed ahead into dst (pre_size
+ * floats) as B^T (tb: K^T, V^T) or as B over the positions (K, Q, dO, V). */
+static void pack_ahead(opnd x, int tb, int64_t L, int64_t HS, int bf16, float *dst) {
+  const srlm_cpu_mm p = {.b = x.f, .ldb = x.ld, .trans_b = tb, .M = 1, .K = tb ? HS : L, .N = tb ? L : HS,
+                         .bf16 = bf16, .chain = 1};
+  srlm_cpu_prepack_b(&p, dst);
+}
+
+/* Packs kv head g of sequence b where view_pre points a head's view, bf16 rows widened in
+ * t's wq. */
+static void prepack_unit(const attn_job *a, int b, int64_t g, tile_scratch *t) {
+  const int64_t s0 = a->cu[b], L = a->cu[b + 1] - s0, HS = a->HS, ld = a->NKV * HS, row0 = s0 * ld + g * HS;
   head_view v = {0};
-  view_pre(&v, a, b, x, x);
-  /* each array: where it goes, its tensor, whether it is B^T (rows are B's columns) */
-  const struct {
-    const float *dst;
-    const void *src;
-    int tb;
-  } arr[] = {{v.kT, a->k, 1}, {v.kN, a->k, 0}, {v.vT, a->v, 1}, {v.vN, a->v, 0}, {v.qN, a->q, 0}, {v.doN, a->dout, 0}};
-  const void *widened = NULL;
-  for (size_t i = 0; i < sizeof arr / sizeof arr[0]; i++) {
-    if (!arr[i].dst) continue;
-    const float *f = t->wq;
-    int64_t fld = HS;
-    if (a->dt == SRLM_F32) {
-      f = (const float *)arr[i].src + row0, fld = ld;
-    } else {
-      if (widened != arr[i].src) widen_rows(t->wq, (const uint16_t *)arr[i].src + row0, L, ld, HS);
-      widened = arr[i].src;
+  view_pre(&v, a, b, g);
+  const void *src[2] = {a->k, a->v};
+  float *dst[2] = {(float *)v.kT, (float *)v.vN}; /* (in a->pre, which is the job's to write) */
+  for (int i = 0; i < 2; i++) {
+    opnd x = {.f = (const float *)src[i] + row0, .ld = ld};
+    if (a->dt != SRLM_F32) {
+      widen_rows(t->wq, (const uint16_t *)src[i] + row0, L, ld, HS);
+      x = (opnd){.f = t->wq, .ld = HS};
     }
-    const srlm_cpu_mm p = {.b = f, .ldb = fld, .trans_b = arr[i].tb, .M = 1, .K = arr[i].tb ? HS : L,
-                           .N = arr[i].tb ? L : HS, .bf16 = a->dt != SRLM_F32, .chain = 1};
-    srlm_cpu_prepack_b(&p, (float *)arr[i].dst); /* (in a->pre, which is the job's to write) */
+    pack_ahead(x, i == 0, L, HS, a->dt != SRLM_F32, dst[i]);
   }
 }
 
-/* Points v's stash at sequence b's head h (nothing when the job has none). */
-static void view_stash(head_view *v, const attn_job *a, int b, int64_t h, int64_t L) {
-  if (!a->stash) return;
-  v->sp = a->stash + 2 * (a->st_off[b] + h * L * L);
-  v->sds = v->sp + L * L;
-  v->st_ld = L;
-}
-
-/* run_task on bf16 tensors: the operands as bf16_rows / bf16_kv give them, the same tile
- * code, its fp32 output rows (in t's wa, wb) rounded back. */
-static srlm_status run_task_bf16(const attn_job *a, const task *tk, tile_scratch *t) {
+/* The forward's task on bf16 tensors: the operands as bf16_rows / bf16_kv give them, the
+ * same tile code, its fp32 output rows (in t's wa) rounded back. */
+static srlm_status fwd_task_bf16(const attn_job *a, const task *tk, tile_scratch *t) {
   const int64_t s0 = a->cu[tk->seq], L = a->cu[tk->seq + 1] - s0, rep = a->NH / a->NKV, HS = a->HS, NH = a->NH;
   const int64_t qld = NH * HS, kvld = a->NKV * HS;
   const int64_t first = (int64_t)tk->tile * QT, n = L - first < QT ? L - first : QT;
-  const uint16_t *q = a->q, *dout = a->dout;
   const mask mk = {.W = a->W, .L = L, .causal = a->causal};
-  opnd k, v;
-  if (a->which == PASS_DKV) { /* kv head g, keys [first, first + n) */
-    const int64_t g = tk->head, kv0 = (s0 + first) * kvld + g * HS;
-    if (a->pre && a->stash) /* the keys and values are read only to compute P and dS again */
-      k = v = (opnd){0};
-    else
-      bf16_kv(t, (const uint16_t *)a->k + s0 * kvld + g * HS, (const uint16_t *)a->v + s0 * kvld + g * HS, first,
-              first + n, kvld, HS, &k, &v);
-    head_view hv[64];
-    for (int64_t r = 0; r < rep; r++) {
-      const int64_t h = g * rep + r;
-      const uint16_t *qh = q + s0 * qld + h * HS, *doh = dout + s0 * qld + h * HS;
-      hv[r] = (head_view){.k = k, .v = v, .dk = t->wa, .dv = t->wb, .lse = a->lse + s0 * NH + h,
-                          .D = a->D + s0 * NH + h, .dkv_ld = HS, .lse_ld = NH};
-      view_stash(&hv[r], a, tk->seq, h, L);
-      view_pre(&hv[r], a, tk->seq, g, h);
-      if (t->direct)
-        hv[r].q = (opnd){.h = qh, .ld = qld}, hv[r].dout = (opnd){.h = doh, .ld = qld};
-      else
-        hv[r].q16 = qh, hv[r].dout16 = doh, hv[r].src_ld = qld;
-    }
-    SRLM_TRY(dkv_tile(hv, (int)rep, first, n, &mk, HS, a->scale, t));
-    narrow_rows((uint16_t *)a->dk + kv0, kvld, t->wa + first * HS, n, HS);
-    narrow_rows((uint16_t *)a->dv + kv0, kvld, t->wb + first * HS, n, HS);
-    return SRLM_OK;
-  }
   /* query head h, queries [first, first + n), the keys they see [jlo, jhi) */
   const int64_t h = tk->head, g = h / rep, q0 = (s0 + first) * qld + h * HS;
   const int64_t jlo = key_lo(first, a->W), jhi = key_hi(first + n - 1, &mk) + 1;
+  opnd k, v;
   if (a->pre) /* every product reads the keys and values packed ahead */
     k = v = (opnd){0};
   else
     bf16_kv(t, (const uint16_t *)a->k + s0 * kvld + g * HS, (const uint16_t *)a->v + s0 * kvld + g * HS, jlo, jhi,
             kvld, HS, &k, &v);
-  head_view hv = {.q = bf16_rows(t, q + q0, n, qld, HS, t->wq), .k = k, .v = v, .out_ld = HS, .lse_ld = NH,
-                  .lse = a->lse ? a->lse + (s0 + first) * NH + h : NULL};
-  view_pre(&hv, a, tk->seq, g, h);
-  if (a->which == PASS_FWD) {
-    hv.out = t->wa;
-    SRLM_TRY(fwd_tile(&hv, n, first, &mk, HS, a->scale, t));
-    narrow_rows((uint16_t *)a->out + q0, qld, t->wa, n, HS);
-    return SRLM_OK;
-  }
-  hv.dout = bf16_rows(t, dout + q0, n, qld, HS, t->wdo);
-  hv.o = bf16_rows(t, (const uint16_t *)a->o + q0, n, qld, HS, t->wo);
-  hv.dq = t->wa, hv.D = a->D + (s0 + first) * NH + h;
-  view_stash(&hv, a, tk->seq, h, L);
-  SRLM_TRY(dq_tile(&hv, n, first, &mk, HS, a->scale, t));
-  narrow_rows((uint16_t *)a->dq + q0, qld, t->wa, n, HS);
+  head_view hv = {.q = bf16_rows(t, (const uint16_t *)a->q + q0, n, qld, HS, t->wq), .k = k, .v = v, .out = t->wa,
+                  .out_ld = HS, .lse_ld = NH, .lse = a->lse ? a->lse + (s0 + first) * NH + h : NULL};
+  view_pre(&hv, a, tk->seq, g);
+  SRLM_TRY(fwd_tile(&hv, n, first, &mk, HS, a->scale, t));
+  narrow_rows((uint16_t *)a->out + q0, qld, t->wa, n, HS);
   return SRLM_OK;
 }
 
+/* rows x HS fp32 values (row stride ld) set to +0 */
+static void zero_rows(float *x, int64_t rows, int64_t ld, int64_t HS) {
+  for (int64_t r = 0; r < rows; r++) memset(x + r * ld, 0, (size_t)HS * sizeof *x);
+}
+
+/* The backward of sequence b's kv head g: its keys' dK, dV and its query heads' dQ (see the
+ * top). dK, dV and dQ accumulate from +0 (the fp32 tensors' rows, or t's wa, wb, wdq for
+ * bf16, rounded back at the end), so every element is one chain in a fixed order: dK and dV
+ * of a key over the group's heads in turn, each head's queries in order; dQ of a query over
+ * the keys in order (a masked entry's zero term leaves a chain that starts at +0 as it
+ * was). Those are the chains of the single products over all queries or keys that a pass
+ * per query tile and a pass per key tile computed before (fp32 chains continue through C
+ * exactly): the same bits for fp32 tensors and at the amx level, which keeps no P or dS
+ * between passes and computes none twice (at the 100M bf16 training shape, one thread,
+ * attention_backward took ... the time). */
+static srlm_status bwd_task(const attn_job *a, int b, int64_t g, tile_scratch *t) {
+  const int64_t s0 = a->cu[b], L = a->cu[b + 1] - s0, rep = a->NH / a->NKV, HS = a->HS, NH = a->NH;
+  const int64_t qld = NH * HS, kvld = a->NKV * HS, kv0 = s0 * kvld + g * HS;
+  const int bf = a->dt != SRLM_F32;
+  const mask mk = {.W = a->W, .L = L, .causal = a->causal};
+  head_view h = {.lse_ld = NH, .nr = t->nr, .pld_t = HS * t->nr, .pld_n = L * t->nr};
+  if (bf) {
+    bf16_kv(t, (const uint16_t *)a->k + kv0, (const uint16_t *)a->v + kv0, 0, L, kvld, HS, &h.k, &h.v);
+    h.dk = t->wa, h.dv = t->wb, h.dkv_ld = HS;
+  } else {
+    h.k = (opnd){.f = (const float *)a->k + kv0, .ld = kvld}, h.v = (opnd){.f = (const float *)a->v + kv0, .ld = kvld};
+    h.dk = (float *)a->dk + kv0, h.dv = (float *)a->dv + kv0, h.dkv_ld = kvld;
+  }
+  zero_rows(h.dk, L, h.dkv_ld, HS);
+  zero_rows(h.dv, L, h.dkv_ld, HS);
+  float *pk[5] = {NULL}; /* K^T, V^T, K; the head's Q, dO */
+  if (t->pk) {
+    const int64_t sz = pre_size(L, HS, t->nr);
+    for (int i = 0; i < 5; i++) pk[i] = t->pk + i * sz;
+    pack_ahead(h.k, 1, L, HS, bf, pk[0]);
+    pack_ahead(h.v, 1, L, HS, bf, pk[1]);
+    pack_ahead(h.k, 0, L, HS, bf, pk[2]);
+    h.kT = pk[0], h.vT = pk[1], h.kN = pk[2], h.qN = pk[3], h.doN = pk[4];
+  }
+  for (int64_t r = 0; r < rep; r++) {
+    const int64_t hh = g * rep + r, q0 = s0 * qld + hh * HS;
+    if (bf) {
+      h.q = bf16_rows(t, (const uint16_t *)a->q + q0, L, qld, HS, t->wq);
+      h.dout = bf16_rows(t, (const uint16_t *)a->dout + q0, L, qld, HS, t->wdo);
+      h.o = bf16_rows(t, (const uint16_t *)a->o + q0, L, qld, HS, t->wo);
+      h.dq = t->wdq, h.out_ld = HS;
+    } else {
+      h.q = (opnd){.f = (const float *)a->q + q0, .ld = qld};
+      h.dout = (opnd){.f = (const float *)a->dout + q0, .ld = qld};
+      h.o = (opnd){.f = (const float *)a->o + q0, .ld = qld};
+      h.dq = (float *)a->dq + q0, h.out_ld = qld;
+    }
+    h.lse = a->lse + s0 * NH + hh, h.D = a->D + s0 * NH + hh;
+    /* D = dO . O per query: the fma chain of the products dP = dO V^T, so that where out is
+     * a single value row, dP - D is exactly 0 (in bf16 unless a term or partial sum is
+     * subnormal: the bf16 product flushes those, this chain does not) */
+    for (int64_t i = 0; i < L; i++)
+      h.D[i * NH] = fma_chain(row_f32(h.dout, i, t->wdo, HS), row_f32(h.o, i, t->wo, HS), HS);
+    zero_rows(h.dq, L, h.out_ld, HS);
+    if (t->pk) {
+      pack_ahead(h.q, 0, L, HS, bf, pk[3]);
+      pack_ahead(h.dout, 0, L, HS, bf, pk[4]);
+    }
+    for (int64_t j0 = 0; j0 < L; j0 += QT) SRLM_TRY(bwd_tile(&h, j0, L - j0 < QT ? L - j0 : QT, &mk, HS, a->scale, t));
+    if (bf) narrow_rows((uint16_t *)a->dq + q0, qld, t->wdq, L, HS);
+  }
+  if (bf) {
+    narrow_rows((uint16_t *)a->dk + kv0, kvld, t->wa, L, HS);
+    narrow_rows((uint16_t *)a->dv + kv0, kvld, t->wb, L, HS);
+  }
+  return SRLM_OK;
+}
+
+/* A backward thread's scratch beyond scratch_alloc's (L: the longest sequence): dQ's rows of
+ * a bf16 head, and the task's B operands packed ahead where they apply and fit (else none:
+ * packed per product, not an error); 0 when out of memory. */
+static int bwd_scratch(tile_scratch *t, const attn_job *a, int64_t L, int direct) {
+  if (a->dt != SRLM_F32 && !(t->wdq = malloc((size_t)(L * a->HS) * sizeof *t->wdq))) return 0;
+  const int nr = prepack_nr(a->dt, direct);
+  const uint64_t floats = nr ? 5 * (uint64_t)pre_size(L, a->HS, nr) : 0;
+  if (floats > 0 && floats <= __atomic_load_n(&g_pre_bytes, __ATOMIC_RELAXED) / sizeof(float) &&
+      posix_memalign((void **)&t->pk, 64, (size_t)floats * sizeof(float)) == 0)
+    t->nr = nr;
+  else
+    t->pk = NULL;
+  return 1;
+}
+
 static srlm_status run_task(const attn_job *a, const task *tk, tile_scratch *t) {
-  if (a->dt != SRLM_F32) return run_task_bf16(a, tk, t);
+  if (a->which == PASS_BWD) return bwd_task(a, tk->seq, tk->head, t);
+  if (a->dt != SRLM_F32) return fwd_task_bf16(a, tk, t);
   const int64_t s0 = a->cu[tk->seq], L = a->cu[tk->seq + 1] - s0, rep = a->NH / a->NKV;
   const int64_t qld = a->NH * a->HS, kvld = a->NKV * a->HS;
   const int64_t first = (int64_t)tk->tile * QT, n = L - first < QT ? L - first : QT;
-  head_view hv[64];
-  const int64_t heads = a->which == PASS_DKV ? rep : 1;
-  for (int64_t r = 0; r < heads; r++) {
-    const int64_t h = a->which == PASS_DKV ? tk->head * rep + r : tk->head, g = h / rep;
-    /* rows from the tile's first query (forward, dQ) or the sequence start (dK/dV) */
-    const int64_t row0 = a->which == PASS_DKV ? s0 : s0 + first;
-    head_view *v = &hv[r];
-    memset(v, 0, sizeof *v);
-    v->out_ld = qld, v->dkv_ld = kvld, v->lse_ld = a->NH;
-    v->q = (opnd){.f = (const float *)a->q + row0 * qld + h * a->HS, .ld = qld};
-    v->k = (opnd){.f = (const float *)a->k + s0 * kvld + g * a->HS, .ld = kvld};
-    v->v = (opnd){.f = (const float *)a->v + s0 * kvld + g * a->HS, .ld = kvld};
-    if (a->out) v->out = (float *)a->out + row0 * qld + h * a->HS;
-    if (a->lse) v->lse = a->lse + row0 * a->NH + h;
-    if (a->dout) v->dout = (opnd){.f = (const float *)a->dout + row0 * qld + h * a->HS, .ld = qld};
-    if (a->o) v->o = (opnd){.f = (const float *)a->o + row0 * qld + h * a->HS, .ld = qld};
-    if (a->dq) v->dq = (float *)a->dq + row0 * qld + h * a->HS;
-    if (a->D) v->D = a->D + row0 * a->NH + h;
-    if (a->dk) v->dk = (float *)a->dk + s0 * kvld + g * a->HS;
-    if (a->dv) v->dv = (float *)a->dv + s0 * kvld + g * a->HS;
-    view_stash(v, a, tk->seq, h, L);
-    view_pre(v, a, tk->seq, g, h);
-  }
+  const int64_t h = tk->head, g = h / rep, row0 = s0 + first; /* rows from the tile's first query */
+  head_view v = {.out_ld = qld, .lse_ld = a->NH};
+  v.q = (opnd){.f = (const float *)a->q + row0 * qld + h * a->HS, .ld = qld};
+  v.k = (opnd){.f = (const float *)a->k + s0 * kvld + g * a->HS, .ld = kvld};
+  v.v = (opnd){.f = (const float *)a->v + s0 * kvld + g * a->HS, .ld = kvld};
+  v.out = (float *)a->out + row0 * qld + h * a->HS;
+  if (a->lse) v.lse = a->lse + row0 * a->NH + h;
+  view_pre(&v, a, tk->seq, g);
   const mask mk = {.W = a->W, .L = L, .causal = a->causal};
-  switch (a->which) {
-    case PASS_FWD: return fwd_tile(&hv[0], n, first, &mk, a->HS, a->scale, t);
-    case PASS_DQ: return dq_tile(&hv[0], n, first, &mk, a->HS, a->scale, t);
-    case PASS_DKV: return dkv_tile(hv, (int)rep, first, n, &mk, a->HS, a->scale, t);
-  }
-  return SRLM_OK;
+  return fwd_tile(&v, n, first, &mk, a->HS, a->scale, t);
 }
 
 /* Runs tasks in parallel; each thread keeps its scratch (tiles of up to J keys). The
@@ -757,14 +743,13 @@ static srlm_status run_tasks(const char *where, const attn_job *a, const task *t
   {
     tile_scratch t;
     memset(&t, 0, sizeof t);
-    const int ok = scratch_alloc(&t, a->dt, J, a->HS, direct);
+    const int ok = scratch_alloc(&t, a->dt, J, a->HS, direct) && (a->which != PASS_BWD || bwd_scratch(&t, a, J, direct));
     if (a->pre) {
-      const int64_t X = pre_heads(a);
 #ifdef _OPENMP
 #pragma omp for schedule(dynamic, 1)
 #endif
-      for (int64_t i = 0; i < a->B * X; i++)
-        if (ok) prepack_unit(a, (int)(i / X), i % X, &t);
+      for (int64_t i = 0; i < a->B * a->NKV; i++)
+        if (ok) prepack_unit(a, (int)(i / a->NKV), i % a->NKV, &t);
       /* (the implicit barrier of the omp for: every unit is packed) */
     }
 #ifdef _OPENMP
@@ -810,35 +795,6 @@ srlm_status srlm_cpu_attention_forward(srlm_backend *be, srlm_attention_params p
   return st;
 }
 
-/* The backward's stash: the dK/dV pass reads P and dS where the dQ pass computed them,
- * instead of computing Q K^T, dO V^T, the exp and dS a second time (the same values: each
- * entry is a function of its query and key alone, so the same bits). It holds every
- * (query, key) of each sequence's heads, 2 NH sum(L_b^2) floats, up to
- * srlm_backend_cpu_set_attention_stash's bytes (SRLM_CPU_ATTENTION_STASH_DEFAULT, 256 MiB, unless set). At the 100M
- * training shape (4 x 256 tokens, 12 heads) that is 25 MB; bench_backend's bf16
- * attention_backward at L = 256 took 20-35% less time with it (2 threads). Past the
- * bytes, or when they cannot be allocated, the pass recomputes them. */
-static size_t g_stash_bytes = SRLM_CPU_ATTENTION_STASH_DEFAULT;
-void srlm_backend_cpu_set_attention_stash(size_t bytes) { __atomic_store_n(&g_stash_bytes, bytes, __ATOMIC_RELAXED); }
-
-/* Offsets of each sequence's heads in the stash (B + 1 entries, the last the floats of one
- * of P or dS), or NULL when the stash would pass its bytes. */
-static int64_t *stash_plan(int B, const int32_t *cu, int64_t NH) {
-  const uint64_t cap = __atomic_load_n(&g_stash_bytes, __ATOMIC_RELAXED) / sizeof(float);
-  int64_t *off = malloc((size_t)(B + 1) * sizeof *off);
-  if (!off) return NULL;
-  off[0] = 0; /* floats of P so far; each step checked against cap / 2 before it can wrap */
-  for (int b = 0; b < B; b++) {
-    const uint64_t L = (uint64_t)(cu[b + 1] - cu[b]), room = cap / 2 - (uint64_t)off[b];
-    if (L > 0 && ((uint64_t)NH > room / L || (uint64_t)NH * L > room / L)) {
-      free(off);
-      return NULL;
-    }
-    off[b + 1] = off[b] + (int64_t)((uint64_t)NH * L * L);
-  }
-  return off;
-}
-
 srlm_status srlm_cpu_attention_backward(srlm_backend *be, srlm_attention_bwd_params p) {
   (void)be;
   const char *where = "cpu attention_backward";
@@ -846,40 +802,21 @@ srlm_status srlm_cpu_attention_backward(srlm_backend *be, srlm_attention_bwd_par
   int64_t Lmax;
   SRLM_TRY(check_cu(where, p.cu_seqlens, p.B, p.T, &Lmax));
   if (p.T == 0) return SRLM_OK;
-  if (p.NH / p.NKV > 64)
-    return srlm_error(SRLM_ERR_UNSUPPORTED, where, "more than 64 query heads per kv head (%lld)", (long long)(p.NH / p.NKV));
   float *D = malloc((size_t)(p.T * p.NH) * sizeof *D); /* (T, NH) dout . out */
-  size_t nq, nkv;
-  task *tq = make_tasks(p.B, p.cu_seqlens, p.NH, &nq), *tkv = make_tasks(p.B, p.cu_seqlens, p.NKV, &nkv);
+  size_t n;
+  task *ts = make_bwd_tasks(p.B, p.cu_seqlens, p.NKV, &n);
   srlm_status st = SRLM_OK;
-  if (!D || !tq || !tkv) st = srlm_error(SRLM_ERR_NOMEM, where, "cannot allocate %lld floats of scratch", (long long)(p.T * p.NH));
-  attn_job a = {.which = PASS_DQ, .cu = p.cu_seqlens, .NH = p.NH, .NKV = p.NKV, .HS = p.HS, .W = p.window,
-                .causal = !p.non_causal, .scale = p.scale, .dt = p.dtype, .q = p.q, .k = p.k, .v = p.v,
-                .dout = p.dout, .o = p.out, .lse = (float *)p.lse, .dq = p.dq, .D = D, .B = p.B};
-  int64_t *st_off = st == SRLM_OK ? stash_plan(p.B, p.cu_seqlens, p.NH) : NULL;
-  if (st_off) {
-    a.stash = malloc((size_t)(2 * st_off[p.B]) * sizeof(float)); /* none: recompute */
-    a.st_off = st_off;
+  if (!D || !ts) {
+    st = srlm_error(SRLM_ERR_NOMEM, where, "cannot allocate %lld floats of scratch", (long long)(p.T * p.NH));
+  } else {
+    const attn_job a = {.which = PASS_BWD, .cu = p.cu_seqlens, .NH = p.NH, .NKV = p.NKV, .HS = p.HS, .W = p.window,
+                        .causal = !p.non_causal, .scale = p.scale, .dt = p.dtype, .q = p.q, .k = p.k, .v = p.v,
+                        .dout = p.dout, .o = p.out, .lse = (float *)p.lse, .dq = p.dq, .dk = p.dk, .dv = p.dv,
+                        .D = D, .B = p.B};
+    st = run_tasks(where, &a, ts, n, Lmax);
   }
-  if (st == SRLM_OK) {
-    prepack_plan(&a, direct_for());
-    st = run_tasks(where, &a, tq, nq, Lmax);
-    prepack_free(&a);
-  }
-  a.which = PASS_DKV;
-  a.dq = NULL;
-  a.dk = p.dk;
-  a.dv = p.dv;
-  if (st == SRLM_OK) {
-    prepack_plan(&a, direct_for());
-    st = run_tasks(where, &a, tkv, nkv, Lmax);
-    prepack_free(&a);
-  }
-  free(a.stash);
-  free(st_off);
   free(D);
-  free(tq);
-  free(tkv);
+  free(ts);
   return st;
 }
 
