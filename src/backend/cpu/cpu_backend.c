@@ -120,15 +120,29 @@ void srlm_cpu_narrow(uint16_t *dst, const float *src, int64_t n) {
   if (n > 0) convert_block(dst, SRLM_BF16, src, SRLM_F32, n);
 }
 
-void srlm_cpu_narrow_rows(uint16_t *dst, int64_t ldd, const float *src, int64_t lds, int64_t rows, int64_t n) {
+/* rows x n elements of src (row stride lds, elements of sdt) converted into dst (row stride
+ * ldd, ddt): convert_block of each row, the level looked up once */
+static void convert_rows(void *dst, srlm_dtype ddt, int64_t ldd, const void *src, srlm_dtype sdt, int64_t lds,
+                         int64_t rows, int64_t n) {
   if (n <= 0) return;
+  const size_t ds = srlm_dtype_size(ddt), ss = srlm_dtype_size(sdt);
 #if defined(__x86_64__) || defined(__i386__)
-  if (srlm_cpu_isa() >= SRLM_CPU_ISA_AVX512) { /* convert_block's choice, made once */
-    for (int64_t r = 0; r < rows; r++) convert_avx512(dst + r * ldd, SRLM_BF16, src + r * lds, n);
+  if (srlm_cpu_isa() >= SRLM_CPU_ISA_AVX512) {
+    for (int64_t r = 0; r < rows; r++)
+      convert_avx512((char *)dst + (size_t)(r * ldd) * ds, ddt, (const char *)src + (size_t)(r * lds) * ss, n);
     return;
   }
 #endif
-  for (int64_t r = 0; r < rows; r++) srlm_convert(dst + r * ldd, SRLM_BF16, src + r * lds, SRLM_F32, (size_t)n);
+  for (int64_t r = 0; r < rows; r++)
+    srlm_convert((char *)dst + (size_t)(r * ldd) * ds, ddt, (const char *)src + (size_t)(r * lds) * ss, sdt, (size_t)n);
+}
+
+void srlm_cpu_narrow_rows(uint16_t *dst, int64_t ldd, const float *src, int64_t lds, int64_t rows, int64_t n) {
+  convert_rows(dst, SRLM_BF16, ldd, src, SRLM_F32, lds, rows, n);
+}
+
+void srlm_cpu_widen_rows(float *dst, int64_t ldd, const uint16_t *src, int64_t lds, int64_t rows, int64_t n) {
+  convert_rows(dst, SRLM_F32, ldd, src, SRLM_BF16, lds, rows, n);
 }
 
 /* srlm_cpu_split's element: hi = bf16(x), lo = bf16(x - hi), each to nearest even. */

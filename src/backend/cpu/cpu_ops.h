@@ -129,8 +129,10 @@ int srlm_cpu_chain_widen(void);
 void srlm_cpu_widen(float *dst, const uint16_t *src, int64_t n);  /* exact */
 void srlm_cpu_narrow(uint16_t *dst, const float *src, int64_t n); /* to nearest even */
 /* rows x n of src (row stride lds) narrowed into dst (row stride ldd): srlm_cpu_narrow of
- * each row, the level looked up once (a product's 32 x 32 tiles, attention's output rows) */
+ * each row, the level looked up once (a product's 32 x 32 tiles, attention's output rows);
+ * widen_rows likewise (attention's input rows) */
 void srlm_cpu_narrow_rows(uint16_t *dst, int64_t ldd, const float *src, int64_t lds, int64_t rows, int64_t n);
+void srlm_cpu_widen_rows(float *dst, int64_t ldd, const uint16_t *src, int64_t lds, int64_t rows, int64_t n);
 /* x as two bf16 parts, hi = bf16(x) and lo = bf16(x - hi) (x - hi is exact; each to
  * nearest even): into hi16 / lo16 as bf16 and into hif / lof widened (either pair may be
  * NULL), in one pass; the bits of srlm_cpu_narrow and srlm_cpu_widen's steps. */
