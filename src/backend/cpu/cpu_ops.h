@@ -86,6 +86,10 @@ void srlm_cpu_packed_forget(srlm_backend *be, const void *ptr, size_t bytes);
 /* out[i] = exp(a x[i] - b) for i < n (out may alias x, or be NULL), vectorized; returns
  * the sum of the outputs, added in a fixed order (see vexp.c). */
 float srlm_cpu_exp_affine(const float *x, float a, float b, float *out, int64_t n);
+/* The largest x[i], i < n, by the rule m = x[i] > m ? x[i] : m from -INFINITY in order (NaN
+ * never taken; of equal zeros the first): sixteen lanes at the avx512 levels and above, the
+ * same value (the softmax rows' max, vexp.c). */
+float srlm_cpu_max(const float *x, int64_t n);
 
 /* The vector code level in force (isa.c): SRLM_CPU_ISA_*. AVX512_BF16 is AVX-512 plus the
  * bf16 dot-product instruction for bf16 matrix products (every other op runs its AVX-512

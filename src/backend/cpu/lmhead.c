@@ -38,8 +38,7 @@ static void row_fold(const float *z, int64_t V, float *m_io, float *s_io) {
   float m = *m_io, s = *s_io;
   for (int64_t b = 0; b < V; b += LSE_BLOCK) {
     int64_t e = b + LSE_BLOCK < V ? b + LSE_BLOCK : V;
-    float bm = -INFINITY;
-    for (int64_t v = b; v < e; v++) bm = z[v] > bm ? z[v] : bm;
+    const float bm = srlm_cpu_max(z + b, e - b);
     if (bm > m) {
       s *= expf(m - bm);
       m = bm;

@@ -1,5 +1,5 @@
 /* Vectorized exp for the CPU ops (softmax rows, log-prob gathers, SwiGLU):
- * out[i] = exp(a x[i] - b), and the sum of the outputs.
+ * out[i] = exp(a x[i] - b), and the sum of the outputs; and the rows' max (srlm_cpu_max).
  *
  * exp(t) = 2^n p(r), n = round(t / ln 2), r = t - n ln 2 (two-part ln 2, fma), p the
  * degree-7 Taylor-like minimax polynomial of Cephes' expf (max error about 1 ulp on
@@ -144,4 +144,30 @@ float srlm_cpu_exp_affine(const float *x, float a, float b, float *out, int64_t 
   }
 #endif
   return exp_affine_scalar(x, a, b, out, n);
+}
+
+#ifdef SRLM_X86
+/* Each lane keeps x > m ? x : m (vmaxps returns its second operand where the first is NaN
+ * or they are equal: the scalar rule per lane); the lanes' maxima then combine in any order
+ * to the same value, except the sign of a zero maximum (looked up by srlm_cpu_max). */
+__attribute__((target("avx512f"))) static int64_t max_avx512(const float *x, int64_t n, float *mx) {
+  __m512 vm = _mm512_set1_ps(-INFINITY);
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16) vm = _mm512_max_ps(_mm512_loadu_ps(x + i), vm);
+  *mx = _mm512_reduce_max_ps(vm);
+  return i;
+}
+#endif
+
+float srlm_cpu_max(const float *x, int64_t n) {
+  float m = -INFINITY;
+  int64_t i = 0;
+#ifdef SRLM_X86
+  if (srlm_cpu_isa() >= SRLM_CPU_ISA_AVX512) i = max_avx512(x, n, &m);
+#endif
+  for (; i < n; i++) m = x[i] > m ? x[i] : m;
+  if (m == 0.0f)
+    for (i = 0; i < n; i++)
+      if (x[i] == 0.0f) return x[i];
+  return m;
 }
