@@ -239,13 +239,18 @@ static void test_matmul_bf16_c(srlm_backend *be) {
   static const struct { int64_t M, N, K; int ta, tb, bias; } cases[] = {
       {1, 1, 1, 0, 1, 0},       {13, 45, 255, 0, 1, 0}, {200, 97, 513, 0, 0, 0}, {65, 130, 260, 1, 0, 0},
       {37, 70, 2048, 0, 1, 0}, {9, 40, 2049, 0, 1, 0}, {21, 33, 300, 0, 1, 1},
+      /* C of at least 2^20 elements, ldc a multiple of 32 (1024) and 64-byte aligned rows:
+         whole 32-column tiles written with non-temporal stores (matmul.c's STREAM_C_MIN),
+         the last panel's 29 columns and the last 6 rows not */
+      {1030, 1021, 40, 0, 1, 0},
   };
   enum { PAD = 3 };
   for (size_t t = 0; t < sizeof cases / sizeof cases[0]; t++) {
     const int64_t M = cases[t].M, N = cases[t].N, K = cases[t].K, ldc = N + PAD;
     const int ta = cases[t].ta, tb = cases[t].tb;
     uint16_t *a = srlm_xcalloc((size_t)(M * K), 2), *b = srlm_xcalloc((size_t)(K * N), 2);
-    uint16_t *c16 = srlm_xcalloc((size_t)(M * ldc), 2), *bias16 = srlm_xcalloc((size_t)N, 2);
+    uint16_t *c16 = NULL, *bias16 = srlm_xcalloc((size_t)N, 2);
+    EXPECT(posix_memalign((void **)&c16, 64, (size_t)(M * ldc) * 2) == 0, "out of memory"); /* rows as the model's */
     float *f = fbuf(M * K + K * N + N), *c32 = fbuf(M * ldc), *bias32 = fbuf(N);
     fill_uniform(f, M * K + K * N + N, -1, 1);
     for (int64_t i = 0; i < M * K; i++) a[i] = srlm_f32_to_bf16(f[i]);

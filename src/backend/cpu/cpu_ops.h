@@ -137,6 +137,12 @@ void srlm_cpu_narrow(uint16_t *dst, const float *src, int64_t n); /* to nearest 
  * widen_rows likewise (attention's input rows) */
 void srlm_cpu_narrow_rows(uint16_t *dst, int64_t ldd, const float *src, int64_t lds, int64_t rows, int64_t n);
 void srlm_cpu_widen_rows(float *dst, int64_t ldd, const uint16_t *src, int64_t lds, int64_t rows, int64_t n);
+/* rows x 32 of src (row stride lds) narrowed as srlm_cpu_narrow_rows into dst (row stride
+ * ldd), each row one 64-byte line written past the caches (a non-temporal store: every row
+ * of dst 64-byte aligned); at the avx512 levels and above only. The writing thread calls
+ * srlm_cpu_stream_fence before another thread may read them. */
+void srlm_cpu_narrow_rows32_stream(uint16_t *dst, int64_t ldd, const float *src, int64_t lds, int64_t rows);
+void srlm_cpu_stream_fence(void);
 /* x as two bf16 parts, hi = bf16(x) and lo = bf16(x - hi) (x - hi is exact; each to
  * nearest even): into hi16 / lo16 as bf16 and into hif / lof widened (either pair may be
  * NULL), in one pass; the bits of srlm_cpu_narrow and srlm_cpu_widen's steps. */
