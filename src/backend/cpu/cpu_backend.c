@@ -77,70 +77,11 @@ static float *stage_new(srlm_cpu_stage *s, int64_t n) {
 
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
-#include <pthread.h>
-
-/* fp32 -> bf16 thirty-two at a time by the AVX-512 BF16 conversion instruction, which rounds
- * to nearest even and turns a NaN quiet as core.h's arithmetic does, but takes a denormal
- * input for zero: a block with a denormal goes through round16 instead. Where the level
- * has the instruction (avx512bf16, amx) and it passed bf16_cvt_ok's check. A bf16 C tile
- * took about a quarter of a 1024 x 2048 x 768 product's time to narrow with round16 alone. */
-__attribute__((target("avx512f,avx512bf16"))) static int64_t narrow_cvt(uint16_t *d, const float *s, int64_t n) {
-  const __m512i expo = _mm512_set1_epi32(0x7f800000), mant = _mm512_set1_epi32(0x007fffff);
-  int64_t i = 0;
-  for (; i + 32 <= n; i += 32) {
-    const __m512i lo = _mm512_loadu_si512(s + i), hi = _mm512_loadu_si512(s + i + 16);
-    const __mmask16 dl = _mm512_mask_test_epi32_mask(_mm512_testn_epi32_mask(lo, expo), lo, mant);
-    const __mmask16 dh = _mm512_mask_test_epi32_mask(_mm512_testn_epi32_mask(hi, expo), hi, mant);
-    if (dl | dh) {
-      _mm256_storeu_si256((__m256i *)(void *)(d + i), _mm512_cvtepi32_epi16(round16(lo)));
-      _mm256_storeu_si256((__m256i *)(void *)(d + i + 16), _mm512_cvtepi32_epi16(round16(hi)));
-    } else {
-      const __m512bh v = _mm512_cvtne2ps_pbh(_mm512_castsi512_ps(hi), _mm512_castsi512_ps(lo));
-      _mm512_storeu_si512(d + i, (__m512i)v);
-    }
-  }
-  return i;
-}
-
-/* The instruction against core.h's rounding on ties either way, carries into the exponent
- * and to infinity, signed zeros, infinities, NaNs with payloads, denormals (the fallback) and
- * a spread of values. Computed once. */
-static int g_cvt_ok;
-static void bf16_cvt_check_once(void) {
-  if (!__builtin_cpu_supports("avx512f") || !__builtin_cpu_supports("avx512bf16")) return;
-  enum { N = 4096 };
-  /* blocks 2-3 hold these (the instruction's path: no denormal there), block 0 the denormals
-     beside them (round16's path), the rest random bits (a few of them denormal) */
-  static const uint32_t special[] = {0x00000000u, 0x80000000u, 0x3f808000u, 0x3f818000u, 0x3f80ffffu, 0x7f7fffffu,
-                                     0xff7fffffu, 0x7f7f8000u, 0x7f800000u, 0xff800000u, 0x7fc00001u, 0xffa12345u,
-                                     0x7f800001u, 0x00800000u, 0x80800000u, 0x3fffffffu, 0x477fe000u, 0xc0ff7fffu};
-  static const uint32_t denormal[] = {0x00000001u, 0x807fffffu, 0x00400000u, 0x00008000u, 0x80018000u};
-  const int ns = (int)(sizeof special / sizeof special[0]), nd = (int)(sizeof denormal / sizeof denormal[0]);
-  float x[N];
-  uint16_t got[N];
-  uint64_t r = 0x9e3779b97f4a7c15ull;
-  for (int i = 0; i < N; i++) {
-    r = r * 6364136223846793005ull + 1442695040888963407ull;
-    uint32_t u = (uint32_t)(r >> 32);
-    if (i < 32) u = i < nd ? denormal[i] : special[i % ns];
-    if (i >= 64 && i < 128) u = special[i % ns];
-    memcpy(&x[i], &u, 4);
-  }
-  narrow_cvt(got, x, N);
-  int ok = 1;
-  for (int i = 0; i < N; i++) ok &= got[i] == srlm_f32_to_bf16(x[i]);
-  g_cvt_ok = ok;
-}
-static int bf16_cvt_ok(void) {
-  static pthread_once_t once = PTHREAD_ONCE_INIT;
-  return srlm_cpu_isa() >= SRLM_CPU_ISA_AVX512_BF16 && pthread_once(&once, bf16_cvt_check_once) == 0 && g_cvt_ok;
-}
-
 /* srlm_convert's bf16 <-> fp32 sixteen at a time with AVX-512 (core.h's arithmetic: widen
- * by a shift; narrow to nearest even with a carry, NaN to a quiet NaN; narrow_cvt first
- * where cvt), the tail by srlm_convert. */
+ * by a shift; narrow to nearest even with a carry, NaN to a quiet NaN), the tail by
+ * srlm_convert. */
 __attribute__((target("avx512f"))) static void convert_avx512(void *dst, srlm_dtype ddt, const void *src,
-                                                                         int64_t n, int cvt) {
+                                                                         int64_t n) {
   int64_t i = 0;
   if (ddt == SRLM_F32) {
     const uint16_t *s = src;
@@ -154,7 +95,6 @@ __attribute__((target("avx512f"))) static void convert_avx512(void *dst, srlm_dt
   }
   const float *s = src;
   uint16_t *d = dst;
-  if (cvt) i = narrow_cvt(d, s, n);
   for (; i + 16 <= n; i += 16)
     _mm256_storeu_si256((__m256i *)(void *)(d + i), _mm512_cvtepi32_epi16(round16(_mm512_loadu_si512(s + i))));
   srlm_convert(d + i, SRLM_BF16, s + i, SRLM_F32, (size_t)(n - i));
@@ -165,7 +105,7 @@ __attribute__((target("avx512f"))) static void convert_avx512(void *dst, srlm_dt
 static void convert_block(void *dst, srlm_dtype ddt, const void *src, srlm_dtype sdt, int64_t n) {
 #if defined(__x86_64__) || defined(__i386__)
   if (sdt != ddt && srlm_cpu_isa() >= SRLM_CPU_ISA_AVX512) {
-    convert_avx512(dst, ddt, src, n, ddt == SRLM_BF16 && bf16_cvt_ok());
+    convert_avx512(dst, ddt, src, n);
     return;
   }
 #endif
@@ -188,9 +128,8 @@ static void convert_rows(void *dst, srlm_dtype ddt, int64_t ldd, const void *src
   const size_t ds = srlm_dtype_size(ddt), ss = srlm_dtype_size(sdt);
 #if defined(__x86_64__) || defined(__i386__)
   if (srlm_cpu_isa() >= SRLM_CPU_ISA_AVX512) {
-    const int cvt = ddt == SRLM_BF16 && bf16_cvt_ok();
     for (int64_t r = 0; r < rows; r++)
-      convert_avx512((char *)dst + (size_t)(r * ldd) * ds, ddt, (const char *)src + (size_t)(r * lds) * ss, n, cvt);
+      convert_avx512((char *)dst + (size_t)(r * ldd) * ds, ddt, (const char *)src + (size_t)(r * lds) * ss, n);
     return;
   }
 #endif
@@ -208,10 +147,10 @@ void srlm_cpu_widen_rows(float *dst, int64_t ldd, const uint16_t *src, int64_t l
 
 #if defined(__x86_64__) || defined(__i386__)
 __attribute__((target("avx512f"))) static void narrow32_stream(uint16_t *dst, int64_t ldd, const float *src,
-                                                               int64_t lds, int64_t rows, int cvt) {
+                                                               int64_t lds, int64_t rows) {
   uint16_t line[32] __attribute__((aligned(64)));
   for (int64_t r = 0; r < rows; r++) {
-    convert_avx512(line, SRLM_BF16, src + r * lds, 32, cvt);
+    convert_avx512(line, SRLM_BF16, src + r * lds, 32);
     _mm512_stream_si512((void *)(dst + r * ldd), _mm512_load_si512(line));
   }
 }
@@ -220,7 +159,7 @@ __attribute__((target("avx512f"))) static void narrow32_stream(uint16_t *dst, in
 void srlm_cpu_narrow_rows32_stream(uint16_t *dst, int64_t ldd, const float *src, int64_t lds, int64_t rows) {
 #if defined(__x86_64__) || defined(__i386__)
   SRLM_CHECK(srlm_cpu_isa() >= SRLM_CPU_ISA_AVX512, "cpu: streamed bf16 rows below the avx512 level");
-  narrow32_stream(dst, ldd, src, lds, rows, bf16_cvt_ok());
+  narrow32_stream(dst, ldd, src, lds, rows);
 #else
   srlm_cpu_narrow_rows(dst, ldd, src, lds, rows, 32);
 #endif
