@@ -27,7 +27,8 @@
  *                        AMX tile products (TDPBF16PS on four tiles in registers, at the
  *                        amx ISA level; else 0), the ceiling a step's model FLOP/s
  *                        (tokens/s x train_gflop_per_token) is measured against (bf16: the
- *                        level's bf16 products, AMX at amx)
+ *                        kernel of the level's bf16 products, bf16_kernel: AMX at amx,
+ *                        vdpbf16ps for "dot", fp32 fma for "fma")
  *   copy_gb_per_s        a STREAM-style copy (a[i] = b[i], 2 x 256 MiB, threads as set,
  *                        bytes read + written / time, best of 5): the machine's reachable
  *                        memory bandwidth that decode is measured against
@@ -456,12 +457,14 @@ int main(int argc, char **argv) {
   const double gflop_tok = (6.0 * mm_params + 6.0 * (double)o.layers * (double)o.seq * D) / 1e9;
   const double peak = o.train_only ? 0.0 : fma_peak(0), peak_bf16 = o.train_only ? 0.0 : fma_peak(1);
   const double peak_amx = o.train_only ? 0.0 : amx_peak();
-  const double peak_dt = o.bf16 && peak_amx > 0 ? peak_amx : o.bf16 && peak_bf16 > 0 ? peak_bf16 : peak;
+  /* the ceiling of the kernel that runs the step's bf16 products */
+  const char *bk = srlm_backend_cpu_bf16_kernel();
+  const int use_amx = o.bf16 && !strcmp(bk, "amx") && peak_amx > 0, use_dot = o.bf16 && !strcmp(bk, "dot") && peak_bf16 > 0;
+  const double peak_dt = use_amx ? peak_amx : use_dot ? peak_bf16 : peak;
   printf("train model FLOP/s: %.1f GFLOP/s (%.3f GFLOP a token) = %.0f%% of the %s multiply-add peak (%.1f GFLOP/s, "
-         "%d threads; fp32 fma %.1f, bf16 dot %.1f, amx %.1f)\n", fwd_bwd * gflop_tok, gflop_tok,
+         "%d threads; fp32 fma %.1f, bf16 dot %.1f, amx %.1f; bf16 products: %s)\n", fwd_bwd * gflop_tok, gflop_tok,
          peak_dt > 0 ? 100.0 * fwd_bwd * gflop_tok / peak_dt : 0.0,
-         o.bf16 && peak_amx > 0 ? "amx" : o.bf16 && peak_bf16 > 0 ? "bf16 dot" : "fp32 fma", peak_dt, o.threads, peak,
-         peak_bf16, peak_amx);
+         use_amx ? "amx" : use_dot ? "bf16 dot" : "fp32 fma", peak_dt, o.threads, peak, peak_bf16, peak_amx, bk);
   int bad = 0;
   if (!isfinite(loss) || fabs(loss - log((double)V)) > 1.0) {
     fprintf(stderr, "bench_model: loss %.4f at random init is not near log V = %.4f\n", loss, log((double)V));
@@ -554,12 +557,12 @@ int main(int argc, char **argv) {
             "\"fwd_bwd_tokens_per_s\":%.1f,\"fwd_bwd_cpu_ms_per_step\":%.1f,\"decode_tokens_per_s\":%.1f,\"prefill_tokens_per_s\":%.1f,"
             "\"loss\":%.5f,\"activation_mb\":%.1f,\"peak_rss_mb\":%.1f,\"greedy_mismatches\":%d,"
             "\"train_gflop_per_token\":%.4f,\"fma_peak_gflops\":%.1f,\"bf16_dot_peak_gflops\":%.1f,"
-            "\"amx_peak_gflops\":%.1f}\n",
+            "\"amx_peak_gflops\":%.1f,\"bf16_kernel\":\"%s\"}\n",
             o.bf16 ? "bf16" : "fp32", o.threads, srlm_model_num_params(m), srlm_backend_cpu_isa(), o.recompute, o.qwen3 ? "qwen3" : "llama",
             copy_gbs, weight_gbs, o.tie, (long long)cfg.head_dim, (long long)C,
             (long long)o.layers, (long long)o.heads, (long long)o.kv_heads, (long long)o.ff, (long long)V, o.seq, o.batch,
             o.steps, DB, N, P, fwd_bwd, 1000 * cpu_train / o.steps, decode, prefill, loss, (double)srlm_model_activation_bytes(m) / 1e6, rss,
-            mismatches, gflop_tok, peak, peak_bf16, peak_amx);
+            mismatches, gflop_tok, peak, peak_bf16, peak_amx, srlm_backend_cpu_bf16_kernel());
     fclose(f);
   }
   free(tokens), free(targets), free(cu), free(logp), free(g), free(slots), free(prompt), free(pcu), free(next);

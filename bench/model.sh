@@ -190,9 +190,10 @@ for size in sizes:
         if all("train_gflop_per_token" in s for s, _ in ok):
             gt = ok[0][0]["train_gflop_per_token"]
             def peak_of(s):  # the level's bf16 products: the tile unit at amx, else vdpbf16ps, else fma
-                if dtype == "bf16" and s.get("amx_peak_gflops", 0) > 0:
+                kind = s.get("bf16_kernel")  # absent before it was recorded: amx or dot by the peaks
+                if dtype == "bf16" and kind in (None, "amx") and s.get("amx_peak_gflops", 0) > 0:
                     return s["amx_peak_gflops"], "AMX tile"
-                if dtype == "bf16" and s["bf16_dot_peak_gflops"] > 0:
+                if dtype == "bf16" and kind in (None, "dot") and s["bf16_dot_peak_gflops"] > 0:
                     return s["bf16_dot_peak_gflops"], "bf16 dot"
                 return s["fma_peak_gflops"], "fp32 fma"
             pk = [peak_of(s)[0] for s, _ in ok]

@@ -716,6 +716,17 @@ const char *srlm_backend_names(void);
 const srlm_backend_ops *srlm_backend_cpu_ops(void);
 const char *srlm_backend_cpu_isa(void);
 srlm_status srlm_backend_cpu_set_isa(const char *isa);
+/* Which kernel runs the compute-bound bf16 matrix products at the level in force: "amx"
+ * (the tile unit), "dot" (the AVX-512 BF16 dot-product instruction on bf16 operands) or
+ * "fma" (the fp32 kernels on widened operands, denormals flushed: the same bits as "dot").
+ * At "avx512bf16" it is "fma" on CPUs that run the dot instruction below two thirds of
+ * their fp32 fma rate (Intel's: half; measured once at the first product), else "dot";
+ * products on packed weights (decode) read bf16 with the dot instruction either way.
+ * set_bf16_kernel forces "dot" or "fma" at that level ("auto" or NULL: measured; the
+ * environment variable SRLM_CPU_BF16_KERNEL does the same before the first product);
+ * unknown names are SRLM_ERR_CONFIG. For tests and benchmarks: not while ops run. */
+const char *srlm_backend_cpu_bf16_kernel(void);
+srlm_status srlm_backend_cpu_set_bf16_kernel(const char *kind);
 /* The bytes the CPU's packed-weight cache holds now (matmul's b_version). */
 size_t srlm_backend_cpu_packed_bytes(void);
 /* The most bytes attention may hold its B operands in, packed once for all of the tiles

@@ -77,8 +77,23 @@ static int64_t first_diff(const float *a, const float *b, int64_t n) {
 
 /* amx first: its bf16 products have their own bits (test_matmul_amx); everything else
  * there is avx512bf16's, attention's products included (they ask for the chain). */
-static const char *const k_isas[] = {"amx", "avx512bf16", "avx512", "avx2", "generic"};
+static const char *const k_isas[] = {"amx", "avx512bf16:dot", "avx512bf16:fma", "avx512", "avx2", "generic"};
 enum { N_ISAS = sizeof k_isas / sizeof k_isas[0] };
+
+/* An ISA level, "avx512bf16" with its bf16 kernel forced (":dot" or ":fma", both the same
+ * bits), or NULL: the CPU's best, measured kernel. */
+static srlm_status set_level(const char *name) {
+  if (!name) {
+    SRLM_TRY(srlm_backend_cpu_set_bf16_kernel(NULL));
+    return srlm_backend_cpu_set_isa(NULL);
+  }
+  char isa[32];
+  snprintf(isa, sizeof isa, "%s", name);
+  char *kind = strchr(isa, ':');
+  if (kind) *kind++ = '\0';
+  SRLM_TRY(srlm_backend_cpu_set_bf16_kernel(kind));
+  return srlm_backend_cpu_set_isa(isa);
+}
 
 /* ---- vector code: the same bits at every ISA level -------------------------------------- */
 
@@ -130,7 +145,7 @@ static void test_matmul_chain(srlm_backend *be) {
        second where M is decode-sized) */
     const uint64_t version = srlm_weights_version_next();
     for (int i = 0; i < N_ISAS; i++) {
-      if (srlm_backend_cpu_set_isa(k_isas[i]) != SRLM_OK) continue; /* not on this CPU */
+      if (set_level(k_isas[i]) != SRLM_OK) continue; /* not on this CPU */
       for (int run = 0; run < 3; run++) {
         memcpy(c, c0, (size_t)nc * sizeof *c);
         p.c = c;
@@ -142,7 +157,7 @@ static void test_matmul_chain(srlm_backend *be) {
       }
     }
     srlm_backend_forget(be, b, (size_t)nb * sizeof *b);
-    EXPECT_EQ_INT(srlm_backend_cpu_set_isa(NULL), SRLM_OK);
+    EXPECT_EQ_INT(set_level(NULL), SRLM_OK);
     free(a), free(b), free(c0), free(bias), free(c), free(chain);
   }
 }
@@ -215,7 +230,7 @@ static void test_matmul_chain_bf16(srlm_backend *be) {
     const uint64_t version = srlm_weights_version_next();
     for (int i = 0; i < N_ISAS; i++) {
       if (!strcmp(k_isas[i], "amx")) continue; /* not the chain: test_matmul_amx */
-      if (srlm_backend_cpu_set_isa(k_isas[i]) != SRLM_OK) continue; /* not on this CPU */
+      if (set_level(k_isas[i]) != SRLM_OK) continue; /* not on this CPU */
       for (int run = 0; run < 3; run++) {
         memcpy(c, c0, (size_t)(M * N) * sizeof *c);
         p.c = c;
@@ -227,7 +242,7 @@ static void test_matmul_chain_bf16(srlm_backend *be) {
       }
     }
     srlm_backend_forget(be, b, (size_t)(K * N) * sizeof *b);
-    EXPECT_EQ_INT(srlm_backend_cpu_set_isa(NULL), SRLM_OK);
+    EXPECT_EQ_INT(set_level(NULL), SRLM_OK);
     free(af), free(bf), free(c0), free(bias), free(c), free(chain), free(a), free(b);
   }
 }
@@ -259,7 +274,7 @@ static void test_matmul_bf16_c(srlm_backend *be) {
     srlm_matmul_params p = {.a = a, .b = b, .M = M, .N = N, .K = K, .trans_a = ta, .trans_b = tb, .dtype = SRLM_BF16,
                             .lda = ta ? M : K, .ldb = tb ? K : N, .ldc = ldc};
     for (int i = 0; i < N_ISAS; i++) {
-      if (srlm_backend_cpu_set_isa(k_isas[i]) != SRLM_OK) continue; /* not on this CPU */
+      if (set_level(k_isas[i]) != SRLM_OK) continue; /* not on this CPU */
       p.c = c32, p.c_dtype = SRLM_F32, p.bias = cases[t].bias ? bias32 : NULL;
       EXPECT_EQ_INT(SRLM_OP(be, matmul, p), SRLM_OK);
       for (int64_t j = 0; j < M * ldc; j++) c16[j] = 0x7fc1; /* a NaN the padding must keep */
@@ -272,7 +287,7 @@ static void test_matmul_bf16_c(srlm_backend *be) {
              "fp32 C rounded (0x%04x)", k_isas[i], (long long)M, (long long)N, (long long)K, ta, tb, cases[t].bias,
              (long long)bad, bad >= 0 ? c16[bad] : 0, bad >= 0 && bad % ldc < N ? srlm_f32_to_bf16(c32[bad]) : 0x7fc1);
     }
-    EXPECT_EQ_INT(srlm_backend_cpu_set_isa(NULL), SRLM_OK);
+    EXPECT_EQ_INT(set_level(NULL), SRLM_OK);
     free(a), free(b), free(c16), free(bias16), free(f), free(c32), free(bias32);
   }
 }
@@ -288,7 +303,7 @@ static void test_matmul_bf16_pad(srlm_backend *be) {
   for (int64_t i = 0; i < KMAX * N; i++) b[i] = srlm_f32_to_bf16(1.5f);
   for (int l = 0; l < N_ISAS; l++) {
     if (!strcmp(k_isas[l], "amx")) continue; /* not the chain: test_matmul_amx */
-    if (srlm_backend_cpu_set_isa(k_isas[l]) != SRLM_OK) continue;
+    if (set_level(k_isas[l]) != SRLM_OK) continue;
     for (size_t t = 0; t < sizeof ks / sizeof ks[0] * 4; t++) {
       const int64_t K = ks[t / 4];
       const int ta = t & 1, tb = (t >> 1) & 1;
@@ -303,7 +318,7 @@ static void test_matmul_bf16_pad(srlm_backend *be) {
              (long long)K, ta, tb, (long long)bad, bad >= 0 ? (double)c[bad] : 0.0);
     }
   }
-  EXPECT_EQ_INT(srlm_backend_cpu_set_isa(NULL), SRLM_OK);
+  EXPECT_EQ_INT(set_level(NULL), SRLM_OK);
   free(a), free(b), free(c);
 }
 
@@ -325,7 +340,7 @@ static void test_matmul_amx(srlm_backend *be) {
     EXPECT(!usable, "this CPU has AMX-BF16 and the OS grants the tile data, but the amx level is not offered: the "
            "tile kernel failed matmul.c's start-up check");
     if (!usable) fprintf(stderr, "  (no amx level on this CPU: its bf16 products are not checked here)\n");
-    EXPECT_EQ_INT(srlm_backend_cpu_set_isa(NULL), SRLM_OK);
+    EXPECT_EQ_INT(set_level(NULL), SRLM_OK);
     return;
   }
   static const struct { int64_t M, N, K; int ta, tb, acc, bias; } cases[] = {
@@ -400,7 +415,7 @@ static void test_matmul_amx(srlm_backend *be) {
     srlm_backend_forget(be, b, (size_t)(K * N) * sizeof *b);
     free(a), free(b), free(af), free(bf), free(c0), free(bias), free(c), free(got), free(row);
   }
-  EXPECT_EQ_INT(srlm_backend_cpu_set_isa(NULL), SRLM_OK);
+  EXPECT_EQ_INT(set_level(NULL), SRLM_OK);
 }
 
 /* SRLM_CPU_PACKED_WEIGHTS=0 (ctest unit.backend_cpu.unpacked): versioned decode-sized
@@ -438,7 +453,7 @@ static void test_cast_levels(srlm_backend *be) {
   for (int64_t i = 0; i < N; i += 7) memcpy(&x[i], &special[(i / 7) % 16], 4);
   for (int64_t i = 0; i < N; i++) want[i] = srlm_f32_to_bf16(x[i]);
   for (int l = 0; l < N_ISAS; l++) {
-    if (srlm_backend_cpu_set_isa(k_isas[l]) != SRLM_OK) continue;
+    if (set_level(k_isas[l]) != SRLM_OK) continue;
     memset(h, 0, N * 2);
     srlm_cast_params c = {.out = h, .x = x, .n = N, .dtype = SRLM_F32, .out_dtype = SRLM_BF16};
     EXPECT_EQ_INT(SRLM_OP(be, cast, c), SRLM_OK);
@@ -452,7 +467,7 @@ static void test_cast_levels(srlm_backend *be) {
     }
     EXPECT(bad < 0, "%s: bf16 -> fp32 cast differs from srlm_bf16_to_f32 at %lld", k_isas[l], (long long)bad);
   }
-  EXPECT_EQ_INT(srlm_backend_cpu_set_isa(NULL), SRLM_OK);
+  EXPECT_EQ_INT(set_level(NULL), SRLM_OK);
   free(x), free(back), free(h), free(want);
 }
 
@@ -543,7 +558,7 @@ static void test_kv_matches_forward(srlm_backend *be) {
     const srlm_dtype dt = bf ? SRLM_BF16 : SRLM_F32;
     const size_t es = bf ? 2 : 4; /* element size */
     for (int isa = 0; isa < N_ISAS; isa++) {
-      if (srlm_backend_cpu_set_isa(k_isas[isa]) != SRLM_OK) continue;
+      if (set_level(k_isas[isa]) != SRLM_OK) continue;
       for (size_t t = 0; t < sizeof cases / sizeof cases[0]; t++) {
         const int B = cases[t].B;
         const int64_t NH = cases[t].NH, NKV = cases[t].NKV, HS = cases[t].HS, W = cases[t].W;
@@ -585,7 +600,7 @@ static void test_kv_matches_forward(srlm_backend *be) {
       }
     }
   }
-  EXPECT_EQ_INT(srlm_backend_cpu_set_isa(NULL), SRLM_OK);
+  EXPECT_EQ_INT(set_level(NULL), SRLM_OK);
 }
 
 /* ---- threads: the same bits with 1 and 3 threads ---------------------------------------- */
@@ -710,17 +725,17 @@ static void test_threads(srlm_backend *be) {
 static void test_isa_levels(srlm_backend *be) {
   const int64_t cap = 2000000;
   float *ref = fbuf(cap), *o = fbuf(cap);
-  EXPECT_EQ_INT(srlm_backend_cpu_set_isa(NULL), SRLM_OK);
+  EXPECT_EQ_INT(set_level(NULL), SRLM_OK);
   const char *best = srlm_backend_cpu_isa();
   const int64_t n = run_threaded_ops(be, ref, cap);
   for (int i = 0; i < N_ISAS; i++) {
-    if (!strcmp(k_isas[i], best) || srlm_backend_cpu_set_isa(k_isas[i]) != SRLM_OK) continue;
+    if (!strcmp(k_isas[i], best) || set_level(k_isas[i]) != SRLM_OK) continue;
     memset(o, 0, (size_t)cap * sizeof *o); /* some ops accumulate into their outputs */
     const int64_t m = run_threaded_ops(be, o, cap);
     EXPECT(m == n, "%s: outputs %lld vs %lld", k_isas[i], (long long)m, (long long)n);
     EXPECT_SAME_BITS(o, ref, n, "the ops at ISA level %s vs %s", k_isas[i], best);
   }
-  EXPECT_EQ_INT(srlm_backend_cpu_set_isa(NULL), SRLM_OK);
+  EXPECT_EQ_INT(set_level(NULL), SRLM_OK);
   free(ref), free(o);
 }
 
@@ -1125,7 +1140,7 @@ static void test_bf16_native(srlm_backend *be) {
   const char *first_at[2] = {"", ""};
   int first_threads[2] = {0, 0};
   for (int i = 0; i < N_ISAS; i++) {
-    if (srlm_backend_cpu_set_isa(k_isas[i]) != SRLM_OK) continue; /* not on this CPU */
+    if (set_level(k_isas[i]) != SRLM_OK) continue; /* not on this CPU */
     const int own = !strcmp(k_isas[i], "amx");
     for (int threads = 1; threads <= 3; threads += 2) {
 #ifdef _OPENMP
@@ -1155,7 +1170,7 @@ static void test_bf16_native(srlm_backend *be) {
 #ifdef _OPENMP
   omp_set_num_threads(saved);
 #endif
-  EXPECT_EQ_INT(srlm_backend_cpu_set_isa(NULL), SRLM_OK);
+  EXPECT_EQ_INT(set_level(NULL), SRLM_OK);
   free(first[0][0]), free(first[0][1]), free(first[1][0]), free(first[1][1]), free(res);
 }
 
@@ -1269,7 +1284,7 @@ int main(void) {
       srlm_backend_cpu_set_isa("avx512bf16") != SRLM_OK)
     fprintf(stderr, "  NOTE: this CPU has AVX-512 BF16, but its vdpbf16ps did not give matmul's bf16 bits on the "
                     "start-up check: bf16 products run the fp32 kernels here\n");
-  EXPECT_EQ_INT(srlm_backend_cpu_set_isa(NULL), SRLM_OK);
+  EXPECT_EQ_INT(set_level(NULL), SRLM_OK);
 #endif
   srlm_backend *be = srlm_backend_cpu();
   EXPECT_STR_EQ(be->name, "cpu");
@@ -1287,6 +1302,14 @@ int main(void) {
   test_kv_matches_forward(be);
   EXPECT_EQ_INT(srlm_backend_cpu_set_isa("avx9"), SRLM_ERR_CONFIG);
   EXPECT_CONTAINS(srlm_error_message(), "unknown ISA 'avx9'");
+  EXPECT_EQ_INT(srlm_backend_cpu_set_bf16_kernel("tiles"), SRLM_ERR_CONFIG);
+  EXPECT_CONTAINS(srlm_error_message(), "unknown bf16 kernel 'tiles'");
+  if (set_level("avx512bf16:fma") == SRLM_OK) {
+    EXPECT(!strcmp(srlm_backend_cpu_bf16_kernel(), "fma"), "avx512bf16:fma runs %s", srlm_backend_cpu_bf16_kernel());
+    EXPECT_EQ_INT(set_level("avx512bf16:dot"), SRLM_OK);
+    EXPECT(!strcmp(srlm_backend_cpu_bf16_kernel(), "dot"), "avx512bf16:dot runs %s", srlm_backend_cpu_bf16_kernel());
+  }
+  EXPECT_EQ_INT(set_level(NULL), SRLM_OK);
   test_threads(be);
   test_isa_levels(be);
   test_rmsnorm_rows(be);

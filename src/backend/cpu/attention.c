@@ -21,8 +21,9 @@
  * its own (keys, values, each head's queries and output gradients).
  *
  * bf16 tensors: every product is a bf16 product (matmul.c: the fma chain with denormals
- * flushed), which the AVX-512 BF16 dot-product kernel runs at twice the fp32 kernels'
- * rate, reading the bf16 Q, K, V and dO rows where they are (srlm_cpu_mm's a16 / b16).
+ * flushed), which the AVX-512 BF16 dot-product kernel runs reading the bf16 Q, K, V and dO
+ * rows where they are (srlm_cpu_mm's a16 / b16), or, on CPUs whose dot instruction is slow
+ * (srlm_cpu_chain_widen), the fp32 kernel on rows each task widens.
  * P and dS, computed in fp32, enter their products as two bf16 parts, hi = bf16(x) and
  * lo = bf16(x - hi): lo's product, then hi's continuing the same chains (mm_tile). That
  * keeps about 16 bits of each probability: a single bf16 P or dS (FlashAttention-2's,

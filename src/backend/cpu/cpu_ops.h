@@ -109,13 +109,16 @@ int srlm_cpu_bf16_dot_ok(void);
 /* 1 when the CPU has AMX-BF16, the OS lets this process use the tile data, and the tile
  * kernel passes matmul.c's start-up check (isa.c offers the amx level only then). */
 int srlm_cpu_amx_ok(void);
-/* 1 when bf16 products run the dot-product or tile kernel at the level in force, which
- * read bf16 A and B directly (srlm_cpu_mm's a16 / b16). */
+/* 1 when compute-bound bf16 products run the dot-product or tile kernel at the level in
+ * force, which read bf16 A and B directly (srlm_cpu_mm's a16 / b16); 0 where they run
+ * the fp32 kernels on widened operands (below avx512bf16, or at it on a CPU whose dot
+ * instruction is slow: srlm_backend_cpu_bf16_kernel "fma"). */
 int srlm_cpu_bf16_direct(void);
 /* 1 when chain products (srlm_cpu_mm.chain) run faster on widened operands than on bf16
  * ones at the level in force: at the amx level, because the CPUs with the tile unit
  * (Intel's) run the dot-product instruction at half the rate of their fp32 fmas (83 vs 165
- * GFLOP/s a thread measured on a Xeon with AMX; a Zen 4 runs it at twice the rate). The
+ * GFLOP/s a thread measured on a Xeon with AMX; a Zen 4 runs it at twice the rate), and at
+ * avx512bf16 on such a CPU (bf16 kernel "fma"). The
  * fp32 kernel gives the same bits, so a caller that widens its rows once for many
  * products (attention's tiles of 64 queries) gains; one that would widen rows for a single
  * product (a decode step's query) keeps them bf16. */

@@ -38,7 +38,9 @@
  * elements to an fp32 sum one after the other, each product exact and each sum rounded to
  * nearest even, so with k's pairs packed (k even in the high half, added first) it is
  * the chain over k in order. Its kernel reads A and B packed as bf16 pairs (half the
- * bytes) at twice the fp32 kernels' multiply rate; the fp32 kernels run a bf16 product
+ * bytes), at twice the fp32 kernels' multiply rate on AMD's Zen 4 but half of it on Intel's
+ * cores, where compute-bound products run the fp32 kernel on widened operands instead
+ * (dot_widen, measured once; packed weights keep the dot kernel); the fp32 kernels run a bf16 product
  * with MXCSR's FTZ and DAZ set (the portable one flushes by hand), so every level gives
  * the same bits. isa.c offers the dot-product level only when the instruction passes
  * srlm_cpu_bf16_dot_ok's products (flushing cases included). An odd K's last pair is
@@ -488,14 +490,17 @@ static const kernel k_amx = {"amx", 32, 32, 1, 1, KC_AMX, ukernel_amx, amx_pick}
 /* The kernel of a product at the level in force: bf16 products get the tile kernel at the
  * amx level (when the product asks for the chain: the dot-product kernel on bf16 operands,
  * src16, the fp32 one with flushing on widened ones, srlm_cpu_chain_widen), the
- * dot-product kernel at its level and the flushing portable kernel at the generic one. */
+ * dot-product kernel at its level (on a CPU whose dot instruction is slow, dot_widen, only
+ * on bf16 operands: the fp32 kernel with flushing on widened ones) and the flushing
+ * portable kernel at the generic one. */
+static int dot_widen(void);
 static const kernel *pick_kernel_for(int bf16, int chain, int src16) {
 #ifdef SRLM_X86
   switch (srlm_cpu_isa()) {
 #ifdef SRLM_AMX
     case SRLM_CPU_ISA_AMX: return bf16 ? (chain ? (src16 ? &k_avx512bf16 : &k_avx512) : &k_amx) : &k_avx512;
 #endif
-    case SRLM_CPU_ISA_AVX512_BF16: return bf16 ? &k_avx512bf16 : &k_avx512;
+    case SRLM_CPU_ISA_AVX512_BF16: return bf16 && (src16 || !dot_widen()) ? &k_avx512bf16 : &k_avx512;
     case SRLM_CPU_ISA_AVX512: return &k_avx512;
     case SRLM_CPU_ISA_AVX2: return &k_avx2;
     default: break;
@@ -505,6 +510,8 @@ static const kernel *pick_kernel_for(int bf16, int chain, int src16) {
 #endif
   return bf16 ? &k_generic_ftz : &k_generic;
 }
+/* a product that reads bf16 operands as they are where its level's kernel can (packed
+ * weights: decode) */
 static const kernel *pick_kernel(int bf16) { return pick_kernel_for(bf16, 0, 1); }
 static const kernel *pick_kernel_mm(const srlm_cpu_mm *p) {
   return pick_kernel_for(p->bf16, p->chain, p->a16 || p->b16);
@@ -1358,7 +1365,94 @@ int srlm_cpu_amx_ok(void) {
 #endif
 }
 
-int srlm_cpu_bf16_direct(void) { return pick_kernel(1)->dot; }
+int srlm_cpu_bf16_direct(void) { return pick_kernel_for(1, 0, 0)->dot; }
+
+/* ---- the dot instruction against the fma units -------------------------------------- */
+
+/* Intel's cores run vdpbf16ps at half the rate of their fp32 fmas (86 against 176 GFLOP/s
+ * a thread measured on a 2-core Xeon whose hypervisor hides AMX, so the avx512bf16 level
+ * is its best; 83 against 165 on a Xeon with AMX); a Zen 4 runs it at twice the rate. On
+ * the former the fp32 kernel on widened operands (the same bits: the chain, flushed) does
+ * compute-bound bf16 products faster: a 100M model's bf16 training step took 0.61x the
+ * time on one thread. Memory-bound ones (decode's, on packed weights) keep the dot kernel,
+ * whose panels are half the bytes. The choice is measured once (both instructions'
+ * throughput, 12 independent sums each, best of 5 alternated runs of about 0.2 ms) or
+ * forced by srlm_backend_cpu_set_bf16_kernel / SRLM_CPU_BF16_KERNEL. */
+static int g_widen_forced = -1; /* -1: measured; 0: the dot kernel; 1: fp32 on widened */
+static int g_widen_measured;
+#ifdef SRLM_X86
+/* 12 independent sums in registers (named, so that they stay there) */
+#define RATE_LOOP(T, ZERO, OP, FLOPS)                                                            \
+  T c0 = ZERO, c1 = ZERO, c2 = ZERO, c3 = ZERO, c4 = ZERO, c5 = ZERO, c6 = ZERO, c7 = ZERO, c8 = ZERO, \
+    c9 = ZERO, c10 = ZERO, c11 = ZERO;                                                             \
+  const double t0 = srlm_time_now();                                                             \
+  for (long i = 0; i < n; i++) {                                                                 \
+    OP(c0) OP(c1) OP(c2) OP(c3) OP(c4) OP(c5) OP(c6) OP(c7) OP(c8) OP(c9) OP(c10) OP(c11)         \
+  }                                                                                              \
+  const double t = srlm_time_now() - t0;                                                         \
+  volatile float sink = _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(c0, c5), c11));          \
+  (void)sink;                                                                                    \
+  return 12.0 * (FLOPS) * (double)n / (t > 0 ? t : 1e-9);
+__attribute__((target("avx512f,avx512bf16"), noinline)) static double dot_rate(long n) {
+  const __m512bh a = (__m512bh)_mm512_set1_epi16(0x3f80), b = (__m512bh)_mm512_set1_epi16(0x3f80);
+#define DOT_OP(c) c = _mm512_dpbf16_ps(c, a, b); __asm__ volatile("" : "+v"(c));
+  RATE_LOOP(__m512, _mm512_setzero_ps(), DOT_OP, 64.0)
+#undef DOT_OP
+}
+__attribute__((target("avx512f"), noinline)) static double fma_rate(long n) {
+  const __m512 a = _mm512_set1_ps(1.0f), b = _mm512_set1_ps(0.5f);
+#define FMA_OP(c) c = _mm512_fmadd_ps(a, b, c); __asm__ volatile("" : "+v"(c));
+  RATE_LOOP(__m512, _mm512_setzero_ps(), FMA_OP, 32.0)
+#undef FMA_OP
+}
+#undef RATE_LOOP
+static void widen_measure_once(void) {
+  __builtin_cpu_init();
+  if (!(__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bf16"))) return;
+  double dot = 0, fma = 0;
+  for (int r = 0; r < 5; r++) {
+    const double d = dot_rate(20000), f = fma_rate(20000);
+    dot = d > dot ? d : dot, fma = f > fma ? f : fma;
+  }
+  g_widen_measured = fma > 1.5 * dot; /* (each way's packing costs aside) */
+}
+#endif
+static int dot_widen(void) {
+  const int forced = __atomic_load_n(&g_widen_forced, __ATOMIC_RELAXED);
+  if (forced >= 0) return forced;
+#ifdef SRLM_X86
+  static pthread_once_t once = PTHREAD_ONCE_INIT;
+  static int env = -2;
+  if (__atomic_load_n(&env, __ATOMIC_RELAXED) == -2) {
+    const char *e = getenv("SRLM_CPU_BF16_KERNEL");
+    __atomic_store_n(&env, e && !strcmp(e, "dot") ? 0 : e && !strcmp(e, "fma") ? 1 : -1, __ATOMIC_RELAXED);
+  }
+  if (env >= 0) return env;
+  return pthread_once(&once, widen_measure_once) == 0 && g_widen_measured;
+#else
+  return 0;
+#endif
+}
+
+srlm_status srlm_backend_cpu_set_bf16_kernel(const char *kind) {
+  if (!kind || !strcmp(kind, "auto"))
+    g_widen_forced = -1;
+  else if (!strcmp(kind, "dot"))
+    g_widen_forced = 0;
+  else if (!strcmp(kind, "fma"))
+    g_widen_forced = 1;
+  else
+    return srlm_error(SRLM_ERR_CONFIG, "cpu backend", "unknown bf16 kernel '%s' (auto, dot, fma)", kind);
+  return SRLM_OK;
+}
+
+const char *srlm_backend_cpu_bf16_kernel(void) {
+  const kernel *k = pick_kernel_for(1, 0, 0);
+#ifdef SRLM_AMX
+  if (k == &k_amx) return "amx";
+#endif
+  return k->dot ? "dot" : "fma";
+}
 
 int srlm_cpu_chain_widen(void) { return pick_kernel_for(1, 1, 0) != pick_kernel_for(1, 1, 1); }
 
@@ -1509,8 +1603,9 @@ srlm_status srlm_cpu_matmul(srlm_backend *be, srlm_matmul_params p) {
   const int64_t na = a_rows > 0 ? (a_rows - 1) * p.lda + (p.trans_a ? p.M : p.K) : 0;
   const int64_t nb = b_rows > 0 ? (b_rows - 1) * p.ldb + (p.trans_b ? p.K : p.N) : 0;
   const int64_t nc = (p.M - 1) * p.ldc + p.N;
-  /* the dot kernel packs straight from the bf16 tensors */
-  const int direct = p.dtype == SRLM_BF16 && srlm_cpu_bf16_direct();
+  /* the dot kernel packs straight from the bf16 tensors (on packed weights wherever the
+     level has it: pick_kernel) */
+  const int direct = p.dtype == SRLM_BF16 && (e ? e->kr->dot : srlm_cpu_bf16_direct());
   srlm_cpu_mm m = {.a = p.K > 0 && !direct ? srlm_cpu_stage_in(&s, p.a, p.dtype, na) : NULL,
                    .b = p.K > 0 && !e && !direct ? srlm_cpu_stage_in(&s, p.b, p.dtype, nb) : NULL,
                    .a16 = direct ? p.a : NULL, .b16 = direct && !e ? p.b : NULL,
