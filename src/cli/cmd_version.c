@@ -27,7 +27,7 @@ int srlm_cmd_version(int argc, char **argv) {
   printf("srlm %s\n", SRLM_VERSION_STRING);
   printf("commit:     %s\n", SRLM_GIT_COMMIT);
   printf("build type: %s\n", SRLM_BUILD_TYPE[0] ? SRLM_BUILD_TYPE : "none");
-  printf("CPU ISA:    %s\n", srlm_backend_cpu_isa());
+  printf("CPU ISA:    %s (bf16 matrix products: %s)\n", srlm_backend_cpu_isa(), srlm_backend_cpu_bf16_kernel());
   printf("CUDA:       %s\n", SRLM_CUDA_BUILT);
   printf("NCCL:       %s\n", SRLM_NCCL_BUILT);
   printf("MPI:        %s\n", mpi);
