@@ -43,9 +43,14 @@ typedef struct srlm_cpu_mm {
    * kernel when A or B is given as bf16 (a16 / b16), else the fp32 kernel with denormals
    * flushed (the same bits; srlm_cpu_chain_widen) */
   int chain;
-  /* bf16 products when srlm_cpu_bf16_direct(): A / B given as the bf16 tensors themselves
-   * (same strides; a / b then NULL), packed without a widened copy */
+  /* bf16 products when srlm_cpu_bf16_direct() or wide: A / B given as the bf16 tensors
+   * themselves (same strides; a / b then NULL), packed without a widened copy (the fp32
+   * kernels widen them as they pack) */
   const uint16_t *a16, *b16;
+  /* 1: a16 / b16 given for a compute-bound product: the level's kernel for it (the one
+   * srlm_cpu_bf16_direct describes), not the one that prefers bf16 operands (at avx512bf16
+   * on a CPU whose dot instruction is slow: the fp32 kernel, not the dot kernel) */
+  int wide;
   /* C in bf16 (c then NULL): each tile rounded once from its fp32 chains and written, no
    * fp32 copy of C; only where K is one KC block of the kernel and there is no bias nor
    * accumulation (srlm_cpu_gemm_c16_ok) */

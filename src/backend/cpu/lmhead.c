@@ -5,8 +5,9 @@
  * Chunks: TC rows by VC ids (VC = min(V, 8192), a multiple of LSE_BLOCK, TC about 4M / VC
  * logits, a multiple of 32 rows: the amx level's chunks of k never straddle two TC blocks,
  * so dW's sum over them has the bits of one product), rows outer, ids inner. Each chunk's
- * logits are one GEMM (fp32, or matmul.c's bf16 product of bf16 x and W: read directly by
- * the dot-product or tile kernel, else widened, W a chunk at a time), folded into a
+ * logits are one GEMM (fp32, or matmul.c's bf16 product of bf16 x and W, packed from the
+ * bf16 tensors: as pairs by the dot-product or tile kernel, widened as they go by the fp32
+ * kernels), folded into a
  * running max m and sum s per row.
  *
  * logsumexp: the row is read in blocks of LSE_BLOCK; a block whose max exceeds the running
@@ -71,26 +72,21 @@ static srlm_status check_targets(const char *where, const int32_t *targets, int6
   return SRLM_OK;
 }
 
-/* x and W as the head's products read them: fp32 (a view), widened copies of bf16 ones,
- * or, when the bf16 products run the dot-product or tile kernel (srlm_cpu_bf16_direct),
- * the bf16 tensors themselves. */
+/* x and W as the head's products read them: the fp32 or bf16 tensors themselves (a bf16
+ * product's operands are packed from bf16: srlm_cpu_mm's a16 / b16 with wide). */
 typedef struct head_in {
-  int bf16, direct;
-  const float *x;      /* (N x C) fp32 or widened; NULL when direct */
-  const uint16_t *x16; /* the bf16 x when direct */
+  int bf16;
+  const float *x;      /* (N x C) fp32; NULL for bf16 */
+  const uint16_t *x16; /* the bf16 x */
   const void *w;
-  float *wbuf;         /* a chunk of W widened (bf16, not direct) */
   int64_t C;
 } head_in;
 
-static void head_in_init(head_in *h, srlm_cpu_stage *sg, const void *x, const void *w, srlm_dtype dt, int64_t N,
-                         int64_t C, int64_t VC) {
+static void head_in_init(head_in *h, const void *x, const void *w, srlm_dtype dt, int64_t C) {
   h->bf16 = dt != SRLM_F32;
-  h->direct = h->bf16 && srlm_cpu_bf16_direct();
-  h->x = h->direct ? NULL : srlm_cpu_stage_in(sg, x, dt, N * C);
-  h->x16 = h->direct ? x : NULL;
+  h->x = h->bf16 ? NULL : x;
+  h->x16 = h->bf16 ? x : NULL;
   h->w = w, h->C = C;
-  h->wbuf = h->bf16 && !h->direct ? srlm_xmalloc((size_t)(VC * C) * sizeof *h->wbuf) : NULL;
 }
 
 /* rows [r0, ...) of x into a product's (a, a16) or (b, b16) */
@@ -99,15 +95,13 @@ static void head_x(const head_in *h, int64_t r0, const float **f, const uint16_t
   *b = h->x16 ? h->x16 + r0 * h->C : NULL;
 }
 
-/* W's rows [v0, v0 + vc): a view of fp32 W or of the bf16 W (direct), or a widened copy. */
-static void head_w(const head_in *h, int64_t v0, int64_t vc, const float **f, const uint16_t **b) {
+/* W's rows from v0 on: a view of fp32 W or of the bf16 W. */
+static void head_w(const head_in *h, int64_t v0, const float **f, const uint16_t **b) {
   *f = NULL, *b = NULL;
   if (!h->bf16)
     *f = (const float *)h->w + v0 * h->C;
-  else if (h->direct)
-    *b = (const uint16_t *)h->w + v0 * h->C;
   else
-    srlm_convert(h->wbuf, SRLM_F32, (const uint16_t *)h->w + v0 * h->C, SRLM_BF16, (size_t)(vc * h->C)), *f = h->wbuf;
+    *b = (const uint16_t *)h->w + v0 * h->C;
 }
 
 /* logits (tc, vc; row stride ld) = x[t0 .. t0 + tc) W[v0 .. v0 + vc)^T; bf16: matmul.c's
@@ -115,7 +109,7 @@ static void head_w(const head_in *h, int64_t v0, int64_t vc, const float **f, co
 static srlm_status chunk_logits(float *chunk, int64_t ld, const head_in *h, int64_t t0, int64_t tc, const float *wf,
                                 const uint16_t *w16, int64_t vc) {
   srlm_cpu_mm mm = {.c = chunk, .b = wf, .b16 = w16, .M = tc, .N = vc, .K = h->C, .lda = h->C, .ldb = h->C,
-                    .ldc = ld, .trans_b = 1, .bf16 = h->bf16};
+                    .ldc = ld, .trans_b = 1, .bf16 = h->bf16, .wide = 1};
   head_x(h, t0, &mm.a, &mm.a16);
   return srlm_cpu_gemm(&mm);
 }
@@ -129,9 +123,8 @@ srlm_status srlm_cpu_lmhead_forward(srlm_backend *be, srlm_lmhead_params p) {
   const int64_t N = p.N, C = p.C, V = p.V;
   int64_t TC, VC;
   chunk_sizes(N, V, &TC, &VC);
-  srlm_cpu_stage sg = {0};
   head_in h;
-  head_in_init(&h, &sg, p.x, p.w, p.dtype, N, C, VC);
+  head_in_init(&h, p.x, p.w, p.dtype, C);
   float *chunk = p.logits ? NULL : srlm_xmalloc((size_t)(TC * VC) * sizeof *chunk);
   float *m = srlm_xmalloc((size_t)N * sizeof *m), *s = srlm_xmalloc((size_t)N * sizeof *s);
   float *zt = srlm_xcalloc((size_t)N, sizeof *zt);
@@ -143,7 +136,7 @@ srlm_status srlm_cpu_lmhead_forward(srlm_backend *be, srlm_lmhead_params p) {
       const int64_t vc = V - v0 < VC ? V - v0 : VC;
       const float *wf;
       const uint16_t *w16;
-      head_w(&h, v0, vc, &wf, &w16);
+      head_w(&h, v0, &wf, &w16);
       /* the chunk's logits, in the kept logits when asked (row stride V) */
       float *z = p.logits ? p.logits + t0 * V + v0 : chunk;
       const int64_t ld = p.logits ? V : vc;
@@ -168,9 +161,7 @@ srlm_status srlm_cpu_lmhead_forward(srlm_backend *be, srlm_lmhead_params p) {
   free(m);
   free(s);
   free(zt);
-  free(h.wbuf);
   free(chunk);
-  srlm_cpu_stage_free(&sg);
   return st;
 }
 
@@ -211,7 +202,7 @@ srlm_status srlm_cpu_lmhead_backward(srlm_backend *be, srlm_lmhead_bwd_params p)
   chunk_sizes(N, V, &TC, &VC);
   srlm_cpu_stage sg = {0};
   head_in h;
-  head_in_init(&h, &sg, p.x, p.w, p.dtype, N, C, VC);
+  head_in_init(&h, p.x, p.w, p.dtype, C);
   float *dx = srlm_cpu_stage_out(&sg, p.dx, p.dtype, N * C, 0);
   float *chunk = p.logits ? NULL : srlm_xmalloc((size_t)(TC * VC) * sizeof *chunk);
   srlm_status st = SRLM_OK;
@@ -221,7 +212,7 @@ srlm_status srlm_cpu_lmhead_backward(srlm_backend *be, srlm_lmhead_bwd_params p)
       const int64_t vc = V - v0 < VC ? V - v0 : VC;
       const float *wf;
       const uint16_t *w16;
-      head_w(&h, v0, vc, &wf, &w16);
+      head_w(&h, v0, &wf, &w16);
       /* the forward's logits (row stride V), or recomputed */
       float *z = p.logits ? p.logits + t0 * V + v0 : chunk;
       const int64_t ld = p.logits ? V : vc;
@@ -230,16 +221,15 @@ srlm_status srlm_cpu_lmhead_backward(srlm_backend *be, srlm_lmhead_bwd_params p)
       chunk_dlogits(z, ld, tc, vc, v0, p.targets + t0, p.lse + t0, p.dlogp + t0, h.bf16);
       /* dz (z) is fp32 holding bf16 values (rounded above) for a bf16 head */
       srlm_cpu_mm mdx = {.c = dx + t0 * C, .a = z, .b = wf, .b16 = w16, .M = tc, .N = C, .K = vc, .lda = ld,
-                         .ldb = C, .ldc = C, .accumulate = v0 > 0, .bf16 = h.bf16};
+                         .ldb = C, .ldc = C, .accumulate = v0 > 0, .bf16 = h.bf16, .wide = 1};
       st = srlm_cpu_gemm(&mdx);
       srlm_cpu_mm mdw = {.c = p.dw + v0 * C, .a = z, .M = vc, .N = C, .K = tc, .lda = ld, .ldb = C, .ldc = C,
-                         .trans_a = 1, .accumulate = 1, .bf16 = h.bf16};
+                         .trans_a = 1, .accumulate = 1, .bf16 = h.bf16, .wide = 1};
       head_x(&h, t0, &mdw.b, &mdw.b16);
       if (st == SRLM_OK) st = srlm_cpu_gemm(&mdw);
     }
   }
   if (st == SRLM_OK) srlm_cpu_stage_store(p.dx, p.dtype, dx, N * C);
-  free(h.wbuf);
   free(chunk);
   srlm_cpu_stage_free(&sg);
   return st;

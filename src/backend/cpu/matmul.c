@@ -514,7 +514,7 @@ static const kernel *pick_kernel_for(int bf16, int chain, int src16) {
  * weights: decode) */
 static const kernel *pick_kernel(int bf16) { return pick_kernel_for(bf16, 0, 1); }
 static const kernel *pick_kernel_mm(const srlm_cpu_mm *p) {
-  return pick_kernel_for(p->bf16, p->chain, p->a16 || p->b16);
+  return pick_kernel_for(p->bf16, p->chain, (p->a16 || p->b16) && !p->wide);
 }
 
 /* ---- packing ------------------------------------------------------------------------ */
@@ -809,6 +809,36 @@ static void transpose_rows(const gemm *g, const float *src, int64_t ld_src, int6
     for (int64_t kk = k; kk < kc; kk++) dst[kk * ld_dst + i] = src[i * ld_src + kk];
 }
 
+/* The fp32 kernels' packing of bf16 operands (a16 / b16: a compute-bound bf16 product at a
+ * level whose kernel for it is not a dot kernel): the values are widened as they are
+ * packed, at most SEG of a row at a time through a buffer on the stack, instead of into a
+ * widened copy of the whole operand first (that copy and its pages' first touch were 7% of
+ * a 100M bf16 training step on one thread). Widening is exact: the same values, the same
+ * bits. */
+enum { SEG = 256 };
+_Static_assert((int)MB <= (int)SEG && SEG % 32 == 0, "pack_a_rows_t widens a row of MB values; panels must not straddle segments");
+/* n (<= SEG) values of an operand's row from element off: fp32 f there, or bf16 h widened
+ * into buf */
+static inline const float *row_seg(const float *f, const uint16_t *h, int64_t off, int64_t n, float *buf) {
+  if (!h) return f + off;
+  srlm_cpu_widen_rows(buf, n, h + off, n, 1, n);
+  return buf;
+}
+/* transpose_rows of the operand at element off: fp32 f, or bf16 h widened SEG k at a time */
+static void transpose_src(const gemm *g, const float *f, const uint16_t *h, int64_t off, int64_t ld_src, int64_t rows,
+                          int64_t kc, float *dst, int64_t ld_dst) {
+  if (!h) {
+    transpose_rows(g, f + off, ld_src, rows, kc, dst, ld_dst);
+    return;
+  }
+  float buf[8 * SEG] __attribute__((aligned(64)));
+  for (int64_t k = 0; k < kc; k += SEG) {
+    const int64_t n = kc - k < SEG ? kc - k : SEG;
+    srlm_cpu_widen_rows(buf, SEG, h + off + k, ld_src, rows, n);
+    transpose_rows(g, buf, SEG, rows, n, dst + k * ld_dst, ld_dst);
+  }
+}
+
 /* A(m, k) for m in [m0, m0 + mr) (rows past M are 0), k in [0, K): dst[k*MR + i]. */
 static void pack_a(const gemm *g, int64_t m0, float *dst) {
   if (g->kr->amx) {
@@ -822,8 +852,9 @@ static void pack_a(const gemm *g, int64_t m0, float *dst) {
   const int MR = g->kr->mr;
   const int64_t rows = g->M - m0 < MR ? g->M - m0 : MR;
   if (g->trans_a) {
+    float buf[32];
     for (int64_t k = 0; k < g->K; k++) {
-      const float *src = g->a + k * g->lda + m0;
+      const float *src = row_seg(g->a, g->a16, k * g->lda + m0, rows, buf);
       float *d = dst + k * MR;
       int64_t i = 0;
       for (; i < rows; i++) d[i] = src[i];
@@ -832,8 +863,8 @@ static void pack_a(const gemm *g, int64_t m0, float *dst) {
     return;
   }
   int64_t i = 0;
-  for (; i + 8 <= rows; i += 8) transpose_rows(g, g->a + (m0 + i) * g->lda, g->lda, 8, g->K, dst + i, MR);
-  if (i < rows) transpose_rows(g, g->a + (m0 + i) * g->lda, g->lda, rows - i, g->K, dst + i, MR);
+  for (; i + 8 <= rows; i += 8) transpose_src(g, g->a, g->a16, (m0 + i) * g->lda, g->lda, 8, g->K, dst + i, MR);
+  if (i < rows) transpose_src(g, g->a, g->a16, (m0 + i) * g->lda, g->lda, rows - i, g->K, dst + i, MR);
   for (i = rows; i < MR; i++)
     for (int64_t k = 0; k < g->K; k++) dst[k * MR + i] = 0.0f;
 }
@@ -847,8 +878,9 @@ static void pack_b(const gemm *g, int64_t k0, int64_t kc, int64_t n0, float *dst
   const int NR = g->kr->nr;
   const int64_t cols = g->N - n0 < NR ? g->N - n0 : NR;
   if (!g->trans_b) {
+    float buf[32];
     for (int64_t k = 0; k < kc; k++) {
-      const float *src = g->b + (k0 + k) * g->ldb + n0;
+      const float *src = row_seg(g->b, g->b16, (k0 + k) * g->ldb + n0, cols, buf);
       float *d = dst + k * NR;
       int64_t j = 0;
       for (; j < cols; j++) d[j] = src[j];
@@ -858,8 +890,8 @@ static void pack_b(const gemm *g, int64_t k0, int64_t kc, int64_t n0, float *dst
   }
   /* B^T is stored: rows n of length K, transposed 8 rows at a time */
   int64_t j = 0;
-  for (; j + 8 <= cols; j += 8) transpose_rows(g, g->b + (n0 + j) * g->ldb + k0, g->ldb, 8, kc, dst + j, NR);
-  if (j < cols) transpose_rows(g, g->b + (n0 + j) * g->ldb + k0, g->ldb, cols - j, kc, dst + j, NR);
+  for (; j + 8 <= cols; j += 8) transpose_src(g, g->b, g->b16, (n0 + j) * g->ldb + k0, g->ldb, 8, kc, dst + j, NR);
+  if (j < cols) transpose_src(g, g->b, g->b16, (n0 + j) * g->ldb + k0, g->ldb, cols - j, kc, dst + j, NR);
   for (j = cols; j < NR; j++)
     for (int64_t k = 0; k < kc; k++) dst[k * NR + j] = 0.0f;
 }
@@ -936,16 +968,21 @@ static void pack_b_panels(const gemm *g, int64_t j_begin, int64_t j_end, float *
     for (int64_t jp = j_begin; jp < j_end; jp++) pack_b(g, 0, g->K, jp * NR, dst + packed_offset(g, jp - j_begin, 0));
     return;
   }
-  for (int64_t k = 0; k < g->K; k++) {
-    const float *src = g->b + k * g->ldb;
-    for (int64_t jp = j_begin; jp < j_end; jp++) {
-      float *d = dst + packed_offset(g, jp - j_begin, k);
-      const int64_t n0 = jp * NR, cols = g->N - n0 < NR ? g->N - n0 : NR;
-      int64_t j = 0;
-      for (; j < cols; j++) d[j] = src[n0 + j];
-      for (; j < NR; j++) d[j] = 0.0f;
+  /* each row of the share's columns, SEG columns (whole panels) at a time */
+  float buf[SEG] __attribute__((aligned(64)));
+  const int64_t c_hi = j_end * NR < g->N ? j_end * NR : g->N;
+  for (int64_t k = 0; k < g->K; k++)
+    for (int64_t c0 = j_begin * NR; c0 < c_hi; c0 += SEG) {
+      const int64_t n = c_hi - c0 < SEG ? c_hi - c0 : SEG;
+      const float *src = row_seg(g->b, g->b16, k * g->ldb + c0, n, buf);
+      for (int64_t jp = c0 / NR; jp < (c0 + n + NR - 1) / NR; jp++) {
+        float *d = dst + packed_offset(g, jp - j_begin, k);
+        const int64_t n0 = jp * NR, cols = g->N - n0 < NR ? g->N - n0 : NR;
+        int64_t j = 0;
+        for (; j < cols; j++) d[j] = src[n0 - c0 + j];
+        for (; j < NR; j++) d[j] = 0.0f;
+      }
     }
-  }
 }
 
 /* Stored A^T (rows k along m): rows [m_start, m_start + mb) of A as pack_a's MR-row panels,
@@ -961,8 +998,9 @@ static void pack_a_rows_t(const gemm *g, int64_t m_start, int64_t mb, int64_t k_
     return;
   }
   const int64_t whole = MR == 8 ? mb / 8 : 0; /* the AVX-512 kernel's panels: 8 floats a row, one move */
+  float buf[SEG] __attribute__((aligned(64)));
   for (int64_t k = k_lo; k < k_hi; k++) {
-    const float *src = g->a + k * g->lda + m_start;
+    const float *src = row_seg(g->a, g->a16, k * g->lda + m_start, mb, buf);
     float *d = dst + k * MR;
     for (int64_t ip = 0; ip < whole; ip++) memcpy(d + ip * 8 * g->K, src + ip * 8, 8 * sizeof *d);
     for (int64_t ip = whole; ip < panels; ip++) {
@@ -1048,7 +1086,6 @@ static gemm make_gemm(const srlm_cpu_mm *p, const kernel *kr) {
             p->bf16, p->a, p->b, p->a16, p->b16, p->c, p->c16, 0, 0};
   g.stream_c = g.c16 && g.kr->nr == 32 && g.ldc % 32 == 0 && g.M * g.N >= STREAM_C_MIN &&
                srlm_cpu_isa() >= SRLM_CPU_ISA_AVX512;
-  SRLM_CHECK(g.kr->dot || (!g.a16 && !g.b16), "cpu matmul: bf16 sources given to the %s kernel", g.kr->name);
   SRLM_CHECK(!g.c16 || (g.K > 0 && g.K <= g.kr->kc && !g.accumulate && !p->bias),
              "cpu matmul: a bf16 C the %s kernel cannot write (K = %lld)", g.kr->name, (long long)g.K);
   return g;
@@ -1538,17 +1575,13 @@ static packed_b *packed_get(const srlm_matmul_params *p, const kernel *kr, srlm_
     *st = srlm_error(SRLM_ERR_NOMEM, "cpu matmul", "cannot allocate %zu bytes for a packed weight", floats * 4);
     return NULL;
   }
-  const int64_t b_rows = p->trans_b ? p->N : p->K;
-  const int64_t nb = (b_rows - 1) * p->ldb + (p->trans_b ? p->K : p->N);
-  srlm_cpu_stage s = {0};
-  const float *b = kr->dot ? NULL : srlm_cpu_stage_in(&s, p->b, p->dtype, nb);
-  gemm g = {.kr = kr, .M = 0, .N = p->N, .K = p->K, .ldb = p->ldb, .trans_b = p->trans_b, .bf16 = p->dtype == SRLM_BF16,
-            .b = b, .b16 = kr->dot ? p->b : NULL};
+  const int bf16 = p->dtype == SRLM_BF16;
+  gemm g = {.kr = kr, .M = 0, .N = p->N, .K = p->K, .ldb = p->ldb, .trans_b = p->trans_b, .bf16 = bf16,
+            .b = bf16 ? NULL : p->b, .b16 = bf16 ? p->b : NULL};
   SRLM_OMP_ROWS
   for (int64_t jp = 0; jp < n_panels; jp++)
     for (int64_t k0 = 0; k0 < p->K; k0 += kr->kc)
       pack_b(&g, k0, p->K - k0 < kr->kc ? p->K - k0 : kr->kc, jp * kr->nr, data + packed_offset(&g, jp, k0));
-  srlm_cpu_stage_free(&s);
   if (g_packed.n == g_packed.cap) {
     size_t cap = g_packed.cap ? 2 * g_packed.cap : 64;
     packed_b *e = realloc(g_packed.e, cap * sizeof *e);
@@ -1599,16 +1632,14 @@ srlm_status srlm_cpu_matmul(srlm_backend *be, srlm_matmul_params p) {
     }
   }
   srlm_cpu_stage s = {0};
-  const int64_t a_rows = p.trans_a ? p.K : p.M, b_rows = p.trans_b ? p.N : p.K;
-  const int64_t na = a_rows > 0 ? (a_rows - 1) * p.lda + (p.trans_a ? p.M : p.K) : 0;
-  const int64_t nb = b_rows > 0 ? (b_rows - 1) * p.ldb + (p.trans_b ? p.K : p.N) : 0;
   const int64_t nc = (p.M - 1) * p.ldc + p.N;
-  /* the dot kernel packs straight from the bf16 tensors (on packed weights wherever the
-     level has it: pick_kernel) */
-  const int direct = p.dtype == SRLM_BF16 && (e ? e->kr->dot : srlm_cpu_bf16_direct());
-  srlm_cpu_mm m = {.a = p.K > 0 && !direct ? srlm_cpu_stage_in(&s, p.a, p.dtype, na) : NULL,
-                   .b = p.K > 0 && !e && !direct ? srlm_cpu_stage_in(&s, p.b, p.dtype, nb) : NULL,
-                   .a16 = direct ? p.a : NULL, .b16 = direct && !e ? p.b : NULL,
+  /* bf16 A and B are packed from the tensors themselves: as bf16 pairs by the dot and tile
+     kernels, widened as they go by the fp32 ones. wide: the level's kernel for a
+     compute-bound product; on packed weights pick_kernel's, which reads bf16 pairs where the
+     level has a dot kernel (decode) */
+  const int bf16 = p.dtype == SRLM_BF16;
+  srlm_cpu_mm m = {.a = bf16 ? NULL : (const float *)p.a, .b = bf16 || e ? NULL : (const float *)p.b,
+                   .a16 = bf16 ? p.a : NULL, .b16 = bf16 && !e ? p.b : NULL, .wide = !e,
                    .bias = srlm_cpu_stage_in(&s, p.bias, p.c_dtype, p.N),
                    .M = p.M, .N = p.N, .K = p.K, .lda = p.lda, .ldb = p.ldb, .ldc = p.ldc,
                    .trans_a = p.trans_a, .trans_b = p.trans_b, .accumulate = p.accumulate,
