@@ -1460,11 +1460,15 @@ static int dot_widen(void) {
 #ifdef SRLM_X86
   static pthread_once_t once = PTHREAD_ONCE_INIT;
   static int env = -2;
-  if (__atomic_load_n(&env, __ATOMIC_RELAXED) == -2) {
+  int v = __atomic_load_n(&env, __ATOMIC_RELAXED);
+  if (v == -2) {
     const char *e = getenv("SRLM_CPU_BF16_KERNEL");
-    __atomic_store_n(&env, e && !strcmp(e, "dot") ? 0 : e && !strcmp(e, "fma") ? 1 : -1, __ATOMIC_RELAXED);
+    v = e && !strcmp(e, "dot") ? 0 : e && !strcmp(e, "fma") ? 1 : -1;
+    if (e && v < 0 && strcmp(e, "auto") != 0 && __atomic_exchange_n(&env, v, __ATOMIC_RELAXED) == -2)
+      SRLM_WARN("SRLM_CPU_BF16_KERNEL='%s' is not auto, dot or fma: the kernel is measured", e);
+    __atomic_store_n(&env, v, __ATOMIC_RELAXED);
   }
-  if (env >= 0) return env;
+  if (v >= 0) return v;
   return pthread_once(&once, widen_measure_once) == 0 && g_widen_measured;
 #else
   return 0;
@@ -1472,14 +1476,9 @@ static int dot_widen(void) {
 }
 
 srlm_status srlm_backend_cpu_set_bf16_kernel(const char *kind) {
-  if (!kind || !strcmp(kind, "auto"))
-    g_widen_forced = -1;
-  else if (!strcmp(kind, "dot"))
-    g_widen_forced = 0;
-  else if (!strcmp(kind, "fma"))
-    g_widen_forced = 1;
-  else
-    return srlm_error(SRLM_ERR_CONFIG, "cpu backend", "unknown bf16 kernel '%s' (auto, dot, fma)", kind);
+  const int v = !kind || !strcmp(kind, "auto") ? -1 : !strcmp(kind, "dot") ? 0 : !strcmp(kind, "fma") ? 1 : -2;
+  if (v == -2) return srlm_error(SRLM_ERR_CONFIG, "cpu backend", "unknown bf16 kernel '%s' (auto, dot, fma)", kind);
+  __atomic_store_n(&g_widen_forced, v, __ATOMIC_RELAXED);
   return SRLM_OK;
 }
 
