@@ -562,7 +562,7 @@ int main(int argc, char **argv) {
             copy_gbs, weight_gbs, o.tie, (long long)cfg.head_dim, (long long)C,
             (long long)o.layers, (long long)o.heads, (long long)o.kv_heads, (long long)o.ff, (long long)V, o.seq, o.batch,
             o.steps, DB, N, P, fwd_bwd, 1000 * cpu_train / o.steps, decode, prefill, loss, (double)srlm_model_activation_bytes(m) / 1e6, rss,
-            mismatches, gflop_tok, peak, peak_bf16, peak_amx, srlm_backend_cpu_bf16_kernel());
+            mismatches, gflop_tok, peak, peak_bf16, peak_amx, bk);
     fclose(f);
   }
   free(tokens), free(targets), free(cu), free(logp), free(g), free(slots), free(prompt), free(pcu), free(next);

@@ -72,36 +72,24 @@ static srlm_status check_targets(const char *where, const int32_t *targets, int6
   return SRLM_OK;
 }
 
-/* x and W as the head's products read them: the fp32 or bf16 tensors themselves (a bf16
- * product's operands are packed from bf16: srlm_cpu_mm's a16 / b16 with wide). */
+/* x (N x C) and W (V x C) as the head's products read them: the fp32 or bf16 tensors
+ * themselves (a bf16 product's operands are packed from bf16: srlm_cpu_mm's a16 / b16
+ * with wide). */
 typedef struct head_in {
   int bf16;
-  const float *x;      /* (N x C) fp32; NULL for bf16 */
-  const uint16_t *x16; /* the bf16 x */
-  const void *w;
+  const void *x, *w;
   int64_t C;
 } head_in;
 
 static void head_in_init(head_in *h, const void *x, const void *w, srlm_dtype dt, int64_t C) {
   h->bf16 = dt != SRLM_F32;
-  h->x = h->bf16 ? NULL : x;
-  h->x16 = h->bf16 ? x : NULL;
-  h->w = w, h->C = C;
+  h->x = x, h->w = w, h->C = C;
 }
 
-/* rows [r0, ...) of x into a product's (a, a16) or (b, b16) */
-static void head_x(const head_in *h, int64_t r0, const float **f, const uint16_t **b) {
-  *f = h->x ? h->x + r0 * h->C : NULL;
-  *b = h->x16 ? h->x16 + r0 * h->C : NULL;
-}
-
-/* W's rows from v0 on: a view of fp32 W or of the bf16 W. */
-static void head_w(const head_in *h, int64_t v0, const float **f, const uint16_t **b) {
-  *f = NULL, *b = NULL;
-  if (!h->bf16)
-    *f = (const float *)h->w + v0 * h->C;
-  else
-    *b = (const uint16_t *)h->w + v0 * h->C;
+/* rows [r0, ...) of t (x or W) into a product's (a, a16) or (b, b16) */
+static void head_rows(const head_in *h, const void *t, int64_t r0, const float **f, const uint16_t **b) {
+  *f = h->bf16 ? NULL : (const float *)t + r0 * h->C;
+  *b = h->bf16 ? (const uint16_t *)t + r0 * h->C : NULL;
 }
 
 /* logits (tc, vc; row stride ld) = x[t0 .. t0 + tc) W[v0 .. v0 + vc)^T; bf16: matmul.c's
@@ -110,7 +98,7 @@ static srlm_status chunk_logits(float *chunk, int64_t ld, const head_in *h, int6
                                 const uint16_t *w16, int64_t vc) {
   srlm_cpu_mm mm = {.c = chunk, .b = wf, .b16 = w16, .M = tc, .N = vc, .K = h->C, .lda = h->C, .ldb = h->C,
                     .ldc = ld, .trans_b = 1, .bf16 = h->bf16, .wide = 1};
-  head_x(h, t0, &mm.a, &mm.a16);
+  head_rows(h, h->x, t0, &mm.a, &mm.a16);
   return srlm_cpu_gemm(&mm);
 }
 
@@ -136,7 +124,7 @@ srlm_status srlm_cpu_lmhead_forward(srlm_backend *be, srlm_lmhead_params p) {
       const int64_t vc = V - v0 < VC ? V - v0 : VC;
       const float *wf;
       const uint16_t *w16;
-      head_w(&h, v0, &wf, &w16);
+      head_rows(&h, h.w, v0, &wf, &w16);
       /* the chunk's logits, in the kept logits when asked (row stride V) */
       float *z = p.logits ? p.logits + t0 * V + v0 : chunk;
       const int64_t ld = p.logits ? V : vc;
@@ -212,7 +200,7 @@ srlm_status srlm_cpu_lmhead_backward(srlm_backend *be, srlm_lmhead_bwd_params p)
       const int64_t vc = V - v0 < VC ? V - v0 : VC;
       const float *wf;
       const uint16_t *w16;
-      head_w(&h, v0, &wf, &w16);
+      head_rows(&h, h.w, v0, &wf, &w16);
       /* the forward's logits (row stride V), or recomputed */
       float *z = p.logits ? p.logits + t0 * V + v0 : chunk;
       const int64_t ld = p.logits ? V : vc;
@@ -225,7 +213,7 @@ srlm_status srlm_cpu_lmhead_backward(srlm_backend *be, srlm_lmhead_bwd_params p)
       st = srlm_cpu_gemm(&mdx);
       srlm_cpu_mm mdw = {.c = p.dw + v0 * C, .a = z, .M = vc, .N = C, .K = tc, .lda = ld, .ldb = C, .ldc = C,
                          .trans_a = 1, .accumulate = 1, .bf16 = h.bf16, .wide = 1};
-      head_x(&h, t0, &mdw.b, &mdw.b16);
+      head_rows(&h, h.x, t0, &mdw.b, &mdw.b16);
       if (st == SRLM_OK) st = srlm_cpu_gemm(&mdw);
     }
   }

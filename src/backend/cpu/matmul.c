@@ -1415,13 +1415,13 @@ int srlm_cpu_bf16_direct(void) { return pick_kernel_for(1, 0, 0)->dot; }
  * whose panels are half the bytes. The choice is measured once (both instructions'
  * throughput, 12 independent sums each, best of 5 alternated runs of about 0.2 ms) or
  * forced by srlm_backend_cpu_set_bf16_kernel / SRLM_CPU_BF16_KERNEL. */
-static int g_widen_forced = -1; /* -1: measured; 0: the dot kernel; 1: fp32 on widened */
-static int g_widen_measured;
+static int g_widen_forced = -1; /* -1: the default; 0: the dot kernel; 1: fp32 on widened */
+static int g_widen_default;     /* SRLM_CPU_BF16_KERNEL's, else measured (widen_decide_once) */
 #ifdef SRLM_X86
 /* 12 independent sums in registers (named, so that they stay there) */
-#define RATE_LOOP(T, ZERO, OP, FLOPS)                                                            \
-  T c0 = ZERO, c1 = ZERO, c2 = ZERO, c3 = ZERO, c4 = ZERO, c5 = ZERO, c6 = ZERO, c7 = ZERO, c8 = ZERO, \
-    c9 = ZERO, c10 = ZERO, c11 = ZERO;                                                             \
+#define RATE_LOOP(OP, FLOPS)                                                                     \
+  __m512 c0 = _mm512_setzero_ps(), c1 = c0, c2 = c0, c3 = c0, c4 = c0, c5 = c0, c6 = c0, c7 = c0, \
+         c8 = c0, c9 = c0, c10 = c0, c11 = c0;                                                   \
   const double t0 = srlm_time_now();                                                             \
   for (long i = 0; i < n; i++) {                                                                 \
     OP(c0) OP(c1) OP(c2) OP(c3) OP(c4) OP(c5) OP(c6) OP(c7) OP(c8) OP(c9) OP(c10) OP(c11)         \
@@ -1433,17 +1433,24 @@ static int g_widen_measured;
 __attribute__((target("avx512f,avx512bf16"), noinline)) static double dot_rate(long n) {
   const __m512bh a = (__m512bh)_mm512_set1_epi16(0x3f80), b = (__m512bh)_mm512_set1_epi16(0x3f80);
 #define DOT_OP(c) c = _mm512_dpbf16_ps(c, a, b); __asm__ volatile("" : "+v"(c));
-  RATE_LOOP(__m512, _mm512_setzero_ps(), DOT_OP, 64.0)
+  RATE_LOOP(DOT_OP, 64.0)
 #undef DOT_OP
 }
 __attribute__((target("avx512f"), noinline)) static double fma_rate(long n) {
   const __m512 a = _mm512_set1_ps(1.0f), b = _mm512_set1_ps(0.5f);
 #define FMA_OP(c) c = _mm512_fmadd_ps(a, b, c); __asm__ volatile("" : "+v"(c));
-  RATE_LOOP(__m512, _mm512_setzero_ps(), FMA_OP, 32.0)
+  RATE_LOOP(FMA_OP, 32.0)
 #undef FMA_OP
 }
 #undef RATE_LOOP
-static void widen_measure_once(void) {
+static void widen_decide_once(void) {
+  const char *e = getenv("SRLM_CPU_BF16_KERNEL");
+  if (e && (!strcmp(e, "dot") || !strcmp(e, "fma"))) {
+    g_widen_default = !strcmp(e, "fma");
+    return;
+  }
+  if (e && strcmp(e, "auto") != 0)
+    SRLM_WARN("SRLM_CPU_BF16_KERNEL='%s' is not auto, dot or fma: the kernel is measured", e);
   __builtin_cpu_init();
   if (!(__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bf16"))) return;
   double dot = 0, fma = 0;
@@ -1451,7 +1458,7 @@ static void widen_measure_once(void) {
     const double d = dot_rate(20000), f = fma_rate(20000);
     dot = d > dot ? d : dot, fma = f > fma ? f : fma;
   }
-  g_widen_measured = fma > 1.5 * dot; /* (each way's packing costs aside) */
+  g_widen_default = fma > 1.5 * dot; /* (each way's packing costs aside) */
 }
 #endif
 static int dot_widen(void) {
@@ -1459,17 +1466,7 @@ static int dot_widen(void) {
   if (forced >= 0) return forced;
 #ifdef SRLM_X86
   static pthread_once_t once = PTHREAD_ONCE_INIT;
-  static int env = -2;
-  int v = __atomic_load_n(&env, __ATOMIC_RELAXED);
-  if (v == -2) {
-    const char *e = getenv("SRLM_CPU_BF16_KERNEL");
-    v = e && !strcmp(e, "dot") ? 0 : e && !strcmp(e, "fma") ? 1 : -1;
-    if (e && v < 0 && strcmp(e, "auto") != 0 && __atomic_exchange_n(&env, v, __ATOMIC_RELAXED) == -2)
-      SRLM_WARN("SRLM_CPU_BF16_KERNEL='%s' is not auto, dot or fma: the kernel is measured", e);
-    __atomic_store_n(&env, v, __ATOMIC_RELAXED);
-  }
-  if (v >= 0) return v;
-  return pthread_once(&once, widen_measure_once) == 0 && g_widen_measured;
+  return pthread_once(&once, widen_decide_once) == 0 && g_widen_default;
 #else
   return 0;
 #endif
