@@ -61,11 +61,12 @@
  * NCCL: its reduce-scatter sums in NCCL's order, which need not be the all-reduce's, so
  * sharded and unsharded NCCL runs agree within float re-association, not bit for bit.
  *
- * Backends. The handle hides the transport. Control (headers, shards, agree, abort, the
+ * Backends. The handle hides the transport. Control (message headers, agree, abort, the
  * doubles of a training step) is always MPI. The float buffers of the weight broadcast, the
  * gradient all-reduce and ZeRO-1 are backend memory (backend.h) and move per group (the
  * learner group; the weight-broadcast group) by the transport srlm_comm_open_transport
- * chose (run.comm: auto, mpi, nccl):
+ * chose (run.comm: auto, mpi, nccl); so do the bytes of rollout shards, over the third group
+ * (the world of a separate-roles job; "Point-to-point" below):
  *   NCCL  every rank of the group runs the cuda backend on a GPU of its own (their UUIDs,
  *         exchanged over MPI, all differ): device memory moves GPU to GPU (ncclAllReduce,
  *         ncclBroadcast in buckets; ncclReduceScatter/ncclAllGather for equal ZeRO-1
@@ -80,7 +81,7 @@
  * auto picks NCCL for every group that can use it (a group of one rank stays on MPI: it has
  * nothing to exchange); nccl requires it (a group that cannot is a config error); mpi never
  * uses it. Rank 0 prints each group's choice and why. Role code calls only this interface,
- * so the transport changes nothing in src/roles.
+ * so the transport changes nothing in src/roles beyond srlm_comm_progress between decode steps.
  *
  * Waiting. Every wait (receive, broadcast, barrier, all-reduce) polls the request and
  * sleeps in between (50 us doubling to 2 ms) instead of MPI's busy polling, so an idle
@@ -120,6 +121,7 @@ typedef enum srlm_comm_transport {
 typedef enum srlm_comm_group {
   SRLM_COMM_GROUP_LEARNERS = 0, /* gradient all-reduce, ZeRO-1 */
   SRLM_COMM_GROUP_BCAST,        /* weight broadcast: learner 0 + generators + judges (fp32 or bf16) */
+  SRLM_COMM_GROUP_SHARDS,       /* separate roles: every rank, the bytes of rollout shards ("Point-to-point") */
   SRLM_COMM_GROUP_COUNT
 } srlm_comm_group;
 
@@ -380,19 +382,26 @@ srlm_status srlm_comm_allgather_bytes(srlm_comm *c, const void *buf, size_t len,
 
 /* ---- point-to-point: rollout shards and other byte messages ------------- */
 
-/* Byte messages travel over MPI from host memory, also between ranks whose float groups use
- * NCCL, by design:
- *   - they are born and used on the host: the sampler's tokens come back at every decode
- *     step (stop checks, refill), the judge tokenizes text, the learner packs its
- *     micro-batches on the host; a device hop would add a copy at each end;
- *   - the traffic is many-to-many with receives from any source. NCCL runs a rank's sends
- *     and receives in issue order on its stream and has no matching engine: with judges A,
- *     B and learners L0, L1, L0 waiting for B's shard (queued behind B -> L1) while L1 waits
- *     for A's (queued behind A -> L0) is a deadlock that MPI's matching does not have.
- *     Avoiding it takes a communicator per sender/receiver pair or a receiver-driven
- *     handshake, each costing more than the bytes: about 8 a token, 64 MB an iteration for
- *     4096 prompts x 4 samples x 512 tokens. */
-
+/* Byte messages (rollout shards: token ids, log-probs, judgments) are born and used in host
+ * memory: the sampler's tokens come back at every decode step (stop checks, refill), the
+ * judge tokenizes text, the learner packs its micro-batches on the host. Their header (kind,
+ * length) always goes on MPI. Their bytes go by the shard-payload group's transport
+ * (srlm_comm_open_transport; the group is the world of a separate-roles job):
+ *   MPI   inline after the header, from host memory (a CPU run, cuda-sim, shared GPUs,
+ *         run.comm: mpi, and every job before srlm_comm_open_transport);
+ *   NCCL  every rank on a GPU of its own: ncclSend/ncclRecv through device staging buffers,
+ *         on a communicator over the world of their own. NCCL runs a rank's sends and
+ *         receives in issue order and has no matching engine, so with receives from any
+ *         source a send queued as soon as its shard is ready can deadlock (judge B's shard
+ *         for learner L0 queued behind B -> L1, while L1 waits for judge A's, queued behind
+ *         A -> L0). The bytes therefore wait on the sender until the receiver, having matched
+ *         the header on MPI, has queued the receive and sent a clear-to-send; a sender
+ *         answers clear-to-sends at every pause of a comm wait, in every srlm_comm_* call on
+ *         the sender, and at srlm_comm_progress (a generator or judge calls it after every
+ *         decode step: srlm_model_set_step_hook). The protocol and why it cannot deadlock are
+ *         in src/comm/p2p.h. SRLM_COMM_P2P=inorder runs the same handshake with the bytes on
+ *         MPI moved in NCCL's order (one at a time per rank, synchronous sends), so CI tests it
+ *         without a GPU. Messages between a pair still arrive in the order sent. */
 #define SRLM_COMM_ANY_SOURCE (-1)
 
 /* Sends len bytes to world rank dest (a header with the length goes first). Blocking.
@@ -407,6 +416,11 @@ srlm_status srlm_comm_send(srlm_comm *c, int dest, const void *buf, size_t len);
  * bound memory and to be sure the data left. */
 srlm_status srlm_comm_send_async(srlm_comm *c, int dest, void *buf, size_t len);
 srlm_status srlm_comm_flush(srlm_comm *c);
+
+/* Lets the receivers of this rank's messages take their bytes (answers clear-to-sends, moves
+ * queued transfers on: see above); never waits for a peer. A no-op unless the shard-payload
+ * group uses NCCL (or SRLM_COMM_P2P=inorder). c may be NULL. */
+srlm_status srlm_comm_progress(srlm_comm *c);
 
 /* Sends an end-of-stream marker to dest: the receiver's srlm_comm_recv returns with
  * *end = true. A producer sends one to each consumer when it has no more shards. */

@@ -228,6 +228,12 @@ void srlm_kv_cache_reset(srlm_kv_cache *kv, int slot);
 int64_t srlm_kv_cache_len(const srlm_kv_cache *kv, int slot);
 size_t srlm_kv_cache_bytes(const srlm_kv_cache *kv);
 
+/* A function called after every successful srlm_model_step* on m (NULL: none); its error
+ * becomes the step's. For work that must go on while a rank decodes for a long time: a
+ * generator or judge lets its shards' receivers take their bytes (srlm_comm_progress). It
+ * must not change anything the step computes. */
+void srlm_model_set_step_hook(srlm_model *m, srlm_status (*fn)(void *user), void *user);
+
 /* The KV-cache budget of srlm_generate on m: its caches hold at most `positions` cached
  * positions in all (slots x length; 0, the default: no bound), the share of the device a rank's
  * memory plan gave them (memplan.h). A call whose longest sequence leaves room for fewer

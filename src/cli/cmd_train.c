@@ -486,6 +486,9 @@ static srlm_status plan_memory(train_ctx *c, srlm_comm *comm, srlm_backend *be, 
 }
 
 /* Every rank's role, host and device, printed by the lead. Collective. */
+/* srlm_model_set_step_hook's function: a no-op unless shard bytes go by the handshake. */
+static srlm_status comm_progress(void *comm) { return srlm_comm_progress(comm); }
+
 static srlm_status print_layout(srlm_comm *comm, srlm_backend *be) {
   char host[256] = "?", mine[512];
   if (gethostname(host, sizeof host - 1) != 0) snprintf(host, sizeof host, "?");
@@ -561,6 +564,8 @@ static srlm_status run_iterations(train_ctx *c, srlm_comm *comm, srlm_sr_iterati
   const srlm_model_use use = srlm_comm_has_role(comm, SRLM_ROLE_LEARNER) ? SRLM_MODEL_LEARN : SRLM_MODEL_DECODE;
   if (st == SRLM_OK) st = srlm_model_load_for(c->model_dir, be, srlm_setup_dtype(cfg), use, &m);
   if (st == SRLM_OK && cfg->train.recompute) st = srlm_model_set_recompute(m, 1);
+  /* shard bytes by the handshake (comm.h, "Point-to-point"): a decoding rank answers its receivers every step */
+  if (st == SRLM_OK) srlm_model_set_step_hook(m, comm_progress, comm);
   srlm_sr_iteration *rows = srlm_xcalloc((size_t)cfg->run.iterations + 1, sizeof *rows);
   srlm_sr_inputs in = {.cfg = cfg, .comm = comm, .run_dir = c->run_dir, .tok_dir = tok_dir, .m = m, .tok = c->tok,
                        .prompts = task ? NULL : &set, .llm = llm, .resume = c->resume, .max_batch = max_batch,

@@ -20,6 +20,7 @@
 #include <time.h>
 
 #include "srlm/comm.h"
+#include "p2p.h"
 #include "watchdog.h"
 #if SRLM_HAVE_NCCL
 #include "comm_nccl.h"
@@ -30,6 +31,8 @@
 #define BCAST_MAGIC 0x5357454947484e53ll /* header word of a weight broadcast */
 #define MSG_MAGIC 0x4d4c5253u            /* header word of a point-to-point message */
 #define MSG_END 1u                       /* kind bit: end-of-stream marker */
+#define MSG_P2P 2u                       /* kind bit: the bytes come by the shard-payload transport (p2p.h) */
+#define HDR_WORDS 3                      /* magic | kind, length, the p2p message's number (else 0) */
 #define TAG_HDR 7101
 #define TAG_DATA 7102
 #define AGREE_MSG 2040
@@ -62,8 +65,8 @@ static int mpi_then_wait(int rc, MPI_Request *req) { return rc == MPI_SUCCESS ? 
 
 typedef struct pending_send {
   MPI_Request req[2]; /* header, data (MPI_REQUEST_NULL when empty) */
-  int64_t hdr[2];
-  void *buf; /* owned: freed when the send completes */
+  int64_t *hdr;       /* (HDR_WORDS) owned: its own allocation, so growing the array never moves it under MPI */
+  void *buf;          /* owned: freed when the send completes (NULL when the p2p transport holds the bytes) */
 } pending_send;
 
 #define OV_SLOTS 4 /* MPI buckets in flight at most (each holds a staging and a receive buffer) */
@@ -92,6 +95,7 @@ struct srlm_comm {
      colocated, both groups are the world and share one. Opened on nccl_be. */
   struct sr_nccl *nccl[SRLM_COMM_GROUP_COUNT];
   srlm_backend *nccl_be;
+  struct sr_p2p *p2p; /* the shard-payload transport (p2p.h) where the shard group uses it, else NULL */
   /* learners: the overlapped reduce's two phases (slices to their owners; sums back), each
      on a communicator of its own so the phases of different buckets never cross */
   MPI_Comm ov_comm[2];
@@ -288,6 +292,7 @@ void srlm_comm_free(srlm_comm *c) {
         MPI_Request_free(&c->pending[i].req[k]);
       }
     free(c->pending[i].buf);
+    free(c->pending[i].hdr);
   }
   free(c->pending);
   ov_free(c);
@@ -352,7 +357,8 @@ static const char *label_of(const srlm_comm *c, int rank) {
 
 /* ---- transport of the float collectives: MPI or NCCL, per group ---------- */
 
-static const char *const k_group_names[SRLM_COMM_GROUP_COUNT] = {"learner group", "weight-broadcast group"};
+static const char *const k_group_names[SRLM_COMM_GROUP_COUNT] = {"learner group", "weight-broadcast group",
+                                                                  "shard-payload group"};
 
 srlm_status srlm_comm_choose_transport(srlm_comm_transport want, const char *group, const srlm_comm_device *devs,
                                        const int *ranks, int n, srlm_comm_backend *out, char *why, size_t why_len) {
@@ -394,9 +400,15 @@ srlm_status srlm_comm_choose_transport(srlm_comm_transport want, const char *gro
 }
 
 /* World ranks of group g in group-rank order (the order of its MPI communicator, split by
- * world rank): learners 0..L-1; broadcast: learner 0, then generators and judges. */
+ * world rank): learners 0..L-1; broadcast: learner 0, then generators and judges; shard
+ * payloads: the world (none when colocated or solo: shards are all-gathered there). */
 static int group_members(const srlm_comm *c, srlm_comm_group g, int *out) {
   int k = 0;
+  if (g == SRLM_COMM_GROUP_SHARDS) {
+    if (c->solo || c->colocated) return 0;
+    for (int r = 0; r < c->size; r++) out[k++] = r;
+    return k;
+  }
   if (c->solo || c->colocated) {
     for (int r = 0; r < c->size; r++) out[k++] = r;
     return k;
@@ -415,7 +427,9 @@ static int group_members(const srlm_comm *c, srlm_comm_group g, int *out) {
 /* Opens group g's NCCL communicator on this rank (a member): its first rank makes the id,
  * MPI carries it to the others (with a flag, so a failure there stops every member). */
 static srlm_status open_group_nccl(srlm_comm *c, srlm_comm_group g, int first) {
-  MPI_Comm comm = g == SRLM_COMM_GROUP_LEARNERS ? c->role[SRLM_ROLE_LEARNER] : c->bcast;
+  MPI_Comm comm = g == SRLM_COMM_GROUP_LEARNERS ? c->role[SRLM_ROLE_LEARNER]
+                  : g == SRLM_COMM_GROUP_BCAST  ? c->bcast
+                                                : c->world;
   int grank = 0, gsize = 1;
   if (!c->solo) {
     SRLM_MPI(MPI_Comm_rank(comm, &grank));
@@ -443,11 +457,20 @@ static srlm_status open_group_nccl(srlm_comm *c, srlm_comm_group g, int first) {
 }
 #endif
 
+/* The nap hook (watchdog.h) while the shard-payload transport is open: a rank waiting on
+ * anything still answers clear-to-sends. An error there cannot be returned through the wait,
+ * and a peer may be waiting for these bytes, so it ends the job at once. */
+static void p2p_nap(void *user) {
+  srlm_comm *c = user;
+  srlm_status st = c->p2p ? sr_p2p_progress(c->p2p) : SRLM_OK;
+  if (st != SRLM_OK) srlm_comm_abort(c, st);
+}
+
 srlm_status srlm_comm_open_transport(srlm_comm *c, srlm_comm_transport want) {
   if (!c->roles_assigned) return srlm_error(SRLM_ERR_INTERNAL, "comm", "roles are not assigned");
   if ((unsigned)want >= SRLM_COMM_TRANSPORT_COUNT)
     return srlm_error(SRLM_ERR_RANGE, "run.comm", "transport %d", (int)want);
-  if (c->nccl[SRLM_COMM_GROUP_LEARNERS] || c->nccl[SRLM_COMM_GROUP_BCAST])
+  if (c->nccl[SRLM_COMM_GROUP_LEARNERS] || c->nccl[SRLM_COMM_GROUP_BCAST] || c->p2p)
     return srlm_error(SRLM_ERR_INTERNAL, "comm", "the transport is already open (srlm_comm_close_transport first)");
 #if !SRLM_HAVE_NCCL
   if (want == SRLM_COMM_TRANSPORT_NCCL)
@@ -490,13 +513,23 @@ srlm_status srlm_comm_open_transport(srlm_comm *c, srlm_comm_transport want) {
                             : srlm_error(SRLM_ERR_LIB, "comm", "rank %d could not read its GPU's UUID (its own error says why)", r);
   }
   /* the same decisions on every rank: they depend only on what every rank sent */
-  srlm_comm_backend use[SRLM_COMM_GROUP_COUNT] = {SRLM_COMM_MPI, SRLM_COMM_MPI};
-  int first[SRLM_COMM_GROUP_COUNT] = {0, 0};
+  srlm_comm_backend use[SRLM_COMM_GROUP_COUNT] = {SRLM_COMM_MPI, SRLM_COMM_MPI, SRLM_COMM_MPI};
+  int first[SRLM_COMM_GROUP_COUNT] = {0, 0, 0};
+  /* SRLM_COMM_P2P=inorder: shard payloads by the handshake on MPI in NCCL's order (p2p.h), for CI */
+  const char *p2p_env = getenv("SRLM_COMM_P2P");
+  const bool inorder = p2p_env && strcmp(p2p_env, "inorder") == 0;
+  if (p2p_env && p2p_env[0] && !inorder && c->rank == 0)
+    SRLM_WARN("SRLM_COMM_P2P=%s is not 'inorder'; ignored", p2p_env);
   for (int g = 0; st == SRLM_OK && g < SRLM_COMM_GROUP_COUNT; g++) {
     const int k = group_members(c, (srlm_comm_group)g, members);
+    if (k == 0) continue; /* shard payloads of a colocated or one-rank job: all-gathered on MPI */
     first[g] = members[0];
     char why[300];
     st = srlm_comm_choose_transport(want, k_group_names[g], devs, members, k, &use[g], why, sizeof why);
+    if (st == SRLM_OK && g == SRLM_COMM_GROUP_SHARDS && inorder && use[g] == SRLM_COMM_NCCL) {
+      use[g] = SRLM_COMM_MPI; /* the test hook wins, also between GPUs */
+      snprintf(why, sizeof why, "SRLM_COMM_P2P=inorder");
+    }
     bool staged = false;
     for (int i = 0; i < k; i++) staged |= strcmp(devs[members[i]].backend, "cpu") != 0 && devs[members[i]].backend[0];
     if (st == SRLM_OK && c->rank == 0) {
@@ -504,19 +537,28 @@ srlm_status srlm_comm_open_transport(srlm_comm *c, srlm_comm_transport want) {
 #if SRLM_HAVE_NCCL
       sr_nccl_version(ver, sizeof ver);
 #endif
-      SRLM_INFO("comm: %s (%d rank%s): %s%s (%s)", k_group_names[g], k, k == 1 ? "" : "s",
-                use[g] == SRLM_COMM_NCCL ? "NCCL " : staged ? "MPI, device buffers through pinned host memory" : "MPI",
-                use[g] == SRLM_COMM_NCCL ? ver : "", why);
+      if (g == SRLM_COMM_GROUP_SHARDS)
+        SRLM_INFO("comm: %s (%d ranks): headers on MPI, bytes %s%s (%s)", k_group_names[g], k,
+                  use[g] == SRLM_COMM_NCCL ? "by NCCL send/recv, after the receiver's clear-to-send, NCCL "
+                  : inorder               ? "on MPI in NCCL's order after the receiver's clear-to-send (SRLM_COMM_P2P=inorder)"
+                                          : "on MPI, from host memory",
+                  use[g] == SRLM_COMM_NCCL ? ver : "", why);
+      else
+        SRLM_INFO("comm: %s (%d rank%s): %s%s (%s)", k_group_names[g], k, k == 1 ? "" : "s",
+                  use[g] == SRLM_COMM_NCCL ? "NCCL " : staged ? "MPI, device buffers through pinned host memory" : "MPI",
+                  use[g] == SRLM_COMM_NCCL ? ver : "", why);
     }
   }
   free(all);
   free(devs);
   free(members);
   if (st != SRLM_OK) return st;
+  const bool shard_group = !c->solo && !c->colocated;
 #if SRLM_HAVE_NCCL
   for (int g = 0; g < SRLM_COMM_GROUP_COUNT; g++) {
     const bool member = g == SRLM_COMM_GROUP_LEARNERS ? srlm_comm_has_role(c, SRLM_ROLE_LEARNER)
-                                                      : c->solo || c->bcast != MPI_COMM_NULL;
+                        : g == SRLM_COMM_GROUP_BCAST  ? c->solo || c->bcast != MPI_COMM_NULL
+                                                      : shard_group;
     if (use[g] != SRLM_COMM_NCCL || !member) continue;
     if (g == SRLM_COMM_GROUP_BCAST && c->colocated) { /* the same ranks: one communicator serves both */
       c->nccl[g] = c->nccl[SRLM_COMM_GROUP_LEARNERS];
@@ -532,14 +574,29 @@ srlm_status srlm_comm_open_transport(srlm_comm *c, srlm_comm_transport want) {
 #else
   (void)first;
 #endif
+  if (shard_group && (use[SRLM_COMM_GROUP_SHARDS] == SRLM_COMM_NCCL || inorder)) {
+    st = sr_p2p_open(c->world, use[SRLM_COMM_GROUP_SHARDS] == SRLM_COMM_NCCL ? SR_P2P_NCCL : SR_P2P_INORDER,
+                     c->nccl[SRLM_COMM_GROUP_SHARDS], &c->p2p);
+    if (st != SRLM_OK) {
+      srlm_comm_close_transport(c, st);
+      return st;
+    }
+    sr_watchdog_on_nap(p2p_nap, c); /* every comm wait moves this rank's payloads on */
+  }
   return SRLM_OK;
 }
 
 void srlm_comm_close_transport(srlm_comm *c, srlm_status st) {
+  if (c->p2p) { /* before its NCCL communicator: its ops hold staging buffers there */
+    sr_watchdog_on_nap(NULL, NULL);
+    sr_p2p_close(c->p2p);
+    c->p2p = NULL;
+  }
 #if SRLM_HAVE_NCCL
   struct sr_nccl *learn = c->nccl[SRLM_COMM_GROUP_LEARNERS], *bcast = c->nccl[SRLM_COMM_GROUP_BCAST];
   sr_nccl_close(learn, st == SRLM_OK);
   if (bcast != learn) sr_nccl_close(bcast, st == SRLM_OK);
+  sr_nccl_close(c->nccl[SRLM_COMM_GROUP_SHARDS], st == SRLM_OK);
 #else
   (void)st;
 #endif
@@ -1333,11 +1390,31 @@ static srlm_status check_peer(const srlm_comm *c, int peer, const char *what) {
   return SRLM_OK;
 }
 
+/* A header (HDR_WORDS int64, magic | kind, length, p2p number) into fresh memory. */
+static int64_t *header(uint32_t kind, size_t len, int64_t seq) {
+  int64_t *h = srlm_xmalloc(HDR_WORDS * sizeof *h);
+  h[0] = (int64_t)(((uint64_t)MSG_MAGIC << 32) | kind);
+  h[1] = (int64_t)len;
+  h[2] = seq;
+  return h;
+}
+
+/* Blocking: the header, then the bytes (inline, or by the p2p transport: a copy of them posted
+ * there, waited for until it has left). */
 static srlm_status send_impl(srlm_comm *c, int dest, const void *buf, size_t len, uint32_t kind) {
   SRLM_TRY(check_peer(c, dest, "send"));
-  int64_t hdr[2] = {(int64_t)(((uint64_t)MSG_MAGIC << 32) | kind), (int64_t)len};
+  int64_t seq = 0;
+  const bool p2p = c->p2p && !(kind & MSG_END);
+  if (p2p) {
+    void *copy = srlm_xmalloc(len ? len : 1);
+    if (len) memcpy(copy, buf, len);
+    SRLM_TRY(sr_p2p_post(c->p2p, dest, copy, len, &seq));
+    kind |= MSG_P2P;
+  }
+  int64_t hdr[HDR_WORDS] = {(int64_t)(((uint64_t)MSG_MAGIC << 32) | kind), (int64_t)len, seq};
   MPI_Request req;
-  SRLM_MPI_WAIT(MPI_Isend(hdr, 2, MPI_INT64_T, dest, TAG_HDR, c->world, &req), req);
+  SRLM_MPI_WAIT(MPI_Isend(hdr, HDR_WORDS, MPI_INT64_T, dest, TAG_HDR, c->world, &req), req);
+  if (p2p) return sr_p2p_wait(c->p2p, seq);
   const char *p = buf;
   for (size_t off = 0; off < len; off += CHUNK_BYTES) {
     int cnt = (int)(len - off < CHUNK_BYTES ? len - off : CHUNK_BYTES);
@@ -1359,22 +1436,34 @@ srlm_status srlm_comm_recv(srlm_comm *c, int src, void **buf, size_t *len, int *
   *end = false;
   if (src_out) *src_out = -1;
   if (src != SRLM_COMM_ANY_SOURCE) SRLM_TRY(check_peer(c, src, "recv"));
-  int64_t hdr[2];
+  int64_t hdr[HDR_WORDS];
   MPI_Status status;
   MPI_Request req;
-  SRLM_MPI(MPI_Irecv(hdr, 2, MPI_INT64_T, src == SRLM_COMM_ANY_SOURCE ? MPI_ANY_SOURCE : src, TAG_HDR, c->world, &req));
+  SRLM_MPI(MPI_Irecv(hdr, HDR_WORDS, MPI_INT64_T, src == SRLM_COMM_ANY_SOURCE ? MPI_ANY_SOURCE : src, TAG_HDR, c->world,
+                     &req));
   SRLM_MPI(wait_polite(&req, &status));
   int from = status.MPI_SOURCE;
   if (src_out) *src_out = from;
   uint64_t word = (uint64_t)hdr[0];
-  if ((word >> 32) != MSG_MAGIC || (word & 0xffffffffu & ~(uint64_t)MSG_END) || hdr[1] < 0)
+  const uint32_t kind = (uint32_t)(word & 0xffffffffu);
+  if ((word >> 32) != MSG_MAGIC || (kind & ~(MSG_END | MSG_P2P)) || hdr[1] < 0 || ((kind & MSG_P2P) && !c->p2p))
     return srlm_error(SRLM_ERR_INTERNAL, "recv", "bad message header from rank %d (messages out of step)", from);
-  if (word & MSG_END) {
+  if (kind & MSG_END) {
     *end = true;
     return SRLM_OK;
   }
   size_t n = (size_t)hdr[1];
-  char *p = srlm_xmalloc(n);
+  char *p = srlm_xmalloc(n ? n : 1);
+  if (kind & MSG_P2P) {
+    srlm_status st = sr_p2p_fetch(c->p2p, from, hdr[2], p, n);
+    if (st != SRLM_OK) {
+      /* p may still be the target of a queued receive: leave it (the job is ending) */
+      return srlm_error_context(st, "receiving %zu bytes from rank %d", n, from);
+    }
+    *buf = p;
+    *len = n;
+    return SRLM_OK;
+  }
   int rc = MPI_SUCCESS;
   for (size_t off = 0; off < n && rc == MPI_SUCCESS; off += CHUNK_BYTES) {
     int cnt = (int)(n - off < CHUNK_BYTES ? n - off : CHUNK_BYTES);
@@ -1389,6 +1478,27 @@ srlm_status srlm_comm_recv(srlm_comm *c, int src, void **buf, size_t *len, int *
   return SRLM_OK;
 }
 
+/* Drops the pending sends whose requests have all completed (their buffers back). */
+static srlm_status reap_sends(srlm_comm *c) {
+  int w = 0;
+  srlm_status st = SRLM_OK;
+  for (int i = 0; i < c->n_pending; i++) {
+    int done = 0;
+    if (st == SRLM_OK) {
+      int rc = MPI_Testall(2, c->pending[i].req, &done, MPI_STATUSES_IGNORE);
+      if (rc != MPI_SUCCESS) st = srlm_lib_error("MPI", "MPI_Testall(sends)", rc, mpi_desc(rc), __FILE__, __LINE__);
+    }
+    if (done) {
+      free(c->pending[i].buf);
+      free(c->pending[i].hdr);
+    } else {
+      c->pending[w++] = c->pending[i];
+    }
+  }
+  c->n_pending = w;
+  return st;
+}
+
 srlm_status srlm_comm_send_async(srlm_comm *c, int dest, void *buf, size_t len) {
   srlm_status st = check_peer(c, dest, "send");
   if (st == SRLM_OK && len > CHUNK_BYTES)
@@ -1398,35 +1508,36 @@ srlm_status srlm_comm_send_async(srlm_comm *c, int dest, void *buf, size_t len) 
     free(buf);
     return st;
   }
+  uint32_t kind = 0;
+  int64_t seq = 0;
+  if (c->p2p) { /* the bytes wait in the p2p transport for dest's clear-to-send */
+    SRLM_TRY(sr_p2p_post(c->p2p, dest, buf, len, &seq));
+    buf = NULL;
+    kind = MSG_P2P;
+  }
   if (c->n_pending == c->cap_pending) {
     c->cap_pending = c->cap_pending ? 2 * c->cap_pending : 16;
     c->pending = srlm_xrealloc(c->pending, (size_t)c->cap_pending * sizeof *c->pending);
   }
   pending_send *p = &c->pending[c->n_pending];
-  p->hdr[0] = (int64_t)((uint64_t)MSG_MAGIC << 32);
-  p->hdr[1] = (int64_t)len;
+  p->hdr = header(kind, len, seq);
   p->buf = buf;
   p->req[0] = p->req[1] = MPI_REQUEST_NULL;
-  int rc = MPI_Isend(p->hdr, 2, MPI_INT64_T, dest, TAG_HDR, c->world, &p->req[0]);
-  if (rc == MPI_SUCCESS && len > 0) rc = MPI_Isend(buf, (int)len, MPI_BYTE, dest, TAG_DATA, c->world, &p->req[1]);
+  int rc = MPI_Isend(p->hdr, HDR_WORDS, MPI_INT64_T, dest, TAG_HDR, c->world, &p->req[0]);
+  if (rc == MPI_SUCCESS && len > 0 && buf) rc = MPI_Isend(buf, (int)len, MPI_BYTE, dest, TAG_DATA, c->world, &p->req[1]);
   if (rc != MPI_SUCCESS) {
-    free(buf);
+    /* a header already posted stays with its request: the job ends on this error */
+    if (p->req[0] == MPI_REQUEST_NULL) {
+      free(buf);
+      free(p->hdr);
+    } else {
+      c->n_pending++;
+    }
     return srlm_lib_error("MPI", "MPI_Isend(message)", rc, mpi_desc(rc), __FILE__, __LINE__);
   }
   c->n_pending++;
   /* finished sends give their buffers back as we go, so a long stream does not pile up */
-  int w = 0;
-  for (int i = 0; i < c->n_pending; i++) {
-    int done = 0;
-    rc = MPI_Testall(2, c->pending[i].req, &done, MPI_STATUSES_IGNORE);
-    if (rc != MPI_SUCCESS) return srlm_lib_error("MPI", "MPI_Testall(sends)", rc, mpi_desc(rc), __FILE__, __LINE__);
-    if (done)
-      free(c->pending[i].buf);
-    else
-      c->pending[w++] = c->pending[i];
-  }
-  c->n_pending = w;
-  return SRLM_OK;
+  return reap_sends(c);
 }
 
 srlm_status srlm_comm_flush(srlm_comm *c) {
@@ -1435,10 +1546,16 @@ srlm_status srlm_comm_flush(srlm_comm *c) {
     for (int k = 0; k < 2 && rc == MPI_SUCCESS; k++)
       if (c->pending[i].req[k] != MPI_REQUEST_NULL) rc = wait_polite(&c->pending[i].req[k], NULL);
     free(c->pending[i].buf);
+    free(c->pending[i].hdr);
   }
   c->n_pending = 0;
   if (rc != MPI_SUCCESS) return srlm_lib_error("MPI", "MPI_Test(send)", rc, mpi_desc(rc), __FILE__, __LINE__);
-  return SRLM_OK;
+  return c->p2p ? sr_p2p_wait(c->p2p, -1) : SRLM_OK;
+}
+
+srlm_status srlm_comm_progress(srlm_comm *c) {
+  if (!c || !c->p2p) return SRLM_OK;
+  return sr_p2p_progress(c->p2p);
 }
 
 srlm_status srlm_comm_allgather_bytes(srlm_comm *c, const void *buf, size_t len, void ***bufs, size_t **lens) {

@@ -48,6 +48,10 @@ struct sr_nccl {
   cudaEvent_t ready;   /* recorded on the backend's stream before an overlapped bucket; NULL until then */
   float *scratch;      /* (scratch_n) a bucket for receivers that keep nothing (bcast recv NULL) */
   int64_t scratch_n;
+  /* point-to-point bytes: staging buffers (device memory) and the stream their host copies use */
+  struct { void *p; size_t bytes; bool busy; } *pool;
+  int n_pool;
+  cudaStream_t copy; /* NULL until the first point-to-point message */
   char label[48];
 };
 
@@ -210,6 +214,9 @@ void sr_nccl_close(sr_nccl *n, bool healthy) {
   }
   kill_comm(n); /* an unhealthy close, or a finalize that failed or took too long */
   if (n->scratch) (void)cudaFree(n->scratch);
+  for (int i = 0; i < n->n_pool; i++) (void)cudaFree(n->pool[i].p);
+  free(n->pool);
+  if (n->copy) (void)cudaStreamDestroy(n->copy);
   if (n->ready) (void)cudaEventDestroy(n->ready);
   (void)cudaStreamDestroy(n->stream);
   free(n);
@@ -362,4 +369,128 @@ srlm_status sr_nccl_bucket_finish(sr_nccl *n) {
   SRLM_CUDA_RT(cudaSetDevice(n->be->device));
   SRLM_TRY(wait_stream(n, "ncclAllReduce/ncclReduce(gradient buckets)"));
   return srlm_backend_sync(n->be);
+}
+
+/* ---- point-to-point bytes ------------------------------------------------- */
+
+struct sr_nccl_op {
+  cudaEvent_t done; /* recorded on the stream after the ncclSend/ncclRecv */
+  int slot;         /* the staging buffer (pool index) */
+  void *host;       /* a receive's destination; NULL for a send */
+  size_t bytes;
+};
+
+/* A free staging buffer of at least `bytes` (a new one when none is: 1 MiB, or the next power
+ * of two); marked busy. */
+static srlm_status pool_get(sr_nccl *n, size_t bytes, int *slot) {
+  int best = -1;
+  for (int i = 0; i < n->n_pool; i++)
+    if (!n->pool[i].busy && n->pool[i].bytes >= bytes && (best < 0 || n->pool[i].bytes < n->pool[best].bytes)) best = i;
+  if (best < 0) {
+    size_t want = (size_t)1 << 20;
+    while (want < bytes) want *= 2;
+    void *p = NULL;
+    SRLM_CUDA_RT(cudaMalloc(&p, want));
+    n->pool = srlm_xrealloc(n->pool, (size_t)(n->n_pool + 1) * sizeof *n->pool);
+    best = n->n_pool++;
+    n->pool[best].p = p;
+    n->pool[best].bytes = want;
+  }
+  n->pool[best].busy = true;
+  *slot = best;
+  return SRLM_OK;
+}
+
+/* A copy between host and a staging buffer, on the copy stream, waited for: only this copy is
+ * queued there, so the wait is bounded (no NCCL call or peer in front of it). */
+static srlm_status copy_now(sr_nccl *n, void *dst, const void *src, size_t bytes, enum cudaMemcpyKind kind) {
+  if (!n->copy) SRLM_CUDA_RT(cudaStreamCreateWithFlags(&n->copy, cudaStreamNonBlocking));
+  SRLM_CUDA_RT(cudaMemcpyAsync(dst, src, bytes, kind, n->copy));
+  SRLM_CUDA_RT(cudaStreamSynchronize(n->copy));
+  return SRLM_OK;
+}
+
+/* Queues one ncclSend or ncclRecv of the op's staging buffer and its end event. */
+static srlm_status p2p_queue(sr_nccl *n, int peer, sr_nccl_op *op, bool send) {
+  void *buf = n->pool[op->slot].p;
+  if (send)
+    SRLM_NCCL(n, ncclSend(buf, op->bytes, ncclUint8, peer, n->comm, n->stream));
+  else
+    SRLM_NCCL(n, ncclRecv(buf, op->bytes, ncclUint8, peer, n->comm, n->stream));
+  SRLM_CUDA_RT(cudaEventRecord(op->done, n->stream));
+  return SRLM_OK;
+}
+
+static srlm_status p2p_start(sr_nccl *n, int peer, void *host, const void *from, size_t bytes, sr_nccl_op **out) {
+  *out = NULL;
+  if (!n->comm) return srlm_error(SRLM_ERR_INTERNAL, n->label, "the NCCL communicator was aborted after an earlier error");
+  if (peer < 0 || peer >= n->nranks || peer == n->rank)
+    return srlm_error(SRLM_ERR_INTERNAL, n->label, "point-to-point peer %d (this is rank %d of %d)", peer, n->rank,
+                      n->nranks);
+  SRLM_CUDA_RT(cudaSetDevice(n->be->device));
+  sr_nccl_op *op = srlm_xcalloc(1, sizeof *op);
+  op->host = host;
+  op->bytes = bytes;
+  op->slot = -1;
+  srlm_status st = SRLM_OK;
+  cudaError_t ce = cudaEventCreateWithFlags(&op->done, cudaEventDisableTiming);
+  if (ce != cudaSuccess) {
+    free(op);
+    return srlm_lib_error("CUDA", "cudaEventCreateWithFlags(point-to-point)", (long long)ce, cudaGetErrorString(ce),
+                          __FILE__, __LINE__);
+  }
+  st = pool_get(n, bytes ? bytes : 1, &op->slot);
+  if (st == SRLM_OK && from && bytes) st = copy_now(n, n->pool[op->slot].p, from, bytes, cudaMemcpyHostToDevice);
+  if (st == SRLM_OK) st = p2p_queue(n, peer, op, from != NULL);
+  if (st != SRLM_OK) {
+    sr_nccl_op_drop(n, op);
+    return st;
+  }
+  *out = op;
+  return SRLM_OK;
+}
+
+srlm_status sr_nccl_send_bytes(sr_nccl *n, int peer, const void *host, size_t bytes, sr_nccl_op **op) {
+  static const char none;
+  return p2p_start(n, peer, NULL, host ? host : &none, bytes, op);
+}
+
+srlm_status sr_nccl_recv_bytes(sr_nccl *n, int peer, void *host, size_t bytes, sr_nccl_op **op) {
+  static char none;
+  return p2p_start(n, peer, host ? host : &none, NULL, bytes, op);
+}
+
+void sr_nccl_op_drop(sr_nccl *n, sr_nccl_op *op) {
+  if (!op) return;
+  if (op->slot >= 0) n->pool[op->slot].busy = false;
+  (void)cudaEventDestroy(op->done);
+  free(op);
+}
+
+srlm_status sr_nccl_op_test(sr_nccl *n, sr_nccl_op *op, bool *done) {
+  *done = false;
+  srlm_status st = SRLM_OK;
+  if (!n->comm) {
+    st = srlm_error(SRLM_ERR_INTERNAL, n->label, "the NCCL communicator was aborted after an earlier error");
+  } else {
+    (void)cudaSetDevice(n->be->device);
+    cudaError_t q = cudaEventQuery(op->done);
+    if (q == cudaErrorNotReady) {
+      (void)cudaGetLastError(); /* the poll's NotReady is not an error */
+      ncclResult_t state = ncclSuccess, rc = ncclCommGetAsyncError(n->comm, &state);
+      if (rc != ncclSuccess) st = nccl_fail(n, rc, "ncclCommGetAsyncError", __FILE__, __LINE__);
+      else if (state != ncclSuccess && state != ncclInProgress)
+        st = nccl_fail(n, state, op->host ? "ncclRecv(shard payload)" : "ncclSend(shard payload)", __FILE__, __LINE__);
+      if (st == SRLM_OK) return SRLM_OK;
+    } else if (q != cudaSuccess) {
+      kill_comm(n);
+      st = srlm_lib_error("CUDA", "cudaEventQuery(point-to-point)", (long long)q, cudaGetErrorString(q), __FILE__,
+                          __LINE__);
+    } else if (op->host && op->bytes) {
+      st = copy_now(n, op->host, n->pool[op->slot].p, op->bytes, cudaMemcpyDeviceToHost);
+    }
+  }
+  sr_nccl_op_drop(n, op);
+  if (st == SRLM_OK) *done = true;
+  return st;
 }

@@ -92,4 +92,27 @@ srlm_status sr_nccl_bucket_finish(sr_nccl *n);
 /* Whether every rank's range of bounds has the same length (ncclReduceScatter/AllGather fit). */
 bool sr_nccl_equal_ranges(const int64_t *bounds, int nranks);
 
+/* ---- point-to-point bytes: rollout-shard payloads (p2p.h) ----------------------------
+ *
+ * One message of `bytes` host bytes to or from NCCL rank `peer`, through device memory of
+ * the communicator (a pool of staging buffers, grown and never freed before close: a
+ * cudaFree would synchronize the device under a decode). A send copies the host bytes into
+ * a staging buffer (a copy stream of its own, waited for: the host may free them after the
+ * call) and queues ncclSend on the communicator's stream; a receive queues ncclRecv into a
+ * staging buffer; an event after each marks its end. Sends and receives run in the order
+ * they were queued, as every NCCL call on one stream: the caller (p2p.c's handshake) queues a
+ * send only when its receiver has queued the receive. sr_nccl_op_test polls: not done yet
+ * (the communicator's asynchronous error checked meanwhile), or done, when a receive's bytes
+ * are copied to its host buffer, the staging buffer goes back to the pool and *op is freed. */
+typedef struct sr_nccl_op sr_nccl_op;
+srlm_status sr_nccl_send_bytes(sr_nccl *n, int peer, const void *host, size_t bytes, sr_nccl_op **op);
+/* host must stay valid until the op is done. */
+srlm_status sr_nccl_recv_bytes(sr_nccl *n, int peer, void *host, size_t bytes, sr_nccl_op **op);
+/* *done false: still running; true: finished and freed (*op is then dangling). An error also
+ * frees the op; the communicator is aborted (as every NCCL error here). */
+srlm_status sr_nccl_op_test(sr_nccl *n, sr_nccl_op *op, bool *done);
+/* Frees an op that will never be tested again (after an error elsewhere: the communicator is
+ * being aborted, so its staging buffer is not reused). */
+void sr_nccl_op_drop(sr_nccl *n, sr_nccl_op *op);
+
 #endif

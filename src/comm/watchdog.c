@@ -167,6 +167,14 @@ void sr_watchdog_stop(void) {
   g.running = false;
 }
 
+static void (*g_nap_fn)(void *);
+static void *g_nap_user;
+
+void sr_watchdog_on_nap(void (*fn)(void *user), void *user) {
+  g_nap_fn = fn;
+  g_nap_user = user;
+}
+
 void sr_watchdog_nap(long *ns, long cap_ns) {
   const char *late = sr_watchdog_late(); /* a rank stopped answering: the wait would never end */
   if (late) {
@@ -174,6 +182,7 @@ void sr_watchdog_nap(long *ns, long cap_ns) {
     fflush(stderr);
     MPI_Abort(MPI_COMM_WORLD, 1);
   }
+  if (g_nap_fn) g_nap_fn(g_nap_user);
   struct timespec ts = {0, *ns};
   nanosleep(&ts, NULL);
   if (*ns < cap_ns) *ns *= 2;

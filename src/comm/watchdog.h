@@ -29,6 +29,11 @@ const char *sr_watchdog_late(void);
  * sleeps *ns and doubles it up to cap_ns. */
 void sr_watchdog_nap(long *ns, long cap_ns);
 
+/* A function every sr_watchdog_nap calls before it sleeps (NULL: none): the shard-payload
+ * transport answers clear-to-sends there (p2p.h), so a rank waiting on anything still lets its
+ * peers' receives go on. One per process; the caller's thread only (the waits run on it). */
+void sr_watchdog_on_nap(void (*fn)(void *user), void *user);
+
 /* Stops the thread and marks this rank's file as ended (beat -1). */
 void sr_watchdog_stop(void);
 

@@ -88,7 +88,7 @@ static const srlm_config_option k_options[] = {
              "where the model runs: cpu, cuda (a GPU per rank) or cuda-sim (the CUDA kernels simulated on the CPU, for tests)"),
     OPT_INT(run.device, -1, -1, 1023, "GPU index of this rank; -1 = the launcher's local rank (OMPI/Slurm, else 0) modulo the GPUs there are, so ranks may share one"),
     OPT_ENUM(run.comm, k_comms, "auto",
-             "weights and gradients between GPUs: nccl where every rank of a group owns a GPU of its own, mpi (through host memory), auto = nccl where it can"),
+             "weights, gradients and rollout-shard bytes between GPUs: nccl where every rank of a group owns a GPU of its own, mpi (through host memory), auto = nccl where it can"),
     OPT_INT(run.rank_timeout, 600, 0, 604800,
             "seconds a rank may stop answering (SIGSTOP, a frozen node) before the job ends naming it; 0 = never"),
     OPT_BOOL(run.tensorboard, 1, "write the metrics also as a TensorBoard events file (events.out.tfevents.*) in the run folder"),

@@ -216,6 +216,7 @@ static srlm_status step_run(srlm_model *m, srlm_kv_cache *kv, int n, const int *
   free(pos);
   free(rows);
   free(sl);
+  if (st == SRLM_OK && m->step_hook) st = m->step_hook(m->step_user);
   return st;
 }
 
@@ -242,6 +243,11 @@ srlm_status srlm_model_step_sample_ids(srlm_model *m, srlm_kv_cache *kv, int n, 
   const step_sampling smp = {.sp = sp, .seq_id = seq_id, .step = step, .out = out, .ids = ids,
                              .n_ids = n_ids > 0 ? n_ids : 0, .id_logits = id_logits};
   return step_run(m, kv, n, slots, tokens, cu, NULL, &smp);
+}
+
+void srlm_model_set_step_hook(srlm_model *m, srlm_status (*fn)(void *user), void *user) {
+  m->step_hook = fn;
+  m->step_user = user;
 }
 
 void srlm_model_set_kv_budget(srlm_model *m, int64_t positions) { m->kv_budget = positions > 0 ? positions : 0; }

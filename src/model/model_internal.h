@@ -94,6 +94,8 @@ typedef struct attn_src {
 struct srlm_model {
   srlm_model_config cfg;
   int64_t kv_budget;       /* srlm_model_set_kv_budget's positions; 0: no bound */
+  srlm_status (*step_hook)(void *user); /* srlm_model_set_step_hook; NULL: none */
+  void *step_user;
   void **kv_spare;         /* device memory only: the 2L buffers (K, V of each layer) of the last KV
                               cache freed, kv_spare_bytes each, kept for the next (kv.c); NULL: none */
   size_t kv_spare_bytes;

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The comm module under mpirun (tests/mpi/mpi_comm.c): a singleton (no mpirun), 1 rank,
 # 2 and 3 ranks colocated (and 2 with MPI initialized by the program), 4 ranks with separate roles, 6 ranks forced onto TCP (a
-# stand-in for several nodes): layout, bit-exact versioned weight broadcast, shards
-# generator -> judge -> learner, gradient all-reduce, all-agree-ok. Then the error
+# stand-in for several nodes), 4 and 6 ranks with the shard bytes by the clear-to-send handshake in NCCL's
+# order (SRLM_COMM_P2P=inorder): layout, bit-exact versioned weight broadcast, shards
+# generator -> judge -> learner, crossing many-to-many messages, gradient all-reduce, all-agree-ok. Then the error
 # paths: role counts that do not match the world size (exit 2 with the message), and
 # one rank that reports an error and aborts, fails an SRLM_CHECK, is killed, or (a learner)
 # fails after starting buckets of the overlapped gradient reduce while the others wait on it: the whole job must end quickly, non-zero, with the message.
@@ -62,6 +63,15 @@ grep -qF "shards: 6 through 2 generators -> 1 judges -> learner 0, 1 stale dropp
   || { fail "separate4: no shard summary"; show separate4; }
 run tcp6 6 --mca btl self,tcp -- run 3 2 1 0
 expect_ok tcp6 "mpi_comm: OK (6 ranks, separate roles)"
+# shard bytes by the clear-to-send handshake, moved in NCCL's order (one transfer at a time per
+# rank, synchronous sends): the crossing traffic that deadlocks queued sends must get through
+run p2p4 4 -x SRLM_COMM_P2P=inorder -- run 2 1 1 0
+expect_ok p2p4 "mpi_comm: OK (4 ranks, separate roles)"
+grep -qF "p2p: 2 senders x 2 learners x 7 messages crossed" "$tmp/p2p4.err" || { fail "p2p4: no crossing summary"; show p2p4; }
+grep -qF "bytes on MPI in NCCL's order after the receiver's clear-to-send" "$tmp/p2p4.err" \
+  || { fail "p2p4: the handshake was not used"; show p2p4; }
+run p2p6tcp 6 --mca btl self,tcp -x SRLM_COMM_P2P=inorder -- run 2 2 2 0
+expect_ok p2p6tcp "mpi_comm: OK (6 ranks, separate roles)"
 
 # role counts that do not add up to the world size: exit 2, message names roles.* and the size
 run mismatch 3 -- mismatch 1 1 2

@@ -349,6 +349,76 @@ static void test_shards_separate(srlm_comm *c) {
   }
 }
 
+/* Many-to-many byte messages in the order that deadlocks NCCL's in-order point-to-point
+ * without the handshake (comm.h, "Point-to-point"): every generator and judge sends
+ * P2P_MSGS asynchronous messages to every learner, each sender in its own rotated order
+ * (sender s starts at learner s mod L), then one blocking message, then ends. Learner l first
+ * takes the asynchronous messages sender by sender in another rotation (from sender l + 1
+ * on), so with two senders and two learners L0 waits for sender 1, whose first message went
+ * to L1, while L1 waits for sender 0, whose first went to L0: queued sends would never end.
+ * Then it takes the rest from any source. Message k of sender s to learner l holds bytes
+ * derived from (s, l, k), of a length that varies (0 bytes, a few, 3 MB). Checks: intact, in
+ * each sender's order, all there. Run with SRLM_COMM_P2P=inorder (comm_mpi.sh) it is the
+ * handshake under NCCL's ordering rules; without it, MPI inline. */
+#define P2P_MSGS 6
+static size_t p2p_len(int k) { return k == 0 ? 0 : k == 3 ? (size_t)3 << 20 : (size_t)(97 * k); }
+static unsigned char p2p_byte(int s, int l, int k, size_t i) { return (unsigned char)(s * 31 + l * 7 + k * 13 + i * 5); }
+
+static void test_p2p_crossing(srlm_comm *c) {
+  if (srlm_comm_colocated(c)) return;
+  const int L = srlm_comm_role_size(c, SRLM_ROLE_LEARNER), me = srlm_comm_rank(c), W = srlm_comm_size(c);
+  EXPECT_EQ_INT(srlm_comm_open_transport(c, SRLM_COMM_TRANSPORT_AUTO), SRLM_OK);
+  if (!srlm_comm_has_role(c, SRLM_ROLE_LEARNER)) {
+    const int s = me - L; /* senders: every generator and judge */
+    for (int k = 0; k <= P2P_MSGS; k++)
+      for (int j = 0; j < L; j++) {
+        const int l = (s + j) % L, dest = srlm_comm_world_rank_of(c, SRLM_ROLE_LEARNER, l);
+        const size_t n = p2p_len(k);
+        unsigned char *b = srlm_xmalloc(n ? n : 1);
+        for (size_t i = 0; i < n; i++) b[i] = p2p_byte(s, l, k, i);
+        if (k < P2P_MSGS) {
+          die_on(c, srlm_comm_send_async(c, dest, b, n));
+        } else {
+          die_on(c, srlm_comm_send(c, dest, b, n)); /* the last one blocking */
+          free(b);
+        }
+        die_on(c, srlm_comm_progress(c));
+      }
+    die_on(c, srlm_comm_flush(c));
+    for (int l = 0; l < L; l++) die_on(c, srlm_comm_send_end(c, srlm_comm_world_rank_of(c, SRLM_ROLE_LEARNER, l)));
+  } else {
+    const int l = srlm_comm_role_rank(c, SRLM_ROLE_LEARNER), S = W - L;
+    int *next = srlm_xcalloc((size_t)S, sizeof *next), ends = 0, got = 0;
+    for (int step = 0; ends < S; step++) {
+      const int first = step < S * P2P_MSGS ? L + (l + 1 + step / P2P_MSGS) % S : SRLM_COMM_ANY_SOURCE;
+      void *buf = NULL;
+      size_t n = 0;
+      int from = -1;
+      bool end = false;
+      die_on(c, srlm_comm_recv(c, first, &buf, &n, &from, &end));
+      const int s = from - L;
+      EXPECT(s >= 0 && s < S, "learner %d: message from rank %d, not a sender", l, from);
+      if (s < 0 || s >= S) break;
+      if (end) {
+        EXPECT_EQ_INT(next[s], P2P_MSGS + 1);
+        ends++;
+        continue;
+      }
+      const int k = next[s]++;
+      EXPECT(n == p2p_len(k), "learner %d: message %d of rank %d has %zu bytes, not %zu", l, k, from, n, p2p_len(k));
+      size_t bad = 0;
+      for (size_t i = 0; i < n && n == p2p_len(k); i++) bad += ((unsigned char *)buf)[i] != p2p_byte(s, l, k, i);
+      EXPECT(bad == 0, "learner %d: message %d of rank %d: %zu bytes differ", l, k, from, bad);
+      got++;
+      free(buf);
+    }
+    EXPECT_EQ_INT(got, S * (P2P_MSGS + 1));
+    if (l == 0) fprintf(stderr, "p2p: %d senders x %d learners x %d messages crossed\n", S, L, P2P_MSGS + 1);
+    free(next);
+  }
+  srlm_comm_close_transport(c, SRLM_OK);
+}
+
 /* Colocated: each rank passes its shard to the next rank (even ranks send first). */
 static void test_shards_colocated(srlm_comm *c) {
   int rank = srlm_comm_rank(c), size = srlm_comm_size(c);
@@ -777,8 +847,14 @@ static int run(srlm_comm *c, int L, int G, int J) {
   check_layout(c, L, G, J);
   test_bcast(c);
   test_bcast_bf16_model(c);
-  if (srlm_comm_colocated(c)) test_shards_colocated(c);
-  else test_shards_separate(c);
+  if (srlm_comm_colocated(c)) {
+    test_shards_colocated(c);
+  } else { /* SRLM_COMM_P2P=inorder: the shards go by the handshake (the transport opens it) */
+    EXPECT_EQ_INT(srlm_comm_open_transport(c, SRLM_COMM_TRANSPORT_AUTO), SRLM_OK);
+    test_shards_separate(c);
+    srlm_comm_close_transport(c, SRLM_OK);
+    test_p2p_crossing(c);
+  }
   test_allreduce(c);
   test_zero1_both(c);
   test_overlap_both(c);

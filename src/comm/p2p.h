@@ -1,0 +1,75 @@
+/* srlm comm, the shard-payload transport: the bytes of comm.h's point-to-point messages
+ * (rollout shards: token ids, log-probs, judgments) when they go GPU to GPU with NCCL
+ * send/recv instead of inline on MPI. Private to src/comm; comm.c opens it for the
+ * separate-roles layout when every rank owns a GPU (comm.h, "Point-to-point").
+ *
+ * The problem it solves. NCCL has no matching engine: a rank's sends and receives run in the
+ * order they were queued on its stream, and a send blocks until its receiver runs the
+ * matching receive. Roles exchange shards many-to-many and receive from any source, so
+ * queueing a send as soon as a shard is ready can deadlock: judge B's send to learner L0 waits
+ * behind B -> L1, while L1 waits for judge A's shard, queued behind A -> L0.
+ *
+ * The handshake (receiver-driven). The header of every message still goes on MPI, with a
+ * sequence number, and the bytes wait on the sender until the receiver asks:
+ *   sender    sr_p2p_post keeps the bytes (host memory) and gives the header's number;
+ *   receiver  having matched the header on MPI, sr_p2p_fetch queues the receive first, then
+ *             sends a clear-to-send (the number, on MPI) and waits for the bytes;
+ *   sender    sr_p2p_progress (called at every pause of a comm wait, every decode step of a
+ *             rank whose model has the hook, and every post) takes the clear-to-sends that
+ *             arrived and queues each send, in arrival order.
+ * So a send is queued only when its receive is already queued, and a receiver has one
+ * receive outstanding, which it waits for: every queued send's partner is running, so
+ * every send ends, whatever the order of the traffic. The only waits are on peers that
+ * progress (a sender answers at its next pause or decode step).
+ *
+ * Two movers of the bytes:
+ *   NCCL     ncclSend/ncclRecv through device staging buffers (comm_nccl.h), on a
+ *            communicator over the world, of its own (its own stream);
+ *   INORDER  the same handshake with the bytes on MPI, but moved as NCCL moves them: each
+ *            rank runs its sends and receives one at a time in the order queued, and a send
+ *            is synchronous (MPI_Issend, done only when matched). It exists so CI, which has
+ *            no GPU, runs the handshake under NCCL's ordering rules (SRLM_COMM_P2P=inorder);
+ *            a protocol that would deadlock on NCCL deadlocks here too.
+ *
+ * Errors. Every failure is sticky: later calls return it without touching the queues (a
+ * queued op may hold a buffer the failed call gave back), and the role's top level ends the
+ * job (srlm_comm_abort), which ends the peers' waits as well. */
+#ifndef SRLM_COMM_P2P_H
+#define SRLM_COMM_P2P_H
+
+#include <mpi.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "srlm/core.h"
+
+struct sr_nccl;
+typedef struct sr_p2p sr_p2p;
+
+typedef enum sr_p2p_kind { SR_P2P_NCCL = 0, SR_P2P_INORDER } sr_p2p_kind;
+
+/* world: the communicator the headers go on (the clear-to-sends and INORDER's bytes use
+ * tags of their own there); nccl: the payload communicator (NCCL ranks = world ranks), for
+ * SR_P2P_NCCL only, not owned. */
+srlm_status sr_p2p_open(MPI_Comm world, sr_p2p_kind kind, struct sr_nccl *nccl, sr_p2p **out);
+/* Frees the handle and every message still held (a healthy caller flushed first). NULL: no-op. */
+void sr_p2p_close(sr_p2p *p);
+sr_p2p_kind sr_p2p_kind_of(const sr_p2p *p);
+
+/* Sender: takes buf (len bytes, freed once sent, or by close); *seq is the message's number
+ * for its header. Nothing moves until dest's clear-to-send. */
+srlm_status sr_p2p_post(sr_p2p *p, int dest, void *buf, size_t len, int64_t *seq);
+
+/* Receiver: message seq of rank src (its header matched) into dst (len bytes): queues the
+ * receive, sends the clear-to-send, and waits for the bytes, progressing meanwhile. */
+srlm_status sr_p2p_fetch(sr_p2p *p, int src, int64_t seq, void *dst, size_t len);
+
+/* Takes the clear-to-sends that arrived (queues their sends) and moves queued transfers on;
+ * never waits for a peer. Re-entered from a wait inside itself (a nap): returns at once. */
+srlm_status sr_p2p_progress(sr_p2p *p);
+
+/* Waits until message seq has left (seq < 0: every message posted), progressing. */
+srlm_status sr_p2p_wait(sr_p2p *p, int64_t seq);
+
+#endif
