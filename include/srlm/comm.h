@@ -399,9 +399,9 @@ srlm_status srlm_comm_allgather_bytes(srlm_comm *c, const void *buf, size_t len,
  *         answers clear-to-sends at every pause of a comm wait, in every srlm_comm_* call on
  *         the sender, and at srlm_comm_progress (a generator or judge calls it after every
  *         decode step: srlm_model_set_step_hook). The protocol and why it cannot deadlock are
- *         in src/comm/p2p.h. SRLM_COMM_P2P=inorder runs the same handshake with the bytes on
- *         MPI moved in NCCL's order (one at a time per rank, synchronous sends), so CI tests it
- *         without a GPU. Messages between a pair still arrive in the order sent. */
+ *         in src/comm/p2p.h. SRLM_COMM_P2P=inorder (rank 0's environment decides for every
+ *         rank) runs the same handshake with the bytes on MPI moved in NCCL's order (one at a
+ *         time per rank, synchronous sends), also between GPUs, so CI tests it without a GPU. Messages between a pair still arrive in the order sent. */
 #define SRLM_COMM_ANY_SOURCE (-1)
 
 /* Sends len bytes to world rank dest (a header with the length goes first). Blocking.

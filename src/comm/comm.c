@@ -482,6 +482,7 @@ srlm_status srlm_comm_open_transport(srlm_comm *c, srlm_comm_transport want) {
   struct dev_msg {
     srlm_comm_device d;
     int32_t failed;
+    int32_t inorder; /* SRLM_COMM_P2P=inorder here (rank 0's decides for all: one rank's environment may differ) */
   } mine;
   memset(&mine, 0, sizeof mine);
   mine.d.device = -1;
@@ -495,6 +496,11 @@ srlm_status srlm_comm_open_transport(srlm_comm *c, srlm_comm_transport want) {
 #endif
   }
   mine.failed = local != SRLM_OK;
+  /* SRLM_COMM_P2P=inorder: shard payloads by the handshake on MPI in NCCL's order (p2p.h), for CI */
+  const char *p2p_env = getenv("SRLM_COMM_P2P");
+  mine.inorder = p2p_env && strcmp(p2p_env, "inorder") == 0;
+  if (p2p_env && p2p_env[0] && !mine.inorder && c->rank == 0)
+    SRLM_WARN("SRLM_COMM_P2P=%s is not 'inorder'; ignored", p2p_env);
   struct dev_msg *all = srlm_xmalloc((size_t)size * sizeof *all);
   srlm_comm_device *devs = srlm_xmalloc((size_t)size * sizeof *devs);
   int *members = srlm_xmalloc((size_t)size * sizeof *members);
@@ -515,11 +521,7 @@ srlm_status srlm_comm_open_transport(srlm_comm *c, srlm_comm_transport want) {
   /* the same decisions on every rank: they depend only on what every rank sent */
   srlm_comm_backend use[SRLM_COMM_GROUP_COUNT] = {SRLM_COMM_MPI, SRLM_COMM_MPI, SRLM_COMM_MPI};
   int first[SRLM_COMM_GROUP_COUNT] = {0, 0, 0};
-  /* SRLM_COMM_P2P=inorder: shard payloads by the handshake on MPI in NCCL's order (p2p.h), for CI */
-  const char *p2p_env = getenv("SRLM_COMM_P2P");
-  const bool inorder = p2p_env && strcmp(p2p_env, "inorder") == 0;
-  if (p2p_env && p2p_env[0] && !inorder && c->rank == 0)
-    SRLM_WARN("SRLM_COMM_P2P=%s is not 'inorder'; ignored", p2p_env);
+  const bool inorder = all[0].inorder != 0;
   for (int g = 0; st == SRLM_OK && g < SRLM_COMM_GROUP_COUNT; g++) {
     const int k = group_members(c, (srlm_comm_group)g, members);
     if (k == 0) continue; /* shard payloads of a colocated or one-rank job: all-gathered on MPI */

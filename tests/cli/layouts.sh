@@ -11,8 +11,10 @@
 #   - ZeRO-1 (train.zero=1) with 2 and 4 learners: final weights and iteration 2's
 #     rollouts bit-identical to the same learners unsharded (with a mid-iteration
 #     checkpoint, whose moments are gathered from the learners);
+#   - shard bytes by the clear-to-send handshake in NCCL's order (SRLM_COMM_P2P=inorder), two
+#     judges to two learners: rollouts and final weights bit-identical to the inline MPI path;
 #   - failures end every rank, with the message, non-zero, no hang: a non-lead rank with a
-#     bad model.path, and a judge rank killed with SIGKILL mid-iteration.
+#     bad model.path, and a judge rank killed with SIGKILL mid-iteration (also with the handshake).
 set -u
 . "$(dirname "$0")/lib/check.sh"
 need_mpirun
@@ -102,6 +104,20 @@ el=$(( $(date +%s) - t0 ))
 echo "killed judge: exit $rc after $el s"
 [ $rc -ne 0 ] && [ $rc -ne 124 ] || fail "killed judge: exit $rc (want non-zero, no timeout)"
 [ $el -lt 60 ] || fail "killed judge: the job took $el s to end"
+# the same with the shard bytes by the handshake: a learner waiting for a dead judge's bytes ends too
+t0=$(date +%s)
+timeout 90 mpirun --oversubscribe -x SRLM_COMM_P2P=inorder -np 2 "$srlm" train $base run.name=kill2 $sep \
+  roles.learners=1 roles.generators=1 roles.judges=1 task.prompts_per_iteration=4000 : -np 1 timeout -s KILL 3 "$srlm" \
+  train $base run.name=kill2 $sep roles.learners=1 roles.generators=1 roles.judges=1 task.prompts_per_iteration=4000 \
+  >"$tmp/kill2.out" 2>"$tmp/kill2.err"
+rc=$?
+el=$(( $(date +%s) - t0 ))
+echo "killed judge, handshake: exit $rc after $el s"
+[ $rc -ne 0 ] && [ $rc -ne 124 ] || fail "killed judge, handshake: exit $rc (want non-zero, no timeout)"
+[ $el -lt 60 ] || fail "killed judge, handshake: the job took $el s to end"
+# (only mpirun's first app context has the variable: rank 0's setting decides for every rank)
+grep -q "shard-payload group (3 ranks): headers on MPI, bytes on MPI in NCCL's order" "$tmp/kill2.err" \
+  || fail "killed judge, handshake: the handshake was not used"
 
 echo "layouts.sh: $fails failed"
 [ "$fails" -eq 0 ]
