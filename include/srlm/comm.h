@@ -396,10 +396,14 @@ srlm_status srlm_comm_allgather_bytes(srlm_comm *c, const void *buf, size_t len,
  *         for learner L0 queued behind B -> L1, while L1 waits for judge A's, queued behind
  *         A -> L0). The bytes therefore wait on the sender until the receiver, having matched
  *         the header on MPI, has queued the receive and sent a clear-to-send; a sender
- *         answers clear-to-sends at every pause of a comm wait, in every srlm_comm_* call on
- *         the sender, and at srlm_comm_progress (a generator or judge calls it after every
- *         decode step: srlm_model_set_step_hook). The protocol and why it cannot deadlock are
- *         in src/comm/p2p.h. SRLM_COMM_P2P=inorder (rank 0's environment decides for every
+ *         answers clear-to-sends at every pause of a comm wait, in srlm_comm_send,
+ *         srlm_comm_send_async and srlm_comm_flush, and at srlm_comm_progress (every rank of
+ *         `srlm train` calls it after each decode step: srlm_model_set_step_hook). Every pair
+ *         is connected when the transport opens. The protocol, why it cannot deadlock while
+ *         the flow is acyclic (generators -> judges -> learners is; two ranks must not wait
+ *         for each other's messages), and the NCCL rules it keeps are in src/comm/p2p.h. The
+ *         staging buffers (device memory, about one shard per message in flight) are not in
+ *         the memory plan. SRLM_COMM_P2P=inorder (rank 0's environment decides for every
  *         rank) runs the same handshake with the bytes on MPI moved in NCCL's order (one at a
  *         time per rank, synchronous sends), also between GPUs, so CI tests it without a GPU. Messages between a pair still arrive in the order sent. */
 #define SRLM_COMM_ANY_SOURCE (-1)
@@ -418,8 +422,9 @@ srlm_status srlm_comm_send_async(srlm_comm *c, int dest, void *buf, size_t len);
 srlm_status srlm_comm_flush(srlm_comm *c);
 
 /* Lets the receivers of this rank's messages take their bytes (answers clear-to-sends, moves
- * queued transfers on: see above); never waits for a peer. A no-op unless the shard-payload
- * group uses NCCL (or SRLM_COMM_P2P=inorder). c may be NULL. */
+ * queued transfers on: see above); never waits for a peer (a send's host-to-device copy is
+ * waited for). A no-op unless the shard-payload group uses NCCL (or SRLM_COMM_P2P=inorder).
+ * c may be NULL. */
 srlm_status srlm_comm_progress(srlm_comm *c);
 
 /* Sends an end-of-stream marker to dest: the receiver's srlm_comm_recv returns with

@@ -567,6 +567,9 @@ srlm_status srlm_comm_open_transport(srlm_comm *c, srlm_comm_transport want) {
       continue;
     }
     st = open_group_nccl(c, (srlm_comm_group)g, first[g]);
+    /* the shard bytes' pairs connect now: a lazy connection would wait inside the first receive,
+       before its clear-to-send could go (comm_nccl.h) */
+    if (st == SRLM_OK && g == SRLM_COMM_GROUP_SHARDS) st = sr_nccl_connect_all(c->nccl[g]);
     if (st != SRLM_OK) {
       srlm_comm_close_transport(c, st);
       return st;
@@ -1543,14 +1546,17 @@ srlm_status srlm_comm_send_async(srlm_comm *c, int dest, void *buf, size_t len) 
 }
 
 srlm_status srlm_comm_flush(srlm_comm *c) {
-  int rc = MPI_SUCCESS;
-  for (int i = 0; i < c->n_pending; i++) {
+  int i = 0, rc = MPI_SUCCESS;
+  for (; i < c->n_pending && rc == MPI_SUCCESS; i++) {
     for (int k = 0; k < 2 && rc == MPI_SUCCESS; k++)
       if (c->pending[i].req[k] != MPI_REQUEST_NULL) rc = wait_polite(&c->pending[i].req[k], NULL);
+    if (rc != MPI_SUCCESS) break;
     free(c->pending[i].buf);
     free(c->pending[i].hdr);
   }
-  c->n_pending = 0;
+  /* after an error the sends left keep their buffers (MPI may still read them): srlm_comm_free cancels them */
+  memmove(c->pending, c->pending + i, (size_t)(c->n_pending - i) * sizeof *c->pending);
+  c->n_pending -= i;
   if (rc != MPI_SUCCESS) return srlm_lib_error("MPI", "MPI_Test(send)", rc, mpi_desc(rc), __FILE__, __LINE__);
   return c->p2p ? sr_p2p_wait(c->p2p, -1) : SRLM_OK;
 }

@@ -441,7 +441,10 @@ static srlm_status p2p_start(sr_nccl *n, int peer, void *host, const void *from,
   }
   st = pool_get(n, bytes ? bytes : 1, &op->slot);
   if (st == SRLM_OK && from && bytes) st = copy_now(n, n->pool[op->slot].p, from, bytes, cudaMemcpyHostToDevice);
-  if (st == SRLM_OK) st = p2p_queue(n, peer, op, from != NULL);
+  if (st == SRLM_OK) {
+    st = p2p_queue(n, peer, op, from != NULL);
+    if (st != SRLM_OK) kill_comm(n); /* a queued transfer may still use the staging buffer: nothing reuses it */
+  }
   if (st != SRLM_OK) {
     sr_nccl_op_drop(n, op);
     return st;
@@ -476,7 +479,7 @@ srlm_status sr_nccl_op_test(sr_nccl *n, sr_nccl_op *op, bool *done) {
     (void)cudaSetDevice(n->be->device);
     cudaError_t q = cudaEventQuery(op->done);
     if (q == cudaErrorNotReady) {
-      (void)cudaGetLastError(); /* the poll's NotReady is not an error */
+      if (cudaPeekAtLastError() == cudaErrorNotReady) (void)cudaGetLastError(); /* the poll's, not a launch's */
       ncclResult_t state = ncclSuccess, rc = ncclCommGetAsyncError(n->comm, &state);
       if (rc != ncclSuccess) st = nccl_fail(n, rc, "ncclCommGetAsyncError", __FILE__, __LINE__);
       else if (state != ncclSuccess && state != ncclInProgress)
@@ -488,9 +491,36 @@ srlm_status sr_nccl_op_test(sr_nccl *n, sr_nccl_op *op, bool *done) {
                           __LINE__);
     } else if (op->host && op->bytes) {
       st = copy_now(n, op->host, n->pool[op->slot].p, op->bytes, cudaMemcpyDeviceToHost);
+      if (st != SRLM_OK) kill_comm(n);
     }
   }
   sr_nccl_op_drop(n, op);
   if (st == SRLM_OK) *done = true;
   return st;
+}
+
+srlm_status sr_nccl_connect_all(sr_nccl *n) {
+  if (n->nranks < 2) return SRLM_OK;
+  SRLM_TRY(begin(n));
+  int slot = -1;
+  SRLM_TRY(pool_get(n, (size_t)(2 * n->nranks), &slot));
+  char *buf = n->pool[slot].p; /* [0]: the byte sent to every peer; [nranks + p]: the byte from peer p */
+  ncclResult_t rc = ncclGroupStart();
+  if (rc != ncclSuccess) return nccl_fail(n, rc, "ncclGroupStart()", __FILE__, __LINE__);
+  const char *stmt = "ncclSend/ncclRecv(connect every peer)";
+  for (int p = 0; p < n->nranks && rc == ncclSuccess; p++) {
+    if (p == n->rank) continue;
+    rc = ncclSend(buf, 1, ncclUint8, p, n->comm, n->stream);
+    if (rc == ncclSuccess) rc = ncclRecv(buf + n->nranks + p, 1, ncclUint8, p, n->comm, n->stream);
+  }
+  ncclResult_t end = ncclGroupEnd();
+  if (rc == ncclSuccess) {
+    rc = end;
+    stmt = "ncclGroupEnd()";
+  }
+  rc = settle(n, rc);
+  if (rc != ncclSuccess) return nccl_fail(n, rc, stmt, __FILE__, __LINE__);
+  SRLM_TRY(wait_stream(n, "ncclSend/ncclRecv(connect every peer)"));
+  n->pool[slot].busy = false;
+  return SRLM_OK;
 }

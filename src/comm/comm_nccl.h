@@ -105,6 +105,12 @@ bool sr_nccl_equal_ranges(const int64_t *bounds, int nranks);
  * (the communicator's asynchronous error checked meanwhile), or done, when a receive's bytes
  * are copied to its host buffer, the staging buffer goes back to the pool and *op is freed. */
 typedef struct sr_nccl_op sr_nccl_op;
+/* NCCL connects point-to-point peers lazily, inside the first send or receive, and that setup
+ * waits for the peer's own first call: a receive queued before its clear-to-send (p2p.h) would
+ * wait there for a sender that waits for the clear-to-send. So the communicator connects every
+ * pair at once, both ways, with one byte each in one NCCL group: collective (every rank calls
+ * it right after sr_nccl_open), before any message. */
+srlm_status sr_nccl_connect_all(sr_nccl *n);
 srlm_status sr_nccl_send_bytes(sr_nccl *n, int peer, const void *host, size_t bytes, sr_nccl_op **op);
 /* host must stay valid until the op is done. */
 srlm_status sr_nccl_recv_bytes(sr_nccl *n, int peer, void *host, size_t bytes, sr_nccl_op **op);

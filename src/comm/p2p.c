@@ -48,8 +48,10 @@ struct sr_p2p {
   p2p_msg *msg;
   int n_msg, cap_msg;
   p2p_op *head, *tail; /* INORDER: queued ops, run one at a time from the head */
-  bool busy;           /* inside sr_p2p_progress */
+  bool busy;           /* inside sr_p2p_progress or an NCCL call: the nap hook must not nest another */
   srlm_status failed;  /* sticky */
+  int64_t cts;         /* the clear-to-send of the fetch under way (its MPI_Isend reads it) */
+  MPI_Request cts_req;
 };
 
 srlm_status sr_p2p_open(MPI_Comm world, sr_p2p_kind kind, struct sr_nccl *nccl, sr_p2p **out) {
@@ -62,6 +64,7 @@ srlm_status sr_p2p_open(MPI_Comm world, sr_p2p_kind kind, struct sr_nccl *nccl, 
   p->world = world;
   p->kind = kind;
   p->nccl = nccl;
+  p->cts_req = MPI_REQUEST_NULL;
   *out = p;
   return SRLM_OK;
 }
@@ -84,6 +87,7 @@ static void op_free(sr_p2p *p, p2p_op *op) {
 
 void sr_p2p_close(sr_p2p *p) {
   if (!p) return;
+  if (p->cts_req != MPI_REQUEST_NULL) (void)MPI_Request_free(&p->cts_req); /* a failed fetch's: MPI finishes it */
   /* ops of the INORDER queue that no message owns: a fetch that failed left its receive */
   for (p2p_op *o = p->head; o;) {
     p2p_op *next = o->next;
@@ -150,7 +154,12 @@ static srlm_status op_start(sr_p2p *p, bool send, int peer, void *buf, size_t le
     return inorder_run(p);
   }
 #if SRLM_HAVE_NCCL
+  /* a nap inside the NCCL call (ncclInProgress, settled) must not issue another call on the
+     communicator: NCCL forbids it until this one has settled */
+  const bool was = p->busy;
+  p->busy = true;
   srlm_status st = send ? sr_nccl_send_bytes(p->nccl, peer, buf, len, &o->nop) : sr_nccl_recv_bytes(p->nccl, peer, buf, len, &o->nop);
+  p->busy = was;
   if (st != SRLM_OK) {
     free(o);
     return fail(p, st);
@@ -246,23 +255,30 @@ srlm_status sr_p2p_progress(sr_p2p *p) {
   return st;
 }
 
+/* fetch's receive after an error: NCCL's is not in any queue (freed here); INORDER's may still be
+ * in the rank's queue, which sr_p2p_close frees. */
+static srlm_status fetch_failed(sr_p2p *p, p2p_op *o, srlm_status st) {
+  if (p->kind == SR_P2P_NCCL) op_free(p, o);
+  return st;
+}
+
 srlm_status sr_p2p_fetch(sr_p2p *p, int src, int64_t seq, void *dst, size_t len) {
   if (p->failed != SRLM_OK) return p->failed;
   p2p_op *o = NULL;
   SRLM_TRY(op_start(p, false, src, dst, len, &o)); /* the receive first: the send it clears finds it */
-  int64_t cts = seq;
-  MPI_Request req = MPI_REQUEST_NULL;
-  int rc = MPI_Isend(&cts, 1, MPI_INT64_T, src, TAG_CTS, p->world, &req);
-  if (rc != MPI_SUCCESS) return mpi_fail(p, "MPI_Isend(clear-to-send)", rc, __LINE__);
+  p->cts = seq;
+  int rc = MPI_Isend(&p->cts, 1, MPI_INT64_T, src, TAG_CTS, p->world, &p->cts_req);
+  if (rc != MPI_SUCCESS) return fetch_failed(p, o, mpi_fail(p, "MPI_Isend(clear-to-send)", rc, __LINE__));
   long ns = 20000;
   bool got = false;
   int sent = 0;
   for (;;) {
-    SRLM_TRY(sr_p2p_progress(p)); /* this rank's own messages move on meanwhile */
-    if (!got) SRLM_TRY(op_test(p, o, &got));
+    srlm_status st = sr_p2p_progress(p); /* this rank's own messages move on meanwhile */
+    if (st == SRLM_OK && !got) st = op_test(p, o, &got);
+    if (st != SRLM_OK) return fetch_failed(p, o, st);
     if (!sent) {
-      rc = MPI_Test(&req, &sent, MPI_STATUS_IGNORE);
-      if (rc != MPI_SUCCESS) return mpi_fail(p, "MPI_Test(clear-to-send)", rc, __LINE__);
+      rc = MPI_Test(&p->cts_req, &sent, MPI_STATUS_IGNORE);
+      if (rc != MPI_SUCCESS) return fetch_failed(p, o, mpi_fail(p, "MPI_Test(clear-to-send)", rc, __LINE__));
     }
     if (got && sent) break;
     sr_watchdog_nap(&ns, 1000000);

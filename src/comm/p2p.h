@@ -18,9 +18,17 @@
  *             rank whose model has the hook, and every post) takes the clear-to-sends that
  *             arrived and queues each send, in arrival order.
  * So a send is queued only when its receive is already queued, and a receiver has one
- * receive outstanding, which it waits for: every queued send's partner is running, so
- * every send ends, whatever the order of the traffic. The only waits are on peers that
- * progress (a sender answers at its next pause or decode step).
+ * receive outstanding, which it waits for: every queued send's partner is running, so every
+ * send ends, whatever the order in which the messages of an acyclic flow are sent and taken.
+ * The only waits are on peers that progress (a sender answers at its next pause or decode
+ * step). The flow must be acyclic, as the roles' is (generators -> judges -> learners): two
+ * ranks that each wait for the other's message while the other's clear-to-send is queued
+ * behind their own receive would wait for ever (plain MPI would not).
+ * Two NCCL rules the handshake also needs: NCCL connects a pair lazily, inside its first
+ * send or receive, and that setup waits for the peer's own first call, so the communicator
+ * connects every pair at open (sr_nccl_connect_all); and no call may be issued on a
+ * communicator while another is still settling (ncclInProgress), so a nap inside an NCCL
+ * call of this transport does not nest another (the `busy` flag).
  *
  * Two movers of the bytes:
  *   NCCL     ncclSend/ncclRecv through device staging buffers (comm_nccl.h), on a
@@ -28,8 +36,10 @@
  *   INORDER  the same handshake with the bytes on MPI, but moved as NCCL moves them: each
  *            rank runs its sends and receives one at a time in the order queued, and a send
  *            is synchronous (MPI_Issend, done only when matched). It exists so CI, which has
- *            no GPU, runs the handshake under NCCL's ordering rules (SRLM_COMM_P2P=inorder);
- *            a protocol that would deadlock on NCCL deadlocks here too.
+ *            no GPU, runs the handshake under NCCL's ordering rules (SRLM_COMM_P2P=inorder):
+ *            an order of sends and receives that would deadlock on NCCL deadlocks here too
+ *            (tests/mpi/mpi_comm.c's crossing traffic does, when sends are queued at once).
+ *            It does not model the two rules above, nor anything else NCCL does.
  *
  * Errors. Every failure is sticky: later calls return it without touching the queues (a
  * queued op may hold a buffer the failed call gave back), and the role's top level ends the
@@ -66,7 +76,9 @@ srlm_status sr_p2p_post(sr_p2p *p, int dest, void *buf, size_t len, int64_t *seq
 srlm_status sr_p2p_fetch(sr_p2p *p, int src, int64_t seq, void *dst, size_t len);
 
 /* Takes the clear-to-sends that arrived (queues their sends) and moves queued transfers on;
- * never waits for a peer. Re-entered from a wait inside itself (a nap): returns at once. */
+ * never waits for a peer (NCCL: its pairs are connected at open; a send's host-to-device copy
+ * is waited for, on a stream of its own). Re-entered from a wait inside itself or inside
+ * another call of this transport (a nap): returns at once. */
 srlm_status sr_p2p_progress(sr_p2p *p);
 
 /* Waits until message seq has left (seq < 0: every message posted), progressing. */
