@@ -33,14 +33,18 @@
 # With "job" (issue 10, the whole job on the GPU): the quickstart's SFT and one self-rewarding
 # iteration on cuda against the CPU (tests/cli/sim_quickstart.sh with SRLM_QS_BACKEND=cuda),
 # in one process and as three ranks sharing the GPU (mpiexec -np 3: learner, generator,
-# judge), the NCCL transport's test, and compute-sanitizer memcheck over a few SFT steps and
-# one tiny iteration of `srlm train` on cuda; needs BUILD/srlm carried (and packed).
+# judge), the NCCL transport's test, on a machine with 4 GPUs or more the shard bytes by NCCL
+# send/recv behind the clear-to-send handshake (tests/mpi/mpi_comm with SRLM_TEST_P2P_BACKEND=cuda,
+# 4 ranks on 4 GPUs: the crossing traffic), and compute-sanitizer memcheck over a few SFT steps and
+# one tiny iteration of `srlm train` on cuda; needs BUILD/srlm carried (and packed; for the
+# 4-GPU step also BUILD/tests/mpi/mpi_comm).
 # Build and pack first, here:
 #   cmake -S . -B build-gpu -DCMAKE_BUILD_TYPE=Release -DSRLM_CUDA=ON
 #   cmake --build build-gpu -j2 --target srlm test_backend_ops test_model_equiv bench_backend bench_e2e bench_comm \
-#     gpu_test_comm_nccl
+#     gpu_test_comm_nccl mpi_comm
 #   bash ../shared/tools/device-pack.sh build-gpu/srlm build-gpu/tests/test_backend_ops build-gpu/tests/test_model_equiv \
-#     build-gpu/bench/bench_backend build-gpu/bench/bench_e2e build-gpu/bench/bench_comm build-gpu/tests/gpu_test_comm_nccl
+#     build-gpu/bench/bench_backend build-gpu/bench/bench_e2e build-gpu/bench/bench_comm build-gpu/tests/gpu_test_comm_nccl \
+#     build-gpu/tests/mpi/mpi_comm
 # The "job" and "e2e" modes print their budget first: their steps' limits add up to at most
 # 420 s, so the script ends inside a device session's 8 minutes with time to copy the logs.
 # "attention" prints its too: its limits add up to more, so its steps run in order, each cut
@@ -257,8 +261,8 @@ fi
 if [ "$MODE" = job ]; then
   SRLM=$BUILD/srlm
   [ -x "$SRLM" ] || { echo "gpu_check: $SRLM not built or not carried" >&2; exit 2; }
-  l_np1=120 l_np3=120 l_nccl=40 l_mc_sft=50 l_mc_train=90
-  budget job $l_np1 $l_np3 $l_nccl $l_mc_sft $l_mc_train
+  l_np1=115 l_np3=115 l_nccl=40 l_p2p=20 l_mc_sft=50 l_mc_train=80
+  budget job $l_np1 $l_np3 $l_nccl $l_p2p $l_mc_sft $l_mc_train
   for r in 1 3; do
     mkdir -p "$LOG/quickstart_np$r"
     limit=$([ $r = 1 ] && echo $l_np1 || echo $l_np3)
@@ -268,6 +272,14 @@ if [ "$MODE" = job ]; then
   done
   NCCLT=$BUILD/tests/gpu_test_comm_nccl
   [ -x "$NCCLT" ] && step comm_nccl_np1 $l_nccl comm_nccl_np1.log mpiexec.openmpi -np 1 "$NCCLT"
+  # shard bytes GPU to GPU: needs a GPU per rank (2 learners, a generator, a judge)
+  gpus=$(nvidia-smi -L 2>/dev/null | grep -c '^GPU')
+  MPIC=$BUILD/tests/mpi/mpi_comm
+  if [ "$gpus" -ge 4 ] && [ -x "$MPIC" ]; then
+    step p2p_nccl_np4 $l_p2p p2p_nccl_np4.log mpiexec.openmpi -np 4 -x SRLM_TEST_P2P_BACKEND=cuda "$MPIC" run 2 1 1 0
+  else
+    echo "skipped: needs 4 GPUs (found $gpus) and $MPIC" >"$LOG/p2p_nccl_np4.log"
+  fi
   if command -v compute-sanitizer >/dev/null; then
     mc=(compute-sanitizer --tool memcheck --error-exitcode 99)
     step memcheck_sft $l_mc_sft memcheck_sft.log "${mc[@]}" "$SRLM" sft -c configs/sft-tiny.yaml --backend cuda \
@@ -287,6 +299,7 @@ if [ "$MODE" = job ]; then
     printf '%s\n' "${status[@]}"
     for r in 1 3; do grep -hE '^sim_quickstart|^FAIL' "$LOG/quickstart_np$r.log" | cut -c1-200; done
     echo "== comm nccl np1: $(tail -1 "$LOG/comm_nccl_np1.log" 2>/dev/null)"
+    echo "== shard bytes by NCCL, np4: $(grep -hE '^p2p:|^skipped|mpi_comm: ' "$LOG/p2p_nccl_np4.log" 2>/dev/null | tr '\n' ' ')"
     echo "== memcheck sft: $(grep -E 'ERROR SUMMARY' "$LOG/memcheck_sft.log" 2>/dev/null | tail -1)"
     echo "== memcheck train: $(grep -E 'ERROR SUMMARY' "$LOG/memcheck_train.log" 2>/dev/null | tail -1)"
   } | tee "$LOG/summary.txt"

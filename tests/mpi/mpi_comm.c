@@ -359,7 +359,10 @@ static void test_shards_separate(srlm_comm *c) {
  * Then it takes the rest from any source. Message k of sender s to learner l holds bytes
  * derived from (s, l, k), of a length that varies (0 bytes, a few, 3 MB). Checks: intact, in
  * each sender's order, all there. Run with SRLM_COMM_P2P=inorder (comm_mpi.sh) it is the
- * handshake under NCCL's ordering rules; without it, MPI inline. */
+ * handshake under NCCL's ordering rules; without it, MPI inline; with
+ * SRLM_TEST_P2P_BACKEND=cuda on a machine with a GPU per rank (bench/gpu_check.sh job, 4 GPUs
+ * or more), every rank opens the cuda backend on the GPU of its local rank and the bytes go by
+ * NCCL. Learner 0 prints which. */
 #define P2P_MSGS 6
 static size_t p2p_len(int k) { return k == 0 ? 0 : k == 3 ? (size_t)3 << 20 : (size_t)(97 * k); }
 static unsigned char p2p_byte(int s, int l, int k, size_t i) { return (unsigned char)(s * 31 + l * 7 + k * 13 + i * 5); }
@@ -367,7 +370,14 @@ static unsigned char p2p_byte(int s, int l, int k, size_t i) { return (unsigned 
 static void test_p2p_crossing(srlm_comm *c) {
   if (srlm_comm_colocated(c)) return;
   const int L = srlm_comm_role_size(c, SRLM_ROLE_LEARNER), me = srlm_comm_rank(c), W = srlm_comm_size(c);
+  const char *bk = getenv("SRLM_TEST_P2P_BACKEND"), *lr = getenv("OMPI_COMM_WORLD_LOCAL_RANK");
+  srlm_backend *be = NULL;
+  if (bk && bk[0]) {
+    die_on(c, srlm_backend_open(bk, strcmp(bk, "cuda") == 0 && lr ? atoi(lr) : 0, &be)); /* a GPU per rank */
+    srlm_comm_set_backend(c, be);
+  }
   EXPECT_EQ_INT(srlm_comm_open_transport(c, SRLM_COMM_TRANSPORT_AUTO), SRLM_OK);
+  const char *how = srlm_comm_transport_of(c, SRLM_COMM_GROUP_SHARDS) == SRLM_COMM_NCCL ? "NCCL" : "MPI";
   if (!srlm_comm_has_role(c, SRLM_ROLE_LEARNER)) {
     const int s = me - L; /* senders: every generator and judge */
     for (int k = 0; k <= P2P_MSGS; k++)
@@ -413,10 +423,14 @@ static void test_p2p_crossing(srlm_comm *c) {
       free(buf);
     }
     EXPECT_EQ_INT(got, S * (P2P_MSGS + 1));
-    if (l == 0) fprintf(stderr, "p2p: %d senders x %d learners x %d messages crossed\n", S, L, P2P_MSGS + 1);
+    if (l == 0) fprintf(stderr, "p2p: %d senders x %d learners x %d messages crossed (bytes by %s)\n", S, L, P2P_MSGS + 1, how);
     free(next);
   }
   srlm_comm_close_transport(c, SRLM_OK);
+  if (be) {
+    srlm_comm_set_backend(c, NULL);
+    EXPECT_EQ_INT(srlm_backend_close(be), SRLM_OK);
+  }
 }
 
 /* Colocated: each rank passes its shard to the next rank (even ranks send first). */
