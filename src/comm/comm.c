@@ -96,6 +96,15 @@ struct srlm_comm {
   struct sr_nccl *nccl[SRLM_COMM_GROUP_COUNT];
   srlm_backend *nccl_be;
   struct sr_p2p *p2p; /* the shard-payload transport (p2p.h) where the shard group uses it, else NULL */
+  /* with p2p: the next message, matched (and its bytes cleared to come) while the current one
+     was awaited; srlm_comm_recv hands it out first */
+  struct {
+    bool on;
+    int from;
+    int64_t hdr[HDR_WORDS];
+    char *buf;            /* its bytes' destination (p2p data) */
+    struct sr_p2p_rx *rx; /* their receive under way; NULL for an end marker */
+  } early;
   /* learners: the overlapped reduce's two phases (slices to their owners; sums back), each
      on a communicator of its own so the phases of different buckets never cross */
   MPI_Comm ov_comm[2];
@@ -593,6 +602,11 @@ srlm_status srlm_comm_open_transport(srlm_comm *c, srlm_comm_transport want) {
 
 void srlm_comm_close_transport(srlm_comm *c, srlm_status st) {
   if (c->p2p) { /* before its NCCL communicator: its ops hold staging buffers there */
+    if (c->early.on) { /* a message matched but never asked for: only after an error */
+      if (c->early.rx) sr_p2p_fetch_drop(c->p2p, c->early.rx); /* its buffer may still be written: left */
+      else free(c->early.buf);
+      memset(&c->early, 0, sizeof c->early);
+    }
     sr_watchdog_on_nap(NULL, NULL);
     sr_p2p_close(c->p2p);
     c->p2p = NULL;
@@ -1435,6 +1449,34 @@ srlm_status srlm_comm_send(srlm_comm *c, int dest, const void *buf, size_t len) 
 
 srlm_status srlm_comm_send_end(srlm_comm *c, int dest) { return send_impl(c, dest, NULL, 0, MSG_END); }
 
+/* Whether hdr is a point-to-point header this rank can take (MSG_P2P needs the transport). */
+static bool header_ok(const srlm_comm *c, const int64_t *hdr) {
+  const uint64_t word = (uint64_t)hdr[0];
+  const uint32_t kind = (uint32_t)(word & 0xffffffffu);
+  return (word >> 32) == MSG_MAGIC && !(kind & ~(MSG_END | MSG_P2P)) && hdr[1] >= 0 && (!(kind & MSG_P2P) || c->p2p);
+}
+
+/* With the p2p transport: matches the next header from src (or any source) if one has come,
+ * and clears its bytes to come while the caller waits for the current message's, so the
+ * sender's answer (its next pause or decode step) overlaps the work on the current one. */
+static srlm_status match_early(srlm_comm *c, int src) {
+  int flag = 0;
+  MPI_Message mh;
+  MPI_Status status;
+  SRLM_MPI(MPI_Improbe(src == SRLM_COMM_ANY_SOURCE ? MPI_ANY_SOURCE : src, TAG_HDR, c->world, &flag, &mh, &status));
+  if (!flag) return SRLM_OK;
+  SRLM_MPI(MPI_Mrecv(c->early.hdr, HDR_WORDS, MPI_INT64_T, &mh, MPI_STATUS_IGNORE));
+  c->early.on = true;
+  c->early.from = status.MPI_SOURCE;
+  c->early.buf = NULL;
+  c->early.rx = NULL;
+  const uint32_t kind = (uint32_t)((uint64_t)c->early.hdr[0] & 0xffffffffu);
+  if (!header_ok(c, c->early.hdr) || !(kind & MSG_P2P) || (kind & MSG_END)) return SRLM_OK; /* checked when taken */
+  const size_t n = (size_t)c->early.hdr[1];
+  c->early.buf = srlm_xmalloc(n ? n : 1);
+  return sr_p2p_fetch_start(c->p2p, c->early.from, c->early.hdr[2], c->early.buf, n, &c->early.rx);
+}
+
 srlm_status srlm_comm_recv(srlm_comm *c, int src, void **buf, size_t *len, int *src_out, bool *end) {
   *buf = NULL;
   *len = 0;
@@ -1442,33 +1484,48 @@ srlm_status srlm_comm_recv(srlm_comm *c, int src, void **buf, size_t *len, int *
   if (src_out) *src_out = -1;
   if (src != SRLM_COMM_ANY_SOURCE) SRLM_TRY(check_peer(c, src, "recv"));
   int64_t hdr[HDR_WORDS];
-  MPI_Status status;
-  MPI_Request req;
-  SRLM_MPI(MPI_Irecv(hdr, HDR_WORDS, MPI_INT64_T, src == SRLM_COMM_ANY_SOURCE ? MPI_ANY_SOURCE : src, TAG_HDR, c->world,
-                     &req));
-  SRLM_MPI(wait_polite(&req, &status));
-  int from = status.MPI_SOURCE;
+  int from;
+  char *p = NULL;
+  struct sr_p2p_rx *rx = NULL;
+  if (c->early.on && (src == SRLM_COMM_ANY_SOURCE || src == c->early.from)) { /* matched last time */
+    memcpy(hdr, c->early.hdr, sizeof hdr);
+    from = c->early.from;
+    p = c->early.buf;
+    rx = c->early.rx;
+    memset(&c->early, 0, sizeof c->early);
+  } else {
+    MPI_Status status;
+    MPI_Request req;
+    SRLM_MPI(MPI_Irecv(hdr, HDR_WORDS, MPI_INT64_T, src == SRLM_COMM_ANY_SOURCE ? MPI_ANY_SOURCE : src, TAG_HDR, c->world,
+                       &req));
+    SRLM_MPI(wait_polite(&req, &status));
+    from = status.MPI_SOURCE;
+  }
   if (src_out) *src_out = from;
-  uint64_t word = (uint64_t)hdr[0];
-  const uint32_t kind = (uint32_t)(word & 0xffffffffu);
-  if ((word >> 32) != MSG_MAGIC || (kind & ~(MSG_END | MSG_P2P)) || hdr[1] < 0 || ((kind & MSG_P2P) && !c->p2p))
+  if (!header_ok(c, hdr))
     return srlm_error(SRLM_ERR_INTERNAL, "recv", "bad message header from rank %d (messages out of step)", from);
+  const uint32_t kind = (uint32_t)((uint64_t)hdr[0] & 0xffffffffu);
   if (kind & MSG_END) {
     *end = true;
     return SRLM_OK;
   }
   size_t n = (size_t)hdr[1];
-  char *p = srlm_xmalloc(n ? n : 1);
   if (kind & MSG_P2P) {
-    srlm_status st = sr_p2p_fetch(c->p2p, from, hdr[2], p, n);
-    if (st != SRLM_OK) {
-      /* p may still be the target of a queued receive: leave it (the job is ending) */
-      return srlm_error_context(st, "receiving %zu bytes from rank %d", n, from);
+    srlm_status st = SRLM_OK;
+    if (!rx) {
+      p = srlm_xmalloc(n ? n : 1);
+      st = sr_p2p_fetch_start(c->p2p, from, hdr[2], p, n, &rx);
     }
+    if (st == SRLM_OK && !c->early.on) st = match_early(c, src);
+    if (st == SRLM_OK) st = sr_p2p_fetch_wait(c->p2p, rx);
+    /* after an error p may still be the target of a queued receive: it is left (the job is ending) */
+    if (st != SRLM_OK) return srlm_error_context(st, "receiving %zu bytes from rank %d", n, from);
     *buf = p;
     *len = n;
     return SRLM_OK;
   }
+  p = srlm_xmalloc(n ? n : 1);
+  MPI_Request req;
   int rc = MPI_SUCCESS;
   for (size_t off = 0; off < n && rc == MPI_SUCCESS; off += CHUNK_BYTES) {
     int cnt = (int)(n - off < CHUNK_BYTES ? n - off : CHUNK_BYTES);

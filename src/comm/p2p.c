@@ -50,8 +50,15 @@ struct sr_p2p {
   p2p_op *head, *tail; /* INORDER: queued ops, run one at a time from the head */
   bool busy;           /* inside sr_p2p_progress or an NCCL call: the nap hook must not nest another */
   srlm_status failed;  /* sticky */
-  int64_t cts;         /* the clear-to-send of the fetch under way (its MPI_Isend reads it) */
+};
+
+/* A receive under way: its op and its clear-to-send (the MPI_Isend reads cts until done). */
+struct sr_p2p_rx {
+  p2p_op *o;
+  int64_t cts;
   MPI_Request cts_req;
+  bool got;
+  int sent;
 };
 
 srlm_status sr_p2p_open(MPI_Comm world, sr_p2p_kind kind, struct sr_nccl *nccl, sr_p2p **out) {
@@ -64,7 +71,6 @@ srlm_status sr_p2p_open(MPI_Comm world, sr_p2p_kind kind, struct sr_nccl *nccl, 
   p->world = world;
   p->kind = kind;
   p->nccl = nccl;
-  p->cts_req = MPI_REQUEST_NULL;
   *out = p;
   return SRLM_OK;
 }
@@ -87,8 +93,7 @@ static void op_free(sr_p2p *p, p2p_op *op) {
 
 void sr_p2p_close(sr_p2p *p) {
   if (!p) return;
-  if (p->cts_req != MPI_REQUEST_NULL) (void)MPI_Request_free(&p->cts_req); /* a failed fetch's: MPI finishes it */
-  /* ops of the INORDER queue that no message owns: a fetch that failed left its receive */
+  /* ops of the INORDER queue that no message owns: receives of fetches dropped or failed */
   for (p2p_op *o = p->head; o;) {
     p2p_op *next = o->next;
     bool owned = false;
@@ -255,35 +260,55 @@ srlm_status sr_p2p_progress(sr_p2p *p) {
   return st;
 }
 
-/* fetch's receive after an error: NCCL's is not in any queue (freed here); INORDER's may still be
- * in the rank's queue, which sr_p2p_close frees. */
-static srlm_status fetch_failed(sr_p2p *p, p2p_op *o, srlm_status st) {
-  if (p->kind == SR_P2P_NCCL) op_free(p, o);
+void sr_p2p_fetch_drop(sr_p2p *p, sr_p2p_rx *f) {
+  if (!f) return;
+  /* INORDER's receive stays in the rank's queue until it is done there (sr_p2p_close frees it) */
+  if (p->kind == SR_P2P_NCCL || f->o->done) op_free(p, f->o);
+  if (f->cts_req != MPI_REQUEST_NULL) {
+    (void)MPI_Request_free(&f->cts_req); /* MPI finishes the send, reading f->cts: f stays allocated */
+    return;
+  }
+  free(f);
+}
+
+/* A fetch that failed: dropped, and the error (sticky already). */
+static srlm_status fetch_failed(sr_p2p *p, sr_p2p_rx *f, srlm_status st) {
+  sr_p2p_fetch_drop(p, f);
   return st;
 }
 
-srlm_status sr_p2p_fetch(sr_p2p *p, int src, int64_t seq, void *dst, size_t len) {
+srlm_status sr_p2p_fetch_start(sr_p2p *p, int src, int64_t seq, void *dst, size_t len, sr_p2p_rx **out) {
+  *out = NULL;
   if (p->failed != SRLM_OK) return p->failed;
-  p2p_op *o = NULL;
-  SRLM_TRY(op_start(p, false, src, dst, len, &o)); /* the receive first: the send it clears finds it */
-  p->cts = seq;
-  int rc = MPI_Isend(&p->cts, 1, MPI_INT64_T, src, TAG_CTS, p->world, &p->cts_req);
-  if (rc != MPI_SUCCESS) return fetch_failed(p, o, mpi_fail(p, "MPI_Isend(clear-to-send)", rc, __LINE__));
+  sr_p2p_rx *f = srlm_xcalloc(1, sizeof *f);
+  f->cts_req = MPI_REQUEST_NULL;
+  srlm_status st = op_start(p, false, src, dst, len, &f->o); /* the receive first: the send it clears finds it */
+  if (st != SRLM_OK) {
+    free(f);
+    return st;
+  }
+  f->cts = seq;
+  int rc = MPI_Isend(&f->cts, 1, MPI_INT64_T, src, TAG_CTS, p->world, &f->cts_req);
+  if (rc != MPI_SUCCESS) return fetch_failed(p, f, mpi_fail(p, "MPI_Isend(clear-to-send)", rc, __LINE__));
+  *out = f;
+  return SRLM_OK;
+}
+
+srlm_status sr_p2p_fetch_wait(sr_p2p *p, sr_p2p_rx *f) {
   long ns = 20000;
-  bool got = false;
-  int sent = 0;
   for (;;) {
     srlm_status st = sr_p2p_progress(p); /* this rank's own messages move on meanwhile */
-    if (st == SRLM_OK && !got) st = op_test(p, o, &got);
-    if (st != SRLM_OK) return fetch_failed(p, o, st);
-    if (!sent) {
-      rc = MPI_Test(&p->cts_req, &sent, MPI_STATUS_IGNORE);
-      if (rc != MPI_SUCCESS) return fetch_failed(p, o, mpi_fail(p, "MPI_Test(clear-to-send)", rc, __LINE__));
+    if (st == SRLM_OK && !f->got) st = op_test(p, f->o, &f->got);
+    if (st != SRLM_OK) return fetch_failed(p, f, st);
+    if (!f->sent) {
+      int rc = MPI_Test(&f->cts_req, &f->sent, MPI_STATUS_IGNORE);
+      if (rc != MPI_SUCCESS) return fetch_failed(p, f, mpi_fail(p, "MPI_Test(clear-to-send)", rc, __LINE__));
     }
-    if (got && sent) break;
+    if (f->got && f->sent) break;
     sr_watchdog_nap(&ns, 1000000);
   }
-  op_free(p, o);
+  op_free(p, f->o);
+  free(f);
   return SRLM_OK;
 }
 

@@ -12,14 +12,17 @@
  * The handshake (receiver-driven). The header of every message still goes on MPI, with a
  * sequence number, and the bytes wait on the sender until the receiver asks:
  *   sender    sr_p2p_post keeps the bytes (host memory) and gives the header's number;
- *   receiver  having matched the header on MPI, sr_p2p_fetch queues the receive first, then
+ *   receiver  having matched the header on MPI, sr_p2p_fetch_start queues the receive, then
  *             sends a clear-to-send (the number, on MPI) and waits for the bytes;
  *   sender    sr_p2p_progress (called at every pause of a comm wait, every decode step of a
  *             rank whose model has the hook, and every post) takes the clear-to-sends that
  *             arrived and queues each send, in arrival order.
- * So a send is queued only when its receive is already queued, and a receiver has one
- * receive outstanding, which it waits for: every queued send's partner is running, so every
- * send ends, whatever the order in which the messages of an acyclic flow are sent and taken.
+ * So a send is queued only when its receive is already queued, and every queued receive's
+ * sender answers at its next pause, whatever it waits for itself: in an acyclic flow every
+ * receive ends (by induction from the ranks that only send), and so every send behind one,
+ * whatever the order in which the messages are sent and taken. A receiver clears its next
+ * message (already matched) before it waits for the current one (comm.c's recv), so the
+ * round trip hides behind the work on the current message.
  * The only waits are on peers that progress (a sender answers at its next pause or decode
  * step). The flow must be acyclic, as the roles' is (generators -> judges -> learners): two
  * ranks that each wait for the other's message while the other's clear-to-send is queued
@@ -71,9 +74,16 @@ sr_p2p_kind sr_p2p_kind_of(const sr_p2p *p);
  * for its header. Nothing moves until dest's clear-to-send. */
 srlm_status sr_p2p_post(sr_p2p *p, int dest, void *buf, size_t len, int64_t *seq);
 
-/* Receiver: message seq of rank src (its header matched) into dst (len bytes): queues the
- * receive, sends the clear-to-send, and waits for the bytes, progressing meanwhile. */
-srlm_status sr_p2p_fetch(sr_p2p *p, int src, int64_t seq, void *dst, size_t len);
+/* Receiver: message seq of rank src (its header matched) into dst (len bytes), in two halves,
+ * so a receiver can clear its next message before it waits for (or works on) the current one.
+ * start queues the receive and sends the clear-to-send; wait waits for the bytes, progressing
+ * meanwhile, and frees *f (also on error); drop gives up a receive that will not be waited for
+ * (teardown). dst must stay valid until the wait. Several may be under way; in an acyclic flow
+ * each still ends (its sender answers whatever this rank does). */
+typedef struct sr_p2p_rx sr_p2p_rx;
+srlm_status sr_p2p_fetch_start(sr_p2p *p, int src, int64_t seq, void *dst, size_t len, sr_p2p_rx **f);
+srlm_status sr_p2p_fetch_wait(sr_p2p *p, sr_p2p_rx *f);
+void sr_p2p_fetch_drop(sr_p2p *p, sr_p2p_rx *f);
 
 /* Takes the clear-to-sends that arrived (queues their sends) and moves queued transfers on;
  * never waits for a peer (NCCL: its pairs are connected at open; a send's host-to-device copy
