@@ -96,14 +96,14 @@ struct srlm_comm {
   struct sr_nccl *nccl[SRLM_COMM_GROUP_COUNT];
   srlm_backend *nccl_be;
   struct sr_p2p *p2p; /* the shard-payload transport (p2p.h) where the shard group uses it, else NULL */
-  /* with p2p: the next message, matched (and its bytes cleared to come) while the current one
-     was awaited; srlm_comm_recv hands it out first */
+  /* with p2p: the next message, matched (and its bytes cleared to come) as the last receive
+     ended, while the caller works on that one; srlm_comm_recv hands it out first */
   struct {
     bool on;
     int from;
     int64_t hdr[HDR_WORDS];
-    char *buf;            /* its bytes' destination (p2p data) */
-    struct sr_p2p_rx *rx; /* their receive under way; NULL for an end marker */
+    char *buf;            /* its bytes' destination (p2p data); NULL otherwise */
+    struct sr_p2p_rx *rx; /* their receive under way; NULL once they are in buf, or without bytes */
   } early;
   /* learners: the overlapped reduce's two phases (slices to their owners; sums back), each
      on a communicator of its own so the phases of different buckets never cross */
@@ -602,7 +602,10 @@ srlm_status srlm_comm_open_transport(srlm_comm *c, srlm_comm_transport want) {
 
 void srlm_comm_close_transport(srlm_comm *c, srlm_status st) {
   if (c->p2p) { /* before its NCCL communicator: its ops hold staging buffers there */
-    if (c->early.on) { /* a message matched but never asked for: only after an error */
+    if (c->early.on) { /* a message matched but never asked for */
+      if (st == SRLM_OK)
+        SRLM_WARN("comm: a message from rank %d was matched but never received before the transport closed",
+                  c->early.from);
       if (c->early.rx) sr_p2p_fetch_drop(c->p2p, c->early.rx); /* its buffer may still be written: left */
       else free(c->early.buf);
       memset(&c->early, 0, sizeof c->early);
@@ -1449,16 +1452,20 @@ srlm_status srlm_comm_send(srlm_comm *c, int dest, const void *buf, size_t len) 
 
 srlm_status srlm_comm_send_end(srlm_comm *c, int dest) { return send_impl(c, dest, NULL, 0, MSG_END); }
 
-/* Whether hdr is a point-to-point header this rank can take (MSG_P2P needs the transport). */
+/* Whether hdr is a point-to-point header this rank can take (MSG_P2P needs the transport, and
+ * its messages hold at most CHUNK_BYTES). */
 static bool header_ok(const srlm_comm *c, const int64_t *hdr) {
   const uint64_t word = (uint64_t)hdr[0];
   const uint32_t kind = (uint32_t)(word & 0xffffffffu);
-  return (word >> 32) == MSG_MAGIC && !(kind & ~(MSG_END | MSG_P2P)) && hdr[1] >= 0 && (!(kind & MSG_P2P) || c->p2p);
+  return (word >> 32) == MSG_MAGIC && !(kind & ~(MSG_END | MSG_P2P)) && hdr[1] >= 0 &&
+         (!(kind & MSG_P2P) || (c->p2p && (uint64_t)hdr[1] <= CHUNK_BYTES));
 }
 
-/* With the p2p transport: matches the next header from src (or any source) if one has come,
- * and clears its bytes to come while the caller waits for the current message's, so the
- * sender's answer (its next pause or decode step) overlaps the work on the current one. */
+/* With the p2p transport, after a receive ended: matches the next header from src (or any
+ * source) if one has come, and clears its bytes to come, so the sender's answer (its next pause
+ * or decode step) overlaps the caller's work on the message just received. Never more than one
+ * receive under way: with two, from different senders, two receivers could each wait behind
+ * the receive the other's sender serves last (p2p.h). */
 static srlm_status match_early(srlm_comm *c, int src) {
   int flag = 0;
   MPI_Message mh;
@@ -1474,7 +1481,9 @@ static srlm_status match_early(srlm_comm *c, int src) {
   if (!header_ok(c, c->early.hdr) || !(kind & MSG_P2P) || (kind & MSG_END)) return SRLM_OK; /* checked when taken */
   const size_t n = (size_t)c->early.hdr[1];
   c->early.buf = srlm_xmalloc(n ? n : 1);
-  return sr_p2p_fetch_start(c->p2p, c->early.from, c->early.hdr[2], c->early.buf, n, &c->early.rx);
+  srlm_status st = sr_p2p_fetch_start(c->p2p, c->early.from, c->early.hdr[2], c->early.buf, n, &c->early.rx);
+  if (st != SRLM_OK) c->early.buf = NULL; /* a queued receive may still write it: left (the job is ending) */
+  return st;
 }
 
 srlm_status srlm_comm_recv(srlm_comm *c, int src, void **buf, size_t *len, int *src_out, bool *end) {
@@ -1487,13 +1496,23 @@ srlm_status srlm_comm_recv(srlm_comm *c, int src, void **buf, size_t *len, int *
   int from;
   char *p = NULL;
   struct sr_p2p_rx *rx = NULL;
+  bool have = false; /* p holds the bytes already */
   if (c->early.on && (src == SRLM_COMM_ANY_SOURCE || src == c->early.from)) { /* matched last time */
     memcpy(hdr, c->early.hdr, sizeof hdr);
     from = c->early.from;
     p = c->early.buf;
     rx = c->early.rx;
+    have = p && !rx;
     memset(&c->early, 0, sizeof c->early);
   } else {
+    if (c->early.rx) { /* another sender's message is under way: its bytes first (one receive at a time) */
+      srlm_status st = sr_p2p_fetch_wait(c->p2p, c->early.rx);
+      c->early.rx = NULL;
+      if (st != SRLM_OK) {
+        c->early.buf = NULL; /* may still be written: left */
+        return srlm_error_context(st, "receiving %lld bytes from rank %d", (long long)c->early.hdr[1], c->early.from);
+      }
+    }
     MPI_Status status;
     MPI_Request req;
     SRLM_MPI(MPI_Irecv(hdr, HDR_WORDS, MPI_INT64_T, src == SRLM_COMM_ANY_SOURCE ? MPI_ANY_SOURCE : src, TAG_HDR, c->world,
@@ -1512,14 +1531,20 @@ srlm_status srlm_comm_recv(srlm_comm *c, int src, void **buf, size_t *len, int *
   size_t n = (size_t)hdr[1];
   if (kind & MSG_P2P) {
     srlm_status st = SRLM_OK;
-    if (!rx) {
-      p = srlm_xmalloc(n ? n : 1);
-      st = sr_p2p_fetch_start(c->p2p, from, hdr[2], p, n, &rx);
+    if (!have) {
+      if (!rx) {
+        p = srlm_xmalloc(n ? n : 1);
+        st = sr_p2p_fetch_start(c->p2p, from, hdr[2], p, n, &rx);
+      }
+      if (st == SRLM_OK) st = sr_p2p_fetch_wait(c->p2p, rx);
+      /* after an error p may still be the target of a queued receive: it is left (the job is ending) */
+      if (st != SRLM_OK) return srlm_error_context(st, "receiving %zu bytes from rank %d", n, from);
     }
-    if (st == SRLM_OK && !c->early.on) st = match_early(c, src);
-    if (st == SRLM_OK) st = sr_p2p_fetch_wait(c->p2p, rx);
-    /* after an error p may still be the target of a queued receive: it is left (the job is ending) */
-    if (st != SRLM_OK) return srlm_error_context(st, "receiving %zu bytes from rank %d", n, from);
+    if (!c->early.on) st = match_early(c, src);
+    if (st != SRLM_OK) {
+      free(p);
+      return srlm_error_context(st, "clearing the next message after rank %d's", from);
+    }
     *buf = p;
     *len = n;
     return SRLM_OK;

@@ -17,12 +17,15 @@
  *   sender    sr_p2p_progress (called at every pause of a comm wait, every decode step of a
  *             rank whose model has the hook, and every post) takes the clear-to-sends that
  *             arrived and queues each send, in arrival order.
- * So a send is queued only when its receive is already queued, and every queued receive's
- * sender answers at its next pause, whatever it waits for itself: in an acyclic flow every
- * receive ends (by induction from the ranks that only send), and so every send behind one,
- * whatever the order in which the messages are sent and taken. A receiver clears its next
- * message (already matched) before it waits for the current one (comm.c's recv), so the
- * round trip hides behind the work on the current message.
+ * So a send is queued only when its receive is already queued, and a receiver has one
+ * receive under way at a time: in an acyclic flow, by induction from the ranks that only
+ * receive, every queued send's receive is the only one its rank waits for, and it is reached
+ * (what its rank queued before it are sends, which end), so every send ends, whatever the
+ * order in which the messages are sent and taken. Two receives under way on one rank, from
+ * different senders, would break this: L1 waiting [J1, J2] and L2 [J2, J1] while J1 serves
+ * L2 first and J2 serves L1 first is a cycle. comm.c's recv clears the next message (already
+ * matched) as soon as the current one's bytes are in, so the round trip hides behind the
+ * caller's work on the current message, and waits that one out before it starts another.
  * The only waits are on peers that progress (a sender answers at its next pause or decode
  * step). The flow must be acyclic, as the roles' is (generators -> judges -> learners): two
  * ranks that each wait for the other's message while the other's clear-to-send is queued
@@ -78,8 +81,7 @@ srlm_status sr_p2p_post(sr_p2p *p, int dest, void *buf, size_t len, int64_t *seq
  * so a receiver can clear its next message before it waits for (or works on) the current one.
  * start queues the receive and sends the clear-to-send; wait waits for the bytes, progressing
  * meanwhile, and frees *f (also on error); drop gives up a receive that will not be waited for
- * (teardown). dst must stay valid until the wait. Several may be under way; in an acyclic flow
- * each still ends (its sender answers whatever this rank does). */
+ * (teardown). dst must stay valid until the wait. One at a time (above). */
 typedef struct sr_p2p_rx sr_p2p_rx;
 srlm_status sr_p2p_fetch_start(sr_p2p *p, int src, int64_t seq, void *dst, size_t len, sr_p2p_rx **f);
 srlm_status sr_p2p_fetch_wait(sr_p2p *p, sr_p2p_rx *f);

@@ -353,17 +353,19 @@ static void test_shards_separate(srlm_comm *c) {
  * without the handshake (comm.h, "Point-to-point"): every generator and judge sends
  * P2P_MSGS asynchronous messages to every learner, each sender in its own rotated order
  * (sender s starts at learner s mod L), then one blocking message, then ends. Learner l first
- * takes the asynchronous messages sender by sender in another rotation (from sender l + 1
- * on), so with two senders and two learners L0 waits for sender 1, whose first message went
- * to L1, while L1 waits for sender 0, whose first went to L0: queued sends would never end.
- * Then it takes the rest from any source. Message k of sender s to learner l holds bytes
+ * takes P2P_FIRST messages of each sender, sender by sender in another rotation (from sender
+ * l + 1 on), so with two senders and two learners L0 waits for sender 1, whose first message
+ * went to L1, while L1 waits for sender 0, whose first went to L0: queued sends would never
+ * end. Then it takes the rest from any source, where a receiver that had two receives under
+ * way (from different senders) can wait in a cycle (p2p.h). Message k of sender s to learner l holds bytes
  * derived from (s, l, k), of a length that varies (0 bytes, a few, 3 MB). Checks: intact, in
  * each sender's order, all there. Run with SRLM_COMM_P2P=inorder (comm_mpi.sh) it is the
  * handshake under NCCL's ordering rules; without it, MPI inline; with
  * SRLM_TEST_P2P_BACKEND=cuda on a machine with a GPU per rank (bench/gpu_check.sh job, 4 GPUs
  * or more), every rank opens the cuda backend on the GPU of its local rank and the bytes go by
  * NCCL. Learner 0 prints which. */
-#define P2P_MSGS 6
+#define P2P_MSGS 30 /* per sender and learner; the last one blocking */
+#define P2P_FIRST 6 /* the first ones taken sender by sender, the rest from any source */
 static size_t p2p_len(int k) { return k == 0 ? 0 : k == 3 ? (size_t)3 << 20 : (size_t)(97 * k); }
 static unsigned char p2p_byte(int s, int l, int k, size_t i) { return (unsigned char)(s * 31 + l * 7 + k * 13 + i * 5); }
 
@@ -400,7 +402,7 @@ static void test_p2p_crossing(srlm_comm *c) {
     const int l = srlm_comm_role_rank(c, SRLM_ROLE_LEARNER), S = W - L;
     int *next = srlm_xcalloc((size_t)S, sizeof *next), ends = 0, got = 0;
     for (int step = 0; ends < S; step++) {
-      const int first = step < S * P2P_MSGS ? L + (l + 1 + step / P2P_MSGS) % S : SRLM_COMM_ANY_SOURCE;
+      const int first = step < S * P2P_FIRST ? L + (l + 1 + step / P2P_FIRST) % S : SRLM_COMM_ANY_SOURCE;
       void *buf = NULL;
       size_t n = 0;
       int from = -1;
