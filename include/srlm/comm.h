@@ -405,7 +405,8 @@ srlm_status srlm_comm_allgather_bytes(srlm_comm *c, const void *buf, size_t len,
  *         staging buffers (device memory, about one shard per message in flight) are not in
  *         the memory plan. SRLM_COMM_P2P=inorder (rank 0's environment decides for every
  *         rank) runs the same handshake with the bytes on MPI moved in NCCL's order (one at a
- *         time per rank, synchronous sends), also between GPUs, so CI tests it without a GPU. Messages between a pair still arrive in the order sent. */
+ *         time per rank, synchronous sends), also between GPUs, so CI tests it without a
+ *         GPU. Messages between a pair still arrive in the order sent. */
 #define SRLM_COMM_ANY_SOURCE (-1)
 
 /* Sends len bytes to world rank dest (a header with the length goes first). Blocking.
