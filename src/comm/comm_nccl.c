@@ -279,6 +279,20 @@ static srlm_status check_bounds(const sr_nccl *n, const int64_t *bounds, bool gr
   return SRLM_OK;
 }
 
+/* Closes the NCCL group the caller opened (always, also after a failed call inside it: rc is
+ * the calls' result, stmt the call that gave it) and settles it; the first failure's error
+ * (the communicator aborted), naming that call or ncclGroupEnd. */
+static srlm_status group_end(sr_nccl *n, ncclResult_t rc, const char *stmt) {
+  ncclResult_t end = ncclGroupEnd();
+  if (rc == ncclSuccess) {
+    rc = end;
+    stmt = "ncclGroupEnd()";
+  }
+  rc = settle(n, rc);
+  if (rc != ncclSuccess) return nccl_fail(n, rc, stmt, __FILE__, __LINE__);
+  return SRLM_OK;
+}
+
 /* One NCCL group of per-owner calls (reduce: ncclReduce to owner j; else ncclBroadcast from
  * owner j), each on owner j's range. The group is always closed, also after a failed call. */
 static srlm_status grouped_owners(sr_nccl *n, const float *send, float *recv, const int64_t *bounds, bool reduce,
@@ -297,13 +311,7 @@ static srlm_status grouped_owners(sr_nccl *n, const float *send, float *recv, co
       rc = ncclBroadcast((const char *)send + (size_t)bounds[j] * esz, (char *)recv + (size_t)bounds[j] * esz, cnt * esz,
                          ncclUint8, j, n->comm, n->stream);
   }
-  ncclResult_t end = ncclGroupEnd();
-  if (rc == ncclSuccess) {
-    rc = end;
-    stmt = "ncclGroupEnd()";
-  }
-  rc = settle(n, rc);
-  if (rc != ncclSuccess) return nccl_fail(n, rc, stmt, __FILE__, __LINE__);
+  SRLM_TRY(group_end(n, rc, stmt));
   return wait_stream(n, stmt);
 }
 
@@ -354,14 +362,7 @@ srlm_status sr_nccl_bucket_start(sr_nccl *n, float *buf, int64_t lo, int64_t cou
     if (b <= a) continue;
     rc = ncclReduce(buf + a, buf + a, (size_t)(b - a), ncclFloat32, ncclSum, j, n->comm, n->stream);
   }
-  ncclResult_t end = ncclGroupEnd();
-  if (rc == ncclSuccess) {
-    rc = end;
-    stmt = "ncclGroupEnd()";
-  }
-  rc = settle(n, rc);
-  if (rc != ncclSuccess) return nccl_fail(n, rc, stmt, __FILE__, __LINE__);
-  return SRLM_OK;
+  return group_end(n, rc, stmt);
 }
 
 srlm_status sr_nccl_bucket_finish(sr_nccl *n) {
@@ -513,14 +514,8 @@ srlm_status sr_nccl_connect_all(sr_nccl *n) {
     rc = ncclSend(buf, 1, ncclUint8, p, n->comm, n->stream);
     if (rc == ncclSuccess) rc = ncclRecv(buf + n->nranks + p, 1, ncclUint8, p, n->comm, n->stream);
   }
-  ncclResult_t end = ncclGroupEnd();
-  if (rc == ncclSuccess) {
-    rc = end;
-    stmt = "ncclGroupEnd()";
-  }
-  rc = settle(n, rc);
-  if (rc != ncclSuccess) return nccl_fail(n, rc, stmt, __FILE__, __LINE__);
-  SRLM_TRY(wait_stream(n, "ncclSend/ncclRecv(connect every peer)"));
+  SRLM_TRY(group_end(n, rc, stmt));
+  SRLM_TRY(wait_stream(n, stmt));
   n->pool[slot].busy = false;
   return SRLM_OK;
 }
