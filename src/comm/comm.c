@@ -38,12 +38,12 @@
 #define AGREE_MSG 2040
 
 static _Thread_local char g_mpi_desc[MPI_MAX_ERROR_STRING + 1];
-static const char *mpi_desc(int rc) {
+const char *sr_mpi_desc(int rc) {
   int n = 0;
   if (MPI_Error_string(rc, g_mpi_desc, &n) != MPI_SUCCESS) snprintf(g_mpi_desc, sizeof g_mpi_desc, "unknown MPI error");
   return g_mpi_desc;
 }
-#define SRLM_MPI(call) SRLM_LIB_CALL("MPI", int, call, srlm_rc == MPI_SUCCESS, mpi_desc(srlm_rc))
+#define SRLM_MPI(call) SRLM_LIB_CALL("MPI", int, call, srlm_rc == MPI_SUCCESS, sr_mpi_desc(srlm_rc))
 
 /* Waits for a request without spinning: Open MPI's blocking calls poll at 100% CPU,
  * which on a box with fewer cores than ranks steals the core from the rank doing the
@@ -219,7 +219,7 @@ srlm_status srlm_comm_init(int *argc, char ***argv, srlm_comm_backend backend, s
   if (rc == MPI_SUCCESS) rc = MPI_Comm_rank(c->world, &c->rank);
   if (rc == MPI_SUCCESS) rc = MPI_Comm_size(c->world, &c->size);
   if (rc != MPI_SUCCESS) {
-    srlm_status st = srlm_lib_error("MPI", "MPI_Comm_dup/rank/size(MPI_COMM_WORLD)", rc, mpi_desc(rc), __FILE__, __LINE__);
+    srlm_status st = srlm_lib_error("MPI", "MPI_Comm_dup/rank/size(MPI_COMM_WORLD)", rc, sr_mpi_desc(rc), __FILE__, __LINE__);
     srlm_comm_free(c);
     return st;
   }
@@ -471,7 +471,7 @@ static srlm_status open_group_nccl(srlm_comm *c, srlm_comm_group g, int first) {
  * and a peer may be waiting for these bytes, so it ends the job at once. */
 static void p2p_nap(void *user) {
   srlm_comm *c = user;
-  srlm_status st = c->p2p ? sr_p2p_progress(c->p2p) : SRLM_OK;
+  srlm_status st = srlm_comm_progress(c);
   if (st != SRLM_OK) srlm_comm_abort(c, st);
 }
 
@@ -519,7 +519,7 @@ srlm_status srlm_comm_open_transport(srlm_comm *c, srlm_comm_transport want) {
     MPI_Request req;
     int rc = mpi_then_wait(MPI_Iallgather(&mine, (int)sizeof mine, MPI_BYTE, all, (int)sizeof mine, MPI_BYTE, c->world, &req),
                            &req);
-    if (rc != MPI_SUCCESS) st = srlm_lib_error("MPI", "MPI_Iallgather(devices)", rc, mpi_desc(rc), __FILE__, __LINE__);
+    if (rc != MPI_SUCCESS) st = srlm_lib_error("MPI", "MPI_Iallgather(devices)", rc, sr_mpi_desc(rc), __FILE__, __LINE__);
   }
   for (int r = 0; st == SRLM_OK && r < size; r++) {
     devs[r] = all[r].d;
@@ -658,7 +658,7 @@ srlm_status srlm_comm_agree(srlm_comm *c, srlm_status local) {
     nfailed++;
   }
   free(flags);
-  if (rc != MPI_SUCCESS) return srlm_lib_error("MPI", "MPI_Allgather(ok flags)", rc, mpi_desc(rc), __FILE__, __LINE__);
+  if (rc != MPI_SUCCESS) return srlm_lib_error("MPI", "MPI_Allgather(ok flags)", rc, sr_mpi_desc(rc), __FILE__, __LINE__);
   if (first < 0) return SRLM_OK;
   /* the first failing rank tells everyone its code and message */
   struct {
@@ -800,7 +800,7 @@ srlm_status srlm_comm_bcast_weights(srlm_comm *c, void *w, int64_t n, srlm_dtype
       scratch = srlm_xmalloc(scratch_bytes);
   }
   free(scratch);
-  if (rc != MPI_SUCCESS) return srlm_lib_error("MPI", "MPI_Bcast(weight bucket)", rc, mpi_desc(rc), __FILE__, __LINE__);
+  if (rc != MPI_SUCCESS) return srlm_lib_error("MPI", "MPI_Bcast(weight bucket)", rc, sr_mpi_desc(rc), __FILE__, __LINE__);
   SRLM_TRY(st);
   return bcast_verdict(brank, n, root_n, dt, root_dt, want, got, mismatch, version);
 }
@@ -843,7 +843,7 @@ static srlm_status allreduce_ordered(MPI_Comm comm, int L, int me, float *g, int
   free(rcnt);
   free(rdsp);
   if (rc != MPI_SUCCESS)
-    return srlm_lib_error("MPI", "MPI_Alltoallv/MPI_Allgatherv(gradient slices)", rc, mpi_desc(rc), __FILE__, __LINE__);
+    return srlm_lib_error("MPI", "MPI_Alltoallv/MPI_Allgatherv(gradient slices)", rc, sr_mpi_desc(rc), __FILE__, __LINE__);
   return SRLM_OK;
 }
 
@@ -884,7 +884,7 @@ srlm_status srlm_comm_allreduce_grads(srlm_comm *c, float *g, int64_t n, srlm_co
     } else {
       MPI_Request req;
       int rc = mpi_then_wait(MPI_Iallreduce(MPI_IN_PLACE, h, (int)cnt, MPI_FLOAT, MPI_SUM, comm, &req), &req);
-      if (rc != MPI_SUCCESS) st = srlm_lib_error("MPI", "MPI_Allreduce(gradients)", rc, mpi_desc(rc), __FILE__, __LINE__);
+      if (rc != MPI_SUCCESS) st = srlm_lib_error("MPI", "MPI_Allreduce(gradients)", rc, sr_mpi_desc(rc), __FILE__, __LINE__);
       if (st == SRLM_OK && op == SRLM_COMM_MEAN)
         for (int64_t i = 0; i < cnt; i++) h[i] /= (float)L;
     }
@@ -1010,7 +1010,7 @@ srlm_status srlm_comm_reduce_scatter_grads(srlm_comm *c, float *g, int64_t n, co
   free(send);
   free(recv);
   srlm_status st = rc == MPI_SUCCESS ? SRLM_OK
-                                     : srlm_lib_error("MPI", "MPI_Alltoallv(gradient shards)", rc, mpi_desc(rc), __FILE__, __LINE__);
+                                     : srlm_lib_error("MPI", "MPI_Alltoallv(gradient shards)", rc, sr_mpi_desc(rc), __FILE__, __LINE__);
   return whole_put(be, g, h, bounds[me], bounds[me + 1] - bounds[me], st);
 }
 
@@ -1053,7 +1053,7 @@ static srlm_status allgather_mpi(srlm_comm *c, void *x, int64_t n, size_t esz, c
   free(dsp);
   free(recv);
   srlm_status st = rc == MPI_SUCCESS ? SRLM_OK
-                                     : srlm_lib_error("MPI", "MPI_Allgatherv(shards)", rc, mpi_desc(rc), __FILE__, __LINE__);
+                                     : srlm_lib_error("MPI", "MPI_Allgatherv(shards)", rc, sr_mpi_desc(rc), __FILE__, __LINE__);
   if (h != (char *)x && st == SRLM_OK && n > 0) st = srlm_backend_copy_h2d(be, x, h, (size_t)n * esz);
   return st;
 }
@@ -1093,7 +1093,7 @@ srlm_status srlm_comm_gather_ranges_host(srlm_comm *c, float *x, int64_t n, int6
   int rc = mpi_then_wait(MPI_Iallgather(mine, 2, MPI_INT64_T, all, 2, MPI_INT64_T, comm, &req), &req);
   if (rc != MPI_SUCCESS) {
     free(all);
-    return srlm_lib_error("MPI", "MPI_Allgather(master ranges)", rc, mpi_desc(rc), __FILE__, __LINE__);
+    return srlm_lib_error("MPI", "MPI_Allgather(master ranges)", rc, sr_mpi_desc(rc), __FILE__, __LINE__);
   }
   int64_t *bounds = srlm_xmalloc(((size_t)L + 1) * sizeof *bounds);
   srlm_status st = SRLM_OK;
@@ -1181,7 +1181,7 @@ static void ov_free(srlm_comm *c) {
 }
 
 static srlm_status ov_mpi_error(const char *call, int rc, const char *file, int line) {
-  return srlm_lib_error("MPI", call, rc, mpi_desc(rc), file, line);
+  return srlm_lib_error("MPI", call, rc, sr_mpi_desc(rc), file, line);
 }
 
 /* Bucket k's slots: every learner's part (the deterministic all-reduce's equal slices, or
@@ -1412,14 +1412,13 @@ static srlm_status check_peer(const srlm_comm *c, int peer, const char *what) {
   return SRLM_OK;
 }
 
-/* A header (HDR_WORDS int64, magic | kind, length, p2p number) into fresh memory. */
-static int64_t *header(uint32_t kind, size_t len, int64_t seq) {
-  int64_t *h = srlm_xmalloc(HDR_WORDS * sizeof *h);
+/* A message header: HDR_WORDS int64, magic | kind, length, the p2p message's number. */
+static void header_fill(int64_t *h, uint32_t kind, size_t len, int64_t seq) {
   h[0] = (int64_t)(((uint64_t)MSG_MAGIC << 32) | kind);
   h[1] = (int64_t)len;
   h[2] = seq;
-  return h;
 }
+static uint32_t header_kind(const int64_t *h) { return (uint32_t)((uint64_t)h[0] & 0xffffffffu); }
 
 /* Blocking: the header, then the bytes (inline, or by the p2p transport: a copy of them posted
  * there, waited for until it has left). */
@@ -1433,7 +1432,8 @@ static srlm_status send_impl(srlm_comm *c, int dest, const void *buf, size_t len
     SRLM_TRY(sr_p2p_post(c->p2p, dest, copy, len, &seq));
     kind |= MSG_P2P;
   }
-  int64_t hdr[HDR_WORDS] = {(int64_t)(((uint64_t)MSG_MAGIC << 32) | kind), (int64_t)len, seq};
+  int64_t hdr[HDR_WORDS];
+  header_fill(hdr, kind, len, seq);
   MPI_Request req;
   SRLM_MPI_WAIT(MPI_Isend(hdr, HDR_WORDS, MPI_INT64_T, dest, TAG_HDR, c->world, &req), req);
   if (p2p) return sr_p2p_wait(c->p2p, seq);
@@ -1455,9 +1455,8 @@ srlm_status srlm_comm_send_end(srlm_comm *c, int dest) { return send_impl(c, des
 /* Whether hdr is a point-to-point header this rank can take (MSG_P2P needs the transport, and
  * its messages hold at most CHUNK_BYTES). */
 static bool header_ok(const srlm_comm *c, const int64_t *hdr) {
-  const uint64_t word = (uint64_t)hdr[0];
-  const uint32_t kind = (uint32_t)(word & 0xffffffffu);
-  return (word >> 32) == MSG_MAGIC && !(kind & ~(MSG_END | MSG_P2P)) && hdr[1] >= 0 &&
+  const uint32_t kind = header_kind(hdr);
+  return ((uint64_t)hdr[0] >> 32) == MSG_MAGIC && !(kind & ~(MSG_END | MSG_P2P)) && hdr[1] >= 0 &&
          (!(kind & MSG_P2P) || (c->p2p && (uint64_t)hdr[1] <= CHUNK_BYTES));
 }
 
@@ -1477,7 +1476,7 @@ static srlm_status match_early(srlm_comm *c, int src) {
   c->early.from = status.MPI_SOURCE;
   c->early.buf = NULL;
   c->early.rx = NULL;
-  const uint32_t kind = (uint32_t)((uint64_t)c->early.hdr[0] & 0xffffffffu);
+  const uint32_t kind = header_kind(c->early.hdr);
   if (!header_ok(c, c->early.hdr) || !(kind & MSG_P2P) || (kind & MSG_END)) return SRLM_OK; /* checked when taken */
   const size_t n = (size_t)c->early.hdr[1];
   c->early.buf = srlm_xmalloc(n ? n : 1);
@@ -1523,7 +1522,7 @@ srlm_status srlm_comm_recv(srlm_comm *c, int src, void **buf, size_t *len, int *
   if (src_out) *src_out = from;
   if (!header_ok(c, hdr))
     return srlm_error(SRLM_ERR_INTERNAL, "recv", "bad message header from rank %d (messages out of step)", from);
-  const uint32_t kind = (uint32_t)((uint64_t)hdr[0] & 0xffffffffu);
+  const uint32_t kind = header_kind(hdr);
   if (kind & MSG_END) {
     *end = true;
     return SRLM_OK;
@@ -1558,7 +1557,7 @@ srlm_status srlm_comm_recv(srlm_comm *c, int src, void **buf, size_t *len, int *
   }
   if (rc != MPI_SUCCESS) {
     free(p);
-    return srlm_lib_error("MPI", "MPI_Recv(message data)", rc, mpi_desc(rc), __FILE__, __LINE__);
+    return srlm_lib_error("MPI", "MPI_Recv(message data)", rc, sr_mpi_desc(rc), __FILE__, __LINE__);
   }
   *buf = p;
   *len = n;
@@ -1573,7 +1572,7 @@ static srlm_status reap_sends(srlm_comm *c) {
     int done = 0;
     if (st == SRLM_OK) {
       int rc = MPI_Testall(2, c->pending[i].req, &done, MPI_STATUSES_IGNORE);
-      if (rc != MPI_SUCCESS) st = srlm_lib_error("MPI", "MPI_Testall(sends)", rc, mpi_desc(rc), __FILE__, __LINE__);
+      if (rc != MPI_SUCCESS) st = srlm_lib_error("MPI", "MPI_Testall(sends)", rc, sr_mpi_desc(rc), __FILE__, __LINE__);
     }
     if (done) {
       free(c->pending[i].buf);
@@ -1607,7 +1606,8 @@ srlm_status srlm_comm_send_async(srlm_comm *c, int dest, void *buf, size_t len) 
     c->pending = srlm_xrealloc(c->pending, (size_t)c->cap_pending * sizeof *c->pending);
   }
   pending_send *p = &c->pending[c->n_pending];
-  p->hdr = header(kind, len, seq);
+  p->hdr = srlm_xmalloc(HDR_WORDS * sizeof *p->hdr);
+  header_fill(p->hdr, kind, len, seq);
   p->buf = buf;
   p->req[0] = p->req[1] = MPI_REQUEST_NULL;
   int rc = MPI_Isend(p->hdr, HDR_WORDS, MPI_INT64_T, dest, TAG_HDR, c->world, &p->req[0]);
@@ -1620,7 +1620,7 @@ srlm_status srlm_comm_send_async(srlm_comm *c, int dest, void *buf, size_t len) 
     } else {
       c->n_pending++;
     }
-    return srlm_lib_error("MPI", "MPI_Isend(message)", rc, mpi_desc(rc), __FILE__, __LINE__);
+    return srlm_lib_error("MPI", "MPI_Isend(message)", rc, sr_mpi_desc(rc), __FILE__, __LINE__);
   }
   c->n_pending++;
   /* finished sends give their buffers back as we go, so a long stream does not pile up */
@@ -1639,7 +1639,7 @@ srlm_status srlm_comm_flush(srlm_comm *c) {
   /* after an error the sends left keep their buffers (MPI may still read them): srlm_comm_free cancels them */
   memmove(c->pending, c->pending + i, (size_t)(c->n_pending - i) * sizeof *c->pending);
   c->n_pending -= i;
-  if (rc != MPI_SUCCESS) return srlm_lib_error("MPI", "MPI_Test(send)", rc, mpi_desc(rc), __FILE__, __LINE__);
+  if (rc != MPI_SUCCESS) return srlm_lib_error("MPI", "MPI_Test(send)", rc, sr_mpi_desc(rc), __FILE__, __LINE__);
   return c->p2p ? sr_p2p_wait(c->p2p, -1) : SRLM_OK;
 }
 
@@ -1665,7 +1665,7 @@ srlm_status srlm_comm_allgather_bytes(srlm_comm *c, const void *buf, size_t len,
   int rc = mpi_then_wait(MPI_Iallgather(&mine, 1, MPI_INT64_T, all, 1, MPI_INT64_T, c->world, &req), &req);
   if (rc != MPI_SUCCESS) {
     free(all);
-    return srlm_lib_error("MPI", "MPI_Iallgather(lengths)", rc, mpi_desc(rc), __FILE__, __LINE__);
+    return srlm_lib_error("MPI", "MPI_Iallgather(lengths)", rc, sr_mpi_desc(rc), __FILE__, __LINE__);
   }
   int64_t total = 0;
   for (int r = 0; r < c->size; r++) total += all[r];
@@ -1694,7 +1694,7 @@ srlm_status srlm_comm_allgather_bytes(srlm_comm *c, const void *buf, size_t len,
   free(cnt);
   free(dsp);
   free(all);
-  if (rc != MPI_SUCCESS) return srlm_lib_error("MPI", "MPI_Iallgatherv(bytes)", rc, mpi_desc(rc), __FILE__, __LINE__);
+  if (rc != MPI_SUCCESS) return srlm_lib_error("MPI", "MPI_Iallgatherv(bytes)", rc, sr_mpi_desc(rc), __FILE__, __LINE__);
   return SRLM_OK;
 }
 

@@ -12,13 +12,6 @@
 #define TAG_CTS 7103     /* clear-to-send: one int64, the message's number */
 #define TAG_PAYLOAD 7104 /* INORDER: the bytes */
 
-static _Thread_local char g_desc[MPI_MAX_ERROR_STRING + 1];
-static const char *mpi_desc(int rc) {
-  int n = 0;
-  if (MPI_Error_string(rc, g_desc, &n) != MPI_SUCCESS) g_desc[0] = 0;
-  return g_desc;
-}
-
 /* One send or receive of bytes, queued in a rank's order. */
 typedef struct p2p_op {
   bool send;
@@ -115,7 +108,7 @@ static srlm_status fail(sr_p2p *p, srlm_status st) {
 }
 
 static srlm_status mpi_fail(sr_p2p *p, const char *call, int rc, int line) {
-  return fail(p, srlm_lib_error("MPI", call, rc, mpi_desc(rc), __FILE__, line));
+  return fail(p, srlm_lib_error("MPI", call, rc, sr_mpi_desc(rc), __FILE__, line));
 }
 
 /* INORDER: posts the head op when it is not yet, and pops the ops that finished, in order. */

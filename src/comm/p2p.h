@@ -65,6 +65,10 @@ typedef struct sr_p2p sr_p2p;
 
 typedef enum sr_p2p_kind { SR_P2P_NCCL = 0, SR_P2P_INORDER } sr_p2p_kind;
 
+/* MPI's text for error code rc (comm.c; a buffer of the calling thread's, valid until its next
+ * call): every MPI error of src/comm names it. */
+const char *sr_mpi_desc(int rc);
+
 /* world: the communicator the headers go on (the clear-to-sends and INORDER's bytes use
  * tags of their own there); nccl: the payload communicator (NCCL ranks = world ranks), for
  * SR_P2P_NCCL only, not owned. */
