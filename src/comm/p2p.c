@@ -68,8 +68,6 @@ srlm_status sr_p2p_open(MPI_Comm world, sr_p2p_kind kind, struct sr_nccl *nccl, 
   return SRLM_OK;
 }
 
-sr_p2p_kind sr_p2p_kind_of(const sr_p2p *p) { return p->kind; }
-
 static void op_free(sr_p2p *p, p2p_op *op) {
   if (!op) return;
 #if SRLM_HAVE_NCCL

@@ -75,7 +75,6 @@ const char *sr_mpi_desc(int rc);
 srlm_status sr_p2p_open(MPI_Comm world, sr_p2p_kind kind, struct sr_nccl *nccl, sr_p2p **out);
 /* Frees the handle and every message still held (a healthy caller flushed first). NULL: no-op. */
 void sr_p2p_close(sr_p2p *p);
-sr_p2p_kind sr_p2p_kind_of(const sr_p2p *p);
 
 /* Sender: takes buf (len bytes, freed once sent, or by close); *seq is the message's number
  * for its header. Nothing moves until dest's clear-to-send. */
