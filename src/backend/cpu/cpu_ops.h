@@ -43,9 +43,9 @@ typedef struct srlm_cpu_mm {
    * kernel when A or B is given as bf16 (a16 / b16), else the fp32 kernel with denormals
    * flushed (the same bits; srlm_cpu_chain_widen) */
   int chain;
-  /* bf16 products when srlm_cpu_bf16_direct() or wide: A / B given as the bf16 tensors
-   * themselves (same strides; a / b then NULL), packed without a widened copy (the fp32
-   * kernels widen them as they pack) */
+  /* A / B of a bf16 product may be given as the bf16 tensors themselves (same strides; a /
+   * b then NULL), packed without a widened copy: the dot and tile kernels read them as bf16
+   * pairs, the fp32 kernels widen them as they pack (srlm_cpu_matmul always does so) */
   const uint16_t *a16, *b16;
   /* 1: a16 / b16 given for a compute-bound product: the level's kernel for it (the one
    * srlm_cpu_bf16_direct describes), not the one that prefers bf16 operands (at avx512bf16
